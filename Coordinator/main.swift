@@ -1,0 +1,8 @@
+import CommandLineParsing
+import Foundation
+
+let coordinator = CommandGroup(
+    name: "conclave-coordinator",
+    abstract: "Conclave coordinator: run a federation that fine-tunes a shared adapter with differential privacy.",
+    commands: [])
+exit(coordinator.main(Array(CommandLine.arguments.dropFirst())))

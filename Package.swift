@@ -1,0 +1,61 @@
+// swift-tools-version:6.0
+// Conclave: privacy-preserving federated fine-tuning of small language models.
+// Module map and import rules: see DESIGN.md (a module imports only modules below it).
+import PackageDescription
+
+/// Numeric code is compiled with bounds checks off in release; every kernel keeps a checked naive twin.
+let numericSettings: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
+
+let package = Package(
+    name: "Conclave",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "conclave-coordinator", targets: ["conclave-coordinator"]),
+        .executable(name: "conclave-client", targets: ["conclave-client"]),
+    ],
+    targets: [
+        // System libraries: modulemap and header only.
+        .systemLibrary(name: "CSodium", path: "Sources/CSodium", pkgConfig: "libsodium",
+                       providers: [.apt(["libsodium-dev"])]),
+        .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", pkgConfig: "openssl",
+                       providers: [.apt(["libssl-dev"])]),
+
+        // Libraries, bottom to top.
+        .target(name: "Kernels", path: "Sources/Kernels", swiftSettings: numericSettings),
+        .target(name: "ModelFormats", path: "Sources/ModelFormats"),
+        .target(name: "Tokenizer", dependencies: ["ModelFormats"], path: "Sources/Tokenizer"),
+        .target(name: "LanguageModel", dependencies: ["Kernels", "ModelFormats", "Tokenizer"],
+                path: "Sources/LanguageModel", swiftSettings: numericSettings),
+        .target(name: "SecureCrypto", dependencies: ["CSodium"], path: "Sources/SecureCrypto"),
+        .target(name: "Privacy", dependencies: ["SecureCrypto"], path: "Sources/Privacy",
+                swiftSettings: numericSettings),
+        .target(name: "FineTuning", dependencies: ["LanguageModel", "Tokenizer", "Privacy"],
+                path: "Sources/FineTuning", swiftSettings: numericSettings),
+        .target(name: "Transport", dependencies: ["COpenSSL"], path: "Sources/Transport"),
+        .target(name: "CommandLineParsing", path: "Sources/CommandLineParsing"),
+
+        // Executables: command-line parsing and wiring only.
+        .executableTarget(name: "conclave-client",
+                          dependencies: ["CommandLineParsing", "ModelFormats", "Tokenizer", "LanguageModel",
+                                         "FineTuning", "Privacy", "SecureCrypto", "Transport"],
+                          path: "Client"),
+        .executableTarget(name: "conclave-coordinator",
+                          dependencies: ["CommandLineParsing", "SecureCrypto", "Transport"],
+                          path: "Coordinator"),
+
+        // Tests: one target per module, plus end-to-end tests that start the real executables.
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels"], path: "Tests/KernelsTests"),
+        .testTarget(name: "ModelFormatsTests", dependencies: ["ModelFormats"], path: "Tests/ModelFormatsTests"),
+        .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "ModelFormats"], path: "Tests/TokenizerTests"),
+        .testTarget(name: "LanguageModelTests", dependencies: ["LanguageModel", "ModelFormats", "Tokenizer"],
+                    path: "Tests/LanguageModelTests"),
+        .testTarget(name: "PrivacyTests", dependencies: ["Privacy"], path: "Tests/PrivacyTests"),
+        .testTarget(name: "FineTuningTests", dependencies: ["FineTuning"], path: "Tests/FineTuningTests"),
+        .testTarget(name: "SecureCryptoTests", dependencies: ["SecureCrypto"], path: "Tests/SecureCryptoTests"),
+        .testTarget(name: "TransportTests", dependencies: ["Transport"], path: "Tests/TransportTests"),
+        .testTarget(name: "CommandLineParsingTests", dependencies: ["CommandLineParsing"],
+                    path: "Tests/CommandLineParsingTests"),
+        .testTarget(name: "EndToEndTests", dependencies: ["conclave-client", "conclave-coordinator"],
+                    path: "Tests/EndToEndTests"),
+    ]
+)

@@ -1,0 +1,1 @@
+// FineTuning: see DESIGN.md for this module's responsibility.

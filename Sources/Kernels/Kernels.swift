@@ -1,0 +1,1 @@
+// Kernels: see DESIGN.md for this module's responsibility.

@@ -1,0 +1,1 @@
+// LanguageModel: see DESIGN.md for this module's responsibility.

@@ -1,0 +1,1 @@
+// Privacy: see DESIGN.md for this module's responsibility.

@@ -1,0 +1,1 @@
+// Tokenizer: see DESIGN.md for this module's responsibility.
