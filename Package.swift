@@ -43,19 +43,22 @@ let package = Package(
                           dependencies: ["CommandLineParsing", "SecureCrypto", "Transport"],
                           path: "Coordinator"),
 
+        // Test support: where fixtures and the default model live.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+
         // Tests: one target per module, plus end-to-end tests that start the real executables.
-        .testTarget(name: "KernelsTests", dependencies: ["Kernels"], path: "Tests/KernelsTests"),
-        .testTarget(name: "ModelFormatsTests", dependencies: ["ModelFormats"], path: "Tests/ModelFormatsTests"),
-        .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "ModelFormats"], path: "Tests/TokenizerTests"),
-        .testTarget(name: "LanguageModelTests", dependencies: ["LanguageModel", "ModelFormats", "Tokenizer"],
+        .testTarget(name: "KernelsTests", dependencies: ["TestSupport", "Kernels"], path: "Tests/KernelsTests"),
+        .testTarget(name: "ModelFormatsTests", dependencies: ["TestSupport", "ModelFormats"], path: "Tests/ModelFormatsTests"),
+        .testTarget(name: "TokenizerTests", dependencies: ["TestSupport", "Tokenizer", "ModelFormats"], path: "Tests/TokenizerTests"),
+        .testTarget(name: "LanguageModelTests", dependencies: ["TestSupport", "LanguageModel", "ModelFormats", "Tokenizer"],
                     path: "Tests/LanguageModelTests"),
-        .testTarget(name: "PrivacyTests", dependencies: ["Privacy"], path: "Tests/PrivacyTests"),
-        .testTarget(name: "FineTuningTests", dependencies: ["FineTuning"], path: "Tests/FineTuningTests"),
-        .testTarget(name: "SecureCryptoTests", dependencies: ["SecureCrypto"], path: "Tests/SecureCryptoTests"),
-        .testTarget(name: "TransportTests", dependencies: ["Transport"], path: "Tests/TransportTests"),
-        .testTarget(name: "CommandLineParsingTests", dependencies: ["CommandLineParsing"],
+        .testTarget(name: "PrivacyTests", dependencies: ["TestSupport", "Privacy"], path: "Tests/PrivacyTests"),
+        .testTarget(name: "FineTuningTests", dependencies: ["TestSupport", "FineTuning"], path: "Tests/FineTuningTests"),
+        .testTarget(name: "SecureCryptoTests", dependencies: ["TestSupport", "SecureCrypto"], path: "Tests/SecureCryptoTests"),
+        .testTarget(name: "TransportTests", dependencies: ["TestSupport", "Transport"], path: "Tests/TransportTests"),
+        .testTarget(name: "CommandLineParsingTests", dependencies: ["TestSupport", "CommandLineParsing"],
                     path: "Tests/CommandLineParsingTests"),
-        .testTarget(name: "EndToEndTests", dependencies: ["conclave-client", "conclave-coordinator"],
+        .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", "conclave-client", "conclave-coordinator"],
                     path: "Tests/EndToEndTests"),
     ]
 )
