@@ -1,0 +1,357 @@
+import Foundation
+
+/// Byte-level BPE tokenizer (GPT-2 family), producing exactly the ids of HF `tokenizers` and llama.cpp.
+///
+/// Encoding: special tokens are cut out of the text whole, the rest is split into words by the
+/// pre-tokenizer, and each word's bytes are merged pairwise by merge rank (lowest rank first, leftmost
+/// on ties), as HF `BPE::merge_word` and llama.cpp's `llm_tokenizer_bpe_session` do.
+/// Thread-safe: the word cache is behind a lock, everything else is immutable after `init`.
+public final class BPETokenizer: @unchecked Sendable {
+    /// GGUF `tokenizer.ggml.token_type` values (llama.cpp `llama_token_type`).
+    public enum TokenType: Int, Sendable {
+        case undefined = 0, normal = 1, unknown = 2, control = 3, userDefined = 4, unused = 5, byte = 6
+    }
+
+    /// Vocabulary strings, indexed by id.
+    public let tokens: [String]
+    /// Token types, indexed by id (`normal` when the source had none).
+    public let tokenTypes: [TokenType]
+    public let preTokenizer: PreTokenizer
+    public let bosTokenId: Int?
+    public let eosTokenId: Int?
+    /// Whether `encode` puts `bosTokenId` first (GGUF `tokenizer.ggml.add_bos_token`).
+    public let addBOS: Bool
+    /// The model's Jinja chat template text, when it has one; see `applyChatTemplate`.
+    public let chatTemplate: String?
+    /// Ids that end a generated turn: the EOS token plus the usual end-of-turn control tokens.
+    public let endOfTurnTokenIds: Set<Int>
+
+    /// Number of ids (valid ids are `0..<vocabularySize`).
+    public var vocabularySize: Int { tokens.count }
+
+    /// Bytes each id decodes to.
+    let tokenBytes: [[UInt8]]
+    /// Id of the one-byte token for each byte value.
+    let byteTokenIds: [Int32]
+    /// `(left << 32 | right)` → `(rank << 32 | merged id)`.
+    let merges: [UInt64: UInt64]
+    /// Special tokens matched whole in the input, grouped by first byte, longest first.
+    let specialsByFirstByte: [[(bytes: [UInt8], id: Int, isControl: Bool)]]
+
+    private let cacheLock = NSLock()
+    private var wordCache: [[UInt8]: [Int32]] = [:]
+    private static let wordCacheLimit = 200_000
+
+    /// Builds a tokenizer from plain values.
+    /// - Parameters:
+    ///   - tokens: vocabulary strings in GPT-2 byte-level form, indexed by id.
+    ///   - merges: merge rules by rank, each `"left right"`.
+    ///   - tokenTypes: GGUF token types (3 = control, 4 = user-defined are matched whole in the input).
+    /// - Throws: `TokenizerError` naming the merge, token or id that is inconsistent.
+    public convenience init(tokens: [String], merges: [String], tokenTypes: [Int]?, preTokenizer: PreTokenizer,
+                bosTokenId: Int?, eosTokenId: Int?, addBOS: Bool, chatTemplate: String?) throws {
+        var pairs: [(String, String)] = []
+        pairs.reserveCapacity(merges.count)
+        for (rank, rule) in merges.enumerated() {
+            // Byte-level tokens never contain U+0020 (it maps to "Ġ"), so one space separates the pair.
+            let parts = rule.split(separator: " ", omittingEmptySubsequences: false)
+            guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
+                throw TokenizerError("merge rule \(rank) \"\(rule)\" is not two tokens separated by one space")
+            }
+            pairs.append((String(parts[0]), String(parts[1])))
+        }
+        try self.init(tokens: tokens, mergePairs: pairs, tokenTypes: tokenTypes, preTokenizer: preTokenizer,
+                      bosTokenId: bosTokenId, eosTokenId: eosTokenId, addBOS: addBOS, chatTemplate: chatTemplate)
+    }
+
+    /// Builds a tokenizer from merge rules given as pairs (HF `tokenizer.json` may store them so).
+    init(tokens: [String], mergePairs: [(String, String)], tokenTypes: [Int]?, preTokenizer: PreTokenizer,
+         bosTokenId: Int?, eosTokenId: Int?, addBOS: Bool, chatTemplate: String?) throws {
+        guard !tokens.isEmpty, tokens.count < Int(Int32.max) else {
+            throw TokenizerError("vocabulary has \(tokens.count) tokens")
+        }
+        var types: [TokenType] = Array(repeating: .normal, count: tokens.count)
+        if let tokenTypes {
+            guard tokenTypes.count == tokens.count else {
+                throw TokenizerError("\(tokenTypes.count) token types for \(tokens.count) tokens")
+            }
+            for (id, raw) in tokenTypes.enumerated() {
+                guard let type = TokenType(rawValue: raw) else {
+                    throw TokenizerError("token \(id) \"\(tokens[id])\" has unknown token type \(raw)")
+                }
+                types[id] = type
+            }
+        }
+        for (name, id) in [("BOS", bosTokenId), ("EOS", eosTokenId)] {
+            if let id, !(0..<tokens.count).contains(id) {
+                throw TokenizerError("\(name) token id \(id) is outside the vocabulary of \(tokens.count)")
+            }
+        }
+        if addBOS && bosTokenId == nil { throw TokenizerError("add_bos_token is set but there is no BOS token id") }
+
+        // Ids of ordinary (mergeable) tokens by text; the first id wins if a text repeats.
+        var idForText = [String: Int32](minimumCapacity: tokens.count)
+        var bytes: [[UInt8]] = []
+        bytes.reserveCapacity(tokens.count)
+        var specials: [(bytes: [UInt8], id: Int, isControl: Bool)] = []
+        for (id, text) in tokens.enumerated() {
+            switch types[id] {
+            case .normal, .undefined, .unknown:
+                bytes.append(ByteLevel.bytes(of: text))
+                if types[id] != .unknown, idForText[text] == nil { idForText[text] = Int32(id) }
+            case .control, .userDefined:
+                // Rendered as their own text (HF decode with special tokens kept; llama.cpp `special`).
+                bytes.append(Array(text.utf8))
+                if !text.isEmpty { specials.append((Array(text.utf8), id, types[id] == .control)) }
+            case .byte:
+                // SentencePiece-style "<0xAB>".
+                if text.count == 6, text.hasPrefix("<0x"), text.hasSuffix(">"),
+                   let value = UInt8(text.dropFirst(3).dropLast(), radix: 16) {
+                    bytes.append([value])
+                } else {
+                    throw TokenizerError("byte token \(id) \"\(text)\" is not of the form <0xAB>")
+                }
+            case .unused:
+                bytes.append([])
+            }
+        }
+
+        // SmolLM2 lacks some bytes (e.g. 0x04, and 0xC0/0xC1/0xF5… never occur in UTF-8); like llama.cpp
+        // (and HF without an unknown token) such bytes are dropped from the output.
+        var byteIds = [Int32](repeating: -1, count: 256)
+        for byte in 0..<256 {
+            if let id = idForText[ByteLevel.text(forByte: UInt8(byte))] { byteIds[byte] = id }
+        }
+
+        var table = [UInt64: UInt64](minimumCapacity: mergePairs.count)
+        for (rank, (left, right)) in mergePairs.enumerated() {
+            guard let l = idForText[left], let r = idForText[right] else {
+                throw TokenizerError("merge rule \(rank) \"\(left) \(right)\" uses a token missing from the vocabulary")
+            }
+            guard let merged = idForText[left + right] else {
+                throw TokenizerError("merge rule \(rank) \"\(left) \(right)\" makes \"\(left + right)\", "
+                                     + "which is missing from the vocabulary")
+            }
+            let key = UInt64(UInt32(l)) << 32 | UInt64(UInt32(r))
+            // HF keeps the first rank of a repeated rule.
+            if table[key] == nil { table[key] = UInt64(rank) << 32 | UInt64(UInt32(merged)) }
+        }
+
+        var grouped = [[(bytes: [UInt8], id: Int, isControl: Bool)]](repeating: [], count: 256)
+        for special in specials { grouped[Int(special.bytes[0])].append(special) }
+        for i in 0..<256 { grouped[i].sort { $0.bytes.count > $1.bytes.count } }
+
+        var endOfTurn = Set<Int>()
+        if let eosTokenId { endOfTurn.insert(eosTokenId) }
+        // The texts llama.cpp also treats as end-of-generation.
+        let endTexts: Set<String> = ["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>", "<end_of_turn>",
+                                     "<|end_of_text|>", "</s>"]
+        for (id, text) in tokens.enumerated() where types[id] == .control && endTexts.contains(text) {
+            endOfTurn.insert(id)
+        }
+
+        self.tokens = tokens
+        self.tokenTypes = types
+        self.preTokenizer = preTokenizer
+        self.bosTokenId = bosTokenId
+        self.eosTokenId = eosTokenId
+        self.addBOS = addBOS
+        self.chatTemplate = chatTemplate
+        self.endOfTurnTokenIds = endOfTurn
+        self.tokenBytes = bytes
+        self.byteTokenIds = byteIds
+        self.merges = table
+        self.specialsByFirstByte = grouped
+    }
+
+    // MARK: Encoding
+
+    /// Token ids of `text`; BOS first only when `addBOS`. Bytes with no byte-level token are dropped.
+    /// - Parameter parseSpecialTokens: match control tokens such as `<|im_start|>` in the text
+    ///   (user-defined tokens are always matched, as in llama.cpp); false encodes them as plain text.
+    public func encode(_ text: String, parseSpecialTokens: Bool = true) -> [Int] {
+        var ids: [Int] = []
+        if addBOS, let bosTokenId { ids.append(bosTokenId) }
+        appendEncoded(text, parseSpecialTokens: parseSpecialTokens, into: &ids)
+        return ids
+    }
+
+    /// Appends the ids of `text` (never BOS) to `ids`.
+    func appendEncoded(_ text: String, parseSpecialTokens: Bool, into ids: inout [Int]) {
+        var utf8 = Array(text.utf8)
+        ids.reserveCapacity(ids.count + utf8.count / 3)
+        utf8.withUnsafeBufferPointer { bytes in
+            var splitter = WordSplitter()
+            var ends: [Int] = []
+            var textStart = 0
+            var i = 0
+            while i < bytes.count {
+                if let (id, length) = specialToken(at: i, in: bytes, parseControl: parseSpecialTokens) {
+                    appendText(bytes, textStart..<i, splitter: &splitter, ends: &ends, into: &ids)
+                    ids.append(id)
+                    i += length
+                    textStart = i
+                } else {
+                    i += 1
+                }
+            }
+            appendText(bytes, textStart..<bytes.count, splitter: &splitter, ends: &ends, into: &ids)
+        }
+        utf8.removeAll()
+    }
+
+    /// Longest special token starting at byte `i`, as (id, byte length).
+    @inline(__always)
+    private func specialToken(at i: Int, in bytes: UnsafeBufferPointer<UInt8>, parseControl: Bool) -> (Int, Int)? {
+        let candidates = specialsByFirstByte[Int(bytes[i])]
+        if candidates.isEmpty { return nil }
+        for candidate in candidates where parseControl || !candidate.isControl {
+            let length = candidate.bytes.count
+            guard i + length <= bytes.count else { continue }
+            var k = 1
+            while k < length && bytes[i + k] == candidate.bytes[k] { k += 1 }
+            if k == length { return (candidate.id, length) }
+        }
+        return nil
+    }
+
+    /// Encodes text without special tokens: pre-tokenizer words, then BPE per word.
+    private func appendText(_ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>, splitter: inout WordSplitter,
+                            ends: inout [Int], into ids: inout [Int]) {
+        if range.isEmpty { return }
+        splitter.load(bytes, range)
+        ends.removeAll(keepingCapacity: true)
+        splitter.split(preTokenizer, bytes: bytes, ends: &ends)
+        var start = range.lowerBound
+        for end in ends {
+            appendWord(UnsafeBufferPointer(rebasing: bytes[start..<end]), into: &ids)
+            start = end
+        }
+    }
+
+    /// Appends the BPE tokens of one word, through the word cache.
+    private func appendWord(_ word: UnsafeBufferPointer<UInt8>, into ids: inout [Int]) {
+        if word.count == 1 {
+            let id = byteTokenIds[Int(word[0])]
+            if id >= 0 { ids.append(Int(id)) }
+            return
+        }
+        let key = Array(word)
+        cacheLock.lock()
+        let cached = wordCache[key]
+        cacheLock.unlock()
+        if let cached {
+            for id in cached { ids.append(Int(id)) }
+            return
+        }
+        let merged = mergeWord(word)
+        for id in merged { ids.append(Int(id)) }
+        cacheLock.lock()
+        if wordCache.count >= Self.wordCacheLimit { wordCache.removeAll(keepingCapacity: true) }
+        wordCache[key] = merged
+        cacheLock.unlock()
+    }
+
+    /// BPE over one word: a min-heap of candidate pairs keyed `(rank, position)` over a linked list of
+    /// symbols; stale heap entries are skipped when the pair at that position no longer has that rank.
+    func mergeWord(_ word: UnsafeBufferPointer<UInt8>) -> [Int32] {
+        let n = word.count
+        var ids = [Int32](repeating: 0, count: n)
+        var next = [Int32](repeating: -1, count: n)
+        var prev = [Int32](repeating: -1, count: n)
+        for i in 0..<n {
+            ids[i] = byteTokenIds[Int(word[i])]
+            next[i] = i + 1 < n ? Int32(i + 1) : -1
+            prev[i] = Int32(i - 1)
+        }
+        var heap = MinHeap()
+        @inline(__always) func rule(_ left: Int32, _ right: Int32) -> UInt64? {
+            // A byte missing from the vocabulary (-1) never appears in a rule.
+            left < 0 || right < 0 ? nil : merges[UInt64(UInt32(left)) << 32 | UInt64(UInt32(right))]
+        }
+        for i in 0..<(n - 1) {
+            if let r = rule(ids[i], ids[i + 1]) { heap.push((r >> 32) << 32 | UInt64(i)) }
+        }
+        while let top = heap.pop() {
+            let rank = top >> 32
+            let p = Int(top & 0xFFFF_FFFF)
+            let q = Int(next[p])
+            guard ids[p] >= 0, q >= 0, let r = rule(ids[p], ids[q]), r >> 32 == rank else { continue }
+            ids[p] = Int32(truncatingIfNeeded: r & 0xFFFF_FFFF)
+            ids[q] = -2   // unlinked
+            let after = next[q]
+            next[p] = after
+            if after >= 0 { prev[Int(after)] = Int32(p) }
+            let before = prev[p]
+            if before >= 0, let r = rule(ids[Int(before)], ids[p]) { heap.push((r >> 32) << 32 | UInt64(before)) }
+            if after >= 0, let r = rule(ids[p], ids[Int(after)]) { heap.push((r >> 32) << 32 | UInt64(p)) }
+        }
+        var out: [Int32] = []
+        var i: Int32 = 0
+        while i >= 0 {
+            if ids[Int(i)] >= 0 { out.append(ids[Int(i)]) }
+            i = next[Int(i)]
+        }
+        return out
+    }
+
+    // MARK: Decoding
+
+    /// The raw bytes of `ids` concatenated (for streaming: a character may span two calls).
+    /// Ids outside `0..<vocabularySize` are skipped, so a bad id from a sampler never traps.
+    public func decodeBytes(_ ids: [Int]) -> [UInt8] {
+        var out: [UInt8] = []
+        for id in ids where id >= 0 && id < tokenBytes.count { out.append(contentsOf: tokenBytes[id]) }
+        return out
+    }
+
+    /// Text of `ids`; invalid or incomplete UTF-8 becomes U+FFFD, out-of-range ids are skipped.
+    public func decode(_ ids: [Int]) -> String {
+        String(decoding: decodeBytes(ids), as: UTF8.self)
+    }
+
+    /// The vocabulary string of `id` (byte-level form, e.g. "Ġworld"), or "" outside the vocabulary.
+    public func tokenText(_ id: Int) -> String {
+        id >= 0 && id < tokens.count ? tokens[id] : ""
+    }
+
+    /// The id of a vocabulary string, e.g. `tokenId("<|im_end|>")`.
+    public func tokenId(_ text: String) -> Int? {
+        tokens.firstIndex(of: text)
+    }
+}
+
+/// Binary min-heap of packed `(rank << 32 | position)` keys.
+struct MinHeap {
+    private var items: [UInt64] = []
+
+    mutating func push(_ value: UInt64) {
+        items.append(value)
+        var i = items.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            if items[parent] <= items[i] { break }
+            items.swapAt(parent, i)
+            i = parent
+        }
+    }
+
+    mutating func pop() -> UInt64? {
+        guard let first = items.first else { return nil }
+        let last = items.removeLast()
+        if items.isEmpty { return first }
+        items[0] = last
+        var i = 0
+        let count = items.count
+        while true {
+            let l = 2 * i + 1, r = l + 1
+            var smallest = i
+            if l < count && items[l] < items[smallest] { smallest = l }
+            if r < count && items[r] < items[smallest] { smallest = r }
+            if smallest == i { break }
+            items.swapAt(i, smallest)
+            i = smallest
+        }
+        return first
+    }
+}

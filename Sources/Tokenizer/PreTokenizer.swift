@@ -1,0 +1,149 @@
+/// How text is cut into words before BPE merges (merges never cross a word boundary).
+///
+/// Both cases follow llama.cpp's `llama-vocab.cpp` regex lists, written out by hand over Unicode
+/// properties because a regex engine is far too slow here:
+/// - `gpt2`: `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`.
+/// - `smollm`: first every `\p{N}` code point becomes its own word (HF `Digits(individual_digits)`),
+///   then the GPT-2 pattern splits the text between digits; lookahead stops at those pieces' ends.
+public enum PreTokenizer: String, Sendable, CaseIterable {
+    case gpt2
+    case smollm
+
+    /// The pre-tokenizer for a GGUF `tokenizer.ggml.pre` name; nil when we do not implement it.
+    ///
+    /// llama.cpp gives "starcoder", "refact", "command-r", "codeshell", "exaone" and "minerva" the same
+    /// regex list as "smollm", and "gpt2", "mpt", "olmo", "jais" and "default" the GPT-2 pattern.
+    public init?(ggufName name: String) {
+        switch name {
+        case "smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva": self = .smollm
+        case "gpt2", "default", "mpt", "olmo", "jais": self = .gpt2
+        default: return nil
+        }
+    }
+}
+
+/// Character classes the splitting patterns need.
+enum ScalarClass {
+    static let other: UInt8 = 0
+    static let letter: UInt8 = 1
+    static let number: UInt8 = 2
+    static let whitespace: UInt8 = 3   // \s other than U+0020
+    static let space: UInt8 = 4        // U+0020, the only character ` ?` accepts
+    static let apostrophe: UInt8 = 5   // U+0027, starts contractions; otherwise "other"
+
+    static func classify(_ scalar: Unicode.Scalar) -> UInt8 {
+        if scalar == " " { return space }
+        if scalar == "'" { return apostrophe }
+        let properties = scalar.properties
+        if properties.isWhitespace { return whitespace }
+        switch properties.generalCategory {
+        case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter:
+            return letter
+        case .decimalNumber, .letterNumber, .otherNumber:
+            return number
+        default:
+            return other
+        }
+    }
+
+    static let ascii: [UInt8] = (0..<128).map { classify(Unicode.Scalar(UInt8($0))) }
+
+    @inline(__always) static func isWhitespace(_ c: UInt8) -> Bool { c == whitespace || c == space }
+    @inline(__always) static func isOther(_ c: UInt8) -> Bool { c == other || c == apostrophe }
+}
+
+/// Splits UTF-8 text into words: the code-point classes are computed once, then the pattern runs over them.
+struct WordSplitter {
+    /// Class of each code point of the current text.
+    private(set) var classes: [UInt8] = []
+    /// UTF-8 offset of each code point, plus one final entry for the end of the text.
+    private(set) var offsets: [Int] = []
+
+    /// Computes classes and offsets of `bytes[range]`, which must be valid UTF-8 (it comes from a String).
+    mutating func load(_ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>) {
+        classes.removeAll(keepingCapacity: true)
+        offsets.removeAll(keepingCapacity: true)
+        var i = range.lowerBound
+        while i < range.upperBound {
+            let lead = bytes[i]
+            offsets.append(i)
+            if lead < 0x80 {
+                classes.append(ScalarClass.ascii[Int(lead)])
+                i += 1
+                continue
+            }
+            // Multi-byte sequence: the lead byte's high bits give its length (RFC 3629 section 3).
+            let length = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2
+            var value = UInt32(lead) & (length == 4 ? 0x07 : length == 3 ? 0x0F : 0x1F)
+            for k in 1..<length where i + k < range.upperBound {
+                value = (value << 6) | (UInt32(bytes[i + k]) & 0x3F)
+            }
+            classes.append(Unicode.Scalar(value).map(ScalarClass.classify) ?? ScalarClass.other)
+            i += length
+        }
+        offsets.append(range.upperBound)
+    }
+
+    /// Appends the UTF-8 end offset of every word of the loaded text to `ends`.
+    func split(_ preTokenizer: PreTokenizer, bytes: UnsafeBufferPointer<UInt8>, ends: inout [Int]) {
+        let count = classes.count
+        switch preTokenizer {
+        case .gpt2:
+            splitGPT2(0, count, bytes: bytes, ends: &ends)
+        case .smollm:
+            var start = 0
+            for i in 0..<count where classes[i] == ScalarClass.number {
+                if start < i { splitGPT2(start, i, bytes: bytes, ends: &ends) }
+                ends.append(offsets[i + 1])
+                start = i + 1
+            }
+            if start < count { splitGPT2(start, count, bytes: bytes, ends: &ends) }
+        }
+    }
+
+    /// The GPT-2 pattern over code points `lower..<upper`, tried alternative by alternative as the regex does.
+    private func splitGPT2(_ lower: Int, _ upper: Int, bytes: UnsafeBufferPointer<UInt8>, ends: inout [Int]) {
+        var i = lower
+        while i < upper {
+            let c = classes[i]
+            var end: Int
+            if c == ScalarClass.apostrophe, let e = contractionEnd(i, upper, bytes: bytes) {
+                end = e
+            } else {
+                let j = (c == ScalarClass.space && i + 1 < upper) ? i + 1 : i
+                let cj = classes[j]
+                if cj == ScalarClass.letter || cj == ScalarClass.number {
+                    end = j + 1
+                    while end < upper && classes[end] == cj { end += 1 }
+                } else if ScalarClass.isOther(cj) {
+                    end = j + 1
+                    while end < upper && ScalarClass.isOther(classes[end]) { end += 1 }
+                } else {
+                    // `\s+(?!\S)` backs off one character before a non-space; `\s+` takes a lone one.
+                    var k = i + 1
+                    while k < upper && ScalarClass.isWhitespace(classes[k]) { k += 1 }
+                    end = (k == upper || k - i == 1) ? k : k - 1
+                }
+            }
+            ends.append(offsets[end])
+            i = end
+        }
+    }
+
+    /// End of `'s|'t|'re|'ve|'m|'ll|'d` at code point `i` (case-sensitive, as in the pattern), if any.
+    private func contractionEnd(_ i: Int, _ upper: Int, bytes: UnsafeBufferPointer<UInt8>) -> Int? {
+        guard i + 1 < upper else { return nil }
+        let first = bytes[offsets[i + 1]]
+        switch first {
+        case UInt8(ascii: "s"), UInt8(ascii: "t"), UInt8(ascii: "m"), UInt8(ascii: "d"):
+            return i + 2
+        case UInt8(ascii: "r"), UInt8(ascii: "v"), UInt8(ascii: "l"):
+            guard i + 2 < upper else { return nil }
+            let second = bytes[offsets[i + 2]]
+            let expected = first == UInt8(ascii: "l") ? UInt8(ascii: "l") : UInt8(ascii: "e")
+            return second == expected ? i + 3 : nil
+        default:
+            return nil
+        }
+    }
+}

@@ -1,1 +1,0 @@
-// Tokenizer: see DESIGN.md for this module's responsibility.
