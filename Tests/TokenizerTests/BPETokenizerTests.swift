@@ -76,6 +76,23 @@ final class BPETokenizerTests: XCTestCase {
         }
     }
 
+    /// Random strings tokenized by HF `tokenizers` with the same vocabulary, for both pre-tokenizers.
+    func testRandomStringsMatchHuggingFaceTokenizers() throws {
+        var metadata = try SmolLM2.metadata()
+        let smollm = try BPETokenizer(ggufMetadata: metadata)
+        metadata["tokenizer.ggml.pre"] = .string("gpt2")
+        let gpt2 = try BPETokenizer(ggufMetadata: metadata)
+        XCTAssertEqual(gpt2.preTokenizer, .gpt2)
+        for (name, tok, cases) in [("smollm", smollm, HFReferenceCases.smollm), ("gpt2", gpt2, HFReferenceCases.gpt2)] {
+            XCTAssertGreaterThanOrEqual(cases.count, 50)
+            for (text, expected) in cases {
+                let ids = tok.encode(text)
+                XCTAssertEqual(ids, expected, "\(name) \(text.debugDescription): \(firstDifference(ids, expected))")
+                XCTAssertEqual(tok.decode(ids), text)
+            }
+        }
+    }
+
     func testChatTemplateRendersSmolLM2PromptWithDefaultSystemMessage() throws {
         let tok = try smollm()
         let reference = try Fixtures.json("smollm2/reference.json")
