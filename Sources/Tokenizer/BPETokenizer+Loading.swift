@@ -48,7 +48,7 @@ extension BPETokenizer {
             guard let name = value.stringValue else { throw TokenizerError("GGUF \(key("pre")) is not a string") }
             guard let pre = PreTokenizer(ggufName: name) else {
                 throw TokenizerError("GGUF \(key("pre")) is \"\(name)\", a pre-tokenizer not implemented here "
-                                     + "(supported: smollm, gpt2 and their llama.cpp aliases)")
+                                     + "(supported: smollm, gpt2, llama-bpe and their llama.cpp aliases)")
             }
             preTokenizer = pre
         }
@@ -76,8 +76,9 @@ extension BPETokenizer {
     /// `tokenizer_config.json` beside it, when present, for BOS/EOS, `add_bos_token` and `chat_template`.
     ///
     /// Accepts merges as `"a b"` strings or `["a", "b"]` pairs; `added_tokens` become control tokens
-    /// (`special: true`) or user-defined tokens. Pre-tokenizers: `ByteLevel` (GPT-2 pattern) or
-    /// `Sequence[Digits(individual_digits), ByteLevel]` (SmolLM); anything else is refused by name.
+    /// (`special: true`) or user-defined tokens; honours `model.ignore_merges`. Pre-tokenizers: `ByteLevel`
+    /// (GPT-2 pattern), `Sequence[Digits(individual_digits), ByteLevel]` (SmolLM) or
+    /// `Sequence[Split(Llama 3 pattern), ByteLevel]`; anything else is refused by name.
     public convenience init(tokenizerJSON url: URL) throws {
         let file = url.lastPathComponent
         let data: Data
@@ -96,9 +97,7 @@ extension BPETokenizer {
         guard let model = root["model"] as? [String: Any] else { throw TokenizerError("\(file) has no \"model\" object") }
         guard let type = model["type"] as? String else { throw TokenizerError("\(file) model has no \"type\"") }
         guard type == "BPE" else { throw TokenizerError("\(file) model.type is \"\(type)\"; only \"BPE\" is supported") }
-        if model["ignore_merges"] as? Bool == true {
-            throw TokenizerError("\(file) model.ignore_merges is true, which this tokenizer does not implement")
-        }
+        let ignoreMerges = model["ignore_merges"] as? Bool ?? false
         guard let vocab = model["vocab"] as? [String: Any] else { throw TokenizerError("\(file) has no model.vocab object") }
         guard let rawMerges = model["merges"] as? [Any] else { throw TokenizerError("\(file) has no model.merges array") }
 
@@ -173,7 +172,8 @@ extension BPETokenizer {
         }
         do {
             try self.init(tokens: tokens, mergePairs: pairs, tokenTypes: types, preTokenizer: preTokenizer,
-                          bosTokenId: bos, eosTokenId: eos, addBOS: addBOS && bos != nil, chatTemplate: template)
+                          bosTokenId: bos, eosTokenId: eos, addBOS: addBOS && bos != nil, chatTemplate: template,
+                          ignoreMerges: ignoreMerges)
         } catch let error as TokenizerError {
             throw TokenizerError("\(file): \(error.message)")
         }
@@ -207,8 +207,15 @@ extension BPETokenizer {
                 try checkByteLevel(steps[0])
                 return .gpt2
             }
-            throw TokenizerError("\(file) pre_tokenizer Sequence \(kinds) is not supported "
-                                 + "(supported: ByteLevel, Sequence[Digits(individual_digits), ByteLevel])")
+            // Llama 3: the regex as a Split step, then ByteLevel without its own regex.
+            if kinds == ["Split", "ByteLevel"],
+               (steps[0]["pattern"] as? [String: Any])?["Regex"] as? String == PreTokenizer.llama3Pattern,
+               steps[0]["behavior"] as? String == "Isolated", steps[0]["invert"] as? Bool != true,
+               steps[1]["add_prefix_space"] as? Bool != true {
+                return .llama3
+            }
+            throw TokenizerError("\(file) pre_tokenizer Sequence \(kinds) is not supported (supported: ByteLevel, "
+                                 + "Sequence[Digits(individual_digits), ByteLevel], Sequence[Split(Llama 3 regex), ByteLevel])")
         default:
             throw TokenizerError("\(file) pre_tokenizer type \"\(type)\" is not supported")
         }

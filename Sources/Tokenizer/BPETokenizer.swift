@@ -38,6 +38,9 @@ public final class BPETokenizer: @unchecked Sendable {
     /// Special tokens matched whole in the input, grouped by first byte, longest first.
     let specialsByFirstByte: [[(bytes: [UInt8], id: Int, isControl: Bool)]]
 
+    /// Byte-level tokens by raw bytes, filled only when merges are skipped for words found whole.
+    let wholeWordIds: [[UInt8]: Int32]
+
     private let cacheLock = NSLock()
     private var wordCache: [[UInt8]: [Int32]] = [:]
     private static let wordCacheLimit = 200_000
@@ -65,8 +68,9 @@ public final class BPETokenizer: @unchecked Sendable {
     }
 
     /// Builds a tokenizer from merge rules given as pairs (HF `tokenizer.json` may store them so).
+    /// `ignoreMerges` (default: on for `llama3`, as llama.cpp does) emits a word that is itself a token as is.
     init(tokens: [String], mergePairs: [(String, String)], tokenTypes: [Int]?, preTokenizer: PreTokenizer,
-         bosTokenId: Int?, eosTokenId: Int?, addBOS: Bool, chatTemplate: String?) throws {
+         bosTokenId: Int?, eosTokenId: Int?, addBOS: Bool, chatTemplate: String?, ignoreMerges: Bool? = nil) throws {
         guard !tokens.isEmpty, tokens.count < Int(Int32.max) else {
             throw TokenizerError("vocabulary has \(tokens.count) tokens")
         }
@@ -162,6 +166,11 @@ public final class BPETokenizer: @unchecked Sendable {
         self.byteTokenIds = byteIds
         self.merges = table
         self.specialsByFirstByte = grouped
+        var whole = [[UInt8]: Int32]()
+        if ignoreMerges ?? (preTokenizer == .llama3) {
+            for (text, id) in idForText { whole[ByteLevel.bytes(of: text)] = id }
+        }
+        self.wholeWordIds = whole
     }
 
     // MARK: Encoding
@@ -244,7 +253,7 @@ public final class BPETokenizer: @unchecked Sendable {
             for id in cached { ids.append(Int(id)) }
             return
         }
-        let merged = mergeWord(word)
+        let merged = wholeWordIds[key].map { [$0] } ?? mergeWord(word)
         for id in merged { ids.append(Int(id)) }
         cacheLock.lock()
         if wordCache.count >= Self.wordCacheLimit { wordCache.removeAll(keepingCapacity: true) }

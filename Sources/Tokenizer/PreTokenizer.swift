@@ -5,9 +5,16 @@
 /// - `gpt2`: `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`.
 /// - `smollm`: first every `\p{N}` code point becomes its own word (HF `Digits(individual_digits)`),
 ///   then the GPT-2 pattern splits the text between digits; lookahead stops at those pieces' ends.
+/// - `llama3`: `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|`
+///   `\s*[\r\n]+|\s+(?!\S)|\s+`; its tokenizers also skip merging a word that is itself a token
+///   (HF `ignore_merges`, which llama.cpp turns on for this pre-tokenizer).
 public enum PreTokenizer: String, Sendable, CaseIterable {
     case gpt2
     case smollm
+    case llama3
+
+    /// The HF `Split` pattern of the Llama 3 tokenizer.json.
+    static let llama3Pattern = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
 
     /// The pre-tokenizer for a GGUF `tokenizer.ggml.pre` name; nil when we do not implement it.
     ///
@@ -17,6 +24,7 @@ public enum PreTokenizer: String, Sendable, CaseIterable {
         switch name {
         case "smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva": self = .smollm
         case "gpt2", "default", "mpt", "olmo", "jais": self = .gpt2
+        case "llama3", "llama-v3", "llama-bpe": self = .llama3
         default: return nil
         }
     }
@@ -30,10 +38,12 @@ enum ScalarClass {
     static let whitespace: UInt8 = 3   // \s other than U+0020
     static let space: UInt8 = 4        // U+0020, the only character ` ?` accepts
     static let apostrophe: UInt8 = 5   // U+0027, starts contractions; otherwise "other"
+    static let lineBreak: UInt8 = 6    // \r or \n, which the Llama 3 pattern treats apart; also \s
 
     static func classify(_ scalar: Unicode.Scalar) -> UInt8 {
         if scalar == " " { return space }
         if scalar == "'" { return apostrophe }
+        if scalar == "\r" || scalar == "\n" { return lineBreak }
         let properties = scalar.properties
         if properties.isWhitespace { return whitespace }
         switch properties.generalCategory {
@@ -48,7 +58,7 @@ enum ScalarClass {
 
     static let ascii: [UInt8] = (0..<128).map { classify(Unicode.Scalar(UInt8($0))) }
 
-    @inline(__always) static func isWhitespace(_ c: UInt8) -> Bool { c == whitespace || c == space }
+    @inline(__always) static func isWhitespace(_ c: UInt8) -> Bool { c == whitespace || c == space || c == lineBreak }
     @inline(__always) static func isOther(_ c: UInt8) -> Bool { c == other || c == apostrophe }
 }
 
@@ -98,6 +108,45 @@ struct WordSplitter {
                 start = i + 1
             }
             if start < count { splitGPT2(start, count, bytes: bytes, ends: &ends) }
+        case .llama3:
+            splitLlama3(bytes: bytes, ends: &ends)
+        }
+    }
+
+    /// The Llama 3 pattern over all loaded code points, alternative by alternative.
+    private func splitLlama3(bytes: UnsafeBufferPointer<UInt8>, ends: inout [Int]) {
+        let upper = classes.count
+        var i = 0
+        while i < upper {
+            let c = classes[i]
+            var end: Int
+            if c == ScalarClass.apostrophe, let e = contractionEnd(i, upper, bytes: bytes, caseInsensitive: true) {
+                end = e
+            } else if c == ScalarClass.letter
+                        || (c != ScalarClass.lineBreak && c != ScalarClass.number && i + 1 < upper
+                            && classes[i + 1] == ScalarClass.letter) {
+                // `[^\r\n\p{L}\p{N}]?\p{L}+`
+                end = i + 1
+                while end < upper && classes[end] == ScalarClass.letter { end += 1 }
+            } else if c == ScalarClass.number {
+                end = i + 1
+                while end < upper && end < i + 3 && classes[end] == ScalarClass.number { end += 1 }
+            } else if ScalarClass.isOther(c) || (c == ScalarClass.space && i + 1 < upper && ScalarClass.isOther(classes[i + 1])) {
+                // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
+                end = i + 1
+                while end < upper && ScalarClass.isOther(classes[end]) { end += 1 }
+                while end < upper && classes[end] == ScalarClass.lineBreak { end += 1 }
+            } else {
+                var k = i + 1
+                while k < upper && ScalarClass.isWhitespace(classes[k]) { k += 1 }
+                if let last = (i..<k).last(where: { classes[$0] == ScalarClass.lineBreak }) {
+                    end = last + 1   // `\s*[\r\n]+` backs off to the last line break
+                } else {
+                    end = (k == upper || k - i == 1) ? k : k - 1
+                }
+            }
+            ends.append(offsets[end])
+            i = end
         }
     }
 
@@ -130,16 +179,21 @@ struct WordSplitter {
         }
     }
 
-    /// End of `'s|'t|'re|'ve|'m|'ll|'d` at code point `i` (case-sensitive, as in the pattern), if any.
-    private func contractionEnd(_ i: Int, _ upper: Int, bytes: UnsafeBufferPointer<UInt8>) -> Int? {
+    /// End of `'s|'t|'re|'ve|'m|'ll|'d` at code point `i`, if any (GPT-2 is case-sensitive, Llama 3 not).
+    private func contractionEnd(_ i: Int, _ upper: Int, bytes: UnsafeBufferPointer<UInt8>,
+                                caseInsensitive: Bool = false) -> Int? {
         guard i + 1 < upper else { return nil }
-        let first = bytes[offsets[i + 1]]
+        @inline(__always) func letter(_ k: Int) -> UInt8 {
+            let b = bytes[offsets[k]]
+            return caseInsensitive && b >= UInt8(ascii: "A") && b <= UInt8(ascii: "Z") ? b + 32 : b
+        }
+        let first = letter(i + 1)
         switch first {
         case UInt8(ascii: "s"), UInt8(ascii: "t"), UInt8(ascii: "m"), UInt8(ascii: "d"):
             return i + 2
         case UInt8(ascii: "r"), UInt8(ascii: "v"), UInt8(ascii: "l"):
             guard i + 2 < upper else { return nil }
-            let second = bytes[offsets[i + 2]]
+            let second = letter(i + 2)
             let expected = first == UInt8(ascii: "l") ? UInt8(ascii: "l") : UInt8(ascii: "e")
             return second == expected ? i + 3 : nil
         default:

@@ -83,7 +83,11 @@ final class BPETokenizerTests: XCTestCase {
         metadata["tokenizer.ggml.pre"] = .string("gpt2")
         let gpt2 = try BPETokenizer(ggufMetadata: metadata)
         XCTAssertEqual(gpt2.preTokenizer, .gpt2)
-        for (name, tok, cases) in [("smollm", smollm, HFReferenceCases.smollm), ("gpt2", gpt2, HFReferenceCases.gpt2)] {
+        metadata["tokenizer.ggml.pre"] = .string("llama-bpe")
+        let llama3 = try BPETokenizer(ggufMetadata: metadata)
+        XCTAssertEqual(llama3.preTokenizer, .llama3)
+        for (name, tok, cases) in [("smollm", smollm, HFReferenceCases.smollm), ("gpt2", gpt2, HFReferenceCases.gpt2),
+                                   ("llama3", llama3, HFReferenceCases.llama3)] {
             XCTAssertGreaterThanOrEqual(cases.count, 50)
             for (text, expected) in cases {
                 let ids = tok.encode(text)
