@@ -211,6 +211,16 @@ final class BPETokenizerTests: XCTestCase {
         }
     }
 
+    /// The shared word cache is locked: concurrent encoders get the serial answers.
+    func testConcurrentEncodingMatchesSerial() throws {
+        let tok = try smollm()
+        let texts = HFReferenceCases.smollm.map(\.text) + (0..<200).map { "word\($0) x\($0 * 7919) Ünïcödé\($0)" }
+        let serial = texts.map { tok.encode($0) }
+        let results = ConcurrentResults(count: texts.count)
+        DispatchQueue.concurrentPerform(iterations: texts.count) { i in results.set(i, tok.encode(texts[i])) }
+        for i in texts.indices { XCTAssertEqual(results.get(i), serial[i], texts[i].debugDescription) }
+    }
+
     func testPartialUTF8DecodesWithoutCrashing() throws {
         let tok = try smollm()
         let text = "😀👍🏽 日本"
@@ -293,4 +303,13 @@ final class BPETokenizerTests: XCTestCase {
         XCTAssertEqual(tok.decode(ids), text)
         XCTAssertGreaterThan(megabytes / seconds, 0.5, "cold-cache encoding slower than 0.5 MB/s")
     }
+}
+
+/// Results written from concurrent iterations, one slot each.
+private final class ConcurrentResults: @unchecked Sendable {
+    private let lock = NSLock()
+    private var slots: [[Int]]
+    init(count: Int) { slots = Array(repeating: [], count: count) }
+    func set(_ i: Int, _ value: [Int]) { lock.lock(); slots[i] = value; lock.unlock() }
+    func get(_ i: Int) -> [Int] { lock.lock(); defer { lock.unlock() }; return slots[i] }
 }
