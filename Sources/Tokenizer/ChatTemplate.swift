@@ -23,17 +23,21 @@ struct ChatMLTemplate: Sendable {
         guard template.contains("<|im_start|>") else {
             throw TokenizerError("the chat template is not ChatML (no <|im_start|>); only ChatML templates are supported")
         }
-        // In the Jinja source the newline after "system" is either a real newline or the escape "\n".
+        // In the Jinja source the newline after "system" is either a real newline or the escape "\n";
+        // the first such block holding only literal text is the default (a block that renders
+        // `messages[0]['content']` is not).
         var prompt: String? = nil
-        for opening in ["<|im_start|>system\n", "<|im_start|>system\\n"] {
-            guard let start = template.range(of: opening),
-                  let end = template.range(of: "<|im_end|>", range: start.upperBound..<template.endIndex) else { continue }
-            let text = String(template[start.upperBound..<end.lowerBound])
-            // A literal prompt has no Jinja expressions; "{{ message['content'] }}" is not a default.
-            if !text.contains("{{") && !text.contains("{%") && !text.contains("'") {
-                prompt = text.replacingOccurrences(of: "\\n", with: "\n")
+        search: for opening in ["<|im_start|>system\n", "<|im_start|>system\\n"] {
+            var from = template.startIndex
+            while let start = template.range(of: opening, range: from..<template.endIndex),
+                  let end = template.range(of: "<|im_end|>", range: start.upperBound..<template.endIndex) {
+                let text = String(template[start.upperBound..<end.lowerBound])
+                if !["{{", "{%", "' +", "+ '", "message["].contains(where: text.contains) {
+                    prompt = text.replacingOccurrences(of: "\\n", with: "\n")
+                    break search
+                }
+                from = end.upperBound
             }
-            break
         }
         defaultSystemPrompt = prompt
     }
