@@ -16,8 +16,11 @@ public final class BPETokenizer: @unchecked Sendable {
     public let tokens: [String]
     /// Token types, indexed by id (`normal` when the source had none).
     public let tokenTypes: [TokenType]
+    /// How text is cut into words before merging.
     public let preTokenizer: PreTokenizer
+    /// Beginning-of-sequence id (SmolLM2: 1, `<|im_start|>`), put first only when `addBOS`.
     public let bosTokenId: Int?
+    /// End-of-sequence id (SmolLM2: 2, `<|im_end|>`).
     public let eosTokenId: Int?
     /// Whether `encode` puts `bosTokenId` first (GGUF `tokenizer.ggml.add_bos_token`).
     public let addBOS: Bool
@@ -52,7 +55,7 @@ public final class BPETokenizer: @unchecked Sendable {
     ///   - tokenTypes: GGUF token types (3 = control, 4 = user-defined are matched whole in the input).
     /// - Throws: `TokenizerError` naming the merge, token or id that is inconsistent.
     public convenience init(tokens: [String], merges: [String], tokenTypes: [Int]?, preTokenizer: PreTokenizer,
-                bosTokenId: Int?, eosTokenId: Int?, addBOS: Bool, chatTemplate: String?) throws {
+                            bosTokenId: Int?, eosTokenId: Int?, addBOS: Bool, chatTemplate: String?) throws {
         var pairs: [(String, String)] = []
         pairs.reserveCapacity(merges.count)
         for (rank, rule) in merges.enumerated() {
