@@ -21,7 +21,9 @@ let package = Package(
                        providers: [.apt(["libssl-dev"])]),
 
         // Libraries, bottom to top.
-        .target(name: "Kernels", path: "Sources/Kernels", swiftSettings: numericSettings),
+        // The one C kernel target: AVX2 paths chosen at run time; the Swift code is the generic path.
+        .target(name: "CKernels", path: "Sources/CKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "Kernels", dependencies: ["CKernels"], path: "Sources/Kernels", swiftSettings: numericSettings),
         .target(name: "ModelFormats", path: "Sources/ModelFormats"),
         .target(name: "Tokenizer", dependencies: ["ModelFormats"], path: "Sources/Tokenizer"),
         .target(name: "LanguageModel", dependencies: ["Kernels", "ModelFormats", "Tokenizer"],
@@ -29,7 +31,7 @@ let package = Package(
         .target(name: "SecureCrypto", dependencies: ["CSodium"], path: "Sources/SecureCrypto"),
         .target(name: "Privacy", dependencies: ["SecureCrypto"], path: "Sources/Privacy",
                 swiftSettings: numericSettings),
-        .target(name: "FineTuning", dependencies: ["LanguageModel", "Tokenizer", "Privacy"],
+        .target(name: "FineTuning", dependencies: ["LanguageModel", "Tokenizer", "Privacy", "SecureCrypto", "CommandLineParsing"],
                 path: "Sources/FineTuning", swiftSettings: numericSettings),
         .target(name: "Transport", dependencies: ["COpenSSL"], path: "Sources/Transport"),
         .target(name: "CommandLineParsing", path: "Sources/CommandLineParsing"),

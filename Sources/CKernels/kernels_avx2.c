@@ -1,0 +1,138 @@
+// AVX2 + FMA + F16C kernels. Compiled with target attributes so the rest of the binary stays
+// baseline x86-64; callers check ck_has_avx2() once and fall back to the Swift generic path.
+#include "ckernels.h"
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+
+int ck_has_avx2(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+}
+
+AVX2 static inline float hsum(__m256 v) {
+    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+    lo = _mm_add_ps(lo, hi);
+    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+    return _mm_cvtss_f32(lo);
+}
+
+AVX2 static inline float half_to_float(uint16_t h) {
+    return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
+}
+
+AVX2 float ck_dot_avx2(const float *a, const float *b, size_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    float sum = hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    for (; i < n; i++) sum += a[i] * b[i];
+    return sum;
+}
+
+// Sixteen packed nibbles → two vectors of 8 floats for elements 0..15 (low nibbles) and 16..31 (high).
+AVX2 static inline void unpack_nibbles(const uint8_t *q, __m256 out[4]) {
+    __m128i bytes = _mm_loadu_si128((const __m128i *)q);
+    __m128i lo = _mm_and_si128(bytes, _mm_set1_epi8(0x0F));
+    __m128i hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), _mm_set1_epi8(0x0F));
+    out[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
+    out[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
+    out[2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
+    out[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
+}
+
+AVX2 void ck_dequantize_row_avx2(int format, const void *source, float *out, size_t count) {
+    const uint8_t *s = (const uint8_t *)source;
+    switch (format) {
+    case 0:
+        memcpy(out, source, count * sizeof(float));
+        return;
+    case 1: {
+        size_t i = 0;
+        for (; i + 8 <= count; i += 8)
+            _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + 2 * i))));
+        for (; i < count; i++) { uint16_t h; memcpy(&h, s + 2 * i, 2); out[i] = half_to_float(h); }
+        return;
+    }
+    case 8:  // Q8_0: d, 32 × int8
+        for (size_t b = 0; b < count / 32; b++, s += 34, out += 32) {
+            uint16_t hd; memcpy(&hd, s, 2);
+            __m256 d = _mm256_set1_ps(half_to_float(hd));
+            for (int j = 0; j < 4; j++) {
+                __m128i q = _mm_loadl_epi64((const __m128i *)(s + 2 + 8 * j));
+                _mm256_storeu_ps(out + 8 * j, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d));
+            }
+        }
+        return;
+    case 2:  // Q4_0: d, nibbles; value = (q − 8)·d
+        for (size_t b = 0; b < count / 32; b++, s += 18, out += 32) {
+            uint16_t hd; memcpy(&hd, s, 2);
+            __m256 d = _mm256_set1_ps(half_to_float(hd)), eight = _mm256_set1_ps(8.0f);
+            __m256 v[4];
+            unpack_nibbles(s + 2, v);
+            for (int j = 0; j < 4; j++) _mm256_storeu_ps(out + 8 * j, _mm256_mul_ps(_mm256_sub_ps(v[j], eight), d));
+        }
+        return;
+    case 3:  // Q4_1: d, m, nibbles; value = q·d + m
+        for (size_t b = 0; b < count / 32; b++, s += 20, out += 32) {
+            uint16_t hd, hm; memcpy(&hd, s, 2); memcpy(&hm, s + 2, 2);
+            __m256 d = _mm256_set1_ps(half_to_float(hd)), m = _mm256_set1_ps(half_to_float(hm));
+            __m256 v[4];
+            unpack_nibbles(s + 4, v);
+            for (int j = 0; j < 4; j++) _mm256_storeu_ps(out + 8 * j, _mm256_fmadd_ps(v[j], d, m));
+        }
+        return;
+    }
+}
+
+AVX2 void ck_panel_gemm_avx2(const float *w, int rows, const float *x, int tokens, int k,
+                             float *y, int ldy, int accumulate) {
+    int r = 0;
+    for (; r + 4 <= rows; r += 4) {
+        const float *w0 = w + (size_t)r * k, *w1 = w0 + k, *w2 = w1 + k, *w3 = w2 + k;
+        for (int t = 0; t < tokens; t++) {
+            const float *xt = x + (size_t)t * k;
+            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+            int i = 0;
+            for (; i + 8 <= k; i += 8) {
+                __m256 xv = _mm256_loadu_ps(xt + i);
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + i), xv, a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + i), xv, a1);
+                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + i), xv, a2);
+                a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + i), xv, a3);
+            }
+            float s0 = hsum(a0), s1 = hsum(a1), s2 = hsum(a2), s3 = hsum(a3);
+            for (; i < k; i++) { s0 += w0[i] * xt[i]; s1 += w1[i] * xt[i]; s2 += w2[i] * xt[i]; s3 += w3[i] * xt[i]; }
+            float *yt = y + (size_t)t * ldy + r;
+            if (accumulate) { yt[0] += s0; yt[1] += s1; yt[2] += s2; yt[3] += s3; }
+            else { yt[0] = s0; yt[1] = s1; yt[2] = s2; yt[3] = s3; }
+        }
+    }
+    for (; r < rows; r++) {
+        for (int t = 0; t < tokens; t++) {
+            float s = ck_dot_avx2(w + (size_t)r * k, x + (size_t)t * k, (size_t)k);
+            float *yt = y + (size_t)t * ldy + r;
+            if (accumulate) *yt += s; else *yt = s;
+        }
+    }
+}
+
+#else
+int ck_has_avx2(void) { return 0; }
+void ck_dequantize_row_avx2(int format, const void *source, float *out, size_t count) {
+    (void)format; (void)source; (void)out; (void)count;
+}
+void ck_panel_gemm_avx2(const float *w, int rows, const float *x, int tokens, int k, float *y, int ldy, int accumulate) {
+    (void)w; (void)rows; (void)x; (void)tokens; (void)k; (void)y; (void)ldy; (void)accumulate;
+}
+float ck_dot_avx2(const float *a, const float *b, size_t n) { (void)a; (void)b; (void)n; return 0; }
+#endif

@@ -1,0 +1,37 @@
+import Foundation
+
+/// Backward passes of the normalisation and activation kernels (llm.c style: add into gradients).
+extension RMSNorm {
+    /// Given y = x · r · w with r = 1/√(mean(x²) + eps), adds ∂L/∂x into gradInput.
+    ///
+    /// ∂L/∂x_i = r·w_i·g_i − (r³/n)·x_i·Σ_j w_j·g_j·x_j.  x, gradOutput, gradInput: (tokens, width).
+    public static func backward(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, gradOutput: UnsafePointer<Float>,
+                                tokens: Int, width: Int, eps: Float, gradInput: UnsafeMutablePointer<Float>) {
+        for t in 0..<tokens {
+            let row = x + t * width, g = gradOutput + t * width, out = gradInput + t * width
+            let meanSquare = Vector.dot(row, row, width) / Float(width)
+            let r = 1 / (meanSquare + eps).squareRoot()
+            var projection: Float = 0
+            for i in 0..<width { projection += weight[i] * g[i] * row[i] }
+            let coefficient = r * r * r * projection / Float(width)
+            for i in 0..<width { out[i] += r * weight[i] * g[i] - coefficient * row[i] }
+        }
+    }
+}
+
+extension Activation {
+    /// SwiGLU backward: with a = SiLU(g)·u, writes ∂L/∂g into gradGate and ∂L/∂u into gradUp.
+    ///
+    /// SiLU'(g) = σ(g)·(1 + g·(1 − σ(g))).
+    public static func swigluBackward(gate: UnsafePointer<Float>, up: UnsafePointer<Float>,
+                                      gradOutput: UnsafePointer<Float>, gradGate: UnsafeMutablePointer<Float>,
+                                      gradUp: UnsafeMutablePointer<Float>, _ n: Int) {
+        for i in 0..<n {
+            let g = gate[i]
+            let sigmoid = 1 / (1 + exp(-g))
+            let silu = g * sigmoid
+            gradUp[i] = gradOutput[i] * silu
+            gradGate[i] = gradOutput[i] * up[i] * sigmoid * (1 + g * (1 - sigmoid))
+        }
+    }
+}

@@ -1,0 +1,60 @@
+/// Conversion of stored weights to float32: half precision, bfloat16 and ggml's quantized blocks.
+public enum Dequantize {
+    /// IEEE 754 binary16 bits to float32 (exact).
+    @inline(__always)
+    public static func half(_ bits: UInt16) -> Float {
+        Float(Float16(bitPattern: bits))
+    }
+
+    /// bfloat16 bits to float32 (exact: bfloat16 is float32's upper half).
+    @inline(__always)
+    public static func bfloat16(_ bits: UInt16) -> Float {
+        Float(bitPattern: UInt32(bits) << 16)
+    }
+
+    @inline(__always)
+    static func loadHalf(_ pointer: UnsafeRawPointer, _ offset: Int) -> Float {
+        half(pointer.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
+    }
+
+    /// Dequantizes `count` elements of one row (count a multiple of the block size).
+    public static func row(format: WeightFormat, source: UnsafeRawPointer, count: Int,
+                           into output: UnsafeMutablePointer<Float>) {
+        switch format {
+        case .f32:
+            output.update(from: source.assumingMemoryBound(to: Float.self), count: count)
+        case .f16:
+            for i in 0..<count { output[i] = loadHalf(source, 2 * i) }
+        case .bf16:
+            for i in 0..<count { output[i] = bfloat16(source.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) }
+        case .q8_0:
+            for block in 0..<(count / 32) {
+                let base = source + block * 34
+                let d = loadHalf(base, 0)
+                let quants = (base + 2).assumingMemoryBound(to: Int8.self)
+                for j in 0..<32 { output[block * 32 + j] = Float(quants[j]) * d }
+            }
+        case .q4_0:
+            for block in 0..<(count / 32) {
+                let base = source + block * 18
+                let d = loadHalf(base, 0)
+                let nibbles = (base + 2).assumingMemoryBound(to: UInt8.self)
+                for j in 0..<16 {
+                    output[block * 32 + j] = Float(Int(nibbles[j] & 0x0F) - 8) * d
+                    output[block * 32 + j + 16] = Float(Int(nibbles[j] >> 4) - 8) * d
+                }
+            }
+        case .q4_1:
+            for block in 0..<(count / 32) {
+                let base = source + block * 20
+                let d = loadHalf(base, 0)
+                let m = loadHalf(base, 2)
+                let nibbles = (base + 4).assumingMemoryBound(to: UInt8.self)
+                for j in 0..<16 {
+                    output[block * 32 + j] = Float(nibbles[j] & 0x0F) * d + m
+                    output[block * 32 + j + 16] = Float(nibbles[j] >> 4) * d + m
+                }
+            }
+        }
+    }
+}

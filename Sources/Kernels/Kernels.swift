@@ -1,1 +1,0 @@
-// Kernels: see DESIGN.md for this module's responsibility.

@@ -1,0 +1,160 @@
+import CKernels
+
+/// Matrix products with stored (possibly quantized) weights: `y[t, :] = W · x[t, :]`.
+public enum Linear {
+    /// Rows dequantized together before being multiplied with every token (a panel fits in L1/L2).
+    static let panelRows = 8
+
+    /// `output[t, r] (+)= Σ_c W[r, c] · input[t, c]` for `tokens` rows of input.
+    ///
+    /// input: (tokens, W.columns) row-major; output: (tokens, W.rows) row-major.
+    /// Each weight row is dequantized once into a scratch buffer and reused for every token.
+    public static func forward(_ weights: WeightMatrix, input: UnsafePointer<Float>, tokens: Int,
+                               output: UnsafeMutablePointer<Float>, accumulate: Bool = false,
+                               pool: ThreadPool = .serial) {
+        let columns = weights.columns, rows = weights.rows
+        nonisolated(unsafe) let input = input, output = output
+        if KernelBackend.selected == .avx2, let type = weights.format.ggmlTypeNumber {
+            pool.parallelFor(rows, minimumChunk: 16) { range in
+                let panel = UnsafeMutablePointer<Float>.allocate(capacity: panelRows * columns)
+                defer { panel.deallocate() }
+                var row = range.lowerBound
+                while row < range.upperBound {
+                    let count = min(panelRows, range.upperBound - row)
+                    let values: UnsafePointer<Float>
+                    if weights.format == .f32 {
+                        values = weights.rowPointer(row).assumingMemoryBound(to: Float.self)
+                    } else {
+                        for i in 0..<count {
+                            ck_dequantize_row_avx2(type, weights.rowPointer(row + i), panel + i * columns, columns)
+                        }
+                        values = UnsafePointer(panel)
+                    }
+                    ck_panel_gemm_avx2(values, Int32(count), input, Int32(tokens), Int32(columns),
+                                       output + row, Int32(rows), accumulate ? 1 : 0)
+                    row += count
+                }
+            }
+            return
+        }
+        pool.parallelFor(rows, minimumChunk: 16) { range in
+            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: columns)
+            defer { scratch.deallocate() }
+            for row in range {
+                let rowValues: UnsafePointer<Float>
+                if weights.format == .f32 {
+                    rowValues = weights.rowPointer(row).assumingMemoryBound(to: Float.self)
+                } else {
+                    weights.dequantizedRow(row, into: scratch)
+                    rowValues = UnsafePointer(scratch)
+                }
+                for t in 0..<tokens {
+                    let value = Vector.dot(rowValues, input + t * columns, columns)
+                    if accumulate { output[t * rows + row] += value } else { output[t * rows + row] = value }
+                }
+            }
+        }
+    }
+
+    /// The input gradient of a linear layer: `gradInput[t, c] (+)= Σ_r W[r, c] · gradOutput[t, r]`.
+    ///
+    /// gradOutput: (tokens, W.rows); gradInput: (tokens, W.columns).
+    public static func backwardInput(_ weights: WeightMatrix, gradOutput: UnsafePointer<Float>, tokens: Int,
+                                     gradInput: UnsafeMutablePointer<Float>, accumulate: Bool = false,
+                                     pool: ThreadPool = .serial) {
+        let columns = weights.columns, rows = weights.rows
+        nonisolated(unsafe) let gradOutput = gradOutput, gradInput = gradInput
+        // Parallel over tokens so each thread writes its own rows of gradInput.
+        pool.parallelFor(tokens) { range in
+            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: columns)
+            defer { scratch.deallocate() }
+            if !accumulate {
+                for t in range { (gradInput + t * columns).initialize(repeating: 0, count: columns) }
+            }
+            for row in 0..<rows {
+                let rowValues: UnsafePointer<Float>
+                if weights.format == .f32 {
+                    rowValues = weights.rowPointer(row).assumingMemoryBound(to: Float.self)
+                } else {
+                    weights.dequantizedRow(row, into: scratch)
+                    rowValues = UnsafePointer(scratch)
+                }
+                for t in range {
+                    let g = gradOutput[t * rows + row]
+                    if g != 0 { Vector.addScaled(gradInput + t * columns, rowValues, g, columns) }
+                }
+            }
+        }
+    }
+
+    /// Naive reference for `forward`: dequantizes everything and accumulates in Double.
+    public static func referenceForward(_ weights: WeightMatrix, input: [Float], tokens: Int) -> [Float] {
+        let w = weights.dequantized()
+        var out = [Float](repeating: 0, count: tokens * weights.rows)
+        for t in 0..<tokens {
+            for r in 0..<weights.rows {
+                var sum = 0.0
+                for c in 0..<weights.columns { sum += Double(w[r * weights.columns + c]) * Double(input[t * weights.columns + c]) }
+                out[t * weights.rows + r] = Float(sum)
+            }
+        }
+        return out
+    }
+}
+
+/// Small vector primitives over flat float buffers.
+public enum Vector {
+    /// Σ a[i]·b[i]: the AVX2 kernel where the CPU has it, else `genericDot`.
+    @inline(__always)
+    public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+        KernelBackend.selected == .avx2 ? ck_dot_avx2(a, b, n) : genericDot(a, b, n)
+    }
+
+    /// Σ a[i]·b[i] in portable Swift SIMD, with four independent accumulators for throughput.
+    @inline(__always)
+    public static func genericDot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+        var acc0 = SIMD8<Float>(), acc1 = SIMD8<Float>(), acc2 = SIMD8<Float>(), acc3 = SIMD8<Float>()
+        var i = 0
+        let ra = UnsafeRawPointer(a), rb = UnsafeRawPointer(b)
+        while i + 32 <= n {
+            acc0 += ra.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
+                * rb.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
+            acc1 += ra.loadUnaligned(fromByteOffset: 4 * (i + 8), as: SIMD8<Float>.self)
+                * rb.loadUnaligned(fromByteOffset: 4 * (i + 8), as: SIMD8<Float>.self)
+            acc2 += ra.loadUnaligned(fromByteOffset: 4 * (i + 16), as: SIMD8<Float>.self)
+                * rb.loadUnaligned(fromByteOffset: 4 * (i + 16), as: SIMD8<Float>.self)
+            acc3 += ra.loadUnaligned(fromByteOffset: 4 * (i + 24), as: SIMD8<Float>.self)
+                * rb.loadUnaligned(fromByteOffset: 4 * (i + 24), as: SIMD8<Float>.self)
+            i += 32
+        }
+        while i + 8 <= n {
+            acc0 += ra.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
+                * rb.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
+            i += 8
+        }
+        var sum = ((acc0 + acc1) + (acc2 + acc3)).sum()
+        while i < n {
+            sum += a[i] * b[i]
+            i += 1
+        }
+        return sum
+    }
+
+    /// y[i] += alpha · x[i].
+    @inline(__always)
+    public static func addScaled(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ alpha: Float, _ n: Int) {
+        var i = 0
+        let ry = UnsafeMutableRawPointer(y), rx = UnsafeRawPointer(x)
+        let a = SIMD8<Float>(repeating: alpha)
+        while i + 8 <= n {
+            let v = ry.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
+                + a * rx.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
+            ry.storeBytes(of: v, toByteOffset: 4 * i, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < n {
+            y[i] += alpha * x[i]
+            i += 1
+        }
+    }
+}
