@@ -1,0 +1,118 @@
+import Foundation
+
+/// An error in a model file, naming the file and what in it is wrong.
+public struct ModelFormatError: Error, CustomStringConvertible, Sendable {
+    public let file: String
+    public let problem: String
+
+    public init(file: String, _ problem: String) {
+        self.file = file
+        self.problem = problem
+    }
+
+    public var description: String { "\(file): \(problem)" }
+}
+
+/// A read-only memory mapping of a whole file; unmapped when released.
+public final class MappedFile: @unchecked Sendable {
+    public let url: URL
+    private let base: UnsafeMutableRawPointer?
+    private let length: Int
+
+    public init(url: URL) throws {
+        self.url = url
+        let fd = open(url.path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw ModelFormatError(file: url.path, "cannot open: \(String(cString: strerror(errno)))")
+        }
+        defer { close(fd) }
+        var status = stat()
+        guard fstat(fd, &status) == 0 else {
+            throw ModelFormatError(file: url.path, "cannot stat: \(String(cString: strerror(errno)))")
+        }
+        guard status.st_mode & S_IFMT == S_IFREG else { throw ModelFormatError(file: url.path, "not a regular file") }
+        length = Int(status.st_size)
+        if length == 0 {
+            base = nil
+            return
+        }
+        let mapped = mmap(nil, length, PROT_READ, MAP_PRIVATE, fd, 0)
+        guard let mapped, mapped != MAP_FAILED else {
+            throw ModelFormatError(file: url.path, "cannot map: \(String(cString: strerror(errno)))")
+        }
+        base = mapped
+    }
+
+    deinit {
+        if let base { munmap(base, length) }
+    }
+
+    /// The file's bytes.
+    public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base.map { UnsafeRawPointer($0) }, count: length) }
+}
+
+/// A cursor over untrusted little-endian bytes: every read is bounds-checked and names what it read.
+struct ByteReader {
+    let bytes: UnsafeRawBufferPointer
+    let file: String
+    var offset = 0
+
+    var remaining: Int { bytes.count - offset }
+
+    func fail(_ problem: String) -> ModelFormatError { ModelFormatError(file: file, problem) }
+
+    mutating func need(_ count: Int, _ what: @autoclosure () -> String) throws {
+        guard count >= 0, count <= remaining else {
+            throw fail("truncated at byte \(offset): \(what()) needs \(count) bytes, \(remaining) remain")
+        }
+    }
+
+    mutating func read<T: FixedWidthInteger>(_ type: T.Type, _ what: @autoclosure () -> String) throws -> T {
+        try need(MemoryLayout<T>.size, what())
+        let value = bytes.loadUnaligned(fromByteOffset: offset, as: T.self)
+        offset += MemoryLayout<T>.size
+        return T(littleEndian: value)
+    }
+
+    mutating func readBytes(_ count: Int, _ what: @autoclosure () -> String) throws -> UnsafeRawBufferPointer {
+        try need(count, what())
+        defer { offset += count }
+        return UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + count)])
+    }
+}
+
+/// Writes `data` to `url` atomically: a temporary file beside it, fsync, rename, fsync of the directory.
+public func writeFileAtomically(_ data: Data, to url: URL, permissions: mode_t = 0o644) throws {
+    let directory = url.deletingLastPathComponent()
+    let temporary = directory.appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
+    let fd = open(temporary.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, permissions)
+    guard fd >= 0 else { throw ModelFormatError(file: temporary.path, "cannot create: \(String(cString: strerror(errno)))") }
+    var ok = true
+    data.withUnsafeBytes { buffer in
+        var written = 0
+        while written < buffer.count {
+            let n = write(fd, buffer.baseAddress! + written, buffer.count - written)
+            if n < 0 {
+                if errno == EINTR { continue }
+                ok = false
+                return
+            }
+            written += n
+        }
+    }
+    let synced = fsync(fd) == 0
+    close(fd)
+    guard ok && synced else {
+        unlink(temporary.path)
+        throw ModelFormatError(file: url.path, "write failed: \(String(cString: strerror(errno)))")
+    }
+    guard rename(temporary.path, url.path) == 0 else {
+        unlink(temporary.path)
+        throw ModelFormatError(file: url.path, "rename failed: \(String(cString: strerror(errno)))")
+    }
+    let directoryFD = open(directory.path, O_RDONLY | O_DIRECTORY)
+    if directoryFD >= 0 {
+        fsync(directoryFD)
+        close(directoryFD)
+    }
+}
