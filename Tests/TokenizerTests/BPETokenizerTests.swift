@@ -275,7 +275,7 @@ final class BPETokenizerTests: XCTestCase {
         XCTAssertTrue(message(notStrings).contains("tokenizer.ggml.tokens[0] is not a string"), message(notStrings))
     }
 
-    func testEncodingThroughput() throws {
+    func testEncodingAMegabyteRoundTrips() throws {
         let tok = try smollm()
         // About 1 MB of text: fresh random words (mostly cache misses), digits, punctuation, and prose.
         var rng = SplitMix64(state: 1)
@@ -290,18 +290,12 @@ final class BPETokenizerTests: XCTestCase {
             }
             text += prose
         }
-        let megabytes = Double(text.utf8.count) / 1_000_000
-        let start = Date()
+        // Cold cache, then warm cache: the word cache must not change the result. (Speed is measured by
+        // the benchmarks, never asserted in a test.)
         let ids = tok.encode(text)
-        let seconds = Date().timeIntervalSince(start)
-        let start2 = Date()
         let again = tok.encode(text)
-        let warmSeconds = Date().timeIntervalSince(start2)
-        print(String(format: "encode throughput: %.2f MB in %.3f s cold cache (%.2f MB/s), %.3f s warm (%.2f MB/s), %d tokens",
-                     megabytes, seconds, megabytes / seconds, warmSeconds, megabytes / warmSeconds, ids.count))
         XCTAssertEqual(ids, again)
         XCTAssertEqual(tok.decode(ids), text)
-        XCTAssertGreaterThan(megabytes / seconds, 0.5, "cold-cache encoding slower than 0.5 MB/s")
     }
 }
 

@@ -1,0 +1,50 @@
+import Foundation
+
+/// The result of one generation: the new tokens and how long they took.
+public struct GenerationResult: Sendable {
+    public var tokens: [Int]
+    public var promptTokens: Int
+    /// Why generation ended: "eos" (an end-of-sequence or end-of-turn token) or "length".
+    public var stopReason: String
+    public var timeToFirstToken: Double
+    public var totalSeconds: Double
+    /// Generated tokens per second after the first (the decode rate).
+    public var decodeTokensPerSecond: Double
+}
+
+extension LlamaModel {
+    /// Generates up to `maxTokens` after `prompt`, stopping at any of `stopTokens` (which are not returned).
+    ///
+    /// - Parameter onToken: called with each new token as soon as it is chosen (for streaming).
+    public func generate(prompt: [Int], maxTokens: Int, sampling: SamplingParameters, stopTokens: Set<Int>,
+                         onToken: (Int) -> Void = { _ in }) throws -> GenerationResult {
+        precondition(!prompt.isEmpty, "generation needs at least one prompt token")
+        let started = DispatchTime.now()
+        let cache = makeCache(capacity: prompt.count + maxTokens)
+        var sampler = Sampler(sampling)
+        var next = 0
+        try forward(tokens: prompt, cache: cache, logits: .last) { _, logits in
+            next = sampler.sample(logits, count: configuration.vocabSize)
+        }
+        let firstTokenTime = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
+        var generated: [Int] = []
+        var stopReason = "length"
+        while generated.count < maxTokens {
+            if stopTokens.contains(next) {
+                stopReason = "eos"
+                break
+            }
+            generated.append(next)
+            onToken(next)
+            if generated.count == maxTokens || cache.count >= configuration.maxPositionEmbeddings { break }
+            try forward(tokens: [next], cache: cache, logits: .last) { _, logits in
+                next = sampler.sample(logits, count: configuration.vocabSize)
+            }
+        }
+        let total = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
+        let decodeTokens = max(0, generated.count - 1)
+        return GenerationResult(tokens: generated, promptTokens: prompt.count, stopReason: stopReason,
+                                timeToFirstToken: firstTokenTime, totalSeconds: total,
+                                decodeTokensPerSecond: decodeTokens > 0 ? Double(decodeTokens) / (total - firstTokenTime) : 0)
+    }
+}

@@ -1,1 +1,0 @@
-// LanguageModel: see DESIGN.md for this module's responsibility.

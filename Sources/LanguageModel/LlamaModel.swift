@@ -1,0 +1,242 @@
+import Foundation
+import Kernels
+import ModelFormats
+
+/// Keys and values of every layer for the tokens seen so far, for incremental decoding.
+public final class KVCache: @unchecked Sendable {
+    public let layers: Int
+    /// Floats per token per layer: key/value heads × head dimension.
+    public let width: Int
+    public private(set) var capacity: Int
+    /// Tokens cached so far (the next token's position).
+    public internal(set) var count: Int = 0
+    var keys: [UnsafeMutablePointer<Float>]
+    var values: [UnsafeMutablePointer<Float>]
+
+    public init(layers: Int, width: Int, capacity: Int = 64) {
+        self.layers = layers
+        self.width = width
+        self.capacity = max(1, capacity)
+        keys = (0..<layers).map { _ in .allocate(capacity: max(1, capacity) * width) }
+        values = (0..<layers).map { _ in .allocate(capacity: max(1, capacity) * width) }
+    }
+
+    deinit {
+        keys.forEach { $0.deallocate() }
+        values.forEach { $0.deallocate() }
+    }
+
+    /// Makes room for `total` tokens, growing geometrically and keeping what is cached.
+    func reserve(_ total: Int) {
+        guard total > capacity else { return }
+        let newCapacity = max(total, capacity * 2)
+        for layer in 0..<layers {
+            for isKey in [true, false] {
+                let old = isKey ? keys[layer] : values[layer]
+                let new = UnsafeMutablePointer<Float>.allocate(capacity: newCapacity * width)
+                new.update(from: old, count: count * width)
+                old.deallocate()
+                if isKey { keys[layer] = new } else { values[layer] = new }
+            }
+        }
+        capacity = newCapacity
+    }
+
+    /// Forgets cached tokens from `position` on (for example to re-score a different continuation).
+    public func truncate(to position: Int) {
+        precondition(position >= 0 && position <= count)
+        count = position
+    }
+
+    /// Bytes held by the cache.
+    public var bytes: Int { 2 * layers * capacity * width * MemoryLayout<Float>.size }
+}
+
+/// Which rows of the output logits a forward pass computes.
+public enum LogitRows: Sendable {
+    case none, last, all
+}
+
+/// A Llama-family causal language model: RMSNorm, RoPE, grouped-query attention, SwiGLU, optional LoRA.
+public final class LlamaModel: @unchecked Sendable {
+    public let weights: ModelWeights
+    public var configuration: LlamaConfiguration { weights.configuration }
+    public let pool: ThreadPool
+    public private(set) var adapter: LoRAAdapter?
+    /// Per layer, per module: (A, B) as weight matrices in the base model's row order, and the scaling.
+    private var loraMatrices: [[ProjectionModule: (a: WeightMatrix, b: WeightMatrix)]] = []
+    private var loraScaling: Float = 0
+    let inverseFrequencies: [Float]
+
+    public init(weights: ModelWeights, pool: ThreadPool = ThreadPool()) {
+        self.weights = weights
+        self.pool = pool
+        inverseFrequencies = RoPE.inverseFrequencies(headDimension: weights.configuration.headDim,
+                                                     theta: weights.configuration.ropeTheta)
+    }
+
+    /// A fresh cache sized for `capacity` tokens (it grows when needed).
+    public func makeCache(capacity: Int = 64) -> KVCache {
+        KVCache(layers: configuration.numHiddenLayers,
+                width: configuration.numKeyValueHeads * configuration.headDim, capacity: capacity)
+    }
+
+    /// Installs (or removes, with nil) a LoRA adapter applied as `y = W x + scaling · B (A x)`.
+    public func setAdapter(_ adapter: LoRAAdapter?) {
+        self.adapter = adapter
+        loraMatrices = []
+        guard let adapter else { return }
+        precondition(adapter.layers.count == configuration.numHiddenLayers, "adapter layer count mismatch")
+        loraScaling = Float(adapter.scaling)
+        for layer in adapter.layers {
+            var matrices: [ProjectionModule: (a: WeightMatrix, b: WeightMatrix)] = [:]
+            for (module, pair) in layer {
+                var b = pair.b
+                if weights.ropeLayout == .adjacentPairs && (module == .qProj || module == .kProj) {
+                    b = RoPEPermutation.permuteRows(b, outFeatures: pair.outFeatures, rank: pair.rank,
+                                                    headDimension: configuration.headDim)
+                }
+                matrices[module] = (WeightMatrix(float32: pair.a, rows: pair.rank, columns: pair.inFeatures),
+                                    WeightMatrix(float32: b, rows: pair.outFeatures, columns: pair.rank))
+            }
+            loraMatrices.append(matrices)
+        }
+    }
+
+    /// output (tokens, out) = W input (+ LoRA) for one projection of one layer.
+    func project(_ module: ProjectionModule, layer: Int, input: UnsafePointer<Float>, tokens: Int,
+                 output: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) {
+        Linear.forward(weights.layers[layer].projection(module), input: input, tokens: tokens, output: output, pool: pool)
+        guard !loraMatrices.isEmpty, let pair = loraMatrices[layer][module] else { return }
+        // scratch (tokens, rank) = A x, scaled; then output += B scratch.
+        Linear.forward(pair.a, input: input, tokens: tokens, output: scratch, pool: .serial)
+        for i in 0..<(tokens * pair.a.rows) { scratch[i] *= loraScaling }
+        Linear.forward(pair.b, input: scratch, tokens: tokens, output: output, accumulate: true, pool: pool)
+    }
+
+    /// Runs `tokens` after what `cache` holds, appending their keys and values, and hands the
+    /// requested logits rows to `body(row, logits)` where logits has `vocabSize` entries.
+    public func forward(tokens: [Int], cache: KVCache, logits rows: LogitRows,
+                        _ body: (Int, UnsafePointer<Float>) throws -> Void = { _, _ in }) throws {
+        let c = configuration
+        let n = tokens.count
+        guard n > 0 else { return }
+        let start = cache.count
+        guard start + n <= c.maxPositionEmbeddings else {
+            throw LanguageModelError.contextTooLong(tokens: start + n, maximum: c.maxPositionEmbeddings)
+        }
+        for token in tokens where token < 0 || token >= c.vocabSize {
+            throw LanguageModelError.tokenOutOfRange(token: token, vocabularySize: c.vocabSize)
+        }
+        cache.reserve(start + n)
+
+        let d = c.hiddenSize, hd = c.headDim, heads = c.numAttentionHeads, kvHeads = c.numKeyValueHeads
+        let qWidth = heads * hd, kvWidth = kvHeads * hd, ff = c.intermediateSize
+        let eps = Float(c.rmsNormEps)
+
+        let x = UnsafeMutablePointer<Float>.allocate(capacity: n * d)
+        let h = UnsafeMutablePointer<Float>.allocate(capacity: n * max(d, qWidth))
+        let q = UnsafeMutablePointer<Float>.allocate(capacity: n * qWidth)
+        let attention = UnsafeMutablePointer<Float>.allocate(capacity: n * qWidth)
+        let gate = UnsafeMutablePointer<Float>.allocate(capacity: n * ff)
+        let up = UnsafeMutablePointer<Float>.allocate(capacity: n * ff)
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: n * max(64, adapter?.rank ?? 1))
+        let positions = UnsafeMutablePointer<Int>.allocate(capacity: n)
+        defer {
+            for buffer in [x, h, q, attention, gate, up, scratch] { buffer.deallocate() }
+            positions.deallocate()
+        }
+        for t in 0..<n {
+            positions[t] = start + t
+            weights.embedding.dequantizedRow(tokens[t], into: x + t * d)
+        }
+
+        for layer in 0..<c.numHiddenLayers {
+            let lw = weights.layers[layer]
+            let keys = cache.keys[layer] + start * kvWidth
+            let values = cache.values[layer] + start * kvWidth
+            // Attention block: h = RMSNorm(x); q, k, v; RoPE; causal attention; x += o(attention).
+            lw.attentionNorm.withUnsafeBufferPointer {
+                RMSNorm.forward(x, weight: $0.baseAddress!, tokens: n, width: d, eps: eps, out: h)
+            }
+            project(.qProj, layer: layer, input: h, tokens: n, output: q, scratch: scratch)
+            project(.kProj, layer: layer, input: h, tokens: n, output: keys, scratch: scratch)
+            project(.vProj, layer: layer, input: h, tokens: n, output: values, scratch: scratch)
+            inverseFrequencies.withUnsafeBufferPointer { frequencies in
+                RoPE.apply(q, tokens: n, heads: heads, headDimension: hd, positions: positions,
+                           inverseFrequencies: frequencies.baseAddress!, layout: weights.ropeLayout)
+                RoPE.apply(keys, tokens: n, heads: kvHeads, headDimension: hd, positions: positions,
+                           inverseFrequencies: frequencies.baseAddress!, layout: weights.ropeLayout)
+            }
+            Attention.causal(queries: q, keys: cache.keys[layer], values: cache.values[layer], tokens: n,
+                             start: start, heads: heads, kvHeads: kvHeads, headDimension: hd,
+                             output: attention, pool: pool)
+            project(.oProj, layer: layer, input: attention, tokens: n, output: h, scratch: scratch)
+            for i in 0..<(n * d) { x[i] += h[i] }
+
+            // Feed-forward block: x += down(SiLU(gate(h)) · up(h)), h = RMSNorm(x).
+            lw.feedForwardNorm.withUnsafeBufferPointer {
+                RMSNorm.forward(x, weight: $0.baseAddress!, tokens: n, width: d, eps: eps, out: h)
+            }
+            project(.gateProj, layer: layer, input: h, tokens: n, output: gate, scratch: scratch)
+            project(.upProj, layer: layer, input: h, tokens: n, output: up, scratch: scratch)
+            Activation.swiglu(gate: gate, up: up, n * ff)
+            project(.downProj, layer: layer, input: gate, tokens: n, output: h, scratch: scratch)
+            for i in 0..<(n * d) { x[i] += h[i] }
+        }
+        cache.count = start + n
+
+        let wanted: Range<Int>
+        switch rows {
+        case .none: return
+        case .last: wanted = (n - 1)..<n
+        case .all: wanted = 0..<n
+        }
+        let vocabulary = c.vocabSize
+        let chunk = 8
+        let logits = UnsafeMutablePointer<Float>.allocate(capacity: chunk * vocabulary)
+        defer { logits.deallocate() }
+        var row = wanted.lowerBound
+        while row < wanted.upperBound {
+            let count = min(chunk, wanted.upperBound - row)
+            weights.finalNorm.withUnsafeBufferPointer {
+                RMSNorm.forward(x + row * d, weight: $0.baseAddress!, tokens: count, width: d, eps: eps, out: h)
+            }
+            Linear.forward(weights.output, input: h, tokens: count, output: logits, pool: pool)
+            for i in 0..<count { try body(row + i, logits + i * vocabulary) }
+            row += count
+        }
+    }
+}
+
+/// Causal grouped-query attention over cached keys and values.
+enum Attention {
+    /// output (tokens, heads·hd): for query row t at position start+t, softmax(q·Kᵀ/√hd) V over
+    /// positions 0...start+t; query head h reads key/value head h / (heads / kvHeads).
+    static func causal(queries: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
+                       tokens: Int, start: Int, heads: Int, kvHeads: Int, headDimension hd: Int,
+                       output: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        let group = heads / kvHeads
+        let kvWidth = kvHeads * hd, qWidth = heads * hd
+        let scale = 1 / Float(hd).squareRoot()
+        nonisolated(unsafe) let queries = queries, keys = keys, values = values, output = output
+        pool.parallelFor(tokens * heads, minimumChunk: 4) { range in
+            let scores = UnsafeMutablePointer<Float>.allocate(capacity: start + tokens)
+            defer { scores.deallocate() }
+            for task in range {
+                let t = task / heads, head = task % heads, kvHead = head / group
+                let length = start + t + 1
+                let query = queries + t * qWidth + head * hd
+                for j in 0..<length {
+                    scores[j] = Vector.dot(query, keys + j * kvWidth + kvHead * hd, hd) * scale
+                }
+                Activation.softmax(scores, length)
+                let out = output + t * qWidth + head * hd
+                out.initialize(repeating: 0, count: hd)
+                for j in 0..<length {
+                    Vector.addScaled(out, values + j * kvWidth + kvHead * hd, scores[j], hd)
+                }
+            }
+        }
+    }
+}

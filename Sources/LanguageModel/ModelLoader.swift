@@ -1,0 +1,182 @@
+import Foundation
+import Kernels
+import ModelFormats
+import Tokenizer
+
+/// A model ready to run: weights, tokenizer, and where they came from.
+public struct LoadedModel: @unchecked Sendable {
+    public let model: LlamaModel
+    /// nil for an HF directory without `tokenizer.json` (pre-tokenized data still works).
+    public let tokenizer: BPETokenizer?
+    /// The GGUF file, when the model came from one (metadata is needed to re-export it).
+    public let gguf: GGUFFile?
+}
+
+/// Loads a Llama-family model from a `.gguf` file or an HF directory (`config.json`, `*.safetensors`,
+/// `tokenizer.json`), without copying weights: quantized and float tensors stay memory-mapped.
+public enum ModelLoader {
+    /// The tokenizer, or an error saying this model has none (an HF directory without tokenizer.json).
+    public static func requireTokenizer(_ loaded: LoadedModel, path: String) throws -> BPETokenizer {
+        guard let tokenizer = loaded.tokenizer else {
+            throw LanguageModelError.unsupportedModel(
+                file: path, problem: "no tokenizer.json: only pre-tokenized input ({\"input_ids\": [...]}) can be used")
+        }
+        return tokenizer
+    }
+
+
+    public static func load(path: String, threads: Int? = nil) throws -> LoadedModel {
+        let url = URL(fileURLWithPath: path)
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
+            throw LanguageModelError.unsupportedModel(file: path, problem: "no such file or directory")
+        }
+        let pool = ThreadPool(threads: threads)
+        if isDirectory.boolValue {
+            let weights = try loadHFDirectory(url)
+            let tokenizerURL = url.appendingPathComponent("tokenizer.json")
+            let tokenizer = FileManager.default.fileExists(atPath: tokenizerURL.path)
+                ? try BPETokenizer(tokenizerJSON: tokenizerURL) : nil
+            return LoadedModel(model: LlamaModel(weights: weights, pool: pool), tokenizer: tokenizer, gguf: nil)
+        }
+        let file = try GGUFFile(url: url)
+        let weights = try loadGGUF(file)
+        let tokenizer = try BPETokenizer(ggufMetadata: file.metadata)
+        return LoadedModel(model: LlamaModel(weights: weights, pool: pool), tokenizer: tokenizer, gguf: file)
+    }
+
+    static func weightFormat(_ type: TensorType) -> WeightFormat {
+        switch type {
+        case .f32: return .f32
+        case .f16: return .f16
+        case .bf16: return .bf16
+        case .q8_0: return .q8_0
+        case .q4_0: return .q4_0
+        case .q4_1: return .q4_1
+        }
+    }
+
+    /// Weights from a GGUF file; Q/K rows are in llama.cpp's permuted order, so RoPE rotates adjacent pairs.
+    public static func loadGGUF(_ file: GGUFFile) throws -> ModelWeights {
+        let c = try LlamaConfiguration(gguf: file)
+        let name = file.url.lastPathComponent
+
+        func matrix(_ tensor: String, rows: Int, columns: Int) throws -> WeightMatrix {
+            guard let info = file.tensor(named: tensor) else {
+                throw LanguageModelError.missingTensor(file: name, tensor: tensor)
+            }
+            // GGUF lists the contiguous dimension first: [columns, rows].
+            guard info.dimensions == [columns, rows] else {
+                throw LanguageModelError.badTensor(file: name, tensor: tensor,
+                                                   problem: "dimensions \(info.dimensions), expected [\(columns), \(rows)]")
+            }
+            return WeightMatrix(format: weightFormat(info.type), rows: rows, columns: columns,
+                                data: file.data(for: info).baseAddress!, owner: file)
+        }
+        func vector(_ tensor: String, count: Int) throws -> [Float] {
+            guard let info = file.tensor(named: tensor) else {
+                throw LanguageModelError.missingTensor(file: name, tensor: tensor)
+            }
+            guard info.dimensions == [count] else {
+                throw LanguageModelError.badTensor(file: name, tensor: tensor,
+                                                   problem: "dimensions \(info.dimensions), expected [\(count)]")
+            }
+            var values = [Float](repeating: 0, count: count)
+            let format = weightFormat(info.type)
+            guard count % format.blockSize == 0 else {
+                throw LanguageModelError.badTensor(file: name, tensor: tensor, problem: "quantized norm weights are not supported")
+            }
+            values.withUnsafeMutableBufferPointer {
+                Dequantize.row(format: format, source: file.data(for: info).baseAddress!, count: count, into: $0.baseAddress!)
+            }
+            return values
+        }
+
+        let embedding = try matrix("token_embd.weight", rows: c.vocabSize, columns: c.hiddenSize)
+        let output = file.tensor(named: "output.weight") == nil
+            ? embedding : try matrix("output.weight", rows: c.vocabSize, columns: c.hiddenSize)
+        var layers: [LayerWeights] = []
+        for l in 0..<c.numHiddenLayers {
+            var projections: [ProjectionModule: WeightMatrix] = [:]
+            for module in ProjectionModule.allCases {
+                let (inFeatures, outFeatures) = LoRAAdapter.shape(of: module, c)
+                projections[module] = try matrix("blk.\(l).\(module.ggufName).weight", rows: outFeatures, columns: inFeatures)
+            }
+            layers.append(LayerWeights(attentionNorm: try vector("blk.\(l).attn_norm.weight", count: c.hiddenSize),
+                                       feedForwardNorm: try vector("blk.\(l).ffn_norm.weight", count: c.hiddenSize),
+                                       projections: projections))
+        }
+        return ModelWeights(configuration: c, embedding: embedding, output: output,
+                            finalNorm: try vector("output_norm.weight", count: c.hiddenSize),
+                            layers: layers, ropeLayout: .adjacentPairs, source: file.url.path)
+    }
+
+    /// Weights from an HF directory: `config.json` and one or more `*.safetensors` shards.
+    public static func loadHFDirectory(_ directory: URL) throws -> ModelWeights {
+        let c = try LlamaConfiguration(configJSON: directory.appendingPathComponent("config.json"))
+        let shards = try FileManager.default.contentsOfDirectory(atPath: directory.path)
+            .filter { $0.hasSuffix(".safetensors") && !$0.hasPrefix("adapter_") }.sorted()
+        guard !shards.isEmpty else {
+            throw LanguageModelError.unsupportedModel(file: directory.path, problem: "no .safetensors files")
+        }
+        var owners: [String: SafetensorsFile] = [:]
+        for shard in shards {
+            let file = try SafetensorsFile(url: directory.appendingPathComponent(shard))
+            for tensor in file.tensors.keys { owners[tensor] = file }
+        }
+        func info(_ tensor: String) throws -> (SafetensorsFile, SafetensorsTensorInfo) {
+            guard let file = owners[tensor], let info = file.tensors[tensor] else {
+                throw LanguageModelError.missingTensor(file: directory.path, tensor: tensor)
+            }
+            return (file, info)
+        }
+        func format(_ dtype: SafetensorsDType) -> WeightFormat {
+            switch dtype {
+            case .F32: return .f32
+            case .F16: return .f16
+            case .BF16: return .bf16
+            }
+        }
+        func matrix(_ tensor: String, rows: Int, columns: Int) throws -> WeightMatrix {
+            let (file, info) = try info(tensor)
+            guard info.shape == [rows, columns] else {
+                throw LanguageModelError.badTensor(file: file.url.lastPathComponent, tensor: tensor,
+                                                   problem: "shape \(info.shape), expected [\(rows), \(columns)]")
+            }
+            return WeightMatrix(format: format(info.dtype), rows: rows, columns: columns,
+                                data: try file.data(tensor).baseAddress!, owner: file)
+        }
+        func vector(_ tensor: String, count: Int) throws -> [Float] {
+            let (file, info) = try info(tensor)
+            guard info.shape == [count] else {
+                throw LanguageModelError.badTensor(file: file.url.lastPathComponent, tensor: tensor,
+                                                   problem: "shape \(info.shape), expected [\(count)]")
+            }
+            return try file.floats(tensor)
+        }
+        let embedding = try matrix("model.embed_tokens.weight", rows: c.vocabSize, columns: c.hiddenSize)
+        let output = c.tieWordEmbeddings || owners["lm_head.weight"] == nil
+            ? embedding : try matrix("lm_head.weight", rows: c.vocabSize, columns: c.hiddenSize)
+        var layers: [LayerWeights] = []
+        for l in 0..<c.numHiddenLayers {
+            let prefix = "model.layers.\(l)"
+            var projections: [ProjectionModule: WeightMatrix] = [:]
+            for module in ProjectionModule.allCases {
+                let (inFeatures, outFeatures) = LoRAAdapter.shape(of: module, c)
+                projections[module] = try matrix("\(prefix).\(module.hfPath).weight", rows: outFeatures, columns: inFeatures)
+            }
+            layers.append(LayerWeights(attentionNorm: try vector("\(prefix).input_layernorm.weight", count: c.hiddenSize),
+                                       feedForwardNorm: try vector("\(prefix).post_attention_layernorm.weight", count: c.hiddenSize),
+                                       projections: projections))
+        }
+        return ModelWeights(configuration: c, embedding: embedding, output: output,
+                            finalNorm: try vector("model.norm.weight", count: c.hiddenSize),
+                            layers: layers, ropeLayout: .halfSplit, source: directory.path)
+    }
+
+    /// Loads a PEFT adapter directory for `model`.
+    public static func loadAdapter(path: String, for model: LlamaModel) throws -> LoRAAdapter {
+        let adapter = try PEFTAdapter(directory: URL(fileURLWithPath: path))
+        return try LoRAAdapter(peft: adapter, configuration: model.configuration, source: path)
+    }
+}

@@ -1,0 +1,310 @@
+import Foundation
+import Kernels
+
+/// Scratch memory for one training pass, released all at once.
+final class Arena {
+    private var blocks: [UnsafeMutablePointer<Float>] = []
+
+    /// `count` zeroed floats that live as long as the arena.
+    func floats(_ count: Int) -> UnsafeMutablePointer<Float> {
+        let pointer = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
+        pointer.initialize(repeating: 0, count: max(count, 1))
+        blocks.append(pointer)
+        return pointer
+    }
+
+    deinit { blocks.forEach { $0.deallocate() } }
+}
+
+/// What the forward pass keeps of one layer for the backward pass. Shapes in comments.
+struct LayerActivations {
+    var input: UnsafeMutablePointer<Float>        // (n, d) residual stream entering the layer
+    var attentionIn: UnsafeMutablePointer<Float>  // (n, d) RMSNorm(input)·w
+    var q: UnsafeMutablePointer<Float>            // (n, heads·hd) after RoPE
+    var k: UnsafeMutablePointer<Float>            // (n, kvHeads·hd) after RoPE
+    var v: UnsafeMutablePointer<Float>            // (n, kvHeads·hd)
+    var probabilities: UnsafeMutablePointer<Float> // (heads, n, n) causal softmax, zero above the diagonal
+    var attention: UnsafeMutablePointer<Float>    // (n, heads·hd) input of o_proj
+    var middle: UnsafeMutablePointer<Float>       // (n, d) residual after attention
+    var feedForwardIn: UnsafeMutablePointer<Float> // (n, d) RMSNorm(middle)·w
+    var gate: UnsafeMutablePointer<Float>         // (n, ff) before SiLU
+    var up: UnsafeMutablePointer<Float>           // (n, ff)
+    var activated: UnsafeMutablePointer<Float>    // (n, ff) SiLU(gate)·up, input of down_proj
+    var loraHidden: [ProjectionModule: UnsafeMutablePointer<Float>] // (n, rank) = A·x per adapted module
+}
+
+extension LlamaModel {
+    /// The mean next-token loss of one sequence over its counted tokens, and `weight` times its gradient
+    /// with respect to the LoRA parameters added into `gradient` (which has `lora.count` entries).
+    ///
+    /// The base weights stay frozen in their stored (possibly quantized) form; no float32 copy is made.
+    /// Labels follow HF: position t is scored against labels[t + 1]; −100 is not counted.
+    /// - Returns: the mean loss (NaN when no token counts, and then nothing is added) and the count.
+    public func lossAndGradient(tokens: [Int], labels: [Int], lora: TrainableLoRA,
+                                gradient: UnsafeMutablePointer<Float>, weight: Float = 1) throws
+        -> (loss: Double, countedTokens: Int) {
+        let c = configuration
+        let n = tokens.count
+        precondition(labels.count == n, "labels and tokens differ in length")
+        guard n <= c.maxPositionEmbeddings else {
+            throw LanguageModelError.contextTooLong(tokens: n, maximum: c.maxPositionEmbeddings)
+        }
+        for token in tokens where token < 0 || token >= c.vocabSize {
+            throw LanguageModelError.tokenOutOfRange(token: token, vocabularySize: c.vocabSize)
+        }
+        let counted = (0..<max(0, n - 1)).filter { labels[$0 + 1] != -100 }
+        for t in counted where labels[t + 1] < 0 || labels[t + 1] >= c.vocabSize {
+            throw LanguageModelError.tokenOutOfRange(token: labels[t + 1], vocabularySize: c.vocabSize)
+        }
+        guard !counted.isEmpty else { return (.nan, 0) }
+
+        let d = c.hiddenSize, hd = c.headDim, heads = c.numAttentionHeads, kvHeads = c.numKeyValueHeads
+        let qWidth = heads * hd, kvWidth = kvHeads * hd, ff = c.intermediateSize, r = lora.rank
+        let eps = Float(c.rmsNormEps)
+        let arena = Arena()
+        let positions = Array(0..<n)
+        let scaling = lora.scaling
+
+        return try lora.parameters.withUnsafeBufferPointer { parameterBuffer in
+            let theta = parameterBuffer.baseAddress!
+
+            // y (n, out) += s·B(A x) for an adapted projection, keeping A x for the backward pass.
+            func loraForward(_ slot: LoRASlot, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>)
+                -> UnsafeMutablePointer<Float> {
+                let hidden = arena.floats(n * r)
+                let a = theta + slot.aOffset, b = theta + slot.bOffset
+                for t in 0..<n {
+                    for k in 0..<r { hidden[t * r + k] = Vector.dot(a + k * slot.inFeatures, input + t * slot.inFeatures, slot.inFeatures) }
+                    for o in 0..<slot.outFeatures {
+                        output[t * slot.outFeatures + o] += scaling * Vector.dot(b + o * r, hidden + t * r, r)
+                    }
+                }
+                return hidden
+            }
+
+            func project(_ module: ProjectionModule, layer: Int, input: UnsafePointer<Float>,
+                         output: UnsafeMutablePointer<Float>, hidden: inout [ProjectionModule: UnsafeMutablePointer<Float>]) {
+                Linear.forward(weights.layers[layer].projection(module), input: input, tokens: n, output: output, pool: pool)
+                if let slot = lora.slot(layer: layer, module: module) {
+                    hidden[module] = loraForward(slot, input: input, output: output)
+                }
+            }
+
+            // Forward, keeping activations.
+            var x = arena.floats(n * d)
+            for t in 0..<n { weights.embedding.dequantizedRow(tokens[t], into: x + t * d) }
+            var saved: [LayerActivations] = []
+            let frequencies = inverseFrequencies
+            for layer in 0..<c.numHiddenLayers {
+                let lw = weights.layers[layer]
+                var a = LayerActivations(
+                    input: x, attentionIn: arena.floats(n * d), q: arena.floats(n * qWidth), k: arena.floats(n * kvWidth),
+                    v: arena.floats(n * kvWidth), probabilities: arena.floats(heads * n * n),
+                    attention: arena.floats(n * qWidth), middle: arena.floats(n * d), feedForwardIn: arena.floats(n * d),
+                    gate: arena.floats(n * ff), up: arena.floats(n * ff), activated: arena.floats(n * ff), loraHidden: [:])
+                lw.attentionNorm.withUnsafeBufferPointer {
+                    RMSNorm.forward(a.input, weight: $0.baseAddress!, tokens: n, width: d, eps: eps, out: a.attentionIn)
+                }
+                project(.qProj, layer: layer, input: a.attentionIn, output: a.q, hidden: &a.loraHidden)
+                project(.kProj, layer: layer, input: a.attentionIn, output: a.k, hidden: &a.loraHidden)
+                project(.vProj, layer: layer, input: a.attentionIn, output: a.v, hidden: &a.loraHidden)
+                positions.withUnsafeBufferPointer { p in
+                    frequencies.withUnsafeBufferPointer { f in
+                        RoPE.apply(a.q, tokens: n, heads: heads, headDimension: hd, positions: p.baseAddress!,
+                                   inverseFrequencies: f.baseAddress!, layout: weights.ropeLayout)
+                        RoPE.apply(a.k, tokens: n, heads: kvHeads, headDimension: hd, positions: p.baseAddress!,
+                                   inverseFrequencies: f.baseAddress!, layout: weights.ropeLayout)
+                    }
+                }
+                TrainingAttention.forward(q: a.q, k: a.k, v: a.v, tokens: n, heads: heads, kvHeads: kvHeads,
+                                          headDimension: hd, probabilities: a.probabilities, output: a.attention, pool: pool)
+                let projected = arena.floats(n * d)
+                project(.oProj, layer: layer, input: a.attention, output: projected, hidden: &a.loraHidden)
+                for i in 0..<(n * d) { a.middle[i] = a.input[i] + projected[i] }
+                lw.feedForwardNorm.withUnsafeBufferPointer {
+                    RMSNorm.forward(a.middle, weight: $0.baseAddress!, tokens: n, width: d, eps: eps, out: a.feedForwardIn)
+                }
+                project(.gateProj, layer: layer, input: a.feedForwardIn, output: a.gate, hidden: &a.loraHidden)
+                project(.upProj, layer: layer, input: a.feedForwardIn, output: a.up, hidden: &a.loraHidden)
+                for i in 0..<(n * ff) { a.activated[i] = Activation.silu(a.gate[i]) * a.up[i] }
+                let down = arena.floats(n * d)
+                project(.downProj, layer: layer, input: a.activated, output: down, hidden: &a.loraHidden)
+                let next = arena.floats(n * d)
+                for i in 0..<(n * d) { next[i] = a.middle[i] + down[i] }
+                saved.append(a)
+                x = next
+            }
+
+            // Output head and loss; dlogits = (softmax − onehot)/count, pushed straight back to dFinal.
+            let finalIn = arena.floats(n * d)
+            weights.finalNorm.withUnsafeBufferPointer {
+                RMSNorm.forward(x, weight: $0.baseAddress!, tokens: n, width: d, eps: eps, out: finalIn)
+            }
+            let vocabulary = c.vocabSize
+            let dFinalIn = arena.floats(n * d)
+            let chunk = 8
+            let rowsIn = arena.floats(chunk * d), logits = arena.floats(chunk * vocabulary), rowsOut = arena.floats(chunk * d)
+            var totalLoss = 0.0
+            let inverseCount = 1 / Float(counted.count)
+            var index = 0
+            while index < counted.count {
+                let rows = Array(counted[index..<min(index + chunk, counted.count)])
+                for (i, t) in rows.enumerated() { (rowsIn + i * d).update(from: finalIn + t * d, count: d) }
+                Linear.forward(weights.output, input: rowsIn, tokens: rows.count, output: logits, pool: pool)
+                for (i, t) in rows.enumerated() {
+                    let row = logits + i * vocabulary, label = labels[t + 1]
+                    let (logSum, _) = Activation.logSumExp(row, vocabulary)
+                    totalLoss += logSum - Double(row[label])
+                    for v in 0..<vocabulary { row[v] = Float(exp(Double(row[v]) - logSum)) * inverseCount }
+                    row[label] -= inverseCount
+                }
+                Linear.backwardInput(weights.output, gradOutput: logits, tokens: rows.count, gradInput: rowsOut, pool: pool)
+                for (i, t) in rows.enumerated() { (dFinalIn + t * d).update(from: rowsOut + i * d, count: d) }
+                index += chunk
+            }
+            var dx = arena.floats(n * d)
+            weights.finalNorm.withUnsafeBufferPointer {
+                RMSNorm.backward(x, weight: $0.baseAddress!, gradOutput: dFinalIn, tokens: n, width: d, eps: eps, gradInput: dx)
+            }
+
+            // LoRA backward for one projection: accumulates weight·∂L/∂A, weight·∂L/∂B, and ∂L/∂x into dInput.
+            func loraBackward(_ slot: LoRASlot, input: UnsafePointer<Float>, hidden: UnsafePointer<Float>,
+                              gradOutput: UnsafePointer<Float>, gradInput: UnsafeMutablePointer<Float>) {
+                let a = theta + slot.aOffset, b = theta + slot.bOffset
+                let gA = gradient + slot.aOffset, gB = gradient + slot.bOffset
+                let gHidden = arena.floats(r)
+                for t in 0..<n {
+                    let dy = gradOutput + t * slot.outFeatures, u = hidden + t * r
+                    gHidden.initialize(repeating: 0, count: r)
+                    for o in 0..<slot.outFeatures where dy[o] != 0 {
+                        Vector.addScaled(gB + o * r, u, weight * scaling * dy[o], r)
+                        Vector.addScaled(gHidden, b + o * r, scaling * dy[o], r)
+                    }
+                    for k in 0..<r where gHidden[k] != 0 {
+                        Vector.addScaled(gA + k * slot.inFeatures, input + t * slot.inFeatures, weight * gHidden[k], slot.inFeatures)
+                        Vector.addScaled(gradInput + t * slot.inFeatures, a + k * slot.inFeatures, gHidden[k], slot.inFeatures)
+                    }
+                }
+            }
+
+            func projectBackward(_ module: ProjectionModule, layer: Int, input: UnsafePointer<Float>,
+                                 hidden: [ProjectionModule: UnsafeMutablePointer<Float>],
+                                 gradOutput: UnsafePointer<Float>, gradInput: UnsafeMutablePointer<Float>) {
+                Linear.backwardInput(weights.layers[layer].projection(module), gradOutput: gradOutput, tokens: n,
+                                     gradInput: gradInput, accumulate: true, pool: pool)
+                if let slot = lora.slot(layer: layer, module: module), let u = hidden[module] {
+                    loraBackward(slot, input: input, hidden: u, gradOutput: gradOutput, gradInput: gradInput)
+                }
+            }
+
+            // Backward through the layers; dx is ∂L/∂(layer output).
+            let dActivated = arena.floats(n * ff), dGate = arena.floats(n * ff), dUp = arena.floats(n * ff)
+            let dFeedForwardIn = arena.floats(n * d), dAttention = arena.floats(n * qWidth)
+            let dQ = arena.floats(n * qWidth), dK = arena.floats(n * kvWidth), dV = arena.floats(n * kvWidth)
+            let dAttentionIn = arena.floats(n * d)
+            for layer in stride(from: c.numHiddenLayers - 1, through: 0, by: -1) {
+                let a = saved[layer], lw = weights.layers[layer]
+                dActivated.initialize(repeating: 0, count: n * ff)
+                projectBackward(.downProj, layer: layer, input: a.activated, hidden: a.loraHidden, gradOutput: dx, gradInput: dActivated)
+                Activation.swigluBackward(gate: a.gate, up: a.up, gradOutput: dActivated, gradGate: dGate, gradUp: dUp, n * ff)
+                dFeedForwardIn.initialize(repeating: 0, count: n * d)
+                projectBackward(.gateProj, layer: layer, input: a.feedForwardIn, hidden: a.loraHidden, gradOutput: dGate, gradInput: dFeedForwardIn)
+                projectBackward(.upProj, layer: layer, input: a.feedForwardIn, hidden: a.loraHidden, gradOutput: dUp, gradInput: dFeedForwardIn)
+                let dMiddle = arena.floats(n * d)
+                dMiddle.update(from: dx, count: n * d)
+                lw.feedForwardNorm.withUnsafeBufferPointer {
+                    RMSNorm.backward(a.middle, weight: $0.baseAddress!, gradOutput: dFeedForwardIn, tokens: n, width: d,
+                                     eps: eps, gradInput: dMiddle)
+                }
+                dAttention.initialize(repeating: 0, count: n * qWidth)
+                projectBackward(.oProj, layer: layer, input: a.attention, hidden: a.loraHidden, gradOutput: dMiddle, gradInput: dAttention)
+                TrainingAttention.backward(q: a.q, k: a.k, v: a.v, probabilities: a.probabilities, gradOutput: dAttention,
+                                           tokens: n, heads: heads, kvHeads: kvHeads, headDimension: hd,
+                                           gradQ: dQ, gradK: dK, gradV: dV, pool: pool)
+                positions.withUnsafeBufferPointer { p in
+                    frequencies.withUnsafeBufferPointer { f in
+                        RoPE.apply(dQ, tokens: n, heads: heads, headDimension: hd, positions: p.baseAddress!,
+                                   inverseFrequencies: f.baseAddress!, layout: weights.ropeLayout, inverse: true)
+                        RoPE.apply(dK, tokens: n, heads: kvHeads, headDimension: hd, positions: p.baseAddress!,
+                                   inverseFrequencies: f.baseAddress!, layout: weights.ropeLayout, inverse: true)
+                    }
+                }
+                dAttentionIn.initialize(repeating: 0, count: n * d)
+                projectBackward(.qProj, layer: layer, input: a.attentionIn, hidden: a.loraHidden, gradOutput: dQ, gradInput: dAttentionIn)
+                projectBackward(.kProj, layer: layer, input: a.attentionIn, hidden: a.loraHidden, gradOutput: dK, gradInput: dAttentionIn)
+                projectBackward(.vProj, layer: layer, input: a.attentionIn, hidden: a.loraHidden, gradOutput: dV, gradInput: dAttentionIn)
+                let dInput = arena.floats(n * d)
+                dInput.update(from: dMiddle, count: n * d)
+                lw.attentionNorm.withUnsafeBufferPointer {
+                    RMSNorm.backward(a.input, weight: $0.baseAddress!, gradOutput: dAttentionIn, tokens: n, width: d,
+                                     eps: eps, gradInput: dInput)
+                }
+                dx = dInput
+            }
+            return (totalLoss / Double(counted.count), counted.count)
+        }
+    }
+}
+
+/// Causal attention that keeps its probabilities, and its backward pass.
+enum TrainingAttention {
+    static func forward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>, tokens n: Int,
+                        heads: Int, kvHeads: Int, headDimension hd: Int, probabilities: UnsafeMutablePointer<Float>,
+                        output: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        let group = heads / kvHeads, qWidth = heads * hd, kvWidth = kvHeads * hd
+        let scale = 1 / Float(hd).squareRoot()
+        nonisolated(unsafe) let q = q, k = k, v = v, probabilities = probabilities, output = output
+        pool.parallelFor(heads * n, minimumChunk: 4) { range in
+            for task in range {
+                let head = task / n, t = task % n, kvHead = head / group
+                let p = probabilities + (head * n + t) * n
+                let query = q + t * qWidth + head * hd
+                for j in 0...t { p[j] = Vector.dot(query, k + j * kvWidth + kvHead * hd, hd) * scale }
+                Activation.softmax(p, t + 1)
+                let out = output + t * qWidth + head * hd
+                out.initialize(repeating: 0, count: hd)
+                for j in 0...t { Vector.addScaled(out, v + j * kvWidth + kvHead * hd, p[j], hd) }
+            }
+        }
+    }
+
+    /// dS = P ∘ (dP − rowsum(P ∘ dP)) with dP = dO·Vᵀ; dQ = s·dS·K, dK = s·dSᵀ·Q, dV = Pᵀ·dO.
+    /// Overwrites gradQ, gradK, gradV. Parallel over key/value heads so K/V gradients never race.
+    static func backward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                         probabilities: UnsafePointer<Float>, gradOutput: UnsafePointer<Float>, tokens n: Int,
+                         heads: Int, kvHeads: Int, headDimension hd: Int, gradQ: UnsafeMutablePointer<Float>,
+                         gradK: UnsafeMutablePointer<Float>, gradV: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        let group = heads / kvHeads, qWidth = heads * hd, kvWidth = kvHeads * hd
+        let scale = 1 / Float(hd).squareRoot()
+        gradQ.initialize(repeating: 0, count: n * qWidth)
+        gradK.initialize(repeating: 0, count: n * kvWidth)
+        gradV.initialize(repeating: 0, count: n * kvWidth)
+        nonisolated(unsafe) let q = q, k = k, v = v, probabilities = probabilities, gradOutput = gradOutput
+        nonisolated(unsafe) let gradQ = gradQ, gradK = gradK, gradV = gradV
+        pool.parallelFor(kvHeads) { range in
+            let dP = UnsafeMutablePointer<Float>.allocate(capacity: n)
+            defer { dP.deallocate() }
+            for kvHead in range {
+                for head in (kvHead * group)..<((kvHead + 1) * group) {
+                    for t in 0..<n {
+                        let p = probabilities + (head * n + t) * n
+                        let dO = gradOutput + t * qWidth + head * hd
+                        var dot: Float = 0
+                        for j in 0...t {
+                            dP[j] = Vector.dot(dO, v + j * kvWidth + kvHead * hd, hd)
+                            dot += p[j] * dP[j]
+                            Vector.addScaled(gradV + j * kvWidth + kvHead * hd, dO, p[j], hd)
+                        }
+                        let dQ = gradQ + t * qWidth + head * hd, query = q + t * qWidth + head * hd
+                        for j in 0...t {
+                            let dS = p[j] * (dP[j] - dot) * scale
+                            guard dS != 0 else { continue }
+                            Vector.addScaled(dQ, k + j * kvWidth + kvHead * hd, dS, hd)
+                            Vector.addScaled(gradK + j * kvWidth + kvHead * hd, query, dS, hd)
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
