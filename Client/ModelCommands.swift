@@ -1,0 +1,180 @@
+import CommandLineParsing
+import FineTuning
+import Foundation
+import LanguageModel
+import Tokenizer
+
+/// `tokenize`, `generate` and `eval`: running the model locally.
+enum ModelCommands {
+    static let threadsHelp = "  --threads N         worker threads (default: all cores)"
+
+    static let tokenize = Command(
+        name: "tokenize", abstract: "Show the token ids and pieces of a text.",
+        help: """
+        usage: conclave-client tokenize --model M --text T [--no-special] [--json]
+
+        Tokenizes T with the model's tokenizer (no BOS is added unless the model asks for one).
+          --model M       a .gguf file or an HF directory with tokenizer.json
+          --text T        the text to tokenize
+          --no-special    treat special-token text such as <|im_start|> as plain text
+          --json          print {"ids": [...], "tokens": [...], "count": N}
+        """) { arguments in
+        let modelPath = try arguments.required("--model")
+        let text = try arguments.required("--text")
+        let plain = arguments.flag("--no-special")
+        let json = arguments.flag("--json")
+        try arguments.finish()
+        let loaded = try ModelLoader.load(path: modelPath, threads: 1)
+        let tokenizer = try ModelLoader.requireTokenizer(loaded, path: modelPath)
+        let ids = tokenizer.encode(text, parseSpecialTokens: !plain)
+        let pieces = ids.map { tokenizer.tokenText($0) }
+        if json {
+            try JSONOutput.print(["ids": ids, "tokens": pieces, "count": ids.count])
+        } else {
+            print("\(ids.count) tokens")
+            for (id, piece) in zip(ids, pieces) { print(String(format: "%7d  ", id) + piece.debugDescription) }
+        }
+        return 0
+    }
+
+    static let generate = Command(
+        name: "generate", abstract: "Generate text from a prompt with the local model.",
+        help: """
+        usage: conclave-client generate --model M [--adapter A] --prompt P [--chat] [--max-tokens N]
+                                        [--temperature X] [--top-k K] [--top-p P] [--seed S] [--threads N] [--json]
+
+          --model M          a .gguf file or an HF directory
+          --adapter A        a PEFT LoRA adapter directory applied on top of the model
+          --prompt P         the prompt text
+          --chat             wrap the prompt as a user turn in the model's chat template
+          --max-tokens N     most tokens to generate (default 128)
+          --temperature X    0 is greedy (default 0.7)
+          --top-k K          sample among the K most likely tokens (default 40; 0 = all)
+          --top-p P          nucleus sampling mass (default 0.95)
+          --seed S           seed for reproducible sampling
+        \(threadsHelp)
+          --json             print {"text", "ids", "prompt_tokens", "generated_tokens",
+                             "time_to_first_token_ms", "tokens_per_second", "peak_rss_bytes", "stop_reason"}
+        Without --json the text streams to standard output as it is generated.
+        """) { arguments in
+        let modelPath = try arguments.required("--model")
+        let adapterPath = try arguments.option("--adapter")
+        let prompt = try arguments.required("--prompt")
+        let chat = arguments.flag("--chat")
+        let maxTokens = try arguments.int("--max-tokens", in: 1...1_000_000) ?? 128
+        let temperature = try arguments.double("--temperature", in: 0...100) ?? 0.7
+        let topK = try arguments.int("--top-k", in: 0...1_000_000) ?? 40
+        let topP = try arguments.double("--top-p", in: 0...1) ?? 0.95
+        let seed = try arguments.option("--seed").map { text -> UInt64 in
+            guard let value = UInt64(text) else { throw UsageError("--seed expects a non-negative integer, got '\(text)'") }
+            return value
+        }
+        let threads = try arguments.int("--threads", in: 1...256)
+        let json = arguments.flag("--json")
+        try arguments.finish()
+
+        let loaded = try ModelLoader.load(path: modelPath, threads: threads)
+        let tokenizer = try ModelLoader.requireTokenizer(loaded, path: modelPath)
+        if let adapterPath { loaded.model.setAdapter(try ModelLoader.loadAdapter(path: adapterPath, for: loaded.model)) }
+        let text = chat
+            ? try tokenizer.applyChatTemplate([ChatMessage(role: "user", content: prompt)], addGenerationPrompt: true)
+            : prompt
+        var promptIds = tokenizer.encode(text)
+        if tokenizer.addBOS, let bos = tokenizer.bosTokenId, promptIds.first != bos { promptIds.insert(bos, at: 0) }
+        guard !promptIds.isEmpty else { throw UsageError("--prompt is empty") }
+
+        var stops = tokenizer.endOfTurnTokenIds
+        if let eos = tokenizer.eosTokenId { stops.insert(eos) }
+        let sampling = SamplingParameters(temperature: temperature, topK: topK, topP: topP, seed: seed)
+        var streamed: [UInt8] = []
+        var printedBytes = 0
+        let result = try loaded.model.generate(prompt: promptIds, maxTokens: maxTokens, sampling: sampling,
+                                               stopTokens: stops) { token in
+            guard !json else { return }
+            // Stream whole UTF-8 characters only: a token may end inside a multi-byte character.
+            streamed += tokenizer.decodeBytes([token])
+            let complete = UTF8Prefix.completeLength(streamed)
+            if complete > printedBytes {
+                FileHandle.standardOutput.write(Data(streamed[printedBytes..<complete]))
+                printedBytes = complete
+            }
+        }
+        let generatedText = tokenizer.decode(result.tokens)
+        let rate = result.decodeTokensPerSecond
+        if json {
+            try JSONOutput.print([
+                "text": generatedText, "ids": result.tokens, "prompt_tokens": result.promptTokens,
+                "generated_tokens": result.tokens.count,
+                "time_to_first_token_ms": result.timeToFirstToken * 1000,
+                "tokens_per_second": rate, "peak_rss_bytes": ProcessStatistics.peakResidentBytes(),
+                "stop_reason": result.stopReason,
+            ])
+        } else {
+            if printedBytes < streamed.count { FileHandle.standardOutput.write(Data(streamed[printedBytes...])) }
+            print("")
+            StandardError.write(String(format: "%d prompt tokens, %d generated (%@), first token %.0f ms, %.1f tokens/s\n",
+                                       result.promptTokens, result.tokens.count, result.stopReason,
+                                       result.timeToFirstToken * 1000, rate))
+        }
+        return 0
+    }
+
+    static let eval = Command(
+        name: "eval", abstract: "Score a JSONL dataset: loss, perplexity and token accuracy.",
+        help: """
+        usage: conclave-client eval --model M [--adapter A] --data D.jsonl [--max-length L] [--threads N] [--json]
+
+          --model M        a .gguf file or an HF directory
+          --adapter A      a PEFT LoRA adapter directory applied on top of the model
+          --data D         JSONL records: {"text"}, {"prompt","completion"}, {"messages"}, or {"input_ids","labels"?}
+          --max-length L   refuse records longer than L tokens (default: the model's context)
+        \(threadsHelp)
+          --json           print {"examples", "tokens", "loss", "perplexity", "token_accuracy",
+                           "per_example": [{"tokens", "loss"}], "tokens_per_second", "peak_rss_bytes"}
+        loss is the mean next-token cross-entropy (nats) over all counted tokens; per_example[i].loss is
+        the mean over example i's counted tokens (position t predicts token t+1; label -100 is not counted).
+        """) { arguments in
+        let modelPath = try arguments.required("--model")
+        let adapterPath = try arguments.option("--adapter")
+        let dataPath = try arguments.required("--data")
+        let maxLength = try arguments.int("--max-length", in: 2...1_000_000)
+        let threads = try arguments.int("--threads", in: 1...256)
+        let json = arguments.flag("--json")
+        try arguments.finish()
+
+        let loaded = try ModelLoader.load(path: modelPath, threads: threads)
+        if let adapterPath { loaded.model.setAdapter(try ModelLoader.loadAdapter(path: adapterPath, for: loaded.model)) }
+        let configuration = loaded.model.configuration
+        let examples = try Dataset.load(URL(fileURLWithPath: dataPath), tokenizer: loaded.tokenizer,
+                                        maxLength: maxLength ?? configuration.maxPositionEmbeddings,
+                                        vocabularySize: configuration.vocabSize)
+        let evaluation = try Evaluator.evaluate(model: loaded.model, examples: examples,
+                                                progress: ProgressReporter(label: "eval", total: examples.count, enabled: !json))
+        if json {
+            try JSONOutput.print(evaluation.json(peakResidentBytes: ProcessStatistics.peakResidentBytes()))
+        } else {
+            print(String(format: "%d examples, %d tokens: loss %.4f, perplexity %.3f, token accuracy %.2f%%  (%.0f tokens/s)",
+                         evaluation.examples, evaluation.tokens, evaluation.loss, evaluation.perplexity,
+                         evaluation.tokenAccuracy * 100, evaluation.tokensPerSecond))
+        }
+        return 0
+    }
+}
+
+/// Where a byte buffer's last complete UTF-8 character ends.
+enum UTF8Prefix {
+    static func completeLength(_ bytes: [UInt8]) -> Int {
+        var end = bytes.count
+        // Walk back over at most 3 continuation bytes to the lead byte of the last character.
+        var i = bytes.count - 1, continuation = 0
+        while i >= 0 && continuation < 4 && bytes[i] & 0xC0 == 0x80 {
+            continuation += 1
+            i -= 1
+        }
+        guard i >= 0 else { return 0 }
+        let lead = bytes[i]
+        let needed = lead < 0x80 ? 1 : lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1
+        if continuation + 1 < needed { end = i }
+        return end
+    }
+}

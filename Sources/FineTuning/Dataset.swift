@@ -1,0 +1,170 @@
+import Foundation
+import Tokenizer
+
+/// One tokenized record: the ids and, aligned with them, the labels (−100 = no loss at that token).
+///
+/// HF convention: the model's output at position t is scored against labels[t + 1].
+public struct TokenizedExample: Sendable, Equatable {
+    public var ids: [Int]
+    public var labels: [Int]
+    /// The 1-based line of the JSONL file it came from.
+    public var line: Int
+
+    public init(ids: [Int], labels: [Int], line: Int) {
+        precondition(ids.count == labels.count, "ids and labels differ in length")
+        self.ids = ids
+        self.labels = labels
+        self.line = line
+    }
+
+    /// Tokens that carry a loss (labels after the first position that are not −100).
+    public var countedTokens: Int { labels.dropFirst().filter { $0 != -100 }.count }
+}
+
+/// A malformed dataset, naming the file and line.
+public struct DatasetError: Error, CustomStringConvertible, Sendable {
+    public let file: String
+    public let line: Int?
+    public let problem: String
+
+    public init(file: String, line: Int?, _ problem: String) {
+        self.file = file
+        self.line = line
+        self.problem = problem
+    }
+
+    public var description: String {
+        if let line { return "\(file):\(line): \(problem)" }
+        return "\(file): \(problem)"
+    }
+}
+
+/// JSONL datasets shared by `eval` and `train`. Each line is one record (one DP-SGD "record"), one of:
+/// - `{"text": "..."}`: loss on every token;
+/// - `{"prompt": "...", "completion": "..."}`: loss on the completion and a closing end-of-sequence token;
+/// - `{"messages": [{"role": "...", "content": "..."}, ...]}`: the chat template; loss on assistant turns;
+/// - `{"input_ids": [...], "labels": [...]?}`: pre-tokenized; label −100 means no loss.
+/// Blank lines are skipped.
+public enum Dataset {
+    /// Largest dataset file read (bytes); larger files are refused before reading.
+    public static let maximumFileBytes = 2 << 30
+
+    /// Reads and tokenizes every record of a JSONL file.
+    ///
+    /// - Parameters:
+    ///   - tokenizer: needed for text records; nil allows pre-tokenized records only.
+    ///   - maxLength: records longer than this many tokens are refused with their line number.
+    ///   - vocabularySize: pre-tokenized ids and labels must lie below it.
+    public static func load(_ url: URL, tokenizer: BPETokenizer?, maxLength: Int?, vocabularySize: Int)
+        throws -> [TokenizedExample] {
+        let name = url.path
+        let attributes: [FileAttributeKey: Any]
+        do { attributes = try FileManager.default.attributesOfItem(atPath: url.path) } catch {
+            throw DatasetError(file: name, line: nil, "cannot read: no such file")
+        }
+        if let size = attributes[.size] as? Int, size > maximumFileBytes {
+            throw DatasetError(file: name, line: nil, "file is \(size) bytes, more than the \(maximumFileBytes) allowed")
+        }
+        let data = try Data(contentsOf: url)
+        var examples: [TokenizedExample] = []
+        var lineNumber = 0
+        for rawLine in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
+            lineNumber += 1
+            let trimmed = rawLine.drop { $0 == 32 || $0 == 9 || $0 == 13 }
+            if trimmed.allSatisfy({ $0 == 32 || $0 == 9 || $0 == 13 }) { continue }
+            let example = try parse(Data(rawLine), file: name, line: lineNumber, tokenizer: tokenizer,
+                                    vocabularySize: vocabularySize)
+            if let maxLength, example.ids.count > maxLength {
+                throw DatasetError(file: name, line: lineNumber,
+                                   "record has \(example.ids.count) tokens, more than the maximum length \(maxLength)")
+            }
+            examples.append(example)
+        }
+        guard !examples.isEmpty else { throw DatasetError(file: name, line: nil, "no records") }
+        return examples
+    }
+
+    /// Parses and tokenizes one JSONL line.
+    public static func parse(_ line: Data, file: String, line lineNumber: Int, tokenizer: BPETokenizer?,
+                             vocabularySize: Int) throws -> TokenizedExample {
+        func fail(_ problem: String) -> DatasetError { DatasetError(file: file, line: lineNumber, problem) }
+        let object: Any
+        do { object = try JSONSerialization.jsonObject(with: line, options: [.fragmentsAllowed]) } catch {
+            throw fail("not valid JSON")
+        }
+        guard let record = object as? [String: Any] else { throw fail("a record must be a JSON object") }
+        let kinds = ["text", "prompt", "messages", "input_ids"].filter { record[$0] != nil }
+        guard kinds.count == 1 else {
+            throw fail(kinds.isEmpty
+                ? "a record needs one of \"text\", \"prompt\"+\"completion\", \"messages\" or \"input_ids\""
+                : "a record may have only one of \(kinds.map { "\"\($0)\"" }.joined(separator: ", "))")
+        }
+        func needTokenizer() throws -> BPETokenizer {
+            guard let tokenizer else { throw fail("text records need a model with a tokenizer") }
+            return tokenizer
+        }
+        switch kinds[0] {
+        case "text":
+            guard let text = record["text"] as? String else { throw fail("\"text\" must be a string") }
+            let ids = try needTokenizer().encode(text)
+            return TokenizedExample(ids: ids, labels: ids, line: lineNumber)
+        case "prompt":
+            guard let prompt = record["prompt"] as? String else { throw fail("\"prompt\" must be a string") }
+            guard let completion = record["completion"] as? String else {
+                throw fail("a \"prompt\" record needs a string \"completion\"")
+            }
+            let tokenizer = try needTokenizer()
+            let promptIds = tokenizer.encode(prompt)
+            var completionIds = tokenizer.encode(completion, parseSpecialTokens: false)
+            if let eos = tokenizer.eosTokenId { completionIds.append(eos) }
+            return TokenizedExample(ids: promptIds + completionIds,
+                                    labels: [Int](repeating: -100, count: promptIds.count) + completionIds,
+                                    line: lineNumber)
+        case "messages":
+            guard let list = record["messages"] as? [Any], !list.isEmpty else {
+                throw fail("\"messages\" must be a non-empty array")
+            }
+            var messages: [ChatMessage] = []
+            for (index, item) in list.enumerated() {
+                guard let message = item as? [String: Any], let role = message["role"] as? String,
+                      let content = message["content"] as? String else {
+                    throw fail("messages[\(index)] needs string \"role\" and \"content\"")
+                }
+                guard ["system", "user", "assistant"].contains(role) else {
+                    throw fail("messages[\(index)]: unknown role '\(role)'")
+                }
+                messages.append(ChatMessage(role: role, content: content))
+            }
+            let (ids, mask) = try needTokenizer().encodeChat(messages)
+            return TokenizedExample(ids: ids, labels: zip(ids, mask).map { $1 ? $0 : -100 }, line: lineNumber)
+        default:
+            let ids = try integers(record["input_ids"], field: "input_ids", fail: fail)
+            for (i, id) in ids.enumerated() where id < 0 || id >= vocabularySize {
+                throw fail("input_ids[\(i)] = \(id) is outside the vocabulary (0..<\(vocabularySize))")
+            }
+            var labels = ids
+            if record["labels"] != nil {
+                labels = try integers(record["labels"], field: "labels", fail: fail)
+                guard labels.count == ids.count else {
+                    throw fail("\"labels\" has \(labels.count) entries but \"input_ids\" has \(ids.count)")
+                }
+                for (i, label) in labels.enumerated() where label != -100 && (label < 0 || label >= vocabularySize) {
+                    throw fail("labels[\(i)] = \(label) is neither -100 nor inside the vocabulary")
+                }
+            }
+            return TokenizedExample(ids: ids, labels: labels, line: lineNumber)
+        }
+    }
+
+    private static func integers(_ value: Any?, field: String, fail: (String) -> DatasetError) throws -> [Int] {
+        guard let array = value as? [Any], !array.isEmpty else { throw fail("\"\(field)\" must be a non-empty array") }
+        return try array.enumerated().map { index, element in
+            // JSON true/false also arrive as numbers; they are refused along with fractions.
+            guard !(type(of: element) == Bool.self), let number = element as? NSNumber,
+                  abs(number.doubleValue) < 1e15, number.doubleValue == Double(number.intValue) else {
+                throw fail("\(field)[\(index)] is not an integer")
+            }
+            return number.intValue
+        }
+    }
+}

@@ -1,1 +1,0 @@
-// FineTuning: see DESIGN.md for this module's responsibility.
