@@ -159,8 +159,8 @@ public enum Dataset {
     private static func integers(_ value: Any?, field: String, fail: (String) -> DatasetError) throws -> [Int] {
         guard let array = value as? [Any], !array.isEmpty else { throw fail("\"\(field)\" must be a non-empty array") }
         return try array.enumerated().map { index, element in
-            // JSON true/false also arrive as numbers; they are refused along with fractions.
-            guard !(type(of: element) == Bool.self), let number = element as? NSNumber,
+            // JSON true/false arrive as NSNumber of type char ("c"); they are refused along with fractions.
+            guard let number = element as? NSNumber, String(cString: number.objCType) != "c",
                   abs(number.doubleValue) < 1e15, number.doubleValue == Double(number.intValue) else {
                 throw fail("\(field)[\(index)] is not an integer")
             }

@@ -1,0 +1,79 @@
+import Foundation
+import TestSupport
+import Tokenizer
+import ModelFormats
+import XCTest
+@testable import FineTuning
+
+final class DatasetTests: XCTestCase {
+    nonisolated(unsafe) static let tokenizer: BPETokenizer? = try? BPETokenizer(ggufMetadata: GGUFFile(url: Fixtures.defaultModel).metadata)
+
+    func parse(_ line: String, tokenizer: BPETokenizer? = DatasetTests.tokenizer) throws -> TokenizedExample {
+        try Dataset.parse(Data(line.utf8), file: "d.jsonl", line: 7, tokenizer: tokenizer, vocabularySize: 49152)
+    }
+
+    func testRecordKindsAndTheirLabels() throws {
+        let tokenizer = try XCTUnwrap(Self.tokenizer)
+        let text = try parse("{\"text\": \"Hello world\"}")
+        XCTAssertEqual(text.ids, [19556, 905])
+        XCTAssertEqual(text.labels, text.ids)
+
+        let task = try parse("{\"prompt\": \"Q:\", \"completion\": \" yes\"}")
+        let promptCount = tokenizer.encode("Q:").count
+        XCTAssertEqual(Array(task.labels.prefix(promptCount)), [Int](repeating: -100, count: promptCount))
+        XCTAssertEqual(task.labels.last, tokenizer.eosTokenId, "the completion ends with end-of-sequence")
+        XCTAssertEqual(Array(task.ids.suffix(from: promptCount)), Array(task.labels.suffix(from: promptCount)))
+
+        let chat = try parse("{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"hello\"}]}")
+        let counted = chat.labels.filter { $0 != -100 }
+        XCTAssertEqual(tokenizer.decode(counted), "hello<|im_end|>", "loss on the assistant turn only")
+
+        let tokens = try parse("{\"input_ids\": [5, 6, 7], \"labels\": [-100, 6, 7]}", tokenizer: nil)
+        XCTAssertEqual(tokens.labels, [-100, 6, 7])
+        XCTAssertEqual(tokens.countedTokens, 2)
+    }
+
+    func testMalformedRecordsNameTheLine() {
+        let cases: [(String, String)] = [
+            ("{\"text\": 3}", "\"text\" must be a string"),
+            ("[1, 2]", "must be a JSON object"),
+            ("{\"prompt\": \"a\"}", "completion"),
+            ("{\"text\": \"a\", \"prompt\": \"b\", \"completion\": \"c\"}", "only one of"),
+            ("{\"input_ids\": [1, 2.5]}", "input_ids[1] is not an integer"),
+            ("{\"input_ids\": [1, true]}", "input_ids[1] is not an integer"),
+            ("{\"input_ids\": [1, 49152]}", "outside the vocabulary"),
+            ("{\"input_ids\": [1, 2], \"labels\": [1]}", "has 1 entries"),
+            ("{\"messages\": [{\"role\": \"robot\", \"content\": \"x\"}]}", "unknown role"),
+            ("{\"messages\": []}", "non-empty"),
+            ("{}", "needs one of"),
+            ("{oops", "not valid JSON"),
+        ]
+        for (line, fragment) in cases {
+            XCTAssertThrowsError(try parse(line)) { error in
+                XCTAssertTrue("\(error)".hasPrefix("d.jsonl:7: "), "\(error)")
+                XCTAssertTrue("\(error)".contains(fragment), "'\(fragment)' missing from \(error)")
+            }
+        }
+        XCTAssertThrowsError(try parse("{\"text\": \"hi\"}", tokenizer: nil)) { XCTAssertTrue("\($0)".contains("tokenizer")) }
+    }
+
+    func testFilesEmptyTooLongAndTheDemoData() throws {
+        let directory = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let empty = directory.appendingPathComponent("empty.jsonl")
+        try "\n  \n".write(to: empty, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try Dataset.load(empty, tokenizer: Self.tokenizer, maxLength: nil, vocabularySize: 49152)) {
+            XCTAssertTrue("\($0)".contains("no records"))
+        }
+        let long = directory.appendingPathComponent("long.jsonl")
+        try "{\"text\": \"a b c d e f g h\"}\n".write(to: long, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try Dataset.load(long, tokenizer: Self.tokenizer, maxLength: 4, vocabularySize: 49152)) {
+            XCTAssertTrue("\($0)".contains("long.jsonl:1") && "\($0)".contains("maximum length 4"), "\($0)")
+        }
+        XCTAssertThrowsError(try Dataset.load(directory.appendingPathComponent("missing.jsonl"), tokenizer: nil,
+                                              maxLength: nil, vocabularySize: 10))
+        // Every example file under Config/ parses.
+        let demo = Fixtures.repositoryRoot.appendingPathComponent("Config/demo-eval.jsonl")
+        XCTAssertEqual(try Dataset.load(demo, tokenizer: Self.tokenizer, maxLength: 8192, vocabularySize: 49152).count, 4)
+    }
+}
