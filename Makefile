@@ -56,7 +56,7 @@ demo: build model
 	$(BIN)/conclave-client eval --model $(MODEL) --data Config/demo-eval.jsonl
 
 bench: build model
-	@echo "benchmarks arrive with the kernels issue" >&2
+	$(BIN)/conclave-bench-inference --model $(MODEL) --threads 2 --runs 5
 
 clean:
 	rm -rf .build

@@ -48,6 +48,11 @@ let package = Package(
         // Test support: where fixtures and the default model live.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
 
+        // Benchmarks: executables, never part of `swift test`.
+        .executableTarget(name: "conclave-bench-inference",
+                          dependencies: ["CommandLineParsing", "Kernels", "LanguageModel"],
+                          path: "Benchmarks/InferenceBenchmark", swiftSettings: numericSettings),
+
         // Tests: one target per module, plus end-to-end tests that start the real executables.
         .testTarget(name: "KernelsTests", dependencies: ["TestSupport", "Kernels"], path: "Tests/KernelsTests"),
         .testTarget(name: "ModelFormatsTests", dependencies: ["TestSupport", "ModelFormats"], path: "Tests/ModelFormatsTests"),

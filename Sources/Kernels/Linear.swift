@@ -37,6 +37,15 @@ public enum Linear {
             }
             return
         }
+        genericForward(weights, input: input, tokens: tokens, output: output, accumulate: accumulate, pool: pool)
+    }
+
+    /// The portable path of `forward`: Swift SIMD on the baseline CPU (the fallback and the benchmark's anchor).
+    public static func genericForward(_ weights: WeightMatrix, input: UnsafePointer<Float>, tokens: Int,
+                                      output: UnsafeMutablePointer<Float>, accumulate: Bool = false,
+                                      pool: ThreadPool = .serial) {
+        let columns = weights.columns, rows = weights.rows
+        nonisolated(unsafe) let input = input, output = output
         pool.parallelFor(rows, minimumChunk: 16) { range in
             let scratch = UnsafeMutablePointer<Float>.allocate(capacity: columns)
             defer { scratch.deallocate() }
@@ -45,11 +54,11 @@ public enum Linear {
                 if weights.format == .f32 {
                     rowValues = weights.rowPointer(row).assumingMemoryBound(to: Float.self)
                 } else {
-                    weights.dequantizedRow(row, into: scratch)
+                    Dequantize.row(format: weights.format, source: weights.rowPointer(row), count: columns, into: scratch)
                     rowValues = UnsafePointer(scratch)
                 }
                 for t in 0..<tokens {
-                    let value = Vector.dot(rowValues, input + t * columns, columns)
+                    let value = Vector.genericDot(rowValues, input + t * columns, columns)
                     if accumulate { output[t * rows + row] += value } else { output[t * rows + row] = value }
                 }
             }

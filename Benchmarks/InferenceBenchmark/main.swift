@@ -1,0 +1,129 @@
+import CommandLineParsing
+import Foundation
+import Kernels
+import LanguageModel
+
+// Inference benchmark on a GGUF model: prompt processing (a 128-token prompt), generation (64 tokens),
+// time to first token and peak RSS, medians over several runs; then the linear-layer kernel with the
+// portable Swift path against the AVX2 path, in the same run. Figures go to Benchmarks/RESULTS.md.
+
+var arguments = Arguments(Array(CommandLine.arguments.dropFirst()))
+if arguments.helpRequested {
+    print("""
+    usage: conclave-bench-inference --model M [--threads N] [--runs R] [--prompt-tokens P] [--generate-tokens G] [--json]
+    Reports medians of R runs (default 5) with N threads (default 2).
+    """)
+    exit(0)
+}
+do {
+    let modelPath = try arguments.required("--model")
+    let threads = try arguments.int("--threads", in: 1...256) ?? 2
+    let runs = try arguments.int("--runs", in: 1...100) ?? 5
+    let promptTokens = try arguments.int("--prompt-tokens", in: 1...4096) ?? 128
+    let generateTokens = try arguments.int("--generate-tokens", in: 1...4096) ?? 64
+    let json = arguments.flag("--json")
+    try arguments.finish()
+
+    let loaded = try ModelLoader.load(path: modelPath, threads: threads)
+    let model = loaded.model
+    let tokenizer = try ModelLoader.requireTokenizer(loaded, path: modelPath)
+    // A natural-language prompt, repeated to the wanted length.
+    var prompt = tokenizer.encode("Patient presents with a persistent cough and mild fever for three days. ")
+    while prompt.count < promptTokens { prompt += prompt }
+    prompt = Array(prompt.prefix(promptTokens))
+
+    func median(_ values: [Double]) -> Double {
+        let sorted = values.sorted()
+        return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+    }
+
+    var prefillRates: [Double] = [], decodeRates: [Double] = [], firstToken: [Double] = []
+    for run in 0...runs {
+        // Prompt processing: one forward over the prompt, logits of the last position only.
+        let cache = model.makeCache(capacity: promptTokens + generateTokens)
+        let start = ProcessStatistics.now()
+        var next = 0
+        try model.forward(tokens: prompt, cache: cache, logits: .last) { _, logits in
+            var best = 0
+            for v in 1..<model.configuration.vocabSize where logits[v] > logits[best] { best = v }
+            next = best
+        }
+        let prefill = ProcessStatistics.now() - start
+        // Generation: greedy, one token at a time, never stopping early.
+        let decodeStart = ProcessStatistics.now()
+        for _ in 0..<generateTokens {
+            try model.forward(tokens: [next], cache: cache, logits: .last) { _, logits in
+                var best = 0
+                for v in 1..<model.configuration.vocabSize where logits[v] > logits[best] { best = v }
+                next = best
+            }
+        }
+        let decode = ProcessStatistics.now() - decodeStart
+        if run == 0 { continue }  // warm-up
+        prefillRates.append(Double(promptTokens) / prefill)
+        decodeRates.append(Double(generateTokens) / decode)
+        firstToken.append(prefill * 1000)
+        StandardError.write(String(format: "run %d/%d: prompt %.1f tok/s, generation %.1f tok/s\n", run, runs,
+                                   prefillRates.last!, decodeRates.last!))
+    }
+
+    // Kernel comparison: one Q4_1 projection of the model (576 → 1536), generic Swift against AVX2.
+    let matrix = model.weights.layers[0].projection(.gateProj)
+    var input = [Float](repeating: 0, count: 128 * matrix.columns)
+    for i in input.indices { input[i] = Float(i % 17) / 17 - 0.5 }
+    var output = [Float](repeating: 0, count: 128 * matrix.rows)
+    func time(tokens: Int, _ body: () -> Void) -> Double {
+        var samples: [Double] = []
+        for _ in 0..<7 {
+            let start = ProcessStatistics.now()
+            body()
+            samples.append(ProcessStatistics.now() - start)
+        }
+        return median(samples)
+    }
+    let pool = ThreadPool(threads: 1)
+    var kernel: [String: Double] = [:]
+    for tokens in [1, 128] {
+        let generic = time(tokens: tokens) {
+            input.withUnsafeBufferPointer { x in
+                output.withUnsafeMutableBufferPointer { y in
+                    Linear.genericForward(matrix, input: x.baseAddress!, tokens: tokens, output: y.baseAddress!, pool: pool)
+                }
+            }
+        }
+        let fast = time(tokens: tokens) {
+            input.withUnsafeBufferPointer { x in
+                output.withUnsafeMutableBufferPointer { y in
+                    Linear.forward(matrix, input: x.baseAddress!, tokens: tokens, output: y.baseAddress!, pool: pool)
+                }
+            }
+        }
+        kernel["q4_1_\(tokens)_tokens_generic_ms"] = generic * 1000
+        kernel["q4_1_\(tokens)_tokens_\(KernelBackend.selected.rawValue)_ms"] = fast * 1000
+        kernel["q4_1_\(tokens)_tokens_speedup"] = generic / fast
+    }
+
+    let result: [String: Any] = [
+        "model": modelPath, "threads": threads, "runs": runs, "kernel_backend": KernelBackend.selected.rawValue,
+        "prompt_tokens": promptTokens, "generate_tokens": generateTokens,
+        "prompt_tokens_per_second": median(prefillRates), "generation_tokens_per_second": median(decodeRates),
+        "time_to_first_token_ms": median(firstToken), "peak_rss_bytes": ProcessStatistics.peakResidentBytes(),
+        "kernel_single_thread": kernel,
+    ]
+    if json {
+        try JSONOutput.print(result)
+    } else {
+        print(String(format: "%@ (%d threads, %@ kernels, median of %d):", modelPath, threads, KernelBackend.selected.rawValue, runs))
+        print(String(format: "  prompt %d tokens: %.1f tok/s   time to first token %.1f ms", promptTokens, median(prefillRates), median(firstToken)))
+        print(String(format: "  generation %d tokens: %.1f tok/s", generateTokens, median(decodeRates)))
+        print(String(format: "  peak RSS %.1f MB", Double(ProcessStatistics.peakResidentBytes()) / 1e6))
+        for tokens in [1, 128] {
+            print(String(format: "  Q4_1 576x1536 linear, %d tokens, 1 thread: generic %.3f ms, %@ %.3f ms (%.1fx)", tokens,
+                         kernel["q4_1_\(tokens)_tokens_generic_ms"]!, KernelBackend.selected.rawValue,
+                         kernel["q4_1_\(tokens)_tokens_\(KernelBackend.selected.rawValue)_ms"]!, kernel["q4_1_\(tokens)_tokens_speedup"]!))
+        }
+    }
+} catch {
+    StandardError.write("conclave-bench-inference: \(error)\n")
+    exit(1)
+}
