@@ -32,7 +32,7 @@ enum ModelCommands {
             try JSONOutput.print(["ids": ids, "tokens": pieces, "count": ids.count])
         } else {
             print("\(ids.count) tokens")
-            for (id, piece) in zip(ids, pieces) { print(String(format: "%7d  ", id) + piece.debugDescription) }
+            for id in ids { print(String(format: "%7d  ", id) + tokenizer.decode([id]).debugDescription) }
         }
         return 0
     }
@@ -111,7 +111,7 @@ enum ModelCommands {
             ])
         } else {
             if printedBytes < streamed.count { FileHandle.standardOutput.write(Data(streamed[printedBytes...])) }
-            print("")
+            FileHandle.standardOutput.write(Data("\n".utf8))
             StandardError.write(String(format: "%d prompt tokens, %d generated (%@), first token %.0f ms, %.1f tokens/s\n",
                                        result.promptTokens, result.tokens.count, result.stopReason,
                                        result.timeToFirstToken * 1000, rate))
