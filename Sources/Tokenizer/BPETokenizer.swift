@@ -367,3 +367,12 @@ struct MinHeap {
         return first
     }
 }
+
+extension BPETokenizer {
+    /// The merge rules by rank as `"left right"` strings (GGUF's `tokenizer.ggml.merges` form).
+    public var mergeRules: [String] {
+        merges.map { key, value in
+            (rank: Int(value >> 32), rule: tokens[Int(key >> 32)] + " " + tokens[Int(key & 0xFFFF_FFFF)])
+        }.sorted { $0.rank < $1.rank }.map(\.rule)
+    }
+}

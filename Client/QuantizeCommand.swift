@@ -1,0 +1,46 @@
+import CommandLineParsing
+import Foundation
+import LanguageModel
+import ModelFormats
+
+/// `quantize`: write a model (with an adapter merged) as a GGUF that llama.cpp and Ollama load.
+enum QuantizeCommand {
+    static let command = Command(
+        name: "quantize", abstract: "Write a model, optionally with a LoRA adapter merged, as a GGUF file.",
+        help: """
+        usage: conclave-client quantize --model M [--adapter A] --type q8_0|q4_0|q4_1|f16|f32 --out F.gguf [--json]
+
+          --model M     a .gguf file or an HF directory
+          --adapter A   a PEFT LoRA adapter directory merged into the weights first (W + scaling·B·A)
+          --type T      weight format of the output; for q4_0 and q4_1 the embedding stays q8_0
+          --out F       the GGUF v3 file to write (atomically)
+          --json        print {"out", "type", "bytes", "tensors", "seconds"}
+        Architecture, hyper-parameters and tokenizer metadata are carried over.
+        """) { arguments in
+        let modelPath = try arguments.required("--model")
+        let adapterPath = try arguments.option("--adapter")
+        let typeName = try arguments.required("--type")
+        let out = try arguments.required("--out")
+        let json = arguments.flag("--json")
+        try arguments.finish()
+        guard let type = ModelExporter.formats[typeName.lowercased()] else {
+            throw UsageError("--type must be one of \(ModelExporter.formats.keys.sorted().joined(separator: ", ")), got '\(typeName)'")
+        }
+        let start = ProcessStatistics.now()
+        let loaded = try ModelLoader.load(path: modelPath, threads: 1)
+        let adapter = try adapterPath.map { try ModelLoader.loadAdapter(path: $0, for: loaded.model) }
+        let progress = ProgressReporter(label: "quantize", total: loaded.model.configuration.numHiddenLayers + 1, enabled: !json)
+        try ModelExporter.export(loaded, adapter: adapter, type: type, to: URL(fileURLWithPath: out)) { done, _ in
+            progress.update(done)
+        }
+        let written = try GGUFFile(url: URL(fileURLWithPath: out))
+        let bytes = (try FileManager.default.attributesOfItem(atPath: out)[.size] as? Int) ?? 0
+        if json {
+            try JSONOutput.print(["out": out, "type": typeName.lowercased(), "bytes": bytes, "tensors": written.tensors.count,
+                                  "seconds": ProcessStatistics.now() - start])
+        } else {
+            print(String(format: "wrote %@: %d tensors, %.1f MB (%@)", out, written.tensors.count, Double(bytes) / 1e6, typeName))
+        }
+        return 0
+    }
+}

@@ -1,0 +1,139 @@
+import Foundation
+import Kernels
+import ModelFormats
+import Tokenizer
+
+/// Writes a model (optionally with a LoRA adapter merged into its weights) as a GGUF v3 file that
+/// llama.cpp loads: llama.cpp's tensor names, Q/K rows in its permuted order, tokenizer metadata.
+public enum ModelExporter {
+    /// Output formats of `quantize`.
+    public static let formats: [String: TensorType] = ["q8_0": .q8_0, "q4_0": .q4_0, "q4_1": .q4_1, "f16": .f16, "f32": .f32]
+
+    /// llama.cpp's `general.file_type` (enum llama_ftype) for a uniform file of `type`.
+    static func fileType(_ type: TensorType) -> UInt32 {
+        switch type {
+        case .f32: return 0
+        case .f16: return 1
+        case .q4_0: return 2
+        case .q4_1: return 3
+        case .q8_0: return 7
+        case .bf16: return 32
+        }
+    }
+
+    /// Exports `loaded` to `url` in `type`, merging `adapter` (W + scaling·B·A) first when given.
+    ///
+    /// 2-D weights take `type`; for 4-bit outputs the (tied) embedding stays Q8_0, as llama.cpp's own
+    /// quantizer keeps the output head at higher precision. Norm weights stay F32.
+    public static func export(_ loaded: LoadedModel, adapter: LoRAAdapter?, type: TensorType, to url: URL,
+                              progress: (Int, Int) -> Void = { _, _ in }) throws {
+        let weights = loaded.model.weights
+        let c = weights.configuration
+        var writer = GGUFWriter()
+        if let gguf = loaded.gguf {
+            for key in gguf.metadataKeys where key != "general.file_type" && key != "general.alignment" {
+                writer.set(key, gguf.metadata[key]!)
+            }
+        } else {
+            writer.set("general.architecture", .string("llama"))
+            writer.set("general.name", .string(URL(fileURLWithPath: weights.source).lastPathComponent))
+            if let tokenizer = loaded.tokenizer { setTokenizer(tokenizer, on: &writer) }
+        }
+        writer.set("general.architecture", .string("llama"))
+        writer.set("llama.block_count", .uint32(UInt32(c.numHiddenLayers)))
+        writer.set("llama.context_length", .uint32(UInt32(c.maxPositionEmbeddings)))
+        writer.set("llama.embedding_length", .uint32(UInt32(c.hiddenSize)))
+        writer.set("llama.feed_forward_length", .uint32(UInt32(c.intermediateSize)))
+        writer.set("llama.attention.head_count", .uint32(UInt32(c.numAttentionHeads)))
+        writer.set("llama.attention.head_count_kv", .uint32(UInt32(c.numKeyValueHeads)))
+        writer.set("llama.rope.freq_base", .float32(Float(c.ropeTheta)))
+        writer.set("llama.rope.dimension_count", .uint32(UInt32(c.headDim)))
+        writer.set("llama.attention.layer_norm_rms_epsilon", .float32(Float(c.rmsNormEps)))
+        writer.set("llama.vocab_size", .uint32(UInt32(c.vocabSize)))
+        writer.set("general.file_type", .uint32(fileType(type)))
+        if adapter != nil { writer.set("conclave.adapter_merged", .bool(true)) }
+
+        let embeddingType: TensorType = (type == .q4_0 || type == .q4_1) ? .q8_0 : type
+        func add(_ name: String, _ matrix: WeightMatrix, as tensorType: TensorType,
+                 merge: (module: ProjectionModule, pair: LoRAPair)? = nil, permuteHeads: Int? = nil) throws {
+            var values = matrix.dequantized()
+            if let (module, pair) = merge {
+                // W += scaling · B A, with B's rows in this model's order.
+                var b = pair.b
+                if weights.ropeLayout == .adjacentPairs && (module == .qProj || module == .kProj) {
+                    b = RoPEPermutation.permuteRows(b, outFeatures: pair.outFeatures, rank: pair.rank, headDimension: c.headDim)
+                }
+                let scaling = Float(adapter!.scaling)
+                for r in 0..<matrix.rows {
+                    for k in 0..<pair.rank {
+                        let coefficient = scaling * b[r * pair.rank + k]
+                        if coefficient == 0 { continue }
+                        for col in 0..<matrix.columns { values[r * matrix.columns + col] += coefficient * pair.a[k * matrix.columns + col] }
+                    }
+                }
+            }
+            if let heads = permuteHeads, weights.ropeLayout == .halfSplit {
+                var permuted = values
+                let hd = matrix.rows / heads
+                for row in 0..<matrix.rows {
+                    let target = RoPEPermutation.ggufRow(ofHFRow: row, headDimension: hd)
+                    permuted.replaceSubrange((target * matrix.columns)..<((target + 1) * matrix.columns),
+                                             with: values[(row * matrix.columns)..<((row + 1) * matrix.columns)])
+                }
+                values = permuted
+            }
+            guard values.allSatisfy({ $0.isFinite }) else {
+                throw LanguageModelError.badTensor(file: url.path, tensor: name, problem: "non-finite values after merging")
+            }
+            let quantized = Quantize.matrix(values, rows: matrix.rows, columns: matrix.columns, format: weightFormat(tensorType))
+            let bytes = Array(UnsafeRawBufferPointer(start: quantized.data, count: matrix.rows * quantized.rowBytes))
+            try writer.addTensor(name: name, dimensions: [matrix.columns, matrix.rows], type: tensorType, data: bytes)
+        }
+        func addVector(_ name: String, _ values: [Float]) throws {
+            try writer.addTensor(name: name, dimensions: [values.count], type: .f32, data: values.withUnsafeBytes { Array($0) })
+        }
+        let total = c.numHiddenLayers + 1
+        try add("token_embd.weight", weights.embedding, as: embeddingType)
+        if weights.output.data != weights.embedding.data {
+            try add("output.weight", weights.output, as: embeddingType)
+        }
+        try addVector("output_norm.weight", weights.finalNorm)
+        progress(1, total)
+        for (l, layer) in weights.layers.enumerated() {
+            try addVector("blk.\(l).attn_norm.weight", layer.attentionNorm)
+            try addVector("blk.\(l).ffn_norm.weight", layer.feedForwardNorm)
+            for module in ProjectionModule.allCases {
+                let pair = adapter?.layers[l][module]
+                let heads = module == .qProj ? c.numAttentionHeads : module == .kProj ? c.numKeyValueHeads : nil
+                try add("blk.\(l).\(module.ggufName).weight", layer.projection(module), as: type,
+                        merge: pair.map { (module, $0) }, permuteHeads: heads)
+            }
+            progress(l + 2, total)
+        }
+        try writer.write(to: url)
+    }
+
+    static func weightFormat(_ type: TensorType) -> WeightFormat {
+        switch type {
+        case .f32: return .f32
+        case .f16: return .f16
+        case .bf16: return .bf16
+        case .q8_0: return .q8_0
+        case .q4_0: return .q4_0
+        case .q4_1: return .q4_1
+        }
+    }
+
+    /// GGUF tokenizer metadata (gpt2-style BPE) from a tokenizer loaded elsewhere (HF tokenizer.json).
+    static func setTokenizer(_ tokenizer: BPETokenizer, on writer: inout GGUFWriter) {
+        writer.set("tokenizer.ggml.model", .string("gpt2"))
+        writer.set("tokenizer.ggml.pre", .string(tokenizer.preTokenizer.rawValue))
+        writer.set("tokenizer.ggml.tokens", .array(tokenizer.tokens.map { .string($0) }))
+        writer.set("tokenizer.ggml.token_type", .array(tokenizer.tokenTypes.map { .int32(Int32($0.rawValue)) }))
+        writer.set("tokenizer.ggml.merges", .array(tokenizer.mergeRules.map { .string($0) }))
+        if let bos = tokenizer.bosTokenId { writer.set("tokenizer.ggml.bos_token_id", .uint32(UInt32(bos))) }
+        if let eos = tokenizer.eosTokenId { writer.set("tokenizer.ggml.eos_token_id", .uint32(UInt32(eos))) }
+        writer.set("tokenizer.ggml.add_bos_token", .bool(tokenizer.addBOS))
+        if let template = tokenizer.chatTemplate { writer.set("tokenizer.chat_template", .string(template)) }
+    }
+}
