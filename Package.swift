@@ -8,7 +8,7 @@ let numericSettings: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .wh
 
 let package = Package(
     name: "Conclave",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "conclave-coordinator", targets: ["conclave-coordinator"]),
         .executable(name: "conclave-client", targets: ["conclave-client"]),

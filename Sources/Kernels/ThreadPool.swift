@@ -1,17 +1,31 @@
-import Dispatch
 import Foundation
+import Synchronization
 
-/// Runs data-parallel loops on a fixed number of worker threads (`--threads N`).
+/// A persistent pool of worker threads for data-parallel loops (`--threads N`).
 ///
-/// Work is split into contiguous chunks, one per thread, so each thread touches its own rows.
+/// Decoding one token runs a few hundred small loops, so handing work to threads must cost
+/// microseconds: workers stay alive, spin briefly on a generation counter after each loop, and only
+/// then sleep on a condition variable. Each loop is split into one contiguous chunk per thread; the
+/// calling thread runs chunk 0 and waits for the others. Workers stop when the pool is released.
 public final class ThreadPool: @unchecked Sendable {
-    /// The number of threads a loop uses at most.
+    /// The number of threads a loop uses at most, the caller included.
     public let threads: Int
+    private let state: PoolState
+    /// Loops run by one caller at a time (a pool is not re-entrant).
+    private let callerLock = NSLock()
 
-    /// - Parameter threads: worker count; nil uses the machine's active processor count.
+    /// - Parameter threads: worker count including the caller; nil uses the active processor count.
     public init(threads: Int? = nil) {
         self.threads = max(1, threads ?? ProcessInfo.processInfo.activeProcessorCount)
+        state = PoolState(workers: self.threads - 1)
+        for index in 1..<self.threads {
+            let thread = Thread { [state] in state.workerLoop(index) }
+            thread.name = "conclave-worker-\(index)"
+            thread.start()
+        }
     }
+
+    deinit { state.stop() }
 
     /// A pool that runs everything on the calling thread.
     public static let serial = ThreadPool(threads: 1)
@@ -26,13 +40,98 @@ public final class ThreadPool: @unchecked Sendable {
             body(0..<count)
             return
         }
-        withoutActuallyEscaping(body) { body in
-            nonisolated(unsafe) let work = body
-            DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
-                let start = count * chunk / chunks
-                let end = count * (chunk + 1) / chunks
-                work(start..<end)
+        callerLock.lock()
+        defer { callerLock.unlock() }
+        withoutActuallyEscaping(body) { body in state.run(body, count: count, chunks: chunks) }
+    }
+}
+
+/// What the caller and the workers share; workers keep it alive until they see `stopping`.
+private final class PoolState: @unchecked Sendable {
+    let generation = Atomic<Int>(0)
+    let pending = Atomic<Int>(0)
+    let sleepers = Atomic<Int>(0)
+    let stopping = Atomic<Bool>(false)
+    let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    let condition: UnsafeMutablePointer<pthread_cond_t>
+    // The current loop: written by the caller before `generation` is bumped, read by workers after.
+    var job: ((Range<Int>) -> Void)?
+    var jobCount = 0
+    var jobChunks = 0
+    /// Threads besides the caller; every one acknowledges every loop, so none can see the next
+    /// loop's fields while still handling this one.
+    let workers: Int
+
+    /// Spins before a worker goes to sleep (tens of microseconds).
+    static let spinLimit = 20_000
+
+    init(workers: Int) {
+        self.workers = workers
+        mutex = .allocate(capacity: 1)
+        condition = .allocate(capacity: 1)
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(condition, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(condition)
+        pthread_mutex_destroy(mutex)
+        condition.deallocate()
+        mutex.deallocate()
+    }
+
+    func wakeSleepers() {
+        if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
+            pthread_mutex_lock(mutex)
+            pthread_cond_broadcast(condition)
+            pthread_mutex_unlock(mutex)
+        }
+    }
+
+    func stop() {
+        stopping.store(true, ordering: .sequentiallyConsistent)
+        generation.add(1, ordering: .sequentiallyConsistent)
+        pthread_mutex_lock(mutex)
+        pthread_cond_broadcast(condition)
+        pthread_mutex_unlock(mutex)
+    }
+
+    func run(_ body: @escaping (Range<Int>) -> Void, count: Int, chunks: Int) {
+        job = body
+        jobCount = count
+        jobChunks = chunks
+        pending.store(workers, ordering: .relaxed)
+        // Sequentially consistent with the sleepers' check, so a worker about to sleep either sees the
+        // new generation or is counted among the sleepers and woken.
+        generation.add(1, ordering: .sequentiallyConsistent)
+        wakeSleepers()
+        body(0..<(count / chunks))
+        while pending.load(ordering: .acquiring) > 0 {}
+        job = nil
+    }
+
+    func workerLoop(_ index: Int) {
+        var seen = 0
+        while true {
+            var spins = 0
+            while generation.load(ordering: .acquiring) == seen {
+                spins += 1
+                if spins < Self.spinLimit { continue }
+                pthread_mutex_lock(mutex)
+                sleepers.add(1, ordering: .sequentiallyConsistent)
+                while generation.load(ordering: .sequentiallyConsistent) == seen {
+                    pthread_cond_wait(condition, mutex)
+                }
+                sleepers.subtract(1, ordering: .sequentiallyConsistent)
+                pthread_mutex_unlock(mutex)
+                spins = 0
             }
+            seen = generation.load(ordering: .acquiring)
+            if stopping.load(ordering: .acquiring) { return }
+            if index < jobChunks, let job {
+                job(jobCount * index / jobChunks..<jobCount * (index + 1) / jobChunks)
+            }
+            pending.subtract(1, ordering: .releasing)
         }
     }
 }

@@ -168,3 +168,22 @@ final class KernelTests: XCTestCase {
         XCTAssertEqual(out[1], 8 / rms, accuracy: 1e-6)
     }
 }
+
+final class ThreadPoolTests: XCTestCase {
+    /// Every index is visited exactly once, for many loops of varying sizes, on pools of 2 to 5 threads,
+    /// including loops smaller than the thread count; released pools stop their workers.
+    func testEveryIndexExactlyOnce() {
+        for threads in 2...5 {
+            let pool = ThreadPool(threads: threads)
+            for round in 0..<300 {
+                let count = 1 + (round * 37) % 50
+                let visits = UnsafeMutablePointer<Int>.allocate(capacity: count)
+                visits.initialize(repeating: 0, count: count)
+                nonisolated(unsafe) let shared = visits
+                pool.parallelFor(count) { range in for i in range { shared[i] += 1 } }
+                XCTAssertTrue((0..<count).allSatisfy { visits[$0] == 1 }, "threads \(threads) round \(round)")
+                visits.deallocate()
+            }
+        }
+    }
+}
