@@ -3,17 +3,33 @@ import Foundation
 
 /// Which implementation the hot kernels use; picked once, from the CPU's features, in one place.
 ///
-/// `CONCLAVE_KERNELS=generic` forces the portable Swift path (used by tests to compare the two).
+/// `CONCLAVE_KERNELS=generic` (or `avx2`) forces a lower tier, so tests and benchmarks can compare them.
+///
+/// The table, per operation and tier (formats Q8_0, Q4_0, Q4_1 unless noted):
+///
+/// | operation                              | avx512vnni                 | avx2                       | generic                 |
+/// |----------------------------------------|----------------------------|----------------------------|-------------------------|
+/// | float32 product, any format            | dequantized panel, FMA     | dequantized panel, FMA     | Swift SIMD8 dot         |
+/// | int8 product, 1-3 tokens (generation)  | row tiles, vpmaddubsw      | row tiles, vpmaddubsw      | Swift integer dot       |
+/// | int8 product, ≥ 4 tokens (prompt/eval) | interleaved panel, vpdpbusd| interleaved panel, vpmaddubsw | Swift integer dot    |
+/// | activation quantization                | AVX2                       | AVX2                       | Swift                   |
+/// | dequantize row (f16, q8_0, q4_0, q4_1) | AVX2 + F16C                | AVX2 + F16C                | Swift                   |
 public enum KernelBackend: String, Sendable {
+    /// AVX2 kernels, plus AVX-512 VNNI (vpdpbusd) for prompt-sized int8 products.
+    case avx512vnni
     /// AVX2 + FMA + F16C kernels in the CKernels target.
     case avx2
     /// Portable Swift SIMD, compiled for the baseline CPU; always available and the reference.
     case generic
 
     public static let selected: KernelBackend = {
-        if ProcessInfo.processInfo.environment["CONCLAVE_KERNELS"] == "generic" { return .generic }
-        return ck_has_avx2() != 0 ? .avx2 : .generic
+        let forced = ProcessInfo.processInfo.environment["CONCLAVE_KERNELS"]
+        guard forced != "generic", ck_has_avx2() != 0 else { return .generic }
+        return forced != "avx2" && ck_has_avx512_vnni() != 0 ? .avx512vnni : .avx2
     }()
+
+    /// Whether the AVX2 kernels may run (true on both x86 tiers).
+    public var hasAVX2: Bool { self != .generic }
 }
 
 extension WeightFormat {

@@ -11,10 +11,14 @@ public enum Linear {
     /// Each weight row is dequantized once into a scratch buffer and reused for every token.
     public static func forward(_ weights: WeightMatrix, input: UnsafePointer<Float>, tokens: Int,
                                output: UnsafeMutablePointer<Float>, accumulate: Bool = false,
-                               pool: ThreadPool = .serial) {
+                               precision: ActivationPrecision = .float32, pool: ThreadPool = .serial) {
+        if precision == .int8 && weights.format.hasIntegerKernel {
+            int8Forward(weights, input: input, tokens: tokens, output: output, accumulate: accumulate, pool: pool)
+            return
+        }
         let columns = weights.columns, rows = weights.rows
         nonisolated(unsafe) let input = input, output = output
-        if KernelBackend.selected == .avx2, let type = weights.format.ggmlTypeNumber {
+        if KernelBackend.selected.hasAVX2, let type = weights.format.ggmlTypeNumber {
             pool.parallelFor(rows, minimumChunk: 16) { range in
                 let panel = UnsafeMutablePointer<Float>.allocate(capacity: panelRows * columns)
                 defer { panel.deallocate() }
@@ -116,7 +120,7 @@ public enum Vector {
     /// Σ a[i]·b[i]: the AVX2 kernel where the CPU has it, else `genericDot`.
     @inline(__always)
     public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
-        KernelBackend.selected == .avx2 ? ck_dot_avx2(a, b, n) : genericDot(a, b, n)
+        KernelBackend.selected.hasAVX2 ? ck_dot_avx2(a, b, n) : genericDot(a, b, n)
     }
 
     /// Σ a[i]·b[i] in portable Swift SIMD, with four independent accumulators for throughput.

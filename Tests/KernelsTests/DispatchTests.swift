@@ -43,3 +43,83 @@ final class DispatchTests: XCTestCase {
         }
     }
 }
+
+/// The int8-activation kernels: AVX2 against the generic Swift int8 path (same integer sums), and
+/// both against the float64 reference by NMSE, over odd row and token counts and with accumulation.
+final class Int8KernelTests: XCTestCase {
+    func testQuantizedActivationsAVX2EqualsGeneric() throws {
+        guard ck_has_avx2() != 0 else { return }
+        var random = TestRandom(state: 31)
+        for (tokens, columns) in [(1, 32), (3, 96), (5, 576)] {
+            var input = random.values(tokens * columns)
+            input[0] = 0; input[1] = 1; input[2] = -1  // exact extremes and zeros
+            if columns == 32 { for i in 0..<32 { input[i] = 0 } }  // an all-zero block
+            let fast = QuantizedActivations(input, tokens: tokens, columns: columns, backend: KernelBackend.selected)
+            let slow = QuantizedActivations(input, tokens: tokens, columns: columns, backend: .generic)
+            for i in 0..<(tokens * columns) { XCTAssertEqual(fast.values[i], slow.values[i], "value \(i)") }
+            for b in 0..<(tokens * columns / 32) {
+                XCTAssertEqual(fast.scales[b], slow.scales[b], "scale \(b)")
+                XCTAssertEqual(fast.sums[b], slow.sums[b], accuracy: 1e-6 * max(1, abs(slow.sums[b])), "sum \(b)")
+            }
+        }
+    }
+
+    func testInt8ForwardMatchesGenericAndReference() throws {
+        var random = TestRandom(state: 32)
+        let pool = ThreadPool(threads: 3)
+        for format in [WeightFormat.q8_0, .q4_0, .q4_1] {
+            for (rows, columns, tokens) in [(1, 32, 1), (37, 96, 3), (130, 64, 5), (5, 160, 17), (67, 576, 2)] {
+                let weights = Quantize.matrix(random.values(rows * columns), rows: rows, columns: columns, format: format)
+                let input = random.values(tokens * columns)
+                let expected = Linear.referenceForward(weights, input: input, tokens: tokens)
+                var fast = [Float](repeating: 0.5, count: tokens * rows), generic = fast
+                input.withUnsafeBufferPointer { x in
+                    fast.withUnsafeMutableBufferPointer { y in
+                        Linear.forward(weights, input: x.baseAddress!, tokens: tokens, output: y.baseAddress!,
+                                       accumulate: true, precision: .int8, pool: pool)
+                    }
+                    generic.withUnsafeMutableBufferPointer { y in
+                        Linear.genericInt8Forward(weights, input: x.baseAddress!, tokens: tokens, output: y.baseAddress!,
+                                                  accumulate: true, pool: pool)
+                    }
+                }
+                let shifted = expected.map { $0 + 0.5 }
+                let label = "\(format) \(rows)x\(columns)x\(tokens)"
+                // Same integers, different float summation order.
+                XCTAssertLessThan(nmse(fast, generic), 1e-11, "\(label): AVX2 vs generic int8")
+                // 8-bit activations: relative error about (1/127)²/3 per element, far less after summing.
+                XCTAssertLessThan(nmse(fast, shifted), 1e-4, "\(label): int8 vs float64 reference")
+            }
+        }
+    }
+
+    /// The prompt-sized panel kernel with each dot instruction this CPU has (AVX2 always, VNNI where
+    /// present) against the generic int8 path, for widths that are not a multiple of eight blocks.
+    func testPanelKernelTiersMatchGeneric() throws {
+        guard ck_has_avx2() != 0 else { return }
+        var random = TestRandom(state: 33)
+        let tiers: [Int32] = ck_has_avx512_vnni() != 0 ? [0, 1] : [0]
+        for format in [WeightFormat.q8_0, .q4_0, .q4_1] {
+            for (rows, columns, tokens) in [(3, 32, 4), (19, 576, 7), (33, 288, 9), (21, 1536, 6)] {
+                let weights = Quantize.matrix(random.values(rows * columns), rows: rows, columns: columns, format: format)
+                let input = random.values(tokens * columns)
+                var generic = [Float](repeating: 0, count: tokens * rows)
+                input.withUnsafeBufferPointer { x in
+                    generic.withUnsafeMutableBufferPointer { y in
+                        Linear.genericInt8Forward(weights, input: x.baseAddress!, tokens: tokens, output: y.baseAddress!)
+                    }
+                }
+                let x = QuantizedActivations(input, tokens: tokens, columns: columns)
+                let packed = UnsafeMutableRawPointer.allocate(byteCount: ck_interleaved_bytes(Int32(tokens), Int32(columns)), alignment: 64)
+                defer { packed.deallocate() }
+                ck_interleave_q8(x.values, x.scales, x.sums, Int32(tokens), Int32(columns), packed)
+                for vnni in tiers {
+                    var fast = [Float](repeating: 0, count: tokens * rows)
+                    ck_gemm_q8_panel(vnni, format.ggmlTypeNumber!, weights.data, weights.rowBytes, Int32(rows), packed,
+                                     Int32(tokens), Int32(columns), &fast, Int32(rows), 0)
+                    XCTAssertLessThan(nmse(fast, generic), 1e-11, "\(format) \(rows)x\(columns)x\(tokens) vnni \(vnni)")
+                }
+            }
+        }
+    }
+}

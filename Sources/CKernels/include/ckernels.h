@@ -19,4 +19,28 @@ void ck_panel_gemm_avx2(const float *w, int rows, const float *x, int tokens, in
 
 /// Σ a[i]·b[i] with AVX2 FMA.
 float ck_dot_avx2(const float *a, const float *b, size_t n);
+
+/// Quantizes `tokens` rows of `k` floats (k a multiple of 32) to 8-bit blocks of 32: q[t·k + i],
+/// scales d[t·(k/32) + b] = max|x|/127 and offsets s[t·(k/32) + b] = d·Σq (round to nearest even).
+void ck_quantize_q8_avx2(const float *x, int tokens, int k, int8_t *q, float *d, float *s);
+
+/// y[t·ldy + r] (+)= Σ over blocks of W[r] · x[t], with x quantized by ck_quantize_q8_avx2 and
+/// W in ggml's Q8_0 (8), Q4_0 (2) or Q4_1 (3) layout, `rowBytes` bytes per row.
+void ck_gemm_q8_avx2(int format, const void *weights, size_t rowBytes, int rows,
+                     const int8_t *q, const float *d, const float *s, int tokens, int k,
+                     float *y, int ldy, int accumulate);
+
+/// 1 when this CPU also has AVX-512 F/VL/BW and VNNI (vpdpbusd on 256-bit vectors).
+int ck_has_avx512_vnni(void);
+
+/// Bytes `ck_interleave_q8` writes for `tokens` rows of width `k`.
+size_t ck_interleaved_bytes(int tokens, int k);
+
+/// Quantized activations (as from ck_quantize_q8_avx2) in the interleaved layout of the panel product.
+void ck_interleave_q8(const int8_t *q, const float *d, const float *s, int tokens, int k, void *out);
+
+/// y[t·ldy + r] (+)= W[r] · x[t] for many tokens: rows unpacked and interleaved once per panel of 16,
+/// then eight blocks per vector; `use_vnni` selects vpdpbusd (check ck_has_avx512_vnni first).
+void ck_gemm_q8_panel(int use_vnni, int format, const void *weights, size_t rowBytes, int rows,
+                      const void *interleaved, int tokens, int k, float *y, int ldy, int accumulate);
 #endif
