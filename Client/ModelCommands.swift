@@ -1,4 +1,5 @@
 import CommandLineParsing
+import Kernels
 import FineTuning
 import Foundation
 import LanguageModel
@@ -7,6 +8,10 @@ import Tokenizer
 /// `tokenize`, `generate` and `eval`: running the model locally.
 enum ModelCommands {
     static let threadsHelp = "  --threads N         worker threads (default: all cores)"
+    static let precisionHelp = """
+      --precision P       int8 (default): activations quantized to 8 bits against the quantized weights,
+                          as llama.cpp does, several times faster; float32: exact products
+    """
 
     static let tokenize = Command(
         name: "tokenize", abstract: "Show the token ids and pieces of a text.",
@@ -41,7 +46,8 @@ enum ModelCommands {
         name: "generate", abstract: "Generate text from a prompt with the local model.",
         help: """
         usage: conclave-client generate --model M [--adapter A] --prompt P [--chat] [--max-tokens N]
-                                        [--temperature X] [--top-k K] [--top-p P] [--seed S] [--threads N] [--json]
+                                        [--temperature X] [--top-k K] [--top-p P] [--seed S] [--precision int8|float32]
+                                        [--threads N] [--json]
 
           --model M          a .gguf file or an HF directory
           --adapter A        a PEFT LoRA adapter directory applied on top of the model
@@ -52,6 +58,7 @@ enum ModelCommands {
           --top-k K          sample among the K most likely tokens (default 40; 0 = all)
           --top-p P          nucleus sampling mass (default 0.95)
           --seed S           seed for reproducible sampling
+        \(precisionHelp)
         \(threadsHelp)
           --json             print {"text", "ids", "prompt_tokens", "generated_tokens",
                              "time_to_first_token_ms", "tokens_per_second", "peak_rss_bytes", "stop_reason"}
@@ -70,10 +77,12 @@ enum ModelCommands {
             return value
         }
         let threads = try arguments.int("--threads", in: 1...256)
+        let precision = try ClientOptions.precision(&arguments)
         let json = arguments.flag("--json")
         try arguments.finish()
 
         let loaded = try ModelLoader.load(path: modelPath, threads: threads)
+        loaded.model.precision = precision
         let tokenizer = try ModelLoader.requireTokenizer(loaded, path: modelPath)
         if let adapterPath { loaded.model.setAdapter(try ModelLoader.loadAdapter(path: adapterPath, for: loaded.model)) }
         let text = chat
@@ -107,7 +116,7 @@ enum ModelCommands {
                 "generated_tokens": result.tokens.count,
                 "time_to_first_token_ms": result.timeToFirstToken * 1000,
                 "tokens_per_second": rate, "peak_rss_bytes": ProcessStatistics.peakResidentBytes(),
-                "stop_reason": result.stopReason,
+                "stop_reason": result.stopReason, "precision": precision.rawValue,
             ])
         } else {
             if printedBytes < streamed.count { FileHandle.standardOutput.write(Data(streamed[printedBytes...])) }
@@ -122,12 +131,14 @@ enum ModelCommands {
     static let eval = Command(
         name: "eval", abstract: "Score a JSONL dataset: loss, perplexity and token accuracy.",
         help: """
-        usage: conclave-client eval --model M [--adapter A] --data D.jsonl [--max-length L] [--threads N] [--json]
+        usage: conclave-client eval --model M [--adapter A] --data D.jsonl [--max-length L] [--precision int8|float32]
+                                    [--threads N] [--json]
 
           --model M        a .gguf file or an HF directory
           --adapter A      a PEFT LoRA adapter directory applied on top of the model
           --data D         JSONL records: {"text"}, {"prompt","completion"}, {"messages"}, or {"input_ids","labels"?}
           --max-length L   refuse records longer than L tokens (default: the model's context)
+        \(precisionHelp)
         \(threadsHelp)
           --json           print {"examples", "tokens", "loss", "perplexity", "token_accuracy",
                            "per_example": [{"tokens", "loss"}], "tokens_per_second", "peak_rss_bytes"}
@@ -139,10 +150,12 @@ enum ModelCommands {
         let dataPath = try arguments.required("--data")
         let maxLength = try arguments.int("--max-length", in: 2...1_000_000)
         let threads = try arguments.int("--threads", in: 1...256)
+        let precision = try ClientOptions.precision(&arguments)
         let json = arguments.flag("--json")
         try arguments.finish()
 
         let loaded = try ModelLoader.load(path: modelPath, threads: threads)
+        loaded.model.precision = precision
         if let adapterPath { loaded.model.setAdapter(try ModelLoader.loadAdapter(path: adapterPath, for: loaded.model)) }
         let configuration = loaded.model.configuration
         let examples = try Dataset.load(URL(fileURLWithPath: dataPath), tokenizer: loaded.tokenizer,
@@ -151,7 +164,9 @@ enum ModelCommands {
         let evaluation = try Evaluator.evaluate(model: loaded.model, examples: examples,
                                                 progress: ProgressReporter(label: "eval", total: examples.count, enabled: !json))
         if json {
-            try JSONOutput.print(evaluation.json(peakResidentBytes: ProcessStatistics.peakResidentBytes()))
+            var report = evaluation.json(peakResidentBytes: ProcessStatistics.peakResidentBytes())
+            report["precision"] = precision.rawValue
+            try JSONOutput.print(report)
         } else {
             print(String(format: "%d examples, %d tokens: loss %.4f, perplexity %.3f, token accuracy %.2f%%  (%.0f tokens/s)",
                          evaluation.examples, evaluation.tokens, evaluation.loss, evaluation.perplexity,
@@ -176,5 +191,14 @@ enum UTF8Prefix {
         let needed = lead < 0x80 ? 1 : lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1
         if continuation + 1 < needed { end = i }
         return end
+    }
+}
+
+/// Options several commands share.
+enum ClientOptions {
+    /// `--precision int8|float32` (default int8).
+    static func precision(_ arguments: inout Arguments) throws -> ActivationPrecision {
+        let name = try arguments.choice("--precision", among: ActivationPrecision.allCases.map(\.rawValue))
+        return name.flatMap(ActivationPrecision.init(rawValue:)) ?? .int8
     }
 }

@@ -10,7 +10,7 @@ import LanguageModel
 var arguments = Arguments(Array(CommandLine.arguments.dropFirst()))
 if arguments.helpRequested {
     print("""
-    usage: conclave-bench-inference --model M [--threads N] [--runs R] [--prompt-tokens P] [--generate-tokens G] [--json]
+    usage: conclave-bench-inference --model M [--threads N] [--runs R] [--prompt-tokens P] [--generate-tokens G] [--precision int8|float32] [--json]
     Reports medians of R runs (default 5) with N threads (default 2).
     """)
     exit(0)
@@ -22,10 +22,13 @@ do {
     let promptTokens = try arguments.int("--prompt-tokens", in: 1...4096) ?? 128
     let generateTokens = try arguments.int("--generate-tokens", in: 1...4096) ?? 64
     let json = arguments.flag("--json")
+    let precision = ActivationPrecision(rawValue: try arguments.choice(
+        "--precision", among: ActivationPrecision.allCases.map(\.rawValue)) ?? "int8")!
     try arguments.finish()
 
     let loaded = try ModelLoader.load(path: modelPath, threads: threads)
     let model = loaded.model
+    model.precision = precision
     let tokenizer = try ModelLoader.requireTokenizer(loaded, path: modelPath)
     // A natural-language prompt, repeated to the wanted length.
     var prompt = tokenizer.encode("Patient presents with a persistent cough and mild fever for three days. ")
@@ -83,32 +86,45 @@ do {
     }
     let pool = ThreadPool(threads: 1)
     var kernel: [String: Double] = [:]
+    let format = "\(matrix.format)"
     for tokens in [1, 128] {
-        let generic = time(tokens: tokens) {
-            input.withUnsafeBufferPointer { x in
-                output.withUnsafeMutableBufferPointer { y in
-                    Linear.genericForward(matrix, input: x.baseAddress!, tokens: tokens, output: y.baseAddress!, pool: pool)
+        let x = UnsafeMutablePointer<Float>.allocate(capacity: input.count)
+        x.initialize(from: input, count: input.count)
+        let y = UnsafeMutablePointer<Float>.allocate(capacity: output.count)
+        defer { x.deallocate(); y.deallocate() }
+        func run(_ body: (UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void) -> Double {
+            time(tokens: tokens) { body(x, y) }
+        }
+        let backend = KernelBackend.selected.rawValue
+        for name in ["float32_generic", "float32_\(backend)", "int8_generic", "int8_\(backend)"]
+        where kernel["\(tokens)_tokens_\(name)_ms"] == nil {
+            kernel["\(tokens)_tokens_\(name)_ms"] = 1000 * run { x, y in
+                switch name {
+                case "float32_generic": Linear.genericForward(matrix, input: x, tokens: tokens, output: y, pool: pool)
+                case "int8_generic": Linear.genericInt8Forward(matrix, input: x, tokens: tokens, output: y, pool: pool)
+                case "int8_\(backend)": Linear.forward(matrix, input: x, tokens: tokens, output: y, precision: .int8, pool: pool)
+                default: Linear.forward(matrix, input: x, tokens: tokens, output: y, pool: pool)
                 }
             }
         }
-        let fast = time(tokens: tokens) {
-            input.withUnsafeBufferPointer { x in
-                output.withUnsafeMutableBufferPointer { y in
-                    Linear.forward(matrix, input: x.baseAddress!, tokens: tokens, output: y.baseAddress!, pool: pool)
-                }
-            }
-        }
-        kernel["q4_1_\(tokens)_tokens_generic_ms"] = generic * 1000
-        kernel["q4_1_\(tokens)_tokens_\(KernelBackend.selected.rawValue)_ms"] = fast * 1000
-        kernel["q4_1_\(tokens)_tokens_speedup"] = generic / fast
     }
-
+    // The output matrix (the largest, streamed from memory once per generated token), int8, 1 token.
+    let head = model.weights.output
+    let headInput = UnsafeMutablePointer<Float>.allocate(capacity: head.columns)
+    let headOutput = UnsafeMutablePointer<Float>.allocate(capacity: head.rows)
+    for i in 0..<head.columns { headInput[i] = Float(i % 13) / 13 - 0.5 }
+    let headSeconds = time(tokens: 1) {
+        Linear.forward(head, input: headInput, tokens: 1, output: headOutput, precision: .int8, pool: pool)
+    }
+    kernel["output_matrix_1_token_int8_ms"] = headSeconds * 1000
+    let headGigabytes = Double(head.rowBytes * head.rows) / 1e9
     let result: [String: Any] = [
         "model": modelPath, "threads": threads, "runs": runs, "kernel_backend": KernelBackend.selected.rawValue,
         "prompt_tokens": promptTokens, "generate_tokens": generateTokens,
         "prompt_tokens_per_second": median(prefillRates), "generation_tokens_per_second": median(decodeRates),
         "time_to_first_token_ms": median(firstToken), "peak_rss_bytes": ProcessStatistics.peakResidentBytes(),
-        "kernel_single_thread": kernel,
+        "precision": model.precision.rawValue,
+        "kernel_single_thread": ["matrix": "\(format) \(matrix.rows)x\(matrix.columns)", "milliseconds": kernel] as [String: Any],
     ]
     if json {
         try JSONOutput.print(result)
@@ -117,11 +133,17 @@ do {
         print(String(format: "  prompt %d tokens: %.1f tok/s   time to first token %.1f ms", promptTokens, median(prefillRates), median(firstToken)))
         print(String(format: "  generation %d tokens: %.1f tok/s", generateTokens, median(decodeRates)))
         print(String(format: "  peak RSS %.1f MB", Double(ProcessStatistics.peakResidentBytes()) / 1e6))
+        print("  single-thread linear layer, \(format) \(matrix.rows)x\(matrix.columns), median ms (speed-up over float32 generic):")
+        let backend = KernelBackend.selected.rawValue
         for tokens in [1, 128] {
-            print(String(format: "  Q4_1 576x1536 linear, %d tokens, 1 thread: generic %.3f ms, %@ %.3f ms (%.1fx)", tokens,
-                         kernel["q4_1_\(tokens)_tokens_generic_ms"]!, KernelBackend.selected.rawValue,
-                         kernel["q4_1_\(tokens)_tokens_\(KernelBackend.selected.rawValue)_ms"]!, kernel["q4_1_\(tokens)_tokens_speedup"]!))
+            let base = kernel["\(tokens)_tokens_float32_generic_ms"]!
+            for name in ["float32_generic", "float32_\(backend)", "int8_generic", "int8_\(backend)"] {
+                let ms = kernel["\(tokens)_tokens_\(name)_ms"]!
+                print(String(format: "    %3d tokens, %@: %.3f ms (%.1fx)", tokens, name, ms, base / ms))
+            }
         }
+        print(String(format: "  output matrix %@ %dx%d, 1 token, int8, 1 thread: %.3f ms (%.1f GB/s)", "\(head.format)",
+                     head.rows, head.columns, headSeconds * 1000, headGigabytes / headSeconds))
     }
 } catch {
     StandardError.write("conclave-bench-inference: \(error)\n")

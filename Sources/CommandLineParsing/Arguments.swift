@@ -83,6 +83,15 @@ public struct Arguments: Sendable {
         return value
     }
 
+    /// Removes `--name value` where value must be one of `choices`; the error lists them.
+    public mutating func choice(_ name: String, among choices: [String]) throws -> String? {
+        guard let text = try option(name) else { return nil }
+        guard choices.contains(text) else {
+            throw UsageError("\(name) must be one of \(choices.joined(separator: ", ")), got '\(text)'")
+        }
+        return text
+    }
+
     /// Removes the next positional (non-flag) argument, if any.
     public mutating func positional() -> String? {
         guard let index = remaining.firstIndex(where: { !$0.hasPrefix("-") }) else { return nil }

@@ -62,6 +62,9 @@ public final class LlamaModel: @unchecked Sendable {
     public let weights: ModelWeights
     public var configuration: LlamaConfiguration { weights.configuration }
     public let pool: ThreadPool
+    /// How activations meet quantized weights: `.int8` (fast, llama.cpp's way) by default for inference;
+    /// `.float32` for exact comparisons. Training passes always use float32.
+    public var precision: ActivationPrecision = .int8
     public private(set) var adapter: LoRAAdapter?
     /// Per layer, per module: (A, B) as weight matrices in the base model's row order, and the scaling.
     private var loraMatrices: [[ProjectionModule: (a: WeightMatrix, b: WeightMatrix)]] = []
@@ -104,14 +107,26 @@ public final class LlamaModel: @unchecked Sendable {
     }
 
     /// output (tokens, out) = W input (+ LoRA) for one projection of one layer.
-    func project(_ module: ProjectionModule, layer: Int, input: UnsafePointer<Float>, tokens: Int,
-                 output: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) {
-        Linear.forward(weights.layers[layer].projection(module), input: input, tokens: tokens, output: output, pool: pool)
+    ///
+    /// `quantized` is `input` already quantized (shared by projections that read the same input).
+    func project(_ module: ProjectionModule, layer: Int, input: UnsafePointer<Float>, quantized: QuantizedActivations?,
+                 tokens: Int, output: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) {
+        let matrix = weights.layers[layer].projection(module)
+        if let quantized, matrix.format.hasIntegerKernel {
+            Linear.forward(matrix, quantized: quantized, output: output, pool: pool)
+        } else {
+            Linear.forward(matrix, input: input, tokens: tokens, output: output, precision: precision, pool: pool)
+        }
         guard !loraMatrices.isEmpty, let pair = loraMatrices[layer][module] else { return }
         // scratch (tokens, rank) = A x, scaled; then output += B scratch.
         Linear.forward(pair.a, input: input, tokens: tokens, output: scratch, pool: .serial)
         for i in 0..<(tokens * pair.a.rows) { scratch[i] *= loraScaling }
         Linear.forward(pair.b, input: scratch, tokens: tokens, output: output, accumulate: true, pool: pool)
+    }
+
+    /// `input` quantized once for several projections, when this model multiplies in int8.
+    private func quantize(_ input: UnsafePointer<Float>, tokens: Int, width: Int) -> QuantizedActivations? {
+        precision == .int8 && width % 32 == 0 ? QuantizedActivations(input, tokens: tokens, columns: width) : nil
     }
 
     /// Runs `tokens` after what `cache` holds, appending their keys and values, and hands the
@@ -159,9 +174,10 @@ public final class LlamaModel: @unchecked Sendable {
             lw.attentionNorm.withUnsafeBufferPointer {
                 RMSNorm.forward(x, weight: $0.baseAddress!, tokens: n, width: d, eps: eps, out: h)
             }
-            project(.qProj, layer: layer, input: h, tokens: n, output: q, scratch: scratch)
-            project(.kProj, layer: layer, input: h, tokens: n, output: keys, scratch: scratch)
-            project(.vProj, layer: layer, input: h, tokens: n, output: values, scratch: scratch)
+            var shared = quantize(h, tokens: n, width: d)
+            project(.qProj, layer: layer, input: h, quantized: shared, tokens: n, output: q, scratch: scratch)
+            project(.kProj, layer: layer, input: h, quantized: shared, tokens: n, output: keys, scratch: scratch)
+            project(.vProj, layer: layer, input: h, quantized: shared, tokens: n, output: values, scratch: scratch)
             inverseFrequencies.withUnsafeBufferPointer { frequencies in
                 RoPE.apply(q, tokens: n, heads: heads, headDimension: hd, positions: positions,
                            inverseFrequencies: frequencies.baseAddress!, layout: weights.ropeLayout)
@@ -171,17 +187,18 @@ public final class LlamaModel: @unchecked Sendable {
             Attention.causal(queries: q, keys: cache.keys[layer], values: cache.values[layer], tokens: n,
                              start: start, heads: heads, kvHeads: kvHeads, headDimension: hd,
                              output: attention, pool: pool)
-            project(.oProj, layer: layer, input: attention, tokens: n, output: h, scratch: scratch)
+            project(.oProj, layer: layer, input: attention, quantized: nil, tokens: n, output: h, scratch: scratch)
             for i in 0..<(n * d) { x[i] += h[i] }
 
             // Feed-forward block: x += down(SiLU(gate(h)) · up(h)), h = RMSNorm(x).
             lw.feedForwardNorm.withUnsafeBufferPointer {
                 RMSNorm.forward(x, weight: $0.baseAddress!, tokens: n, width: d, eps: eps, out: h)
             }
-            project(.gateProj, layer: layer, input: h, tokens: n, output: gate, scratch: scratch)
-            project(.upProj, layer: layer, input: h, tokens: n, output: up, scratch: scratch)
+            shared = quantize(h, tokens: n, width: d)
+            project(.gateProj, layer: layer, input: h, quantized: shared, tokens: n, output: gate, scratch: scratch)
+            project(.upProj, layer: layer, input: h, quantized: shared, tokens: n, output: up, scratch: scratch)
             Activation.swiglu(gate: gate, up: up, n * ff)
-            project(.downProj, layer: layer, input: gate, tokens: n, output: h, scratch: scratch)
+            project(.downProj, layer: layer, input: gate, quantized: nil, tokens: n, output: h, scratch: scratch)
             for i in 0..<(n * d) { x[i] += h[i] }
         }
         cache.count = start + n
@@ -193,7 +210,8 @@ public final class LlamaModel: @unchecked Sendable {
         case .all: wanted = 0..<n
         }
         let vocabulary = c.vocabSize
-        let chunk = 8
+        // Rows per pass over the output matrix: enough tokens to reuse each streamed weight block.
+        let chunk = 16
         let logits = UnsafeMutablePointer<Float>.allocate(capacity: chunk * vocabulary)
         defer { logits.deallocate() }
         var row = wanted.lowerBound
@@ -202,7 +220,7 @@ public final class LlamaModel: @unchecked Sendable {
             weights.finalNorm.withUnsafeBufferPointer {
                 RMSNorm.forward(x + row * d, weight: $0.baseAddress!, tokens: count, width: d, eps: eps, out: h)
             }
-            Linear.forward(weights.output, input: h, tokens: count, output: logits, pool: pool)
+            Linear.forward(weights.output, input: h, tokens: count, output: logits, precision: precision, pool: pool)
             for i in 0..<count { try body(row + i, logits + i * vocabulary) }
             row += count
         }

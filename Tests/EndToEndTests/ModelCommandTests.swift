@@ -23,7 +23,8 @@ final class ModelCommandTests: XCTestCase {
         let reference = try Fixtures.json("smollm2/reference.json")
         let greedy = reference["greedy"] as! [[String: Any]]
         let plain = try run(["generate", "--model", model, "--prompt", "The capital of France is", "--temperature", "0",
-                             "--max-tokens", String((greedy[0]["greedy_ids"] as! [Int]).count), "--json", "--threads", "2"])
+                             "--max-tokens", String((greedy[0]["greedy_ids"] as! [Int]).count), "--json", "--threads", "2",
+                             "--precision", "float32"])
         XCTAssertEqual(plain.status, 0, plain.stderr)
         let plainJSON = try plain.json()
         XCTAssertEqual(plainJSON["ids"] as? [Int], greedy[0]["greedy_ids"] as? [Int])
@@ -36,7 +37,7 @@ final class ModelCommandTests: XCTestCase {
         XCTAssertLessThan(peak, 300_000_000, "generate peaked at \(peak) bytes of resident memory")
 
         let chat = try run(["generate", "--model", model, "--chat", "--prompt", "What is the capital of France?",
-                            "--temperature", "0", "--max-tokens", "32", "--json"])
+                            "--temperature", "0", "--max-tokens", "32", "--json", "--precision", "float32"])
         XCTAssertEqual(chat.status, 0, chat.stderr)
         let chatJSON = try chat.json()
         let expected = greedy[1]["greedy_ids"] as! [Int]
@@ -119,6 +120,9 @@ final class ModelCommandTests: XCTestCase {
         XCTAssertTrue(result.stderr.contains("--model"), result.stderr)
         result = try run(["generate", "--model", model, "--prompt", "hi", "--top-p", "2"])
         XCTAssertEqual(result.status, 64)
+        result = try run(["eval", "--model", model, "--data", "x.jsonl", "--precision", "fp8"])
+        XCTAssertEqual(result.status, 64)
+        XCTAssertTrue(result.stderr.contains("--precision must be one of float32, int8"), result.stderr)
         // --help on every command.
         for command in ["tokenize", "generate", "eval"] {
             let help = try run([command, "--help"])

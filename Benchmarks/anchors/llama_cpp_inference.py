@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Inference anchor: llama.cpp (llama-cpp-python 0.3.36, built from source) against Conclave on the
+same GGUF files, the same thread count, prompt and generation lengths, measured in one run.
+
+For each model it runs our benchmark executable (`conclave-bench-inference --json`) and, in a fresh
+subprocess, llama.cpp; the two alternate `--rounds` times and the medians are compared. It also checks
+that llama.cpp loads the file (so files written by `conclave-client quantize` are proven readable) and
+prints llama.cpp's greedy continuation next to ours.
+
+  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
+      python3 -m venv /tmp/anchor && /tmp/anchor/bin/pip install llama-cpp-python==0.3.36
+  /tmp/anchor/bin/python Benchmarks/anchors/llama_cpp_inference.py \
+      --bench .build/release/conclave-bench-inference --client .build/release/conclave-client \
+      --threads 2 --runs 5 models/*.gguf
+
+Peak RSS of llama.cpp is the subprocess's peak minus the interpreter's RSS just before the model is
+loaded (Python and numpy are not llama.cpp's cost); both raw and net figures are printed.
+"""
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+PROMPT = "Patient presents with a persistent cough and mild fever for three days. "
+GREEDY_PROMPT = "The capital of France is"
+
+
+def rss_kib():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def last_argmax(llm):
+    """Greedy choice from the logits of the last evaluated token (the only row llama.cpp computes)."""
+    import numpy as np
+    logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+    return int(np.argmax(logits))
+
+
+def measure_llama(model, threads, runs, prompt_tokens, generate_tokens):
+    """Runs in its own process: returns medians for llama.cpp on `model`."""
+    import numpy as np
+    from llama_cpp import Llama
+
+    baseline_kib = rss_kib()
+    llm = Llama(model_path=model, n_threads=threads, n_threads_batch=threads, n_ctx=256,
+                n_batch=prompt_tokens, n_ubatch=prompt_tokens, verbose=False)
+    prompt = llm.tokenize(PROMPT.encode(), add_bos=False)
+    while len(prompt) < prompt_tokens:
+        prompt += prompt
+    prompt = prompt[:prompt_tokens]
+    prefill, decode, first = [], [], []
+    for run in range(runs + 1):
+        llm.reset()
+        start = time.perf_counter()
+        llm.eval(prompt)
+        token = last_argmax(llm)
+        elapsed = time.perf_counter() - start
+        decode_start = time.perf_counter()
+        for _ in range(generate_tokens):
+            llm.eval([token])
+            token = last_argmax(llm)
+        decode_elapsed = time.perf_counter() - decode_start
+        if run == 0:
+            continue  # warm-up, as in our benchmark
+        prefill.append(prompt_tokens / elapsed)
+        first.append(elapsed * 1000)
+        decode.append(generate_tokens / decode_elapsed)
+    # Greedy continuation, for comparison with ours.
+    llm.reset()
+    ids = llm.tokenize(GREEDY_PROMPT.encode(), add_bos=False)
+    llm.eval(ids)
+    greedy = []
+    for _ in range(12):
+        token = last_argmax(llm)
+        greedy.append(token)
+        llm.eval([token])
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "prompt_tokens_per_second": statistics.median(prefill),
+        "generation_tokens_per_second": statistics.median(decode),
+        "time_to_first_token_ms": statistics.median(first),
+        "peak_rss_bytes_raw": peak_kib * 1024,
+        "peak_rss_bytes": (peak_kib - baseline_kib) * 1024,
+        "greedy_ids": greedy,
+    }
+
+
+def measure_ours(bench, model, threads, runs, prompt_tokens, generate_tokens):
+    out = subprocess.run([bench, "--model", model, "--threads", str(threads), "--runs", str(runs),
+                          "--prompt-tokens", str(prompt_tokens), "--generate-tokens", str(generate_tokens), "--json"],
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def our_greedy(client, model, threads):
+    out = subprocess.run([client, "generate", "--model", model, "--prompt", GREEDY_PROMPT, "--max-tokens", "12",
+                          "--temperature", "0", "--threads", str(threads), "--json"],
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)["ids"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="*")
+    parser.add_argument("--bench", default=".build/release/conclave-bench-inference")
+    parser.add_argument("--client", default=".build/release/conclave-client")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=2, help="alternations of ours and llama.cpp per model")
+    parser.add_argument("--prompt-tokens", type=int, default=128)
+    parser.add_argument("--generate-tokens", type=int, default=64)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--measure-llama", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.measure_llama:
+        print(json.dumps(measure_llama(args.measure_llama, args.threads, args.runs, args.prompt_tokens, args.generate_tokens)))
+        return
+
+    if not args.models:
+        parser.error("name at least one GGUF model")
+    keys = ["prompt_tokens_per_second", "generation_tokens_per_second", "time_to_first_token_ms", "peak_rss_bytes"]
+    report = []
+    for model in args.models:
+        ours_runs, theirs_runs = [], []
+        for _ in range(args.rounds):
+            ours_runs.append(measure_ours(args.bench, model, args.threads, args.runs, args.prompt_tokens, args.generate_tokens))
+            out = subprocess.run([sys.executable, __file__, "--measure-llama", model, "--threads", str(args.threads),
+                                  "--runs", str(args.runs), "--prompt-tokens", str(args.prompt_tokens),
+                                  "--generate-tokens", str(args.generate_tokens)],
+                                 capture_output=True, text=True)
+            if out.returncode != 0:
+                raise SystemExit(f"llama.cpp failed to load or run {model}:\n{out.stderr[-2000:]}")
+            theirs_runs.append(json.loads(out.stdout))
+        ours = {k: statistics.median(r[k] for r in ours_runs) for k in keys}
+        theirs = {k: statistics.median(r[k] for r in theirs_runs) for k in keys}
+        theirs["peak_rss_bytes_raw"] = statistics.median(r["peak_rss_bytes_raw"] for r in theirs_runs)
+        entry = {
+            "model": model, "threads": args.threads, "ours": ours, "llama_cpp": theirs,
+            "ratio": {
+                "prompt": ours["prompt_tokens_per_second"] / theirs["prompt_tokens_per_second"],
+                "generation": ours["generation_tokens_per_second"] / theirs["generation_tokens_per_second"],
+                "time_to_first_token": ours["time_to_first_token_ms"] / theirs["time_to_first_token_ms"],
+                "peak_rss": ours["peak_rss_bytes"] / theirs["peak_rss_bytes"],
+            },
+            "llama_cpp_loads_file": True,
+            "greedy_llama_cpp": theirs_runs[-1]["greedy_ids"],
+            "greedy_ours": our_greedy(args.client, model, args.threads),
+        }
+        report.append(entry)
+        if not args.json:
+            r = entry["ratio"]
+            print(f"{model} ({args.threads} threads, medians of {args.runs} runs × {args.rounds} rounds)")
+            print(f"  prompt {args.prompt_tokens}: ours {ours['prompt_tokens_per_second']:.1f} tok/s, "
+                  f"llama.cpp {theirs['prompt_tokens_per_second']:.1f} tok/s, ratio {r['prompt']:.2f}")
+            print(f"  generation {args.generate_tokens}: ours {ours['generation_tokens_per_second']:.1f} tok/s, "
+                  f"llama.cpp {theirs['generation_tokens_per_second']:.1f} tok/s, ratio {r['generation']:.2f}")
+            print(f"  time to first token: ours {ours['time_to_first_token_ms']:.1f} ms, "
+                  f"llama.cpp {theirs['time_to_first_token_ms']:.1f} ms, ratio {r['time_to_first_token']:.2f}")
+            print(f"  peak RSS: ours {ours['peak_rss_bytes'] / 1e6:.1f} MB, llama.cpp {theirs['peak_rss_bytes'] / 1e6:.1f} MB "
+                  f"net ({theirs['peak_rss_bytes_raw'] / 1e6:.1f} MB with Python), ratio {r['peak_rss']:.2f}")
+            same = entry["greedy_llama_cpp"] == entry["greedy_ours"]
+            print(f"  greedy '{GREEDY_PROMPT}': llama.cpp {entry['greedy_llama_cpp']}")
+            print(f"                             ours      {entry['greedy_ours']} ({'same' if same else 'differs'})")
+            sys.stdout.flush()
+    if args.json:
+        print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
