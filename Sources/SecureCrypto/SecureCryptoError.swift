@@ -25,6 +25,8 @@ public enum SecureCryptoError: Error, Equatable, Sendable, CustomStringConvertib
     case notEnoughShares(have: Int, need: Int)
     /// Shamir shares that disagree on threshold or secret length.
     case inconsistentShares(reason: String)
+    /// A serialized Shamir share that cannot be a share (threshold 0).
+    case invalidShare(reason: String)
 
     public var description: String {
         switch self {
@@ -52,6 +54,8 @@ public enum SecureCryptoError: Error, Equatable, Sendable, CustomStringConvertib
             return "Shamir reconstruction needs \(need) shares, got \(have)"
         case let .inconsistentShares(reason):
             return "inconsistent Shamir shares: \(reason)"
+        case let .invalidShare(reason):
+            return "invalid Shamir share: \(reason)"
         }
     }
 }
