@@ -1,0 +1,139 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The on-disk form of a secret key: 8-byte magic `CNCLVSK1`, one kind byte, the 32-byte secret,
+/// then the 32-byte public key (so a corrupt file is caught when the public key is re-derived).
+/// Files are created mode 0600 and refused on reading if group or others have any permission.
+enum SecretKeyFile {
+    enum Kind: UInt8 {
+        case ed25519Seed = 1
+        case x25519SecretKey = 2
+    }
+
+    static let magic = Array("CNCLVSK1".utf8)
+    static let secretByteCount = 32
+    static let publicByteCount = 32
+    static let fileByteCount = 8 + 1 + secretByteCount + publicByteCount
+
+    /// Writes the key file at `path`: a fresh 0600 temporary file in the same directory, synced, then
+    /// linked into place (refusing an existing file) or renamed over it (`replacingExisting`).
+    static func write(path: String, kind: Kind, secret: SecretBytes, publicKey: [UInt8], replacingExisting: Bool) throws {
+        precondition(secret.count == secretByteCount && publicKey.count == publicByteCount)
+        let contents = SecretBytes(count: fileByteCount) { out in
+            out.copyBytes(from: magic)
+            out[8] = kind.rawValue
+            secret.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: out[9..<(9 + secretByteCount)]).copyMemory(from: $0) }
+            UnsafeMutableRawBufferPointer(rebasing: out[(9 + secretByteCount)...]).copyBytes(from: publicKey)
+        }
+        let temporary = path + ".tmp-" + Hex.encode(SecureRandom.bytes(8))
+        let descriptor = try systemCall("create temporary file", path: temporary) {
+            open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        }
+        var linked = false
+        defer {
+            if !linked { unlink(temporary) }
+        }
+        do {
+            defer { close(descriptor) }
+            // The umask can only clear bits from 0600; fchmod makes the mode exact whatever it is.
+            _ = try systemCall("fchmod 0600", path: temporary) { fchmod(descriptor, 0o600) }
+            try contents.withUnsafeBytes { bytes in
+                guard let base = bytes.baseAddress else { return }
+                var written = 0
+                while written < bytes.count {
+                    let n = try systemCall("write", path: temporary) {
+                        Int32(clamping: systemWrite(descriptor, base + written, bytes.count - written))
+                    }
+                    written += Int(n)
+                }
+            }
+            _ = try systemCall("fsync", path: temporary) { fsync(descriptor) }
+        }
+        if replacingExisting {
+            _ = try systemCall("rename into place", path: path) { rename(temporary, path) }
+            linked = true
+        } else {
+            _ = try systemCall("create (must not exist)", path: path) { link(temporary, path) }
+            unlink(temporary)
+            linked = true
+        }
+        try syncDirectory(containing: path)
+    }
+
+    /// Reads and checks the key file at `path`: a regular file, no group/other permission bits,
+    /// exactly `fileByteCount` bytes, the magic and the expected kind.
+    static func read(path: String, kind: Kind) throws -> (secret: SecretBytes, publicKey: [UInt8]) {
+        let descriptor = try systemCall("open", path: path) { open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
+        defer { close(descriptor) }
+        var status = stat()
+        _ = try systemCall("fstat", path: path) { fstat(descriptor, &status) }
+        let mode = UInt32(status.st_mode)
+        guard mode & UInt32(S_IFMT) == UInt32(S_IFREG) else {
+            throw SecureCryptoError.malformedKeyFile(path: path, reason: "not a regular file")
+        }
+        guard mode & 0o077 == 0 else { throw SecureCryptoError.insecurePermissions(path: path, mode: mode) }
+        guard Int(status.st_size) == fileByteCount else {
+            throw SecureCryptoError.malformedKeyFile(
+                path: path, reason: "size \(status.st_size) bytes, expected \(fileByteCount)")
+        }
+        let contents = try SecretBytes(count: fileByteCount) { out in
+            guard let base = out.baseAddress else { return }
+            var filled = 0
+            while filled < fileByteCount {
+                let n = try systemCall("read", path: path) {
+                    Int32(clamping: systemRead(descriptor, base + filled, fileByteCount - filled))
+                }
+                guard n > 0 else {
+                    throw SecureCryptoError.malformedKeyFile(path: path, reason: "file shrank while reading, at byte \(filled)")
+                }
+                filled += Int(n)
+            }
+        }
+        return try contents.withUnsafeBytes { bytes in
+            guard Array(bytes[0..<8]) == magic else {
+                throw SecureCryptoError.malformedKeyFile(path: path, reason: "missing magic CNCLVSK1")
+            }
+            guard bytes[8] == kind.rawValue else {
+                throw SecureCryptoError.malformedKeyFile(
+                    path: path, reason: "key kind \(bytes[8]), expected \(kind.rawValue) (\(kind))")
+            }
+            let secret = SecretBytes(copying: UnsafeRawBufferPointer(rebasing: bytes[9..<(9 + secretByteCount)]))
+            return (secret, Array(bytes[(9 + secretByteCount)...]))
+        }
+    }
+
+    private static func syncDirectory(containing path: String) throws {
+        let directory: String
+        if let slash = path.lastIndex(of: "/") {
+            directory = slash == path.startIndex ? "/" : String(path[..<slash])
+        } else {
+            directory = "."
+        }
+        let descriptor = try systemCall("open directory", path: directory) { open(directory, O_RDONLY | O_CLOEXEC) }
+        defer { close(descriptor) }
+        _ = try systemCall("fsync directory", path: directory) { fsync(descriptor) }
+    }
+
+    /// Runs a system call, retrying on EINTR; a negative result becomes `SecureCryptoError.fileSystem`.
+    @discardableResult
+    private static func systemCall(_ operation: String, path: String, _ call: () -> Int32) throws -> Int32 {
+        while true {
+            let result = call()
+            if result >= 0 { return result }
+            let code = errno
+            if code == EINTR { continue }
+            throw SecureCryptoError.fileSystem(path: path, operation: operation, errno: code)
+        }
+    }
+}
+
+#if canImport(Glibc)
+private let systemRead = Glibc.read
+private let systemWrite = Glibc.write
+#elseif canImport(Darwin)
+private let systemRead = Darwin.read
+private let systemWrite = Darwin.write
+#endif
