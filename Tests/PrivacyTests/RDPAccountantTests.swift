@@ -5,7 +5,7 @@ import TestSupport
 /// One record of shared/fixtures/privacy/reference.json (dp_accounting 0.6.0 and prv-accountant 0.2.0).
 struct PrivacyReferenceRecord {
     let q: Double, sigma: Double, steps: Int, delta: Double
-    let epsRDP: Double, rdpBestOrder: Double, epsPLDUpper: Double, epsLowerBound: Double?
+    let epsRDP: Double, rdpBestOrder: Double, epsPLDUpper: Double, epsLowerBound: Double?, epsExact: Double?
 
     static func load() throws -> [PrivacyReferenceRecord] {
         let root = try Fixtures.json("privacy/reference.json")
@@ -24,7 +24,8 @@ struct PrivacyReferenceRecord {
                                           delta: try number("delta"), epsRDP: try number("eps_rdp"),
                                           rdpBestOrder: try number("rdp_best_order"),
                                           epsPLDUpper: try number("eps_pld_upper"),
-                                          epsLowerBound: record["eps_lower_bound"] as? Double)
+                                          epsLowerBound: record["eps_lower_bound"] as? Double,
+                                          epsExact: record["eps_exact"] as? Double)
         }
     }
 }
