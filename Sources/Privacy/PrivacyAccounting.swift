@@ -39,19 +39,21 @@ public enum PrivacyAccounting {
             throw PrivacyParameterError(name: "target epsilon", value: targetEpsilon, expected: "finite and > 0")
         }
         try validateDelta(delta)
-        let resolution = noiseMultiplierResolution
+        // Grid points per unit σ; dividing by it (rather than multiplying by 0.001) gives the nearest
+        // double to each decimal, e.g. 1.001 rather than 1.0010000000000001.
+        let perUnit = (1 / noiseMultiplierResolution).rounded()
         func fits(_ gridIndex: Int) throws -> Bool {
-            let mechanism = MechanismSteps(samplingRate: samplingRate, noiseMultiplier: Double(gridIndex) * resolution, steps: steps)
+            let mechanism = MechanismSteps(samplingRate: samplingRate, noiseMultiplier: Double(gridIndex) / perUnit, steps: steps)
             try mechanism.validate()
             return try epsilon(steps: alreadySpent + [mechanism], delta: delta, accountant: accountant) <= targetEpsilon
         }
         // Invariant: `low` does not fit (0 stands for σ = 0, which never does), `high` fits.
-        var low = 0, high = Int((1 / resolution).rounded())
-        let limit = Int((maximumNoiseMultiplier / resolution).rounded())
+        var low = 0, high = Int(perUnit)
+        let limit = Int((maximumNoiseMultiplier * perUnit).rounded())
         while try !fits(high) {
             low = high
             guard high < limit else {
-                throw NoiseCalibrationError(targetEpsilon: targetEpsilon, delta: delta, largestTried: Double(high) * resolution)
+                throw NoiseCalibrationError(targetEpsilon: targetEpsilon, delta: delta, largestTried: Double(high) / perUnit)
             }
             high = min(limit, high * 2)
         }
@@ -60,7 +62,7 @@ public enum PrivacyAccounting {
             if try fits(middle) { high = middle } else { low = middle }
         }
         while high > 1, try fits(high - 1) { high -= 1 }
-        return Double(high) * resolution
+        return Double(high) / perUnit
     }
 
     /// The largest number of steps (at most `upTo`) at `samplingRate` and `noiseMultiplier` that,
