@@ -54,11 +54,17 @@ public struct PLDAccountant: Sendable {
     public func epsilon(delta: Double) throws -> Double {
         try validateDelta(delta)
         var worst = 0.0
-        for direction in AdjacencyDirection.allCases {
+        for direction in directions {
             guard let composed = try compose(direction) else { continue }
             worst = max(worst, composed.epsilon(delta: delta))
         }
         return worst
+    }
+
+    /// Both directions, or only one when every mechanism has q = 1: for the plain Gaussian the two
+    /// loss distributions coincide (both N(1/(2σ²), 1/σ²)), and so do their grids here.
+    private var directions: [AdjacencyDirection] {
+        mechanisms.allSatisfy { $0.samplingRate == 1 || $0.isTrivial } ? [.remove] : AdjacencyDirection.allCases
     }
 
     /// The smallest δ such that the composition is (ε, δ)-DP (an upper bound).
@@ -67,7 +73,7 @@ public struct PLDAccountant: Sendable {
             throw PrivacyParameterError(name: "epsilon", value: epsilon, expected: "finite and >= 0")
         }
         var worst = 0.0
-        for direction in AdjacencyDirection.allCases {
+        for direction in directions {
             guard let composed = try compose(direction) else { continue }
             worst = max(worst, composed.delta(epsilon: epsilon))
         }
@@ -108,15 +114,19 @@ public struct PLDAccountant: Sendable {
             supportLow += Double(mechanism.steps) * Double(step.lowIndex) * h
             supportHigh += Double(mechanism.steps) * Double(step.lowIndex + step.masses.count - 1) * h
         }
-        var high = supportHigh, low = supportLow
-        for lambda in lambdas {
-            var upperLogMoment = 0.0, lowerLogMoment = 0.0
-            for (mechanism, step) in zip(mechanisms, steps) {
-                upperLogMoment += Double(mechanism.steps) * step.logMoment(lambda, interval: h)
-                lowerLogMoment += Double(mechanism.steps) * step.logMoment(-lambda, interval: h)
+        var upperLogMoments = [Double](repeating: 0, count: lambdas.count)
+        var lowerLogMoments = [Double](repeating: 0, count: lambdas.count)
+        for (mechanism, step) in zip(mechanisms, steps) {
+            let moments = step.logMoments(lambdas + lambdas.map { -$0 }, interval: h)
+            for k in lambdas.indices {
+                upperLogMoments[k] += Double(mechanism.steps) * moments[k]
+                lowerLogMoments[k] += Double(mechanism.steps) * moments[lambdas.count + k]
             }
-            high = min(high, (upperLogMoment - logTail) / lambda)
-            low = max(low, -(lowerLogMoment - logTail) / lambda)
+        }
+        var high = supportHigh, low = supportLow
+        for (k, lambda) in lambdas.enumerated() {
+            high = min(high, (upperLogMoments[k] - logTail) / lambda)
+            low = max(low, -(lowerLogMoments[k] - logTail) / lambda)
         }
         let outsideMass = (high < supportHigh ? Self.windowTailMass : 0) + (low > supportLow ? Self.windowTailMass : 0)
         let lowestIndex = Int((low / h).rounded(.down))
@@ -285,18 +295,22 @@ struct DiscretePrivacyLoss {
         infinityMass = toInfinity
     }
 
-    /// log Σ_i p_i e^(λ·ih) over the finite masses (the log moment generating function at λ).
-    func logMoment(_ lambda: Double, interval h: Double) -> Double {
-        var largest = -Double.infinity
+    /// log Σ_i p_i e^(λ·ih) over the finite masses, for each λ (log moment generating function).
+    func logMoments(_ lambdas: [Double], interval h: Double) -> [Double] {
+        var losses: [Double] = [], logMasses: [Double] = []
+        losses.reserveCapacity(masses.count); logMasses.reserveCapacity(masses.count)
         for (offset, mass) in masses.enumerated() where mass > 0 {
-            largest = max(largest, log(mass) + lambda * Double(lowIndex + offset) * h)
+            losses.append(Double(lowIndex + offset) * h)
+            logMasses.append(log(mass))
         }
-        if largest == -.infinity { return -.infinity }
-        var sum = 0.0
-        for (offset, mass) in masses.enumerated() where mass > 0 {
-            sum += exp(log(mass) + lambda * Double(lowIndex + offset) * h - largest)
+        return lambdas.map { lambda in
+            var largest = -Double.infinity
+            for k in 0..<losses.count { largest = max(largest, logMasses[k] + lambda * losses[k]) }
+            if largest == -.infinity { return -.infinity }
+            var sum = 0.0
+            for k in 0..<losses.count { sum += exp(logMasses[k] + lambda * losses[k] - largest) }
+            return largest + log(sum)
         }
-        return largest + log(sum)
     }
 }
 

@@ -6,15 +6,27 @@ import Foundation
 struct RadixTwoFFT {
     /// Transform length, a power of two.
     let count: Int
-    private let cosines: [Double]  // cos(2πk/n), k < n/2
-    private let sines: [Double]    // sin(2πk/n), k < n/2
+    // Twiddles stage by stage, contiguous so the butterflies read them in order: the stage whose
+    // butterflies span 2m points uses entries m − 1 ..< 2m − 1, holding cos and sin of πk/m, k < m.
+    private let cosines: [Double]
+    private let sines: [Double]
 
     init(count: Int) {
         precondition(count > 0 && count & (count - 1) == 0, "FFT length \(count) is not a power of two")
         self.count = count
-        let half = max(count / 2, 1)
-        cosines = (0..<half).map { cos(2 * Double.pi * Double($0) / Double(count)) }
-        sines = (0..<half).map { sin(2 * Double.pi * Double($0) / Double(count)) }
+        var cosines = [Double](), sines = [Double]()
+        cosines.reserveCapacity(count); sines.reserveCapacity(count)
+        var half = 1
+        while half < count {
+            for k in 0..<half {
+                // Angles from the full-length table index, so every stage shares the same values.
+                let angle = 2 * Double.pi * Double(k * (count / (2 * half))) / Double(count)
+                cosines.append(cos(angle)); sines.append(sin(angle))
+            }
+            half *= 2
+        }
+        self.cosines = cosines
+        self.sines = sines
     }
 
     /// Forward transform X_k = Σ x_j e^(−2πi jk/n), or with `inverse` the inverse including 1/n.
@@ -36,11 +48,11 @@ struct RadixTwoFFT {
                         let sign: Double = inverse ? 1 : -1
                         var half = 1
                         while half < n {
-                            let tableStride = n / (2 * half)
+                            let stage = half - 1
                             var start = 0
                             while start < n {
                                 for k in 0..<half {
-                                    let wr = cosTable[k * tableStride], wi = sign * sinTable[k * tableStride]
+                                    let wr = cosTable[stage + k], wi = sign * sinTable[stage + k]
                                     let a = start + k, b = a + half
                                     let tr = wr * re[b] - wi * im[b]
                                     let ti = wr * im[b] + wi * re[b]
