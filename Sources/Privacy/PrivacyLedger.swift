@@ -87,7 +87,8 @@ public struct PrivacyLedger: Sendable {
 
     /// The ledger file.
     public var fileURL: URL { directory.appendingPathComponent(Self.fileName) }
-    /// ε spent so far: the cumulative ε of the last entry, 0 when there is none.
+    /// ε spent so far as recorded: the last entry's cumulative ε (under that entry's δ and accountant),
+    /// 0 when there is none. `charge` always recomputes it under the current budget.
     public var spentEpsilon: Double { entries.last?.cumulativeEpsilon ?? 0 }
     /// ε still available under the budget (never negative).
     public var remainingEpsilon: Double { max(0, budget.epsilon - spentEpsilon) }
@@ -158,7 +159,9 @@ public struct PrivacyLedger: Sendable {
         guard cumulative <= budget.epsilon else {
             throw try refusal(mechanism: mechanism, previous: previous, cumulative: cumulative)
         }
-        let entry = PrivacyLedgerEntry(id: UUID(), purpose: purpose, date: date, samplingRate: samplingRate,
+        // The file stores ISO 8601 dates to the second; truncate so the returned entry equals the stored one.
+        let storedDate = Date(timeIntervalSince1970: date.timeIntervalSince1970.rounded(.down))
+        let entry = PrivacyLedgerEntry(id: UUID(), purpose: purpose, date: storedDate, samplingRate: samplingRate,
                                        noiseMultiplier: noiseMultiplier, clipNorm: clipNorm, steps: steps,
                                        delta: budget.delta, accountant: budget.accountant, cumulativeEpsilon: cumulative)
         try Self.write(LedgerFile(version: Self.formatVersion, budget: budget, entries: entries + [entry]), to: fileURL)

@@ -137,6 +137,19 @@ final class PrivacyLedgerTests: XCTestCase {
         }
     }
 
+    /// The budget changes only explicitly, durably, and never below what is already spent.
+    func testUpdateBudget() throws {
+        let directory = try Fixtures.temporaryDirectory("ledger")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        var ledger = try PrivacyLedger(directory: directory, creatingWith: budget)
+        let entry = try ledger.charge(purpose: "run:1", samplingRate: 0.01, noiseMultiplier: 1, clipNorm: 1, steps: 500)
+        XCTAssertThrowsError(try ledger.updateBudget(PrivacyBudget(epsilon: entry.cumulativeEpsilon / 2, delta: 1e-5, accountant: .rdp)))
+        let raised = PrivacyBudget(epsilon: 8, delta: 1e-6, accountant: .pld)
+        try ledger.updateBudget(raised)
+        XCTAssertEqual(try PrivacyLedger(directory: directory).budget, raised)
+        XCTAssertEqual(try PrivacyLedger(directory: directory).entries, [entry])
+    }
+
     /// Without a budget, a missing ledger is an error naming the path.
     func testMissingLedgerWithoutBudgetNamesThePath() throws {
         let directory = try Fixtures.temporaryDirectory("ledger")
