@@ -60,6 +60,7 @@ let package = Package(
         .testTarget(name: "LanguageModelTests", dependencies: ["TestSupport", "LanguageModel", "ModelFormats", "Tokenizer"],
                     path: "Tests/LanguageModelTests"),
         .testTarget(name: "FineTuningTests", dependencies: ["TestSupport", "FineTuning"], path: "Tests/FineTuningTests"),
+        .testTarget(name: "PrivacyTests", dependencies: ["TestSupport", "Privacy"], path: "Tests/PrivacyTests"),
         .testTarget(name: "SecureCryptoTests", dependencies: ["TestSupport", "SecureCrypto"], path: "Tests/SecureCryptoTests"),
         .testTarget(name: "TransportTests", dependencies: ["TestSupport", "Transport"], path: "Tests/TransportTests"),
         .testTarget(name: "CommandLineParsingTests", dependencies: ["TestSupport", "CommandLineParsing"],

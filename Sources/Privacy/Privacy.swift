@@ -1,1 +1,0 @@
-// Privacy: see DESIGN.md for this module's responsibility.

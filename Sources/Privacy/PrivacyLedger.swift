@@ -1,0 +1,417 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+private let systemWrite = Glibc.write
+#elseif canImport(Darwin)
+import Darwin
+private let systemWrite = Darwin.write
+#endif
+
+/// The privacy budget a client agrees to spend: at most `epsilon` at `delta`, as `accountant` counts.
+public struct PrivacyBudget: Codable, Sendable, Equatable {
+    /// ε_max, the most this client will ever spend.
+    public var epsilon: Double
+    /// δ at which ε is reported.
+    public var delta: Double
+    /// How the entries are composed.
+    public var accountant: AccountantKind
+
+    public init(epsilon: Double, delta: Double, accountant: AccountantKind) {
+        self.epsilon = epsilon
+        self.delta = delta
+        self.accountant = accountant
+    }
+
+    /// Throws `PrivacyParameterError` for ε ≤ 0 or δ outside (0, 1).
+    public func validate() throws {
+        guard epsilon.isFinite, epsilon > 0 else {
+            throw PrivacyParameterError(name: "budget epsilon", value: epsilon, expected: "finite and > 0")
+        }
+        try validateDelta(delta)
+    }
+}
+
+/// One charge: a training run or round, its DP-SGD parameters, and ε spent by all entries up to it.
+public struct PrivacyLedgerEntry: Codable, Sendable, Equatable {
+    /// Unique id of the charge.
+    public var id: UUID
+    /// What the privacy paid for, e.g. "run:<uuid>" or "round:<n>".
+    public var purpose: String
+    /// When the charge was written.
+    public var date: Date
+    /// Poisson sampling rate q.
+    public var samplingRate: Double
+    /// Noise multiplier σ.
+    public var noiseMultiplier: Double
+    /// Per-example clip norm C (noise std is σ·C); recorded for audit, ε does not depend on it.
+    public var clipNorm: Double
+    /// Number of DP-SGD steps.
+    public var steps: Int
+    /// δ at which `cumulativeEpsilon` is stated.
+    public var delta: Double
+    /// Accountant used for `cumulativeEpsilon`.
+    public var accountant: AccountantKind
+    /// ε of all entries up to and including this one, composed.
+    public var cumulativeEpsilon: Double
+
+    /// The mechanism this entry charged for.
+    public var mechanism: MechanismSteps {
+        MechanismSteps(samplingRate: samplingRate, noiseMultiplier: noiseMultiplier, steps: steps)
+    }
+}
+
+/// A client's persistent record of privacy spent, in `DIR/privacy-ledger.json` (mode 0600, in a
+/// directory created 0700).
+///
+/// `charge` refuses any charge that would take the composed ε of all entries past the budget, and
+/// otherwise writes the new entry durably (temporary file, fsync, rename, fsync of the directory)
+/// before it returns, so a crash can overcount spent privacy but never undercount it. Charges from
+/// concurrent processes are serialised by `flock` on `DIR/privacy-ledger.lock`, and each charge
+/// re-reads the file under the lock. A corrupt, truncated or invalid file is an error naming the
+/// file and the fault; it is never reset.
+public struct PrivacyLedger: Sendable {
+    /// The ledger file's name inside the state directory.
+    public static let fileName = "privacy-ledger.json"
+    /// The lock file's name inside the state directory.
+    public static let lockFileName = "privacy-ledger.lock"
+    /// Largest ledger file accepted (about 100,000 entries).
+    public static let maximumFileSize = 64 << 20
+    static let formatVersion = 1
+
+    /// The state directory.
+    public let directory: URL
+    /// The budget stored in the ledger.
+    public private(set) var budget: PrivacyBudget
+    /// All charges, oldest first.
+    public private(set) var entries: [PrivacyLedgerEntry]
+
+    /// The ledger file.
+    public var fileURL: URL { directory.appendingPathComponent(Self.fileName) }
+    /// ε spent so far as recorded: the last entry's cumulative ε (under that entry's δ and accountant),
+    /// 0 when there is none. `charge` always recomputes it under the current budget.
+    public var spentEpsilon: Double { entries.last?.cumulativeEpsilon ?? 0 }
+    /// ε still available under the budget (never negative).
+    public var remainingEpsilon: Double { max(0, budget.epsilon - spentEpsilon) }
+
+    /// Opens the ledger in `directory`. When the file is absent and `budget` is given, creates the
+    /// directory (0700) and an empty ledger (0600) with that budget; when it is absent and no budget
+    /// is given, throws `PrivacyLedgerError.missing`. When it exists, a given budget must equal the
+    /// stored one (change it with `updateBudget`).
+    public init(directory: URL, creatingWith budget: PrivacyBudget? = nil) throws {
+        self.directory = directory
+        let file = directory.appendingPathComponent(Self.fileName)
+        if let budget {
+            try budget.validate()
+            try Self.createDirectory(directory)
+            let lock = try LedgerLock(directory.appendingPathComponent(Self.lockFileName))
+            defer { lock.release() }
+            if let stored = try Self.read(file) {
+                guard stored.budget == budget else {
+                    throw PrivacyLedgerError.budgetMismatch(path: file.path, stored: stored.budget, given: budget)
+                }
+                self.budget = stored.budget
+                self.entries = stored.entries
+            } else {
+                try Self.write(LedgerFile(version: Self.formatVersion, budget: budget, entries: []), to: file)
+                self.budget = budget
+                self.entries = []
+            }
+        } else {
+            guard let stored = try Self.read(file) else { throw PrivacyLedgerError.missing(path: file.path) }
+            self.budget = stored.budget
+            self.entries = stored.entries
+        }
+    }
+
+    /// Re-reads the file (another process may have charged since).
+    public mutating func reload() throws {
+        guard let stored = try Self.read(fileURL) else { throw PrivacyLedgerError.missing(path: fileURL.path) }
+        budget = stored.budget
+        entries = stored.entries
+    }
+
+    /// The cumulative ε if `mechanism` were charged now (nothing is written).
+    public func epsilon(afterCharging mechanism: MechanismSteps) throws -> Double {
+        try mechanism.validate()
+        return try PrivacyAccounting.epsilon(steps: entries.map(\.mechanism) + [mechanism], delta: budget.delta,
+                                             accountant: budget.accountant)
+    }
+
+    /// Charges `steps` DP-SGD steps at `samplingRate` and `noiseMultiplier` for `purpose`, writing the
+    /// entry durably before returning it. Throws `PrivacyBudgetExceededError` (nothing written) when the
+    /// composed ε of all entries and this one would exceed the budget.
+    @discardableResult
+    public mutating func charge(purpose: String, samplingRate: Double, noiseMultiplier: Double, clipNorm: Double,
+                                steps: Int, date: Date = Date()) throws -> PrivacyLedgerEntry {
+        let mechanism = MechanismSteps(samplingRate: samplingRate, noiseMultiplier: noiseMultiplier, steps: steps)
+        try mechanism.validate()
+        guard clipNorm.isFinite, clipNorm > 0 else {
+            throw PrivacyParameterError(name: "clip norm", value: clipNorm, expected: "finite and > 0")
+        }
+        guard !purpose.isEmpty else { throw PrivacyLedgerError.invalid(path: fileURL.path, reason: "empty purpose") }
+
+        let lock = try LedgerLock(directory.appendingPathComponent(Self.lockFileName))
+        defer { lock.release() }
+        try reload()
+        let previous = entries.map(\.mechanism)
+        let cumulative = try PrivacyAccounting.epsilon(steps: previous + [mechanism], delta: budget.delta,
+                                                       accountant: budget.accountant)
+        guard cumulative <= budget.epsilon else {
+            throw try refusal(mechanism: mechanism, previous: previous, cumulative: cumulative)
+        }
+        // The file stores ISO 8601 dates to the second; truncate so the returned entry equals the stored one.
+        let storedDate = Date(timeIntervalSince1970: date.timeIntervalSince1970.rounded(.down))
+        let entry = PrivacyLedgerEntry(id: UUID(), purpose: purpose, date: storedDate, samplingRate: samplingRate,
+                                       noiseMultiplier: noiseMultiplier, clipNorm: clipNorm, steps: steps,
+                                       delta: budget.delta, accountant: budget.accountant, cumulativeEpsilon: cumulative)
+        try Self.write(LedgerFile(version: Self.formatVersion, budget: budget, entries: entries + [entry]), to: fileURL)
+        entries.append(entry)
+        return entry
+    }
+
+    /// Replaces the budget (an operator's decision), durably. Throws `PrivacyLedgerError.invalid` when
+    /// the entries already spend more than the new ε_max under the new δ and accountant.
+    public mutating func updateBudget(_ newBudget: PrivacyBudget) throws {
+        try newBudget.validate()
+        let lock = try LedgerLock(directory.appendingPathComponent(Self.lockFileName))
+        defer { lock.release() }
+        try reload()
+        let spent = entries.isEmpty ? 0
+            : try PrivacyAccounting.epsilon(steps: entries.map(\.mechanism), delta: newBudget.delta, accountant: newBudget.accountant)
+        guard spent <= newBudget.epsilon else {
+            throw PrivacyLedgerError.invalid(path: fileURL.path,
+                                             reason: "new budget epsilon \(newBudget.epsilon) is below the \(spent) already spent")
+        }
+        try Self.write(LedgerFile(version: Self.formatVersion, budget: newBudget, entries: entries), to: fileURL)
+        budget = newBudget
+    }
+
+    private func refusal(mechanism: MechanismSteps, previous: [MechanismSteps], cumulative: Double) throws -> PrivacyBudgetExceededError {
+        let spent = previous.isEmpty ? 0 : try PrivacyAccounting.epsilon(steps: previous, delta: budget.delta, accountant: budget.accountant)
+        let steps = try PrivacyAccounting.maximumSteps(targetEpsilon: budget.epsilon, samplingRate: mechanism.samplingRate,
+                                                       noiseMultiplier: mechanism.noiseMultiplier, delta: budget.delta,
+                                                       accountant: budget.accountant, alreadySpent: previous,
+                                                       upTo: mechanism.steps - 1)
+        let sigma = try? PrivacyAccounting.noiseMultiplier(targetEpsilon: budget.epsilon, samplingRate: mechanism.samplingRate,
+                                                           steps: mechanism.steps, delta: budget.delta,
+                                                           accountant: budget.accountant, alreadySpent: previous)
+        return PrivacyBudgetExceededError(ledgerPath: fileURL.path, budget: budget, spentEpsilon: spent,
+                                          requestedEpsilon: cumulative, requested: mechanism,
+                                          maximumSteps: steps, minimumNoiseMultiplier: sigma)
+    }
+
+    // MARK: File format and I/O
+
+    struct LedgerFile: Codable {
+        var version: Int
+        var budget: PrivacyBudget
+        var entries: [PrivacyLedgerEntry]
+    }
+
+    private static func encoder() -> JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        return encoder
+    }
+
+    private static func decoder() -> JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        return decoder
+    }
+
+    /// The parsed and validated file, or nil when it does not exist.
+    static func read(_ file: URL) throws -> LedgerFile? {
+        var status = stat()
+        if stat(file.path, &status) != 0 {
+            if errno == ENOENT { return nil }
+            throw PrivacyLedgerError.io(path: file.path, operation: "stat", message: String(cString: strerror(errno)))
+        }
+        guard Int(status.st_size) <= maximumFileSize else {
+            throw PrivacyLedgerError.corrupt(path: file.path, reason: "file is \(status.st_size) bytes, over the \(maximumFileSize)-byte limit")
+        }
+        let data: Data
+        do { data = try Data(contentsOf: file) } catch {
+            throw PrivacyLedgerError.io(path: file.path, operation: "read", message: "\(error)")
+        }
+        guard !data.isEmpty else { throw PrivacyLedgerError.corrupt(path: file.path, reason: "file is empty") }
+        let ledger: LedgerFile
+        do {
+            ledger = try decoder().decode(LedgerFile.self, from: data)
+        } catch let DecodingError.dataCorrupted(context) {
+            throw PrivacyLedgerError.corrupt(path: file.path, reason: describe(context, "not valid JSON or a bad value"))
+        } catch let DecodingError.keyNotFound(key, context) {
+            throw PrivacyLedgerError.corrupt(path: file.path, reason: describe(context, "missing field \(key.stringValue)"))
+        } catch let DecodingError.typeMismatch(_, context) {
+            throw PrivacyLedgerError.corrupt(path: file.path, reason: describe(context, "wrong type"))
+        } catch let DecodingError.valueNotFound(_, context) {
+            throw PrivacyLedgerError.corrupt(path: file.path, reason: describe(context, "null value"))
+        } catch {
+            throw PrivacyLedgerError.corrupt(path: file.path, reason: "\(error)")
+        }
+        guard ledger.version == formatVersion else {
+            throw PrivacyLedgerError.corrupt(path: file.path, reason: "unsupported version \(ledger.version) (expected \(formatVersion))")
+        }
+        do { try ledger.budget.validate() } catch {
+            throw PrivacyLedgerError.corrupt(path: file.path, reason: "budget: \(error)")
+        }
+        var previous = 0.0
+        for (index, entry) in ledger.entries.enumerated() {
+            do { try entry.mechanism.validate() } catch {
+                throw PrivacyLedgerError.corrupt(path: file.path, reason: "entries[\(index)]: \(error)")
+            }
+            guard entry.cumulativeEpsilon.isFinite, entry.cumulativeEpsilon >= previous - 1e-9 else {
+                throw PrivacyLedgerError.corrupt(path: file.path,
+                                                 reason: "entries[\(index)].cumulative_epsilon \(entry.cumulativeEpsilon) is below the previous entry's \(previous)")
+            }
+            previous = entry.cumulativeEpsilon
+        }
+        return ledger
+    }
+
+    private static func describe(_ context: DecodingError.Context, _ what: String) -> String {
+        let path = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
+        return "\(what)\(path.isEmpty ? "" : " at \(path)"): \(context.debugDescription)"
+            + (context.underlyingError.map { " (\($0))" } ?? "")
+    }
+
+    private static func createDirectory(_ directory: URL) throws {
+        if mkdir(directory.path, 0o700) != 0 && errno != EEXIST {
+            // A missing parent: create the whole chain, each level 0700.
+            do {
+                try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true,
+                                                        attributes: [.posixPermissions: 0o700])
+            } catch {
+                throw PrivacyLedgerError.io(path: directory.path, operation: "create directory", message: "\(error)")
+            }
+        }
+    }
+
+    /// Temporary file in the same directory, fsync, rename over the ledger, fsync of the directory.
+    static func write(_ ledger: LedgerFile, to file: URL) throws {
+        let data: Data
+        do { data = try encoder().encode(ledger) } catch {
+            throw PrivacyLedgerError.io(path: file.path, operation: "encode", message: "\(error)")
+        }
+        let directory = file.deletingLastPathComponent()
+        let temporary = directory.appendingPathComponent(".\(file.lastPathComponent).tmp")
+        func failure(_ operation: String, _ path: String) -> PrivacyLedgerError {
+            PrivacyLedgerError.io(path: path, operation: operation, message: String(cString: strerror(errno)))
+        }
+        let fd = open(temporary.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw failure("create", temporary.path) }
+        var closed = false
+        defer { if !closed { close(fd) } }
+        guard fchmod(fd, 0o600) == 0 else { throw failure("chmod", temporary.path) }
+        try data.withUnsafeBytes { (buffer: UnsafeRawBufferPointer) in
+            guard let base = buffer.baseAddress else { return }
+            var written = 0
+            while written < buffer.count {
+                let n = systemWrite(fd, base + written, buffer.count - written)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw failure("write", temporary.path)
+                }
+                written += n
+            }
+        }
+        guard fsync(fd) == 0 else { throw failure("fsync", temporary.path) }
+        closed = true
+        guard close(fd) == 0 else { throw failure("close", temporary.path) }
+        guard rename(temporary.path, file.path) == 0 else {
+            let error = failure("rename into place", file.path)
+            unlink(temporary.path)
+            throw error
+        }
+        let directoryFD = open(directory.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard directoryFD >= 0 else { throw failure("open directory", directory.path) }
+        defer { close(directoryFD) }
+        guard fsync(directoryFD) == 0 else { throw failure("fsync directory", directory.path) }
+    }
+}
+
+/// An exclusive `flock` on the ledger's lock file, held until `release()`.
+private struct LedgerLock {
+    let fd: Int32
+
+    init(_ url: URL) throws {
+        fd = open(url.path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            throw PrivacyLedgerError.io(path: url.path, operation: "open lock file", message: String(cString: strerror(errno)))
+        }
+        while flock(fd, LOCK_EX) != 0 {
+            if errno == EINTR { continue }
+            let message = String(cString: strerror(errno))
+            close(fd)
+            throw PrivacyLedgerError.io(path: url.path, operation: "flock", message: message)
+        }
+    }
+
+    func release() {
+        flock(fd, LOCK_UN)
+        close(fd)
+    }
+}
+
+/// The ledger file cannot be used as it is.
+public enum PrivacyLedgerError: Error, CustomStringConvertible, Sendable {
+    /// No ledger at `path`, and no budget was given to create one.
+    case missing(path: String)
+    /// The file is not a valid ledger (truncated, not JSON, a bad field); it is left untouched.
+    case corrupt(path: String, reason: String)
+    /// The file exists with a different budget than the one given.
+    case budgetMismatch(path: String, stored: PrivacyBudget, given: PrivacyBudget)
+    /// A request the ledger cannot accept.
+    case invalid(path: String, reason: String)
+    /// A system call failed.
+    case io(path: String, operation: String, message: String)
+
+    public var description: String {
+        switch self {
+        case .missing(let path):
+            return "no privacy ledger at \(path); set a budget (epsilon, delta, accountant) to create one"
+        case .corrupt(let path, let reason):
+            return "privacy ledger \(path) is corrupt: \(reason); it was not modified (restore it or move it aside deliberately)"
+        case .budgetMismatch(let path, let stored, let given):
+            return "privacy ledger \(path) has budget epsilon \(stored.epsilon) at delta \(stored.delta) (\(stored.accountant.rawValue)), "
+                + "not epsilon \(given.epsilon) at delta \(given.delta) (\(given.accountant.rawValue)); change it explicitly"
+        case .invalid(let path, let reason):
+            return "privacy ledger \(path): \(reason)"
+        case .io(let path, let operation, let message):
+            return "privacy ledger: \(operation) \(path) failed: \(message)"
+        }
+    }
+}
+
+/// A charge refused because it would exceed the budget; nothing was written.
+public struct PrivacyBudgetExceededError: Error, CustomStringConvertible, Sendable {
+    /// The ledger file.
+    public let ledgerPath: String
+    /// The budget in force.
+    public let budget: PrivacyBudget
+    /// ε spent by the existing entries.
+    public let spentEpsilon: Double
+    /// ε the entries and the refused charge would have reached together.
+    public let requestedEpsilon: Double
+    /// The refused charge.
+    public let requested: MechanismSteps
+    /// The most steps at the requested q and σ that would still fit (0 when none).
+    public let maximumSteps: Int
+    /// The smallest σ (0.001 grid) at which the requested steps would fit, nil when none does.
+    public let minimumNoiseMultiplier: Double?
+
+    /// ε left under the budget.
+    public var remainingEpsilon: Double { max(0, budget.epsilon - spentEpsilon) }
+
+    public var description: String {
+        let sigma = minimumNoiseMultiplier.map { "noise multiplier >= \($0) for \(requested.steps) steps" }
+            ?? "no noise multiplier fits \(requested.steps) steps"
+        return "privacy budget exceeded (\(ledgerPath)): \(requested.steps) steps at q=\(requested.samplingRate), "
+            + "sigma=\(requested.noiseMultiplier) would bring epsilon to \(requestedEpsilon) > budget \(budget.epsilon) "
+            + "at delta \(budget.delta) (\(budget.accountant.rawValue)); epsilon spent \(spentEpsilon), left \(remainingEpsilon); "
+            + "would fit: at most \(maximumSteps) steps at these parameters, or \(sigma)"
+    }
+}
