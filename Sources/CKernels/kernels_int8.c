@@ -85,6 +85,15 @@ INLINE AVX2 __m256 block_dot(int format, __m256i w, __m256i x) {
     return _mm256_cvtepi32_ps(_mm256_madd_epi16(products, ones));
 }
 
+#define VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")))
+// The same with vpdpbusd (one instruction for the byte products and their sums).
+INLINE VNNI __m256 block_dot_vnni(int format, __m256i w, __m256i x) {
+    __m256i sums = format == 8
+        ? _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w))
+        : _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, x);
+    return _mm256_cvtepi32_ps(sums);
+}
+
 INLINE AVX2 float hsum8(__m256 v) {
     __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
@@ -92,52 +101,56 @@ INLINE AVX2 float hsum8(__m256 v) {
     return _mm_cvtss_f32(lo);
 }
 
-// A tile of R rows × T tokens over all k; R and T are constants after inlining.
-INLINE AVX2 void tile(int format, const uint8_t *w, size_t rowBytes, int blockBytes, int R,
-                      const int8_t *q, const float *d, const float *s, int T, int k,
-                      float *y, int ldy, int accumulate) {
-    const int blocks = k / 32;
-    __m256 acc[4][4];
-    float offset[4][4];
-    for (int r = 0; r < R; r++)
-        for (int t = 0; t < T; t++) { acc[r][t] = _mm256_setzero_ps(); offset[r][t] = 0; }
-    for (int b = 0; b < blocks; b++) {
-        __m256i xv[4];
-        float dx[4], sx[4];
-        for (int t = 0; t < T; t++) {
-            xv[t] = _mm256_loadu_si256((const __m256i *)(q + (size_t)t * k + 32 * b));
-            dx[t] = d[(size_t)t * blocks + b];
-            sx[t] = s[(size_t)t * blocks + b];
-        }
-        for (int r = 0; r < R; r++) {
-            float dw, mw;
-            const uint8_t *block = w + r * rowBytes + (size_t)b * blockBytes;
-            // The next tile's rows, at the same place: weights stream from memory once per token, and
-            // the hardware prefetchers stop at 4 KiB page boundaries of the mapped file.
-            _mm_prefetch((const char *)(block + 2 * R * rowBytes), _MM_HINT_T0);
-            __m256i wv = load_block(format, block, &dw, &mw);
-            for (int t = 0; t < T; t++) {
-                acc[r][t] = _mm256_fmadd_ps(block_dot(format, wv, xv[t]), _mm256_set1_ps(dw * dx[t]), acc[r][t]);
-                offset[r][t] += mw * sx[t];
-            }
-        }
-    }
-    for (int t = 0; t < T; t++) {
-        float *yt = y + (size_t)t * ldy;
-        for (int r = 0; r < R; r++) {
-            float v = hsum8(acc[r][t]) + offset[r][t];
-            if (accumulate) yt[r] += v; else yt[r] = v;
-        }
-    }
+// A tile of R rows × T tokens over all k; R and T are constants after inlining. Each block read
+// prefetches the next-but-one tile's rows at the same place: weights stream from memory once per
+// token, and the hardware prefetchers stop at 4 KiB page boundaries of the mapped file.
+#define TILE_FUNCTION(TILE_NAME, ATTR, DOT)                                                            \
+INLINE ATTR void TILE_NAME(int format, const uint8_t *w, size_t rowBytes, int blockBytes, int R,     \
+                      const int8_t *q, const float *d, const float *s, int T, int k,                 \
+                      float *y, int ldy, int accumulate) {                                           \
+    const int blocks = k / 32;                                                                       \
+    __m256 acc[4][4];                                                                                \
+    float offset[4][4];                                                                              \
+    for (int r = 0; r < R; r++)                                                                      \
+        for (int t = 0; t < T; t++) { acc[r][t] = _mm256_setzero_ps(); offset[r][t] = 0; }           \
+    for (int b = 0; b < blocks; b++) {                                                               \
+        __m256i xv[4];                                                                               \
+        float dx[4], sx[4];                                                                          \
+        for (int t = 0; t < T; t++) {                                                                \
+            xv[t] = _mm256_loadu_si256((const __m256i *)(q + (size_t)t * k + 32 * b));               \
+            dx[t] = d[(size_t)t * blocks + b];                                                       \
+            sx[t] = s[(size_t)t * blocks + b];                                                       \
+        }                                                                                            \
+        for (int r = 0; r < R; r++) {                                                                \
+            float dw, mw;                                                                            \
+            const uint8_t *block = w + r * rowBytes + (size_t)b * blockBytes;                        \
+            _mm_prefetch((const char *)(block + 2 * R * rowBytes), _MM_HINT_T0);                     \
+            __m256i wv = load_block(format, block, &dw, &mw);                                        \
+            for (int t = 0; t < T; t++) {                                                            \
+                acc[r][t] = _mm256_fmadd_ps(DOT(format, wv, xv[t]), _mm256_set1_ps(dw * dx[t]), acc[r][t]); \
+                offset[r][t] += mw * sx[t];                                                          \
+            }                                                                                        \
+        }                                                                                            \
+    }                                                                                                \
+    for (int t = 0; t < T; t++) {                                                                    \
+        float *yt = y + (size_t)t * ldy;                                                             \
+        for (int r = 0; r < R; r++) {                                                                \
+            float v = hsum8(acc[r][t]) + offset[r][t];                                               \
+            if (accumulate) yt[r] += v; else yt[r] = v;                                              \
+        }                                                                                            \
+    }                                                                                                \
 }
 
-#define TILE(R, T) tile(format, w + (size_t)row * rowBytes, rowBytes, blockBytes, R, \
+TILE_FUNCTION(tile, AVX2, block_dot)
+TILE_FUNCTION(tile_vnni, VNNI, block_dot_vnni)
+
+#define TILE(R, T) TILE_FN(format, w + (size_t)row * rowBytes, rowBytes, blockBytes, R, \
                         q + (size_t)t * k, d + (size_t)t * blocks, s + (size_t)t * blocks, T, k, \
                         y + (size_t)t * ldy + row, ldy, accumulate)
 
 // Specialised per format so the format branches fold away inside the tiles.
-#define GEMM_FOR_FORMAT(NAME, FORMAT)                                                               \
-    AVX2 static void NAME(const uint8_t *w, size_t rowBytes, int rows, const int8_t *q,             \
+#define GEMM_FOR_FORMAT(NAME, FORMAT, ATTR)                                                         \
+    ATTR static void NAME(const uint8_t *w, size_t rowBytes, int rows, const int8_t *q,             \
                           const float *d, const float *s, int tokens, int k, float *y, int ldy,     \
                           int accumulate) {                                                         \
         const int format = FORMAT;                                                                  \
@@ -156,14 +169,29 @@ INLINE AVX2 void tile(int format, const uint8_t *w, size_t rowBytes, int blockBy
         }                                                                                           \
     }
 
-GEMM_FOR_FORMAT(gemm_q8_0, 8)
-GEMM_FOR_FORMAT(gemm_q4_0, 2)
-GEMM_FOR_FORMAT(gemm_q4_1, 3)
+#define TILE_FN tile
+GEMM_FOR_FORMAT(gemm_q8_0, 8, AVX2)
+GEMM_FOR_FORMAT(gemm_q4_0, 2, AVX2)
+GEMM_FOR_FORMAT(gemm_q4_1, 3, AVX2)
+#undef TILE_FN
+#define TILE_FN tile_vnni
+GEMM_FOR_FORMAT(gemm_q8_0_vnni, 8, VNNI)
+GEMM_FOR_FORMAT(gemm_q4_0_vnni, 2, VNNI)
+GEMM_FOR_FORMAT(gemm_q4_1_vnni, 3, VNNI)
+#undef TILE_FN
 
 AVX2 void ck_gemm_q8_avx2(int format, const void *weights, size_t rowBytes, int rows,
                           const int8_t *q, const float *d, const float *s, int tokens, int k,
                           float *y, int ldy, int accumulate) {
     const uint8_t *w = (const uint8_t *)weights;
+    if (format < 0) {  // the VNNI variants: format negated
+        switch (-format) {
+        case 8: gemm_q8_0_vnni(w, rowBytes, rows, q, d, s, tokens, k, y, ldy, accumulate); return;
+        case 2: gemm_q4_0_vnni(w, rowBytes, rows, q, d, s, tokens, k, y, ldy, accumulate); return;
+        case 3: gemm_q4_1_vnni(w, rowBytes, rows, q, d, s, tokens, k, y, ldy, accumulate); return;
+        }
+        return;
+    }
     switch (format) {
     case 8: gemm_q8_0(w, rowBytes, rows, q, d, s, tokens, k, y, ldy, accumulate); return;
     case 2: gemm_q4_0(w, rowBytes, rows, q, d, s, tokens, k, y, ldy, accumulate); return;
@@ -308,7 +336,6 @@ INLINE AVX2 __m256i dot_avx2(int format, __m256i acc, __m256i w, __m256i x) {
     return _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
 }
 
-#define VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")))
 // AVX-512 VNNI: u8·s8 quadruples straight into int32 lanes (vpdpbusd), no intermediate saturation.
 INLINE VNNI __m256i dot_vnni(int format, __m256i acc, __m256i w, __m256i x) {
     return format == 8 ? _mm256_dpbusd_epi32(acc, _mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w))

@@ -103,8 +103,9 @@ extension Linear {
             return
         }
         // Chunks of whole 4-row tiles, enough of them to balance the threads.
+        let tileType = KernelBackend.selected == .avx512vnni ? -type : type
         pool.parallelFor(rows, minimumChunk: 32) { range in
-            ck_gemm_q8_avx2(type, weights.rowPointer(range.lowerBound), weights.rowBytes, Int32(range.count),
+            ck_gemm_q8_avx2(tileType, weights.rowPointer(range.lowerBound), weights.rowBytes, Int32(range.count),
                             x.values, x.scales, x.sums, Int32(tokens), Int32(columns),
                             output + range.lowerBound, Int32(rows), accumulate ? 1 : 0)
         }

@@ -32,17 +32,23 @@ public final class ThreadPool: @unchecked Sendable {
 
     /// Calls `body` on disjoint chunks covering `0..<count`, in parallel, and returns when all are done.
     ///
+    /// Chunks are handed out dynamically (an atomic counter), several per thread, so a thread slowed by
+    /// memory stalls or the operating system does not hold the others back.
     /// - Parameter minimumChunk: do not split below this many items per chunk (overhead dominates).
     public func parallelFor(_ count: Int, minimumChunk: Int = 1, _ body: (Range<Int>) -> Void) {
         guard count > 0 else { return }
-        let chunks = min(threads, max(1, count / max(1, minimumChunk)))
-        if chunks == 1 {
+        let minimum = max(1, minimumChunk)
+        let threadsUsed = min(threads, max(1, count / minimum))
+        if threadsUsed == 1 {
             body(0..<count)
             return
         }
+        // About four chunks per thread, rounded up to a multiple of the minimum (kernels tile rows by it).
+        var chunk = max(minimum, count / (threadsUsed * 4))
+        chunk = (chunk + minimum - 1) / minimum * minimum
         callerLock.lock()
         defer { callerLock.unlock() }
-        withoutActuallyEscaping(body) { body in state.run(body, count: count, chunks: chunks) }
+        withoutActuallyEscaping(body) { body in state.run(body, count: count, chunk: chunk, workersUsed: threadsUsed - 1) }
     }
 }
 
@@ -57,7 +63,10 @@ private final class PoolState: @unchecked Sendable {
     // The current loop: written by the caller before `generation` is bumped, read by workers after.
     var job: ((Range<Int>) -> Void)?
     var jobCount = 0
-    var jobChunks = 0
+    var jobChunk = 1
+    var jobWorkers = 0
+    /// The next unclaimed item of the current loop.
+    let next = Atomic<Int>(0)
     /// Threads besides the caller; every one acknowledges every loop, so none can see the next
     /// loop's fields while still handling this one.
     let workers: Int
@@ -96,18 +105,30 @@ private final class PoolState: @unchecked Sendable {
         pthread_mutex_unlock(mutex)
     }
 
-    func run(_ body: @escaping (Range<Int>) -> Void, count: Int, chunks: Int) {
+    func run(_ body: @escaping (Range<Int>) -> Void, count: Int, chunk: Int, workersUsed: Int) {
         job = body
         jobCount = count
-        jobChunks = chunks
+        jobChunk = chunk
+        jobWorkers = workersUsed
+        next.store(0, ordering: .relaxed)
         pending.store(workers, ordering: .relaxed)
         // Sequentially consistent with the sleepers' check, so a worker about to sleep either sees the
         // new generation or is counted among the sleepers and woken.
         generation.add(1, ordering: .sequentiallyConsistent)
         wakeSleepers()
-        body(0..<(count / chunks))
+        claimChunks(body)
         while pending.load(ordering: .acquiring) > 0 {}
         job = nil
+    }
+
+    /// Runs chunks of the current loop until none is left.
+    @inline(__always)
+    func claimChunks(_ body: (Range<Int>) -> Void) {
+        while true {
+            let start = next.add(jobChunk, ordering: .relaxed).oldValue
+            if start >= jobCount { return }
+            body(start..<min(jobCount, start + jobChunk))
+        }
     }
 
     func workerLoop(_ index: Int) {
@@ -128,9 +149,7 @@ private final class PoolState: @unchecked Sendable {
             }
             seen = generation.load(ordering: .acquiring)
             if stopping.load(ordering: .acquiring) { return }
-            if index < jobChunks, let job {
-                job(jobCount * index / jobChunks..<jobCount * (index + 1) / jobChunks)
-            }
+            if index <= jobWorkers, let job { claimChunks(job) }
             pending.subtract(1, ordering: .releasing)
         }
     }

@@ -113,6 +113,14 @@ final class Int8KernelTests: XCTestCase {
                 let packed = UnsafeMutableRawPointer.allocate(byteCount: ck_interleaved_bytes(Int32(tokens), Int32(columns)), alignment: 64)
                 defer { packed.deallocate() }
                 ck_interleave_q8(x.values, x.scales, x.sums, Int32(tokens), Int32(columns), packed)
+                // The row-tile kernel (generation), both dot instructions.
+                for vnni in tiers {
+                    var fast = [Float](repeating: 0, count: tokens * rows)
+                    let type = format.ggmlTypeNumber!
+                    ck_gemm_q8_avx2(vnni == 1 ? -type : type, weights.data, weights.rowBytes, Int32(rows), x.values, x.scales,
+                                    x.sums, Int32(tokens), Int32(columns), &fast, Int32(rows), 0)
+                    XCTAssertLessThan(nmse(fast, generic), 1e-11, "tile \(format) \(rows)x\(columns)x\(tokens) vnni \(vnni)")
+                }
                 for vnni in tiers {
                     var fast = [Float](repeating: 0, count: tokens * rows)
                     ck_gemm_q8_panel(vnni, format.ggmlTypeNumber!, weights.data, weights.rowBytes, Int32(rows), packed,

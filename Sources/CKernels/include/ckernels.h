@@ -26,6 +26,7 @@ void ck_quantize_q8_avx2(const float *x, int tokens, int k, int8_t *q, float *d,
 
 /// y[t·ldy + r] (+)= Σ over blocks of W[r] · x[t], with x quantized by ck_quantize_q8_avx2 and
 /// W in ggml's Q8_0 (8), Q4_0 (2) or Q4_1 (3) layout, `rowBytes` bytes per row.
+/// A negated format (−8, −2, −3) runs the AVX-512 VNNI variant (check ck_has_avx512_vnni first).
 void ck_gemm_q8_avx2(int format, const void *weights, size_t rowBytes, int rows,
                      const int8_t *q, const float *d, const float *s, int tokens, int k,
                      float *y, int ldy, int accumulate);
