@@ -59,7 +59,7 @@ let package = Package(
         .testTarget(name: "TokenizerTests", dependencies: ["TestSupport", "Tokenizer", "ModelFormats"], path: "Tests/TokenizerTests"),
         .testTarget(name: "LanguageModelTests", dependencies: ["TestSupport", "LanguageModel", "ModelFormats", "Tokenizer"],
                     path: "Tests/LanguageModelTests"),
-        .testTarget(name: "FineTuningTests", dependencies: ["TestSupport", "FineTuning"], path: "Tests/FineTuningTests"),
+        .testTarget(name: "FineTuningTests", dependencies: ["TestSupport", "FineTuning", "Kernels", "LanguageModel", "Privacy"], path: "Tests/FineTuningTests"),
         .testTarget(name: "PrivacyTests", dependencies: ["TestSupport", "Privacy"], path: "Tests/PrivacyTests"),
         .testTarget(name: "SecureCryptoTests", dependencies: ["TestSupport", "SecureCrypto"], path: "Tests/SecureCryptoTests"),
         .testTarget(name: "TransportTests", dependencies: ["TestSupport", "Transport"], path: "Tests/TransportTests"),

@@ -2,6 +2,7 @@ import CommandLineParsing
 
 /// The client's commands; each lives in its own file.
 enum ClientCommands {
-    static let all: [Command] = [ModelCommands.tokenize, ModelCommands.generate, ModelCommands.eval, QuantizeCommand.command]
-    static let groups: [CommandGroup] = []
+    static let all: [Command] = [ModelCommands.tokenize, ModelCommands.generate, ModelCommands.eval, QuantizeCommand.command,
+                                  TrainCommands.train, TrainCommands.budget]
+    static let groups: [CommandGroup] = [PrivacyCommands.group]
 }

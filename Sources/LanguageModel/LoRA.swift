@@ -1,3 +1,4 @@
+import Foundation
 import Kernels
 import ModelFormats
 
@@ -112,5 +113,27 @@ public enum RoPEPermutation {
             for k in 0..<rank { out[row * rank + k] = b[source * rank + k] }
         }
         return out
+    }
+}
+
+extension LoRAAdapter {
+    /// The adapter as PEFT tensors (`...layers.N.self_attn.q_proj.lora_A.weight`, HF row order).
+    public func peftTensors() -> [String: AdapterTensor] {
+        var tensors: [String: AdapterTensor] = [:]
+        for (layer, pairs) in layers.enumerated() {
+            for (module, pair) in pairs {
+                let stem = PEFTAdapter.keyStem(layer: layer, module: module.rawValue)
+                tensors["\(stem).lora_A.weight"] = AdapterTensor(shape: [pair.rank, pair.inFeatures], values: pair.a)
+                tensors["\(stem).lora_B.weight"] = AdapterTensor(shape: [pair.outFeatures, pair.rank], values: pair.b)
+            }
+        }
+        return tensors
+    }
+
+    /// Writes a PEFT adapter directory (adapter_config.json, adapter_model.safetensors) that HF PEFT
+    /// loads; refuses non-finite values, so a NaN never reaches an adapter file.
+    public func write(to directory: URL, baseModel: String? = nil) throws {
+        try PEFTAdapter.write(rank: rank, alpha: alpha, targetModules: targets.map(\.rawValue), tensors: peftTensors(),
+                              to: directory, baseModel: baseModel)
     }
 }

@@ -1,0 +1,222 @@
+import CommandLineParsing
+import Foundation
+import LanguageModel
+import Privacy
+
+/// Record-level differential privacy for one training run (DP-SGD, Abadi et al. 2016).
+public struct DifferentialPrivacy: Sendable, Equatable {
+    /// σ: the noise standard deviation is σ·C per coordinate of the summed clipped gradients.
+    public var noiseMultiplier: Double
+    /// C: each example's gradient over all adapter tensors is clipped to this L2 norm.
+    public var clipNorm: Double
+    /// δ of the (ε, δ) guarantee.
+    public var delta: Double
+    public var accountant: AccountantKind
+
+    public init(noiseMultiplier: Double, clipNorm: Double, delta: Double, accountant: AccountantKind = .rdp) {
+        self.noiseMultiplier = noiseMultiplier
+        self.clipNorm = clipNorm
+        self.delta = delta
+        self.accountant = accountant
+    }
+}
+
+/// What to train and how; validated by `LoRATrainer.init`.
+public struct TrainingConfiguration: Sendable {
+    public var rank = 8
+    public var alpha = 16.0
+    public var targets: [ProjectionModule] = [.qProj, .kProj, .vProj, .oProj]
+    /// Optimizer steps; when nil, `epochs` passes over the data at the expected batch size.
+    public var steps: Int?
+    public var epochs = 1.0
+    /// Expected examples per step (Poisson sampling with rate batchSize·accumulation / N).
+    public var batchSize = 8
+    /// A logical batch of `batchSize × gradientAccumulation` examples per optimizer step. Examples are
+    /// processed one sequence at a time anyway, so this changes the step's batch, not memory.
+    public var gradientAccumulation = 1
+    public var learningRate = 2e-3
+    public var warmupSteps = 0
+    public var decay: LearningRateSchedule.Decay = .linear
+    public var weightDecay = 0.0
+    /// Seed of the adapter's public initialisation (A Kaiming-uniform, B zero).
+    public var initializationSeed: UInt64 = 0
+    /// nil trains without privacy.
+    public var privacy: DifferentialPrivacy?
+
+    public init() {}
+}
+
+/// A training run's error: names the field or step.
+public struct TrainingError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// The numbers of a finished run.
+public struct TrainingResult: Sendable {
+    public var steps: Int
+    /// Tokens whose loss was counted, over the whole run.
+    public var tokens: Int
+    /// Tokens processed (forward and backward), over the whole run.
+    public var processedTokens: Int
+    /// Mean loss over the last 10% of steps (at least one).
+    public var trainLoss: Double
+    public var losses: [Double]
+    public var seconds: Double
+    public var tokensPerSecond: Double { Double(processedTokens) / max(seconds, 1e-9) }
+    public var samplingRate: Double
+    public var epsilon: Double?
+    public var lora: TrainableLoRA
+}
+
+/// LoRA fine-tuning on a frozen (possibly quantized) base model, with or without DP-SGD.
+///
+/// With privacy, every step samples each record independently with probability q (Poisson sampling,
+/// the accountant's assumption, from libsodium's generator), computes each sampled record's gradient,
+/// clips it to norm C, sums, adds N(0, σ²C²) noise per coordinate (libsodium-seeded, see
+/// `GaussianNoise`), and divides by the expected batch size q·N. Without privacy, the same sampling
+/// feeds the plain mean of the gradients. Per-example gradients are exact, not estimated: the
+/// backward pass runs one sequence at a time, so clipping costs one norm per example.
+public final class LoRATrainer {
+    public let model: LlamaModel
+    public let examples: [TokenizedExample]
+    public let configuration: TrainingConfiguration
+    public let totalSteps: Int
+    /// q = expected logical batch / N.
+    public let samplingRate: Double
+    public private(set) var lora: TrainableLoRA
+
+    public init(model: LlamaModel, examples: [TokenizedExample], configuration: TrainingConfiguration,
+                initial: TrainableLoRA? = nil) throws {
+        guard !examples.isEmpty else { throw TrainingError("the training data has no examples") }
+        guard examples.contains(where: { $0.countedTokens > 0 }) else {
+            throw TrainingError("no training example has a token to learn (all labels are -100 or sequences are too short)")
+        }
+        let c = configuration
+        guard (1...256).contains(c.rank) else { throw TrainingError("rank must be in 1...256, got \(c.rank)") }
+        guard c.alpha > 0, c.alpha.isFinite else { throw TrainingError("alpha must be positive, got \(c.alpha)") }
+        guard !c.targets.isEmpty else { throw TrainingError("no target modules given") }
+        guard c.batchSize >= 1, c.gradientAccumulation >= 1 else {
+            throw TrainingError("batch size and gradient accumulation must be at least 1")
+        }
+        guard c.learningRate > 0, c.learningRate.isFinite else {
+            throw TrainingError("learning rate must be positive, got \(c.learningRate)")
+        }
+        let logicalBatch = c.batchSize * c.gradientAccumulation
+        guard logicalBatch <= examples.count else {
+            throw TrainingError("batch size \(logicalBatch) exceeds the \(examples.count) training examples")
+        }
+        samplingRate = Double(logicalBatch) / Double(examples.count)
+        if let steps = c.steps {
+            guard steps >= 1 else { throw TrainingError("steps must be at least 1, got \(steps)") }
+            totalSteps = steps
+        } else {
+            guard c.epochs > 0, c.epochs.isFinite else { throw TrainingError("epochs must be positive, got \(c.epochs)") }
+            totalSteps = max(1, Int((c.epochs / samplingRate).rounded(.up)))
+        }
+        if let dp = c.privacy {
+            guard dp.noiseMultiplier > 0, dp.noiseMultiplier.isFinite else {
+                throw TrainingError("noise multiplier must be positive, got \(dp.noiseMultiplier)")
+            }
+            guard dp.clipNorm > 0, dp.clipNorm.isFinite else { throw TrainingError("clip norm must be positive, got \(dp.clipNorm)") }
+            guard dp.delta > 0, dp.delta < 1 else { throw TrainingError("delta must be in (0, 1), got \(dp.delta)") }
+        }
+        if let initial {
+            guard initial.rank == c.rank, Set(initial.targets) == Set(c.targets) else {
+                throw TrainingError("the starting adapter has rank \(initial.rank) on \(initial.targets.map(\.rawValue)), "
+                                    + "the plan asks rank \(c.rank) on \(c.targets.map(\.rawValue))")
+            }
+            lora = initial
+        } else {
+            lora = TrainableLoRA.initialized(for: model, rank: c.rank, alpha: c.alpha, targets: c.targets,
+                                             seed: c.initializationSeed)
+        }
+        self.model = model
+        self.examples = examples
+        self.configuration = c
+    }
+
+    /// The privacy this run spends, for the ledger, before it starts.
+    public var mechanism: MechanismSteps? {
+        guard let dp = configuration.privacy else { return nil }
+        return MechanismSteps(samplingRate: samplingRate, noiseMultiplier: dp.noiseMultiplier, steps: totalSteps)
+    }
+
+
+    /// Runs every step. `onStep(step, loss)` follows each optimizer step (for progress and checkpoints).
+    public func train(progress: ProgressReporter? = nil,
+                      onStep: ((Int, Double) throws -> Void)? = nil) throws -> TrainingResult {
+        let c = configuration
+        let count = lora.count
+        var optimizer = AdamW(parameterCount: count, weightDecay: Float(c.weightDecay))
+        let schedule = LearningRateSchedule(peak: c.learningRate, warmupSteps: c.warmupSteps, totalSteps: totalSteps,
+                                            decay: c.decay)
+        let expectedBatch = samplingRate * Double(examples.count)
+        var sum = [Float](repeating: 0, count: count)
+        var single = [Float](repeating: 0, count: count)
+        var losses: [Double] = []
+        var countedTotal = 0, processedTotal = 0
+        let start = ProcessStatistics.now()
+
+        for step in 0..<totalSteps {
+            let batch = DPSGDStep.poissonSample(count: examples.count, rate: samplingRate)
+            for i in 0..<count { sum[i] = 0 }
+            var dpStep = c.privacy.map { DPSGDStep(parameterCount: count, clipNorm: $0.clipNorm, noiseMultiplier: $0.noiseMultiplier) }
+            var batchLoss = 0.0, batchExamples = 0
+            for index in batch {
+                let example = examples[index]
+                for i in 0..<count { single[i] = 0 }
+                let (loss, counted) = try single.withUnsafeMutableBufferPointer { gradient in
+                    try model.lossAndGradient(tokens: example.ids, labels: example.labels, lora: lora,
+                                              gradient: gradient.baseAddress!)
+                }
+                processedTotal += example.ids.count
+                guard counted > 0 else { continue }  // nothing to learn; contributes a zero gradient
+                guard loss.isFinite else {
+                    throw TrainingError("step \(step + 1): the loss of the record on line \(example.line) is \(loss)")
+                }
+                countedTotal += counted
+                batchLoss += loss
+                batchExamples += 1
+                if dpStep != nil {
+                    let norm = single.withUnsafeBufferPointer { dpStep!.add($0) }
+                    guard norm != nil else {
+                        throw TrainingError("step \(step + 1): the gradient of the record on line \(example.line) is not finite")
+                    }
+                } else {
+                    for i in 0..<count { sum[i] += single[i] }
+                }
+            }
+            let gradient: [Float]
+            if let dpStep {
+                // An empty sample still takes a step (noise only), as the accountant assumes.
+                gradient = dpStep.privatized(expectedBatchSize: expectedBatch)
+            } else {
+                let divisor = Float(max(1, batchExamples))
+                gradient = sum.map { $0 / divisor }
+            }
+            guard gradient.allSatisfy({ $0.isFinite }) else {
+                throw TrainingError("step \(step + 1): the gradient is not finite; no adapter is written")
+            }
+            optimizer.update(&lora.parameters, gradient: gradient, learningRate: Float(schedule.rate(at: step)))
+            let meanLoss = batchExamples > 0 ? batchLoss / Double(batchExamples) : .nan
+            losses.append(meanLoss)
+            let elapsed = ProcessStatistics.now() - start
+            progress?.update(step + 1, String(format: "loss %.4f  batch %d  %.0f tokens/s", meanLoss, batch.count,
+                                              Double(processedTotal) / max(elapsed, 1e-9)))
+            try onStep?(step + 1, meanLoss)
+        }
+        guard lora.parameters.allSatisfy({ $0.isFinite }) else {
+            throw TrainingError("the trained adapter has non-finite values; no adapter is written")
+        }
+        let tail = losses.suffix(max(1, losses.count / 10)).filter { $0.isFinite }
+        let seconds = ProcessStatistics.now() - start
+        var epsilon: Double?
+        if let dp = c.privacy, let mechanism {
+            epsilon = try PrivacyAccounting.epsilon(steps: [mechanism], delta: dp.delta, accountant: dp.accountant)
+        }
+        return TrainingResult(steps: totalSteps, tokens: countedTotal, processedTokens: processedTotal,
+                              trainLoss: tail.isEmpty ? .nan : tail.reduce(0, +) / Double(tail.count), losses: losses,
+                              seconds: seconds, samplingRate: samplingRate, epsilon: epsilon, lora: lora)
+    }
+}

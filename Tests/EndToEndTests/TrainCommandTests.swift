@@ -1,0 +1,134 @@
+import Foundation
+import TestSupport
+import XCTest
+
+/// `train`, `budget` and `privacy` as real processes on the tiny fixture model: the adapter, the
+/// ledger charged before training, refusal past the budget, and a ledger that survives `kill -9`.
+final class TrainCommandTests: XCTestCase {
+    func run(_ arguments: [String]) throws -> Executables.Result {
+        try Executables.run(Executables.client, arguments)
+    }
+
+    var tiny: String { Fixtures.url("tiny-llama").path }
+
+    /// Sixteen pre-tokenized records from the fixture.
+    func writeData(in directory: URL) throws -> URL {
+        let reference = try Fixtures.json("tiny-llama/reference.json")
+        let inputs = reference["input_ids"] as! [[Int]]
+        let lines = try (0..<16).map { i in
+            String(decoding: try JSONSerialization.data(withJSONObject: ["input_ids": inputs[i % inputs.count]]), as: UTF8.self)
+        }
+        let url = directory.appendingPathComponent("train.jsonl")
+        try (lines.joined(separator: "\n") + "\n").write(to: url, atomically: true, encoding: .utf8)
+        return url
+    }
+
+    func testDPTrainingChargesTheLedgerAndWritesAnAdapter() throws {
+        let directory = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let data = try writeData(in: directory)
+        let state = directory.appendingPathComponent("state").path
+        let adapter = directory.appendingPathComponent("adapter").path
+        let result = try run(["train", "--model", tiny, "--data", data.path, "--eval-data", data.path, "--out", adapter,
+                              "--state", state, "--budget-epsilon", "20", "--dp", "--noise-multiplier", "1.0", "--clip", "1",
+                              "--steps", "20", "--batch-size", "4", "--lr", "0.01", "--json", "--threads", "2"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let json = try result.json()
+        for key in ["steps", "tokens", "train_loss", "eval_loss", "eval_loss_before", "epsilon", "delta", "noise_multiplier",
+                    "sampling_rate", "tokens_per_second", "peak_rss_bytes", "adapter"] {
+            XCTAssertNotNil(json[key], key)
+        }
+        XCTAssertEqual(json["sampling_rate"] as? Double, 0.25)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: adapter + "/adapter_model.safetensors"))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: adapter + "/adapter_config.json"))
+
+        // ε reported equals the accountant's, through the `privacy epsilon` command.
+        let epsilon = try run(["privacy", "epsilon", "--sampling-rate", "0.25", "--noise-multiplier", "1", "--steps", "20",
+                               "--delta", "1e-5", "--json"]).json()
+        XCTAssertEqual(json["epsilon"] as! Double, epsilon["epsilon"] as! Double, accuracy: 1e-9)
+
+        // `eval --adapter` gives the held-out loss `train` reported.
+        let evaluation = try run(["eval", "--model", tiny, "--adapter", adapter, "--data", data.path, "--json"]).json()
+        XCTAssertEqual(evaluation["loss"] as! Double, json["eval_loss"] as! Double, accuracy: 1e-6)
+
+        // The ledger holds the run, with the cumulative ε.
+        let budget = try run(["budget", "--state", state, "--json"]).json()
+        let entries = budget["entries"] as! [[String: Any]]
+        XCTAssertEqual(entries.count, 1)
+        XCTAssertEqual(entries[0]["steps"] as? Int, 20)
+        XCTAssertEqual(budget["epsilon_spent"] as! Double, json["epsilon"] as! Double, accuracy: 1e-9)
+        XCTAssertEqual(budget["epsilon_budget"] as? Double, 20)
+        let mode = try FileManager.default.attributesOfItem(atPath: state + "/privacy-ledger.json")[.posixPermissions] as! Int
+        XCTAssertEqual(mode & 0o077, 0, "the ledger is private to its owner")
+
+        // A run that would cross the budget is refused before it starts, saying what is left.
+        let refused = try run(["train", "--model", tiny, "--data", data.path, "--out", directory.appendingPathComponent("x").path,
+                               "--state", state, "--dp", "--noise-multiplier", "0.3", "--steps", "5000", "--batch-size", "4"])
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.stderr.contains("left"), refused.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: directory.appendingPathComponent("x").path))
+        let after = try run(["budget", "--state", state, "--json"]).json()
+        XCTAssertEqual((after["entries"] as! [Any]).count, 1, "a refused run is not charged")
+    }
+
+    /// `privacy noise` returns the smallest σ on the 0.001 grid: the fixture's inverse case.
+    func testPrivacyNoiseMatchesTheFixture() throws {
+        let reference = try Fixtures.json("privacy/reference.json")
+        let inverse = (reference["inverse"] as! [[String: Any]])[0]
+        let rdp = try run(["privacy", "noise", "--target-epsilon", "\(inverse["target_eps"]!)", "--sampling-rate",
+                           "\(inverse["q"]!)", "--steps", "\(inverse["steps"]!)", "--delta", "\(inverse["delta"]!)", "--json"]).json()
+        XCTAssertEqual(rdp["noise_multiplier"] as! Double, inverse["sigma_rdp_opacus_style"] as! Double, accuracy: 1e-9)
+        let record = (reference["records"] as! [[String: Any]])[1]
+        let pld = try run(["privacy", "epsilon", "--sampling-rate", "\(record["q"]!)", "--noise-multiplier", "\(record["sigma"]!)",
+                           "--steps", "\(record["steps"]!)", "--delta", "\(record["delta"]!)", "--accountant", "pld", "--json"]).json()
+        let value = pld["epsilon"] as! Double, upper = record["eps_pld_upper"] as! Double
+        XCTAssertLessThanOrEqual(value, upper * 1.01)
+        XCTAssertGreaterThanOrEqual(value, record["eps_lower_bound"] as! Double)
+        let bad = try run(["privacy", "epsilon", "--sampling-rate", "1.5", "--noise-multiplier", "1", "--steps", "1", "--delta", "1e-5"])
+        XCTAssertEqual(bad.status, 64)
+        XCTAssertTrue(bad.stderr.contains("--sampling-rate"), bad.stderr)
+    }
+
+    /// `kill -9` at several moments: whenever training had begun, the ledger counts the run, and the
+    /// ledger always reads back.
+    func testKilledTrainingIsAlwaysCounted() throws {
+        let directory = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let data = try writeData(in: directory)
+        let state = directory.appendingPathComponent("state").path
+        for (attempt, delay) in [0.05, 0.2, 0.5, -1].enumerated() {
+            let log = directory.appendingPathComponent("stderr-\(attempt).txt")
+            FileManager.default.createFile(atPath: log.path, contents: nil)
+            let process = Process()
+            process.executableURL = Executables.client
+            process.arguments = ["train", "--model", tiny, "--data", data.path, "--out", directory.appendingPathComponent("a\(attempt)").path,
+                                 "--state", state, "--budget-epsilon", "100000", "--dp", "--noise-multiplier", "1",
+                                 "--steps", "100000", "--batch-size", "4", "--threads", "1"]
+            process.standardError = try FileHandle(forWritingTo: log)
+            process.standardOutput = FileHandle.nullDevice
+            let before = (try? run(["budget", "--state", state, "--json"]).json()["entries"] as? [Any])??.count ?? 0
+            try process.run()
+            if delay >= 0 {
+                Thread.sleep(forTimeInterval: delay)
+            } else {
+                // Wait for the first training step's progress line, then kill.
+                let deadline = Date().addingTimeInterval(60)
+                while Date() < deadline, !(try String(contentsOf: log, encoding: .utf8)).contains("/100000  loss") {
+                    Thread.sleep(forTimeInterval: 0.02)
+                }
+            }
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            let stderr = try String(contentsOf: log, encoding: .utf8)
+            let budget = try run(["budget", "--state", state, "--json"])
+            if stderr.contains("/100000  loss") {
+                XCTAssertEqual(budget.status, 0, budget.stderr)
+                let entries = (try budget.json()["entries"] as! [Any]).count
+                XCTAssertEqual(entries, before + 1, "attempt \(attempt): training had begun, the run must be counted\n\(stderr)")
+            } else if FileManager.default.fileExists(atPath: state + "/privacy-ledger.json") {
+                XCTAssertEqual(budget.status, 0, "attempt \(attempt): the ledger must always read back: \(budget.stderr)")
+            }
+            if delay < 0 { XCTAssertTrue(stderr.contains("/100000  loss"), "the last attempt kills mid-training: \(stderr)") }
+        }
+    }
+}
