@@ -35,4 +35,8 @@ static inline void conclave_OPENSSL_free(void *pointer) {
     OPENSSL_free(pointer);
 }
 
+static inline uint64_t conclave_SSL_OP_NO_TICKET(void) { return (uint64_t)SSL_OP_NO_TICKET; }
+
+static inline uint64_t conclave_SSL_OP_NO_RENEGOTIATION(void) { return (uint64_t)SSL_OP_NO_RENEGOTIATION; }
+
 #endif
