@@ -33,6 +33,7 @@ let package = Package(
                 swiftSettings: numericSettings),
         .target(name: "FineTuning", dependencies: ["LanguageModel", "Tokenizer", "Privacy", "SecureCrypto", "CommandLineParsing"],
                 path: "Sources/FineTuning", swiftSettings: numericSettings),
+        .target(name: "Wire", path: "Sources/Wire"),
         .target(name: "Transport", dependencies: ["COpenSSL"], path: "Sources/Transport"),
         .target(name: "CommandLineParsing", path: "Sources/CommandLineParsing"),
 
@@ -62,6 +63,7 @@ let package = Package(
         .testTarget(name: "FineTuningTests", dependencies: ["TestSupport", "FineTuning", "Kernels", "LanguageModel", "Privacy"], path: "Tests/FineTuningTests"),
         .testTarget(name: "PrivacyTests", dependencies: ["TestSupport", "Privacy"], path: "Tests/PrivacyTests"),
         .testTarget(name: "SecureCryptoTests", dependencies: ["TestSupport", "SecureCrypto"], path: "Tests/SecureCryptoTests"),
+        .testTarget(name: "WireTests", dependencies: ["TestSupport", "Wire"], path: "Tests/WireTests"),
         .testTarget(name: "TransportTests", dependencies: ["TestSupport", "Transport"], path: "Tests/TransportTests"),
         .testTarget(name: "CommandLineParsingTests", dependencies: ["TestSupport", "CommandLineParsing"],
                     path: "Tests/CommandLineParsingTests"),

@@ -1,0 +1,209 @@
+/// The wire protocol's constants.
+///
+/// A frame is a 12-byte header, then the payload:
+/// `"CNCL"` (4 bytes) · version (UInt16) · message type (UInt16) · payload length (UInt32),
+/// all big-endian. Payload fields are encoded by `WireEncoder`.
+public enum WireProtocol {
+    /// The four bytes every frame starts with.
+    public static let magic: [UInt8] = Array("CNCL".utf8)
+    /// The version this build writes.
+    public static let version: UInt16 = 1
+    /// The versions this build reads; any other is refused.
+    public static let supportedVersions: Set<UInt16> = [1]
+    /// Header size in bytes.
+    public static let headerByteCount = 12
+    /// Default limit on a frame's payload: 64 MiB (a LoRA update travels in several chunks).
+    public static let defaultMaximumPayload = 64 << 20
+    /// Limit on any string field, in UTF-8 bytes.
+    public static let maximumStringBytes = 4096
+}
+
+/// What a frame carries. Every value is listed here: a peer sending any other is refused, so the
+/// federation extends this enum (with a new raw value, never reusing one) as it adds messages.
+public enum MessageType: UInt16, Sendable, CaseIterable, CustomStringConvertible {
+    /// Client → coordinator, first frame on a connection: who the client is and what it runs.
+    case hello = 1
+    /// Coordinator → client: a round's invitation (round id, training plan, aggregation mode).
+    case invite = 2
+    /// Client → coordinator: the client takes part in the round.
+    case accept = 3
+    /// Client → coordinator: the client declines the round, with a reason (budget, policy).
+    case decline = 4
+    /// Either way: part of a tensor (global adapter down, update up); see `TensorChunk`.
+    case tensorChunk = 5
+    /// Client → coordinator: evaluation and training metrics for the round.
+    case metrics = 6
+    /// Either way: the round is abandoned, with a reason.
+    case abort = 7
+
+    public var description: String {
+        switch self {
+        case .hello: return "hello"
+        case .invite: return "invite"
+        case .accept: return "accept"
+        case .decline: return "decline"
+        case .tensorChunk: return "tensorChunk"
+        case .metrics: return "metrics"
+        case .abort: return "abort"
+        }
+    }
+}
+
+/// One message on the wire: its type and its encoded payload.
+public struct Frame: Equatable, Sendable {
+    /// The protocol version the frame was written with.
+    public var version: UInt16
+    /// What the payload holds.
+    public var type: MessageType
+    /// The encoded fields.
+    public var payload: [UInt8]
+
+    /// A frame of the current protocol version.
+    public init(type: MessageType, payload: [UInt8], version: UInt16 = WireProtocol.version) {
+        self.type = type
+        self.payload = payload
+        self.version = version
+    }
+
+    /// Header and payload, ready to write.
+    /// - Throws: `WireError.oversized` if the payload exceeds `maximumPayload`.
+    public func encoded(maximumPayload: Int = WireProtocol.defaultMaximumPayload) throws -> [UInt8] {
+        let limit = min(maximumPayload, Int(UInt32.max))
+        guard payload.count <= limit else {
+            throw WireError.oversized(field: "\(type) frame payload", length: payload.count, limit: limit)
+        }
+        var bytes = WireProtocol.magic
+        bytes.reserveCapacity(WireProtocol.headerByteCount + payload.count)
+        appendBigEndian(version, to: &bytes)
+        appendBigEndian(type.rawValue, to: &bytes)
+        appendBigEndian(UInt32(payload.count), to: &bytes)
+        bytes.append(contentsOf: payload)
+        return bytes
+    }
+
+    /// Decodes exactly one complete frame (no bytes before or after it).
+    public static func decode(_ bytes: [UInt8], maximumPayload: Int = WireProtocol.defaultMaximumPayload) throws -> Frame {
+        var reader = FrameReader(maximumPayload: maximumPayload)
+        reader.feed(bytes)
+        guard let frame = try reader.next() else {
+            try reader.finish()
+            throw WireError.truncated(field: "frame", needed: WireProtocol.headerByteCount, available: bytes.count)
+        }
+        guard reader.bufferedByteCount == 0 else {
+            throw WireError.trailingBytes(message: "\(frame.type) frame", count: reader.bufferedByteCount)
+        }
+        return frame
+    }
+}
+
+/// Cuts a byte stream into frames, incrementally: feed chunks as they arrive, take complete frames.
+///
+/// Each header field is checked as soon as its bytes are in (magic, then version, type and length),
+/// so garbage is refused after its first bytes and an oversized length before its payload arrives.
+/// Nothing is allocated from a declared length: the buffer grows only with bytes actually received.
+/// After an error the reader is spent: every later call throws the same error.
+public struct FrameReader: Sendable {
+    /// The largest payload accepted.
+    public let maximumPayload: Int
+    private var buffer: [UInt8] = []
+    private var start = 0
+    private var failure: WireError?
+
+    /// - Parameter maximumPayload: limit on each frame's payload (capped at UInt32.max).
+    public init(maximumPayload: Int = WireProtocol.defaultMaximumPayload) {
+        precondition(maximumPayload >= 0, "maximumPayload must not be negative")
+        self.maximumPayload = min(maximumPayload, Int(UInt32.max))
+    }
+
+    /// Bytes received but not yet returned as a frame.
+    public var bufferedByteCount: Int { buffer.count - start }
+
+    /// Appends bytes received from the peer.
+    public mutating func feed<Bytes: Collection>(_ bytes: Bytes) where Bytes.Element == UInt8 {
+        if start > 0 && start >= buffer.count / 2 {
+            buffer.removeFirst(start)
+            start = 0
+        }
+        buffer.append(contentsOf: bytes)
+    }
+
+    /// The next complete frame, or nil until more bytes arrive.
+    /// - Throws: `WireError.badMagic`, `.unknownVersion`, `.unknownType`, `.oversized`.
+    public mutating func next() throws -> Frame? {
+        if let failure { throw failure }
+        do {
+            return try parse()
+        } catch let error as WireError {
+            failure = error
+            throw error
+        }
+    }
+
+    /// Call at end of stream: throws `WireError.truncated` if part of a frame is left over.
+    public mutating func finish() throws {
+        if let failure { throw failure }
+        let available = bufferedByteCount
+        guard available > 0 else { return }
+        if available < WireProtocol.headerByteCount {
+            throw WireError.truncated(field: "frame header", needed: WireProtocol.headerByteCount, available: available)
+        }
+        let length = Int(readBigEndian(UInt32.self, at: start + 8))
+        throw WireError.truncated(field: "frame payload", needed: length, available: available - WireProtocol.headerByteCount)
+    }
+
+    /// Reads from `read` (e.g. a TLS connection's `read(into:)`, which returns 0 at end of stream)
+    /// until a frame is complete. Returns nil at a clean end of stream between frames.
+    /// - Throws: the `WireError`s of `next()`, `.truncated` if the stream ends inside a frame, and
+    ///   whatever `read` throws.
+    public mutating func nextFrame(reading read: (UnsafeMutableRawBufferPointer) throws -> Int) throws -> Frame? {
+        var scratch = [UInt8](repeating: 0, count: 64 << 10)
+        while true {
+            if let frame = try next() { return frame }
+            let count = try scratch.withUnsafeMutableBytes { try read($0) }
+            guard count > 0 else {
+                try finish()
+                return nil
+            }
+            feed(scratch[..<count])
+        }
+    }
+
+    private mutating func parse() throws -> Frame? {
+        let available = bufferedByteCount
+        let magicBytes = min(available, 4)
+        for index in 0..<magicBytes where buffer[start + index] != WireProtocol.magic[index] {
+            throw WireError.badMagic(prefix: Array(buffer[start..<(start + magicBytes)]))
+        }
+        guard available >= 6 else { return nil }
+        let version = readBigEndian(UInt16.self, at: start + 4)
+        guard WireProtocol.supportedVersions.contains(version) else { throw WireError.unknownVersion(version) }
+        guard available >= 8 else { return nil }
+        let rawType = readBigEndian(UInt16.self, at: start + 6)
+        guard let type = MessageType(rawValue: rawType) else { throw WireError.unknownType(rawType) }
+        guard available >= WireProtocol.headerByteCount else { return nil }
+        let length = Int(readBigEndian(UInt32.self, at: start + 8))
+        guard length <= maximumPayload else {
+            throw WireError.oversized(field: "\(type) frame payload", length: length, limit: maximumPayload)
+        }
+        guard available >= WireProtocol.headerByteCount + length else { return nil }
+        let payloadStart = start + WireProtocol.headerByteCount
+        let payload = Array(buffer[payloadStart..<(payloadStart + length)])
+        start = payloadStart + length
+        if start == buffer.count {
+            buffer.removeAll(keepingCapacity: buffer.capacity <= 1 << 20)
+            start = 0
+        }
+        return Frame(type: type, payload: payload, version: version)
+    }
+
+    private func readBigEndian<T: FixedWidthInteger>(_: T.Type, at offset: Int) -> T {
+        var value: T = 0
+        for index in 0..<MemoryLayout<T>.size { value = value << 8 | T(buffer[offset + index]) }
+        return value
+    }
+}
+
+func appendBigEndian<T: FixedWidthInteger>(_ value: T, to bytes: inout [UInt8]) {
+    var bigEndian = value.bigEndian
+    withUnsafeBytes(of: &bigEndian) { bytes.append(contentsOf: $0) }
+}
