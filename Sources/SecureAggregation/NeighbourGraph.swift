@@ -16,11 +16,11 @@ public enum NeighbourGraph: Sendable, Equatable, CustomStringConvertible {
     /// A random Harary graph of the given degree (at least 2); a degree of n - 1 or more is complete.
     case harary(degree: Int)
 
-    /// The SecAgg+ degree this project uses for a cohort of n: the smallest even k >= 3 log2 n, and
-    /// at most n - 1. Bell et al. show k = O(log n) suffices for privacy and dropout robustness with
+    /// The SecAgg+ degree this project uses for a cohort of n: the smallest even k >= 3 ceil(log2 n),
+    /// and at most n - 1. Bell et al. show k = O(log n) suffices for privacy and dropout robustness with
     /// overwhelming probability; the constant 3 is our choice, not a figure from the paper: with the
     /// default threshold (two thirds of a neighbourhood) it leaves each client about k/3 of slack for
-    /// dropouts, e.g. k = 20 for n = 100, k = 28 for n = 500, k = 30 for n = 1000.
+    /// dropouts, e.g. k = 22 for n = 100, k = 28 for n = 500, k = 30 for n = 1000.
     public static func defaultDegree(cohortSize n: Int) -> Int {
         guard n > 2 else { return max(n - 1, 0) }
         var log2n = 0

@@ -28,8 +28,16 @@ public struct SecureAggregationClient: Sendable {
     private var ownAdvertisement: KeyAdvertisement?
     /// The neighbourhood members that advertised (this client included), by id.
     private var neighbourKeys: [ParticipantID: KeyAdvertisement] = [:]
-    /// Shares held of each neighbour's secrets (of this client's own too), by owner.
-    private var heldShares: [ParticipantID: (maskingKey: ShamirShare, selfMaskSeed: ShamirShare)] = [:]
+    /// This client's shares of its own secrets, kept from the share stage to the masked-input stage.
+    private var ownShares: (maskingKey: ShamirShare, selfMaskSeed: ShamirShare)?
+    /// Every share held (of each neighbour's secrets and of its own), in one protected buffer: per
+    /// owner a row of the masking-key share's value then the self-mask-seed share's value. One
+    /// allocation, not two per neighbour: `sodium_malloc` maps guard pages around each buffer, and a
+    /// process has a bounded number of mappings.
+    private var heldShareValues: SecretBytes?
+    /// The row of each owner in `heldShareValues`.
+    private var heldShareRows: [ParticipantID: Int] = [:]
+    private static let rowByteCount = 2 * SecretShareLayout.secretByteCount
 
     /// A client for `session`, signing with its enrolled `identity`.
     /// - Parameter localAdapterHash: the hash of the global adapter this client trained from; the
@@ -122,7 +130,7 @@ public struct SecureAggregationClient: Sendable {
         for (position, recipient) in neighbourhood.enumerated() {
             guard let peer = keys[recipient] else { continue }  // did not advertise: gets nothing
             if recipient == id {
-                heldShares[id] = (maskingShares[position], seedShares[position])
+                ownShares = (maskingShares[position], seedShares[position])
                 continue
             }
             let key = try c.sharedKey(with: peer.encryptionKey, context: session.shareEncryptionContext)
@@ -159,14 +167,17 @@ public struct SecureAggregationClient: Sendable {
         guard let c = encryptionKeys, let s = maskingKeys, let b = selfMaskSeed else {
             preconditionFailure("keys are set in advertiseKeys")
         }
-        var peers = [ParticipantID]()
+        guard let own = ownShares else { preconditionFailure("own shares are set in shareKeys") }
+        // Envelopes first (public fields), then one buffer filled share by share as each is opened.
+        var opened = [(encrypted: EncryptedShare, peer: KeyAdvertisement)]()
+        var seen: Set<ParticipantID> = [id]
         for encrypted in bundle.shares {
             let sender = encrypted.sender
             guard sender != id, let peer = neighbourKeys[sender] else {
                 throw SecureAggregationError.unknownParticipant(
                     stage: stage, participant: sender, reason: "did not advertise keys to participant \(id)")
             }
-            guard heldShares[sender] == nil else { throw SecureAggregationError.duplicateMessage(stage: stage, sender: sender) }
+            guard seen.insert(sender).inserted else { throw SecureAggregationError.duplicateMessage(stage: stage, sender: sender) }
             guard encrypted.recipient == id else {
                 throw SecureAggregationError.malformedMessage(stage: stage, sender: sender,
                                                               reason: "share addressed to \(encrypted.recipient), delivered to \(id)")
@@ -176,17 +187,36 @@ public struct SecureAggregationClient: Sendable {
                     stage: stage, sender: sender,
                     reason: "encrypted share is \(encrypted.ciphertext.count) bytes, expected \(EncryptedShare.ciphertextByteCount)")
             }
-            let key = try c.sharedKey(with: peer.encryptionKey, context: session.shareEncryptionContext)
-            let plaintext: SecretBytes
-            do {
-                plaintext = try AEAD.open(encrypted.ciphertext, key: key,
-                                          associatedData: session.shareAssociatedData(sender: sender, recipient: id))
-            } catch SecureCryptoError.authenticationFailed {
-                throw SecureAggregationError.shareDecryptionFailed(sender: sender, recipient: id)
-            }
-            heldShares[sender] = try parseSharePlaintext(plaintext, sender: sender)
-            peers.append(sender)
+            opened.append((encrypted, peer))
         }
+        let rowBytes = Self.rowByteCount, half = SecretShareLayout.secretByteCount
+        let values = try SecretBytes(count: (opened.count + 1) * rowBytes) { out in
+            func store(_ row: Int, _ shares: (maskingKey: ShamirShare, selfMaskSeed: ShamirShare)) {
+                shares.maskingKey.value.withUnsafeBytes {
+                    UnsafeMutableRawBufferPointer(rebasing: out[(row * rowBytes)..<(row * rowBytes + half)]).copyMemory(from: $0)
+                }
+                shares.selfMaskSeed.value.withUnsafeBytes {
+                    UnsafeMutableRawBufferPointer(rebasing: out[(row * rowBytes + half)..<((row + 1) * rowBytes)]).copyMemory(from: $0)
+                }
+            }
+            store(0, own)
+            for (row, (encrypted, peer)) in opened.enumerated() {
+                let key = try c.sharedKey(with: peer.encryptionKey, context: session.shareEncryptionContext)
+                let plaintext: SecretBytes
+                do {
+                    plaintext = try AEAD.open(encrypted.ciphertext, key: key,
+                                              associatedData: session.shareAssociatedData(sender: encrypted.sender, recipient: id))
+                } catch SecureCryptoError.authenticationFailed {
+                    throw SecureAggregationError.shareDecryptionFailed(sender: encrypted.sender, recipient: id)
+                }
+                store(row + 1, try parseSharePlaintext(plaintext, sender: encrypted.sender))
+            }
+        }
+        let peers = opened.map(\.encrypted.sender)
+        heldShareValues = values
+        heldShareRows = [id: 0]
+        for (row, peer) in peers.enumerated() { heldShareRows[peer] = row + 1 }
+        ownShares = nil
         let completed = peers.count + 1
         guard completed >= session.threshold else {
             throw SecureAggregationError.refused(
@@ -232,7 +262,7 @@ public struct SecureAggregationClient: Sendable {
         guard !dropped.contains(id), survivors.contains(id) else {
             throw SecureAggregationError.refused(stage: stage, reason: "the request does not list participant \(id) itself as a survivor")
         }
-        if let stranger = survivors.union(dropped).sorted().first(where: { heldShares[$0] == nil }) {
+        if let stranger = survivors.union(dropped).sorted().first(where: { heldShareRows[$0] == nil }) {
             throw SecureAggregationError.refused(
                 stage: stage, reason: "participant \(id) holds no shares of participant \(stranger)")
         }
@@ -241,12 +271,8 @@ public struct SecureAggregationClient: Sendable {
                 stage: stage, reason: "only \(survivors.count) survivors listed in participant \(id)'s neighbourhood; threshold is \(session.threshold)")
         }
         var revealed = [RevealedShare]()
-        for owner in request.survivors.sorted() {
-            if let held = heldShares[owner] { revealed.append(RevealedShare(owner: owner, kind: .selfMaskSeed, share: held.selfMaskSeed)) }
-        }
-        for owner in request.dropped.sorted() {
-            if let held = heldShares[owner] { revealed.append(RevealedShare(owner: owner, kind: .maskingKey, share: held.maskingKey)) }
-        }
+        for owner in request.survivors.sorted() { revealed.append(try heldShare(of: owner, .selfMaskSeed)) }
+        for owner in request.dropped.sorted() { revealed.append(try heldShare(of: owner, .maskingKey)) }
         eraseSecrets()
         state = .finished
         return UnmaskResponse(sessionID: session.sessionID, sender: id, shares: revealed)
@@ -279,7 +305,23 @@ public struct SecureAggregationClient: Sendable {
         encryptionKeys = nil
         maskingKeys = nil
         selfMaskSeed = nil
-        heldShares = [:]
+        ownShares = nil
+        heldShareValues = nil
+        heldShareRows = [:]
+    }
+
+    /// The held share of `owner`'s secret of `kind` (the caller checked that it is held).
+    private func heldShare(of owner: ParticipantID, _ kind: ShareKind) throws -> RevealedShare {
+        guard let row = heldShareRows[owner], let values = heldShareValues,
+              let index = session.shareIndex(owner: owner, holder: id) else {
+            preconditionFailure("participant \(owner)'s shares are held")
+        }
+        let start = row * Self.rowByteCount + (kind == .maskingKey ? 0 : SecretShareLayout.secretByteCount)
+        let value = values.withUnsafeBytes {
+            SecretBytes(copying: UnsafeRawBufferPointer(rebasing: $0[start..<(start + SecretShareLayout.secretByteCount)]))
+        }
+        let share = try ShamirShare(index: index, threshold: UInt8(session.threshold), value: value)
+        return RevealedShare(owner: owner, kind: kind, share: share)
     }
 
     private func checkSession(_ sessionID: [UInt8], stage: SecureAggregationStage, recipient: ParticipantID) throws {

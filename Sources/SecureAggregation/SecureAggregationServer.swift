@@ -209,7 +209,10 @@ public struct SecureAggregationServer: Sendable {
                     reason: "share of participant \(owner) has index \(item.share.index), threshold \(item.share.threshold), \(item.share.value.count) bytes; expected \(index), \(session.threshold), \(SecretShareLayout.secretByteCount)")
             }
         }
-        for item in response.shares { revealed[item.owner, default: []].append(item.share) }
+        // t shares reconstruct a secret; further ones are not kept.
+        for item in response.shares where revealed[item.owner, default: []].count < session.threshold {
+            revealed[item.owner, default: []].append(item.share)
+        }
         responders.insert(sender)
     }
 
@@ -230,9 +233,9 @@ public struct SecureAggregationServer: Sendable {
             let available = revealed[owner] ?? []
             guard available.count >= t else {
                 throw SecureAggregationError.roundAborted(
-                    stage: stage, reason: "only \(available.count) \(kind) shares of participant \(owner) were revealed; threshold is \(t)")
+                    stage: stage, reason: "only \(available.count) \(kind.rawValue) shares of participant \(owner) were revealed; threshold is \(t)")
             }
-            return try ShamirSharing.reconstruct(Array(available.prefix(t)))
+            return try ShamirSharing.reconstruct(available)
         }
         var terms = [MaskTerm]()
         // Survivors added +PRG(b_u): subtract it.
