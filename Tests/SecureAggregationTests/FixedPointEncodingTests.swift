@@ -46,24 +46,28 @@ final class FixedPointEncodingTests: XCTestCase {
     /// Random values: every decoded value is within the stated bound of its clipped input, for both
     /// roundings, and the decoded sum of 50 clients equals the sum of their decoded values exactly.
     func testErrorBoundAndExactSumDecoding() throws {
+        // Clip 4 for up to 1000 clients gives f = 19, coarser than Float's spacing in [1, 4), so
+        // nearly every value really is rounded.
         let n = 50, d = 20_000
-        let encoding = try FixedPointEncoding(clipBound: 0.5, maximumClients: n)
+        let encoding = try FixedPointEncoding(clipBound: 4, maximumClients: 1000)
+        XCTAssertEqual(encoding.fractionalBits, 19)
         for rounding in [FixedPointEncoding.Rounding.nearest, .stochastic] {
             var sum = [UInt32](repeating: 0, count: d)
             var decodedTotal = [Double](repeating: 0, count: d)
             var worst = 0.0
             for _ in 0..<n {
-                let values = (0..<d).map { _ in Float.random(in: -0.6...0.6) }
+                let values = (0..<d).map { _ in Float.random(in: -4.5...4.5) }
                 let encoded = try encoding.encode(values, rounding: rounding)
                 let decoded = try encoding.decodeSum(encoded.words, clientCount: 1)
                 for i in 0..<d {
-                    worst = max(worst, abs(decoded[i] - Double(min(max(values[i], -0.5), 0.5))))
+                    worst = max(worst, abs(decoded[i] - Double(min(max(values[i], -4), 4))))
                     decodedTotal[i] += decoded[i]
                     sum[i] &+= encoded.words[i]
                 }
             }
             print("\(rounding): worst per-value error \(worst), bound \(encoding.maximumRoundingError(rounding))")
             XCTAssertLessThanOrEqual(worst, encoding.maximumRoundingError(rounding))
+            XCTAssertGreaterThan(worst, encoding.maximumRoundingError(rounding) / 2, "the values were not rounded at all")
             XCTAssertEqual(try encoding.decodeSum(sum, clientCount: n), decodedTotal)
         }
     }

@@ -8,10 +8,11 @@ final class SecureAggregationCorrectnessTests: XCTestCase {
     /// and decodes to the float sum within n times the rounding bound.
     private func checkExactSum(clients n: Int, graph: NeighbourGraph = .complete) throws {
         let d = 10_000
-        let encoding = try FixedPointEncoding(clipBound: 1, maximumClients: n)
+        // A coarse scale (f = 19 for clip 4 and up to 1000 clients), so the inputs are really rounded.
+        let encoding = try FixedPointEncoding(clipBound: 4, maximumClients: 1000)
         var floats = [ParticipantID: [Float]]()
         var run = try ProtocolRun.make(count: n, vectorLength: d, graph: graph) { id in
-            let values = (0..<d).map { _ in Float.random(in: -1.2...1.2) }
+            let values = (0..<d).map { _ in Float.random(in: -4.5...4.5) }
             floats[id] = values
             return try encoding.encode(values).words
         }
@@ -26,7 +27,7 @@ final class SecureAggregationCorrectnessTests: XCTestCase {
         let bound = Double(n) * encoding.maximumRoundingError(.stochastic)
         var worst = 0.0
         for i in 0..<d {
-            let exact = run.ids.reduce(0.0) { $0 + Double(min(max(floats[$1]![i], -1), 1)) }
+            let exact = run.ids.reduce(0.0) { $0 + Double(min(max(floats[$1]![i], -4), 4)) }
             worst = max(worst, abs(decoded[i] - exact))
         }
         print("  worst decoded error \(worst), bound n·2^-f = \(bound)")
