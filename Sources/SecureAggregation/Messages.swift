@@ -1,0 +1,216 @@
+import SecureCrypto
+
+// The messages of the four stages, as plain values. Their binary codec and length limits belong to
+// `Wire`; the state machines check every field they rely on (lengths, ids, session) themselves.
+
+/// Round 0, client to coordinator: two fresh X25519 public keys, signed with the enrolled Ed25519 key.
+public struct KeyAdvertisement: Sendable, Equatable {
+    /// The session this advertisement belongs to.
+    public let sessionID: [UInt8]
+    /// The advertising client.
+    public let sender: ParticipantID
+    /// c_pk: the key that encrypts shares addressed to and from this client.
+    public let encryptionKey: KeyAgreementPublicKey
+    /// s_pk: the key from which this client's pairwise masks derive.
+    public let maskingKey: KeyAgreementPublicKey
+    /// Ed25519 over `signedBytes`.
+    public let signature: [UInt8]
+
+    /// A key advertisement from its parts (the client state machine makes and signs these).
+    public init(sessionID: [UInt8], sender: ParticipantID, encryptionKey: KeyAgreementPublicKey,
+                maskingKey: KeyAgreementPublicKey, signature: [UInt8]) {
+        self.sessionID = sessionID
+        self.sender = sender
+        self.encryptionKey = encryptionKey
+        self.maskingKey = maskingKey
+        self.signature = signature
+    }
+
+    /// What the signature covers: a domain tag, the session id, the sender, both public keys.
+    public static func signedBytes(sessionID: [UInt8], sender: ParticipantID, encryptionKey: KeyAgreementPublicKey,
+                                   maskingKey: KeyAgreementPublicKey) -> [UInt8] {
+        var framing = SessionHasher(tag: "conclave/secagg/v1/advertise")
+        framing.append(bytes: sessionID)
+        framing.append(UInt64(sender))
+        framing.append(bytes: encryptionKey.bytes)
+        framing.append(bytes: maskingKey.bytes)
+        return framing.bytes
+    }
+
+    /// Whether the signature verifies under `key` for this advertisement's own fields.
+    public func isSigned(by key: SigningPublicKey) -> Bool {
+        key.isValidSignature(signature, for: Self.signedBytes(sessionID: sessionID, sender: sender,
+                                                               encryptionKey: encryptionKey, maskingKey: maskingKey))
+    }
+}
+
+/// Round 0 reply, coordinator to one client: the advertisements of its closed neighbourhood's
+/// members that advertised (its own included), sorted by sender.
+public struct AdvertisementBroadcast: Sendable, Equatable {
+    /// The session.
+    public let sessionID: [UInt8]
+    /// The client this broadcast is for.
+    public let recipient: ParticipantID
+    /// The live neighbours' advertisements.
+    public let advertisements: [KeyAdvertisement]
+
+    /// A broadcast from its parts.
+    public init(sessionID: [UInt8], recipient: ParticipantID, advertisements: [KeyAdvertisement]) {
+        self.sessionID = sessionID
+        self.recipient = recipient
+        self.advertisements = advertisements
+    }
+}
+
+/// One client's shares for one neighbour, sealed with XChaCha20-Poly1305 under their pairwise
+/// encryption key; the associated data binds the session id, sender and recipient.
+public struct EncryptedShare: Sendable, Equatable {
+    /// The client whose secrets these are shares of.
+    public let sender: ParticipantID
+    /// The neighbour that may open them.
+    public let recipient: ParticipantID
+    /// nonce ‖ ciphertext ‖ tag of sender ‖ recipient ‖ masking-key share ‖ self-mask-seed share.
+    public let ciphertext: [UInt8]
+
+    /// Plaintext: two 4-byte ids and two serialized 32-byte-secret shares (34 bytes each).
+    static let plaintextByteCount = 4 + 4 + 2 * (SecretShareLayout.secretByteCount + 2)
+    /// The exact sealed length every share must have.
+    public static let ciphertextByteCount = plaintextByteCount + AEAD.overhead
+
+    /// An encrypted share from its parts.
+    public init(sender: ParticipantID, recipient: ParticipantID, ciphertext: [UInt8]) {
+        self.sender = sender
+        self.recipient = recipient
+        self.ciphertext = ciphertext
+    }
+}
+
+/// Round 1, client to coordinator: an encrypted share for every live neighbour.
+public struct ShareKeysMessage: Sendable, Equatable {
+    /// The session.
+    public let sessionID: [UInt8]
+    /// The sharing client.
+    public let sender: ParticipantID
+    /// One per neighbour that advertised keys, sorted by recipient.
+    public let shares: [EncryptedShare]
+
+    /// A message from its parts.
+    public init(sessionID: [UInt8], sender: ParticipantID, shares: [EncryptedShare]) {
+        self.sessionID = sessionID
+        self.sender = sender
+        self.shares = shares
+    }
+}
+
+/// Round 1 reply, coordinator to one client: the shares its neighbours addressed to it.
+public struct ShareBundle: Sendable, Equatable {
+    /// The session.
+    public let sessionID: [UInt8]
+    /// The client these shares are for.
+    public let recipient: ParticipantID
+    /// One per neighbour that completed the share stage, sorted by sender.
+    public let shares: [EncryptedShare]
+
+    /// A bundle from its parts.
+    public init(sessionID: [UInt8], recipient: ParticipantID, shares: [EncryptedShare]) {
+        self.sessionID = sessionID
+        self.recipient = recipient
+        self.shares = shares
+    }
+}
+
+/// Round 2, client to coordinator: y = x + PRG(b) + Σ±PRG(s_uv) mod 2^32.
+public struct MaskedInput: Sendable, Equatable {
+    /// The session.
+    public let sessionID: [UInt8]
+    /// The client.
+    public let sender: ParticipantID
+    /// The masked words, `vectorLength` of them.
+    public let words: [UInt32]
+
+    /// A masked input from its parts.
+    public init(sessionID: [UInt8], sender: ParticipantID, words: [UInt32]) {
+        self.sessionID = sessionID
+        self.sender = sender
+        self.words = words
+    }
+}
+
+/// Round 4, coordinator to one surviving client: which of its neighbours survived the masked-input
+/// stage (reveal their self-mask-seed shares) and which dropped (reveal their masking-key shares).
+public struct UnmaskRequest: Sendable, Equatable {
+    /// The session.
+    public let sessionID: [UInt8]
+    /// The client asked.
+    public let recipient: ParticipantID
+    /// Neighbours (the recipient included) whose masked input arrived.
+    public let survivors: [ParticipantID]
+    /// Neighbours that completed the share stage but whose masked input did not arrive.
+    public let dropped: [ParticipantID]
+
+    /// A request from its parts.
+    public init(sessionID: [UInt8], recipient: ParticipantID, survivors: [ParticipantID], dropped: [ParticipantID]) {
+        self.sessionID = sessionID
+        self.recipient = recipient
+        self.survivors = survivors
+        self.dropped = dropped
+    }
+}
+
+/// Which secret a revealed share belongs to.
+public enum ShareKind: String, Sendable, Equatable {
+    /// b_u, the seed of the self-mask: revealed for survivors.
+    case selfMaskSeed = "self-mask seed"
+    /// s_u^SK, the X25519 secret of the pairwise masks: revealed for dropped clients.
+    case maskingKey = "masking key"
+}
+
+/// One share a client reveals in the unmask stage.
+public struct RevealedShare: Sendable {
+    /// Whose secret this is a share of.
+    public let owner: ParticipantID
+    /// Which secret.
+    public let kind: ShareKind
+    /// The share itself.
+    public let share: ShamirShare
+
+    /// A revealed share from its parts.
+    public init(owner: ParticipantID, kind: ShareKind, share: ShamirShare) {
+        self.owner = owner
+        self.kind = kind
+        self.share = share
+    }
+}
+
+/// Round 4 reply, client to coordinator.
+public struct UnmaskResponse: Sendable {
+    /// The session.
+    public let sessionID: [UInt8]
+    /// The answering client.
+    public let sender: ParticipantID
+    /// One share per neighbour named in the request.
+    public let shares: [RevealedShare]
+
+    /// A response from its parts.
+    public init(sessionID: [UInt8], sender: ParticipantID, shares: [RevealedShare]) {
+        self.sessionID = sessionID
+        self.sender = sender
+        self.shares = shares
+    }
+}
+
+/// The coordinator's output: the sum of the survivors' inputs, and who they were.
+public struct AggregationResult: Sendable, Equatable {
+    /// Σ x_u mod 2^32 over `survivors`.
+    public let sum: [UInt32]
+    /// Clients whose input is in the sum, sorted.
+    public let survivors: [ParticipantID]
+    /// Cohort members whose input is not in the sum, sorted.
+    public let dropped: [ParticipantID]
+}
+
+/// Layout of the two secrets every client shares.
+enum SecretShareLayout {
+    /// Both the X25519 secret and the self-mask seed are 32 bytes.
+    static let secretByteCount = 32
+}

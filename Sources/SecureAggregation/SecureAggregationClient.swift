@@ -1,0 +1,377 @@
+import SecureCrypto
+
+/// The client side of secure aggregation (Bonawitz et al., CCS 2017, Figure 4, semi-honest variant),
+/// as a state machine without I/O: each method takes the coordinator's message for a stage and
+/// returns the client's reply. Any refusal moves the machine to a failed state: the client takes no
+/// further part in the round, and its secrets are never revealed.
+///
+/// Stages, in order: `advertiseKeys()`, `shareKeys(_:)`, `maskInput(_:input:)`, `unmask(_:)`.
+public struct SecureAggregationClient: Sendable {
+    private enum State: String {
+        case ready, advertised, shared, masked, finished, failed
+    }
+
+    /// The session this client takes part in.
+    public let session: SecureAggregationSession
+    /// This client's id.
+    public let id: ParticipantID
+
+    private let identity: SigningKeyPair
+    private var state = State.ready
+    private var failure: SecureAggregationError?
+    /// c: encrypts the shares this client sends and receives.
+    private var encryptionKeys: KeyAgreementKeyPair?
+    /// s: its secret is Shamir-shared; pairwise masks derive from it.
+    private var maskingKeys: KeyAgreementKeyPair?
+    /// b: the self-mask seed.
+    private var selfMaskSeed: SecretBytes?
+    private var ownAdvertisement: KeyAdvertisement?
+    /// The neighbourhood members that advertised (this client included), by id.
+    private var neighbourKeys: [ParticipantID: KeyAdvertisement] = [:]
+    /// This client's shares of its own secrets, kept from the share stage to the masked-input stage.
+    private var ownShares: (maskingKey: ShamirShare, selfMaskSeed: ShamirShare)?
+    /// Every share held (of each neighbour's secrets and of its own), in one protected buffer: per
+    /// owner a row of the masking-key share's value then the self-mask-seed share's value. One
+    /// allocation, not two per neighbour: `sodium_malloc` maps guard pages around each buffer, and a
+    /// process has a bounded number of mappings.
+    private var heldShareValues: SecretBytes?
+    /// The row of each owner in `heldShareValues`.
+    private var heldShareRows: [ParticipantID: Int] = [:]
+    private static let rowByteCount = 2 * SecretShareLayout.secretByteCount
+
+    /// A client for `session`, signing with its enrolled `identity`.
+    /// - Parameter localAdapterHash: the hash of the global adapter this client trained from; the
+    ///   client refuses a session announced for another one.
+    /// - Throws: `SecureAggregationError.unknownParticipant` if `id` is not in the cohort,
+    ///   `.invalidParameters` if `identity` is not the key the cohort lists for `id`,
+    ///   `.adapterHashMismatch` if the adapter hashes differ.
+    public init(session: SecureAggregationSession, id: ParticipantID, identity: SigningKeyPair, localAdapterHash: [UInt8]) throws {
+        guard let enrolled = session.signingKey(of: id) else {
+            throw SecureAggregationError.unknownParticipant(stage: .advertiseKeys, participant: id, reason: "is not in this round's cohort")
+        }
+        guard enrolled == identity.publicKey else {
+            throw SecureAggregationError.invalidParameters("participant \(id)'s signing key differs from the one the cohort lists for it")
+        }
+        guard constantTimeEqual(localAdapterHash, session.globalAdapterHash) else {
+            throw SecureAggregationError.adapterHashMismatch(
+                expected: Hex.encode(localAdapterHash), announced: Hex.encode(session.globalAdapterHash))
+        }
+        self.session = session
+        self.id = id
+        self.identity = identity
+    }
+
+    /// The reason this client failed, if it did.
+    public var failureReason: SecureAggregationError? { failure }
+
+    /// Round 0: fresh X25519 key pairs c and s and a fresh self-mask seed b, and the signed advertisement.
+    public mutating func advertiseKeys() throws -> KeyAdvertisement {
+        try expect(.ready)
+        let c = KeyAgreementKeyPair(), s = KeyAgreementKeyPair()
+        let signed = KeyAdvertisement.signedBytes(sessionID: session.sessionID, sender: id,
+                                                  encryptionKey: c.publicKey, maskingKey: s.publicKey)
+        let advertisement = KeyAdvertisement(sessionID: session.sessionID, sender: id, encryptionKey: c.publicKey,
+                                             maskingKey: s.publicKey, signature: identity.signature(for: signed))
+        encryptionKeys = c
+        maskingKeys = s
+        selfMaskSeed = SecretBytes(randomCount: MaskStream.seedByteCount)
+        ownAdvertisement = advertisement
+        state = .advertised
+        return advertisement
+    }
+
+    /// Round 1: checks the neighbours' advertisements (session, membership, signatures, distinct keys,
+    /// this client's own keys unaltered, at least t of them), then Shamir-shares s and b t-of-m over
+    /// the closed neighbourhood and seals each neighbour's shares to it.
+    /// - Throws: `SecureAggregationError` naming the offending neighbour or count; the client fails.
+    public mutating func shareKeys(_ broadcast: AdvertisementBroadcast) throws -> ShareKeysMessage {
+        try expect(.advertised)
+        return try failing { try $0.shareKeysChecked(broadcast) }
+    }
+
+    private mutating func shareKeysChecked(_ broadcast: AdvertisementBroadcast) throws -> ShareKeysMessage {
+        let stage = SecureAggregationStage.advertiseKeys
+        try checkSession(broadcast.sessionID, stage: stage, recipient: broadcast.recipient)
+        guard let c = encryptionKeys, let s = maskingKeys, let b = selfMaskSeed, let own = ownAdvertisement else {
+            preconditionFailure("keys are set in advertiseKeys")
+        }
+        let neighbourhood = session.neighbourhood(of: id)
+        var keys = [ParticipantID: KeyAdvertisement]()
+        var publicKeys = Set<[UInt8]>()
+        for advertisement in broadcast.advertisements {
+            let sender = advertisement.sender
+            guard advertisement.sessionID == session.sessionID else {
+                throw SecureAggregationError.sessionMismatch(stage: stage, sender: sender)
+            }
+            guard neighbourhood.contains(sender), let key = session.signingKey(of: sender) else {
+                throw SecureAggregationError.unknownParticipant(stage: stage, participant: sender,
+                                                                reason: "is not in participant \(id)'s neighbourhood")
+            }
+            guard keys[sender] == nil else { throw SecureAggregationError.duplicateMessage(stage: stage, sender: sender) }
+            guard advertisement.isSigned(by: key) else { throw SecureAggregationError.invalidSignature(participant: sender) }
+            // Distinct keys: a key reflected back as someone else's would let its owner's masks cancel.
+            guard publicKeys.insert(advertisement.encryptionKey.bytes).inserted,
+                  publicKeys.insert(advertisement.maskingKey.bytes).inserted else {
+                throw SecureAggregationError.malformedMessage(stage: stage, sender: sender, reason: "advertises a public key already advertised")
+            }
+            keys[sender] = advertisement
+        }
+        guard keys[id] == own else {
+            throw SecureAggregationError.refused(stage: stage, reason: "the broadcast omits or alters participant \(id)'s own advertisement")
+        }
+        guard keys.count >= session.threshold else {
+            throw SecureAggregationError.refused(
+                stage: stage, reason: "only \(keys.count) of participant \(id)'s closed neighbourhood advertised keys; threshold is \(session.threshold)")
+        }
+
+        let maskingShares = try ShamirSharing.split(s.secretKey, threshold: session.threshold, shareCount: neighbourhood.count)
+        let seedShares = try ShamirSharing.split(b, threshold: session.threshold, shareCount: neighbourhood.count)
+        var sealed = [EncryptedShare]()
+        for (position, recipient) in neighbourhood.enumerated() {
+            guard let peer = keys[recipient] else { continue }  // did not advertise: gets nothing
+            if recipient == id {
+                ownShares = (maskingShares[position], seedShares[position])
+                continue
+            }
+            let key = try c.sharedKey(with: peer.encryptionKey, context: session.shareEncryptionContext)
+            let plaintext = Self.sharePlaintext(sender: id, recipient: recipient,
+                                                maskingKey: maskingShares[position], selfMaskSeed: seedShares[position])
+            let ciphertext = try AEAD.seal(plaintext, key: key,
+                                           associatedData: session.shareAssociatedData(sender: id, recipient: recipient))
+            sealed.append(EncryptedShare(sender: id, recipient: recipient, ciphertext: ciphertext))
+        }
+        neighbourKeys = keys
+        state = .shared
+        return ShareKeysMessage(sessionID: session.sessionID, sender: id, shares: sealed)
+    }
+
+    /// Round 2: opens the shares addressed to this client, then masks `input`:
+    /// y = x + PRG(b) + Σ_{v<u} PRG(s_uv) − Σ_{v>u} PRG(s_uv) mod 2^32 over the neighbours v whose
+    /// shares arrived, s_uv being the X25519 key of the s pairs bound to the session id.
+    /// - Parameter input: the fixed-point encoded update, `session.vectorLength` words.
+    /// - Throws: `SecureAggregationError` for a share that fails authentication or carries the wrong
+    ///   ids, index or threshold, or when fewer than t neighbourhood members (this client included)
+    ///   completed the share stage; the client fails.
+    public mutating func maskInput(_ bundle: ShareBundle, input: [UInt32]) throws -> MaskedInput {
+        try expect(.shared)
+        guard input.count == session.vectorLength else {
+            throw SecureAggregationError.invalidParameters(
+                "participant \(id)'s input has \(input.count) words; the session expects \(session.vectorLength)")
+        }
+        return try failing { try $0.maskInputChecked(bundle, input: input) }
+    }
+
+    private mutating func maskInputChecked(_ bundle: ShareBundle, input: [UInt32]) throws -> MaskedInput {
+        let stage = SecureAggregationStage.shareKeys
+        try checkSession(bundle.sessionID, stage: stage, recipient: bundle.recipient)
+        guard let c = encryptionKeys, let s = maskingKeys, let b = selfMaskSeed else {
+            preconditionFailure("keys are set in advertiseKeys")
+        }
+        guard let own = ownShares else { preconditionFailure("own shares are set in shareKeys") }
+        // Envelopes first (public fields), then one buffer filled share by share as each is opened.
+        var opened = [(encrypted: EncryptedShare, peer: KeyAdvertisement)]()
+        var seen: Set<ParticipantID> = [id]
+        for encrypted in bundle.shares {
+            let sender = encrypted.sender
+            guard sender != id, let peer = neighbourKeys[sender] else {
+                throw SecureAggregationError.unknownParticipant(
+                    stage: stage, participant: sender, reason: "did not advertise keys to participant \(id)")
+            }
+            guard seen.insert(sender).inserted else { throw SecureAggregationError.duplicateMessage(stage: stage, sender: sender) }
+            guard encrypted.recipient == id else {
+                throw SecureAggregationError.malformedMessage(stage: stage, sender: sender,
+                                                              reason: "share addressed to \(encrypted.recipient), delivered to \(id)")
+            }
+            guard encrypted.ciphertext.count == EncryptedShare.ciphertextByteCount else {
+                throw SecureAggregationError.malformedMessage(
+                    stage: stage, sender: sender,
+                    reason: "encrypted share is \(encrypted.ciphertext.count) bytes, expected \(EncryptedShare.ciphertextByteCount)")
+            }
+            opened.append((encrypted, peer))
+        }
+        let rowBytes = Self.rowByteCount, half = SecretShareLayout.secretByteCount
+        let values = try SecretBytes(count: (opened.count + 1) * rowBytes) { out in
+            func store(_ row: Int, _ shares: (maskingKey: ShamirShare, selfMaskSeed: ShamirShare)) {
+                shares.maskingKey.value.withUnsafeBytes {
+                    UnsafeMutableRawBufferPointer(rebasing: out[(row * rowBytes)..<(row * rowBytes + half)]).copyMemory(from: $0)
+                }
+                shares.selfMaskSeed.value.withUnsafeBytes {
+                    UnsafeMutableRawBufferPointer(rebasing: out[(row * rowBytes + half)..<((row + 1) * rowBytes)]).copyMemory(from: $0)
+                }
+            }
+            store(0, own)
+            for (row, (encrypted, peer)) in opened.enumerated() {
+                let key = try c.sharedKey(with: peer.encryptionKey, context: session.shareEncryptionContext)
+                let plaintext: SecretBytes
+                do {
+                    plaintext = try AEAD.open(encrypted.ciphertext, key: key,
+                                              associatedData: session.shareAssociatedData(sender: encrypted.sender, recipient: id))
+                } catch SecureCryptoError.authenticationFailed {
+                    throw SecureAggregationError.shareDecryptionFailed(sender: encrypted.sender, recipient: id)
+                }
+                store(row + 1, try parseSharePlaintext(plaintext, sender: encrypted.sender))
+            }
+        }
+        let peers = opened.map(\.encrypted.sender)
+        heldShareValues = values
+        heldShareRows = [id: 0]
+        for (row, peer) in peers.enumerated() { heldShareRows[peer] = row + 1 }
+        ownShares = nil
+        let completed = peers.count + 1
+        guard completed >= session.threshold else {
+            throw SecureAggregationError.refused(
+                stage: .maskedInput,
+                reason: "only \(completed) of participant \(id)'s closed neighbourhood completed the share stage; threshold is \(session.threshold)")
+        }
+
+        var terms = [try MaskTerm(stream: MaskStream(seed: b), sign: .plus)]
+        for peer in peers.sorted() {
+            guard let advertisement = neighbourKeys[peer] else { continue }
+            let seed = try s.sharedKey(with: advertisement.maskingKey, context: session.pairwiseMaskContext)
+            terms.append(MaskTerm(stream: try MaskStream(seed: seed), sign: peer < id ? .plus : .minus))
+        }
+        var masked = input
+        Masking.apply(terms, to: &masked)
+        state = .masked
+        return MaskedInput(sessionID: session.sessionID, sender: id, words: masked)
+    }
+
+    /// Round 4: reveals, for each neighbour the coordinator lists as a survivor, the share of its
+    /// self-mask seed, and for each one it lists as dropped, the share of its masking key.
+    /// Refuses (and fails) if a neighbour is listed in both sets, or twice, or is one this client holds
+    /// no shares of, if this client itself is listed as dropped or not listed, if fewer than t
+    /// survivors are listed, or if it has already answered an unmask request: revealing both kinds
+    /// of share of one client would let the coordinator remove all its masks and read its input.
+    public mutating func unmask(_ request: UnmaskRequest) throws -> UnmaskResponse {
+        try expect(.masked)
+        return try failing { try $0.unmaskChecked(request) }
+    }
+
+    private mutating func unmaskChecked(_ request: UnmaskRequest) throws -> UnmaskResponse {
+        let stage = SecureAggregationStage.unmask
+        try checkSession(request.sessionID, stage: stage, recipient: request.recipient)
+        let survivors = Set(request.survivors), dropped = Set(request.dropped)
+        guard survivors.count == request.survivors.count, dropped.count == request.dropped.count else {
+            throw SecureAggregationError.refused(stage: stage, reason: "the request lists a participant twice")
+        }
+        if let both = survivors.intersection(dropped).min() {
+            throw SecureAggregationError.refused(
+                stage: stage,
+                reason: "participant \(both) is listed as both survivor and dropped; revealing both of its shares would expose its input")
+        }
+        guard !dropped.contains(id), survivors.contains(id) else {
+            throw SecureAggregationError.refused(stage: stage, reason: "the request does not list participant \(id) itself as a survivor")
+        }
+        if let stranger = survivors.union(dropped).sorted().first(where: { heldShareRows[$0] == nil }) {
+            throw SecureAggregationError.refused(
+                stage: stage, reason: "participant \(id) holds no shares of participant \(stranger)")
+        }
+        guard survivors.count >= session.threshold else {
+            throw SecureAggregationError.refused(
+                stage: stage, reason: "only \(survivors.count) survivors listed in participant \(id)'s neighbourhood; threshold is \(session.threshold)")
+        }
+        var revealed = [RevealedShare]()
+        for owner in request.survivors.sorted() { revealed.append(try heldShare(of: owner, .selfMaskSeed)) }
+        for owner in request.dropped.sorted() { revealed.append(try heldShare(of: owner, .maskingKey)) }
+        eraseSecrets()
+        state = .finished
+        return UnmaskResponse(sessionID: session.sessionID, sender: id, shares: revealed)
+    }
+
+    // MARK: - Helpers
+
+    private func expect(_ expected: State) throws {
+        guard state == expected else {
+            if state == .failed, let failure {
+                throw SecureAggregationError.invalidState(expected: expected.rawValue, actual: "failed (\(failure))")
+            }
+            throw SecureAggregationError.invalidState(expected: expected.rawValue, actual: state.rawValue)
+        }
+    }
+
+    /// Runs a stage; on any error the client fails and drops its secrets.
+    private mutating func failing<R>(_ body: (inout Self) throws -> R) throws -> R {
+        do {
+            return try body(&self)
+        } catch {
+            failure = error as? SecureAggregationError ?? .refused(stage: .advertiseKeys, reason: "\(error)")
+            state = .failed
+            eraseSecrets()
+            throw error
+        }
+    }
+
+    private mutating func eraseSecrets() {
+        encryptionKeys = nil
+        maskingKeys = nil
+        selfMaskSeed = nil
+        ownShares = nil
+        heldShareValues = nil
+        heldShareRows = [:]
+    }
+
+    /// The held share of `owner`'s secret of `kind` (the caller checked that it is held).
+    private func heldShare(of owner: ParticipantID, _ kind: ShareKind) throws -> RevealedShare {
+        guard let row = heldShareRows[owner], let values = heldShareValues,
+              let index = session.shareIndex(owner: owner, holder: id) else {
+            preconditionFailure("participant \(owner)'s shares are held")
+        }
+        let start = row * Self.rowByteCount + (kind == .maskingKey ? 0 : SecretShareLayout.secretByteCount)
+        let value = values.withUnsafeBytes {
+            SecretBytes(copying: UnsafeRawBufferPointer(rebasing: $0[start..<(start + SecretShareLayout.secretByteCount)]))
+        }
+        let share = try ShamirShare(index: index, threshold: UInt8(session.threshold), value: value)
+        return RevealedShare(owner: owner, kind: kind, share: share)
+    }
+
+    private func checkSession(_ sessionID: [UInt8], stage: SecureAggregationStage, recipient: ParticipantID) throws {
+        guard sessionID == session.sessionID else {
+            throw SecureAggregationError.refused(stage: stage, reason: "the coordinator's message carries another session id")
+        }
+        guard recipient == id else {
+            throw SecureAggregationError.refused(stage: stage, reason: "message addressed to participant \(recipient), delivered to \(id)")
+        }
+    }
+
+    /// sender ‖ recipient (4 bytes each, big-endian) ‖ masking-key share ‖ self-mask-seed share.
+    static func sharePlaintext(sender: ParticipantID, recipient: ParticipantID,
+                               maskingKey: ShamirShare, selfMaskSeed: ShamirShare) -> SecretBytes {
+        let first = maskingKey.serialized(), second = selfMaskSeed.serialized()
+        return SecretBytes(count: EncryptedShare.plaintextByteCount) { out in
+            for (offset, value) in [(0, sender), (4, recipient)] {
+                for k in 0..<4 { out[offset + k] = UInt8(truncatingIfNeeded: value >> (24 - 8 * k)) }
+            }
+            first.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: out[8..<(8 + $0.count)]).copyMemory(from: $0) }
+            second.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: out[(8 + first.count)...]).copyMemory(from: $0) }
+        }
+    }
+
+    private func parseSharePlaintext(_ plaintext: SecretBytes, sender: ParticipantID) throws
+        -> (maskingKey: ShamirShare, selfMaskSeed: ShamirShare)
+    {
+        let stage = SecureAggregationStage.shareKeys
+        let shareBytes = SecretShareLayout.secretByteCount + 2
+        guard plaintext.count == EncryptedShare.plaintextByteCount else {
+            throw SecureAggregationError.malformedMessage(stage: stage, sender: sender, reason: "share plaintext of \(plaintext.count) bytes")
+        }
+        let (ids, first, second) = try plaintext.withUnsafeBytes { raw -> ((UInt32, UInt32), ShamirShare, ShamirShare) in
+            func word(_ offset: Int) -> UInt32 { (0..<4).reduce(UInt32(0)) { $0 << 8 | UInt32(raw[offset + $1]) } }
+            let first = try ShamirShare(serialized: UnsafeRawBufferPointer(rebasing: raw[8..<(8 + shareBytes)]),
+                                        secretByteCount: SecretShareLayout.secretByteCount)
+            let second = try ShamirShare(serialized: UnsafeRawBufferPointer(rebasing: raw[(8 + shareBytes)...]),
+                                         secretByteCount: SecretShareLayout.secretByteCount)
+            return ((word(0), word(4)), first, second)
+        }
+        guard ids == (sender, id) else {
+            throw SecureAggregationError.malformedMessage(stage: stage, sender: sender,
+                                                          reason: "sealed ids \(ids.0) -> \(ids.1) differ from the envelope's \(sender) -> \(id)")
+        }
+        let expectedIndex = session.shareIndex(owner: sender, holder: id)
+        for share in [first, second] where share.index != expectedIndex || Int(share.threshold) != session.threshold {
+            throw SecureAggregationError.malformedMessage(
+                stage: stage, sender: sender,
+                reason: "share index \(share.index) / threshold \(share.threshold); expected \(expectedIndex.map(String.init) ?? "none") / \(session.threshold)")
+        }
+        return (first, second)
+    }
+}

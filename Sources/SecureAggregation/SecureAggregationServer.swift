@@ -1,0 +1,308 @@
+import SecureCrypto
+
+/// The coordinator side of secure aggregation (Bonawitz et al., CCS 2017, Figure 4, semi-honest
+/// variant), as a state machine without I/O. For each stage the driver feeds every client message
+/// that arrives before its deadline to `receive`, then calls the stage's `finish` method, which
+/// either returns the messages to send to each client or aborts the round.
+///
+/// `receive` throws for a message that must be ignored (another session, a forged signature, a
+/// stranger, a duplicate, a malformed field); its sender is then treated as dropped. A `finish`
+/// method throws `SecureAggregationError.roundAborted` when fewer than t members of some client's
+/// closed neighbourhood remain (for the complete graph: fewer than t clients), and the machine stays
+/// aborted. The output is the sum of the surviving clients' inputs only; no individual input is
+/// ever unmasked.
+public struct SecureAggregationServer: Sendable {
+    private enum State: String {
+        case collectingAdvertisements, collectingShares, collectingMaskedInputs, collectingUnmaskResponses, finished, aborted
+    }
+
+    /// The session being aggregated.
+    public let session: SecureAggregationSession
+    private var state = State.collectingAdvertisements
+    private var abortReason: SecureAggregationError?
+
+    /// U1: clients whose advertisement verified.
+    private var advertisements: [ParticipantID: KeyAdvertisement] = [:]
+    /// U2: clients whose encrypted shares were accepted.
+    private var shareMessages: [ParticipantID: ShareKeysMessage] = [:]
+    /// U3 and the running sum of their masked inputs.
+    private var maskedSenders = Set<ParticipantID>()
+    private var maskedSum: [UInt32] = []
+    /// Survivor set and dropped set as sent in the unmask requests.
+    private var survivors = Set<ParticipantID>()
+    private var droppedAfterSharing = Set<ParticipantID>()
+    /// U5: revealed shares by owner, and who answered.
+    private var revealed: [ParticipantID: [ShamirShare]] = [:]
+    private var responders = Set<ParticipantID>()
+
+    /// A coordinator for `session`, ready to collect key advertisements.
+    public init(session: SecureAggregationSession) {
+        self.session = session
+    }
+
+    /// Why the round was aborted, if it was.
+    public var abortedBecause: SecureAggregationError? { abortReason }
+
+    // MARK: - Round 0: advertise keys
+
+    /// Accepts a key advertisement after checking its session id, that its sender is in the cohort
+    /// and has not advertised yet, and its signature under the sender's enrolled key.
+    public mutating func receive(_ advertisement: KeyAdvertisement) throws {
+        let stage = SecureAggregationStage.advertiseKeys
+        try expect(.collectingAdvertisements)
+        let sender = advertisement.sender
+        guard advertisement.sessionID == session.sessionID else {
+            throw SecureAggregationError.sessionMismatch(stage: stage, sender: sender)
+        }
+        guard let key = session.signingKey(of: sender) else {
+            throw SecureAggregationError.unknownParticipant(stage: stage, participant: sender, reason: "is not in this round's cohort")
+        }
+        guard advertisements[sender] == nil else { throw SecureAggregationError.duplicateMessage(stage: stage, sender: sender) }
+        guard advertisement.isSigned(by: key) else { throw SecureAggregationError.invalidSignature(participant: sender) }
+        advertisements[sender] = advertisement
+    }
+
+    /// Closes round 0: each client that advertised gets the advertisements of its neighbourhood.
+    /// - Throws: `.roundAborted` if some advertising client has fewer than t neighbourhood members
+    ///   (itself included) that advertised.
+    public mutating func finishAdvertising() throws -> [AdvertisementBroadcast] {
+        try expect(.collectingAdvertisements)
+        let live = Set(advertisements.keys)
+        try requireThreshold(live, among: live, stage: .advertiseKeys, what: "advertised keys")
+        state = .collectingShares
+        return live.sorted().map { recipient in
+            AdvertisementBroadcast(
+                sessionID: session.sessionID, recipient: recipient,
+                advertisements: session.neighbourhood(of: recipient).compactMap { advertisements[$0] })
+        }
+    }
+
+    // MARK: - Round 1: share keys
+
+    /// Accepts a client's encrypted shares after checking its session id, that it advertised, and
+    /// that it sent exactly one share of the right length to each neighbour that advertised.
+    public mutating func receive(_ message: ShareKeysMessage) throws {
+        let stage = SecureAggregationStage.shareKeys
+        try expect(.collectingShares)
+        let sender = message.sender
+        guard message.sessionID == session.sessionID else { throw SecureAggregationError.sessionMismatch(stage: stage, sender: sender) }
+        guard advertisements[sender] != nil else {
+            throw SecureAggregationError.unknownParticipant(stage: stage, participant: sender, reason: "did not advertise keys")
+        }
+        guard shareMessages[sender] == nil else { throw SecureAggregationError.duplicateMessage(stage: stage, sender: sender) }
+        let expected = session.neighbourhood(of: sender).filter { $0 != sender && advertisements[$0] != nil }
+        let recipients = message.shares.map(\.recipient)
+        guard recipients.sorted() == expected else {
+            throw SecureAggregationError.malformedMessage(
+                stage: stage, sender: sender,
+                reason: "shares addressed to \(recipients.sorted()), expected one for each of \(expected)")
+        }
+        for share in message.shares {
+            guard share.sender == sender else {
+                throw SecureAggregationError.malformedMessage(stage: stage, sender: sender, reason: "carries a share labelled from \(share.sender)")
+            }
+            guard share.ciphertext.count == EncryptedShare.ciphertextByteCount else {
+                throw SecureAggregationError.malformedMessage(
+                    stage: stage, sender: sender,
+                    reason: "share for \(share.recipient) is \(share.ciphertext.count) bytes, expected \(EncryptedShare.ciphertextByteCount)")
+            }
+        }
+        shareMessages[sender] = message
+    }
+
+    /// Closes round 1: each client that shared gets the shares addressed to it by the others that shared.
+    /// - Throws: `.roundAborted` if some sharing client has fewer than t neighbourhood members that shared.
+    public mutating func finishSharing() throws -> [ShareBundle] {
+        try expect(.collectingShares)
+        let live = Set(shareMessages.keys)
+        try requireThreshold(live, among: live, stage: .shareKeys, what: "shared their keys")
+        var bundles = [ParticipantID: [EncryptedShare]]()
+        for sender in live.sorted() {
+            for share in shareMessages[sender]?.shares ?? [] where live.contains(share.recipient) {
+                bundles[share.recipient, default: []].append(share)
+            }
+        }
+        state = .collectingMaskedInputs
+        return live.sorted().map { ShareBundle(sessionID: session.sessionID, recipient: $0, shares: bundles[$0] ?? []) }
+    }
+
+    // MARK: - Round 2: masked input
+
+    /// Adds a client's masked input to the running sum after checking its session id, that the client
+    /// completed the share stage, has not uploaded yet, and sent `vectorLength` words.
+    public mutating func receive(_ input: MaskedInput) throws {
+        let stage = SecureAggregationStage.maskedInput
+        try expect(.collectingMaskedInputs)
+        let sender = input.sender
+        guard input.sessionID == session.sessionID else { throw SecureAggregationError.sessionMismatch(stage: stage, sender: sender) }
+        guard shareMessages[sender] != nil else {
+            throw SecureAggregationError.unknownParticipant(stage: stage, participant: sender, reason: "did not complete the share stage")
+        }
+        guard !maskedSenders.contains(sender) else { throw SecureAggregationError.duplicateMessage(stage: stage, sender: sender) }
+        guard input.words.count == session.vectorLength else {
+            throw SecureAggregationError.malformedMessage(
+                stage: stage, sender: sender, reason: "\(input.words.count) words, expected \(session.vectorLength)")
+        }
+        if maskedSum.isEmpty {
+            maskedSum = input.words
+        } else {
+            maskedSum.withUnsafeMutableBufferPointer { sum in
+                input.words.withUnsafeBufferPointer { words in
+                    for i in 0..<sum.count { sum[i] &+= words[i] }
+                }
+            }
+        }
+        maskedSenders.insert(sender)
+    }
+
+    /// Closes round 2: every survivor is asked for the self-mask shares of its surviving neighbours
+    /// and the masking-key shares of its neighbours that shared keys but sent no input.
+    /// - Throws: `.roundAborted` if some client whose masks are in the sum has fewer than t surviving
+    ///   neighbourhood members to reveal its shares.
+    public mutating func finishMaskedInput() throws -> [UnmaskRequest] {
+        try expect(.collectingMaskedInputs)
+        survivors = maskedSenders
+        droppedAfterSharing = Set(shareMessages.keys).subtracting(survivors)
+        try requireThreshold(survivors.union(affectingDropped()), among: survivors, stage: .maskedInput, what: "sent their masked input")
+        state = .collectingUnmaskResponses
+        return survivors.sorted().map { recipient in
+            let neighbourhood = session.neighbourhood(of: recipient)
+            return UnmaskRequest(sessionID: session.sessionID, recipient: recipient,
+                                 survivors: neighbourhood.filter { survivors.contains($0) },
+                                 dropped: neighbourhood.filter { droppedAfterSharing.contains($0) })
+        }
+    }
+
+    /// Dropped clients whose pairwise masks are in the sum: those with a surviving neighbour.
+    private func affectingDropped() -> Set<ParticipantID> {
+        droppedAfterSharing.filter { session.neighbourhood(of: $0).contains(where: survivors.contains) }
+    }
+
+    // MARK: - Round 4: unmask
+
+    /// Accepts a survivor's revealed shares after checking its session id, that it survived, has not
+    /// answered yet, and revealed exactly the kind of share asked for each neighbour, at the index
+    /// and threshold that neighbour dealt.
+    public mutating func receive(_ response: UnmaskResponse) throws {
+        let stage = SecureAggregationStage.unmask
+        try expect(.collectingUnmaskResponses)
+        let sender = response.sender
+        guard response.sessionID == session.sessionID else { throw SecureAggregationError.sessionMismatch(stage: stage, sender: sender) }
+        guard survivors.contains(sender) else {
+            throw SecureAggregationError.unknownParticipant(stage: stage, participant: sender, reason: "was not asked to unmask")
+        }
+        guard !responders.contains(sender) else { throw SecureAggregationError.duplicateMessage(stage: stage, sender: sender) }
+        var owners = Set<ParticipantID>()
+        for item in response.shares {
+            let owner = item.owner
+            let expectedKind: ShareKind? = survivors.contains(owner) ? .selfMaskSeed
+                : droppedAfterSharing.contains(owner) ? .maskingKey : nil
+            guard let expectedKind, item.kind == expectedKind,
+                  let index = session.shareIndex(owner: owner, holder: sender), owners.insert(owner).inserted else {
+                throw SecureAggregationError.malformedMessage(
+                    stage: stage, sender: sender, reason: "revealed an unrequested or repeated \(item.kind) share of participant \(owner)")
+            }
+            guard item.share.index == index, Int(item.share.threshold) == session.threshold,
+                  item.share.value.count == SecretShareLayout.secretByteCount else {
+                throw SecureAggregationError.malformedMessage(
+                    stage: stage, sender: sender,
+                    reason: "share of participant \(owner) has index \(item.share.index), threshold \(item.share.threshold), \(item.share.value.count) bytes; expected \(index), \(session.threshold), \(SecretShareLayout.secretByteCount)")
+            }
+        }
+        // t shares reconstruct a secret; further ones are not kept.
+        for item in response.shares where revealed[item.owner, default: []].count < session.threshold {
+            revealed[item.owner, default: []].append(item.share)
+        }
+        responders.insert(sender)
+    }
+
+    /// Closes round 4: reconstructs each survivor's self-mask seed and each relevant dropped client's
+    /// masking key from at least t shares, removes those masks from the sum, and returns the sum of
+    /// the survivors' inputs.
+    /// - Throws: `.roundAborted` if some secret has fewer than t shares, or if a reconstructed masking
+    ///   key does not match the public key its owner advertised.
+    public mutating func finishUnmasking() throws -> AggregationResult {
+        try expect(.collectingUnmaskResponses)
+        return try aborting { try $0.unmaskSum() }
+    }
+
+    private mutating func unmaskSum() throws -> AggregationResult {
+        let stage = SecureAggregationStage.unmask
+        let t = session.threshold
+        func shares(of owner: ParticipantID, _ kind: ShareKind) throws -> SecretBytes {
+            let available = revealed[owner] ?? []
+            guard available.count >= t else {
+                throw SecureAggregationError.roundAborted(
+                    stage: stage, reason: "only \(available.count) \(kind.rawValue) shares of participant \(owner) were revealed; threshold is \(t)")
+            }
+            return try ShamirSharing.reconstruct(available)
+        }
+        var terms = [MaskTerm]()
+        // Survivors added +PRG(b_u): subtract it.
+        for owner in survivors.sorted() {
+            terms.append(MaskTerm(stream: try MaskStream(seed: try shares(of: owner, .selfMaskSeed)), sign: .minus))
+        }
+        // A survivor u with a dropped neighbour v added +PRG(s_uv) if v < u, −PRG(s_uv) if v > u: undo it.
+        for owner in affectingDropped().sorted() {
+            guard let advertised = advertisements[owner] else { preconditionFailure("dropped clients advertised") }
+            let keys = try KeyAgreementKeyPair(secretKey: try shares(of: owner, .maskingKey))
+            guard keys.publicKey == advertised.maskingKey else {
+                throw SecureAggregationError.roundAborted(
+                    stage: stage, reason: "shares of participant \(owner)'s masking key do not reconstruct the key it advertised")
+            }
+            for survivor in session.neighbourhood(of: owner) where survivors.contains(survivor) {
+                guard let peer = advertisements[survivor] else { continue }
+                let seed = try keys.sharedKey(with: peer.maskingKey, context: session.pairwiseMaskContext)
+                terms.append(MaskTerm(stream: try MaskStream(seed: seed), sign: owner < survivor ? .minus : .plus))
+            }
+        }
+        var sum = maskedSum
+        Masking.apply(terms, to: &sum)
+        state = .finished
+        revealed = [:]
+        return AggregationResult(sum: sum, survivors: survivors.sorted(),
+                                 dropped: session.participants.map(\.id).filter { !survivors.contains($0) })
+    }
+
+    // MARK: - Helpers
+
+    /// Aborts unless every client in `clients` has at least t members of its closed neighbourhood in `present`.
+    private mutating func requireThreshold(_ clients: Set<ParticipantID>, among present: Set<ParticipantID>,
+                                           stage: SecureAggregationStage, what: String) throws {
+        try aborting { machine in
+            let t = machine.session.threshold
+            guard present.count >= t else {
+                throw SecureAggregationError.roundAborted(
+                    stage: stage, reason: "only \(present.count) of \(machine.session.participants.count) clients \(what); threshold is \(t)")
+            }
+            for client in clients.sorted() {
+                let count = machine.session.neighbourhood(of: client).filter(present.contains).count
+                guard count >= t else {
+                    throw SecureAggregationError.roundAborted(
+                        stage: stage, reason: "only \(count) of participant \(client)'s closed neighbourhood \(what); threshold is \(t)")
+                }
+            }
+        }
+    }
+
+    private mutating func aborting<R>(_ body: (inout Self) throws -> R) throws -> R {
+        do {
+            return try body(&self)
+        } catch {
+            abortReason = error as? SecureAggregationError ?? .roundAborted(stage: .unmask, reason: "\(error)")
+            state = .aborted
+            maskedSum = []
+            revealed = [:]
+            throw error
+        }
+    }
+
+    private func expect(_ expected: State) throws {
+        guard state == expected else {
+            if state == .aborted, let abortReason {
+                throw SecureAggregationError.invalidState(expected: expected.rawValue, actual: "aborted (\(abortReason))")
+            }
+            throw SecureAggregationError.invalidState(expected: expected.rawValue, actual: state.rawValue)
+        }
+    }
+}
