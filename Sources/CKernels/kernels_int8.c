@@ -284,7 +284,7 @@ AVX2 static void interleave_row(int format, const uint8_t *row, int k, uint8_t *
 // The panel product, one variant per dot instruction. R rows × T tokens per tile.
 #define PANEL_KERNEL(NAME, ATTR, DOT)                                                                   \
     ATTR static void NAME(int format, const uint8_t *panel, int rows, const uint8_t *x, int tokens,    \
-                          int groups, float *y, int ldy, int accumulate) {                              \
+                          int groups, int groupStart, int groupCount, float *y, int ldy, int accumulate) { \
         const size_t stride = (size_t)groups * 320;                                                     \
         for (int r0 = 0; r0 < rows; r0 += 2) {                                                          \
             const int R = rows - r0 >= 2 ? 2 : 1;                                                       \
@@ -292,7 +292,7 @@ AVX2 static void interleave_row(int format, const uint8_t *row, int k, uint8_t *
                 const int T = tokens - t0 >= 4 ? 4 : tokens - t0;                                       \
                 __m256 acc[2][4];                                                                       \
                 for (int r = 0; r < 2; r++) for (int t = 0; t < 4; t++) acc[r][t] = _mm256_setzero_ps(); \
-                for (int g = 0; g < groups; g++) {                                                      \
+                for (int g = groupStart; g < groupStart + groupCount; g++) {                            \
                     __m256i iacc[2][4];                                                                 \
                     for (int r = 0; r < 2; r++) for (int t = 0; t < 4; t++) iacc[r][t] = _mm256_setzero_si256(); \
                     const uint8_t *wg[2], *xg[4];                                                       \
@@ -356,8 +356,8 @@ void ck_gemm_q8_panel(int use_vnni, int format, const void *weights, size_t rowB
         for (int r = 0; r < rows; r++) {
             uint8_t *big = (uint8_t *)__builtin_alloca(stride);
             interleave_row(format, (const uint8_t *)weights + (size_t)r * rowBytes, k, big);
-            if (use_vnni) panel_vnni(format, big, 1, interleaved, tokens, groups, y + r, ldy, accumulate);
-            else panel_avx2(format, big, 1, interleaved, tokens, groups, y + r, ldy, accumulate);
+            if (use_vnni) panel_vnni(format, big, 1, interleaved, tokens, groups, 0, groups, y + r, ldy, accumulate);
+            else panel_avx2(format, big, 1, interleaved, tokens, groups, 0, groups, y + r, ldy, accumulate);
         }
         return;
     }
@@ -365,8 +365,28 @@ void ck_gemm_q8_panel(int use_vnni, int format, const void *weights, size_t rowB
         const int count = rows - r0 < PANEL_ROWS ? rows - r0 : PANEL_ROWS;
         for (int r = 0; r < count; r++)
             interleave_row(format, (const uint8_t *)weights + (size_t)(r0 + r) * rowBytes, k, panel + (size_t)r * stride);
-        if (use_vnni) panel_vnni(format, panel, count, interleaved, tokens, groups, y + r0, ldy, accumulate);
-        else panel_avx2(format, panel, count, interleaved, tokens, groups, y + r0, ldy, accumulate);
+        if (use_vnni) panel_vnni(format, panel, count, interleaved, tokens, groups, 0, groups, y + r0, ldy, accumulate);
+        else panel_avx2(format, panel, count, interleaved, tokens, groups, 0, groups, y + r0, ldy, accumulate);
+    }
+}
+
+void ck_pack_rows(int format, const void *weights, size_t rowBytes, int rows, int k, void *out) {
+    const size_t stride = (size_t)((k / 32 + 7) / 8) * 320;
+    for (int r = 0; r < rows; r++)
+        interleave_row(format, (const uint8_t *)weights + (size_t)r * rowBytes, k, (uint8_t *)out + (size_t)r * stride);
+}
+
+void ck_gemm_q8_packed(int use_vnni, int format, const void *packed, int rows, const void *interleaved, int tokens,
+                       int k, float *y, int ldy, int accumulate) {
+    const int groups = (k / 32 + 7) / 8;
+    // Long rows (the transposed output matrix has k = vocabulary) are cut into spans whose activations
+    // stay in L2 (64 groups = 20 KiB per token); rows are walked once per span, accumulating.
+    enum { SPAN = 64 };
+    for (int g0 = 0; g0 < groups; g0 += SPAN) {
+        const int count = groups - g0 < SPAN ? groups - g0 : SPAN;
+        const int acc = accumulate || g0 > 0;
+        if (use_vnni) panel_vnni(format, (const uint8_t *)packed, rows, interleaved, tokens, groups, g0, count, y, ldy, acc);
+        else panel_avx2(format, (const uint8_t *)packed, rows, interleaved, tokens, groups, g0, count, y, ldy, acc);
     }
 }
 #else
@@ -379,5 +399,13 @@ void ck_gemm_q8_panel(int use_vnni, int format, const void *weights, size_t rowB
                       const void *interleaved, int tokens, int k, float *y, int ldy, int accumulate) {
     (void)use_vnni; (void)format; (void)weights; (void)rowBytes; (void)rows; (void)interleaved;
     (void)tokens; (void)k; (void)y; (void)ldy; (void)accumulate;
+}
+void ck_pack_rows(int format, const void *weights, size_t rowBytes, int rows, int k, void *out) {
+    (void)format; (void)weights; (void)rowBytes; (void)rows; (void)k; (void)out;
+}
+void ck_gemm_q8_packed(int use_vnni, int format, const void *packed, int rows, const void *interleaved, int tokens,
+                       int k, float *y, int ldy, int accumulate) {
+    (void)use_vnni; (void)format; (void)packed; (void)rows; (void)interleaved; (void)tokens; (void)k; (void)y;
+    (void)ldy; (void)accumulate;
 }
 #endif

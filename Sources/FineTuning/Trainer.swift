@@ -168,7 +168,7 @@ public final class LoRATrainer {
                 for i in 0..<count { single[i] = 0 }
                 let (loss, counted) = try single.withUnsafeMutableBufferPointer { gradient in
                     try model.lossAndGradient(tokens: example.ids, labels: example.labels, lora: lora,
-                                              gradient: gradient.baseAddress!)
+                                              gradient: gradient.baseAddress!, precision: model.precision)
                 }
                 processedTotal += example.ids.count
                 guard counted > 0 else { continue }  // nothing to learn; contributes a zero gradient

@@ -168,3 +168,48 @@ extension Linear {
         withExtendedLifetime(x) {}
     }
 }
+
+/// A quantized matrix unpacked once into the panel kernel's interleaved layout (about 1.25 bytes per
+/// weight), for matrices multiplied many times with many tokens, as in training.
+public final class PackedMatrix: @unchecked Sendable {
+    public let format: WeightFormat
+    public let rows: Int
+    public let columns: Int
+    let bytes: UnsafeMutableRawPointer
+    let rowStride: Int
+
+    /// nil when this CPU or format has no packed kernel (callers use `Linear.forward` instead).
+    public init?(_ weights: WeightMatrix) {
+        guard KernelBackend.selected.hasAVX2, weights.format.hasIntegerKernel, let type = weights.format.ggmlTypeNumber
+        else { return nil }
+        format = weights.format
+        rows = weights.rows
+        columns = weights.columns
+        rowStride = ck_interleaved_bytes(1, Int32(columns))
+        bytes = .allocate(byteCount: max(1, rows * rowStride), alignment: 64)
+        ck_pack_rows(type, weights.data, weights.rowBytes, Int32(rows), Int32(columns), bytes)
+    }
+
+    deinit { bytes.deallocate() }
+}
+
+extension Linear {
+    /// `output[t, r] (+)= Σ_c W[r, c] · input[t, c]` with W packed and int8 activations.
+    public static func forward(_ packed: PackedMatrix, input: UnsafePointer<Float>, tokens: Int,
+                               output: UnsafeMutablePointer<Float>, accumulate: Bool = false, pool: ThreadPool = .serial) {
+        let x = QuantizedActivations(input, tokens: tokens, columns: packed.columns)
+        let columns = packed.columns, rows = packed.rows
+        let interleaved = UnsafeMutableRawPointer.allocate(byteCount: ck_interleaved_bytes(Int32(tokens), Int32(columns)),
+                                                           alignment: 64)
+        defer { interleaved.deallocate() }
+        ck_interleave_q8(x.values, x.scales, x.sums, Int32(tokens), Int32(columns), interleaved)
+        nonisolated(unsafe) let packedX = UnsafeRawPointer(interleaved), output = output
+        let vnni: Int32 = KernelBackend.selected == .avx512vnni ? 1 : 0
+        let type = packed.format.ggmlTypeNumber!
+        pool.parallelFor(rows, minimumChunk: 16) { range in
+            ck_gemm_q8_packed(vnni, type, packed.bytes + range.lowerBound * packed.rowStride, Int32(range.count), packedX,
+                              Int32(tokens), Int32(columns), output + range.lowerBound, Int32(rows), accumulate ? 1 : 0)
+        }
+        withExtendedLifetime(x) {}
+    }
+}

@@ -66,6 +66,8 @@ public final class LlamaModel: @unchecked Sendable {
     /// `.float32` for exact comparisons. Training passes always use float32.
     public var precision: ActivationPrecision = .int8
     public private(set) var adapter: LoRAAdapter?
+    /// Transposed copies of the base matrices for int8 training backward passes (built on first use).
+    let transposed = TransposedWeights()
     /// Per layer, per module: (A, B) as weight matrices in the base model's row order, and the scaling.
     private var loraMatrices: [[ProjectionModule: (a: WeightMatrix, b: WeightMatrix)]] = []
     private var loraScaling: Float = 0

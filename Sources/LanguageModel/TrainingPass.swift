@@ -39,9 +39,13 @@ extension LlamaModel {
     ///
     /// The base weights stay frozen in their stored (possibly quantized) form; no float32 copy is made.
     /// Labels follow HF: position t is scored against labels[t + 1]; −100 is not counted.
+    /// - Parameter precision: `.int8` multiplies quantized base matrices with int8 activations both ways
+    ///   (forward, and backward through transposed Q8_0 copies), as QLoRA computes its frozen base in
+    ///   bf16; `.float32` (the default) is exact and is what the reference gradients are checked with.
     /// - Returns: the mean loss (NaN when no token counts, and then nothing is added) and the count.
     public func lossAndGradient(tokens: [Int], labels: [Int], lora: TrainableLoRA,
-                                gradient: UnsafeMutablePointer<Float>, weight: Float = 1) throws
+                                gradient: UnsafeMutablePointer<Float>, weight: Float = 1,
+                                precision: ActivationPrecision = .float32) throws
         -> (loss: Double, countedTokens: Int) {
         let c = configuration
         let n = tokens.count
@@ -84,7 +88,8 @@ extension LlamaModel {
 
             func project(_ module: ProjectionModule, layer: Int, input: UnsafePointer<Float>,
                          output: UnsafeMutablePointer<Float>, hidden: inout [ProjectionModule: UnsafeMutablePointer<Float>]) {
-                Linear.forward(weights.layers[layer].projection(module), input: input, tokens: n, output: output, pool: pool)
+                forwardThrough(weights.layers[layer].projection(module), key: "\(layer).\(module.rawValue)", input: input,
+                               tokens: n, output: output, precision: precision)
                 if let slot = lora.slot(layer: layer, module: module) {
                     hidden[module] = loraForward(slot, input: input, output: output)
                 }
@@ -142,7 +147,7 @@ extension LlamaModel {
             }
             let vocabulary = c.vocabSize
             let dFinalIn = arena.floats(n * d)
-            let chunk = 8
+            let chunk = 32
             let rowsIn = arena.floats(chunk * d), logits = arena.floats(chunk * vocabulary), rowsOut = arena.floats(chunk * d)
             var totalLoss = 0.0
             let inverseCount = 1 / Float(counted.count)
@@ -150,7 +155,7 @@ extension LlamaModel {
             while index < counted.count {
                 let rows = Array(counted[index..<min(index + chunk, counted.count)])
                 for (i, t) in rows.enumerated() { (rowsIn + i * d).update(from: finalIn + t * d, count: d) }
-                Linear.forward(weights.output, input: rowsIn, tokens: rows.count, output: logits, pool: pool)
+                forwardThrough(weights.output, key: "output", input: rowsIn, tokens: rows.count, output: logits, precision: precision)
                 for (i, t) in rows.enumerated() {
                     let row = logits + i * vocabulary, label = labels[t + 1]
                     let (logSum, _) = Activation.logSumExp(row, vocabulary)
@@ -158,7 +163,8 @@ extension LlamaModel {
                     for v in 0..<vocabulary { row[v] = Float(exp(Double(row[v]) - logSum)) * inverseCount }
                     row[label] -= inverseCount
                 }
-                Linear.backwardInput(weights.output, gradOutput: logits, tokens: rows.count, gradInput: rowsOut, pool: pool)
+                backwardThrough(weights.output, key: "output", gradOutput: logits, tokens: rows.count, gradInput: rowsOut,
+                                accumulate: false, precision: precision)
                 for (i, t) in rows.enumerated() { (dFinalIn + t * d).update(from: rowsOut + i * d, count: d) }
                 index += chunk
             }
@@ -190,8 +196,8 @@ extension LlamaModel {
             func projectBackward(_ module: ProjectionModule, layer: Int, input: UnsafePointer<Float>,
                                  hidden: [ProjectionModule: UnsafeMutablePointer<Float>],
                                  gradOutput: UnsafePointer<Float>, gradInput: UnsafeMutablePointer<Float>) {
-                Linear.backwardInput(weights.layers[layer].projection(module), gradOutput: gradOutput, tokens: n,
-                                     gradInput: gradInput, accumulate: true, pool: pool)
+                backwardThrough(weights.layers[layer].projection(module), key: "\(layer).\(module.rawValue)",
+                                gradOutput: gradOutput, tokens: n, gradInput: gradInput, accumulate: true, precision: precision)
                 if let slot = lora.slot(layer: layer, module: module), let u = hidden[module] {
                     loraBackward(slot, input: input, hidden: u, gradOutput: gradOutput, gradInput: gradInput)
                 }

@@ -115,4 +115,46 @@ final class LoRAGradientTests: XCTestCase {
         }
         print("finite differences: worst relative error \(worst)")
     }
+
+    /// The int8 training path (int8 activations forward, transposed Q8_0 copies backward) on a Q8_0 base
+    /// stays close to the exact float32 gradient: relative L2 error and cosine over all LoRA tensors.
+    func testInt8TrainingGradientIsCloseToFloat() throws {
+        let (float, initial, inputs, labels) = try referenceSetup(gguf: false)
+        let base = float.weights
+        let quantizedLayers = base.layers.map { layer in
+            LayerWeights(attentionNorm: layer.attentionNorm, feedForwardNorm: layer.feedForwardNorm,
+                         projections: layer.projections.mapValues {
+                             Quantize.matrix($0.dequantized(), rows: $0.rows, columns: $0.columns, format: .q8_0)
+                         })
+        }
+        let model = LlamaModel(weights: ModelWeights(configuration: base.configuration, embedding: base.embedding,
+                                                     output: base.output, finalNorm: base.finalNorm, layers: quantizedLayers,
+                                                     ropeLayout: base.ropeLayout, source: "tiny-llama (Q8_0)"),
+                               pool: ThreadPool(threads: 2))
+        var lora = initial
+        for i in lora.parameters.indices { lora.parameters[i] += Float((i * 7919) % 13 - 6) * 0.01 }
+        func gradient(_ precision: ActivationPrecision) throws -> ([Float], Double) {
+            var g = [Float](repeating: 0, count: lora.count)
+            let loss = try g.withUnsafeMutableBufferPointer {
+                try model.lossAndGradient(tokens: inputs[1], labels: labels[1], lora: lora, gradient: $0.baseAddress!,
+                                          precision: precision).loss
+            }
+            return (g, loss)
+        }
+        let (exact, exactLoss) = try gradient(.float32)
+        let (fast, fastLoss) = try gradient(.int8)
+        var difference = 0.0, norm = 0.0, dot = 0.0, fastNorm = 0.0
+        for i in exact.indices {
+            difference += Double(fast[i] - exact[i]) * Double(fast[i] - exact[i])
+            norm += Double(exact[i]) * Double(exact[i])
+            fastNorm += Double(fast[i]) * Double(fast[i])
+            dot += Double(fast[i]) * Double(exact[i])
+        }
+        let relative = (difference / norm).squareRoot(), cosine = dot / (norm * fastNorm).squareRoot()
+        print("int8 training gradient: relative L2 error \(relative), cosine \(cosine), loss \(exactLoss) vs \(fastLoss)")
+        XCTAssertNotEqual(relative, 0, "the int8 path must actually run on a Q8_0 base")
+        XCTAssertLessThan(relative, 0.05)
+        XCTAssertGreaterThan(cosine, 0.998)
+        XCTAssertEqual(fastLoss, exactLoss, accuracy: 0.01)
+    }
 }
