@@ -2,6 +2,6 @@ import CommandLineParsing
 
 /// The client's commands; each lives in its own file.
 enum ClientCommands {
-    static let all: [Command] = [ModelCommands.tokenize, ModelCommands.generate, ModelCommands.eval, QuantizeCommand.command]
+    static let all: [Command] = [ModelCommands.tokenize, ModelCommands.generate, ModelCommands.eval, QuantizeCommand.command, SynthCommand.command]
     static let groups: [CommandGroup] = []
 }
