@@ -1069,7 +1069,7 @@ extension ClinicStyle {
         ],
         symptomSentences: ["{He} reports {symptom1}.", "Endorses {symptom1}.", "Notable for {symptom1}."],
         detailSentences: ["Recent labs: {lab}.", "Labs from {2-8} weeks ago show {lab}; also reports {symptom2}.",
-                          "Also reports {symptom2}. Recent labs: {lab}."],
+                          "Also reports {symptom2}; recent labs: {lab}."],
         negativeSentences: ["Denies {neg1} or {neg2}.", "No {neg1} or {neg2}."],
         contextSentences: [
             "Family history of {type 2 diabetes|thyroid disease|osteoporosis|autoimmune disease} in {his} {mother|father|sister|brother}.",
