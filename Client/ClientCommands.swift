@@ -3,6 +3,6 @@ import CommandLineParsing
 /// The client's commands; each lives in its own file.
 enum ClientCommands {
     static let all: [Command] = [ModelCommands.tokenize, ModelCommands.generate, ModelCommands.eval, QuantizeCommand.command,
-                                  TrainCommands.train, TrainCommands.budget]
+                                  SynthCommand.command, TrainCommands.train, TrainCommands.budget]
     static let groups: [CommandGroup] = [PrivacyCommands.group]
 }
