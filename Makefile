@@ -50,11 +50,24 @@ test: deps model
 	# XCTest only: the swift-testing runner would close the log with "0 tests".
 	CONCLAVE_MODEL=$(abspath $(MODEL)) CONCLAVE_FIXTURES=$(FIXTURES) $(SWIFT) test $(BUILDFLAGS) --disable-swift-testing
 
+DEMO_DIR     := out/demo
+
 demo: build model
-	@echo "Conclave demo: the federation is not built yet; this is the local showcase on the default model." >&2
+	@echo "Conclave demo: the federation is not built yet; this is the local showcase on the default model:" >&2
+	@echo "the model on this machine, then a private fine-tune on synthetic clinic notes with DP-SGD." >&2
 	$(BIN)/conclave-client tokenize --model $(MODEL) --text "Patient presents with a persistent cough."
 	$(BIN)/conclave-client generate --model $(MODEL) --chat --prompt "What is the capital of France?" --max-tokens 32 --temperature 0
 	$(BIN)/conclave-client eval --model $(MODEL) --data Config/demo-eval.jsonl
+	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
+	$(BIN)/conclave-client synth --kind clinic-notes --specialty cardiology --records 120 --seed 1 --held-out 0.2 --out $(DEMO_DIR)/notes.jsonl
+	$(BIN)/conclave-client privacy noise --target-epsilon 8 --sampling-rate 0.0625 --steps 8 --delta 1e-5
+	$(BIN)/conclave-client train --model $(MODEL) --data $(DEMO_DIR)/notes.jsonl --eval-data $(DEMO_DIR)/notes.heldout.jsonl \
+	    --out $(DEMO_DIR)/adapter --state $(DEMO_DIR)/state --budget-epsilon 10 --dp --target-epsilon 8 --clip 1 \
+	    --steps 8 --batch-size 6 --lr 0.003 --max-length 512
+	$(BIN)/conclave-client budget --state $(DEMO_DIR)/state
+	@echo "The ledger now refuses a run that would cross its budget:" >&2
+	-$(BIN)/conclave-client train --model $(MODEL) --data $(DEMO_DIR)/notes.jsonl --out $(DEMO_DIR)/adapter2 \
+	    --state $(DEMO_DIR)/state --dp --target-epsilon 8 --steps 8 --batch-size 6 --max-length 512
 
 bench: build model
 	$(BIN)/conclave-bench-inference --model $(MODEL) --threads 2 --runs 5

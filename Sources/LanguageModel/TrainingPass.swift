@@ -88,8 +88,10 @@ extension LlamaModel {
 
             func project(_ module: ProjectionModule, layer: Int, input: UnsafePointer<Float>,
                          output: UnsafeMutablePointer<Float>, hidden: inout [ProjectionModule: UnsafeMutablePointer<Float>]) {
-                forwardThrough(weights.layers[layer].projection(module), key: "\(layer).\(module.rawValue)", input: input,
-                               tokens: n, output: output, precision: precision)
+                // Layer matrices unpack on the fly (a whole sequence amortises it); only the output matrix,
+                // multiplied in chunks of 32 rows, keeps a packed copy (see forwardThrough).
+                Linear.forward(weights.layers[layer].projection(module), input: input, tokens: n, output: output,
+                               precision: precision, pool: pool)
                 if let slot = lora.slot(layer: layer, module: module) {
                     hidden[module] = loraForward(slot, input: input, output: output)
                 }

@@ -28,17 +28,24 @@ final class TransposedWeights: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         if let cached = cache[key] { return cached }
+        // Wᵀ block by block: 32 rows of W at a time become one Q8_0 block in every row of Wᵀ, so the
+        // scratch is 32 rows of floats, not the whole matrix (the output matrix alone is 113 MB in float32).
         let rows = weights.rows, columns = weights.columns
-        var transposed = [Float](repeating: 0, count: rows * columns)
-        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: columns)
-        defer { scratch.deallocate() }
-        transposed.withUnsafeMutableBufferPointer { out in
-            for r in 0..<rows {
-                weights.dequantizedRow(r, into: scratch)
-                for c in 0..<columns { out[c * rows + r] = scratch[c] }
+        let format = WeightFormat.q8_0, blockBytes = format.bytesPerBlock, rowBytes = format.rowBytes(columns: rows)
+        let storage = ByteBuffer(count: columns * rowBytes)
+        let strip = UnsafeMutablePointer<Float>.allocate(capacity: 32 * columns)
+        let block = UnsafeMutablePointer<Float>.allocate(capacity: 32)
+        defer { strip.deallocate(); block.deallocate() }
+        for r0 in stride(from: 0, to: rows, by: 32) {
+            for i in 0..<32 { weights.dequantizedRow(r0 + i, into: strip + i * columns) }
+            for c in 0..<columns {
+                for i in 0..<32 { block[i] = strip[i * columns + c] }
+                Quantize.row(block, count: 32, format: format, into: storage.pointer + c * rowBytes + (r0 / 32) * blockBytes)
             }
         }
-        let matrix = PackedMatrix(Quantize.matrix(transposed, rows: columns, columns: rows, format: .q8_0))
+        let quantized = WeightMatrix(format: format, rows: columns, columns: rows, data: UnsafeRawPointer(storage.pointer),
+                                     owner: storage)
+        let matrix = PackedMatrix(quantized)
         cache[key] = matrix
         return matrix
     }

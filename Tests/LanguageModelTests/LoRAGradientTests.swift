@@ -74,17 +74,7 @@ final class LoRAGradientTests: XCTestCase {
     /// on a quantized (Q8_0) copy of the base so the backward through quantized weights is checked too.
     func testFiniteDifferences() throws {
         let (float, initial, inputs, labels) = try referenceSetup(gguf: false)
-        let base = float.weights
-        let quantizedLayers = base.layers.map { layer in
-            LayerWeights(attentionNorm: layer.attentionNorm, feedForwardNorm: layer.feedForwardNorm,
-                         projections: layer.projections.mapValues {
-                             Quantize.matrix($0.dequantized(), rows: $0.rows, columns: $0.columns, format: .q8_0)
-                         })
-        }
-        let model = LlamaModel(weights: ModelWeights(configuration: base.configuration, embedding: base.embedding,
-                                                     output: base.output, finalNorm: base.finalNorm, layers: quantizedLayers,
-                                                     ropeLayout: base.ropeLayout, source: "tiny-llama (Q8_0)"),
-                               pool: ThreadPool(threads: 2))
+        let model = Self.quantizedCopy(of: float)
         // Make B non-zero so A's gradient is non-trivial everywhere.
         var lora = initial
         for i in lora.parameters.indices { lora.parameters[i] += Float((i * 7919) % 13 - 6) * 0.01 }
@@ -120,17 +110,7 @@ final class LoRAGradientTests: XCTestCase {
     /// stays close to the exact float32 gradient: relative L2 error and cosine over all LoRA tensors.
     func testInt8TrainingGradientIsCloseToFloat() throws {
         let (float, initial, inputs, labels) = try referenceSetup(gguf: false)
-        let base = float.weights
-        let quantizedLayers = base.layers.map { layer in
-            LayerWeights(attentionNorm: layer.attentionNorm, feedForwardNorm: layer.feedForwardNorm,
-                         projections: layer.projections.mapValues {
-                             Quantize.matrix($0.dequantized(), rows: $0.rows, columns: $0.columns, format: .q8_0)
-                         })
-        }
-        let model = LlamaModel(weights: ModelWeights(configuration: base.configuration, embedding: base.embedding,
-                                                     output: base.output, finalNorm: base.finalNorm, layers: quantizedLayers,
-                                                     ropeLayout: base.ropeLayout, source: "tiny-llama (Q8_0)"),
-                               pool: ThreadPool(threads: 2))
+        let model = Self.quantizedCopy(of: float)
         var lora = initial
         for i in lora.parameters.indices { lora.parameters[i] += Float((i * 7919) % 13 - 6) * 0.01 }
         func gradient(_ precision: ActivationPrecision) throws -> ([Float], Double) {
@@ -156,5 +136,20 @@ final class LoRAGradientTests: XCTestCase {
         XCTAssertLessThan(relative, 0.05)
         XCTAssertGreaterThan(cosine, 0.998)
         XCTAssertEqual(fastLoss, exactLoss, accuracy: 0.01)
+    }
+
+    /// The tiny model with every projection re-quantized to Q8_0 (embedding and output stay float).
+    static func quantizedCopy(of float: LlamaModel) -> LlamaModel {
+        let base = float.weights
+        let quantizedLayers = base.layers.map { layer in
+            LayerWeights(attentionNorm: layer.attentionNorm, feedForwardNorm: layer.feedForwardNorm,
+                         projections: layer.projections.mapValues {
+                             Quantize.matrix($0.dequantized(), rows: $0.rows, columns: $0.columns, format: .q8_0)
+                         })
+        }
+        return LlamaModel(weights: ModelWeights(configuration: base.configuration, embedding: base.embedding,
+                                                output: base.output, finalNorm: base.finalNorm, layers: quantizedLayers,
+                                                ropeLayout: base.ropeLayout, source: "tiny-llama (Q8_0)"),
+                          pool: ThreadPool(threads: 2))
     }
 }
