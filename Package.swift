@@ -37,14 +37,19 @@ let package = Package(
         .target(name: "Wire", path: "Sources/Wire"),
         .target(name: "Transport", dependencies: ["COpenSSL"], path: "Sources/Transport"),
         .target(name: "CommandLineParsing", path: "Sources/CommandLineParsing"),
+        .target(name: "Federation",
+                dependencies: ["Wire", "Transport", "SecureCrypto", "SecureAggregation", "Privacy", "FineTuning",
+                               "LanguageModel", "ModelFormats", "CommandLineParsing"],
+                path: "Sources/Federation"),
 
         // Executables: command-line parsing and wiring only.
         .executableTarget(name: "conclave-client",
                           dependencies: ["CommandLineParsing", "ModelFormats", "Tokenizer", "LanguageModel",
-                                         "FineTuning", "Privacy", "SecureCrypto", "Transport"],
+                                         "FineTuning", "Privacy", "SecureCrypto", "Transport", "Federation"],
                           path: "Client"),
         .executableTarget(name: "conclave-coordinator",
-                          dependencies: ["CommandLineParsing", "SecureCrypto", "Transport"],
+                          dependencies: ["CommandLineParsing", "SecureCrypto", "Transport", "Federation", "ModelFormats",
+                                         "LanguageModel", "FineTuning", "Privacy"],
                           path: "Coordinator"),
 
         // Test support: where fixtures and the default model live.
@@ -68,6 +73,8 @@ let package = Package(
         .testTarget(name: "SecureAggregationTests", dependencies: ["TestSupport", "SecureAggregation", "SecureCrypto"],
                     path: "Tests/SecureAggregationTests"),
         .testTarget(name: "TransportTests", dependencies: ["TestSupport", "Transport"], path: "Tests/TransportTests"),
+        .testTarget(name: "FederationTests", dependencies: ["TestSupport", "Federation", "SecureCrypto", "Wire", "Privacy"],
+                    path: "Tests/FederationTests"),
         .testTarget(name: "CommandLineParsingTests", dependencies: ["TestSupport", "CommandLineParsing"],
                     path: "Tests/CommandLineParsingTests"),
         .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", "conclave-client", "conclave-coordinator"],

@@ -156,3 +156,15 @@ public enum Hex {
         }
     }
 }
+
+extension Hash {
+    /// SHA-256 (FIPS 180-4) of public data, through libsodium's `crypto_hash_sha256`: for file and
+    /// adapter digests that other tools (sha256sum, HF hub) recompute.
+    public static func sha256(_ data: some ContiguousByteStorage) -> [UInt8] {
+        var digest = [UInt8](repeating: 0, count: Int(crypto_hash_sha256_BYTES))
+        data.withUnsafeBytes { input in
+            _ = crypto_hash_sha256(&digest, input.bindMemory(to: UInt8.self).baseAddress, UInt64(input.count))
+        }
+        return digest
+    }
+}

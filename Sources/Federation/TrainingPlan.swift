@@ -1,0 +1,192 @@
+import Foundation
+
+/// What the coordinator asks each client of a round to do: train a LoRA adapter of this shape with
+/// DP-SGD under these parameters. The client checks it against its own policy and ledger before it
+/// accepts; the audit record keeps it.
+public struct TrainingPlan: Codable, Sendable, Equatable {
+    /// DP-SGD steps (each on a Poisson sample of the client's records).
+    public var steps: Int
+    /// AdamW learning rate.
+    public var learningRate: Double
+    /// Poisson sampling rate q: each record joins each step's batch with this probability.
+    public var samplingRate: Double
+    /// Noise multiplier σ (noise std is σ·C); 0 means no differential privacy.
+    public var noiseMultiplier: Double
+    /// Per-example clipping norm C.
+    public var clipNorm: Double
+    /// The δ at which ε is reported.
+    public var delta: Double
+    /// Records are cut to this many tokens.
+    public var maxLength: Int
+    /// LoRA rank r.
+    public var rank: Int
+    /// LoRA alpha (scaling alpha / r).
+    public var alpha: Double
+    /// The adapted projections (q_proj, k_proj, ...).
+    public var targets: [String]
+
+    public init(steps: Int, learningRate: Double, samplingRate: Double, noiseMultiplier: Double, clipNorm: Double,
+                delta: Double, maxLength: Int, rank: Int, alpha: Double, targets: [String]) {
+        self.steps = steps
+        self.learningRate = learningRate
+        self.samplingRate = samplingRate
+        self.noiseMultiplier = noiseMultiplier
+        self.clipNorm = clipNorm
+        self.delta = delta
+        self.maxLength = maxLength
+        self.rank = rank
+        self.alpha = alpha
+        self.targets = targets
+    }
+
+    /// Whether the plan trains with differential privacy.
+    public var isPrivate: Bool { noiseMultiplier > 0 }
+
+    enum CodingKeys: String, CodingKey {
+        case steps, rank, alpha, targets, delta
+        case learningRate = "learning_rate"
+        case samplingRate = "sampling_rate"
+        case noiseMultiplier = "noise_multiplier"
+        case clipNorm = "clip_norm"
+        case maxLength = "max_length"
+    }
+
+    /// The plan's fields in range, or an error naming the first that is not.
+    public func validate() throws {
+        func check(_ ok: Bool, _ field: String, _ reason: String) throws {
+            if !ok { throw FederationError.configuration(path: "plan", field: field, reason) }
+        }
+        try check(steps >= 1 && steps <= 1_000_000, "steps", "must be 1...1000000, got \(steps)")
+        try check(learningRate.isFinite && learningRate > 0, "learning_rate", "must be positive, got \(learningRate)")
+        try check(samplingRate > 0 && samplingRate <= 1, "sampling_rate", "must be in (0, 1], got \(samplingRate)")
+        try check(noiseMultiplier.isFinite && noiseMultiplier >= 0, "noise_multiplier", "must be ≥ 0, got \(noiseMultiplier)")
+        try check(clipNorm.isFinite && clipNorm > 0, "clip_norm", "must be positive, got \(clipNorm)")
+        try check(delta > 0 && delta < 1, "delta", "must be in (0, 1), got \(delta)")
+        try check(maxLength >= 2 && maxLength <= 1 << 16, "max_length", "must be 2...65536, got \(maxLength)")
+        try check(rank >= 1 && rank <= 1024, "rank", "must be 1...1024, got \(rank)")
+        try check(alpha.isFinite && alpha > 0, "alpha", "must be positive, got \(alpha)")
+        let known: Set<String> = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        try check(!targets.isEmpty && targets.allSatisfy(known.contains), "targets",
+                  "must be a non-empty subset of \(known.sorted().joined(separator: ",")), got \(targets)")
+    }
+}
+
+/// A client's reason for declining a round, or a coordinator's for dropping it.
+public struct ClientReason: Codable, Sendable, Equatable {
+    public var client: String
+    public var reason: String
+    public init(client: String, reason: String) {
+        self.client = client
+        self.reason = reason
+    }
+}
+
+/// One participant's figures for a round, as it reported them.
+public struct ClientRoundMetrics: Codable, Sendable, Equatable {
+    public var client: String
+    /// Records in the client's training split (FedAvg's weight).
+    public var examples: Int
+    /// Held-out loss of the incoming global adapter, and of the adapter the client trained.
+    public var evalLossBefore: Double
+    public var evalLossAfter: Double
+    /// Held-out tokens scored (the weight of the losses).
+    public var evalTokens: Int
+    /// The client's cumulative ε after this round, at `delta`, from its own ledger.
+    public var epsilon: Double
+    public var delta: Double
+    /// Mean training loss over the round's steps.
+    public var trainLoss: Double
+    /// Seconds the client spent training and evaluating.
+    public var seconds: Double
+
+    public init(client: String, examples: Int, evalLossBefore: Double, evalLossAfter: Double, evalTokens: Int,
+                epsilon: Double, delta: Double, trainLoss: Double, seconds: Double) {
+        self.client = client
+        self.examples = examples
+        self.evalLossBefore = evalLossBefore
+        self.evalLossAfter = evalLossAfter
+        self.evalTokens = evalTokens
+        self.epsilon = epsilon
+        self.delta = delta
+        self.trainLoss = trainLoss
+        self.seconds = seconds
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case client, examples, epsilon, delta, seconds
+        case evalLossBefore = "eval_loss_before"
+        case evalLossAfter = "eval_loss_after"
+        case evalTokens = "eval_tokens"
+        case trainLoss = "train_loss"
+    }
+}
+
+/// One round as the audit log keeps it. Every field a person auditing the federation asks about:
+/// who was asked, who took part, who declined or dropped and why, under which plan, what privacy each
+/// participant has spent in total, what the model gained, and which adapter came out.
+public struct AuditRecord: Codable, Sendable, Equatable {
+    /// "committed" or "aborted".
+    public var status: String
+    public var round: UInt64
+    public var started: Date
+    public var finished: Date
+    /// Clients invited.
+    public var cohort: [String]
+    /// Clients whose update went into the aggregate.
+    public var participants: [String]
+    public var declines: [ClientReason]
+    public var dropouts: [ClientReason]
+    /// "fedavg" or "fedadam".
+    public var aggregation: String
+    public var secureAggregation: Bool
+    public var plan: TrainingPlan
+    /// Per participant: cumulative ε after the round, held-out losses, examples.
+    public var clients: [ClientRoundMetrics]
+    /// The largest cumulative ε among participants.
+    public var maxEpsilon: Double?
+    /// Held-out loss before and after, weighted by held-out tokens over participants.
+    public var evalLossBefore: Double?
+    public var evalLossAfter: Double?
+    /// sha256 (hex) of the global adapter's `adapter_model.safetensors` after the round (the
+    /// previous one for an aborted round).
+    public var adapterSHA256: String
+    /// Why an aborted round was aborted.
+    public var abortReason: String?
+    /// BLAKE2b-256 (hex) of the previous line of the log, bytes as written; 64 zeros for the first.
+    public var previousHash: String
+
+    public init(status: String, round: UInt64, started: Date, finished: Date, cohort: [String], participants: [String],
+                declines: [ClientReason], dropouts: [ClientReason], aggregation: String, secureAggregation: Bool,
+                plan: TrainingPlan, clients: [ClientRoundMetrics], maxEpsilon: Double?, evalLossBefore: Double?,
+                evalLossAfter: Double?, adapterSHA256: String, abortReason: String?, previousHash: String) {
+        self.status = status
+        self.round = round
+        self.started = started
+        self.finished = finished
+        self.cohort = cohort
+        self.participants = participants
+        self.declines = declines
+        self.dropouts = dropouts
+        self.aggregation = aggregation
+        self.secureAggregation = secureAggregation
+        self.plan = plan
+        self.clients = clients
+        self.maxEpsilon = maxEpsilon
+        self.evalLossBefore = evalLossBefore
+        self.evalLossAfter = evalLossAfter
+        self.adapterSHA256 = adapterSHA256
+        self.abortReason = abortReason
+        self.previousHash = previousHash
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case status, round, started, finished, cohort, participants, declines, dropouts, aggregation, plan, clients
+        case secureAggregation = "secure_aggregation"
+        case maxEpsilon = "max_epsilon"
+        case evalLossBefore = "eval_loss_before"
+        case evalLossAfter = "eval_loss_after"
+        case adapterSHA256 = "adapter_sha256"
+        case abortReason = "abort_reason"
+        case previousHash = "previous_hash"
+    }
+}
