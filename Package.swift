@@ -77,7 +77,8 @@ let package = Package(
                     path: "Tests/FederationTests"),
         .testTarget(name: "CommandLineParsingTests", dependencies: ["TestSupport", "CommandLineParsing"],
                     path: "Tests/CommandLineParsingTests"),
-        .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", "conclave-client", "conclave-coordinator"],
+        .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", "conclave-client", "conclave-coordinator",
+                                                         "Federation", "SecureCrypto"],
                     path: "Tests/EndToEndTests"),
     ]
 )

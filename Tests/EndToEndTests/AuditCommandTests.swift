@@ -1,0 +1,158 @@
+import Federation
+import Foundation
+import SecureCrypto
+import TestSupport
+import XCTest
+
+/// `conclave-coordinator audit` as a real process over a state directory built here: the JSON
+/// contract, the table, and a tampered log failing `--verify` with the record named.
+final class AuditCommandTests: XCTestCase {
+    var directory: URL!
+    var paths: CoordinatorPaths!
+    let signer = SigningKeyPair()
+
+    override func setUpWithError() throws {
+        directory = try Fixtures.temporaryDirectory("conclave-audit-command")
+        paths = CoordinatorPaths(root: directory)
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    func run(_ arguments: [String]) throws -> Executables.Result {
+        try Executables.run(Executables.coordinator, ["audit"] + arguments)
+    }
+
+    /// A state directory with the signing key, signing.pub and two rounds (one committed, one aborted).
+    func makeState() throws {
+        try signer.writeSecretKeyFile(path: paths.signingKey.path)
+        try AuditLog.writePublicKey(signer.publicKey, to: paths.signingPublicKey)
+        let plan = TrainingPlan(steps: 30, learningRate: 0.002, samplingRate: 0.04, noiseMultiplier: 1.2, clipNorm: 1,
+                                delta: 1e-5, maxLength: 128, rank: 8, alpha: 16, targets: ["q_proj", "v_proj"])
+        let started = Date(timeIntervalSince1970: 1_750_000_000.5)
+        let log = AuditLog(paths: paths)
+        try log.append(AuditRecord(
+            status: "committed", round: 1, started: started, finished: started + 185, cohort: ["alpha", "beta", "gamma"],
+            participants: ["alpha", "beta"], declines: [ClientReason(client: "gamma", reason: "budget exhausted")],
+            dropouts: [], aggregation: "fedavg", secureAggregation: true, plan: plan,
+            clients: [ClientRoundMetrics(client: "alpha", examples: 300, evalLossBefore: 2.5, evalLossAfter: 2.0,
+                                         evalTokens: 4000, epsilon: 1.234, delta: 1e-5, trainLoss: 2.2, seconds: 60),
+                      ClientRoundMetrics(client: "beta", examples: 100, evalLossBefore: 3.0, evalLossAfter: 2.5,
+                                         evalTokens: 1000, epsilon: 0.5, delta: 1e-5, trainLoss: 2.8, seconds: 70)],
+            maxEpsilon: 1.234, evalLossBefore: 2.6, evalLossAfter: 2.1,
+            adapterSHA256: "0123456789abcdef" + String(repeating: "0", count: 48), abortReason: nil,
+            previousHash: ""), signer: signer)
+        try log.append(AuditRecord(
+            status: "aborted", round: 2, started: started + 600, finished: started + 612.25, cohort: ["alpha", "beta"],
+            participants: [], declines: [], dropouts: [ClientReason(client: "beta", reason: "connection lost")],
+            aggregation: "fedavg", secureAggregation: true, plan: plan, clients: [], maxEpsilon: nil,
+            evalLossBefore: nil, evalLossAfter: nil, adapterSHA256: "0123456789abcdef" + String(repeating: "0", count: 48),
+            abortReason: "too few participants: 1 < 2", previousHash: ""), signer: signer)
+    }
+
+    func testJSONOfAVerifiedLog() throws {
+        try makeState()
+        let result = try run(["--state", directory.path, "--json", "--verify"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let json = try result.json()
+        XCTAssertEqual(json["verified"] as? Bool, true)
+        XCTAssertTrue(json["failure"] is NSNull)
+        XCTAssertEqual(json["public_key"] as? String, Hex.encode(signer.publicKey.bytes))
+        let records = try XCTUnwrap(json["records"] as? [[String: Any]])
+        XCTAssertEqual(records.count, 2)
+        let first = records[0], second = records[1]
+        XCTAssertEqual(first["round"] as? Int, 1)
+        XCTAssertEqual(first["status"] as? String, "committed")
+        XCTAssertEqual(first["participants"] as? [String], ["alpha", "beta"])
+        XCTAssertEqual(first["aggregation"] as? String, "fedavg")
+        XCTAssertEqual(first["secure_aggregation"] as? Bool, true)
+        XCTAssertEqual(first["max_epsilon"] as? Double, 1.234)
+        XCTAssertEqual(first["eval_loss_before"] as? Double, 2.6)
+        XCTAssertEqual(first["eval_loss_after"] as? Double, 2.1)
+        XCTAssertEqual(first["adapter_sha256"] as? String, "0123456789abcdef" + String(repeating: "0", count: 48))
+        XCTAssertEqual(first["started"] as? String, "2025-06-15T15:06:40.500Z")
+        XCTAssertEqual(first["finished"] as? String, "2025-06-15T15:09:45.500Z")
+        XCTAssertTrue(first["abort_reason"] is NSNull)
+        let declines = try XCTUnwrap(first["declines"] as? [[String: Any]])
+        XCTAssertEqual(declines.first?["client"] as? String, "gamma")
+        XCTAssertEqual(declines.first?["reason"] as? String, "budget exhausted")
+        let plan = try XCTUnwrap(first["plan"] as? [String: Any])
+        XCTAssertEqual(plan["noise_multiplier"] as? Double, 1.2)
+        XCTAssertEqual(plan["steps"] as? Int, 30)
+        XCTAssertEqual(plan["targets"] as? [String], ["q_proj", "v_proj"])
+        let clients = try XCTUnwrap(first["clients"] as? [[String: Any]])
+        XCTAssertEqual(clients.map { $0["client"] as? String }, ["alpha", "beta"])
+        XCTAssertEqual(clients.first?["epsilon"] as? Double, 1.234)
+        XCTAssertEqual(clients.first?["eval_tokens"] as? Int, 4000)
+
+        XCTAssertEqual(second["status"] as? String, "aborted")
+        XCTAssertEqual(second["abort_reason"] as? String, "too few participants: 1 < 2")
+        XCTAssertTrue(second["max_epsilon"] is NSNull)
+        XCTAssertTrue(second["eval_loss_before"] is NSNull)
+        let dropouts = try XCTUnwrap(second["dropouts"] as? [[String: Any]])
+        XCTAssertEqual(dropouts.first?["client"] as? String, "beta")
+    }
+
+    func testTableOfAVerifiedLog() throws {
+        try makeState()
+        let result = try run(["--state", directory.path])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let lines = result.stdout.split(separator: "\n").map(String.init)
+        XCTAssertEqual(lines.count, 4, result.stdout)
+        for column in ["round", "status", "participants", "declined", "dropped", "aggregation", "secure-agg", "max ε",
+                       "eval loss", "adapter", "duration"] {
+            XCTAssertTrue(lines[0].contains(column), "header lacks \(column): \(lines[0])")
+        }
+        let first = lines[1].split(separator: " ").map(String.init)
+        XCTAssertEqual(first, ["1", "committed", "2", "1", "0", "fedavg", "yes", "1.23", "2.6000", "→", "2.1000",
+                               "0123456789ab", "3m05s"])
+        let second = lines[2].split(separator: " ").map(String.init)
+        XCTAssertEqual(second, ["2", "aborted", "0", "0", "1", "fedavg", "yes", "-", "-", "0123456789ab", "12.2s"])
+        XCTAssertEqual(lines[3], "audit chain: verified (2 records)")
+    }
+
+    func testTamperedLogFailsVerifyNamingTheRecord() throws {
+        try makeState()
+        var bytes = Array(try Data(contentsOf: paths.auditLog))
+        let secondLine = try XCTUnwrap(bytes.firstIndex(of: 10)) + 1
+        // Round 2's "aborted" becomes "abortee": a one-byte change inside the second record.
+        let text = String(decoding: bytes, as: UTF8.self)
+        let range = try XCTUnwrap(text.range(of: #""status":"aborted""#))
+        let offset = text.utf8.distance(from: text.utf8.startIndex, to: range.upperBound) - 2
+        XCTAssertGreaterThan(offset, secondLine)
+        bytes[offset] ^= 0x01
+        try Data(bytes).write(to: paths.auditLog)
+
+        let result = try run(["--state", directory.path, "--json", "--verify"])
+        XCTAssertEqual(result.status, 1)
+        let json = try result.json()
+        XCTAssertEqual(json["verified"] as? Bool, false)
+        let failure = try XCTUnwrap(json["failure"] as? [String: Any])
+        XCTAssertEqual(failure["record"] as? Int, 2)
+        XCTAssertTrue((failure["reason"] as? String)?.contains("signature does not verify") ?? false, "\(failure)")
+        XCTAssertTrue(result.stderr.contains("audit chain: FAILED at record 2"), result.stderr)
+
+        // Without --verify the failure is reported but the exit status stays 0.
+        let table = try run(["--state", directory.path])
+        XCTAssertEqual(table.status, 0, table.stderr)
+        XCTAssertTrue(table.stdout.contains("audit chain: FAILED at record 2: signature does not verify"), table.stdout)
+    }
+
+    func testMissingLogIsZeroRecordsAndMissingStateIsAnError() throws {
+        try signer.writeSecretKeyFile(path: paths.signingKey.path)
+        let empty = try run(["--state", directory.path, "--verify"])
+        XCTAssertEqual(empty.status, 0, empty.stderr)
+        XCTAssertTrue(empty.stdout.hasSuffix("audit chain: verified (0 records)\n"), empty.stdout)
+
+        let missing = directory.appendingPathComponent("no-such-state").path
+        let result = try run(["--state", missing, "--json"])
+        XCTAssertEqual(result.status, 1)
+        XCTAssertEqual(result.stdout, "")
+        XCTAssertTrue(result.stderr.contains("\(missing): no such directory"), result.stderr)
+
+        let usage = try run(["--json"])
+        XCTAssertEqual(usage.status, 64)
+        XCTAssertTrue(usage.stderr.contains("missing --state"), usage.stderr)
+    }
+}
