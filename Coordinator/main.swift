@@ -4,5 +4,5 @@ import Foundation
 let coordinator = CommandGroup(
     name: "conclave-coordinator",
     abstract: "Conclave coordinator: run a federation that fine-tunes a shared adapter with differential privacy.",
-    commands: [])
+    commands: [IdentityCommands.initialize, IdentityCommands.enroll, IdentityCommands.revoke, IdentityCommands.clients])
 exit(coordinator.main(Array(CommandLine.arguments.dropFirst())))
