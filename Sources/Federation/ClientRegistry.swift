@@ -155,8 +155,8 @@ public struct ClientRegistry: Sendable {
     }
 
     /// Records a newly signed certificate for `id` (call `save()` to make it durable).
-    /// - Throws: `FederationError.client` for a bad id or an id that is already active;
-    ///   `.state` for a malformed fingerprint or a serial already used.
+    /// - Throws: `FederationError.client` for a bad id, an id that is already active, a malformed
+    ///   fingerprint, a serial already used, or a not-after date that is not in the future.
     public mutating func enroll(id: String, fingerprint: String, serial: UInt64, notAfter: Date,
                                 now: Date = Date()) throws {
         try Self.validate(id: id)

@@ -252,6 +252,33 @@ final class ClientRegistryTests: XCTestCase {
         try writer.save()
         XCTAssertFalse(authorization.hook("clinic-1", fingerprintA))
     }
+
+    func testCoordinatorSettingsRoundTripAndFieldErrors() throws {
+        let settingsFile = directory.appendingPathComponent("coordinator.json")
+        XCTAssertThrowsError(try CoordinatorSettings.load(from: settingsFile)) { error in
+            XCTAssertTrue("\(error)".hasPrefix("\(settingsFile.path): missing"), "\(error)")
+        }
+        let settings = CoordinatorSettings(name: "Test Federation", host: "coordinator.example", nextSerial: 3, created: now)
+        XCTAssertEqual(settings.port, 7443)
+        try settings.save(to: settingsFile)
+        XCTAssertEqual(try CoordinatorSettings.load(from: settingsFile), settings)
+        let good = try String(contentsOf: settingsFile, encoding: .utf8)
+        let cases: [(String, FederationError)] = [
+            (good.replacingOccurrences(of: "7443", with: "70000"),
+             .configuration(path: settingsFile.path, field: "port", "70000 is outside 1...65535")),
+            (good.replacingOccurrences(of: "\"next_serial\" : 3", with: "\"next_serial\" : 0"),
+             .configuration(path: settingsFile.path, field: "next_serial", "must be at least 1")),
+            (good.replacingOccurrences(of: "\"host\"", with: "\"hostname\""),
+             .state(path: settingsFile.path, "field 'host': missing")),
+        ]
+        for (text, expected) in cases {
+            XCTAssertNotEqual(text, good)
+            try Data(text.utf8).write(to: settingsFile)
+            XCTAssertThrowsError(try CoordinatorSettings.load(from: settingsFile)) { error in
+                XCTAssertEqual(error as? FederationError, expected)
+            }
+        }
+    }
 }
 
 /// Collects reports from another thread's point of view.
