@@ -73,12 +73,12 @@ let package = Package(
         .testTarget(name: "SecureAggregationTests", dependencies: ["TestSupport", "SecureAggregation", "SecureCrypto"],
                     path: "Tests/SecureAggregationTests"),
         .testTarget(name: "TransportTests", dependencies: ["TestSupport", "Transport"], path: "Tests/TransportTests"),
-        .testTarget(name: "FederationTests", dependencies: ["TestSupport", "Federation", "SecureCrypto", "Wire", "Privacy"],
+        .testTarget(name: "FederationTests", dependencies: ["TestSupport", "Federation", "SecureCrypto", "Wire", "Privacy", "Transport"],
                     path: "Tests/FederationTests"),
         .testTarget(name: "CommandLineParsingTests", dependencies: ["TestSupport", "CommandLineParsing"],
                     path: "Tests/CommandLineParsingTests"),
         .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", "conclave-client", "conclave-coordinator",
-                                                         "Federation", "SecureCrypto"],
+                                                         "Federation", "SecureCrypto", "Transport"],
                     path: "Tests/EndToEndTests"),
     ]
 )

@@ -19,7 +19,8 @@ public struct CoordinatorPaths: Sendable {
     public var serverKey: URL { file("server.key") }
     /// The coordinator's Ed25519 key that signs audit records (SecureCrypto key file, 0600).
     public var signingKey: URL { file("signing.key") }
-    /// The public half of `signingKey` (lower-case hex, 0644): what auditors verify the audit log with.
+    /// The audit signing key's public half: 64 lower-case hex digits and a newline (0644), for
+    /// anyone who verifies the audit log.
     public var signingPublicKey: URL { file("signing.pub") }
     /// The coordinator's settings: name, host, port, next certificate serial (JSON).
     public var settings: URL { file("coordinator.json") }

@@ -1,0 +1,35 @@
+import CommandLineParsing
+import Federation
+import Foundation
+
+/// `init`: the client's identity, a key that stays here and a certificate request for the coordinator.
+enum InitCommand {
+    static let command = Command(
+        name: "init", abstract: "Create this client's key and a certificate request to send to the coordinator.",
+        help: """
+        usage: conclave-client init --state DIR --name ID [--json]
+
+          --state DIR   the client's state directory, created 0700 (also holds its privacy ledger)
+          --name ID     the client id: 1 to 64 of A-Z a-z 0-9 . _ - (not starting with '.' or '-')
+          --json        print {"client_id", "state", "key", "request", "settings"}
+        Writes client.key (0600, never leaves this machine), client.csr and client.json; refuses a
+        directory that already holds a key. Send client.csr to the coordinator's operator, who runs
+        'conclave-coordinator enroll' and gives back a certificate and the federation's CA.
+        """) { arguments in
+        let statePath = try arguments.required("--state")
+        let name = try arguments.required("--name")
+        let json = arguments.flag("--json")
+        try arguments.finish()
+        let paths = ClientPaths(path: statePath)
+        try ClientSetup.initialize(paths: paths, name: name)
+        if json {
+            try JSONOutput.print(["client_id": name, "state": paths.root.path, "key": paths.key.path,
+                                  "request": paths.request.path, "settings": paths.settings.path])
+        } else {
+            print("created client '\(name)' in \(paths.root.path)")
+            print("  key (stays here)   \(paths.key.path)")
+            print("Send \(paths.request.path) to the coordinator's operator for 'conclave-coordinator enroll'.")
+        }
+        return 0
+    }
+}

@@ -1,0 +1,136 @@
+import CommandLineParsing
+import Federation
+import Foundation
+import Transport
+
+/// `init`, `enroll`, `revoke` and `clients`: the federation's certificate authority and who may connect.
+enum IdentityCommands {
+    static let initialize = Command(
+        name: "init", abstract: "Create a federation: its CA, the server certificate and the audit signing key.",
+        help: """
+        usage: conclave-coordinator init --state DIR --name N --host H [--port P] [--days D] [--json]
+
+          --state DIR   the coordinator's state directory, created 0700; refused if already initialised
+          --name N      the federation's name (the CA certificate's common name, 1 to 64 bytes)
+          --host H      the DNS name or IP address clients connect to (put in the server certificate)
+          --port P      the port 'serve' listens on (default \(CoordinatorSettings.defaultPort))
+          --days D      validity of the CA and server certificates in days (default \(CoordinatorSetup.defaultValidityDays))
+          --json        print {"state", "name", "host", "port", "ca_certificate", "ca_fingerprint",
+                        "server_certificate", "server_fingerprint", "signing_public_key"}
+        Writes ca.pem, ca.key (0600), server.pem, server.key (0600), signing.key (0600), signing.pub,
+        coordinator.json and an empty clients.json. Give ca.pem to every client.
+        """) { arguments in
+        let statePath = try arguments.required("--state")
+        let name = try arguments.required("--name")
+        let host = try arguments.required("--host")
+        let port = try arguments.int("--port", in: 1...65_535) ?? CoordinatorSettings.defaultPort
+        let days = try arguments.int("--days", in: 1...10_000) ?? CoordinatorSetup.defaultValidityDays
+        let json = arguments.flag("--json")
+        try arguments.finish()
+        let paths = CoordinatorPaths(path: statePath)
+        let identity = try CoordinatorSetup.initialize(paths: paths, name: name, host: host, port: port, validityDays: days)
+        if json {
+            try JSONOutput.print([
+                "state": paths.root.path, "name": identity.settings.name, "host": identity.settings.host,
+                "port": identity.settings.port, "ca_certificate": paths.caCertificate.path,
+                "ca_fingerprint": identity.caFingerprint, "server_certificate": paths.serverCertificate.path,
+                "server_fingerprint": identity.serverFingerprint, "signing_public_key": identity.signingPublicKey,
+            ])
+        } else {
+            print("initialised federation '\(identity.settings.name)' in \(paths.root.path)")
+            print("  server        \(identity.settings.host):\(identity.settings.port)")
+            print("  CA            \(paths.caCertificate.path) (sha256 \(identity.caFingerprint))")
+            print("  audit key     \(paths.signingPublicKey.path) (\(identity.signingPublicKey))")
+            print("Give \(paths.caCertificate.path) to each client; enrol them with 'conclave-coordinator enroll'.")
+        }
+        return 0
+    }
+
+    static let enroll = Command(
+        name: "enroll", abstract: "Sign a client's certificate request and admit the client.",
+        help: """
+        usage: conclave-coordinator enroll --state DIR --csr F --out CERT [--days D] [--json]
+
+          --state DIR   the coordinator's state directory (made by 'init')
+          --csr F       the client's certificate signing request (client.csr from 'conclave-client init');
+                        its common name becomes the client id, which must not already be active
+          --out CERT    where the signed client certificate is written
+          --days D      validity of the client certificate in days (default \(CoordinatorSetup.defaultClientValidityDays))
+          --json        print {"client_id", "fingerprint", "serial", "not_after", "certificate", "ca_certificate"}
+        Give the client CERT and the CA certificate DIR/ca.pem; its key never leaves its machine.
+        """) { arguments in
+        let statePath = try arguments.required("--state")
+        let csrPath = try arguments.required("--csr")
+        let outPath = try arguments.required("--out")
+        let days = try arguments.int("--days", in: 1...10_000) ?? CoordinatorSetup.defaultClientValidityDays
+        let json = arguments.flag("--json")
+        try arguments.finish()
+        let paths = CoordinatorPaths(path: statePath)
+        let request = try PEMFile.readRequest(at: csrPath)
+        let enrolment = try CoordinatorSetup.enroll(paths: paths, csrPEM: request, validityDays: days,
+                                                    certificateOutput: URL(fileURLWithPath: outPath))
+        let notAfter = ISO8601DateFormatter().string(from: enrolment.notAfter)
+        if json {
+            try JSONOutput.print([
+                "client_id": enrolment.id, "fingerprint": enrolment.fingerprint, "serial": enrolment.serial,
+                "not_after": notAfter, "certificate": outPath, "ca_certificate": paths.caCertificate.path,
+            ])
+        } else {
+            print("enrolled client '\(enrolment.id)' (serial \(enrolment.serial), valid until \(notAfter))")
+            print("  certificate sha256 \(enrolment.fingerprint)")
+            print("Give the client these files:")
+            print("  \(outPath)")
+            print("  \(paths.caCertificate.path)")
+        }
+        return 0
+    }
+
+    static let revoke = Command(
+        name: "revoke", abstract: "Revoke a client: a running server refuses it from its next handshake.",
+        help: """
+        usage: conclave-coordinator revoke --state DIR --client ID [--json]
+
+          --state DIR   the coordinator's state directory
+          --client ID   the client id to revoke (as listed by 'clients')
+          --json        print {"client_id", "fingerprint", "serial", "revoked"}
+        The id can be enrolled again later with a new certificate request.
+        """) { arguments in
+        let statePath = try arguments.required("--state")
+        let id = try arguments.required("--client")
+        let json = arguments.flag("--json")
+        try arguments.finish()
+        let revoked = try CoordinatorSetup.revoke(paths: CoordinatorPaths(path: statePath), id: id)
+        let date = revoked.revoked.map { ISO8601DateFormatter().string(from: $0) } ?? ""
+        if json {
+            try JSONOutput.print(["client_id": revoked.id, "fingerprint": revoked.fingerprint, "serial": revoked.serial,
+                                  "revoked": date])
+        } else {
+            print("revoked client '\(revoked.id)' (serial \(revoked.serial), sha256 \(revoked.fingerprint)) at \(date)")
+        }
+        return 0
+    }
+
+    static let clients = Command(
+        name: "clients", abstract: "List enrolled clients and the state of their certificates.",
+        help: """
+        usage: conclave-coordinator clients --state DIR [--json]
+
+          --state DIR   the coordinator's state directory
+          --json        print {"clients": [{"id", "status", "serial", "fingerprint", "enrolled", "not_after",
+                        "revoked"}]}; status is active, revoked or expired
+        Reads clients.json; every certificate ever issued is listed, newest last.
+        """) { arguments in
+        let statePath = try arguments.required("--state")
+        let json = arguments.flag("--json")
+        try arguments.finish()
+        let paths = CoordinatorPaths(path: statePath)
+        _ = try CoordinatorSettings.load(paths: paths)
+        let registry = try ClientRegistry(paths: paths)
+        if json {
+            try JSONOutput.print(["clients": registry.jsonRecords()])
+        } else {
+            print(registry.table())
+        }
+        return 0
+    }
+}
