@@ -25,6 +25,11 @@ public enum TransportError: Error, Equatable, Sendable, CustomStringConvertible 
     case closedByPeer(peer: String, expected: Int, received: Int)
     /// The connection was closed or cancelled locally.
     case connectionClosed(peer: String)
+    /// A length-prefixed frame announced more bytes than its limit (refused before allocation).
+    case frameTooLarge(peer: String, what: String, length: Int, limit: Int)
+    /// The local control socket at `path` cannot be used; `reason` is the whole message, path included
+    /// (e.g. "no coordinator is running (no control socket at PATH)").
+    case controlSocket(path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -50,6 +55,10 @@ public enum TransportError: Error, Equatable, Sendable, CustomStringConvertible 
             return "\(peer) closed the connection after \(received) of \(expected) expected bytes"
         case let .connectionClosed(peer):
             return "connection to \(peer) is closed"
+        case let .frameTooLarge(peer, what, length, limit):
+            return "\(peer): \(what) of \(length) bytes exceeds the \(limit)-byte limit"
+        case let .controlSocket(_, reason):
+            return reason
         }
     }
 }
