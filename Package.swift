@@ -73,7 +73,7 @@ let package = Package(
         .testTarget(name: "SecureAggregationTests", dependencies: ["TestSupport", "SecureAggregation", "SecureCrypto"],
                     path: "Tests/SecureAggregationTests"),
         .testTarget(name: "TransportTests", dependencies: ["TestSupport", "Transport"], path: "Tests/TransportTests"),
-        .testTarget(name: "FederationTests", dependencies: ["TestSupport", "Federation", "SecureCrypto", "Wire", "Privacy"],
+        .testTarget(name: "FederationTests", dependencies: ["TestSupport", "Federation", "SecureCrypto", "Wire", "Privacy", "ModelFormats"],
                     path: "Tests/FederationTests"),
         .testTarget(name: "CommandLineParsingTests", dependencies: ["TestSupport", "CommandLineParsing"],
                     path: "Tests/CommandLineParsingTests"),
