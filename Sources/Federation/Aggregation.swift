@@ -76,9 +76,9 @@ public struct FedAdam: AggregationStrategy {
     /// Second moment v per tensor; empty before the first round.
     private(set) var secondMoment: [String: [Float]]
 
-    /// Defaults: the paper keeps β1 = 0.9 and β2 = 0.99 fixed in all its experiments and tunes η and τ
-    /// over grids of powers of ten (Section 5, Appendix D); η = 10⁻² and τ = 10⁻³ are points of those
-    /// grids, and in the range the paper found best for FedAdam on its language tasks.
+    /// Defaults: the paper keeps β1 = 0.9 and β2 = 0.99 fixed in its experiments and tunes the server
+    /// learning rate η and the adaptivity τ over grids of powers of ten (Section 5, Appendix D);
+    /// η = 10⁻² and τ = 10⁻³ are points of those grids.
     /// - Throws: `FederationError.configuration` naming the first parameter out of range.
     public init(learningRate: Double = 0.01, beta1: Double = 0.9, beta2: Double = 0.99, tau: Double = 1e-3) throws {
         try Self.validate(learningRate: learningRate, beta1: beta1, beta2: beta2, tau: tau, source: "fedadam")
