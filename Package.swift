@@ -39,7 +39,7 @@ let package = Package(
         .target(name: "CommandLineParsing", path: "Sources/CommandLineParsing"),
         .target(name: "Federation",
                 dependencies: ["Wire", "Transport", "SecureCrypto", "SecureAggregation", "Privacy", "FineTuning",
-                               "LanguageModel", "ModelFormats", "CommandLineParsing"],
+                               "LanguageModel", "ModelFormats", "Tokenizer", "CommandLineParsing"],
                 path: "Sources/Federation"),
 
         // Executables: command-line parsing and wiring only.

@@ -42,6 +42,9 @@ public struct TrainingConfiguration: Sendable {
     public var initializationSeed: UInt64 = 0
     /// nil trains without privacy.
     public var privacy: DifferentialPrivacy?
+    /// The Poisson sampling rate q, when the caller fixes it (a federation's plan); otherwise
+    /// q = batchSize · gradientAccumulation / N.
+    public var samplingRate: Double?
 
     public init() {}
 }
@@ -102,11 +105,16 @@ public final class LoRATrainer {
         guard c.learningRate > 0, c.learningRate.isFinite else {
             throw TrainingError("learning rate must be positive, got \(c.learningRate)")
         }
-        let logicalBatch = c.batchSize * c.gradientAccumulation
-        guard logicalBatch <= examples.count else {
-            throw TrainingError("batch size \(logicalBatch) exceeds the \(examples.count) training examples")
+        if let q = c.samplingRate {
+            guard q > 0, q <= 1 else { throw TrainingError("sampling rate must be in (0, 1], got \(q)") }
+            samplingRate = q
+        } else {
+            let logicalBatch = c.batchSize * c.gradientAccumulation
+            guard logicalBatch <= examples.count else {
+                throw TrainingError("batch size \(logicalBatch) exceeds the \(examples.count) training examples")
+            }
+            samplingRate = Double(logicalBatch) / Double(examples.count)
         }
-        samplingRate = Double(logicalBatch) / Double(examples.count)
         if let steps = c.steps {
             guard steps >= 1 else { throw TrainingError("steps must be at least 1, got \(steps)") }
             totalSteps = steps

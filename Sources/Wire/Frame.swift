@@ -35,6 +35,10 @@ public enum MessageType: UInt16, Sendable, CaseIterable, CustomStringConvertible
     case metrics = 6
     /// Either way: the round is abandoned, with a reason.
     case abort = 7
+    /// Either way: the end of a set of tensors (global adapter down, update up), with its count and digest.
+    case tensorsDone = 8
+    /// Coordinator → client: how a round ended (committed with the new adapter's digest, or aborted).
+    case roundResult = 9
 
     public var description: String {
         switch self {
@@ -45,6 +49,8 @@ public enum MessageType: UInt16, Sendable, CaseIterable, CustomStringConvertible
         case .tensorChunk: return "tensorChunk"
         case .metrics: return "metrics"
         case .abort: return "abort"
+        case .tensorsDone: return "tensorsDone"
+        case .roundResult: return "roundResult"
         }
     }
 }

@@ -1,0 +1,44 @@
+import CommandLineParsing
+import Federation
+import Foundation
+
+/// `join`: the client's agent, next to its private data.
+enum JoinCommand {
+    static let command = Command(
+        name: "join", abstract: "Run the client agent: take part in a coordinator's rounds under this client's policy.",
+        help: """
+        usage: conclave-client join --state DIR --coordinator HOST:PORT --ca CA.pem --cert CERT.pem --config F
+                                    [--rounds N]
+
+          --state DIR              the client's state directory (from 'conclave-client init'): its key, its
+                                   privacy ledger, the latest global adapter (DIR/global-adapter)
+          --coordinator HOST:PORT  the coordinator; HOST must be the name or address in its certificate
+          --ca CA.pem              the federation's CA certificate (from the coordinator's operator)
+          --cert CERT.pem          this client's certificate (signed by 'conclave-coordinator enroll')
+          --config F               JSON: {"model", "data", "eval_data", "threads"?, "policy": {"max_epsilon",
+                                   "delta", "max_steps_per_round", "require_privacy"?}}; see Config/
+          --rounds N               exit after N rounds have ended for this client (default: run until stopped)
+
+        For each invitation the agent checks the plan against the policy (differential privacy required,
+        δ, steps per round) and the ledger (the budget is the policy's max_epsilon at its δ), charges the
+        ledger before training, trains with DP-SGD from the global adapter, evaluates on the held-out data
+        before and after, and uploads only the change to the adapter. It reconnects with backoff.
+        Progress and the log go to standard error.
+        """) { arguments in
+        let state = try arguments.required("--state")
+        let coordinator = try arguments.required("--coordinator")
+        let ca = try arguments.required("--ca")
+        let cert = try arguments.required("--cert")
+        let configPath = try arguments.required("--config")
+        let rounds = try arguments.int("--rounds", in: 1...1_000_000)
+        try arguments.finish()
+        let (host, port) = try CoordinatorAddress.parse(coordinator)
+        let configuration = try ClientConfiguration.load(URL(fileURLWithPath: configPath))
+        let paths = ClientPaths(path: state)
+        let runner = try ClientRunner(paths: paths, configuration: configuration,
+                                      address: CoordinatorAddress(host: host, port: port, caPath: ca, certificatePath: cert),
+                                      maximumRounds: rounds, log: ServerLog(url: nil))
+        try runner.run()
+        return 0
+    }
+}

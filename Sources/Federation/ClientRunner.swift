@@ -1,0 +1,246 @@
+import CommandLineParsing
+import FineTuning
+import Foundation
+import LanguageModel
+import Privacy
+import Tokenizer
+import Transport
+import Wire
+
+/// Where and how a client reaches its coordinator.
+public struct CoordinatorAddress: Sendable {
+    public var host: String
+    public var port: UInt16
+    public var caPath: String
+    public var certificatePath: String
+
+    public init(host: String, port: UInt16, caPath: String, certificatePath: String) {
+        self.host = host
+        self.port = port
+        self.caPath = caPath
+        self.certificatePath = certificatePath
+    }
+
+    /// Parses "HOST:PORT" (IPv6 as "[::1]:PORT").
+    public static func parse(_ text: String) throws -> (host: String, port: UInt16) {
+        guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]), port > 0 else {
+            throw FederationError.configuration(path: "--coordinator", field: "coordinator", "expected HOST:PORT, got '\(text)'")
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else {
+            throw FederationError.configuration(path: "--coordinator", field: "coordinator", "no host in '\(text)'")
+        }
+        return (host, port)
+    }
+}
+
+/// The client's agent: keeps a connection to the coordinator (reconnecting with backoff), and for
+/// each invitation checks the plan against the client's policy and ledger, charges the ledger,
+/// trains with DP-SGD from the global adapter, evaluates before and after on the held-out split,
+/// and uploads the change. Raw data and gradients never leave this process.
+public final class ClientRunner: @unchecked Sendable {
+    public let paths: ClientPaths
+    public let configuration: ClientConfiguration
+    public let address: CoordinatorAddress
+    public let name: String
+    /// Stop after this many rounds have ended for this client (nil: run until stopped).
+    public let maximumRounds: Int?
+    private let log: ServerLog
+    private let loaded: LoadedModel
+    /// Nil for a model without one (records must then carry input_ids).
+    private let tokenizer: BPETokenizer?
+    private let context: TLSClientContext
+    private var agent: ClientAgent
+    private var roundsEnded = 0
+    private let software = "conclave-client 0.1"
+
+    public init(paths: ClientPaths, configuration: ClientConfiguration, address: CoordinatorAddress,
+                maximumRounds: Int?, log: ServerLog) throws {
+        self.paths = paths
+        self.configuration = configuration
+        self.address = address
+        self.maximumRounds = maximumRounds
+        self.log = log
+        name = try ClientSettings.load(paths: paths).name
+        context = try TLSClientContext(caPEM: try PEMFile.readCertificate(at: address.caPath),
+                                       certificatePEM: try PEMFile.readCertificate(at: address.certificatePath),
+                                       keyPEM: try PEMFile.readPrivateKey(at: paths.key.path),
+                                       expectedHost: address.host)
+        loaded = try ModelLoader.load(path: configuration.model, threads: configuration.threads)
+        tokenizer = loaded.tokenizer
+        let modelConfiguration = loaded.model.configuration
+        agent = ClientAgent { plan in try AdapterLayout(configuration: modelConfiguration, plan: plan) }
+        // The ledger exists from the start, with the policy's budget, so `budget` can show it.
+        _ = try openLedger()
+    }
+
+    private func openLedger() throws -> PrivacyLedger {
+        let budget = PrivacyBudget(epsilon: configuration.policy.maxEpsilon, delta: configuration.policy.delta,
+                                   accountant: .rdp)
+        if FileManager.default.fileExists(atPath: paths.root.appendingPathComponent(PrivacyLedger.fileName).path) {
+            return try PrivacyLedger(directory: paths.root)
+        }
+        return try PrivacyLedger(directory: paths.root, creatingWith: budget)
+    }
+
+    /// Connects and serves rounds until `maximumRounds` have ended; reconnects with exponential
+    /// backoff (0.5 s doubling to 10 s) when the connection fails.
+    public func run() throws {
+        var backoff = 0.5
+        while maximumRounds.map({ roundsEnded < $0 }) ?? true {
+            let connection: TLSConnection
+            do {
+                connection = try TLSConnection.connect(host: address.host, port: address.port, context: context, timeout: 10)
+            } catch {
+                log.write("cannot reach the coordinator at \(address.host):\(address.port): \(error); retrying in \(backoff) s")
+                Thread.sleep(forTimeInterval: backoff)
+                backoff = min(10, backoff * 2)
+                continue
+            }
+            backoff = 0.5
+            do {
+                try session(connection)
+                connection.close()
+                return
+            } catch {
+                log.write("connection to the coordinator lost: \(error)")
+                connection.close()
+                agent.connectionLost()
+                Thread.sleep(forTimeInterval: backoff)
+            }
+        }
+    }
+
+    private func send(_ frames: [Frame], on connection: TLSConnection) throws {
+        for frame in frames { try connection.write(try frame.encoded()) }
+    }
+
+    private func session(_ connection: TLSConnection) throws {
+        try connection.setTimeouts(read: nil, write: 120)
+        try send([Hello(client: name, software: software, pendingRound: agent.pendingRound).frame()], on: connection)
+        log.write("connected to the coordinator at \(address.host):\(address.port) as '\(name)'")
+        var reader = FrameReader()
+        while maximumRounds.map({ roundsEnded < $0 }) ?? true {
+            guard let frame = try reader.nextFrame(reading: { try connection.read(into: $0) }) else {
+                throw FederationError.peer("coordinator", "closed the connection")
+            }
+            for action in try agent.receive(frame) {
+                switch action {
+                case let .invited(invite, global):
+                    let uploaded = try work(invite, global: global, connection: connection)
+                    agent.finishedWork(round: invite.round, uploaded: uploaded)
+                    if !uploaded { roundsEnded += 1 }
+                case let .committed(result, global):
+                    try keepGlobal(global, plan: nil, round: result.round)
+                    log.write("round \(result.round) committed; global adapter saved to \(paths.globalAdapter.path)")
+                    roundsEnded += 1
+                case let .roundOver(round, reason):
+                    log.write("round \(round) is over for this client: \(reason)")
+                    roundsEnded += 1
+                }
+            }
+        }
+    }
+
+    private var lastPlan: TrainingPlan?
+
+    private func keepGlobal(_ tensors: AdapterTensors, plan: TrainingPlan?, round: UInt64) throws {
+        guard let plan = plan ?? lastPlan else { return }
+        let layout = try AdapterLayout(configuration: loaded.model.configuration, plan: plan)
+        try layout.write(tensors, to: paths.globalAdapter, baseModel: URL(fileURLWithPath: configuration.model).lastPathComponent)
+    }
+
+    /// Decides, charges, trains, evaluates and uploads; returns whether an update was sent.
+    private func work(_ invite: Invite, global: AdapterTensors, connection: TLSConnection) throws -> Bool {
+        let round = invite.round, plan = invite.plan
+        lastPlan = plan
+        func decline(_ reason: String) throws -> Bool {
+            log.write("round \(round): declining: \(reason)")
+            try send([Decline(round: round, reason: reason).frame()], on: connection)
+            return false
+        }
+        if let objection = configuration.policy.objection(to: plan) { return try decline(objection) }
+        let model = loaded.model
+        let layout = try AdapterLayout(configuration: model.configuration, plan: plan)
+        let globalAdapter = try layout.adapter(global, from: "the coordinator's global adapter")
+        try keepGlobal(global, plan: plan, round: round)
+
+        let examples: [TokenizedExample], evalExamples: [TokenizedExample]
+        do {
+            examples = try Dataset.load(URL(fileURLWithPath: configuration.data), tokenizer: tokenizer,
+                                        maxLength: plan.maxLength, vocabularySize: model.configuration.vocabSize)
+            evalExamples = try Dataset.load(URL(fileURLWithPath: configuration.evalData), tokenizer: tokenizer,
+                                            maxLength: plan.maxLength, vocabularySize: model.configuration.vocabSize)
+        } catch {
+            return try decline("data: \(error)")
+        }
+        var training = TrainingConfiguration()
+        training.rank = plan.rank
+        training.alpha = plan.alpha
+        training.targets = layout.targets
+        training.steps = plan.steps
+        training.learningRate = plan.learningRate
+        training.samplingRate = plan.samplingRate
+        training.decay = .constant
+        if plan.isPrivate {
+            training.privacy = DifferentialPrivacy(noiseMultiplier: plan.noiseMultiplier, clipNorm: plan.clipNorm,
+                                                   delta: plan.delta)
+        }
+        let trainer: LoRATrainer
+        do {
+            trainer = try LoRATrainer(model: model, examples: examples, configuration: training,
+                                      initial: TrainableLoRA.from(globalAdapter, for: model))
+        } catch {
+            return try decline("cannot train on this plan: \(error)")
+        }
+
+        // The ledger is charged, durably, before the first noisy gradient; a crash can overcount.
+        var epsilon = 0.0
+        var ledger = try openLedger()
+        if let mechanism = trainer.mechanism {
+            let projected = try ledger.epsilon(afterCharging: mechanism)
+            if projected > configuration.policy.maxEpsilon {
+                return try decline(String(format: "privacy budget: this round would bring ε to %.3f, over the policy's %.3f "
+                                          + "(%.3f spent)", projected, configuration.policy.maxEpsilon, ledger.spentEpsilon))
+            }
+            do {
+                let entry = try ledger.charge(purpose: "round \(round) at \(address.host):\(address.port)",
+                                              samplingRate: mechanism.samplingRate,
+                                              noiseMultiplier: mechanism.noiseMultiplier, clipNorm: plan.clipNorm,
+                                              steps: mechanism.steps)
+                epsilon = entry.cumulativeEpsilon
+            } catch let refusal as PrivacyBudgetExceededError {
+                return try decline("privacy budget: \(refusal)")
+            }
+        } else {
+            epsilon = ledger.spentEpsilon
+        }
+        try send([Accept(round: round).frame()], on: connection)
+        log.write(String(format: "round %llu: accepted; %d records, q %.4f, σ %.3f, C %.2f, %d steps; ε after %.3f at δ %g",
+                         round, examples.count, plan.samplingRate, plan.noiseMultiplier, plan.clipNorm, plan.steps,
+                         epsilon, ledger.budget.delta))
+
+        let start = ProcessStatistics.now()
+        model.setAdapter(globalAdapter)
+        let before = try Evaluator.evaluate(model: model, examples: evalExamples)
+        let progress = ProgressReporter(label: "round \(round)", total: trainer.totalSteps)
+        let result = try trainer.train(progress: progress)
+        let local = result.lora.adapter()
+        model.setAdapter(local)
+        let after = try Evaluator.evaluate(model: model, examples: evalExamples)
+        model.setAdapter(nil)
+        let localTensors = local.federationTensors
+        try layout.write(localTensors, to: paths.localAdapter, baseModel: URL(fileURLWithPath: configuration.model).lastPathComponent)
+        let delta = AdapterMath.difference(localTensors, global)
+        let metrics = ClientRoundMetrics(client: name, examples: examples.count, evalLossBefore: before.loss,
+                                         evalLossAfter: after.loss, evalTokens: after.tokens, epsilon: epsilon,
+                                         delta: ledger.budget.delta, trainLoss: result.trainLoss,
+                                         seconds: ProcessStatistics.now() - start)
+        try send(try TensorSetFrames.frames(round: round, kind: .update, tensors: delta)
+                 + [MetricsReport(round: round, metrics: metrics).frame()], on: connection)
+        log.write(String(format: "round %llu: update sent; held-out loss %.4f → %.4f, train loss %.4f, %.0f s",
+                         round, before.loss, after.loss, result.trainLoss, metrics.seconds))
+        return true
+    }
+}

@@ -1,0 +1,328 @@
+import Foundation
+
+/// How the coordinator runs rounds: cohort size, deadlines, aggregation, and the training plan.
+public struct RoundPolicy: Codable, Sendable, Equatable {
+    /// A round needs at least this many clients invited, and this many updates to commit.
+    public var minClients: Int
+    /// At most this many clients are invited.
+    public var maxClients: Int
+    /// The fraction of connected clients invited (then clamped to min...max).
+    public var fraction: Double
+    /// "fedavg" or "fedadam".
+    public var aggregation: String
+    /// Whether updates are masked (secure aggregation); recorded in every audit record.
+    public var secureAggregation: Bool
+    /// Seconds a client has to accept or decline an invitation.
+    public var inviteTimeout: Double
+    /// Seconds from the invitation to the last update.
+    public var roundTimeout: Double
+    /// Seconds a started round waits for `minClients` to be connected before it is aborted.
+    public var waitForClients: Double
+    /// What each client trains.
+    public var plan: TrainingPlan
+
+    public init(minClients: Int, maxClients: Int, fraction: Double, aggregation: String, secureAggregation: Bool,
+                inviteTimeout: Double, roundTimeout: Double, waitForClients: Double, plan: TrainingPlan) {
+        self.minClients = minClients
+        self.maxClients = maxClients
+        self.fraction = fraction
+        self.aggregation = aggregation
+        self.secureAggregation = secureAggregation
+        self.inviteTimeout = inviteTimeout
+        self.roundTimeout = roundTimeout
+        self.waitForClients = waitForClients
+        self.plan = plan
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case fraction, aggregation, plan
+        case minClients = "min_clients"
+        case maxClients = "max_clients"
+        case secureAggregation = "secure_aggregation"
+        case inviteTimeout = "invite_timeout"
+        case roundTimeout = "round_timeout"
+        case waitForClients = "wait_for_clients"
+    }
+
+    public func validate(path: String) throws {
+        func check(_ ok: Bool, _ field: String, _ reason: String) throws {
+            if !ok { throw FederationError.configuration(path: path, field: field, reason) }
+        }
+        try check(minClients >= 1, "min_clients", "must be at least 1, got \(minClients)")
+        try check(maxClients >= minClients, "max_clients", "must be at least min_clients (\(minClients)), got \(maxClients)")
+        try check(fraction > 0 && fraction <= 1, "fraction", "must be in (0, 1], got \(fraction)")
+        try check(["fedavg", "fedadam"].contains(aggregation), "aggregation", "must be fedavg or fedadam, got '\(aggregation)'")
+        for (field, value) in [("invite_timeout", inviteTimeout), ("round_timeout", roundTimeout),
+                               ("wait_for_clients", waitForClients)] {
+            try check(value.isFinite && value > 0, field, "must be a positive number of seconds, got \(value)")
+        }
+        do { try plan.validate() } catch let FederationError.configuration(_, field, reason) {
+            throw FederationError.configuration(path: path, field: "plan.\(field)", reason)
+        }
+    }
+}
+
+/// One client's update as the coordinator received it: the change it made to the global adapter
+/// (local − global) and its figures.
+public struct ReceivedUpdate: Sendable {
+    public var delta: AdapterTensors
+    public var metrics: ClientRoundMetrics
+    public init(delta: AdapterTensors, metrics: ClientRoundMetrics) {
+        self.delta = delta
+        self.metrics = metrics
+    }
+}
+
+/// How a round ended, for the driver to aggregate (when committed), persist and audit.
+public struct RoundOutcome: Sendable {
+    public var round: UInt64
+    public var started: Date
+    public var finished: Date
+    public var cohort: [String]
+    /// Participants' updates, in client-id order.
+    public var updates: [(client: String, update: ReceivedUpdate)]
+    public var declines: [ClientReason]
+    public var dropouts: [ClientReason]
+    /// Nil when the round commits.
+    public var abortReason: String?
+    public var isCommitted: Bool { abortReason == nil }
+}
+
+/// The coordinator's round engine: a state machine without I/O. The driver feeds it events
+/// (connections, messages, the clock, operator requests) and carries out the actions it returns,
+/// in order. Tests drive it directly, with injected dropouts and timeouts.
+public struct RoundEngine: Sendable {
+    public enum Phase: String, Sendable, Codable {
+        /// No round in flight.
+        case idle
+        /// A round was requested but fewer than `minClients` are connected.
+        case waitingForClients = "waiting_for_clients"
+        /// Invitations are out; updates are coming in.
+        case training
+        /// The round's outcome is with the driver (aggregating, writing, auditing).
+        case finishing
+    }
+
+    public enum Action: Sendable {
+        /// Persist that `round` is in flight, before any invitation leaves.
+        case beginRound(round: UInt64, started: Date, cohort: [String])
+        /// Send the invitation (and the global adapter) to `client`.
+        case invite(client: String, round: UInt64)
+        /// Tell `client` it is out of `round` (dropped for a missed deadline, or the round is over).
+        case dismiss(client: String, round: UInt64, reason: String)
+        /// The round is over: aggregate if committed, write, audit, tell the cohort, then call
+        /// `roundFinished(now:)`.
+        case finish(RoundOutcome)
+        /// A line for the operator's log.
+        case log(String)
+    }
+
+    private struct InFlight: Sendable {
+        var round: UInt64
+        var started: Date
+        var cohort: [String]
+        var accepted: Set<String> = []
+        var declines: [ClientReason] = []
+        var dropouts: [ClientReason] = []
+        var updates: [String: ReceivedUpdate] = [:]
+        var inviteDeadline: Date
+        var roundDeadline: Date
+
+        func resolved(_ client: String) -> Bool {
+            updates[client] != nil || declines.contains { $0.client == client } || dropouts.contains { $0.client == client }
+        }
+        var allResolved: Bool { cohort.allSatisfy(resolved) }
+    }
+
+    public let policy: RoundPolicy
+    /// Chooses `count` of the given clients (the driver passes a CSPRNG-backed choice; tests a fixed one).
+    private let choose: @Sendable ([String], Int) -> [String]
+    public private(set) var phase: Phase = .idle
+    /// Connected clients (hello received) and since when.
+    public private(set) var connected: [String: Date] = [:]
+    /// Rounds requested and not yet started.
+    public private(set) var queued = 0
+    /// The number the next round takes.
+    public private(set) var nextRound: UInt64
+    private var inFlight: InFlight?
+    private var waitingSince: Date?
+
+    public init(policy: RoundPolicy, nextRound: UInt64, choose: @escaping @Sendable ([String], Int) -> [String]) {
+        self.policy = policy
+        self.nextRound = nextRound
+        self.choose = choose
+    }
+
+    /// The round in flight, its cohort and who has answered, for `status`.
+    public var status: [String: Any] {
+        var out: [String: Any] = ["phase": phase.rawValue, "queued_rounds": queued, "next_round": nextRound,
+                                  "connected": connected.keys.sorted()]
+        if let r = inFlight {
+            out["round"] = r.round
+            out["cohort"] = r.cohort
+            out["accepted"] = r.accepted.sorted()
+            out["uploaded"] = r.updates.keys.sorted()
+            out["declined"] = r.declines.map { ["client": $0.client, "reason": $0.reason] }
+            out["dropped"] = r.dropouts.map { ["client": $0.client, "reason": $0.reason] }
+            out["started"] = r.started.timeIntervalSince1970
+        }
+        return out
+    }
+
+    /// The round `client` is in, if any (for telling a reconnecting client about its old round).
+    public var currentRound: UInt64? { inFlight?.round }
+
+    /// Whether `client` is still expected to upload in the round in flight.
+    public func isActive(_ client: String, round: UInt64) -> Bool {
+        guard let r = inFlight, r.round == round else { return false }
+        return r.cohort.contains(client) && !r.resolved(client)
+    }
+
+    // MARK: Events
+
+    /// The operator asks for `count` more rounds.
+    public mutating func requestRounds(_ count: Int, now: Date) -> [Action] {
+        queued += max(0, count)
+        return startIfPossible(now: now)
+    }
+
+    /// A client finished its handshake and hello.
+    public mutating func connect(_ client: String, now: Date) -> [Action] {
+        connected[client] = now
+        return [.log("client '\(client)' connected (\(connected.count) connected)")] + startIfPossible(now: now)
+    }
+
+    /// A client's connection closed.
+    public mutating func disconnect(_ client: String, now: Date) -> [Action] {
+        connected[client] = nil
+        var actions: [Action] = [.log("client '\(client)' disconnected (\(connected.count) connected)")]
+        if var r = inFlight, phase == .training, r.cohort.contains(client), !r.resolved(client) {
+            r.dropouts.append(ClientReason(client: client, reason: "disconnected"))
+            inFlight = r
+            actions.append(.log("round \(r.round): client '\(client)' dropped: disconnected"))
+            actions += finishIfResolved(now: now)
+        }
+        return actions
+    }
+
+    /// `client` accepts `round`.
+    public mutating func accept(_ client: String, round: UInt64, now: Date) -> [Action] {
+        guard var r = inFlight, phase == .training, r.round == round, r.cohort.contains(client), !r.resolved(client),
+              !r.accepted.contains(client) else {
+            return [.log("ignored accept of round \(round) from '\(client)': not awaiting it")]
+        }
+        r.accepted.insert(client)
+        inFlight = r
+        return [.log("round \(round): client '\(client)' accepted")]
+    }
+
+    /// `client` declines `round`.
+    public mutating func decline(_ client: String, round: UInt64, reason: String, now: Date) -> [Action] {
+        guard var r = inFlight, phase == .training, r.round == round, r.cohort.contains(client), !r.resolved(client) else {
+            return [.log("ignored decline of round \(round) from '\(client)': not awaiting it")]
+        }
+        r.accepted.remove(client)
+        r.declines.append(ClientReason(client: client, reason: reason))
+        inFlight = r
+        return [.log("round \(round): client '\(client)' declined: \(reason)")] + finishIfResolved(now: now)
+    }
+
+    /// `client`'s update and metrics for `round` arrived complete.
+    public mutating func upload(_ client: String, round: UInt64, update: ReceivedUpdate, now: Date) -> [Action] {
+        guard var r = inFlight, phase == .training, r.round == round, r.accepted.contains(client), !r.resolved(client) else {
+            return [.log("ignored update of round \(round) from '\(client)': not awaiting it")]
+        }
+        r.updates[client] = update
+        inFlight = r
+        return [.log(String(format: "round %llu: update from '%@' (%d examples, held-out loss %.4f → %.4f, ε %.2f)",
+                            round, client, update.metrics.examples, update.metrics.evalLossBefore,
+                            update.metrics.evalLossAfter, update.metrics.epsilon))] + finishIfResolved(now: now)
+    }
+
+    /// The clock: drops clients that missed a deadline, gives up waiting for clients.
+    public mutating func tick(now: Date) -> [Action] {
+        switch phase {
+        case .waitingForClients:
+            guard let since = waitingSince, now.timeIntervalSince(since) >= policy.waitForClients else { return [] }
+            let round = nextRound
+            nextRound += 1
+            queued -= 1
+            phase = .finishing
+            waitingSince = nil
+            let reason = "only \(connected.count) of the minimum \(policy.minClients) clients connected within "
+                + "\(Int(policy.waitForClients)) s"
+            return [.finish(RoundOutcome(round: round, started: since, finished: now, cohort: [], updates: [],
+                                         declines: [], dropouts: [], abortReason: reason))]
+        case .training:
+            guard var r = inFlight else { return [] }
+            var actions: [Action] = []
+            for client in r.cohort where !r.resolved(client) {
+                if !r.accepted.contains(client), now >= r.inviteDeadline {
+                    let reason = "no answer to the invitation within \(Int(policy.inviteTimeout)) s"
+                    r.dropouts.append(ClientReason(client: client, reason: reason))
+                    actions.append(.dismiss(client: client, round: r.round, reason: reason))
+                } else if now >= r.roundDeadline {
+                    let reason = "no update within the round's \(Int(policy.roundTimeout)) s"
+                    r.dropouts.append(ClientReason(client: client, reason: reason))
+                    actions.append(.dismiss(client: client, round: r.round, reason: reason))
+                }
+            }
+            inFlight = r
+            return actions.isEmpty ? [] : actions + finishIfResolved(now: now)
+        case .idle, .finishing:
+            return []
+        }
+    }
+
+    /// The driver has carried out `.finish`: the next queued round may start.
+    public mutating func roundFinished(now: Date) -> [Action] {
+        phase = .idle
+        inFlight = nil
+        return startIfPossible(now: now)
+    }
+
+    /// Cancels the queued rounds (the operator's decision); the round in flight runs on.
+    public mutating func cancelQueued() { queued = phase == .waitingForClients ? 1 : 0 }
+
+    // MARK: Internals
+
+    private mutating func startIfPossible(now: Date) -> [Action] {
+        guard queued > 0, phase == .idle || phase == .waitingForClients else { return [] }
+        let eligible = connected.keys.sorted()
+        guard eligible.count >= policy.minClients else {
+            if phase == .idle {
+                phase = .waitingForClients
+                waitingSince = now
+                return [.log("round \(nextRound): waiting for \(policy.minClients) clients (\(eligible.count) connected)")]
+            }
+            return []
+        }
+        let wanted = min(policy.maxClients, max(policy.minClients, Int((policy.fraction * Double(eligible.count)).rounded(.up))))
+        let cohort = choose(eligible, min(wanted, eligible.count)).sorted()
+        let round = nextRound
+        nextRound += 1
+        queued -= 1
+        let started = waitingSince ?? now
+        waitingSince = nil
+        phase = .training
+        inFlight = InFlight(round: round, started: started, cohort: cohort,
+                            inviteDeadline: now.addingTimeInterval(policy.inviteTimeout),
+                            roundDeadline: now.addingTimeInterval(policy.roundTimeout))
+        return [.beginRound(round: round, started: started, cohort: cohort),
+                .log("round \(round): inviting \(cohort.joined(separator: ", "))")]
+            + cohort.map { .invite(client: $0, round: round) }
+    }
+
+    private mutating func finishIfResolved(now: Date) -> [Action] {
+        guard let r = inFlight, phase == .training, r.allResolved else { return [] }
+        phase = .finishing
+        let updates = r.updates.keys.sorted().map { (client: $0, update: r.updates[$0]!) }
+        var reason: String?
+        if updates.count < policy.minClients {
+            reason = "too few survivors: \(updates.count) update\(updates.count == 1 ? "" : "s") of the minimum \(policy.minClients)"
+        }
+        return [.finish(RoundOutcome(round: r.round, started: r.started, finished: now, cohort: r.cohort,
+                                     updates: reason == nil ? updates : [], declines: r.declines, dropouts: r.dropouts,
+                                     abortReason: reason))]
+    }
+}
