@@ -235,7 +235,8 @@ public final class ClientRunner: @unchecked Sendable {
         let delta = AdapterMath.difference(localTensors, global)
         let metrics = ClientRoundMetrics(client: name, examples: examples.count, evalLossBefore: before.loss,
                                          evalLossAfter: after.loss, evalTokens: after.tokens, epsilon: epsilon,
-                                         delta: ledger.budget.delta, trainLoss: result.trainLoss,
+                                         delta: ledger.budget.delta, epsilonBudget: min(ledger.budget.epsilon, configuration.policy.maxEpsilon),
+                                         trainLoss: result.trainLoss,
                                          seconds: ProcessStatistics.now() - start)
         try send(try TensorSetFrames.frames(round: round, kind: .update, tensors: delta)
                  + [MetricsReport(round: round, metrics: metrics).frame()], on: connection)

@@ -169,6 +169,7 @@ public struct MetricsReport: WireMessage, Equatable {
         encoder.uint64(UInt64(max(0, metrics.evalTokens)))
         encoder.double(metrics.epsilon)
         encoder.double(metrics.delta)
+        encoder.double(metrics.epsilonBudget)
         encoder.double(metrics.trainLoss)
         encoder.double(metrics.seconds)
     }
@@ -182,6 +183,7 @@ public struct MetricsReport: WireMessage, Equatable {
         let tokens = try decoder.uint64("evalTokens")
         let epsilon = try decoder.double("epsilon")
         let delta = try decoder.double("delta")
+        let budget = try decoder.double("epsilonBudget")
         let trainLoss = try decoder.double("trainLoss")
         let seconds = try decoder.double("seconds")
         guard examples >= 1, examples <= 1 << 40 else {
@@ -189,11 +191,12 @@ public struct MetricsReport: WireMessage, Equatable {
         }
         guard tokens <= 1 << 40 else { throw WireError.invalidValue(field: "metrics.evalTokens", reason: "\(tokens)") }
         for (name, value) in [("evalLossBefore", before), ("evalLossAfter", after), ("epsilon", epsilon),
-                              ("delta", delta), ("seconds", seconds)] where !(value.isFinite && value >= 0) {
+                              ("delta", delta), ("epsilonBudget", budget), ("seconds", seconds)] where !(value.isFinite && value >= 0) {
             throw WireError.invalidValue(field: "metrics.\(name)", reason: "\(value)")
         }
         metrics = ClientRoundMetrics(client: client, examples: Int(examples), evalLossBefore: before, evalLossAfter: after,
-                                     evalTokens: Int(tokens), epsilon: epsilon, delta: delta, trainLoss: trainLoss,
+                                     evalTokens: Int(tokens), epsilon: epsilon, delta: delta, epsilonBudget: budget,
+                                     trainLoss: trainLoss,
                                      seconds: seconds)
     }
 }

@@ -94,13 +94,15 @@ public struct ClientRoundMetrics: Codable, Sendable, Equatable {
     /// The client's cumulative ε after this round, at `delta`, from its own ledger.
     public var epsilon: Double
     public var delta: Double
+    /// The client's own budget: the most ε it will ever spend (its ledger's ε_max at `delta`).
+    public var epsilonBudget: Double
     /// Mean training loss over the round's steps.
     public var trainLoss: Double
     /// Seconds the client spent training and evaluating.
     public var seconds: Double
 
     public init(client: String, examples: Int, evalLossBefore: Double, evalLossAfter: Double, evalTokens: Int,
-                epsilon: Double, delta: Double, trainLoss: Double, seconds: Double) {
+                epsilon: Double, delta: Double, epsilonBudget: Double, trainLoss: Double, seconds: Double) {
         self.client = client
         self.examples = examples
         self.evalLossBefore = evalLossBefore
@@ -108,6 +110,7 @@ public struct ClientRoundMetrics: Codable, Sendable, Equatable {
         self.evalTokens = evalTokens
         self.epsilon = epsilon
         self.delta = delta
+        self.epsilonBudget = epsilonBudget
         self.trainLoss = trainLoss
         self.seconds = seconds
     }
@@ -117,6 +120,7 @@ public struct ClientRoundMetrics: Codable, Sendable, Equatable {
         case evalLossBefore = "eval_loss_before"
         case evalLossAfter = "eval_loss_after"
         case evalTokens = "eval_tokens"
+        case epsilonBudget = "epsilon_budget"
         case trainLoss = "train_loss"
     }
 }

@@ -37,9 +37,9 @@ final class AuditCommandTests: XCTestCase {
             participants: ["alpha", "beta"], declines: [ClientReason(client: "gamma", reason: "budget exhausted")],
             dropouts: [], aggregation: "fedavg", secureAggregation: true, plan: plan,
             clients: [ClientRoundMetrics(client: "alpha", examples: 300, evalLossBefore: 2.5, evalLossAfter: 2.0,
-                                         evalTokens: 4000, epsilon: 1.234, delta: 1e-5, trainLoss: 2.2, seconds: 60),
+                                         evalTokens: 4000, epsilon: 1.234, delta: 1e-5, epsilonBudget: 10, trainLoss: 2.2, seconds: 60),
                       ClientRoundMetrics(client: "beta", examples: 100, evalLossBefore: 3.0, evalLossAfter: 2.5,
-                                         evalTokens: 1000, epsilon: 0.5, delta: 1e-5, trainLoss: 2.8, seconds: 70)],
+                                         evalTokens: 1000, epsilon: 0.5, delta: 1e-5, epsilonBudget: 10, trainLoss: 2.8, seconds: 70)],
             maxEpsilon: 1.234, evalLossBefore: 2.6, evalLossAfter: 2.1,
             adapterSHA256: "0123456789abcdef" + String(repeating: "0", count: 48), abortReason: nil,
             previousHash: ""), signer: signer)

@@ -28,9 +28,9 @@ final class AuditLogTests: XCTestCase {
         let started = Date(timeIntervalSince1970: 1_740_000_000.125 + Double(round) * 600)
         let metrics = small ? [] : [
             ClientRoundMetrics(client: "clinic-a", examples: 400, evalLossBefore: 2.5, evalLossAfter: 2.25, evalTokens: 9000,
-                               epsilon: 0.75 * Double(round), delta: 1e-5, trainLoss: 2.4, seconds: 31.5),
+                               epsilon: 0.75 * Double(round), delta: 1e-5, epsilonBudget: 10, trainLoss: 2.4, seconds: 31.5),
             ClientRoundMetrics(client: "clinic/b é", examples: 250, evalLossBefore: 2.75, evalLossAfter: 2.5, evalTokens: 5000,
-                               epsilon: 0.5 * Double(round), delta: 1e-5, trainLoss: 2.6, seconds: 40.25),
+                               epsilon: 0.5 * Double(round), delta: 1e-5, epsilonBudget: 10, trainLoss: 2.6, seconds: 40.25),
         ]
         let aborted = round % 3 == 0
         return AuditRecord(

@@ -120,7 +120,7 @@ final class ClientAgentTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("sampling_rate"), "\(error)")
         }
         let metrics = ClientRoundMetrics(client: "x", examples: 5, evalLossBefore: 3, evalLossAfter: 2, evalTokens: 10,
-                                         epsilon: 1, delta: 1e-5, trainLoss: 2.5, seconds: 3)
+                                         epsilon: 1, delta: 1e-5, epsilonBudget: 8, trainLoss: 2.5, seconds: 3)
         XCTAssertEqual(try MetricsReport(frame: MetricsReport(round: 1, metrics: metrics).frame()).metrics, metrics)
         var negative = metrics
         negative.epsilon = -1

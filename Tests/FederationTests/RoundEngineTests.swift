@@ -22,7 +22,7 @@ final class RoundEngineTests: XCTestCase {
     func update(_ client: String, examples: Int = 10) -> ReceivedUpdate {
         ReceivedUpdate(delta: ["t": [1]], metrics: ClientRoundMetrics(client: client, examples: examples, evalLossBefore: 3,
                                                                        evalLossAfter: 2.5, evalTokens: 100, epsilon: 1.5,
-                                                                       delta: 1e-5, trainLoss: 2.7, seconds: 1))
+                                                                       delta: 1e-5, epsilonBudget: 8, trainLoss: 2.7, seconds: 1))
     }
 
     func invites(_ actions: [RoundEngine.Action]) -> [String] {
