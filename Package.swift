@@ -41,15 +41,17 @@ let package = Package(
                 dependencies: ["Wire", "Transport", "SecureCrypto", "SecureAggregation", "Privacy", "FineTuning",
                                "LanguageModel", "ModelFormats", "Tokenizer", "CommandLineParsing"],
                 path: "Sources/Federation"),
+        .target(name: "Reports", dependencies: ["Federation", "Privacy", "ModelFormats", "SecureCrypto"],
+                path: "Sources/Reports"),
 
         // Executables: command-line parsing and wiring only.
         .executableTarget(name: "conclave-client",
                           dependencies: ["CommandLineParsing", "ModelFormats", "Tokenizer", "LanguageModel",
-                                         "FineTuning", "Privacy", "SecureCrypto", "Transport", "Federation"],
+                                         "FineTuning", "Privacy", "SecureCrypto", "Transport", "Federation", "Reports"],
                           path: "Client"),
         .executableTarget(name: "conclave-coordinator",
                           dependencies: ["CommandLineParsing", "SecureCrypto", "Transport", "Federation", "ModelFormats",
-                                         "LanguageModel", "FineTuning", "Privacy"],
+                                         "LanguageModel", "FineTuning", "Privacy", "Reports"],
                           path: "Coordinator"),
 
         // Test support: where fixtures and the default model live.
@@ -78,6 +80,8 @@ let package = Package(
                     path: "Tests/FederationTests"),
         .testTarget(name: "CommandLineParsingTests", dependencies: ["TestSupport", "CommandLineParsing"],
                     path: "Tests/CommandLineParsingTests"),
+        .testTarget(name: "ReportsTests", dependencies: ["TestSupport", "Reports", "Federation", "Privacy", "SecureCrypto"],
+                    path: "Tests/ReportsTests"),
         .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", "conclave-client", "conclave-coordinator",
                                                          "Federation", "SecureCrypto", "Transport"],
                     path: "Tests/EndToEndTests"),

@@ -4,6 +4,7 @@ import Foundation
 import Kernels
 import LanguageModel
 import Privacy
+import Reports
 
 /// `train` and `budget`: local fine-tuning with DP-SGD, and the privacy ledger it charges.
 enum TrainCommands {
@@ -197,7 +198,7 @@ enum TrainCommands {
     static let budget = Command(
         name: "budget", abstract: "Show (or set) the privacy budget and what this client has spent.",
         help: """
-        usage: conclave-client budget --state DIR [--set-epsilon E --delta δ [--accountant rdp|pld]] [--json]
+        usage: conclave-client budget --state DIR [--set-epsilon E --delta δ [--accountant rdp|pld]] [--json] [--html F]
 
           --state DIR        the client's state directory (its privacy-ledger.json)
           --set-epsilon E    create the ledger with budget E, or change the budget of an existing one
@@ -205,12 +206,15 @@ enum TrainCommands {
           --json             print {"epsilon_spent", "epsilon_budget", "epsilon_left", "delta", "accountant",
                              "entries": [{"purpose", "date", "sampling_rate", "noise_multiplier", "clip_norm",
                              "steps", "cumulative_epsilon"}]}
+          --html F           also write the ledger as a self-contained HTML page to F: cumulative ε per charge
+                             against the budget, and every charge's parameters
         """) { arguments in
         let statePath = try arguments.required("--state")
         let setEpsilon = try arguments.double("--set-epsilon", in: 1e-6...1e6)
         let delta = try arguments.double("--delta", in: 1e-300...0.999_999)
         let accountant = try arguments.choice("--accountant", among: AccountantKind.allCases.map(\.rawValue))
         let json = arguments.flag("--json")
+        let htmlPath = try arguments.option("--html")
         try arguments.finish()
         let directory = URL(fileURLWithPath: statePath)
         var ledger: PrivacyLedger
@@ -227,6 +231,13 @@ enum TrainCommands {
             }
         } else {
             ledger = try PrivacyLedger(directory: directory)
+        }
+        if let htmlPath {
+            let page = LedgerReport.html(budget: ledger.budget, entries: ledger.entries, ledgerPath: ledger.fileURL.path,
+                                         generated: Date())
+            do { try Data(page.utf8).write(to: URL(fileURLWithPath: htmlPath), options: .atomic) } catch {
+                throw UsageError("cannot write \(htmlPath): \(error.localizedDescription)")
+            }
         }
         let formatter = ISO8601DateFormatter()
         if json {

@@ -1,0 +1,55 @@
+import CommandLineParsing
+import Federation
+import Foundation
+import ModelFormats
+import Reports
+
+/// `report`: the auditor's report of a coordinator's state directory as one self-contained HTML file.
+enum ReportCommand {
+    static let command = Command(
+        name: "report", abstract: "Write the auditor's report (privacy spent, model quality, participation) as HTML.",
+        help: """
+        usage: conclave-coordinator report --state DIR --out FILE [--json]
+
+          --state DIR   the coordinator's state directory: its audit.jsonl (verified with signing.pub, or the
+                        public half of signing.key), coordinator.json and the latest committed adapter
+          --out FILE    the HTML file to write: self-contained (inline CSS and SVG charts, no script, no
+                        external resource), readable offline in any browser
+          --json        print {"out", "verified", "rounds", "clients", "problems": [...]}: rounds is the number of
+                        records read, clients the number of distinct clients the log names
+        The page states the audit chain's verification result at the top. A missing log, missing rounds, a
+        tampered log or a missing signing key do not stop the report: it shows what could be read and lists
+        each problem in a red banner at the top. The exit status is 0 whenever the file is written; use
+        `audit --verify` to fail a script on a broken chain.
+        """) { arguments in
+        let statePath = try arguments.required("--state")
+        let outPath = try arguments.required("--out")
+        let json = arguments.flag("--json")
+        try arguments.finish()
+
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: statePath, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw FederationError.state(path: statePath, "no such directory (give the coordinator's state directory)")
+        }
+        let input = AuditReport.load(stateDirectory: URL(fileURLWithPath: statePath))
+        let problems = AuditReport.problems(input)
+        let out = URL(fileURLWithPath: outPath)
+        do {
+            try writeFileAtomically(Data(AuditReport.html(input).utf8), to: out)
+        } catch {
+            throw FederationError.state(path: outPath, "cannot write the report: \(error)")
+        }
+        for problem in problems { StandardError.write("report: \(problem)\n") }
+        if json {
+            try JSONOutput.print([
+                "out": out.path, "verified": input.chain.isVerified, "rounds": input.records.count,
+                "clients": AuditReport.clientIDs(input.records).count, "problems": problems,
+            ])
+        } else {
+            print("report written to \(out.path): \(input.records.count) round\(input.records.count == 1 ? "" : "s"), "
+                  + (input.chain.isVerified ? "audit chain verified" : "audit chain NOT verified")
+                  + (problems.isEmpty ? "" : ", \(problems.count) problem\(problems.count == 1 ? "" : "s") stated at the top"))
+        }
+        return 0
+    }
+}
