@@ -1,0 +1,309 @@
+import Federation
+import Foundation
+import Privacy
+import Reports
+import SecureCrypto
+import TestSupport
+import XCTest
+
+/// The auditor's report: self-contained, every figure read back equal to the audit records, hostile
+/// strings escaped, and every bad state directory named in a banner at the top.
+final class AuditReportTests: XCTestCase {
+    var directory: URL!
+
+    override func setUpWithError() throws {
+        directory = try Fixtures.temporaryDirectory("conclave-report")
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    func render(_ records: [AuditRecord] = ReportFixtures.records()) -> String {
+        AuditReport.html(AuditReportInput(records: records, chain: .verified(records: records.count, publicKey: String(repeating: "ab", count: 32))))
+    }
+
+    func testPageHasNoExternalReference() throws {
+        ReportFixtures.assertSelfContained(render())
+        try ReportFixtures.makeState(at: directory)
+        ReportFixtures.assertSelfContained(AuditReport.html(AuditReport.load(stateDirectory: directory)))
+    }
+
+    func testRoundsTableMatchesTheRecords() throws {
+        let records = ReportFixtures.records()
+        let rows = ReportFixtures.rows(render(records), table: "rounds-table")
+        XCTAssertEqual(rows.map { $0.attributes["data-round"] }, records.map { String($0.round) })
+        for (row, record) in zip(rows, records) {
+            let cells = row.cells
+            XCTAssertEqual(cells["round"], String(record.round))
+            XCTAssertEqual(cells["status"]?.hasPrefix(record.status), true, "\(cells)")
+            // Maximum ε to two decimals, exactly as `conclave-coordinator audit` prints it.
+            XCTAssertEqual(cells["max-epsilon"], record.maxEpsilon.map { String(format: "%.2f", $0) } ?? "–")
+            XCTAssertEqual(cells["steps"], String(record.plan.steps))
+            XCTAssertEqual(Double(cells["q"] ?? ""), record.plan.samplingRate)
+            XCTAssertEqual(Double(cells["sigma"] ?? ""), record.plan.noiseMultiplier)
+            XCTAssertEqual(Double(cells["clip"] ?? ""), record.plan.clipNorm)
+            XCTAssertEqual(Double(cells["delta"] ?? ""), record.plan.delta)
+            XCTAssertEqual(Double(cells["learning-rate"] ?? ""), record.plan.learningRate)
+            XCTAssertEqual(cells["aggregation"], record.aggregation)
+            XCTAssertEqual(cells["secure-aggregation"], record.secureAggregation ? "yes" : "no")
+            XCTAssertEqual(cells["adapter-sha256"], record.adapterSHA256)
+            if let before = record.evalLossBefore, let after = record.evalLossAfter {
+                XCTAssertEqual(cells["loss"], String(format: "%.4f → %.4f", before, after))
+            }
+        }
+        XCTAssertEqual(rows[1].cells["max-epsilon"], "2.00")
+        XCTAssertEqual(rows[2].cells["max-epsilon"], "–")
+        XCTAssertEqual(rows[3].cells["max-epsilon"], "3.34")
+    }
+
+    func testEpsilonChartsMatchTheRecords() throws {
+        let records = ReportFixtures.records()
+        let html = render(records)
+        var expected: [String: Double] = [:]
+        var budgets: [String: Double] = [:]
+        for record in records where record.status == "committed" {
+            for client in record.clients {
+                expected["\(HTML.escape(client.client))@\(record.round)"] = client.epsilon
+                budgets[HTML.escape(client.client)] = client.epsilonBudget
+            }
+        }
+        let points = ReportFixtures.tags(html, "circle", className: "eps-point")
+        var found: [String: Double] = [:]
+        for point in points {
+            found["\(point["data-client"] ?? "?")@\(point["data-round"] ?? "?")"] = Double(point["data-epsilon"] ?? "")
+        }
+        XCTAssertEqual(points.count, expected.count)
+        XCTAssertEqual(found, expected)
+
+        let labels = ReportFixtures.texts(html, "text", className: "eps-label")
+        XCTAssertEqual(labels.count, expected.count)
+        for label in labels {
+            let key = "\(label.attributes["data-client"] ?? "?")@\(label.attributes["data-round"] ?? "?")"
+            XCTAssertEqual(label.text, expected[key].map { String(format: "%.2f", $0) }, key)
+        }
+
+        let lines = ReportFixtures.tags(html, "line", className: "budget")
+        XCTAssertEqual(Dictionary(uniqueKeysWithValues: lines.map { ($0["data-client"] ?? "?", Double($0["data-budget"] ?? "")) }),
+                       budgets.mapValues { Optional($0) })
+        // δ is stated under each chart.
+        XCTAssertEqual(ReportFixtures.texts(html, "div", className: "legend").filter { $0.text == "δ = 1e-05" }.count, budgets.count)
+    }
+
+    func testLossAndParticipationMatchTheRecords() throws {
+        let records = ReportFixtures.records()
+        let html = render(records)
+        let committed = records.filter { $0.status == "committed" }
+        let points = ReportFixtures.tags(html, "circle", className: "loss-point")
+        XCTAssertEqual(points.count, 2 * committed.count)
+        for point in points {
+            let record = try XCTUnwrap(records.first { String($0.round) == point["data-round"] })
+            let expected = point["data-kind"] == "before" ? record.evalLossBefore : record.evalLossAfter
+            XCTAssertEqual(Double(point["data-loss"] ?? ""), expected)
+        }
+        for band in ReportFixtures.tags(html, "line", className: "loss-band") {
+            let record = try XCTUnwrap(records.first { String($0.round) == band["data-round"] })
+            let losses = record.clients.map { band["data-kind"] == "before" ? $0.evalLossBefore : $0.evalLossAfter }
+            XCTAssertEqual(Double(band["data-min"] ?? ""), losses.min())
+            XCTAssertEqual(Double(band["data-max"] ?? ""), losses.max())
+        }
+        for row in ReportFixtures.rows(html, table: "loss-table") {
+            let record = try XCTUnwrap(records.first { String($0.round) == row.attributes["data-round"] })
+            XCTAssertEqual(row.cells["loss-before"], record.evalLossBefore.map { String(format: "%.4f", $0) })
+            XCTAssertEqual(row.cells["loss-after"], record.evalLossAfter.map { String(format: "%.4f", $0) })
+        }
+
+        var bars: [String: Int] = [:]
+        for bar in ReportFixtures.tags(html, "rect", className: "participation-bar") {
+            bars["\(bar["data-round"] ?? "?")/\(bar["data-kind"] ?? "?")"] = Int(bar["data-count"] ?? "")
+        }
+        XCTAssertEqual(bars["1/participated"], 3)
+        XCTAssertEqual(bars["1/declined"], 1)
+        XCTAssertEqual(bars["1/silent"], 1)
+        XCTAssertEqual(bars["2/dropped"], 1)
+        XCTAssertEqual(bars["3/participated"], nil)
+        XCTAssertEqual(bars["3/dropped"], 1)
+        XCTAssertEqual(bars["3/silent"], 1)
+        let table = ReportFixtures.rows(html, table: "participation-table")
+        XCTAssertEqual(table.count, records.count)
+        XCTAssertTrue(table[0].cells["declined"]?.contains("budget &amp; more") ?? false, "\(table[0].cells)")
+        XCTAssertTrue(table[1].cells["dropped"]?.contains("timed out &lt;after 60 s&gt;") ?? false, "\(table[1].cells)")
+    }
+
+    func testHostileClientIdsAndReasonsAreEscaped() throws {
+        let html = render()
+        XCTAssertFalse(html.contains("<script"), "a client id became markup")
+        XCTAssertFalse(html.contains("<img"), "a reason became markup")
+        XCTAssertFalse(html.contains("<after"))
+        XCTAssertTrue(html.contains("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;&#39;"))
+        XCTAssertTrue(html.contains("&quot;&gt;&lt;img src=x onerror=alert(1)&gt;"))
+        XCTAssertEqual(HTML.escape("a\u{0}b<"), "a\u{FFFD}b&lt;")
+        // The only elements are the ones the report writes.
+        let allowed: Set<String> = ["html", "head", "meta", "title", "style", "body", "header", "h1", "h2", "h3", "p", "code",
+                                    "section", "strong", "ul", "li", "dl", "dt", "dd", "span", "div", "svg", "line", "text",
+                                    "polyline", "circle", "rect", "table", "thead", "tbody", "tr", "th", "td", "br", "small",
+                                    "b", "footer"]
+        let regex = try NSRegularExpression(pattern: "<([a-zA-Z][a-zA-Z0-9]*)")
+        let names = Set(regex.matches(in: html, range: NSRange(html.startIndex..., in: html)).map {
+            String(html[Range($0.range(at: 1), in: html)!]).lowercased()
+        })
+        XCTAssertEqual(names.subtracting(allowed), [])
+    }
+
+    // MARK: State directories, good and bad
+
+    func testGoodStateDirectoryHasAGreenBannerAndTheAdapterShape() throws {
+        try ReportFixtures.makeState(at: directory)
+        let input = AuditReport.load(stateDirectory: directory)
+        XCTAssertEqual(AuditReport.problems(input), [])
+        XCTAssertTrue(input.chain.isVerified)
+        XCTAssertEqual(input.records.count, 4)
+        let adapter = try XCTUnwrap(input.adapter)
+        XCTAssertEqual(adapter.rank, 8)
+        XCTAssertEqual(adapter.alpha, 16)
+        XCTAssertEqual(adapter.targets, ["q_proj", "v_proj"])
+        XCTAssertEqual(adapter.baseModel, "SmolLM2-135M-Instruct.Q4_1.gguf")
+        XCTAssertEqual(adapter.parameterCount, 64)
+        XCTAssertEqual(adapter.round, 4)
+        let html = AuditReport.html(input)
+        let banner = try XCTUnwrap(ReportFixtures.banner(html))
+        XCTAssertEqual(banner.attributes["class"], "banner ok")
+        XCTAssertEqual(banner.attributes["data-verified"], "true")
+        XCTAssertTrue(banner.text.contains("Audit chain verified: 4 records"), banner.text)
+        XCTAssertTrue(html.contains("<code>SmolLM2-135M-Instruct.Q4_1.gguf</code>"))
+        XCTAssertTrue(html.contains("clinics &lt;&amp;&gt;"))
+    }
+
+    func assertBadBanner(_ html: String, verified: Bool, mentions phrases: [String],
+                         file: StaticString = #filePath, line: UInt = #line) {
+        guard let banner = ReportFixtures.banner(html, file: file, line: line) else { return }
+        XCTAssertEqual(banner.attributes["class"], "banner bad", file: file, line: line)
+        XCTAssertEqual(banner.attributes["data-verified"], String(verified), file: file, line: line)
+        for phrase in phrases {
+            XCTAssertTrue(banner.text.contains(phrase), "banner lacks '\(phrase)': \(banner.text)", file: file, line: line)
+        }
+    }
+
+    func testMissingLogSaysSoAtTheTop() throws {
+        try ReportFixtures.makeState(at: directory)
+        try FileManager.default.removeItem(at: CoordinatorPaths(root: directory).auditLog)
+        let html = AuditReport.html(AuditReport.load(stateDirectory: directory))
+        assertBadBanner(html, verified: true, mentions: ["No audit log", "audit.jsonl does not exist"])
+        XCTAssertTrue(html.contains("no rounds recorded"))
+    }
+
+    func testMissingRoundsAreNamedAtTheTopAndInTheTable() throws {
+        var records = ReportFixtures.records()
+        records.remove(at: 1)
+        records.append(ReportFixtures.committed(7, [ReportFixtures.metrics("alpha", epsilon: 4, before: 1.8, after: 1.7)]))
+        try ReportFixtures.makeState(at: directory, records: records)
+        let input = AuditReport.load(stateDirectory: directory)
+        XCTAssertTrue(input.chain.isVerified, "the log itself is a valid chain: rounds only increase")
+        XCTAssertEqual(AuditReport.missingRounds(input.records), [2...2, 5...6])
+        let html = AuditReport.html(input)
+        assertBadBanner(html, verified: true, mentions: ["Rounds 2, 5–6 are missing from the log"])
+        let rows = ReportFixtures.rows(html, table: "rounds-table")
+        XCTAssertEqual(rows.map { $0.attributes["data-round"] ?? "" }, ["1", "2", "3", "4", "5–6", "7"])
+        XCTAssertEqual(rows.filter { $0.attributes["data-status"] == "missing" }.count, 2)
+    }
+
+    func testTamperedLogSaysFailedAtTheRecord() throws {
+        try ReportFixtures.makeState(at: directory)
+        let log = CoordinatorPaths(root: directory).auditLog
+        var text = try String(contentsOf: log, encoding: .utf8)
+        // Round 2's alpha ε 2.0049 becomes 0.0049: a one-byte change in the second line.
+        let range = try XCTUnwrap(text.range(of: "\"epsilon\":2.0049"))
+        text.replaceSubrange(range, with: "\"epsilon\":0.0049")
+        try text.write(to: log, atomically: true, encoding: .utf8)
+        let input = AuditReport.load(stateDirectory: directory)
+        XCTAssertEqual(input.chain, .failed(record: 2, reason: "signature does not verify under key "
+                                            + (try String(contentsOf: CoordinatorPaths(root: directory).signingPublicKey, encoding: .utf8))
+                                                .trimmingCharacters(in: .whitespacesAndNewlines)))
+        let html = AuditReport.html(input)
+        assertBadBanner(html, verified: false, mentions: ["Audit chain FAILED at record 2: signature does not verify"])
+        // The records are still shown, as read (the tampered figure included, flagged by the banner).
+        XCTAssertEqual(ReportFixtures.rows(html, table: "rounds-table").count, 4)
+    }
+
+    func testDeletedLineBreaksTheChainAndLeavesAGap() throws {
+        try ReportFixtures.makeState(at: directory)
+        let log = CoordinatorPaths(root: directory).auditLog
+        var lines = try String(contentsOf: log, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
+        lines.remove(at: 1)
+        try lines.joined(separator: "\n").write(to: log, atomically: true, encoding: .utf8)
+        let html = AuditReport.html(AuditReport.load(stateDirectory: directory))
+        assertBadBanner(html, verified: false, mentions: ["FAILED at record 2", "previous_hash", "Round 2 is missing"])
+    }
+
+    func testMissingOrUnreadableKeyStillShowsTheRecordsUnverified() throws {
+        try ReportFixtures.makeState(at: directory)
+        let paths = CoordinatorPaths(root: directory)
+        try FileManager.default.removeItem(at: paths.signingPublicKey)
+        try FileManager.default.removeItem(at: paths.signingKey)
+        var input = AuditReport.load(stateDirectory: directory)
+        XCTAssertEqual(input.records.count, 4)
+        var html = AuditReport.html(input)
+        assertBadBanner(html, verified: false, mentions: ["Audit chain NOT VERIFIED", "no usable signing key", "Signatures not checked"])
+        XCTAssertEqual(ReportFixtures.rows(html, table: "rounds-table").count, 4)
+
+        try Data("not a key\n".utf8).write(to: paths.signingPublicKey)
+        input = AuditReport.load(stateDirectory: directory)
+        XCTAssertEqual(input.records.count, 4)
+        html = AuditReport.html(input)
+        assertBadBanner(html, verified: false, mentions: ["NOT VERIFIED", "signing.pub", "lower-case hex digits"])
+    }
+
+    func testAdapterThatDoesNotMatchItsRecordIsAProblem() throws {
+        try ReportFixtures.makeState(at: directory)
+        let weights = CoordinatorPaths(root: directory).adapter(round: 4).appendingPathComponent("adapter_model.safetensors")
+        var bytes = Array(try Data(contentsOf: weights))
+        bytes[bytes.count - 1] ^= 1
+        try Data(bytes).write(to: weights)
+        let input = AuditReport.load(stateDirectory: directory)
+        XCTAssertNil(input.adapter)
+        let html = AuditReport.html(input)
+        assertBadBanner(html, verified: true, mentions: ["Adapter of round 4 unavailable", "has sha256"])
+        // The shape still comes from the plan.
+        XCTAssertTrue(html.contains("the training plan of round 4"))
+    }
+
+    func testInconsistentRecordsAreProblems() {
+        var records = ReportFixtures.records()
+        records[0].maxEpsilon = 9
+        records[3].clients[1].epsilon = 8.5
+        records[3].participants = ["alpha"]
+        let problems = AuditReport.problems(AuditReportInput(records: records, chain: .unchecked(reason: "test")))
+        XCTAssertTrue(problems.contains { $0.contains("Round 1: max_epsilon 9 is not the largest client ε 1.234") }, "\(problems)")
+        XCTAssertTrue(problems.contains { $0.contains("Round 4: client beta's cumulative ε 8.50 exceeds its budget 8.00") }, "\(problems)")
+        XCTAssertTrue(problems.contains { $0.contains("Round 4: the participants (alpha) are not the clients with metrics") }, "\(problems)")
+    }
+
+    func testEmptyLogAndNoStateStillRender() throws {
+        let html = AuditReport.html(AuditReport.load(stateDirectory: directory))
+        assertBadBanner(html, verified: false, mentions: ["Settings unavailable", "No audit log", "no usable signing key"])
+        ReportFixtures.assertSelfContained(html)
+    }
+}
+
+/// A client's ledger page.
+final class LedgerReportTests: XCTestCase {
+    func testLedgerPageMatchesTheLedger() throws {
+        let directory = try Fixtures.temporaryDirectory("conclave-ledger-report")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        var ledger = try PrivacyLedger(directory: directory, creatingWith: PrivacyBudget(epsilon: 6, delta: 1e-5, accountant: .rdp))
+        try ledger.charge(purpose: "round:1 <b>", samplingRate: 0.05, noiseMultiplier: 1.1, clipNorm: 1, steps: 40)
+        try ledger.charge(purpose: "round:2", samplingRate: 0.05, noiseMultiplier: 1.1, clipNorm: 1, steps: 40)
+        let html = LedgerReport.html(budget: ledger.budget, entries: ledger.entries, ledgerPath: ledger.fileURL.path)
+        ReportFixtures.assertSelfContained(html)
+        XCTAssertFalse(html.contains("<b>"))
+        XCTAssertTrue(html.contains("round:1 &lt;b&gt;"))
+        let points = ReportFixtures.tags(html, "circle", className: "eps-point")
+        XCTAssertEqual(points.map { Double($0["data-epsilon"] ?? "") }, ledger.entries.map(\.cumulativeEpsilon))
+        let rows = ReportFixtures.rows(html, table: "entries-table")
+        XCTAssertEqual(rows.map { $0.cells["epsilon"] }, ledger.entries.map { String(format: "%.2f", $0.cumulativeEpsilon) })
+        XCTAssertEqual(rows.map { $0.cells["steps"] }, ["40", "40"])
+        XCTAssertEqual(ReportFixtures.tags(html, "line", className: "budget").first?["data-budget"], "6.0")
+        XCTAssertTrue(html.contains("<span data-field=\"budget\">6.00</span>"))
+        XCTAssertTrue(html.contains("class=\"banner ok\""))
+    }
+}
