@@ -74,3 +74,30 @@ bench: build model
 
 clean:
 	rm -rf .build
+
+# The auditor's report of a demo run, rendered by headless Chromium to out/report.png (not part of
+# `make test`; out/ is ignored, so no screenshot is ever committed). Fails when Chromium logs a console
+# message or a load failure, exits non-zero, or writes no image.
+REPORT_DEMO  := out/report-demo
+CHROMIUM_LOG := out/report-chromium.log
+
+.PHONY: report-check
+report-check: build model
+	@mkdir -p out
+	@if [ ! -d $(REPORT_DEMO)/coordinator ]; then \
+	  $(BIN)/conclave-coordinator demo --dir $(REPORT_DEMO) --clients 3 --rounds 2 || exit 1; \
+	fi
+	$(BIN)/conclave-coordinator report --state $(REPORT_DEMO)/coordinator --out out/report.html
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  echo "installing chromium" >&2; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >&2 || exit 1; \
+	fi
+	@rm -f out/report.png
+	@chromium --headless --disable-gpu --no-sandbox --enable-logging=stderr --screenshot=out/report.png \
+	    --window-size=1280,4000 "file://$(abspath out/report.html)" > $(CHROMIUM_LOG) 2>&1; status=$$?; \
+	if [ $$status -ne 0 ]; then echo "chromium exited with status $$status (log: $(CHROMIUM_LOG))" >&2; exit 1; fi; \
+	if grep -E ':CONSOLE|net::ERR_|Page load failed|Uncaught' $(CHROMIUM_LOG) >&2; then \
+	  echo "chromium reported errors rendering out/report.html (log: $(CHROMIUM_LOG))" >&2; exit 1; fi; \
+	if [ ! -s out/report.png ]; then echo "chromium wrote no out/report.png" >&2; exit 1; fi
+	@echo "report rendered: out/report.html -> out/report.png"

@@ -14,11 +14,8 @@ public enum AuditReport {
     /// Every problem the report states at the top: what could not be loaded, a failed or unchecked
     /// chain, rounds missing from the log, and figures within records that do not add up.
     public static func problems(_ input: AuditReportInput) -> [String] {
-        var problems = input.loadProblems
-        if case let .failed(record, reason) = input.chain {
-            problems.append("Audit chain FAILED at record \(record): \(reason). Records from line \(record) on "
-                            + "are shown as read and cannot be trusted.")
-        }
+        var problems = chainProblem(input.chain).map { [$0] } ?? []
+        problems += input.loadProblems
         let rounds = input.records.map(\.round)
         var seen = Set<UInt64>()
         let duplicates = Set(rounds.filter { !seen.insert($0).inserted })
@@ -31,6 +28,9 @@ public enum AuditReport {
             let single = missing.count == 1 && missing[0].count == 1
             problems.append("Round\(single ? "" : "s") \(describe(missing)) \(single ? "is" : "are") missing from the log: "
                             + "rounds are numbered from 1 without gaps, so lines have been removed or could not be read.")
+        }
+        for record in input.records where record.status != "committed" && record.status != "aborted" {
+            problems.append("Round \(record.round) has the unknown status '\(record.status)' (expected committed or aborted).")
         }
         for record in input.records where record.status == "committed" {
             let largest = record.clients.map(\.epsilon).max()
@@ -49,6 +49,19 @@ public enum AuditReport {
             }
         }
         return problems
+    }
+
+    /// The chain's failure as one sentence, nil when it verified.
+    static func chainProblem(_ chain: AuditChainStatus) -> String? {
+        switch chain {
+        case .verified: return nil
+        case let .failed(record, reason):
+            return "Audit chain FAILED at record \(record): \(reason). Records from line \(record) on are shown as read "
+                + "and cannot be trusted."
+        case let .unchecked(reason):
+            return "Audit chain NOT VERIFIED: \(reason). Signatures not checked: the records are shown as read and "
+                + "cannot be trusted."
+        }
     }
 
     /// The runs of round numbers between 1 and the largest round in `records` that no record holds.
@@ -111,21 +124,20 @@ public enum AuditReport {
 
     static func banner(_ chain: AuditChainStatus, problems: [String]) -> String {
         let headline: String
-        switch chain {
-        case let .verified(records, key):
+        if case let .verified(records, key) = chain {
             headline = "Audit chain verified: \(records) record\(records == 1 ? "" : "s"), every signature valid under "
                 + "key <code>\(HTML.escape(String(key.prefix(16))))…</code>, every link intact."
-        case let .failed(record, reason):
-            headline = "Audit chain FAILED at record \(record): \(HTML.escape(reason))"
-        case let .unchecked(reason):
-            headline = "Audit chain NOT VERIFIED: \(HTML.escape(reason))"
+        } else {
+            headline = HTML.escape(chainProblem(chain) ?? "")
         }
+        // The chain's own sentence is the headline; the list holds the rest.
+        let others = problems.filter { $0 != chainProblem(chain) }
         let ok = chain.isVerified && problems.isEmpty
         var html = "<section class=\"banner \(ok ? "ok" : "bad")\" id=\"verification\" data-verified=\"\(chain.isVerified)\" "
             + "data-problems=\"\(problems.count)\"><strong class=\"headline\">\(headline)</strong>"
-        if !problems.isEmpty {
+        if !others.isEmpty {
             html += "<p>This report is incomplete or shows records that do not add up; it shows what could be read:</p><ul>"
-            html += problems.map { "<li class=\"problem\">\(HTML.escape($0))</li>" }.joined()
+            html += others.map { "<li class=\"problem\">\(HTML.escape($0))</li>" }.joined()
             html += "</ul>"
         }
         return html + "</section>\n"

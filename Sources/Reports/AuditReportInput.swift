@@ -116,9 +116,7 @@ extension AuditReport {
         }
         var key: SigningPublicKey?
         do { key = try AuditLog.verifyingKey(in: paths) } catch {
-            let reason = "no usable signing key: \(error)"
-            problems.append("Signatures not checked: \(reason). The records below are shown as read and cannot be trusted.")
-            chain = .unchecked(reason: reason)
+            chain = .unchecked(reason: "no usable signing key: \(error)")
         }
         do {
             if let key {
@@ -128,9 +126,9 @@ extension AuditReport {
             } else {
                 // Under a throwaway key every signature fails; verify still returns every line that decodes.
                 records = try AuditLog.verify(url: paths.auditLog, publicKey: SigningKeyPair().publicKey).records
+                if logExists { problems += try unsignedChainProblems(log: paths.auditLog, records: records) }
             }
         } catch {
-            problems.append("Audit log unreadable: \(error)")
             chain = .unchecked(reason: "the audit log cannot be read: \(error)")
         }
 
@@ -148,6 +146,25 @@ extension AuditReport {
         }
         return AuditReportInput(records: records, chain: chain, settings: settings, adapter: adapter,
                                 loadProblems: problems, source: stateDirectory.path, generated: now)
+    }
+
+    /// Without a key, what can still be checked: that every line decoded to a record, and that each
+    /// record's `previous_hash` is the BLAKE2b-256 of the line before it.
+    static func unsignedChainProblems(log: URL, records: [AuditRecord]) throws -> [String] {
+        let bytes = try readBounded(log, maximumBytes: AuditLog.maximumFileSize)
+        var lines = bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
+        if lines.last?.isEmpty == true { lines.removeLast() }
+        guard lines.count == records.count else {
+            return ["\(lines.count - records.count) of the log's \(lines.count) lines could not be read as records."]
+        }
+        var previous = AuditLog.firstPreviousHash
+        for (line, record) in zip(lines, records) {
+            if record.previousHash != previous {
+                return ["Round \(record.round)'s previous_hash is not the hash of the line before it: the chain is broken there."]
+            }
+            previous = Hex.encode(Hash.blake2b(Array(line)))
+        }
+        return []
     }
 
     /// Reads the shape of round `record.round`'s global adapter and checks its file against the

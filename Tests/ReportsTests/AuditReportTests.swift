@@ -245,6 +245,17 @@ final class AuditReportTests: XCTestCase {
         var html = AuditReport.html(input)
         assertBadBanner(html, verified: false, mentions: ["Audit chain NOT VERIFIED", "no usable signing key", "Signatures not checked"])
         XCTAssertEqual(ReportFixtures.rows(html, table: "rounds-table").count, 4)
+        XCTAssertEqual(AuditReport.problems(input).count, 1, "the links are intact: only the missing key is a problem")
+
+        // Without a key the links are still checked: an edited line breaks the next record's previous_hash.
+        var text = try String(contentsOf: paths.auditLog, encoding: .utf8)
+        text.replaceSubrange(try XCTUnwrap(text.range(of: "\"epsilon\":2.0049")), with: "\"epsilon\":0.0049")
+        try (text + "{\"record\":garbage}\n").write(to: paths.auditLog, atomically: true, encoding: .utf8)
+        html = AuditReport.html(AuditReport.load(stateDirectory: directory))
+        assertBadBanner(html, verified: false, mentions: ["1 of the log&#39;s 5 lines could not be read as records"])
+        try text.write(to: paths.auditLog, atomically: true, encoding: .utf8)
+        html = AuditReport.html(AuditReport.load(stateDirectory: directory))
+        assertBadBanner(html, verified: false, mentions: ["Round 3&#39;s previous_hash is not the hash of the line before it"])
 
         try Data("not a key\n".utf8).write(to: paths.signingPublicKey)
         input = AuditReport.load(stateDirectory: directory)
@@ -269,12 +280,14 @@ final class AuditReportTests: XCTestCase {
 
     func testInconsistentRecordsAreProblems() {
         var records = ReportFixtures.records()
+        records[2].status = "commitxed"
         records[0].maxEpsilon = 9
         records[3].clients[1].epsilon = 8.5
         records[3].participants = ["alpha"]
         let problems = AuditReport.problems(AuditReportInput(records: records, chain: .unchecked(reason: "test")))
         XCTAssertTrue(problems.contains { $0.contains("Round 1: max_epsilon 9 is not the largest client ε 1.234") }, "\(problems)")
         XCTAssertTrue(problems.contains { $0.contains("Round 4: client beta's cumulative ε 8.50 exceeds its budget 8.00") }, "\(problems)")
+        XCTAssertTrue(problems.contains { $0.contains("Round 3 has the unknown status 'commitxed'") }, "\(problems)")
         XCTAssertTrue(problems.contains { $0.contains("Round 4: the participants (alpha) are not the clients with metrics") }, "\(problems)")
     }
 
