@@ -25,7 +25,7 @@ public enum AuditReport {
         }
         let missing = missingRounds(input.records)
         if !missing.isEmpty {
-            let single = missing.count == 1 && missing[0].count == 1
+            let single = missing.count == 1 && missing[0].lowerBound == missing[0].upperBound
             problems.append("Round\(single ? "" : "s") \(describe(missing)) \(single ? "is" : "are") missing from the log: "
                             + "rounds are numbered from 1 without gaps, so lines have been removed or could not be read.")
         }
@@ -240,10 +240,13 @@ public enum AuditReport {
         }
         let finite = points.filter { $0.metrics.epsilon.isFinite }
         svg += plot.polyline(finite.map { (Double($0.round), $0.metrics.epsilon) }, stroke: "#1f6fd1")
-        for point in finite {
+        // Every point is labelled while the labels fit; beyond 12 points, every k-th and the last.
+        let labelEvery = max(1, (finite.count + 11) / 12)
+        for (index, point) in finite.enumerated() {
             let cx = plot.x(Double(point.round)), cy = plot.y(point.metrics.epsilon)
             svg += "<circle class=\"eps-point\" data-client=\"\(escaped)\" data-round=\"\(point.round)\" "
                 + "data-epsilon=\"\(HTML.exact(point.metrics.epsilon))\" cx=\"\(plot.n(cx))\" cy=\"\(plot.n(cy))\" r=\"3.5\" fill=\"#1f6fd1\"/>"
+            guard (finite.count - 1 - index) % labelEvery == 0 else { continue }
             svg += "<text class=\"eps-label\" data-client=\"\(escaped)\" data-round=\"\(point.round)\" x=\"\(plot.n(cx))\" "
                 + "y=\"\(plot.n(cy - 8))\" text-anchor=\"middle\">\(HTML.fixed(point.metrics.epsilon, 2))</text>"
         }
@@ -315,7 +318,7 @@ public enum AuditReport {
                 + "<td class=\"num\">\(HTML.fixed(after - before, 4))</td>"
                 + "<td class=\"num\">\(spread(record.clients.map(\.evalLossBefore)))</td>"
                 + "<td class=\"num\">\(spread(record.clients.map(\.evalLossAfter)))</td>"
-                + "<td class=\"num\">\(record.clients.reduce(0) { $0 + $1.evalTokens })</td></tr>"
+                + "<td class=\"num\">\(HTML.fixed(record.clients.reduce(0.0) { $0 + Double($1.evalTokens) }, 0))</td></tr>"
         }
         return html + "</tbody></table></section>\n"
     }
@@ -414,7 +417,7 @@ public enum AuditReport {
             rows.append((record.round, row))
         }
         for run in missing {
-            let label = run.count == 1 ? "\(run.lowerBound)" : "\(run.lowerBound)–\(run.upperBound)"
+            let label = run.lowerBound == run.upperBound ? "\(run.lowerBound)" : "\(run.lowerBound)–\(run.upperBound)"
             rows.append((run.lowerBound, "<tr class=\"missing\" data-round=\"\(label)\" data-status=\"missing\">"
                          + "<td class=\"num\">\(label)</td><td colspan=\"14\">missing from the audit log</td></tr>"))
         }
@@ -435,7 +438,7 @@ public enum AuditReport {
 
     /// `1, 3–5, 9` for runs of round numbers; long lists are cut after 20 runs.
     static func describe(_ runs: [ClosedRange<UInt64>]) -> String {
-        let parts = runs.prefix(20).map { $0.count == 1 ? "\($0.lowerBound)" : "\($0.lowerBound)–\($0.upperBound)" }
+        let parts = runs.prefix(20).map { $0.lowerBound == $0.upperBound ? "\($0.lowerBound)" : "\($0.lowerBound)–\($0.upperBound)" }
         return parts.joined(separator: ", ") + (runs.count > 20 ? ", …" : "")
     }
 }

@@ -150,6 +150,33 @@ final class AuditReportTests: XCTestCase {
         XCTAssertEqual(names.subtracting(allowed), [])
     }
 
+    func testManyRoundsThinTheLabelsAndAForgedRoundNumberStillRenders() {
+        let records = (1...30).map { round in
+            ReportFixtures.committed(UInt64(round), [ReportFixtures.metrics("alpha", epsilon: 0.25 * Double(round), budget: 10,
+                                                                            before: 2, after: 1.9)])
+        }
+        let html = render(records)
+        XCTAssertEqual(ReportFixtures.tags(html, "circle", className: "eps-point").count, 30)
+        let labels = ReportFixtures.texts(html, "text", className: "eps-label")
+        XCTAssertLessThanOrEqual(labels.count, 12)
+        XCTAssertEqual(labels.last?.attributes["data-round"], "30")
+        XCTAssertEqual(labels.last?.text, "7.50")
+
+        let forged = [records[0], ReportFixtures.committed(UInt64.max, [ReportFixtures.metrics("alpha", epsilon: 1, before: 2, after: 1.9)])]
+        let page = render(forged)
+        XCTAssertEqual(AuditReport.missingRounds(forged), [2...(UInt64.max - 1)])
+        XCTAssertTrue(page.contains("Rounds 2–18446744073709551614 are missing from the log"))
+        ReportFixtures.assertSelfContained(page)
+
+        // Figures a forged log may carry: token counts that overflow when summed, an ε near the largest Double.
+        var extreme = records[0]
+        extreme.clients = [ReportFixtures.metrics("a", epsilon: 1e308, budget: 1e308, before: 1e300, after: -1e300, tokens: Int.max),
+                           ReportFixtures.metrics("b", epsilon: 0, budget: 1, before: 0, after: 0, tokens: Int.max)]
+        extreme.plan.steps = Int.max
+        extreme.finished = extreme.started.addingTimeInterval(1e11)
+        ReportFixtures.assertSelfContained(render([extreme]))
+    }
+
     // MARK: State directories, good and bad
 
     func testGoodStateDirectoryHasAGreenBannerAndTheAdapterShape() throws {
