@@ -235,7 +235,7 @@ public struct SecureAdvertisements: WireMessage {
         round = try decoder.uint64("round")
         let session = try decoder.blob("sessionID", limit: 32)
         let recipient = try decoder.uint32("recipient")
-        let count = try decoder.count("advertisements", minimumElementSize: 4 * 5 + 4 + 32 * 3 + 64,
+        let count = try decoder.count("advertisements", minimumElementSize: 4 * 4 + 4 + 32 * 3 + 64,
                                       limit: maximumNeighbourhoodItems)
         let advertisements = try (0..<count).map { _ in try decodeAdvertisement(from: &decoder) }
         broadcast = AdvertisementBroadcast(sessionID: session, recipient: recipient, advertisements: advertisements)
