@@ -321,4 +321,37 @@ final class SecureRoundTests: XCTestCase {
         unsorted.members.swapAt(0, 1)
         XCTAssertThrowsError(try SecureRoundSetup(frame: unsorted.frame()), "ids must be strictly increasing")
     }
+
+    // MARK: Signing keys
+
+    /// The registry pins a client's signing key at first sight, keeps it across reloads, refuses
+    /// another one, and a new certificate (after revocation) starts unpinned.
+    func testSigningKeyIsPinnedAtFirstSightAndChangesRefused() throws {
+        let directory = try Fixtures.temporaryDirectory("pin")
+        let file = directory.appendingPathComponent("clients.json")
+        var registry = try ClientRegistry(file: file)
+        let fingerprint = String(repeating: "0a", count: 32)
+        try registry.enroll(id: "ana", fingerprint: fingerprint, serial: 3, notAfter: Date().addingTimeInterval(86_400))
+        let first = Hex.encode(SigningKeyPair().publicKey.bytes), second = Hex.encode(SigningKeyPair().publicKey.bytes)
+        XCTAssertTrue(try registry.pinSigningKey(id: "ana", key: first))
+        try registry.save()
+        var reloaded = try ClientRegistry(file: file)
+        XCTAssertEqual(reloaded.activeClient(id: "ana")?.signingKey, first)
+        XCTAssertFalse(try reloaded.pinSigningKey(id: "ana", key: first), "the same key is accepted, not re-pinned")
+        XCTAssertThrowsError(try reloaded.pinSigningKey(id: "ana", key: second)) { error in
+            XCTAssertTrue("\(error)".contains("is pinned"), "\(error)")
+        }
+        XCTAssertThrowsError(try reloaded.pinSigningKey(id: "ana", key: "not hex"))
+        XCTAssertThrowsError(try reloaded.pinSigningKey(id: "ben", key: first), "no active certificate")
+        try reloaded.revoke(id: "ana")
+        try reloaded.enroll(id: "ana", fingerprint: String(repeating: "0b", count: 32), serial: 4,
+                            notAfter: Date().addingTimeInterval(86_400))
+        XCTAssertTrue(try reloaded.pinSigningKey(id: "ana", key: second), "a new certificate starts unpinned")
+        // The hello carries the key; a key of the wrong length is refused on decoding.
+        let hello = Hello(client: "ana", software: "test", pendingRound: 0, signingKey: Array(repeating: 7, count: 32))
+        XCTAssertEqual(try Hello(frame: hello.frame()), hello)
+        var bad = hello
+        bad.signingKey = [1, 2, 3]
+        XCTAssertThrowsError(try Hello(frame: bad.frame()))
+    }
 }
