@@ -61,6 +61,9 @@ let package = Package(
         .executableTarget(name: "conclave-bench-inference",
                           dependencies: ["CommandLineParsing", "Kernels", "LanguageModel"],
                           path: "Benchmarks/InferenceBenchmark", swiftSettings: numericSettings),
+        .executableTarget(name: "conclave-bench-secagg",
+                          dependencies: ["CommandLineParsing", "SecureCrypto", "SecureAggregation"],
+                          path: "Benchmarks/SecureAggregationBenchmark", swiftSettings: numericSettings),
 
         // Tests: one target per module, plus end-to-end tests that start the real executables.
         .testTarget(name: "KernelsTests", dependencies: ["TestSupport", "Kernels"], path: "Tests/KernelsTests"),
@@ -76,7 +79,7 @@ let package = Package(
                     path: "Tests/SecureAggregationTests"),
         .testTarget(name: "TransportTests", dependencies: ["TestSupport", "Transport"], path: "Tests/TransportTests"),
         .testTarget(name: "FederationTests", dependencies: ["TestSupport", "Federation", "SecureCrypto", "Wire", "Privacy",
-                                                           "Transport", "ModelFormats"],
+                                                           "Transport", "ModelFormats", "LanguageModel", "SecureAggregation"],
                     path: "Tests/FederationTests"),
         .testTarget(name: "CommandLineParsingTests", dependencies: ["TestSupport", "CommandLineParsing"],
                     path: "Tests/CommandLineParsingTests"),
@@ -84,7 +87,7 @@ let package = Package(
                                                         "ModelFormats"],
                     path: "Tests/ReportsTests"),
         .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", "conclave-client", "conclave-coordinator",
-                                                         "Federation", "SecureCrypto", "Transport"],
+                                                         "Federation", "SecureCrypto", "Transport", "ModelFormats"],
                     path: "Tests/EndToEndTests"),
     ]
 )

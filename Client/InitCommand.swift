@@ -11,8 +11,10 @@ enum InitCommand {
 
           --state DIR   the client's state directory, created 0700 (also holds its privacy ledger)
           --name ID     the client id: 1 to 64 of A-Z a-z 0-9 . _ - (not starting with '.' or '-')
-          --json        print {"client_id", "state", "key", "request", "settings"}
-        Writes client.key (0600, never leaves this machine), client.csr and client.json; refuses a
+          --json        print {"client_id", "state", "key", "signing_key", "request", "settings"}
+        Writes client.key (0600, never leaves this machine), signing.key (0600, Ed25519, signs the
+        client's secure-aggregation keys; the coordinator pins its public half at the first
+        connection), client.csr and client.json; refuses a
         directory that already holds a key. Send client.csr to the coordinator's operator, who runs
         'conclave-coordinator enroll' and gives back a certificate and the federation's CA.
         """) { arguments in
@@ -24,10 +26,11 @@ enum InitCommand {
         try ClientSetup.initialize(paths: paths, name: name)
         if json {
             try JSONOutput.print(["client_id": name, "state": paths.root.path, "key": paths.key.path,
-                                  "request": paths.request.path, "settings": paths.settings.path])
+                                  "signing_key": paths.signingKey.path, "request": paths.request.path, "settings": paths.settings.path])
         } else {
             print("created client '\(name)' in \(paths.root.path)")
             print("  key (stays here)   \(paths.key.path)")
+            print("  signing key        \(paths.signingKey.path)")
             print("Send \(paths.request.path) to the coordinator's operator for 'conclave-coordinator enroll'.")
         }
         return 0

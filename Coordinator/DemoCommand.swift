@@ -11,7 +11,7 @@ enum DemoCommand {
         name: "demo", abstract: "Run a federation on this machine: a coordinator and N client processes over mutual TLS.",
         help: """
         usage: conclave-coordinator demo [--clients N] [--rounds R] [--model M] [--records K] [--dir DIR]
-                                         [--aggregation fedavg|fedadam] [--json]
+                                         [--aggregation fedavg|fedadam] [--secure-aggregation on|off] [--json]
 
           --clients N     client processes (default 3), each with synthetic clinic notes of its own specialty
           --rounds R      rounds to run (default 3)
@@ -20,6 +20,9 @@ enum DemoCommand {
           --dir DIR       where the federation is built (default: a new folder under the temporary directory);
                           it is kept so that 'audit' and 'report' can be pointed at DIR/coordinator
           --aggregation A fedavg (default) or fedadam
+          --secure-aggregation on|off
+                          mask every update so the coordinator learns only the round's sum (default on;
+                          needs at least 2 clients)
           --json          print {"rounds": [{"round", "participants", "eval_loss_before", "eval_loss_after",
                           "max_epsilon", "seconds"}], "audit_verified", "adapter", "state"}
 
@@ -33,13 +36,18 @@ enum DemoCommand {
         let records = try arguments.int("--records", in: 20...100_000) ?? 120
         let directory = try arguments.option("--dir")
         let aggregation = try arguments.choice("--aggregation", among: ["fedavg", "fedadam"]) ?? "fedavg"
+        let secureAggregation = try arguments.choice("--secure-aggregation", among: ["on", "off"]).map { $0 == "on" } ?? true
         let json = arguments.flag("--json")
         try arguments.finish()
+        if secureAggregation && clients < 2 {
+            throw UsageError("--secure-aggregation on needs at least 2 clients (got --clients \(clients)); use --secure-aggregation off")
+        }
         guard FileManager.default.fileExists(atPath: model) else {
             throw UsageError("--model: no model at '\(model)' (run 'make model' to fetch the default)")
         }
         let demo = try Demo(clients: clients, rounds: rounds, model: URL(fileURLWithPath: model).standardizedFileURL.path,
-                            records: records, directory: directory, aggregation: aggregation, quiet: json)
+                            records: records, directory: directory, aggregation: aggregation,
+                            secureAggregation: secureAggregation, quiet: json)
         return try demo.run(json: json)
     }
 }
@@ -52,13 +60,17 @@ final class Demo {
     let records: Int
     let root: URL
     let aggregation: String
+    /// Whether rounds mask updates (secure aggregation).
+    let secureAggregation: Bool
     let quiet: Bool
     let coordinatorBinary: URL
     let clientBinary: URL
     var coordinatorState: URL { root.appendingPathComponent("coordinator") }
     private var processes: [Process] = []
 
-    init(clients: Int, rounds: Int, model: String, records: Int, directory: String?, aggregation: String, quiet: Bool) throws {
+    init(clients: Int, rounds: Int, model: String, records: Int, directory: String?, aggregation: String,
+         secureAggregation: Bool, quiet: Bool) throws {
+        self.secureAggregation = secureAggregation
         self.clients = clients
         self.rounds = rounds
         self.model = model
@@ -192,7 +204,7 @@ final class Demo {
         let configuration: [String: Any] = [
             "model": model, "listen": "127.0.0.1",
             "rounds": ["min_clients": max(1, clients - 1), "max_clients": clients, "fraction": 1.0,
-                       "aggregation": aggregation, "secure_aggregation": false, "invite_timeout": 60,
+                       "aggregation": aggregation, "secure_aggregation": secureAggregation, "invite_timeout": 60,
                        "round_timeout": 900, "wait_for_clients": 120, "plan": plan],
         ]
         let configURL = root.appendingPathComponent("coordinator.json")

@@ -9,14 +9,19 @@ enum ServeCommands {
     static let serve = Command(
         name: "serve", abstract: "Run the coordinator: accept enrolled clients over mutual TLS and run rounds.",
         help: """
-        usage: conclave-coordinator serve --state DIR --config F
+        usage: conclave-coordinator serve --state DIR --config F [--secure-aggregation on|off]
 
           --state DIR    the coordinator's state directory (made by 'conclave-coordinator init')
           --config F     the configuration (JSON): {"model", "listen"?, "rounds": {"min_clients",
                          "max_clients", "fraction", "aggregation": "fedavg"|"fedadam", "secure_aggregation",
                          "invite_timeout", "round_timeout", "wait_for_clients", "plan": {"steps",
                          "learning_rate", "sampling_rate", "noise_multiplier", "clip_norm", "delta",
-                         "max_length", "rank", "alpha", "targets"}}, "server_learning_rate"?}; see Config/
+                         "max_length", "rank", "alpha", "targets"}, "update_clip"?, "weight_bound"?,
+                         "neighbour_degree"?}, "server_learning_rate"?}; see Config/
+          --secure-aggregation on|off
+                         overrides the configuration's "secure_aggregation": with it on, clients mask their
+                         updates (Bonawitz et al. 2017, SecAgg+ graph for large cohorts) and the coordinator
+                         learns only the sum of each round's surviving updates
 
         Rounds start when an operator asks ('conclave-coordinator rounds start --state DIR --count N').
         The log goes to standard error and to DIR/serve.log. SIGINT or SIGTERM stops the server; a round
@@ -24,9 +29,11 @@ enum ServeCommands {
         """) { arguments in
         let state = try arguments.required("--state")
         let configPath = try arguments.required("--config")
+        let secure = try arguments.choice("--secure-aggregation", among: ["on", "off"])
         try arguments.finish()
         let paths = CoordinatorPaths(path: state)
-        let configuration = try CoordinatorConfiguration.load(URL(fileURLWithPath: configPath))
+        var configuration = try CoordinatorConfiguration.load(URL(fileURLWithPath: configPath))
+        if let secure { configuration.rounds.secureAggregation = secure == "on" }
         let log = ServerLog(url: paths.serverLog)
         let server = try CoordinatorServer(paths: paths, configuration: configuration, log: log)
         let signals = [SIGINT, SIGTERM].map { signalNumber -> DispatchSourceSignal in

@@ -71,11 +71,15 @@ public struct ClientAgent: Sendable {
         case committed(RoundResult, global: AdapterTensors)
         /// The round is over for this client without a new adapter (aborted, or dropped).
         case roundOver(round: UInt64, reason: String)
+        /// A secure-aggregation stage message for the round this client uploads to.
+        case secure(round: UInt64, SecureDownlink)
     }
 
     public private(set) var state: State = .idle
     private let layoutFor: @Sendable (TrainingPlan) throws -> AdapterLayout
     private var invite: Invite?
+    /// The secure-aggregation setup that came with the current invitation, if any.
+    public private(set) var secureSetup: SecureRoundSetup?
     private var result: RoundResult?
     private var receiver: TensorSetReceiver?
     private var lastLayout: AdapterLayout?
@@ -121,12 +125,30 @@ public struct ClientAgent: Sendable {
                 let layout = try layoutFor(message.plan)
                 lastLayout = layout
                 invite = message
+                secureSetup = nil
                 receiver = TensorSetReceiver(round: message.round, kind: .globalAdapter, layout: layout)
                 state = .receivingInvite(message.round)
                 return actions
             default:
                 throw FederationError.round(message.round, "invitation while \(state)")
             }
+        case .secureSetup:
+            let setup = try SecureRoundSetup(frame: frame)
+            guard case let .receivingInvite(round) = state, round == setup.round, invite?.secureAggregation == true,
+                  secureSetup == nil else {
+                throw FederationError.round(setup.round, "secure-aggregation setup while \(state)")
+            }
+            secureSetup = setup
+            return []
+        case .secureAdvertisements:
+            let message = try SecureAdvertisements(frame: frame)
+            return secureStage(message.round, .advertisements(message))
+        case .secureShareBundle:
+            let message = try SecureShareBundle(frame: frame)
+            return secureStage(message.round, .shares(message))
+        case .secureUnmaskRequest:
+            let message = try SecureUnmaskRequest(frame: frame)
+            return secureStage(message.round, .unmask(message))
         case .tensorChunk:
             let chunk = try TensorChunk(frame: frame)
             guard receiver != nil else { throw FederationError.round(chunk.round, "tensor chunk outside a transfer") }
@@ -141,6 +163,9 @@ public struct ClientAgent: Sendable {
             case let .receivingInvite(round) where round == done.round:
                 guard let invite, constantTimeDigestEqual(invite.adapterSHA256, done.sha256) else {
                     throw FederationError.round(done.round, "the global adapter's digest does not match the invitation")
+                }
+                guard !invite.secureAggregation || secureSetup != nil else {
+                    throw FederationError.round(done.round, "a secure-aggregation invitation without its setup")
                 }
                 state = .working(round)
                 return [.invited(invite, global: tensors)]
@@ -173,6 +198,12 @@ public struct ClientAgent: Sendable {
         default:
             throw FederationError.peer("coordinator", "unexpected \(frame.type) message")
         }
+    }
+
+    /// A stage message is for the round this client uploads to; one for any other round is stale.
+    private func secureStage(_ round: UInt64, _ message: SecureDownlink) -> [Action] {
+        guard case let .awaitingResult(current) = state, current == round else { return [] }
+        return [.secure(round: round, message)]
     }
 }
 

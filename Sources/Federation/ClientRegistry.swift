@@ -21,6 +21,9 @@ public struct EnrolledClient: Codable, Sendable, Equatable {
     public var status: Status
     /// When the certificate was revoked (nil while active).
     public var revoked: Date?
+    /// The Ed25519 key (64 lower-case hex digits) the client presented in its first hello under this
+    /// certificate, pinned then; a hello with another key is refused. Nil until the first hello.
+    public var signingKey: String?
 }
 
 /// The coordinator's enrolled clients (`clients.json`): which certificate, by fingerprint, admits
@@ -105,6 +108,9 @@ public struct ClientRegistry: Sendable {
             }
             guard serials.insert(client.serial).inserted else {
                 throw FederationError.state(path: path, "field '\(field).serial': serial \(client.serial) appears twice")
+            }
+            if let key = client.signingKey, !isFingerprint(key) {
+                throw FederationError.state(path: path, "field '\(field).signing_key': not 64 lower-case hex digits")
             }
             guard client.notAfter > client.enrolled else {
                 throw FederationError.state(path: path, "field '\(field).not_after': not after the enrolment date")
@@ -195,6 +201,28 @@ public struct ClientRegistry: Sendable {
         return clients[index]
     }
 
+    /// Pins `key` (64 lower-case hex digits) as the signing key of `id`'s active certificate if it has
+    /// none yet (call `save()` then), or checks it against the pinned one.
+    /// - Returns: true when the key was newly pinned.
+    /// - Throws: `FederationError.client` if `id` has no active certificate or a different pinned key.
+    public mutating func pinSigningKey(id: String, key: String) throws -> Bool {
+        guard let index = clients.lastIndex(where: { $0.id == id && $0.status == .active }) else {
+            throw FederationError.client(Self.printable(id), "has no active certificate to pin a signing key to")
+        }
+        guard Self.isFingerprint(key) else {
+            throw FederationError.client(Self.printable(id), "signing key '\(Self.printable(key))' is not 64 lower-case hex digits")
+        }
+        if let pinned = clients[index].signingKey {
+            guard pinned == key else {
+                throw FederationError.client(id, "presented signing key \(key), but \(pinned) is pinned for its certificate "
+                                                 + "(revoke and enrol it again to change keys)")
+            }
+            return false
+        }
+        clients[index].signingKey = key
+        return true
+    }
+
     /// Whether a TLS peer may connect: `commonName` has an active certificate whose fingerprint is
     /// exactly `fingerprint` (public values, so a plain comparison) and which has not expired at `now`.
     public func authorizes(commonName: String, fingerprint: String, now: Date = Date()) -> Bool {
@@ -228,14 +256,15 @@ public struct ClientRegistry: Sendable {
     }
 
     /// The registry as JSON-ready records (for `clients --json`): id, status ("active", "revoked" or
-    /// "expired"), serial, fingerprint, enrolled, not_after, revoked (or null).
+    /// "expired"), serial, fingerprint, enrolled, not_after, revoked (or null), signing_key (or null).
     public func jsonRecords(now: Date = Date()) -> [[String: Any]] {
         let formatter = ISO8601DateFormatter()
         return clients.map { client in
             ["id": client.id, "status": Self.statusText(client, now: now), "serial": client.serial,
              "fingerprint": client.fingerprint, "enrolled": formatter.string(from: client.enrolled),
              "not_after": formatter.string(from: client.notAfter),
-             "revoked": client.revoked.map { formatter.string(from: $0) } ?? NSNull()]
+             "revoked": client.revoked.map { formatter.string(from: $0) } ?? NSNull(),
+             "signing_key": client.signingKey ?? NSNull()]
         }
     }
 

@@ -3,6 +3,8 @@ import FineTuning
 import Foundation
 import LanguageModel
 import Privacy
+import SecureAggregation
+import SecureCrypto
 import Tokenizer
 import Transport
 import Wire
@@ -54,6 +56,19 @@ public final class ClientRunner: @unchecked Sendable {
     private var agent: ClientAgent
     private var roundsEnded = 0
     private let software = "conclave-client 0.1"
+    /// Signs this client's per-round secure-aggregation keys (`signing.key`).
+    private let identity: SigningKeyPair
+    /// The secure round this client is masking an update for, between its training and the unmask stage.
+    private var secure: SecureParticipation?
+
+    /// A client's part in one secure round: the protocol's state, the encoded update it will mask,
+    /// and its figures (sent in clear with the masked input).
+    private struct SecureParticipation {
+        var round: UInt64
+        var protocolState: SecureAggregationClient
+        var input: [UInt32]
+        var metrics: ClientRoundMetrics
+    }
 
     public init(paths: ClientPaths, configuration: ClientConfiguration, address: CoordinatorAddress,
                 maximumRounds: Int?, log: ServerLog) throws {
@@ -63,6 +78,7 @@ public final class ClientRunner: @unchecked Sendable {
         self.maximumRounds = maximumRounds
         self.log = log
         name = try ClientSettings.load(paths: paths).name
+        identity = try ClientSetup.signingKey(paths: paths)
         context = try TLSClientContext(caPEM: try PEMFile.readCertificate(at: address.caPath),
                                        certificatePEM: try PEMFile.readCertificate(at: address.certificatePath),
                                        keyPEM: try PEMFile.readPrivateKey(at: paths.key.path),
@@ -118,7 +134,8 @@ public final class ClientRunner: @unchecked Sendable {
 
     private func session(_ connection: TLSConnection) throws {
         try connection.setTimeouts(read: nil, write: 120)
-        try send([Hello(client: name, software: software, pendingRound: agent.pendingRound).frame()], on: connection)
+        try send([Hello(client: name, software: software, pendingRound: agent.pendingRound,
+                        signingKey: identity.publicKey.bytes).frame()], on: connection)
         log.write("connected to the coordinator at \(address.host):\(address.port) as '\(name)'")
         var reader = FrameReader()
         while maximumRounds.map({ roundsEnded < $0 }) ?? true {
@@ -131,11 +148,15 @@ public final class ClientRunner: @unchecked Sendable {
                     let uploaded = try work(invite, global: global, connection: connection)
                     agent.finishedWork(round: invite.round, uploaded: uploaded)
                     if !uploaded { roundsEnded += 1 }
+                case let .secure(round, message):
+                    try secureStage(round, message, connection: connection)
                 case let .committed(result, global):
+                    if secure?.round == result.round { secure = nil }
                     try keepGlobal(global, plan: nil, round: result.round)
                     log.write("round \(result.round) committed; global adapter saved to \(paths.globalAdapter.path)")
                     roundsEnded += 1
                 case let .roundOver(round, reason):
+                    if secure?.round == round { secure = nil }
                     log.write("round \(round) is over for this client: \(reason)")
                     roundsEnded += 1
                 }
@@ -161,6 +182,24 @@ public final class ClientRunner: @unchecked Sendable {
             return false
         }
         if let objection = configuration.policy.objection(to: plan) { return try decline(objection) }
+        // A secure round's session is checked before anything is charged: this client must be in the
+        // cohort under its own key, and the announced adapter must be the one it received.
+        var secureClient: SecureAggregationClient?
+        if invite.secureAggregation {
+            guard let setup = agent.secureSetup, setup.round == round else {
+                return try decline("secure aggregation: the invitation came without its setup")
+            }
+            do {
+                guard let id = setup.id(of: name) else {
+                    return try decline("secure aggregation: this client is not in the announced cohort")
+                }
+                secureClient = try SecureAggregationClient(session: try setup.session(invite: invite), id: id,
+                                                           identity: identity,
+                                                           localAdapterHash: Array(AdapterMath.digest(global).utf8))
+            } catch {
+                return try decline("secure aggregation: \(error)")
+            }
+        }
         let model = loaded.model
         let layout = try AdapterLayout(configuration: model.configuration, plan: plan)
         let globalAdapter = try layout.adapter(global, from: "the coordinator's global adapter")
@@ -232,16 +271,90 @@ public final class ClientRunner: @unchecked Sendable {
         model.setAdapter(nil)
         let localTensors = local.federationTensors
         try layout.write(localTensors, to: paths.localAdapter, baseModel: URL(fileURLWithPath: configuration.model).lastPathComponent)
-        let delta = AdapterMath.difference(localTensors, global)
+        var delta = AdapterMath.difference(localTensors, global)
+        #if DEBUG
+        // Test hook, compiled into debug builds only: a fixed update per client and round, so that
+        // tests can run the same federation with and without secure aggregation and compare.
+        if ProcessInfo.processInfo.environment["CONCLAVE_TEST_DETERMINISTIC_UPDATE"] == "1" {
+            delta = Self.deterministicUpdate(like: delta, client: name, round: round)
+        }
+        #endif
         let metrics = ClientRoundMetrics(client: name, examples: examples.count, evalLossBefore: before.loss,
                                          evalLossAfter: after.loss, evalTokens: after.tokens, epsilon: epsilon,
                                          delta: ledger.budget.delta, epsilonBudget: min(ledger.budget.epsilon, configuration.policy.maxEpsilon),
                                          trainLoss: result.trainLoss,
                                          seconds: ProcessStatistics.now() - start)
+        if var secureClient, let setup = agent.secureSetup {
+            let encoded = try SecureUpdate.encode(delta: delta, examples: examples.count, setup: setup, layout: layout)
+            if encoded.clipped > 0 {
+                log.write("round \(round): \(encoded.clipped) weighted update values exceeded ±\(setup.updateClip) and were clipped")
+            }
+            let advertisement = try secureClient.advertiseKeys()
+            secure = SecureParticipation(round: round, protocolState: secureClient, input: encoded.words, metrics: metrics)
+            try send([SecureAdvertise(round: round, advertisement: advertisement).frame()], on: connection)
+            log.write(String(format: "round %llu: trained (held-out loss %.4f → %.4f, %.0f s); secure aggregation: keys advertised",
+                             round, before.loss, after.loss, metrics.seconds))
+            return true
+        }
         try send(try TensorSetFrames.frames(round: round, kind: .update, tensors: delta)
                  + [MetricsReport(round: round, metrics: metrics).frame()], on: connection)
         log.write(String(format: "round %llu: update sent; held-out loss %.4f → %.4f, train loss %.4f, %.0f s",
                          round, before.loss, after.loss, result.trainLoss, metrics.seconds))
         return true
     }
+
+    /// Answers one secure-aggregation stage; a refusal (bad signature, wrong session, an unmask
+    /// request that would expose a peer) ends this client's part in the round, with the reason sent.
+    private func secureStage(_ round: UInt64, _ message: SecureDownlink, connection: TLSConnection) throws {
+        guard var participation = secure, participation.round == round else {
+            log.write("round \(round): ignored a secure-aggregation message for a round this client is not masking for")
+            return
+        }
+        do {
+            var frames: [Frame] = []
+            switch message {
+            case let .advertisements(message):
+                let shares = try participation.protocolState.shareKeys(message.broadcast)
+                frames = [try SecureShares(round: round, message: shares).frame()]
+                log.write("round \(round): secure aggregation: \(shares.shares.count) encrypted shares sent")
+            case let .shares(message):
+                #if DEBUG
+                // Test hook, debug builds only: die here, after sharing keys and before the masked input.
+                if ProcessInfo.processInfo.environment["CONCLAVE_TEST_EXIT_BEFORE_MASKED_INPUT"] == "1" {
+                    log.write("round \(round): test hook: exiting before the masked input")
+                    exit(3)
+                }
+                #endif
+                let masked = try participation.protocolState.maskInput(message.bundle, input: participation.input)
+                participation.input = []
+                frames = [try SecureMaskedInput(round: round, input: masked).frame(),
+                          try MetricsReport(round: round, metrics: participation.metrics).frame()]
+                log.write("round \(round): secure aggregation: masked update sent (\(masked.words.count) words)")
+            case let .unmask(message):
+                let response = try participation.protocolState.unmask(message.request)
+                frames = [try SecureUnmaskResponse(round: round, response: response).frame()]
+                log.write("round \(round): secure aggregation: \(response.shares.count) shares revealed for unmasking")
+            }
+            secure = participation
+            try send(frames, on: connection)
+        } catch let error as SecureAggregationError {
+            secure = nil
+            log.write("round \(round): secure aggregation: \(error); leaving the round")
+            try send([Abort(round: round, reason: "secure aggregation: \(error)").frame()], on: connection)
+        }
+    }
+
+    #if DEBUG
+    /// The test hook's update: a fixed function of the client, the round, the tensor and the index,
+    /// within ±0.004.
+    static func deterministicUpdate(like delta: AdapterTensors, client: String, round: UInt64) -> AdapterTensors {
+        let seed = Double(client.utf8.reduce(0) { $0 &* 31 &+ Int($1) } % 1000)
+        var out: AdapterTensors = [:]
+        for (t, name) in delta.keys.sorted().enumerated() {
+            let count = delta[name]?.count ?? 0
+            out[name] = (0..<count).map { i in Float(0.004 * sin(Double(i) * 0.37 + Double(t) * 1.3 + seed + Double(round))) }
+        }
+        return out
+    }
+    #endif
 }

@@ -1,6 +1,7 @@
 import Foundation
 import LanguageModel
 import ModelFormats
+import SecureAggregation
 import SecureCrypto
 import Synchronization
 import Transport
@@ -41,6 +42,10 @@ final class ClientConnection: @unchecked Sendable {
     /// The update being received, per round.
     var receiver: TensorSetReceiver?
     var receivedDelta: (round: UInt64, tensors: AdapterTensors)?
+    /// A masked input waiting for its metrics report.
+    var receivedMasked: SecureMaskedInput?
+    /// The Ed25519 key the client presented and the registry pinned.
+    var signingKey: SigningPublicKey?
 
     init(client: String, tls: TLSConnection) {
         self.client = client
@@ -181,6 +186,8 @@ public final class CoordinatorServer: @unchecked Sendable {
         engine = Mutex(RoundEngine(policy: configuration.rounds, nextRound: nextRound) { clients, count in
             CoordinatorServer.randomChoice(clients, count: count)
         })
+        let start = global.withLock { (digest: $0.digest, count: $0.tensors.values.reduce(0) { $0 + $1.count }) }
+        engine.withLock { $0.setGlobalAdapter(digest: start.digest, parameterCount: start.count) }
     }
 
     /// The model's shape, from a GGUF's metadata or an HF directory's config.json (weights are not read).
@@ -288,7 +295,9 @@ public final class CoordinatorServer: @unchecked Sendable {
             guard hello.client == tls.peerCommonName else {
                 throw FederationError.peer(peer, "says it is '\(hello.client)' but its certificate names '\(tls.peerCommonName)'")
             }
+            let signingKey = try pinSigningKey(hello)
             connection = ClientConnection(client: hello.client, tls: tls)
+            connection.signingKey = signingKey
             let previous = connections.withLock { table -> ClientConnection? in
                 defer { table[hello.client] = connection }
                 return table[hello.client]
@@ -304,7 +313,7 @@ public final class CoordinatorServer: @unchecked Sendable {
             tls.close()
             return
         }
-        perform(engine.withLock { $0.connect(connection.client, now: Date()) })
+        perform(engine.withLock { $0.connect(connection.client, now: Date(), signingKey: connection.signingKey) })
         var failure: String?
         while !stopping.load(ordering: .relaxed) {
             do {
@@ -331,9 +340,39 @@ public final class CoordinatorServer: @unchecked Sendable {
         if isCurrent { perform(engine.withLock { $0.disconnect(connection.client, now: Date()) }) }
     }
 
+    /// Pins the hello's signing key in the registry at first sight, or checks it against the pinned
+    /// one; a client presenting another key is refused. Nil for a hello without a key.
+    private func pinSigningKey(_ hello: Hello) throws -> SigningPublicKey? {
+        guard !hello.signingKey.isEmpty else { return nil }
+        let key = try SigningPublicKey(bytes: hello.signingKey)
+        let hex = Hex.encode(hello.signingKey)
+        let lock = try StateDirectoryLock(paths.root)
+        defer { withExtendedLifetime(lock) {} }
+        var registry = try ClientRegistry(paths: paths)
+        if try registry.pinSigningKey(id: hello.client, key: hex) {
+            try registry.save()
+            log.write("client '\(hello.client)': signing key \(hex) pinned at first sight")
+        }
+        return key
+    }
+
     private func handle(_ frame: Frame, from connection: ClientConnection) throws {
         let client = connection.client
         switch frame.type {
+        case .secureAdvertise:
+            let message = try SecureAdvertise(frame: frame)
+            perform(engine.withLock { $0.secureAdvertise(client, round: message.round, message, now: Date()) })
+        case .secureShares:
+            let message = try SecureShares(frame: frame)
+            perform(engine.withLock { $0.secureShares(client, round: message.round, message, now: Date()) })
+        case .secureMaskedInput:
+            connection.receivedMasked = try SecureMaskedInput(frame: frame)
+        case .secureUnmaskResponse:
+            let message = try SecureUnmaskResponse(frame: frame)
+            perform(engine.withLock { $0.secureUnmask(client, round: message.round, message, now: Date()) })
+        case .abort:
+            let message = try Abort(frame: frame)
+            perform(engine.withLock { $0.withdraw(client, round: message.round, reason: message.reason, now: Date()) })
         case .accept:
             let message = try Accept(frame: frame)
             perform(engine.withLock { $0.accept(client, round: message.round, now: Date()) })
@@ -358,6 +397,16 @@ public final class CoordinatorServer: @unchecked Sendable {
             connection.receiver = nil
         case .metrics:
             let report = try MetricsReport(frame: frame)
+            guard report.metrics.client == client else {
+                throw FederationError.peer(client, "metrics name another client '\(report.metrics.client)'")
+            }
+            if let masked = connection.receivedMasked, masked.round == report.round {
+                connection.receivedMasked = nil
+                perform(engine.withLock {
+                    $0.secureMaskedInput(client, round: report.round, masked, metrics: report.metrics, now: Date())
+                })
+                return
+            }
             guard let delta = connection.receivedDelta, delta.round == report.round else {
                 throw FederationError.round(report.round, "metrics from '\(client)' without its update")
             }
@@ -422,6 +471,24 @@ public final class CoordinatorServer: @unchecked Sendable {
                 } catch {
                     log.write("round \(round): cannot invite '\(client)': \(error)")
                 }
+            case let .inviteSecurely(client, invite, setup):
+                let current = global.withLock { $0 }
+                do {
+                    guard current.digest == invite.adapterSHA256 else {
+                        throw FederationError.round(invite.round, "the global adapter changed under the invitation")
+                    }
+                    let frames = try [invite.frame(), setup.frame()]
+                        + TensorSetFrames.frames(round: invite.round, kind: .globalAdapter, tensors: current.tensors)
+                    connections.withLock { $0[client] }?.enqueue(frames)
+                } catch {
+                    log.write("round \(invite.round): cannot invite '\(client)': \(error)")
+                }
+            case let .secure(client, message):
+                do {
+                    connections.withLock { $0[client] }?.enqueue([try message.frame()])
+                } catch {
+                    log.write("cannot send a secure-aggregation message to '\(client)': \(error)")
+                }
             case let .dismiss(client, round, reason):
                 log.write("round \(round): client '\(client)' dropped: \(reason)")
                 let frame = try? Abort(round: round, reason: "dropped: \(reason)").frame()
@@ -444,8 +511,18 @@ public final class CoordinatorServer: @unchecked Sendable {
         var fileSHA = current.fileSHA256
         if outcome.isCommitted {
             do {
-                let updates = outcome.updates.map {
+                var updates = outcome.updates.map {
                     WeightedUpdate(client: $0.client, weight: Double($0.update.metrics.examples), delta: $0.update.delta)
+                }
+                if let secure = outcome.secure {
+                    // The unmasked sum decodes to the example-weighted mean delta: one update of weight 1
+                    // gives FedAvg global + mean, and FedAdam the mean as its Δ.
+                    let decoded = try SecureUpdate.decodeMean(sum: secure.sum, survivors: secure.survivors.count,
+                                                              setup: secure.setup, layout: layout)
+                    updates = [WeightedUpdate(client: "secure sum of \(secure.survivors.joined(separator: ","))",
+                                              weight: 1, delta: decoded.mean)]
+                    log.write(String(format: "round %llu: decoded the mean of %d masked updates (total weight %.6f)",
+                                     outcome.round, secure.survivors.count, decoded.totalWeight))
                 }
                 newTensors = try aggregator.aggregate(global: current.tensors, updates: updates)
                 let directory = paths.adapter(round: outcome.round)
@@ -462,7 +539,7 @@ public final class CoordinatorServer: @unchecked Sendable {
                 try? FileManager.default.removeItem(at: paths.adapter(round: outcome.round))
             }
         }
-        let metrics = status == "committed" ? outcome.updates.map(\.update.metrics) : []
+        let metrics = status == "committed" ? (outcome.secure?.metrics ?? outcome.updates.map(\.update.metrics)) : []
         let tokens = Double(metrics.reduce(0) { $0 + $1.evalTokens })
         func weighted(_ value: (ClientRoundMetrics) -> Double) -> Double? {
             guard tokens > 0 else { return nil }
@@ -490,6 +567,9 @@ public final class CoordinatorServer: @unchecked Sendable {
         if committed {
             global.withLock { $0 = (outcome.round, newTensors, AdapterMath.digest(newTensors), fileSHA) }
         }
+        let nextDigest = global.withLock { $0.digest }
+        let parameterCount = newTensors.values.reduce(0) { $0 + $1.count }
+        engine.withLock { $0.setGlobalAdapter(digest: nextDigest, parameterCount: parameterCount) }
         outcomes.withLock { $0[outcome.round] = (committed, reason ?? "committed") }
         let digest = global.withLock { $0.digest }
         var frames: [Frame] = []

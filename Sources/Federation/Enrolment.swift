@@ -182,9 +182,18 @@ public struct ClientSettings: Codable, Sendable, Equatable {
 
 /// Creating a client's identity.
 public enum ClientSetup {
+    /// The client's secure-aggregation signing key, made (0600) if the state directory predates it.
+    public static func signingKey(paths: ClientPaths) throws -> SigningKeyPair {
+        if !FileManager.default.fileExists(atPath: paths.signingKey.path) {
+            try SigningKeyPair().writeSecretKeyFile(path: paths.signingKey.path)
+        }
+        return try SigningKeyPair.readSecretKeyFile(path: paths.signingKey.path)
+    }
+
     /// Creates a client state directory (0700) with a fresh Ed25519 key (`client.key`, 0600), a
-    /// certificate signing request for `name` (`client.csr`, to send to the coordinator's operator)
-    /// and `client.json`. The key never leaves the directory.
+    /// certificate signing request for `name` (`client.csr`, to send to the coordinator's operator),
+    /// a second Ed25519 key that signs its secure-aggregation advertisements (`signing.key`, 0600),
+    /// and `client.json`. The keys never leave the directory.
     /// - Returns: the certificate signing request (PEM).
     /// - Throws: `FederationError.client` for a bad id; `.state` naming `client.key` if it already exists.
     @discardableResult
@@ -199,6 +208,7 @@ public enum ClientSetup {
         try createPrivateDirectory(paths.root)
         try PEMFile.writePrivateKey(key, to: paths.key.path)
         try PEMFile.writePublic(request, to: paths.request.path)
+        try SigningKeyPair().writeSecretKeyFile(path: paths.signingKey.path)
         try StateFile.write(ClientSettings(name: name), to: paths.settings)
         return request
     }

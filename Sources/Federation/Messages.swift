@@ -2,30 +2,40 @@ import Foundation
 import Wire
 
 /// Client → coordinator, the first frame on a connection: who the client says it is (it must match
-/// its certificate's name), what it runs, and the round it was working on when it last lost the
-/// connection (0 for none), so that a restarted coordinator can tell it that round is over.
+/// its certificate's name), what it runs, the round it was working on when it last lost the
+/// connection (0 for none), so that a restarted coordinator can tell it that round is over, and its
+/// Ed25519 public key (`signing.key`), which signs its secure-aggregation key advertisements; the
+/// coordinator pins it at first sight. Empty for a client without one (it cannot join secure rounds).
 public struct Hello: WireMessage, Equatable {
     public static let messageType = MessageType.hello
     public var client: String
     public var software: String
     public var pendingRound: UInt64
+    /// 32 bytes, or empty.
+    public var signingKey: [UInt8]
 
-    public init(client: String, software: String, pendingRound: UInt64) {
+    public init(client: String, software: String, pendingRound: UInt64, signingKey: [UInt8] = []) {
         self.client = client
         self.software = software
         self.pendingRound = pendingRound
+        self.signingKey = signingKey
     }
 
     public func encode(into encoder: inout WireEncoder) throws {
         try encoder.string(client, field: "client")
         try encoder.string(software, field: "software")
         encoder.uint64(pendingRound)
+        try encoder.blob(signingKey, field: "signingKey")
     }
 
     public init(from decoder: inout WireDecoder) throws {
         client = try decoder.string("client", limit: 64)
         software = try decoder.string("software", limit: 256)
         pendingRound = try decoder.uint64("pendingRound")
+        signingKey = try decoder.blob("signingKey", limit: 32)
+        guard signingKey.isEmpty || signingKey.count == 32 else {
+            throw WireError.invalidValue(field: "hello.signingKey", reason: "\(signingKey.count) bytes; an Ed25519 key has 32")
+        }
     }
 }
 

@@ -1,4 +1,6 @@
 import Foundation
+import SecureAggregation
+import SecureCrypto
 
 /// How the coordinator runs rounds: cohort size, deadlines, aggregation, and the training plan.
 public struct RoundPolicy: Codable, Sendable, Equatable {
@@ -20,9 +22,16 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
     public var waitForClients: Double
     /// What each client trains.
     public var plan: TrainingPlan
+    /// Secure aggregation: the bound B on each weighted update value (nil: `SecureUpdate.defaultClip`).
+    public var updateClip: Double?
+    /// Secure aggregation: example counts above this weigh as this much (nil: `SecureUpdate.defaultWeightBound`).
+    public var weightBound: Double?
+    /// Secure aggregation: the SecAgg+ neighbour degree (nil: `NeighbourGraph.defaultDegree` of the cohort).
+    public var neighbourDegree: Int?
 
     public init(minClients: Int, maxClients: Int, fraction: Double, aggregation: String, secureAggregation: Bool,
-                inviteTimeout: Double, roundTimeout: Double, waitForClients: Double, plan: TrainingPlan) {
+                inviteTimeout: Double, roundTimeout: Double, waitForClients: Double, plan: TrainingPlan,
+                updateClip: Double? = nil, weightBound: Double? = nil, neighbourDegree: Int? = nil) {
         self.minClients = minClients
         self.maxClients = maxClients
         self.fraction = fraction
@@ -32,6 +41,9 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
         self.roundTimeout = roundTimeout
         self.waitForClients = waitForClients
         self.plan = plan
+        self.updateClip = updateClip
+        self.weightBound = weightBound
+        self.neighbourDegree = neighbourDegree
     }
 
     enum CodingKeys: String, CodingKey {
@@ -42,6 +54,9 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
         case inviteTimeout = "invite_timeout"
         case roundTimeout = "round_timeout"
         case waitForClients = "wait_for_clients"
+        case updateClip = "update_clip"
+        case weightBound = "weight_bound"
+        case neighbourDegree = "neighbour_degree"
     }
 
     public func validate(path: String) throws {
@@ -55,6 +70,15 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
         for (field, value) in [("invite_timeout", inviteTimeout), ("round_timeout", roundTimeout),
                                ("wait_for_clients", waitForClients)] {
             try check(value.isFinite && value > 0, field, "must be a positive number of seconds, got \(value)")
+        }
+        if let updateClip {
+            try check(updateClip.isFinite && updateClip > 0, "update_clip", "must be a positive number, got \(updateClip)")
+        }
+        if let weightBound {
+            try check(weightBound.isFinite && weightBound >= 1, "weight_bound", "must be at least 1, got \(weightBound)")
+        }
+        if let neighbourDegree {
+            try check(neighbourDegree >= 2, "neighbour_degree", "must be at least 2, got \(neighbourDegree)")
         }
         do { try plan.validate() } catch let FederationError.configuration(_, field, reason) {
             throw FederationError.configuration(path: path, field: "plan.\(field)", reason)
@@ -85,6 +109,8 @@ public struct RoundOutcome: Sendable {
     public var dropouts: [ClientReason]
     /// Nil when the round commits.
     public var abortReason: String?
+    /// With secure aggregation: the unmasked sum instead of `updates` (which is then empty).
+    public var secure: SecureRoundResult? = nil
     public var isCommitted: Bool { abortReason == nil }
 }
 
@@ -108,6 +134,10 @@ public struct RoundEngine: Sendable {
         case beginRound(round: UInt64, started: Date, cohort: [String])
         /// Send the invitation (and the global adapter) to `client`.
         case invite(client: String, round: UInt64)
+        /// Send this invitation, then the secure round's setup, then the global adapter, to `client`.
+        case inviteSecurely(client: String, invite: Invite, setup: SecureRoundSetup)
+        /// Send a secure-aggregation stage message to `client`.
+        case secure(client: String, message: SecureDownlink)
         /// Tell `client` it is out of `round` (dropped for a missed deadline, or the round is over).
         case dismiss(client: String, round: UInt64, reason: String)
         /// The round is over: aggregate if committed, write, audit, tell the cohort, then call
@@ -127,6 +157,8 @@ public struct RoundEngine: Sendable {
         var updates: [String: ReceivedUpdate] = [:]
         var inviteDeadline: Date
         var roundDeadline: Date
+        /// The secure-aggregation protocol of this round, when it has one.
+        var secure: SecureRound?
 
         func resolved(_ client: String) -> Bool {
             updates[client] != nil || declines.contains { $0.client == client } || dropouts.contains { $0.client == client }
@@ -146,6 +178,18 @@ public struct RoundEngine: Sendable {
     public private(set) var nextRound: UInt64
     private var inFlight: InFlight?
     private var waitingSince: Date?
+    /// Connected clients' pinned Ed25519 keys (the driver checked them against the registry).
+    public private(set) var signingKeys: [String: SigningPublicKey] = [:]
+    /// The digest of the global adapter the next round starts from (`AdapterMath.digest`).
+    public private(set) var globalAdapterDigest = ""
+    /// The global adapter's parameter count (secure rounds mask this many values and the weight).
+    public private(set) var parameterCount = 0
+
+    /// Tells the engine the global adapter the next round starts from (secure rounds bind its digest).
+    public mutating func setGlobalAdapter(digest: String, parameterCount: Int) {
+        globalAdapterDigest = digest
+        self.parameterCount = parameterCount
+    }
 
     public init(policy: RoundPolicy, nextRound: UInt64, choose: @escaping @Sendable ([String], Int) -> [String]) {
         self.policy = policy
@@ -165,6 +209,7 @@ public struct RoundEngine: Sendable {
             out["declined"] = r.declines.map { ["client": $0.client, "reason": $0.reason] }
             out["dropped"] = r.dropouts.map { ["client": $0.client, "reason": $0.reason] }
             out["started"] = r.started.timeIntervalSince1970
+            if let secure = r.secure { out["secure_stage"] = secure.stage.rawValue }
         }
         return out
     }
@@ -172,9 +217,9 @@ public struct RoundEngine: Sendable {
     /// The round `client` is in, if any (for telling a reconnecting client about its old round).
     public var currentRound: UInt64? { inFlight?.round }
 
-    /// Whether `client` is still expected to upload in the round in flight.
+    /// Whether `client` is still expected to upload a plain (unmasked) update in the round in flight.
     public func isActive(_ client: String, round: UInt64) -> Bool {
-        guard let r = inFlight, r.round == round else { return false }
+        guard let r = inFlight, r.round == round, r.secure == nil else { return false }
         return r.cohort.contains(client) && !r.resolved(client)
     }
 
@@ -186,16 +231,21 @@ public struct RoundEngine: Sendable {
         return startIfPossible(now: now)
     }
 
-    /// A client finished its handshake and hello.
-    public mutating func connect(_ client: String, now: Date) -> [Action] {
+    /// A client finished its handshake and hello; `signingKey` is its pinned Ed25519 key, if it sent one.
+    public mutating func connect(_ client: String, now: Date, signingKey: SigningPublicKey? = nil) -> [Action] {
         connected[client] = now
+        signingKeys[client] = signingKey
         return [.log("client '\(client)' connected (\(connected.count) connected)")] + startIfPossible(now: now)
     }
 
     /// A client's connection closed.
     public mutating func disconnect(_ client: String, now: Date) -> [Action] {
         connected[client] = nil
+        signingKeys[client] = nil
         var actions: [Action] = [.log("client '\(client)' disconnected (\(connected.count) connected)")]
+        if inFlight?.secure != nil, phase == .training {
+            return actions + secureEvent(now: now) { $0.withdraw(client, reason: "disconnected", now: now) }
+        }
         if var r = inFlight, phase == .training, r.cohort.contains(client), !r.resolved(client) {
             r.dropouts.append(ClientReason(client: client, reason: "disconnected"))
             inFlight = r
@@ -224,13 +274,18 @@ public struct RoundEngine: Sendable {
         r.accepted.remove(client)
         r.declines.append(ClientReason(client: client, reason: reason))
         inFlight = r
+        if r.secure != nil {
+            return [.log("round \(round): client '\(client)' declined: \(reason)")]
+                + secureEvent(now: now) { $0.withdraw(client, reason: "declined", now: now) }
+        }
         return [.log("round \(round): client '\(client)' declined: \(reason)")] + finishIfResolved(now: now)
     }
 
     /// `client`'s update and metrics for `round` arrived complete.
     public mutating func upload(_ client: String, round: UInt64, update: ReceivedUpdate, now: Date) -> [Action] {
-        guard var r = inFlight, phase == .training, r.round == round, r.accepted.contains(client), !r.resolved(client) else {
-            return [.log("ignored update of round \(round) from '\(client)': not awaiting it")]
+        guard var r = inFlight, phase == .training, r.round == round, r.accepted.contains(client), !r.resolved(client),
+              r.secure == nil else {
+            return [.log("ignored update of round \(round) from '\(client)': not awaiting a plain update from it")]
         }
         r.updates[client] = update
         inFlight = r
@@ -254,6 +309,16 @@ public struct RoundEngine: Sendable {
             return [.finish(RoundOutcome(round: round, started: since, finished: now, cohort: [], updates: [],
                                          declines: [], dropouts: [], abortReason: reason))]
         case .training:
+            if let r = inFlight, r.secure != nil {
+                var actions: [Action] = []
+                if now >= r.inviteDeadline {
+                    let reason = "no answer to the invitation within \(Int(policy.inviteTimeout)) s"
+                    for client in r.cohort where !r.accepted.contains(client) && !r.resolved(client) {
+                        actions += secureEvent(now: now) { $0.withdraw(client, reason: reason, now: now) }
+                    }
+                }
+                return actions + secureEvent(now: now) { $0.tick(now: now) }
+            }
             guard var r = inFlight else { return [] }
             var actions: [Action] = []
             for client in r.cohort where !r.resolved(client) {
@@ -288,7 +353,8 @@ public struct RoundEngine: Sendable {
 
     private mutating func startIfPossible(now: Date) -> [Action] {
         guard queued > 0, phase == .idle || phase == .waitingForClients else { return [] }
-        let eligible = connected.keys.sorted()
+        // Secure rounds need every member's pinned signing key.
+        let eligible = connected.keys.sorted().filter { !policy.secureAggregation || signingKeys[$0] != nil }
         guard eligible.count >= policy.minClients else {
             if phase == .idle {
                 phase = .waitingForClients
@@ -308,9 +374,137 @@ public struct RoundEngine: Sendable {
         inFlight = InFlight(round: round, started: started, cohort: cohort,
                             inviteDeadline: now.addingTimeInterval(policy.inviteTimeout),
                             roundDeadline: now.addingTimeInterval(policy.roundTimeout))
-        return [.beginRound(round: round, started: started, cohort: cohort),
-                .log("round \(round): inviting \(cohort.joined(separator: ", "))")]
-            + cohort.map { .invite(client: $0, round: round) }
+        let begin: [Action] = [.beginRound(round: round, started: started, cohort: cohort),
+                               .log("round \(round): inviting \(cohort.joined(separator: ", "))")]
+        guard policy.secureAggregation else { return begin + cohort.map { .invite(client: $0, round: round) } }
+        do {
+            let (invite, setup) = try secureInvitation(round: round, cohort: cohort)
+            inFlight?.secure = try SecureRound(invite: invite, setup: setup,
+                                               firstDeadline: now.addingTimeInterval(policy.roundTimeout),
+                                               stageTimeout: policy.inviteTimeout)
+            return begin + [.log("round \(round): secure aggregation over a \(setup.graph), threshold \(setup.threshold) "
+                                 + "per neighbourhood, update clip ±\(setup.updateClip), weight bound \(Int(setup.weightBound))")]
+                + cohort.map { .inviteSecurely(client: $0, invite: invite, setup: setup) }
+        } catch {
+            phase = .finishing
+            return begin + [.finish(RoundOutcome(round: round, started: started, finished: now, cohort: cohort, updates: [],
+                                                 declines: [], dropouts: [],
+                                                 abortReason: "cannot set up secure aggregation: \(error)"))]
+        }
+    }
+
+    /// The invitation and secure-aggregation setup of a round: members numbered 1...n in name order.
+    private func secureInvitation(round: UInt64, cohort: [String]) throws -> (Invite, SecureRoundSetup) {
+        guard parameterCount >= 1, !globalAdapterDigest.isEmpty else {
+            throw FederationError.round(round, "the driver has not set the global adapter")
+        }
+        let members = try cohort.sorted().enumerated().map { index, name -> SecureRoundSetup.Member in
+            guard let key = signingKeys[name] else { throw FederationError.peer(name, "has no pinned signing key") }
+            return SecureRoundSetup.Member(id: ParticipantID(index + 1), name: name, signingKey: key)
+        }
+        guard members.count >= 2 else {
+            throw FederationError.round(round, "secure aggregation needs at least 2 clients, the cohort has \(members.count)")
+        }
+        let degree = policy.neighbourDegree ?? NeighbourGraph.defaultDegree(cohortSize: members.count)
+        let graph: NeighbourGraph = degree >= members.count - 1 ? .complete : .harary(degree: degree)
+        // The threshold the session would choose for this graph (2m/3 + 1 of the smallest neighbourhood).
+        let smallest: Int
+        switch graph {
+        case .complete: smallest = members.count
+        case let .harary(k): smallest = k + 1
+        }
+        let invite = Invite(round: round, plan: policy.plan, aggregation: policy.aggregation, secureAggregation: true,
+                            adapterSHA256: globalAdapterDigest, deadlineSeconds: policy.roundTimeout)
+        let setup = SecureRoundSetup(
+            round: round, members: members, degree: graph == .complete ? 0 : UInt32(degree),
+            threshold: UInt32(SecureAggregationSession.defaultThreshold(neighbourhoodSize: smallest)),
+            updateClip: policy.updateClip ?? SecureUpdate.defaultClip(plan: policy.plan),
+            weightBound: policy.weightBound ?? SecureUpdate.defaultWeightBound, vectorLength: UInt64(parameterCount + 1))
+        _ = try setup.session(invite: invite)  // refuses a graph or threshold the session cannot use
+        return (invite, setup)
+    }
+
+    // MARK: Secure rounds
+
+    /// `client`'s key advertisement for `round`.
+    public mutating func secureAdvertise(_ client: String, round: UInt64, _ message: SecureAdvertise, now: Date) -> [Action] {
+        guard inFlight?.round == round, inFlight?.accepted.contains(client) == true else {
+            return [.log("ignored key advertisement of round \(round) from '\(client)': it has not accepted that round")]
+        }
+        return secureEvent(now: now) { $0.advertise(client, message, now: now) }
+    }
+
+    /// `client`'s sealed shares for `round`.
+    public mutating func secureShares(_ client: String, round: UInt64, _ message: SecureShares, now: Date) -> [Action] {
+        guard inFlight?.round == round else { return [.log("ignored key shares of round \(round) from '\(client)'")] }
+        return secureEvent(now: now) { $0.shares(client, message, now: now) }
+    }
+
+    /// `client`'s masked input and figures for `round`.
+    public mutating func secureMaskedInput(_ client: String, round: UInt64, _ message: SecureMaskedInput,
+                                           metrics: ClientRoundMetrics, now: Date) -> [Action] {
+        guard inFlight?.round == round else { return [.log("ignored masked input of round \(round) from '\(client)'")] }
+        var actions = secureEvent(now: now) { $0.maskedInput(client, message, metrics: metrics, now: now) }
+        actions.insert(.log(String(format: "round %llu: masked update from '%@' (held-out loss %.4f → %.4f, ε %.2f)",
+                                   round, client, metrics.evalLossBefore, metrics.evalLossAfter, metrics.epsilon)), at: 0)
+        return actions
+    }
+
+    /// `client`'s revealed shares for `round`.
+    public mutating func secureUnmask(_ client: String, round: UInt64, _ message: SecureUnmaskResponse, now: Date) -> [Action] {
+        guard inFlight?.round == round else { return [.log("ignored unmask shares of round \(round) from '\(client)'")] }
+        return secureEvent(now: now) { $0.unmask(client, message, now: now) }
+    }
+
+    /// `client` gives up on `round` with a reason (e.g. it refused a stage's message).
+    public mutating func withdraw(_ client: String, round: UInt64, reason: String, now: Date) -> [Action] {
+        guard inFlight?.round == round, phase == .training else { return [] }
+        if inFlight?.secure != nil {
+            return secureEvent(now: now) { $0.withdraw(client, reason: reason, now: now) }
+        }
+        guard var r = inFlight, r.cohort.contains(client), !r.resolved(client) else { return [] }
+        r.dropouts.append(ClientReason(client: client, reason: reason))
+        inFlight = r
+        return [.log("round \(round): client '\(client)' dropped: \(reason)")] + finishIfResolved(now: now)
+    }
+
+    /// Runs an event through the secure round and turns its outputs into actions.
+    private mutating func secureEvent(now: Date, _ body: (inout SecureRound) -> [SecureRound.Output]) -> [Action] {
+        guard var r = inFlight, phase == .training, var secure = r.secure else { return [] }
+        let outputs = body(&secure)
+        r.secure = secure
+        var actions: [Action] = []
+        var outcome: RoundOutcome?
+        for output in outputs {
+            switch output {
+            case let .send(client, message):
+                actions.append(.secure(client: client, message: message))
+            case let .drop(client, reason):
+                if !r.declines.contains(where: { $0.client == client }), !r.dropouts.contains(where: { $0.client == client }) {
+                    r.dropouts.append(ClientReason(client: client, reason: reason))
+                    actions.append(.dismiss(client: client, round: r.round, reason: reason))
+                }
+            case let .log(message):
+                actions.append(.log(message))
+            case let .completed(result):
+                var reason: String?
+                if result.survivors.count < policy.minClients {
+                    reason = "too few survivors: \(result.survivors.count) of the minimum \(policy.minClients)"
+                }
+                outcome = RoundOutcome(round: r.round, started: r.started, finished: now, cohort: r.cohort, updates: [],
+                                       declines: r.declines, dropouts: r.dropouts, abortReason: reason,
+                                       secure: reason == nil ? result : nil)
+            case let .aborted(reason):
+                outcome = RoundOutcome(round: r.round, started: r.started, finished: now, cohort: r.cohort, updates: [],
+                                       declines: r.declines, dropouts: r.dropouts, abortReason: reason)
+            }
+        }
+        inFlight = r
+        if let outcome {
+            phase = .finishing
+            actions.append(.finish(outcome))
+        }
+        return actions
     }
 
     private mutating func finishIfResolved(now: Date) -> [Action] {

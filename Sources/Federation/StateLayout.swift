@@ -57,6 +57,9 @@ public struct ClientPaths: Sendable {
 
     /// The client's TLS private key (PEM, 0600). It never leaves this directory.
     public var key: URL { file("client.key") }
+    /// The client's Ed25519 key (0600): signs its per-round secure-aggregation keys; the coordinator
+    /// pins its public half at the first hello.
+    public var signingKey: URL { file("signing.key") }
     /// The certificate signing request `init` writes, for the coordinator's operator to sign.
     public var request: URL { file("client.csr") }
     /// The client's settings: its name (JSON).

@@ -39,6 +39,23 @@ public enum MessageType: UInt16, Sendable, CaseIterable, CustomStringConvertible
     case tensorsDone = 8
     /// Coordinator → client: how a round ended (committed with the new adapter's digest, or aborted).
     case roundResult = 9
+    /// Coordinator → client, after an invitation with secure aggregation: the cohort's ids and
+    /// enrolled signing keys and the session's parameters (graph, threshold, encoding).
+    case secureSetup = 10
+    /// Client → coordinator: its signed per-round key advertisement (secure aggregation, round 0).
+    case secureAdvertise = 11
+    /// Coordinator → client: its neighbours' key advertisements (secure aggregation, round 0 reply).
+    case secureAdvertisements = 12
+    /// Client → coordinator: its encrypted Shamir shares for its neighbours (round 1).
+    case secureShares = 13
+    /// Coordinator → client: the encrypted shares addressed to it (round 1 reply).
+    case secureShareBundle = 14
+    /// Client → coordinator: its masked, fixed-point encoded update (round 2).
+    case secureMaskedInput = 15
+    /// Coordinator → client: which neighbours survived and which dropped (round 4 request).
+    case secureUnmaskRequest = 16
+    /// Client → coordinator: the shares it reveals for unmasking (round 4 reply).
+    case secureUnmaskResponse = 17
 
     public var description: String {
         switch self {
@@ -51,6 +68,14 @@ public enum MessageType: UInt16, Sendable, CaseIterable, CustomStringConvertible
         case .abort: return "abort"
         case .tensorsDone: return "tensorsDone"
         case .roundResult: return "roundResult"
+        case .secureSetup: return "secureSetup"
+        case .secureAdvertise: return "secureAdvertise"
+        case .secureAdvertisements: return "secureAdvertisements"
+        case .secureShares: return "secureShares"
+        case .secureShareBundle: return "secureShareBundle"
+        case .secureMaskedInput: return "secureMaskedInput"
+        case .secureUnmaskRequest: return "secureUnmaskRequest"
+        case .secureUnmaskResponse: return "secureUnmaskResponse"
         }
     }
 }

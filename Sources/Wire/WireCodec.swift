@@ -53,6 +53,19 @@ public struct WireEncoder: Sendable {
             withUnsafeBytes(of: &little) { bytes.append(contentsOf: $0) }
         }
     }
+
+    /// UInt32 words, little-endian (e.g. a masked update modulo 2^32).
+    public mutating func words(_ values: [UInt32], field: String) throws {
+        guard values.count <= Int(UInt32.max) else {
+            throw WireError.oversized(field: field, length: values.count, limit: Int(UInt32.max))
+        }
+        uint32(UInt32(values.count))
+        bytes.reserveCapacity(bytes.count + values.count * 4)
+        for value in values {
+            var little = value.littleEndian
+            withUnsafeBytes(of: &little) { bytes.append(contentsOf: $0) }
+        }
+    }
 }
 
 /// Reads message fields written by `WireEncoder`, checking every length against its limit and
@@ -112,6 +125,21 @@ public struct WireDecoder: Sendable {
                 for index in 0..<count {
                     let bits = raw.loadUnaligned(fromByteOffset: position + 4 * index, as: UInt32.self)
                     buffer[index] = Float(bitPattern: UInt32(littleEndian: bits))
+                }
+            }
+            initialized = count
+        }
+        position += 4 * count
+        return values
+    }
+
+    /// UInt32 words, little-endian, at most `limit` of them.
+    public mutating func words(_ field: String, limit: Int) throws -> [UInt32] {
+        let count = try length(field, elementSize: 4, limit: limit)
+        let values = [UInt32](unsafeUninitializedCapacity: count) { buffer, initialized in
+            bytes.withUnsafeBytes { raw in
+                for index in 0..<count {
+                    buffer[index] = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: position + 4 * index, as: UInt32.self))
                 }
             }
             initialized = count

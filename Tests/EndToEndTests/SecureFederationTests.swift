@@ -1,0 +1,214 @@
+import Foundation
+import ModelFormats
+import TestSupport
+import XCTest
+
+/// Real processes: a coordinator and four clients on the tiny fixture model, over mutual TLS.
+///
+/// The same federation runs twice from the same starting adapter, with secure aggregation off and
+/// on; the clients' updates are made identical by a test hook (`CONCLAVE_TEST_DETERMINISTIC_UPDATE`,
+/// compiled into debug builds only, which replaces each trained delta by a fixed function of the
+/// client and round). The two new global adapters must agree within the fixed-point rounding bound.
+/// A third run kills one client after it shared its keys (`CONCLAVE_TEST_EXIT_BEFORE_MASKED_INPUT`,
+/// debug builds only); with 3 ≥ t = 3 survivors the round still commits.
+final class SecureFederationTests: XCTestCase {
+    let model = Fixtures.url("tiny-llama").path
+    let names = ["client-1", "client-2", "client-3", "client-4"]
+    let steps = 2, learningRate = 0.01, examples = 40
+
+    private var processes: [Process] = []
+
+    override func tearDown() {
+        for process in processes where process.isRunning { process.terminate() }
+        for process in processes { process.waitUntilExit() }
+        processes = []
+    }
+
+    func freePort() throws -> UInt16 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        guard bound else { throw XCTSkip("cannot find a free port") }
+        return UInt16(bigEndian: address.sin_port)
+    }
+
+    func spawn(_ executable: URL, _ arguments: [String], log: URL, environment: [String: String] = [:]) throws -> Process {
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        FileManager.default.createFile(atPath: log.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: log)
+        process.standardError = handle
+        process.standardOutput = handle
+        try process.run()
+        processes.append(process)
+        return process
+    }
+
+    func check(_ result: Executables.Result, _ what: String) throws {
+        guard result.status == 0 else { throw XCTSkip("\(what) failed (\(result.status)): \(result.stderr)") }
+    }
+
+    /// Initialises a coordinator and the four clients in `root`, with the coordinator's round-0
+    /// adapter written, and returns the coordinator's port.
+    func makeFederation(_ root: URL) throws -> UInt16 {
+        let port = try freePort()
+        let coordinator = root.appendingPathComponent("coordinator").path
+        try check(try Executables.run(Executables.coordinator, ["init", "--state", coordinator, "--name", "secure-test",
+                                                                "--host", "127.0.0.1", "--port", "\(port)"]), "init")
+        for (index, name) in names.enumerated() {
+            let directory = root.appendingPathComponent(name)
+            try check(try Executables.run(Executables.client, ["init", "--state", directory.path, "--name", name]), "client init")
+            XCTAssertTrue(FileManager.default.fileExists(atPath: directory.appendingPathComponent("signing.key").path))
+            let mode = try FileManager.default.attributesOfItem(atPath: directory.appendingPathComponent("signing.key").path)[.posixPermissions]
+            XCTAssertEqual((mode as? NSNumber)?.intValue, 0o600, "signing.key must be 0600")
+            try check(try Executables.run(Executables.coordinator, [
+                "enroll", "--state", coordinator, "--csr", directory.appendingPathComponent("client.csr").path,
+                "--out", directory.appendingPathComponent("client.pem").path]), "enroll")
+            // A learnable pattern per client: arithmetic sequences with a stride of its own.
+            for (file, count) in [("train.jsonl", examples), ("eval.jsonl", 8)] {
+                let lines = (0..<count).map { i -> String in
+                    let start = (i * 37 + index * 11) % 512
+                    let ids = (0..<(12 + i % 8)).map { (start + (index + 1) * $0) % 512 }
+                    return #"{"input_ids": \#(ids)}"#
+                }
+                try (lines.joined(separator: "\n") + "\n").write(to: directory.appendingPathComponent(file), atomically: true, encoding: .utf8)
+            }
+            let config: [String: Any] = ["model": model, "data": "train.jsonl", "eval_data": "eval.jsonl", "threads": 1,
+                                         "policy": ["max_epsilon": 50, "delta": 1e-5, "max_steps_per_round": 10]]
+            try JSONSerialization.data(withJSONObject: config).write(to: directory.appendingPathComponent("config.json"))
+        }
+        let plan: [String: Any] = ["steps": steps, "learning_rate": learningRate, "sampling_rate": 0.25, "noise_multiplier": 1.0,
+                                   "clip_norm": 1.0, "delta": 1e-5, "max_length": 64, "rank": 4, "alpha": 8,
+                                   "targets": ["q_proj", "v_proj"]]
+        let configuration: [String: Any] = [
+            "model": model, "listen": "127.0.0.1",
+            "rounds": ["min_clients": 3, "max_clients": 4, "fraction": 1.0, "aggregation": "fedavg",
+                       "secure_aggregation": false, "invite_timeout": 30, "round_timeout": 120, "wait_for_clients": 60,
+                       "plan": plan]]
+        try JSONSerialization.data(withJSONObject: configuration).write(to: root.appendingPathComponent("coordinator.json"))
+        // The first start writes the initial (random) adapter; every run below starts from a copy.
+        let server = try spawn(Executables.coordinator, ["serve", "--state", coordinator, "--config",
+                                                         root.appendingPathComponent("coordinator.json").path],
+                               log: root.appendingPathComponent("first-serve.log"))
+        let initial = root.appendingPathComponent("coordinator/adapters/round-000000/adapter_model.safetensors")
+        let deadline = Date().addingTimeInterval(30)
+        while !FileManager.default.fileExists(atPath: root.appendingPathComponent("coordinator/control.sock").path) {
+            guard Date() < deadline else { throw XCTSkip("the coordinator did not start") }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        XCTAssertTrue(FileManager.default.fileExists(atPath: initial.path))
+        server.terminate()
+        server.waitUntilExit()
+        return port
+    }
+
+    /// Runs one round on a copy of the federation's coordinator state, and returns the audit record.
+    func runRound(_ root: URL, port: UInt16, label: String, secure: Bool, environment: [String: [String: String]] = [:])
+        throws -> [String: Any]
+    {
+        let state = root.appendingPathComponent("coordinator-\(label)")
+        try FileManager.default.copyItem(at: root.appendingPathComponent("coordinator"), to: state)
+        try? FileManager.default.removeItem(at: state.appendingPathComponent("control.sock"))
+        _ = try spawn(Executables.coordinator, ["serve", "--state", state.path, "--config",
+                                                root.appendingPathComponent("coordinator.json").path,
+                                                "--secure-aggregation", secure ? "on" : "off"],
+                      log: root.appendingPathComponent("serve-\(label).log"))
+        for name in names {
+            let directory = root.appendingPathComponent(name)
+            var env = ["CONCLAVE_TEST_DETERMINISTIC_UPDATE": "1"]
+            env.merge(environment[name] ?? [:]) { $1 }
+            _ = try spawn(Executables.client, ["join", "--state", directory.path, "--coordinator", "127.0.0.1:\(port)",
+                                               "--ca", state.appendingPathComponent("ca.pem").path,
+                                               "--cert", directory.appendingPathComponent("client.pem").path,
+                                               "--config", directory.appendingPathComponent("config.json").path,
+                                               "--rounds", "1"],
+                          log: root.appendingPathComponent("\(name)-\(label).log"), environment: env)
+        }
+        // Wait for all four to connect, so the cohort is the same in every run.
+        let deadline = Date().addingTimeInterval(60)
+        while true {
+            let status = try Executables.run(Executables.coordinator, ["status", "--state", state.path, "--json"])
+            if status.status == 0, let connected = try? status.json()["connected"] as? [String], connected.count == 4 { break }
+            guard Date() < deadline else { throw XCTSkip("clients did not connect: \(status.stderr)") }
+            Thread.sleep(forTimeInterval: 0.3)
+        }
+        let started = try Executables.run(Executables.coordinator, ["rounds", "start", "--state", state.path, "--count", "1",
+                                                                    "--wait", "--timeout", "300", "--json"])
+        XCTAssertEqual(started.status, 0, started.stderr)
+        for process in processes where process.isRunning { process.terminate() }
+        for process in processes { process.waitUntilExit() }
+        processes = []
+        let lines = try String(contentsOf: state.appendingPathComponent("audit.jsonl"), encoding: .utf8).split(separator: "\n")
+        let last = try XCTUnwrap(lines.last)
+        let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any])
+        return try XCTUnwrap(object["record"] as? [String: Any])
+    }
+
+    func adapter(_ root: URL, label: String, round: Int) throws -> [String: [Float]] {
+        let directory = root.appendingPathComponent(label == "" ? "coordinator" : "coordinator-\(label)")
+            .appendingPathComponent(String(format: "adapters/round-%06d", round))
+        return try PEFTAdapter(directory: directory).tensors.mapValues(\.values)
+    }
+
+    func testSecureAndPlainRoundsAgreeAndADroppedClientDoesNotStopTheRound() throws {
+        #if !DEBUG
+        throw XCTSkip("the deterministic-update hook exists in debug builds only")
+        #else
+        let root = try Fixtures.temporaryDirectory("secure-federation")
+        let port = try makeFederation(root)
+
+        let plain = try runRound(root, port: port, label: "off", secure: false)
+        XCTAssertEqual(plain["status"] as? String, "committed", "\(plain)")
+        XCTAssertEqual(plain["secure_aggregation"] as? Bool, false)
+        let secure = try runRound(root, port: port, label: "on", secure: true)
+        XCTAssertEqual(secure["status"] as? String, "committed", "\(secure)")
+        XCTAssertEqual(secure["secure_aggregation"] as? Bool, true)
+        XCTAssertEqual((secure["participants"] as? [String])?.sorted(), names)
+
+        let start = try adapter(root, label: "", round: 0)
+        let off = try adapter(root, label: "off", round: 1)
+        let on = try adapter(root, label: "on", round: 1)
+        // The bound: n · 2^-f / Σw for the mean (f from clip 8·steps·lr for 4 clients), plus a Float
+        // rounding of the result; Σw = 4 · 40 / 10000.
+        let clip = 8 * Double(steps) * learningRate
+        var bits = 62
+        while Double(4) * (clip * Double(sign: .plus, exponent: bits, significand: 1)).rounded(.up) > 2_147_483_647 { bits -= 1 }
+        let totalWeight = 4 * Double(examples) / 10_000
+        let bound = 4 / Double(sign: .plus, exponent: bits, significand: 1) / totalWeight
+        var worst = 0.0, moved = 0.0
+        for (name, values) in off {
+            let secureValues = try XCTUnwrap(on[name]), initial = try XCTUnwrap(start[name])
+            for i in values.indices {
+                let allowed = bound + Double(values[i].ulp)
+                XCTAssertLessThanOrEqual(abs(Double(values[i]) - Double(secureValues[i])), allowed, "\(name)[\(i)]")
+                worst = max(worst, abs(Double(values[i]) - Double(secureValues[i])))
+                moved = max(moved, abs(Double(values[i]) - Double(initial[i])))
+            }
+        }
+        XCTAssertGreaterThan(moved, 1000 * (bound + 1e-7), "the round must move the adapter well beyond the tolerance")
+        print("secure vs plain global adapter: worst difference \(worst), bound \(bound) + 1 ulp; largest change \(moved)")
+
+        // Client 4 exits after sharing its keys, before its masked input: 3 survivors ≥ t = 3.
+        let dropped = try runRound(root, port: port, label: "drop", secure: true,
+                                   environment: ["client-4": ["CONCLAVE_TEST_EXIT_BEFORE_MASKED_INPUT": "1"]])
+        XCTAssertEqual(dropped["status"] as? String, "committed", "\(dropped)")
+        XCTAssertEqual((dropped["participants"] as? [String])?.sorted(), ["client-1", "client-2", "client-3"])
+        let dropouts = (dropped["dropouts"] as? [[String: Any]])?.compactMap { $0["client"] as? String }
+        XCTAssertEqual(dropouts, ["client-4"])
+        let log = try String(contentsOf: root.appendingPathComponent("client-4-drop.log"), encoding: .utf8)
+        XCTAssertTrue(log.contains("test hook: exiting before the masked input"), log)
+        // The committed adapter is the plain mean of the three survivors' fixed updates.
+        let survivorsOnly = try adapter(root, label: "drop", round: 1)
+        XCTAssertNotEqual(survivorsOnly, on, "without client 4's update the mean differs")
+        #endif
+    }
+}
