@@ -26,6 +26,17 @@ public struct Canary: Sendable, Hashable, Codable {
         self.digits = digits
     }
 
+    public init(from decoder: Decoder) throws {
+        let digits = try decoder.singleValueContainer().decode([UInt8].self)
+        guard digits.allSatisfy({ $0 <= 9 }) else { throw CanaryError("a canary digit is outside 0...9: \(digits)") }
+        self.digits = digits
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(digits)
+    }
+
     /// The secret as it appears in text: digits separated by single spaces, e.g. "4 8 1 5 2 3".
     public var secret: String { digits.map { String($0) }.joined(separator: " ") }
 
@@ -104,8 +115,10 @@ public struct CanaryTokenization: Sendable, Equatable {
     }
 }
 
-/// Secret canaries planted in a training set, each `repetitions` times.
-public struct CanarySet: Sendable, Equatable {
+/// Secret canaries planted in a training set, each `repetitions` times. Codable so that a client can
+/// keep its canaries in its state directory (they are secrets: store them like keys) and measure
+/// their exposure after every round; decoding re-checks every field.
+public struct CanarySet: Sendable, Equatable, Codable {
     /// Carlini et al.'s style of phrase; the secret follows after a space.
     public static let defaultPhrase = "My account number is"
     /// Largest number of digits a secret may have (|R| = 10^18 still fits an Int).
@@ -142,6 +155,15 @@ public struct CanarySet: Sendable, Equatable {
         self.digits = digits
         self.repetitions = repetitions
         self.canaries = canaries
+    }
+
+    private enum CodingKeys: String, CodingKey { case phrase, digits, repetitions, canaries }
+
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let canaries = try container.decode([Canary].self, forKey: .canaries)
+        try self.init(phrase: container.decode(String.self, forKey: .phrase), digits: container.decode(Int.self, forKey: .digits),
+                      repetitions: container.decode(Int.self, forKey: .repetitions), canaries: canaries)
     }
 
     /// `count` distinct secrets of `digits` random digits (libsodium's generator), to be planted
@@ -291,6 +313,16 @@ public struct Exposure: Sendable, Equatable, Codable {
         }
     }
 
+    /// Exposure of every canary of `set` as the issue asks: exact when |R| ≤ `exactUpTo`, otherwise
+    /// estimated from `samples` sampled candidates. The model is used as it stands (its current adapter).
+    public static func measure(model: LlamaModel, tokenization: CanaryTokenization, set: CanarySet,
+                               exactUpTo: Int = 10_000, samples: Int = 2_000, confidence: Double = 0.95) throws -> [Exposure] {
+        if set.spaceSize <= min(exactUpTo, maximumExactSpace) {
+            return try exact(model: model, tokenization: tokenization, set: set)
+        }
+        return try estimated(model: model, tokenization: tokenization, set: set, samples: samples, confidence: confidence)
+    }
+
     /// Estimated exposure of every canary of `set` from `samples` distinct candidates drawn uniformly
     /// (libsodium's generator) and scored once for all canaries; each canary is compared with the
     /// sampled candidates other than itself. Falls back to `exact` when the sample would cover the space.
@@ -301,6 +333,9 @@ public struct Exposure: Sendable, Equatable, Codable {
         let space = set.spaceSize
         if samples >= space - 1, space <= maximumExactSpace {
             return try exact(model: model, tokenization: tokenization, set: set)
+        }
+        guard samples <= space / 2 else {
+            throw CanaryError("\(samples) samples from \(space) candidates: sample at most half the space, or score it exactly")
         }
         // Distinct uniform draws: a uniform sample without replacement from R.
         var seen = Set<Canary>(), sample: [Canary] = []
@@ -416,7 +451,7 @@ public enum CanaryScoring {
 
 /// Canaries for a one-run privacy audit (Steinke, Nasr and Jagielski 2023): each is included in the
 /// training data once, independently with probability 1/2, and the auditor later guesses which were.
-public struct CanaryAudit: Sendable, Equatable {
+public struct CanaryAudit: Sendable, Equatable, Codable {
     /// The audit's canaries (repetitions 1: one record each, so the bound is per record).
     public let set: CanarySet
     /// Whether each canary is in the training data: the secret the audit tests, never shown to training.
@@ -432,6 +467,14 @@ public struct CanaryAudit: Sendable, Equatable {
         }
         self.set = set
         self.included = included
+    }
+
+    private enum CodingKeys: String, CodingKey { case set, included }
+
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        try self.init(set: container.decode(CanarySet.self, forKey: .set),
+                      included: container.decode([Bool].self, forKey: .included))
     }
 
     /// m canaries of `digits` random digits, each included with probability 1/2 (libsodium's generator).

@@ -208,13 +208,20 @@ final class CanaryTests: XCTestCase {
         XCTAssertLessThanOrEqual(audit.epsilonLowerBound, accountant,
                                  "empirical ε ≥ \(audit.epsilonLowerBound) from \(audit.correct)/40 exceeds the accountant's \(accountant)")
     }
+}
 
-    func testAuditDetectsMembershipWithoutPrivacy() throws {
-        // Without DP and with enough steps, the included canaries are memorised and the auditor's
-        // guesses beat chance by enough for a positive lower bound: the audit can see leakage.
-        let (audit, epsilon) = try auditRun(privacy: nil, steps: 60)
-        XCTAssertNil(epsilon)
-        XCTAssertGreaterThan(audit.correct, 30, "\(audit.correct)/40 right without DP")
-        XCTAssertGreaterThan(audit.epsilonLowerBound, 0.3)
+extension CanaryTests {
+    func testCanariesRoundTripThroughJSONAndBadOnesAreRefused() throws {
+        let audit = try CanaryAudit.generate(count: 6, digits: 5)
+        let data = try JSONEncoder().encode(audit)
+        XCTAssertEqual(try JSONDecoder().decode(CanaryAudit.self, from: data), audit)
+        let bad = #"{"phrase": "x", "digits": 2, "repetitions": 1, "canaries": [[1, 2], [3, 12]]}"#
+        XCTAssertThrowsError(try JSONDecoder().decode(CanarySet.self, from: Data(bad.utf8)))
+        let short = #"{"phrase": "x", "digits": 3, "repetitions": 1, "canaries": [[1, 2]]}"#
+        XCTAssertThrowsError(try JSONDecoder().decode(CanarySet.self, from: Data(short.utf8))) { error in
+            XCTAssertTrue("\(error)".contains("canary 0 has 2 digits"), "\(error)")
+        }
+        let twice = #"{"set": {"phrase": "x", "digits": 1, "repetitions": 2, "canaries": [[1]]}, "included": [true]}"#
+        XCTAssertThrowsError(try JSONDecoder().decode(CanaryAudit.self, from: Data(twice.utf8)))
     }
 }
