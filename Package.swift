@@ -32,7 +32,7 @@ let package = Package(
         .target(name: "SecureAggregation", dependencies: ["SecureCrypto"], path: "Sources/SecureAggregation"),
         .target(name: "Privacy", dependencies: ["SecureCrypto"], path: "Sources/Privacy",
                 swiftSettings: numericSettings),
-        .target(name: "FineTuning", dependencies: ["LanguageModel", "Tokenizer", "Privacy", "SecureCrypto", "CommandLineParsing"],
+        .target(name: "FineTuning", dependencies: ["Kernels", "LanguageModel", "Tokenizer", "Privacy", "SecureCrypto", "CommandLineParsing"],
                 path: "Sources/FineTuning", swiftSettings: numericSettings),
         .target(name: "Wire", path: "Sources/Wire"),
         .target(name: "Transport", dependencies: ["COpenSSL"], path: "Sources/Transport"),
@@ -64,6 +64,9 @@ let package = Package(
         .executableTarget(name: "conclave-bench-secagg",
                           dependencies: ["CommandLineParsing", "SecureCrypto", "SecureAggregation"],
                           path: "Benchmarks/SecureAggregationBenchmark", swiftSettings: numericSettings),
+        .executableTarget(name: "conclave-bench-privacy-audit",
+                          dependencies: ["CommandLineParsing", "LanguageModel", "FineTuning", "Privacy"],
+                          path: "Benchmarks/PrivacyAudit"),
 
         // Tests: one target per module, plus end-to-end tests that start the real executables.
         .testTarget(name: "KernelsTests", dependencies: ["TestSupport", "Kernels"], path: "Tests/KernelsTests"),
@@ -71,7 +74,8 @@ let package = Package(
         .testTarget(name: "TokenizerTests", dependencies: ["TestSupport", "Tokenizer", "ModelFormats"], path: "Tests/TokenizerTests"),
         .testTarget(name: "LanguageModelTests", dependencies: ["TestSupport", "LanguageModel", "ModelFormats", "Tokenizer"],
                     path: "Tests/LanguageModelTests"),
-        .testTarget(name: "FineTuningTests", dependencies: ["TestSupport", "FineTuning", "Kernels", "LanguageModel", "Privacy"], path: "Tests/FineTuningTests"),
+        .testTarget(name: "FineTuningTests", dependencies: ["TestSupport", "FineTuning", "Kernels", "LanguageModel", "Privacy",
+                                                           "ModelFormats", "Tokenizer"], path: "Tests/FineTuningTests"),
         .testTarget(name: "PrivacyTests", dependencies: ["TestSupport", "Privacy"], path: "Tests/PrivacyTests"),
         .testTarget(name: "SecureCryptoTests", dependencies: ["TestSupport", "SecureCrypto"], path: "Tests/SecureCryptoTests"),
         .testTarget(name: "WireTests", dependencies: ["TestSupport", "Wire"], path: "Tests/WireTests"),
