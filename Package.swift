@@ -59,6 +59,10 @@ let package = Package(
         .executableTarget(name: "conclave-bench-inference",
                           dependencies: ["CommandLineParsing", "Kernels", "LanguageModel"],
                           path: "Benchmarks/InferenceBenchmark", swiftSettings: numericSettings),
+        .executableTarget(name: "conclave-bench-federation",
+                          dependencies: ["CommandLineParsing", "Federation", "Transport", "SecureCrypto", "Wire",
+                                         "ModelFormats"],
+                          path: "Benchmarks/FederationScale"),
 
         // Tests: one target per module, plus end-to-end tests that start the real executables.
         .testTarget(name: "KernelsTests", dependencies: ["TestSupport", "Kernels"], path: "Tests/KernelsTests"),
