@@ -81,14 +81,9 @@ struct ScaleRun {
         log("\(clients) clients: federation set up in \(String(format: "%.1f", setupSeconds)) s (CA, \(clients) enrolments)")
 
         let coordinator = try startCoordinator(paths: paths, config: configURL)
-        defer {
-            if coordinator.isRunning {
-                coordinator.terminate()
-                coordinator.waitUntilExit()
-            }
-        }
         let probe = ProcessProbe(pid: coordinator.processIdentifier)
         let control = ControlChannel(path: paths.controlSocket.path)
+        defer { stopCoordinator(coordinator, control: control) }
         try control.waitUntilServing(timeout: 60)
         Thread.sleep(forTimeInterval: 1)
         let baseline = try probe.residentBytesAndThreads()
@@ -100,10 +95,7 @@ struct ScaleRun {
         let connectStart = Date()
         fleet.start(identities)
         defer {
-            if coordinator.isRunning {
-                coordinator.terminate()
-                coordinator.waitUntilExit()
-            }
+            stopCoordinator(coordinator, control: control)
             fleet.stop(expecting: clients, timeout: 30)
         }
         var connected = 0
@@ -181,6 +173,20 @@ struct ScaleRun {
         process.standardOutput = FileHandle.nullDevice
         try process.run()
         return process
+    }
+
+    /// Stops the coordinator through its control socket (as an operator's `stop` would): in this
+    /// child, SIGTERM was observed not to reach `CoordinatorServer.stop()`. SIGKILL after 15 s.
+    private func stopCoordinator(_ coordinator: Process, control: ControlChannel) {
+        guard coordinator.isRunning else { return }
+        _ = try? control.request(["command": "stop"])
+        let deadline = Date().addingTimeInterval(15)
+        while coordinator.isRunning, Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        if coordinator.isRunning {
+            log("the coordinator did not stop within 15 s of 'stop'; killing it")
+            kill(coordinator.processIdentifier, SIGKILL)
+        }
+        coordinator.waitUntilExit()
     }
 
     private func idleCPU(_ probe: ProcessProbe, seconds: Double) throws -> Double {
