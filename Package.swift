@@ -67,6 +67,10 @@ let package = Package(
         .executableTarget(name: "conclave-bench-privacy-audit",
                           dependencies: ["CommandLineParsing", "LanguageModel", "FineTuning", "Privacy"],
                           path: "Benchmarks/PrivacyAudit"),
+        .executableTarget(name: "conclave-bench-federation",
+                          dependencies: ["CommandLineParsing", "Federation", "Transport", "SecureCrypto", "Wire",
+                                         "ModelFormats"],
+                          path: "Benchmarks/FederationScale"),
 
         // Tests: one target per module, plus end-to-end tests that start the real executables.
         .testTarget(name: "KernelsTests", dependencies: ["TestSupport", "Kernels"], path: "Tests/KernelsTests"),

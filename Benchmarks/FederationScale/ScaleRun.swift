@@ -1,0 +1,282 @@
+import CommandLineParsing
+import Federation
+import Foundation
+import ModelFormats
+import Transport
+
+/// One round as the orchestrator saw it.
+struct RoundMeasurement {
+    var round: UInt64
+    /// From the `start` request to the round's record in the audit log.
+    var latency: Double
+    /// From the `start` request to the moment every light client had the round's result.
+    var resultLatency: Double
+    /// CPU seconds of the coordinator process between the `start` request and the audit record.
+    var coordinatorCPU: Double
+    /// CPU seconds of the light clients' process over the same interval (TLS, framing, polling).
+    var clientProcessCPU: Double
+    /// CPU seconds the light clients spent making and sending updates (sum over their threads).
+    var clientCompute: Double
+    var status: String
+    var participants: Int
+}
+
+/// Everything measured for one number of clients.
+struct ScaleResult {
+    var clients: Int
+    var setupSeconds: Double
+    var connectSeconds: Double
+    var baselineRSS: Int
+    var connectedRSS: Int
+    var afterRoundsRSS: Int
+    var baselineThreads: Int
+    var connectedThreads: Int
+    /// Coordinator CPU over an idle window, as a fraction of one core: with no clients, and with N connected.
+    var idleCPUNone: Double
+    var idleCPUConnected: Double
+    var rounds: [RoundMeasurement]
+    var clientFailures: [String]
+
+    var bytesPerConnection: Double { Double(connectedRSS - baselineRSS) / Double(clients) }
+    var bytesPerConnectionAfterRounds: Double { Double(afterRoundsRSS - baselineRSS) / Double(clients) }
+    var medianLatency: Double { median(rounds.map(\.latency)) }
+    var medianResultLatency: Double { median(rounds.map(\.resultLatency)) }
+    /// Coordinator CPU over the rounds' wall time, all rounds together (ticks are 10 ms, so short
+    /// rounds are summed rather than divided one by one).
+    var coordinatorOverhead: Double { rounds.map(\.coordinatorCPU).reduce(0, +) / rounds.map(\.latency).reduce(0, +) }
+}
+
+/// Builds a federation of `clients` light clients around a coordinator child process, connects
+/// them, runs `rounds` rounds one at a time and measures them.
+struct ScaleRun {
+    let clients: Int
+    let rounds: Int
+    let modelPath: String
+    let workDirectory: URL
+    let log: (String) -> Void
+
+    func run() throws -> ScaleResult {
+        let setupStart = Date()
+        let paths = CoordinatorPaths(root: workDirectory.appendingPathComponent("coordinator"))
+        let port = try freeLoopbackPort()
+        let host = "127.0.0.1"
+        _ = try CoordinatorSetup.initialize(paths: paths, name: "scale-\(clients)", host: host, port: port)
+        var identities: [LightClientIdentity] = []
+        for index in 0..<clients {
+            let id = String(format: "light-%04d", index)
+            let (key, request) = try CertificateAuthority.makeKeyAndCSR(commonName: id)
+            let enrolment = try CoordinatorSetup.enroll(paths: paths, csrPEM: request)
+            identities.append(LightClientIdentity(id: id, keyPEM: key, certificatePEM: enrolment.certificatePEM))
+        }
+        // Rank 1 on q_proj of the tiny model: 2 layers × (1×64 + 64×1) = 256 values per update.
+        let plan = TrainingPlan(steps: 1, learningRate: 0.01, samplingRate: 0.01, noiseMultiplier: 1.0, clipNorm: 1.0,
+                                delta: 1e-5, maxLength: 64, rank: 1, alpha: 2, targets: ["q_proj"])
+        let policy = RoundPolicy(minClients: clients, maxClients: clients, fraction: 1.0, aggregation: "fedavg",
+                                 secureAggregation: false, inviteTimeout: 300, roundTimeout: 600, waitForClients: 600,
+                                 plan: plan)
+        let configuration = CoordinatorConfiguration(model: modelPath, rounds: policy)
+        let configURL = workDirectory.appendingPathComponent("coordinator.json")
+        try JSONEncoder().encode(configuration).write(to: configURL)
+        let setupSeconds = Date().timeIntervalSince(setupStart)
+        log("\(clients) clients: federation set up in \(String(format: "%.1f", setupSeconds)) s (CA, \(clients) enrolments)")
+
+        let coordinator = try startCoordinator(paths: paths, config: configURL)
+        let probe = ProcessProbe(pid: coordinator.processIdentifier)
+        let control = ControlChannel(path: paths.controlSocket.path)
+        defer { stopCoordinator(coordinator, control: control) }
+        try control.waitUntilServing(timeout: 60)
+        Thread.sleep(forTimeInterval: 1)
+        let baseline = try probe.residentBytesAndThreads()
+        let idleNone = try idleCPU(probe, seconds: 3)
+
+        let model = try LlamaConfiguration(configJSON: URL(fileURLWithPath: modelPath).appendingPathComponent("config.json"))
+        let fleet = LightClientFleet(host: host, port: UInt16(port),
+                                     caPEM: try PEMFile.readCertificate(at: paths.caCertificate.path), model: model)
+        let connectStart = Date()
+        fleet.start(identities)
+        defer {
+            stopCoordinator(coordinator, control: control)
+            fleet.stop(expecting: clients, timeout: 30)
+        }
+        var connected = 0
+        while connected < clients {
+            if Date().timeIntervalSince(connectStart) > 600 {
+                throw BenchmarkError("only \(connected) of \(clients) clients connected within 600 s; "
+                                     + "failures: \(fleet.tally.withLock { $0.failures.prefix(5) })")
+            }
+            let failures = fleet.tally.withLock { $0.failures }
+            if !failures.isEmpty {
+                throw BenchmarkError("\(failures.count) light clients failed, e.g. \(failures.prefix(3))")
+            }
+            Thread.sleep(forTimeInterval: 0.1)
+            connected = try control.connectedCount()
+        }
+        let connectSeconds = Date().timeIntervalSince(connectStart)
+        log("\(clients) clients: all connected in \(String(format: "%.2f", connectSeconds)) s")
+        Thread.sleep(forTimeInterval: 2)
+        let withClients = try probe.residentBytesAndThreads()
+        let idleConnected = try idleCPU(probe, seconds: 3)
+
+        var measurements: [RoundMeasurement] = []
+        let audit = AuditWatcher(url: paths.auditLog)
+        for _ in 0..<rounds {
+            let cpuStart = try probe.cpuSeconds()
+            let ownStart = ownCPUSeconds()
+            let start = ProcessStatistics.now()
+            let round = try control.startRound()
+            let record = try audit.waitForRecord(round: round, timeout: 900)
+            let latency = ProcessStatistics.now() - start
+            let coordinatorCPU = try probe.cpuSeconds() - cpuStart
+            let clientProcessCPU = ownCPUSeconds() - ownStart
+            let deadline = Date().addingTimeInterval(300)
+            while Date() < deadline {
+                let heard = fleet.tally.withLock { ($0.committed[round] ?? 0) + ($0.otherEndings[round]?.count ?? 0) }
+                if heard >= clients { break }
+                Thread.sleep(forTimeInterval: 0.002)
+            }
+            let resultLatency = ProcessStatistics.now() - start
+            try control.waitUntilIdle(timeout: 60)
+            let compute = fleet.tally.withLock { $0.computeSeconds[round] ?? 0 }
+            let status = record["status"] as? String ?? "?"
+            let participants = (record["participants"] as? [Any])?.count ?? 0
+            let measurement = RoundMeasurement(round: round, latency: latency, resultLatency: resultLatency,
+                                               coordinatorCPU: coordinatorCPU, clientProcessCPU: clientProcessCPU,
+                                               clientCompute: compute, status: status, participants: participants)
+            measurements.append(measurement)
+            log(String(format: "%d clients: round %llu %@ with %d participants in %.3f s (all results at %.3f s); "
+                       + "coordinator CPU %.2f s, client process CPU %.2f s", clients, round, status, participants,
+                       latency, resultLatency, coordinatorCPU, clientProcessCPU))
+            if status != "committed" {
+                let reason = record["abort_reason"] as? String ?? "no reason recorded"
+                throw BenchmarkError("round \(round) with \(clients) clients was \(status): \(reason)")
+            }
+        }
+        Thread.sleep(forTimeInterval: 1)
+        let afterRounds = try probe.residentBytesAndThreads()
+        let failures = fleet.tally.withLock { $0.failures }
+        return ScaleResult(clients: clients, setupSeconds: setupSeconds, connectSeconds: connectSeconds,
+                           baselineRSS: baseline.bytes, connectedRSS: withClients.bytes, afterRoundsRSS: afterRounds.bytes,
+                           baselineThreads: baseline.threads, connectedThreads: withClients.threads,
+                           idleCPUNone: idleNone, idleCPUConnected: idleConnected, rounds: measurements,
+                           clientFailures: failures)
+    }
+
+    /// The coordinator runs as a child process of this executable (`--serve-coordinator`), so that
+    /// its memory and CPU are its own and not the light clients'.
+    private func startCoordinator(paths: CoordinatorPaths, config: URL) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+        process.arguments = ["--serve-coordinator", "--state", paths.root.path, "--config", config.path]
+        let errorLog = workDirectory.appendingPathComponent("coordinator.err")
+        FileManager.default.createFile(atPath: errorLog.path, contents: nil)
+        process.standardError = try FileHandle(forWritingTo: errorLog)
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        return process
+    }
+
+    /// Stops the coordinator through its control socket (as an operator's `stop` would): in this
+    /// child, SIGTERM was observed not to reach `CoordinatorServer.stop()`. SIGKILL after 15 s.
+    private func stopCoordinator(_ coordinator: Process, control: ControlChannel) {
+        guard coordinator.isRunning else { return }
+        _ = try? control.request(["command": "stop"])
+        let deadline = Date().addingTimeInterval(15)
+        while coordinator.isRunning, Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        if coordinator.isRunning {
+            log("the coordinator did not stop within 15 s of 'stop'; killing it")
+            kill(coordinator.processIdentifier, SIGKILL)
+        }
+        coordinator.waitUntilExit()
+    }
+
+    private func idleCPU(_ probe: ProcessProbe, seconds: Double) throws -> Double {
+        let start = try probe.cpuSeconds()
+        Thread.sleep(forTimeInterval: seconds)
+        return (try probe.cpuSeconds() - start) / seconds
+    }
+}
+
+/// Requests to the coordinator's control socket, as `rounds start` and `status` make them.
+struct ControlChannel {
+    let path: String
+
+    func request(_ object: [String: Any]) throws -> [String: Any] {
+        let bytes = try ControlSocketClient.request(path: path, Array(try JSONSerialization.data(withJSONObject: object)),
+                                                    timeout: 30)
+        guard let reply = try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
+            throw BenchmarkError("the control socket \(path) answered something other than a JSON object")
+        }
+        if let error = reply["error"] as? String { throw BenchmarkError("the coordinator refused \(object): \(error)") }
+        return reply
+    }
+
+    func waitUntilServing(timeout: TimeInterval) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            do {
+                _ = try request(["command": "status"])
+                return
+            } catch {
+                if Date() > deadline { throw BenchmarkError("the coordinator did not answer on \(path) within \(timeout) s: \(error)") }
+                Thread.sleep(forTimeInterval: 0.1)
+            }
+        }
+    }
+
+    func connectedCount() throws -> Int {
+        (try request(["command": "status"])["connected"] as? [Any])?.count ?? 0
+    }
+
+    func waitUntilIdle(timeout: TimeInterval) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while try request(["command": "status"])["phase"] as? String != "idle" {
+            if Date() > deadline { throw BenchmarkError("the coordinator did not return to idle within \(timeout) s") }
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+    }
+
+    /// Asks for one round; returns its number.
+    func startRound() throws -> UInt64 {
+        let reply = try request(["command": "start", "count": 1])
+        guard let first = (reply["first_round"] as? NSNumber)?.uint64Value else {
+            throw BenchmarkError("the 'start' reply has no first_round: \(reply)")
+        }
+        return first
+    }
+}
+
+/// Follows the audit log as it grows (stat, then read only the new bytes) until a given round's record appears.
+final class AuditWatcher {
+    let url: URL
+    private var offset: UInt64 = 0
+    private var partial: [UInt8] = []
+
+    init(url: URL) { self.url = url }
+
+    func waitForRecord(round: UInt64, timeout: TimeInterval) throws -> [String: Any] {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            var status = stat()
+            if stat(url.path, &status) == 0, UInt64(status.st_size) > offset {
+                let handle = try FileHandle(forReadingFrom: url)
+                try handle.seek(toOffset: offset)
+                let data = handle.readDataToEndOfFile()
+                try handle.close()
+                offset += UInt64(data.count)
+                partial += data
+                while let newline = partial.firstIndex(of: UInt8(ascii: "\n")) {
+                    let line = Array(partial[..<newline])
+                    partial.removeSubrange(...newline)
+                    // Each line is {"record": {...}, "signature": ...} (AuditLog's signed envelope).
+                    if let line = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any],
+                       let record = line["record"] as? [String: Any],
+                       (record["round"] as? NSNumber)?.uint64Value == round {
+                        return record
+                    }
+                }
+            }
+            Thread.sleep(forTimeInterval: 0.002)
+        }
+        throw BenchmarkError("no audit record for round \(round) in \(url.path) within \(timeout) s")
+    }
+}
