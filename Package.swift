@@ -95,7 +95,7 @@ let package = Package(
                                                         "ModelFormats"],
                     path: "Tests/ReportsTests"),
         .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", "conclave-client", "conclave-coordinator",
-                                                         "Federation", "SecureCrypto", "Transport", "ModelFormats"],
+                                                         "Federation", "SecureCrypto", "Transport", "ModelFormats", "Wire"],
                     path: "Tests/EndToEndTests"),
     ]
 )

@@ -237,7 +237,8 @@ final class Demo {
         say("")
         let response = try ControlRequest.send(paths, ["command": "start", "count": rounds])
         let first = (response["first_round"] as? NSNumber)?.uint64Value ?? 1
-        let summaries = try ServeCommands.waitForRounds(paths, first: first, count: rounds, timeout: 3600, quiet: true)
+        let summaries = try ServeCommands.waitForRounds(paths, first: first, count: rounds, timeout: 3600, quiet: false,
+                                                        report: { [self] line in say("  " + line) })
 
         let key = try AuditLog.verifyingKey(in: paths)
         let verification = try AuditLog.verify(url: paths.auditLog, publicKey: key)

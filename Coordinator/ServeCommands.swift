@@ -36,15 +36,24 @@ enum ServeCommands {
         if let secure { configuration.rounds.secureAggregation = secure == "on" }
         let log = ServerLog(url: paths.serverLog)
         let server = try CoordinatorServer(paths: paths, configuration: configuration, log: log)
-        let signals = [SIGINT, SIGTERM].map { signalNumber -> DispatchSourceSignal in
-            signal(signalNumber, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-            source.setEventHandler { server.stop() }
-            source.resume()
-            return source
+        // SIGINT and SIGTERM stop the server. They are blocked in every thread (the mask is inherited
+        // by the threads the server starts) and taken by one thread in sigwait: on Linux a dispatch
+        // signal source never sees a signal that is merely ignored.
+        var blocked = sigset_t()
+        sigemptyset(&blocked)
+        sigaddset(&blocked, SIGINT)
+        sigaddset(&blocked, SIGTERM)
+        pthread_sigmask(SIG_BLOCK, &blocked, nil)
+        let stopSignals = blocked
+        let waiter = Thread {
+            var set = stopSignals
+            var received: Int32 = 0
+            sigwait(&set, &received)
+            log.write("received signal \(received); stopping")
+            server.stop()
         }
+        waiter.start()
         try server.run()
-        _ = signals
         return 0
     }
 
@@ -83,7 +92,8 @@ enum ServeCommands {
 
     /// Waits until rounds first..<first+count have audit records, printing each as it lands.
     static func waitForRounds(_ paths: CoordinatorPaths, first: UInt64, count: Int, timeout: Double,
-                              quiet: Bool) throws -> [RoundSummary] {
+                              quiet: Bool, report: ((String) -> Void)? = nil) throws -> [RoundSummary] {
+        let report = report ?? { line in FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
         let deadline = Date().addingTimeInterval(timeout)
         let last = first + UInt64(count) - 1
         var printed = Set<UInt64>()
@@ -94,7 +104,7 @@ enum ServeCommands {
             let records = verification.records.filter { $0.round >= first && $0.round <= last }
             for record in records where !printed.contains(record.round) {
                 printed.insert(record.round)
-                if !quiet { print(RoundSummary(record).line) }
+                if !quiet { report(RoundSummary(record).line) }
             }
             if records.count >= count { return records.map(RoundSummary.init) }
             if Date() > deadline {

@@ -119,6 +119,9 @@ final class LightClientFleet: @unchecked Sendable {
                     tally.withLock { $0.committed[result.round, default: 0] += 1 }
                 case let .roundOver(round, reason):
                     tally.withLock { $0.otherEndings[round, default: []].append("\(id): \(reason)") }
+                case let .secure(round, _):
+                    // Light clients take part in plain rounds only (the benchmark's policy has secure aggregation off).
+                    throw BenchmarkError("round \(round): secure aggregation is not supported by light clients")
                 }
             }
         }

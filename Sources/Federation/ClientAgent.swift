@@ -107,6 +107,9 @@ public struct ClientAgent: Sendable {
     public mutating func connectionLost() {
         if case .receivingInvite = state { state = .idle }
         if case let .receivingResult(round) = state { state = .awaitingResult(round) }
+        // Work cut short by the lost connection: the round stays pending until the coordinator
+        // says how it ended.
+        if case let .working(round) = state { state = .awaitingResult(round) }
         receiver = nil
     }
 

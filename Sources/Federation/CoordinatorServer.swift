@@ -24,8 +24,14 @@ public final class ServerLog: Sendable {
     }
 
     public func write(_ message: String) {
-        let stamp = ISO8601DateFormatter.string(from: Date(), timeZone: TimeZone(identifier: "UTC")!,
-                                                formatOptions: [.withInternetDateTime])
+        // strftime rather than a Foundation formatter: building one per line cost a sixth of the
+        // coordinator's CPU with 1,000 clients (Benchmarks/FederationScale).
+        var now = time(nil)
+        var parts = tm()
+        gmtime_r(&now, &parts)
+        var buffer = [CChar](repeating: 0, count: 32)
+        let length = strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%SZ", &parts)
+        let stamp = String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
         let line = "\(stamp) \(message)\n"
         FileHandle.standardError.write(Data(line.utf8))
         file.withLock { $0?.write(Data(line.utf8)) }

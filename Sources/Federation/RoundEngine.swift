@@ -247,6 +247,7 @@ public struct RoundEngine: Sendable {
             return actions + secureEvent(now: now) { $0.withdraw(client, reason: "disconnected", now: now) }
         }
         if var r = inFlight, phase == .training, r.cohort.contains(client), !r.resolved(client) {
+            inFlight = nil
             r.dropouts.append(ClientReason(client: client, reason: "disconnected"))
             inFlight = r
             actions.append(.log("round \(r.round): client '\(client)' dropped: disconnected"))
@@ -261,6 +262,7 @@ public struct RoundEngine: Sendable {
               !r.accepted.contains(client) else {
             return [.log("ignored accept of round \(round) from '\(client)': not awaiting it")]
         }
+        inFlight = nil  // release the stored copy, so `r` mutates its collections in place
         r.accepted.insert(client)
         inFlight = r
         return [.log("round \(round): client '\(client)' accepted")]
@@ -271,6 +273,7 @@ public struct RoundEngine: Sendable {
         guard var r = inFlight, phase == .training, r.round == round, r.cohort.contains(client), !r.resolved(client) else {
             return [.log("ignored decline of round \(round) from '\(client)': not awaiting it")]
         }
+        inFlight = nil  // release the stored copy, so `r` mutates its collections in place
         r.accepted.remove(client)
         r.declines.append(ClientReason(client: client, reason: reason))
         inFlight = r
@@ -287,6 +290,7 @@ public struct RoundEngine: Sendable {
               r.secure == nil else {
             return [.log("ignored update of round \(round) from '\(client)': not awaiting a plain update from it")]
         }
+        inFlight = nil  // release the stored copy, so `r` mutates its collections in place
         r.updates[client] = update
         inFlight = r
         return [.log(String(format: "round %llu: update from '%@' (%d examples, held-out loss %.4f → %.4f, ε %.2f)",
@@ -320,6 +324,7 @@ public struct RoundEngine: Sendable {
                 return actions + secureEvent(now: now) { $0.tick(now: now) }
             }
             guard var r = inFlight else { return [] }
+            inFlight = nil
             var actions: [Action] = []
             for client in r.cohort where !r.resolved(client) {
                 if !r.accepted.contains(client), now >= r.inviteDeadline {
@@ -463,6 +468,7 @@ public struct RoundEngine: Sendable {
             return secureEvent(now: now) { $0.withdraw(client, reason: reason, now: now) }
         }
         guard var r = inFlight, r.cohort.contains(client), !r.resolved(client) else { return [] }
+        inFlight = nil
         r.dropouts.append(ClientReason(client: client, reason: reason))
         inFlight = r
         return [.log("round \(round): client '\(client)' dropped: \(reason)")] + finishIfResolved(now: now)
@@ -471,6 +477,10 @@ public struct RoundEngine: Sendable {
     /// Runs an event through the secure round and turns its outputs into actions.
     private mutating func secureEvent(now: Date, _ body: (inout SecureRound) -> [SecureRound.Output]) -> [Action] {
         guard var r = inFlight, phase == .training, var secure = r.secure else { return [] }
+        // Release both stored copies, so the secure round's buffers (masked inputs, shares) are
+        // mutated in place rather than copied on every message.
+        inFlight = nil
+        r.secure = nil
         let outputs = body(&secure)
         r.secure = secure
         var actions: [Action] = []

@@ -108,6 +108,18 @@ final class ClientAgentTests: XCTestCase {
         XCTAssertEqual(round, 4)
         XCTAssertTrue(reason.contains("coordinator stopped"))
         XCTAssertEqual(a.state, .idle)
+
+        // Lost in the middle of the work (the upload failed): pending too, and a new invitation is welcome
+        // once the coordinator has said the round is over.
+        _ = try a.receive(invite(round: 5, tensors: global).frame())
+        for frame in try TensorSetFrames.frames(round: 5, kind: .globalAdapter, tensors: global) { _ = try a.receive(frame) }
+        XCTAssertEqual(a.state, .working(5))
+        a.connectionLost()
+        XCTAssertEqual(a.pendingRound, 5)
+        _ = try a.receive(RoundResult(round: 5, committed: false, adapterSHA256: "", reason: "aborted").frame())
+        XCTAssertEqual(a.state, .idle)
+        XCTAssertTrue(try a.receive(invite(round: 6, tensors: global).frame()).isEmpty)
+        XCTAssertEqual(a.state, .receivingInvite(6))
     }
 
     func testMessagesRoundTripAndCheckTheirFields() throws {
