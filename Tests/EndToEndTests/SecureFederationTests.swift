@@ -54,7 +54,10 @@ final class SecureFederationTests: XCTestCase {
     }
 
     func check(_ result: Executables.Result, _ what: String) throws {
-        guard result.status == 0 else { throw XCTSkip("\(what) failed (\(result.status)): \(result.stderr)") }
+        guard result.status == 0 else {
+            XCTFail("\(what) failed (\(result.status)): \(result.stderr)")
+            throw NSError(domain: "SecureFederationTests", code: Int(result.status))
+        }
     }
 
     /// Initialises a coordinator and the four clients in `root`, with the coordinator's round-0
@@ -112,8 +115,8 @@ final class SecureFederationTests: XCTestCase {
     }
 
     /// Runs one round on a copy of the federation's coordinator state, and returns the audit record.
-    func runRound(_ root: URL, port: UInt16, label: String, secure: Bool, environment: [String: [String: String]] = [:])
-        throws -> [String: Any]
+    func runRound(_ root: URL, port: UInt16, label: String, secure: Bool, environment: [String: [String: String]] = [:],
+                  deterministic: Bool = true) throws -> [String: Any]
     {
         let state = root.appendingPathComponent("coordinator-\(label)")
         try FileManager.default.copyItem(at: root.appendingPathComponent("coordinator"), to: state)
@@ -124,7 +127,7 @@ final class SecureFederationTests: XCTestCase {
                       log: root.appendingPathComponent("serve-\(label).log"))
         for name in names {
             let directory = root.appendingPathComponent(name)
-            var env = ["CONCLAVE_TEST_DETERMINISTIC_UPDATE": "1"]
+            var env = deterministic ? ["CONCLAVE_TEST_DETERMINISTIC_UPDATE": "1"] : [:]
             env.merge(environment[name] ?? [:]) { $1 }
             _ = try spawn(Executables.client, ["join", "--state", directory.path, "--coordinator", "127.0.0.1:\(port)",
                                                "--ca", state.appendingPathComponent("ca.pem").path,
@@ -157,6 +160,41 @@ final class SecureFederationTests: XCTestCase {
         let directory = root.appendingPathComponent(label == "" ? "coordinator" : "coordinator-\(label)")
             .appendingPathComponent(String(format: "adapters/round-%06d", round))
         return try PEFTAdapter(directory: directory).tensors.mapValues(\.values)
+    }
+
+    /// In every build (no test hook): a secure round's new global adapter equals plain FedAvg of the
+    /// updates the clients really trained (each keeps its trained adapter in local-adapter/), up to
+    /// the fixed-point rounding.
+    func testSecureRoundEqualsFedAvgOfTheClientsOwnUpdates() throws {
+        let root = try Fixtures.temporaryDirectory("secure-federation-real")
+        let port = try makeFederation(root)
+        let secure = try runRound(root, port: port, label: "real", secure: true, deterministic: false)
+        XCTAssertEqual(secure["status"] as? String, "committed", "\(secure)")
+        XCTAssertEqual(secure["secure_aggregation"] as? Bool, true)
+        XCTAssertEqual((secure["participants"] as? [String])?.sorted(), names)
+        let start = try adapter(root, label: "", round: 0)
+        let result = try adapter(root, label: "real", round: 1)
+        let locals = try names.map { name in
+            try PEFTAdapter(directory: root.appendingPathComponent("\(name)/local-adapter")).tensors.mapValues(\.values)
+        }
+        let clip = 8 * Double(steps) * learningRate
+        var bits = 62
+        while Double(4) * (clip * Double(sign: .plus, exponent: bits, significand: 1)).rounded(.up) > 2_147_483_647 { bits -= 1 }
+        let bound = 4 / Double(sign: .plus, exponent: bits, significand: 1) / (4 * Double(examples) / 10_000)
+        var worst = 0.0, moved = 0.0
+        for (name, initial) in start {
+            let got = try XCTUnwrap(result[name])
+            for i in initial.indices {
+                // Equal weights (40 records each): the plain mean of the four trained changes.
+                let mean = locals.reduce(0.0) { $0 + Double($1[name]![i]) - Double(initial[i]) } / 4
+                let expected = Double(initial[i]) + mean
+                worst = max(worst, abs(expected - Double(got[i])))
+                moved = max(moved, abs(mean))
+                XCTAssertLessThanOrEqual(abs(expected - Double(got[i])), bound + 2 * Double(got[i].ulp), "\(name)[\(i)]")
+            }
+        }
+        XCTAssertGreaterThan(moved, 100 * bound, "the round must move the adapter well beyond the tolerance")
+        print("secure aggregate vs FedAvg of the clients' own updates: worst \(worst), bound \(bound); largest change \(moved)")
     }
 
     func testSecureAndPlainRoundsAgreeAndADroppedClientDoesNotStopTheRound() throws {
