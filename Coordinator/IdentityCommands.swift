@@ -111,14 +111,16 @@ enum IdentityCommands {
     }
 
     static let clients = Command(
-        name: "clients", abstract: "List enrolled clients and the state of their certificates.",
+        name: "clients", abstract: "List enrolled clients, their certificates and, when the coordinator runs, their connections.",
         help: """
         usage: conclave-coordinator clients --state DIR [--json]
 
           --state DIR   the coordinator's state directory
-          --json        print {"clients": [{"id", "status", "serial", "fingerprint", "enrolled", "not_after",
-                        "revoked"}]}; status is active, revoked or expired
-        Reads clients.json; every certificate ever issued is listed, newest last.
+          --json        print {"running", "clients": [{"id", "status", "serial", "fingerprint", "enrolled",
+                        "not_after", "revoked", "connected", "address", "connected_since"}]}; status is active,
+                        revoked or expired; the connection fields appear when the coordinator is running
+        Asks a running coordinator through its control socket (DIR/control.sock); when none runs, reads
+        clients.json. Every certificate ever issued is listed, newest last.
         """) { arguments in
         let statePath = try arguments.required("--state")
         let json = arguments.flag("--json")
@@ -126,10 +128,22 @@ enum IdentityCommands {
         let paths = CoordinatorPaths(path: statePath)
         _ = try CoordinatorSettings.load(paths: paths)
         let registry = try ClientRegistry(paths: paths)
+        // The live view when a coordinator is running; the registry alone otherwise.
+        let live = (try? ControlRequest.send(paths, ["command": "clients"], timeout: 5))?["clients"] as? [[String: Any]]
         if json {
-            try JSONOutput.print(["clients": registry.jsonRecords()])
+            try JSONOutput.print(["running": live != nil, "clients": live ?? registry.jsonRecords()])
+            return 0
+        }
+        print(registry.table())
+        if let live {
+            let connected = live.filter { $0["connected"] as? Bool == true }
+            print("")
+            print("connected now (\(connected.count)): " + connected.map { row in
+                "\(row["id"] ?? "?") from \(row["address"] ?? "?")"
+            }.joined(separator: ", "))
         } else {
-            print(registry.table())
+            print("")
+            print("(no coordinator is running on this state directory: connections not shown)")
         }
         return 0
     }

@@ -240,6 +240,14 @@ final class FederationEndToEndTests: XCTestCase {
         XCTAssertTrue(serveLog.contains("bad magic") || serveLog.contains("magic"), serveLog)
         XCTAssertTrue(serveLog.contains("exceeds") || serveLog.contains("limit"), serveLog)
         XCTAssertEqual(Set(federation.connected()), ["client-a", "client-c"])
+        // `clients` asks the running coordinator: enrolment state and live connections together.
+        let clients = try Executables.run(Executables.coordinator, ["clients", "--state", federation.coordinator.path, "--json"]).json()
+        XCTAssertEqual(clients["running"] as? Bool, true)
+        let rows = clients["clients"] as? [[String: Any]] ?? []
+        let byID = Dictionary(rows.compactMap { row in (row["id"] as? String).map { ($0, row) } }, uniquingKeysWith: { $1 })
+        XCTAssertEqual(byID["client-a"]?["connected"] as? Bool, true)
+        XCTAssertEqual(byID["client-b"]?["status"] as? String, "revoked")
+        XCTAssertEqual(byID["client-b"]?["connected"] as? Bool, false)
 
         // And it goes on: client-a takes part, client-c declines (budget).
         let third = try federation.runRounds(1)
