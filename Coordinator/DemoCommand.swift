@@ -144,28 +144,12 @@ final class Demo {
         return process
     }
 
-    private func freePort() throws -> UInt16 {
-        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(descriptor) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { sockaddr in
-                bind(descriptor, sockaddr, length) == 0 && getsockname(descriptor, sockaddr, &length) == 0
-            }
-        }
-        guard bound else { throw UsageError("cannot find a free port on 127.0.0.1") }
-        return UInt16(bigEndian: address.sin_port)
-    }
 
     func run(json: Bool) throws -> Int32 {
         defer { stopAll() }
         let start = Date()
         let state = coordinatorState.path
-        let port = try freePort()
+        let port = try freeLoopbackPort()
         say("Conclave demo: \(clients) clients, \(rounds) rounds, model \(URL(fileURLWithPath: model).lastPathComponent)")
         say("federation in \(root.path)")
         try run(coordinatorBinary, ["init", "--state", state, "--name", "demo", "--host", "127.0.0.1", "--port", "\(port)"])

@@ -58,7 +58,7 @@ struct ScaleRun {
     func run() throws -> ScaleResult {
         let setupStart = Date()
         let paths = CoordinatorPaths(root: workDirectory.appendingPathComponent("coordinator"))
-        let port = try freeLoopbackPort()
+        let port = Int(try freeLoopbackPort())
         let host = "127.0.0.1"
         _ = try CoordinatorSetup.initialize(paths: paths, name: "scale-\(clients)", host: host, port: port)
         var identities: [LightClientIdentity] = []

@@ -202,3 +202,11 @@ enum TCPSocket {
         }
     }
 }
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (the kernel's choice for port 0), for tests
+/// and the demo, which start a coordinator on loopback. Another process may take it before use.
+public func freeLoopbackPort() throws -> UInt16 {
+    let (descriptor, port) = try TCPSocket.listen(host: "127.0.0.1", port: 0, backlog: 1)
+    Glibc.close(descriptor)
+    return port
+}

@@ -20,7 +20,7 @@ final class FederationEndToEndTests: XCTestCase {
         init(clients: [(name: String, records: Int, maxEpsilon: Double)], minClients: Int, steps: Int = 4,
              roundTimeout: Int = 60) throws {
             root = try Fixtures.temporaryDirectory("federation")
-            port = try Self.freePort()
+            port = try freeLoopbackPort()
             try Self.check(Executables.run(Executables.coordinator, ["init", "--state", coordinator.path, "--name", "e2e",
                                                                      "--host", "127.0.0.1", "--port", "\(port)"]))
             for (index, client) in clients.enumerated() {
@@ -72,20 +72,6 @@ final class FederationEndToEndTests: XCTestCase {
             }
         }
 
-        static func freePort() throws -> UInt16 {
-            let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            defer { close(descriptor) }
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            _ = withUnsafeMutablePointer(to: &address) { pointer in
-                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    bind(descriptor, $0, length) == 0 && getsockname(descriptor, $0, &length) == 0
-                }
-            }
-            return UInt16(bigEndian: address.sin_port)
-        }
 
         func spawn(_ executable: URL, _ arguments: [String], log: URL) throws -> Process {
             if !FileManager.default.fileExists(atPath: log.path) {

@@ -1,6 +1,7 @@
 import Foundation
 import ModelFormats
 import TestSupport
+import Transport
 import XCTest
 
 /// Real processes: a coordinator and four clients on the tiny fixture model, over mutual TLS.
@@ -24,20 +25,6 @@ final class SecureFederationTests: XCTestCase {
         processes = []
     }
 
-    func freePort() throws -> UInt16 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-        }
-        guard bound else { throw XCTSkip("cannot find a free port") }
-        return UInt16(bigEndian: address.sin_port)
-    }
 
     func spawn(_ executable: URL, _ arguments: [String], log: URL, environment: [String: String] = [:]) throws -> Process {
         let process = Process()
@@ -63,7 +50,7 @@ final class SecureFederationTests: XCTestCase {
     /// Initialises a coordinator and the four clients in `root`, with the coordinator's round-0
     /// adapter written, and returns the coordinator's port.
     func makeFederation(_ root: URL) throws -> UInt16 {
-        let port = try freePort()
+        let port = try freeLoopbackPort()
         let coordinator = root.appendingPathComponent("coordinator").path
         try check(try Executables.run(Executables.coordinator, ["init", "--state", coordinator, "--name", "secure-test",
                                                                 "--host", "127.0.0.1", "--port", "\(port)"]), "init")
