@@ -23,6 +23,8 @@ public struct SecureAggregationServer: Sendable {
 
     /// U1: clients whose advertisement verified.
     private var advertisements: [ParticipantID: KeyAdvertisement] = [:]
+    /// The transcript-bound session id over U1's advertisements, fixed when the advertise stage closes.
+    private var transcript: [UInt8] = []
     /// U2: clients whose encrypted shares were accepted.
     private var shareMessages: [ParticipantID: ShareKeysMessage] = [:]
     /// U3 and the running sum of their masked inputs.
@@ -39,6 +41,10 @@ public struct SecureAggregationServer: Sendable {
     public init(session: SecureAggregationSession) {
         self.session = session
     }
+
+    /// The transcript-bound session id every message after the advertise stage must carry (nil until
+    /// `finishAdvertising`).
+    public var transcriptID: [UInt8]? { transcript.isEmpty ? nil : transcript }
 
     /// Why the round was aborted, if it was.
     public var abortedBecause: SecureAggregationError? { abortReason }
@@ -62,18 +68,25 @@ public struct SecureAggregationServer: Sendable {
         advertisements[sender] = advertisement
     }
 
-    /// Closes round 0: each client that advertised gets the advertisements of its neighbourhood.
+    /// Closes round 0: each client that advertised gets the advertisements of its neighbourhood and
+    /// the digests of all the others, from which it derives the same transcript id as the coordinator.
     /// - Throws: `.roundAborted` if some advertising client has fewer than t neighbourhood members
     ///   (itself included) that advertised.
     public mutating func finishAdvertising() throws -> [AdvertisementBroadcast] {
         try expect(.collectingAdvertisements)
         let live = Set(advertisements.keys)
         try requireThreshold(live, among: live, stage: .advertiseKeys, what: "advertised keys")
+        let digests = advertisements.values.sorted { $0.sender < $1.sender }
+            .map { AdvertisementDigest(sender: $0.sender, digest: $0.transcriptDigest) }
+        transcript = session.transcriptID(digests: digests)
         state = .collectingShares
         return live.sorted().map { recipient in
-            AdvertisementBroadcast(
+            let neighbourhood = session.neighbourhood(of: recipient)
+            let inside = Set(neighbourhood)
+            return AdvertisementBroadcast(
                 sessionID: session.sessionID, recipient: recipient,
-                advertisements: session.neighbourhood(of: recipient).compactMap { advertisements[$0] })
+                advertisements: neighbourhood.compactMap { advertisements[$0] },
+                others: digests.filter { !inside.contains($0.sender) })
         }
     }
 
@@ -85,7 +98,7 @@ public struct SecureAggregationServer: Sendable {
         let stage = SecureAggregationStage.shareKeys
         try expect(.collectingShares)
         let sender = message.sender
-        guard message.sessionID == session.sessionID else { throw SecureAggregationError.sessionMismatch(stage: stage, sender: sender) }
+        guard message.sessionID == transcript else { throw SecureAggregationError.sessionMismatch(stage: stage, sender: sender) }
         guard advertisements[sender] != nil else {
             throw SecureAggregationError.unknownParticipant(stage: stage, participant: sender, reason: "did not advertise keys")
         }
@@ -123,7 +136,7 @@ public struct SecureAggregationServer: Sendable {
             }
         }
         state = .collectingMaskedInputs
-        return live.sorted().map { ShareBundle(sessionID: session.sessionID, recipient: $0, shares: bundles[$0] ?? []) }
+        return live.sorted().map { ShareBundle(sessionID: transcript, recipient: $0, shares: bundles[$0] ?? []) }
     }
 
     // MARK: - Round 2: masked input
@@ -134,7 +147,7 @@ public struct SecureAggregationServer: Sendable {
         let stage = SecureAggregationStage.maskedInput
         try expect(.collectingMaskedInputs)
         let sender = input.sender
-        guard input.sessionID == session.sessionID else { throw SecureAggregationError.sessionMismatch(stage: stage, sender: sender) }
+        guard input.sessionID == transcript else { throw SecureAggregationError.sessionMismatch(stage: stage, sender: sender) }
         guard shareMessages[sender] != nil else {
             throw SecureAggregationError.unknownParticipant(stage: stage, participant: sender, reason: "did not complete the share stage")
         }
@@ -167,7 +180,7 @@ public struct SecureAggregationServer: Sendable {
         state = .collectingUnmaskResponses
         return survivors.sorted().map { recipient in
             let neighbourhood = session.neighbourhood(of: recipient)
-            return UnmaskRequest(sessionID: session.sessionID, recipient: recipient,
+            return UnmaskRequest(sessionID: transcript, recipient: recipient,
                                  survivors: neighbourhood.filter { survivors.contains($0) },
                                  dropped: neighbourhood.filter { droppedAfterSharing.contains($0) })
         }
@@ -187,7 +200,7 @@ public struct SecureAggregationServer: Sendable {
         let stage = SecureAggregationStage.unmask
         try expect(.collectingUnmaskResponses)
         let sender = response.sender
-        guard response.sessionID == session.sessionID else { throw SecureAggregationError.sessionMismatch(stage: stage, sender: sender) }
+        guard response.sessionID == transcript else { throw SecureAggregationError.sessionMismatch(stage: stage, sender: sender) }
         guard survivors.contains(sender) else {
             throw SecureAggregationError.unknownParticipant(stage: stage, participant: sender, reason: "was not asked to unmask")
         }
@@ -243,6 +256,7 @@ public struct SecureAggregationServer: Sendable {
             terms.append(MaskTerm(stream: try MaskStream(seed: try shares(of: owner, .selfMaskSeed)), sign: .minus))
         }
         // A survivor u with a dropped neighbour v added +PRG(s_uv) if v < u, −PRG(s_uv) if v > u: undo it.
+        let maskContext = SecureAggregationSession.pairwiseMaskContext(transcript: transcript)
         for owner in affectingDropped().sorted() {
             guard let advertised = advertisements[owner] else { preconditionFailure("dropped clients advertised") }
             let keys = try KeyAgreementKeyPair(secretKey: try shares(of: owner, .maskingKey))
@@ -252,7 +266,7 @@ public struct SecureAggregationServer: Sendable {
             }
             for survivor in session.neighbourhood(of: owner) where survivors.contains(survivor) {
                 guard let peer = advertisements[survivor] else { continue }
-                let seed = try keys.sharedKey(with: peer.maskingKey, context: session.pairwiseMaskContext)
+                let seed = try keys.sharedKey(with: peer.maskingKey, context: maskContext)
                 terms.append(MaskTerm(stream: try MaskStream(seed: seed), sign: owner < survivor ? .minus : .plus))
             }
         }
