@@ -33,8 +33,11 @@ public struct SecureAggregationServer: Sendable {
     /// Survivor set and dropped set as sent in the unmask requests.
     private var survivors = Set<ParticipantID>()
     private var droppedAfterSharing = Set<ParticipantID>()
-    /// U5: revealed shares by owner, and who answered.
-    private var revealed: [ParticipantID: [ShamirShare]] = [:]
+    /// U5: revealed shares by owner, each as its index and where its value lies: a row of the one
+    /// protected buffer its response's values were copied into (`sodium_malloc` maps guard pages
+    /// around every buffer, and one buffer per share exhausted the process's mappings at n = 500);
+    /// and who answered.
+    private var revealed: [ParticipantID: [(index: UInt8, values: SecretBytes, row: Int)]] = [:]
     private var responders = Set<ParticipantID>()
 
     /// A coordinator for `session`, ready to collect key advertisements.
@@ -223,9 +226,16 @@ public struct SecureAggregationServer: Sendable {
             }
         }
         // t shares reconstruct a secret; further ones are not kept.
-        for item in response.shares where revealed[item.owner, default: []].count < session.threshold {
-            revealed[item.owner, default: []].append(item.share)
+        let width = SecretShareLayout.secretByteCount
+        let kept = response.shares.filter { (revealed[$0.owner]?.count ?? 0) < session.threshold }
+        let values = SecretBytes(count: kept.count * width) { rows in
+            for (row, item) in kept.enumerated() {
+                item.share.value.withUnsafeBytes {
+                    UnsafeMutableRawBufferPointer(rebasing: rows[(row * width)..<((row + 1) * width)]).copyMemory(from: $0)
+                }
+            }
         }
+        for (row, item) in kept.enumerated() { revealed[item.owner, default: []].append((item.share.index, values, row)) }
         responders.insert(sender)
     }
 
@@ -248,12 +258,28 @@ public struct SecureAggregationServer: Sendable {
                 throw SecureAggregationError.roundAborted(
                     stage: stage, reason: "only \(available.count) \(kind.rawValue) shares of participant \(owner) were revealed; threshold is \(t)")
             }
-            return try ShamirSharing.reconstruct(available)
+            let width = SecretShareLayout.secretByteCount
+            let shares = try available.map { entry in
+                try ShamirShare(index: entry.index, threshold: UInt8(t), value: entry.values.withUnsafeBytes {
+                    SecretBytes(copying: UnsafeRawBufferPointer(rebasing: $0[(entry.row * width)..<((entry.row + 1) * width)]))
+                })
+            }
+            return try ShamirSharing.reconstruct(shares)
         }
+        // Terms are applied in batches: each holds its seed in a guarded buffer, and n = 500 with 30%
+        // dropped needs some 15,000 of them, more than a process may map at once.
+        var sum = maskedSum
         var terms = [MaskTerm]()
+        func add(_ term: MaskTerm) {
+            terms.append(term)
+            if terms.count == Self.termBatch {
+                Masking.apply(terms, to: &sum)
+                terms.removeAll(keepingCapacity: true)
+            }
+        }
         // Survivors added +PRG(b_u): subtract it.
         for owner in survivors.sorted() {
-            terms.append(MaskTerm(stream: try MaskStream(seed: try shares(of: owner, .selfMaskSeed)), sign: .minus))
+            add(MaskTerm(stream: try MaskStream(seed: try shares(of: owner, .selfMaskSeed)), sign: .minus))
         }
         // A survivor u with a dropped neighbour v added +PRG(s_uv) if v < u, −PRG(s_uv) if v > u: undo it.
         let maskContext = SecureAggregationSession.pairwiseMaskContext(transcript: transcript)
@@ -267,10 +293,9 @@ public struct SecureAggregationServer: Sendable {
             for survivor in session.neighbourhood(of: owner) where survivors.contains(survivor) {
                 guard let peer = advertisements[survivor] else { continue }
                 let seed = try keys.sharedKey(with: peer.maskingKey, context: maskContext)
-                terms.append(MaskTerm(stream: try MaskStream(seed: seed), sign: owner < survivor ? .minus : .plus))
+                add(MaskTerm(stream: try MaskStream(seed: seed), sign: owner < survivor ? .minus : .plus))
             }
         }
-        var sum = maskedSum
         Masking.apply(terms, to: &sum)
         state = .finished
         revealed = [:]
@@ -279,6 +304,9 @@ public struct SecureAggregationServer: Sendable {
     }
 
     // MARK: - Helpers
+
+    /// Mask terms applied per pass over the sum in `unmaskSum`.
+    static let termBatch = 256
 
     /// Aborts unless every client in `clients` has at least t members of its closed neighbourhood in `present`.
     private mutating func requireThreshold(_ clients: Set<ParticipantID>, among present: Set<ParticipantID>,
