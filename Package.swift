@@ -62,7 +62,7 @@ let package = Package(
                           dependencies: ["CommandLineParsing", "Kernels", "LanguageModel"],
                           path: "Benchmarks/InferenceBenchmark", swiftSettings: numericSettings),
         .executableTarget(name: "conclave-bench-secagg",
-                          dependencies: ["CommandLineParsing", "SecureCrypto", "SecureAggregation"],
+                          dependencies: ["CommandLineParsing", "SecureCrypto", "SecureAggregation", "Federation", "Wire"],
                           path: "Benchmarks/SecureAggregationBenchmark", swiftSettings: numericSettings),
         .executableTarget(name: "conclave-bench-privacy-audit",
                           dependencies: ["CommandLineParsing", "LanguageModel", "FineTuning", "Privacy"],

@@ -28,10 +28,20 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
     public var weightBound: Double?
     /// Secure aggregation: the SecAgg+ neighbour degree (nil: `NeighbourGraph.defaultDegree` of the cohort).
     public var neighbourDegree: Int?
+    /// Secure aggregation: the fraction of a cohort expected to drop out that a round must survive
+    /// (nil: the default threshold, two thirds of each neighbourhood, and the default degree). When set,
+    /// the threshold is the largest that survives it except with probability
+    /// `dropoutFailureProbability`, and without `neighbourDegree` the degree is the smallest that
+    /// allows one (`DropoutTolerance`).
+    public var dropoutTolerance: Double?
+    /// Secure aggregation: with `dropoutTolerance`, the largest acceptable probability that a round
+    /// aborts for lack of survivors (nil: `DropoutTolerance.defaultFailureProbability`).
+    public var dropoutFailureProbability: Double?
 
     public init(minClients: Int, maxClients: Int, fraction: Double, aggregation: String, secureAggregation: Bool,
                 inviteTimeout: Double, roundTimeout: Double, waitForClients: Double, plan: TrainingPlan,
-                updateClip: Double? = nil, weightBound: Double? = nil, neighbourDegree: Int? = nil) {
+                updateClip: Double? = nil, weightBound: Double? = nil, neighbourDegree: Int? = nil,
+                dropoutTolerance: Double? = nil, dropoutFailureProbability: Double? = nil) {
         self.minClients = minClients
         self.maxClients = maxClients
         self.fraction = fraction
@@ -44,6 +54,8 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
         self.updateClip = updateClip
         self.weightBound = weightBound
         self.neighbourDegree = neighbourDegree
+        self.dropoutTolerance = dropoutTolerance
+        self.dropoutFailureProbability = dropoutFailureProbability
     }
 
     enum CodingKeys: String, CodingKey {
@@ -57,6 +69,8 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
         case updateClip = "update_clip"
         case weightBound = "weight_bound"
         case neighbourDegree = "neighbour_degree"
+        case dropoutTolerance = "dropout_tolerance"
+        case dropoutFailureProbability = "dropout_failure_probability"
     }
 
     public func validate(path: String) throws {
@@ -79,6 +93,15 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
         }
         if let neighbourDegree {
             try check(neighbourDegree >= 2, "neighbour_degree", "must be at least 2, got \(neighbourDegree)")
+        }
+        if let dropoutTolerance {
+            try check(dropoutTolerance.isFinite && dropoutTolerance >= 0 && dropoutTolerance < 0.5, "dropout_tolerance",
+                      "must be in [0, 0.5) (the threshold stays a strict majority), got \(dropoutTolerance)")
+        }
+        if let dropoutFailureProbability {
+            try check(dropoutTolerance != nil, "dropout_failure_probability", "needs dropout_tolerance")
+            try check(dropoutFailureProbability.isFinite && dropoutFailureProbability > 0 && dropoutFailureProbability < 1,
+                      "dropout_failure_probability", "must be in (0, 1), got \(dropoutFailureProbability)")
         }
         do { try plan.validate() } catch let FederationError.configuration(_, field, reason) {
             throw FederationError.configuration(path: path, field: "plan.\(field)", reason)
@@ -410,19 +433,30 @@ public struct RoundEngine: Sendable {
         guard members.count >= 2 else {
             throw FederationError.round(round, "secure aggregation needs at least 2 clients, the cohort has \(members.count)")
         }
-        let degree = policy.neighbourDegree ?? NeighbourGraph.defaultDegree(cohortSize: members.count)
-        let graph: NeighbourGraph = degree >= members.count - 1 ? .complete : .harary(degree: degree)
-        // The threshold the session would choose for this graph (2m/3 + 1 of the smallest neighbourhood).
-        let smallest: Int
-        switch graph {
-        case .complete: smallest = members.count
-        case let .harary(k): smallest = k + 1
+        let graph: NeighbourGraph, threshold: Int
+        if let rate = policy.dropoutTolerance {
+            let tolerance = try DropoutTolerance(
+                dropoutRate: rate, failureProbability: policy.dropoutFailureProbability ?? DropoutTolerance.defaultFailureProbability)
+            if let degree = policy.neighbourDegree {
+                graph = degree >= members.count - 1 ? .complete : .harary(degree: degree)
+                threshold = try tolerance.threshold(cohortSize: members.count, graph: graph)
+            } else {
+                (graph, threshold) = try tolerance.graphAndThreshold(cohortSize: members.count)
+            }
+        } else {
+            let degree = policy.neighbourDegree ?? NeighbourGraph.defaultDegree(cohortSize: members.count)
+            graph = degree >= members.count - 1 ? .complete : .harary(degree: degree)
+            // The threshold the session would choose for this graph (2m/3 + 1 of the smallest neighbourhood).
+            switch graph {
+            case .complete: threshold = SecureAggregationSession.defaultThreshold(neighbourhoodSize: members.count)
+            case let .harary(k): threshold = SecureAggregationSession.defaultThreshold(neighbourhoodSize: k + 1)
+            }
         }
         let invite = Invite(round: round, plan: policy.plan, aggregation: policy.aggregation, secureAggregation: true,
                             adapterSHA256: globalAdapterDigest, deadlineSeconds: policy.roundTimeout)
         let setup = SecureRoundSetup(
-            round: round, members: members, degree: graph == .complete ? 0 : UInt32(degree),
-            threshold: UInt32(SecureAggregationSession.defaultThreshold(neighbourhoodSize: smallest)),
+            round: round, members: members, degree: { if case let .harary(k) = graph { return UInt32(k) } else { return 0 } }(),
+            threshold: UInt32(threshold),
             updateClip: policy.updateClip ?? SecureUpdate.defaultClip(plan: policy.plan),
             weightBound: policy.weightBound ?? SecureUpdate.defaultWeightBound, vectorLength: UInt64(parameterCount + 1))
         _ = try setup.session(invite: invite)  // refuses a graph or threshold the session cannot use

@@ -215,7 +215,8 @@ public struct SecureAdvertise: WireMessage {
     }
 }
 
-/// Coordinator → client: the advertisements of its closed neighbourhood.
+/// Coordinator → client: the advertisements of its closed neighbourhood, then the transcript digests
+/// of the other advertisements (empty for the complete graph).
 public struct SecureAdvertisements: WireMessage {
     public static let messageType = MessageType.secureAdvertisements
     public var round: UInt64
@@ -230,6 +231,11 @@ public struct SecureAdvertisements: WireMessage {
         encoder.uint32(broadcast.recipient)
         encoder.uint32(UInt32(broadcast.advertisements.count))
         for advertisement in broadcast.advertisements { try encodeAdvertisement(advertisement, into: &encoder) }
+        encoder.uint32(UInt32(broadcast.others.count))
+        for entry in broadcast.others {
+            encoder.uint32(entry.sender)
+            try encoder.blob(entry.digest, field: "others.digest")
+        }
     }
     public init(from decoder: inout WireDecoder) throws {
         round = try decoder.uint64("round")
@@ -238,7 +244,13 @@ public struct SecureAdvertisements: WireMessage {
         let count = try decoder.count("advertisements", minimumElementSize: 4 * 4 + 4 + 32 * 3 + 64,
                                       limit: maximumNeighbourhoodItems)
         let advertisements = try (0..<count).map { _ in try decodeAdvertisement(from: &decoder) }
-        broadcast = AdvertisementBroadcast(sessionID: session, recipient: recipient, advertisements: advertisements)
+        let otherCount = try decoder.count("others", minimumElementSize: 4 + 4,
+                                           limit: SecureRoundSetup.maximumCohort)
+        let others = try (0..<otherCount).map { _ in
+            AdvertisementDigest(sender: try decoder.uint32("others.sender"),
+                                digest: try decoder.blob("others.digest", limit: AdvertisementDigest.byteCount))
+        }
+        broadcast = AdvertisementBroadcast(sessionID: session, recipient: recipient, advertisements: advertisements, others: others)
     }
 }
 

@@ -37,6 +37,18 @@ public struct KeyAdvertisement: Sendable, Equatable {
         return framing.bytes
     }
 
+    /// The advertisement's entry in the session transcript: BLAKE2b-256 over a domain tag, the
+    /// session id, the sender, both public keys and the signature, each length-prefixed.
+    public var transcriptDigest: [UInt8] {
+        var framing = SessionHasher(tag: "conclave/secagg/v1/advertisement-digest")
+        framing.append(bytes: sessionID)
+        framing.append(UInt64(sender))
+        framing.append(bytes: encryptionKey.bytes)
+        framing.append(bytes: maskingKey.bytes)
+        framing.append(bytes: signature)
+        return framing.finalize()
+    }
+
     /// Whether the signature verifies under `key` for this advertisement's own fields.
     public func isSigned(by key: SigningPublicKey) -> Bool {
         key.isValidSignature(signature, for: Self.signedBytes(sessionID: sessionID, sender: sender,
@@ -44,21 +56,44 @@ public struct KeyAdvertisement: Sendable, Equatable {
     }
 }
 
+/// A transcript entry: the sender of an advertisement and its `transcriptDigest`.
+public struct AdvertisementDigest: Sendable, Equatable {
+    /// Byte length of a digest.
+    public static let byteCount = 32
+    /// The advertising client.
+    public let sender: ParticipantID
+    /// BLAKE2b-256 of its advertisement (`KeyAdvertisement.transcriptDigest`).
+    public let digest: [UInt8]
+
+    /// An entry from its parts.
+    public init(sender: ParticipantID, digest: [UInt8]) {
+        self.sender = sender
+        self.digest = digest
+    }
+}
+
 /// Round 0 reply, coordinator to one client: the advertisements of its closed neighbourhood's
-/// members that advertised (its own included), sorted by sender.
+/// members that advertised (its own included), sorted by sender, and the digests of every other
+/// advertisement the coordinator accepted, so the client can compute the session transcript
+/// (`SecureAggregationSession.transcriptID(digests:)`) without O(n) full advertisements in a sparse
+/// graph. With the complete graph `others` is empty.
 public struct AdvertisementBroadcast: Sendable, Equatable {
-    /// The session.
+    /// The session (the first, pre-transcript id: the keys are not known before this stage ends).
     public let sessionID: [UInt8]
     /// The client this broadcast is for.
     public let recipient: ParticipantID
     /// The live neighbours' advertisements.
     public let advertisements: [KeyAdvertisement]
+    /// Digests of the accepted advertisements outside the recipient's neighbourhood, sorted by sender.
+    public let others: [AdvertisementDigest]
 
     /// A broadcast from its parts.
-    public init(sessionID: [UInt8], recipient: ParticipantID, advertisements: [KeyAdvertisement]) {
+    public init(sessionID: [UInt8], recipient: ParticipantID, advertisements: [KeyAdvertisement],
+                others: [AdvertisementDigest] = []) {
         self.sessionID = sessionID
         self.recipient = recipient
         self.advertisements = advertisements
+        self.others = others
     }
 }
 
@@ -87,7 +122,7 @@ public struct EncryptedShare: Sendable, Equatable {
 
 /// Round 1, client to coordinator: an encrypted share for every live neighbour.
 public struct ShareKeysMessage: Sendable, Equatable {
-    /// The session.
+    /// The transcript-bound session id (`SecureAggregationSession.transcriptID(digests:)`).
     public let sessionID: [UInt8]
     /// The sharing client.
     public let sender: ParticipantID
@@ -104,7 +139,7 @@ public struct ShareKeysMessage: Sendable, Equatable {
 
 /// Round 1 reply, coordinator to one client: the shares its neighbours addressed to it.
 public struct ShareBundle: Sendable, Equatable {
-    /// The session.
+    /// The transcript-bound session id (`SecureAggregationSession.transcriptID(digests:)`).
     public let sessionID: [UInt8]
     /// The client these shares are for.
     public let recipient: ParticipantID
@@ -121,7 +156,7 @@ public struct ShareBundle: Sendable, Equatable {
 
 /// Round 2, client to coordinator: y = x + PRG(b) + Σ±PRG(s_uv) mod 2^32.
 public struct MaskedInput: Sendable, Equatable {
-    /// The session.
+    /// The transcript-bound session id (`SecureAggregationSession.transcriptID(digests:)`).
     public let sessionID: [UInt8]
     /// The client.
     public let sender: ParticipantID
@@ -139,7 +174,7 @@ public struct MaskedInput: Sendable, Equatable {
 /// Round 4, coordinator to one surviving client: which of its neighbours survived the masked-input
 /// stage (reveal their self-mask-seed shares) and which dropped (reveal their masking-key shares).
 public struct UnmaskRequest: Sendable, Equatable {
-    /// The session.
+    /// The transcript-bound session id (`SecureAggregationSession.transcriptID(digests:)`).
     public let sessionID: [UInt8]
     /// The client asked.
     public let recipient: ParticipantID
@@ -184,7 +219,7 @@ public struct RevealedShare: Sendable {
 
 /// Round 4 reply, client to coordinator.
 public struct UnmaskResponse: Sendable {
-    /// The session.
+    /// The transcript-bound session id (`SecureAggregationSession.transcriptID(digests:)`).
     public let sessionID: [UInt8]
     /// The answering client.
     public let sender: ParticipantID

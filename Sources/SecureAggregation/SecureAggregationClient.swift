@@ -26,6 +26,8 @@ public struct SecureAggregationClient: Sendable {
     /// b: the self-mask seed.
     private var selfMaskSeed: SecretBytes?
     private var ownAdvertisement: KeyAdvertisement?
+    /// The transcript-bound session id, derived from the advertisements this client was shown.
+    private var transcript: [UInt8]?
     /// The neighbourhood members that advertised (this client included), by id.
     private var neighbourKeys: [ParticipantID: KeyAdvertisement] = [:]
     /// This client's shares of its own secrets, kept from the share stage to the masked-input stage.
@@ -61,6 +63,9 @@ public struct SecureAggregationClient: Sendable {
         self.identity = identity
     }
 
+    /// The transcript-bound session id this client derived in the share stage (nil before it).
+    public var transcriptID: [UInt8]? { transcript }
+
     /// The reason this client failed, if it did.
     public var failureReason: SecureAggregationError? { failure }
 
@@ -91,7 +96,7 @@ public struct SecureAggregationClient: Sendable {
 
     private mutating func shareKeysChecked(_ broadcast: AdvertisementBroadcast) throws -> ShareKeysMessage {
         let stage = SecureAggregationStage.advertiseKeys
-        try checkSession(broadcast.sessionID, stage: stage, recipient: broadcast.recipient)
+        try checkSession(broadcast.sessionID, expected: session.sessionID, stage: stage, recipient: broadcast.recipient)
         guard let c = encryptionKeys, let s = maskingKeys, let b = selfMaskSeed, let own = ownAdvertisement else {
             preconditionFailure("keys are set in advertiseKeys")
         }
@@ -124,6 +129,28 @@ public struct SecureAggregationClient: Sendable {
                 stage: stage, reason: "only \(keys.count) of participant \(id)'s closed neighbourhood advertised keys; threshold is \(session.threshold)")
         }
 
+        // The transcript: this client's neighbourhood from the advertisements it verified, everyone
+        // else from the digests the coordinator relays. Whatever the coordinator shows, another client
+        // shown anything else derives another id, and the round fails rather than mixing views.
+        var digests = keys.values.map { AdvertisementDigest(sender: $0.sender, digest: $0.transcriptDigest) }
+        let neighbours = Set(neighbourhood)
+        var outside = Set<ParticipantID>()
+        for entry in broadcast.others {
+            guard session.contains(entry.sender), !neighbours.contains(entry.sender) else {
+                throw SecureAggregationError.malformedMessage(
+                    stage: stage, sender: entry.sender,
+                    reason: "transcript digest relayed for a participant outside the cohort or inside participant \(id)'s neighbourhood")
+            }
+            guard outside.insert(entry.sender).inserted else { throw SecureAggregationError.duplicateMessage(stage: stage, sender: entry.sender) }
+            guard entry.digest.count == AdvertisementDigest.byteCount else {
+                throw SecureAggregationError.malformedMessage(
+                    stage: stage, sender: entry.sender, reason: "transcript digest of \(entry.digest.count) bytes, expected \(AdvertisementDigest.byteCount)")
+            }
+            digests.append(entry)
+        }
+        let transcript = session.transcriptID(digests: digests)
+        let encryptionContext = SecureAggregationSession.shareEncryptionContext(transcript: transcript)
+
         let maskingShares = try ShamirSharing.split(s.secretKey, threshold: session.threshold, shareCount: neighbourhood.count)
         let seedShares = try ShamirSharing.split(b, threshold: session.threshold, shareCount: neighbourhood.count)
         var sealed = [EncryptedShare]()
@@ -133,16 +160,18 @@ public struct SecureAggregationClient: Sendable {
                 ownShares = (maskingShares[position], seedShares[position])
                 continue
             }
-            let key = try c.sharedKey(with: peer.encryptionKey, context: session.shareEncryptionContext)
+            let key = try c.sharedKey(with: peer.encryptionKey, context: encryptionContext)
             let plaintext = Self.sharePlaintext(sender: id, recipient: recipient,
                                                 maskingKey: maskingShares[position], selfMaskSeed: seedShares[position])
             let ciphertext = try AEAD.seal(plaintext, key: key,
-                                           associatedData: session.shareAssociatedData(sender: id, recipient: recipient))
+                                           associatedData: SecureAggregationSession.shareAssociatedData(
+                                               transcript: transcript, sender: id, recipient: recipient))
             sealed.append(EncryptedShare(sender: id, recipient: recipient, ciphertext: ciphertext))
         }
         neighbourKeys = keys
+        self.transcript = transcript
         state = .shared
-        return ShareKeysMessage(sessionID: session.sessionID, sender: id, shares: sealed)
+        return ShareKeysMessage(sessionID: transcript, sender: id, shares: sealed)
     }
 
     /// Round 2: opens the shares addressed to this client, then masks `input`:
@@ -163,10 +192,12 @@ public struct SecureAggregationClient: Sendable {
 
     private mutating func maskInputChecked(_ bundle: ShareBundle, input: [UInt32]) throws -> MaskedInput {
         let stage = SecureAggregationStage.shareKeys
-        try checkSession(bundle.sessionID, stage: stage, recipient: bundle.recipient)
+        guard let transcript else { preconditionFailure("the transcript is set in shareKeys") }
+        try checkSession(bundle.sessionID, expected: transcript, stage: stage, recipient: bundle.recipient)
         guard let c = encryptionKeys, let s = maskingKeys, let b = selfMaskSeed else {
             preconditionFailure("keys are set in advertiseKeys")
         }
+        let encryptionContext = SecureAggregationSession.shareEncryptionContext(transcript: transcript)
         guard let own = ownShares else { preconditionFailure("own shares are set in shareKeys") }
         // Envelopes first (public fields), then one buffer filled share by share as each is opened.
         var opened = [(encrypted: EncryptedShare, peer: KeyAdvertisement)]()
@@ -201,11 +232,12 @@ public struct SecureAggregationClient: Sendable {
             }
             store(0, own)
             for (row, (encrypted, peer)) in opened.enumerated() {
-                let key = try c.sharedKey(with: peer.encryptionKey, context: session.shareEncryptionContext)
+                let key = try c.sharedKey(with: peer.encryptionKey, context: encryptionContext)
                 let plaintext: SecretBytes
                 do {
                     plaintext = try AEAD.open(encrypted.ciphertext, key: key,
-                                              associatedData: session.shareAssociatedData(sender: encrypted.sender, recipient: id))
+                                              associatedData: SecureAggregationSession.shareAssociatedData(
+                                                  transcript: transcript, sender: encrypted.sender, recipient: id))
                 } catch SecureCryptoError.authenticationFailed {
                     throw SecureAggregationError.shareDecryptionFailed(sender: encrypted.sender, recipient: id)
                 }
@@ -225,15 +257,16 @@ public struct SecureAggregationClient: Sendable {
         }
 
         var terms = [try MaskTerm(stream: MaskStream(seed: b), sign: .plus)]
+        let maskContext = SecureAggregationSession.pairwiseMaskContext(transcript: transcript)
         for peer in peers.sorted() {
             guard let advertisement = neighbourKeys[peer] else { continue }
-            let seed = try s.sharedKey(with: advertisement.maskingKey, context: session.pairwiseMaskContext)
+            let seed = try s.sharedKey(with: advertisement.maskingKey, context: maskContext)
             terms.append(MaskTerm(stream: try MaskStream(seed: seed), sign: peer < id ? .plus : .minus))
         }
         var masked = input
         Masking.apply(terms, to: &masked)
         state = .masked
-        return MaskedInput(sessionID: session.sessionID, sender: id, words: masked)
+        return MaskedInput(sessionID: transcript, sender: id, words: masked)
     }
 
     /// Round 4: reveals, for each neighbour the coordinator lists as a survivor, the share of its
@@ -249,7 +282,8 @@ public struct SecureAggregationClient: Sendable {
 
     private mutating func unmaskChecked(_ request: UnmaskRequest) throws -> UnmaskResponse {
         let stage = SecureAggregationStage.unmask
-        try checkSession(request.sessionID, stage: stage, recipient: request.recipient)
+        guard let transcript else { preconditionFailure("the transcript is set in shareKeys") }
+        try checkSession(request.sessionID, expected: transcript, stage: stage, recipient: request.recipient)
         let survivors = Set(request.survivors), dropped = Set(request.dropped)
         guard survivors.count == request.survivors.count, dropped.count == request.dropped.count else {
             throw SecureAggregationError.refused(stage: stage, reason: "the request lists a participant twice")
@@ -275,7 +309,7 @@ public struct SecureAggregationClient: Sendable {
         for owner in request.dropped.sorted() { revealed.append(try heldShare(of: owner, .maskingKey)) }
         eraseSecrets()
         state = .finished
-        return UnmaskResponse(sessionID: session.sessionID, sender: id, shares: revealed)
+        return UnmaskResponse(sessionID: transcript, sender: id, shares: revealed)
     }
 
     // MARK: - Helpers
@@ -324,9 +358,16 @@ public struct SecureAggregationClient: Sendable {
         return RevealedShare(owner: owner, kind: kind, share: share)
     }
 
-    private func checkSession(_ sessionID: [UInt8], stage: SecureAggregationStage, recipient: ParticipantID) throws {
-        guard sessionID == session.sessionID else {
-            throw SecureAggregationError.refused(stage: stage, reason: "the coordinator's message carries another session id")
+    /// Refuses a coordinator message whose session id is not `expected` (the first session id in the
+    /// advertise stage, the transcript-bound one after it) or that is addressed to another client.
+    private func checkSession(_ sessionID: [UInt8], expected: [UInt8], stage: SecureAggregationStage,
+                              recipient: ParticipantID) throws {
+        guard sessionID == expected else {
+            throw SecureAggregationError.refused(
+                stage: stage,
+                reason: expected == session.sessionID ? "the coordinator's message carries another session id"
+                    : "the coordinator's message carries another session id than the transcript this client derived "
+                        + "(another round, or another transcript: other clients were shown other key advertisements)")
         }
         guard recipient == id else {
             throw SecureAggregationError.refused(stage: stage, reason: "message addressed to participant \(recipient), delivered to \(id)")

@@ -23,6 +23,8 @@ public struct SecureAggregationServer: Sendable {
 
     /// U1: clients whose advertisement verified.
     private var advertisements: [ParticipantID: KeyAdvertisement] = [:]
+    /// The transcript-bound session id over U1's advertisements, fixed when the advertise stage closes.
+    private var transcript: [UInt8] = []
     /// U2: clients whose encrypted shares were accepted.
     private var shareMessages: [ParticipantID: ShareKeysMessage] = [:]
     /// U3 and the running sum of their masked inputs.
@@ -31,14 +33,21 @@ public struct SecureAggregationServer: Sendable {
     /// Survivor set and dropped set as sent in the unmask requests.
     private var survivors = Set<ParticipantID>()
     private var droppedAfterSharing = Set<ParticipantID>()
-    /// U5: revealed shares by owner, and who answered.
-    private var revealed: [ParticipantID: [ShamirShare]] = [:]
+    /// U5: revealed shares by owner, each as its index and where its value lies: a row of the one
+    /// protected buffer its response's values were copied into (`sodium_malloc` maps guard pages
+    /// around every buffer, and one buffer per share exhausted the process's mappings at n = 500);
+    /// and who answered.
+    private var revealed: [ParticipantID: [(index: UInt8, values: SecretBytes, row: Int)]] = [:]
     private var responders = Set<ParticipantID>()
 
     /// A coordinator for `session`, ready to collect key advertisements.
     public init(session: SecureAggregationSession) {
         self.session = session
     }
+
+    /// The transcript-bound session id every message after the advertise stage must carry (nil until
+    /// `finishAdvertising`).
+    public var transcriptID: [UInt8]? { transcript.isEmpty ? nil : transcript }
 
     /// Why the round was aborted, if it was.
     public var abortedBecause: SecureAggregationError? { abortReason }
@@ -62,18 +71,25 @@ public struct SecureAggregationServer: Sendable {
         advertisements[sender] = advertisement
     }
 
-    /// Closes round 0: each client that advertised gets the advertisements of its neighbourhood.
+    /// Closes round 0: each client that advertised gets the advertisements of its neighbourhood and
+    /// the digests of all the others, from which it derives the same transcript id as the coordinator.
     /// - Throws: `.roundAborted` if some advertising client has fewer than t neighbourhood members
     ///   (itself included) that advertised.
     public mutating func finishAdvertising() throws -> [AdvertisementBroadcast] {
         try expect(.collectingAdvertisements)
         let live = Set(advertisements.keys)
         try requireThreshold(live, among: live, stage: .advertiseKeys, what: "advertised keys")
+        let digests = advertisements.values.sorted { $0.sender < $1.sender }
+            .map { AdvertisementDigest(sender: $0.sender, digest: $0.transcriptDigest) }
+        transcript = session.transcriptID(digests: digests)
         state = .collectingShares
         return live.sorted().map { recipient in
-            AdvertisementBroadcast(
+            let neighbourhood = session.neighbourhood(of: recipient)
+            let inside = Set(neighbourhood)
+            return AdvertisementBroadcast(
                 sessionID: session.sessionID, recipient: recipient,
-                advertisements: session.neighbourhood(of: recipient).compactMap { advertisements[$0] })
+                advertisements: neighbourhood.compactMap { advertisements[$0] },
+                others: digests.filter { !inside.contains($0.sender) })
         }
     }
 
@@ -85,7 +101,7 @@ public struct SecureAggregationServer: Sendable {
         let stage = SecureAggregationStage.shareKeys
         try expect(.collectingShares)
         let sender = message.sender
-        guard message.sessionID == session.sessionID else { throw SecureAggregationError.sessionMismatch(stage: stage, sender: sender) }
+        guard message.sessionID == transcript else { throw SecureAggregationError.sessionMismatch(stage: stage, sender: sender) }
         guard advertisements[sender] != nil else {
             throw SecureAggregationError.unknownParticipant(stage: stage, participant: sender, reason: "did not advertise keys")
         }
@@ -123,7 +139,7 @@ public struct SecureAggregationServer: Sendable {
             }
         }
         state = .collectingMaskedInputs
-        return live.sorted().map { ShareBundle(sessionID: session.sessionID, recipient: $0, shares: bundles[$0] ?? []) }
+        return live.sorted().map { ShareBundle(sessionID: transcript, recipient: $0, shares: bundles[$0] ?? []) }
     }
 
     // MARK: - Round 2: masked input
@@ -134,7 +150,7 @@ public struct SecureAggregationServer: Sendable {
         let stage = SecureAggregationStage.maskedInput
         try expect(.collectingMaskedInputs)
         let sender = input.sender
-        guard input.sessionID == session.sessionID else { throw SecureAggregationError.sessionMismatch(stage: stage, sender: sender) }
+        guard input.sessionID == transcript else { throw SecureAggregationError.sessionMismatch(stage: stage, sender: sender) }
         guard shareMessages[sender] != nil else {
             throw SecureAggregationError.unknownParticipant(stage: stage, participant: sender, reason: "did not complete the share stage")
         }
@@ -167,7 +183,7 @@ public struct SecureAggregationServer: Sendable {
         state = .collectingUnmaskResponses
         return survivors.sorted().map { recipient in
             let neighbourhood = session.neighbourhood(of: recipient)
-            return UnmaskRequest(sessionID: session.sessionID, recipient: recipient,
+            return UnmaskRequest(sessionID: transcript, recipient: recipient,
                                  survivors: neighbourhood.filter { survivors.contains($0) },
                                  dropped: neighbourhood.filter { droppedAfterSharing.contains($0) })
         }
@@ -187,7 +203,7 @@ public struct SecureAggregationServer: Sendable {
         let stage = SecureAggregationStage.unmask
         try expect(.collectingUnmaskResponses)
         let sender = response.sender
-        guard response.sessionID == session.sessionID else { throw SecureAggregationError.sessionMismatch(stage: stage, sender: sender) }
+        guard response.sessionID == transcript else { throw SecureAggregationError.sessionMismatch(stage: stage, sender: sender) }
         guard survivors.contains(sender) else {
             throw SecureAggregationError.unknownParticipant(stage: stage, participant: sender, reason: "was not asked to unmask")
         }
@@ -210,9 +226,16 @@ public struct SecureAggregationServer: Sendable {
             }
         }
         // t shares reconstruct a secret; further ones are not kept.
-        for item in response.shares where revealed[item.owner, default: []].count < session.threshold {
-            revealed[item.owner, default: []].append(item.share)
+        let width = SecretShareLayout.secretByteCount
+        let kept = response.shares.filter { (revealed[$0.owner]?.count ?? 0) < session.threshold }
+        let values = SecretBytes(count: kept.count * width) { rows in
+            for (row, item) in kept.enumerated() {
+                item.share.value.withUnsafeBytes {
+                    UnsafeMutableRawBufferPointer(rebasing: rows[(row * width)..<((row + 1) * width)]).copyMemory(from: $0)
+                }
+            }
         }
+        for (row, item) in kept.enumerated() { revealed[item.owner, default: []].append((item.share.index, values, row)) }
         responders.insert(sender)
     }
 
@@ -235,14 +258,31 @@ public struct SecureAggregationServer: Sendable {
                 throw SecureAggregationError.roundAborted(
                     stage: stage, reason: "only \(available.count) \(kind.rawValue) shares of participant \(owner) were revealed; threshold is \(t)")
             }
-            return try ShamirSharing.reconstruct(available)
+            let width = SecretShareLayout.secretByteCount
+            let shares = try available.map { entry in
+                try ShamirShare(index: entry.index, threshold: UInt8(t), value: entry.values.withUnsafeBytes {
+                    SecretBytes(copying: UnsafeRawBufferPointer(rebasing: $0[(entry.row * width)..<((entry.row + 1) * width)]))
+                })
+            }
+            return try ShamirSharing.reconstruct(shares)
         }
+        // Terms are applied in batches: each holds its seed in a guarded buffer, and n = 500 with 30%
+        // dropped needs some 15,000 of them, more than a process may map at once.
+        var sum = maskedSum
         var terms = [MaskTerm]()
+        func add(_ term: MaskTerm) {
+            terms.append(term)
+            if terms.count == Self.termBatch {
+                Masking.apply(terms, to: &sum)
+                terms.removeAll(keepingCapacity: true)
+            }
+        }
         // Survivors added +PRG(b_u): subtract it.
         for owner in survivors.sorted() {
-            terms.append(MaskTerm(stream: try MaskStream(seed: try shares(of: owner, .selfMaskSeed)), sign: .minus))
+            add(MaskTerm(stream: try MaskStream(seed: try shares(of: owner, .selfMaskSeed)), sign: .minus))
         }
         // A survivor u with a dropped neighbour v added +PRG(s_uv) if v < u, −PRG(s_uv) if v > u: undo it.
+        let maskContext = SecureAggregationSession.pairwiseMaskContext(transcript: transcript)
         for owner in affectingDropped().sorted() {
             guard let advertised = advertisements[owner] else { preconditionFailure("dropped clients advertised") }
             let keys = try KeyAgreementKeyPair(secretKey: try shares(of: owner, .maskingKey))
@@ -252,11 +292,10 @@ public struct SecureAggregationServer: Sendable {
             }
             for survivor in session.neighbourhood(of: owner) where survivors.contains(survivor) {
                 guard let peer = advertisements[survivor] else { continue }
-                let seed = try keys.sharedKey(with: peer.maskingKey, context: session.pairwiseMaskContext)
-                terms.append(MaskTerm(stream: try MaskStream(seed: seed), sign: owner < survivor ? .minus : .plus))
+                let seed = try keys.sharedKey(with: peer.maskingKey, context: maskContext)
+                add(MaskTerm(stream: try MaskStream(seed: seed), sign: owner < survivor ? .minus : .plus))
             }
         }
-        var sum = maskedSum
         Masking.apply(terms, to: &sum)
         state = .finished
         revealed = [:]
@@ -265,6 +304,9 @@ public struct SecureAggregationServer: Sendable {
     }
 
     // MARK: - Helpers
+
+    /// Mask terms applied per pass over the sum in `unmaskSum`.
+    static let termBatch = 256
 
     /// Aborts unless every client in `clients` has at least t members of its closed neighbourhood in `present`.
     private mutating func requireThreshold(_ clients: Set<ParticipantID>, among present: Set<ParticipantID>,

@@ -142,15 +142,42 @@ public struct SecureAggregationSession: Sendable {
         return UInt8(position + 1)
     }
 
-    /// Context for the X25519-derived key that encrypts shares between two clients.
-    var shareEncryptionContext: String { "conclave/secagg/v1/share-encryption/" + Hex.encode(sessionID) }
-    /// Context for the X25519-derived pairwise mask seed s_uv.
-    var pairwiseMaskContext: String { "conclave/secagg/v1/pairwise-mask/" + Hex.encode(sessionID) }
-
-    /// The associated data of an encrypted share: tag, session id, sender, recipient.
-    func shareAssociatedData(sender: ParticipantID, recipient: ParticipantID) -> [UInt8] {
-        var hasher = SessionHasher(tag: "conclave/secagg/v1/share")
+    /// The transcript-bound session id, which every message after the advertise stage carries and
+    /// every share key, share's associated data and pairwise mask key derives from: BLAKE2b-256 over
+    /// a domain tag, `sessionID`, the number of advertisements, and each (sender, digest) sorted by
+    /// sender, where the digest binds the sender, both public keys and the signature
+    /// (`KeyAdvertisement.transcriptDigest`). Bonawitz et al. and the issue ask that the session id
+    /// bind every advertised key and signature; the keys are only known after the advertise stage,
+    /// so this second id is computed then. Two clients shown different advertisement sets derive
+    /// different ids, so their shares fail authentication and their masks do not cancel: a
+    /// coordinator that equivocates makes the round fail instead of learning anything.
+    /// - Parameter digests: one per advertising client, any order; the caller has checked that the
+    ///   senders are distinct cohort members.
+    public func transcriptID(digests: [AdvertisementDigest]) -> [UInt8] {
+        var hasher = SessionHasher(tag: "conclave/secagg/v1/transcript")
         hasher.append(bytes: sessionID)
+        hasher.append(UInt64(digests.count))
+        for entry in digests.sorted(by: { $0.sender < $1.sender }) {
+            hasher.append(UInt64(entry.sender))
+            hasher.append(bytes: entry.digest)
+        }
+        return hasher.finalize()
+    }
+
+    /// Context for the X25519-derived key that encrypts shares between two clients.
+    static func shareEncryptionContext(transcript: [UInt8]) -> String {
+        "conclave/secagg/v1/share-encryption/" + Hex.encode(transcript)
+    }
+
+    /// Context for the X25519-derived pairwise mask seed s_uv.
+    static func pairwiseMaskContext(transcript: [UInt8]) -> String {
+        "conclave/secagg/v1/pairwise-mask/" + Hex.encode(transcript)
+    }
+
+    /// The associated data of an encrypted share: tag, transcript-bound session id, sender, recipient.
+    static func shareAssociatedData(transcript: [UInt8], sender: ParticipantID, recipient: ParticipantID) -> [UInt8] {
+        var hasher = SessionHasher(tag: "conclave/secagg/v1/share")
+        hasher.append(bytes: transcript)
         hasher.append(UInt64(sender))
         hasher.append(UInt64(recipient))
         return hasher.bytes

@@ -396,8 +396,11 @@ final class SecureAggregationRefusalTests: XCTestCase {
         }
         for broadcast in broadcasts.dropFirst() { try run.server.receive(try run.clients[broadcast.recipient]!.shareKeys(broadcast)) }
         _ = try run.server.finishSharing()
-        XCTAssertThrowsError(try run.server.receive(MaskedInput(sessionID: run.session.sessionID, sender: first.sender, words: [1, 2])))
-        XCTAssertThrowsError(try run.server.receive(MaskedInput(sessionID: run.session.sessionID, sender: 4242,
+        // After the advertise stage messages carry the transcript-bound id, as the clients' do.
+        XCTAssertThrowsError(try run.server.receive(MaskedInput(sessionID: first.sessionID, sender: first.sender, words: [1, 2]))) { error in
+            guard case SecureAggregationError.malformedMessage(.maskedInput, first.sender, _) = error else { return XCTFail("\(error)") }
+        }
+        XCTAssertThrowsError(try run.server.receive(MaskedInput(sessionID: first.sessionID, sender: 4242,
                                                                 words: [UInt32](repeating: 0, count: 8)))) { error in
             guard case SecureAggregationError.unknownParticipant(.maskedInput, 4242, _) = error else { return XCTFail("\(error)") }
         }

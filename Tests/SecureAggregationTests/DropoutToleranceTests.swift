@@ -1,0 +1,84 @@
+import SecureCrypto
+import XCTest
+@testable import SecureAggregation
+
+final class DropoutToleranceTests: XCTestCase {
+    /// The log-space binomial tail against a direct sum of C(m, i) p^i (1 − p)^(m − i) with the
+    /// binomial coefficients built exactly by Pascal's rule.
+    func testBinomialTailMatchesDirectSum() {
+        for m in [1, 7, 23, 60] {
+            var row: [Double] = [1]
+            for _ in 0..<m { row = zip(row + [0], [0] + row).map(+) }
+            for p in [0.05, 0.3, 0.7, 0.9] {
+                var cumulative = 0.0
+                for t in 0...(m + 1) {
+                    let tail = DropoutTolerance.binomialLowerTail(trials: m, success: p, below: t)
+                    XCTAssertEqual(tail, min(cumulative, 1), accuracy: 1e-12 + 1e-9 * cumulative, "m \(m), p \(p), t \(t)")
+                    if t <= m { cumulative += row[t] * pow(p, Double(t)) * pow(1 - p, Double(m - t)) }
+                }
+            }
+        }
+    }
+
+    /// Figures enumerated independently (exact integer binomials in Python): the chosen degree and
+    /// threshold for Bonawitz et al.'s setting and the benchmark's, and the refusal where a majority
+    /// threshold cannot meet the bound.
+    func testChosenGraphsAndThresholds() throws {
+        let loose = try DropoutTolerance(dropoutRate: 0.3, failureProbability: 1e-4)
+        XCTAssertEqual(try loose.graphAndThreshold(cohortSize: 500).graph, .harary(degree: 146))
+        XCTAssertEqual(try loose.graphAndThreshold(cohortSize: 500).threshold, 74)
+        XCTAssertEqual(try loose.graphAndThreshold(cohortSize: 100).graph, .complete)
+        XCTAssertEqual(try loose.graphAndThreshold(cohortSize: 100).threshold, 52)
+        let tight = try DropoutTolerance(dropoutRate: 0.1)
+        XCTAssertEqual(try tight.graphAndThreshold(cohortSize: 100).graph, .harary(degree: 30))
+        XCTAssertEqual(try tight.graphAndThreshold(cohortSize: 100).threshold, 16)
+        XCTAssertThrowsError(try DropoutTolerance(dropoutRate: 0.3).graphAndThreshold(cohortSize: 100))
+        XCTAssertThrowsError(try DropoutTolerance(dropoutRate: 0.5))
+        XCTAssertThrowsError(try DropoutTolerance(dropoutRate: 0.1, failureProbability: 0))
+    }
+
+    /// The chosen threshold is the largest that meets ε, the chosen degree the smallest, and the
+    /// threshold never drops below a strict majority.
+    func testChoiceIsExtremal() throws {
+        for (n, rate, epsilon) in [(100, 0.1, 1e-6), (500, 0.3, 1e-4), (300, 0.2, 1e-5), (50, 0.0, 1e-6)] {
+            let policy = try DropoutTolerance(dropoutRate: rate, failureProbability: epsilon)
+            let (graph, t) = try policy.graphAndThreshold(cohortSize: n)
+            let (smallest, largest, _) = DropoutTolerance.neighbourhoods(cohortSize: n, graph: graph)
+            XCTAssertLessThanOrEqual(policy.failureBound(cohortSize: n, graph: graph, threshold: t), epsilon)
+            XCTAssertGreaterThan(2 * t, largest)
+            if t < smallest { XCTAssertGreaterThan(policy.failureBound(cohortSize: n, graph: graph, threshold: t + 1), epsilon) }
+            if case let .harary(k) = graph, k - 2 >= NeighbourGraph.defaultDegree(cohortSize: n) {
+                XCTAssertThrowsError(try policy.threshold(cohortSize: n, graph: .harary(degree: k - 2)), "n \(n): degree \(k - 2) also works")
+            }
+            // The session accepts what the policy chose.
+            let cohort = (1...n).map { Participant(id: ParticipantID($0), signingKey: SigningKeyPair().publicKey) }
+            XCTAssertNoThrow(try SecureAggregationSession(roundID: 1, plan: [], globalAdapterHash: [1], participants: cohort,
+                                                          vectorLength: 4, graph: graph, threshold: t))
+        }
+    }
+
+    /// A sparse round configured for 20% dropout survives 20% of its clients dropping after the share
+    /// stage (drawn at random, three times), where the default two-thirds threshold on the default
+    /// degree would often abort; and the sum is exact.
+    func testRoundSurvivesTheToleratedDropout() throws {
+        let n = 60
+        let policy = try DropoutTolerance(dropoutRate: 0.2, failureProbability: 1e-6)
+        let (graph, t) = try policy.graphAndThreshold(cohortSize: n, minimumDegree: 10)
+        for _ in 0..<3 {
+            var run = try ProtocolRun.make(count: n, vectorLength: 4, graph: graph, threshold: t) { id in [id, 1, 2, 3] }
+            let gone = Set(run.ids.shuffled().prefix(n / 5))
+            let result = try run.run(dropping: [.afterShare: gone])
+            let survivors = run.ids.filter { !gone.contains($0) }
+            XCTAssertEqual(result.sum, run.plaintextSum(of: survivors))
+        }
+    }
+
+    /// Collusion: the bound on a neighbourhood holding t colluders grows as t falls.
+    func testCollusionBoundFallsWithThreshold() {
+        let low = DropoutTolerance.collusionBound(cohortSize: 500, graph: .harary(degree: 146), threshold: 74, collusionRate: 0.1)
+        let lower = DropoutTolerance.collusionBound(cohortSize: 500, graph: .harary(degree: 146), threshold: 40, collusionRate: 0.1)
+        XCTAssertLessThan(low, 1e-20)
+        XCTAssertLessThan(low, lower)
+        XCTAssertEqual(DropoutTolerance.collusionBound(cohortSize: 10, graph: .complete, threshold: 1, collusionRate: 0.5), 1 - pow(0.5, 10), accuracy: 1e-12)
+    }
+}
