@@ -7,6 +7,15 @@ import XCTest
 /// of the coordinator's, in no audit record, and not in the client's own log either.
 final class CanaryFederationTests: XCTestCase {
     func testOneClientReportsCanaryExposureAndItsSecretsStayHome() throws {
+        try checkCanaryFederation(secureAggregation: false)
+    }
+
+    /// The same with secure aggregation: the exposure travels with the masked update's metrics.
+    func testCanaryExposureUnderSecureAggregation() throws {
+        try checkCanaryFederation(secureAggregation: true)
+    }
+
+    private func checkCanaryFederation(secureAggregation: Bool) throws {
         let federation = try FederationEndToEndTests.TinyFederation(clients: [("client-a", 30, 50), ("client-b", 30, 50)],
                                                                     minClients: 2, steps: 3)
         defer { federation.stopAll() }
@@ -17,6 +26,14 @@ final class CanaryFederationTests: XCTestCase {
         var config = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as? [String: Any])
         config["canaries"] = ["count": 3, "digits": 6, "repetitions": 4]
         try JSONSerialization.data(withJSONObject: config).write(to: configURL)
+        if secureAggregation {
+            let url = federation.root.appendingPathComponent("coordinator.json")
+            var coordinator = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+            var rounds = try XCTUnwrap(coordinator["rounds"] as? [String: Any])
+            rounds["secure_aggregation"] = true
+            coordinator["rounds"] = rounds
+            try JSONSerialization.data(withJSONObject: coordinator).write(to: url)
+        }
 
         try federation.startServer()
         for name in ["client-a", "client-b"] { try federation.startClient(name) }
@@ -29,6 +46,7 @@ final class CanaryFederationTests: XCTestCase {
         let records = audit.json["records"] as? [[String: Any]] ?? []
         XCTAssertEqual(records.count, 2)
         for record in records {
+            XCTAssertEqual(record["secure_aggregation"] as? Bool, secureAggregation)
             let clients = record["clients"] as? [[String: Any]] ?? []
             let reporting = clients.filter { $0["canary_exposure"] != nil }.compactMap { $0["client"] as? String }
             XCTAssertEqual(reporting, ["client-a"], "\(clients)")
