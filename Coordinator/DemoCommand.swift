@@ -28,7 +28,8 @@ enum DemoCommand {
                           reports their exposure on the global adapter every round, scored exactly over
                           all 1000 secrets (default 5, about 3 s a round on the default model; 0: none)
           --json          print {"rounds": [{"round", "participants", "eval_loss_before", "eval_loss_after",
-                          "max_epsilon", "seconds"}], "audit_verified", "adapter", "state"}
+                          "max_epsilon", "seconds", "canary_exposure"?: {"client", "mean_bits", "max_bits",
+                          "space_size"}}], "audit_verified", "adapter", "state"}
 
         Every step is the real thing: a CA and enrolment by CSR, 'conclave-coordinator serve', and one
         'conclave-client join' per client training with DP-SGD and charging its own ledger. The logs are
