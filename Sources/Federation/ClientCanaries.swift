@@ -95,7 +95,13 @@ public struct ClientCanaries: Sendable {
             guard status.st_mode & 0o077 == 0 else {
                 throw FederationError.state(path: url.path, String(format: "holds secrets but has mode %o; it must be 0600", status.st_mode & 0o777))
             }
-            set = try StateFile.decode(CanarySet.self, from: data, path: url.path)
+            do {
+                set = try StateFile.decode(CanarySet.self, from: data, path: url.path)
+            } catch {
+                // The decoder's message can quote the digits it read: say what is wrong, not the secret.
+                throw FederationError.state(path: url.path, "is not a valid canary set (details withheld: the file holds "
+                                            + "secrets); move it away to plant a new set")
+            }
             guard set.canaries.count == configuration.count, set.digits == configuration.digits,
                   set.repetitions == configuration.repetitions, set.phrase == configuration.resolvedPhrase else {
                 throw FederationError.state(path: url.path, "holds \(set.canaries.count) canaries of \(set.digits) digits × "

@@ -118,6 +118,14 @@ final class ClientCanariesTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("0600"), "\(error)")
         }
         chmod(file.path, 0o600)
+        // A damaged file is refused without quoting what it holds.
+        let original = try Data(contentsOf: file)
+        try Data(#"{"phrase": "The code is", "digits": 3, "repetitions": 2, "canaries": [[9, 8, 17], [1, 2, 3]]}"#.utf8).write(to: file)
+        XCTAssertThrowsError(try ClientCanaries.loadOrCreate(wanted, directory: directory, tokenizer: nil, vocabularySize: 512)) { error in
+            XCTAssertTrue("\(error)".contains("not a valid canary set"), "\(error)")
+            XCTAssertFalse("\(error)".contains("17"), "\(error)")
+        }
+        try original.write(to: file)
         // Byte tokens need a vocabulary of at least 256.
         XCTAssertThrowsError(try ClientCanaries.loadOrCreate(wanted, directory: directory, tokenizer: nil, vocabularySize: 100)) { error in
             XCTAssertTrue("\(error)".contains("outside the model's vocabulary"), "\(error)")
