@@ -16,7 +16,8 @@ enum JoinCommand {
           --ca CA.pem              the federation's CA certificate (from the coordinator's operator)
           --cert CERT.pem          this client's certificate (signed by 'conclave-coordinator enroll')
           --config F               JSON: {"model", "data", "eval_data", "threads"?, "policy": {"max_epsilon",
-                                   "delta", "max_steps_per_round", "require_privacy"?}}; see Config/
+                                   "delta", "max_steps_per_round", "require_privacy"?}, "canaries"?:
+                                   {"count", "digits", "repetitions", "phrase"?}}; see Config/
           --rounds N               exit after N rounds have ended for this client (default: run until stopped)
 
         For each invitation the agent checks the plan against the policy (differential privacy required,
@@ -24,6 +25,13 @@ enum JoinCommand {
         ledger before training, trains with DP-SGD from the global adapter, evaluates on the held-out data
         before and after, and uploads only the change to the adapter. It reconnects with backoff.
         Progress and the log go to standard error.
+
+        With "canaries", the client plants that many secret canaries (the phrase, default "My account
+        number is", then random digits), each "repetitions" times, in its training data; every copy is
+        one more record to DP-SGD and the ledger. The secrets are made once and kept in DIR/canaries.json
+        (mode 0600), never logged or sent. Each round, before training, it measures their exposure
+        (Carlini et al. 2019) on the global adapter it received, exactly for up to 1000 candidate secrets
+        and from 500 sampled candidates beyond, and reports only the mean and largest exposure.
         """) { arguments in
         let state = try arguments.required("--state")
         let coordinator = try arguments.required("--coordinator")

@@ -11,7 +11,8 @@ enum DemoCommand {
         name: "demo", abstract: "Run a federation on this machine: a coordinator and N client processes over mutual TLS.",
         help: """
         usage: conclave-coordinator demo [--clients N] [--rounds R] [--model M] [--records K] [--dir DIR]
-                                         [--aggregation fedavg|fedadam] [--secure-aggregation on|off] [--json]
+                                         [--aggregation fedavg|fedadam] [--secure-aggregation on|off]
+                                         [--canaries N] [--json]
 
           --clients N     client processes (default 3), each with synthetic clinic notes of its own specialty
           --rounds R      rounds to run (default 3)
@@ -23,8 +24,12 @@ enum DemoCommand {
           --secure-aggregation on|off
                           mask every update so the coordinator learns only the round's sum (default on;
                           needs at least 2 clients)
+          --canaries N    plant N secret canaries (3 digits, each 4 times) in the first client's notes; it
+                          reports their exposure on the global adapter every round, scored exactly over
+                          all 1000 secrets (default 5, about 3 s a round on the default model; 0: none)
           --json          print {"rounds": [{"round", "participants", "eval_loss_before", "eval_loss_after",
-                          "max_epsilon", "seconds"}], "audit_verified", "adapter", "state"}
+                          "max_epsilon", "seconds", "canary_exposure"?: {"client", "mean_bits", "max_bits",
+                          "space_size"}}], "audit_verified", "adapter", "state"}
 
         Every step is the real thing: a CA and enrolment by CSR, 'conclave-coordinator serve', and one
         'conclave-client join' per client training with DP-SGD and charging its own ledger. The logs are
@@ -37,6 +42,7 @@ enum DemoCommand {
         let directory = try arguments.option("--dir")
         let aggregation = try arguments.choice("--aggregation", among: ["fedavg", "fedadam"]) ?? "fedavg"
         let secureAggregation = try arguments.choice("--secure-aggregation", among: ["on", "off"]).map { $0 == "on" } ?? true
+        let canaries = try arguments.int("--canaries", in: 0...Demo.maximumCanaries) ?? Demo.defaultCanaries
         let json = arguments.flag("--json")
         try arguments.finish()
         if secureAggregation && clients < 2 {
@@ -47,7 +53,7 @@ enum DemoCommand {
         }
         let demo = try Demo(clients: clients, rounds: rounds, model: URL(fileURLWithPath: model).standardizedFileURL.path,
                             records: records, directory: directory, aggregation: aggregation,
-                            secureAggregation: secureAggregation, quiet: json)
+                            secureAggregation: secureAggregation, canaries: canaries, quiet: json)
         return try demo.run(json: json)
     }
 }
@@ -62,6 +68,15 @@ final class Demo {
     let aggregation: String
     /// Whether rounds mask updates (secure aggregation).
     let secureAggregation: Bool
+    /// Secret canaries planted in the first client's data (0: none).
+    let canaries: Int
+    /// The demo's canaries: 3-digit secrets (|R| = 1000, scored exactly), each planted 4 times.
+    static let canaryDigits = 3
+    static let canaryRepetitions = 4
+    /// Half of the 1000 secrets: more would leave too few other candidates to rank against.
+    static let maximumCanaries = 500
+    /// On by default: exact exposure over 1000 secrets costs about 3 s a round on SmolLM2-135M (one thread).
+    static let defaultCanaries = 5
     let quiet: Bool
     let coordinatorBinary: URL
     let clientBinary: URL
@@ -69,8 +84,9 @@ final class Demo {
     private var processes: [Process] = []
 
     init(clients: Int, rounds: Int, model: String, records: Int, directory: String?, aggregation: String,
-         secureAggregation: Bool, quiet: Bool) throws {
+         secureAggregation: Bool, canaries: Int = 0, quiet: Bool) throws {
         self.secureAggregation = secureAggregation
+        self.canaries = canaries
         self.clients = clients
         self.rounds = rounds
         self.model = model
@@ -169,14 +185,18 @@ final class Demo {
             let notes = directory.appendingPathComponent("notes.jsonl")
             try run(clientBinary, ["synth", "--kind", "clinic-notes", "--specialty", specialty, "--records", "\(records)",
                                    "--seed", "\(index + 1)", "--out", notes.path, "--held-out", "0.05"])
-            let config: [String: Any] = [
+            var config: [String: Any] = [
                 "model": model, "data": notes.path,
                 "eval_data": directory.appendingPathComponent("notes.heldout.jsonl").path, "threads": 1,
                 "policy": ["max_epsilon": 10.0, "delta": 1e-5, "max_steps_per_round": 100, "require_privacy": true],
             ]
+            if index == 0, canaries > 0 {
+                config["canaries"] = ["count": canaries, "digits": Demo.canaryDigits, "repetitions": Demo.canaryRepetitions]
+            }
             try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
                 .write(to: directory.appendingPathComponent("config.json"))
-            say("  \(name): key and CSR made locally, certificate signed, \(records) synthetic \(specialty) notes")
+            say("  \(name): key and CSR made locally, certificate signed, \(records) synthetic \(specialty) notes"
+                + (index == 0 && canaries > 0 ? " and \(canaries) secret canaries × \(Demo.canaryRepetitions)" : ""))
         }
         _ = training
 
@@ -230,11 +250,22 @@ final class Demo {
         let verification = try AuditLog.verify(url: paths.auditLog, publicKey: key)
         let status = try ControlRequest.send(paths, ["command": "status"])
         let adapter = status["adapter"] as? String ?? ""
+        // The canary client's exposure per round, as the audit records carry it.
+        var exposures: [UInt64: (client: String, summary: CanaryExposureSummary)] = [:]
+        for record in verification.records {
+            if let client = record.clients.first(where: { $0.canaryExposure != nil }), let summary = client.canaryExposure {
+                exposures[record.round] = (client.client, summary)
+            }
+        }
         if json {
             try JSONOutput.print([
                 "rounds": summaries.map { summary -> [String: Any] in
                     var row = RoundSummary.json(summary)
                     row["status"] = summary.status
+                    if let exposure = exposures[summary.round] {
+                        row["canary_exposure"] = ["client": exposure.client, "mean_bits": exposure.summary.meanBits,
+                                                  "max_bits": exposure.summary.maxBits, "space_size": exposure.summary.spaceSize]
+                    }
                     return row
                 },
                 "audit_verified": verification.verified, "adapter": adapter, "state": state,
@@ -247,6 +278,17 @@ final class Demo {
                              s.participants, RoundSummary.format(s.evalLossBefore).leftPadded(20),
                              RoundSummary.format(s.evalLossAfter).leftPadded(7), RoundSummary.format(s.maxEpsilon, "%.2f").leftPadded(6),
                              s.seconds))
+            }
+            if !exposures.isEmpty {
+                print("")
+                print("canary exposure on the global adapter each round received (bits; chance ≈ 1.44, at most "
+                      + String(format: "%.2f", log2(Double(exposures.values.first!.summary.spaceSize))) + ")")
+                for round in exposures.keys.sorted() {
+                    let (client, summary) = exposures[round]!
+                    print(String(format: "%5llu  %@  mean %.2f  max %.2f  (%d canaries × %d, %@, %.1f s)", round, client,
+                                 summary.meanBits, summary.maxBits, summary.canaries, summary.repetitions,
+                                 summary.exact ? "exact" : "estimated", summary.seconds))
+                }
             }
             print("")
             print("audit chain: " + (verification.verified ? "verified (\(verification.records.count) records, Ed25519-signed, BLAKE2b-chained)"

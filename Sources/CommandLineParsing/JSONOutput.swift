@@ -10,9 +10,11 @@ public enum JSONOutput {
         FileHandle.standardOutput.write(Data("\n".utf8))
     }
 
-    /// JSON has no NaN or infinity: those become null rather than a crash in the serialiser.
+    /// JSON has no NaN or infinity: those become null rather than a crash in the serialiser. Booleans
+    /// that came back from `JSONSerialization` (NSNumbers that cast to Double too) stay booleans.
     static func sanitized(_ value: Any) -> Any {
         switch value {
+        case let number as NSNumber where type(of: number) == booleanNumberType: return number.boolValue
         case let number as Double: return number.isFinite ? number : NSNull()
         case let number as Float: return number.isFinite ? Double(number) : NSNull()
         case let dictionary as [String: Any]: return dictionary.mapValues(sanitized)
@@ -20,4 +22,7 @@ public enum JSONOutput {
         default: return value
         }
     }
+
+    /// The class of the NSNumbers that JSON's true and false decode to (`__NSCFBoolean`).
+    private static let booleanNumberType = type(of: NSNumber(value: true))
 }

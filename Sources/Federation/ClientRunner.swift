@@ -60,6 +60,8 @@ public final class ClientRunner: @unchecked Sendable {
     private let identity: SigningKeyPair
     /// The secure round this client is masking an update for, between its training and the unmask stage.
     private var secure: SecureParticipation?
+    /// The secret canaries planted in this client's training data, when its configuration asks for them.
+    private let canaries: ClientCanaries?
 
     /// A client's part in one secure round: the protocol's state, the encoded update it will mask,
     /// and its figures (sent in clear with the masked input).
@@ -87,6 +89,17 @@ public final class ClientRunner: @unchecked Sendable {
         tokenizer = loaded.tokenizer
         let modelConfiguration = loaded.model.configuration
         agent = ClientAgent { plan in try AdapterLayout(configuration: modelConfiguration, plan: plan) }
+        // Made (or read back) now, so a bad canary configuration fails at start, not in a round.
+        if let wanted = configuration.canaries {
+            canaries = try ClientCanaries.loadOrCreate(wanted, directory: paths.root, tokenizer: tokenizer,
+                                                       vocabularySize: modelConfiguration.vocabSize)
+        } else {
+            canaries = nil
+        }
+        if let canaries {
+            log.write("planting \(canaries.set.canaries.count) secret canaries × \(canaries.set.repetitions) in the training data "
+                      + "(\(canaries.set.canaries.count * canaries.set.repetitions) extra records; secrets kept in \(ClientCanaries.fileName))")
+        }
         // The ledger exists from the start, with the policy's budget, so `budget` can show it.
         _ = try openLedger()
     }
@@ -205,7 +218,7 @@ public final class ClientRunner: @unchecked Sendable {
         let globalAdapter = try layout.adapter(global, from: "the coordinator's global adapter")
         try keepGlobal(global, plan: plan, round: round)
 
-        let examples: [TokenizedExample], evalExamples: [TokenizedExample]
+        var examples: [TokenizedExample], evalExamples: [TokenizedExample]
         do {
             examples = try Dataset.load(URL(fileURLWithPath: configuration.data), tokenizer: tokenizer,
                                         maxLength: plan.maxLength, vocabularySize: model.configuration.vocabSize)
@@ -214,6 +227,8 @@ public final class ClientRunner: @unchecked Sendable {
         } catch {
             return try decline("data: \(error)")
         }
+        // Each repetition of each canary is one more record: DP-SGD samples and accounts for them all.
+        if let canaries { examples = canaries.planted(into: examples) }
         var training = TrainingConfiguration()
         training.rank = plan.rank
         training.alpha = plan.alpha
@@ -263,6 +278,14 @@ public final class ClientRunner: @unchecked Sendable {
         let start = ProcessStatistics.now()
         model.setAdapter(globalAdapter)
         let before = try Evaluator.evaluate(model: model, examples: evalExamples)
+        // Exposure on the adapter as received (the previous round's result; the initial one in round 1).
+        let exposure = try canaries?.measure(model: model)
+        if let exposure {
+            log.write(String(format: "round %llu: canary exposure on the global adapter: mean %.2f bits, max %.2f of %.2f "
+                             + "(%@ over |R| = %d, %.1f s)", round, exposure.meanBits, exposure.maxBits,
+                             log2(Double(exposure.spaceSize)), exposure.exact ? "exact" : "estimated from \(exposure.candidatesScored) candidates",
+                             exposure.spaceSize, exposure.seconds))
+        }
         let progress = ProgressReporter(label: "round \(round)", total: trainer.totalSteps)
         let result = try trainer.train(progress: progress)
         let local = result.lora.adapter()
@@ -283,7 +306,7 @@ public final class ClientRunner: @unchecked Sendable {
                                          evalLossAfter: after.loss, evalTokens: after.tokens, epsilon: epsilon,
                                          delta: ledger.budget.delta, epsilonBudget: min(ledger.budget.epsilon, configuration.policy.maxEpsilon),
                                          trainLoss: result.trainLoss,
-                                         seconds: ProcessStatistics.now() - start)
+                                         seconds: ProcessStatistics.now() - start, canaryExposure: exposure)
         if var secureClient, let setup = agent.secureSetup {
             let encoded = try SecureUpdate.encode(delta: delta, examples: examples.count, setup: setup, layout: layout)
             if encoded.clipped > 0 {

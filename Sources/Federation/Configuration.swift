@@ -37,7 +37,8 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
 }
 
 /// A client's configuration file (`join --config F`), JSON:
-/// `{"model": PATH, "data": JSONL, "eval_data": JSONL, "threads": N?, "policy": ClientPolicy}`.
+/// `{"model": PATH, "data": JSONL, "eval_data": JSONL, "threads": N?, "policy": ClientPolicy,
+/// "canaries": CanaryConfiguration?}`.
 public struct ClientConfiguration: Codable, Sendable, Equatable {
     /// The base model, quantized for this device.
     public var model: String
@@ -49,17 +50,22 @@ public struct ClientConfiguration: Codable, Sendable, Equatable {
     public var threads: Int?
     /// What the client agrees to.
     public var policy: ClientPolicy
+    /// Secret canaries to plant in the training data and whose exposure to report each round (an
+    /// empirical privacy check); nil plants none.
+    public var canaries: CanaryConfiguration?
 
-    public init(model: String, data: String, evalData: String, threads: Int? = nil, policy: ClientPolicy) {
+    public init(model: String, data: String, evalData: String, threads: Int? = nil, policy: ClientPolicy,
+                canaries: CanaryConfiguration? = nil) {
         self.model = model
         self.data = data
         self.evalData = evalData
         self.threads = threads
         self.policy = policy
+        self.canaries = canaries
     }
 
     enum CodingKeys: String, CodingKey {
-        case model, data, threads, policy
+        case model, data, threads, policy, canaries
         case evalData = "eval_data"
     }
 
@@ -79,6 +85,7 @@ public struct ClientConfiguration: Codable, Sendable, Equatable {
         if let threads = configuration.threads, !(1...1024).contains(threads) {
             throw FederationError.configuration(path: url.path, field: "threads", "must be 1...1024, got \(threads)")
         }
+        try configuration.canaries?.validate(path: url.path)
         configuration.model = resolve(configuration.model, relativeTo: url)
         configuration.data = resolve(configuration.data, relativeTo: url)
         configuration.evalData = resolve(configuration.evalData, relativeTo: url)

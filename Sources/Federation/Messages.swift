@@ -1,4 +1,5 @@
 import Foundation
+import FineTuning
 import Wire
 
 /// Client → coordinator, the first frame on a connection: who the client says it is (it must match
@@ -182,6 +183,18 @@ public struct MetricsReport: WireMessage, Equatable {
         encoder.double(metrics.epsilonBudget)
         encoder.double(metrics.trainLoss)
         encoder.double(metrics.seconds)
+        // Canary exposure: a presence flag, then the summary (never the secrets).
+        encoder.bool(metrics.canaryExposure != nil)
+        if let exposure = metrics.canaryExposure {
+            encoder.uint64(UInt64(max(0, exposure.canaries)))
+            encoder.uint64(UInt64(max(0, exposure.repetitions)))
+            encoder.double(exposure.meanBits)
+            encoder.double(exposure.maxBits)
+            encoder.uint64(UInt64(max(0, exposure.spaceSize)))
+            encoder.bool(exposure.exact)
+            encoder.uint64(UInt64(max(0, exposure.candidatesScored)))
+            encoder.double(exposure.seconds)
+        }
     }
 
     public init(from decoder: inout WireDecoder) throws {
@@ -196,6 +209,31 @@ public struct MetricsReport: WireMessage, Equatable {
         let budget = try decoder.double("epsilonBudget")
         let trainLoss = try decoder.double("trainLoss")
         let seconds = try decoder.double("seconds")
+        var exposure: CanaryExposureSummary?
+        if try decoder.bool("hasCanaryExposure") {
+            // Counts are checked against their bounds before they become Ints.
+            let canaries = try decoder.uint64("canaryExposure.canaries")
+            let repetitions = try decoder.uint64("canaryExposure.repetitions")
+            let meanBits = try decoder.double("canaryExposure.meanBits")
+            let maxBits = try decoder.double("canaryExposure.maxBits")
+            let space = try decoder.uint64("canaryExposure.spaceSize")
+            let exact = try decoder.bool("canaryExposure.exact")
+            let scored = try decoder.uint64("canaryExposure.candidatesScored")
+            let measuredSeconds = try decoder.double("canaryExposure.seconds")
+            let largest = UInt64(CanarySet.spaceSize(digits: CanarySet.maximumDigits))
+            guard canaries <= UInt64(CanaryExposureSummary.maximumCanaries), repetitions <= 1_000_000,
+                  space <= largest, scored <= largest else {
+                throw WireError.invalidValue(field: "metrics.canaryExposure",
+                                             reason: "counts out of range (\(canaries) canaries × \(repetitions), space \(space), \(scored) scored)")
+            }
+            let summary = CanaryExposureSummary(canaries: Int(canaries), repetitions: Int(repetitions), meanBits: meanBits,
+                                                maxBits: maxBits, spaceSize: Int(space), exact: exact,
+                                                candidatesScored: Int(scored), seconds: measuredSeconds)
+            if let problem = summary.problem {
+                throw WireError.invalidValue(field: "metrics.canaryExposure", reason: problem)
+            }
+            exposure = summary
+        }
         guard examples >= 1, examples <= 1 << 40 else {
             throw WireError.invalidValue(field: "metrics.examples", reason: "\(examples)")
         }
@@ -207,7 +245,7 @@ public struct MetricsReport: WireMessage, Equatable {
         metrics = ClientRoundMetrics(client: client, examples: Int(examples), evalLossBefore: before, evalLossAfter: after,
                                      evalTokens: Int(tokens), epsilon: epsilon, delta: delta, epsilonBudget: budget,
                                      trainLoss: trainLoss,
-                                     seconds: seconds)
+                                     seconds: seconds, canaryExposure: exposure)
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import FineTuning
 
 /// What the coordinator asks each client of a round to do: train a LoRA adapter of this shape with
 /// DP-SGD under these parameters. The client checks it against its own policy and ledger before it
@@ -100,9 +101,13 @@ public struct ClientRoundMetrics: Codable, Sendable, Equatable {
     public var trainLoss: Double
     /// Seconds the client spent training and evaluating.
     public var seconds: Double
+    /// Exposure of the client's secret canaries on the global adapter it received, measured before
+    /// training (nil when the client plants none). JSON `canary_exposure`.
+    public var canaryExposure: CanaryExposureSummary?
 
     public init(client: String, examples: Int, evalLossBefore: Double, evalLossAfter: Double, evalTokens: Int,
-                epsilon: Double, delta: Double, epsilonBudget: Double, trainLoss: Double, seconds: Double) {
+                epsilon: Double, delta: Double, epsilonBudget: Double, trainLoss: Double, seconds: Double,
+                canaryExposure: CanaryExposureSummary? = nil) {
         self.client = client
         self.examples = examples
         self.evalLossBefore = evalLossBefore
@@ -113,15 +118,90 @@ public struct ClientRoundMetrics: Codable, Sendable, Equatable {
         self.epsilonBudget = epsilonBudget
         self.trainLoss = trainLoss
         self.seconds = seconds
+        self.canaryExposure = canaryExposure
     }
 
     enum CodingKeys: String, CodingKey {
         case client, examples, epsilon, delta, seconds
+        case canaryExposure = "canary_exposure"
         case evalLossBefore = "eval_loss_before"
         case evalLossAfter = "eval_loss_after"
         case evalTokens = "eval_tokens"
         case epsilonBudget = "epsilon_budget"
         case trainLoss = "train_loss"
+    }
+}
+
+/// What a client reports of its canaries' exposure in one round (Carlini et al. 2019): a summary over
+/// its canaries, never the secrets. Exposure is log2 |R| − log2 rank in bits; chance is about 1.44 bits
+/// (the mean of log2 |R| − log2 rank over a uniform rank), the largest possible log2 |R|.
+public struct CanaryExposureSummary: Codable, Sendable, Equatable {
+    /// Canaries measured (each planted `repetitions` times).
+    public var canaries: Int
+    public var repetitions: Int
+    /// Mean and largest exposure over the canaries, in bits.
+    public var meanBits: Double
+    public var maxBits: Double
+    /// |R|, the number of candidate secrets (10^digits).
+    public var spaceSize: Int
+    /// Whether every candidate was scored (exact) or a uniform sample (estimated).
+    public var exact: Bool
+    /// Candidates scored besides each secret (|R| − 1 when exact).
+    public var candidatesScored: Int
+    /// Seconds the measurement took.
+    public var seconds: Double
+
+    /// Most canaries a summary may count (the wire decoder's bound).
+    public static let maximumCanaries = 100_000
+
+    public init(canaries: Int, repetitions: Int, meanBits: Double, maxBits: Double, spaceSize: Int, exact: Bool,
+                candidatesScored: Int, seconds: Double) {
+        self.canaries = canaries
+        self.repetitions = repetitions
+        self.meanBits = meanBits
+        self.maxBits = maxBits
+        self.spaceSize = spaceSize
+        self.exact = exact
+        self.candidatesScored = candidatesScored
+        self.seconds = seconds
+    }
+
+    /// The summary of one measurement of every canary of a set.
+    /// - Precondition: `exposures` is non-empty and all share one candidate space and method.
+    public init(_ exposures: [Exposure], repetitions: Int, seconds: Double) {
+        precondition(!exposures.isEmpty, "a canary exposure summary needs at least one canary")
+        let bits = exposures.map(\.bits)
+        self.init(canaries: exposures.count, repetitions: repetitions, meanBits: bits.reduce(0, +) / Double(bits.count),
+                  maxBits: bits.max() ?? 0, spaceSize: exposures[0].spaceSize, exact: exposures.allSatisfy(\.isExact),
+                  candidatesScored: exposures.map(\.candidatesScored).min() ?? 0, seconds: seconds)
+    }
+
+    /// Why the figures cannot be a measurement's (field and value), or nil when they can.
+    public var problem: String? {
+        guard (1...Self.maximumCanaries).contains(canaries) else { return "canaries \(canaries)" }
+        guard (1...1_000_000).contains(repetitions) else { return "repetitions \(repetitions)" }
+        let powers = (1...CanarySet.maximumDigits).map { CanarySet.spaceSize(digits: $0) }
+        guard powers.contains(spaceSize) else { return "space_size \(spaceSize) is not 10^d for d in 1...\(CanarySet.maximumDigits)" }
+        guard canaries <= spaceSize / 2 else { return "canaries \(canaries) for a space of \(spaceSize)" }
+        guard (1...(spaceSize - 1)).contains(candidatesScored), !exact || candidatesScored == spaceSize - 1 else {
+            return "candidates_scored \(candidatesScored) (exact \(exact), space \(spaceSize))"
+        }
+        // Exposure lies in [0, log2 |R|]; a little slack for rounding.
+        let top = log2(Double(spaceSize)) + 1e-9
+        for (name, value) in [("mean_bits", meanBits), ("max_bits", maxBits)] where !(value.isFinite && value >= 0 && value <= top) {
+            return "\(name) \(value) outside 0...log2 \(spaceSize)"
+        }
+        guard meanBits <= maxBits + 1e-9 else { return "mean_bits \(meanBits) above max_bits \(maxBits)" }
+        guard seconds.isFinite, seconds >= 0 else { return "seconds \(seconds)" }
+        return nil
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case canaries, repetitions, exact, seconds
+        case meanBits = "mean_bits"
+        case maxBits = "max_bits"
+        case spaceSize = "space_size"
+        case candidatesScored = "candidates_scored"
     }
 }
 

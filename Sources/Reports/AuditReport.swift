@@ -43,6 +43,11 @@ public enum AuditReport {
                 problems.append("Round \(record.round): the participants (\(participants.sorted().joined(separator: ", "))) "
                                 + "are not the clients with metrics (\(reported.sorted().joined(separator: ", "))).")
             }
+            for client in record.clients {
+                if let problem = client.canaryExposure?.problem {
+                    problems.append("Round \(record.round): client \(client.client)'s canary exposure is impossible: \(problem).")
+                }
+            }
             for client in record.clients where client.epsilon > client.epsilonBudget {
                 problems.append("Round \(record.round): client \(client.client)'s cumulative ε \(HTML.fixed(client.epsilon, 2)) "
                                 + "exceeds its budget \(HTML.fixed(client.epsilonBudget, 2)).")
@@ -110,6 +115,7 @@ public enum AuditReport {
         body += modelSection(input)
         body += privacySection(input.records)
         body += lossSection(input.records)
+        body += exposureSection(input.records)
         body += participationSection(input.records)
         body += roundsSection(input.records)
         var footer = "Made by <code>conclave-coordinator report</code>"
@@ -319,6 +325,35 @@ public enum AuditReport {
                 + "<td class=\"num\">\(spread(record.clients.map(\.evalLossBefore)))</td>"
                 + "<td class=\"num\">\(spread(record.clients.map(\.evalLossAfter)))</td>"
                 + "<td class=\"num\">\(HTML.fixed(record.clients.reduce(0.0) { $0 + Double($1.evalTokens) }, 0))</td></tr>"
+        }
+        return html + "</tbody></table></section>\n"
+    }
+
+    /// Canary exposure per round, for the clients that plant canaries; nothing when none does.
+    ///
+    /// Rows are `<tr data-round data-client>` with cells `data-field="exposure-mean|exposure-max|space|method"`.
+    static func exposureSection(_ records: [AuditRecord]) -> String {
+        let rows = records.filter { $0.status == "committed" }.flatMap { record in
+            record.clients.compactMap { client in client.canaryExposure.map { (record.round, client.client, $0) } }
+        }
+        guard !rows.isEmpty else { return "" }
+        var html = "<section id=\"exposure\"><h2>Canary exposure per round</h2>"
+        html += "<p class=\"note\">Clients that plant secret canaries (Carlini et al. 2019) measure each one's exposure, "
+            + "log<sub>2</sub>|R| − log<sub>2</sub> rank among all |R| candidate secrets, on the global adapter they received at the "
+            + "start of the round, before training: round N measures the result of round N − 1, round 1 the initial adapter. "
+            + "Chance is about 1.44 bits; a canary the model has memorised approaches log<sub>2</sub>|R|. Only this summary "
+            + "leaves the client; the secrets do not.</p>"
+        html += "<table id=\"exposure-table\"><thead><tr><th>round</th><th>client</th><th>canaries × repetitions</th>"
+            + "<th>mean exposure (bits)</th><th>max exposure (bits)</th><th>|R| (log<sub>2</sub>)</th><th>method</th></tr></thead><tbody>"
+        for (round, client, exposure) in rows {
+            let method = exposure.exact ? "exact" : "estimated from \(exposure.candidatesScored) candidates"
+            html += "<tr data-round=\"\(round)\" data-client=\"\(HTML.escape(client))\"><td class=\"num\">\(round)</td>"
+                + "<td>\(HTML.escape(client))</td>"
+                + "<td class=\"num\">\(exposure.canaries) × \(exposure.repetitions)</td>"
+                + "<td class=\"num\" data-field=\"exposure-mean\">\(HTML.fixed(exposure.meanBits, 2))</td>"
+                + "<td class=\"num\" data-field=\"exposure-max\">\(HTML.fixed(exposure.maxBits, 2))</td>"
+                + "<td class=\"num\" data-field=\"space\">\(exposure.spaceSize) (\(HTML.fixed(log2(Double(exposure.spaceSize)), 2)))</td>"
+                + "<td data-field=\"method\">\(method)</td></tr>"
         }
         return html + "</tbody></table></section>\n"
     }

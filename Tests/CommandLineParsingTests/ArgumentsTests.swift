@@ -44,4 +44,12 @@ final class ArgumentsTests: XCTestCase {
         XCTAssertTrue(cleaned["a"] is NSNull)
         XCTAssertTrue((cleaned["b"] as! [Any])[1] is NSNull)
     }
+
+    /// Booleans read back by JSONSerialization (as `encoded` values are) print as true/false, not 1/0.
+    func testJSONKeepsDecodedBooleans() throws {
+        let decoded = try JSONSerialization.jsonObject(with: Data(#"{"exact": true, "count": 1, "off": false}"#.utf8))
+        let cleaned = JSONOutput.sanitized(decoded)
+        let text = String(decoding: try JSONSerialization.data(withJSONObject: cleaned, options: [.sortedKeys]), as: UTF8.self)
+        XCTAssertEqual(text, #"{"count":1,"exact":true,"off":false}"#)
+    }
 }

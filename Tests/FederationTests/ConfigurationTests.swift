@@ -22,6 +22,12 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertEqual(c.threads, 2)
     }
 
+    func testExampleClientConfigurationWithCanariesParses() throws {
+        let c = try ClientConfiguration.load(config.appendingPathComponent("client-canaries.json"))
+        XCTAssertEqual(c.canaries, CanaryConfiguration(count: 5, digits: 3, repetitions: 4, phrase: "My account number is"))
+        XCTAssertNil(try ClientConfiguration.load(config.appendingPathComponent("client.json")).canaries)
+    }
+
     func testBadFilesNameTheField() throws {
         let directory = try Fixtures.temporaryDirectory("config")
         func load(_ text: String) -> String {

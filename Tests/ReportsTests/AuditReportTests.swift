@@ -130,6 +130,33 @@ final class AuditReportTests: XCTestCase {
         XCTAssertTrue(table[1].cells["dropped"]?.contains("timed out &lt;after 60 s&gt;") ?? false, "\(table[1].cells)")
     }
 
+    func testCanaryExposureAppearsPerRoundForTheClientsThatReportIt() throws {
+        var records = ReportFixtures.records()
+        XCTAssertFalse(render(records).contains("id=\"exposure\""), "no section when no client plants canaries")
+        let first = CanaryExposureSummary(canaries: 5, repetitions: 4, meanBits: 1.4375, maxBits: 3.1, spaceSize: 1000,
+                                          exact: true, candidatesScored: 999, seconds: 2)
+        let later = CanaryExposureSummary(canaries: 5, repetitions: 4, meanBits: 6.25, maxBits: 9.5, spaceSize: 10_000_000,
+                                          exact: false, candidatesScored: 500, seconds: 9)
+        records[0].clients[0].canaryExposure = first
+        records[3].clients[0].canaryExposure = later
+        let html = render(records)
+        ReportFixtures.assertSelfContained(html)
+        let rows = ReportFixtures.rows(html, table: "exposure-table")
+        XCTAssertEqual(rows.map { $0.attributes["data-round"] }, ["1", "4"])
+        XCTAssertEqual(rows.map { $0.attributes["data-client"] }, ["alpha", "alpha"])
+        XCTAssertEqual(rows.map { $0.cells["exposure-mean"] }, ["1.44", "6.25"])
+        XCTAssertEqual(rows.map { $0.cells["exposure-max"] }, ["3.10", "9.50"])
+        XCTAssertEqual(rows.map { $0.cells["method"] }, ["exact", "estimated from 500 candidates"])
+        XCTAssertEqual(rows.first?.cells["space"], "1000 (9.97)")
+        XCTAssertTrue(AuditReport.problems(AuditReportInput(records: records, chain: .verified(records: 4, publicKey: ""))).isEmpty)
+
+        // An impossible figure (above log2 |R|) is stated at the top.
+        records[0].clients[0].canaryExposure?.maxBits = 12
+        let problems = AuditReport.problems(AuditReportInput(records: records, chain: .verified(records: 4, publicKey: "")))
+        XCTAssertEqual(problems.count, 1)
+        XCTAssertTrue(problems.first?.contains("canary exposure") ?? false, "\(problems)")
+    }
+
     func testHostileClientIdsAndReasonsAreEscaped() throws {
         let html = render()
         XCTAssertFalse(html.contains("<script"), "a client id became markup")
