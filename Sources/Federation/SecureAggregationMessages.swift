@@ -361,8 +361,8 @@ public struct SecureUnmaskRequest: WireMessage {
 /// Client → coordinator: the shares it reveals.
 public struct SecureUnmaskResponse: WireMessage {
     public static let messageType = MessageType.secureUnmaskResponse
-    /// Serialized share: index, threshold, 32-byte value.
-    static let shareByteCount = 2 + 32
+    /// Serialized share of a 32-byte secret: 2-byte index, 2-byte threshold, 40-byte value (44 bytes).
+    static let shareByteCount = ShamirShare.serializedByteCount(secretByteCount: 32)
     public var round: UInt64
     public var response: UnmaskResponse
     public init(round: UInt64, response: UnmaskResponse) {

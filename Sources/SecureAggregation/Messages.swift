@@ -107,8 +107,8 @@ public struct EncryptedShare: Sendable, Equatable {
     /// nonce ‖ ciphertext ‖ tag of sender ‖ recipient ‖ masking-key share ‖ self-mask-seed share.
     public let ciphertext: [UInt8]
 
-    /// Plaintext: two 4-byte ids and two serialized 32-byte-secret shares (34 bytes each).
-    static let plaintextByteCount = 4 + 4 + 2 * (SecretShareLayout.secretByteCount + 2)
+    /// Plaintext: two 4-byte ids and two serialized 32-byte-secret shares (44 bytes each).
+    static let plaintextByteCount = 4 + 4 + 2 * SecretShareLayout.serializedShareByteCount
     /// The exact sealed length every share must have.
     public static let ciphertextByteCount = plaintextByteCount + AEAD.overhead
 
@@ -248,4 +248,8 @@ public struct AggregationResult: Sendable, Equatable {
 enum SecretShareLayout {
     /// Both the X25519 secret and the self-mask seed are 32 bytes.
     static let secretByteCount = 32
+    /// A share's value: 5 field elements of GF(2^61 - 1), 8 bytes each.
+    static let shareValueByteCount = ShamirShare.valueByteCount(secretByteCount: secretByteCount)
+    /// A serialized share: 2-byte index, 2-byte threshold, value.
+    static let serializedShareByteCount = ShamirShare.serializedByteCount(secretByteCount: secretByteCount)
 }

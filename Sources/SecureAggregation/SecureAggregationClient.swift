@@ -39,7 +39,7 @@ public struct SecureAggregationClient: Sendable {
     private var heldShareValues: SecretBytes?
     /// The row of each owner in `heldShareValues`.
     private var heldShareRows: [ParticipantID: Int] = [:]
-    private static let rowByteCount = 2 * SecretShareLayout.secretByteCount
+    private static let rowByteCount = 2 * SecretShareLayout.shareValueByteCount
 
     /// A client for `session`, signing with its enrolled `identity`.
     /// - Parameter localAdapterHash: the hash of the global adapter this client trained from; the
@@ -220,7 +220,7 @@ public struct SecureAggregationClient: Sendable {
             }
             opened.append((encrypted, peer))
         }
-        let rowBytes = Self.rowByteCount, half = SecretShareLayout.secretByteCount
+        let rowBytes = Self.rowByteCount, half = SecretShareLayout.shareValueByteCount
         let values = try SecretBytes(count: (opened.count + 1) * rowBytes) { out in
             func store(_ row: Int, _ shares: (maskingKey: ShamirShare, selfMaskSeed: ShamirShare)) {
                 shares.maskingKey.value.withUnsafeBytes {
@@ -350,11 +350,12 @@ public struct SecureAggregationClient: Sendable {
               let index = session.shareIndex(owner: owner, holder: id) else {
             preconditionFailure("participant \(owner)'s shares are held")
         }
-        let start = row * Self.rowByteCount + (kind == .maskingKey ? 0 : SecretShareLayout.secretByteCount)
+        let start = row * Self.rowByteCount + (kind == .maskingKey ? 0 : SecretShareLayout.shareValueByteCount)
         let value = values.withUnsafeBytes {
-            SecretBytes(copying: UnsafeRawBufferPointer(rebasing: $0[start..<(start + SecretShareLayout.secretByteCount)]))
+            SecretBytes(copying: UnsafeRawBufferPointer(rebasing: $0[start..<(start + SecretShareLayout.shareValueByteCount)]))
         }
-        let share = try ShamirShare(index: index, threshold: UInt8(session.threshold), value: value)
+        let share = try ShamirShare(index: index, threshold: UInt16(session.threshold),
+                                    secretByteCount: SecretShareLayout.secretByteCount, value: value)
         return RevealedShare(owner: owner, kind: kind, share: share)
     }
 
@@ -391,7 +392,7 @@ public struct SecureAggregationClient: Sendable {
         -> (maskingKey: ShamirShare, selfMaskSeed: ShamirShare)
     {
         let stage = SecureAggregationStage.shareKeys
-        let shareBytes = SecretShareLayout.secretByteCount + 2
+        let shareBytes = SecretShareLayout.serializedShareByteCount
         guard plaintext.count == EncryptedShare.plaintextByteCount else {
             throw SecureAggregationError.malformedMessage(stage: stage, sender: sender, reason: "share plaintext of \(plaintext.count) bytes")
         }

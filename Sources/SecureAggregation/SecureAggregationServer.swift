@@ -37,7 +37,7 @@ public struct SecureAggregationServer: Sendable {
     /// protected buffer its response's values were copied into (`sodium_malloc` maps guard pages
     /// around every buffer, and one buffer per share exhausted the process's mappings at n = 500);
     /// and who answered.
-    private var revealed: [ParticipantID: [(index: UInt8, values: SecretBytes, row: Int)]] = [:]
+    private var revealed: [ParticipantID: [(index: UInt16, values: SecretBytes, row: Int)]] = [:]
     private var responders = Set<ParticipantID>()
 
     /// A coordinator for `session`, ready to collect key advertisements.
@@ -219,14 +219,14 @@ public struct SecureAggregationServer: Sendable {
                     stage: stage, sender: sender, reason: "revealed an unrequested or repeated \(item.kind) share of participant \(owner)")
             }
             guard item.share.index == index, Int(item.share.threshold) == session.threshold,
-                  item.share.value.count == SecretShareLayout.secretByteCount else {
+                  item.share.secretByteCount == SecretShareLayout.secretByteCount else {
                 throw SecureAggregationError.malformedMessage(
                     stage: stage, sender: sender,
-                    reason: "share of participant \(owner) has index \(item.share.index), threshold \(item.share.threshold), \(item.share.value.count) bytes; expected \(index), \(session.threshold), \(SecretShareLayout.secretByteCount)")
+                    reason: "share of participant \(owner) has index \(item.share.index), threshold \(item.share.threshold), \(item.share.secretByteCount)-byte secret; expected \(index), \(session.threshold), \(SecretShareLayout.secretByteCount)")
             }
         }
         // t shares reconstruct a secret; further ones are not kept.
-        let width = SecretShareLayout.secretByteCount
+        let width = SecretShareLayout.shareValueByteCount
         let kept = response.shares.filter { (revealed[$0.owner]?.count ?? 0) < session.threshold }
         let values = SecretBytes(count: kept.count * width) { rows in
             for (row, item) in kept.enumerated() {
@@ -258,9 +258,9 @@ public struct SecureAggregationServer: Sendable {
                 throw SecureAggregationError.roundAborted(
                     stage: stage, reason: "only \(available.count) \(kind.rawValue) shares of participant \(owner) were revealed; threshold is \(t)")
             }
-            let width = SecretShareLayout.secretByteCount
+            let width = SecretShareLayout.shareValueByteCount
             let shares = try available.map { entry in
-                try ShamirShare(index: entry.index, threshold: UInt8(t), value: entry.values.withUnsafeBytes {
+                try ShamirShare(index: entry.index, threshold: UInt16(t), secretByteCount: SecretShareLayout.secretByteCount, value: entry.values.withUnsafeBytes {
                     SecretBytes(copying: UnsafeRawBufferPointer(rebasing: $0[(entry.row * width)..<((entry.row + 1) * width)]))
                 })
             }

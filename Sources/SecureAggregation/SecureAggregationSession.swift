@@ -49,7 +49,8 @@ public struct SecureAggregationSession: Sendable {
     private let neighbourhoods: [ParticipantID: [ParticipantID]]
     private let signingKeys: [ParticipantID: SigningPublicKey]
 
-    /// The largest closed neighbourhood: Shamir shares over GF(2^8) have indices 1...255.
+    /// The largest closed neighbourhood. Shamir shares (over GF(2^61 - 1)) allow 65,535 members; the
+    /// protocol keeps its earlier limit of 255 until larger neighbourhoods are tested and measured.
     public static let maximumNeighbourhoodSize = 255
 
     /// The default threshold for a closed neighbourhood of m members: floor(2m/3) + 1, i.e. t > 2m/3,
@@ -106,7 +107,7 @@ public struct SecureAggregationSession: Sendable {
         let smallest = sizes.min() ?? 0, largest = sizes.max() ?? 0
         guard largest <= Self.maximumNeighbourhoodSize else {
             throw SecureAggregationError.invalidParameters(
-                "closed neighbourhoods of \(largest) exceed \(Self.maximumNeighbourhoodSize) (Shamir over GF(2^8)); use a sparse graph")
+                "closed neighbourhoods of \(largest) exceed \(Self.maximumNeighbourhoodSize) members; use a sparse graph")
         }
         let t = threshold ?? Self.defaultThreshold(neighbourhoodSize: smallest)
         guard 2 * t > largest, t <= smallest else {
@@ -137,9 +138,9 @@ public struct SecureAggregationSession: Sendable {
 
     /// The Shamir index (1-based position in `owner`'s closed neighbourhood) of the share `holder`
     /// keeps of `owner`'s secrets, or `nil` if `holder` is not in that neighbourhood.
-    func shareIndex(owner: ParticipantID, holder: ParticipantID) -> UInt8? {
+    func shareIndex(owner: ParticipantID, holder: ParticipantID) -> UInt16? {
         guard let position = neighbourhood(of: owner).firstIndex(of: holder) else { return nil }
-        return UInt8(position + 1)
+        return UInt16(position + 1)
     }
 
     /// The transcript-bound session id, which every message after the advertise stage carries and

@@ -15,17 +15,17 @@ public enum SecureCryptoError: Error, Equatable, Sendable, CustomStringConvertib
     case insecurePermissions(path: String, mode: UInt32)
     /// A secret key file is not what it claims to be.
     case malformedKeyFile(path: String, reason: String)
-    /// A Shamir threshold/share-count pair outside `1 <= threshold <= shareCount <= 255`.
+    /// A Shamir threshold/share-count pair outside `1 <= threshold <= shareCount <= 65535`.
     case invalidThreshold(threshold: Int, shareCount: Int)
     /// A Shamir share with index 0 (the index at which the secret itself sits).
     case zeroShareIndex
     /// Two Shamir shares with the same index.
-    case duplicateShareIndex(UInt8)
+    case duplicateShareIndex(UInt16)
     /// Fewer Shamir shares than the threshold they were dealt with.
     case notEnoughShares(have: Int, need: Int)
-    /// Shamir shares that disagree on threshold or secret length.
+    /// Shamir shares that disagree on threshold or secret length, or that interpolate to no secret of that length.
     case inconsistentShares(reason: String)
-    /// A serialized Shamir share that cannot be a share (threshold 0).
+    /// A Shamir share that cannot be one (threshold 0, no secret bytes, a field element not below p).
     case invalidShare(reason: String)
 
     public var description: String {
@@ -45,7 +45,7 @@ public enum SecureCryptoError: Error, Equatable, Sendable, CustomStringConvertib
         case let .malformedKeyFile(path, reason):
             return "malformed secret key file \(path): \(reason)"
         case let .invalidThreshold(threshold, shareCount):
-            return "Shamir threshold \(threshold) with \(shareCount) shares: need 1 <= threshold <= shares <= 255"
+            return "Shamir threshold \(threshold) with \(shareCount) shares: need 1 <= threshold <= shares <= 65535"
         case .zeroShareIndex:
             return "Shamir share index 0 is not allowed (the secret sits at x = 0)"
         case let .duplicateShareIndex(index):
