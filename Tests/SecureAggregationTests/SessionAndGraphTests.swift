@@ -31,7 +31,7 @@ final class SessionAndGraphTests: XCTestCase {
     }
 
     /// Threshold and size limits: t must be a strict majority and at most the neighbourhood; the
-    /// complete graph is limited to 255 clients by GF(2^8) share indices.
+    /// complete graph is limited to 255 members per neighbourhood (SecureAggregationSession.maximumNeighbourhoodSize).
     func testParameterValidation() throws {
         XCTAssertEqual(try session().threshold, 9)  // floor(2·12/3) + 1
         XCTAssertNoThrow(try session(threshold: 7))
