@@ -18,7 +18,7 @@ final class FederationEndToEndTests: XCTestCase {
         var serveRuns = 0
 
         init(clients: [(name: String, records: Int, maxEpsilon: Double)], minClients: Int, steps: Int = 4,
-             roundTimeout: Int = 60) throws {
+             roundTimeout: Int = 60, secureAggregation: Bool = false) throws {
             root = try Fixtures.temporaryDirectory("federation")
             port = try freeLoopbackPort()
             try Self.check(Executables.run(Executables.coordinator, ["init", "--state", coordinator.path, "--name", "e2e",
@@ -42,7 +42,7 @@ final class FederationEndToEndTests: XCTestCase {
             let configuration: [String: Any] = [
                 "model": Fixtures.url("tiny-llama").path, "listen": "127.0.0.1",
                 "rounds": ["min_clients": minClients, "max_clients": clients.count, "fraction": 1.0, "aggregation": "fedavg",
-                           "secure_aggregation": false, "invite_timeout": 20, "round_timeout": roundTimeout,
+                           "secure_aggregation": secureAggregation, "invite_timeout": 20, "round_timeout": roundTimeout,
                            "wait_for_clients": 30,
                            "plan": ["steps": steps, "learning_rate": 0.01, "sampling_rate": 0.25, "noise_multiplier": 1.0,
                                     "clip_norm": 1.0, "delta": 1e-5, "max_length": 64, "rank": 2, "alpha": 4,
@@ -270,6 +270,31 @@ final class FederationEndToEndTests: XCTestCase {
         let budget = try Executables.run(Executables.client, ["budget", "--state", federation.root.appendingPathComponent("client-c").path,
                                                               "--json"]).json()
         XCTAssertEqual((budget["entries"] as? [Any])?.count, 1)
+    }
+
+    /// With secure aggregation on, a client killed with SIGKILL while it trains drops out of the
+    /// protocol; the round commits with the others (t = 3 of 4) and records the dropout.
+    func testSecureRoundWithAClientKilledMidRound() throws {
+        let federation = try TinyFederation(clients: [("client-a", 20, 50), ("client-b", 20, 50), ("client-c", 20, 50),
+                                                      ("client-d", 4000, 50)],
+                                            minClients: 3, steps: 3, secureAggregation: true)
+        defer { federation.stopAll() }
+        try federation.startServer()
+        for name in ["client-a", "client-b", "client-c", "client-d"] { try federation.startClient(name) }
+        try federation.waitUntil("four clients connect", timeout: 30) { federation.connected().count == 4 }
+        try TinyFederation.check(Executables.run(Executables.coordinator, ["rounds", "start", "--state",
+                                                                            federation.coordinator.path]))
+        try federation.waitUntil("client-d accepts", timeout: 30) {
+            ((try? federation.status())?["accepted"] as? [String] ?? []).contains("client-d")
+        }
+        federation.kill9(federation.clients["client-d"])
+        let audit = try waitForRecords(federation, count: 1)
+        XCTAssertEqual(audit["verified"] as? Bool, true)
+        let record = (audit["records"] as? [[String: Any]])?.first ?? [:]
+        XCTAssertEqual(record["status"] as? String, "committed", federation.log("serve.stderr"))
+        XCTAssertEqual(record["secure_aggregation"] as? Bool, true)
+        XCTAssertEqual(record["participants"] as? [String], ["client-a", "client-b", "client-c"])
+        XCTAssertEqual((record["dropouts"] as? [[String: Any]])?.compactMap { $0["client"] as? String }, ["client-d"])
     }
 
     /// The coordinator killed with SIGKILL mid-round, then restarted: the round is aborted in the
