@@ -13,7 +13,7 @@ enum ServeCommands {
 
           --state DIR    the coordinator's state directory (made by 'conclave-coordinator init')
           --config F     the configuration (JSON): {"model", "listen"?, "rounds": {"min_clients",
-                         "max_clients", "fraction", "aggregation": "fedavg"|"fedadam", "secure_aggregation",
+                         "max_clients", "fraction", "aggregation": "fedavg"|"fedadam", "secure_aggregation" (default true),
                          "invite_timeout", "round_timeout", "wait_for_clients", "plan": {"steps",
                          "learning_rate", "sampling_rate", "noise_multiplier", "clip_norm", "delta",
                          "max_length", "rank", "alpha", "targets"}, "update_clip"?, "weight_bound"?,

@@ -73,6 +73,26 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
         case dropoutFailureProbability = "dropout_failure_probability"
     }
 
+    /// Every field as written; `secure_aggregation` may be left out and is then on, and the
+    /// optional tuning fields default as documented.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        minClients = try c.decode(Int.self, forKey: .minClients)
+        maxClients = try c.decode(Int.self, forKey: .maxClients)
+        fraction = try c.decode(Double.self, forKey: .fraction)
+        aggregation = try c.decode(String.self, forKey: .aggregation)
+        secureAggregation = try c.decodeIfPresent(Bool.self, forKey: .secureAggregation) ?? true
+        inviteTimeout = try c.decode(Double.self, forKey: .inviteTimeout)
+        roundTimeout = try c.decode(Double.self, forKey: .roundTimeout)
+        waitForClients = try c.decode(Double.self, forKey: .waitForClients)
+        plan = try c.decode(TrainingPlan.self, forKey: .plan)
+        updateClip = try c.decodeIfPresent(Double.self, forKey: .updateClip)
+        weightBound = try c.decodeIfPresent(Double.self, forKey: .weightBound)
+        neighbourDegree = try c.decodeIfPresent(Int.self, forKey: .neighbourDegree)
+        dropoutTolerance = try c.decodeIfPresent(Double.self, forKey: .dropoutTolerance)
+        dropoutFailureProbability = try c.decodeIfPresent(Double.self, forKey: .dropoutFailureProbability)
+    }
+
     public func validate(path: String) throws {
         func check(_ ok: Bool, _ field: String, _ reason: String) throws {
             if !ok { throw FederationError.configuration(path: path, field: field, reason) }

@@ -13,6 +13,17 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertEqual(c.rounds.minClients, 2)
         XCTAssertEqual(c.rounds.plan.targets, ["q_proj", "k_proj", "v_proj", "o_proj"])
         XCTAssertEqual(c.serverLearningRate, 0.01)
+        XCTAssertTrue(c.rounds.secureAggregation)
+    }
+
+    func testSecureAggregationIsOnUnlessTurnedOff() throws {
+        let directory = try Fixtures.temporaryDirectory("config-secure")
+        let url = directory.appendingPathComponent("c.json")
+        let plan = #""plan": {"steps": 1, "learning_rate": 0.1, "sampling_rate": 0.1, "noise_multiplier": 1, "clip_norm": 1, "delta": 1e-5, "max_length": 8, "rank": 1, "alpha": 1, "targets": ["q_proj"]}"#
+        try Data(#"{"model": "m", "rounds": {"min_clients": 2, "max_clients": 3, "fraction": 1, "aggregation": "fedavg", "invite_timeout": 1, "round_timeout": 1, "wait_for_clients": 1, \#(plan)}}"#.utf8).write(to: url)
+        XCTAssertTrue(try CoordinatorConfiguration.load(url).rounds.secureAggregation, "on when the field is absent")
+        try Data(#"{"model": "m", "rounds": {"min_clients": 2, "max_clients": 3, "fraction": 1, "aggregation": "fedavg", "secure_aggregation": false, "invite_timeout": 1, "round_timeout": 1, "wait_for_clients": 1, \#(plan)}}"#.utf8).write(to: url)
+        XCTAssertFalse(try CoordinatorConfiguration.load(url).rounds.secureAggregation)
     }
 
     func testExampleClientConfigurationParses() throws {
