@@ -59,11 +59,12 @@ final class ClientConnection: @unchecked Sendable {
     }
 
     func enqueue(_ frames: [Frame]) {
-        var bytes: [[UInt8]] = []
-        for frame in frames {
-            if let encoded = try? frame.encoded() { bytes.append(encoded) }
-        }
-        outbox.withLock { $0.append(contentsOf: bytes) }
+        enqueue(encoded: frames.compactMap { try? $0.encoded() })
+    }
+
+    /// Frames already encoded; the arrays are shared, not copied, by every connection they go to.
+    func enqueue(encoded frames: [[UInt8]]) {
+        outbox.withLock { $0.append(contentsOf: frames) }
     }
 
     /// Writes everything queued; throws if the connection fails.
@@ -99,6 +100,8 @@ public final class CoordinatorServer: @unchecked Sendable {
     private let global: Mutex<(round: UInt64, tensors: AdapterTensors, digest: String, fileSHA256: String)>
     /// How past rounds ended, for clients that reconnect asking about one.
     private let outcomes = Mutex<[UInt64: (committed: Bool, reason: String)]>([:])
+    /// The last encoded global-adapter frames, keyed by round and digest (`globalAdapterFrames`).
+    private let adapterFrames = Mutex<(key: String, frames: [[UInt8]])?>(nil)
     private var aggregator: any AggregationStrategy
     private let stopping = Atomic<Bool>(false)
     private var listener: TLSListener?
@@ -429,26 +432,32 @@ public final class CoordinatorServer: @unchecked Sendable {
 
     /// A client that lost its connection during `round` asks how it ended.
     private func tellAboutPastRound(_ round: UInt64, to connection: ClientConnection) {
-        if let outcome = outcomes.withLock({ $0[round] }) {
-            if outcome.committed {
-                let current = global.withLock { $0 }
-                connection.enqueue([try? RoundResult(round: round, committed: true, adapterSHA256: current.digest,
-                                                     reason: "committed").frame()].compactMap { $0 })
-                connection.enqueue((try? TensorSetFrames.frames(round: round, kind: .globalAdapter,
-                                                                tensors: current.tensors)) ?? [])
-            } else {
-                connection.enqueue([try? RoundResult(round: round, committed: false, adapterSHA256: "",
-                                                     reason: outcome.reason).frame()].compactMap { $0 })
-            }
-        } else if engine.withLock({ $0.currentRound }) == round {
-            connection.enqueue([try? RoundResult(round: round, committed: false, adapterSHA256: "",
-                                                 reason: "dropped from round \(round): the connection was lost").frame()]
-                .compactMap { $0 })
-        } else {
-            connection.enqueue([try? RoundResult(round: round, committed: false, adapterSHA256: "",
-                                                 reason: "round \(round) is unknown to the coordinator").frame()]
-                .compactMap { $0 })
+        let outcome = outcomes.withLock { $0[round] }
+        if outcome?.committed == true {
+            let digest = global.withLock { $0.digest }
+            connection.enqueue([try? RoundResult(round: round, committed: true, adapterSHA256: digest,
+                                                 reason: "committed").frame()].compactMap { $0 })
+            connection.enqueue(encoded: globalAdapterFrames(round: round))
+            return
         }
+        let reason = outcome?.reason
+            ?? (engine.withLock({ $0.currentRound }) == round ? "dropped from round \(round): the connection was lost"
+                                                               : "round \(round) is unknown to the coordinator")
+        connection.enqueue([try? RoundResult(round: round, committed: false, adapterSHA256: "", reason: reason).frame()]
+            .compactMap { $0 })
+    }
+
+    /// The global adapter's frames labelled with `round`, encoded once and shared by every client
+    /// they go to (an invitation or a result to a whole cohort would otherwise encode and hold one
+    /// copy of the adapter per client).
+    private func globalAdapterFrames(round: UInt64) -> [[UInt8]] {
+        let current = global.withLock { $0 }
+        let key = "\(round) \(current.digest)"
+        if let cached = adapterFrames.withLock({ $0?.key == key ? $0?.frames : nil }) { return cached }
+        let frames = ((try? TensorSetFrames.frames(round: round, kind: .globalAdapter, tensors: current.tensors)) ?? [])
+            .compactMap { try? $0.encoded() }
+        adapterFrames.withLock { $0 = (key, frames) }
+        return frames
     }
 
     // MARK: Actions
@@ -471,9 +480,9 @@ public final class CoordinatorServer: @unchecked Sendable {
                     let invite = Invite(round: round, plan: policy.plan, aggregation: policy.aggregation,
                                         secureAggregation: policy.secureAggregation, adapterSHA256: current.digest,
                                         deadlineSeconds: policy.roundTimeout)
-                    let frames = try [invite.frame()]
-                        + TensorSetFrames.frames(round: round, kind: .globalAdapter, tensors: current.tensors)
-                    connections.withLock { $0[client] }?.enqueue(frames)
+                    let connection = connections.withLock { $0[client] }
+                    connection?.enqueue([try invite.frame()])
+                    connection?.enqueue(encoded: globalAdapterFrames(round: round))
                 } catch {
                     log.write("round \(round): cannot invite '\(client)': \(error)")
                 }
@@ -483,9 +492,9 @@ public final class CoordinatorServer: @unchecked Sendable {
                     guard current.digest == invite.adapterSHA256 else {
                         throw FederationError.round(invite.round, "the global adapter changed under the invitation")
                     }
-                    let frames = try [invite.frame(), setup.frame()]
-                        + TensorSetFrames.frames(round: invite.round, kind: .globalAdapter, tensors: current.tensors)
-                    connections.withLock { $0[client] }?.enqueue(frames)
+                    let connection = connections.withLock { $0[client] }
+                    connection?.enqueue([try invite.frame(), try setup.frame()])
+                    connection?.enqueue(encoded: globalAdapterFrames(round: invite.round))
                 } catch {
                     log.write("round \(invite.round): cannot invite '\(client)': \(error)")
                 }
@@ -578,18 +587,16 @@ public final class CoordinatorServer: @unchecked Sendable {
         engine.withLock { $0.setGlobalAdapter(digest: nextDigest, parameterCount: parameterCount) }
         outcomes.withLock { $0[outcome.round] = (committed, reason ?? "committed") }
         let digest = global.withLock { $0.digest }
-        var frames: [Frame] = []
+        var frames: [[UInt8]] = []
         if let result = try? RoundResult(round: outcome.round, committed: committed, adapterSHA256: committed ? digest : "",
-                                         reason: reason ?? "committed").frame() {
+                                         reason: reason ?? "committed").frame().encoded() {
             frames.append(result)
         }
-        if committed, let adapter = try? TensorSetFrames.frames(round: outcome.round, kind: .globalAdapter, tensors: newTensors) {
-            frames += adapter
-        }
+        if committed { frames += globalAdapterFrames(round: outcome.round) }
         let told = outcome.cohort.filter { client in
             outcome.declines.contains { $0.client == client } == false
         }
-        for client in told { connections.withLock { $0[client] }?.enqueue(frames) }
+        for client in told { connections.withLock { $0[client] }?.enqueue(encoded: frames) }
         if committed {
             log.write(String(format: "round %llu committed: %d participants, held-out loss %@ → %@, max ε %@, adapter %@",
                              outcome.round, metrics.count, format(record.evalLossBefore), format(record.evalLossAfter),
