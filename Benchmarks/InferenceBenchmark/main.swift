@@ -10,8 +10,9 @@ import LanguageModel
 var arguments = Arguments(Array(CommandLine.arguments.dropFirst()))
 if arguments.helpRequested {
     print("""
-    usage: conclave-bench-inference --model M [--threads N] [--runs R] [--prompt-tokens P] [--generate-tokens G] [--precision int8|float32] [--json]
-    Reports medians of R runs (default 5) with N threads (default 2).
+    usage: conclave-bench-inference --model M [--threads N] [--runs R] [--prompt-tokens P] [--generate-tokens G] [--precision int8|float32] [--no-row-groups] [--json]
+    Reports medians of R runs (default 5) with N threads (default 2). --no-row-groups runs int8 inference on
+    the file's own layout instead of the 16-row-group VNNI kernel (for comparisons).
     """)
     exit(0)
 }
@@ -22,6 +23,7 @@ do {
     let promptTokens = try arguments.int("--prompt-tokens", in: 1...4096) ?? 128
     let generateTokens = try arguments.int("--generate-tokens", in: 1...4096) ?? 64
     let json = arguments.flag("--json")
+    let noRowGroups = arguments.flag("--no-row-groups")
     let precision = ActivationPrecision(rawValue: try arguments.choice(
         "--precision", among: ActivationPrecision.allCases.map(\.rawValue)) ?? "int8")!
     try arguments.finish()
@@ -29,6 +31,7 @@ do {
     let loaded = try ModelLoader.load(path: modelPath, threads: threads)
     let model = loaded.model
     model.precision = precision
+    model.rowGroupedInference = !noRowGroups
     let tokenizer = try ModelLoader.requireTokenizer(loaded, path: modelPath)
     // A natural-language prompt, repeated to the wanted length.
     var prompt = tokenizer.encode("Patient presents with a persistent cough and mild fever for three days. ")
@@ -70,6 +73,9 @@ do {
                                    prefillRates.last!, decodeRates.last!))
     }
 
+    // Peak RSS of the runs themselves, before the kernel comparisons below touch extra copies.
+    let peakResident = ProcessStatistics.peakResidentBytes()
+
     // Kernel comparison: one Q4_1 projection of the model (576 → 1536), generic Swift against AVX2.
     let matrix = model.weights.layers[0].projection(.gateProj)
     var input = [Float](repeating: 0, count: 128 * matrix.columns)
@@ -96,13 +102,15 @@ do {
             time(tokens: tokens) { body(x, y) }
         }
         let backend = KernelBackend.selected.rawValue
-        for name in ["float32_generic", "float32_\(backend)", "int8_generic", "int8_\(backend)"]
+        let grouped = RowGroupedMatrix([matrix])
+        for name in ["float32_generic", "float32_\(backend)", "int8_generic", "int8_\(backend)"] + (grouped == nil ? [] : ["int8_rowgrouped"])
         where kernel["\(tokens)_tokens_\(name)_ms"] == nil {
             kernel["\(tokens)_tokens_\(name)_ms"] = 1000 * run { x, y in
                 switch name {
                 case "float32_generic": Linear.genericForward(matrix, input: x, tokens: tokens, output: y, pool: pool)
                 case "int8_generic": Linear.genericInt8Forward(matrix, input: x, tokens: tokens, output: y, pool: pool)
                 case "int8_\(backend)": Linear.forward(matrix, input: x, tokens: tokens, output: y, precision: .int8, pool: pool)
+                case "int8_rowgrouped": grouped!.forward(input: x, tokens: tokens, output: y, pool: pool)
                 default: Linear.forward(matrix, input: x, tokens: tokens, output: y, pool: pool)
                 }
             }
@@ -117,13 +125,18 @@ do {
         Linear.forward(head, input: headInput, tokens: 1, output: headOutput, precision: .int8, pool: pool)
     }
     kernel["output_matrix_1_token_int8_ms"] = headSeconds * 1000
+    let groupedHead = RowGroupedMatrix([head])
+    let groupedHeadSeconds = groupedHead.map { grouped in
+        time(tokens: 1) { grouped.forward(input: headInput, tokens: 1, output: headOutput, pool: pool) }
+    }
+    if let groupedHeadSeconds { kernel["output_matrix_1_token_int8_rowgrouped_ms"] = groupedHeadSeconds * 1000 }
     let headGigabytes = Double(head.rowBytes * head.rows) / 1e9
     let result: [String: Any] = [
         "model": modelPath, "threads": threads, "runs": runs, "kernel_backend": KernelBackend.selected.rawValue,
         "prompt_tokens": promptTokens, "generate_tokens": generateTokens,
         "prompt_tokens_per_second": median(prefillRates), "generation_tokens_per_second": median(decodeRates),
-        "time_to_first_token_ms": median(firstToken), "peak_rss_bytes": ProcessStatistics.peakResidentBytes(),
-        "precision": model.precision.rawValue,
+        "time_to_first_token_ms": median(firstToken), "peak_rss_bytes": peakResident,
+        "precision": model.precision.rawValue, "row_grouped": model.rowGroupedInference,
         "kernel_single_thread": ["matrix": "\(format) \(matrix.rows)x\(matrix.columns)", "milliseconds": kernel] as [String: Any],
     ]
     if json {
@@ -132,18 +145,22 @@ do {
         print(String(format: "%@ (%d threads, %@ kernels, median of %d):", modelPath, threads, KernelBackend.selected.rawValue, runs))
         print(String(format: "  prompt %d tokens: %.1f tok/s   time to first token %.1f ms", promptTokens, median(prefillRates), median(firstToken)))
         print(String(format: "  generation %d tokens: %.1f tok/s", generateTokens, median(decodeRates)))
-        print(String(format: "  peak RSS %.1f MB", Double(ProcessStatistics.peakResidentBytes()) / 1e6))
+        print(String(format: "  peak RSS %.1f MB", Double(peakResident) / 1e6))
         print("  single-thread linear layer, \(format) \(matrix.rows)x\(matrix.columns), median ms (speed-up over float32 generic):")
         let backend = KernelBackend.selected.rawValue
         for tokens in [1, 128] {
             let base = kernel["\(tokens)_tokens_float32_generic_ms"]!
-            for name in ["float32_generic", "float32_\(backend)", "int8_generic", "int8_\(backend)"] {
-                let ms = kernel["\(tokens)_tokens_\(name)_ms"]!
+            for name in ["float32_generic", "float32_\(backend)", "int8_generic", "int8_\(backend)", "int8_rowgrouped"] {
+                guard let ms = kernel["\(tokens)_tokens_\(name)_ms"] else { continue }
                 print(String(format: "    %3d tokens, %@: %.3f ms (%.1fx)", tokens, name, ms, base / ms))
             }
         }
         print(String(format: "  output matrix %@ %dx%d, 1 token, int8, 1 thread: %.3f ms (%.1f GB/s)", "\(head.format)",
                      head.rows, head.columns, headSeconds * 1000, headGigabytes / headSeconds))
+        if let groupedHeadSeconds {
+            print(String(format: "  output matrix, row-grouped kernel: %.3f ms (%.1f GB/s)", groupedHeadSeconds * 1000,
+                         headGigabytes / groupedHeadSeconds))
+        }
     }
 } catch {
     StandardError.write("conclave-bench-inference: \(error)\n")

@@ -65,9 +65,16 @@ public final class LlamaModel: @unchecked Sendable {
     /// How activations meet quantized weights: `.int8` (fast, llama.cpp's way) by default for inference;
     /// `.float32` for exact comparisons. Training passes always use float32.
     public var precision: ActivationPrecision = .int8
+    /// Whether int8 inference may use the 16-row-group kernel where the CPU has AVX-512 VNNI (on by
+    /// default; off runs the row-tile and panel kernels on the file's own layout, for comparisons).
+    public var rowGroupedInference = true
     public private(set) var adapter: LoRAAdapter?
     /// Transposed copies of the base matrices for int8 training backward passes (built on first use).
     let transposed = TransposedWeights()
+    /// The quantized matrices in 16-row groups for int8 inference on AVX-512 VNNI CPUs (built on first use).
+    private var groupedWeights: GroupedWeights?
+    private var groupedChecked = false
+    private let groupedLock = NSLock()
     /// Per layer, per module: (A, B) as weight matrices in the base model's row order, and the scaling.
     private var loraMatrices: [[ProjectionModule: (a: WeightMatrix, b: WeightMatrix)]] = []
     private var loraScaling: Float = 0
@@ -119,6 +126,50 @@ public final class LlamaModel: @unchecked Sendable {
         } else {
             Linear.forward(matrix, input: input, tokens: tokens, output: output, precision: precision, pool: pool)
         }
+        addAdapter(module, layer: layer, input: input, tokens: tokens, output: output, scratch: scratch)
+    }
+
+    /// Several projections of one input, each into its own output; stacked row-grouped matrices run
+    /// as one product (one parallel loop for q, k and v; one for gate and up) and are split after.
+    func project(_ targets: [(module: ProjectionModule, output: UnsafeMutablePointer<Float>)], layer: Int,
+                 input: UnsafePointer<Float>, quantized: QuantizedActivations?, grouped: GroupedWeights?, tokens: Int,
+                 stack: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) {
+        guard let grouped, let quantized else {
+            for (module, output) in targets {
+                project(module, layer: layer, input: input, quantized: quantized, tokens: tokens, output: output, scratch: scratch)
+            }
+            return
+        }
+        var done: Set<ProjectionModule> = []
+        for (module, output) in targets where !done.contains(module) {
+            guard let (matrix, _) = grouped.layers[layer][module] else {
+                project(module, layer: layer, input: input, quantized: quantized, tokens: tokens, output: output, scratch: scratch)
+                done.insert(module)
+                continue
+            }
+            let members = targets.filter { grouped.layers[layer][$0.module]?.matrix === matrix }
+            if members.count == 1 && matrix.partOffsets.count == 1 {
+                matrix.forward(quantized: quantized, output: output, pool: pool)
+            } else {
+                matrix.forward(quantized: quantized, output: stack, pool: pool)
+                for member in members {
+                    let (_, offset) = grouped.layers[layer][member.module]!
+                    let width = weights.layers[layer].projection(member.module).rows
+                    for t in 0..<tokens {
+                        (member.output + t * width).update(from: stack + t * matrix.rows + offset, count: width)
+                    }
+                }
+            }
+            for member in members {
+                addAdapter(member.module, layer: layer, input: input, tokens: tokens, output: member.output, scratch: scratch)
+                done.insert(member.module)
+            }
+        }
+    }
+
+    /// Adds the installed adapter's `scaling · B (A x)` for one projection, if it adapts it.
+    private func addAdapter(_ module: ProjectionModule, layer: Int, input: UnsafePointer<Float>, tokens: Int,
+                            output: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) {
         guard !loraMatrices.isEmpty, let pair = loraMatrices[layer][module] else { return }
         // scratch (tokens, rank) = A x, scaled; then output += B scratch.
         Linear.forward(pair.a, input: input, tokens: tokens, output: scratch, pool: .serial)
@@ -158,9 +209,11 @@ public final class LlamaModel: @unchecked Sendable {
         let gate = UnsafeMutablePointer<Float>.allocate(capacity: n * ff)
         let up = UnsafeMutablePointer<Float>.allocate(capacity: n * ff)
         let scratch = UnsafeMutablePointer<Float>.allocate(capacity: n * max(64, adapter?.rank ?? 1))
+        let grouped = precision == .int8 && rowGroupedInference ? groupedForInference() : nil
+        let stack = UnsafeMutablePointer<Float>.allocate(capacity: grouped == nil ? 1 : n * (grouped!.widestStack))
         let positions = UnsafeMutablePointer<Int>.allocate(capacity: n)
         defer {
-            for buffer in [x, h, q, attention, gate, up, scratch] { buffer.deallocate() }
+            for buffer in [x, h, q, attention, gate, up, scratch, stack] { buffer.deallocate() }
             positions.deallocate()
         }
         for t in 0..<n {
@@ -177,9 +230,8 @@ public final class LlamaModel: @unchecked Sendable {
                 RMSNorm.forward(x, weight: $0.baseAddress!, tokens: n, width: d, eps: eps, out: h)
             }
             var shared = quantize(h, tokens: n, width: d)
-            project(.qProj, layer: layer, input: h, quantized: shared, tokens: n, output: q, scratch: scratch)
-            project(.kProj, layer: layer, input: h, quantized: shared, tokens: n, output: keys, scratch: scratch)
-            project(.vProj, layer: layer, input: h, quantized: shared, tokens: n, output: values, scratch: scratch)
+            project([(.qProj, q), (.kProj, keys), (.vProj, values)], layer: layer, input: h, quantized: shared,
+                    grouped: grouped, tokens: n, stack: stack, scratch: scratch)
             inverseFrequencies.withUnsafeBufferPointer { frequencies in
                 RoPE.apply(q, tokens: n, heads: heads, headDimension: hd, positions: positions,
                            inverseFrequencies: frequencies.baseAddress!, layout: weights.ropeLayout)
@@ -189,7 +241,9 @@ public final class LlamaModel: @unchecked Sendable {
             Attention.causal(queries: q, keys: cache.keys[layer], values: cache.values[layer], tokens: n,
                              start: start, heads: heads, kvHeads: kvHeads, headDimension: hd,
                              output: attention, pool: pool)
-            project(.oProj, layer: layer, input: attention, quantized: nil, tokens: n, output: h, scratch: scratch)
+            project([(.oProj, h)], layer: layer, input: attention,
+                    quantized: grouped == nil ? nil : quantize(attention, tokens: n, width: qWidth),
+                    grouped: grouped, tokens: n, stack: stack, scratch: scratch)
             for i in 0..<(n * d) { x[i] += h[i] }
 
             // Feed-forward block: x += down(SiLU(gate(h)) · up(h)), h = RMSNorm(x).
@@ -197,10 +251,12 @@ public final class LlamaModel: @unchecked Sendable {
                 RMSNorm.forward(x, weight: $0.baseAddress!, tokens: n, width: d, eps: eps, out: h)
             }
             shared = quantize(h, tokens: n, width: d)
-            project(.gateProj, layer: layer, input: h, quantized: shared, tokens: n, output: gate, scratch: scratch)
-            project(.upProj, layer: layer, input: h, quantized: shared, tokens: n, output: up, scratch: scratch)
+            project([(.gateProj, gate), (.upProj, up)], layer: layer, input: h, quantized: shared,
+                    grouped: grouped, tokens: n, stack: stack, scratch: scratch)
             Activation.swiglu(gate: gate, up: up, n * ff)
-            project(.downProj, layer: layer, input: gate, quantized: nil, tokens: n, output: h, scratch: scratch)
+            project([(.downProj, h)], layer: layer, input: gate,
+                    quantized: grouped == nil ? nil : quantize(gate, tokens: n, width: ff),
+                    grouped: grouped, tokens: n, stack: stack, scratch: scratch)
             for i in 0..<(n * d) { x[i] += h[i] }
         }
         cache.count = start + n
@@ -222,10 +278,83 @@ public final class LlamaModel: @unchecked Sendable {
             weights.finalNorm.withUnsafeBufferPointer {
                 RMSNorm.forward(x + row * d, weight: $0.baseAddress!, tokens: count, width: d, eps: eps, out: h)
             }
-            Linear.forward(weights.output, input: h, tokens: count, output: logits, precision: precision, pool: pool)
+            if let head = grouped?.output {
+                head.forward(input: h, tokens: count, output: logits, pool: pool)
+            } else {
+                Linear.forward(weights.output, input: h, tokens: count, output: logits, precision: precision, pool: pool)
+            }
             for i in 0..<count { try body(row + i, logits + i * vocabulary) }
             row += count
         }
+    }
+}
+
+extension LlamaModel {
+    /// The row-grouped copies for int8 inference, built once on first use; nil where the kernel cannot
+    /// run (no AVX-512 VNNI, or no quantized matrices).
+    ///
+    /// Once built, the mapped file's pages behind the copied matrices are dropped from resident memory:
+    /// the copies take over, so inference does not hold the model twice. (The embedding's rows are still
+    /// read for lookups, a page at a time.)
+    func groupedForInference() -> GroupedWeights? {
+        groupedLock.lock()
+        defer { groupedLock.unlock() }
+        if !groupedChecked {
+            groupedChecked = true
+            // Each source is released as soon as its copy exists, so the model is never resident twice.
+            groupedWeights = GroupedWeights(weights) { matrix, rows in
+                (matrix.owner as? ResidentPageReleasing)?.releaseResidentPages(start: matrix.rowPointer(rows.lowerBound),
+                                                                              count: rows.count * matrix.rowBytes)
+            }
+        }
+        return groupedWeights
+    }
+}
+
+/// A model's quantized matrices in 16-row groups, with the projections that share an input stacked:
+/// q, k and v; gate and up.
+final class GroupedWeights: @unchecked Sendable {
+    /// Per layer, per module: the matrix holding it and where its rows start.
+    let layers: [[ProjectionModule: (matrix: RowGroupedMatrix, offset: Int)]]
+    let output: RowGroupedMatrix?
+    /// Rows of the widest stack (for its output buffer).
+    let widestStack: Int
+    /// The matrices that were copied.
+    let sources: [WeightMatrix]
+
+    /// - Parameter copied: called with a source matrix and a range of its rows once they are copied.
+    init?(_ weights: ModelWeights, copied: (WeightMatrix, Range<Int>) -> Void = { _, _ in }) {
+        guard RowGroupedMatrix.isAvailable else { return nil }
+        let stacks: [[ProjectionModule]] = [[.qProj, .kProj, .vProj], [.oProj], [.gateProj, .upProj], [.downProj]]
+        var layers: [[ProjectionModule: (matrix: RowGroupedMatrix, offset: Int)]] = []
+        var widest = 1
+        var sources: [WeightMatrix] = []
+        for layer in weights.layers {
+            var entries: [ProjectionModule: (matrix: RowGroupedMatrix, offset: Int)] = [:]
+            for stack in stacks {
+                let parts = stack.map { layer.projection($0) }
+                if let matrix = RowGroupedMatrix(parts, copied: copied) {
+                    for (module, offset) in zip(stack, matrix.partOffsets) { entries[module] = (matrix, offset) }
+                    widest = max(widest, matrix.rows)
+                    sources += parts
+                } else {
+                    // Different formats within a stack: each on its own where it can.
+                    for (module, part) in zip(stack, parts) {
+                        if let matrix = RowGroupedMatrix([part], copied: copied) {
+                            entries[module] = (matrix, 0)
+                            sources.append(part)
+                        }
+                    }
+                }
+            }
+            layers.append(entries)
+        }
+        output = RowGroupedMatrix([weights.output], copied: copied)
+        if output != nil { sources.append(weights.output) }
+        guard !sources.isEmpty else { return nil }
+        self.layers = layers
+        self.widestStack = widest
+        self.sources = sources
     }
 }
 

@@ -218,3 +218,9 @@ public final class GGUFFile: @unchecked Sendable {
         }
     }
 }
+
+extension GGUFFile: ResidentPageReleasing {
+    public func releaseResidentPages(start: UnsafeRawPointer, count: Int) {
+        mapping.releaseResidentPages(start: start, count: count)
+    }
+}

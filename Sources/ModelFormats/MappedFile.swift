@@ -51,6 +51,28 @@ public final class MappedFile: @unchecked Sendable {
     public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base.map { UnsafeRawPointer($0) }, count: length) }
 }
 
+/// Storage backed by a file mapping, whose resident pages can be dropped when a copy has taken over
+/// (the bytes stay valid: touching them again reads them back from the file).
+public protocol ResidentPageReleasing: AnyObject {
+    /// Drops the whole pages inside `count` bytes at `start` from this process's resident memory;
+    /// ranges outside the mapping are ignored.
+    func releaseResidentPages(start: UnsafeRawPointer, count: Int)
+}
+
+extension MappedFile: ResidentPageReleasing {
+    public func releaseResidentPages(start: UnsafeRawPointer, count: Int) {
+        guard let base, count > 0 else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let lower = max(Int(bitPattern: start), Int(bitPattern: base))
+        let upper = min(Int(bitPattern: start) + count, Int(bitPattern: base) + length)
+        // Only pages wholly inside the range: neighbours may still be in use.
+        let first = (lower + page - 1) / page * page, last = upper / page * page
+        guard last > first, let pointer = UnsafeMutableRawPointer(bitPattern: first) else { return }
+        // A private read-only mapping: dropped pages are read back from the file if touched again.
+        _ = madvise(pointer, last - first, MADV_DONTNEED)
+    }
+}
+
 /// A cursor over untrusted little-endian bytes: every read is bounds-checked and names what it read.
 struct ByteReader {
     let bytes: UnsafeRawBufferPointer

@@ -163,3 +163,9 @@ public func floatFromBFloat16(_ bits: UInt16) -> Float { Float(bitPattern: UInt3
 
 /// float32 to IEEE binary16 bits, rounding to nearest even.
 public func halfFromFloat(_ value: Float) -> UInt16 { Float16(value).bitPattern }
+
+extension SafetensorsFile: ResidentPageReleasing {
+    public func releaseResidentPages(start: UnsafeRawPointer, count: Int) {
+        mapping.releaseResidentPages(start: start, count: count)
+    }
+}

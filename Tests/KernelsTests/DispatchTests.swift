@@ -130,4 +130,72 @@ final class Int8KernelTests: XCTestCase {
             }
         }
     }
+
+    /// The 16-row-group VNNI kernel against the generic int8 path: rows that do not fill a group, widths
+    /// past one span of 64 blocks, every token-tile size, stacked parts, an output stride and accumulation.
+    func testRowGroupedKernelMatchesGeneric() throws {
+        guard RowGroupedMatrix.isAvailable else {
+            XCTAssertNil(RowGroupedMatrix([Quantize.matrix([Float](repeating: 1, count: 32), rows: 1, columns: 32, format: .q8_0)]),
+                         "without AVX-512 VNNI no row-grouped matrix may be built")
+            return
+        }
+        var random = TestRandom(state: 34)
+        let pool = ThreadPool(threads: 2)
+        for format in [WeightFormat.q8_0, .q4_0, .q4_1] {
+            for (rows, columns, tokens) in [(1, 32, 1), (15, 96, 2), (17, 576, 1), (33, 288, 9), (50, 2112, 3),
+                                            (48, 576, 8), (7, 160, 17)] {
+                let weights = Quantize.matrix(random.values(rows * columns), rows: rows, columns: columns, format: format)
+                let input = random.values(tokens * columns)
+                var generic = [Float](repeating: 0, count: tokens * rows)
+                input.withUnsafeBufferPointer { x in
+                    generic.withUnsafeMutableBufferPointer { y in
+                        Linear.genericInt8Forward(weights, input: x.baseAddress!, tokens: tokens, output: y.baseAddress!)
+                    }
+                }
+                let label = "\(format) \(rows)x\(columns)x\(tokens)"
+                let grouped = try XCTUnwrap(RowGroupedMatrix([weights]), label)
+                XCTAssertEqual(grouped.byteCount, (rows + 15) / 16 * 16 * weights.rowBytes, "\(label): bytes")
+                // Stride 3 floats wider than the rows, sentinels in the gaps, accumulating onto 0.25.
+                let ldy = rows + 3
+                var fast = [Float](repeating: 0.25, count: tokens * ldy)
+                input.withUnsafeBufferPointer { x in
+                    fast.withUnsafeMutableBufferPointer { y in
+                        grouped.forward(input: x.baseAddress!, tokens: tokens, output: y.baseAddress!, ldy: ldy,
+                                        accumulate: true, pool: pool)
+                    }
+                }
+                var inside: [Float] = []
+                for t in 0..<tokens {
+                    for r in 0..<rows { inside.append(fast[t * ldy + r] - 0.25) }
+                    for r in rows..<ldy { XCTAssertEqual(fast[t * ldy + r], 0.25, "\(label): wrote past row \(rows)") }
+                }
+                XCTAssertLessThan(nmse(inside, generic), 1e-11, label)
+            }
+        }
+        // Stacked parts (q, k, v style) equal the parts computed one by one.
+        let columns = 64, tokens = 3
+        let parts = [20, 8, 8].map { Quantize.matrix(random.values($0 * columns), rows: $0, columns: columns, format: .q4_1) }
+        let stack = try XCTUnwrap(RowGroupedMatrix(parts))
+        XCTAssertEqual(stack.rows, 36)
+        XCTAssertEqual(stack.partOffsets, [0, 20, 28])
+        let input = random.values(tokens * columns)
+        var stacked = [Float](repeating: 0, count: tokens * 36)
+        input.withUnsafeBufferPointer { x in
+            stacked.withUnsafeMutableBufferPointer { y in
+                stack.forward(input: x.baseAddress!, tokens: tokens, output: y.baseAddress!)
+            }
+        }
+        for (part, offset) in zip(parts, stack.partOffsets) {
+            var alone = [Float](repeating: 0, count: tokens * part.rows)
+            input.withUnsafeBufferPointer { x in
+                alone.withUnsafeMutableBufferPointer { y in
+                    Linear.genericInt8Forward(part, input: x.baseAddress!, tokens: tokens, output: y.baseAddress!)
+                }
+            }
+            let slice = (0..<tokens).flatMap { t in (0..<part.rows).map { stacked[t * 36 + offset + $0] } }
+            XCTAssertLessThan(nmse(slice, alone), 1e-11, "part at \(offset)")
+        }
+        // Parts that disagree in format are refused.
+        XCTAssertNil(RowGroupedMatrix([parts[0], Quantize.matrix(random.values(columns), rows: 1, columns: columns, format: .q8_0)]))
+    }
 }

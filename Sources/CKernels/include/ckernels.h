@@ -52,4 +52,17 @@ void ck_pack_rows(int format, const void *weights, size_t rowBytes, int rows, in
 /// ck_gemm_q8_panel on rows packed by ck_pack_rows (the pointer is to the first row of the range).
 void ck_gemm_q8_packed(int use_vnni, int format, const void *packed, int rows, const void *interleaved, int tokens,
                        int k, float *y, int ldy, int accumulate);
+
+/// Bytes of a `rows` × `k` matrix of ggml type `format` (8 = Q8_0, 2 = Q4_0, 3 = Q4_1) in groups of
+/// 16 rows (see kernels_rowgroups.c): the format's own size, rows padded to a multiple of 16.
+size_t ck_rg_bytes(int format, int rows, int k);
+
+/// Packs `rows` rows of ggml blocks (`rowBytes` each) into 16-row groups (ck_rg_bytes bytes at `out`).
+void ck_rg_pack(int format, const void *weights, size_t rowBytes, int rows, int k, void *out);
+
+/// y[t·ldy + r] (+)= W[r] · x[t] for the rows of groups [groupStart, groupStart + groupCount) (rows past
+/// `rows` are not written), with x quantized by ck_quantize_q8_avx2. `y` points at row 0 of token 0.
+/// AVX-512 VNNI only: check ck_has_avx512_vnni first.
+void ck_rg_gemm(int format, const void *packed, int rows, int k, int groupStart, int groupCount,
+                const int8_t *q, const float *d, const float *s, int tokens, float *y, int ldy, int accumulate);
 #endif
