@@ -171,3 +171,20 @@ public enum Vector {
         }
     }
 }
+
+extension Vector {
+    /// x[i] *= alpha.
+    public static func scale(_ x: UnsafeMutablePointer<Float>, _ alpha: Float, _ n: Int) {
+        let raw = UnsafeMutableRawPointer(x), a = SIMD16<Float>(repeating: alpha)
+        var i = 0
+        while i + 16 <= n {
+            raw.storeBytes(of: raw.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self) * a,
+                           toByteOffset: 4 * i, as: SIMD16<Float>.self)
+            i += 16
+        }
+        while i < n {
+            x[i] *= alpha
+            i += 1
+        }
+    }
+}
