@@ -5,10 +5,11 @@ import Kernels
 final class Arena {
     private var blocks: [UnsafeMutablePointer<Float>] = []
 
-    /// `count` zeroed floats that live as long as the arena.
-    func floats(_ count: Int) -> UnsafeMutablePointer<Float> {
+    /// `count` floats that live as long as the arena: zeroed, or (`zeroed: false`, for buffers written
+    /// whole before they are read) left as they come.
+    func floats(_ count: Int, zeroed: Bool = true) -> UnsafeMutablePointer<Float> {
         let pointer = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
-        pointer.initialize(repeating: 0, count: max(count, 1))
+        if zeroed { pointer.initialize(repeating: 0, count: max(count, 1)) }
         blocks.append(pointer)
         return pointer
     }
@@ -75,14 +76,11 @@ extension LlamaModel {
             // y (n, out) += s·B(A x) for an adapted projection, keeping A x for the backward pass.
             func loraForward(_ slot: LoRASlot, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>)
                 -> UnsafeMutablePointer<Float> {
-                let hidden = arena.floats(n * r)
-                let a = theta + slot.aOffset, b = theta + slot.bOffset
-                for t in 0..<n {
-                    for k in 0..<r { hidden[t * r + k] = Vector.dot(a + k * slot.inFeatures, input + t * slot.inFeatures, slot.inFeatures) }
-                    for o in 0..<slot.outFeatures {
-                        output[t * slot.outFeatures + o] += scaling * Vector.dot(b + o * r, hidden + t * r, r)
-                    }
-                }
+                let hidden = arena.floats(n * r, zeroed: false)
+                LoRAKernels.forward(a: theta + slot.aOffset, b: theta + slot.bOffset, rank: r, inFeatures: slot.inFeatures,
+                                    outFeatures: slot.outFeatures, scaling: scaling, input: input, tokens: n,
+                                    hidden: hidden, output: output, scratch: arena.floats(r * slot.outFeatures, zeroed: false),
+                                    pool: pool)
                 return hidden
             }
 
@@ -133,7 +131,7 @@ extension LlamaModel {
                 }
                 project(.gateProj, layer: layer, input: a.feedForwardIn, output: a.gate, hidden: &a.loraHidden)
                 project(.upProj, layer: layer, input: a.feedForwardIn, output: a.up, hidden: &a.loraHidden)
-                for i in 0..<(n * ff) { a.activated[i] = Activation.silu(a.gate[i]) * a.up[i] }
+                Activation.swiglu(gate: a.gate, up: a.up, out: a.activated, n * ff)
                 let down = arena.floats(n * d)
                 project(.downProj, layer: layer, input: a.activated, output: down, hidden: &a.loraHidden)
                 let next = arena.floats(n * d)
@@ -150,7 +148,10 @@ extension LlamaModel {
             let vocabulary = c.vocabSize
             let dFinalIn = arena.floats(n * d)
             let chunk = 32
-            let rowsIn = arena.floats(chunk * d), logits = arena.floats(chunk * vocabulary), rowsOut = arena.floats(chunk * d)
+            let rowsIn = arena.floats(chunk * d, zeroed: false), logits = arena.floats(chunk * vocabulary, zeroed: false)
+            let rowsOut = arena.floats(chunk * d, zeroed: false)
+            let rowLosses = UnsafeMutablePointer<Double>.allocate(capacity: chunk)
+            defer { rowLosses.deallocate() }
             var totalLoss = 0.0
             let inverseCount = 1 / Float(counted.count)
             var index = 0
@@ -158,13 +159,17 @@ extension LlamaModel {
                 let rows = Array(counted[index..<min(index + chunk, counted.count)])
                 for (i, t) in rows.enumerated() { (rowsIn + i * d).update(from: finalIn + t * d, count: d) }
                 forwardThrough(weights.output, key: "output", input: rowsIn, tokens: rows.count, output: logits, precision: precision)
-                for (i, t) in rows.enumerated() {
-                    let row = logits + i * vocabulary, label = labels[t + 1]
-                    let (logSum, _) = Activation.logSumExp(row, vocabulary)
-                    totalLoss += logSum - Double(row[label])
-                    for v in 0..<vocabulary { row[v] = Float(exp(Double(row[v]) - logSum)) * inverseCount }
-                    row[label] -= inverseCount
+                let rowLabels = rows.map { labels[$0 + 1] }
+                rowLabels.withUnsafeBufferPointer { rowLabels in
+                    nonisolated(unsafe) let rowLabels = rowLabels, logits = logits, rowLosses = rowLosses
+                    pool.parallelFor(rowLabels.count) { range in
+                        for i in range {
+                            rowLosses[i] = Activation.crossEntropyGradient(logits + i * vocabulary, vocabulary,
+                                                                           label: rowLabels[i], scale: inverseCount)
+                        }
+                    }
                 }
+                for i in 0..<rows.count { totalLoss += rowLosses[i] }
                 backwardThrough(weights.output, key: "output", gradOutput: logits, tokens: rows.count, gradInput: rowsOut,
                                 accumulate: false, precision: precision)
                 for (i, t) in rows.enumerated() { (dFinalIn + t * d).update(from: rowsOut + i * d, count: d) }
@@ -178,21 +183,11 @@ extension LlamaModel {
             // LoRA backward for one projection: accumulates weight·∂L/∂A, weight·∂L/∂B, and ∂L/∂x into dInput.
             func loraBackward(_ slot: LoRASlot, input: UnsafePointer<Float>, hidden: UnsafePointer<Float>,
                               gradOutput: UnsafePointer<Float>, gradInput: UnsafeMutablePointer<Float>) {
-                let a = theta + slot.aOffset, b = theta + slot.bOffset
-                let gA = gradient + slot.aOffset, gB = gradient + slot.bOffset
-                let gHidden = arena.floats(r)
-                for t in 0..<n {
-                    let dy = gradOutput + t * slot.outFeatures, u = hidden + t * r
-                    gHidden.initialize(repeating: 0, count: r)
-                    for o in 0..<slot.outFeatures where dy[o] != 0 {
-                        Vector.addScaled(gB + o * r, u, weight * scaling * dy[o], r)
-                        Vector.addScaled(gHidden, b + o * r, scaling * dy[o], r)
-                    }
-                    for k in 0..<r where gHidden[k] != 0 {
-                        Vector.addScaled(gA + k * slot.inFeatures, input + t * slot.inFeatures, weight * gHidden[k], slot.inFeatures)
-                        Vector.addScaled(gradInput + t * slot.inFeatures, a + k * slot.inFeatures, gHidden[k], slot.inFeatures)
-                    }
-                }
+                LoRAKernels.backward(a: theta + slot.aOffset, b: theta + slot.bOffset, rank: r, inFeatures: slot.inFeatures,
+                                     outFeatures: slot.outFeatures, scaling: scaling, weight: weight, input: input,
+                                     hidden: hidden, gradOutput: gradOutput, tokens: n,
+                                     gradA: gradient + slot.aOffset, gradB: gradient + slot.bOffset, gradInput: gradInput,
+                                     scratch: loraScratch, pool: pool)
             }
 
             func projectBackward(_ module: ProjectionModule, layer: Int, input: UnsafePointer<Float>,
@@ -210,6 +205,8 @@ extension LlamaModel {
             let dFeedForwardIn = arena.floats(n * d), dAttention = arena.floats(n * qWidth)
             let dQ = arena.floats(n * qWidth), dK = arena.floats(n * kvWidth), dV = arena.floats(n * kvWidth)
             let dAttentionIn = arena.floats(n * d)
+            let loraScratch = arena.floats(LoRAKernels.backwardScratch(rank: r, tokens: n, widest: max(d, qWidth, ff)),
+                                           zeroed: false)
             for layer in stride(from: c.numHiddenLayers - 1, through: 0, by: -1) {
                 let a = saved[layer], lw = weights.layers[layer]
                 dActivated.initialize(repeating: 0, count: n * ff)
