@@ -132,3 +132,31 @@ final class ExponentialTests: XCTestCase {
         }
     }
 }
+
+/// The strided weighted row sum under attention, against a Double loop.
+final class WeightedRowSumTests: XCTestCase {
+    func testMatchesDoubleForOddWidthsAndStrides() {
+        for (width, count, rowStride, coefficientStride) in [(64, 5, 64, 1), (83, 7, 100, 3), (15, 1, 15, 1), (200, 33, 211, 9)] {
+            let rows = (0..<(count * rowStride)).map { Float(($0 * 37) % 101) / 50 - 1 }
+            let coefficients = (0..<(count * coefficientStride)).map { Float(($0 * 13) % 29) / 14 - 1 }
+            let start = (0..<width).map { Float($0 % 7) - 3 }
+            for accumulate in [false, true] {
+                var out = start
+                rows.withUnsafeBufferPointer { r in
+                    coefficients.withUnsafeBufferPointer { c in
+                        out.withUnsafeMutableBufferPointer {
+                            Vector.weightedRowSum(into: $0.baseAddress!, rows: r.baseAddress!, rowStride: rowStride,
+                                                  coefficients: c.baseAddress!, coefficientStride: coefficientStride,
+                                                  count: count, width: width, accumulate: accumulate)
+                        }
+                    }
+                }
+                for column in 0..<width {
+                    var exact = accumulate ? Double(start[column]) : 0
+                    for i in 0..<count { exact += Double(coefficients[i * coefficientStride]) * Double(rows[i * rowStride + column]) }
+                    XCTAssertEqual(Double(out[column]), exact, accuracy: 1e-5, "width \(width), column \(column), accumulate \(accumulate)")
+                }
+            }
+        }
+    }
+}
