@@ -56,38 +56,82 @@ public enum RoPE {
 
 /// Softmax and the SwiGLU activation.
 public enum Activation {
-    /// In-place numerically stable softmax of x[0..<n].
+    /// In-place numerically stable softmax of x[0..<n] (exponentials from `Exponential`).
     public static func softmax(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
-        var maximum = -Float.infinity
-        for i in 0..<n { maximum = max(maximum, x[i]) }
-        var sum: Float = 0
-        for i in 0..<n {
-            let e = exp(x[i] - maximum)
-            x[i] = e
-            sum += e
-        }
-        let inverse = 1 / sum
-        for i in 0..<n { x[i] *= inverse }
+        guard n > 0 else { return }
+        let maximum = Exponential.maximum(x, n).value
+        let sum = Exponential.exponentiate(x, n, shift: maximum)
+        Vector.scale(x, Float(1 / sum), n)
     }
 
     /// SiLU(x) = x·σ(x).
     @inline(__always)
-    public static func silu(_ x: Float) -> Float { x / (1 + exp(-x)) }
+    public static func silu(_ x: Float) -> Float { x / (1 + Exponential.exp(-x)) }
+
+    /// SiLU(x)·u lane by lane.
+    @inline(__always)
+    static func swiglu(_ g: SIMD16<Float>, _ u: SIMD16<Float>) -> SIMD16<Float> {
+        g / (1 + Exponential.exp(-g)) * u
+    }
 
     /// gate[i] = SiLU(gate[i]) · up[i] (Shazeer 2020, GLU variants), in place over n elements.
     public static func swiglu(gate: UnsafeMutablePointer<Float>, up: UnsafePointer<Float>, _ n: Int) {
-        for i in 0..<n { gate[i] = silu(gate[i]) * up[i] }
+        swiglu(gate: gate, up: up, out: gate, n)
     }
 
-    /// log Σ exp(x[i]) and, optionally, the index of the largest value.
-    public static func logSumExp(_ x: UnsafePointer<Float>, _ n: Int) -> (value: Double, argmax: Int) {
-        var maximum = -Float.infinity, best = 0
-        for i in 0..<n where x[i] > maximum {
-            maximum = x[i]
-            best = i
+    /// out[i] = SiLU(gate[i]) · up[i] over n elements; out may alias gate or up.
+    public static func swiglu(gate: UnsafePointer<Float>, up: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
+                              _ n: Int) {
+        let g = UnsafeRawPointer(gate), u = UnsafeRawPointer(up), o = UnsafeMutableRawPointer(out)
+        var i = 0
+        while i + 16 <= n {
+            let value = swiglu(g.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self),
+                               u.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self))
+            o.storeBytes(of: value, toByteOffset: 4 * i, as: SIMD16<Float>.self)
+            i += 16
         }
-        var sum = 0.0
-        for i in 0..<n { sum += Double(exp(x[i] - maximum)) }
-        return (Double(maximum) + log(sum), best)
+        while i < n {
+            out[i] = silu(gate[i]) * up[i]
+            i += 1
+        }
+    }
+
+    /// log Σ exp(x[i]) (summed in Double) and the index of the first largest value.
+    public static func logSumExp(_ x: UnsafePointer<Float>, _ n: Int) -> (value: Double, argmax: Int) {
+        let (maximum, best) = Exponential.maximum(x, n)
+        guard maximum.isFinite else { return (Double(maximum), best) }
+        let raw = UnsafeRawPointer(x), shift = SIMD16<Float>(repeating: maximum)
+        var total = 0.0, partial = SIMD16<Float>(), i = 0, sinceFlush = 0
+        while i + 16 <= n {
+            partial += Exponential.exp(raw.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self) - shift)
+            i += 16
+            sinceFlush += 1
+            if sinceFlush == 64 {
+                total += Double(partial.sum())
+                partial = SIMD16<Float>()
+                sinceFlush = 0
+            }
+        }
+        total += Double(partial.sum())
+        while i < n {
+            total += Double(Exponential.exp(x[i] - maximum))
+            i += 1
+        }
+        return (Double(maximum) + log(total), best)
+    }
+
+    /// Softmax cross-entropy of one row of logits against `label`, and its gradient in place.
+    ///
+    /// Returns −log softmax(x)[label] in Double; leaves x[i] = scale·(softmax(x)[i] − [i = label]),
+    /// the gradient of scale × that loss. One exponential per entry.
+    public static func crossEntropyGradient(_ x: UnsafeMutablePointer<Float>, _ n: Int, label: Int,
+                                            scale: Float) -> Double {
+        precondition(label >= 0 && label < n, "label \(label) outside 0..<\(n)")
+        let target = x[label]
+        let maximum = Exponential.maximum(x, n).value
+        let sum = Exponential.exponentiate(x, n, shift: maximum)
+        Vector.scale(x, Float(Double(scale) / sum), n)
+        x[label] -= scale
+        return Double(maximum) + log(sum) - Double(target)
     }
 }

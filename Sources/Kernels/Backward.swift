@@ -26,12 +26,25 @@ extension Activation {
     public static func swigluBackward(gate: UnsafePointer<Float>, up: UnsafePointer<Float>,
                                       gradOutput: UnsafePointer<Float>, gradGate: UnsafeMutablePointer<Float>,
                                       gradUp: UnsafeMutablePointer<Float>, _ n: Int) {
-        for i in 0..<n {
-            let g = gate[i]
-            let sigmoid = 1 / (1 + exp(-g))
-            let silu = g * sigmoid
-            gradUp[i] = gradOutput[i] * silu
-            gradGate[i] = gradOutput[i] * up[i] * sigmoid * (1 + g * (1 - sigmoid))
+        let g = UnsafeRawPointer(gate), u = UnsafeRawPointer(up), dy = UnsafeRawPointer(gradOutput)
+        let dg = UnsafeMutableRawPointer(gradGate), du = UnsafeMutableRawPointer(gradUp)
+        var i = 0
+        while i + 16 <= n {
+            let x = g.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self)
+            let d = dy.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self)
+            let sigmoid = 1 / (1 + Exponential.exp(-x))
+            du.storeBytes(of: d * x * sigmoid, toByteOffset: 4 * i, as: SIMD16<Float>.self)
+            let derivative = sigmoid * (1 + x * (1 - sigmoid))
+            dg.storeBytes(of: d * u.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self) * derivative,
+                          toByteOffset: 4 * i, as: SIMD16<Float>.self)
+            i += 16
+        }
+        while i < n {
+            let x = gate[i]
+            let sigmoid = 1 / (1 + Exponential.exp(-x))
+            gradUp[i] = gradOutput[i] * x * sigmoid
+            gradGate[i] = gradOutput[i] * up[i] * sigmoid * (1 + x * (1 - sigmoid))
+            i += 1
         }
     }
 }

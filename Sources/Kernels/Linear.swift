@@ -171,3 +171,71 @@ public enum Vector {
         }
     }
 }
+
+extension Vector {
+    /// x[i] *= alpha.
+    public static func scale(_ x: UnsafeMutablePointer<Float>, _ alpha: Float, _ n: Int) {
+        let raw = UnsafeMutableRawPointer(x), a = SIMD16<Float>(repeating: alpha)
+        var i = 0
+        while i + 16 <= n {
+            raw.storeBytes(of: raw.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self) * a,
+                           toByteOffset: 4 * i, as: SIMD16<Float>.self)
+            i += 16
+        }
+        while i < n {
+            x[i] *= alpha
+            i += 1
+        }
+    }
+}
+
+extension Vector {
+    /// out[0..<width] (+)= Σ_i coefficients[i·coefficientStride] · rows[i·rowStride ..< i·rowStride + width]
+    /// for i in 0..<count: a weighted sum of strided rows kept in registers 64 columns at a time, so each
+    /// output element is written once (attention's P·V, dS·K and their transposes).
+    public static func weightedRowSum(into out: UnsafeMutablePointer<Float>, rows: UnsafePointer<Float>, rowStride: Int,
+                                      coefficients: UnsafePointer<Float>, coefficientStride: Int, count: Int,
+                                      width: Int, accumulate: Bool) {
+        typealias F = SIMD16<Float>
+        let raw = UnsafeRawPointer(rows), o = UnsafeMutableRawPointer(out)
+        var column = 0
+        while column + 64 <= width {
+            var a0 = F(), a1 = F(), a2 = F(), a3 = F()
+            for i in 0..<count {
+                let c = F(repeating: coefficients[i * coefficientStride])
+                let offset = 4 * (i * rowStride + column)
+                a0 += c * raw.loadUnaligned(fromByteOffset: offset, as: F.self)
+                a1 += c * raw.loadUnaligned(fromByteOffset: offset + 64, as: F.self)
+                a2 += c * raw.loadUnaligned(fromByteOffset: offset + 128, as: F.self)
+                a3 += c * raw.loadUnaligned(fromByteOffset: offset + 192, as: F.self)
+            }
+            if accumulate {
+                a0 += o.loadUnaligned(fromByteOffset: 4 * column, as: F.self)
+                a1 += o.loadUnaligned(fromByteOffset: 4 * column + 64, as: F.self)
+                a2 += o.loadUnaligned(fromByteOffset: 4 * column + 128, as: F.self)
+                a3 += o.loadUnaligned(fromByteOffset: 4 * column + 192, as: F.self)
+            }
+            o.storeBytes(of: a0, toByteOffset: 4 * column, as: F.self)
+            o.storeBytes(of: a1, toByteOffset: 4 * column + 64, as: F.self)
+            o.storeBytes(of: a2, toByteOffset: 4 * column + 128, as: F.self)
+            o.storeBytes(of: a3, toByteOffset: 4 * column + 192, as: F.self)
+            column += 64
+        }
+        while column + 16 <= width {
+            var a = F()
+            for i in 0..<count {
+                a += F(repeating: coefficients[i * coefficientStride])
+                    * raw.loadUnaligned(fromByteOffset: 4 * (i * rowStride + column), as: F.self)
+            }
+            if accumulate { a += o.loadUnaligned(fromByteOffset: 4 * column, as: F.self) }
+            o.storeBytes(of: a, toByteOffset: 4 * column, as: F.self)
+            column += 16
+        }
+        while column < width {
+            var sum: Float = accumulate ? out[column] : 0
+            for i in 0..<count { sum += coefficients[i * coefficientStride] * rows[i * rowStride + column] }
+            out[column] = sum
+            column += 1
+        }
+    }
+}

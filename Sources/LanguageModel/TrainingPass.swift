@@ -5,10 +5,11 @@ import Kernels
 final class Arena {
     private var blocks: [UnsafeMutablePointer<Float>] = []
 
-    /// `count` zeroed floats that live as long as the arena.
-    func floats(_ count: Int) -> UnsafeMutablePointer<Float> {
+    /// `count` floats that live as long as the arena: zeroed, or (`zeroed: false`, for buffers written
+    /// whole before they are read) left as they come.
+    func floats(_ count: Int, zeroed: Bool = true) -> UnsafeMutablePointer<Float> {
         let pointer = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
-        pointer.initialize(repeating: 0, count: max(count, 1))
+        if zeroed { pointer.initialize(repeating: 0, count: max(count, 1)) }
         blocks.append(pointer)
         return pointer
     }
@@ -23,7 +24,7 @@ struct LayerActivations {
     var q: UnsafeMutablePointer<Float>            // (n, heads·hd) after RoPE
     var k: UnsafeMutablePointer<Float>            // (n, kvHeads·hd) after RoPE
     var v: UnsafeMutablePointer<Float>            // (n, kvHeads·hd)
-    var probabilities: UnsafeMutablePointer<Float> // (heads, n, n) causal softmax, zero above the diagonal
+    var probabilities: UnsafeMutablePointer<Float> // (heads, n, n) causal softmax; entries above the diagonal unset
     var attention: UnsafeMutablePointer<Float>    // (n, heads·hd) input of o_proj
     var middle: UnsafeMutablePointer<Float>       // (n, d) residual after attention
     var feedForwardIn: UnsafeMutablePointer<Float> // (n, d) RMSNorm(middle)·w
@@ -75,14 +76,11 @@ extension LlamaModel {
             // y (n, out) += s·B(A x) for an adapted projection, keeping A x for the backward pass.
             func loraForward(_ slot: LoRASlot, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>)
                 -> UnsafeMutablePointer<Float> {
-                let hidden = arena.floats(n * r)
-                let a = theta + slot.aOffset, b = theta + slot.bOffset
-                for t in 0..<n {
-                    for k in 0..<r { hidden[t * r + k] = Vector.dot(a + k * slot.inFeatures, input + t * slot.inFeatures, slot.inFeatures) }
-                    for o in 0..<slot.outFeatures {
-                        output[t * slot.outFeatures + o] += scaling * Vector.dot(b + o * r, hidden + t * r, r)
-                    }
-                }
+                let hidden = arena.floats(n * r, zeroed: false)
+                LoRAKernels.forward(a: theta + slot.aOffset, b: theta + slot.bOffset, rank: r, inFeatures: slot.inFeatures,
+                                    outFeatures: slot.outFeatures, scaling: scaling, input: input, tokens: n,
+                                    hidden: hidden, output: output, scratch: arena.floats(r * slot.outFeatures, zeroed: false),
+                                    pool: pool)
                 return hidden
             }
 
@@ -104,11 +102,13 @@ extension LlamaModel {
             let frequencies = inverseFrequencies
             for layer in 0..<c.numHiddenLayers {
                 let lw = weights.layers[layer]
+                // Every buffer is written whole before it is read (probabilities: their causal half, the only part read).
+                func written(_ count: Int) -> UnsafeMutablePointer<Float> { arena.floats(count, zeroed: false) }
                 var a = LayerActivations(
-                    input: x, attentionIn: arena.floats(n * d), q: arena.floats(n * qWidth), k: arena.floats(n * kvWidth),
-                    v: arena.floats(n * kvWidth), probabilities: arena.floats(heads * n * n),
-                    attention: arena.floats(n * qWidth), middle: arena.floats(n * d), feedForwardIn: arena.floats(n * d),
-                    gate: arena.floats(n * ff), up: arena.floats(n * ff), activated: arena.floats(n * ff), loraHidden: [:])
+                    input: x, attentionIn: written(n * d), q: written(n * qWidth), k: written(n * kvWidth),
+                    v: written(n * kvWidth), probabilities: written(heads * n * n),
+                    attention: written(n * qWidth), middle: written(n * d), feedForwardIn: written(n * d),
+                    gate: written(n * ff), up: written(n * ff), activated: written(n * ff), loraHidden: [:])
                 lw.attentionNorm.withUnsafeBufferPointer {
                     RMSNorm.forward(a.input, weight: $0.baseAddress!, tokens: n, width: d, eps: eps, out: a.attentionIn)
                 }
@@ -125,7 +125,7 @@ extension LlamaModel {
                 }
                 TrainingAttention.forward(q: a.q, k: a.k, v: a.v, tokens: n, heads: heads, kvHeads: kvHeads,
                                           headDimension: hd, probabilities: a.probabilities, output: a.attention, pool: pool)
-                let projected = arena.floats(n * d)
+                let projected = arena.floats(n * d, zeroed: false)
                 project(.oProj, layer: layer, input: a.attention, output: projected, hidden: &a.loraHidden)
                 for i in 0..<(n * d) { a.middle[i] = a.input[i] + projected[i] }
                 lw.feedForwardNorm.withUnsafeBufferPointer {
@@ -133,10 +133,10 @@ extension LlamaModel {
                 }
                 project(.gateProj, layer: layer, input: a.feedForwardIn, output: a.gate, hidden: &a.loraHidden)
                 project(.upProj, layer: layer, input: a.feedForwardIn, output: a.up, hidden: &a.loraHidden)
-                for i in 0..<(n * ff) { a.activated[i] = Activation.silu(a.gate[i]) * a.up[i] }
-                let down = arena.floats(n * d)
+                Activation.swiglu(gate: a.gate, up: a.up, out: a.activated, n * ff)
+                let down = arena.floats(n * d, zeroed: false)
                 project(.downProj, layer: layer, input: a.activated, output: down, hidden: &a.loraHidden)
-                let next = arena.floats(n * d)
+                let next = arena.floats(n * d, zeroed: false)
                 for i in 0..<(n * d) { next[i] = a.middle[i] + down[i] }
                 saved.append(a)
                 x = next
@@ -150,7 +150,10 @@ extension LlamaModel {
             let vocabulary = c.vocabSize
             let dFinalIn = arena.floats(n * d)
             let chunk = 32
-            let rowsIn = arena.floats(chunk * d), logits = arena.floats(chunk * vocabulary), rowsOut = arena.floats(chunk * d)
+            let rowsIn = arena.floats(chunk * d, zeroed: false), logits = arena.floats(chunk * vocabulary, zeroed: false)
+            let rowsOut = arena.floats(chunk * d, zeroed: false)
+            let rowLosses = UnsafeMutablePointer<Double>.allocate(capacity: chunk)
+            defer { rowLosses.deallocate() }
             var totalLoss = 0.0
             let inverseCount = 1 / Float(counted.count)
             var index = 0
@@ -158,13 +161,17 @@ extension LlamaModel {
                 let rows = Array(counted[index..<min(index + chunk, counted.count)])
                 for (i, t) in rows.enumerated() { (rowsIn + i * d).update(from: finalIn + t * d, count: d) }
                 forwardThrough(weights.output, key: "output", input: rowsIn, tokens: rows.count, output: logits, precision: precision)
-                for (i, t) in rows.enumerated() {
-                    let row = logits + i * vocabulary, label = labels[t + 1]
-                    let (logSum, _) = Activation.logSumExp(row, vocabulary)
-                    totalLoss += logSum - Double(row[label])
-                    for v in 0..<vocabulary { row[v] = Float(exp(Double(row[v]) - logSum)) * inverseCount }
-                    row[label] -= inverseCount
+                let rowLabels = rows.map { labels[$0 + 1] }
+                rowLabels.withUnsafeBufferPointer { rowLabels in
+                    nonisolated(unsafe) let rowLabels = rowLabels, logits = logits, rowLosses = rowLosses
+                    pool.parallelFor(rowLabels.count) { range in
+                        for i in range {
+                            rowLosses[i] = Activation.crossEntropyGradient(logits + i * vocabulary, vocabulary,
+                                                                           label: rowLabels[i], scale: inverseCount)
+                        }
+                    }
                 }
+                for i in 0..<rows.count { totalLoss += rowLosses[i] }
                 backwardThrough(weights.output, key: "output", gradOutput: logits, tokens: rows.count, gradInput: rowsOut,
                                 accumulate: false, precision: precision)
                 for (i, t) in rows.enumerated() { (dFinalIn + t * d).update(from: rowsOut + i * d, count: d) }
@@ -178,21 +185,11 @@ extension LlamaModel {
             // LoRA backward for one projection: accumulates weight·∂L/∂A, weight·∂L/∂B, and ∂L/∂x into dInput.
             func loraBackward(_ slot: LoRASlot, input: UnsafePointer<Float>, hidden: UnsafePointer<Float>,
                               gradOutput: UnsafePointer<Float>, gradInput: UnsafeMutablePointer<Float>) {
-                let a = theta + slot.aOffset, b = theta + slot.bOffset
-                let gA = gradient + slot.aOffset, gB = gradient + slot.bOffset
-                let gHidden = arena.floats(r)
-                for t in 0..<n {
-                    let dy = gradOutput + t * slot.outFeatures, u = hidden + t * r
-                    gHidden.initialize(repeating: 0, count: r)
-                    for o in 0..<slot.outFeatures where dy[o] != 0 {
-                        Vector.addScaled(gB + o * r, u, weight * scaling * dy[o], r)
-                        Vector.addScaled(gHidden, b + o * r, scaling * dy[o], r)
-                    }
-                    for k in 0..<r where gHidden[k] != 0 {
-                        Vector.addScaled(gA + k * slot.inFeatures, input + t * slot.inFeatures, weight * gHidden[k], slot.inFeatures)
-                        Vector.addScaled(gradInput + t * slot.inFeatures, a + k * slot.inFeatures, gHidden[k], slot.inFeatures)
-                    }
-                }
+                LoRAKernels.backward(a: theta + slot.aOffset, b: theta + slot.bOffset, rank: r, inFeatures: slot.inFeatures,
+                                     outFeatures: slot.outFeatures, scaling: scaling, weight: weight, input: input,
+                                     hidden: hidden, gradOutput: gradOutput, tokens: n,
+                                     gradA: gradient + slot.aOffset, gradB: gradient + slot.bOffset, gradInput: gradInput,
+                                     scratch: loraScratch, pool: pool)
             }
 
             func projectBackward(_ module: ProjectionModule, layer: Int, input: UnsafePointer<Float>,
@@ -206,10 +203,15 @@ extension LlamaModel {
             }
 
             // Backward through the layers; dx is ∂L/∂(layer output).
-            let dActivated = arena.floats(n * ff), dGate = arena.floats(n * ff), dUp = arena.floats(n * ff)
+            let dActivated = arena.floats(n * ff)
+            let dGate = arena.floats(n * ff, zeroed: false), dUp = arena.floats(n * ff, zeroed: false)
             let dFeedForwardIn = arena.floats(n * d), dAttention = arena.floats(n * qWidth)
-            let dQ = arena.floats(n * qWidth), dK = arena.floats(n * kvWidth), dV = arena.floats(n * kvWidth)
+            let dQ = arena.floats(n * qWidth, zeroed: false), dK = arena.floats(n * kvWidth, zeroed: false)
+            let dV = arena.floats(n * kvWidth, zeroed: false)
+            let attentionScratch = arena.floats(TrainingAttention.backwardScratch(tokens: n, heads: heads), zeroed: false)
             let dAttentionIn = arena.floats(n * d)
+            let loraScratch = arena.floats(LoRAKernels.backwardScratch(rank: r, tokens: n, widest: max(d, qWidth, ff)),
+                                           zeroed: false)
             for layer in stride(from: c.numHiddenLayers - 1, through: 0, by: -1) {
                 let a = saved[layer], lw = weights.layers[layer]
                 dActivated.initialize(repeating: 0, count: n * ff)
@@ -218,7 +220,7 @@ extension LlamaModel {
                 dFeedForwardIn.initialize(repeating: 0, count: n * d)
                 projectBackward(.gateProj, layer: layer, input: a.feedForwardIn, hidden: a.loraHidden, gradOutput: dGate, gradInput: dFeedForwardIn)
                 projectBackward(.upProj, layer: layer, input: a.feedForwardIn, hidden: a.loraHidden, gradOutput: dUp, gradInput: dFeedForwardIn)
-                let dMiddle = arena.floats(n * d)
+                let dMiddle = arena.floats(n * d, zeroed: false)
                 dMiddle.update(from: dx, count: n * d)
                 lw.feedForwardNorm.withUnsafeBufferPointer {
                     RMSNorm.backward(a.middle, weight: $0.baseAddress!, gradOutput: dFeedForwardIn, tokens: n, width: d,
@@ -228,7 +230,7 @@ extension LlamaModel {
                 projectBackward(.oProj, layer: layer, input: a.attention, hidden: a.loraHidden, gradOutput: dMiddle, gradInput: dAttention)
                 TrainingAttention.backward(q: a.q, k: a.k, v: a.v, probabilities: a.probabilities, gradOutput: dAttention,
                                            tokens: n, heads: heads, kvHeads: kvHeads, headDimension: hd,
-                                           gradQ: dQ, gradK: dK, gradV: dV, pool: pool)
+                                           gradQ: dQ, gradK: dK, gradV: dV, scratch: attentionScratch, pool: pool)
                 positions.withUnsafeBufferPointer { p in
                     frequencies.withUnsafeBufferPointer { f in
                         RoPE.apply(dQ, tokens: n, heads: heads, headDimension: hd, positions: p.baseAddress!,
@@ -241,7 +243,7 @@ extension LlamaModel {
                 projectBackward(.qProj, layer: layer, input: a.attentionIn, hidden: a.loraHidden, gradOutput: dQ, gradInput: dAttentionIn)
                 projectBackward(.kProj, layer: layer, input: a.attentionIn, hidden: a.loraHidden, gradOutput: dK, gradInput: dAttentionIn)
                 projectBackward(.vProj, layer: layer, input: a.attentionIn, hidden: a.loraHidden, gradOutput: dV, gradInput: dAttentionIn)
-                let dInput = arena.floats(n * d)
+                let dInput = arena.floats(n * d, zeroed: false)
                 dInput.update(from: dMiddle, count: n * d)
                 lw.attentionNorm.withUnsafeBufferPointer {
                     RMSNorm.backward(a.input, weight: $0.baseAddress!, gradOutput: dAttentionIn, tokens: n, width: d,
@@ -269,48 +271,57 @@ enum TrainingAttention {
                 let query = q + t * qWidth + head * hd
                 for j in 0...t { p[j] = Vector.dot(query, k + j * kvWidth + kvHead * hd, hd) * scale }
                 Activation.softmax(p, t + 1)
-                let out = output + t * qWidth + head * hd
-                out.initialize(repeating: 0, count: hd)
-                for j in 0...t { Vector.addScaled(out, v + j * kvWidth + kvHead * hd, p[j], hd) }
+                Vector.weightedRowSum(into: output + t * qWidth + head * hd, rows: v + kvHead * hd, rowStride: kvWidth,
+                                      coefficients: p, coefficientStride: 1, count: t + 1, width: hd, accumulate: false)
             }
         }
     }
 
+    /// Floats of scratch that `backward` needs: the score gradients dS, (heads, n, n).
+    static func backwardScratch(tokens n: Int, heads: Int) -> Int { heads * n * n }
+
     /// dS = P ∘ (dP − rowsum(P ∘ dP)) with dP = dO·Vᵀ; dQ = s·dS·K, dK = s·dSᵀ·Q, dV = Pᵀ·dO.
-    /// Overwrites gradQ, gradK, gradV. Parallel over key/value heads so K/V gradients never race.
+    ///
+    /// Overwrites gradQ, gradK, gradV. Two passes, each balanced over the pool: query rows (head, t) give
+    /// dS and dQ; key rows (kvHead, j) then sum dK and dV over their group's heads and the rows t ≥ j.
+    /// scratch: `backwardScratch(tokens:heads:)` floats; only its causal half is touched.
     static func backward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                          probabilities: UnsafePointer<Float>, gradOutput: UnsafePointer<Float>, tokens n: Int,
                          heads: Int, kvHeads: Int, headDimension hd: Int, gradQ: UnsafeMutablePointer<Float>,
-                         gradK: UnsafeMutablePointer<Float>, gradV: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+                         gradK: UnsafeMutablePointer<Float>, gradV: UnsafeMutablePointer<Float>,
+                         scratch: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         let group = heads / kvHeads, qWidth = heads * hd, kvWidth = kvHeads * hd
         let scale = 1 / Float(hd).squareRoot()
-        gradQ.initialize(repeating: 0, count: n * qWidth)
-        gradK.initialize(repeating: 0, count: n * kvWidth)
-        gradV.initialize(repeating: 0, count: n * kvWidth)
         nonisolated(unsafe) let q = q, k = k, v = v, probabilities = probabilities, gradOutput = gradOutput
-        nonisolated(unsafe) let gradQ = gradQ, gradK = gradK, gradV = gradV
-        pool.parallelFor(kvHeads) { range in
-            let dP = UnsafeMutablePointer<Float>.allocate(capacity: n)
-            defer { dP.deallocate() }
-            for kvHead in range {
+        nonisolated(unsafe) let gradQ = gradQ, gradK = gradK, gradV = gradV, gradScores = scratch
+        pool.parallelFor(heads * n, minimumChunk: 4) { range in
+            for task in range {
+                let head = task / n, t = task % n, kvHead = head / group
+                let p = probabilities + (head * n + t) * n, dS = gradScores + (head * n + t) * n
+                let dO = gradOutput + t * qWidth + head * hd
+                var dot: Float = 0
+                for j in 0...t {
+                    dS[j] = Vector.dot(dO, v + j * kvWidth + kvHead * hd, hd)
+                    dot += p[j] * dS[j]
+                }
+                for j in 0...t { dS[j] = p[j] * (dS[j] - dot) * scale }
+                Vector.weightedRowSum(into: gradQ + t * qWidth + head * hd, rows: k + kvHead * hd, rowStride: kvWidth,
+                                      coefficients: dS, coefficientStride: 1, count: t + 1, width: hd, accumulate: false)
+            }
+        }
+        pool.parallelFor(kvHeads * n, minimumChunk: 4) { range in
+            for task in range {
+                let kvHead = task / n, j = task % n
+                let dK = gradK + j * kvWidth + kvHead * hd, dV = gradV + j * kvWidth + kvHead * hd
                 for head in (kvHead * group)..<((kvHead + 1) * group) {
-                    for t in 0..<n {
-                        let p = probabilities + (head * n + t) * n
-                        let dO = gradOutput + t * qWidth + head * hd
-                        var dot: Float = 0
-                        for j in 0...t {
-                            dP[j] = Vector.dot(dO, v + j * kvWidth + kvHead * hd, hd)
-                            dot += p[j] * dP[j]
-                            Vector.addScaled(gradV + j * kvWidth + kvHead * hd, dO, p[j], hd)
-                        }
-                        let dQ = gradQ + t * qWidth + head * hd, query = q + t * qWidth + head * hd
-                        for j in 0...t {
-                            let dS = p[j] * (dP[j] - dot) * scale
-                            guard dS != 0 else { continue }
-                            Vector.addScaled(dQ, k + j * kvWidth + kvHead * hd, dS, hd)
-                            Vector.addScaled(gradK + j * kvWidth + kvHead * hd, query, dS, hd)
-                        }
-                    }
+                    let first = head == kvHead * group
+                    let column = (head * n + j) * n + j  // [head, t = j, j]; rows t ≥ j follow at stride n
+                    Vector.weightedRowSum(into: dV, rows: gradOutput + j * qWidth + head * hd, rowStride: qWidth,
+                                          coefficients: probabilities + column, coefficientStride: n, count: n - j,
+                                          width: hd, accumulate: !first)
+                    Vector.weightedRowSum(into: dK, rows: q + j * qWidth + head * hd, rowStride: qWidth,
+                                          coefficients: gradScores + column, coefficientStride: n, count: n - j,
+                                          width: hd, accumulate: !first)
                 }
             }
         }

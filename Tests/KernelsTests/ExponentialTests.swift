@@ -1,0 +1,162 @@
+import Foundation
+import XCTest
+@testable import Kernels
+
+/// The vectorised exponential and the kernels built on it, against Double references.
+final class ExponentialTests: XCTestCase {
+    /// Documented bound of `Exponential.exp` (relative, against Double).
+    static let expTolerance = 2.5e-7
+
+    func testExpRelativeErrorOverItsRange() {
+        var worst = 0.0, worstAt: Float = 0
+        var x = Exponential.lowerLimit
+        while x <= Exponential.upperLimit {
+            var lanes = SIMD16<Float>()
+            for i in 0..<16 { lanes[i] = min(x + Float(i) * 1.37e-3, Exponential.upperLimit) }
+            let fast = Exponential.exp(lanes)
+            for i in 0..<16 {
+                let exact = Foundation.exp(Double(lanes[i]))
+                let error = abs(Double(fast[i]) - exact) / exact
+                if error > worst { (worst, worstAt) = (error, lanes[i]) }
+            }
+            x += 16 * 1.37e-3
+        }
+        XCTAssertLessThanOrEqual(worst, Self.expTolerance, "worst relative error \(worst) at x = \(worstAt)")
+    }
+
+    func testExpNearZeroAndAtTheEdges() {
+        for x: Float in [0, -0, 1e-8, -1e-8, 0.34657, -0.34657, 1, -1, 10.5, -20.25] {
+            let exact = Foundation.exp(Double(x))
+            XCTAssertLessThanOrEqual(abs(Double(Exponential.exp(x)) - exact) / exact, Self.expTolerance, "x = \(x)")
+        }
+        XCTAssertEqual(Exponential.exp(0), 1)
+        XCTAssertEqual(Exponential.exp(-90), 0)
+        XCTAssertEqual(Exponential.exp(-Float.infinity), 0)
+        XCTAssertEqual(Exponential.exp(89), .infinity)
+        XCTAssertEqual(Exponential.exp(Float.infinity), .infinity)
+        XCTAssertTrue(Exponential.exp(Float.nan).isNaN)
+        XCTAssertTrue(Exponential.exp(Exponential.upperLimit).isFinite)
+        XCTAssertGreaterThan(Exponential.exp(Exponential.lowerLimit), 0)
+    }
+
+    /// Deterministic values in about [−spread, spread] (a linear congruential sequence; not for anything random).
+    func values(_ n: Int, spread: Float, seed: UInt64) -> [Float] {
+        var state = seed
+        return (0..<n).map { _ in
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return (Float(state >> 40) / Float(1 << 24) * 2 - 1) * spread
+        }
+    }
+
+    func testLogSumExpMatchesDoubleForOddLengths() {
+        for n in [1, 2, 15, 16, 17, 33, 1000, 1025, 49_152 + 7] {
+            let x = values(n, spread: 12, seed: UInt64(n))
+            let maximum = Double(x.max()!)
+            let exact = maximum + log(x.reduce(0.0) { $0 + Foundation.exp(Double($1) - maximum) })
+            let (value, argmax) = x.withUnsafeBufferPointer { Activation.logSumExp($0.baseAddress!, n) }
+            XCTAssertEqual(value, exact, accuracy: 1e-6 * max(1, abs(exact)), "n = \(n)")
+            XCTAssertEqual(argmax, x.firstIndex(of: x.max()!)!, "n = \(n)")
+        }
+    }
+
+    func testLogSumExpPropagatesNaN() {
+        var x = values(40, spread: 3, seed: 9)
+        x[37] = .nan
+        XCTAssertTrue(x.withUnsafeBufferPointer { Activation.logSumExp($0.baseAddress!, 40) }.value.isNaN)
+    }
+
+    func testCrossEntropyGradientMatchesDouble() {
+        for (n, label) in [(1, 0), (5, 4), (17, 3), (49_152 + 3, 12_345)] {
+            let x = values(n, spread: 15, seed: UInt64(n) + 100)
+            let scale: Float = 1.0 / 7
+            let maximum = Double(x.max()!)
+            let sum = x.reduce(0.0) { $0 + Foundation.exp(Double($1) - maximum) }
+            let exactLoss = maximum + log(sum) - Double(x[label])
+            var gradient = x
+            let loss = gradient.withUnsafeMutableBufferPointer {
+                Activation.crossEntropyGradient($0.baseAddress!, n, label: label, scale: scale)
+            }
+            XCTAssertEqual(loss, exactLoss, accuracy: 1e-6 * max(1, abs(exactLoss)), "n = \(n)")
+            var worst = 0.0
+            for i in 0..<n {
+                let p = Foundation.exp(Double(x[i]) - maximum) / sum
+                let exact = Double(scale) * (p - (i == label ? 1 : 0))
+                worst = max(worst, abs(Double(gradient[i]) - exact))
+            }
+            // Against the largest entry (scale): float rounding of p and of scale·p.
+            XCTAssertLessThanOrEqual(worst / Double(scale), 1e-6, "n = \(n)")
+        }
+    }
+
+    func testSoftmaxMatchesDoubleForOddLengths() {
+        for n in [1, 3, 16, 31, 129] {
+            let x = values(n, spread: 20, seed: UInt64(n) + 7)
+            var y = x
+            y.withUnsafeMutableBufferPointer { Activation.softmax($0.baseAddress!, n) }
+            let maximum = Double(x.max()!)
+            let sum = x.reduce(0.0) { $0 + Foundation.exp(Double($1) - maximum) }
+            for i in 0..<n {
+                XCTAssertEqual(Double(y[i]), Foundation.exp(Double(x[i]) - maximum) / sum, accuracy: 1e-6, "n = \(n), i = \(i)")
+            }
+        }
+    }
+
+    func testSwiGLUAndItsBackwardMatchDouble() {
+        for n in [1, 15, 16, 47] {
+            let gate = values(n, spread: 30, seed: UInt64(n) + 1), up = values(n, spread: 2, seed: UInt64(n) + 2)
+            let dy = values(n, spread: 1, seed: UInt64(n) + 3)
+            var out = [Float](repeating: 0, count: n), dGate = out, dUp = out
+            gate.withUnsafeBufferPointer { g in
+                up.withUnsafeBufferPointer { u in
+                    dy.withUnsafeBufferPointer { d in
+                        out.withUnsafeMutableBufferPointer {
+                            Activation.swiglu(gate: g.baseAddress!, up: u.baseAddress!, out: $0.baseAddress!, n)
+                        }
+                        dGate.withUnsafeMutableBufferPointer { dg in
+                            dUp.withUnsafeMutableBufferPointer { du in
+                                Activation.swigluBackward(gate: g.baseAddress!, up: u.baseAddress!, gradOutput: d.baseAddress!,
+                                                          gradGate: dg.baseAddress!, gradUp: du.baseAddress!, n)
+                            }
+                        }
+                    }
+                }
+            }
+            for i in 0..<n {
+                let g = Double(gate[i]), u = Double(up[i]), d = Double(dy[i])
+                let sigmoid = 1 / (1 + Foundation.exp(-g))
+                XCTAssertEqual(Double(out[i]), g * sigmoid * u, accuracy: 1e-6 * max(1, abs(g * u)), "n = \(n), i = \(i)")
+                XCTAssertEqual(Double(dUp[i]), d * g * sigmoid, accuracy: 1e-6 * max(1, abs(g)), "n = \(n), i = \(i)")
+                XCTAssertEqual(Double(dGate[i]), d * u * sigmoid * (1 + g * (1 - sigmoid)), accuracy: 1e-6 * max(1, abs(g * u)),
+                               "n = \(n), i = \(i)")
+            }
+        }
+    }
+}
+
+/// The strided weighted row sum under attention, against a Double loop.
+final class WeightedRowSumTests: XCTestCase {
+    func testMatchesDoubleForOddWidthsAndStrides() {
+        for (width, count, rowStride, coefficientStride) in [(64, 5, 64, 1), (83, 7, 100, 3), (15, 1, 15, 1), (200, 33, 211, 9)] {
+            let rows = (0..<(count * rowStride)).map { Float(($0 * 37) % 101) / 50 - 1 }
+            let coefficients = (0..<(count * coefficientStride)).map { Float(($0 * 13) % 29) / 14 - 1 }
+            let start = (0..<width).map { Float($0 % 7) - 3 }
+            for accumulate in [false, true] {
+                var out = start
+                rows.withUnsafeBufferPointer { r in
+                    coefficients.withUnsafeBufferPointer { c in
+                        out.withUnsafeMutableBufferPointer {
+                            Vector.weightedRowSum(into: $0.baseAddress!, rows: r.baseAddress!, rowStride: rowStride,
+                                                  coefficients: c.baseAddress!, coefficientStride: coefficientStride,
+                                                  count: count, width: width, accumulate: accumulate)
+                        }
+                    }
+                }
+                for column in 0..<width {
+                    var exact = accumulate ? Double(start[column]) : 0
+                    for i in 0..<count { exact += Double(coefficients[i * coefficientStride]) * Double(rows[i * rowStride + column]) }
+                    XCTAssertEqual(Double(out[column]), exact, accuracy: 1e-5, "width \(width), column \(column), accumulate \(accumulate)")
+                }
+            }
+        }
+    }
+}
