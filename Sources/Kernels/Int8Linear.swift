@@ -169,13 +169,16 @@ extension Linear {
     }
 }
 
-/// A quantized matrix unpacked once into the panel kernel's interleaved layout (about 1.25 bytes per
-/// weight), for matrices multiplied many times with many tokens, as in training.
+/// A quantized matrix laid out once for matrices multiplied many times with many tokens, as in
+/// training: in 16-row groups where the CPU has AVX-512 VNNI (the file's own size per weight), else
+/// unpacked into the panel kernel's interleaved layout (about 1.25 bytes per weight).
 public final class PackedMatrix: @unchecked Sendable {
     public let format: WeightFormat
     public let rows: Int
     public let columns: Int
-    let bytes: UnsafeMutableRawPointer
+    /// The 16-row-group copy (AVX-512 VNNI); nil where the panel layout below is used.
+    let grouped: RowGroupedMatrix?
+    let bytes: UnsafeMutableRawPointer?
     let rowStride: Int
 
     /// nil when this CPU or format has no packed kernel (callers use `Linear.forward` instead).
@@ -186,17 +189,29 @@ public final class PackedMatrix: @unchecked Sendable {
         rows = weights.rows
         columns = weights.columns
         rowStride = ck_interleaved_bytes(1, Int32(columns))
-        bytes = .allocate(byteCount: max(1, rows * rowStride), alignment: 64)
-        ck_pack_rows(type, weights.data, weights.rowBytes, Int32(rows), Int32(columns), bytes)
+        if let grouped = RowGroupedMatrix([weights]) {
+            self.grouped = grouped
+            bytes = nil
+        } else {
+            grouped = nil
+            let bytes = UnsafeMutableRawPointer.allocate(byteCount: max(1, rows * rowStride), alignment: 64)
+            ck_pack_rows(type, weights.data, weights.rowBytes, Int32(rows), Int32(columns), bytes)
+            self.bytes = bytes
+        }
     }
 
-    deinit { bytes.deallocate() }
+    deinit { bytes?.deallocate() }
 }
 
 extension Linear {
     /// `output[t, r] (+)= Σ_c W[r, c] · input[t, c]` with W packed and int8 activations.
     public static func forward(_ packed: PackedMatrix, input: UnsafePointer<Float>, tokens: Int,
                                output: UnsafeMutablePointer<Float>, accumulate: Bool = false, pool: ThreadPool = .serial) {
+        if let grouped = packed.grouped {
+            grouped.forward(input: input, tokens: tokens, output: output, accumulate: accumulate, pool: pool)
+            return
+        }
+        guard let bytes = packed.bytes else { return }
         let x = QuantizedActivations(input, tokens: tokens, columns: packed.columns)
         let columns = packed.columns, rows = packed.rows
         let interleaved = UnsafeMutableRawPointer.allocate(byteCount: ck_interleaved_bytes(Int32(tokens), Int32(columns)),
@@ -207,7 +222,7 @@ extension Linear {
         let vnni: Int32 = KernelBackend.selected == .avx512vnni ? 1 : 0
         let type = packed.format.ggmlTypeNumber!
         pool.parallelFor(rows, minimumChunk: 16) { range in
-            ck_gemm_q8_packed(vnni, type, packed.bytes + range.lowerBound * packed.rowStride, Int32(range.count), packedX,
+            ck_gemm_q8_packed(vnni, type, bytes + range.lowerBound * packed.rowStride, Int32(range.count), packedX,
                               Int32(tokens), Int32(columns), output + range.lowerBound, Int32(rows), accumulate ? 1 : 0)
         }
         withExtendedLifetime(x) {}

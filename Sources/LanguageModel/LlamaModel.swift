@@ -129,40 +129,54 @@ public final class LlamaModel: @unchecked Sendable {
         addAdapter(module, layer: layer, input: input, tokens: tokens, output: output, scratch: scratch)
     }
 
-    /// Several projections of one input, each into its own output; stacked row-grouped matrices run
-    /// as one product (one parallel loop for q, k and v; one for gate and up) and are split after.
+    /// Several projections of one input, each into its own output, with the installed adapter.
     func project(_ targets: [(module: ProjectionModule, output: UnsafeMutablePointer<Float>)], layer: Int,
                  input: UnsafePointer<Float>, quantized: QuantizedActivations?, grouped: GroupedWeights?, tokens: Int,
-                 stack: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) {
+                 scratch: UnsafeMutablePointer<Float>) {
         guard let grouped, let quantized else {
             for (module, output) in targets {
                 project(module, layer: layer, input: input, quantized: quantized, tokens: tokens, output: output, scratch: scratch)
             }
             return
         }
+        baseProducts(targets, layer: layer, input: input, quantized: quantized, grouped: grouped, tokens: tokens)
+        for (module, output) in targets {
+            addAdapter(module, layer: layer, input: input, tokens: tokens, output: output, scratch: scratch)
+        }
+    }
+
+    /// The frozen base's products `W x` for several projections of one layer that read the same input.
+    /// Stacked row-grouped matrices run as one product (one parallel loop for q, k and v; one for gate
+    /// and up), split into the outputs after; projections without a grouped copy use `Linear.forward`.
+    func baseProducts(_ targets: [(module: ProjectionModule, output: UnsafeMutablePointer<Float>)], layer: Int,
+                      input: UnsafePointer<Float>, quantized: QuantizedActivations, grouped: GroupedWeights, tokens: Int) {
         var done: Set<ProjectionModule> = []
         for (module, output) in targets where !done.contains(module) {
+            done.insert(module)
             guard let (matrix, _) = grouped.layers[layer][module] else {
-                project(module, layer: layer, input: input, quantized: quantized, tokens: tokens, output: output, scratch: scratch)
-                done.insert(module)
+                let weights = weights.layers[layer].projection(module)
+                if weights.format.hasIntegerKernel {
+                    Linear.forward(weights, quantized: quantized, output: output, pool: pool)
+                } else {
+                    Linear.forward(weights, input: input, tokens: tokens, output: output, precision: .int8, pool: pool)
+                }
                 continue
             }
             let members = targets.filter { grouped.layers[layer][$0.module]?.matrix === matrix }
             if members.count == 1 && matrix.partOffsets.count == 1 {
                 matrix.forward(quantized: quantized, output: output, pool: pool)
-            } else {
-                matrix.forward(quantized: quantized, output: stack, pool: pool)
-                for member in members {
-                    let (_, offset) = grouped.layers[layer][member.module]!
-                    let width = weights.layers[layer].projection(member.module).rows
-                    for t in 0..<tokens {
-                        (member.output + t * width).update(from: stack + t * matrix.rows + offset, count: width)
-                    }
-                }
+                continue
             }
+            let stack = UnsafeMutablePointer<Float>.allocate(capacity: tokens * matrix.rows)
+            defer { stack.deallocate() }
+            matrix.forward(quantized: quantized, output: stack, pool: pool)
             for member in members {
-                addAdapter(member.module, layer: layer, input: input, tokens: tokens, output: member.output, scratch: scratch)
                 done.insert(member.module)
+                let offset = grouped.layers[layer][member.module]!.offset
+                let width = weights.layers[layer].projection(member.module).rows
+                for t in 0..<tokens {
+                    (member.output + t * width).update(from: stack + t * matrix.rows + offset, count: width)
+                }
             }
         }
     }
@@ -210,10 +224,9 @@ public final class LlamaModel: @unchecked Sendable {
         let up = UnsafeMutablePointer<Float>.allocate(capacity: n * ff)
         let scratch = UnsafeMutablePointer<Float>.allocate(capacity: n * max(64, adapter?.rank ?? 1))
         let grouped = precision == .int8 && rowGroupedInference ? groupedForInference() : nil
-        let stack = UnsafeMutablePointer<Float>.allocate(capacity: grouped == nil ? 1 : n * (grouped!.widestStack))
         let positions = UnsafeMutablePointer<Int>.allocate(capacity: n)
         defer {
-            for buffer in [x, h, q, attention, gate, up, scratch, stack] { buffer.deallocate() }
+            for buffer in [x, h, q, attention, gate, up, scratch] { buffer.deallocate() }
             positions.deallocate()
         }
         for t in 0..<n {
@@ -231,7 +244,7 @@ public final class LlamaModel: @unchecked Sendable {
             }
             var shared = quantize(h, tokens: n, width: d)
             project([(.qProj, q), (.kProj, keys), (.vProj, values)], layer: layer, input: h, quantized: shared,
-                    grouped: grouped, tokens: n, stack: stack, scratch: scratch)
+                    grouped: grouped, tokens: n, scratch: scratch)
             inverseFrequencies.withUnsafeBufferPointer { frequencies in
                 RoPE.apply(q, tokens: n, heads: heads, headDimension: hd, positions: positions,
                            inverseFrequencies: frequencies.baseAddress!, layout: weights.ropeLayout)
@@ -243,7 +256,7 @@ public final class LlamaModel: @unchecked Sendable {
                              output: attention, pool: pool)
             project([(.oProj, h)], layer: layer, input: attention,
                     quantized: grouped == nil ? nil : quantize(attention, tokens: n, width: qWidth),
-                    grouped: grouped, tokens: n, stack: stack, scratch: scratch)
+                    grouped: grouped, tokens: n, scratch: scratch)
             for i in 0..<(n * d) { x[i] += h[i] }
 
             // Feed-forward block: x += down(SiLU(gate(h)) · up(h)), h = RMSNorm(x).
@@ -252,11 +265,11 @@ public final class LlamaModel: @unchecked Sendable {
             }
             shared = quantize(h, tokens: n, width: d)
             project([(.gateProj, gate), (.upProj, up)], layer: layer, input: h, quantized: shared,
-                    grouped: grouped, tokens: n, stack: stack, scratch: scratch)
+                    grouped: grouped, tokens: n, scratch: scratch)
             Activation.swiglu(gate: gate, up: up, n * ff)
             project([(.downProj, h)], layer: layer, input: gate,
                     quantized: grouped == nil ? nil : quantize(gate, tokens: n, width: ff),
-                    grouped: grouped, tokens: n, stack: stack, scratch: scratch)
+                    grouped: grouped, tokens: n, scratch: scratch)
             for i in 0..<(n * d) { x[i] += h[i] }
         }
         cache.count = start + n
@@ -317,8 +330,6 @@ final class GroupedWeights: @unchecked Sendable {
     /// Per layer, per module: the matrix holding it and where its rows start.
     let layers: [[ProjectionModule: (matrix: RowGroupedMatrix, offset: Int)]]
     let output: RowGroupedMatrix?
-    /// Rows of the widest stack (for its output buffer).
-    let widestStack: Int
     /// The matrices that were copied.
     let sources: [WeightMatrix]
 
@@ -327,7 +338,6 @@ final class GroupedWeights: @unchecked Sendable {
         guard RowGroupedMatrix.isAvailable else { return nil }
         let stacks: [[ProjectionModule]] = [[.qProj, .kProj, .vProj], [.oProj], [.gateProj, .upProj], [.downProj]]
         var layers: [[ProjectionModule: (matrix: RowGroupedMatrix, offset: Int)]] = []
-        var widest = 1
         var sources: [WeightMatrix] = []
         for layer in weights.layers {
             var entries: [ProjectionModule: (matrix: RowGroupedMatrix, offset: Int)] = [:]
@@ -335,7 +345,6 @@ final class GroupedWeights: @unchecked Sendable {
                 let parts = stack.map { layer.projection($0) }
                 if let matrix = RowGroupedMatrix(parts, copied: copied) {
                     for (module, offset) in zip(stack, matrix.partOffsets) { entries[module] = (matrix, offset) }
-                    widest = max(widest, matrix.rows)
                     sources += parts
                 } else {
                     // Different formats within a stack: each on its own where it can.
@@ -353,7 +362,6 @@ final class GroupedWeights: @unchecked Sendable {
         if output != nil { sources.append(weights.output) }
         guard !sources.isEmpty else { return nil }
         self.layers = layers
-        self.widestStack = widest
         self.sources = sources
     }
 }

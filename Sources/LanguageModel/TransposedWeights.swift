@@ -52,10 +52,29 @@ final class TransposedWeights: @unchecked Sendable {
 }
 
 extension LlamaModel {
-    /// `output = W input` for training: the packed copy of W when training in int8 on a quantized base.
+    /// The base products `W x` of several projections of one layer reading the same input, for training:
+    /// int8 through the row-grouped (stacked) copies where they exist, else per projection as `precision` says.
+    func trainingProducts(_ targets: [(module: ProjectionModule, output: UnsafeMutablePointer<Float>)], layer: Int,
+                          input: UnsafePointer<Float>, tokens: Int, precision: ActivationPrecision) {
+        let width = weights.layers[layer].projection(targets[0].module).columns
+        if precision == .int8, width % 32 == 0, let grouped = groupedForInference() {
+            baseProducts(targets, layer: layer, input: input,
+                         quantized: QuantizedActivations(input, tokens: tokens, columns: width), grouped: grouped, tokens: tokens)
+            return
+        }
+        for (module, output) in targets {
+            Linear.forward(weights.layers[layer].projection(module), input: input, tokens: tokens, output: output,
+                           precision: precision, pool: pool)
+        }
+    }
+
+    /// `output = W input` for training: the packed copy of W when training in int8 on a quantized base
+    /// (the inference copy of the output matrix where the row-grouped kernel runs, so it is held once).
     func forwardThrough(_ weights: WeightMatrix, key: String, input: UnsafePointer<Float>, tokens: Int,
                         output: UnsafeMutablePointer<Float>, precision: ActivationPrecision) {
-        if precision == .int8, tokens >= Linear.panelTokens, let packed = transposed.forward(key, of: weights) {
+        if precision == .int8, weights.data == self.weights.output.data, let head = groupedForInference()?.output {
+            head.forward(input: input, tokens: tokens, output: output, pool: pool)
+        } else if precision == .int8, tokens >= Linear.panelTokens, let packed = transposed.forward(key, of: weights) {
             Linear.forward(packed, input: input, tokens: tokens, output: output, pool: pool)
         } else {
             Linear.forward(weights, input: input, tokens: tokens, output: output, precision: precision, pool: pool)

@@ -185,8 +185,11 @@ final class FederationEndToEndTests: XCTestCase {
         }
         // Each client keeps the latest global adapter, and its ledger counts every round it took part in.
         for name in ["client-a", "client-b", "client-c"] {
+            // The result reaches each client after the coordinator commits (and `rounds start` returns).
             let adapter = federation.root.appendingPathComponent("\(name)/global-adapter/adapter_model.safetensors")
-            XCTAssertTrue(FileManager.default.fileExists(atPath: adapter.path), name)
+            try federation.waitUntil("\(name) stores the global adapter", timeout: 20) {
+                FileManager.default.fileExists(atPath: adapter.path)
+            }
             let budget = try Executables.run(Executables.client, ["budget", "--state", federation.root.appendingPathComponent(name).path,
                                                                   "--json"]).json()
             XCTAssertEqual((budget["entries"] as? [Any])?.count, name == "client-c" ? 1 : 2, name)
