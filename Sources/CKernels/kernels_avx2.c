@@ -24,6 +24,38 @@ AVX2 static inline float half_to_float(uint16_t h) {
     return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
 }
 
+// out[j] = scale · (x · rows[j·stride ...]) for j < count: four rows per pass share each loaded x
+// vector, and their four sums are reduced together (attention scores: one query against the keys).
+AVX2 void ck_dot_rows_avx2(const float *x, const float *rows, size_t stride, int count, int n, float scale, float *out) {
+    const int vectorEnd = n / 8 * 8;
+    int j = 0;
+    for (; j + 4 <= count; j += 4) {
+        const float *r0 = rows + (size_t)j * stride, *r1 = r0 + stride, *r2 = r1 + stride, *r3 = r2 + stride;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+        for (int i = 0; i < vectorEnd; i += 8) {
+            const __m256 xv = _mm256_loadu_ps(x + i);
+            a0 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(r0 + i), a0);
+            a1 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(r1 + i), a1);
+            a2 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(r2 + i), a2);
+            a3 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(r3 + i), a3);
+        }
+        // Four horizontal sums at once: pairwise adds leave lane k of the result as row k's sum.
+        const __m256 h01 = _mm256_hadd_ps(a0, a1), h23 = _mm256_hadd_ps(a2, a3);
+        const __m256 h = _mm256_hadd_ps(h01, h23);
+        __m128 sums = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+        float tail[4];
+        _mm_storeu_ps(tail, sums);
+        for (int i = vectorEnd; i < n; i++) {
+            tail[0] += x[i] * r0[i];
+            tail[1] += x[i] * r1[i];
+            tail[2] += x[i] * r2[i];
+            tail[3] += x[i] * r3[i];
+        }
+        for (int k = 0; k < 4; k++) out[j + k] = tail[k] * scale;
+    }
+    for (; j < count; j++) out[j] = ck_dot_avx2(x, rows + (size_t)j * stride, (size_t)n) * scale;
+}
+
 AVX2 float ck_dot_avx2(const float *a, const float *b, size_t n) {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
     size_t i = 0;
@@ -135,4 +167,7 @@ void ck_panel_gemm_avx2(const float *w, int rows, const float *x, int tokens, in
     (void)w; (void)rows; (void)x; (void)tokens; (void)k; (void)y; (void)ldy; (void)accumulate;
 }
 float ck_dot_avx2(const float *a, const float *b, size_t n) { (void)a; (void)b; (void)n; return 0; }
+void ck_dot_rows_avx2(const float *x, const float *rows, size_t stride, int count, int n, float scale, float *out) {
+    (void)x; (void)rows; (void)stride; (void)count; (void)n; (void)scale; (void)out;
+}
 #endif

@@ -17,6 +17,9 @@
 #include <string.h>
 
 #define GROUP_ROWS 16
+// Software prefetch distance: every cache line of the block this far ahead (the hardware prefetchers
+// stop at page boundaries; a 16-row group's blocks are one contiguous stream).
+#define PREFETCH_BYTES 2048
 
 static size_t rg_block_bytes(int format) {
     switch (format) {
@@ -99,9 +102,8 @@ INLINE RG void rg_tile(int format, const uint8_t *group, size_t blockBytes, int 
     const float offsetScale = format == 2 ? -8.0f : -128.0f;
     for (int b = b0; b < b1; b++) {
         const uint8_t *block = group + (size_t)b * blockBytes;
-        // Stream ahead: a row group's blocks are contiguous, several KiB per group.
-        _mm_prefetch((const char *)(block + 4 * blockBytes), _MM_HINT_T0);
-        _mm_prefetch((const char *)(block + 4 * blockBytes + 64 * 4), _MM_HINT_T0);
+        for (size_t line = 0; line < blockBytes; line += 64)
+            _mm_prefetch((const char *)(block + PREFETCH_BYTES + line), _MM_HINT_T0);
         __m512i w[8];
         rg_unpack(format, block, w);
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)block));

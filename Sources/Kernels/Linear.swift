@@ -123,6 +123,19 @@ public enum Vector {
         KernelBackend.selected.hasAVX2 ? ck_dot_avx2(a, b, n) : genericDot(a, b, n)
     }
 
+    /// out[j] = scale · Σ_i x[i]·rows[j·stride + i] for j < count: one vector against many rows (attention
+    /// scores), four rows per pass on AVX2.
+    @inline(__always)
+    public static func dotRows(_ x: UnsafePointer<Float>, rows: UnsafePointer<Float>, stride: Int, count: Int, width: Int,
+                               scale: Float, into out: UnsafeMutablePointer<Float>) {
+        guard count > 0 else { return }
+        if KernelBackend.selected.hasAVX2 {
+            ck_dot_rows_avx2(x, rows, stride, Int32(count), Int32(width), scale, out)
+        } else {
+            for j in 0..<count { out[j] = genericDot(x, rows + j * stride, width) * scale }
+        }
+    }
+
     /// Σ a[i]·b[i] in portable Swift SIMD, with four independent accumulators for throughput.
     @inline(__always)
     public static func genericDot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {

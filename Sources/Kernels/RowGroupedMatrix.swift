@@ -22,6 +22,7 @@ public final class RowGroupedMatrix: @unchecked Sendable {
     /// Whether this CPU runs the kernel (AVX-512 F/VL/BW and VNNI).
     public static var isAvailable: Bool { KernelBackend.selected == .avx512vnni }
 
+
     /// Packs `parts` stacked by rows; nil when the kernel cannot run here, or the parts differ in format
     /// or width, or their format has no integer kernel.
     /// - Parameter copied: called with a part and a range of its rows once those rows are copied (a

@@ -384,15 +384,11 @@ enum Attention {
                 let t = task / heads, head = task % heads, kvHead = head / group
                 let length = start + t + 1
                 let query = queries + t * qWidth + head * hd
-                for j in 0..<length {
-                    scores[j] = Vector.dot(query, keys + j * kvWidth + kvHead * hd, hd) * scale
-                }
+                Vector.dotRows(query, rows: keys + kvHead * hd, stride: kvWidth, count: length, width: hd, scale: scale,
+                               into: scores)
                 Activation.softmax(scores, length)
-                let out = output + t * qWidth + head * hd
-                out.initialize(repeating: 0, count: hd)
-                for j in 0..<length {
-                    Vector.addScaled(out, values + j * kvWidth + kvHead * hd, scores[j], hd)
-                }
+                Vector.weightedRowSum(into: output + t * qWidth + head * hd, rows: values + kvHead * hd, rowStride: kvWidth,
+                                      coefficients: scores, coefficientStride: 1, count: length, width: hd, accumulate: false)
             }
         }
     }

@@ -269,7 +269,7 @@ enum TrainingAttention {
                 let head = task / n, t = task % n, kvHead = head / group
                 let p = probabilities + (head * n + t) * n
                 let query = q + t * qWidth + head * hd
-                for j in 0...t { p[j] = Vector.dot(query, k + j * kvWidth + kvHead * hd, hd) * scale }
+                Vector.dotRows(query, rows: k + kvHead * hd, stride: kvWidth, count: t + 1, width: hd, scale: scale, into: p)
                 Activation.softmax(p, t + 1)
                 Vector.weightedRowSum(into: output + t * qWidth + head * hd, rows: v + kvHead * hd, rowStride: kvWidth,
                                       coefficients: p, coefficientStride: 1, count: t + 1, width: hd, accumulate: false)
@@ -299,11 +299,9 @@ enum TrainingAttention {
                 let head = task / n, t = task % n, kvHead = head / group
                 let p = probabilities + (head * n + t) * n, dS = gradScores + (head * n + t) * n
                 let dO = gradOutput + t * qWidth + head * hd
+                Vector.dotRows(dO, rows: v + kvHead * hd, stride: kvWidth, count: t + 1, width: hd, scale: 1, into: dS)
                 var dot: Float = 0
-                for j in 0...t {
-                    dS[j] = Vector.dot(dO, v + j * kvWidth + kvHead * hd, hd)
-                    dot += p[j] * dS[j]
-                }
+                for j in 0...t { dot += p[j] * dS[j] }
                 for j in 0...t { dS[j] = p[j] * (dS[j] - dot) * scale }
                 Vector.weightedRowSum(into: gradQ + t * qWidth + head * hd, rows: k + kvHead * hd, rowStride: kvWidth,
                                       coefficients: dS, coefficientStride: 1, count: t + 1, width: hd, accumulate: false)

@@ -22,6 +22,20 @@ final class DispatchTests: XCTestCase {
         }
     }
 
+    /// One vector against many rows (attention scores), for counts and widths off the 4-row and 8-lane steps.
+    func testDotRowsMatchesGenericDot() throws {
+        var random = TestRandom(state: 23)
+        for (count, width, stride) in [(1, 64, 64), (3, 8, 24), (5, 64, 192), (9, 13, 13), (130, 64, 192), (4, 7, 9)] {
+            let x = random.values(width), rows = random.values(count * stride)
+            var fast = [Float](repeating: .nan, count: count)
+            Vector.dotRows(x, rows: rows, stride: stride, count: count, width: width, scale: 0.125, into: &fast)
+            for j in 0..<count {
+                let expected = rows.withUnsafeBufferPointer { Vector.genericDot(x, $0.baseAddress! + j * stride, width) } * 0.125
+                XCTAssertEqual(fast[j], expected, accuracy: 1e-5 * max(1, abs(expected)), "row \(j) of \(count)x\(width)")
+            }
+        }
+    }
+
     func testAVX2DotAndPanelMatchGeneric() throws {
         guard ck_has_avx2() != 0 else { return }
         var random = TestRandom(state: 22)

@@ -17,6 +17,9 @@ void ck_dequantize_row_avx2(int format, const void *source, float *out, size_t c
 void ck_panel_gemm_avx2(const float *w, int rows, const float *x, int tokens, int k,
                         float *y, int ldy, int accumulate);
 
+/// out[j] = scale · Σ_i x[i]·rows[j·stride + i] for j < count (four rows per pass), AVX2 FMA.
+void ck_dot_rows_avx2(const float *x, const float *rows, size_t stride, int count, int n, float scale, float *out);
+
 /// Σ a[i]·b[i] with AVX2 FMA.
 float ck_dot_avx2(const float *a, const float *b, size_t n);
 
