@@ -43,7 +43,7 @@ do {
         return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
     }
 
-    var prefillRates: [Double] = [], decodeRates: [Double] = [], firstToken: [Double] = []
+    var prefillRates: [Double] = [], decodeRates: [Double] = [], firstToken: [Double] = [], scoringRates: [Double] = []
     for run in 0...runs {
         // Prompt processing: one forward over the prompt, logits of the last position only.
         let cache = model.makeCache(capacity: promptTokens + generateTokens)
@@ -65,7 +65,12 @@ do {
             }
         }
         let decode = ProcessStatistics.now() - decodeStart
+        // Scoring (what `eval` does per record): the same prompt with the logits of every position.
+        let scoreStart = ProcessStatistics.now()
+        _ = try model.score(tokens: prompt)
+        let scoring = ProcessStatistics.now() - scoreStart
         if run == 0 { continue }  // warm-up
+        scoringRates.append(Double(promptTokens) / scoring)
         prefillRates.append(Double(promptTokens) / prefill)
         decodeRates.append(Double(generateTokens) / decode)
         firstToken.append(prefill * 1000)
@@ -134,7 +139,7 @@ do {
     let result: [String: Any] = [
         "model": modelPath, "threads": threads, "runs": runs, "kernel_backend": KernelBackend.selected.rawValue,
         "prompt_tokens": promptTokens, "generate_tokens": generateTokens,
-        "prompt_tokens_per_second": median(prefillRates), "generation_tokens_per_second": median(decodeRates),
+        "prompt_tokens_per_second": median(prefillRates), "scoring_tokens_per_second": median(scoringRates), "generation_tokens_per_second": median(decodeRates),
         "time_to_first_token_ms": median(firstToken), "peak_rss_bytes": peakResident,
         "precision": model.precision.rawValue, "row_grouped": model.rowGroupedInference,
         "kernel_single_thread": ["matrix": "\(format) \(matrix.rows)x\(matrix.columns)", "milliseconds": kernel] as [String: Any],
@@ -145,6 +150,8 @@ do {
         print(String(format: "%@ (%d threads, %@ kernels, median of %d):", modelPath, threads, KernelBackend.selected.rawValue, runs))
         print(String(format: "  prompt %d tokens: %.1f tok/s   time to first token %.1f ms", promptTokens, median(prefillRates), median(firstToken)))
         print(String(format: "  generation %d tokens: %.1f tok/s", generateTokens, median(decodeRates)))
+        print(String(format: "  scoring %d tokens (every position's logits, as eval): %.1f tok/s", promptTokens,
+                     median(scoringRates)))
         print(String(format: "  peak RSS %.1f MB", Double(peakResident) / 1e6))
         print("  single-thread linear layer, \(format) \(matrix.rows)x\(matrix.columns), median ms (speed-up over float32 generic):")
         let backend = KernelBackend.selected.rawValue

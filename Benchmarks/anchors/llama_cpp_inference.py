@@ -139,7 +139,7 @@ def main():
             if out.returncode != 0:
                 raise SystemExit(f"llama.cpp failed to load or run {model}:\n{out.stderr[-2000:]}")
             theirs_runs.append(json.loads(out.stdout))
-        ours = {k: statistics.median(r[k] for r in ours_runs) for k in keys}
+        ours = {k: statistics.median(r[k] for r in ours_runs) for k in keys + ["scoring_tokens_per_second"]}
         theirs = {k: statistics.median(r[k] for r in theirs_runs) for k in keys}
         theirs["peak_rss_bytes_raw"] = statistics.median(r["peak_rss_bytes_raw"] for r in theirs_runs)
         entry = {
@@ -149,6 +149,8 @@ def main():
                 "generation": ours["generation_tokens_per_second"] / theirs["generation_tokens_per_second"],
                 "time_to_first_token": ours["time_to_first_token_ms"] / theirs["time_to_first_token_ms"],
                 "peak_rss": ours["peak_rss_bytes"] / theirs["peak_rss_bytes"],
+                "our_scoring_to_our_prompt": ours["scoring_tokens_per_second"] / ours["prompt_tokens_per_second"],
+                "our_scoring_to_llama_cpp_prompt": ours["scoring_tokens_per_second"] / theirs["prompt_tokens_per_second"],
             },
             "llama_cpp_loads_file": True,
             "greedy_llama_cpp": theirs_runs[-1]["greedy_ids"],
@@ -162,6 +164,9 @@ def main():
                   f"llama.cpp {theirs['prompt_tokens_per_second']:.1f} tok/s, ratio {r['prompt']:.2f}")
             print(f"  generation {args.generate_tokens}: ours {ours['generation_tokens_per_second']:.1f} tok/s, "
                   f"llama.cpp {theirs['generation_tokens_per_second']:.1f} tok/s, ratio {r['generation']:.2f}")
+            print(f"  scoring {args.prompt_tokens} (every position's logits, as eval): ours "
+                  f"{ours['scoring_tokens_per_second']:.1f} tok/s, {r['our_scoring_to_our_prompt']:.2f}x our prompt rate, "
+                  f"{r['our_scoring_to_llama_cpp_prompt']:.2f}x llama.cpp's")
             print(f"  time to first token: ours {ours['time_to_first_token_ms']:.1f} ms, "
                   f"llama.cpp {theirs['time_to_first_token_ms']:.1f} ms, ratio {r['time_to_first_token']:.2f}")
             print(f"  peak RSS: ours {ours['peak_rss_bytes'] / 1e6:.1f} MB, llama.cpp {theirs['peak_rss_bytes'] / 1e6:.1f} MB "

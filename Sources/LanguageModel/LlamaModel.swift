@@ -200,6 +200,16 @@ public final class LlamaModel: @unchecked Sendable {
     /// requested logits rows to `body(row, logits)` where logits has `vocabSize` entries.
     public func forward(tokens: [Int], cache: KVCache, logits rows: LogitRows,
                         _ body: (Int, UnsafePointer<Float>) throws -> Void = { _, _ in }) throws {
+        let vocabulary = configuration.vocabSize
+        try forward(tokens: tokens, cache: cache, logitChunks: rows) { first, count, logits in
+            for i in 0..<count { try body(first + i, logits + i * vocabulary) }
+        }
+    }
+
+    /// `forward` handing the logits over a chunk of rows at a time: `body(firstRow, count, logits)`
+    /// with logits (count, vocabSize), so a caller can work on the rows of a chunk in parallel.
+    public func forward(tokens: [Int], cache: KVCache, logitChunks rows: LogitRows,
+                        _ body: (Int, Int, UnsafePointer<Float>) throws -> Void) throws {
         let c = configuration
         let n = tokens.count
         guard n > 0 else { return }
@@ -266,7 +276,15 @@ public final class LlamaModel: @unchecked Sendable {
             shared = quantize(h, tokens: n, width: d)
             project([(.gateProj, gate), (.upProj, up)], layer: layer, input: h, quantized: shared,
                     grouped: grouped, tokens: n, scratch: scratch)
-            Activation.swiglu(gate: gate, up: up, n * ff)
+            if n >= 8 {
+                // Prompt-sized: the activation is a fifth of a layer's non-matrix work; spread it.
+                nonisolated(unsafe) let gate = gate, up = up
+                pool.parallelFor(n, minimumChunk: 4) { range in
+                    Activation.swiglu(gate: gate + range.lowerBound * ff, up: up + range.lowerBound * ff, range.count * ff)
+                }
+            } else {
+                Activation.swiglu(gate: gate, up: up, n * ff)
+            }
             project([(.downProj, h)], layer: layer, input: gate,
                     quantized: grouped == nil ? nil : quantize(gate, tokens: n, width: ff),
                     grouped: grouped, tokens: n, scratch: scratch)
@@ -296,7 +314,7 @@ public final class LlamaModel: @unchecked Sendable {
             } else {
                 Linear.forward(weights.output, input: h, tokens: count, output: logits, precision: precision, pool: pool)
             }
-            for i in 0..<count { try body(row + i, logits + i * vocabulary) }
+            try body(row, count, logits)
             row += count
         }
     }

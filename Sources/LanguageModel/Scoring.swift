@@ -23,17 +23,30 @@ extension LlamaModel {
         // The last position predicts nothing, so it is not run through the output head.
         let cache = makeCache(capacity: tokens.count)
         let vocabulary = configuration.vocabSize
-        try forward(tokens: Array(tokens), cache: cache, logits: .all) { t, logits in
-            guard t + 1 < labels.count else { return }
-            let label = labels[t + 1]
-            guard label != -100 else { return }
-            guard label >= 0 && label < vocabulary else {
-                throw LanguageModelError.tokenOutOfRange(token: label, vocabularySize: vocabulary)
+        for t in 1..<labels.count where labels[t] != -100 && (labels[t] < 0 || labels[t] >= vocabulary) {
+            throw LanguageModelError.tokenOutOfRange(token: labels[t], vocabularySize: vocabulary)
+        }
+        // Each chunk's rows are reduced on the pool's threads, then summed in row order.
+        let losses = UnsafeMutablePointer<Double>.allocate(capacity: tokens.count)
+        let hits = UnsafeMutablePointer<Bool>.allocate(capacity: tokens.count)
+        defer { losses.deallocate(); hits.deallocate() }
+        try forward(tokens: Array(tokens), cache: cache, logitChunks: .all) { first, count, logits in
+            nonisolated(unsafe) let losses = losses, hits = hits
+            pool.parallelFor(count, minimumChunk: 1) { range in
+                for i in range {
+                    let t = first + i
+                    guard t + 1 < labels.count, labels[t + 1] != -100 else { continue }
+                    let row = logits + i * vocabulary, label = labels[t + 1]
+                    let (logSum, argmax) = Activation.logSumExp(row, vocabulary)
+                    losses[t] = logSum - Double(row[label])
+                    hits[t] = argmax == label
+                }
             }
-            let (logSum, argmax) = Activation.logSumExp(logits, vocabulary)
-            score.totalLoss += logSum - Double(logits[label])
+        }
+        for t in 0..<(tokens.count - 1) where labels[t + 1] != -100 {
+            score.totalLoss += losses[t]
             score.countedTokens += 1
-            if argmax == label { score.correct += 1 }
+            if hits[t] { score.correct += 1 }
         }
         return score
     }
