@@ -65,12 +65,7 @@ do {
             }
         }
         let decode = ProcessStatistics.now() - decodeStart
-        // Scoring (what `eval` does per record): the same prompt with the logits of every position.
-        let scoreStart = ProcessStatistics.now()
-        _ = try model.score(tokens: prompt)
-        let scoring = ProcessStatistics.now() - scoreStart
         if run == 0 { continue }  // warm-up
-        scoringRates.append(Double(promptTokens) / scoring)
         prefillRates.append(Double(promptTokens) / prefill)
         decodeRates.append(Double(generateTokens) / decode)
         firstToken.append(prefill * 1000)
@@ -78,8 +73,16 @@ do {
                                    prefillRates.last!, decodeRates.last!))
     }
 
-    // Peak RSS of the runs themselves, before the kernel comparisons below touch extra copies.
+    // Peak RSS of the runs themselves, before the scoring runs and kernel comparisons below add buffers
+    // and copies that a prompt-and-generate run does not have.
     let peakResident = ProcessStatistics.peakResidentBytes()
+
+    // Scoring (what `eval` does per record): the same prompt with the logits of every position.
+    for run in 0...runs {
+        let scoreStart = ProcessStatistics.now()
+        _ = try model.score(tokens: prompt)
+        if run > 0 { scoringRates.append(Double(promptTokens) / (ProcessStatistics.now() - scoreStart)) }
+    }
 
     // Kernel comparison: one Q4_1 projection of the model (576 → 1536), generic Swift against AVX2.
     let matrix = model.weights.layers[0].projection(.gateProj)

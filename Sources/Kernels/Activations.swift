@@ -100,23 +100,7 @@ public enum Activation {
     public static func logSumExp(_ x: UnsafePointer<Float>, _ n: Int) -> (value: Double, argmax: Int) {
         let (maximum, best) = Exponential.maximum(x, n)
         guard maximum.isFinite else { return (Double(maximum), best) }
-        let raw = UnsafeRawPointer(x), shift = SIMD16<Float>(repeating: maximum)
-        var total = 0.0, partial = SIMD16<Float>(), i = 0, sinceFlush = 0
-        while i + 16 <= n {
-            partial += Exponential.exp(raw.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self) - shift)
-            i += 16
-            sinceFlush += 1
-            if sinceFlush == 64 {
-                total += Double(partial.sum())
-                partial = SIMD16<Float>()
-                sinceFlush = 0
-            }
-        }
-        total += Double(partial.sum())
-        while i < n {
-            total += Double(Exponential.exp(x[i] - maximum))
-            i += 1
-        }
+        let total = Exponential.sumOfExponentials(x, n, shift: maximum)
         return (Double(maximum) + log(total), best)
     }
 

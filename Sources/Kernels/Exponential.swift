@@ -54,12 +54,23 @@ public enum Exponential {
     /// (every 1,024 elements a float partial sum is added to it, so long rows keep full precision).
     @discardableResult
     public static func exponentiate(_ x: UnsafeMutablePointer<Float>, _ n: Int, shift: Float) -> Double {
-        let raw = UnsafeMutableRawPointer(x)
+        sumOfExponentials(x, n, shift: shift, storingInto: x)
+    }
+
+    /// Σ e^(x[i] − shift) over n elements, accumulated as `exponentiate` does, without writing them.
+    public static func sumOfExponentials(_ x: UnsafePointer<Float>, _ n: Int, shift: Float) -> Double {
+        sumOfExponentials(x, n, shift: shift, storingInto: nil)
+    }
+
+    @inline(__always)
+    private static func sumOfExponentials(_ x: UnsafePointer<Float>, _ n: Int, shift: Float,
+                                          storingInto out: UnsafeMutablePointer<Float>?) -> Double {
+        let raw = UnsafeRawPointer(x)
         let s = SIMD16<Float>(repeating: shift)
         var total = 0.0, partial = SIMD16<Float>(), i = 0, sinceFlush = 0
         while i + 16 <= n {
             let e = exp(raw.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self) - s)
-            raw.storeBytes(of: e, toByteOffset: 4 * i, as: SIMD16<Float>.self)
+            if let out { UnsafeMutableRawPointer(out).storeBytes(of: e, toByteOffset: 4 * i, as: SIMD16<Float>.self) }
             partial += e
             i += 16
             sinceFlush += 1
@@ -74,7 +85,7 @@ public enum Exponential {
             var tail = SIMD16<Float>(repeating: -.infinity)
             for j in i..<n { tail[j - i] = x[j] - shift }
             let e = exp(tail)
-            for j in i..<n { x[j] = e[j - i] }
+            if let out { for j in i..<n { out[j] = e[j - i] } }
             total += Double(e.sum())
         }
         return total

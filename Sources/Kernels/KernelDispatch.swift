@@ -7,15 +7,22 @@ import Foundation
 ///
 /// The table, per operation and tier (formats Q8_0, Q4_0, Q4_1 unless noted):
 ///
-/// | operation                              | avx512vnni                 | avx2                       | generic                 |
-/// |----------------------------------------|----------------------------|----------------------------|-------------------------|
-/// | float32 product, any format            | dequantized panel, FMA     | dequantized panel, FMA     | Swift SIMD8 dot         |
-/// | int8 product, 1-3 tokens (generation)  | row tiles, vpmaddubsw      | row tiles, vpmaddubsw      | Swift integer dot       |
-/// | int8 product, ≥ 4 tokens (prompt/eval) | interleaved panel, vpdpbusd| interleaved panel, vpmaddubsw | Swift integer dot    |
-/// | activation quantization                | AVX2                       | AVX2                       | Swift                   |
-/// | dequantize row (f16, q8_0, q4_0, q4_1) | AVX2 + F16C                | AVX2 + F16C                | Swift                   |
+/// | operation                              | avx512vnni                    | avx2                          | generic              |
+/// |----------------------------------------|-------------------------------|-------------------------------|----------------------|
+/// | float32 product, any format            | dequantized panel, FMA        | dequantized panel, FMA        | Swift SIMD8 dot      |
+/// | int8 product, model inference/training | 16-row groups, zmm vpdpbusd   | (the two rows below)          | Swift integer dot    |
+/// | int8 product, 1-3 tokens (generation)  | row tiles, vpdpbusd (ymm)     | row tiles, vpmaddubsw         | Swift integer dot    |
+/// | int8 product, ≥ 4 tokens (prompt/eval) | interleaved panel, vpdpbusd   | interleaved panel, vpmaddubsw | Swift integer dot    |
+/// | attention scores (one query, many keys)| 4 rows per pass, AVX2 FMA     | 4 rows per pass, AVX2 FMA     | Swift SIMD8 dot      |
+/// | activation quantization                | AVX2                          | AVX2                          | Swift                |
+/// | dequantize row (f16, q8_0, q4_0, q4_1) | AVX2 + F16C                   | AVX2 + F16C                   | Swift                |
+///
+/// On avx512vnni, `LlamaModel` re-lays its quantized matrices once into `RowGroupedMatrix` (q/k/v and
+/// gate/up stacked) and uses them for every int8 product; the row-tile and panel kernels on the file's
+/// own layout remain for matrices used alone and for CPUs without AVX-512 (`rowGroupedInference = false`
+/// runs them on avx512vnni too, for comparisons).
 public enum KernelBackend: String, Sendable {
-    /// AVX2 kernels, plus AVX-512 VNNI (vpdpbusd) for prompt-sized int8 products.
+    /// AVX2 kernels, plus AVX-512 VNNI (vpdpbusd) for int8 products: 16-row groups on 512-bit vectors.
     case avx512vnni
     /// AVX2 + FMA + F16C kernels in the CKernels target.
     case avx2

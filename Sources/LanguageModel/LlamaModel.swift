@@ -299,8 +299,9 @@ public final class LlamaModel: @unchecked Sendable {
         case .all: wanted = 0..<n
         }
         let vocabulary = c.vocabSize
-        // Rows per pass over the output matrix: enough tokens to reuse each streamed weight block.
-        let chunk = 16
+        // Rows per pass over the output matrix (its 49,152 rows are streamed from memory once per pass):
+        // 64 tokens of logits are 12.6 MB for SmolLM2, and a 128-token record takes two passes.
+        let chunk = min(64, wanted.count)
         let logits = UnsafeMutablePointer<Float>.allocate(capacity: chunk * vocabulary)
         defer { logits.deallocate() }
         var row = wanted.lowerBound

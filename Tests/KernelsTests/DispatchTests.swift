@@ -117,12 +117,7 @@ final class Int8KernelTests: XCTestCase {
             for (rows, columns, tokens) in [(3, 32, 4), (19, 576, 7), (33, 288, 9), (21, 1536, 6)] {
                 let weights = Quantize.matrix(random.values(rows * columns), rows: rows, columns: columns, format: format)
                 let input = random.values(tokens * columns)
-                var generic = [Float](repeating: 0, count: tokens * rows)
-                input.withUnsafeBufferPointer { x in
-                    generic.withUnsafeMutableBufferPointer { y in
-                        Linear.genericInt8Forward(weights, input: x.baseAddress!, tokens: tokens, output: y.baseAddress!)
-                    }
-                }
+                let generic = genericInt8(weights, input, tokens: tokens)
                 let x = QuantizedActivations(input, tokens: tokens, columns: columns)
                 let packed = UnsafeMutableRawPointer.allocate(byteCount: ck_interleaved_bytes(Int32(tokens), Int32(columns)), alignment: 64)
                 defer { packed.deallocate() }
@@ -160,12 +155,7 @@ final class Int8KernelTests: XCTestCase {
                                             (48, 576, 8), (7, 160, 17)] {
                 let weights = Quantize.matrix(random.values(rows * columns), rows: rows, columns: columns, format: format)
                 let input = random.values(tokens * columns)
-                var generic = [Float](repeating: 0, count: tokens * rows)
-                input.withUnsafeBufferPointer { x in
-                    generic.withUnsafeMutableBufferPointer { y in
-                        Linear.genericInt8Forward(weights, input: x.baseAddress!, tokens: tokens, output: y.baseAddress!)
-                    }
-                }
+                let generic = genericInt8(weights, input, tokens: tokens)
                 let label = "\(format) \(rows)x\(columns)x\(tokens)"
                 let grouped = try XCTUnwrap(RowGroupedMatrix([weights]), label)
                 XCTAssertEqual(grouped.byteCount, (rows + 15) / 16 * 16 * weights.rowBytes, "\(label): bytes")
@@ -200,16 +190,22 @@ final class Int8KernelTests: XCTestCase {
             }
         }
         for (part, offset) in zip(parts, stack.partOffsets) {
-            var alone = [Float](repeating: 0, count: tokens * part.rows)
-            input.withUnsafeBufferPointer { x in
-                alone.withUnsafeMutableBufferPointer { y in
-                    Linear.genericInt8Forward(part, input: x.baseAddress!, tokens: tokens, output: y.baseAddress!)
-                }
-            }
+            let alone = genericInt8(part, input, tokens: tokens)
             let slice = (0..<tokens).flatMap { t in (0..<part.rows).map { stacked[t * 36 + offset + $0] } }
             XCTAssertLessThan(nmse(slice, alone), 1e-11, "part at \(offset)")
         }
         // Parts that disagree in format are refused.
         XCTAssertNil(RowGroupedMatrix([parts[0], Quantize.matrix(random.values(columns), rows: 1, columns: columns, format: .q8_0)]))
     }
+}
+
+/// The portable int8 product, the reference the fast kernels are compared with.
+func genericInt8(_ weights: WeightMatrix, _ input: [Float], tokens: Int) -> [Float] {
+    var output = [Float](repeating: 0, count: tokens * weights.rows)
+    input.withUnsafeBufferPointer { x in
+        output.withUnsafeMutableBufferPointer { y in
+            Linear.genericInt8Forward(weights, input: x.baseAddress!, tokens: tokens, output: y.baseAddress!)
+        }
+    }
+    return output
 }
