@@ -349,39 +349,32 @@ final class GroupedWeights: @unchecked Sendable {
     /// Per layer, per module: the matrix holding it and where its rows start.
     let layers: [[ProjectionModule: (matrix: RowGroupedMatrix, offset: Int)]]
     let output: RowGroupedMatrix?
-    /// The matrices that were copied.
-    let sources: [WeightMatrix]
 
     /// - Parameter copied: called with a source matrix and a range of its rows once they are copied.
     init?(_ weights: ModelWeights, copied: (WeightMatrix, Range<Int>) -> Void = { _, _ in }) {
         guard RowGroupedMatrix.isAvailable else { return nil }
         let stacks: [[ProjectionModule]] = [[.qProj, .kProj, .vProj], [.oProj], [.gateProj, .upProj], [.downProj]]
         var layers: [[ProjectionModule: (matrix: RowGroupedMatrix, offset: Int)]] = []
-        var sources: [WeightMatrix] = []
         for layer in weights.layers {
             var entries: [ProjectionModule: (matrix: RowGroupedMatrix, offset: Int)] = [:]
             for stack in stacks {
                 let parts = stack.map { layer.projection($0) }
                 if let matrix = RowGroupedMatrix(parts, copied: copied) {
                     for (module, offset) in zip(stack, matrix.partOffsets) { entries[module] = (matrix, offset) }
-                    sources += parts
                 } else {
                     // Different formats within a stack: each on its own where it can.
                     for (module, part) in zip(stack, parts) {
                         if let matrix = RowGroupedMatrix([part], copied: copied) {
                             entries[module] = (matrix, 0)
-                            sources.append(part)
-                        }
+                                }
                     }
                 }
             }
             layers.append(entries)
         }
         output = RowGroupedMatrix([weights.output], copied: copied)
-        if output != nil { sources.append(weights.output) }
-        guard !sources.isEmpty else { return nil }
+        guard output != nil || layers.contains(where: { !$0.isEmpty }) else { return nil }
         self.layers = layers
-        self.sources = sources
     }
 }
 

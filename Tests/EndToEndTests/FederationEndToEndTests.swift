@@ -124,6 +124,15 @@ final class FederationEndToEndTests: XCTestCase {
             throw NSError(domain: "timeout", code: 1)
         }
 
+        /// Starts a round and kills `victim` with SIGKILL as soon as the coordinator has its acceptance.
+        func startRoundAndKill(_ victim: String) throws {
+            try TinyFederation.check(Executables.run(Executables.coordinator, ["rounds", "start", "--state", coordinator.path]))
+            try waitUntil("\(victim) accepts", timeout: 30) {
+                ((try? status())?["accepted"] as? [String] ?? []).contains(victim)
+            }
+            kill9(clients[victim])
+        }
+
         /// Starts `count` rounds and waits for their audit records; returns the JSON rounds.
         func runRounds(_ count: Int) throws -> [[String: Any]] {
             let result = try Executables.run(Executables.coordinator, ["rounds", "start", "--state", coordinator.path,
@@ -256,12 +265,7 @@ final class FederationEndToEndTests: XCTestCase {
         try federation.startServer()
         for name in ["client-a", "client-b", "client-c"] { try federation.startClient(name) }
         try federation.waitUntil("three clients connect", timeout: 30) { federation.connected().count == 3 }
-        try TinyFederation.check(Executables.run(Executables.coordinator, ["rounds", "start", "--state",
-                                                                            federation.coordinator.path]))
-        try federation.waitUntil("client-c accepts", timeout: 30) {
-            ((try? federation.status())?["accepted"] as? [String] ?? []).contains("client-c")
-        }
-        federation.kill9(federation.clients["client-c"])
+        try federation.startRoundAndKill("client-c")
         let audit = try waitForRecords(federation, count: 1)
         let record = (audit["records"] as? [[String: Any]])?.first ?? [:]
         XCTAssertEqual(record["status"] as? String, "committed", federation.log("serve.stderr"))
@@ -285,12 +289,7 @@ final class FederationEndToEndTests: XCTestCase {
         try federation.startServer()
         for name in ["client-a", "client-b", "client-c", "client-d"] { try federation.startClient(name) }
         try federation.waitUntil("four clients connect", timeout: 30) { federation.connected().count == 4 }
-        try TinyFederation.check(Executables.run(Executables.coordinator, ["rounds", "start", "--state",
-                                                                            federation.coordinator.path]))
-        try federation.waitUntil("client-d accepts", timeout: 30) {
-            ((try? federation.status())?["accepted"] as? [String] ?? []).contains("client-d")
-        }
-        federation.kill9(federation.clients["client-d"])
+        try federation.startRoundAndKill("client-d")
         let audit = try waitForRecords(federation, count: 1)
         XCTAssertEqual(audit["verified"] as? Bool, true)
         let record = (audit["records"] as? [[String: Any]])?.first ?? [:]
