@@ -1,6 +1,9 @@
+import ClientService
 import CommandLineParsing
-import Federation
+import FederationProtocol
 import Foundation
+import SystemIO
+import Wire
 
 /// `init`: the client's identity, a key that stays here and a certificate request for the coordinator.
 enum InitCommand {

@@ -1,6 +1,9 @@
+import ClientService
 import CommandLineParsing
-import Federation
+import FederationProtocol
 import Foundation
+import SystemIO
+import Wire
 
 /// `join`: the client's agent, next to its private data.
 enum JoinCommand {
@@ -45,7 +48,7 @@ enum JoinCommand {
         let paths = ClientPaths(path: state)
         let runner = try ClientRunner(paths: paths, configuration: configuration,
                                       address: CoordinatorAddress(host: host, port: port, caPath: ca, certificatePath: cert),
-                                      maximumRounds: rounds, log: ServerLog(url: nil))
+                                      maximumRounds: rounds, log: OperatorLog(url: nil))
         try runner.run()
         return 0
     }

@@ -1,8 +1,9 @@
 import CommandLineParsing
-import Kernels
 import FineTuning
 import Foundation
+import Kernels
 import LanguageModel
+import SystemIO
 import Tokenizer
 
 /// `tokenize`, `generate` and `eval`: running the model locally.

@@ -2,6 +2,7 @@ import CommandLineParsing
 import Foundation
 import LanguageModel
 import ModelFormats
+import SystemIO
 
 /// `quantize`: write a model (with an adapter merged) as a GGUF that llama.cpp and Ollama load.
 enum QuantizeCommand {

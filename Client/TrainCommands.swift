@@ -5,6 +5,7 @@ import Kernels
 import LanguageModel
 import Privacy
 import Reports
+import SystemIO
 
 /// `train` and `budget`: local fine-tuning with DP-SGD, and the privacy ledger it charges.
 enum TrainCommands {

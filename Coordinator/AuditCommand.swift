@@ -1,7 +1,10 @@
+import Audit
 import CommandLineParsing
-import Federation
+import CoordinatorService
 import Foundation
 import SecureCrypto
+import SystemIO
+import Wire
 
 /// `audit`: the rounds of the audit log as a table or JSON, always with the chain verified.
 enum AuditCommand {

@@ -1,7 +1,10 @@
+import Audit
 import CommandLineParsing
-import Federation
+import CoordinatorService
 import Foundation
+import SystemIO
 import Transport
+import Wire
 
 /// `demo`: a whole federation on this machine, with real processes over real TLS.
 enum DemoCommand {

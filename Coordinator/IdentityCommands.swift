@@ -1,7 +1,10 @@
+import Audit
 import CommandLineParsing
-import Federation
+import CoordinatorService
 import Foundation
+import SystemIO
 import Transport
+import Wire
 
 /// `init`, `enroll`, `revoke` and `clients`: the federation's certificate authority and who may connect.
 enum IdentityCommands {

@@ -1,8 +1,11 @@
+import Audit
 import CommandLineParsing
-import Federation
+import CoordinatorService
 import Foundation
 import ModelFormats
 import Reports
+import SystemIO
+import Wire
 
 /// `report`: the auditor's report of a coordinator's state directory as one self-contained HTML file.
 enum ReportCommand {

@@ -1,7 +1,10 @@
+import Audit
 import CommandLineParsing
-import Federation
+import CoordinatorService
 import Foundation
+import SystemIO
 import Transport
+import Wire
 
 /// `serve`, and the commands that reach a running coordinator through its control socket:
 /// `rounds start`, `status`.
@@ -34,7 +37,7 @@ enum ServeCommands {
         let paths = CoordinatorPaths(path: state)
         var configuration = try CoordinatorConfiguration.load(URL(fileURLWithPath: configPath))
         if let secure { configuration.rounds.secureAggregation = secure == "on" }
-        let log = ServerLog(url: paths.serverLog)
+        let log = OperatorLog(url: paths.serverLog)
         let server = try CoordinatorServer(paths: paths, configuration: configuration, log: log)
         // SIGINT and SIGTERM stop the server. They are blocked in every thread (the mask is inherited
         // by the threads the server starts) and taken by one thread in sigwait: on Linux a dispatch

@@ -1,8 +1,11 @@
-import Federation
+import Audit
+import CoordinatorService
+import FederationProtocol
 import Foundation
 import ModelFormats
 import SecureCrypto
 import Synchronization
+import SystemIO
 import Transport
 import Wire
 

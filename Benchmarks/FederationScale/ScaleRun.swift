@@ -1,8 +1,12 @@
+import Audit
 import CommandLineParsing
-import Federation
+import CoordinatorService
+import FederationProtocol
 import Foundation
 import ModelFormats
+import SystemIO
 import Transport
+import Wire
 
 /// One round as the orchestrator saw it.
 struct RoundMeasurement {

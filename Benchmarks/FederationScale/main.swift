@@ -1,6 +1,10 @@
+import Audit
 import CommandLineParsing
-import Federation
+import CoordinatorService
+import FederationProtocol
 import Foundation
+import SystemIO
+import Wire
 
 // Federation scale benchmark: one coordinator (a child process of this executable) and N light
 // clients over mutual TLS on loopback, for several N. Reports the coordinator's memory per
@@ -44,7 +48,7 @@ if arguments.flag("--serve-coordinator") {
         try arguments.finish()
         let paths = CoordinatorPaths(path: state)
         let configuration = try CoordinatorConfiguration.load(URL(fileURLWithPath: configPath))
-        let server = try CoordinatorServer(paths: paths, configuration: configuration, log: ServerLog(url: paths.serverLog))
+        let server = try CoordinatorServer(paths: paths, configuration: configuration, log: OperatorLog(url: paths.serverLog))
         let signals = [SIGINT, SIGTERM].map { signalNumber -> DispatchSourceSignal in
             signal(signalNumber, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())

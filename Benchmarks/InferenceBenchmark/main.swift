@@ -2,6 +2,7 @@ import CommandLineParsing
 import Foundation
 import Kernels
 import LanguageModel
+import SystemIO
 
 // Inference benchmark on a GGUF model: prompt processing (a 128-token prompt), generation (64 tokens),
 // time to first token and peak RSS, medians over several runs; then the linear-layer kernel with the

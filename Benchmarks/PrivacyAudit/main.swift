@@ -3,6 +3,7 @@ import FineTuning
 import Foundation
 import LanguageModel
 import Privacy
+import SystemIO
 
 // The point of DP, measured: LoRA fine-tuning of a model on synthetic clinic notes with secret canaries
 // planted, with DP-SGD (ε from the accountant) and without, over several seeds. For each run it prints

@@ -4,7 +4,8 @@ import SecureAggregation
 import SecureCrypto
 
 import CommandLineParsing
-import Federation
+import FederationProtocol
+import SystemIO
 import Foundation
 import SecureAggregation
 import SecureCrypto

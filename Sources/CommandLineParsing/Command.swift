@@ -1,4 +1,5 @@
 import Foundation
+import SystemIO
 
 /// One subcommand: its name, help text, and how it runs on parsed arguments.
 public struct Command: Sendable {
@@ -81,12 +82,5 @@ public struct CommandGroup: Sendable {
             StandardError.write("\(prefix) \(first): error: \(error)\n")
             return 1
         }
-    }
-}
-
-/// Writes to standard error, unbuffered (progress and errors never mix into `--json` output).
-public enum StandardError {
-    public static func write(_ text: String) {
-        FileHandle.standardError.write(Data(text.utf8))
     }
 }

@@ -1,6 +1,6 @@
 import Foundation
 import LanguageModel
-import CommandLineParsing
+import SystemIO
 
 /// Held-out evaluation: mean next-token loss, perplexity and token accuracy over a dataset.
 public struct Evaluation: Sendable {
@@ -29,7 +29,7 @@ public struct Evaluation: Sendable {
 public enum Evaluator {
     /// Scores every example; examples with no counted token report loss NaN and are left out of the mean.
     public static func evaluate(model: LlamaModel, examples: [TokenizedExample],
-                                progress: ProgressReporter? = nil) throws -> Evaluation {
+                                progress: (any ProgressSink)? = nil) throws -> Evaluation {
         let start = ProcessStatistics.now()
         var total = 0.0, counted = 0, correct = 0, processed = 0
         var perExample: [(tokens: Int, loss: Double)] = []

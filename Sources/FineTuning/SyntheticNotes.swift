@@ -1,5 +1,6 @@
 import Foundation
 import ModelFormats
+import SystemIO
 
 // Fictional clinic notes for the demo and the quality checks: realistic in shape, fake in every detail.
 // Names come from generic first- and last-name lists, record numbers and dates are random, and the

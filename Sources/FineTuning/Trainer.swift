@@ -1,7 +1,7 @@
-import CommandLineParsing
 import Foundation
 import LanguageModel
 import Privacy
+import SystemIO
 
 /// Record-level differential privacy for one training run (DP-SGD, Abadi et al. 2016).
 public struct DifferentialPrivacy: Sendable, Equatable {
@@ -152,7 +152,7 @@ public final class LoRATrainer {
 
 
     /// Runs every step. `onStep(step, loss)` follows each optimizer step (for progress and checkpoints).
-    public func train(progress: ProgressReporter? = nil,
+    public func train(progress: (any ProgressSink)? = nil,
                       onStep: ((Int, Double) throws -> Void)? = nil) throws -> TrainingResult {
         let c = configuration
         let count = lora.count

@@ -1,4 +1,5 @@
 import Foundation
+import SystemIO
 
 /// Builds a GGUF v3 file: metadata in insertion order, then tensors, each aligned.
 public struct GGUFWriter {

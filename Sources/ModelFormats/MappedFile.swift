@@ -103,38 +103,3 @@ struct ByteReader {
     }
 }
 
-/// Writes `data` to `url` atomically: a temporary file beside it, fsync, rename, fsync of the directory.
-public func writeFileAtomically(_ data: Data, to url: URL, permissions: mode_t = 0o644) throws {
-    let directory = url.deletingLastPathComponent()
-    let temporary = directory.appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
-    let fd = open(temporary.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, permissions)
-    guard fd >= 0 else { throw ModelFormatError(file: temporary.path, "cannot create: \(String(cString: strerror(errno)))") }
-    var ok = true
-    data.withUnsafeBytes { buffer in
-        var written = 0
-        while written < buffer.count {
-            let n = write(fd, buffer.baseAddress! + written, buffer.count - written)
-            if n < 0 {
-                if errno == EINTR { continue }
-                ok = false
-                return
-            }
-            written += n
-        }
-    }
-    let synced = fsync(fd) == 0
-    close(fd)
-    guard ok && synced else {
-        unlink(temporary.path)
-        throw ModelFormatError(file: url.path, "write failed: \(String(cString: strerror(errno)))")
-    }
-    guard rename(temporary.path, url.path) == 0 else {
-        unlink(temporary.path)
-        throw ModelFormatError(file: url.path, "rename failed: \(String(cString: strerror(errno)))")
-    }
-    let directoryFD = open(directory.path, O_RDONLY | O_DIRECTORY)
-    if directoryFD >= 0 {
-        fsync(directoryFD)
-        close(directoryFD)
-    }
-}

@@ -1,4 +1,5 @@
 import Foundation
+import SystemIO
 
 /// One LoRA tensor of an adapter file.
 public struct AdapterTensor: Sendable, Equatable {

@@ -1,4 +1,5 @@
 import Foundation
+import SystemIO
 
 /// Element types read from safetensors files.
 public enum SafetensorsDType: String, Sendable {

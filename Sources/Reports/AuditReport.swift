@@ -1,5 +1,6 @@
-import Federation
+import Audit
 import Foundation
+import Wire
 
 /// The auditor's report of a federation: one self-contained HTML page (inline CSS, charts as inline
 /// SVG, no script, no external resource) answering, round by round, how much privacy each client has

@@ -1,7 +1,8 @@
-import Federation
+import Audit
 import Foundation
 import ModelFormats
 import SecureCrypto
+import Wire
 
 /// What the report states about the audit log's signed hash chain.
 public enum AuditChainStatus: Sendable, Equatable {

@@ -1,4 +1,6 @@
+import Audit
 import Foundation
+import Wire
 
 /// Building blocks of the self-contained HTML pages: escaping, number formats and the shared style.
 ///

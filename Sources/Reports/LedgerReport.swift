@@ -1,5 +1,7 @@
+import Audit
 import Foundation
 import Privacy
+import Wire
 
 /// A client's own view of its privacy ledger as one self-contained HTML page: cumulative ε after
 /// each charge against the budget, and every charge with the DP-SGD parameters that produced it.

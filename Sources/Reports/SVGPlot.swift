@@ -1,4 +1,6 @@
+import Audit
 import Foundation
+import Wire
 
 /// A plotting area drawn as inline SVG: linear x and y scales, axes with ticks, and helpers that
 /// turn data into SVG elements. Everything it writes is markup built from numbers and escaped text.

@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Foundation
+import SystemIO
 
 /// The local control channel of a running coordinator: an AF_UNIX stream socket in the state
 /// directory (`control.sock`), through which `rounds start`, `status` and `clients` reach `serve`.

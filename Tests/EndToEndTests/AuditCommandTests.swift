@@ -1,7 +1,12 @@
-import Federation
+import Audit
+import ClientService
+import CoordinatorService
+import FederationProtocol
 import Foundation
 import SecureCrypto
+import SystemIO
 import TestSupport
+import Wire
 import XCTest
 
 /// `conclave-coordinator audit` as a real process over a state directory built here: the JSON

@@ -1,7 +1,12 @@
-import Federation
+import Audit
+import ClientService
+import CoordinatorService
+import FederationProtocol
 import Foundation
 import SecureCrypto
+import SystemIO
 import TestSupport
+import Wire
 import XCTest
 
 /// `conclave-coordinator report` and `conclave-client budget --html` as real processes: the JSON

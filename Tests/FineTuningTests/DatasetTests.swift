@@ -1,7 +1,7 @@
 import Foundation
+import ModelFormats
 import TestSupport
 import Tokenizer
-import ModelFormats
 import XCTest
 @testable import FineTuning
 

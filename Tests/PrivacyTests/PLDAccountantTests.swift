@@ -1,5 +1,5 @@
-import XCTest
 import TestSupport
+import XCTest
 @testable import Privacy
 
 final class PLDAccountantTests: XCTestCase {

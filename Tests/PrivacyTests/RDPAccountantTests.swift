@@ -1,5 +1,5 @@
-import XCTest
 import TestSupport
+import XCTest
 @testable import Privacy
 
 /// One record of shared/fixtures/privacy/reference.json (dp_accounting 0.6.0 and prv-accountant 0.2.0).

@@ -1,9 +1,11 @@
-import Federation
+import Audit
 import Foundation
 import Privacy
 import Reports
 import SecureCrypto
+import SystemIO
 import TestSupport
+import Wire
 import XCTest
 
 /// The auditor's report: self-contained, every figure read back equal to the audit records, hostile

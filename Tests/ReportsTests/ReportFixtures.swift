@@ -1,8 +1,10 @@
-import Federation
+import Audit
 import Foundation
 import ModelFormats
 import Reports
 import SecureCrypto
+import SystemIO
+import Wire
 import XCTest
 
 /// Audit records, state directories and HTML parsing shared by the report tests.

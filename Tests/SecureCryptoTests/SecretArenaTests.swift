@@ -1,6 +1,6 @@
 import Foundation
-@testable import SecureCrypto
 import XCTest
+@testable import SecureCrypto
 
 /// Small secrets share guarded slabs: a released slot is wiped before anyone else gets it, and
 /// live secrets never share a slot.

@@ -1,8 +1,8 @@
 import Foundation
 import ModelFormats
 import TestSupport
-@testable import Tokenizer
 import XCTest
+@testable import Tokenizer
 
 /// Deterministic generator for test inputs (reproducible failures); never used for secrets.
 struct SplitMix64: RandomNumberGenerator {

@@ -1,5 +1,5 @@
-@testable import Tokenizer
 import XCTest
+@testable import Tokenizer
 
 /// Recognising ChatML templates and their default system prompts from the Jinja source text.
 final class ChatTemplateTests: XCTestCase {

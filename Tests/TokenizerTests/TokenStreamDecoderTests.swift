@@ -1,6 +1,6 @@
 import TestSupport
-@testable import Tokenizer
 import XCTest
+@testable import Tokenizer
 
 final class TokenStreamDecoderTests: XCTestCase {
     func testStreamingHoldsBackSplitCharactersAndReassemblesTheText() throws {

@@ -1,7 +1,7 @@
 import Foundation
 import TestSupport
-@testable import Tokenizer
 import XCTest
+@testable import Tokenizer
 
 /// Loading HF `tokenizer.json` files, built here so the expected ids follow from the merges by hand.
 final class TokenizerJSONTests: XCTestCase {

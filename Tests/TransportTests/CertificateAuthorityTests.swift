@@ -1,6 +1,6 @@
+import COpenSSL
 import Foundation
 import XCTest
-import COpenSSL
 @testable import Transport
 
 final class CertificateAuthorityTests: XCTestCase {

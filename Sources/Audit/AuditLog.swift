@@ -1,0 +1,529 @@
+import Foundation
+import SecureCrypto
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Wire
+import SystemIO
+
+/// The coordinator's append-only, hash-chained, signed audit log: one round per line.
+///
+/// Each line is exactly `{"record":<R>,"signature":"<128 lower-case hex>"}` followed by `\n`, where
+/// `<R>` is the `AuditRecord` as JSON (sorted keys, unescaped slashes, ISO 8601 dates with fractional
+/// seconds) and the signature is Ed25519 over exactly the bytes of `<R>`. The verifier never
+/// re-encodes: it cuts `<R>` out between the fixed prefix and the fixed suffix, checks the signature
+/// over those bytes, then decodes them. Each record's `previousHash` is the BLAKE2b-256 of the previous
+/// line's bytes (without its newline), 64 zeros for the first, so deleting, inserting, duplicating or
+/// reordering a line breaks the chain. Truncating the tail (or deleting the whole file) cannot be seen
+/// from the log alone: an auditor compares the record count or the last hash with one kept elsewhere.
+///
+/// A line is committed once its newline is on disk and the file is synced. Bytes after the last
+/// newline are a write torn by a crash, never acknowledged: `append` removes them first, and
+/// `verify` reports them as a failure (the log as it stands is not a clean chain).
+public struct AuditLog: Sendable {
+    /// The largest log `verify` reads and `append` grows to (256 MiB).
+    public static let maximumFileSize = 256 << 20
+    /// The longest line, newline excluded, that is written or read (4 MiB).
+    public static let maximumLineLength = 4 << 20
+    /// `previousHash` of the first record: 64 zeros.
+    public static let firstPreviousHash = String(repeating: "0", count: 64)
+
+    static let linePrefix = Array(#"{"record":"#.utf8)
+    static let signatureOpening = Array(#","signature":""#.utf8)
+    static let lineClosing = Array(#""}"#.utf8)
+    static let signatureHexLength = 2 * SigningKeyPair.signatureByteCount
+    static let lineSuffixLength = signatureOpening.count + signatureHexLength + lineClosing.count
+    static let newline = UInt8(ascii: "\n")
+
+    /// The log file (`audit.jsonl` in the coordinator's state directory).
+    public let url: URL
+
+    public init(url: URL) { self.url = url }
+
+    /// The log of a coordinator's state directory.
+    public init(paths: CoordinatorPaths) { self.url = paths.auditLog }
+
+    // MARK: Appending
+
+    /// Appends `record`, chained to the last line and signed by `signer`, durably: one `O_APPEND`
+    /// write of the whole line under an exclusive `flock`, then `fsync` of the file (and of the
+    /// directory when this call created the file, mode 0644). A torn tail is removed first.
+    ///
+    /// `record.previousHash` is ignored and replaced. The returned record is decoded from the bytes
+    /// written, so it equals what `verify` will read (dates keep millisecond precision).
+    /// - Throws: `FederationError.state` naming the file for I/O failures, a last line that is
+    ///   malformed, too long or not signed by `signer`, or a line or file over the size limits;
+    ///   `FederationError.round` when `record.round` does not exceed the last record's round.
+    @discardableResult
+    public func append(_ record: AuditRecord, signer: SigningKeyPair) throws -> AuditAppend {
+        let (fd, created) = try openForAppending()
+        defer { close(fd) }
+        try call("flock") { flock(fd, LOCK_EX) }
+        var size = try fileSize(fd)
+        guard size <= Self.maximumFileSize else {
+            throw FederationError.state(path: url.path, "is \(size) bytes, over the \(Self.maximumFileSize)-byte limit")
+        }
+
+        // A tail without its newline was never committed: cut it away before chaining to the last line.
+        var discarded = 0
+        if size > 0, try readBytes(fd, offset: size - 1, count: 1) != [Self.newline] {
+            let start = try startOfLine(fd, endingAt: size, what: "unterminated last line")
+            discarded = size - start
+            try call("truncate the torn last line") { ftruncate(fd, off_t(start)) }
+            try call("fsync") { fsync(fd) }
+            size = start
+        }
+
+        var previousHash = Self.firstPreviousHash
+        var previousRound: UInt64?
+        if size > 0 {
+            let start = try startOfLine(fd, endingAt: size - 1, what: "last line")
+            let line = try readBytes(fd, offset: start, count: size - 1 - start)
+            previousHash = Self.hashHex(line[...])
+            let last: AuditRecord
+            do {
+                let (recordBytes, signature) = try Self.split(line[...])
+                guard signer.publicKey.isValidSignature(signature, for: recordBytes) else {
+                    throw LineProblem("signature does not verify under this coordinator's signing key")
+                }
+                last = try Self.decode(recordBytes)
+            } catch let problem as LineProblem {
+                throw FederationError.state(path: url.path,
+                                            "last record cannot be chained to: \(problem.reason) (run `conclave-coordinator audit --verify`)")
+            }
+            previousRound = last.round
+        }
+        if let previousRound, record.round <= previousRound {
+            throw FederationError.round(record.round, "audit log \(url.path) already holds round \(previousRound); rounds must increase")
+        }
+
+        var chained = record
+        chained.previousHash = previousHash
+        let recordBytes = try Self.encode(chained, path: url.path)
+        let line = Self.linePrefix + recordBytes + Self.signatureOpening
+            + Array(Hex.encode(signer.signature(for: recordBytes)).utf8) + Self.lineClosing
+        guard line.count <= Self.maximumLineLength else {
+            throw FederationError.state(path: url.path, "round \(record.round)'s record is \(line.count) bytes as a line, "
+                                        + "over the \(Self.maximumLineLength)-byte line limit")
+        }
+        guard size + line.count + 1 <= Self.maximumFileSize else {
+            throw FederationError.state(path: url.path, "appending round \(record.round) would take the log past "
+                                        + "its \(Self.maximumFileSize)-byte limit (now \(size) bytes)")
+        }
+        do {
+            try writeAll(fd, line + [Self.newline])
+        } catch {
+            // Leave no partial line behind when the disk refuses the write part-way.
+            _ = ftruncate(fd, off_t(size))
+            throw error
+        }
+        try call("fsync") { fsync(fd) }
+        if created { try syncDirectory() }
+        let written: AuditRecord
+        do { written = try Self.decode(recordBytes[...]) } catch let problem as LineProblem {
+            preconditionFailure("an encoded audit record does not decode: \(problem.reason)")
+        }
+        return AuditAppend(record: written, repairedTornTail: discarded > 0, discardedBytes: discarded)
+    }
+
+    // MARK: Verifying
+
+    /// Verifies the log at this `url` under `publicKey`; see `verify(url:publicKey:)`.
+    public func verify(publicKey: SigningPublicKey) throws -> AuditVerification {
+        try Self.verify(url: url, publicKey: publicKey)
+    }
+
+    /// Reads the whole log (under a shared `flock`) and checks every line: the fixed prefix and
+    /// suffix, a lower-case hex signature, the Ed25519 signature over the record's bytes, that the
+    /// record decodes, that its `previousHash` is the previous line's hash, and that rounds strictly
+    /// increase. The first failure is reported with its 1-based line number; since every byte of a
+    /// line is covered by that line's own checks, a changed byte is reported at the line that holds
+    /// it (a newline belongs to the line it ends). A missing file is a log with no rounds yet: zero
+    /// records, verified.
+    /// - Returns: the outcome; `records` holds every committed line that parses, failed or not.
+    /// - Throws: `FederationError.state` naming the file when it cannot be read or exceeds
+    ///   `maximumFileSize` (a content problem is a failed verification, not an error).
+    public static func verify(url: URL, publicKey: SigningPublicKey) throws -> AuditVerification {
+        guard let bytes = try readLog(url) else {
+            return AuditVerification(records: [], failure: nil)
+        }
+        var records: [AuditRecord] = []
+        var failure: (record: Int, reason: String)?
+        func fail(_ line: Int, _ reason: String) {
+            if failure == nil { failure = (line, reason) }
+        }
+        var expectedPreviousHash = firstPreviousHash
+        var previousRound: UInt64?
+        var start = 0
+        var lineNumber = 0
+        while start < bytes.count {
+            lineNumber += 1
+            let terminator = bytes[start...].firstIndex(of: newline)
+            let end = terminator ?? bytes.count
+            let line = bytes[start..<end]
+            start = end + 1
+            let hash = hashHex(line)
+            defer { expectedPreviousHash = hash }
+            guard terminator != nil else {
+                fail(lineNumber, "the last \(line.count) bytes have no terminating newline (a write torn by a crash, "
+                     + "never committed; the next append removes them)")
+                break
+            }
+            guard line.count <= maximumLineLength else {
+                fail(lineNumber, "line is \(line.count) bytes, over the \(maximumLineLength)-byte limit")
+                continue
+            }
+            let record: AuditRecord
+            do {
+                let (recordBytes, signature) = try split(line)
+                if !publicKey.isValidSignature(signature, for: recordBytes) {
+                    fail(lineNumber, "signature does not verify under key \(Hex.encode(publicKey.bytes))")
+                }
+                record = try decode(recordBytes)
+            } catch let problem as LineProblem {
+                fail(lineNumber, problem.reason)
+                continue
+            }
+            records.append(record)
+            if record.previousHash != expectedPreviousHash {
+                fail(lineNumber, lineNumber == 1
+                     ? "previous_hash is \(record.previousHash), expected \(firstPreviousHash) for the first record"
+                     : "previous_hash \(record.previousHash) is not the hash of line \(lineNumber - 1) (\(expectedPreviousHash))")
+            }
+            if let previousRound, record.round <= previousRound {
+                fail(lineNumber, "round \(record.round) does not follow round \(previousRound) (rounds must increase)")
+            }
+            previousRound = record.round
+        }
+        return AuditVerification(records: records, failure: failure)
+    }
+
+    // MARK: Keys
+
+    /// Writes `key` as hex (and a newline) to `url`, atomically, mode 0644: what auditors verify with.
+    /// - Throws: `FederationError.state` naming the file.
+    public static func writePublicKey(_ key: SigningPublicKey, to url: URL) throws {
+        do {
+            try writeFileAtomically(Data((Hex.encode(key.bytes) + "\n").utf8), to: url, permissions: 0o644)
+        } catch {
+            throw FederationError.state(path: url.path, "cannot write the audit public key: \(error)")
+        }
+    }
+
+    /// Reads a public key file written by `writePublicKey`: 64 lower-case hex digits, optionally
+    /// followed by a newline.
+    /// - Throws: `FederationError.state` naming the file and what is wrong with it.
+    public static func readPublicKey(from url: URL) throws -> SigningPublicKey {
+        let path = url.path
+        var status = stat()
+        guard stat(path, &status) == 0 else {
+            throw FederationError.state(path: path, "cannot read: \(String(cString: strerror(errno)))")
+        }
+        let expected = 2 * SigningPublicKey.byteCount
+        guard status.st_size <= expected + 1 else {
+            throw FederationError.state(path: path, "is \(status.st_size) bytes; a public key file is \(expected) hex digits and a newline")
+        }
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw FederationError.state(path: path, "cannot read: \(error.localizedDescription)")
+        }
+        var digits = Array(data)
+        if digits.last == newline { digits.removeLast() }
+        guard digits.count == expected, digits.allSatisfy(isLowerHexDigit) else {
+            throw FederationError.state(path: path, "expected \(expected) lower-case hex digits (an Ed25519 public key)")
+        }
+        do {
+            return try SigningPublicKey(bytes: Hex.decode(String(decoding: digits, as: UTF8.self)))
+        } catch {
+            throw FederationError.state(path: path, "not a public key: \(error)")
+        }
+    }
+
+    /// The key that verifies a coordinator's log: `signing.pub`, or when that is absent the public half
+    /// of `signing.key` (which only the coordinator's operator can read).
+    /// - Throws: `FederationError.state` when neither file exists or the one found is unreadable.
+    public static func verifyingKey(in paths: CoordinatorPaths) throws -> SigningPublicKey {
+        let manager = FileManager.default
+        if manager.fileExists(atPath: paths.signingPublicKey.path) {
+            return try readPublicKey(from: paths.signingPublicKey)
+        }
+        if manager.fileExists(atPath: paths.signingKey.path) {
+            do {
+                return try SigningKeyPair.readSecretKeyFile(path: paths.signingKey.path).publicKey
+            } catch {
+                throw FederationError.state(path: paths.signingKey.path, "cannot read the signing key: \(error)")
+            }
+        }
+        throw FederationError.state(path: paths.root.path, "has neither \(paths.signingPublicKey.lastPathComponent) "
+                                    + "nor \(paths.signingKey.lastPathComponent): no key to verify the audit log with")
+    }
+
+    // MARK: Encoding
+
+    /// Dates as ISO 8601 in UTC with milliseconds, e.g. `2025-03-01T09:30:00.125Z`.
+    static let dateStyle = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+
+    /// The record's bytes as signed: sorted keys, unescaped slashes, fractional-second dates.
+    static func encode(_ record: AuditRecord, path: String) throws -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .custom { date, encoder in
+            var container = encoder.singleValueContainer()
+            try container.encode(date.formatted(AuditLog.dateStyle))
+        }
+        let bytes: [UInt8]
+        do { bytes = Array(try encoder.encode(record)) } catch {
+            throw FederationError.state(path: path, "cannot encode round \(record.round)'s audit record: \(error)")
+        }
+        // Compact JSON escapes control characters inside strings, so a record never spans two lines.
+        precondition(!bytes.contains(newline), "compact JSON contains a newline")
+        return bytes
+    }
+
+    /// Decodes a record's bytes as written by `encode`.
+    static func decode(_ bytes: ArraySlice<UInt8>) throws -> AuditRecord {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .custom { decoder in
+            let container = try decoder.singleValueContainer()
+            let text = try container.decode(String.self)
+            guard let date = try? AuditLog.dateStyle.parse(text) else {
+                throw DecodingError.dataCorruptedError(in: container, debugDescription:
+                    "'\(text)' is not an ISO 8601 date with fractional seconds")
+            }
+            return date
+        }
+        do {
+            return try decoder.decode(AuditRecord.self, from: Data(bytes))
+        } catch let error as DecodingError {
+            throw LineProblem("record does not decode: \(describe(error))")
+        } catch {
+            throw LineProblem("record does not decode: \(error)")
+        }
+    }
+
+    /// Cuts a line into the record's bytes and the signature, checking the fixed prefix and suffix.
+    static func split(_ line: ArraySlice<UInt8>) throws -> (record: ArraySlice<UInt8>, signature: [UInt8]) {
+        guard line.count > linePrefix.count + lineSuffixLength else {
+            throw LineProblem("line is \(line.count) bytes, too short to hold a signed record")
+        }
+        guard line.starts(with: linePrefix) else {
+            throw LineProblem("line does not start with {\"record\":")
+        }
+        let suffixStart = line.endIndex - lineSuffixLength
+        let hexStart = suffixStart + signatureOpening.count
+        let hexEnd = hexStart + signatureHexLength
+        guard line[suffixStart..<hexStart].elementsEqual(signatureOpening),
+              line[hexEnd...].elementsEqual(lineClosing) else {
+            throw LineProblem("line does not end with ,\"signature\":\"<\(signatureHexLength) hex digits>\"}")
+        }
+        let hex = line[hexStart..<hexEnd]
+        if let bad = hex.firstIndex(where: { !isLowerHexDigit($0) }) {
+            throw LineProblem("signature has a character that is not a lower-case hex digit at offset \(bad - hexStart)")
+        }
+        // All lower-case hex of even length: decoding cannot fail.
+        let signature = try Hex.decode(String(decoding: hex, as: UTF8.self))
+        return (line[(line.startIndex + linePrefix.count)..<suffixStart], signature)
+    }
+
+    static func hashHex(_ line: ArraySlice<UInt8>) -> String { Hex.encode(Hash.blake2b(line)) }
+
+    static func isLowerHexDigit(_ byte: UInt8) -> Bool {
+        (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte)
+    }
+
+    static func describe(_ error: DecodingError) -> String {
+        func at(_ context: DecodingError.Context) -> String {
+            let path = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
+            return (path.isEmpty ? "" : " at \(path)") + ": \(context.debugDescription)"
+        }
+        switch error {
+        case let .keyNotFound(key, context): return "missing field \(key.stringValue)" + at(context)
+        case let .typeMismatch(_, context): return "wrong type" + at(context)
+        case let .valueNotFound(_, context): return "null value" + at(context)
+        case let .dataCorrupted(context): return "bad value" + at(context)
+        @unknown default: return "\(error)"
+        }
+    }
+
+    // MARK: File system
+
+    /// Opens the log for appending, creating it 0644 if absent; `created` says whether this call did.
+    private func openForAppending() throws -> (fd: Int32, created: Bool) {
+        let flags = O_RDWR | O_APPEND | O_NOFOLLOW | O_CLOEXEC
+        while true {
+            let fd = open(url.path, flags)
+            if fd >= 0 {
+                try checkRegularFile(fd)
+                return (fd, false)
+            }
+            guard errno == ENOENT || errno == EINTR else { throw failure("open") }
+            if errno == EINTR { continue }
+            let createdFD = open(url.path, flags | O_CREAT | O_EXCL, 0o644)
+            if createdFD >= 0 {
+                // The umask may have cleared bits: the log is public data, readable by auditors.
+                guard fchmod(createdFD, 0o644) == 0 else {
+                    let error = failure("chmod 0644")
+                    close(createdFD)
+                    throw error
+                }
+                return (createdFD, true)
+            }
+            // EEXIST: another process created it between the two calls; open it as it is.
+            guard errno == EEXIST || errno == EINTR else { throw failure("create") }
+        }
+    }
+
+    private func checkRegularFile(_ fd: Int32) throws {
+        var status = stat()
+        guard fstat(fd, &status) == 0 else {
+            let error = failure("fstat")
+            close(fd)
+            throw error
+        }
+        guard UInt32(status.st_mode) & UInt32(S_IFMT) == UInt32(S_IFREG) else {
+            close(fd)
+            throw FederationError.state(path: url.path, "is not a regular file")
+        }
+    }
+
+    private func fileSize(_ fd: Int32) throws -> Int {
+        var status = stat()
+        try call("fstat") { fstat(fd, &status) }
+        return Int(status.st_size)
+    }
+
+    /// The offset where the line ending just before `end` starts: one past the previous newline, or 0.
+    /// Reads backwards at most `maximumLineLength` bytes.
+    private func startOfLine(_ fd: Int32, endingAt end: Int, what: String) throws -> Int {
+        let chunk = 1 << 16
+        var upper = end
+        while upper > 0 {
+            guard end - upper <= Self.maximumLineLength else {
+                throw FederationError.state(path: url.path, "\(what) is longer than the \(Self.maximumLineLength)-byte line limit")
+            }
+            let lower = max(0, upper - chunk)
+            let bytes = try readBytes(fd, offset: lower, count: upper - lower)
+            if let index = bytes.lastIndex(of: Self.newline) {
+                let start = lower + index + 1
+                guard end - start <= Self.maximumLineLength else {
+                    throw FederationError.state(path: url.path, "\(what) is \(end - start) bytes, over the \(Self.maximumLineLength)-byte line limit")
+                }
+                return start
+            }
+            upper = lower
+        }
+        guard end <= Self.maximumLineLength else {
+            throw FederationError.state(path: url.path, "\(what) is \(end) bytes, over the \(Self.maximumLineLength)-byte line limit")
+        }
+        return 0
+    }
+
+    private func readBytes(_ fd: Int32, offset: Int, count: Int) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var filled = 0
+        while filled < count {
+            let n = bytes.withUnsafeMutableBytes { buffer in
+                pread(fd, buffer.baseAddress! + filled, count - filled, off_t(offset + filled))
+            }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw failure("read")
+            }
+            guard n > 0 else {
+                throw FederationError.state(path: url.path, "file shrank while reading at byte \(offset + filled)")
+            }
+            filled += n
+        }
+        return bytes
+    }
+
+    private func writeAll(_ fd: Int32, _ bytes: [UInt8]) throws {
+        var written = 0
+        while written < bytes.count {
+            let n = bytes.withUnsafeBytes { buffer in
+                write(fd, buffer.baseAddress! + written, bytes.count - written)
+            }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw failure("write")
+            }
+            written += n
+        }
+    }
+
+    private func syncDirectory() throws {
+        let directory = url.deletingLastPathComponent().path
+        let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw FederationError.state(path: directory, "open directory: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else {
+            throw FederationError.state(path: directory, "fsync directory: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// The whole log, or nil when it does not exist; read under a shared lock so an append in
+    /// progress is not seen half-written.
+    private static func readLog(_ url: URL) throws -> [UInt8]? {
+        let log = AuditLog(url: url)
+        var fd: Int32
+        repeat { fd = open(url.path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) } while fd < 0 && errno == EINTR
+        if fd < 0 {
+            if errno == ENOENT { return nil }
+            throw log.failure("open")
+        }
+        try log.checkRegularFile(fd)
+        defer { close(fd) }
+        try log.call("flock") { flock(fd, LOCK_SH) }
+        let size = try log.fileSize(fd)
+        guard size <= maximumFileSize else {
+            throw FederationError.state(path: url.path, "is \(size) bytes, over the \(maximumFileSize)-byte limit of an audit log")
+        }
+        return try log.readBytes(fd, offset: 0, count: size)
+    }
+
+    /// Runs a system call, retrying on EINTR; a negative result becomes an error naming the file.
+    private func call(_ operation: String, _ body: () -> Int32) throws {
+        while body() < 0 {
+            if errno == EINTR { continue }
+            throw failure(operation)
+        }
+    }
+
+    private func failure(_ operation: String) -> FederationError {
+        FederationError.state(path: url.path, "\(operation): \(String(cString: strerror(errno)))")
+    }
+}
+
+/// What `AuditLog.append` did.
+public struct AuditAppend: Sendable, Equatable {
+    /// The record as written (chained to the previous line) and as `verify` reads it back.
+    public let record: AuditRecord
+    /// True when bytes after the last newline (a write torn by a crash) were removed first.
+    public let repairedTornTail: Bool
+    /// How many torn bytes were removed.
+    public let discardedBytes: Int
+}
+
+/// The outcome of `AuditLog.verify`.
+public struct AuditVerification: Sendable {
+    /// The records of every committed line that parses, in file order (including any after a failure).
+    public let records: [AuditRecord]
+    /// The first line (1-based) that fails, and why; nil when the whole chain verifies.
+    public let failure: (record: Int, reason: String)?
+
+    /// True when every line verified.
+    public var verified: Bool { failure == nil }
+
+    public init(records: [AuditRecord], failure: (record: Int, reason: String)?) {
+        self.records = records
+        self.failure = failure
+    }
+}
+
+/// Why one line of the log is not a valid signed record.
+struct LineProblem: Error {
+    let reason: String
+    init(_ reason: String) { self.reason = reason }
+}

@@ -1,0 +1,74 @@
+import Foundation
+import SecureCrypto
+import SystemIO
+import Wire
+
+/// One round as the audit log keeps it. Every field a person auditing the federation asks about:
+/// who was asked, who took part, who declined or dropped and why, under which plan, what privacy each
+/// participant has spent in total, what the model gained, and which adapter came out.
+public struct AuditRecord: Codable, Sendable, Equatable {
+    /// "committed" or "aborted".
+    public var status: String
+    public var round: UInt64
+    public var started: Date
+    public var finished: Date
+    /// Clients invited.
+    public var cohort: [String]
+    /// Clients whose update went into the aggregate.
+    public var participants: [String]
+    public var declines: [ClientReason]
+    public var dropouts: [ClientReason]
+    /// "fedavg" or "fedadam".
+    public var aggregation: String
+    public var secureAggregation: Bool
+    public var plan: TrainingPlan
+    /// Per participant: cumulative ε after the round, held-out losses, examples.
+    public var clients: [ClientRoundMetrics]
+    /// The largest cumulative ε among participants.
+    public var maxEpsilon: Double?
+    /// Held-out loss before and after, weighted by held-out tokens over participants.
+    public var evalLossBefore: Double?
+    public var evalLossAfter: Double?
+    /// sha256 (hex) of the global adapter's `adapter_model.safetensors` after the round (the
+    /// previous one for an aborted round).
+    public var adapterSHA256: String
+    /// Why an aborted round was aborted.
+    public var abortReason: String?
+    /// BLAKE2b-256 (hex) of the previous line of the log, bytes as written; 64 zeros for the first.
+    public var previousHash: String
+
+    public init(status: String, round: UInt64, started: Date, finished: Date, cohort: [String], participants: [String],
+                declines: [ClientReason], dropouts: [ClientReason], aggregation: String, secureAggregation: Bool,
+                plan: TrainingPlan, clients: [ClientRoundMetrics], maxEpsilon: Double?, evalLossBefore: Double?,
+                evalLossAfter: Double?, adapterSHA256: String, abortReason: String?, previousHash: String) {
+        self.status = status
+        self.round = round
+        self.started = started
+        self.finished = finished
+        self.cohort = cohort
+        self.participants = participants
+        self.declines = declines
+        self.dropouts = dropouts
+        self.aggregation = aggregation
+        self.secureAggregation = secureAggregation
+        self.plan = plan
+        self.clients = clients
+        self.maxEpsilon = maxEpsilon
+        self.evalLossBefore = evalLossBefore
+        self.evalLossAfter = evalLossAfter
+        self.adapterSHA256 = adapterSHA256
+        self.abortReason = abortReason
+        self.previousHash = previousHash
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case status, round, started, finished, cohort, participants, declines, dropouts, aggregation, plan, clients
+        case secureAggregation = "secure_aggregation"
+        case maxEpsilon = "max_epsilon"
+        case evalLossBefore = "eval_loss_before"
+        case evalLossAfter = "eval_loss_after"
+        case adapterSHA256 = "adapter_sha256"
+        case abortReason = "abort_reason"
+        case previousHash = "previous_hash"
+    }
+}

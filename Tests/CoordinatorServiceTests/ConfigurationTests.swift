@@ -1,0 +1,71 @@
+import Audit
+import ClientService
+import CoordinatorService
+import FederationProtocol
+import Foundation
+import SystemIO
+import TestSupport
+import Wire
+import XCTest
+
+/// Every example configuration under Config/ parses, and bad files get errors naming file and field.
+final class ConfigurationTests: XCTestCase {
+    let config = Fixtures.repositoryRoot.appendingPathComponent("Config")
+
+    func testExampleCoordinatorConfigurationParses() throws {
+        let c = try CoordinatorConfiguration.load(config.appendingPathComponent("coordinator.json"))
+        XCTAssertTrue(c.model.hasSuffix("/models/SmolLM2-135M-Instruct.Q4_1.gguf"), "relative to the file: \(c.model)")
+        XCTAssertEqual(c.rounds.minClients, 2)
+        XCTAssertEqual(c.rounds.plan.targets, ["q_proj", "k_proj", "v_proj", "o_proj"])
+        XCTAssertEqual(c.serverLearningRate, 0.01)
+        XCTAssertTrue(c.rounds.secureAggregation)
+    }
+
+    func testSecureAggregationIsOnUnlessTurnedOff() throws {
+        let directory = try Fixtures.temporaryDirectory("config-secure")
+        let url = directory.appendingPathComponent("c.json")
+        let plan = #""plan": {"steps": 1, "learning_rate": 0.1, "sampling_rate": 0.1, "noise_multiplier": 1, "clip_norm": 1, "delta": 1e-5, "max_length": 8, "rank": 1, "alpha": 1, "targets": ["q_proj"]}"#
+        try Data(#"{"model": "m", "rounds": {"min_clients": 2, "max_clients": 3, "fraction": 1, "aggregation": "fedavg", "invite_timeout": 1, "round_timeout": 1, "wait_for_clients": 1, \#(plan)}}"#.utf8).write(to: url)
+        XCTAssertTrue(try CoordinatorConfiguration.load(url).rounds.secureAggregation, "on when the field is absent")
+        try Data(#"{"model": "m", "rounds": {"min_clients": 2, "max_clients": 3, "fraction": 1, "aggregation": "fedavg", "secure_aggregation": false, "invite_timeout": 1, "round_timeout": 1, "wait_for_clients": 1, \#(plan)}}"#.utf8).write(to: url)
+        XCTAssertFalse(try CoordinatorConfiguration.load(url).rounds.secureAggregation)
+    }
+
+    func testExampleClientConfigurationParses() throws {
+        let c = try ClientConfiguration.load(config.appendingPathComponent("client.json"))
+        XCTAssertEqual(c.policy, ClientPolicy(maxEpsilon: 8, delta: 1e-5, maxStepsPerRound: 100, requirePrivacy: true))
+        XCTAssertEqual(c.data, "/var/lib/conclave/notes.jsonl")
+        XCTAssertEqual(c.threads, 2)
+    }
+
+    func testExampleClientConfigurationWithCanariesParses() throws {
+        let c = try ClientConfiguration.load(config.appendingPathComponent("client-canaries.json"))
+        XCTAssertEqual(c.canaries, CanaryConfiguration(count: 5, digits: 3, repetitions: 4, phrase: "My account number is"))
+        XCTAssertNil(try ClientConfiguration.load(config.appendingPathComponent("client.json")).canaries)
+    }
+
+    func testBadFilesNameTheField() throws {
+        let directory = try Fixtures.temporaryDirectory("config")
+        func load(_ text: String) -> String {
+            let url = directory.appendingPathComponent("c.json")
+            try? Data(text.utf8).write(to: url)
+            do {
+                _ = try ClientConfiguration.load(url)
+                return "loaded"
+            } catch { return "\(error)" }
+        }
+        let path = directory.appendingPathComponent("c.json").path
+        XCTAssertEqual(load(#"{"model": "m", "data": "d", "eval_data": "e"}"#), "\(path): field 'policy': is missing")
+        XCTAssertEqual(load(#"{"model": "m", "data": "d", "eval_data": "e", "policy": {"max_epsilon": "8", "delta": 1e-5, "max_steps_per_round": 3}}"#),
+                       "\(path): field 'policy.max_epsilon': expected Double")
+        XCTAssertEqual(load(#"{"model": "m", "data": "d", "eval_data": "e", "policy": {"max_epsilon": -1, "delta": 1e-5, "max_steps_per_round": 3}}"#),
+                       "\(path): field 'policy.max_epsilon': must be positive, got -1.0")
+        XCTAssertTrue(load("{nope").contains("not valid JSON"))
+        XCTAssertTrue(load(String(repeating: " ", count: 2 << 20)).contains("at most 1 MiB"))
+        let coordinator = directory.appendingPathComponent("k.json")
+        try Data(#"{"model": "m", "rounds": {"min_clients": 0, "max_clients": 1, "fraction": 1, "aggregation": "fedavg", "secure_aggregation": false, "invite_timeout": 1, "round_timeout": 1, "wait_for_clients": 1, "plan": {"steps": 1, "learning_rate": 0.1, "sampling_rate": 0.1, "noise_multiplier": 1, "clip_norm": 1, "delta": 1e-5, "max_length": 8, "rank": 1, "alpha": 1, "targets": ["q_proj"]}}}"#.utf8).write(to: coordinator)
+        XCTAssertThrowsError(try CoordinatorConfiguration.load(coordinator)) { error in
+            XCTAssertEqual("\(error)", "\(coordinator.path): field 'min_clients': must be at least 1, got 0")
+        }
+    }
+}

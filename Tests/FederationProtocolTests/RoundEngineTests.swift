@@ -1,0 +1,162 @@
+import FederationProtocol
+import Foundation
+import SystemIO
+import Wire
+import XCTest
+
+/// The round engine driven directly: no sockets, no clock but the one the test moves.
+final class RoundEngineTests: XCTestCase {
+    static let plan = TrainingPlan(steps: 4, learningRate: 0.002, samplingRate: 0.05, noiseMultiplier: 1.0, clipNorm: 1.0,
+                                   delta: 1e-5, maxLength: 256, rank: 4, alpha: 8, targets: ["q_proj", "v_proj"])
+
+    func policy(min: Int = 2, max: Int = 3, fraction: Double = 1) -> RoundPolicy {
+        RoundPolicy(minClients: min, maxClients: max, fraction: fraction, aggregation: "fedavg", secureAggregation: false,
+                    inviteTimeout: 10, roundTimeout: 100, waitForClients: 30, plan: Self.plan)
+    }
+
+    /// A deterministic choice: the first `count` clients in order.
+    func engine(_ policy: RoundPolicy, next: UInt64 = 1) -> RoundEngine {
+        RoundEngine(policy: policy, nextRound: next) { clients, count in Array(clients.prefix(count)) }
+    }
+
+    let t0 = Date(timeIntervalSince1970: 1_000_000)
+
+    func update(_ client: String, examples: Int = 10) -> ReceivedUpdate {
+        ReceivedUpdate(delta: ["t": [1]], metrics: ClientRoundMetrics(client: client, examples: examples, evalLossBefore: 3,
+                                                                       evalLossAfter: 2.5, evalTokens: 100, epsilon: 1.5,
+                                                                       delta: 1e-5, epsilonBudget: 8, trainLoss: 2.7, seconds: 1))
+    }
+
+    func invites(_ actions: [RoundEngine.Action]) -> [String] {
+        actions.compactMap { if case let .invite(client, _) = $0 { return client } else { return nil } }
+    }
+
+    func outcome(_ actions: [RoundEngine.Action]) -> RoundOutcome? {
+        for action in actions { if case let .finish(outcome) = action { return outcome } }
+        return nil
+    }
+
+    func testFullRoundCommitsWithEveryUpdate() {
+        var e = engine(policy())
+        _ = e.connect("a", now: t0)
+        _ = e.connect("b", now: t0)
+        _ = e.connect("c", now: t0)
+        let started = e.requestRounds(1, now: t0)
+        guard case let .beginRound(round, _, cohort)? = started.first else { return XCTFail("no beginRound first: \(started)") }
+        XCTAssertEqual(round, 1)
+        XCTAssertEqual(cohort, ["a", "b", "c"])
+        XCTAssertEqual(invites(started), ["a", "b", "c"])
+        XCTAssertEqual(e.phase, .training)
+        for client in ["a", "b", "c"] { _ = e.accept(client, round: 1, now: t0) }
+        XCTAssertNil(outcome(e.upload("a", round: 1, update: update("a"), now: t0)))
+        XCTAssertNil(outcome(e.upload("b", round: 1, update: update("b"), now: t0)))
+        let done = outcome(e.upload("c", round: 1, update: update("c"), now: t0))
+        XCTAssertEqual(done?.isCommitted, true)
+        XCTAssertEqual(done?.updates.map(\.client), ["a", "b", "c"])
+        XCTAssertEqual(e.phase, .finishing)
+        _ = e.roundFinished(now: t0)
+        XCTAssertEqual(e.phase, .idle)
+        XCTAssertEqual(e.nextRound, 2)
+    }
+
+    func testDeclineAndDisconnectStillCommitWithEnoughSurvivors() {
+        var e = engine(policy(min: 1))
+        for c in ["a", "b", "c"] { _ = e.connect(c, now: t0) }
+        _ = e.requestRounds(1, now: t0)
+        _ = e.decline("a", round: 1, reason: "privacy budget: spent", now: t0)
+        _ = e.accept("b", round: 1, now: t0)
+        _ = e.accept("c", round: 1, now: t0)
+        _ = e.disconnect("b", now: t0)
+        let done = outcome(e.upload("c", round: 1, update: update("c"), now: t0))
+        XCTAssertEqual(done?.isCommitted, true)
+        XCTAssertEqual(done?.declines, [ClientReason(client: "a", reason: "privacy budget: spent")])
+        XCTAssertEqual(done?.dropouts, [ClientReason(client: "b", reason: "disconnected")])
+        XCTAssertEqual(done?.updates.map(\.client), ["c"])
+    }
+
+    func testTooFewSurvivorsAbortsAndRevealsNoUpdate() {
+        var e = engine(policy(min: 2))
+        for c in ["a", "b"] { _ = e.connect(c, now: t0) }
+        _ = e.requestRounds(1, now: t0)
+        _ = e.accept("a", round: 1, now: t0)
+        _ = e.accept("b", round: 1, now: t0)
+        _ = e.upload("a", round: 1, update: update("a"), now: t0)
+        let done = outcome(e.disconnect("b", now: t0))
+        XCTAssertEqual(done?.isCommitted, false)
+        XCTAssertEqual(done?.abortReason, "too few survivors: 1 update of the minimum 2")
+        XCTAssertEqual(done?.updates.count, 0, "an aborted round hands no update to aggregation")
+    }
+
+    func testDeadlinesDropStragglers() {
+        var e = engine(policy(min: 1))
+        for c in ["a", "b", "c"] { _ = e.connect(c, now: t0) }
+        _ = e.requestRounds(1, now: t0)
+        _ = e.accept("a", round: 1, now: t0)
+        _ = e.accept("b", round: 1, now: t0)
+        // c never answers: dropped at the invite deadline (10 s), not before.
+        XCTAssertTrue(e.tick(now: t0.addingTimeInterval(9)).isEmpty)
+        let atInvite = e.tick(now: t0.addingTimeInterval(10))
+        XCTAssertTrue(atInvite.contains { if case .dismiss("c", 1, _) = $0 { return true } else { return false } })
+        _ = e.upload("a", round: 1, update: update("a"), now: t0.addingTimeInterval(50))
+        // b accepted but never uploads: dropped at the round deadline (100 s); the round commits with a.
+        let atRound = e.tick(now: t0.addingTimeInterval(100))
+        let done = outcome(atRound)
+        XCTAssertEqual(done?.isCommitted, true)
+        XCTAssertEqual(done?.dropouts.map(\.client), ["c", "b"])
+        XCTAssertEqual(done?.dropouts.last?.reason, "no update within the round's 100 s")
+    }
+
+    func testWaitsForClientsThenStartsOrGivesUp() {
+        var e = engine(policy(min: 2))
+        _ = e.connect("a", now: t0)
+        XCTAssertTrue(invites(e.requestRounds(2, now: t0)).isEmpty)
+        XCTAssertEqual(e.phase, .waitingForClients)
+        // A second client arrives in time: the round starts.
+        XCTAssertEqual(invites(e.connect("b", now: t0.addingTimeInterval(5))), ["a", "b"])
+        for c in ["a", "b"] { _ = e.accept(c, round: 1, now: t0) }
+        _ = e.upload("a", round: 1, update: update("a"), now: t0)
+        _ = e.upload("b", round: 1, update: update("b"), now: t0)
+        // Round 2 is queued; b leaves, so it waits, then gives up after wait_for_clients (30 s).
+        _ = e.disconnect("b", now: t0.addingTimeInterval(6))
+        XCTAssertTrue(invites(e.roundFinished(now: t0.addingTimeInterval(6))).isEmpty)
+        XCTAssertEqual(e.phase, .waitingForClients)
+        XCTAssertNil(outcome(e.tick(now: t0.addingTimeInterval(35))))
+        let done = outcome(e.tick(now: t0.addingTimeInterval(36)))
+        XCTAssertEqual(done?.round, 2)
+        XCTAssertEqual(done?.isCommitted, false)
+        XCTAssertEqual(done?.abortReason, "only 1 of the minimum 2 clients connected within 30 s")
+    }
+
+    func testMessagesForOtherRoundsOrStrangersAreIgnored() {
+        var e = engine(policy(min: 1, max: 1))
+        for c in ["a", "b"] { _ = e.connect(c, now: t0) }
+        _ = e.requestRounds(1, now: t0)  // cohort: a only (max 1)
+        _ = e.accept("b", round: 1, now: t0)
+        XCTAssertNil(outcome(e.upload("b", round: 1, update: update("b"), now: t0)), "b was not invited")
+        _ = e.accept("a", round: 1, now: t0)
+        XCTAssertNil(outcome(e.upload("a", round: 7, update: update("a"), now: t0)), "wrong round")
+        XCTAssertEqual(outcome(e.upload("a", round: 1, update: update("a"), now: t0))?.updates.map(\.client), ["a"])
+    }
+
+    func testCohortFollowsFractionWithinBounds() {
+        var e = engine(policy(min: 2, max: 4, fraction: 0.5))
+        for i in 0..<10 { _ = e.connect("c\(i)", now: t0) }
+        XCTAssertEqual(invites(e.requestRounds(1, now: t0)).count, 4, "half of 10 is 5, capped at max 4")
+        var f = engine(policy(min: 3, max: 10, fraction: 0.1))
+        for i in 0..<10 { _ = f.connect("c\(i)", now: t0) }
+        XCTAssertEqual(invites(f.requestRounds(1, now: t0)).count, 3, "a tenth of 10 is 1, raised to min 3")
+    }
+
+    func testPolicyValidationNamesTheField() {
+        var bad = policy()
+        bad.maxClients = 1
+        XCTAssertThrowsError(try bad.validate(path: "c.json")) { error in
+            XCTAssertEqual("\(error)", "c.json: field 'max_clients': must be at least min_clients (2), got 1")
+        }
+        var badPlan = policy()
+        badPlan.plan.samplingRate = 0
+        XCTAssertThrowsError(try badPlan.validate(path: "c.json")) { error in
+            XCTAssertTrue("\(error)".contains("plan.sampling_rate"), "\(error)")
+        }
+    }
+}
