@@ -118,8 +118,9 @@ let package = Package(
                                                         "ModelFormats", "SystemIO"],
                     path: "Tests/ReportsTests"),
         .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", "conclave-client", "conclave-coordinator",
-                                                         "Audit", "CoordinatorService", "ClientService", "FederationProtocol", "SecureCrypto",
-                                                         "Transport", "ModelFormats", "Wire", "SystemIO"],
-                    path: "Tests/EndToEndTests"),
+                                                         "Audit", "CommandLineParsing", "CoordinatorService", "ClientService",
+                                                         "FederationProtocol", "SecureCrypto", "Transport", "ModelFormats", "Wire",
+                                                         "SystemIO"],
+                    path: "Tests/EndToEndTests", exclude: ["Golden"]),
     ]
 )

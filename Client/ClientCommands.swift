@@ -2,7 +2,10 @@ import CommandLineParsing
 
 /// The client's commands; each lives in its own file.
 enum ClientCommands {
-    static let all: [Command] = [InitCommand.command, ModelCommands.tokenize, ModelCommands.generate, ModelCommands.eval, QuantizeCommand.command,
-                                  SynthCommand.command, TrainCommands.train, TrainCommands.budget, JoinCommand.command]
+    static let all: [Command] = [
+        Command(InitCommand.self), Command(TokenizeCommand.self), Command(GenerateCommand.self), Command(EvalCommand.self),
+        Command(QuantizeCommand.self), Command(SynthCommand.self), Command(TrainCommand.self), Command(BudgetCommand.self),
+        Command(JoinCommand.self),
+    ]
     static let groups: [CommandGroup] = [PrivacyCommands.group]
 }

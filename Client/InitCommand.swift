@@ -6,8 +6,8 @@ import SystemIO
 import Wire
 
 /// `init`: the client's identity, a key that stays here and a certificate request for the coordinator.
-enum InitCommand {
-    static let command = Command(
+struct InitCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
         name: "init", abstract: "Create this client's key and a certificate request to send to the coordinator.",
         help: """
         usage: conclave-client init --state DIR --name ID [--json]
@@ -20,11 +20,17 @@ enum InitCommand {
         connection), client.csr and client.json; refuses a
         directory that already holds a key. Send client.csr to the coordinator's operator, who runs
         'conclave-coordinator enroll' and gives back a certificate and the federation's CA.
-        """) { arguments in
-        let statePath = try arguments.required("--state")
-        let name = try arguments.required("--name")
-        let json = arguments.flag("--json")
-        try arguments.finish()
+        """)
+
+    static var options: [Option<Self>] {
+        [.required("--state", \.statePath), .required("--name", \.name), .flag("--json", \.json)]
+    }
+
+    var statePath = ""
+    var name = ""
+    var json = false
+
+    func run() throws -> Int32 {
         let paths = ClientPaths(path: statePath)
         try ClientSetup.initialize(paths: paths, name: name)
         if json {

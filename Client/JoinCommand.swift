@@ -6,8 +6,8 @@ import SystemIO
 import Wire
 
 /// `join`: the client's agent, next to its private data.
-enum JoinCommand {
-    static let command = Command(
+struct JoinCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
         name: "join", abstract: "Run the client agent: take part in a coordinator's rounds under this client's policy.",
         help: """
         usage: conclave-client join --state DIR --coordinator HOST:PORT --ca CA.pem --cert CERT.pem --config F
@@ -35,14 +35,23 @@ enum JoinCommand {
         (mode 0600), never logged or sent. Each round, before training, it measures their exposure
         (Carlini et al. 2019) on the global adapter it received, exactly for up to 1000 candidate secrets
         and from 500 sampled candidates beyond, and reports only the mean and largest exposure.
-        """) { arguments in
-        let state = try arguments.required("--state")
-        let coordinator = try arguments.required("--coordinator")
-        let ca = try arguments.required("--ca")
-        let cert = try arguments.required("--cert")
-        let configPath = try arguments.required("--config")
-        let rounds = try arguments.int("--rounds", in: 1...1_000_000)
-        try arguments.finish()
+        """)
+
+    static var options: [Option<Self>] {
+        [
+            .required("--state", \.state), .required("--coordinator", \.coordinator), .required("--ca", \.ca),
+            .required("--cert", \.cert), .required("--config", \.configPath), .option("--rounds", .int(in: 1...1_000_000), \.rounds),
+        ]
+    }
+
+    var state = ""
+    var coordinator = ""
+    var ca = ""
+    var cert = ""
+    var configPath = ""
+    var rounds: Int?
+
+    func run() throws -> Int32 {
         let (host, port) = try CoordinatorAddress.parse(coordinator)
         let configuration = try ClientConfiguration.load(URL(fileURLWithPath: configPath))
         let paths = ClientPaths(path: state)

@@ -6,7 +6,7 @@ import LanguageModel
 import SystemIO
 import Tokenizer
 
-/// `tokenize`, `generate` and `eval`: running the model locally.
+/// Help shared by the commands that run the model locally: `generate`, `eval` and `train`.
 enum ModelCommands {
     static let threadsHelp = "  --threads N         worker threads (default: all cores)"
     static let precisionHelp = """
@@ -14,7 +14,11 @@ enum ModelCommands {
                           as llama.cpp does, several times faster; float32: exact products
     """
 
-    static let tokenize = Command(
+}
+
+/// `tokenize`: the token ids and pieces of a text.
+struct TokenizeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
         name: "tokenize", abstract: "Show the token ids and pieces of a text.",
         help: """
         usage: conclave-client tokenize --model M --text T [--no-special] [--json]
@@ -24,12 +28,19 @@ enum ModelCommands {
           --text T        the text to tokenize
           --no-special    treat special-token text such as <|im_start|> as plain text
           --json          print {"ids": [...], "tokens": [...], "count": N}
-        """) { arguments in
-        let modelPath = try arguments.required("--model")
-        let text = try arguments.required("--text")
-        let plain = arguments.flag("--no-special")
-        let json = arguments.flag("--json")
-        try arguments.finish()
+        """)
+
+    static var options: [Option<Self>] {
+        [.required("--model", \.modelPath), .required("--text", \.text), .flag("--no-special", \.plain), .flag("--json", \.json)]
+    }
+
+    var modelPath = ""
+    var text = ""
+    /// `--no-special`: special-token text is plain text.
+    var plain = false
+    var json = false
+
+    func run() throws -> Int32 {
         let loaded = try ModelLoader.load(path: modelPath, threads: 1)
         let tokenizer = try ModelLoader.requireTokenizer(loaded, path: modelPath)
         let ids = tokenizer.encode(text, parseSpecialTokens: !plain)
@@ -42,8 +53,11 @@ enum ModelCommands {
         }
         return 0
     }
+}
 
-    static let generate = Command(
+/// `generate`: text from a prompt, streamed as it is generated.
+struct GenerateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
         name: "generate", abstract: "Generate text from a prompt with the local model.",
         help: """
         usage: conclave-client generate --model M [--adapter A] --prompt P [--chat] [--max-tokens N]
@@ -59,28 +73,38 @@ enum ModelCommands {
           --top-k K          sample among the K most likely tokens (default 40; 0 = all)
           --top-p P          nucleus sampling mass (default 0.95)
           --seed S           seed for reproducible sampling
-        \(precisionHelp)
-        \(threadsHelp)
+        \(ModelCommands.precisionHelp)
+        \(ModelCommands.threadsHelp)
           --json             print {"text", "ids", "prompt_tokens", "generated_tokens",
                              "time_to_first_token_ms", "tokens_per_second", "peak_rss_bytes", "stop_reason"}
         Without --json the text streams to standard output as it is generated.
-        """) { arguments in
-        let modelPath = try arguments.required("--model")
-        let adapterPath = try arguments.option("--adapter")
-        let prompt = try arguments.required("--prompt")
-        let chat = arguments.flag("--chat")
-        let maxTokens = try arguments.int("--max-tokens", in: 1...1_000_000) ?? 128
-        let temperature = try arguments.double("--temperature", in: 0...100) ?? 0.7
-        let topK = try arguments.int("--top-k", in: 0...1_000_000) ?? 40
-        let topP = try arguments.double("--top-p", in: 0...1) ?? 0.95
-        let seed = try arguments.option("--seed").map { text -> UInt64 in
-            guard let value = UInt64(text) else { throw UsageError("--seed expects a non-negative integer, got '\(text)'") }
-            return value
-        }
-        let threads = try arguments.int("--threads", in: 1...256)
-        let precision = try ClientOptions.precision(&arguments)
-        let json = arguments.flag("--json")
-        try arguments.finish()
+        """)
+
+    static var options: [Option<Self>] {
+        [
+            .required("--model", \.modelPath), .option("--adapter", \.adapterPath), .required("--prompt", \.prompt),
+            .flag("--chat", \.chat), .option("--max-tokens", .int(in: 1...1_000_000), \.maxTokens),
+            .option("--temperature", .double(in: 0...100), \.temperature), .option("--top-k", .int(in: 0...1_000_000), \.topK),
+            .option("--top-p", .double(in: 0...1), \.topP), .option("--seed", .unsigned, \.seed),
+            .option("--threads", .int(in: 1...256), \.threads), .option("--precision", .choice, \.precision),
+            .flag("--json", \.json),
+        ]
+    }
+
+    var modelPath = ""
+    var adapterPath: String?
+    var prompt = ""
+    var chat = false
+    var maxTokens = 128
+    var temperature = 0.7
+    var topK = 40
+    var topP = 0.95
+    var seed: UInt64?
+    var threads: Int?
+    var precision = ActivationPrecision.int8
+    var json = false
+
+    func run() throws -> Int32 {
 
         let loaded = try ModelLoader.load(path: modelPath, threads: threads)
         loaded.model.precision = precision
@@ -128,8 +152,11 @@ enum ModelCommands {
         }
         return 0
     }
+}
 
-    static let eval = Command(
+/// `eval`: loss, perplexity and token accuracy of a JSONL dataset.
+struct EvalCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
         name: "eval", abstract: "Score a JSONL dataset: loss, perplexity and token accuracy.",
         help: """
         usage: conclave-client eval --model M [--adapter A] --data D.jsonl [--max-length L] [--precision int8|float32]
@@ -139,21 +166,31 @@ enum ModelCommands {
           --adapter A      a PEFT LoRA adapter directory applied on top of the model
           --data D         JSONL records: {"text"}, {"prompt","completion"}, {"messages"}, or {"input_ids","labels"?}
           --max-length L   refuse records longer than L tokens (default: the model's context)
-        \(precisionHelp)
-        \(threadsHelp)
+        \(ModelCommands.precisionHelp)
+        \(ModelCommands.threadsHelp)
           --json           print {"examples", "tokens", "loss", "perplexity", "token_accuracy",
                            "per_example": [{"tokens", "loss"}], "tokens_per_second", "peak_rss_bytes"}
         loss is the mean next-token cross-entropy (nats) over all counted tokens; per_example[i].loss is
         the mean over example i's counted tokens (position t predicts token t+1; label -100 is not counted).
-        """) { arguments in
-        let modelPath = try arguments.required("--model")
-        let adapterPath = try arguments.option("--adapter")
-        let dataPath = try arguments.required("--data")
-        let maxLength = try arguments.int("--max-length", in: 2...1_000_000)
-        let threads = try arguments.int("--threads", in: 1...256)
-        let precision = try ClientOptions.precision(&arguments)
-        let json = arguments.flag("--json")
-        try arguments.finish()
+        """)
+
+    static var options: [Option<Self>] {
+        [
+            .required("--model", \.modelPath), .option("--adapter", \.adapterPath), .required("--data", \.dataPath),
+            .option("--max-length", .int(in: 2...1_000_000), \.maxLength), .option("--threads", .int(in: 1...256), \.threads),
+            .option("--precision", .choice, \.precision), .flag("--json", \.json),
+        ]
+    }
+
+    var modelPath = ""
+    var adapterPath: String?
+    var dataPath = ""
+    var maxLength: Int?
+    var threads: Int?
+    var precision = ActivationPrecision.int8
+    var json = false
+
+    func run() throws -> Int32 {
 
         let loaded = try ModelLoader.load(path: modelPath, threads: threads)
         loaded.model.precision = precision
@@ -192,14 +229,5 @@ enum UTF8Prefix {
         let needed = lead < 0x80 ? 1 : lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1
         if continuation + 1 < needed { end = i }
         return end
-    }
-}
-
-/// Options several commands share.
-enum ClientOptions {
-    /// `--precision int8|float32` (default int8).
-    static func precision(_ arguments: inout Arguments) throws -> ActivationPrecision {
-        let name = try arguments.choice("--precision", among: ActivationPrecision.allCases.map(\.rawValue))
-        return name.flatMap(ActivationPrecision.init(rawValue:)) ?? .int8
     }
 }

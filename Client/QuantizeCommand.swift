@@ -5,8 +5,8 @@ import ModelFormats
 import SystemIO
 
 /// `quantize`: write a model (with an adapter merged) as a GGUF that llama.cpp and Ollama load.
-enum QuantizeCommand {
-    static let command = Command(
+struct QuantizeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
         name: "quantize", abstract: "Write a model, optionally with a LoRA adapter merged, as a GGUF file.",
         help: """
         usage: conclave-client quantize --model M [--adapter A] --type q8_0|q4_0|q4_1|f16|f32 --out F.gguf [--json]
@@ -17,16 +17,32 @@ enum QuantizeCommand {
           --out F       the GGUF v3 file to write (atomically)
           --json        print {"out", "type", "bytes", "tensors", "seconds"}
         Architecture, hyper-parameters and tokenizer metadata are carried over.
-        """) { arguments in
-        let modelPath = try arguments.required("--model")
-        let adapterPath = try arguments.option("--adapter")
-        let typeName = try arguments.required("--type")
-        let out = try arguments.required("--out")
-        let json = arguments.flag("--json")
-        try arguments.finish()
-        guard let type = ModelExporter.formats[typeName.lowercased()] else {
+        """)
+
+    static var options: [Option<Self>] {
+        [
+            .required("--model", \.modelPath), .option("--adapter", \.adapterPath), .required("--type", \.typeName),
+            .required("--out", \.out), .flag("--json", \.json),
+        ]
+    }
+
+    var modelPath = ""
+    var adapterPath: String?
+    /// As typed: the text output repeats it, the JSON output gives it in lower case.
+    var typeName = ""
+    var out = ""
+    var json = false
+
+    /// The output's weight format; `validate()` has checked that `--type` names one.
+    var type: TensorType { ModelExporter.formats[typeName.lowercased()]! }
+
+    func validate() throws {
+        guard ModelExporter.formats[typeName.lowercased()] != nil else {
             throw UsageError("--type must be one of \(ModelExporter.formats.keys.sorted().joined(separator: ", ")), got '\(typeName)'")
         }
+    }
+
+    func run() throws -> Int32 {
         let start = ProcessStatistics.now()
         let loaded = try ModelLoader.load(path: modelPath, threads: 1)
         let adapter = try adapterPath.map { try ModelLoader.loadAdapter(path: $0, for: loaded.model) }

@@ -3,8 +3,8 @@ import FineTuning
 import Foundation
 
 /// `synth`: fake clinic notes for demos and quality checks, with a held-out split and a task form.
-enum SynthCommand {
-    static let command = Command(
+struct SynthCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
         name: "synth", abstract: "Generate fictional clinic notes (JSONL) with a held-out split, for demos and quality checks.",
         help: """
         usage: conclave-client synth --kind clinic-notes --specialty S --records N --seed X --out F.jsonl
@@ -24,28 +24,38 @@ enum SynthCommand {
                               ending "\\nAssessment:", "completion": " " + assessment}
           --json              print {"records", "training", "held_out", "out", "held_out_out", "specialty", "form"}
         A patient may have up to three visits; the notes of one patient share name, birth date and MRN.
-        """) { arguments in
-        let kindName = try arguments.required("--kind")
-        let specialtyName = try arguments.required("--specialty")
-        let records = try arguments.int("--records", in: SyntheticNotes.recordRange)
-        let seedText = try arguments.option("--seed")
-        let out = try arguments.required("--out")
-        let fraction = try arguments.double("--held-out", in: SyntheticNotes.heldOutRange) ?? 0.2
-        let formName = try arguments.choice("--form", among: SyntheticNotes.Form.allCases.map(\.rawValue))
-        let json = arguments.flag("--json")
-        try arguments.finish()
+        """)
 
-        guard let kind = SyntheticNotes.Kind(rawValue: kindName) else {
-            throw UsageError("--kind must be one of \(SyntheticNotes.Kind.allCases.map(\.rawValue).joined(separator: ", ")), got '\(kindName)'")
-        }
-        guard let specialty = Specialty(rawValue: specialtyName.lowercased()) else {
-            throw UsageError("--specialty must be one of \(Specialty.allCases.map(\.rawValue).joined(separator: ", ")), got '\(specialtyName)'")
-        }
-        guard let records else { throw UsageError("missing --records") }
-        guard let seedText else { throw UsageError("missing --seed") }
-        guard let seed = UInt64(seedText) else { throw UsageError("--seed expects a non-negative integer, got '\(seedText)'") }
-        let form = formName.flatMap(SyntheticNotes.Form.init(rawValue:)) ?? .text
+    static var options: [Option<Self>] {
+        [
+            .required("--kind", .choice, \.kind), .required("--specialty", .converted(Self.specialty), \.specialty),
+            .required("--records", .int(in: SyntheticNotes.recordRange), \.records), .required("--seed", .unsigned, \.seed),
+            .required("--out", \.out), .option("--held-out", .double(in: SyntheticNotes.heldOutRange), \.heldOutFraction),
+            .option("--form", .choice, \.form), .flag("--json", \.json),
+        ]
+    }
 
+    // Required: parsing always replaces these initial values.
+    var kind = SyntheticNotes.Kind.clinicNotes
+    var specialty = Specialty.cardiology
+    var records = 0
+    var seed: UInt64 = 0
+    var out = ""
+    // Optional, with their defaults.
+    var heldOutFraction = 0.2
+    var form = SyntheticNotes.Form.text
+    var json = false
+
+    /// `--specialty`, in any case.
+    static func specialty(_ text: String) throws -> Specialty {
+        guard let specialty = Specialty(rawValue: text.lowercased()) else {
+            throw UsageError("--specialty must be one of \(Specialty.allCases.map(\.rawValue).joined(separator: ", ")), got '\(text)'")
+        }
+        return specialty
+    }
+
+    /// `--out` names a file in an existing directory, distinct from the held-out file beside it.
+    func validate() throws {
         let url = URL(fileURLWithPath: out)
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue {
@@ -55,13 +65,17 @@ enum SynthCommand {
         guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw UsageError("--out: directory '\(directory)' does not exist")
         }
-        if fraction > 0, SyntheticNotes.heldOutURL(for: url).path == url.path {
+        if heldOutFraction > 0, SyntheticNotes.heldOutURL(for: url).path == url.path {
             throw UsageError("--out '\(out)' would be its own held-out file")
         }
+    }
+
+    func run() throws -> Int32 {
+        let url = URL(fileURLWithPath: out)
         let summary: SyntheticNotes.Summary
         do {
             summary = try SyntheticNotes.write(kind: kind, specialty: specialty, records: records, seed: seed, form: form,
-                                               heldOutFraction: fraction, to: url)
+                                               heldOutFraction: heldOutFraction, to: url)
         } catch let error as SyntheticNotesError {
             throw UsageError("--held-out: \(error)")
         }

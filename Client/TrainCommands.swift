@@ -7,9 +7,10 @@ import Privacy
 import Reports
 import SystemIO
 
-/// `train` and `budget`: local fine-tuning with DP-SGD, and the privacy ledger it charges.
-enum TrainCommands {
-    static let train = Command(
+/// `train`: a LoRA adapter fine-tuned on local data, with DP-SGD on request; with `--state` the privacy
+/// ledger is charged before the first noisy gradient.
+struct TrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
         name: "train", abstract: "Fine-tune a LoRA adapter on local data, optionally with DP-SGD.",
         help: """
         usage: conclave-client train --model M --data D.jsonl --out ADAPTER_DIR [--eval-data E.jsonl] [--state DIR]
@@ -45,62 +46,101 @@ enum TrainCommands {
                                     "epsilon", "delta", "noise_multiplier", "clip_norm", "sampling_rate",
                                     "tokens_per_second", "seconds", "peak_rss_bytes", "adapter", "ledger"}
         Progress (step, loss, tokens/s, ε so far, ETA) goes to standard error.
-        """) { arguments in
-        let modelPath = try arguments.required("--model")
-        let dataPath = try arguments.required("--data")
-        let outPath = try arguments.required("--out")
-        let evalPath = try arguments.option("--eval-data")
-        let statePath = try arguments.option("--state")
-        var configuration = TrainingConfiguration()
-        configuration.rank = try arguments.int("--rank", in: 1...256) ?? 8
-        configuration.alpha = try arguments.double("--alpha", in: 1e-6...1e6) ?? 16
-        if let list = try arguments.option("--targets") {
-            configuration.targets = try list.split(separator: ",").map { name in
-                guard let module = ProjectionModule(rawValue: String(name)) else {
-                    throw UsageError("--targets: unknown module '\(name)'; choose from "
-                                     + ProjectionModule.allCases.map(\.rawValue).joined(separator: ", "))
-                }
-                return module
+        """)
+
+    static var options: [Option<Self>] {
+        [
+            .required("--model", \.modelPath), .required("--data", \.dataPath), .required("--out", \.outPath),
+            .option("--eval-data", \.evalPath), .option("--state", \.statePath),
+            .option("--rank", .int(in: 1...256), \.rank), .option("--alpha", .double(in: 1e-6...1e6), \.alpha),
+            .option("--targets", .converted(Self.projectionModules), \.targets),
+            .option("--steps", .int(in: 1...10_000_000), \.steps), .option("--epochs", .double(in: 1e-6...1e6), \.epochs),
+            .option("--batch-size", .int(in: 1...1_000_000), \.batchSize),
+            .option("--gradient-accumulation", .int(in: 1...1_000_000), \.gradientAccumulation),
+            .option("--lr", .double(in: 1e-12...10), \.learningRate), .option("--warmup", .int(in: 0...10_000_000), \.warmupSteps),
+            .option("--schedule", .choice, \.schedule), .option("--weight-decay", .double(in: 0...10), \.weightDecay),
+            .option("--max-length", .int(in: 2...1_000_000), \.maxLength), .flag("--dp", \.dp),
+            .option("--noise-multiplier", .double(in: 1e-6...1e6), \.noiseMultiplier),
+            .option("--target-epsilon", .double(in: 1e-6...1e6), \.targetEpsilon),
+            .option("--clip", .double(in: 1e-9...1e9), \.clip), .option("--delta", .double(in: 1e-300...0.999_999), \.delta),
+            .option("--accountant", .choice, \.accountant), .option("--budget-epsilon", .double(in: 1e-6...1e6), \.budgetEpsilon),
+            .option("--seed", .unsigned, \.seed), .option("--precision", .choice, \.precision),
+            .option("--threads", .int(in: 1...256), \.threads), .flag("--json", \.json),
+        ]
+    }
+
+    var modelPath = ""
+    var dataPath = ""
+    var outPath = ""
+    var evalPath: String?
+    var statePath: String?
+    var rank = 8
+    var alpha = 16.0
+    var targets: [ProjectionModule] = [.qProj, .kProj, .vProj, .oProj]
+    var steps: Int?
+    var epochs: Double?
+    var batchSize = 8
+    var gradientAccumulation = 1
+    var learningRate = 2e-3
+    var warmupSteps = 0
+    var schedule = LearningRateSchedule.Decay.linear
+    var weightDecay = 0.0
+    var maxLength = 256
+    var dp = false
+    var noiseMultiplier: Double?
+    var targetEpsilon: Double?
+    var clip = 1.0
+    var delta = 1e-5
+    var accountant = AccountantKind.rdp
+    var budgetEpsilon: Double?
+    /// The adapter's public initialisation.
+    var seed: UInt64 = 0
+    var precision = ActivationPrecision.int8
+    var threads: Int?
+    var json = false
+
+    /// `--targets q_proj,v_proj`: at least one module, each a projection the adapter can wrap.
+    static func projectionModules(_ list: String) throws -> [ProjectionModule] {
+        let modules = try list.split(separator: ",").map { name in
+            guard let module = ProjectionModule(rawValue: String(name)) else {
+                throw UsageError("--targets: unknown module '\(name)'; choose from "
+                                 + ProjectionModule.allCases.map(\.rawValue).joined(separator: ", "))
             }
-            guard !configuration.targets.isEmpty else { throw UsageError("--targets is empty") }
+            return module
         }
-        let steps = try arguments.int("--steps", in: 1...10_000_000)
-        let epochs = try arguments.double("--epochs", in: 1e-6...1e6)
+        guard !modules.isEmpty else { throw UsageError("--targets is empty") }
+        return modules
+    }
+
+    func validate() throws {
         if steps != nil && epochs != nil { throw UsageError("give either --steps or --epochs, not both") }
-        configuration.steps = steps
-        configuration.epochs = epochs ?? 1
-        configuration.batchSize = try arguments.int("--batch-size", in: 1...1_000_000) ?? 8
-        configuration.gradientAccumulation = try arguments.int("--gradient-accumulation", in: 1...1_000_000) ?? 1
-        configuration.learningRate = try arguments.double("--lr", in: 1e-12...10) ?? 2e-3
-        configuration.warmupSteps = try arguments.int("--warmup", in: 0...10_000_000) ?? 0
-        if let schedule = try arguments.choice("--schedule", among: LearningRateSchedule.Decay.allCases.map(\.rawValue)) {
-            configuration.decay = LearningRateSchedule.Decay(rawValue: schedule)!
-        }
-        configuration.weightDecay = try arguments.double("--weight-decay", in: 0...10) ?? 0
-        let maxLength = try arguments.int("--max-length", in: 2...1_000_000) ?? 256
-        let dp = arguments.flag("--dp")
-        let noiseMultiplier = try arguments.double("--noise-multiplier", in: 1e-6...1e6)
-        let targetEpsilon = try arguments.double("--target-epsilon", in: 1e-6...1e6)
-        let clip = try arguments.double("--clip", in: 1e-9...1e9) ?? 1
-        let delta = try arguments.double("--delta", in: 1e-300...0.999_999) ?? 1e-5
-        let accountant = AccountantKind(rawValue: try arguments.choice("--accountant",
-                                                                       among: AccountantKind.allCases.map(\.rawValue)) ?? "rdp")!
-        let budgetEpsilon = try arguments.double("--budget-epsilon", in: 1e-6...1e6)
-        configuration.initializationSeed = try arguments.option("--seed").map { text in
-            guard let seed = UInt64(text) else { throw UsageError("--seed expects a non-negative integer, got '\(text)'") }
-            return seed
-        } ?? 0
-        let precision = try ClientOptions.precision(&arguments)
-        let threads = try arguments.int("--threads", in: 1...256)
-        let json = arguments.flag("--json")
-        try arguments.finish()
         if !dp && (noiseMultiplier != nil || targetEpsilon != nil) {
             throw UsageError("--noise-multiplier and --target-epsilon need --dp")
         }
         if dp && (noiseMultiplier == nil) == (targetEpsilon == nil) {
             throw UsageError("--dp needs exactly one of --noise-multiplier and --target-epsilon")
         }
+    }
 
+    /// The trainer's configuration from the options, without privacy (which needs the data to calibrate).
+    var trainingConfiguration: TrainingConfiguration {
+        var configuration = TrainingConfiguration()
+        configuration.rank = rank
+        configuration.alpha = alpha
+        configuration.targets = targets
+        configuration.steps = steps
+        configuration.epochs = epochs ?? 1
+        configuration.batchSize = batchSize
+        configuration.gradientAccumulation = gradientAccumulation
+        configuration.learningRate = learningRate
+        configuration.warmupSteps = warmupSteps
+        configuration.decay = schedule
+        configuration.weightDecay = weightDecay
+        configuration.initializationSeed = seed
+        return configuration
+    }
+
+    func run() throws -> Int32 {
         let loaded = try ModelLoader.load(path: modelPath, threads: threads)
         let model = loaded.model
         model.precision = precision
@@ -112,6 +152,7 @@ enum TrainCommands {
         }
 
         // The plan's privacy: σ given, or calibrated to the target ε for this run.
+        var configuration = trainingConfiguration
         if dp {
             let probe = try LoRATrainer(model: model, examples: examples, configuration: configuration)
             let sigma = try noiseMultiplier ?? PrivacyAccounting.noiseMultiplier(
@@ -122,33 +163,7 @@ enum TrainCommands {
         }
         let trainer = try LoRATrainer(model: model, examples: examples, configuration: configuration)
 
-        // Charge the ledger durably before the first noisy gradient: a crash can overcount, never undercount.
-        var ledgerPath: String?
-        if let statePath, let mechanism = trainer.mechanism, let privacy = configuration.privacy {
-            let directory = URL(fileURLWithPath: statePath)
-            let exists = FileManager.default.fileExists(atPath: directory.appendingPathComponent(PrivacyLedger.fileName).path)
-            let budget = exists ? nil : budgetEpsilon.map {
-                PrivacyBudget(epsilon: $0, delta: privacy.delta, accountant: privacy.accountant)
-            }
-            if !exists && budget == nil {
-                throw UsageError("no privacy ledger in \(statePath): give --budget-epsilon to create one")
-            }
-            var ledger = try PrivacyLedger(directory: directory, creatingWith: budget)
-            guard ledger.budget.delta == privacy.delta else {
-                throw UsageError("--delta \(privacy.delta) differs from the ledger's δ \(ledger.budget.delta) in \(statePath)")
-            }
-            let entry = try ledger.charge(purpose: "run:\(UUID().uuidString.lowercased())", samplingRate: mechanism.samplingRate,
-                                          noiseMultiplier: mechanism.noiseMultiplier, clipNorm: privacy.clipNorm,
-                                          steps: mechanism.steps)
-            ledgerPath = ledger.fileURL.path
-            if !json {
-                StandardError.write(String(format: "ledger %@: charged this run, ε spent %.4f of %.4f (δ %g)\n",
-                                           ledger.fileURL.path, entry.cumulativeEpsilon, ledger.budget.epsilon,
-                                           ledger.budget.delta))
-            }
-        } else if dp && statePath == nil && !json {
-            StandardError.write("note: --dp without --state: this run's privacy is not recorded in any ledger\n")
-        }
+        let ledgerPath = try chargeLedger(for: trainer, privacy: configuration.privacy)
 
         var evalBefore: Double?
         if let evalExamples {
@@ -172,12 +187,51 @@ enum TrainCommands {
             model.setAdapter(adapter)
             evalAfter = try Evaluator.evaluate(model: model, examples: evalExamples).loss
         }
+        try report(result, privacy: configuration.privacy, evalBefore: evalBefore, evalAfter: evalAfter, ledgerPath: ledgerPath)
+        return 0
+    }
+
+    /// Charges the ledger in `--state` durably before the first noisy gradient: a crash can overcount, never
+    /// undercount. Returns the ledger's path, or nil when this run charges none.
+    func chargeLedger(for trainer: LoRATrainer, privacy: DifferentialPrivacy?) throws -> String? {
+        guard let statePath, let mechanism = trainer.mechanism, let privacy else {
+            if dp && statePath == nil && !json {
+                StandardError.write("note: --dp without --state: this run's privacy is not recorded in any ledger\n")
+            }
+            return nil
+        }
+        let directory = URL(fileURLWithPath: statePath)
+        let exists = FileManager.default.fileExists(atPath: directory.appendingPathComponent(PrivacyLedger.fileName).path)
+        let budget = exists ? nil : budgetEpsilon.map {
+            PrivacyBudget(epsilon: $0, delta: privacy.delta, accountant: privacy.accountant)
+        }
+        if !exists && budget == nil {
+            throw UsageError("no privacy ledger in \(statePath): give --budget-epsilon to create one")
+        }
+        var ledger = try PrivacyLedger(directory: directory, creatingWith: budget)
+        guard ledger.budget.delta == privacy.delta else {
+            throw UsageError("--delta \(privacy.delta) differs from the ledger's δ \(ledger.budget.delta) in \(statePath)")
+        }
+        let entry = try ledger.charge(purpose: "run:\(UUID().uuidString.lowercased())", samplingRate: mechanism.samplingRate,
+                                      noiseMultiplier: mechanism.noiseMultiplier, clipNorm: privacy.clipNorm,
+                                      steps: mechanism.steps)
+        if !json {
+            StandardError.write(String(format: "ledger %@: charged this run, ε spent %.4f of %.4f (δ %g)\n",
+                                       ledger.fileURL.path, entry.cumulativeEpsilon, ledger.budget.epsilon,
+                                       ledger.budget.delta))
+        }
+        return ledger.fileURL.path
+    }
+
+    /// Prints the run's outcome: the `--json` object, or a summary line and where the adapter was written.
+    func report(_ result: TrainingResult, privacy: DifferentialPrivacy?, evalBefore: Double?, evalAfter: Double?,
+                ledgerPath: String?) throws {
         let report: [String: Any] = [
             "steps": result.steps, "tokens": result.tokens, "train_loss": result.trainLoss,
             "eval_loss": evalAfter ?? NSNull(), "eval_loss_before": evalBefore ?? NSNull(),
-            "epsilon": result.epsilon ?? NSNull(), "delta": configuration.privacy?.delta ?? NSNull(),
-            "noise_multiplier": configuration.privacy?.noiseMultiplier ?? NSNull(),
-            "clip_norm": configuration.privacy?.clipNorm ?? NSNull(), "sampling_rate": result.samplingRate,
+            "epsilon": result.epsilon ?? NSNull(), "delta": privacy?.delta ?? NSNull(),
+            "noise_multiplier": privacy?.noiseMultiplier ?? NSNull(),
+            "clip_norm": privacy?.clipNorm ?? NSNull(), "sampling_rate": result.samplingRate,
             "tokens_per_second": result.tokensPerSecond, "seconds": result.seconds,
             "peak_rss_bytes": ProcessStatistics.peakResidentBytes(), "adapter": outPath, "ledger": ledgerPath ?? NSNull(),
         ]
@@ -187,16 +241,18 @@ enum TrainCommands {
             var line = String(format: "%d steps, %d tokens, train loss %.4f, %.0f tokens/s", result.steps, result.tokens,
                               result.trainLoss, result.tokensPerSecond)
             if let evalBefore, let evalAfter { line += String(format: "; held-out loss %.4f → %.4f", evalBefore, evalAfter) }
-            if let epsilon = result.epsilon, let p = configuration.privacy {
+            if let epsilon = result.epsilon, let p = privacy {
                 line += String(format: "; ε %.3f at δ %g", epsilon, p.delta)
             }
             print(line)
             print("adapter written to \(outPath)")
         }
-        return 0
     }
+}
 
-    static let budget = Command(
+/// `budget`: the privacy ledger's budget and charges, and setting the budget.
+struct BudgetCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
         name: "budget", abstract: "Show (or set) the privacy budget and what this client has spent.",
         help: """
         usage: conclave-client budget --state DIR [--set-epsilon E --delta δ [--accountant rdp|pld]] [--json] [--html F]
@@ -209,20 +265,32 @@ enum TrainCommands {
                              "steps", "cumulative_epsilon"}]}
           --html F           also write the ledger as a self-contained HTML page to F: cumulative ε per charge
                              against the budget, and every charge's parameters
-        """) { arguments in
-        let statePath = try arguments.required("--state")
-        let setEpsilon = try arguments.double("--set-epsilon", in: 1e-6...1e6)
-        let delta = try arguments.double("--delta", in: 1e-300...0.999_999)
-        let accountant = try arguments.choice("--accountant", among: AccountantKind.allCases.map(\.rawValue))
-        let json = arguments.flag("--json")
-        let htmlPath = try arguments.option("--html")
-        try arguments.finish()
+        """)
+
+    static var options: [Option<Self>] {
+        [
+            .required("--state", \.statePath), .option("--set-epsilon", .double(in: 1e-6...1e6), \.setEpsilon),
+            .option("--delta", .double(in: 1e-300...0.999_999), \.delta), .option("--accountant", .choice, \.accountant),
+            .flag("--json", \.json), .option("--html", \.htmlPath),
+        ]
+    }
+
+    var statePath = ""
+    var setEpsilon: Double?
+    var delta: Double?
+    var accountant = AccountantKind.rdp
+    var json = false
+    var htmlPath: String?
+
+    func validate() throws {
+        if setEpsilon != nil && delta == nil { throw UsageError("--set-epsilon needs --delta") }
+    }
+
+    func run() throws -> Int32 {
         let directory = URL(fileURLWithPath: statePath)
         var ledger: PrivacyLedger
-        if let setEpsilon {
-            guard let delta else { throw UsageError("--set-epsilon needs --delta") }
-            let budget = PrivacyBudget(epsilon: setEpsilon, delta: delta,
-                                       accountant: AccountantKind(rawValue: accountant ?? "rdp")!)
+        if let setEpsilon, let delta {
+            let budget = PrivacyBudget(epsilon: setEpsilon, delta: delta, accountant: accountant)
             let exists = FileManager.default.fileExists(atPath: directory.appendingPathComponent(PrivacyLedger.fileName).path)
             if exists {
                 ledger = try PrivacyLedger(directory: directory)
@@ -269,7 +337,13 @@ enum TrainCommands {
 
 /// `privacy epsilon` and `privacy noise`: the accountants from the command line.
 enum PrivacyCommands {
-    static let epsilon = Command(
+    static let group = CommandGroup(name: "privacy", abstract: "Privacy accounting: ε from a plan, or the noise for a target ε.",
+                                    commands: [Command(EpsilonCommand.self), Command(NoiseCommand.self)])
+}
+
+/// `privacy epsilon`: ε spent by a DP-SGD plan.
+struct EpsilonCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
         name: "epsilon", abstract: "ε spent by DP-SGD with the given sampling rate, noise and steps.",
         help: """
         usage: conclave-client privacy epsilon --sampling-rate q --noise-multiplier σ --steps T --delta δ
@@ -278,15 +352,25 @@ enum PrivacyCommands {
         (2019) over Opacus' orders, converted with Balle et al. (2020); PLD: privacy loss distributions
         composed by FFT with pessimistic discretisation (an upper bound).
           --json   print {"epsilon", "delta", "accountant"} (plus "order" for RDP)
-        """) { arguments in
-        let q = try arguments.double("--sampling-rate", in: 0...1) ?? { throw UsageError("missing --sampling-rate") }()
-        let sigma = try arguments.double("--noise-multiplier", in: 1e-9...1e9) ?? { throw UsageError("missing --noise-multiplier") }()
-        let steps = try arguments.int("--steps", in: 0...100_000_000) ?? { throw UsageError("missing --steps") }()
-        let delta = try arguments.double("--delta", in: 1e-300...0.999_999) ?? { throw UsageError("missing --delta") }()
-        let accountant = AccountantKind(rawValue: try arguments.choice("--accountant",
-                                                                       among: AccountantKind.allCases.map(\.rawValue)) ?? "rdp")!
-        let json = arguments.flag("--json")
-        try arguments.finish()
+        """)
+
+    static var options: [Option<Self>] {
+        [
+            .required("--sampling-rate", .double(in: 0...1), \.q), .required("--noise-multiplier", .double(in: 1e-9...1e9), \.sigma),
+            .required("--steps", .int(in: 0...100_000_000), \.steps), .required("--delta", .double(in: 1e-300...0.999_999), \.delta),
+            .option("--accountant", .choice, \.accountant), .flag("--json", \.json),
+        ]
+    }
+
+    // Required: parsing always replaces these initial values.
+    var q = 0.0
+    var sigma = 0.0
+    var steps = 0
+    var delta = 0.0
+    var accountant = AccountantKind.rdp
+    var json = false
+
+    func run() throws -> Int32 {
         var result: [String: Any] = ["delta": delta, "accountant": accountant.rawValue]
         switch accountant {
         case .rdp:
@@ -309,23 +393,36 @@ enum PrivacyCommands {
         }
         return 0
     }
+}
 
-    static let noise = Command(
+/// `privacy noise`: the noise multiplier that meets a target ε.
+struct NoiseCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
         name: "noise", abstract: "The smallest noise multiplier that keeps ε at or below a target.",
         help: """
         usage: conclave-client privacy noise --target-epsilon ε --sampling-rate q --steps T --delta δ
                                              [--accountant rdp|pld] [--json]
         The smallest σ on a 0.001 grid whose ε (by the chosen accountant) is at most the target.
           --json   print {"noise_multiplier", "epsilon", "target_epsilon", "delta", "accountant"}
-        """) { arguments in
-        let target = try arguments.double("--target-epsilon", in: 1e-9...1e9) ?? { throw UsageError("missing --target-epsilon") }()
-        let q = try arguments.double("--sampling-rate", in: 0...1) ?? { throw UsageError("missing --sampling-rate") }()
-        let steps = try arguments.int("--steps", in: 1...100_000_000) ?? { throw UsageError("missing --steps") }()
-        let delta = try arguments.double("--delta", in: 1e-300...0.999_999) ?? { throw UsageError("missing --delta") }()
-        let accountant = AccountantKind(rawValue: try arguments.choice("--accountant",
-                                                                       among: AccountantKind.allCases.map(\.rawValue)) ?? "rdp")!
-        let json = arguments.flag("--json")
-        try arguments.finish()
+        """)
+
+    static var options: [Option<Self>] {
+        [
+            .required("--target-epsilon", .double(in: 1e-9...1e9), \.target), .required("--sampling-rate", .double(in: 0...1), \.q),
+            .required("--steps", .int(in: 1...100_000_000), \.steps), .required("--delta", .double(in: 1e-300...0.999_999), \.delta),
+            .option("--accountant", .choice, \.accountant), .flag("--json", \.json),
+        ]
+    }
+
+    // Required: parsing always replaces these initial values.
+    var target = 0.0
+    var q = 0.0
+    var steps = 0
+    var delta = 0.0
+    var accountant = AccountantKind.rdp
+    var json = false
+
+    func run() throws -> Int32 {
         let sigma = try PrivacyAccounting.noiseMultiplier(targetEpsilon: target, samplingRate: q, steps: steps, delta: delta,
                                                           accountant: accountant)
         let epsilon = try PrivacyAccounting.epsilon(steps: [MechanismSteps(samplingRate: q, noiseMultiplier: sigma, steps: steps)],
@@ -338,7 +435,4 @@ enum PrivacyCommands {
         }
         return 0
     }
-
-    static let group = CommandGroup(name: "privacy", abstract: "Privacy accounting: ε from a plan, or the noise for a target ε.",
-                                    commands: [epsilon, noise])
 }

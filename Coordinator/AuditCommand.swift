@@ -7,8 +7,8 @@ import SystemIO
 import Wire
 
 /// `audit`: the rounds of the audit log as a table or JSON, always with the chain verified.
-enum AuditCommand {
-    static let command = Command(
+struct AuditCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
         name: "audit", abstract: "Show every round of the audit log and verify its signed hash chain.",
         help: """
         usage: conclave-coordinator audit --state DIR [--json] [--verify]
@@ -25,11 +25,18 @@ enum AuditCommand {
         cumulative ε among participants), then "audit chain: verified (N records)" or
         "audit chain: FAILED at record K: reason", where K is the 1-based line of audit.jsonl.
         A missing audit.jsonl is a federation with no rounds yet: zero records, verified.
-        """) { arguments in
-        let statePath = try arguments.required("--state")
-        let json = arguments.flag("--json")
-        let verifyOnly = arguments.flag("--verify")
-        try arguments.finish()
+        """)
+
+    static var options: [Option<Self>] {
+        [.required("--state", \.statePath), .flag("--json", \.json), .flag("--verify", \.verifyOnly)]
+    }
+
+    var statePath = ""
+    var json = false
+    /// `--verify`: a chain that does not verify is exit status 1.
+    var verifyOnly = false
+
+    func run() throws -> Int32 {
 
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: statePath, isDirectory: &isDirectory), isDirectory.boolValue else {
@@ -46,11 +53,11 @@ enum AuditCommand {
                 "verified": result.verified,
                 "failure": result.failure.map { ["record": $0.record, "reason": $0.reason] as [String: Any] } ?? NSNull(),
                 "public_key": Hex.encode(publicKey.bytes),
-                "records": try result.records.map(jsonObject),
+                "records": try result.records.map(Self.jsonObject),
             ])
             if !result.verified { StandardError.write(chainLine + "\n") }
         } else {
-            print(table(result.records))
+            print(Self.table(result.records))
             print(chainLine)
         }
         return verifyOnly && !result.verified ? 1 : 0

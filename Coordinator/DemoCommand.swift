@@ -7,10 +7,10 @@ import Transport
 import Wire
 
 /// `demo`: a whole federation on this machine, with real processes over real TLS.
-enum DemoCommand {
+struct DemoCommand: ParsableCommand {
     static let specialties = ["cardiology", "dermatology", "pediatrics", "psychiatry", "orthopedics", "endocrinology"]
 
-    static let command = Command(
+    static let configuration = CommandConfiguration(
         name: "demo", abstract: "Run a federation on this machine: a coordinator and N client processes over mutual TLS.",
         help: """
         usage: conclave-coordinator demo [--clients N] [--rounds R] [--model M] [--records K] [--dir DIR]
@@ -37,23 +37,38 @@ enum DemoCommand {
         Every step is the real thing: a CA and enrolment by CSR, 'conclave-coordinator serve', and one
         'conclave-client join' per client training with DP-SGD and charging its own ledger. The logs are
         in DIR (serve.log, client-*/join.log).
-        """) { arguments in
-        let clients = try arguments.int("--clients", in: 1...64) ?? 3
-        let rounds = try arguments.int("--rounds", in: 1...1000) ?? 3
-        let model = try arguments.option("--model") ?? "models/SmolLM2-135M-Instruct.Q4_1.gguf"
-        let records = try arguments.int("--records", in: 20...100_000) ?? 120
-        let directory = try arguments.option("--dir")
-        let aggregation = try arguments.choice("--aggregation", among: ["fedavg", "fedadam"]) ?? "fedavg"
-        let secureAggregation = try arguments.choice("--secure-aggregation", among: ["on", "off"]).map { $0 == "on" } ?? true
-        let canaries = try arguments.int("--canaries", in: 0...Demo.maximumCanaries) ?? Demo.defaultCanaries
-        let json = arguments.flag("--json")
-        try arguments.finish()
+        """)
+
+    static var options: [Option<Self>] {
+        [
+            .option("--clients", .int(in: 1...64), \.clients), .option("--rounds", .int(in: 1...1000), \.rounds),
+            .option("--model", .string, \.model), .option("--records", .int(in: 20...100_000), \.records),
+            .option("--dir", \.directory), .option("--aggregation", .oneOf(["fedavg", "fedadam"]), \.aggregation),
+            .option("--secure-aggregation", .onOff, \.secureAggregation),
+            .option("--canaries", .int(in: 0...Demo.maximumCanaries), \.canaries), .flag("--json", \.json),
+        ]
+    }
+
+    var clients = 3
+    var rounds = 3
+    var model = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+    var records = 120
+    var directory: String?
+    var aggregation = "fedavg"
+    var secureAggregation = true
+    var canaries = Demo.defaultCanaries
+    var json = false
+
+    func validate() throws {
         if secureAggregation && clients < 2 {
             throw UsageError("--secure-aggregation on needs at least 2 clients (got --clients \(clients)); use --secure-aggregation off")
         }
         guard FileManager.default.fileExists(atPath: model) else {
             throw UsageError("--model: no model at '\(model)' (run 'make model' to fetch the default)")
         }
+    }
+
+    func run() throws -> Int32 {
         let demo = try Demo(clients: clients, rounds: rounds, model: URL(fileURLWithPath: model).standardizedFileURL.path,
                             records: records, directory: directory, aggregation: aggregation,
                             secureAggregation: secureAggregation, canaries: canaries, quiet: json)

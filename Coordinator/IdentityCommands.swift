@@ -6,9 +6,9 @@ import SystemIO
 import Transport
 import Wire
 
-/// `init`, `enroll`, `revoke` and `clients`: the federation's certificate authority and who may connect.
-enum IdentityCommands {
-    static let initialize = Command(
+/// `init`: a new federation, its certificate authority, server certificate and audit signing key.
+struct InitCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
         name: "init", abstract: "Create a federation: its CA, the server certificate and the audit signing key.",
         help: """
         usage: conclave-coordinator init --state DIR --name N --host H [--port P] [--days D] [--json]
@@ -22,14 +22,24 @@ enum IdentityCommands {
                         "server_certificate", "server_fingerprint", "signing_public_key"}
         Writes ca.pem, ca.key (0600), server.pem, server.key (0600), signing.key (0600), signing.pub,
         coordinator.json and an empty clients.json. Give ca.pem to every client.
-        """) { arguments in
-        let statePath = try arguments.required("--state")
-        let name = try arguments.required("--name")
-        let host = try arguments.required("--host")
-        let port = try arguments.int("--port", in: 1...65_535) ?? CoordinatorSettings.defaultPort
-        let days = try arguments.int("--days", in: 1...10_000) ?? CoordinatorSetup.defaultValidityDays
-        let json = arguments.flag("--json")
-        try arguments.finish()
+        """)
+
+    static var options: [Option<Self>] {
+        [
+            .required("--state", \.statePath), .required("--name", \.name), .required("--host", \.host),
+            .option("--port", .int(in: 1...65_535), \.port), .option("--days", .int(in: 1...10_000), \.days),
+            .flag("--json", \.json),
+        ]
+    }
+
+    var statePath = ""
+    var name = ""
+    var host = ""
+    var port = CoordinatorSettings.defaultPort
+    var days = CoordinatorSetup.defaultValidityDays
+    var json = false
+
+    func run() throws -> Int32 {
         let paths = CoordinatorPaths(path: statePath)
         let identity = try CoordinatorSetup.initialize(paths: paths, name: name, host: host, port: port, validityDays: days)
         if json {
@@ -48,8 +58,11 @@ enum IdentityCommands {
         }
         return 0
     }
+}
 
-    static let enroll = Command(
+/// `enroll`: a client admitted by signing its certificate request.
+struct EnrollCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
         name: "enroll", abstract: "Sign a client's certificate request and admit the client.",
         help: """
         usage: conclave-coordinator enroll --state DIR --csr F --out CERT [--days D] [--json]
@@ -61,13 +74,22 @@ enum IdentityCommands {
           --days D      validity of the client certificate in days (default \(CoordinatorSetup.defaultClientValidityDays))
           --json        print {"client_id", "fingerprint", "serial", "not_after", "certificate", "ca_certificate"}
         Give the client CERT and the CA certificate DIR/ca.pem; its key never leaves its machine.
-        """) { arguments in
-        let statePath = try arguments.required("--state")
-        let csrPath = try arguments.required("--csr")
-        let outPath = try arguments.required("--out")
-        let days = try arguments.int("--days", in: 1...10_000) ?? CoordinatorSetup.defaultClientValidityDays
-        let json = arguments.flag("--json")
-        try arguments.finish()
+        """)
+
+    static var options: [Option<Self>] {
+        [
+            .required("--state", \.statePath), .required("--csr", \.csrPath), .required("--out", \.outPath),
+            .option("--days", .int(in: 1...10_000), \.days), .flag("--json", \.json),
+        ]
+    }
+
+    var statePath = ""
+    var csrPath = ""
+    var outPath = ""
+    var days = CoordinatorSetup.defaultClientValidityDays
+    var json = false
+
+    func run() throws -> Int32 {
         let paths = CoordinatorPaths(path: statePath)
         let request = try PEMFile.readRequest(at: csrPath)
         let enrolment = try CoordinatorSetup.enroll(paths: paths, csrPEM: request, validityDays: days,
@@ -87,8 +109,11 @@ enum IdentityCommands {
         }
         return 0
     }
+}
 
-    static let revoke = Command(
+/// `revoke`: a client refused from its next handshake.
+struct RevokeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
         name: "revoke", abstract: "Revoke a client: a running server refuses it from its next handshake.",
         help: """
         usage: conclave-coordinator revoke --state DIR --client ID [--json]
@@ -97,11 +122,17 @@ enum IdentityCommands {
           --client ID   the client id to revoke (as listed by 'clients')
           --json        print {"client_id", "fingerprint", "serial", "revoked"}
         The id can be enrolled again later with a new certificate request.
-        """) { arguments in
-        let statePath = try arguments.required("--state")
-        let id = try arguments.required("--client")
-        let json = arguments.flag("--json")
-        try arguments.finish()
+        """)
+
+    static var options: [Option<Self>] {
+        [.required("--state", \.statePath), .required("--client", \.id), .flag("--json", \.json)]
+    }
+
+    var statePath = ""
+    var id = ""
+    var json = false
+
+    func run() throws -> Int32 {
         let revoked = try CoordinatorSetup.revoke(paths: CoordinatorPaths(path: statePath), id: id)
         let date = revoked.revoked.map { ISO8601DateFormatter().string(from: $0) } ?? ""
         if json {
@@ -112,8 +143,11 @@ enum IdentityCommands {
         }
         return 0
     }
+}
 
-    static let clients = Command(
+/// `clients`: every certificate issued, with live connections when the coordinator runs.
+struct ClientsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
         name: "clients", abstract: "List enrolled clients, their certificates and, when the coordinator runs, their connections.",
         help: """
         usage: conclave-coordinator clients --state DIR [--json]
@@ -124,10 +158,16 @@ enum IdentityCommands {
                         revoked or expired; the connection fields appear when the coordinator is running
         Asks a running coordinator through its control socket (DIR/control.sock); when none runs, reads
         clients.json. Every certificate ever issued is listed, newest last.
-        """) { arguments in
-        let statePath = try arguments.required("--state")
-        let json = arguments.flag("--json")
-        try arguments.finish()
+        """)
+
+    static var options: [Option<Self>] {
+        [.required("--state", \.statePath), .flag("--json", \.json)]
+    }
+
+    var statePath = ""
+    var json = false
+
+    func run() throws -> Int32 {
         let paths = CoordinatorPaths(path: statePath)
         _ = try CoordinatorSettings.load(paths: paths)
         let registry = try ClientRegistry(paths: paths)

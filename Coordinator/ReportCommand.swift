@@ -8,8 +8,8 @@ import SystemIO
 import Wire
 
 /// `report`: the auditor's report of a coordinator's state directory as one self-contained HTML file.
-enum ReportCommand {
-    static let command = Command(
+struct ReportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
         name: "report", abstract: "Write the auditor's report (privacy spent, model quality, participation) as HTML.",
         help: """
         usage: conclave-coordinator report --state DIR --out FILE [--json]
@@ -24,11 +24,17 @@ enum ReportCommand {
         tampered log or a missing signing key do not stop the report: it shows what could be read and lists
         each problem in a red banner at the top. The exit status is 0 whenever the file is written; use
         `audit --verify` to fail a script on a broken chain.
-        """) { arguments in
-        let statePath = try arguments.required("--state")
-        let outPath = try arguments.required("--out")
-        let json = arguments.flag("--json")
-        try arguments.finish()
+        """)
+
+    static var options: [Option<Self>] {
+        [.required("--state", \.statePath), .required("--out", \.outPath), .flag("--json", \.json)]
+    }
+
+    var statePath = ""
+    var outPath = ""
+    var json = false
+
+    func run() throws -> Int32 {
 
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: statePath, isDirectory: &isDirectory), isDirectory.boolValue else {

@@ -6,10 +6,9 @@ import SystemIO
 import Transport
 import Wire
 
-/// `serve`, and the commands that reach a running coordinator through its control socket:
-/// `rounds start`, `status`.
-enum ServeCommands {
-    static let serve = Command(
+/// `serve`: the coordinator itself, until SIGINT or SIGTERM.
+struct ServeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
         name: "serve", abstract: "Run the coordinator: accept enrolled clients over mutual TLS and run rounds.",
         help: """
         usage: conclave-coordinator serve --state DIR --config F [--secure-aggregation on|off]
@@ -29,14 +28,24 @@ enum ServeCommands {
         Rounds start when an operator asks ('conclave-coordinator rounds start --state DIR --count N').
         The log goes to standard error and to DIR/serve.log. SIGINT or SIGTERM stops the server; a round
         in flight is then aborted cleanly at the next start and its clients are told.
-        """) { arguments in
-        let state = try arguments.required("--state")
-        let configPath = try arguments.required("--config")
-        let secure = try arguments.choice("--secure-aggregation", among: ["on", "off"])
-        try arguments.finish()
+        """)
+
+    static var options: [Option<Self>] {
+        [
+            .required("--state", \.state), .required("--config", \.configPath),
+            .option("--secure-aggregation", .onOff, \.secureAggregation),
+        ]
+    }
+
+    var state = ""
+    var configPath = ""
+    /// Overrides the configuration's `secure_aggregation` when given.
+    var secureAggregation: Bool?
+
+    func run() throws -> Int32 {
         let paths = CoordinatorPaths(path: state)
         var configuration = try CoordinatorConfiguration.load(URL(fileURLWithPath: configPath))
-        if let secure { configuration.rounds.secureAggregation = secure == "on" }
+        if let secureAggregation { configuration.rounds.secureAggregation = secureAggregation }
         let log = OperatorLog(url: paths.serverLog)
         let server = try CoordinatorServer(paths: paths, configuration: configuration, log: log)
         // SIGINT and SIGTERM stop the server. They are blocked in every thread (the mask is inherited
@@ -59,8 +68,11 @@ enum ServeCommands {
         try server.run()
         return 0
     }
+}
 
-    static let start = Command(
+/// `rounds start`: more rounds queued on a running coordinator, optionally waiting for them to end.
+struct StartRoundsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
         name: "start", abstract: "Ask a running coordinator for N more rounds.",
         help: """
         usage: conclave-coordinator rounds start --state DIR [--count N] [--wait] [--timeout S] [--json]
@@ -71,13 +83,22 @@ enum ServeCommands {
           --timeout S   with --wait, give up after S seconds (default 3600)
           --json        print {"queued", "first_round"} (with --wait also "rounds": [{"round", "status",
                         "participants", "eval_loss_before", "eval_loss_after", "max_epsilon", "seconds"}])
-        """) { arguments in
-        let state = try arguments.required("--state")
-        let count = try arguments.int("--count", in: 1...10_000) ?? 1
-        let wait = arguments.flag("--wait")
-        let timeout = try arguments.double("--timeout", in: 1...1e7) ?? 3600
-        let json = arguments.flag("--json")
-        try arguments.finish()
+        """)
+
+    static var options: [Option<Self>] {
+        [
+            .required("--state", \.state), .option("--count", .int(in: 1...10_000), \.count), .flag("--wait", \.wait),
+            .option("--timeout", .double(in: 1...1e7), \.timeout), .flag("--json", \.json),
+        ]
+    }
+
+    var state = ""
+    var count = 1
+    var wait = false
+    var timeout = 3600.0
+    var json = false
+
+    func run() throws -> Int32 {
         let paths = CoordinatorPaths(path: state)
         let response = try ControlRequest.send(paths, ["command": "start", "count": count])
         guard let first = (response["first_round"] as? NSNumber)?.uint64Value else {
@@ -86,13 +107,16 @@ enum ServeCommands {
         var output: [String: Any] = ["queued": count, "first_round": first]
         if !json { print("queued \(count) round\(count == 1 ? "" : "s"), starting with round \(first)") }
         if wait {
-            let rounds = try waitForRounds(paths, first: first, count: count, timeout: timeout, quiet: json)
+            let rounds = try ServeCommands.waitForRounds(paths, first: first, count: count, timeout: timeout, quiet: json)
             output["rounds"] = rounds.map(RoundSummary.json)
         }
         if json { try JSONOutput.print(output) }
         return 0
     }
+}
 
+/// What `rounds start --wait` and the demo share.
+enum ServeCommands {
     /// Waits until rounds first..<first+count have audit records, printing each as it lands.
     static func waitForRounds(_ paths: CoordinatorPaths, first: UInt64, count: Int, timeout: Double,
                               quiet: Bool, report: ((String) -> Void)? = nil) throws -> [RoundSummary] {
@@ -123,11 +147,11 @@ enum ServeCommands {
             Thread.sleep(forTimeInterval: 0.5)
         }
     }
+}
 
-    static let rounds = CommandGroup(name: "rounds", abstract: "Start rounds on a running coordinator.",
-                                     commands: [start])
-
-    static let status = Command(
+/// `status`: a running coordinator's round in flight and its connections.
+struct StatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
         name: "status", abstract: "Show a running coordinator's round in flight and connected clients.",
         help: """
         usage: conclave-coordinator status --state DIR [--json]
@@ -136,10 +160,16 @@ enum ServeCommands {
           --json        print {"phase", "round", "cohort", "accepted", "uploaded", "declined", "dropped",
                         "connected", "queued_rounds", "next_round", "global_round", "adapter",
                         "adapter_sha256", "aggregation", "secure_aggregation", "name", "port"}
-        """) { arguments in
-        let state = try arguments.required("--state")
-        let json = arguments.flag("--json")
-        try arguments.finish()
+        """)
+
+    static var options: [Option<Self>] {
+        [.required("--state", \.state), .flag("--json", \.json)]
+    }
+
+    var state = ""
+    var json = false
+
+    func run() throws -> Int32 {
         let status = try ControlRequest.send(CoordinatorPaths(path: state), ["command": "status"])
         if json {
             try JSONOutput.print(status)

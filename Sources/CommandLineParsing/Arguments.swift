@@ -83,6 +83,13 @@ public struct Arguments: Sendable {
         return value
     }
 
+    /// Removes `--name N` and parses it as a non-negative 64-bit integer (seeds).
+    public mutating func unsigned(_ name: String) throws -> UInt64? {
+        guard let text = try option(name) else { return nil }
+        guard let value = UInt64(text) else { throw UsageError("\(name) expects a non-negative integer, got '\(text)'") }
+        return value
+    }
+
     /// Removes `--name value` where value must be one of `choices`; the error lists them.
     public mutating func choice(_ name: String, among choices: [String]) throws -> String? {
         guard let text = try option(name) else { return nil }
@@ -96,6 +103,24 @@ public struct Arguments: Sendable {
     public mutating func positional() -> String? {
         guard let index = remaining.firstIndex(where: { !$0.hasPrefix("-") }) else { return nil }
         return remaining.remove(at: index)
+    }
+
+    /// Fails on the first argument that looks like a flag (`-x`, `--name`, `--name=value`) but names none of
+    /// `options`; the error suggests the nearest known name. Values of options that take one are skipped, so
+    /// `--prompt --weird` is a prompt, as the option readers see it.
+    public func refuseUnknownOptions(_ options: [(name: String, takesValue: Bool)]) throws {
+        var index = 0
+        while index < remaining.count {
+            let argument = remaining[index]
+            index += 1
+            guard argument.hasPrefix("-"), argument.count > 1 else { continue }
+            let name = argument.split(separator: "=", maxSplits: 1).first.map(String.init) ?? argument
+            guard let known = options.first(where: { $0.name == name }) else {
+                let suggestion = NearestName.closest(to: name, among: options.map(\.name))
+                throw UsageError("unknown option '\(name)'" + (suggestion.map { "; did you mean '\($0)'?" } ?? ""))
+            }
+            if known.takesValue && name == argument { index += 1 }
+        }
     }
 
     /// Fails when arguments remain that no option consumed.

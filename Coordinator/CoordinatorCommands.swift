@@ -1,0 +1,13 @@
+import CommandLineParsing
+
+/// The coordinator's commands; each lives in its own file.
+enum CoordinatorCommands {
+    static let all: [Command] = [
+        Command(InitCommand.self), Command(EnrollCommand.self), Command(RevokeCommand.self), Command(ClientsCommand.self),
+        Command(ServeCommand.self), Command(StatusCommand.self), Command(AuditCommand.self), Command(ReportCommand.self),
+        Command(DemoCommand.self),
+    ]
+    static let groups: [CommandGroup] = [
+        CommandGroup(name: "rounds", abstract: "Start rounds on a running coordinator.", commands: [Command(StartRoundsCommand.self)]),
+    ]
+}
