@@ -117,6 +117,8 @@ let package = Package(
         .testTarget(name: "ReportsTests", dependencies: ["TestSupport", "Reports", "Audit", "Wire", "Privacy", "SecureCrypto",
                                                         "ModelFormats", "SystemIO"],
                     path: "Tests/ReportsTests"),
+        // The module map, function lengths and durable writes, read from this repository's own source.
+        .testTarget(name: "ArchitectureTests", dependencies: ["TestSupport"], path: "Tests/ArchitectureTests"),
         .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", "conclave-client", "conclave-coordinator",
                                                          "Audit", "CommandLineParsing", "CoordinatorService", "ClientService",
                                                          "FederationProtocol", "SecureCrypto", "Transport", "ModelFormats", "Wire",
