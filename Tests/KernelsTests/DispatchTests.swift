@@ -2,13 +2,35 @@ import CKernels
 import XCTest
 @testable import Kernels
 
+/// Skips the rest of a test when this CPU lacks an x86 tier, naming the tier in the skip message. Tests
+/// that compare a tier with the generic path call it first, so each one either runs whole or is reported
+/// as skipped; the generic path and the dispatch itself are tested on every CPU.
+func requireAVX2(_ kernel: String) throws {
+    try XCTSkipUnless(ck_has_avx2() != 0, "this CPU lacks AVX2 (+FMA, F16C): \(kernel) is not tested here")
+}
+
+func requireAVX512VNNI(_ kernel: String) throws {
+    try XCTSkipUnless(ck_has_avx512_vnni() != 0, "this CPU lacks AVX-512 VNNI: \(kernel) is not tested here")
+}
+
 /// The AVX2 kernels against the generic Swift path they replace, where this CPU has AVX2.
 final class DispatchTests: XCTestCase {
+    /// The tier is picked from the CPU (and `CONCLAVE_KERNELS`), on every CPU: no AVX2 means the generic
+    /// path, and the row-grouped VNNI matrices exist exactly where their kernel runs.
+    func testBackendFollowsTheCPU() {
+        let forced = ProcessInfo.processInfo.environment["CONCLAVE_KERNELS"]
+        let expected: KernelBackend = forced == "generic" || ck_has_avx2() == 0 ? .generic
+            : forced != "avx2" && ck_has_avx512_vnni() != 0 ? .avx512vnni : .avx2
+        XCTAssertEqual(KernelBackend.selected, expected, "AVX2 \(ck_has_avx2()), VNNI \(ck_has_avx512_vnni()), forced \(forced ?? "-")")
+        XCTAssertEqual(KernelBackend.selected.hasAVX2, expected != .generic)
+        XCTAssertEqual(RowGroupedMatrix.isAvailable, expected == .avx512vnni)
+        let one = Quantize.matrix([Float](repeating: 1, count: 32), rows: 1, columns: 32, format: .q8_0)
+        XCTAssertEqual(RowGroupedMatrix([one]) != nil, RowGroupedMatrix.isAvailable,
+                       "a row-grouped matrix is built exactly where its kernel runs")
+    }
+
     func testAVX2DequantizationEqualsGeneric() throws {
-        guard ck_has_avx2() != 0 else {
-            XCTAssertEqual(KernelBackend.selected, .generic, "no AVX2: the generic path must be selected")
-            return
-        }
+        try requireAVX2("ck_dequantize_row_avx2")
         var random = TestRandom(state: 21)
         for format in [WeightFormat.f32, .f16, .q8_0, .q4_0, .q4_1] {
             let columns = 96
@@ -37,7 +59,7 @@ final class DispatchTests: XCTestCase {
     }
 
     func testAVX2DotAndPanelMatchGeneric() throws {
-        guard ck_has_avx2() != 0 else { return }
+        try requireAVX2("ck_dot_avx2 and ck_panel_gemm_avx2")
         var random = TestRandom(state: 22)
         for n in [1, 7, 8, 31, 33, 64, 100] {
             let a = random.values(n), b = random.values(n)
@@ -62,13 +84,13 @@ final class DispatchTests: XCTestCase {
 /// both against the float64 reference by NMSE, over odd row and token counts and with accumulation.
 final class Int8KernelTests: XCTestCase {
     func testQuantizedActivationsAVX2EqualsGeneric() throws {
-        guard ck_has_avx2() != 0 else { return }
+        try requireAVX2("activation quantization")
         var random = TestRandom(state: 31)
         for (tokens, columns) in [(1, 32), (3, 96), (5, 576)] {
             var input = random.values(tokens * columns)
             input[0] = 0; input[1] = 1; input[2] = -1  // exact extremes and zeros
             if columns == 32 { for i in 0..<32 { input[i] = 0 } }  // an all-zero block
-            let fast = QuantizedActivations(input, tokens: tokens, columns: columns, backend: KernelBackend.selected)
+            let fast = QuantizedActivations(input, tokens: tokens, columns: columns, backend: .avx2)
             let slow = QuantizedActivations(input, tokens: tokens, columns: columns, backend: .generic)
             for i in 0..<(tokens * columns) { XCTAssertEqual(fast.values[i], slow.values[i], "value \(i)") }
             for b in 0..<(tokens * columns / 32) {
@@ -107,12 +129,22 @@ final class Int8KernelTests: XCTestCase {
         }
     }
 
-    /// The prompt-sized panel kernel with each dot instruction this CPU has (AVX2 always, VNNI where
-    /// present) against the generic int8 path, for widths that are not a multiple of eight blocks.
-    func testPanelKernelTiersMatchGeneric() throws {
-        guard ck_has_avx2() != 0 else { return }
+    /// The generation (row-tile) and prompt-sized (interleaved panel) kernels with AVX2's dot instruction
+    /// against the generic int8 path, for widths that are not a multiple of eight blocks.
+    func testPanelKernelsAVX2MatchGeneric() throws {
+        try requireAVX2("the row-tile and panel kernels (vpmaddubsw)")
+        checkTileAndPanelKernels(vnni: false)
+    }
+
+    /// The same kernels with AVX-512 VNNI's dot instruction (vpdpbusd on ymm).
+    func testPanelKernelsVNNIMatchGeneric() throws {
+        try requireAVX2("the row-tile and panel kernels")
+        try requireAVX512VNNI("the row-tile and panel kernels (vpdpbusd)")
+        checkTileAndPanelKernels(vnni: true)
+    }
+
+    func checkTileAndPanelKernels(vnni: Bool) {
         var random = TestRandom(state: 33)
-        let tiers: [Int32] = ck_has_avx512_vnni() != 0 ? [0, 1] : [0]
         for format in [WeightFormat.q8_0, .q4_0, .q4_1] {
             for (rows, columns, tokens) in [(3, 32, 4), (19, 576, 7), (33, 288, 9), (21, 1536, 6)] {
                 let weights = Quantize.matrix(random.values(rows * columns), rows: rows, columns: columns, format: format)
@@ -122,20 +154,17 @@ final class Int8KernelTests: XCTestCase {
                 let packed = UnsafeMutableRawPointer.allocate(byteCount: ck_interleaved_bytes(Int32(tokens), Int32(columns)), alignment: 64)
                 defer { packed.deallocate() }
                 ck_interleave_q8(x.values, x.scales, x.sums, Int32(tokens), Int32(columns), packed)
-                // The row-tile kernel (generation), both dot instructions.
-                for vnni in tiers {
-                    var fast = [Float](repeating: 0, count: tokens * rows)
-                    let type = format.ggmlTypeNumber!
-                    ck_gemm_q8_avx2(vnni == 1 ? -type : type, weights.data, weights.rowBytes, Int32(rows), x.values, x.scales,
-                                    x.sums, Int32(tokens), Int32(columns), &fast, Int32(rows), 0)
-                    XCTAssertLessThan(nmse(fast, generic), 1e-11, "tile \(format) \(rows)x\(columns)x\(tokens) vnni \(vnni)")
-                }
-                for vnni in tiers {
-                    var fast = [Float](repeating: 0, count: tokens * rows)
-                    ck_gemm_q8_panel(vnni, format.ggmlTypeNumber!, weights.data, weights.rowBytes, Int32(rows), packed,
-                                     Int32(tokens), Int32(columns), &fast, Int32(rows), 0)
-                    XCTAssertLessThan(nmse(fast, generic), 1e-11, "\(format) \(rows)x\(columns)x\(tokens) vnni \(vnni)")
-                }
+                let type = format.ggmlTypeNumber!
+                let label = "\(format) \(rows)x\(columns)x\(tokens) vnni \(vnni)"
+                // The row-tile kernel (generation): a negative type selects the VNNI dot.
+                var tile = [Float](repeating: 0, count: tokens * rows)
+                ck_gemm_q8_avx2(vnni ? -type : type, weights.data, weights.rowBytes, Int32(rows), x.values, x.scales,
+                                x.sums, Int32(tokens), Int32(columns), &tile, Int32(rows), 0)
+                XCTAssertLessThan(nmse(tile, generic), 1e-11, "tile \(label)")
+                var panel = [Float](repeating: 0, count: tokens * rows)
+                ck_gemm_q8_panel(vnni ? 1 : 0, type, weights.data, weights.rowBytes, Int32(rows), packed,
+                                 Int32(tokens), Int32(columns), &panel, Int32(rows), 0)
+                XCTAssertLessThan(nmse(panel, generic), 1e-11, label)
             }
         }
     }
@@ -143,11 +172,8 @@ final class Int8KernelTests: XCTestCase {
     /// The 16-row-group VNNI kernel against the generic int8 path: rows that do not fill a group, widths
     /// past one span of 64 blocks, every token-tile size, stacked parts, an output stride and accumulation.
     func testRowGroupedKernelMatchesGeneric() throws {
-        guard RowGroupedMatrix.isAvailable else {
-            XCTAssertNil(RowGroupedMatrix([Quantize.matrix([Float](repeating: 1, count: 32), rows: 1, columns: 32, format: .q8_0)]),
-                         "without AVX-512 VNNI no row-grouped matrix may be built")
-            return
-        }
+        try XCTSkipUnless(RowGroupedMatrix.isAvailable,
+                          "the kernel tier is \(KernelBackend.selected), not avx512vnni: the row-grouped kernel is not tested here")
         var random = TestRandom(state: 34)
         let pool = ThreadPool(threads: 2)
         for format in [WeightFormat.q8_0, .q4_0, .q4_1] {
