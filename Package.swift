@@ -82,6 +82,8 @@ let package = Package(
                           dependencies: ["CommandLineParsing", "SystemIO", "Wire", "Audit", "FederationProtocol",
                                          "CoordinatorService", "Transport", "SecureCrypto", "ModelFormats"],
                           path: "Benchmarks/FederationScale"),
+        .executableTarget(name: "conclave-bench-noise", dependencies: ["CommandLineParsing", "Privacy", "SystemIO"],
+                          path: "Benchmarks/NoiseBenchmark"),
 
         // Tests: one target per module, plus end-to-end tests that start the real executables.
         .testTarget(name: "KernelsTests", dependencies: ["TestSupport", "Kernels"], path: "Tests/KernelsTests"),

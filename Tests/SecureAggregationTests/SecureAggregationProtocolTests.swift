@@ -406,26 +406,3 @@ final class SecureAggregationRefusalTests: XCTestCase {
         }
     }
 }
-
-final class SecureAggregationSpeedTests: XCTestCase {
-    /// Masking 1M words for one client (self-mask plus four pairwise masks) and the raw mask stream
-    /// throughput; figures are printed, not asserted (the machine is shared).
-    func testMaskingOneMillionValuesTiming() throws {
-        let d = 1_000_000
-        var run = try ProtocolRun.make(count: 5, vectorLength: d) { _ in [UInt32](repeating: 3, count: d) }
-        let bundles = try run.share(try run.advertise())
-        let id = bundles[0].recipient
-        let start = Date()
-        let masked = try run.clients[id]!.maskInput(bundles[0], input: run.inputs[id]!)
-        let seconds = Date().timeIntervalSince(start)
-        XCTAssertEqual(masked.words.count, d)
-        print("masking \(d) values with 5 mask streams (self + 4 pairwise): \(String(format: "%.3f", seconds)) s")
-
-        let stream = try MaskStream(seed: SecretBytes(randomCount: 32))
-        var words = [UInt32](repeating: 0, count: d)
-        let streamStart = Date()
-        for _ in 0..<10 { words.withUnsafeMutableBufferPointer { stream.fill($0) } }
-        let streamSeconds = Date().timeIntervalSince(streamStart) / 10
-        print("one mask stream: \(String(format: "%.0f", Double(d) / streamSeconds / 1e6)) M words/s")
-    }
-}
