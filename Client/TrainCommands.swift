@@ -304,8 +304,8 @@ struct BudgetCommand: ParsableCommand {
         if let htmlPath {
             let page = LedgerReport.html(budget: ledger.budget, entries: ledger.entries, ledgerPath: ledger.fileURL.path,
                                          generated: Date())
-            do { try Data(page.utf8).write(to: URL(fileURLWithPath: htmlPath), options: .atomic) } catch {
-                throw UsageError("cannot write \(htmlPath): \(error.localizedDescription)")
+            do { try writeFileAtomically(Data(page.utf8), to: URL(fileURLWithPath: htmlPath)) } catch {
+                throw UsageError("cannot write \(htmlPath): \(error)")
             }
         }
         let formatter = ISO8601DateFormatter()

@@ -101,6 +101,23 @@ extension BPETokenizer {
         guard let vocab = model["vocab"] as? [String: Any] else { throw TokenizerError("\(file) has no model.vocab object") }
         guard let rawMerges = model["merges"] as? [Any] else { throw TokenizerError("\(file) has no model.merges array") }
 
+        let (tokens, types) = try Self.vocabulary(model: vocab, addedTokens: root["added_tokens"], file: file)
+        let pairs = try Self.mergePairs(rawMerges, file: file)
+        let preTokenizer = try Self.preTokenizer(from: root["pre_tokenizer"], file: file)
+        let (bos, eos, addBOS, template) = try Self.tokenizerConfig(beside: url, tokens: tokens)
+        do {
+            try self.init(tokens: tokens, mergePairs: pairs, tokenTypes: types, preTokenizer: preTokenizer,
+                          bosTokenId: bos, eosTokenId: eos, addBOS: addBOS && bos != nil, chatTemplate: template,
+                          ignoreMerges: ignoreMerges)
+        } catch let error as TokenizerError {
+            throw TokenizerError("\(file): \(error.message)")
+        }
+    }
+
+    /// The vocabulary of `model.vocab` and `added_tokens` as dense arrays of texts and token types.
+    private static func vocabulary(model vocab: [String: Any], addedTokens: Any?, file: String) throws
+        -> (tokens: [String], types: [Int])
+    {
         var byId = [Int: (String, Int)]()   // id → (text, token type)
         for (text, value) in vocab {
             guard let id = (value as? NSNumber)?.intValue, id >= 0 else {
@@ -109,7 +126,7 @@ extension BPETokenizer {
             if let existing = byId[id] { throw TokenizerError("\(file) ids \(id) used by both \"\(existing.0)\" and \"\(text)\"") }
             byId[id] = (text, TokenType.normal.rawValue)
         }
-        for (i, entry) in ((root["added_tokens"] as? [Any]) ?? []).enumerated() {
+        for (i, entry) in ((addedTokens as? [Any]) ?? []).enumerated() {
             guard let token = entry as? [String: Any], let id = (token["id"] as? NSNumber)?.intValue, id >= 0,
                   let content = token["content"] as? String else {
                 throw TokenizerError("\(file) added_tokens[\(i)] lacks an integer \"id\" or a string \"content\"")
@@ -126,7 +143,11 @@ extension BPETokenizer {
             tokens.append(text)
             types.append(type)
         }
+        return (tokens, types)
+    }
 
+    /// `model.merges` as pairs, from `"a b"` strings or `["a", "b"]` arrays.
+    private static func mergePairs(_ rawMerges: [Any], file: String) throws -> [(String, String)] {
         var pairs: [(String, String)] = []
         pairs.reserveCapacity(rawMerges.count)
         for (rank, entry) in rawMerges.enumerated() {
@@ -140,10 +161,13 @@ extension BPETokenizer {
                 throw TokenizerError("\(file) model.merges[\(rank)] is neither \"a b\" nor [\"a\", \"b\"]")
             }
         }
+        return pairs
+    }
 
-        let preTokenizer = try Self.preTokenizer(from: root["pre_tokenizer"], file: file)
-
-        // tokenizer_config.json carries what tokenizer.json lacks.
+    /// BOS, EOS, `add_bos_token` and the chat template from `tokenizer_config.json` beside `url`, when present.
+    private static func tokenizerConfig(beside url: URL, tokens: [String]) throws
+        -> (bos: Int?, eos: Int?, addBOS: Bool, template: String?)
+    {
         var bos: Int? = nil, eos: Int? = nil, addBOS = false, template: String? = nil
         let configURL = url.deletingLastPathComponent().appendingPathComponent("tokenizer_config.json")
         if let configData = try? Data(contentsOf: configURL) {
@@ -170,13 +194,7 @@ extension BPETokenizer {
                 template = named.first { $0["name"] as? String == "default" }?["template"] as? String
             }
         }
-        do {
-            try self.init(tokens: tokens, mergePairs: pairs, tokenTypes: types, preTokenizer: preTokenizer,
-                          bosTokenId: bos, eosTokenId: eos, addBOS: addBOS && bos != nil, chatTemplate: template,
-                          ignoreMerges: ignoreMerges)
-        } catch let error as TokenizerError {
-            throw TokenizerError("\(file): \(error.message)")
-        }
+        return (bos, eos, addBOS, template)
     }
 
     /// Maps a `tokenizer.json` `pre_tokenizer` object to one we implement.
