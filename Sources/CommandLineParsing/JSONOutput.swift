@@ -1,13 +1,30 @@
 import Foundation
 
+/// Standard output could not take the JSON (a closed pipe, a full disk).
+public struct JSONOutputError: Error, CustomStringConvertible {
+    public let reason: String
+    public var description: String { "cannot write the JSON to standard output: \(reason)" }
+}
+
 /// Prints one JSON object on standard output and nothing else, as `--json` promises.
 public enum JSONOutput {
     /// Serialises `object` (dictionaries, arrays, strings, numbers, booleans, NSNull) with sorted keys.
     public static func print(_ object: [String: Any]) throws {
         let data = try JSONSerialization.data(withJSONObject: sanitized(object),
                                               options: [.sortedKeys, .withoutEscapingSlashes])
-        FileHandle.standardOutput.write(data)
-        FileHandle.standardOutput.write(Data("\n".utf8))
+        // The JSON is the product: a reader that went away ends the command with an error (exit 1),
+        // never a trap in FileHandle.write.
+        var bytes = data
+        bytes.append(0x0A)
+        try bytes.withUnsafeBytes { buffer in
+            var written = 0
+            while written < buffer.count {
+                let n = Foundation.write(STDOUT_FILENO, buffer.baseAddress! + written, buffer.count - written)
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { throw JSONOutputError(reason: String(cString: strerror(errno))) }
+                written += n
+            }
+        }
     }
 
     /// JSON has no NaN or infinity: those become null rather than a crash in the serialiser. Booleans

@@ -1,20 +1,28 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import Foundation
 import Synchronization
 
-/// A line of the coordinator's log: to standard error and to `serve.log` in the state directory.
+/// The operator's log of a long-running process (the coordinator's `serve`, a client's `join`): each
+/// line time-stamped, to standard error and, when given, appended to a file (created 0600). Writing
+/// never stops the process: a closed pipe or a full disk loses lines, not the round.
 public final class OperatorLog: Sendable {
-    private let file: Mutex<FileHandle?>
+    /// The log file's descriptor (O_APPEND), or -1 without one.
+    private let file: Mutex<Int32>
 
     public init(url: URL?) {
-        var handle: FileHandle?
+        var descriptor: Int32 = -1
         if let url {
-            if !FileManager.default.fileExists(atPath: url.path) {
-                FileManager.default.createFile(atPath: url.path, contents: nil, attributes: [.posixPermissions: 0o600])
-            }
-            handle = try? FileHandle(forWritingTo: url)
-            _ = try? handle?.seekToEnd()
+            descriptor = open(url.path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
         }
-        file = Mutex(handle)
+        file = Mutex(descriptor)
+    }
+
+    deinit {
+        file.withLock { if $0 >= 0 { close($0) } }
     }
 
     public func write(_ message: String) {
@@ -27,7 +35,10 @@ public final class OperatorLog: Sendable {
         let length = strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%SZ", &parts)
         let stamp = String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
         let line = "\(stamp) \(message)\n"
-        FileHandle.standardError.write(Data(line.utf8))
-        file.withLock { $0?.write(Data(line.utf8)) }
+        let bytes = Data(line.utf8)
+        file.withLock { descriptor in
+            writeIgnoringFailure(bytes, to: STDERR_FILENO)
+            if descriptor >= 0 { writeIgnoringFailure(bytes, to: descriptor) }
+        }
     }
 }
