@@ -212,12 +212,11 @@ struct TrainCommand: ParsableCommand {
         guard ledger.budget.delta == privacy.delta else {
             throw UsageError("--delta \(privacy.delta) differs from the ledger's δ \(ledger.budget.delta) in \(statePath)")
         }
-        let entry = try ledger.charge(purpose: "run:\(UUID().uuidString.lowercased())", samplingRate: mechanism.samplingRate,
-                                      noiseMultiplier: mechanism.noiseMultiplier, clipNorm: privacy.clipNorm,
-                                      steps: mechanism.steps)
+        let receipt = try ledger.chargeBeforeTraining(mechanism, clipNorm: privacy.clipNorm,
+                                                      purpose: "run:\(UUID().uuidString.lowercased())").receipt()
         if !json {
             StandardError.write(String(format: "ledger %@: charged this run, ε spent %.4f of %.4f (δ %g)\n",
-                                       ledger.fileURL.path, entry.cumulativeEpsilon, ledger.budget.epsilon,
+                                       ledger.fileURL.path, receipt.epsilon, ledger.budget.epsilon,
                                        ledger.budget.delta))
         }
         return ledger.fileURL.path
