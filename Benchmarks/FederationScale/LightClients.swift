@@ -3,6 +3,7 @@ import CoordinatorService
 import FederationProtocol
 import Foundation
 import ModelFormats
+import Privacy
 import SecureCrypto
 import Synchronization
 import SystemIO
@@ -18,7 +19,7 @@ struct LightClientIdentity: Sendable {
 
 /// A fleet of light clients, one thread and one mutual-TLS connection each, speaking the real
 /// protocol through `ClientAgent`: they accept every invitation and at once upload a small random
-/// update of the plan's layout with plausible metrics, without training.
+/// update of the plan's layout with plausible metrics, without training or a ledger.
 final class LightClientFleet: @unchecked Sendable {
     /// What the clients have seen, for the orchestrator.
     struct Tally {
@@ -99,54 +100,77 @@ final class LightClientFleet: @unchecked Sendable {
 
     private func serve(_ connection: TLSConnection, as id: String) throws {
         let model = self.model
-        var agent = ClientAgent { plan in try AdapterLayout(configuration: model, plan: plan) }
+        // A policy that accepts every plan; the agent's decisions and messages are the real ones.
+        let policy = ClientPolicy(maxEpsilon: 1e9, delta: 1, maxStepsPerRound: .max, requirePrivacy: false)
+        var agent = ClientAgent(name: id, policy: policy, identity: SigningKeyPair()) { plan in
+            try AdapterLayout(configuration: model, plan: plan)
+        }
         var reader = FrameReader()
         while true {
             guard let frame = try reader.nextFrame(reading: { try connection.read(into: $0) }) else {
                 if closing.load(ordering: .relaxed) { return }
                 throw BenchmarkError("the coordinator closed the connection")
             }
-            for action in try agent.receive(frame) {
-                switch action {
-                case let .invited(invite, _):
-                    let start = threadCPUSeconds()
-                    let bytes = try update(for: invite, as: id)
-                    try connection.write(bytes)
-                    agent.finishedWork(round: invite.round, uploaded: true)
-                    let spent = threadCPUSeconds() - start
-                    tally.withLock {
-                        $0.uploads[invite.round, default: 0] += 1
-                        $0.computeSeconds[invite.round, default: 0] += spent
-                    }
-                case let .committed(result, _):
-                    tally.withLock { $0.committed[result.round, default: 0] += 1 }
-                case let .roundOver(round, reason):
-                    tally.withLock { $0.otherEndings[round, default: []].append("\(id): \(reason)") }
-                case let .secure(round, _):
-                    // Light clients take part in plain rounds only (the benchmark's policy has secure aggregation off).
-                    throw BenchmarkError("round \(round): secure aggregation is not supported by light clients")
-                }
-            }
+            try perform(try agent.receive(frame), agent: &agent, connection: connection, as: id)
         }
     }
 
-    /// Accept, a random update of the plan's layout (values of order 1e-3, like a few small SGD
-    /// steps), and metrics, encoded as one write.
-    private func update(for invite: Invite, as id: String) throws -> [UInt8] {
-        let layout = try AdapterLayout(configuration: model, plan: invite.plan)
+    /// Carries out the agent's actions without a model or a ledger: no training (a small random
+    /// update at once) and a fixed ε; accept, update and metrics go out as one write.
+    private func perform(_ actions: [ClientAgent.Action], agent: inout ClientAgent, connection: TLSConnection,
+                         as id: String) throws {
+        var pending = actions[...]
+        var bytes: [UInt8] = []
+        var start = 0.0
+        var plan: TrainingPlan?
+        while let action = pending.popFirst() {
+            switch action {
+            case let .prepare(round, invited, _):
+                start = threadCPUSeconds()
+                plan = invited
+                pending += agent.prepared(round: round, RoundPreparation(mechanism: nil, examples: 32))
+            case let .charge(round, _):
+                let budget = PrivacyBudget(epsilon: 10, delta: plan?.delta ?? 1e-5, accountant: .rdp)
+                pending += try agent.ledgerAnswered(round: round, .charged(PrivacyReceipt(entry: nil, epsilon: 0.5, budget: budget)))
+            case let .train(round):
+                guard let plan else { throw BenchmarkError("round \(round): training before preparing") }
+                let report = TrainingReport(update: try randomUpdate(plan), evalLossBefore: 2.5, evalLossAfter: 2.45,
+                                            evalTokens: 256, trainLoss: 2.48, seconds: 0)
+                pending += try agent.trainingFinished(round: round, report)
+            case let .send(frames):
+                for frame in frames { bytes += try frame.encoded() }
+            case let .upload(round, update, metrics):
+                for frame in try TensorSetFrames.frames(round: round, kind: .update, tensors: update) { bytes += try frame.encoded() }
+                bytes += try MetricsReport(round: round, metrics: metrics).frame().encoded()
+                try connection.write(bytes)
+                bytes = []
+                let spent = threadCPUSeconds() - start
+                tally.withLock {
+                    $0.uploads[round, default: 0] += 1
+                    $0.computeSeconds[round, default: 0] += spent
+                }
+            case let .keepCommitted(round, _, _):
+                tally.withLock { $0.committed[round, default: 0] += 1 }
+            case let .roundOver(round, reason):
+                tally.withLock { $0.otherEndings[round, default: []].append("\(id): \(reason)") }
+            case let .decline(round, reason):
+                // Its policy accepts every plan: a decline means the benchmark is set up wrong.
+                throw BenchmarkError("round \(round): a light client declined: \(reason)")
+            case .log:
+                break
+            }
+        }
+        if !bytes.isEmpty { try connection.write(bytes) }
+    }
+
+    /// A random update of the plan's layout (values of order 1e-3, like a few small SGD steps).
+    private func randomUpdate(_ plan: TrainingPlan) throws -> AdapterTensors {
+        let layout = try AdapterLayout(configuration: model, plan: plan)
         var delta: AdapterTensors = [:]
         for (name, shape) in layout.shapes {
             let count = shape.reduce(1, *)
             delta[name] = SecureRandom.unitDoubles(count: count).map { Float(($0 - 0.5) * 2e-3) }
         }
-        let metrics = ClientRoundMetrics(client: id, examples: 32, evalLossBefore: 2.5, evalLossAfter: 2.45,
-                                         evalTokens: 256, epsilon: 0.5, delta: invite.plan.delta, epsilonBudget: 10,
-                                         trainLoss: 2.48, seconds: 0)
-        var frames = [try Accept(round: invite.round).frame()]
-        frames += try TensorSetFrames.frames(round: invite.round, kind: .update, tensors: delta)
-        frames.append(try MetricsReport(round: invite.round, metrics: metrics).frame())
-        var bytes: [UInt8] = []
-        for frame in frames { bytes += try frame.encoded() }
-        return bytes
+        return delta
     }
 }

@@ -1,92 +1,131 @@
 import Foundation
-import SystemIO
+import Privacy
+import SecureAggregation
+import SecureCrypto
 import Wire
 
-/// What a client agrees to, whatever a coordinator's plan asks (the ledger's budget is enforced
-/// separately, when the round is charged).
-public struct ClientPolicy: Codable, Sendable, Equatable {
-    /// The client's privacy budget: the most ε it will ever spend, at `delta`.
-    public var maxEpsilon: Double
-    public var delta: Double
-    /// The most DP-SGD steps it trains in one round.
-    public var maxStepsPerRound: Int
-    /// Whether it refuses plans without differential privacy.
-    public var requirePrivacy: Bool
-
-    public init(maxEpsilon: Double, delta: Double, maxStepsPerRound: Int, requirePrivacy: Bool = true) {
-        self.maxEpsilon = maxEpsilon
-        self.delta = delta
-        self.maxStepsPerRound = maxStepsPerRound
-        self.requirePrivacy = requirePrivacy
-    }
-
-    enum CodingKeys: String, CodingKey {
-        case delta
-        case maxEpsilon = "max_epsilon"
-        case maxStepsPerRound = "max_steps_per_round"
-        case requirePrivacy = "require_privacy"
-    }
-
-    /// `require_privacy` may be left out; it defaults to true.
-    public init(from decoder: any Decoder) throws {
-        let container = try decoder.container(keyedBy: CodingKeys.self)
-        maxEpsilon = try container.decode(Double.self, forKey: .maxEpsilon)
-        delta = try container.decode(Double.self, forKey: .delta)
-        maxStepsPerRound = try container.decode(Int.self, forKey: .maxStepsPerRound)
-        requirePrivacy = try container.decodeIfPresent(Bool.self, forKey: .requirePrivacy) ?? true
-    }
-
-    /// Nil when the plan is acceptable, else the reason to decline it.
-    public func objection(to plan: TrainingPlan) -> String? {
-        if requirePrivacy && !plan.isPrivate { return "policy: the plan has no differential privacy (noise multiplier 0)" }
-        if plan.delta > delta {
-            return "policy: the plan's δ \(plan.delta) is larger than this client's δ \(delta)"
-        }
-        if plan.steps > maxStepsPerRound {
-            return "policy: the plan asks \(plan.steps) steps, this client trains at most \(maxStepsPerRound) per round"
-        }
-        return nil
-    }
-}
-
-/// The client's side of the protocol as a state machine without I/O: it takes frames from the
-/// coordinator and says what to do; the driver trains, charges the ledger and sends.
+/// The client's side of the protocol as a state machine without I/O (swift-nio style): it takes
+/// the coordinator's frames and the driver's results, makes every protocol decision (the policy's
+/// objection, the secure session's acceptance, the charge before training, the budget refusal, the
+/// upload or the masking stages), and returns actions. The driver only carries them out: it
+/// prepares and trains on the model, charges the ledger, writes adapters and sends frames, then
+/// feeds back what came of it (`prepared`, `ledgerAnswered`, `trainingFinished`, ...).
+///
+/// A round, as the agent sees it: invitation and global adapter arrive (`receivingInvite`) →
+/// `.prepare` (`preparing`) → `.charge` (`charging`) → accept and `.train` (`training`) → `.upload`,
+/// or for a secure round the key advertisement, then the masking stages (`awaitingResult`) → the
+/// result, and with a commit the new global adapter (`receivingResult`) → `idle`. A decline at any
+/// decision returns it to `idle`.
 public struct ClientAgent: Sendable {
-    public enum State: Sendable, Equatable {
+    public enum Action: Sendable {
+        /// Send these frames to the coordinator, in order.
+        case send([Frame])
+        /// A line for the operator's log.
+        case log(String)
+        /// Decline `round` with `reason` (send `Decline`, and log it). The round is over for this client.
+        case decline(round: UInt64, reason: String)
+        /// Keep `global` as the latest global adapter, load the data and build the trainer for `plan`
+        /// from it; answer with `prepared` or `preparationFailed`.
+        case prepare(round: UInt64, plan: TrainingPlan, global: AdapterTensors)
+        /// Charge the ledger before the first noisy gradient
+        /// (`PrivacyLedger.chargeBeforeTraining`); answer with `ledgerAnswered`.
+        case charge(round: UInt64, ChargeRequest)
+        /// Train, evaluate before and after, keep the local adapter; answer with `trainingFinished`.
+        case train(round: UInt64)
+        /// Send the plain update (local − global) and its metrics.
+        case upload(round: UInt64, update: AdapterTensors, metrics: ClientRoundMetrics)
+        /// The round committed: keep `global` (of `plan`'s layout) as the latest global adapter.
+        case keepCommitted(round: UInt64, plan: TrainingPlan, global: AdapterTensors)
+        /// The round is over for this client without a new adapter (aborted, dropped, superseded).
+        case roundOver(round: UInt64, reason: String)
+    }
+
+    /// An invitation whose global adapter is arriving.
+    public struct Invitation: Sendable {
+        public let invite: Invite
+        public let layout: AdapterLayout
+        /// A secure round's setup, which follows the invitation.
+        public fileprivate(set) var setup: SecureRoundSetup?
+        fileprivate var receiver: TensorSetReceiver
+    }
+
+    /// A round this client has decided to work on.
+    public struct RoundWork: Sendable {
+        public let invite: Invite
+        public let layout: AdapterLayout
+        /// A secure round's setup and this client's masking protocol (keys not advertised yet).
+        fileprivate let masking: (setup: SecureRoundSetup, protocolState: SecureAggregationClient)?
+        public var round: UInt64 { invite.round }
+    }
+
+    /// A secure round between this client's key advertisement and the unmask stage.
+    public struct SecureParticipation: Sendable {
+        fileprivate var protocolState: SecureAggregationClient
+        /// The encoded update, until it is masked.
+        fileprivate var input: [UInt32]
+        /// Sent in clear with the masked input.
+        fileprivate let metrics: ClientRoundMetrics
+    }
+
+    /// A committed round whose new global adapter is arriving.
+    public struct CommittedTransfer: Sendable {
+        public let result: RoundResult
+        public let plan: TrainingPlan
+        fileprivate var receiver: TensorSetReceiver
+    }
+
+    public enum State: Sendable, CustomStringConvertible {
         /// Connected, waiting for an invitation.
         case idle
         /// Invited to a round; the global adapter is arriving.
-        case receivingInvite(UInt64)
-        /// Training or uploading for a round.
-        case working(UInt64)
-        /// Update sent; waiting for how the round ended.
-        case awaitingResult(UInt64)
+        case receivingInvite(Invitation)
+        /// The driver is loading the data and building the trainer.
+        case preparing(RoundWork)
+        /// The driver is charging the ledger for `examples` records.
+        case charging(RoundWork, examples: Int)
+        /// Accepted and charged; the driver is training.
+        case training(RoundWork, examples: Int, receipt: PrivacyReceipt)
+        /// Update sent (or keys advertised, with the secure stages still to answer); waiting for how
+        /// the round ended.
+        case awaitingResult(round: UInt64, participation: SecureParticipation?)
         /// The round committed; the new global adapter is arriving.
-        case receivingResult(UInt64)
-    }
+        case receivingResult(CommittedTransfer)
 
-    public enum Action: Sendable {
-        /// Decide on the invitation (policy, ledger), then train on `global` and upload, or decline.
-        case invited(Invite, global: AdapterTensors)
-        /// The round committed: keep `global` as the latest global adapter.
-        case committed(RoundResult, global: AdapterTensors)
-        /// The round is over for this client without a new adapter (aborted, or dropped).
-        case roundOver(round: UInt64, reason: String)
-        /// A secure-aggregation stage message for the round this client uploads to.
-        case secure(round: UInt64, SecureDownlink)
+        public var description: String {
+            switch self {
+            case .idle: return "idle"
+            case let .receivingInvite(invitation): return "receivingInvite(\(invitation.invite.round))"
+            case let .preparing(work): return "preparing(\(work.round))"
+            case let .charging(work, _): return "charging(\(work.round))"
+            case let .training(work, _, _): return "training(\(work.round))"
+            case let .awaitingResult(round, participation):
+                return "awaitingResult(\(round)\(participation == nil ? "" : ", masking"))"
+            case let .receivingResult(transfer): return "receivingResult(\(transfer.result.round))"
+            }
+        }
     }
 
     public private(set) var state: State = .idle
+    /// Rounds that have ended for this client: declined, committed, or over otherwise.
+    public private(set) var roundsEnded = 0
+    /// The client's name in the federation (its certificate's).
+    public let name: String
+    public let policy: ClientPolicy
+    /// Signs this client's per-round secure-aggregation keys.
+    private let identity: SigningKeyPair
     private let layoutFor: @Sendable (TrainingPlan) throws -> AdapterLayout
-    private var invite: Invite?
-    /// The secure-aggregation setup that came with the current invitation, if any.
-    public private(set) var secureSetup: SecureRoundSetup?
-    private var result: RoundResult?
-    private var receiver: TensorSetReceiver?
-    private var lastLayout: AdapterLayout?
+    /// The latest invitation's plan and layout, which a committed adapter is read and kept with
+    /// (it also reaches clients that dropped out of the round).
+    private var latestPlan: (plan: TrainingPlan, layout: AdapterLayout)?
 
-    /// `layoutFor` gives the adapter layout of a plan on this client's model.
-    public init(layoutFor: @escaping @Sendable (TrainingPlan) throws -> AdapterLayout) {
+    /// - Parameters:
+    ///   - identity: the key this client's secure-aggregation keys are signed with (`signing.key`).
+    ///   - layoutFor: the adapter layout of a plan on this client's model.
+    public init(name: String, policy: ClientPolicy, identity: SigningKeyPair,
+                layoutFor: @escaping @Sendable (TrainingPlan) throws -> AdapterLayout) {
+        self.name = name
+        self.policy = policy
+        self.identity = identity
         self.layoutFor = layoutFor
     }
 
@@ -94,120 +133,362 @@ public struct ClientAgent: Sendable {
     public var pendingRound: UInt64 {
         switch state {
         case .idle, .receivingInvite: return 0
-        case let .working(round), let .awaitingResult(round), let .receivingResult(round): return round
+        case let .preparing(work), let .charging(work, _), let .training(work, _, _): return work.round
+        case let .awaitingResult(round, _): return round
+        case let .receivingResult(transfer): return transfer.result.round
         }
     }
 
-    /// The driver took part (`uploaded`) or declined; the agent moves on.
-    public mutating func finishedWork(round: UInt64, uploaded: Bool) {
-        state = uploaded ? .awaitingResult(round) : .idle
-    }
-
-    /// The connection was lost: an invitation half received is forgotten; a round worked on stays
-    /// pending so that the coordinator can say how it ended.
-    public mutating func connectionLost() {
-        if case .receivingInvite = state { state = .idle }
-        if case let .receivingResult(round) = state { state = .awaitingResult(round) }
-        // Work cut short by the lost connection: the round stays pending until the coordinator
-        // says how it ended.
-        if case let .working(round) = state { state = .awaitingResult(round) }
-        receiver = nil
-    }
+    // MARK: Events from the coordinator
 
     /// Handles one frame from the coordinator.
     public mutating func receive(_ frame: Frame) throws -> [Action] {
         switch frame.type {
         case .invite:
-            let message = try Invite(frame: frame)
-            switch state {
-            case .idle, .awaitingResult:
-                // A new invitation also means the previous round is over for this client.
-                var actions: [Action] = []
-                if case let .awaitingResult(old) = state {
-                    actions.append(.roundOver(round: old, reason: "a new round started"))
-                }
-                let layout = try layoutFor(message.plan)
-                lastLayout = layout
-                invite = message
-                secureSetup = nil
-                receiver = TensorSetReceiver(round: message.round, kind: .globalAdapter, layout: layout)
-                state = .receivingInvite(message.round)
-                return actions
-            default:
-                throw FederationError.round(message.round, "invitation while \(state)")
-            }
+            return try invited(Invite(frame: frame))
         case .secureSetup:
-            let setup = try SecureRoundSetup(frame: frame)
-            guard case let .receivingInvite(round) = state, round == setup.round, invite?.secureAggregation == true,
-                  secureSetup == nil else {
-                throw FederationError.round(setup.round, "secure-aggregation setup while \(state)")
-            }
-            secureSetup = setup
+            try setupArrived(SecureRoundSetup(frame: frame))
             return []
         case .secureAdvertisements:
             let message = try SecureAdvertisements(frame: frame)
-            return secureStage(message.round, .advertisements(message))
+            return try secureStage(message.round, .advertisements(message))
         case .secureShareBundle:
             let message = try SecureShareBundle(frame: frame)
-            return secureStage(message.round, .shares(message))
+            return try secureStage(message.round, .shares(message))
         case .secureUnmaskRequest:
             let message = try SecureUnmaskRequest(frame: frame)
-            return secureStage(message.round, .unmask(message))
+            return try secureStage(message.round, .unmask(message))
         case .tensorChunk:
-            let chunk = try TensorChunk(frame: frame)
-            guard receiver != nil else { throw FederationError.round(chunk.round, "tensor chunk outside a transfer") }
-            try receiver!.add(chunk)
+            try addChunk(TensorChunk(frame: frame))
             return []
         case .tensorsDone:
-            let done = try TensorsDone(frame: frame)
-            guard let receiver else { throw FederationError.round(done.round, "end of tensors outside a transfer") }
-            let tensors = try receiver.finish(done)
-            self.receiver = nil
-            switch state {
-            case let .receivingInvite(round) where round == done.round:
-                guard let invite, constantTimeDigestEqual(invite.adapterSHA256, done.sha256) else {
-                    throw FederationError.round(done.round, "the global adapter's digest does not match the invitation")
-                }
-                guard !invite.secureAggregation || secureSetup != nil else {
-                    throw FederationError.round(done.round, "a secure-aggregation invitation without its setup")
-                }
-                state = .working(round)
-                return [.invited(invite, global: tensors)]
-            case let .receivingResult(round) where round == done.round:
-                guard let result, constantTimeDigestEqual(result.adapterSHA256, done.sha256) else {
-                    throw FederationError.round(done.round, "the new global adapter's digest does not match the result")
-                }
-                state = .idle
-                return [.committed(result, global: tensors)]
-            default:
-                throw FederationError.round(done.round, "end of tensors while \(state)")
-            }
+            return try tensorsDone(TensorsDone(frame: frame))
         case .roundResult:
-            let message = try RoundResult(frame: frame)
-            if message.committed {
-                guard let layout = lastLayout ?? invite.flatMap({ try? layoutFor($0.plan) }) else {
-                    throw FederationError.round(message.round, "a committed result before any invitation")
-                }
-                result = message
-                receiver = TensorSetReceiver(round: message.round, kind: .globalAdapter, layout: layout)
-                state = .receivingResult(message.round)
-                return []
-            }
-            if case let .awaitingResult(round) = state, round == message.round { state = .idle }
-            return [.roundOver(round: message.round, reason: message.reason)]
+            return try roundResult(RoundResult(frame: frame))
         case .abort:
             let message = try Abort(frame: frame)
-            if pendingRound == message.round, case .awaitingResult = state { state = .idle }
-            return [.roundOver(round: message.round, reason: message.reason)]
+            if case .awaitingResult(message.round, _) = state { state = .idle }
+            return roundOver(message.round, reason: message.reason)
         default:
             throw FederationError.peer("coordinator", "unexpected \(frame.type) message")
         }
     }
 
-    /// A stage message is for the round this client uploads to; one for any other round is stale.
-    private func secureStage(_ round: UInt64, _ message: SecureDownlink) -> [Action] {
-        guard case let .awaitingResult(current) = state, current == round else { return [] }
-        return [.secure(round: round, message)]
+    /// The connection was lost: an invitation half received is forgotten; a round worked on stays
+    /// pending so that the coordinator can say how it ended.
+    public mutating func connectionLost() {
+        switch state {
+        case .receivingInvite:
+            state = .idle
+        case let .preparing(work), let .charging(work, _), let .training(work, _, _):
+            state = .awaitingResult(round: work.round, participation: nil)
+        case let .receivingResult(transfer):
+            state = .awaitingResult(round: transfer.result.round, participation: nil)
+        case .idle, .awaitingResult:
+            break
+        }
+    }
+
+    // MARK: Events from the driver
+
+    /// The driver prepared the round: what its DP-SGD run spends, on how many records.
+    public mutating func prepared(round: UInt64, _ preparation: RoundPreparation) -> [Action] {
+        guard case let .preparing(work) = state, work.round == round else {
+            preconditionFailure("round \(round) prepared while \(state)")
+        }
+        state = .charging(work, examples: preparation.examples)
+        return [.charge(round: round, ChargeRequest(mechanism: preparation.mechanism, clipNorm: work.invite.plan.clipNorm,
+                                                    ceiling: policy.maxEpsilon))]
+    }
+
+    /// The driver could not prepare the round (its data, or a plan the trainer refuses): decline.
+    public mutating func preparationFailed(round: UInt64, _ failure: PreparationFailure) -> [Action] {
+        guard case let .preparing(work) = state, work.round == round else {
+            preconditionFailure("round \(round) failed to prepare while \(state)")
+        }
+        return decline(round, failure.description)
+    }
+
+    /// The ledger's answer: accept and train, or decline for the budget.
+    public mutating func ledgerAnswered(round: UInt64, _ charge: PrivacyCharge) throws -> [Action] {
+        guard case let .charging(work, examples) = state, work.round == round else {
+            preconditionFailure("round \(round) charged while \(state)")
+        }
+        switch charge {
+        case let .refused(.overCeiling(projected, ceiling, spent)):
+            return decline(round, String(format: "privacy budget: this round would bring ε to %.3f, over the policy's %.3f "
+                                         + "(%.3f spent)", projected, ceiling, spent))
+        case let .refused(.overBudget(refusal)):
+            return decline(round, "privacy budget: \(refusal)")
+        case let .charged(receipt):
+            state = .training(work, examples: examples, receipt: receipt)
+            let plan = work.invite.plan
+            return [.send([try Accept(round: round).frame()]),
+                    .log(String(format: "round %llu: accepted; %d records, q %.4f, σ %.3f, C %.2f, %d steps; ε after %.3f at δ %g",
+                                round, examples, plan.samplingRate, plan.noiseMultiplier, plan.clipNorm, plan.steps,
+                                receipt.epsilon, receipt.budget.delta)),
+                    .train(round: round)]
+        }
+    }
+
+    /// The driver trained: upload the update, or for a secure round encode it and advertise keys.
+    public mutating func trainingFinished(round: UInt64, _ report: TrainingReport) throws -> [Action] {
+        guard case let .training(work, examples, receipt) = state, work.round == round else {
+            preconditionFailure("round \(round) trained while \(state)")
+        }
+        let metrics = ClientRoundMetrics(client: name, examples: examples, evalLossBefore: report.evalLossBefore,
+                                         evalLossAfter: report.evalLossAfter, evalTokens: report.evalTokens,
+                                         epsilon: receipt.epsilon, delta: receipt.budget.delta,
+                                         epsilonBudget: min(receipt.budget.epsilon, policy.maxEpsilon),
+                                         trainLoss: report.trainLoss, seconds: report.seconds,
+                                         canaryExposure: report.canaryExposure)
+        guard let masking = work.masking else {
+            state = .awaitingResult(round: round, participation: nil)
+            return [.upload(round: round, update: report.update, metrics: metrics),
+                    .log(String(format: "round %llu: update sent; held-out loss %.4f → %.4f, train loss %.4f, %.0f s",
+                                round, report.evalLossBefore, report.evalLossAfter, report.trainLoss, report.seconds))]
+        }
+        let encoded = try SecureUpdate.encode(delta: report.update, examples: examples, setup: masking.setup, layout: work.layout)
+        var actions: [Action] = []
+        if encoded.clipped > 0 {
+            actions.append(.log("round \(round): \(encoded.clipped) weighted update values exceeded ±\(masking.setup.updateClip) "
+                                + "and were clipped"))
+        }
+        var protocolState = masking.protocolState
+        let advertisement = try protocolState.advertiseKeys()
+        state = .awaitingResult(round: round, participation: SecureParticipation(protocolState: protocolState,
+                                                                                 input: encoded.words, metrics: metrics))
+        return actions + [
+            .send([try SecureAdvertise(round: round, advertisement: advertisement).frame()]),
+            .log(String(format: "round %llu: trained (held-out loss %.4f → %.4f, %.0f s); secure aggregation: keys advertised",
+                        round, report.evalLossBefore, report.evalLossAfter, report.seconds)),
+        ]
+    }
+
+    // MARK: Internals
+
+    private mutating func invited(_ invite: Invite) throws -> [Action] {
+        let previous: UInt64?
+        switch state {
+        case .idle: previous = nil
+        case let .awaitingResult(round, _): previous = round
+        default: throw FederationError.round(invite.round, "invitation while \(state)")
+        }
+        let layout = try layoutFor(invite.plan)
+        latestPlan = (invite.plan, layout)
+        state = .receivingInvite(Invitation(invite: invite, layout: layout, setup: nil,
+                                            receiver: TensorSetReceiver(round: invite.round, kind: .globalAdapter, layout: layout)))
+        // A new invitation also means the previous round is over for this client.
+        guard let previous else { return [] }
+        return roundOver(previous, reason: "a new round started")
+    }
+
+    private mutating func setupArrived(_ setup: SecureRoundSetup) throws {
+        guard case var .receivingInvite(invitation) = state, invitation.invite.round == setup.round,
+              invitation.invite.secureAggregation, invitation.setup == nil else {
+            throw FederationError.round(setup.round, "secure-aggregation setup while \(state)")
+        }
+        invitation.setup = setup
+        state = .receivingInvite(invitation)
+    }
+
+    private mutating func addChunk(_ chunk: TensorChunk) throws {
+        switch state {
+        case var .receivingInvite(invitation):
+            state = .idle  // release the stored copy, so the receiver's buffers grow in place
+            defer { state = .receivingInvite(invitation) }
+            try invitation.receiver.add(chunk)
+        case var .receivingResult(transfer):
+            state = .idle
+            defer { state = .receivingResult(transfer) }
+            try transfer.receiver.add(chunk)
+        default:
+            throw FederationError.round(chunk.round, "tensor chunk outside a transfer")
+        }
+    }
+
+    private mutating func tensorsDone(_ done: TensorsDone) throws -> [Action] {
+        switch state {
+        case let .receivingInvite(invitation):
+            let global = try invitation.receiver.finish(done)
+            guard constantTimeDigestEqual(invitation.invite.adapterSHA256, done.sha256) else {
+                throw FederationError.round(done.round, "the global adapter's digest does not match the invitation")
+            }
+            guard !invitation.invite.secureAggregation || invitation.setup != nil else {
+                throw FederationError.round(done.round, "a secure-aggregation invitation without its setup")
+            }
+            return decide(invitation, global: global)
+        case let .receivingResult(transfer):
+            let global = try transfer.receiver.finish(done)
+            guard constantTimeDigestEqual(transfer.result.adapterSHA256, done.sha256) else {
+                throw FederationError.round(done.round, "the new global adapter's digest does not match the result")
+            }
+            state = .idle
+            roundsEnded += 1
+            return [.keepCommitted(round: transfer.result.round, plan: transfer.plan, global: global)]
+        default:
+            throw FederationError.round(done.round, "end of tensors outside a transfer")
+        }
+    }
+
+    /// The invitation is complete: decline it on the policy or on the secure session, else prepare.
+    private mutating func decide(_ invitation: Invitation, global: AdapterTensors) -> [Action] {
+        let invite = invitation.invite
+        if let objection = policy.objection(to: invite.plan) { return decline(invite.round, objection) }
+        // A secure round's session is checked before anything is charged: this client must be in the
+        // cohort under its own key, and the announced adapter must be the one it received.
+        var masking: (setup: SecureRoundSetup, protocolState: SecureAggregationClient)?
+        if let setup = invitation.setup {
+            guard let id = setup.id(of: name) else {
+                return decline(invite.round, "secure aggregation: this client is not in the announced cohort")
+            }
+            do {
+                masking = (setup, try SecureAggregationClient(session: try setup.session(invite: invite), id: id,
+                                                              identity: identity,
+                                                              localAdapterHash: Array(AdapterMath.digest(global).utf8)))
+            } catch {
+                return decline(invite.round, "secure aggregation: \(error)")
+            }
+        }
+        state = .preparing(RoundWork(invite: invite, layout: invitation.layout, masking: masking))
+        return [.prepare(round: invite.round, plan: invite.plan, global: global)]
+    }
+
+    private mutating func decline(_ round: UInt64, _ reason: String) -> [Action] {
+        state = .idle
+        roundsEnded += 1
+        return [.decline(round: round, reason: reason)]
+    }
+
+    private mutating func roundOver(_ round: UInt64, reason: String) -> [Action] {
+        roundsEnded += 1
+        return [.roundOver(round: round, reason: reason)]
+    }
+
+    private mutating func roundResult(_ message: RoundResult) throws -> [Action] {
+        guard message.committed else {
+            if case .awaitingResult(message.round, _) = state { state = .idle }
+            return roundOver(message.round, reason: message.reason)
+        }
+        guard let latestPlan else { throw FederationError.round(message.round, "a committed result before any invitation") }
+        state = .receivingResult(CommittedTransfer(
+            result: message, plan: latestPlan.plan,
+            receiver: TensorSetReceiver(round: message.round, kind: .globalAdapter, layout: latestPlan.layout)))
+        return []
+    }
+
+    /// Answers one secure-aggregation stage of the round this client masks for (a message for any
+    /// other round is stale). A refusal (bad signature, wrong session, an unmask request that would
+    /// expose a peer) ends this client's part in the round, with the reason sent.
+    private mutating func secureStage(_ round: UInt64, _ message: SecureDownlink) throws -> [Action] {
+        guard case .awaitingResult(round, let current) = state else { return [] }
+        guard var participation = current else {
+            return [.log("round \(round): ignored a secure-aggregation message for a round this client is not masking for")]
+        }
+        state = .awaitingResult(round: round, participation: nil)  // release the stored copy
+        do {
+            let (frames, line) = try participation.answer(message, round: round)
+            state = .awaitingResult(round: round, participation: participation)
+            return [.log(line), .send(frames)]
+        } catch let error as SecureAggregationError {
+            return [.log("round \(round): secure aggregation: \(error); leaving the round"),
+                    .send([try Abort(round: round, reason: "secure aggregation: \(error)").frame()])]
+        } catch {
+            state = .awaitingResult(round: round, participation: participation)
+            throw error
+        }
+    }
+}
+
+extension ClientAgent.SecureParticipation {
+    /// This client's answer to one stage, and the line that says what it sent.
+    fileprivate mutating func answer(_ message: SecureDownlink, round: UInt64) throws -> (frames: [Frame], log: String) {
+        switch message {
+        case let .advertisements(message):
+            let shares = try protocolState.shareKeys(message.broadcast)
+            return ([try SecureShares(round: round, message: shares).frame()],
+                    "round \(round): secure aggregation: \(shares.shares.count) encrypted shares sent")
+        case let .shares(message):
+            let masked = try protocolState.maskInput(message.bundle, input: input)
+            input = []
+            return ([try SecureMaskedInput(round: round, input: masked).frame(),
+                     try MetricsReport(round: round, metrics: metrics).frame()],
+                    "round \(round): secure aggregation: masked update sent (\(masked.words.count) words)")
+        case let .unmask(message):
+            let response = try protocolState.unmask(message.request)
+            return ([try SecureUnmaskResponse(round: round, response: response).frame()],
+                    "round \(round): secure aggregation: \(response.shares.count) shares revealed for unmasking")
+        }
+    }
+}
+
+// MARK: What the agent and its driver exchange
+
+/// What the driver learned preparing a round.
+public struct RoundPreparation: Sendable {
+    /// What the round's DP-SGD run spends (nil for a plan without differential privacy).
+    public var mechanism: MechanismSteps?
+    /// Training records, canaries included (the update's FedAvg weight).
+    public var examples: Int
+
+    public init(mechanism: MechanismSteps?, examples: Int) {
+        self.mechanism = mechanism
+        self.examples = examples
+    }
+}
+
+/// Why the driver could not prepare a round; the client declines it with this as the reason.
+public enum PreparationFailure: Error, Sendable, CustomStringConvertible {
+    /// The client's training or held-out data could not be loaded.
+    case data(String)
+    /// The trainer refused the plan on this client's model and data.
+    case trainer(String)
+
+    public var description: String {
+        switch self {
+        case let .data(message): return "data: \(message)"
+        case let .trainer(message): return "cannot train on this plan: \(message)"
+        }
+    }
+}
+
+/// The charge the agent asks of the ledger before training.
+public struct ChargeRequest: Sendable, Equatable {
+    /// Nil for a plan without differential privacy (nothing is charged).
+    public var mechanism: MechanismSteps?
+    public var clipNorm: Double
+    /// The policy's ε: a charge that would pass it is refused, even within the ledger's budget.
+    public var ceiling: Double
+
+    public init(mechanism: MechanismSteps?, clipNorm: Double, ceiling: Double) {
+        self.mechanism = mechanism
+        self.clipNorm = clipNorm
+        self.ceiling = ceiling
+    }
+}
+
+/// What the driver measured training a round.
+public struct TrainingReport: Sendable {
+    /// The change to the global adapter: local − global.
+    public var update: AdapterTensors
+    /// Held-out loss of the global adapter as received, and of the trained one.
+    public var evalLossBefore: Double
+    public var evalLossAfter: Double
+    public var evalTokens: Int
+    public var trainLoss: Double
+    /// Seconds spent training and evaluating.
+    public var seconds: Double
+    public var canaryExposure: CanaryExposureSummary?
+
+    public init(update: AdapterTensors, evalLossBefore: Double, evalLossAfter: Double, evalTokens: Int, trainLoss: Double,
+                seconds: Double, canaryExposure: CanaryExposureSummary? = nil) {
+        self.update = update
+        self.evalLossBefore = evalLossBefore
+        self.evalLossAfter = evalLossAfter
+        self.evalTokens = evalTokens
+        self.trainLoss = trainLoss
+        self.seconds = seconds
+        self.canaryExposure = canaryExposure
     }
 }
 
