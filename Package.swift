@@ -65,8 +65,10 @@ let package = Package(
                                          "CoordinatorService", "Reports", "ModelFormats"],
                           path: "Coordinator"),
 
-        // Test support: where fixtures and the default model live.
+        // Test support: where fixtures and the default model live; the in-memory federation.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .target(name: "FederationHarness", dependencies: ["FederationProtocol", "Wire", "Privacy", "SecureCrypto", "ModelFormats"],
+                path: "Tests/FederationHarness"),
 
         // Benchmarks: executables, never part of `swift test`.
         .executableTarget(name: "conclave-bench-inference",
@@ -104,8 +106,8 @@ let package = Package(
         .testTarget(name: "AuditTests", dependencies: ["TestSupport", "Audit", "Wire", "SecureCrypto", "SystemIO"],
                     path: "Tests/AuditTests"),
         .testTarget(name: "FederationProtocolTests",
-                    dependencies: ["TestSupport", "FederationProtocol", "Wire", "SecureAggregation", "SecureCrypto",
-                                   "Privacy", "LanguageModel", "ModelFormats", "SystemIO"],
+                    dependencies: ["TestSupport", "FederationHarness", "FederationProtocol", "Wire", "SecureAggregation",
+                                   "SecureCrypto", "Privacy", "LanguageModel", "ModelFormats", "SystemIO"],
                     path: "Tests/FederationProtocolTests"),
         .testTarget(name: "CoordinatorServiceTests",
                     dependencies: ["TestSupport", "CoordinatorService", "ClientService", "FederationProtocol", "Audit", "Wire",

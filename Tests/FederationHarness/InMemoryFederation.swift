@@ -1,0 +1,379 @@
+import FederationProtocol
+import Foundation
+import ModelFormats
+import Privacy
+import SecureCrypto
+import Wire
+
+/// A federation without sockets: the coordinator's `RoundEngine` and one `ClientAgent` per client
+/// in one process. Frames travel encoded, through one first-in first-out queue, and are decoded on
+/// arrival as a peer would; training is a closure that returns the client's update; time moves only
+/// when a test says so. Both sides' actions are carried out as their drivers (`CoordinatorServer`,
+/// `ClientRunner`) carry them out: each client's ledger is a real `PrivacyLedger` charged through
+/// `chargeBeforeTraining`, committed rounds are aggregated with FedAvg (the secure sum decoded
+/// first), and a client's process can be made to die when a given message reaches it.
+public final class InMemoryFederation {
+    /// A simulated client's training: its update (local − global) for a plan, from a global
+    /// adapter, in a round.
+    public typealias Training = @Sendable (_ plan: TrainingPlan, _ global: AdapterTensors, _ round: UInt64) -> AdapterTensors
+
+    /// A fault injected into one client.
+    public enum ClientFault: Sendable {
+        /// Its process dies as a message of this type reaches it: the connection closes (the
+        /// coordinator sees a disconnect) and it never answers again.
+        case dies(receiving: MessageType)
+        /// Its process hangs as a message of this type reaches it: the connection stays open, and it
+        /// answers nothing more (deadlines drop it).
+        case silent(receiving: MessageType)
+    }
+
+    /// One client to simulate.
+    public struct ClientSpec {
+        public var name: String
+        public var policy: ClientPolicy
+        /// Its training records (the FedAvg weight).
+        public var examples: Int
+        /// Its state directory: the ledger is created there with the policy's budget unless one exists.
+        public var directory: URL
+        public var fault: ClientFault?
+        public var training: Training
+
+        public init(name: String, policy: ClientPolicy, examples: Int, directory: URL, fault: ClientFault? = nil,
+                    training: @escaping Training) {
+            self.name = name
+            self.policy = policy
+            self.examples = examples
+            self.directory = directory
+            self.fault = fault
+            self.training = training
+        }
+    }
+
+    /// A simulated client: its agent, and what it did.
+    public final class Client {
+        public let spec: ClientSpec
+        /// The key the coordinator pins at its hello and its agent signs secure-aggregation keys with.
+        public let identity: SigningKeyPair
+        public fileprivate(set) var agent: ClientAgent
+        /// Whether its process runs (a fault or `kill` ends it).
+        public fileprivate(set) var alive = true
+        /// Whether its process hangs (a fault): connected, answering nothing.
+        public fileprivate(set) var hung = false
+        /// Its operator log, as its driver writes it.
+        public fileprivate(set) var log: [String] = []
+        /// The types of the messages it sent, in order.
+        public fileprivate(set) var sent: [MessageType] = []
+        /// The global adapter it keeps (from an invitation it prepared, or a committed round).
+        public fileprivate(set) var globalAdapter: AdapterTensors?
+        /// Errors that closed its connection (a peer fault the agent refused).
+        public fileprivate(set) var errors: [String] = []
+        /// The round it is preparing or training: the plan and the global adapter it starts from.
+        fileprivate var work: (plan: TrainingPlan, global: AdapterTensors)?
+
+        init(spec: ClientSpec, identity: SigningKeyPair, agent: ClientAgent) {
+            self.spec = spec
+            self.identity = identity
+            self.agent = agent
+        }
+
+        /// The client's ledger, created with its policy's budget when it has none (as `join` does).
+        public func ledger() throws -> PrivacyLedger {
+            if FileManager.default.fileExists(atPath: spec.directory.appendingPathComponent(PrivacyLedger.fileName).path) {
+                return try PrivacyLedger(directory: spec.directory)
+            }
+            return try PrivacyLedger(directory: spec.directory,
+                                     creatingWith: PrivacyBudget(epsilon: spec.policy.maxEpsilon, delta: spec.policy.delta,
+                                                                 accountant: .rdp))
+        }
+    }
+
+    /// A round the coordinator finished, and the global adapter after it.
+    public struct FinishedRound {
+        public var outcome: RoundOutcome
+        public var global: AdapterTensors
+    }
+
+    private enum Delivery {
+        case toClient(String, [UInt8])
+        case toCoordinator(from: String, [UInt8])
+    }
+
+    /// What the coordinator holds per connection while a client's upload arrives.
+    private struct Uplink {
+        var receiver: TensorSetReceiver?
+        var delta: (round: UInt64, tensors: AdapterTensors)?
+        var masked: SecureMaskedInput?
+    }
+
+    public private(set) var engine: RoundEngine
+    public let layout: AdapterLayout
+    /// The coordinator's global adapter.
+    public private(set) var global: AdapterTensors
+    public private(set) var now: Date
+    public private(set) var clients: [String: Client] = [:]
+    public private(set) var finished: [FinishedRound] = []
+    public private(set) var coordinatorLog: [String] = []
+    private var queue: [Delivery] = []
+    private var uplinks: [String: Uplink] = [:]
+
+    /// Connects every client (each says hello with its signing key) to a coordinator whose next
+    /// round starts from `global`.
+    public init(policy: RoundPolicy, model: LlamaConfiguration, global: AdapterTensors, clients specs: [ClientSpec],
+                now: Date) throws {
+        layout = try AdapterLayout(configuration: model, plan: policy.plan)
+        try layout.check(global, from: "the harness's global adapter")
+        engine = RoundEngine(policy: policy, nextRound: 1) { clients, count in Array(clients.sorted().prefix(count)) }
+        self.global = global
+        self.now = now
+        engine.setGlobalAdapter(digest: AdapterMath.digest(global), parameterCount: global.values.reduce(0) { $0 + $1.count })
+        for spec in specs {
+            let identity = SigningKeyPair()
+            let agent = ClientAgent(name: spec.name, policy: spec.policy, identity: identity) { plan in
+                try AdapterLayout(configuration: model, plan: plan)
+            }
+            let client = Client(spec: spec, identity: identity, agent: agent)
+            clients[spec.name] = client
+            try coordinate(engine.connect(spec.name, now: now, signingKey: client.identity.publicKey))
+        }
+    }
+
+    // MARK: What a test does
+
+    /// The operator starts `count` rounds; runs until no message is in flight.
+    public func startRounds(_ count: Int) throws {
+        try coordinate(engine.requestRounds(count, now: now))
+        try run()
+    }
+
+    /// The clock moves on by `seconds` (deadlines pass); runs until no message is in flight.
+    public func advance(by seconds: TimeInterval) throws {
+        now = now.addingTimeInterval(seconds)
+        try coordinate(engine.tick(now: now))
+        try run()
+    }
+
+    /// `name`'s process dies now: its connection closes and it answers nothing more.
+    public func kill(_ name: String) throws {
+        guard let client = clients[name], client.alive else { return }
+        client.alive = false
+        client.log.append("(process killed)")
+        uplinks[name] = nil
+        try coordinate(engine.disconnect(name, now: now))
+    }
+
+    /// Delivers messages, in the order they were sent, until none is in flight.
+    public func run() throws {
+        while !queue.isEmpty {
+            switch queue.removeFirst() {
+            case let .toClient(name, bytes):
+                try deliver(try Frame.decode(bytes), to: name)
+            case let .toCoordinator(name, bytes):
+                guard clients[name]?.alive == true else { continue }
+                try coordinatorReceives(try Frame.decode(bytes), from: name)
+            }
+        }
+    }
+
+    /// A fixed update for `client` in `round`, shaped like `global`: each value a function of the
+    /// client, round, tensor and index, within ±0.004 (small updates, as a few DP-SGD steps make).
+    public static func fixedUpdate(like global: AdapterTensors, client: String, round: UInt64) -> AdapterTensors {
+        let seed = Double(client.utf8.reduce(0) { $0 &* 31 &+ Int($1) } % 1000)
+        var out: AdapterTensors = [:]
+        for (t, name) in global.keys.sorted().enumerated() {
+            let count = global[name]?.count ?? 0
+            out[name] = (0..<count).map { i in Float(0.004 * sin(Double(i) * 0.37 + Double(t) * 1.3 + seed + Double(round))) }
+        }
+        return out
+    }
+
+    // MARK: The client's driver
+
+    private func deliver(_ frame: Frame, to name: String) throws {
+        guard let client = clients[name], client.alive, !client.hung else { return }
+        switch client.spec.fault {
+        case let .dies(receiving: type)? where type == frame.type:
+            try kill(name)
+            return
+        case let .silent(receiving: type)? where type == frame.type:
+            client.hung = true
+            client.log.append("(process hangs)")
+            return
+        default:
+            break
+        }
+        do {
+            try carryOut(try client.agent.receive(frame), for: client)
+        } catch {
+            // As `ClientRunner`: the connection is lost (the harness does not reconnect).
+            client.errors.append("\(error)")
+            client.agent.connectionLost()
+            try kill(name)
+        }
+    }
+
+    /// Carries out the agent's actions as `ClientRunner.perform` does, with the training closure
+    /// and a fixed report in place of the model.
+    private func carryOut(_ actions: [ClientAgent.Action], for client: Client) throws {
+        var pending = actions[...]
+        while let action = pending.popFirst() {
+            switch action {
+            case let .send(frames):
+                try send(frames, from: client)
+            case let .log(line):
+                client.log.append(line)
+            case let .decline(round, reason):
+                client.log.append("round \(round): declining: \(reason)")
+                try send([Decline(round: round, reason: reason).frame()], from: client)
+            case let .prepare(round, plan, global):
+                client.globalAdapter = global
+                client.work = (plan, global)
+                let mechanism = plan.isPrivate ? MechanismSteps(samplingRate: plan.samplingRate, noiseMultiplier: plan.noiseMultiplier,
+                                                                steps: plan.steps) : nil
+                pending += client.agent.prepared(round: round, RoundPreparation(mechanism: mechanism, examples: client.spec.examples))
+            case let .charge(round, request):
+                var ledger = try client.ledger()
+                let charge = try ledger.chargeBeforeTraining(request.mechanism, clipNorm: request.clipNorm,
+                                                             purpose: "round \(round) in memory", ceiling: request.ceiling)
+                pending += try client.agent.ledgerAnswered(round: round, charge)
+            case let .train(round):
+                guard let work = client.work else { preconditionFailure("round \(round): training before preparing") }
+                client.work = nil
+                let report = TrainingReport(update: client.spec.training(work.plan, work.global, round), evalLossBefore: 3,
+                                            evalLossAfter: 2.5, evalTokens: 100, trainLoss: 2.7, seconds: 1)
+                pending += try client.agent.trainingFinished(round: round, report)
+            case let .upload(round, update, metrics):
+                try send(try TensorSetFrames.frames(round: round, kind: .update, tensors: update)
+                         + [MetricsReport(round: round, metrics: metrics).frame()], from: client)
+            case let .keepCommitted(round, _, global):
+                client.globalAdapter = global
+                client.log.append("round \(round) committed; global adapter kept")
+            case let .roundOver(round, reason):
+                client.log.append("round \(round) is over for this client: \(reason)")
+            }
+        }
+    }
+
+    private func send(_ frames: [Frame], from client: Client) throws {
+        for frame in frames {
+            client.sent.append(frame.type)
+            queue.append(.toCoordinator(from: client.spec.name, try frame.encoded()))
+        }
+    }
+
+    // MARK: The coordinator's driver
+
+    /// Turns a client's frame into the engine's event, as `CoordinatorServer.handle` does.
+    private func coordinatorReceives(_ frame: Frame, from client: String) throws {
+        var uplink = uplinks[client] ?? Uplink()
+        defer { if clients[client]?.alive == true { uplinks[client] = uplink } }
+        switch frame.type {
+        case .accept:
+            try coordinate(engine.accept(client, round: try Accept(frame: frame).round, now: now))
+        case .decline:
+            let message = try Decline(frame: frame)
+            try coordinate(engine.decline(client, round: message.round, reason: message.reason, now: now))
+        case .abort:
+            let message = try Abort(frame: frame)
+            try coordinate(engine.withdraw(client, round: message.round, reason: message.reason, now: now))
+        case .secureAdvertise:
+            let message = try SecureAdvertise(frame: frame)
+            try coordinate(engine.secureAdvertise(client, round: message.round, message, now: now))
+        case .secureShares:
+            let message = try SecureShares(frame: frame)
+            try coordinate(engine.secureShares(client, round: message.round, message, now: now))
+        case .secureUnmaskResponse:
+            let message = try SecureUnmaskResponse(frame: frame)
+            try coordinate(engine.secureUnmask(client, round: message.round, message, now: now))
+        case .secureMaskedInput:
+            uplink.masked = try SecureMaskedInput(frame: frame)
+        case .tensorChunk:
+            let chunk = try TensorChunk(frame: frame)
+            if uplink.receiver?.round != chunk.round {
+                uplink.receiver = TensorSetReceiver(round: chunk.round, kind: .update, layout: layout)
+            }
+            try uplink.receiver!.add(chunk)
+        case .tensorsDone:
+            let done = try TensorsDone(frame: frame)
+            guard let receiver = uplink.receiver else { throw FederationError.round(done.round, "end of an update that never started") }
+            uplink.delta = (done.round, try receiver.finish(done))
+            uplink.receiver = nil
+        case .metrics:
+            let report = try MetricsReport(frame: frame)
+            if let masked = uplink.masked, masked.round == report.round {
+                uplink.masked = nil
+                try coordinate(engine.secureMaskedInput(client, round: report.round, masked, metrics: report.metrics, now: now))
+            } else if let delta = uplink.delta, delta.round == report.round {
+                uplink.delta = nil
+                let update = ReceivedUpdate(delta: delta.tensors, metrics: report.metrics)
+                try coordinate(engine.upload(client, round: report.round, update: update, now: now))
+            } else {
+                throw FederationError.round(report.round, "metrics from '\(client)' without its update")
+            }
+        default:
+            throw FederationError.peer(client, "unexpected \(frame.type) message")
+        }
+    }
+
+    /// Carries out the engine's actions, as `CoordinatorServer.perform` does.
+    private func coordinate(_ actions: [RoundEngine.Action]) throws {
+        for action in actions {
+            switch action {
+            case let .log(line):
+                coordinatorLog.append(line)
+            case .beginRound:
+                break
+            case let .invite(client, round):
+                let policy = engine.policy
+                let invite = Invite(round: round, plan: policy.plan, aggregation: policy.aggregation,
+                                    secureAggregation: policy.secureAggregation, adapterSHA256: AdapterMath.digest(global),
+                                    deadlineSeconds: policy.roundTimeout)
+                try send([invite.frame()] + TensorSetFrames.frames(round: round, kind: .globalAdapter, tensors: global), to: client)
+            case let .inviteSecurely(client, invite, setup):
+                try send([invite.frame(), setup.frame()]
+                         + TensorSetFrames.frames(round: invite.round, kind: .globalAdapter, tensors: global), to: client)
+            case let .secure(client, message):
+                try send([message.frame()], to: client)
+            case let .dismiss(client, round, reason):
+                coordinatorLog.append("round \(round): client '\(client)' dropped: \(reason)")
+                try send([Abort(round: round, reason: "dropped: \(reason)").frame()], to: client)
+            case let .finish(outcome):
+                try finish(outcome)
+                try coordinate(engine.roundFinished(now: now))
+            }
+        }
+    }
+
+    /// Aggregates a committed round (FedAvg, weighted by examples; a secure round's decoded mean
+    /// with weight 1), and tells the cohort, except those who declined, how it ended.
+    private func finish(_ outcome: RoundOutcome) throws {
+        var frames: [Frame]
+        if outcome.isCommitted {
+            var updates = outcome.updates.map {
+                WeightedUpdate(client: $0.client, weight: Double($0.update.metrics.examples), delta: $0.update.delta)
+            }
+            if let secure = outcome.secure {
+                let decoded = try SecureUpdate.decodeMean(sum: secure.sum, survivors: secure.survivors.count,
+                                                          setup: secure.setup, layout: layout)
+                updates = [WeightedUpdate(client: "secure sum", weight: 1, delta: decoded.mean)]
+            }
+            var strategy = FedAvg()
+            global = try strategy.aggregate(global: global, updates: updates)
+            engine.setGlobalAdapter(digest: AdapterMath.digest(global), parameterCount: global.values.reduce(0) { $0 + $1.count })
+            frames = [try RoundResult(round: outcome.round, committed: true, adapterSHA256: AdapterMath.digest(global),
+                                      reason: "committed").frame()]
+            frames += try TensorSetFrames.frames(round: outcome.round, kind: .globalAdapter, tensors: global)
+        } else {
+            frames = [try RoundResult(round: outcome.round, committed: false, adapterSHA256: "",
+                                      reason: outcome.abortReason ?? "aborted").frame()]
+        }
+        finished.append(FinishedRound(outcome: outcome, global: global))
+        for client in outcome.cohort where !outcome.declines.contains(where: { $0.client == client }) {
+            try send(frames, to: client)
+        }
+    }
+
+    private func send(_ frames: [Frame], to client: String) throws {
+        guard clients[client]?.alive == true else { return }
+        for frame in frames { queue.append(.toClient(client, try frame.encoded())) }
+    }
+}
