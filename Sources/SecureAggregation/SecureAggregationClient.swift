@@ -7,8 +7,74 @@ import SecureCrypto
 ///
 /// Stages, in order: `advertiseKeys()`, `shareKeys(_:)`, `maskInput(_:input:)`, `unmask(_:)`.
 public struct SecureAggregationClient: Sendable {
-    private enum State: String {
-        case ready, advertised, shared, masked, finished, failed
+    /// This client's secrets for the round, made when it advertises.
+    private struct Keys: Sendable {
+        /// c: encrypts the shares this client sends and receives.
+        var encryption: KeyAgreementKeyPair
+        /// s: its secret is Shamir-shared; pairwise masks derive from it.
+        var masking: KeyAgreementKeyPair
+        /// b: the self-mask seed.
+        var selfMaskSeed: SecretBytes
+        var advertisement: KeyAdvertisement
+    }
+
+    /// What the share stage fixed, kept until the input is masked.
+    private struct Dealt: Sendable {
+        var keys: Keys
+        /// The transcript-bound session id, derived from the advertisements this client was shown.
+        var transcript: [UInt8]
+        /// The neighbourhood members that advertised (this client included), by id.
+        var neighbourKeys: [ParticipantID: KeyAdvertisement]
+        /// This client's shares of its own secrets.
+        var ownShares: (maskingKey: ShamirShare, selfMaskSeed: ShamirShare)
+    }
+
+    /// The shares a masked client holds for the unmask stage.
+    private struct Held: Sendable {
+        var transcript: [UInt8]
+        /// Every share held (of each neighbour's secrets and of its own), in one protected buffer: per
+        /// owner a row of the masking-key share's value then the self-mask-seed share's value. One
+        /// allocation, not two per neighbour: `sodium_malloc` maps guard pages around each buffer, and a
+        /// process has a bounded number of mappings.
+        var values: SecretBytes
+        /// The row of each owner in `values`.
+        var rows: [ParticipantID: Int]
+
+        /// The held share of `owner`'s secret of `kind` (the caller checked that it is held).
+        func share(of owner: ParticipantID, _ kind: ShareKind, holder: ParticipantID,
+                   session: SecureAggregationSession) throws -> RevealedShare {
+            guard let row = rows[owner], let index = session.shareIndex(owner: owner, holder: holder) else {
+                preconditionFailure("participant \(owner)'s shares are held")
+            }
+            let start = row * SecureAggregationClient.rowByteCount + (kind == .maskingKey ? 0 : SecretShareLayout.shareValueByteCount)
+            let value = values.withUnsafeBytes {
+                SecretBytes(copying: UnsafeRawBufferPointer(rebasing: $0[start..<(start + SecretShareLayout.shareValueByteCount)]))
+            }
+            let share = try ShamirShare(index: index, threshold: UInt16(session.threshold),
+                                        secretByteCount: SecretShareLayout.secretByteCount, value: value)
+            return RevealedShare(owner: owner, kind: kind, share: share)
+        }
+    }
+
+    /// Each stage's state holds only the secrets later stages need; finishing or failing drops them all.
+    private enum State: Sendable {
+        case ready
+        case advertised(Keys)
+        case shared(Dealt)
+        case masked(Held)
+        case finished(transcript: [UInt8])
+        case failed(SecureAggregationError, transcript: [UInt8]?)
+
+        var name: String {
+            switch self {
+            case .ready: return "ready"
+            case .advertised: return "advertised"
+            case .shared: return "shared"
+            case .masked: return "masked"
+            case .finished: return "finished"
+            case let .failed(reason, _): return "failed (\(reason))"
+            }
+        }
     }
 
     /// The session this client takes part in.
@@ -18,27 +84,6 @@ public struct SecureAggregationClient: Sendable {
 
     private let identity: SigningKeyPair
     private var state = State.ready
-    private var failure: SecureAggregationError?
-    /// c: encrypts the shares this client sends and receives.
-    private var encryptionKeys: KeyAgreementKeyPair?
-    /// s: its secret is Shamir-shared; pairwise masks derive from it.
-    private var maskingKeys: KeyAgreementKeyPair?
-    /// b: the self-mask seed.
-    private var selfMaskSeed: SecretBytes?
-    private var ownAdvertisement: KeyAdvertisement?
-    /// The transcript-bound session id, derived from the advertisements this client was shown.
-    private var transcript: [UInt8]?
-    /// The neighbourhood members that advertised (this client included), by id.
-    private var neighbourKeys: [ParticipantID: KeyAdvertisement] = [:]
-    /// This client's shares of its own secrets, kept from the share stage to the masked-input stage.
-    private var ownShares: (maskingKey: ShamirShare, selfMaskSeed: ShamirShare)?
-    /// Every share held (of each neighbour's secrets and of its own), in one protected buffer: per
-    /// owner a row of the masking-key share's value then the self-mask-seed share's value. One
-    /// allocation, not two per neighbour: `sodium_malloc` maps guard pages around each buffer, and a
-    /// process has a bounded number of mappings.
-    private var heldShareValues: SecretBytes?
-    /// The row of each owner in `heldShareValues`.
-    private var heldShareRows: [ParticipantID: Int] = [:]
     private static let rowByteCount = 2 * SecretShareLayout.shareValueByteCount
 
     /// A client for `session`, signing with its enrolled `identity`.
@@ -64,24 +109,32 @@ public struct SecureAggregationClient: Sendable {
     }
 
     /// The transcript-bound session id this client derived in the share stage (nil before it).
-    public var transcriptID: [UInt8]? { transcript }
+    public var transcriptID: [UInt8]? {
+        switch state {
+        case .ready, .advertised: return nil
+        case let .shared(dealt): return dealt.transcript
+        case let .masked(held): return held.transcript
+        case let .finished(transcript): return transcript
+        case let .failed(_, transcript): return transcript
+        }
+    }
 
     /// The reason this client failed, if it did.
-    public var failureReason: SecureAggregationError? { failure }
+    public var failureReason: SecureAggregationError? {
+        if case let .failed(reason, _) = state { return reason }
+        return nil
+    }
 
     /// Round 0: fresh X25519 key pairs c and s and a fresh self-mask seed b, and the signed advertisement.
     public mutating func advertiseKeys() throws -> KeyAdvertisement {
-        try expect(.ready)
+        guard case .ready = state else { throw invalidState(expected: "ready") }
         let c = KeyAgreementKeyPair(), s = KeyAgreementKeyPair()
         let signed = KeyAdvertisement.signedBytes(sessionID: session.sessionID, sender: id,
                                                   encryptionKey: c.publicKey, maskingKey: s.publicKey)
         let advertisement = KeyAdvertisement(sessionID: session.sessionID, sender: id, encryptionKey: c.publicKey,
                                              maskingKey: s.publicKey, signature: identity.signature(for: signed))
-        encryptionKeys = c
-        maskingKeys = s
-        selfMaskSeed = SecretBytes(randomCount: MaskStream.seedByteCount)
-        ownAdvertisement = advertisement
-        state = .advertised
+        state = .advertised(Keys(encryption: c, masking: s, selfMaskSeed: SecretBytes(randomCount: MaskStream.seedByteCount),
+                                 advertisement: advertisement))
         return advertisement
     }
 
@@ -90,16 +143,14 @@ public struct SecureAggregationClient: Sendable {
     /// the closed neighbourhood and seals each neighbour's shares to it.
     /// - Throws: `SecureAggregationError` naming the offending neighbour or count; the client fails.
     public mutating func shareKeys(_ broadcast: AdvertisementBroadcast) throws -> ShareKeysMessage {
-        try expect(.advertised)
-        return try failing { try $0.shareKeysChecked(broadcast) }
+        guard case let .advertised(keys) = state else { throw invalidState(expected: "advertised") }
+        return try failing { try $0.shareKeysChecked(broadcast, keys: keys) }
     }
 
-    private mutating func shareKeysChecked(_ broadcast: AdvertisementBroadcast) throws -> ShareKeysMessage {
+    private mutating func shareKeysChecked(_ broadcast: AdvertisementBroadcast, keys ownKeys: Keys) throws -> ShareKeysMessage {
         let stage = SecureAggregationStage.advertiseKeys
         try checkSession(broadcast.sessionID, expected: session.sessionID, stage: stage, recipient: broadcast.recipient)
-        guard let c = encryptionKeys, let s = maskingKeys, let b = selfMaskSeed, let own = ownAdvertisement else {
-            preconditionFailure("keys are set in advertiseKeys")
-        }
+        let c = ownKeys.encryption, s = ownKeys.masking, b = ownKeys.selfMaskSeed, own = ownKeys.advertisement
         let neighbourhood = session.neighbourhood(of: id)
         var keys = [ParticipantID: KeyAdvertisement]()
         var publicKeys = Set<[UInt8]>()
@@ -154,6 +205,7 @@ public struct SecureAggregationClient: Sendable {
         let maskingShares = try ShamirSharing.split(s.secretKey, threshold: session.threshold, shareCount: neighbourhood.count)
         let seedShares = try ShamirSharing.split(b, threshold: session.threshold, shareCount: neighbourhood.count)
         var sealed = [EncryptedShare]()
+        var ownShares: (maskingKey: ShamirShare, selfMaskSeed: ShamirShare)?
         for (position, recipient) in neighbourhood.enumerated() {
             guard let peer = keys[recipient] else { continue }  // did not advertise: gets nothing
             if recipient == id {
@@ -168,9 +220,8 @@ public struct SecureAggregationClient: Sendable {
                                                transcript: transcript, sender: id, recipient: recipient))
             sealed.append(EncryptedShare(sender: id, recipient: recipient, ciphertext: ciphertext))
         }
-        neighbourKeys = keys
-        self.transcript = transcript
-        state = .shared
+        guard let ownShares else { preconditionFailure("this client is in its own neighbourhood and advertised") }
+        state = .shared(Dealt(keys: ownKeys, transcript: transcript, neighbourKeys: keys, ownShares: ownShares))
         return ShareKeysMessage(sessionID: transcript, sender: id, shares: sealed)
     }
 
@@ -182,23 +233,20 @@ public struct SecureAggregationClient: Sendable {
     ///   ids, index or threshold, or when fewer than t neighbourhood members (this client included)
     ///   completed the share stage; the client fails.
     public mutating func maskInput(_ bundle: ShareBundle, input: [UInt32]) throws -> MaskedInput {
-        try expect(.shared)
+        guard case let .shared(dealt) = state else { throw invalidState(expected: "shared") }
         guard input.count == session.vectorLength else {
             throw SecureAggregationError.invalidParameters(
                 "participant \(id)'s input has \(input.count) words; the session expects \(session.vectorLength)")
         }
-        return try failing { try $0.maskInputChecked(bundle, input: input) }
+        return try failing { try $0.maskInputChecked(bundle, input: input, dealt: dealt) }
     }
 
-    private mutating func maskInputChecked(_ bundle: ShareBundle, input: [UInt32]) throws -> MaskedInput {
+    private mutating func maskInputChecked(_ bundle: ShareBundle, input: [UInt32], dealt: Dealt) throws -> MaskedInput {
         let stage = SecureAggregationStage.shareKeys
-        guard let transcript else { preconditionFailure("the transcript is set in shareKeys") }
+        let transcript = dealt.transcript, neighbourKeys = dealt.neighbourKeys, own = dealt.ownShares
         try checkSession(bundle.sessionID, expected: transcript, stage: stage, recipient: bundle.recipient)
-        guard let c = encryptionKeys, let s = maskingKeys, let b = selfMaskSeed else {
-            preconditionFailure("keys are set in advertiseKeys")
-        }
+        let c = dealt.keys.encryption, s = dealt.keys.masking, b = dealt.keys.selfMaskSeed
         let encryptionContext = SecureAggregationSession.shareEncryptionContext(transcript: transcript)
-        guard let own = ownShares else { preconditionFailure("own shares are set in shareKeys") }
         // Envelopes first (public fields), then one buffer filled share by share as each is opened.
         var opened = [(encrypted: EncryptedShare, peer: KeyAdvertisement)]()
         var seen: Set<ParticipantID> = [id]
@@ -245,10 +293,8 @@ public struct SecureAggregationClient: Sendable {
             }
         }
         let peers = opened.map(\.encrypted.sender)
-        heldShareValues = values
-        heldShareRows = [id: 0]
-        for (row, peer) in peers.enumerated() { heldShareRows[peer] = row + 1 }
-        ownShares = nil
+        var rows = [id: 0]
+        for (row, peer) in peers.enumerated() { rows[peer] = row + 1 }
         let completed = peers.count + 1
         guard completed >= session.threshold else {
             throw SecureAggregationError.refused(
@@ -265,7 +311,7 @@ public struct SecureAggregationClient: Sendable {
         }
         var masked = input
         Masking.apply(terms, to: &masked)
-        state = .masked
+        state = .masked(Held(transcript: transcript, values: values, rows: rows))
         return MaskedInput(sessionID: transcript, sender: id, words: masked)
     }
 
@@ -276,13 +322,13 @@ public struct SecureAggregationClient: Sendable {
     /// survivors are listed, or if it has already answered an unmask request: revealing both kinds
     /// of share of one client would let the coordinator remove all its masks and read its input.
     public mutating func unmask(_ request: UnmaskRequest) throws -> UnmaskResponse {
-        try expect(.masked)
-        return try failing { try $0.unmaskChecked(request) }
+        guard case let .masked(held) = state else { throw invalidState(expected: "masked") }
+        return try failing { try $0.unmaskChecked(request, held: held) }
     }
 
-    private mutating func unmaskChecked(_ request: UnmaskRequest) throws -> UnmaskResponse {
+    private mutating func unmaskChecked(_ request: UnmaskRequest, held: Held) throws -> UnmaskResponse {
         let stage = SecureAggregationStage.unmask
-        guard let transcript else { preconditionFailure("the transcript is set in shareKeys") }
+        let transcript = held.transcript
         try checkSession(request.sessionID, expected: transcript, stage: stage, recipient: request.recipient)
         let survivors = Set(request.survivors), dropped = Set(request.dropped)
         guard survivors.count == request.survivors.count, dropped.count == request.dropped.count else {
@@ -296,7 +342,7 @@ public struct SecureAggregationClient: Sendable {
         guard !dropped.contains(id), survivors.contains(id) else {
             throw SecureAggregationError.refused(stage: stage, reason: "the request does not list participant \(id) itself as a survivor")
         }
-        if let stranger = survivors.union(dropped).sorted().first(where: { heldShareRows[$0] == nil }) {
+        if let stranger = survivors.union(dropped).sorted().first(where: { held.rows[$0] == nil }) {
             throw SecureAggregationError.refused(
                 stage: stage, reason: "participant \(id) holds no shares of participant \(stranger)")
         }
@@ -305,58 +351,27 @@ public struct SecureAggregationClient: Sendable {
                 stage: stage, reason: "only \(survivors.count) survivors listed in participant \(id)'s neighbourhood; threshold is \(session.threshold)")
         }
         var revealed = [RevealedShare]()
-        for owner in request.survivors.sorted() { revealed.append(try heldShare(of: owner, .selfMaskSeed)) }
-        for owner in request.dropped.sorted() { revealed.append(try heldShare(of: owner, .maskingKey)) }
-        eraseSecrets()
-        state = .finished
+        for owner in request.survivors.sorted() { revealed.append(try held.share(of: owner, .selfMaskSeed, holder: id, session: session)) }
+        for owner in request.dropped.sorted() { revealed.append(try held.share(of: owner, .maskingKey, holder: id, session: session)) }
+        state = .finished(transcript: transcript)
         return UnmaskResponse(sessionID: transcript, sender: id, shares: revealed)
     }
 
     // MARK: - Helpers
 
-    private func expect(_ expected: State) throws {
-        guard state == expected else {
-            if state == .failed, let failure {
-                throw SecureAggregationError.invalidState(expected: expected.rawValue, actual: "failed (\(failure))")
-            }
-            throw SecureAggregationError.invalidState(expected: expected.rawValue, actual: state.rawValue)
-        }
+    private func invalidState(expected: String) -> SecureAggregationError {
+        .invalidState(expected: expected, actual: state.name)
     }
 
-    /// Runs a stage; on any error the client fails and drops its secrets.
+    /// Runs a stage; on any error the client fails, dropping its secrets with the state that held them.
     private mutating func failing<R>(_ body: (inout Self) throws -> R) throws -> R {
         do {
             return try body(&self)
         } catch {
-            failure = error as? SecureAggregationError ?? .refused(stage: .advertiseKeys, reason: "\(error)")
-            state = .failed
-            eraseSecrets()
+            state = .failed(error as? SecureAggregationError ?? .refused(stage: .advertiseKeys, reason: "\(error)"),
+                            transcript: transcriptID)
             throw error
         }
-    }
-
-    private mutating func eraseSecrets() {
-        encryptionKeys = nil
-        maskingKeys = nil
-        selfMaskSeed = nil
-        ownShares = nil
-        heldShareValues = nil
-        heldShareRows = [:]
-    }
-
-    /// The held share of `owner`'s secret of `kind` (the caller checked that it is held).
-    private func heldShare(of owner: ParticipantID, _ kind: ShareKind) throws -> RevealedShare {
-        guard let row = heldShareRows[owner], let values = heldShareValues,
-              let index = session.shareIndex(owner: owner, holder: id) else {
-            preconditionFailure("participant \(owner)'s shares are held")
-        }
-        let start = row * Self.rowByteCount + (kind == .maskingKey ? 0 : SecretShareLayout.shareValueByteCount)
-        let value = values.withUnsafeBytes {
-            SecretBytes(copying: UnsafeRawBufferPointer(rebasing: $0[start..<(start + SecretShareLayout.shareValueByteCount)]))
-        }
-        let share = try ShamirShare(index: index, threshold: UInt16(session.threshold),
-                                    secretByteCount: SecretShareLayout.secretByteCount, value: value)
-        return RevealedShare(owner: owner, kind: kind, share: share)
     }
 
     /// Refuses a coordinator message whose session id is not `expected` (the first session id in the

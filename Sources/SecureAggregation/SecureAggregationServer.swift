@@ -12,33 +12,85 @@ import SecureCrypto
 /// aborted. The output is the sum of the surviving clients' inputs only; no individual input is
 /// ever unmasked.
 public struct SecureAggregationServer: Sendable {
-    private enum State: String {
-        case collectingAdvertisements, collectingShares, collectingMaskedInputs, collectingUnmaskResponses, finished, aborted
+    /// Round 1: U1's advertisements and the transcript-bound session id over them, fixed when the
+    /// advertise stage closed; U2, the clients whose encrypted shares were accepted.
+    private struct Sharing: Sendable {
+        var advertisements: [ParticipantID: KeyAdvertisement]
+        var transcript: [UInt8]
+        var shareMessages: [ParticipantID: ShareKeysMessage] = [:]
+    }
+
+    /// Round 2: U2 (their shares are delivered), and U3 with the running sum of their masked inputs.
+    private struct MaskedInputs: Sendable {
+        var advertisements: [ParticipantID: KeyAdvertisement]
+        var transcript: [UInt8]
+        var sharers: Set<ParticipantID>
+        var maskedSenders = Set<ParticipantID>()
+        var maskedSum: [UInt32] = []
+    }
+
+    /// Round 4: the survivor and dropped sets as sent in the unmask requests, the masked sum, and U5.
+    private struct Unmasking: Sendable {
+        var advertisements: [ParticipantID: KeyAdvertisement]
+        var transcript: [UInt8]
+        var survivors: Set<ParticipantID>
+        var droppedAfterSharing: Set<ParticipantID>
+        var maskedSum: [UInt32]
+        /// Revealed shares by owner, each as its index and where its value lies: a row of the one
+        /// protected buffer its response's values were copied into (`sodium_malloc` maps guard pages
+        /// around every buffer, and one buffer per share exhausted the process's mappings at n = 500).
+        var revealed: [ParticipantID: [(index: UInt16, values: SecretBytes, row: Int)]] = [:]
+        /// Who answered.
+        var responders = Set<ParticipantID>()
+
+        /// Dropped clients whose pairwise masks are in the sum: those with a surviving neighbour.
+        func affectingDropped(_ session: SecureAggregationSession) -> Set<ParticipantID> {
+            droppedAfterSharing.filter { session.neighbourhood(of: $0).contains(where: survivors.contains) }
+        }
+    }
+
+    private enum State: Sendable {
+        /// Round 0: U1, the clients whose advertisement verified.
+        case collectingAdvertisements([ParticipantID: KeyAdvertisement])
+        case collectingShares(Sharing)
+        case collectingMaskedInputs(MaskedInputs)
+        case collectingUnmaskResponses(Unmasking)
+        case finished(transcript: [UInt8])
+        case aborted(SecureAggregationError, transcript: [UInt8]?)
+
+        var name: String {
+            switch self {
+            case .collectingAdvertisements: return "collectingAdvertisements"
+            case .collectingShares: return "collectingShares"
+            case .collectingMaskedInputs: return "collectingMaskedInputs"
+            case .collectingUnmaskResponses: return "collectingUnmaskResponses"
+            case .finished: return "finished"
+            case let .aborted(reason, _): return "aborted (\(reason))"
+            }
+        }
+
+        var transcript: [UInt8]? {
+            switch self {
+            case .collectingAdvertisements: return nil
+            case let .collectingShares(stage): return stage.transcript
+            case let .collectingMaskedInputs(stage): return stage.transcript
+            case let .collectingUnmaskResponses(stage): return stage.transcript
+            case let .finished(transcript): return transcript
+            case let .aborted(_, transcript): return transcript
+            }
+        }
+
+        var advertising: [ParticipantID: KeyAdvertisement]? {
+            if case let .collectingAdvertisements(advertisements) = self { return advertisements } else { return nil }
+        }
+        var sharing: Sharing? { if case let .collectingShares(stage) = self { return stage } else { return nil } }
+        var masking: MaskedInputs? { if case let .collectingMaskedInputs(stage) = self { return stage } else { return nil } }
+        var unmasking: Unmasking? { if case let .collectingUnmaskResponses(stage) = self { return stage } else { return nil } }
     }
 
     /// The session being aggregated.
     public let session: SecureAggregationSession
-    private var state = State.collectingAdvertisements
-    private var abortReason: SecureAggregationError?
-
-    /// U1: clients whose advertisement verified.
-    private var advertisements: [ParticipantID: KeyAdvertisement] = [:]
-    /// The transcript-bound session id over U1's advertisements, fixed when the advertise stage closes.
-    private var transcript: [UInt8] = []
-    /// U2: clients whose encrypted shares were accepted.
-    private var shareMessages: [ParticipantID: ShareKeysMessage] = [:]
-    /// U3 and the running sum of their masked inputs.
-    private var maskedSenders = Set<ParticipantID>()
-    private var maskedSum: [UInt32] = []
-    /// Survivor set and dropped set as sent in the unmask requests.
-    private var survivors = Set<ParticipantID>()
-    private var droppedAfterSharing = Set<ParticipantID>()
-    /// U5: revealed shares by owner, each as its index and where its value lies: a row of the one
-    /// protected buffer its response's values were copied into (`sodium_malloc` maps guard pages
-    /// around every buffer, and one buffer per share exhausted the process's mappings at n = 500);
-    /// and who answered.
-    private var revealed: [ParticipantID: [(index: UInt16, values: SecretBytes, row: Int)]] = [:]
-    private var responders = Set<ParticipantID>()
+    private var state = State.collectingAdvertisements([:])
 
     /// A coordinator for `session`, ready to collect key advertisements.
     public init(session: SecureAggregationSession) {
@@ -47,10 +99,13 @@ public struct SecureAggregationServer: Sendable {
 
     /// The transcript-bound session id every message after the advertise stage must carry (nil until
     /// `finishAdvertising`).
-    public var transcriptID: [UInt8]? { transcript.isEmpty ? nil : transcript }
+    public var transcriptID: [UInt8]? { state.transcript }
 
     /// Why the round was aborted, if it was.
-    public var abortedBecause: SecureAggregationError? { abortReason }
+    public var abortedBecause: SecureAggregationError? {
+        if case let .aborted(reason, _) = state { return reason }
+        return nil
+    }
 
     // MARK: - Round 0: advertise keys
 
@@ -58,17 +113,19 @@ public struct SecureAggregationServer: Sendable {
     /// and has not advertised yet, and its signature under the sender's enrolled key.
     public mutating func receive(_ advertisement: KeyAdvertisement) throws {
         let stage = SecureAggregationStage.advertiseKeys
-        try expect(.collectingAdvertisements)
-        let sender = advertisement.sender
-        guard advertisement.sessionID == session.sessionID else {
-            throw SecureAggregationError.sessionMismatch(stage: stage, sender: sender)
+        let session = session
+        try update("collectingAdvertisements", \.advertising, State.collectingAdvertisements) { advertisements in
+            let sender = advertisement.sender
+            guard advertisement.sessionID == session.sessionID else {
+                throw SecureAggregationError.sessionMismatch(stage: stage, sender: sender)
+            }
+            guard let key = session.signingKey(of: sender) else {
+                throw SecureAggregationError.unknownParticipant(stage: stage, participant: sender, reason: "is not in this round's cohort")
+            }
+            guard advertisements[sender] == nil else { throw SecureAggregationError.duplicateMessage(stage: stage, sender: sender) }
+            guard advertisement.isSigned(by: key) else { throw SecureAggregationError.invalidSignature(participant: sender) }
+            advertisements[sender] = advertisement
         }
-        guard let key = session.signingKey(of: sender) else {
-            throw SecureAggregationError.unknownParticipant(stage: stage, participant: sender, reason: "is not in this round's cohort")
-        }
-        guard advertisements[sender] == nil else { throw SecureAggregationError.duplicateMessage(stage: stage, sender: sender) }
-        guard advertisement.isSigned(by: key) else { throw SecureAggregationError.invalidSignature(participant: sender) }
-        advertisements[sender] = advertisement
     }
 
     /// Closes round 0: each client that advertised gets the advertisements of its neighbourhood and
@@ -76,13 +133,13 @@ public struct SecureAggregationServer: Sendable {
     /// - Throws: `.roundAborted` if some advertising client has fewer than t neighbourhood members
     ///   (itself included) that advertised.
     public mutating func finishAdvertising() throws -> [AdvertisementBroadcast] {
-        try expect(.collectingAdvertisements)
+        guard let advertisements = state.advertising else { throw invalidState("collectingAdvertisements") }
         let live = Set(advertisements.keys)
         try requireThreshold(live, among: live, stage: .advertiseKeys, what: "advertised keys")
         let digests = advertisements.values.sorted { $0.sender < $1.sender }
             .map { AdvertisementDigest(sender: $0.sender, digest: $0.transcriptDigest) }
-        transcript = session.transcriptID(digests: digests)
-        state = .collectingShares
+        let transcript = session.transcriptID(digests: digests)
+        state = .collectingShares(Sharing(advertisements: advertisements, transcript: transcript))
         return live.sorted().map { recipient in
             let neighbourhood = session.neighbourhood(of: recipient)
             let inside = Set(neighbourhood)
@@ -99,46 +156,50 @@ public struct SecureAggregationServer: Sendable {
     /// that it sent exactly one share of the right length to each neighbour that advertised.
     public mutating func receive(_ message: ShareKeysMessage) throws {
         let stage = SecureAggregationStage.shareKeys
-        try expect(.collectingShares)
-        let sender = message.sender
-        guard message.sessionID == transcript else { throw SecureAggregationError.sessionMismatch(stage: stage, sender: sender) }
-        guard advertisements[sender] != nil else {
-            throw SecureAggregationError.unknownParticipant(stage: stage, participant: sender, reason: "did not advertise keys")
-        }
-        guard shareMessages[sender] == nil else { throw SecureAggregationError.duplicateMessage(stage: stage, sender: sender) }
-        let expected = session.neighbourhood(of: sender).filter { $0 != sender && advertisements[$0] != nil }
-        let recipients = message.shares.map(\.recipient)
-        guard recipients.sorted() == expected else {
-            throw SecureAggregationError.malformedMessage(
-                stage: stage, sender: sender,
-                reason: "shares addressed to \(recipients.sorted()), expected one for each of \(expected)")
-        }
-        for share in message.shares {
-            guard share.sender == sender else {
-                throw SecureAggregationError.malformedMessage(stage: stage, sender: sender, reason: "carries a share labelled from \(share.sender)")
+        let session = session
+        try update("collectingShares", \.sharing, State.collectingShares) { sharing in
+            let sender = message.sender
+            let advertisements = sharing.advertisements, transcript = sharing.transcript
+            guard message.sessionID == transcript else { throw SecureAggregationError.sessionMismatch(stage: stage, sender: sender) }
+            guard advertisements[sender] != nil else {
+                throw SecureAggregationError.unknownParticipant(stage: stage, participant: sender, reason: "did not advertise keys")
             }
-            guard share.ciphertext.count == EncryptedShare.ciphertextByteCount else {
+            guard sharing.shareMessages[sender] == nil else { throw SecureAggregationError.duplicateMessage(stage: stage, sender: sender) }
+            let expected = session.neighbourhood(of: sender).filter { $0 != sender && advertisements[$0] != nil }
+            let recipients = message.shares.map(\.recipient)
+            guard recipients.sorted() == expected else {
                 throw SecureAggregationError.malformedMessage(
                     stage: stage, sender: sender,
-                    reason: "share for \(share.recipient) is \(share.ciphertext.count) bytes, expected \(EncryptedShare.ciphertextByteCount)")
+                    reason: "shares addressed to \(recipients.sorted()), expected one for each of \(expected)")
             }
+            for share in message.shares {
+                guard share.sender == sender else {
+                    throw SecureAggregationError.malformedMessage(stage: stage, sender: sender, reason: "carries a share labelled from \(share.sender)")
+                }
+                guard share.ciphertext.count == EncryptedShare.ciphertextByteCount else {
+                    throw SecureAggregationError.malformedMessage(
+                        stage: stage, sender: sender,
+                        reason: "share for \(share.recipient) is \(share.ciphertext.count) bytes, expected \(EncryptedShare.ciphertextByteCount)")
+                }
+            }
+            sharing.shareMessages[sender] = message
         }
-        shareMessages[sender] = message
     }
 
     /// Closes round 1: each client that shared gets the shares addressed to it by the others that shared.
     /// - Throws: `.roundAborted` if some sharing client has fewer than t neighbourhood members that shared.
     public mutating func finishSharing() throws -> [ShareBundle] {
-        try expect(.collectingShares)
-        let live = Set(shareMessages.keys)
+        guard let sharing = state.sharing else { throw invalidState("collectingShares") }
+        let live = Set(sharing.shareMessages.keys)
         try requireThreshold(live, among: live, stage: .shareKeys, what: "shared their keys")
         var bundles = [ParticipantID: [EncryptedShare]]()
         for sender in live.sorted() {
-            for share in shareMessages[sender]?.shares ?? [] where live.contains(share.recipient) {
+            for share in sharing.shareMessages[sender]?.shares ?? [] where live.contains(share.recipient) {
                 bundles[share.recipient, default: []].append(share)
             }
         }
-        state = .collectingMaskedInputs
+        let transcript = sharing.transcript
+        state = .collectingMaskedInputs(MaskedInputs(advertisements: sharing.advertisements, transcript: transcript, sharers: live))
         return live.sorted().map { ShareBundle(sessionID: transcript, recipient: $0, shares: bundles[$0] ?? []) }
     }
 
@@ -148,27 +209,29 @@ public struct SecureAggregationServer: Sendable {
     /// completed the share stage, has not uploaded yet, and sent `vectorLength` words.
     public mutating func receive(_ input: MaskedInput) throws {
         let stage = SecureAggregationStage.maskedInput
-        try expect(.collectingMaskedInputs)
-        let sender = input.sender
-        guard input.sessionID == transcript else { throw SecureAggregationError.sessionMismatch(stage: stage, sender: sender) }
-        guard shareMessages[sender] != nil else {
-            throw SecureAggregationError.unknownParticipant(stage: stage, participant: sender, reason: "did not complete the share stage")
-        }
-        guard !maskedSenders.contains(sender) else { throw SecureAggregationError.duplicateMessage(stage: stage, sender: sender) }
-        guard input.words.count == session.vectorLength else {
-            throw SecureAggregationError.malformedMessage(
-                stage: stage, sender: sender, reason: "\(input.words.count) words, expected \(session.vectorLength)")
-        }
-        if maskedSum.isEmpty {
-            maskedSum = input.words
-        } else {
-            maskedSum.withUnsafeMutableBufferPointer { sum in
-                input.words.withUnsafeBufferPointer { words in
-                    for i in 0..<sum.count { sum[i] &+= words[i] }
+        let session = session
+        try update("collectingMaskedInputs", \.masking, State.collectingMaskedInputs) { masking in
+            let sender = input.sender
+            guard input.sessionID == masking.transcript else { throw SecureAggregationError.sessionMismatch(stage: stage, sender: sender) }
+            guard masking.sharers.contains(sender) else {
+                throw SecureAggregationError.unknownParticipant(stage: stage, participant: sender, reason: "did not complete the share stage")
+            }
+            guard !masking.maskedSenders.contains(sender) else { throw SecureAggregationError.duplicateMessage(stage: stage, sender: sender) }
+            guard input.words.count == session.vectorLength else {
+                throw SecureAggregationError.malformedMessage(
+                    stage: stage, sender: sender, reason: "\(input.words.count) words, expected \(session.vectorLength)")
+            }
+            if masking.maskedSum.isEmpty {
+                masking.maskedSum = input.words
+            } else {
+                masking.maskedSum.withUnsafeMutableBufferPointer { sum in
+                    input.words.withUnsafeBufferPointer { words in
+                        for i in 0..<sum.count { sum[i] &+= words[i] }
+                    }
                 }
             }
+            masking.maskedSenders.insert(sender)
         }
-        maskedSenders.insert(sender)
     }
 
     /// Closes round 2: every survivor is asked for the self-mask shares of its surviving neighbours
@@ -176,22 +239,21 @@ public struct SecureAggregationServer: Sendable {
     /// - Throws: `.roundAborted` if some client whose masks are in the sum has fewer than t surviving
     ///   neighbourhood members to reveal its shares.
     public mutating func finishMaskedInput() throws -> [UnmaskRequest] {
-        try expect(.collectingMaskedInputs)
-        survivors = maskedSenders
-        droppedAfterSharing = Set(shareMessages.keys).subtracting(survivors)
-        try requireThreshold(survivors.union(affectingDropped()), among: survivors, stage: .maskedInput, what: "sent their masked input")
-        state = .collectingUnmaskResponses
+        guard let masking = state.masking else { throw invalidState("collectingMaskedInputs") }
+        let unmasking = Unmasking(advertisements: masking.advertisements, transcript: masking.transcript,
+                                  survivors: masking.maskedSenders,
+                                  droppedAfterSharing: masking.sharers.subtracting(masking.maskedSenders),
+                                  maskedSum: masking.maskedSum)
+        let survivors = unmasking.survivors
+        try requireThreshold(survivors.union(unmasking.affectingDropped(session)), among: survivors, stage: .maskedInput,
+                             what: "sent their masked input")
+        state = .collectingUnmaskResponses(unmasking)
         return survivors.sorted().map { recipient in
             let neighbourhood = session.neighbourhood(of: recipient)
-            return UnmaskRequest(sessionID: transcript, recipient: recipient,
+            return UnmaskRequest(sessionID: unmasking.transcript, recipient: recipient,
                                  survivors: neighbourhood.filter { survivors.contains($0) },
-                                 dropped: neighbourhood.filter { droppedAfterSharing.contains($0) })
+                                 dropped: neighbourhood.filter { unmasking.droppedAfterSharing.contains($0) })
         }
-    }
-
-    /// Dropped clients whose pairwise masks are in the sum: those with a surviving neighbour.
-    private func affectingDropped() -> Set<ParticipantID> {
-        droppedAfterSharing.filter { session.neighbourhood(of: $0).contains(where: survivors.contains) }
     }
 
     // MARK: - Round 4: unmask
@@ -201,42 +263,45 @@ public struct SecureAggregationServer: Sendable {
     /// and threshold that neighbour dealt.
     public mutating func receive(_ response: UnmaskResponse) throws {
         let stage = SecureAggregationStage.unmask
-        try expect(.collectingUnmaskResponses)
-        let sender = response.sender
-        guard response.sessionID == transcript else { throw SecureAggregationError.sessionMismatch(stage: stage, sender: sender) }
-        guard survivors.contains(sender) else {
-            throw SecureAggregationError.unknownParticipant(stage: stage, participant: sender, reason: "was not asked to unmask")
-        }
-        guard !responders.contains(sender) else { throw SecureAggregationError.duplicateMessage(stage: stage, sender: sender) }
-        var owners = Set<ParticipantID>()
-        for item in response.shares {
-            let owner = item.owner
-            let expectedKind: ShareKind? = survivors.contains(owner) ? .selfMaskSeed
-                : droppedAfterSharing.contains(owner) ? .maskingKey : nil
-            guard let expectedKind, item.kind == expectedKind,
-                  let index = session.shareIndex(owner: owner, holder: sender), owners.insert(owner).inserted else {
-                throw SecureAggregationError.malformedMessage(
-                    stage: stage, sender: sender, reason: "revealed an unrequested or repeated \(item.kind) share of participant \(owner)")
+        let session = session
+        try update("collectingUnmaskResponses", \.unmasking, State.collectingUnmaskResponses) { unmasking in
+            let sender = response.sender
+            let survivors = unmasking.survivors, droppedAfterSharing = unmasking.droppedAfterSharing
+            guard response.sessionID == unmasking.transcript else { throw SecureAggregationError.sessionMismatch(stage: stage, sender: sender) }
+            guard survivors.contains(sender) else {
+                throw SecureAggregationError.unknownParticipant(stage: stage, participant: sender, reason: "was not asked to unmask")
             }
-            guard item.share.index == index, Int(item.share.threshold) == session.threshold,
-                  item.share.secretByteCount == SecretShareLayout.secretByteCount else {
-                throw SecureAggregationError.malformedMessage(
-                    stage: stage, sender: sender,
-                    reason: "share of participant \(owner) has index \(item.share.index), threshold \(item.share.threshold), \(item.share.secretByteCount)-byte secret; expected \(index), \(session.threshold), \(SecretShareLayout.secretByteCount)")
-            }
-        }
-        // t shares reconstruct a secret; further ones are not kept.
-        let width = SecretShareLayout.shareValueByteCount
-        let kept = response.shares.filter { (revealed[$0.owner]?.count ?? 0) < session.threshold }
-        let values = SecretBytes(count: kept.count * width) { rows in
-            for (row, item) in kept.enumerated() {
-                item.share.value.withUnsafeBytes {
-                    UnsafeMutableRawBufferPointer(rebasing: rows[(row * width)..<((row + 1) * width)]).copyMemory(from: $0)
+            guard !unmasking.responders.contains(sender) else { throw SecureAggregationError.duplicateMessage(stage: stage, sender: sender) }
+            var owners = Set<ParticipantID>()
+            for item in response.shares {
+                let owner = item.owner
+                let expectedKind: ShareKind? = survivors.contains(owner) ? .selfMaskSeed
+                    : droppedAfterSharing.contains(owner) ? .maskingKey : nil
+                guard let expectedKind, item.kind == expectedKind,
+                      let index = session.shareIndex(owner: owner, holder: sender), owners.insert(owner).inserted else {
+                    throw SecureAggregationError.malformedMessage(
+                        stage: stage, sender: sender, reason: "revealed an unrequested or repeated \(item.kind) share of participant \(owner)")
+                }
+                guard item.share.index == index, Int(item.share.threshold) == session.threshold,
+                      item.share.secretByteCount == SecretShareLayout.secretByteCount else {
+                    throw SecureAggregationError.malformedMessage(
+                        stage: stage, sender: sender,
+                        reason: "share of participant \(owner) has index \(item.share.index), threshold \(item.share.threshold), \(item.share.secretByteCount)-byte secret; expected \(index), \(session.threshold), \(SecretShareLayout.secretByteCount)")
                 }
             }
+            // t shares reconstruct a secret; further ones are not kept.
+            let width = SecretShareLayout.shareValueByteCount
+            let kept = response.shares.filter { (unmasking.revealed[$0.owner]?.count ?? 0) < session.threshold }
+            let values = SecretBytes(count: kept.count * width) { rows in
+                for (row, item) in kept.enumerated() {
+                    item.share.value.withUnsafeBytes {
+                        UnsafeMutableRawBufferPointer(rebasing: rows[(row * width)..<((row + 1) * width)]).copyMemory(from: $0)
+                    }
+                }
+            }
+            for (row, item) in kept.enumerated() { unmasking.revealed[item.owner, default: []].append((item.share.index, values, row)) }
+            unmasking.responders.insert(sender)
         }
-        for (row, item) in kept.enumerated() { revealed[item.owner, default: []].append((item.share.index, values, row)) }
-        responders.insert(sender)
     }
 
     /// Closes round 4: reconstructs each survivor's self-mask seed and each relevant dropped client's
@@ -245,15 +310,17 @@ public struct SecureAggregationServer: Sendable {
     /// - Throws: `.roundAborted` if some secret has fewer than t shares, or if a reconstructed masking
     ///   key does not match the public key its owner advertised.
     public mutating func finishUnmasking() throws -> AggregationResult {
-        try expect(.collectingUnmaskResponses)
-        return try aborting { try $0.unmaskSum() }
+        guard let unmasking = state.unmasking else { throw invalidState("collectingUnmaskResponses") }
+        let result = try aborting { try $0.unmaskSum(unmasking) }
+        state = .finished(transcript: unmasking.transcript)
+        return result
     }
 
-    private mutating func unmaskSum() throws -> AggregationResult {
+    private func unmaskSum(_ unmasking: Unmasking) throws -> AggregationResult {
         let stage = SecureAggregationStage.unmask
         let t = session.threshold
         func shares(of owner: ParticipantID, _ kind: ShareKind) throws -> SecretBytes {
-            let available = revealed[owner] ?? []
+            let available = unmasking.revealed[owner] ?? []
             guard available.count >= t else {
                 throw SecureAggregationError.roundAborted(
                     stage: stage, reason: "only \(available.count) \(kind.rawValue) shares of participant \(owner) were revealed; threshold is \(t)")
@@ -268,7 +335,8 @@ public struct SecureAggregationServer: Sendable {
         }
         // Terms are applied in batches: each holds its seed in a guarded buffer, and n = 500 with 30%
         // dropped needs some 15,000 of them, more than a process may map at once.
-        var sum = maskedSum
+        var sum = unmasking.maskedSum
+        let survivors = unmasking.survivors, advertisements = unmasking.advertisements
         var terms = [MaskTerm]()
         func add(_ term: MaskTerm) {
             terms.append(term)
@@ -282,8 +350,8 @@ public struct SecureAggregationServer: Sendable {
             add(MaskTerm(stream: try MaskStream(seed: try shares(of: owner, .selfMaskSeed)), sign: .minus))
         }
         // A survivor u with a dropped neighbour v added +PRG(s_uv) if v < u, −PRG(s_uv) if v > u: undo it.
-        let maskContext = SecureAggregationSession.pairwiseMaskContext(transcript: transcript)
-        for owner in affectingDropped().sorted() {
+        let maskContext = SecureAggregationSession.pairwiseMaskContext(transcript: unmasking.transcript)
+        for owner in unmasking.affectingDropped(session).sorted() {
             guard let advertised = advertisements[owner] else { preconditionFailure("dropped clients advertised") }
             let keys = try KeyAgreementKeyPair(secretKey: try shares(of: owner, .maskingKey))
             guard keys.publicKey == advertised.maskingKey else {
@@ -297,8 +365,6 @@ public struct SecureAggregationServer: Sendable {
             }
         }
         Masking.apply(terms, to: &sum)
-        state = .finished
-        revealed = [:]
         return AggregationResult(sum: sum, survivors: survivors.sorted(),
                                  dropped: session.participants.map(\.id).filter { !survivors.contains($0) })
     }
@@ -327,24 +393,30 @@ public struct SecureAggregationServer: Sendable {
         }
     }
 
+    /// Runs a stage's closing; on any error the round aborts, dropping every input and share it held.
     private mutating func aborting<R>(_ body: (inout Self) throws -> R) throws -> R {
         do {
             return try body(&self)
         } catch {
-            abortReason = error as? SecureAggregationError ?? .roundAborted(stage: .unmask, reason: "\(error)")
-            state = .aborted
-            maskedSum = []
-            revealed = [:]
+            state = .aborted(error as? SecureAggregationError ?? .roundAborted(stage: .unmask, reason: "\(error)"),
+                             transcript: state.transcript)
             throw error
         }
     }
 
-    private func expect(_ expected: State) throws {
-        guard state == expected else {
-            if state == .aborted, let abortReason {
-                throw SecureAggregationError.invalidState(expected: expected.rawValue, actual: "aborted (\(abortReason))")
-            }
-            throw SecureAggregationError.invalidState(expected: expected.rawValue, actual: state.rawValue)
-        }
+    /// Runs `body` on the open stage's data in place, when the machine is in the stage `extract`
+    /// reads: the stored copy is released first (the state is a placeholder until `body` returns),
+    /// so buffers such as the masked sum grow without being copied on every message.
+    /// - Throws: `invalidState` in any other state, or what `body` throws (the data stays as it left it).
+    private mutating func update<Stage, R>(_ expected: String, _ extract: (State) -> Stage?, _ embed: (Stage) -> State,
+                                           _ body: (inout Stage) throws -> R) throws -> R {
+        guard var stage = extract(state) else { throw invalidState(expected) }
+        state = .finished(transcript: [])
+        defer { state = embed(stage) }
+        return try body(&stage)
+    }
+
+    private func invalidState(_ expected: String) -> SecureAggregationError {
+        .invalidState(expected: expected, actual: state.name)
     }
 }
