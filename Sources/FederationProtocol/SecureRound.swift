@@ -66,18 +66,81 @@ public struct SecureRound: Sendable {
         case aborted(String)
     }
 
+    /// One of the four protocol stages, while it is open.
+    private enum OpenStage: Sendable {
+        case advertising, sharing, masking, unmasking
+
+        var stage: Stage {
+            switch self {
+            case .advertising: return .advertising
+            case .sharing: return .sharing
+            case .masking: return .masking
+            case .unmasking: return .unmasking
+            }
+        }
+    }
+
+    /// An open stage: who must still answer it, by when, and what the protocol has so far.
+    private struct Collecting: Sendable {
+        var stage: OpenStage
+        var deadline: Date
+        var server: SecureAggregationServer
+        /// Members expected to answer the current stage.
+        var pending: Set<String>
+        /// Members out of the protocol.
+        var out: Set<String> = []
+        /// The figures that came with each masked input.
+        var metrics: [String: ClientRoundMetrics] = [:]
+
+        /// Closes the stage on the server: the next stage's messages, or the unmasked sum.
+        mutating func close(round: UInt64, setup: SecureRoundSetup) -> Closing {
+            func name(_ id: ParticipantID) -> String { setup.name(of: id) ?? "#\(id)" }
+            do {
+                switch stage {
+                case .advertising:
+                    let broadcasts = try server.finishAdvertising()
+                    return .open(.sharing, broadcasts.map {
+                        (name($0.recipient), .advertisements(SecureAdvertisements(round: round, broadcast: $0)))
+                    })
+                case .sharing:
+                    let bundles = try server.finishSharing()
+                    return .open(.masking, bundles.map { (name($0.recipient), .shares(SecureShareBundle(round: round, bundle: $0))) })
+                case .masking:
+                    let requests = try server.finishMaskedInput()
+                    return .open(.unmasking, requests.map {
+                        (name($0.recipient), .unmask(SecureUnmaskRequest(round: round, request: $0)))
+                    })
+                case .unmasking:
+                    let result = try server.finishUnmasking()
+                    let survivors = result.survivors.map(name)
+                    return .completed(SecureRoundResult(setup: setup, sum: result.sum, survivors: survivors,
+                                                        metrics: survivors.compactMap { metrics[$0] }),
+                                      dropped: result.dropped.count)
+                }
+            } catch {
+                return .failed(error)
+            }
+        }
+    }
+
+    private enum State: Sendable {
+        case collecting(Collecting)
+        case finished
+        case aborted
+    }
+
+    /// What closing a stage led to.
+    private enum Closing {
+        case open(OpenStage, [(String, SecureDownlink)])
+        case completed(SecureRoundResult, dropped: Int)
+        case failed(any Error)
+    }
+
     public let invite: Invite
     public let setup: SecureRoundSetup
     public let session: SecureAggregationSession
-    public private(set) var stage: Stage = .advertising
-    public private(set) var deadline: Date
-    private var server: SecureAggregationServer
     private let stageTimeout: TimeInterval
-    /// Members expected to answer the current stage.
-    private var pending: Set<String>
-    /// Members out of the protocol.
-    private var out: Set<String> = []
-    private var metrics: [String: ClientRoundMetrics] = [:]
+    private var state: State
 
     /// A secure round for `invite`'s cohort as listed in `setup`.
     /// - Parameters:
@@ -88,15 +151,30 @@ public struct SecureRound: Sendable {
         self.invite = invite
         self.setup = setup
         session = try setup.session(invite: invite)
-        server = SecureAggregationServer(session: session)
-        deadline = firstDeadline
         self.stageTimeout = stageTimeout
-        pending = Set(setup.members.map(\.name))
+        state = .collecting(Collecting(stage: .advertising, deadline: firstDeadline,
+                                       server: SecureAggregationServer(session: session),
+                                       pending: Set(setup.members.map(\.name))))
+    }
+
+    public var stage: Stage {
+        switch state {
+        case let .collecting(c): return c.stage.stage
+        case .finished: return .finished
+        case .aborted: return .aborted
+        }
+    }
+
+    /// When the open stage closes (nil once the round is over).
+    public var deadline: Date? {
+        if case let .collecting(c) = state { return c.deadline }
+        return nil
     }
 
     /// Whether `client` still takes part (has not dropped and the round is not over).
     public func isLive(_ client: String) -> Bool {
-        setup.id(of: client) != nil && !out.contains(client) && stage != .finished && stage != .aborted
+        guard case let .collecting(c) = state else { return false }
+        return setup.id(of: client) != nil && !c.out.contains(client)
     }
 
     // MARK: Events
@@ -118,7 +196,9 @@ public struct SecureRound: Sendable {
                                      now: Date) -> [Output] {
         // Kept before the input is accepted (a refusal removes it), so a stage that closes on this
         // very message already has every survivor's figures.
-        if stage == .masking, pending.contains(client), isLive(client) { self.metrics[client] = metrics }
+        modifyCollecting { c in
+            if c.stage == .masking, c.pending.contains(client) { c.metrics[client] = metrics }
+        }
         return receive(client, at: .masking, sender: message.input.sender, now: now) { try $0.receive(message.input) }
     }
 
@@ -131,121 +211,128 @@ public struct SecureRound: Sendable {
     /// Whatever it already contributed stays; the stage may close now.
     public mutating func withdraw(_ client: String, reason: String, now: Date) -> [Output] {
         guard isLive(client) else { return [] }
-        out.insert(client)
-        pending.remove(client)
-        let outputs: [Output]
-        if metrics[client] != nil {
-            // Its masked input is in the sum already; the others' shares unmask it.
-            outputs = [.log("round \(invite.round): '\(client)' left after its masked input: \(reason)")]
-        } else {
-            outputs = [.drop(client: client, reason: reason)]
+        let round = invite.round
+        let output = modifyCollecting { c -> Output in
+            c.out.insert(client)
+            c.pending.remove(client)
+            // With its masked input in the sum already, the others' shares unmask it.
+            return c.metrics[client] != nil ? .log("round \(round): '\(client)' left after its masked input: \(reason)")
+                                            : .drop(client: client, reason: reason)
         }
-        return outputs + closeIfAnswered(now: now)
+        return [output].compactMap { $0 } + closeIfAnswered(now: now)
     }
 
     /// The clock: closes a stage whose deadline passed, dropping those who did not answer.
     public mutating func tick(now: Date) -> [Output] {
-        guard stage != .finished, stage != .aborted, now >= deadline else { return [] }
-        var outputs: [Output] = []
-        let what: String
-        switch stage {
-        case .advertising: what = "no key advertisement within the round's \(Int(invite.deadlineSeconds)) s"
-        case .sharing: what = "no key shares within \(Int(stageTimeout)) s"
-        case .masking: what = "no masked input within \(Int(stageTimeout)) s"
-        default: what = "no unmasking shares within \(Int(stageTimeout)) s"
-        }
-        for client in pending.sorted() {
-            out.insert(client)
-            outputs.append(stage == .unmasking ? .log("round \(invite.round): survivor '\(client)': \(what)")
-                                               : .drop(client: client, reason: what))
-        }
-        pending = []
+        guard let deadline, now >= deadline else { return [] }
+        let round = invite.round, roundSeconds = Int(invite.deadlineSeconds), stageSeconds = Int(stageTimeout)
+        let outputs = modifyCollecting { c -> [Output] in
+            let what: String
+            switch c.stage {
+            case .advertising: what = "no key advertisement within the round's \(roundSeconds) s"
+            case .sharing: what = "no key shares within \(stageSeconds) s"
+            case .masking: what = "no masked input within \(stageSeconds) s"
+            case .unmasking: what = "no unmasking shares within \(stageSeconds) s"
+            }
+            let late = c.pending.sorted()
+            c.out.formUnion(late)
+            c.pending = []
+            // A survivor late to unmask is not dropped: its input is in the sum, the others' shares unmask it.
+            return late.map { c.stage == .unmasking ? .log("round \(round): survivor '\($0)': \(what)") : .drop(client: $0, reason: what) }
+        } ?? []
         return outputs + advance(now: now)
     }
 
     // MARK: Internals
 
+    /// Runs `body` on the open stage (nil once the round is over), in place: the stored copy is
+    /// released first, so the server's buffers (the masked sum, the revealed shares) are mutated
+    /// rather than copied on every message.
+    @discardableResult
+    private mutating func modifyCollecting<R>(_ body: (inout Collecting) -> R) -> R? {
+        guard case var .collecting(c) = state else { return nil }
+        state = .aborted
+        defer { state = .collecting(c) }
+        return body(&c)
+    }
+
     private mutating func receive(_ client: String, at expected: Stage, sender: ParticipantID, now: Date,
                                   _ body: (inout SecureAggregationServer) throws -> Void) -> [Output] {
+        let round = invite.round
         guard let id = setup.id(of: client), isLive(client) else {
-            return [.log("round \(invite.round): ignored \(expected.rawValue) message from '\(client)': not in the protocol")]
+            return [.log("round \(round): ignored \(expected.rawValue) message from '\(client)': not in the protocol")]
         }
-        guard stage == expected, pending.contains(client) else {
-            return [.log("round \(invite.round): ignored \(expected.rawValue) message from '\(client)' during \(stage.rawValue)")]
+        guard awaits(client, at: expected) else {
+            return [.log("round \(round): ignored \(expected.rawValue) message from '\(client)' during \(stage.rawValue)")]
         }
-        guard sender == id else {
-            return refuse(client, "its \(expected.rawValue) message claims participant \(sender), it is \(id)", now: now)
-        }
-        do {
-            try body(&server)
-        } catch {
-            return refuse(client, "\(error)", now: now)
-        }
-        pending.remove(client)
+        guard sender == id else { return refuse(client, "its \(expected.rawValue) message claims participant \(sender), it is \(id)", now: now) }
+        let failure = modifyCollecting { c -> String? in
+            do {
+                try body(&c.server)
+            } catch {
+                return "\(error)"
+            }
+            c.pending.remove(client)
+            return nil
+        } ?? nil
+        if let failure { return refuse(client, failure, now: now) }
         return closeIfAnswered(now: now)
     }
 
+    /// Whether `expected` is the open stage and `client` has yet to answer it.
+    private func awaits(_ client: String, at expected: Stage) -> Bool {
+        guard case let .collecting(c) = state else { return false }
+        return c.stage.stage == expected && c.pending.contains(client)
+    }
+
     private mutating func refuse(_ client: String, _ reason: String, now: Date) -> [Output] {
-        pending.remove(client)
-        out.insert(client)
-        metrics[client] = nil
+        modifyCollecting { c in
+            c.pending.remove(client)
+            c.out.insert(client)
+            c.metrics[client] = nil
+        }
         return [.drop(client: client, reason: "refused: \(reason)")] + closeIfAnswered(now: now)
     }
 
     private mutating func closeIfAnswered(now: Date) -> [Output] {
-        guard pending.isEmpty, stage != .finished, stage != .aborted else { return [] }
+        guard awaitsNobody else { return [] }
         return advance(now: now)
     }
 
-    /// Closes the current stage and opens the next.
-    private mutating func advance(now: Date) -> [Output] {
-        let round = invite.round
-        func name(_ id: ParticipantID) -> String { setup.name(of: id) ?? "#\(id)" }
-        do {
-            switch stage {
-            case .advertising:
-                let broadcasts = try server.finishAdvertising()
-                return open(.sharing, now: now, broadcasts.map {
-                    (name($0.recipient), .advertisements(SecureAdvertisements(round: round, broadcast: $0)))
-                })
-            case .sharing:
-                let bundles = try server.finishSharing()
-                return open(.masking, now: now, bundles.map {
-                    (name($0.recipient), .shares(SecureShareBundle(round: round, bundle: $0)))
-                })
-            case .masking:
-                let requests = try server.finishMaskedInput()
-                return open(.unmasking, now: now, requests.map {
-                    (name($0.recipient), .unmask(SecureUnmaskRequest(round: round, request: $0)))
-                })
-            case .unmasking:
-                let result = try server.finishUnmasking()
-                stage = .finished
-                let survivors = result.survivors.map(name)
-                return [.log("round \(round): secure aggregation unmasked the sum of \(survivors.count) updates "
-                             + "(\(result.dropped.count) dropped)"),
-                        .completed(SecureRoundResult(setup: setup, sum: result.sum, survivors: survivors,
-                                                     metrics: survivors.compactMap { metrics[$0] }))]
-            case .finished, .aborted:
-                return []
-            }
-        } catch {
-            stage = .aborted
-            pending = []
-            return [.aborted("secure aggregation: \(error)")]
-        }
+    /// Whether a stage is open and every member still in the protocol has answered it.
+    private var awaitsNobody: Bool {
+        guard case let .collecting(c) = state else { return false }
+        return c.pending.isEmpty
     }
 
-    private mutating func open(_ next: Stage, now: Date, _ messages: [(String, SecureDownlink)]) -> [Output] {
-        stage = next
-        deadline = now.addingTimeInterval(stageTimeout)
-        // Only those still connected are expected; a recipient that left meanwhile is not waited for.
-        let live = messages.filter { !out.contains($0.0) }
-        pending = Set(live.map(\.0))
-        var outputs: [Output] = [.log("round \(invite.round): secure aggregation stage \(next.rawValue), "
-                                      + "\(live.count) clients")]
-        outputs += live.map { .send(client: $0.0, $0.1) }
-        if pending.isEmpty { outputs += advance(now: now) }
-        return outputs
+    /// Closes the open stage and opens the next, or ends the round.
+    private mutating func advance(now: Date) -> [Output] {
+        let round = invite.round
+        let setup = setup
+        switch modifyCollecting({ $0.close(round: round, setup: setup) }) {
+        case nil:
+            return []
+        case let .open(next, messages)?:
+            let timeout = stageTimeout
+            let live = modifyCollecting { c -> [(String, SecureDownlink)] in
+                c.stage = next
+                c.deadline = now.addingTimeInterval(timeout)
+                // Only those still connected are expected; a recipient that left meanwhile is not waited for.
+                let live = messages.filter { !c.out.contains($0.0) }
+                c.pending = Set(live.map(\.0))
+                return live
+            } ?? []
+            let outputs: [Output] = [.log("round \(round): secure aggregation stage \(next.stage.rawValue), \(live.count) clients")]
+                + live.map { .send(client: $0.0, $0.1) }
+            return outputs + (live.isEmpty ? advance(now: now) : [])
+        case let .completed(result, dropped)?:
+            state = .finished
+            return [.log("round \(round): secure aggregation unmasked the sum of \(result.survivors.count) updates "
+                         + "(\(dropped) dropped)"),
+                    .completed(result)]
+        case let .failed(error)?:
+            state = .aborted
+            return [.aborted("secure aggregation: \(error)")]
+        }
     }
 }
