@@ -44,7 +44,7 @@ let package = Package(
                                "SystemIO"],
                 path: "Sources/FederationProtocol"),
         .target(name: "CoordinatorService",
-                dependencies: ["FederationProtocol", "Audit", "Wire", "Transport", "SecureAggregation", "SecureCrypto",
+                dependencies: ["FederationProtocol", "Audit", "Wire", "Transport", "SecureCrypto",
                                "LanguageModel", "ModelFormats", "SystemIO"],
                 path: "Sources/CoordinatorService"),
         .target(name: "ClientService",

@@ -75,7 +75,7 @@ struct ScaleRun {
         // Rank 1 on q_proj of the tiny model: 2 layers × (1×64 + 64×1) = 256 values per update.
         let plan = TrainingPlan(steps: 1, learningRate: 0.01, samplingRate: 0.01, noiseMultiplier: 1.0, clipNorm: 1.0,
                                 delta: 1e-5, maxLength: 64, rank: 1, alpha: 2, targets: ["q_proj"])
-        let policy = RoundPolicy(minClients: clients, maxClients: clients, fraction: 1.0, aggregation: "fedavg",
+        let policy = RoundPolicy(minClients: clients, maxClients: clients, fraction: 1.0, aggregation: .fedavg,
                                  secureAggregation: false, inviteTimeout: 300, roundTimeout: 600, waitForClients: 600,
                                  plan: plan)
         let configuration = CoordinatorConfiguration(model: modelPath, rounds: policy)

@@ -20,6 +20,28 @@ public struct WeightedUpdate: Sendable {
     }
 }
 
+/// The aggregation strategies a coordinator can run, as configurations, invitations and audit
+/// records spell them.
+public enum AggregationKind: String, Codable, Sendable, CaseIterable {
+    case fedavg
+    case fedadam
+
+    /// The strategy of this kind, resuming the state saved beside the adapter in `directory` (by
+    /// `AggregationStrategy.writeState(into:)`) when there is one.
+    /// - Parameter serverLearningRate: FedAdam's η for a fresh state (default 0.01); FedAvg has none.
+    /// - Throws: `FederationError.state` for a saved state that cannot be read, `.configuration` for a bad η.
+    public func strategy(serverLearningRate: Double?, resumingFrom directory: URL) throws -> any AggregationStrategy {
+        switch self {
+        case .fedavg:
+            return FedAvg()
+        case .fedadam:
+            let state = directory.appendingPathComponent(FedAdam.stateFileName)
+            return FileManager.default.fileExists(atPath: state.path)
+                ? try FedAdam.read(from: state) : try FedAdam(learningRate: serverLearningRate ?? 0.01)
+        }
+    }
+}
+
 /// Turns a round's updates into the next global adapter (Flower's "strategy", aggregation half).
 public protocol AggregationStrategy: Sendable {
     /// What the audit record calls it: "fedavg" or "fedadam".
@@ -27,6 +49,13 @@ public protocol AggregationStrategy: Sendable {
     /// The next global adapter. Throws `FederationError.adapterShape` naming the client and tensor
     /// when an update does not match `global`; on a throw the strategy's state is unchanged.
     mutating func aggregate(global: [String: [Float]], updates: [WeightedUpdate]) throws -> [String: [Float]]
+    /// Saves the state the next round continues from beside the adapter written to `directory`
+    /// (nothing for a stateless strategy).
+    func writeState(into directory: URL) throws
+}
+
+extension AggregationStrategy {
+    public func writeState(into directory: URL) throws {}
 }
 
 /// Federated averaging (McMahan et al., 2017): new = global + Σ wᵢ Δᵢ / Σ wᵢ.
@@ -148,6 +177,12 @@ public struct FedAdam: AggregationStrategy {
     }
 
     static let format = "conclave.fedadam.v1"
+    /// The state's file in an adapter directory.
+    public static let stateFileName = "fedadam.safetensors"
+
+    public func writeState(into directory: URL) throws {
+        try write(to: directory.appendingPathComponent(Self.stateFileName))
+    }
 
     /// Writes m and v (tensors `m.<name>`, `v.<name>`, float32) and η, β1, β2, τ and the round count
     /// (metadata) to a safetensors file, atomically and readable only by its owner.

@@ -26,8 +26,11 @@ public func decodeConfiguration<T: Decodable>(_ url: URL) throws -> T {
     } catch let DecodingError.valueNotFound(type, context) {
         throw FederationError.configuration(path: url.path, field: fieldPath(context.codingPath), "expected \(type), found null")
     } catch let DecodingError.dataCorrupted(context) {
-        let field = context.codingPath.isEmpty ? "(file)" : fieldPath(context.codingPath)
-        throw FederationError.configuration(path: url.path, field: field, "not valid JSON: \(context.debugDescription)")
+        // At the top level the JSON itself is broken; below it, a value was refused (its reason says why).
+        guard !context.codingPath.isEmpty else {
+            throw FederationError.configuration(path: url.path, field: "(file)", "not valid JSON: \(context.debugDescription)")
+        }
+        throw FederationError.configuration(path: url.path, field: fieldPath(context.codingPath), context.debugDescription)
     }
 }
 

@@ -4,165 +4,15 @@ import SecureCrypto
 import SystemIO
 import Wire
 
-/// How the coordinator runs rounds: cohort size, deadlines, aggregation, and the training plan.
-public struct RoundPolicy: Codable, Sendable, Equatable {
-    /// A round needs at least this many clients invited, and this many updates to commit.
-    public var minClients: Int
-    /// At most this many clients are invited.
-    public var maxClients: Int
-    /// The fraction of connected clients invited (then clamped to min...max).
-    public var fraction: Double
-    /// "fedavg" or "fedadam".
-    public var aggregation: String
-    /// Whether updates are masked (secure aggregation); recorded in every audit record.
-    public var secureAggregation: Bool
-    /// Seconds a client has to accept or decline an invitation.
-    public var inviteTimeout: Double
-    /// Seconds from the invitation to the last update.
-    public var roundTimeout: Double
-    /// Seconds a started round waits for `minClients` to be connected before it is aborted.
-    public var waitForClients: Double
-    /// What each client trains.
-    public var plan: TrainingPlan
-    /// Secure aggregation: the bound B on each weighted update value (nil: `SecureUpdate.defaultClip`).
-    public var updateClip: Double?
-    /// Secure aggregation: example counts above this weigh as this much (nil: `SecureUpdate.defaultWeightBound`).
-    public var weightBound: Double?
-    /// Secure aggregation: the SecAgg+ neighbour degree (nil: `NeighbourGraph.defaultDegree` of the cohort).
-    public var neighbourDegree: Int?
-    /// Secure aggregation: the fraction of a cohort expected to drop out that a round must survive
-    /// (nil: the default threshold, two thirds of each neighbourhood, and the default degree). When set,
-    /// the threshold is the largest that survives it except with probability
-    /// `dropoutFailureProbability`, and without `neighbourDegree` the degree is the smallest that
-    /// allows one (`DropoutTolerance`).
-    public var dropoutTolerance: Double?
-    /// Secure aggregation: with `dropoutTolerance`, the largest acceptable probability that a round
-    /// aborts for lack of survivors (nil: `DropoutTolerance.defaultFailureProbability`).
-    public var dropoutFailureProbability: Double?
-
-    public init(minClients: Int, maxClients: Int, fraction: Double, aggregation: String, secureAggregation: Bool,
-                inviteTimeout: Double, roundTimeout: Double, waitForClients: Double, plan: TrainingPlan,
-                updateClip: Double? = nil, weightBound: Double? = nil, neighbourDegree: Int? = nil,
-                dropoutTolerance: Double? = nil, dropoutFailureProbability: Double? = nil) {
-        self.minClients = minClients
-        self.maxClients = maxClients
-        self.fraction = fraction
-        self.aggregation = aggregation
-        self.secureAggregation = secureAggregation
-        self.inviteTimeout = inviteTimeout
-        self.roundTimeout = roundTimeout
-        self.waitForClients = waitForClients
-        self.plan = plan
-        self.updateClip = updateClip
-        self.weightBound = weightBound
-        self.neighbourDegree = neighbourDegree
-        self.dropoutTolerance = dropoutTolerance
-        self.dropoutFailureProbability = dropoutFailureProbability
-    }
-
-    enum CodingKeys: String, CodingKey {
-        case fraction, aggregation, plan
-        case minClients = "min_clients"
-        case maxClients = "max_clients"
-        case secureAggregation = "secure_aggregation"
-        case inviteTimeout = "invite_timeout"
-        case roundTimeout = "round_timeout"
-        case waitForClients = "wait_for_clients"
-        case updateClip = "update_clip"
-        case weightBound = "weight_bound"
-        case neighbourDegree = "neighbour_degree"
-        case dropoutTolerance = "dropout_tolerance"
-        case dropoutFailureProbability = "dropout_failure_probability"
-    }
-
-    /// Every field as written; `secure_aggregation` may be left out and is then on, and the
-    /// optional tuning fields default as documented.
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        minClients = try c.decode(Int.self, forKey: .minClients)
-        maxClients = try c.decode(Int.self, forKey: .maxClients)
-        fraction = try c.decode(Double.self, forKey: .fraction)
-        aggregation = try c.decode(String.self, forKey: .aggregation)
-        secureAggregation = try c.decodeIfPresent(Bool.self, forKey: .secureAggregation) ?? true
-        inviteTimeout = try c.decode(Double.self, forKey: .inviteTimeout)
-        roundTimeout = try c.decode(Double.self, forKey: .roundTimeout)
-        waitForClients = try c.decode(Double.self, forKey: .waitForClients)
-        plan = try c.decode(TrainingPlan.self, forKey: .plan)
-        updateClip = try c.decodeIfPresent(Double.self, forKey: .updateClip)
-        weightBound = try c.decodeIfPresent(Double.self, forKey: .weightBound)
-        neighbourDegree = try c.decodeIfPresent(Int.self, forKey: .neighbourDegree)
-        dropoutTolerance = try c.decodeIfPresent(Double.self, forKey: .dropoutTolerance)
-        dropoutFailureProbability = try c.decodeIfPresent(Double.self, forKey: .dropoutFailureProbability)
-    }
-
-    public func validate(path: String) throws {
-        func check(_ ok: Bool, _ field: String, _ reason: String) throws {
-            if !ok { throw FederationError.configuration(path: path, field: field, reason) }
-        }
-        try check(minClients >= 1, "min_clients", "must be at least 1, got \(minClients)")
-        try check(maxClients >= minClients, "max_clients", "must be at least min_clients (\(minClients)), got \(maxClients)")
-        try check(fraction > 0 && fraction <= 1, "fraction", "must be in (0, 1], got \(fraction)")
-        try check(["fedavg", "fedadam"].contains(aggregation), "aggregation", "must be fedavg or fedadam, got '\(aggregation)'")
-        for (field, value) in [("invite_timeout", inviteTimeout), ("round_timeout", roundTimeout),
-                               ("wait_for_clients", waitForClients)] {
-            try check(value.isFinite && value > 0, field, "must be a positive number of seconds, got \(value)")
-        }
-        if let updateClip {
-            try check(updateClip.isFinite && updateClip > 0, "update_clip", "must be a positive number, got \(updateClip)")
-        }
-        if let weightBound {
-            try check(weightBound.isFinite && weightBound >= 1, "weight_bound", "must be at least 1, got \(weightBound)")
-        }
-        if let neighbourDegree {
-            try check(neighbourDegree >= 2, "neighbour_degree", "must be at least 2, got \(neighbourDegree)")
-        }
-        if let dropoutTolerance {
-            try check(dropoutTolerance.isFinite && dropoutTolerance >= 0 && dropoutTolerance < 0.5, "dropout_tolerance",
-                      "must be in [0, 0.5) (the threshold stays a strict majority), got \(dropoutTolerance)")
-        }
-        if let dropoutFailureProbability {
-            try check(dropoutTolerance != nil, "dropout_failure_probability", "needs dropout_tolerance")
-            try check(dropoutFailureProbability.isFinite && dropoutFailureProbability > 0 && dropoutFailureProbability < 1,
-                      "dropout_failure_probability", "must be in (0, 1), got \(dropoutFailureProbability)")
-        }
-        do { try plan.validate() } catch let FederationError.configuration(_, field, reason) {
-            throw FederationError.configuration(path: path, field: "plan.\(field)", reason)
-        }
-    }
-}
-
-/// One client's update as the coordinator received it: the change it made to the global adapter
-/// (local − global) and its figures.
-public struct ReceivedUpdate: Sendable {
-    public var delta: AdapterTensors
-    public var metrics: ClientRoundMetrics
-    public init(delta: AdapterTensors, metrics: ClientRoundMetrics) {
-        self.delta = delta
-        self.metrics = metrics
-    }
-}
-
-/// How a round ended, for the driver to aggregate (when committed), persist and audit.
-public struct RoundOutcome: Sendable {
-    public var round: UInt64
-    public var started: Date
-    public var finished: Date
-    public var cohort: [String]
-    /// Participants' updates, in client-id order.
-    public var updates: [(client: String, update: ReceivedUpdate)]
-    public var declines: [ClientReason]
-    public var dropouts: [ClientReason]
-    /// Nil when the round commits.
-    public var abortReason: String?
-    /// With secure aggregation: the unmasked sum instead of `updates` (which is then empty).
-    public var secure: SecureRoundResult? = nil
-    public var isCommitted: Bool { abortReason == nil }
-}
-
 /// The coordinator's round engine: a state machine without I/O. The driver feeds it events
 /// (connections, messages, the clock, operator requests) and carries out the actions it returns,
 /// in order. Tests drive it directly, with injected dropouts and timeouts.
+///
+/// One round at a time: idle → (waiting for clients →) training → finishing → idle. The round's
+/// facts live in the state they belong to, so a round in training always has its cohort and
+/// deadlines, and a round waiting for clients has no cohort yet.
 public struct RoundEngine: Sendable {
+    /// The state's name, as `status` reports it.
     public enum Phase: String, Sendable, Codable {
         /// No round in flight.
         case idle
@@ -177,7 +27,7 @@ public struct RoundEngine: Sendable {
     public enum Action: Sendable {
         /// Persist that `round` is in flight, before any invitation leaves.
         case beginRound(round: UInt64, started: Date, cohort: [String])
-        /// Send the invitation (and the global adapter) to `client`.
+        /// Send the invitation (`invitation(round:)`) and the global adapter to `client`.
         case invite(client: String, round: UInt64)
         /// Send this invitation, then the secure round's setup, then the global adapter, to `client`.
         case inviteSecurely(client: String, invite: Invite, setup: SecureRoundSetup)
@@ -185,13 +35,17 @@ public struct RoundEngine: Sendable {
         case secure(client: String, message: SecureDownlink)
         /// Tell `client` it is out of `round` (dropped for a missed deadline, or the round is over).
         case dismiss(client: String, round: UInt64, reason: String)
-        /// The round is over: aggregate if committed, write, audit, tell the cohort, then call
-        /// `roundFinished(now:)`.
+        /// Send `result` to `client`; a committed result is followed by the global adapter, labelled
+        /// with the result's round.
+        case tellResult(client: String, result: RoundResult)
+        /// The round is over: aggregate if committed, write, audit, then call
+        /// `roundFinished(round:verdict:now:)` with how that went.
         case finish(RoundOutcome)
         /// A line for the operator's log.
         case log(String)
     }
 
+    /// A round from its invitations to its outcome.
     private struct InFlight: Sendable {
         var round: UInt64
         var started: Date
@@ -199,30 +53,104 @@ public struct RoundEngine: Sendable {
         var accepted: Set<String> = []
         var declines: [ClientReason] = []
         var dropouts: [ClientReason] = []
-        var updates: [String: ReceivedUpdate] = [:]
         var inviteDeadline: Date
-        var roundDeadline: Date
-        /// The secure-aggregation protocol of this round, when it has one.
-        var secure: SecureRound?
+        var exchange: Exchange
+
+        /// How the cohort's updates reach the coordinator.
+        enum Exchange: Sendable {
+            /// In clear, each by `deadline`.
+            case plain(updates: [String: ReceivedUpdate], deadline: Date)
+            /// Masked, through the secure-aggregation stages, each with its own deadline.
+            case secure(SecureRound)
+        }
 
         func resolved(_ client: String) -> Bool {
-            updates[client] != nil || declines.contains { $0.client == client } || dropouts.contains { $0.client == client }
+            if case let .plain(updates, _) = exchange, updates[client] != nil { return true }
+            return declines.contains { $0.client == client } || dropouts.contains { $0.client == client }
         }
         var allResolved: Bool { cohort.allSatisfy(resolved) }
+        var isSecure: Bool { if case .secure = exchange { true } else { false } }
+
+        /// Drops the members of a plain round that missed the invitation's or the round's deadline.
+        mutating func dropLate(now: Date, policy: RoundPolicy) -> [Action] {
+            guard case let .plain(_, roundDeadline) = exchange else { return [] }
+            var actions: [Action] = []
+            for client in cohort where !resolved(client) {
+                let reason: String
+                if !accepted.contains(client), now >= inviteDeadline {
+                    reason = "no answer to the invitation within \(Int(policy.inviteTimeout)) s"
+                } else if now >= roundDeadline {
+                    reason = "no update within the round's \(Int(policy.roundTimeout)) s"
+                } else {
+                    continue
+                }
+                dropouts.append(ClientReason(client: client, reason: reason))
+                actions.append(.dismiss(client: client, round: round, reason: reason))
+            }
+            return actions
+        }
+
+        /// The secure round's outputs as actions, its drops recorded, and the outcome if it ended.
+        mutating func apply(_ outputs: [SecureRound.Output], policy: RoundPolicy, now: Date) -> ([Action], RoundOutcome?) {
+            var actions: [Action] = []
+            var outcome: RoundOutcome?
+            for output in outputs {
+                switch output {
+                case let .send(client, message):
+                    actions.append(.secure(client: client, message: message))
+                case let .drop(client, reason):
+                    if !declines.contains(where: { $0.client == client }), !dropouts.contains(where: { $0.client == client }) {
+                        dropouts.append(ClientReason(client: client, reason: reason))
+                        actions.append(.dismiss(client: client, round: round, reason: reason))
+                    }
+                case let .log(message):
+                    actions.append(.log(message))
+                case let .completed(result):
+                    var reason: String?
+                    if result.survivors.count < policy.minClients {
+                        reason = "too few survivors: \(result.survivors.count) of the minimum \(policy.minClients)"
+                    }
+                    outcome = RoundOutcome(round: round, started: started, finished: now, cohort: cohort, updates: [],
+                                           declines: declines, dropouts: dropouts, abortReason: reason,
+                                           secure: reason == nil ? result : nil)
+                case let .aborted(reason):
+                    outcome = RoundOutcome(round: round, started: started, finished: now, cohort: cohort, updates: [],
+                                           declines: declines, dropouts: dropouts, abortReason: reason)
+                }
+            }
+            return (actions, outcome)
+        }
+    }
+
+    /// A finished round whose outcome is with the driver.
+    private struct Finishing: Sendable {
+        var round: UInt64
+        /// Who hears the result: the cohort, less those that declined.
+        var told: [String]
+        /// The round as it ended, shown by `status`; nil when it ended before any invitation left.
+        var invited: InFlight?
+    }
+
+    private enum State: Sendable {
+        case idle
+        /// The first of the requested rounds waits, since `since`, for `minClients` eligible clients.
+        case waitingForClients(since: Date)
+        case training(InFlight)
+        case finishing(Finishing)
     }
 
     public let policy: RoundPolicy
     /// Chooses `count` of the given clients (the driver passes a CSPRNG-backed choice; tests a fixed one).
     private let choose: @Sendable ([String], Int) -> [String]
-    public private(set) var phase: Phase = .idle
+    private var state = State.idle
+    /// Rounds requested and not yet started, besides the one waiting for clients.
+    private var backlog = 0
+    /// How past rounds ended, for clients that reconnect asking about one.
+    private var pastRounds: [UInt64: RoundVerdict]
     /// Connected clients (hello received) and since when.
     public private(set) var connected: [String: Date] = [:]
-    /// Rounds requested and not yet started.
-    public private(set) var queued = 0
     /// The number the next round takes.
     public private(set) var nextRound: UInt64
-    private var inFlight: InFlight?
-    private var waitingSince: Date?
     /// Connected clients' pinned Ed25519 keys (the driver checked them against the registry).
     public private(set) var signingKeys: [String: SigningPublicKey] = [:]
     /// The digest of the global adapter the next round starts from (`AdapterMath.digest`).
@@ -230,216 +158,307 @@ public struct RoundEngine: Sendable {
     /// The global adapter's parameter count (secure rounds mask this many values and the weight).
     public private(set) var parameterCount = 0
 
+    /// - Parameters:
+    ///   - nextRound: the number the first round takes.
+    ///   - pastRounds: how earlier rounds ended (from the audit log), for clients that ask.
+    ///   - choose: picks a cohort of the given size from the eligible clients.
+    public init(policy: RoundPolicy, nextRound: UInt64, pastRounds: [UInt64: RoundVerdict] = [:],
+                choose: @escaping @Sendable ([String], Int) -> [String]) {
+        self.policy = policy
+        self.nextRound = nextRound
+        self.pastRounds = pastRounds
+        self.choose = choose
+    }
+
     /// Tells the engine the global adapter the next round starts from (secure rounds bind its digest).
     public mutating func setGlobalAdapter(digest: String, parameterCount: Int) {
         globalAdapterDigest = digest
         self.parameterCount = parameterCount
     }
 
-    public init(policy: RoundPolicy, nextRound: UInt64, choose: @escaping @Sendable ([String], Int) -> [String]) {
-        self.policy = policy
-        self.nextRound = nextRound
-        self.choose = choose
+    // MARK: Queries
+
+    public var phase: Phase {
+        switch state {
+        case .idle: return .idle
+        case .waitingForClients: return .waitingForClients
+        case .training: return .training
+        case .finishing: return .finishing
+        }
     }
+
+    /// Rounds requested and not yet started (the one waiting for clients included).
+    public var queued: Int {
+        if case .waitingForClients = state { return backlog + 1 }
+        return backlog
+    }
+
+    /// The number the first of the rounds requested next will take.
+    public var firstUnrequestedRound: UInt64 { nextRound + UInt64(queued) }
 
     /// The round in flight, its cohort and who has answered, for `status`.
     public var status: [String: Any] {
         var out: [String: Any] = ["phase": phase.rawValue, "queued_rounds": queued, "next_round": nextRound,
                                   "connected": connected.keys.sorted()]
-        if let r = inFlight {
+        if let r = invited {
             out["round"] = r.round
             out["cohort"] = r.cohort
             out["accepted"] = r.accepted.sorted()
-            out["uploaded"] = r.updates.keys.sorted()
+            switch r.exchange {
+            case let .plain(updates, _): out["uploaded"] = updates.keys.sorted()
+            case let .secure(secure):
+                out["uploaded"] = [String]()
+                out["secure_stage"] = secure.stage.rawValue
+            }
             out["declined"] = r.declines.map { ["client": $0.client, "reason": $0.reason] }
             out["dropped"] = r.dropouts.map { ["client": $0.client, "reason": $0.reason] }
             out["started"] = r.started.timeIntervalSince1970
-            if let secure = r.secure { out["secure_stage"] = secure.stage.rawValue }
         }
         return out
     }
 
+    /// The round whose invitations went out, while it is in training or finishing.
+    private var invited: InFlight? {
+        switch state {
+        case let .training(r): return r
+        case let .finishing(f): return f.invited
+        case .idle, .waitingForClients: return nil
+        }
+    }
+
+    /// The round in training, if any, and whether it is secure.
+    private var training: (round: UInt64, isSecure: Bool)? {
+        guard case let .training(r) = state else { return nil }
+        return (r.round, r.isSecure)
+    }
+
     /// The round `client` is in, if any (for telling a reconnecting client about its old round).
-    public var currentRound: UInt64? { inFlight?.round }
+    public var currentRound: UInt64? { invited?.round }
 
     /// Whether `client` is still expected to upload a plain (unmasked) update in the round in flight.
     public func isActive(_ client: String, round: UInt64) -> Bool {
-        guard let r = inFlight, r.round == round, r.secure == nil else { return false }
+        guard case let .training(r) = state, r.round == round, !r.isSecure else { return false }
         return r.cohort.contains(client) && !r.resolved(client)
+    }
+
+    /// The invitation to plain round `round`: the policy's plan and the global adapter's digest.
+    public func invitation(round: UInt64) -> Invite {
+        Invite(round: round, plan: policy.plan, aggregation: policy.aggregation.rawValue,
+               secureAggregation: policy.secureAggregation, adapterSHA256: globalAdapterDigest,
+               deadlineSeconds: policy.roundTimeout)
     }
 
     // MARK: Events
 
     /// The operator asks for `count` more rounds.
     public mutating func requestRounds(_ count: Int, now: Date) -> [Action] {
-        queued += max(0, count)
+        backlog += max(0, count)
         return startIfPossible(now: now)
     }
 
-    /// A client finished its handshake and hello; `signingKey` is its pinned Ed25519 key, if it sent one.
-    public mutating func connect(_ client: String, now: Date, signingKey: SigningPublicKey? = nil) -> [Action] {
+    /// Cancels the queued rounds (the operator's decision); the round in flight, or the one waiting
+    /// for clients, runs on.
+    public mutating func cancelQueued() { backlog = 0 }
+
+    /// A client finished its handshake and hello; `signingKey` is its pinned Ed25519 key, if it sent
+    /// one, and `pendingRound` the round it lost its connection in (0: none), which it is told about.
+    public mutating func connect(_ client: String, now: Date, signingKey: SigningPublicKey? = nil,
+                                 pendingRound: UInt64 = 0) -> [Action] {
         connected[client] = now
         signingKeys[client] = signingKey
-        return [.log("client '\(client)' connected (\(connected.count) connected)")] + startIfPossible(now: now)
+        let told: [Action] = pendingRound == 0 ? [] : [.tellResult(client: client, result: result(ofPastRound: pendingRound))]
+        return told + [.log("client '\(client)' connected (\(connected.count) connected)")] + startIfPossible(now: now)
     }
 
     /// A client's connection closed.
     public mutating func disconnect(_ client: String, now: Date) -> [Action] {
         connected[client] = nil
         signingKeys[client] = nil
-        var actions: [Action] = [.log("client '\(client)' disconnected (\(connected.count) connected)")]
-        if inFlight?.secure != nil, phase == .training {
-            return actions + secureEvent(now: now) { $0.withdraw(client, reason: "disconnected", now: now) }
-        }
-        if var r = inFlight, phase == .training, r.cohort.contains(client), !r.resolved(client) {
-            inFlight = nil
-            r.dropouts.append(ClientReason(client: client, reason: "disconnected"))
-            inFlight = r
-            actions.append(.log("round \(r.round): client '\(client)' dropped: disconnected"))
-            actions += finishIfResolved(now: now)
-        }
-        return actions
+        let log = Action.log("client '\(client)' disconnected (\(connected.count) connected)")
+        guard let round = training?.round else { return [log] }
+        return [log] + leave(client, round: round, reason: "disconnected", now: now)
     }
 
     /// `client` accepts `round`.
     public mutating func accept(_ client: String, round: UInt64, now: Date) -> [Action] {
-        guard var r = inFlight, phase == .training, r.round == round, r.cohort.contains(client), !r.resolved(client),
-              !r.accepted.contains(client) else {
-            return [.log("ignored accept of round \(round) from '\(client)': not awaiting it")]
+        let accepted = modifyTraining { r -> Bool in
+            guard r.round == round, r.cohort.contains(client), !r.resolved(client), !r.accepted.contains(client) else {
+                return false
+            }
+            r.accepted.insert(client)
+            return true
         }
-        inFlight = nil  // release the stored copy, so `r` mutates its collections in place
-        r.accepted.insert(client)
-        inFlight = r
+        guard accepted == true else { return [.log("ignored accept of round \(round) from '\(client)': not awaiting it")] }
         return [.log("round \(round): client '\(client)' accepted")]
     }
 
     /// `client` declines `round`.
     public mutating func decline(_ client: String, round: UInt64, reason: String, now: Date) -> [Action] {
-        guard var r = inFlight, phase == .training, r.round == round, r.cohort.contains(client), !r.resolved(client) else {
+        let secure = modifyTraining { r -> Bool? in
+            guard r.round == round, r.cohort.contains(client), !r.resolved(client) else { return nil }
+            r.accepted.remove(client)
+            r.declines.append(ClientReason(client: client, reason: reason))
+            return r.isSecure
+        }
+        guard let secure = secure ?? nil else {
             return [.log("ignored decline of round \(round) from '\(client)': not awaiting it")]
         }
-        inFlight = nil  // release the stored copy, so `r` mutates its collections in place
-        r.accepted.remove(client)
-        r.declines.append(ClientReason(client: client, reason: reason))
-        inFlight = r
-        if r.secure != nil {
-            return [.log("round \(round): client '\(client)' declined: \(reason)")]
-                + secureEvent(now: now) { $0.withdraw(client, reason: "declined", now: now) }
-        }
-        return [.log("round \(round): client '\(client)' declined: \(reason)")] + finishIfResolved(now: now)
+        let log = Action.log("round \(round): client '\(client)' declined: \(reason)")
+        if secure { return [log] + secureEvent(now: now) { $0.withdraw(client, reason: "declined", now: now) } }
+        return [log] + finishIfResolved(now: now)
     }
 
     /// `client`'s update and metrics for `round` arrived complete.
     public mutating func upload(_ client: String, round: UInt64, update: ReceivedUpdate, now: Date) -> [Action] {
-        guard var r = inFlight, phase == .training, r.round == round, r.accepted.contains(client), !r.resolved(client),
-              r.secure == nil else {
+        let stored = modifyTraining { r -> Bool in
+            guard r.round == round, r.accepted.contains(client), !r.resolved(client),
+                  case .plain(var updates, let deadline) = r.exchange else { return false }
+            r.exchange = .plain(updates: [:], deadline: deadline)  // releases the stored copy: `updates` grows in place
+            updates[client] = update
+            r.exchange = .plain(updates: updates, deadline: deadline)
+            return true
+        }
+        guard stored == true else {
             return [.log("ignored update of round \(round) from '\(client)': not awaiting a plain update from it")]
         }
-        inFlight = nil  // release the stored copy, so `r` mutates its collections in place
-        r.updates[client] = update
-        inFlight = r
         return [.log(String(format: "round %llu: update from '%@' (%d examples, held-out loss %.4f → %.4f, ε %.2f)",
                             round, client, update.metrics.examples, update.metrics.evalLossBefore,
                             update.metrics.evalLossAfter, update.metrics.epsilon))] + finishIfResolved(now: now)
     }
 
+    /// `client` gives up on `round` with a reason (e.g. it refused a stage's message).
+    public mutating func withdraw(_ client: String, round: UInt64, reason: String, now: Date) -> [Action] {
+        guard training?.round == round else { return [] }
+        return leave(client, round: round, reason: reason, now: now)
+    }
+
     /// The clock: drops clients that missed a deadline, gives up waiting for clients.
     public mutating func tick(now: Date) -> [Action] {
-        switch phase {
-        case .waitingForClients:
-            guard let since = waitingSince, now.timeIntervalSince(since) >= policy.waitForClients else { return [] }
+        switch state {
+        case let .waitingForClients(since):
+            guard now.timeIntervalSince(since) >= policy.waitForClients else { return [] }
             let round = nextRound
             nextRound += 1
-            queued -= 1
-            phase = .finishing
-            waitingSince = nil
             let reason = "only \(connected.count) of the minimum \(policy.minClients) clients connected within "
                 + "\(Int(policy.waitForClients)) s"
-            return [.finish(RoundOutcome(round: round, started: since, finished: now, cohort: [], updates: [],
-                                         declines: [], dropouts: [], abortReason: reason))]
-        case .training:
-            if let r = inFlight, r.secure != nil {
-                var actions: [Action] = []
-                if now >= r.inviteDeadline {
-                    let reason = "no answer to the invitation within \(Int(policy.inviteTimeout)) s"
-                    for client in r.cohort where !r.accepted.contains(client) && !r.resolved(client) {
-                        actions += secureEvent(now: now) { $0.withdraw(client, reason: reason, now: now) }
-                    }
-                }
-                return actions + secureEvent(now: now) { $0.tick(now: now) }
-            }
-            guard var r = inFlight else { return [] }
-            inFlight = nil
+            return [finish(RoundOutcome(round: round, started: since, finished: now, cohort: [], updates: [],
+                                        declines: [], dropouts: [], abortReason: reason))]
+        case let .training(r) where r.isSecure:
+            let silent = now >= r.inviteDeadline ? r.cohort.filter { !r.accepted.contains($0) && !r.resolved($0) } : []
             var actions: [Action] = []
-            for client in r.cohort where !r.resolved(client) {
-                if !r.accepted.contains(client), now >= r.inviteDeadline {
-                    let reason = "no answer to the invitation within \(Int(policy.inviteTimeout)) s"
-                    r.dropouts.append(ClientReason(client: client, reason: reason))
-                    actions.append(.dismiss(client: client, round: r.round, reason: reason))
-                } else if now >= r.roundDeadline {
-                    let reason = "no update within the round's \(Int(policy.roundTimeout)) s"
-                    r.dropouts.append(ClientReason(client: client, reason: reason))
-                    actions.append(.dismiss(client: client, round: r.round, reason: reason))
-                }
-            }
-            inFlight = r
+            let reason = "no answer to the invitation within \(Int(policy.inviteTimeout)) s"
+            for client in silent { actions += secureEvent(now: now) { $0.withdraw(client, reason: reason, now: now) } }
+            return actions + secureEvent(now: now) { $0.tick(now: now) }
+        case .training:
+            let policy = policy
+            let actions = modifyTraining { $0.dropLate(now: now, policy: policy) } ?? []
             return actions.isEmpty ? [] : actions + finishIfResolved(now: now)
         case .idle, .finishing:
             return []
         }
     }
 
-    /// The driver has carried out `.finish`: the next queued round may start.
-    public mutating func roundFinished(now: Date) -> [Action] {
-        phase = .idle
-        inFlight = nil
-        return startIfPossible(now: now)
+    /// The driver has carried out `.finish` for `round`: it tells the cohort the verdict and the next
+    /// queued round may start. Call `setGlobalAdapter` first when the round committed.
+    public mutating func roundFinished(round: UInt64, verdict: RoundVerdict, now: Date) -> [Action] {
+        guard case let .finishing(finishing) = state, finishing.round == round else {
+            preconditionFailure("roundFinished(round: \(round)) while \(phase.rawValue)")
+        }
+        pastRounds[round] = verdict
+        state = .idle
+        let result = RoundResult(round: round, committed: verdict.isCommitted,
+                                 adapterSHA256: verdict.isCommitted ? globalAdapterDigest : "", reason: verdict.reason)
+        return finishing.told.map { .tellResult(client: $0, result: result) } + startIfPossible(now: now)
     }
-
-    /// Cancels the queued rounds (the operator's decision); the round in flight runs on.
-    public mutating func cancelQueued() { queued = phase == .waitingForClients ? 1 : 0 }
 
     // MARK: Internals
 
+    /// Runs `body` on the round in training (nil in any other state), in place: the stored copy is
+    /// released first, so the round's buffers (updates, the secure round's masked sum) are mutated
+    /// rather than copied on every message.
+    private mutating func modifyTraining<R>(_ body: (inout InFlight) -> R) -> R? {
+        guard case .training(var r) = state else { return nil }
+        state = .idle
+        defer { state = .training(r) }
+        return body(&r)
+    }
+
+    /// What a client that lost its connection during `round` is told about it.
+    private func result(ofPastRound round: UInt64) -> RoundResult {
+        switch pastRounds[round] {
+        case .committed?:
+            return RoundResult(round: round, committed: true, adapterSHA256: globalAdapterDigest, reason: "committed")
+        case let .aborted(reason)?:
+            return RoundResult(round: round, committed: false, adapterSHA256: "", reason: reason)
+        case nil:
+            let reason = currentRound == round ? "dropped from round \(round): the connection was lost"
+                                               : "round \(round) is unknown to the coordinator"
+            return RoundResult(round: round, committed: false, adapterSHA256: "", reason: reason)
+        }
+    }
+
+    /// `client` is out of the round in training (disconnected, or gave up): dropped and dismissed.
+    private mutating func leave(_ client: String, round: UInt64, reason: String, now: Date) -> [Action] {
+        guard let training else { return [] }
+        if training.isSecure { return secureEvent(now: now) { $0.withdraw(client, reason: reason, now: now) } }
+        let dropped = modifyTraining { r -> Bool in
+            guard r.cohort.contains(client), !r.resolved(client) else { return false }
+            r.dropouts.append(ClientReason(client: client, reason: reason))
+            return true
+        }
+        guard dropped == true else { return [] }
+        return [.log("round \(round): client '\(client)' dropped: \(reason)")] + finishIfResolved(now: now)
+    }
+
     private mutating func startIfPossible(now: Date) -> [Action] {
-        guard queued > 0, phase == .idle || phase == .waitingForClients else { return [] }
-        // Secure rounds need every member's pinned signing key.
-        let eligible = connected.keys.sorted().filter { !policy.secureAggregation || signingKeys[$0] != nil }
-        guard eligible.count >= policy.minClients else {
-            if phase == .idle {
-                phase = .waitingForClients
-                waitingSince = now
-                return [.log("round \(nextRound): waiting for \(policy.minClients) clients (\(eligible.count) connected)")]
-            }
+        let waitingSince: Date?
+        switch state {
+        case .idle:
+            guard backlog > 0 else { return [] }
+            waitingSince = nil
+        case let .waitingForClients(since):
+            waitingSince = since
+        case .training, .finishing:
             return []
         }
+        // Secure rounds need every member's pinned signing key.
+        let eligible = connected.keys.sorted().filter { !policy.secureAggregation || signingKeys[$0] != nil }
+        if waitingSince == nil { backlog -= 1 }
+        guard eligible.count >= policy.minClients else {
+            guard waitingSince == nil else { return [] }
+            state = .waitingForClients(since: now)
+            return [.log("round \(nextRound): waiting for \(policy.minClients) clients (\(eligible.count) connected)")]
+        }
         let wanted = min(policy.maxClients, max(policy.minClients, Int((policy.fraction * Double(eligible.count)).rounded(.up))))
-        let cohort = choose(eligible, min(wanted, eligible.count)).sorted()
+        return begin(cohort: choose(eligible, min(wanted, eligible.count)).sorted(), started: waitingSince ?? now, now: now)
+    }
+
+    /// Starts the next round with `cohort`: marks it, then invites (plainly or with a secure setup).
+    private mutating func begin(cohort: [String], started: Date, now: Date) -> [Action] {
         let round = nextRound
         nextRound += 1
-        queued -= 1
-        let started = waitingSince ?? now
-        waitingSince = nil
-        phase = .training
-        inFlight = InFlight(round: round, started: started, cohort: cohort,
-                            inviteDeadline: now.addingTimeInterval(policy.inviteTimeout),
-                            roundDeadline: now.addingTimeInterval(policy.roundTimeout))
         let begin: [Action] = [.beginRound(round: round, started: started, cohort: cohort),
                                .log("round \(round): inviting \(cohort.joined(separator: ", "))")]
-        guard policy.secureAggregation else { return begin + cohort.map { .invite(client: $0, round: round) } }
+        func inFlight(_ exchange: InFlight.Exchange) -> InFlight {
+            InFlight(round: round, started: started, cohort: cohort,
+                     inviteDeadline: now.addingTimeInterval(policy.inviteTimeout), exchange: exchange)
+        }
+        guard policy.secureAggregation else {
+            state = .training(inFlight(.plain(updates: [:], deadline: now.addingTimeInterval(policy.roundTimeout))))
+            return begin + cohort.map { .invite(client: $0, round: round) }
+        }
         do {
             let (invite, setup) = try secureInvitation(round: round, cohort: cohort)
-            inFlight?.secure = try SecureRound(invite: invite, setup: setup,
-                                               firstDeadline: now.addingTimeInterval(policy.roundTimeout),
-                                               stageTimeout: policy.inviteTimeout)
+            let secure = try SecureRound(invite: invite, setup: setup, firstDeadline: now.addingTimeInterval(policy.roundTimeout),
+                                         stageTimeout: policy.inviteTimeout)
+            state = .training(inFlight(.secure(secure)))
             return begin + [.log("round \(round): secure aggregation over a \(setup.graph), threshold \(setup.threshold) "
                                  + "per neighbourhood, update clip ±\(setup.updateClip), weight bound \(Int(setup.weightBound))")]
                 + cohort.map { .inviteSecurely(client: $0, invite: invite, setup: setup) }
         } catch {
-            phase = .finishing
-            return begin + [.finish(RoundOutcome(round: round, started: started, finished: now, cohort: cohort, updates: [],
-                                                 declines: [], dropouts: [],
-                                                 abortReason: "cannot set up secure aggregation: \(error)"))]
+            return begin + [finish(RoundOutcome(round: round, started: started, finished: now, cohort: cohort, updates: [],
+                                                declines: [], dropouts: [],
+                                                abortReason: "cannot set up secure aggregation: \(error)"))]
         }
     }
 
@@ -455,26 +474,8 @@ public struct RoundEngine: Sendable {
         guard members.count >= 2 else {
             throw FederationError.round(round, "secure aggregation needs at least 2 clients, the cohort has \(members.count)")
         }
-        let graph: NeighbourGraph, threshold: Int
-        if let rate = policy.dropoutTolerance {
-            let tolerance = try DropoutTolerance(
-                dropoutRate: rate, failureProbability: policy.dropoutFailureProbability ?? DropoutTolerance.defaultFailureProbability)
-            if let degree = policy.neighbourDegree {
-                graph = degree >= members.count - 1 ? .complete : .harary(degree: degree)
-                threshold = try tolerance.threshold(cohortSize: members.count, graph: graph)
-            } else {
-                (graph, threshold) = try tolerance.graphAndThreshold(cohortSize: members.count)
-            }
-        } else {
-            let degree = policy.neighbourDegree ?? NeighbourGraph.defaultDegree(cohortSize: members.count)
-            graph = degree >= members.count - 1 ? .complete : .harary(degree: degree)
-            // The threshold the session would choose for this graph (2m/3 + 1 of the smallest neighbourhood).
-            switch graph {
-            case .complete: threshold = SecureAggregationSession.defaultThreshold(neighbourhoodSize: members.count)
-            case let .harary(k): threshold = SecureAggregationSession.defaultThreshold(neighbourhoodSize: k + 1)
-            }
-        }
-        let invite = Invite(round: round, plan: policy.plan, aggregation: policy.aggregation, secureAggregation: true,
+        let (graph, threshold) = try neighbourhoods(cohortSize: members.count)
+        let invite = Invite(round: round, plan: policy.plan, aggregation: policy.aggregation.rawValue, secureAggregation: true,
                             adapterSHA256: globalAdapterDigest, deadlineSeconds: policy.roundTimeout)
         let setup = SecureRoundSetup(
             round: round, members: members, degree: { if case let .harary(k) = graph { return UInt32(k) } else { return 0 } }(),
@@ -485,11 +486,29 @@ public struct RoundEngine: Sendable {
         return (invite, setup)
     }
 
+    /// The neighbour graph and Shamir threshold of a secure cohort of `cohortSize`, from the policy.
+    private func neighbourhoods(cohortSize: Int) throws -> (NeighbourGraph, Int) {
+        if let rate = policy.dropoutTolerance {
+            let tolerance = try DropoutTolerance(
+                dropoutRate: rate, failureProbability: policy.dropoutFailureProbability ?? DropoutTolerance.defaultFailureProbability)
+            guard let degree = policy.neighbourDegree else { return try tolerance.graphAndThreshold(cohortSize: cohortSize) }
+            let graph: NeighbourGraph = degree >= cohortSize - 1 ? .complete : .harary(degree: degree)
+            return (graph, try tolerance.threshold(cohortSize: cohortSize, graph: graph))
+        }
+        let degree = policy.neighbourDegree ?? NeighbourGraph.defaultDegree(cohortSize: cohortSize)
+        let graph: NeighbourGraph = degree >= cohortSize - 1 ? .complete : .harary(degree: degree)
+        // The threshold the session would choose for this graph (2m/3 + 1 of the smallest neighbourhood).
+        switch graph {
+        case .complete: return (graph, SecureAggregationSession.defaultThreshold(neighbourhoodSize: cohortSize))
+        case let .harary(k): return (graph, SecureAggregationSession.defaultThreshold(neighbourhoodSize: k + 1))
+        }
+    }
+
     // MARK: Secure rounds
 
     /// `client`'s key advertisement for `round`.
     public mutating func secureAdvertise(_ client: String, round: UInt64, _ message: SecureAdvertise, now: Date) -> [Action] {
-        guard inFlight?.round == round, inFlight?.accepted.contains(client) == true else {
+        guard let r = invited, r.round == round, r.accepted.contains(client) else {
             return [.log("ignored key advertisement of round \(round) from '\(client)': it has not accepted that round")]
         }
         return secureEvent(now: now) { $0.advertise(client, message, now: now) }
@@ -497,92 +516,61 @@ public struct RoundEngine: Sendable {
 
     /// `client`'s sealed shares for `round`.
     public mutating func secureShares(_ client: String, round: UInt64, _ message: SecureShares, now: Date) -> [Action] {
-        guard inFlight?.round == round else { return [.log("ignored key shares of round \(round) from '\(client)'")] }
+        guard invited?.round == round else { return [.log("ignored key shares of round \(round) from '\(client)'")] }
         return secureEvent(now: now) { $0.shares(client, message, now: now) }
     }
 
     /// `client`'s masked input and figures for `round`.
     public mutating func secureMaskedInput(_ client: String, round: UInt64, _ message: SecureMaskedInput,
                                            metrics: ClientRoundMetrics, now: Date) -> [Action] {
-        guard inFlight?.round == round else { return [.log("ignored masked input of round \(round) from '\(client)'")] }
-        var actions = secureEvent(now: now) { $0.maskedInput(client, message, metrics: metrics, now: now) }
-        actions.insert(.log(String(format: "round %llu: masked update from '%@' (held-out loss %.4f → %.4f, ε %.2f)",
-                                   round, client, metrics.evalLossBefore, metrics.evalLossAfter, metrics.epsilon)), at: 0)
-        return actions
+        guard invited?.round == round else { return [.log("ignored masked input of round \(round) from '\(client)'")] }
+        return [.log(String(format: "round %llu: masked update from '%@' (held-out loss %.4f → %.4f, ε %.2f)",
+                            round, client, metrics.evalLossBefore, metrics.evalLossAfter, metrics.epsilon))]
+            + secureEvent(now: now) { $0.maskedInput(client, message, metrics: metrics, now: now) }
     }
 
     /// `client`'s revealed shares for `round`.
     public mutating func secureUnmask(_ client: String, round: UInt64, _ message: SecureUnmaskResponse, now: Date) -> [Action] {
-        guard inFlight?.round == round else { return [.log("ignored unmask shares of round \(round) from '\(client)'")] }
+        guard invited?.round == round else { return [.log("ignored unmask shares of round \(round) from '\(client)'")] }
         return secureEvent(now: now) { $0.unmask(client, message, now: now) }
     }
 
-    /// `client` gives up on `round` with a reason (e.g. it refused a stage's message).
-    public mutating func withdraw(_ client: String, round: UInt64, reason: String, now: Date) -> [Action] {
-        guard inFlight?.round == round, phase == .training else { return [] }
-        if inFlight?.secure != nil {
-            return secureEvent(now: now) { $0.withdraw(client, reason: reason, now: now) }
-        }
-        guard var r = inFlight, r.cohort.contains(client), !r.resolved(client) else { return [] }
-        inFlight = nil
-        r.dropouts.append(ClientReason(client: client, reason: reason))
-        inFlight = r
-        return [.log("round \(round): client '\(client)' dropped: \(reason)")] + finishIfResolved(now: now)
-    }
-
-    /// Runs an event through the secure round and turns its outputs into actions.
+    /// Runs an event through the secure round in training and turns its outputs into actions.
     private mutating func secureEvent(now: Date, _ body: (inout SecureRound) -> [SecureRound.Output]) -> [Action] {
-        guard var r = inFlight, phase == .training, var secure = r.secure else { return [] }
-        // Release both stored copies, so the secure round's buffers (masked inputs, shares) are
-        // mutated in place rather than copied on every message.
-        inFlight = nil
-        r.secure = nil
-        let outputs = body(&secure)
-        r.secure = secure
-        var actions: [Action] = []
-        var outcome: RoundOutcome?
-        for output in outputs {
-            switch output {
-            case let .send(client, message):
-                actions.append(.secure(client: client, message: message))
-            case let .drop(client, reason):
-                if !r.declines.contains(where: { $0.client == client }), !r.dropouts.contains(where: { $0.client == client }) {
-                    r.dropouts.append(ClientReason(client: client, reason: reason))
-                    actions.append(.dismiss(client: client, round: r.round, reason: reason))
-                }
-            case let .log(message):
-                actions.append(.log(message))
-            case let .completed(result):
-                var reason: String?
-                if result.survivors.count < policy.minClients {
-                    reason = "too few survivors: \(result.survivors.count) of the minimum \(policy.minClients)"
-                }
-                outcome = RoundOutcome(round: r.round, started: r.started, finished: now, cohort: r.cohort, updates: [],
-                                       declines: r.declines, dropouts: r.dropouts, abortReason: reason,
-                                       secure: reason == nil ? result : nil)
-            case let .aborted(reason):
-                outcome = RoundOutcome(round: r.round, started: r.started, finished: now, cohort: r.cohort, updates: [],
-                                       declines: r.declines, dropouts: r.dropouts, abortReason: reason)
-            }
+        let policy = policy
+        let handled = modifyTraining { r -> ([Action], RoundOutcome?)? in
+            guard case var .secure(secure) = r.exchange else { return nil }
+            // Releases the stored copy, so the secure round's buffers (masked inputs, shares) are
+            // mutated in place rather than copied on every message.
+            r.exchange = .plain(updates: [:], deadline: .distantPast)
+            let outputs = body(&secure)
+            r.exchange = .secure(secure)
+            return r.apply(outputs, policy: policy, now: now)
         }
-        inFlight = r
-        if let outcome {
-            phase = .finishing
-            actions.append(.finish(outcome))
-        }
-        return actions
+        guard let (actions, outcome) = handled ?? nil else { return [] }
+        guard let outcome else { return actions }
+        return actions + [finish(outcome)]
     }
 
+    /// Ends a plain round in training once every member has uploaded, declined or dropped.
     private mutating func finishIfResolved(now: Date) -> [Action] {
-        guard let r = inFlight, phase == .training, r.allResolved else { return [] }
-        phase = .finishing
-        let updates = r.updates.keys.sorted().map { (client: $0, update: r.updates[$0]!) }
+        guard case let .training(r) = state, case let .plain(received, _) = r.exchange, r.allResolved else { return [] }
+        let updates = received.keys.sorted().map { (client: $0, update: received[$0]!) }
         var reason: String?
         if updates.count < policy.minClients {
             reason = "too few survivors: \(updates.count) update\(updates.count == 1 ? "" : "s") of the minimum \(policy.minClients)"
         }
-        return [.finish(RoundOutcome(round: r.round, started: r.started, finished: now, cohort: r.cohort,
-                                     updates: reason == nil ? updates : [], declines: r.declines, dropouts: r.dropouts,
-                                     abortReason: reason))]
+        return [finish(RoundOutcome(round: r.round, started: r.started, finished: now, cohort: r.cohort,
+                                    updates: reason == nil ? updates : [], declines: r.declines, dropouts: r.dropouts,
+                                    abortReason: reason))]
+    }
+
+    /// Hands `outcome` to the driver; the round stays on view (`status`) until `roundFinished`.
+    private mutating func finish(_ outcome: RoundOutcome) -> Action {
+        let invited: InFlight? = if case let .training(r) = state { r } else { nil }
+        let declined = Set(outcome.declines.map(\.client))
+        state = .finishing(Finishing(round: outcome.round, told: outcome.cohort.filter { !declined.contains($0) },
+                                     invited: invited))
+        return .finish(outcome)
     }
 }

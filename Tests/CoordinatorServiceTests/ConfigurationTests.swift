@@ -67,5 +67,12 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertThrowsError(try CoordinatorConfiguration.load(coordinator)) { error in
             XCTAssertEqual("\(error)", "\(coordinator.path): field 'min_clients': must be at least 1, got 0")
         }
+        let unknown = try String(contentsOf: coordinator, encoding: .utf8)
+            .replacingOccurrences(of: #""min_clients": 0"#, with: #""min_clients": 1"#)
+            .replacingOccurrences(of: #""aggregation": "fedavg""#, with: #""aggregation": "fedsgd""#)
+        try Data(unknown.utf8).write(to: coordinator)
+        XCTAssertThrowsError(try CoordinatorConfiguration.load(coordinator)) { error in
+            XCTAssertEqual("\(error)", "\(coordinator.path): field 'rounds.aggregation': must be fedavg or fedadam, got 'fedsgd'")
+        }
     }
 }

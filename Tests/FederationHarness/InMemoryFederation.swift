@@ -323,11 +323,8 @@ public final class InMemoryFederation {
             case .beginRound:
                 break
             case let .invite(client, round):
-                let policy = engine.policy
-                let invite = Invite(round: round, plan: policy.plan, aggregation: policy.aggregation,
-                                    secureAggregation: policy.secureAggregation, adapterSHA256: AdapterMath.digest(global),
-                                    deadlineSeconds: policy.roundTimeout)
-                try send([invite.frame()] + TensorSetFrames.frames(round: round, kind: .globalAdapter, tensors: global), to: client)
+                try send([engine.invitation(round: round).frame()]
+                         + TensorSetFrames.frames(round: round, kind: .globalAdapter, tensors: global), to: client)
             case let .inviteSecurely(client, invite, setup):
                 try send([invite.frame(), setup.frame()]
                          + TensorSetFrames.frames(round: invite.round, kind: .globalAdapter, tensors: global), to: client)
@@ -336,17 +333,20 @@ public final class InMemoryFederation {
             case let .dismiss(client, round, reason):
                 coordinatorLog.append("round \(round): client '\(client)' dropped: \(reason)")
                 try send([Abort(round: round, reason: "dropped: \(reason)").frame()], to: client)
+            case let .tellResult(client, result):
+                var frames = [try result.frame()]
+                if result.committed { frames += try TensorSetFrames.frames(round: result.round, kind: .globalAdapter, tensors: global) }
+                try send(frames, to: client)
             case let .finish(outcome):
-                try finish(outcome)
-                try coordinate(engine.roundFinished(now: now))
+                let verdict = try finish(outcome)
+                try coordinate(engine.roundFinished(round: outcome.round, verdict: verdict, now: now))
             }
         }
     }
 
     /// Aggregates a committed round (FedAvg, weighted by examples; a secure round's decoded mean
-    /// with weight 1), and tells the cohort, except those who declined, how it ended.
-    private func finish(_ outcome: RoundOutcome) throws {
-        var frames: [Frame]
+    /// with weight 1); the engine then tells the cohort, except those who declined, how it ended.
+    private func finish(_ outcome: RoundOutcome) throws -> RoundVerdict {
         if outcome.isCommitted {
             var updates = outcome.updates.map {
                 WeightedUpdate(client: $0.client, weight: Double($0.update.metrics.examples), delta: $0.update.delta)
@@ -359,17 +359,9 @@ public final class InMemoryFederation {
             var strategy = FedAvg()
             global = try strategy.aggregate(global: global, updates: updates)
             engine.setGlobalAdapter(digest: AdapterMath.digest(global), parameterCount: global.values.reduce(0) { $0 + $1.count })
-            frames = [try RoundResult(round: outcome.round, committed: true, adapterSHA256: AdapterMath.digest(global),
-                                      reason: "committed").frame()]
-            frames += try TensorSetFrames.frames(round: outcome.round, kind: .globalAdapter, tensors: global)
-        } else {
-            frames = [try RoundResult(round: outcome.round, committed: false, adapterSHA256: "",
-                                      reason: outcome.abortReason ?? "aborted").frame()]
         }
         finished.append(FinishedRound(outcome: outcome, global: global))
-        for client in outcome.cohort where !outcome.declines.contains(where: { $0.client == client }) {
-            try send(frames, to: client)
-        }
+        return outcome.isCommitted ? .committed : .aborted(reason: outcome.abortReason ?? "aborted")
     }
 
     private func send(_ frames: [Frame], to client: String) throws {

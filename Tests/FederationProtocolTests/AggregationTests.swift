@@ -155,6 +155,29 @@ final class AggregationTests: XCTestCase {
         XCTAssertEqual(try FedAdam.read(from: url).rounds, 0)
     }
 
+    /// The configured kind picks the strategy; FedAdam resumes the state saved beside the adapter it
+    /// wrote, and starts fresh (with the configured η) where there is none.
+    func testAggregationKindMakesOrResumesItsStrategy() throws {
+        let directory = try Fixtures.temporaryDirectory("aggregation-kind")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        XCTAssertEqual(try AggregationKind.fedavg.strategy(serverLearningRate: 0.5, resumingFrom: directory).name, "fedavg")
+        let fresh = try XCTUnwrap(try AggregationKind.fedadam.strategy(serverLearningRate: 0.05, resumingFrom: directory) as? FedAdam)
+        XCTAssertEqual([fresh.learningRate, Double(fresh.rounds)], [0.05, 0])
+        XCTAssertEqual((try AggregationKind.fedadam.strategy(serverLearningRate: nil, resumingFrom: directory) as? FedAdam)?.learningRate,
+                       0.01)
+
+        var strategy: any AggregationStrategy = fresh
+        _ = try strategy.aggregate(global: global, updates: updates((2, 5)))
+        try strategy.writeState(into: directory)
+        try FedAvg().writeState(into: directory.appendingPathComponent("nothing"))  // stateless: writes nothing
+        XCTAssertFalse(FileManager.default.fileExists(atPath: directory.appendingPathComponent("nothing").path))
+        let resumed = try XCTUnwrap(try AggregationKind.fedadam.strategy(serverLearningRate: 0.9, resumingFrom: directory) as? FedAdam)
+        XCTAssertEqual(resumed.rounds, 1)
+        XCTAssertEqual(resumed.learningRate, 0.05, "a saved state keeps its own η")
+        XCTAssertEqual(resumed.firstMoment, (strategy as? FedAdam)?.firstMoment)
+        XCTAssertEqual(AggregationKind.allCases.map(\.rawValue), ["fedavg", "fedadam"])
+    }
+
     func testFedAdamStateFileIsChecked() throws {
         let directory = try Fixtures.temporaryDirectory("aggregation")
         defer { try? FileManager.default.removeItem(at: directory) }

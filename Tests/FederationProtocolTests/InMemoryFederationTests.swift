@@ -19,7 +19,7 @@ final class InMemoryFederationTests: XCTestCase {
     let t0 = Date(timeIntervalSince1970: 1_700_000_000)
 
     func roundPolicy(clients: Int, minimum: Int, secure: Bool) -> RoundPolicy {
-        RoundPolicy(minClients: minimum, maxClients: clients, fraction: 1, aggregation: "fedavg", secureAggregation: secure,
+        RoundPolicy(minClients: minimum, maxClients: clients, fraction: 1, aggregation: .fedavg, secureAggregation: secure,
                     inviteTimeout: 30, roundTimeout: 120, waitForClients: 60, plan: Self.plan)
     }
 

@@ -10,7 +10,7 @@ final class RoundEngineTests: XCTestCase {
                                    delta: 1e-5, maxLength: 256, rank: 4, alpha: 8, targets: ["q_proj", "v_proj"])
 
     func policy(min: Int = 2, max: Int = 3, fraction: Double = 1) -> RoundPolicy {
-        RoundPolicy(minClients: min, maxClients: max, fraction: fraction, aggregation: "fedavg", secureAggregation: false,
+        RoundPolicy(minClients: min, maxClients: max, fraction: fraction, aggregation: .fedavg, secureAggregation: false,
                     inviteTimeout: 10, roundTimeout: 100, waitForClients: 30, plan: Self.plan)
     }
 
@@ -54,7 +54,7 @@ final class RoundEngineTests: XCTestCase {
         XCTAssertEqual(done?.isCommitted, true)
         XCTAssertEqual(done?.updates.map(\.client), ["a", "b", "c"])
         XCTAssertEqual(e.phase, .finishing)
-        _ = e.roundFinished(now: t0)
+        _ = e.roundFinished(round: 1, verdict: .committed, now: t0)
         XCTAssertEqual(e.phase, .idle)
         XCTAssertEqual(e.nextRound, 2)
     }
@@ -118,7 +118,7 @@ final class RoundEngineTests: XCTestCase {
         _ = e.upload("b", round: 1, update: update("b"), now: t0)
         // Round 2 is queued; b leaves, so it waits, then gives up after wait_for_clients (30 s).
         _ = e.disconnect("b", now: t0.addingTimeInterval(6))
-        XCTAssertTrue(invites(e.roundFinished(now: t0.addingTimeInterval(6))).isEmpty)
+        XCTAssertTrue(invites(e.roundFinished(round: 1, verdict: .committed, now: t0.addingTimeInterval(6))).isEmpty)
         XCTAssertEqual(e.phase, .waitingForClients)
         XCTAssertNil(outcome(e.tick(now: t0.addingTimeInterval(35))))
         let done = outcome(e.tick(now: t0.addingTimeInterval(36)))
@@ -145,6 +145,140 @@ final class RoundEngineTests: XCTestCase {
         var f = engine(policy(min: 3, max: 10, fraction: 0.1))
         for i in 0..<10 { _ = f.connect("c\(i)", now: t0) }
         XCTAssertEqual(invites(f.requestRounds(1, now: t0)).count, 3, "a tenth of 10 is 1, raised to min 3")
+    }
+
+    func results(_ actions: [RoundEngine.Action]) -> [(client: String, result: RoundResult)] {
+        actions.compactMap { if case let .tellResult(client, result) = $0 { return (client, result) } else { return nil } }
+    }
+
+    /// A client reconnecting after it lost its connection during a round hears how that round ended:
+    /// committed (with the adapter to fetch), aborted and why, still in flight (it was dropped), or unknown.
+    func testReconnectingClientHearsHowItsRoundEnded() throws {
+        var e = RoundEngine(policy: policy(min: 1), nextRound: 5,
+                            pastRounds: [3: .committed, 4: .aborted(reason: "too few survivors: 0 updates of the minimum 1")]) {
+            clients, count in Array(clients.prefix(count))
+        }
+        e.setGlobalAdapter(digest: "digest-after-3", parameterCount: 8)
+        let committed = e.connect("a", now: t0, pendingRound: 3)
+        guard case .tellResult("a", RoundResult(round: 3, committed: true, adapterSHA256: "digest-after-3", reason: "committed"))?
+                = committed.first else { return XCTFail("the result does not come first: \(committed)") }
+        XCTAssertEqual(results(e.connect("b", now: t0, pendingRound: 4)).map(\.result),
+                       [RoundResult(round: 4, committed: false, adapterSHA256: "", reason: "too few survivors: 0 updates of the minimum 1")])
+        XCTAssertEqual(results(e.connect("c", now: t0, pendingRound: 9)).map(\.result.reason), ["round 9 is unknown to the coordinator"])
+        XCTAssertTrue(results(e.connect("d", now: t0)).isEmpty, "a client without a pending round hears nothing")
+
+        _ = e.requestRounds(1, now: t0)
+        XCTAssertEqual(e.currentRound, 5)
+        _ = e.disconnect("a", now: t0)
+        let back = results(e.connect("a", now: t0, pendingRound: 5))
+        XCTAssertEqual(back.map(\.result), [RoundResult(round: 5, committed: false, adapterSHA256: "",
+                                                         reason: "dropped from round 5: the connection was lost")])
+    }
+
+    /// The driver's verdict decides what the cohort hears: the engine's committed outcome is told as
+    /// committed with the new adapter, unless the driver's work failed; decliners hear nothing, and a
+    /// later reconnect hears the same verdict.
+    func testCohortHearsTheDriversVerdictButDeclinersDoNot() {
+        for verdict in [RoundVerdict.committed, .aborted(reason: "the audit record could not be written")] {
+            var e = engine(policy(min: 1))
+            for c in ["a", "b", "c"] { _ = e.connect(c, now: t0) }
+            _ = e.requestRounds(2, now: t0)
+            _ = e.decline("c", round: 1, reason: "privacy budget: spent", now: t0)
+            for c in ["a", "b"] { _ = e.accept(c, round: 1, now: t0) }
+            _ = e.upload("a", round: 1, update: update("a"), now: t0)
+            XCTAssertEqual(outcome(e.upload("b", round: 1, update: update("b"), now: t0))?.isCommitted, true)
+            XCTAssertEqual(e.phase, .finishing)
+            XCTAssertTrue(invites(e.requestRounds(0, now: t0)).isEmpty, "no round starts while one is finishing")
+
+            if verdict.isCommitted { e.setGlobalAdapter(digest: "digest-after-1", parameterCount: 8) }
+            let finished = e.roundFinished(round: 1, verdict: verdict, now: t0)
+            let told = results(finished)
+            XCTAssertEqual(told.map(\.client), ["a", "b"])
+            let expected = RoundResult(round: 1, committed: verdict.isCommitted,
+                                       adapterSHA256: verdict.isCommitted ? "digest-after-1" : "", reason: verdict.reason)
+            XCTAssertEqual(told.map(\.result), [expected, expected])
+            XCTAssertEqual(invites(finished), ["a", "b", "c"], "the queued round starts after the results")
+            _ = e.disconnect("c", now: t0)
+            XCTAssertEqual(results(e.connect("c", now: t0, pendingRound: 1)).map(\.result), [expected])
+        }
+    }
+
+    /// `queued` counts the round waiting for clients, so the first number of the next request is
+    /// right in every phase; cancelling leaves the waiting round, which gives up on its own.
+    func testQueuedRoundsCountTheOneWaitingForClients() {
+        var e = engine(policy(min: 2))
+        _ = e.connect("a", now: t0)
+        XCTAssertEqual(e.firstUnrequestedRound, 1)
+        _ = e.requestRounds(3, now: t0)
+        XCTAssertEqual(e.phase, .waitingForClients)
+        XCTAssertEqual(e.queued, 3)
+        XCTAssertEqual(e.status["queued_rounds"] as? Int, 3)
+        XCTAssertEqual(e.firstUnrequestedRound, 4)
+        e.cancelQueued()
+        XCTAssertEqual(e.queued, 1, "the round waiting for clients runs on")
+        XCTAssertEqual(e.phase, .waitingForClients)
+        let done = outcome(e.tick(now: t0.addingTimeInterval(30)))
+        XCTAssertEqual(done?.round, 1)
+        XCTAssertEqual(e.queued, 0)
+        XCTAssertEqual(e.firstUnrequestedRound, 2)
+        XCTAssertNil(e.currentRound, "a round given up before inviting anyone is not in flight")
+        XCTAssertTrue(results(e.roundFinished(round: 1, verdict: .aborted(reason: done?.abortReason ?? ""), now: t0)).isEmpty,
+                      "nobody was invited, nobody is told")
+        XCTAssertEqual(e.phase, .idle)
+        // Started in training, a request's first round follows the one in flight.
+        _ = e.connect("b", now: t0)
+        _ = e.requestRounds(1, now: t0)
+        XCTAssertEqual(e.phase, .training)
+        XCTAssertEqual(e.firstUnrequestedRound, 3)
+    }
+
+    /// `status` shows the round in flight, with who answered, from its invitations until the driver
+    /// has finished it.
+    func testStatusShowsTheRoundUntilTheDriverFinishesIt() {
+        var e = engine(policy(min: 1))
+        for c in ["a", "b"] { _ = e.connect(c, now: t0) }
+        XCTAssertNil(e.status["round"])
+        _ = e.requestRounds(1, now: t0)
+        _ = e.accept("a", round: 1, now: t0)
+        _ = e.decline("b", round: 1, reason: "busy", now: t0)
+        var status = e.status
+        XCTAssertEqual(status["phase"] as? String, "training")
+        XCTAssertEqual(status["round"] as? UInt64, 1)
+        XCTAssertEqual(status["cohort"] as? [String], ["a", "b"])
+        XCTAssertEqual(status["accepted"] as? [String], ["a"])
+        XCTAssertEqual(status["declined"] as? [[String: String]], [["client": "b", "reason": "busy"]])
+        XCTAssertNil(status["secure_stage"])
+        _ = e.upload("a", round: 1, update: update("a"), now: t0)
+        status = e.status
+        XCTAssertEqual(status["phase"] as? String, "finishing")
+        XCTAssertEqual(status["uploaded"] as? [String], ["a"])
+        _ = e.roundFinished(round: 1, verdict: .committed, now: t0)
+        XCTAssertEqual(e.status["phase"] as? String, "idle")
+        XCTAssertNil(e.status["round"])
+    }
+
+    /// A plain round's invitation carries the policy's plan and deadline and the adapter's digest.
+    func testInvitationNamesThePlanAndTheGlobalAdapter() {
+        var e = engine(policy())
+        e.setGlobalAdapter(digest: "abc", parameterCount: 3)
+        XCTAssertEqual(e.invitation(round: 7), Invite(round: 7, plan: Self.plan, aggregation: "fedavg", secureAggregation: false,
+                                                      adapterSHA256: "abc", deadlineSeconds: 100))
+    }
+
+    /// The audit record's figures: losses weighted by held-out tokens, the largest ε, nothing without tokens.
+    func testRoundFiguresWeighLossesByHeldOutTokens() {
+        func metrics(_ before: Double, _ after: Double, tokens: Int, epsilon: Double) -> ClientRoundMetrics {
+            ClientRoundMetrics(client: "c", examples: 1, evalLossBefore: before, evalLossAfter: after, evalTokens: tokens,
+                               epsilon: epsilon, delta: 1e-5, epsilonBudget: 8, trainLoss: 0, seconds: 0)
+        }
+        let figures = RoundFigures(participants: [metrics(3, 2, tokens: 100, epsilon: 1.5), metrics(4, 1, tokens: 300, epsilon: 2.5)])
+        XCTAssertEqual(figures.evalLossBefore ?? 0, (3 * 100 + 4 * 300) / 400.0, accuracy: 1e-12)
+        XCTAssertEqual(figures.evalLossAfter ?? 0, (2 * 100 + 1 * 300) / 400.0, accuracy: 1e-12)
+        XCTAssertEqual(figures.maxEpsilon, 2.5)
+        let untokened = RoundFigures(participants: [metrics(3, 2, tokens: 0, epsilon: 1)])
+        XCTAssertNil(untokened.evalLossBefore)
+        XCTAssertEqual(untokened.maxEpsilon, 1)
+        XCTAssertNil(RoundFigures(participants: []).maxEpsilon)
     }
 
     func testPolicyValidationNamesTheField() {

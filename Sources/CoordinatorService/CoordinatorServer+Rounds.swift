@@ -1,0 +1,156 @@
+import Audit
+import FederationProtocol
+import Foundation
+import SystemIO
+import Wire
+
+extension CoordinatorServer {
+    // MARK: Actions
+
+    /// Carries out the engine's actions, in order.
+    func perform(_ actions: [RoundEngine.Action]) {
+        for action in actions {
+            switch action {
+            case let .log(message):
+                log.write(message)
+            case let .beginRound(round, started, cohort):
+                do {
+                    try InFlightMark(round: round, started: started, cohort: cohort).write(paths)
+                } catch {
+                    log.write("round \(round): cannot mark the round in flight: \(error)")
+                }
+            case let .invite(client, round):
+                let invite = engine.withLock { $0.invitation(round: round) }
+                send(invite, setup: nil, to: client)
+            case let .inviteSecurely(client, invite, setup):
+                send(invite, setup: setup, to: client)
+            case let .secure(client, message):
+                do {
+                    connections.withLock { $0[client] }?.enqueue([try message.frame()])
+                } catch {
+                    log.write("cannot send a secure-aggregation message to '\(client)': \(error)")
+                }
+            case let .dismiss(client, round, reason):
+                log.write("round \(round): client '\(client)' dropped: \(reason)")
+                let frame = try? Abort(round: round, reason: "dropped: \(reason)").frame()
+                connections.withLock { $0[client] }?.enqueue([frame].compactMap { $0 })
+            case let .tellResult(client, result):
+                var frames = [try? result.frame().encoded()].compactMap { $0 }
+                if result.committed { frames += globalAdapterFrames(round: result.round) }
+                connections.withLock { $0[client] }?.enqueue(encoded: frames)
+            case let .finish(outcome):
+                let thread = Thread { [self] in finish(outcome) }
+                thread.start()
+            }
+        }
+    }
+
+    /// An invitation (with the secure round's setup, if any), then the global adapter it names.
+    private func send(_ invite: Invite, setup: SecureRoundSetup?, to client: String) {
+        do {
+            guard global.withLock({ $0.digest }) == invite.adapterSHA256 else {
+                throw FederationError.round(invite.round, "the global adapter changed under the invitation")
+            }
+            let connection = connections.withLock { $0[client] }
+            connection?.enqueue([try invite.frame()] + (try setup.map { [try $0.frame()] } ?? []))
+            connection?.enqueue(encoded: globalAdapterFrames(round: invite.round))
+        } catch {
+            log.write("round \(invite.round): cannot invite '\(client)': \(error)")
+        }
+    }
+
+    /// The global adapter's frames labelled with `round`, encoded once and shared by every client
+    /// they go to (an invitation or a result to a whole cohort would otherwise encode and hold one
+    /// copy of the adapter per client).
+    func globalAdapterFrames(round: UInt64) -> [[UInt8]] {
+        let current = global.withLock { $0 }
+        let key = "\(round) \(current.digest)"
+        if let cached = adapterFrames.withLock({ $0?.key == key ? $0?.frames : nil }) { return cached }
+        let frames = ((try? TensorSetFrames.frames(round: round, kind: .globalAdapter, tensors: current.tensors)) ?? [])
+            .compactMap { try? $0.encoded() }
+        adapterFrames.withLock { $0 = (key, frames) }
+        return frames
+    }
+
+    // MARK: Finishing a round
+
+    /// Aggregates a committed round into the next global adapter, appends the round's audit record,
+    /// and hands the verdict to the engine, which tells the cohort and may start the next round.
+    /// An aborted round only gets its record. Without its record a round did not happen: a failed
+    /// append aborts it and keeps the old adapter.
+    func finish(_ outcome: RoundOutcome) {
+        let current = global.withLock { $0 }
+        var (verdict, next) = outcome.isCommitted ? commit(outcome, onto: current)
+                                                  : (.aborted(reason: outcome.abortReason ?? ""), current)
+        let record = auditRecord(outcome, verdict: verdict, adapterSHA256: next.fileSHA256)
+        do {
+            try AuditLog(paths: paths).append(record, signer: signer)
+        } catch {
+            log.write("round \(outcome.round): cannot append the audit record: \(error); the round is not committed")
+            verdict = .aborted(reason: "the audit record could not be written")
+            next = current
+            try? FileManager.default.removeItem(at: paths.adapter(round: outcome.round))
+        }
+        try? FileManager.default.removeItem(at: paths.roundInFlight)
+        if verdict.isCommitted {
+            log.write(String(format: "round %llu committed: %d participants, held-out loss %@ → %@, max ε %@, adapter %@",
+                             outcome.round, record.participants.count, format(record.evalLossBefore),
+                             format(record.evalLossAfter), format(record.maxEpsilon), String(next.fileSHA256.prefix(12))))
+        } else {
+            log.write("round \(outcome.round) aborted: \(verdict.reason)")
+        }
+        // One step under the engine's lock, so a client reconnecting meanwhile hears of the adapter it can fetch.
+        perform(engine.withLock { engine in
+            global.withLock { $0 = next }
+            engine.setGlobalAdapter(digest: next.digest, parameterCount: next.parameterCount)
+            return engine.roundFinished(round: outcome.round, verdict: verdict, now: Date())
+        })
+    }
+
+    /// Aggregates `outcome`'s updates (or its unmasked secure sum) onto `current` and writes the new
+    /// adapter and the strategy's state; a failure aborts the round and removes what was written.
+    private func commit(_ outcome: RoundOutcome, onto current: GlobalAdapter) -> (RoundVerdict, GlobalAdapter) {
+        do {
+            var updates = outcome.updates.map {
+                WeightedUpdate(client: $0.client, weight: Double($0.update.metrics.examples), delta: $0.update.delta)
+            }
+            if let secure = outcome.secure {
+                // The unmasked sum decodes to the example-weighted mean delta: one update of weight 1
+                // gives FedAvg global + mean, and FedAdam the mean as its Δ.
+                let decoded = try SecureUpdate.decodeMean(sum: secure.sum, survivors: secure.survivors.count,
+                                                          setup: secure.setup, layout: layout)
+                updates = [WeightedUpdate(client: "secure sum of \(secure.survivors.joined(separator: ","))",
+                                          weight: 1, delta: decoded.mean)]
+                log.write(String(format: "round %llu: decoded the mean of %d masked updates (total weight %.6f)",
+                                 outcome.round, secure.survivors.count, decoded.totalWeight))
+            }
+            let tensors = try aggregator.aggregate(global: current.tensors, updates: updates)
+            let directory = paths.adapter(round: outcome.round)
+            try layout.write(tensors, to: directory, baseModel: baseModel)
+            try aggregator.writeState(into: directory)
+            let fileSHA256 = try AdapterMath.fileSHA256(directory.appendingPathComponent("adapter_model.safetensors"))
+            return (.committed, GlobalAdapter(round: outcome.round, tensors: tensors, digest: AdapterMath.digest(tensors),
+                                              fileSHA256: fileSHA256))
+        } catch {
+            try? FileManager.default.removeItem(at: paths.adapter(round: outcome.round))
+            return (.aborted(reason: "aggregation failed: \(error)"), current)
+        }
+    }
+
+    /// The round's audit record: its participants' figures only when it committed.
+    private func auditRecord(_ outcome: RoundOutcome, verdict: RoundVerdict, adapterSHA256: String) -> AuditRecord {
+        let policy = configuration.rounds
+        let metrics = verdict.isCommitted ? outcome.participantMetrics : []
+        let figures = RoundFigures(participants: metrics)
+        return AuditRecord(status: verdict.isCommitted ? "committed" : "aborted", round: outcome.round,
+                           started: outcome.started, finished: Date(), cohort: outcome.cohort,
+                           participants: metrics.map(\.client), declines: outcome.declines, dropouts: outcome.dropouts,
+                           aggregation: policy.aggregation.rawValue, secureAggregation: policy.secureAggregation,
+                           plan: policy.plan, clients: metrics, maxEpsilon: figures.maxEpsilon,
+                           evalLossBefore: figures.evalLossBefore, evalLossAfter: figures.evalLossAfter,
+                           adapterSHA256: adapterSHA256, abortReason: verdict.isCommitted ? nil : verdict.reason,
+                           previousHash: "")
+    }
+
+    private func format(_ value: Double?) -> String { value.map { String(format: "%.4f", $0) } ?? "-" }
+}

@@ -1,0 +1,70 @@
+import Foundation
+import Wire
+
+/// One client's update as the coordinator received it: the change it made to the global adapter
+/// (local − global) and its figures.
+public struct ReceivedUpdate: Sendable {
+    public var delta: AdapterTensors
+    public var metrics: ClientRoundMetrics
+    public init(delta: AdapterTensors, metrics: ClientRoundMetrics) {
+        self.delta = delta
+        self.metrics = metrics
+    }
+}
+
+/// How a round ended, for the driver to aggregate (when committed), persist and audit.
+public struct RoundOutcome: Sendable {
+    public var round: UInt64
+    public var started: Date
+    public var finished: Date
+    public var cohort: [String]
+    /// Participants' updates, in client-id order.
+    public var updates: [(client: String, update: ReceivedUpdate)]
+    public var declines: [ClientReason]
+    public var dropouts: [ClientReason]
+    /// Nil when the round commits.
+    public var abortReason: String?
+    /// With secure aggregation: the unmasked sum instead of `updates` (which is then empty).
+    public var secure: SecureRoundResult? = nil
+    public var isCommitted: Bool { abortReason == nil }
+
+    /// The participants' figures, as the audit record lists them: the survivors' of a secure round,
+    /// the uploaders' of a plain one (none when the round aborted).
+    public var participantMetrics: [ClientRoundMetrics] { secure?.metrics ?? updates.map(\.update.metrics) }
+}
+
+/// How the driver's work on a finished round ended: committed (aggregated, adapter written, audit
+/// record appended), or aborted, by the engine or because that work failed.
+public enum RoundVerdict: Sendable, Equatable {
+    case committed
+    case aborted(reason: String)
+
+    public var isCommitted: Bool { self == .committed }
+
+    /// What `RoundResult.reason` and the audit log say: "committed", or why the round aborted.
+    public var reason: String {
+        switch self {
+        case .committed: return "committed"
+        case let .aborted(reason): return reason
+        }
+    }
+}
+
+/// The summary figures of a round's audit record: held-out losses weighted by each participant's
+/// held-out tokens (nil without any), and the largest ε a participant has spent (nil without participants).
+public struct RoundFigures: Sendable, Equatable {
+    public var evalLossBefore: Double?
+    public var evalLossAfter: Double?
+    public var maxEpsilon: Double?
+
+    public init(participants metrics: [ClientRoundMetrics]) {
+        let tokens = Double(metrics.reduce(0) { $0 + $1.evalTokens })
+        func weighted(_ value: (ClientRoundMetrics) -> Double) -> Double? {
+            guard tokens > 0 else { return nil }
+            return metrics.reduce(0) { $0 + value($1) * Double($1.evalTokens) } / tokens
+        }
+        evalLossBefore = weighted(\.evalLossBefore)
+        evalLossAfter = weighted(\.evalLossAfter)
+        maxEpsilon = metrics.map(\.epsilon).max()
+    }
+}
