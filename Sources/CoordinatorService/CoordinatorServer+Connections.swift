@@ -13,17 +13,15 @@ final class ClientConnection: @unchecked Sendable {
     let client: String
     let tls: TLSConnection
     private let outbox = Mutex<[[UInt8]]>([])
-    /// The update being received, per round.
-    var receiver: TensorSetReceiver?
-    var receivedDelta: (round: UInt64, tensors: AdapterTensors)?
-    /// A masked input waiting for its metrics report.
-    var receivedMasked: SecureMaskedInput?
+    /// What the client's frames mean, upload by upload (read only by this connection's thread).
+    var uplink: ClientUplink
     /// The Ed25519 key the client presented and the registry pinned.
     var signingKey: SigningPublicKey?
 
-    init(client: String, tls: TLSConnection) {
+    init(client: String, tls: TLSConnection, layout: AdapterLayout) {
         self.client = client
         self.tls = tls
+        uplink = ClientUplink(client: client, layout: layout)
     }
 
     func enqueue(_ frames: [Frame]) {
@@ -106,7 +104,7 @@ extension CoordinatorServer {
             guard hello.client == tls.peerCommonName else {
                 throw FederationError.peer(peer, "says it is '\(hello.client)' but its certificate names '\(tls.peerCommonName)'")
             }
-            let connection = ClientConnection(client: hello.client, tls: tls)
+            let connection = ClientConnection(client: hello.client, tls: tls, layout: layout)
             connection.signingKey = try pinSigningKey(hello)
             let previous = connections.withLock { table -> ClientConnection? in
                 defer { table[hello.client] = connection }
@@ -141,76 +139,12 @@ extension CoordinatorServer {
         return key
     }
 
-    /// Decodes one frame from `connection`'s client and feeds it to the engine; an update's tensor
-    /// chunks and a masked input are held until the metrics report that completes them.
+    /// Decodes one frame from `connection`'s client and feeds what it completes to the engine.
     private func handle(_ frame: Frame, from connection: ClientConnection) throws {
         let client = connection.client
-        switch frame.type {
-        case .secureAdvertise:
-            let message = try SecureAdvertise(frame: frame)
-            perform(engine.withLock { $0.secureAdvertise(client, round: message.round, message, now: Date()) })
-        case .secureShares:
-            let message = try SecureShares(frame: frame)
-            perform(engine.withLock { $0.secureShares(client, round: message.round, message, now: Date()) })
-        case .secureMaskedInput:
-            connection.receivedMasked = try SecureMaskedInput(frame: frame)
-        case .secureUnmaskResponse:
-            let message = try SecureUnmaskResponse(frame: frame)
-            perform(engine.withLock { $0.secureUnmask(client, round: message.round, message, now: Date()) })
-        case .abort:
-            let message = try Abort(frame: frame)
-            perform(engine.withLock { $0.withdraw(client, round: message.round, reason: message.reason, now: Date()) })
-        case .accept:
-            let message = try Accept(frame: frame)
-            perform(engine.withLock { $0.accept(client, round: message.round, now: Date()) })
-        case .decline:
-            let message = try Decline(frame: frame)
-            perform(engine.withLock { $0.decline(client, round: message.round, reason: message.reason, now: Date()) })
-        case .tensorChunk:
-            try receiveChunk(try TensorChunk(frame: frame), from: connection)
-        case .tensorsDone:
-            let done = try TensorsDone(frame: frame)
-            guard let receiver = connection.receiver else {
-                throw FederationError.round(done.round, "end of an update that never started")
-            }
-            connection.receivedDelta = (done.round, try receiver.finish(done))
-            connection.receiver = nil
-        case .metrics:
-            try receiveMetrics(try MetricsReport(frame: frame), from: connection)
-        default:
-            throw FederationError.peer(client, "unexpected \(frame.type) message")
+        let event = try connection.uplink.receive(frame) { round in
+            engine.withLock { $0.isActive(client, round: round) }
         }
-    }
-
-    /// A chunk of a plain update; the first of a round must come from a client that round awaits.
-    private func receiveChunk(_ chunk: TensorChunk, from connection: ClientConnection) throws {
-        if connection.receiver?.round != chunk.round {
-            guard engine.withLock({ $0.isActive(connection.client, round: chunk.round) }) else {
-                throw FederationError.round(chunk.round, "update from '\(connection.client)', which is not in that round")
-            }
-            connection.receiver = TensorSetReceiver(round: chunk.round, kind: .update, layout: layout)
-        }
-        try connection.receiver!.add(chunk)
-    }
-
-    /// The figures that complete a masked input or a plain update of the same round.
-    private func receiveMetrics(_ report: MetricsReport, from connection: ClientConnection) throws {
-        let client = connection.client
-        guard report.metrics.client == client else {
-            throw FederationError.peer(client, "metrics name another client '\(report.metrics.client)'")
-        }
-        if let masked = connection.receivedMasked, masked.round == report.round {
-            connection.receivedMasked = nil
-            perform(engine.withLock {
-                $0.secureMaskedInput(client, round: report.round, masked, metrics: report.metrics, now: Date())
-            })
-            return
-        }
-        guard let delta = connection.receivedDelta, delta.round == report.round else {
-            throw FederationError.round(report.round, "metrics from '\(client)' without its update")
-        }
-        connection.receivedDelta = nil
-        let update = ReceivedUpdate(delta: delta.tensors, metrics: report.metrics)
-        perform(engine.withLock { $0.upload(client, round: report.round, update: update, now: Date()) })
+        if let event { perform(engine.withLock { $0.handle(event, from: client, now: Date()) }) }
     }
 }

@@ -98,13 +98,6 @@ public final class InMemoryFederation {
         case toCoordinator(from: String, [UInt8])
     }
 
-    /// What the coordinator holds per connection while a client's upload arrives.
-    private struct Uplink {
-        var receiver: TensorSetReceiver?
-        var delta: (round: UInt64, tensors: AdapterTensors)?
-        var masked: SecureMaskedInput?
-    }
-
     public private(set) var engine: RoundEngine
     public let layout: AdapterLayout
     /// The coordinator's global adapter.
@@ -114,7 +107,7 @@ public final class InMemoryFederation {
     public private(set) var finished: [FinishedRound] = []
     public private(set) var coordinatorLog: [String] = []
     private var queue: [Delivery] = []
-    private var uplinks: [String: Uplink] = [:]
+    private var uplinks: [String: ClientUplink] = [:]
 
     /// Connects every client (each says hello with its signing key) to a coordinator whose next
     /// round starts from `global`.
@@ -262,55 +255,13 @@ public final class InMemoryFederation {
 
     // MARK: The coordinator's driver
 
-    /// Turns a client's frame into the engine's event, as `CoordinatorServer.handle` does.
+    /// Turns a client's frame into the engine's event with the coordinator's own decoder.
     private func coordinatorReceives(_ frame: Frame, from client: String) throws {
-        var uplink = uplinks[client] ?? Uplink()
+        var uplink = uplinks[client] ?? ClientUplink(client: client, layout: layout)
         defer { if clients[client]?.alive == true { uplinks[client] = uplink } }
-        switch frame.type {
-        case .accept:
-            try coordinate(engine.accept(client, round: try Accept(frame: frame).round, now: now))
-        case .decline:
-            let message = try Decline(frame: frame)
-            try coordinate(engine.decline(client, round: message.round, reason: message.reason, now: now))
-        case .abort:
-            let message = try Abort(frame: frame)
-            try coordinate(engine.withdraw(client, round: message.round, reason: message.reason, now: now))
-        case .secureAdvertise:
-            let message = try SecureAdvertise(frame: frame)
-            try coordinate(engine.secureAdvertise(client, round: message.round, message, now: now))
-        case .secureShares:
-            let message = try SecureShares(frame: frame)
-            try coordinate(engine.secureShares(client, round: message.round, message, now: now))
-        case .secureUnmaskResponse:
-            let message = try SecureUnmaskResponse(frame: frame)
-            try coordinate(engine.secureUnmask(client, round: message.round, message, now: now))
-        case .secureMaskedInput:
-            uplink.masked = try SecureMaskedInput(frame: frame)
-        case .tensorChunk:
-            let chunk = try TensorChunk(frame: frame)
-            if uplink.receiver?.round != chunk.round {
-                uplink.receiver = TensorSetReceiver(round: chunk.round, kind: .update, layout: layout)
-            }
-            try uplink.receiver!.add(chunk)
-        case .tensorsDone:
-            let done = try TensorsDone(frame: frame)
-            guard let receiver = uplink.receiver else { throw FederationError.round(done.round, "end of an update that never started") }
-            uplink.delta = (done.round, try receiver.finish(done))
-            uplink.receiver = nil
-        case .metrics:
-            let report = try MetricsReport(frame: frame)
-            if let masked = uplink.masked, masked.round == report.round {
-                uplink.masked = nil
-                try coordinate(engine.secureMaskedInput(client, round: report.round, masked, metrics: report.metrics, now: now))
-            } else if let delta = uplink.delta, delta.round == report.round {
-                uplink.delta = nil
-                let update = ReceivedUpdate(delta: delta.tensors, metrics: report.metrics)
-                try coordinate(engine.upload(client, round: report.round, update: update, now: now))
-            } else {
-                throw FederationError.round(report.round, "metrics from '\(client)' without its update")
-            }
-        default:
-            throw FederationError.peer(client, "unexpected \(frame.type) message")
+        let engine = self.engine
+        if let event = try uplink.receive(frame, isActive: { engine.isActive(client, round: $0) }) {
+            try coordinate(self.engine.handle(event, from: client, now: now))
         }
     }
 
