@@ -61,6 +61,63 @@ struct ScaleRun {
 
     func run() throws -> ScaleResult {
         let setupStart = Date()
+        let federation = try setUpFederation()
+        let setupSeconds = Date().timeIntervalSince(setupStart)
+        log("\(clients) clients: federation set up in \(String(format: "%.1f", setupSeconds)) s (CA, \(clients) enrolments)")
+
+        let paths = federation.paths
+        let coordinator = try startCoordinator(paths: paths, config: federation.configuration)
+        let probe = ProcessProbe(pid: coordinator.processIdentifier)
+        let control = ControlChannel(path: paths.controlSocket.path)
+        defer { stopCoordinator(coordinator, control: control) }
+        try control.waitUntilServing(timeout: 60)
+        Thread.sleep(forTimeInterval: 1)
+        let baseline = try probe.residentBytesAndThreads()
+        let idleNone = try idleCPU(probe, seconds: 3)
+
+        let model = try LlamaConfiguration(configJSON: URL(fileURLWithPath: modelPath).appendingPathComponent("config.json"))
+        let fleet = LightClientFleet(host: federation.host, port: UInt16(federation.port),
+                                     caPEM: try PEMFile.readCertificate(at: paths.caCertificate.path), model: model)
+        let connectStart = Date()
+        fleet.start(federation.identities)
+        defer {
+            stopCoordinator(coordinator, control: control)
+            fleet.stop(expecting: clients, timeout: 30)
+        }
+        try waitForConnections(fleet, control: control, since: connectStart)
+        let connectSeconds = Date().timeIntervalSince(connectStart)
+        log("\(clients) clients: all connected in \(String(format: "%.2f", connectSeconds)) s")
+        Thread.sleep(forTimeInterval: 2)
+        let withClients = try probe.residentBytesAndThreads()
+        let idleConnected = try idleCPU(probe, seconds: 3)
+
+        var measurements: [RoundMeasurement] = []
+        let audit = AuditWatcher(url: paths.auditLog)
+        for _ in 0..<rounds {
+            measurements.append(try measureRound(control: control, audit: audit, probe: probe, fleet: fleet))
+        }
+        Thread.sleep(forTimeInterval: 1)
+        let afterRounds = try probe.residentBytesAndThreads()
+        let failures = fleet.tally.withLock { $0.failures }
+        return ScaleResult(clients: clients, setupSeconds: setupSeconds, connectSeconds: connectSeconds,
+                           baselineRSS: baseline.bytes, connectedRSS: withClients.bytes, afterRoundsRSS: afterRounds.bytes,
+                           baselineThreads: baseline.threads, connectedThreads: withClients.threads,
+                           idleCPUNone: idleNone, idleCPUConnected: idleConnected, rounds: measurements,
+                           clientFailures: failures)
+    }
+
+    /// A coordinator's state directory, its configuration file and the light clients' identities.
+    private struct Federation {
+        let paths: CoordinatorPaths
+        let host: String
+        let port: Int
+        let identities: [LightClientIdentity]
+        let configuration: URL
+    }
+
+    /// Initialises the coordinator's state on a free loopback port, enrols every light client and writes
+    /// a configuration whose rounds wait for all of them.
+    private func setUpFederation() throws -> Federation {
         let paths = CoordinatorPaths(root: workDirectory.appendingPathComponent("coordinator"))
         let port = Int(try freeLoopbackPort())
         let host = "127.0.0.1"
@@ -81,27 +138,11 @@ struct ScaleRun {
         let configuration = CoordinatorConfiguration(model: modelPath, rounds: policy)
         let configURL = workDirectory.appendingPathComponent("coordinator.json")
         try JSONEncoder().encode(configuration).write(to: configURL)
-        let setupSeconds = Date().timeIntervalSince(setupStart)
-        log("\(clients) clients: federation set up in \(String(format: "%.1f", setupSeconds)) s (CA, \(clients) enrolments)")
+        return Federation(paths: paths, host: host, port: port, identities: identities, configuration: configURL)
+    }
 
-        let coordinator = try startCoordinator(paths: paths, config: configURL)
-        let probe = ProcessProbe(pid: coordinator.processIdentifier)
-        let control = ControlChannel(path: paths.controlSocket.path)
-        defer { stopCoordinator(coordinator, control: control) }
-        try control.waitUntilServing(timeout: 60)
-        Thread.sleep(forTimeInterval: 1)
-        let baseline = try probe.residentBytesAndThreads()
-        let idleNone = try idleCPU(probe, seconds: 3)
-
-        let model = try LlamaConfiguration(configJSON: URL(fileURLWithPath: modelPath).appendingPathComponent("config.json"))
-        let fleet = LightClientFleet(host: host, port: UInt16(port),
-                                     caPEM: try PEMFile.readCertificate(at: paths.caCertificate.path), model: model)
-        let connectStart = Date()
-        fleet.start(identities)
-        defer {
-            stopCoordinator(coordinator, control: control)
-            fleet.stop(expecting: clients, timeout: 30)
-        }
+    /// Polls the coordinator until every light client is connected; throws as soon as one fails, or after 600 s.
+    private func waitForConnections(_ fleet: LightClientFleet, control: ControlChannel, since connectStart: Date) throws {
         var connected = 0
         while connected < clients {
             if Date().timeIntervalSince(connectStart) > 600 {
@@ -115,54 +156,42 @@ struct ScaleRun {
             Thread.sleep(forTimeInterval: 0.1)
             connected = try control.connectedCount()
         }
-        let connectSeconds = Date().timeIntervalSince(connectStart)
-        log("\(clients) clients: all connected in \(String(format: "%.2f", connectSeconds)) s")
-        Thread.sleep(forTimeInterval: 2)
-        let withClients = try probe.residentBytesAndThreads()
-        let idleConnected = try idleCPU(probe, seconds: 3)
+    }
 
-        var measurements: [RoundMeasurement] = []
-        let audit = AuditWatcher(url: paths.auditLog)
-        for _ in 0..<rounds {
-            let cpuStart = try probe.cpuSeconds()
-            let ownStart = ownCPUSeconds()
-            let start = ProcessStatistics.now()
-            let round = try control.startRound()
-            let record = try audit.waitForRecord(round: round, timeout: 900)
-            let latency = ProcessStatistics.now() - start
-            let coordinatorCPU = try probe.cpuSeconds() - cpuStart
-            let clientProcessCPU = ownCPUSeconds() - ownStart
-            let deadline = Date().addingTimeInterval(300)
-            while Date() < deadline {
-                let heard = fleet.tally.withLock { ($0.committed[round] ?? 0) + ($0.otherEndings[round]?.count ?? 0) }
-                if heard >= clients { break }
-                Thread.sleep(forTimeInterval: 0.002)
-            }
-            let resultLatency = ProcessStatistics.now() - start
-            try control.waitUntilIdle(timeout: 60)
-            let compute = fleet.tally.withLock { $0.computeSeconds[round] ?? 0 }
-            let status = record["status"] as? String ?? "?"
-            let participants = (record["participants"] as? [Any])?.count ?? 0
-            let measurement = RoundMeasurement(round: round, latency: latency, resultLatency: resultLatency,
-                                               coordinatorCPU: coordinatorCPU, clientProcessCPU: clientProcessCPU,
-                                               clientCompute: compute, status: status, participants: participants)
-            measurements.append(measurement)
-            log(String(format: "%d clients: round %llu %@ with %d participants in %.3f s (all results at %.3f s); "
-                       + "coordinator CPU %.2f s, client process CPU %.2f s", clients, round, status, participants,
-                       latency, resultLatency, coordinatorCPU, clientProcessCPU))
-            if status != "committed" {
-                let reason = record["abort_reason"] as? String ?? "no reason recorded"
-                throw BenchmarkError("round \(round) with \(clients) clients was \(status): \(reason)")
-            }
+    /// Starts one round and measures it until its audit record, every client's result and an idle coordinator;
+    /// throws if the round did not commit.
+    private func measureRound(control: ControlChannel, audit: AuditWatcher, probe: ProcessProbe,
+                              fleet: LightClientFleet) throws -> RoundMeasurement {
+        let cpuStart = try probe.cpuSeconds()
+        let ownStart = ownCPUSeconds()
+        let start = ProcessStatistics.now()
+        let round = try control.startRound()
+        let record = try audit.waitForRecord(round: round, timeout: 900)
+        let latency = ProcessStatistics.now() - start
+        let coordinatorCPU = try probe.cpuSeconds() - cpuStart
+        let clientProcessCPU = ownCPUSeconds() - ownStart
+        let deadline = Date().addingTimeInterval(300)
+        while Date() < deadline {
+            let heard = fleet.tally.withLock { ($0.committed[round] ?? 0) + ($0.otherEndings[round]?.count ?? 0) }
+            if heard >= clients { break }
+            Thread.sleep(forTimeInterval: 0.002)
         }
-        Thread.sleep(forTimeInterval: 1)
-        let afterRounds = try probe.residentBytesAndThreads()
-        let failures = fleet.tally.withLock { $0.failures }
-        return ScaleResult(clients: clients, setupSeconds: setupSeconds, connectSeconds: connectSeconds,
-                           baselineRSS: baseline.bytes, connectedRSS: withClients.bytes, afterRoundsRSS: afterRounds.bytes,
-                           baselineThreads: baseline.threads, connectedThreads: withClients.threads,
-                           idleCPUNone: idleNone, idleCPUConnected: idleConnected, rounds: measurements,
-                           clientFailures: failures)
+        let resultLatency = ProcessStatistics.now() - start
+        try control.waitUntilIdle(timeout: 60)
+        let compute = fleet.tally.withLock { $0.computeSeconds[round] ?? 0 }
+        let status = record["status"] as? String ?? "?"
+        let participants = (record["participants"] as? [Any])?.count ?? 0
+        let measurement = RoundMeasurement(round: round, latency: latency, resultLatency: resultLatency,
+                                           coordinatorCPU: coordinatorCPU, clientProcessCPU: clientProcessCPU,
+                                           clientCompute: compute, status: status, participants: participants)
+        log(String(format: "%d clients: round %llu %@ with %d participants in %.3f s (all results at %.3f s); "
+                   + "coordinator CPU %.2f s, client process CPU %.2f s", clients, round, status, participants,
+                   latency, resultLatency, coordinatorCPU, clientProcessCPU))
+        if status != "committed" {
+            let reason = record["abort_reason"] as? String ?? "no reason recorded"
+            throw BenchmarkError("round \(round) with \(clients) clients was \(status): \(reason)")
+        }
+        return measurement
     }
 
     /// The coordinator runs as a child process of this executable (`--serve-coordinator`), so that

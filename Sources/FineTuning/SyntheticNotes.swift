@@ -442,6 +442,63 @@ struct CivilDate: Equatable {
     }
 }
 
+/// The written sections of one note, before they are laid out under their headings.
+private struct NoteSections {
+    let complaint: String
+    let history: String
+    let vitalsLine: String
+    let exam: String
+    let assessment: String
+    let plan: [String]
+}
+
+/// What the top of a note says about the patient and the visit.
+private struct NoteHeader {
+    let first: String
+    let last: String
+    let birth: CivilDate
+    let date: CivilDate
+    let recordNumber: String
+    let followUp: Bool
+}
+
+extension TemplateExpander {
+    /// Sets a slot; a lower-case key also sets its capitalized twin (`he` -> `He`) to the capitalized value.
+    mutating func set(_ key: String, _ value: String) {
+        slots[key] = value
+        if let head = key.first, head.isLowercase {
+            slots[head.uppercased() + key.dropFirst()] = ClinicVocabulary.capitalizedFirst(value)
+        }
+    }
+
+    /// Picks one template from `list`, expands it and sets the slot to the result.
+    mutating func draw(_ key: String, from list: [String], _ random: inout SplitMix64) {
+        let value = expand(random.pick(list), &random)
+        set(key, value)
+    }
+
+    /// Picks two different templates from `list` (the same one twice if it has one) into `key1` and `key2`.
+    mutating func drawTwo(_ key: String, from list: [String], _ random: inout SplitMix64) {
+        let two = random.pick(distinct: 2, from: list)
+        let firstValue = expand(two[0], &random)
+        set(key + "1", firstValue)
+        let secondValue = expand(two.count > 1 ? two[1] : two[0], &random)
+        set(key + "2", secondValue)
+    }
+
+    /// The vital-sign slots, formatted as the notes print them.
+    mutating func setVitals(_ vitals: SyntheticNotes.Vitals) {
+        set("sbp", String(vitals.systolic))
+        set("dbp", String(vitals.diastolic))
+        set("hr", String(vitals.heartRate))
+        set("temp", String(format: "%.1f", vitals.temperature))
+        set("spo2", String(vitals.oxygenSaturation))
+        set("weight", String(format: "%.1f", vitals.weight))
+        set("height", String(vitals.height))
+        set("bmi", String(format: "%.1f", vitals.bodyMassIndex))
+    }
+}
+
 /// Turns patients into notes for one specialty, drawing everything from one seeded stream.
 struct NoteGenerator {
     let specialty: Specialty
@@ -500,73 +557,79 @@ struct NoteGenerator {
         return notes
     }
 
+    /// One visit's note. The slots are filled, then the sections written, then laid out; each step draws
+    /// from `random` in a fixed order, so the same seed always writes the same bytes.
     private mutating func note(condition: ClinicCondition, female: Bool, first: String, last: String, birth: CivilDate,
                                date: CivilDate, ageMonths: Int, height adultHeight: Int, recordNumber: String,
                                followUp: Bool) -> SyntheticNotes.Note {
-        let years = ageMonths / 12
         var expander = TemplateExpander()
-        func set(_ key: String, _ value: String) {
-            expander.slots[key] = value
-            if let head = key.first, head.isLowercase {
-                expander.slots[head.uppercased() + key.dropFirst()] = ClinicVocabulary.capitalizedFirst(value)
-            }
-        }
+        setPatientSlots(&expander, female: female, first: first, last: last, birth: birth, date: date,
+                        ageMonths: ageMonths)
+        let vitals = makeVitals(condition.vitals, female: female, ageMonths: ageMonths, adultHeight: adultHeight)
+        expander.setVitals(vitals)
+        drawClinicalSlots(&expander, condition: condition)
+        let sections = writeSections(&expander, condition: condition)
+        let header = NoteHeader(first: first, last: last, birth: birth, date: date, recordNumber: recordNumber,
+                                followUp: followUp)
+        let (text, prompt) = layOut(sections, header: header, &expander)
+        return SyntheticNotes.Note(
+            specialty: specialty, firstName: first, lastName: last, sex: female ? "female" : "male",
+            dateOfBirth: birth.iso, medicalRecordNumber: recordNumber, visitDate: date.iso, ageYears: ageMonths / 12,
+            chiefComplaint: sections.complaint, history: sections.history, vitals: vitals, exam: sections.exam,
+            assessment: sections.assessment, plan: sections.plan, diagnosisLabel: condition.label, text: text,
+            prompt: prompt)
+    }
+
+    /// Who the patient is: name, pronouns, age and sex in words, and the per-note details (guardian, side,
+    /// occupation) that templates refer to.
+    private mutating func setPatientSlots(_ expander: inout TemplateExpander, female: Bool, first: String,
+                                          last: String, birth: CivilDate, date: CivilDate, ageMonths: Int) {
+        let years = ageMonths / 12
         let child = years < 18
-        set("first", first)
-        set("last", last)
-        set("title", female ? "Ms." : "Mr.")
-        set("he", female ? "she" : "he")
-        set("his", female ? "her" : "his")
-        set("him", female ? "her" : "him")
+        expander.set("first", first)
+        expander.set("last", last)
+        expander.set("title", female ? "Ms." : "Mr.")
+        expander.set("he", female ? "she" : "he")
+        expander.set("his", female ? "her" : "his")
+        expander.set("him", female ? "her" : "him")
         if years >= 2 {
-            set("age", "\(years)-year-old")
-            set("ageShort", "\(years) y/o")
+            expander.set("age", "\(years)-year-old")
+            expander.set("ageShort", "\(years) y/o")
         } else if ageMonths >= 1 {
-            set("age", "\(ageMonths)-month-old")
-            set("ageShort", "\(ageMonths) mo")
+            expander.set("age", "\(ageMonths)-month-old")
+            expander.set("ageShort", "\(ageMonths) mo")
         } else {
             let weeks = max(1, (date.dayNumber - birth.dayNumber) / 7)
-            set("age", "\(weeks)-week-old")
-            set("ageShort", "\(weeks) wk")
+            expander.set("age", "\(weeks)-week-old")
+            expander.set("ageShort", "\(weeks) wk")
         }
-        set("sex", child ? (years < 1 ? (female ? "infant girl" : "infant boy") : (female ? "girl" : "boy"))
-                         : (female ? "woman" : "man"))
-        set("sexShort", female ? "F" : "M")
-        set("guardian", random.pick(ClinicVocabulary.guardians))
-        set("side", random.chance(0.5) ? "left" : "right")
-        set("occupation", random.pick(ClinicVocabulary.occupations))
+        expander.set("sex", child ? (years < 1 ? (female ? "infant girl" : "infant boy") : (female ? "girl" : "boy"))
+                                  : (female ? "woman" : "man"))
+        expander.set("sexShort", female ? "F" : "M")
+        expander.set("guardian", random.pick(ClinicVocabulary.guardians))
+        expander.set("side", random.chance(0.5) ? "left" : "right")
+        expander.set("occupation", random.pick(ClinicVocabulary.occupations))
+    }
 
-        let vitals = makeVitals(condition.vitals, female: female, ageMonths: ageMonths, adultHeight: adultHeight)
-        set("sbp", String(vitals.systolic))
-        set("dbp", String(vitals.diastolic))
-        set("hr", String(vitals.heartRate))
-        set("temp", String(format: "%.1f", vitals.temperature))
-        set("spo2", String(vitals.oxygenSaturation))
-        set("weight", String(format: "%.1f", vitals.weight))
-        set("height", String(vitals.height))
-        set("bmi", String(format: "%.1f", vitals.bodyMassIndex))
+    /// The condition's complaint, symptoms, findings and diagnosis, and the specialty's normals and comorbidities.
+    /// Each is picked and expanded once so that a slot means the same thing everywhere in the note.
+    private mutating func drawClinicalSlots(_ expander: inout TemplateExpander, condition: ClinicCondition) {
+        expander.draw("complaint", from: condition.complaints, &random)
+        expander.draw("duration", from: condition.durations, &random)
+        expander.drawTwo("symptom", from: condition.symptoms, &random)
+        expander.drawTwo("neg", from: condition.negatives + style.negatives, &random)
+        expander.drawTwo("finding", from: condition.findings, &random)
+        expander.drawTwo("normal", from: style.examNormals, &random)
+        expander.drawTwo("comorbidity", from: style.comorbidities, &random)
+        expander.draw("general", from: style.examGeneral, &random)
+        expander.draw("dx", from: condition.diagnoses, &random)
+        let lab = condition.labs.isEmpty ? "" : expander.expand(random.pick(condition.labs), &random)
+        expander.set("lab", lab)
+        expander.draw("reason", from: condition.reasoning, &random)
+    }
 
-        // Pick-and-expand once so that a slot means the same thing everywhere in the note.
-        func draw(_ key: String, _ list: [String]) { set(key, expander.expand(random.pick(list), &random)) }
-        func drawTwo(_ key: String, _ list: [String]) {
-            let two = random.pick(distinct: 2, from: list)
-            set(key + "1", expander.expand(two[0], &random))
-            set(key + "2", expander.expand(two.count > 1 ? two[1] : two[0], &random))
-        }
-        draw("complaint", condition.complaints)
-        draw("duration", condition.durations)
-        drawTwo("symptom", condition.symptoms)
-        drawTwo("neg", condition.negatives + style.negatives)
-        drawTwo("finding", condition.findings)
-        drawTwo("normal", style.examNormals)
-        drawTwo("comorbidity", style.comorbidities)
-        draw("general", style.examGeneral)
-        draw("dx", condition.diagnoses)
-        set("lab", condition.labs.isEmpty ? "" : expander.expand(random.pick(condition.labs), &random))
-        draw("reason", condition.reasoning)
-        func heading(_ list: [String]) -> String { expander.expand(random.pick(list), &random) }
-
-
+    /// The note's sections, written from the filled slots.
+    private mutating func writeSections(_ expander: inout TemplateExpander, condition: ClinicCondition) -> NoteSections {
         let complaint = ClinicVocabulary.polish(expander.expand(random.pick(style.chiefComplaintFrames), &random))
         // History: an opening sentence, then one to three of the detail kinds, in their usual order.
         var sentences = [expander.expand(random.pick(style.openers), &random)]
@@ -585,34 +648,39 @@ struct NoteGenerator {
         if plan.count < 3 && random.chance(0.4) { plan.append(random.pick(style.planExtras)) }
         plan.append(random.pick(style.followUps))
         let planItems = plan.map { ClinicVocabulary.polish(ClinicVocabulary.capitalizedFirst(expander.expand($0, &random))) }
+        return NoteSections(complaint: complaint, history: history, vitalsLine: vitalsLine, exam: exam,
+                            assessment: assessment, plan: planItems)
+    }
 
+    /// The whole note and its prompt (the note without its assessment, ending "\nAssessment:"): a title, the
+    /// patient's identity, the visit line, then the headed sections.
+    private mutating func layOut(_ sections: NoteSections, header: NoteHeader,
+                                 _ expander: inout TemplateExpander) -> (text: String, prompt: String) {
         let title = expander.expand(random.pick(style.titles), &random)
-        let visitType = followUp ? random.pick(["Follow-up", "Return visit", "Follow-up visit"])
-                                 : random.pick(["New patient", "New consult", "Initial visit"])
+        let visitType = header.followUp ? random.pick(["Follow-up", "Return visit", "Follow-up visit"])
+                                        : random.pick(["New patient", "New consult", "Initial visit"])
+        let (first, last, birth, mrn) = (header.first, header.last, header.birth.iso, header.recordNumber)
         let identity = random.pick([
-            "Patient: \(last), \(first)    DOB: \(birth.iso)    MRN: \(recordNumber)",
-            "Name: \(first) \(last) | DOB: \(birth.iso) | \(recordNumber)",
-            "Patient name: \(first) \(last), DOB \(birth.iso), \(recordNumber)",
+            "Patient: \(last), \(first)    DOB: \(birth)    MRN: \(mrn)",
+            "Name: \(first) \(last) | DOB: \(birth) | \(mrn)",
+            "Patient name: \(first) \(last), DOB \(birth), \(mrn)",
         ])
-        let visitLine = random.pick(["Visit date: \(date.iso) (\(visitType))", "Date of service: \(date.iso) - \(visitType)",
-                                     "\(visitType), seen \(date.iso)"])
+        let date = header.date.iso
+        let visitLine = random.pick(["Visit date: \(date) (\(visitType))", "Date of service: \(date) - \(visitType)",
+                                     "\(visitType), seen \(date)"])
+        func heading(_ list: [String]) -> String { expander.expand(random.pick(list), &random) }
         let before = [
             title, identity, visitLine,
-            heading(style.chiefComplaintHeadings) + " " + complaint,
-            heading(style.historyHeadings) + " " + history,
-            heading(style.vitalsHeadings) + " " + vitalsLine,
-            heading(style.examHeadings) + " " + exam,
+            heading(style.chiefComplaintHeadings) + " " + sections.complaint,
+            heading(style.historyHeadings) + " " + sections.history,
+            heading(style.vitalsHeadings) + " " + sections.vitalsLine,
+            heading(style.examHeadings) + " " + sections.exam,
         ]
         let planLines = [heading(style.planHeadings)]
-            + planItems.enumerated().map { style.bullet($0.offset + 1) + $0.element }
-        let text = (before + ["Assessment: " + assessment] + planLines).joined(separator: "\n")
+            + sections.plan.enumerated().map { style.bullet($0.offset + 1) + $0.element }
+        let text = (before + ["Assessment: " + sections.assessment] + planLines).joined(separator: "\n")
         let prompt = (before + planLines).joined(separator: "\n") + "\nAssessment:"
-
-        return SyntheticNotes.Note(
-            specialty: specialty, firstName: first, lastName: last, sex: female ? "female" : "male",
-            dateOfBirth: birth.iso, medicalRecordNumber: recordNumber, visitDate: date.iso, ageYears: years,
-            chiefComplaint: complaint, history: history, vitals: vitals, exam: exam, assessment: assessment,
-            plan: planItems, diagnosisLabel: condition.label, text: text, prompt: prompt)
+        return (text, prompt)
     }
 
     /// Vital signs from the specialty's adult ranges (blood pressure rising with age) or, for children,

@@ -30,57 +30,17 @@ public enum ModelExporter {
         let weights = loaded.model.weights
         let c = weights.configuration
         var writer = GGUFWriter()
-        if let gguf = loaded.gguf {
-            for key in gguf.metadataKeys where key != "general.file_type" && key != "general.alignment" {
-                writer.set(key, gguf.metadata[key]!)
-            }
-        } else {
-            writer.set("general.architecture", .string("llama"))
-            writer.set("general.name", .string(URL(fileURLWithPath: weights.source).lastPathComponent))
-            if let tokenizer = loaded.tokenizer { setTokenizer(tokenizer, on: &writer) }
-        }
-        writer.set("general.architecture", .string("llama"))
-        writer.set("llama.block_count", .uint32(UInt32(c.numHiddenLayers)))
-        writer.set("llama.context_length", .uint32(UInt32(c.maxPositionEmbeddings)))
-        writer.set("llama.embedding_length", .uint32(UInt32(c.hiddenSize)))
-        writer.set("llama.feed_forward_length", .uint32(UInt32(c.intermediateSize)))
-        writer.set("llama.attention.head_count", .uint32(UInt32(c.numAttentionHeads)))
-        writer.set("llama.attention.head_count_kv", .uint32(UInt32(c.numKeyValueHeads)))
-        writer.set("llama.rope.freq_base", .float32(Float(c.ropeTheta)))
-        writer.set("llama.rope.dimension_count", .uint32(UInt32(c.headDim)))
-        writer.set("llama.attention.layer_norm_rms_epsilon", .float32(Float(c.rmsNormEps)))
-        writer.set("llama.vocab_size", .uint32(UInt32(c.vocabSize)))
-        writer.set("general.file_type", .uint32(fileType(type)))
-        if adapter != nil { writer.set("conclave.adapter_merged", .bool(true)) }
+        setMetadata(of: loaded, type: type, adapterMerged: adapter != nil, on: &writer)
 
         let embeddingType: TensorType = (type == .q4_0 || type == .q4_1) ? .q8_0 : type
         func add(_ name: String, _ matrix: WeightMatrix, as tensorType: TensorType,
                  merge: (module: ProjectionModule, pair: LoRAPair)? = nil, permuteHeads: Int? = nil) throws {
             var values = matrix.dequantized()
             if let (module, pair) = merge {
-                // W += scaling · B A, with B's rows in this model's order.
-                var b = pair.b
-                if weights.ropeLayout == .adjacentPairs && (module == .qProj || module == .kProj) {
-                    b = RoPEPermutation.permuteRows(b, outFeatures: pair.outFeatures, rank: pair.rank, headDimension: c.headDim)
-                }
-                let scaling = Float(adapter!.scaling)
-                for r in 0..<matrix.rows {
-                    for k in 0..<pair.rank {
-                        let coefficient = scaling * b[r * pair.rank + k]
-                        if coefficient == 0 { continue }
-                        for col in 0..<matrix.columns { values[r * matrix.columns + col] += coefficient * pair.a[k * matrix.columns + col] }
-                    }
-                }
+                mergeLoRA(pair, of: module, scaling: Float(adapter!.scaling), into: &values, of: matrix, weights: weights)
             }
             if let heads = permuteHeads, weights.ropeLayout == .halfSplit {
-                var permuted = values
-                let hd = matrix.rows / heads
-                for row in 0..<matrix.rows {
-                    let target = RoPEPermutation.ggufRow(ofHFRow: row, headDimension: hd)
-                    permuted.replaceSubrange((target * matrix.columns)..<((target + 1) * matrix.columns),
-                                             with: values[(row * matrix.columns)..<((row + 1) * matrix.columns)])
-                }
-                values = permuted
+                values = ggufRowOrder(values, rows: matrix.rows, columns: matrix.columns, heads: heads)
             }
             guard values.allSatisfy({ $0.isFinite }) else {
                 throw LanguageModelError.badTensor(file: url.path, tensor: name, problem: "non-finite values after merging")
@@ -111,6 +71,66 @@ public enum ModelExporter {
             progress(l + 2, total)
         }
         try writer.write(to: url)
+    }
+
+    /// The file's metadata: the source GGUF's keys (or, for another source, a name and its tokenizer), then
+    /// llama.cpp's architecture keys from the configuration and the file type of `type`.
+    static func setMetadata(of loaded: LoadedModel, type: TensorType, adapterMerged: Bool,
+                            on writer: inout GGUFWriter) {
+        let weights = loaded.model.weights
+        let c = weights.configuration
+        if let gguf = loaded.gguf {
+            for key in gguf.metadataKeys where key != "general.file_type" && key != "general.alignment" {
+                writer.set(key, gguf.metadata[key]!)
+            }
+        } else {
+            writer.set("general.architecture", .string("llama"))
+            writer.set("general.name", .string(URL(fileURLWithPath: weights.source).lastPathComponent))
+            if let tokenizer = loaded.tokenizer { setTokenizer(tokenizer, on: &writer) }
+        }
+        writer.set("general.architecture", .string("llama"))
+        writer.set("llama.block_count", .uint32(UInt32(c.numHiddenLayers)))
+        writer.set("llama.context_length", .uint32(UInt32(c.maxPositionEmbeddings)))
+        writer.set("llama.embedding_length", .uint32(UInt32(c.hiddenSize)))
+        writer.set("llama.feed_forward_length", .uint32(UInt32(c.intermediateSize)))
+        writer.set("llama.attention.head_count", .uint32(UInt32(c.numAttentionHeads)))
+        writer.set("llama.attention.head_count_kv", .uint32(UInt32(c.numKeyValueHeads)))
+        writer.set("llama.rope.freq_base", .float32(Float(c.ropeTheta)))
+        writer.set("llama.rope.dimension_count", .uint32(UInt32(c.headDim)))
+        writer.set("llama.attention.layer_norm_rms_epsilon", .float32(Float(c.rmsNormEps)))
+        writer.set("llama.vocab_size", .uint32(UInt32(c.vocabSize)))
+        writer.set("general.file_type", .uint32(fileType(type)))
+        if adapterMerged { writer.set("conclave.adapter_merged", .bool(true)) }
+    }
+
+    /// W += scaling · B A on `values` (the dequantized `matrix`, row-major), with B's rows in this model's
+    /// order: a model whose RoPE pairs adjacent values stores Q and K rows permuted.
+    static func mergeLoRA(_ pair: LoRAPair, of module: ProjectionModule, scaling: Float, into values: inout [Float],
+                          of matrix: WeightMatrix, weights: ModelWeights) {
+        var b = pair.b
+        if weights.ropeLayout == .adjacentPairs && (module == .qProj || module == .kProj) {
+            b = RoPEPermutation.permuteRows(b, outFeatures: pair.outFeatures, rank: pair.rank,
+                                            headDimension: weights.configuration.headDim)
+        }
+        for r in 0..<matrix.rows {
+            for k in 0..<pair.rank {
+                let coefficient = scaling * b[r * pair.rank + k]
+                if coefficient == 0 { continue }
+                for col in 0..<matrix.columns { values[r * matrix.columns + col] += coefficient * pair.a[k * matrix.columns + col] }
+            }
+        }
+    }
+
+    /// A half-split (HF) Q or K matrix's rows moved to llama.cpp's order, head by head.
+    static func ggufRowOrder(_ values: [Float], rows: Int, columns: Int, heads: Int) -> [Float] {
+        var permuted = values
+        let hd = rows / heads
+        for row in 0..<rows {
+            let target = RoPEPermutation.ggufRow(ofHFRow: row, headDimension: hd)
+            permuted.replaceSubrange((target * columns)..<((target + 1) * columns),
+                                     with: values[(row * columns)..<((row + 1) * columns)])
+        }
+        return permuted
     }
 
     static func weightFormat(_ type: TensorType) -> WeightFormat {

@@ -41,6 +41,7 @@ public final class GGUFFile: @unchecked Sendable {
     public init(url: URL) throws {
         self.url = url
         mapping = try MappedFile(url: url)
+        let fileSize = mapping.bytes.count
         var reader = ByteReader(bytes: mapping.bytes, file: url.path)
         let magic = try reader.readBytes(4, "magic")
         guard Array(magic) == Array("GGUF".utf8) else {
@@ -52,81 +53,105 @@ public final class GGUFFile: @unchecked Sendable {
         let metadataCount = try reader.read(UInt64.self, "metadata count")
         // Each metadata entry takes at least 13 bytes and each tensor info at least 32.
         guard tensorCount <= UInt64(Self.maximumTensors), tensorCount <= UInt64(reader.remaining / 32) else {
-            throw reader.fail("tensor count \(tensorCount) is impossible for a file of \(mapping.bytes.count) bytes")
+            throw reader.fail("tensor count \(tensorCount) is impossible for a file of \(fileSize) bytes")
         }
         guard metadataCount <= UInt64(Self.maximumMetadata), metadataCount <= UInt64(reader.remaining / 13) else {
-            throw reader.fail("metadata count \(metadataCount) is impossible for a file of \(mapping.bytes.count) bytes")
+            throw reader.fail("metadata count \(metadataCount) is impossible for a file of \(fileSize) bytes")
         }
 
+        (metadata, metadataKeys) = try Self.readMetadata(&reader, count: Int(metadataCount))
+        alignment = try Self.declaredAlignment(in: metadata, reader)
+        (tensors, index) = try Self.readTensorInfos(&reader, count: Int(tensorCount), alignment: alignment,
+                                                    fileSize: fileSize)
+        dataOffset = (reader.offset + alignment - 1) / alignment * alignment
+        try Self.checkTensorData(tensors, dataOffset: dataOffset, fileSize: fileSize, reader)
+    }
+
+    /// The metadata key/value pairs, by key and with the keys in file order; a repeated key is an error.
+    private static func readMetadata(_ reader: inout ByteReader,
+                                     count: Int) throws -> ([String: GGUFValue], [String]) {
         var metadata: [String: GGUFValue] = [:]
         var keys: [String] = []
-        for i in 0..<Int(metadataCount) {
-            let key = try Self.readString(&reader, "metadata key \(i)")
+        for i in 0..<count {
+            let key = try readString(&reader, "metadata key \(i)")
             let typeCode = try reader.read(UInt32.self, "type of '\(key)'")
-            let value = try Self.readValue(&reader, type: typeCode, key: key, depth: 0)
+            let value = try readValue(&reader, type: typeCode, key: key, depth: 0)
             guard metadata[key] == nil else { throw reader.fail("duplicate metadata key '\(key)'") }
             metadata[key] = value
             keys.append(key)
         }
-        self.metadata = metadata
-        metadataKeys = keys
+        return (metadata, keys)
+    }
 
-        var alignment = 32
-        if let value = metadata["general.alignment"] {
-            guard let a = value.intValue, a > 0, a <= 1 << 16, a & (a - 1) == 0 else {
-                throw reader.fail("general.alignment must be a power of two up to 65536, got \(value)")
-            }
-            alignment = a
+    /// `general.alignment`, 32 when absent; a power of two up to 65536.
+    private static func declaredAlignment(in metadata: [String: GGUFValue], _ reader: ByteReader) throws -> Int {
+        guard let value = metadata["general.alignment"] else { return 32 }
+        guard let a = value.intValue, a > 0, a <= 1 << 16, a & (a - 1) == 0 else {
+            throw reader.fail("general.alignment must be a power of two up to 65536, got \(value)")
         }
-        self.alignment = alignment
+        return a
+    }
 
+    /// The tensor infos in file order and each name's position among them; a repeated name is an error.
+    private static func readTensorInfos(_ reader: inout ByteReader, count: Int, alignment: Int,
+                                        fileSize: Int) throws -> ([GGUFTensorInfo], [String: Int]) {
         var tensors: [GGUFTensorInfo] = []
         var index: [String: Int] = [:]
-        for i in 0..<Int(tensorCount) {
-            let name = try Self.readString(&reader, "name of tensor \(i)")
-            let dimensionCount = try reader.read(UInt32.self, "dimension count of '\(name)'")
-            guard (1...UInt32(Self.maximumDimensions)).contains(dimensionCount) else {
-                throw reader.fail("tensor '\(name)' has \(dimensionCount) dimensions (1 to \(Self.maximumDimensions) allowed)")
-            }
-            var dimensions: [Int] = []
-            var elements = 1
-            for d in 0..<Int(dimensionCount) {
-                let size = try reader.read(UInt64.self, "dimension \(d) of '\(name)'")
-                guard size >= 1, size <= UInt64(Int32.max) else {
-                    throw reader.fail("tensor '\(name)' dimension \(d) is \(size)")
-                }
-                let (product, overflow) = elements.multipliedReportingOverflow(by: Int(size))
-                guard !overflow, product <= mapping.bytes.count * 2 else {
-                    throw reader.fail("tensor '\(name)' has more elements than the file can hold")
-                }
-                elements = product
-                dimensions.append(Int(size))
-            }
-            let typeCode = try reader.read(UInt32.self, "type of '\(name)'")
-            guard let type = TensorType(rawValue: typeCode) else {
-                throw reader.fail("tensor '\(name)' has unsupported type \(typeCode) (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)")
-            }
-            guard dimensions[0] % type.blockSize == 0 else {
-                throw reader.fail("tensor '\(name)': first dimension \(dimensions[0]) is not a multiple of \(type)'s block of \(type.blockSize)")
-            }
-            let offset = try reader.read(UInt64.self, "offset of '\(name)'")
-            guard offset <= UInt64(mapping.bytes.count), Int(offset) % alignment == 0 else {
-                throw reader.fail("tensor '\(name)' offset \(offset) is beyond the file or not aligned to \(alignment)")
-            }
-            guard index[name] == nil else { throw reader.fail("duplicate tensor name '\(name)'") }
-            index[name] = tensors.count
-            tensors.append(GGUFTensorInfo(name: name, dimensions: dimensions, type: type, offset: Int(offset)))
+        for i in 0..<count {
+            let tensor = try readTensorInfo(&reader, number: i, alignment: alignment, fileSize: fileSize)
+            guard index[tensor.name] == nil else { throw reader.fail("duplicate tensor name '\(tensor.name)'") }
+            index[tensor.name] = tensors.count
+            tensors.append(tensor)
         }
-        let dataOffset = (reader.offset + alignment - 1) / alignment * alignment
+        return (tensors, index)
+    }
+
+    /// One tensor info: name, dimensions (each bounded, their product within what the file can hold), a
+    /// supported type whose block divides the first dimension, and an aligned offset inside the file.
+    private static func readTensorInfo(_ reader: inout ByteReader, number i: Int, alignment: Int,
+                                       fileSize: Int) throws -> GGUFTensorInfo {
+        let name = try readString(&reader, "name of tensor \(i)")
+        let dimensionCount = try reader.read(UInt32.self, "dimension count of '\(name)'")
+        guard (1...UInt32(maximumDimensions)).contains(dimensionCount) else {
+            throw reader.fail("tensor '\(name)' has \(dimensionCount) dimensions (1 to \(maximumDimensions) allowed)")
+        }
+        var dimensions: [Int] = []
+        var elements = 1
+        for d in 0..<Int(dimensionCount) {
+            let size = try reader.read(UInt64.self, "dimension \(d) of '\(name)'")
+            guard size >= 1, size <= UInt64(Int32.max) else {
+                throw reader.fail("tensor '\(name)' dimension \(d) is \(size)")
+            }
+            let (product, overflow) = elements.multipliedReportingOverflow(by: Int(size))
+            guard !overflow, product <= fileSize * 2 else {
+                throw reader.fail("tensor '\(name)' has more elements than the file can hold")
+            }
+            elements = product
+            dimensions.append(Int(size))
+        }
+        let typeCode = try reader.read(UInt32.self, "type of '\(name)'")
+        guard let type = TensorType(rawValue: typeCode) else {
+            throw reader.fail("tensor '\(name)' has unsupported type \(typeCode) (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)")
+        }
+        guard dimensions[0] % type.blockSize == 0 else {
+            throw reader.fail("tensor '\(name)': first dimension \(dimensions[0]) is not a multiple of \(type)'s block of \(type.blockSize)")
+        }
+        let offset = try reader.read(UInt64.self, "offset of '\(name)'")
+        guard offset <= UInt64(fileSize), Int(offset) % alignment == 0 else {
+            throw reader.fail("tensor '\(name)' offset \(offset) is beyond the file or not aligned to \(alignment)")
+        }
+        return GGUFTensorInfo(name: name, dimensions: dimensions, type: type, offset: Int(offset))
+    }
+
+    /// Throws unless every tensor's data lies inside the file.
+    private static func checkTensorData(_ tensors: [GGUFTensorInfo], dataOffset: Int, fileSize: Int,
+                                        _ reader: ByteReader) throws {
         for tensor in tensors {
             let (end, overflow) = (dataOffset + tensor.offset).addingReportingOverflow(tensor.byteCount)
-            guard !overflow, end <= mapping.bytes.count else {
-                throw reader.fail("tensor '\(tensor.name)' data (\(tensor.byteCount) bytes at \(dataOffset + tensor.offset)) lies beyond the end of the file (\(mapping.bytes.count) bytes)")
+            guard !overflow, end <= fileSize else {
+                throw reader.fail("tensor '\(tensor.name)' data (\(tensor.byteCount) bytes at \(dataOffset + tensor.offset)) lies beyond the end of the file (\(fileSize) bytes)")
             }
         }
-        self.dataOffset = dataOffset
-        self.tensors = tensors
-        self.index = index
     }
 
     public func tensor(named name: String) -> GGUFTensorInfo? { index[name].map { tensors[$0] } }

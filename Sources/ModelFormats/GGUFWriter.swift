@@ -35,91 +35,112 @@ public struct GGUFWriter {
 
     /// The file's bytes.
     public func encoded() -> Data {
-        var out = Data()
-        func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
-        func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
-        func string(_ s: String) {
-            u64(UInt64(s.utf8.count))
-            out.append(contentsOf: Array(s.utf8))
-        }
-        func typeCode(_ value: GGUFValue) -> UInt32 {
-            switch value {
-            case .uint8: return 0
-            case .int8: return 1
-            case .uint16: return 2
-            case .int16: return 3
-            case .uint32: return 4
-            case .int32: return 5
-            case .float32: return 6
-            case .bool: return 7
-            case .string: return 8
-            case .array: return 9
-            case .uint64: return 10
-            case .int64: return 11
-            case .float64: return 12
-            }
-        }
-        func value(_ v: GGUFValue) {
-            switch v {
-            case .uint8(let x): out.append(x)
-            case .int8(let x): out.append(UInt8(bitPattern: x))
-            case .uint16(let x): withUnsafeBytes(of: x.littleEndian) { out.append(contentsOf: $0) }
-            case .int16(let x): withUnsafeBytes(of: x.littleEndian) { out.append(contentsOf: $0) }
-            case .uint32(let x): u32(x)
-            case .int32(let x): u32(UInt32(bitPattern: x))
-            case .float32(let x): u32(x.bitPattern)
-            case .bool(let x): out.append(x ? 1 : 0)
-            case .string(let s): string(s)
-            case .array(let a):
-                // An empty array's element type is written as uint8 (any type is valid for it).
-                u32(a.first.map(typeCode) ?? 0)
-                u64(UInt64(a.count))
-                a.forEach(value)
-            case .uint64(let x): u64(x)
-            case .int64(let x): u64(UInt64(bitPattern: x))
-            case .float64(let x): u64(x.bitPattern)
-            }
-        }
-        out.append(contentsOf: Array("GGUF".utf8))
-        u32(3)
-        u64(UInt64(tensors.count))
+        var out = GGUFEncoder()
+        out.bytes.append(contentsOf: Array("GGUF".utf8))
+        out.u32(3)
+        out.u64(UInt64(tensors.count))
         var metadata = entries
         if alignment != 32 && !metadata.contains(where: { $0.0 == "general.alignment" }) {
             metadata.append(("general.alignment", .uint32(UInt32(alignment))))
         }
-        u64(UInt64(metadata.count))
+        out.u64(UInt64(metadata.count))
         for (key, v) in metadata {
-            string(key)
-            u32(typeCode(v))
-            value(v)
+            out.string(key)
+            out.u32(v.typeCode)
+            out.value(v)
         }
+        for (tensor, tensorOffset) in zip(tensors, dataOffsets()) {
+            out.string(tensor.name)
+            out.u32(UInt32(tensor.dimensions.count))
+            tensor.dimensions.forEach { out.u64(UInt64($0)) }
+            out.u32(tensor.type.rawValue)
+            out.u64(UInt64(tensorOffset))
+        }
+        out.pad(to: alignment)
+        for tensor in tensors {
+            out.bytes.append(contentsOf: tensor.data)
+            out.pad(to: alignment)
+        }
+        return out.bytes
+    }
+
+    /// Each tensor's offset in the data section: the tensors follow one another, each starting aligned.
+    private func dataOffsets() -> [Int] {
         var offset = 0
         var offsets: [Int] = []
         for tensor in tensors {
             offsets.append(offset)
             offset = (offset + tensor.data.count + alignment - 1) / alignment * alignment
         }
-        for (tensor, tensorOffset) in zip(tensors, offsets) {
-            string(tensor.name)
-            u32(UInt32(tensor.dimensions.count))
-            tensor.dimensions.forEach { u64(UInt64($0)) }
-            u32(tensor.type.rawValue)
-            u64(UInt64(tensorOffset))
-        }
-        func pad() {
-            let extra = (alignment - out.count % alignment) % alignment
-            out.append(contentsOf: [UInt8](repeating: 0, count: extra))
-        }
-        pad()
-        for tensor in tensors {
-            out.append(contentsOf: tensor.data)
-            pad()
-        }
-        return out
+        return offsets
     }
 
     /// Writes the file atomically (temporary file, fsync, rename, fsync of the directory).
     public func write(to url: URL) throws {
         try writeFileAtomically(encoded(), to: url)
+    }
+}
+
+/// Appends GGUF's little-endian encodings of integers, strings and metadata values.
+private struct GGUFEncoder {
+    var bytes = Data()
+
+    mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+    mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+
+    /// A string: its UTF-8 length as u64, then its bytes.
+    mutating func string(_ s: String) {
+        u64(UInt64(s.utf8.count))
+        bytes.append(contentsOf: Array(s.utf8))
+    }
+
+    /// A metadata value without its type code; an array is its element type, its count, then its elements.
+    mutating func value(_ v: GGUFValue) {
+        switch v {
+        case .uint8(let x): bytes.append(x)
+        case .int8(let x): bytes.append(UInt8(bitPattern: x))
+        case .uint16(let x): withUnsafeBytes(of: x.littleEndian) { bytes.append(contentsOf: $0) }
+        case .int16(let x): withUnsafeBytes(of: x.littleEndian) { bytes.append(contentsOf: $0) }
+        case .uint32(let x): u32(x)
+        case .int32(let x): u32(UInt32(bitPattern: x))
+        case .float32(let x): u32(x.bitPattern)
+        case .bool(let x): bytes.append(x ? 1 : 0)
+        case .string(let s): string(s)
+        case .array(let a):
+            // An empty array's element type is written as uint8 (any type is valid for it).
+            u32(a.first?.typeCode ?? 0)
+            u64(UInt64(a.count))
+            for element in a { value(element) }
+        case .uint64(let x): u64(x)
+        case .int64(let x): u64(UInt64(bitPattern: x))
+        case .float64(let x): u64(x.bitPattern)
+        }
+    }
+
+    /// Zero bytes up to the next multiple of `alignment`.
+    mutating func pad(to alignment: Int) {
+        let extra = (alignment - bytes.count % alignment) % alignment
+        bytes.append(contentsOf: [UInt8](repeating: 0, count: extra))
+    }
+}
+
+private extension GGUFValue {
+    /// The value's `gguf_type` code, written before it in the file.
+    var typeCode: UInt32 {
+        switch self {
+        case .uint8: return 0
+        case .int8: return 1
+        case .uint16: return 2
+        case .int16: return 3
+        case .uint32: return 4
+        case .int32: return 5
+        case .float32: return 6
+        case .bool: return 7
+        case .string: return 8
+        case .array: return 9
+        case .uint64: return 10
+        case .int64: return 11
+        case .float64: return 12
+        }
     }
 }

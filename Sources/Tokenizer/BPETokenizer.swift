@@ -39,7 +39,7 @@ public final class BPETokenizer: @unchecked Sendable {
     /// `(left << 32 | right)` → `(rank << 32 | merged id)`.
     let merges: [UInt64: UInt64]
     /// Special tokens matched whole in the input, grouped by first byte, longest first.
-    let specialsByFirstByte: [[(bytes: [UInt8], id: Int, isControl: Bool)]]
+    let specialsByFirstByte: [[SpecialToken]]
 
     /// Byte-level tokens by raw bytes, filled only when merges are skipped for words found whole.
     let wholeWordIds: [[UInt8]: Int32]
@@ -77,59 +77,107 @@ public final class BPETokenizer: @unchecked Sendable {
         guard !tokens.isEmpty, tokens.count < Int(Int32.max) else {
             throw TokenizerError("vocabulary has \(tokens.count) tokens")
         }
-        var types: [TokenType] = Array(repeating: .normal, count: tokens.count)
-        if let tokenTypes {
-            guard tokenTypes.count == tokens.count else {
-                throw TokenizerError("\(tokenTypes.count) token types for \(tokens.count) tokens")
-            }
-            for (id, raw) in tokenTypes.enumerated() {
-                guard let type = TokenType(rawValue: raw) else {
-                    throw TokenizerError("token \(id) \"\(tokens[id])\" has unknown token type \(raw)")
-                }
-                types[id] = type
-            }
-        }
+        let types = try Self.validatedTypes(tokenTypes, of: tokens)
         for (name, id) in [("BOS", bosTokenId), ("EOS", eosTokenId)] {
             if let id, !(0..<tokens.count).contains(id) {
                 throw TokenizerError("\(name) token id \(id) is outside the vocabulary of \(tokens.count)")
             }
         }
         if addBOS && bosTokenId == nil { throw TokenizerError("add_bos_token is set but there is no BOS token id") }
+        let vocabulary = try Self.readVocabulary(tokens, types: types)
+        let merges = try Self.mergeTable(mergePairs, idForText: vocabulary.idForText)
 
-        // Ids of ordinary (mergeable) tokens by text; the first id wins if a text repeats.
-        var idForText = [String: Int32](minimumCapacity: tokens.count)
+        self.tokens = tokens
+        self.tokenTypes = types
+        self.preTokenizer = preTokenizer
+        self.bosTokenId = bosTokenId
+        self.eosTokenId = eosTokenId
+        self.addBOS = addBOS
+        self.chatTemplate = chatTemplate
+        self.endOfTurnTokenIds = Self.endOfTurnIds(tokens, types: types, eosTokenId: eosTokenId)
+        self.tokenBytes = vocabulary.bytes
+        self.byteTokenIds = Self.byteTokenIds(vocabulary.idForText)
+        self.merges = merges
+        self.specialsByFirstByte = Self.groupedByFirstByte(vocabulary.specials)
+        var whole = [[UInt8]: Int32]()
+        if ignoreMerges ?? (preTokenizer == .llama3) {
+            for (text, id) in vocabulary.idForText { whole[ByteLevel.bytes(of: text)] = id }
+        }
+        self.wholeWordIds = whole
+    }
+
+    /// A token matched whole in the input (control and user-defined tokens).
+    typealias SpecialToken = (bytes: [UInt8], id: Int, isControl: Bool)
+
+    /// What `init` reads from the vocabulary in one pass.
+    private struct Vocabulary {
+        /// Ids of ordinary (mergeable) tokens by text; the first id wins if a text repeats.
+        var idForText: [String: Int32]
+        /// Bytes each id decodes to.
         var bytes: [[UInt8]] = []
-        bytes.reserveCapacity(tokens.count)
-        var specials: [(bytes: [UInt8], id: Int, isControl: Bool)] = []
+        /// Control and user-defined tokens, in id order.
+        var specials: [SpecialToken] = []
+    }
+
+    /// The token types by id, `normal` for all when the source had none.
+    private static func validatedTypes(_ tokenTypes: [Int]?, of tokens: [String]) throws -> [TokenType] {
+        var types: [TokenType] = Array(repeating: .normal, count: tokens.count)
+        guard let tokenTypes else { return types }
+        guard tokenTypes.count == tokens.count else {
+            throw TokenizerError("\(tokenTypes.count) token types for \(tokens.count) tokens")
+        }
+        for (id, raw) in tokenTypes.enumerated() {
+            guard let type = TokenType(rawValue: raw) else {
+                throw TokenizerError("token \(id) \"\(tokens[id])\" has unknown token type \(raw)")
+            }
+            types[id] = type
+        }
+        return types
+    }
+
+    /// Each token's bytes, the ids of mergeable tokens by text, and the tokens matched whole.
+    private static func readVocabulary(_ tokens: [String], types: [TokenType]) throws -> Vocabulary {
+        var vocabulary = Vocabulary(idForText: [String: Int32](minimumCapacity: tokens.count))
+        vocabulary.bytes.reserveCapacity(tokens.count)
         for (id, text) in tokens.enumerated() {
             switch types[id] {
             case .normal, .undefined, .unknown:
-                bytes.append(ByteLevel.bytes(of: text))
-                if types[id] != .unknown, idForText[text] == nil { idForText[text] = Int32(id) }
+                vocabulary.bytes.append(ByteLevel.bytes(of: text))
+                if types[id] != .unknown, vocabulary.idForText[text] == nil { vocabulary.idForText[text] = Int32(id) }
             case .control, .userDefined:
                 // Rendered as their own text (HF decode with special tokens kept; llama.cpp `special`).
-                bytes.append(Array(text.utf8))
-                if !text.isEmpty { specials.append((Array(text.utf8), id, types[id] == .control)) }
+                vocabulary.bytes.append(Array(text.utf8))
+                if !text.isEmpty { vocabulary.specials.append((Array(text.utf8), id, types[id] == .control)) }
             case .byte:
                 // SentencePiece-style "<0xAB>".
                 if text.count == 6, text.hasPrefix("<0x"), text.hasSuffix(">"),
                    let value = UInt8(text.dropFirst(3).dropLast(), radix: 16) {
-                    bytes.append([value])
+                    vocabulary.bytes.append([value])
                 } else {
                     throw TokenizerError("byte token \(id) \"\(text)\" is not of the form <0xAB>")
                 }
             case .unused:
-                bytes.append([])
+                vocabulary.bytes.append([])
             }
         }
+        return vocabulary
+    }
 
+    /// The one-byte token of each byte value, -1 where there is none.
+    private static func byteTokenIds(_ idForText: [String: Int32]) -> [Int32] {
         // SmolLM2 lacks some bytes (e.g. 0x04, and 0xC0/0xC1/0xF5… never occur in UTF-8); like llama.cpp
         // (and HF without an unknown token) such bytes are dropped from the output.
         var byteIds = [Int32](repeating: -1, count: 256)
         for byte in 0..<256 {
             if let id = idForText[ByteLevel.text(forByte: UInt8(byte))] { byteIds[byte] = id }
         }
+        return byteIds
+    }
 
+    /// `(left << 32 | right)` → `(rank << 32 | merged id)`; throws for a rule whose tokens are not in the
+    /// vocabulary.
+    private static func mergeTable(_ mergePairs: [(String, String)],
+                                   idForText: [String: Int32]) throws -> [UInt64: UInt64] {
         var table = [UInt64: UInt64](minimumCapacity: mergePairs.count)
         for (rank, (left, right)) in mergePairs.enumerated() {
             guard let l = idForText[left], let r = idForText[right] else {
@@ -143,37 +191,27 @@ public final class BPETokenizer: @unchecked Sendable {
             // HF keeps the first rank of a repeated rule.
             if table[key] == nil { table[key] = UInt64(rank) << 32 | UInt64(UInt32(merged)) }
         }
+        return table
+    }
 
-        var grouped = [[(bytes: [UInt8], id: Int, isControl: Bool)]](repeating: [], count: 256)
+    /// Special tokens by first byte, longest first, so that the longest match wins.
+    private static func groupedByFirstByte(_ specials: [SpecialToken]) -> [[SpecialToken]] {
+        var grouped = [[SpecialToken]](repeating: [], count: 256)
         for special in specials { grouped[Int(special.bytes[0])].append(special) }
         for i in 0..<256 { grouped[i].sort { $0.bytes.count > $1.bytes.count } }
+        return grouped
+    }
 
+    /// The EOS token and every control token whose text llama.cpp also treats as end-of-generation.
+    private static func endOfTurnIds(_ tokens: [String], types: [TokenType], eosTokenId: Int?) -> Set<Int> {
         var endOfTurn = Set<Int>()
         if let eosTokenId { endOfTurn.insert(eosTokenId) }
-        // The texts llama.cpp also treats as end-of-generation.
         let endTexts: Set<String> = ["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>", "<end_of_turn>",
                                      "<|end_of_text|>", "</s>"]
         for (id, text) in tokens.enumerated() where types[id] == .control && endTexts.contains(text) {
             endOfTurn.insert(id)
         }
-
-        self.tokens = tokens
-        self.tokenTypes = types
-        self.preTokenizer = preTokenizer
-        self.bosTokenId = bosTokenId
-        self.eosTokenId = eosTokenId
-        self.addBOS = addBOS
-        self.chatTemplate = chatTemplate
-        self.endOfTurnTokenIds = endOfTurn
-        self.tokenBytes = bytes
-        self.byteTokenIds = byteIds
-        self.merges = table
-        self.specialsByFirstByte = grouped
-        var whole = [[UInt8]: Int32]()
-        if ignoreMerges ?? (preTokenizer == .llama3) {
-            for (text, id) in idForText { whole[ByteLevel.bytes(of: text)] = id }
-        }
-        self.wholeWordIds = whole
+        return endOfTurn
     }
 
     // MARK: Encoding
