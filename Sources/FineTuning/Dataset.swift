@@ -89,8 +89,13 @@ public enum Dataset {
                              vocabularySize: Int) throws -> TokenizedExample {
         func fail(_ problem: String) -> DatasetError { DatasetError(file: file, line: lineNumber, problem) }
         let object: Any
-        do { object = try JSONSerialization.jsonObject(with: line, options: [.fragmentsAllowed]) } catch {
-            throw fail("not valid JSON")
+        do {
+            try StrictJSON.validate(Array(line))
+            object = try JSONSerialization.jsonObject(with: line, options: [.fragmentsAllowed])
+        } catch let error as StrictJSON.SyntaxError {
+            throw fail("not valid JSON: \(error); each line must be one complete JSON object")
+        } catch {
+            throw fail("not valid JSON; each line must be one complete JSON object")
         }
         guard let record = object as? [String: Any] else { throw fail("a record must be a JSON object") }
         let kinds = ["text", "prompt", "messages", "input_ids"].filter { record[$0] != nil }

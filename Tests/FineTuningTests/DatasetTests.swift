@@ -57,6 +57,34 @@ final class DatasetTests: XCTestCase {
         XCTAssertThrowsError(try parse("{\"text\": \"hi\"}", tokenizer: nil)) { XCTAssertTrue("\($0)".contains("tokenizer")) }
     }
 
+    /// JSONSerialization on Linux reads `{"text": "a",}` as if the comma were not there; a line that is not
+    /// JSON is refused with its line and the column where it stops being JSON.
+    func testLinesThatAreNotStrictJSONAreRefused() {
+        let cases: [(String, String)] = [
+            ("{\"text\": \"a\",}", "trailing comma before '}' at column 14"),
+            ("{\"input_ids\": [1, 2,]}", "trailing comma before ']' at column 21"),
+            ("{'text': 'a'}", "expected a quoted key"),
+            ("{\"text\": \"a\"} x", "unexpected 'x' after the value"),
+            ("{\"text\": \"a\"}{\"text\": \"b\"}", "after the value"),
+            ("{\"input_ids\": [NaN]}", "expected a value"),
+            ("{\"input_ids\": [01]}", "expected ',' or ']'"),
+            ("{\"input_ids\": [1.]}", "expected a digit"),
+            ("{\"text\": \"a\\q\"}", "invalid escape"),
+            ("{\"text\": \"a\tb\"}", "unescaped control character"),
+            ("{\"text\": \"a\"", "expected ',' or '}', found end of line"),
+        ]
+        for (line, fragment) in cases {
+            XCTAssertThrowsError(try parse(line), line) { error in
+                XCTAssertTrue("\(error)".hasPrefix("d.jsonl:7: not valid JSON: "), "\(error)")
+                XCTAssertTrue("\(error)".contains(fragment), "'\(fragment)' missing from \(error)")
+            }
+        }
+        // What JSON allows still parses: whitespace, escapes, exponents, nesting, a Windows line ending.
+        XCTAssertNoThrow(try parse(" {\"input_ids\" : [ 1 , 2 ] , \"labels\": [-100, 2], \"x\": {\"y\": [1e2, -0.5E-3, null, true]}}\r",
+                                   tokenizer: nil))
+        XCTAssertNoThrow(try parse("{\"text\": \"\\u00e9\\n\\\"q\\\" \\/\"}"))
+    }
+
     func testFilesEmptyTooLongAndTheDemoData() throws {
         let directory = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
