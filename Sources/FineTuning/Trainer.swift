@@ -165,6 +165,7 @@ public final class LoRATrainer {
         var losses: [Double] = []
         var countedTotal = 0, processedTotal = 0
         let start = ProcessStatistics.now()
+        let epsilonSoFar = try EpsilonSoFar(samplingRate: samplingRate, privacy: c.privacy)
 
         for step in 0..<totalSteps {
             let batch = DPSGDStep.poissonSample(count: examples.count, rate: samplingRate)
@@ -211,7 +212,7 @@ public final class LoRATrainer {
             losses.append(meanLoss)
             let elapsed = ProcessStatistics.now() - start
             progress?.update(step + 1, String(format: "loss %.4f  batch %d  %.0f tokens/s", meanLoss, batch.count,
-                                              Double(processedTotal) / max(elapsed, 1e-9)))
+                                              Double(processedTotal) / max(elapsed, 1e-9)) + epsilonSoFar.field(steps: step + 1))
             try onStep?(step + 1, meanLoss)
         }
         guard lora.parameters.allSatisfy({ $0.isFinite }) else {
@@ -226,5 +227,34 @@ public final class LoRATrainer {
         return TrainingResult(steps: totalSteps, tokens: countedTotal, processedTokens: processedTotal,
                               trainLoss: tail.isEmpty ? .nan : tail.reduce(0, +) / Double(tail.count), losses: losses,
                               seconds: seconds, samplingRate: samplingRate, epsilon: epsilon, lora: lora)
+    }
+}
+
+/// The ε a DP-SGD run has spent after each step, for its progress line: RDP of one step, scaled (cheap
+/// enough for every step). Under the PLD accountant it is RDP's bound, labelled as such; the ledger and
+/// the result use the run's own accountant.
+struct EpsilonSoFar {
+    private let perStep: RDPAccountant?
+    private let delta: Double
+    private let label: String
+
+    init(samplingRate: Double, privacy: DifferentialPrivacy?) throws {
+        guard let privacy else {
+            perStep = nil
+            delta = 0
+            label = ""
+            return
+        }
+        var accountant = RDPAccountant()
+        try accountant.add(samplingRate: samplingRate, noiseMultiplier: privacy.noiseMultiplier, steps: 1)
+        perStep = accountant
+        delta = privacy.delta
+        label = privacy.accountant == .rdp ? "" : " (rdp bound)"
+    }
+
+    /// "  ε 1.234" after `steps` steps; empty without privacy.
+    func field(steps: Int) -> String {
+        guard let perStep, let epsilon = try? perStep.epsilon(delta: delta, repetitions: steps).epsilon else { return "" }
+        return String(format: "  ε %.3f", epsilon) + label
     }
 }

@@ -49,6 +49,15 @@ public struct RDPAccountant: Sendable {
         return (max(0, best.epsilon), best.order)
     }
 
+    /// ε at δ after the composition so far is repeated `repetitions` times: with one step added, the ε after
+    /// that many steps, cheaply (no new RDP terms), as a progress line needs it every step.
+    public func epsilon(delta: Double, repetitions: Int) throws -> (epsilon: Double, order: Double) {
+        precondition(repetitions >= 0, "repetitions must not be negative")
+        var scaled = self
+        scaled.rdp = rdp.map { $0 * Double(repetitions) }
+        return try scaled.epsilon(delta: delta)
+    }
+
     /// Converts one order's RDP value to ε at δ.
     static func epsilon(rdp: Double, order: Double, delta: Double) -> Double {
         if rdp.isInfinite { return .infinity }

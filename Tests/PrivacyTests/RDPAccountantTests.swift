@@ -32,6 +32,20 @@ struct PrivacyReferenceRecord {
 
 final class RDPAccountantTests: XCTestCase {
     /// The orders are Opacus' defaults as the fixture's meta states them.
+    /// One step repeated n times is the composition of n steps, at the same best order (the progress line's ε).
+    func testRepeatedStepEqualsComposedSteps() throws {
+        var one = RDPAccountant()
+        try one.add(samplingRate: 0.01, noiseMultiplier: 1, steps: 1)
+        for steps in [1, 20, 10_000] {
+            var many = RDPAccountant()
+            try many.add(samplingRate: 0.01, noiseMultiplier: 1, steps: steps)
+            let composed = try many.epsilon(delta: 1e-5), repeated = try one.epsilon(delta: 1e-5, repetitions: steps)
+            XCTAssertEqual(repeated.epsilon, composed.epsilon, accuracy: 1e-9 * composed.epsilon, "\(steps) steps")
+            XCTAssertEqual(repeated.order, composed.order)
+        }
+        XCTAssertEqual(try one.epsilon(delta: 1e-5, repetitions: 0).epsilon, 0)
+    }
+
     func testDefaultOrdersMatchOpacus() {
         let orders = RDPAccountant.defaultOrders
         XCTAssertEqual(orders.count, 99 + 52)
