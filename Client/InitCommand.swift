@@ -20,6 +20,9 @@ struct InitCommand: ParsableCommand {
         connection), client.csr and client.json; refuses a
         directory that already holds a key. Send client.csr to the coordinator's operator, who runs
         'conclave-coordinator enroll' and gives back a certificate and the federation's CA.
+
+        examples:
+          conclave-client init --state me --name clinic-berlin   # then send me/client.csr
         """)
 
     static var options: [Option<Self>] {
@@ -29,6 +32,10 @@ struct InitCommand: ParsableCommand {
     var statePath = ""
     var name = ""
     var json = false
+
+    func validate() throws {
+        try PathCheck.outputDirectory("--state", statePath, expected: "the client's state directory, created when missing")
+    }
 
     func run() throws -> Int32 {
         let paths = ClientPaths(path: statePath)

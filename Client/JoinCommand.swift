@@ -35,6 +35,12 @@ struct JoinCommand: ParsableCommand {
         (mode 0600), never logged or sent. Each round, before training, it measures their exposure
         (Carlini et al. 2019) on the global adapter it received, exactly for up to 1000 candidate secrets
         and from 500 sampled candidates beyond, and reports only the mean and largest exposure.
+
+        examples:
+          conclave-client join --state me --coordinator coordinator.example.org:7443 --ca ca.pem \\
+              --cert clinic-berlin.pem --config Config/client.json
+          conclave-client join --state me --coordinator localhost:7443 --ca ca.pem --cert me.pem \\
+              --config Config/client.json --rounds 1   # one round, then exit
         """)
 
     static var options: [Option<Self>] {
@@ -50,6 +56,14 @@ struct JoinCommand: ParsableCommand {
     var cert = ""
     var configPath = ""
     var rounds: Int?
+
+    func validate() throws {
+        try PathCheck.inputDirectory("--state", state, expected: "the client's state directory",
+                                     fix: "Create it with 'conclave-client init --state DIR --name ID'.")
+        try PathCheck.inputFile("--ca", ca, expected: "the federation's CA certificate (PEM), ca.pem from the coordinator")
+        try PathCheck.inputFile("--cert", cert, expected: "this client's certificate (PEM) from 'conclave-coordinator enroll'")
+        try PathCheck.inputFile("--config", configPath, expected: "the client's JSON configuration (see Config/)")
+    }
 
     func run() throws -> Int32 {
         let (host, port) = try CoordinatorAddress.parse(coordinator)

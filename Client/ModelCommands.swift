@@ -14,6 +14,15 @@ enum ModelCommands {
                           as llama.cpp does, several times faster; float32: exact products
     """
 
+    /// What `--data` and `--eval-data` must name.
+    static let datasetFile = "a JSONL file, one JSON record per line ({\"text\"}, {\"prompt\",\"completion\"}, "
+        + "{\"messages\"} or {\"input_ids\"})"
+
+    /// `--model` and, when given, `--adapter`: checked before anything is loaded.
+    static func checkModel(_ model: String, adapter: String?) throws {
+        try PathCheck.model("--model", model)
+        if let adapter { try PathCheck.adapter("--adapter", adapter) }
+    }
 }
 
 /// `tokenize`: the token ids and pieces of a text.
@@ -28,6 +37,10 @@ struct TokenizeCommand: ParsableCommand {
           --text T        the text to tokenize
           --no-special    treat special-token text such as <|im_start|> as plain text
           --json          print {"ids": [...], "tokens": [...], "count": N}
+
+        examples:
+          conclave-client tokenize --model models/SmolLM2-135M-Instruct.Q4_1.gguf --text "Hello  world"
+          conclave-client tokenize --model models/SmolLM2-135M-Instruct.Q4_1.gguf --text "<|im_start|>" --no-special --json
         """)
 
     static var options: [Option<Self>] {
@@ -39,6 +52,8 @@ struct TokenizeCommand: ParsableCommand {
     /// `--no-special`: special-token text is plain text.
     var plain = false
     var json = false
+
+    func validate() throws { try PathCheck.model("--model", modelPath) }
 
     func run() throws -> Int32 {
         let loaded = try ModelLoader.load(path: modelPath, threads: 1)
@@ -78,6 +93,11 @@ struct GenerateCommand: ParsableCommand {
           --json             print {"text", "ids", "prompt_tokens", "generated_tokens",
                              "time_to_first_token_ms", "tokens_per_second", "peak_rss_bytes", "stop_reason"}
         Without --json the text streams to standard output as it is generated.
+
+        examples:
+          conclave-client generate --model models/SmolLM2-135M-Instruct.Q4_1.gguf --chat --prompt "What is the capital of France?"
+          conclave-client generate --model models/SmolLM2-135M-Instruct.Q4_1.gguf --adapter adapter --prompt "Assessment:" \\
+              --temperature 0 --max-tokens 64 --json
         """)
 
     static var options: [Option<Self>] {
@@ -104,8 +124,9 @@ struct GenerateCommand: ParsableCommand {
     var precision = ActivationPrecision.int8
     var json = false
 
-    func run() throws -> Int32 {
+    func validate() throws { try ModelCommands.checkModel(modelPath, adapter: adapterPath) }
 
+    func run() throws -> Int32 {
         let loaded = try ModelLoader.load(path: modelPath, threads: threads)
         loaded.model.precision = precision
         let tokenizer = try ModelLoader.requireTokenizer(loaded, path: modelPath)
@@ -172,6 +193,10 @@ struct EvalCommand: ParsableCommand {
                            "per_example": [{"tokens", "loss"}], "tokens_per_second", "peak_rss_bytes"}
         loss is the mean next-token cross-entropy (nats) over all counted tokens; per_example[i].loss is
         the mean over example i's counted tokens (position t predicts token t+1; label -100 is not counted).
+
+        examples:
+          conclave-client eval --model models/SmolLM2-135M-Instruct.Q4_1.gguf --data Config/demo-eval.jsonl
+          conclave-client eval --model models/SmolLM2-135M-Instruct.Q4_1.gguf --adapter adapter --data cardio.heldout.jsonl --json
         """)
 
     static var options: [Option<Self>] {
@@ -190,8 +215,12 @@ struct EvalCommand: ParsableCommand {
     var precision = ActivationPrecision.int8
     var json = false
 
-    func run() throws -> Int32 {
+    func validate() throws {
+        try ModelCommands.checkModel(modelPath, adapter: adapterPath)
+        try PathCheck.inputFile("--data", dataPath, expected: ModelCommands.datasetFile)
+    }
 
+    func run() throws -> Int32 {
         let loaded = try ModelLoader.load(path: modelPath, threads: threads)
         loaded.model.precision = precision
         if let adapterPath { loaded.model.setAdapter(try ModelLoader.loadAdapter(path: adapterPath, for: loaded.model)) }

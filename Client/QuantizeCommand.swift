@@ -16,7 +16,12 @@ struct QuantizeCommand: ParsableCommand {
           --type T      weight format of the output; for q4_0 and q4_1 the embedding stays q8_0
           --out F       the GGUF v3 file to write (atomically)
           --json        print {"out", "type", "bytes", "tensors", "seconds"}
-        Architecture, hyper-parameters and tokenizer metadata are carried over.
+        Architecture, hyper-parameters and tokenizer metadata are carried over. A model without a tokenizer
+        gives a GGUF without one, which Conclave loads for pre-tokenized data ({"input_ids"}) only.
+
+        examples:
+          conclave-client quantize --model models/SmolLM2-135M-Instruct.Q4_1.gguf --adapter adapter --type q8_0 --out merged.gguf
+          conclave-client quantize --model hf-model-dir --type f16 --out model.gguf
         """)
 
     static var options: [Option<Self>] {
@@ -37,6 +42,8 @@ struct QuantizeCommand: ParsableCommand {
     var type: TensorType { ModelExporter.formats[typeName.lowercased()]! }
 
     func validate() throws {
+        try ModelCommands.checkModel(modelPath, adapter: adapterPath)
+        try PathCheck.outputFile("--out", out, expected: "the GGUF file to write (replaced atomically if it exists)")
         guard ModelExporter.formats[typeName.lowercased()] != nil else {
             throw UsageError("--type must be one of \(ModelExporter.formats.keys.sorted().joined(separator: ", ")), got '\(typeName)'")
         }
@@ -45,6 +52,10 @@ struct QuantizeCommand: ParsableCommand {
     func run() throws -> Int32 {
         let start = ProcessStatistics.now()
         let loaded = try ModelLoader.load(path: modelPath, threads: 1)
+        if loaded.tokenizer == nil && !json {
+            StandardError.write("note: \(modelPath) has no tokenizer.json, so \(out) has no tokenizer: Conclave can use it "
+                                + "for pre-tokenized data ({\"input_ids\"}) only, and llama.cpp cannot load it\n")
+        }
         let adapter = try adapterPath.map { try ModelLoader.loadAdapter(path: $0, for: loaded.model) }
         let progress = ProgressReporter(label: "quantize", total: loaded.model.configuration.numHiddenLayers + 1, enabled: !json)
         try ModelExporter.export(loaded, adapter: adapter, type: type, to: URL(fileURLWithPath: out)) { done, _ in

@@ -24,6 +24,12 @@ struct SynthCommand: ParsableCommand {
                               ending "\\nAssessment:", "completion": " " + assessment}
           --json              print {"records", "training", "held_out", "out", "held_out_out", "specialty", "form"}
         A patient may have up to three visits; the notes of one patient share name, birth date and MRN.
+
+        examples:
+          conclave-client synth --kind clinic-notes --specialty cardiology --records 800 --seed 1 \\
+              --out cardio.jsonl   # also writes cardio.heldout.jsonl
+          conclave-client synth --kind clinic-notes --specialty dermatology --records 100 --seed 2 \\
+              --form task --held-out 0 --out derm.jsonl --json
         """)
 
     static var options: [Option<Self>] {
@@ -57,14 +63,7 @@ struct SynthCommand: ParsableCommand {
     /// `--out` names a file in an existing directory, distinct from the held-out file beside it.
     func validate() throws {
         let url = URL(fileURLWithPath: out)
-        var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue {
-            throw UsageError("--out '\(out)' is a directory; give a file name such as notes.jsonl")
-        }
-        let directory = url.deletingLastPathComponent().path
-        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw UsageError("--out: directory '\(directory)' does not exist")
-        }
+        try PathCheck.outputFile("--out", out, expected: "the JSONL file to write, such as notes.jsonl")
         if heldOutFraction > 0, SyntheticNotes.heldOutURL(for: url).path == url.path {
             throw UsageError("--out '\(out)' would be its own held-out file")
         }

@@ -44,8 +44,15 @@ struct TrainCommand: ParsableCommand {
         \(ModelCommands.threadsHelp)
           --json                    print {"steps", "tokens", "train_loss", "eval_loss", "eval_loss_before",
                                     "epsilon", "delta", "noise_multiplier", "clip_norm", "sampling_rate",
-                                    "tokens_per_second", "seconds", "peak_rss_bytes", "adapter", "ledger"}
-        Progress (step, loss, tokens/s, ε so far, ETA) goes to standard error.
+                                    "tokens_per_second", "seconds", "peak_rss_bytes", "adapter", "ledger",
+                                    "ledger_epsilon_spent", "ledger_epsilon_budget"}
+        Progress (step, loss, tokens/s, ε so far, ETA; held-out evaluations with their ETA) goes to standard
+        error. The summary gives this run's ε and, with --state, the ledger's ε spent of its budget.
+
+        examples:
+          conclave-client train --model models/SmolLM2-135M-Instruct.Q4_1.gguf --data cardio.jsonl --out adapter --steps 20
+          conclave-client train --model models/SmolLM2-135M-Instruct.Q4_1.gguf --data cardio.jsonl --eval-data cardio.heldout.jsonl \\
+              --out adapter --state me --budget-epsilon 10 --dp --target-epsilon 8 --steps 40 --batch-size 16
         """)
 
     static var options: [Option<Self>] {
@@ -112,6 +119,7 @@ struct TrainCommand: ParsableCommand {
         return modules
     }
 
+    /// The options' combinations, then every path, before any work: nothing is charged for a run that cannot finish.
     func validate() throws {
         if steps != nil && epochs != nil { throw UsageError("give either --steps or --epochs, not both") }
         if !dp && (noiseMultiplier != nil || targetEpsilon != nil) {
@@ -119,6 +127,14 @@ struct TrainCommand: ParsableCommand {
         }
         if dp && (noiseMultiplier == nil) == (targetEpsilon == nil) {
             throw UsageError("--dp needs exactly one of --noise-multiplier and --target-epsilon")
+        }
+        try ModelCommands.checkModel(modelPath, adapter: nil)
+        try PathCheck.inputFile("--data", dataPath, expected: ModelCommands.datasetFile)
+        if let evalPath { try PathCheck.inputFile("--eval-data", evalPath, expected: ModelCommands.datasetFile) }
+        try PathCheck.outputDirectory("--out", outPath, expected: "a directory for the adapter (adapter_config.json, "
+                                      + "adapter_model.safetensors), created when missing")
+        if let statePath {
+            try PathCheck.outputDirectory("--state", statePath, expected: "the client's state directory (its privacy ledger)")
         }
     }
 
@@ -163,12 +179,12 @@ struct TrainCommand: ParsableCommand {
         }
         let trainer = try LoRATrainer(model: model, examples: examples, configuration: configuration)
 
-        let ledgerPath = try chargeLedger(for: trainer, privacy: configuration.privacy)
+        let ledger = try chargeLedger(for: trainer, privacy: configuration.privacy)
 
         var evalBefore: Double?
         if let evalExamples {
             model.setAdapter(trainer.lora.adapter())
-            evalBefore = try Evaluator.evaluate(model: model, examples: evalExamples).loss
+            evalBefore = try Evaluator.evaluate(model: model, examples: evalExamples, progress: heldOutProgress(evalExamples, "before")).loss
             if !json { StandardError.write(String(format: "held-out loss before: %.4f\n", evalBefore!)) }
         }
 
@@ -185,15 +201,27 @@ struct TrainCommand: ParsableCommand {
         var evalAfter: Double?
         if let evalExamples {
             model.setAdapter(adapter)
-            evalAfter = try Evaluator.evaluate(model: model, examples: evalExamples).loss
+            evalAfter = try Evaluator.evaluate(model: model, examples: evalExamples, progress: heldOutProgress(evalExamples, "after")).loss
         }
-        try report(result, privacy: configuration.privacy, evalBefore: evalBefore, evalAfter: evalAfter, ledgerPath: ledgerPath)
+        try report(result, privacy: configuration.privacy, evalBefore: evalBefore, evalAfter: evalAfter, ledger: ledger)
         return 0
     }
 
+    /// Progress of a held-out evaluation (records done, loss so far, ETA) on standard error: it takes seconds.
+    func heldOutProgress(_ examples: [TokenizedExample], _ when: String) -> ProgressReporter {
+        ProgressReporter(label: "held-out \(when)", total: examples.count, enabled: !json)
+    }
+
+    /// The ledger this run charged: where it is, and its ε spent (this run included) and budget.
+    struct ChargedLedger {
+        let path: String
+        let spent: Double
+        let budget: Double
+    }
+
     /// Charges the ledger in `--state` durably before the first noisy gradient: a crash can overcount, never
-    /// undercount. Returns the ledger's path, or nil when this run charges none.
-    func chargeLedger(for trainer: LoRATrainer, privacy: DifferentialPrivacy?) throws -> String? {
+    /// undercount. Returns the ledger as charged, or nil when this run charges none.
+    func chargeLedger(for trainer: LoRATrainer, privacy: DifferentialPrivacy?) throws -> ChargedLedger? {
         guard let statePath, let mechanism = trainer.mechanism, let privacy else {
             if dp && statePath == nil && !json {
                 StandardError.write("note: --dp without --state: this run's privacy is not recorded in any ledger\n")
@@ -219,12 +247,12 @@ struct TrainCommand: ParsableCommand {
                                        ledger.fileURL.path, receipt.epsilon, ledger.budget.epsilon,
                                        ledger.budget.delta))
         }
-        return ledger.fileURL.path
+        return ChargedLedger(path: ledger.fileURL.path, spent: receipt.epsilon, budget: ledger.budget.epsilon)
     }
 
     /// Prints the run's outcome: the `--json` object, or a summary line and where the adapter was written.
     func report(_ result: TrainingResult, privacy: DifferentialPrivacy?, evalBefore: Double?, evalAfter: Double?,
-                ledgerPath: String?) throws {
+                ledger: ChargedLedger?) throws {
         let report: [String: Any] = [
             "steps": result.steps, "tokens": result.tokens, "train_loss": result.trainLoss,
             "eval_loss": evalAfter ?? NSNull(), "eval_loss_before": evalBefore ?? NSNull(),
@@ -232,7 +260,8 @@ struct TrainCommand: ParsableCommand {
             "noise_multiplier": privacy?.noiseMultiplier ?? NSNull(),
             "clip_norm": privacy?.clipNorm ?? NSNull(), "sampling_rate": result.samplingRate,
             "tokens_per_second": result.tokensPerSecond, "seconds": result.seconds,
-            "peak_rss_bytes": ProcessStatistics.peakResidentBytes(), "adapter": outPath, "ledger": ledgerPath ?? NSNull(),
+            "peak_rss_bytes": ProcessStatistics.peakResidentBytes(), "adapter": outPath, "ledger": ledger?.path ?? NSNull(),
+            "ledger_epsilon_spent": ledger?.spent ?? NSNull(), "ledger_epsilon_budget": ledger?.budget ?? NSNull(),
         ]
         if json {
             try JSONOutput.print(report)
@@ -243,6 +272,7 @@ struct TrainCommand: ParsableCommand {
             if let epsilon = result.epsilon, let p = privacy {
                 line += String(format: "; ε %.3f at δ %g", epsilon, p.delta)
             }
+            if let ledger { line += String(format: "; ledger ε spent %.3f of %g", ledger.spent, ledger.budget) }
             print(line)
             print("adapter written to \(outPath)")
         }
@@ -264,6 +294,10 @@ struct BudgetCommand: ParsableCommand {
                              "steps", "cumulative_epsilon"}]}
           --html F           also write the ledger as a self-contained HTML page to F: cumulative ε per charge
                              against the budget, and every charge's parameters
+
+        examples:
+          conclave-client budget --state me
+          conclave-client budget --state me --set-epsilon 10 --delta 1e-5 --html ledger.html
         """)
 
     static var options: [Option<Self>] {
@@ -283,6 +317,8 @@ struct BudgetCommand: ParsableCommand {
 
     func validate() throws {
         if setEpsilon != nil && delta == nil { throw UsageError("--set-epsilon needs --delta") }
+        try PathCheck.outputDirectory("--state", statePath, expected: "the client's state directory (its privacy-ledger.json)")
+        if let htmlPath { try PathCheck.outputFile("--html", htmlPath, expected: "the HTML page to write") }
     }
 
     func run() throws -> Int32 {
@@ -351,6 +387,11 @@ struct EpsilonCommand: ParsableCommand {
         (2019) over Opacus' orders, converted with Balle et al. (2020); PLD: privacy loss distributions
         composed by FFT with pessimistic discretisation (an upper bound).
           --json   print {"epsilon", "delta", "accountant"} (plus "order" for RDP)
+
+        examples:
+          conclave-client privacy epsilon --sampling-rate 0.01 --noise-multiplier 1 --steps 10000 --delta 1e-5
+          conclave-client privacy epsilon --sampling-rate 0.01 --noise-multiplier 1 --steps 10000 --delta 1e-5 \\
+              --accountant pld --json
         """)
 
     static var options: [Option<Self>] {
@@ -403,6 +444,11 @@ struct NoiseCommand: ParsableCommand {
                                              [--accountant rdp|pld] [--json]
         The smallest σ on a 0.001 grid whose ε (by the chosen accountant) is at most the target.
           --json   print {"noise_multiplier", "epsilon", "target_epsilon", "delta", "accountant"}
+
+        examples:
+          conclave-client privacy noise --target-epsilon 8 --sampling-rate 0.02 --steps 40 --delta 1e-5
+          conclave-client privacy noise --target-epsilon 1 --sampling-rate 0.01 --steps 1000 --delta 1e-5 \\
+              --accountant pld --json
         """)
 
     static var options: [Option<Self>] {

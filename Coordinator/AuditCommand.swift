@@ -25,6 +25,10 @@ struct AuditCommand: ParsableCommand {
         cumulative ε among participants), then "audit chain: verified (N records)" or
         "audit chain: FAILED at record K: reason", where K is the 1-based line of audit.jsonl.
         A missing audit.jsonl is a federation with no rounds yet: zero records, verified.
+
+        examples:
+          conclave-coordinator audit --state coord
+          conclave-coordinator audit --state coord --verify --json   # exit 1 if tampered
         """)
 
     static var options: [Option<Self>] {
@@ -36,12 +40,9 @@ struct AuditCommand: ParsableCommand {
     /// `--verify`: a chain that does not verify is exit status 1.
     var verifyOnly = false
 
-    func run() throws -> Int32 {
+    func validate() throws { try CoordinatorCommands.checkState(statePath) }
 
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: statePath, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw FederationError.state(path: statePath, "no such directory (give the coordinator's state directory)")
-        }
+    func run() throws -> Int32 {
         let paths = CoordinatorPaths(path: statePath)
         let publicKey = try AuditLog.verifyingKey(in: paths)
         let result = try AuditLog.verify(url: paths.auditLog, publicKey: publicKey)

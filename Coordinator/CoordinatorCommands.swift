@@ -10,4 +10,10 @@ enum CoordinatorCommands {
     static let groups: [CommandGroup] = [
         CommandGroup(name: "rounds", abstract: "Start rounds on a running coordinator.", commands: [Command(StartRoundsCommand.self)]),
     ]
+
+    /// `--state` of every command but `init`: the directory `init` made.
+    static func checkState(_ path: String) throws {
+        try PathCheck.inputDirectory("--state", path, expected: "the coordinator's state directory",
+                                     fix: "Give the directory 'conclave-coordinator init --state DIR' made.")
+    }
 }

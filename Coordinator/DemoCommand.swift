@@ -37,6 +37,10 @@ struct DemoCommand: ParsableCommand {
         Every step is the real thing: a CA and enrolment by CSR, 'conclave-coordinator serve', and one
         'conclave-client join' per client training with DP-SGD and charging its own ledger. The logs are
         in DIR (serve.log, client-*/join.log).
+
+        examples:
+          conclave-coordinator demo
+          conclave-coordinator demo --clients 2 --rounds 1 --records 40 --canaries 0 --dir out/demo --json
         """)
 
     static var options: [Option<Self>] {
@@ -66,6 +70,7 @@ struct DemoCommand: ParsableCommand {
         guard FileManager.default.fileExists(atPath: model) else {
             throw UsageError("--model: no model at '\(model)' (run 'make model' to fetch the default)")
         }
+        try PathCheck.model("--model", model)
     }
 
     func run() throws -> Int32 {

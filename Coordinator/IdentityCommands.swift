@@ -22,6 +22,9 @@ struct InitCommand: ParsableCommand {
                         "server_certificate", "server_fingerprint", "signing_public_key"}
         Writes ca.pem, ca.key (0600), server.pem, server.key (0600), signing.key (0600), signing.pub,
         coordinator.json and an empty clients.json. Give ca.pem to every client.
+
+        examples:
+          conclave-coordinator init --state coord --name clinics --host coordinator.example.org --port 7443
         """)
 
     static var options: [Option<Self>] {
@@ -38,6 +41,10 @@ struct InitCommand: ParsableCommand {
     var port = CoordinatorSettings.defaultPort
     var days = CoordinatorSetup.defaultValidityDays
     var json = false
+
+    func validate() throws {
+        try PathCheck.outputDirectory("--state", statePath, expected: "the coordinator's state directory, created when missing")
+    }
 
     func run() throws -> Int32 {
         let paths = CoordinatorPaths(path: statePath)
@@ -74,6 +81,10 @@ struct EnrollCommand: ParsableCommand {
           --days D      validity of the client certificate in days (default \(CoordinatorSetup.defaultClientValidityDays))
           --json        print {"client_id", "fingerprint", "serial", "not_after", "certificate", "ca_certificate"}
         Give the client CERT and the CA certificate DIR/ca.pem; its key never leaves its machine.
+
+        examples:
+          conclave-coordinator enroll --state coord --csr client.csr --out clinic-berlin.pem
+          conclave-coordinator enroll --state coord --csr client.csr --out clinic-berlin.pem --days 90 --json
         """)
 
     static var options: [Option<Self>] {
@@ -88,6 +99,12 @@ struct EnrollCommand: ParsableCommand {
     var outPath = ""
     var days = CoordinatorSetup.defaultClientValidityDays
     var json = false
+
+    func validate() throws {
+        try CoordinatorCommands.checkState(statePath)
+        try PathCheck.inputFile("--csr", csrPath, expected: "the client's certificate request (client.csr from 'conclave-client init')")
+        try PathCheck.outputFile("--out", outPath, expected: "the client certificate (PEM) to write")
+    }
 
     func run() throws -> Int32 {
         let paths = CoordinatorPaths(path: statePath)
@@ -122,6 +139,9 @@ struct RevokeCommand: ParsableCommand {
           --client ID   the client id to revoke (as listed by 'clients')
           --json        print {"client_id", "fingerprint", "serial", "revoked"}
         The id can be enrolled again later with a new certificate request.
+
+        examples:
+          conclave-coordinator revoke --state coord --client clinic-berlin
         """)
 
     static var options: [Option<Self>] {
@@ -131,6 +151,8 @@ struct RevokeCommand: ParsableCommand {
     var statePath = ""
     var id = ""
     var json = false
+
+    func validate() throws { try CoordinatorCommands.checkState(statePath) }
 
     func run() throws -> Int32 {
         let revoked = try CoordinatorSetup.revoke(paths: CoordinatorPaths(path: statePath), id: id)
@@ -158,6 +180,10 @@ struct ClientsCommand: ParsableCommand {
                         revoked or expired; the connection fields appear when the coordinator is running
         Asks a running coordinator through its control socket (DIR/control.sock); when none runs, reads
         clients.json. Every certificate ever issued is listed, newest last.
+
+        examples:
+          conclave-coordinator clients --state coord
+          conclave-coordinator clients --state coord --json
         """)
 
     static var options: [Option<Self>] {
@@ -166,6 +192,8 @@ struct ClientsCommand: ParsableCommand {
 
     var statePath = ""
     var json = false
+
+    func validate() throws { try CoordinatorCommands.checkState(statePath) }
 
     func run() throws -> Int32 {
         let paths = CoordinatorPaths(path: statePath)

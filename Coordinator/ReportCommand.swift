@@ -24,6 +24,9 @@ struct ReportCommand: ParsableCommand {
         tampered log or a missing signing key do not stop the report: it shows what could be read and lists
         each problem in a red banner at the top. The exit status is 0 whenever the file is written; use
         `audit --verify` to fail a script on a broken chain.
+
+        examples:
+          conclave-coordinator report --state coord --out report.html
         """)
 
     static var options: [Option<Self>] {
@@ -34,12 +37,12 @@ struct ReportCommand: ParsableCommand {
     var outPath = ""
     var json = false
 
-    func run() throws -> Int32 {
+    func validate() throws {
+        try CoordinatorCommands.checkState(statePath)
+        try PathCheck.outputFile("--out", outPath, expected: "the HTML report to write")
+    }
 
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: statePath, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw FederationError.state(path: statePath, "no such directory (give the coordinator's state directory)")
-        }
+    func run() throws -> Int32 {
         let input = AuditReport.load(stateDirectory: URL(fileURLWithPath: statePath))
         let problems = AuditReport.problems(input)
         let out = URL(fileURLWithPath: outPath)

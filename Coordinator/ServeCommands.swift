@@ -28,6 +28,10 @@ struct ServeCommand: ParsableCommand {
         Rounds start when an operator asks ('conclave-coordinator rounds start --state DIR --count N').
         The log goes to standard error and to DIR/serve.log. SIGINT or SIGTERM stops the server; a round
         in flight is then aborted cleanly at the next start and its clients are told.
+
+        examples:
+          conclave-coordinator serve --state coord --config Config/coordinator.json
+          conclave-coordinator serve --state coord --config Config/coordinator.json --secure-aggregation off
         """)
 
     static var options: [Option<Self>] {
@@ -41,6 +45,11 @@ struct ServeCommand: ParsableCommand {
     var configPath = ""
     /// Overrides the configuration's `secure_aggregation` when given.
     var secureAggregation: Bool?
+
+    func validate() throws {
+        try CoordinatorCommands.checkState(state)
+        try PathCheck.inputFile("--config", configPath, expected: "the coordinator's JSON configuration (see Config/)")
+    }
 
     func run() throws -> Int32 {
         let paths = CoordinatorPaths(path: state)
@@ -83,6 +92,10 @@ struct StartRoundsCommand: ParsableCommand {
           --timeout S   with --wait, give up after S seconds (default 3600)
           --json        print {"queued", "first_round"} (with --wait also "rounds": [{"round", "status",
                         "participants", "eval_loss_before", "eval_loss_after", "max_epsilon", "seconds"}])
+
+        examples:
+          conclave-coordinator rounds start --state coord --count 3 --wait
+          conclave-coordinator rounds start --state coord --wait --timeout 600 --json
         """)
 
     static var options: [Option<Self>] {
@@ -97,6 +110,8 @@ struct StartRoundsCommand: ParsableCommand {
     var wait = false
     var timeout = 3600.0
     var json = false
+
+    func validate() throws { try CoordinatorCommands.checkState(state) }
 
     func run() throws -> Int32 {
         let paths = CoordinatorPaths(path: state)
@@ -160,6 +175,10 @@ struct StatusCommand: ParsableCommand {
           --json        print {"phase", "round", "cohort", "accepted", "uploaded", "declined", "dropped",
                         "connected", "queued_rounds", "next_round", "global_round", "adapter",
                         "adapter_sha256", "aggregation", "secure_aggregation", "name", "port"}
+
+        examples:
+          conclave-coordinator status --state coord
+          conclave-coordinator status --state coord --json
         """)
 
     static var options: [Option<Self>] {
@@ -168,6 +187,8 @@ struct StatusCommand: ParsableCommand {
 
     var state = ""
     var json = false
+
+    func validate() throws { try CoordinatorCommands.checkState(state) }
 
     func run() throws -> Int32 {
         let status = try ControlRequest.send(CoordinatorPaths(path: state), ["command": "status"])

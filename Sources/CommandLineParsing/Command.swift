@@ -74,12 +74,15 @@ public struct CommandGroup: Sendable {
     public let abstract: String
     public let commands: [Command]
     public let groups: [CommandGroup]
+    /// The release printed by `--version`; nil for a nested group, which has none of its own.
+    public let version: String?
 
-    public init(name: String, abstract: String, commands: [Command], groups: [CommandGroup] = []) {
+    public init(name: String, abstract: String, commands: [Command], groups: [CommandGroup] = [], version: String? = nil) {
         self.name = name
         self.abstract = abstract
         self.commands = commands
         self.groups = groups
+        self.version = version
     }
 
     /// The group's help: its abstract and a list of subcommands.
@@ -93,13 +96,22 @@ public struct CommandGroup: Sendable {
             lines.append("  " + group.name.padding(toLength: width + 2, withPad: " ", startingAt: 0) + group.abstract)
         }
         lines.append("")
-        lines.append("Run '\(prefix) <command> --help' for a command's options.")
+        lines.append("Run '\(prefix) <command> --help' for a command's options"
+                     + (version == nil ? "." : ", '\(prefix) --version' for the version."))
         return lines.joined(separator: "\n")
     }
 
     /// Dispatches `arguments` to a subcommand, printing help or a usage error; returns the exit code.
     public func main(_ arguments: [String], prefix: String? = nil) -> Int32 {
         let prefix = prefix ?? name
+        if let version, arguments.first == "--version" {
+            guard arguments.count == 1 else {
+                StandardError.write("\(prefix): --version takes no other arguments\n")
+                return 64
+            }
+            print("\(name) \(version)")
+            return 0
+        }
         guard let first = arguments.first, !first.hasPrefix("-") else {
             if arguments.contains("--help") || arguments.contains("-h") || arguments.isEmpty {
                 print(help(prefix: prefix))

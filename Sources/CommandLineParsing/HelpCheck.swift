@@ -2,10 +2,14 @@ import Foundation
 
 extension Command {
     /// Where the written help and the declared options disagree: an accepted flag the help never names, or a
-    /// flag in the usage lines or at the start of an option row that the command does not accept. Empty when
-    /// they agree. The help is prose kept by hand; this is what keeps it true.
+    /// flag in the usage lines, at the start of an option row or in an example that the command does not
+    /// accept; or no "examples:" section. Empty when they agree. The help is prose kept by hand; this is what
+    /// keeps it true.
     public var helpProblems: [String] {
         var problems: [String] = []
+        if Self.examples(help).isEmpty {
+            problems.append("\(name): its help has no \"examples:\" section of indented command lines")
+        }
         for option in optionNames where !Self.mentions(help, option) {
             problems.append("\(name): accepts \(option), which its help does not mention")
         }
@@ -26,8 +30,18 @@ extension Command {
         return false
     }
 
+    /// The command lines under `examples:` (indented lines up to the next blank line), without comments
+    /// after `#`.
+    static func examples(_ help: String) -> [Substring] {
+        let lines = help.split(separator: "\n", omittingEmptySubsequences: false)
+        guard let start = lines.firstIndex(of: "examples:") else { return [] }
+        return lines[(start + 1)...].prefix(while: { $0.hasPrefix("  ") })
+            .map { $0.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false)[0] }
+    }
+
     /// The flags the help documents: those in the usage lines (the `usage:` line and the indented lines that
-    /// continue it) and those in the first column of option rows (lines that start with a flag).
+    /// continue it), those in the first column of option rows (lines that start with a flag), and those in
+    /// the examples.
     static func documentedFlags(_ help: String) -> [String] {
         var flags: [String] = []
         var inUsage = false
@@ -46,6 +60,7 @@ extension Command {
                 flags += flagsIn(column)
             }
         }
+        flags += examples(help).flatMap { flagsIn($0) }
         var seen = Set<String>()
         return flags.filter { seen.insert($0).inserted }
     }

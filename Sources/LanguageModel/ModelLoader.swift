@@ -6,7 +6,8 @@ import Tokenizer
 /// A model ready to run: weights, tokenizer, and where they came from.
 public struct LoadedModel: @unchecked Sendable {
     public let model: LlamaModel
-    /// nil for an HF directory without `tokenizer.json` (pre-tokenized data still works).
+    /// nil for an HF directory without `tokenizer.json`, or a GGUF without `tokenizer.ggml.model` (such as
+    /// `quantize` writes from that directory): pre-tokenized data still works.
     public let tokenizer: BPETokenizer?
     /// The GGUF file, when the model came from one (metadata is needed to re-export it).
     public let gguf: GGUFFile?
@@ -15,11 +16,14 @@ public struct LoadedModel: @unchecked Sendable {
 /// Loads a Llama-family model from a `.gguf` file or an HF directory (`config.json`, `*.safetensors`,
 /// `tokenizer.json`), without copying weights: quantized and float tensors stay memory-mapped.
 public enum ModelLoader {
-    /// The tokenizer, or an error saying this model has none (an HF directory without tokenizer.json).
+    /// The tokenizer, or an error saying this model has none (an HF directory without tokenizer.json, or a
+    /// GGUF written from one).
     public static func requireTokenizer(_ loaded: LoadedModel, path: String) throws -> BPETokenizer {
         guard let tokenizer = loaded.tokenizer else {
+            let missing = loaded.gguf == nil ? "no tokenizer.json" : "no tokenizer (no tokenizer.ggml.model in the GGUF)"
             throw LanguageModelError.unsupportedModel(
-                file: path, problem: "no tokenizer.json: only pre-tokenized input ({\"input_ids\": [...]}) can be used")
+                file: path, problem: "\(missing): only pre-tokenized input ({\"input_ids\": [...]}) can be used; "
+                    + "for text, give a model with a tokenizer")
         }
         return tokenizer
     }
@@ -41,7 +45,8 @@ public enum ModelLoader {
         }
         let file = try GGUFFile(url: url)
         let weights = try loadGGUF(file)
-        let tokenizer = try BPETokenizer(ggufMetadata: file.metadata)
+        // A GGUF without tokenizer metadata at all still serves pre-tokenized work; one with broken metadata is an error.
+        let tokenizer = file.metadata["tokenizer.ggml.model"] == nil ? nil : try BPETokenizer(ggufMetadata: file.metadata)
         return LoadedModel(model: LlamaModel(weights: weights, pool: pool), tokenizer: tokenizer, gguf: file)
     }
 

@@ -16,6 +16,9 @@ private struct SampleCommand: ParsableCommand {
           --precision P   int8 (default) or float32
           --seed S        a seed
           --json          print JSON
+
+        examples:
+          test sample --model m.gguf --steps 20 --json   # JSON on standard output
         """)
 
     static var options: [Option<Self>] {
@@ -145,13 +148,25 @@ final class CommandTests: XCTestCase {
         XCTAssertEqual(NearestName.editDistance(Array(""), Array("abc")), 3)
     }
 
+    /// `--version` on the top-level group prints the name and release, exit 0; a nested group has no version.
+    func testVersion() {
+        let versioned = CommandGroup(name: "test", abstract: "Tests.", commands: [Command(SampleCommand.self)], version: "1.2.3")
+        XCTAssertEqual(versioned.main(["--version"]), 0)
+        XCTAssertEqual(versioned.main(["--version", "extra"]), 64)
+        XCTAssertTrue(versioned.help(prefix: "test").contains("'test --version' for the version"))
+        XCTAssertEqual(group.main(["--version"]), 64, "a group without a version treats --version as unexpected")
+    }
+
     func testHelpProblemsFindDrift() {
         XCTAssertEqual(Command(SampleCommand.self).helpProblems, [])
         XCTAssertEqual(Command(DriftingCommand.self).helpProblems, [
             "drift: accepts --quiet, which its help does not mention",
             "drift: its help documents --verbose, which it does not accept",
             "drift: its help documents --retired, which it does not accept",
+            "drift: its help documents --colour, which it does not accept",
         ])
+        XCTAssertEqual(Command.examples("usage: x\n\nexamples:\n  x --a 1   # the --b way\n  x --c\n\nmore"), ["  x --a 1   ", "  x --c"])
+        XCTAssertEqual(Command.examples("usage: x --a\n"), [])
         XCTAssertTrue(Command.mentions("use --dp here", "--dp"))
         XCTAssertFalse(Command.mentions("use --dpi here", "--dp"))
         XCTAssertEqual(Command.documentedFlags("usage: x [--a N | --b M]\n          [--c]\n\n  --d X, --e Y   about --f\nSee --g."),
@@ -168,6 +183,9 @@ private struct DriftingCommand: ParsableCommand {
 
           --state DIR   the state
           --retired     an option that was removed
+
+        examples:
+          test drift --state s --colour red
         """)
     static var options: [Option<Self>] { [.required("--state", \.state), .flag("--quiet", \.quiet)] }
     var state = ""

@@ -152,9 +152,10 @@ final class AuditCommandTests: XCTestCase {
 
         let missing = directory.appendingPathComponent("no-such-state").path
         let result = try run(["--state", missing, "--json"])
-        XCTAssertEqual(result.status, 1)
+        XCTAssertEqual(result.status, 64)
         XCTAssertEqual(result.stdout, "")
-        XCTAssertTrue(result.stderr.contains("\(missing): no such directory"), result.stderr)
+        XCTAssertTrue(result.stderr.contains("--state '\(missing)' does not exist; expected the coordinator's state directory"),
+                      result.stderr)
 
         let usage = try run(["--json"])
         XCTAssertEqual(usage.status, 64)

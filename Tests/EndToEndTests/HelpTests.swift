@@ -78,6 +78,27 @@ final class HelpTests: XCTestCase {
             .compactMap { $0.split(separator: " ").first.map(String.init) }
     }
 
+    /// `--version` of both executables prints the name and the release, exit 0, as the golden files
+    /// `Golden/version/<executable>.txt` say (regenerated with CONCLAVE_UPDATE_GOLDEN=1 on a release).
+    func testVersionMatchesItsGoldenFile() throws {
+        let directory = Self.goldenDirectory.deletingLastPathComponent().appendingPathComponent("version")
+        for executable in [Executables.client, Executables.coordinator] {
+            let result = try Executables.run(executable, ["--version"])
+            XCTAssertEqual(result.status, 0, result.stderr)
+            XCTAssertEqual(result.stderr, "")
+            XCTAssertTrue(result.stdout.hasPrefix(executable.lastPathComponent + " "), result.stdout)
+            let url = directory.appendingPathComponent(executable.lastPathComponent + ".txt")
+            if Self.updating {
+                try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+                try Data(result.stdout.utf8).write(to: url)
+            } else {
+                XCTAssertEqual(result.stdout, try String(contentsOf: url, encoding: .utf8))
+            }
+            let extra = try Executables.run(executable, ["--version", "--json"])
+            XCTAssertEqual(extra.status, 64, extra.stderr)
+        }
+    }
+
     /// The help is prose kept by hand: it must name every option the command accepts, and its usage lines and
     /// option rows must name no other.
     func testHelpDocumentsExactlyTheAcceptedOptions() {

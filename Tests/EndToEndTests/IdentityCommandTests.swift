@@ -124,8 +124,8 @@ final class IdentityCommandTests: XCTestCase {
         let missing = directory.appendingPathComponent("missing.csr").path
         let absent = try run(Executables.coordinator, ["enroll", "--state", coordinatorState, "--csr", missing,
                                                        "--out", directory.appendingPathComponent("x.pem").path])
-        XCTAssertEqual(absent.status, 1)
-        XCTAssertTrue(absent.stderr.contains(missing), absent.stderr)
+        XCTAssertEqual(absent.status, 64)
+        XCTAssertTrue(absent.stderr.contains("--csr '\(missing)' does not exist"), absent.stderr)
 
         _ = try run(Executables.client, ["init", "--state", clientState, "--name", "clinic-1"])
         let keyBefore = try Data(contentsOf: URL(fileURLWithPath: clientState + "/client.key"))

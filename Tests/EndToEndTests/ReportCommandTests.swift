@@ -98,8 +98,9 @@ final class ReportCommandTests: XCTestCase {
         let out = directory.appendingPathComponent("none.html")
         let result = try Executables.run(Executables.coordinator,
                                          ["report", "--state", directory.appendingPathComponent("absent").path, "--out", out.path])
-        XCTAssertEqual(result.status, 1)
-        XCTAssertTrue(result.stderr.contains("no such directory"), result.stderr)
+        XCTAssertEqual(result.status, 64)
+        XCTAssertTrue(result.stderr.contains("--state '\(directory.appendingPathComponent("absent").path)' does not exist"),
+                      result.stderr)
         XCTAssertFalse(FileManager.default.fileExists(atPath: out.path))
     }
 

@@ -71,6 +71,32 @@ final class TrainCommandTests: XCTestCase {
         XCTAssertEqual((after["entries"] as! [Any]).count, 1, "a refused run is not charged")
     }
 
+    /// Without --json, every progress line of a DP run shows the ε spent so far (the last one the run's ε), the
+    /// held-out evaluations report their progress, and the summary gives the run's ε and the ledger's.
+    func testProgressShowsEpsilonAndHeldOutEvaluations() throws {
+        let directory = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let data = try writeData(in: directory)
+        let state = directory.appendingPathComponent("state").path
+        let result = try run(["train", "--model", tiny, "--data", data.path, "--eval-data", data.path,
+                              "--out", directory.appendingPathComponent("adapter").path, "--state", state,
+                              "--budget-epsilon", "20", "--dp", "--noise-multiplier", "1.0", "--steps", "20", "--batch-size", "4"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let epsilon = try run(["privacy", "epsilon", "--sampling-rate", "0.25", "--noise-multiplier", "1", "--steps", "20",
+                               "--delta", "1e-5", "--json"]).json()["epsilon"] as! Double
+        let lines = result.stderr.split(separator: "\n").map(String.init)
+        let trainLines = lines.filter { $0.hasPrefix("train: ") }
+        XCTAssertFalse(trainLines.isEmpty, result.stderr)
+        XCTAssertTrue(trainLines.allSatisfy { $0.contains("  ε ") }, result.stderr)
+        let last = try XCTUnwrap(trainLines.last)
+        XCTAssertTrue(last.hasPrefix("train: 20/20") && last.contains(String(format: "  ε %.3f", epsilon)), last)
+        for when in ["before", "after"] {
+            XCTAssertTrue(lines.contains { $0.hasPrefix("held-out \(when): 16/16  loss ") }, result.stderr)
+        }
+        XCTAssertTrue(result.stdout.contains(String(format: "; ε %.3f at δ 1e-05; ledger ε spent %.3f of 20", epsilon, epsilon)),
+                      result.stdout)
+    }
+
     /// `privacy noise` returns the smallest σ on the 0.001 grid: the fixture's inverse case.
     func testPrivacyNoiseMatchesTheFixture() throws {
         let reference = try Fixtures.json("privacy/reference.json")
