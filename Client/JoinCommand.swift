@@ -63,6 +63,12 @@ struct JoinCommand: ParsableCommand {
         try PathCheck.inputFile("--ca", ca, expected: "the federation's CA certificate (PEM), ca.pem from the coordinator")
         try PathCheck.inputFile("--cert", cert, expected: "this client's certificate (PEM) from 'conclave-coordinator enroll'")
         try PathCheck.inputFile("--config", configPath, expected: "the client's JSON configuration (see Config/)")
+        // The paths the configuration names, checked now rather than when the first round needs them.
+        let configuration = try ClientConfiguration.load(URL(fileURLWithPath: configPath))
+        try PathCheck.model("\(configPath): \"model\"", configuration.model)
+        for (field, path) in [("data", configuration.data), ("eval_data", configuration.evalData)] {
+            try PathCheck.inputFile("\(configPath): \"\(field)\"", path, expected: ModelCommands.datasetFile)
+        }
     }
 
     func run() throws -> Int32 {

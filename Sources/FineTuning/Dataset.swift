@@ -62,6 +62,10 @@ public enum Dataset {
         do { attributes = try FileManager.default.attributesOfItem(atPath: url.path) } catch {
             throw DatasetError(file: name, line: nil, "cannot read: no such file")
         }
+        guard attributes[.type] as? FileAttributeType == .typeRegular else {
+            throw DatasetError(file: name, line: nil, (attributes[.type] as? FileAttributeType == .typeDirectory ? "is a directory" : "is not a regular file")
+                               + "; expected a JSONL file, one JSON record per line")
+        }
         if let size = attributes[.size] as? Int, size > maximumFileBytes {
             throw DatasetError(file: name, line: nil, "file is \(size) bytes, more than the \(maximumFileBytes) allowed")
         }

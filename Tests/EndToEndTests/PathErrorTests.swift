@@ -107,6 +107,19 @@ final class PathErrorTests: XCTestCase {
         }
     }
 
+    /// The paths a join configuration names are checked at start, not when the first round needs them.
+    func testJoinChecksThePathsItsConfigurationNames() throws {
+        let config = directory.appendingPathComponent("client.json").path
+        let policy: [String: Any] = ["max_epsilon": 8, "delta": 1e-5, "max_steps_per_round": 10]
+        for (model, data, fragment) in [(model, folder, "\(config): \"data\" '\(folder)' is a directory; expected a JSONL file"),
+                                        (folder, file, "\(config): \"model\" '\(folder)' is a directory without config.json")] {
+            let object: [String: Any] = ["model": model, "data": data, "eval_data": file, "policy": policy]
+            try JSONSerialization.data(withJSONObject: object).write(to: URL(fileURLWithPath: config))
+            try expectUsageError(Executables.client, ["join", "--state", folder, "--coordinator", "h:1", "--ca", file,
+                                                      "--cert", file, "--config", config], [fragment])
+        }
+    }
+
     /// `quantize` of an HF directory without a tokenizer writes a GGUF without one; Conclave loads it for
     /// pre-tokenized work (before, `eval` refused it: "no tokenizer.ggml.model") and gives the reference losses,
     /// and text work says the model has no tokenizer.

@@ -100,6 +100,10 @@ final class DatasetTests: XCTestCase {
         }
         XCTAssertThrowsError(try Dataset.load(directory.appendingPathComponent("missing.jsonl"), tokenizer: nil,
                                               maxLength: nil, vocabularySize: 10))
+        // A directory (as a join configuration's "data" may name) is refused by name, not with a Foundation error.
+        XCTAssertThrowsError(try Dataset.load(directory, tokenizer: nil, maxLength: nil, vocabularySize: 10)) {
+            XCTAssertEqual("\($0)", "\(directory.path): is a directory; expected a JSONL file, one JSON record per line")
+        }
         // Every example file under Config/ parses.
         let demo = Fixtures.repositoryRoot.appendingPathComponent("Config/demo-eval.jsonl")
         XCTAssertEqual(try Dataset.load(demo, tokenizer: Self.tokenizer, maxLength: 8192, vocabularySize: 49152).count, 4)
