@@ -47,9 +47,9 @@ public struct AuditLog: Sendable {
 
     // MARK: Appending
 
-    /// Appends `record`, chained to the last line and signed by `signer`, durably: one `O_APPEND`
-    /// write of the whole line under an exclusive `flock`, then `fsync` of the file (and of the
-    /// directory when this call created the file, mode 0644). A torn tail is removed first.
+    /// Appends `record`, chained to the last line and signed by `signer`, durably (`AppendOnlyFile`):
+    /// one `O_APPEND` write of the whole line under an exclusive `flock`, then `fsync` of the file (a
+    /// file this call creates is mode 0644, its directory synced). A torn tail is removed first.
     ///
     /// `record.previousHash` is ignored and replaced. The returned record is decoded from the bytes
     /// written, so it equals what `verify` will read (dates keep millisecond precision).
@@ -58,29 +58,30 @@ public struct AuditLog: Sendable {
     ///   `FederationError.round` when `record.round` does not exceed the last record's round.
     @discardableResult
     public func append(_ record: AuditRecord, signer: SigningKeyPair) throws -> AuditAppend {
-        let (fd, created) = try openForAppending()
-        defer { close(fd) }
-        try call("flock") { flock(fd, LOCK_EX) }
-        var size = try fileSize(fd)
+        try Self.stateErrors { try append(record, signer: signer, to: AppendOnlyFile(appendingTo: url.path, permissions: 0o644)) }
+    }
+
+    private func append(_ record: AuditRecord, signer: SigningKeyPair, to file: AppendOnlyFile) throws -> AuditAppend {
+        try file.lock(exclusive: true)
+        var size = try file.size()
         guard size <= Self.maximumFileSize else {
             throw FederationError.state(path: url.path, "is \(size) bytes, over the \(Self.maximumFileSize)-byte limit")
         }
 
         // A tail without its newline was never committed: cut it away before chaining to the last line.
         var discarded = 0
-        if size > 0, try readBytes(fd, offset: size - 1, count: 1) != [Self.newline] {
-            let start = try startOfLine(fd, endingAt: size, what: "unterminated last line")
+        if size > 0, try file.read(offset: size - 1, count: 1) != [Self.newline] {
+            let start = try startOfLine(file, endingAt: size, what: "unterminated last line")
             discarded = size - start
-            try call("truncate the torn last line") { ftruncate(fd, off_t(start)) }
-            try call("fsync") { fsync(fd) }
+            try file.truncateDurably(to: start, operation: "truncate the torn last line")
             size = start
         }
 
         var previousHash = Self.firstPreviousHash
         var previousRound: UInt64?
         if size > 0 {
-            let start = try startOfLine(fd, endingAt: size - 1, what: "last line")
-            let line = try readBytes(fd, offset: start, count: size - 1 - start)
+            let start = try startOfLine(file, endingAt: size - 1, what: "last line")
+            let line = try file.read(offset: start, count: size - 1 - start)
             previousHash = Self.hashHex(line[...])
             let last: AuditRecord
             do {
@@ -112,15 +113,7 @@ public struct AuditLog: Sendable {
             throw FederationError.state(path: url.path, "appending round \(record.round) would take the log past "
                                         + "its \(Self.maximumFileSize)-byte limit (now \(size) bytes)")
         }
-        do {
-            try writeAll(fd, line + [Self.newline])
-        } catch {
-            // Leave no partial line behind when the disk refuses the write part-way.
-            _ = ftruncate(fd, off_t(size))
-            throw error
-        }
-        try call("fsync") { fsync(fd) }
-        if created { try syncDirectory() }
+        try file.appendDurably(line + [Self.newline], sizeBefore: size)
         let written: AuditRecord
         do { written = try Self.decode(recordBytes[...]) } catch let problem as LineProblem {
             preconditionFailure("an encoded audit record does not decode: \(problem.reason)")
@@ -284,8 +277,7 @@ public struct AuditLog: Sendable {
 
     /// Decodes a record's bytes as written by `encode`.
     static func decode(_ bytes: ArraySlice<UInt8>) throws -> AuditRecord {
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .custom { decoder in
+        let dates = JSONDecoder.DateDecodingStrategy.custom { decoder in
             let container = try decoder.singleValueContainer()
             let text = try container.decode(String.self)
             guard let date = try? AuditLog.dateStyle.parse(text) else {
@@ -295,9 +287,7 @@ public struct AuditLog: Sendable {
             return date
         }
         do {
-            return try decoder.decode(AuditRecord.self, from: Data(bytes))
-        } catch let error as DecodingError {
-            throw LineProblem("record does not decode: \(describe(error))")
+            return try JSONFile.decode(AuditRecord.self, from: Data(bytes), keys: .declared, dates: dates)
         } catch {
             throw LineProblem("record does not decode: \(error)")
         }
@@ -333,70 +323,11 @@ public struct AuditLog: Sendable {
         (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte)
     }
 
-    static func describe(_ error: DecodingError) -> String {
-        func at(_ context: DecodingError.Context) -> String {
-            let path = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
-            return (path.isEmpty ? "" : " at \(path)") + ": \(context.debugDescription)"
-        }
-        switch error {
-        case let .keyNotFound(key, context): return "missing field \(key.stringValue)" + at(context)
-        case let .typeMismatch(_, context): return "wrong type" + at(context)
-        case let .valueNotFound(_, context): return "null value" + at(context)
-        case let .dataCorrupted(context): return "bad value" + at(context)
-        @unknown default: return "\(error)"
-        }
-    }
-
     // MARK: File system
-
-    /// Opens the log for appending, creating it 0644 if absent; `created` says whether this call did.
-    private func openForAppending() throws -> (fd: Int32, created: Bool) {
-        let flags = O_RDWR | O_APPEND | O_NOFOLLOW | O_CLOEXEC
-        while true {
-            let fd = open(url.path, flags)
-            if fd >= 0 {
-                try checkRegularFile(fd)
-                return (fd, false)
-            }
-            guard errno == ENOENT || errno == EINTR else { throw failure("open") }
-            if errno == EINTR { continue }
-            let createdFD = open(url.path, flags | O_CREAT | O_EXCL, 0o644)
-            if createdFD >= 0 {
-                // The umask may have cleared bits: the log is public data, readable by auditors.
-                guard fchmod(createdFD, 0o644) == 0 else {
-                    let error = failure("chmod 0644")
-                    close(createdFD)
-                    throw error
-                }
-                return (createdFD, true)
-            }
-            // EEXIST: another process created it between the two calls; open it as it is.
-            guard errno == EEXIST || errno == EINTR else { throw failure("create") }
-        }
-    }
-
-    private func checkRegularFile(_ fd: Int32) throws {
-        var status = stat()
-        guard fstat(fd, &status) == 0 else {
-            let error = failure("fstat")
-            close(fd)
-            throw error
-        }
-        guard UInt32(status.st_mode) & UInt32(S_IFMT) == UInt32(S_IFREG) else {
-            close(fd)
-            throw FederationError.state(path: url.path, "is not a regular file")
-        }
-    }
-
-    private func fileSize(_ fd: Int32) throws -> Int {
-        var status = stat()
-        try call("fstat") { fstat(fd, &status) }
-        return Int(status.st_size)
-    }
 
     /// The offset where the line ending just before `end` starts: one past the previous newline, or 0.
     /// Reads backwards at most `maximumLineLength` bytes.
-    private func startOfLine(_ fd: Int32, endingAt end: Int, what: String) throws -> Int {
+    private func startOfLine(_ file: AppendOnlyFile, endingAt end: Int, what: String) throws -> Int {
         let chunk = 1 << 16
         var upper = end
         while upper > 0 {
@@ -404,7 +335,7 @@ public struct AuditLog: Sendable {
                 throw FederationError.state(path: url.path, "\(what) is longer than the \(Self.maximumLineLength)-byte line limit")
             }
             let lower = max(0, upper - chunk)
-            let bytes = try readBytes(fd, offset: lower, count: upper - lower)
+            let bytes = try file.read(offset: lower, count: upper - lower)
             if let index = bytes.lastIndex(of: Self.newline) {
                 let start = lower + index + 1
                 guard end - start <= Self.maximumLineLength else {
@@ -420,79 +351,28 @@ public struct AuditLog: Sendable {
         return 0
     }
 
-    private func readBytes(_ fd: Int32, offset: Int, count: Int) throws -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: count)
-        var filled = 0
-        while filled < count {
-            let n = bytes.withUnsafeMutableBytes { buffer in
-                pread(fd, buffer.baseAddress! + filled, count - filled, off_t(offset + filled))
-            }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw failure("read")
-            }
-            guard n > 0 else {
-                throw FederationError.state(path: url.path, "file shrank while reading at byte \(offset + filled)")
-            }
-            filled += n
-        }
-        return bytes
-    }
-
-    private func writeAll(_ fd: Int32, _ bytes: [UInt8]) throws {
-        var written = 0
-        while written < bytes.count {
-            let n = bytes.withUnsafeBytes { buffer in
-                write(fd, buffer.baseAddress! + written, bytes.count - written)
-            }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw failure("write")
-            }
-            written += n
-        }
-    }
-
-    private func syncDirectory() throws {
-        let directory = url.deletingLastPathComponent().path
-        let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw FederationError.state(path: directory, "open directory: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        guard fsync(fd) == 0 else {
-            throw FederationError.state(path: directory, "fsync directory: \(String(cString: strerror(errno)))")
-        }
-    }
-
     /// The whole log, or nil when it does not exist; read under a shared lock so an append in
     /// progress is not seen half-written.
     private static func readLog(_ url: URL) throws -> [UInt8]? {
-        let log = AuditLog(url: url)
-        var fd: Int32
-        repeat { fd = open(url.path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) } while fd < 0 && errno == EINTR
-        if fd < 0 {
-            if errno == ENOENT { return nil }
-            throw log.failure("open")
-        }
-        try log.checkRegularFile(fd)
-        defer { close(fd) }
-        try log.call("flock") { flock(fd, LOCK_SH) }
-        let size = try log.fileSize(fd)
-        guard size <= maximumFileSize else {
-            throw FederationError.state(path: url.path, "is \(size) bytes, over the \(maximumFileSize)-byte limit of an audit log")
-        }
-        return try log.readBytes(fd, offset: 0, count: size)
-    }
-
-    /// Runs a system call, retrying on EINTR; a negative result becomes an error naming the file.
-    private func call(_ operation: String, _ body: () -> Int32) throws {
-        while body() < 0 {
-            if errno == EINTR { continue }
-            throw failure(operation)
+        try stateErrors {
+            guard let file = try AppendOnlyFile(readingAt: url.path) else { return nil }
+            try file.lock(exclusive: false)
+            let size = try file.size()
+            guard size <= maximumFileSize else {
+                throw FederationError.state(path: url.path, "is \(size) bytes, over the \(maximumFileSize)-byte limit of an audit log")
+            }
+            return try file.read(offset: 0, count: size)
         }
     }
 
-    private func failure(_ operation: String) -> FederationError {
-        FederationError.state(path: url.path, "\(operation): \(String(cString: strerror(errno)))")
+    /// Runs `body`, turning a `SystemIOError` into this module's `FederationError.state` naming the same
+    /// file, with the system call and the C library's words for its error.
+    private static func stateErrors<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let error as SystemIOError {
+            throw FederationError.state(path: error.path, error.systemCall.map { "\($0.operation): \($0.message)" } ?? error.reason)
+        }
     }
 }
 

@@ -77,29 +77,17 @@ public struct AdapterLayout: Sendable {
         return LoRAAdapter(rank: rank, alpha: alpha, targets: targets, layers: layerPairs)
     }
 
-    /// Writes `tensors` as a PEFT directory (atomically: a temporary directory renamed into place).
+    /// Writes `tensors` as a PEFT directory, replacing any directory there atomically
+    /// (`replaceDirectoryAtomically`): a crash or a failure leaves the old adapter whole or the new one.
     public func write(_ tensors: AdapterTensors, to directory: URL, baseModel: String?) throws {
         try check(tensors, from: directory.path)
-        let parent = directory.deletingLastPathComponent()
-        try FileManager.default.createDirectory(at: parent, withIntermediateDirectories: true)
-        let temporary = parent.appendingPathComponent(".\(directory.lastPathComponent).\(getpid()).tmp")
-        try? FileManager.default.removeItem(at: temporary)
+        try FileManager.default.createDirectory(at: directory.deletingLastPathComponent(), withIntermediateDirectories: true)
         var peft: [String: AdapterTensor] = [:]
         for (name, values) in tensors { peft[name] = AdapterTensor(shape: shapes[name]!, values: values) }
-        try PEFTAdapter.write(rank: rank, alpha: alpha, targetModules: targets.map(\.rawValue), tensors: peft,
-                              to: temporary, baseModel: baseModel)
-        for file in ["adapter_model.safetensors", "adapter_config.json"] {
-            let fd = open(temporary.appendingPathComponent(file).path, O_RDONLY)
-            if fd >= 0 { fsync(fd); close(fd) }
+        try replaceDirectoryAtomically(directory) { temporary in
+            try PEFTAdapter.write(rank: rank, alpha: alpha, targetModules: targets.map(\.rawValue), tensors: peft,
+                                  to: temporary, baseModel: baseModel)
         }
-        if FileManager.default.fileExists(atPath: directory.path) {
-            try FileManager.default.removeItem(at: directory)
-        }
-        guard rename(temporary.path, directory.path) == 0 else {
-            throw FederationError.state(path: directory.path, "cannot rename into place: \(String(cString: strerror(errno)))")
-        }
-        let fd = open(parent.path, O_RDONLY)
-        if fd >= 0 { fsync(fd); close(fd) }
     }
 }
 

@@ -1,11 +1,10 @@
 import Foundation
 #if canImport(Glibc)
 import Glibc
-private let systemWrite = Glibc.write
 #elseif canImport(Darwin)
 import Darwin
-private let systemWrite = Darwin.write
 #endif
+import SystemIO
 
 /// The privacy budget a client agrees to spend: at most `epsilon` at `delta`, as `accountant` counts.
 public struct PrivacyBudget: Codable, Sendable, Equatable {
@@ -216,13 +215,6 @@ public struct PrivacyLedger: Sendable {
         return encoder
     }
 
-    private static func decoder() -> JSONDecoder {
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .iso8601
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
-        return decoder
-    }
-
     /// The parsed and validated file, or nil when it does not exist.
     static func read(_ file: URL) throws -> LedgerFile? {
         var status = stat()
@@ -240,15 +232,10 @@ public struct PrivacyLedger: Sendable {
         guard !data.isEmpty else { throw PrivacyLedgerError.corrupt(path: file.path, reason: "file is empty") }
         let ledger: LedgerFile
         do {
-            ledger = try decoder().decode(LedgerFile.self, from: data)
-        } catch let DecodingError.dataCorrupted(context) {
-            throw PrivacyLedgerError.corrupt(path: file.path, reason: describe(context, "not valid JSON or a bad value"))
-        } catch let DecodingError.keyNotFound(key, context) {
-            throw PrivacyLedgerError.corrupt(path: file.path, reason: describe(context, "missing field \(key.stringValue)"))
-        } catch let DecodingError.typeMismatch(_, context) {
-            throw PrivacyLedgerError.corrupt(path: file.path, reason: describe(context, "wrong type"))
-        } catch let DecodingError.valueNotFound(_, context) {
-            throw PrivacyLedgerError.corrupt(path: file.path, reason: describe(context, "null value"))
+            ledger = try JSONFile.decode(LedgerFile.self, from: data, keys: .snakeCase)
+        } catch let error as JSONFieldError {
+            let reason = error.problem == .missing ? "missing field \(error.field)" : error.description
+            throw PrivacyLedgerError.corrupt(path: file.path, reason: reason)
         } catch {
             throw PrivacyLedgerError.corrupt(path: file.path, reason: "\(error)")
         }
@@ -272,12 +259,6 @@ public struct PrivacyLedger: Sendable {
         return ledger
     }
 
-    private static func describe(_ context: DecodingError.Context, _ what: String) -> String {
-        let path = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
-        return "\(what)\(path.isEmpty ? "" : " at \(path)"): \(context.debugDescription)"
-            + (context.underlyingError.map { " (\($0))" } ?? "")
-    }
-
     private static func createDirectory(_ directory: URL) throws {
         if mkdir(directory.path, 0o700) != 0 && errno != EEXIST {
             // A missing parent: create the whole chain, each level 0700.
@@ -290,46 +271,18 @@ public struct PrivacyLedger: Sendable {
         }
     }
 
-    /// Temporary file in the same directory, fsync, rename over the ledger, fsync of the directory.
+    /// Replaces the ledger through the one durable write (mode 0600).
     static func write(_ ledger: LedgerFile, to file: URL) throws {
         let data: Data
         do { data = try encoder().encode(ledger) } catch {
             throw PrivacyLedgerError.io(path: file.path, operation: "encode", message: "\(error)")
         }
-        let directory = file.deletingLastPathComponent()
-        let temporary = directory.appendingPathComponent(".\(file.lastPathComponent).tmp")
-        func failure(_ operation: String, _ path: String) -> PrivacyLedgerError {
-            PrivacyLedgerError.io(path: path, operation: operation, message: String(cString: strerror(errno)))
+        do {
+            try writeFileAtomically(data, to: file, permissions: 0o600)
+        } catch let error as SystemIOError {
+            throw PrivacyLedgerError.io(path: error.path, operation: error.systemCall?.operation ?? "write",
+                                        message: error.systemCall?.message ?? error.reason)
         }
-        let fd = open(temporary.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw failure("create", temporary.path) }
-        var closed = false
-        defer { if !closed { close(fd) } }
-        guard fchmod(fd, 0o600) == 0 else { throw failure("chmod", temporary.path) }
-        try data.withUnsafeBytes { (buffer: UnsafeRawBufferPointer) in
-            guard let base = buffer.baseAddress else { return }
-            var written = 0
-            while written < buffer.count {
-                let n = systemWrite(fd, base + written, buffer.count - written)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw failure("write", temporary.path)
-                }
-                written += n
-            }
-        }
-        guard fsync(fd) == 0 else { throw failure("fsync", temporary.path) }
-        closed = true
-        guard close(fd) == 0 else { throw failure("close", temporary.path) }
-        guard rename(temporary.path, file.path) == 0 else {
-            let error = failure("rename into place", file.path)
-            unlink(temporary.path)
-            throw error
-        }
-        let directoryFD = open(directory.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard directoryFD >= 0 else { throw failure("open directory", directory.path) }
-        defer { close(directoryFD) }
-        guard fsync(directoryFD) == 0 else { throw failure("fsync directory", directory.path) }
     }
 }
 

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import SystemIO
 
 /// The on-disk form of a secret key: 8-byte magic `CNCLVSK1`, one kind byte, the 32-byte secret,
 /// then the 32-byte public key (so a corrupt file is caught when the public key is re-derived).
@@ -18,8 +19,8 @@ enum SecretKeyFile {
     static let publicByteCount = 32
     static let fileByteCount = 8 + 1 + secretByteCount + publicByteCount
 
-    /// Writes the key file at `path`: a fresh 0600 temporary file in the same directory, synced, then
-    /// linked into place (refusing an existing file) or renamed over it (`replacingExisting`).
+    /// Writes the key file at `path`, mode 0600, through the one durable write: linked into place
+    /// (refusing an existing file) or renamed over it (`replacingExisting`).
     static func write(path: String, kind: Kind, secret: SecretBytes, publicKey: [UInt8], replacingExisting: Bool) throws {
         precondition(secret.count == secretByteCount && publicKey.count == publicByteCount)
         let contents = SecretBytes(count: fileByteCount) { out in
@@ -28,39 +29,14 @@ enum SecretKeyFile {
             secret.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: out[9..<(9 + secretByteCount)]).copyMemory(from: $0) }
             UnsafeMutableRawBufferPointer(rebasing: out[(9 + secretByteCount)...]).copyBytes(from: publicKey)
         }
-        let temporary = path + ".tmp-" + Hex.encode(SecureRandom.bytes(8))
-        let descriptor = try systemCall("create temporary file", path: temporary) {
-            open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        }
-        var linked = false
-        defer {
-            if !linked { unlink(temporary) }
-        }
         do {
-            defer { close(descriptor) }
-            // The umask can only clear bits from 0600; fchmod makes the mode exact whatever it is.
-            _ = try systemCall("fchmod 0600", path: temporary) { fchmod(descriptor, 0o600) }
-            try contents.withUnsafeBytes { bytes in
-                guard let base = bytes.baseAddress else { return }
-                var written = 0
-                while written < bytes.count {
-                    let n = try systemCall("write", path: temporary) {
-                        Int32(clamping: systemWrite(descriptor, base + written, bytes.count - written))
-                    }
-                    written += Int(n)
-                }
+            try contents.withUnsafeBytes {
+                try writeFileAtomically($0, toPath: path, permissions: 0o600, replacingExisting: replacingExisting)
             }
-            _ = try systemCall("fsync", path: temporary) { fsync(descriptor) }
+        } catch let error as SystemIOError {
+            throw SecureCryptoError.fileSystem(path: error.path, operation: error.systemCall?.operation ?? error.reason,
+                                               errno: error.systemCall?.errno ?? EIO)
         }
-        if replacingExisting {
-            _ = try systemCall("rename into place", path: path) { rename(temporary, path) }
-            linked = true
-        } else {
-            _ = try systemCall("create (must not exist)", path: path) { link(temporary, path) }
-            unlink(temporary)
-            linked = true
-        }
-        try syncDirectory(containing: path)
     }
 
     /// Reads and checks the key file at `path`: a regular file, no group/other permission bits,
@@ -105,18 +81,6 @@ enum SecretKeyFile {
         }
     }
 
-    private static func syncDirectory(containing path: String) throws {
-        let directory: String
-        if let slash = path.lastIndex(of: "/") {
-            directory = slash == path.startIndex ? "/" : String(path[..<slash])
-        } else {
-            directory = "."
-        }
-        let descriptor = try systemCall("open directory", path: directory) { open(directory, O_RDONLY | O_CLOEXEC) }
-        defer { close(descriptor) }
-        _ = try systemCall("fsync directory", path: directory) { fsync(descriptor) }
-    }
-
     /// Runs a system call, retrying on EINTR; a negative result becomes `SecureCryptoError.fileSystem`.
     @discardableResult
     private static func systemCall(_ operation: String, path: String, _ call: () -> Int32) throws -> Int32 {
@@ -132,8 +96,6 @@ enum SecretKeyFile {
 
 #if canImport(Glibc)
 private let systemRead = Glibc.read
-private let systemWrite = Glibc.write
 #elseif canImport(Darwin)
 private let systemRead = Darwin.read
-private let systemWrite = Darwin.write
 #endif

@@ -75,20 +75,10 @@ public enum StateFile {
 
     /// Decodes JSON written by `write`; a failure names the file and the field (`clients[2].status`).
     public static func decode<T: Decodable>(_ type: T.Type, from data: Data, path: String) throws -> T {
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .iso8601
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
         do {
-            return try decoder.decode(type, from: data)
-        } catch let DecodingError.dataCorrupted(context) {
-            throw SystemIOError(path: path, describe(context, "bad value"))
-        } catch let DecodingError.keyNotFound(key, context) {
-            let field = fieldPath(context.codingPath + [key])
-            throw SystemIOError(path: path, "field '\(field)': missing")
-        } catch let DecodingError.typeMismatch(expected, context) {
-            throw SystemIOError(path: path, describe(context, "expected \(expected)"))
-        } catch let DecodingError.valueNotFound(_, context) {
-            throw SystemIOError(path: path, describe(context, "null value"))
+            return try JSONFile.decode(type, from: data, keys: .snakeCase)
+        } catch let error as JSONFieldError {
+            throw SystemIOError(path: path, error.description)
         } catch {
             throw SystemIOError(path: path, "\(error)")
         }
@@ -115,38 +105,6 @@ public enum StateFile {
     /// and what is returned equals what is read back.
     public static func wholeSeconds(_ date: Date) -> Date {
         Date(timeIntervalSince1970: date.timeIntervalSince1970.rounded(.down))
-    }
-
-    private static func describe(_ context: DecodingError.Context, _ what: String) -> String {
-        let field = fieldPath(context.codingPath)
-        guard field.isEmpty else { return "field '\(field)': \(what) (\(context.debugDescription))" }
-        // At the top level a corrupt value means the text is not JSON; the parser's error says where.
-        return "not valid JSON" + (context.underlyingError.map { ": \($0)" } ?? "")
-    }
-
-    /// `clients[2].not_after` from a coding path (keys as they appear in the file).
-    private static func fieldPath(_ path: [CodingKey]) -> String {
-        var text = ""
-        for key in path {
-            if let index = key.intValue {
-                text += "[\(index)]"
-            } else {
-                text += (text.isEmpty ? "" : ".") + snakeCase(key.stringValue)
-            }
-        }
-        return text
-    }
-
-    private static func snakeCase(_ name: String) -> String {
-        var out = ""
-        for character in name {
-            if character.isUppercase {
-                out += "_" + character.lowercased()
-            } else {
-                out.append(character)
-            }
-        }
-        return out
     }
 }
 

@@ -4,10 +4,11 @@ import Glibc
 import Darwin
 #endif
 import Foundation
+import SystemIO
 
-/// Reading and writing PEM files. Writes are atomic: a new temporary file in the same directory
-/// (O_CREAT|O_EXCL, the final mode from the start), fsync, then link or rename into place and fsync
-/// of the directory. Private keys are 0600 and refused on reading if group or others have any access.
+/// Reading and writing PEM files. Writes go through the one durable write (`writeFileAtomically`):
+/// a private key is 0600 and never replaces an existing file unless asked; on reading, a key that group
+/// or others may access is refused.
 public enum PEMFile {
     /// Largest PEM file read (a certificate chain or key is a few KiB).
     public static let maximumFileBytes = 1 << 20
@@ -106,54 +107,14 @@ public enum PEMFile {
         }
     }
 
-    private static let temporaryCounter = Counter()
-
     private static func write(_ bytes: UnsafeRawBufferPointer, to path: String, mode: mode_t,
                               replacingExisting: Bool) throws
     {
-        let temporary = "\(path).tmp-\(getpid())-\(temporaryCounter.next())"
-        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
-        guard descriptor >= 0 else { throw failure("create temporary file", temporary) }
-        var placed = false
-        defer { if !placed { unlink(temporary) } }
         do {
-            defer { close(descriptor) }
-            // The umask can only clear bits; fchmod makes the mode exact.
-            guard fchmod(descriptor, mode) == 0 else { throw failure("fchmod", temporary) }
-            var done = 0
-            while let base = bytes.baseAddress, done < bytes.count {
-                let n = Glibc.write(descriptor, base + done, bytes.count - done)
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else { throw failure("write", temporary) }
-                done += n
-            }
-            guard fsync(descriptor) == 0 else { throw failure("fsync", temporary) }
-        }
-        if replacingExisting {
-            guard rename(temporary, path) == 0 else { throw failure("rename into place", path) }
-        } else {
-            // link() refuses an existing destination, so an existing key is never overwritten.
-            guard link(temporary, path) == 0 else { throw failure("create (must not exist)", path) }
-            unlink(temporary)
-        }
-        placed = true
-        let slash = path.lastIndex(of: "/")
-        let directory = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
-        let directoryDescriptor = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard directoryDescriptor >= 0 else { throw failure("open directory", directory) }
-        defer { close(directoryDescriptor) }
-        guard fsync(directoryDescriptor) == 0 else { throw failure("fsync directory", directory) }
-    }
-}
-
-/// A thread-safe counter for unique temporary names within the process.
-final class Counter: @unchecked Sendable {
-    private var value = 0
-    private let lock = NSLock()
-    func next() -> Int {
-        lock.withLock {
-            value += 1
-            return value
+            try writeFileAtomically(bytes, toPath: path, permissions: mode, replacingExisting: replacingExisting)
+        } catch let error as SystemIOError {
+            throw TransportError.file(path: error.path, operation: error.systemCall?.operation ?? "write",
+                                      reason: error.systemCall?.message ?? error.reason)
         }
     }
 }

@@ -328,3 +328,16 @@ final class TLSTests: XCTestCase {
         }
     }
 }
+
+/// A thread-safe counter: unique certificate serials, and how often a callback ran.
+private final class Counter: @unchecked Sendable {
+    private var value = 0
+    private let lock = NSLock()
+
+    func next() -> Int {
+        lock.withLock {
+            value += 1
+            return value
+        }
+    }
+}
