@@ -13,7 +13,7 @@ MODEL_FILE   := SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL        := models/$(MODEL_FILE)
 APT_PACKAGES := libssl-dev libsodium-dev pkg-config
 
-.PHONY: all deps model build test demo showcase bench clean help
+.PHONY: all deps pydeps model build test demo showcase bench clean help
 
 help:
 	@echo "make demo      a federation on this machine: coordinator + 3 clients over mutual TLS, DP-SGD,"
@@ -33,6 +33,10 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >&2; \
 	fi
 
+# The openai Python client, which an end-to-end test drives serve-model with; installed only when missing.
+pydeps:
+	@python3 -c "import openai" 2>/dev/null || python3 -m pip install --quiet openai
+
 model: $(MODEL)
 
 $(MODEL):
@@ -49,7 +53,7 @@ $(MODEL):
 build: deps
 	$(SWIFT) build $(BUILDFLAGS)
 
-test: deps model
+test: deps pydeps model
 	# XCTest only: the swift-testing runner would close the log with "0 tests".
 	CONCLAVE_MODEL=$(abspath $(MODEL)) CONCLAVE_FIXTURES=$(FIXTURES) $(SWIFT) test $(BUILDFLAGS) --disable-swift-testing
 

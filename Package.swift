@@ -54,11 +54,13 @@ let package = Package(
         .target(name: "Reports", dependencies: ["Audit", "Wire", "Privacy", "ModelFormats", "SecureCrypto"],
                 path: "Sources/Reports"),
         .target(name: "CommandLineParsing", dependencies: ["SystemIO"], path: "Sources/CommandLineParsing"),
+        .target(name: "ModelServing", dependencies: ["LanguageModel", "Tokenizer"], path: "Sources/ModelServing"),
 
         // Executables: command-line parsing and wiring only.
         .executableTarget(name: "conclave-client",
                           dependencies: ["CommandLineParsing", "SystemIO", "Kernels", "ModelFormats", "Tokenizer", "LanguageModel",
-                                         "FineTuning", "Privacy", "Wire", "FederationProtocol", "ClientService", "Reports"],
+                                         "FineTuning", "Privacy", "Wire", "FederationProtocol", "ClientService", "Reports",
+                                         "ModelServing"],
                           path: "Client"),
         .executableTarget(name: "conclave-coordinator",
                           dependencies: ["CommandLineParsing", "SystemIO", "SecureCrypto", "Transport", "Wire", "Audit",
@@ -117,6 +119,8 @@ let package = Package(
                     dependencies: ["TestSupport", "ClientService", "FederationProtocol", "Wire", "FineTuning", "LanguageModel",
                                    "ModelFormats", "SystemIO"],
                     path: "Tests/ClientServiceTests"),
+        .testTarget(name: "ModelServingTests", dependencies: ["TestSupport", "ModelServing", "LanguageModel", "Tokenizer"],
+                    path: "Tests/ModelServingTests"),
         .testTarget(name: "CommandLineParsingTests", dependencies: ["TestSupport", "CommandLineParsing"],
                     path: "Tests/CommandLineParsingTests"),
         .testTarget(name: "ReportsTests", dependencies: ["TestSupport", "Reports", "Audit", "Wire", "Privacy", "SecureCrypto",

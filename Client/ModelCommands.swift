@@ -3,6 +3,7 @@ import FineTuning
 import Foundation
 import Kernels
 import LanguageModel
+import ModelServing
 import SystemIO
 import Tokenizer
 
@@ -148,7 +149,7 @@ struct GenerateCommand: ParsableCommand {
             guard !json else { return }
             // Stream whole UTF-8 characters only: a token may end inside a multi-byte character.
             streamed += tokenizer.decodeBytes([token])
-            let complete = UTF8Prefix.completeLength(streamed)
+            let complete = UTF8Stream.completeLength(streamed)
             if complete > printedBytes {
                 FileHandle.standardOutput.write(Data(streamed[printedBytes..<complete]))
                 printedBytes = complete
@@ -240,23 +241,5 @@ struct EvalCommand: ParsableCommand {
                          evaluation.tokenAccuracy * 100, evaluation.tokensPerSecond))
         }
         return 0
-    }
-}
-
-/// Where a byte buffer's last complete UTF-8 character ends.
-enum UTF8Prefix {
-    static func completeLength(_ bytes: [UInt8]) -> Int {
-        var end = bytes.count
-        // Walk back over at most 3 continuation bytes to the lead byte of the last character.
-        var i = bytes.count - 1, continuation = 0
-        while i >= 0 && continuation < 4 && bytes[i] & 0xC0 == 0x80 {
-            continuation += 1
-            i -= 1
-        }
-        guard i >= 0 else { return 0 }
-        let lead = bytes[i]
-        let needed = lead < 0x80 ? 1 : lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1
-        if continuation + 1 < needed { end = i }
-        return end
     }
 }
