@@ -153,6 +153,10 @@ struct ServeModelCommand: ParsableCommand {
             service.handle(request, writer: writer)
         }
         let shown = address.contains(":") ? "[\(address)]" : address
+        if !["127.0.0.1", "::1", "localhost"].contains(address) {
+            StandardError.write("warning: --host \(address) lets other machines send prompts to this model, "
+                                + "without authentication; leave out --host to serve only this machine\n")
+        }
         StandardError.write("listening on http://\(shown):\(server.port) (model \(model.modelName))\n")
         server.run()
     }
