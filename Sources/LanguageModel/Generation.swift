@@ -4,7 +4,8 @@ import Foundation
 public struct GenerationResult: Sendable {
     public var tokens: [Int]
     public var promptTokens: Int
-    /// Why generation ended: "eos" (an end-of-sequence or end-of-turn token) or "length".
+    /// Why generation ended: "eos" (an end-of-sequence or end-of-turn token), "length", or "cancelled"
+    /// (`shouldStop` said so).
     public var stopReason: String
     public var timeToFirstToken: Double
     public var totalSeconds: Double
@@ -15,9 +16,11 @@ public struct GenerationResult: Sendable {
 extension LlamaModel {
     /// Generates up to `maxTokens` after `prompt`, stopping at any of `stopTokens` (which are not returned).
     ///
-    /// - Parameter onToken: called with each new token as soon as it is chosen (for streaming).
+    /// - Parameters:
+    ///   - onToken: called with each new token as soon as it is chosen (for streaming).
+    ///   - shouldStop: asked after each token; true ends generation early (a streaming client that left).
     public func generate(prompt: [Int], maxTokens: Int, sampling: SamplingParameters, stopTokens: Set<Int>,
-                         onToken: (Int) -> Void = { _ in }) throws -> GenerationResult {
+                         onToken: (Int) -> Void = { _ in }, shouldStop: () -> Bool = { false }) throws -> GenerationResult {
         precondition(!prompt.isEmpty, "generation needs at least one prompt token")
         let started = DispatchTime.now()
         let cache = makeCache(capacity: prompt.count + maxTokens)
@@ -36,6 +39,10 @@ extension LlamaModel {
             }
             generated.append(next)
             onToken(next)
+            if shouldStop() {
+                stopReason = "cancelled"
+                break
+            }
             if generated.count == maxTokens || cache.count >= configuration.maxPositionEmbeddings { break }
             try forward(tokens: [next], cache: cache, logits: .last) { _, logits in
                 next = sampler.sample(logits, count: configuration.vocabSize)

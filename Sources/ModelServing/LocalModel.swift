@@ -18,7 +18,8 @@ public struct Completion: Sendable, Equatable {
     public var text: String
     public var promptTokens: Int
     public var completionTokens: Int
-    /// "stop" (an end-of-turn or end-of-sequence token) or "length", as the OpenAI API names them.
+    /// "stop" (an end-of-turn or end-of-sequence token) or "length", as the OpenAI API names them, or
+    /// "cancelled" when `onText` asked to stop.
     public var finishReason: String
 
     public init(text: String, promptTokens: Int, completionTokens: Int, finishReason: String) {
@@ -35,9 +36,10 @@ public protocol CompletionBackend: Sendable {
     var modelName: String { get }
     /// The messages in the model's chat template, ending where the assistant answers.
     func chatPrompt(_ messages: [ChatMessage]) throws -> String
-    /// Generates after `prompt`, calling `onText` with each complete UTF-8 piece as it is produced.
+    /// Generates after `prompt`, calling `onText` with each complete UTF-8 piece as it is produced; `onText`
+    /// returns false to stop early (the reader has gone), so a waiting request is not held up for nothing.
     /// Concurrent calls wait their turn. Throws `HTTPError` (400) for a prompt the model cannot take.
-    func complete(prompt: String, options: GenerationOptions, onText: (String) -> Void) throws -> Completion
+    func complete(prompt: String, options: GenerationOptions, onText: (String) -> Bool) throws -> Completion
 }
 
 /// The local model behind `chat` and `serve-model`: generation exactly as `generate` does it, one at a time.
@@ -72,7 +74,7 @@ public final class LocalModel: CompletionBackend, @unchecked Sendable {
         return stops
     }
 
-    public func complete(prompt: String, options: GenerationOptions, onText: (String) -> Void) throws -> Completion {
+    public func complete(prompt: String, options: GenerationOptions, onText: (String) -> Bool) throws -> Completion {
         let ids = promptIds(prompt)
         guard !ids.isEmpty else { throw HTTPError(400, "the prompt is empty") }
         let context = model.configuration.maxPositionEmbeddings
@@ -83,16 +85,17 @@ public final class LocalModel: CompletionBackend, @unchecked Sendable {
         turn.lock()
         defer { turn.unlock() }
         var stream = UTF8Stream()
+        var reading = true
         let result = try model.generate(prompt: ids, maxTokens: maxTokens, sampling: options.sampling,
-                                        stopTokens: stopTokens) { token in
+                                        stopTokens: stopTokens, onToken: { token in
             let piece = stream.append(tokenizer.decodeBytes([token]))
-            if !piece.isEmpty { onText(piece) }
-        }
+            if !piece.isEmpty { reading = onText(piece) }
+        }, shouldStop: { !reading })
         let rest = stream.finish()
-        if !rest.isEmpty { onText(rest) }
+        if reading && !rest.isEmpty { _ = onText(rest) }
+        let reasons = ["eos": "stop", "length": "length"]
         return Completion(text: tokenizer.decode(result.tokens), promptTokens: result.promptTokens,
-                          completionTokens: result.tokens.count,
-                          finishReason: result.stopReason == "eos" ? "stop" : "length")
+                          completionTokens: result.tokens.count, finishReason: reasons[result.stopReason] ?? "cancelled")
     }
 }
 
@@ -153,7 +156,10 @@ public final class ChatSession {
 
     /// Answers `user`, streaming the answer through `onText`, and keeps the exchange for the next turn.
     public func reply(to user: String, options: GenerationOptions, onText: (String) -> Void) throws -> Completion {
-        let completion = try backend.complete(prompt: try prompt(forUser: user), options: options, onText: onText)
+        let completion = try backend.complete(prompt: try prompt(forUser: user), options: options) { text in
+            onText(text)
+            return true
+        }
         messages += [ChatMessage(role: "user", content: user), ChatMessage(role: "assistant", content: completion.text)]
         return completion
     }

@@ -68,7 +68,7 @@ public struct OpenAIService: Sendable {
     func generate(prompt: String, options: GenerationOptions, stream: Bool, format: ReplyFormat,
                   writer: some HTTPResponseWriter) throws {
         guard stream else {
-            let done = try backend.complete(prompt: prompt, options: options) { _ in }
+            let done = try backend.complete(prompt: prompt, options: options) { _ in true }
             writer.respond(Self.json(200, format.whole(done)))
             return
         }
@@ -81,7 +81,7 @@ public struct OpenAIService: Sendable {
         }
         let done = try backend.complete(prompt: prompt, options: options) { text in
             start()
-            writer.sendChunk(Self.event(format.piece(text)))
+            return writer.sendChunk(Self.event(format.piece(text)))
         }
         start()
         writer.sendChunk(Self.event(format.closing(done)))

@@ -36,13 +36,14 @@ final class ChatSessionTests: XCTestCase {
     func testConcurrentCompletionsWaitTheirTurnAndMatchSequentialOnes() throws {
         let prompts = ["The capital of France is", "One, two, three,"]
         let options = GenerationOptions(maxTokens: 24, sampling: .greedy)
-        let sequential = try prompts.map { try Self.model.complete(prompt: $0, options: options) { _ in }.text }
+        let sequential = try prompts.map { try Self.model.complete(prompt: $0, options: options) { _ in true }.text }
         nonisolated(unsafe) var concurrent = [String](repeating: "", count: 2)
         nonisolated(unsafe) var order: [Int] = []
         let orderLock = NSLock()
         DispatchQueue.concurrentPerform(iterations: 2) { i in
             concurrent[i] = (try? Self.model.complete(prompt: prompts[i], options: options) { _ in
                 orderLock.withLock { order.append(i) }
+                return true
             }.text) ?? "failed"
         }
         XCTAssertEqual(concurrent, sequential)
@@ -50,9 +51,22 @@ final class ChatSessionTests: XCTestCase {
         XCTAssertEqual(switches, 1, "the two generations overlapped: pieces arrived in the order \(order)")
     }
 
+    /// A reader that stops after the first piece (a streaming client that left) ends the generation there.
+    func testGenerationStopsWhenTheReaderStops() throws {
+        var pieces = 0
+        let options = GenerationOptions(maxTokens: 64, sampling: .greedy)
+        let done = try Self.model.complete(prompt: "One, two, three,", options: options) { _ in
+            pieces += 1
+            return false
+        }
+        XCTAssertEqual(pieces, 1)
+        XCTAssertEqual(done.finishReason, "cancelled")
+        XCTAssertLessThanOrEqual(done.completionTokens, 2, "generation went on after the reader stopped")
+    }
+
     func testPromptLongerThanTheContextIs400() {
         let long = String(repeating: "word ", count: 10_000)
-        XCTAssertThrowsError(try Self.model.complete(prompt: long, options: greedy) { _ in }) { error in
+        XCTAssertThrowsError(try Self.model.complete(prompt: long, options: greedy) { _ in true }) { error in
             XCTAssertEqual((error as? HTTPError)?.status, 400)
             XCTAssertTrue((error as? HTTPError)?.message.contains("context") == true, "\(error)")
         }

@@ -10,6 +10,8 @@ final class ScriptedBackend: CompletionBackend, @unchecked Sendable {
     let pieces: [String]
     var prompts: [String] = []
     var options: [GenerationOptions] = []
+    /// True once `onText` asked to stop.
+    var stoppedEarly = false
 
     init(pieces: [String] = ["Hel", "lo", "!"]) { self.pieces = pieces }
 
@@ -17,11 +19,14 @@ final class ScriptedBackend: CompletionBackend, @unchecked Sendable {
         messages.map { "<\($0.role)>\($0.content)" }.joined() + "<assistant>"
     }
 
-    func complete(prompt: String, options: GenerationOptions, onText: (String) -> Void) throws -> Completion {
+    func complete(prompt: String, options: GenerationOptions, onText: (String) -> Bool) throws -> Completion {
         if prompt.isEmpty { throw HTTPError(400, "the prompt is empty") }
         prompts.append(prompt)
         self.options.append(options)
-        pieces.forEach(onText)
+        for piece in pieces where !onText(piece) {
+            stoppedEarly = true
+            return Completion(text: "", promptTokens: 7, completionTokens: 0, finishReason: "cancelled")
+        }
         return Completion(text: pieces.joined(), promptTokens: 7, completionTokens: pieces.count, finishReason: "stop")
     }
 }
@@ -32,10 +37,13 @@ final class RecordingWriter: HTTPResponseWriter {
     var streamed = false
     var chunks: [String] = []
     var ended = false
+    /// Chunks accepted before the client "leaves".
+    var chunksAccepted = Int.max
 
     func respond(_ response: HTTPResponse) { self.response = response }
     func startStream() { streamed = true }
     func sendChunk(_ bytes: [UInt8]) -> Bool {
+        guard chunks.count < chunksAccepted else { return false }
         chunks.append(String(decoding: bytes, as: UTF8.self))
         return true
     }
@@ -146,6 +154,18 @@ final class OpenAIServiceTests: XCTestCase {
         XCTAssertEqual(deltas.compactMap { $0["content"] as? String }.joined(), "Hello!")
         XCTAssertEqual((events.last?["choices"] as? [[String: Any]])?.first?["finish_reason"] as? String, "stop")
         XCTAssertEqual(events.first?["object"] as? String, "chat.completion.chunk")
+    }
+
+    func testAStreamWhoseClientLeftStopsTheGeneration() throws {
+        let backend = ScriptedBackend()
+        let writer = RecordingWriter()
+        writer.chunksAccepted = 2
+        let request = HTTPRequest(method: "POST", path: "/v1/completions", headers: [],
+                                  body: Array(#"{"prompt": "Hi", "stream": true}"#.utf8))
+        OpenAIService(backend: backend).handle(request, writer: writer)
+        XCTAssertEqual(writer.chunks.count, 2, "one piece and nothing after the failed write")
+        XCTAssertTrue(writer.chunks[1].contains("\"lo\""), writer.chunks[1])
+        XCTAssertTrue(backend.stoppedEarly, "the backend was not told that the client left")
     }
 
     func testRefusedPromptInAStreamIsStillAJSONError() throws {
