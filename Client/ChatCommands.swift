@@ -91,7 +91,13 @@ struct ChatCommand: ParsableCommand {
             if interactive { StandardError.write("> ") }
             guard let line = readLine(strippingNewline: true) else { break }
             if line.trimmingCharacters(in: .whitespaces).isEmpty { continue }
-            let reply = try session.reply(to: line, options: options) { LocalModelLoading.writeOutput($0) }
+            let reply: Completion
+            do {
+                reply = try session.reply(to: line, options: options) { LocalModelLoading.writeOutput($0) }
+            } catch let error as HTTPError {
+                throw ChatError(description: "turn \(session.messages.count / 2 + 1): \(error.message) "
+                                + "(the prompt holds the whole conversation; start a new chat, or lower --max-tokens)")
+            }
             LocalModelLoading.writeOutput("\n\n")
             if reply.finishReason == "length" {
                 StandardError.write("(the answer reached --max-tokens \(maxTokens) and was cut short)\n")
@@ -99,6 +105,11 @@ struct ChatCommand: ParsableCommand {
         }
         return 0
     }
+}
+
+/// A turn the model cannot take, said as a sentence.
+struct ChatError: Error, CustomStringConvertible {
+    let description: String
 }
 
 /// `serve-model`: the OpenAI-compatible HTTP API over the local model, on loopback by default.

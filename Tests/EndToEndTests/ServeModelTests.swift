@@ -60,6 +60,17 @@ final class ServeModelTests: XCTestCase {
     func testBindsLoopbackAndAnswersCurlWholeAndStreamedLikeGenerate() throws {
         try startServer()
         XCTAssertTrue(base.hasPrefix("http://127.0.0.1:"), base)
+        // The kernel's own table: the listening socket's local address is 127.0.0.1 (0100007F), not 0.0.0.0.
+        let port = try XCTUnwrap(UInt16(base.split(separator: ":").last ?? ""))
+        let table = ["/proc/net/tcp", "/proc/net/tcp6"].compactMap { try? String(contentsOfFile: $0, encoding: .utf8) }.joined()
+        let portSuffix = String(format: ":%04X", port)
+        var listening: [String] = []
+        for line in table.split(separator: "\n") {
+            let fields = line.split(separator: " ").map(String.init)
+            // fields: slot, local address, remote address, state (0A = LISTEN), ...
+            if fields.count > 3 && fields[3] == "0A" && fields[1].hasSuffix(portSuffix) { listening.append(fields[1]) }
+        }
+        XCTAssertEqual(listening, [String(format: "0100007F:%04X", port)])
         let generate = try Executables.run(Executables.client, [
             "generate", "--model", model, "--prompt", "The capital of France is", "--temperature", "0",
             "--max-tokens", "12", "--json", "--threads", "2"])
@@ -153,6 +164,16 @@ final class ServeModelTests: XCTestCase {
             """
         let run = try Executables.run(URL(fileURLWithPath: "/usr/bin/env"), ["python3", "-c", script, base])
         XCTAssertEqual(run.status, 0, run.stdout + run.stderr)
+    }
+
+    /// A conversation past the model's context ends with a sentence naming the turn, not a raw HTTP error.
+    func testChatTurnPastTheContextSaysWhatToDo() throws {
+        let long = String(repeating: "word ", count: 9_000)
+        let result = try Executables.run(Executables.client, ["chat", "--model", model, "--max-tokens", "4"],
+                                         stdin: Data((long + "\n").utf8))
+        XCTAssertEqual(result.status, 1)
+        XCTAssertTrue(result.stderr.contains("turn 1: the prompt has"), result.stderr)
+        XCTAssertTrue(result.stderr.contains("start a new chat"), result.stderr)
     }
 
     /// Two user turns piped to `chat`: two answers, the second from a conversation holding the first.
