@@ -55,8 +55,12 @@ struct ChatCommand: ParsableCommand {
         \(ModelCommands.threadsHelp)
         Each line of standard input is a user turn; the answer streams to standard output, followed by a
         blank line. Every answer sees the whole conversation so far. On a terminal a "> " prompt is shown;
-        end with Ctrl-D. Example:
-          printf 'Hello\\nWhat did I just say?\\n' | conclave-client chat --model m.gguf --temperature 0
+        end with Ctrl-D.
+
+        examples:
+          conclave-client chat --model models/SmolLM2-135M-Instruct.Q4_1.gguf --adapter adapter --system "Be brief."
+          printf 'Hello!\\nWhat is the capital of France?\\n' | \\
+              conclave-client chat --model models/SmolLM2-135M-Instruct.Q4_1.gguf --temperature 0
         """)
 
     static var options: [Option<Self>] {
@@ -132,9 +136,12 @@ struct ServeModelCommand: ParsableCommand {
         Endpoints: POST /v1/chat/completions, POST /v1/completions (add "stream": true for server-sent
         events ending with data: [DONE]), GET /v1/models. Requests are answered one generation at a time;
         others wait their turn. Bodies over 4 MiB get 413, bad JSON 400, unknown paths 404.
-        Prints "listening on http://HOST:PORT" to standard error when ready. Example:
-          conclave-client serve-model --model m.gguf --port 8080 &
+        Prints "listening on http://HOST:PORT" to standard error when ready.
+
+        examples:
+          conclave-client serve-model --model models/SmolLM2-135M-Instruct.Q4_1.gguf --adapter adapter --port 8080 &
           curl -s http://127.0.0.1:8080/v1/chat/completions -d '{"messages":[{"role":"user","content":"Hi"}]}'
+          python3 -c 'import openai; print(openai.OpenAI(base_url="http://127.0.0.1:8080/v1", api_key="-").models.list())'
         """)
 
     static var options: [Option<Self>] {
