@@ -14,7 +14,7 @@ final class ReadmeTests: XCTestCase {
     }
 
     /// Client subcommands whose examples run here: deterministic, needing nothing but the default model.
-    static let runnable: Set<String> = ["tokenize", "generate", "eval", "synth", "privacy"]
+    static let runnable: Set<String> = ["tokenize", "generate", "eval", "synth", "privacy", "chat"]
 
     func testReadmeExamplesPrintWhatTheBinaryPrints() throws {
         let readme = try String(contentsOf: Fixtures.repositoryRoot.appendingPathComponent("README.md"), encoding: .utf8)
@@ -23,10 +23,16 @@ final class ReadmeTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: directory) }
         var ran = 0
         for example in examples {
-            let words = Self.words(example.command)
+            var words = Self.words(example.command)
+            var input: Data?
+            // `echo "TEXT" | conclave-client ...` feeds TEXT and a newline to standard input (as `chat` reads it).
+            if words.count > 3 && words[0] == "echo" && words[2] == "|" {
+                input = Data((words[1] + "\n").utf8)
+                words.removeFirst(3)
+            }
             guard words.first == "conclave-client", words.count > 1, Self.runnable.contains(words[1]) else { continue }
             let arguments = words.dropFirst().map { Self.resolve($0, in: directory) }
-            let result = try Executables.run(Executables.client, Array(arguments))
+            let result = try Executables.run(Executables.client, Array(arguments), stdin: input)
             XCTAssertEqual(result.status, 0, "\(example.command): \(result.stderr)")
             ran += 1
             if example.output.first?.hasPrefix("{") == true {
