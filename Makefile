@@ -35,7 +35,8 @@ deps:
 
 # The openai Python client, which an end-to-end test drives serve-model with; installed only when missing.
 pydeps:
-	@python3 -c "import openai" 2>/dev/null || python3 -m pip install --quiet openai
+	@python3 -c "import openai" 2>/dev/null || python3 -m pip install --quiet openai \
+	  || python3 -m pip install --quiet --user openai || python3 -m pip install --quiet --user --break-system-packages openai
 
 model: $(MODEL)
 
