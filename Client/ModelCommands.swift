@@ -144,14 +144,18 @@ struct GenerateCommand: ParsableCommand {
         let sampling = SamplingParameters(temperature: temperature, topK: topK, topP: topP, seed: seed)
         var streamed: [UInt8] = []
         var printedBytes = 0
+        // Standard output is the product: once it refuses bytes, nothing more is printed (see below).
+        var outputError: Error?
         let result = try loaded.model.generate(prompt: promptIds, maxTokens: maxTokens, sampling: sampling,
                                                stopTokens: stops) { token in
-            guard !json else { return }
+            guard !json, outputError == nil else { return }
             // Stream whole UTF-8 characters only: a token may end inside a multi-byte character.
             streamed += tokenizer.decodeBytes([token])
             let complete = UTF8Stream.completeLength(streamed)
             if complete > printedBytes {
-                FileHandle.standardOutput.write(Data(streamed[printedBytes..<complete]))
+                do { try StandardOutput.write(Data(streamed[printedBytes..<complete])) } catch {
+                    outputError = error
+                }
                 printedBytes = complete
             }
         }
@@ -166,8 +170,14 @@ struct GenerateCommand: ParsableCommand {
                 "stop_reason": result.stopReason, "precision": precision.rawValue,
             ])
         } else {
-            if printedBytes < streamed.count { FileHandle.standardOutput.write(Data(streamed[printedBytes...])) }
-            FileHandle.standardOutput.write(Data("\n".utf8))
+            if outputError == nil {
+                do { try StandardOutput.write(Data(streamed[printedBytes...]) + Data("\n".utf8)) } catch {
+                    outputError = error
+                }
+            }
+            // A reader that closed its end (`| head -1`) took what it wanted: a clean exit 0. Any
+            // other failure (a full disk) lost output the user asked for: exit 1 saying so.
+            if let outputError, (outputError as? StandardOutputError)?.readerClosed != true { throw outputError }
             StandardError.write(String(format: "%d prompt tokens, %d generated (%@), first token %.0f ms, %.1f tokens/s\n",
                                        result.promptTokens, result.tokens.count, result.stopReason,
                                        result.timeToFirstToken * 1000, rate))

@@ -6,6 +6,31 @@ public struct JSONOutputError: Error, CustomStringConvertible {
     public var description: String { "cannot write the JSON to standard output: \(reason)" }
 }
 
+/// Standard output refused bytes: `code` is the errno (EPIPE when its reader has gone).
+public struct StandardOutputError: Error, CustomStringConvertible {
+    public let code: Int32
+    /// The reader closed its end (`| head -1`): nothing more will be read.
+    public var readerClosed: Bool { code == EPIPE }
+    public var description: String { "cannot write to standard output: \(String(cString: strerror(code)))" }
+}
+
+/// Writes to standard output through write(2): a closed pipe or a full disk is an error to handle,
+/// never a trap (as in `FileHandle.write`) nor a SIGPIPE (the executables ignore it).
+public enum StandardOutput {
+    public static func write(_ bytes: Data) throws {
+        try bytes.withUnsafeBytes { buffer in
+            guard let base = buffer.baseAddress else { return }
+            var written = 0
+            while written < buffer.count {
+                let n = Foundation.write(STDOUT_FILENO, base + written, buffer.count - written)
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { throw StandardOutputError(code: n < 0 ? errno : EIO) }
+                written += n
+            }
+        }
+    }
+}
+
 /// Prints one JSON object on standard output and nothing else, as `--json` promises.
 public enum JSONOutput {
     /// Serialises `object` (dictionaries, arrays, strings, numbers, booleans, NSNull) with sorted keys.
@@ -16,14 +41,8 @@ public enum JSONOutput {
         // never a trap in FileHandle.write.
         var bytes = data
         bytes.append(0x0A)
-        try bytes.withUnsafeBytes { buffer in
-            var written = 0
-            while written < buffer.count {
-                let n = Foundation.write(STDOUT_FILENO, buffer.baseAddress! + written, buffer.count - written)
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else { throw JSONOutputError(reason: String(cString: strerror(errno))) }
-                written += n
-            }
+        do { try StandardOutput.write(bytes) } catch let error as StandardOutputError {
+            throw JSONOutputError(reason: String(cString: strerror(error.code)))
         }
     }
 
