@@ -179,14 +179,16 @@ struct TrainCommand: ParsableCommand {
         }
         let trainer = try LoRATrainer(model: model, examples: examples, configuration: configuration)
 
-        let ledger = try chargeLedger(for: trainer, privacy: configuration.privacy)
-
         var evalBefore: Double?
         if let evalExamples {
             model.setAdapter(trainer.lora.adapter())
             evalBefore = try Evaluator.evaluate(model: model, examples: evalExamples, progress: heldOutProgress(evalExamples, "before")).loss
             if !json { StandardError.write(String(format: "held-out loss before: %.4f\n", evalBefore!)) }
         }
+
+        // The charge is the last step before the first noisy gradient: every path was checked in
+        // validate() and every input is loaded and evaluated above, so what fails after it is training.
+        let ledger = try chargeLedger(for: trainer, privacy: configuration.privacy)
 
         // Progress: ε so far by RDP (cheap) every step it prints.
         let progress = ProgressReporter(label: "train", total: trainer.totalSteps, enabled: !json)

@@ -86,9 +86,17 @@ public struct PrivacyLedger: Sendable {
 
     /// The ledger file.
     public var fileURL: URL { directory.appendingPathComponent(Self.fileName) }
-    /// ε spent so far as recorded: the last entry's cumulative ε (under that entry's δ and accountant),
-    /// 0 when there is none. `charge` always recomputes it under the current budget.
-    public var spentEpsilon: Double { entries.last?.cumulativeEpsilon ?? 0 }
+    /// ε spent so far under the current budget's δ and accountant, 0 when nothing is charged. The last
+    /// entry's cumulative ε is that figure only while the budget keeps the δ and accountant it was
+    /// charged under; after `budget --set-epsilon E --delta D` changed them, every read recomputes it
+    /// from all entries (issue 15: ε at the old δ was shown until the next charge). An accountant that
+    /// cannot compose the stored entries gives +∞: nothing more can be charged, never less counted.
+    public var spentEpsilon: Double {
+        guard let last = entries.last else { return 0 }
+        if last.delta == budget.delta && last.accountant == budget.accountant { return last.cumulativeEpsilon }
+        return (try? PrivacyAccounting.epsilon(steps: entries.map(\.mechanism), delta: budget.delta,
+                                               accountant: budget.accountant)) ?? .infinity
+    }
     /// ε still available under the budget (never negative).
     public var remainingEpsilon: Double { max(0, budget.epsilon - spentEpsilon) }
 

@@ -150,6 +150,30 @@ final class PrivacyLedgerTests: XCTestCase {
         XCTAssertEqual(try PrivacyLedger(directory: directory).entries, [entry])
     }
 
+    /// After the budget's δ changes, ε spent is read at the new δ at once, by this instance and by
+    /// any that opens the file, not at the δ of the last charge until the next one (issue 15).
+    func testSpentEpsilonFollowsTheBudgetsDelta() throws {
+        let directory = try Fixtures.temporaryDirectory("ledger")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        var ledger = try PrivacyLedger(directory: directory, creatingWith: PrivacyBudget(epsilon: 20, delta: 1e-5, accountant: .rdp))
+        let mechanism = MechanismSteps(samplingRate: 0.25, noiseMultiplier: 1, steps: 20)
+        let entry = try ledger.charge(purpose: "run:1", samplingRate: 0.25, noiseMultiplier: 1, clipNorm: 1, steps: 20)
+        XCTAssertEqual(ledger.spentEpsilon, entry.cumulativeEpsilon)
+        let stricter = PrivacyBudget(epsilon: 20, delta: 1e-7, accountant: .rdp)
+        try ledger.updateBudget(stricter)
+        let expected = try epsilon([mechanism], stricter)
+        XCTAssertGreaterThan(expected, entry.cumulativeEpsilon + 0.5, "a smaller δ costs more ε")
+        for reader in [ledger, try PrivacyLedger(directory: directory)] {
+            XCTAssertEqual(reader.spentEpsilon, expected, accuracy: 1e-12)
+            XCTAssertEqual(reader.remainingEpsilon, 20 - expected, accuracy: 1e-12)
+            XCTAssertEqual(reader.entries, [entry], "the recorded entry keeps the δ it was charged at")
+        }
+        // The accountant counts too: RDP entries read under a PLD budget are recomposed by PLD.
+        try ledger.updateBudget(PrivacyBudget(epsilon: 20, delta: 1e-7, accountant: .pld))
+        XCTAssertEqual(try PrivacyLedger(directory: directory).spentEpsilon,
+                       try epsilon([mechanism], PrivacyBudget(epsilon: 20, delta: 1e-7, accountant: .pld)), accuracy: 1e-12)
+    }
+
     /// Without a budget, a missing ledger is an error naming the path.
     func testMissingLedgerWithoutBudgetNamesThePath() throws {
         let directory = try Fixtures.temporaryDirectory("ledger")
