@@ -37,6 +37,12 @@ public struct CoordinatorAddress: Sendable {
     }
 }
 
+/// The client's TLS identity or CA cannot work (a key that is not the certificate's, a certificate or
+/// coordinator from another CA): a configuration error, so `join` stops instead of retrying.
+public struct ClientIdentityError: Error, CustomStringConvertible {
+    public let description: String
+}
+
 /// The client's driver: keeps a connection to the coordinator (reconnecting with backoff) and
 /// carries out what its `ClientAgent` decides: it prepares a round (keeps the global adapter, loads
 /// the data, builds the DP-SGD trainer), charges the ledger, trains and evaluates before and after
@@ -54,6 +60,8 @@ public final class ClientRunner: @unchecked Sendable {
     /// Nil for a model without one (records must then carry input_ids).
     private let tokenizer: BPETokenizer?
     private let context: TLSClientContext
+    /// The common name of the CA given as `--ca`, for errors that compare it with a certificate's issuer.
+    private let caName: String
     private var agent: ClientAgent
     private let software = "conclave-client 0.1"
     /// Signs this client's per-round secure-aggregation keys (`signing.key`).
@@ -80,10 +88,12 @@ public final class ClientRunner: @unchecked Sendable {
         self.log = log
         name = try ClientSettings.load(paths: paths).name
         identity = try ClientSetup.signingKey(paths: paths)
-        context = try TLSClientContext(caPEM: try PEMFile.readCertificate(at: address.caPath),
-                                       certificatePEM: try PEMFile.readCertificate(at: address.certificatePath),
-                                       keyPEM: try PEMFile.readPrivateKey(at: paths.key.path),
-                                       expectedHost: address.host)
+        let caPEM = try PEMFile.readCertificate(at: address.caPath)
+        let certificatePEM = try PEMFile.readCertificate(at: address.certificatePath)
+        let keyPEM = try PEMFile.readPrivateKey(at: paths.key.path)
+        caName = try Self.checkIdentity(caPEM: caPEM, certificatePEM: certificatePEM, keyPEM: keyPEM,
+                                        keyPath: paths.key.path, address: address)
+        context = try TLSClientContext(caPEM: caPEM, certificatePEM: certificatePEM, keyPEM: keyPEM, expectedHost: address.host)
         loaded = try ModelLoader.load(path: configuration.model, threads: configuration.threads)
         tokenizer = loaded.tokenizer
         let modelConfiguration = loaded.model.configuration
@@ -105,6 +115,39 @@ public final class ClientRunner: @unchecked Sendable {
         _ = try openLedger()
     }
 
+    /// Key, certificate and CA checked against each other before any connection: a mistake there is
+    /// a configuration error that no retry can fix, so `join` stops at once saying which file is wrong.
+    /// Returns the CA's common name.
+    static func checkIdentity(caPEM: String, certificatePEM: String, keyPEM: PrivateKeyPEM, keyPath: String,
+                              address: CoordinatorAddress) throws -> String {
+        guard try IdentityChecks.keyMatches(certificatePEM: certificatePEM, keyPEM: keyPEM) else {
+            throw ClientIdentityError(description: "\(keyPath) does not match \(address.certificatePath): the certificate was "
+                                      + "issued for another key. Give --cert the certificate `enroll` issued for this client's "
+                                      + "request (client.csr in the state directory), or run `init` again and enrol anew")
+        }
+        let caName = try IdentityChecks.names(certificatePEM: caPEM, what: "--ca \(address.caPath)").subject
+        guard try IdentityChecks.isIssued(certificatePEM: certificatePEM, byAnyOf: caPEM) else {
+            let issuer = try IdentityChecks.names(certificatePEM: certificatePEM, what: "--cert \(address.certificatePath)").issuer
+            throw ClientIdentityError(description: "your certificate \(address.certificatePath) is issued by '\(issuer)'; your --ca "
+                                      + "\(address.caPath) is '\(caName)'. Give --ca the ca.pem of the federation that enrolled "
+                                      + "this client (or enrol with this one)")
+        }
+        return caName
+    }
+
+    /// Why the coordinator's certificate was refused, as a sentence naming the CA that issued it and ours.
+    private func rejection(subject: String, issuer: String, reason: String) -> ClientIdentityError {
+        let coordinator = "\(address.host):\(address.port)"
+        if issuer != caName {
+            return ClientIdentityError(description: "the coordinator's certificate ('\(subject)' at \(coordinator)) is issued by "
+                                       + "'\(issuer)'; your --ca \(address.caPath) is '\(caName)'. Give --ca the ca.pem of the "
+                                       + "federation this coordinator runs, or --coordinator the address of yours (\(reason))")
+        }
+        return ClientIdentityError(description: "the coordinator's certificate ('\(subject)' at \(coordinator)) failed "
+                                   + "verification, which retrying cannot fix: \(reason). Check that --coordinator names the "
+                                   + "host or address in its certificate and that both machines' clocks are right")
+    }
+
     private func openLedger() throws -> PrivacyLedger {
         let budget = PrivacyBudget(epsilon: configuration.policy.maxEpsilon, delta: configuration.policy.delta,
                                    accountant: .rdp)
@@ -124,6 +167,9 @@ public final class ClientRunner: @unchecked Sendable {
             let connection: TLSConnection
             do {
                 connection = try TLSConnection.connect(host: address.host, port: address.port, context: context, timeout: 10)
+            } catch let TransportError.serverCertificateRejected(_, subject, issuer, reason) {
+                // Not a network blip: the same certificate will be refused on every attempt.
+                throw rejection(subject: subject, issuer: issuer, reason: reason)
             } catch {
                 log.write("cannot reach the coordinator at \(address.host):\(address.port): \(error); retrying in \(backoff) s")
                 Thread.sleep(forTimeInterval: backoff)

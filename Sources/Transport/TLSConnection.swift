@@ -60,7 +60,8 @@ public final class TLSConnection: @unchecked Sendable {
     /// server's certificate against the CA and `context.expectedHost`.
     /// - Parameters:
     ///   - timeout: bound on the TCP connect and on each read or write of the handshake, in seconds.
-    /// - Throws: `TransportError.socket` if TCP fails, `.handshake` naming the server and the reason.
+    /// - Throws: `TransportError.socket` if TCP fails, `.serverCertificateRejected` when the server's
+    ///   certificate fails verification, `.handshake` naming the server and the reason otherwise.
     public static func connect(host: String, port: UInt16, context: TLSClientContext,
                                timeout: TimeInterval = 10) throws -> TLSConnection
     {
@@ -140,7 +141,12 @@ public final class TLSConnection: @unchecked Sendable {
                 reasons.append(systemError == 0 ? "connection closed by peer during the handshake"
                                                 : TCPSocket.reason(systemError))
             }
-            throw TransportError.handshake(peer: peer, reason: reasons.isEmpty ? "SSL error \(code)" : reasons.joined(separator: "; "))
+            let reason = reasons.isEmpty ? "SSL error \(code)" : reasons.joined(separator: "; ")
+            if role == .client, let names = state.rejectedNames {
+                throw TransportError.serverCertificateRejected(peer: peer, subject: names.subject, issuer: names.issuer,
+                                                               reason: reason)
+            }
+            throw TransportError.handshake(peer: peer, reason: reason)
         }
         let verification = SSL_get_verify_result(ssl)
         guard verification == Int(X509_V_OK) else {

@@ -126,6 +126,8 @@ final class HandshakeState {
     var refusal: String?
     var peerCommonName: String?
     var peerFingerprint: String?
+    /// The peer certificate's common name and its issuer's, when verification refused it.
+    var rejectedNames: (subject: String, issuer: String)?
 
     init(authorize: ClientAuthorization?) { self.authorize = authorize }
 
@@ -138,7 +140,16 @@ final class HandshakeState {
         guard preverified else {
             let code = X509_STORE_CTX_get_error(store)
             let reason = String(cString: X509_verify_cert_error_string(Int(code)))
-            if refusal == nil { refusal = "certificate '\(name)' (chain depth \(depth)) failed verification: \(reason)" }
+            if refusal == nil {
+                refusal = "certificate '\(name)' (chain depth \(depth)) failed verification: \(reason)"
+                // The peer's own certificate, and the issuer of the one that failed (the leaf's when the
+                // chain ends at a CA we do not trust, that CA's own name when it sent it along).
+                if let leaf = X509_STORE_CTX_get0_cert(store), let certificate,
+                   let subject = try? IdentityChecks.names(of: leaf, what: "peer certificate").subject,
+                   let issuer = try? IdentityChecks.names(of: certificate, what: "peer certificate").issuer {
+                    rejectedNames = (subject, issuer)
+                }
+            }
             return false
         }
         guard depth == 0, let certificate else { return true }

@@ -17,6 +17,9 @@ public enum TransportError: Error, Equatable, Sendable, CustomStringConvertible 
     case socket(peer: String, operation: String, reason: String)
     /// The TLS handshake with `peer` failed or the peer was refused.
     case handshake(peer: String, reason: String)
+    /// This client refused the server's certificate (`subject`, issued by `issuer`, both common names)
+    /// during the handshake: a wrong CA, host name or validity, which no retry can fix.
+    case serverCertificateRejected(peer: String, subject: String, issuer: String, reason: String)
     /// A read or write on an established connection failed.
     case io(peer: String, operation: String, reason: String)
     /// A read or write did not complete within the connection's timeout.
@@ -45,7 +48,7 @@ public enum TransportError: Error, Equatable, Sendable, CustomStringConvertible 
             return "\(path): \(operation) failed: \(reason)"
         case let .socket(peer, operation, reason):
             return "\(peer): \(operation) failed: \(reason)"
-        case let .handshake(peer, reason):
+        case let .handshake(peer, reason), let .serverCertificateRejected(peer, _, _, reason):
             return "TLS handshake with \(peer) failed: \(reason)"
         case let .io(peer, operation, reason):
             return "\(peer): \(operation) failed: \(reason)"
