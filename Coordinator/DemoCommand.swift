@@ -138,7 +138,7 @@ final class Demo {
 
     private func say(_ line: String) {
         // Written straight to the descriptor, so each line shows at once even through a pipe.
-        if !quiet { FileHandle.standardOutput.write(Data((line + "\n").utf8)) } else { StandardError.write(line + "\n") }
+        if !quiet { try? StandardOutput.write(Data((line + "\n").utf8)) } else { StandardError.write(line + "\n") }
     }
 
     /// Runs a command to completion; its output is returned, a failure throws with its stderr.

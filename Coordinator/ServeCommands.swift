@@ -135,7 +135,7 @@ enum ServeCommands {
     /// Waits until rounds first..<first+count have audit records, printing each as it lands.
     static func waitForRounds(_ paths: CoordinatorPaths, first: UInt64, count: Int, timeout: Double,
                               quiet: Bool, report: ((String) -> Void)? = nil) throws -> [RoundSummary] {
-        let report = report ?? { line in FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
+        let report = report ?? { line in try? StandardOutput.write(Data((line + "\n").utf8)) }
         let deadline = Date().addingTimeInterval(timeout)
         let last = first + UInt64(count) - 1
         var printed = Set<UInt64>()

@@ -107,7 +107,7 @@ public final class ControlSocketServer: @unchecked Sendable {
 
     /// Writes one line to standard error, prefixed with "control socket: ".
     public static let logToStandardError: @Sendable (String) -> Void = { message in
-        FileHandle.standardError.write(Data("control socket: \(message)\n".utf8))
+        StandardError.write("control socket: \(message)\n")
     }
 
     /// Starts the accept loop on a background thread. Calling it again, or after `close()`, does nothing.

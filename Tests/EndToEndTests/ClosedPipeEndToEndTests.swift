@@ -45,6 +45,19 @@ final class ClosedPipeEndToEndTests: XCTestCase {
         XCTAssertTrue(server.isRunning, "serve ended (\(server.state)) after its log reader left")
         XCTAssertTrue(joiner.isRunning, "join ended (\(joiner.state)) after its log reader left")
         XCTAssertEqual(federation.status()?["connected"] as? [String], ["clinic-a"], "serve still answers `status`")
+
+        // `rounds start --wait | head -1` with the reader gone: the round still runs, the command exits cleanly.
+        let output = ClosingPipe(), error = ClosingPipe()
+        try output.closeNow()
+        let second = try federation.start(Executables.coordinator, ["rounds", "start", "--state", federation.coordinator.path,
+                                                                     "--count", "1", "--wait", "--timeout", "120"],
+                                          error: error.writer, output: output.writer)
+        try output.processStarted()
+        try error.processStarted()
+        let message = String(decoding: error.pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        XCTAssertTrue(second.waitForExit(timeout: 150), "rounds start --wait did not finish")
+        XCTAssertEqual(second.ending, "exit 0", message)
+        XCTAssertTrue(server.isRunning && joiner.isRunning, "serve \(server.state), join \(joiner.state)")
     }
 
     /// `train` with its progress going nowhere (the reader gone before the first line) finishes,
