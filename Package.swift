@@ -63,7 +63,7 @@ let package = Package(
                                          "ModelServing"],
                           path: "Client"),
         .executableTarget(name: "conclave-coordinator",
-                          dependencies: ["CommandLineParsing", "SystemIO", "SecureCrypto", "Transport", "Wire", "Audit",
+                          dependencies: ["CommandLineParsing", "SystemIO", "Transport", "Wire", "Audit",
                                          "CoordinatorService", "Reports", "ModelFormats"],
                           path: "Coordinator"),
 

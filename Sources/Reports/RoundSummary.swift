@@ -1,0 +1,62 @@
+import Audit
+import Foundation
+
+/// A round in one line, as `rounds start --wait` and the demo print it as its audit record lands.
+/// JSON `{"round", "status", "participants" (a count), "eval_loss_before", "eval_loss_after",
+/// "max_epsilon" (each null when absent), "seconds", "abort_reason"?}`.
+public struct RoundSummary: Encodable, Sendable, Equatable {
+    public var round: UInt64
+    public var status: String
+    public var participants: Int
+    public var evalLossBefore: Double?
+    public var evalLossAfter: Double?
+    public var maxEpsilon: Double?
+    public var seconds: Double
+    public var abortReason: String?
+
+    public init(_ record: AuditRecord) {
+        round = record.round
+        status = record.status
+        participants = record.participants.count
+        evalLossBefore = record.evalLossBefore
+        evalLossAfter = record.evalLossAfter
+        maxEpsilon = record.maxEpsilon
+        seconds = record.finished.timeIntervalSince(record.started)
+        abortReason = record.abortReason
+    }
+
+    /// A figure with `pattern`, or "-" when there is none.
+    public static func format(_ value: Double?, _ pattern: String = "%.4f") -> String {
+        value.map { String(format: pattern, $0) } ?? "-"
+    }
+
+    /// `round 3: committed, 2 participants, held-out loss 2.5000 → 2.4000, max ε 1.20, 12.5 s (reason)`.
+    public var line: String {
+        let base = String(format: "round %llu: %@, %d participants, held-out loss %@ → %@, max ε %@, %.1f s",
+                          round, status, participants, Self.format(evalLossBefore), Self.format(evalLossAfter),
+                          Self.format(maxEpsilon, "%.2f"), seconds)
+        return abortReason.map { base + " (\($0))" } ?? base
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case round, status, participants, seconds
+        case evalLossBefore = "eval_loss_before"
+        case evalLossAfter = "eval_loss_after"
+        case maxEpsilon = "max_epsilon"
+        case abortReason = "abort_reason"
+    }
+
+    /// Absent or non-finite figures are null; the abort reason appears only for an aborted round.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        func figure(_ value: Double?) -> Double? { value.flatMap { $0.isFinite ? $0 : nil } }
+        try c.encode(round, forKey: .round)
+        try c.encode(status, forKey: .status)
+        try c.encode(participants, forKey: .participants)
+        try c.encode(figure(seconds), forKey: .seconds)
+        try c.encode(figure(evalLossBefore), forKey: .evalLossBefore)
+        try c.encode(figure(evalLossAfter), forKey: .evalLossAfter)
+        try c.encode(figure(maxEpsilon), forKey: .maxEpsilon)
+        try c.encodeIfPresent(abortReason, forKey: .abortReason)
+    }
+}

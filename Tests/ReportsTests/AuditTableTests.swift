@@ -1,0 +1,93 @@
+import Audit
+import Foundation
+import Reports
+import SecureCrypto
+import Wire
+import XCTest
+
+/// `audit`'s table, chain line and JSON, and the one-line round summary, from records built here.
+final class AuditTableTests: XCTestCase {
+    let records = [
+        ReportFixtures.committed(1, [ReportFixtures.metrics("alpha", epsilon: 1.234, before: 2.5, after: 2.0, tokens: 4000),
+                                     ReportFixtures.metrics("beta", epsilon: 0.5, before: 3.0, after: 2.5, tokens: 1000)],
+                                 declines: [ClientReason(client: "gamma", reason: "budget")]),
+        ReportFixtures.aborted(12),
+    ]
+
+    /// Columns as wide as their widest cell; counts, ε and durations right-aligned; no trailing blanks.
+    func testTableAlignsEveryColumn() {
+        XCTAssertEqual(AuditTable.text(records), """
+            round  status     participants  declined  dropped  aggregation  secure-agg  max ε  eval loss        adapter       duration
+                1  committed             2         1        0  fedavg       no           1.23  2.6000 → 2.1000  000000000000     3m05s
+               12  aborted               0         0        1  fedavg       yes             -  -                aaaaaaaaaaaa     12.2s
+            """)
+        XCTAssertEqual(AuditTable.text([]),
+                       "round  status  participants  declined  dropped  aggregation  secure-agg  max ε  eval loss  adapter  duration")
+    }
+
+    func testDurations() {
+        XCTAssertEqual(AuditTable.duration(0), "0.0s")
+        XCTAssertEqual(AuditTable.duration(42.5), "42.5s")
+        XCTAssertEqual(AuditTable.duration(187), "3m07s")
+        XCTAssertEqual(AuditTable.duration(3599.4), "59m59s")
+        XCTAssertEqual(AuditTable.duration(7500), "2h05m")
+        XCTAssertEqual(AuditTable.duration(-1), "-")
+        XCTAssertEqual(AuditTable.duration(.nan), "-")
+        XCTAssertEqual(AuditTable.duration(.infinity), "-")
+    }
+
+    func testChainLine() {
+        XCTAssertEqual(AuditTable.chainLine(AuditVerification(records: records, failure: nil)), "audit chain: verified (2 records)")
+        XCTAssertEqual(AuditTable.chainLine(AuditVerification(records: [records[0]], failure: nil)),
+                       "audit chain: verified (1 record)")
+        XCTAssertEqual(AuditTable.chainLine(AuditVerification(records: records, failure: (record: 2, reason: "bad signature"))),
+                       "audit chain: FAILED at record 2: bad signature")
+    }
+
+    func testJSONNamesEveryFieldAndNullsWhatIsAbsent() throws {
+        let signer = SigningKeyPair()
+        let document = try AuditTable.json(AuditVerification(records: records, failure: (record: 2, reason: "bad")),
+                                           publicKey: signer.publicKey)
+        XCTAssertEqual(document["verified"] as? Bool, false)
+        XCTAssertEqual((document["failure"] as? [String: Any])?["record"] as? Int, 2)
+        XCTAssertEqual(document["public_key"] as? String, Hex.encode(signer.publicKey.bytes))
+        let rows = try XCTUnwrap(document["records"] as? [[String: Any]])
+        XCTAssertEqual(rows.count, 2)
+        XCTAssertEqual(Set(rows[1].keys), ["round", "status", "cohort", "participants", "declines", "dropouts", "aggregation",
+                                           "secure_aggregation", "max_epsilon", "eval_loss_before", "eval_loss_after",
+                                           "adapter_sha256", "plan", "clients", "started", "finished", "abort_reason"])
+        XCTAssertEqual(rows[1]["started"] as? String, "2025-06-15T17:06:40.000Z")
+        XCTAssertEqual(rows[1]["finished"] as? String, "2025-06-15T17:06:52.250Z")
+        XCTAssertTrue(rows[1]["max_epsilon"] is NSNull)
+        XCTAssertTrue(rows[1]["eval_loss_before"] is NSNull)
+        XCTAssertEqual(rows[1]["abort_reason"] as? String, "too few participants: 1 < 2")
+        XCTAssertTrue(rows[0]["abort_reason"] is NSNull)
+        XCTAssertEqual((rows[0]["declines"] as? [[String: String]])?.first, ["client": "gamma", "reason": "budget"])
+        XCTAssertEqual((rows[0]["plan"] as? [String: Any])?["noise_multiplier"] as? Double, 1.2)
+        XCTAssertTrue(try AuditTable.json(AuditVerification(records: [], failure: nil), publicKey: signer.publicKey)["failure"]
+                      is NSNull)
+    }
+
+    func testRoundSummaryLineAndJSON() throws {
+        XCTAssertEqual(RoundSummary(records[0]).line,
+                       "round 1: committed, 2 participants, held-out loss 2.6000 → 2.1000, max ε 1.23, 185.0 s")
+        XCTAssertEqual(RoundSummary(records[1]).line,
+                       "round 12: aborted, 0 participants, held-out loss - → -, max ε -, 12.2 s (too few participants: 1 < 2)")
+        func json(_ summary: RoundSummary) throws -> [String: Any] {
+            try XCTUnwrap(JSONSerialization.jsonObject(with: JSONEncoder().encode(summary)) as? [String: Any])
+        }
+        let committed = try json(RoundSummary(records[0]))
+        XCTAssertEqual(Set(committed.keys), ["round", "status", "participants", "eval_loss_before", "eval_loss_after",
+                                             "max_epsilon", "seconds"])
+        XCTAssertEqual(committed["participants"] as? Int, 2)
+        XCTAssertEqual(committed["max_epsilon"] as? Double, 1.234)
+        let aborted = try json(RoundSummary(records[1]))
+        XCTAssertEqual(aborted["abort_reason"] as? String, "too few participants: 1 < 2")
+        XCTAssertTrue(aborted["eval_loss_before"] is NSNull)
+        XCTAssertTrue(aborted["max_epsilon"] is NSNull)
+        // JSON has no NaN: a diverged loss is null rather than a failure to print.
+        var diverged = RoundSummary(records[0])
+        diverged.evalLossAfter = .nan
+        XCTAssertTrue(try json(diverged)["eval_loss_after"] is NSNull)
+    }
+}
