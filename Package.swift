@@ -53,6 +53,10 @@ let package = Package(
                 path: "Sources/ClientService"),
         .target(name: "Reports", dependencies: ["Audit", "Wire", "Privacy", "ModelFormats", "SecureCrypto"],
                 path: "Sources/Reports"),
+        .target(name: "FederationDemo",
+                dependencies: ["CoordinatorService", "ClientService", "FederationProtocol", "Audit", "Reports", "Wire",
+                               "Transport", "FineTuning", "SystemIO"],
+                path: "Sources/FederationDemo"),
         .target(name: "CommandLineParsing", dependencies: ["SystemIO"], path: "Sources/CommandLineParsing"),
         .target(name: "ModelServing", dependencies: ["LanguageModel", "Tokenizer"], path: "Sources/ModelServing"),
 
@@ -63,8 +67,8 @@ let package = Package(
                                          "ModelServing"],
                           path: "Client"),
         .executableTarget(name: "conclave-coordinator",
-                          dependencies: ["CommandLineParsing", "SystemIO", "Transport", "Wire", "Audit",
-                                         "CoordinatorService", "Reports", "ModelFormats"],
+                          dependencies: ["CommandLineParsing", "SystemIO", "Transport", "Wire", "Audit", "FederationProtocol",
+                                         "CoordinatorService", "Reports", "FederationDemo", "ModelFormats"],
                           path: "Coordinator"),
 
         // Test support: where fixtures and the default model live; the in-memory federation.
@@ -128,6 +132,10 @@ let package = Package(
                     path: "Tests/ReportsTests"),
         // The module map, function lengths and durable writes, read from this repository's own source.
         .testTarget(name: "ArchitectureTests", dependencies: ["TestSupport"], path: "Tests/ArchitectureTests"),
+        .testTarget(name: "FederationDemoTests",
+                    dependencies: ["TestSupport", "FederationDemo", "FederationProtocol", "CoordinatorService", "ClientService", "Audit",
+                                   "Reports", "Wire"],
+                    path: "Tests/FederationDemoTests"),
         .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", "conclave-client", "conclave-coordinator",
                                                          "Audit", "CommandLineParsing", "CoordinatorService", "ClientService",
                                                          "FederationProtocol", "SecureCrypto", "Transport", "ModelFormats", "Wire",

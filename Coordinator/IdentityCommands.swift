@@ -200,18 +200,16 @@ struct ClientsCommand: ParsableCommand {
         _ = try CoordinatorSettings.load(paths: paths)
         let registry = try ClientRegistry(paths: paths)
         // The live view when a coordinator is running; the registry alone otherwise.
-        let live = (try? ControlRequest.send(paths, ["command": "clients"], timeout: 5))?["clients"] as? [[String: Any]]
+        let live = try? CoordinatorControl(paths: paths).clients(timeout: 5)
         if json {
-            try JSONOutput.print(["running": live != nil, "clients": live ?? registry.jsonRecords()])
+            try JSONOutput.print(["running": live != nil, "clients": try JSONOutput.value(encoding: live ?? registry.listing())])
             return 0
         }
         print(registry.table())
         if let live {
-            let connected = live.filter { $0["connected"] as? Bool == true }
+            let connected = live.filter { $0.connected == true }
             print("")
-            print("connected now (\(connected.count)): " + connected.map { row in
-                "\(row["id"] ?? "?") from \(row["address"] ?? "?")"
-            }.joined(separator: ", "))
+            print("connected now (\(connected.count)): " + connected.map { "\($0.id) from \($0.address ?? "?")" }.joined(separator: ", "))
         } else {
             print("")
             print("(no coordinator is running on this state directory: connections not shown)")

@@ -1,10 +1,10 @@
 import Audit
 import CommandLineParsing
 import CoordinatorService
+import FederationProtocol
 import Foundation
+import Reports
 import SystemIO
-import Transport
-import Wire
 
 /// `serve`: the coordinator itself, until SIGINT or SIGTERM.
 struct ServeCommand: ParsableCommand {
@@ -114,53 +114,19 @@ struct StartRoundsCommand: ParsableCommand {
     func validate() throws { try CoordinatorCommands.checkState(state) }
 
     func run() throws -> Int32 {
-        let paths = CoordinatorPaths(path: state)
-        let response = try ControlRequest.send(paths, ["command": "start", "count": count])
-        guard let first = (response["first_round"] as? NSNumber)?.uint64Value else {
-            throw FederationError.state(path: paths.controlSocket.path, "unexpected response \(response)")
-        }
+        let control = CoordinatorControl(paths: CoordinatorPaths(path: state))
+        let first = try control.startRounds(count).firstRound
         var output: [String: Any] = ["queued": count, "first_round": first]
         if !json { print("queued \(count) round\(count == 1 ? "" : "s"), starting with round \(first)") }
         if wait {
-            let rounds = try ServeCommands.waitForRounds(paths, first: first, count: count, timeout: timeout, quiet: json)
-            output["rounds"] = rounds.map(RoundSummary.json)
+            let records = try control.waitForRounds(
+                first: first, count: count, timeout: timeout,
+                recorded: { if !json { try? StandardOutput.write(Data((RoundSummary($0).line + "\n").utf8)) } },
+                polled: { if !json { StandardError.write("  \($0)\n") } })
+            output["rounds"] = try JSONOutput.value(encoding: records.map(RoundSummary.init))
         }
         if json { try JSONOutput.print(output) }
         return 0
-    }
-}
-
-/// What `rounds start --wait` and the demo share.
-enum ServeCommands {
-    /// Waits until rounds first..<first+count have audit records, printing each as it lands.
-    static func waitForRounds(_ paths: CoordinatorPaths, first: UInt64, count: Int, timeout: Double,
-                              quiet: Bool, report: ((String) -> Void)? = nil) throws -> [RoundSummary] {
-        let report = report ?? { line in try? StandardOutput.write(Data((line + "\n").utf8)) }
-        let deadline = Date().addingTimeInterval(timeout)
-        let last = first + UInt64(count) - 1
-        var printed = Set<UInt64>()
-        var lastStatus = ""
-        while true {
-            let key = try AuditLog.verifyingKey(in: paths)
-            let verification = try AuditLog.verify(url: paths.auditLog, publicKey: key)
-            let records = verification.records.filter { $0.round >= first && $0.round <= last }
-            for record in records where !printed.contains(record.round) {
-                printed.insert(record.round)
-                if !quiet { report(RoundSummary(record).line) }
-            }
-            if records.count >= count { return records.map(RoundSummary.init) }
-            if Date() > deadline {
-                throw FederationError.round(first, "timed out after \(Int(timeout)) s waiting for rounds \(first)...\(last)")
-            }
-            if let status = try? ControlRequest.send(paths, ["command": "status"]) {
-                let line = "round \(status["round"] ?? "-"): \(status["phase"] ?? "?"), "
-                    + "\((status["connected"] as? [String])?.count ?? 0) connected, "
-                    + "uploaded \((status["uploaded"] as? [String])?.joined(separator: ",") ?? "-")"
-                if line != lastStatus && !quiet { StandardError.write("  \(line)\n") }
-                lastStatus = line
-            }
-            Thread.sleep(forTimeInterval: 0.5)
-        }
     }
 }
 
@@ -191,86 +157,24 @@ struct StatusCommand: ParsableCommand {
     func validate() throws { try CoordinatorCommands.checkState(state) }
 
     func run() throws -> Int32 {
-        let status = try ControlRequest.send(CoordinatorPaths(path: state), ["command": "status"])
+        let status = try CoordinatorControl(paths: CoordinatorPaths(path: state)).status()
         if json {
-            try JSONOutput.print(status)
+            try JSONOutput.print(encoding: status)
             return 0
         }
-        print("coordinator '\(status["name"] ?? "?")' on port \(status["port"] ?? "?")")
-        print("phase: \(status["phase"] ?? "?")" + ((status["round"]).map { ", round \($0)" } ?? "")
-              + ", queued rounds: \(status["queued_rounds"] ?? 0), next round: \(status["next_round"] ?? "?")")
-        if let cohort = status["cohort"] as? [String] {
-            print("cohort: \(cohort.joined(separator: ", "))")
-            print("accepted: \((status["accepted"] as? [String] ?? []).joined(separator: ", "))")
-            print("uploaded: \((status["uploaded"] as? [String] ?? []).joined(separator: ", "))")
-            for (label, key) in [("declined", "declined"), ("dropped", "dropped")] {
-                for entry in status[key] as? [[String: Any]] ?? [] {
-                    print("\(label): \(entry["client"] ?? "?"): \(entry["reason"] ?? "")")
-                }
-            }
+        let rounds = status.rounds
+        print("coordinator '\(status.name)' on port \(status.port)")
+        print("phase: \(rounds.phase.rawValue)" + (rounds.inFlight.map { ", round \($0.round)" } ?? "")
+              + ", queued rounds: \(rounds.queuedRounds), next round: \(rounds.nextRound)")
+        if let round = rounds.inFlight {
+            print("cohort: \(round.cohort.joined(separator: ", "))")
+            print("accepted: \(round.accepted.joined(separator: ", "))")
+            print("uploaded: \(round.uploaded.joined(separator: ", "))")
+            for entry in round.declined { print("declined: \(entry.client): \(entry.reason)") }
+            for entry in round.dropped { print("dropped: \(entry.client): \(entry.reason)") }
         }
-        let connected = status["connected"] as? [String] ?? []
-        print("connected (\(connected.count)): \(connected.joined(separator: ", "))")
-        print("global adapter: round \(status["global_round"] ?? "?"), \(status["adapter"] ?? "?")")
+        print("connected (\(rounds.connected.count)): \(rounds.connected.joined(separator: ", "))")
+        print("global adapter: round \(status.globalRound), \(status.adapter)")
         return 0
-    }
-}
-
-/// One request to a running coordinator over its control socket.
-enum ControlRequest {
-    static func send(_ paths: CoordinatorPaths, _ request: [String: Any], timeout: Double = 30) throws -> [String: Any] {
-        let bytes = try JSONSerialization.data(withJSONObject: request)
-        let response = try ControlSocketClient.request(path: paths.controlSocket.path, Array(bytes), timeout: timeout)
-        guard let object = try JSONSerialization.jsonObject(with: Data(response)) as? [String: Any] else {
-            throw FederationError.state(path: paths.controlSocket.path, "the coordinator answered something other than a JSON object")
-        }
-        if let error = object["error"] as? String {
-            throw FederationError.state(path: paths.controlSocket.path, "the coordinator refused: \(error)")
-        }
-        return object
-    }
-}
-
-/// A round as the demo and `rounds start --wait` print it.
-struct RoundSummary {
-    let round: UInt64
-    let status: String
-    let participants: Int
-    let evalLossBefore: Double?
-    let evalLossAfter: Double?
-    let maxEpsilon: Double?
-    let seconds: Double
-    let reason: String?
-
-    init(_ record: AuditRecord) {
-        round = record.round
-        status = record.status
-        participants = record.participants.count
-        evalLossBefore = record.evalLossBefore
-        evalLossAfter = record.evalLossAfter
-        maxEpsilon = record.maxEpsilon
-        seconds = record.finished.timeIntervalSince(record.started)
-        reason = record.abortReason
-    }
-
-    static func format(_ value: Double?, _ pattern: String = "%.4f") -> String {
-        value.map { String(format: pattern, $0) } ?? "-"
-    }
-
-    var line: String {
-        let base = String(format: "round %llu: %@, %d participants, held-out loss %@ → %@, max ε %@, %.1f s",
-                          round, status, participants, Self.format(evalLossBefore), Self.format(evalLossAfter),
-                          Self.format(maxEpsilon, "%.2f"), seconds)
-        return reason.map { base + " (\($0))" } ?? base
-    }
-
-    static func json(_ summary: RoundSummary) -> [String: Any] {
-        var object: [String: Any] = ["round": summary.round, "status": summary.status,
-                                     "participants": summary.participants, "seconds": summary.seconds]
-        object["eval_loss_before"] = summary.evalLossBefore ?? NSNull()
-        object["eval_loss_after"] = summary.evalLossAfter ?? NSNull()
-        object["max_epsilon"] = summary.maxEpsilon ?? NSNull()
-        if let reason = summary.reason { object["abort_reason"] = reason }
-        return object
     }
 }

@@ -212,7 +212,7 @@ struct ScaleRun {
     /// child, SIGTERM was observed not to reach `CoordinatorServer.stop()`. SIGKILL after 15 s.
     private func stopCoordinator(_ coordinator: Process, control: ControlChannel) {
         guard coordinator.isRunning else { return }
-        _ = try? control.request(["command": "stop"])
+        try? control.stop()
         let deadline = Date().addingTimeInterval(15)
         while coordinator.isRunning, Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
         if coordinator.isRunning {
@@ -231,51 +231,42 @@ struct ScaleRun {
 
 /// Requests to the coordinator's control socket, as `rounds start` and `status` make them.
 struct ControlChannel {
-    let path: String
+    let control: CoordinatorControl
 
-    func request(_ object: [String: Any]) throws -> [String: Any] {
-        let bytes = try ControlSocketClient.request(path: path, Array(try JSONSerialization.data(withJSONObject: object)),
-                                                    timeout: 30)
-        guard let reply = try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
-            throw BenchmarkError("the control socket \(path) answered something other than a JSON object")
-        }
-        if let error = reply["error"] as? String { throw BenchmarkError("the coordinator refused \(object): \(error)") }
-        return reply
+    /// The channel to the socket at `path`, in the coordinator's state directory.
+    init(path: String) {
+        control = CoordinatorControl(paths: CoordinatorPaths(root: URL(fileURLWithPath: path).deletingLastPathComponent()))
     }
+
+    func stop() throws { try control.stop() }
 
     func waitUntilServing(timeout: TimeInterval) throws {
         let deadline = Date().addingTimeInterval(timeout)
         while true {
             do {
-                _ = try request(["command": "status"])
+                _ = try control.status()
                 return
             } catch {
-                if Date() > deadline { throw BenchmarkError("the coordinator did not answer on \(path) within \(timeout) s: \(error)") }
+                if Date() > deadline {
+                    throw BenchmarkError("the coordinator did not answer on \(control.paths.controlSocket.path) within \(timeout) s: \(error)")
+                }
                 Thread.sleep(forTimeInterval: 0.1)
             }
         }
     }
 
-    func connectedCount() throws -> Int {
-        (try request(["command": "status"])["connected"] as? [Any])?.count ?? 0
-    }
+    func connectedCount() throws -> Int { try control.status().rounds.connected.count }
 
     func waitUntilIdle(timeout: TimeInterval) throws {
         let deadline = Date().addingTimeInterval(timeout)
-        while try request(["command": "status"])["phase"] as? String != "idle" {
+        while try control.status().rounds.phase != .idle {
             if Date() > deadline { throw BenchmarkError("the coordinator did not return to idle within \(timeout) s") }
             Thread.sleep(forTimeInterval: 0.01)
         }
     }
 
     /// Asks for one round; returns its number.
-    func startRound() throws -> UInt64 {
-        let reply = try request(["command": "start", "count": 1])
-        guard let first = (reply["first_round"] as? NSNumber)?.uint64Value else {
-            throw BenchmarkError("the 'start' reply has no first_round: \(reply)")
-        }
-        return first
-    }
+    func startRound() throws -> UInt64 { try control.startRounds(1).firstRound }
 }
 
 /// Follows the audit log as it grows (stat, then read only the new bytes) until a given round's record appears.

@@ -62,3 +62,19 @@ public enum JSONOutput {
     /// The class of the NSNumbers that JSON's true and false decode to (`__NSCFBoolean`).
     private static let booleanNumberType = type(of: NSNumber(value: true))
 }
+
+extension JSONOutput {
+    /// Prints an Encodable value that encodes as a JSON object, as `print(_:)` prints a dictionary.
+    public static func print(encoding value: some Encodable) throws {
+        guard let object = try self.value(encoding: value) as? [String: Any] else {
+            throw EncodingError.invalidValue(value, .init(codingPath: [], debugDescription: "not a JSON object"))
+        }
+        try print(object)
+    }
+
+    /// An Encodable value as the dictionaries, arrays, strings, numbers, booleans and NSNull that
+    /// `print(_:)` takes, for typed values inside a printed dictionary.
+    public static func value(encoding value: some Encodable) throws -> Any {
+        try JSONSerialization.jsonObject(with: JSONEncoder().encode(value), options: [.fragmentsAllowed])
+    }
+}

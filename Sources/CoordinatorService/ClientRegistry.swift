@@ -223,7 +223,7 @@ public struct ClientRegistry: Sendable {
         let formatter = ISO8601DateFormatter()
         let header = ["ID", "STATUS", "SERIAL", "ENROLLED", "NOT AFTER", "SHA256 FINGERPRINT"]
         let rows = clients.map { client in
-            [client.id, Self.statusText(client, now: now), String(client.serial), formatter.string(from: client.enrolled),
+            [client.id, Self.listedStatus(client, now: now).rawValue, String(client.serial), formatter.string(from: client.enrolled),
              formatter.string(from: client.notAfter), client.fingerprint]
         }
         guard !rows.isEmpty else { return "no clients enrolled (\(file.path))" }
@@ -235,22 +235,24 @@ public struct ClientRegistry: Sendable {
         }.joined(separator: "\n")
     }
 
-    /// The registry as JSON-ready records (for `clients --json`): id, status ("active", "revoked" or
-    /// "expired"), serial, fingerprint, enrolled, not_after, revoked (or null), signing_key (or null).
-    public func jsonRecords(now: Date = Date()) -> [[String: Any]] {
+    /// The registry as `clients` lists it (JSON for `clients --json` and the control socket's answer):
+    /// one entry per certificate, newest last, with no connection fields.
+    public func listing(now: Date = Date()) -> [ClientListing] {
         let formatter = ISO8601DateFormatter()
         return clients.map { client in
-            ["id": client.id, "status": Self.statusText(client, now: now), "serial": client.serial,
-             "fingerprint": client.fingerprint, "enrolled": formatter.string(from: client.enrolled),
-             "not_after": formatter.string(from: client.notAfter),
-             "revoked": client.revoked.map { formatter.string(from: $0) } ?? NSNull(),
-             "signing_key": client.signingKey ?? NSNull()]
+            ClientListing(id: client.id, status: Self.listedStatus(client, now: now), serial: client.serial,
+                          fingerprint: client.fingerprint, enrolled: formatter.string(from: client.enrolled),
+                          notAfter: formatter.string(from: client.notAfter),
+                          revoked: client.revoked.map { formatter.string(from: $0) }, signingKey: client.signingKey)
         }
     }
 
-    /// "expired" for an active certificate past its not-after date, otherwise the stored status.
-    private static func statusText(_ client: EnrolledClient, now: Date) -> String {
-        client.status == .active && now >= client.notAfter ? "expired" : client.status.rawValue
+    /// Expired for an active certificate past its not-after date, otherwise the stored status.
+    private static func listedStatus(_ client: EnrolledClient, now: Date) -> ClientListing.Status {
+        switch client.status {
+        case .revoked: return .revoked
+        case .active: return now >= client.notAfter ? .expired : .active
+        }
     }
 
     // MARK: Helpers

@@ -197,24 +197,17 @@ public struct RoundEngine: Sendable {
     public var firstUnrequestedRound: UInt64 { nextRound + UInt64(queued) }
 
     /// The round in flight, its cohort and who has answered, for `status`.
-    public var status: [String: Any] {
-        var out: [String: Any] = ["phase": phase.rawValue, "queued_rounds": queued, "next_round": nextRound,
-                                  "connected": connected.keys.sorted()]
-        if let r = invited {
-            out["round"] = r.round
-            out["cohort"] = r.cohort
-            out["accepted"] = r.accepted.sorted()
-            switch r.exchange {
-            case let .plain(updates, _): out["uploaded"] = updates.keys.sorted()
-            case let .secure(secure):
-                out["uploaded"] = [String]()
-                out["secure_stage"] = secure.stage.rawValue
-            }
-            out["declined"] = r.declines.map { ["client": $0.client, "reason": $0.reason] }
-            out["dropped"] = r.dropouts.map { ["client": $0.client, "reason": $0.reason] }
-            out["started"] = r.started.timeIntervalSince1970
-        }
-        return out
+    public var status: Status {
+        Status(phase: phase, queuedRounds: queued, nextRound: nextRound, connected: connected.keys.sorted(),
+               inFlight: invited.map { r in
+                   var uploaded: [String] = [], secureStage: String?
+                   switch r.exchange {
+                   case let .plain(updates, _): uploaded = updates.keys.sorted()
+                   case let .secure(secure): secureStage = secure.stage.rawValue
+                   }
+                   return RoundInFlight(round: r.round, cohort: r.cohort, accepted: r.accepted.sorted(), uploaded: uploaded,
+                                        declined: r.declines, dropped: r.dropouts, started: r.started, secureStage: secureStage)
+               })
     }
 
     /// The round whose invitations went out, while it is in training or finishing.

@@ -50,13 +50,21 @@ final class ClientRegistryTests: XCTestCase {
         XCTAssertTrue(reloaded.authorizes(commonName: "clinic-1", fingerprint: fingerprintA, now: now + 10))
         XCTAssertTrue(reloaded.authorizes(commonName: "clinic_2.b", fingerprint: fingerprintB, now: now + 10))
 
-        let records = reloaded.jsonRecords(now: now)
+        let records = reloaded.listing(now: now)
         XCTAssertEqual(records.count, 2)
-        XCTAssertEqual(records[0]["id"] as? String, "clinic-1")
-        XCTAssertEqual(records[0]["fingerprint"] as? String, fingerprintA)
-        XCTAssertEqual(records[0]["status"] as? String, "active")
-        XCTAssertEqual(records[0]["serial"] as? UInt64, 3)
-        XCTAssertTrue(records[0]["revoked"] is NSNull)
+        XCTAssertEqual(records[0].id, "clinic-1")
+        XCTAssertEqual(records[0].fingerprint, fingerprintA)
+        XCTAssertEqual(records[0].status, .active)
+        XCTAssertEqual(records[0].serial, 3)
+        XCTAssertNil(records[0].revoked)
+        XCTAssertNil(records[0].connected)
+        // As `clients --json` shows it: revoked and signing_key null, no connection fields.
+        let json = try XCTUnwrap(JSONSerialization.jsonObject(with: JSONEncoder().encode(records[0])) as? [String: Any])
+        XCTAssertEqual(Set(json.keys), ["id", "status", "serial", "fingerprint", "enrolled", "not_after", "revoked", "signing_key"])
+        XCTAssertEqual(json["status"] as? String, "active")
+        XCTAssertEqual(json["serial"] as? Int, 3)
+        XCTAssertTrue(json["revoked"] is NSNull)
+        XCTAssertTrue(json["signing_key"] is NSNull)
         let table = reloaded.table(now: now).split(separator: "\n")
         XCTAssertEqual(table.count, 3)
         XCTAssertTrue(table[1].hasPrefix("clinic-1 ") && table[1].contains("active") && table[1].hasSuffix(fingerprintA),
@@ -107,7 +115,7 @@ final class ClientRegistryTests: XCTestCase {
         XCTAssertTrue(registry.authorizes(commonName: "clinic-1", fingerprint: fingerprintA, now: now + 99))
         XCTAssertFalse(registry.authorizes(commonName: "clinic-1", fingerprint: fingerprintA, now: now + 100))
         XCTAssertFalse(registry.authorizes(commonName: "clinic-1", fingerprint: fingerprintA, now: now + 1_000))
-        XCTAssertEqual(registry.jsonRecords(now: now + 100).first?["status"] as? String, "expired")
+        XCTAssertEqual(registry.listing(now: now + 100).first?.status, .expired)
         XCTAssertThrowsError(try registry.enroll(id: "clinic-2", fingerprint: fingerprintB, serial: 4,
                                                  notAfter: now, now: now)) { error in
             XCTAssertTrue("\(error)".contains("is not in the future"), "\(error)")

@@ -212,7 +212,7 @@ final class RoundEngineTests: XCTestCase {
         _ = e.requestRounds(3, now: t0)
         XCTAssertEqual(e.phase, .waitingForClients)
         XCTAssertEqual(e.queued, 3)
-        XCTAssertEqual(e.status["queued_rounds"] as? Int, 3)
+        XCTAssertEqual(e.status.queuedRounds, 3)
         XCTAssertEqual(e.firstUnrequestedRound, 4)
         e.cancelQueued()
         XCTAssertEqual(e.queued, 1, "the round waiting for clients runs on")
@@ -237,24 +237,24 @@ final class RoundEngineTests: XCTestCase {
     func testStatusShowsTheRoundUntilTheDriverFinishesIt() {
         var e = engine(policy(min: 1))
         for c in ["a", "b"] { _ = e.connect(c, now: t0) }
-        XCTAssertNil(e.status["round"])
+        XCTAssertNil(e.status.inFlight)
         _ = e.requestRounds(1, now: t0)
         _ = e.accept("a", round: 1, now: t0)
         _ = e.decline("b", round: 1, reason: "busy", now: t0)
         var status = e.status
-        XCTAssertEqual(status["phase"] as? String, "training")
-        XCTAssertEqual(status["round"] as? UInt64, 1)
-        XCTAssertEqual(status["cohort"] as? [String], ["a", "b"])
-        XCTAssertEqual(status["accepted"] as? [String], ["a"])
-        XCTAssertEqual(status["declined"] as? [[String: String]], [["client": "b", "reason": "busy"]])
-        XCTAssertNil(status["secure_stage"])
+        XCTAssertEqual(status.phase, .training)
+        XCTAssertEqual(status.inFlight?.round, 1)
+        XCTAssertEqual(status.inFlight?.cohort, ["a", "b"])
+        XCTAssertEqual(status.inFlight?.accepted, ["a"])
+        XCTAssertEqual(status.inFlight?.declined, [ClientReason(client: "b", reason: "busy")])
+        XCTAssertNil(status.inFlight?.secureStage)
         _ = e.upload("a", round: 1, update: update("a"), now: t0)
         status = e.status
-        XCTAssertEqual(status["phase"] as? String, "finishing")
-        XCTAssertEqual(status["uploaded"] as? [String], ["a"])
+        XCTAssertEqual(status.phase, .finishing)
+        XCTAssertEqual(status.inFlight?.uploaded, ["a"])
         _ = e.roundFinished(round: 1, verdict: .committed, now: t0)
-        XCTAssertEqual(e.status["phase"] as? String, "idle")
-        XCTAssertNil(e.status["round"])
+        XCTAssertEqual(e.status.phase, .idle)
+        XCTAssertNil(e.status.inFlight)
     }
 
     /// A plain round's invitation carries the policy's plan and deadline and the adapter's digest.

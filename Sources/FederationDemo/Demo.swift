@@ -1,0 +1,192 @@
+import Audit
+import ClientService
+import CoordinatorService
+import FederationProtocol
+import FineTuning
+import Foundation
+import Reports
+import SystemIO
+import Wire
+
+/// What the demo runs: how many clients and rounds, on which model, with how much synthetic data.
+public struct DemoConfiguration: Sendable, Equatable {
+    /// Client processes, each with synthetic clinic notes of its own specialty.
+    public var clients: Int
+    public var rounds: Int
+    /// The base model's path.
+    public var model: String
+    /// Synthetic notes per client (5% held out).
+    public var records: Int
+    /// Where the federation is built (it must be absent or empty); nil: a new temporary folder.
+    public var directory: String?
+    public var aggregation: AggregationKind
+    /// Whether rounds mask updates (secure aggregation; needs at least 2 clients).
+    public var secureAggregation: Bool
+    /// Secret canaries planted in the first client's notes (0: none).
+    public var canaries: Int
+
+    public init(clients: Int = 3, rounds: Int = 3, model: String, records: Int = 120, directory: String? = nil,
+                aggregation: AggregationKind = .fedavg, secureAggregation: Bool = true, canaries: Int = Demo.defaultCanaries) {
+        self.clients = clients
+        self.rounds = rounds
+        self.model = model
+        self.records = records
+        self.directory = directory
+        self.aggregation = aggregation
+        self.secureAggregation = secureAggregation
+        self.canaries = canaries
+    }
+
+    /// The plan: DP-SGD at q = 0.06 with σ chosen so that the demo's rounds fit in each client's ε budget.
+    public var plan: TrainingPlan {
+        TrainingPlan(steps: 4, learningRate: 0.01, samplingRate: 0.06, noiseMultiplier: 0.7, clipNorm: 1.0, delta: 1e-5,
+                     maxLength: 512, rank: 8, alpha: 16, targets: ["q_proj", "v_proj"])
+    }
+
+    /// Each client's policy: a budget of ε 10 at δ 1e-5, privacy required.
+    public var policy: ClientPolicy { ClientPolicy(maxEpsilon: 10, delta: 1e-5, maxStepsPerRound: 100, requirePrivacy: true) }
+
+    /// The coordinator's configuration: every client invited (at least all but one), generous deadlines.
+    public var coordinator: CoordinatorConfiguration {
+        CoordinatorConfiguration(model: model, listen: "127.0.0.1", rounds: RoundPolicy(
+            minClients: max(1, clients - 1), maxClients: clients, fraction: 1.0, aggregation: aggregation,
+            secureAggregation: secureAggregation, inviteTimeout: 60, roundTimeout: 900, waitForClients: 120, plan: plan))
+    }
+
+    /// Client `index` (0-based): its specialty, its name, and the folder it lives in.
+    public func client(_ index: Int) -> (specialty: Specialty, name: String, directory: String) {
+        let specialty = Specialty.allCases[index % Specialty.allCases.count]
+        return (specialty, "clinic-\(index + 1)-\(specialty.rawValue)", "client-\(index + 1)")
+    }
+
+    /// Client `index`'s configuration, its notes in `folder`; the first client plants the canaries.
+    public func clientConfiguration(_ index: Int, folder: URL) -> ClientConfiguration {
+        ClientConfiguration(model: model, data: folder.appendingPathComponent("notes.jsonl").path,
+                            evalData: folder.appendingPathComponent("notes.heldout.jsonl").path, threads: 1, policy: policy,
+                            canaries: index == 0 && canaries > 0
+                                ? CanaryConfiguration(count: canaries, digits: Demo.canaryDigits, repetitions: Demo.canaryRepetitions)
+                                : nil)
+    }
+}
+
+/// The demo: a whole federation on this machine, every step the real thing. A CA and enrolment by
+/// CSR, `conclave-coordinator serve`, and one `conclave-client join` per client training on its own
+/// synthetic clinic notes with DP-SGD and charging its own ledger; then the rounds, the audit chain
+/// verified, and the canary client's exposure per round.
+public final class Demo {
+    /// The demo's canaries: 3-digit secrets (|R| = 1000, scored exactly), each planted 4 times.
+    public static let canaryDigits = 3
+    public static let canaryRepetitions = 4
+    /// Half of the 1000 secrets: more would leave too few other candidates to rank against.
+    public static let maximumCanaries = 500
+    /// On by default: exact exposure over 1000 secrets costs about 3 s a round on SmolLM2-135M (one thread).
+    public static let defaultCanaries = 5
+
+    public let configuration: DemoConfiguration
+    public let executables: FederationExecutables
+    /// The folder the federation is built in.
+    public let root: URL
+    private let narrate: (String) -> Void
+    private let progress: (String) -> Void
+
+    /// Makes (or checks) the folder; nothing runs yet.
+    /// - Parameters:
+    ///   - narrate: told each step as it is done, one line at a time.
+    ///   - progress: told the coordinator's state while rounds run (default: standard error).
+    /// - Throws: `LocalFederationError.setup` when the folder exists and is not empty or cannot be made.
+    public init(_ configuration: DemoConfiguration, executables: FederationExecutables,
+                narrate: @escaping (String) -> Void,
+                progress: @escaping (String) -> Void = { StandardError.write("  \($0)\n") }) throws {
+        self.configuration = configuration
+        self.executables = executables
+        self.narrate = narrate
+        self.progress = progress
+        root = try Self.makeFolder(configuration.directory)
+    }
+
+    private static func makeFolder(_ directory: String?) throws -> URL {
+        guard let directory else {
+            var template = Array((NSTemporaryDirectory() + "/conclave-demo-XXXXXX").utf8CString)
+            guard let made = mkdtemp(&template) else { throw LocalFederationError.setup("cannot create a temporary directory") }
+            return URL(fileURLWithPath: String(cString: made))
+        }
+        let root = URL(fileURLWithPath: directory).standardizedFileURL
+        if FileManager.default.fileExists(atPath: root.path),
+           !(try FileManager.default.contentsOfDirectory(atPath: root.path)).isEmpty {
+            throw LocalFederationError.setup("--dir: '\(directory)' exists and is not empty")
+        }
+        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+        return root
+    }
+
+    /// Builds the federation, runs the rounds and verifies the audit chain; stops every process it
+    /// started before it returns.
+    public func run() throws -> DemoOutcome {
+        let start = Date()
+        let c = configuration
+        narrate("Conclave demo: \(c.clients) clients, \(c.rounds) rounds, model \(URL(fileURLWithPath: c.model).lastPathComponent)")
+        narrate("federation in \(root.path)")
+        let federation = try LocalFederation(root: root, name: "demo", executables: executables)
+        defer { federation.stopAll() }
+        narrate("  coordinator initialised: CA, server certificate for 127.0.0.1:\(federation.port), audit signing key")
+        let names = try (0..<c.clients).map { try enrol($0, in: federation) }
+        try federation.write(c.coordinator)
+        do {
+            try federation.startCoordinator()
+        } catch LocalFederationError.timedOut {
+            throw LocalFederationError.setup("the coordinator did not start; see \(federation.serverLog.path)")
+        }
+        let plan = c.plan
+        narrate("  coordinator serving on 127.0.0.1:\(federation.port); plan: DP-SGD q \(plan.samplingRate), "
+                + "σ \(plan.noiseMultiplier), C \(plan.clipNorm), \(plan.steps) steps per round; secure aggregation "
+                + "\(c.secureAggregation ? "on" : "off"); each client's budget ε \(Int(c.policy.maxEpsilon)) at δ 1e-5")
+        for name in names { try federation.startClient(name) }
+        // Every client connected first, so that the first round invites them all.
+        do {
+            try federation.waitForConnections(c.clients, timeout: 120)
+        } catch LocalFederationError.timedOut {
+            throw LocalFederationError.setup("clients did not connect; see \(root.path)/client-*/join.log")
+        }
+        narrate("  \(c.clients) clients connected over mutual TLS 1.3")
+        narrate("")
+        let queued = try federation.control.startRounds(c.rounds)
+        let records = try federation.control.waitForRounds(
+            first: queued.firstRound, count: c.rounds, timeout: 3600,
+            recorded: { [narrate] in narrate("  " + RoundSummary($0).line) }, polled: progress)
+        return try outcome(records, federation: federation, start: start)
+    }
+
+    /// Client `index`: its key and CSR made locally, its certificate signed, its private notes and
+    /// configuration written. Returns its name.
+    private func enrol(_ index: Int, in federation: LocalFederation) throws -> String {
+        let c = configuration
+        let client = c.client(index)
+        let folder = try federation.enrol(client: client.name, directory: client.directory)
+        try federation.run(executables.client, ["synth", "--kind", "clinic-notes", "--specialty", client.specialty.rawValue,
+                                                "--records", "\(c.records)", "--seed", "\(index + 1)",
+                                                "--out", folder.appendingPathComponent("notes.jsonl").path, "--held-out", "0.05"])
+        let configuration = c.clientConfiguration(index, folder: folder)
+        try federation.write(configuration, for: client.name)
+        narrate("  \(client.name): key and CSR made locally, certificate signed, \(c.records) synthetic "
+                + "\(client.specialty.rawValue) notes"
+                + (configuration.canaries.map { " and \($0.count) secret canaries × \($0.repetitions)" } ?? ""))
+        return client.name
+    }
+
+    /// The rounds as the audit log has them, the chain verified, the canary client's exposure per round.
+    private func outcome(_ records: [AuditRecord], federation: LocalFederation, start: Date) throws -> DemoOutcome {
+        let paths = federation.paths
+        let verification = try AuditLog.verify(url: paths.auditLog, publicKey: try AuditLog.verifyingKey(in: paths))
+        let adapter = try federation.status().adapter
+        var exposures: [UInt64: CanaryExposure] = [:]
+        for record in verification.records {
+            if let client = record.clients.first(where: { $0.canaryExposure != nil }), let summary = client.canaryExposure {
+                exposures[record.round] = CanaryExposure(client: client.client, summary: summary)
+            }
+        }
+        return DemoOutcome(rounds: records.map { DemoOutcome.Round(summary: RoundSummary($0), canaryExposure: exposures[$0.round]) },
+                           auditRecords: verification.records.count,
+                           auditFailure: verification.failure.map { DemoOutcome.AuditFailure(record: $0.record, reason: $0.reason) },
+                           adapter: adapter, state: paths.root.path, seconds: Date().timeIntervalSince(start))
+    }
+}

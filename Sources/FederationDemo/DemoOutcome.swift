@@ -1,0 +1,143 @@
+import Foundation
+import Reports
+import Wire
+
+/// The canary client's exposure in one round, as its audit record carries it.
+public struct CanaryExposure: Sendable, Equatable {
+    public var client: String
+    public var summary: CanaryExposureSummary
+
+    public init(client: String, summary: CanaryExposureSummary) {
+        self.client = client
+        self.summary = summary
+    }
+}
+
+/// How the demo went: each round, the audit chain, where the adapter and the state are. Printed as a
+/// table (`text`) or, for `demo --json`, as JSON: `{"rounds": [{"round", "status", "participants",
+/// "eval_loss_before", "eval_loss_after", "max_epsilon", "seconds", "abort_reason"?, "canary_exposure"?:
+/// {"client", "mean_bits", "max_bits", "space_size"}}], "audit_verified", "adapter", "state", "seconds"}`.
+public struct DemoOutcome: Encodable, Sendable, Equatable {
+    public struct Round: Encodable, Sendable, Equatable {
+        public var summary: RoundSummary
+        public var canaryExposure: CanaryExposure?
+
+        public init(summary: RoundSummary, canaryExposure: CanaryExposure?) {
+            self.summary = summary
+            self.canaryExposure = canaryExposure
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case canaryExposure = "canary_exposure"
+        }
+
+        enum ExposureKeys: String, CodingKey {
+            case client
+            case meanBits = "mean_bits"
+            case maxBits = "max_bits"
+            case spaceSize = "space_size"
+        }
+
+        /// The summary's fields, and the exposure beside them.
+        public func encode(to encoder: any Encoder) throws {
+            try summary.encode(to: encoder)
+            guard let exposure = canaryExposure else { return }
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            var e = c.nestedContainer(keyedBy: ExposureKeys.self, forKey: .canaryExposure)
+            try e.encode(exposure.client, forKey: .client)
+            try e.encode(exposure.summary.meanBits, forKey: .meanBits)
+            try e.encode(exposure.summary.maxBits, forKey: .maxBits)
+            try e.encode(exposure.summary.spaceSize, forKey: .spaceSize)
+        }
+    }
+
+    /// The first line of the audit log that does not verify, and why.
+    public struct AuditFailure: Sendable, Equatable {
+        public var record: Int
+        public var reason: String
+
+        public init(record: Int, reason: String) {
+            self.record = record
+            self.reason = reason
+        }
+    }
+
+    public var rounds: [Round]
+    /// Records in the audit log.
+    public var auditRecords: Int
+    /// Nil when the whole chain verifies.
+    public var auditFailure: AuditFailure?
+    /// The final global adapter's folder (PEFT).
+    public var adapter: String
+    /// The coordinator's state directory.
+    public var state: String
+    /// How long the demo took.
+    public var seconds: Double
+
+    public init(rounds: [Round], auditRecords: Int, auditFailure: AuditFailure?, adapter: String, state: String,
+                seconds: Double) {
+        self.rounds = rounds
+        self.auditRecords = auditRecords
+        self.auditFailure = auditFailure
+        self.adapter = adapter
+        self.state = state
+        self.seconds = seconds
+    }
+
+    public var auditVerified: Bool { auditFailure == nil }
+
+    /// Whether the chain verifies and every round committed (the demo's exit status).
+    public var succeeded: Bool { auditVerified && rounds.allSatisfy { $0.summary.status == "committed" } }
+
+    enum CodingKeys: String, CodingKey {
+        case rounds, adapter, state, seconds
+        case auditVerified = "audit_verified"
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(rounds, forKey: .rounds)
+        try c.encode(auditVerified, forKey: .auditVerified)
+        try c.encode(adapter, forKey: .adapter)
+        try c.encode(state, forKey: .state)
+        try c.encode(seconds, forKey: .seconds)
+    }
+
+    /// The rounds table, the canary exposure per round (when a client planted canaries), the audit
+    /// chain's verdict and where to look next.
+    public var text: String {
+        var lines = ["round  status     clients  held-out loss before → after   max ε   seconds"]
+        for s in rounds.map(\.summary) {
+            lines.append(String(format: "%5llu  %@  %7d  %@ → %@   %@  %7.1f", s.round,
+                                s.status.padding(toLength: 9, withPad: " ", startingAt: 0), s.participants,
+                                leftPadded(RoundSummary.format(s.evalLossBefore), 20),
+                                leftPadded(RoundSummary.format(s.evalLossAfter), 7),
+                                leftPadded(RoundSummary.format(s.maxEpsilon, "%.2f"), 6), s.seconds))
+        }
+        lines += exposureLines
+        lines.append("")
+        lines.append("audit chain: " + (auditFailure.map { "FAILED at record \($0.record): \($0.reason)" }
+                                        ?? "verified (\(auditRecords) records, Ed25519-signed, BLAKE2b-chained)"))
+        lines.append("final global adapter (PEFT): \(adapter)")
+        lines.append("coordinator state: \(state)")
+        lines.append("  conclave-coordinator audit --state \(state)")
+        lines.append(String(format: "demo took %.0f s", seconds))
+        return lines.joined(separator: "\n")
+    }
+
+    private var exposureLines: [String] {
+        let exposed = rounds.compactMap { round in round.canaryExposure.map { (round.summary.round, $0) } }
+        guard let first = exposed.first else { return [] }
+        return ["", "canary exposure on the global adapter each round received (bits; chance ≈ 1.44, at most "
+                + String(format: "%.2f", log2(Double(first.1.summary.spaceSize))) + ")"]
+            + exposed.sorted { $0.0 < $1.0 }.map { round, exposure in
+                let s = exposure.summary
+                return String(format: "%5llu  %@  mean %.2f  max %.2f  (%d canaries × %d, %@, %.1f s)", round, exposure.client,
+                              s.meanBits, s.maxBits, s.canaries, s.repetitions, s.exact ? "exact" : "estimated", s.seconds)
+            }
+    }
+
+    private func leftPadded(_ text: String, _ width: Int) -> String {
+        text.count >= width ? text : String(repeating: " ", count: width - text.count) + text
+    }
+}

@@ -1,0 +1,154 @@
+import Audit
+import ClientService
+import CoordinatorService
+import FederationDemo
+import FederationProtocol
+import Foundation
+import Reports
+import TestSupport
+import Wire
+import XCTest
+
+/// The demo's typed configurations as the processes read them back, its folder rules, and its
+/// outcome as a table and as `demo --json`. (The processes themselves run in EndToEndTests.)
+final class DemoTests: XCTestCase {
+    var directory: URL!
+
+    override func setUpWithError() throws {
+        directory = try Fixtures.temporaryDirectory("conclave-demo-tests")
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    /// The files written for `serve --config` and `join --config` load with the loaders those commands
+    /// use, and validate.
+    func testConfigurationFilesLoadAsTheProcessesReadThem() throws {
+        let demo = DemoConfiguration(clients: 3, rounds: 2, model: "/models/m.gguf", aggregation: .fedadam,
+                                     secureAggregation: false, canaries: Demo.defaultCanaries)
+        let coordinatorFile = directory.appendingPathComponent("coordinator.json")
+        try LocalFederation.file(demo.coordinator).write(to: coordinatorFile)
+        let coordinator = try CoordinatorConfiguration.load(coordinatorFile)
+        XCTAssertEqual(coordinator, demo.coordinator)
+        XCTAssertEqual(coordinator.rounds.minClients, 2)
+        XCTAssertEqual(coordinator.rounds.maxClients, 3)
+        XCTAssertEqual(coordinator.rounds.aggregation, .fedadam)
+        XCTAssertFalse(coordinator.rounds.secureAggregation, "written, not left to the default")
+        XCTAssertEqual(coordinator.rounds.plan.noiseMultiplier, 0.7)
+
+        for index in 0..<2 {
+            let folder = directory.appendingPathComponent(demo.client(index).directory)
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            let file = folder.appendingPathComponent("config.json")
+            try LocalFederation.file(demo.clientConfiguration(index, folder: folder)).write(to: file)
+            let client = try ClientConfiguration.load(file)
+            XCTAssertEqual(client, demo.clientConfiguration(index, folder: folder))
+            XCTAssertEqual(client.data, folder.appendingPathComponent("notes.jsonl").path)
+            XCTAssertEqual(client.policy.maxEpsilon, 10)
+            XCTAssertTrue(client.policy.requirePrivacy)
+            XCTAssertNil(client.policy.objection(to: coordinator.rounds.plan), "each client accepts the demo's plan")
+            // Only the first client plants canaries: 3-digit secrets, each 4 times.
+            XCTAssertEqual(client.canaries, index == 0 ? CanaryConfiguration(count: 5, digits: 3, repetitions: 4) : nil)
+        }
+        XCTAssertNil(DemoConfiguration(model: "m", canaries: 0).clientConfiguration(0, folder: directory).canaries)
+        XCTAssertEqual(DemoConfiguration(clients: 1, model: "m").coordinator.rounds.minClients, 1)
+    }
+
+    /// One specialty per client, in the synthetic notes' own order, wrapping after the sixth.
+    func testClientsTakeTheSpecialtiesInTurn() {
+        let demo = DemoConfiguration(clients: 8, model: "m")
+        XCTAssertEqual(demo.client(0).name, "clinic-1-cardiology")
+        XCTAssertEqual(demo.client(0).directory, "client-1")
+        XCTAssertEqual(demo.client(5).name, "clinic-6-endocrinology")
+        XCTAssertEqual(demo.client(6).name, "clinic-7-cardiology")
+        XCTAssertEqual(demo.client(7).specialty.rawValue, "dermatology")
+    }
+
+    func testFolderMustBeEmptyAndTheClientBesideTheCoordinator() throws {
+        let executables = FederationExecutables(coordinator: URL(fileURLWithPath: "/bin/true"), client: URL(fileURLWithPath: "/bin/true"))
+        try Data("x".utf8).write(to: directory.appendingPathComponent("taken"))
+        XCTAssertThrowsError(try Demo(DemoConfiguration(model: "m", directory: directory.path), executables: executables,
+                                      narrate: { _ in })) { error in
+            XCTAssertEqual(error as? LocalFederationError, .setup("--dir: '\(directory.path)' exists and is not empty"))
+        }
+        let fresh = directory.appendingPathComponent("a/b")
+        let demo = try Demo(DemoConfiguration(model: "m", directory: fresh.path), executables: executables, narrate: { _ in })
+        XCTAssertEqual(demo.root.path, fresh.path)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: fresh.path))
+
+        XCTAssertThrowsError(try FederationExecutables.beside(coordinator: directory.appendingPathComponent("conclave-coordinator"))) {
+            XCTAssertTrue("\($0)".contains("conclave-client is not beside this executable"), "\($0)")
+        }
+    }
+
+    func record(_ round: UInt64, status: String, exposure: CanaryExposureSummary? = nil) -> AuditRecord {
+        let plan = DemoConfiguration(model: "m").plan
+        let started = Date(timeIntervalSince1970: 1_750_000_000)
+        let metrics = ClientRoundMetrics(client: "clinic-1-cardiology", examples: 134, evalLossBefore: 2.5, evalLossAfter: 2.25,
+                                         evalTokens: 900, epsilon: 1.5, delta: 1e-5, epsilonBudget: 10, trainLoss: 2.4,
+                                         seconds: 30, canaryExposure: exposure)
+        let committed = status == "committed"
+        return AuditRecord(status: status, round: round, started: started, finished: started + 42, cohort: [metrics.client],
+                           participants: committed ? [metrics.client] : [], declines: [], dropouts: [], aggregation: "fedavg",
+                           secureAggregation: true, plan: plan, clients: committed ? [metrics] : [],
+                           maxEpsilon: committed ? 1.5 : nil, evalLossBefore: committed ? 2.5 : nil,
+                           evalLossAfter: committed ? 2.25 : nil, adapterSHA256: String(repeating: "0", count: 64),
+                           abortReason: committed ? nil : "too few participants: 0 < 1", previousHash: "")
+    }
+
+    func outcome() -> DemoOutcome {
+        let exposure = CanaryExposureSummary(canaries: 5, repetitions: 4, meanBits: 1.5, maxBits: 3.25, spaceSize: 1000,
+                                             exact: true, candidatesScored: 1000, seconds: 2.5)
+        return DemoOutcome(rounds: [
+            DemoOutcome.Round(summary: RoundSummary(record(1, status: "committed", exposure: exposure)),
+                              canaryExposure: CanaryExposure(client: "clinic-1-cardiology", summary: exposure)),
+            DemoOutcome.Round(summary: RoundSummary(record(2, status: "aborted")), canaryExposure: nil),
+        ], auditRecords: 2, auditFailure: nil, adapter: "/d/coordinator/adapters/round-000001", state: "/d/coordinator",
+           seconds: 61.4)
+    }
+
+    /// `demo --json`: the fields its help promises.
+    func testJSONHasTheDocumentedFields() throws {
+        let json = try XCTUnwrap(JSONSerialization.jsonObject(with: JSONEncoder().encode(outcome())) as? [String: Any])
+        XCTAssertEqual(Set(json.keys), ["rounds", "audit_verified", "adapter", "state", "seconds"])
+        XCTAssertEqual(json["audit_verified"] as? Bool, true)
+        let rounds = try XCTUnwrap(json["rounds"] as? [[String: Any]])
+        XCTAssertEqual(Set(rounds[0].keys), ["round", "status", "participants", "eval_loss_before", "eval_loss_after",
+                                             "max_epsilon", "seconds", "canary_exposure"])
+        let exposure = try XCTUnwrap(rounds[0]["canary_exposure"] as? [String: Any])
+        XCTAssertEqual(Set(exposure.keys), ["client", "mean_bits", "max_bits", "space_size"])
+        XCTAssertEqual(exposure["client"] as? String, "clinic-1-cardiology")
+        XCTAssertEqual(exposure["mean_bits"] as? Double, 1.5)
+        XCTAssertEqual(exposure["max_bits"] as? Double, 3.25)
+        XCTAssertEqual(exposure["space_size"] as? Int, 1000)
+        XCTAssertEqual(rounds[1]["status"] as? String, "aborted")
+        XCTAssertTrue(rounds[1]["eval_loss_after"] is NSNull)
+        XCTAssertEqual(rounds[1]["abort_reason"] as? String, "too few participants: 0 < 1")
+        XCTAssertNil(rounds[1]["canary_exposure"])
+    }
+
+    func testTableAndExitStatus() {
+        var outcome = outcome()
+        XCTAssertEqual(outcome.text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init), [
+            "round  status     clients  held-out loss before → after   max ε   seconds",
+            "    1  committed        1                2.5000 →  2.2500     1.50     42.0",
+            "    2  aborted          0                     - →       -        -     42.0",
+            "",
+            "canary exposure on the global adapter each round received (bits; chance ≈ 1.44, at most 9.97)",
+            "    1  clinic-1-cardiology  mean 1.50  max 3.25  (5 canaries × 4, exact, 2.5 s)",
+            "",
+            "audit chain: verified (2 records, Ed25519-signed, BLAKE2b-chained)",
+            "final global adapter (PEFT): /d/coordinator/adapters/round-000001",
+            "coordinator state: /d/coordinator",
+            "  conclave-coordinator audit --state /d/coordinator",
+            "demo took 61 s",
+        ])
+        XCTAssertFalse(outcome.succeeded, "a round aborted")
+        outcome.rounds.removeLast()
+        XCTAssertTrue(outcome.succeeded)
+        outcome.auditFailure = DemoOutcome.AuditFailure(record: 2, reason: "signature does not verify")
+        XCTAssertFalse(outcome.succeeded)
+        XCTAssertTrue(outcome.text.contains("audit chain: FAILED at record 2: signature does not verify"), outcome.text)
+    }
+}
