@@ -139,7 +139,7 @@ let package = Package(
         .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", "conclave-client", "conclave-coordinator",
                                                          "Audit", "CommandLineParsing", "CoordinatorService", "ClientService",
                                                          "FederationProtocol", "SecureCrypto", "Transport", "ModelFormats", "Wire",
-                                                         "SystemIO"],
+                                                         "SystemIO", "FederationDemo"],
                     path: "Tests/EndToEndTests", exclude: ["Golden"]),
     ]
 )

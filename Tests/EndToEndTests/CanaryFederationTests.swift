@@ -1,5 +1,6 @@
+import ClientService
+import FederationDemo
 import Foundation
-import TestSupport
 import XCTest
 
 /// A federation of real processes in which one client plants secret canaries: it reports their
@@ -16,58 +17,26 @@ final class CanaryFederationTests: XCTestCase {
     }
 
     private func checkCanaryFederation(secureAggregation: Bool) throws {
-        let federation = try FederationEndToEndTests.TinyFederation(clients: [("client-a", 30, 50), ("client-b", 30, 50)],
-                                                                    minClients: 2, steps: 3)
-        defer { federation.stopAll() }
         // 6-digit secrets: |R| = 10^6 is estimated from sampled candidates, and a secret's digits are
         // too long to turn up by chance in the logs' hex hashes.
-        let clientA = federation.root.appendingPathComponent("client-a")
-        let configURL = clientA.appendingPathComponent("config.json")
-        var config = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as? [String: Any])
-        config["canaries"] = ["count": 3, "digits": 6, "repetitions": 4]
-        try JSONSerialization.data(withJSONObject: config).write(to: configURL)
-        if secureAggregation {
-            let url = federation.root.appendingPathComponent("coordinator.json")
-            var coordinator = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
-            var rounds = try XCTUnwrap(coordinator["rounds"] as? [String: Any])
-            rounds["secure_aggregation"] = true
-            coordinator["rounds"] = rounds
-            try JSONSerialization.data(withJSONObject: coordinator).write(to: url)
-        }
-
-        try federation.startServer()
-        for name in ["client-a", "client-b"] { try federation.startClient(name) }
-        try federation.waitUntil("two clients connect", timeout: 30) { federation.connected().count == 2 }
+        let federation = try TinyFederation.make(clients: [("client-a", 30, 50), ("client-b", 30, 50)], minClients: 2, steps: 3,
+                                                 secureAggregation: secureAggregation,
+                                                 canaries: ["client-a": CanaryConfiguration(count: 3, digits: 6, repetitions: 4)])
+        defer { federation.stopAll() }
+        try federation.start(["client-a", "client-b"])
         let rounds = try federation.runRounds(2)
-        XCTAssertEqual(rounds.map { $0["status"] as? String }, ["committed", "committed"], federation.log("serve.stderr"))
+        XCTAssertEqual(rounds.map { $0["status"] as? String }, ["committed", "committed"], federation.serveLog)
 
         let audit = try federation.audit()
         XCTAssertEqual(audit.json["verified"] as? Bool, true)
         let records = audit.json["records"] as? [[String: Any]] ?? []
         XCTAssertEqual(records.count, 2)
-        for record in records {
-            XCTAssertEqual(record["secure_aggregation"] as? Bool, secureAggregation)
-            let clients = record["clients"] as? [[String: Any]] ?? []
-            let reporting = clients.filter { $0["canary_exposure"] != nil }.compactMap { $0["client"] as? String }
-            XCTAssertEqual(reporting, ["client-a"], "\(clients)")
-            let a = try XCTUnwrap(clients.first { $0["client"] as? String == "client-a" })
-            // Each canary repetition is a training record.
-            XCTAssertEqual(a["examples"] as? Int, 30 + 3 * 4)
-            let exposure = try XCTUnwrap(a["canary_exposure"] as? [String: Any])
-            XCTAssertEqual(exposure["canaries"] as? Int, 3)
-            XCTAssertEqual(exposure["repetitions"] as? Int, 4)
-            XCTAssertEqual(exposure["space_size"] as? Int, 1_000_000)
-            XCTAssertEqual(exposure["exact"] as? Bool, false)
-            let scored = try XCTUnwrap(exposure["candidates_scored"] as? Int)
-            XCTAssertTrue((499...500).contains(scored), "\(scored)")
-            let mean = try XCTUnwrap(exposure["mean_bits"] as? Double), maximum = try XCTUnwrap(exposure["max_bits"] as? Double)
-            XCTAssertTrue(mean >= 0 && mean <= maximum && maximum <= log2(1e6), "\(exposure)")
-        }
+        for record in records { try checkOnlyClientAReportsExposure(record, secureAggregation: secureAggregation) }
         XCTAssertTrue(federation.log("client-a/join.log").contains("round 2: canary exposure on the global adapter"))
         XCTAssertFalse(federation.log("client-b/join.log").contains("canary"))
 
         // The secrets: only in client-a's state, mode 0600.
-        let file = clientA.appendingPathComponent("canaries.json")
+        let file = federation.directory(of: "client-a").appendingPathComponent("canaries.json")
         let attributes = try FileManager.default.attributesOfItem(atPath: file.path)
         XCTAssertEqual((attributes[.posixPermissions] as? NSNumber)?.intValue, 0o600)
         let stored = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? [String: Any])
@@ -76,15 +45,40 @@ final class CanaryFederationTests: XCTestCase {
 
         // The report shows the exposure table.
         let report = federation.root.appendingPathComponent("report.html")
-        try FederationEndToEndTests.TinyFederation.check(Executables.run(Executables.coordinator,
+        try TinyFederation.check(Executables.run(Executables.coordinator,
             ["report", "--state", federation.coordinator.path, "--out", report.path]))
         let html = try String(contentsOf: report, encoding: .utf8)
         XCTAssertTrue(html.contains("id=\"exposure-table\""))
         XCTAssertTrue(html.contains("data-client=\"client-a\""))
+        try checkSecretsAppearNowhere(secrets, federation: federation, report: html)
+    }
 
+    /// One round's audit record: client-a, and only it, reports the exposure of its 3 canaries.
+    private func checkOnlyClientAReportsExposure(_ record: [String: Any], secureAggregation: Bool) throws {
+        XCTAssertEqual(record["secure_aggregation"] as? Bool, secureAggregation)
+        let clients = record["clients"] as? [[String: Any]] ?? []
+        let reporting = clients.filter { $0["canary_exposure"] != nil }.compactMap { $0["client"] as? String }
+        XCTAssertEqual(reporting, ["client-a"], "\(clients)")
+        let a = try XCTUnwrap(clients.first { $0["client"] as? String == "client-a" })
+        // Each canary repetition is a training record.
+        XCTAssertEqual(a["examples"] as? Int, 30 + 3 * 4)
+        let exposure = try XCTUnwrap(a["canary_exposure"] as? [String: Any])
+        XCTAssertEqual(exposure["canaries"] as? Int, 3)
+        XCTAssertEqual(exposure["repetitions"] as? Int, 4)
+        XCTAssertEqual(exposure["space_size"] as? Int, 1_000_000)
+        XCTAssertEqual(exposure["exact"] as? Bool, false)
+        let scored = try XCTUnwrap(exposure["candidates_scored"] as? Int)
+        XCTAssertTrue((499...500).contains(scored), "\(scored)")
+        let mean = try XCTUnwrap(exposure["mean_bits"] as? Double), maximum = try XCTUnwrap(exposure["max_bits"] as? Double)
+        XCTAssertTrue(mean >= 0 && mean <= maximum && maximum <= log2(1e6), "\(exposure)")
+    }
+
+    /// No form of any secret (digits spaced, run together, or as a JSON array) in the audit log, the
+    /// coordinator's log, `audit --json`, the report, or client-a's own log.
+    private func checkSecretsAppearNowhere(_ secrets: [[Int]], federation: LocalFederation, report html: String) throws {
         let places = [
-            ("the audit log", try String(contentsOf: federation.coordinator.appendingPathComponent("audit.jsonl"), encoding: .utf8)),
-            ("the coordinator's log", federation.log("serve.stderr")),
+            ("the audit log", try String(contentsOf: federation.paths.auditLog, encoding: .utf8)),
+            ("the coordinator's log", federation.serveLog),
             ("audit --json", try Executables.run(Executables.coordinator, ["audit", "--state", federation.coordinator.path,
                                                                            "--json"]).stdout),
             ("the report", html),

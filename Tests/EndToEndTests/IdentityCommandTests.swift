@@ -18,6 +18,41 @@ final class IdentityCommandTests: XCTestCase {
     }
 
     func testInitEnrolRevokeAndList() throws {
+        try initialiseCoordinator()
+        let csrPath = try initialiseClient()
+        let certificatePath = directory.appendingPathComponent("clinic-1.pem").path
+        let enrolled = try enrol(csrPath: csrPath, certificatePath: certificatePath)
+        let fingerprint = try XCTUnwrap(enrolled["fingerprint"] as? String)
+
+        // The registry file records the same fingerprint, and `clients` lists it.
+        let stored = try registryRecords()
+        XCTAssertEqual(stored.count, 1)
+        XCTAssertEqual(stored.first?["fingerprint"] as? String, fingerprint)
+        XCTAssertEqual(stored.first?["status"] as? String, "active")
+        XCTAssertEqual(stored.first?["not_after"] as? String, enrolled["not_after"] as? String)
+        let listed = try coordinator(["clients", "--state", coordinatorState, "--json"]).json()
+        XCTAssertEqual(listed["running"] as? Bool, false)
+        let listedClients = try XCTUnwrap(listed["clients"] as? [[String: Any]])
+        XCTAssertEqual(listedClients.first?["id"] as? String, "clinic-1")
+        XCTAssertEqual(listedClients.first?["fingerprint"] as? String, fingerprint)
+        XCTAssertEqual(listedClients.first?["status"] as? String, "active")
+        XCTAssertTrue(listedClients.first?["revoked"] is NSNull)
+        let table = try coordinator(["clients", "--state", coordinatorState]).stdout
+        XCTAssertTrue(table.contains("clinic-1") && table.contains(fingerprint), table)
+
+        // Enrolling the same id again is refused while it is active, and spends nothing.
+        let again = try run(Executables.coordinator, ["enroll", "--state", coordinatorState, "--csr", csrPath,
+                                                      "--out", certificatePath + ".2"])
+        XCTAssertEqual(again.status, 1)
+        XCTAssertTrue(again.stderr.contains("client 'clinic-1': already enrolled and active"), again.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: certificatePath + ".2"))
+        XCTAssertEqual(try registryRecords().count, 1)
+
+        try revokeAndEnrolAgain(csrPath: csrPath, certificatePath: certificatePath, fingerprint: fingerprint)
+    }
+
+    /// `init --json`: the CA and server certificate for the host, the audit signing key, private modes.
+    private func initialiseCoordinator() throws {
         let initialised = try coordinator(["init", "--state", coordinatorState, "--name", "Test Federation",
                                            "--host", "127.0.0.1", "--port", "7600", "--json"]).json()
         XCTAssertEqual(initialised["port"] as? Int, 7600)
@@ -39,21 +74,28 @@ final class IdentityCommandTests: XCTestCase {
                                  keyPEM: PEMFile.readPrivateKey(at: coordinatorState + "/server.key"))
         XCTAssertEqual(try CertificateAuthority.commonName(
             certificatePEM: PEMFile.readCertificate(at: coordinatorState + "/server.pem")), "127.0.0.1")
+    }
 
+    /// `conclave-client init --json`: a private key kept 0600 and a CSR for the client's name. Returns the CSR's path.
+    private func initialiseClient() throws -> String {
         let client = try run(Executables.client, ["init", "--state", clientState, "--name", "clinic-1", "--json"]).json()
         XCTAssertEqual(client["client_id"] as? String, "clinic-1")
         XCTAssertEqual(try mode(clientState), 0o700)
         XCTAssertEqual(try mode(clientState + "/client.key"), 0o600)
         let csrPath = clientState + "/client.csr"
         XCTAssertEqual(try CertificateAuthority.commonName(csrPEM: PEMFile.readRequest(at: csrPath)), "clinic-1")
+        return csrPath
+    }
 
-        let certificatePath = directory.appendingPathComponent("clinic-1.pem").path
+    /// `enroll --json` for 30 days: a certificate for the name that works with the key the client
+    /// kept. Returns the JSON.
+    private func enrol(csrPath: String, certificatePath: String) throws -> [String: Any] {
+        let caPath = coordinatorState + "/ca.pem"
         let enrolled = try coordinator(["enroll", "--state", coordinatorState, "--csr", csrPath, "--out", certificatePath,
                                         "--days", "30", "--json"]).json()
         let certificate = try PEMFile.readCertificate(at: certificatePath)
-        let fingerprint = try CertificateAuthority.fingerprint(certificatePEM: certificate)
         XCTAssertEqual(enrolled["client_id"] as? String, "clinic-1")
-        XCTAssertEqual(enrolled["fingerprint"] as? String, fingerprint)
+        XCTAssertEqual(enrolled["fingerprint"] as? String, try CertificateAuthority.fingerprint(certificatePEM: certificate))
         XCTAssertEqual(enrolled["serial"] as? Int, 3)
         XCTAssertEqual(enrolled["certificate"] as? String, certificatePath)
         XCTAssertEqual(enrolled["ca_certificate"] as? String, caPath)
@@ -63,29 +105,11 @@ final class IdentityCommandTests: XCTestCase {
                                  keyPEM: PEMFile.readPrivateKey(at: clientState + "/client.key"), expectedHost: "127.0.0.1")
         let notAfter = try XCTUnwrap((enrolled["not_after"] as? String).flatMap { ISO8601DateFormatter().date(from: $0) })
         XCTAssertEqual(notAfter.timeIntervalSinceNow, 30 * 86_400 - CertificateAuthority.backdatingSeconds, accuracy: 120)
+        return enrolled
+    }
 
-        // The registry file records the same fingerprint, and `clients` lists it.
-        let stored = try registryRecords()
-        XCTAssertEqual(stored.count, 1)
-        XCTAssertEqual(stored.first?["fingerprint"] as? String, fingerprint)
-        XCTAssertEqual(stored.first?["status"] as? String, "active")
-        XCTAssertEqual(stored.first?["not_after"] as? String, enrolled["not_after"] as? String)
-        let listed = try coordinator(["clients", "--state", coordinatorState, "--json"]).json()
-        let listedClients = try XCTUnwrap(listed["clients"] as? [[String: Any]])
-        XCTAssertEqual(listedClients.first?["id"] as? String, "clinic-1")
-        XCTAssertEqual(listedClients.first?["fingerprint"] as? String, fingerprint)
-        XCTAssertEqual(listedClients.first?["status"] as? String, "active")
-        let table = try coordinator(["clients", "--state", coordinatorState]).stdout
-        XCTAssertTrue(table.contains("clinic-1") && table.contains(fingerprint), table)
-
-        // Enrolling the same id again is refused while it is active, and spends nothing.
-        let again = try run(Executables.coordinator, ["enroll", "--state", coordinatorState, "--csr", csrPath,
-                                                      "--out", certificatePath + ".2"])
-        XCTAssertEqual(again.status, 1)
-        XCTAssertTrue(again.stderr.contains("client 'clinic-1': already enrolled and active"), again.stderr)
-        XCTAssertFalse(FileManager.default.fileExists(atPath: certificatePath + ".2"))
-        XCTAssertEqual(try registryRecords().count, 1)
-
+    /// `revoke`: once, not twice, not an unknown id; then the id may enrol again with a new serial and certificate.
+    private func revokeAndEnrolAgain(csrPath: String, certificatePath: String, fingerprint: String) throws {
         let revoked = try coordinator(["revoke", "--state", coordinatorState, "--client", "clinic-1", "--json"]).json()
         XCTAssertEqual(revoked["fingerprint"] as? String, fingerprint)
         XCTAssertEqual(try registryRecords().first?["status"] as? String, "revoked")
@@ -97,7 +121,6 @@ final class IdentityCommandTests: XCTestCase {
         XCTAssertTrue(unknown.stderr.contains("client 'nobody': not enrolled in \(coordinatorState)/clients.json"),
                       unknown.stderr)
 
-        // After revocation the id may enrol again; it gets a new serial and certificate.
         let renewed = try coordinator(["enroll", "--state", coordinatorState, "--csr", csrPath,
                                        "--out", certificatePath + ".2", "--json"]).json()
         XCTAssertEqual(renewed["serial"] as? Int, 4)
