@@ -70,7 +70,9 @@ final class CanaryFederationTests: XCTestCase {
         let scored = try XCTUnwrap(exposure["candidates_scored"] as? Int)
         XCTAssertTrue((499...500).contains(scored), "\(scored)")
         let mean = try XCTUnwrap(exposure["mean_bits"] as? Double), maximum = try XCTUnwrap(exposure["max_bits"] as? Double)
-        XCTAssertTrue(mean >= 0 && mean <= maximum && maximum <= log2(1e6), "\(exposure)")
+        // At most log2 |R|, reached when a canary ranks first; Foundation's JSON parser on Linux may
+        // read that figure back one ulp high, hence the margin.
+        XCTAssertTrue(mean >= 0 && mean <= maximum && maximum <= log2(1e6) + 1e-9, "\(exposure)")
     }
 
     /// No form of any secret (digits spaced, run together, or as a JSON array) in the audit log, the
