@@ -55,16 +55,17 @@ let package = Package(
                 path: "Sources/Reports"),
         .target(name: "CommandLineParsing", dependencies: ["SystemIO"], path: "Sources/CommandLineParsing"),
         .target(name: "ModelServing", dependencies: ["LanguageModel", "Tokenizer"], path: "Sources/ModelServing"),
+        .target(name: "Diagnostics", dependencies: ["Kernels", "SecureCrypto", "Transport"], path: "Sources/Diagnostics"),
 
         // Executables: command-line parsing and wiring only.
         .executableTarget(name: "conclave-client",
                           dependencies: ["CommandLineParsing", "SystemIO", "Kernels", "ModelFormats", "Tokenizer", "LanguageModel",
                                          "FineTuning", "Privacy", "Wire", "FederationProtocol", "ClientService", "Reports",
-                                         "ModelServing"],
+                                         "ModelServing", "Diagnostics"],
                           path: "Client"),
         .executableTarget(name: "conclave-coordinator",
                           dependencies: ["CommandLineParsing", "SystemIO", "SecureCrypto", "Transport", "Wire", "Audit",
-                                         "CoordinatorService", "Reports", "ModelFormats"],
+                                         "CoordinatorService", "Reports", "ModelFormats", "Diagnostics"],
                           path: "Coordinator"),
 
         // Test support: where fixtures and the default model live; the in-memory federation.
@@ -128,6 +129,8 @@ let package = Package(
                     path: "Tests/ReportsTests"),
         // The module map, function lengths and durable writes, read from this repository's own source.
         .testTarget(name: "ArchitectureTests", dependencies: ["TestSupport"], path: "Tests/ArchitectureTests"),
+        .testTarget(name: "DiagnosticsTests", dependencies: ["TestSupport", "Diagnostics", "Transport"],
+                    path: "Tests/DiagnosticsTests"),
         .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", "conclave-client", "conclave-coordinator",
                                                          "Audit", "CommandLineParsing", "CoordinatorService", "ClientService",
                                                          "FederationProtocol", "SecureCrypto", "Transport", "ModelFormats", "Wire",
