@@ -24,7 +24,7 @@ struct JoinCommand: ParsableCommand {
           --rounds N               exit after N rounds have ended for this client (default: run until stopped)
           --events FILE|-          also write one JSON object per round event, one a line, appended to FILE
                                    ('-': standard output), for monitoring tools: {"time", "event", "round",
-                                   ...} with event invited, declined (reason), charged (epsilon spent, delta,
+                                   ...} with event invited, declined (reason, code), charged (epsilon spent, delta,
                                    budget_epsilon), accepted, uploaded, committed or round_over (reason).
                                    They stay on this machine: nothing more is sent to the coordinator
 

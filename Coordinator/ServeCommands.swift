@@ -27,7 +27,7 @@ struct ServeCommand: ParsableCommand {
           --events FILE|-
                          also write one JSON object per round event, one a line, appended to FILE ('-':
                          standard output), for monitoring tools: {"time", "event", "round", ...} with event
-                         round_started (cohort), invited, accepted, declined (reason), withdrew, dropped
+                         round_started (cohort), invited, accepted, declined (reason, code), withdrew, dropped
                          (reason), uploaded (client), committed (participants, max_epsilon, losses,
                          adapter_sha256) or aborted (reason)
 

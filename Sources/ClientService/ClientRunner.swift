@@ -229,7 +229,7 @@ public final class ClientRunner: @unchecked Sendable {
                 log.write(line)
             case let .decline(round, reason):
                 log.write("round \(round): declining: \(reason)")
-                events?.emit("declined", round: round, ["reason": .string(reason)])
+                events?.emit("declined", round: round, ["reason": .string(reason), "code": .string(DeclineCode.code(of: reason))])
                 try send([Decline(round: round, reason: reason).frame()], on: connection)
             case let .prepare(round, plan, global):
                 switch try prepare(plan: plan, global: global) {

@@ -157,7 +157,8 @@ extension CoordinatorServer {
         case let .accept(round):
             events.emit("accepted", round: round, who)
         case let .decline(round, reason):
-            events.emit("declined", round: round, who.merging(["reason": .string(reason)]) { a, _ in a })
+            events.emit("declined", round: round, who.merging(["reason": .string(reason),
+                                                               "code": .string(DeclineCode.code(of: reason))]) { a, _ in a })
         case let .withdraw(round, reason):
             events.emit("withdrew", round: round, who.merging(["reason": .string(reason)]) { a, _ in a })
         case let .upload(round, update):

@@ -28,6 +28,7 @@ final class EventsEndToEndTests: XCTestCase {
                         "round_started 2", "invited 2", "accepted 2", "uploaded 2", "committed 2"], "\(server)")
         XCTAssertTrue((server[2].fields["reason"] as? String ?? "").contains("policy: the plan asks 2 steps"), "\(server[2])")
         XCTAssertEqual(server[2].fields["client"] as? String, "clinic-a")
+        XCTAssertEqual(server[2].fields["code"] as? String, "policy")
         XCTAssertEqual(server[0].fields["cohort"] as? [String], ["clinic-a"])
         XCTAssertEqual(server[8].fields["participants"] as? [String], ["clinic-a"])
         XCTAssertEqual((server[8].fields["adapter_sha256"] as? String)?.count, 64)
@@ -37,9 +38,60 @@ final class EventsEndToEndTests: XCTestCase {
         XCTAssertEqual(joined.map(\.summary).filter { $0 != "round_over 1" },
                        ["invited 1", "declined 1", "invited 2", "charged 2", "accepted 2", "uploaded 2", "committed 2"],
                        "\(joined)")
+        let declined = try XCTUnwrap(joined.first { $0.fields["event"] as? String == "declined" })
+        XCTAssertEqual(declined.fields["code"] as? String, "policy")
+        XCTAssertTrue((declined.fields["reason"] as? String ?? "").hasPrefix("policy: the plan asks 2 steps"), "\(declined)")
         let charged = try XCTUnwrap(joined.first { $0.fields["event"] as? String == "charged" })
         XCTAssertGreaterThan(charged.fields["epsilon"] as? Double ?? 0, 0, "ε spent after the charge")
         XCTAssertEqual(charged.fields["delta"] as? Double, 1e-5)
+    }
+
+    /// A secure round of three clients: each client's masked upload is reported with the round's id
+    /// on both sides, and the coordinator's invitations say the round is secure.
+    func testASecureRoundReportsMaskedUploads() throws {
+        let federation = try OperatorFederation(name: "secure-events")
+        defer { federation.stopAll() }
+        var configuration = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: federation.configurationFile))
+                                            as? [String: Any])
+        var rounds = try XCTUnwrap(configuration["rounds"] as? [String: Any])
+        rounds["min_clients"] = 3
+        rounds["max_clients"] = 3
+        rounds["secure_aggregation"] = true
+        configuration["rounds"] = rounds
+        try JSONSerialization.data(withJSONObject: configuration).write(to: federation.configurationFile)
+        let names = ["clinic-a", "clinic-b", "clinic-c"]
+        let clients = try names.map { try federation.addClient($0) }
+        let serverEvents = federation.root.appendingPathComponent("serve-events.jsonl")
+        _ = try federation.start(Executables.coordinator, federation.serveArguments() + ["--events", serverEvents.path],
+                                 error: FileHandle.nullDevice)
+        try OperatorFederation.waitUntil("the coordinator answers", timeout: 30) { federation.status() != nil }
+        let joiners = try clients.map { client in
+            try federation.start(Executables.client, federation.joinArguments(client) + ["--rounds", "1", "--events",
+                                                                                         client.appendingPathComponent("events.jsonl").path],
+                                 error: FileHandle.nullDevice)
+        }
+        try OperatorFederation.waitUntil("the clients connect", timeout: 30) {
+            (federation.status()?["connected"] as? [String]) == names
+        }
+        let result = try Executables.run(Executables.coordinator, ["rounds", "start", "--state", federation.coordinator.path,
+                                                                    "--count", "1", "--wait", "--timeout", "120", "--json"])
+        XCTAssertEqual((try result.json()["rounds"] as? [[String: Any]])?.first?["status"] as? String, "committed", result.stdout)
+        for joiner in joiners { XCTAssertTrue(joiner.waitForExit(timeout: 60), "join --rounds 1 did not exit") }
+
+        let server = try Self.events(serverEvents)
+        XCTAssertEqual(server.first?.summary, "round_started 1")
+        XCTAssertEqual(server.last?.summary, "committed 1")
+        for event in ["invited", "accepted", "uploaded"] {
+            let clientsSeen = server.filter { $0.summary == "\(event) 1" }.compactMap { $0.fields["client"] as? String }
+            XCTAssertEqual(clientsSeen.sorted(), names, "\(event): \(server)")
+        }
+        XCTAssertTrue(server.filter { $0.summary == "uploaded 1" }.allSatisfy { $0.fields["secure"] as? Bool == true })
+        XCTAssertTrue(server.filter { $0.summary == "invited 1" }.allSatisfy { $0.fields["secure"] as? Bool == true })
+        for client in clients {
+            let joined = try Self.events(client.appendingPathComponent("events.jsonl"))
+            XCTAssertEqual(joined.map(\.summary), ["invited 1", "charged 1", "accepted 1", "uploaded 1", "committed 1"], "\(joined)")
+            XCTAssertEqual(joined[3].fields["secure"] as? Bool, true)
+        }
     }
 
     /// `join --rounds 1 --events FILE` until its one round ends, while `rounds start` runs a round.
