@@ -59,16 +59,17 @@ let package = Package(
                 path: "Sources/FederationDemo"),
         .target(name: "CommandLineParsing", dependencies: ["SystemIO"], path: "Sources/CommandLineParsing"),
         .target(name: "ModelServing", dependencies: ["LanguageModel", "Tokenizer"], path: "Sources/ModelServing"),
+        .target(name: "Diagnostics", dependencies: ["Kernels", "SecureCrypto", "Transport"], path: "Sources/Diagnostics"),
 
         // Executables: command-line parsing and wiring only.
         .executableTarget(name: "conclave-client",
                           dependencies: ["CommandLineParsing", "SystemIO", "Kernels", "ModelFormats", "Tokenizer", "LanguageModel",
                                          "FineTuning", "Privacy", "Wire", "FederationProtocol", "ClientService", "Reports",
-                                         "ModelServing"],
+                                         "ModelServing", "Diagnostics"],
                           path: "Client"),
         .executableTarget(name: "conclave-coordinator",
                           dependencies: ["CommandLineParsing", "SystemIO", "Transport", "Wire", "Audit", "FederationProtocol",
-                                         "CoordinatorService", "Reports", "FederationDemo", "ModelFormats"],
+                                         "CoordinatorService", "Reports", "FederationDemo", "ModelFormats", "Diagnostics"],
                           path: "Coordinator"),
 
         // Test support: where fixtures and the default model live; the in-memory federation.
@@ -136,6 +137,8 @@ let package = Package(
                     dependencies: ["TestSupport", "FederationDemo", "FederationProtocol", "CoordinatorService", "ClientService", "Audit",
                                    "Reports", "Wire"],
                     path: "Tests/FederationDemoTests"),
+        .testTarget(name: "DiagnosticsTests", dependencies: ["TestSupport", "Diagnostics", "Transport"],
+                    path: "Tests/DiagnosticsTests"),
         .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", "conclave-client", "conclave-coordinator",
                                                          "Audit", "CommandLineParsing", "CoordinatorService", "ClientService",
                                                          "FederationProtocol", "SecureCrypto", "Transport", "ModelFormats", "Wire",

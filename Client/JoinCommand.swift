@@ -11,7 +11,7 @@ struct JoinCommand: ParsableCommand {
         name: "join", abstract: "Run the client agent: take part in a coordinator's rounds under this client's policy.",
         help: """
         usage: conclave-client join --state DIR --coordinator HOST:PORT --ca CA.pem --cert CERT.pem --config F
-                                    [--rounds N]
+                                    [--rounds N] [--events FILE|-]
 
           --state DIR              the client's state directory (from 'conclave-client init'): its key, its
                                    privacy ledger, the latest global adapter (DIR/global-adapter)
@@ -22,6 +22,11 @@ struct JoinCommand: ParsableCommand {
                                    "delta", "max_steps_per_round", "require_privacy"?}, "canaries"?:
                                    {"count", "digits", "repetitions", "phrase"?}}; see Config/
           --rounds N               exit after N rounds have ended for this client (default: run until stopped)
+          --events FILE|-          also write one JSON object per round event, one a line, appended to FILE
+                                   ('-': standard output), for monitoring tools: {"time", "event", "round",
+                                   ...} with event invited, declined (reason, code), charged (epsilon spent, delta,
+                                   budget_epsilon), accepted, uploaded, committed or round_over (reason).
+                                   They stay on this machine: nothing more is sent to the coordinator
 
         For each invitation the agent checks the plan against the policy (differential privacy required,
         δ, steps per round) and the ledger (the budget is the policy's max_epsilon at its δ), charges the
@@ -41,12 +46,15 @@ struct JoinCommand: ParsableCommand {
               --cert clinic-berlin.pem --config Config/client.json
           conclave-client join --state me --coordinator localhost:7443 --ca ca.pem --cert me.pem \\
               --config Config/client.json --rounds 1   # one round, then exit
+          conclave-client join --state me --coordinator localhost:7443 --ca ca.pem --cert me.pem \\
+              --config Config/client.json --events -   # round events on standard output
         """)
 
     static var options: [Option<Self>] {
         [
             .required("--state", \.state), .required("--coordinator", \.coordinator), .required("--ca", \.ca),
             .required("--cert", \.cert), .required("--config", \.configPath), .option("--rounds", .int(in: 1...1_000_000), \.rounds),
+            .option("--events", \.events),
         ]
     }
 
@@ -56,6 +64,8 @@ struct JoinCommand: ParsableCommand {
     var cert = ""
     var configPath = ""
     var rounds: Int?
+    /// Where round events go, one JSON line each ("-": standard output).
+    var events: String?
 
     func validate() throws {
         try PathCheck.inputDirectory("--state", state, expected: "the client's state directory",
@@ -69,6 +79,9 @@ struct JoinCommand: ParsableCommand {
         for (field, path) in [("data", configuration.data), ("eval_data", configuration.evalData)] {
             try PathCheck.inputFile("\(configPath): \"\(field)\"", path, expected: ModelCommands.datasetFile)
         }
+        if let events, events != "-" {
+            try PathCheck.outputFile("--events", events, expected: "a file to append round events to (JSON lines)")
+        }
     }
 
     func run() throws -> Int32 {
@@ -77,7 +90,8 @@ struct JoinCommand: ParsableCommand {
         let paths = ClientPaths(path: state)
         let runner = try ClientRunner(paths: paths, configuration: configuration,
                                       address: CoordinatorAddress(host: host, port: port, caPath: ca, certificatePath: cert),
-                                      maximumRounds: rounds, log: OperatorLog(url: nil))
+                                      maximumRounds: rounds, log: OperatorLog(url: nil),
+                                      events: try events.map { try EventLog(destination: $0) })
         try runner.run()
         return 0
     }

@@ -5,7 +5,7 @@ enum CoordinatorCommands {
     static let all: [Command] = [
         Command(InitCommand.self), Command(EnrollCommand.self), Command(RevokeCommand.self), Command(ClientsCommand.self),
         Command(ServeCommand.self), Command(StatusCommand.self), Command(AuditCommand.self), Command(ReportCommand.self),
-        Command(DemoCommand.self),
+        Command(DemoCommand.self), Command(DoctorCommand.self),
     ]
     static let groups: [CommandGroup] = [
         CommandGroup(name: "rounds", abstract: "Start rounds on a running coordinator.", commands: [Command(StartRoundsCommand.self)]),

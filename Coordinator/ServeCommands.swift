@@ -11,7 +11,7 @@ struct ServeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         name: "serve", abstract: "Run the coordinator: accept enrolled clients over mutual TLS and run rounds.",
         help: """
-        usage: conclave-coordinator serve --state DIR --config F [--secure-aggregation on|off]
+        usage: conclave-coordinator serve --state DIR --config F [--secure-aggregation on|off] [--events FILE|-]
 
           --state DIR    the coordinator's state directory (made by 'conclave-coordinator init')
           --config F     the configuration (JSON): {"model", "listen"?, "rounds": {"min_clients",
@@ -24,6 +24,12 @@ struct ServeCommand: ParsableCommand {
                          overrides the configuration's "secure_aggregation": with it on, clients mask their
                          updates (Bonawitz et al. 2017, SecAgg+ graph for large cohorts) and the coordinator
                          learns only the sum of each round's surviving updates
+          --events FILE|-
+                         also write one JSON object per round event, one a line, appended to FILE ('-':
+                         standard output), for monitoring tools: {"time", "event", "round", ...} with event
+                         round_started (cohort), invited, accepted, declined (reason, code), withdrew, dropped
+                         (reason), uploaded (client), committed (participants, max_epsilon, losses,
+                         adapter_sha256) or aborted (reason)
 
         Rounds start when an operator asks ('conclave-coordinator rounds start --state DIR --count N').
         The log goes to standard error and to DIR/serve.log. SIGINT or SIGTERM stops the server; a round
@@ -32,12 +38,13 @@ struct ServeCommand: ParsableCommand {
         examples:
           conclave-coordinator serve --state coord --config Config/coordinator.json
           conclave-coordinator serve --state coord --config Config/coordinator.json --secure-aggregation off
+          conclave-coordinator serve --state coord --config Config/coordinator.json --events coord-events.jsonl
         """)
 
     static var options: [Option<Self>] {
         [
             .required("--state", \.state), .required("--config", \.configPath),
-            .option("--secure-aggregation", .onOff, \.secureAggregation),
+            .option("--secure-aggregation", .onOff, \.secureAggregation), .option("--events", \.events),
         ]
     }
 
@@ -45,10 +52,15 @@ struct ServeCommand: ParsableCommand {
     var configPath = ""
     /// Overrides the configuration's `secure_aggregation` when given.
     var secureAggregation: Bool?
+    /// Where round events go, one JSON line each ("-": standard output).
+    var events: String?
 
     func validate() throws {
         try CoordinatorCommands.checkState(state)
         try PathCheck.inputFile("--config", configPath, expected: "the coordinator's JSON configuration (see Config/)")
+        if let events, events != "-" {
+            try PathCheck.outputFile("--events", events, expected: "a file to append round events to (JSON lines)")
+        }
     }
 
     func run() throws -> Int32 {
@@ -56,7 +68,8 @@ struct ServeCommand: ParsableCommand {
         var configuration = try CoordinatorConfiguration.load(URL(fileURLWithPath: configPath))
         if let secureAggregation { configuration.rounds.secureAggregation = secureAggregation }
         let log = OperatorLog(url: paths.serverLog)
-        let server = try CoordinatorServer(paths: paths, configuration: configuration, log: log)
+        let server = try CoordinatorServer(paths: paths, configuration: configuration, log: log,
+                                           events: try events.map { try EventLog(destination: $0) })
         // SIGINT and SIGTERM stop the server. They are blocked in every thread (the mask is inherited
         // by the threads the server starts) and taken by one thread in sigwait: on Linux a dispatch
         // signal source never sees a signal that is merely ignored.

@@ -56,6 +56,9 @@ public final class ClientRunner: @unchecked Sendable {
     /// Stop after this many rounds have ended for this client (nil: run until stopped).
     public let maximumRounds: Int?
     private let log: OperatorLog
+    /// Where `--events` sends one JSON line per round event (nil: nowhere). Local only: nothing of it
+    /// is sent to the coordinator.
+    private let events: EventLog?
     private let loaded: LoadedModel
     /// Nil for a model without one (records must then carry input_ids).
     private let tokenizer: BPETokenizer?
@@ -80,12 +83,13 @@ public final class ClientRunner: @unchecked Sendable {
     }
 
     public init(paths: ClientPaths, configuration: ClientConfiguration, address: CoordinatorAddress,
-                maximumRounds: Int?, log: OperatorLog) throws {
+                maximumRounds: Int?, log: OperatorLog, events: EventLog? = nil) throws {
         self.paths = paths
         self.configuration = configuration
         self.address = address
         self.maximumRounds = maximumRounds
         self.log = log
+        self.events = events
         name = try ClientSettings.load(paths: paths).name
         identity = try ClientSetup.signingKey(paths: paths)
         let caPEM = try PEMFile.readCertificate(at: address.caPath)
@@ -204,6 +208,9 @@ public final class ClientRunner: @unchecked Sendable {
             guard let frame = try reader.nextFrame(reading: { try connection.read(into: $0) }) else {
                 throw FederationError.peer("coordinator", "closed the connection")
             }
+            if frame.type == .invite, let events, let invite = try? Invite(frame: frame) {
+                events.emit("invited", round: invite.round, ["coordinator": .string("\(address.host):\(address.port)")])
+            }
             try perform(try agent.receive(frame), on: connection)
         }
     }
@@ -217,10 +224,12 @@ public final class ClientRunner: @unchecked Sendable {
             switch action {
             case let .send(frames):
                 try send(frames, on: connection)
+                emitSent(frames)
             case let .log(line):
                 log.write(line)
             case let .decline(round, reason):
                 log.write("round \(round): declining: \(reason)")
+                events?.emit("declined", round: round, ["reason": .string(reason), "code": .string(DeclineCode.code(of: reason))])
                 try send([Decline(round: round, reason: reason).frame()], on: connection)
             case let .prepare(round, plan, global):
                 switch try prepare(plan: plan, global: global) {
@@ -236,6 +245,11 @@ public final class ClientRunner: @unchecked Sendable {
                 let charge = try ledger.chargeBeforeTraining(request.mechanism, clipNorm: request.clipNorm,
                                                              purpose: "round \(round) at \(address.host):\(address.port)",
                                                              ceiling: request.ceiling)
+                if case let .charged(receipt) = charge {
+                    events?.emit("charged", round: round, ["epsilon": .double(receipt.epsilon),
+                                                           "delta": .double(receipt.budget.delta),
+                                                           "budget_epsilon": .double(receipt.budget.epsilon)])
+                }
                 pending += try agent.ledgerAnswered(round: round, charge)
             case let .train(round):
                 guard let ready = prepared else { preconditionFailure("round \(round): training before preparing") }
@@ -244,11 +258,27 @@ public final class ClientRunner: @unchecked Sendable {
             case let .upload(round, update, metrics):
                 try send(try TensorSetFrames.frames(round: round, kind: .update, tensors: update)
                          + [MetricsReport(round: round, metrics: metrics).frame()], on: connection)
+                events?.emit("uploaded", round: round)
             case let .keepCommitted(round, plan, global):
                 try keepGlobal(global, plan: plan)
                 log.write("round \(round) committed; global adapter saved to \(paths.globalAdapter.path)")
+                events?.emit("committed", round: round, ["global_adapter": .string(paths.globalAdapter.path)])
             case let .roundOver(round, reason):
                 log.write("round \(round) is over for this client: \(reason)")
+                events?.emit("round_over", round: round, ["reason": .string(reason)])
+            }
+        }
+    }
+
+    /// The agent's own frames as monitoring events: its acceptance, and a secure round's masked upload.
+    private func emitSent(_ frames: [Frame]) {
+        guard let events else { return }
+        for frame in frames {
+            if frame.type == .accept, let accept = try? Accept(frame: frame) {
+                events.emit("accepted", round: accept.round)
+            } else if frame.type == .secureMaskedInput {
+                // Its round is the one the agent now awaits the result of (not decoded again: it is the whole update).
+                events.emit("uploaded", round: agent.pendingRound, ["secure": .bool(true)])
             }
         }
     }

@@ -145,6 +145,28 @@ extension CoordinatorServer {
         let event = try connection.uplink.receive(frame) { round in
             engine.withLock { $0.isActive(client, round: round) }
         }
-        if let event { perform(engine.withLock { $0.handle(event, from: client, now: Date()) }) }
+        guard let event else { return }
+        if let events { emit(event, from: client, to: events) }
+        perform(engine.withLock { $0.handle(event, from: client, now: Date()) })
+    }
+
+    /// A client's answer as a monitoring event: accepted, declined (with its reason), withdrew, uploaded.
+    private func emit(_ event: ClientUplink.Event, from client: String, to events: EventLog) {
+        let who: [String: EventValue] = ["client": .string(client)]
+        switch event {
+        case let .accept(round):
+            events.emit("accepted", round: round, who)
+        case let .decline(round, reason):
+            events.emit("declined", round: round, who.merging(["reason": .string(reason),
+                                                               "code": .string(DeclineCode.code(of: reason))]) { a, _ in a })
+        case let .withdraw(round, reason):
+            events.emit("withdrew", round: round, who.merging(["reason": .string(reason)]) { a, _ in a })
+        case let .upload(round, update):
+            events.emit("uploaded", round: round, who.merging(["examples": .int(update.metrics.examples)]) { a, _ in a })
+        case let .secureMaskedInput(input, _):
+            events.emit("uploaded", round: input.round, who.merging(["secure": .bool(true)]) { a, _ in a })
+        case .secureAdvertise, .secureShares, .secureUnmask:
+            break
+        }
     }
 }

@@ -14,15 +14,18 @@ extension CoordinatorServer {
             case let .log(message):
                 log.write(message)
             case let .beginRound(round, started, cohort):
+                events?.emit("round_started", round: round, ["cohort": .strings(cohort)])
                 do {
                     try InFlightMark(round: round, started: started, cohort: cohort).write(paths)
                 } catch {
                     log.write("round \(round): cannot mark the round in flight: \(error)")
                 }
             case let .invite(client, round):
+                events?.emit("invited", round: round, ["client": .string(client)])
                 let invite = engine.withLock { $0.invitation(round: round) }
                 send(invite, setup: nil, to: client)
             case let .inviteSecurely(client, invite, setup):
+                events?.emit("invited", round: invite.round, ["client": .string(client), "secure": .bool(true)])
                 send(invite, setup: setup, to: client)
             case let .secure(client, message):
                 do {
@@ -32,6 +35,7 @@ extension CoordinatorServer {
                 }
             case let .dismiss(client, round, reason):
                 log.write("round \(round): client '\(client)' dropped: \(reason)")
+                events?.emit("dropped", round: round, ["client": .string(client), "reason": .string(reason)])
                 let frame = try? Abort(round: round, reason: "dropped: \(reason)").frame()
                 connections.withLock { $0[client] }?.enqueue([frame].compactMap { $0 })
             case let .tellResult(client, result):
@@ -92,6 +96,7 @@ extension CoordinatorServer {
             try? FileManager.default.removeItem(at: paths.adapter(round: outcome.round))
         }
         try? FileManager.default.removeItem(at: paths.roundInFlight)
+        emitVerdict(outcome.round, verdict: verdict, record: record)
         if verdict.isCommitted {
             log.write(String(format: "round %llu committed: %d participants, held-out loss %@ → %@, max ε %@, adapter %@",
                              outcome.round, record.participants.count, format(record.evalLossBefore),
@@ -150,6 +155,21 @@ extension CoordinatorServer {
                            evalLossBefore: figures.evalLossBefore, evalLossAfter: figures.evalLossAfter,
                            adapterSHA256: adapterSHA256, abortReason: verdict.isCommitted ? nil : verdict.reason,
                            previousHash: "")
+    }
+
+    /// The round's end as a monitoring event: `committed` with its figures, or `aborted` with why.
+    private func emitVerdict(_ round: UInt64, verdict: RoundVerdict, record: AuditRecord) {
+        guard let events else { return }
+        guard verdict.isCommitted else {
+            events.emit("aborted", round: round, ["reason": .string(verdict.reason)])
+            return
+        }
+        var fields: [String: EventValue] = ["participants": .strings(record.participants),
+                                            "adapter_sha256": .string(record.adapterSHA256)]
+        if let value = record.maxEpsilon { fields["max_epsilon"] = .double(value) }
+        if let value = record.evalLossBefore { fields["eval_loss_before"] = .double(value) }
+        if let value = record.evalLossAfter { fields["eval_loss_after"] = .double(value) }
+        events.emit("committed", round: round, fields)
     }
 
     private func format(_ value: Double?) -> String { value.map { String(format: "%.4f", $0) } ?? "-" }

@@ -35,6 +35,8 @@ public final class CoordinatorServer: @unchecked Sendable {
     public let configuration: CoordinatorConfiguration
     public let settings: CoordinatorSettings
     let log: OperatorLog
+    /// Where `--events` sends one JSON line per round event, for monitoring tools (nil: nowhere).
+    let events: EventLog?
     let layout: AdapterLayout
     let baseModel: String
     let signer: SigningKeyPair
@@ -54,10 +56,12 @@ public final class CoordinatorServer: @unchecked Sendable {
 
     /// Loads the state directory and recovers from a crash: a round still marked in flight is
     /// aborted in the audit log (or found committed) and its mark removed.
-    public init(paths: CoordinatorPaths, configuration: CoordinatorConfiguration, log: OperatorLog) throws {
+    public init(paths: CoordinatorPaths, configuration: CoordinatorConfiguration, log: OperatorLog,
+                events: EventLog? = nil) throws {
         self.paths = paths
         self.configuration = configuration
         self.log = log
+        self.events = events
         settings = try CoordinatorSettings.load(paths: paths)
         signer = try SigningKeyPair.readSecretKeyFile(path: paths.signingKey.path)
         serverContext = try Self.tlsContext(paths: paths, log: log)

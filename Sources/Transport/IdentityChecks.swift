@@ -1,4 +1,5 @@
 import COpenSSL
+import Foundation
 
 /// Local checks of a TLS identity, made before any connection: a key that is not the certificate's, or
 /// a certificate from another CA, is a configuration error that no retry can fix (issue 15).
@@ -30,6 +31,21 @@ public enum IdentityChecks {
         let key = try PEMCodec.privateKey(keyPEM, what: "private key")
         defer { OpenSSLErrors.clear() }
         return X509_check_private_key(certificate.pointer, key.pointer) == 1
+    }
+
+    /// The certificate's validity period (notBefore, notAfter), to the second.
+    /// - Throws: `TransportError.invalidPEM` naming `what` when the PEM or a time is unusable.
+    public static func validity(certificatePEM: String, what: String = "certificate") throws -> (notBefore: Date, notAfter: Date) {
+        let certificate = try PEMCodec.certificate(certificatePEM, what: what)
+        func date(_ time: UnsafePointer<ASN1_TIME>?, _ field: String) throws -> Date {
+            var parts = tm()
+            guard let time, ASN1_TIME_to_tm(time, &parts) == 1 else {
+                throw TransportError.invalidPEM(what: what, reason: "its \(field) time cannot be read")
+            }
+            return Date(timeIntervalSince1970: TimeInterval(timegm(&parts)))
+        }
+        return (try date(X509_get0_notBefore(certificate.pointer), "notBefore"),
+                try date(X509_get0_notAfter(certificate.pointer), "notAfter"))
     }
 
     static func names(of certificate: OpaquePointer, what: String) throws -> (subject: String, issuer: String) {

@@ -210,3 +210,20 @@ public func freeLoopbackPort() throws -> UInt16 {
     Glibc.close(descriptor)
     return port
 }
+
+/// Whether a TCP port can be used, for `doctor`: listened on here (the coordinator's), or reached
+/// (a client's coordinator). Nothing is sent; the socket is closed at once.
+public enum PortProbe {
+    /// Binds and listens on `host:port`, then closes. Throws `TransportError.socket` (EADDRINUSE when
+    /// another process listens there, EADDRNOTAVAIL for an address not on this machine).
+    public static func listen(host: String, port: UInt16) throws {
+        let (descriptor, _) = try TCPSocket.listen(host: host, port: port, backlog: 1)
+        Glibc.close(descriptor)
+    }
+
+    /// Opens a TCP connection to `host:port` within `timeout` seconds, then closes it.
+    public static func connect(host: String, port: UInt16, timeout: TimeInterval) throws {
+        let (descriptor, _) = try TCPSocket.connect(host: host, port: port, timeout: timeout)
+        Glibc.close(descriptor)
+    }
+}
