@@ -1,57 +1,68 @@
+import ClientService
+import CoordinatorService
+import FederationDemo
+import FederationProtocol
 import Foundation
 import TestSupport
 import Transport
+import Wire
 import XCTest
 
-/// Long-running commands as an operator runs them: a coordinator and enrolled clients in a temporary
-/// directory, processes whose standard streams go to a pipe the test can close (`| head -1`), and
-/// waiting for a process with a deadline. Used by the closed-pipe and `join` configuration tests.
+/// Long-running commands as an operator runs them, on a `LocalFederation` (the demo's orchestration,
+/// with typed configurations): a coordinator and enrolled clients in a temporary directory, processes
+/// whose standard streams go to a pipe the test can close (`| head -1`), and waiting for a process with
+/// a deadline. Used by the closed-pipe, events, doctor and `join` configuration tests.
 final class OperatorFederation {
-    let root: URL
-    let port: UInt16
-    let coordinator: URL
-    let configurationFile: URL
+    let federation: LocalFederation
     private(set) var processes: [Process] = []
 
+    var root: URL { federation.root }
+    var port: UInt16 { federation.port }
+    var coordinator: URL { federation.coordinator }
+    var configurationFile: URL { federation.coordinatorConfiguration }
+    var caFile: URL { federation.paths.caCertificate }
+
     /// `init` of a coordinator named `name` listening on a free loopback port, with its configuration
-    /// (the tiny fixture model, one client and a two-step plan) in `coordinator-NAME.json`.
+    /// (the tiny fixture model, one client and a two-step plan). Given a `root`, the federation lives in
+    /// `root/NAME`, so two coordinators can share one test directory.
     init(name: String = "e2e", root: URL? = nil) throws {
-        self.root = try root ?? Fixtures.temporaryDirectory("operator")
-        port = try freeLoopbackPort()
-        coordinator = self.root.appendingPathComponent("coordinator-\(name)")
-        configurationFile = self.root.appendingPathComponent("coordinator-\(name).json")
-        try Self.check(Executables.run(Executables.coordinator, ["init", "--state", coordinator.path, "--name", name,
-                                                                 "--host", "127.0.0.1", "--port", "\(port)"]))
-        let configuration: [String: Any] = [
-            "model": Fixtures.url("tiny-llama").path, "listen": "127.0.0.1",
-            "rounds": ["min_clients": 1, "max_clients": 1, "fraction": 1.0, "aggregation": "fedavg",
-                       "secure_aggregation": false, "invite_timeout": 20, "round_timeout": 60, "wait_for_clients": 30,
-                       "plan": ["steps": 2, "learning_rate": 0.01, "sampling_rate": 0.25, "noise_multiplier": 1.0,
-                                "clip_norm": 1.0, "delta": 1e-5, "max_length": 64, "rank": 2, "alpha": 4,
-                                "targets": ["q_proj", "v_proj"]]],
-        ]
-        try JSONSerialization.data(withJSONObject: configuration).write(to: configurationFile)
+        let folder: URL
+        if let root {
+            folder = root.appendingPathComponent(name)
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        } else {
+            folder = try Fixtures.temporaryDirectory("operator")
+        }
+        federation = try LocalFederation(root: folder, name: name, executables: TinyFederation.executables)
+        let plan = TrainingPlan(steps: 2, learningRate: 0.01, samplingRate: 0.25, noiseMultiplier: 1.0, clipNorm: 1.0,
+                                delta: 1e-5, maxLength: 64, rank: 2, alpha: 4, targets: ["q_proj", "v_proj"])
+        try federation.write(CoordinatorConfiguration(model: Fixtures.url("tiny-llama").path, listen: "127.0.0.1",
+                                                      rounds: RoundPolicy(minClients: 1, maxClients: 1, fraction: 1.0,
+                                                                          aggregation: .fedavg, secureAggregation: false,
+                                                                          inviteTimeout: 20, roundTimeout: 60,
+                                                                          waitForClients: 30, plan: plan)))
     }
 
-    var caFile: URL { coordinator.appendingPathComponent("ca.pem") }
-
-    /// `init` of a client in `root/NAME` with token-id data and a configuration; enrolled here unless
-    /// `enrol` is false. Returns its state directory.
+    /// A client in `root/NAME` with token-id data and its configuration, made and enrolled as an
+    /// operator does (`LocalFederation.enrol`); with `enrol: false` only `conclave-client init` runs.
+    /// Returns its state directory.
     @discardableResult
     func addClient(_ name: String, enrol: Bool = true) throws -> URL {
-        let directory = root.appendingPathComponent(name)
-        try Self.check(Executables.run(Executables.client, ["init", "--state", directory.path, "--name", name]))
-        if enrol { try self.enrol(directory) }
+        let directory: URL
+        if enrol {
+            directory = try federation.enrol(client: name)
+        } else {
+            directory = root.appendingPathComponent(name)
+            try Self.check(Executables.run(Executables.client, ["init", "--state", directory.path, "--name", name]))
+        }
         let lines = (0..<16).map { i in "{\"input_ids\": \((0..<16).map { (i * 7 + $0 * 3) % 512 })}" }
         for file in ["train.jsonl", "eval.jsonl"] {
-            try (lines.joined(separator: "\n") + "\n").write(to: directory.appendingPathComponent(file),
-                                                             atomically: true, encoding: .utf8)
+            try Data((lines.joined(separator: "\n") + "\n").utf8).write(to: directory.appendingPathComponent(file))
         }
-        let config: [String: Any] = [
-            "model": Fixtures.url("tiny-llama").path, "data": "train.jsonl", "eval_data": "eval.jsonl", "threads": 1,
-            "policy": ["max_epsilon": 50, "delta": 1e-5, "max_steps_per_round": 50],
-        ]
-        try JSONSerialization.data(withJSONObject: config).write(to: directory.appendingPathComponent("config.json"))
+        try federation.write(ClientConfiguration(model: Fixtures.url("tiny-llama").path, data: "train.jsonl",
+                                                 evalData: "eval.jsonl", threads: 1,
+                                                 policy: ClientPolicy(maxEpsilon: 50, delta: 1e-5, maxStepsPerRound: 50)),
+                             for: name)
         return directory
     }
 
