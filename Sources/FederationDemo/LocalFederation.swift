@@ -192,30 +192,12 @@ public final class LocalFederation {
     /// - Throws: `LocalFederationError.commandFailed` with its standard error when it fails.
     @discardableResult
     public func run(_ executable: URL, _ arguments: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        // Both pipes are read at once, so a chatty process cannot block on a full one.
-        nonisolated(unsafe) var errData = Data()
-        let group = DispatchGroup()
-        group.enter()
-        DispatchQueue.global().async {
-            errData = err.fileHandleForReading.readDataToEndOfFile()
-            group.leave()
-        }
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        group.wait()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
+        let result = try CommandRun.run(executable, arguments)
+        guard result.status == 0 else {
             throw LocalFederationError.commandFailed(command: "\(executable.lastPathComponent) \(arguments.joined(separator: " "))",
-                                                     status: process.terminationStatus,
-                                                     stderr: String(decoding: errData, as: UTF8.self))
+                                                     status: result.status, stderr: result.stderr)
         }
-        return String(decoding: outData, as: UTF8.self)
+        return result.stdout
     }
 
     /// Starts a long-running command with its standard error appended to `log`.
@@ -234,5 +216,40 @@ public final class LocalFederation {
         process.standardError = handle
         try process.run()
         return process
+    }
+}
+
+/// One command run to completion with both standard streams captured: the federation's operator
+/// commands, and the end-to-end tests' invocations of the executables.
+public struct CommandRun: Sendable {
+    public let status: Int32
+    public let stdout: String
+    public let stderr: String
+
+    /// Runs `executable` with `arguments`, writing `standardInput` (then closing it) when given.
+    public static func run(_ executable: URL, _ arguments: [String], standardInput: Data? = nil) throws -> CommandRun {
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe(), input = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = input
+        try process.run()
+        if let standardInput { input.fileHandleForWriting.write(standardInput) }
+        try input.fileHandleForWriting.close()
+        // Both pipes are read at once, so a chatty process cannot block on a full one.
+        nonisolated(unsafe) var errData = Data()
+        let group = DispatchGroup()
+        group.enter()
+        DispatchQueue.global().async {
+            errData = err.fileHandleForReading.readDataToEndOfFile()
+            group.leave()
+        }
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        group.wait()
+        process.waitUntilExit()
+        return CommandRun(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+                          stderr: String(decoding: errData, as: UTF8.self))
     }
 }
