@@ -4,6 +4,8 @@
 import PackageDescription
 
 /// Numeric code is compiled with bounds checks off in release; every kernel keeps a checked naive twin.
+/// Only the kernels and the transformer: Privacy (accountants, the ledger file) and FineTuning (JSONL
+/// datasets) read input from outside and keep their checks.
 let numericSettings: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
 
 let package = Package(
@@ -30,11 +32,10 @@ let package = Package(
         .target(name: "LanguageModel", dependencies: ["Kernels", "ModelFormats", "Tokenizer"],
                 path: "Sources/LanguageModel", swiftSettings: numericSettings),
         .target(name: "SecureCrypto", dependencies: ["CSodium", "SystemIO"], path: "Sources/SecureCrypto"),
-        .target(name: "Privacy", dependencies: ["SecureCrypto", "SystemIO"], path: "Sources/Privacy",
-                swiftSettings: numericSettings),
+        .target(name: "Privacy", dependencies: ["SecureCrypto", "SystemIO"], path: "Sources/Privacy"),
         .target(name: "FineTuning", dependencies: ["Kernels", "ModelFormats", "Tokenizer", "LanguageModel", "Privacy",
                                                    "SecureCrypto", "SystemIO"],
-                path: "Sources/FineTuning", swiftSettings: numericSettings),
+                path: "Sources/FineTuning"),
         .target(name: "SecureAggregation", dependencies: ["SecureCrypto"], path: "Sources/SecureAggregation"),
         .target(name: "Wire", dependencies: ["SecureAggregation", "SecureCrypto", "SystemIO"], path: "Sources/Wire"),
         .target(name: "Transport", dependencies: ["COpenSSL", "SystemIO"], path: "Sources/Transport"),
