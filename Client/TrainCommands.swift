@@ -372,10 +372,12 @@ struct BudgetCommand: ParsableCommand {
     }
 }
 
-/// `privacy epsilon` and `privacy noise`: the accountants from the command line.
+/// `privacy epsilon`, `privacy noise` and `privacy plan`: the accountants from the command line.
 enum PrivacyCommands {
-    static let group = CommandGroup(name: "privacy", abstract: "Privacy accounting: ε from a plan, or the noise for a target ε.",
-                                    commands: [Command(EpsilonCommand.self), Command(NoiseCommand.self)])
+    static let group = CommandGroup(name: "privacy",
+                                    abstract: "Privacy accounting: ε from a plan, the noise for a target ε, N rounds against the ledger.",
+                                    commands: [Command(EpsilonCommand.self), Command(NoiseCommand.self),
+                                               Command(PrivacyPlanCommand.self)])
 }
 
 /// `privacy epsilon`: ε spent by a DP-SGD plan.

@@ -8,7 +8,8 @@ enum CoordinatorCommands {
         Command(DemoCommand.self), Command(DoctorCommand.self),
     ]
     static let groups: [CommandGroup] = [
-        CommandGroup(name: "rounds", abstract: "Start rounds on a running coordinator.", commands: [Command(StartRoundsCommand.self)]),
+        CommandGroup(name: "rounds", abstract: "Start rounds on a running coordinator, or preview a plan's privacy.",
+                     commands: [Command(StartRoundsCommand.self), Command(RoundsPlanCommand.self)]),
     ]
 
     /// `--state` of every command but `init`: the directory `init` made.

@@ -98,6 +98,7 @@ struct StartRoundsCommand: ParsableCommand {
         name: "start", abstract: "Ask a running coordinator for N more rounds.",
         help: """
         usage: conclave-coordinator rounds start --state DIR [--count N] [--wait] [--timeout S] [--json]
+                                                 [--dry-run --config F]
 
           --state DIR   the running coordinator's state directory (its control socket is DIR/control.sock)
           --count N     rounds to run one after another (default 1)
@@ -105,16 +106,20 @@ struct StartRoundsCommand: ParsableCommand {
           --timeout S   with --wait, give up after S seconds (default 3600)
           --json        print {"queued", "first_round"} (with --wait also "rounds": [{"round", "status",
                         "participants", "eval_loss_before", "eval_loss_after", "max_epsilon", "seconds"}])
+          --dry-run     start nothing: print the privacy preview of 'rounds plan' for the N rounds of the
+                        plan in --config F (the coordinator's configuration), with --json its object
 
         examples:
           conclave-coordinator rounds start --state coord --count 3 --wait
           conclave-coordinator rounds start --state coord --wait --timeout 600 --json
+          conclave-coordinator rounds start --state coord --dry-run --config Config/coordinator.json
         """)
 
     static var options: [Option<Self>] {
         [
             .required("--state", \.state), .option("--count", .int(in: 1...10_000), \.count), .flag("--wait", \.wait),
             .option("--timeout", .double(in: 1...1e7), \.timeout), .flag("--json", \.json),
+            .flag("--dry-run", \.dryRun), .option("--config", \.configPath),
         ]
     }
 
@@ -123,10 +128,25 @@ struct StartRoundsCommand: ParsableCommand {
     var wait = false
     var timeout = 3600.0
     var json = false
+    var dryRun = false
+    var configPath: String?
 
-    func validate() throws { try CoordinatorCommands.checkState(state) }
+    func validate() throws {
+        try CoordinatorCommands.checkState(state)
+        guard dryRun else {
+            if configPath != nil { throw UsageError("--config is read only with --dry-run (a running coordinator has its own)") }
+            return
+        }
+        guard let configPath else { throw UsageError("--dry-run needs --config F, the configuration whose plan to preview") }
+        if wait { throw UsageError("--dry-run starts nothing, so there is nothing to --wait for") }
+        try RoundsPlanCommand.checkConfig(configPath)
+    }
 
     func run() throws -> Int32 {
+        if dryRun, let configPath {
+            try RoundsPlanCommand.preview(state: state, configPath: configPath, count: count, json: json)
+            return 0
+        }
         let control = CoordinatorControl(paths: CoordinatorPaths(path: state))
         let first = try control.startRounds(count).firstRound
         var output: [String: Any] = ["queued": count, "first_round": first]

@@ -112,7 +112,7 @@ final class HelpTests: XCTestCase {
                 XCTAssertEqual(command.helpProblems, [], "\(executable) \(command.name)")
             }
         }
-        XCTAssertEqual(commands, 25)
+        XCTAssertEqual(commands, 27)
     }
 
     /// A misspelt flag is named as unknown, with the nearest real one, even when it stands for a required flag.

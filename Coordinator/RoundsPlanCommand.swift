@@ -1,0 +1,71 @@
+import Audit
+import CommandLineParsing
+import CoordinatorService
+import FederationProtocol
+import Foundation
+
+/// `rounds plan`: the privacy of the configured plan over N rounds, before any runs.
+struct RoundsPlanCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        name: "plan", abstract: "Preview the configured plan's privacy over N rounds and what is known of each client's decision.",
+        help: """
+        usage: conclave-coordinator rounds plan --state DIR --config F [--count N] [--json]
+
+          --state DIR   the coordinator's state directory (its registry of enrolled clients)
+          --config F    the coordinator's configuration (its "rounds"."plan")
+          --count N     rounds to preview (default 1)
+          --json        print {"accountant", "delta", "sampling_rate", "noise_multiplier", "steps_per_round",
+                        "round_epsilon", "total_epsilon" (both null without privacy), "rounds": [{"round",
+                        "epsilon"}], "clients": [{"id", "policy", "would_decline", "reason"}]}
+
+        ε is the RDP accountant's at the plan's δ for a client in every round: one round is "steps"
+        compositions of the Poisson-subsampled Gaussian at the plan's q and σ, N rounds N×steps (the
+        figures of 'conclave-client privacy epsilon'). Clients keep their policies to themselves, so
+        for an enrolled client the coordinator says so ("would_decline": null) instead of guessing; each
+        client's operator previews its own ledger with 'conclave-client privacy plan'. Needs no running
+        coordinator; starts nothing.
+
+        examples:
+          conclave-coordinator rounds plan --state coord --config Config/coordinator.json --count 10
+          conclave-coordinator rounds plan --state coord --config Config/coordinator.json --json
+        """)
+
+    static var options: [Option<Self>] {
+        [
+            .required("--state", \.state), .required("--config", \.configPath), .option("--count", .int(in: 1...10_000), \.count),
+            .flag("--json", \.json),
+        ]
+    }
+
+    var state = ""
+    var configPath = ""
+    var count = 1
+    var json = false
+
+    func validate() throws {
+        try CoordinatorCommands.checkState(state)
+        try Self.checkConfig(configPath)
+    }
+
+    static func checkConfig(_ path: String) throws {
+        try PathCheck.inputFile("--config", path, expected: "the coordinator's JSON configuration (see Config/)")
+    }
+
+    func run() throws -> Int32 {
+        try Self.preview(state: state, configPath: configPath, count: count, json: json)
+        return 0
+    }
+
+    /// Prints the preview of `count` rounds (also `rounds start --dry-run`).
+    static func preview(state: String, configPath: String, count: Int, json: Bool) throws {
+        let configuration = try CoordinatorConfiguration.load(URL(fileURLWithPath: configPath))
+        let registry = try ClientRegistry(paths: CoordinatorPaths(path: state))
+        let enrolled = registry.clients.filter { $0.status == .active }.map(\.id)
+        let preview = try PlanPreview(plan: configuration.rounds.plan, count: count, enrolled: enrolled)
+        if json {
+            try JSONOutput.print(encoding: preview)
+        } else {
+            print(preview.text)
+        }
+    }
+}

@@ -1,0 +1,128 @@
+import Foundation
+import Privacy
+import Wire
+
+/// The privacy of a coordinator's training plan before any round runs (`rounds plan`, `rounds start
+/// --dry-run`): ε of one round and after each of N rounds for a client in every round, by the RDP
+/// accountant at the plan's δ (one round is `steps` compositions of the Poisson-subsampled Gaussian
+/// at the plan's q and σ; N rounds are N×steps, as `conclave-client privacy epsilon --steps` counts
+/// them), and for each enrolled client what the coordinator can say of its decision.
+public struct PlanPreview: Encodable, Sendable, Equatable {
+    /// What the coordinator knows of one enrolled client's decision.
+    public struct Client: Encodable, Sendable, Equatable {
+        public var id: String
+        /// The client's policy when the coordinator knows it; clients keep their policies to themselves,
+        /// so today this is always nil and `wouldDecline` is nil (unknown), never guessed.
+        public var policy: ClientPolicy?
+        /// Whether the client would decline every round of the plan on its policy; nil when unknown.
+        public var wouldDecline: Bool?
+        /// The policy's objection, or why nothing can be said.
+        public var reason: String
+
+        enum CodingKeys: String, CodingKey {
+            case id, policy, reason
+            case wouldDecline = "would_decline"
+        }
+
+        public func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(id, forKey: .id)
+            try container.encode(policy, forKey: .policy)
+            try container.encode(wouldDecline, forKey: .wouldDecline)
+            try container.encode(reason, forKey: .reason)
+        }
+    }
+
+    /// ε after a number of rounds.
+    public struct Round: Encodable, Sendable, Equatable {
+        public var round: Int
+        public var epsilon: Double
+    }
+
+    public var samplingRate: Double
+    public var noiseMultiplier: Double
+    public var stepsPerRound: Int
+    public var delta: Double
+    public var accountant: String { AccountantKind.rdp.rawValue }
+    /// ε of one round alone; nil for a plan without differential privacy (σ = 0: ε is unbounded).
+    public var roundEpsilon: Double?
+    /// ε after rounds 1...N for a client that takes part in all of them; empty without privacy.
+    public var rounds: [Round]
+    public var clients: [Client]
+
+    /// Why a client's decision is unknown when the coordinator has no policy for it.
+    public static let unknownPolicy = "the coordinator does not know this client's policy (it stays on the client); "
+        + "preview there with 'conclave-client privacy plan'"
+
+    /// The preview of `count` rounds of `plan` for the `enrolled` client ids, with the policies known for
+    /// some of them (judged by `ClientPolicy.objection`, as the client itself does at an invitation).
+    /// - Throws: `PrivacyParameterError` for a plan the accountant cannot take.
+    public init(plan: TrainingPlan, count: Int, enrolled: [String], knownPolicies: [String: ClientPolicy] = [:]) throws {
+        samplingRate = plan.samplingRate
+        noiseMultiplier = plan.noiseMultiplier
+        stepsPerRound = plan.steps
+        delta = plan.delta
+        if plan.isPrivate {
+            rounds = try (1...max(1, count)).map { round in
+                Round(round: round, epsilon: try PrivacyAccounting.epsilon(
+                    steps: [MechanismSteps(samplingRate: plan.samplingRate, noiseMultiplier: plan.noiseMultiplier,
+                                           steps: plan.steps * round)],
+                    delta: plan.delta, accountant: .rdp))
+            }
+            roundEpsilon = rounds[0].epsilon
+        } else {
+            roundEpsilon = nil
+            rounds = []
+        }
+        clients = enrolled.map { id in
+            guard let policy = knownPolicies[id] else {
+                return Client(id: id, policy: nil, wouldDecline: nil, reason: Self.unknownPolicy)
+            }
+            let objection = policy.objection(to: plan)
+            return Client(id: id, policy: policy, wouldDecline: objection != nil, reason: objection ?? "the policy accepts the plan")
+        }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case accountant, delta, rounds, clients
+        case samplingRate = "sampling_rate", noiseMultiplier = "noise_multiplier", stepsPerRound = "steps_per_round"
+        case roundEpsilon = "round_epsilon", totalEpsilon = "total_epsilon"
+    }
+
+    /// ε after all N rounds; nil without privacy.
+    public var totalEpsilon: Double? { rounds.last?.epsilon }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(accountant, forKey: .accountant)
+        try container.encode(delta, forKey: .delta)
+        try container.encode(samplingRate, forKey: .samplingRate)
+        try container.encode(noiseMultiplier, forKey: .noiseMultiplier)
+        try container.encode(stepsPerRound, forKey: .stepsPerRound)
+        try container.encode(roundEpsilon, forKey: .roundEpsilon)
+        try container.encode(totalEpsilon, forKey: .totalEpsilon)
+        try container.encode(rounds, forKey: .rounds)
+        try container.encode(clients, forKey: .clients)
+    }
+
+    /// The preview as lines for a terminal.
+    public var text: String {
+        var lines = [String(format: "plan: %d steps a round at q %g, σ %g, δ %g (RDP accountant)", stepsPerRound,
+                            samplingRate, noiseMultiplier, delta)]
+        if let roundEpsilon, let totalEpsilon {
+            lines.append(String(format: "ε per round %.6f; after %d round%@ %.6f (a client in every round)", roundEpsilon,
+                                rounds.count, rounds.count == 1 ? "" : "s", totalEpsilon))
+            if rounds.count > 1 {
+                lines += rounds.map { String(format: "  after round %d  ε %.6f", $0.round, $0.epsilon) }
+            }
+        } else {
+            lines.append("the plan has no differential privacy (noise multiplier 0): ε is unbounded")
+        }
+        if clients.isEmpty { lines.append("no enrolled clients") }
+        for client in clients {
+            let verdict = client.wouldDecline.map { $0 ? "would decline" : "would accept" } ?? "decision unknown"
+            lines.append("  \(client.id): \(verdict): \(client.reason)")
+        }
+        return lines.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,104 @@
+import Foundation
+import TestSupport
+import XCTest
+
+/// Previewing a plan's privacy before it runs, as processes: `conclave-client privacy plan` against the
+/// client's own policy and ledger, `conclave-coordinator rounds plan` and `rounds start --dry-run`.
+/// Their figures are `privacy epsilon`'s for N×steps compositions.
+final class PlanPreviewTests: XCTestCase {
+    var directory: URL!
+
+    override func setUpWithError() throws { directory = try Fixtures.temporaryDirectory("plan-preview") }
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: directory) }
+
+    func client(_ arguments: [String]) throws -> Executables.Result { try Executables.run(Executables.client, arguments) }
+    func coordinator(_ arguments: [String]) throws -> Executables.Result { try Executables.run(Executables.coordinator, arguments) }
+
+    /// `privacy epsilon --json`'s ε for `steps` steps at q 0.05, σ 0.9, δ 1e-5.
+    func accountantEpsilon(steps: Int) throws -> Double {
+        let result = try client(["privacy", "epsilon", "--sampling-rate", "0.05", "--noise-multiplier", "0.9",
+                                 "--steps", "\(steps)", "--delta", "1e-5", "--json"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        return try XCTUnwrap(result.json()["epsilon"] as? Double)
+    }
+
+    func testClientPlanAgreesWithPrivacyEpsilonAndFindsTheFirstRefusedRound() throws {
+        let config = directory.appendingPathComponent("client.json")
+        try #"{"model": "m.gguf", "data": "d.jsonl", "eval_data": "e.jsonl", "policy": {"max_epsilon": 4, "delta": 1e-5, "max_steps_per_round": 100}}"#
+            .write(to: config, atomically: true, encoding: .utf8)
+        let state = directory.appendingPathComponent("me")
+        try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
+        let arguments = ["privacy", "plan", "--config", config.path, "--state", state.path, "--rounds", "8",
+                         "--sampling-rate", "0.05", "--noise-multiplier", "0.9", "--steps", "30", "--delta", "1e-5"]
+        let result = try client(arguments + ["--json"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let json = try result.json()
+        XCTAssertEqual(Set(json.keys), ["rounds", "first_refused_round", "round_epsilon", "spent_epsilon", "budget_epsilon",
+                                        "ceiling_epsilon", "delta", "accountant", "policy_objection"])
+        XCTAssertEqual(json["budget_epsilon"] as? Double, 4, "no ledger yet: the budget join would create")
+        XCTAssertEqual(json["spent_epsilon"] as? Double, 0)
+        XCTAssertTrue(json["policy_objection"] is NSNull)
+        XCTAssertEqual(json["round_epsilon"] as! Double, try accountantEpsilon(steps: 30), accuracy: 1e-9)
+        let rounds = try XCTUnwrap(json["rounds"] as? [[String: Any]])
+        XCTAssertEqual(rounds.count, 8)
+        let first = try XCTUnwrap(json["first_refused_round"] as? Int, "\(json)")
+        // Round k charged is k×30 compositions; the first refused one is the first past 4.
+        for k in 1...first {
+            let epsilon = try accountantEpsilon(steps: 30 * k)
+            XCTAssertEqual(rounds[k - 1]["epsilon"] as! Double, epsilon, accuracy: 1e-9, "round \(k)")
+            XCTAssertEqual(rounds[k - 1]["refused"] as? Bool, epsilon > 4, "round \(k)")
+        }
+        XCTAssertGreaterThan(first, 1)
+        XCTAssertTrue(rounds[first...].allSatisfy { $0["refused"] as? Bool == true })
+        XCTAssertFalse(FileManager.default.fileExists(atPath: state.appendingPathComponent("privacy-ledger.json").path),
+                       "a preview writes nothing")
+
+        let text = try client(arguments)
+        XCTAssertEqual(text.status, 0, text.stderr)
+        XCTAssertTrue(text.stdout.contains("round \(first) is the first this client's budget would refuse"), text.stdout)
+
+        // A plan the policy objects to (δ larger than the policy's) is declined whatever the ledger says.
+        let objected = try client(arguments.map { $0 == "1e-5" ? "1e-4" : $0 } + ["--json"]).json()
+        XCTAssertTrue((objected["policy_objection"] as? String)?.contains("δ") == true, "\(objected)")
+    }
+
+    func testCoordinatorPlanAndDryRunShowTheAccountantsFiguresAndUnknownPolicies() throws {
+        let state = directory.appendingPathComponent("coord").path
+        XCTAssertEqual(try coordinator(["init", "--state", state, "--name", "Plan Test", "--host", "127.0.0.1"]).status, 0)
+        let clientState = directory.appendingPathComponent("clinic").path
+        XCTAssertEqual(try client(["init", "--state", clientState, "--name", "clinic-1"]).status, 0)
+        let enrolled = try coordinator(["enroll", "--state", state, "--csr", clientState + "/client.csr",
+                                        "--out", directory.appendingPathComponent("clinic-1.pem").path])
+        XCTAssertEqual(enrolled.status, 0, enrolled.stderr)
+        let plan = #"{"steps": 30, "learning_rate": 0.002, "sampling_rate": 0.05, "noise_multiplier": 0.9, "clip_norm": 1, "delta": 1e-5, "max_length": 64, "rank": 4, "alpha": 8, "targets": ["q_proj"]}"#
+        let config = directory.appendingPathComponent("coordinator.json")
+        try #"{"model": "m.gguf", "rounds": {"min_clients": 1, "max_clients": 4, "fraction": 1, "aggregation": "fedavg", "invite_timeout": 60, "round_timeout": 600, "wait_for_clients": 60, "plan": \#(plan)}}"#
+            .write(to: config, atomically: true, encoding: .utf8)
+
+        let result = try coordinator(["rounds", "plan", "--state", state, "--config", config.path, "--count", "3", "--json"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let json = try result.json()
+        XCTAssertEqual(Set(json.keys), ["accountant", "delta", "sampling_rate", "noise_multiplier", "steps_per_round",
+                                        "round_epsilon", "total_epsilon", "rounds", "clients"])
+        let rounds = try XCTUnwrap(json["rounds"] as? [[String: Any]])
+        XCTAssertEqual(rounds.count, 3)
+        for k in 1...3 {
+            XCTAssertEqual(rounds[k - 1]["epsilon"] as! Double, try accountantEpsilon(steps: 30 * k), accuracy: 1e-9)
+        }
+        XCTAssertEqual(json["total_epsilon"] as! Double, rounds[2]["epsilon"] as! Double)
+        // The coordinator knows no client's policy: it says so instead of guessing.
+        let clients = try XCTUnwrap(json["clients"] as? [[String: Any]])
+        XCTAssertEqual(clients.map { $0["id"] as? String }, ["clinic-1"])
+        XCTAssertTrue(clients[0]["would_decline"] is NSNull && clients[0]["policy"] is NSNull, "\(clients)")
+        XCTAssertTrue((clients[0]["reason"] as? String)?.contains("does not know this client's policy") == true)
+
+        // `rounds start --dry-run` is the same preview, and starts nothing (no coordinator runs here).
+        let dry = try coordinator(["rounds", "start", "--state", state, "--dry-run", "--config", config.path, "--json"])
+        XCTAssertEqual(dry.status, 0, dry.stderr)
+        let one = try coordinator(["rounds", "plan", "--state", state, "--config", config.path, "--json"])
+        XCTAssertEqual(dry.stdout, one.stdout)
+        let missing = try coordinator(["rounds", "start", "--state", state, "--dry-run"])
+        XCTAssertNotEqual(missing.status, 0)
+        XCTAssertTrue(missing.stderr.contains("--dry-run needs --config"), missing.stderr)
+    }
+}
