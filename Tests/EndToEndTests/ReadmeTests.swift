@@ -31,7 +31,13 @@ final class ReadmeTests: XCTestCase {
                 words.removeFirst(3)
             }
             guard words.first == "conclave-client", words.count > 1, Self.runnable.contains(words[1]) else { continue }
-            let arguments = words.dropFirst().map { Self.resolve($0, in: directory) }
+            var arguments = words.dropFirst().map { Self.resolve($0, in: directory) }
+            // `--state NAME` (`privacy plan`): a fresh state directory, named bare in the output like outputs.
+            if let flag = arguments.firstIndex(of: "--state"), flag + 1 < arguments.count {
+                let state = directory.appendingPathComponent(arguments[flag + 1])
+                try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
+                arguments[flag + 1] = state.path
+            }
             let result = try Executables.run(Executables.client, Array(arguments), stdin: input)
             XCTAssertEqual(result.status, 0, "\(example.command): \(result.stderr)")
             ran += 1
