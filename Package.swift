@@ -4,8 +4,9 @@
 import PackageDescription
 
 /// Numeric code is compiled with bounds checks off in release; every kernel keeps a checked naive twin.
-/// Only the kernels and the transformer: Privacy (accountants, the ledger file) and FineTuning (JSONL
-/// datasets) read input from outside and keep their checks.
+/// Only the kernels and the transformer, whose entry points throw on anything from outside (token ids,
+/// label counts, context length; tensor shapes are checked by ModelFormats and the loader). Privacy
+/// (accountants, the ledger file), FineTuning (JSONL datasets) and the benchmarks keep their checks.
 let numericSettings: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
 
 let package = Package(
@@ -81,11 +82,11 @@ let package = Package(
         // Benchmarks: executables, never part of `swift test`.
         .executableTarget(name: "conclave-bench-inference",
                           dependencies: ["CommandLineParsing", "SystemIO", "Kernels", "LanguageModel"],
-                          path: "Benchmarks/InferenceBenchmark", swiftSettings: numericSettings),
+                          path: "Benchmarks/InferenceBenchmark"),
         .executableTarget(name: "conclave-bench-secagg",
                           dependencies: ["CommandLineParsing", "SystemIO", "SecureCrypto", "SecureAggregation", "Wire",
                                          "FederationProtocol"],
-                          path: "Benchmarks/SecureAggregationBenchmark", swiftSettings: numericSettings),
+                          path: "Benchmarks/SecureAggregationBenchmark"),
         .executableTarget(name: "conclave-bench-privacy-audit",
                           dependencies: ["CommandLineParsing", "SystemIO", "LanguageModel", "FineTuning", "Privacy"],
                           path: "Benchmarks/PrivacyAudit"),

@@ -6,6 +6,7 @@ public enum LanguageModelError: Error, CustomStringConvertible, Sendable {
     case adapter(String, String)
     case tokenOutOfRange(token: Int, vocabularySize: Int)
     case contextTooLong(tokens: Int, maximum: Int)
+    case labelsMismatch(tokens: Int, labels: Int)
 
     public var description: String {
         switch self {
@@ -14,6 +15,8 @@ public enum LanguageModelError: Error, CustomStringConvertible, Sendable {
         case .unsupportedModel(let file, let problem): return "\(file): \(problem)"
         case .adapter(let source, let problem): return "adapter \(source): \(problem)"
         case .tokenOutOfRange(let token, let size): return "token id \(token) is outside the vocabulary (0..<\(size))"
+        case .labelsMismatch(let tokens, let labels):
+            return "\(labels) labels for \(tokens) tokens; a record needs one label per token"
         case .contextTooLong(let tokens, let maximum):
             return "sequence of \(tokens) tokens exceeds the model's context of \(maximum)"
         }

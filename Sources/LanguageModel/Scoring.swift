@@ -17,7 +17,10 @@ extension LlamaModel {
     /// a label of −100 is not counted. `labels` defaults to the tokens themselves.
     public func score(tokens: [Int], labels: [Int]? = nil) throws -> SequenceScore {
         let labels = labels ?? tokens
-        precondition(labels.count == tokens.count, "labels and tokens differ in length")
+        // Thrown, not a precondition: this module builds with -Ounchecked, which drops preconditions.
+        guard labels.count == tokens.count else {
+            throw LanguageModelError.labelsMismatch(tokens: tokens.count, labels: labels.count)
+        }
         var score = SequenceScore(countedTokens: 0, totalLoss: 0, correct: 0)
         guard tokens.count >= 2 else { return score }
         // The last position predicts nothing, so it is not run through the output head.

@@ -50,7 +50,8 @@ extension LlamaModel {
         -> (loss: Double, countedTokens: Int) {
         let c = configuration
         let n = tokens.count
-        precondition(labels.count == n, "labels and tokens differ in length")
+        // Thrown, not a precondition: this module builds with -Ounchecked, which drops preconditions.
+        guard labels.count == n else { throw LanguageModelError.labelsMismatch(tokens: n, labels: labels.count) }
         guard n <= c.maxPositionEmbeddings else {
             throw LanguageModelError.contextTooLong(tokens: n, maximum: c.maxPositionEmbeddings)
         }

@@ -103,6 +103,11 @@ final class TinyLlamaReferenceTests: XCTestCase {
         XCTAssertThrowsError(try model.score(tokens: [Int](repeating: 1, count: 129))) {
             XCTAssertTrue("\($0)".contains("context"), "\($0)")
         }
+        // In release this module has no preconditions (-Ounchecked): unequal labels must throw, not read past the end.
+        XCTAssertThrowsError(try model.score(tokens: [1, 2, 3], labels: [1, 2])) {
+            XCTAssertTrue("\($0)".contains("2 labels for 3 tokens"), "\($0)")
+        }
+        XCTAssertNoThrow(try model.score(tokens: [1, 2, 3], labels: [1, 2, 3]))
     }
 }
 
