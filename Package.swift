@@ -38,7 +38,7 @@ let package = Package(
                                                    "SecureCrypto", "SystemIO"],
                 path: "Sources/FineTuning"),
         .target(name: "SecureAggregation", dependencies: ["SecureCrypto"], path: "Sources/SecureAggregation"),
-        .target(name: "Wire", dependencies: ["SecureAggregation", "SecureCrypto", "SystemIO"], path: "Sources/Wire"),
+        .target(name: "Wire", dependencies: ["SecureAggregation", "SecureCrypto", "Privacy", "SystemIO"], path: "Sources/Wire"),
         .target(name: "Transport", dependencies: ["COpenSSL", "SystemIO"], path: "Sources/Transport"),
         .target(name: "Audit", dependencies: ["Wire", "SecureCrypto", "SystemIO"], path: "Sources/Audit"),
         .target(name: "FederationProtocol",

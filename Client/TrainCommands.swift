@@ -18,8 +18,8 @@ struct TrainCommand: ParsableCommand {
                                      [--batch-size B] [--gradient-accumulation K] [--lr X] [--warmup N]
                                      [--schedule constant|linear|cosine] [--weight-decay W] [--max-length L]
                                      [--dp] [--noise-multiplier σ | --target-epsilon ε] [--clip C] [--delta δ]
-                                     [--accountant rdp|pld] [--budget-epsilon E] [--seed S] [--precision P]
-                                     [--threads N] [--json]
+                                     [--accountant rdp|pld] [--privacy-unit record|user] [--budget-epsilon E]
+                                     [--seed S] [--precision P] [--threads N] [--json]
 
           --model M                 a .gguf file or an HF directory (the frozen base, used as stored)
           --data D                  JSONL training records (one line is one record for privacy)
@@ -30,7 +30,8 @@ struct TrainCommand: ParsableCommand {
           --rank r, --alpha a       LoRA rank (default 8) and alpha (default 16)
           --targets LIST            comma-separated modules (default q_proj,k_proj,v_proj,o_proj)
           --steps N | --epochs E    optimizer steps, or passes over the data (default 1 epoch)
-          --batch-size B            expected records per step (Poisson sampling, rate q = B·K/N; default 8)
+          --batch-size B            expected records (users, at --privacy-unit user) per step (Poisson sampling,
+                                    rate q = B·K/N, N records or users; default 8)
           --gradient-accumulation K records per step multiplied by K (default 1)
           --lr X                    peak learning rate (default 0.002); --warmup N steps (default 0);
           --schedule S              decay after warm-up: constant, linear (default) or cosine
@@ -38,14 +39,19 @@ struct TrainCommand: ParsableCommand {
           --dp                      DP-SGD: per-record clipping to --clip C (default 1.0) and Gaussian noise
           --noise-multiplier σ      noise standard deviation σ·C; or --target-epsilon ε to calibrate σ
           --delta δ                 δ of the guarantee (default 1e-5); --accountant rdp (default) or pld
+          --privacy-unit U          whom ε protects: record (default, one JSONL line) or user (every record with
+                                    the same "user" field, required on every line): users are sampled, and each
+                                    sampled user's records (at most \(TrainingConfiguration.defaultRecordsPerUserPerStep) per step, drawn at random) give one
+                                    summed gradient clipped to C; the ledger in --state must count the same unit
           --budget-epsilon E        create the ledger in --state with this ε budget (at δ) if it has none
           --seed S                  seed of the adapter's public initialisation (default 0)
         \(ModelCommands.precisionHelp)
         \(ModelCommands.threadsHelp)
           --json                    print {"steps", "tokens", "train_loss", "eval_loss", "eval_loss_before",
                                     "epsilon", "delta", "noise_multiplier", "clip_norm", "sampling_rate",
-                                    "tokens_per_second", "seconds", "peak_rss_bytes", "adapter", "ledger",
-                                    "ledger_epsilon_spent", "ledger_epsilon_budget"}
+                                    "privacy_unit", "sampling_units", "tokens_per_second", "seconds",
+                                    "peak_rss_bytes", "adapter", "ledger", "ledger_epsilon_spent",
+                                    "ledger_epsilon_budget"}
         Progress (step, loss, tokens/s, ε so far, ETA; held-out evaluations with their ETA) goes to standard
         error. The summary gives this run's ε and, with --state, the ledger's ε spent of its budget.
 
@@ -53,6 +59,8 @@ struct TrainCommand: ParsableCommand {
           conclave-client train --model models/SmolLM2-135M-Instruct.Q4_1.gguf --data cardio.jsonl --out adapter --steps 20
           conclave-client train --model models/SmolLM2-135M-Instruct.Q4_1.gguf --data cardio.jsonl --eval-data cardio.heldout.jsonl \\
               --out adapter --state me --budget-epsilon 10 --dp --target-epsilon 8 --steps 40 --batch-size 16
+          conclave-client train --model models/SmolLM2-135M-Instruct.Q4_1.gguf --data patients.jsonl --out adapter \\
+              --state me-users --budget-epsilon 10 --dp --noise-multiplier 1.1 --privacy-unit user --batch-size 4 --steps 20
         """)
 
     static var options: [Option<Self>] {
@@ -70,7 +78,8 @@ struct TrainCommand: ParsableCommand {
             .option("--noise-multiplier", .double(in: 1e-6...1e6), \.noiseMultiplier),
             .option("--target-epsilon", .double(in: 1e-6...1e6), \.targetEpsilon),
             .option("--clip", .double(in: 1e-9...1e9), \.clip), .option("--delta", .double(in: 1e-300...0.999_999), \.delta),
-            .option("--accountant", .choice, \.accountant), .option("--budget-epsilon", .double(in: 1e-6...1e6), \.budgetEpsilon),
+            .option("--accountant", .choice, \.accountant), .option("--privacy-unit", .choice, \.privacyUnit),
+            .option("--budget-epsilon", .double(in: 1e-6...1e6), \.budgetEpsilon),
             .option("--seed", .unsigned, \.seed), .option("--precision", .choice, \.precision),
             .option("--threads", .int(in: 1...256), \.threads), .flag("--json", \.json),
         ]
@@ -99,6 +108,7 @@ struct TrainCommand: ParsableCommand {
     var clip = 1.0
     var delta = 1e-5
     var accountant = AccountantKind.rdp
+    var privacyUnit = PrivacyUnit.record
     var budgetEpsilon: Double?
     /// The adapter's public initialisation.
     var seed: UInt64 = 0
@@ -153,6 +163,7 @@ struct TrainCommand: ParsableCommand {
         configuration.decay = schedule
         configuration.weightDecay = weightDecay
         configuration.initializationSeed = seed
+        configuration.privacyUnit = privacyUnit
         return configuration
     }
 
@@ -162,7 +173,7 @@ struct TrainCommand: ParsableCommand {
         model.precision = precision
         let c = model.configuration
         let examples = try Dataset.load(URL(fileURLWithPath: dataPath), tokenizer: loaded.tokenizer, maxLength: maxLength,
-                                        vocabularySize: c.vocabSize)
+                                        vocabularySize: c.vocabSize, requireUser: privacyUnit == .user)
         let evalExamples = try evalPath.map {
             try Dataset.load(URL(fileURLWithPath: $0), tokenizer: loaded.tokenizer, maxLength: maxLength, vocabularySize: c.vocabSize)
         }
@@ -195,6 +206,11 @@ struct TrainCommand: ParsableCommand {
         if !json, let p = configuration.privacy {
             StandardError.write(String(format: "DP-SGD: q %.5f, σ %.4f, C %g, %d steps, δ %g (%@)\n", trainer.samplingRate,
                                        p.noiseMultiplier, p.clipNorm, trainer.totalSteps, p.delta, p.accountant.rawValue))
+        }
+        if !json && privacyUnit == .user {
+            StandardError.write("privacy unit user: \(trainer.units.count) users (\(examples.count) records); each step samples "
+                                + "users and clips each one's summed gradient, at most "
+                                + "\(configuration.recordsPerUserPerStep) records per user per step\n")
         }
         let result = try trainer.train(progress: progress)
         let adapter = result.lora.adapter()
@@ -233,7 +249,7 @@ struct TrainCommand: ParsableCommand {
         let directory = URL(fileURLWithPath: statePath)
         let exists = FileManager.default.fileExists(atPath: directory.appendingPathComponent(PrivacyLedger.fileName).path)
         let budget = exists ? nil : budgetEpsilon.map {
-            PrivacyBudget(epsilon: $0, delta: privacy.delta, accountant: privacy.accountant)
+            PrivacyBudget(epsilon: $0, delta: privacy.delta, accountant: privacy.accountant, unit: privacyUnit)
         }
         if !exists && budget == nil {
             throw UsageError("no privacy ledger in \(statePath): give --budget-epsilon to create one")
@@ -242,12 +258,17 @@ struct TrainCommand: ParsableCommand {
         guard ledger.budget.delta == privacy.delta else {
             throw UsageError("--delta \(privacy.delta) differs from the ledger's δ \(ledger.budget.delta) in \(statePath)")
         }
+        guard ledger.budget.unit == privacyUnit else {
+            throw UsageError("--privacy-unit \(privacyUnit.rawValue) differs from the ledger's unit in \(statePath): it counts "
+                             + "ε per \(ledger.budget.unit.rawValue); ε per record and ε per user do not compose in one ledger, "
+                             + "so give --privacy-unit \(ledger.budget.unit.rawValue) or a --state of its own")
+        }
         let receipt = try ledger.chargeBeforeTraining(mechanism, clipNorm: privacy.clipNorm,
-                                                      purpose: "run:\(UUID().uuidString.lowercased())").receipt()
+                                                      purpose: "run:\(UUID().uuidString.lowercased())", unit: privacyUnit).receipt()
         if !json {
-            StandardError.write(String(format: "ledger %@: charged this run, ε spent %.4f of %.4f (δ %g)\n",
+            StandardError.write(String(format: "ledger %@: charged this run, ε spent %.4f of %.4f (δ %g, per %@)\n",
                                        ledger.fileURL.path, receipt.epsilon, ledger.budget.epsilon,
-                                       ledger.budget.delta))
+                                       ledger.budget.delta, ledger.budget.unit.rawValue))
         }
         return ChargedLedger(path: ledger.fileURL.path, spent: receipt.epsilon, budget: ledger.budget.epsilon)
     }
@@ -261,6 +282,7 @@ struct TrainCommand: ParsableCommand {
             "epsilon": result.epsilon ?? NSNull(), "delta": privacy?.delta ?? NSNull(),
             "noise_multiplier": privacy?.noiseMultiplier ?? NSNull(),
             "clip_norm": privacy?.clipNorm ?? NSNull(), "sampling_rate": result.samplingRate,
+            "privacy_unit": result.privacyUnit.rawValue, "sampling_units": result.samplingUnits,
             "tokens_per_second": result.tokensPerSecond, "seconds": result.seconds,
             "peak_rss_bytes": ProcessStatistics.peakResidentBytes(), "adapter": outPath, "ledger": ledger?.path ?? NSNull(),
             "ledger_epsilon_spent": ledger?.spent ?? NSNull(), "ledger_epsilon_budget": ledger?.budget ?? NSNull(),
@@ -272,7 +294,7 @@ struct TrainCommand: ParsableCommand {
                               result.trainLoss, result.tokensPerSecond)
             if let evalBefore, let evalAfter { line += String(format: "; held-out loss %.4f → %.4f", evalBefore, evalAfter) }
             if let epsilon = result.epsilon, let p = privacy {
-                line += String(format: "; ε %.3f at δ %g", epsilon, p.delta)
+                line += String(format: "; ε %.3f at δ %g per %@", epsilon, p.delta, result.privacyUnit.rawValue)
             }
             if let ledger { line += String(format: "; ledger ε spent %.3f of %g", ledger.spent, ledger.budget) }
             print(line)
@@ -286,14 +308,17 @@ struct BudgetCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         name: "budget", abstract: "Show (or set) the privacy budget and what this client has spent.",
         help: """
-        usage: conclave-client budget --state DIR [--set-epsilon E --delta δ [--accountant rdp|pld]] [--json] [--html F]
+        usage: conclave-client budget --state DIR [--set-epsilon E --delta δ [--accountant rdp|pld]
+                                     [--privacy-unit record|user]] [--json] [--html F]
 
           --state DIR        the client's state directory (its privacy-ledger.json)
           --set-epsilon E    create the ledger with budget E, or change the budget of an existing one
           --delta δ          δ of the budget (required with --set-epsilon)
+          --privacy-unit U   whom the ledger's ε protects, record (default) or user; set when it is created
+                             (a ledger with charges keeps its unit)
           --json             print {"epsilon_spent", "epsilon_budget", "epsilon_left", "delta", "accountant",
-                             "entries": [{"purpose", "date", "sampling_rate", "noise_multiplier", "clip_norm",
-                             "steps", "cumulative_epsilon"}]}
+                             "unit", "entries": [{"purpose", "date", "sampling_rate", "noise_multiplier",
+                             "clip_norm", "steps", "unit", "cumulative_epsilon"}]}
           --html F           also write the ledger as a self-contained HTML page to F: cumulative ε per charge
                              against the budget, and every charge's parameters
 
@@ -306,7 +331,7 @@ struct BudgetCommand: ParsableCommand {
         [
             .required("--state", \.statePath), .option("--set-epsilon", .double(in: 1e-6...1e6), \.setEpsilon),
             .option("--delta", .double(in: 1e-300...0.999_999), \.delta), .option("--accountant", .choice, \.accountant),
-            .flag("--json", \.json), .option("--html", \.htmlPath),
+            .option("--privacy-unit", .choice, \.privacyUnit), .flag("--json", \.json), .option("--html", \.htmlPath),
         ]
     }
 
@@ -314,11 +339,13 @@ struct BudgetCommand: ParsableCommand {
     var setEpsilon: Double?
     var delta: Double?
     var accountant = AccountantKind.rdp
+    var privacyUnit: PrivacyUnit?
     var json = false
     var htmlPath: String?
 
     func validate() throws {
         if setEpsilon != nil && delta == nil { throw UsageError("--set-epsilon needs --delta") }
+        if privacyUnit != nil && setEpsilon == nil { throw UsageError("--privacy-unit needs --set-epsilon (it is part of the budget)") }
         try PathCheck.outputDirectory("--state", statePath, expected: "the client's state directory (its privacy-ledger.json)")
         if let htmlPath { try PathCheck.outputFile("--html", htmlPath, expected: "the HTML page to write") }
     }
@@ -327,13 +354,14 @@ struct BudgetCommand: ParsableCommand {
         let directory = URL(fileURLWithPath: statePath)
         var ledger: PrivacyLedger
         if let setEpsilon, let delta {
-            let budget = PrivacyBudget(epsilon: setEpsilon, delta: delta, accountant: accountant)
             let exists = FileManager.default.fileExists(atPath: directory.appendingPathComponent(PrivacyLedger.fileName).path)
             if exists {
                 ledger = try PrivacyLedger(directory: directory)
-                try ledger.updateBudget(budget)
+                try ledger.updateBudget(PrivacyBudget(epsilon: setEpsilon, delta: delta, accountant: accountant,
+                                                      unit: privacyUnit ?? ledger.budget.unit))
             } else {
-                ledger = try PrivacyLedger(directory: directory, creatingWith: budget)
+                ledger = try PrivacyLedger(directory: directory, creatingWith: PrivacyBudget(
+                    epsilon: setEpsilon, delta: delta, accountant: accountant, unit: privacyUnit ?? .record))
             }
         } else {
             ledger = try PrivacyLedger(directory: directory)
@@ -350,18 +378,21 @@ struct BudgetCommand: ParsableCommand {
             try JSONOutput.print([
                 "epsilon_spent": ledger.spentEpsilon, "epsilon_budget": ledger.budget.epsilon,
                 "epsilon_left": ledger.remainingEpsilon, "delta": ledger.budget.delta,
-                "accountant": ledger.budget.accountant.rawValue, "ledger": ledger.fileURL.path,
+                "accountant": ledger.budget.accountant.rawValue, "unit": ledger.budget.unit.rawValue,
+                "ledger": ledger.fileURL.path,
                 "entries": ledger.entries.map { entry -> [String: Any] in
                     ["purpose": entry.purpose, "date": formatter.string(from: entry.date),
                      "sampling_rate": entry.samplingRate, "noise_multiplier": entry.noiseMultiplier,
                      "clip_norm": entry.clipNorm, "steps": entry.steps, "delta": entry.delta,
-                     "accountant": entry.accountant.rawValue, "cumulative_epsilon": entry.cumulativeEpsilon]
+                     "accountant": entry.accountant.rawValue, "unit": entry.unit.rawValue,
+                     "cumulative_epsilon": entry.cumulativeEpsilon]
                 },
             ])
         } else {
-            print(String(format: "%@: ε spent %.4f of %.4f (left %.4f) at δ %g, %@ accountant, %d entries",
+            print(String(format: "%@: ε spent %.4f of %.4f (left %.4f) at δ %g per %@, %@ accountant, %d entries",
                          ledger.fileURL.path, ledger.spentEpsilon, ledger.budget.epsilon, ledger.remainingEpsilon,
-                         ledger.budget.delta, ledger.budget.accountant.rawValue, ledger.entries.count))
+                         ledger.budget.delta, ledger.budget.unit.rawValue, ledger.budget.accountant.rawValue,
+                         ledger.entries.count))
             for entry in ledger.entries {
                 print(String(format: "  %@  %@  q %.5f  σ %.4f  C %g  %d steps  → ε %.4f", formatter.string(from: entry.date),
                              entry.purpose, entry.samplingRate, entry.noiseMultiplier, entry.clipNorm, entry.steps,

@@ -152,11 +152,19 @@ public final class ClientRunner: @unchecked Sendable {
                                    + "host or address in its certificate and that both machines' clocks are right")
     }
 
+    /// The ledger in the state directory, created with the policy's budget and unit; an existing one
+    /// that counts another unit than the policy's is an error at start, not a refusal in every round.
     private func openLedger() throws -> PrivacyLedger {
-        let budget = PrivacyBudget(epsilon: configuration.policy.maxEpsilon, delta: configuration.policy.delta,
-                                   accountant: .rdp)
+        let policy = configuration.policy
+        let budget = PrivacyBudget(epsilon: policy.maxEpsilon, delta: policy.delta, accountant: .rdp, unit: policy.privacyUnit)
         if FileManager.default.fileExists(atPath: paths.root.appendingPathComponent(PrivacyLedger.fileName).path) {
-            return try PrivacyLedger(directory: paths.root)
+            let ledger = try PrivacyLedger(directory: paths.root)
+            guard ledger.budget.unit == policy.privacyUnit else {
+                throw PrivacyLedgerError.invalid(path: ledger.fileURL.path, reason: "it counts ε per \(ledger.budget.unit.rawValue), "
+                    + "the policy's privacy_unit is \(policy.privacyUnit.rawValue); set policy.privacy_unit to "
+                    + "\(ledger.budget.unit.rawValue), or give this client a new state directory for \(policy.privacyUnit.rawValue)-level rounds")
+            }
+            return ledger
         }
         return try PrivacyLedger(directory: paths.root, creatingWith: budget)
     }
@@ -244,7 +252,7 @@ public final class ClientRunner: @unchecked Sendable {
                 var ledger = try openLedger()
                 let charge = try ledger.chargeBeforeTraining(request.mechanism, clipNorm: request.clipNorm,
                                                              purpose: "round \(round) at \(address.host):\(address.port)",
-                                                             ceiling: request.ceiling)
+                                                             ceiling: request.ceiling, unit: request.unit)
                 if case let .charged(receipt) = charge {
                     events?.emit("charged", round: round, ["epsilon": .double(receipt.epsilon),
                                                            "delta": .double(receipt.budget.delta),
@@ -298,7 +306,8 @@ public final class ClientRunner: @unchecked Sendable {
         var examples: [TokenizedExample], evalExamples: [TokenizedExample]
         do {
             examples = try Dataset.load(URL(fileURLWithPath: configuration.data), tokenizer: tokenizer,
-                                        maxLength: plan.maxLength, vocabularySize: model.configuration.vocabSize)
+                                        maxLength: plan.maxLength, vocabularySize: model.configuration.vocabSize,
+                                        requireUser: plan.privacyUnit == .user)
             evalExamples = try Dataset.load(URL(fileURLWithPath: configuration.evalData), tokenizer: tokenizer,
                                             maxLength: plan.maxLength, vocabularySize: model.configuration.vocabSize)
         } catch {
@@ -306,6 +315,12 @@ public final class ClientRunner: @unchecked Sendable {
         }
         // Each repetition of each canary is one more record: DP-SGD samples and accounts for them all.
         if let canaries { examples = canaries.planted(into: examples) }
+        if plan.privacyUnit == .user {
+            // A planted canary is a person of its own (a random id no dataset user can hold by chance).
+            for index in examples.indices where examples[index].user == nil {
+                examples[index].user = "canary \(UUID().uuidString)"
+            }
+        }
         do {
             let trainer = try LoRATrainer(model: model, examples: examples, configuration: Self.training(plan, layout: layout),
                                           initial: TrainableLoRA.from(globalAdapter, for: model))
@@ -325,6 +340,7 @@ public final class ClientRunner: @unchecked Sendable {
         training.steps = plan.steps
         training.learningRate = plan.learningRate
         training.samplingRate = plan.samplingRate
+        training.privacyUnit = plan.privacyUnit
         training.decay = .constant
         if plan.isPrivate {
             training.privacy = DifferentialPrivacy(noiseMultiplier: plan.noiseMultiplier, clipNorm: plan.clipNorm,

@@ -198,7 +198,7 @@ public struct ClientAgent: Sendable {
         }
         state = .charging(work, examples: preparation.examples)
         return [.charge(round: round, ChargeRequest(mechanism: preparation.mechanism, clipNorm: work.invite.plan.clipNorm,
-                                                    ceiling: policy.maxEpsilon))]
+                                                    ceiling: policy.maxEpsilon, unit: work.invite.plan.privacyUnit))]
     }
 
     /// The driver could not prepare the round (its data, or a plan the trainer refuses): decline.
@@ -459,11 +459,14 @@ public struct ChargeRequest: Sendable, Equatable {
     public var clipNorm: Double
     /// The policy's ε: a charge that would pass it is refused, even within the ledger's budget.
     public var ceiling: Double
+    /// Whom the run's ε protects (the plan's privacy unit), charged as such.
+    public var unit: PrivacyUnit
 
-    public init(mechanism: MechanismSteps?, clipNorm: Double, ceiling: Double) {
+    public init(mechanism: MechanismSteps?, clipNorm: Double, ceiling: Double, unit: PrivacyUnit = .record) {
         self.mechanism = mechanism
         self.clipNorm = clipNorm
         self.ceiling = ceiling
+        self.unit = unit
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Privacy
 import Wire
 
 /// What a client agrees to, whatever a coordinator's plan asks (the ledger's budget is enforced
@@ -11,12 +12,17 @@ public struct ClientPolicy: Codable, Sendable, Equatable {
     public var maxStepsPerRound: Int
     /// Whether it refuses plans without differential privacy.
     public var requirePrivacy: Bool
+    /// Whom its ε protects (JSON `privacy_unit`, default `record`): the unit its ledger counts and the
+    /// one a private plan must train at.
+    public var privacyUnit: PrivacyUnit
 
-    public init(maxEpsilon: Double, delta: Double, maxStepsPerRound: Int, requirePrivacy: Bool = true) {
+    public init(maxEpsilon: Double, delta: Double, maxStepsPerRound: Int, requirePrivacy: Bool = true,
+                privacyUnit: PrivacyUnit = .record) {
         self.maxEpsilon = maxEpsilon
         self.delta = delta
         self.maxStepsPerRound = maxStepsPerRound
         self.requirePrivacy = requirePrivacy
+        self.privacyUnit = privacyUnit
     }
 
     enum CodingKeys: String, CodingKey {
@@ -24,20 +30,32 @@ public struct ClientPolicy: Codable, Sendable, Equatable {
         case maxEpsilon = "max_epsilon"
         case maxStepsPerRound = "max_steps_per_round"
         case requirePrivacy = "require_privacy"
+        case privacyUnit = "privacy_unit"
     }
 
-    /// `require_privacy` may be left out; it defaults to true.
+    /// `require_privacy` may be left out (it defaults to true), and `privacy_unit` (`record`).
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         maxEpsilon = try container.decode(Double.self, forKey: .maxEpsilon)
         delta = try container.decode(Double.self, forKey: .delta)
         maxStepsPerRound = try container.decode(Int.self, forKey: .maxStepsPerRound)
         requirePrivacy = try container.decodeIfPresent(Bool.self, forKey: .requirePrivacy) ?? true
+        privacyUnit = try container.decodeIfPresent(PrivacyUnit.self, forKey: .privacyUnit) ?? .record
     }
 
-    /// Nil when the plan is acceptable, else the reason to decline it.
+    /// Nil when the plan is acceptable, else the reason to decline it. A private plan must train at the
+    /// policy's unit: a weaker one (records, where users are required) protects less than promised, and
+    /// a stronger one cannot be charged to this client's ledger, which counts ε at the policy's unit.
     public func objection(to plan: TrainingPlan) -> String? {
         if requirePrivacy && !plan.isPrivate { return "policy: the plan has no differential privacy (noise multiplier 0)" }
+        if plan.isPrivate && !plan.privacyUnit.meets(privacyUnit) {
+            return "policy: the plan's privacy unit is \(plan.privacyUnit.rawValue), weaker than the \(privacyUnit.rawValue) "
+                + "this client requires"
+        }
+        if plan.isPrivate && plan.privacyUnit != privacyUnit {
+            return "policy: the plan's privacy unit is \(plan.privacyUnit.rawValue), this client's ledger counts ε per "
+                + "\(privacyUnit.rawValue) (its policy's privacy_unit)"
+        }
         if plan.delta > delta {
             return "policy: the plan's δ \(plan.delta) is larger than this client's δ \(delta)"
         }

@@ -9,12 +9,15 @@ public struct TokenizedExample: Sendable, Equatable {
     public var labels: [Int]
     /// The 1-based line of the JSONL file it came from.
     public var line: Int
+    /// The record's `user` field: the person it is about, the unit of user-level privacy (nil when absent).
+    public var user: String?
 
-    public init(ids: [Int], labels: [Int], line: Int) {
+    public init(ids: [Int], labels: [Int], line: Int, user: String? = nil) {
         precondition(ids.count == labels.count, "ids and labels differ in length")
         self.ids = ids
         self.labels = labels
         self.line = line
+        self.user = user
     }
 
     /// Tokens that carry a loss (labels after the first position that are not −100).
@@ -44,10 +47,14 @@ public struct DatasetError: Error, CustomStringConvertible, Sendable {
 /// - `{"prompt": "...", "completion": "..."}`: loss on the completion and a closing end-of-sequence token;
 /// - `{"messages": [{"role": "...", "content": "..."}, ...]}`: the chat template; loss on assistant turns;
 /// - `{"input_ids": [...], "labels": [...]?}`: pre-tokenized; label −100 means no loss.
-/// Blank lines are skipped.
+/// Any of them may carry `"user": "..."` (a non-empty string of at most `maximumUserBytes` bytes, or a
+/// non-negative integer, read as its decimal digits): the person the record is about, the unit of
+/// `--privacy-unit user`, under which every record must have one. Blank lines are skipped.
 public enum Dataset {
     /// Largest dataset file read (bytes); larger files are refused before reading.
     public static let maximumFileBytes = 2 << 30
+    /// Longest `user` value accepted (UTF-8 bytes).
+    public static let maximumUserBytes = 256
 
     /// Reads and tokenizes every record of a JSONL file.
     ///
@@ -55,8 +62,10 @@ public enum Dataset {
     ///   - tokenizer: needed for text records; nil allows pre-tokenized records only.
     ///   - maxLength: records longer than this many tokens are refused with their line number.
     ///   - vocabularySize: pre-tokenized ids and labels must lie below it.
-    public static func load(_ url: URL, tokenizer: BPETokenizer?, maxLength: Int?, vocabularySize: Int)
-        throws -> [TokenizedExample] {
+    ///   - requireUser: every record must have a `user` field (`--privacy-unit user`); the first without
+    ///     one is an error naming its line.
+    public static func load(_ url: URL, tokenizer: BPETokenizer?, maxLength: Int?, vocabularySize: Int,
+                            requireUser: Bool = false) throws -> [TokenizedExample] {
         let name = url.path
         let attributes: [FileAttributeKey: Any]
         do { attributes = try FileManager.default.attributesOfItem(atPath: url.path) } catch {
@@ -78,6 +87,10 @@ public enum Dataset {
             if trimmed.allSatisfy({ $0 == 32 || $0 == 9 || $0 == 13 }) { continue }
             let example = try parse(Data(rawLine), file: name, line: lineNumber, tokenizer: tokenizer,
                                     vocabularySize: vocabularySize)
+            if requireUser && example.user == nil {
+                throw DatasetError(file: name, line: lineNumber, "record has no \"user\" field, which privacy unit "
+                                   + "user needs on every record (add \"user\": \"<id of the person>\", or train at privacy unit record)")
+            }
             if let maxLength, example.ids.count > maxLength {
                 throw DatasetError(file: name, line: lineNumber,
                                    "record has \(example.ids.count) tokens, more than the maximum length \(maxLength)")
@@ -102,6 +115,33 @@ public enum Dataset {
             throw fail("not valid JSON; each line must be one complete JSON object")
         }
         guard let record = object as? [String: Any] else { throw fail("a record must be a JSON object") }
+        var example = try content(of: record, line: lineNumber, tokenizer: tokenizer, vocabularySize: vocabularySize,
+                                  fail: fail)
+        example.user = try user(record["user"], fail: fail)
+        return example
+    }
+
+    /// The record's `user` field: nil when absent; a non-empty bounded string, or a non-negative integer
+    /// as its decimal digits.
+    private static func user(_ value: Any?, fail: (String) -> DatasetError) throws -> String? {
+        guard let value else { return nil }
+        if let text = value as? String {
+            guard !text.isEmpty, text.utf8.count <= maximumUserBytes else {
+                throw fail("\"user\" must be a non-empty string of at most \(maximumUserBytes) bytes")
+            }
+            return text
+        }
+        // JSON true/false arrive as NSNumber of type char ("c"); they are refused along with fractions.
+        if let number = value as? NSNumber, String(cString: number.objCType) != "c", number.doubleValue >= 0,
+           number.doubleValue < 1e15, number.doubleValue == Double(number.intValue) {
+            return String(number.intValue)
+        }
+        throw fail("\"user\" must be a string or a non-negative integer")
+    }
+
+    /// The tokens and labels of a record's one content field.
+    private static func content(of record: [String: Any], line lineNumber: Int, tokenizer: BPETokenizer?,
+                                vocabularySize: Int, fail: (String) -> DatasetError) throws -> TokenizedExample {
         let kinds = ["text", "prompt", "messages", "input_ids"].filter { record[$0] != nil }
         guard kinds.count == 1 else {
             throw fail(kinds.isEmpty

@@ -2,7 +2,9 @@ import Foundation
 
 /// A syntax check of one JSON text against RFC 8259, made before `JSONSerialization` reads it: on Linux
 /// that parser accepts what JSON does not (a trailing comma such as `{"text": "a",}`), and a dataset
-/// line that is not JSON must be refused, not silently read as something else.
+/// line that is not JSON must be refused, not silently read as something else. A key repeated in one
+/// object is refused too (RFC 8259 §4 leaves it to the reader; `JSONSerialization` keeps one of them
+/// silently, and a record with two `"user"` fields must not be counted as either user).
 enum StrictJSON {
     /// Deepest nesting of arrays and objects accepted (a bound on recursion, not a JSON rule).
     static let maximumDepth = 256
@@ -68,12 +70,15 @@ enum StrictJSON {
             index += 1
             skipWhitespace()
             if current == close { index += 1; return }
+            var keys = Set<String>()
             while true {
                 if keyed {
                     guard current == UInt8(ascii: "\"") else {
                         throw error(current == close ? "trailing comma before '}'" : "expected a quoted key, found \(describeCurrent())")
                     }
+                    let keyStart = index
                     try string()
+                    try unique(key: keyStart..<index, in: &keys)
                     skipWhitespace()
                     guard current == UInt8(ascii: ":") else { throw error("expected ':' after the key") }
                     index += 1
@@ -89,6 +94,24 @@ enum StrictJSON {
                 }
                 index += 1
                 skipWhitespace()
+            }
+        }
+
+        /// Throws when the key just read (a valid JSON string at `range`, quotes included) is already in
+        /// `keys`, comparing the decoded text, so `"user"` and `"\u0075ser"` are the same key.
+        func unique(key range: Range<Int>, in keys: inout Set<String>) throws {
+            let raw = bytes[range]
+            let key: String
+            if raw.contains(UInt8(ascii: "\\")) {
+                guard let decoded = try? JSONSerialization.jsonObject(with: Data(raw), options: [.fragmentsAllowed]) as? String else {
+                    throw SyntaxError(column: range.lowerBound + 1, problem: "key is not a valid string")
+                }
+                key = decoded
+            } else {
+                key = String(decoding: raw.dropFirst().dropLast(), as: UTF8.self)
+            }
+            guard keys.insert(key).inserted else {
+                throw SyntaxError(column: range.lowerBound + 1, problem: "duplicate key \(String(decoding: raw, as: UTF8.self))")
             }
         }
 

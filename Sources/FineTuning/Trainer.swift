@@ -29,7 +29,8 @@ public struct TrainingConfiguration: Sendable {
     /// Optimizer steps; when nil, `epochs` passes over the data at the expected batch size.
     public var steps: Int?
     public var epochs = 1.0
-    /// Expected examples per step (Poisson sampling with rate batchSize·accumulation / N).
+    /// Expected sampling units per step (Poisson sampling with rate batchSize·accumulation / units): records,
+    /// or users under `privacyUnit` `.user`.
     public var batchSize = 8
     /// A logical batch of `batchSize × gradientAccumulation` examples per optimizer step. Examples are
     /// processed one sequence at a time anyway, so this changes the step's batch, not memory.
@@ -43,8 +44,17 @@ public struct TrainingConfiguration: Sendable {
     /// nil trains without privacy.
     public var privacy: DifferentialPrivacy?
     /// The Poisson sampling rate q, when the caller fixes it (a federation's plan); otherwise
-    /// q = batchSize · gradientAccumulation / N.
+    /// q = batchSize · gradientAccumulation / N, N the number of sampling units (records or users).
     public var samplingRate: Double?
+    /// Whom the privacy protects, which is what each step samples: records, or users (every record
+    /// carries a `user`; a sampled user's records give one summed gradient, clipped to C as a whole).
+    public var privacyUnit: PrivacyUnit = .record
+    /// Under `.user`, the most records of one sampled user a step processes: a user with more has this
+    /// many drawn uniformly (libsodium) at each step it is sampled. A public number that bounds the work
+    /// per user; the sensitivity stays C, because the clip is on the user's sum, whatever it sums.
+    public var recordsPerUserPerStep = TrainingConfiguration.defaultRecordsPerUserPerStep
+    /// The default of `recordsPerUserPerStep`.
+    public static let defaultRecordsPerUserPerStep = 16
 
     public init() {}
 }
@@ -68,24 +78,30 @@ public struct TrainingResult: Sendable {
     public var seconds: Double
     public var tokensPerSecond: Double { Double(processedTokens) / max(seconds, 1e-9) }
     public var samplingRate: Double
+    /// What was sampled at `samplingRate`, and how many of them the data has.
+    public var privacyUnit: PrivacyUnit
+    public var samplingUnits: Int
     public var epsilon: Double?
     public var lora: TrainableLoRA
 }
 
 /// LoRA fine-tuning on a frozen (possibly quantized) base model, with or without DP-SGD.
 ///
-/// With privacy, every step samples each record independently with probability q (Poisson sampling,
-/// the accountant's assumption, from libsodium's generator), computes each sampled record's gradient,
-/// clips it to norm C, sums, adds N(0, σ²C²) noise per coordinate (libsodium-seeded, see
-/// `GaussianNoise`), and divides by the expected batch size q·N. Without privacy, the same sampling
-/// feeds the plain mean of the gradients. Per-example gradients are exact, not estimated: the
-/// backward pass runs one sequence at a time, so clipping costs one norm per example.
+/// With privacy, every step samples each unit (a record, or a user with all their records)
+/// independently with probability q (Poisson sampling, the accountant's assumption, from libsodium's
+/// generator), computes each sampled unit's gradient (a user's: the sum of its records' gradients, at
+/// most `recordsPerUserPerStep` of them), clips it to norm C, sums, adds N(0, σ²C²) noise per
+/// coordinate (libsodium-seeded, see `GaussianNoise`), and divides by the expected batch size q·N.
+/// Without privacy, the same sampling feeds the plain mean of the records' gradients. Per-example
+/// gradients are exact, not estimated: the backward pass runs one sequence at a time.
 public final class LoRATrainer {
     public let model: LlamaModel
     public let examples: [TokenizedExample]
     public let configuration: TrainingConfiguration
     public let totalSteps: Int
-    /// q = expected logical batch / N.
+    /// The sampling units: indices into `examples`, one record each, or each user's records in file order.
+    public let units: [[Int]]
+    /// q = expected logical batch / N, N = `units.count`.
     public let samplingRate: Double
     public private(set) var lora: TrainableLoRA
 
@@ -105,15 +121,22 @@ public final class LoRATrainer {
         guard c.learningRate > 0, c.learningRate.isFinite else {
             throw TrainingError("learning rate must be positive, got \(c.learningRate)")
         }
+        units = try Self.samplingUnits(examples, unit: c.privacyUnit)
+        guard c.recordsPerUserPerStep >= 1 else {
+            throw TrainingError("records per user per step must be at least 1, got \(c.recordsPerUserPerStep)")
+        }
         if let q = c.samplingRate {
             guard q > 0, q <= 1 else { throw TrainingError("sampling rate must be in (0, 1], got \(q)") }
             samplingRate = q
         } else {
             let logicalBatch = c.batchSize * c.gradientAccumulation
-            guard logicalBatch <= examples.count else {
-                throw TrainingError("batch size \(logicalBatch) exceeds the \(examples.count) training examples")
+            guard logicalBatch <= units.count else {
+                throw TrainingError(c.privacyUnit == .record
+                    ? "batch size \(logicalBatch) exceeds the \(examples.count) training examples"
+                    : "batch size \(logicalBatch) exceeds the \(units.count) users in the training data "
+                      + "(at privacy unit user the batch size counts users per step)")
             }
-            samplingRate = Double(logicalBatch) / Double(examples.count)
+            samplingRate = Double(logicalBatch) / Double(units.count)
         }
         if let steps = c.steps {
             guard steps >= 1 else { throw TrainingError("steps must be at least 1, got \(steps)") }
@@ -144,10 +167,39 @@ public final class LoRATrainer {
         self.configuration = c
     }
 
-    /// The privacy this run spends, for the ledger, before it starts.
+    /// The privacy this run spends, for the ledger, before it starts (at `configuration.privacyUnit`).
     public var mechanism: MechanismSteps? {
         guard let dp = configuration.privacy else { return nil }
         return MechanismSteps(samplingRate: samplingRate, noiseMultiplier: dp.noiseMultiplier, steps: totalSteps)
+    }
+
+    /// The sampling units of `examples`: each record alone, or (`.user`) each user's records, users in
+    /// order of first appearance; a record without a user is an error naming its line.
+    static func samplingUnits(_ examples: [TokenizedExample], unit: PrivacyUnit) throws -> [[Int]] {
+        guard unit == .user else { return examples.indices.map { [$0] } }
+        var units: [[Int]] = []
+        var position: [String: Int] = [:]
+        for (index, example) in examples.enumerated() {
+            guard let user = example.user else {
+                throw TrainingError("the record on line \(example.line) has no \"user\" field, which privacy unit user needs")
+            }
+            if let existing = position[user] {
+                units[existing].append(index)
+            } else {
+                position[user] = units.count
+                units.append([index])
+            }
+        }
+        return units
+    }
+
+    /// The records of unit `unit` that one step processes: all of them, or under `.user` at most
+    /// `recordsPerUserPerStep`, drawn uniformly without replacement.
+    func stepRecords(ofUnit unit: Int) -> [Int] {
+        let records = units[unit]
+        let cap = configuration.recordsPerUserPerStep
+        guard records.count > cap else { return records }
+        return DPSGDStep.uniformSubset(count: records.count, size: cap).map { records[$0] }
     }
 
 
@@ -159,50 +211,25 @@ public final class LoRATrainer {
         var optimizer = AdamW(parameterCount: count, weightDecay: Float(c.weightDecay))
         let schedule = LearningRateSchedule(peak: c.learningRate, warmupSteps: c.warmupSteps, totalSteps: totalSteps,
                                             decay: c.decay)
-        let expectedBatch = samplingRate * Double(examples.count)
-        var sum = [Float](repeating: 0, count: count)
-        var single = [Float](repeating: 0, count: count)
+        let expectedBatch = samplingRate * Double(units.count)
         var losses: [Double] = []
         var countedTotal = 0, processedTotal = 0
         let start = ProcessStatistics.now()
         let epsilonSoFar = try EpsilonSoFar(samplingRate: samplingRate, privacy: c.privacy)
 
         for step in 0..<totalSteps {
-            let batch = DPSGDStep.poissonSample(count: examples.count, rate: samplingRate)
-            for i in 0..<count { sum[i] = 0 }
-            var dpStep = c.privacy.map { DPSGDStep(parameterCount: count, clipNorm: $0.clipNorm, noiseMultiplier: $0.noiseMultiplier) }
-            var batchLoss = 0.0, batchExamples = 0
-            for index in batch {
-                let example = examples[index]
-                for i in 0..<count { single[i] = 0 }
-                let (loss, counted) = try single.withUnsafeMutableBufferPointer { gradient in
-                    try model.lossAndGradient(tokens: example.ids, labels: example.labels, lora: lora,
-                                              gradient: gradient.baseAddress!, precision: model.precision)
-                }
-                processedTotal += example.ids.count
-                guard counted > 0 else { continue }  // nothing to learn; contributes a zero gradient
-                guard loss.isFinite else {
-                    throw TrainingError("step \(step + 1): the loss of the record on line \(example.line) is \(loss)")
-                }
-                countedTotal += counted
-                batchLoss += loss
-                batchExamples += 1
-                if dpStep != nil {
-                    let norm = single.withUnsafeBufferPointer { dpStep!.add($0) }
-                    guard norm != nil else {
-                        throw TrainingError("step \(step + 1): the gradient of the record on line \(example.line) is not finite")
-                    }
-                } else {
-                    for i in 0..<count { sum[i] += single[i] }
-                }
-            }
+            let batch = DPSGDStep.poissonSample(count: units.count, rate: samplingRate)
+            let sums = try stepSums(units: batch, step: step)
+            processedTotal += sums.processedTokens
+            countedTotal += sums.countedTokens
+            let batchLoss = sums.loss, batchExamples = sums.examples
             let gradient: [Float]
-            if let dpStep {
+            if let dpStep = sums.dpStep {
                 // An empty sample still takes a step (noise only), as the accountant assumes.
                 gradient = dpStep.privatized(expectedBatchSize: expectedBatch)
             } else {
                 let divisor = Float(max(1, batchExamples))
-                gradient = sum.map { $0 / divisor }
+                gradient = sums.sum.map { $0 / divisor }
             }
             guard gradient.allSatisfy({ $0.isFinite }) else {
                 throw TrainingError("step \(step + 1): the gradient is not finite; no adapter is written")
@@ -226,7 +253,69 @@ public final class LoRATrainer {
         }
         return TrainingResult(steps: totalSteps, tokens: countedTotal, processedTokens: processedTotal,
                               trainLoss: tail.isEmpty ? .nan : tail.reduce(0, +) / Double(tail.count), losses: losses,
-                              seconds: seconds, samplingRate: samplingRate, epsilon: epsilon, lora: lora)
+                              seconds: seconds, samplingRate: samplingRate, privacyUnit: c.privacyUnit,
+                              samplingUnits: units.count, epsilon: epsilon, lora: lora)
+    }
+
+    /// One step's sums before noise, over the sampled units.
+    struct StepSums {
+        /// With privacy: the clipped sum (one clip per unit); nil without.
+        var dpStep: DPSGDStep?
+        /// Without privacy: the plain sum of the records' gradients.
+        var sum: [Float]
+        /// Loss summed over the records that have a token to learn, and how many they are.
+        var loss = 0.0
+        var examples = 0
+        var countedTokens = 0
+        var processedTokens = 0
+    }
+
+    /// The gradients of the sampled `units` (indices into `units`), each unit's records summed first
+    /// (one record at a time, exact) and that sum clipped to C as one contribution: a record alone, or
+    /// all a user's records in the step together.
+    func stepSums(units batch: [Int], step: Int) throws -> StepSums {
+        let count = lora.count
+        let privacy = configuration.privacy
+        var sums = StepSums(dpStep: privacy.map { DPSGDStep(parameterCount: count, clipNorm: $0.clipNorm,
+                                                             noiseMultiplier: $0.noiseMultiplier) },
+                            sum: privacy == nil ? [Float](repeating: 0, count: count) : [])
+        var unitSum = [Float](repeating: 0, count: count)
+        var single = [Float](repeating: 0, count: count)
+        for unit in batch {
+            for i in 0..<count { unitSum[i] = 0 }
+            var learned = 0
+            let records = stepRecords(ofUnit: unit)
+            for index in records {
+                let example = examples[index]
+                for i in 0..<count { single[i] = 0 }
+                let (loss, counted) = try single.withUnsafeMutableBufferPointer { gradient in
+                    try model.lossAndGradient(tokens: example.ids, labels: example.labels, lora: lora,
+                                              gradient: gradient.baseAddress!, precision: model.precision)
+                }
+                sums.processedTokens += example.ids.count
+                guard counted > 0 else { continue }  // nothing to learn; contributes a zero gradient
+                guard loss.isFinite else {
+                    throw TrainingError("step \(step + 1): the loss of the record on line \(example.line) is \(loss)")
+                }
+                sums.countedTokens += counted
+                sums.loss += loss
+                sums.examples += 1
+                learned += 1
+                for i in 0..<count { unitSum[i] += single[i] }
+            }
+            guard learned > 0 else { continue }
+            if sums.dpStep != nil {
+                let norm = unitSum.withUnsafeBufferPointer { sums.dpStep!.add($0) }
+                guard norm != nil else {
+                    throw TrainingError("step \(step + 1): the gradient of the "
+                                        + (records.count == 1 ? "record" : "user whose first record is") + " on line "
+                                        + "\(examples[records[0]].line) is not finite")
+                }
+            } else {
+                for i in 0..<count { sums.sum[i] += unitSum[i] }
+            }
+        }
+        return sums
     }
 }
 

@@ -55,4 +55,19 @@ public struct DPSGDStep {
         let uniforms = SecureRandom.unitDoubles(count: count)
         return uniforms.indices.filter { uniforms[$0] < rate }
     }
+
+    /// `size` of `count` indices drawn uniformly without replacement (all of them, in order, when
+    /// `count <= size`), from libsodium's generator: the records a sampled user contributes to one step
+    /// when the user has more than the public cap (a partial Fisher–Yates shuffle, Knuth vol. 2 §3.4.2).
+    public static func uniformSubset(count: Int, size: Int) -> [Int] {
+        precondition(count >= 0 && size >= 0, "count and size must not be negative")
+        guard count > size else { return Array(0..<count) }
+        precondition(count <= Int(UInt32.max), "at most 2^32 - 1 indices")
+        var indices = Array(0..<count)
+        for i in 0..<size {
+            let j = i + Int(SecureRandom.uniform(UInt32(count - i)))
+            indices.swapAt(i, j)
+        }
+        return indices[0..<size].sorted()
+    }
 }

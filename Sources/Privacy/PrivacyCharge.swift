@@ -58,12 +58,14 @@ extension PrivacyLedger {
     ///   - mechanism: what the run spends; nil for a run without DP-SGD, which is answered with the ε
     ///     spent so far and writes nothing.
     ///   - ceiling: a limit of the caller's own below the budget (a client's policy), if any.
+    ///   - unit: whom the run's ε protects (its sampling unit); it must be the ledger's.
     /// - Throws: `PrivacyParameterError` for an invalid mechanism or clip norm, `PrivacyLedgerError`
-    ///   when the ledger cannot be read or written.
+    ///   when the ledger cannot be read or written or counts another unit.
     public mutating func chargeBeforeTraining(_ mechanism: MechanismSteps?, clipNorm: Double, purpose: String,
-                                              ceiling: Double? = nil) throws -> PrivacyCharge {
+                                              ceiling: Double? = nil, unit: PrivacyUnit = .record) throws -> PrivacyCharge {
         try reload()
         guard let mechanism else { return .charged(PrivacyReceipt(entry: nil, epsilon: spentEpsilon, budget: budget)) }
+        try checkUnit(unit)
         if let ceiling {
             let projected = try epsilon(afterCharging: mechanism)
             if projected > ceiling {
@@ -72,7 +74,8 @@ extension PrivacyLedger {
         }
         do {
             let entry = try charge(purpose: purpose, samplingRate: mechanism.samplingRate,
-                                   noiseMultiplier: mechanism.noiseMultiplier, clipNorm: clipNorm, steps: mechanism.steps)
+                                   noiseMultiplier: mechanism.noiseMultiplier, clipNorm: clipNorm, steps: mechanism.steps,
+                                   unit: unit)
             return .charged(PrivacyReceipt(entry: entry, epsilon: entry.cumulativeEpsilon, budget: budget))
         } catch let refusal as PrivacyBudgetExceededError {
             return .refused(.overBudget(refusal))

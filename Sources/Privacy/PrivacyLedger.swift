@@ -14,11 +14,28 @@ public struct PrivacyBudget: Codable, Sendable, Equatable {
     public var delta: Double
     /// How the entries are composed.
     public var accountant: AccountantKind
+    /// Whom ε protects; every entry of the ledger is charged at this unit (ledgers written before the
+    /// field existed read as `record`).
+    public var unit: PrivacyUnit
 
-    public init(epsilon: Double, delta: Double, accountant: AccountantKind) {
+    public init(epsilon: Double, delta: Double, accountant: AccountantKind, unit: PrivacyUnit = .record) {
         self.epsilon = epsilon
         self.delta = delta
         self.accountant = accountant
+        self.unit = unit
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case epsilon, delta, accountant, unit
+    }
+
+    /// `unit` may be absent (a ledger from before it existed): `record`, the only unit there was.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        epsilon = try container.decode(Double.self, forKey: .epsilon)
+        delta = try container.decode(Double.self, forKey: .delta)
+        accountant = try container.decode(AccountantKind.self, forKey: .accountant)
+        unit = try container.decodeIfPresent(PrivacyUnit.self, forKey: .unit) ?? .record
     }
 
     /// Throws `PrivacyParameterError` for ε ≤ 0 or δ outside (0, 1).
@@ -52,10 +69,30 @@ public struct PrivacyLedgerEntry: Codable, Sendable, Equatable {
     public var accountant: AccountantKind
     /// ε of all entries up to and including this one, composed.
     public var cumulativeEpsilon: Double
+    /// Whom the charge's ε protects (the budget's unit); `record` for entries written before the field.
+    public var unit: PrivacyUnit = .record
 
     /// The mechanism this entry charged for.
     public var mechanism: MechanismSteps {
         MechanismSteps(samplingRate: samplingRate, noiseMultiplier: noiseMultiplier, steps: steps)
+    }
+}
+
+extension PrivacyLedgerEntry {
+    /// Every field as written; `unit` may be absent (an entry from before it existed): `record`.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        id = try container.decode(UUID.self, forKey: .id)
+        purpose = try container.decode(String.self, forKey: .purpose)
+        date = try container.decode(Date.self, forKey: .date)
+        samplingRate = try container.decode(Double.self, forKey: .samplingRate)
+        noiseMultiplier = try container.decode(Double.self, forKey: .noiseMultiplier)
+        clipNorm = try container.decode(Double.self, forKey: .clipNorm)
+        steps = try container.decode(Int.self, forKey: .steps)
+        delta = try container.decode(Double.self, forKey: .delta)
+        accountant = try container.decode(AccountantKind.self, forKey: .accountant)
+        cumulativeEpsilon = try container.decode(Double.self, forKey: .cumulativeEpsilon)
+        unit = try container.decodeIfPresent(PrivacyUnit.self, forKey: .unit) ?? .record
     }
 }
 
@@ -149,7 +186,7 @@ public struct PrivacyLedger: Sendable {
     /// composed ε of all entries and this one would exceed the budget.
     @discardableResult
     public mutating func charge(purpose: String, samplingRate: Double, noiseMultiplier: Double, clipNorm: Double,
-                                steps: Int, date: Date = Date()) throws -> PrivacyLedgerEntry {
+                                steps: Int, unit: PrivacyUnit = .record, date: Date = Date()) throws -> PrivacyLedgerEntry {
         let mechanism = MechanismSteps(samplingRate: samplingRate, noiseMultiplier: noiseMultiplier, steps: steps)
         try mechanism.validate()
         guard clipNorm.isFinite, clipNorm > 0 else {
@@ -160,6 +197,7 @@ public struct PrivacyLedger: Sendable {
         let lock = try LedgerLock(directory.appendingPathComponent(Self.lockFileName))
         defer { lock.release() }
         try reload()
+        try checkUnit(unit)
         let previous = entries.map(\.mechanism)
         let cumulative = try PrivacyAccounting.epsilon(steps: previous + [mechanism], delta: budget.delta,
                                                        accountant: budget.accountant)
@@ -170,19 +208,35 @@ public struct PrivacyLedger: Sendable {
         let storedDate = Date(timeIntervalSince1970: date.timeIntervalSince1970.rounded(.down))
         let entry = PrivacyLedgerEntry(id: UUID(), purpose: purpose, date: storedDate, samplingRate: samplingRate,
                                        noiseMultiplier: noiseMultiplier, clipNorm: clipNorm, steps: steps,
-                                       delta: budget.delta, accountant: budget.accountant, cumulativeEpsilon: cumulative)
+                                       delta: budget.delta, accountant: budget.accountant, cumulativeEpsilon: cumulative,
+                                       unit: unit)
         try Self.write(LedgerFile(version: Self.formatVersion, budget: budget, entries: entries + [entry]), to: fileURL)
         entries.append(entry)
         return entry
     }
 
+    /// Throws `PrivacyLedgerError.invalid` unless a charge at `unit` can join this ledger: ε per record
+    /// and ε per user measure different neighbouring relations and are never composed in one ledger.
+    public func checkUnit(_ unit: PrivacyUnit) throws {
+        guard unit != budget.unit else { return }
+        throw PrivacyLedgerError.invalid(path: fileURL.path, reason: "this ledger counts ε per \(budget.unit.rawValue), "
+            + "a run at privacy unit \(unit.rawValue) cannot be charged to it (ε per record and ε per user do not "
+            + "compose); train at --privacy-unit \(budget.unit.rawValue), or keep \(unit.rawValue)-level runs in "
+            + "a ledger created for them")
+    }
+
     /// Replaces the budget (an operator's decision), durably. Throws `PrivacyLedgerError.invalid` when
-    /// the entries already spend more than the new ε_max under the new δ and accountant.
+    /// the entries already spend more than the new ε_max under the new δ and accountant, or when the
+    /// new budget changes the unit of a ledger that has entries.
     public mutating func updateBudget(_ newBudget: PrivacyBudget) throws {
         try newBudget.validate()
         let lock = try LedgerLock(directory.appendingPathComponent(Self.lockFileName))
         defer { lock.release() }
         try reload()
+        if !entries.isEmpty && newBudget.unit != budget.unit {
+            throw PrivacyLedgerError.invalid(path: fileURL.path, reason: "its \(entries.count) entries are charged per "
+                + "\(budget.unit.rawValue); the unit of a ledger with entries cannot become \(newBudget.unit.rawValue)")
+        }
         let spent = entries.isEmpty ? 0
             : try PrivacyAccounting.epsilon(steps: entries.map(\.mechanism), delta: newBudget.delta, accountant: newBudget.accountant)
         guard spent <= newBudget.epsilon else {
@@ -337,8 +391,9 @@ public enum PrivacyLedgerError: Error, CustomStringConvertible, Sendable {
         case .corrupt(let path, let reason):
             return "privacy ledger \(path) is corrupt: \(reason); it was not modified (restore it or move it aside deliberately)"
         case .budgetMismatch(let path, let stored, let given):
-            return "privacy ledger \(path) has budget epsilon \(stored.epsilon) at delta \(stored.delta) (\(stored.accountant.rawValue)), "
-                + "not epsilon \(given.epsilon) at delta \(given.delta) (\(given.accountant.rawValue)); change it explicitly"
+            return "privacy ledger \(path) has budget epsilon \(stored.epsilon) at delta \(stored.delta) (\(stored.accountant.rawValue), "
+                + "per \(stored.unit.rawValue)), not epsilon \(given.epsilon) at delta \(given.delta) (\(given.accountant.rawValue), "
+                + "per \(given.unit.rawValue)); change it explicitly"
         case .invalid(let path, let reason):
             return "privacy ledger \(path): \(reason)"
         case .io(let path, let operation, let message):

@@ -418,10 +418,12 @@ public enum AuditReport {
     static func roundsSection(_ records: [AuditRecord]) -> String {
         var html = "<section id=\"rounds\"><h2>Rounds and their plans</h2>"
         guard !records.isEmpty else { return html + "<p class=\"note\">No rounds.</p></section>\n" }
-        html += "<p class=\"note\">q: Poisson sampling rate; σ: noise multiplier; C: clipping norm; max ε: the largest "
-            + "cumulative ε among the round's participants. Missing rounds are marked in red.</p>"
+        html += "<p class=\"note\">q: Poisson sampling rate (of records, or of users at unit user); σ: noise multiplier; "
+            + "C: clipping norm (per record, or per user's summed gradient); unit: whom ε protects, one record or one "
+            + "user with all their records; max ε: the largest cumulative ε among the round's participants. Missing "
+            + "rounds are marked in red.</p>"
         html += "<table id=\"rounds-table\"><thead><tr><th>round</th><th>status</th><th>started (UTC)</th><th>duration</th>"
-            + "<th>steps</th><th>q</th><th>σ</th><th>C</th><th>learning rate</th><th>δ</th><th>aggregation</th>"
+            + "<th>steps</th><th>q</th><th>σ</th><th>C</th><th>learning rate</th><th>δ</th><th>unit</th><th>aggregation</th>"
             + "<th>secure aggregation</th><th>max ε</th><th>held-out loss</th><th>adapter sha256</th></tr></thead><tbody>"
         let missing = missingRounds(records)
         var rows: [(UInt64, String)] = []
@@ -445,6 +447,7 @@ public enum AuditReport {
                 + "<td class=\"num\" data-field=\"clip\">\(HTML.general(plan.clipNorm))</td>"
                 + "<td class=\"num\" data-field=\"learning-rate\">\(HTML.general(plan.learningRate))</td>"
                 + "<td class=\"num\" data-field=\"delta\">\(HTML.general(plan.delta))</td>"
+                + "<td data-field=\"privacy-unit\">\(plan.privacyUnit.rawValue)</td>"
                 + "<td data-field=\"aggregation\">\(HTML.escape(record.aggregation))</td>"
                 + "<td data-field=\"secure-aggregation\">\(record.secureAggregation ? "yes" : "no")</td>"
                 + "<td class=\"num\" data-field=\"max-epsilon\">\(record.maxEpsilon.map { HTML.fixed($0, 2) } ?? "–")</td>"
@@ -455,7 +458,7 @@ public enum AuditReport {
         for run in missing {
             let label = run.lowerBound == run.upperBound ? "\(run.lowerBound)" : "\(run.lowerBound)–\(run.upperBound)"
             rows.append((run.lowerBound, "<tr class=\"missing\" data-round=\"\(label)\" data-status=\"missing\">"
-                         + "<td class=\"num\">\(label)</td><td colspan=\"14\">missing from the audit log</td></tr>"))
+                         + "<td class=\"num\">\(label)</td><td colspan=\"15\">missing from the audit log</td></tr>"))
         }
         // File order for rounds present; each missing round where its number belongs.
         let ordered = rows.enumerated().sorted { ($0.element.0, $0.offset) < ($1.element.0, $1.offset) }.map(\.element.1)

@@ -7,11 +7,12 @@ import Wire
 /// round and the chain's verdict, or the `--json` document.
 public enum AuditTable {
     /// The rounds as an aligned text table: participants, declined and dropped are counts; max ε is the
-    /// largest cumulative ε among participants; the adapter is its hash's first 12 digits.
+    /// largest cumulative ε among participants, per the plan's unit (record or user); the adapter is its
+    /// hash's first 12 digits.
     public static func text(_ records: [AuditRecord]) -> String {
         let header = ["round", "status", "participants", "declined", "dropped", "aggregation", "secure-agg", "max ε",
-                      "eval loss", "adapter", "duration"]
-        let rightAligned: Set<Int> = [0, 2, 3, 4, 7, 10]
+                      "unit", "eval loss", "adapter", "duration"]
+        let rightAligned: Set<Int> = [0, 2, 3, 4, 7, 11]
         let rows = records.map(row)
         let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
         func line(_ cells: [String]) -> String {
@@ -33,7 +34,7 @@ public enum AuditTable {
         return [
             String(record.round), record.status, String(record.participants.count), String(record.declines.count),
             String(record.dropouts.count), record.aggregation, record.secureAggregation ? "yes" : "no",
-            record.maxEpsilon.map { String(format: "%.2f", $0) } ?? "-", loss,
+            record.maxEpsilon.map { String(format: "%.2f", $0) } ?? "-", record.plan.privacyUnit.rawValue, loss,
             String(record.adapterSHA256.prefix(12)), duration(record.finished.timeIntervalSince(record.started)),
         ]
     }

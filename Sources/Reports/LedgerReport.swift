@@ -27,7 +27,8 @@ public enum LedgerReport {
         }
         let headline = "ε spent <span data-field=\"spent\">\(HTML.fixed(spent, 2))</span> of "
             + "<span data-field=\"budget\">\(HTML.fixed(budget.epsilon, 2))</span> (left \(HTML.fixed(left, 2))) at "
-            + "δ <span data-field=\"delta\">\(HTML.general(budget.delta))</span>, \(HTML.escape(budget.accountant.rawValue)) accountant"
+            + "δ <span data-field=\"delta\">\(HTML.general(budget.delta))</span> per <span data-field=\"unit\">"
+            + "\(budget.unit.rawValue)</span>, \(HTML.escape(budget.accountant.rawValue)) accountant"
         body += "<section class=\"banner \(problems.isEmpty ? "ok" : "bad")\" id=\"summary\"><strong class=\"headline\">\(headline)</strong>"
         if !problems.isEmpty {
             body += "<ul>" + problems.map { "<li class=\"problem\">\(HTML.escape($0))</li>" }.joined() + "</ul>"
@@ -45,7 +46,7 @@ public enum LedgerReport {
         body += "<section id=\"entries\"><h2>Charges</h2>"
         if !entries.isEmpty {
             body += "<table id=\"entries-table\"><thead><tr><th>#</th><th>date (UTC)</th><th>purpose</th><th>steps</th>"
-                + "<th>q</th><th>σ</th><th>C</th><th>δ</th><th>accountant</th><th>cumulative ε</th></tr></thead><tbody>"
+                + "<th>q</th><th>σ</th><th>C</th><th>δ</th><th>unit</th><th>accountant</th><th>cumulative ε</th></tr></thead><tbody>"
             for (index, entry) in entries.enumerated() {
                 body += "<tr data-entry=\"\(index + 1)\"><td class=\"num\">\(index + 1)</td><td>\(HTML.date(entry.date))</td>"
                     + "<td>\(HTML.escape(entry.purpose))</td><td class=\"num\" data-field=\"steps\">\(entry.steps)</td>"
@@ -53,6 +54,7 @@ public enum LedgerReport {
                     + "<td class=\"num\" data-field=\"sigma\">\(HTML.general(entry.noiseMultiplier))</td>"
                     + "<td class=\"num\" data-field=\"clip\">\(HTML.general(entry.clipNorm))</td>"
                     + "<td class=\"num\" data-field=\"delta\">\(HTML.general(entry.delta))</td>"
+                    + "<td data-field=\"unit\">\(entry.unit.rawValue)</td>"
                     + "<td>\(HTML.escape(entry.accountant.rawValue))</td>"
                     + "<td class=\"num\" data-field=\"epsilon\">\(HTML.fixed(entry.cumulativeEpsilon, 2))</td></tr>"
             }

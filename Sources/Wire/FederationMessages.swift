@@ -1,4 +1,5 @@
 import Foundation
+import Privacy
 
 /// Client → coordinator, the first frame on a connection: who the client says it is (it must match
 /// its certificate's name), what it runs, the round it was working on when it last lost the
@@ -76,6 +77,7 @@ public struct Invite: WireMessage, Equatable {
         encoder.bool(secureAggregation)
         try encoder.string(adapterSHA256, field: "adapterSHA256")
         encoder.double(deadlineSeconds)
+        try encoder.string(plan.privacyUnit.rawValue, field: "privacyUnit")
     }
 
     public init(from decoder: inout WireDecoder) throws {
@@ -97,6 +99,11 @@ public struct Invite: WireMessage, Equatable {
         secureAggregation = try decoder.bool("secureAggregation")
         adapterSHA256 = try decoder.string("adapterSHA256", limit: 64)
         deadlineSeconds = try decoder.double("deadlineSeconds")
+        let unit = try decoder.string("privacyUnit", limit: 16)
+        guard let privacyUnit = PrivacyUnit(rawValue: unit) else {
+            throw WireError.invalidValue(field: "invite.plan.privacyUnit", reason: "'\(unit)' is not record or user")
+        }
+        plan.privacyUnit = privacyUnit
         do { try plan.validate() } catch let error as FederationError {
             throw WireError.invalidValue(field: "invite.plan", reason: error.description)
         }

@@ -1,14 +1,16 @@
 import Foundation
+import Privacy
 
 /// What the coordinator asks each client of a round to do: train a LoRA adapter of this shape with
 /// DP-SGD under these parameters. The client checks it against its own policy and ledger before it
 /// accepts; the audit record keeps it.
 public struct TrainingPlan: Codable, Sendable, Equatable {
-    /// DP-SGD steps (each on a Poisson sample of the client's records).
+    /// DP-SGD steps (each on a Poisson sample of the client's records, or of its users).
     public var steps: Int
     /// AdamW learning rate.
     public var learningRate: Double
-    /// Poisson sampling rate q: each record joins each step's batch with this probability.
+    /// Poisson sampling rate q: each record (each user, at privacy unit user) joins each step's batch
+    /// with this probability.
     public var samplingRate: Double
     /// Noise multiplier σ (noise std is σ·C); 0 means no differential privacy.
     public var noiseMultiplier: Double
@@ -24,9 +26,13 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
     public var alpha: Double
     /// The adapted projections (q_proj, k_proj, ...).
     public var targets: [String]
+    /// Whom ε protects, which is what each step samples and clips as one: a record or a user (JSON
+    /// `privacy_unit`, `record` when absent, as in plans written before it existed).
+    public var privacyUnit: PrivacyUnit
 
     public init(steps: Int, learningRate: Double, samplingRate: Double, noiseMultiplier: Double, clipNorm: Double,
-                delta: Double, maxLength: Int, rank: Int, alpha: Double, targets: [String]) {
+                delta: Double, maxLength: Int, rank: Int, alpha: Double, targets: [String],
+                privacyUnit: PrivacyUnit = .record) {
         self.steps = steps
         self.learningRate = learningRate
         self.samplingRate = samplingRate
@@ -37,6 +43,7 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
         self.rank = rank
         self.alpha = alpha
         self.targets = targets
+        self.privacyUnit = privacyUnit
     }
 
     /// Whether the plan trains with differential privacy.
@@ -49,6 +56,23 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
         case noiseMultiplier = "noise_multiplier"
         case clipNorm = "clip_norm"
         case maxLength = "max_length"
+        case privacyUnit = "privacy_unit"
+    }
+
+    /// Every field required but `privacy_unit`, which defaults to `record`.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        steps = try container.decode(Int.self, forKey: .steps)
+        learningRate = try container.decode(Double.self, forKey: .learningRate)
+        samplingRate = try container.decode(Double.self, forKey: .samplingRate)
+        noiseMultiplier = try container.decode(Double.self, forKey: .noiseMultiplier)
+        clipNorm = try container.decode(Double.self, forKey: .clipNorm)
+        delta = try container.decode(Double.self, forKey: .delta)
+        maxLength = try container.decode(Int.self, forKey: .maxLength)
+        rank = try container.decode(Int.self, forKey: .rank)
+        alpha = try container.decode(Double.self, forKey: .alpha)
+        targets = try container.decode([String].self, forKey: .targets)
+        privacyUnit = try container.decodeIfPresent(PrivacyUnit.self, forKey: .privacyUnit) ?? .record
     }
 
     /// The plan's fields in range, or an error naming the first that is not.

@@ -83,7 +83,7 @@ public final class InMemoryFederation {
             }
             return try PrivacyLedger(directory: spec.directory,
                                      creatingWith: PrivacyBudget(epsilon: spec.policy.maxEpsilon, delta: spec.policy.delta,
-                                                                 accountant: .rdp))
+                                                                 accountant: .rdp, unit: spec.policy.privacyUnit))
         }
     }
 
@@ -226,7 +226,8 @@ public final class InMemoryFederation {
             case let .charge(round, request):
                 var ledger = try client.ledger()
                 let charge = try ledger.chargeBeforeTraining(request.mechanism, clipNorm: request.clipNorm,
-                                                             purpose: "round \(round) in memory", ceiling: request.ceiling)
+                                                             purpose: "round \(round) in memory", ceiling: request.ceiling,
+                                                             unit: request.unit)
                 pending += try client.agent.ledgerAnswered(round: round, charge)
             case let .train(round):
                 guard let work = client.work else { preconditionFailure("round \(round): training before preparing") }
