@@ -17,6 +17,7 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertTrue(c.model.hasSuffix("/models/SmolLM2-135M-Instruct.Q4_1.gguf"), "relative to the file: \(c.model)")
         XCTAssertEqual(c.rounds.minClients, 2)
         XCTAssertEqual(c.rounds.plan.targets, ["q_proj", "k_proj", "v_proj", "o_proj"])
+        XCTAssertEqual(c.rounds.plan.privacyUnit, .record)
         XCTAssertEqual(c.serverLearningRate, 0.01)
         XCTAssertTrue(c.rounds.secureAggregation)
     }
@@ -33,7 +34,8 @@ final class ConfigurationTests: XCTestCase {
 
     func testExampleClientConfigurationParses() throws {
         let c = try ClientConfiguration.load(config.appendingPathComponent("client.json"))
-        XCTAssertEqual(c.policy, ClientPolicy(maxEpsilon: 8, delta: 1e-5, maxStepsPerRound: 100, requirePrivacy: true))
+        XCTAssertEqual(c.policy, ClientPolicy(maxEpsilon: 8, delta: 1e-5, maxStepsPerRound: 100, requirePrivacy: true,
+                                           privacyUnit: .record))
         XCTAssertEqual(c.data, "/var/lib/conclave/notes.jsonl")
         XCTAssertEqual(c.threads, 2)
     }

@@ -106,14 +106,14 @@ final class AuditCommandTests: XCTestCase {
         let lines = result.stdout.split(separator: "\n").map(String.init)
         XCTAssertEqual(lines.count, 4, result.stdout)
         for column in ["round", "status", "participants", "declined", "dropped", "aggregation", "secure-agg", "max ε",
-                       "eval loss", "adapter", "duration"] {
+                       "unit", "eval loss", "adapter", "duration"] {
             XCTAssertTrue(lines[0].contains(column), "header lacks \(column): \(lines[0])")
         }
         let first = lines[1].split(separator: " ").map(String.init)
-        XCTAssertEqual(first, ["1", "committed", "2", "1", "0", "fedavg", "yes", "1.23", "2.6000", "→", "2.1000",
+        XCTAssertEqual(first, ["1", "committed", "2", "1", "0", "fedavg", "yes", "1.23", "record", "2.6000", "→", "2.1000",
                                "0123456789ab", "3m05s"])
         let second = lines[2].split(separator: " ").map(String.init)
-        XCTAssertEqual(second, ["2", "aborted", "0", "0", "1", "fedavg", "yes", "-", "-", "0123456789ab", "12.2s"])
+        XCTAssertEqual(second, ["2", "aborted", "0", "0", "1", "fedavg", "yes", "-", "record", "-", "0123456789ab", "12.2s"])
         XCTAssertEqual(lines[3], "audit chain: verified (2 records)")
     }
 

@@ -108,4 +108,43 @@ final class DatasetTests: XCTestCase {
         let demo = Fixtures.repositoryRoot.appendingPathComponent("Config/demo-eval.jsonl")
         XCTAssertEqual(try Dataset.load(demo, tokenizer: Self.tokenizer, maxLength: 8192, vocabularySize: 49152).count, 4)
     }
+
+    /// The optional `user` field: a string or a non-negative integer on any kind of record; anything else
+    /// is refused naming the line, and under privacy unit user every record must have one.
+    func testTheUserField() throws {
+        XCTAssertNil(try parse("{\"input_ids\": [1, 2]}", tokenizer: nil).user)
+        XCTAssertEqual(try parse("{\"input_ids\": [1, 2], \"user\": \"patient 17\"}", tokenizer: nil).user, "patient 17")
+        XCTAssertEqual(try parse("{\"user\": 17, \"input_ids\": [1, 2]}", tokenizer: nil).user, "17")
+        XCTAssertEqual(try parse("{\"text\": \"Hello world\", \"user\": \"a\"}").user, "a")
+        let bad: [(String, String)] = [
+            ("{\"input_ids\": [1], \"user\": \"\"}", "\"user\" must be a non-empty string"),
+            ("{\"input_ids\": [1], \"user\": \"\(String(repeating: "x", count: 257))\"}", "at most 256 bytes"),
+            ("{\"input_ids\": [1], \"user\": -1}", "a string or a non-negative integer"),
+            ("{\"input_ids\": [1], \"user\": 1.5}", "a string or a non-negative integer"),
+            ("{\"input_ids\": [1], \"user\": true}", "a string or a non-negative integer"),
+            ("{\"input_ids\": [1], \"user\": null}", "a string or a non-negative integer"),
+            ("{\"input_ids\": [1], \"user\": [\"a\"]}", "a string or a non-negative integer"),
+            // JSONSerialization would keep one of the two silently: which user would the record be?
+            ("{\"input_ids\": [1], \"user\": \"a\", \"user\": \"b\"}", "duplicate key \"user\" at column 33"),
+            ("{\"input_ids\": [1], \"user\": \"a\", \"\\u0075ser\": \"b\"}", "duplicate key"),
+            ("{\"messages\": [{\"role\": \"user\", \"role\": \"assistant\", \"content\": \"x\"}]}", "duplicate key \"role\""),
+        ]
+        for (line, fragment) in bad {
+            XCTAssertThrowsError(try parse(line, tokenizer: nil), line) { error in
+                XCTAssertTrue("\(error)".hasPrefix("d.jsonl:7: "), "\(error)")
+                XCTAssertTrue("\(error)".contains(fragment), "'\(fragment)' missing from \(error)")
+            }
+        }
+        // The same key in two different objects is not a duplicate.
+        XCTAssertNoThrow(try parse("{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"assistant\", \"content\": \"b\"}]}"))
+
+        let directory = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("notes.jsonl")
+        try "{\"input_ids\": [1, 2], \"user\": \"a\"}\n\n{\"input_ids\": [3, 4]}\n".write(to: file, atomically: true, encoding: .utf8)
+        XCTAssertEqual(try Dataset.load(file, tokenizer: nil, maxLength: nil, vocabularySize: 10).map(\.user), ["a", nil])
+        XCTAssertThrowsError(try Dataset.load(file, tokenizer: nil, maxLength: nil, vocabularySize: 10, requireUser: true)) {
+            XCTAssertTrue("\($0)".hasPrefix("\(file.path):3: record has no \"user\" field"), "\($0)")
+        }
+    }
 }

@@ -48,6 +48,7 @@ final class AuditReportTests: XCTestCase {
             XCTAssertEqual(Double(cells["delta"] ?? ""), record.plan.delta)
             XCTAssertEqual(Double(cells["learning-rate"] ?? ""), record.plan.learningRate)
             XCTAssertEqual(cells["aggregation"], record.aggregation)
+            XCTAssertEqual(cells["privacy-unit"], record.plan.privacyUnit.rawValue)
             XCTAssertEqual(cells["secure-aggregation"], record.secureAggregation ? "yes" : "no")
             XCTAssertEqual(cells["adapter-sha256"], record.adapterSHA256)
             if let before = record.evalLossBefore, let after = record.evalLossAfter {

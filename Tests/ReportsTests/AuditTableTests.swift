@@ -1,7 +1,9 @@
 import Audit
 import Foundation
+import Privacy
 import Reports
 import SecureCrypto
+import TestSupport
 import Wire
 import XCTest
 
@@ -17,12 +19,12 @@ final class AuditTableTests: XCTestCase {
     /// Columns as wide as their widest cell; counts, ε and durations right-aligned; no trailing blanks.
     func testTableAlignsEveryColumn() {
         XCTAssertEqual(AuditTable.text(records), """
-            round  status     participants  declined  dropped  aggregation  secure-agg  max ε  eval loss        adapter       duration
-                1  committed             2         1        0  fedavg       no           1.23  2.6000 → 2.1000  000000000000     3m05s
-               12  aborted               0         0        1  fedavg       yes             -  -                aaaaaaaaaaaa     12.2s
+            round  status     participants  declined  dropped  aggregation  secure-agg  max ε  unit    eval loss        adapter       duration
+                1  committed             2         1        0  fedavg       no           1.23  record  2.6000 → 2.1000  000000000000     3m05s
+               12  aborted               0         0        1  fedavg       yes             -  record  -                aaaaaaaaaaaa     12.2s
             """)
         XCTAssertEqual(AuditTable.text([]),
-                       "round  status  participants  declined  dropped  aggregation  secure-agg  max ε  eval loss  adapter  duration")
+                       "round  status  participants  declined  dropped  aggregation  secure-agg  max ε  unit  eval loss  adapter  duration")
     }
 
     func testDurations() {
@@ -89,5 +91,24 @@ final class AuditTableTests: XCTestCase {
         var diverged = RoundSummary(records[0])
         diverged.evalLossAfter = .nan
         XCTAssertTrue(try json(diverged)["eval_loss_after"] is NSNull)
+    }
+}
+
+/// The unit of a round's ε (the plan's privacy unit) in the text table, the HTML report and a ledger page.
+final class PrivacyUnitReportTests: XCTestCase {
+    func testUserLevelRoundsAndLedgersSayPerUser() throws {
+        var record = ReportFixtures.committed(1, [ReportFixtures.metrics("alpha", epsilon: 1.5, before: 2.5, after: 2.0)])
+        record.plan.privacyUnit = .user
+        let row = AuditTable.text([record]).split(separator: "\n")[1].split(separator: " ").map(String.init)
+        XCTAssertEqual(row[8], "user", "the unit column follows max ε: \(row)")
+
+        let directory = try Fixtures.temporaryDirectory("conclave-unit-report")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        var ledger = try PrivacyLedger(directory: directory,
+                                       creatingWith: PrivacyBudget(epsilon: 6, delta: 1e-5, accountant: .rdp, unit: .user))
+        try ledger.charge(purpose: "run:1", samplingRate: 0.1, noiseMultiplier: 1.1, clipNorm: 1, steps: 10, unit: .user)
+        let html = LedgerReport.html(budget: ledger.budget, entries: ledger.entries, ledgerPath: ledger.fileURL.path)
+        XCTAssertTrue(html.contains("per <span data-field=\"unit\">user</span>"), "headline states the unit")
+        XCTAssertEqual(ReportFixtures.rows(html, table: "entries-table").map { $0.cells["unit"] }, ["user"])
     }
 }
