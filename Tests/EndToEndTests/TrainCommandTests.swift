@@ -71,6 +71,45 @@ final class TrainCommandTests: XCTestCase {
         XCTAssertEqual((after["entries"] as! [Any]).count, 1, "a refused run is not charged")
     }
 
+    /// `--privacy-unit user` on the binary: q counts users, the ledger is created and charged per user and
+    /// `budget` says so, a record-level run is refused by that ledger, and a line without a user is named.
+    func testUserLevelRunChargesAUserLedger() throws {
+        let directory = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let inputs = try Fixtures.json("tiny-llama/reference.json")["input_ids"] as! [[Int]]
+        // Sixteen records of four people.
+        let lines = try (0..<16).map { i in
+            String(decoding: try JSONSerialization.data(withJSONObject: ["input_ids": inputs[i % inputs.count], "user": "p\(i % 4)"]),
+                   as: UTF8.self)
+        }
+        let data = directory.appendingPathComponent("people.jsonl")
+        try (lines.joined(separator: "\n") + "\n").write(to: data, atomically: true, encoding: .utf8)
+        let state = directory.appendingPathComponent("state").path
+        let common = ["--model", tiny, "--data", data.path, "--state", state, "--dp", "--noise-multiplier", "1.0",
+                      "--steps", "4", "--batch-size", "1", "--threads", "2"]
+        let result = try run(["train", "--out", directory.appendingPathComponent("a").path, "--budget-epsilon", "50",
+                              "--privacy-unit", "user", "--json"] + common)
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let json = try result.json()
+        XCTAssertEqual(json["sampling_rate"] as? Double, 0.25, "1 expected user of 4, not 1 record of 16")
+        XCTAssertEqual(json["privacy_unit"] as? String, "user")
+        XCTAssertEqual(json["sampling_units"] as? Int, 4)
+        let budget = try run(["budget", "--state", state, "--json"]).json()
+        XCTAssertEqual(budget["unit"] as? String, "user")
+        XCTAssertEqual((budget["entries"] as? [[String: Any]])?.map { $0["unit"] as? String }, ["user"])
+        XCTAssertTrue(try run(["budget", "--state", state]).stdout.contains("per user"))
+
+        let records = try run(["train", "--out", directory.appendingPathComponent("b").path] + common)
+        XCTAssertNotEqual(records.status, 0)
+        XCTAssertTrue(records.stderr.contains("--privacy-unit record differs from the ledger's unit"), records.stderr)
+        XCTAssertEqual((try run(["budget", "--state", state, "--json"]).json()["entries"] as? [Any])?.count, 1)
+
+        try (lines[0] + "\n" + #"{"input_ids": [1, 2, 3]}"# + "\n").write(to: data, atomically: true, encoding: .utf8)
+        let missing = try run(["train", "--out", directory.appendingPathComponent("c").path, "--privacy-unit", "user"] + common)
+        XCTAssertNotEqual(missing.status, 0)
+        XCTAssertTrue(missing.stderr.contains("\(data.path):2: record has no \"user\" field"), missing.stderr)
+    }
+
     /// Without --json, every progress line of a DP run shows the ε spent so far (the last one the run's ε), the
     /// held-out evaluations report their progress, and the summary gives the run's ε and the ledger's.
     func testProgressShowsEpsilonAndHeldOutEvaluations() throws {
@@ -93,7 +132,7 @@ final class TrainCommandTests: XCTestCase {
         for when in ["before", "after"] {
             XCTAssertTrue(lines.contains { $0.hasPrefix("held-out \(when): 16/16  loss ") }, result.stderr)
         }
-        XCTAssertTrue(result.stdout.contains(String(format: "; ε %.3f at δ 1e-05; ledger ε spent %.3f of 20", epsilon, epsilon)),
+        XCTAssertTrue(result.stdout.contains(String(format: "; ε %.3f at δ 1e-05 per record; ledger ε spent %.3f of 20", epsilon, epsilon)),
                       result.stdout)
     }
 
