@@ -137,6 +137,31 @@ final class InMemoryFederationTests: XCTestCase {
         XCTAssertLessThan(worstDifference(federation.global, expectedGlobal(start, ["a": 40, "b": 40])), 1e-7)
     }
 
+    /// A user-level plan through the whole protocol: clients whose policy counts users take part and
+    /// their ledgers are charged per user; a client whose ledger counts records declines before any work.
+    func testAUserLevelRoundChargesUserLedgersAndRecordClientsDecline() throws {
+        let start = try initialGlobal()
+        var policy = roundPolicy(clients: 3, minimum: 2, secure: false)
+        policy.plan.privacyUnit = .user
+        let users = ClientPolicy(maxEpsilon: 50, delta: 1e-5, maxStepsPerRound: 10, privacyUnit: .user)
+        let federation = try InMemoryFederation(policy: policy, model: Self.model, global: start,
+                                                clients: [client("a", policy: users), client("b", policy: users), client("c")],
+                                                now: t0)
+        try federation.startRounds(1)
+        let outcome = try XCTUnwrap(federation.finished.first?.outcome)
+        XCTAssertTrue(outcome.isCommitted, outcome.abortReason ?? "")
+        XCTAssertEqual(outcome.updates.map(\.client), ["a", "b"])
+        XCTAssertEqual(outcome.declines.map(\.reason), ["policy: the plan's privacy unit is user, this client's ledger "
+                                                        + "counts ε per record (its policy's privacy_unit)"])
+        for name in ["a", "b"] {
+            let ledger = try XCTUnwrap(federation.clients[name]).ledger()
+            XCTAssertEqual(ledger.budget.unit, .user)
+            XCTAssertEqual(ledger.entries.map(\.unit), [.user])
+            XCTAssertEqual(ledger.entries.first?.samplingRate, 0.1, "the plan's rate, per user")
+        }
+        XCTAssertEqual(try entries(federation, "c").count, 0)
+    }
+
     /// The same federation with secure aggregation off and on: the masked round's adapter equals
     /// the plain one within the fixed-point rounding bound.
     func testSecureRoundAgreesWithThePlainRound() throws {
