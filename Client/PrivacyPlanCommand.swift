@@ -69,7 +69,7 @@ struct PrivacyPlanCommand: ParsableCommand {
         let projection = try PrivacyPlanProjection.project(mechanism, rounds: rounds, after: spent, budget: budget,
                                                            ceiling: policy.maxEpsilon)
         let roundEpsilon = try PrivacyAccounting.epsilon(steps: [mechanism], delta: delta, accountant: budget.accountant)
-        let objection = policy.objection(to: planShape)
+        let objection = policy.objection(to: planShape(unit: policy.privacyUnit))
         if json {
             try JSONOutput.print(jsonObject(projection, roundEpsilon: roundEpsilon, objection: objection))
         } else {
@@ -78,10 +78,11 @@ struct PrivacyPlanCommand: ParsableCommand {
         return 0
     }
 
-    /// The parts of a training plan the policy judges (privacy, δ, steps); the rest does not bear on ε.
-    private var planShape: TrainingPlan {
+    /// The parts of a training plan the policy judges (privacy, δ, steps); the rest does not bear on ε. The
+    /// unit is the policy's own: q is then the rate of that unit (records or users), as its rounds would use it.
+    private func planShape(unit: PrivacyUnit) -> TrainingPlan {
         TrainingPlan(steps: steps, learningRate: 0, samplingRate: q, noiseMultiplier: sigma, clipNorm: 1, delta: delta,
-                     maxLength: 0, rank: 0, alpha: 0, targets: [])
+                     maxLength: 0, rank: 0, alpha: 0, targets: [], privacyUnit: unit)
     }
 
     private func jsonObject(_ projection: PrivacyPlanProjection, roundEpsilon: Double, objection: String?) -> [String: Any] {

@@ -60,6 +60,13 @@ final class PlanPreviewTests: XCTestCase {
         // A plan the policy objects to (δ larger than the policy's) is declined whatever the ledger says.
         let objected = try client(arguments.map { $0 == "1e-5" ? "1e-4" : $0 } + ["--json"]).json()
         XCTAssertTrue((objected["policy_objection"] as? String)?.contains("δ") == true, "\(objected)")
+
+        // A policy that counts users previews plans at its own unit (q per user), not as record plans it would decline.
+        try #"{"model": "m.gguf", "data": "d.jsonl", "eval_data": "e.jsonl", "policy": {"max_epsilon": 4, "delta": 1e-5, "max_steps_per_round": 100, "privacy_unit": "user"}}"#
+            .write(to: config, atomically: true, encoding: .utf8)
+        let users = try client(arguments + ["--json"]).json()
+        XCTAssertTrue(users["policy_objection"] is NSNull, "\(users)")
+        XCTAssertEqual(users["round_epsilon"] as! Double, json["round_epsilon"] as! Double)
     }
 
     func testCoordinatorPlanAndDryRunShowTheAccountantsFiguresAndUnknownPolicies() throws {
