@@ -1,3 +1,5 @@
+import ClientService
+import FederationProtocol
 import Foundation
 import TestSupport
 import XCTest
@@ -58,6 +60,25 @@ final class OperatorMistakesTests: XCTestCase {
                                         label: "wrong-coordinator")
         XCTAssertTrue(wrongCoordinator.contains("the coordinator's certificate ('127.0.0.1' at 127.0.0.1:\(alpha.port)) is "
                                                 + "issued by 'alpha'; your --ca \(beta.caFile.path) is 'beta'"), wrongCoordinator)
+    }
+
+    /// A policy whose privacy unit is not the unit of the ledger already in the state directory stops `join`
+    /// at start, naming both and the fix, instead of declining every round.
+    func testJoinStopsAtOnceWhenThePolicysUnitIsNotTheLedgers() throws {
+        let federation = try OperatorFederation(name: "units")
+        defer { federation.stopAll() }
+        let client = try federation.addClient("clinic-u")
+        let created = try Executables.run(Executables.client, ["budget", "--state", client.path, "--set-epsilon", "50",
+                                                                 "--delta", "1e-5"])
+        XCTAssertEqual(created.status, 0, created.stderr)
+        try federation.federation.write(ClientConfiguration(model: Fixtures.url("tiny-llama").path, data: "train.jsonl",
+                                                            evalData: "eval.jsonl", threads: 1,
+                                                            policy: ClientPolicy(maxEpsilon: 50, delta: 1e-5, maxStepsPerRound: 50,
+                                                                                 privacyUnit: .user)),
+                                        for: "clinic-u")
+        let stderr = try join(federation, federation.joinArguments(client), label: "unit")
+        XCTAssertTrue(stderr.contains("it counts ε per record, the policy's privacy_unit is user; set policy.privacy_unit to record"),
+                      stderr)
     }
 
     /// Runs `join`; it must exit 1 within 60 s (a retry loop is killed and fails the test). Returns its standard error.
