@@ -7,7 +7,10 @@ public enum PrivacyUnit: String, Codable, Sendable, CaseIterable {
     case record
     case user
 
-    /// Whether a guarantee at this unit meets a requirement of `required`: a user is one or more
-    /// records, so `user` meets `record` and `user`; `record` meets only `record`.
+    /// Whether a plan at this unit meets a requirement of `required`, in the order policies are written
+    /// in (record < user): a record-level plan does not protect a person with several records, so it does
+    /// not meet `user`. (The converse is not an equality of ε: changing one record of a user is, to the
+    /// user-level mechanism, removing the user and adding them back changed, so a record gets at most
+    /// (2ε, (1 + e^ε)δ) by group privacy; a client trains and is charged only at its ledger's own unit.)
     public func meets(_ required: PrivacyUnit) -> Bool { self == required || self == .user }
 }
