@@ -94,7 +94,7 @@ let package = Package(
                           dependencies: ["CommandLineParsing", "SystemIO", "Wire", "Audit", "FederationProtocol",
                                          "CoordinatorService", "Transport", "SecureCrypto", "ModelFormats", "Privacy"],
                           path: "Benchmarks/FederationScale"),
-        .executableTarget(name: "conclave-bench-noise", dependencies: ["CommandLineParsing", "Privacy", "SystemIO"],
+        .executableTarget(name: "conclave-bench-noise", dependencies: ["CommandLineParsing", "Privacy", "SecureCrypto", "SystemIO"],
                           path: "Benchmarks/NoiseBenchmark"),
 
         // Tests: one target per module, plus end-to-end tests that start the real executables.
