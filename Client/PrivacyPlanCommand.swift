@@ -65,7 +65,7 @@ struct PrivacyPlanCommand: ParsableCommand {
         let spent = hasLedger ? try PrivacyLedger(directory: directory).entries.map(\.mechanism) : []
         let budget = hasLedger ? try PrivacyLedger(directory: directory).budget
             : PrivacyBudget(epsilon: policy.maxEpsilon, delta: policy.delta, accountant: .rdp)
-        let mechanism = MechanismSteps(samplingRate: q, noiseMultiplier: sigma, steps: steps)
+        let mechanism = MechanismSteps.dpsgd(samplingRate: q, noiseMultiplier: sigma, steps: steps)
         let projection = try PrivacyPlanProjection.project(mechanism, rounds: rounds, after: spent, budget: budget,
                                                            ceiling: policy.maxEpsilon)
         let roundEpsilon = try PrivacyAccounting.epsilon(steps: [mechanism], delta: delta, accountant: budget.accountant)

@@ -65,8 +65,8 @@ public struct PlanPreview: Encodable, Sendable, Equatable {
         if plan.isPrivate {
             rounds = try (1...max(1, count)).map { round in
                 Round(round: round, epsilon: try PrivacyAccounting.epsilon(
-                    steps: [MechanismSteps(samplingRate: plan.samplingRate, noiseMultiplier: plan.noiseMultiplier,
-                                           steps: plan.steps * round)],
+                    steps: [.dpsgd(samplingRate: plan.samplingRate, noiseMultiplier: plan.noiseMultiplier,
+                                   steps: plan.steps * round)],
                     delta: plan.delta, accountant: .rdp))
             }
             roundEpsilon = rounds[0].epsilon

@@ -5,7 +5,8 @@ import SystemIO
 
 /// Record-level differential privacy for one training run (DP-SGD, Abadi et al. 2016).
 public struct DifferentialPrivacy: Sendable, Equatable {
-    /// σ: the noise standard deviation is σ·C per coordinate of the summed clipped gradients.
+    /// σ: the noise standard deviation is σ·C per coordinate of the summed clipped gradients (up to 1% more:
+    /// the discrete Gaussian on `DPSGDGrid` adds σ·Δ, Δ the rounded sensitivity).
     public var noiseMultiplier: Double
     /// C: each example's gradient over all adapter tensors is clipped to this L2 norm.
     public var clipNorm: Double
@@ -90,8 +91,9 @@ public struct TrainingResult: Sendable {
 /// With privacy, every step samples each unit (a record, or a user with all their records)
 /// independently with probability q (Poisson sampling, the accountant's assumption, from libsodium's
 /// generator), computes each sampled unit's gradient (a user's: the sum of its records' gradients, at
-/// most `recordsPerUserPerStep` of them), clips it to norm C, sums, adds N(0, σ²C²) noise per
-/// coordinate (libsodium-seeded, see `GaussianNoise`), and divides by the expected batch size q·N.
+/// most `recordsPerUserPerStep` of them), clips it to norm C, rounds it onto the fixed-point grid and
+/// sums exactly, adds discrete Gaussian noise of σ·Δ per coordinate (exact, from libsodium bits; see
+/// `DPSGDGrid`, `DiscreteGaussian`), and divides the decoded sum by the expected batch size q·N.
 /// Without privacy, the same sampling feeds the plain mean of the records' gradients. Per-example
 /// gradients are exact, not estimated: the backward pass runs one sequence at a time.
 public final class LoRATrainer {
@@ -103,6 +105,8 @@ public final class LoRATrainer {
     public let units: [[Int]]
     /// q = expected logical batch / N, N = `units.count`.
     public let samplingRate: Double
+    /// The fixed-point grid and discrete Gaussian noise of DP-SGD (nil without privacy).
+    public let dpsgdGrid: DPSGDGrid?
     public private(set) var lora: TrainableLoRA
 
     public init(model: LlamaModel, examples: [TokenizedExample], configuration: TrainingConfiguration,
@@ -162,6 +166,13 @@ public final class LoRATrainer {
             lora = TrainableLoRA.initialized(for: model, rank: c.rank, alpha: c.alpha, targets: c.targets,
                                              seed: c.initializationSeed)
         }
+        do {
+            let parameterCount = lora.count
+            dpsgdGrid = try c.privacy.map { try DPSGDGrid(parameterCount: parameterCount, clipNorm: $0.clipNorm,
+                                                          noiseMultiplier: $0.noiseMultiplier) }
+        } catch {
+            throw TrainingError("DP-SGD cannot run with these parameters: \(error)")
+        }
         self.model = model
         self.examples = examples
         self.configuration = c
@@ -170,7 +181,7 @@ public final class LoRATrainer {
     /// The privacy this run spends, for the ledger, before it starts (at `configuration.privacyUnit`).
     public var mechanism: MechanismSteps? {
         guard let dp = configuration.privacy else { return nil }
-        return MechanismSteps(samplingRate: samplingRate, noiseMultiplier: dp.noiseMultiplier, steps: totalSteps)
+        return .dpsgd(samplingRate: samplingRate, noiseMultiplier: dp.noiseMultiplier, steps: totalSteps)
     }
 
     /// The sampling units of `examples`: each record alone, or (`.user`) each user's records, users in
@@ -226,7 +237,7 @@ public final class LoRATrainer {
             let gradient: [Float]
             if let dpStep = sums.dpStep {
                 // An empty sample still takes a step (noise only), as the accountant assumes.
-                gradient = dpStep.privatized(expectedBatchSize: expectedBatch)
+                gradient = try dpStep.privatized(expectedBatchSize: expectedBatch)
             } else {
                 let divisor = Float(max(1, batchExamples))
                 gradient = sums.sum.map { $0 / divisor }
@@ -276,8 +287,7 @@ public final class LoRATrainer {
     func stepSums(units batch: [Int], step: Int) throws -> StepSums {
         let count = lora.count
         let privacy = configuration.privacy
-        var sums = StepSums(dpStep: privacy.map { DPSGDStep(parameterCount: count, clipNorm: $0.clipNorm,
-                                                             noiseMultiplier: $0.noiseMultiplier) },
+        var sums = StepSums(dpStep: dpsgdGrid.map(DPSGDStep.init(grid:)),
                             sum: privacy == nil ? [Float](repeating: 0, count: count) : [])
         var unitSum = [Float](repeating: 0, count: count)
         var single = [Float](repeating: 0, count: count)
@@ -305,7 +315,7 @@ public final class LoRATrainer {
             }
             guard learned > 0 else { continue }
             if sums.dpStep != nil {
-                let norm = unitSum.withUnsafeBufferPointer { sums.dpStep!.add($0) }
+                let norm = try unitSum.withUnsafeBufferPointer { try sums.dpStep!.add($0) }
                 guard norm != nil else {
                     throw TrainingError("step \(step + 1): the gradient of the "
                                         + (records.count == 1 ? "record" : "user whose first record is") + " on line "

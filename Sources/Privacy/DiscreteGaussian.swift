@@ -1,3 +1,5 @@
+import Dispatch
+import Foundation
 import SecureCrypto
 
 /// Exact samples of the discrete Gaussian N_Z(0, σ²): P[X = x] ∝ exp(−x²/(2σ²)) for every integer x
@@ -21,15 +23,40 @@ public enum DiscreteGaussian {
     /// The smallest and largest σ accepted.
     public static let sigmaRange: ClosedRange<Double> = 0x1p-6...0x1p24
 
-    /// `count` independent draws of N_Z(0, σ²), from libsodium's generator.
+    /// `count` independent draws of N_Z(0, σ²), from libsodium's generator. Large counts are drawn on all
+    /// cores, each chunk from its own libsodium stream (independent streams give independent draws).
     /// - Throws: `PrivacyParameterError` for σ outside `sigmaRange` or a negative count.
     public static func samples(count: Int, sigma: Double) throws -> [Int64] {
         guard count >= 0 else {
             throw PrivacyParameterError(name: "discrete Gaussian sample count", value: Double(count), expected: ">= 0")
         }
-        var source = SodiumWordStream()
-        return try samples(count: count, sigma: sigma, source: &source)
+        let parameters = try Parameters(sigma: sigma)
+        let chunks = max(1, min(ProcessInfo.processInfo.activeProcessorCount, count / parallelChunk))
+        var out = [Int64](repeating: 0, count: count)
+        let failures = out.withUnsafeMutableBufferPointer { buffer -> [Error?] in
+            nonisolated(unsafe) let output = buffer
+            var errors = [Error?](repeating: nil, count: chunks)
+            errors.withUnsafeMutableBufferPointer { errorBuffer in
+                nonisolated(unsafe) let failures = errorBuffer
+                DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
+                    let range = (count * chunk / chunks)..<(count * (chunk + 1) / chunks)
+                    var bits = RandomBits(source: SodiumWordStream())
+                    defer { bits.erase() }
+                    do {
+                        for i in range { output[i] = try bits.discreteGaussian(parameters) }
+                    } catch {
+                        failures[chunk] = error
+                    }
+                }
+            }
+            return errors
+        }
+        if let failure = failures.compactMap({ $0 }).first { throw failure }
+        return out
     }
+
+    /// Draws per thread below which a call stays on one core.
+    static let parallelChunk = 65_536
 
     /// Adds an independent draw of N_Z(0, σ²) to every value (libsodium's generator).
     /// - Throws: `PrivacyParameterError` for σ outside `sigmaRange`; `DiscreteGaussianError.sumOverflow`
@@ -183,10 +210,11 @@ struct RandomBits<Source: RandomWordSource> {
         }
     }
 
-    /// Bernoulli(p/q) for 0 ≤ p ≤ q, 0 < q < 2^127: compares a uniform U = 0.b₁b₂… in [0, 1), generated
-    /// bit by bit, with p/q's binary expansion (long division), and answers U < p/q at the first
+    /// Bernoulli(p/q) for 0 ≤ p ≤ q, 0 < q < 2^(bit width − 1): compares a uniform U = 0.b₁b₂… in [0, 1),
+    /// generated bit by bit, with p/q's binary expansion (long division), and answers U < p/q at the first
     /// differing bit. Exact, and two bits on average.
-    mutating func bernoulli(_ p: UInt128, over q: UInt128) -> Bool {
+    @inline(__always)
+    mutating func bernoulli<Integer: FixedWidthInteger & UnsignedInteger>(_ p: Integer, over q: Integer) -> Bool {
         if p >= q { return true }
         var remainder = p
         while true {
@@ -201,10 +229,18 @@ struct RandomBits<Source: RandomWordSource> {
 
     /// Bernoulli(exp(−p/q)) for p ≤ q (CKS 2020 Algorithm 1, γ ∈ [0, 1]): K = 1; while
     /// Bernoulli(γ/K) { K += 1 }; true when K is odd. Bernoulli(γ/K) is drawn as Bernoulli(1/K) and then
-    /// Bernoulli(γ) (independent coins, so the conjunction has mean γ/K), which keeps every ratio ≤ 2^127.
-    mutating func bernoulliExpMinusFraction(_ p: UInt128, over q: UInt128) -> Bool {
-        var k: UInt128 = 1
+    /// Bernoulli(γ) (independent coins, so the conjunction has mean γ/K), which keeps every ratio in range.
+    @inline(__always)
+    mutating func bernoulliExpMinusFraction<Integer: FixedWidthInteger & UnsignedInteger>(_ p: Integer, over q: Integer) -> Bool {
+        var k: UInt64 = 1
         while bernoulli(1, over: k) && bernoulli(p, over: q) { k += 1 }
+        return k & 1 == 1
+    }
+
+    /// Bernoulli(exp(−1)).
+    mutating func bernoulliExpMinusOne() -> Bool {
+        var k: UInt64 = 2  // K = 1 always continues: Bernoulli(1/1)
+        while bernoulli(1, over: k) { k += 1 }
         return k & 1 == 1
     }
 
@@ -215,7 +251,7 @@ struct RandomBits<Source: RandomWordSource> {
         let (whole, fraction) = p.quotientAndRemainder(dividingBy: q)
         var remaining = whole
         while remaining > 0 {
-            guard bernoulliExpMinusFraction(1, over: 1) else { return false }
+            guard bernoulliExpMinusOne() else { return false }
             remaining -= 1
         }
         return bernoulliExpMinusFraction(fraction, over: q)
@@ -225,9 +261,9 @@ struct RandomBits<Source: RandomWordSource> {
     mutating func discreteLaplace(scale t: UInt64) throws -> Int64 {
         while true {
             let u = uniform(below: t)
-            guard bernoulliExpMinusFraction(UInt128(u), over: UInt128(t)) else { continue }
+            guard bernoulliExpMinusFraction(u, over: t) else { continue }
             var v: UInt64 = 0
-            while bernoulliExpMinusFraction(1, over: 1) { v += 1 }
+            while bernoulliExpMinusOne() { v += 1 }
             let (tv, overflowMultiply) = t.multipliedReportingOverflow(by: v)
             let (x, overflowAdd) = u.addingReportingOverflow(tv)
             guard !overflowMultiply, !overflowAdd, x < UInt64(1) << 62 else { throw DiscreteGaussianError.arithmeticRange }

@@ -220,8 +220,8 @@ public final class InMemoryFederation {
             case let .prepare(round, plan, global):
                 client.globalAdapter = global
                 client.work = (plan, global)
-                let mechanism = plan.isPrivate ? MechanismSteps(samplingRate: plan.samplingRate, noiseMultiplier: plan.noiseMultiplier,
-                                                                steps: plan.steps) : nil
+                let mechanism = plan.isPrivate ? MechanismSteps.dpsgd(samplingRate: plan.samplingRate, noiseMultiplier: plan.noiseMultiplier,
+                                                                      steps: plan.steps) : nil
                 pending += client.agent.prepared(round: round, RoundPreparation(mechanism: mechanism, examples: client.spec.examples))
             case let .charge(round, request):
                 var ledger = try client.ledger()

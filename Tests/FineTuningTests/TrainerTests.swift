@@ -52,7 +52,8 @@ final class TrainerTests: XCTestCase {
         configuration.learningRate = 1e-2
         configuration.privacy = DifferentialPrivacy(noiseMultiplier: 0.5, clipNorm: 1, delta: 1e-5)
         let trainer = try LoRATrainer(model: model, examples: examples, configuration: configuration)
-        XCTAssertEqual(trainer.mechanism, MechanismSteps(samplingRate: 0.5, noiseMultiplier: 0.5, steps: 30))
+        XCTAssertEqual(trainer.mechanism, .dpsgd(samplingRate: 0.5, noiseMultiplier: 0.5, steps: 30))
+        XCTAssertGreaterThanOrEqual(try XCTUnwrap(trainer.dpsgdGrid).effectiveNoiseMultiplier, 0.5)
         let before = try meanLoss(model, trainer.lora, examples)
         let result = try trainer.train()
         let after = try meanLoss(model, result.lora, examples)

@@ -168,6 +168,25 @@ final class DiscreteGaussianTests: XCTestCase {
         XCTAssertNotEqual(try DiscreteGaussian.samples(count: 32, sigma: 1e4), try DiscreteGaussian.samples(count: 32, sigma: 1e4))
     }
 
+    /// The sampler's basic coin is exact: with U's first 16 bits running over all 2¹⁶ patterns (and zeros
+    /// after), Bernoulli(p/q) answers true for exactly ⌈2¹⁶·p/q⌉ of them, i.e. exactly when U < p/q.
+    func testBernoulliCoinIsExact() {
+        struct FixedWords: RandomWordSource {
+            var word: UInt64
+            var used = false
+            mutating func next() -> UInt64 { defer { used = true }; return used ? 0 : word }
+        }
+        let cases: [(UInt64, UInt64)] = [(1, 3), (2, 7), (5, 8), (0, 5), (5, 5), (12_345, 65_537), (1, 1 << 40)]
+        for (p, q) in cases {
+            var hits: UInt64 = 0
+            for word in 0..<UInt64(1 << 16) {
+                var bits = RandomBits(source: FixedWords(word: word))
+                if bits.bernoulli(p, over: q) { hits += 1 }
+            }
+            XCTAssertEqual(hits, ((1 << 16) * p + q - 1) / q, "Bernoulli(\(p)/\(q))")
+        }
+    }
+
     /// Pearson's χ² of `values` against `law`, and the critical value at α = 10⁻⁶ (Wilson–Hilferty).
     static func chiSquare(_ values: [Int64], law: ExactLaw) -> (statistic: Double, critical: Double) {
         let n = Double(values.count)
