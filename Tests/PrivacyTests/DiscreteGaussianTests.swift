@@ -4,7 +4,8 @@ import XCTest
 
 /// The discrete Gaussian sampler against its law, computed independently of the sampler: the closed-form
 /// pmf P[X = x] = exp(−x²/(2σ²)) / Σ_z exp(−z²/(2σ²)) (Canonne, Kamath, Steinke 2020, Definition 1),
-/// normalised by summing over |z| ≤ 60σ + 10 (the mass beyond is below e^(−1800)).
+/// normalised by summing over |z| ≤ 60σ + 10 (the mass beyond is below e^(−1800)), itself checked
+/// against an mpmath reference (`testExactLawMatchesTheMpmathReference`).
 final class DiscreteGaussianTests: XCTestCase {
     /// The exact law of N_Z(0, σ²) on |x| ≤ 60σ + 10, with its variance and fourth moment.
     struct ExactLaw {
@@ -34,6 +35,33 @@ final class DiscreteGaussianTests: XCTestCase {
         func probability(_ x: Int) -> Double { abs(x) > radius ? 0 : pmf[x + radius] }
         /// P[|X| ≥ k].
         func tail(atLeast k: Int) -> Double { (-radius...radius).filter { abs($0) >= k }.reduce(0) { $0 + probability($1) } }
+    }
+
+    /// The law the other tests use (`ExactLaw`, Double sums) against Reference/discrete_gaussian_reference.json,
+    /// written by Reference/make_discrete_gaussian_reference.py with mpmath at 50 digits (direct summation
+    /// and Poisson summation, which agree there to 40 digits): variance, fourth moment, pmf and tails.
+    func testExactLawMatchesTheMpmathReference() throws {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("Reference/discrete_gaussian_reference.json")
+        let root = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any]
+        let laws = try XCTUnwrap(root?["laws"] as? [[String: Any]], "\(url.path): no laws")
+        XCTAssertEqual(laws.map { $0["sigma"] as? Double }, [0.5, 0.7, 2.5, 9.3, 1e5])
+        for record in laws {
+            let sigma = try XCTUnwrap(record["sigma"] as? Double)
+            let law = ExactLaw(sigma: sigma)
+            let variance = try XCTUnwrap(record["variance"] as? Double, "σ = \(sigma): variance")
+            XCTAssertEqual(law.variance, variance, accuracy: 1e-10 * variance, "σ = \(sigma)")
+            if let fourth = record["fourth_moment"] as? Double {
+                XCTAssertEqual(law.fourthMoment, fourth, accuracy: 1e-10 * fourth, "σ = \(sigma)")
+            }
+            for (x, p) in ((record["pmf"] as? [Double]) ?? []).enumerated() {
+                XCTAssertEqual(law.probability(x), p, accuracy: 1e-12 * p, "σ = \(sigma), P[X = \(x)]")
+            }
+            for tail in (record["tails"] as? [[String: Any]]) ?? [] {
+                let k = try XCTUnwrap(tail["k"] as? Int), p = try XCTUnwrap(tail["p"] as? Double)
+                XCTAssertEqual(law.tail(atLeast: k), p, accuracy: 1e-10 * p, "σ = \(sigma), P[|X| ≥ \(k)]")
+            }
+        }
     }
 
     /// Mean, variance and lag-one correlation of 10⁶ draws against the exact discrete law, each within five
