@@ -55,6 +55,10 @@ public final class ClientRunner: @unchecked Sendable {
     public let name: String
     /// Stop after this many rounds have ended for this client (nil: run until stopped).
     public let maximumRounds: Int?
+    /// Seconds without a byte from the coordinator after which the connection is presumed dead and
+    /// made again (rounds continue across a reconnection: the hello names the round awaited). With TCP
+    /// keepalive on the socket, this bounds how long a half-open connection can hang the client.
+    public var silenceLimit: TimeInterval = 900
     private let log: OperatorLog
     /// Where `--events` sends one JSON line per round event (nil: nowhere). Local only: nothing of it
     /// is sent to the coordinator.
@@ -207,13 +211,19 @@ public final class ClientRunner: @unchecked Sendable {
     }
 
     private func session(_ connection: TLSConnection) throws {
-        try connection.setTimeouts(read: nil, write: 120)
+        try connection.setTimeouts(read: silenceLimit, write: 120)
         try send([Hello(client: name, software: software, pendingRound: agent.pendingRound,
                         signingKey: identity.publicKey.bytes).frame()], on: connection)
         log.write("connected to the coordinator at \(address.host):\(address.port) as '\(name)'")
         var reader = FrameReader()
         while wantsMoreRounds {
-            guard let frame = try reader.nextFrame(reading: { try connection.read(into: $0) }) else {
+            let next: Frame?
+            do {
+                next = try reader.nextFrame(reading: { try connection.read(into: $0) })
+            } catch TransportError.timedOut {
+                throw FederationError.peer("coordinator", "sent nothing for \(Int(silenceLimit)) s; reconnecting")
+            }
+            guard let frame = next else {
                 throw FederationError.peer("coordinator", "closed the connection")
             }
             if frame.type == .invite, let events, let invite = try? Invite(frame: frame) {

@@ -264,7 +264,8 @@ public struct ClientRegistry: Sendable {
 }
 
 /// A `ClientAuthorization` for the coordinator's TLS server, backed by the registry file: each
-/// handshake re-reads `clients.json` if it changed, so a revocation applies from the next handshake.
+/// handshake re-reads `clients.json` if it changed, so a revocation applies from the next handshake, and
+/// the server asks `refused` about its live connections, so a revocation closes them too.
 /// If the file becomes unreadable or malformed, every client is refused until it is fixed.
 public final class RegistryAuthorization: @unchecked Sendable {
     private var registry: ClientRegistry
@@ -282,6 +283,12 @@ public final class RegistryAuthorization: @unchecked Sendable {
 
     /// Whether the peer is an active, unexpired client with exactly this certificate.
     public func authorize(commonName: String, fingerprint: String, now: Date = Date()) -> Bool {
+        refused([(commonName, fingerprint)], now: now).isEmpty
+    }
+
+    /// The ids among `peers` (id, certificate fingerprint) that the registry no longer admits, after one
+    /// re-read of the file if it changed: what a running server closes when a client is revoked.
+    public func refused(_ peers: [(id: String, fingerprint: String)], now: Date = Date()) -> [String] {
         lock.withLock {
             do {
                 try registry.reloadIfChanged()
@@ -290,7 +297,8 @@ public final class RegistryAuthorization: @unchecked Sendable {
                 if failure.map({ "\($0)" }) != "\(error)" { report("refusing all clients: \(error)") }
                 failure = error
             }
-            return failure == nil && registry.authorizes(commonName: commonName, fingerprint: fingerprint, now: now)
+            return peers.filter { failure != nil || !registry.authorizes(commonName: $0.id, fingerprint: $0.fingerprint, now: now) }
+                .map(\.id)
         }
     }
 

@@ -46,10 +46,54 @@ final class ClientConnection: @unchecked Sendable {
     }
 }
 
+/// The connections that have not logged in yet: the admission bounds and each one's pending TLS
+/// connection, by ticket, so that an evicted one can be woken and closed.
+struct PreLoginState {
+    var admission: ConnectionAdmission
+    var waiting: [UInt64: PendingTLSConnection] = [:]
+}
+
 extension CoordinatorServer {
-    /// One client's connection, on its own thread: handshake and hello, then its frames until it
-    /// closes or the coordinator stops.
-    func serve(_ pending: PendingTLSConnection) {
+    /// Admits or refuses a connection just accepted (`ConnectionAdmission`): an admitted one gets its own
+    /// thread (and may evict the oldest one still waiting to log in); a refused one is closed at once,
+    /// without a thread.
+    func admit(_ pending: PendingTLSConnection) {
+        let (arrival, evicted) = preLogin.withLock { state -> (ConnectionAdmission.Arrival, PendingTLSConnection?) in
+            let arrival = state.admission.arrive(peerAddress: pending.peerAddress)
+            switch arrival {
+            case let .admit(ticket):
+                state.waiting[ticket] = pending
+                return (arrival, nil)
+            case let .admitEvicting(ticket, evicted):
+                state.waiting[ticket] = pending
+                return (arrival, state.waiting.removeValue(forKey: evicted))
+            case .refuse:
+                return (arrival, nil)
+            }
+        }
+        if let evicted {
+            log.write("closing \(evicted.peerAddress): not logged in, and \(admissionLimits.waiting) connections wait to")
+            evicted.cancel()
+        }
+        switch arrival {
+        case let .refuse(reason):
+            log.write("refused \(pending.peerAddress): \(reason)")
+        case let .admit(ticket), let .admitEvicting(ticket, _):
+            let thread = Thread { [self] in serve(pending, ticket: ticket) }
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+    }
+
+    /// One client's connection, on its own thread: handshake and hello (within the login deadline),
+    /// then its frames until it closes, is revoked, or the coordinator stops.
+    func serve(_ pending: PendingTLSConnection, ticket: UInt64) {
+        defer {
+            preLogin.withLock { state in
+                state.admission.leave(ticket)
+                state.waiting[ticket] = nil
+            }
+        }
         let tls: TLSConnection
         do {
             tls = try pending.handshake()
@@ -57,11 +101,19 @@ extension CoordinatorServer {
             log.write("refused \(pending.peerAddress): \(error)")
             return
         }
+        guard preLogin.withLock({ $0.admission.identified(ticket, as: tls.peerCommonName) }) else {
+            log.write("refused \(tls.peerDescription): its certificate already holds \(admissionLimits.perIdentity) "
+                      + "connections, or it waited too long to log in")
+            tls.close()
+            return
+        }
         let peer = tls.peerDescription
-        var reader = FrameReader()
-        guard let (connection, pendingRound) = greet(tls, reader: &reader) else { return }
-        perform(engine.withLock {
-            $0.connect(connection.client, now: Date(), signingKey: connection.signingKey, pendingRound: pendingRound)
+        var reader = FrameReader(maximumPayload: admissionLimits.helloBytes)
+        let deadline = pending.accepted.addingTimeInterval(admissionLimits.loginSeconds)
+        guard let (connection, pendingRound) = greet(tls, reader: &reader, deadline: deadline, ticket: ticket) else { return }
+        reader.maximumPayload = WireProtocol.defaultMaximumPayload
+        perform(stepWithAdmittedClients { engine in
+            engine.connect(connection.client, now: Date(), signingKey: connection.signingKey, pendingRound: pendingRound)
         })
         var failure: String?
         while !stopping.load(ordering: .relaxed) {
@@ -89,23 +141,38 @@ extension CoordinatorServer {
         if isCurrent { perform(engine.withLock { $0.disconnect(connection.client, now: Date()) }) }
     }
 
-    /// Reads the hello, checks it names the certificate's client and pins its signing key, and makes
-    /// the connection that client's current one (closing any previous one). Nil, with the connection
-    /// closed, when the hello is missing or refused; else the connection and the round the client
-    /// asks about (0: none).
-    private func greet(_ tls: TLSConnection, reader: inout FrameReader) -> (ClientConnection, UInt64)? {
+    /// Reads the hello (at most `admissionLimits.helloBytes`, complete before `deadline`), checks it names
+    /// the certificate's client and pins its signing key, and makes the connection that client's current
+    /// one (closing any previous one). Nil, with the connection closed, when the hello is missing, late or
+    /// refused; else the connection and the round the client asks about (0: none).
+    private func greet(_ tls: TLSConnection, reader: inout FrameReader, deadline: Date,
+                       ticket: UInt64) -> (ClientConnection, UInt64)? {
         let peer = tls.peerDescription
+        let late = FederationError.peer(peer, "sent no complete hello within \(admissionLimits.loginSeconds) s of connecting")
         do {
-            try tls.setTimeouts(read: 10, write: 60)
-            guard let first = try reader.nextFrame(reading: { try tls.read(into: $0) }) else {
+            let read: (UnsafeMutableRawBufferPointer) throws -> Int = { buffer in
+                // Each read waits only for what is left of the deadline, so trickled bytes cannot extend it.
+                let left = deadline.timeIntervalSinceNow
+                guard left > 0 else { throw late }
+                try tls.setTimeouts(read: left, write: 60)
+                return try tls.read(into: buffer)
+            }
+            let first: Frame?
+            do { first = try reader.nextFrame(reading: read) } catch TransportError.timedOut { throw late }
+            guard let first else {
                 throw FederationError.peer(peer, "closed the connection before its hello")
             }
             let hello = try Hello(frame: first)
             guard hello.client == tls.peerCommonName else {
-                throw FederationError.peer(peer, "says it is '\(hello.client)' but its certificate names '\(tls.peerCommonName)'")
+                throw FederationError.peer(peer, "says it is '\(PeerText.printable(hello.client))' but its certificate names '\(tls.peerCommonName)'")
             }
             let connection = ClientConnection(client: hello.client, tls: tls, layout: layout)
             connection.signingKey = try pinSigningKey(hello)
+            let admitted = preLogin.withLock { state -> Bool in
+                state.waiting[ticket] = nil
+                return state.admission.loggedIn(ticket)
+            }
+            guard admitted else { throw FederationError.peer(peer, "was closed to make room before its hello was accepted") }
             let previous = connections.withLock { table -> ClientConnection? in
                 defer { table[hello.client] = connection }
                 return table[hello.client]
@@ -121,6 +188,37 @@ extension CoordinatorServer {
             tls.close()
             return nil
         }
+    }
+
+    /// Runs `body` on the engine after closing the connections of clients the registry no longer admits
+    /// (revoked, expired, or an unreadable registry) and telling the engine they left, in one step under
+    /// the engine's lock: a cohort `body` draws holds only clients that pass the check at that moment.
+    func withAdmittedClients<T>(_ body: (inout RoundEngine) -> T) -> (actions: [RoundEngine.Action], result: T) {
+        engine.withLock { engine in
+            var actions: [RoundEngine.Action] = []
+            let live = connections.withLock { Array($0.values) }
+            let refused = Set(authorization.refused(live.map { ($0.client, $0.tls.peerCertificateFingerprint) }))
+            for connection in live where refused.contains(connection.client) {
+                let removed = connections.withLock { table -> Bool in
+                    guard table[connection.client] === connection else { return false }
+                    table[connection.client] = nil
+                    return true
+                }
+                guard removed else { continue }
+                log.write("client '\(connection.client)': its certificate is no longer admitted (revoked or expired); "
+                          + "closing its connection")
+                connection.tls.cancel()
+                actions += engine.disconnect(connection.client, now: Date())
+            }
+            let result = body(&engine)
+            return (actions, result)
+        }
+    }
+
+    /// `withAdmittedClients` for a step that returns actions: the closings' actions, then the step's.
+    func stepWithAdmittedClients(_ body: (inout RoundEngine) -> [RoundEngine.Action]) -> [RoundEngine.Action] {
+        let (actions, more) = withAdmittedClients(body)
+        return actions + more
     }
 
     /// Pins the hello's signing key in the registry at first sight, or checks it against the pinned

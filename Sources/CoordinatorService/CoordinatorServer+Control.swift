@@ -8,11 +8,11 @@ extension CoordinatorServer {
         case let .failure(refusal):
             return ControlResponse.refused(refusal).bytes
         case let .success(.start(count)):
-            let (actions, first) = engine.withLock { engine -> ([RoundEngine.Action], UInt64) in
+            let (closings, (actions, first)) = withAdmittedClients { engine -> ([RoundEngine.Action], UInt64) in
                 let first = engine.firstUnrequestedRound
                 return (engine.requestRounds(count, now: Date()), first)
             }
-            perform(actions)
+            perform(closings + actions)
             return ControlResponse.queued(RoundsQueued(queued: count, firstRound: first)).bytes
         case .success(.status):
             let rounds = engine.withLock { $0.status }

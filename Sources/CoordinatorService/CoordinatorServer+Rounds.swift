@@ -105,7 +105,7 @@ extension CoordinatorServer {
             log.write("round \(outcome.round) aborted: \(verdict.reason)")
         }
         // One step under the engine's lock, so a client reconnecting meanwhile hears of the adapter it can fetch.
-        perform(engine.withLock { engine in
+        perform(stepWithAdmittedClients { engine in
             global.withLock { $0 = next }
             engine.setGlobalAdapter(digest: next.digest, parameterCount: next.parameterCount)
             return engine.roundFinished(round: outcome.round, verdict: verdict, now: Date())

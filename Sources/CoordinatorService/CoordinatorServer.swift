@@ -41,6 +41,12 @@ public final class CoordinatorServer: @unchecked Sendable {
     let baseModel: String
     let signer: SigningKeyPair
     private let serverContext: TLSServerContext
+    /// The registry's verdict on a certificate, re-read when `clients.json` changes: at each handshake,
+    /// and before every step that may draw a cohort (`withAdmittedClients`).
+    let authorization: RegistryAuthorization
+    /// Bounds on connections before login (`ConnectionAdmission`).
+    let admissionLimits: ConnectionAdmission.Limits
+    let preLogin: Mutex<PreLoginState>
     let engine: Mutex<RoundEngine>
     let connections = Mutex<[String: ClientConnection]>([:])
     let global: Mutex<GlobalAdapter>
@@ -57,14 +63,17 @@ public final class CoordinatorServer: @unchecked Sendable {
     /// Loads the state directory and recovers from a crash: a round still marked in flight is
     /// aborted in the audit log (or found committed) and its mark removed.
     public init(paths: CoordinatorPaths, configuration: CoordinatorConfiguration, log: OperatorLog,
-                events: EventLog? = nil) throws {
+                events: EventLog? = nil, admissionLimits: ConnectionAdmission.Limits = .init()) throws {
         self.paths = paths
         self.configuration = configuration
         self.log = log
         self.events = events
         settings = try CoordinatorSettings.load(paths: paths)
         signer = try SigningKeyPair.readSecretKeyFile(path: paths.signingKey.path)
-        serverContext = try Self.tlsContext(paths: paths, log: log)
+        self.admissionLimits = admissionLimits
+        preLogin = Mutex(PreLoginState(admission: ConnectionAdmission(limits: admissionLimits)))
+        authorization = RegistryAuthorization(registry: try ClientRegistry(paths: paths)) { message in log.write(message) }
+        serverContext = try Self.tlsContext(paths: paths, authorization: authorization)
         layout = try AdapterLayout(configuration: try Self.modelConfiguration(path: configuration.model),
                                    plan: configuration.rounds.plan)
         baseModel = URL(fileURLWithPath: configuration.model).lastPathComponent
@@ -87,10 +96,8 @@ public final class CoordinatorServer: @unchecked Sendable {
 
     /// The server's TLS context: its certificate and key, the federation's CA, and the registry deciding
     /// which client certificates are enrolled and not revoked.
-    private static func tlsContext(paths: CoordinatorPaths, log: OperatorLog) throws -> TLSServerContext {
-        let registry = try ClientRegistry(paths: paths)
-        let authorization = RegistryAuthorization(registry: registry) { message in log.write(message) }
-        return try TLSServerContext(caPEM: try PEMFile.readCertificate(at: paths.caCertificate.path),
+    private static func tlsContext(paths: CoordinatorPaths, authorization: RegistryAuthorization) throws -> TLSServerContext {
+        try TLSServerContext(caPEM: try PEMFile.readCertificate(at: paths.caCertificate.path),
                                     certificatePEM: try PEMFile.readCertificate(at: paths.serverCertificate.path),
                                     keyPEM: try PEMFile.readPrivateKey(at: paths.serverKey.path),
                                     authorize: authorization.hook)
@@ -119,7 +126,8 @@ public final class CoordinatorServer: @unchecked Sendable {
     /// Listens, serves, and returns when `stop()` is called (or SIGINT/SIGTERM, which `serve` maps to it).
     public func run() throws {
         let host = configuration.listen ?? settings.host
-        let listener = try TLSListener(host: host, port: UInt16(clamping: settings.port), context: serverContext)
+        let listener = try TLSListener(host: host, port: UInt16(clamping: settings.port), context: serverContext,
+                                       handshakeTimeout: admissionLimits.loginSeconds)
         self.listener = listener
         port = listener.port
         controlServer = try ControlSocketServer(path: paths.controlSocket.path, log: { [log] in log.write("control: \($0)") }) {
@@ -133,7 +141,7 @@ public final class CoordinatorServer: @unchecked Sendable {
         let ticker = Thread { [self] in
             while !stopping.load(ordering: .relaxed) {
                 Thread.sleep(forTimeInterval: 0.25)
-                perform(engine.withLock { $0.tick(now: Date()) })
+                perform(stepWithAdmittedClients { $0.tick(now: Date()) })
             }
         }
         ticker.start()
@@ -147,9 +155,7 @@ public final class CoordinatorServer: @unchecked Sendable {
                 Thread.sleep(forTimeInterval: 0.05)
                 continue
             }
-            let thread = Thread { [self] in serve(pending) }
-            thread.stackSize = 1 << 20
-            thread.start()
+            admit(pending)
         }
         controlServer?.close()
         log.write("coordinator stopped")

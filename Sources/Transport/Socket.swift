@@ -115,6 +115,51 @@ enum TCPSocket {
         }
     }
 
+    /// TCP keepalive: after `idle` seconds of silence the kernel probes the peer every `interval` seconds
+    /// and, after `count` unanswered probes, fails the connection, so a read on a half-open connection
+    /// (peer gone without a FIN: power loss, a dropped NAT entry) ends with an error instead of hanging.
+    static func setKeepAlive(_ descriptor: Int32, idle: Int32 = 60, interval: Int32 = 10, count: Int32 = 6,
+                             peer: String) throws {
+        func set(_ level: Int32, _ option: Int32, _ value: Int32, _ name: String) throws {
+            var value = value
+            guard setsockopt(descriptor, level, option, &value, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
+                throw TransportError.socket(peer: peer, operation: "setsockopt(\(name))", reason: reason())
+            }
+        }
+        try set(SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE")
+        try set(Int32(IPPROTO_TCP), TCP_KEEPIDLE, idle, "TCP_KEEPIDLE")
+        try set(Int32(IPPROTO_TCP), TCP_KEEPINTVL, interval, "TCP_KEEPINTVL")
+        try set(Int32(IPPROTO_TCP), TCP_KEEPCNT, count, "TCP_KEEPCNT")
+    }
+
+    /// Reads an integer socket option (for `TLSConnection.keepAlive`).
+    static func integerOption(_ descriptor: Int32, level: Int32, option: Int32) -> Int32? {
+        var value: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        return getsockopt(descriptor, level, option, &value, &length) == 0 ? value : nil
+    }
+
+    /// Switches O_NONBLOCK on or off.
+    static func setNonBlocking(_ descriptor: Int32, _ on: Bool, peer: String) throws {
+        let flags = fcntl(descriptor, F_GETFL)
+        guard flags >= 0, fcntl(descriptor, F_SETFL, on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK) == 0 else {
+            throw TransportError.socket(peer: peer, operation: "fcntl(O_NONBLOCK)", reason: reason())
+        }
+    }
+
+    /// Waits until `descriptor` is readable (or writable) or `deadline` passes; false when it passed.
+    /// A hang-up or error counts as ready, so the next call on the socket reports it.
+    static func wait(_ descriptor: Int32, writable: Bool, until deadline: Date) -> Bool {
+        while true {
+            let left = deadline.timeIntervalSinceNow
+            guard left > 0 else { return false }
+            var entry = pollfd(fd: descriptor, events: Int16(writable ? POLLOUT : POLLIN), revents: 0)
+            let ready = poll(&entry, 1, Int32(clamping: Int((left * 1000).rounded(.up))))
+            if ready > 0 { return true }
+            if ready < 0 && errno != EINTR { return true }
+        }
+    }
+
     /// SO_RCVTIMEO / SO_SNDTIMEO; nil or zero means wait forever.
     static func setTimeout(_ descriptor: Int32, option: Int32, seconds: TimeInterval?, peer: String) throws {
         let value = max(seconds ?? 0, 0)

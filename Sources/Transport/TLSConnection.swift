@@ -82,27 +82,34 @@ public final class TLSConnection: @unchecked Sendable {
         return connection
     }
 
-    /// Takes ownership of `descriptor`: creates the SSL, runs the handshake under `timeout`, and
-    /// either returns the connection (which then owns both) or frees both and throws.
+    /// Takes ownership of `descriptor`: creates the SSL, runs the whole handshake before `timeout`
+    /// seconds have passed (one deadline for all its reads and writes, so a peer trickling bytes cannot
+    /// stretch it), and either returns the connection (which then owns both) or frees the SSL, hands the
+    /// descriptor to `release` and throws. Both ends get TCP keepalive.
     static func establish(descriptor: Int32, role: Role, peerAddress: String, context: OpaquePointer,
                           timeout: TimeInterval, authorize: ClientAuthorization?,
+                          release: ((Int32) -> Void)? = nil,
                           step: (OpaquePointer) throws -> Int32) throws -> TLSConnection
     {
         let peer = "\(role == .server ? "client" : "server") \(peerAddress)"
+        let deadline = Date().addingTimeInterval(timeout)
         var ssl: OpaquePointer?
         let connection: TLSConnection
         do {
             try TCPSocket.setNoDelay(descriptor, peer: peer)
-            try TCPSocket.setTimeout(descriptor, option: SO_RCVTIMEO, seconds: timeout, peer: peer)
-            try TCPSocket.setTimeout(descriptor, option: SO_SNDTIMEO, seconds: timeout, peer: peer)
+            try TCPSocket.setKeepAlive(descriptor, peer: peer)
+            try TCPSocket.setNonBlocking(descriptor, true, peer: peer)
             OpenSSLErrors.clear()
             ssl = SSL_new(context)
             guard let ssl else { throw OpenSSLErrors.error("SSL_new") }
             connection = try handshake(ssl: ssl, descriptor: descriptor, role: role, peerAddress: peerAddress,
-                                       authorize: authorize, step: step)
+                                       authorize: authorize, deadline: deadline, timeout: timeout, step: step)
+            try TCPSocket.setNonBlocking(descriptor, false, peer: peer)
         } catch {
             if let ssl { SSL_free(ssl) }
-            if role == .server {
+            if let release {
+                release(descriptor)
+            } else if role == .server {
                 TCPSocket.closeAfterDraining(descriptor)
             } else {
                 Glibc.close(descriptor)
@@ -114,10 +121,12 @@ public final class TLSConnection: @unchecked Sendable {
         return connection
     }
 
-    /// Runs `step` (SSL_accept or SSL_connect) on a fresh SSL, then checks what verification recorded.
-    /// On failure the caller frees `ssl` and closes `descriptor`.
+    /// Runs `step` (SSL_accept or SSL_connect) on a fresh SSL over a non-blocking socket, waiting for
+    /// the socket between steps until `deadline`, then checks what verification recorded. On failure
+    /// the caller frees `ssl` and closes `descriptor`.
     static func handshake(ssl: OpaquePointer, descriptor: Int32, role: Role, peerAddress: String,
-                          authorize: ClientAuthorization?, step: (OpaquePointer) throws -> Int32) throws -> TLSConnection
+                          authorize: ClientAuthorization?, deadline: Date, timeout: TimeInterval,
+                          step: (OpaquePointer) throws -> Int32) throws -> TLSConnection
     {
         let peer = "\(role == .server ? "client" : "server") \(peerAddress)"
         let state = HandshakeState(authorize: authorize)
@@ -127,16 +136,23 @@ public final class TLSConnection: @unchecked Sendable {
         SSL_set_ex_data(ssl, HandshakeState.exDataIndex, Unmanaged.passUnretained(state).toOpaque())
         defer { SSL_set_ex_data(ssl, HandshakeState.exDataIndex, nil) }
         OpenSSLErrors.clear()
-        let result = try withExtendedLifetime(state) { try step(ssl) }
+        var result = try withExtendedLifetime(state) { try step(ssl) }
+        var code = result == 1 ? SSL_ERROR_NONE : SSL_get_error(ssl, result)
+        var systemError = errno
+        while code == SSL_ERROR_WANT_READ || code == SSL_ERROR_WANT_WRITE {
+            guard TCPSocket.wait(descriptor, writable: code == SSL_ERROR_WANT_WRITE, until: deadline) else { break }
+            OpenSSLErrors.clear()
+            result = try withExtendedLifetime(state) { try step(ssl) }
+            code = result == 1 ? SSL_ERROR_NONE : SSL_get_error(ssl, result)
+            systemError = errno
+        }
         if result != 1 {
-            let code = SSL_get_error(ssl, result)
-            let systemError = errno
             var reasons: [String] = []
             if let refusal = state.refusal { reasons.append(refusal) }
             let queue = OpenSSLErrors.drain(fallback: "")
             if !queue.isEmpty { reasons.append(queue) }
             if code == SSL_ERROR_WANT_READ || code == SSL_ERROR_WANT_WRITE {
-                reasons.append("no answer within the handshake timeout")
+                reasons.append("handshake not finished within \(String(format: "%.3g", timeout)) s")
             } else if code == SSL_ERROR_SYSCALL {
                 reasons.append(systemError == 0 ? "connection closed by peer during the handshake"
                                                 : TCPSocket.reason(systemError))
@@ -158,6 +174,13 @@ public final class TLSConnection: @unchecked Sendable {
         }
         return TLSConnection(ssl: ssl, descriptor: descriptor, role: role, peerAddress: peerAddress,
                              commonName: name, fingerprint: fingerprint)
+    }
+
+    /// Whether TCP keepalive is on for this connection, and its idle time in seconds before the first probe.
+    public var keepAlive: (enabled: Bool, idleSeconds: Int) {
+        let enabled = TCPSocket.integerOption(descriptor, level: SOL_SOCKET, option: SO_KEEPALIVE) ?? 0
+        let idle = TCPSocket.integerOption(descriptor, level: Int32(IPPROTO_TCP), option: TCP_KEEPIDLE) ?? 0
+        return (enabled != 0, Int(idle))
     }
 
     /// Bounds each read and each write (SO_RCVTIMEO / SO_SNDTIMEO); nil waits forever. A write that
@@ -332,29 +355,68 @@ public final class TLSListener: @unchecked Sendable {
 public final class PendingTLSConnection: @unchecked Sendable {
     /// The client's numeric address, "host:port".
     public let peerAddress: String
+    /// When the connection was accepted: the handshake's deadline counts from here.
+    public let accepted: Date
     private let context: TLSServerContext
     private let timeout: TimeInterval
+    private let lock = NSLock()
+    /// Owned here until the handshake starts.
     private var descriptor: Int32?
+    /// The descriptor while the handshake runs on it (what `cancel` shuts down).
+    private var handshaking: Int32?
+    private var established: TLSConnection?
+    private var cancelled = false
 
     init(descriptor: Int32, peerAddress: String, context: TLSServerContext, timeout: TimeInterval) {
         self.descriptor = descriptor
         self.peerAddress = peerAddress
         self.context = context
         self.timeout = timeout
+        accepted = Date()
     }
 
     deinit { if let descriptor { Glibc.close(descriptor) } }
 
     /// Runs the server side of the handshake: TLS 1.3, the client's certificate verified against the
-    /// federation CA, then the context's `authorize`. Call at most once.
+    /// federation CA, then the context's `authorize`, all within the listener's handshake timeout of
+    /// `accepted`. Call at most once.
     /// - Throws: `TransportError.handshake` naming the client's address and why it was refused.
     public func handshake() throws -> TLSConnection {
-        guard let descriptor else {
-            preconditionFailure("PendingTLSConnection.handshake called twice for \(peerAddress)")
+        let (descriptor, wasCancelled) = lock.withLock { () -> (Int32?, Bool) in
+            defer { self.descriptor = nil }
+            if !cancelled { handshaking = self.descriptor }
+            return (self.descriptor, cancelled)
         }
-        self.descriptor = nil
-        return try TLSConnection.establish(descriptor: descriptor, role: .server, peerAddress: peerAddress,
-                                           context: context.context, timeout: timeout,
-                                           authorize: context.authorize) { SSL_accept($0) }
+        guard let descriptor else { preconditionFailure("PendingTLSConnection.handshake called twice for \(peerAddress)") }
+        if wasCancelled {
+            Glibc.close(descriptor)
+            throw TransportError.handshake(peer: "client \(peerAddress)", reason: "closed by the server before its handshake")
+        }
+        let left = max(accepted.addingTimeInterval(timeout).timeIntervalSinceNow, 0.001)
+        let connection = try TLSConnection.establish(
+            descriptor: descriptor, role: .server, peerAddress: peerAddress, context: context.context, timeout: left,
+            authorize: context.authorize, release: { [self] descriptor in
+                lock.withLock { handshaking = nil }
+                TCPSocket.closeAfterDraining(descriptor)
+            }) { SSL_accept($0) }
+        let cancelNow = lock.withLock { () -> Bool in
+            handshaking = nil
+            established = connection
+            return cancelled
+        }
+        if cancelNow { connection.cancel() }
+        return connection
+    }
+
+    /// Wakes the handshake (or, once it is done, any read or write of the connection it made) so that it
+    /// fails; safe from any thread, at any time. The server uses it to evict a connection that has not
+    /// logged in when too many wait.
+    public func cancel() {
+        let connection = lock.withLock { () -> TLSConnection? in
+            cancelled = true
+            if let handshaking { _ = Glibc.shutdown(handshaking, Int32(SHUT_RDWR)) }
+            return established
+        }
+        connection?.cancel()
     }
 }

@@ -134,8 +134,9 @@ public struct Frame: Equatable, Sendable {
 /// Nothing is allocated from a declared length: the buffer grows only with bytes actually received.
 /// After an error the reader is spent: every later call throws the same error.
 public struct FrameReader: Sendable {
-    /// The largest payload accepted.
-    public let maximumPayload: Int
+    /// The largest payload accepted; may change between frames (a server reads a hello under a small
+    /// limit, then the frames after it under the default).
+    public var maximumPayload: Int
     private var buffer: [UInt8] = []
     private var start = 0
     private var failure: WireError?

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Foundation
 import XCTest
 @testable import Transport
@@ -45,7 +48,12 @@ private final class ServerRun: @unchecked Sendable {
     private var outcomes: [Result<String, Error>] = []
     private let finished = DispatchSemaphore(value: 0)
 
+    private let count: Int
+    /// Whether every accept has finished.
+    var isFinished: Bool { lock.withLock { outcomes.count >= count } }
+
     init(listener: TLSListener, count: Int, handler: @escaping @Sendable (TLSConnection) throws -> String) {
+        self.count = count
         let thread = Thread { [self] in
             for _ in 0..<count {
                 let outcome: Result<String, Error> = Result {
@@ -226,7 +234,7 @@ final class TLSTests: XCTestCase {
         XCTAssertEqual(outcomes.count, 4)
         let errors = outcomes.compactMap(failure).map { "\($0)" }
         XCTAssertEqual(errors.count, 3, "\(errors)")
-        XCTAssertTrue(errors.contains { $0.contains("no answer within the handshake timeout") }, "\(errors)")
+        XCTAssertTrue(errors.contains { $0.contains("handshake not finished within 0.5 s") }, "\(errors)")
         XCTAssertTrue(errors.contains { $0.contains("wrong version number") || $0.contains("http request") }, "\(errors)")
         XCTAssertTrue(errors.contains { $0.contains("clinic-revoked") && $0.contains("not authorized") }, "\(errors)")
         XCTAssertTrue(outcomes.contains { (try? $0.get())?.hasPrefix("clinic-good ") == true })
@@ -339,5 +347,92 @@ private final class Counter: @unchecked Sendable {
             value += 1
             return value
         }
+    }
+}
+
+/// Issue 14, items 1 and 6: one deadline for the whole handshake, keepalive on both ends, and a
+/// pending connection another thread can close.
+final class HandshakeDeadlineTests: XCTestCase {
+    /// A peer trickling a TLS record a byte every 0.2 s is cut off at the listener's handshake timeout.
+    /// Failed before: the timeout bounded each read, so every byte renewed it and the handshake lasted
+    /// as long as the trickle (here 6 s).
+    func testTricklingPeerIsCutOffAtTheHandshakeDeadline() throws {
+        let federation = try TestFederation()
+        let listener = try TLSListener(host: "127.0.0.1", port: 0, context: federation.serverContext(), handshakeTimeout: 1)
+        defer { listener.close() }
+        let server = ServerRun(listener: listener, count: 1, handler: echoHandler)
+        let (descriptor, _) = try TCPSocket.connect(host: "127.0.0.1", port: listener.port, timeout: 5)
+        defer { close(descriptor) }
+        let start = Date()
+        var record: [UInt8] = [0x16, 0x03, 0x01, 0x02, 0x00] + [UInt8](repeating: 0x01, count: 30)
+        while !record.isEmpty && Date().timeIntervalSince(start) < 6 {
+            let byte = record.removeFirst()
+            _ = Glibc.send(descriptor, [byte], 1, Int32(MSG_NOSIGNAL))
+            Thread.sleep(forTimeInterval: 0.2)
+            if server.isFinished { break }
+        }
+        let outcomes = server.wait()
+        XCTAssertLessThan(Date().timeIntervalSince(start), 2.5, "the handshake outlived its 1 s deadline")
+        guard case let .failure(error)? = outcomes.first else { return XCTFail("the trickling peer was served") }
+        XCTAssertTrue("\(error)".contains("handshake not finished within"), "\(error)")
+    }
+
+    /// Both ends of a connection have TCP keepalive, so a half-open connection ends in an error.
+    /// Failed before: neither end set SO_KEEPALIVE.
+    func testBothEndsHaveKeepAlive() throws {
+        let federation = try TestFederation()
+        let identity = try federation.client("clinic-1")
+        let listener = try TLSListener(host: "127.0.0.1", port: 0, context: federation.serverContext())
+        let serverSide = ServerRun(listener: listener, count: 1) { connection in
+            let keepAlive = connection.keepAlive
+            _ = try connection.readExactly(count: 1)
+            return "\(keepAlive.enabled) \(keepAlive.idleSeconds)"
+        }
+        let connection = try TLSConnection.connect(host: "127.0.0.1", port: listener.port,
+                                                   context: federation.clientContext(identity))
+        XCTAssertTrue(connection.keepAlive.enabled)
+        XCTAssertEqual(connection.keepAlive.idleSeconds, 60)
+        try connection.write([1])
+        XCTAssertEqual(try serverSide.wait().first?.get(), "true 60")
+        connection.close()
+    }
+
+    /// `cancel()` on a pending connection ends its handshake at once, whoever is running it.
+    func testCancelEndsAPendingHandshake() throws {
+        let federation = try TestFederation()
+        let listener = try TLSListener(host: "127.0.0.1", port: 0, context: federation.serverContext(), handshakeTimeout: 10)
+        defer { listener.close() }
+        let (descriptor, _) = try TCPSocket.connect(host: "127.0.0.1", port: listener.port, timeout: 5)
+        defer { close(descriptor) }
+        let pending = try listener.acceptSocket()
+        DispatchQueue.global().asyncAfter(deadline: .now() + 0.3) { pending.cancel() }
+        let start = Date()
+        XCTAssertThrowsError(try pending.handshake())
+        XCTAssertLessThan(Date().timeIntervalSince(start), 3)
+    }
+}
+
+/// The admission state machine, without sockets.
+final class ConnectionAdmissionTests: XCTestCase {
+    func testPerAddressTotalIdentityAndLogin() {
+        var admission = ConnectionAdmission(limits: .init(waiting: 3, waitingPerAddress: 2, perIdentity: 2))
+        XCTAssertEqual(admission.arrive(peerAddress: "10.0.0.1:1000"), .admit(ticket: 1))
+        XCTAssertEqual(admission.arrive(peerAddress: "10.0.0.1:1001"), .admit(ticket: 2))
+        guard case .refuse = admission.arrive(peerAddress: "10.0.0.1:1002") else { return XCTFail("third from one address") }
+        XCTAssertEqual(admission.arrive(peerAddress: "[::1]:5"), .admit(ticket: 3))
+        // Full: the oldest waiting connection makes room.
+        XCTAssertEqual(admission.arrive(peerAddress: "10.0.0.2:7"), .admitEvicting(ticket: 4, evicted: 1))
+        XCTAssertFalse(admission.identified(1, as: "a"), "an evicted ticket must not log in")
+        XCTAssertTrue(admission.identified(2, as: "a"))
+        XCTAssertTrue(admission.identified(3, as: "a"))
+        XCTAssertFalse(admission.identified(4, as: "a"), "a third connection of one identity")
+        XCTAssertTrue(admission.loggedIn(2))
+        XCTAssertEqual(admission.waitingCount, 2)
+        // Logged in: no longer counted against the address, and never evicted.
+        XCTAssertEqual(admission.arrive(peerAddress: "10.0.0.1:1003"), .admit(ticket: 5))
+        XCTAssertEqual(admission.arrive(peerAddress: "10.0.0.3:1"), .admitEvicting(ticket: 6, evicted: 3))
+        admission.leave(2)
+        admission.leave(1)
+        XCTAssertTrue(admission.identified(4, as: "a"), "the identity's connections closed")
     }
 }
