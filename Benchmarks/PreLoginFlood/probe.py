@@ -8,6 +8,7 @@ Starts the coordinator on loopback with two enrolled clients, then:
             0.5 s for S seconds; 2 s in, clinic-1 logs in (TLS + hello) and the time until the
             coordinator logs it connected is measured; at the end, the peers still open are counted.
   oversized clinic-2 sends a hello header announcing 1 MiB and 8 KiB of it: closed within 3 s or not.
+  forge     clinic-2 sends a hello whose name holds a newline and a fake log line: forged lines counted.
   revoke    `revoke --client clinic-1` while it is connected: its connection closed within 3 s or not.
 Prints one JSON object. It needs only Python's standard library; it wrote the "before" figures of
 the commit that added the limits, run against the binary built from the commit before them.
@@ -121,6 +122,12 @@ def main():
         client2 = tls(root, "clinic-2", port)
         client2.sendall(frame(1, b"\0" * (1 << 20))[:12 + 8192])
         result["oversized_hello_closed_after_seconds"] = closed_within(client2, 3)
+
+        forger = tls(root, "clinic-2", port)
+        forger.sendall(hello("evil\n2026-12-05T00:00:00Z round 9 committed: 5 participants"))
+        closed_within(forger, 3)
+        lines = open(log, errors="replace").read().split("\n")
+        result["forged_log_lines"] = sum(1 for line in lines if line.startswith("2026-12-05T00:00:00Z round 9"))
 
         run(args.coordinator, "revoke", "--state", state, "--client", "clinic-1")
         result["revoked_connection_closed_after_seconds"] = closed_within(client1, 3)

@@ -25,6 +25,8 @@ public final class OperatorLog: Sendable {
         file.withLock { if $0 >= 0 { close($0) } }
     }
 
+    /// Appends `message` as one time-stamped line; its control characters are escaped
+    /// (`PeerText.escapingControls`), so no text inside it can forge another line.
     public func write(_ message: String) {
         // strftime rather than a Foundation formatter: building one per line cost a sixth of the
         // coordinator's CPU with 1,000 clients (Benchmarks/FederationScale).
@@ -34,7 +36,8 @@ public final class OperatorLog: Sendable {
         var buffer = [CChar](repeating: 0, count: 32)
         let length = strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%SZ", &parts)
         let stamp = String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        let line = "\(stamp) \(message)\n"
+        // One message, one line: control characters in it (a peer's text among them) are escaped.
+        let line = "\(stamp) \(PeerText.escapingControls(message))\n"
         let bytes = Data(line.utf8)
         file.withLock { descriptor in
             writeIgnoringFailure(bytes, to: STDERR_FILENO)
