@@ -37,6 +37,10 @@ public final class GGUFFile: @unchecked Sendable {
     static let maximumMetadata = 1 << 20
     static let maximumDimensions = 4
     static let maximumNesting = 3
+    /// Elements in all metadata arrays together. Each costs 24 bytes in memory (a `GGUFValue`) however
+    /// few it takes in the file (a one-byte array was 24 times its size: 2 GB for a crafted 50 MB file);
+    /// the largest real tokenizers (262k tokens with scores and types, 500k merges) take about 1.3 M.
+    static let maximumArrayElements = 1 << 22
 
     public init(url: URL) throws {
         self.url = url
@@ -72,10 +76,11 @@ public final class GGUFFile: @unchecked Sendable {
                                      count: Int) throws -> ([String: GGUFValue], [String]) {
         var metadata: [String: GGUFValue] = [:]
         var keys: [String] = []
+        var elementsLeft = maximumArrayElements
         for i in 0..<count {
             let key = try readString(&reader, "metadata key \(i)")
             let typeCode = try reader.read(UInt32.self, "type of '\(key)'")
-            let value = try readValue(&reader, type: typeCode, key: key, depth: 0)
+            let value = try readValue(&reader, type: typeCode, key: key, depth: 0, elementsLeft: &elementsLeft)
             guard metadata[key] == nil else { throw reader.fail("duplicate metadata key '\(key)'") }
             metadata[key] = value
             keys.append(key)
@@ -208,7 +213,9 @@ public final class GGUFFile: @unchecked Sendable {
         }
     }
 
-    static func readValue(_ reader: inout ByteReader, type: UInt32, key: String, depth: Int) throws -> GGUFValue {
+    /// One metadata value; `elementsLeft` is what remains of `maximumArrayElements` for arrays.
+    static func readValue(_ reader: inout ByteReader, type: UInt32, key: String, depth: Int,
+                          elementsLeft: inout Int) throws -> GGUFValue {
         switch type {
         case 0: return .uint8(try reader.read(UInt8.self, "'\(key)'"))
         case 1: return .int8(try reader.read(Int8.self, "'\(key)'"))
@@ -230,10 +237,15 @@ public final class GGUFFile: @unchecked Sendable {
             guard count <= UInt64(reader.remaining / minimumSize(elementType)) else {
                 throw reader.fail("'\(key)': array of \(count) elements cannot fit in the \(reader.remaining) bytes left")
             }
+            guard count <= UInt64(elementsLeft) else {
+                throw reader.fail("'\(key)': array of \(count) elements is more than the \(maximumArrayElements) "
+                                  + "metadata array elements a model file may hold (\(elementsLeft) left); the file is corrupt or crafted")
+            }
+            elementsLeft -= Int(count)
             var values: [GGUFValue] = []
             values.reserveCapacity(Int(count))
             for _ in 0..<Int(count) {
-                values.append(try readValue(&reader, type: elementType, key: key, depth: depth + 1))
+                values.append(try readValue(&reader, type: elementType, key: key, depth: depth + 1, elementsLeft: &elementsLeft))
             }
             return .array(values)
         case 10: return .uint64(try reader.read(UInt64.self, "'\(key)'"))

@@ -43,8 +43,9 @@ public enum TensorType: UInt32, Sendable, CaseIterable, CustomStringConvertible 
     }
 }
 
-/// One GGUF metadata value, covering all thirteen GGUF v3 value types.
-public indirect enum GGUFValue: Sendable, Equatable {
+/// One GGUF metadata value, covering all thirteen GGUF v3 value types. Not `indirect` (an array is a
+/// reference already): a value takes 24 bytes, not a pointer plus a boxed copy.
+public enum GGUFValue: Sendable, Equatable {
     case uint8(UInt8)
     case int8(Int8)
     case uint16(UInt16)

@@ -171,6 +171,32 @@ final class GGUFTests: XCTestCase {
         try expectError(data, "'list'", "cannot fit")
     }
 
+    /// Arrays of one-byte values cost 24 bytes each in memory: their elements together are bounded
+    /// (`maximumArrayElements`), so a crafted file cannot turn megabytes on disk into gigabytes of memory.
+    /// Failed before: this 5 MB file opened, and its arrays took about 240 MB (a 50 MB one, 2 GB).
+    func testOneByteArraysAreBoundedByTheElementBudget() throws {
+        func residentBytes() -> Int {
+            let statm = (try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8)) ?? "0 0"
+            return (Int(statm.split(separator: " ")[1]) ?? 0) * Int(getpagesize())
+        }
+        func le<T: FixedWidthInteger>(_ value: T) -> [UInt8] { withUnsafeBytes(of: value.littleEndian) { Array($0) } }
+        func byteArray(_ key: String, count: Int) -> [UInt8] {
+            le(UInt64(key.utf8.count)) + Array(key.utf8) + le(UInt32(9)) + le(UInt32(0)) + le(UInt64(count))
+                + [UInt8](repeating: 7, count: count)
+        }
+        let first = GGUFFile.maximumArrayElements * 3 / 4
+        let second = GGUFFile.maximumArrayElements / 2
+        let bytes = Array("GGUF".utf8) + le(UInt32(3)) + le(UInt64(0)) + le(UInt64(2))
+            + byteArray("tokenizer.ggml.token_type", count: first) + byteArray("junk", count: second)
+        let before = residentBytes()
+        try expectError(Data(bytes), "'junk'", "array of \(second) elements is more than the \(GGUFFile.maximumArrayElements)",
+                        "(\(GGUFFile.maximumArrayElements - first) left)")
+        XCTAssertLessThan(residentBytes() - before, 200 << 20, "refusing the file still took \(residentBytes() - before) bytes")
+        // One array within the budget still opens (positive control).
+        let fits = Array("GGUF".utf8) + le(UInt32(3)) + le(UInt64(0)) + le(UInt64(1)) + byteArray("small", count: 1000)
+        XCTAssertEqual(try GGUFFile(url: write(Data(fits), "fits.gguf")).metadata["small"]?.arrayValue?.count, 1000)
+    }
+
     func testDuplicateKeysAndBadBoolean() throws {
         var writer = GGUFWriter()
         writer.set("flag", .bool(true))
