@@ -81,10 +81,17 @@ public enum Dataset {
         let data = try Data(contentsOf: url)
         var examples: [TokenizedExample] = []
         var lineNumber = 0
+        let lineLimit = maxLength.map { maximumLineBytes(maxLength: $0, tokenizer: tokenizer) }
         for rawLine in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
             lineNumber += 1
             let trimmed = rawLine.drop { $0 == 32 || $0 == 9 || $0 == 13 }
             if trimmed.allSatisfy({ $0 == 32 || $0 == 9 || $0 == 13 }) { continue }
+            // Bytes first: tokenizing a 50 MB line to learn it is too long took 33 s and 2 GB.
+            if let lineLimit, let maxLength, rawLine.count > lineLimit {
+                throw DatasetError(file: name, line: lineNumber,
+                                   "line is \(rawLine.count) bytes, more than the \(lineLimit) that a record of at most "
+                                   + "\(maxLength) tokens can take; shorten the record or raise the maximum length")
+            }
             let example = try parse(Data(rawLine), file: name, line: lineNumber, tokenizer: tokenizer,
                                     vocabularySize: vocabularySize)
             if requireUser && example.user == nil {
@@ -99,6 +106,15 @@ public enum Dataset {
         }
         guard !examples.isEmpty else { throw DatasetError(file: name, line: nil, "no records") }
         return examples
+    }
+
+    /// The most bytes a JSONL line can take whose record has at most `maxLength` tokens: each token covers
+    /// at most the longest vocabulary entry's bytes (32 for a pre-tokenized id with its separator), each
+    /// byte of text at most 6 bytes of JSON (`\u0001`), plus 64 KiB for the keys, roles and whitespace.
+    static func maximumLineBytes(maxLength: Int, tokenizer: BPETokenizer?) -> Int {
+        let tokenBytes = tokenizer.map { $0.tokens.reduce(1) { max($0, $1.utf8.count) } } ?? 32
+        let (product, overflow) = maxLength.multipliedReportingOverflow(by: tokenBytes * 6)
+        return overflow ? Int.max : product.addingReportingOverflow(64 << 10).overflow ? Int.max : product + (64 << 10)
     }
 
     /// Parses and tokenizes one JSONL line.

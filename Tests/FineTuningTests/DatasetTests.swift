@@ -147,4 +147,29 @@ final class DatasetTests: XCTestCase {
             XCTAssertTrue("\($0)".hasPrefix("\(file.path):3: record has no \"user\" field"), "\($0)")
         }
     }
+
+    /// A line too long for any record of `maxLength` tokens is refused by its bytes, before it is tokenized.
+    /// Failed before: this 8 MB line was tokenized first (1.5 M tokens; `train` peaked at 173 MB against
+    /// 47 MB now, and the issue measured 33 s and 2 GB for a 50 MB line) and refused for its token count.
+    func testAnOverlongLineIsRefusedByItsBytesBeforeTokenizing() throws {
+        let tokenizer = try XCTUnwrap(Self.tokenizer)
+        let directory = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let huge = directory.appendingPathComponent("huge.jsonl")
+        let words = String(repeating: "cardiology note ", count: 500_000)
+        try ("{\"text\": \"short\"}\n{\"text\": \"" + words + "\"}\n").write(to: huge, atomically: true, encoding: .utf8)
+        let limit = Dataset.maximumLineBytes(maxLength: 512, tokenizer: tokenizer)
+        let start = Date()
+        XCTAssertThrowsError(try Dataset.load(huge, tokenizer: tokenizer, maxLength: 512, vocabularySize: 49152)) {
+            XCTAssertEqual("\($0)", "\(huge.path):2: line is \(words.utf8.count + 12) bytes, more than the \(limit) that a "
+                           + "record of at most 512 tokens can take; shorten the record or raise the maximum length")
+        }
+        XCTAssertLessThan(Date().timeIntervalSince(start), 1.0, "the line was tokenized before its length was checked")
+        // The bound never refuses a line whose record fits: the longest token, escaped byte by byte, 512 times.
+        let longest = tokenizer.tokens.max { $0.utf8.count < $1.utf8.count }!
+        XCTAssertLessThanOrEqual(512 * longest.utf8.count * 6 + (64 << 10), limit)
+        let fits = directory.appendingPathComponent("fits.jsonl")
+        try ("{\"text\": \"" + String(repeating: "note ", count: 100) + "\"}\n").write(to: fits, atomically: true, encoding: .utf8)
+        XCTAssertEqual(try Dataset.load(fits, tokenizer: tokenizer, maxLength: 512, vocabularySize: 49152).count, 1)
+    }
 }
