@@ -11,27 +11,30 @@ struct InitCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         name: "init", abstract: "Create a federation: its CA, the server certificate and the audit signing key.",
         help: """
-        usage: conclave-coordinator init --state DIR --name N --host H [--port P] [--days D] [--json]
+        usage: conclave-coordinator init --state DIR --name N --host H [--port P] [--days D] [--ca-key F] [--json]
 
           --state DIR   the coordinator's state directory, created 0700; refused if already initialised
           --name N      the federation's name (the CA certificate's common name, 1 to 64 bytes)
           --host H      the DNS name or IP address clients connect to (put in the server certificate)
           --port P      the port 'serve' listens on (default \(CoordinatorSettings.defaultPort))
           --days D      validity of the CA and server certificates in days (default \(CoordinatorSetup.defaultValidityDays))
-          --json        print {"state", "name", "host", "port", "ca_certificate", "ca_fingerprint",
+          --ca-key F    write the CA's private key to F (0600, must not exist) instead of DIR/ca.key: 'serve'
+                        never reads it, so keep it off the machine that serves and give it to 'enroll --ca-key'
+          --json        print {"state", "name", "host", "port", "ca_certificate", "ca_fingerprint", "ca_key",
                         "server_certificate", "server_fingerprint", "signing_public_key"}
         Writes ca.pem, ca.key (0600), server.pem, server.key (0600), signing.key (0600), signing.pub,
         coordinator.json and an empty clients.json. Give ca.pem to every client.
 
         examples:
           conclave-coordinator init --state coord --name clinics --host coordinator.example.org --port 7443
+          conclave-coordinator init --state coord --name clinics --host coordinator.example.org --ca-key /mnt/ca/ca.key
         """)
 
     static var options: [Option<Self>] {
         [
             .required("--state", \.statePath), .required("--name", \.name), .required("--host", \.host),
             .option("--port", .int(in: 1...65_535), \.port), .option("--days", .int(in: 1...10_000), \.days),
-            .flag("--json", \.json),
+            .option("--ca-key", \.caKeyPath), .flag("--json", \.json),
         ]
     }
 
@@ -40,19 +43,26 @@ struct InitCommand: ParsableCommand {
     var host = ""
     var port = CoordinatorSettings.defaultPort
     var days = CoordinatorSetup.defaultValidityDays
+    var caKeyPath: String?
     var json = false
 
     func validate() throws {
         try PathCheck.outputDirectory("--state", statePath, expected: "the coordinator's state directory, created when missing")
+        if let caKeyPath {
+            try PathCheck.outputFile("--ca-key", caKeyPath, expected: "a new file for the CA's private key", replacing: false)
+        }
     }
 
     func run() throws -> Int32 {
         let paths = CoordinatorPaths(path: statePath)
-        let identity = try CoordinatorSetup.initialize(paths: paths, name: name, host: host, port: port, validityDays: days)
+        let caKey = caKeyPath.map { URL(fileURLWithPath: $0) }
+        let identity = try CoordinatorSetup.initialize(paths: paths, name: name, host: host, port: port, validityDays: days,
+                                                       caKeyOutput: caKey)
         if json {
             try JSONOutput.print([
                 "state": paths.root.path, "name": identity.settings.name, "host": identity.settings.host,
                 "port": identity.settings.port, "ca_certificate": paths.caCertificate.path,
+                "ca_key": (caKey ?? paths.caKey).path,
                 "ca_fingerprint": identity.caFingerprint, "server_certificate": paths.serverCertificate.path,
                 "server_fingerprint": identity.serverFingerprint, "signing_public_key": identity.signingPublicKey,
             ])
@@ -60,6 +70,7 @@ struct InitCommand: ParsableCommand {
             print("initialised federation '\(identity.settings.name)' in \(paths.root.path)")
             print("  server        \(identity.settings.host):\(identity.settings.port)")
             print("  CA            \(paths.caCertificate.path) (sha256 \(identity.caFingerprint))")
+            print("  CA key        \((caKey ?? paths.caKey).path)")
             print("  audit key     \(paths.signingPublicKey.path) (\(identity.signingPublicKey))")
             print("Give \(paths.caCertificate.path) to each client; enrol them with 'conclave-coordinator enroll'.")
         }
@@ -72,25 +83,27 @@ struct EnrollCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         name: "enroll", abstract: "Sign a client's certificate request and admit the client.",
         help: """
-        usage: conclave-coordinator enroll --state DIR --csr F --out CERT [--days D] [--json]
+        usage: conclave-coordinator enroll --state DIR --csr F --out CERT [--days D] [--ca-key F] [--json]
 
           --state DIR   the coordinator's state directory (made by 'init')
           --csr F       the client's certificate signing request (client.csr from 'conclave-client init');
                         its common name becomes the client id, which must not already be active
           --out CERT    where the signed client certificate is written
           --days D      validity of the client certificate in days (default \(CoordinatorSetup.defaultClientValidityDays))
+          --ca-key F    the CA's private key (default DIR/ca.key; where 'init --ca-key' wrote it)
           --json        print {"client_id", "fingerprint", "serial", "not_after", "certificate", "ca_certificate"}
         Give the client CERT and the CA certificate DIR/ca.pem; its key never leaves its machine.
 
         examples:
           conclave-coordinator enroll --state coord --csr client.csr --out clinic-berlin.pem
           conclave-coordinator enroll --state coord --csr client.csr --out clinic-berlin.pem --days 90 --json
+          conclave-coordinator enroll --state coord --csr client.csr --out clinic-berlin.pem --ca-key /mnt/ca/ca.key
         """)
 
     static var options: [Option<Self>] {
         [
             .required("--state", \.statePath), .required("--csr", \.csrPath), .required("--out", \.outPath),
-            .option("--days", .int(in: 1...10_000), \.days), .flag("--json", \.json),
+            .option("--days", .int(in: 1...10_000), \.days), .option("--ca-key", \.caKeyPath), .flag("--json", \.json),
         ]
     }
 
@@ -98,19 +111,24 @@ struct EnrollCommand: ParsableCommand {
     var csrPath = ""
     var outPath = ""
     var days = CoordinatorSetup.defaultClientValidityDays
+    var caKeyPath: String?
     var json = false
 
     func validate() throws {
         try CoordinatorCommands.checkState(statePath)
         try PathCheck.inputFile("--csr", csrPath, expected: "the client's certificate request (client.csr from 'conclave-client init')")
         try PathCheck.outputFile("--out", outPath, expected: "the client certificate (PEM) to write")
+        if let caKeyPath {
+            try PathCheck.inputFile("--ca-key", caKeyPath, expected: "the CA's private key (written by 'init --ca-key')")
+        }
     }
 
     func run() throws -> Int32 {
         let paths = CoordinatorPaths(path: statePath)
         let request = try PEMFile.readRequest(at: csrPath)
         let enrolment = try CoordinatorSetup.enroll(paths: paths, csrPEM: request, validityDays: days,
-                                                    certificateOutput: URL(fileURLWithPath: outPath))
+                                                    certificateOutput: URL(fileURLWithPath: outPath),
+                                                    caKey: caKeyPath.map { URL(fileURLWithPath: $0) })
         let notAfter = ISO8601DateFormatter().string(from: enrolment.notAfter)
         if json {
             try JSONOutput.print([

@@ -45,7 +45,8 @@ public enum CoordinatorSetup {
     /// The CA certificate is serial 1 and the server certificate 2; clients get 3 onwards.
     static let serverSerial: UInt64 = 2
 
-    /// Creates a coordinator state directory: the directory (0700); a CA (`ca.pem`, `ca.key` 0600); a
+    /// Creates a coordinator state directory: the directory (0700); a CA (`ca.pem`, and `ca.key` 0600 at
+    /// `caKeyOutput`, by default in the directory: `serve` never reads it, so it can live elsewhere); a
     /// server key and certificate for `host` (DNS name or IP address in subjectAltName); the Ed25519
     /// audit signing key (`signing.key` 0600, `signing.pub`); the settings and an empty registry.
     /// Everything is generated in memory before the first file is written.
@@ -53,7 +54,8 @@ public enum CoordinatorSetup {
     ///   already initialised; `.configuration` for a bad port; `TransportError` for a bad name or host.
     public static func initialize(paths: CoordinatorPaths, name: String, host: String,
                                   port: Int = CoordinatorSettings.defaultPort,
-                                  validityDays: Int = defaultValidityDays, now: Date = Date()) throws -> CoordinatorIdentity
+                                  validityDays: Int = defaultValidityDays, caKeyOutput: URL? = nil,
+                                  now: Date = Date()) throws -> CoordinatorIdentity
     {
         let settings = CoordinatorSettings(name: name, host: host, port: port, nextSerial: serverSerial + 1, created: now)
         try settings.validate(path: paths.settings.path)
@@ -72,7 +74,7 @@ public enum CoordinatorSetup {
         let lock = try StateDirectoryLock(paths.root)
         defer { withExtendedLifetime(lock) {} }
         try refuseExistingState(paths)
-        try PEMFile.writePrivateKey(caKey, to: paths.caKey.path)
+        try PEMFile.writePrivateKey(caKey, to: (caKeyOutput ?? paths.caKey).path)
         try PEMFile.writePublic(caPEM, to: paths.caCertificate.path, replacingExisting: false)
         try PEMFile.writePrivateKey(serverKey, to: paths.serverKey.path)
         try PEMFile.writePublic(serverPEM, to: paths.serverCertificate.path, replacingExisting: false)
@@ -99,8 +101,9 @@ public enum CoordinatorSetup {
     ///     records it, so a failed write never leaves an enrolled client without its certificate.
     /// - Throws: `FederationError.client` for a bad or already active id; `TransportError` for a
     ///   request that does not parse or verify; `FederationError.state` for missing or bad state.
+    ///   - caKey: the CA's private key (default `ca.key` in the state directory; `init --ca-key` may have put it elsewhere).
     public static func enroll(paths: CoordinatorPaths, csrPEM: String, validityDays: Int = defaultClientValidityDays,
-                              certificateOutput: URL? = nil, now: Date = Date()) throws -> Enrolment
+                              certificateOutput: URL? = nil, caKey: URL? = nil, now: Date = Date()) throws -> Enrolment
     {
         let lock = try StateDirectoryLock(paths.root)
         defer { withExtendedLifetime(lock) {} }
@@ -113,7 +116,7 @@ public enum CoordinatorSetup {
                                              + "serial \(existing.serial)); revoke it first to enrol it again")
         }
         let authority = try CertificateAuthority(certificatePEM: PEMFile.readCertificate(at: paths.caCertificate.path),
-                                                 keyPEM: PEMFile.readPrivateKey(at: paths.caKey.path))
+                                                 keyPEM: try readCAKey(caKey ?? paths.caKey, isDefault: caKey == nil))
         let serial = settings.nextSerial
         // notBefore is fixed here so that notAfter is known exactly: the CA adds whole days to it.
         let notBefore = StateFile.wholeSeconds(now.addingTimeInterval(-CertificateAuthority.backdatingSeconds))
@@ -147,6 +150,16 @@ public enum CoordinatorSetup {
     }
 
     /// Refuses a directory holding any file `initialize` would create, naming the first one found.
+    /// The CA key for `enroll`; a missing default one says where else it may be.
+    private static func readCAKey(_ url: URL, isDefault: Bool) throws -> PrivateKeyPEM {
+        var status = stat()
+        if isDefault && lstat(url.path, &status) != 0 && errno == ENOENT {
+            throw FederationError.state(path: url.path, "no CA key here: if 'init --ca-key FILE' kept it elsewhere, "
+                                                        + "pass that file with --ca-key FILE")
+        }
+        return try PEMFile.readPrivateKey(at: url.path)
+    }
+
     private static func refuseExistingState(_ paths: CoordinatorPaths) throws {
         let files = [paths.settings, paths.caCertificate, paths.caKey, paths.serverCertificate, paths.serverKey,
                      paths.signingKey, paths.signingPublicKey, paths.clients]

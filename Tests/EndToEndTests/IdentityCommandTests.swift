@@ -51,6 +51,40 @@ final class IdentityCommandTests: XCTestCase {
         try revokeAndEnrolAgain(csrPath: csrPath, certificatePath: certificatePath, fingerprint: fingerprint)
     }
 
+    /// Issue 14, item 6: `init --ca-key F` keeps the CA key out of the state directory `serve` runs from,
+    /// and `enroll --ca-key F` signs with it; without the flag, `enroll` says where to look. Failed before:
+    /// neither command knew the flag, and the key always sat in the state directory.
+    func testCAKeyKeptOutsideTheStateDirectory() throws {
+        let outside = directory.appendingPathComponent("offline")
+        try FileManager.default.createDirectory(at: outside, withIntermediateDirectories: true)
+        let caKey = outside.appendingPathComponent("ca.key").path
+        let initialised = try coordinator(["init", "--state", coordinatorState, "--name", "Test Federation",
+                                           "--host", "127.0.0.1", "--ca-key", caKey, "--json"]).json()
+        XCTAssertEqual(initialised["ca_key"] as? String, caKey)
+        XCTAssertEqual(try mode(caKey), 0o600)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: coordinatorState + "/ca.key"), "the CA key is in the state directory")
+        let csrPath = try initialiseClient()
+        let certificatePath = directory.appendingPathComponent("clinic-1.pem").path
+        let refused = try run(Executables.coordinator, ["enroll", "--state", coordinatorState, "--csr", csrPath,
+                                                        "--out", certificatePath])
+        XCTAssertEqual(refused.status, 1)
+        XCTAssertTrue(refused.stderr.contains("\(coordinatorState)/ca.key") && refused.stderr.contains("--ca-key FILE"),
+                      refused.stderr)
+        let enrolled = try coordinator(["enroll", "--state", coordinatorState, "--csr", csrPath, "--out", certificatePath,
+                                        "--ca-key", caKey, "--json"]).json()
+        XCTAssertEqual(enrolled["client_id"] as? String, "clinic-1")
+        // The certificate verifies against the federation's CA.
+        let authority = try CertificateAuthority(certificatePEM: PEMFile.readCertificate(at: coordinatorState + "/ca.pem"),
+                                                 keyPEM: PEMFile.readPrivateKey(at: caKey))
+        XCTAssertEqual(try CertificateAuthority.commonName(certificatePEM: PEMFile.readCertificate(at: certificatePath)), "clinic-1")
+        withExtendedLifetime(authority) {}
+        // A second init may not overwrite an existing key file.
+        let again = try run(Executables.coordinator, ["init", "--state", directory.appendingPathComponent("second").path,
+                                                      "--name", "F", "--host", "127.0.0.1", "--ca-key", caKey])
+        XCTAssertEqual(again.status, 64, again.stderr)
+        XCTAssertTrue(again.stderr.contains("--ca-key"), again.stderr)
+    }
+
     /// `init --json`: the CA and server certificate for the host, the audit signing key, private modes.
     private func initialiseCoordinator() throws {
         let initialised = try coordinator(["init", "--state", coordinatorState, "--name", "Test Federation",
