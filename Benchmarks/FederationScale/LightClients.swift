@@ -75,13 +75,15 @@ final class LightClientFleet: @unchecked Sendable {
                                                keyPEM: identity.keyPEM, expectedHost: host)
             var connection: TLSConnection?
             var lastError: Error?
-            for attempt in 0..<5 {
+            // All of them come from 127.0.0.1, so the coordinator's per-address bound on connections that
+            // have not logged in refuses most of a simultaneous start: retry as a real client does.
+            for attempt in 0..<12 {
                 do {
                     connection = try TLSConnection.connect(host: host, port: port, context: context, timeout: 30)
                     break
                 } catch {
                     lastError = error
-                    Thread.sleep(forTimeInterval: 0.5 * Double(1 << attempt))
+                    Thread.sleep(forTimeInterval: min(5, 0.5 * Double(1 << attempt)) * Double.random(in: 0.5...1.5))
                 }
             }
             guard let connection else { throw lastError ?? BenchmarkError("no connection") }

@@ -40,6 +40,8 @@ struct ScaleResult {
     var idleCPUConnected: Double
     var rounds: [RoundMeasurement]
     var clientFailures: [String]
+    /// With `--flood N`: the same number of rounds again while N unauthenticated peers trickle bytes.
+    var flood: FloodMeasurement?
 
     var bytesPerConnection: Double { Double(connectedRSS - baselineRSS) / Double(clients) }
     var bytesPerConnectionAfterRounds: Double { Double(afterRoundsRSS - baselineRSS) / Double(clients) }
@@ -50,11 +52,28 @@ struct ScaleResult {
     var coordinatorOverhead: Double { rounds.map(\.coordinatorCPU).reduce(0, +) / rounds.map(\.latency).reduce(0, +) }
 }
 
+/// Rounds run while a `TricklingFlood` held the coordinator's door.
+struct FloodMeasurement {
+    var peers: Int
+    var addresses: Int
+    var rounds: [RoundMeasurement]
+    /// The coordinator's resident bytes and threads 12 s into the flood.
+    var rss: Int
+    var threads: Int
+    /// Flood connections the coordinator closed (evicted, refused or past the login deadline) and the flood reopened.
+    var closedByCoordinator: Int
+    var seconds: Double
+
+    var medianLatency: Double { median(rounds.map(\.latency)) }
+}
+
 /// Builds a federation of `clients` light clients around a coordinator child process, connects
 /// them, runs `rounds` rounds one at a time and measures them.
 struct ScaleRun {
     let clients: Int
     let rounds: Int
+    /// Unauthenticated trickling peers for a second set of rounds (0: none).
+    var flood = 0
     let modelPath: String
     let workDirectory: URL
     let log: (String) -> Void
@@ -98,12 +117,35 @@ struct ScaleRun {
         }
         Thread.sleep(forTimeInterval: 1)
         let afterRounds = try probe.residentBytesAndThreads()
+        let floodMeasurement = flood > 0 ? try measureUnderFlood(port: UInt16(federation.port), control: control, audit: audit,
+                                                                 probe: probe, fleet: fleet) : nil
         let failures = fleet.tally.withLock { $0.failures }
         return ScaleResult(clients: clients, setupSeconds: setupSeconds, connectSeconds: connectSeconds,
                            baselineRSS: baseline.bytes, connectedRSS: withClients.bytes, afterRoundsRSS: afterRounds.bytes,
                            baselineThreads: baseline.threads, connectedThreads: withClients.threads,
                            idleCPUNone: idleNone, idleCPUConnected: idleConnected, rounds: measurements,
-                           clientFailures: failures)
+                           clientFailures: failures, flood: floodMeasurement)
+    }
+
+    /// The same rounds again while `flood` peers from 64 addresses trickle bytes at the coordinator.
+    private func measureUnderFlood(port: UInt16, control: ControlChannel, audit: AuditWatcher, probe: ProcessProbe,
+                                   fleet: LightClientFleet) throws -> FloodMeasurement {
+        let peers = TricklingFlood(count: flood, addresses: 64, port: port)
+        let start = Date()
+        peers.start()
+        defer { peers.stop() }
+        // Past the 10 s login deadline, so that the flood has met every bound before the rounds start.
+        Thread.sleep(forTimeInterval: 12)
+        let during = try probe.residentBytesAndThreads()
+        log("\(clients) clients: flood of \(flood) trickling peers running; coordinator \(during.threads) threads, "
+            + "\(during.bytes >> 20) MiB")
+        var measurements: [RoundMeasurement] = []
+        for _ in 0..<rounds {
+            measurements.append(try measureRound(control: control, audit: audit, probe: probe, fleet: fleet))
+        }
+        return FloodMeasurement(peers: flood, addresses: peers.addresses, rounds: measurements, rss: during.bytes,
+                                threads: during.threads, closedByCoordinator: peers.reopened,
+                                seconds: Date().timeIntervalSince(start))
     }
 
     /// A coordinator's state directory, its configuration file and the light clients' identities.

@@ -11,7 +11,7 @@ import Wire
 // connection, round latency, and the coordinator's CPU as a fraction of round time.
 
 let usage = """
-usage: conclave-bench-federation [--clients 10,100,1000] [--rounds R] [--model DIR] [--keep] [--json]
+usage: conclave-bench-federation [--clients 10,100,1000] [--rounds R] [--flood N] [--model DIR] [--keep] [--json]
 
 For each N: a fresh federation in a temporary directory (CA, N clients enrolled by CSR), the
 coordinator started as a child process (`--serve-coordinator`), N light clients in this process
@@ -29,6 +29,10 @@ Figures, all of the coordinator process (VmRSS and utime+stime from /proc/PID):
                two cores, so round time is bounded by both)
   idle CPU     coordinator CPU ÷ wall over 3 s with N connected and no round (the per-connection
                0.25 s read timeouts)
+--flood N: after those rounds, R more while N unauthenticated peers (from 64 loopback addresses,
+127.0.1.x) trickle a TLS record a byte a second, reopened whenever the coordinator closes them;
+reported: round s under the flood, the coordinator's threads and RSS 12 s into it, and how many
+flood connections it closed.
 --model: an HF directory whose config.json gives the adapter shapes (default: the tiny fixture).
 """
 
@@ -73,6 +77,7 @@ do {
         return count
     }
     let rounds = try arguments.int("--rounds", in: 1...100) ?? 3
+    let flood = try arguments.int("--flood", in: 0...10_000) ?? 0
     let model = try arguments.option("--model") ?? "/work/shared/fixtures/tiny-llama"
     let keep = arguments.flag("--keep")
     let json = arguments.flag("--json")
@@ -88,9 +93,10 @@ do {
     for count in counts {
         let directory = root.appendingPathComponent("clients-\(count)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let run = ScaleRun(clients: count, rounds: rounds, modelPath: model, workDirectory: directory) {
+        var run = ScaleRun(clients: count, rounds: rounds, modelPath: model, workDirectory: directory) {
             StandardError.write($0 + "\n")
         }
+        run.flood = flood
         results.append(try run.run())
     }
     if keep {
@@ -120,6 +126,12 @@ do {
                     "round_seconds_median": r.medianLatency,
                     "all_results_seconds_median": r.medianResultLatency,
                     "coordinator_overhead_fraction": r.coordinatorOverhead,
+                    "flood": r.flood.map { f -> [String: Any] in
+                        ["peers": f.peers, "addresses": f.addresses, "round_seconds_median": f.medianLatency,
+                         "round_seconds": f.rounds.map(\.latency), "coordinator_rss_bytes": f.rss,
+                         "coordinator_threads": f.threads, "closed_by_coordinator": f.closedByCoordinator,
+                         "seconds": f.seconds]
+                    } ?? NSNull(),
                     "rounds": r.rounds.map { m -> [String: Any] in
                         ["round": m.round, "seconds": m.latency, "all_results_seconds": m.resultLatency,
                          "coordinator_cpu_seconds": m.coordinatorCPU, "client_process_cpu_seconds": m.clientProcessCPU,
@@ -140,6 +152,12 @@ do {
                          r.bytesPerConnection / 1024, r.bytesPerConnectionAfterRounds / 1024, r.connectedThreads,
                          r.idleCPUConnected * 100, r.medianLatency, r.medianResultLatency, coordinatorCPU,
                          r.coordinatorOverhead * 100, clientCPU))
+            if let f = r.flood {
+                print(String(format: "         under a flood of %d trickling peers from %d addresses: round s %.3f (median; "
+                             + "%.3f without), coordinator %d threads, %.1f MiB; %d flood connections closed in %.0f s",
+                             f.peers, f.addresses, f.medianLatency, r.medianLatency, f.threads, Double(f.rss) / mib,
+                             f.closedByCoordinator, f.seconds))
+            }
         }
         print("""
 

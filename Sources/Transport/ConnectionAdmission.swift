@@ -20,7 +20,7 @@ public struct ConnectionAdmission: Sendable {
         /// Largest hello payload, in bytes (a real one is under 400).
         public var helloBytes: Int
 
-        public init(waiting: Int = 256, waitingPerAddress: Int = 16, perIdentity: Int = 2, loginSeconds: TimeInterval = 10,
+        public init(waiting: Int = 256, waitingPerAddress: Int = 64, perIdentity: Int = 2, loginSeconds: TimeInterval = 10,
                     helloBytes: Int = 4096) {
             precondition(waiting >= 1 && waitingPerAddress >= 1 && perIdentity >= 1 && loginSeconds > 0 && helloBytes >= 1,
                          "connection limits must be positive")
