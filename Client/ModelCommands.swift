@@ -197,7 +197,7 @@ struct EvalCommand: ParsableCommand {
           --model M        a .gguf file or an HF directory
           --adapter A      a PEFT LoRA adapter directory applied on top of the model
           --data D         JSONL records: {"text"}, {"prompt","completion"}, {"messages"}, or {"input_ids","labels"?}
-          --max-length L   refuse records longer than L tokens (default: the model's context)
+          --max-length L   cut records longer than L tokens to their first L (default: the model's context)
         \(ModelCommands.precisionHelp)
         \(ModelCommands.threadsHelp)
           --json           print {"examples", "tokens", "loss", "perplexity", "token_accuracy",

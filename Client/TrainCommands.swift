@@ -35,7 +35,7 @@ struct TrainCommand: ParsableCommand {
           --gradient-accumulation K records per step multiplied by K (default 1)
           --lr X                    peak learning rate (default 0.002); --warmup N steps (default 0);
           --schedule S              decay after warm-up: constant, linear (default) or cosine
-          --max-length L            refuse records longer than L tokens (default 256)
+          --max-length L            cut records longer than L tokens to their first L (default 256)
           --dp                      DP-SGD: per-record clipping to --clip C (default 1.0) and Gaussian noise
           --noise-multiplier σ      noise standard deviation σ·C; or --target-epsilon ε to calibrate σ
           --delta δ                 δ of the guarantee (default 1e-5); --accountant rdp (default) or pld
@@ -174,6 +174,7 @@ struct TrainCommand: ParsableCommand {
         let c = model.configuration
         let examples = try Dataset.load(URL(fileURLWithPath: dataPath), tokenizer: loaded.tokenizer, maxLength: maxLength,
                                         vocabularySize: c.vocabSize, requireUser: privacyUnit == .user)
+        try Dataset.requireLearnableTokens(examples, file: dataPath)
         let evalExamples = try evalPath.map {
             try Dataset.load(URL(fileURLWithPath: $0), tokenizer: loaded.tokenizer, maxLength: maxLength, vocabularySize: c.vocabSize)
         }

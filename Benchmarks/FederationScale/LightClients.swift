@@ -155,9 +155,9 @@ final class LightClientFleet: @unchecked Sendable {
                 tally.withLock { $0.committed[round, default: 0] += 1 }
             case let .roundOver(round, reason):
                 tally.withLock { $0.otherEndings[round, default: []].append("\(id): \(reason)") }
-            case let .decline(round, reason):
+            case let .decline(round, code, detail):
                 // Its policy accepts every plan: a decline means the benchmark is set up wrong.
-                throw BenchmarkError("round \(round): a light client declined: \(reason)")
+                throw BenchmarkError("round \(round): a light client declined (\(code.name)): \(detail)")
             case .log:
                 break
             }

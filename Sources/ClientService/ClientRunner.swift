@@ -245,10 +245,12 @@ public final class ClientRunner: @unchecked Sendable {
                 emitSent(frames)
             case let .log(line):
                 log.write(line)
-            case let .decline(round, reason):
-                log.write("round \(round): declining: \(reason)")
-                events?.emit("declined", round: round, ["reason": .string(reason), "code": .string(DeclineCode.code(of: reason))])
-                try send([Decline(round: round, reason: reason).frame()], on: connection)
+            case let .decline(round, code, detail):
+                // The coordinator hears the code alone; the words (which may quote the data) stay here.
+                let words = ClientLogText.escaped(detail)
+                log.write("round \(round): declining (\(code.name)): \(words)")
+                events?.emit("declined", round: round, ["reason": .string(words), "code": .string(code.name)])
+                try send([Decline(round: round, code: code).frame()], on: connection)
             case let .prepare(round, plan, global):
                 switch try prepare(plan: plan, global: global) {
                 case let .success(ready):
@@ -314,14 +316,12 @@ public final class ClientRunner: @unchecked Sendable {
         let globalAdapter = try layout.adapter(global, from: "the coordinator's global adapter")
         try keepGlobal(global, plan: plan)
         var examples: [TokenizedExample], evalExamples: [TokenizedExample]
-        do {
-            examples = try Dataset.load(URL(fileURLWithPath: configuration.data), tokenizer: tokenizer,
-                                        maxLength: plan.maxLength, vocabularySize: model.configuration.vocabSize,
-                                        requireUser: plan.privacyUnit == .user)
-            evalExamples = try Dataset.load(URL(fileURLWithPath: configuration.evalData), tokenizer: tokenizer,
-                                            maxLength: plan.maxLength, vocabularySize: model.configuration.vocabSize)
-        } catch {
-            return .failure(.data("\(error)"))
+        // A private plan's unit is the policy's by now (ClientPolicy objects to any other), so whether a
+        // record without a user fails does not depend on a private plan.
+        switch RoundData.load(configuration, maxLength: plan.maxLength, tokenizer: tokenizer,
+                              vocabularySize: model.configuration.vocabSize, requireUser: plan.privacyUnit == .user) {
+        case let .success(records): (examples, evalExamples) = (records.train, records.eval)
+        case let .failure(failure): return .failure(failure)
         }
         // Each repetition of each canary is one more record: DP-SGD samples and accounts for them all.
         if let canaries { examples = canaries.planted(into: examples) }
@@ -342,7 +342,7 @@ public final class ClientRunner: @unchecked Sendable {
     }
 
     /// The trainer's configuration for a federation's plan.
-    private static func training(_ plan: TrainingPlan, layout: AdapterLayout) -> TrainingConfiguration {
+    static func training(_ plan: TrainingPlan, layout: AdapterLayout) -> TrainingConfiguration {
         var training = TrainingConfiguration()
         training.rank = plan.rank
         training.alpha = plan.alpha

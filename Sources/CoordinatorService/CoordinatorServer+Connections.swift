@@ -254,11 +254,10 @@ extension CoordinatorServer {
         switch event {
         case let .accept(round):
             events.emit("accepted", round: round, who)
-        case let .decline(round, reason):
-            events.emit("declined", round: round, who.merging(["reason": .string(reason),
-                                                               "code": .string(DeclineCode.code(of: reason))]) { a, _ in a })
-        case let .withdraw(round, reason):
-            events.emit("withdrew", round: round, who.merging(["reason": .string(reason)]) { a, _ in a })
+        case let .decline(round, code):
+            events.emit("declined", round: round, who.merging(["code": .string(code.name)]) { a, _ in a })
+        case let .withdraw(round, code):
+            events.emit("withdrew", round: round, who.merging(["code": .string(code.name)]) { a, _ in a })
         case let .upload(round, update):
             events.emit("uploaded", round: round, who.merging(["examples": .int(update.metrics.examples)]) { a, _ in a })
         case let .secureMaskedInput(input, _):

@@ -36,7 +36,7 @@ extension CoordinatorServer {
             case let .dismiss(client, round, reason):
                 log.write("round \(round): client '\(client)' dropped: \(reason)")
                 events?.emit("dropped", round: round, ["client": .string(client), "reason": .string(reason)])
-                let frame = try? Abort(round: round, reason: "dropped: \(reason)").frame()
+                let frame = try? Abort(round: round, code: .dropped, detail: reason).frame()
                 connections.withLock { $0[client] }?.enqueue([frame].compactMap { $0 })
             case let .tellResult(client, result):
                 var frames = [try? result.frame().encoded()].compactMap { $0 }

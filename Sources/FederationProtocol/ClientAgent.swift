@@ -22,8 +22,9 @@ public struct ClientAgent: Sendable {
         case send([Frame])
         /// A line for the operator's log.
         case log(String)
-        /// Decline `round` with `reason` (send `Decline`, and log it). The round is over for this client.
-        case decline(round: UInt64, reason: String)
+        /// Decline `round`: send `Decline` with `code` alone, and write `detail` (the client's own words,
+        /// which may quote its data) to its own log only. The round is over for this client.
+        case decline(round: UInt64, code: DeclineCode, detail: String)
         /// Keep `global` as the latest global adapter, load the data and build the trainer for `plan`
         /// from it; answer with `prepared` or `preparationFailed`.
         case prepare(round: UInt64, plan: TrainingPlan, global: AdapterTensors)
@@ -206,7 +207,7 @@ public struct ClientAgent: Sendable {
         guard case let .preparing(work) = state, work.round == round else {
             preconditionFailure("round \(round) failed to prepare while \(state)")
         }
-        return decline(round, failure.description)
+        return decline(round, failure.code, failure.description)
     }
 
     /// The ledger's answer: accept and train, or decline for the budget.
@@ -216,10 +217,10 @@ public struct ClientAgent: Sendable {
         }
         switch charge {
         case let .refused(.overCeiling(projected, ceiling, spent)):
-            return decline(round, String(format: "privacy budget: this round would bring ε to %.3f, over the policy's %.3f "
-                                         + "(%.3f spent)", projected, ceiling, spent))
+            return decline(round, .privacyBudget, String(format: "privacy budget: this round would bring ε to %.3f, over the "
+                                                         + "policy's %.3f (%.3f spent)", projected, ceiling, spent))
         case let .refused(.overBudget(refusal)):
-            return decline(round, "privacy budget: \(refusal)")
+            return decline(round, .privacyBudget, "privacy budget: \(refusal)")
         case let .charged(receipt):
             state = .training(work, examples: examples, receipt: receipt)
             let plan = work.invite.plan
@@ -334,30 +335,30 @@ public struct ClientAgent: Sendable {
     /// The invitation is complete: decline it on the policy or on the secure session, else prepare.
     private mutating func decide(_ invitation: Invitation, global: AdapterTensors) -> [Action] {
         let invite = invitation.invite
-        if let objection = policy.objection(to: invite.plan) { return decline(invite.round, objection) }
+        if let objection = policy.objection(to: invite.plan) { return decline(invite.round, .policy, objection) }
         // A secure round's session is checked before anything is charged: this client must be in the
         // cohort under its own key, and the announced adapter must be the one it received.
         var masking: (setup: SecureRoundSetup, protocolState: SecureAggregationClient)?
         if let setup = invitation.setup {
             guard let id = setup.id(of: name) else {
-                return decline(invite.round, "secure aggregation: this client is not in the announced cohort")
+                return decline(invite.round, .secureAggregation, "secure aggregation: this client is not in the announced cohort")
             }
             do {
                 masking = (setup, try SecureAggregationClient(session: try setup.session(invite: invite), id: id,
                                                               identity: identity,
                                                               localAdapterHash: Array(AdapterMath.digest(global).utf8)))
             } catch {
-                return decline(invite.round, "secure aggregation: \(error)")
+                return decline(invite.round, .secureAggregation, "secure aggregation: \(error)")
             }
         }
         state = .preparing(RoundWork(invite: invite, layout: invitation.layout, masking: masking))
         return [.prepare(round: invite.round, plan: invite.plan, global: global)]
     }
 
-    private mutating func decline(_ round: UInt64, _ reason: String) -> [Action] {
+    private mutating func decline(_ round: UInt64, _ code: DeclineCode, _ detail: String) -> [Action] {
         state = .idle
         roundsEnded += 1
-        return [.decline(round: round, reason: reason)]
+        return [.decline(round: round, code: code, detail: detail)]
     }
 
     private mutating func roundOver(_ round: UInt64, reason: String) -> [Action] {
@@ -391,8 +392,9 @@ public struct ClientAgent: Sendable {
             state = .awaitingResult(round: round, participation: participation)
             return [.log(line), .send(frames)]
         } catch let error as SecureAggregationError {
-            return [.log("round \(round): secure aggregation: \(error); leaving the round"),
-                    .send([try Abort(round: round, reason: "secure aggregation: \(error)").frame()])]
+            // The coordinator hears the code alone; the refusal's words stay in this client's log.
+            return [.log("round \(round): secure aggregation: \(ClientLogText.escaped("\(error)")); leaving the round"),
+                    .send([try Abort(round: round, code: .secureAggregation).frame()])]
         } catch {
             state = .awaitingResult(round: round, participation: participation)
             throw error
@@ -448,6 +450,14 @@ public enum PreparationFailure: Error, Sendable, CustomStringConvertible {
         switch self {
         case let .data(message): return "data: \(message)"
         case let .trainer(message): return "cannot train on this plan: \(message)"
+        }
+    }
+
+    /// What the coordinator hears of it.
+    public var code: DeclineCode {
+        switch self {
+        case .data: return .data
+        case .trainer: return .cannotTrainOnThisPlan
         }
     }
 }

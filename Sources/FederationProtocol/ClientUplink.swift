@@ -9,8 +9,9 @@ public struct ClientUplink: Sendable {
     /// A client's message, decoded and complete, for `RoundEngine.handle`.
     public enum Event: Sendable {
         case accept(round: UInt64)
-        case decline(round: UInt64, reason: String)
-        case withdraw(round: UInt64, reason: String)
+        /// A client's decline or abort carries a code, never text (`DeclineCode`).
+        case decline(round: UInt64, code: DeclineCode)
+        case withdraw(round: UInt64, code: DeclineCode)
         case secureAdvertise(SecureAdvertise)
         case secureShares(SecureShares)
         case secureUnmask(SecureUnmaskResponse)
@@ -41,10 +42,13 @@ public struct ClientUplink: Sendable {
         case .accept: return .accept(round: try Accept(frame: frame).round)
         case .decline:
             let message = try Decline(frame: frame)
-            return .decline(round: message.round, reason: message.reason)
+            return .decline(round: message.round, code: message.code)
         case .abort:
             let message = try Abort(frame: frame)
-            return .withdraw(round: message.round, reason: message.reason)
+            guard message.detail.isEmpty else {
+                throw FederationError.peer(client, "an abort with text: a client's abort carries its code only")
+            }
+            return .withdraw(round: message.round, code: message.code)
         case .secureAdvertise: return .secureAdvertise(try SecureAdvertise(frame: frame))
         case .secureShares: return .secureShares(try SecureShares(frame: frame))
         case .secureUnmaskResponse: return .secureUnmask(try SecureUnmaskResponse(frame: frame))
@@ -99,8 +103,8 @@ extension RoundEngine {
     public mutating func handle(_ event: ClientUplink.Event, from client: String, now: Date) -> [Action] {
         switch event {
         case let .accept(round): return accept(client, round: round, now: now)
-        case let .decline(round, reason): return decline(client, round: round, reason: reason, now: now)
-        case let .withdraw(round, reason): return withdraw(client, round: round, reason: reason, now: now)
+        case let .decline(round, code): return decline(client, round: round, reason: code.name, now: now)
+        case let .withdraw(round, code): return withdraw(client, round: round, reason: code.name, now: now)
         case let .secureAdvertise(message): return secureAdvertise(client, round: message.round, message, now: now)
         case let .secureShares(message): return secureShares(client, round: message.round, message, now: now)
         case let .secureUnmask(message): return secureUnmask(client, round: message.round, message, now: now)

@@ -60,7 +60,8 @@ public enum Dataset {
     ///
     /// - Parameters:
     ///   - tokenizer: needed for text records; nil allows pre-tokenized records only.
-    ///   - maxLength: records longer than this many tokens are refused with their line number.
+    ///   - maxLength: records longer than this many tokens are cut to their first `maxLength`
+    ///     (`truncated(_:to:)`), never refused: see there.
     ///   - vocabularySize: pre-tokenized ids and labels must lie below it.
     ///   - requireUser: every record must have a `user` field (`--privacy-unit user`); the first without
     ///     one is an error naming its line.
@@ -98,14 +99,39 @@ public enum Dataset {
                 throw DatasetError(file: name, line: lineNumber, "record has no \"user\" field, which privacy unit "
                                    + "user needs on every record (add \"user\": \"<id of the person>\", or train at privacy unit record)")
             }
-            if let maxLength, example.ids.count > maxLength {
-                throw DatasetError(file: name, line: lineNumber,
-                                   "record has \(example.ids.count) tokens, more than the maximum length \(maxLength)")
-            }
             examples.append(example)
         }
         guard !examples.isEmpty else { throw DatasetError(file: name, line: nil, "no records") }
-        return examples
+        return maxLength.map { truncated(examples, to: $0) } ?? examples
+    }
+
+    /// Every record cut to its first `maxLength` tokens (ids and labels alike); shorter ones unchanged.
+    ///
+    /// Over-length records are truncated, identically whatever the plan, and never refused or skipped
+    /// (issue 13): a federation's `max_length` is the coordinator's choice, and a refusal quoting a
+    /// record's length let it binary-search private token counts at no ε cost. Truncation is a fixed
+    /// transformation of each record on its own, applied before the per-record gradient is clipped, so
+    /// the DP-SGD guarantee under add/remove of one record is unchanged and N stays the same; skipping
+    /// would change N (and the sampling rate's meaning) and would need accounting of its own.
+    public static func truncated(_ examples: [TokenizedExample], to maxLength: Int) -> [TokenizedExample] {
+        precondition(maxLength >= 1, "maxLength must be at least 1")
+        return examples.map { example in
+            guard example.ids.count > maxLength else { return example }
+            var cut = example  // the same record (line, user), shorter
+            cut.ids = Array(example.ids.prefix(maxLength))
+            cut.labels = Array(example.labels.prefix(maxLength))
+            return cut
+        }
+    }
+
+    /// Throws when no record has a token to learn (every label −100, or every sequence too short), naming
+    /// `file`. A federation's client checks this on its records as read, before the plan's truncation, so
+    /// that whether it declines never depends on the plan's `max_length`.
+    public static func requireLearnableTokens(_ examples: [TokenizedExample], file: String) throws {
+        guard examples.contains(where: { $0.countedTokens > 0 }) else {
+            throw DatasetError(file: file, line: nil, "no record has a token to learn (all labels are -100 or sequences "
+                               + "are too short)")
+        }
     }
 
     /// The most bytes a JSONL line can take whose record has at most `maxLength` tokens: each token covers

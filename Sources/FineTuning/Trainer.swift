@@ -111,10 +111,10 @@ public final class LoRATrainer {
 
     public init(model: LlamaModel, examples: [TokenizedExample], configuration: TrainingConfiguration,
                 initial: TrainableLoRA? = nil) throws {
+        // Examples without a token to learn are allowed (each contributes a zero gradient): callers check
+        // the data as read (`Dataset.requireLearnableTokens`), since a federation's truncation to the
+        // plan's max_length must not decide whether its client declines.
         guard !examples.isEmpty else { throw TrainingError("the training data has no examples") }
-        guard examples.contains(where: { $0.countedTokens > 0 }) else {
-            throw TrainingError("no training example has a token to learn (all labels are -100 or sequences are too short)")
-        }
         let c = configuration
         guard (1...256).contains(c.rank) else { throw TrainingError("rank must be in 1...256, got \(c.rank)") }
         guard c.alpha > 0, c.alpha.isFinite else { throw TrainingError("alpha must be positive, got \(c.alpha)") }

@@ -27,13 +27,13 @@ public enum MessageType: UInt16, Sendable, CaseIterable, CustomStringConvertible
     case invite = 2
     /// Client → coordinator: the client takes part in the round.
     case accept = 3
-    /// Client → coordinator: the client declines the round, with a reason (budget, policy).
+    /// Client → coordinator: the client declines the round, with a code (`DeclineCode`: budget, policy, ...).
     case decline = 4
     /// Either way: part of a tensor (global adapter down, update up); see `TensorChunk`.
     case tensorChunk = 5
     /// Client → coordinator: evaluation and training metrics for the round.
     case metrics = 6
-    /// Either way: the round is abandoned, with a reason.
+    /// Either way: the round is abandoned, with a code (and, from the coordinator only, a detail).
     case abort = 7
     /// Either way: the end of a set of tensors (global adapter down, update up), with its count and digest.
     case tensorsDone = 8

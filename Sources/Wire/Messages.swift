@@ -82,50 +82,61 @@ public struct TensorChunk: WireMessage, Equatable {
     }
 }
 
-/// A client declining a round, with its reason (e.g. "privacy budget: epsilon 7.9 of 8.0 spent").
+/// A client declining a round, with a code from a fixed set: never the client's own text, which could
+/// carry private data (`DeclineCode`). The details stay in the client's own log.
 public struct Decline: WireMessage, Equatable {
     public static let messageType = MessageType.decline
     /// The round declined.
     public var round: UInt64
     /// Why, for the coordinator's log and audit record.
-    public var reason: String
+    public var code: DeclineCode
 
-    public init(round: UInt64, reason: String) {
+    public init(round: UInt64, code: DeclineCode) {
         self.round = round
-        self.reason = reason
+        self.code = code
     }
 
     public func encode(into encoder: inout WireEncoder) throws {
         encoder.uint64(round)
-        try encoder.string(reason, field: "reason")
+        encoder.declineCode(code)
     }
 
     public init(from decoder: inout WireDecoder) throws {
         round = try decoder.uint64("round")
-        reason = try decoder.string("reason")
+        code = try decoder.declineCode("code")
     }
 }
 
-/// Either side abandoning a round, with the reason.
+/// Either side abandoning a round: a code and, from the coordinator only, a detail in words (e.g. "no
+/// update within the round's 600 s"). A client's abort carries the code alone: its detail is empty,
+/// and the coordinator's decoder (`ClientUplink`) refuses one that is not, so no text of a client's
+/// reaches the coordinator's log or audit.
 public struct Abort: WireMessage, Equatable {
     public static let messageType = MessageType.abort
     /// The round abandoned.
     public var round: UInt64
-    /// Why (e.g. "too few survivors: 1 of minimum 2").
-    public var reason: String
+    public var code: DeclineCode
+    /// Empty from a client; the coordinator's words to a client.
+    public var detail: String
 
-    public init(round: UInt64, reason: String) {
+    public init(round: UInt64, code: DeclineCode, detail: String = "") {
         self.round = round
-        self.reason = reason
+        self.code = code
+        self.detail = detail
     }
+
+    /// What the client's log says: the code, and the coordinator's detail when it gave one.
+    public var reason: String { detail.isEmpty ? code.name : "\(code.name): \(detail)" }
 
     public func encode(into encoder: inout WireEncoder) throws {
         encoder.uint64(round)
-        try encoder.string(reason, field: "reason")
+        encoder.declineCode(code)
+        try encoder.string(detail, field: "detail")
     }
 
     public init(from decoder: inout WireDecoder) throws {
         round = try decoder.uint64("round")
-        reason = try decoder.string("reason")
+        code = try decoder.declineCode("code")
+        detail = try decoder.string("detail")
     }
 }

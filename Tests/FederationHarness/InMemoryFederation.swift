@@ -214,9 +214,9 @@ public final class InMemoryFederation {
                 try send(frames, from: client)
             case let .log(line):
                 client.log.append(line)
-            case let .decline(round, reason):
-                client.log.append("round \(round): declining: \(reason)")
-                try send([Decline(round: round, reason: reason).frame()], from: client)
+            case let .decline(round, code, detail):
+                client.log.append("round \(round): declining (\(code.name)): \(ClientLogText.escaped(detail))")
+                try send([Decline(round: round, code: code).frame()], from: client)
             case let .prepare(round, plan, global):
                 client.globalAdapter = global
                 client.work = (plan, global)
@@ -284,7 +284,7 @@ public final class InMemoryFederation {
                 try send([message.frame()], to: client)
             case let .dismiss(client, round, reason):
                 coordinatorLog.append("round \(round): client '\(client)' dropped: \(reason)")
-                try send([Abort(round: round, reason: "dropped: \(reason)").frame()], to: client)
+                try send([Abort(round: round, code: .dropped, detail: reason).frame()], to: client)
             case let .tellResult(client, result):
                 var frames = [try result.frame()]
                 if result.committed { frames += try TensorSetFrames.frames(round: result.round, kind: .globalAdapter, tensors: global) }

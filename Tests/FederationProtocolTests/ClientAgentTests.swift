@@ -135,7 +135,8 @@ final class ClientAgentTests: XCTestCase {
         var plan = Self.plan
         plan.noiseMultiplier = 0
         let actions = try invite(&a, round: 2, global: try tensors(1), plan: plan)
-        guard case let .decline(2, reason)? = actions.first, actions.count == 1 else { return XCTFail("\(actions)") }
+        guard case let .decline(2, code, reason)? = actions.first, actions.count == 1 else { return XCTFail("\(actions)") }
+        XCTAssertEqual(code, .policy)
         XCTAssertEqual(reason, "policy: the plan has no differential privacy (noise multiplier 0)")
         XCTAssertEqual("\(a.state)", "idle")
         XCTAssertEqual(a.roundsEnded, 1)
@@ -145,31 +146,37 @@ final class ClientAgentTests: XCTestCase {
     func testBudgetRefusalsAndFailedPreparationDecline() throws {
         let global = try tensors(1)
         let mechanism = MechanismSteps(samplingRate: 0.1, noiseMultiplier: 1.1, steps: 3)
-        func declineReason(_ answer: (inout ClientAgent) throws -> [ClientAgent.Action]) throws -> String? {
+        func declineReason(_ answer: (inout ClientAgent) throws -> [ClientAgent.Action]) throws -> (DeclineCode, String)? {
             var a = agent()
             _ = try invite(&a, round: 7, global: global)
             let actions = try answer(&a)
             XCTAssertEqual("\(a.state)", "idle")
             XCTAssertEqual(a.roundsEnded, 1)
-            guard case let .decline(7, reason)? = actions.first, actions.count == 1 else { return nil }
-            return reason
+            guard case let .decline(7, code, reason)? = actions.first, actions.count == 1 else { return nil }
+            return (code, reason)
         }
-        func charged(_ outcome: PrivacyCharge) throws -> String? {
+        func charged(_ outcome: PrivacyCharge) throws -> (DeclineCode, String)? {
             try declineReason { a in
                 _ = a.prepared(round: 7, RoundPreparation(mechanism: mechanism, examples: 20))
                 return try a.ledgerAnswered(round: 7, outcome)
             }
         }
-        XCTAssertEqual(try charged(.refused(.overCeiling(projectedEpsilon: 9.1234, ceiling: 8, spentEpsilon: 7.5))),
-                       "privacy budget: this round would bring ε to 9.123, over the policy's 8.000 (7.500 spent)")
+        let ceiling = try charged(.refused(.overCeiling(projectedEpsilon: 9.1234, ceiling: 8, spentEpsilon: 7.5)))
+        XCTAssertEqual(ceiling?.0, .privacyBudget)
+        XCTAssertEqual(ceiling?.1, "privacy budget: this round would bring ε to 9.123, over the policy's 8.000 (7.500 spent)")
         // A ledger whose own budget is below what the round spends.
         var ledger = try PrivacyLedger(directory: try Fixtures.temporaryDirectory("agent-ledger"),
                                        creatingWith: PrivacyBudget(epsilon: 0.01, delta: 1e-5, accountant: .rdp))
         let refusal = try ledger.chargeBeforeTraining(mechanism, clipNorm: 0.5, purpose: "round 7")
         guard case let .refused(.overBudget(exceeded)) = refusal else { return XCTFail("\(refusal)") }
-        XCTAssertEqual(try charged(refusal), "privacy budget: \(exceeded)")
-        XCTAssertEqual(try declineReason { $0.preparationFailed(round: 7, .data("no such file")) }, "data: no such file")
-        XCTAssertEqual(try declineReason { $0.preparationFailed(round: 7, .trainer("rank 9")) }, "cannot train on this plan: rank 9")
+        XCTAssertEqual(try charged(refusal)?.0, .privacyBudget)
+        XCTAssertEqual(try charged(refusal)?.1, "privacy budget: \(exceeded)")
+        let data = try declineReason { $0.preparationFailed(round: 7, .data("no such file")) }
+        XCTAssertEqual(data?.0, .data)
+        XCTAssertEqual(data?.1, "data: no such file")
+        let trainer = try declineReason { $0.preparationFailed(round: 7, .trainer("rank 9")) }
+        XCTAssertEqual(trainer?.0, .cannotTrainOnThisPlan)
+        XCTAssertEqual(trainer?.1, "cannot train on this plan: rank 9")
     }
 
     /// A secure invitation is declined before anything is charged when this client is not in the
@@ -189,10 +196,10 @@ final class ClientAgentTests: XCTestCase {
         }
         let others = (2...3).map { SecureRoundSetup.Member(id: ParticipantID($0), name: "m\($0)", signingKey: SigningKeyPair().publicKey) }
         let outside = try attempt(members: others)
-        guard case let .decline(3, reason)? = outside.first else { return XCTFail("\(outside)") }
+        guard case let .decline(3, .secureAggregation, reason)? = outside.first else { return XCTFail("\(outside)") }
         XCTAssertEqual(reason, "secure aggregation: this client is not in the announced cohort")
         let wrongKey = try attempt(members: [SecureRoundSetup.Member(id: 1, name: "clinic-1", signingKey: SigningKeyPair().publicKey)] + others)
-        guard case let .decline(3, keyReason)? = wrongKey.first else { return XCTFail("\(wrongKey)") }
+        guard case let .decline(3, .secureAggregation, keyReason)? = wrongKey.first else { return XCTFail("\(wrongKey)") }
         XCTAssertTrue(keyReason.hasPrefix("secure aggregation: "), keyReason)
         let member = try attempt(members: [SecureRoundSetup.Member(id: 1, name: "clinic-1", signingKey: identity.publicKey)] + others)
         guard case .prepare(3, _, _)? = member.first else { return XCTFail("\(member)") }

@@ -67,10 +67,15 @@ final class ClientUplinkTests: XCTestCase {
         XCTAssertThrowsError(try uplink.receive(frames.last!, isActive: { _ in true }))
         XCTAssertThrowsError(try uplink.receive(try RoundResult(round: 7, committed: false, adapterSHA256: "", reason: "x")
             .frame(), isActive: { _ in true }))
-        // A client's abort is its withdrawal from the round.
-        guard case let .withdraw(round, reason)? = try uplink.receive(try Abort(round: 7, reason: "bye").frame(),
-                                                                     isActive: { _ in false }) else { return XCTFail() }
+        // A client's abort is its withdrawal from the round, with its code.
+        guard case let .withdraw(round, code)? = try uplink.receive(try Abort(round: 7, code: .secureAggregation).frame(),
+                                                                   isActive: { _ in false }) else { return XCTFail() }
         XCTAssertEqual(round, 7)
-        XCTAssertEqual(reason, "bye")
+        XCTAssertEqual(code, .secureAggregation)
+        // Text in a client's abort is refused: nothing a client words reaches the coordinator (issue 13).
+        XCTAssertThrowsError(try uplink.receive(try Abort(round: 7, code: .secureAggregation, detail: "train.jsonl:3: 812 tokens")
+            .frame(), isActive: { _ in false })) { error in
+            XCTAssertTrue("\(error)".contains("an abort with text"), "\(error)")
+        }
     }
 }

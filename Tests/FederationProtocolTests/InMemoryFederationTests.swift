@@ -116,13 +116,21 @@ final class InMemoryFederationTests: XCTestCase {
         let outcome = try XCTUnwrap(federation.finished.first?.outcome)
         XCTAssertTrue(outcome.isCommitted, outcome.abortReason ?? "")
         XCTAssertEqual(outcome.updates.map(\.client), ["a", "b"])
+        // The coordinator hears codes only (issue 13); the words stay in each client's own log.
         let reasons = Dictionary(uniqueKeysWithValues: outcome.declines.map { ($0.client, $0.reason) })
-        XCTAssertEqual(reasons["c"], "policy: the plan asks 3 steps, this client trains at most 1 per round")
-        let ceiling = try XCTUnwrap(reasons["d"])
-        XCTAssertTrue(ceiling.hasPrefix("privacy budget: this round would bring ε to "), ceiling)
+        XCTAssertEqual(reasons, ["c": "policy", "d": "privacy_budget", "e": "privacy_budget"])
+        XCTAssertEqual(federation.coordinatorLog.filter { $0.contains("declined") },
+                       ["round 1: client 'c' declined: policy", "round 1: client 'd' declined: privacy_budget",
+                        "round 1: client 'e' declined: privacy_budget"])
+        func declineLine(_ name: String) throws -> String {
+            try XCTUnwrap(federation.clients[name]?.log.first { $0.contains("declining") })
+        }
+        XCTAssertEqual(try declineLine("c"), "round 1: declining (policy): policy: the plan asks 3 steps, this client trains at most 1 per round")
+        let ceiling = try declineLine("d")
+        XCTAssertTrue(ceiling.hasPrefix("round 1: declining (privacy_budget): privacy budget: this round would bring ε to "), ceiling)
         XCTAssertTrue(ceiling.hasSuffix(", over the policy's 0.010 (0.000 spent)"), ceiling)
-        let budget = try XCTUnwrap(reasons["e"])
-        XCTAssertTrue(budget.hasPrefix("privacy budget: privacy budget exceeded ("), budget)
+        let budget = try declineLine("e")
+        XCTAssertTrue(budget.hasPrefix("round 1: declining (privacy_budget): privacy budget: privacy budget exceeded ("), budget)
         XCTAssertTrue(budget.contains("budget 0.02"), budget)
         for name in ["c", "d", "e"] {
             let client = try XCTUnwrap(federation.clients[name])
@@ -151,8 +159,11 @@ final class InMemoryFederationTests: XCTestCase {
         let outcome = try XCTUnwrap(federation.finished.first?.outcome)
         XCTAssertTrue(outcome.isCommitted, outcome.abortReason ?? "")
         XCTAssertEqual(outcome.updates.map(\.client), ["a", "b"])
-        XCTAssertEqual(outcome.declines.map(\.reason), ["policy: the plan's privacy unit is user, this client's ledger "
-                                                        + "counts ε per record (its policy's privacy_unit)"])
+        // The coordinator hears the code; the words stay in c's own log.
+        XCTAssertEqual(outcome.declines.map(\.reason), ["policy"])
+        XCTAssertTrue(federation.clients["c"]!.log.contains("round 1: declining (policy): policy: the plan's privacy unit is "
+                                                            + "user, this client's ledger counts ε per record (its policy's "
+                                                            + "privacy_unit)"), "\(federation.clients["c"]!.log)")
         for name in ["a", "b"] {
             let ledger = try XCTUnwrap(federation.clients[name]).ledger()
             XCTAssertEqual(ledger.budget.unit, .user)

@@ -19,7 +19,7 @@ extension ClientAgentTests {
         let users = ClientPolicy(maxEpsilon: 8, delta: 1e-5, maxStepsPerRound: 10, privacyUnit: .user)
         var a = agent(policy: users)
         var actions = try invite(&a, round: 2, global: try tensors(1))
-        guard case let .decline(2, reason)? = actions.first, actions.count == 1 else { return XCTFail("\(actions)") }
+        guard case let .decline(2, .policy, reason)? = actions.first, actions.count == 1 else { return XCTFail("\(actions)") }
         XCTAssertEqual(reason, "policy: the plan's privacy unit is record, weaker than the user this client requires")
 
         actions = try invite(&a, round: 3, global: try tensors(1), plan: userPlan())
@@ -33,7 +33,7 @@ extension ClientAgentTests {
     func testAPolicyForRecordsDeclinesUserPlansItsLedgerCannotCount() throws {
         var a = agent()
         let actions = try invite(&a, round: 5, global: try tensors(1), plan: userPlan())
-        guard case let .decline(5, reason)? = actions.first, actions.count == 1 else { return XCTFail("\(actions)") }
+        guard case let .decline(5, .policy, reason)? = actions.first, actions.count == 1 else { return XCTFail("\(actions)") }
         XCTAssertEqual(reason, "policy: the plan's privacy unit is user, this client's ledger counts ε per record "
                        + "(its policy's privacy_unit)")
         // A plan without privacy, which a policy may accept, has no unit to object to.

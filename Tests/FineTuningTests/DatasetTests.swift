@@ -93,11 +93,13 @@ final class DatasetTests: XCTestCase {
         XCTAssertThrowsError(try Dataset.load(empty, tokenizer: Self.tokenizer, maxLength: nil, vocabularySize: 49152)) {
             XCTAssertTrue("\($0)".contains("no records"))
         }
+        // Over-length records are cut to their first maxLength tokens, never refused (issue 13).
         let long = directory.appendingPathComponent("long.jsonl")
         try "{\"text\": \"a b c d e f g h\"}\n".write(to: long, atomically: true, encoding: .utf8)
-        XCTAssertThrowsError(try Dataset.load(long, tokenizer: Self.tokenizer, maxLength: 4, vocabularySize: 49152)) {
-            XCTAssertTrue("\($0)".contains("long.jsonl:1") && "\($0)".contains("maximum length 4"), "\($0)")
-        }
+        let whole = try Dataset.load(long, tokenizer: Self.tokenizer, maxLength: nil, vocabularySize: 49152)
+        XCTAssertGreaterThan(whole[0].ids.count, 4, "the positive control: the record is longer than 4 tokens")
+        let cut = try Dataset.load(long, tokenizer: Self.tokenizer, maxLength: 4, vocabularySize: 49152)
+        XCTAssertEqual(cut, [TokenizedExample(ids: Array(whole[0].ids.prefix(4)), labels: Array(whole[0].labels.prefix(4)), line: 1)])
         XCTAssertThrowsError(try Dataset.load(directory.appendingPathComponent("missing.jsonl"), tokenizer: nil,
                                               maxLength: nil, vocabularySize: 10))
         // A directory (as a join configuration's "data" may name) is refused by name, not with a Foundation error.
@@ -171,5 +173,42 @@ final class DatasetTests: XCTestCase {
         let fits = directory.appendingPathComponent("fits.jsonl")
         try ("{\"text\": \"" + String(repeating: "note ", count: 100) + "\"}\n").write(to: fits, atomically: true, encoding: .utf8)
         XCTAssertEqual(try Dataset.load(fits, tokenizer: tokenizer, maxLength: 512, vocabularySize: 49152).count, 1)
+    }
+}
+
+/// Over-length records and a plan's `max_length` (issue 13).
+final class DatasetTruncationTests: XCTestCase {
+    /// Truncation cuts ids and labels alike, keeps N and every line, and leaves short records as they are.
+    func testTruncationKeepsEveryRecordAndCutsIdsAndLabelsAlike() {
+        let examples = [TokenizedExample(ids: [1, 2, 3, 4, 5, 6], labels: [-100, -100, 3, 4, 5, 6], line: 1),
+                        TokenizedExample(ids: [7, 8], labels: [7, 8], line: 3)]
+        let cut = Dataset.truncated(examples, to: 3)
+        XCTAssertEqual(cut, [TokenizedExample(ids: [1, 2, 3], labels: [-100, -100, 3], line: 1),
+                             TokenizedExample(ids: [7, 8], labels: [7, 8], line: 3)])
+        XCTAssertEqual(Dataset.truncated(examples, to: 6), examples)
+        // A record whose learnable tokens all lie past the cut keeps its place, with nothing to learn.
+        XCTAssertEqual(Dataset.truncated(examples, to: 2)[0].countedTokens, 0)
+    }
+
+    /// Two clients whose data differ only in one record's length (3 tokens or 900): under a plan with a
+    /// small max_length both load the same number of records, every one within the length, and neither
+    /// refuses. Seen failing on the old code, which refused the long record with "record has 900 tokens,
+    /// more than the maximum length 4".
+    func testASmallMaxLengthDoesNotMakeLoadingDependOnRecordLengths() throws {
+        let directory = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        func write(_ name: String, longRecord: Int) throws -> URL {
+            let url = directory.appendingPathComponent(name)
+            let records = ["{\"input_ids\": [1, 2, 3, 4, 5]}", "{\"input_ids\": [\((0..<longRecord).map { String($0 % 9 + 1) }.joined(separator: ", "))]}"]
+            try records.joined(separator: "\n").write(to: url, atomically: true, encoding: .utf8)
+            return url
+        }
+        let short = try write("short.jsonl", longRecord: 3), long = try write("long.jsonl", longRecord: 900)
+        for maxLength in [2, 4, 64, 899] {
+            let a = try Dataset.load(short, tokenizer: nil, maxLength: maxLength, vocabularySize: 10)
+            let b = try Dataset.load(long, tokenizer: nil, maxLength: maxLength, vocabularySize: 10)
+            XCTAssertEqual(a.count, b.count, "max_length \(maxLength)")
+            XCTAssertTrue((a + b).allSatisfy { $0.ids.count <= maxLength && $0.ids.count == $0.labels.count })
+        }
     }
 }

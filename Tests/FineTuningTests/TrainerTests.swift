@@ -80,7 +80,13 @@ final class TrainerTests: XCTestCase {
         XCTAssertTrue(refusal { $0.privacy = DifferentialPrivacy(noiseMultiplier: 1, clipNorm: 1, delta: 1) }.contains("delta"))
         XCTAssertTrue(refusal { $0.steps = 0 }.contains("steps"))
         XCTAssertTrue(refusal({ _ in }, data: []).contains("no examples"))
+        // Records without a token to learn are the data's check (`Dataset.requireLearnableTokens`), not the
+        // trainer's: after a plan's truncation they train as zero gradients.
         let unlabeled = examples.map { TokenizedExample(ids: $0.ids, labels: $0.ids.map { _ in -100 }, line: $0.line) }
-        XCTAssertTrue(refusal({ _ in }, data: unlabeled).contains("no training example has a token to learn"))
+        XCTAssertEqual(refusal({ _ in }, data: unlabeled), "accepted")
+        XCTAssertThrowsError(try Dataset.requireLearnableTokens(unlabeled, file: "u.jsonl")) { error in
+            XCTAssertTrue("\(error)".hasPrefix("u.jsonl: no record has a token to learn"), "\(error)")
+        }
+        XCTAssertNoThrow(try Dataset.requireLearnableTokens(examples, file: "u.jsonl"))
     }
 }

@@ -46,10 +46,12 @@ final class FrameTests: XCTestCase {
         XCTAssertEqual(decoded.offset, 3)
         XCTAssertEqual(decoded.totalCount, 10)
         XCTAssertEqual(decoded.values.map(\.bitPattern), chunk.values.map(\.bitPattern))
-        let decline = Decline(round: 3, reason: "privacy budget: epsilon 7.9 of 8.0 spent")
+        let decline = Decline(round: 3, code: .privacyBudget)
         XCTAssertEqual(try Decline(frame: decline.frame()), decline)
-        let abort = Abort(round: 4, reason: "too few survivors")
+        let abort = Abort(round: 4, code: .dropped, detail: "no update within the round's 600 s")
         XCTAssertEqual(try Abort(frame: abort.frame()), abort)
+        XCTAssertEqual(abort.reason, "dropped: no update within the round's 600 s")
+        XCTAssertEqual(Abort(round: 4, code: .secureAggregation).reason, "secure_aggregation")
         XCTAssertThrowsError(try Decline(frame: abort.frame())) { error in
             XCTAssertEqual(error as? WireError, .unexpectedType(expected: .decline, actual: .abort))
         }
@@ -82,7 +84,7 @@ final class FrameTests: XCTestCase {
 
     func testReaderYieldsFramesFedOneByteAtATime() throws {
         let first = try sampleChunk().frame()
-        let second = try Decline(round: 1, reason: "policy").frame()
+        let second = try Decline(round: 1, code: .policy).frame()
         let stream = try first.encoded() + second.encoded()
         var reader = FrameReader()
         var frames: [Frame] = []
@@ -230,7 +232,7 @@ final class FrameTests: XCTestCase {
     }
 
     func testNextFrameReadsFromAStreamAndReportsTruncationAtEnd() throws {
-        let frames = [try sampleChunk().frame(), try Abort(round: 2, reason: "r").frame()]
+        let frames = [try sampleChunk().frame(), try Abort(round: 2, code: .dropped, detail: "r").frame()]
         let stream = try frames.flatMap { try $0.encoded() }
         func source(_ bytes: [UInt8]) -> (UnsafeMutableRawBufferPointer) throws -> Int {
             var position = 0
@@ -296,5 +298,36 @@ final class FrameTests: XCTestCase {
         }
         XCTAssertGreaterThan(framesSeen, 5_000)
         XCTAssertGreaterThan(errorsSeen, 5_000)
+    }
+}
+
+/// A decline or a client's abort is a code from a fixed set (issue 13: a free-text reason quoted the
+/// dataset's "file:line: record has N tokens", which let the coordinator binary-search private token
+/// counts through `max_length`). Seen failing on the old code: `Decline` carried a string, which
+/// these byte-level checks do not decode as.
+final class DeclineCodeWireTests: XCTestCase {
+    func testADeclineIsRoundAndCodeAndNothingElse() throws {
+        for code in DeclineCode.allCases {
+            let frame = try Decline(round: 0x0102, code: code).frame()
+            XCTAssertEqual(frame.payload, [0, 0, 0, 0, 0, 0, 0x01, 0x02, 0, UInt8(code.rawValue)], "\(code)")
+            XCTAssertEqual(try Decline(frame: frame).code, code)
+            XCTAssertEqual(DeclineCode(name: code.name), code)
+        }
+        XCTAssertEqual(Set(DeclineCode.allCases.map(\.name)).count, DeclineCode.allCases.count, "names are distinct")
+        XCTAssertEqual(DeclineCode.allCases.map(\.name),
+                       ["policy", "privacy_budget", "data", "cannot_train_on_this_plan", "secure_aggregation", "dropped"])
+    }
+
+    func testUnknownCodesAndTextAreRefused() throws {
+        // Code 99 is no code; positive control: code 3 in the same bytes decodes.
+        XCTAssertEqual(try Decline(frame: Frame(type: .decline, payload: [0, 0, 0, 0, 0, 0, 0, 1, 0, 3])).code, .data)
+        XCTAssertThrowsError(try Decline(frame: Frame(type: .decline, payload: [0, 0, 0, 0, 0, 0, 0, 1, 0, 99]))) { error in
+            XCTAssertTrue("\(error)".contains("unknown decline code 99"), "\(error)")
+        }
+        // An older peer's text reason (round, then a length-prefixed string) is not a decline.
+        var old = WireEncoder()
+        old.uint64(1)
+        try old.string("data: train.jsonl:3: record has 812 tokens, more than the maximum length 256", field: "reason")
+        XCTAssertThrowsError(try Decline(frame: Frame(type: .decline, payload: old.bytes)))
     }
 }

@@ -1,0 +1,28 @@
+import FederationProtocol
+import FineTuning
+import Foundation
+import Tokenizer
+
+/// A client's training and held-out records for a round, read the same way whatever the plan.
+///
+/// The records are read and checked without the plan (a file that cannot be read, a malformed record,
+/// no token to learn: the `data` decline, the same for every plan), and only then cut to the plan's
+/// `max_length` (`Dataset.truncated`). So no plan the coordinator chooses can make a client's answer
+/// depend on its records' lengths (issue 13), and N is the number of records in the file.
+public enum RoundData {
+    /// - Parameter requireUser: every training record must have a `user` field (privacy unit user).
+    public static func load(_ configuration: ClientConfiguration, maxLength: Int, tokenizer: BPETokenizer?,
+                            vocabularySize: Int, requireUser: Bool = false)
+        -> Result<(train: [TokenizedExample], eval: [TokenizedExample]), PreparationFailure> {
+        do {
+            let train = try Dataset.load(URL(fileURLWithPath: configuration.data), tokenizer: tokenizer, maxLength: nil,
+                                         vocabularySize: vocabularySize, requireUser: requireUser)
+            try Dataset.requireLearnableTokens(train, file: configuration.data)
+            let eval = try Dataset.load(URL(fileURLWithPath: configuration.evalData), tokenizer: tokenizer, maxLength: nil,
+                                        vocabularySize: vocabularySize)
+            return .success((Dataset.truncated(train, to: maxLength), Dataset.truncated(eval, to: maxLength)))
+        } catch {
+            return .failure(.data("\(error)"))
+        }
+    }
+}
