@@ -8,7 +8,7 @@ import Reports
 import SystemIO
 
 /// `train`: a LoRA adapter fine-tuned on local data, with DP-SGD on request; with `--state` the privacy
-/// ledger is charged before the first noisy gradient.
+/// ledger is charged before the first gradient (a run without `--dp` as ε = ∞).
 struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         name: "train", abstract: "Fine-tune a LoRA adapter on local data, optionally with DP-SGD.",
@@ -25,8 +25,9 @@ struct TrainCommand: ParsableCommand {
           --data D                  JSONL training records (one line is one record for privacy)
           --out DIR                 where the PEFT adapter is written (adapter_config.json, adapter_model.safetensors)
           --eval-data E             held-out JSONL scored before and after training
-          --state DIR               the client's state directory; with --dp its privacy ledger is charged
-                                    before the first noisy gradient
+          --state DIR               the client's state directory; its privacy ledger is charged before the
+                                    first gradient (without --dp the run is recorded as ε = ∞, after which
+                                    the ledger refuses every charge); without --state nothing is recorded
           --rank r, --alpha a       LoRA rank (default 8) and alpha (default 16)
           --targets LIST            comma-separated modules (default q_proj,k_proj,v_proj,o_proj)
           --steps N | --epochs E    optimizer steps, or passes over the data (default 1 epoch)
@@ -238,40 +239,58 @@ struct TrainCommand: ParsableCommand {
         let budget: Double
     }
 
-    /// Charges the ledger in `--state` durably before the first noisy gradient: a crash can overcount, never
-    /// undercount. Returns the ledger as charged, or nil when this run charges none.
+    /// Charges the ledger in `--state` durably before the first gradient: a crash can overcount, never
+    /// undercount. A run without `--dp` is charged too, as a run without noise (ε = ∞), after which the
+    /// ledger refuses every charge. Returns the ledger as charged, or nil without `--state`, which says
+    /// loudly on standard error that nothing is recorded (issue 13: such runs were silently unrecorded).
     func chargeLedger(for trainer: LoRATrainer, privacy: DifferentialPrivacy?) throws -> ChargedLedger? {
-        guard let statePath, let mechanism = trainer.mechanism, let privacy else {
-            if dp && statePath == nil && !json {
-                StandardError.write("note: --dp without --state: this run's privacy is not recorded in any ledger\n")
-            }
+        guard let statePath else {
+            StandardError.write(Self.unrecordedWarning(dp: privacy != nil))
             return nil
         }
+        let delta = privacy?.delta ?? delta
         let directory = URL(fileURLWithPath: statePath)
         let exists = FileManager.default.fileExists(atPath: directory.appendingPathComponent(PrivacyLedger.fileName).path)
         let budget = exists ? nil : budgetEpsilon.map {
-            PrivacyBudget(epsilon: $0, delta: privacy.delta, accountant: privacy.accountant, unit: privacyUnit)
+            PrivacyBudget(epsilon: $0, delta: delta, accountant: privacy?.accountant ?? accountant, unit: privacyUnit)
         }
         if !exists && budget == nil {
-            throw UsageError("no privacy ledger in \(statePath): give --budget-epsilon to create one")
+            throw UsageError("no privacy ledger in \(statePath): give --budget-epsilon to create one"
+                             + (privacy == nil ? ", or leave out --state (this run without --dp is then recorded nowhere)" : ""))
         }
         var ledger = try PrivacyLedger(directory: directory, creatingWith: budget)
-        guard ledger.budget.delta == privacy.delta else {
+        if let privacy, ledger.budget.delta != privacy.delta {
             throw UsageError("--delta \(privacy.delta) differs from the ledger's δ \(ledger.budget.delta) in \(statePath)")
         }
-        guard ledger.budget.unit == privacyUnit else {
+        // A run without privacy is ε = ∞ at any unit: it is charged at the ledger's.
+        if privacy != nil, ledger.budget.unit != privacyUnit {
             throw UsageError("--privacy-unit \(privacyUnit.rawValue) differs from the ledger's unit in \(statePath): it counts "
                              + "ε per \(ledger.budget.unit.rawValue); ε per record and ε per user do not compose in one ledger, "
                              + "so give --privacy-unit \(ledger.budget.unit.rawValue) or a --state of its own")
         }
-        let receipt = try ledger.chargeBeforeTraining(mechanism, clipNorm: privacy.clipNorm,
-                                                      purpose: "run:\(UUID().uuidString.lowercased())", unit: privacyUnit).receipt()
-        if !json {
+        let mechanism = trainer.mechanism ?? .nonPrivate(samplingRate: trainer.samplingRate, steps: trainer.totalSteps)
+        let receipt = try ledger.chargeBeforeTraining(mechanism, clipNorm: privacy?.clipNorm ?? 0,
+                                                      purpose: "run:\(UUID().uuidString.lowercased())",
+                                                      unit: privacy == nil ? ledger.budget.unit : privacyUnit).receipt()
+        if privacy == nil {
+            StandardError.write("WARNING: this run trains WITHOUT differential privacy (no --dp): ledger \(ledger.fileURL.path) "
+                                + "records it as ε = ∞, and refuses every further charge\n")
+        } else if !json {
             StandardError.write(String(format: "ledger %@: charged this run, ε spent %.4f of %.4f (δ %g, per %@)\n",
                                        ledger.fileURL.path, receipt.epsilon, ledger.budget.epsilon,
                                        ledger.budget.delta, ledger.budget.unit.rawValue))
         }
         return ChargedLedger(path: ledger.fileURL.path, spent: receipt.epsilon, budget: ledger.budget.epsilon)
+    }
+
+    /// What `train` without `--state` says on standard error, before the first gradient.
+    static func unrecordedWarning(dp: Bool) -> String {
+        let what = dp ? "this run's ε" : "this run WITHOUT differential privacy (ε = ∞)"
+        return """
+            WARNING: no --state: \(what) is NOT RECORDED in any privacy ledger. Nothing will count it against a
+            budget, and later runs on this data will not know it happened. Give --state DIR to record it.
+
+            """
     }
 
     /// Prints the run's outcome: the `--json` object, or a summary line and where the adapter was written.
@@ -318,10 +337,14 @@ struct BudgetCommand: ParsableCommand {
           --privacy-unit U   whom the ledger's ε protects, record (default) or user; set when it is created
                              (a ledger with charges keeps its unit)
           --json             print {"epsilon_spent", "epsilon_budget", "epsilon_left", "delta", "accountant",
-                             "unit", "entries": [{"purpose", "date", "sampling_rate", "noise_multiplier",
-                             "clip_norm", "steps", "unit", "cumulative_epsilon"}]}
+                             "unit", "non_private_runs", "refuses_every_charge", "entries": [{"purpose", "date",
+                             "sampling_rate", "noise_multiplier", "clip_norm", "steps", "unit", "noise",
+                             "cumulative_epsilon"}]}; ε that is infinite is null
           --html F           also write the ledger as a self-contained HTML page to F: cumulative ε per charge
                              against the budget, and every charge's parameters
+        A run without differential privacy (a round under require_privacy: false, train without --dp) is
+        recorded as ε = ∞ (noise "none"): from then on the ledger refuses every charge, and no new budget
+        can undo it.
 
         examples:
           conclave-client budget --state me
@@ -375,16 +398,18 @@ struct BudgetCommand: ParsableCommand {
             }
         }
         let formatter = ISO8601DateFormatter()
+        let nonPrivate = ledger.entries.filter(\.mechanism.isUnbounded).count
         if json {
             try JSONOutput.print([
                 "epsilon_spent": ledger.spentEpsilon, "epsilon_budget": ledger.budget.epsilon,
                 "epsilon_left": ledger.remainingEpsilon, "delta": ledger.budget.delta,
                 "accountant": ledger.budget.accountant.rawValue, "unit": ledger.budget.unit.rawValue,
                 "ledger": ledger.fileURL.path,
+                "non_private_runs": nonPrivate, "refuses_every_charge": ledger.spentEpsilon == .infinity,
                 "entries": ledger.entries.map { entry -> [String: Any] in
                     ["purpose": entry.purpose, "date": formatter.string(from: entry.date),
                      "sampling_rate": entry.samplingRate, "noise_multiplier": entry.noiseMultiplier,
-                     "clip_norm": entry.clipNorm, "steps": entry.steps, "delta": entry.delta,
+                     "clip_norm": entry.clipNorm, "steps": entry.steps, "delta": entry.delta, "noise": entry.noise.rawValue,
                      "accountant": entry.accountant.rawValue, "unit": entry.unit.rawValue,
                      "cumulative_epsilon": entry.cumulativeEpsilon]
                 },
@@ -394,10 +419,15 @@ struct BudgetCommand: ParsableCommand {
                          ledger.fileURL.path, ledger.spentEpsilon, ledger.budget.epsilon, ledger.remainingEpsilon,
                          ledger.budget.delta, ledger.budget.unit.rawValue, ledger.budget.accountant.rawValue,
                          ledger.entries.count))
+            if nonPrivate > 0 {
+                print("WARNING: \(nonPrivate) run\(nonPrivate == 1 ? "" : "s") without differential privacy recorded: ε is "
+                      + "unbounded (∞), and this ledger refuses every further charge")
+            }
             for entry in ledger.entries {
-                print(String(format: "  %@  %@  q %.5f  σ %.4f  C %g  %d steps  → ε %.4f", formatter.string(from: entry.date),
+                let noise = entry.noise == .none ? "  (no differential privacy)" : ""
+                print(String(format: "  %@  %@  q %.5f  σ %.4f  C %g  %d steps  → ε %.4f%@", formatter.string(from: entry.date),
                              entry.purpose, entry.samplingRate, entry.noiseMultiplier, entry.clipNorm, entry.steps,
-                             entry.cumulativeEpsilon))
+                             entry.cumulativeEpsilon, noise))
             }
         }
         return 0

@@ -262,6 +262,9 @@ public struct AuditLog: Sendable {
     static func encode(_ record: AuditRecord, path: String) throws -> [UInt8] {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        // A client that ran a round without privacy reports ε = +∞ (issue 13); JSON has no number for it.
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity",
+                                                                      nan: "NaN")
         encoder.dateEncodingStrategy = .custom { date, encoder in
             var container = encoder.singleValueContainer()
             try container.encode(date.formatted(AuditLog.dateStyle))
@@ -287,7 +290,8 @@ public struct AuditLog: Sendable {
             return date
         }
         do {
-            return try JSONFile.decode(AuditRecord.self, from: Data(bytes), keys: .declared, dates: dates)
+            return try JSONFile.decode(AuditRecord.self, from: Data(bytes), keys: .declared, dates: dates,
+                                       floats: .convertFromString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN"))
         } catch {
             throw LineProblem("record does not decode: \(error)")
         }

@@ -192,14 +192,21 @@ public struct ClientAgent: Sendable {
 
     // MARK: Events from the driver
 
-    /// The driver prepared the round: what its DP-SGD run spends, on how many records.
+    /// The driver prepared the round: what its DP-SGD run spends, on how many records. A run without
+    /// differential privacy (which only a policy with `require_privacy: false` lets this far) is charged
+    /// too, as a run without noise: the ledger records it as ε = +∞ (issue 13: it recorded nothing).
     public mutating func prepared(round: UInt64, _ preparation: RoundPreparation) -> [Action] {
         guard case let .preparing(work) = state, work.round == round else {
             preconditionFailure("round \(round) prepared while \(state)")
         }
         state = .charging(work, examples: preparation.examples)
-        return [.charge(round: round, ChargeRequest(mechanism: preparation.mechanism, clipNorm: work.invite.plan.clipNorm,
-                                                    ceiling: policy.maxEpsilon, unit: work.invite.plan.privacyUnit))]
+        let plan = work.invite.plan
+        // A run without privacy is ε = ∞ at any unit: it is charged at the policy's, which is its ledger's.
+        let request = preparation.mechanism.map {
+            ChargeRequest(mechanism: $0, clipNorm: plan.clipNorm, ceiling: policy.maxEpsilon, unit: plan.privacyUnit)
+        } ?? ChargeRequest(mechanism: .nonPrivate(samplingRate: plan.samplingRate, steps: plan.steps), clipNorm: 0,
+                           ceiling: policy.maxEpsilon, unit: policy.privacyUnit)
+        return [.charge(round: round, request)]
     }
 
     /// The driver could not prepare the round (its data, or a plan the trainer refuses): decline.
@@ -224,11 +231,14 @@ public struct ClientAgent: Sendable {
         case let .charged(receipt):
             state = .training(work, examples: examples, receipt: receipt)
             let plan = work.invite.plan
-            return [.send([try Accept(round: round).frame()]),
-                    .log(String(format: "round %llu: accepted; %d records, q %.4f, σ %.3f, C %.2f, %d steps; ε after %.3f at δ %g",
-                                round, examples, plan.samplingRate, plan.noiseMultiplier, plan.clipNorm, plan.steps,
-                                receipt.epsilon, receipt.budget.delta)),
-                    .train(round: round)]
+            let line = plan.isPrivate
+                ? String(format: "round %llu: accepted; %d records, q %.4f, σ %.3f, C %.2f, %d steps; ε after %.3f at δ %g",
+                         round, examples, plan.samplingRate, plan.noiseMultiplier, plan.clipNorm, plan.steps,
+                         receipt.epsilon, receipt.budget.delta)
+                : String(format: "round %llu: accepted WITHOUT differential privacy (the policy allows it); %d records, "
+                         + "%d steps; recorded in the ledger as ε = ∞: every later private round will be refused",
+                         round, examples, plan.steps)
+            return [.send([try Accept(round: round).frame()]), .log(line), .train(round: round)]
         }
     }
 
@@ -428,7 +438,8 @@ extension ClientAgent.SecureParticipation {
 
 /// What the driver learned preparing a round.
 public struct RoundPreparation: Sendable {
-    /// What the round's DP-SGD run spends (nil for a plan without differential privacy).
+    /// What the round's DP-SGD run spends (nil for a plan without differential privacy, which the agent
+    /// charges as a run without noise).
     public var mechanism: MechanismSteps?
     /// Training records, canaries included (the update's FedAvg weight).
     public var examples: Int
@@ -464,15 +475,16 @@ public enum PreparationFailure: Error, Sendable, CustomStringConvertible {
 
 /// The charge the agent asks of the ledger before training.
 public struct ChargeRequest: Sendable, Equatable {
-    /// Nil for a plan without differential privacy (nothing is charged).
-    public var mechanism: MechanismSteps?
+    /// What the run spends; `MechanismSteps.nonPrivate` (clip norm 0) for a plan without differential
+    /// privacy, recorded as ε = +∞.
+    public var mechanism: MechanismSteps
     public var clipNorm: Double
-    /// The policy's ε: a charge that would pass it is refused, even within the ledger's budget.
+    /// The policy's ε: a charge with noise that would pass it is refused, even within the ledger's budget.
     public var ceiling: Double
     /// Whom the run's ε protects (the plan's privacy unit), charged as such.
     public var unit: PrivacyUnit
 
-    public init(mechanism: MechanismSteps?, clipNorm: Double, ceiling: Double, unit: PrivacyUnit = .record) {
+    public init(mechanism: MechanismSteps, clipNorm: Double, ceiling: Double, unit: PrivacyUnit = .record) {
         self.mechanism = mechanism
         self.clipNorm = clipNorm
         self.ceiling = ceiling

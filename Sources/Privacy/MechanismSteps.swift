@@ -45,6 +45,11 @@ public struct MechanismSteps: Codable, Sendable, Hashable {
         self.noise = noise
     }
 
+    /// A run without differential privacy: `steps` steps on Poisson samples at `samplingRate`, no noise.
+    public static func nonPrivate(samplingRate: Double, steps: Int) -> MechanismSteps {
+        MechanismSteps(samplingRate: samplingRate, noiseMultiplier: 0, steps: steps, noise: .none)
+    }
+
     private enum CodingKeys: String, CodingKey { case samplingRate, noiseMultiplier, steps, noise }
 
     public init(from decoder: Decoder) throws {
@@ -79,7 +84,7 @@ public struct MechanismSteps: Codable, Sendable, Hashable {
     var isTrivial: Bool { steps == 0 || samplingRate == 0 }
 
     /// True when the mechanism releases something with no noise at all: ε = +∞.
-    var isUnbounded: Bool { noise == .none && !isTrivial }
+    public var isUnbounded: Bool { noise == .none && !isTrivial }
 }
 
 /// A privacy parameter outside its domain, e.g. a sampling rate of 1.5 or δ = 0.

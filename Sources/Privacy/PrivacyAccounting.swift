@@ -6,7 +6,14 @@ public enum PrivacyAccounting {
     /// ε at `delta` of all `steps` composed, with the chosen accountant. Throws
     /// `PrivacyParameterError` for parameters out of range and `PLDGridTooLargeError` when the PLD
     /// grid would exceed its limit.
+    /// A run without noise (`MechanismNoise.none`, q > 0, steps ≥ 1) makes the composition +∞.
     public static func epsilon(steps: [MechanismSteps], delta: Double, accountant: AccountantKind) throws -> Double {
+        for mechanism in steps where mechanism.noise == .none { try mechanism.validate() }
+        if steps.contains(where: \.isUnbounded) {
+            try validateDelta(delta)
+            return .infinity
+        }
+        let steps = steps.filter { $0.noise != .none }  // those left release nothing (no steps, or q = 0)
         switch accountant {
         case .rdp:
             var rdp = RDPAccountant()

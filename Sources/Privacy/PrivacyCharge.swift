@@ -1,8 +1,9 @@
 import Foundation
 
-/// What a charge before training left in the ledger: the entry written (nil for a run without
-/// DP-SGD, which spends nothing), the ε spent with it included, and the budget it was checked against.
+/// What a charge before training left in the ledger: the entry written, the ε spent with it included
+/// (+∞ once a run without privacy is recorded), and the budget it was checked against.
 public struct PrivacyReceipt: Sendable, Equatable {
+    /// The entry written (nil only in receipts a test makes up).
     public var entry: PrivacyLedgerEntry?
     /// Cumulative ε after the charge, at `budget.delta`.
     public var epsilon: Double
@@ -50,32 +51,31 @@ public enum PrivacyCharge: Sendable {
 }
 
 extension PrivacyLedger {
-    /// The one promise every trainer keeps: a DP-SGD run is charged, durably, before its first noisy
-    /// gradient (a crash can overcount spent privacy, never undercount it), and it is refused, with
-    /// nothing written, when it would take ε past the ledger's budget or past `ceiling`.
+    /// The one promise every trainer keeps: a run is charged, durably, before its first gradient (a
+    /// crash can overcount spent privacy, never undercount it). A DP-SGD run is refused, with nothing
+    /// written, when it would take ε past the ledger's budget or past `ceiling`. A run without privacy
+    /// (`MechanismSteps.nonPrivate`, clip norm 0), which its caller has already allowed (a client's
+    /// `require_privacy: false`, `train` without `--dp`), is recorded as ε = +∞ whatever the budget,
+    /// after which every charge with noise is refused (issue 13: such runs were not recorded at all).
     /// `conclave-client train --state` and a client's rounds in `join` both charge through here.
     /// - Parameters:
-    ///   - mechanism: what the run spends; nil for a run without DP-SGD, which is answered with the ε
-    ///     spent so far and writes nothing.
+    ///   - mechanism: what the run spends.
     ///   - ceiling: a limit of the caller's own below the budget (a client's policy), if any.
     ///   - unit: whom the run's ε protects (its sampling unit); it must be the ledger's.
     /// - Throws: `PrivacyParameterError` for an invalid mechanism or clip norm, `PrivacyLedgerError`
     ///   when the ledger cannot be read or written or counts another unit.
-    public mutating func chargeBeforeTraining(_ mechanism: MechanismSteps?, clipNorm: Double, purpose: String,
+    public mutating func chargeBeforeTraining(_ mechanism: MechanismSteps, clipNorm: Double, purpose: String,
                                               ceiling: Double? = nil, unit: PrivacyUnit = .record) throws -> PrivacyCharge {
         try reload()
-        guard let mechanism else { return .charged(PrivacyReceipt(entry: nil, epsilon: spentEpsilon, budget: budget)) }
         try checkUnit(unit)
-        if let ceiling {
+        if let ceiling, mechanism.noise != .none {
             let projected = try epsilon(afterCharging: mechanism)
             if projected > ceiling {
                 return .refused(.overCeiling(projectedEpsilon: projected, ceiling: ceiling, spentEpsilon: spentEpsilon))
             }
         }
         do {
-            let entry = try charge(purpose: purpose, samplingRate: mechanism.samplingRate,
-                                   noiseMultiplier: mechanism.noiseMultiplier, clipNorm: clipNorm, steps: mechanism.steps,
-                                   unit: unit)
+            let entry = try charge(mechanism, clipNorm: clipNorm, purpose: purpose, unit: unit)
             return .charged(PrivacyReceipt(entry: entry, epsilon: entry.cumulativeEpsilon, budget: budget))
         } catch let refusal as PrivacyBudgetExceededError {
             return .refused(.overBudget(refusal))

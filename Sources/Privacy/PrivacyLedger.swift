@@ -59,7 +59,8 @@ public struct PrivacyLedgerEntry: Codable, Sendable, Equatable {
     public var samplingRate: Double
     /// Noise multiplier σ.
     public var noiseMultiplier: Double
-    /// Per-example clip norm C (noise std is σ·C); recorded for audit, ε does not depend on it.
+    /// Per-example clip norm C (noise std is σ·C); recorded for audit, ε does not depend on it. 0 for a
+    /// run without privacy, which clips nothing.
     public var clipNorm: Double
     /// Number of DP-SGD steps.
     public var steps: Int
@@ -67,32 +68,84 @@ public struct PrivacyLedgerEntry: Codable, Sendable, Equatable {
     public var delta: Double
     /// Accountant used for `cumulativeEpsilon`.
     public var accountant: AccountantKind
-    /// ε of all entries up to and including this one, composed.
+    /// ε of all entries up to and including this one, composed: +∞ from a run without privacy on
+    /// (stored as the string "infinity", since JSON has no number for it).
     public var cumulativeEpsilon: Double
     /// Whom the charge's ε protects (the budget's unit); `record` for entries written before the field.
     public var unit: PrivacyUnit = .record
+    /// The noise the run added; `.none` for a run without differential privacy (`.gaussian` when an
+    /// older file does not say).
+    public var noise: MechanismNoise
 
     /// The mechanism this entry charged for.
     public var mechanism: MechanismSteps {
-        MechanismSteps(samplingRate: samplingRate, noiseMultiplier: noiseMultiplier, steps: steps)
+        MechanismSteps(samplingRate: samplingRate, noiseMultiplier: noiseMultiplier, steps: steps, noise: noise)
     }
-}
 
-extension PrivacyLedgerEntry {
-    /// Every field as written; `unit` may be absent (an entry from before it existed): `record`.
+    enum CodingKeys: String, CodingKey {
+        case id, purpose, date, samplingRate, noiseMultiplier, clipNorm, steps, delta, accountant, cumulativeEpsilon, unit, noise
+    }
+
+    init(id: UUID, purpose: String, date: Date, mechanism: MechanismSteps, clipNorm: Double, delta: Double,
+         accountant: AccountantKind, cumulativeEpsilon: Double, unit: PrivacyUnit) {
+        self.id = id
+        self.purpose = purpose
+        self.date = date
+        self.samplingRate = mechanism.samplingRate
+        self.noiseMultiplier = mechanism.noiseMultiplier
+        self.clipNorm = clipNorm
+        self.steps = mechanism.steps
+        self.delta = delta
+        self.accountant = accountant
+        self.cumulativeEpsilon = cumulativeEpsilon
+        self.unit = unit
+        self.noise = mechanism.noise
+    }
+
+    /// Every field as written; `unit` may be absent (an entry from before it existed): `record`; `noise`
+    /// likewise: `gaussian`.
     public init(from decoder: any Decoder) throws {
-        let container = try decoder.container(keyedBy: CodingKeys.self)
-        id = try container.decode(UUID.self, forKey: .id)
-        purpose = try container.decode(String.self, forKey: .purpose)
-        date = try container.decode(Date.self, forKey: .date)
-        samplingRate = try container.decode(Double.self, forKey: .samplingRate)
-        noiseMultiplier = try container.decode(Double.self, forKey: .noiseMultiplier)
-        clipNorm = try container.decode(Double.self, forKey: .clipNorm)
-        steps = try container.decode(Int.self, forKey: .steps)
-        delta = try container.decode(Double.self, forKey: .delta)
-        accountant = try container.decode(AccountantKind.self, forKey: .accountant)
-        cumulativeEpsilon = try container.decode(Double.self, forKey: .cumulativeEpsilon)
-        unit = try container.decodeIfPresent(PrivacyUnit.self, forKey: .unit) ?? .record
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        id = try c.decode(UUID.self, forKey: .id)
+        purpose = try c.decode(String.self, forKey: .purpose)
+        date = try c.decode(Date.self, forKey: .date)
+        samplingRate = try c.decode(Double.self, forKey: .samplingRate)
+        noiseMultiplier = try c.decode(Double.self, forKey: .noiseMultiplier)
+        clipNorm = try c.decode(Double.self, forKey: .clipNorm)
+        steps = try c.decode(Int.self, forKey: .steps)
+        delta = try c.decode(Double.self, forKey: .delta)
+        accountant = try c.decode(AccountantKind.self, forKey: .accountant)
+        if let text = try? c.decode(String.self, forKey: .cumulativeEpsilon) {
+            guard text == "infinity" else {
+                throw DecodingError.dataCorruptedError(forKey: .cumulativeEpsilon, in: c,
+                                                       debugDescription: "expected a number or \"infinity\", got \"\(text)\"")
+            }
+            cumulativeEpsilon = .infinity
+        } else {
+            cumulativeEpsilon = try c.decode(Double.self, forKey: .cumulativeEpsilon)
+        }
+        unit = try c.decodeIfPresent(PrivacyUnit.self, forKey: .unit) ?? .record
+        noise = try c.decodeIfPresent(MechanismNoise.self, forKey: .noise) ?? .gaussian
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(id, forKey: .id)
+        try c.encode(purpose, forKey: .purpose)
+        try c.encode(date, forKey: .date)
+        try c.encode(samplingRate, forKey: .samplingRate)
+        try c.encode(noiseMultiplier, forKey: .noiseMultiplier)
+        try c.encode(clipNorm, forKey: .clipNorm)
+        try c.encode(steps, forKey: .steps)
+        try c.encode(delta, forKey: .delta)
+        try c.encode(accountant, forKey: .accountant)
+        if cumulativeEpsilon == .infinity {
+            try c.encode("infinity", forKey: .cumulativeEpsilon)
+        } else {
+            try c.encode(cumulativeEpsilon, forKey: .cumulativeEpsilon)
+        }
+        try c.encode(unit, forKey: .unit)
+        try c.encode(noise, forKey: .noise)
     }
 }
 
@@ -187,10 +240,31 @@ public struct PrivacyLedger: Sendable {
     @discardableResult
     public mutating func charge(purpose: String, samplingRate: Double, noiseMultiplier: Double, clipNorm: Double,
                                 steps: Int, unit: PrivacyUnit = .record, date: Date = Date()) throws -> PrivacyLedgerEntry {
-        let mechanism = MechanismSteps(samplingRate: samplingRate, noiseMultiplier: noiseMultiplier, steps: steps)
+        try charge(MechanismSteps(samplingRate: samplingRate, noiseMultiplier: noiseMultiplier, steps: steps),
+                   clipNorm: clipNorm, purpose: purpose, unit: unit, date: date)
+    }
+
+    /// Charges `mechanism` for `purpose` at `unit` (the ledger's), writing the entry durably before
+    /// returning it. Throws `PrivacyBudgetExceededError` (nothing written) when the composed ε of all
+    /// entries and this one would exceed the budget. A run without noise (`.none`, clip norm 0) is the
+    /// exception: its caller has already allowed a run without privacy, so it is recorded whatever the
+    /// budget, with ε = +∞, and every later charge with noise is refused (issue 13: such runs left no trace).
+    @discardableResult
+    public mutating func charge(_ mechanism: MechanismSteps, clipNorm: Double, purpose: String, unit: PrivacyUnit = .record,
+                                date: Date = Date()) throws -> PrivacyLedgerEntry {
         try mechanism.validate()
-        guard clipNorm.isFinite, clipNorm > 0 else {
-            throw PrivacyParameterError(name: "clip norm", value: clipNorm, expected: "finite and > 0")
+        if mechanism.noise == .none {
+            guard clipNorm == 0 else {
+                throw PrivacyParameterError(name: "clip norm", value: clipNorm, expected: "0 for a run without noise")
+            }
+            guard mechanism.noiseMultiplier == 0 else {
+                throw PrivacyParameterError(name: "noise multiplier", value: mechanism.noiseMultiplier,
+                                            expected: "0 for a run without noise")
+            }
+        } else {
+            guard clipNorm.isFinite, clipNorm > 0 else {
+                throw PrivacyParameterError(name: "clip norm", value: clipNorm, expected: "finite and > 0")
+            }
         }
         guard !purpose.isEmpty else { throw PrivacyLedgerError.invalid(path: fileURL.path, reason: "empty purpose") }
 
@@ -201,13 +275,12 @@ public struct PrivacyLedger: Sendable {
         let previous = entries.map(\.mechanism)
         let cumulative = try PrivacyAccounting.epsilon(steps: previous + [mechanism], delta: budget.delta,
                                                        accountant: budget.accountant)
-        guard cumulative <= budget.epsilon else {
+        guard cumulative <= budget.epsilon || mechanism.noise == .none else {
             throw try refusal(mechanism: mechanism, previous: previous, cumulative: cumulative)
         }
         // The file stores ISO 8601 dates to the second; truncate so the returned entry equals the stored one.
         let storedDate = Date(timeIntervalSince1970: date.timeIntervalSince1970.rounded(.down))
-        let entry = PrivacyLedgerEntry(id: UUID(), purpose: purpose, date: storedDate, samplingRate: samplingRate,
-                                       noiseMultiplier: noiseMultiplier, clipNorm: clipNorm, steps: steps,
+        let entry = PrivacyLedgerEntry(id: UUID(), purpose: purpose, date: storedDate, mechanism: mechanism, clipNorm: clipNorm,
                                        delta: budget.delta, accountant: budget.accountant, cumulativeEpsilon: cumulative,
                                        unit: unit)
         try Self.write(LedgerFile(version: Self.formatVersion, budget: budget, entries: entries + [entry]), to: fileURL)
@@ -249,6 +322,10 @@ public struct PrivacyLedger: Sendable {
 
     private func refusal(mechanism: MechanismSteps, previous: [MechanismSteps], cumulative: Double) throws -> PrivacyBudgetExceededError {
         let spent = previous.isEmpty ? 0 : try PrivacyAccounting.epsilon(steps: previous, delta: budget.delta, accountant: budget.accountant)
+        if spent == .infinity {  // a run without privacy is recorded: nothing fits any more
+            return PrivacyBudgetExceededError(ledgerPath: fileURL.path, budget: budget, spentEpsilon: spent, requestedEpsilon: cumulative,
+                                              requested: mechanism, maximumSteps: 0, minimumNoiseMultiplier: nil)
+        }
         let steps = try PrivacyAccounting.maximumSteps(targetEpsilon: budget.epsilon, samplingRate: mechanism.samplingRate,
                                                        noiseMultiplier: mechanism.noiseMultiplier, delta: budget.delta,
                                                        accountant: budget.accountant, alreadySpent: previous,
@@ -312,9 +389,13 @@ public struct PrivacyLedger: Sendable {
             do { try entry.mechanism.validate() } catch {
                 throw PrivacyLedgerError.corrupt(path: file.path, reason: "entries[\(index)]: \(error)")
             }
-            guard entry.cumulativeEpsilon.isFinite, entry.cumulativeEpsilon >= previous - 1e-9 else {
+            // +∞ only from a run without privacy, on or before this entry.
+            let infinityAllowed = ledger.entries[...index].contains { $0.mechanism.isUnbounded }
+            guard entry.cumulativeEpsilon.isFinite || (entry.cumulativeEpsilon == .infinity && infinityAllowed),
+                  entry.cumulativeEpsilon >= previous - 1e-9 else {
                 throw PrivacyLedgerError.corrupt(path: file.path,
-                                                 reason: "entries[\(index)].cumulative_epsilon \(entry.cumulativeEpsilon) is below the previous entry's \(previous)")
+                                                 reason: "entries[\(index)].cumulative_epsilon \(entry.cumulativeEpsilon) is below the previous "
+                                                    + "entry's \(previous), or infinite without a run without privacy")
             }
             previous = entry.cumulativeEpsilon
         }
@@ -423,6 +504,10 @@ public struct PrivacyBudgetExceededError: Error, CustomStringConvertible, Sendab
     public var remainingEpsilon: Double { max(0, budget.epsilon - spentEpsilon) }
 
     public var description: String {
+        if spentEpsilon == .infinity {
+            return "privacy budget exhausted (\(ledgerPath)): a run without differential privacy is recorded (epsilon infinite), "
+                + "so no charge fits any more, whatever its parameters; a new budget cannot undo it"
+        }
         let sigma = minimumNoiseMultiplier.map { "noise multiplier >= \($0) for \(requested.steps) steps" }
             ?? "no noise multiplier fits \(requested.steps) steps"
         return "privacy budget exceeded (\(ledgerPath)): \(requested.steps) steps at q=\(requested.samplingRate), "

@@ -16,9 +16,11 @@ public enum JSONFile {
     /// `DecodingError`, pass through unchanged.
     /// - Throws: `JSONFieldError` for text that is not JSON or does not fit the type.
     public static func decode<T: Decodable>(_ type: T.Type, from data: Data, keys: Keys,
-                                            dates: JSONDecoder.DateDecodingStrategy = .iso8601) throws -> T {
+                                            dates: JSONDecoder.DateDecodingStrategy = .iso8601,
+                                            floats: JSONDecoder.NonConformingFloatDecodingStrategy = .throw) throws -> T {
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = dates
+        decoder.nonConformingFloatDecodingStrategy = floats
         if case .snakeCase = keys { decoder.keyDecodingStrategy = .convertFromSnakeCase }
         do {
             return try decoder.decode(type, from: data)

@@ -243,10 +243,12 @@ public struct MetricsReport: WireMessage, Equatable {
             throw WireError.invalidValue(field: "metrics.examples", reason: "\(examples)")
         }
         guard tokens <= 1 << 40 else { throw WireError.invalidValue(field: "metrics.evalTokens", reason: "\(tokens)") }
-        for (name, value) in [("evalLossBefore", before), ("evalLossAfter", after), ("epsilon", epsilon),
+        for (name, value) in [("evalLossBefore", before), ("evalLossAfter", after),
                               ("delta", delta), ("epsilonBudget", budget), ("seconds", seconds)] where !(value.isFinite && value >= 0) {
             throw WireError.invalidValue(field: "metrics.\(name)", reason: "\(value)")
         }
+        // +∞ is a client's honest ε once its ledger recorded a round without privacy (issue 13).
+        guard epsilon >= 0 else { throw WireError.invalidValue(field: "metrics.epsilon", reason: "\(epsilon)") }
         metrics = ClientRoundMetrics(client: client, examples: Int(examples), evalLossBefore: before, evalLossAfter: after,
                                      evalTokens: Int(tokens), epsilon: epsilon, delta: delta, epsilonBudget: budget,
                                      trainLoss: trainLoss,

@@ -110,6 +110,52 @@ final class TrainCommandTests: XCTestCase {
         XCTAssertTrue(missing.stderr.contains("\(data.path):2: record has no \"user\" field"), missing.stderr)
     }
 
+    /// Runs that record nothing say so loudly, and a run without --dp is recorded as ε = ∞ (issue 13).
+    /// Seen failing on the old code: `train --state` without --dp wrote no entry, and `train` without
+    /// --state printed a note only with --dp and never with --json.
+    func testRunsWithoutPrivacyOrWithoutAStateAreNeverSilent() throws {
+        let directory = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let data = try writeData(in: directory)
+        let common = ["--model", tiny, "--data", data.path, "--steps", "2", "--batch-size", "4"]
+        for arguments in [["--dp", "--noise-multiplier", "1"], [], ["--json"]] {
+            let result = try run(["train"] + common + ["--out", directory.appendingPathComponent("a").path] + arguments)
+            XCTAssertEqual(result.status, 0, result.stderr)
+            XCTAssertTrue(result.stderr.contains("WARNING: no --state:"), "\(arguments): \(result.stderr)")
+            XCTAssertTrue(result.stderr.contains("is NOT RECORDED in any privacy ledger"), "\(arguments): \(result.stderr)")
+        }
+        // With a state: a DP run first (finite ε), then one without --dp, recorded as ε = ∞.
+        let state = directory.appendingPathComponent("state").path
+        let first = try run(["train"] + common + ["--out", directory.appendingPathComponent("b").path, "--state", state,
+                                                  "--budget-epsilon", "20", "--dp", "--noise-multiplier", "1"])
+        XCTAssertEqual(first.status, 0, first.stderr)
+        XCTAssertFalse(first.stderr.contains("WARNING"), first.stderr)
+        let plain = try run(["train"] + common + ["--out", directory.appendingPathComponent("c").path, "--state", state])
+        XCTAssertEqual(plain.status, 0, plain.stderr)
+        XCTAssertTrue(plain.stderr.contains("WARNING: this run trains WITHOUT differential privacy"), plain.stderr)
+        let budget = try run(["budget", "--state", state, "--json"]).json()
+        let entries = budget["entries"] as! [[String: Any]]
+        XCTAssertEqual(entries.map { $0["noise"] as? String }, ["discrete_gaussian", "none"])
+        XCTAssertTrue(entries[1]["cumulative_epsilon"] is NSNull, "\(entries[1])")
+        XCTAssertTrue(budget["epsilon_spent"] is NSNull, "\(budget)")
+        XCTAssertEqual(budget["non_private_runs"] as? Int, 1)
+        XCTAssertEqual(budget["refuses_every_charge"] as? Bool, true)
+        let text = try run(["budget", "--state", state])
+        XCTAssertTrue(text.stdout.contains("WARNING: 1 run without differential privacy recorded: ε is unbounded (∞)"), text.stdout)
+        // The budget now refuses every DP run, however small, and no new budget undoes it.
+        let refused = try run(["train"] + common + ["--out", directory.appendingPathComponent("d").path, "--state", state,
+                                                    "--dp", "--noise-multiplier", "100"])
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.stderr.contains("a run without differential privacy is recorded"), refused.stderr)
+        let reset = try run(["budget", "--state", state, "--set-epsilon", "1000000", "--delta", "1e-5"])
+        XCTAssertNotEqual(reset.status, 0, reset.stdout)
+        // A run without --dp into a state with no ledger names the way out.
+        let fresh = try run(["train"] + common + ["--out", directory.appendingPathComponent("e").path,
+                                                  "--state", directory.appendingPathComponent("fresh").path])
+        XCTAssertNotEqual(fresh.status, 0)
+        XCTAssertTrue(fresh.stderr.contains("give --budget-epsilon to create one, or leave out --state"), fresh.stderr)
+    }
+
     /// Without --json, every progress line of a DP run shows the ε spent so far (the last one the run's ε), the
     /// held-out evaluations report their progress, and the summary gives the run's ε and the ledger's.
     func testProgressShowsEpsilonAndHeldOutEvaluations() throws {

@@ -25,6 +25,19 @@ public final class InMemoryFederation {
         /// Its process hangs as a message of this type reaches it: the connection stays open, and it
         /// answers nothing more (deadlines drop it).
         case silent(receiving: MessageType)
+        /// Its process dies right after its driver carries out `step`, before the agent hears how it
+        /// went: what it wrote (the ledger) and sent (flushed to the coordinator first) stays; nothing more.
+        case diesAfter(ClientStep)
+    }
+
+    /// One step of a round that a client's driver carries out, for `ClientFault.diesAfter`.
+    public enum ClientStep: Sendable, CaseIterable {
+        /// The ledger charged (`chargeBeforeTraining` returned).
+        case charge
+        /// Training done (its update computed, not yet encoded or sent).
+        case train
+        /// The update sent: a plain round's update and metrics, or a secure round's masked input and metrics.
+        case upload
     }
 
     /// One client to simulate.
@@ -67,6 +80,10 @@ public final class InMemoryFederation {
         public fileprivate(set) var globalAdapter: AdapterTensors?
         /// Errors that closed its connection (a peer fault the agent refused).
         public fileprivate(set) var errors: [String] = []
+        /// The fault still to happen (cleared by `restart`).
+        public fileprivate(set) var fault: ClientFault?
+        /// How many times its process was started again.
+        public fileprivate(set) var restarts = 0
         /// The round it is preparing or training: the plan and the global adapter it starts from.
         fileprivate var work: (plan: TrainingPlan, global: AdapterTensors)?
 
@@ -74,6 +91,7 @@ public final class InMemoryFederation {
             self.spec = spec
             self.identity = identity
             self.agent = agent
+            self.fault = spec.fault
         }
 
         /// The client's ledger, created with its policy's budget when it has none (as `join` does).
@@ -96,6 +114,8 @@ public final class InMemoryFederation {
     private enum Delivery {
         case toClient(String, [UInt8])
         case toCoordinator(from: String, [UInt8])
+        /// A client's process ends after what it sent before is delivered.
+        case crash(String)
     }
 
     public private(set) var engine: RoundEngine
@@ -106,7 +126,11 @@ public final class InMemoryFederation {
     public private(set) var clients: [String: Client] = [:]
     public private(set) var finished: [FinishedRound] = []
     public private(set) var coordinatorLog: [String] = []
+    /// The rounds whose update (plain, or masked input) the coordinator received from each client,
+    /// whatever became of the round: what the client's ledger must have paid for.
+    public private(set) var receivedUpdates: [String: [UInt64]] = [:]
     private var queue: [Delivery] = []
+    private let model: LlamaConfiguration
     private var uplinks: [String: ClientUplink] = [:]
 
     /// Connects every client (each says hello with its signing key) to a coordinator whose next
@@ -116,6 +140,7 @@ public final class InMemoryFederation {
         layout = try AdapterLayout(configuration: model, plan: policy.plan)
         try layout.check(global, from: "the harness's global adapter")
         engine = RoundEngine(policy: policy, nextRound: 1) { clients, count in Array(clients.sorted().prefix(count)) }
+        self.model = model
         self.global = global
         self.now = now
         engine.setGlobalAdapter(digest: AdapterMath.digest(global), parameterCount: global.values.reduce(0) { $0 + $1.count })
@@ -154,6 +179,24 @@ public final class InMemoryFederation {
         try coordinate(engine.disconnect(name, now: now))
     }
 
+    /// `name`'s process, dead, starts again on its state directory (its ledger, as a restarted
+    /// `join` would): a new agent, which says hello with no round pending, and no fault.
+    public func restart(_ name: String) throws {
+        guard let client = clients[name], !client.alive else { return }
+        let model = self.model
+        client.agent = ClientAgent(name: name, policy: client.spec.policy, identity: client.identity) { plan in
+            try AdapterLayout(configuration: model, plan: plan)
+        }
+        client.alive = true
+        client.hung = false
+        client.fault = nil
+        client.work = nil
+        client.restarts += 1
+        client.log.append("(process restarted)")
+        try coordinate(engine.connect(name, now: now, signingKey: client.identity.publicKey))
+        try run()
+    }
+
     /// Delivers messages, in the order they were sent, until none is in flight.
     public func run() throws {
         while !queue.isEmpty {
@@ -163,6 +206,8 @@ public final class InMemoryFederation {
             case let .toCoordinator(name, bytes):
                 guard clients[name]?.alive == true else { continue }
                 try coordinatorReceives(try Frame.decode(bytes), from: name)
+            case let .crash(name):
+                try kill(name)
             }
         }
     }
@@ -183,7 +228,7 @@ public final class InMemoryFederation {
 
     private func deliver(_ frame: Frame, to name: String) throws {
         guard let client = clients[name], client.alive, !client.hung else { return }
-        switch client.spec.fault {
+        switch client.fault {
         case let .dies(receiving: type)? where type == frame.type:
             try kill(name)
             return
@@ -204,6 +249,16 @@ public final class InMemoryFederation {
         }
     }
 
+    /// A `diesAfter(step)` fault: the process stops now (it carries out nothing more, hears nothing
+    /// more) and its connection closes once what it already sent has reached the coordinator.
+    private func crashes(_ client: Client, after step: ClientStep) -> Bool {
+        guard case .diesAfter(step)? = client.fault else { return false }
+        client.hung = true
+        client.log.append("(process dies after \(step))")
+        queue.append(.crash(client.spec.name))
+        return true
+    }
+
     /// Carries out the agent's actions as `ClientRunner.perform` does, with the training closure
     /// and a fixed report in place of the model.
     private func carryOut(_ actions: [ClientAgent.Action], for client: Client) throws {
@@ -212,6 +267,7 @@ public final class InMemoryFederation {
             switch action {
             case let .send(frames):
                 try send(frames, from: client)
+                if frames.contains(where: { $0.type == .secureMaskedInput }), crashes(client, after: .upload) { return }
             case let .log(line):
                 client.log.append(line)
             case let .decline(round, code, detail):
@@ -228,16 +284,19 @@ public final class InMemoryFederation {
                 let charge = try ledger.chargeBeforeTraining(request.mechanism, clipNorm: request.clipNorm,
                                                              purpose: "round \(round) in memory", ceiling: request.ceiling,
                                                              unit: request.unit)
+                if crashes(client, after: .charge) { return }
                 pending += try client.agent.ledgerAnswered(round: round, charge)
             case let .train(round):
                 guard let work = client.work else { preconditionFailure("round \(round): training before preparing") }
                 client.work = nil
                 let report = TrainingReport(update: client.spec.training(work.plan, work.global, round), evalLossBefore: 3,
                                             evalLossAfter: 2.5, evalTokens: 100, trainLoss: 2.7, seconds: 1)
+                if crashes(client, after: .train) { return }
                 pending += try client.agent.trainingFinished(round: round, report)
             case let .upload(round, update, metrics):
                 try send(try TensorSetFrames.frames(round: round, kind: .update, tensors: update)
                          + [MetricsReport(round: round, metrics: metrics).frame()], from: client)
+                if crashes(client, after: .upload) { return }
             case let .keepCommitted(round, _, global):
                 client.globalAdapter = global
                 client.log.append("round \(round) committed; global adapter kept")
@@ -262,6 +321,11 @@ public final class InMemoryFederation {
         defer { if clients[client]?.alive == true { uplinks[client] = uplink } }
         let engine = self.engine
         if let event = try uplink.receive(frame, isActive: { engine.isActive(client, round: $0) }) {
+            switch event {
+            case let .upload(round, _): receivedUpdates[client, default: []].append(round)
+            case let .secureMaskedInput(input, _): receivedUpdates[client, default: []].append(input.round)
+            default: break
+            }
             try coordinate(self.engine.handle(event, from: client, now: now))
         }
     }
