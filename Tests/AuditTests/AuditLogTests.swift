@@ -54,6 +54,21 @@ final class AuditLogTests: XCTestCase {
         try log.verify(publicKey: key ?? signer.publicKey)
     }
 
+    /// A client whose ledger recorded a round without privacy reports ε = +∞ (issue 13); its record is
+    /// written ("Infinity", as JSON has no number for it), verifies and reads back as +∞. Seen failing on
+    /// the old code: "cannot encode round 4's audit record: ... Unable to encode Double.inf directly in JSON".
+    func testAnInfiniteEpsilonIsWrittenAndVerified() throws {
+        var record = Self.record(round: 4)
+        record.clients[0].epsilon = .infinity
+        record.maxEpsilon = .infinity
+        let written = try log.append(record, signer: signer).record
+        XCTAssertEqual(written.clients[0].epsilon, .infinity)
+        let result = try verify()
+        XCTAssertTrue(result.verified, "\(String(describing: result.failure))")
+        XCTAssertEqual(result.records.first?.maxEpsilon, .infinity)
+        XCTAssertTrue(String(decoding: try contents(), as: UTF8.self).contains(#""epsilon":"Infinity""#))
+    }
+
     func testChainOfRoundsVerifiesAndKeepsTheExactLineFormat() throws {
         var written: [AuditRecord] = []
         for round: UInt64 in [1, 2, 3, 5] {
