@@ -383,8 +383,9 @@ public final class ClientRunner: @unchecked Sendable {
         let localTensors = local.federationTensors
         try prepared.layout.write(localTensors, to: paths.localAdapter,
                                   baseModel: URL(fileURLWithPath: configuration.model).lastPathComponent)
-        return TrainingReport(update: AdapterMath.difference(localTensors, prepared.global), evalLossBefore: before.loss,
-                              evalLossAfter: after.loss, evalTokens: after.tokens, trainLoss: result.trainLoss,
+        return TrainingReport(update: AdapterMath.difference(localTensors, prepared.global),
+                              evalLossBefore: RoundData.reportedLoss(before), evalLossAfter: RoundData.reportedLoss(after),
+                              evalTokens: after.tokens, trainLoss: result.trainLoss,
                               seconds: ProcessStatistics.now() - start, canaryExposure: exposure)
     }
 }

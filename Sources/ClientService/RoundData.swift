@@ -25,4 +25,12 @@ public enum RoundData {
             return .failure(.data("\(error)"))
         }
     }
+
+    /// The held-out loss a client reports: the mean over its counted tokens, or 0 over 0 tokens when
+    /// the plan's `max_length` cut away every scored token (the coordinator's mean is token-weighted, so
+    /// it counts for nothing). The mean itself would be NaN, which the coordinator refuses, and whether
+    /// the client stayed in the round would then depend on `max_length` and its records' lengths.
+    public static func reportedLoss(_ evaluation: Evaluation) -> Double {
+        evaluation.tokens > 0 ? evaluation.loss : 0
+    }
 }

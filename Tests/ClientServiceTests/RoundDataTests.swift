@@ -71,4 +71,24 @@ final class RoundDataTests: XCTestCase {
             XCTAssertTrue(failure.description.contains("no record has a token to learn"), failure.description)
         }
     }
+
+    /// A held-out split whose scored tokens all lie past max_length reports 0 over 0 tokens, which the
+    /// coordinator accepts; the NaN mean it replaces is refused (the positive control).
+    func testAHeldOutSplitCutToNothingIsReportedAsZeroOverZeroTokens() throws {
+        let model = LlamaModel(weights: try ModelLoader.loadHFDirectory(Fixtures.url("tiny-llama")))
+        let records = [TokenizedExample(ids: [1, 2, 3, 4, 5, 6], labels: [-100, -100, -100, -100, 5, 6], line: 1)]
+        let cut = try Evaluator.evaluate(model: model, examples: Dataset.truncated(records, to: 3))
+        XCTAssertEqual(cut.tokens, 0)
+        XCTAssertTrue(cut.loss.isNaN)
+        XCTAssertEqual(RoundData.reportedLoss(cut), 0)
+        let whole = try Evaluator.evaluate(model: model, examples: records)
+        XCTAssertEqual(RoundData.reportedLoss(whole), whole.loss)
+        XCTAssertGreaterThan(whole.tokens, 0)
+        func metrics(_ loss: Double) -> ClientRoundMetrics {
+            ClientRoundMetrics(client: "c", examples: 1, evalLossBefore: loss, evalLossAfter: loss, evalTokens: 0, epsilon: 1,
+                               delta: 1e-5, epsilonBudget: 8, trainLoss: 1, seconds: 1)
+        }
+        XCTAssertNoThrow(try MetricsReport(frame: MetricsReport(round: 1, metrics: metrics(RoundData.reportedLoss(cut))).frame()))
+        XCTAssertThrowsError(try MetricsReport(frame: MetricsReport(round: 1, metrics: metrics(cut.loss)).frame()))
+    }
 }
