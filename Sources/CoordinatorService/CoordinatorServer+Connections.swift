@@ -259,8 +259,8 @@ extension CoordinatorServer {
                                                                "code": .string(DeclineCode.code(of: reason))]) { a, _ in a })
         case let .withdraw(round, reason):
             events.emit("withdrew", round: round, who.merging(["reason": .string(reason)]) { a, _ in a })
-        case let .upload(round, update):
-            events.emit("uploaded", round: round, who.merging(["examples": .int(update.metrics.examples)]) { a, _ in a })
+        case let .upload(round, _):
+            events.emit("uploaded", round: round, who)
         case let .secureMaskedInput(input, _):
             events.emit("uploaded", round: input.round, who.merging(["secure": .bool(true)]) { a, _ in a })
         case .secureAdvertise, .secureShares, .secureUnmask:

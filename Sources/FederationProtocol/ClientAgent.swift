@@ -198,7 +198,8 @@ public struct ClientAgent: Sendable {
         }
         state = .charging(work, examples: preparation.examples)
         return [.charge(round: round, ChargeRequest(mechanism: preparation.mechanism, clipNorm: work.invite.plan.clipNorm,
-                                                    ceiling: policy.maxEpsilon, unit: work.invite.plan.privacyUnit))]
+                                                    ceiling: policy.maxEpsilon, unit: work.invite.plan.privacyUnit,
+                                                    releases: [MetricsRelease.mechanism(plan: work.invite.plan)]))]
     }
 
     /// The driver could not prepare the round (its data, or a plan the trainer refuses): decline.
@@ -233,22 +234,20 @@ public struct ClientAgent: Sendable {
 
     /// The driver trained: upload the update, or for a secure round encode it and advertise keys.
     public mutating func trainingFinished(round: UInt64, _ report: TrainingReport) throws -> [Action] {
-        guard case let .training(work, examples, receipt) = state, work.round == round else {
+        guard case let .training(work, _, receipt) = state, work.round == round else {
             preconditionFailure("round \(round) trained while \(state)")
         }
-        let metrics = ClientRoundMetrics(client: name, examples: examples, evalLossBefore: report.evalLossBefore,
-                                         evalLossAfter: report.evalLossAfter, evalTokens: report.evalTokens,
-                                         epsilon: receipt.epsilon, delta: receipt.budget.delta,
+        // Only the release and ledger figures go up; the exact losses, count and timing stay in this log.
+        let metrics = ClientRoundMetrics(client: name, epsilon: receipt.epsilon, delta: receipt.budget.delta,
                                          epsilonBudget: min(receipt.budget.epsilon, policy.maxEpsilon),
-                                         trainLoss: report.trainLoss, seconds: report.seconds,
-                                         canaryExposure: report.canaryExposure)
+                                         heldOut: report.heldOut, canaryExposure: report.canaryExposure)
         guard let masking = work.masking else {
             state = .awaitingResult(round: round, participation: nil)
             return [.upload(round: round, update: report.update, metrics: metrics),
                     .log(String(format: "round %llu: update sent; held-out loss %.4f → %.4f, train loss %.4f, %.0f s",
                                 round, report.evalLossBefore, report.evalLossAfter, report.trainLoss, report.seconds))]
         }
-        let encoded = try SecureUpdate.encode(delta: report.update, examples: examples, setup: masking.setup, layout: work.layout)
+        let encoded = try SecureUpdate.encode(delta: report.update, setup: masking.setup, layout: work.layout)
         var actions: [Action] = []
         if encoded.clipped > 0 {
             actions.append(.log("round \(round): \(encoded.clipped) weighted update values exceeded ±\(masking.setup.updateClip) "
@@ -413,7 +412,7 @@ extension ClientAgent.SecureParticipation {
             input = []
             return ([try SecureMaskedInput(round: round, input: masked).frame(),
                      try MetricsReport(round: round, metrics: metrics).frame()],
-                    "round \(round): secure aggregation: masked update sent (\(masked.words.count) words)")
+                    "round \(round): secure aggregation: masked update sent (\(masked.words.count) words) with the DP-released metrics")
         case let .unmask(message):
             let response = try protocolState.unmask(message.request)
             return ([try SecureUnmaskResponse(round: round, response: response).frame()],
@@ -428,7 +427,7 @@ extension ClientAgent.SecureParticipation {
 public struct RoundPreparation: Sendable {
     /// What the round's DP-SGD run spends (nil for a plan without differential privacy).
     public var mechanism: MechanismSteps?
-    /// Training records, canaries included (the update's FedAvg weight).
+    /// Training records, canaries included (for the client's own log; it never travels).
     public var examples: Int
 
     public init(mechanism: MechanismSteps?, examples: Int) {
@@ -461,20 +460,28 @@ public struct ChargeRequest: Sendable, Equatable {
     public var ceiling: Double
     /// Whom the run's ε protects (the plan's privacy unit), charged as such.
     public var unit: PrivacyUnit
+    /// What the round releases besides the update (the held-out metrics, `MetricsRelease`), charged
+    /// in the same write as the training.
+    public var releases: [MechanismSteps]
 
-    public init(mechanism: MechanismSteps?, clipNorm: Double, ceiling: Double, unit: PrivacyUnit = .record) {
+    public init(mechanism: MechanismSteps?, clipNorm: Double, ceiling: Double, unit: PrivacyUnit = .record,
+                releases: [MechanismSteps] = []) {
         self.mechanism = mechanism
         self.clipNorm = clipNorm
         self.ceiling = ceiling
         self.unit = unit
+        self.releases = releases
     }
 }
 
-/// What the driver measured training a round.
+/// What the driver measured training a round. Only `update`, `heldOut` and `canaryExposure` leave the
+/// client; the exact figures are for its own log.
 public struct TrainingReport: Sendable {
     /// The change to the global adapter: local − global.
     public var update: AdapterTensors
-    /// Held-out loss of the global adapter as received, and of the trained one.
+    /// The held-out figures as released (noised; charged with the training).
+    public var heldOut: HeldOutRelease
+    /// Held-out loss of the global adapter as received, and of the trained one (exact: the client's log only).
     public var evalLossBefore: Double
     public var evalLossAfter: Double
     public var evalTokens: Int
@@ -483,9 +490,10 @@ public struct TrainingReport: Sendable {
     public var seconds: Double
     public var canaryExposure: CanaryExposureSummary?
 
-    public init(update: AdapterTensors, evalLossBefore: Double, evalLossAfter: Double, evalTokens: Int, trainLoss: Double,
-                seconds: Double, canaryExposure: CanaryExposureSummary? = nil) {
+    public init(update: AdapterTensors, heldOut: HeldOutRelease, evalLossBefore: Double, evalLossAfter: Double,
+                evalTokens: Int, trainLoss: Double, seconds: Double, canaryExposure: CanaryExposureSummary? = nil) {
         self.update = update
+        self.heldOut = heldOut
         self.evalLossBefore = evalLossBefore
         self.evalLossAfter = evalLossAfter
         self.evalTokens = evalTokens

@@ -59,24 +59,32 @@ extension PrivacyLedger {
     ///     spent so far and writes nothing.
     ///   - ceiling: a limit of the caller's own below the budget (a client's policy), if any.
     ///   - unit: whom the run's ε protects (its sampling unit); it must be the ledger's.
+    ///   - releases: what the run releases besides its model (a round's held-out metrics), each a
+    ///     mechanism of sensitivity-normalised noise; charged in the same durable write as `mechanism`,
+    ///     so no release ever goes out uncharged. Their entries' purpose is `purpose` + ": release".
     /// - Throws: `PrivacyParameterError` for an invalid mechanism or clip norm, `PrivacyLedgerError`
     ///   when the ledger cannot be read or written or counts another unit.
     public mutating func chargeBeforeTraining(_ mechanism: MechanismSteps?, clipNorm: Double, purpose: String,
-                                              ceiling: Double? = nil, unit: PrivacyUnit = .record) throws -> PrivacyCharge {
+                                              ceiling: Double? = nil, unit: PrivacyUnit = .record,
+                                              releases: [MechanismSteps] = []) throws -> PrivacyCharge {
         try reload()
-        guard let mechanism else { return .charged(PrivacyReceipt(entry: nil, epsilon: spentEpsilon, budget: budget)) }
+        var charges: [(purpose: String, mechanism: MechanismSteps, clipNorm: Double)] = []
+        if let mechanism { charges.append((purpose, mechanism, clipNorm)) }
+        // A release's noise is calibrated to its sensitivity, normalised to 1.
+        charges += releases.map { ("\(purpose): release", $0, 1.0) }
+        guard !charges.isEmpty else { return .charged(PrivacyReceipt(entry: nil, epsilon: spentEpsilon, budget: budget)) }
         try checkUnit(unit)
         if let ceiling {
-            let projected = try epsilon(afterCharging: mechanism)
+            for charge in charges { try charge.mechanism.validate() }
+            let projected = try PrivacyAccounting.epsilon(steps: entries.map(\.mechanism) + charges.map(\.mechanism),
+                                                          delta: budget.delta, accountant: budget.accountant)
             if projected > ceiling {
                 return .refused(.overCeiling(projectedEpsilon: projected, ceiling: ceiling, spentEpsilon: spentEpsilon))
             }
         }
         do {
-            let entry = try charge(purpose: purpose, samplingRate: mechanism.samplingRate,
-                                   noiseMultiplier: mechanism.noiseMultiplier, clipNorm: clipNorm, steps: mechanism.steps,
-                                   unit: unit)
-            return .charged(PrivacyReceipt(entry: entry, epsilon: entry.cumulativeEpsilon, budget: budget))
+            let written = try charge(charges, unit: unit)
+            return .charged(PrivacyReceipt(entry: written.first, epsilon: written.last!.cumulativeEpsilon, budget: budget))
         } catch let refusal as PrivacyBudgetExceededError {
             return .refused(.overBudget(refusal))
         }

@@ -188,31 +188,49 @@ public struct PrivacyLedger: Sendable {
     public mutating func charge(purpose: String, samplingRate: Double, noiseMultiplier: Double, clipNorm: Double,
                                 steps: Int, unit: PrivacyUnit = .record, date: Date = Date()) throws -> PrivacyLedgerEntry {
         let mechanism = MechanismSteps(samplingRate: samplingRate, noiseMultiplier: noiseMultiplier, steps: steps)
-        try mechanism.validate()
-        guard clipNorm.isFinite, clipNorm > 0 else {
-            throw PrivacyParameterError(name: "clip norm", value: clipNorm, expected: "finite and > 0")
-        }
-        guard !purpose.isEmpty else { throw PrivacyLedgerError.invalid(path: fileURL.path, reason: "empty purpose") }
+        return try charge([(purpose, mechanism, clipNorm)], unit: unit, date: date)[0]
+    }
 
+    /// Charges several mechanisms as one charge: all their entries are written in one durable write,
+    /// or none (`PrivacyBudgetExceededError` when their composition with the entries before them
+    /// would exceed the budget). A round's training and its metrics release are charged this way.
+    /// - Returns: the entries, in order; the last one's cumulative ε includes them all.
+    @discardableResult
+    public mutating func charge(_ charges: [(purpose: String, mechanism: MechanismSteps, clipNorm: Double)],
+                                unit: PrivacyUnit = .record, date: Date = Date()) throws -> [PrivacyLedgerEntry] {
+        guard !charges.isEmpty else { throw PrivacyLedgerError.invalid(path: fileURL.path, reason: "nothing to charge") }
+        for charge in charges {
+            try charge.mechanism.validate()
+            guard charge.clipNorm.isFinite, charge.clipNorm > 0 else {
+                throw PrivacyParameterError(name: "clip norm", value: charge.clipNorm, expected: "finite and > 0")
+            }
+            guard !charge.purpose.isEmpty else { throw PrivacyLedgerError.invalid(path: fileURL.path, reason: "empty purpose") }
+        }
         let lock = try LedgerLock(directory.appendingPathComponent(Self.lockFileName))
         defer { lock.release() }
         try reload()
         try checkUnit(unit)
         let previous = entries.map(\.mechanism)
-        let cumulative = try PrivacyAccounting.epsilon(steps: previous + [mechanism], delta: budget.delta,
-                                                       accountant: budget.accountant)
-        guard cumulative <= budget.epsilon else {
-            throw try refusal(mechanism: mechanism, previous: previous, cumulative: cumulative)
-        }
-        // The file stores ISO 8601 dates to the second; truncate so the returned entry equals the stored one.
+        // The file stores ISO 8601 dates to the second; truncate so the returned entries equal the stored ones.
         let storedDate = Date(timeIntervalSince1970: date.timeIntervalSince1970.rounded(.down))
-        let entry = PrivacyLedgerEntry(id: UUID(), purpose: purpose, date: storedDate, samplingRate: samplingRate,
-                                       noiseMultiplier: noiseMultiplier, clipNorm: clipNorm, steps: steps,
-                                       delta: budget.delta, accountant: budget.accountant, cumulativeEpsilon: cumulative,
-                                       unit: unit)
-        try Self.write(LedgerFile(version: Self.formatVersion, budget: budget, entries: entries + [entry]), to: fileURL)
-        entries.append(entry)
-        return entry
+        var composed = previous
+        var added: [PrivacyLedgerEntry] = []
+        for charge in charges {
+            composed.append(charge.mechanism)
+            let cumulative = try PrivacyAccounting.epsilon(steps: composed, delta: budget.delta, accountant: budget.accountant)
+            added.append(PrivacyLedgerEntry(id: UUID(), purpose: charge.purpose, date: storedDate,
+                                            samplingRate: charge.mechanism.samplingRate,
+                                            noiseMultiplier: charge.mechanism.noiseMultiplier, clipNorm: charge.clipNorm,
+                                            steps: charge.mechanism.steps, delta: budget.delta, accountant: budget.accountant,
+                                            cumulativeEpsilon: cumulative, unit: unit))
+        }
+        let cumulative = added.last!.cumulativeEpsilon
+        guard cumulative <= budget.epsilon else {
+            throw try refusal(mechanism: charges[0].mechanism, previous: previous, cumulative: cumulative)
+        }
+        try Self.write(LedgerFile(version: Self.formatVersion, budget: budget, entries: entries + added), to: fileURL)
+        entries += added
+        return added
     }
 
     /// Throws `PrivacyLedgerError.invalid` unless a charge at `unit` can join this ledger: ε per record
