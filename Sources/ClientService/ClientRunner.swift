@@ -320,8 +320,10 @@ public final class ClientRunner: @unchecked Sendable {
             examples = try Dataset.load(URL(fileURLWithPath: configuration.data), tokenizer: tokenizer,
                                         maxLength: plan.maxLength, vocabularySize: model.configuration.vocabSize,
                                         requireUser: plan.privacyUnit == .user)
+            // At privacy unit user the held-out release counts people too, so every held-out record names one.
             evalExamples = try Dataset.load(URL(fileURLWithPath: configuration.evalData), tokenizer: tokenizer,
-                                            maxLength: plan.maxLength, vocabularySize: model.configuration.vocabSize)
+                                            maxLength: plan.maxLength, vocabularySize: model.configuration.vocabSize,
+                                            requireUser: plan.privacyUnit == .user)
         } catch {
             return .failure(.data("\(error)"))
         }
@@ -385,7 +387,8 @@ public final class ClientRunner: @unchecked Sendable {
         let localTensors = local.federationTensors
         try prepared.layout.write(localTensors, to: paths.localAdapter,
                                   baseModel: URL(fileURLWithPath: configuration.model).lastPathComponent)
-        let heldOut = try Self.release(before: before, after: after, plan: prepared.plan)
+        let heldOut = try Self.release(before: before, after: after, plan: prepared.plan,
+                                       users: prepared.plan.privacyUnit == .user ? prepared.evalExamples.map(\.user) : nil)
         log.write(String(format: "round %llu: held-out loss %.4f → %.4f over %d records (exact, this log only); released "
                          + "with discrete Gaussian noise σ = %.0f grid units (z %g, L %g)", round, before.loss, after.loss,
                          after.examples, heldOut.sigma, heldOut.noiseMultiplier, heldOut.lossClip))
@@ -395,9 +398,10 @@ public final class ClientRunner: @unchecked Sendable {
     }
 
     /// The round's held-out release (`HeldOutMetrics`, charged with the training by the agent's charge).
-    static func release(before: Evaluation, after: Evaluation, plan: TrainingPlan) throws -> HeldOutRelease {
+    static func release(before: Evaluation, after: Evaluation, plan: TrainingPlan, users: [String?]?) throws -> HeldOutRelease {
         let sums = try HeldOutMetrics.release(before: before, after: after, lossClip: plan.metricsLossClip,
-                                              noiseMultiplier: plan.metricsNoiseMultiplier, gridScale: HeldOutRelease.gridScale)
+                                              noiseMultiplier: plan.metricsNoiseMultiplier, gridScale: HeldOutRelease.gridScale,
+                                              users: users)
         return HeldOutRelease(lossBefore: sums[0], lossAfter: sums[1], count: sums[2], lossClip: plan.metricsLossClip,
                               noiseMultiplier: plan.metricsNoiseMultiplier)
     }

@@ -61,22 +61,42 @@ public enum Evaluator {
 public enum HeldOutMetrics {
     /// The exact sum (before, after, count) in grid units, before noise. Records with no scored token
     /// contribute nothing (their tokens do not depend on the adapter, so they have none in both).
-    /// - Throws: `TrainingError` when the two evaluations are not of the same records.
-    public static func exactSums(before: Evaluation, after: Evaluation, lossClip: Double,
-                                 gridScale: Int64) throws -> [Int64] {
-        guard before.perExample.count == after.perExample.count, lossClip.isFinite, lossClip > 0, gridScale > 0 else {
+    /// - Parameter users: at privacy unit user, each record's user (every record must have one): each
+    ///   user then contributes one vector, the means of its records' clipped losses and S for the count,
+    ///   so that adding or removing a person moves the sum by at most √3·S, as a record does at unit record.
+    /// - Throws: `TrainingError` when the two evaluations are not of the same records, or a record has no user.
+    public static func exactSums(before: Evaluation, after: Evaluation, lossClip: Double, gridScale: Int64,
+                                 users: [String?]? = nil) throws -> [Int64] {
+        guard before.perExample.count == after.perExample.count, lossClip.isFinite, lossClip > 0, gridScale > 0,
+              users.map({ $0.count == before.perExample.count }) ?? true else {
             throw TrainingError(
                 "held-out release: \(before.perExample.count) records before and \(after.perExample.count) after, "
-                + "loss clip \(lossClip), grid \(gridScale)")
+                + "\(users.map { "\($0.count) users, " } ?? "")loss clip \(lossClip), grid \(gridScale)")
         }
-        func grid(_ loss: Double) -> Int64 {
-            let clipped = loss.isNaN ? 0 : min(max(loss, 0), lossClip)
-            return Int64((clipped / lossClip * Double(gridScale)).rounded())
+        func clipped(_ loss: Double) -> Double { loss.isNaN ? 0 : min(max(loss, 0), lossClip) }
+        func grid(_ clippedLoss: Double) -> Int64 { Int64((clippedLoss / lossClip * Double(gridScale)).rounded()) }
+        // One group per record, or per user: the clipped losses it averages.
+        var groups: [String: (before: Double, after: Double, records: Int)] = [:]
+        var order: [String] = []
+        for (index, (b, a)) in zip(before.perExample, after.perExample).enumerated() where b.tokens > 0 && a.tokens > 0 {
+            let key: String
+            if let users {
+                guard let user = users[index] else {
+                    throw TrainingError("held-out release at privacy unit user: held-out record \(index + 1) has no user")
+                }
+                key = "u:" + user
+            } else {
+                key = "r:\(index)"
+            }
+            if groups[key] == nil { order.append(key) }
+            let sum = groups[key] ?? (0, 0, 0)
+            groups[key] = (sum.before + clipped(b.loss), sum.after + clipped(a.loss), sum.records + 1)
         }
         var sums: [Int64] = [0, 0, 0]
-        for (b, a) in zip(before.perExample, after.perExample) where b.tokens > 0 && a.tokens > 0 {
-            sums[0] += grid(b.loss)
-            sums[1] += grid(a.loss)
+        for key in order {
+            let group = groups[key]!
+            sums[0] += grid(group.before / Double(group.records))
+            sums[1] += grid(group.after / Double(group.records))
             sums[2] += gridScale
         }
         return sums
@@ -86,9 +106,9 @@ public enum HeldOutMetrics {
     /// - Parameter noise: adds noise of the given σ in place; nil (production) is `DiscreteGaussian.add`.
     ///   Tests inject a recording one.
     public static func release(before: Evaluation, after: Evaluation, lossClip: Double, noiseMultiplier: Double,
-                               gridScale: Int64,
+                               gridScale: Int64, users: [String?]? = nil,
                                noise: ((inout [Int64], Double) throws -> Void)? = nil) throws -> [Int64] {
-        var sums = try exactSums(before: before, after: after, lossClip: lossClip, gridScale: gridScale)
+        var sums = try exactSums(before: before, after: after, lossClip: lossClip, gridScale: gridScale, users: users)
         let sigma = noiseMultiplier * 3.0.squareRoot() * Double(gridScale)
         if let noise {
             try noise(&sums, sigma)

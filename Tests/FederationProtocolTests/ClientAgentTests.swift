@@ -95,7 +95,9 @@ final class ClientAgentTests: XCTestCase {
         guard case let .charge(4, request)? = actions.first, actions.count == 1 else { return XCTFail("\(actions)") }
         // The held-out release is charged in the same request: one Gaussian mechanism at the plan's z.
         XCTAssertEqual(request, ChargeRequest(mechanism: mechanism, clipNorm: 0.5, ceiling: 8,
-                                              releases: [MechanismSteps(samplingRate: 1, noiseMultiplier: TrainingPlan.defaultMetricsNoiseMultiplier, steps: 1)]))
+                                              releases: [MechanismSteps(samplingRate: 1,
+                                                                        noiseMultiplier: TrainingPlan.defaultMetricsNoiseMultiplier,
+                                                                        steps: 1, noise: .discreteGaussian)]))
         XCTAssertEqual("\(a.state)", "charging(4)")
 
         // Charged: accept, then train.

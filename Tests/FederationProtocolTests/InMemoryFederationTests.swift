@@ -98,7 +98,8 @@ final class InMemoryFederationTests: XCTestCase {
             // carry the ledger's ε, both included.
             let ledger = try entries(federation, name)
             XCTAssertEqual(ledger.map(\.purpose), ["round 1 in memory", "round 1 in memory: release"])
-            XCTAssertEqual(ledger.last?.mechanism, MechanismSteps(samplingRate: 1, noiseMultiplier: TrainingPlan.defaultMetricsNoiseMultiplier, steps: 1))
+            XCTAssertEqual(ledger.last.map { [$0.samplingRate, $0.noiseMultiplier, Double($0.steps)] },
+                           [1, TrainingPlan.defaultMetricsNoiseMultiplier, 1], "one Gaussian mechanism at the plan's z")
             XCTAssertEqual(update.metrics.epsilon, ledger.last?.cumulativeEpsilon)
             XCTAssertEqual(update.metrics.epsilonBudget, 50)
             XCTAssertEqual(client.sent, [.accept] + Array(repeating: .tensorChunk, count: 8) + [.tensorsDone, .metrics])
@@ -161,7 +162,7 @@ final class InMemoryFederationTests: XCTestCase {
         for name in ["a", "b"] {
             let ledger = try XCTUnwrap(federation.clients[name]).ledger()
             XCTAssertEqual(ledger.budget.unit, .user)
-            XCTAssertEqual(ledger.entries.map(\.unit), [.user])
+            XCTAssertEqual(ledger.entries.map(\.unit), [.user, .user], "the round and its metrics release, per user")
             XCTAssertEqual(ledger.entries.first?.samplingRate, 0.1, "the plan's rate, per user")
         }
         XCTAssertEqual(try entries(federation, "c").count, 0)

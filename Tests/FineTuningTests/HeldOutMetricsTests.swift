@@ -71,4 +71,29 @@ final class HeldOutMetricsTests: XCTestCase {
         XCTAssertEqual(sd, sigma, accuracy: 5 * sigma / (2 * 399).squareRoot())
         XCTAssertGreaterThan(Set(draws).count, 350, "the draws differ")
     }
+
+    /// At privacy unit user a person contributes one vector however many held-out records it has: adding
+    /// or removing a user of five records moves the sums by at most √3·S (at unit record the same five
+    /// records move them by √5 times more: the control). A record without a user is refused.
+    func testAtUnitUserEachPersonCountsOnce() throws {
+        let base: [(tokens: Int, loss: Double)] = [(12, 2.5), (8, 4.0), (3, 0.7)]
+        let baseUsers: [String?] = ["ann", "bob", "ann"]
+        let heavy = Array(repeating: (tokens: 9, loss: 7.0), count: 5)
+        func sums(_ records: [(tokens: Int, loss: Double)], _ users: [String?]?) throws -> [Int64] {
+            try HeldOutMetrics.exactSums(before: evaluation(records), after: evaluation(records), lossClip: 6, gridScale: grid,
+                                         users: users)
+        }
+        func distance(_ a: [Int64], _ b: [Int64]) -> Double { zip(a, b).reduce(0.0) { $0 + pow(Double($1.1 - $1.0), 2) }.squareRoot() }
+        let without = try sums(base, baseUsers)
+        let with = try sums(base + heavy, baseUsers + Array(repeating: "cid", count: 5))
+        XCTAssertEqual(distance(without, with), 3.0.squareRoot() * Double(grid), accuracy: 1e-9)
+        XCTAssertEqual(without[2], 2 * grid, "ann's two records count once")
+        // ann's mean of clipped losses (2.5 and 0.7), one vector.
+        XCTAssertEqual(without[0], Int64(((2.5 + 0.7) / 2 / 6 * 1024).rounded()) + Int64((4.0 / 6 * 1024).rounded()))
+        let perRecord = distance(try sums(base, nil), try sums(base + heavy, nil))
+        XCTAssertEqual(perRecord, 5 * 3.0.squareRoot() * Double(grid), accuracy: 1e-9, "control: five records, five vectors")
+        XCTAssertThrowsError(try sums(base, ["ann", nil, "bob"])) { error in
+            XCTAssertTrue("\(error)".contains("record 2 has no user"), "\(error)")
+        }
+    }
 }
