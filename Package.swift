@@ -113,7 +113,7 @@ let package = Package(
         .testTarget(name: "TransportTests", dependencies: ["TestSupport", "Transport"], path: "Tests/TransportTests"),
         .testTarget(name: "SystemIOTests", dependencies: ["TestSupport", "SystemIO"], path: "Tests/SystemIOTests"),
         .testTarget(name: "AuditTests", dependencies: ["TestSupport", "Audit", "Wire", "SecureCrypto", "SystemIO"],
-                    path: "Tests/AuditTests"),
+                    path: "Tests/AuditTests", exclude: ["Fixtures"]),
         .testTarget(name: "FederationProtocolTests",
                     dependencies: ["TestSupport", "FederationHarness", "FederationProtocol", "Wire", "SecureAggregation",
                                    "SecureCrypto", "Privacy", "LanguageModel", "ModelFormats", "SystemIO"],

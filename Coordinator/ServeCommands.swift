@@ -18,8 +18,8 @@ struct ServeCommand: ParsableCommand {
                          "max_clients", "fraction", "aggregation": "fedavg"|"fedadam", "secure_aggregation" (default true),
                          "invite_timeout", "round_timeout", "wait_for_clients", "plan": {"steps",
                          "learning_rate", "sampling_rate", "noise_multiplier", "clip_norm", "delta",
-                         "max_length", "rank", "alpha", "targets"}, "update_clip"?, "weight_bound"?,
-                         "neighbour_degree"?}, "server_learning_rate"?}; see Config/
+                         "max_length", "rank", "alpha", "targets", "metrics_noise_multiplier"? (20), "metrics_loss_clip"? (6)},
+                         "update_clip"?, "neighbour_degree"?}, "server_learning_rate"?}; see Config/
           --secure-aggregation on|off
                          overrides the configuration's "secure_aggregation": with it on, clients mask their
                          updates (Bonawitz et al. 2017, SecAgg+ graph for large cohorts) and the coordinator

@@ -136,8 +136,11 @@ final class LightClientFleet: @unchecked Sendable {
                 pending += try agent.ledgerAnswered(round: round, .charged(PrivacyReceipt(entry: nil, epsilon: 0.5, budget: budget)))
             case let .train(round):
                 guard let plan else { throw BenchmarkError("round \(round): training before preparing") }
-                let report = TrainingReport(update: try randomUpdate(plan), evalLossBefore: 2.5, evalLossAfter: 2.45,
-                                            evalTokens: 256, trainLoss: 2.48, seconds: 0)
+                // A light client has no model: a fixed release of the right shape (the benchmark measures the protocol).
+                let heldOut = HeldOutRelease(lossBefore: 1_000, lossAfter: 980, count: 2_400, lossClip: plan.metricsLossClip,
+                                             noiseMultiplier: plan.metricsNoiseMultiplier)
+                let report = TrainingReport(update: try randomUpdate(plan), heldOut: heldOut, evalLossBefore: 2.5,
+                                            evalLossAfter: 2.45, evalTokens: 256, trainLoss: 2.48, seconds: 0)
                 pending += try agent.trainingFinished(round: round, report)
             case let .send(frames):
                 for frame in frames { bytes += try frame.encoded() }

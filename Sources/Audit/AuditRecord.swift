@@ -22,13 +22,19 @@ public struct AuditRecord: Codable, Sendable, Equatable {
     public var aggregation: String
     public var secureAggregation: Bool
     public var plan: TrainingPlan
-    /// Per participant: cumulative ε after the round, held-out losses, examples.
+    /// Per participant: cumulative ε after the round, the DP-released held-out figures (records written
+    /// before issue 13: the clear figures, `ClientRoundMetrics.clearFigures`).
     public var clients: [ClientRoundMetrics]
     /// The largest cumulative ε among participants.
     public var maxEpsilon: Double?
-    /// Held-out loss before and after, weighted by held-out tokens over participants.
+    /// Held-out loss before and after over the participants: post-processing of their DP releases
+    /// (`ReleasedLoss`: mean per-record loss, clamped to [0, L]). In records written before issue 13,
+    /// which have no `evalLossStandardError`, the exact token-weighted mean of figures sent in clear.
     public var evalLossBefore: Double?
     public var evalLossAfter: Double?
+    /// Standard error of either released loss from the release noise alone (nats); nil in old records,
+    /// and when the released count is not positive. JSON `eval_loss_standard_error`.
+    public var evalLossStandardError: Double?
     /// sha256 (hex) of the global adapter's `adapter_model.safetensors` after the round (the
     /// previous one for an aborted round).
     public var adapterSHA256: String
@@ -40,7 +46,7 @@ public struct AuditRecord: Codable, Sendable, Equatable {
     public init(status: String, round: UInt64, started: Date, finished: Date, cohort: [String], participants: [String],
                 declines: [ClientReason], dropouts: [ClientReason], aggregation: String, secureAggregation: Bool,
                 plan: TrainingPlan, clients: [ClientRoundMetrics], maxEpsilon: Double?, evalLossBefore: Double?,
-                evalLossAfter: Double?, adapterSHA256: String, abortReason: String?, previousHash: String) {
+                evalLossAfter: Double?, evalLossStandardError: Double? = nil, adapterSHA256: String, abortReason: String?, previousHash: String) {
         self.status = status
         self.round = round
         self.started = started
@@ -56,6 +62,7 @@ public struct AuditRecord: Codable, Sendable, Equatable {
         self.maxEpsilon = maxEpsilon
         self.evalLossBefore = evalLossBefore
         self.evalLossAfter = evalLossAfter
+        self.evalLossStandardError = evalLossStandardError
         self.adapterSHA256 = adapterSHA256
         self.abortReason = abortReason
         self.previousHash = previousHash
@@ -67,8 +74,13 @@ public struct AuditRecord: Codable, Sendable, Equatable {
         case maxEpsilon = "max_epsilon"
         case evalLossBefore = "eval_loss_before"
         case evalLossAfter = "eval_loss_after"
+        case evalLossStandardError = "eval_loss_standard_error"
         case adapterSHA256 = "adapter_sha256"
         case abortReason = "abort_reason"
         case previousHash = "previous_hash"
     }
+
+    /// Whether the held-out figures are DP releases (every record since issue 13), rather than figures
+    /// clients sent in clear (older records).
+    public var metricsReleased: Bool { !clients.contains { $0.clearFigures != nil } }
 }

@@ -78,6 +78,7 @@ public final class ClientRunner: @unchecked Sendable {
 
     /// A round made ready to train, between the agent's `.prepare` and `.train`.
     private struct PreparedRound {
+        var plan: TrainingPlan
         var layout: AdapterLayout
         var global: AdapterTensors
         var globalAdapter: LoRAAdapter
@@ -264,7 +265,8 @@ public final class ClientRunner: @unchecked Sendable {
                 var ledger = try openLedger()
                 let charge = try ledger.chargeBeforeTraining(request.mechanism, clipNorm: request.clipNorm,
                                                              purpose: "round \(round) at \(address.host):\(address.port)",
-                                                             ceiling: request.ceiling, unit: request.unit)
+                                                             ceiling: request.ceiling, unit: request.unit,
+                                                             releases: request.releases)
                 if case let .charged(receipt) = charge {
                     events?.emit("charged", round: round, ["epsilon": .double(receipt.epsilon),
                                                            "delta": .double(receipt.budget.delta),
@@ -334,7 +336,7 @@ public final class ClientRunner: @unchecked Sendable {
         do {
             let trainer = try LoRATrainer(model: model, examples: examples, configuration: Self.training(plan, layout: layout),
                                           initial: TrainableLoRA.from(globalAdapter, for: model))
-            return .success(PreparedRound(layout: layout, global: global, globalAdapter: globalAdapter, trainer: trainer,
+            return .success(PreparedRound(plan: plan, layout: layout, global: global, globalAdapter: globalAdapter, trainer: trainer,
                                           evalExamples: evalExamples, examples: examples.count))
         } catch {
             return .failure(.trainer("\(error)"))
@@ -372,7 +374,7 @@ public final class ClientRunner: @unchecked Sendable {
             log.write(String(format: "round %llu: canary exposure on the global adapter: mean %.2f bits, max %.2f of %.2f "
                              + "(%@ over |R| = %d, %.1f s)", round, exposure.meanBits, exposure.maxBits,
                              log2(Double(exposure.spaceSize)), exposure.exact ? "exact" : "estimated from \(exposure.candidatesScored) candidates",
-                             exposure.spaceSize, exposure.seconds))
+                             exposure.spaceSize, exposure.seconds ?? .nan))
         }
         let progress = ProgressReporter(label: "round \(round)", total: prepared.trainer.totalSteps)
         let result = try prepared.trainer.train(progress: progress)
@@ -383,9 +385,22 @@ public final class ClientRunner: @unchecked Sendable {
         let localTensors = local.federationTensors
         try prepared.layout.write(localTensors, to: paths.localAdapter,
                                   baseModel: URL(fileURLWithPath: configuration.model).lastPathComponent)
-        return TrainingReport(update: AdapterMath.difference(localTensors, prepared.global),
-                              evalLossBefore: RoundData.reportedLoss(before), evalLossAfter: RoundData.reportedLoss(after),
-                              evalTokens: after.tokens, trainLoss: result.trainLoss,
-                              seconds: ProcessStatistics.now() - start, canaryExposure: exposure)
+        let heldOut = try Self.release(before: before, after: after, plan: prepared.plan,
+                                       users: prepared.plan.privacyUnit == .user ? prepared.evalExamples.map(\.user) : nil)
+        log.write(String(format: "round %llu: held-out loss %.4f → %.4f over %d records (exact, this log only); released "
+                         + "with discrete Gaussian noise σ = %.0f grid units (z %g, L %g)", round, before.loss, after.loss,
+                         after.examples, heldOut.sigma, heldOut.noiseMultiplier, heldOut.lossClip))
+        return TrainingReport(update: AdapterMath.difference(localTensors, prepared.global), heldOut: heldOut,
+                              evalLossBefore: RoundData.reportedLoss(before), evalLossAfter: RoundData.reportedLoss(after), evalTokens: after.tokens,
+                              trainLoss: result.trainLoss, seconds: ProcessStatistics.now() - start, canaryExposure: exposure)
+    }
+
+    /// The round's held-out release (`HeldOutMetrics`, charged with the training by the agent's charge).
+    static func release(before: Evaluation, after: Evaluation, plan: TrainingPlan, users: [String?]?) throws -> HeldOutRelease {
+        let sums = try HeldOutMetrics.release(before: before, after: after, lossClip: plan.metricsLossClip,
+                                              noiseMultiplier: plan.metricsNoiseMultiplier, gridScale: HeldOutRelease.gridScale,
+                                              users: users)
+        return HeldOutRelease(lossBefore: sums[0], lossAfter: sums[1], count: sums[2], lossClip: plan.metricsLossClip,
+                              noiseMultiplier: plan.metricsNoiseMultiplier)
     }
 }

@@ -10,7 +10,7 @@ import Tokenizer
 /// `max_length` (`Dataset.truncated`). So no plan the coordinator chooses can make a client's answer
 /// depend on its records' lengths (issue 13), and N is the number of records in the file.
 public enum RoundData {
-    /// - Parameter requireUser: every training record must have a `user` field (privacy unit user).
+    /// - Parameter requireUser: every training and held-out record must have a `user` field (privacy unit user).
     public static func load(_ configuration: ClientConfiguration, maxLength: Int, tokenizer: BPETokenizer?,
                             vocabularySize: Int, requireUser: Bool = false)
         -> Result<(train: [TokenizedExample], eval: [TokenizedExample]), PreparationFailure> {
@@ -18,8 +18,9 @@ public enum RoundData {
             let train = try Dataset.load(URL(fileURLWithPath: configuration.data), tokenizer: tokenizer, maxLength: nil,
                                          vocabularySize: vocabularySize, requireUser: requireUser)
             try Dataset.requireLearnableTokens(train, file: configuration.data)
+            // At privacy unit user the held-out release counts people too, so every held-out record names one.
             let eval = try Dataset.load(URL(fileURLWithPath: configuration.evalData), tokenizer: tokenizer, maxLength: nil,
-                                        vocabularySize: vocabularySize)
+                                        vocabularySize: vocabularySize, requireUser: requireUser)
             return .success((Dataset.truncated(train, to: maxLength), Dataset.truncated(eval, to: maxLength)))
         } catch {
             return .failure(.data("\(error)"))

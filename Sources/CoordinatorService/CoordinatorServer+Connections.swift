@@ -258,8 +258,8 @@ extension CoordinatorServer {
             events.emit("declined", round: round, who.merging(["code": .string(code.name)]) { a, _ in a })
         case let .withdraw(round, code):
             events.emit("withdrew", round: round, who.merging(["code": .string(code.name)]) { a, _ in a })
-        case let .upload(round, update):
-            events.emit("uploaded", round: round, who.merging(["examples": .int(update.metrics.examples)]) { a, _ in a })
+        case let .upload(round, _):
+            events.emit("uploaded", round: round, who)
         case let .secureMaskedInput(input, _):
             events.emit("uploaded", round: input.round, who.merging(["secure": .bool(true)]) { a, _ in a })
         case .secureAdvertise, .secureShares, .secureUnmask:

@@ -98,9 +98,10 @@ extension CoordinatorServer {
         try? FileManager.default.removeItem(at: paths.roundInFlight)
         emitVerdict(outcome.round, verdict: verdict, record: record)
         if verdict.isCommitted {
-            log.write(String(format: "round %llu committed: %d participants, held-out loss %@ → %@, max ε %@, adapter %@",
-                             outcome.round, record.participants.count, format(record.evalLossBefore),
-                             format(record.evalLossAfter), format(record.maxEpsilon), String(next.fileSHA256.prefix(12))))
+            log.write(String(format: "round %llu committed: %d participants, held-out loss (DP-released) %@ → %@ ± %@, max ε %@, "
+                             + "adapter %@", outcome.round, record.participants.count, format(record.evalLossBefore),
+                             format(record.evalLossAfter), format(record.evalLossStandardError), format(record.maxEpsilon),
+                             String(next.fileSHA256.prefix(12))))
         } else {
             log.write("round \(outcome.round) aborted: \(verdict.reason)")
         }
@@ -116,18 +117,19 @@ extension CoordinatorServer {
     /// adapter and the strategy's state; a failure aborts the round and removes what was written.
     private func commit(_ outcome: RoundOutcome, onto current: GlobalAdapter) -> (RoundVerdict, GlobalAdapter) {
         do {
+            // Equal weights: a client's record count is private and never travels (issue 13).
             var updates = outcome.updates.map {
-                WeightedUpdate(client: $0.client, weight: Double($0.update.metrics.examples), delta: $0.update.delta)
+                WeightedUpdate(client: $0.client, weight: WeightedUpdate.equalWeight, delta: $0.update.delta)
             }
             if let secure = outcome.secure {
-                // The unmasked sum decodes to the example-weighted mean delta: one update of weight 1
-                // gives FedAvg global + mean, and FedAdam the mean as its Δ.
-                let decoded = try SecureUpdate.decodeMean(sum: secure.sum, survivors: secure.survivors.count,
-                                                          setup: secure.setup, layout: layout)
+                // The unmasked sum decodes to the mean delta: one update of weight 1 gives FedAvg
+                // global + mean, and FedAdam the mean as its Δ.
+                let mean = try SecureUpdate.decodeMean(sum: secure.sum, survivors: secure.survivors.count,
+                                                       setup: secure.setup, layout: layout)
                 updates = [WeightedUpdate(client: "secure sum of \(secure.survivors.joined(separator: ","))",
-                                          weight: 1, delta: decoded.mean)]
-                log.write(String(format: "round %llu: decoded the mean of %d masked updates (total weight %.6f)",
-                                 outcome.round, secure.survivors.count, decoded.totalWeight))
+                                          weight: WeightedUpdate.equalWeight, delta: mean)]
+                log.write(String(format: "round %llu: decoded the mean of %d masked updates", outcome.round,
+                                 secure.survivors.count))
             }
             let tensors = try aggregator.aggregate(global: current.tensors, updates: updates)
             let directory = paths.adapter(round: outcome.round)
@@ -153,7 +155,7 @@ extension CoordinatorServer {
                            aggregation: policy.aggregation.rawValue, secureAggregation: policy.secureAggregation,
                            plan: policy.plan, clients: metrics, maxEpsilon: figures.maxEpsilon,
                            evalLossBefore: figures.evalLossBefore, evalLossAfter: figures.evalLossAfter,
-                           adapterSHA256: adapterSHA256, abortReason: verdict.isCommitted ? nil : verdict.reason,
+                           evalLossStandardError: figures.evalLossStandardError, adapterSHA256: adapterSHA256, abortReason: verdict.isCommitted ? nil : verdict.reason,
                            previousHash: "")
     }
 

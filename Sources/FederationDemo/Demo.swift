@@ -140,6 +140,8 @@ public final class Demo {
         narrate("  coordinator serving on 127.0.0.1:\(federation.port); plan: DP-SGD q \(plan.samplingRate), "
                 + "σ \(plan.noiseMultiplier), C \(plan.clipNorm), \(plan.steps) steps per round; secure aggregation "
                 + "\(c.secureAggregation ? "on" : "off"); each client's budget ε \(Int(c.policy.maxEpsilon)) at δ 1e-5")
+        narrate("  held-out metrics: DP-released (discrete Gaussian, z \(plan.metricsNoiseMultiplier), losses clipped to "
+                + "[0, \(plan.metricsLossClip)] nats), charged to each client's ledger with its round; no counts or timings sent")
         for name in names { try federation.startClient(name) }
         // Every client connected first, so that the first round invites them all.
         do {
@@ -187,6 +189,7 @@ public final class Demo {
         return DemoOutcome(rounds: records.map { DemoOutcome.Round(summary: RoundSummary($0), canaryExposure: exposures[$0.round]) },
                            auditRecords: verification.records.count,
                            auditFailure: verification.failure.map { DemoOutcome.AuditFailure(record: $0.record, reason: $0.reason) },
-                           adapter: adapter, state: paths.root.path, seconds: Date().timeIntervalSince(start))
+                           adapter: adapter, state: paths.root.path, seconds: Date().timeIntervalSince(start),
+                           release: records.last { $0.clients.contains { $0.heldOut != nil } }?.clients.compactMap(\.heldOut).first)
     }
 }

@@ -15,7 +15,8 @@ public struct CanaryExposure: Sendable, Equatable {
 
 /// How the demo went: each round, the audit chain, where the adapter and the state are. Printed as a
 /// table (`text`) or, for `demo --json`, as JSON: `{"rounds": [{"round", "status", "participants",
-/// "eval_loss_before", "eval_loss_after", "max_epsilon", "seconds", "abort_reason"?, "canary_exposure"?:
+/// "eval_loss_before", "eval_loss_after", "eval_loss_standard_error", "eval_loss_released", "max_epsilon",
+/// "seconds", "abort_reason"?, "canary_exposure"?:
 /// {"client", "mean_bits", "max_bits", "space_size"}}], "audit_verified", "adapter", "state", "seconds"}`.
 public struct DemoOutcome: Encodable, Sendable, Equatable {
     public struct Round: Encodable, Sendable, Equatable {
@@ -63,6 +64,8 @@ public struct DemoOutcome: Encodable, Sendable, Equatable {
     }
 
     public var rounds: [Round]
+    /// One participant's held-out release of the last round that has one (its parameters label the table).
+    public var release: HeldOutRelease?
     /// Records in the audit log.
     public var auditRecords: Int
     /// Nil when the whole chain verifies.
@@ -75,8 +78,9 @@ public struct DemoOutcome: Encodable, Sendable, Equatable {
     public var seconds: Double
 
     public init(rounds: [Round], auditRecords: Int, auditFailure: AuditFailure?, adapter: String, state: String,
-                seconds: Double) {
+                seconds: Double, release: HeldOutRelease? = nil) {
         self.rounds = rounds
+        self.release = release
         self.auditRecords = auditRecords
         self.auditFailure = auditFailure
         self.adapter = adapter
@@ -104,16 +108,19 @@ public struct DemoOutcome: Encodable, Sendable, Equatable {
     }
 
     /// The rounds table, the canary exposure per round (when a client planted canaries), the audit
-    /// chain's verdict and where to look next.
+    /// chain's verdict and where to look next. The held-out losses are the clients' DP releases
+    /// (post-processed; ± the standard error of their noise), not exact figures.
     public var text: String {
-        var lines = ["round  status     clients  held-out loss before → after   max ε   seconds"]
+        var lines = ["round  status     clients  held-out loss (DP-released) before → after   ± s.e.   max ε   seconds"]
         for s in rounds.map(\.summary) {
-            lines.append(String(format: "%5llu  %@  %7d  %@ → %@   %@  %7.1f", s.round,
+            lines.append(String(format: "%5llu  %@  %7d  %@ → %@  %@   %@  %7.1f", s.round,
                                 s.status.padding(toLength: 9, withPad: " ", startingAt: 0), s.participants,
-                                leftPadded(RoundSummary.format(s.evalLossBefore), 20),
+                                leftPadded(RoundSummary.format(s.evalLossBefore), 34),
                                 leftPadded(RoundSummary.format(s.evalLossAfter), 7),
+                                leftPadded(s.evalLossReleased ? RoundSummary.format(s.evalLossStandardError) : "clear", 7),
                                 leftPadded(RoundSummary.format(s.maxEpsilon, "%.2f"), 6), s.seconds))
         }
+        lines.append(releaseLine)
         lines += exposureLines
         lines.append("")
         lines.append("audit chain: " + (auditFailure.map { "FAILED at record \($0.record): \($0.reason)" }
@@ -132,9 +139,20 @@ public struct DemoOutcome: Encodable, Sendable, Equatable {
                 + String(format: "%.2f", log2(Double(first.1.summary.spaceSize))) + ")"]
             + exposed.sorted { $0.0 < $1.0 }.map { round, exposure in
                 let s = exposure.summary
-                return String(format: "%5llu  %@  mean %.2f  max %.2f  (%d canaries × %d, %@, %.1f s)", round, exposure.client,
-                              s.meanBits, s.maxBits, s.canaries, s.repetitions, s.exact ? "exact" : "estimated", s.seconds)
+                return String(format: "%5llu  %@  mean %.2f  max %.2f  (%d canaries × %d, %@)", round, exposure.client,
+                              s.meanBits, s.maxBits, s.canaries, s.repetitions, s.exact ? "exact" : "estimated")
             }
+    }
+
+    /// What the held-out figures are: each client's per-record losses clipped to [0, L], summed with its
+    /// record count, noised with the discrete Gaussian at noise multiplier z and charged to its ledger.
+    private var releaseLine: String {
+        guard let release = release else { return "held-out losses: no release in these rounds" }
+        let sigma = release.sigma / Double(HeldOutRelease.gridScale)
+        return String(format: "held-out losses: each client's per-record losses clipped to [0, %g] nats, summed with its record "
+                      + "count and released with discrete Gaussian noise (z %g: σ %.2f records on the count, %.2f nats on each "
+                      + "sum), charged to its ledger with the round", release.lossClip, release.noiseMultiplier, sigma,
+                      sigma * release.lossClip)
     }
 
     private func leftPadded(_ text: String, _ width: Int) -> String {

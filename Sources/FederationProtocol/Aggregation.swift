@@ -4,11 +4,15 @@ import SystemIO
 import Wire
 
 /// One client's contribution to a round: its adapter minus the round's global adapter, per PEFT
-/// tensor name, and its weight (the number of training examples).
+/// tensor name, and its weight.
 public struct WeightedUpdate: Sendable {
+    /// The weight the coordinator gives every client's update: all the same. A weight from the client's
+    /// record count would need the count, which is private and never travels (issue 13); the plan's
+    /// expected batch q·N is the same count in disguise.
+    public static let equalWeight = 1.0
     /// The client's id, as errors name it.
     public var client: String
-    /// Positive and finite; FedAvg weights by training examples.
+    /// Positive and finite; the coordinator gives every client `equalWeight`.
     public var weight: Double
     /// `local − global` for every tensor of the global adapter, by PEFT tensor name.
     public var delta: [String: [Float]]
@@ -84,8 +88,7 @@ public struct FedAvg: AggregationStrategy {
 ///
 /// As in the paper there is no bias correction (no division by 1 − βᵗ): τ bounds the step instead.
 /// The paper initialises m₋₁ = 0 and requires v₋₁ ≥ τ²; we start v at τ² exactly. The paper
-/// averages deltas uniformly; we weight them by examples as FedAvg does (equal weights give the
-/// paper's mean).
+/// averages deltas uniformly, and so does the coordinator (every update has `WeightedUpdate.equalWeight`).
 ///
 /// m and v persist across rounds (`write(to:)`, `read(from:)`), so a coordinator restart changes nothing.
 public struct FedAdam: AggregationStrategy {

@@ -201,11 +201,13 @@ public struct ClientAgent: Sendable {
         }
         state = .charging(work, examples: preparation.examples)
         let plan = work.invite.plan
+        let releases = [MetricsRelease.mechanism(plan: plan)]
         // A run without privacy is ε = ∞ at any unit: it is charged at the policy's, which is its ledger's.
         let request = preparation.mechanism.map {
-            ChargeRequest(mechanism: $0, clipNorm: plan.clipNorm, ceiling: policy.maxEpsilon, unit: plan.privacyUnit)
+            ChargeRequest(mechanism: $0, clipNorm: plan.clipNorm, ceiling: policy.maxEpsilon, unit: plan.privacyUnit,
+                          releases: releases)
         } ?? ChargeRequest(mechanism: .nonPrivate(samplingRate: plan.samplingRate, steps: plan.steps), clipNorm: 0,
-                           ceiling: policy.maxEpsilon, unit: policy.privacyUnit)
+                           ceiling: policy.maxEpsilon, unit: policy.privacyUnit, releases: releases)
         return [.charge(round: round, request)]
     }
 
@@ -244,22 +246,20 @@ public struct ClientAgent: Sendable {
 
     /// The driver trained: upload the update, or for a secure round encode it and advertise keys.
     public mutating func trainingFinished(round: UInt64, _ report: TrainingReport) throws -> [Action] {
-        guard case let .training(work, examples, receipt) = state, work.round == round else {
+        guard case let .training(work, _, receipt) = state, work.round == round else {
             preconditionFailure("round \(round) trained while \(state)")
         }
-        let metrics = ClientRoundMetrics(client: name, examples: examples, evalLossBefore: report.evalLossBefore,
-                                         evalLossAfter: report.evalLossAfter, evalTokens: report.evalTokens,
-                                         epsilon: receipt.epsilon, delta: receipt.budget.delta,
+        // Only the release and ledger figures go up; the exact losses, count and timing stay in this log.
+        let metrics = ClientRoundMetrics(client: name, epsilon: receipt.epsilon, delta: receipt.budget.delta,
                                          epsilonBudget: min(receipt.budget.epsilon, policy.maxEpsilon),
-                                         trainLoss: report.trainLoss, seconds: report.seconds,
-                                         canaryExposure: report.canaryExposure)
+                                         heldOut: report.heldOut, canaryExposure: report.canaryExposure)
         guard let masking = work.masking else {
             state = .awaitingResult(round: round, participation: nil)
             return [.upload(round: round, update: report.update, metrics: metrics),
                     .log(String(format: "round %llu: update sent; held-out loss %.4f → %.4f, train loss %.4f, %.0f s",
                                 round, report.evalLossBefore, report.evalLossAfter, report.trainLoss, report.seconds))]
         }
-        let encoded = try SecureUpdate.encode(delta: report.update, examples: examples, setup: masking.setup, layout: work.layout)
+        let encoded = try SecureUpdate.encode(delta: report.update, setup: masking.setup, layout: work.layout)
         var actions: [Action] = []
         if encoded.clipped > 0 {
             actions.append(.log("round \(round): \(encoded.clipped) weighted update values exceeded ±\(masking.setup.updateClip) "
@@ -425,7 +425,7 @@ extension ClientAgent.SecureParticipation {
             input = []
             return ([try SecureMaskedInput(round: round, input: masked).frame(),
                      try MetricsReport(round: round, metrics: metrics).frame()],
-                    "round \(round): secure aggregation: masked update sent (\(masked.words.count) words)")
+                    "round \(round): secure aggregation: masked update sent (\(masked.words.count) words) with the DP-released metrics")
         case let .unmask(message):
             let response = try protocolState.unmask(message.request)
             return ([try SecureUnmaskResponse(round: round, response: response).frame()],
@@ -441,7 +441,7 @@ public struct RoundPreparation: Sendable {
     /// What the round's DP-SGD run spends (nil for a plan without differential privacy, which the agent
     /// charges as a run without noise).
     public var mechanism: MechanismSteps?
-    /// Training records, canaries included (the update's FedAvg weight).
+    /// Training records, canaries included (for the client's own log; it never travels).
     public var examples: Int
 
     public init(mechanism: MechanismSteps?, examples: Int) {
@@ -483,20 +483,28 @@ public struct ChargeRequest: Sendable, Equatable {
     public var ceiling: Double
     /// Whom the run's ε protects (the plan's privacy unit), charged as such.
     public var unit: PrivacyUnit
+    /// What the round releases besides the update (the held-out metrics, `MetricsRelease`), charged
+    /// in the same write as the training.
+    public var releases: [MechanismSteps]
 
-    public init(mechanism: MechanismSteps, clipNorm: Double, ceiling: Double, unit: PrivacyUnit = .record) {
+    public init(mechanism: MechanismSteps, clipNorm: Double, ceiling: Double, unit: PrivacyUnit = .record,
+                releases: [MechanismSteps] = []) {
         self.mechanism = mechanism
         self.clipNorm = clipNorm
         self.ceiling = ceiling
         self.unit = unit
+        self.releases = releases
     }
 }
 
-/// What the driver measured training a round.
+/// What the driver measured training a round. Only `update`, `heldOut` and `canaryExposure` leave the
+/// client; the exact figures are for its own log.
 public struct TrainingReport: Sendable {
     /// The change to the global adapter: local − global.
     public var update: AdapterTensors
-    /// Held-out loss of the global adapter as received, and of the trained one.
+    /// The held-out figures as released (noised; charged with the training).
+    public var heldOut: HeldOutRelease
+    /// Held-out loss of the global adapter as received, and of the trained one (exact: the client's log only).
     public var evalLossBefore: Double
     public var evalLossAfter: Double
     public var evalTokens: Int
@@ -505,9 +513,10 @@ public struct TrainingReport: Sendable {
     public var seconds: Double
     public var canaryExposure: CanaryExposureSummary?
 
-    public init(update: AdapterTensors, evalLossBefore: Double, evalLossAfter: Double, evalTokens: Int, trainLoss: Double,
-                seconds: Double, canaryExposure: CanaryExposureSummary? = nil) {
+    public init(update: AdapterTensors, heldOut: HeldOutRelease, evalLossBefore: Double, evalLossAfter: Double,
+                evalTokens: Int, trainLoss: Double, seconds: Double, canaryExposure: CanaryExposureSummary? = nil) {
         self.update = update
+        self.heldOut = heldOut
         self.evalLossBefore = evalLossBefore
         self.evalLossAfter = evalLossAfter
         self.evalTokens = evalTokens

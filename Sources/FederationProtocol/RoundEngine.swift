@@ -314,9 +314,8 @@ public struct RoundEngine: Sendable {
         guard stored == true else {
             return [.log("ignored update of round \(round) from '\(client)': not awaiting a plain update from it")]
         }
-        return [.log(String(format: "round %llu: update from '%@' (%d examples, held-out loss %.4f → %.4f, ε %.2f)",
-                            round, client, update.metrics.examples, update.metrics.evalLossBefore,
-                            update.metrics.evalLossAfter, update.metrics.epsilon))] + finishIfResolved(now: now)
+        return [.log(String(format: "round %llu: update from '%@' (%@, ε %.2f)", round, client,
+                            releasedLossText(update.metrics), update.metrics.epsilon))] + finishIfResolved(now: now)
     }
 
     /// `client` gives up on `round` with a reason (e.g. it refused a stage's message).
@@ -446,7 +445,7 @@ public struct RoundEngine: Sendable {
                                          stageTimeout: policy.inviteTimeout)
             state = .training(inFlight(.secure(secure)))
             return begin + [.log("round \(round): secure aggregation over a \(setup.graph), threshold \(setup.threshold) "
-                                 + "per neighbourhood, update clip ±\(setup.updateClip), weight bound \(Int(setup.weightBound))")]
+                                 + "per neighbourhood, update clip ±\(setup.updateClip), equal weights")]
                 + cohort.map { .inviteSecurely(client: $0, invite: invite, setup: setup) }
         } catch {
             return begin + [finish(RoundOutcome(round: round, started: started, finished: now, cohort: cohort, updates: [],
@@ -474,7 +473,7 @@ public struct RoundEngine: Sendable {
             round: round, members: members, degree: { if case let .harary(k) = graph { return UInt32(k) } else { return 0 } }(),
             threshold: UInt32(threshold),
             updateClip: policy.updateClip ?? SecureUpdate.defaultClip(plan: policy.plan),
-            weightBound: policy.weightBound ?? SecureUpdate.defaultWeightBound, vectorLength: UInt64(parameterCount + 1))
+            vectorLength: UInt64(parameterCount + 1))
         _ = try setup.session(invite: invite)  // refuses a graph or threshold the session cannot use
         return (invite, setup)
     }
@@ -517,8 +516,8 @@ public struct RoundEngine: Sendable {
     public mutating func secureMaskedInput(_ client: String, round: UInt64, _ message: SecureMaskedInput,
                                            metrics: ClientRoundMetrics, now: Date) -> [Action] {
         guard invited?.round == round else { return [.log("ignored masked input of round \(round) from '\(client)'")] }
-        return [.log(String(format: "round %llu: masked update from '%@' (held-out loss %.4f → %.4f, ε %.2f)",
-                            round, client, metrics.evalLossBefore, metrics.evalLossAfter, metrics.epsilon))]
+        return [.log(String(format: "round %llu: masked update from '%@' (%@, ε %.2f)",
+                            round, client, releasedLossText(metrics), metrics.epsilon))]
             + secureEvent(now: now) { $0.maskedInput(client, message, metrics: metrics, now: now) }
     }
 
@@ -566,4 +565,11 @@ public struct RoundEngine: Sendable {
                                      invited: invited))
         return .finish(outcome)
     }
+}
+
+/// A client's released held-out loss for the operator's log: "held-out loss (DP-released ± se) a → b".
+func releasedLossText(_ metrics: ClientRoundMetrics) -> String {
+    guard let heldOut = metrics.heldOut, let released = ReleasedLoss([heldOut]) else { return "no held-out release" }
+    func figure(_ value: Double?) -> String { value.map { String(format: "%.4f", $0) } ?? "n/a" }
+    return "held-out loss (DP-released, ± \(figure(released.standardError))) \(figure(released.before)) → \(figure(released.after))"
 }

@@ -50,21 +50,20 @@ public enum RoundVerdict: Sendable, Equatable {
     }
 }
 
-/// The summary figures of a round's audit record: held-out losses weighted by each participant's
-/// held-out tokens (nil without any), and the largest ε a participant has spent (nil without participants).
+/// The summary figures of a round's audit record: the held-out losses over the participants'
+/// DP releases (`ReleasedLoss`, post-processing; nil without participants or a positive released
+/// count) with their standard error, and the largest ε a participant has spent (nil without participants).
 public struct RoundFigures: Sendable, Equatable {
     public var evalLossBefore: Double?
     public var evalLossAfter: Double?
+    public var evalLossStandardError: Double?
     public var maxEpsilon: Double?
 
     public init(participants metrics: [ClientRoundMetrics]) {
-        let tokens = Double(metrics.reduce(0) { $0 + $1.evalTokens })
-        func weighted(_ value: (ClientRoundMetrics) -> Double) -> Double? {
-            guard tokens > 0 else { return nil }
-            return metrics.reduce(0) { $0 + value($1) * Double($1.evalTokens) } / tokens
-        }
-        evalLossBefore = weighted(\.evalLossBefore)
-        evalLossAfter = weighted(\.evalLossAfter)
+        let released = ReleasedLoss(metrics.compactMap(\.heldOut))
+        evalLossBefore = released?.before
+        evalLossAfter = released?.after
+        evalLossStandardError = released?.standardError
         maxEpsilon = metrics.map(\.epsilon).max()
     }
 }

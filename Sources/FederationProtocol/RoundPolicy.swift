@@ -26,8 +26,9 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
     public var plan: TrainingPlan
     /// Secure aggregation: the bound B on each weighted update value (nil: `SecureUpdate.defaultClip`).
     public var updateClip: Double?
-    /// Secure aggregation: example counts above this weigh as this much (nil: `SecureUpdate.defaultWeightBound`).
-    public var weightBound: Double?
+    /// `weight_bound` as an old configuration wrote it: refused by `validate` (updates weigh the same
+    /// since issue 13; a weight from the record count made the count travel).
+    public private(set) var weightBound: Double?
     /// Secure aggregation: the SecAgg+ neighbour degree (nil: `NeighbourGraph.defaultDegree` of the cohort).
     public var neighbourDegree: Int?
     /// Secure aggregation: the fraction of a cohort expected to drop out that a round must survive
@@ -42,7 +43,7 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
 
     public init(minClients: Int, maxClients: Int, fraction: Double, aggregation: AggregationKind, secureAggregation: Bool,
                 inviteTimeout: Double, roundTimeout: Double, waitForClients: Double, plan: TrainingPlan,
-                updateClip: Double? = nil, weightBound: Double? = nil, neighbourDegree: Int? = nil,
+                updateClip: Double? = nil, neighbourDegree: Int? = nil,
                 dropoutTolerance: Double? = nil, dropoutFailureProbability: Double? = nil) {
         self.minClients = minClients
         self.maxClients = maxClients
@@ -54,7 +55,7 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
         self.waitForClients = waitForClients
         self.plan = plan
         self.updateClip = updateClip
-        self.weightBound = weightBound
+        self.weightBound = nil
         self.neighbourDegree = neighbourDegree
         self.dropoutTolerance = dropoutTolerance
         self.dropoutFailureProbability = dropoutFailureProbability
@@ -114,9 +115,8 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
         if let updateClip {
             try check(updateClip.isFinite && updateClip > 0, "update_clip", "must be a positive number, got \(updateClip)")
         }
-        if let weightBound {
-            try check(weightBound.isFinite && weightBound >= 1, "weight_bound", "must be at least 1, got \(weightBound)")
-        }
+        try check(weightBound == nil, "weight_bound", "is no longer used: every client's update weighs the same, because a "
+                  + "weight from its record count made the private count travel; remove the field")
         if let neighbourDegree {
             try check(neighbourDegree >= 2, "neighbour_degree", "must be at least 2, got \(neighbourDegree)")
         }

@@ -1,5 +1,6 @@
 import Foundation
 import LanguageModel
+import Privacy
 import SystemIO
 
 /// Held-out evaluation: mean next-token loss, perplexity and token accuracy over a dataset.
@@ -49,5 +50,71 @@ public enum Evaluator {
                           tokenAccuracy: counted > 0 ? Double(correct) / Double(counted) : 0,
                           perExample: perExample, tokensPerSecond: Double(processed) / max(seconds, 1e-9),
                           processedTokens: processed)
+    }
+}
+
+/// The held-out figures a client releases each round (Wire's `HeldOutRelease` documents the
+/// mechanism): per record, its mean token loss before and after, clipped to [0, L] and put on a grid of
+/// S units per L, plus S for the count; summed over the records; each coordinate noised with N_Z(0, σ²),
+/// σ = z·√3·S, the discrete Gaussian (`DiscreteGaussian`, libsodium randomness). Adding or removing
+/// one record moves the exact sum by at most √3·S in L2.
+public enum HeldOutMetrics {
+    /// The exact sum (before, after, count) in grid units, before noise. Records with no scored token
+    /// contribute nothing (their tokens do not depend on the adapter, so they have none in both).
+    /// - Parameter users: at privacy unit user, each record's user (every record must have one): each
+    ///   user then contributes one vector, the means of its records' clipped losses and S for the count,
+    ///   so that adding or removing a person moves the sum by at most √3·S, as a record does at unit record.
+    /// - Throws: `TrainingError` when the two evaluations are not of the same records, or a record has no user.
+    public static func exactSums(before: Evaluation, after: Evaluation, lossClip: Double, gridScale: Int64,
+                                 users: [String?]? = nil) throws -> [Int64] {
+        guard before.perExample.count == after.perExample.count, lossClip.isFinite, lossClip > 0, gridScale > 0,
+              users.map({ $0.count == before.perExample.count }) ?? true else {
+            throw TrainingError(
+                "held-out release: \(before.perExample.count) records before and \(after.perExample.count) after, "
+                + "\(users.map { "\($0.count) users, " } ?? "")loss clip \(lossClip), grid \(gridScale)")
+        }
+        func clipped(_ loss: Double) -> Double { loss.isNaN ? 0 : min(max(loss, 0), lossClip) }
+        func grid(_ clippedLoss: Double) -> Int64 { Int64((clippedLoss / lossClip * Double(gridScale)).rounded()) }
+        // One group per record, or per user: the clipped losses it averages.
+        var groups: [String: (before: Double, after: Double, records: Int)] = [:]
+        var order: [String] = []
+        for (index, (b, a)) in zip(before.perExample, after.perExample).enumerated() where b.tokens > 0 && a.tokens > 0 {
+            let key: String
+            if let users {
+                guard let user = users[index] else {
+                    throw TrainingError("held-out release at privacy unit user: held-out record \(index + 1) has no user")
+                }
+                key = "u:" + user
+            } else {
+                key = "r:\(index)"
+            }
+            if groups[key] == nil { order.append(key) }
+            let sum = groups[key] ?? (0, 0, 0)
+            groups[key] = (sum.before + clipped(b.loss), sum.after + clipped(a.loss), sum.records + 1)
+        }
+        var sums: [Int64] = [0, 0, 0]
+        for key in order {
+            let group = groups[key]!
+            sums[0] += grid(group.before / Double(group.records))
+            sums[1] += grid(group.after / Double(group.records))
+            sums[2] += gridScale
+        }
+        return sums
+    }
+
+    /// The released (noised) sums: `exactSums` plus independent N_Z(0, σ²) on each, σ = z·√3·S.
+    /// - Parameter noise: adds noise of the given σ in place; nil (production) is `DiscreteGaussian.add`.
+    ///   Tests inject a recording one.
+    public static func release(before: Evaluation, after: Evaluation, lossClip: Double, noiseMultiplier: Double,
+                               gridScale: Int64, users: [String?]? = nil,
+                               noise: ((inout [Int64], Double) throws -> Void)? = nil) throws -> [Int64] {
+        var sums = try exactSums(before: before, after: after, lossClip: lossClip, gridScale: gridScale, users: users)
+        let sigma = noiseMultiplier * 3.0.squareRoot() * Double(gridScale)
+        if let noise {
+            try noise(&sums, sigma)
+        } else {
+            try DiscreteGaussian.add(to: &sums, sigma: sigma)
+        }
+        return sums
     }
 }

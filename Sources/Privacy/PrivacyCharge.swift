@@ -62,21 +62,31 @@ extension PrivacyLedger {
     ///   - mechanism: what the run spends.
     ///   - ceiling: a limit of the caller's own below the budget (a client's policy), if any.
     ///   - unit: whom the run's ε protects (its sampling unit); it must be the ledger's.
+    ///   - releases: what the run releases besides its model (a round's held-out metrics), each a
+    ///     mechanism of sensitivity-normalised noise; charged in the same durable write as `mechanism`,
+    ///     so no release ever goes out uncharged. Their entries' purpose is `purpose` + ": release".
     /// - Throws: `PrivacyParameterError` for an invalid mechanism or clip norm, `PrivacyLedgerError`
     ///   when the ledger cannot be read or written or counts another unit.
     public mutating func chargeBeforeTraining(_ mechanism: MechanismSteps, clipNorm: Double, purpose: String,
-                                              ceiling: Double? = nil, unit: PrivacyUnit = .record) throws -> PrivacyCharge {
+                                              ceiling: Double? = nil, unit: PrivacyUnit = .record,
+                                              releases: [MechanismSteps] = []) throws -> PrivacyCharge {
         try reload()
         try checkUnit(unit)
+        // A release's noise is calibrated to its sensitivity, normalised to 1.
+        let charges = [(purpose: purpose, mechanism: mechanism, clipNorm: clipNorm)]
+            + releases.map { (purpose: "\(purpose): release", mechanism: $0, clipNorm: 1.0) }
         if let ceiling, mechanism.noise != .none {
-            let projected = try epsilon(afterCharging: mechanism)
+            for charge in charges { try charge.mechanism.validate() }
+            let projected = try PrivacyAccounting.epsilon(steps: entries.map(\.mechanism) + charges.map(\.mechanism),
+                                                          delta: budget.delta, accountant: budget.accountant)
             if projected > ceiling {
                 return .refused(.overCeiling(projectedEpsilon: projected, ceiling: ceiling, spentEpsilon: spentEpsilon))
             }
         }
         do {
-            let entry = try charge(mechanism, clipNorm: clipNorm, purpose: purpose, unit: unit)
-            return .charged(PrivacyReceipt(entry: entry, epsilon: entry.cumulativeEpsilon, budget: budget))
+            let written = try charge(charges, unit: unit)
+            return .charged(PrivacyReceipt(entry: written.first, epsilon: written[written.count - 1].cumulativeEpsilon,
+                                           budget: budget))
         } catch let refusal as PrivacyBudgetExceededError {
             return .refused(.overBudget(refusal))
         }

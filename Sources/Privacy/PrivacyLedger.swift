@@ -252,6 +252,12 @@ public struct PrivacyLedger: Sendable {
     @discardableResult
     public mutating func charge(_ mechanism: MechanismSteps, clipNorm: Double, purpose: String, unit: PrivacyUnit = .record,
                                 date: Date = Date()) throws -> PrivacyLedgerEntry {
+        try charge([(purpose, mechanism, clipNorm)], unit: unit, date: date)[0]
+    }
+
+    /// Throws unless `mechanism` with `clipNorm` can be charged for `purpose`: a run without noise has
+    /// clip norm 0 and noise multiplier 0, a run with noise a finite positive clip norm.
+    private func validateCharge(_ mechanism: MechanismSteps, clipNorm: Double, purpose: String) throws {
         try mechanism.validate()
         if mechanism.noise == .none {
             guard clipNorm == 0 else {
@@ -267,25 +273,41 @@ public struct PrivacyLedger: Sendable {
             }
         }
         guard !purpose.isEmpty else { throw PrivacyLedgerError.invalid(path: fileURL.path, reason: "empty purpose") }
+    }
 
+    /// Charges several mechanisms as one charge: all their entries are written in one durable write,
+    /// or none (`PrivacyBudgetExceededError` when their composition with the entries before them
+    /// would exceed the budget). A round's training and its metrics release are charged this way.
+    /// - Returns: the entries, in order; the last one's cumulative ε includes them all.
+    @discardableResult
+    public mutating func charge(_ charges: [(purpose: String, mechanism: MechanismSteps, clipNorm: Double)],
+                                unit: PrivacyUnit = .record, date: Date = Date()) throws -> [PrivacyLedgerEntry] {
+        guard !charges.isEmpty else { throw PrivacyLedgerError.invalid(path: fileURL.path, reason: "nothing to charge") }
+        for charge in charges { try validateCharge(charge.mechanism, clipNorm: charge.clipNorm, purpose: charge.purpose) }
         let lock = try LedgerLock(directory.appendingPathComponent(Self.lockFileName))
         defer { lock.release() }
         try reload()
         try checkUnit(unit)
         let previous = entries.map(\.mechanism)
-        let cumulative = try PrivacyAccounting.epsilon(steps: previous + [mechanism], delta: budget.delta,
-                                                       accountant: budget.accountant)
-        guard cumulative <= budget.epsilon || mechanism.noise == .none else {
-            throw try refusal(mechanism: mechanism, previous: previous, cumulative: cumulative)
-        }
-        // The file stores ISO 8601 dates to the second; truncate so the returned entry equals the stored one.
+        // The file stores ISO 8601 dates to the second; truncate so the returned entries equal the stored ones.
         let storedDate = Date(timeIntervalSince1970: date.timeIntervalSince1970.rounded(.down))
-        let entry = PrivacyLedgerEntry(id: UUID(), purpose: purpose, date: storedDate, mechanism: mechanism, clipNorm: clipNorm,
-                                       delta: budget.delta, accountant: budget.accountant, cumulativeEpsilon: cumulative,
-                                       unit: unit)
-        try Self.write(LedgerFile(version: Self.formatVersion, budget: budget, entries: entries + [entry]), to: fileURL)
-        entries.append(entry)
-        return entry
+        var composed = previous
+        var added: [PrivacyLedgerEntry] = []
+        for charge in charges {
+            composed.append(charge.mechanism)
+            let cumulative = try PrivacyAccounting.epsilon(steps: composed, delta: budget.delta, accountant: budget.accountant)
+            added.append(PrivacyLedgerEntry(id: UUID(), purpose: charge.purpose, date: storedDate, mechanism: charge.mechanism,
+                                            clipNorm: charge.clipNorm, delta: budget.delta, accountant: budget.accountant,
+                                            cumulativeEpsilon: cumulative, unit: unit))
+        }
+        let cumulative = added[added.count - 1].cumulativeEpsilon
+        // A run without noise is recorded whatever the budget (its caller allowed it); see `charge(_:clipNorm:...)`.
+        guard cumulative <= budget.epsilon || charges.contains(where: { $0.mechanism.noise == .none }) else {
+            throw try refusal(mechanism: charges[0].mechanism, previous: previous, cumulative: cumulative)
+        }
+        try Self.write(LedgerFile(version: Self.formatVersion, budget: budget, entries: entries + added), to: fileURL)
+        entries += added
+        return added
     }
 
     /// Throws `PrivacyLedgerError.invalid` unless a charge at `unit` can join this ledger: ε per record

@@ -263,19 +263,24 @@ public enum AuditReport {
         return "<div class=\"card\"><h3>\(escaped)</h3>\(svg)<div class=\"legend\" data-field=\"delta\">\(caption)</div></div>"
     }
 
-    /// Held-out loss per round: the token-weighted mean before and after, and the spread across clients.
+    /// Held-out loss per round: the mean before and after over the participants' DP releases, and the
+    /// spread across clients (old records: the token-weighted figures sent in clear, marked so).
     static func lossSection(_ records: [AuditRecord]) -> String {
-        var html = "<section id=\"loss\"><h2>Held-out loss per round</h2>"
+        var html = "<section id=\"loss\"><h2>Held-out loss per round (DP-released)</h2>"
         let committed = records.filter { $0.status == "committed" && $0.evalLossBefore != nil && $0.evalLossAfter != nil }
         guard !committed.isEmpty else {
             return html + "<p class=\"note\">No committed round carries held-out losses.</p></section>\n"
         }
         html += "<p class=\"note\">Each client scores its own held-out split with the incoming global adapter (before) and "
-            + "with the adapter it trained (after). Lines: means weighted by held-out tokens; bars: the range across clients.</p>"
+            + "with the adapter it trained (after), clips each record's mean token loss to [0, L], and releases the sums and "
+            + "the record count with discrete Gaussian noise, charged to its ledger (SECURITY.md, \"What a client sends\"). "
+            + "Lines: the mean per record over the participants' releases, with the standard error of the noise; bars: the "
+            + "range of the clients' own released means. Rounds recorded before releases existed show figures clients sent "
+            + "in clear (token-weighted), marked \"clear\".</p>"
         var values: [Double] = []
         for record in committed {
             values += [record.evalLossBefore, record.evalLossAfter].compactMap { $0 }
-            values += record.clients.flatMap { [$0.evalLossBefore, $0.evalLossAfter] }
+            values += record.clients.flatMap { [$0.reportedLoss.before, $0.reportedLoss.after] }
         }
         values = values.filter(\.isFinite)
         let low = values.min() ?? 0, high = values.max() ?? 1
@@ -288,7 +293,8 @@ public enum AuditReport {
                          yTitle: "held-out loss")
         for (kind, color, offset) in [("before", "#8a94a3", -0.12), ("after", "#1f6fd1", 0.12)] {
             for record in committed {
-                let losses = record.clients.map { kind == "before" ? $0.evalLossBefore : $0.evalLossAfter }.filter(\.isFinite)
+                let losses = record.clients.map { kind == "before" ? $0.reportedLoss.before : $0.reportedLoss.after }
+                    .filter(\.isFinite)
                 guard let minimum = losses.min(), let maximum = losses.max() else { continue }
                 let x = plot.n(plot.x(Double(record.round) + offset))
                 svg += "<line class=\"loss-band\" data-round=\"\(record.round)\" data-kind=\"\(kind)\" "
@@ -312,7 +318,8 @@ public enum AuditReport {
             + "<span class=\"swatch\" style=\"background:#1f6fd1\"></span>after the round (client-trained adapters)</div>"
 
         html += "<table id=\"loss-table\"><thead><tr><th>round</th><th>mean before</th><th>mean after</th><th>change</th>"
-            + "<th>clients before (min–max)</th><th>clients after (min–max)</th><th>held-out tokens</th></tr></thead><tbody>"
+            + "<th>standard error</th><th>clients before (min–max)</th><th>clients after (min–max)</th>"
+            + "<th>held-out records (released)</th></tr></thead><tbody>"
         for record in committed {
             let before = record.evalLossBefore ?? .nan, after = record.evalLossAfter ?? .nan
             func spread(_ values: [Double]) -> String {
@@ -323,9 +330,11 @@ public enum AuditReport {
                 + "<td class=\"num\" data-field=\"loss-before\">\(HTML.fixed(before, 4))</td>"
                 + "<td class=\"num\" data-field=\"loss-after\">\(HTML.fixed(after, 4))</td>"
                 + "<td class=\"num\">\(HTML.fixed(after - before, 4))</td>"
-                + "<td class=\"num\">\(spread(record.clients.map(\.evalLossBefore)))</td>"
-                + "<td class=\"num\">\(spread(record.clients.map(\.evalLossAfter)))</td>"
-                + "<td class=\"num\">\(HTML.fixed(record.clients.reduce(0.0) { $0 + Double($1.evalTokens) }, 0))</td></tr>"
+                + "<td class=\"num\" data-field=\"loss-se\">"
+                + (record.metricsReleased ? record.evalLossStandardError.map { "± " + HTML.fixed($0, 4) } ?? "–" : "clear") + "</td>"
+                + "<td class=\"num\">\(spread(record.clients.map(\.reportedLoss.before).filter(\.isFinite)))</td>"
+                + "<td class=\"num\">\(spread(record.clients.map(\.reportedLoss.after).filter(\.isFinite)))</td>"
+                + "<td class=\"num\" data-field=\"records\">\(releasedRecords(record))</td></tr>"
         }
         return html + "</tbody></table></section>\n"
     }
@@ -431,7 +440,7 @@ public enum AuditReport {
             let plan = record.plan
             let loss: String
             if let before = record.evalLossBefore, let after = record.evalLossAfter {
-                loss = "\(HTML.fixed(before, 4)) → \(HTML.fixed(after, 4))"
+                loss = "\(HTML.fixed(before, 4)) → \(HTML.fixed(after, 4))" + (record.metricsReleased ? " (DP)" : " (clear)")
             } else {
                 loss = "–"
             }
@@ -479,5 +488,24 @@ public enum AuditReport {
     static func describe(_ runs: [ClosedRange<UInt64>]) -> String {
         let parts = runs.prefix(20).map { $0.lowerBound == $0.upperBound ? "\($0.lowerBound)" : "\($0.lowerBound)–\($0.upperBound)" }
         return parts.joined(separator: ", ") + (runs.count > 20 ? ", …" : "")
+    }
+}
+
+/// The held-out record count of a round: the participants' released (noised) counts summed, or for an
+/// old record the exact counts they sent in clear, marked so.
+func releasedRecords(_ record: AuditRecord) -> String {
+    guard record.metricsReleased else {
+        return HTML.fixed(record.clients.reduce(0.0) { $0 + Double($1.clearFigures?.examples ?? 0) }, 0) + " (clear)"
+    }
+    return HTML.fixed(record.clients.reduce(0.0) { $0 + ($1.heldOut?.records ?? 0) }, 1)
+}
+
+extension ClientRoundMetrics {
+    /// This client's held-out loss before and after as its record gives it: its DP release,
+    /// post-processed (`ReleasedLoss`), or an old record's figures sent in clear; NaN when there is none.
+    public var reportedLoss: (before: Double, after: Double) {
+        if let clear = clearFigures { return (clear.evalLossBefore, clear.evalLossAfter) }
+        guard let heldOut, let released = ReleasedLoss([heldOut]) else { return (.nan, .nan) }
+        return (released.before ?? .nan, released.after ?? .nan)
     }
 }

@@ -7,8 +7,10 @@ import Wire
 /// round and the chain's verdict, or the `--json` document.
 public enum AuditTable {
     /// The rounds as an aligned text table: participants, declined and dropped are counts; max ε is the
-    /// largest cumulative ε among participants, per the plan's unit (record or user); the adapter is its
-    /// hash's first 12 digits.
+    /// largest cumulative ε among participants, per the plan's unit (record or user); the eval loss is the
+    /// participants' DP-released held-out loss before → after with its standard error from the noise
+    /// ("± se"), or, in records written before releases existed, the figures clients sent in clear,
+    /// marked "(clear)"; the adapter is its hash's first 12 digits.
     public static func text(_ records: [AuditRecord]) -> String {
         let header = ["round", "status", "participants", "declined", "dropped", "aggregation", "secure-agg", "max ε",
                       "unit", "eval loss", "adapter", "duration"]
@@ -25,18 +27,22 @@ public enum AuditTable {
     }
 
     private static func row(_ record: AuditRecord) -> [String] {
-        let loss: String
-        if let before = record.evalLossBefore, let after = record.evalLossAfter {
-            loss = String(format: "%.4f → %.4f", before, after)
-        } else {
-            loss = "-"
-        }
+        let loss = lossText(record)
         return [
             String(record.round), record.status, String(record.participants.count), String(record.declines.count),
             String(record.dropouts.count), record.aggregation, record.secureAggregation ? "yes" : "no",
             record.maxEpsilon.map { String(format: "%.2f", $0) } ?? "-", record.plan.privacyUnit.rawValue, loss,
             String(record.adapterSHA256.prefix(12)), duration(record.finished.timeIntervalSince(record.started)),
         ]
+    }
+
+    /// A record's held-out loss: "2.5000 → 2.4000 ± 0.0310 (DP)", "2.5000 → 2.4000 (clear)" for a record
+    /// of figures sent in clear, or "-".
+    public static func lossText(_ record: AuditRecord) -> String {
+        guard let before = record.evalLossBefore, let after = record.evalLossAfter else { return "-" }
+        let figures = String(format: "%.4f → %.4f", before, after)
+        guard record.metricsReleased else { return figures + " (clear)" }
+        return figures + (record.evalLossStandardError.map { String(format: " ± %.4f", $0) } ?? "") + " (DP)"
     }
 
     /// "audit chain: verified (N records)" or "audit chain: FAILED at record K: reason", K the 1-based
@@ -75,7 +81,9 @@ public enum AuditTable {
             "declines": try encoded(record.declines), "dropouts": try encoded(record.dropouts),
             "aggregation": record.aggregation, "secure_aggregation": record.secureAggregation,
             "max_epsilon": record.maxEpsilon ?? NSNull(), "eval_loss_before": record.evalLossBefore ?? NSNull(),
-            "eval_loss_after": record.evalLossAfter ?? NSNull(), "adapter_sha256": record.adapterSHA256,
+            "eval_loss_after": record.evalLossAfter ?? NSNull(),
+            "eval_loss_standard_error": record.evalLossStandardError ?? NSNull(),
+            "eval_loss_released": record.metricsReleased, "adapter_sha256": record.adapterSHA256,
             "plan": try encoded(record.plan), "clients": try encoded(record.clients),
             "started": record.started.formatted(dateStyle), "finished": record.finished.formatted(dateStyle),
             "abort_reason": record.abortReason ?? NSNull(),

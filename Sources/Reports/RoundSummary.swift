@@ -3,13 +3,19 @@ import Foundation
 
 /// A round in one line, as `rounds start --wait` and the demo print it as its audit record lands.
 /// JSON `{"round", "status", "participants" (a count), "eval_loss_before", "eval_loss_after",
-/// "max_epsilon" (each null when absent), "seconds", "abort_reason"?}`.
+/// "eval_loss_standard_error", "max_epsilon" (each null when absent), "eval_loss_released", "seconds",
+/// "abort_reason"?}`. The held-out losses are the participants' DP releases (post-processed, with the
+/// standard error of their noise); `eval_loss_released` is false only for records written before
+/// releases existed, whose figures clients sent in clear.
 public struct RoundSummary: Encodable, Sendable, Equatable {
     public var round: UInt64
     public var status: String
     public var participants: Int
     public var evalLossBefore: Double?
     public var evalLossAfter: Double?
+    public var evalLossStandardError: Double?
+    /// Whether the losses are DP releases (false: an old record's figures sent in clear).
+    public var evalLossReleased: Bool
     public var maxEpsilon: Double?
     public var seconds: Double
     public var abortReason: String?
@@ -20,6 +26,8 @@ public struct RoundSummary: Encodable, Sendable, Equatable {
         participants = record.participants.count
         evalLossBefore = record.evalLossBefore
         evalLossAfter = record.evalLossAfter
+        evalLossStandardError = record.evalLossStandardError
+        evalLossReleased = record.metricsReleased
         maxEpsilon = record.maxEpsilon
         seconds = record.finished.timeIntervalSince(record.started)
         abortReason = record.abortReason
@@ -30,10 +38,18 @@ public struct RoundSummary: Encodable, Sendable, Equatable {
         value.map { String(format: pattern, $0) } ?? "-"
     }
 
-    /// `round 3: committed, 2 participants, held-out loss 2.5000 → 2.4000, max ε 1.20, 12.5 s (reason)`.
+    /// How the losses were obtained, for a label: "DP-released, ± 0.0310", "DP-released", or "sent in clear".
+    public var lossLabel: String {
+        guard evalLossReleased else { return "sent in clear" }
+        return evalLossStandardError.map { String(format: "DP-released, ± %.4f", $0) } ?? "DP-released"
+    }
+
+    /// `round 3: committed, 2 participants, held-out loss (DP-released, ± 0.0310) 2.5000 → 2.4000, max ε 1.20,
+    /// 12.5 s (reason)`.
     public var line: String {
-        let base = String(format: "round %llu: %@, %d participants, held-out loss %@ → %@, max ε %@, %.1f s",
-                          round, status, participants, Self.format(evalLossBefore), Self.format(evalLossAfter),
+        let label = evalLossBefore == nil && evalLossAfter == nil ? "" : " (\(lossLabel))"
+        let base = String(format: "round %llu: %@, %d participants, held-out loss%@ %@ → %@, max ε %@, %.1f s",
+                          round, status, participants, label, Self.format(evalLossBefore), Self.format(evalLossAfter),
                           Self.format(maxEpsilon, "%.2f"), seconds)
         return abortReason.map { base + " (\($0))" } ?? base
     }
@@ -42,6 +58,8 @@ public struct RoundSummary: Encodable, Sendable, Equatable {
         case round, status, participants, seconds
         case evalLossBefore = "eval_loss_before"
         case evalLossAfter = "eval_loss_after"
+        case evalLossStandardError = "eval_loss_standard_error"
+        case evalLossReleased = "eval_loss_released"
         case maxEpsilon = "max_epsilon"
         case abortReason = "abort_reason"
     }
@@ -56,6 +74,8 @@ public struct RoundSummary: Encodable, Sendable, Equatable {
         try c.encode(figure(seconds), forKey: .seconds)
         try c.encode(figure(evalLossBefore), forKey: .evalLossBefore)
         try c.encode(figure(evalLossAfter), forKey: .evalLossAfter)
+        try c.encode(figure(evalLossStandardError), forKey: .evalLossStandardError)
+        try c.encode(evalLossReleased, forKey: .evalLossReleased)
         try c.encode(figure(maxEpsilon), forKey: .maxEpsilon)
         try c.encodeIfPresent(abortReason, forKey: .abortReason)
     }

@@ -73,6 +73,8 @@ public struct Invite: WireMessage, Equatable {
         encoder.uint32(UInt32(clamping: plan.rank))
         encoder.double(plan.alpha)
         try encoder.string(plan.targets.joined(separator: ","), field: "targets")
+        encoder.double(plan.metricsNoiseMultiplier)
+        encoder.double(plan.metricsLossClip)
         try encoder.string(aggregation, field: "aggregation")
         encoder.bool(secureAggregation)
         try encoder.string(adapterSHA256, field: "adapterSHA256")
@@ -92,9 +94,12 @@ public struct Invite: WireMessage, Equatable {
         let rank = Int(try decoder.uint32("rank"))
         let alpha = try decoder.double("alpha")
         let targets = try decoder.string("targets", limit: 256).split(separator: ",").map(String.init)
+        let metricsNoiseMultiplier = try decoder.double("metricsNoiseMultiplier")
+        let metricsLossClip = try decoder.double("metricsLossClip")
         plan = TrainingPlan(steps: steps, learningRate: learningRate, samplingRate: samplingRate,
                             noiseMultiplier: noiseMultiplier, clipNorm: clipNorm, delta: delta, maxLength: maxLength,
-                            rank: rank, alpha: alpha, targets: targets)
+                            rank: rank, alpha: alpha, targets: targets, metricsNoiseMultiplier: metricsNoiseMultiplier,
+                            metricsLossClip: metricsLossClip)
         aggregation = try decoder.string("aggregation", limit: 32)
         secureAggregation = try decoder.bool("secureAggregation")
         adapterSHA256 = try decoder.string("adapterSHA256", limit: 64)
@@ -165,7 +170,8 @@ public struct TensorsDone: WireMessage, Equatable {
     }
 }
 
-/// Client → coordinator: the client's figures for the round, sent after its update.
+/// Client → coordinator: the client's figures for the round, sent after its update: ε from its ledger,
+/// the noised held-out release, and the canary exposure summary. No count, timing or loss in clear.
 public struct MetricsReport: WireMessage, Equatable {
     public static let messageType = MessageType.metrics
     public var round: UInt64
@@ -177,18 +183,20 @@ public struct MetricsReport: WireMessage, Equatable {
     }
 
     public func encode(into encoder: inout WireEncoder) throws {
+        guard let heldOut = metrics.heldOut else {
+            throw WireError.invalidValue(field: "metrics.heldOut", reason: "a report without a held-out release is never sent")
+        }
         encoder.uint64(round)
         try encoder.string(metrics.client, field: "client")
-        encoder.uint64(UInt64(max(0, metrics.examples)))
-        encoder.double(metrics.evalLossBefore)
-        encoder.double(metrics.evalLossAfter)
-        encoder.uint64(UInt64(max(0, metrics.evalTokens)))
         encoder.double(metrics.epsilon)
         encoder.double(metrics.delta)
         encoder.double(metrics.epsilonBudget)
-        encoder.double(metrics.trainLoss)
-        encoder.double(metrics.seconds)
-        // Canary exposure: a presence flag, then the summary (never the secrets).
+        encoder.int64(heldOut.lossBefore)
+        encoder.int64(heldOut.lossAfter)
+        encoder.int64(heldOut.count)
+        encoder.double(heldOut.lossClip)
+        encoder.double(heldOut.noiseMultiplier)
+        // Canary exposure: a presence flag, then the summary (never the secrets, never its timing).
         encoder.bool(metrics.canaryExposure != nil)
         if let exposure = metrics.canaryExposure {
             encoder.uint64(UInt64(max(0, exposure.canaries)))
@@ -198,61 +206,55 @@ public struct MetricsReport: WireMessage, Equatable {
             encoder.uint64(UInt64(max(0, exposure.spaceSize)))
             encoder.bool(exposure.exact)
             encoder.uint64(UInt64(max(0, exposure.candidatesScored)))
-            encoder.double(exposure.seconds)
         }
     }
 
     public init(from decoder: inout WireDecoder) throws {
         round = try decoder.uint64("round")
         let client = try decoder.string("client", limit: 64)
-        let examples = try decoder.uint64("examples")
-        let before = try decoder.double("evalLossBefore")
-        let after = try decoder.double("evalLossAfter")
-        let tokens = try decoder.uint64("evalTokens")
         let epsilon = try decoder.double("epsilon")
         let delta = try decoder.double("delta")
         let budget = try decoder.double("epsilonBudget")
-        let trainLoss = try decoder.double("trainLoss")
-        let seconds = try decoder.double("seconds")
+        let heldOut = HeldOutRelease(lossBefore: try decoder.int64("heldOut.lossBefore"),
+                                     lossAfter: try decoder.int64("heldOut.lossAfter"), count: try decoder.int64("heldOut.count"),
+                                     lossClip: try decoder.double("heldOut.lossClip"),
+                                     noiseMultiplier: try decoder.double("heldOut.noiseMultiplier"))
         var exposure: CanaryExposureSummary?
         if try decoder.bool("hasCanaryExposure") {
-            // Counts are checked against their bounds before they become Ints.
-            let canaries = try decoder.uint64("canaryExposure.canaries")
-            let repetitions = try decoder.uint64("canaryExposure.repetitions")
-            let meanBits = try decoder.double("canaryExposure.meanBits")
-            let maxBits = try decoder.double("canaryExposure.maxBits")
-            let space = try decoder.uint64("canaryExposure.spaceSize")
-            let exact = try decoder.bool("canaryExposure.exact")
-            let scored = try decoder.uint64("canaryExposure.candidatesScored")
-            let measuredSeconds = try decoder.double("canaryExposure.seconds")
-            let largest = UInt64(CanaryExposureSummary.spaceSize(digits: CanaryExposureSummary.maximumDigits))
-            guard canaries <= UInt64(CanaryExposureSummary.maximumCanaries), repetitions <= 1_000_000,
-                  space <= largest, scored <= largest else {
-                throw WireError.invalidValue(field: "metrics.canaryExposure",
-                                             reason: "counts out of range (\(canaries) canaries × \(repetitions), space \(space), \(scored) scored)")
-            }
-            let summary = CanaryExposureSummary(canaries: Int(canaries), repetitions: Int(repetitions), meanBits: meanBits,
-                                                maxBits: maxBits, spaceSize: Int(space), exact: exact,
-                                                candidatesScored: Int(scored), seconds: measuredSeconds)
-            if let problem = summary.problem {
-                throw WireError.invalidValue(field: "metrics.canaryExposure", reason: problem)
-            }
-            exposure = summary
+            exposure = try Self.decodeExposure(&decoder)
         }
-        guard examples >= 1, examples <= 1 << 40 else {
-            throw WireError.invalidValue(field: "metrics.examples", reason: "\(examples)")
-        }
-        guard tokens <= 1 << 40 else { throw WireError.invalidValue(field: "metrics.evalTokens", reason: "\(tokens)") }
-        for (name, value) in [("evalLossBefore", before), ("evalLossAfter", after),
-                              ("delta", delta), ("epsilonBudget", budget), ("seconds", seconds)] where !(value.isFinite && value >= 0) {
+        if let problem = heldOut.problem { throw WireError.invalidValue(field: "metrics.heldOut", reason: problem) }
+        for (name, value) in [("delta", delta), ("epsilonBudget", budget)] where !(value.isFinite && value >= 0) {
             throw WireError.invalidValue(field: "metrics.\(name)", reason: "\(value)")
         }
         // +∞ is a client's honest ε once its ledger recorded a round without privacy (issue 13).
         guard epsilon >= 0 else { throw WireError.invalidValue(field: "metrics.epsilon", reason: "\(epsilon)") }
-        metrics = ClientRoundMetrics(client: client, examples: Int(examples), evalLossBefore: before, evalLossAfter: after,
-                                     evalTokens: Int(tokens), epsilon: epsilon, delta: delta, epsilonBudget: budget,
-                                     trainLoss: trainLoss,
-                                     seconds: seconds, canaryExposure: exposure)
+        metrics = ClientRoundMetrics(client: client, epsilon: epsilon, delta: delta, epsilonBudget: budget, heldOut: heldOut,
+                                     canaryExposure: exposure)
+    }
+
+    private static func decodeExposure(_ decoder: inout WireDecoder) throws -> CanaryExposureSummary {
+        // Counts are checked against their bounds before they become Ints.
+        let canaries = try decoder.uint64("canaryExposure.canaries")
+        let repetitions = try decoder.uint64("canaryExposure.repetitions")
+        let meanBits = try decoder.double("canaryExposure.meanBits")
+        let maxBits = try decoder.double("canaryExposure.maxBits")
+        let space = try decoder.uint64("canaryExposure.spaceSize")
+        let exact = try decoder.bool("canaryExposure.exact")
+        let scored = try decoder.uint64("canaryExposure.candidatesScored")
+        let largest = UInt64(CanaryExposureSummary.spaceSize(digits: CanaryExposureSummary.maximumDigits))
+        guard canaries <= UInt64(CanaryExposureSummary.maximumCanaries), repetitions <= 1_000_000,
+              space <= largest, scored <= largest else {
+            throw WireError.invalidValue(field: "metrics.canaryExposure",
+                                         reason: "counts out of range (\(canaries) canaries × \(repetitions), space \(space), \(scored) scored)")
+        }
+        let summary = CanaryExposureSummary(canaries: Int(canaries), repetitions: Int(repetitions), meanBits: meanBits,
+                                            maxBits: maxBits, spaceSize: Int(space), exact: exact,
+                                            candidatesScored: Int(scored))
+        if let problem = summary.problem {
+            throw WireError.invalidValue(field: "metrics.canaryExposure", reason: problem)
+        }
+        return summary
     }
 }
 

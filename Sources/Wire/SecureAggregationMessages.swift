@@ -15,10 +15,10 @@ let maximumNeighbourhoodItems = SecureAggregationSession.maximumNeighbourhoodSiz
 /// bytes are the two messages' encodings, so the session id binds all of it.
 ///
 /// Encoding: a client's update becomes `vectorLength` words: the tensors of the adapter layout in
-/// name order, each value `w · Δ` encoded with `valueEncoding` (clip `updateClip`), then one word
-/// for its weight `w` encoded with `weightEncoding` (clip 1), where `w = min(examples, weightBound) /
-/// weightBound`. Summed over the survivors, the coordinator decodes `Σ w·Δ` and `Σ w`, and their
-/// quotient is FedAvg's example-weighted mean of the deltas.
+/// name order, each value `Δ` encoded with `valueEncoding` (clip `updateClip`), then one
+/// participation word, 1 encoded with `participationEncoding` (clip 1). Every client weighs the same
+/// (its record count is private and never travels, issue 13): summed over the survivors, the
+/// coordinator decodes `Σ Δ` and the survivor count, which must equal the survivors it unmasked.
 public struct SecureRoundSetup: WireMessage, Equatable {
     public static let messageType = MessageType.secureSetup
     /// The largest cohort a secure round accepts.
@@ -43,21 +43,18 @@ public struct SecureRoundSetup: WireMessage, Equatable {
     public var degree: UInt32
     /// t: shares needed per closed neighbourhood.
     public var threshold: UInt32
-    /// Every weighted update value `w · Δ` is clipped to ±updateClip before encoding.
+    /// Every update value `Δ` is clipped to ±updateClip before encoding.
     public var updateClip: Double
-    /// Example counts above this weigh as this much.
-    public var weightBound: Double
-    /// Words per client input: the adapter's parameter count, plus one for the weight.
+    /// Words per client input: the adapter's parameter count, plus the participation word.
     public var vectorLength: UInt64
 
     public init(round: UInt64, members: [Member], degree: UInt32, threshold: UInt32, updateClip: Double,
-                weightBound: Double, vectorLength: UInt64) {
+                vectorLength: UInt64) {
         self.round = round
         self.members = members
         self.degree = degree
         self.threshold = threshold
         self.updateClip = updateClip
-        self.weightBound = weightBound
         self.vectorLength = vectorLength
     }
 
@@ -72,7 +69,6 @@ public struct SecureRoundSetup: WireMessage, Equatable {
         encoder.uint32(degree)
         encoder.uint32(threshold)
         encoder.double(updateClip)
-        encoder.double(weightBound)
         encoder.uint64(vectorLength)
     }
 
@@ -94,7 +90,6 @@ public struct SecureRoundSetup: WireMessage, Equatable {
         degree = try decoder.uint32("degree")
         threshold = try decoder.uint32("threshold")
         updateClip = try decoder.double("updateClip")
-        weightBound = try decoder.double("weightBound")
         vectorLength = try decoder.uint64("vectorLength")
         guard members.count >= 2 else {
             throw WireError.invalidValue(field: "secureSetup.members", reason: "\(members.count) members; a session needs 2")
@@ -105,9 +100,6 @@ public struct SecureRoundSetup: WireMessage, Equatable {
         guard updateClip.isFinite, updateClip > 0 else {
             throw WireError.invalidValue(field: "secureSetup.updateClip", reason: "\(updateClip)")
         }
-        guard weightBound.isFinite, weightBound >= 1 else {
-            throw WireError.invalidValue(field: "secureSetup.weightBound", reason: "\(weightBound)")
-        }
         guard vectorLength >= 2, vectorLength <= UInt64(MaskStream.maximumWordCount) else {
             throw WireError.invalidValue(field: "secureSetup.vectorLength", reason: "\(vectorLength)")
         }
@@ -116,13 +108,13 @@ public struct SecureRoundSetup: WireMessage, Equatable {
     /// The neighbour graph: complete, or a random Harary graph of `degree`.
     public var graph: NeighbourGraph { degree == 0 ? .complete : .harary(degree: Int(degree)) }
 
-    /// The encoding of the weighted update values: clip `updateClip`, for the whole cohort.
+    /// The encoding of the update values: clip `updateClip`, for the whole cohort.
     public func valueEncoding() throws -> FixedPointEncoding {
         try FixedPointEncoding(clipBound: updateClip, maximumClients: members.count)
     }
 
-    /// The encoding of the weight word: clip 1 (weights are in (0, 1]), for the whole cohort.
-    public func weightEncoding() throws -> FixedPointEncoding {
+    /// The encoding of the participation word: clip 1 (each client sends exactly 1), for the whole cohort.
+    public func participationEncoding() throws -> FixedPointEncoding {
         try FixedPointEncoding(clipBound: 1, maximumClients: members.count)
     }
 

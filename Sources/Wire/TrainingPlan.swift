@@ -29,10 +29,26 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
     /// Whom ε protects, which is what each step samples and clips as one: a record or a user (JSON
     /// `privacy_unit`, `record` when absent, as in plans written before it existed).
     public var privacyUnit: PrivacyUnit
+    /// Noise multiplier z of each client's held-out metrics release (`HeldOutRelease`): the discrete
+    /// Gaussian's σ is z times the release's L2 sensitivity. Charged with the training, as one more
+    /// Gaussian mechanism (q = 1, one step). JSON `metrics_noise_multiplier`, default 20.
+    public var metricsNoiseMultiplier: Double
+    /// L: each held-out record's mean token loss is clipped to [0, L] nats before it is summed and
+    /// noised. JSON `metrics_loss_clip`, default 6.
+    public var metricsLossClip: Double
+
+    /// Default z of the metrics release: a small share of ε. It adds at most 4% to the ε of 1 to 10
+    /// rounds of the plans in SECURITY.md's table (0.2% after the demo's 3 rounds; dp_accounting's RDP at
+    /// δ 1e-5, SECURITY.md, "What a client sends"); the price is noise: σ = 34.6 records on the count.
+    public static let defaultMetricsNoiseMultiplier = 20.0
+    /// Default L of the metrics release, in nats: above the per-record mean losses of the demo's notes (about 3.5).
+    public static let defaultMetricsLossClip = 6.0
 
     public init(steps: Int, learningRate: Double, samplingRate: Double, noiseMultiplier: Double, clipNorm: Double,
                 delta: Double, maxLength: Int, rank: Int, alpha: Double, targets: [String],
-                privacyUnit: PrivacyUnit = .record) {
+                privacyUnit: PrivacyUnit = .record,
+                metricsNoiseMultiplier: Double = TrainingPlan.defaultMetricsNoiseMultiplier,
+                metricsLossClip: Double = TrainingPlan.defaultMetricsLossClip) {
         self.steps = steps
         self.learningRate = learningRate
         self.samplingRate = samplingRate
@@ -44,6 +60,8 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
         self.alpha = alpha
         self.targets = targets
         self.privacyUnit = privacyUnit
+        self.metricsNoiseMultiplier = metricsNoiseMultiplier
+        self.metricsLossClip = metricsLossClip
     }
 
     /// Whether the plan trains with differential privacy.
@@ -57,9 +75,12 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
         case clipNorm = "clip_norm"
         case maxLength = "max_length"
         case privacyUnit = "privacy_unit"
+        case metricsNoiseMultiplier = "metrics_noise_multiplier"
+        case metricsLossClip = "metrics_loss_clip"
     }
 
-    /// Every field required but `privacy_unit`, which defaults to `record`.
+    /// Every field required but `privacy_unit` (`record` when absent) and the metrics release's
+    /// (their defaults when absent): plans written before them (configurations, audit records) still read.
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         steps = try container.decode(Int.self, forKey: .steps)
@@ -73,6 +94,9 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
         alpha = try container.decode(Double.self, forKey: .alpha)
         targets = try container.decode([String].self, forKey: .targets)
         privacyUnit = try container.decodeIfPresent(PrivacyUnit.self, forKey: .privacyUnit) ?? .record
+        metricsNoiseMultiplier = try container.decodeIfPresent(Double.self, forKey: .metricsNoiseMultiplier)
+            ?? Self.defaultMetricsNoiseMultiplier
+        metricsLossClip = try container.decodeIfPresent(Double.self, forKey: .metricsLossClip) ?? Self.defaultMetricsLossClip
     }
 
     /// The plan's fields in range, or an error naming the first that is not.
@@ -89,6 +113,10 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
         try check(maxLength >= 2 && maxLength <= 1 << 16, "max_length", "must be 2...65536, got \(maxLength)")
         try check(rank >= 1 && rank <= 1024, "rank", "must be 1...1024, got \(rank)")
         try check(alpha.isFinite && alpha > 0, "alpha", "must be positive, got \(alpha)")
+        try check(metricsNoiseMultiplier.isFinite && metricsNoiseMultiplier >= 0.1 && metricsNoiseMultiplier <= 1000,
+                  "metrics_noise_multiplier", "must be in [0.1, 1000], got \(metricsNoiseMultiplier)")
+        try check(metricsLossClip.isFinite && metricsLossClip > 0 && metricsLossClip <= 1000, "metrics_loss_clip",
+                  "must be in (0, 1000] nats, got \(metricsLossClip)")
         let known: Set<String> = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
         try check(!targets.isEmpty && targets.allSatisfy(known.contains), "targets",
                   "must be a non-empty subset of \(known.sorted().joined(separator: ",")), got \(targets)")
@@ -105,53 +133,227 @@ public struct ClientReason: Codable, Sendable, Equatable {
     }
 }
 
-/// One participant's figures for a round, as it reported them.
+/// One participant's figures for a round, as it reported them. Every field is public, from the plan or
+/// the client's ledger, or released by an accounted mechanism (SECURITY.md, "What a client sends";
+/// `ClientMessageFieldTests` walks them): the held-out losses and record count only as a noised
+/// `HeldOutRelease`, charged to the client's ledger with the round's training. No timing, no exact
+/// count, no training loss.
 public struct ClientRoundMetrics: Codable, Sendable, Equatable {
     public var client: String
-    /// Records in the client's training split (FedAvg's weight).
-    public var examples: Int
-    /// Held-out loss of the incoming global adapter, and of the adapter the client trained.
-    public var evalLossBefore: Double
-    public var evalLossAfter: Double
-    /// Held-out tokens scored (the weight of the losses).
-    public var evalTokens: Int
-    /// The client's cumulative ε after this round, at `delta`, from its own ledger.
+    /// The client's cumulative ε after this round, at `delta`, from its own ledger: a function of the
+    /// mechanisms it was charged for (the plans it accepted and its own runs), never of its records.
     public var epsilon: Double
     public var delta: Double
     /// The client's own budget: the most ε it will ever spend (its ledger's ε_max at `delta`).
     public var epsilonBudget: Double
-    /// Mean training loss over the round's steps.
-    public var trainLoss: Double
-    /// Seconds the client spent training and evaluating.
-    public var seconds: Double
+    /// The held-out losses before and after, and the record count, as released with discrete Gaussian
+    /// noise. Nil only in audit records written before releases existed (see `clearFigures`).
+    public var heldOut: HeldOutRelease?
     /// Exposure of the client's secret canaries on the global adapter it received, measured before
-    /// training (nil when the client plants none). JSON `canary_exposure`.
+    /// training (nil when the client plants none): post-processing of the DP-trained global adapter
+    /// and the client's own random secrets. JSON `canary_exposure`.
     public var canaryExposure: CanaryExposureSummary?
+    /// The figures clients sent in clear before issue 13 (exact counts, losses, timings). Read from old
+    /// audit records so that they still verify and render, marked as such; never sent or written now.
+    public var clearFigures: ClearClientFigures?
 
-    public init(client: String, examples: Int, evalLossBefore: Double, evalLossAfter: Double, evalTokens: Int,
-                epsilon: Double, delta: Double, epsilonBudget: Double, trainLoss: Double, seconds: Double,
+    public init(client: String, epsilon: Double, delta: Double, epsilonBudget: Double, heldOut: HeldOutRelease,
                 canaryExposure: CanaryExposureSummary? = nil) {
         self.client = client
+        self.epsilon = epsilon
+        self.delta = delta
+        self.epsilonBudget = epsilonBudget
+        self.heldOut = heldOut
+        self.canaryExposure = canaryExposure
+        self.clearFigures = nil
+    }
+
+    /// An old record's metrics: the figures its client sent in clear (what decoding such a record
+    /// gives; reports and tests of old logs build them this way). Never sent.
+    public init(client: String, epsilon: Double, delta: Double, epsilonBudget: Double, clearFigures: ClearClientFigures,
+                canaryExposure: CanaryExposureSummary? = nil) {
+        self.client = client
+        self.epsilon = epsilon
+        self.delta = delta
+        self.epsilonBudget = epsilonBudget
+        self.heldOut = nil
+        self.canaryExposure = canaryExposure
+        self.clearFigures = clearFigures
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case client, epsilon, delta
+        case heldOut = "held_out"
+        case canaryExposure = "canary_exposure"
+        case epsilonBudget = "epsilon_budget"
+    }
+
+    enum ClearKeys: String, CodingKey {
+        case examples, seconds
+        case evalLossBefore = "eval_loss_before"
+        case evalLossAfter = "eval_loss_after"
+        case evalTokens = "eval_tokens"
+        case trainLoss = "train_loss"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        client = try c.decode(String.self, forKey: .client)
+        epsilon = try c.decode(Double.self, forKey: .epsilon)
+        delta = try c.decode(Double.self, forKey: .delta)
+        epsilonBudget = try c.decode(Double.self, forKey: .epsilonBudget)
+        canaryExposure = try c.decodeIfPresent(CanaryExposureSummary.self, forKey: .canaryExposure)
+        heldOut = try c.decodeIfPresent(HeldOutRelease.self, forKey: .heldOut)
+        if heldOut == nil {
+            // A record of the first format: its clear figures, all of which it must have.
+            let old = try decoder.container(keyedBy: ClearKeys.self)
+            clearFigures = ClearClientFigures(
+                examples: try old.decode(Int.self, forKey: .examples),
+                evalLossBefore: try old.decode(Double.self, forKey: .evalLossBefore),
+                evalLossAfter: try old.decode(Double.self, forKey: .evalLossAfter),
+                evalTokens: try old.decode(Int.self, forKey: .evalTokens),
+                trainLoss: try old.decode(Double.self, forKey: .trainLoss),
+                seconds: try old.decode(Double.self, forKey: .seconds))
+        } else {
+            clearFigures = nil
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(client, forKey: .client)
+        try c.encode(epsilon, forKey: .epsilon)
+        try c.encode(delta, forKey: .delta)
+        try c.encode(epsilonBudget, forKey: .epsilonBudget)
+        try c.encodeIfPresent(heldOut, forKey: .heldOut)
+        try c.encodeIfPresent(canaryExposure, forKey: .canaryExposure)
+        if let clearFigures {  // an old record re-encoded (tests, `audit --json`): as it was written
+            var old = encoder.container(keyedBy: ClearKeys.self)
+            try old.encode(clearFigures.examples, forKey: .examples)
+            try old.encode(clearFigures.evalLossBefore, forKey: .evalLossBefore)
+            try old.encode(clearFigures.evalLossAfter, forKey: .evalLossAfter)
+            try old.encode(clearFigures.evalTokens, forKey: .evalTokens)
+            try old.encode(clearFigures.trainLoss, forKey: .trainLoss)
+            try old.encode(clearFigures.seconds, forKey: .seconds)
+        }
+    }
+}
+
+/// What a client sent in clear before issue 13, as audit records of that time hold it.
+public struct ClearClientFigures: Sendable, Equatable {
+    public var examples: Int
+    public var evalLossBefore: Double
+    public var evalLossAfter: Double
+    public var evalTokens: Int
+    public var trainLoss: Double
+    public var seconds: Double
+
+    public init(examples: Int, evalLossBefore: Double, evalLossAfter: Double, evalTokens: Int, trainLoss: Double,
+                seconds: Double) {
         self.examples = examples
         self.evalLossBefore = evalLossBefore
         self.evalLossAfter = evalLossAfter
         self.evalTokens = evalTokens
-        self.epsilon = epsilon
-        self.delta = delta
-        self.epsilonBudget = epsilonBudget
         self.trainLoss = trainLoss
         self.seconds = seconds
-        self.canaryExposure = canaryExposure
+    }
+}
+
+/// A client's held-out figures of one round, released with the discrete Gaussian mechanism (Canonne,
+/// Kamath, Steinke 2020) on a fixed-point grid of `gridScale` units.
+///
+/// Each held-out record r contributes the integer vector
+/// `(⌊S·min(max(ℓ_before(r), 0), L)/L⌉, ⌊S·min(max(ℓ_after(r), 0), L)/L⌉, S)`, with ℓ its mean token
+/// loss (nats) under the global adapter and under the adapter the client trained, S = `gridScale`,
+/// L = `lossClip` (records without a scored token contribute nothing). The client sums the vectors over
+/// its held-out split and adds independent N_Z(0, σ²) noise to each coordinate with
+/// σ = z·√3·S, z = `noiseMultiplier`. Adding or removing one record moves the sum by at most
+/// √3·S in L2, so the release is (1/(2z²))-zCDP, the RDP curve α/(2z²) of the Gaussian mechanism with
+/// noise multiplier z (CKS 2020, Theorem 4 and its multivariate form, Theorem 14); the client charges
+/// it to its ledger as `MechanismSteps(samplingRate: 1, noiseMultiplier: z, steps: 1)` in the same
+/// charge as the round's training. The "after" loss is scored with the DP-trained adapter: the
+/// composition is adaptive, and a training record moves no coordinate given that adapter.
+public struct HeldOutRelease: Codable, Sendable, Equatable {
+    /// S: grid units per record in the count, and per L nats in a loss.
+    public static let gridScale: Int64 = 1 << 10
+    /// The noised sums, in grid units.
+    public var lossBefore: Int64
+    public var lossAfter: Int64
+    public var count: Int64
+    /// L and z of the release (the plan's `metrics_loss_clip` and `metrics_noise_multiplier`).
+    public var lossClip: Double
+    public var noiseMultiplier: Double
+
+    public init(lossBefore: Int64, lossAfter: Int64, count: Int64, lossClip: Double, noiseMultiplier: Double) {
+        self.lossBefore = lossBefore
+        self.lossAfter = lossAfter
+        self.count = count
+        self.lossClip = lossClip
+        self.noiseMultiplier = noiseMultiplier
+    }
+
+    /// σ of each coordinate's noise, in grid units: z·√3·S.
+    public var sigma: Double { Self.sigma(noiseMultiplier: noiseMultiplier) }
+
+    /// σ of a release with noise multiplier z, in grid units.
+    public static func sigma(noiseMultiplier: Double) -> Double { noiseMultiplier * 3.0.squareRoot() * Double(gridScale) }
+
+    /// The released record count (noised; may be ≤ 0 when the split is small against σ).
+    public var records: Double { Double(count) / Double(Self.gridScale) }
+
+    /// Why the figures cannot be a release (field and value), or nil when they can.
+    public var problem: String? {
+        guard lossClip.isFinite, lossClip > 0, lossClip <= 1000 else { return "loss_clip \(lossClip)" }
+        guard noiseMultiplier.isFinite, noiseMultiplier >= 0.1, noiseMultiplier <= 1000 else {
+            return "noise_multiplier \(noiseMultiplier)"
+        }
+        let limit = Int64(1) << 60
+        for (name, value) in [("loss_before", lossBefore), ("loss_after", lossAfter), ("count", count)]
+            where !(-limit...limit).contains(value) {
+            return "\(name) \(value) outside ±2^60"
+        }
+        return nil
     }
 
     enum CodingKeys: String, CodingKey {
-        case client, examples, epsilon, delta, seconds
-        case canaryExposure = "canary_exposure"
-        case evalLossBefore = "eval_loss_before"
-        case evalLossAfter = "eval_loss_after"
-        case evalTokens = "eval_tokens"
-        case epsilonBudget = "epsilon_budget"
-        case trainLoss = "train_loss"
+        case count
+        case lossBefore = "loss_before"
+        case lossAfter = "loss_after"
+        case lossClip = "loss_clip"
+        case noiseMultiplier = "noise_multiplier"
+    }
+}
+
+/// Post-processing of released held-out figures, summed over any set of clients: the mean per-record
+/// loss before and after, clamped to [0, L], and its standard error from the noise alone (delta method:
+/// σ_total·√(1 + m²)/C in units of L, with m the mean in units of L, C the released count). Uses only
+/// released numbers and public parameters, so it costs no privacy.
+public struct ReleasedLoss: Sendable, Equatable {
+    public var before: Double?
+    public var after: Double?
+    /// Standard error of either mean, in nats (nil when the released count is not positive).
+    public var standardError: Double?
+    /// The released record count, summed.
+    public var records: Double
+
+    /// Nil when `releases` is empty or their L differ.
+    public init?(_ releases: [HeldOutRelease]) {
+        guard let first = releases.first, releases.allSatisfy({ $0.lossClip == first.lossClip }) else { return nil }
+        let l = first.lossClip
+        let count = releases.reduce(0.0) { $0 + Double($1.count) }
+        let variance = releases.reduce(0.0) { $0 + $1.sigma * $1.sigma }
+        records = count / Double(HeldOutRelease.gridScale)
+        guard count > 0 else {
+            before = nil
+            after = nil
+            standardError = nil
+            return
+        }
+        func mean(_ sum: Double) -> Double { min(max(l * sum / count, 0), l) }
+        before = mean(releases.reduce(0.0) { $0 + Double($1.lossBefore) })
+        after = mean(releases.reduce(0.0) { $0 + Double($1.lossAfter) })
+        let m = max(before ?? 0, after ?? 0) / l
+        standardError = l * variance.squareRoot() * (1 + m * m).squareRoot() / count
     }
 }
 
@@ -171,8 +373,9 @@ public struct CanaryExposureSummary: Codable, Sendable, Equatable {
     public var exact: Bool
     /// Candidates scored besides each secret (|R| − 1 when exact).
     public var candidatesScored: Int
-    /// Seconds the measurement took.
-    public var seconds: Double
+    /// Seconds the measurement took: for the client's own log only. Never sent (the wire carries no
+    /// timing), so nil in what the coordinator receives; old audit records may hold it.
+    public var seconds: Double?
 
     /// Most canaries a summary may count (the wire decoder's bound).
     public static let maximumCanaries = 100_000
@@ -186,7 +389,7 @@ public struct CanaryExposureSummary: Codable, Sendable, Equatable {
     }
 
     public init(canaries: Int, repetitions: Int, meanBits: Double, maxBits: Double, spaceSize: Int, exact: Bool,
-                candidatesScored: Int, seconds: Double) {
+                candidatesScored: Int, seconds: Double? = nil) {
         self.canaries = canaries
         self.repetitions = repetitions
         self.meanBits = meanBits
@@ -213,7 +416,7 @@ public struct CanaryExposureSummary: Codable, Sendable, Equatable {
             return "\(name) \(value) outside 0...log2 \(spaceSize)"
         }
         guard meanBits <= maxBits + 1e-9 else { return "mean_bits \(meanBits) above max_bits \(maxBits)" }
-        guard seconds.isFinite, seconds >= 0 else { return "seconds \(seconds)" }
+        if let seconds, !(seconds.isFinite && seconds >= 0) { return "seconds \(seconds)" }
         return nil
     }
 

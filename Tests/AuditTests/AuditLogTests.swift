@@ -29,10 +29,12 @@ final class AuditLogTests: XCTestCase {
     static func record(round: UInt64, small: Bool = false, cohort: [String]? = nil) -> AuditRecord {
         let started = Date(timeIntervalSince1970: 1_740_000_000.125 + Double(round) * 600)
         let metrics = small ? [] : [
-            ClientRoundMetrics(client: "clinic-a", examples: 400, evalLossBefore: 2.5, evalLossAfter: 2.25, evalTokens: 9000,
-                               epsilon: 0.75 * Double(round), delta: 1e-5, epsilonBudget: 10, trainLoss: 2.4, seconds: 31.5),
-            ClientRoundMetrics(client: "clinic/b é", examples: 250, evalLossBefore: 2.75, evalLossAfter: 2.5, evalTokens: 5000,
-                               epsilon: 0.5 * Double(round), delta: 1e-5, epsilonBudget: 10, trainLoss: 2.6, seconds: 40.25),
+            ClientRoundMetrics(client: "clinic-a", epsilon: 0.75 * Double(round), delta: 1e-5, epsilonBudget: 10,
+                               heldOut: HeldOutRelease(lossBefore: 170_667, lossAfter: 153_600, count: 409_612, lossClip: 6,
+                                                       noiseMultiplier: 5)),
+            ClientRoundMetrics(client: "clinic/b é", epsilon: 0.5 * Double(round), delta: 1e-5, epsilonBudget: 10,
+                               heldOut: HeldOutRelease(lossBefore: 117_000, lossAfter: -3_210, count: 256_020, lossClip: 6,
+                                                       noiseMultiplier: 5)),
         ]
         let aborted = round % 3 == 0
         return AuditRecord(
@@ -42,7 +44,7 @@ final class AuditLogTests: XCTestCase {
             declines: small ? [] : [ClientReason(client: "clinic-c", reason: "budget: ε would reach 8.1 > 8")],
             dropouts: [], aggregation: "fedavg", secureAggregation: !small, plan: plan, clients: metrics,
             maxEpsilon: small ? nil : 0.75 * Double(round), evalLossBefore: small ? nil : 2.6,
-            evalLossAfter: small ? nil : 2.35, adapterSHA256: String(repeating: "ab", count: 32),
+            evalLossAfter: small ? nil : 2.35, evalLossStandardError: small ? nil : 0.047, adapterSHA256: String(repeating: "ab", count: 32),
             abortReason: aborted ? "too few participants: 1 < 2" : nil, previousHash: "ignored")
     }
 
@@ -339,6 +341,43 @@ final class AuditLogTests: XCTestCase {
         try Data(repeating: 0x61, count: 4096).write(to: paths.signingPublicKey)
         XCTAssertThrowsError(try AuditLog.readPublicKey(from: paths.signingPublicKey)) { error in
             XCTAssertTrue("\(error)".contains("is 4096 bytes"), "\(error)")
+        }
+    }
+
+    // MARK: Logs written before the metrics release (issue 13)
+
+    /// A real log of the first record format (two rounds of a canary federation, written by the
+    /// previous release: exact counts, losses and timings in clear) still verifies under its key, and
+    /// its clients' figures are read as clear figures, never as releases.
+    func testALogOfTheFirstFormatStillVerifiesAndReadsItsClearFigures() throws {
+        let folder = Fixtures.repositoryRoot.appendingPathComponent("Tests/AuditTests/Fixtures")
+        let key = try String(contentsOf: folder.appendingPathComponent("audit-format1.signing.pub"), encoding: .utf8)
+        let publicKey = try SigningPublicKey(bytes: try Hex.decode(key.trimmingCharacters(in: .whitespacesAndNewlines)))
+        let verification = try AuditLog(url: folder.appendingPathComponent("audit-format1.jsonl")).verify(publicKey: publicKey)
+        XCTAssertNil(verification.failure.map { "\($0.record): \($0.reason)" })
+        XCTAssertEqual(verification.records.map(\.round), [1, 2])
+        let first = try XCTUnwrap(verification.records.first)
+        XCTAssertFalse(first.metricsReleased)
+        XCTAssertNil(first.evalLossStandardError)
+        XCTAssertEqual(first.clients.map { $0.clearFigures?.examples }, [42, 30])
+        XCTAssertEqual(first.clients.map(\.heldOut), [nil, nil])
+        XCTAssertEqual(first.clients[0].canaryExposure?.seconds ?? 0, 0.05768764019012451, accuracy: 1e-15)
+        XCTAssertEqual(first.plan.metricsNoiseMultiplier, TrainingPlan.defaultMetricsNoiseMultiplier, "absent: the default")
+        // Control: the same bytes under another key do not verify.
+        XCTAssertNotNil(try AuditLog(url: folder.appendingPathComponent("audit-format1.jsonl"))
+                            .verify(publicKey: SigningKeyPair().publicKey).failure)
+    }
+
+    /// A record of today's format keeps its releases through the log, and a client entry with neither
+    /// a release nor the old figures is an error naming the field.
+    func testReleasesRoundTripAndAnEntryWithNeitherFormIsRefused() throws {
+        let written = try log.append(Self.record(round: 1), signer: signer).record
+        XCTAssertTrue(written.metricsReleased)
+        XCTAssertEqual(written.clients.map(\.heldOut?.count), [409_612, 256_020])
+        XCTAssertEqual(written.evalLossStandardError, 0.047)
+        let bare = #"{"client":"a","epsilon":1,"delta":1e-05,"epsilon_budget":10}"#
+        XCTAssertThrowsError(try JSONFile.decode(ClientRoundMetrics.self, from: Data(bare.utf8), keys: .declared)) { error in
+            XCTAssertTrue("\(error)".contains("examples"), "\(error)")
         }
     }
 }

@@ -11,10 +11,11 @@ import XCTest
 /// A client's canaries: configuration checks, the secret file (0600, reused, refused when it no longer
 /// matches), planting, and the exposure summary as the metrics frame carries it.
 final class ClientCanariesTests: XCTestCase {
-    let metrics = ClientRoundMetrics(client: "clinic-1", examples: 60, evalLossBefore: 3, evalLossAfter: 2, evalTokens: 10,
-                                     epsilon: 1, delta: 1e-5, epsilonBudget: 8, trainLoss: 2.5, seconds: 3)
+    let metrics = ClientRoundMetrics(client: "clinic-1", epsilon: 1, delta: 1e-5, epsilonBudget: 8,
+                                     heldOut: HeldOutRelease(lossBefore: 30_720, lossAfter: 20_480, count: 61_440, lossClip: 6,
+                                                             noiseMultiplier: 5))
     let summary = CanaryExposureSummary(canaries: 5, repetitions: 4, meanBits: 1.5, maxBits: 3.25, spaceSize: 1000,
-                                        exact: true, candidatesScored: 999, seconds: 0.25)
+                                        exact: true, candidatesScored: 999)
 
     func testMetricsReportCarriesExposureOnlyWhenPresent() throws {
         let plain = MetricsReport(round: 3, metrics: metrics)
@@ -28,8 +29,12 @@ final class ClientCanariesTests: XCTestCase {
         let decoded = try MetricsReport(frame: frame)
         XCTAssertEqual(decoded.metrics.canaryExposure, summary)
         XCTAssertEqual(decoded.metrics, withExposure)
-        // Both carry the presence flag; the summary adds seven 8-byte fields and the exact flag.
-        XCTAssertEqual(frame.payload.count - plainFrame.payload.count, 7 * 8 + 1)
+        // Both carry the presence flag; the summary adds six 8-byte fields and the exact flag (no timing).
+        XCTAssertEqual(frame.payload.count - plainFrame.payload.count, 6 * 8 + 1)
+        var timed = withExposure
+        timed.canaryExposure?.seconds = 0.25
+        XCTAssertEqual(try MetricsReport(frame: MetricsReport(round: 3, metrics: timed).frame()).metrics, withExposure,
+                       "the measurement's seconds stay in the client's log")
 
         // Cut short anywhere in the summary or its flag: a truncation error, never a crash.
         for cut in 1...(frame.payload.count - plainFrame.payload.count + 1) {

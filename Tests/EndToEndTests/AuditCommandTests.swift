@@ -41,11 +41,13 @@ final class AuditCommandTests: XCTestCase {
             status: "committed", round: 1, started: started, finished: started + 185, cohort: ["alpha", "beta", "gamma"],
             participants: ["alpha", "beta"], declines: [ClientReason(client: "gamma", reason: "budget exhausted")],
             dropouts: [], aggregation: "fedavg", secureAggregation: true, plan: plan,
-            clients: [ClientRoundMetrics(client: "alpha", examples: 300, evalLossBefore: 2.5, evalLossAfter: 2.0,
-                                         evalTokens: 4000, epsilon: 1.234, delta: 1e-5, epsilonBudget: 10, trainLoss: 2.2, seconds: 60),
-                      ClientRoundMetrics(client: "beta", examples: 100, evalLossBefore: 3.0, evalLossAfter: 2.5,
-                                         evalTokens: 1000, epsilon: 0.5, delta: 1e-5, epsilonBudget: 10, trainLoss: 2.8, seconds: 70)],
-            maxEpsilon: 1.234, evalLossBefore: 2.6, evalLossAfter: 2.1,
+            clients: [ClientRoundMetrics(client: "alpha", epsilon: 1.234, delta: 1e-5, epsilonBudget: 10,
+                                         heldOut: HeldOutRelease(lossBefore: 128_000, lossAfter: 102_400, count: 307_200,
+                                                                 lossClip: 6, noiseMultiplier: 5)),
+                      ClientRoundMetrics(client: "beta", epsilon: 0.5, delta: 1e-5, epsilonBudget: 10,
+                                         heldOut: HeldOutRelease(lossBefore: 51_200, lossAfter: 42_667, count: 102_400,
+                                                                 lossClip: 6, noiseMultiplier: 5))],
+            maxEpsilon: 1.234, evalLossBefore: 2.6, evalLossAfter: 2.1, evalLossStandardError: 0.047,
             adapterSHA256: "0123456789abcdef" + String(repeating: "0", count: 48), abortReason: nil,
             previousHash: ""), signer: signer)
         try log.append(AuditRecord(
@@ -75,6 +77,8 @@ final class AuditCommandTests: XCTestCase {
         XCTAssertEqual(first["max_epsilon"] as? Double, 1.234)
         XCTAssertEqual(first["eval_loss_before"] as? Double, 2.6)
         XCTAssertEqual(first["eval_loss_after"] as? Double, 2.1)
+        XCTAssertEqual(first["eval_loss_standard_error"] as? Double, 0.047)
+        XCTAssertEqual(first["eval_loss_released"] as? Bool, true)
         XCTAssertEqual(first["adapter_sha256"] as? String, "0123456789abcdef" + String(repeating: "0", count: 48))
         XCTAssertEqual(first["started"] as? String, "2025-06-15T15:06:40.500Z")
         XCTAssertEqual(first["finished"] as? String, "2025-06-15T15:09:45.500Z")
@@ -89,7 +93,8 @@ final class AuditCommandTests: XCTestCase {
         let clients = try XCTUnwrap(first["clients"] as? [[String: Any]])
         XCTAssertEqual(clients.map { $0["client"] as? String }, ["alpha", "beta"])
         XCTAssertEqual(clients.first?["epsilon"] as? Double, 1.234)
-        XCTAssertEqual(clients.first?["eval_tokens"] as? Int, 4000)
+        XCTAssertEqual((clients.first?["held_out"] as? [String: Any])?["count"] as? Int, 307_200)
+        XCTAssertNil(clients.first?["examples"], "no exact count in a record since issue 13")
 
         XCTAssertEqual(second["status"] as? String, "aborted")
         XCTAssertEqual(second["abort_reason"] as? String, "too few participants: 1 < 2")
@@ -111,7 +116,7 @@ final class AuditCommandTests: XCTestCase {
         }
         let first = lines[1].split(separator: " ").map(String.init)
         XCTAssertEqual(first, ["1", "committed", "2", "1", "0", "fedavg", "yes", "1.23", "record", "2.6000", "→", "2.1000",
-                               "0123456789ab", "3m05s"])
+                               "±", "0.0470", "(DP)", "0123456789ab", "3m05s"])
         let second = lines[2].split(separator: " ").map(String.init)
         XCTAssertEqual(second, ["2", "aborted", "0", "0", "1", "fedavg", "yes", "-", "record", "-", "0123456789ab", "12.2s"])
         XCTAssertEqual(lines[3], "audit chain: verified (2 records)")

@@ -60,9 +60,11 @@ final class CanaryFederationTests: XCTestCase {
         let reporting = clients.filter { $0["canary_exposure"] != nil }.compactMap { $0["client"] as? String }
         XCTAssertEqual(reporting, ["client-a"], "\(clients)")
         let a = try XCTUnwrap(clients.first { $0["client"] as? String == "client-a" })
-        // Each canary repetition is a training record.
-        XCTAssertEqual(a["examples"] as? Int, 30 + 3 * 4)
+        // No exact record count travels (issue 13): the held-out figures are a noised release.
+        XCTAssertNil(a["examples"])
+        XCTAssertNotNil(a["held_out"] as? [String: Any])
         let exposure = try XCTUnwrap(a["canary_exposure"] as? [String: Any])
+        XCTAssertNil(exposure["seconds"], "the measurement's timing stays in the client's log")
         XCTAssertEqual(exposure["canaries"] as? Int, 3)
         XCTAssertEqual(exposure["repetitions"] as? Int, 4)
         XCTAssertEqual(exposure["space_size"] as? Int, 1_000_000)

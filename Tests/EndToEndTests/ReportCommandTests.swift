@@ -36,15 +36,16 @@ final class ReportCommandTests: XCTestCase {
         let log = AuditLog(paths: paths)
         for (round, epsilons) in [(UInt64(1), [1.234, 0.5]), (2, [2.468, 1.01])] {
             let clients = zip(["alpha", "beta"], epsilons).map { client, epsilon in
-                ClientRoundMetrics(client: client, examples: 100, evalLossBefore: 2.5, evalLossAfter: 2.25, evalTokens: 1000,
-                                   epsilon: epsilon, delta: 1e-5, epsilonBudget: 10, trainLoss: 2.4, seconds: 60)
+                ClientRoundMetrics(client: client, epsilon: epsilon, delta: 1e-5, epsilonBudget: 10,
+                                   heldOut: HeldOutRelease(lossBefore: 42_667, lossAfter: 38_400, count: 102_400, lossClip: 6,
+                                                           noiseMultiplier: 5))
             }
             try log.append(AuditRecord(
                 status: "committed", round: round, started: started + Double(round) * 600,
                 finished: started + Double(round) * 600 + 185, cohort: ["alpha", "beta", "gamma"],
                 participants: ["alpha", "beta"], declines: [ClientReason(client: "gamma", reason: "budget <exhausted>")],
                 dropouts: [], aggregation: "fedavg", secureAggregation: true, plan: plan, clients: clients,
-                maxEpsilon: epsilons.max(), evalLossBefore: 2.5, evalLossAfter: 2.25,
+                maxEpsilon: epsilons.max(), evalLossBefore: 2.5, evalLossAfter: 2.25, evalLossStandardError: 0.2,
                 adapterSHA256: String(repeating: "0", count: 64), abortReason: nil, previousHash: ""), signer: signer)
         }
     }

@@ -82,30 +82,31 @@ final class DemoTests: XCTestCase {
         }
     }
 
+    static let release = HeldOutRelease(lossBefore: 2_867, lossAfter: 2_580, count: 6_881, lossClip: 6, noiseMultiplier: 5)
+
     func record(_ round: UInt64, status: String, exposure: CanaryExposureSummary? = nil) -> AuditRecord {
         let plan = DemoConfiguration(model: "m").plan
         let started = Date(timeIntervalSince1970: 1_750_000_000)
-        let metrics = ClientRoundMetrics(client: "clinic-1-cardiology", examples: 134, evalLossBefore: 2.5, evalLossAfter: 2.25,
-                                         evalTokens: 900, epsilon: 1.5, delta: 1e-5, epsilonBudget: 10, trainLoss: 2.4,
-                                         seconds: 30, canaryExposure: exposure)
+        let metrics = ClientRoundMetrics(client: "clinic-1-cardiology", epsilon: 1.5, delta: 1e-5, epsilonBudget: 10,
+                                         heldOut: Self.release, canaryExposure: exposure)
         let committed = status == "committed"
         return AuditRecord(status: status, round: round, started: started, finished: started + 42, cohort: [metrics.client],
                            participants: committed ? [metrics.client] : [], declines: [], dropouts: [], aggregation: "fedavg",
                            secureAggregation: true, plan: plan, clients: committed ? [metrics] : [],
                            maxEpsilon: committed ? 1.5 : nil, evalLossBefore: committed ? 2.5 : nil,
-                           evalLossAfter: committed ? 2.25 : nil, adapterSHA256: String(repeating: "0", count: 64),
+                           evalLossAfter: committed ? 2.25 : nil, evalLossStandardError: committed ? 0.1 : nil, adapterSHA256: String(repeating: "0", count: 64),
                            abortReason: committed ? nil : "too few participants: 0 < 1", previousHash: "")
     }
 
     func outcome() -> DemoOutcome {
         let exposure = CanaryExposureSummary(canaries: 5, repetitions: 4, meanBits: 1.5, maxBits: 3.25, spaceSize: 1000,
-                                             exact: true, candidatesScored: 1000, seconds: 2.5)
+                                             exact: true, candidatesScored: 1000)
         return DemoOutcome(rounds: [
             DemoOutcome.Round(summary: RoundSummary(record(1, status: "committed", exposure: exposure)),
                               canaryExposure: CanaryExposure(client: "clinic-1-cardiology", summary: exposure)),
             DemoOutcome.Round(summary: RoundSummary(record(2, status: "aborted")), canaryExposure: nil),
         ], auditRecords: 2, auditFailure: nil, adapter: "/d/coordinator/adapters/round-000001", state: "/d/coordinator",
-           seconds: 61.4)
+           seconds: 61.4, release: Self.release)
     }
 
     /// `demo --json`: the fields its help promises.
@@ -115,7 +116,10 @@ final class DemoTests: XCTestCase {
         XCTAssertEqual(json["audit_verified"] as? Bool, true)
         let rounds = try XCTUnwrap(json["rounds"] as? [[String: Any]])
         XCTAssertEqual(Set(rounds[0].keys), ["round", "status", "participants", "eval_loss_before", "eval_loss_after",
-                                             "max_epsilon", "seconds", "canary_exposure"])
+                                             "eval_loss_standard_error", "eval_loss_released", "max_epsilon", "seconds",
+                                             "canary_exposure"])
+        XCTAssertEqual(rounds[0]["eval_loss_released"] as? Bool, true)
+        XCTAssertEqual(rounds[0]["eval_loss_standard_error"] as? Double, 0.1)
         let exposure = try XCTUnwrap(rounds[0]["canary_exposure"] as? [String: Any])
         XCTAssertEqual(Set(exposure.keys), ["client", "mean_bits", "max_bits", "space_size"])
         XCTAssertEqual(exposure["client"] as? String, "clinic-1-cardiology")
@@ -131,12 +135,15 @@ final class DemoTests: XCTestCase {
     func testTableAndExitStatus() {
         var outcome = outcome()
         XCTAssertEqual(outcome.text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init), [
-            "round  status     clients  held-out loss before → after   max ε   seconds",
-            "    1  committed        1                2.5000 →  2.2500     1.50     42.0",
-            "    2  aborted          0                     - →       -        -     42.0",
+            "round  status     clients  held-out loss (DP-released) before → after   ± s.e.   max ε   seconds",
+            "    1  committed        1                              2.5000 →  2.2500   0.1000     1.50     42.0",
+            "    2  aborted          0                                   - →       -        -        -     42.0",
+            "held-out losses: each client's per-record losses clipped to [0, 6] nats, summed with its record count and released "
+                + "with discrete Gaussian noise (z 5: σ 8.66 records on the count, 51.96 nats on each sum), charged to its "
+                + "ledger with the round",
             "",
             "canary exposure on the global adapter each round received (bits; chance ≈ 1.44, at most 9.97)",
-            "    1  clinic-1-cardiology  mean 1.50  max 3.25  (5 canaries × 4, exact, 2.5 s)",
+            "    1  clinic-1-cardiology  mean 1.50  max 3.25  (5 canaries × 4, exact)",
             "",
             "audit chain: verified (2 records, Ed25519-signed, BLAKE2b-chained)",
             "final global adapter (PEFT): /d/coordinator/adapters/round-000001",

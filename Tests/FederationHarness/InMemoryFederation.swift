@@ -44,7 +44,7 @@ public final class InMemoryFederation {
     public struct ClientSpec {
         public var name: String
         public var policy: ClientPolicy
-        /// Its training records (the FedAvg weight).
+        /// Its training records (its own log's; they never travel).
         public var examples: Int
         /// Its state directory: the ledger is created there with the policy's budget unless one exists.
         public var directory: URL
@@ -76,6 +76,8 @@ public final class InMemoryFederation {
         public fileprivate(set) var log: [String] = []
         /// The types of the messages it sent, in order.
         public fileprivate(set) var sent: [MessageType] = []
+        /// The messages it sent, in order, as frames.
+        public fileprivate(set) var sentFrames: [Frame] = []
         /// The global adapter it keeps (from an invitation it prepared, or a committed round).
         public fileprivate(set) var globalAdapter: AdapterTensors?
         /// Errors that closed its connection (a peer fault the agent refused).
@@ -283,14 +285,15 @@ public final class InMemoryFederation {
                 var ledger = try client.ledger()
                 let charge = try ledger.chargeBeforeTraining(request.mechanism, clipNorm: request.clipNorm,
                                                              purpose: "round \(round) in memory", ceiling: request.ceiling,
-                                                             unit: request.unit)
+                                                             unit: request.unit, releases: request.releases)
                 if crashes(client, after: .charge) { return }
                 pending += try client.agent.ledgerAnswered(round: round, charge)
             case let .train(round):
                 guard let work = client.work else { preconditionFailure("round \(round): training before preparing") }
                 client.work = nil
-                let report = TrainingReport(update: client.spec.training(work.plan, work.global, round), evalLossBefore: 3,
-                                            evalLossAfter: 2.5, evalTokens: 100, trainLoss: 2.7, seconds: 1)
+                let report = TrainingReport(update: client.spec.training(work.plan, work.global, round),
+                                            heldOut: Self.heldOut(plan: work.plan), evalLossBefore: 3, evalLossAfter: 2.5,
+                                            evalTokens: 100, trainLoss: 2.7, seconds: 1)
                 if crashes(client, after: .train) { return }
                 pending += try client.agent.trainingFinished(round: round, report)
             case let .upload(round, update, metrics):
@@ -309,6 +312,7 @@ public final class InMemoryFederation {
     private func send(_ frames: [Frame], from client: Client) throws {
         for frame in frames {
             client.sent.append(frame.type)
+            client.sentFrames.append(frame)
             queue.append(.toCoordinator(from: client.spec.name, try frame.encoded()))
         }
     }
@@ -360,17 +364,33 @@ public final class InMemoryFederation {
         }
     }
 
-    /// Aggregates a committed round (FedAvg, weighted by examples; a secure round's decoded mean
-    /// with weight 1); the engine then tells the cohort, except those who declined, how it ended.
+    /// A fixed held-out release for a plan: 100 records of loss 3 before and 2.5 after, as the sums
+    /// would be without noise (the harness has no model; the mechanism is `HeldOutMetrics`'s to test).
+    public static func heldOut(plan: TrainingPlan) -> HeldOutRelease {
+        release(before: 3, after: 2.5, records: 100, lossClip: plan.metricsLossClip, noiseMultiplier: plan.metricsNoiseMultiplier)
+    }
+
+    /// The release a split of `records` records of mean loss `before` and `after` would give without
+    /// noise (for tests of what reads releases; `HeldOutMetrics` makes real ones).
+    public static func release(before: Double, after: Double, records: Int, lossClip: Double = 6,
+                               noiseMultiplier: Double = 5) -> HeldOutRelease {
+        let s = Double(HeldOutRelease.gridScale), n = Double(records)
+        return HeldOutRelease(lossBefore: Int64((n * s * before / lossClip).rounded()),
+                              lossAfter: Int64((n * s * after / lossClip).rounded()),
+                              count: Int64(records) * HeldOutRelease.gridScale, lossClip: lossClip, noiseMultiplier: noiseMultiplier)
+    }
+
+    /// Aggregates a committed round (FedAvg, equal weights; a secure round's decoded mean); the engine
+    /// then tells the cohort, except those who declined, how it ended.
     private func finish(_ outcome: RoundOutcome) throws -> RoundVerdict {
         if outcome.isCommitted {
             var updates = outcome.updates.map {
-                WeightedUpdate(client: $0.client, weight: Double($0.update.metrics.examples), delta: $0.update.delta)
+                WeightedUpdate(client: $0.client, weight: WeightedUpdate.equalWeight, delta: $0.update.delta)
             }
             if let secure = outcome.secure {
-                let decoded = try SecureUpdate.decodeMean(sum: secure.sum, survivors: secure.survivors.count,
-                                                          setup: secure.setup, layout: layout)
-                updates = [WeightedUpdate(client: "secure sum", weight: 1, delta: decoded.mean)]
+                let mean = try SecureUpdate.decodeMean(sum: secure.sum, survivors: secure.survivors.count,
+                                                       setup: secure.setup, layout: layout)
+                updates = [WeightedUpdate(client: "secure sum", weight: WeightedUpdate.equalWeight, delta: mean)]
             }
             var strategy = FedAvg()
             global = try strategy.aggregate(global: global, updates: updates)

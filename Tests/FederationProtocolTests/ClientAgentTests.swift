@@ -33,8 +33,11 @@ final class ClientAgentTests: XCTestCase {
         }
     }
 
+    let release = HeldOutRelease(lossBefore: 51_200, lossAfter: 42_667, count: 102_400, lossClip: 6, noiseMultiplier: 5)
+
     func report(_ update: AdapterTensors) -> TrainingReport {
-        TrainingReport(update: update, evalLossBefore: 3, evalLossAfter: 2.5, evalTokens: 100, trainLoss: 2.7, seconds: 4)
+        TrainingReport(update: update, heldOut: release, evalLossBefore: 3, evalLossAfter: 2.5, evalTokens: 100, trainLoss: 2.7,
+                       seconds: 4)
     }
 
     /// Feeds the invitation and the global adapter; returns the agent's answer to the last frame.
@@ -90,7 +93,11 @@ final class ClientAgentTests: XCTestCase {
         let mechanism = MechanismSteps(samplingRate: 0.1, noiseMultiplier: 1.1, steps: 3)
         actions = a.prepared(round: 4, RoundPreparation(mechanism: mechanism, examples: 20))
         guard case let .charge(4, request)? = actions.first, actions.count == 1 else { return XCTFail("\(actions)") }
-        XCTAssertEqual(request, ChargeRequest(mechanism: mechanism, clipNorm: 0.5, ceiling: 8))
+        // The held-out release is charged in the same request: one Gaussian mechanism at the plan's z.
+        XCTAssertEqual(request, ChargeRequest(mechanism: mechanism, clipNorm: 0.5, ceiling: 8,
+                                              releases: [MechanismSteps(samplingRate: 1,
+                                                                        noiseMultiplier: TrainingPlan.defaultMetricsNoiseMultiplier,
+                                                                        steps: 1, noise: .discreteGaussian)]))
         XCTAssertEqual("\(a.state)", "charging(4)")
 
         // Charged: accept, then train.
@@ -109,10 +116,10 @@ final class ClientAgentTests: XCTestCase {
         actions = try a.trainingFinished(round: 4, report(update))
         guard case let .upload(4, sent, metrics)? = actions.first else { return XCTFail("\(actions)") }
         XCTAssertEqual(sent, update)
-        XCTAssertEqual(metrics, ClientRoundMetrics(client: "clinic-1", examples: 20, evalLossBefore: 3, evalLossAfter: 2.5,
-                                                   evalTokens: 100, epsilon: 1.25, delta: 1e-5, epsilonBudget: 8,
-                                                   trainLoss: 2.7, seconds: 4),
-                       "the budget reported is the smaller of the ledger's and the policy's")
+        XCTAssertEqual(metrics, ClientRoundMetrics(client: "clinic-1", epsilon: 1.25, delta: 1e-5, epsilonBudget: 8,
+                                                   heldOut: release),
+                       "the release as the driver made it; the budget reported is the smaller of the ledger's and the policy's")
+        XCTAssertNil(metrics.clearFigures, "no exact count, loss or timing goes up")
         XCTAssertEqual("\(a.state)", "awaitingResult(4)")
         XCTAssertEqual(a.roundsEnded, 0)
 
@@ -189,7 +196,7 @@ final class ClientAgentTests: XCTestCase {
             var message = invite(round: 3, tensors: global)
             message.secureAggregation = true
             let setup = SecureRoundSetup(round: 3, members: members, degree: 0, threshold: 2, updateClip: 0.24,
-                                         weightBound: 10_000, vectorLength: UInt64(global.values.reduce(1) { $0 + $1.count }))
+                                         vectorLength: UInt64(global.values.reduce(1) { $0 + $1.count }))
             var actions = try a.receive(message.frame()) + a.receive(setup.frame())
             for frame in try TensorSetFrames.frames(round: 3, kind: .globalAdapter, tensors: global) { actions += try a.receive(frame) }
             return actions
@@ -281,12 +288,16 @@ final class ClientAgentTests: XCTestCase {
         XCTAssertThrowsError(try Invite(frame: bad.frame())) { error in
             XCTAssertTrue("\(error)".contains("sampling_rate"), "\(error)")
         }
-        let metrics = ClientRoundMetrics(client: "x", examples: 5, evalLossBefore: 3, evalLossAfter: 2, evalTokens: 10,
-                                         epsilon: 1, delta: 1e-5, epsilonBudget: 8, trainLoss: 2.5, seconds: 3)
+        let metrics = ClientRoundMetrics(client: "x", epsilon: 1, delta: 1e-5, epsilonBudget: 8, heldOut: release)
         XCTAssertEqual(try MetricsReport(frame: MetricsReport(round: 1, metrics: metrics).frame()).metrics, metrics)
         var negative = metrics
         negative.epsilon = -1
         XCTAssertThrowsError(try MetricsReport(frame: MetricsReport(round: 1, metrics: negative).frame()))
+        var unreleased = metrics
+        unreleased.heldOut?.noiseMultiplier = 0
+        XCTAssertThrowsError(try MetricsReport(frame: MetricsReport(round: 1, metrics: unreleased).frame())) { error in
+            XCTAssertTrue("\(error)".contains("heldOut"), "\(error)")
+        }
         let hello = Hello(client: "clinic-1", software: "conclave-client 0.1", pendingRound: 3)
         XCTAssertEqual(try Hello(frame: hello.frame()), hello)
     }

@@ -11,8 +11,8 @@ final class ClientUplinkTests: XCTestCase {
     private let layout = try! AdapterLayout(configuration: ClientAgentTests.configuration, plan: ClientAgentTests.plan)
 
     private func metrics(_ client: String) -> ClientRoundMetrics {
-        ClientRoundMetrics(client: client, examples: 5, evalLossBefore: 3, evalLossAfter: 2, evalTokens: 10,
-                           epsilon: 1, delta: 1e-5, epsilonBudget: 8, trainLoss: 2.5, seconds: 1)
+        ClientRoundMetrics(client: client, epsilon: 1, delta: 1e-5, epsilonBudget: 8,
+                           heldOut: HeldOutRelease(lossBefore: 512, lossAfter: 341, count: 1024, lossClip: 6, noiseMultiplier: 5))
     }
 
     private func update(_ value: Float) -> AdapterTensors {

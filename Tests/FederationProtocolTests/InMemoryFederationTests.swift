@@ -37,7 +37,8 @@ final class InMemoryFederationTests: XCTestCase {
         }
     }
 
-    /// FedAvg of the named clients' fixed updates of round 1, weighted by their examples.
+    /// FedAvg of the named clients' fixed updates of round 1 with the given weights (the coordinator's
+    /// are all equal: a client's record count never travels).
     func expectedGlobal(_ start: AdapterTensors, _ weights: [String: Int]) -> AdapterTensors {
         let total = Double(weights.values.reduce(0, +))
         var sums = start.mapValues { $0.map(Double.init) }
@@ -59,21 +60,22 @@ final class InMemoryFederationTests: XCTestCase {
         return worst
     }
 
-    /// The secure round's rounding bound on the decoded mean: n · 2^-f / Σw, f the finest scale at
+    /// The secure round's rounding bound on the decoded mean: n · 2^-f / n, f the finest scale at
     /// which n inputs of at most B = 8 · steps · lr sum within 31 bits (`SecureUpdate`).
     func secureBound(clients n: Int, examples: [Int]) -> Double {
         let clip = SecureUpdate.defaultClip(plan: Self.plan)
         var bits = 62
         while Double(n) * (clip * Double(sign: .plus, exponent: bits, significand: 1)).rounded(.up) > 2_147_483_647 { bits -= 1 }
-        let totalWeight = examples.reduce(0.0) { $0 + SecureUpdate.weight(examples: $1, bound: SecureUpdate.defaultWeightBound) }
-        return Double(n) / Double(sign: .plus, exponent: bits, significand: 1) / totalWeight
+        return Double(n) / Double(sign: .plus, exponent: bits, significand: 1) / Double(examples.count)
     }
 
     func entries(_ federation: InMemoryFederation, _ name: String) throws -> [PrivacyLedgerEntry] {
         try federation.clients[name]!.ledger().entries
     }
 
-    func testAPlainRoundCommitsTheWeightedMeanAndEveryClientKeepsIt() throws {
+    /// Clients of 10, 20 and 30 records: the round commits the equal-weight mean (before issue 13 the
+    /// weights were the record counts, which the clients sent in clear).
+    func testAPlainRoundCommitsTheEqualWeightMeanAndEveryClientKeepsIt() throws {
         let start = try initialGlobal()
         let federation = try InMemoryFederation(policy: roundPolicy(clients: 3, minimum: 2, secure: false), model: Self.model,
                                                 global: start, clients: [client("a", examples: 10), client("b", examples: 20),
@@ -82,7 +84,9 @@ final class InMemoryFederationTests: XCTestCase {
         let round = try XCTUnwrap(federation.finished.first)
         XCTAssertTrue(round.outcome.isCommitted, round.outcome.abortReason ?? "")
         XCTAssertEqual(round.outcome.updates.map(\.client), ["a", "b", "c"])
-        XCTAssertLessThan(worstDifference(federation.global, expectedGlobal(start, ["a": 10, "b": 20, "c": 30])), 1e-7)
+        XCTAssertLessThan(worstDifference(federation.global, expectedGlobal(start, ["a": 1, "b": 1, "c": 1])), 1e-7)
+        XCTAssertGreaterThan(worstDifference(federation.global, expectedGlobal(start, ["a": 10, "b": 20, "c": 30])), 1e-5,
+                             "control: the count-weighted mean differs")
         XCTAssertGreaterThan(worstDifference(federation.global, start), 1e-3, "the round moves the adapter")
         for (name, update) in round.outcome.updates {
             let client = try XCTUnwrap(federation.clients[name])
@@ -90,11 +94,13 @@ final class InMemoryFederationTests: XCTestCase {
             XCTAssertEqual(client.agent.roundsEnded, 1)
             XCTAssertEqual("\(client.agent.state)", "idle")
             XCTAssertEqual(client.globalAdapter, federation.global, "the committed adapter reached '\(name)'")
-            // Charged once, before training, and the metrics carry the ledger's ε.
+            // Charged once, before training, with the metrics release in the same write; the metrics
+            // carry the ledger's ε, both included.
             let ledger = try entries(federation, name)
-            XCTAssertEqual(ledger.count, 1)
-            XCTAssertEqual(ledger.first?.purpose, "round 1 in memory")
-            XCTAssertEqual(update.metrics.epsilon, ledger.first?.cumulativeEpsilon)
+            XCTAssertEqual(ledger.map(\.purpose), ["round 1 in memory", "round 1 in memory: release"])
+            XCTAssertEqual(ledger.last.map { [$0.samplingRate, $0.noiseMultiplier, Double($0.steps)] },
+                           [1, TrainingPlan.defaultMetricsNoiseMultiplier, 1], "one Gaussian mechanism at the plan's z")
+            XCTAssertEqual(update.metrics.epsilon, ledger.last?.cumulativeEpsilon)
             XCTAssertEqual(update.metrics.epsilonBudget, 50)
             XCTAssertEqual(client.sent, [.accept] + Array(repeating: .tensorChunk, count: 8) + [.tensorsDone, .metrics])
         }
@@ -167,7 +173,7 @@ final class InMemoryFederationTests: XCTestCase {
         for name in ["a", "b"] {
             let ledger = try XCTUnwrap(federation.clients[name]).ledger()
             XCTAssertEqual(ledger.budget.unit, .user)
-            XCTAssertEqual(ledger.entries.map(\.unit), [.user])
+            XCTAssertEqual(ledger.entries.map(\.unit), [.user, .user], "the round and its metrics release, per user")
             XCTAssertEqual(ledger.entries.first?.samplingRate, 0.1, "the plan's rate, per user")
         }
         XCTAssertEqual(try entries(federation, "c").count, 0)
@@ -189,7 +195,7 @@ final class InMemoryFederationTests: XCTestCase {
             for name in names {
                 XCTAssertEqual(federation.clients[name]!.errors, [])
                 XCTAssertEqual(federation.clients[name]!.globalAdapter, federation.global)
-                XCTAssertEqual(try entries(federation, name).count, 1)
+                XCTAssertEqual(try entries(federation, name).count, 2, "training and release")
             }
             results[secure] = federation
         }
@@ -222,7 +228,7 @@ final class InMemoryFederationTests: XCTestCase {
         let dead = try XCTUnwrap(federation.clients["d"])
         XCTAssertFalse(dead.alive)
         XCTAssertEqual(dead.sent, [.accept, .secureAdvertise, .secureShares], "it shared its keys, and sent nothing after")
-        XCTAssertEqual(try entries(federation, "d").count, 1, "charged before training, though it never finished")
+        XCTAssertEqual(try entries(federation, "d").count, 2, "charged (training and release) before training, though it never finished")
         XCTAssertTrue(federation.coordinatorLog.contains("round 1: secure aggregation unmasked the sum of 3 updates (1 dropped)"),
                       federation.coordinatorLog.joined(separator: "\n"))
         let bound = secureBound(clients: 4, examples: [40, 40, 40])

@@ -27,7 +27,8 @@ extension ClientAgentTests {
         let mechanism = MechanismSteps(samplingRate: 0.1, noiseMultiplier: 1.1, steps: 3)
         actions = a.prepared(round: 3, RoundPreparation(mechanism: mechanism, examples: 20))
         guard case let .charge(3, request)? = actions.first else { return XCTFail("\(actions)") }
-        XCTAssertEqual(request, ChargeRequest(mechanism: mechanism, clipNorm: 0.5, ceiling: 8, unit: .user))
+        XCTAssertEqual(request, ChargeRequest(mechanism: mechanism, clipNorm: 0.5, ceiling: 8, unit: .user,
+                                              releases: [MetricsRelease.mechanism(plan: userPlan())]))
     }
 
     func testAPolicyForRecordsDeclinesUserPlansItsLedgerCannotCount() throws {

@@ -22,9 +22,10 @@ final class RoundEngineTests: XCTestCase {
     let t0 = Date(timeIntervalSince1970: 1_000_000)
 
     func update(_ client: String, examples: Int = 10) -> ReceivedUpdate {
-        ReceivedUpdate(delta: ["t": [1]], metrics: ClientRoundMetrics(client: client, examples: examples, evalLossBefore: 3,
-                                                                       evalLossAfter: 2.5, evalTokens: 100, epsilon: 1.5,
-                                                                       delta: 1e-5, epsilonBudget: 8, trainLoss: 2.7, seconds: 1))
+        ReceivedUpdate(delta: ["t": [1]], metrics: ClientRoundMetrics(
+            client: client, epsilon: 1.5, delta: 1e-5, epsilonBudget: 8,
+            heldOut: HeldOutRelease(lossBefore: Int64(examples) * 512, lossAfter: Int64(examples) * 427,
+                                    count: Int64(examples) * 1024, lossClip: 6, noiseMultiplier: 5)))
     }
 
     func invites(_ actions: [RoundEngine.Action]) -> [String] {
@@ -265,19 +266,36 @@ final class RoundEngineTests: XCTestCase {
                                                       adapterSHA256: "abc", deadlineSeconds: 100))
     }
 
-    /// The audit record's figures: losses weighted by held-out tokens, the largest ε, nothing without tokens.
-    func testRoundFiguresWeighLossesByHeldOutTokens() {
-        func metrics(_ before: Double, _ after: Double, tokens: Int, epsilon: Double) -> ClientRoundMetrics {
-            ClientRoundMetrics(client: "c", examples: 1, evalLossBefore: before, evalLossAfter: after, evalTokens: tokens,
-                               epsilon: epsilon, delta: 1e-5, epsilonBudget: 8, trainLoss: 0, seconds: 0)
+    /// The audit record's figures: the mean per-record loss over the participants' releases (sums over
+    /// counts, post-processing), clamped to [0, L], its standard error from the noise, the largest ε;
+    /// no loss when the released count is not positive.
+    func testRoundFiguresPoolTheReleasesAndStateTheirNoise() {
+        let s = Double(HeldOutRelease.gridScale)
+        func metrics(_ before: Double, _ after: Double, records: Int64, epsilon: Double) -> ClientRoundMetrics {
+            ClientRoundMetrics(client: "c", epsilon: epsilon, delta: 1e-5, epsilonBudget: 8,
+                               heldOut: HeldOutRelease(lossBefore: Int64(Double(records) * s * before / 6),
+                                                       lossAfter: Int64(Double(records) * s * after / 6),
+                                                       count: records * HeldOutRelease.gridScale, lossClip: 6, noiseMultiplier: 5))
         }
-        let figures = RoundFigures(participants: [metrics(3, 2, tokens: 100, epsilon: 1.5), metrics(4, 1, tokens: 300, epsilon: 2.5)])
-        XCTAssertEqual(figures.evalLossBefore ?? 0, (3 * 100 + 4 * 300) / 400.0, accuracy: 1e-12)
-        XCTAssertEqual(figures.evalLossAfter ?? 0, (2 * 100 + 1 * 300) / 400.0, accuracy: 1e-12)
+        let figures = RoundFigures(participants: [metrics(3, 2, records: 100, epsilon: 1.5), metrics(4, 1, records: 300, epsilon: 2.5)])
+        XCTAssertEqual(figures.evalLossBefore ?? 0, (3 * 100 + 4 * 300) / 400.0, accuracy: 1e-3)
+        XCTAssertEqual(figures.evalLossAfter ?? 0, (2 * 100 + 1 * 300) / 400.0, accuracy: 1e-3)
+        // se = L·√(σ₁² + σ₂²)·√(1 + m²)/C, σ = z·√3·S, m = the larger mean over L, C = 400·S.
+        let sigma = 5 * 3.0.squareRoot() * s
+        let m = 3.75 / 6
+        XCTAssertEqual(figures.evalLossStandardError ?? 0, 6 * (2 * sigma * sigma).squareRoot() * (1 + m * m).squareRoot() / (400 * s),
+                       accuracy: 1e-4)
         XCTAssertEqual(figures.maxEpsilon, 2.5)
-        let untokened = RoundFigures(participants: [metrics(3, 2, tokens: 0, epsilon: 1)])
-        XCTAssertNil(untokened.evalLossBefore)
-        XCTAssertEqual(untokened.maxEpsilon, 1)
+        // Noise can take a small split's count below zero: no loss then, and a mean outside [0, L] is clamped.
+        var empty = metrics(3, 2, records: 1, epsilon: 1)
+        empty.heldOut?.count = -5
+        XCTAssertNil(RoundFigures(participants: [empty]).evalLossBefore)
+        XCTAssertEqual(RoundFigures(participants: [empty]).maxEpsilon, 1)
+        var wild = metrics(3, 2, records: 10, epsilon: 1)
+        wild.heldOut?.lossBefore = -40_000
+        wild.heldOut?.lossAfter = 900_000
+        XCTAssertEqual(RoundFigures(participants: [wild]).evalLossBefore, 0)
+        XCTAssertEqual(RoundFigures(participants: [wild]).evalLossAfter, 6)
         XCTAssertNil(RoundFigures(participants: []).maxEpsilon)
     }
 

@@ -131,8 +131,8 @@ final class SecureRoundTests: XCTestCase {
         }
 
         func metrics(_ name: String) -> ClientRoundMetrics {
-            ClientRoundMetrics(client: name, examples: 10, evalLossBefore: 3, evalLossAfter: 2.5, evalTokens: 100,
-                               epsilon: 1.5, delta: 1e-5, epsilonBudget: 8, trainLoss: 2.7, seconds: 1)
+            ClientRoundMetrics(client: name, epsilon: 1.5, delta: 1e-5, epsilonBudget: 8,
+                               heldOut: HeldOutRelease(lossBefore: 5120, lossAfter: 4267, count: 10240, lossClip: 6, noiseMultiplier: 5))
         }
 
         /// Starts the round and moves the clock through every deadline until it finishes.
@@ -249,7 +249,7 @@ final class SecureRoundTests: XCTestCase {
     func setup(layout: AdapterLayout, members: Int, clip: Double = 0.05) throws -> SecureRoundSetup {
         SecureRoundSetup(round: 3, members: (1...members).map {
             SecureRoundSetup.Member(id: ParticipantID($0), name: "m\($0)", signingKey: SigningKeyPair().publicKey)
-        }, degree: 0, threshold: UInt32(members), updateClip: clip, weightBound: 1000,
+        }, degree: 0, threshold: UInt32(members), updateClip: clip,
         vectorLength: UInt64(SecureUpdate.vectorLength(layout: layout)))
     }
 
@@ -259,38 +259,39 @@ final class SecureRoundTests: XCTestCase {
         }
     }
 
-    /// The decoded mean equals the example-weighted mean of the deltas within the stated bound
-    /// n · 2^-f / Σw (plus Float rounding), and the weight decodes to Σw.
-    func testDecodedMeanIsTheWeightedMeanWithinTheRoundingBound() throws {
+    /// The decoded mean equals the plain (equal-weight) mean of the deltas within the stated bound
+    /// 2^-f per value (plus Float rounding): no client's record count enters the sum (issue 13).
+    func testDecodedMeanIsTheEqualWeightMeanWithinTheRoundingBound() throws {
         let layout = try layout()
         let setup = try setup(layout: layout, members: 4)
-        let examples = [40, 7, 300, 1000]
-        let deltas = examples.map { _ in randomDelta(layout, scale: 0.01) }
+        let deltas = (0..<4).map { _ in randomDelta(layout, scale: 0.01) }
         var sum = [UInt32](repeating: 0, count: Int(setup.vectorLength))
-        for (delta, count) in zip(deltas, examples) {
-            let encoded = try SecureUpdate.encode(delta: delta, examples: count, setup: setup, layout: layout)
+        for delta in deltas {
+            let encoded = try SecureUpdate.encode(delta: delta, setup: setup, layout: layout)
             XCTAssertEqual(encoded.clipped, 0)
             for i in 0..<sum.count { sum[i] &+= encoded.words[i] }
         }
-        let decoded = try SecureUpdate.decodeMean(sum: sum, survivors: 4, setup: setup, layout: layout)
-        let totalWeight = examples.reduce(0.0) { $0 + Double($1) / 1000 }
-        let weightUnit = 1 / (try setup.weightEncoding()).scale
-        XCTAssertEqual(decoded.totalWeight, totalWeight, accuracy: 4 * weightUnit)
+        let mean = try SecureUpdate.decodeMean(sum: sum, survivors: 4, setup: setup, layout: layout)
         let unit = 1 / (try setup.valueEncoding()).scale
-        // Error of Σ wΔ: n units; of Σ w: n weight units (relative); then one Float rounding.
+        // Error of Σ Δ: n units, divided by n; then one Float rounding.
         var worst = 0.0, bound = 0.0
         for name in layout.shapes.keys {
-            for i in 0..<(decoded.mean[name]!.count) {
-                let expected = zip(deltas, examples).reduce(0.0) { $0 + Double($1.1) * Double($1.0[name]![i]) }
-                    / Double(examples.reduce(0, +))
-                let error = abs(Double(decoded.mean[name]![i]) - expected)
+            for i in 0..<(mean[name]!.count) {
+                let expected = deltas.reduce(0.0) { $0 + Double($1[name]![i]) } / 4
+                let error = abs(Double(mean[name]![i]) - expected)
                 worst = max(worst, error)
-                bound = max(bound, (4 * unit + abs(expected) * 4 * weightUnit) / totalWeight * 1.01 + abs(expected) * 0x1p-23)
+                bound = max(bound, unit * 1.01 + abs(expected) * 0x1p-23)
             }
         }
         XCTAssertLessThanOrEqual(worst, bound, "worst error \(worst) against the bound \(bound)")
         let bits = try setup.valueEncoding().fractionalBits
         XCTAssertGreaterThan(worst, 0, "stochastic rounding at 2^-\(bits) must show")
+        // Control: a sum missing one survivor's participation word is refused, not decoded as a mean.
+        var short = sum
+        short[short.count - 1] &-= (try setup.participationEncoding().encode([1], rounding: .nearest)).words[0]
+        XCTAssertThrowsError(try SecureUpdate.decodeMean(sum: short, survivors: 4, setup: setup, layout: layout)) { error in
+            XCTAssertTrue("\(error)".contains("participation words sum to 3"), "\(error)")
+        }
     }
 
     /// Values beyond the clip are clipped and counted; an update of the wrong shape is refused.
@@ -299,14 +300,13 @@ final class SecureRoundTests: XCTestCase {
         let setup = try setup(layout: layout, members: 2, clip: 0.001)
         var delta = randomDelta(layout, scale: 0.0001)
         let name = layout.shapes.keys.sorted()[0]
-        delta[name]![0] = 5  // weight 1 (bound 1000 examples) → 5 ≫ 0.001
-        let encoded = try SecureUpdate.encode(delta: delta, examples: 2000, setup: setup, layout: layout)
+        delta[name]![0] = 5  // 5 ≫ 0.001
+        let encoded = try SecureUpdate.encode(delta: delta, setup: setup, layout: layout)
         XCTAssertEqual(encoded.clipped, 1)
-        let decoded = try SecureUpdate.decodeMean(sum: encoded.words, survivors: 1, setup: setup, layout: layout)
-        XCTAssertEqual(Double(decoded.mean[name]![0]), 0.001, accuracy: 1e-6)
-        XCTAssertEqual(decoded.totalWeight, 1, accuracy: 1e-8, "2000 examples weigh as the bound 1000")
+        let mean = try SecureUpdate.decodeMean(sum: encoded.words, survivors: 1, setup: setup, layout: layout)
+        XCTAssertEqual(Double(mean[name]![0]), 0.001, accuracy: 1e-6)
         delta[name] = nil
-        XCTAssertThrowsError(try SecureUpdate.encode(delta: delta, examples: 5, setup: setup, layout: layout))
+        XCTAssertThrowsError(try SecureUpdate.encode(delta: delta, setup: setup, layout: layout))
         XCTAssertThrowsError(try SecureUpdate.decodeMean(sum: [1, 2, 3], survivors: 1, setup: setup, layout: layout))
     }
 

@@ -52,7 +52,7 @@ final class AuditReportTests: XCTestCase {
             XCTAssertEqual(cells["secure-aggregation"], record.secureAggregation ? "yes" : "no")
             XCTAssertEqual(cells["adapter-sha256"], record.adapterSHA256)
             if let before = record.evalLossBefore, let after = record.evalLossAfter {
-                XCTAssertEqual(cells["loss"], String(format: "%.4f → %.4f", before, after))
+                XCTAssertEqual(cells["loss"], String(format: "%.4f → %.4f (DP)", before, after))
             }
         }
         XCTAssertEqual(rows[1].cells["max-epsilon"], "2.00")
@@ -106,7 +106,7 @@ final class AuditReportTests: XCTestCase {
         }
         for band in ReportFixtures.tags(html, "line", className: "loss-band") {
             let record = try XCTUnwrap(records.first { String($0.round) == band["data-round"] })
-            let losses = record.clients.map { band["data-kind"] == "before" ? $0.evalLossBefore : $0.evalLossAfter }
+            let losses = record.clients.map { band["data-kind"] == "before" ? $0.reportedLoss.before : $0.reportedLoss.after }
             XCTAssertEqual(Double(band["data-min"] ?? ""), losses.min())
             XCTAssertEqual(Double(band["data-max"] ?? ""), losses.max())
         }
@@ -114,6 +114,7 @@ final class AuditReportTests: XCTestCase {
             let record = try XCTUnwrap(records.first { String($0.round) == row.attributes["data-round"] })
             XCTAssertEqual(row.cells["loss-before"], record.evalLossBefore.map { String(format: "%.4f", $0) })
             XCTAssertEqual(row.cells["loss-after"], record.evalLossAfter.map { String(format: "%.4f", $0) })
+            XCTAssertEqual(row.cells["loss-se"], record.evalLossStandardError.map { String(format: "± %.4f", $0) })
         }
 
         var bars: [String: Int] = [:]
@@ -198,10 +199,14 @@ final class AuditReportTests: XCTestCase {
         XCTAssertTrue(page.contains("Rounds 2–18446744073709551614 are missing from the log"))
         ReportFixtures.assertSelfContained(page)
 
-        // Figures a forged log may carry: token counts that overflow when summed, an ε near the largest Double.
+        // Figures a forged log may carry: released sums at the ends of Int64 that overflow when summed, an ε
+        // near the largest Double.
         var extreme = records[0]
-        extreme.clients = [ReportFixtures.metrics("a", epsilon: 1e308, budget: 1e308, before: 1e300, after: -1e300, tokens: Int.max),
-                           ReportFixtures.metrics("b", epsilon: 0, budget: 1, before: 0, after: 0, tokens: Int.max)]
+        extreme.clients = [ReportFixtures.metrics("a", epsilon: 1e308, budget: 1e308, before: 1, after: 1),
+                           ReportFixtures.metrics("b", epsilon: 0, budget: 1, before: 0, after: 0)]
+        extreme.clients[0].heldOut = HeldOutRelease(lossBefore: .max, lossAfter: .min, count: .max, lossClip: 1e300,
+                                                    noiseMultiplier: 1e300)
+        extreme.clients[1].heldOut = HeldOutRelease(lossBefore: .min, lossAfter: .max, count: .max, lossClip: 6, noiseMultiplier: 5)
         extreme.plan.steps = Int.max
         extreme.finished = extreme.started.addingTimeInterval(1e11)
         ReportFixtures.assertSelfContained(render([extreme]))
@@ -353,6 +358,32 @@ final class AuditReportTests: XCTestCase {
         assertBadBanner(html, verified: false, mentions: ["Settings unavailable", "No audit log", "no usable signing key"])
         ReportFixtures.assertSelfContained(html)
     }
+
+    /// Issue 13: the held-out figures are labelled as DP releases with their standard error; a record
+    /// of the first format (figures sent in clear) still renders, marked "clear", with its exact counts.
+    func testReleasedAndClearLossesAreLabelledAsSuch() throws {
+        let released = ReportFixtures.records()
+        let html = render(released)
+        XCTAssertTrue(html.contains("Held-out loss per round (DP-released)"))
+        XCTAssertFalse(html.contains("(clear)"), "no record of these is of the old format")
+        let first = try XCTUnwrap(released.first)
+        XCTAssertTrue(first.metricsReleased)
+        XCTAssertTrue(AuditTable.text(released).contains(String(format: "± %.4f (DP)", try XCTUnwrap(first.evalLossStandardError))))
+        // The same round as an old record: clear figures, exact counts, labelled so.
+        var old = first
+        old.clients = [ReportFixtures.clearMetrics("alpha", epsilon: 1.234, before: 2.5, after: 2.0, tokens: 4000)]
+        old.evalLossBefore = 2.5
+        old.evalLossAfter = 2.0
+        old.evalLossStandardError = nil
+        XCTAssertFalse(old.metricsReleased)
+        let oldHTML = render([old])
+        let row = try XCTUnwrap(ReportFixtures.rows(oldHTML, table: "loss-table").first)
+        XCTAssertEqual(row.cells["loss-se"], "clear")
+        XCTAssertEqual(row.cells["records"], "100 (clear)")
+        XCTAssertTrue(AuditTable.text([old]).contains("2.5000 → 2.0000 (clear)"), AuditTable.text([old]))
+        XCTAssertEqual(RoundSummary(old).lossLabel, "sent in clear")
+        XCTAssertEqual(RoundSummary(first).lossLabel, String(format: "DP-released, ± %.4f", first.evalLossStandardError ?? 0))
+    }
 }
 
 /// A client's ledger page.
@@ -376,4 +407,5 @@ final class LedgerReportTests: XCTestCase {
         XCTAssertTrue(html.contains("<span data-field=\"budget\">6.00</span>"))
         XCTAssertTrue(html.contains("class=\"banner ok\""))
     }
+
 }

@@ -16,12 +16,13 @@ final class AuditTableTests: XCTestCase {
         ReportFixtures.aborted(12),
     ]
 
-    /// Columns as wide as their widest cell; counts, ε and durations right-aligned; no trailing blanks.
+    /// Columns as wide as their widest cell; counts, ε and durations right-aligned; no trailing blanks. The
+    /// eval loss is the DP-released one, with the standard error of its noise, and says so.
     func testTableAlignsEveryColumn() {
         XCTAssertEqual(AuditTable.text(records), """
-            round  status     participants  declined  dropped  aggregation  secure-agg  max ε  unit    eval loss        adapter       duration
-                1  committed             2         1        0  fedavg       no           1.23  record  2.6000 → 2.1000  000000000000     3m05s
-               12  aborted               0         0        1  fedavg       yes             -  record  -                aaaaaaaaaaaa     12.2s
+            round  status     participants  declined  dropped  aggregation  secure-agg  max ε  unit    eval loss                      adapter       duration
+                1  committed             2         1        0  fedavg       no           1.23  record  2.6000 → 2.1000 ± 0.1602 (DP)  000000000000     3m05s
+               12  aborted               0         0        1  fedavg       yes             -  record  -                              aaaaaaaaaaaa     12.2s
             """)
         XCTAssertEqual(AuditTable.text([]),
                        "round  status  participants  declined  dropped  aggregation  secure-agg  max ε  unit  eval loss  adapter  duration")
@@ -57,7 +58,11 @@ final class AuditTableTests: XCTestCase {
         XCTAssertEqual(rows.count, 2)
         XCTAssertEqual(Set(rows[1].keys), ["round", "status", "cohort", "participants", "declines", "dropouts", "aggregation",
                                            "secure_aggregation", "max_epsilon", "eval_loss_before", "eval_loss_after",
+                                           "eval_loss_standard_error", "eval_loss_released",
                                            "adapter_sha256", "plan", "clients", "started", "finished", "abort_reason"])
+        XCTAssertEqual(rows[0]["eval_loss_released"] as? Bool, true)
+        XCTAssertEqual(rows[0]["eval_loss_standard_error"] as? Double, records[0].evalLossStandardError)
+        XCTAssertNotNil(((rows[0]["clients"] as? [[String: Any]])?.first?["held_out"] as? [String: Any])?["count"])
         XCTAssertEqual(rows[1]["started"] as? String, "2025-06-15T17:06:40.000Z")
         XCTAssertEqual(rows[1]["finished"] as? String, "2025-06-15T17:06:52.250Z")
         XCTAssertTrue(rows[1]["max_epsilon"] is NSNull)
@@ -72,7 +77,8 @@ final class AuditTableTests: XCTestCase {
 
     func testRoundSummaryLineAndJSON() throws {
         XCTAssertEqual(RoundSummary(records[0]).line,
-                       "round 1: committed, 2 participants, held-out loss 2.6000 → 2.1000, max ε 1.23, 185.0 s")
+                       "round 1: committed, 2 participants, held-out loss (DP-released, ± 0.1602) 2.6000 → 2.1000, max ε 1.23, "
+                       + "185.0 s")
         XCTAssertEqual(RoundSummary(records[1]).line,
                        "round 12: aborted, 0 participants, held-out loss - → -, max ε -, 12.2 s (too few participants: 1 < 2)")
         func json(_ summary: RoundSummary) throws -> [String: Any] {
@@ -80,7 +86,8 @@ final class AuditTableTests: XCTestCase {
         }
         let committed = try json(RoundSummary(records[0]))
         XCTAssertEqual(Set(committed.keys), ["round", "status", "participants", "eval_loss_before", "eval_loss_after",
-                                             "max_epsilon", "seconds"])
+                                             "eval_loss_standard_error", "eval_loss_released", "max_epsilon", "seconds"])
+        XCTAssertEqual(committed["eval_loss_released"] as? Bool, true)
         XCTAssertEqual(committed["participants"] as? Int, 2)
         XCTAssertEqual(committed["max_epsilon"] as? Double, 1.234)
         let aborted = try json(RoundSummary(records[1]))

@@ -17,25 +17,35 @@ enum ReportFixtures {
                      delta: 1e-5, maxLength: 128, rank: rank, alpha: 16, targets: ["q_proj", "v_proj"])
     }
 
+    /// A client's figures with the release a split of `tokens / 10` records of mean losses `before` and
+    /// `after` gives without noise (the report only reads releases).
     static func metrics(_ client: String, epsilon: Double, budget: Double = 10, before: Double, after: Double,
                         tokens: Int = 1000) -> ClientRoundMetrics {
-        ClientRoundMetrics(client: client, examples: 100, evalLossBefore: before, evalLossAfter: after, evalTokens: tokens,
-                           epsilon: epsilon, delta: 1e-5, epsilonBudget: budget, trainLoss: 2.5, seconds: 30)
+        let records = Double(tokens / 10), s = Double(HeldOutRelease.gridScale)
+        return ClientRoundMetrics(client: client, epsilon: epsilon, delta: 1e-5, epsilonBudget: budget,
+                                  heldOut: HeldOutRelease(lossBefore: Int64((records * s * before / 6).rounded()),
+                                                          lossAfter: Int64((records * s * after / 6).rounded()),
+                                                          count: Int64(records * s), lossClip: 6, noiseMultiplier: 5))
+    }
+
+    /// A client's figures as a record of the first format holds them (sent in clear).
+    static func clearMetrics(_ client: String, epsilon: Double, before: Double, after: Double, tokens: Int) -> ClientRoundMetrics {
+        ClientRoundMetrics(client: client, epsilon: epsilon, delta: 1e-5, epsilonBudget: 10,
+                           clearFigures: ClearClientFigures(examples: 100, evalLossBefore: before, evalLossAfter: after,
+                                                            evalTokens: tokens, trainLoss: 2.5, seconds: 30))
     }
 
     /// Round `round`, committed, with `clients`' figures; max ε and weighted losses computed from them.
     static func committed(_ round: UInt64, _ clients: [ClientRoundMetrics], cohort extra: [String] = [],
                           declines: [ClientReason] = [], dropouts: [ClientReason] = [], sha: String? = nil) -> AuditRecord {
-        let tokens = Double(clients.reduce(0) { $0 + $1.evalTokens })
-        let before = clients.reduce(0) { $0 + $1.evalLossBefore * Double($1.evalTokens) } / tokens
-        let after = clients.reduce(0) { $0 + $1.evalLossAfter * Double($1.evalTokens) } / tokens
+        let released = ReleasedLoss(clients.compactMap(\.heldOut))
         let started = Date(timeIntervalSince1970: 1_750_000_000 + Double(round) * 600)
         return AuditRecord(
             status: "committed", round: round, started: started, finished: started + 185,
             cohort: clients.map(\.client) + declines.map(\.client) + dropouts.map(\.client) + extra,
             participants: clients.map(\.client), declines: declines, dropouts: dropouts, aggregation: "fedavg",
             secureAggregation: round % 2 == 0, plan: plan(), clients: clients, maxEpsilon: clients.map(\.epsilon).max(),
-            evalLossBefore: before, evalLossAfter: after,
+            evalLossBefore: released?.before, evalLossAfter: released?.after, evalLossStandardError: released?.standardError,
             adapterSHA256: sha ?? String(format: "%064x", round), abortReason: nil, previousHash: "")
     }
 

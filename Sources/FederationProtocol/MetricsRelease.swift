@@ -1,0 +1,16 @@
+import Foundation
+import Privacy
+import Wire
+
+/// The privacy side of a client's held-out metrics release (`HeldOutRelease`, Wire): what it spends,
+/// charged in the same `chargeBeforeTraining` as the round's training.
+public enum MetricsRelease {
+    /// The release as the accountant counts it: one Gaussian mechanism (q = 1, one step) of noise
+    /// multiplier z = the plan's `metrics_noise_multiplier`. The discrete Gaussian release has the
+    /// continuous one's RDP curve α/(2z²) at L2 sensitivity √3·S and σ = z·√3·S (Canonne, Kamath,
+    /// Steinke 2020, Theorem 4 and, for vectors, Theorem 14), so the RDP accountant's figure is sound for
+    /// it; it is marked `.discreteGaussian` for the accountant that tells the two apart.
+    public static func mechanism(plan: TrainingPlan) -> MechanismSteps {
+        MechanismSteps(samplingRate: 1, noiseMultiplier: plan.metricsNoiseMultiplier, steps: 1, noise: .discreteGaussian)
+    }
+}
