@@ -84,11 +84,15 @@ final class RoundDataTests: XCTestCase {
         let whole = try Evaluator.evaluate(model: model, examples: records)
         XCTAssertEqual(RoundData.reportedLoss(whole), whole.loss)
         XCTAssertGreaterThan(whole.tokens, 0)
-        func metrics(_ loss: Double) -> ClientRoundMetrics {
-            ClientRoundMetrics(client: "c", examples: 1, evalLossBefore: loss, evalLossAfter: loss, evalTokens: 0, epsilon: 1,
-                               delta: 1e-5, epsilonBudget: 8, trainLoss: 1, seconds: 1)
-        }
-        XCTAssertNoThrow(try MetricsReport(frame: MetricsReport(round: 1, metrics: metrics(RoundData.reportedLoss(cut))).frame()))
-        XCTAssertThrowsError(try MetricsReport(frame: MetricsReport(round: 1, metrics: metrics(cut.loss)).frame()))
+        // What travels is the held-out release (issue 13): a split cut to nothing releases exact sums of
+        // zero, which encode and decode like any other; the cut record counts for nothing in it.
+        let sums = try HeldOutMetrics.exactSums(before: cut, after: cut, lossClip: 6, gridScale: HeldOutRelease.gridScale)
+        XCTAssertEqual(sums, [0, 0, 0])
+        let release = try HeldOutMetrics.release(before: cut, after: cut, lossClip: 6, noiseMultiplier: 5,
+                                                 gridScale: HeldOutRelease.gridScale)
+        let heldOut = HeldOutRelease(lossBefore: release[0], lossAfter: release[1], count: release[2], lossClip: 6,
+                                     noiseMultiplier: 5)
+        let metrics = ClientRoundMetrics(client: "c", epsilon: 1, delta: 1e-5, epsilonBudget: 8, heldOut: heldOut)
+        XCTAssertNoThrow(try MetricsReport(frame: MetricsReport(round: 1, metrics: metrics).frame()))
     }
 }

@@ -37,6 +37,9 @@ final class ClientMessageFieldTests: XCTestCase {
         case keyMaterial = "key material"
         /// One of a fixed set of codes (helper "declines" makes the text a code; the details stay in the client's log).
         case fixedCode = "fixed code"
+        /// Always empty from a client: ClientUplink refuses a client's abort whose detail holds text
+        /// (only the coordinator's own aborts carry one); checked here on what clients send.
+        case emptyFromClient = "empty from a client"
         /// Never on the wire: nil in every message the coordinator decodes (checked).
         case notSent = "not sent"
     }
@@ -46,8 +49,8 @@ final class ClientMessageFieldTests: XCTestCase {
         .hello: ["client": .publicConstant, "software": .publicConstant, "pendingRound": .fromPlan,
                  "signingKey": .keyMaterial],
         .accept: ["round": .fromPlan],
-        .decline: ["round": .fromPlan, "reason": .fixedCode],
-        .abort: ["round": .fromPlan, "reason": .fixedCode],
+        .decline: ["round": .fromPlan, "code": .fixedCode],
+        .abort: ["round": .fromPlan, "code": .fixedCode, "detail": .emptyFromClient],
         .tensorChunk: ["round": .fromPlan, "name": .fromPlan, "offset": .fromPlan, "totalCount": .fromPlan,
                        "values": .dpReleased],
         .tensorsDone: ["round": .fromPlan, "kind": .publicConstant, "tensorCount": .fromPlan, "sha256": .postProcessing],
@@ -125,6 +128,9 @@ final class ClientMessageFieldTests: XCTestCase {
                 seen.insert(path)
                 if let mechanism = classified[path] {
                     if mechanism == .notSent && !isNil { problems.insert("\(type).\(path): 'not sent' but it arrived with a value") }
+                    if mechanism == .emptyFromClient, let abort = message as? Abort, !abort.detail.isEmpty {
+                        problems.insert("\(type).\(path): 'empty from a client' but it holds text")
+                    }
                 } else if !(isNil && classified.keys.contains { $0.hasPrefix(path + ".") }) {
                     problems.insert("\(type).\(path): a field the client sends with no mechanism named")
                 }
@@ -169,7 +175,7 @@ final class ClientMessageFieldTests: XCTestCase {
         var frames = try framesSent(secure: false) + framesSent(secure: true)
         let key = SigningKeyPair()
         frames.append(try Hello(client: "a", software: "conclave 1", pendingRound: 3, signingKey: key.publicKey.bytes).frame())
-        frames.append(try Abort(round: 2, reason: "secure aggregation").frame())
+        frames.append(try Abort(round: 2, code: .secureAggregation).frame())
         // A canary client's metrics (the harness's clients plant none): the exposure summary, its timing set
         // as the client's own measurement has it (the wire must drop it).
         let exposure = CanaryExposureSummary(canaries: 5, repetitions: 4, meanBits: 1.5, maxBits: 3.25, spaceSize: 1000,
