@@ -94,6 +94,7 @@ do {
         data += audit.examples(tokenization: tokenization, firstLine: data.count)
         model.setAdapter(nil)
         let baseExposures = try exposures(canaries)
+        let auditBase = try audit.losses(model: model, tokenization: tokenization)
 
         for privacy in [false, true] {
             var configuration = TrainingConfiguration()
@@ -116,7 +117,7 @@ do {
             let result = try trainer.train(progress: progress)
             model.setAdapter(result.lora.adapter())
             let exposure = try exposures(canaries)
-            let bound = try audit.audit(model: model, tokenization: tokenization, delta: delta)
+            let bound = try audit.audit(model: model, tokenization: tokenization, baseLosses: auditBase, delta: delta)
             model.setAdapter(nil)
             let run = Run(seed: seed, privacy: privacy, accountantEpsilon: result.epsilon, noiseMultiplier: sigma,
                           exposures: exposure, baseExposures: baseExposures, audit: bound, trainLoss: result.trainLoss,
