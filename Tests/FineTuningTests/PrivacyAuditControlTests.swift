@@ -33,37 +33,61 @@ final class PrivacyAuditControlTests: XCTestCase {
         var claimed: Double?
     }
 
-    func run(_ noise: Noise) throws -> Outcome {
+    /// What one audited training run uses: the model, the canaries' layout and the training sizes.
+    struct Setup {
+        var model: LlamaModel
+        var filler: [TokenizedExample]
+        var layout: CanaryTokenization
+        var canaries = PrivacyAuditControlTests.canaries
+        var digits = 8
+        var guesses = PrivacyAuditControlTests.guesses
+        var steps = PrivacyAuditControlTests.steps
+        var batch = PrivacyAuditControlTests.batch
+        var learningRate = 2e-2
+        var targets: [ProjectionModule] = [.qProj, .vProj, .downProj]
+    }
+
+    /// The tiny-llama fixture with one token per digit (ids 400…409) after a fixed five-token phrase.
+    func tinySetup() throws -> Setup {
         let model = LlamaModel(weights: try ModelLoader.loadHFDirectory(Fixtures.url("tiny-llama")), pool: ThreadPool(threads: 1))
-        // One token per digit (ids 400…409) after a fixed five-token phrase.
         let layout = try CanaryTokenization(prefix: [1, 57, 203, 311, 42], digitPieces: (0...9).map { [400 + $0] })
-        let audit = try CanaryAudit.generate(count: Self.canaries, digits: 8)
-        let base = try audit.losses(model: model, tokenization: layout)
         let reference = try Fixtures.json("tiny-llama/reference.json")
         let filler = (reference["input_ids"] as! [[Int]]).enumerated().map { TokenizedExample(ids: $1, labels: $1, line: $0 + 1) }
-        let data = filler + audit.examples(tokenization: layout, firstLine: filler.count)
+        return Setup(model: model, filler: filler, layout: layout)
+    }
+
+    /// Plants fresh audit canaries (libsodium bits), scores them on the base model, trains with the
+    /// given noise, and audits the result against the base scores.
+    func run(_ noise: Noise, _ setup: Setup? = nil) throws -> Outcome {
+        let setup = try setup ?? tinySetup()
+        let model = setup.model
+        model.setAdapter(nil)
+        let audit = try CanaryAudit.generate(count: setup.canaries, digits: setup.digits)
+        let base = try audit.losses(model: model, tokenization: setup.layout)
+        let data = setup.filler + audit.examples(tokenization: setup.layout, firstLine: setup.filler.count)
         var configuration = TrainingConfiguration()
-        configuration.steps = Self.steps
-        configuration.batchSize = Self.batch
-        configuration.learningRate = 2e-2
+        configuration.steps = setup.steps
+        configuration.batchSize = setup.batch
+        configuration.learningRate = setup.learningRate
         configuration.decay = .constant
-        configuration.targets = [.qProj, .vProj, .downProj]
+        configuration.targets = setup.targets
         switch noise {
         case .none: break
         case .honest, .divided:
-            let q = Double(Self.batch) / Double(data.count)
-            let sigma = try PrivacyAccounting.noiseMultiplier(targetEpsilon: Self.claimedEpsilon, samplingRate: q, steps: Self.steps,
-                                                              delta: Self.delta, accountant: .rdp)
+            let q = Double(setup.batch) / Double(data.count)
+            let sigma = try PrivacyAccounting.noiseMultiplier(targetEpsilon: Self.claimedEpsilon, samplingRate: q,
+                                                              steps: setup.steps, delta: Self.delta, accountant: .rdp)
             configuration.privacy = DifferentialPrivacy(noiseMultiplier: sigma, clipNorm: 1, delta: Self.delta)
             if case .divided(let divisor) = noise { configuration.privacy!.auditTestNoiseDivisor = divisor }
         }
-        let trainer = try LoRATrainer(model: model, examples: data, configuration: configuration)
-        let result = try trainer.train()
+        let result = try LoRATrainer(model: model, examples: data, configuration: configuration).train()
         model.setAdapter(result.lora.adapter())
-        let outcome = try audit.audit(model: model, tokenization: layout, baseLosses: base, guesses: Self.guesses,
+        let outcome = try audit.audit(model: model, tokenization: setup.layout, baseLosses: base, guesses: setup.guesses,
                                       delta: configuration.privacy == nil ? 0 : Self.delta)
+        model.setAdapter(nil)
         print("audit \(noise): \(outcome.correct)/\(outcome.guesses) right of \(outcome.canaries), ε ≥ \(outcome.epsilonLowerBound), "
-              + "power \(outcome.power), claimed \(result.epsilon.map { "\($0)" } ?? "∞"), \(result.seconds) s")
+              + "power \(outcome.power), claimed \(result.epsilon.map { "\($0)" } ?? "∞"), σ \(configuration.privacy?.noiseMultiplier ?? 0), "
+              + "\(result.seconds) s")
         return Outcome(audit: outcome, claimed: result.epsilon)
     }
 
@@ -95,5 +119,48 @@ final class PrivacyAuditControlTests: XCTestCase {
         XCTAssertEqual(outcome.audit.verdict(claimedEpsilon: claimed), .consistent,
                        "empirical ε ≥ \(outcome.audit.epsilonLowerBound) from \(outcome.audit.correct)/\(outcome.audit.guesses) "
                        + "against the accountant's \(claimed) (power \(outcome.audit.power))")
+    }
+}
+
+extension PrivacyAuditControlTests {
+    /// The audit figures of Benchmarks/RESULTS.md: no DP, σ/1000 and honest DP (claimed ε = 1), each with
+    /// a fresh set of canaries, on the tiny fixture (`CONCLAVE_AUDIT_FIGURES=tiny`) or the default model
+    /// (`=default`, SmolLM2-135M: minutes of CPU). Runs only when asked:
+    ///     CONCLAVE_AUDIT_FIGURES=tiny swift test … --filter testAuditFigures
+    func testAuditFigures() throws {
+        let environment = ProcessInfo.processInfo.environment
+        let which = environment["CONCLAVE_AUDIT_FIGURES"] ?? ""
+        guard which == "tiny" || which == "default" else {
+            throw XCTSkip("measures RESULTS.md's audit figures; set CONCLAVE_AUDIT_FIGURES=tiny or default")
+        }
+        var setup = try tinySetup()
+        if which == "default" {
+            let loaded = try ModelLoader.load(path: Fixtures.defaultModel.path, threads: 1)
+            let tokenizer = try ModelLoader.requireTokenizer(loaded, path: Fixtures.defaultModel.path)
+            setup = Setup(model: loaded.model, filler: [],
+                          layout: try CanaryTokenization.text(phrase: CanarySet.defaultPhrase, tokenizer: tokenizer))
+            setup.digits = 6
+            setup.learningRate = 5e-3
+            setup.targets = [.qProj, .kProj, .vProj, .oProj]
+        }
+        setup.steps = Int(environment["CONCLAVE_AUDIT_STEPS"] ?? "") ?? setup.steps
+        setup.learningRate = Double(environment["CONCLAVE_AUDIT_LR"] ?? "") ?? setup.learningRate
+        let repeats = Int(environment["CONCLAVE_AUDIT_REPEATS"] ?? "") ?? 1
+        let modes = (environment["CONCLAVE_AUDIT_MODES"] ?? "none,divided,honest").split(separator: ",")
+        print("\(which): \(setup.canaries) canaries of \(setup.digits) digits, \(setup.guesses) guesses, \(setup.steps) steps "
+              + "at batch \(setup.batch), learning rate \(setup.learningRate), δ = \(Self.delta), β = 0.05")
+        print("| training | claimed ε | right / guesses | ε lower bound | power | verdict | seconds |\n|---|---|---|---|---|---|---|")
+        for mode in modes {
+            for _ in 0..<repeats {
+                let noise: Noise = mode == "none" ? .none : mode == "honest" ? .honest : .divided(by: 1000)
+                let start = Date()
+                let outcome = try run(noise, setup)
+                let verdict = outcome.claimed.map { outcome.audit.verdict(claimedEpsilon: $0).rawValue } ?? "–"
+                print(String(format: "| %@ | %@ | %d / %d | %.3f | %.3f | %@ | %.0f |", "\(noise)",
+                             outcome.claimed.map { String(format: "%.2f", $0) } ?? "∞", outcome.audit.correct,
+                             outcome.audit.guesses, outcome.audit.epsilonLowerBound, outcome.audit.power, verdict,
+                             Date().timeIntervalSince(start)))
+            }
+        }
     }
 }
