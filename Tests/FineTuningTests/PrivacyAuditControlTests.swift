@@ -87,7 +87,7 @@ final class PrivacyAuditControlTests: XCTestCase {
         model.setAdapter(nil)
         print("audit \(noise): \(outcome.correct)/\(outcome.guesses) right of \(outcome.canaries), ε ≥ \(outcome.epsilonLowerBound), "
               + "power \(outcome.power), claimed \(result.epsilon.map { "\($0)" } ?? "∞"), σ \(configuration.privacy?.noiseMultiplier ?? 0), "
-              + "\(result.seconds) s")
+              + "train loss \(result.losses.prefix(10).reduce(0, +) / 10) → \(result.trainLoss), \(result.seconds) s")
         return Outcome(audit: outcome, claimed: result.epsilon)
     }
 
