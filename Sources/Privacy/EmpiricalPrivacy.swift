@@ -103,8 +103,8 @@ public enum AuditVerdict: String, Sendable, Equatable, Codable {
 /// (lower meaning "more likely trained on": the canary's loss after training minus its loss on the
 /// model before training), and guesses "in" for the r/2 lowest scores and "out" for the r/2 highest
 /// (their black-box auditor with k₊ = k₋ = r/2). If the run is (ε, δ)-DP, the number W of right
-/// guesses satisfies (their main theorem for (ε, δ)-DP, Theorem 3 in the arXiv version, and the
-/// p-value of their appendix's code; with δ = 0 it is the binomial tail of their pure-DP theorem)
+/// guesses satisfies (their main theorem for (ε, δ)-DP, the p-value that public implementations of the
+/// paper compute as `p_value_DP_audit`; with δ = 0 it is the binomial tail of their pure-DP theorem)
 ///
 ///     P[W ≥ v] ≤ f(v) + 2mδ · max_{i = 1…v} (f(v − i) − f(v)) / i,
 ///     f(u) = P[Binomial(r, e^ε / (1 + e^ε)) ≥ u],

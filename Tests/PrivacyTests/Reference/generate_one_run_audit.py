@@ -7,7 +7,7 @@ the paper's main theorem for approximate DP bounds
 
     P[W >= v] <= f(v) + 2 m delta * max_{i = 1..m} (f(v - i) - f(v)) / i,   f(u) = P[Binomial(r, e^eps/(1 + e^eps)) >= u]
 
-(its appendix gives the same as code: p_value_DP_audit and get_eps_audit). The lower bound is the largest eps
+(public implementations of the paper compute the same as p_value_DP_audit / get_eps_audit). The lower bound is the largest eps
 whose right-hand side is at most beta. Here it is found on a grid fine enough to see any non-monotonicity,
 then refined by bisection between the last rejected and the first accepted grid point; the Swift code
 bisects on [0, 40] directly, so the two searches share nothing but the formula.
