@@ -9,14 +9,16 @@ import SystemIO
 // planted, with DP-SGD (ε from the accountant) and without, over several seeds. For each run it prints
 // the mean exposure of the repeated canaries (Carlini et al. 2019) and the one-run empirical lower bound
 // on ε (Steinke, Nasr and Jagielski 2023) from audit canaries planted once each with probability 1/2,
-// beside the accountant's ε. The seed fixes the notes and the adapter's initialisation; secrets,
+// beside the accountant's ε and the audit's power (the largest bound its canaries and guesses could
+// show; a claimed ε at or above it cannot be tested). Audit scores are each canary's loss after training
+// minus its loss on the base model. The seed fixes the notes and the adapter's initialisation; secrets,
 // inclusion bits, sampling and noise come from libsodium's generator and differ on every run.
 
 var arguments = Arguments(Array(CommandLine.arguments.dropFirst()))
 if arguments.helpRequested {
     print("""
     usage: conclave-bench-privacy-audit --model M [--steps N] [--batch B] [--repetitions K] [--canaries C]
-             [--digits D] [--samples S] [--audit-canaries A] [--records R] [--max-length L] [--seeds N]
+             [--digits D] [--samples S] [--audit-canaries A] [--guesses G] [--records R] [--max-length L] [--seeds N]
              [--epsilon E] [--delta D] [--clip C] [--learning-rate LR] [--rank R] [--threads T] [--json]
 
     Trains LoRA on R synthetic cardiology notes (each cut to L tokens) plus C canaries repeated K times
@@ -24,7 +26,9 @@ if arguments.helpRequested {
     with DP-SGD calibrated to (E, D) by the RDP accountant, for each seed 1...N.
       --digits D       secret length; the candidate space has 10^D secrets (default 4)
       --samples S      estimate exposure from S sampled candidates instead of scoring all 10^D
-    Defaults: steps 200, batch 8, repetitions 8, canaries 10, audit-canaries 100, records 400,
+      --guesses G      the audit guesses "in" on the G/2 lowest scores and "out" on the G/2 highest
+                       (even; default all audit canaries)
+    Defaults: steps 200, batch 8, repetitions 8, canaries 10, audit-canaries 200, records 400,
     max-length 96, seeds 3, epsilon 8, delta 1e-5, clip 1, learning-rate 2e-3, rank 8, threads 2.
     """)
     exit(0)
@@ -53,7 +57,8 @@ do {
     let canaryCount = try arguments.int("--canaries", in: 1...10_000) ?? 10
     let digits = try arguments.int("--digits", in: 1...CanarySet.maximumDigits) ?? 4
     let samples = try arguments.int("--samples", in: 1...10_000_000)
-    let auditCount = try arguments.int("--audit-canaries", in: 2...100_000) ?? 100
+    let auditCount = try arguments.int("--audit-canaries", in: 2...100_000) ?? 200
+    let guesses = try arguments.int("--guesses", in: 2...100_000)
     let records = try arguments.int("--records", in: SyntheticNotes.recordRange) ?? 400
     let maxLength = try arguments.int("--max-length", in: 8...8192) ?? 96
     let seeds = try arguments.int("--seeds", in: 1...100) ?? 3
@@ -65,6 +70,9 @@ do {
     let threads = try arguments.int("--threads", in: 1...256) ?? 2
     let json = arguments.flag("--json")
     try arguments.finish()
+    if let guesses, guesses % 2 != 0 || guesses > auditCount {
+        throw UsageError("--guesses \(guesses) must be even and at most --audit-canaries \(auditCount)")
+    }
     if samples == nil, CanarySet.spaceSize(digits: digits) > Exposure.maximumExactSpace {
         throw UsageError("10^\(digits) candidates are too many to score exactly; pass --samples")
     }
@@ -94,6 +102,7 @@ do {
         data += audit.examples(tokenization: tokenization, firstLine: data.count)
         model.setAdapter(nil)
         let baseExposures = try exposures(canaries)
+        let auditBase = try audit.losses(model: model, tokenization: tokenization)
 
         for privacy in [false, true] {
             var configuration = TrainingConfiguration()
@@ -116,15 +125,16 @@ do {
             let result = try trainer.train(progress: progress)
             model.setAdapter(result.lora.adapter())
             let exposure = try exposures(canaries)
-            let bound = try audit.audit(model: model, tokenization: tokenization, delta: delta)
+            let bound = try audit.audit(model: model, tokenization: tokenization, baseLosses: auditBase, guesses: guesses,
+                                        delta: delta)
             model.setAdapter(nil)
             let run = Run(seed: seed, privacy: privacy, accountantEpsilon: result.epsilon, noiseMultiplier: sigma,
                           exposures: exposure, baseExposures: baseExposures, audit: bound, trainLoss: result.trainLoss,
                           seconds: result.seconds)
             runs.append(run)
-            StandardError.write(String(format: "seed %llu %@: exposure %.2f bits (base %.2f), audit %d/%d right, ε ≥ %.3f\n",
+            StandardError.write(String(format: "seed %llu %@: exposure %.2f bits (base %.2f), audit %d/%d right, ε ≥ %.3f (power %.3f)\n",
                                        seed, privacy ? "DP" : "no DP", run.meanExposure, run.meanBaseExposure,
-                                       bound.correct, bound.guesses, bound.epsilonLowerBound))
+                                       bound.correct, bound.guesses, bound.epsilonLowerBound, bound.power))
         }
     }
 
@@ -139,7 +149,9 @@ do {
                  "noise_multiplier": run.noiseMultiplier ?? NSNull(), "mean_exposure_bits": run.meanExposure,
                  "exposure_bits": run.exposures.map(\.bits), "base_mean_exposure_bits": run.meanBaseExposure,
                  "audit_guesses": run.audit.guesses, "audit_correct": run.audit.correct,
-                 "epsilon_lower_bound": run.audit.epsilonLowerBound, "train_loss": run.trainLoss, "seconds": run.seconds]
+                 "epsilon_lower_bound": run.audit.epsilonLowerBound, "audit_power": run.audit.power,
+                 "audit_verdict": run.audit.verdict(claimedEpsilon: run.accountantEpsilon ?? .infinity).rawValue,
+                 "train_loss": run.trainLoss, "seconds": run.seconds]
             },
         ])
     } else {
@@ -147,16 +159,18 @@ do {
         print("""
         Privacy audit: \(modelPath)
         \(records) notes (≤ \(maxLength) tokens), \(canaryCount) canaries × \(repetitions), |R| = 10^\(digits) (exposure \(method), chance ≈ 1.44 bits, max \(String(format: "%.2f", log2(Double(space))))),
-        \(auditCount) audit canaries (each in with probability 1/2, once), \(steps) steps at batch \(batch), δ = \(delta), β = 0.05
+        \(auditCount) audit canaries (each in with probability 1/2, once; \(guesses.map(String.init) ?? "all") guesses, scores relative to the base model), \(steps) steps at batch \(batch), δ = \(delta), β = 0.05
 
-        | seed | training | σ | exposure before (bits) | exposure after (bits) | audit right | ε lower bound | accountant ε |
-        |---|---|---|---|---|---|---|---|
+        | seed | training | σ | exposure before (bits) | exposure after (bits) | audit right | ε lower bound | power | accountant ε | verdict |
+        |---|---|---|---|---|---|---|---|---|---|
         """)
         for run in runs {
-            print(String(format: "| %llu | %@ | %@ | %.2f | %.2f | %d/%d | %.3f | %@ |", run.seed, run.privacy ? "DP-SGD" : "plain",
+            let verdict = run.accountantEpsilon.map { run.audit.verdict(claimedEpsilon: $0).rawValue } ?? "–"
+            print(String(format: "| %llu | %@ | %@ | %.2f | %.2f | %d/%d | %.3f | %.3f | %@ | %@ |", run.seed,
+                         run.privacy ? "DP-SGD" : "plain",
                          run.noiseMultiplier.map { String(format: "%.3f", $0) } ?? "–", run.meanBaseExposure, run.meanExposure,
-                         run.audit.correct, run.audit.guesses, run.audit.epsilonLowerBound,
-                         run.accountantEpsilon.map { String(format: "%.2f", $0) } ?? "∞"))
+                         run.audit.correct, run.audit.guesses, run.audit.epsilonLowerBound, run.audit.power,
+                         run.accountantEpsilon.map { String(format: "%.2f", $0) } ?? "∞", verdict))
         }
         for privacy in [false, true] {
             let chosen = runs.filter { $0.privacy == privacy }

@@ -151,6 +151,11 @@ public struct ClientCanaries: Sendable {
 
     /// Measures every canary's exposure on `model` with the adapter it holds now: exact for
     /// |R| ≤ `exactUpTo`, otherwise from `samples` sampled candidates.
+    ///
+    /// The client calls it on the global adapter as received, so the summary it sends is post-processing
+    /// of the federation's DP output: a function of that adapter, of the canaries' secrets (libsodium
+    /// randomness, no private record) and of the configuration, and of no private record except through
+    /// the adapter. No ε is charged for it; measuring it on the client's own local adapter would break this.
     public func measure(model: LlamaModel, exactUpTo: Int = defaultExactUpTo,
                         samples: Int = defaultSamples) throws -> CanaryExposureSummary {
         let start = Date()

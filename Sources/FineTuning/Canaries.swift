@@ -493,14 +493,28 @@ public struct CanaryAudit: Sendable, Equatable, Codable {
         }
     }
 
-    /// Scores every audit canary with the model as it stands and returns the one-run lower bound on ε.
+    /// Each canary's loss (nats over its secret's tokens) with the model as it stands (its current
+    /// adapter). Taken once on the model before training, it is the baseline of `audit`.
+    public func losses(model: LlamaModel, tokenization: CanaryTokenization) throws -> [Double] {
+        try CanaryScoring.losses(model: model, tokenization: tokenization, candidates: set.canaries)
+    }
+
+    /// Scores every audit canary with the model as it stands, relative to its loss on the model before
+    /// training (`baseLosses`, from `losses` on the base model), and returns the one-run lower bound on ε
+    /// with its power. The raw loss would mostly measure what the base model already knew about each
+    /// random secret (the same whether or not it was trained on); the difference measures training.
     /// - Parameters:
+    ///   - baseLosses: each canary's loss before training, in the set's order.
     ///   - guesses: r (even), fixed before training; nil guesses on all canaries.
     ///   - delta: δ of the hypothesis tested (the accountant's δ to compare with its ε).
-    public func audit(model: LlamaModel, tokenization: CanaryTokenization, guesses: Int? = nil, delta: Double,
-                      significance: Double = 0.05) throws -> OneRunAudit {
-        let losses = try CanaryScoring.losses(model: model, tokenization: tokenization, candidates: set.canaries)
-        return try EmpiricalPrivacy.audit(losses: losses, included: included, guesses: guesses, delta: delta,
-                                          significance: significance)
+    /// - Throws: `CanaryError` when `baseLosses` does not have one loss per canary; the audit's errors.
+    public func audit(model: LlamaModel, tokenization: CanaryTokenization, baseLosses: [Double], guesses: Int? = nil,
+                      delta: Double, significance: Double = 0.05) throws -> OneRunAudit {
+        guard baseLosses.count == set.canaries.count else {
+            throw CanaryError("\(baseLosses.count) base losses for \(set.canaries.count) audit canaries")
+        }
+        let after = try losses(model: model, tokenization: tokenization)
+        return try EmpiricalPrivacy.audit(scores: zip(after, baseLosses).map { $0 - $1 }, included: included,
+                                          guesses: guesses, delta: delta, significance: significance)
     }
 }

@@ -13,6 +13,10 @@ public struct DifferentialPrivacy: Sendable, Equatable {
     /// δ of the (ε, δ) guarantee.
     public var delta: Double
     public var accountant: AccountantKind
+    /// Test seam for the privacy audit's positive control (internal: no command can reach it): the noise
+    /// actually added is σ / this, while `mechanism`, the result's ε and every ledger keep claiming σ.
+    /// 1 outside tests; a test sets 1000 to check that the audit catches the broken run.
+    var auditTestNoiseDivisor = 1.0
 
     public init(noiseMultiplier: Double, clipNorm: Double, delta: Double, accountant: AccountantKind = .rdp) {
         self.noiseMultiplier = noiseMultiplier
@@ -169,7 +173,7 @@ public final class LoRATrainer {
         do {
             let parameterCount = lora.count
             dpsgdGrid = try c.privacy.map { try DPSGDGrid(parameterCount: parameterCount, clipNorm: $0.clipNorm,
-                                                          noiseMultiplier: $0.noiseMultiplier) }
+                                                          noiseMultiplier: $0.noiseMultiplier / $0.auditTestNoiseDivisor) }
         } catch {
             throw TrainingError("DP-SGD cannot run with these parameters: \(error)")
         }

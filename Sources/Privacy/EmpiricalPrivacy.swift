@@ -58,7 +58,8 @@ public enum Binomial {
     }
 }
 
-/// What a one-run audit observed and the lower bound on ε it supports.
+/// What a one-run audit observed, the lower bound on ε it supports, and the largest bound it could
+/// have supported (its power): a bound is only evidence about an ε below that power.
 public struct OneRunAudit: Sendable, Equatable, Codable {
     /// m: canaries, each included in the training data independently with probability 1/2.
     public var canaries: Int
@@ -73,16 +74,37 @@ public struct OneRunAudit: Sendable, Equatable, Codable {
     /// The largest ε that the observed guesses reject at level β: with probability at least 1 − β the
     /// training run is not (ε', δ)-DP for any ε' below this. 0 when the guesses show nothing.
     public var epsilonLowerBound: Double
+    /// The bound this audit would print had all r guesses been right (`EmpiricalPrivacy.power`): no run,
+    /// however leaky, can make it report more, so it cannot refute a claimed ε at or above this.
+    public var power: Double
+
+    /// What the audit says about a claimed ε (the accountant's, at the same δ).
+    public func verdict(claimedEpsilon epsilon: Double) -> AuditVerdict {
+        if epsilonLowerBound > epsilon { return .refuted }
+        return power > epsilon ? .consistent : .noPower
+    }
+}
+
+/// The audit's finding about a claimed ε.
+public enum AuditVerdict: String, Sendable, Equatable, Codable {
+    /// The lower bound exceeds the claim: with confidence 1 − β, the run is not (ε, δ)-DP.
+    case refuted
+    /// The bound is at most the claim, and the audit had the power to exceed it.
+    case consistent
+    /// The bound is at most the claim, but it could not have exceeded it whatever the run leaked.
+    case noPower = "no_power"
 }
 
 /// Empirical lower bounds on ε from one training run: Steinke, Nasr and Jagielski, "Privacy Auditing
 /// with One (1) Training Run", NeurIPS 2023.
 ///
 /// The auditor plants m canaries, each included independently with probability 1/2 (from a secure
-/// generator: the inclusion bits are the secret the audit tests), trains once, and guesses "in" for
-/// the r/2 canaries with the lowest loss and "out" for the r/2 with the highest (their black-box
-/// auditor with k₊ = k₋ = r/2). If the run is (ε, δ)-DP, the number W of right guesses satisfies
-/// (their main theorem for (ε, δ)-DP; with δ = 0 it is the binomial tail of their pure-DP theorem)
+/// generator: the inclusion bits are the secret the audit tests), trains once, scores every canary
+/// (lower meaning "more likely trained on": the canary's loss after training minus its loss on the
+/// model before training), and guesses "in" for the r/2 lowest scores and "out" for the r/2 highest
+/// (their black-box auditor with k₊ = k₋ = r/2). If the run is (ε, δ)-DP, the number W of right
+/// guesses satisfies (their main theorem for (ε, δ)-DP, the p-value that public implementations of the
+/// paper compute as `p_value_DP_audit`; with δ = 0 it is the binomial tail of their pure-DP theorem)
 ///
 ///     P[W ≥ v] ≤ f(v) + 2mδ · max_{i = 1…v} (f(v − i) − f(v)) / i,
 ///     f(u) = P[Binomial(r, e^ε / (1 + e^ε)) ≥ u],
@@ -90,6 +112,9 @@ public struct OneRunAudit: Sendable, Equatable, Codable {
 /// so any ε whose right-hand side is below β is rejected with confidence 1 − β. The bound is the
 /// supremum of rejected ε. It holds for each record, so it is comparable to the accountant's ε only
 /// when each canary is a single record; a canary repeated k times tests group privacy.
+///
+/// Checked against an independent SciPy computation of the same theorem
+/// (Tests/PrivacyTests/Reference/generate_one_run_audit.py).
 public enum EmpiricalPrivacy {
     /// The largest ε the search considers; beyond it e^ε/(1 + e^ε) is 1 to double precision.
     public static let maximumEpsilon = 40.0
@@ -104,7 +129,8 @@ public enum EmpiricalPrivacy {
         let q = 1 / (1 + exp(-epsilon))
         let tail = Binomial.upperTail(atLeast: v, trials: r, probability: q)
         guard delta > 0, v > 0 else { return min(1, tail) }
-        // max over i of P[v − i ≤ W' < v] / i, accumulating the probability mass one step down at a time.
+        // max over i of P[v − i ≤ W' < v] / i, accumulating the probability mass one step down at a time;
+        // for i > v the term is (1 − f(v))/i, below the i = v term, so i = 1…v covers i = 1…m.
         var below = 0.0, slope = 0.0
         for i in 1...v {
             below += exp(Binomial.logProbability(v - i, trials: r, probability: q))
@@ -136,20 +162,37 @@ public enum EmpiricalPrivacy {
         return low
     }
 
-    /// Runs the auditor on the canaries' losses after training: guesses "in" for the `guesses`/2
-    /// lowest losses and "out" for the `guesses`/2 highest, counts the right guesses against
-    /// `included`, and returns the bound.
+    /// The audit's power: the bound it prints when all r guesses are right, the most that m canaries
+    /// and r guesses can ever show at (δ, β). A claimed ε at or above it cannot be refuted by this audit.
+    public static func power(canaries m: Int, guesses r: Int, delta: Double = 0, significance beta: Double = 0.05) -> Double {
+        epsilonLowerBound(canaries: m, guesses: r, correct: r, delta: delta, significance: beta)
+    }
+
+    /// The fewest guesses r (even, at most m) whose power exceeds `epsilon` at (δ, β), or nil when even
+    /// r = m (rounded down to even) cannot: plan the audit with it before training.
+    public static func guessesNeeded(toRefute epsilon: Double, canaries m: Int, delta: Double = 0,
+                                     significance beta: Double = 0.05) -> Int? {
+        stride(from: 2, through: m - m % 2, by: 2).first {
+            power(canaries: m, guesses: $0, delta: delta, significance: beta) > epsilon
+        }
+    }
+
+    /// Runs the auditor on the canaries' scores: guesses "in" for the `guesses`/2 lowest scores and
+    /// "out" for the `guesses`/2 highest, counts the right guesses against `included`, and returns the
+    /// bound with its power.
     ///
     /// - Parameters:
-    ///   - losses: one score per canary, lower meaning "more likely trained on" (the canary's loss).
+    ///   - scores: one score per canary, lower meaning "more likely trained on": the canary's loss after
+    ///     training minus its loss before (`CanaryAudit.audit`), so that what the base model already
+    ///     knew about a canary cancels out.
     ///   - included: whether each canary was in the training data (drawn with probability 1/2).
     ///   - guesses: r, even, at most m; nil guesses on every canary (r = m, rounded down to even). Fix it
-    ///     before seeing the losses: choosing r after looking would void the confidence.
+    ///     before seeing the scores: choosing r after looking would void the confidence.
     /// - Throws: `PrivacyParameterError` for mismatched lengths, an odd or too large r, non-finite
-    ///   losses, or β or δ out of range.
-    public static func audit(losses: [Double], included: [Bool], guesses: Int? = nil, delta: Double = 0,
+    ///   scores, or β or δ out of range.
+    public static func audit(scores: [Double], included: [Bool], guesses: Int? = nil, delta: Double = 0,
                              significance: Double = 0.05) throws -> OneRunAudit {
-        let m = losses.count
+        let m = scores.count
         guard included.count == m, m >= 2 else {
             throw PrivacyParameterError(name: "canaries", value: Double(m),
                                         expected: "at least 2, with one inclusion bit each (got \(included.count) bits)")
@@ -158,21 +201,22 @@ public enum EmpiricalPrivacy {
         guard r >= 2, r <= m, r % 2 == 0 else {
             throw PrivacyParameterError(name: "guesses", value: Double(r), expected: "even, in 2...\(m)")
         }
-        if let bad = losses.firstIndex(where: { !$0.isFinite }) {
-            throw PrivacyParameterError(name: "loss of canary \(bad)", value: losses[bad], expected: "finite")
+        if let bad = scores.firstIndex(where: { !$0.isFinite }) {
+            throw PrivacyParameterError(name: "score of canary \(bad)", value: scores[bad], expected: "finite")
         }
         guard delta >= 0, delta < 1 else { throw PrivacyParameterError(name: "delta", value: delta, expected: "in [0, 1)") }
         guard significance > 0, significance < 1 else {
             throw PrivacyParameterError(name: "significance", value: significance, expected: "in (0, 1)")
         }
-        // Ties in loss are broken by index, which is independent of the inclusion bits.
-        let order = losses.indices.sorted { (losses[$0], $0) < (losses[$1], $1) }
+        // Ties in score are broken by index, which is independent of the inclusion bits.
+        let order = scores.indices.sorted { (scores[$0], $0) < (scores[$1], $1) }
         let half = r / 2
         let rightIn = order.prefix(half).filter { included[$0] }.count
         let rightOut = order.suffix(half).filter { !included[$0] }.count
         let v = rightIn + rightOut
         return OneRunAudit(canaries: m, guesses: r, correct: v, delta: delta, significance: significance,
                            epsilonLowerBound: epsilonLowerBound(canaries: m, guesses: r, correct: v, delta: delta,
-                                                                significance: significance))
+                                                                significance: significance),
+                           power: power(canaries: m, guesses: r, delta: delta, significance: significance))
     }
 }

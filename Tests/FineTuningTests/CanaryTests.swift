@@ -9,8 +9,8 @@ import XCTest
 @testable import FineTuning
 
 /// Canary exposure (Carlini et al. 2019) on hand-made losses and on the tiny-llama fixture, the
-/// sampled estimate against the exact value, the canaries' layout under SmolLM2's real tokenizer, and the
-/// one-run audit (Steinke et al. 2023) after real DP training, which must stay below the accountant's ε.
+/// sampled estimate against the exact value, and the canaries' layout under SmolLM2's real tokenizer. The
+/// one-run audit on real training runs, with its positive controls, is in PrivacyAuditControlTests.
 final class CanaryTests: XCTestCase {
     // MARK: exposure from losses
 
@@ -176,37 +176,6 @@ final class CanaryTests: XCTestCase {
         // A sample as large as the space is the exact computation.
         let full = try Exposure.estimated(model: model, tokenization: layout, set: set, samples: 999)
         XCTAssertEqual(full, exact)
-    }
-
-    // MARK: the one-run audit on a real training run
-
-    func auditRun(privacy: DifferentialPrivacy?, steps: Int) throws -> (OneRunAudit, Double?) {
-        let model = try tinyModel()
-        let layout = try tinyLayout()
-        let audit = try CanaryAudit.generate(count: 40, digits: 4)
-        let reference = try Fixtures.json("tiny-llama/reference.json")
-        let filler = (reference["input_ids"] as! [[Int]]).enumerated().map { TokenizedExample(ids: $1, labels: $1, line: $0 + 1) }
-        var configuration = TrainingConfiguration()
-        configuration.steps = steps
-        configuration.batchSize = 8
-        configuration.learningRate = 2e-2
-        configuration.targets = [.qProj, .vProj, .downProj]
-        configuration.privacy = privacy
-        let data = filler + audit.examples(tokenization: layout, firstLine: filler.count)
-        let result = try LoRATrainer(model: model, examples: data, configuration: configuration).train()
-        model.setAdapter(result.lora.adapter())
-        return (try audit.audit(model: model, tokenization: layout, delta: privacy?.delta ?? 0), result.epsilon)
-    }
-
-    func testEmpiricalLowerBoundStaysBelowTheAccountantsEpsilon() throws {
-        // A lower bound above the accountant's ε would mean the DP-SGD implementation or the accountant is wrong.
-        let (audit, epsilon) = try auditRun(privacy: DifferentialPrivacy(noiseMultiplier: 1.0, clipNorm: 1, delta: 1e-5),
-                                            steps: 20)
-        let accountant = try XCTUnwrap(epsilon)
-        XCTAssertEqual(audit.canaries, 40)
-        XCTAssertEqual(audit.guesses, 40)
-        XCTAssertLessThanOrEqual(audit.epsilonLowerBound, accountant,
-                                 "empirical ε ≥ \(audit.epsilonLowerBound) from \(audit.correct)/40 exceeds the accountant's \(accountant)")
     }
 }
 
