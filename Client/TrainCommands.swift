@@ -452,7 +452,9 @@ struct EpsilonCommand: ParsableCommand {
         Poisson-subsampled Gaussian mechanism under add/remove adjacency. RDP: Mironov, Talwar and Zhang
         (2019) over Opacus' orders, converted with Balle et al. (2020); PLD: privacy loss distributions
         composed by FFT with pessimistic discretisation (an upper bound).
-          --json   print {"epsilon", "delta", "accountant"} (plus "order" for RDP)
+          --json   print {"epsilon", "delta", "accountant", "method"} (plus "order" for RDP); "method" says
+                   when the PLD accountant's answer came from RDP (the smaller of two sound bounds, e.g. at
+                   very small δ or a noise multiplier too small for the PLD grid)
 
         examples:
           conclave-client privacy epsilon --sampling-rate 0.01 --noise-multiplier 1 --steps 10000 --delta 1e-5
@@ -478,22 +480,25 @@ struct EpsilonCommand: ParsableCommand {
 
     func run() throws -> Int32 {
         var result: [String: Any] = ["delta": delta, "accountant": accountant.rawValue]
+        let mechanism = MechanismSteps(samplingRate: q, noiseMultiplier: sigma, steps: steps)
         switch accountant {
         case .rdp:
             var rdp = RDPAccountant()
-            try rdp.add(samplingRate: q, noiseMultiplier: sigma, steps: steps)
+            try rdp.add(mechanism)
             let (epsilon, order) = try rdp.epsilon(delta: delta)
             result["epsilon"] = epsilon
             result["order"] = order
+            result["method"] = PrivacyEstimate.Method.rdp.rawValue
         case .pld:
-            var pld = PLDAccountant()
-            try pld.add(samplingRate: q, noiseMultiplier: sigma, steps: steps)
-            result["epsilon"] = try pld.epsilon(delta: delta)
+            let estimate = try PrivacyAccounting.estimate(steps: [mechanism], delta: delta, accountant: .pld)
+            result["epsilon"] = estimate.epsilon
+            result["method"] = estimate.method.rawValue
         }
         if json {
             try JSONOutput.print(result)
         } else {
-            var line = String(format: "ε = %.6f at δ = %g (%@)", result["epsilon"] as! Double, delta, accountant.rawValue)
+            let method = result["method"] as? String ?? accountant.rawValue
+            var line = String(format: "ε = %.6f at δ = %g (%@)", result["epsilon"] as? Double ?? .nan, delta, method)
             if let order = result["order"] as? Double { line += String(format: ", best order %g", order) }
             print(line)
         }
@@ -509,7 +514,7 @@ struct NoiseCommand: ParsableCommand {
         usage: conclave-client privacy noise --target-epsilon ε --sampling-rate q --steps T --delta δ
                                              [--accountant rdp|pld] [--json]
         The smallest σ on a 0.001 grid whose ε (by the chosen accountant) is at most the target.
-          --json   print {"noise_multiplier", "epsilon", "target_epsilon", "delta", "accountant"}
+          --json   print {"noise_multiplier", "epsilon", "target_epsilon", "delta", "accountant", "method"}
 
         examples:
           conclave-client privacy noise --target-epsilon 8 --sampling-rate 0.02 --steps 40 --delta 1e-5
@@ -536,13 +541,14 @@ struct NoiseCommand: ParsableCommand {
     func run() throws -> Int32 {
         let sigma = try PrivacyAccounting.noiseMultiplier(targetEpsilon: target, samplingRate: q, steps: steps, delta: delta,
                                                           accountant: accountant)
-        let epsilon = try PrivacyAccounting.epsilon(steps: [MechanismSteps(samplingRate: q, noiseMultiplier: sigma, steps: steps)],
-                                                    delta: delta, accountant: accountant)
+        let estimate = try PrivacyAccounting.estimate(steps: [MechanismSteps(samplingRate: q, noiseMultiplier: sigma, steps: steps)],
+                                                      delta: delta, accountant: accountant)
         if json {
-            try JSONOutput.print(["noise_multiplier": sigma, "epsilon": epsilon, "target_epsilon": target, "delta": delta,
-                                  "accountant": accountant.rawValue])
+            try JSONOutput.print(["noise_multiplier": sigma, "epsilon": estimate.epsilon, "target_epsilon": target, "delta": delta,
+                                  "accountant": accountant.rawValue, "method": estimate.method.rawValue])
         } else {
-            print(String(format: "σ = %.3f gives ε = %.6f ≤ %g at δ = %g (%@)", sigma, epsilon, target, delta, accountant.rawValue))
+            print(String(format: "σ = %.3f gives ε = %.6f ≤ %g at δ = %g (%@)", sigma, estimate.epsilon, target, delta,
+                         estimate.method.rawValue))
         }
         return 0
     }

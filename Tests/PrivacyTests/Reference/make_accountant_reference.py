@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""Reference values for the Swift accountants (Tests/PrivacyTests/*AccountantTests, CalibrationTests).
+
+Computed with other people's code only: Google's dp_accounting, Microsoft's prv-accountant and autodp
+(Zhu and Wang's implementation). Nothing here imports or mirrors the Swift code. Writes
+accountant_reference.json next to this file; the library versions are stored in it.
+
+    pip install dp-accounting==0.6.0 prv-accountant==0.2.0 autodp==0.2.3.1
+    python3 Tests/PrivacyTests/Reference/make_accountant_reference.py
+"""
+import json
+import math
+import os
+import platform
+import sys
+from importlib import metadata
+
+import numpy as np
+import dp_accounting
+from dp_accounting import dp_event
+from dp_accounting.pld import privacy_loss_distribution
+from dp_accounting.rdp import rdp_privacy_accountant
+from autodp import rdp_acct, rdp_bank
+
+# The RDP orders the Swift RDPAccountant uses: dp_accounting's DEFAULT_RDP_ORDERS made denser above 63
+# and extended to 4096. The Swift test checks its list equals this one.
+ORDERS = ([1 + x / 10.0 for x in range(1, 100)] + list(range(11, 64))
+          + [64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024, 1536, 2048, 3072,
+             4096])
+assert list(rdp_privacy_accountant.DEFAULT_RDP_ORDERS) == [o for o in ORDERS if o in
+                                                           set(rdp_privacy_accountant.DEFAULT_RDP_ORDERS)]
+
+
+def event(q, sigma, steps):
+    return dp_event.SelfComposedDpEvent(
+        dp_event.PoissonSampledDpEvent(q, dp_event.GaussianDpEvent(sigma)), steps)
+
+
+def eps_rdp(q, sigma, steps, delta, orders=ORDERS):
+    acc = rdp_privacy_accountant.RdpAccountant(orders)
+    acc.compose(event(q, sigma, steps))
+    eps, order = acc.get_epsilon_and_optimal_order(delta)
+    return float(eps), float(order)
+
+
+def eps_pld(q, sigma, steps, delta, discretization, pessimistic=True):
+    """dp_accounting's PLD of the Poisson-subsampled Gaussian (connect-the-dots), self-composed by FFT.
+    pessimistic=False gives its optimistic estimate, a lower bound on the true epsilon."""
+    pld = privacy_loss_distribution.from_gaussian_mechanism(
+        standard_deviation=sigma, sensitivity=1, pessimistic_estimate=pessimistic,
+        value_discretization_interval=discretization, sampling_prob=q, use_connect_dots=True)
+    return float(pld.self_compose(steps).get_epsilon_for_delta(delta))
+
+
+def eps_prv(q, sigma, steps, delta):
+    from prv_accountant import PRVAccountant
+    from prv_accountant.privacy_random_variables import PoissonSubsampledGaussianMechanism
+    prv = PoissonSubsampledGaussianMechanism(sampling_probability=q, noise_multiplier=sigma)
+    acc = PRVAccountant(prvs=[prv], max_self_compositions=[steps], eps_error=0.01, delta_error=delta / 1000)
+    low, est, up = acc.compute_epsilon(delta=delta, num_self_compositions=[steps])
+    return float(low), float(est), float(up)
+
+
+def rdp_grid():
+    records = []
+    for q in [0.001, 0.01, 0.05, 0.2, 1.0]:
+        for sigma in [0.6, 1.0, 2.0, 5.0, 50.0]:
+            for steps in [1, 1000, 10000]:
+                for delta in [1e-5, 1e-9]:
+                    eps, order = eps_rdp(q, sigma, steps, delta)
+                    records.append({"q": q, "sigma": sigma, "steps": steps, "delta": delta,
+                                    "eps_rdp": eps, "best_order": order})
+    return records
+
+
+def pld_small_delta():
+    cases = [(0.01, 1.0, 1000), (0.05, 2.0, 500), (0.001, 0.8, 10000)]
+    deltas = [1e-6, 1e-8, 1e-10, 1e-12, 1e-14]
+    records = []
+    for q, sigma, steps in cases:
+        for delta in deltas:
+            record = {"q": q, "sigma": sigma, "steps": steps, "delta": delta,
+                      "eps_pld_pessimistic_1e-4": eps_pld(q, sigma, steps, delta, 1e-4, True),
+                      "eps_pld_pessimistic_2e-5": eps_pld(q, sigma, steps, delta, 2e-5, True),
+                      "eps_pld_optimistic_2e-5": eps_pld(q, sigma, steps, delta, 2e-5, False),
+                      "eps_rdp": eps_rdp(q, sigma, steps, delta)[0]}
+            try:
+                low, est, up = eps_prv(q, sigma, steps, delta)
+                record.update({"eps_prv_lower": low, "eps_prv_estimate": est, "eps_prv_upper": up})
+            except Exception as error:  # prv-accountant refuses some small deltas; say so in the file
+                record["prv_error"] = str(error)[:200]
+            print("pld", record, file=sys.stderr)
+            records.append(record)
+    return records
+
+
+def smallest_sigma(fits, low=0, high=1000):
+    """Smallest sigma on the 0.001 grid (as an integer index) with fits(sigma); fits is monotone."""
+    while not fits(high / 1000):
+        low, high = high, high * 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        if fits(middle / 1000):
+            high = middle
+        else:
+            low = middle
+    return high / 1000
+
+
+def calibration():
+    records = []
+    for target in [0.5, 1.0, 4.0, 8.0]:
+        for q, steps in [(0.01, 1000), (0.02, 40), (0.001, 10000)]:
+            delta = 1e-5
+            record = {"target_eps": target, "q": q, "steps": steps, "delta": delta}
+            # Every sigma below this one has optimistic (lower-bound) PLD epsilon above the target,
+            # so its true epsilon exceeds the target: a calibration returning less is unsound.
+            record["sigma_unsound_below"] = smallest_sigma(
+                lambda s: eps_pld(q, s, steps, delta, 1e-4, False) <= target)
+            record["sigma_pld_pessimistic"] = smallest_sigma(
+                lambda s: eps_pld(q, s, steps, delta, 1e-4, True) <= target)
+            record["sigma_rdp"] = smallest_sigma(lambda s: eps_rdp(q, s, steps, delta)[0] <= target)
+            print("calibration", record, file=sys.stderr)
+            records.append(record)
+    return records
+
+
+def discrete():
+    records = []
+    orders = [2, 3, 4, 6, 8, 16, 32, 64, 128, 256]
+    for q, sigma in [(0.01, 1.0), (0.05, 2.0), (0.2, 0.8), (0.001, 5.0), (0.01, 50.0)]:
+        func = lambda a, s=sigma: rdp_bank.RDP_gaussian({'sigma': s}, a)
+        acct = rdp_acct.anaRDPacct(m=300)
+        acct.compose_poisson_subsampled_mechanisms1(func, q, coeff=1)
+        acct.build_zeroth_oracle()
+        general = [float(acct.evalRDP(a)) for a in orders]
+        continuous = [float(rdp_privacy_accountant._compute_rdp_poisson_subsampled_gaussian(q, sigma, [a])[0])
+                      for a in orders]
+        records.append({"q": q, "sigma": sigma, "orders": orders, "autodp_general_rdp": general,
+                        "mtz_continuous_rdp": continuous})
+    return records
+
+
+def main():
+    versions = {name: metadata.version(name) for name in ["dp-accounting", "prv-accountant", "autodp", "numpy", "scipy"]}
+    versions["python"] = platform.python_version()
+    out = {
+        "meta": {
+            "generator": "Tests/PrivacyTests/Reference/make_accountant_reference.py",
+            "versions": versions,
+            "adjacency": "add/remove one record; Poisson sampling rate q; noise std = sigma * clip",
+            "rdp_orders": "the Swift RDPAccountant.defaultOrders: dp_accounting DEFAULT_RDP_ORDERS, denser above 63, to 4096",
+            "rdp": "dp_accounting RdpAccountant over rdp_orders (Mironov-Talwar-Zhang 2019, Balle et al. 2020 Thm 21)",
+            "pld_small_delta": "dp_accounting PLDAccountant, pessimistic (upper) and optimistic (lower) at the stated "
+                               "discretisation; prv-accountant 0.2.0 bounds with eps_error 0.01",
+            "calibration": "smallest sigma on a 0.001 grid meeting target_eps at delta by each accountant; "
+                           "sigma_unsound_below uses the optimistic PLD, a lower bound on the true epsilon",
+            "discrete": "per-step RDP at integer orders: autodp's assumption-free Poisson-subsampling bound "
+                        "(anaRDPacct.compose_poisson_subsampled_mechanisms1, Zhu and Wang 2019) applied to the "
+                        "Gaussian RDP alpha/(2 sigma^2), which bounds the discrete Gaussian's (Canonne, Kamath, "
+                        "Steinke 2020); and dp_accounting's continuous MTZ value",
+        },
+        "rdp_orders": ORDERS,
+        "rdp": rdp_grid(),
+        "pld_small_delta": pld_small_delta(),
+        "calibration": calibration(),
+        "discrete": discrete(),
+    }
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "accountant_reference.json")
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1)
+        f.write("\n")
+    print("wrote", path, file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
