@@ -450,8 +450,9 @@ struct EpsilonCommand: ParsableCommand {
         usage: conclave-client privacy epsilon --sampling-rate q --noise-multiplier σ --steps T --delta δ
                                                [--accountant rdp|pld] [--json]
         Poisson-subsampled Gaussian mechanism under add/remove adjacency. RDP: Mironov, Talwar and Zhang
-        (2019) over Opacus' orders, converted with Balle et al. (2020); PLD: privacy loss distributions
-        composed by FFT with pessimistic discretisation (an upper bound).
+        (2019) over dp_accounting's orders extended to 4096, converted with Balle et al. (2020); PLD: privacy
+        loss distributions composed by FFT with pessimistic discretisation and the FFT's rounding bounded
+        (an upper bound at every δ), or RDP where that is the smaller upper bound.
           --json   print {"epsilon", "delta", "accountant", "method"} (plus "order" for RDP); "method" says
                    when the PLD accountant's answer came from RDP (the smaller of two sound bounds, e.g. at
                    very small δ or a noise multiplier too small for the PLD grid)

@@ -91,7 +91,7 @@ public struct PLDAccountant: Sendable {
     }
 
     /// The PLD bound alone (continuous Gaussian steps only): the larger of the two directions. Each
-    /// direction is composed untilted first; when the FFT error bound moves that answer, it is composed
+    /// direction is composed untilted first; when the FFT error bound moves that answer noticeably, it is composed
     /// again exponentially tilted towards the answer (`compose(_:tilt:)`), where the bound is tiny,
     /// and the smaller of the two sound answers is kept.
     func pldOnlyEpsilon(delta: Double) throws -> Double {
@@ -100,7 +100,9 @@ public struct PLDAccountant: Sendable {
             guard let plain = try compose(direction, tilt: 0) else { continue }
             var best = plain.epsilon(delta: delta, includingErrorBound: true)
             let raw = plain.epsilon(delta: delta, includingErrorBound: false)
-            if raw.isFinite, best - raw > 1e-9 * max(1, raw) {
+            // Tilting costs a second composition; it is worth it only where the error bound moves the
+            // answer by more than 1e-4 relative (below δ ≈ 1e-7 at typical grids).
+            if raw.isFinite, best - raw > 1e-4 * max(raw, discretization) {
                 let lambda = try chernoffTilt(direction, at: max(raw, discretization))
                 if lambda > 0, let tilted = try compose(direction, tilt: lambda) {
                     best = min(best, tilted.epsilon(delta: delta, includingErrorBound: true))
@@ -117,8 +119,9 @@ public struct PLDAccountant: Sendable {
         mechanisms.allSatisfy { $0.samplingRate == 1 || $0.isTrivial } ? [.remove] : AdjacencyDirection.allCases
     }
 
-    /// The smallest δ such that the composition is (ε, δ)-DP (an upper bound): PLD with its error
-    /// bound, or RDP's conversion when the composition holds discrete-Gaussian steps; 1 without noise.
+    /// The smallest δ such that the composition is (ε, δ)-DP (an upper bound): the smallest of PLD with
+    /// its error bound (untilted, and tilted towards ε) and RDP's conversion; RDP alone when the
+    /// composition holds discrete-Gaussian steps; 1 without noise.
     public func delta(epsilon: Double) throws -> Double {
         guard epsilon.isFinite, epsilon >= 0 else {
             throw PrivacyParameterError(name: "epsilon", value: epsilon, expected: "finite and >= 0")
@@ -129,12 +132,23 @@ public struct PLDAccountant: Sendable {
             for mechanism in mechanisms { try rdp.add(mechanism) }
             return rdp.delta(epsilon: epsilon)
         }
+        var rdp = RDPAccountant()
+        for mechanism in mechanisms { try rdp.add(mechanism) }
         var worst = 0.0
-        for direction in directions {
-            guard let composed = try compose(direction, tilt: 0) else { continue }
-            worst = max(worst, composed.delta(epsilon: epsilon))
+        do {
+            for direction in directions {
+                guard let composed = try compose(direction, tilt: 0) else { continue }
+                var best = composed.delta(epsilon: epsilon)
+                let lambda = try chernoffTilt(direction, at: max(epsilon, discretization))
+                if lambda > 0, let tilted = try compose(direction, tilt: lambda) {
+                    best = min(best, tilted.delta(epsilon: epsilon))
+                }
+                worst = max(worst, best)
+            }
+        } catch is PLDGridTooLargeError {
+            return rdp.delta(epsilon: epsilon)
         }
-        return min(1, worst)
+        return min(1, worst, rdp.delta(epsilon: epsilon))
     }
 
     /// Mechanisms with the same q and σ merged, trivial ones dropped.
@@ -246,13 +260,14 @@ public struct PLDAccountant: Sendable {
         for (count, step) in steps {
             supportLow += count * Double(step.lowIndex) * h
             supportHigh += count * Double(step.lowIndex + step.masses.count - 1) * h
-            let moments = step.logMoments(mus + mus.map { -$0 } + mus.map { $0 + lambda } + [lambda], interval: h)
+            let tilted = lambda > 0 ? mus.map { $0 + lambda } + [lambda] : []
+            let moments = step.logMoments(mus + mus.map { -$0 } + tilted, interval: h)
             for k in mus.indices {
                 upper[k] += count * moments[k]
                 lower[k] += count * moments[mus.count + k]
-                tiltedUpper[k] += count * moments[2 * mus.count + k]
+                if lambda > 0 { tiltedUpper[k] += count * moments[2 * mus.count + k] }
             }
-            tiltNormaliser += count * moments[3 * mus.count]
+            if lambda > 0 { tiltNormaliser += count * moments[3 * mus.count] }
         }
         var high = supportHigh, low = supportLow, tiltedHigh = lambda > 0 ? supportHigh : -Double.infinity
         for (k, mu) in mus.enumerated() {

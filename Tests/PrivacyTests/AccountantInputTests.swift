@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import XCTest
 @testable import Privacy
 
@@ -148,5 +149,36 @@ final class AccountantInputTests: XCTestCase {
         let discreteSigma = try PrivacyAccounting.noiseMultiplier(targetEpsilon: 2, samplingRate: 0.01, steps: 1000, delta: 1e-5,
                                                                   accountant: .pld, noise: .discreteGaussian)
         XCTAssertGreaterThanOrEqual(discreteSigma, continuousSigma)
+    }
+
+    /// The ledger composes entries with their noise kind: a file written before the field reads as
+    /// Gaussian; a PLD-budget ledger holding a discrete-Gaussian entry reports the RDP composition of all
+    /// entries (sound), which is at least the PLD ε of the same steps as continuous Gaussians.
+    func testLedgerComposesEntriesWithTheirNoise() throws {
+        let parent = try Fixtures.temporaryDirectory("ledger-noise")
+        defer { try? FileManager.default.removeItem(at: parent) }
+        let budget = PrivacyBudget(epsilon: 50, delta: 1e-5, accountant: .pld)
+        var ledger = try PrivacyLedger(directory: parent.appendingPathComponent("state"), creatingWith: budget)
+        try ledger.charge(purpose: "round:1", samplingRate: 0.01, noiseMultiplier: 1, clipNorm: 1, steps: 300)
+        let continuousOnly = ledger.spentEpsilon
+        try ledger.charge(MechanismSteps(samplingRate: 0.01, noiseMultiplier: 1, steps: 300, noise: .discreteGaussian), clipNorm: 1,
+                          purpose: "round:2")
+        let reopened = try PrivacyLedger(directory: parent.appendingPathComponent("state"))
+        XCTAssertEqual(reopened.entries.map(\.noise), [.gaussian, .discreteGaussian])
+        let rdp = try PrivacyAccounting.epsilon(steps: reopened.entries.map(\.mechanism), delta: 1e-5, accountant: .rdp)
+        XCTAssertEqual(reopened.spentEpsilon, rdp, accuracy: 1e-12)
+        let asContinuous = [MechanismSteps(samplingRate: 0.01, noiseMultiplier: 1, steps: 600)]
+        XCTAssertGreaterThanOrEqual(reopened.spentEpsilon, try PrivacyAccounting.epsilon(steps: asContinuous, delta: 1e-5, accountant: .pld))
+        XCTAssertGreaterThan(reopened.spentEpsilon, continuousOnly)
+
+        // An entry without "noise", as every ledger before this field, is Gaussian.
+        let text = try String(contentsOf: reopened.fileURL, encoding: .utf8)
+        let stripped = text.replacingOccurrences(of: #""noise"\s*:\s*"gaussian"\s*,?"#, with: "", options: .regularExpression)
+        XCTAssertNotEqual(stripped, text, "the file names the noise kind")
+        let entry = try JSONDecoder().decode(PrivacyLedgerEntry.self, from: Data("""
+            {"id":"\(UUID().uuidString)","purpose":"run:old","date":0,"samplingRate":0.01,"noiseMultiplier":1,"clipNorm":1,
+             "steps":10,"delta":1e-5,"accountant":"rdp","cumulativeEpsilon":0.1}
+            """.utf8))
+        XCTAssertEqual(entry.noise, .gaussian)
     }
 }

@@ -6,7 +6,10 @@ Computed with other people's code only: Google's dp_accounting, Microsoft's prv-
 accountant_reference.json next to this file; the library versions are stored in it.
 
     pip install dp-accounting==0.6.0 prv-accountant==0.2.0 autodp==0.2.3.1
-    python3 Tests/PrivacyTests/Reference/make_accountant_reference.py
+    python3 Tests/PrivacyTests/Reference/make_accountant_reference.py [SECTION ...]
+
+With section names (rdp, pld_small_delta, calibration, discrete) only those are recomputed. The whole
+run takes about half an hour on two shared cores.
 """
 import json
 import math
@@ -89,9 +92,88 @@ def pld_small_delta():
                 record.update({"eps_prv_lower": low, "eps_prv_estimate": est, "eps_prv_upper": up})
             except Exception as error:  # prv-accountant refuses some small deltas; say so in the file
                 record["prv_error"] = str(error)[:200]
+            # dp_accounting's composition is trusted only where it is consistent with itself and with
+            # RDP, a valid upper bound: optimistic <= pessimistic <= RDP (it is not at delta = 1e-14).
+            record["dp_accounting_consistent"] = (
+                record["eps_pld_optimistic_2e-5"] <= record["eps_pld_pessimistic_2e-5"] + 1e-9
+                and record["eps_pld_pessimistic_1e-4"] <= record["eps_rdp"])
+            if delta <= 1e-12:
+                record["eps_tilted_optimistic_1e-5"] = tilted_optimistic_epsilon(q, sigma, steps, delta,
+                                                                                 eps_guess=record["eps_rdp"])
             print("pld", record, file=sys.stderr)
             records.append(record)
     return records
+
+
+def tilted_optimistic_epsilon(q, sigma, steps, delta, h=1e-5, eps_guess=None):
+    """A lower bound on epsilon where dp_accounting's own composition fails (delta below about 1e-12, where
+    its FFT rounding, absolute and about 1e-13, swamps delta): dp_accounting's optimistic single-step
+    PMF (privacy buckets, every loss rounded down, so delta and epsilon come out low, by at most
+    steps * h in epsilon), composed with numpy's FFT after exponential tilting towards the answer
+    (p(l) e^(lambda l) / M(lambda); tilting commutes with convolution), so that rounding is relative
+    near the losses that decide delta. The larger of the two directions; eps_guess starts the tilt."""
+    pld = privacy_loss_distribution.from_gaussian_mechanism(
+        standard_deviation=sigma, pessimistic_estimate=False, value_discretization_interval=h,
+        sampling_prob=q, use_connect_dots=False)
+    worst = 0.0
+    for pmf in (pld._pmf_remove, pld._pmf_add):
+        dense = pmf.to_dense_pmf()
+        probs = np.asarray(dense._probs, dtype=np.float64)
+        lower = int(dense._lower_loss)
+        inf_mass = float(dense._infinity_mass)
+        losses = (lower + np.arange(len(probs))) * h
+        eps = eps_guess
+        for _ in range(3):
+            # Chernoff tilt at eps.
+            lambdas = 0.05 * 1.25 ** np.arange(48)
+            logp = np.log(np.maximum(probs, 1e-300))
+            def logM(lam):
+                a = logp + lam * losses
+                m = a.max()
+                return m + math.log(np.exp(a - m).sum())
+            exps = [steps * logM(l) - l * eps for l in lambdas]
+            lam = float(lambdas[int(np.argmin(exps))])
+            lm = logM(lam)
+            tilted = np.exp(logp + lam * losses - lm) * (probs > 0)
+            mean = float((tilted * losses).sum())
+            var = float((tilted * (losses - mean) ** 2).sum())
+            centre = steps * mean
+            half = 40 * math.sqrt(steps * var) + 50 * h
+            size = 1 << int(math.ceil(math.log2(2 * half / h + len(probs))))
+            x = np.zeros(size)
+            np.add.at(x, np.arange(len(probs)) % size, tilted)
+            spectrum = np.fft.rfft(x) ** steps
+            composed = np.fft.irfft(spectrum, n=size)
+            # Index k of the circle holds losses (steps*lower + k + m*size)*h; pick m nearest the centre.
+            base = steps * lower
+            ks = np.arange(size)
+            m = np.round((centre / h - base - ks) / size)
+            idx = base + ks + m * size
+            ls = idx * h
+            keep = np.abs(ls - centre) <= half
+            logw = steps * lm - lam * ls
+            r = np.where(keep & (composed > 0), composed, 0.0) * np.exp(np.minimum(logw, 700))
+            extra = -math.expm1(steps * math.log1p(-inf_mass)) if inf_mass > 0 else 0.0
+            order = np.argsort(ls)
+            ls, r = ls[order], r[order]
+            def delta_of(e):
+                sel = ls > e
+                return extra + float((r[sel] * -np.expm1(e - ls[sel])).sum())
+            lo, hi = 0.0, max(eps * 2, 1.0)
+            while delta_of(hi) > delta:
+                hi *= 2
+            for _ in range(60):
+                mid = (lo + hi) / 2
+                if delta_of(mid) > delta:
+                    lo = mid
+                else:
+                    hi = mid
+            if abs(hi - eps) < 1e-6:
+                eps = hi
+                break
+            eps = hi
+        worst = max(worst, eps)
+    return worst
 
 
 def smallest_sigma(fits, low=0, high=1000):
@@ -113,10 +195,12 @@ def calibration():
         for q, steps in [(0.01, 1000), (0.02, 40), (0.001, 10000)]:
             delta = 1e-5
             record = {"target_eps": target, "q": q, "steps": steps, "delta": delta}
-            # Every sigma below this one has optimistic (lower-bound) PLD epsilon above the target,
-            # so its true epsilon exceeds the target: a calibration returning less is unsound.
-            record["sigma_unsound_below"] = smallest_sigma(
-                lambda s: eps_pld(q, s, steps, delta, 1e-4, False) <= target)
+            # Every sigma below this one has a lower bound on its true epsilon (the larger of
+            # dp_accounting's optimistic PLD and prv-accountant's lower bound) above the target: a
+            # calibration returning less is unsound.
+            def lower(s):
+                return max(eps_pld(q, s, steps, delta, 1e-4, False), eps_prv(q, s, steps, delta)[0])
+            record["sigma_unsound_below"] = smallest_sigma(lambda s: lower(s) <= target)
             record["sigma_pld_pessimistic"] = smallest_sigma(
                 lambda s: eps_pld(q, s, steps, delta, 1e-4, True) <= target)
             record["sigma_rdp"] = smallest_sigma(lambda s: eps_rdp(q, s, steps, delta)[0] <= target)
@@ -144,6 +228,11 @@ def discrete():
 def main():
     versions = {name: metadata.version(name) for name in ["dp-accounting", "prv-accountant", "autodp", "numpy", "scipy"]}
     versions["python"] = platform.python_version()
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "accountant_reference.json")
+    sections = {"rdp": rdp_grid, "pld_small_delta": pld_small_delta, "calibration": calibration, "discrete": discrete}
+    # With section names as arguments only those are recomputed and the rest kept from the file.
+    wanted = sys.argv[1:] or list(sections)
+    old = json.load(open(path)) if sys.argv[1:] else {}
     out = {
         "meta": {
             "generator": "Tests/PrivacyTests/Reference/make_accountant_reference.py",
@@ -151,22 +240,22 @@ def main():
             "adjacency": "add/remove one record; Poisson sampling rate q; noise std = sigma * clip",
             "rdp_orders": "the Swift RDPAccountant.defaultOrders: dp_accounting DEFAULT_RDP_ORDERS, denser above 63, to 4096",
             "rdp": "dp_accounting RdpAccountant over rdp_orders (Mironov-Talwar-Zhang 2019, Balle et al. 2020 Thm 21)",
-            "pld_small_delta": "dp_accounting PLDAccountant, pessimistic (upper) and optimistic (lower) at the stated "
-                               "discretisation; prv-accountant 0.2.0 bounds with eps_error 0.01",
+            "pld_small_delta": "dp_accounting PLD (connect-the-dots pessimistic, privacy-buckets optimistic) at the stated "
+                               "discretisation, trusted only where dp_accounting_consistent; prv-accountant 0.2.0 bounds "
+                               "(eps_error 0.01) where it accepts delta; for delta <= 1e-12 eps_tilted_optimistic_1e-5, "
+                               "a lower bound computed by exponentially tilted FFT from dp_accounting's optimistic PMF",
             "calibration": "smallest sigma on a 0.001 grid meeting target_eps at delta by each accountant; "
-                           "sigma_unsound_below uses the optimistic PLD, a lower bound on the true epsilon",
+                           "sigma_unsound_below uses max(optimistic PLD, prv-accountant lower bound), a lower bound on "
+                           "the true epsilon, so every smaller sigma is unsound",
             "discrete": "per-step RDP at integer orders: autodp's assumption-free Poisson-subsampling bound "
                         "(anaRDPacct.compose_poisson_subsampled_mechanisms1, Zhu and Wang 2019) applied to the "
                         "Gaussian RDP alpha/(2 sigma^2), which bounds the discrete Gaussian's (Canonne, Kamath, "
                         "Steinke 2020); and dp_accounting's continuous MTZ value",
         },
         "rdp_orders": ORDERS,
-        "rdp": rdp_grid(),
-        "pld_small_delta": pld_small_delta(),
-        "calibration": calibration(),
-        "discrete": discrete(),
     }
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "accountant_reference.json")
+    for name, compute in sections.items():
+        out[name] = compute() if name in wanted else old[name]
     with open(path, "w") as f:
         json.dump(out, f, indent=1)
         f.write("\n")
