@@ -198,7 +198,9 @@ public struct PLDAccountant: Sendable {
     /// times e^(Σ T_j log M_j(λ) − λℓ) are the composed masses, exactly. Rounding errors of the FFT are
     /// absolute on the tilted scale, so near the loss ℓ ≈ ε where the tilt puts the bulk they shrink by
     /// the Chernoff factor e^(C − λℓ) (about δ). See `FFTErrorBound` for the bound itself.
-    func compose(_ direction: AdjacencyDirection, tilt lambda: Double = 0) throws -> ComposedPrivacyLoss? {
+    /// `keepingNegativeMasses` exists for the test that shows what using them as they are did (issue 13).
+    func compose(_ direction: AdjacencyDirection, tilt lambda: Double = 0,
+                 keepingNegativeMasses: Bool = false) throws -> ComposedPrivacyLoss? {
         let steps = try discretised(direction)
         if steps.isEmpty { return nil }
         let h = discretization
@@ -242,7 +244,7 @@ public struct PLDAccountant: Sendable {
         return ComposedPrivacyLoss(lowIndex: window.lowestIndex, tiltedMasses: masses, interval: h, tilt: lambda,
                                    logScale: logScale, errorBound: bound.composedL2Error,
                                    relativeError: bound.relativeMassError,
-                                   extraDelta: -expm1(logFinite) + window.outsideMass)
+                                   extraDelta: -expm1(logFinite) + window.outsideMass, keepingNegativeMasses: keepingNegativeMasses)
     }
 
     /// Window [lowest, highest] in grid indices from Chernoff bounds on the untilted composition:
@@ -530,7 +532,7 @@ struct ComposedPrivacyLoss {
     let extraDelta: Double
 
     init(lowIndex: Int, tiltedMasses: [Double], interval: Double, tilt: Double, logScale: Double, errorBound: Double,
-         relativeError: Double, extraDelta: Double) {
+         relativeError: Double, extraDelta: Double, keepingNegativeMasses: Bool = false) {
         self.lowIndex = lowIndex
         self.interval = interval
         self.errorBound = errorBound
@@ -539,7 +541,11 @@ struct ComposedPrivacyLoss {
         for (k, tilted) in tiltedMasses.enumerated() {
             let logWeight = logScale - tilt * Double(lowIndex + k) * interval
             weights[k] = exp(2 * logWeight)
-            masses[k] = tilted > 0 ? (1 + relativeError) * exp(log(tilted) + logWeight) : 0
+            if tilted > 0 {
+                masses[k] = (1 + relativeError) * exp(log(tilted) + logWeight)
+            } else if keepingNegativeMasses {
+                masses[k] = tilted * exp(logWeight)
+            }
         }
         self.masses = masses
         self.errorWeights = weights

@@ -43,23 +43,46 @@ final class AccountantReferenceTests: XCTestCase {
         XCTAssertEqual(RDPAccountant.defaultOrders, orders)
     }
 
-    /// RDP within 0.5% of dp_accounting's RdpAccountant over the same orders, on the reference grid of
-    /// q, σ, T and δ (source: dp_accounting 0.6.0, Mironov–Talwar–Zhang 2019).
+    /// RDP within 0.5% of dp_accounting's RdpAccountant on the reference grid of q, σ, T and δ, over the
+    /// default orders' integer ones, where both sum MTZ 2019's binomial series exactly; over all default
+    /// orders never looser than dp_accounting by more than 0.5% (dp_accounting's fractional orders are an
+    /// upper bound, ours the series' value, checked against quadrature in testFractionalOrdersMatchQuadrature).
     func testRDPWithinHalfPercentOfDPAccounting() throws {
         var worst = 0.0
+        let integerOrders = RDPAccountant.defaultOrders.filter { $0 == $0.rounded() }
         for record in try AccountantReference.records("rdp") {
             let q = try record.number("q"), sigma = try record.number("sigma"), delta = try record.number("delta")
-            let steps = Int(try record.number("steps")), expected = try record.number("eps_rdp")
-            var accountant = RDPAccountant()
-            try accountant.add(samplingRate: q, noiseMultiplier: sigma, steps: steps)
-            let epsilon = try accountant.epsilon(delta: delta).epsilon
-            let label = "q=\(q) σ=\(sigma) T=\(steps) δ=\(delta): ε \(epsilon) vs dp_accounting \(expected)"
+            let steps = Int(try record.number("steps"))
+            var integers = try RDPAccountant(orders: integerOrders), all = RDPAccountant()
+            try integers.add(samplingRate: q, noiseMultiplier: sigma, steps: steps)
+            try all.add(samplingRate: q, noiseMultiplier: sigma, steps: steps)
+            let expected = try record.number("eps_rdp_integer_orders")
+            let epsilon = try integers.epsilon(delta: delta).epsilon, allEpsilon = try all.epsilon(delta: delta).epsilon
+            let label = "q=\(q) σ=\(sigma) T=\(steps) δ=\(delta): ε \(epsilon) vs dp_accounting \(expected) over integer orders"
+            XCTAssertLessThanOrEqual(allEpsilon, try record.number("eps_rdp") * 1.005 + 1e-12, label)
+            XCTAssertLessThanOrEqual(allEpsilon, epsilon, label)
             if expected == 0 { XCTAssertLessThan(epsilon, 1e-9, label); continue }
             let relative = abs(epsilon - expected) / expected
             worst = max(worst, relative)
             XCTAssertLessThan(relative, 0.005, label)
         }
-        print("RDP: worst relative difference from dp_accounting over the reference orders \(worst)")
+        print("RDP: worst relative difference from dp_accounting over the integer orders \(worst)")
+    }
+
+    /// Where dp_accounting's fractional-order series gives up (small σ, large q), the Swift series (or its
+    /// fallback to the next integer order, an upper bound) is checked against direct numerical
+    /// integration of MTZ 2019's A_α with mpmath: never below it, and within 1e-6 where the series settles.
+    func testFractionalOrdersMatchQuadrature() throws {
+        for record in try AccountantReference.records("rdp_quadrature") {
+            let q = try record.number("q"), sigma = try record.number("sigma"), order = try record.number("order")
+            let expected = try record.number("rdp")
+            let ours = RDPAccountant.rdp(samplingRate: q, noiseMultiplier: sigma, order: order)
+            let label = "q=\(q) σ=\(sigma) α=\(order): \(ours) vs quadrature \(expected)"
+            XCTAssertGreaterThanOrEqual(ours, expected * (1 - 1e-9), label)
+            if RDPAccountant.logAFractionalOrder(q: q, sigma: sigma, alpha: order) != nil {
+                XCTAssertEqual(ours, expected, accuracy: 1e-6 * expected, label)
+            }
+        }
     }
 
     /// Issue 13: q = 0.01, σ = 50, T = 1000, δ = 1e-5 gave 0.104 over Opacus' orders (to 63); with orders to
@@ -118,9 +141,9 @@ final class AccountantReferenceTests: XCTestCase {
         let record = try XCTUnwrap(records.first {
             (try? $0.number("q")) == 0.01 && (try? $0.number("sigma")) == 1 && (try? $0.number("delta")) == 1e-14
         })
-        let plain = try XCTUnwrap(try accountant.compose(.remove, tilt: 0))
+        let plain = try XCTUnwrap(try accountant.compose(.remove, tilt: 0, keepingNegativeMasses: true))
         let raw = plain.epsilon(delta: 1e-14, includingErrorBound: false)
-        print("PLD δ=1e-14 without error bound or tilt: \(raw); lower bound \(try lowerBound(record))")
+        print("PLD δ=1e-14 with negative masses as they are, no error bound, no tilt: \(raw); lower bound \(try lowerBound(record))")
         XCTAssertLessThan(raw, try lowerBound(record))
     }
 
@@ -130,7 +153,11 @@ final class AccountantReferenceTests: XCTestCase {
     /// pessimistic one. A few points by default, the grid with CONCLAVE_ACCOUNTANT_FULL=1.
     func testCalibrationNeverExceedsTarget() throws {
         var records = try AccountantReference.records("calibration")
-        if !AccountantReference.full { records = records.filter { (try? $0.number("steps")) == 40 || (try? $0.number("target_eps")) == 1 } }
+        if !AccountantReference.full {
+            records = records.filter {
+                (try? $0.number("steps")) == 40 || ((try? $0.number("target_eps")) == 1 && (try? $0.number("steps")) == 1000)
+            }
+        }
         for record in records {
             let target = try record.number("target_eps"), q = try record.number("q"), delta = try record.number("delta")
             let steps = Int(try record.number("steps"))
