@@ -186,7 +186,7 @@ struct TrainCommand: ParsableCommand {
             let probe = try LoRATrainer(model: model, examples: examples, configuration: configuration)
             let sigma = try noiseMultiplier ?? PrivacyAccounting.noiseMultiplier(
                 targetEpsilon: targetEpsilon!, samplingRate: probe.samplingRate, steps: probe.totalSteps, delta: delta,
-                accountant: accountant)
+                accountant: accountant, noise: MechanismSteps.dpsgd(samplingRate: 0, noiseMultiplier: 1, steps: 0).noise)
             configuration.privacy = DifferentialPrivacy(noiseMultiplier: sigma, clipNorm: clip, delta: delta,
                                                         accountant: accountant)
         }
@@ -435,6 +435,9 @@ struct BudgetCommand: ParsableCommand {
 }
 
 /// `privacy epsilon`, `privacy noise` and `privacy plan`: the accountants from the command line.
+/// The noise kinds `privacy epsilon` and `privacy noise` account (`none` has no σ to speak of).
+let noiseChoices = [MechanismNoise.discreteGaussian.rawValue, MechanismNoise.gaussian.rawValue]
+
 enum PrivacyCommands {
     static let group = CommandGroup(name: "privacy",
                                     abstract: "Privacy accounting: ε from a plan, the noise for a target ε, N rounds against the ledger.",
@@ -448,12 +451,13 @@ struct EpsilonCommand: ParsableCommand {
         name: "epsilon", abstract: "ε spent by DP-SGD with the given sampling rate, noise and steps.",
         help: """
         usage: conclave-client privacy epsilon --sampling-rate q --noise-multiplier σ --steps T --delta δ
-                                               [--accountant rdp|pld] [--json]
-        Poisson-subsampled Gaussian mechanism under add/remove adjacency. RDP: Mironov, Talwar and Zhang
+                                               [--accountant rdp|pld] [--noise discrete_gaussian|gaussian] [--json]
+        Poisson-subsampled Gaussian mechanism under add/remove adjacency. --noise: discrete_gaussian (the
+        default, what DP-SGD here adds; RDP at integer orders, see SECURITY.md) or gaussian (continuous). RDP: Mironov, Talwar and Zhang
         (2019) over dp_accounting's orders extended to 4096, converted with Balle et al. (2020); PLD: privacy
         loss distributions composed by FFT with pessimistic discretisation and the FFT's rounding bounded
         (an upper bound at every δ), or RDP where that is the smaller upper bound.
-          --json   print {"epsilon", "delta", "accountant", "method"} (plus "order" for RDP); "method" says
+          --json   print {"epsilon", "delta", "accountant", "noise", "method"} (plus "order" for RDP); "method" says
                    when the PLD accountant's answer came from RDP (the smaller of two sound bounds, e.g. at
                    very small δ or a noise multiplier too small for the PLD grid)
 
@@ -467,7 +471,8 @@ struct EpsilonCommand: ParsableCommand {
         [
             .required("--sampling-rate", .double(in: 0...1), \.q), .required("--noise-multiplier", .double(in: 1e-9...1e9), \.sigma),
             .required("--steps", .int(in: 0...100_000_000), \.steps), .required("--delta", .double(in: 1e-300...0.999_999), \.delta),
-            .option("--accountant", .choice, \.accountant), .flag("--json", \.json),
+            .option("--accountant", .choice, \.accountant), .option("--noise", .oneOf(noiseChoices), \.noise),
+            .flag("--json", \.json),
         ]
     }
 
@@ -477,11 +482,13 @@ struct EpsilonCommand: ParsableCommand {
     var steps = 0
     var delta = 0.0
     var accountant = AccountantKind.rdp
+    var noise = MechanismSteps.dpsgd(samplingRate: 0, noiseMultiplier: 1, steps: 0).noise.rawValue
     var json = false
 
     func run() throws -> Int32 {
-        var result: [String: Any] = ["delta": delta, "accountant": accountant.rawValue]
-        let mechanism = MechanismSteps(samplingRate: q, noiseMultiplier: sigma, steps: steps)
+        var result: [String: Any] = ["delta": delta, "accountant": accountant.rawValue, "noise": noise]
+        let mechanism = MechanismSteps(samplingRate: q, noiseMultiplier: sigma, steps: steps,
+                                       noise: MechanismNoise(rawValue: noise) ?? .discreteGaussian)
         switch accountant {
         case .rdp:
             var rdp = RDPAccountant()
@@ -513,9 +520,10 @@ struct NoiseCommand: ParsableCommand {
         name: "noise", abstract: "The smallest noise multiplier that keeps ε at or below a target.",
         help: """
         usage: conclave-client privacy noise --target-epsilon ε --sampling-rate q --steps T --delta δ
-                                             [--accountant rdp|pld] [--json]
-        The smallest σ on a 0.001 grid whose ε (by the chosen accountant) is at most the target.
-          --json   print {"noise_multiplier", "epsilon", "target_epsilon", "delta", "accountant", "method"}
+                                             [--accountant rdp|pld] [--noise discrete_gaussian|gaussian] [--json]
+        The smallest σ on a 0.001 grid whose ε (by the chosen accountant, for the --noise kind, by default
+        the discrete Gaussian DP-SGD adds) is at most the target.
+          --json   print {"noise_multiplier", "epsilon", "target_epsilon", "delta", "accountant", "noise", "method"}
 
         examples:
           conclave-client privacy noise --target-epsilon 8 --sampling-rate 0.02 --steps 40 --delta 1e-5
@@ -527,11 +535,13 @@ struct NoiseCommand: ParsableCommand {
         [
             .required("--target-epsilon", .double(in: 1e-9...1e9), \.target), .required("--sampling-rate", .double(in: 0...1), \.q),
             .required("--steps", .int(in: 1...100_000_000), \.steps), .required("--delta", .double(in: 1e-300...0.999_999), \.delta),
-            .option("--accountant", .choice, \.accountant), .flag("--json", \.json),
+            .option("--accountant", .choice, \.accountant), .option("--noise", .oneOf(noiseChoices), \.noise),
+            .flag("--json", \.json),
         ]
     }
 
     // Required: parsing always replaces these initial values.
+    var noise = MechanismSteps.dpsgd(samplingRate: 0, noiseMultiplier: 1, steps: 0).noise.rawValue
     var target = 0.0
     var q = 0.0
     var steps = 0
@@ -540,13 +550,15 @@ struct NoiseCommand: ParsableCommand {
     var json = false
 
     func run() throws -> Int32 {
+        let kind = MechanismNoise(rawValue: noise) ?? .discreteGaussian
         let sigma = try PrivacyAccounting.noiseMultiplier(targetEpsilon: target, samplingRate: q, steps: steps, delta: delta,
-                                                          accountant: accountant)
-        let estimate = try PrivacyAccounting.estimate(steps: [MechanismSteps(samplingRate: q, noiseMultiplier: sigma, steps: steps)],
-                                                      delta: delta, accountant: accountant)
+                                                          accountant: accountant, noise: kind)
+        let estimate = try PrivacyAccounting.estimate(
+            steps: [MechanismSteps(samplingRate: q, noiseMultiplier: sigma, steps: steps, noise: kind)], delta: delta,
+            accountant: accountant)
         if json {
             try JSONOutput.print(["noise_multiplier": sigma, "epsilon": estimate.epsilon, "target_epsilon": target, "delta": delta,
-                                  "accountant": accountant.rawValue, "method": estimate.method.rawValue])
+                                  "accountant": accountant.rawValue, "noise": noise, "method": estimate.method.rawValue])
         } else {
             print(String(format: "σ = %.3f gives ε = %.6f ≤ %g at δ = %g (%@)", sigma, estimate.epsilon, target, delta,
                          estimate.method.rawValue))

@@ -16,9 +16,9 @@ final class PrivacyCommandExtremesTests: XCTestCase {
             ["--sampling-rate", "0.01", "--noise-multiplier", "1", "--steps", "1000", "--delta", "1e-14"],
         ]
         for arguments in cases {
-            for accountant in ["rdp", "pld"] {
-                let result = try run(["privacy", "epsilon"] + arguments + ["--accountant", accountant, "--json"])
-                XCTAssertEqual(result.status, 0, "\(arguments) \(accountant): \(result.stderr)")
+            for (accountant, noise) in [("rdp", "discrete_gaussian"), ("pld", "discrete_gaussian"), ("pld", "gaussian")] {
+                let result = try run(["privacy", "epsilon"] + arguments + ["--accountant", accountant, "--noise", noise, "--json"])
+                XCTAssertEqual(result.status, 0, "\(arguments) \(accountant) \(noise): \(result.stderr)")
                 let json = try result.json()
                 let epsilon = try XCTUnwrap(json["epsilon"] as? Double, "\(json)")
                 XCTAssertFalse(epsilon.isNaN)
@@ -26,8 +26,12 @@ final class PrivacyCommandExtremesTests: XCTestCase {
             }
         }
         let tiny = try run(["privacy", "epsilon", "--sampling-rate", "0.01", "--noise-multiplier", "1e-9", "--steps", "1",
-                            "--delta", "1e-5", "--accountant", "pld", "--json"]).json()
+                            "--delta", "1e-5", "--accountant", "pld", "--noise", "gaussian", "--json"]).json()
         XCTAssertEqual(tiny["method"] as? String, "rdp (tighter than pld here)")
+        let discrete = try run(["privacy", "epsilon", "--sampling-rate", "0.01", "--noise-multiplier", "1", "--steps", "100",
+                                "--delta", "1e-5", "--accountant", "pld", "--json"]).json()
+        XCTAssertEqual(discrete["noise"] as? String, "discrete_gaussian")
+        XCTAssertEqual(discrete["method"] as? String, "rdp (discrete gaussian steps: pld not applicable)")
         for (flag, value) in [("--noise-multiplier", "0"), ("--delta", "0"), ("--steps", "-1"), ("--sampling-rate", "nan")] {
             var arguments = ["--sampling-rate", "0.01", "--noise-multiplier", "1", "--steps", "1", "--delta", "1e-5"]
             arguments[arguments.firstIndex(of: flag)! + 1] = value
