@@ -186,7 +186,7 @@ struct TrainCommand: ParsableCommand {
             let probe = try LoRATrainer(model: model, examples: examples, configuration: configuration)
             let sigma = try noiseMultiplier ?? PrivacyAccounting.noiseMultiplier(
                 targetEpsilon: targetEpsilon!, samplingRate: probe.samplingRate, steps: probe.totalSteps, delta: delta,
-                accountant: accountant)
+                accountant: accountant, noise: MechanismSteps.dpsgd(samplingRate: 0, noiseMultiplier: 1, steps: 0).noise)
             configuration.privacy = DifferentialPrivacy(noiseMultiplier: sigma, clipNorm: clip, delta: delta,
                                                         accountant: accountant)
         }
@@ -435,6 +435,9 @@ struct BudgetCommand: ParsableCommand {
 }
 
 /// `privacy epsilon`, `privacy noise` and `privacy plan`: the accountants from the command line.
+/// The noise kinds `privacy epsilon` and `privacy noise` account (`none` has no σ to speak of).
+let noiseChoices = [MechanismNoise.discreteGaussian.rawValue, MechanismNoise.gaussian.rawValue]
+
 enum PrivacyCommands {
     static let group = CommandGroup(name: "privacy",
                                     abstract: "Privacy accounting: ε from a plan, the noise for a target ε, N rounds against the ledger.",
@@ -448,11 +451,15 @@ struct EpsilonCommand: ParsableCommand {
         name: "epsilon", abstract: "ε spent by DP-SGD with the given sampling rate, noise and steps.",
         help: """
         usage: conclave-client privacy epsilon --sampling-rate q --noise-multiplier σ --steps T --delta δ
-                                               [--accountant rdp|pld] [--json]
-        Poisson-subsampled Gaussian mechanism under add/remove adjacency. RDP: Mironov, Talwar and Zhang
-        (2019) over Opacus' orders, converted with Balle et al. (2020); PLD: privacy loss distributions
-        composed by FFT with pessimistic discretisation (an upper bound).
-          --json   print {"epsilon", "delta", "accountant"} (plus "order" for RDP)
+                                               [--accountant rdp|pld] [--noise discrete_gaussian|gaussian] [--json]
+        Poisson-subsampled Gaussian mechanism under add/remove adjacency. --noise: discrete_gaussian (the
+        default, what DP-SGD here adds; RDP at integer orders, see SECURITY.md) or gaussian (continuous). RDP: Mironov, Talwar and Zhang
+        (2019) over dp_accounting's orders extended to 4096, converted with Balle et al. (2020); PLD: privacy
+        loss distributions composed by FFT with pessimistic discretisation and the FFT's rounding bounded
+        (an upper bound at every δ), or RDP where that is the smaller upper bound.
+          --json   print {"epsilon", "delta", "accountant", "noise", "method"} (plus "order" for RDP); "method" says
+                   when the PLD accountant's answer came from RDP (the smaller of two sound bounds, e.g. at
+                   very small δ or a noise multiplier too small for the PLD grid)
 
         examples:
           conclave-client privacy epsilon --sampling-rate 0.01 --noise-multiplier 1 --steps 10000 --delta 1e-5
@@ -464,7 +471,8 @@ struct EpsilonCommand: ParsableCommand {
         [
             .required("--sampling-rate", .double(in: 0...1), \.q), .required("--noise-multiplier", .double(in: 1e-9...1e9), \.sigma),
             .required("--steps", .int(in: 0...100_000_000), \.steps), .required("--delta", .double(in: 1e-300...0.999_999), \.delta),
-            .option("--accountant", .choice, \.accountant), .flag("--json", \.json),
+            .option("--accountant", .choice, \.accountant), .option("--noise", .oneOf(noiseChoices), \.noise),
+            .flag("--json", \.json),
         ]
     }
 
@@ -474,26 +482,31 @@ struct EpsilonCommand: ParsableCommand {
     var steps = 0
     var delta = 0.0
     var accountant = AccountantKind.rdp
+    var noise = MechanismSteps.dpsgd(samplingRate: 0, noiseMultiplier: 1, steps: 0).noise.rawValue
     var json = false
 
     func run() throws -> Int32 {
-        var result: [String: Any] = ["delta": delta, "accountant": accountant.rawValue]
+        var result: [String: Any] = ["delta": delta, "accountant": accountant.rawValue, "noise": noise]
+        let mechanism = MechanismSteps(samplingRate: q, noiseMultiplier: sigma, steps: steps,
+                                       noise: MechanismNoise(rawValue: noise) ?? .discreteGaussian)
         switch accountant {
         case .rdp:
             var rdp = RDPAccountant()
-            try rdp.add(samplingRate: q, noiseMultiplier: sigma, steps: steps)
+            try rdp.add(mechanism)
             let (epsilon, order) = try rdp.epsilon(delta: delta)
             result["epsilon"] = epsilon
             result["order"] = order
+            result["method"] = PrivacyEstimate.Method.rdp.rawValue
         case .pld:
-            var pld = PLDAccountant()
-            try pld.add(samplingRate: q, noiseMultiplier: sigma, steps: steps)
-            result["epsilon"] = try pld.epsilon(delta: delta)
+            let estimate = try PrivacyAccounting.estimate(steps: [mechanism], delta: delta, accountant: .pld)
+            result["epsilon"] = estimate.epsilon
+            result["method"] = estimate.method.rawValue
         }
         if json {
             try JSONOutput.print(result)
         } else {
-            var line = String(format: "ε = %.6f at δ = %g (%@)", result["epsilon"] as! Double, delta, accountant.rawValue)
+            let method = result["method"] as? String ?? accountant.rawValue
+            var line = String(format: "ε = %.6f at δ = %g (%@)", result["epsilon"] as? Double ?? .nan, delta, method)
             if let order = result["order"] as? Double { line += String(format: ", best order %g", order) }
             print(line)
         }
@@ -507,9 +520,10 @@ struct NoiseCommand: ParsableCommand {
         name: "noise", abstract: "The smallest noise multiplier that keeps ε at or below a target.",
         help: """
         usage: conclave-client privacy noise --target-epsilon ε --sampling-rate q --steps T --delta δ
-                                             [--accountant rdp|pld] [--json]
-        The smallest σ on a 0.001 grid whose ε (by the chosen accountant) is at most the target.
-          --json   print {"noise_multiplier", "epsilon", "target_epsilon", "delta", "accountant"}
+                                             [--accountant rdp|pld] [--noise discrete_gaussian|gaussian] [--json]
+        The smallest σ on a 0.001 grid whose ε (by the chosen accountant, for the --noise kind, by default
+        the discrete Gaussian DP-SGD adds) is at most the target.
+          --json   print {"noise_multiplier", "epsilon", "target_epsilon", "delta", "accountant", "noise", "method"}
 
         examples:
           conclave-client privacy noise --target-epsilon 8 --sampling-rate 0.02 --steps 40 --delta 1e-5
@@ -521,11 +535,13 @@ struct NoiseCommand: ParsableCommand {
         [
             .required("--target-epsilon", .double(in: 1e-9...1e9), \.target), .required("--sampling-rate", .double(in: 0...1), \.q),
             .required("--steps", .int(in: 1...100_000_000), \.steps), .required("--delta", .double(in: 1e-300...0.999_999), \.delta),
-            .option("--accountant", .choice, \.accountant), .flag("--json", \.json),
+            .option("--accountant", .choice, \.accountant), .option("--noise", .oneOf(noiseChoices), \.noise),
+            .flag("--json", \.json),
         ]
     }
 
     // Required: parsing always replaces these initial values.
+    var noise = MechanismSteps.dpsgd(samplingRate: 0, noiseMultiplier: 1, steps: 0).noise.rawValue
     var target = 0.0
     var q = 0.0
     var steps = 0
@@ -534,15 +550,18 @@ struct NoiseCommand: ParsableCommand {
     var json = false
 
     func run() throws -> Int32 {
+        let kind = MechanismNoise(rawValue: noise) ?? .discreteGaussian
         let sigma = try PrivacyAccounting.noiseMultiplier(targetEpsilon: target, samplingRate: q, steps: steps, delta: delta,
-                                                          accountant: accountant)
-        let epsilon = try PrivacyAccounting.epsilon(steps: [MechanismSteps(samplingRate: q, noiseMultiplier: sigma, steps: steps)],
-                                                    delta: delta, accountant: accountant)
+                                                          accountant: accountant, noise: kind)
+        let estimate = try PrivacyAccounting.estimate(
+            steps: [MechanismSteps(samplingRate: q, noiseMultiplier: sigma, steps: steps, noise: kind)], delta: delta,
+            accountant: accountant)
         if json {
-            try JSONOutput.print(["noise_multiplier": sigma, "epsilon": epsilon, "target_epsilon": target, "delta": delta,
-                                  "accountant": accountant.rawValue])
+            try JSONOutput.print(["noise_multiplier": sigma, "epsilon": estimate.epsilon, "target_epsilon": target, "delta": delta,
+                                  "accountant": accountant.rawValue, "noise": noise, "method": estimate.method.rawValue])
         } else {
-            print(String(format: "σ = %.3f gives ε = %.6f ≤ %g at δ = %g (%@)", sigma, epsilon, target, delta, accountant.rawValue))
+            print(String(format: "σ = %.3f gives ε = %.6f ≤ %g at δ = %g (%@)", sigma, estimate.epsilon, target, delta,
+                         estimate.method.rawValue))
         }
         return 0
     }

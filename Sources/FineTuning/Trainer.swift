@@ -349,7 +349,8 @@ struct EpsilonSoFar {
             return
         }
         var accountant = RDPAccountant()
-        try accountant.add(samplingRate: samplingRate, noiseMultiplier: privacy.noiseMultiplier, steps: 1)
+        // The noise kind DP-SGD adds (discrete Gaussian), so the progress line's ε is the ledger's.
+        try accountant.add(MechanismSteps.dpsgd(samplingRate: samplingRate, noiseMultiplier: privacy.noiseMultiplier, steps: 1))
         perStep = accountant
         delta = privacy.delta
         label = privacy.accountant == .rdp ? "" : " (rdp bound)"

@@ -34,29 +34,81 @@ public struct PLDAccountant: Sendable {
     /// The largest grid, in points, for one step or for the composition (memory: 4 doubles a point).
     public static let maximumGridPoints = 1 << 22
 
-    /// An empty accountant with loss grid interval `discretization` (dp_accounting's default 1e-4).
-    public init(discretization: Double = 1e-4) {
-        precondition(discretization > 0 && discretization.isFinite, "PLD discretization must be positive")
+    /// An empty accountant with dp_accounting's default loss grid interval, 1e-4.
+    public init() { discretization = 1e-4 }
+
+    /// An empty accountant with loss grid interval `discretization`; throws `PrivacyParameterError`
+    /// unless it is finite and in [1e-7, 1].
+    public init(discretization: Double) throws {
+        guard discretization.isFinite, discretization >= 1e-7, discretization <= 1 else {
+            throw PrivacyParameterError(name: "PLD discretization", value: discretization, expected: "in [1e-7, 1]")
+        }
         self.discretization = discretization
     }
 
     /// Composes `steps` more applications of the sampled Gaussian. Throws `PrivacyParameterError`
     /// for values out of range.
     public mutating func add(samplingRate: Double, noiseMultiplier: Double, steps: Int) throws {
-        let mechanism = MechanismSteps(samplingRate: samplingRate, noiseMultiplier: noiseMultiplier, steps: steps)
+        try add(MechanismSteps(samplingRate: samplingRate, noiseMultiplier: noiseMultiplier, steps: steps))
+    }
+
+    /// Composes `mechanism` (any noise kind; see `estimate(delta:)` for how each is accounted).
+    public mutating func add(_ mechanism: MechanismSteps) throws {
         try mechanism.validate()
         mechanisms.append(mechanism)
     }
 
-    /// The smallest ε ≥ 0 such that the composition is (ε, δ)-DP, up to the discretisation (always
-    /// an upper bound); infinity when no ε reaches δ. Throws for δ outside (0, 1) or a grid larger
-    /// than `maximumGridPoints`.
+    /// The smallest ε ≥ 0 such that the composition is (ε, δ)-DP (always an upper bound, see
+    /// `estimate(delta:)`); infinity when no ε reaches δ. Throws for δ outside (0, 1).
     public func epsilon(delta: Double) throws -> Double {
+        try estimate(delta: delta).epsilon
+    }
+
+    /// ε at δ and the method that produced it. Sound at every δ in (0, 1):
+    /// - a step without noise makes ε = +∞;
+    /// - discrete-Gaussian steps have no published PLD dominance result here, so a composition that
+    ///   holds any is accounted by RDP as a whole (`.rdpForDiscreteNoise`);
+    /// - otherwise the PLD bound (FFT rounding and truncation bounded and added to δ, see `compose`)
+    ///   and the RDP bound are both upper bounds; the smaller is returned, and `.rdpTighter` says when
+    ///   RDP won (very small δ, where the FFT error bound dominates, or a grid over the limit).
+    public func estimate(delta: Double) throws -> PrivacyEstimate {
         try validateDelta(delta)
+        if mechanisms.contains(where: \.isUnbounded) { return PrivacyEstimate(epsilon: .infinity, method: .noNoise) }
+        var rdp = RDPAccountant()
+        for mechanism in mechanisms { try rdp.add(mechanism) }
+        if mechanisms.contains(where: { $0.noise == .discreteGaussian && !$0.isTrivial }) {
+            return PrivacyEstimate(epsilon: try rdp.epsilon(delta: delta).epsilon, method: .rdpForDiscreteNoise)
+        }
+        let rdpEpsilon = try rdp.epsilon(delta: delta).epsilon
+        let pldEpsilon: Double
+        do {
+            pldEpsilon = try pldOnlyEpsilon(delta: delta)
+        } catch is PLDGridTooLargeError {
+            return PrivacyEstimate(epsilon: rdpEpsilon, method: .rdpTighter)
+        }
+        return pldEpsilon <= rdpEpsilon ? PrivacyEstimate(epsilon: pldEpsilon, method: .pld)
+            : PrivacyEstimate(epsilon: rdpEpsilon, method: .rdpTighter)
+    }
+
+    /// The PLD bound alone (continuous Gaussian steps only): the larger of the two directions. Each
+    /// direction is composed untilted first; when the FFT error bound moves that answer noticeably, it is composed
+    /// again exponentially tilted towards the answer (`compose(_:tilt:)`), where the bound is tiny,
+    /// and the smaller of the two sound answers is kept.
+    func pldOnlyEpsilon(delta: Double) throws -> Double {
         var worst = 0.0
         for direction in directions {
-            guard let composed = try compose(direction) else { continue }
-            worst = max(worst, composed.epsilon(delta: delta))
+            guard let plain = try compose(direction, tilt: 0) else { continue }
+            var best = plain.epsilon(delta: delta, includingErrorBound: true)
+            let raw = plain.epsilon(delta: delta, includingErrorBound: false)
+            // Tilting costs a second composition; it is worth it only where the error bound moves the
+            // answer by more than 1e-4 relative (below δ ≈ 1e-7 at typical grids).
+            if raw.isFinite, best - raw > 1e-4 * max(raw, discretization) {
+                let lambda = try chernoffTilt(direction, at: max(raw, discretization))
+                if lambda > 0, let tilted = try compose(direction, tilt: lambda) {
+                    best = min(best, tilted.epsilon(delta: delta, includingErrorBound: true))
+                }
+            }
+            worst = max(worst, best)
         }
         return worst
     }
@@ -67,17 +119,36 @@ public struct PLDAccountant: Sendable {
         mechanisms.allSatisfy { $0.samplingRate == 1 || $0.isTrivial } ? [.remove] : AdjacencyDirection.allCases
     }
 
-    /// The smallest δ such that the composition is (ε, δ)-DP (an upper bound).
+    /// The smallest δ such that the composition is (ε, δ)-DP (an upper bound): the smallest of PLD with
+    /// its error bound (untilted, and tilted towards ε) and RDP's conversion; RDP alone when the
+    /// composition holds discrete-Gaussian steps; 1 without noise.
     public func delta(epsilon: Double) throws -> Double {
         guard epsilon.isFinite, epsilon >= 0 else {
             throw PrivacyParameterError(name: "epsilon", value: epsilon, expected: "finite and >= 0")
         }
-        var worst = 0.0
-        for direction in directions {
-            guard let composed = try compose(direction) else { continue }
-            worst = max(worst, composed.delta(epsilon: epsilon))
+        if mechanisms.contains(where: \.isUnbounded) { return 1 }
+        if mechanisms.contains(where: { $0.noise == .discreteGaussian && !$0.isTrivial }) {
+            var rdp = RDPAccountant()
+            for mechanism in mechanisms { try rdp.add(mechanism) }
+            return rdp.delta(epsilon: epsilon)
         }
-        return min(1, worst)
+        var rdp = RDPAccountant()
+        for mechanism in mechanisms { try rdp.add(mechanism) }
+        var worst = 0.0
+        do {
+            for direction in directions {
+                guard let composed = try compose(direction, tilt: 0) else { continue }
+                var best = composed.delta(epsilon: epsilon)
+                let lambda = try chernoffTilt(direction, at: max(epsilon, discretization))
+                if lambda > 0, let tilted = try compose(direction, tilt: lambda) {
+                    best = min(best, tilted.delta(epsilon: epsilon))
+                }
+                worst = max(worst, best)
+            }
+        } catch is PLDGridTooLargeError {
+            return rdp.delta(epsilon: epsilon)
+        }
+        return min(1, worst, rdp.delta(epsilon: epsilon))
     }
 
     /// Mechanisms with the same q and σ merged, trivial ones dropped.
@@ -86,6 +157,7 @@ public struct PLDAccountant: Sendable {
         for mechanism in mechanisms where !mechanism.isTrivial {
             if let index = merged.firstIndex(where: {
                 $0.samplingRate == mechanism.samplingRate && $0.noiseMultiplier == mechanism.noiseMultiplier
+                    && $0.noise == mechanism.noise
             }) {
                 merged[index].steps += mechanism.steps
             } else {
@@ -95,61 +167,67 @@ public struct PLDAccountant: Sendable {
         return merged
     }
 
-    /// The composed loss distribution in one direction, or nil when nothing was released.
-    func compose(_ direction: AdjacencyDirection) throws -> ComposedPrivacyLoss? {
-        let mechanisms = mergedMechanisms
-        if mechanisms.isEmpty { return nil }
-        let h = discretization
-        let steps = try mechanisms.map {
-            try DiscretePrivacyLoss(samplingRate: $0.samplingRate, noiseMultiplier: $0.noiseMultiplier,
-                                    direction: direction, interval: h)
+    private func discretised(_ direction: AdjacencyDirection) throws -> [(steps: Double, loss: DiscretePrivacyLoss)] {
+        try mergedMechanisms.map {
+            (Double($0.steps), try DiscretePrivacyLoss(samplingRate: $0.samplingRate, noiseMultiplier: $0.noiseMultiplier,
+                                                      direction: direction, interval: discretization))
         }
+    }
 
-        // Window [lowest, highest] in grid indices from Chernoff bounds:
-        // P(S ≥ b) ≤ Π_j M_j(λ)^T_j e^(−λb) for λ > 0, and symmetrically below with −λ.
-        let lambdas = (-3...10).map { pow(2.0, Double($0)) }
-        let logTail = log(Self.windowTailMass)
-        var supportLow = 0.0, supportHigh = 0.0
-        for (mechanism, step) in zip(mechanisms, steps) {
-            supportLow += Double(mechanism.steps) * Double(step.lowIndex) * h
-            supportHigh += Double(mechanism.steps) * Double(step.lowIndex + step.masses.count - 1) * h
-        }
-        var upperLogMoments = [Double](repeating: 0, count: lambdas.count)
-        var lowerLogMoments = [Double](repeating: 0, count: lambdas.count)
-        for (mechanism, step) in zip(mechanisms, steps) {
-            let moments = step.logMoments(lambdas + lambdas.map { -$0 }, interval: h)
-            for k in lambdas.indices {
-                upperLogMoments[k] += Double(mechanism.steps) * moments[k]
-                lowerLogMoments[k] += Double(mechanism.steps) * moments[lambdas.count + k]
+    /// The tilt λ > 0 minimising the Chernoff exponent Σ_j T_j log M_j(λ) − λε of the composed loss at
+    /// `epsilon` (over a geometric grid of λ), so that the tilted distribution has its bulk near ε.
+    func chernoffTilt(_ direction: AdjacencyDirection, at epsilon: Double) throws -> Double {
+        let steps = try discretised(direction)
+        let lambdas = (0..<48).map { 0.05 * pow(1.25, Double($0)) }
+        var exponents = lambdas.map { -$0 * epsilon }
+        for (count, step) in steps {
+            for (k, logMoment) in step.logMoments(lambdas, interval: discretization).enumerated() {
+                exponents[k] += count * logMoment
             }
         }
-        var high = supportHigh, low = supportLow
-        for (k, lambda) in lambdas.enumerated() {
-            high = min(high, (upperLogMoments[k] - logTail) / lambda)
-            low = max(low, -(lowerLogMoments[k] - logTail) / lambda)
+        guard let best = exponents.indices.filter({ exponents[$0].isFinite }).min(by: { exponents[$0] < exponents[$1] }) else {
+            return 0
         }
-        let outsideMass = (high < supportHigh ? Self.windowTailMass : 0) + (low > supportLow ? Self.windowTailMass : 0)
-        let lowestIndex = Int((low / h).rounded(.down))
-        let highestIndex = Int((high / h).rounded(.up))
-        let width = highestIndex - lowestIndex + 1
-        guard width <= Self.maximumGridPoints else {
-            throw PLDGridTooLargeError(points: width, limit: Self.maximumGridPoints, discretization: h)
-        }
-        var size = 1
-        while size < width { size <<= 1 }
+        return lambdas[best]
+    }
 
-        // Fold every step distribution onto the circle of `size` bins, transform, raise, multiply.
+    /// The composed loss distribution in one direction, or nil when nothing was released.
+    ///
+    /// With `tilt` λ > 0 each step distribution p is replaced by p·e^(λℓ)/M(λ) (M its moment generating
+    /// function at λ) before the FFT; tilting commutes with convolution, so the composed tilted masses
+    /// times e^(Σ T_j log M_j(λ) − λℓ) are the composed masses, exactly. Rounding errors of the FFT are
+    /// absolute on the tilted scale, so near the loss ℓ ≈ ε where the tilt puts the bulk they shrink by
+    /// the Chernoff factor e^(C − λℓ) (about δ). See `FFTErrorBound` for the bound itself.
+    /// `keepingNegativeMasses` exists for the test that shows what using them as they are did (issue 13).
+    func compose(_ direction: AdjacencyDirection, tilt lambda: Double = 0,
+                 keepingNegativeMasses: Bool = false) throws -> ComposedPrivacyLoss? {
+        let steps = try discretised(direction)
+        if steps.isEmpty { return nil }
+        let h = discretization
+        let window = try compositionWindow(steps, tilt: lambda)
+        var size = 1
+        while size < window.width { size <<= 1 }
+
+        // Fold every step distribution (tilted, normalised) onto the circle of `size` bins,
+        // transform, raise, multiply.
         let fft = RadixTwoFFT(count: size)
         var accumulatedReal = [Double](), accumulatedImaginary = [Double]()
-        var logFinite = 0.0
-        for (mechanism, step) in zip(mechanisms, steps) {
-            logFinite += Double(mechanism.steps) * log1p(-step.infinityMass)
+        var logFinite = 0.0, logScale = 0.0
+        var bound = FFTErrorBound(size: size)
+        for (count, step) in steps {
+            logFinite += count * log1p(-step.infinityMass)
+            let logMoment = step.logMoments([lambda], interval: h)[0]
+            logScale += count * logMoment
             var real = [Double](repeating: 0, count: size), imaginary = [Double](repeating: 0, count: size)
-            for (offset, mass) in step.masses.enumerated() {
-                real[Self.modulo(step.lowIndex + offset, size)] += mass
+            var squares = 0.0
+            for (offset, mass) in step.masses.enumerated() where mass > 0 {
+                let tilted = exp(log(mass) + lambda * Double(step.lowIndex + offset) * h - logMoment)
+                real[Self.modulo(step.lowIndex + offset, size)] += tilted
+                squares += tilted * tilted
             }
+            bound.addMechanism(steps: count, inputNorm: squares.squareRoot())
             fft.transform(real: &real, imaginary: &imaginary, inverse: false)
-            Self.raise(real: &real, imaginary: &imaginary, toPower: mechanism.steps)
+            Self.raise(real: &real, imaginary: &imaginary, toPower: Int(count))
             if accumulatedReal.isEmpty {
                 accumulatedReal = real; accumulatedImaginary = imaginary
             } else {
@@ -162,9 +240,51 @@ public struct PLDAccountant: Sendable {
         }
         fft.transform(real: &accumulatedReal, imaginary: &accumulatedImaginary, inverse: true)
         var masses = [Double](repeating: 0, count: size)
-        for k in 0..<size { masses[k] = accumulatedReal[Self.modulo(lowestIndex + k, size)] }
-        return ComposedPrivacyLoss(lowIndex: lowestIndex, masses: masses, interval: h,
-                                   extraDelta: -expm1(logFinite) + outsideMass)
+        for k in 0..<size { masses[k] = accumulatedReal[Self.modulo(window.lowestIndex + k, size)] }
+        return ComposedPrivacyLoss(lowIndex: window.lowestIndex, tiltedMasses: masses, interval: h, tilt: lambda,
+                                   logScale: logScale, errorBound: bound.composedL2Error,
+                                   relativeError: bound.relativeMassError,
+                                   extraDelta: -expm1(logFinite) + window.outsideMass, keepingNegativeMasses: keepingNegativeMasses)
+    }
+
+    /// Window [lowest, highest] in grid indices from Chernoff bounds on the untilted composition:
+    /// P(S ≥ b) ≤ Π_j M_j(μ)^T_j e^(−μb) for μ > 0, and symmetrically below with −μ; the mass outside
+    /// (at most `windowTailMass` each side) is added to δ. With a tilt λ the top is also raised to
+    /// where the tilted composition has that little mass left, so that it does not wrap around.
+    private func compositionWindow(_ steps: [(steps: Double, loss: DiscretePrivacyLoss)], tilt lambda: Double) throws
+        -> (lowestIndex: Int, width: Int, outsideMass: Double) {
+        let h = discretization
+        let mus = (-3...10).map { pow(2.0, Double($0)) }
+        let logTail = log(Self.windowTailMass)
+        var supportLow = 0.0, supportHigh = 0.0
+        var upper = [Double](repeating: 0, count: mus.count), lower = upper, tiltedUpper = upper
+        var tiltNormaliser = 0.0
+        for (count, step) in steps {
+            supportLow += count * Double(step.lowIndex) * h
+            supportHigh += count * Double(step.lowIndex + step.masses.count - 1) * h
+            let tilted = lambda > 0 ? mus.map { $0 + lambda } + [lambda] : []
+            let moments = step.logMoments(mus + mus.map { -$0 } + tilted, interval: h)
+            for k in mus.indices {
+                upper[k] += count * moments[k]
+                lower[k] += count * moments[mus.count + k]
+                if lambda > 0 { tiltedUpper[k] += count * moments[2 * mus.count + k] }
+            }
+            if lambda > 0 { tiltNormaliser += count * moments[3 * mus.count] }
+        }
+        var high = supportHigh, low = supportLow, tiltedHigh = lambda > 0 ? supportHigh : -Double.infinity
+        for (k, mu) in mus.enumerated() {
+            high = min(high, (upper[k] - logTail) / mu)
+            low = max(low, -(lower[k] - logTail) / mu)
+            if lambda > 0 { tiltedHigh = min(tiltedHigh, (tiltedUpper[k] - tiltNormaliser - logTail) / mu) }
+        }
+        let outsideMass = (high < supportHigh ? Self.windowTailMass : 0) + (low > supportLow ? Self.windowTailMass : 0)
+        high = max(high, tiltedHigh)
+        let points = (high - low) / h + 3
+        guard points.isFinite, points <= Double(Self.maximumGridPoints) else {
+            throw PLDGridTooLargeError(points: points, limit: Self.maximumGridPoints, discretization: h)
+        }
+        let lowestIndex = Int((low / h).rounded(.down)), highestIndex = Int((high / h).rounded(.up))
+        return (lowestIndex, highestIndex - lowestIndex + 1, outsideMass)
     }
 
     private static func modulo(_ value: Int, _ size: Int) -> Int {
@@ -197,18 +317,96 @@ public struct PLDAccountant: Sendable {
     }
 }
 
+/// What an accountant reported and how.
+public struct PrivacyEstimate: Sendable, Equatable {
+    /// How the ε was obtained.
+    public enum Method: String, Sendable, Equatable {
+        /// Rényi DP (the accountant asked for).
+        case rdp
+        /// The PLD bound with its FFT error bound.
+        case pld
+        /// PLD was asked for; RDP gave the smaller (equally sound) bound, e.g. at very small δ.
+        case rdpTighter = "rdp (tighter than pld here)"
+        /// PLD was asked for, but the composition holds discrete-Gaussian steps: RDP accounts for all.
+        case rdpForDiscreteNoise = "rdp (discrete gaussian steps: pld not applicable)"
+        /// A step without noise: ε = +∞.
+        case noNoise = "none (a step without noise)"
+    }
+
+    public var epsilon: Double
+    public var method: Method
+}
+
+/// A rigorous bound on the rounding error of the FFT composition, in ℓ2 over the composed (tilted)
+/// masses. Model: IEEE double, unit roundoff u = 2⁻⁵³.
+/// - Radix-2 FFT: Higham, "Accuracy and Stability of Numerical Algorithms" (2nd ed., 2002),
+///   Theorem 24.2: ‖ŷ − y‖₂ ≤ a‖y‖₂ with a = Lη/(1 − Lη), L = log₂ n, η = μ + γ₄(√2 + μ),
+///   γ₄ = 4u/(1 − 4u), μ the twiddle factors' error. `RadixTwoFFT` computes each as cos/sin of
+///   2π·m/n (angle within 3u·2π, libm within 1 ulp), so μ ≤ 4e-15.
+/// - Parseval: a forward transform of x has ‖X‖₂ = √n‖x‖₂, so its error d_j ≤ a√n‖x_j‖₂, also a
+///   bound on every entry's error. Each |X_k| ≤ 1 (x_j is a probability vector), so raising to the
+///   T-th power multiplies an entry's error by at most T(1 + d_j)^(T−1) ≤ T·e^(T·d_j); the binary
+///   exponentiation's own ≤ 2⌈log₂ T⌉ complex products add relative √2γ₂ each (Higham §3.6).
+/// - Products across mechanisms add errors (all magnitudes ≤ e^(T d)), and the inverse transform
+///   divides the frequency-domain ℓ2 error by √n and adds its own a·‖r‖₂ (‖r‖₂ ≤ 1 + error).
+/// The result is doubled as a margin. The per-step masses and the tilt are computed with relative
+/// error below 16u each and all masses are non-negative, so the composed masses are off by a factor
+/// within e^(±16u·ΣT) (`relativeMassError`), applied to the masses as (1 + ρ).
+struct FFTErrorBound {
+    static let unitRoundoff = 0x1p-53
+    static let twiddleError = 4e-15
+    let size: Int
+    let a: Double
+    private var frequencyError = 0.0
+    private var totalSteps = 0.0
+    private var exponentSum = 0.0
+
+    init(size: Int) {
+        self.size = size
+        let u = Self.unitRoundoff
+        let gamma4 = 4 * u / (1 - 4 * u)
+        let eta = Self.twiddleError + gamma4 * (2.0.squareRoot() + Self.twiddleError)
+        let levels = Double(max(1, size.trailingZeroBitCount))
+        a = levels * eta / (1 - levels * eta)
+    }
+
+    /// One mechanism: `steps` self-compositions of a probability vector with ℓ2 norm `inputNorm`.
+    mutating func addMechanism(steps: Double, inputNorm: Double) {
+        let u = Self.unitRoundoff, gamma2 = 2 * u / (1 - 2 * u)
+        let rootN = Double(size).squareRoot()
+        let forward = a * rootN * inputNorm
+        let growth = exp(steps * forward)
+        let multiplications = 2 * (log2(max(steps, 1)).rounded(.up) + 1)
+        let powerRounding = multiplications * 2.0.squareRoot() * gamma2 * growth * rootN * inputNorm * (1 + a)
+        frequencyError += steps * growth * forward + powerRounding + 2.0.squareRoot() * gamma2 * rootN
+        exponentSum += steps * forward
+        totalSteps += steps
+    }
+
+    /// ℓ2 bound on the error of the composed (tilted) masses.
+    var composedL2Error: Double {
+        let rootN = Double(size).squareRoot()
+        let fromFrequency = frequencyError * exp(exponentSum) / rootN
+        return 2 * (fromFrequency * (1 + a) + (a + Self.unitRoundoff) * (1 + fromFrequency))
+    }
+
+    /// ρ: composed masses are within a factor 1 + ρ of exact, from the per-step masses' rounding.
+    var relativeMassError: Double { expm1(16 * Self.unitRoundoff * totalSteps) }
+}
+
 /// The composition needs a loss grid larger than the accountant allows (tiny σ or huge step counts).
 public struct PLDGridTooLargeError: Error, CustomStringConvertible, Sendable {
-    /// Points the grid would need.
-    public let points: Int
+    /// Points the grid would need (infinite when the loss itself is unbounded in Double).
+    public let points: Double
     /// `PLDAccountant.maximumGridPoints`.
     public let limit: Int
     /// The loss grid interval in use.
     public let discretization: Double
 
     public var description: String {
-        "PLD accounting needs \(points) loss grid points at discretization \(discretization), more than the limit of "
-            + "\(limit); use a coarser discretization or the RDP accountant"
+        "PLD accounting needs \(points.isFinite ? String(format: "%.3g", points) : "unboundedly many") loss grid points at "
+            + "discretization \(discretization), more than the limit of \(limit) (the noise multiplier is too small for "
+            + "this grid); the RDP accountant gives an upper bound instead"
     }
 }
 
@@ -252,10 +450,13 @@ struct DiscretePrivacyLoss {
             lowLoss = -removeLoss(tail * sigma)
             highLoss = q < 1 ? -logOneMinusQ : -removeLoss(-tail * sigma)
         }
-        let low = Int((lowLoss / h).rounded(.down)), high = Int((highLoss / h).rounded(.up))
-        guard high - low + 1 <= PLDAccountant.maximumGridPoints else {
-            throw PLDGridTooLargeError(points: high - low + 1, limit: PLDAccountant.maximumGridPoints, discretization: h)
+        // Checked in Double first: a tiny σ makes the loss range overflow any Int (issue 13: σ = 1e-9
+        // crashed here when the module was built with -Ounchecked).
+        let points = (highLoss - lowLoss) / h + 3
+        guard points.isFinite, points <= Double(PLDAccountant.maximumGridPoints) else {
+            throw PLDGridTooLargeError(points: points, limit: PLDAccountant.maximumGridPoints, discretization: h)
         }
+        let low = Int((lowLoss / h).rounded(.down)), high = Int((highLoss / h).rounded(.up))
 
         // P-mass, and P-mass minus x times Q-mass, of the loss interval (a, b].
         func masses(lossFrom a: Double, to b: Double, x: Double) -> (p: Double, residual: Double) {
@@ -314,40 +515,82 @@ struct DiscretePrivacyLoss {
     }
 }
 
-/// A composed loss distribution on the grid ih, plus `extraDelta`: mass at +∞ and outside the window.
+/// A composed loss distribution on the grid ih: the composed masses are
+/// m_k = (1 + ρ)·max(0, r̂_k)·e^(C − λℓ_k), with r̂ the computed tilted masses (negative rounding
+/// residue zeroed: the true masses are ≥ 0, so zeroing only moves r̂ towards them), plus
+/// `extraDelta` (mass at +∞ and outside the window). Every δ it reports adds the FFT error bound:
+/// Σ_{ℓ_k > ε} |r̂_k − r_k|·e^(C − λℓ_k) ≤ E·(Σ_{ℓ_k > ε} e^(2(C − λℓ_k)))^(1/2) by Cauchy–Schwarz,
+/// E the ℓ2 bound of `FFTErrorBound`.
 struct ComposedPrivacyLoss {
     let lowIndex: Int
+    /// Composed masses on the untilted scale, negatives zeroed and inflated by 1 + ρ.
     let masses: [Double]
+    /// e^(2(C − λℓ_k)): the squared weight of index k's error on the untilted scale.
+    let errorWeights: [Double]
     let interval: Double
+    let errorBound: Double
     let extraDelta: Double
 
-    /// δ(ε) = extra + Σ_{ℓ > ε} p_ℓ (1 − e^(ε − ℓ)).
+    init(lowIndex: Int, tiltedMasses: [Double], interval: Double, tilt: Double, logScale: Double, errorBound: Double,
+         relativeError: Double, extraDelta: Double, keepingNegativeMasses: Bool = false) {
+        self.lowIndex = lowIndex
+        self.interval = interval
+        self.errorBound = errorBound
+        self.extraDelta = extraDelta
+        var masses = [Double](repeating: 0, count: tiltedMasses.count), weights = masses
+        for (k, tilted) in tiltedMasses.enumerated() {
+            let logWeight = logScale - tilt * Double(lowIndex + k) * interval
+            weights[k] = exp(2 * logWeight)
+            if tilted > 0 {
+                masses[k] = (1 + relativeError) * exp(log(tilted) + logWeight)
+            } else if keepingNegativeMasses {
+                masses[k] = tilted * exp(logWeight)
+            }
+        }
+        self.masses = masses
+        self.errorWeights = weights
+    }
+
+    /// δ(ε) = extra + Σ_{ℓ > ε} m_ℓ (1 − e^(ε − ℓ)) + E·(Σ_{ℓ > ε} w_ℓ)^(1/2).
     func delta(epsilon: Double) -> Double {
-        var total = extraDelta
+        var total = extraDelta, weights = 0.0
         for (offset, mass) in masses.enumerated() {
             let loss = Double(lowIndex + offset) * interval
-            if loss > epsilon { total += mass * -expm1(epsilon - loss) }
+            if loss > epsilon {
+                total += mass * -expm1(epsilon - loss)
+                weights += errorWeights[offset]
+            }
         }
-        return max(0, total)
+        return max(0, total + errorBound * weights.squareRoot())
     }
 
     /// The smallest ε ≥ 0 with δ(ε) ≤ `delta`, solved exactly between grid points: scanning down from
-    /// the top, S = Σ_{j>k} p_j and W = Σ_{j>k} p_j e^(ℓ_k − ℓ_j) give δ(ℓ_k) = extra + S − W, and on
-    /// (ℓ_{k−1}, ℓ_k] δ(ε) = extra + S + p_k − e^(ε − ℓ_k)(W + p_k).
-    func epsilon(delta target: Double) -> Double {
+    /// the top, S = Σ_{j>k} m_j and W = Σ_{j>k} m_j e^(ℓ_k − ℓ_j) give the mass part of δ(ℓ_k) as S − W,
+    /// and on (ℓ_{k−1}, ℓ_k] δ(ε) = extra + B_k + S + m_k − e^(ε − ℓ_k)(W + m_k), where the error term
+    /// B_k = E·(Σ_{j≥k} w_j)^(1/2) is constant there. Without `includingErrorBound` B is left out: the
+    /// raw figure, only a guide for where to tilt, never reported.
+    func epsilon(delta target: Double, includingErrorBound: Bool = true) -> Double {
         if extraDelta >= target { return .infinity }
         let h = interval
         let decay = exp(-h)
-        var sum = 0.0, weighted = 0.0
+        var sum = 0.0, weighted = 0.0, weights = 0.0
         var k = masses.count - 1
         while k >= 0 {
             let mass = masses[k]
+            weights += errorWeights[k]
+            let bound = includingErrorBound ? errorBound * weights.squareRoot() : 0
             let nextSum = sum + mass, nextWeighted = (weighted + mass) * decay
             let loss = Double(lowIndex + k) * h
-            if extraDelta + nextSum - nextWeighted > target || k == 0 {
+            if extraDelta + bound + nextSum - nextWeighted > target || k == 0 {
                 // δ(ℓ_{k−1}) exceeds the target (or the grid ends): the answer lies at or below ℓ_k.
-                let excess = extraDelta + nextSum - target
-                if excess <= 0 { return 0 }
+                let excess = extraDelta + bound + nextSum - target
+                if excess <= 0 { return 0 }  // only at k = 0: δ stays below the target down to ε = 0
+                // δ just below ℓ_k already exceeds the target (the error term jumps there, or a mass is
+                // beyond Double's range): the answer is ℓ_k itself, where the previous step (or, at the
+                // top, δ = extra) showed δ(ℓ_k) ≤ target.
+                if !(excess.isFinite && (weighted + mass).isFinite) || extraDelta + bound + sum - weighted > target {
+                    return max(0, loss)
+                }
                 return max(0, loss + log(excess / (weighted + mass)))
             }
             sum = nextSum; weighted = nextWeighted

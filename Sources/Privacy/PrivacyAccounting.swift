@@ -3,30 +3,26 @@ import Foundation
 /// One entry point over both accountants: ε of a sequence of mechanisms, and the inverse problems
 /// (the noise multiplier or the step count that fits a budget).
 public enum PrivacyAccounting {
-    /// ε at `delta` of all `steps` composed, with the chosen accountant. Throws
-    /// `PrivacyParameterError` for parameters out of range and `PLDGridTooLargeError` when the PLD
-    /// grid would exceed its limit.
-    /// A run without noise (`MechanismNoise.none`, q > 0, steps ≥ 1) makes the composition +∞.
+    /// ε at `delta` of all `steps` composed, with the chosen accountant (see `estimate`). Throws
+    /// `PrivacyParameterError` for parameters out of range.
     public static func epsilon(steps: [MechanismSteps], delta: Double, accountant: AccountantKind) throws -> Double {
-        for mechanism in steps where mechanism.noise == .none { try mechanism.validate() }
-        if steps.contains(where: \.isUnbounded) {
-            try validateDelta(delta)
-            return .infinity
-        }
-        let steps = steps.filter { $0.noise != .none }  // those left release nothing (no steps, or q = 0)
+        try estimate(steps: steps, delta: delta, accountant: accountant).epsilon
+    }
+
+    /// ε at `delta` of all `steps` composed and how it was obtained: RDP for `.rdp`; for `.pld` the PLD
+    /// bound, or RDP when it is the smaller bound or the steps include discrete-Gaussian noise (see
+    /// `PLDAccountant.estimate`). Any step without noise gives ε = +∞.
+    public static func estimate(steps: [MechanismSteps], delta: Double, accountant: AccountantKind) throws -> PrivacyEstimate {
         switch accountant {
         case .rdp:
             var rdp = RDPAccountant()
-            for mechanism in steps {
-                try rdp.add(samplingRate: mechanism.samplingRate, noiseMultiplier: mechanism.noiseMultiplier, steps: mechanism.steps)
-            }
-            return try rdp.epsilon(delta: delta).epsilon
+            for mechanism in steps { try rdp.add(mechanism) }
+            let epsilon = try rdp.epsilon(delta: delta).epsilon
+            return PrivacyEstimate(epsilon: epsilon, method: steps.contains(where: \.isUnbounded) ? .noNoise : .rdp)
         case .pld:
             var pld = PLDAccountant()
-            for mechanism in steps {
-                try pld.add(samplingRate: mechanism.samplingRate, noiseMultiplier: mechanism.noiseMultiplier, steps: mechanism.steps)
-            }
-            return try pld.epsilon(delta: delta)
+            for mechanism in steps { try pld.add(mechanism) }
+            return try pld.estimate(delta: delta)
         }
     }
 
@@ -40,17 +36,26 @@ public enum PrivacyAccounting {
     /// while the next smaller σ still fits (the PLD discretisation is monotone in σ only up to
     /// rounding). Throws `NoiseCalibrationError` when even σ = 10,000 does not fit (the earlier
     /// mechanisms alone exceed the target).
+    /// Every σ returned has been checked: ε(σ) ≤ target by an accountant that is an upper bound.
     public static func noiseMultiplier(targetEpsilon: Double, samplingRate: Double, steps: Int, delta: Double,
-                                       accountant: AccountantKind, alreadySpent: [MechanismSteps] = []) throws -> Double {
+                                       accountant: AccountantKind, alreadySpent: [MechanismSteps] = [],
+                                       noise: MechanismNoise = .gaussian) throws -> Double {
         guard targetEpsilon.isFinite, targetEpsilon > 0 else {
             throw PrivacyParameterError(name: "target epsilon", value: targetEpsilon, expected: "finite and > 0")
         }
+        guard noise != .none else {
+            throw PrivacyParameterError(name: "noise", value: 0, expected: "gaussian or discrete_gaussian: no noise multiplier "
+                                        + "makes a mechanism without noise private")
+        }
         try validateDelta(delta)
+        try MechanismSteps(samplingRate: samplingRate, noiseMultiplier: 1, steps: steps, noise: noise).validate()
+        for spent in alreadySpent { try spent.validate() }
         // Grid points per unit σ; dividing by it (rather than multiplying by 0.001) gives the nearest
         // double to each decimal, e.g. 1.001 rather than 1.0010000000000001.
         let perUnit = (1 / noiseMultiplierResolution).rounded()
         func fits(_ gridIndex: Int) throws -> Bool {
-            let mechanism = MechanismSteps(samplingRate: samplingRate, noiseMultiplier: Double(gridIndex) / perUnit, steps: steps)
+            let mechanism = MechanismSteps(samplingRate: samplingRate, noiseMultiplier: Double(gridIndex) / perUnit, steps: steps,
+                                           noise: noise)
             try mechanism.validate()
             return try epsilon(steps: alreadySpent + [mechanism], delta: delta, accountant: accountant) <= targetEpsilon
         }
@@ -75,9 +80,18 @@ public enum PrivacyAccounting {
     /// The largest number of steps (at most `upTo`) at `samplingRate` and `noiseMultiplier` that,
     /// composed after `alreadySpent`, keeps ε ≤ `targetEpsilon` at `delta`; 0 when none fits.
     public static func maximumSteps(targetEpsilon: Double, samplingRate: Double, noiseMultiplier: Double, delta: Double,
-                                    accountant: AccountantKind, alreadySpent: [MechanismSteps] = [], upTo limit: Int) throws -> Int {
+                                    accountant: AccountantKind, alreadySpent: [MechanismSteps] = [], upTo limit: Int,
+                                    noise: MechanismNoise = .gaussian) throws -> Int {
+        guard targetEpsilon.isFinite, targetEpsilon > 0 else {
+            throw PrivacyParameterError(name: "target epsilon", value: targetEpsilon, expected: "finite and > 0")
+        }
+        try validateDelta(delta)
+        try MechanismSteps(samplingRate: samplingRate, noiseMultiplier: noiseMultiplier, steps: 0, noise: noise).validate()
+        guard limit <= MechanismSteps.maximumSteps else {
+            throw PrivacyParameterError(name: "step limit", value: Double(limit), expected: "at most \(MechanismSteps.maximumSteps)")
+        }
         func fits(_ steps: Int) throws -> Bool {
-            let mechanism = MechanismSteps(samplingRate: samplingRate, noiseMultiplier: noiseMultiplier, steps: steps)
+            let mechanism = MechanismSteps(samplingRate: samplingRate, noiseMultiplier: noiseMultiplier, steps: steps, noise: noise)
             return try epsilon(steps: alreadySpent + [mechanism], delta: delta, accountant: accountant) <= targetEpsilon
         }
         guard limit > 0, try fits(0) else { return 0 }

@@ -351,10 +351,11 @@ public struct PrivacyLedger: Sendable {
         let steps = try PrivacyAccounting.maximumSteps(targetEpsilon: budget.epsilon, samplingRate: mechanism.samplingRate,
                                                        noiseMultiplier: mechanism.noiseMultiplier, delta: budget.delta,
                                                        accountant: budget.accountant, alreadySpent: previous,
-                                                       upTo: mechanism.steps - 1)
+                                                       upTo: mechanism.steps - 1, noise: mechanism.noise)
         let sigma = try? PrivacyAccounting.noiseMultiplier(targetEpsilon: budget.epsilon, samplingRate: mechanism.samplingRate,
                                                            steps: mechanism.steps, delta: budget.delta,
-                                                           accountant: budget.accountant, alreadySpent: previous)
+                                                           accountant: budget.accountant, alreadySpent: previous,
+                                                           noise: mechanism.noise)
         return PrivacyBudgetExceededError(ledgerPath: fileURL.path, budget: budget, spentEpsilon: spent,
                                           requestedEpsilon: cumulative, requested: mechanism,
                                           maximumSteps: steps, minimumNoiseMultiplier: sigma)

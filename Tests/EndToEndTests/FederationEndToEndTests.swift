@@ -11,8 +11,9 @@ final class FederationEndToEndTests: XCTestCase {
     /// refused at the handshake; garbage, oversized and truncated frames close only their own
     /// connection (the log names the peer) while the coordinator goes on serving the others.
     func testRoundsBudgetRevocationAndBadFrames() throws {
-        // client-c's budget fits one round of this plan (ε ≈ 4.9 after 4 steps at q 0.25, σ 1), not two.
-        let federation = try TinyFederation.make(clients: [("client-a", 40, 50), ("client-b", 40, 50), ("client-c", 40, 5.5),
+        // client-c's budget fits one round of this plan (ε ≈ 8.84 after 4 steps at q 0.25, σ 1, discrete Gaussian;
+        // 10.94 after two rounds), not two.
+        let federation = try TinyFederation.make(clients: [("client-a", 40, 50), ("client-b", 40, 50), ("client-c", 40, 10),
                                                            ("prober", 4, 50)], minClients: 1)
         defer { federation.stopAll() }
         try federation.start(["client-a", "client-b", "client-c"])

@@ -24,7 +24,7 @@ final class PlanPreviewTests: XCTestCase {
 
     func testClientPlanAgreesWithPrivacyEpsilonAndFindsTheFirstRefusedRound() throws {
         let config = directory.appendingPathComponent("client.json")
-        try #"{"model": "m.gguf", "data": "d.jsonl", "eval_data": "e.jsonl", "policy": {"max_epsilon": 4, "delta": 1e-5, "max_steps_per_round": 100}}"#
+        try #"{"model": "m.gguf", "data": "d.jsonl", "eval_data": "e.jsonl", "policy": {"max_epsilon": 10, "delta": 1e-5, "max_steps_per_round": 100}}"#
             .write(to: config, atomically: true, encoding: .utf8)
         let state = directory.appendingPathComponent("me")
         try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
@@ -35,18 +35,19 @@ final class PlanPreviewTests: XCTestCase {
         let json = try result.json()
         XCTAssertEqual(Set(json.keys), ["rounds", "first_refused_round", "round_epsilon", "spent_epsilon", "budget_epsilon",
                                         "ceiling_epsilon", "delta", "accountant", "policy_objection"])
-        XCTAssertEqual(json["budget_epsilon"] as? Double, 4, "no ledger yet: the budget join would create")
+        XCTAssertEqual(json["budget_epsilon"] as? Double, 10, "no ledger yet: the budget join would create")
         XCTAssertEqual(json["spent_epsilon"] as? Double, 0)
         XCTAssertTrue(json["policy_objection"] is NSNull)
         XCTAssertEqual(json["round_epsilon"] as! Double, try accountantEpsilon(steps: 30), accuracy: 1e-9)
         let rounds = try XCTUnwrap(json["rounds"] as? [[String: Any]])
         XCTAssertEqual(rounds.count, 8)
         let first = try XCTUnwrap(json["first_refused_round"] as? Int, "\(json)")
-        // Round k charged is k×30 compositions; the first refused one is the first past 4.
+        // Round k charged is k×30 compositions; the first refused one is the first past 10 (discrete-Gaussian
+        // accounting: round 1 alone is about 7.8).
         for k in 1...first {
             let epsilon = try accountantEpsilon(steps: 30 * k)
             XCTAssertEqual(rounds[k - 1]["epsilon"] as! Double, epsilon, accuracy: 1e-9, "round \(k)")
-            XCTAssertEqual(rounds[k - 1]["refused"] as? Bool, epsilon > 4, "round \(k)")
+            XCTAssertEqual(rounds[k - 1]["refused"] as? Bool, epsilon > 10, "round \(k)")
         }
         XCTAssertGreaterThan(first, 1)
         XCTAssertTrue(rounds[first...].allSatisfy { $0["refused"] as? Bool == true })

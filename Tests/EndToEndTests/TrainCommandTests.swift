@@ -187,11 +187,13 @@ final class TrainCommandTests: XCTestCase {
         let reference = try Fixtures.json("privacy/reference.json")
         let inverse = (reference["inverse"] as! [[String: Any]])[0]
         let rdp = try run(["privacy", "noise", "--target-epsilon", "\(inverse["target_eps"]!)", "--sampling-rate",
-                           "\(inverse["q"]!)", "--steps", "\(inverse["steps"]!)", "--delta", "\(inverse["delta"]!)", "--json"]).json()
+                           "\(inverse["q"]!)", "--steps", "\(inverse["steps"]!)", "--delta", "\(inverse["delta"]!)", "--noise", "gaussian",
+                           "--json"]).json()
         XCTAssertEqual(rdp["noise_multiplier"] as! Double, inverse["sigma_rdp_opacus_style"] as! Double, accuracy: 1e-9)
         let record = (reference["records"] as! [[String: Any]])[1]
         let pld = try run(["privacy", "epsilon", "--sampling-rate", "\(record["q"]!)", "--noise-multiplier", "\(record["sigma"]!)",
-                           "--steps", "\(record["steps"]!)", "--delta", "\(record["delta"]!)", "--accountant", "pld", "--json"]).json()
+                           "--steps", "\(record["steps"]!)", "--delta", "\(record["delta"]!)", "--accountant", "pld",
+                           "--noise", "gaussian", "--json"]).json()
         let value = pld["epsilon"] as! Double, upper = record["eps_pld_upper"] as! Double
         XCTAssertLessThanOrEqual(value, upper * 1.01)
         XCTAssertGreaterThanOrEqual(value, record["eps_lower_bound"] as! Double)

@@ -71,12 +71,15 @@ final class PLDAccountantTests: XCTestCase {
         XCTAssertNotEqual(sampledRemove.epsilon(delta: 1e-5), sampledAdd.epsilon(delta: 1e-5))
     }
 
-    /// δ(ε) and ε(δ) are inverse to each other, and ε(δ) is monotone in δ.
+    /// δ(ε) and ε(δ) are inverse to each other up to the FFT error bound (δ(ε) may use a tilted
+    /// composition, whose bound is smaller, so it can only come out lower), and ε(δ) is monotone in δ.
     func testDeltaAndEpsilonAreInverse() throws {
         var accountant = PLDAccountant()
         try accountant.add(samplingRate: 0.01, noiseMultiplier: 1, steps: 1000)
         let epsilon = try accountant.epsilon(delta: 1e-5)
-        XCTAssertEqual(try accountant.delta(epsilon: epsilon), 1e-5, accuracy: 1e-9)
+        let delta = try accountant.delta(epsilon: epsilon)
+        XCTAssertEqual(delta, 1e-5, accuracy: 1e-8)
+        XCTAssertLessThanOrEqual(delta, 1e-5 * (1 + 1e-12))
         XCTAssertGreaterThan(try accountant.epsilon(delta: 1e-7), epsilon)
         XCTAssertLessThan(try accountant.epsilon(delta: 1e-3), epsilon)
     }
