@@ -145,7 +145,7 @@ let package = Package(
         .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", "conclave-client", "conclave-coordinator",
                                                          "Audit", "CommandLineParsing", "CoordinatorService", "ClientService",
                                                          "FederationProtocol", "SecureCrypto", "Transport", "ModelFormats", "Wire",
-                                                         "SystemIO", "FederationDemo"],
+                                                         "SystemIO", "FederationDemo", "Privacy"],
                     path: "Tests/EndToEndTests", exclude: ["Golden"]),
     ]
 )

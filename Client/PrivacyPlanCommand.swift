@@ -11,16 +11,20 @@ struct PrivacyPlanCommand: ParsableCommand {
         name: "plan", abstract: "Preview N rounds of a plan against this client's ledger and policy: ε after each, the first refused.",
         help: """
         usage: conclave-client privacy plan --config F --state DIR --rounds N --sampling-rate q
-                                            --noise-multiplier σ --steps T --delta δ [--json]
+                                            --noise-multiplier σ --steps T --delta δ
+                                            [--metrics-noise-multiplier z] [--json]
         The plan's parameters are those of 'privacy epsilon' (one round is T steps at q and σ); the policy
         comes from the join configuration and the ledger from DIR (when DIR has none yet, the one 'join'
         would create: the policy's max_epsilon at its δ). Each round is checked as 'join' charges it: ε of
         the ledger's entries and the rounds before, composed by the ledger's accountant at the ledger's δ,
         must stay within the ledger's budget and the policy's max_epsilon. A refused round spends nothing,
-        so every later one is refused too. Nothing is written.
+        so every later one is refused too. Each round also charges its held-out metrics release (the
+        Gaussian mechanism at the plan's metrics_noise_multiplier z), as 'join' does. Nothing is written.
           --config F   the client's join configuration (its "policy")
           --state DIR  the client's state directory (its privacy ledger)
           --rounds N   how many rounds to preview
+          --metrics-noise-multiplier z
+                       the plan's metrics_noise_multiplier (default 20)
           --json       print {"rounds": [{"round", "epsilon", "refused"}], "first_refused_round" (null when
                        all fit), "round_epsilon" (one round alone at the plan's δ), "spent_epsilon",
                        "budget_epsilon", "ceiling_epsilon", "delta", "accountant", "policy_objection"}
@@ -37,6 +41,7 @@ struct PrivacyPlanCommand: ParsableCommand {
             .required("--config", \.configPath), .required("--state", \.state), .required("--rounds", .int(in: 1...100_000), \.rounds),
             .required("--sampling-rate", .double(in: 0...1), \.q), .required("--noise-multiplier", .double(in: 1e-9...1e9), \.sigma),
             .required("--steps", .int(in: 1...100_000_000), \.steps), .required("--delta", .double(in: 1e-300...0.999_999), \.delta),
+            .option("--metrics-noise-multiplier", .double(in: 0.01...1e9), \.metricsNoise),
             .flag("--json", \.json),
         ]
     }
@@ -49,6 +54,7 @@ struct PrivacyPlanCommand: ParsableCommand {
     var sigma = 0.0
     var steps = 0
     var delta = 0.0
+    var metricsNoise = TrainingPlan.defaultMetricsNoiseMultiplier
     var json = false
 
     func validate() throws {
@@ -66,9 +72,10 @@ struct PrivacyPlanCommand: ParsableCommand {
         let budget = hasLedger ? try PrivacyLedger(directory: directory).budget
             : PrivacyBudget(epsilon: policy.maxEpsilon, delta: policy.delta, accountant: .rdp)
         let mechanism = MechanismSteps.dpsgd(samplingRate: q, noiseMultiplier: sigma, steps: steps)
-        let projection = try PrivacyPlanProjection.project(mechanism, rounds: rounds, after: spent, budget: budget,
-                                                           ceiling: policy.maxEpsilon)
-        let roundEpsilon = try PrivacyAccounting.epsilon(steps: [mechanism], delta: delta, accountant: budget.accountant)
+        let release = MetricsRelease.mechanism(noiseMultiplier: metricsNoise)
+        let projection = try PrivacyPlanProjection.project(mechanism, releases: [release], rounds: rounds, after: spent,
+                                                           budget: budget, ceiling: policy.maxEpsilon)
+        let roundEpsilon = try PrivacyAccounting.epsilon(steps: [mechanism, release], delta: delta, accountant: budget.accountant)
         let objection = policy.objection(to: planShape(unit: policy.privacyUnit))
         if json {
             try JSONOutput.print(jsonObject(projection, roundEpsilon: roundEpsilon, objection: objection))

@@ -116,7 +116,7 @@ do {
             if privacy {
                 let q = Double(batch) / Double(data.count)
                 sigma = try PrivacyAccounting.noiseMultiplier(targetEpsilon: targetEpsilon, samplingRate: q, steps: steps,
-                                                              delta: delta, accountant: .rdp)
+                                                              delta: delta, accountant: .rdp, noise: .discreteGaussian)
                 configuration.privacy = DifferentialPrivacy(noiseMultiplier: sigma!, clipNorm: clip, delta: delta)
             }
             model.setAdapter(nil)

@@ -10,7 +10,13 @@ public enum MetricsRelease {
     /// continuous one's RDP curve α/(2z²) at L2 sensitivity √3·S and σ = z·√3·S (Canonne, Kamath,
     /// Steinke 2020, Theorem 4 and, for vectors, Theorem 14), so the RDP accountant's figure is sound for
     /// it; it is marked `.discreteGaussian` for the accountant that tells the two apart.
-    public static func mechanism(plan: TrainingPlan) -> MechanismSteps {
-        MechanismSteps(samplingRate: 1, noiseMultiplier: plan.metricsNoiseMultiplier, steps: 1, noise: .discreteGaussian)
+    /// - Parameter rounds: how many rounds' releases (they compose as steps of the same mechanism).
+    public static func mechanism(plan: TrainingPlan, rounds: Int = 1) -> MechanismSteps {
+        mechanism(noiseMultiplier: plan.metricsNoiseMultiplier, rounds: rounds)
+    }
+
+    /// The release at metrics noise multiplier z, for `rounds` rounds (previews that have no plan).
+    public static func mechanism(noiseMultiplier: Double, rounds: Int = 1) -> MechanismSteps {
+        MechanismSteps(samplingRate: 1, noiseMultiplier: noiseMultiplier, steps: rounds, noise: .discreteGaussian)
     }
 }

@@ -65,8 +65,10 @@ public struct PlanPreview: Encodable, Sendable, Equatable {
         if plan.isPrivate {
             rounds = try (1...max(1, count)).map { round in
                 Round(round: round, epsilon: try PrivacyAccounting.epsilon(
+                    // Each round charges its training and its held-out metrics release (issue 13).
                     steps: [.dpsgd(samplingRate: plan.samplingRate, noiseMultiplier: plan.noiseMultiplier,
-                                   steps: plan.steps * round)],
+                                   steps: plan.steps * round),
+                            MetricsRelease.mechanism(plan: plan, rounds: round)],
                     delta: plan.delta, accountant: .rdp))
             }
             roundEpsilon = rounds[0].epsilon

@@ -33,9 +33,11 @@ public struct PrivacyPlanProjection: Sendable, Equatable {
     /// Projects `rounds` rounds of `mechanism` after `spent`, checked against `budget` and `ceiling`.
     /// Once a round is refused nothing more is charged, so every later round is refused at the same ε.
     /// - Throws: `PrivacyParameterError` for an invalid mechanism or budget.
-    public static func project(_ mechanism: MechanismSteps, rounds: Int, after spent: [MechanismSteps],
-                               budget: PrivacyBudget, ceiling: Double? = nil) throws -> PrivacyPlanProjection {
+    public static func project(_ mechanism: MechanismSteps, releases: [MechanismSteps] = [], rounds: Int,
+                               after spent: [MechanismSteps], budget: PrivacyBudget,
+                               ceiling: Double? = nil) throws -> PrivacyPlanProjection {
         try mechanism.validate()
+        for release in releases { try release.validate() }
         try budget.validate()
         guard rounds >= 1 else { throw PrivacyParameterError(name: "rounds", value: Double(rounds), expected: "at least 1") }
         let spentEpsilon = spent.isEmpty ? 0
@@ -48,13 +50,14 @@ public struct PrivacyPlanProjection: Sendable, Equatable {
                 planned.append(Round(round: round, epsilon: refusedAt, refused: true))
                 continue
             }
-            let epsilon = try PrivacyAccounting.epsilon(steps: charged + [mechanism], delta: budget.delta,
+            // A round charges its training and what it releases besides (its metrics) in one write.
+            let epsilon = try PrivacyAccounting.epsilon(steps: charged + [mechanism] + releases, delta: budget.delta,
                                                         accountant: budget.accountant)
             if epsilon > budget.epsilon || (ceiling.map { epsilon > $0 } ?? false) {
                 refusedAt = epsilon
                 planned.append(Round(round: round, epsilon: epsilon, refused: true))
             } else {
-                charged.append(mechanism)
+                charged += [mechanism] + releases
                 planned.append(Round(round: round, epsilon: epsilon, refused: false))
             }
         }
@@ -65,8 +68,9 @@ public struct PrivacyPlanProjection: Sendable, Equatable {
 
 extension PrivacyLedger {
     /// `rounds` rounds of `mechanism` projected onto this ledger as it is now (see `PrivacyPlanProjection`).
-    public func projection(of mechanism: MechanismSteps, rounds: Int, ceiling: Double? = nil) throws -> PrivacyPlanProjection {
-        try PrivacyPlanProjection.project(mechanism, rounds: rounds, after: entries.map(\.mechanism), budget: budget,
-                                          ceiling: ceiling)
+    public func projection(of mechanism: MechanismSteps, releases: [MechanismSteps] = [], rounds: Int,
+                           ceiling: Double? = nil) throws -> PrivacyPlanProjection {
+        try PrivacyPlanProjection.project(mechanism, releases: releases, rounds: rounds, after: entries.map(\.mechanism),
+                                          budget: budget, ceiling: ceiling)
     }
 }

@@ -76,7 +76,8 @@ final class PrivacyAuditControlTests: XCTestCase {
         case .honest, .divided:
             let q = Double(setup.batch) / Double(data.count)
             let sigma = try PrivacyAccounting.noiseMultiplier(targetEpsilon: Self.claimedEpsilon, samplingRate: q,
-                                                              steps: setup.steps, delta: Self.delta, accountant: .rdp)
+                                                              steps: setup.steps, delta: Self.delta, accountant: .rdp,
+                                                              noise: .discreteGaussian)
             configuration.privacy = DifferentialPrivacy(noiseMultiplier: sigma, clipNorm: 1, delta: Self.delta)
             if case .divided(let divisor) = noise { configuration.privacy!.auditTestNoiseDivisor = divisor }
         }
