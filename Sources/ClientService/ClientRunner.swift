@@ -241,7 +241,6 @@ public final class ClientRunner: @unchecked Sendable {
         do {
             if case let .refuse(reason) = try ClientAuditHead.keep(head, paths: paths) {
                 log.write("WARNING: the coordinator's audit-log head was refused and not kept: \(reason)")
-                events?.emit("audit_head_refused", round: agent.pendingRound, ["reason": .string(reason)])
             }
         } catch {
             log.write("cannot keep the coordinator's audit-log head: \(error)")
