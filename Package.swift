@@ -125,7 +125,7 @@ let package = Package(
                     path: "Tests/CoordinatorServiceTests"),
         .testTarget(name: "ClientServiceTests",
                     dependencies: ["TestSupport", "ClientService", "FederationProtocol", "Wire", "FineTuning", "LanguageModel",
-                                   "ModelFormats", "SystemIO"],
+                                   "ModelFormats", "SecureCrypto", "SystemIO"],
                     path: "Tests/ClientServiceTests"),
         .testTarget(name: "ModelServingTests", dependencies: ["TestSupport", "ModelServing", "LanguageModel", "Tokenizer"],
                     path: "Tests/ModelServingTests"),

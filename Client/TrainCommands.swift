@@ -23,7 +23,8 @@ struct TrainCommand: ParsableCommand {
 
           --model M                 a .gguf file or an HF directory (the frozen base, used as stored)
           --data D                  JSONL training records (one line is one record for privacy)
-          --out DIR                 where the PEFT adapter is written (adapter_config.json, adapter_model.safetensors)
+          --out DIR                 where the PEFT adapter is written (adapter_config.json, adapter_model.safetensors),
+                                    replacing the adapter there in one step; a DIR holding other files is refused
           --eval-data E             held-out JSONL scored before and after training
           --state DIR               the client's state directory; its privacy ledger is charged before the
                                     first gradient (without --dp the run is recorded as ε = ∞, after which
@@ -144,6 +145,8 @@ struct TrainCommand: ParsableCommand {
         if let evalPath { try PathCheck.inputFile("--eval-data", evalPath, expected: ModelCommands.datasetFile) }
         try PathCheck.outputDirectory("--out", outPath, expected: "a directory for the adapter (adapter_config.json, "
                                       + "adapter_model.safetensors), created when missing")
+        // Before training, so a directory of other files is refused in seconds, not after the run.
+        try AdapterOutput.checkReplaceable(URL(fileURLWithPath: outPath))
         if let statePath {
             try PathCheck.outputDirectory("--state", statePath, expected: "the client's state directory (its privacy ledger)")
         }
@@ -216,7 +219,7 @@ struct TrainCommand: ParsableCommand {
         }
         let result = try trainer.train(progress: progress)
         let adapter = result.lora.adapter()
-        try adapter.write(to: URL(fileURLWithPath: outPath), baseModel: modelPath)
+        try AdapterOutput.write(adapter, to: URL(fileURLWithPath: outPath), baseModel: modelPath)
 
         var evalAfter: Double?
         if let evalExamples {

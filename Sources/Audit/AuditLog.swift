@@ -17,11 +17,13 @@ import SystemIO
 /// over those bytes, then decodes them. Each record's `previousHash` is the BLAKE2b-256 of the previous
 /// line's bytes (without its newline), 64 zeros for the first, so deleting, inserting, duplicating or
 /// reordering a line breaks the chain. Truncating the tail (or deleting the whole file) cannot be seen
-/// from the log alone: an auditor compares the record count or the last hash with one kept elsewhere.
+/// from the log alone: every round result carries the log's signed head (`signedHead`), clients keep
+/// the latest, and `checkHead` compares one with the log.
 ///
 /// A line is committed once its newline is on disk and the file is synced. Bytes after the last
-/// newline are a write torn by a crash, never acknowledged: `append` removes them first, and
-/// `verify` reports them as a failure (the log as it stands is not a clean chain).
+/// newline are a write torn by a crash, never acknowledged: `append` removes them first, `verify`
+/// reports them as a failure (the log as it stands is not a clean chain), and `repairTornTail` removes
+/// them (keeping a copy) so that a coordinator refusing to start on them can start again.
 public struct AuditLog: Sendable {
     /// The largest log `verify` reads and `append` grows to (256 MiB).
     public static let maximumFileSize = 256 << 20
@@ -161,7 +163,7 @@ public struct AuditLog: Sendable {
             defer { expectedPreviousHash = hash }
             guard terminator != nil else {
                 fail(lineNumber, "the last \(line.count) bytes have no terminating newline (a write torn by a crash, "
-                     + "never committed; the next append removes them)")
+                     + "never committed; `conclave-coordinator audit --repair` removes them)")
                 break
             }
             guard line.count <= maximumLineLength else {
@@ -357,7 +359,7 @@ public struct AuditLog: Sendable {
 
     /// The whole log, or nil when it does not exist; read under a shared lock so an append in
     /// progress is not seen half-written.
-    private static func readLog(_ url: URL) throws -> [UInt8]? {
+    static func readLog(_ url: URL) throws -> [UInt8]? {
         try stateErrors {
             guard let file = try AppendOnlyFile(readingAt: url.path) else { return nil }
             try file.lock(exclusive: false)
@@ -371,7 +373,7 @@ public struct AuditLog: Sendable {
 
     /// Runs `body`, turning a `SystemIOError` into this module's `FederationError.state` naming the same
     /// file, with the system call and the C library's words for its error.
-    private static func stateErrors<T>(_ body: () throws -> T) throws -> T {
+    static func stateErrors<T>(_ body: () throws -> T) throws -> T {
         do {
             return try body()
         } catch let error as SystemIOError {

@@ -25,5 +25,9 @@ public struct ClientPaths: Sendable {
     /// The adapter trained locally in the latest round (PEFT directory), before aggregation.
     public var localAdapter: URL { file("local-adapter") }
 
+    /// The latest signed head of the coordinator's audit log this client received (`ClientAuditHead`),
+    /// for `conclave-coordinator audit --verify --head FILE`.
+    public var auditHead: URL { file("audit-head.json") }
+
     private func file(_ name: String) -> URL { root.appendingPathComponent(name) }
 }

@@ -230,7 +230,20 @@ public final class ClientRunner: @unchecked Sendable {
             if frame.type == .invite, let events, let invite = try? Invite(frame: frame) {
                 events.emit("invited", round: invite.round, ["coordinator": .string("\(address.host):\(address.port)")])
             }
+            if frame.type == .roundResult, let head = try? RoundResult(frame: frame).auditHead { keepAuditHead(head) }
             try perform(try agent.receive(frame), on: connection)
+        }
+    }
+
+    /// Keeps the audit log's head that came with a round result (`ClientAuditHead`); a refused one is
+    /// logged and the head kept before stays. A failure to write is logged, never fatal to the round.
+    private func keepAuditHead(_ head: AuditHead) {
+        do {
+            if case let .refuse(reason) = try ClientAuditHead.keep(head, paths: paths) {
+                log.write("WARNING: the coordinator's audit-log head was refused and not kept: \(reason)")
+            }
+        } catch {
+            log.write("cannot keep the coordinator's audit-log head: \(error)")
         }
     }
 

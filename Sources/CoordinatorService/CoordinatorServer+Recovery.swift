@@ -20,6 +20,11 @@ struct RoundHistory {
     init(paths: CoordinatorPaths, signer: SigningKeyPair) throws {
         let verification = try AuditLog.verify(url: paths.auditLog, publicKey: signer.publicKey)
         if let failure = verification.failure {
+            if try AuditLog.endsInTornWrite(url: paths.auditLog, publicKey: signer.publicKey, failingLine: failure.record) {
+                throw FederationError.audit(record: failure.record, "\(failure.reason); the log ends in a write torn by a crash: "
+                                            + "run 'conclave-coordinator audit --state \(paths.root.path) --repair' (it keeps a "
+                                            + "copy of what it removes), then start serve again")
+            }
             throw FederationError.audit(record: failure.record, "\(failure.reason); refusing to extend a broken chain "
                                         + "(inspect with 'conclave-coordinator audit --state \(paths.root.path)')")
         }

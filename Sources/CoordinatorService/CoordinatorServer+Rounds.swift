@@ -38,7 +38,8 @@ extension CoordinatorServer {
                 events?.emit("dropped", round: round, ["client": .string(client), "reason": .string(reason)])
                 let frame = try? Abort(round: round, code: .dropped, detail: reason).frame()
                 connections.withLock { $0[client] }?.enqueue([frame].compactMap { $0 })
-            case let .tellResult(client, result):
+            case .tellResult(let client, var result):
+                result.auditHead = auditHead.withLock { $0 }
                 var frames = [try? result.frame().encoded()].compactMap { $0 }
                 if result.committed { frames += globalAdapterFrames(round: result.round) }
                 connections.withLock { $0[client] }?.enqueue(encoded: frames)
@@ -76,6 +77,18 @@ extension CoordinatorServer {
         return frames
     }
 
+    /// Signs the audit log's head as it now stands, for the round results that follow; a log that
+    /// cannot be read leaves the results without a head (and says so), never with a stale one.
+    func refreshAuditHead() {
+        do {
+            let head = try AuditLog(paths: paths).signedHead(signer: signer)
+            auditHead.withLock { $0 = head }
+        } catch {
+            auditHead.withLock { $0 = nil }
+            log.write("cannot sign the audit log's head: \(error); round results go without it")
+        }
+    }
+
     // MARK: Finishing a round
 
     /// Aggregates a committed round into the next global adapter, appends the round's audit record,
@@ -96,6 +109,7 @@ extension CoordinatorServer {
             try? FileManager.default.removeItem(at: paths.adapter(round: outcome.round))
         }
         try? FileManager.default.removeItem(at: paths.roundInFlight)
+        refreshAuditHead()
         emitVerdict(outcome.round, verdict: verdict, record: record)
         if verdict.isCommitted {
             log.write(String(format: "round %llu committed: %d participants, held-out loss (DP-released) %@ → %@ ± %@, max ε %@, "

@@ -50,6 +50,8 @@ public final class CoordinatorServer: @unchecked Sendable {
     let engine: Mutex<RoundEngine>
     let connections = Mutex<[String: ClientConnection]>([:])
     let global: Mutex<GlobalAdapter>
+    /// The audit log's signed head, sent with every round result (nil until it could be read).
+    let auditHead = Mutex<AuditHead?>(nil)
     /// The last encoded global-adapter frames, keyed by round and digest (`globalAdapterFrames`).
     let adapterFrames = Mutex<(key: String, frames: [[UInt8]])?>(nil)
     /// Used by one finishing round at a time (the engine starts the next round only after it).
@@ -92,6 +94,7 @@ public final class CoordinatorServer: @unchecked Sendable {
         }
         engine.setGlobalAdapter(digest: adapter.digest, parameterCount: adapter.parameterCount)
         self.engine = Mutex(engine)
+        refreshAuditHead()
     }
 
     /// The server's TLS context: its certificate and key, the federation's CA, and the registry deciding

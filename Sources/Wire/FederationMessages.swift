@@ -266,12 +266,15 @@ public struct RoundResult: WireMessage, Equatable {
     public var committed: Bool
     public var adapterSHA256: String
     public var reason: String
+    /// The audit log's signed head when the result was sent (nil when the coordinator has none to give).
+    public var auditHead: AuditHead?
 
-    public init(round: UInt64, committed: Bool, adapterSHA256: String, reason: String) {
+    public init(round: UInt64, committed: Bool, adapterSHA256: String, reason: String, auditHead: AuditHead? = nil) {
         self.round = round
         self.committed = committed
         self.adapterSHA256 = adapterSHA256
         self.reason = reason
+        self.auditHead = auditHead
     }
 
     public func encode(into encoder: inout WireEncoder) throws {
@@ -279,6 +282,8 @@ public struct RoundResult: WireMessage, Equatable {
         encoder.bool(committed)
         try encoder.string(adapterSHA256, field: "adapterSHA256")
         try encoder.string(reason, field: "reason")
+        encoder.bool(auditHead != nil)
+        try auditHead?.encode(into: &encoder)
     }
 
     public init(from decoder: inout WireDecoder) throws {
@@ -286,5 +291,6 @@ public struct RoundResult: WireMessage, Equatable {
         committed = try decoder.bool("committed")
         adapterSHA256 = try decoder.string("adapterSHA256", limit: 64)
         reason = try decoder.string("reason")
+        auditHead = try decoder.bool("hasAuditHead") ? try AuditHead(from: &decoder) : nil
     }
 }

@@ -149,6 +149,69 @@ final class AuditCommandTests: XCTestCase {
         XCTAssertTrue(table.stdout.contains("audit chain: FAILED at record 2: signature does not verify"), table.stdout)
     }
 
+    /// Deleting the last record passes `audit --verify` (the chain is intact: the positive control);
+    /// `--head` with the head a client kept fails, naming the head's count and the log's.
+    func testVerifyWithHeadFindsATruncatedLogAndRefusesAForgedHead() throws {
+        try makeState()
+        let headFile = directory.appendingPathComponent("audit-head.json")
+        let head = try AuditLog(paths: paths).signedHead(signer: signer)
+        try JSONEncoder().encode(head).write(to: headFile)
+        let matching = try run(["--state", directory.path, "--verify", "--head", headFile.path])
+        XCTAssertEqual(matching.status, 0, matching.stderr)
+        XCTAssertTrue(matching.stdout.hasSuffix("audit head: matches (2 records)\n"), matching.stdout)
+
+        let bytes = Array(try Data(contentsOf: paths.auditLog))
+        let secondLine = try XCTUnwrap(bytes.firstIndex(of: 10)) + 1
+        try Data(bytes[..<secondLine]).write(to: paths.auditLog)
+        XCTAssertEqual(try run(["--state", directory.path, "--verify"]).status, 0, "the chain alone cannot show the cut")
+        let cut = try run(["--state", directory.path, "--verify", "--json", "--head", headFile.path])
+        XCTAssertEqual(cut.status, 1, cut.stderr)
+        let json = try cut.json()
+        XCTAssertEqual(json["verified"] as? Bool, true)
+        let check = try XCTUnwrap(json["head"] as? [String: Any])
+        XCTAssertEqual(check["verified"] as? Bool, false)
+        XCTAssertEqual(check["records"] as? Int, 2)
+        let problem = check["problem"] as? String ?? ""
+        XCTAssertTrue(problem.contains("held 2 records") && problem.contains("has 1"), problem)
+        XCTAssertTrue(cut.stderr.contains("audit head: FAILED"), cut.stderr)
+
+        var signature = head.signature
+        signature[3] ^= 0x10
+        let forged = AuditHead(records: 1, lastHash: head.lastHash, publicKey: head.publicKey, signature: signature)
+        try JSONEncoder().encode(forged).write(to: headFile)
+        let refused = try run(["--state", directory.path, "--verify", "--head", headFile.path])
+        XCTAssertEqual(refused.status, 1)
+        XCTAssertTrue(refused.stdout.contains("audit head: FAILED: the head's signature does not verify"), refused.stdout)
+    }
+
+    /// A torn last line fails `--verify`; `--repair` removes it with a copy kept, and the chain verifies.
+    /// A last record whose signature fails is refused by `--repair` and left as it is.
+    func testRepairRemovesATornLineButNotATamperedRecord() throws {
+        try makeState()
+        let whole = try Data(contentsOf: paths.auditLog)
+        try (whole + Data(#"{"record":{"abort"#.utf8)).write(to: paths.auditLog)
+        XCTAssertEqual(try run(["--state", directory.path, "--verify"]).status, 1)
+        let repaired = try run(["--state", directory.path, "--verify", "--repair", "--json"])
+        XCTAssertEqual(repaired.status, 0, repaired.stderr)
+        let json = try repaired.json()
+        XCTAssertEqual(json["verified"] as? Bool, true)
+        let repair = try XCTUnwrap(json["repair"] as? [String: Any])
+        XCTAssertEqual(repair["action"] as? String, "removed_torn_tail")
+        XCTAssertEqual(repair["line"] as? Int, 3)
+        let copy = try XCTUnwrap(repair["saved_to"] as? String)
+        XCTAssertEqual(try String(contentsOfFile: copy, encoding: .utf8), #"{"record":{"abort"#)
+        XCTAssertEqual(try Data(contentsOf: paths.auditLog), whole)
+
+        var bytes = Array(whole)
+        // One digit of the last line's signature changed to another hex digit: whole, but no longer valid.
+        bytes[bytes.count - 40] = bytes[bytes.count - 40] == UInt8(ascii: "0") ? UInt8(ascii: "1") : UInt8(ascii: "0")
+        try Data(bytes).write(to: paths.auditLog)
+        let refused = try run(["--state", directory.path, "--repair"])
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.stderr.contains("not a torn write"), refused.stderr)
+        XCTAssertEqual(Array(try Data(contentsOf: paths.auditLog)), bytes)
+    }
+
     func testMissingLogIsZeroRecordsAndMissingStateIsAnError() throws {
         try signer.writeSecretKeyFile(path: paths.signingKey.path)
         let empty = try run(["--state", directory.path, "--verify"])

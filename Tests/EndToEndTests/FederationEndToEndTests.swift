@@ -88,6 +88,14 @@ final class FederationEndToEndTests: XCTestCase {
             // Each round charged: its DP-SGD steps and its metrics release, in one write.
             XCTAssertEqual((try federation.budget(name)["entries"] as? [Any])?.count, name == "client-c" ? 2 : 4, name)
         }
+        // The log's signed head came with the round results; a participant's kept head matches the log.
+        let head = federation.directory(of: "client-a").appendingPathComponent("audit-head.json")
+        let checked = try Executables.run(Executables.coordinator, ["audit", "--state", federation.coordinator.path, "--verify",
+                                                                    "--json", "--head", head.path])
+        XCTAssertEqual(checked.status, 0, checked.stderr)
+        let check = try checked.json()["head"] as? [String: Any] ?? [:]
+        XCTAssertEqual(check["verified"] as? Bool, true, "\(check)")
+        XCTAssertEqual(check["records"] as? Int, 2, "\(check)")
     }
 
     /// Bad frames from an enrolled peer (not our magic, a 2 GiB payload announced, a frame cut short):

@@ -71,6 +71,35 @@ final class TrainCommandTests: XCTestCase {
         XCTAssertEqual((after["entries"] as! [Any]).count, 1, "a refused run is not charged")
     }
 
+    /// `--out DIR`: an adapter directory is replaced by the next run; a directory holding other files is
+    /// refused before training (and before any charge), naming the file, and left as it was.
+    func testOutReplacesAnAdapterAndRefusesADirectoryOfOtherFiles() throws {
+        let directory = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let data = try writeData(in: directory)
+        let adapter = directory.appendingPathComponent("adapter")
+        let common = ["train", "--model", tiny, "--data", data.path, "--steps", "2", "--batch-size", "2", "--threads", "1"]
+        for rank in ["2", "4"] {
+            let result = try run(common + ["--out", adapter.path, "--rank", rank])
+            XCTAssertEqual(result.status, 0, result.stderr)
+        }
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: adapter.appendingPathComponent("adapter_config.json")))
+        XCTAssertEqual((config as? [String: Any])?["r"] as? Int, 4)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted(), ["adapter", "train.jsonl"])
+
+        let mixed = directory.appendingPathComponent("mixed")
+        try FileManager.default.createDirectory(at: mixed, withIntermediateDirectories: true)
+        try Data("mine".utf8).write(to: mixed.appendingPathComponent("notes.txt"))
+        let state = directory.appendingPathComponent("state")
+        let refused = try run(common + ["--out", mixed.path, "--state", state.path, "--budget-epsilon", "10", "--dp",
+                                        "--noise-multiplier", "1"])
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.stderr.contains("notes.txt") && refused.stderr.contains("Give --out a new directory"), refused.stderr)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: mixed.path), ["notes.txt"])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: state.appendingPathComponent("privacy-ledger.json").path),
+                       "refused before any charge")
+    }
+
     /// `--privacy-unit user` on the binary: q counts users, the ledger is created and charged per user and
     /// `budget` says so, a record-level run is refused by that ledger, and a line without a user is named.
     func testUserLevelRunChargesAUserLedger() throws {
