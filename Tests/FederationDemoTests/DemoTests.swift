@@ -35,7 +35,7 @@ final class DemoTests: XCTestCase {
         XCTAssertEqual(coordinator.rounds.maxClients, 3)
         XCTAssertEqual(coordinator.rounds.aggregation, .fedadam)
         XCTAssertFalse(coordinator.rounds.secureAggregation, "written, not left to the default")
-        XCTAssertEqual(coordinator.rounds.plan.noiseMultiplier, 0.7)
+        XCTAssertEqual(coordinator.rounds.plan.noiseMultiplier, 1.0)
 
         for index in 0..<2 {
             let folder = directory.appendingPathComponent(demo.client(index).directory)
