@@ -149,9 +149,10 @@ fuzz: fuzz-build
 	@failed=""; scratch=$$(mktemp -d /dev/shm/conclave-fuzz.XXXXXX 2>/dev/null || mktemp -d); \
 	for t in $(FUZZ_TARGETS); do \
 	  mkdir -p $(FUZZ_SCRATCH)/corpus/$$t $(FUZZ_SCRATCH)/artifacts; \
+	  regressions=""; [ -d Tests/Fuzz/Regressions/$$t ] && regressions=Tests/Fuzz/Regressions/$$t; \
 	  echo "== fuzz $$t: $(FUZZ_SECONDS) s or $(FUZZ_RUNS) runs" >&2; \
 	  TMPDIR=$$scratch CONCLAVE_FUZZ_TARGET=$$t LSAN_OPTIONS=suppressions=$(abspath Tests/Fuzz/lsan.supp) $(FUZZ_BIN) $(FUZZ_OPTIONS) -max_total_time=$(FUZZ_SECONDS) -runs=$(FUZZ_RUNS) \
-	    -artifact_prefix=$(FUZZ_SCRATCH)/artifacts/$$t- $(FUZZ_SCRATCH)/corpus/$$t Tests/Fuzz/Corpus/$$t Tests/Fuzz/Regressions/$$t \
+	    -artifact_prefix=$(FUZZ_SCRATCH)/artifacts/$$t- $(FUZZ_SCRATCH)/corpus/$$t Tests/Fuzz/Corpus/$$t $$regressions \
 	    || failed="$$failed $$t"; \
 	done; rm -rf $$scratch; \
 	if [ -n "$$failed" ]; then echo "fuzzing found crashes in:$$failed (inputs in $(FUZZ_SCRATCH)/artifacts/)" >&2; exit 1; fi

@@ -82,8 +82,8 @@ let package = Package(
         // Fuzzing (issue 14): the targets, run by libFuzzer in `conclave-fuzz` (`make fuzz`) and replayed
         // over the committed corpus by FuzzTests.
         .target(name: "FuzzTargets",
-                dependencies: ["ModelFormats", "Tokenizer", "FineTuning", "Wire", "SecureAggregation", "SecureCrypto", "Audit",
-                               "Privacy", "ClientService", "CoordinatorService"],
+                dependencies: ["ModelFormats", "Tokenizer", "LanguageModel", "FineTuning", "Wire", "SecureAggregation",
+                               "SecureCrypto", "Audit", "Privacy", "FederationProtocol", "ClientService", "CoordinatorService"],
                 path: "Tests/Fuzz/FuzzTargets"),
         .executableTarget(name: "conclave-fuzz", dependencies: ["FuzzTargets"], path: "Tests/Fuzz/Driver"),
 

@@ -71,10 +71,6 @@ final class Scratch: @unchecked Sendable {
     private var sunk: UInt8 = 0
     func sink(_ byte: UInt8) { sunk ^= byte }
 
-    /// Removes a file or folder of the scratch directory, if present.
-    func remove(_ name: String) {
-        try? FileManager.default.removeItem(at: directory.appendingPathComponent(name))
-    }
 }
 
 /// Splits an input in two at its first NUL byte: two files from one input (PEFT's config and weights,

@@ -1,11 +1,12 @@
 import Foundation
 import ModelFormats
 import Tokenizer
+import LanguageModel
 
 /// GGUF, safetensors, `tokenizer.json` and PEFT adapters: the files a client is pointed at.
 enum ModelFileTargets {
     /// GGUF: the header, metadata and tensor table, then what the loader reads from them (the model's
-    /// configuration, the tokenizer from metadata) and every tensor's bytes.
+    /// configuration, the weights, the tokenizer from metadata) and every tensor's bytes.
     static func gguf(_ data: Data) throws {
         let file = try GGUFFile(url: Scratch.shared.write(data, as: "model.gguf"))
         for tensor in file.tensors { touch(file.data(for: tensor)) }
@@ -14,6 +15,7 @@ enum ModelFileTargets {
             _ = try? file.intArray(key)
         }
         _ = try? LlamaConfiguration(gguf: file)
+        _ = try? ModelLoader.loadGGUF(file)
         if let tokenizer = try? BPETokenizer(ggufMetadata: file.metadata) { exercise(tokenizer) }
     }
 
@@ -28,7 +30,6 @@ enum ModelFileTargets {
 
     /// `tokenizer.json`, then encoding and decoding a few strings with what it built.
     static func tokenizer(_ data: Data) throws {
-        Scratch.shared.remove("tokenizer")
         let url = try Scratch.shared.write(data, as: "tokenizer.json", in: "tokenizer")
         exercise(try BPETokenizer(tokenizerJSON: url))
     }
@@ -37,7 +38,6 @@ enum ModelFileTargets {
     /// `adapter_model.safetensors` (the rest).
     static func peft(_ data: Data) throws {
         let (config, weights) = splitAtFirstNul(data)
-        Scratch.shared.remove("adapter")
         _ = try Scratch.shared.write(config, as: "adapter_config.json", in: "adapter")
         let directory = try Scratch.shared.write(weights, as: "adapter_model.safetensors", in: "adapter")
             .deletingLastPathComponent()

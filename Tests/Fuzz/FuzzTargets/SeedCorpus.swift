@@ -57,7 +57,27 @@ enum ModelSeeds {
                                    .float64(0.25), .array([.array([.string("nested")])])]
         for (i, value) in values.enumerated() { scalars.set("seed.value\(i)", value) }
         try scalars.addTensor(name: "t", dimensions: [4], type: .bf16, data: [UInt8](repeating: 0x3f, count: 8))
-        return ["llama.gguf": llama.encoded(), "scalars.gguf": scalars.encoded()]
+        return ["llama.gguf": llama.encoded(), "scalars.gguf": scalars.encoded(), "weights.gguf": try weights().encoded()]
+    }
+
+    /// A whole model the loader accepts: one layer of width 32, one head, a vocabulary of 8, quantized.
+    static func weights() throws -> GGUFWriter {
+        var model = GGUFWriter()
+        model.set("general.architecture", .string("llama"))
+        for (key, value) in [("context_length", 16), ("embedding_length", 32), ("block_count", 1), ("feed_forward_length", 32),
+                             ("attention.head_count", 1), ("attention.head_count_kv", 1), ("vocab_size", 8)] {
+            model.set("llama.\(key)", .uint32(UInt32(value)))
+        }
+        try model.addTensor(name: "token_embd.weight", dimensions: [32, 8], type: .q8_0, data: [UInt8](repeating: 1, count: 8 * 34))
+        for name in ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"] {
+            try model.addTensor(name: "blk.0.\(name).weight", dimensions: [32, 32], type: .q4_0,
+                                data: [UInt8](repeating: 0x11, count: 32 * 18))
+        }
+        let ones = [Float](repeating: 1, count: 32).flatMap { withUnsafeBytes(of: $0.bitPattern.littleEndian, Array.init) }
+        for name in ["blk.0.attn_norm.weight", "blk.0.ffn_norm.weight", "output_norm.weight"] {
+            try model.addTensor(name: name, dimensions: [32], type: .f32, data: ones)
+        }
+        return model
     }
 
     static func safetensors() throws -> [String: Data] {

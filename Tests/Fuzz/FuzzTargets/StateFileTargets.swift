@@ -23,7 +23,6 @@ enum StateFileTargets {
         case .coordinator: _ = try CoordinatorConfiguration.load(Scratch.shared.write(body, as: "coordinator.json"))
         case .settings: _ = try CoordinatorSettings.load(from: Scratch.shared.write(body, as: "settings.json"))
         case .ledger:
-            Scratch.shared.remove("ledger")
             let file = try Scratch.shared.write(body, as: PrivacyLedger.fileName, in: "ledger")
             let ledger = try PrivacyLedger(directory: file.deletingLastPathComponent())
             _ = ledger.entries.count

@@ -29,7 +29,13 @@ enum WireSeeds {
                                                signingKey: SecureSeeds.identity(1).publicKey.bytes),
                                          Accept(round: 3), Decline(round: 5, reason: "budget")] + chunks
             + [TensorsDone(round: 3, kind: .update, tensorCount: 1, sha256: String(repeating: "1", count: 64))]
-        return ["coordinator-to-client.bin": try stream(255, coordinator), "client-to-coordinator.bin": try stream(6, client)]
+        var update: [Frame] = [try Accept(round: 3).frame()]
+        if let layout = WireTargets.uplinkLayout {
+            let tensors = layout.shapes.mapValues { shape in (0..<shape.reduce(1, *)).map { Float($0 % 7) * 0.125 } }
+            update += try TensorSetFrames.frames(round: 3, kind: .update, tensors: tensors)
+        }
+        return ["coordinator-to-client.bin": try stream(255, coordinator), "client-to-coordinator.bin": try stream(6, client),
+                "client-update.bin": Data([255] + (try update.flatMap { try $0.encoded() }))]
     }
 
     /// Two real secure rounds of three members (identities 1, 2, 3), all surviving and one dropping out

@@ -2,6 +2,8 @@ import Foundation
 import Wire
 import SecureAggregation
 import SecureCrypto
+import ModelFormats
+import FederationProtocol
 
 /// The federation's frames: a byte stream cut by `FrameReader` (fed in pieces whose sizes the input's
 /// first byte chooses, as a socket delivers them), each frame decoded as its type says.
@@ -11,7 +13,10 @@ enum WireTargets {
 
     static func frames(_ data: Data) throws {
         var assemblers: [String: TensorAssembler] = [:]
+        var uplink = uplinkLayout.map { ClientUplink(client: "fuzz", layout: $0) }
         for frame in try cut(data) {
+            // The coordinator's decoder of a client's frames, until its first refusal (which ends the connection).
+            do { _ = try uplink?.receive(frame, isActive: { _ in true }) } catch { uplink = nil }
             if let chunk = try decode(frame) as? TensorChunk {
                 if var assembler = assemblers[chunk.name] {
                     try assembler.add(chunk)
@@ -23,6 +28,13 @@ enum WireTargets {
         }
         for assembler in assemblers.values where assembler.isComplete { _ = try assembler.finish() }
     }
+
+    /// The update layout the uplink expects: rank 1 on q_proj of the tiny Llama of `ModelSeeds.hfConfig`.
+    static let uplinkLayout: AdapterLayout? = {
+        guard let url = try? Scratch.shared.write(Data(ModelSeeds.hfConfig.utf8), as: "uplink-config.json"),
+              let configuration = try? LlamaConfiguration(configJSON: url) else { return nil }
+        return AdapterLayout(configuration: configuration, rank: 1, alpha: 2, targets: [.qProj])
+    }()
 
     /// The frames of a stream: byte 0 is the feeding step (1...256 bytes at a time), the rest the stream.
     static func cut(_ data: Data) throws -> [Frame] {
