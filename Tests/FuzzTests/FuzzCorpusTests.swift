@@ -32,6 +32,19 @@ final class FuzzCorpusTests: XCTestCase {
         }
     }
 
+    /// Each target reaches its parser: every seed is accepted (no error), and the same seed cut to
+    /// half its length is refused (an error), so a target that parsed nothing would fail here.
+    func testSeedsAreAcceptedAndHalfSeedsRefused() throws {
+        for target in FuzzTarget.allCases {
+            for seed in try inputs("Corpus", target) {
+                let data = try Data(contentsOf: seed)
+                XCTAssertNoThrow(try target.parse(data), "\(target.rawValue): \(seed.lastPathComponent)")
+                XCTAssertThrowsError(try target.parse(data.prefix(data.count / 2)),
+                                     "\(target.rawValue): half of \(seed.lastPathComponent)")
+            }
+        }
+    }
+
     /// The inputs that crashed a parser before its fix.
     func testRegressionInputsReplay() throws {
         for target in FuzzTarget.allCases {

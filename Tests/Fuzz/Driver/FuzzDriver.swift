@@ -30,6 +30,7 @@ public func fuzzInitialize(_ argc: UnsafeMutablePointer<CInt>,
             FileHandle.standardError.write(Data("conclave-fuzz: cannot write the seeds: \(error)\n".utf8))
             exit(1)
         }
+        FuzzTarget.removeScratchFiles()
         _exit(0)  // not exit: its leak check would count the environment's strings still in scope
     }
     fuzzTarget = selectedTarget()
@@ -66,6 +67,7 @@ struct FuzzReplay {
         let arguments = Array(CommandLine.arguments.dropFirst())
         if arguments.first == "--write-seeds", arguments.count == 2 {
             try SeedCorpus.write(to: URL(fileURLWithPath: arguments[1]))
+            FuzzTarget.removeScratchFiles()
             return
         }
         let target = selectedTarget()

@@ -26,21 +26,27 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     /// Runs one input; returns normally whatever the parser thinks of it.
     public func run(_ data: Data) {
         do {
-            switch self {
-            case .gguf: try ModelFileTargets.gguf(data)
-            case .safetensors: try ModelFileTargets.safetensors(data)
-            case .tokenizer: try ModelFileTargets.tokenizer(data)
-            case .hfConfig: _ = try LlamaConfiguration(configJSON: Scratch.shared.write(data, as: "config.json"))
-            case .peft: try ModelFileTargets.peft(data)
-            case .jsonl: try DatasetTarget.run(data)
-            case .wire: try WireTargets.frames(data)
-            case .secagg: try WireTargets.secureAggregation(data)
-            case .config: try StateFileTargets.configuration(data)
-            case .audit: try StateFileTargets.audit(data)
-            }
+            try parse(data)
         } catch {
             // A thrown error is the parser doing its job; render it, as the product would print it.
             _ = String(describing: error)
+        }
+    }
+
+    /// Runs one input and throws what the parser throws (an audit log that fails verification counts
+    /// as refused): the seeds must pass, and a damaged seed must not.
+    public func parse(_ data: Data) throws {
+        switch self {
+        case .gguf: try ModelFileTargets.gguf(data)
+        case .safetensors: try ModelFileTargets.safetensors(data)
+        case .tokenizer: try ModelFileTargets.tokenizer(data)
+        case .hfConfig: _ = try LlamaConfiguration(configJSON: Scratch.shared.write(data, as: "config.json"))
+        case .peft: try ModelFileTargets.peft(data)
+        case .jsonl: try DatasetTarget.run(data)
+        case .wire: try WireTargets.frames(data)
+        case .secagg: try WireTargets.secureAggregation(data)
+        case .config: try StateFileTargets.configuration(data)
+        case .audit: try StateFileTargets.audit(data)
         }
     }
 }

@@ -28,9 +28,7 @@ enum StateFileTargets {
             _ = ledger.entries.count
         case .registry: _ = try ClientRegistry(file: Scratch.shared.write(body, as: "clients.json"))
         case .control:
-            if case let .success(request) = ControlRequest.read([UInt8](body)) {
-                _ = try JSONEncoder().encode(request)
-            }
+            _ = try JSONEncoder().encode(try ControlRequest.read([UInt8](body)).get())
         }
     }
 
@@ -40,8 +38,13 @@ enum StateFileTargets {
     static func audit(_ data: Data) throws {
         let url = try Scratch.shared.write(data, as: "audit.jsonl")
         let verification = try AuditLog.verify(url: url, publicKey: auditSigner.publicKey)
-        _ = verification.records.count
         _ = try AuditLog(url: url).append(appendedRecord, signer: auditSigner)
+        if let failure = verification.failure { throw AuditRefusal(line: failure.record, reason: failure.reason) }
+    }
+
+    struct AuditRefusal: Error {
+        let line: Int
+        let reason: String
     }
 
     static let auditSigner = SecureSeeds.identity(9)
@@ -52,14 +55,15 @@ enum StateFileTargets {
         evalLossAfter: nil, adapterSHA256: String(repeating: "0", count: 64), abortReason: nil, previousHash: "")
 }
 
-/// JSONL datasets, read as `train` and `join` read them: a maximum length, a vocabulary size, and
-/// (when the input's first byte is odd) a small byte-level tokenizer for text records.
+/// JSONL datasets, read as `train` and `join` read them. The input's first byte sets the reading:
+/// 1 a small byte-level tokenizer for text records (else pre-tokenized only), 2 a maximum length of 256
+/// tokens, 4 a `user` on every record; the rest is the file.
 enum DatasetTarget {
     static func run(_ data: Data) throws {
         guard let first = data.first else { return }
         let url = try Scratch.shared.write(Data(data.dropFirst()), as: "data.jsonl")
         let tokenizer = first & 1 == 1 ? tokenizerForText : nil
-        _ = try Dataset.load(url, tokenizer: tokenizer, maxLength: first & 2 == 2 ? 64 : nil,
+        _ = try Dataset.load(url, tokenizer: tokenizer, maxLength: first & 2 == 2 ? 256 : nil,
                              vocabularySize: tokenizer?.vocabularySize ?? 512, requireUser: first & 4 == 4)
     }
 
@@ -70,8 +74,13 @@ enum DatasetTarget {
         let types = [Int](repeating: 1, count: tokens.count - 2) + [3, 3]
         return try? BPETokenizer(tokens: tokens, merges: ["Ġ t", "Ġ a", "h e", "Ġt he"], tokenTypes: types,
                                  preTokenizer: .gpt2, bosTokenId: nil, eosTokenId: tokens.count - 1, addBOS: false,
-                                 chatTemplate: nil)
+                                 chatTemplate: chatML)
     }()
+
+    /// A ChatML template with a default system prompt (the family `messages` records are rendered in).
+    static let chatML = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+        + "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}"
+        + "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}"
 
     /// GPT-2's byte-to-character mapping (printable Latin-1 stands for itself, the rest from U+0100 on).
     static func byteLevelText(_ byte: UInt8) -> String {
