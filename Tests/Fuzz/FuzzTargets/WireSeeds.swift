@@ -24,10 +24,10 @@ enum WireSeeds {
         let coordinator: [any WireMessage] = [invite] + chunks
             + [TensorsDone(round: 3, kind: .globalAdapter, tensorCount: 1, sha256: String(repeating: "0", count: 64)),
                RoundResult(round: 3, committed: true, adapterSHA256: String(repeating: "cd", count: 32), reason: ""),
-               Abort(round: 4, reason: "coordinator stopping")]
+               Abort(round: 4, code: .dropped, detail: "coordinator stopping")]
         let client: [any WireMessage] = [Hello(client: "clinic-1", software: "conclave 0.1", pendingRound: 2,
                                                signingKey: SecureSeeds.identity(1).publicKey.bytes),
-                                         Accept(round: 3), Decline(round: 5, reason: "budget")] + chunks
+                                         Accept(round: 3), Decline(round: 5, code: .privacyBudget), Abort(round: 6, code: .secureAggregation)] + chunks
             + [TensorsDone(round: 3, kind: .update, tensorCount: 1, sha256: String(repeating: "1", count: 64))]
         var update: [Frame] = [try Accept(round: 3).frame()]
         if let layout = WireTargets.uplinkLayout {
