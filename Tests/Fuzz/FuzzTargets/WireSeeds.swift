@@ -47,7 +47,7 @@ enum WireSeeds {
     static func secureRound(dropping dropout: ParticipantID?) throws -> Data {
         let setup = SecureRoundSetup(round: 3, members: (1...3).map {
             SecureRoundSetup.Member(id: ParticipantID($0), name: "m\($0)", signingKey: SecureSeeds.identity(UInt8($0)).publicKey)
-        }, degree: 0, threshold: 2, updateClip: 1, weightBound: 1000, vectorLength: 6)
+        }, degree: 0, threshold: 2, updateClip: 1, vectorLength: 6)
         let session = try setup.session(invite: invite)
         var server = SecureAggregationServer(session: session)
         var clients = try setup.members.map {

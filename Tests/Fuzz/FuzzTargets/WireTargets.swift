@@ -86,7 +86,7 @@ enum WireTargets {
         let invite = try Invite(frame: frames[0])
         let setup = try SecureRoundSetup(frame: frames[1])
         _ = try? setup.valueEncoding()
-        _ = try? setup.weightEncoding()
+        _ = try? setup.participationEncoding()
         let session = try setup.session(invite: invite)
         var round = SecureRoundDriver(server: SecureAggregationServer(session: session))
         if let id = setup.members.first?.id {
