@@ -30,7 +30,8 @@ public enum HTML {
 
     /// A number with `digits` decimals (`1.23`), or `–` when it is not finite.
     static func fixed(_ value: Double, _ digits: Int) -> String {
-        value.isFinite ? String(format: "%.\(digits)f", value) : "–"
+        if value == .infinity { return "∞" }
+        return value.isFinite ? String(format: "%.\(digits)f", value) : "–"
     }
 
     /// A number in the shortest form that reads back as the same Double, for `data-` attributes that

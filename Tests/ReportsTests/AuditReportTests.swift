@@ -408,4 +408,18 @@ final class LedgerReportTests: XCTestCase {
         XCTAssertTrue(html.contains("class=\"banner ok\""))
     }
 
+    /// A run without privacy (issue 13) reads as ε ∞ on the page, not as a blank: the auditor sees that
+    /// the ledger is spent. Its point is left off the plot (it has no height), the others stay.
+    func testARunWithoutPrivacyShowsInfiniteEpsilon() throws {
+        let directory = try Fixtures.temporaryDirectory("conclave-ledger-report-infinite")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        var ledger = try PrivacyLedger(directory: directory, creatingWith: PrivacyBudget(epsilon: 6, delta: 1e-5, accountant: .rdp))
+        try ledger.charge(purpose: "round:1", samplingRate: 0.05, noiseMultiplier: 1.1, clipNorm: 1, steps: 40)
+        try ledger.charge(.nonPrivate(samplingRate: 0.05, steps: 40), clipNorm: 0, purpose: "round:2")
+        let html = LedgerReport.html(budget: ledger.budget, entries: ledger.entries, ledgerPath: ledger.fileURL.path)
+        let rows = ReportFixtures.rows(html, table: "entries-table")
+        XCTAssertEqual(rows.map { $0.cells["epsilon"] }, [String(format: "%.2f", ledger.entries[0].cumulativeEpsilon), "∞"])
+        XCTAssertEqual(ReportFixtures.tags(html, "circle", className: "eps-point").count, 1)
+        XCTAssertFalse(html.contains("nan"))
+    }
 }
