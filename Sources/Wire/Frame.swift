@@ -6,10 +6,13 @@
 public enum WireProtocol {
     /// The four bytes every frame starts with.
     public static let magic: [UInt8] = Array("CNCL".utf8)
-    /// The version this build writes.
-    public static let version: UInt16 = 1
+    /// The version this build writes. 2 (issue 13): declines and aborts carry codes, metrics carry the
+    /// DP release instead of clear figures, the invitation its privacy unit, round results the signed
+    /// audit head; a version-1 peer is refused by its header ("unknown protocol version"), not by a
+    /// field it cannot decode.
+    public static let version: UInt16 = 2
     /// The versions this build reads; any other is refused.
-    public static let supportedVersions: Set<UInt16> = [1]
+    public static let supportedVersions: Set<UInt16> = [2]
     /// Header size in bytes.
     public static let headerByteCount = 12
     /// Default limit on a frame's payload: 64 MiB (a LoRA update travels in several chunks).

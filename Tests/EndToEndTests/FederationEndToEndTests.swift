@@ -109,7 +109,8 @@ final class FederationEndToEndTests: XCTestCase {
         let hello = try Frame(type: .hello, payload: helloPayload(peer)).encoded()
         let garbage: [[UInt8]] = [
             Array("GET / HTTP/1.1\r\n\r\n".utf8),                                 // not our magic
-            Array("CNCL".utf8) + [0, 1, 0, 5, 0x7f, 0xff, 0xff, 0xff],            // a 2 GiB payload announced
+            Array("CNCL".utf8) + [UInt8(WireProtocol.version >> 8), UInt8(WireProtocol.version & 0xff),
+                                  0, 5, 0x7f, 0xff, 0xff, 0xff],                  // a 2 GiB payload announced
             hello + Array(hello.prefix(7)),                                       // a frame cut short, then EOF
         ]
         for bytes in garbage {

@@ -14,7 +14,7 @@ struct SplitMix64: RandomNumberGenerator {
 }
 
 final class FrameTests: XCTestCase {
-    private func header(version: UInt16 = 1, type: UInt16 = 5, length: UInt32) -> [UInt8] {
+    private func header(version: UInt16 = WireProtocol.version, type: UInt16 = 5, length: UInt32) -> [UInt8] {
         Array("CNCL".utf8) + [UInt8(version >> 8), UInt8(version & 0xFF), UInt8(type >> 8), UInt8(type & 0xFF),
                               UInt8(length >> 24), UInt8((length >> 16) & 0xFF), UInt8((length >> 8) & 0xFF),
                               UInt8(length & 0xFF)]
@@ -162,9 +162,13 @@ final class FrameTests: XCTestCase {
     }
 
     func testUnknownVersionAndTypeAreRefused() throws {
-        XCTAssertThrowsError(try Frame.decode(header(version: 2, length: 0))) { error in
-            XCTAssertEqual(error as? WireError, .unknownVersion(2))
-            XCTAssertTrue("\(error)".contains("unknown protocol version 2"))
+        XCTAssertThrowsError(try Frame.decode(header(version: 3, length: 0))) { error in
+            XCTAssertEqual(error as? WireError, .unknownVersion(3))
+            XCTAssertTrue("\(error)".contains("unknown protocol version 3"))
+        }
+        // Version 1 (clear metrics, text declines) is refused by its header, not by a field (issue 13).
+        XCTAssertThrowsError(try Frame.decode(header(version: 1, length: 0))) { error in
+            XCTAssertEqual(error as? WireError, .unknownVersion(1))
         }
         XCTAssertThrowsError(try Frame.decode(header(version: 0, length: 0))) { error in
             XCTAssertEqual(error as? WireError, .unknownVersion(0))
