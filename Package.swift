@@ -3,10 +3,10 @@
 // Module map and import rules: see DESIGN.md (a module imports only modules below it).
 import PackageDescription
 
-/// Numeric code is compiled with bounds checks off in release; every kernel keeps a checked naive twin.
-/// Only the kernels and the transformer, whose entry points throw on anything from outside (token ids,
-/// label counts, context length; tensor shapes are checked by ModelFormats and the loader). Privacy
-/// (accountants, the ledger file), FineTuning (JSONL datasets) and the benchmarks keep their checks.
+/// Numeric kernels are compiled with bounds checks off in release; every kernel keeps a checked naive twin.
+/// Only `Kernels`: its buffers come from ModelFormats and LanguageModel after their shapes are checked, and
+/// no file, peer or argument reaches it directly. LanguageModel (it loads HF configs and checkpoints),
+/// Privacy (accountants, the ledger file), FineTuning (JSONL datasets) and the benchmarks keep their checks.
 let numericSettings: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
 
 let package = Package(
@@ -31,7 +31,7 @@ let package = Package(
         .target(name: "ModelFormats", dependencies: ["SystemIO"], path: "Sources/ModelFormats"),
         .target(name: "Tokenizer", dependencies: ["ModelFormats"], path: "Sources/Tokenizer"),
         .target(name: "LanguageModel", dependencies: ["Kernels", "ModelFormats", "Tokenizer"],
-                path: "Sources/LanguageModel", swiftSettings: numericSettings),
+                path: "Sources/LanguageModel"),
         .target(name: "SecureCrypto", dependencies: ["CSodium", "SystemIO"], path: "Sources/SecureCrypto"),
         .target(name: "Privacy", dependencies: ["SecureCrypto", "SystemIO"], path: "Sources/Privacy"),
         .target(name: "FineTuning", dependencies: ["Kernels", "ModelFormats", "Tokenizer", "LanguageModel", "Privacy",

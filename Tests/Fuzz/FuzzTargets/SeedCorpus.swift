@@ -27,6 +27,7 @@ public enum SeedCorpus {
 }
 
 enum ModelSeeds {
+    /// Named `.bin`, as every seed is: `*.gguf` is kept out of git for models, and these are inputs.
     static func gguf() throws -> [String: Data] {
         var llama = GGUFWriter()
         llama.set("general.architecture", .string("llama"))
@@ -57,7 +58,7 @@ enum ModelSeeds {
                                    .float64(0.25), .array([.array([.string("nested")])])]
         for (i, value) in values.enumerated() { scalars.set("seed.value\(i)", value) }
         try scalars.addTensor(name: "t", dimensions: [4], type: .bf16, data: [UInt8](repeating: 0x3f, count: 8))
-        return ["llama.gguf": llama.encoded(), "scalars.gguf": scalars.encoded(), "weights.gguf": try weights().encoded()]
+        return ["llama.bin": llama.encoded(), "scalars.bin": scalars.encoded(), "weights.bin": try weights().encoded()]
     }
 
     /// A whole model the loader accepts: one layer of width 32, one head, a vocabulary of 8, quantized.
