@@ -256,6 +256,7 @@ public final class ClientRunner: @unchecked Sendable {
             switch action {
             case let .send(frames):
                 try send(frames, on: connection)
+                if frames.contains(where: { $0.type == .secureMaskedInput }) { FaultPoint.reach("client-after-upload") }
                 emitSent(frames)
             case let .log(line):
                 log.write(line)
@@ -281,6 +282,7 @@ public final class ClientRunner: @unchecked Sendable {
                                                              ceiling: request.ceiling, unit: request.unit,
                                                              releases: request.releases)
                 if case let .charged(receipt) = charge {
+                    FaultPoint.reach("client-after-charge")
                     events?.emit("charged", round: round, ["epsilon": .double(receipt.epsilon),
                                                            "delta": .double(receipt.budget.delta),
                                                            "budget_epsilon": .double(receipt.budget.epsilon)])
@@ -289,13 +291,17 @@ public final class ClientRunner: @unchecked Sendable {
             case let .train(round):
                 guard let ready = prepared else { preconditionFailure("round \(round): training before preparing") }
                 prepared = nil
-                pending += try agent.trainingFinished(round: round, try train(ready, round: round))
+                let report = try train(ready, round: round)
+                FaultPoint.reach("client-after-train")
+                pending += try agent.trainingFinished(round: round, report)
             case let .upload(round, update, metrics):
                 try send(try TensorSetFrames.frames(round: round, kind: .update, tensors: update)
                          + [MetricsReport(round: round, metrics: metrics).frame()], on: connection)
+                FaultPoint.reach("client-after-upload")
                 events?.emit("uploaded", round: round)
             case let .keepCommitted(round, plan, global):
                 try keepGlobal(global, plan: plan)
+                FaultPoint.reach("client-after-keep-global")
                 log.write("round \(round) committed; global adapter saved to \(paths.globalAdapter.path)")
                 events?.emit("committed", round: round, ["global_adapter": .string(paths.globalAdapter.path)])
             case let .roundOver(round, reason):

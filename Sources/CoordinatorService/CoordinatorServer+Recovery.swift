@@ -54,6 +54,7 @@ struct RoundHistory {
                                      plan: policy.plan, clients: [], maxEpsilon: nil, evalLossBefore: nil,
                                      evalLossAfter: nil, adapterSHA256: adapterSHA256, abortReason: reason, previousHash: "")
             try AuditLog(paths: paths).append(record, signer: signer)
+            FaultPoint.reach("coordinator-recovery-after-abort-append")
             verdicts[inFlight.round] = .aborted(reason: reason)
             // An adapter written for the round but never committed is not the global adapter.
             try? FileManager.default.removeItem(at: paths.adapter(round: inFlight.round))

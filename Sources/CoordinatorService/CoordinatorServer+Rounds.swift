@@ -17,6 +17,7 @@ extension CoordinatorServer {
                 events?.emit("round_started", round: round, ["cohort": .strings(cohort)])
                 do {
                     try InFlightMark(round: round, started: started, cohort: cohort).write(paths)
+                    FaultPoint.reach("coordinator-after-in-flight-mark")
                 } catch {
                     log.write("round \(round): cannot mark the round in flight: \(error)")
                 }
@@ -102,6 +103,7 @@ extension CoordinatorServer {
         let record = auditRecord(outcome, verdict: verdict, adapterSHA256: next.fileSHA256)
         do {
             try AuditLog(paths: paths).append(record, signer: signer)
+            FaultPoint.reach("coordinator-after-audit-append")
         } catch {
             log.write("round \(outcome.round): cannot append the audit record: \(error); the round is not committed")
             verdict = .aborted(reason: "the audit record could not be written")
@@ -109,6 +111,7 @@ extension CoordinatorServer {
             try? FileManager.default.removeItem(at: paths.adapter(round: outcome.round))
         }
         try? FileManager.default.removeItem(at: paths.roundInFlight)
+        FaultPoint.reach("coordinator-after-in-flight-removal")
         refreshAuditHead()
         emitVerdict(outcome.round, verdict: verdict, record: record)
         if verdict.isCommitted {
@@ -150,6 +153,7 @@ extension CoordinatorServer {
             try layout.write(tensors, to: directory, baseModel: baseModel)
             try aggregator.writeState(into: directory)
             let fileSHA256 = try AdapterMath.fileSHA256(directory.appendingPathComponent("adapter_model.safetensors"))
+            FaultPoint.reach("coordinator-after-adapter-write")
             return (.committed, GlobalAdapter(round: outcome.round, tensors: tensors, digest: AdapterMath.digest(tensors),
                                               fileSHA256: fileSHA256))
         } catch {
