@@ -39,12 +39,18 @@ struct RoundHistory {
         }
     }
 
-    /// Ends the round a crash left marked in flight: unless the audit log already has it, it is
-    /// recorded as aborted and its uncommitted adapter removed; then the mark is removed. Its number
-    /// is not used again.
+    /// Ends the round a crash left marked in flight: unless it committed, its uncommitted adapter is
+    /// removed; unless the audit log already has it, it is recorded as aborted; then the mark is
+    /// removed. Its number is not used again.
     mutating func recoverRoundInFlight(paths: CoordinatorPaths, configuration: CoordinatorConfiguration,
                                        signer: SigningKeyPair, adapterSHA256: String, log: OperatorLog) throws {
         guard let inFlight = try InFlightMark.read(paths) else { return }
+        // An adapter written for the round but never committed is not the global adapter. Removed first and
+        // whenever the mark is still there: a recovery killed between its record and this removal used to
+        // leave it for good (fault injection, issue 14).
+        if verdicts[inFlight.round]?.isCommitted != true {
+            try? FileManager.default.removeItem(at: paths.adapter(round: inFlight.round))
+        }
         if verdicts[inFlight.round] == nil {
             let reason = "the coordinator stopped while the round was in flight"
             let policy = configuration.rounds
@@ -56,8 +62,6 @@ struct RoundHistory {
             try AuditLog(paths: paths).append(record, signer: signer)
             FaultPoint.reach("coordinator-recovery-after-abort-append")
             verdicts[inFlight.round] = .aborted(reason: reason)
-            // An adapter written for the round but never committed is not the global adapter.
-            try? FileManager.default.removeItem(at: paths.adapter(round: inFlight.round))
             log.write("round \(inFlight.round): aborted on restart (\(reason)); recorded in the audit log")
         }
         lastRound = max(lastRound, inFlight.round)
