@@ -76,6 +76,12 @@ let package = Package(
 
         // Test support: where fixtures and the default model live; the in-memory federation.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
+        // Fault injection (issue 14): real processes killed at random points of real rounds, and the checks
+        // after each restart; run at length by conclave-bench-faults, briefly by EndToEndTests.
+        .target(name: "FaultInjection",
+                dependencies: ["FederationDemo", "CoordinatorService", "ClientService", "FederationProtocol", "Audit", "Privacy",
+                               "Wire", "SystemIO"],
+                path: "Tests/FaultInjection"),
         .target(name: "FederationHarness", dependencies: ["FederationProtocol", "Wire", "Privacy", "SecureCrypto", "ModelFormats"],
                 path: "Tests/FederationHarness"),
 
@@ -102,6 +108,9 @@ let package = Package(
                           dependencies: ["CommandLineParsing", "SystemIO", "Wire", "Audit", "FederationProtocol",
                                          "CoordinatorService", "Transport", "SecureCrypto", "ModelFormats", "Privacy"],
                           path: "Benchmarks/FederationScale"),
+        .executableTarget(name: "conclave-bench-faults",
+                          dependencies: ["CommandLineParsing", "SystemIO", "FederationDemo", "FaultInjection"],
+                          path: "Benchmarks/FaultInjection"),
         .executableTarget(name: "conclave-bench-noise", dependencies: ["CommandLineParsing", "Privacy", "SecureCrypto", "SystemIO"],
                           path: "Benchmarks/NoiseBenchmark"),
 
@@ -154,7 +163,7 @@ let package = Package(
         .testTarget(name: "EndToEndTests", dependencies: ["TestSupport", "conclave-client", "conclave-coordinator",
                                                          "Audit", "CommandLineParsing", "CoordinatorService", "ClientService",
                                                          "FederationProtocol", "SecureCrypto", "Transport", "ModelFormats", "Wire",
-                                                         "SystemIO", "FederationDemo", "Privacy"],
+                                                         "SystemIO", "FederationDemo", "Privacy", "FaultInjection"],
                     path: "Tests/EndToEndTests", exclude: ["Golden"]),
     ]
 )

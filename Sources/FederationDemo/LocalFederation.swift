@@ -128,22 +128,31 @@ public final class LocalFederation {
 
     // MARK: Processes
 
-    /// Starts `serve` and waits until its control socket answers.
-    public func startCoordinator(timeout: Double = 60) throws {
+    /// Starts `serve` (with `arguments` after its own, and `environment` added to this process's) and
+    /// waits until its control socket answers.
+    /// - Throws: `LocalFederationError.setup` at once when `serve` exits instead; `timedOut` after `timeout` s.
+    public func startCoordinator(timeout: Double = 60, arguments: [String] = [], environment: [String: String] = [:]) throws {
         server = try spawn(executables.coordinator, ["serve", "--state", coordinator.path,
-                                                     "--config", coordinatorConfiguration.path], log: serverLog)
-        try waitUntil("the coordinator answers", timeout: timeout) { (try? self.control.status(timeout: 2)) != nil }
+                                                     "--config", coordinatorConfiguration.path] + arguments, log: serverLog,
+                           environment: environment)
+        try waitUntil("the coordinator answers", timeout: timeout) {
+            if let server = self.server, !server.isRunning {
+                throw LocalFederationError.setup("serve exited (status \(server.terminationStatus)) before answering; "
+                                                 + "see \(self.serverLog.path)")
+            }
+            return (try? self.control.status(timeout: 2)) != nil
+        }
     }
 
-    /// Starts `client`'s `join` (standard error to `join.log` in its folder).
-    public func startClient(_ client: String) throws {
+    /// Starts `client`'s `join` (standard error to `join.log` in its folder; `environment` added to this process's).
+    public func startClient(_ client: String, environment: [String: String] = [:]) throws {
         let folder = directory(of: client)
         clients[client] = try spawn(executables.client,
                                     ["join", "--state", folder.path, "--coordinator", "127.0.0.1:\(port)",
                                      "--ca", paths.caCertificate.path,
                                      "--cert", folder.appendingPathComponent("client.pem").path,
                                      "--config", configurationFile(of: client).path],
-                                    log: folder.appendingPathComponent("join.log"))
+                                    log: folder.appendingPathComponent("join.log"), environment: environment)
     }
 
     /// The running coordinator's status.
@@ -201,7 +210,7 @@ public final class LocalFederation {
     }
 
     /// Starts a long-running command with its standard error appended to `log`.
-    private func spawn(_ executable: URL, _ arguments: [String], log: URL) throws -> Process {
+    private func spawn(_ executable: URL, _ arguments: [String], log: URL, environment: [String: String]) throws -> Process {
         if !FileManager.default.fileExists(atPath: log.path) {
             guard FileManager.default.createFile(atPath: log.path, contents: nil) else {
                 throw LocalFederationError.setup("cannot create the log file \(log.path)")
@@ -212,6 +221,9 @@ public final class LocalFederation {
         let process = Process()
         process.executableURL = executable
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, added in added }
+        }
         process.standardOutput = FileHandle.nullDevice
         process.standardError = handle
         try process.run()
