@@ -19,10 +19,19 @@ final class DispatchTests: XCTestCase {
     /// path, and the row-grouped VNNI matrices exist exactly where their kernel runs.
     func testBackendFollowsTheCPU() {
         let forced = ProcessInfo.processInfo.environment["CONCLAVE_KERNELS"]
-        let expected: KernelBackend = forced == "generic" || ck_has_avx2() == 0 ? .generic
+        let expected: KernelBackend = forced == "generic" ? .generic
+            : ck_has_neon() != 0 ? (forced != "neon" && ck_has_neon_dotprod() != 0 ? .neondot : .neon)
+            : ck_has_avx2() == 0 ? .generic
             : forced != "avx2" && ck_has_avx512_vnni() != 0 ? .avx512vnni : .avx2
-        XCTAssertEqual(KernelBackend.selected, expected, "AVX2 \(ck_has_avx2()), VNNI \(ck_has_avx512_vnni()), forced \(forced ?? "-")")
-        XCTAssertEqual(KernelBackend.selected.hasAVX2, expected != .generic)
+        XCTAssertEqual(KernelBackend.selected, expected, "AVX2 \(ck_has_avx2()), VNNI \(ck_has_avx512_vnni()), "
+                       + "NEON \(ck_has_neon()), dotprod \(ck_has_neon_dotprod()), forced \(forced ?? "-")")
+        XCTAssertEqual(KernelBackend.selected.hasAVX2, expected == .avx2 || expected == .avx512vnni)
+        XCTAssertEqual(KernelBackend.selected.hasCKernels, expected != .generic)
+        #if arch(x86_64)
+        XCTAssertEqual(ck_has_neon(), 0, "the NEON kernels exist only on aarch64")
+        #elseif arch(arm64)
+        XCTAssertEqual(ck_has_neon(), 1, "every aarch64 CPU has NEON")
+        #endif
         XCTAssertEqual(RowGroupedMatrix.isAvailable, expected == .avx512vnni)
         let one = Quantize.matrix([Float](repeating: 1, count: 32), rows: 1, columns: 32, format: .q8_0)
         XCTAssertEqual(RowGroupedMatrix([one]) != nil, RowGroupedMatrix.isAvailable,

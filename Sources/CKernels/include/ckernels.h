@@ -93,4 +93,31 @@ void ck_quantize_q8_neon(const float *x, int tokens, int k, int8_t *q, float *d,
 void ck_gemm_q8_neon(int use_dotprod, int format, const void *weights, size_t rowBytes, int rows,
                      const int8_t *q, const float *d, const float *s, int tokens, int k,
                      float *y, int ldy, int accumulate);
+
+// ---- this architecture's float kernels, by operation -----------------------------------------------
+// The float32 kernels have one vector tier per architecture (AVX2 on x86-64, NEON on aarch64), so the
+// choice is made here, at compile time; the caller checks that a tier exists (ck_has_avx2() or
+// ck_has_neon(): KernelBackend.hasCKernels). The int8 products differ within an architecture
+// (vpmaddubsw/vpdpbusd, plain NEON/sdot) and are called by their tier's name.
+#if defined(__aarch64__)
+#define CK_ARCH(name) name##_neon
+#else
+#define CK_ARCH(name) name##_avx2
+#endif
+static inline void ck_dequantize_row(int format, const void *source, float *out, size_t count) {
+    CK_ARCH(ck_dequantize_row)(format, source, out, count);
+}
+static inline void ck_panel_gemm(const float *w, int rows, const float *x, int tokens, int k, float *y, int ldy,
+                                 int accumulate) {
+    CK_ARCH(ck_panel_gemm)(w, rows, x, tokens, k, y, ldy, accumulate);
+}
+static inline void ck_dot_rows(const float *x, const float *rows, size_t stride, int count, int n, float scale,
+                               float *out) {
+    CK_ARCH(ck_dot_rows)(x, rows, stride, count, n, scale, out);
+}
+static inline float ck_dot(const float *a, const float *b, size_t n) { return CK_ARCH(ck_dot)(a, b, n); }
+static inline void ck_quantize_q8(const float *x, int tokens, int k, int8_t *q, float *d, float *s) {
+    CK_ARCH(ck_quantize_q8)(x, tokens, k, q, d, s);
+}
+#undef CK_ARCH
 #endif
