@@ -439,8 +439,8 @@ static int run_architecture(int expectDotprod) {
         fprintf(stderr, "FAIL: expected dotprod %d, the CPU reports %d\n", expectDotprod, dotprod);
         bad++;
     }
-    const Tier neon = {"neon", ck_dequantize_row_neon, ck_panel_gemm_neon, ck_dot_rows_neon, ck_dot_neon,
-                       ck_quantize_q8_neon, gemm_neon_plain};
+    // The float kernels through ckernels.h's per-architecture entry points, as Swift calls them.
+    const Tier neon = {"neon", ck_dequantize_row, ck_panel_gemm, ck_dot_rows, ck_dot, ck_quantize_q8, gemm_neon_plain};
     bad += run_tier(&neon);
     if (dotprod) {
         const Tier sdot = {"neon-dotprod", NULL, NULL, NULL, NULL, NULL, gemm_neon_sdot};
@@ -490,8 +490,7 @@ static int run_architecture(int expectDotprod) {
     (void)expectDotprod;
     printf("x86-64: ck_has_avx2 %d, ck_has_avx512_vnni %d\n", ck_has_avx2(), ck_has_avx512_vnni());
     if (!ck_has_avx2()) { printf("no AVX2: no C kernel runs on this CPU (the Swift generic path does)\n"); return 0; }
-    const Tier avx2 = {"avx2", ck_dequantize_row_avx2, ck_panel_gemm_avx2, ck_dot_rows_avx2, ck_dot_avx2,
-                       ck_quantize_q8_avx2, gemm_avx2_tiles};
+    const Tier avx2 = {"avx2", ck_dequantize_row, ck_panel_gemm, ck_dot_rows, ck_dot, ck_quantize_q8, gemm_avx2_tiles};
     const Tier avx2Panel = {"avx2-panel", NULL, NULL, NULL, NULL, NULL, gemm_avx2_panel};
     int bad = run_tier(&avx2) + run_tier(&avx2Panel);
     if (ck_has_avx512_vnni()) {
