@@ -58,7 +58,6 @@ build clang --target=aarch64-linux-gnu -- "$out/kernel_test-arm64-clang"
 build aarch64-linux-gnu-gcc -- "$out/kernel_test-arm64-gcc"
 run "$out/kernel_test-arm64-clang" cortex-a53 no
 run "$out/kernel_test-arm64-clang" cortex-a76 yes
-run "$out/kernel_test-arm64-clang" max yes
 run "$out/kernel_test-arm64-gcc" cortex-a53 no
 run "$out/kernel_test-arm64-gcc" max yes
 
