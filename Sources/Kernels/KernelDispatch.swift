@@ -3,40 +3,47 @@ import Foundation
 
 /// Which implementation the hot kernels use; picked once, from the CPU's features, in one place.
 ///
-/// `CONCLAVE_KERNELS=generic` (or `avx2`) forces a lower tier, so tests and benchmarks can compare them.
+/// `CONCLAVE_KERNELS=generic` (or `avx2` on x86-64, `neon` on aarch64) forces a lower tier, so tests and
+/// benchmarks can compare them.
 ///
-/// The table, per operation and tier (formats Q8_0, Q4_0, Q4_1 unless noted):
+/// The table, per operation and tier (formats Q8_0, Q4_0, Q4_1 unless noted; K-quants have no kernels yet):
 ///
-/// | operation                              | avx512vnni                    | avx2                          | generic              |
-/// |----------------------------------------|-------------------------------|-------------------------------|----------------------|
-/// | float32 product, any format            | dequantized panel, FMA        | dequantized panel, FMA        | Swift SIMD8 dot      |
-/// | int8 product, model inference/training | 16-row groups, zmm vpdpbusd   | (the two rows below)          | Swift integer dot    |
-/// | int8 product, 1-3 tokens (generation)  | row tiles, vpdpbusd (ymm)     | row tiles, vpmaddubsw         | Swift integer dot    |
-/// | int8 product, ≥ 4 tokens (prompt/eval) | interleaved panel, vpdpbusd   | interleaved panel, vpmaddubsw | Swift integer dot    |
-/// | attention scores (one query, many keys)| 4 rows per pass, AVX2 FMA     | 4 rows per pass, AVX2 FMA     | Swift SIMD8 dot      |
-/// | activation quantization                | AVX2                          | AVX2                          | Swift                |
-/// | dequantize row (f16, q8_0, q4_0, q4_1) | AVX2 + F16C                   | AVX2 + F16C                   | Swift                |
+/// | operation                              | avx512vnni                    | avx2                          | neondot / neon (aarch64)          | generic              |
+/// |----------------------------------------|-------------------------------|-------------------------------|-----------------------------------|----------------------|
+/// | float32 product, any format            | dequantized panel, FMA        | dequantized panel, FMA        | dequantized panel, FMLA           | Swift SIMD8 dot      |
+/// | int8 product, model inference/training | 16-row groups, zmm vpdpbusd   | (the two rows below)          | (the row below)                   | Swift integer dot    |
+/// | int8 product, 1-3 tokens (generation)  | row tiles, vpdpbusd (ymm)     | row tiles, vpmaddubsw         | 4×4 tiles: sdot / vmull+vpadal    | Swift integer dot    |
+/// | int8 product, ≥ 4 tokens (prompt/eval) | interleaved panel, vpdpbusd   | interleaved panel, vpmaddubsw | 4×4 tiles: sdot / vmull+vpadal    | Swift integer dot    |
+/// | attention scores (one query, many keys)| 4 rows per pass, AVX2 FMA     | 4 rows per pass, AVX2 FMA     | 4 rows per pass, FMLA             | Swift SIMD8 dot      |
+/// | activation quantization                | AVX2                          | AVX2                          | NEON (vcvtnq)                     | Swift                |
+/// | dequantize row (f16, q8_0, q4_0, q4_1) | AVX2 + F16C                   | AVX2 + F16C                   | NEON (fcvtl)                      | Swift                |
 ///
-/// On avx512vnni, `LlamaModel` re-lays its quantized matrices once into `RowGroupedMatrix` (q/k/v and
-/// gate/up stacked) and uses them for every int8 product; the row-tile and panel kernels on the file's
-/// own layout remain for matrices used alone and for CPUs without AVX-512 (`rowGroupedInference = false`
-/// runs them on avx512vnni too, for comparisons).
+/// The NEON kernels are tested against a C reference under qemu-aarch64 (`make test-arm`), not on ARM hardware.
 public enum KernelBackend: String, Sendable {
     /// AVX2 kernels, plus AVX-512 VNNI (vpdpbusd) for int8 products: 16-row groups on 512-bit vectors.
     case avx512vnni
     /// AVX2 + FMA + F16C kernels in the CKernels target.
     case avx2
+    /// aarch64 NEON kernels, with sdot (FEAT_DotProd) for the int8 products.
+    case neondot
+    /// aarch64 NEON kernels, int8 products by vmull_s8 + vpadalq_s16 (CPUs without the dot-product extension).
+    case neon
     /// Portable Swift SIMD, compiled for the baseline CPU; always available and the reference.
     case generic
 
     public static let selected: KernelBackend = {
         let forced = ProcessInfo.processInfo.environment["CONCLAVE_KERNELS"]
-        guard forced != "generic", ck_has_avx2() != 0 else { return .generic }
+        guard forced != "generic" else { return .generic }
+        if ck_has_neon() != 0 { return forced != "neon" && ck_has_neon_dotprod() != 0 ? .neondot : .neon }
+        guard ck_has_avx2() != 0 else { return .generic }
         return forced != "avx2" && ck_has_avx512_vnni() != 0 ? .avx512vnni : .avx2
     }()
 
     /// Whether the AVX2 kernels may run (true on both x86 tiers).
-    public var hasAVX2: Bool { self != .generic }
+    public var hasAVX2: Bool { self == .avx2 || self == .avx512vnni }
+
+    /// Whether this architecture's C float kernels (`ck_dot`, `ck_panel_gemm`, ...) may run: AVX2 or NEON.
+    public var hasCKernels: Bool { self != .generic }
 }
 
 extension WeightFormat {

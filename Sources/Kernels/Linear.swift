@@ -18,7 +18,7 @@ public enum Linear {
         }
         let columns = weights.columns, rows = weights.rows
         nonisolated(unsafe) let input = input, output = output
-        if KernelBackend.selected.hasAVX2, let type = weights.format.ggmlTypeNumber {
+        if KernelBackend.selected.hasCKernels, let type = weights.format.ggmlTypeNumber {
             pool.parallelFor(rows, minimumChunk: 16) { range in
                 let panel = UnsafeMutablePointer<Float>.allocate(capacity: panelRows * columns)
                 defer { panel.deallocate() }
@@ -30,11 +30,11 @@ public enum Linear {
                         values = weights.rowPointer(row).assumingMemoryBound(to: Float.self)
                     } else {
                         for i in 0..<count {
-                            ck_dequantize_row_avx2(type, weights.rowPointer(row + i), panel + i * columns, columns)
+                            ck_dequantize_row(type, weights.rowPointer(row + i), panel + i * columns, columns)
                         }
                         values = UnsafePointer(panel)
                     }
-                    ck_panel_gemm_avx2(values, Int32(count), input, Int32(tokens), Int32(columns),
+                    ck_panel_gemm(values, Int32(count), input, Int32(tokens), Int32(columns),
                                        output + row, Int32(rows), accumulate ? 1 : 0)
                     row += count
                 }
@@ -117,20 +117,20 @@ public enum Linear {
 
 /// Small vector primitives over flat float buffers.
 public enum Vector {
-    /// Σ a[i]·b[i]: the AVX2 kernel where the CPU has it, else `genericDot`.
+    /// Σ a[i]·b[i]: the AVX2 or NEON kernel where the CPU has one, else `genericDot`.
     @inline(__always)
     public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
-        KernelBackend.selected.hasAVX2 ? ck_dot_avx2(a, b, n) : genericDot(a, b, n)
+        KernelBackend.selected.hasCKernels ? ck_dot(a, b, n) : genericDot(a, b, n)
     }
 
     /// out[j] = scale · Σ_i x[i]·rows[j·stride + i] for j < count: one vector against many rows (attention
-    /// scores), four rows per pass on AVX2.
+    /// scores), four rows per pass on AVX2 and NEON.
     @inline(__always)
     public static func dotRows(_ x: UnsafePointer<Float>, rows: UnsafePointer<Float>, stride: Int, count: Int, width: Int,
                                scale: Float, into out: UnsafeMutablePointer<Float>) {
         guard count > 0 else { return }
-        if KernelBackend.selected.hasAVX2 {
-            ck_dot_rows_avx2(x, rows, stride, Int32(count), Int32(width), scale, out)
+        if KernelBackend.selected.hasCKernels {
+            ck_dot_rows(x, rows, stride, Int32(count), Int32(width), scale, out)
         } else {
             for j in 0..<count { out[j] = genericDot(x, rows + j * stride, width) * scale }
         }

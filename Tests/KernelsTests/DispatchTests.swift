@@ -9,6 +9,11 @@ func requireAVX2(_ kernel: String) throws {
     try XCTSkipUnless(ck_has_avx2() != 0, "this CPU lacks AVX2 (+FMA, F16C): \(kernel) is not tested here")
 }
 
+/// On x86-64 the NEON kernels are tested by `make test-arm` (cross-compiled, under qemu-aarch64), not here.
+func requireNEON(_ kernel: String) throws {
+    try XCTSkipUnless(ck_has_neon() != 0, "this CPU is not aarch64: \(kernel) is tested under qemu by make test-arm")
+}
+
 func requireAVX512VNNI(_ kernel: String) throws {
     try XCTSkipUnless(ck_has_avx512_vnni() != 0, "this CPU lacks AVX-512 VNNI: \(kernel) is not tested here")
 }
@@ -19,10 +24,19 @@ final class DispatchTests: XCTestCase {
     /// path, and the row-grouped VNNI matrices exist exactly where their kernel runs.
     func testBackendFollowsTheCPU() {
         let forced = ProcessInfo.processInfo.environment["CONCLAVE_KERNELS"]
-        let expected: KernelBackend = forced == "generic" || ck_has_avx2() == 0 ? .generic
+        let expected: KernelBackend = forced == "generic" ? .generic
+            : ck_has_neon() != 0 ? (forced != "neon" && ck_has_neon_dotprod() != 0 ? .neondot : .neon)
+            : ck_has_avx2() == 0 ? .generic
             : forced != "avx2" && ck_has_avx512_vnni() != 0 ? .avx512vnni : .avx2
-        XCTAssertEqual(KernelBackend.selected, expected, "AVX2 \(ck_has_avx2()), VNNI \(ck_has_avx512_vnni()), forced \(forced ?? "-")")
-        XCTAssertEqual(KernelBackend.selected.hasAVX2, expected != .generic)
+        XCTAssertEqual(KernelBackend.selected, expected, "AVX2 \(ck_has_avx2()), VNNI \(ck_has_avx512_vnni()), "
+                       + "NEON \(ck_has_neon()), dotprod \(ck_has_neon_dotprod()), forced \(forced ?? "-")")
+        XCTAssertEqual(KernelBackend.selected.hasAVX2, expected == .avx2 || expected == .avx512vnni)
+        XCTAssertEqual(KernelBackend.selected.hasCKernels, expected != .generic)
+        #if arch(x86_64)
+        XCTAssertEqual(ck_has_neon(), 0, "the NEON kernels exist only on aarch64")
+        #elseif arch(arm64)
+        XCTAssertEqual(ck_has_neon(), 1, "every aarch64 CPU has NEON")
+        #endif
         XCTAssertEqual(RowGroupedMatrix.isAvailable, expected == .avx512vnni)
         let one = Quantize.matrix([Float](repeating: 1, count: 32), rows: 1, columns: 32, format: .q8_0)
         XCTAssertEqual(RowGroupedMatrix([one]) != nil, RowGroupedMatrix.isAvailable,
@@ -122,7 +136,7 @@ final class Int8KernelTests: XCTestCase {
                 let shifted = expected.map { $0 + 0.5 }
                 let label = "\(format) \(rows)x\(columns)x\(tokens)"
                 // Same integers, different float summation order.
-                XCTAssertLessThan(nmse(fast, generic), 1e-11, "\(label): AVX2 vs generic int8")
+                XCTAssertLessThan(nmse(fast, generic), 1e-11, "\(label): \(KernelBackend.selected) vs generic int8")
                 // 8-bit activations: relative error about (1/127)²/3 per element, far less after summing.
                 XCTAssertLessThan(nmse(fast, shifted), 1e-4, "\(label): int8 vs float64 reference")
             }
@@ -141,6 +155,26 @@ final class Int8KernelTests: XCTestCase {
         try requireAVX2("the row-tile and panel kernels")
         try requireAVX512VNNI("the row-tile and panel kernels (vpdpbusd)")
         checkTileAndPanelKernels(vnni: true)
+    }
+
+    /// Both NEON int8 products (plain, and sdot where the CPU has it) against the generic path.
+    func testNEONInt8ProductsMatchGeneric() throws {
+        try requireNEON("ck_gemm_q8_neon")
+        var random = TestRandom(state: 36)
+        for dotprod: Int32 in ck_has_neon_dotprod() != 0 ? [0, 1] : [0] {
+            for format in [WeightFormat.q8_0, .q4_0, .q4_1] {
+                for (rows, columns, tokens) in [(1, 32, 1), (19, 576, 7), (5, 96, 4)] {
+                    let weights = Quantize.matrix(random.values(rows * columns), rows: rows, columns: columns, format: format)
+                    let input = random.values(tokens * columns)
+                    let x = QuantizedActivations(input, tokens: tokens, columns: columns, backend: .generic)
+                    var fast = [Float](repeating: .nan, count: tokens * rows)
+                    ck_gemm_q8_neon(dotprod, format.ggmlTypeNumber!, weights.data, weights.rowBytes, Int32(rows), x.values,
+                                    x.scales, x.sums, Int32(tokens), Int32(columns), &fast, Int32(rows), 0)
+                    XCTAssertLessThan(nmse(fast, genericInt8(weights, input, tokens: tokens)), 1e-11,
+                                      "dotprod \(dotprod) \(format) \(rows)x\(columns)x\(tokens)")
+                }
+            }
+        }
     }
 
     func checkTileAndPanelKernels(vnni: Bool) {

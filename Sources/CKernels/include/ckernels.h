@@ -1,7 +1,9 @@
 #ifndef CONCLAVE_CKERNELS_H
 #define CONCLAVE_CKERNELS_H
-// Hot numeric kernels with run-time CPU-feature dispatch (AVX2+FMA+F16C, else none: the Swift
-// generic path in `Kernels` is the fallback and the reference). Block layouts are ggml's.
+// Hot numeric kernels with run-time CPU-feature dispatch (x86: AVX2+FMA+F16C, AVX-512 VNNI; aarch64:
+// NEON, with or without the dot-product extension; else none: the Swift generic path in `Kernels` is the
+// fallback and the reference). Block layouts are ggml's. Every function is defined on every architecture;
+// a tier's functions may only be called where its ck_has_* says so.
 #include <stddef.h>
 #include <stdint.h>
 
@@ -68,4 +70,54 @@ void ck_rg_pack(int format, const void *weights, size_t rowBytes, int rows, int 
 /// AVX-512 VNNI only: check ck_has_avx512_vnni first.
 void ck_rg_gemm(int format, const void *packed, int rows, int k, int groupStart, int groupCount,
                 const int8_t *q, const float *d, const float *s, int tokens, float *y, int ldy, int accumulate);
+
+// ---- aarch64 (kernels_neon.c) ----------------------------------------------------------------------
+// The same operations as the AVX2 functions of the same name, with the same arguments, layouts and
+// roundings.
+
+/// 1 on aarch64 (Advanced SIMD is part of its baseline), else 0.
+int ck_has_neon(void);
+
+/// 1 when this aarch64 CPU has the dot-product extension (sdot; HWCAP_ASIMDDP on Linux,
+/// hw.optional.arm.FEAT_DotProd on Darwin), else 0.
+int ck_has_neon_dotprod(void);
+
+void ck_dequantize_row_neon(int format, const void *source, float *out, size_t count);
+void ck_panel_gemm_neon(const float *w, int rows, const float *x, int tokens, int k, float *y, int ldy, int accumulate);
+void ck_dot_rows_neon(const float *x, const float *rows, size_t stride, int count, int n, float scale, float *out);
+float ck_dot_neon(const float *a, const float *b, size_t n);
+void ck_quantize_q8_neon(const float *x, int tokens, int k, int8_t *q, float *d, float *s);
+
+/// ck_gemm_q8_avx2's product for any number of tokens (4 × 4 tiles); `use_dotprod` selects sdot (check
+/// ck_has_neon_dotprod first), else plain NEON (vmull_s8, vpadalq_s16). format: 8, 2 or 3.
+void ck_gemm_q8_neon(int use_dotprod, int format, const void *weights, size_t rowBytes, int rows,
+                     const int8_t *q, const float *d, const float *s, int tokens, int k,
+                     float *y, int ldy, int accumulate);
+
+// ---- this architecture's float kernels, by operation -----------------------------------------------
+// The float32 kernels have one vector tier per architecture (AVX2 on x86-64, NEON on aarch64), so the
+// choice is made here, at compile time; the caller checks that a tier exists (ck_has_avx2() or
+// ck_has_neon(): KernelBackend.hasCKernels). The int8 products differ within an architecture
+// (vpmaddubsw/vpdpbusd, plain NEON/sdot) and are called by their tier's name.
+#if defined(__aarch64__)
+#define CK_ARCH(name) name##_neon
+#else
+#define CK_ARCH(name) name##_avx2
+#endif
+static inline void ck_dequantize_row(int format, const void *source, float *out, size_t count) {
+    CK_ARCH(ck_dequantize_row)(format, source, out, count);
+}
+static inline void ck_panel_gemm(const float *w, int rows, const float *x, int tokens, int k, float *y, int ldy,
+                                 int accumulate) {
+    CK_ARCH(ck_panel_gemm)(w, rows, x, tokens, k, y, ldy, accumulate);
+}
+static inline void ck_dot_rows(const float *x, const float *rows, size_t stride, int count, int n, float scale,
+                               float *out) {
+    CK_ARCH(ck_dot_rows)(x, rows, stride, count, n, scale, out);
+}
+static inline float ck_dot(const float *a, const float *b, size_t n) { return CK_ARCH(ck_dot)(a, b, n); }
+static inline void ck_quantize_q8(const float *x, int tokens, int k, int8_t *q, float *d, float *s) {
+    CK_ARCH(ck_quantize_q8)(x, tokens, k, q, d, s);
+}
+#undef CK_ARCH
 #endif

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The C kernels against their scalar C reference (kernel_test.c), without ARM hardware:
+#   native   x86-64 build of the driver: the AVX2 (and AVX-512 VNNI) kernels on this CPU;
+#   arm      aarch64 builds (clang --target=aarch64-linux-gnu, and aarch64-linux-gnu-gcc) run under
+#            qemu-aarch64 with -cpu cortex-a53 (no dot-product extension: plain NEON, and an sdot must
+#            raise SIGILL) and -cpu cortex-a76 / max (dotprod: both paths), then the mutation controls:
+#            copies of kernels_neon.c with one deliberate bug each must make the driver fail.
+# Usage: run.sh native|arm [BUILD_DIR]. Exit 77 (skipped) when the cross tools are missing for `arm`.
+set -euo pipefail
+mode=${1:?usage: run.sh native|arm [BUILD_DIR]}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+out=${2:-$root/.build/ckernels-cross}
+kernels=$root/Sources/CKernels
+driver=$root/Tests/CKernelsCross/kernel_test.c
+rm -rf "$out" && mkdir -p "$out"  # fresh objects: the sources may have changed
+
+# The driver (reference arithmetic uncontracted) and the x86 kernel files once per compiler, then
+# kernels_neon.c (or a mutant of it) with the package's -O3, linked statically.
+build() {  # build COMPILER... -- OUTPUT [KERNEL_FILE]
+    local cc=() output neon tag
+    while [ "$1" != -- ]; do cc+=("$1"); shift; done
+    output=$2; neon=${3:-$kernels/kernels_neon.c}
+    tag=$out/common-$(echo "${cc[*]}" | tr -c 'a-zA-Z0-9\n' _)
+    if [ ! -f "$tag.done" ]; then
+        "${cc[@]}" -O2 -Wall -Wextra -Werror -ffp-contract=off -I"$kernels/include" -c "$driver" -o "$tag.driver.o"
+        for source in kernels_avx2 kernels_int8 kernels_rowgroups; do
+            "${cc[@]}" -O3 -Wall -Wextra -Werror -I"$kernels/include" -c "$kernels/$source.c" -o "$tag.$source.o"
+        done
+        touch "$tag.done"
+    fi
+    "${cc[@]}" -O3 -Wall -Wextra -Werror -I"$kernels/include" -c "$neon" -o "$output.neon.o"
+    "${cc[@]}" -static "$tag".*.o "$output.neon.o" -lm -o "$output"
+}
+
+if [ "$mode" = native ]; then
+    build "${CC:-clang}" -- "$out/kernel_test-native"
+    "$out/kernel_test-native"
+    exit
+fi
+
+missing=""
+command -v clang >/dev/null || missing="$missing clang"
+command -v aarch64-linux-gnu-gcc >/dev/null || missing="$missing gcc-aarch64-linux-gnu"
+[ -f /usr/aarch64-linux-gnu/include/stdio.h ] || missing="$missing libc6-dev-arm64-cross"
+qemu=${QEMU_AARCH64:-qemu-aarch64}  # overridable, e.g. to check the skip path
+command -v "$qemu" >/dev/null || missing="$missing qemu-user"
+if [ -n "$missing" ]; then
+    echo "SKIPPED: the emulated NEON tests need$missing (make cross-deps installs them)" >&2
+    exit 77
+fi
+
+run() {  # run BINARY CPU EXPECT_DOTPROD
+    echo "== qemu-aarch64 -cpu $2 $(basename "$1") (emulation)"
+    "$qemu" -cpu "$2" "$1" --expect-dotprod "$3"
+}
+
+build clang --target=aarch64-linux-gnu -- "$out/kernel_test-arm64-clang"
+build aarch64-linux-gnu-gcc -- "$out/kernel_test-arm64-gcc"
+run "$out/kernel_test-arm64-clang" cortex-a53 no
+run "$out/kernel_test-arm64-clang" cortex-a76 yes
+run "$out/kernel_test-arm64-gcc" cortex-a53 no
+run "$out/kernel_test-arm64-gcc" max yes
+
+# Mutation controls: each sed plants one bug; the driver must then exit non-zero.
+mutations=(
+    's/return vpadalq_s16(acc, vmull_high_s8(w\[1\], x\[1\]));/return acc;/'                                # plain int8: last 8 products lost
+    's/return vdotq_s32(vdotq_s32(vdupq_n_s32(0), w\[0\], x\[0\]), w\[1\], x\[1\]);/return vdotq_s32(vdupq_n_s32(0), w[0], x[0]);/'  # sdot: half a block
+    's/vcvtnq_s32_f32/vcvtaq_s32_f32/'                                                                      # ties away from zero
+    's/for (int i = vectorEnd; i < n; i++) {/for (int i = vectorEnd; i < n - 1; i++) {/'                    # dot_rows: tail short by one
+    's/vcvt_high_f32_f16(h)/vcvt_f32_f16(vget_low_f16(h))/'                                                 # f16: upper half wrong
+    's/\*mw = format == 2 ? -8.0f \* \*dw/*mw = format == 2 ? -7.0f * *dw/'                                   # Q4_0 offset
+)
+echo "== mutation controls (each must fail)"
+for i in "${!mutations[@]}"; do
+    mutant=$out/kernels_neon-mutant$i.c
+    sed "${mutations[$i]}" "$kernels/kernels_neon.c" > "$mutant"
+    if cmp -s "$mutant" "$kernels/kernels_neon.c"; then echo "mutation $i no longer applies: update run.sh" >&2; exit 1; fi
+    build clang --target=aarch64-linux-gnu -- "$out/kernel_test-mutant$i" "$mutant"
+    if "$qemu" -cpu max "$out/kernel_test-mutant$i" >"$out/mutant$i.log" 2>&1; then
+        echo "mutation $i (${mutations[$i]}) was NOT caught" >&2; exit 1
+    fi
+    echo "mutation $i caught: $(grep -m1 FAIL "$out/mutant$i.log" | cut -c1-100)"
+done
+echo "emulated NEON tests passed (qemu-aarch64: correctness only, not speed)"
