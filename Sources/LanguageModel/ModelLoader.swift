@@ -64,6 +64,7 @@ public enum ModelLoader {
     /// Weights from a GGUF file; Q/K rows are in llama.cpp's permuted order, so RoPE rotates adjacent pairs.
     public static func loadGGUF(_ file: GGUFFile) throws -> ModelWeights {
         let c = try LlamaConfiguration(gguf: file)
+        try GGUFSupport.check(file, c)
         let name = file.url.lastPathComponent
 
         func matrix(_ tensor: String, rows: Int, columns: Int) throws -> WeightMatrix {
