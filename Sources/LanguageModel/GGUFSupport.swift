@@ -72,13 +72,9 @@ enum GGUFSupport {
     }
 
     /// Every tensor a `llama` file of this shape has: the embedding, the final norm, optionally the
-    /// output head, and each layer's two norms and seven projections.
-    static func expectedTensors(_ c: LlamaConfiguration) -> [String] {
-        var names = ["token_embd.weight", "output_norm.weight", "output.weight"]
-        for l in 0..<c.numHiddenLayers {
-            names += ["blk.\(l).attn_norm.weight", "blk.\(l).ffn_norm.weight"]
-            names += ProjectionModule.allCases.map { "blk.\(l).\($0.ggufName).weight" }
-        }
-        return names
+    /// output head, and each layer's tensors as the block description names them.
+    static func expectedTensors(_ c: LlamaConfiguration, block: BlockDescription = .llama) -> [String] {
+        ["token_embd.weight", "output_norm.weight", "output.weight"]
+            + (0..<c.numHiddenLayers).flatMap { block.ggufTensors(layer: $0) }
     }
 }

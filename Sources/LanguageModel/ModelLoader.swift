@@ -108,8 +108,10 @@ public enum ModelLoader {
                 let (inFeatures, outFeatures) = LoRAAdapter.shape(of: module, c)
                 projections[module] = try matrix("blk.\(l).\(module.ggufName).weight", rows: outFeatures, columns: inFeatures)
             }
-            layers.append(LayerWeights(attentionNorm: try vector("blk.\(l).attn_norm.weight", count: c.hiddenSize),
-                                       feedForwardNorm: try vector("blk.\(l).ffn_norm.weight", count: c.hiddenSize),
+            let block = BlockDescription.llama
+            layers.append(LayerWeights(attentionNorm: try vector("blk.\(l).\(block.attentionNorm.gguf).weight", count: c.hiddenSize),
+                                       feedForwardNorm: try vector("blk.\(l).\(block.feedForwardNorm.gguf).weight",
+                                                                   count: c.hiddenSize),
                                        projections: projections))
         }
         return ModelWeights(configuration: c, embedding: embedding, output: output,
@@ -171,8 +173,10 @@ public enum ModelLoader {
                 let (inFeatures, outFeatures) = LoRAAdapter.shape(of: module, c)
                 projections[module] = try matrix("\(prefix).\(module.hfPath).weight", rows: outFeatures, columns: inFeatures)
             }
-            layers.append(LayerWeights(attentionNorm: try vector("\(prefix).input_layernorm.weight", count: c.hiddenSize),
-                                       feedForwardNorm: try vector("\(prefix).post_attention_layernorm.weight", count: c.hiddenSize),
+            let block = BlockDescription.llama
+            layers.append(LayerWeights(attentionNorm: try vector("\(prefix).\(block.attentionNorm.hf).weight", count: c.hiddenSize),
+                                       feedForwardNorm: try vector("\(prefix).\(block.feedForwardNorm.hf).weight",
+                                                                   count: c.hiddenSize),
                                        projections: projections))
         }
         return ModelWeights(configuration: c, embedding: embedding, output: output,
