@@ -119,7 +119,7 @@ let package = Package(
         .testTarget(name: "ModelFormatsTests", dependencies: ["TestSupport", "ModelFormats"], path: "Tests/ModelFormatsTests"),
         .testTarget(name: "TokenizerTests", dependencies: ["TestSupport", "Tokenizer", "ModelFormats"], path: "Tests/TokenizerTests"),
         .testTarget(name: "LanguageModelTests", dependencies: ["TestSupport", "LanguageModel", "ModelFormats", "Tokenizer"],
-                    path: "Tests/LanguageModelTests"),
+                    path: "Tests/LanguageModelTests", exclude: ["Reference"]),
         .testTarget(name: "FineTuningTests", dependencies: ["TestSupport", "FineTuning", "Kernels", "LanguageModel", "Privacy",
                                                            "ModelFormats", "Tokenizer"], path: "Tests/FineTuningTests"),
         .testTarget(name: "PrivacyTests", dependencies: ["TestSupport", "Privacy"], path: "Tests/PrivacyTests",

@@ -58,6 +58,9 @@ public enum LogitRows: Sendable {
 }
 
 /// A Llama-family causal language model: RMSNorm, RoPE, grouped-query attention, SwiGLU, optional LoRA.
+///
+/// Inference (`forward`, with the KV cache) and training (`lossAndGradient`, with the kept activations)
+/// run the same layer pass, `layerForward`, over the block that `block` describes.
 public final class LlamaModel: @unchecked Sendable {
     public let weights: ModelWeights
     public var configuration: LlamaConfiguration { weights.configuration }
@@ -79,6 +82,8 @@ public final class LlamaModel: @unchecked Sendable {
     private var loraMatrices: [[ProjectionModule: (a: WeightMatrix, b: WeightMatrix)]] = []
     private var loraScaling: Float = 0
     let inverseFrequencies: [Float]
+    /// The decoder block's structure, which the one layer pass reads (`layerForward`, `layerBackward`).
+    let block = BlockDescription.llama
 
     public init(weights: ModelWeights, pool: ThreadPool = ThreadPool()) {
         self.weights = weights
@@ -192,7 +197,7 @@ public final class LlamaModel: @unchecked Sendable {
     }
 
     /// `input` quantized once for several projections, when this model multiplies in int8.
-    private func quantize(_ input: UnsafePointer<Float>, tokens: Int, width: Int) -> QuantizedActivations? {
+    func quantize(_ input: UnsafePointer<Float>, tokens: Int, width: Int) -> QuantizedActivations? {
         precision == .int8 && width % 32 == 0 ? QuantizedActivations(input, tokens: tokens, columns: width) : nil
     }
 
@@ -222,10 +227,11 @@ public final class LlamaModel: @unchecked Sendable {
         }
         cache.reserve(start + n)
 
-        let d = c.hiddenSize, hd = c.headDim, heads = c.numAttentionHeads, kvHeads = c.numKeyValueHeads
-        let qWidth = heads * hd, kvWidth = kvHeads * hd, ff = c.intermediateSize
-        let eps = Float(c.rmsNormEps)
+        let d = c.hiddenSize, kvWidth = c.numKeyValueHeads * c.headDim, qWidth = c.numAttentionHeads * c.headDim
+        let ff = c.intermediateSize
 
+        // One scratch set for every layer: the residual x is updated in place, h takes each norm's output and
+        // each output projection, the activation is written over the gate; only the cache keeps anything.
         let x = UnsafeMutablePointer<Float>.allocate(capacity: n * d)
         let h = UnsafeMutablePointer<Float>.allocate(capacity: n * max(d, qWidth))
         let q = UnsafeMutablePointer<Float>.allocate(capacity: n * qWidth)
@@ -243,52 +249,16 @@ public final class LlamaModel: @unchecked Sendable {
             positions[t] = start + t
             weights.embedding.dequantizedRow(tokens[t], into: x + t * d)
         }
-
+        let projections = InferenceProjections(model: self, grouped: grouped, tokens: n, scratch: scratch)
         for layer in 0..<c.numHiddenLayers {
-            let lw = weights.layers[layer]
-            let keys = cache.keys[layer] + start * kvWidth
-            let values = cache.values[layer] + start * kvWidth
-            // Attention block: h = RMSNorm(x); q, k, v; RoPE; causal attention; x += o(attention).
-            lw.attentionNorm.withUnsafeBufferPointer {
-                RMSNorm.forward(x, weight: $0.baseAddress!, tokens: n, width: d, eps: eps, out: h)
-            }
-            var shared = quantize(h, tokens: n, width: d)
-            project([(.qProj, q), (.kProj, keys), (.vProj, values)], layer: layer, input: h, quantized: shared,
-                    grouped: grouped, tokens: n, scratch: scratch)
-            inverseFrequencies.withUnsafeBufferPointer { frequencies in
-                RoPE.apply(q, tokens: n, heads: heads, headDimension: hd, positions: positions,
-                           inverseFrequencies: frequencies.baseAddress!, layout: weights.ropeLayout)
-                RoPE.apply(keys, tokens: n, heads: kvHeads, headDimension: hd, positions: positions,
-                           inverseFrequencies: frequencies.baseAddress!, layout: weights.ropeLayout)
-            }
-            Attention.causal(queries: q, keys: cache.keys[layer], values: cache.values[layer], tokens: n,
-                             start: start, heads: heads, kvHeads: kvHeads, headDimension: hd,
-                             output: attention, pool: pool)
-            project([(.oProj, h)], layer: layer, input: attention,
-                    quantized: grouped == nil ? nil : quantize(attention, tokens: n, width: qWidth),
-                    grouped: grouped, tokens: n, scratch: scratch)
-            for i in 0..<(n * d) { x[i] += h[i] }
-
-            // Feed-forward block: x += down(SiLU(gate(h)) · up(h)), h = RMSNorm(x).
-            lw.feedForwardNorm.withUnsafeBufferPointer {
-                RMSNorm.forward(x, weight: $0.baseAddress!, tokens: n, width: d, eps: eps, out: h)
-            }
-            shared = quantize(h, tokens: n, width: d)
-            project([(.gateProj, gate), (.upProj, up)], layer: layer, input: h, quantized: shared,
-                    grouped: grouped, tokens: n, scratch: scratch)
-            if n >= 8 {
-                // Prompt-sized: the activation is a fifth of a layer's non-matrix work; spread it.
-                nonisolated(unsafe) let gate = gate, up = up
-                pool.parallelFor(n, minimumChunk: 4) { range in
-                    Activation.swiglu(gate: gate + range.lowerBound * ff, up: up + range.lowerBound * ff, range.count * ff)
-                }
-            } else {
-                Activation.swiglu(gate: gate, up: up, n * ff)
-            }
-            project([(.downProj, h)], layer: layer, input: gate,
-                    quantized: grouped == nil ? nil : quantize(gate, tokens: n, width: ff),
-                    grouped: grouped, tokens: n, scratch: scratch)
-            for i in 0..<(n * d) { x[i] += h[i] }
+            let buffers = LayerBuffers(
+                input: x, attentionIn: h, q: q, k: cache.keys[layer] + start * kvWidth,
+                v: cache.values[layer] + start * kvWidth, attention: attention, projected: h, middle: x,
+                feedForwardIn: h, gate: gate, up: up, activated: gate, output: x)
+            layerForward(layer, buffers, tokens: n,
+                         context: AttentionContext(keys: cache.keys[layer], values: cache.values[layer], start: start,
+                                                   positions: positions),
+                         projections: projections)
         }
         cache.count = start + n
 
@@ -307,9 +277,7 @@ public final class LlamaModel: @unchecked Sendable {
         var row = wanted.lowerBound
         while row < wanted.upperBound {
             let count = min(chunk, wanted.upperBound - row)
-            weights.finalNorm.withUnsafeBufferPointer {
-                RMSNorm.forward(x + row * d, weight: $0.baseAddress!, tokens: count, width: d, eps: eps, out: h)
-            }
+            normForward(x + row * d, weight: weights.finalNorm, tokens: count, out: h)
             if let head = grouped?.output {
                 head.forward(input: h, tokens: count, output: logits, pool: pool)
             } else {

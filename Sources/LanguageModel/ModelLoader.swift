@@ -64,6 +64,7 @@ public enum ModelLoader {
     /// Weights from a GGUF file; Q/K rows are in llama.cpp's permuted order, so RoPE rotates adjacent pairs.
     public static func loadGGUF(_ file: GGUFFile) throws -> ModelWeights {
         let c = try LlamaConfiguration(gguf: file)
+        try GGUFSupport.check(file, c)
         let name = file.url.lastPathComponent
 
         func matrix(_ tensor: String, rows: Int, columns: Int) throws -> WeightMatrix {
@@ -107,8 +108,10 @@ public enum ModelLoader {
                 let (inFeatures, outFeatures) = LoRAAdapter.shape(of: module, c)
                 projections[module] = try matrix("blk.\(l).\(module.ggufName).weight", rows: outFeatures, columns: inFeatures)
             }
-            layers.append(LayerWeights(attentionNorm: try vector("blk.\(l).attn_norm.weight", count: c.hiddenSize),
-                                       feedForwardNorm: try vector("blk.\(l).ffn_norm.weight", count: c.hiddenSize),
+            let block = BlockDescription.llama
+            layers.append(LayerWeights(attentionNorm: try vector("blk.\(l).\(block.attentionNorm.gguf).weight", count: c.hiddenSize),
+                                       feedForwardNorm: try vector("blk.\(l).\(block.feedForwardNorm.gguf).weight",
+                                                                   count: c.hiddenSize),
                                        projections: projections))
         }
         return ModelWeights(configuration: c, embedding: embedding, output: output,
@@ -170,8 +173,10 @@ public enum ModelLoader {
                 let (inFeatures, outFeatures) = LoRAAdapter.shape(of: module, c)
                 projections[module] = try matrix("\(prefix).\(module.hfPath).weight", rows: outFeatures, columns: inFeatures)
             }
-            layers.append(LayerWeights(attentionNorm: try vector("\(prefix).input_layernorm.weight", count: c.hiddenSize),
-                                       feedForwardNorm: try vector("\(prefix).post_attention_layernorm.weight", count: c.hiddenSize),
+            let block = BlockDescription.llama
+            layers.append(LayerWeights(attentionNorm: try vector("\(prefix).\(block.attentionNorm.hf).weight", count: c.hiddenSize),
+                                       feedForwardNorm: try vector("\(prefix).\(block.feedForwardNorm.hf).weight",
+                                                                   count: c.hiddenSize),
                                        projections: projections))
         }
         return ModelWeights(configuration: c, embedding: embedding, output: output,

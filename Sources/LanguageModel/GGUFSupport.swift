@@ -1,0 +1,80 @@
+import Foundation
+import ModelFormats
+
+/// What of a `llama` GGUF the model computes, so that anything else is refused rather than approximated.
+///
+/// A GGUF names its architecture `llama` for SmolLM, TinyLlama and Llama 3.x alike, but llama.cpp reads
+/// more than the architecture: rope scaling (`rope_freqs.weight`, the llama3 frequency factors, and the
+/// `rope.scaling.*` keys), partial rotary dimensions, extra tensors (biases, q/k norms), mixtures of
+/// experts, sliding windows, soft-capping. Running such a file as a plain Llama gives wrong numbers with no
+/// warning, so every `llama.*` key must be one the model reads (with a value it computes) and every tensor
+/// one it loads.
+enum GGUFSupport {
+    /// The `llama.*` keys read into `LlamaConfiguration` (the block structure's hyper-parameters).
+    static let readKeys: Set<String> = [
+        "block_count", "context_length", "embedding_length", "feed_forward_length", "attention.head_count",
+        "attention.head_count_kv", "rope.freq_base", "attention.layer_norm_rms_epsilon", "vocab_size",
+    ]
+
+    /// Throws naming the file and the first key or tensor whose meaning the model does not compute.
+    static func check(_ file: GGUFFile, _ c: LlamaConfiguration) throws {
+        let path = file.url.path
+        func refuse(_ problem: String) -> LanguageModelError { .unsupportedModel(file: path, problem: problem) }
+        // The head size the projections have (q's rows per head), which the rope and key/value sizes must equal.
+        var headDimension = c.headDim
+        if let q = file.tensor(named: "blk.0.attn_q.weight"), q.dimensions.count == 2, c.numAttentionHeads > 0 {
+            headDimension = q.dimensions[1] / c.numAttentionHeads
+        }
+        let prefix = "llama."
+        for key in file.metadataKeys where key.hasPrefix(prefix) {
+            let name = String(key.dropFirst(prefix.count))
+            if readKeys.contains(name) { continue }
+            if let problem = problem(ofKey: name, in: file, headDimension: headDimension) {
+                throw refuse("metadata '\(key)': \(problem); this file needs computation the model does not do, "
+                             + "so it is refused rather than run with wrong numbers")
+            }
+        }
+        let expected = Set(expectedTensors(c))
+        for tensor in file.tensors where !expected.contains(tensor.name) {
+            let why = tensor.name == "rope_freqs.weight"
+                ? "it carries Llama 3's rope scaling (per-dimension frequency factors), which the model does not compute"
+                : "the Llama block has no such tensor (a bias, norm or other part of another architecture)"
+            throw refuse("tensor '\(tensor.name)' is not supported: \(why); the file is refused rather than run "
+                         + "with wrong numbers")
+        }
+    }
+
+    /// Why a `llama.<name>` key outside `readKeys` changes the computation, or nil when its value is
+    /// the one the model computes anyway.
+    static func problem(ofKey name: String, in file: GGUFFile, headDimension: Int) -> String? {
+        let key = "llama." + name
+        let scalingType = file.string("llama.rope.scaling.type")
+        switch name {
+        case "rope.dimension_count", "attention.key_length", "attention.value_length":
+            let value = file.int(key)
+            return value == headDimension ? nil
+                : "\(value.map(String.init) ?? "a non-integer") is not the head dimension \(headDimension) "
+                    + "(partial rotary or unequal head sizes are not supported)"
+        case "rope.scaling.type":
+            return scalingType == "none" ? nil
+                : "rope scaling '\(scalingType ?? "?")' is not supported (only 'none')"
+        case "rope.scaling.factor", "rope.scale_linear":
+            let factor = file.double(key)
+            return factor == 1 || factor == 0 || scalingType == "none" ? nil
+                : "rope scaling factor \(factor.map { "\($0)" } ?? "?") is not supported (llama.cpp applies it as "
+                    + "\(scalingType ?? "linear") scaling)"
+        case "expert_count", "expert_used_count":
+            return file.int(key) == 0 ? nil : "mixtures of experts are not supported"
+        default:
+            if name.hasPrefix("rope.scaling."), scalingType == "none" { return nil }
+            return "this key is not one the Llama block reads"
+        }
+    }
+
+    /// Every tensor a `llama` file of this shape has: the embedding, the final norm, optionally the
+    /// output head, and each layer's tensors as the block description names them.
+    static func expectedTensors(_ c: LlamaConfiguration, block: BlockDescription = .llama) -> [String] {
+        ["token_embd.weight", "output_norm.weight", "output.weight"]
+            + (0..<c.numHiddenLayers).flatMap { block.ggufTensors(layer: $0) }
+    }
+}

@@ -1,0 +1,133 @@
+import Kernels
+
+/// Where one layer's forward pass reads and writes, step by step (shapes for n tokens).
+///
+/// The two ways of keeping state differ only in these pointers: inference points the temporaries at one
+/// scratch set shared by every layer (residual updated in place, the activation written over the gate)
+/// and k, v at the KV cache's slots; training gives the parts the backward pass reads their own buffers,
+/// kept per layer, and recomputes the rest there (`LlamaModel.layerBackward`).
+struct LayerBuffers {
+    var input: UnsafeMutablePointer<Float>         // (n, d) residual stream entering the layer
+    var attentionIn: UnsafeMutablePointer<Float>   // (n, d) norm(input)
+    var q: UnsafeMutablePointer<Float>             // (n, heads·hd) after RoPE
+    var k: UnsafeMutablePointer<Float>             // (n, kvHeads·hd) after RoPE
+    var v: UnsafeMutablePointer<Float>             // (n, kvHeads·hd)
+    var attention: UnsafeMutablePointer<Float>     // (n, heads·hd) the attention's output
+    var projected: UnsafeMutablePointer<Float>     // (n, d) an output projection before its residual add
+    var middle: UnsafeMutablePointer<Float>        // (n, d) residual after attention (may be `input`)
+    var feedForwardIn: UnsafeMutablePointer<Float> // (n, d) norm(middle)
+    var gate: UnsafeMutablePointer<Float>          // (n, ff) before the activation
+    var up: UnsafeMutablePointer<Float>            // (n, ff)
+    var activated: UnsafeMutablePointer<Float>     // (n, ff) activation(gate, up) (may be `gate`)
+    var output: UnsafeMutablePointer<Float>        // (n, d) residual leaving the layer (may be `middle`)
+}
+
+/// The keys and values a layer's queries attend to: positions 0..<start + n, the layer's own n tokens
+/// (its `k`, `v`) at `start`; and the positions of those tokens for RoPE.
+struct AttentionContext {
+    let keys: UnsafePointer<Float>
+    let values: UnsafePointer<Float>
+    let start: Int
+    let positions: UnsafePointer<Int>
+}
+
+/// How a pass multiplies by a layer's projections: inference (int8, row-grouped, the installed adapter)
+/// or training (the frozen base as the pass's precision says, plus the trainable LoRA, keeping A x).
+protocol LayerProjections {
+    /// outputs (n, rows) = W input (+ adapter) for projections of `layer` that all read `input` (n, width).
+    func project(_ targets: [(module: ProjectionModule, output: UnsafeMutablePointer<Float>)], layer: Int,
+                 input: UnsafePointer<Float>, width: Int)
+}
+
+extension LlamaModel {
+    /// One decoder block forward over n tokens, as `block` describes it: both inference and training run it.
+    func layerForward(_ layer: Int, _ b: LayerBuffers, tokens n: Int, context: AttentionContext,
+                      projections: some LayerProjections) {
+        let c = configuration, block = self.block, lw = weights.layers[layer]
+        let d = c.hiddenSize, hd = c.headDim, heads = c.numAttentionHeads, kvHeads = c.numKeyValueHeads
+        let ff = c.intermediateSize
+        normForward(b.input, weight: lw.attentionNorm, tokens: n, out: b.attentionIn)
+        projections.project(Array(zip(block.attentionInputs, [b.q, b.k, b.v])), layer: layer, input: b.attentionIn,
+                            width: d)
+        if block.rotary {
+            rotate(b.q, tokens: n, heads: heads, positions: context.positions)
+            rotate(b.k, tokens: n, heads: kvHeads, positions: context.positions)
+        }
+        Attention.causal(queries: b.q, keys: context.keys, values: context.values, tokens: n, start: context.start,
+                         heads: heads, kvHeads: kvHeads, headDimension: hd, output: b.attention, pool: pool)
+        projections.project([(block.attentionOutput, b.projected)], layer: layer, input: b.attention, width: heads * hd)
+        for i in 0..<(n * d) { b.middle[i] = b.input[i] + b.projected[i] }
+        normForward(b.middle, weight: lw.feedForwardNorm, tokens: n, out: b.feedForwardIn)
+        projections.project(Array(zip(block.feedForwardInputs, [b.gate, b.up])), layer: layer, input: b.feedForwardIn,
+                            width: d)
+        activate(gate: b.gate, up: b.up, out: b.activated, tokens: n)
+        projections.project([(block.feedForwardOutput, b.projected)], layer: layer, input: b.activated, width: ff)
+        for i in 0..<(n * d) { b.output[i] = b.middle[i] + b.projected[i] }
+    }
+
+    /// out = norm(input) with the block's norm and `weight`, row by row.
+    func normForward(_ input: UnsafePointer<Float>, weight: [Float], tokens n: Int, out: UnsafeMutablePointer<Float>) {
+        switch block.norm {
+        case .rms:
+            weight.withUnsafeBufferPointer {
+                RMSNorm.forward(input, weight: $0.baseAddress!, tokens: n, width: configuration.hiddenSize,
+                                eps: Float(configuration.rmsNormEps), out: out)
+            }
+        }
+    }
+
+    /// gradInput += ∂norm/∂input · gradOutput for the block's norm.
+    func normBackward(_ input: UnsafePointer<Float>, weight: [Float], gradOutput: UnsafePointer<Float>, tokens n: Int,
+                      gradInput: UnsafeMutablePointer<Float>) {
+        switch block.norm {
+        case .rms:
+            weight.withUnsafeBufferPointer {
+                RMSNorm.backward(input, weight: $0.baseAddress!, gradOutput: gradOutput, tokens: n,
+                                 width: configuration.hiddenSize, eps: Float(configuration.rmsNormEps), gradInput: gradInput)
+            }
+        }
+    }
+
+    /// RoPE on `heads` heads of n rows at `positions` (the inverse rotation for gradients).
+    func rotate(_ x: UnsafeMutablePointer<Float>, tokens n: Int, heads: Int, positions: UnsafePointer<Int>,
+                inverse: Bool = false) {
+        inverseFrequencies.withUnsafeBufferPointer {
+            RoPE.apply(x, tokens: n, heads: heads, headDimension: configuration.headDim, positions: positions,
+                       inverseFrequencies: $0.baseAddress!, layout: weights.ropeLayout, inverse: inverse)
+        }
+    }
+
+    /// out = the block's activation of (gate, up), over n rows of the feed-forward width; out may be gate.
+    func activate(gate: UnsafeMutablePointer<Float>, up: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
+                  tokens n: Int) {
+        let ff = configuration.intermediateSize
+        switch block.feedForward {
+        case .swiglu:
+            guard n >= 8 else { return Activation.swiglu(gate: gate, up: up, out: out, n * ff) }
+            // Prompt-sized: the activation is a fifth of a layer's non-matrix work; spread it.
+            nonisolated(unsafe) let gate = gate, up = up, out = out
+            pool.parallelFor(n, minimumChunk: 4) { range in
+                let offset = range.lowerBound * ff
+                Activation.swiglu(gate: gate + offset, up: up + offset, out: out + offset, range.count * ff)
+            }
+        }
+    }
+}
+
+/// Inference's projections: int8 activations quantized once per input, the row-grouped stacks where the
+/// CPU has them, and the installed adapter.
+struct InferenceProjections: LayerProjections {
+    let model: LlamaModel
+    let grouped: GroupedWeights?
+    let tokens: Int
+    /// (tokens, max(64, rank)) floats for the adapter's A x.
+    let scratch: UnsafeMutablePointer<Float>
+
+    func project(_ targets: [(module: ProjectionModule, output: UnsafeMutablePointer<Float>)], layer: Int,
+                 input: UnsafePointer<Float>, width: Int) {
+        // Shared by projections reading one input; a lone projection quantizes inside Linear unless grouped.
+        let quantized = targets.count > 1 || grouped != nil ? model.quantize(input, tokens: tokens, width: width) : nil
+        model.project(targets, layer: layer, input: input, quantized: quantized, grouped: grouped, tokens: tokens,
+                      scratch: scratch)
+    }
+}

@@ -1,0 +1,73 @@
+import Foundation
+import Kernels
+import ModelFormats
+import TestSupport
+import XCTest
+@testable import LanguageModel
+
+/// A `llama` GGUF that needs computation the model does not do (Llama 3's rope scaling, other rope
+/// scalings, partial rotary, experts, sliding windows, soft-capping, biases) is refused with the file and
+/// the key or tensor named, never run with wrong numbers. The files are written by llama.cpp's own gguf-py
+/// (Reference/make_unsupported_ggufs.py); `plain.bin` is the same tiny model with nothing added, which must
+/// load and run.
+final class UnsupportedGGUFTests: XCTestCase {
+    static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("Reference/unsupported-gguf")
+
+    func load(_ name: String) throws -> LoadedModel {
+        try ModelLoader.load(path: Self.directory.appendingPathComponent(name + ".bin").path, threads: 1)
+    }
+
+    /// Positive control: the plain file loads and gives finite logits.
+    func testPlainTinyLlamaLoadsAndRuns() throws {
+        let loaded = try load("plain")
+        XCTAssertEqual(loaded.model.configuration.headDim, 8)
+        let logits = try loaded.model.allLogits(tokens: [1, 2, 3])
+        XCTAssertEqual(logits.count, 3 * 32)
+        XCTAssertTrue(logits.allSatisfy(\.isFinite))
+    }
+
+    func testEachUnsupportedFeatureIsRefusedNamingFileAndKey() throws {
+        let cases: [(file: String, names: [String])] = [
+            ("rope-freqs", ["tensor 'rope_freqs.weight'", "rope scaling"]),
+            ("rope-scaling-linear", ["'llama.rope.scaling.type'", "'linear'"]),
+            ("rope-scaling-yarn", ["'llama.rope.scaling.type'", "'yarn'"]),
+            ("rope-scaling-factor", ["'llama.rope.scaling.factor'", "2.0"]),
+            ("partial-rotary", ["'llama.rope.dimension_count'", "4 is not the head dimension 8"]),
+            ("layer-norm", ["'llama.attention.layer_norm_epsilon'"]),
+            ("experts", ["'llama.expert_count'", "experts"]),
+            ("sliding-window", ["'llama.attention.sliding_window'"]),
+            ("logit-softcapping", ["'llama.final_logit_softcapping'"]),
+            ("query-bias", ["tensor 'blk.0.attn_q.bias'"]),
+        ]
+        for (file, names) in cases {
+            XCTAssertThrowsError(try load(file), file) { error in
+                let message = "\(error)"
+                XCTAssertTrue(message.contains("\(file).bin"), "\(file): the error must name the file: \(message)")
+                for name in names { XCTAssertTrue(message.contains(name), "\(file): expected '\(name)' in: \(message)") }
+                XCTAssertTrue(message.contains("not supported") || message.contains("not one the Llama block reads"),
+                              "\(file): \(message)")
+            }
+        }
+    }
+
+    /// An HF Llama-3.x config (rope_scaling llama3) is refused naming the file and the field; the same
+    /// directory without the field loads (the positive control).
+    func testHFConfigWithRopeScalingIsRefused() throws {
+        let directory = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let source = Fixtures.url("tiny-llama")
+        for name in ["config.json", "model.safetensors"] {
+            try FileManager.default.copyItem(at: source.appendingPathComponent(name), to: directory.appendingPathComponent(name))
+        }
+        XCTAssertNoThrow(try ModelLoader.loadHFDirectory(directory))
+        let configURL = directory.appendingPathComponent("config.json")
+        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as! [String: Any]
+        config["rope_scaling"] = ["rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                  "original_max_position_embeddings": 8192] as [String: Any]
+        try JSONSerialization.data(withJSONObject: config).write(to: configURL)
+        XCTAssertThrowsError(try ModelLoader.loadHFDirectory(directory)) { error in
+            XCTAssertTrue("\(error)".contains("config.json") && "\(error)".contains("rope_scaling is not supported"), "\(error)")
+        }
+    }
+}
