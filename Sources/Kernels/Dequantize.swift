@@ -1,9 +1,17 @@
 /// Conversion of stored weights to float32: half precision, bfloat16 and ggml's quantized blocks.
 public enum Dequantize {
-    /// IEEE 754 binary16 bits to float32 (exact).
+    /// IEEE 754 binary16 bits to float32 (exact, every pattern: zeros, subnormals, infinities, NaN payloads).
+    ///
+    /// Integer and float32 operations only: on x86-64 without F16C (the generic tier's baseline),
+    /// `Float(Float16(bitPattern:))` is a call into the compiler runtime (`__extendhfsf2`), which took 16%
+    /// of generic-tier generation. The magnitude's bits shifted into float32's exponent and mantissa read
+    /// as a float 2¹¹² too small (15 − 127 in the exponent bias), so one exact multiplication by 2¹¹²
+    /// rescales normal and subnormal halves alike; an all-ones exponent (infinity, NaN) stays all ones.
     @inline(__always)
     public static func half(_ bits: UInt16) -> Float {
-        Float(Float16(bitPattern: bits))
+        let magnitude = UInt32(bits & 0x7FFF) << 13
+        let value = magnitude >= 0x0F80_0000 ? magnitude | 0x7F80_0000 : (Float(bitPattern: magnitude) * 0x1p112).bitPattern
+        return Float(bitPattern: value | UInt32(bits & 0x8000) << 16)
     }
 
     /// bfloat16 bits to float32 (exact: bfloat16 is float32's upper half).

@@ -123,8 +123,8 @@ extension Linear {
         withExtendedLifetime(x) {}
     }
 
-    /// The portable int8 path: the same block sums as the AVX2 kernel, in Swift (integers exact,
-    /// float accumulation in block order). Also the reference the kernel is tested against.
+    /// The portable int8 path (the generic tier): the same block sums as the AVX2 kernel, in Swift SIMD
+    /// (`GenericInt8`), equal bit for bit to the scalar reference `scalarInt8Forward`.
     public static func genericInt8Forward(_ weights: WeightMatrix, input: UnsafePointer<Float>, tokens: Int,
                                           output: UnsafeMutablePointer<Float>, accumulate: Bool = false,
                                           pool: ThreadPool = .serial) {
@@ -134,6 +134,25 @@ extension Linear {
 
     static func genericInt8Forward(_ weights: WeightMatrix, quantized x: QuantizedActivations,
                                    output: UnsafeMutablePointer<Float>, accumulate: Bool, pool: ThreadPool) {
+        #if _endian(little)
+        GenericInt8.forward(weights, quantized: x, output: output, accumulate: accumulate, pool: pool)
+        #else
+        scalarInt8Forward(weights, quantized: x, output: output, accumulate: accumulate, pool: pool)
+        #endif
+    }
+
+    /// The scalar int8 product: one row, one token, one block at a time (integers exact, float
+    /// accumulation in block order). The reference the SIMD generic path and the AVX2 kernels are
+    /// tested against; too slow for inference (the generic tier ran at 4 tokens/s on it).
+    public static func scalarInt8Forward(_ weights: WeightMatrix, input: UnsafePointer<Float>, tokens: Int,
+                                         output: UnsafeMutablePointer<Float>, accumulate: Bool = false,
+                                         pool: ThreadPool = .serial) {
+        scalarInt8Forward(weights, quantized: QuantizedActivations(input, tokens: tokens, columns: weights.columns, backend: .generic),
+                          output: output, accumulate: accumulate, pool: pool)
+    }
+
+    static func scalarInt8Forward(_ weights: WeightMatrix, quantized x: QuantizedActivations,
+                                  output: UnsafeMutablePointer<Float>, accumulate: Bool, pool: ThreadPool) {
         precondition(weights.format.hasIntegerKernel, "no integer kernel for \(weights.format)")
         let tokens = x.tokens
         let rows = weights.rows, columns = weights.columns, blocks = columns / 32

@@ -122,7 +122,7 @@ final class Int8KernelTests: XCTestCase {
                 let weights = Quantize.matrix(random.values(rows * columns), rows: rows, columns: columns, format: format)
                 let input = random.values(tokens * columns)
                 let expected = Linear.referenceForward(weights, input: input, tokens: tokens)
-                var fast = [Float](repeating: 0.5, count: tokens * rows), generic = fast
+                var fast = [Float](repeating: 0.5, count: tokens * rows), generic = fast, scalar = fast
                 input.withUnsafeBufferPointer { x in
                     fast.withUnsafeMutableBufferPointer { y in
                         Linear.forward(weights, input: x.baseAddress!, tokens: tokens, output: y.baseAddress!,
@@ -132,11 +132,18 @@ final class Int8KernelTests: XCTestCase {
                         Linear.genericInt8Forward(weights, input: x.baseAddress!, tokens: tokens, output: y.baseAddress!,
                                                   accumulate: true, pool: pool)
                     }
+                    scalar.withUnsafeMutableBufferPointer { y in
+                        Linear.scalarInt8Forward(weights, input: x.baseAddress!, tokens: tokens, output: y.baseAddress!,
+                                                 accumulate: true, pool: pool)
+                    }
                 }
                 let shifted = expected.map { $0 + 0.5 }
                 let label = "\(format) \(rows)x\(columns)x\(tokens)"
-                // Same integers, different float summation order.
+                // Same integers, different float summation order; the SIMD generic path and its scalar
+                // reference are the same operations (GenericTierTests checks them bit for bit).
                 XCTAssertLessThan(nmse(fast, generic), 1e-11, "\(label): \(KernelBackend.selected) vs generic int8")
+                XCTAssertLessThan(nmse(fast, scalar), 1e-11, "\(label): selected tier vs scalar int8 reference")
+                XCTAssertEqual(generic, scalar, "\(label): generic SIMD vs scalar int8 reference")
                 // 8-bit activations: relative error about (1/127)²/3 per element, far less after summing.
                 XCTAssertLessThan(nmse(fast, shifted), 1e-4, "\(label): int8 vs float64 reference")
             }
