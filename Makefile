@@ -60,9 +60,13 @@ $(MODEL):
 build: deps
 	$(SWIFT) build $(BUILDFLAGS)
 
+# Tests and the processes they start write their scratch files under one fresh TMPDIR (short, for the
+# 107-byte limit of a control socket's path), removed when every test passed and kept for a look when not.
 test: deps pydeps model
 	# XCTest only: the swift-testing runner would close the log with "0 tests".
-	CONCLAVE_MODEL=$(abspath $(MODEL)) CONCLAVE_FIXTURES=$(FIXTURES) $(SWIFT) test $(BUILDFLAGS) --disable-swift-testing
+	@scratch=$$(mktemp -d /tmp/ct.XXXXXX) || exit 1; \
+	TMPDIR=$$scratch CONCLAVE_MODEL=$(abspath $(MODEL)) CONCLAVE_FIXTURES=$(FIXTURES) $(SWIFT) test $(BUILDFLAGS) --disable-swift-testing; \
+	status=$$?; if [ $$status -eq 0 ]; then rm -rf $$scratch; else echo "tests failed; their scratch files are in $$scratch" >&2; fi; exit $$status
 	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory test-ckernels
 
