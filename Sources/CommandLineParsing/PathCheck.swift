@@ -15,7 +15,10 @@ public enum PathCheck {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { return .nothing }
         if isDirectory.boolValue { return .directory }
-        let type = (try? FileManager.default.attributesOfItem(atPath: path))?[.type] as? FileAttributeType
+        // attributesOfItem describes a link itself (lstat), so ask about what the link resolves to: a model in
+        // the Hugging Face cache, or linked into place with `ln -s`, is a link to a regular file.
+        let target = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+        let type = (try? FileManager.default.attributesOfItem(atPath: target))?[.type] as? FileAttributeType
         return type == .typeRegular ? .file : .other
     }
 

@@ -69,7 +69,8 @@ public enum Dataset {
                             requireUser: Bool = false) throws -> [TokenizedExample] {
         let name = url.path
         let attributes: [FileAttributeKey: Any]
-        do { attributes = try FileManager.default.attributesOfItem(atPath: url.path) } catch {
+        // Of the file a symbolic link names, not of the link (attributesOfItem does not follow links).
+        do { attributes = try FileManager.default.attributesOfItem(atPath: url.resolvingSymlinksInPath().path) } catch {
             throw DatasetError(file: name, line: nil, "cannot read: no such file")
         }
         guard attributes[.type] as? FileAttributeType == .typeRegular else {

@@ -102,6 +102,10 @@ final class DatasetTests: XCTestCase {
         XCTAssertEqual(cut, [TokenizedExample(ids: Array(whole[0].ids.prefix(4)), labels: Array(whole[0].labels.prefix(4)), line: 1)])
         XCTAssertThrowsError(try Dataset.load(directory.appendingPathComponent("missing.jsonl"), tokenizer: nil,
                                               maxLength: nil, vocabularySize: 10))
+        // A symbolic link to a dataset is that dataset (it was refused as "not a regular file").
+        let link = directory.appendingPathComponent("linked.jsonl")
+        try FileManager.default.createSymbolicLink(at: link, withDestinationURL: long)
+        XCTAssertEqual(try Dataset.load(link, tokenizer: Self.tokenizer, maxLength: nil, vocabularySize: 49152), whole)
         // A directory (as a join configuration's "data" may name) is refused by name, not with a Foundation error.
         XCTAssertThrowsError(try Dataset.load(directory, tokenizer: nil, maxLength: nil, vocabularySize: 10)) {
             XCTAssertEqual("\($0)", "\(directory.path): is a directory; expected a JSONL file, one JSON record per line")
