@@ -7,8 +7,9 @@ import Foundation
 /// aggregation's threshold: the sum is unmasked only when at least t clients survive, and any t shares
 /// together carry variance σ², the plan's total.
 ///
-/// Reasoning (Kairouz, Liu, Steinke 2021, arXiv:2102.06387, Section 1 "distributed DP" and their dropout
-/// analysis, where ε is recomputed with n reduced to the clients whose noise is in the sum):
+/// Reasoning (the distributed DP of Kairouz, Liu, Steinke 2021, arXiv:2102.06387; their code's dropout study,
+/// google-research/federated distributed_dp/plot_client_dropout.py, likewise recomputes ε with n reduced to the
+/// clients whose noise is in the sum):
 /// - Only honest clients' shares protect. The adversary (the coordinator with the dishonest clients) knows
 ///   their inputs and their noise; subtracting them from the released sum is post-processing, so the
 ///   privacy of client i is that of (its vector + the honest shares that are in the sum).
