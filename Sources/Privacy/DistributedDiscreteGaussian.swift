@@ -88,6 +88,13 @@ public struct RoundedSensitivity: Codable, Sendable, Hashable {
 /// not be read here and the authors' code does not check it; τ is already large there, about 10·(n−1)·e^(−π²/4)).
 /// Subsampling costs more here than in the authors' code: `SubsampledRDP` also takes autodp's form (see there).
 ///
+/// Units: for record- (or user-) level distributed DP every client Poisson-samples its own records at the plan's
+/// rate q, independently, so each record of the union is included with probability q: one Poisson sample of
+/// the union at rate q, the unit being the record. The sensitivity is then one record's rounded vector:
+/// `conditionalRounding` when each record's clipped gradient is rounded on its own, `roundedSum` when a
+/// client rounds its sum once. Client-level DP-FedAvg is the same with q the client sampling rate and the
+/// client's whole clipped update as the unit (see `ClientLevelDP`).
+///
 /// Subsampling and composition: `SubsampledRDP.poissonIntegerOrder` (integer orders only, an upper bound);
 /// RDP adds over steps and converts to (ε, δ) with Balle et al. 2020, Theorem 21, as `RDPAccountant` does.
 /// Every step is an upper bound on the true RDP, so the ε reported errs high, never low.
