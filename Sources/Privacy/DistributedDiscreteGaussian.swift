@@ -136,6 +136,10 @@ public struct DistributedDiscreteGaussianSteps: Codable, Sendable, Hashable {
         guard dimension >= 1 else {
             throw PrivacyParameterError(name: "dimension", value: Double(dimension), expected: ">= 1")
         }
+        // A decoded sensitivity has not been through RoundedSensitivity's checks.
+        guard sensitivity.l2.isFinite, sensitivity.l2 > 0, sensitivity.l1.isFinite, sensitivity.l1 >= 0 else {
+            throw PrivacyParameterError(name: "sensitivity", value: sensitivity.l2, expected: "finite L2 > 0 and finite L1 >= 0")
+        }
     }
 
     /// τ = 10·Σ_{k=1}^{n−1} exp(−2π²σ²·k/(k+1)) (KLS 2021, Theorem 1 eq. (3)); 0 for one share.

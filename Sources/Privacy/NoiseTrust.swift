@@ -50,6 +50,16 @@ public struct NoiseTrust: Codable, Sendable, Hashable {
         self.assumeHonest = assumeHonest
     }
 
+    private enum CodingKeys: String, CodingKey { case cohort, threshold, assumeHonest }
+
+    /// Decodes through the checks of `init(cohort:threshold:assumeHonest:)`: a stored or received trust is
+    /// validated like a constructed one.
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        try self.init(cohort: try container.decode(Int.self, forKey: .cohort), threshold: try container.decode(Int.self, forKey: .threshold),
+                      assumeHonest: try container.decode(Int.self, forKey: .assumeHonest))
+    }
+
     /// The same cohort and threshold, trusting no one but itself (h = 1): local DP.
     public var trustingNoOne: NoiseTrust {
         NoiseTrust(validatedCohort: cohort, threshold: threshold, assumeHonest: 1)

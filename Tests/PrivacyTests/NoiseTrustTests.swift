@@ -1,3 +1,4 @@
+import Foundation
 import XCTest
 @testable import Privacy
 
@@ -23,6 +24,9 @@ final class NoiseTrustTests: XCTestCase {
         XCTAssertThrowsError(try NoiseTrust(cohort: 10, threshold: 7, assumeHonest: 11))
         XCTAssertThrowsError(try NoiseTrust(cohort: 10, threshold: 0, assumeHonest: 1))
         XCTAssertThrowsError(try NoiseTrust(cohort: 10, threshold: 11, assumeHonest: 1))
+        // Decoding goes through the same checks (a threshold of 0 would divide the variance by zero).
+        XCTAssertThrowsError(try JSONDecoder().decode(NoiseTrust.self, from: Data(#"{"cohort": 10, "threshold": 0, "assumeHonest": 1}"#.utf8)))
+        XCTAssertEqual(try JSONDecoder().decode(NoiseTrust.self, from: JSONEncoder().encode(trust)), trust)
     }
 
     /// Trusting no one is local DP with the client's own share, one discrete Gaussian of variance σ²/t:
