@@ -13,6 +13,9 @@ struct PrivacyPlanCommand: ParsableCommand {
         usage: conclave-client privacy plan --config F --state DIR --rounds N --sampling-rate q
                                             --noise-multiplier σ --steps T --delta δ
                                             [--metrics-noise-multiplier z] [--json]
+                                            [--distributed --cohort N --threshold T --assume-honest H
+                                             --dimension D [--clip-norm C] [--contributions K]
+                                             [--fractional-bits F]]
         The plan's parameters are those of 'privacy epsilon' (one round is T steps at q and σ); the policy
         comes from the join configuration and the ledger from DIR (when DIR has none yet, the one 'join'
         would create: the policy's max_epsilon at its δ). Each round is checked as 'join' charges it: ε of
@@ -28,12 +31,32 @@ struct PrivacyPlanCommand: ParsableCommand {
           --json       print {"rounds": [{"round", "epsilon", "refused"}], "first_refused_round" (null when
                        all fit), "round_epsilon" (one round alone at the plan's δ), "spent_epsilon",
                        "budget_epsilon", "ceiling_epsilon", "delta", "accountant", "policy_objection"}
+        Distributed DP (--distributed, a preview: rounds do not run this mode yet): each of the cohort's N
+        clients adds a share N_Z(0, σ²/T) of discrete Gaussian noise to its integer vector, σ = z·Δ₂ with z
+        the --noise-multiplier and Δ₂ the clip norm on the grid after conditional rounding (Kairouz, Liu,
+        Steinke 2021); the client relies only on honest survivors' shares: max(1, H − (N − T)) of them when H
+        of the cohort, itself included, are honest. Rounds are charged at the ε under that assumption; the
+        ε if it trusted no one (its own share: local DP) is printed beside it. The grid 2^-F is the finest
+        at which a step's sum of K clipped vectors (default N) and N shares wraps 32-bit words with
+        probability at most 1e-9 (ModularWrap; that probability is taken from δ).
+          --cohort N, --threshold T, --assume-honest H
+                       clients per round, secure aggregation's threshold, honest clients assumed (≥ 1)
+          --dimension D  trainable parameters (the vector's length)
+          --clip-norm C  the clip norm (default 1); --contributions K  clipped vectors in one step's sum
+          --fractional-bits F  the grid 2^-F instead of the chosen one
+          --json adds "distributed": {"cohort", "threshold", "assume_honest", "relied_shares",
+                       "fractional_bits", "wrap_probability", "share_sigma", "sensitivity_l2",
+                       "round_epsilon_assumed", "round_epsilon_trusting_no_one", "epsilon_assumed",
+                       "epsilon_trusting_no_one" (the N rounds alone)}
 
         examples:
           conclave-client privacy plan --config Config/client.json --state me --rounds 10 \\
               --sampling-rate 0.02 --noise-multiplier 1.1 --steps 40 --delta 1e-5
           conclave-client privacy plan --config Config/client.json --state me --rounds 3 \\
               --sampling-rate 0.02 --noise-multiplier 1.1 --steps 40 --delta 1e-5 --json
+          conclave-client privacy plan --config Config/client.json --state me --rounds 50 \\
+              --sampling-rate 0.02 --noise-multiplier 1.1 --steps 1 --delta 1e-5 \\
+              --distributed --cohort 8 --threshold 6 --assume-honest 4 --dimension 1000000
         """)
 
     static var options: [Option<Self>] {
@@ -43,6 +66,11 @@ struct PrivacyPlanCommand: ParsableCommand {
             .required("--steps", .int(in: 1...100_000_000), \.steps), .required("--delta", .double(in: 1e-300...0.999_999), \.delta),
             .option("--metrics-noise-multiplier", .double(in: 0.01...1e9), \.metricsNoise),
             .flag("--json", \.json),
+            .flag("--distributed", \.distributed), .option("--cohort", .int(in: 1...100_000), \.cohort),
+            .option("--threshold", .int(in: 1...100_000), \.threshold), .option("--assume-honest", .int(in: 1...100_000), \.assumeHonest),
+            .option("--dimension", .int(in: 1...(1 << 40)), \.dimension), .option("--clip-norm", .double(in: 1e-12...1e12), \.clipNorm),
+            .option("--contributions", .int(in: 1...1_000_000_000), \.contributions),
+            .option("--fractional-bits", .int(in: -62...62), \.fractionalBits),
         ]
     }
 
@@ -56,8 +84,23 @@ struct PrivacyPlanCommand: ParsableCommand {
     var delta = 0.0
     var metricsNoise = TrainingPlan.defaultMetricsNoiseMultiplier
     var json = false
+    var distributed = false
+    var cohort: Int?
+    var threshold: Int?
+    var assumeHonest: Int?
+    var dimension: Int?
+    var clipNorm: Double?
+    var contributions: Int?
+    var fractionalBits: Int?
 
     func validate() throws {
+        let distributedOptions: [Any?] = [cohort, threshold, assumeHonest, dimension, clipNorm, contributions, fractionalBits]
+        if !distributed && distributedOptions.contains(where: { $0 != nil }) {
+            throw UsageError("--cohort, --threshold, --assume-honest, --dimension, --clip-norm, --contributions and --fractional-bits need --distributed")
+        }
+        if distributed && (cohort == nil || threshold == nil || assumeHonest == nil || dimension == nil) {
+            throw UsageError("--distributed needs --cohort, --threshold, --assume-honest and --dimension")
+        }
         try PathCheck.inputFile("--config", configPath, expected: "the client's JSON configuration (see Config/)")
         try PathCheck.inputDirectory("--state", state, expected: "the client's state directory",
                                      fix: "Create it with 'conclave-client init --state DIR --name ID'.")
@@ -71,18 +114,56 @@ struct PrivacyPlanCommand: ParsableCommand {
         let spent = hasLedger ? try PrivacyLedger(directory: directory).entries.map(\.mechanism) : []
         let budget = hasLedger ? try PrivacyLedger(directory: directory).budget
             : PrivacyBudget(epsilon: policy.maxEpsilon, delta: policy.delta, accountant: .rdp)
-        let mechanism = MechanismSteps.dpsgd(samplingRate: q, noiseMultiplier: sigma, steps: steps)
+        let preview = try distributedPreview()
+        // Distributed: the ledger is charged the ε under the client's assumption (its zCDP stand-in).
+        let mechanism = preview?.assumed.ledgerMechanism ?? MechanismSteps.dpsgd(samplingRate: q, noiseMultiplier: sigma, steps: steps)
         let release = MetricsRelease.mechanism(noiseMultiplier: metricsNoise)
         let projection = try PrivacyPlanProjection.project(mechanism, releases: [release], rounds: rounds, after: spent,
                                                            budget: budget, ceiling: policy.maxEpsilon)
         let roundEpsilon = try PrivacyAccounting.epsilon(steps: [mechanism, release], delta: delta, accountant: budget.accountant)
         let objection = policy.objection(to: planShape(unit: policy.privacyUnit))
+        let summary = try preview.map { try distributedSummary($0) }
         if json {
-            try JSONOutput.print(jsonObject(projection, roundEpsilon: roundEpsilon, objection: objection))
+            var object = jsonObject(projection, roundEpsilon: roundEpsilon, objection: objection)
+            if let summary { object["distributed"] = summary }
+            try JSONOutput.print(object)
         } else {
             printText(projection, roundEpsilon: roundEpsilon, objection: objection, hasLedger: hasLedger)
+            if let summary { printDistributed(summary) }
         }
         return 0
+    }
+
+    /// The distributed-DP preview of the plan, nil without --distributed.
+    private func distributedPreview() throws -> DistributedPlanPreview? {
+        guard distributed, let cohort, let threshold, let assumeHonest, let dimension else { return nil }
+        let trust = try NoiseTrust(cohort: cohort, threshold: threshold, assumeHonest: assumeHonest)
+        return try DistributedPlanPreview(samplingRate: q, noiseMultiplier: sigma, stepsPerRound: steps, clipNorm: clipNorm ?? 1,
+                                          dimension: dimension, trust: trust, contributions: contributions ?? cohort,
+                                          fractionalBits: fractionalBits)
+    }
+
+    private func distributedSummary(_ preview: DistributedPlanPreview) throws -> [String: Any] {
+        let one = try preview.epsilons(rounds: 1, delta: delta), all = try preview.epsilons(rounds: rounds, delta: delta)
+        return [
+            "cohort": preview.trust.cohort, "threshold": preview.trust.threshold, "assume_honest": preview.trust.assumeHonest,
+            "relied_shares": preview.assumed.shares, "fractional_bits": preview.fractionalBits,
+            "wrap_probability": preview.wrapProbability, "share_sigma": preview.shareSigma, "sensitivity_l2": preview.sensitivity.l2,
+            "round_epsilon_assumed": one.assumed, "round_epsilon_trusting_no_one": one.trustingNoOne,
+            "epsilon_assumed": all.assumed, "epsilon_trusting_no_one": all.trustingNoOne,
+        ]
+    }
+
+    private func printDistributed(_ summary: [String: Any]) {
+        func number(_ key: String) -> Double { summary[key] as? Double ?? Double(summary[key] as? Int ?? 0) }
+        print(String(format: "distributed: cohort %d, threshold %d, assume_honest %d → %d honest share(s) relied on; grid 2^-%d, "
+                     + "share σ %.4g grid units, Δ₂ %.6g, wrap probability ≤ %.3g per step (taken from δ)",
+                     Int(number("cohort")), Int(number("threshold")), Int(number("assume_honest")), Int(number("relied_shares")),
+                     Int(number("fractional_bits")), number("share_sigma"), number("sensitivity_l2"), number("wrap_probability")))
+        print(String(format: "  one round: ε %.6f under the assumption, %.6f trusting no one (local DP)",
+                     number("round_epsilon_assumed"), number("round_epsilon_trusting_no_one")))
+        print(String(format: "  %d rounds alone: ε %.6f under the assumption, %.6f trusting no one", rounds,
+                     number("epsilon_assumed"), number("epsilon_trusting_no_one")))
     }
 
     /// The parts of a training plan the policy judges (privacy, δ, steps); the rest does not bear on ε. The

@@ -7,8 +7,9 @@ import Foundation
 /// aggregation's threshold: the sum is unmasked only when at least t clients survive, and any t shares
 /// together carry variance σ², the plan's total.
 ///
-/// Reasoning (Kairouz, Liu, Steinke 2021, arXiv:2102.06387, Section 1 "distributed DP" and their dropout
-/// analysis, where ε is recomputed with n reduced to the clients whose noise is in the sum):
+/// Reasoning (the distributed DP of Kairouz, Liu, Steinke 2021, arXiv:2102.06387; their code's dropout study,
+/// google-research/federated distributed_dp/plot_client_dropout.py, likewise recomputes ε with n reduced to the
+/// clients whose noise is in the sum):
 /// - Only honest clients' shares protect. The adversary (the coordinator with the dishonest clients) knows
 ///   their inputs and their noise; subtracting them from the released sum is post-processing, so the
 ///   privacy of client i is that of (its vector + the honest shares that are in the sum).
@@ -47,6 +48,16 @@ public struct NoiseTrust: Codable, Sendable, Hashable {
         self.cohort = cohort
         self.threshold = threshold
         self.assumeHonest = assumeHonest
+    }
+
+    private enum CodingKeys: String, CodingKey { case cohort, threshold, assumeHonest }
+
+    /// Decodes through the checks of `init(cohort:threshold:assumeHonest:)`: a stored or received trust is
+    /// validated like a constructed one.
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        try self.init(cohort: try container.decode(Int.self, forKey: .cohort), threshold: try container.decode(Int.self, forKey: .threshold),
+                      assumeHonest: try container.decode(Int.self, forKey: .assumeHonest))
     }
 
     /// The same cohort and threshold, trusting no one but itself (h = 1): local DP.
@@ -98,5 +109,76 @@ public struct NoiseTrust: Codable, Sendable, Hashable {
                                             sensitivity: sensitivity, steps: steps, survivors: survivors)
         return (try DistributedDiscreteGaussianAccountant.epsilon([assumed], delta: delta).epsilon,
                 try DistributedDiscreteGaussianAccountant.epsilon([alone], delta: delta).epsilon)
+    }
+}
+
+/// What a distributed-DP plan would cost a client, for `privacy plan --distributed`: the grid scale (chosen
+/// by `ModularWrap` for secure aggregation's 32-bit words unless given), the rounded sensitivity, each share's
+/// σ, and the steps to account under the client's assumption and trusting no one.
+public struct DistributedPlanPreview: Sendable {
+    /// Secure aggregation's words (`FixedPointEncoding`): sums modulo 2^32.
+    public static let modulusBits = 32
+    /// Conditional rounding's β, the value KLS 2021 use in their experiments.
+    public static let roundingBeta = exp(-0.5)
+    /// The per-step wrap probability the scale is chosen for.
+    public static let wrapTarget = 1e-9
+
+    public let trust: NoiseTrust
+    /// f: the grid is 2^−f.
+    public let fractionalBits: Int
+    /// The bound on the probability that one step's sum wraps (added to δ once per step).
+    public let wrapProbability: Double
+    public let sensitivity: RoundedSensitivity
+    /// Each client's share σ in grid units: z·Δ₂/√t.
+    public let shareSigma: Double
+    /// One round (T steps) under the assumption, and trusting no one.
+    public let assumed: DistributedDiscreteGaussianSteps
+    public let trustingNoOne: DistributedDiscreteGaussianSteps
+
+    /// - Parameters: q, the total noise multiplier z (noise σ over the rounded sensitivity Δ₂), T steps per
+    ///   round, clip norm c, dimension d, the trust, `contributions` (clipped vectors in one step's sum, for
+    ///   the wrap bound) and f (nil: the finest scale meeting `wrapTarget`).
+    /// - Throws: `PrivacyParameterError` for any parameter out of range or when no scale meets the target.
+    public init(samplingRate: Double, noiseMultiplier: Double, stepsPerRound: Int, clipNorm: Double, dimension: Int,
+                trust: NoiseTrust, contributions: Int, fractionalBits: Int?) throws {
+        let bits = try fractionalBits ?? ModularWrap.fractionalBits(
+            modulusBits: Self.modulusBits, clipNorm: clipNorm, dimension: dimension, contributions: contributions,
+            cohort: trust.cohort, threshold: trust.threshold, noiseMultiplier: noiseMultiplier, beta: Self.roundingBeta,
+            target: Self.wrapTarget)
+        let scaledClip = clipNorm * Double(sign: .plus, exponent: bits, significand: 1)
+        sensitivity = try RoundedSensitivity.conditionalRounding(scaledClip: scaledClip, dimension: dimension, beta: Self.roundingBeta)
+        shareSigma = noiseMultiplier * sensitivity.l2 / Double(trust.threshold).squareRoot()
+        wrapProbability = try ModularWrap.probability(modulusBits: Self.modulusBits, scaledClip: scaledClip, dimension: dimension,
+                                                      contributions: contributions, shares: trust.cohort, shareSigma: shareSigma)
+        let total = noiseMultiplier * sensitivity.l2
+        assumed = try trust.steps(samplingRate: samplingRate, totalSigma: total, dimension: dimension, sensitivity: sensitivity,
+                                  steps: stepsPerRound)
+        trustingNoOne = try trust.trustingNoOne.steps(samplingRate: samplingRate, totalSigma: total, dimension: dimension,
+                                                      sensitivity: sensitivity, steps: stepsPerRound)
+        self.trust = trust
+        self.fractionalBits = bits
+    }
+
+    /// The δ left to the accountant when the plan's δ covers `rounds` rounds' wrap probability too:
+    /// δ − rounds·T·p. Throws when that is not positive.
+    public func accountantDelta(planDelta delta: Double, rounds: Int) throws -> Double {
+        let left = delta - Double(rounds) * Double(assumed.steps) * wrapProbability
+        guard left > 0 else {
+            throw PrivacyParameterError(name: "delta", value: delta, expected: "above the wrap probability \(wrapProbability) "
+                                        + "× \(rounds) rounds × \(assumed.steps) steps; use a coarser --fractional-bits")
+        }
+        return left
+    }
+
+    /// ε of `rounds` rounds at the plan's δ (less the wrap probability) under the assumption and trusting no one.
+    public func epsilons(rounds: Int, delta: Double) throws -> (assumed: Double, trustingNoOne: Double) {
+        let accountantDelta = try accountantDelta(planDelta: delta, rounds: rounds)
+        func repeated(_ steps: DistributedDiscreteGaussianSteps) -> DistributedDiscreteGaussianSteps {
+            var all = steps
+            all.steps *= rounds
+            return all
+        }
+        return (try DistributedDiscreteGaussianAccountant.epsilon([repeated(assumed)], delta: accountantDelta).epsilon,
+                try DistributedDiscreteGaussianAccountant.epsilon([repeated(trustingNoOne)], delta: accountantDelta).epsilon)
     }
 }

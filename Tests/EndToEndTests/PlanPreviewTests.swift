@@ -125,3 +125,46 @@ final class PlanPreviewTests: XCTestCase {
         XCTAssertTrue(missing.stderr.contains("--dry-run needs --config"), missing.stderr)
     }
 }
+
+/// `privacy plan --distributed` (issue 17, a preview): the ε under the client's assumption and trusting no one,
+/// the same figures the Privacy module's `DistributedPlanPreview` gives (checked against the authors' code and
+/// dp_accounting in PrivacyTests), and the round charged at the assumption's ledger stand-in.
+final class DistributedPlanPreviewTests: XCTestCase {
+    func testDistributedPreviewPrintsBothEpsilonsAndChargesTheAssumption() throws {
+        let directory = try Fixtures.temporaryDirectory("plan-preview-distributed")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let config = directory.appendingPathComponent("client.json")
+        try #"{"model": "m.gguf", "data": "d.jsonl", "eval_data": "e.jsonl", "policy": {"max_epsilon": 10, "delta": 1e-5, "max_steps_per_round": 100}}"#
+            .write(to: config, atomically: true, encoding: .utf8)
+        let state = directory.appendingPathComponent("me")
+        try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
+        let arguments = ["privacy", "plan", "--config", config.path, "--state", state.path, "--rounds", "5",
+                         "--sampling-rate", "0.05", "--noise-multiplier", "1.5", "--steps", "1", "--delta", "1e-5",
+                         "--distributed", "--cohort", "8", "--threshold", "6", "--assume-honest", "8", "--dimension", "65536"]
+        let result = try Executables.run(Executables.client, arguments + ["--json"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let json = try result.json()
+        let distributed = try XCTUnwrap(json["distributed"] as? [String: Any], "\(json)")
+        let trust = try NoiseTrust(cohort: 8, threshold: 6, assumeHonest: 8)
+        let preview = try DistributedPlanPreview(samplingRate: 0.05, noiseMultiplier: 1.5, stepsPerRound: 1, clipNorm: 1, dimension: 65536,
+                                                 trust: trust, contributions: 8, fractionalBits: nil)
+        let expected = try preview.epsilons(rounds: 5, delta: 1e-5)
+        XCTAssertEqual(distributed["relied_shares"] as? Int, 6)
+        XCTAssertEqual(distributed["fractional_bits"] as? Int, preview.fractionalBits)
+        XCTAssertEqual(try XCTUnwrap(distributed["epsilon_assumed"] as? Double), expected.assumed, accuracy: 1e-12)
+        XCTAssertEqual(try XCTUnwrap(distributed["epsilon_trusting_no_one"] as? Double), expected.trustingNoOne, accuracy: 1e-12)
+        XCTAssertLessThan(expected.assumed, expected.trustingNoOne)
+        let charged = try PrivacyAccounting.epsilon(steps: [preview.assumed.ledgerMechanism,
+                                                            MetricsRelease.mechanism(noiseMultiplier: TrainingPlan.defaultMetricsNoiseMultiplier)],
+                                                    delta: 1e-5, accountant: .rdp)
+        XCTAssertEqual(try XCTUnwrap(json["round_epsilon"] as? Double), charged, accuracy: 1e-12)
+
+        let text = try Executables.run(Executables.client, arguments)
+        XCTAssertEqual(text.status, 0, text.stderr)
+        XCTAssertTrue(text.stdout.contains("trusting no one (local DP)"), text.stdout)
+        // Without --distributed the new options are refused, naming them.
+        let refused = try Executables.run(Executables.client, Array(arguments.prefix(16)) + ["--cohort", "8"])
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.stderr.contains("need --distributed"), refused.stderr)
+    }
+}

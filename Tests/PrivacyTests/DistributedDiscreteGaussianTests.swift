@@ -192,5 +192,9 @@ final class DistributedDiscreteGaussianTests: XCTestCase {
         XCTAssertThrowsError(try RoundedSensitivity.conditionalRounding(scaledClip: -1, dimension: 4, beta: 0.5))
         XCTAssertThrowsError(try RoundedSensitivity(l2: 2, l1: 1))
         XCTAssertThrowsError(try DistributedDiscreteGaussianAccountant.epsilon([small], delta: 0))
+        // A decoded sensitivity of zero is refused by validate(), not divided through.
+        let decoded = try JSONDecoder().decode(DistributedDiscreteGaussianSteps.self, from: Data(
+            #"{"samplingRate": 1, "shares": 1, "shareSigma": 1, "dimension": 1, "sensitivity": {"l2": 0, "l1": 0}, "steps": 1}"#.utf8))
+        XCTAssertThrowsError(try decoded.validate()) { XCTAssertTrue("\($0)".contains("sensitivity")) }
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import XCTest
 @testable import Privacy
 
@@ -23,6 +24,9 @@ final class NoiseTrustTests: XCTestCase {
         XCTAssertThrowsError(try NoiseTrust(cohort: 10, threshold: 7, assumeHonest: 11))
         XCTAssertThrowsError(try NoiseTrust(cohort: 10, threshold: 0, assumeHonest: 1))
         XCTAssertThrowsError(try NoiseTrust(cohort: 10, threshold: 11, assumeHonest: 1))
+        // Decoding goes through the same checks (a threshold of 0 would divide the variance by zero).
+        XCTAssertThrowsError(try JSONDecoder().decode(NoiseTrust.self, from: Data(#"{"cohort": 10, "threshold": 0, "assumeHonest": 1}"#.utf8)))
+        XCTAssertEqual(try JSONDecoder().decode(NoiseTrust.self, from: JSONEncoder().encode(trust)), trust)
     }
 
     /// Trusting no one is local DP with the client's own share, one discrete Gaussian of variance σ²/t:
@@ -64,5 +68,26 @@ final class NoiseTrustTests: XCTestCase {
         XCTAssertLessThan(both.assumed, budget, "under the assumption the plan fits ε = 8")
         XCTAssertGreaterThan(both.trustingNoOne, budget, "trusting no one it does not: such a client declines")
         print("trust n=10 t=8 h=10, q=0.02, z=1.1, T=200: ε assumed \(both.assumed), trusting no one \(both.trustingNoOne)")
+    }
+}
+
+final class DistributedPlanPreviewUnitTests: XCTestCase {
+    /// The preview's pieces agree with the functions they come from, and the wrap probability is taken from δ:
+    /// a δ below the wrap probability of the rounds is refused.
+    func testPreviewIsAssembledFromTheAccountedPieces() throws {
+        let trust = try NoiseTrust(cohort: 8, threshold: 6, assumeHonest: 4)
+        let preview = try DistributedPlanPreview(samplingRate: 0.02, noiseMultiplier: 1.1, stepsPerRound: 2, clipNorm: 1,
+                                                 dimension: 1 << 16, trust: trust, contributions: 8, fractionalBits: nil)
+        XCTAssertEqual(preview.assumed.shares, 2)
+        XCTAssertEqual(preview.trustingNoOne.shares, 1)
+        XCTAssertEqual(preview.shareSigma, 1.1 * preview.sensitivity.l2 / 6.0.squareRoot(), accuracy: 1e-9 * preview.shareSigma)
+        XCTAssertLessThanOrEqual(preview.wrapProbability, DistributedPlanPreview.wrapTarget)
+        let both = try preview.epsilons(rounds: 3, delta: 1e-5)
+        XCTAssertLessThan(both.assumed, both.trustingNoOne)
+        // A coarse grid given by hand with a huge cohort wraps often: the δ cannot cover it.
+        let wrapping = try DistributedPlanPreview(samplingRate: 0.02, noiseMultiplier: 1.1, stepsPerRound: 1, clipNorm: 1,
+                                                  dimension: 1 << 16, trust: trust, contributions: 8, fractionalBits: 28)
+        XCTAssertGreaterThan(wrapping.wrapProbability, 1e-5)
+        XCTAssertThrowsError(try wrapping.epsilons(rounds: 1, delta: 1e-5)) { XCTAssertTrue("\($0)".contains("wrap probability")) }
     }
 }
