@@ -66,6 +66,8 @@ public final class CoordinatorServer: @unchecked Sendable {
     /// aborted in the audit log (or found committed) and its mark removed.
     public init(paths: CoordinatorPaths, configuration: CoordinatorConfiguration, log: OperatorLog,
                 events: EventLog? = nil, admissionLimits: ConnectionAdmission.Limits = .init()) throws {
+        // Robust aggregators need plain rounds, also in a configuration built in code (the demo, tests).
+        try configuration.rounds.validateAggregator(path: "the coordinator's configuration")
         self.paths = paths
         self.configuration = configuration
         self.log = log
