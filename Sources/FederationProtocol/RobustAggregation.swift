@@ -47,6 +47,9 @@ public struct PlainUpdateCombiner: Sendable, Equatable {
         /// one update of the combined Δ (the strategy's mean of one update is that update).
         public var updates: [WeightedUpdate]
         public var clipped: [Clipped]
+        /// Every update's L2 norm before clipping, in the order given (for the operator's log: the honest
+        /// norms are what `update_norm_clip` should be set from).
+        public var norms: [Clipped]
         /// With `trimmedMean`: how many values were dropped at each end of every coordinate (k).
         public var trimmedPerSide: Int
     }
@@ -63,10 +66,12 @@ public struct PlainUpdateCombiner: Sendable, Equatable {
         let weighted = updates.map { WeightedUpdate(client: $0.client, weight: WeightedUpdate.equalWeight, delta: $0.delta) }
         try checkUpdates(global: global, updates: weighted)
         var clipped: [Clipped] = []
+        var norms: [Clipped] = []
         var scaled: [WeightedUpdate] = []
         for update in weighted {
             let norm = update.delta.values.reduce(0.0) { sum, values in values.reduce(sum) { $0 + Double($1) * Double($1) } }
                 .squareRoot()
+            norms.append(Clipped(client: update.client, norm: norm))
             guard norm > normClip else {
                 scaled.append(update)
                 continue
@@ -79,7 +84,7 @@ public struct PlainUpdateCombiner: Sendable, Equatable {
         let k = trimmedPerSide(count: scaled.count)
         switch aggregator {
         case .mean:
-            return Combined(updates: scaled, clipped: clipped, trimmedPerSide: 0)
+            return Combined(updates: scaled, clipped: clipped, norms: norms, trimmedPerSide: 0)
         case .trimmedMean, .median:
             var delta: AdapterTensors = [:]
             for name in global.keys {
@@ -91,7 +96,7 @@ public struct PlainUpdateCombiner: Sendable, Equatable {
             }
             let label = "\(aggregator.rawValue) of \(scaled.map(\.client).joined(separator: ","))"
             return Combined(updates: [WeightedUpdate(client: label, weight: WeightedUpdate.equalWeight, delta: delta)],
-                            clipped: clipped, trimmedPerSide: k)
+                            clipped: clipped, norms: norms, trimmedPerSide: k)
         }
     }
 
@@ -115,8 +120,9 @@ public struct PlainUpdateCombiner: Sendable, Equatable {
 /// combined (`PlainUpdateCombiner`), or a secure round's decoded mean as one update. One function, so
 /// that the coordinator's driver and the in-memory harness aggregate alike.
 public enum RoundAggregation {
-    /// The strategy's input for `outcome` under `policy`, and the lines the operator's log gets (one
-    /// per clipped client, naming the round and the client, escaped).
+    /// The strategy's input for `outcome` under `policy`, and the lines the operator's log gets: every
+    /// update's norm, one line per clipped client, and the robust aggregator's work (clients named
+    /// escaped, each line naming the round).
     /// - Throws: `FederationError.adapterShape` for an update or sum that does not fit the adapter,
     ///   `FederationError.round` for a secure sum whose unmasking failed.
     public static func updates(of outcome: RoundOutcome, policy: RoundPolicy, global: AdapterTensors,
@@ -133,7 +139,9 @@ public enum RoundAggregation {
         }
         let combiner = policy.plainCombiner(parameterCount: SecureUpdate.vectorLength(layout: layout) - 1)
         let combined = try combiner.combine(global: global, updates: outcome.updates.map { ($0.client, $0.update.delta) })
-        var log = combined.clipped.map {
+        var log = [String(format: "round %llu: update L2 norms (update_norm_clip %.6g): ", outcome.round, combiner.normClip)
+                   + combined.norms.map { String(format: "%@ %.4g", ClientLogText.escaped($0.client), $0.norm) }.joined(separator: ", ")]
+        log += combined.clipped.map {
             String(format: "round %llu: client '%@' sent an update of L2 norm %.6g, above update_norm_clip %.6g: scaled down to it",
                    outcome.round, ClientLogText.escaped($0.client), $0.norm, combiner.normClip)
         }

@@ -2,6 +2,7 @@ import FederationHarness
 @testable import FederationProtocol
 import Foundation
 import ModelFormats
+import SecureAggregation
 import TestSupport
 import Wire
 import XCTest
@@ -125,7 +126,8 @@ final class PoisoningTests: XCTestCase {
         let mean = try honestColumns(names).map { $0.reduce(0, +) / 3 }
         let worst = zip(change(global, from: try start()), mean).map { abs($0 - $1) }.max() ?? .infinity
         XCTAssertLessThan(worst, 1e-7)
-        XCTAssertFalse(log.contains { $0.contains("update_norm_clip") }, "\(log)")
+        XCTAssertFalse(log.contains { $0.contains("above update_norm_clip") }, "\(log)")
+        XCTAssertEqual(log.filter { $0.hasPrefix("round 1: update L2 norms") }.count, 1, "the operator sees the honest norms")
     }
 
     /// The record count a client releases never weighs its update (issue 13 removed the weights): a client
@@ -163,9 +165,39 @@ final class PoisoningTests: XCTestCase {
                                    updates: [(client, ReceivedUpdate(delta: start.mapValues { $0.map { _ in 1000 } }, metrics: metrics))],
                                    declines: [], dropouts: [], abortReason: nil)
         let (_, log) = try RoundAggregation.updates(of: outcome, policy: policy(clients: 1), global: start, layout: layout)
-        XCTAssertEqual(log.count, 1)
-        XCTAssertTrue(log[0].hasPrefix(#"round 7: client 'evil\nround 9 committed' sent an update of L2 norm"#), log[0])
-        XCTAssertFalse(log[0].contains("\n"))
+        XCTAssertEqual(log.count, 2)
+        XCTAssertTrue(log[0].hasPrefix(#"round 7: update L2 norms (update_norm_clip "#), log[0])
+        XCTAssertTrue(log[0].hasSuffix(#": evil\nround 9 committed 1.497e+04"#), log[0])
+        XCTAssertTrue(log[1].hasPrefix(#"round 7: client 'evil\nround 9 committed' sent an update of L2 norm"#), log[1])
+        XCTAssertFalse(log.contains { $0.contains("\n") })
+    }
+
+    // MARK: Secure rounds
+
+    /// What SECURITY.md says a malicious client can do in a secure round: masks hide its input, so nothing
+    /// checks that its words encode values within ±B. With n = 5 clients and B = 8·steps·η, four honest
+    /// clients encode 0.001 per value and the fifth picks the word that makes the decoded sum the most
+    /// negative the encoding can represent, −(2³¹ − 1)/2^f, between −n·B and −2n·B (f is the finest scale
+    /// at which n values of ±B cannot wrap): the mean lands below −B, a shift of more than n/2 times the
+    /// 2B/n that a client keeping to ±B can cause. (Masks cancel in the sum, so the unmasked sum is the
+    /// sum of the words, as here.)
+    func testInASecureRoundOneClientsWordsSetTheMeanAnywhereInTheDecodeRange() throws {
+        let b = 8 * Double(Self.plan.steps) * Self.plan.learningRate
+        let n = 5
+        let encoding = try FixedPointEncoding(clipBound: b, maximumClients: n)
+        let honest = try (0..<(n - 1)).map { _ in try encoding.encode([0.001], rounding: .nearest).words[0] }
+        let target = UInt32(bitPattern: -Int32.max)
+        let chosen = honest.reduce(target) { $0 &- $1 }
+        let mean = try encoding.decodeSum([honest.reduce(chosen) { $0 &+ $1 }], clientCount: n)[0] / Double(n)
+        XCTAssertEqual(mean, -Double(Int32.max) / encoding.scale / Double(n), accuracy: 1e-12)
+        XCTAssertLessThan(mean, -b, "one client sets the mean below −B")
+        let honestMean = 0.004 / Double(n)
+        XCTAssertGreaterThan(honestMean - mean, Double(n) / 2 * (2 * b / Double(n)),
+                             "more than n/2 times what a client within ±B could cause (2B/n)")
+        // Control: the same client encoding −B honestly moves the mean by at most B/n + rounding.
+        let bounded = try encoding.encode([Float(-b)], rounding: .nearest).words[0]
+        let honestly = try encoding.decodeSum([honest.reduce(bounded) { $0 &+ $1 }], clientCount: n)[0] / Double(n)
+        XCTAssertEqual(honestly, (0.004 - b) / Double(n), accuracy: 2 / encoding.scale)
     }
 
     // MARK: Trimmed mean and median up to their breakdown points
