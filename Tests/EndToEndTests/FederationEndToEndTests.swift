@@ -60,6 +60,7 @@ final class FederationEndToEndTests: XCTestCase {
         let rounds = try federation.runRounds(2)
         XCTAssertEqual(rounds.map { $0["status"] as? String }, ["committed", "committed"], federation.serveLog)
         XCTAssertEqual(rounds.map { $0["participants"] as? Int }, [3, 2])
+        XCTAssertTrue(federation.serveLog.contains("round 1: update L2 norms (update_norm_clip "), federation.serveLog)
         let audit = try federation.audit()
         XCTAssertEqual(audit.status, 0)
         XCTAssertEqual(audit.json["verified"] as? Bool, true)
@@ -78,6 +79,10 @@ final class FederationEndToEndTests: XCTestCase {
                 XCTAssertNil(client["examples"], "no exact count travels")
             }
             XCTAssertEqual((record["adapter_sha256"] as? String)?.count, 64)
+            // A plain round: the mean of updates the coordinator clipped, at the clip it recorded.
+            XCTAssertEqual(record["aggregator"] as? String, "mean")
+            XCTAssertGreaterThan(record["update_norm_clip"] as? Double ?? 0, 0, "\(record)")
+            XCTAssertTrue(record["trim_fraction"] is NSNull)
         }
         for name in ["client-a", "client-b", "client-c"] {
             // The result reaches each client after the coordinator commits (and `rounds start` returns).
@@ -172,6 +177,8 @@ final class FederationEndToEndTests: XCTestCase {
         let record = (audit["records"] as? [[String: Any]])?.first ?? [:]
         XCTAssertEqual(record["status"] as? String, "committed", federation.serveLog)
         XCTAssertEqual(record["secure_aggregation"] as? Bool, true)
+        XCTAssertEqual(record["aggregator"] as? String, "mean")
+        XCTAssertTrue(record["update_norm_clip"] is NSNull, "the coordinator cannot clip masked updates")
         XCTAssertEqual(record["participants"] as? [String], ["client-a", "client-b", "client-c"])
         XCTAssertEqual((record["dropouts"] as? [[String: Any]])?.compactMap { $0["client"] as? String }, ["client-d"])
     }
