@@ -91,7 +91,8 @@ final class PoisoningTests: XCTestCase {
 
     /// A client sending its update scaled 10⁵ times (norm ~10³·C) among four honest ones moves the
     /// mean by exactly its clipped update over n: at most C/n. Before the clip it moved the adapter by
-    /// ‖update‖/n, about 4·10³ times that bound (the control below): it decided the aggregate.
+    /// ‖update‖/n, about 1.2·10³ times that bound (847 against 0.718 on the code before the clip, and
+    /// so in the control below): it decided the aggregate.
     func testAScaledUpdateMovesTheMeanByAtMostTheClipOverN() throws {
         let names = ["a", "b", "c", "d"]
         let (global, log) = try round(policy(clients: 5), try names.map(honest) + [scaling("e", by: 1e5)])
