@@ -61,6 +61,8 @@ final class FederationEndToEndTests: XCTestCase {
         XCTAssertEqual(rounds.map { $0["status"] as? String }, ["committed", "committed"], federation.serveLog)
         XCTAssertEqual(rounds.map { $0["participants"] as? Int }, [3, 2])
         XCTAssertTrue(federation.serveLog.contains("round 1: update L2 norms (update_norm_clip "), federation.serveLog)
+        XCTAssertTrue(federation.serveLog.contains("aggregation fedavg of the mean of plain updates, each clipped to L2 norm "),
+                      federation.serveLog)
         let audit = try federation.audit()
         XCTAssertEqual(audit.status, 0)
         XCTAssertEqual(audit.json["verified"] as? Bool, true)
@@ -179,6 +181,8 @@ final class FederationEndToEndTests: XCTestCase {
         XCTAssertEqual(record["secure_aggregation"] as? Bool, true)
         XCTAssertEqual(record["aggregator"] as? String, "mean")
         XCTAssertTrue(record["update_norm_clip"] is NSNull, "the coordinator cannot clip masked updates")
+        XCTAssertTrue(federation.serveLog.contains("aggregation fedavg of the mean of masked updates (each client clips every value to ±"),
+                      federation.serveLog)
         XCTAssertEqual(record["participants"] as? [String], ["client-a", "client-b", "client-c"])
         XCTAssertEqual((record["dropouts"] as? [[String: Any]])?.compactMap { $0["client"] as? String }, ["client-d"])
     }
