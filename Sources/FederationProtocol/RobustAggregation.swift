@@ -7,10 +7,11 @@ import Wire
 /// Each is taken over updates clipped to the policy's L2 bound (`PlainUpdateCombiner`). With n updates:
 /// - `mean`: Σ Δᵢ / n. One client moves it by at most C/n (C the clip), however large its update.
 /// - `trimmed_mean`: per coordinate, the k = ⌊β·n⌋ largest and k smallest values are dropped and the rest
-///   averaged (Yin et al. 2018, "Byzantine-Robust Distributed Learning", ICML, Definition 2): up to k
-///   clients, whatever they send, leave every coordinate within the range of the honest values.
+///   averaged (the coordinate-wise trimmed mean of Yin et al. 2018, "Byzantine-Robust Distributed
+///   Learning", ICML): up to k clients, whatever they send, leave every coordinate within the range of
+///   the honest values.
 /// - `median`: per coordinate, the middle value (the mean of the two middle ones for even n; Yin et al.
-///   2018, Definition 1): fewer than n/2 clients leave every coordinate within the honest range.
+///   2018's coordinate-wise median): fewer than n/2 clients leave every coordinate within the honest range.
 /// None of them needs a client's record count, which never travels (issue 13). Secure rounds hide the
 /// individual updates from the coordinator, so they take the `mean` only (`RoundPolicy.validate`).
 public enum UpdateAggregator: String, Codable, Sendable, CaseIterable {

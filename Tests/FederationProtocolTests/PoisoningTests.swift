@@ -10,8 +10,8 @@ import XCTest
 /// A poisoning client in a plain round (issue 14, item 4): what its claimed record count and a scaled
 /// update decide in the aggregate, with the mean and the coordinator's clip, and with the trimmed mean
 /// and the median up to their breakdown points (Yin et al. 2018, ICML, "Byzantine-Robust Distributed
-/// Learning: Towards Optimal Statistical Rates", Definitions 1 and 2: the coordinate-wise median and
-/// the β-trimmed mean). Every expected value is computed here from those definitions.
+/// Learning: Towards Optimal Statistical Rates": the coordinate-wise median and the β-trimmed mean).
+/// Every expected value is computed here from those definitions.
 final class PoisoningTests: XCTestCase {
     static let model = InMemoryFederationTests.model
     static let plan = InMemoryFederationTests.plan
