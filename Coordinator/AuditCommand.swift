@@ -26,10 +26,11 @@ struct AuditCommand: ParsableCommand {
                         last line whose signature fails is refused: not a torn write
           --json        print {"verified", "failure": {"record", "reason"} or null, "public_key",
                         "records": [{"round", "status", "cohort", "participants", "declines", "dropouts",
-                        "aggregation", "secure_aggregation", "max_epsilon", "eval_loss_before",
-                        "eval_loss_after", "adapter_sha256", "plan", "clients", "started", "finished",
-                        "abort_reason"}]}, with "head": {"file", "records", "last_hash", "verified",
-                        "problem"} for --head and "repair": {"action", "line", "saved_to"} for --repair
+                        "aggregation", "secure_aggregation", "aggregator", "trim_fraction",
+                        "update_norm_clip", "max_epsilon", "eval_loss_before", "eval_loss_after",
+                        "adapter_sha256", "plan", "clients", "started", "finished", "abort_reason"}]},
+                        with "head": {"file", "records", "last_hash", "verified", "problem"} for --head
+                        and "repair": {"action", "line", "saved_to"} for --repair
         The table has one row per round (participants, declined and dropped are counts; max ε is the largest
         cumulative ε among participants), then "audit chain: verified (N records)" or
         "audit chain: FAILED at record K: reason", where K is the 1-based line of audit.jsonl, then with

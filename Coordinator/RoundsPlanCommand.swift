@@ -12,18 +12,22 @@ struct RoundsPlanCommand: ParsableCommand {
         usage: conclave-coordinator rounds plan --state DIR --config F [--count N] [--json]
 
           --state DIR   the coordinator's state directory (its registry of enrolled clients)
-          --config F    the coordinator's configuration (its "rounds"."plan")
+          --config F    the coordinator's configuration (its "rounds": the plan and the aggregation)
           --count N     rounds to preview (default 1)
           --json        print {"accountant", "delta", "sampling_rate", "noise_multiplier", "steps_per_round",
                         "round_epsilon", "total_epsilon" (both null without privacy), "rounds": [{"round",
-                        "epsilon"}], "clients": [{"id", "policy", "would_decline", "reason"}]}
+                        "epsilon"}], "clients": [{"id", "policy", "would_decline", "reason"}], "aggregation":
+                        {"strategy", "secure_aggregation", "aggregator", "trim_fraction", "update_clip",
+                        "update_norm_clip" (null: the default update_clip·√P, P the adapter's parameter count)}}
 
         ε is the RDP accountant's at the plan's δ for a client in every round: one round is "steps"
         compositions of the Poisson-subsampled Gaussian at the plan's q and σ, N rounds N×steps (the
         figures of 'conclave-client privacy epsilon'). Clients keep their policies to themselves, so
         for an enrolled client the coordinator says so ("would_decline": null) instead of guessing; each
         client's operator previews its own ledger with 'conclave-client privacy plan'. Needs no running
-        coordinator; starts nothing.
+        coordinator; starts nothing. The aggregation line says what bounds one client's part in a round:
+        in plain rounds the coordinator clips each update to an L2 norm and combines them by the mean, the
+        trimmed mean or the median; in secure rounds each client clips its own values, unchecked.
 
         examples:
           conclave-coordinator rounds plan --state coord --config Config/coordinator.json --count 10
@@ -61,7 +65,7 @@ struct RoundsPlanCommand: ParsableCommand {
         let configuration = try CoordinatorConfiguration.load(URL(fileURLWithPath: configPath))
         let registry = try ClientRegistry(paths: CoordinatorPaths(path: state))
         let enrolled = registry.clients.filter { $0.status == .active }.map(\.id)
-        let preview = try PlanPreview(plan: configuration.rounds.plan, count: count, enrolled: enrolled)
+        let preview = try PlanPreview(policy: configuration.rounds, count: count, enrolled: enrolled)
         if json {
             try JSONOutput.print(encoding: preview)
         } else {

@@ -19,7 +19,9 @@ struct ServeCommand: ParsableCommand {
                          "invite_timeout", "round_timeout", "wait_for_clients", "plan": {"steps",
                          "learning_rate", "sampling_rate", "noise_multiplier", "clip_norm", "delta",
                          "max_length", "rank", "alpha", "targets", "metrics_noise_multiplier"? (20), "metrics_loss_clip"? (6)},
-                         "update_clip"?, "neighbour_degree"?}, "server_learning_rate"?}; see Config/
+                         "update_clip"?, "neighbour_degree"?, plain rounds only: "aggregator"? ("mean" (default),
+                         "trimmed_mean" or "median"), "trim_fraction"? (0.2), "update_norm_clip"? (update_clip·√P)},
+                         "server_learning_rate"?}; see Config/
           --secure-aggregation on|off
                          overrides the configuration's "secure_aggregation": with it on, clients mask their
                          updates (Bonawitz et al. 2017, SecAgg+ graph for large cohorts) and the coordinator
@@ -65,8 +67,8 @@ struct ServeCommand: ParsableCommand {
 
     func run() throws -> Int32 {
         let paths = CoordinatorPaths(path: state)
-        var configuration = try CoordinatorConfiguration.load(URL(fileURLWithPath: configPath))
-        if let secureAggregation { configuration.rounds.secureAggregation = secureAggregation }
+        let configuration = try CoordinatorConfiguration.load(URL(fileURLWithPath: configPath),
+                                                              secureAggregation: secureAggregation)
         let log = OperatorLog(url: paths.serverLog)
         let server = try CoordinatorServer(paths: paths, configuration: configuration, log: log,
                                            events: try events.map { try EventLog(destination: $0) })

@@ -21,6 +21,14 @@ public struct AuditRecord: Codable, Sendable, Equatable {
     /// "fedavg" or "fedadam".
     public var aggregation: String
     public var secureAggregation: Bool
+    /// How the round's updates combined into the strategy's Δ: "mean", "trimmed_mean" or "median"
+    /// (`UpdateAggregator`); nil in records written before it was recorded (they were all means).
+    public var aggregator: String?
+    /// With "trimmed_mean": the fraction β of updates dropped at each end of every value. JSON `trim_fraction`.
+    public var trimFraction: Double?
+    /// Plain rounds: the L2 norm the coordinator clipped each client's update to; nil for secure rounds
+    /// (each client clips its own values, unseen) and in older records. JSON `update_norm_clip`.
+    public var updateNormClip: Double?
     public var plan: TrainingPlan
     /// Per participant: cumulative ε after the round, the DP-released held-out figures (records written
     /// before issue 13: the clear figures, `ClientRoundMetrics.clearFigures`).
@@ -46,7 +54,8 @@ public struct AuditRecord: Codable, Sendable, Equatable {
     public init(status: String, round: UInt64, started: Date, finished: Date, cohort: [String], participants: [String],
                 declines: [ClientReason], dropouts: [ClientReason], aggregation: String, secureAggregation: Bool,
                 plan: TrainingPlan, clients: [ClientRoundMetrics], maxEpsilon: Double?, evalLossBefore: Double?,
-                evalLossAfter: Double?, evalLossStandardError: Double? = nil, adapterSHA256: String, abortReason: String?, previousHash: String) {
+                evalLossAfter: Double?, evalLossStandardError: Double? = nil, adapterSHA256: String, abortReason: String?, previousHash: String,
+                aggregator: String? = nil, trimFraction: Double? = nil, updateNormClip: Double? = nil) {
         self.status = status
         self.round = round
         self.started = started
@@ -57,6 +66,9 @@ public struct AuditRecord: Codable, Sendable, Equatable {
         self.dropouts = dropouts
         self.aggregation = aggregation
         self.secureAggregation = secureAggregation
+        self.aggregator = aggregator
+        self.trimFraction = trimFraction
+        self.updateNormClip = updateNormClip
         self.plan = plan
         self.clients = clients
         self.maxEpsilon = maxEpsilon
@@ -69,7 +81,9 @@ public struct AuditRecord: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case status, round, started, finished, cohort, participants, declines, dropouts, aggregation, plan, clients
+        case status, round, started, finished, cohort, participants, declines, dropouts, aggregation, plan, clients, aggregator
+        case trimFraction = "trim_fraction"
+        case updateNormClip = "update_norm_clip"
         case secureAggregation = "secure_aggregation"
         case maxEpsilon = "max_epsilon"
         case evalLossBefore = "eval_loss_before"
@@ -83,4 +97,14 @@ public struct AuditRecord: Codable, Sendable, Equatable {
     /// Whether the held-out figures are DP releases (every record since issue 13), rather than figures
     /// clients sent in clear (older records).
     public var metricsReleased: Bool { !clients.contains { $0.clearFigures != nil } }
+
+    /// The aggregation as tables show it: the strategy, then a robust aggregator when there was one
+    /// ("fedavg", "fedavg+median", "fedadam+trimmed_mean(0.2)").
+    public var aggregationText: String {
+        switch aggregator {
+        case nil, "mean"?: return aggregation
+        case "trimmed_mean"?: return aggregation + "+trimmed_mean" + (trimFraction.map { String(format: "(%g)", $0) } ?? "")
+        case let other?: return aggregation + "+" + other
+        }
+    }
 }

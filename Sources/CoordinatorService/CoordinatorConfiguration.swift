@@ -29,8 +29,11 @@ public struct CoordinatorConfiguration: Codable, Sendable, Equatable {
     }
 
     /// Reads and checks a configuration file; relative model paths are taken from the file's folder.
-    public static func load(_ url: URL) throws -> CoordinatorConfiguration {
+    /// - Parameter secureAggregation: overrides the file's `secure_aggregation` (`serve
+    ///   --secure-aggregation`) before the checks, which depend on it.
+    public static func load(_ url: URL, secureAggregation: Bool? = nil) throws -> CoordinatorConfiguration {
         var configuration: CoordinatorConfiguration = try decodeConfiguration(url)
+        if let secureAggregation { configuration.rounds.secureAggregation = secureAggregation }
         try configuration.rounds.validate(path: url.path)
         if let eta = configuration.serverLearningRate, !(eta.isFinite && eta > 0) {
             throw FederationError.configuration(path: url.path, field: "server_learning_rate", "must be positive, got \(eta)")

@@ -58,7 +58,10 @@ struct RoundHistory {
                                      cohort: inFlight.cohort, participants: [], declines: [], dropouts: [],
                                      aggregation: policy.aggregation.rawValue, secureAggregation: policy.secureAggregation,
                                      plan: policy.plan, clients: [], maxEpsilon: nil, evalLossBefore: nil,
-                                     evalLossAfter: nil, adapterSHA256: adapterSHA256, abortReason: reason, previousHash: "")
+                                     evalLossAfter: nil, adapterSHA256: adapterSHA256, abortReason: reason, previousHash: "",
+                                     aggregator: policy.aggregator.rawValue,
+                                     trimFraction: policy.aggregator == .trimmedMean
+                                         ? policy.trimFraction ?? RoundPolicy.defaultTrimFraction : nil)
             try AuditLog(paths: paths).append(record, signer: signer)
             FaultPoint.reach("coordinator-recovery-after-abort-append")
             verdicts[inFlight.round] = .aborted(reason: reason)

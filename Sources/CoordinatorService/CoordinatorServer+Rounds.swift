@@ -134,20 +134,11 @@ extension CoordinatorServer {
     /// adapter and the strategy's state; a failure aborts the round and removes what was written.
     private func commit(_ outcome: RoundOutcome, onto current: GlobalAdapter) -> (RoundVerdict, GlobalAdapter) {
         do {
-            // Equal weights: a client's record count is private and never travels (issue 13).
-            var updates = outcome.updates.map {
-                WeightedUpdate(client: $0.client, weight: WeightedUpdate.equalWeight, delta: $0.update.delta)
-            }
-            if let secure = outcome.secure {
-                // The unmasked sum decodes to the mean delta: one update of weight 1 gives FedAvg
-                // global + mean, and FedAdam the mean as its Δ.
-                let mean = try SecureUpdate.decodeMean(sum: secure.sum, survivors: secure.survivors.count,
-                                                       setup: secure.setup, layout: layout)
-                updates = [WeightedUpdate(client: "secure sum of \(secure.survivors.joined(separator: ","))",
-                                          weight: WeightedUpdate.equalWeight, delta: mean)]
-                log.write(String(format: "round %llu: decoded the mean of %d masked updates", outcome.round,
-                                 secure.survivors.count))
-            }
+            // Equal weights (a client's record count is private and never travels, issue 13); plain updates
+            // clipped and combined by the policy's aggregator, a secure round's decoded mean as one update.
+            let (updates, lines) = try RoundAggregation.updates(of: outcome, policy: configuration.rounds,
+                                                                 global: current.tensors, layout: layout)
+            for line in lines { log.write(line) }
             let tensors = try aggregator.aggregate(global: current.tensors, updates: updates)
             let directory = paths.adapter(round: outcome.round)
             try layout.write(tensors, to: directory, baseModel: baseModel)
@@ -165,6 +156,7 @@ extension CoordinatorServer {
     /// The round's audit record: its participants' figures only when it committed.
     private func auditRecord(_ outcome: RoundOutcome, verdict: RoundVerdict, adapterSHA256: String) -> AuditRecord {
         let policy = configuration.rounds
+        let combiner = policy.plainCombiner(parameterCount: SecureUpdate.vectorLength(layout: layout) - 1)
         let metrics = verdict.isCommitted ? outcome.participantMetrics : []
         let figures = RoundFigures(participants: metrics)
         return AuditRecord(status: verdict.isCommitted ? "committed" : "aborted", round: outcome.round,
@@ -174,7 +166,9 @@ extension CoordinatorServer {
                            plan: policy.plan, clients: metrics, maxEpsilon: figures.maxEpsilon,
                            evalLossBefore: figures.evalLossBefore, evalLossAfter: figures.evalLossAfter,
                            evalLossStandardError: figures.evalLossStandardError, adapterSHA256: adapterSHA256, abortReason: verdict.isCommitted ? nil : verdict.reason,
-                           previousHash: "")
+                           previousHash: "", aggregator: policy.aggregator.rawValue,
+                           trimFraction: policy.aggregator == .trimmedMean ? combiner.trimFraction : nil,
+                           updateNormClip: policy.secureAggregation ? nil : combiner.normClip)
     }
 
     /// The round's end as a monitoring event: `committed` with its figures, or `aborted` with why.

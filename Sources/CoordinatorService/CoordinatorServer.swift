@@ -66,6 +66,8 @@ public final class CoordinatorServer: @unchecked Sendable {
     /// aborted in the audit log (or found committed) and its mark removed.
     public init(paths: CoordinatorPaths, configuration: CoordinatorConfiguration, log: OperatorLog,
                 events: EventLog? = nil, admissionLimits: ConnectionAdmission.Limits = .init()) throws {
+        // Robust aggregators need plain rounds, also in a configuration built in code (the demo, tests).
+        try configuration.rounds.validateAggregator(path: "the coordinator's configuration")
         self.paths = paths
         self.configuration = configuration
         self.log = log
@@ -140,7 +142,7 @@ public final class CoordinatorServer: @unchecked Sendable {
         controlServer?.start()
         log.write("coordinator '\(settings.name)' listening on \(host):\(listener.port) (TLS 1.3, mutual); "
                   + "control socket \(paths.controlSocket.path); next round \(engine.withLock { $0.nextRound }); "
-                  + "aggregation \(configuration.rounds.aggregation.rawValue)")
+                  + "aggregation \(configuration.rounds.aggregation.rawValue)" + aggregationText)
         let ticker = Thread { [self] in
             while !stopping.load(ordering: .relaxed) {
                 Thread.sleep(forTimeInterval: 0.25)
@@ -162,6 +164,18 @@ public final class CoordinatorServer: @unchecked Sendable {
         }
         controlServer?.close()
         log.write("coordinator stopped")
+    }
+
+    /// How a round's updates are bounded and combined, for the start-up line: ", secure (...)" or ", plain: ...".
+    private var aggregationText: String {
+        let policy = configuration.rounds
+        guard !policy.secureAggregation else {
+            return String(format: " of the mean of masked updates (each client clips every value to ±%g; unchecked)",
+                          policy.updateClip ?? SecureUpdate.defaultClip(plan: policy.plan))
+        }
+        let combiner = policy.plainCombiner(parameterCount: SecureUpdate.vectorLength(layout: layout) - 1)
+        return " of the \(policy.aggregatorSummary) of plain updates, each clipped to L2 norm "
+            + String(format: "%g", combiner.normClip)
     }
 
     /// Stops accepting and closes every connection (the round in flight stays marked and is

@@ -271,6 +271,26 @@ public struct FedAdam: AggregationStrategy {
 /// Checks every update against the global adapter, then returns Σ wᵢ Δᵢ / Σ wᵢ per tensor,
 /// accumulated in Double (weights normalised first, so no product can overflow).
 func weightedMeanDelta(global: [String: [Float]], updates: [WeightedUpdate]) throws -> [String: [Double]] {
+    try checkUpdates(global: global, updates: updates)
+    let names = global.keys.sorted()
+    let total = updates.reduce(0.0) { $0 + $1.weight }
+    guard total.isFinite else { throw FederationError.adapterShape("the sum of the weights overflows (\(total))") }
+    var mean: [String: [Double]] = [:]
+    for name in names {
+        var sum = [Double](repeating: 0, count: global[name]!.count)
+        for update in updates {
+            let share = update.weight / total
+            let delta = update.delta[name]!
+            for j in 0..<sum.count { sum[j] += share * Double(delta[j]) }
+        }
+        mean[name] = sum
+    }
+    return mean
+}
+
+/// Throws `FederationError.adapterShape` naming the client and tensor for the first update that is not
+/// one per client, of positive finite weight, with exactly the global adapter's tensors and finite values.
+func checkUpdates(global: [String: [Float]], updates: [WeightedUpdate]) throws {
     guard !updates.isEmpty else { throw FederationError.adapterShape("no updates to aggregate") }
     let names = global.keys.sorted()
     var seen = Set<String>()
@@ -299,19 +319,6 @@ func weightedMeanDelta(global: [String: [Float]], updates: [WeightedUpdate]) thr
             throw FederationError.adapterShape("\(client): tensor '\(extra)' is not in the global adapter")
         }
     }
-    let total = updates.reduce(0.0) { $0 + $1.weight }
-    guard total.isFinite else { throw FederationError.adapterShape("the sum of the weights overflows (\(total))") }
-    var mean: [String: [Double]] = [:]
-    for name in names {
-        var sum = [Double](repeating: 0, count: global[name]!.count)
-        for update in updates {
-            let share = update.weight / total
-            let delta = update.delta[name]!
-            for j in 0..<sum.count { sum[j] += share * Double(delta[j]) }
-        }
-        mean[name] = sum
-    }
-    return mean
 }
 
 /// `values` if all are finite, else an error naming the tensor (the aggregate left Float's range).

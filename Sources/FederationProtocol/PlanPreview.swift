@@ -39,6 +39,53 @@ public struct PlanPreview: Encodable, Sendable, Equatable {
         public var epsilon: Double
     }
 
+    /// How a round's updates become the next adapter, and what bounds one client's part in it.
+    public struct Aggregation: Encodable, Sendable, Equatable {
+        /// "fedavg" or "fedadam".
+        public var strategy: String
+        public var secureAggregation: Bool
+        /// "mean", "trimmed_mean" or "median" (`UpdateAggregator`).
+        public var aggregator: String
+        /// β of "trimmed_mean"; nil otherwise.
+        public var trimFraction: Double?
+        /// B: the bound each value of a masked update is clipped to by its client (`update_clip`).
+        public var updateClip: Double
+        /// Plain rounds: the L2 clip the coordinator applies to each update when configured; nil when it
+        /// is the default B·√P (P the adapter's parameter count, known once `serve` reads the model) or
+        /// the round is secure.
+        public var updateNormClip: Double?
+
+        enum CodingKeys: String, CodingKey {
+            case strategy, aggregator
+            case secureAggregation = "secure_aggregation", trimFraction = "trim_fraction"
+            case updateClip = "update_clip", updateNormClip = "update_norm_clip"
+        }
+
+        public func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(strategy, forKey: .strategy)
+            try container.encode(secureAggregation, forKey: .secureAggregation)
+            try container.encode(aggregator, forKey: .aggregator)
+            try container.encode(trimFraction, forKey: .trimFraction)
+            try container.encode(updateClip, forKey: .updateClip)
+            try container.encode(updateNormClip, forKey: .updateNormClip)
+        }
+
+        /// One line for a terminal.
+        public var text: String {
+            if secureAggregation {
+                return String(format: "aggregation: %@ of the mean of masked updates (secure aggregation); each client "
+                              + "clips every value to ±%g before masking, which the coordinator cannot check", strategy, updateClip)
+            }
+            let rule = aggregator == UpdateAggregator.trimmedMean.rawValue
+                ? String(format: "trimmed mean (β %g)", trimFraction ?? RoundPolicy.defaultTrimFraction)
+                : aggregator
+            let clip = updateNormClip.map { String(format: "%g", $0) }
+                ?? String(format: "%g·√P (P the adapter's parameter count)", updateClip)
+            return "aggregation: \(strategy) of the \(rule) of plain updates, each clipped by the coordinator to L2 norm \(clip)"
+        }
+    }
+
     public var samplingRate: Double
     public var noiseMultiplier: Double
     public var stepsPerRound: Int
@@ -49,6 +96,8 @@ public struct PlanPreview: Encodable, Sendable, Equatable {
     /// ε after rounds 1...N for a client that takes part in all of them; empty without privacy.
     public var rounds: [Round]
     public var clients: [Client]
+    /// The policy's aggregation; nil for a preview of a plan alone.
+    public var aggregation: Aggregation?
 
     /// Why a client's decision is unknown when the coordinator has no policy for it.
     public static let unknownPolicy = "the coordinator does not know this client's policy (it stays on the client); "
@@ -85,8 +134,19 @@ public struct PlanPreview: Encodable, Sendable, Equatable {
         }
     }
 
+    /// The preview of `count` rounds of `policy`'s plan, with its aggregation.
+    public init(policy: RoundPolicy, count: Int, enrolled: [String], knownPolicies: [String: ClientPolicy] = [:]) throws {
+        try self.init(plan: policy.plan, count: count, enrolled: enrolled, knownPolicies: knownPolicies)
+        aggregation = Aggregation(strategy: policy.aggregation.rawValue, secureAggregation: policy.secureAggregation,
+                                  aggregator: policy.aggregator.rawValue,
+                                  trimFraction: policy.aggregator == .trimmedMean
+                                      ? policy.trimFraction ?? RoundPolicy.defaultTrimFraction : nil,
+                                  updateClip: policy.updateClip ?? SecureUpdate.defaultClip(plan: policy.plan),
+                                  updateNormClip: policy.secureAggregation ? nil : policy.updateNormClip)
+    }
+
     enum CodingKeys: String, CodingKey {
-        case accountant, delta, rounds, clients
+        case accountant, delta, rounds, clients, aggregation
         case samplingRate = "sampling_rate", noiseMultiplier = "noise_multiplier", stepsPerRound = "steps_per_round"
         case roundEpsilon = "round_epsilon", totalEpsilon = "total_epsilon"
     }
@@ -105,6 +165,7 @@ public struct PlanPreview: Encodable, Sendable, Equatable {
         try container.encode(totalEpsilon, forKey: .totalEpsilon)
         try container.encode(rounds, forKey: .rounds)
         try container.encode(clients, forKey: .clients)
+        if let aggregation { try container.encode(aggregation, forKey: .aggregation) }
     }
 
     /// The preview as lines for a terminal.
@@ -120,6 +181,7 @@ public struct PlanPreview: Encodable, Sendable, Equatable {
         } else {
             lines.append("the plan has no differential privacy (noise multiplier 0): ε is unbounded")
         }
+        if let aggregation { lines.append(aggregation.text) }
         if clients.isEmpty { lines.append("no enrolled clients") }
         for client in clients {
             let verdict = client.wouldDecline.map { $0 ? "would decline" : "would accept" } ?? "decision unknown"

@@ -40,11 +40,26 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
     /// Secure aggregation: with `dropoutTolerance`, the largest acceptable probability that a round
     /// aborts for lack of survivors (nil: `DropoutTolerance.defaultFailureProbability`).
     public var dropoutFailureProbability: Double?
+    /// Plain rounds: how the clipped updates combine into the strategy's Δ (JSON `aggregator`, default
+    /// `mean`). A secure round takes the mean only: the coordinator never sees an individual update.
+    public var aggregator: UpdateAggregator
+    /// Plain rounds with `trimmed_mean`: the fraction β of the updates dropped at each end of every
+    /// coordinate (JSON `trim_fraction`, in (0, 0.5); nil: `defaultTrimFraction`).
+    public var trimFraction: Double?
+    /// Plain rounds: the largest L2 norm the coordinator keeps of a client's whole update (JSON
+    /// `update_norm_clip`; nil: `defaultNormClip`). Secure rounds have `update_clip` instead, applied by
+    /// each client to every value before masking, which the coordinator cannot check.
+    public var updateNormClip: Double?
+
+    /// β when `trim_fraction` is not given: one update in five dropped at each end, so a cohort of 5 to
+    /// 9 tolerates one client sending anything, of 10 to 14 two (Yin et al. 2018: up to ⌊β·n⌋).
+    public static let defaultTrimFraction = 0.2
 
     public init(minClients: Int, maxClients: Int, fraction: Double, aggregation: AggregationKind, secureAggregation: Bool,
                 inviteTimeout: Double, roundTimeout: Double, waitForClients: Double, plan: TrainingPlan,
                 updateClip: Double? = nil, neighbourDegree: Int? = nil,
-                dropoutTolerance: Double? = nil, dropoutFailureProbability: Double? = nil) {
+                dropoutTolerance: Double? = nil, dropoutFailureProbability: Double? = nil,
+                aggregator: UpdateAggregator = .mean, trimFraction: Double? = nil, updateNormClip: Double? = nil) {
         self.minClients = minClients
         self.maxClients = maxClients
         self.fraction = fraction
@@ -59,10 +74,13 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
         self.neighbourDegree = neighbourDegree
         self.dropoutTolerance = dropoutTolerance
         self.dropoutFailureProbability = dropoutFailureProbability
+        self.aggregator = aggregator
+        self.trimFraction = trimFraction
+        self.updateNormClip = updateNormClip
     }
 
     enum CodingKeys: String, CodingKey {
-        case fraction, aggregation, plan
+        case fraction, aggregation, plan, aggregator
         case minClients = "min_clients"
         case maxClients = "max_clients"
         case secureAggregation = "secure_aggregation"
@@ -74,6 +92,8 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
         case neighbourDegree = "neighbour_degree"
         case dropoutTolerance = "dropout_tolerance"
         case dropoutFailureProbability = "dropout_failure_probability"
+        case trimFraction = "trim_fraction"
+        case updateNormClip = "update_norm_clip"
     }
 
     /// Every field as written; `secure_aggregation` may be left out and is then on, and the
@@ -99,6 +119,39 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
         neighbourDegree = try c.decodeIfPresent(Int.self, forKey: .neighbourDegree)
         dropoutTolerance = try c.decodeIfPresent(Double.self, forKey: .dropoutTolerance)
         dropoutFailureProbability = try c.decodeIfPresent(Double.self, forKey: .dropoutFailureProbability)
+        let rule = try c.decodeIfPresent(String.self, forKey: .aggregator) ?? UpdateAggregator.mean.rawValue
+        guard let aggregator = UpdateAggregator(rawValue: rule) else {
+            throw DecodingError.dataCorruptedError(forKey: .aggregator, in: c, debugDescription: "must be "
+                + UpdateAggregator.allCases.map(\.rawValue).joined(separator: ", ") + ", got '\(rule)'")
+        }
+        self.aggregator = aggregator
+        trimFraction = try c.decodeIfPresent(Double.self, forKey: .trimFraction)
+        updateNormClip = try c.decodeIfPresent(Double.self, forKey: .updateNormClip)
+    }
+
+    /// The L2 bound on a plain round's updates when `update_norm_clip` is not given: B·√P, with B the
+    /// per-value bound of a secure round (`update_clip`, default `SecureUpdate.defaultClip`, which an
+    /// AdamW client's honest update never exceeds) and P the adapter's parameter count. Plain rounds then
+    /// bound each client as secure rounds do (a vector within ±B has norm at most B·√P), never clipping
+    /// an honest client. The clients' DP clip C does not bound an update: AdamW normalises the noised
+    /// gradient, so each step moves a value by up to ~7.25η whatever C is.
+    public func defaultNormClip(parameterCount: Int) -> Double {
+        (updateClip ?? SecureUpdate.defaultClip(plan: plan)) * Double(parameterCount).squareRoot()
+    }
+
+    /// The coordinator's clip and combination of plain updates for an adapter of `parameterCount` values.
+    public func plainCombiner(parameterCount: Int) -> PlainUpdateCombiner {
+        PlainUpdateCombiner(aggregator: aggregator, trimFraction: trimFraction ?? Self.defaultTrimFraction,
+                            normClip: updateNormClip ?? defaultNormClip(parameterCount: parameterCount))
+    }
+
+    /// The aggregator as previews print it: "mean", "median" or "trimmed_mean (β 0.2)".
+    public var aggregatorSummary: String {
+        switch aggregator {
+        case .mean: return "mean"
+        case .median: return "median"
+        case .trimmedMean: return String(format: "trimmed_mean (β %g)", trimFraction ?? Self.defaultTrimFraction)
+        }
     }
 
     public func validate(path: String) throws {
@@ -129,9 +182,41 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
             try check(dropoutFailureProbability.isFinite && dropoutFailureProbability > 0 && dropoutFailureProbability < 1,
                       "dropout_failure_probability", "must be in (0, 1), got \(dropoutFailureProbability)")
         }
+        try validateAggregator(check)
         do { try plan.validate() } catch let FederationError.configuration(_, field, reason) {
             throw FederationError.configuration(path: path, field: "plan.\(field)", reason)
         }
     }
-}
 
+    /// The robust aggregator's fields: in range, and plain rounds only where the coordinator must see
+    /// each update (a secure round hides them; its bound is `update_clip`, applied by each client).
+    /// `validate` makes this check with the others; a coordinator also makes it alone at start, for a
+    /// configuration built in code or switched to secure aggregation after it was read.
+    /// - Throws: `FederationError.configuration` naming `path` and the field.
+    public func validateAggregator(path: String) throws {
+        try validateAggregator { ok, field, reason in
+            if !ok { throw FederationError.configuration(path: path, field: field, reason) }
+        }
+    }
+
+    private func validateAggregator(_ check: (Bool, String, String) throws -> Void) throws {
+        if let trimFraction {
+            try check(aggregator == .trimmedMean, "trim_fraction", "applies to \"aggregator\": \"trimmed_mean\" only; "
+                      + "remove it or set the aggregator")
+            try check(trimFraction.isFinite && trimFraction > 0 && trimFraction < 0.5, "trim_fraction",
+                      "must be in (0, 0.5) (the updates left must be a majority), got \(trimFraction)")
+        }
+        if let updateNormClip {
+            try check(updateNormClip.isFinite && updateNormClip > 0, "update_norm_clip",
+                      "must be a positive number, got \(updateNormClip)")
+        }
+        guard secureAggregation else { return }
+        try check(aggregator == .mean, "aggregator", "'\(aggregator.rawValue)' needs each client's update, which secure "
+                  + "aggregation hides from the coordinator: use \"aggregator\": \"mean\" (each client clips every value "
+                  + "to ±update_clip before masking) or turn secure aggregation off (\"secure_aggregation\": false, "
+                  + "or serve --secure-aggregation off)")
+        try check(updateNormClip == nil, "update_norm_clip", "is the coordinator's clip of plain updates, which it "
+                  + "cannot apply to masked ones; with secure aggregation each client clips every value to ±update_clip: "
+                  + "set that instead")
+    }
+}

@@ -457,7 +457,7 @@ public enum AuditReport {
                 + "<td class=\"num\" data-field=\"learning-rate\">\(HTML.general(plan.learningRate))</td>"
                 + "<td class=\"num\" data-field=\"delta\">\(HTML.general(plan.delta))</td>"
                 + "<td data-field=\"privacy-unit\">\(plan.privacyUnit.rawValue)</td>"
-                + "<td data-field=\"aggregation\">\(HTML.escape(record.aggregation))</td>"
+                + "<td data-field=\"aggregation\">\(HTML.escape(record.aggregationText))</td>"
                 + "<td data-field=\"secure-aggregation\">\(record.secureAggregation ? "yes" : "no")</td>"
                 + "<td class=\"num\" data-field=\"max-epsilon\">\(record.maxEpsilon.map { HTML.fixed($0, 2) } ?? "–")</td>"
                 + "<td class=\"num\" data-field=\"loss\">\(loss)</td>"

@@ -30,7 +30,7 @@ public enum AuditTable {
         let loss = lossText(record)
         return [
             String(record.round), record.status, String(record.participants.count), String(record.declines.count),
-            String(record.dropouts.count), record.aggregation, record.secureAggregation ? "yes" : "no",
+            String(record.dropouts.count), record.aggregationText, record.secureAggregation ? "yes" : "no",
             record.maxEpsilon.map { String(format: "%.2f", $0) } ?? "-", record.plan.privacyUnit.rawValue, loss,
             String(record.adapterSHA256.prefix(12)), duration(record.finished.timeIntervalSince(record.started)),
         ]
@@ -80,6 +80,8 @@ public enum AuditTable {
             "round": record.round, "status": record.status, "cohort": record.cohort, "participants": record.participants,
             "declines": try encoded(record.declines), "dropouts": try encoded(record.dropouts),
             "aggregation": record.aggregation, "secure_aggregation": record.secureAggregation,
+            "aggregator": record.aggregator ?? NSNull(), "trim_fraction": record.trimFraction ?? NSNull(),
+            "update_norm_clip": record.updateNormClip ?? NSNull(),
             "max_epsilon": record.maxEpsilon ?? NSNull(), "eval_loss_before": record.evalLossBefore ?? NSNull(),
             "eval_loss_after": record.evalLossAfter ?? NSNull(),
             "eval_loss_standard_error": record.evalLossStandardError ?? NSNull(),

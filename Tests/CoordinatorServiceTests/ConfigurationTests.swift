@@ -77,4 +77,48 @@ final class ConfigurationTests: XCTestCase {
             XCTAssertEqual("\(error)", "\(coordinator.path): field 'rounds.aggregation': must be fedavg or fedadam, got 'fedsgd'")
         }
     }
+
+    /// The plain-mode example with a robust aggregator parses; `trimmed_mean` and `median` need the
+    /// individual updates, which secure aggregation hides, so a secure configuration asking for them
+    /// is refused by name, also when `serve --secure-aggregation on` turns a plain file secure.
+    func testRobustAggregatorParsesAndIsRefusedWithSecureAggregation() throws {
+        let example = try CoordinatorConfiguration.load(config.appendingPathComponent("coordinator-plain-robust.json"))
+        XCTAssertFalse(example.rounds.secureAggregation)
+        XCTAssertEqual(example.rounds.aggregator, .trimmedMean)
+        XCTAssertEqual(example.rounds.trimFraction, 0.2)
+        XCTAssertNil(example.rounds.updateNormClip, "the default clip B·√P")
+        XCTAssertEqual(try CoordinatorConfiguration.load(config.appendingPathComponent("coordinator.json")).rounds.aggregator,
+                       .mean, "the mean when the field is absent")
+
+        let directory = try Fixtures.temporaryDirectory("config-robust")
+        let url = directory.appendingPathComponent("c.json")
+        let plan = #""plan": {"steps": 1, "learning_rate": 0.1, "sampling_rate": 0.1, "noise_multiplier": 1, "clip_norm": 1, "delta": 1e-5, "max_length": 8, "rank": 1, "alpha": 1, "targets": ["q_proj"]}"#
+        func load(_ fields: String, secureAggregation: Bool? = nil) -> String {
+            try? Data(#"{"model": "m", "rounds": {"min_clients": 2, "max_clients": 3, "fraction": 1, "aggregation": "fedavg", "invite_timeout": 1, "round_timeout": 1, "wait_for_clients": 1, \#(fields), \#(plan)}}"#.utf8)
+                .write(to: url)
+            do {
+                let rounds = try CoordinatorConfiguration.load(url, secureAggregation: secureAggregation).rounds
+                return "loaded \(rounds.aggregator.rawValue) secure \(rounds.secureAggregation)"
+            } catch { return "\(error)" }
+        }
+        let refusal = "field 'aggregator': 'median' needs each client's update, which secure aggregation hides from the coordinator"
+        XCTAssertEqual(load(#""secure_aggregation": false, "aggregator": "median""#), "loaded median secure false")
+        XCTAssertTrue(load(#""secure_aggregation": true, "aggregator": "median""#).hasPrefix("\(url.path): \(refusal)"))
+        XCTAssertTrue(load(#""aggregator": "median""#).contains(refusal), "secure by default, so refused")
+        XCTAssertTrue(load(#""secure_aggregation": false, "aggregator": "median""#, secureAggregation: true).contains(refusal),
+                      "serve --secure-aggregation on is checked too")
+        XCTAssertEqual(load(#""secure_aggregation": true, "aggregator": "median""#, secureAggregation: false),
+                       "loaded median secure false", "serve --secure-aggregation off before the check")
+        XCTAssertEqual(load(#""secure_aggregation": true, "aggregator": "mean""#), "loaded mean secure true", "control")
+        XCTAssertTrue(load(#""secure_aggregation": true, "update_norm_clip": 2"#)
+            .contains("field 'update_norm_clip': is the coordinator's clip of plain updates, which it cannot apply to masked ones"))
+        XCTAssertEqual(load(#""secure_aggregation": false, "aggregator": "trimmed_mean", "trim_fraction": 0.5"#),
+                       "\(url.path): field 'trim_fraction': must be in (0, 0.5) (the updates left must be a majority), got 0.5")
+        XCTAssertEqual(load(#""secure_aggregation": false, "aggregator": "median", "trim_fraction": 0.1"#),
+                       "\(url.path): field 'trim_fraction': applies to \"aggregator\": \"trimmed_mean\" only; remove it or set the aggregator")
+        XCTAssertEqual(load(#""secure_aggregation": false, "update_norm_clip": -1"#),
+                       "\(url.path): field 'update_norm_clip': must be a positive number, got -1.0")
+        XCTAssertEqual(load(#""secure_aggregation": false, "aggregator": "krum""#),
+                       "\(url.path): field 'rounds.aggregator': must be mean, trimmed_mean, median, got 'krum'")
+    }
 }

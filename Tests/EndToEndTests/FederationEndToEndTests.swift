@@ -54,12 +54,38 @@ final class FederationEndToEndTests: XCTestCase {
         XCTAssertNil(status["round"])
     }
 
+    /// A plain round through real processes with the median of clipped updates: with a clip below every
+    /// real update, `serve.log` names each clipped client and the round, the audit record keeps the
+    /// aggregator and the clip, and `audit` shows them.
+    func testAPlainRoundTakesTheMedianOfClippedUpdates() throws {
+        let federation = try TinyFederation.make(clients: [("client-a", 40, 50), ("client-b", 40, 50), ("client-c", 40, 50)],
+                                                 minClients: 3, aggregator: .median, updateNormClip: 1e-9)
+        defer { federation.stopAll() }
+        try federation.start(["client-a", "client-b", "client-c"])
+        let rounds = try federation.runRounds(1)
+        XCTAssertEqual(rounds.first?["status"] as? String, "committed", federation.serveLog)
+        let log = federation.serveLog
+        for client in ["client-a", "client-b", "client-c"] {
+            XCTAssertTrue(log.contains("round 1: client '\(client)' sent an update of L2 norm "), log)
+        }
+        XCTAssertTrue(log.contains("round 1: median of 3 clipped updates"), log)
+        XCTAssertTrue(log.contains("aggregation fedavg of the median of plain updates, each clipped to L2 norm 1e-09"), log)
+        let record = (try federation.audit().json["records"] as? [[String: Any]])?.first ?? [:]
+        XCTAssertEqual(record["aggregator"] as? String, "median")
+        XCTAssertEqual(record["update_norm_clip"] as? Double, 1e-9)
+        let table = try Executables.run(Executables.coordinator, ["audit", "--state", federation.coordinator.path])
+        XCTAssertTrue(table.stdout.contains(" fedavg+median "), table.stdout)
+    }
+
     /// Two rounds commit, client-c (budget for one) declines the second with that reason, the audit
     /// records carry the figures, and each ledger counts every round its client took part in.
     private func checkTwoRoundsAndABudgetDecline(_ federation: LocalFederation) throws {
         let rounds = try federation.runRounds(2)
         XCTAssertEqual(rounds.map { $0["status"] as? String }, ["committed", "committed"], federation.serveLog)
         XCTAssertEqual(rounds.map { $0["participants"] as? Int }, [3, 2])
+        XCTAssertTrue(federation.serveLog.contains("round 1: update L2 norms (update_norm_clip "), federation.serveLog)
+        XCTAssertTrue(federation.serveLog.contains("aggregation fedavg of the mean of plain updates, each clipped to L2 norm "),
+                      federation.serveLog)
         let audit = try federation.audit()
         XCTAssertEqual(audit.status, 0)
         XCTAssertEqual(audit.json["verified"] as? Bool, true)
@@ -78,6 +104,10 @@ final class FederationEndToEndTests: XCTestCase {
                 XCTAssertNil(client["examples"], "no exact count travels")
             }
             XCTAssertEqual((record["adapter_sha256"] as? String)?.count, 64)
+            // A plain round: the mean of updates the coordinator clipped, at the clip it recorded.
+            XCTAssertEqual(record["aggregator"] as? String, "mean")
+            XCTAssertGreaterThan(record["update_norm_clip"] as? Double ?? 0, 0, "\(record)")
+            XCTAssertTrue(record["trim_fraction"] is NSNull)
         }
         for name in ["client-a", "client-b", "client-c"] {
             // The result reaches each client after the coordinator commits (and `rounds start` returns).
@@ -172,6 +202,10 @@ final class FederationEndToEndTests: XCTestCase {
         let record = (audit["records"] as? [[String: Any]])?.first ?? [:]
         XCTAssertEqual(record["status"] as? String, "committed", federation.serveLog)
         XCTAssertEqual(record["secure_aggregation"] as? Bool, true)
+        XCTAssertEqual(record["aggregator"] as? String, "mean")
+        XCTAssertTrue(record["update_norm_clip"] is NSNull, "the coordinator cannot clip masked updates")
+        XCTAssertTrue(federation.serveLog.contains("aggregation fedavg of the mean of masked updates (each client clips every value to ±"),
+                      federation.serveLog)
         XCTAssertEqual(record["participants"] as? [String], ["client-a", "client-b", "client-c"])
         XCTAssertEqual((record["dropouts"] as? [[String: Any]])?.compactMap { $0["client"] as? String }, ["client-d"])
     }

@@ -102,7 +102,14 @@ final class PlanPreviewTests: XCTestCase {
         XCTAssertEqual(result.status, 0, result.stderr)
         let json = try result.json()
         XCTAssertEqual(Set(json.keys), ["accountant", "delta", "sampling_rate", "noise_multiplier", "steps_per_round",
-                                        "round_epsilon", "total_epsilon", "rounds", "clients"])
+                                        "round_epsilon", "total_epsilon", "rounds", "clients", "aggregation"])
+        // Secure by default: the mean of masked updates, each value clipped by its client to ±B = 8·steps·η.
+        let aggregation = try XCTUnwrap(json["aggregation"] as? [String: Any])
+        XCTAssertEqual(aggregation["strategy"] as? String, "fedavg")
+        XCTAssertEqual(aggregation["secure_aggregation"] as? Bool, true)
+        XCTAssertEqual(aggregation["aggregator"] as? String, "mean")
+        XCTAssertEqual(try XCTUnwrap(aggregation["update_clip"] as? Double), 8 * 30 * 0.002, accuracy: 1e-12)
+        XCTAssertTrue(aggregation["trim_fraction"] is NSNull && aggregation["update_norm_clip"] is NSNull, "\(aggregation)")
         let rounds = try XCTUnwrap(json["rounds"] as? [[String: Any]])
         XCTAssertEqual(rounds.count, 3)
         for k in 1...3 {
@@ -120,6 +127,13 @@ final class PlanPreviewTests: XCTestCase {
         XCTAssertEqual(dry.status, 0, dry.stderr)
         let one = try coordinator(["rounds", "plan", "--state", state, "--config", config.path, "--json"])
         XCTAssertEqual(dry.stdout, one.stdout)
+        // A plain round with a robust aggregator and the coordinator's own clip: the text says so.
+        try #"{"model": "m.gguf", "rounds": {"min_clients": 1, "max_clients": 4, "fraction": 1, "aggregation": "fedavg", "secure_aggregation": false, "aggregator": "trimmed_mean", "update_norm_clip": 2.5, "invite_timeout": 60, "round_timeout": 600, "wait_for_clients": 60, "plan": \#(plan)}}"#
+            .write(to: config, atomically: true, encoding: .utf8)
+        let robust = try coordinator(["rounds", "plan", "--state", state, "--config", config.path])
+        XCTAssertEqual(robust.status, 0, robust.stderr)
+        XCTAssertTrue(robust.stdout.contains("\naggregation: fedavg of the trimmed mean (β 0.2) of plain updates, each clipped by "
+                                             + "the coordinator to L2 norm 2.5\n"), robust.stdout)
         let missing = try coordinator(["rounds", "start", "--state", state, "--dry-run"])
         XCTAssertNotEqual(missing.status, 0)
         XCTAssertTrue(missing.stderr.contains("--dry-run needs --config"), missing.stderr)

@@ -21,7 +21,8 @@ enum TinyFederation {
     /// Builds the federation (nothing runs yet): the coordinator, each client enrolled with its data and
     /// configuration (those named in `canaries` plant them), and the coordinator's configuration.
     static func make(clients: [Client], minClients: Int, steps: Int = 4, roundTimeout: Double = 60,
-                     secureAggregation: Bool = false, canaries: [String: CanaryConfiguration] = [:]) throws -> LocalFederation {
+                     secureAggregation: Bool = false, canaries: [String: CanaryConfiguration] = [:],
+                     aggregator: UpdateAggregator = .mean, updateNormClip: Double? = nil) throws -> LocalFederation {
         let federation = try LocalFederation(root: try Fixtures.temporaryDirectory("federation"), name: "e2e",
                                              executables: executables)
         let model = Fixtures.url("tiny-llama").path
@@ -40,7 +41,7 @@ enum TinyFederation {
         try federation.write(CoordinatorConfiguration(model: model, listen: "127.0.0.1", rounds: RoundPolicy(
             minClients: minClients, maxClients: clients.count, fraction: 1.0, aggregation: .fedavg,
             secureAggregation: secureAggregation, inviteTimeout: 20, roundTimeout: roundTimeout, waitForClients: 30,
-            plan: plan)))
+            plan: plan, aggregator: aggregator, updateNormClip: updateNormClip)))
         return federation
     }
 

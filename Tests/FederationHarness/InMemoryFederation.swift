@@ -380,18 +380,13 @@ public final class InMemoryFederation {
                               count: Int64(records) * HeldOutRelease.gridScale, lossClip: lossClip, noiseMultiplier: noiseMultiplier)
     }
 
-    /// Aggregates a committed round (FedAvg, equal weights; a secure round's decoded mean); the engine
+    /// Aggregates a committed round as the coordinator does (`RoundAggregation`: plain updates clipped and
+    /// combined by the policy's aggregator, a secure round's decoded mean; then FedAvg); the engine
     /// then tells the cohort, except those who declined, how it ended.
     private func finish(_ outcome: RoundOutcome) throws -> RoundVerdict {
         if outcome.isCommitted {
-            var updates = outcome.updates.map {
-                WeightedUpdate(client: $0.client, weight: WeightedUpdate.equalWeight, delta: $0.update.delta)
-            }
-            if let secure = outcome.secure {
-                let mean = try SecureUpdate.decodeMean(sum: secure.sum, survivors: secure.survivors.count,
-                                                       setup: secure.setup, layout: layout)
-                updates = [WeightedUpdate(client: "secure sum", weight: WeightedUpdate.equalWeight, delta: mean)]
-            }
+            let (updates, lines) = try RoundAggregation.updates(of: outcome, policy: engine.policy, global: global, layout: layout)
+            coordinatorLog += lines
             var strategy = FedAvg()
             global = try strategy.aggregate(global: global, updates: updates)
             engine.setGlobalAdapter(digest: AdapterMath.digest(global), parameterCount: global.values.reduce(0) { $0 + $1.count })

@@ -28,6 +28,42 @@ final class AuditTableTests: XCTestCase {
                        "round  status  participants  declined  dropped  aggregation  secure-agg  max ε  unit  eval loss  adapter  duration")
     }
 
+    /// A robust aggregator and the coordinator's clip are shown and named; records written before them
+    /// (no aggregator: all were means) show the strategy alone and null fields.
+    func testRobustAggregatorIsShownAndNamed() throws {
+        var robust = records[0]
+        robust.aggregator = "trimmed_mean"
+        robust.trimFraction = 0.2
+        robust.updateNormClip = 1.5
+        XCTAssertEqual(robust.aggregationText, "fedavg+trimmed_mean(0.2)")
+        XCTAssertTrue(AuditTable.text([robust]).contains("  fedavg+trimmed_mean(0.2)  no  "), AuditTable.text([robust]))
+        var median = robust
+        median.aggregator = "median"
+        median.trimFraction = nil
+        XCTAssertEqual(median.aggregationText, "fedavg+median")
+        median.aggregator = "mean"
+        XCTAssertEqual(median.aggregationText, "fedavg")
+        XCTAssertEqual(records[0].aggregationText, "fedavg")
+        let row = try AuditTable.json(robust)
+        XCTAssertEqual(row["aggregator"] as? String, "trimmed_mean")
+        XCTAssertEqual(row["trim_fraction"] as? Double, 0.2)
+        XCTAssertEqual(row["update_norm_clip"] as? Double, 1.5)
+        let old = try AuditTable.json(records[0])
+        XCTAssertTrue(old["aggregator"] is NSNull && old["trim_fraction"] is NSNull && old["update_norm_clip"] is NSNull)
+        // The fields survive the log's own encoding (the signed line), and an old line without them still reads.
+        let directory = try Fixtures.temporaryDirectory("audit-aggregator")
+        let log = AuditLog(url: directory.appendingPathComponent("audit.jsonl"))
+        let signer = SigningKeyPair()
+        try log.append(records[0], signer: signer)
+        robust.round = 2
+        try log.append(robust, signer: signer)
+        let read = try log.verify(publicKey: signer.publicKey)
+        XCTAssertTrue(read.verified)
+        XCTAssertEqual(read.records.map(\.aggregator), [nil, "trimmed_mean"])
+        XCTAssertEqual(read.records.last?.trimFraction, 0.2)
+        XCTAssertEqual(read.records.last?.updateNormClip, 1.5)
+    }
+
     func testDurations() {
         XCTAssertEqual(AuditTable.duration(0), "0.0s")
         XCTAssertEqual(AuditTable.duration(42.5), "42.5s")
@@ -57,7 +93,7 @@ final class AuditTableTests: XCTestCase {
         let rows = try XCTUnwrap(document["records"] as? [[String: Any]])
         XCTAssertEqual(rows.count, 2)
         XCTAssertEqual(Set(rows[1].keys), ["round", "status", "cohort", "participants", "declines", "dropouts", "aggregation",
-                                           "secure_aggregation", "max_epsilon", "eval_loss_before", "eval_loss_after",
+                                           "secure_aggregation", "aggregator", "trim_fraction", "update_norm_clip", "max_epsilon", "eval_loss_before", "eval_loss_after",
                                            "eval_loss_standard_error", "eval_loss_released",
                                            "adapter_sha256", "plan", "clients", "started", "finished", "abort_reason"])
         XCTAssertEqual(rows[0]["eval_loss_released"] as? Bool, true)
