@@ -202,7 +202,7 @@ final class InMemoryFederationTests: XCTestCase {
         let secure = try XCTUnwrap(results[true]), plain = try XCTUnwrap(results[false])
         XCTAssertEqual(secure.finished.first?.outcome.secure?.survivors, names)
         XCTAssertEqual(secure.clients["a"]!.sent, [.accept, .secureAdvertise, .secureShares, .secureMaskedInput, .metrics,
-                                                   .secureUnmaskResponse], "no plain update leaves a client in a secure round")
+                                                   .secureConsistencySignature, .secureUnmaskResponse], "no plain update leaves a client in a secure round")
         let bound = secureBound(clients: 4, examples: examples)
         let worst = worstDifference(secure.global, plain.global)
         XCTAssertLessThanOrEqual(worst, bound + 1e-8, "secure vs plain: worst \(worst), bound \(bound)")

@@ -106,6 +106,14 @@ final class SecureRoundTests: XCTestCase {
                             let masked = try clients[name]!.machine!.maskInput(message.bundle, input: clients[name]!.input)
                             let wire = try SecureMaskedInput(frame: SecureMaskedInput(round: message.round, input: masked).frame())
                             queue += engine.secureMaskedInput(name, round: message.round, wire, metrics: metrics(name), now: now)
+                        case .secureConsistencyRequest:
+                            // A client leaving before unmasking leaves here, before signing: a survivor all the same.
+                            guard answers(name, before: .beforeUnmask) else { leave(name); continue }
+                            let message = try SecureConsistencyRequest(frame: frame)
+                            let signature = try clients[name]!.machine!.signSurvivors(message.request)
+                            let wire = try SecureConsistencySignature(
+                                frame: SecureConsistencySignature(round: message.round, signature: signature).frame())
+                            queue += engine.secureConsistency(name, round: message.round, wire, now: now)
                         case .secureUnmaskRequest:
                             guard answers(name, before: .beforeUnmask) else { leave(name); continue }
                             let message = try SecureUnmaskRequest(frame: frame)
