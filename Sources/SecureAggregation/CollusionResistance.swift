@@ -11,8 +11,8 @@
 /// colluders: t + t − c ≤ m, so c ≥ 2t − m. The same count bounds the lie that makes u mask with
 /// few neighbours and claims they dropped: u refuses to sign a set listing neighbours it holds no
 /// shares of, so at most m − t honest members besides u can sign it with the colluders, and it needs
-/// t of them (`MaliciousCoordinatorTests`). Hence 2t − m − 1 colluders are withstood, never more
-/// than t − 1. Without the check neither count holds: a coordinator alone (no colluder) unmasks an
+/// t of them (counted, not run: the tests run the split view, and this lie without colluders).
+/// Hence 2t − m − 1 colluders are withstood, never more than t − 1. Without the check neither count holds: a coordinator alone (no colluder) unmasks an
 /// input of a complete graph of 100 at t = 52 (`MaliciousCoordinatorTests`).
 ///
 /// Bonawitz et al. state the active-security condition as t > 2n/3 with fewer than n/3 corrupt
