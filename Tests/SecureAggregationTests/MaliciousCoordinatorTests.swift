@@ -86,8 +86,8 @@ private struct Haul {
 }
 
 final class MaliciousCoordinatorTests: XCTestCase {
-    private func randomRun(count: Int, threshold: Int) throws -> ProtocolRun {
-        try ProtocolRun.make(count: count, vectorLength: 64, threshold: threshold) { _ in
+    private func randomRun(count: Int, graph: NeighbourGraph = .complete, threshold: Int) throws -> ProtocolRun {
+        try ProtocolRun.make(count: count, vectorLength: 64, graph: graph, threshold: threshold) { _ in
             (0..<64).map { _ in UInt32.random(in: 0...UInt32.max) }
         }
     }
@@ -96,10 +96,10 @@ final class MaliciousCoordinatorTests: XCTestCase {
     /// protocol before issue 14) each client gets its story as an unmask request; with it, the
     /// coordinator first has each client sign the survivor set of its story and forwards to each
     /// client the signatures made on the same set (the most a liar can show).
-    private func dropoutLie(count: Int, threshold: Int, consistencyCheck: Bool) throws
+    private func dropoutLie(count: Int, graph: NeighbourGraph = .complete, threshold: Int, consistencyCheck: Bool) throws
         -> (recovered: [UInt32]?, actual: [UInt32], refusals: [SecureAggregationError])
     {
-        var run = try randomRun(count: count, threshold: threshold)
+        var run = try randomRun(count: count, graph: graph, threshold: threshold)
         let u = run.ids[count / 2]
         let lie = try XCTUnwrap(DropoutLie.plan(session: run.session, target: u), "no lie for n = \(count), t = \(threshold)")
         var bundles = try run.share(try run.advertise())
@@ -146,12 +146,13 @@ final class MaliciousCoordinatorTests: XCTestCase {
 
     /// Positive control, the protocol without the consistency check (the code before issue 14, through
     /// the test seam): the lie unmasks one honest client's input with no colluding client at all, for
-    /// the complete graph of the issue (n = 100, t = 52) and a small one. Seen on the commit before
-    /// this one with the same lie and no seam: both recovered x_u exactly.
+    /// the complete graph of the issue (n = 100, t = 52), its Harary graph (k = 30, t = 16) and a small
+    /// one. Seen on the commit before this one with the same lie and no seam: the complete graphs
+    /// recovered x_u exactly.
     func testDropoutLieUnmasksOneInputWithoutTheConsistencyCheck() throws {
-        for (count, threshold) in [(10, 6), (100, 52)] {
-            let outcome = try dropoutLie(count: count, threshold: threshold, consistencyCheck: false)
-            XCTAssertEqual(outcome.recovered, outcome.actual, "n = \(count), t = \(threshold): the lie should recover x_u")
+        for (count, graph, threshold) in [(10, NeighbourGraph.complete, 6), (100, .complete, 52), (100, .harary(degree: 30), 16)] {
+            let outcome = try dropoutLie(count: count, graph: graph, threshold: threshold, consistencyCheck: false)
+            XCTAssertEqual(outcome.recovered, outcome.actual, "n = \(count), \(graph), t = \(threshold): the lie should recover x_u")
             XCTAssertEqual(outcome.refusals, [])
         }
     }
@@ -159,8 +160,8 @@ final class MaliciousCoordinatorTests: XCTestCase {
     /// With the check, every client's story is a different survivor set, each signed by fewer than t
     /// of the holders concerned; the holders refuse (`consistencyCheckFailed`) and u's masks stay.
     func testConsistencyCheckStopsTheDropoutLie() throws {
-        for (count, threshold) in [(10, 6), (100, 52)] {
-            let outcome = try dropoutLie(count: count, threshold: threshold, consistencyCheck: true)
+        for (count, graph, threshold) in [(10, NeighbourGraph.complete, 6), (100, .complete, 52), (100, .harary(degree: 30), 16)] {
+            let outcome = try dropoutLie(count: count, graph: graph, threshold: threshold, consistencyCheck: true)
             XCTAssertNil(outcome.recovered, "n = \(count), t = \(threshold)")
             XCTAssertTrue(outcome.refusals.contains { if case .consistencyCheckFailed = $0 { return true } else { return false } },
                           "\(outcome.refusals.prefix(3))")
