@@ -29,7 +29,8 @@ if arguments.helpRequested {
       --dropout F,...           fractions dropping after the share stage (default 0,0.1,0.3)
       --tolerance F|default     the dropout rate the graph and threshold are chosen to survive
                                 (DropoutTolerance; default 0.3); "default" takes the default degree and
-                                the two-thirds threshold
+                                the two-thirds threshold; a cohort whose policy withstands too few
+                                colluders (CollusionResistance) is reported as refused
       --failure-probability P   the probability of aborting allowed at that rate (default 1e-4)
       --stream-runs R           timed runs of the single mask stream (default 15)
       --json                    print {"mask_stream": {"median", "best", "runs"}, "rounds": [{"clients", "dropped",
@@ -111,7 +112,14 @@ do {
         // The graph and threshold for this cohort, fixed before any dropout is drawn.
         let graph: NeighbourGraph, threshold: Int?
         if let tolerance {
-            (graph, threshold) = try tolerance.graphAndThreshold(cohortSize: n)
+            do {
+                (graph, threshold) = try tolerance.graphAndThreshold(cohortSize: n)
+            } catch let error as SecureAggregationError {
+                // A tolerance that leaves too little collusion resistance is refused, as a plan would be.
+                say("n = \(n): \(tolerance) is refused: \(error)")
+                rounds.append(["clients": n, "refused": "\(error)"])
+                continue
+            }
         } else {
             let degree = NeighbourGraph.defaultDegree(cohortSize: n)
             graph = degree >= n - 1 ? .complete : .harary(degree: degree)
