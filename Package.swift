@@ -127,7 +127,7 @@ let package = Package(
         .testTarget(name: "SecureCryptoTests", dependencies: ["TestSupport", "SecureCrypto"], path: "Tests/SecureCryptoTests"),
         .testTarget(name: "WireTests", dependencies: ["TestSupport", "Wire"], path: "Tests/WireTests"),
         .testTarget(name: "SecureAggregationTests", dependencies: ["TestSupport", "SecureAggregation", "SecureCrypto"],
-                    path: "Tests/SecureAggregationTests"),
+                    path: "Tests/SecureAggregationTests", exclude: ["Reference"]),
         .testTarget(name: "TransportTests", dependencies: ["TestSupport", "Transport"], path: "Tests/TransportTests"),
         .testTarget(name: "SystemIOTests", dependencies: ["TestSupport", "SystemIO"], path: "Tests/SystemIOTests"),
         .testTarget(name: "AuditTests", dependencies: ["TestSupport", "Audit", "Wire", "SecureCrypto", "SystemIO"],

@@ -29,7 +29,8 @@ if arguments.helpRequested {
       --dropout F,...           fractions dropping after the share stage (default 0,0.1,0.3)
       --tolerance F|default     the dropout rate the graph and threshold are chosen to survive
                                 (DropoutTolerance; default 0.3); "default" takes the default degree and
-                                the two-thirds threshold
+                                the two-thirds threshold; a cohort whose policy withstands too few
+                                colluders (CollusionResistance) is reported as refused
       --failure-probability P   the probability of aborting allowed at that rate (default 1e-4)
       --stream-runs R           timed runs of the single mask stream (default 15)
       --json                    print {"mask_stream": {"median", "best", "runs"}, "rounds": [{"clients", "dropped",
@@ -111,7 +112,14 @@ do {
         // The graph and threshold for this cohort, fixed before any dropout is drawn.
         let graph: NeighbourGraph, threshold: Int?
         if let tolerance {
-            (graph, threshold) = try tolerance.graphAndThreshold(cohortSize: n)
+            do {
+                (graph, threshold) = try tolerance.graphAndThreshold(cohortSize: n)
+            } catch let error as SecureAggregationError {
+                // A tolerance that leaves too little collusion resistance is refused, as a plan would be.
+                say("n = \(n): \(tolerance) is refused: \(error)")
+                rounds.append(["clients": n, "refused": "\(error)"])
+                continue
+            }
         } else {
             let degree = NeighbourGraph.defaultDegree(cohortSize: n)
             graph = degree >= n - 1 ? .complete : .harary(degree: degree)
@@ -132,8 +140,11 @@ do {
             var server = SecureAggregationServer(session: session)
             var clientTime = [Double](repeating: 0, count: n)
             var serverTime = 0.0
-            // Bytes of each client's frames: advertise, shares, masked input, unmask response.
-            var sent = [[Int]](repeating: [0, 0, 0, 0], count: n)
+            // Bytes of each client's frames: advertise, shares, masked input, consistency signature, unmask response.
+            var sent = [[Int]](repeating: [0, 0, 0, 0, 0], count: n)
+            // The consistency check's own cost: client signing and verifying, coordinator collecting.
+            var consistencyClient = [Double](repeating: 0, count: n)
+            var consistencyServer = 0.0
             // Dropped after sharing: their pairwise masks must be recovered (the costly case).
             let droppedCount = Int((Double(n) * fraction).rounded())
             let dropped = Set((0..<n).shuffled().prefix(droppedCount))
@@ -163,7 +174,22 @@ do {
             }
             var requests: [UnmaskRequest] = []
             do {
-                serverTime += try seconds { requests = try server.finishMaskedInput() }
+                var checks: [ConsistencyRequest] = []
+                serverTime += try seconds { checks = try server.finishMaskedInput() }
+                for check in checks {
+                    let i = Int(check.recipient) - 1
+                    var signature: ConsistencySignature?
+                    let signing = try seconds { signature = try clients[i].signSurvivors(check) }
+                    clientTime[i] += signing
+                    consistencyClient[i] += signing
+                    sent[i][3] = try frameBytes(SecureConsistencySignature(round: 1, signature: signature!))
+                    let receiving = try seconds { try server.receive(signature!) }
+                    serverTime += receiving
+                    consistencyServer += receiving
+                }
+                let closing = try seconds { requests = try server.finishConsistencyCheck() }
+                serverTime += closing
+                consistencyServer += closing
             } catch let error as SecureAggregationError {
                 // Random dropouts can leave a sparse neighbourhood below t: the round aborts, as it must.
                 say("n = \(n), d = \(d), \(droppedCount) dropped (\(graph), t = \(session.threshold), \(policyText)): \(error)")
@@ -174,8 +200,11 @@ do {
             for request in requests {
                 let i = Int(request.recipient) - 1
                 var response: UnmaskResponse?
-                clientTime[i] += try seconds { response = try clients[i].unmask(request) }
-                sent[i][3] = try frameBytes(SecureUnmaskResponse(round: 1, response: response!))
+                // Unmasking verifies the forwarded consistency signatures first: timed apart as well.
+                let unmasking = try seconds { response = try clients[i].unmask(request) }
+                clientTime[i] += unmasking
+                consistencyClient[i] += unmasking
+                sent[i][4] = try frameBytes(SecureUnmaskResponse(round: 1, response: response!))
                 serverTime += try seconds { try server.receive(response!) }
             }
             var result: AggregationResult?
@@ -195,14 +224,18 @@ do {
             say(String(format: "n = %d, d = %d, %d dropped (%@, t = %d, %@): client %.3f s (median), coordinator unmasking %.3f s, "
                            + "coordinator total %.3f s", n, d, droppedCount, "\(graph)", session.threshold, policyText,
                        median(survivorTimes), unmaskTime, serverTime))
-            say(String(format: "  bytes sent by one client: advertise %d, shares %d, masked input %d, unmask %d; total %d = %.4f × the raw "
-                           + "float32 update (%d); masked input alone %.6f ×", bytes[0], bytes[1], bytes[2], bytes[3], total,
+            say(String(format: "  consistency check: client signing + unmask (with signature checks) %.4f s (median), coordinator %.4f s",
+                       median(survivorIndices.map { consistencyClient[$0] }), consistencyServer))
+            say(String(format: "  bytes sent by one client: advertise %d, shares %d, masked input %d, consistency %d, unmask %d; total %d = %.4f × "
+                           + "the raw float32 update (%d); masked input alone %.6f ×", bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], total,
                        Double(total) / Double(rawBytes), rawBytes, Double(bytes[2]) / Double(rawBytes)))
             var row: [String: Any] = [
                 "clients": n, "dropped": droppedCount, "parameters": d, "graph": "\(graph)", "threshold": session.threshold,
                 "client_seconds_median": median(survivorTimes), "coordinator_unmask_seconds": unmaskTime,
                 "coordinator_total_seconds": serverTime,
-                "bytes_sent": ["advertise": bytes[0], "shares": bytes[1], "masked_input": bytes[2], "unmask": bytes[3],
+                "consistency_client_seconds_median": median(survivorIndices.map { consistencyClient[$0] }),
+                "consistency_coordinator_seconds": consistencyServer,
+                "bytes_sent": ["advertise": bytes[0], "shares": bytes[1], "masked_input": bytes[2], "consistency": bytes[3], "unmask": bytes[4],
                                "total": total, "raw_float32": rawBytes,
                                "ratio_total": Double(total) / Double(rawBytes), "ratio_masked_input": Double(bytes[2]) / Double(rawBytes)],
             ]

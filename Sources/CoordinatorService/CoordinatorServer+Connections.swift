@@ -262,7 +262,7 @@ extension CoordinatorServer {
             events.emit("uploaded", round: round, who)
         case let .secureMaskedInput(input, _):
             events.emit("uploaded", round: input.round, who.merging(["secure": .bool(true)]) { a, _ in a })
-        case .secureAdvertise, .secureShares, .secureUnmask:
+        case .secureAdvertise, .secureShares, .secureConsistency, .secureUnmask:
             break
         }
     }

@@ -156,6 +156,9 @@ public struct ClientAgent: Sendable {
         case .secureShareBundle:
             let message = try SecureShareBundle(frame: frame)
             return try secureStage(message.round, .shares(message))
+        case .secureConsistencyRequest:
+            let message = try SecureConsistencyRequest(frame: frame)
+            return try secureStage(message.round, .consistency(message))
         case .secureUnmaskRequest:
             let message = try SecureUnmaskRequest(frame: frame)
             return try secureStage(message.round, .unmask(message))
@@ -354,6 +357,9 @@ public struct ClientAgent: Sendable {
                 return decline(invite.round, .secureAggregation, "secure aggregation: this client is not in the announced cohort")
             }
             do {
+                // A coordinator announcing a threshold that withstands too few colluders is refused here,
+                // before anything is charged (it would need few helpers to unmask this client).
+                try CollusionResistance.require(cohortSize: setup.members.count, graph: setup.graph, threshold: Int(setup.threshold))
                 masking = (setup, try SecureAggregationClient(session: try setup.session(invite: invite), id: id,
                                                               identity: identity,
                                                               localAdapterHash: Array(AdapterMath.digest(global).utf8)))
@@ -426,6 +432,10 @@ extension ClientAgent.SecureParticipation {
             return ([try SecureMaskedInput(round: round, input: masked).frame(),
                      try MetricsReport(round: round, metrics: metrics).frame()],
                     "round \(round): secure aggregation: masked update sent (\(masked.words.count) words) with the DP-released metrics")
+        case let .consistency(message):
+            let signature = try protocolState.signSurvivors(message.request)
+            return ([try SecureConsistencySignature(round: round, signature: signature).frame()],
+                    "round \(round): secure aggregation: survivor set of \(message.request.survivors.count) signed")
         case let .unmask(message):
             let response = try protocolState.unmask(message.request)
             return ([try SecureUnmaskResponse(round: round, response: response).frame()],

@@ -14,6 +14,7 @@ public struct ClientUplink: Sendable {
         case withdraw(round: UInt64, code: DeclineCode)
         case secureAdvertise(SecureAdvertise)
         case secureShares(SecureShares)
+        case secureConsistency(SecureConsistencySignature)
         case secureUnmask(SecureUnmaskResponse)
         case secureMaskedInput(SecureMaskedInput, metrics: ClientRoundMetrics)
         case upload(round: UInt64, ReceivedUpdate)
@@ -51,6 +52,7 @@ public struct ClientUplink: Sendable {
             return .withdraw(round: message.round, code: message.code)
         case .secureAdvertise: return .secureAdvertise(try SecureAdvertise(frame: frame))
         case .secureShares: return .secureShares(try SecureShares(frame: frame))
+        case .secureConsistencySignature: return .secureConsistency(try SecureConsistencySignature(frame: frame))
         case .secureUnmaskResponse: return .secureUnmask(try SecureUnmaskResponse(frame: frame))
         case .secureMaskedInput:
             masked = try SecureMaskedInput(frame: frame)
@@ -107,6 +109,7 @@ extension RoundEngine {
         case let .withdraw(round, code): return withdraw(client, round: round, reason: code.name, now: now)
         case let .secureAdvertise(message): return secureAdvertise(client, round: message.round, message, now: now)
         case let .secureShares(message): return secureShares(client, round: message.round, message, now: now)
+        case let .secureConsistency(message): return secureConsistency(client, round: message.round, message, now: now)
         case let .secureUnmask(message): return secureUnmask(client, round: message.round, message, now: now)
         case let .secureMaskedInput(message, metrics):
             return secureMaskedInput(client, round: message.round, message, metrics: metrics, now: now)

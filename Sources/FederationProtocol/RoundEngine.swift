@@ -467,6 +467,8 @@ public struct RoundEngine: Sendable {
             throw FederationError.round(round, "secure aggregation needs at least 2 clients, the cohort has \(members.count)")
         }
         let (graph, threshold) = try neighbourhoods(cohortSize: members.count)
+        // Refused when planned: a threshold that few colluders with a lying coordinator defeat (clients refuse it too).
+        try CollusionResistance.require(cohortSize: members.count, graph: graph, threshold: threshold)
         let invite = Invite(round: round, plan: policy.plan, aggregation: policy.aggregation.rawValue, secureAggregation: true,
                             adapterSHA256: globalAdapterDigest, deadlineSeconds: policy.roundTimeout)
         let setup = SecureRoundSetup(
@@ -519,6 +521,13 @@ public struct RoundEngine: Sendable {
         return [.log(String(format: "round %llu: masked update from '%@' (%@, ε %.2f)",
                             round, client, releasedLossText(metrics), metrics.epsilon))]
             + secureEvent(now: now) { $0.maskedInput(client, message, metrics: metrics, now: now) }
+    }
+
+    /// `client`'s signature on the survivor set of `round`.
+    public mutating func secureConsistency(_ client: String, round: UInt64, _ message: SecureConsistencySignature,
+                                           now: Date) -> [Action] {
+        guard invited?.round == round else { return [.log("ignored survivor-set signature of round \(round) from '\(client)'")] }
+        return secureEvent(now: now) { $0.consistencySignature(client, message, now: now) }
     }
 
     /// `client`'s revealed shares for `round`.

@@ -8,6 +8,7 @@ import Wire
 public enum SecureDownlink: Sendable {
     case advertisements(SecureAdvertisements)
     case shares(SecureShareBundle)
+    case consistency(SecureConsistencyRequest)
     case unmask(SecureUnmaskRequest)
 
     /// The message as a frame.
@@ -15,6 +16,7 @@ public enum SecureDownlink: Sendable {
         switch self {
         case let .advertisements(message): return try message.frame()
         case let .shares(message): return try message.frame()
+        case let .consistency(message): return try message.frame()
         case let .unmask(message): return try message.frame()
         }
     }
@@ -34,7 +36,7 @@ public struct SecureRoundResult: Sendable {
 }
 
 /// The coordinator's half of a secure round, without I/O: it drives `SecureAggregationServer`
-/// through the four stages (advertise keys, share keys, masked input, unmask), with a deadline per
+/// through the five stages (advertise keys, share keys, masked input, consistency check, unmask), with a deadline per
 /// stage, and turns each client message into what to send next. The round engine owns one per
 /// secure round and delegates to it; tests drive it directly with dropouts at any stage.
 ///
@@ -47,6 +49,7 @@ public struct SecureRound: Sendable {
         case advertising = "advertise_keys"
         case sharing = "share_keys"
         case masking = "masked_input"
+        case consistency = "consistency_check"
         case unmasking = "unmask"
         case finished
         case aborted
@@ -66,15 +69,16 @@ public struct SecureRound: Sendable {
         case aborted(String)
     }
 
-    /// One of the four protocol stages, while it is open.
+    /// One of the five protocol stages, while it is open.
     private enum OpenStage: Sendable {
-        case advertising, sharing, masking, unmasking
+        case advertising, sharing, masking, consistency, unmasking
 
         var stage: Stage {
             switch self {
             case .advertising: return .advertising
             case .sharing: return .sharing
             case .masking: return .masking
+            case .consistency: return .consistency
             case .unmasking: return .unmasking
             }
         }
@@ -107,6 +111,11 @@ public struct SecureRound: Sendable {
                     return .open(.masking, bundles.map { (name($0.recipient), .shares(SecureShareBundle(round: round, bundle: $0))) })
                 case .masking:
                     let requests = try server.finishMaskedInput()
+                    return .open(.consistency, requests.map {
+                        (name($0.recipient), .consistency(SecureConsistencyRequest(round: round, request: $0)))
+                    })
+                case .consistency:
+                    let requests = try server.finishConsistencyCheck()
                     return .open(.unmasking, requests.map {
                         (name($0.recipient), .unmask(SecureUnmaskRequest(round: round, request: $0)))
                     })
@@ -202,6 +211,11 @@ public struct SecureRound: Sendable {
         return receive(client, at: .masking, sender: message.input.sender, now: now) { try $0.receive(message.input) }
     }
 
+    /// `client`'s signature on the survivor set.
+    public mutating func consistencySignature(_ client: String, _ message: SecureConsistencySignature, now: Date) -> [Output] {
+        receive(client, at: .consistency, sender: message.signature.sender, now: now) { try $0.receive(message.signature) }
+    }
+
     /// `client`'s revealed shares.
     public mutating func unmask(_ client: String, _ message: SecureUnmaskResponse, now: Date) -> [Output] {
         receive(client, at: .unmasking, sender: message.response.sender, now: now) { try $0.receive(message.response) }
@@ -232,13 +246,15 @@ public struct SecureRound: Sendable {
             case .advertising: what = "no key advertisement within the round's \(roundSeconds) s"
             case .sharing: what = "no key shares within \(stageSeconds) s"
             case .masking: what = "no masked input within \(stageSeconds) s"
+            case .consistency: what = "no signature on the survivor set within \(stageSeconds) s"
             case .unmasking: what = "no unmasking shares within \(stageSeconds) s"
             }
             let late = c.pending.sorted()
             c.out.formUnion(late)
             c.pending = []
-            // A survivor late to unmask is not dropped: its input is in the sum, the others' shares unmask it.
-            return late.map { c.stage == .unmasking ? .log("round \(round): survivor '\($0)': \(what)") : .drop(client: $0, reason: what) }
+            // A survivor late to sign or unmask is not dropped: its input is in the sum, the others' shares unmask it.
+            let survivorStage = c.stage == .unmasking || c.stage == .consistency
+            return late.map { survivorStage ? .log("round \(round): survivor '\($0)': \(what)") : .drop(client: $0, reason: what) }
         } ?? []
         return outputs + advance(now: now)
     }

@@ -52,9 +52,21 @@ public enum SecureUpdate {
     }
 
     /// The mean delta `Σ Δ / survivors` from the unmasked sum of `survivors` inputs.
+    ///
+    /// Bounds: the participation words must decode to the survivor count (a client sending another
+    /// word than 1 shifts it by whole survivors and is refused), and every value of the decoded sum
+    /// must lie within ± survivors · ⌈B·2^f⌉ in the encoding, the most the survivors can reach if each
+    /// clipped to ±B as the encoding does. Masked words are never seen one by one, so a client that
+    /// skips the clip and sends up to ±(2^31 − 1) could otherwise move a mean value by up to
+    /// (2^31 − 1) / (2^f · survivors), about n/survivors · B (`SecureRoundTests` measures it); past
+    /// the bound the round is refused. Within it a client still moves the mean by up to
+    /// (survivors · B) / survivors per value: poisoning within the clip needs range proofs, which this
+    /// protocol does not have. The L2 norm follows: ≤ survivors · B · √d, per-value clipping being the
+    /// only clip the encoding applies.
     /// - Throws: `FederationError.adapterShape` for a sum of the wrong length, `SecureAggregationError`
     ///   for a survivor count the encoding cannot decode, `FederationError.round` when the participation
-    ///   words do not sum to `survivors` (the unmasking went wrong).
+    ///   words do not sum to `survivors` (the unmasking went wrong) or a value of the sum exceeds the
+    ///   survivors' clip.
     public static func decodeMean(sum: [UInt32], survivors: Int, setup: SecureRoundSetup,
                                   layout: AdapterLayout) throws -> AdapterTensors {
         guard sum.count == Int(setup.vectorLength), let participationWord = sum.last else {
@@ -65,7 +77,14 @@ public enum SecureUpdate {
             throw FederationError.round(setup.round, "the unmasked participation words sum to \(participants), "
                                         + "not the \(survivors) survivors: the unmasking failed")
         }
-        let values = try setup.valueEncoding().decodeSum(Array(sum.dropLast()), clientCount: survivors)
+        let encoding = try setup.valueEncoding()
+        let limit = Double(survivors) * encoding.maximumMagnitude
+        if let index = sum.dropLast().firstIndex(where: { abs(Double(Int32(bitPattern: $0))) > limit }) {
+            throw FederationError.round(
+                setup.round, "value \(index) of the unmasked sum is \(Double(Int32(bitPattern: sum[index])) / encoding.scale), beyond "
+                    + "\(survivors) survivors × the clip \(setup.updateClip): a client sent words it did not clip; the round is refused")
+        }
+        let values = try encoding.decodeSum(Array(sum.dropLast()), clientCount: survivors)
         var mean: AdapterTensors = [:]
         var offset = 0
         for name in layout.shapes.keys.sorted() {

@@ -14,12 +14,12 @@ import Foundation
 /// dropouts drawn without replacement is more concentrated than the binomial, so the bound holds
 /// for it too.) A failed round aborts and reveals nothing; ε is a liveness figure, not a privacy one.
 ///
-/// Among the thresholds that meet the bound the policy takes the largest, because t − 1 is the
-/// number of colluders per neighbourhood the protocol withstands: tolerating more dropouts costs
-/// collusion resistance, one for one. It never goes below a strict majority of the largest
-/// neighbourhood, the floor that keeps a coordinator lying about who dropped from collecting both
-/// kinds of share of one client (see SECURITY.md); so δ must be below 1/2, and a high δ needs a large
-/// neighbourhood (the tail falls like exp(−m · KL(1/2 ‖ 1 − δ))).
+/// Among the thresholds that meet the bound the policy takes the largest, because 2t − m − 1 is the
+/// number of colluders per neighbourhood the protocol withstands against a coordinator that lies
+/// about dropouts (`CollusionResistance`): each member of slack given to dropouts costs two of
+/// collusion resistance. It never goes below `CollusionResistance.minimumThreshold` of the largest
+/// neighbourhood (a strict majority plus a twentieth), so δ must be below 1/2, and a high δ needs a
+/// large neighbourhood (the tail falls like exp(−m · KL(t/m ‖ 1 − δ))).
 public struct DropoutTolerance: Sendable, Equatable, CustomStringConvertible {
     /// δ: the fraction of a cohort expected to drop out, each client independently.
     public let dropoutRate: Double
@@ -55,23 +55,32 @@ public struct DropoutTolerance: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// The largest threshold for `graph` over n clients whose failure bound is at most ε.
-    /// - Throws: `SecureAggregationError.invalidParameters` when even a strict majority of the largest
-    ///   neighbourhood fails too often; the message names the bound it reaches.
+    /// - Throws: `SecureAggregationError.collusionResistanceTooLow` when even the least threshold with
+    ///   enough collusion resistance fails too often; the message names the bound it reaches.
     public func threshold(cohortSize n: Int, graph: NeighbourGraph) throws -> Int {
         let (smallest, largest, _) = Self.neighbourhoods(cohortSize: n, graph: graph)
-        let floor = largest / 2 + 1
+        let floor = CollusionResistance.minimumThreshold(neighbourhoodSize: largest)
         guard floor <= smallest else {
-            throw SecureAggregationError.invalidParameters("neighbourhoods of \(smallest) to \(largest) members admit no majority threshold")
+            throw SecureAggregationError.collusionResistanceTooLow(
+                withstood: CollusionResistance.withstood(cohortSize: n, graph: graph, threshold: smallest),
+                minimum: CollusionResistance.minimum(neighbourhoodSize: largest),
+                detail: "neighbourhoods of \(smallest) to \(largest) members admit no threshold of at least \(floor)")
         }
         // The bound grows with t: walk down from the smallest neighbourhood to the majority floor.
         for t in stride(from: smallest, through: floor, by: -1)
         where failureBound(cohortSize: n, graph: graph, threshold: t) <= failureProbability {
             return t
         }
-        throw SecureAggregationError.invalidParameters(
-            "a \(graph) over \(n) clients cannot tolerate \(dropoutRate * 100)% dropout with failure probability \(failureProbability): "
-                + "its majority threshold \(floor) fails with probability up to \(failureBound(cohortSize: n, graph: graph, threshold: floor)); "
-                + "use a larger degree, a lower tolerance or a looser failure probability")
+        // What meeting ε would leave: the largest threshold below the floor whose bound is met, if any.
+        let meeting = stride(from: floor - 1, through: 1, by: -1).first {
+            failureBound(cohortSize: n, graph: graph, threshold: $0) <= failureProbability
+        }
+        throw SecureAggregationError.collusionResistanceTooLow(
+            withstood: meeting.map { CollusionResistance.withstood(cohortSize: n, graph: graph, threshold: $0) } ?? 0,
+            minimum: CollusionResistance.minimum(neighbourhoodSize: largest),
+            detail: "a \(graph) over \(n) clients cannot tolerate \(dropoutRate * 100)% dropout with failure probability \(failureProbability): "
+                + "the least threshold with enough collusion resistance, \(floor), fails with probability up to "
+                + "\(failureBound(cohortSize: n, graph: graph, threshold: floor)); use a larger degree, a lower tolerance or a looser failure probability")
     }
 
     /// The sparsest graph that meets the policy and its threshold: the smallest even degree from

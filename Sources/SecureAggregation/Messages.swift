@@ -3,7 +3,8 @@ import SecureCrypto
 // The messages of the four stages, as plain values. Their binary codec and length limits belong to
 // `Wire`; the state machines check every field they rely on (lengths, ids, session) themselves.
 
-/// Round 0, client to coordinator: two fresh X25519 public keys, signed with the enrolled Ed25519 key.
+/// Round 0, client to coordinator: two fresh X25519 public keys and a commitment to the self-mask
+/// seed, signed with the enrolled Ed25519 key.
 public struct KeyAdvertisement: Sendable, Equatable {
     /// The session this advertisement belongs to.
     public let sessionID: [UInt8]
@@ -13,46 +14,70 @@ public struct KeyAdvertisement: Sendable, Equatable {
     public let encryptionKey: KeyAgreementPublicKey
     /// s_pk: the key from which this client's pairwise masks derive.
     public let maskingKey: KeyAgreementPublicKey
+    /// A commitment to b, the self-mask seed (`seedCommitment(seed:sessionID:sender:)`): the
+    /// coordinator checks every reconstructed seed against it, so a share holder who reveals a wrong
+    /// share cannot shift the sum unnoticed (the masking key has its public key for that check).
+    public let seedCommitment: [UInt8]
     /// Ed25519 over `signedBytes`.
     public let signature: [UInt8]
 
     /// A key advertisement from its parts (the client state machine makes and signs these).
     public init(sessionID: [UInt8], sender: ParticipantID, encryptionKey: KeyAgreementPublicKey,
-                maskingKey: KeyAgreementPublicKey, signature: [UInt8]) {
+                maskingKey: KeyAgreementPublicKey, seedCommitment: [UInt8], signature: [UInt8]) {
         self.sessionID = sessionID
         self.sender = sender
         self.encryptionKey = encryptionKey
         self.maskingKey = maskingKey
+        self.seedCommitment = seedCommitment
         self.signature = signature
     }
 
-    /// What the signature covers: a domain tag, the session id, the sender, both public keys.
+    /// Byte length of a seed commitment.
+    public static let seedCommitmentByteCount = 32
+
+    /// The commitment to a self-mask seed b: BLAKE2b-256 keyed by b over a domain tag, the session id
+    /// and the sender. Binding (another seed with the same commitment is a BLAKE2b collision) and
+    /// hiding (b is 256 uniform bits, and the output is a PRF of it).
+    public static func seedCommitment(seed: SecretBytes, sessionID: [UInt8], sender: ParticipantID) throws -> [UInt8] {
+        var framing = SessionHasher(tag: "conclave/secagg/v1/seed-commitment")
+        framing.append(bytes: sessionID)
+        framing.append(UInt64(sender))
+        let hasher = try Blake2bHasher(key: seed, outputLength: seedCommitmentByteCount)
+        hasher.update(framing.bytes)
+        return hasher.finalize()
+    }
+
+    /// What the signature covers: a domain tag, the session id, the sender, both public keys, the
+    /// seed commitment.
     public static func signedBytes(sessionID: [UInt8], sender: ParticipantID, encryptionKey: KeyAgreementPublicKey,
-                                   maskingKey: KeyAgreementPublicKey) -> [UInt8] {
-        var framing = SessionHasher(tag: "conclave/secagg/v1/advertise")
+                                   maskingKey: KeyAgreementPublicKey, seedCommitment: [UInt8]) -> [UInt8] {
+        var framing = SessionHasher(tag: "conclave/secagg/v2/advertise")
         framing.append(bytes: sessionID)
         framing.append(UInt64(sender))
         framing.append(bytes: encryptionKey.bytes)
         framing.append(bytes: maskingKey.bytes)
+        framing.append(bytes: seedCommitment)
         return framing.bytes
     }
 
     /// The advertisement's entry in the session transcript: BLAKE2b-256 over a domain tag, the
-    /// session id, the sender, both public keys and the signature, each length-prefixed.
+    /// session id, the sender, both public keys, the seed commitment and the signature, each
+    /// length-prefixed.
     public var transcriptDigest: [UInt8] {
-        var framing = SessionHasher(tag: "conclave/secagg/v1/advertisement-digest")
+        var framing = SessionHasher(tag: "conclave/secagg/v2/advertisement-digest")
         framing.append(bytes: sessionID)
         framing.append(UInt64(sender))
         framing.append(bytes: encryptionKey.bytes)
         framing.append(bytes: maskingKey.bytes)
+        framing.append(bytes: seedCommitment)
         framing.append(bytes: signature)
         return framing.finalize()
     }
 
     /// Whether the signature verifies under `key` for this advertisement's own fields.
     public func isSigned(by key: SigningPublicKey) -> Bool {
-        key.isValidSignature(signature, for: Self.signedBytes(sessionID: sessionID, sender: sender,
-                                                               encryptionKey: encryptionKey, maskingKey: maskingKey))
+        key.isValidSignature(signature, for: Self.signedBytes(sessionID: sessionID, sender: sender, encryptionKey: encryptionKey,
+                                                               maskingKey: maskingKey, seedCommitment: seedCommitment))
     }
 }
 
@@ -171,8 +196,71 @@ public struct MaskedInput: Sendable, Equatable {
     }
 }
 
+/// Round 3 (ConsistencyCheck, Bonawitz et al. Figure 4, active variant), coordinator to each
+/// survivor: U3, every cohort member whose masked input was accepted. The same list goes to every
+/// survivor; each signs it once, and reveals shares later only against enough signatures on it.
+public struct ConsistencyRequest: Sendable, Equatable {
+    /// The transcript-bound session id.
+    public let sessionID: [UInt8]
+    /// The survivor asked to sign.
+    public let recipient: ParticipantID
+    /// U3, sorted.
+    public let survivors: [ParticipantID]
+
+    /// A request from its parts.
+    public init(sessionID: [UInt8], recipient: ParticipantID, survivors: [ParticipantID]) {
+        self.sessionID = sessionID
+        self.recipient = recipient
+        self.survivors = survivors
+    }
+}
+
+/// Round 3 reply, survivor to coordinator: its Ed25519 signature (enrolled key, the one that signed its
+/// advertisement) over the transcript-bound session id and U3.
+public struct ConsistencySignature: Sendable, Equatable {
+    /// The transcript-bound session id.
+    public let sessionID: [UInt8]
+    /// The signer.
+    public let sender: ParticipantID
+    /// Ed25519 over `signedBytes(transcript:survivors:)`.
+    public let signature: [UInt8]
+
+    /// A signature from its parts.
+    public init(sessionID: [UInt8], sender: ParticipantID, signature: [UInt8]) {
+        self.sessionID = sessionID
+        self.sender = sender
+        self.signature = signature
+    }
+
+    /// What a survivor signs: a domain tag, the transcript-bound session id, and U3 (count, then
+    /// each id in increasing order).
+    public static func signedBytes(transcript: [UInt8], survivors: [ParticipantID]) -> [UInt8] {
+        var framing = SessionHasher(tag: "conclave/secagg/v2/consistency")
+        framing.append(bytes: transcript)
+        framing.append(UInt64(survivors.count))
+        for id in survivors { framing.append(UInt64(id)) }
+        return framing.bytes
+    }
+}
+
+/// A survivor's consistency signature as the coordinator forwards it in an unmask request.
+public struct SurvivorSignature: Sendable, Equatable {
+    /// The signer.
+    public let signer: ParticipantID
+    /// Its signature over the transcript and U3.
+    public let signature: [UInt8]
+
+    /// A forwarded signature from its parts.
+    public init(signer: ParticipantID, signature: [UInt8]) {
+        self.signer = signer
+        self.signature = signature
+    }
+}
+
 /// Round 4, coordinator to one surviving client: which of its neighbours survived the masked-input
-/// stage (reveal their self-mask-seed shares) and which dropped (reveal their masking-key shares).
+/// stage (reveal their self-mask-seed shares) and which dropped (reveal their masking-key shares),
+/// with the consistency signatures on U3 of the survivors within two hops (whose neighbourhoods
+/// overlap the recipient's).
 public struct UnmaskRequest: Sendable, Equatable {
     /// The transcript-bound session id (`SecureAggregationSession.transcriptID(digests:)`).
     public let sessionID: [UInt8]
@@ -182,13 +270,17 @@ public struct UnmaskRequest: Sendable, Equatable {
     public let survivors: [ParticipantID]
     /// Neighbours that completed the share stage but whose masked input did not arrive.
     public let dropped: [ParticipantID]
+    /// Consistency signatures on U3, sorted by signer.
+    public let signatures: [SurvivorSignature]
 
     /// A request from its parts.
-    public init(sessionID: [UInt8], recipient: ParticipantID, survivors: [ParticipantID], dropped: [ParticipantID]) {
+    public init(sessionID: [UInt8], recipient: ParticipantID, survivors: [ParticipantID], dropped: [ParticipantID],
+                signatures: [SurvivorSignature] = []) {
         self.sessionID = sessionID
         self.recipient = recipient
         self.survivors = survivors
         self.dropped = dropped
+        self.signatures = signatures
     }
 }
 

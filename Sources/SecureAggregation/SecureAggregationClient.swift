@@ -1,11 +1,13 @@
 import SecureCrypto
 
-/// The client side of secure aggregation (Bonawitz et al., CCS 2017, Figure 4, semi-honest variant),
-/// as a state machine without I/O: each method takes the coordinator's message for a stage and
-/// returns the client's reply. Any refusal moves the machine to a failed state: the client takes no
-/// further part in the round, and its secrets are never revealed.
+/// The client side of secure aggregation (Bonawitz et al., CCS 2017, Figure 4, with the
+/// ConsistencyCheck round of the actively secure variant), as a state machine without I/O: each
+/// method takes the coordinator's message for a stage and returns the client's reply. Any refusal
+/// moves the machine to a failed state: the client takes no further part in the round, and its
+/// secrets are never revealed.
 ///
-/// Stages, in order: `advertiseKeys()`, `shareKeys(_:)`, `maskInput(_:input:)`, `unmask(_:)`.
+/// Stages, in order: `advertiseKeys()`, `shareKeys(_:)`, `maskInput(_:input:)`,
+/// `signSurvivors(_:)`, `unmask(_:)`.
 public struct SecureAggregationClient: Sendable {
     /// This client's secrets for the round, made when it advertises.
     private struct Keys: Sendable {
@@ -62,6 +64,8 @@ public struct SecureAggregationClient: Sendable {
         case advertised(Keys)
         case shared(Dealt)
         case masked(Held)
+        /// Signed U3 (sorted); shares are revealed only against it.
+        case signed(Held, survivors: [ParticipantID])
         case finished(transcript: [UInt8])
         case failed(SecureAggregationError, transcript: [UInt8]?)
 
@@ -71,6 +75,7 @@ public struct SecureAggregationClient: Sendable {
             case .advertised: return "advertised"
             case .shared: return "shared"
             case .masked: return "masked"
+            case .signed: return "signed"
             case .finished: return "finished"
             case let .failed(reason, _): return "failed (\(reason))"
             }
@@ -85,6 +90,10 @@ public struct SecureAggregationClient: Sendable {
     private let identity: SigningKeyPair
     private var state = State.ready
     private static let rowByteCount = 2 * SecretShareLayout.shareValueByteCount
+
+    /// Whether `unmask` demands the consistency check. Tests turn it off (an internal seam, never set
+    /// by production code) to show the attacks it stops succeeding on the protocol without it.
+    var requiresConsistencyCheck = true
 
     /// A client for `session`, signing with its enrolled `identity`.
     /// - Parameter localAdapterHash: the hash of the global adapter this client trained from; the
@@ -114,6 +123,7 @@ public struct SecureAggregationClient: Sendable {
         case .ready, .advertised: return nil
         case let .shared(dealt): return dealt.transcript
         case let .masked(held): return held.transcript
+        case let .signed(held, _): return held.transcript
         case let .finished(transcript): return transcript
         case let .failed(_, transcript): return transcript
         }
@@ -129,12 +139,14 @@ public struct SecureAggregationClient: Sendable {
     public mutating func advertiseKeys() throws -> KeyAdvertisement {
         guard case .ready = state else { throw invalidState(expected: "ready") }
         let c = KeyAgreementKeyPair(), s = KeyAgreementKeyPair()
-        let signed = KeyAdvertisement.signedBytes(sessionID: session.sessionID, sender: id,
-                                                  encryptionKey: c.publicKey, maskingKey: s.publicKey)
+        let b = SecretBytes(randomCount: MaskStream.seedByteCount)
+        let commitment = try KeyAdvertisement.seedCommitment(seed: b, sessionID: session.sessionID, sender: id)
+        let signed = KeyAdvertisement.signedBytes(sessionID: session.sessionID, sender: id, encryptionKey: c.publicKey,
+                                                  maskingKey: s.publicKey, seedCommitment: commitment)
         let advertisement = KeyAdvertisement(sessionID: session.sessionID, sender: id, encryptionKey: c.publicKey,
-                                             maskingKey: s.publicKey, signature: identity.signature(for: signed))
-        state = .advertised(Keys(encryption: c, masking: s, selfMaskSeed: SecretBytes(randomCount: MaskStream.seedByteCount),
-                                 advertisement: advertisement))
+                                             maskingKey: s.publicKey, seedCommitment: commitment,
+                                             signature: identity.signature(for: signed))
+        state = .advertised(Keys(encryption: c, masking: s, selfMaskSeed: b, advertisement: advertisement))
         return advertisement
     }
 
@@ -315,21 +327,112 @@ public struct SecureAggregationClient: Sendable {
         return MaskedInput(sessionID: transcript, sender: id, words: masked)
     }
 
-    /// Round 4: reveals, for each neighbour the coordinator lists as a survivor, the share of its
-    /// self-mask seed, and for each one it lists as dropped, the share of its masking key.
-    /// Refuses (and fails) if a neighbour is listed in both sets, or twice, or is one this client holds
-    /// no shares of, if this client itself is listed as dropped or not listed, if fewer than t
-    /// survivors are listed, or if it has already answered an unmask request: revealing both kinds
-    /// of share of one client would let the coordinator remove all its masks and read its input.
-    public mutating func unmask(_ request: UnmaskRequest) throws -> UnmaskResponse {
+    /// Round 3 (ConsistencyCheck): signs U3 once, with the enrolled key, after checking that it lists
+    /// this client, only cohort members, each once, in order, only neighbours this client holds
+    /// shares of (it masked with them), and at least t members of its closed neighbourhood.
+    /// One signature per session: an honest client never signs two survivor sets, so a coordinator
+    /// cannot show t signatures on two different sets to two groups of holders unless at least
+    /// 2t − m of some neighbourhood of m collude (`CollusionResistance`).
+    public mutating func signSurvivors(_ request: ConsistencyRequest) throws -> ConsistencySignature {
         guard case let .masked(held) = state else { throw invalidState(expected: "masked") }
-        return try failing { try $0.unmaskChecked(request, held: held) }
+        return try failing { try $0.signSurvivorsChecked(request, held: held) }
     }
 
+    private mutating func signSurvivorsChecked(_ request: ConsistencyRequest, held: Held) throws -> ConsistencySignature {
+        let stage = SecureAggregationStage.consistencyCheck
+        try checkSession(request.sessionID, expected: held.transcript, stage: stage, recipient: request.recipient)
+        let survivors = request.survivors
+        for (a, b) in zip(survivors, survivors.dropFirst()) where a >= b {
+            throw SecureAggregationError.refused(stage: stage, reason: "the survivor set is not in increasing order at \(b)")
+        }
+        if let stranger = survivors.first(where: { !session.contains($0) }) {
+            throw SecureAggregationError.refused(stage: stage, reason: "the survivor set lists \(stranger), who is not in the cohort")
+        }
+        let listed = Set(survivors)
+        guard listed.contains(id) else {
+            throw SecureAggregationError.refused(stage: stage, reason: "the survivor set does not list participant \(id) itself")
+        }
+        let local = session.neighbourhood(of: id).filter(listed.contains)
+        // A survivor this client holds no shares of did not share with it, or was withheld from it: in
+        // an honest run every survivor shared with all its neighbours. Refusing here stops a coordinator
+        // that made this client mask with few neighbours from claiming the others survived.
+        if let unknown = local.first(where: { held.rows[$0] == nil }) {
+            throw SecureAggregationError.refused(
+                stage: stage, reason: "the survivor set lists participant \(unknown), of whom participant \(id) holds no shares")
+        }
+        guard local.count >= session.threshold else {
+            throw SecureAggregationError.refused(
+                stage: stage, reason: "only \(local.count) survivors in participant \(id)'s neighbourhood; threshold is \(session.threshold)")
+        }
+        let signature = identity.signature(for: ConsistencySignature.signedBytes(transcript: held.transcript, survivors: survivors))
+        state = .signed(held, survivors: survivors)
+        return ConsistencySignature(sessionID: held.transcript, sender: id, signature: signature)
+    }
+
+    /// Round 4: reveals, for each neighbour in the survivor set this client signed, the share of its
+    /// self-mask seed, and for each neighbour it holds shares of but that set omits (dropped after
+    /// sharing), the share of its masking key; never both for one member. Before revealing anything
+    /// it verifies the forwarded consistency signatures on that same set and requires, for every
+    /// member whose share it reveals, at least t valid ones from distinct members of that member's
+    /// closed neighbourhood (the holders of its shares): then any other holder told another story
+    /// saw fewer than t honest signatures on it. The request's survivor and dropped lists must be
+    /// exactly what the signed set implies.
+    /// - Throws: `.consistencyCheckFailed` naming the member short of signatures, `.refused` for a
+    ///   request that differs from the signed set, a signature list with a duplicate, a stranger or
+    ///   a signer outside the set, or a second request; the client fails and reveals nothing.
+    public mutating func unmask(_ request: UnmaskRequest) throws -> UnmaskResponse {
+        switch state {
+        case let .signed(held, survivors):
+            return try failing { try $0.unmaskConsistent(request, held: held, signedSurvivors: survivors) }
+        case let .masked(held) where !requiresConsistencyCheck:
+            return try failing { try $0.unmaskChecked(request, held: held) }
+        default:
+            throw invalidState(expected: "signed")
+        }
+    }
+
+    private mutating func unmaskConsistent(_ request: UnmaskRequest, held: Held, signedSurvivors: [ParticipantID]) throws -> UnmaskResponse {
+        let stage = SecureAggregationStage.unmask
+        try checkSession(request.sessionID, expected: held.transcript, stage: stage, recipient: request.recipient)
+        let signedSet = Set(signedSurvivors)
+        let expectedSurvivors = session.neighbourhood(of: id).filter(signedSet.contains)
+        let expectedDropped = held.rows.keys.filter { !signedSet.contains($0) }.sorted()
+        guard request.survivors.sorted() == expectedSurvivors, request.dropped.sorted() == expectedDropped else {
+            throw SecureAggregationError.refused(
+                stage: stage, reason: "the unmask request's survivors \(request.survivors.sorted()) and dropped \(request.dropped.sorted()) "
+                    + "differ from the survivor set participant \(id) signed")
+        }
+        let signed = ConsistencySignature.signedBytes(transcript: held.transcript, survivors: signedSurvivors)
+        var valid = Set<ParticipantID>()
+        for item in request.signatures {
+            guard signedSet.contains(item.signer), let key = session.signingKey(of: item.signer) else {
+                throw SecureAggregationError.refused(
+                    stage: .consistencyCheck, reason: "a consistency signature from participant \(item.signer), outside the survivor set")
+            }
+            guard valid.insert(item.signer).inserted else {
+                throw SecureAggregationError.refused(stage: .consistencyCheck, reason: "two consistency signatures from participant \(item.signer)")
+            }
+            // A signature on another set (or forged) counts for nothing, and says the coordinator equivocates.
+            guard key.isValidSignature(item.signature, for: signed) else {
+                throw SecureAggregationError.invalidSignature(participant: item.signer)
+            }
+        }
+        for owner in expectedSurvivors + expectedDropped {
+            let count = session.neighbourhood(of: owner).filter(valid.contains).count
+            guard count >= session.threshold else {
+                throw SecureAggregationError.consistencyCheckFailed(recipient: id, owner: owner, validSignatures: count,
+                                                                    threshold: session.threshold)
+            }
+        }
+        return try reveal(survivors: expectedSurvivors, dropped: expectedDropped, held: held)
+    }
+
+    /// Round 4 without the consistency check (the semi-honest protocol; tests only, through
+    /// `requiresConsistencyCheck`): refuses a neighbour listed in both sets, twice, or one this client
+    /// holds no shares of, itself listed as dropped or not listed, and fewer than t survivors.
     private mutating func unmaskChecked(_ request: UnmaskRequest, held: Held) throws -> UnmaskResponse {
         let stage = SecureAggregationStage.unmask
-        let transcript = held.transcript
-        try checkSession(request.sessionID, expected: transcript, stage: stage, recipient: request.recipient)
+        try checkSession(request.sessionID, expected: held.transcript, stage: stage, recipient: request.recipient)
         let survivors = Set(request.survivors), dropped = Set(request.dropped)
         guard survivors.count == request.survivors.count, dropped.count == request.dropped.count else {
             throw SecureAggregationError.refused(stage: stage, reason: "the request lists a participant twice")
@@ -350,11 +453,16 @@ public struct SecureAggregationClient: Sendable {
             throw SecureAggregationError.refused(
                 stage: stage, reason: "only \(survivors.count) survivors listed in participant \(id)'s neighbourhood; threshold is \(session.threshold)")
         }
+        return try reveal(survivors: request.survivors.sorted(), dropped: request.dropped.sorted(), held: held)
+    }
+
+    /// The self-mask seed shares of `survivors` and the masking-key shares of `dropped` (disjoint).
+    private mutating func reveal(survivors: [ParticipantID], dropped: [ParticipantID], held: Held) throws -> UnmaskResponse {
         var revealed = [RevealedShare]()
-        for owner in request.survivors.sorted() { revealed.append(try held.share(of: owner, .selfMaskSeed, holder: id, session: session)) }
-        for owner in request.dropped.sorted() { revealed.append(try held.share(of: owner, .maskingKey, holder: id, session: session)) }
-        state = .finished(transcript: transcript)
-        return UnmaskResponse(sessionID: transcript, sender: id, shares: revealed)
+        for owner in survivors { revealed.append(try held.share(of: owner, .selfMaskSeed, holder: id, session: session)) }
+        for owner in dropped { revealed.append(try held.share(of: owner, .maskingKey, holder: id, session: session)) }
+        state = .finished(transcript: held.transcript)
+        return UnmaskResponse(sessionID: held.transcript, sender: id, shares: revealed)
     }
 
     // MARK: - Helpers

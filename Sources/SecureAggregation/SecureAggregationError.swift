@@ -1,5 +1,5 @@
-/// The protocol stage a message or a check belongs to (Bonawitz et al., CCS 2017, §4: rounds 0 to 4,
-/// without the consistency check of the actively secure variant).
+/// The protocol stage a message or a check belongs to (Bonawitz et al., CCS 2017, Figure 4: rounds 0
+/// to 4, with the consistency check of the actively secure variant).
 public enum SecureAggregationStage: String, Sendable, Equatable, CustomStringConvertible {
     /// Round 0: each client advertises two fresh X25519 public keys, signed.
     case advertiseKeys = "advertise keys"
@@ -7,6 +7,8 @@ public enum SecureAggregationStage: String, Sendable, Equatable, CustomStringCon
     case shareKeys = "share keys"
     /// Round 2: each client uploads its masked, fixed-point encoded input.
     case maskedInput = "masked input"
+    /// Round 3: survivors sign the survivor set U3; shares are revealed only against t signatures on it.
+    case consistencyCheck = "consistency check"
     /// Round 4: survivors reveal shares so the coordinator can remove the remaining masks.
     case unmask = "unmask"
 
@@ -40,6 +42,18 @@ public enum SecureAggregationError: Error, Equatable, Sendable, CustomStringConv
     case refused(stage: SecureAggregationStage, reason: String)
     /// The round cannot complete: too few participants left, or secrets that do not reconstruct.
     case roundAborted(stage: SecureAggregationStage, reason: String)
+    /// A client refuses to reveal shares: the coordinator forwarded fewer than t valid consistency
+    /// signatures on the survivor set this client signed from members of `owner`'s closed
+    /// neighbourhood (the holders of `owner`'s shares), so other holders may have been told another
+    /// story about who dropped (Bonawitz et al., ConsistencyCheck).
+    case consistencyCheckFailed(recipient: ParticipantID, owner: ParticipantID, validSignatures: Int, threshold: Int)
+    /// A revealed share that does not reconstruct what its owner committed to in its signed
+    /// advertisement (the seed commitment, or the masking public key); `holder` is the member whose
+    /// share was wrong when the coordinator could single it out (it needs more than t shares).
+    case invalidRevealedShare(owner: ParticipantID, kind: ShareKind, holder: ParticipantID?)
+    /// A graph and threshold that withstand too few colluders against a coordinator that lies about
+    /// dropouts (see `CollusionResistance`); refused when a round is planned.
+    case collusionResistanceTooLow(withstood: Int, minimum: Int, detail: String)
     /// A call that is not valid in the state machine's current state (a bug in the driver).
     case invalidState(expected: String, actual: String)
 
@@ -58,7 +72,7 @@ public enum SecureAggregationError: Error, Equatable, Sendable, CustomStringConv
         case let .duplicateMessage(stage, sender):
             return "\(stage): second message from participant \(sender)"
         case let .invalidSignature(participant):
-            return "advertise keys: signature of participant \(participant) does not verify under its enrolled key"
+            return "signature of participant \(participant) (key advertisement or consistency signature) does not verify under its enrolled key"
         case let .malformedMessage(stage, sender, reason):
             return "\(stage): malformed message from participant \(sender): \(reason)"
         case let .shareDecryptionFailed(sender, recipient):
@@ -67,6 +81,16 @@ public enum SecureAggregationError: Error, Equatable, Sendable, CustomStringConv
             return "\(stage): refused: \(reason)"
         case let .roundAborted(stage, reason):
             return "round aborted at \(stage): \(reason)"
+        case let .consistencyCheckFailed(recipient, owner, valid, threshold):
+            return "consistency check: participant \(recipient) holds \(valid) valid signatures on its survivor set from "
+                + "participant \(owner)'s neighbourhood, threshold \(threshold); it reveals no share (the coordinator may be "
+                + "telling different clients different survivor sets)"
+        case let .invalidRevealedShare(owner, kind, holder):
+            return "unmask: the revealed \(kind.rawValue) shares of participant \(owner) do not reconstruct what it committed to"
+                + (holder.map { "; the share revealed by participant \($0) is wrong" } ?? "")
+        case let .collusionResistanceTooLow(withstood, minimum, detail):
+            return "secure aggregation withstands \(withstood) colluding clients per neighbourhood against a lying coordinator, "
+                + "below the minimum \(minimum): \(detail)"
         case let .invalidState(expected, actual):
             return "secure-aggregation state machine: expected state \(expected), but it is \(actual)"
         }

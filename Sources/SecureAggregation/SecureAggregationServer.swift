@@ -1,7 +1,7 @@
 import SecureCrypto
 
-/// The coordinator side of secure aggregation (Bonawitz et al., CCS 2017, Figure 4, semi-honest
-/// variant), as a state machine without I/O. For each stage the driver feeds every client message
+/// The coordinator side of secure aggregation (Bonawitz et al., CCS 2017, Figure 4, with the
+/// ConsistencyCheck round of the actively secure variant), as a state machine without I/O. For each stage the driver feeds every client message
 /// that arrives before its deadline to `receive`, then calls the stage's `finish` method, which
 /// either returns the messages to send to each client or aborts the round.
 ///
@@ -29,6 +29,16 @@ public struct SecureAggregationServer: Sendable {
         var maskedSum: [UInt32] = []
     }
 
+    /// Round 3: U3 as sent to every survivor, the masked sum, and the signatures on U3 so far.
+    private struct Consistency: Sendable {
+        var advertisements: [ParticipantID: KeyAdvertisement]
+        var transcript: [UInt8]
+        var survivors: Set<ParticipantID>
+        var droppedAfterSharing: Set<ParticipantID>
+        var maskedSum: [UInt32]
+        var signatures: [ParticipantID: [UInt8]] = [:]
+    }
+
     /// Round 4: the survivor and dropped sets as sent in the unmask requests, the masked sum, and U5.
     private struct Unmasking: Sendable {
         var advertisements: [ParticipantID: KeyAdvertisement]
@@ -40,7 +50,8 @@ public struct SecureAggregationServer: Sendable {
         /// protected buffer its response's values were copied into (`sodium_malloc` maps guard pages
         /// around every buffer, and one buffer per share exhausted the process's mappings at n = 500).
         var revealed: [ParticipantID: [(index: UInt16, values: SecretBytes, row: Int)]] = [:]
-        /// Who answered.
+        /// Who was asked (the survivors that signed U3), and who answered.
+        var asked = Set<ParticipantID>()
         var responders = Set<ParticipantID>()
 
         /// Dropped clients whose pairwise masks are in the sum: those with a surviving neighbour.
@@ -54,6 +65,7 @@ public struct SecureAggregationServer: Sendable {
         case collectingAdvertisements([ParticipantID: KeyAdvertisement])
         case collectingShares(Sharing)
         case collectingMaskedInputs(MaskedInputs)
+        case collectingSignatures(Consistency)
         case collectingUnmaskResponses(Unmasking)
         case finished(transcript: [UInt8])
         case aborted(SecureAggregationError, transcript: [UInt8]?)
@@ -63,6 +75,7 @@ public struct SecureAggregationServer: Sendable {
             case .collectingAdvertisements: return "collectingAdvertisements"
             case .collectingShares: return "collectingShares"
             case .collectingMaskedInputs: return "collectingMaskedInputs"
+            case .collectingSignatures: return "collectingSignatures"
             case .collectingUnmaskResponses: return "collectingUnmaskResponses"
             case .finished: return "finished"
             case let .aborted(reason, _): return "aborted (\(reason))"
@@ -74,6 +87,7 @@ public struct SecureAggregationServer: Sendable {
             case .collectingAdvertisements: return nil
             case let .collectingShares(stage): return stage.transcript
             case let .collectingMaskedInputs(stage): return stage.transcript
+            case let .collectingSignatures(stage): return stage.transcript
             case let .collectingUnmaskResponses(stage): return stage.transcript
             case let .finished(transcript): return transcript
             case let .aborted(_, transcript): return transcript
@@ -85,6 +99,7 @@ public struct SecureAggregationServer: Sendable {
         }
         var sharing: Sharing? { if case let .collectingShares(stage) = self { return stage } else { return nil } }
         var masking: MaskedInputs? { if case let .collectingMaskedInputs(stage) = self { return stage } else { return nil } }
+        var consistency: Consistency? { if case let .collectingSignatures(stage) = self { return stage } else { return nil } }
         var unmasking: Unmasking? { if case let .collectingUnmaskResponses(stage) = self { return stage } else { return nil } }
     }
 
@@ -234,26 +249,77 @@ public struct SecureAggregationServer: Sendable {
         }
     }
 
-    /// Closes round 2: every survivor is asked for the self-mask shares of its surviving neighbours
-    /// and the masking-key shares of its neighbours that shared keys but sent no input.
+    /// Closes round 2: every survivor is sent U3, the set of clients whose masked input is in the sum,
+    /// to sign (the same set for all).
     /// - Throws: `.roundAborted` if some client whose masks are in the sum has fewer than t surviving
     ///   neighbourhood members to reveal its shares.
-    public mutating func finishMaskedInput() throws -> [UnmaskRequest] {
+    public mutating func finishMaskedInput() throws -> [ConsistencyRequest] {
         guard let masking = state.masking else { throw invalidState("collectingMaskedInputs") }
-        let unmasking = Unmasking(advertisements: masking.advertisements, transcript: masking.transcript,
-                                  survivors: masking.maskedSenders,
-                                  droppedAfterSharing: masking.sharers.subtracting(masking.maskedSenders),
-                                  maskedSum: masking.maskedSum)
-        let survivors = unmasking.survivors
-        try requireThreshold(survivors.union(unmasking.affectingDropped(session)), among: survivors, stage: .maskedInput,
-                             what: "sent their masked input")
-        state = .collectingUnmaskResponses(unmasking)
-        return survivors.sorted().map { recipient in
-            let neighbourhood = session.neighbourhood(of: recipient)
-            return UnmaskRequest(sessionID: unmasking.transcript, recipient: recipient,
-                                 survivors: neighbourhood.filter { survivors.contains($0) },
-                                 dropped: neighbourhood.filter { unmasking.droppedAfterSharing.contains($0) })
+        let consistency = Consistency(advertisements: masking.advertisements, transcript: masking.transcript,
+                                      survivors: masking.maskedSenders,
+                                      droppedAfterSharing: masking.sharers.subtracting(masking.maskedSenders),
+                                      maskedSum: masking.maskedSum)
+        let survivors = consistency.survivors
+        let affecting = affectingDropped(consistency.droppedAfterSharing, survivors: survivors)
+        try requireThreshold(survivors.union(affecting), among: survivors, stage: .maskedInput, what: "sent their masked input")
+        state = .collectingSignatures(consistency)
+        let list = survivors.sorted()
+        return list.map { ConsistencyRequest(sessionID: consistency.transcript, recipient: $0, survivors: list) }
+    }
+
+    // MARK: - Round 3: consistency check
+
+    /// Accepts a survivor's signature on U3 after checking its session id, that it survived, has not
+    /// signed yet, and that the signature verifies under its enrolled key.
+    public mutating func receive(_ signature: ConsistencySignature) throws {
+        let stage = SecureAggregationStage.consistencyCheck
+        let session = session
+        try update("collectingSignatures", \.consistency, State.collectingSignatures) { consistency in
+            let sender = signature.sender
+            guard signature.sessionID == consistency.transcript else { throw SecureAggregationError.sessionMismatch(stage: stage, sender: sender) }
+            guard consistency.survivors.contains(sender), let key = session.signingKey(of: sender) else {
+                throw SecureAggregationError.unknownParticipant(stage: stage, participant: sender, reason: "is not in the survivor set")
+            }
+            guard consistency.signatures[sender] == nil else { throw SecureAggregationError.duplicateMessage(stage: stage, sender: sender) }
+            let signed = ConsistencySignature.signedBytes(transcript: consistency.transcript, survivors: consistency.survivors.sorted())
+            guard key.isValidSignature(signature.signature, for: signed) else {
+                throw SecureAggregationError.invalidSignature(participant: sender)
+            }
+            consistency.signatures[sender] = signature.signature
         }
+    }
+
+    /// Closes round 3: every survivor that signed is asked for the self-mask shares of its surviving
+    /// neighbours and the masking-key shares of its neighbours that shared keys but sent no input,
+    /// with the signatures of the signers within two hops (those in the neighbourhoods of its
+    /// neighbours), which it checks before revealing anything.
+    /// - Throws: `.roundAborted` if some client whose masks are in the sum has fewer than t signers in
+    ///   its closed neighbourhood (its holders would refuse to reveal its shares).
+    public mutating func finishConsistencyCheck() throws -> [UnmaskRequest] {
+        guard let consistency = state.consistency else { throw invalidState("collectingSignatures") }
+        let survivors = consistency.survivors, signers = Set(consistency.signatures.keys)
+        let affecting = affectingDropped(consistency.droppedAfterSharing, survivors: survivors)
+        try requireThreshold(survivors.union(affecting), among: signers, stage: .consistencyCheck, what: "signed the survivor set")
+        state = .collectingUnmaskResponses(Unmasking(
+            advertisements: consistency.advertisements, transcript: consistency.transcript, survivors: survivors,
+            droppedAfterSharing: consistency.droppedAfterSharing, maskedSum: consistency.maskedSum, asked: signers))
+        return signers.sorted().map { recipient in
+            let neighbourhood = session.neighbourhood(of: recipient)
+            var twoHops = Set<ParticipantID>()
+            for member in neighbourhood { twoHops.formUnion(session.neighbourhood(of: member)) }
+            return UnmaskRequest(
+                sessionID: consistency.transcript, recipient: recipient,
+                survivors: neighbourhood.filter { survivors.contains($0) },
+                dropped: neighbourhood.filter { consistency.droppedAfterSharing.contains($0) },
+                signatures: twoHops.filter(signers.contains).sorted().map {
+                    SurvivorSignature(signer: $0, signature: consistency.signatures[$0]!)
+                })
+        }
+    }
+
+    /// Dropped clients whose pairwise masks are in the sum: those with a surviving neighbour.
+    private func affectingDropped(_ dropped: Set<ParticipantID>, survivors: Set<ParticipantID>) -> Set<ParticipantID> {
+        dropped.filter { session.neighbourhood(of: $0).contains(where: survivors.contains) }
     }
 
     // MARK: - Round 4: unmask
@@ -268,7 +334,7 @@ public struct SecureAggregationServer: Sendable {
             let sender = response.sender
             let survivors = unmasking.survivors, droppedAfterSharing = unmasking.droppedAfterSharing
             guard response.sessionID == unmasking.transcript else { throw SecureAggregationError.sessionMismatch(stage: stage, sender: sender) }
-            guard survivors.contains(sender) else {
+            guard unmasking.asked.contains(sender) else {
                 throw SecureAggregationError.unknownParticipant(stage: stage, participant: sender, reason: "was not asked to unmask")
             }
             guard !unmasking.responders.contains(sender) else { throw SecureAggregationError.duplicateMessage(stage: stage, sender: sender) }
@@ -289,9 +355,9 @@ public struct SecureAggregationServer: Sendable {
                         reason: "share of participant \(owner) has index \(item.share.index), threshold \(item.share.threshold), \(item.share.secretByteCount)-byte secret; expected \(index), \(session.threshold), \(SecretShareLayout.secretByteCount)")
                 }
             }
-            // t shares reconstruct a secret; further ones are not kept.
+            // Every share is kept: t reconstruct a secret, and one more singles out a wrong one.
             let width = SecretShareLayout.shareValueByteCount
-            let kept = response.shares.filter { (unmasking.revealed[$0.owner]?.count ?? 0) < session.threshold }
+            let kept = response.shares
             let values = SecretBytes(count: kept.count * width) { rows in
                 for (row, item) in kept.enumerated() {
                     item.share.value.withUnsafeBytes {
@@ -317,26 +383,11 @@ public struct SecureAggregationServer: Sendable {
     }
 
     private func unmaskSum(_ unmasking: Unmasking) throws -> AggregationResult {
-        let stage = SecureAggregationStage.unmask
-        let t = session.threshold
-        func shares(of owner: ParticipantID, _ kind: ShareKind) throws -> SecretBytes {
-            let available = unmasking.revealed[owner] ?? []
-            guard available.count >= t else {
-                throw SecureAggregationError.roundAborted(
-                    stage: stage, reason: "only \(available.count) \(kind.rawValue) shares of participant \(owner) were revealed; threshold is \(t)")
-            }
-            let width = SecretShareLayout.shareValueByteCount
-            let shares = try available.map { entry in
-                try ShamirShare(index: entry.index, threshold: UInt16(t), secretByteCount: SecretShareLayout.secretByteCount, value: entry.values.withUnsafeBytes {
-                    SecretBytes(copying: UnsafeRawBufferPointer(rebasing: $0[(entry.row * width)..<((entry.row + 1) * width)]))
-                })
-            }
-            return try ShamirSharing.reconstruct(shares)
-        }
+        let advertisements = unmasking.advertisements
         // Terms are applied in batches: each holds its seed in a guarded buffer, and n = 500 with 30%
         // dropped needs some 15,000 of them, more than a process may map at once.
         var sum = unmasking.maskedSum
-        let survivors = unmasking.survivors, advertisements = unmasking.advertisements
+        let survivors = unmasking.survivors
         var terms = [MaskTerm]()
         func add(_ term: MaskTerm) {
             terms.append(term)
@@ -345,19 +396,21 @@ public struct SecureAggregationServer: Sendable {
                 terms.removeAll(keepingCapacity: true)
             }
         }
-        // Survivors added +PRG(b_u): subtract it.
+        // Survivors added +PRG(b_u): subtract it, b_u checked against its signed commitment.
         for owner in survivors.sorted() {
-            add(MaskTerm(stream: try MaskStream(seed: try shares(of: owner, .selfMaskSeed)), sign: .minus))
+            guard let advertised = advertisements[owner] else { preconditionFailure("survivors advertised") }
+            let seed = try secret(of: owner, .selfMaskSeed, in: unmasking) {
+                try KeyAdvertisement.seedCommitment(seed: $0, sessionID: advertised.sessionID, sender: owner) == advertised.seedCommitment
+            }
+            add(MaskTerm(stream: try MaskStream(seed: seed), sign: .minus))
         }
         // A survivor u with a dropped neighbour v added +PRG(s_uv) if v < u, −PRG(s_uv) if v > u: undo it.
         let maskContext = SecureAggregationSession.pairwiseMaskContext(transcript: unmasking.transcript)
         for owner in unmasking.affectingDropped(session).sorted() {
             guard let advertised = advertisements[owner] else { preconditionFailure("dropped clients advertised") }
-            let keys = try KeyAgreementKeyPair(secretKey: try shares(of: owner, .maskingKey))
-            guard keys.publicKey == advertised.maskingKey else {
-                throw SecureAggregationError.roundAborted(
-                    stage: stage, reason: "shares of participant \(owner)'s masking key do not reconstruct the key it advertised")
-            }
+            let keys = try KeyAgreementKeyPair(secretKey: try secret(of: owner, .maskingKey, in: unmasking) {
+                try KeyAgreementKeyPair(secretKey: $0).publicKey == advertised.maskingKey
+            })
             for survivor in session.neighbourhood(of: owner) where survivors.contains(survivor) {
                 guard let peer = advertisements[survivor] else { continue }
                 let seed = try keys.sharedKey(with: peer.maskingKey, context: maskContext)
@@ -367,6 +420,44 @@ public struct SecureAggregationServer: Sendable {
         Masking.apply(terms, to: &sum)
         return AggregationResult(sum: sum, survivors: survivors.sorted(),
                                  dropped: session.participants.map(\.id).filter { !survivors.contains($0) })
+    }
+
+    /// `owner`'s secret of `kind` from t of its revealed shares, which must pass `matches` (the
+    /// owner's signed commitment or public key). A wrong share would otherwise shift the sum
+    /// silently; when more than t shares arrived, the one whose omission makes the rest reconstruct
+    /// a matching secret is named.
+    /// - Throws: `.roundAborted` below t shares, `.invalidRevealedShare` when no t of them match.
+    private func secret(of owner: ParticipantID, _ kind: ShareKind, in unmasking: Unmasking,
+                        matches: (SecretBytes) throws -> Bool) throws -> SecretBytes {
+        let t = session.threshold
+        let available = unmasking.revealed[owner] ?? []
+        guard available.count >= t else {
+            throw SecureAggregationError.roundAborted(
+                stage: .unmask, reason: "only \(available.count) \(kind.rawValue) shares of participant \(owner) were revealed; threshold is \(t)")
+        }
+        let width = SecretShareLayout.shareValueByteCount
+        let shares = try available.map { entry in
+            try ShamirShare(index: entry.index, threshold: UInt16(t), secretByteCount: SecretShareLayout.secretByteCount, value: entry.values.withUnsafeBytes {
+                SecretBytes(copying: UnsafeRawBufferPointer(rebasing: $0[(entry.row * width)..<((entry.row + 1) * width)]))
+            })
+        }
+        func attempt(_ subset: ArraySlice<ShamirShare>) throws -> SecretBytes? {
+            guard let secret = try? ShamirSharing.reconstruct(Array(subset)) else { return nil }
+            return try matches(secret) ? secret : nil
+        }
+        if let secret = try attempt(shares.prefix(t)) { return secret }
+        var culprit: ParticipantID?
+        if shares.count > t {
+            for skip in 0...t {
+                var rest = shares
+                rest.remove(at: skip)
+                if try attempt(rest.prefix(t)) != nil {
+                    culprit = session.neighbourhood(of: owner)[Int(shares[skip].index) - 1]
+                    break
+                }
+            }
+        }
+        throw SecureAggregationError.invalidRevealedShare(owner: owner, kind: kind, holder: culprit)
     }
 
     // MARK: - Helpers

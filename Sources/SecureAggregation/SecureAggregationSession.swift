@@ -55,9 +55,10 @@ public struct SecureAggregationSession: Sendable {
 
     /// The default threshold for a closed neighbourhood of m members: floor(2m/3) + 1, i.e. t > 2m/3,
     /// the bound Bonawitz et al. state for security against an actively malicious server colluding
-    /// with up to a third of the clients. It is also a strict majority, so a coordinator that tells
-    /// two halves different stories about who dropped can never collect t shares of both kinds for one
-    /// client. It tolerates up to a third of a neighbourhood dropping out.
+    /// with fewer than a third of the clients. With the consistency check it withstands 2t − m − 1,
+    /// about m/3, colluders against a coordinator that lies about who dropped (`CollusionResistance`;
+    /// a strict majority alone withstands none). It tolerates up to a third of a neighbourhood
+    /// dropping out.
     public static func defaultThreshold(neighbourhoodSize m: Int) -> Int { 2 * m / 3 + 1 }
 
     /// The session of a round.

@@ -9,10 +9,12 @@ public enum WireProtocol {
     /// The version this build writes. 2 (issue 13): declines and aborts carry codes, metrics carry the
     /// DP release instead of clear figures, the invitation its privacy unit, round results the signed
     /// audit head; a version-1 peer is refused by its header ("unknown protocol version"), not by a
-    /// field it cannot decode.
-    public static let version: UInt16 = 2
+    /// field it cannot decode. 3 (issue 14): secure aggregation's key advertisement commits to the
+    /// self-mask seed, and the consistency check (survivor set, signatures) precedes unmasking; a
+    /// version-2 client would skip the check, so it is refused.
+    public static let version: UInt16 = 3
     /// The versions this build reads; any other is refused.
-    public static let supportedVersions: Set<UInt16> = [2]
+    public static let supportedVersions: Set<UInt16> = [3]
     /// Header size in bytes.
     public static let headerByteCount = 12
     /// Default limit on a frame's payload: 64 MiB (a LoRA update travels in several chunks).
@@ -59,6 +61,10 @@ public enum MessageType: UInt16, Sendable, CaseIterable, CustomStringConvertible
     case secureUnmaskRequest = 16
     /// Client → coordinator: the shares it reveals for unmasking (round 4 reply).
     case secureUnmaskResponse = 17
+    /// Coordinator → survivor: the survivor set U3 to sign (round 3, consistency check).
+    case secureConsistencyRequest = 18
+    /// Survivor → coordinator: its signature on U3 (round 3 reply).
+    case secureConsistencySignature = 19
 
     public var description: String {
         switch self {
@@ -79,6 +85,8 @@ public enum MessageType: UInt16, Sendable, CaseIterable, CustomStringConvertible
         case .secureMaskedInput: return "secureMaskedInput"
         case .secureUnmaskRequest: return "secureUnmaskRequest"
         case .secureUnmaskResponse: return "secureUnmaskResponse"
+        case .secureConsistencyRequest: return "secureConsistencyRequest"
+        case .secureConsistencySignature: return "secureConsistencySignature"
         }
     }
 }

@@ -145,6 +145,7 @@ private func encodeAdvertisement(_ advertisement: KeyAdvertisement, into encoder
     encoder.uint32(advertisement.sender)
     try encoder.blob(advertisement.encryptionKey.bytes, field: "encryptionKey")
     try encoder.blob(advertisement.maskingKey.bytes, field: "maskingKey")
+    try encoder.blob(advertisement.seedCommitment, field: "seedCommitment")
     try encoder.blob(advertisement.signature, field: "signature")
 }
 
@@ -153,10 +154,15 @@ private func decodeAdvertisement(from decoder: inout WireDecoder) throws -> KeyA
     let sender = try decoder.uint32("sender")
     let encryption = try decoder.blob("encryptionKey", limit: KeyAgreementPublicKey.byteCount)
     let masking = try decoder.blob("maskingKey", limit: KeyAgreementPublicKey.byteCount)
+    let commitment = try decoder.blob("seedCommitment", limit: KeyAdvertisement.seedCommitmentByteCount)
     let signature = try decoder.blob("signature", limit: SigningKeyPair.signatureByteCount)
+    guard commitment.count == KeyAdvertisement.seedCommitmentByteCount else {
+        throw WireError.invalidValue(field: "advertisement of participant \(sender)",
+                                     reason: "seed commitment of \(commitment.count) bytes, expected \(KeyAdvertisement.seedCommitmentByteCount)")
+    }
     do {
         return KeyAdvertisement(sessionID: session, sender: sender, encryptionKey: try KeyAgreementPublicKey(bytes: encryption),
-                                maskingKey: try KeyAgreementPublicKey(bytes: masking), signature: signature)
+                                maskingKey: try KeyAgreementPublicKey(bytes: masking), seedCommitment: commitment, signature: signature)
     } catch {
         throw WireError.invalidValue(field: "advertisement of participant \(sender)", reason: "\(error)")
     }
@@ -180,8 +186,8 @@ private func decodeShares(from decoder: inout WireDecoder) throws -> [EncryptedS
     }
 }
 
-private func decodeIDs(_ field: String, from decoder: inout WireDecoder) throws -> [ParticipantID] {
-    let count = try decoder.count(field, minimumElementSize: 4, limit: maximumNeighbourhoodItems)
+private func decodeIDs(_ field: String, from decoder: inout WireDecoder, limit: Int = maximumNeighbourhoodItems) throws -> [ParticipantID] {
+    let count = try decoder.count(field, minimumElementSize: 4, limit: limit)
     return try (0..<count).map { _ in try decoder.uint32(field) }
 }
 
@@ -232,7 +238,7 @@ public struct SecureAdvertisements: WireMessage {
         round = try decoder.uint64("round")
         let session = try decoder.blob("sessionID", limit: 32)
         let recipient = try decoder.uint32("recipient")
-        let count = try decoder.count("advertisements", minimumElementSize: 4 * 4 + 4 + 32 * 3 + 64,
+        let count = try decoder.count("advertisements", minimumElementSize: 5 * 4 + 4 + 32 * 4 + 64,
                                       limit: maximumNeighbourhoodItems)
         let advertisements = try (0..<count).map { _ in try decodeAdvertisement(from: &decoder) }
         let otherCount = try decoder.count("others", minimumElementSize: 4 + 4,
@@ -319,9 +325,61 @@ public struct SecureMaskedInput: WireMessage {
     }
 }
 
+// MARK: - Round 3: consistency check
+
+/// Coordinator → survivor: U3, the clients whose masked input is in the sum, to sign.
+public struct SecureConsistencyRequest: WireMessage {
+    public static let messageType = MessageType.secureConsistencyRequest
+    public var round: UInt64
+    public var request: ConsistencyRequest
+    public init(round: UInt64, request: ConsistencyRequest) {
+        self.round = round
+        self.request = request
+    }
+    public func encode(into encoder: inout WireEncoder) throws {
+        encoder.uint64(round)
+        try encoder.blob(request.sessionID, field: "sessionID")
+        encoder.uint32(request.recipient)
+        encoder.uint32(UInt32(request.survivors.count))
+        for id in request.survivors { encoder.uint32(id) }
+    }
+    public init(from decoder: inout WireDecoder) throws {
+        round = try decoder.uint64("round")
+        let session = try decoder.blob("sessionID", limit: 32)
+        let recipient = try decoder.uint32("recipient")
+        let survivors = try decodeIDs("survivors", from: &decoder, limit: SecureRoundSetup.maximumCohort)
+        request = ConsistencyRequest(sessionID: session, recipient: recipient, survivors: survivors)
+    }
+}
+
+/// Survivor → coordinator: its signature on U3.
+public struct SecureConsistencySignature: WireMessage {
+    public static let messageType = MessageType.secureConsistencySignature
+    public var round: UInt64
+    public var signature: ConsistencySignature
+    public init(round: UInt64, signature: ConsistencySignature) {
+        self.round = round
+        self.signature = signature
+    }
+    public func encode(into encoder: inout WireEncoder) throws {
+        encoder.uint64(round)
+        try encoder.blob(signature.sessionID, field: "sessionID")
+        encoder.uint32(signature.sender)
+        try encoder.blob(signature.signature, field: "signature")
+    }
+    public init(from decoder: inout WireDecoder) throws {
+        round = try decoder.uint64("round")
+        let session = try decoder.blob("sessionID", limit: 32)
+        let sender = try decoder.uint32("sender")
+        signature = ConsistencySignature(sessionID: session, sender: sender,
+                                         signature: try decoder.blob("signature", limit: SigningKeyPair.signatureByteCount))
+    }
+}
+
 // MARK: - Round 4: unmask
 
-/// Coordinator → client: which of its neighbours survived and which dropped.
+/// Coordinator → client: which of its neighbours survived and which dropped, and the consistency
+/// signatures on U3 of the survivors within two hops.
 public struct SecureUnmaskRequest: WireMessage {
     public static let messageType = MessageType.secureUnmaskRequest
     public var round: UInt64
@@ -338,6 +396,11 @@ public struct SecureUnmaskRequest: WireMessage {
         for id in request.survivors { encoder.uint32(id) }
         encoder.uint32(UInt32(request.dropped.count))
         for id in request.dropped { encoder.uint32(id) }
+        encoder.uint32(UInt32(request.signatures.count))
+        for item in request.signatures {
+            encoder.uint32(item.signer)
+            try encoder.blob(item.signature, field: "signatures.signature")
+        }
     }
     public init(from decoder: inout WireDecoder) throws {
         round = try decoder.uint64("round")
@@ -345,7 +408,14 @@ public struct SecureUnmaskRequest: WireMessage {
         let recipient = try decoder.uint32("recipient")
         let survivors = try decodeIDs("survivors", from: &decoder)
         let dropped = try decodeIDs("dropped", from: &decoder)
-        request = UnmaskRequest(sessionID: session, recipient: recipient, survivors: survivors, dropped: dropped)
+        // Signers within two hops: at most the cohort.
+        let count = try decoder.count("signatures", minimumElementSize: 4 + 4 + SigningKeyPair.signatureByteCount,
+                                      limit: SecureRoundSetup.maximumCohort)
+        let signatures = try (0..<count).map { _ in
+            SurvivorSignature(signer: try decoder.uint32("signatures.signer"),
+                              signature: try decoder.blob("signatures.signature", limit: SigningKeyPair.signatureByteCount))
+        }
+        request = UnmaskRequest(sessionID: session, recipient: recipient, survivors: survivors, dropped: dropped, signatures: signatures)
     }
 }
 

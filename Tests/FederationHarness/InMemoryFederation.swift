@@ -132,6 +132,8 @@ public final class InMemoryFederation {
     /// whatever became of the round: what the client's ledger must have paid for.
     public private(set) var receivedUpdates: [String: [UInt64]] = [:]
     private var queue: [Delivery] = []
+    /// A lying coordinator for tests: rewrites a frame on its way to the named client.
+    public var tamperDownlink: ((String, Frame) throws -> Frame)?
     private let model: LlamaConfiguration
     private var uplinks: [String: ClientUplink] = [:]
 
@@ -204,7 +206,8 @@ public final class InMemoryFederation {
         while !queue.isEmpty {
             switch queue.removeFirst() {
             case let .toClient(name, bytes):
-                try deliver(try Frame.decode(bytes), to: name)
+                let frame = try Frame.decode(bytes)
+                try deliver(try tamperDownlink?(name, frame) ?? frame, to: name)
             case let .toCoordinator(name, bytes):
                 guard clients[name]?.alive == true else { continue }
                 try coordinatorReceives(try Frame.decode(bytes), from: name)

@@ -191,11 +191,11 @@ final class ClientAgentTests: XCTestCase {
     func testSecureSessionIsCheckedBeforeTheCharge() throws {
         let global = try tensors(1)
         let identity = SigningKeyPair()
-        func attempt(members: [SecureRoundSetup.Member]) throws -> [ClientAgent.Action] {
+        func attempt(members: [SecureRoundSetup.Member], threshold: UInt32 = 3) throws -> [ClientAgent.Action] {
             var a = agent(identity: identity)
             var message = invite(round: 3, tensors: global)
             message.secureAggregation = true
-            let setup = SecureRoundSetup(round: 3, members: members, degree: 0, threshold: 2, updateClip: 0.24,
+            let setup = SecureRoundSetup(round: 3, members: members, degree: 0, threshold: threshold, updateClip: 0.24,
                                          vectorLength: UInt64(global.values.reduce(1) { $0 + $1.count }))
             var actions = try a.receive(message.frame()) + a.receive(setup.frame())
             for frame in try TensorSetFrames.frames(round: 3, kind: .globalAdapter, tensors: global) { actions += try a.receive(frame) }
@@ -210,6 +210,12 @@ final class ClientAgentTests: XCTestCase {
         XCTAssertTrue(keyReason.hasPrefix("secure aggregation: "), keyReason)
         let member = try attempt(members: [SecureRoundSetup.Member(id: 1, name: "clinic-1", signingKey: identity.publicKey)] + others)
         guard case .prepare(3, _, _)? = member.first else { return XCTFail("\(member)") }
+        // A coordinator announcing t = 2 of 3 (withstands no colluder against a lying coordinator,
+        // `CollusionResistance`) is declined before the charge, by the named error.
+        let weak = try attempt(members: [SecureRoundSetup.Member(id: 1, name: "clinic-1", signingKey: identity.publicKey)] + others,
+                               threshold: 2)
+        guard case let .decline(3, .secureAggregation, weakReason)? = weak.first else { return XCTFail("\(weak)") }
+        XCTAssertTrue(weakReason.contains("withstands 0 colluding clients"), weakReason)
     }
 
     func testTamperedAdapterIsRefused() throws {

@@ -68,12 +68,14 @@ final class ClientMessageFieldTests: XCTestCase {
         ],
         .secureAdvertise: ["round": .fromPlan, "advertisement.sessionID": .keyMaterial, "advertisement.sender": .fromPlan,
                            "advertisement.encryptionKey.bytes": .keyMaterial, "advertisement.maskingKey.bytes": .keyMaterial,
-                           "advertisement.signature": .keyMaterial],
+                           "advertisement.seedCommitment": .keyMaterial, "advertisement.signature": .keyMaterial],
         .secureShares: ["round": .fromPlan, "message.sessionID": .keyMaterial, "message.sender": .fromPlan,
                         "message.shares[].sender": .fromPlan, "message.shares[].recipient": .fromPlan,
                         "message.shares[].ciphertext": .keyMaterial],
         .secureMaskedInput: ["round": .fromPlan, "input.sessionID": .keyMaterial, "input.sender": .fromPlan,
                              "input.words": .maskedAndSummed],
+        .secureConsistencySignature: ["round": .fromPlan, "signature.sessionID": .keyMaterial, "signature.sender": .fromPlan,
+                                      "signature.signature": .keyMaterial],
         .secureUnmaskResponse: ["round": .fromPlan, "response.sessionID": .keyMaterial, "response.sender": .fromPlan,
                                 "response.shares[].owner": .fromPlan, "response.shares[].kind": .fromPlan,
                                 "response.shares[].share.index": .fromPlan, "response.shares[].share.threshold": .fromPlan,
@@ -83,7 +85,7 @@ final class ClientMessageFieldTests: XCTestCase {
 
     /// Message types only the coordinator sends.
     static let coordinatorMessages: Set<MessageType> = [.invite, .roundResult, .secureSetup, .secureAdvertisements,
-                                                         .secureShareBundle, .secureUnmaskRequest]
+                                                         .secureShareBundle, .secureConsistencyRequest, .secureUnmaskRequest]
 
     /// Types the walk treats as one field (opaque key material).
     static let opaqueTypes: Set<String> = ["SecretBytes"]
@@ -155,6 +157,7 @@ final class ClientMessageFieldTests: XCTestCase {
         case .secureAdvertise: return try SecureAdvertise(frame: frame)
         case .secureShares: return try SecureShares(frame: frame)
         case .secureMaskedInput: return try SecureMaskedInput(frame: frame)
+        case .secureConsistencySignature: return try SecureConsistencySignature(frame: frame)
         case .secureUnmaskResponse: return try SecureUnmaskResponse(frame: frame)
         default: throw FederationError.peer("test", "a client sent \(frame.type), which only the coordinator sends")
         }

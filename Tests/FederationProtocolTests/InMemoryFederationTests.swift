@@ -179,6 +179,33 @@ final class InMemoryFederationTests: XCTestCase {
         XCTAssertEqual(try entries(federation, "c").count, 0)
     }
 
+    /// A coordinator that shows one client a survivor set that leaves it out: that client refuses to
+    /// sign, leaves the round with the abort code secure_aggregation (its words stay in its log), and
+    /// reveals nothing; its input is in the sum already, so the three others' signatures (t = 3) let
+    /// the round commit with all four. (A client shown a set that omits another survivor signs it;
+    /// the coordinator, which checks every signature against the set it sent, then refuses it.)
+    func testAClientShownAnotherSurvivorSetLeavesWithTheAbortCode() throws {
+        let names = ["a", "b", "c", "d"]
+        let federation = try InMemoryFederation(policy: roundPolicy(clients: 4, minimum: 3, secure: true), model: Self.model,
+                                                global: try initialGlobal(), clients: try names.map { try client($0) }, now: t0)
+        federation.tamperDownlink = { name, frame in
+            guard name == "a", frame.type == .secureConsistencyRequest else { return frame }
+            let message = try SecureConsistencyRequest(frame: frame)
+            let request = message.request
+            return try SecureConsistencyRequest(round: message.round, request: ConsistencyRequest(
+                sessionID: request.sessionID, recipient: request.recipient, survivors: request.survivors.filter { $0 != request.recipient })).frame()
+        }
+        try federation.startRounds(1)
+        let outcome = try XCTUnwrap(federation.finished.first?.outcome)
+        XCTAssertTrue(outcome.isCommitted, outcome.abortReason ?? "")
+        XCTAssertEqual(outcome.secure?.survivors, names)
+        let a = try XCTUnwrap(federation.clients["a"])
+        XCTAssertEqual(a.sent, [.accept, .secureAdvertise, .secureShares, .secureMaskedInput, .metrics, .abort])
+        XCTAssertTrue(a.log.contains { $0.contains("consistency check: refused") }, "\(a.log)")
+        let abort = try Abort(frame: try XCTUnwrap(a.sentFrames.last))
+        XCTAssertEqual(abort.code, .secureAggregation)
+    }
+
     /// The same federation with secure aggregation off and on: the masked round's adapter equals
     /// the plain one within the fixed-point rounding bound.
     func testSecureRoundAgreesWithThePlainRound() throws {
@@ -202,7 +229,7 @@ final class InMemoryFederationTests: XCTestCase {
         let secure = try XCTUnwrap(results[true]), plain = try XCTUnwrap(results[false])
         XCTAssertEqual(secure.finished.first?.outcome.secure?.survivors, names)
         XCTAssertEqual(secure.clients["a"]!.sent, [.accept, .secureAdvertise, .secureShares, .secureMaskedInput, .metrics,
-                                                   .secureUnmaskResponse], "no plain update leaves a client in a secure round")
+                                                   .secureConsistencySignature, .secureUnmaskResponse], "no plain update leaves a client in a secure round")
         let bound = secureBound(clients: 4, examples: examples)
         let worst = worstDifference(secure.global, plain.global)
         XCTAssertLessThanOrEqual(worst, bound + 1e-8, "secure vs plain: worst \(worst), bound \(bound)")

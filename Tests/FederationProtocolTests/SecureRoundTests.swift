@@ -106,6 +106,14 @@ final class SecureRoundTests: XCTestCase {
                             let masked = try clients[name]!.machine!.maskInput(message.bundle, input: clients[name]!.input)
                             let wire = try SecureMaskedInput(frame: SecureMaskedInput(round: message.round, input: masked).frame())
                             queue += engine.secureMaskedInput(name, round: message.round, wire, metrics: metrics(name), now: now)
+                        case .secureConsistencyRequest:
+                            // A client leaving before unmasking leaves here, before signing: a survivor all the same.
+                            guard answers(name, before: .beforeUnmask) else { leave(name); continue }
+                            let message = try SecureConsistencyRequest(frame: frame)
+                            let signature = try clients[name]!.machine!.signSurvivors(message.request)
+                            let wire = try SecureConsistencySignature(
+                                frame: SecureConsistencySignature(round: message.round, signature: signature).frame())
+                            queue += engine.secureConsistency(name, round: message.round, wire, now: now)
                         case .secureUnmaskRequest:
                             guard answers(name, before: .beforeUnmask) else { leave(name); continue }
                             let message = try SecureUnmaskRequest(frame: frame)
@@ -291,6 +299,55 @@ final class SecureRoundTests: XCTestCase {
         short[short.count - 1] &-= (try setup.participationEncoding().encode([1], rounding: .nearest)).words[0]
         XCTAssertThrowsError(try SecureUpdate.decodeMean(sum: short, survivors: 4, setup: setup, layout: layout)) { error in
             XCTAssertTrue("\(error)".contains("participation words sum to 3"), "\(error)")
+        }
+    }
+
+    /// One client that skips the clip (issue 14, item 4): with four deltas of 1e-4 and a fifth client
+    /// sending the word that brings the first value of the sum to 2^31 − 1, the decoded mean's first
+    /// value was 1250× the honest one (clip 0.05, n = 5: seen on the commit before this bound, where
+    /// decodeMean returned it); now the sum is refused by name. What the bound still lets one client
+    /// do is printed too: the largest sum value that passes is 5 × the clip, 625× here. A participation word other than 1 from one client is refused as well
+    /// (it was already), so the divisor cannot be made tiny or huge.
+    func testOneClientCannotInflateTheMean() throws {
+        let layout = try layout()
+        let setup = try setup(layout: layout, members: 5)
+        let name = layout.shapes.keys.sorted()[0]
+        var sum = [UInt32](repeating: 0, count: Int(setup.vectorLength))
+        var honestFirst = 0.0
+        for _ in 0..<4 {
+            var delta = randomDelta(layout, scale: 1e-4)
+            delta[name]![0] = 1e-4
+            honestFirst += 1e-4
+            let encoded = try SecureUpdate.encode(delta: delta, setup: setup, layout: layout, rounding: .nearest)
+            for i in 0..<sum.count { sum[i] &+= encoded.words[i] }
+        }
+        var forged = try SecureUpdate.encode(delta: randomDelta(layout, scale: 0), setup: setup, layout: layout, rounding: .nearest).words
+        forged[0] = UInt32(Int32.max) &- sum[0]
+        var inflated = sum
+        for i in 0..<sum.count { inflated[i] &+= forged[i] }
+        let encoding = try setup.valueEncoding()
+        let factor = Double(Int32(bitPattern: inflated[0])) / encoding.scale / honestFirst
+        let within = 5 * encoding.maximumMagnitude / encoding.scale / honestFirst
+        print(String(format: "one unclipped client inflates a mean value %.0f× (2^%.1f) at clip %g, n = 5; the bound leaves %.0f×",
+                     factor, log2(factor), setup.updateClip, within))
+        XCTAssertGreaterThan(factor, within)
+        XCTAssertThrowsError(try SecureUpdate.decodeMean(sum: inflated, survivors: 5, setup: setup, layout: layout)) { error in
+            XCTAssertTrue("\(error)".contains("beyond 5 survivors × the clip"), "\(error)")
+            XCTAssertEqual((error as? FederationError).map { "\($0)" }?.contains("round \(setup.round)"), true, "\(error)")
+        }
+        // Control: the five clients within the clip decode.
+        var honest = sum
+        for i in 0..<sum.count { honest[i] &+= forged[i] }
+        honest[0] = sum[0]
+        XCTAssertNoThrow(try SecureUpdate.decodeMean(sum: honest, survivors: 5, setup: setup, layout: layout))
+        // Participation: one client sending 0, or 2^20 times its word, is refused.
+        let one = try setup.participationEncoding().encode([1], rounding: .nearest).words[0]
+        for word in [UInt32(0), one &* (1 << 20)] {
+            var bad = honest
+            bad[bad.count - 1] = one &* 4 &+ word
+            XCTAssertThrowsError(try SecureUpdate.decodeMean(sum: bad, survivors: 5, setup: setup, layout: layout)) { error in
+                XCTAssertTrue("\(error)".contains("participation words sum to"), "\(error)")
+            }
         }
     }
 

@@ -20,25 +20,32 @@ final class DropoutToleranceTests: XCTestCase {
         }
     }
 
-    /// Figures enumerated independently (exact integer binomials in Python): the chosen degree and
-    /// threshold for Bonawitz et al.'s setting and the benchmark's, and the refusal where a majority
-    /// threshold cannot meet the bound.
+    /// Figures enumerated independently (exact integer binomials in Python,
+    /// Reference/dropout_policy.py): the chosen degree and threshold for the benchmark's settings, and
+    /// the refusals where no threshold with enough collusion resistance (`CollusionResistance`) meets
+    /// the bound. Before the collusion floor the policy chose t = 74 of 147 (k = 146), t = 52 of 100
+    /// and t = 16 of 31 (k = 30): 0, 3 and 0 colluders withstood.
     func testChosenGraphsAndThresholds() throws {
         let loose = try DropoutTolerance(dropoutRate: 0.3, failureProbability: 1e-4)
-        XCTAssertEqual(try loose.graphAndThreshold(cohortSize: 500).graph, .harary(degree: 146))
-        XCTAssertEqual(try loose.graphAndThreshold(cohortSize: 500).threshold, 74)
-        XCTAssertEqual(try loose.graphAndThreshold(cohortSize: 100).graph, .complete)
-        XCTAssertEqual(try loose.graphAndThreshold(cohortSize: 100).threshold, 52)
+        XCTAssertEqual(try loose.graphAndThreshold(cohortSize: 500).graph, .harary(degree: 192))
+        XCTAssertEqual(try loose.graphAndThreshold(cohortSize: 500).threshold, 102)
+        XCTAssertThrowsError(try loose.graphAndThreshold(cohortSize: 100)) { error in
+            guard case SecureAggregationError.collusionResistanceTooLow = error else { return XCTFail("\(error)") }
+        }
         let tight = try DropoutTolerance(dropoutRate: 0.1)
-        XCTAssertEqual(try tight.graphAndThreshold(cohortSize: 100).graph, .harary(degree: 30))
-        XCTAssertEqual(try tight.graphAndThreshold(cohortSize: 100).threshold, 16)
+        XCTAssertEqual(try tight.graphAndThreshold(cohortSize: 100).graph, .harary(degree: 34))
+        XCTAssertEqual(try tight.graphAndThreshold(cohortSize: 100).threshold, 19)
+        XCTAssertEqual(try DropoutTolerance(dropoutRate: 0.2, failureProbability: 1e-5).graphAndThreshold(cohortSize: 300).graph,
+                       .harary(degree: 76))
+        XCTAssertEqual(try DropoutTolerance(dropoutRate: 0.2, failureProbability: 1e-5).graphAndThreshold(cohortSize: 300).threshold, 41)
         XCTAssertThrowsError(try DropoutTolerance(dropoutRate: 0.3).graphAndThreshold(cohortSize: 100))
+        XCTAssertThrowsError(try DropoutTolerance(dropoutRate: 0.3).graphAndThreshold(cohortSize: 500))
         XCTAssertThrowsError(try DropoutTolerance(dropoutRate: 0.5))
         XCTAssertThrowsError(try DropoutTolerance(dropoutRate: 0.1, failureProbability: 0))
     }
 
     /// The chosen threshold is the largest that meets ε, the chosen degree the smallest, and the
-    /// threshold never drops below a strict majority.
+    /// threshold never drops below a strict majority plus the collusion floor.
     func testChoiceIsExtremal() throws {
         for (n, rate, epsilon) in [(100, 0.1, 1e-6), (500, 0.3, 1e-4), (300, 0.2, 1e-5), (50, 0.0, 1e-6)] {
             let policy = try DropoutTolerance(dropoutRate: rate, failureProbability: epsilon)
@@ -46,6 +53,7 @@ final class DropoutToleranceTests: XCTestCase {
             let (smallest, largest, _) = DropoutTolerance.neighbourhoods(cohortSize: n, graph: graph)
             XCTAssertLessThanOrEqual(policy.failureBound(cohortSize: n, graph: graph, threshold: t), epsilon)
             XCTAssertGreaterThan(2 * t, largest)
+            XCTAssertNoThrow(try CollusionResistance.require(cohortSize: n, graph: graph, threshold: t))
             if t < smallest { XCTAssertGreaterThan(policy.failureBound(cohortSize: n, graph: graph, threshold: t + 1), epsilon) }
             if case let .harary(k) = graph, k - 2 >= NeighbourGraph.defaultDegree(cohortSize: n) {
                 XCTAssertThrowsError(try policy.threshold(cohortSize: n, graph: .harary(degree: k - 2)), "n \(n): degree \(k - 2) also works")

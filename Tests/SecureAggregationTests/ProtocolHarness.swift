@@ -9,8 +9,10 @@ enum DropPoint: CaseIterable {
     case afterAdvertise
     /// Shares, then uploads no masked input.
     case afterShare
-    /// Uploads its masked input, then never answers the unmask request.
+    /// Uploads its masked input, then never signs the survivor set.
     case afterMaskedInput
+    /// Signs the survivor set, then never answers the unmask request.
+    case afterConsistencyCheck
 }
 
 /// Drives one coordinator and n clients through a round in memory, recording what the coordinator
@@ -90,13 +92,25 @@ struct ProtocolRun {
         return try server.finishSharing()
     }
 
-    mutating func mask(_ bundles: [ShareBundle], dropping dropped: Set<ParticipantID> = []) throws -> [UnmaskRequest] {
+    mutating func mask(_ bundles: [ShareBundle], dropping dropped: Set<ParticipantID> = []) throws -> [ConsistencyRequest] {
         for bundle in bundles where !dropped.contains(bundle.recipient) {
             let masked = try clients[bundle.recipient]!.maskInput(bundle, input: inputs[bundle.recipient]!)
             maskedInputs[masked.sender] = masked.words
             try server.receive(masked)
         }
         return try server.finishMaskedInput()
+    }
+
+    mutating func sign(_ requests: [ConsistencyRequest], dropping dropped: Set<ParticipantID> = []) throws -> [UnmaskRequest] {
+        for request in requests where !dropped.contains(request.recipient) {
+            try server.receive(try clients[request.recipient]!.signSurvivors(request))
+        }
+        return try server.finishConsistencyCheck()
+    }
+
+    /// Stages 2 and 3: masked inputs, then the survivors sign U3.
+    mutating func maskAndSign(_ bundles: [ShareBundle]) throws -> [UnmaskRequest] {
+        try sign(try mask(bundles))
     }
 
     mutating func unmask(_ requests: [UnmaskRequest], dropping dropped: Set<ParticipantID> = []) throws -> AggregationResult {
@@ -115,8 +129,10 @@ struct ProtocolRun {
         gone.formUnion(drops[.afterAdvertise] ?? [])
         let bundles = try share(broadcasts, dropping: gone)
         gone.formUnion(drops[.afterShare] ?? [])
-        let requests = try mask(bundles, dropping: gone)
+        let checks = try mask(bundles, dropping: gone)
         gone.formUnion(drops[.afterMaskedInput] ?? [])
+        let requests = try sign(checks, dropping: gone)
+        gone.formUnion(drops[.afterConsistencyCheck] ?? [])
         return try unmask(requests, dropping: gone)
     }
 }

@@ -105,7 +105,8 @@ final class SecureAggregationAbortTests: XCTestCase {
             (.beforeAdvertise, .advertiseKeys, "only 13 of 20 clients advertised keys; threshold is 14"),
             (.afterAdvertise, .shareKeys, "only 13 of 20 clients shared their keys; threshold is 14"),
             (.afterShare, .maskedInput, "only 13 of 20 clients sent their masked input; threshold is 14"),
-            (.afterMaskedInput, .unmask, "self-mask seed shares of participant"),
+            (.afterMaskedInput, .consistencyCheck, "only 13 of 20 clients signed the survivor set; threshold is 14"),
+            (.afterConsistencyCheck, .unmask, "self-mask seed shares of participant"),
         ]
         for (point, expectedStage, expectedReason) in cases {
             var run = try ProtocolRun.make(count: n, vectorLength: 64) { _ in [UInt32](repeating: 7, count: 64) }
@@ -197,7 +198,7 @@ final class SecureAggregationRefusalTests: XCTestCase {
         var run = try ProtocolRun.make(count: count, vectorLength: 32) { _ in [UInt32](repeating: 5, count: 32) }
         let broadcasts = try run.advertise()
         let bundles = try run.share(broadcasts, dropping: Set(drop.map { run.ids[$0] }))
-        let requests = try run.mask(bundles)
+        let requests = try run.maskAndSign(bundles)
         return (run, requests)
     }
 
@@ -218,7 +219,7 @@ final class SecureAggregationRefusalTests: XCTestCase {
         let victim = asked.survivors.first { $0 != asked.recipient }!
         let both = UnmaskRequest(sessionID: asked.sessionID, recipient: asked.recipient,
                                  survivors: asked.survivors, dropped: asked.dropped + [victim])
-        assertRefused({ try run.clients[asked.recipient]!.unmask(both) }, contains: "listed as both survivor and dropped")
+        assertRefused({ try run.clients[asked.recipient]!.unmask(both) }, contains: "differ from the survivor set participant")
         XCTAssertThrowsError(try run.clients[asked.recipient]!.unmask(asked))  // failed for good
 
         // A second request, claiming a survivor dropped after its self-mask share was revealed.
@@ -231,21 +232,22 @@ final class SecureAggregationRefusalTests: XCTestCase {
         }
     }
 
-    /// The client's other unmask checks: itself listed as dropped, a participant it holds no shares
-    /// of, a participant listed twice, too few survivors, and another session.
+    /// The client's other unmask checks: a request whose lists differ from the survivor set it signed
+    /// (itself listed as dropped, a participant it holds no shares of, one listed twice, too few
+    /// survivors), and another session.
     func testClientRefusesMalformedUnmaskRequests() throws {
         let (run, requests) = try makeRunAtUnmask(drop: [1])
         let request = requests[0]
         let me = request.recipient
         let variants: [(UnmaskRequest, String)] = [
             (UnmaskRequest(sessionID: request.sessionID, recipient: me, survivors: request.survivors.filter { $0 != me },
-                           dropped: request.dropped + [me]), "does not list participant \(me) itself as a survivor"),
+                           dropped: request.dropped + [me]), "differ from the survivor set participant \(me) signed"),
             (UnmaskRequest(sessionID: request.sessionID, recipient: me, survivors: request.survivors,
-                           dropped: [9999]), "holds no shares of participant 9999"),
+                           dropped: [9999]), "differ from the survivor set participant \(me) signed"),
             (UnmaskRequest(sessionID: request.sessionID, recipient: me, survivors: request.survivors + [request.survivors[1]],
-                           dropped: request.dropped), "lists a participant twice"),
+                           dropped: request.dropped), "differ from the survivor set participant \(me) signed"),
             (UnmaskRequest(sessionID: request.sessionID, recipient: me, survivors: Array(request.survivors.prefix(3)),
-                           dropped: request.dropped), "only 3 survivors listed"),
+                           dropped: request.dropped), "differ from the survivor set participant \(me) signed"),
             (UnmaskRequest(sessionID: Hash.blake2b([1, 2, 3]), recipient: me, survivors: request.survivors,
                            dropped: request.dropped), "another session id"),
         ]
@@ -263,12 +265,17 @@ final class SecureAggregationRefusalTests: XCTestCase {
         let genuine = try run.clients[ids[0]]!.advertiseKeys()
         let otherKeys = KeyAgreementKeyPair().publicKey
         let swapped = KeyAdvertisement(sessionID: genuine.sessionID, sender: genuine.sender, encryptionKey: genuine.encryptionKey,
-                                       maskingKey: otherKeys, signature: genuine.signature)
-        let impostorBytes = KeyAdvertisement.signedBytes(sessionID: genuine.sessionID, sender: ids[0],
-                                                         encryptionKey: genuine.encryptionKey, maskingKey: otherKeys)
+                                       maskingKey: otherKeys, seedCommitment: genuine.seedCommitment, signature: genuine.signature)
+        let impostorBytes = KeyAdvertisement.signedBytes(sessionID: genuine.sessionID, sender: ids[0], encryptionKey: genuine.encryptionKey,
+                                                         maskingKey: otherKeys, seedCommitment: genuine.seedCommitment)
         let impostor = KeyAdvertisement(sessionID: genuine.sessionID, sender: ids[0], encryptionKey: genuine.encryptionKey,
-                                        maskingKey: otherKeys, signature: run.identities[ids[1]]!.signature(for: impostorBytes))
-        for forged in [swapped, impostor] {
+                                        maskingKey: otherKeys, seedCommitment: genuine.seedCommitment,
+                                        signature: run.identities[ids[1]]!.signature(for: impostorBytes))
+        // The seed commitment is signed too: another commitment under the genuine signature is a forgery.
+        let recommitted = KeyAdvertisement(sessionID: genuine.sessionID, sender: genuine.sender, encryptionKey: genuine.encryptionKey,
+                                           maskingKey: genuine.maskingKey, seedCommitment: Hash.blake2b(genuine.seedCommitment),
+                                           signature: genuine.signature)
+        for forged in [swapped, impostor, recommitted] {
             XCTAssertThrowsError(try run.server.receive(forged)) { error in
                 XCTAssertEqual(error as? SecureAggregationError, .invalidSignature(participant: ids[0]))
             }
@@ -308,7 +315,8 @@ final class SecureAggregationRefusalTests: XCTestCase {
             XCTAssertEqual(error as? SecureAggregationError, .sessionMismatch(stage: .advertiseKeys, sender: replayed.sender))
         }
         let rewritten = KeyAdvertisement(sessionID: session.sessionID, sender: replayed.sender, encryptionKey: replayed.encryptionKey,
-                                         maskingKey: replayed.maskingKey, signature: replayed.signature)
+                                         maskingKey: replayed.maskingKey, seedCommitment: replayed.seedCommitment,
+                                         signature: replayed.signature)
         XCTAssertThrowsError(try server.receive(rewritten)) { error in
             XCTAssertEqual(error as? SecureAggregationError, .invalidSignature(participant: replayed.sender))
         }

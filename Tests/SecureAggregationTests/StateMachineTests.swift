@@ -35,14 +35,14 @@ final class StateMachineTests: XCTestCase {
     /// second unmask request finds it finished.
     func testClientKeepsItsTranscriptToTheEnd() throws {
         var run = try ProtocolRun.make(count: 4, vectorLength: 4) { _ in [1, 2, 3, 4] }
-        let requests = try run.mask(try run.share(try run.advertise()))
+        let requests = try run.maskAndSign(try run.share(try run.advertise()))
         let transcript = try XCTUnwrap(run.server.transcriptID)
         let request = requests[0]
         XCTAssertEqual(run.clients[request.recipient]?.transcriptID, transcript)
         _ = try run.clients[request.recipient]!.unmask(request)
         XCTAssertEqual(run.clients[request.recipient]?.transcriptID, transcript)
         XCTAssertThrowsError(try run.clients[request.recipient]!.unmask(request)) { error in
-            XCTAssertEqual(error as? SecureAggregationError, .invalidState(expected: "masked", actual: "finished"))
+            XCTAssertEqual(error as? SecureAggregationError, .invalidState(expected: "signed", actual: "finished"))
         }
     }
 
@@ -82,7 +82,12 @@ final class StateMachineTests: XCTestCase {
             try run.server.receive(masked)
             XCTAssertThrowsError(try run.server.receive(masked))
         }
-        requests = try run.server.finishMaskedInput()
+        for check in try run.server.finishMaskedInput() {
+            let signature = try run.clients[check.recipient]!.signSurvivors(check)
+            try run.server.receive(signature)
+            XCTAssertThrowsError(try run.server.receive(signature))
+        }
+        requests = try run.server.finishConsistencyCheck()
         for request in requests {
             let response = try run.clients[request.recipient]!.unmask(request)
             try run.server.receive(response)

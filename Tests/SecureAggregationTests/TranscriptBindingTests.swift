@@ -50,7 +50,7 @@ final class TranscriptBindingTests: XCTestCase {
         let others = run.ids.filter { $0 != victim }
         let bundles = try run.server.finishSharing()
         XCTAssertFalse(bundles.contains { $0.recipient == victim })
-        let result = try run.unmask(try run.mask(bundles))
+        let result = try run.unmask(try run.maskAndSign(bundles))
         XCTAssertEqual(result.survivors, others)
         XCTAssertEqual(result.sum, run.plaintextSum(of: others))
         XCTAssertFalse(run.revealedKinds.contains { $0.shares.contains { $0.owner == victim } }, "a share of the victim was revealed")

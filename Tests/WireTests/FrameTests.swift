@@ -162,9 +162,14 @@ final class FrameTests: XCTestCase {
     }
 
     func testUnknownVersionAndTypeAreRefused() throws {
-        XCTAssertThrowsError(try Frame.decode(header(version: 3, length: 0))) { error in
-            XCTAssertEqual(error as? WireError, .unknownVersion(3))
-            XCTAssertTrue("\(error)".contains("unknown protocol version 3"))
+        XCTAssertThrowsError(try Frame.decode(header(version: 4, length: 0))) { error in
+            XCTAssertEqual(error as? WireError, .unknownVersion(4))
+            XCTAssertTrue("\(error)".contains("unknown protocol version 4"))
+        }
+        // Version 2 (no seed commitment, no consistency check: its client would reveal shares without
+        // signatures) is refused by its header (issue 14).
+        XCTAssertThrowsError(try Frame.decode(header(version: 2, length: 0))) { error in
+            XCTAssertEqual(error as? WireError, .unknownVersion(2))
         }
         // Version 1 (clear metrics, text declines) is refused by its header, not by a field (issue 13).
         XCTAssertThrowsError(try Frame.decode(header(version: 1, length: 0))) { error in

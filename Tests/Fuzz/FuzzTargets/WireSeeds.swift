@@ -76,7 +76,15 @@ enum WireSeeds {
             try server.receive(input)
             messages.append(SecureMaskedInput(round: 3, input: input))
         }
-        let requests = try server.finishMaskedInput()
+        let checks = try server.finishMaskedInput()
+        for i in clients.indices where setup.members[i].id != dropout {
+            guard let check = checks.first(where: { $0.recipient == setup.members[i].id }) else { continue }
+            if i == 0 { messages.append(SecureConsistencyRequest(round: 3, request: check)) }
+            let signature = try clients[i].signSurvivors(check)
+            try server.receive(signature)
+            messages.append(SecureConsistencySignature(round: 3, signature: signature))
+        }
+        let requests = try server.finishConsistencyCheck()
         for i in clients.indices where setup.members[i].id != dropout {
             guard let request = requests.first(where: { $0.recipient == setup.members[i].id }) else { continue }
             if i == 0 { messages.append(SecureUnmaskRequest(round: 3, request: request)) }

@@ -71,6 +71,8 @@ enum WireTargets {
         case .secureShares: return try SecureShares(frame: frame)
         case .secureShareBundle: return try SecureShareBundle(frame: frame)
         case .secureMaskedInput: return try SecureMaskedInput(frame: frame)
+        case .secureConsistencyRequest: return try SecureConsistencyRequest(frame: frame)
+        case .secureConsistencySignature: return try SecureConsistencySignature(frame: frame)
         case .secureUnmaskRequest: return try SecureUnmaskRequest(frame: frame)
         case .secureUnmaskResponse: return try SecureUnmaskResponse(frame: frame)
         }
@@ -115,12 +117,16 @@ struct SecureRoundDriver {
         case let m as SecureMaskedInput:
             _ = try? server.finishSharing()
             try? server.receive(m.input)
-        case let m as SecureUnmaskResponse:
+        case let m as SecureConsistencySignature:
             _ = try? server.finishMaskedInput()
+            try? server.receive(m.signature)
+        case let m as SecureUnmaskResponse:
+            _ = try? server.finishConsistencyCheck()
             try? server.receive(m.response)
         case let m as SecureAdvertisements: _ = try? client?.shareKeys(m.broadcast)
         case let m as SecureShareBundle:
             _ = try? client?.maskInput(m.bundle, input: [UInt32](repeating: 7, count: min(vectorLength, 1 << 16)))
+        case let m as SecureConsistencyRequest: _ = try? client?.signSurvivors(m.request)
         case let m as SecureUnmaskRequest: _ = try? client?.unmask(m.request)
         default: break
         }
