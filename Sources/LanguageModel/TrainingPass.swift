@@ -5,6 +5,8 @@ import ModelFormats
 /// Scratch memory for one training pass, released all at once.
 final class Arena {
     private var blocks: [UnsafeMutablePointer<Float>] = []
+    /// Floats handed out so far (what a pass keeps, for the memory tests).
+    private(set) var allocatedFloats = 0
 
     /// `count` floats that live as long as the arena: zeroed, or (`zeroed: false`, for buffers written
     /// whole before they are read) left as they come.
@@ -12,6 +14,7 @@ final class Arena {
         let pointer = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
         if zeroed { pointer.initialize(repeating: 0, count: max(count, 1)) }
         blocks.append(pointer)
+        allocatedFloats += max(count, 1)
         return pointer
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import Kernels
+import ModelFormats
 
 /// Transposed Q8_0 copies of a model's quantized matrices, for the backward pass of training.
 ///
@@ -24,7 +25,12 @@ final class TransposedWeights: @unchecked Sendable {
     }
 
     /// Wᵀ in Q8_0, packed, built on first request for `key`.
-    func matrix(_ key: String, of weights: WeightMatrix) -> PackedMatrix? {
+    ///
+    /// Building reads every row of W, which faults the mapped file's pages back in. With
+    /// `releasingSource` (the forward pass reads a row-grouped copy, not the file) those pages are
+    /// dropped again once the copy exists, so training does not hold the model's file resident beside
+    /// its copies (about 100 MB for SmolLM2-135M); a later read of W only brings its pages back.
+    func matrix(_ key: String, of weights: WeightMatrix, releasingSource: Bool = false) -> PackedMatrix? {
         lock.lock()
         defer { lock.unlock() }
         if let cached = cache[key] { return cached }
@@ -47,6 +53,10 @@ final class TransposedWeights: @unchecked Sendable {
                                      owner: storage)
         let matrix = PackedMatrix(quantized)
         cache[key] = matrix
+        if releasingSource {
+            (weights.owner as? ResidentPageReleasing)?.releaseResidentPages(start: weights.rowPointer(0),
+                                                                           count: rows * weights.rowBytes)
+        }
         return matrix
     }
 }
@@ -86,7 +96,7 @@ extension LlamaModel {
     func backwardThrough(_ weights: WeightMatrix, key: String, gradOutput: UnsafePointer<Float>, tokens: Int,
                          gradInput: UnsafeMutablePointer<Float>, accumulate: Bool, precision: ActivationPrecision) {
         if precision == .int8 && weights.format.hasIntegerKernel && weights.rows % 32 == 0,
-           let packed = transposed.matrix(key, of: weights) {
+           let packed = transposed.matrix(key, of: weights, releasingSource: groupedForInference() != nil) {
             Linear.forward(packed, input: gradOutput, tokens: tokens, output: gradInput, accumulate: accumulate, pool: pool)
         } else {
             Linear.backwardInput(weights, gradOutput: gradOutput, tokens: tokens, gradInput: gradInput,
