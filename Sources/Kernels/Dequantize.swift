@@ -37,8 +37,7 @@ public enum Dequantize {
                 let d = SIMD8<Float>(repeating: loadHalf(base, 0))
                 for part in 0..<4 {
                     let q = base.loadUnaligned(fromByteOffset: 2 + 8 * part, as: SIMD8<Int8>.self)
-                    out.storeBytes(of: SIMD8<Float>(SIMD8<Int32>(truncatingIfNeeded: q)) * d,
-                                   toByteOffset: 128 * block + 32 * part, as: SIMD8<Float>.self)
+                    out.storeBytes(of: floats(q) * d, toByteOffset: 128 * block + 32 * part, as: SIMD8<Float>.self)
                 }
             }
         case .q4_0, .q4_1:
@@ -60,13 +59,25 @@ public enum Dequantize {
         }
     }
 
-    /// Eight 4-bit values as floats: (q − 8)·d for Q4_0, q·d + m for Q4_1 (the scalar path's operations).
+    /// Eight 4-bit values as floats: (q − 8)·d for Q4_0, q·d + m for Q4_1 (the scalar path's operations;
+    /// q − 8 is exact in float).
     @inline(__always)
     static func storeNibbles(_ nibbles: SIMD8<UInt8>, d: SIMD8<Float>, m: SIMD8<Float>, q4_0: Bool,
                              to out: UnsafeMutableRawPointer) {
-        let q = SIMD8<Int32>(truncatingIfNeeded: nibbles)
-        let value = q4_0 ? SIMD8<Float>(q &- 8) * d : SIMD8<Float>(q) * d + m
-        out.storeBytes(of: value, as: SIMD8<Float>.self)
+        let q = floats(nibbles)
+        out.storeBytes(of: q4_0 ? (q - 8) * d : q * d + m, as: SIMD8<Float>.self)
+    }
+
+    /// Lane-by-lane conversions, always inlined (the standard library's generic SIMD conversions are
+    /// element loops the inliner may leave out of line; see `GenericInt8.widened`).
+    @inline(__always)
+    static func floats(_ v: SIMD8<Int8>) -> SIMD8<Float> {
+        SIMD8<Float>(Float(v[0]), Float(v[1]), Float(v[2]), Float(v[3]), Float(v[4]), Float(v[5]), Float(v[6]), Float(v[7]))
+    }
+
+    @inline(__always)
+    static func floats(_ v: SIMD8<UInt8>) -> SIMD8<Float> {
+        SIMD8<Float>(Float(v[0]), Float(v[1]), Float(v[2]), Float(v[3]), Float(v[4]), Float(v[5]), Float(v[6]), Float(v[7]))
     }
 
     /// `row` one element at a time: the reference the SIMD path is tested against (and the path for
