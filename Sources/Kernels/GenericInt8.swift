@@ -1,5 +1,6 @@
 /// The generic tier's int8 product in portable Swift SIMD: 128-bit integer vectors that become SSE2 on any
-/// x86-64 (no SSSE3/AVX assumed) and NEON on ARM. The scalar `Linear.scalarInt8Forward` is its reference.
+/// x86-64 (no SSSE3/AVX assumed) and, by the same LLVM vector IR, NEON on ARM (not compiled for ARM here).
+/// The scalar `Linear.scalarInt8Forward` is its reference.
 ///
 /// The result equals the scalar reference bit for bit: the integer block sums are exact, and each row's
 /// float accumulation is the same sequence of operations (`total += Float(dot)·(d·dx) + m·s`, block by
@@ -25,7 +26,7 @@ enum GenericInt8 {
         SIMD8<Int32>(Int32(v[0]), Int32(v[1]), Int32(v[2]), Int32(v[3]), Int32(v[4]), Int32(v[5]), Int32(v[6]), Int32(v[7]))
     }
 
-    /// Σ over lanes pairs: a·b widened to Int32, adjacent products summed (`pmaddwd`, NEON `smull`+`addp`).
+    /// a·b widened to Int32, adjacent products summed: SSE2's `pmaddwd` (checked with objdump).
     @inline(__always)
     static func madd(_ a: SIMD8<Int16>, _ b: SIMD8<Int16>) -> SIMD4<Int32> {
         let products = widened(a) &* widened(b)
