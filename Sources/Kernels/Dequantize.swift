@@ -25,9 +25,65 @@ public enum Dequantize {
         half(pointer.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
     }
 
-    /// Dequantizes `count` elements of one row (count a multiple of the block size).
+    /// Dequantizes `count` elements of one row (count a multiple of the block size): the generic tier's
+    /// path, in Swift SIMD for the quantized formats (equal bit for bit to `scalarRow`, its reference).
     public static func row(format: WeightFormat, source: UnsafeRawPointer, count: Int,
                            into output: UnsafeMutablePointer<Float>) {
+        let out = UnsafeMutableRawPointer(output)
+        switch format {
+        case .q8_0:
+            for block in 0..<(count / 32) {
+                let base = source + block * 34
+                let d = SIMD8<Float>(repeating: loadHalf(base, 0))
+                for part in 0..<4 {
+                    let q = base.loadUnaligned(fromByteOffset: 2 + 8 * part, as: SIMD8<Int8>.self)
+                    out.storeBytes(of: floats(q) * d, toByteOffset: 128 * block + 32 * part, as: SIMD8<Float>.self)
+                }
+            }
+        case .q4_0, .q4_1:
+            // Element j < 16 is byte j's low nibble, element 16 + j its high nibble.
+            let q4_0 = format == .q4_0, blockBytes = format.bytesPerBlock
+            for block in 0..<(count / 32) {
+                let base = source + block * blockBytes
+                let d = SIMD8<Float>(repeating: loadHalf(base, 0))
+                let m = q4_0 ? SIMD8<Float>() : SIMD8<Float>(repeating: loadHalf(base, 2))
+                let bytes = base.loadUnaligned(fromByteOffset: q4_0 ? 2 : 4, as: SIMD16<UInt8>.self)
+                let at = out + 128 * block
+                storeNibbles(bytes.lowHalf & 0x0F, d: d, m: m, q4_0: q4_0, to: at)
+                storeNibbles(bytes.highHalf & 0x0F, d: d, m: m, q4_0: q4_0, to: at + 32)
+                storeNibbles(bytes.lowHalf &>> 4, d: d, m: m, q4_0: q4_0, to: at + 64)
+                storeNibbles(bytes.highHalf &>> 4, d: d, m: m, q4_0: q4_0, to: at + 96)
+            }
+        default:
+            scalarRow(format: format, source: source, count: count, into: output)
+        }
+    }
+
+    /// Eight 4-bit values as floats: (q − 8)·d for Q4_0, q·d + m for Q4_1 (the scalar path's operations;
+    /// q − 8 is exact in float).
+    @inline(__always)
+    static func storeNibbles(_ nibbles: SIMD8<UInt8>, d: SIMD8<Float>, m: SIMD8<Float>, q4_0: Bool,
+                             to out: UnsafeMutableRawPointer) {
+        let q = floats(nibbles)
+        out.storeBytes(of: q4_0 ? (q - 8) * d : q * d + m, as: SIMD8<Float>.self)
+    }
+
+    /// Lane-by-lane conversions, always inlined (the standard library's generic SIMD conversions are
+    /// element loops the inliner may leave out of line; see `GenericInt8.widened`).
+    @inline(__always)
+    static func floats(_ v: SIMD8<Int8>) -> SIMD8<Float> {
+        SIMD8<Float>(Float(v[0]), Float(v[1]), Float(v[2]), Float(v[3]), Float(v[4]), Float(v[5]), Float(v[6]), Float(v[7]))
+    }
+
+    @inline(__always)
+    static func floats(_ v: SIMD8<UInt8>) -> SIMD8<Float> {
+        SIMD8<Float>(Float(v[0]), Float(v[1]), Float(v[2]), Float(v[3]), Float(v[4]), Float(v[5]), Float(v[6]), Float(v[7]))
+    }
+
+    /// `row` one element at a time: the reference the SIMD path is tested against (and the path for
+    /// float32, float16 and bfloat16 rows, which have no block structure to vectorise).
+    static func scalarRow(format: WeightFormat, source: UnsafeRawPointer, count: Int,
+                          into output: UnsafeMutablePointer<Float>) {
         switch format {
         case .f32:
             output.update(from: source.assumingMemoryBound(to: Float.self), count: count)

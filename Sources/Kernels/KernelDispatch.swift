@@ -10,15 +10,18 @@ import Foundation
 ///
 /// | operation                              | avx512vnni                    | avx2                          | neondot / neon (aarch64)          | generic              |
 /// |----------------------------------------|-------------------------------|-------------------------------|-----------------------------------|----------------------|
-/// | float32 product, any format            | dequantized panel, FMA        | dequantized panel, FMA        | dequantized panel, FMLA           | Swift SIMD8 dot      |
-/// | int8 product, model inference/training | 16-row groups, zmm vpdpbusd   | (the two rows below)          | (the row below)                   | Swift integer dot    |
-/// | int8 product, 1-3 tokens (generation)  | row tiles, vpdpbusd (ymm)     | row tiles, vpmaddubsw         | 4×4 tiles: sdot / vmull+vpadal    | Swift integer dot    |
-/// | int8 product, ≥ 4 tokens (prompt/eval) | interleaved panel, vpdpbusd   | interleaved panel, vpmaddubsw | 4×4 tiles: sdot / vmull+vpadal    | Swift integer dot    |
+/// | float32 product, any format            | dequantized panel, FMA        | dequantized panel, FMA        | dequantized panel, FMLA           | Swift SIMD, 4 rows   |
+/// | int8 product, model inference/training | 16-row groups, zmm vpdpbusd   | (the two rows below)          | (the row below)                   | Swift SIMD, 4 rows   |
+/// | int8 product, 1-3 tokens (generation)  | row tiles, vpdpbusd (ymm)     | row tiles, vpmaddubsw         | 4×4 tiles: sdot / vmull+vpadal    | (SSE2 pmaddwd)       |
+/// | int8 product, ≥ 4 tokens (prompt/eval) | interleaved panel, vpdpbusd   | interleaved panel, vpmaddubsw | 4×4 tiles: sdot / vmull+vpadal    | (GenericInt8)        |
 /// | attention scores (one query, many keys)| 4 rows per pass, AVX2 FMA     | 4 rows per pass, AVX2 FMA     | 4 rows per pass, FMLA             | Swift SIMD8 dot      |
 /// | activation quantization                | AVX2                          | AVX2                          | NEON (vcvtnq)                     | Swift                |
-/// | dequantize row (f16, q8_0, q4_0, q4_1) | AVX2 + F16C                   | AVX2 + F16C                   | NEON (fcvtl)                      | Swift                |
+/// | dequantize row (f16, q8_0, q4_0, q4_1) | AVX2 + F16C                   | AVX2 + F16C                   | NEON (fcvtl)                      | Swift SIMD (q*)      |
 ///
 /// The NEON kernels are tested against a C reference under qemu-aarch64 (`make test-arm`), not on ARM hardware.
+/// The generic column is portable Swift SIMD (SSE2 on any x86-64; other targets through the same LLVM vector
+/// IR, not compiled here); its scalar references (`Linear.scalarInt8Forward`, `Dequantize.scalarRow`) stay
+/// for the tests.
 public enum KernelBackend: String, Sendable {
     /// AVX2 kernels, plus AVX-512 VNNI (vpdpbusd) for int8 products: 16-row groups on 512-bit vectors.
     case avx512vnni

@@ -45,26 +45,40 @@ public enum Linear {
     }
 
     /// The portable path of `forward`: Swift SIMD on the baseline CPU (the fallback and the benchmark's anchor).
+    /// Rows are dequantized four at a time and multiplied together, so each load of a token's input
+    /// serves four rows.
     public static func genericForward(_ weights: WeightMatrix, input: UnsafePointer<Float>, tokens: Int,
                                       output: UnsafeMutablePointer<Float>, accumulate: Bool = false,
                                       pool: ThreadPool = .serial) {
         let columns = weights.columns, rows = weights.rows
         nonisolated(unsafe) let input = input, output = output
         pool.parallelFor(rows, minimumChunk: 16) { range in
-            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: columns)
-            defer { scratch.deallocate() }
-            for row in range {
-                let rowValues: UnsafePointer<Float>
-                if weights.format == .f32 {
-                    rowValues = weights.rowPointer(row).assumingMemoryBound(to: Float.self)
-                } else {
-                    Dequantize.row(format: weights.format, source: weights.rowPointer(row), count: columns, into: scratch)
-                    rowValues = UnsafePointer(scratch)
+            let panel = UnsafeMutablePointer<Float>.allocate(capacity: 4 * columns)
+            defer { panel.deallocate() }
+            var row = range.lowerBound
+            while row < range.upperBound {
+                let count = min(4, range.upperBound - row)
+                if weights.format != .f32 {
+                    for lane in 0..<count {
+                        Dequantize.row(format: weights.format, source: weights.rowPointer(row + lane), count: columns,
+                                       into: panel + lane * columns)
+                    }
                 }
+                // A group short of four rows repeats its last row in the spare lanes (not stored).
+                func lane(_ index: Int) -> UnsafePointer<Float> {
+                    let lane = min(index, count - 1)
+                    return weights.format == .f32 ? weights.rowPointer(row + lane).assumingMemoryBound(to: Float.self)
+                        : UnsafePointer(panel + lane * columns)
+                }
+                let r0 = lane(0), r1 = lane(1), r2 = lane(2), r3 = lane(3)
                 for t in 0..<tokens {
-                    let value = Vector.genericDot(rowValues, input + t * columns, columns)
-                    if accumulate { output[t * rows + row] += value } else { output[t * rows + row] = value }
+                    let values = Vector.genericDot4(r0, r1, r2, r3, input + t * columns, columns)
+                    let out = output + t * rows + row
+                    for lane in 0..<count {
+                        if accumulate { out[lane] += values[lane] } else { out[lane] = values[lane] }
+                    }
                 }
+                row += count
             }
         }
     }
@@ -164,6 +178,32 @@ public enum Vector {
             i += 1
         }
         return sum
+    }
+
+    /// Four rows against one vector: lane r is Σ_i rr[i]·x[i], eight columns per step with one
+    /// accumulator per row (each load of x serves the four rows).
+    @inline(__always)
+    public static func genericDot4(_ r0: UnsafePointer<Float>, _ r1: UnsafePointer<Float>, _ r2: UnsafePointer<Float>,
+                                   _ r3: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int) -> SIMD4<Float> {
+        typealias F = SIMD8<Float>
+        var a0 = F(), a1 = F(), a2 = F(), a3 = F()
+        let w0 = UnsafeRawPointer(r0), w1 = UnsafeRawPointer(r1), w2 = UnsafeRawPointer(r2), w3 = UnsafeRawPointer(r3)
+        let rx = UnsafeRawPointer(x)
+        var i = 0
+        while i + 8 <= n {
+            let v = rx.loadUnaligned(fromByteOffset: 4 * i, as: F.self)
+            a0 += w0.loadUnaligned(fromByteOffset: 4 * i, as: F.self) * v
+            a1 += w1.loadUnaligned(fromByteOffset: 4 * i, as: F.self) * v
+            a2 += w2.loadUnaligned(fromByteOffset: 4 * i, as: F.self) * v
+            a3 += w3.loadUnaligned(fromByteOffset: 4 * i, as: F.self) * v
+            i += 8
+        }
+        var sums = SIMD4<Float>(a0.sum(), a1.sum(), a2.sum(), a3.sum())
+        while i < n {
+            sums += SIMD4<Float>(r0[i], r1[i], r2[i], r3[i]) * x[i]
+            i += 1
+        }
+        return sums
     }
 
     /// y[i] += alpha · x[i].

@@ -65,13 +65,7 @@ final class GenericTierTests: XCTestCase {
             let rows = 5, columns = 96, tokens = 3
             let weights = Quantize.matrix(random.values(rows * columns), rows: rows, columns: columns, format: format)
             let input = random.values(tokens * columns)
-            let buffer = FloatBuffer(count: (weights.rowBytes * rows + 3) / 4)
-            let bytes = UnsafeMutableRawPointer(buffer.pointer)
-            bytes.copyMemory(from: weights.data, byteCount: weights.rowBytes * rows)
-            let last = weights.rowBytes * rows - 1
-            let byte = bytes.load(fromByteOffset: last, as: UInt8.self)
-            bytes.storeBytes(of: format == .q8_0 ? byte &+ 1 : byte ^ 0x10, toByteOffset: last, as: UInt8.self)
-            let perturbed = WeightMatrix(format: format, rows: rows, columns: columns, data: bytes, owner: buffer)
+            let perturbed = lastByteFlipped(weights, by: format == .q8_0 ? 0x01 : 0x10)
             let wrong = product(perturbed, input, tokens: tokens, accumulate: false, pool: .serial, scalar: false)
             let right = product(weights, input, tokens: tokens, accumulate: false, pool: .serial, scalar: true)
             XCTAssertNotEqual(wrong.map(\.bitPattern), right.map(\.bitPattern), "\(format): one wrong weight not caught")
@@ -81,6 +75,86 @@ final class GenericTierTests: XCTestCase {
                 for r in 0..<(rows - 1) { XCTAssertEqual(wrong[t * rows + r], right[t * rows + r], "\(format) row \(r)") }
             }
         }
+    }
+
+    /// The SIMD dequantization equals the element-by-element reference bit for bit (random and raw blocks),
+    /// and a row with one byte changed is caught by the comparison (positive control).
+    func testSIMDDequantizationEqualsScalarReference() {
+        var random = TestRandom(state: 43)
+        for format in [WeightFormat.q8_0, .q4_0, .q4_1] {
+            for columns in [32, 96, 576] {
+                for raw in [false, true] {
+                    let matrix = raw ? rawBlocks(format, rows: 3, columns: columns, random: &random)
+                        : Quantize.matrix(random.values(3 * columns), rows: 3, columns: columns, format: format)
+                    for row in 0..<3 {
+                        let simd = dequantize(matrix, row, scalar: false), scalar = dequantize(matrix, row, scalar: true)
+                        XCTAssertEqual(simd.map(\.bitPattern), scalar.map(\.bitPattern), "\(format) \(columns) raw \(raw) row \(row)")
+                    }
+                }
+            }
+            // Positive control: the last quantized byte of the row changed.
+            let matrix = Quantize.matrix(random.values(64), rows: 1, columns: 64, format: format)
+            XCTAssertNotEqual(dequantize(lastByteFlipped(matrix, by: 0x11), 0, scalar: false), dequantize(matrix, 0, scalar: true),
+                              "\(format)")
+        }
+    }
+
+    /// The SIMD float32 product (four rows per pass) against the float64 reference, every format, odd
+    /// shapes (widths off the 8-lane step for the unblocked formats), overwrite and accumulate.
+    func testGenericFloatProductMatchesReference() {
+        var random = TestRandom(state: 44)
+        let pool = ThreadPool(threads: 3)
+        for format in [WeightFormat.f32, .f16, .bf16, .q8_0, .q4_0, .q4_1] {
+            for (rows, columns, tokens) in Self.shapes + (format.blockSize == 1 ? [(7, 45, 3), (5, 13, 2), (6, 7, 1)] : []) {
+                let weights = Quantize.matrix(random.values(rows * columns), rows: rows, columns: columns, format: format)
+                let input = random.values(tokens * columns)
+                let expected = Linear.referenceForward(weights, input: input, tokens: tokens)
+                for accumulate in [false, true] {
+                    var output = [Float](repeating: 0.25, count: tokens * rows)
+                    input.withUnsafeBufferPointer { x in
+                        output.withUnsafeMutableBufferPointer { y in
+                            Linear.genericForward(weights, input: x.baseAddress!, tokens: tokens, output: y.baseAddress!,
+                                                  accumulate: accumulate, pool: pool)
+                        }
+                    }
+                    let got = accumulate ? output.map { $0 - 0.25 } : output
+                    XCTAssertLessThan(nmse(got, expected), accumulate ? 1e-9 : 1e-10, "\(format) \(rows)x\(columns)x\(tokens) accumulate \(accumulate)")
+                }
+            }
+            // Positive control: one weight's byte changed exceeds the bound.
+            guard format.blockSize == 32 else { continue }
+            let weights = Quantize.matrix(random.values(5 * 96), rows: 5, columns: 96, format: format)
+            let input = random.values(3 * 96)
+            var output = [Float](repeating: 0, count: 3 * 5)
+            input.withUnsafeBufferPointer { x in
+                output.withUnsafeMutableBufferPointer { y in
+                    Linear.genericForward(lastByteFlipped(weights, by: 0x11), input: x.baseAddress!, tokens: 3, output: y.baseAddress!)
+                }
+            }
+            XCTAssertGreaterThan(nmse(output, Linear.referenceForward(weights, input: input, tokens: 3)), 1e-10, "\(format) control")
+        }
+    }
+
+    /// A copy of `matrix` with its last byte XORed with `mask` (a quantized weight of the last row).
+    func lastByteFlipped(_ matrix: WeightMatrix, by mask: UInt8) -> WeightMatrix {
+        let count = matrix.rowBytes * matrix.rows
+        let buffer = FloatBuffer(count: (count + 3) / 4)
+        let bytes = UnsafeMutableRawPointer(buffer.pointer)
+        bytes.copyMemory(from: matrix.data, byteCount: count)
+        bytes.storeBytes(of: bytes.load(fromByteOffset: count - 1, as: UInt8.self) ^ mask, toByteOffset: count - 1, as: UInt8.self)
+        return WeightMatrix(format: matrix.format, rows: matrix.rows, columns: matrix.columns, data: bytes, owner: buffer)
+    }
+
+    func dequantize(_ matrix: WeightMatrix, _ row: Int, scalar: Bool) -> [Float] {
+        var out = [Float](repeating: .nan, count: matrix.columns)
+        out.withUnsafeMutableBufferPointer { buffer in
+            if scalar {
+                Dequantize.scalarRow(format: matrix.format, source: matrix.rowPointer(row), count: matrix.columns, into: buffer.baseAddress!)
+            } else {
+                Dequantize.row(format: matrix.format, source: matrix.rowPointer(row), count: matrix.columns, into: buffer.baseAddress!)
+            }
+        }
+        return out
     }
 
     /// Blocks of raw random bytes with finite scales (any byte a file may hold, not only what `Quantize` writes).
