@@ -12,7 +12,7 @@ import SystemIO
 // coordinator saw it accept or upload in, and one more round commits. Exits 1 on any violation.
 
 let usage = """
-usage: conclave-bench-faults [--iterations N] [--model DIR] [--stop-on-violation] [--keep] [--json]
+usage: conclave-bench-faults [--iterations N] [--fresh-every K] [--model DIR] [--stop-on-violation] [--keep] [--json]
 
 Each iteration draws (from the system's random generator; no seed, each plan is printed): secure or
 plain; the coordinator with probability 1/2 and up to two of the four clients (at least one victim);
@@ -27,6 +27,8 @@ random:ROLE:after-EVENT for timed kills, EVENT the last coordinator event of the
 kill), named points armed but not reached, how the killed rounds ended, violations (each with its
 plan), the clean rounds' median seconds, wall time.
   --iterations N       default 20
+  --fresh-every K      a new federation every K iterations (default 40): each ledger charge composes
+                       every entry anew, so a client's accept slows as its history grows
   --model DIR          the HF directory every process loads (default: the tiny fixture,
                        $CONCLAVE_FIXTURES/tiny-llama or /work/shared/fixtures/tiny-llama)
   --stop-on-violation  stop at the first iteration with a violation (its state is kept)
@@ -51,6 +53,7 @@ func clock(_ seconds: Double) -> String {
 
 do {
     let iterations = try arguments.int("--iterations", in: 1...1_000_000) ?? 20
+    let freshEvery = try arguments.int("--fresh-every", in: 1...1_000_000) ?? 40
     let fixtures = ProcessInfo.processInfo.environment["CONCLAVE_FIXTURES"] ?? "/work/shared/fixtures"
     let model = try arguments.option("--model") ?? "\(fixtures)/tiny-llama"
     let stopOnViolation = arguments.flag("--stop-on-violation")
@@ -64,9 +67,12 @@ do {
     let executables = try FederationExecutables.beside(coordinator: bin.appendingPathComponent("conclave-coordinator"))
     let root = FileManager.default.temporaryDirectory.appendingPathComponent("conclave-bench-faults-\(getpid())")
     try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
-    let federation = try FaultFederation(root: root, executables: executables, model: model)
     let started = Date()
-    let summary = try runFaultCampaign(federation, iterations: iterations, stopOnViolation: stopOnViolation) { i, outcome, summary in
+    let summary = try runFaultCampaign(iterations: iterations, freshEvery: freshEvery, stopOnViolation: stopOnViolation, make: { k in
+        let directory = root.appendingPathComponent("federation-\(k)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        return try FaultFederation(root: directory, executables: executables, model: model)
+    }) { i, outcome, summary in
         let elapsed = Date().timeIntervalSince(started)
         let eta = elapsed / Double(i) * Double(iterations - i)
         var line = "[\(i)/\(iterations)] \(outcome.plan): round \(outcome.round) \(outcome.status); hit "
@@ -92,7 +98,7 @@ do {
             },
             "clean_round_seconds_median": ["secure": median(summary.cleanRoundSeconds[true] ?? []).map { $0 as Any } ?? NSNull(),
                                            "plain": median(summary.cleanRoundSeconds[false] ?? []).map { $0 as Any } ?? NSNull()],
-            "wall_seconds": wall, "model": model,
+            "wall_seconds": wall, "model": model, "fresh_every": freshEvery,
         ])
     } else {
         print("iterations \(summary.iterations) (secure \(summary.secureIterations), plain \(summary.plainIterations)), "

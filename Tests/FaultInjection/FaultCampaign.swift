@@ -125,18 +125,28 @@ public struct CampaignSummary: Sendable {
     }
 }
 
-/// Runs `iterations` random iterations on `federation` (started here, stopped at the end), telling
-/// `progress` after each.
-public func runFaultCampaign(_ federation: FaultFederation, iterations: Int, stopOnViolation: Bool = false,
+/// Runs `iterations` random iterations, on a federation from `make` (its number, from 1) replaced by a
+/// fresh one every `freshEvery` iterations (each charge composes the client's whole ledger, so a long
+/// history slows every round; see RESULTS.md), telling `progress` after each. Each federation is
+/// started here and stopped when it is replaced or the campaign ends.
+public func runFaultCampaign(iterations: Int, freshEvery: Int, stopOnViolation: Bool = false,
+                             make: (Int) throws -> FaultFederation,
                              progress: (Int, IterationOutcome, CampaignSummary) -> Void) throws -> CampaignSummary {
     var summary = CampaignSummary()
-    try federation.startCoordinator(secure: false)
-    defer { federation.stopAll() }
-    for client in federation.clients { try federation.startClient(client) }
-    try federation.federation.waitForConnections(federation.clients.count, timeout: 60)
+    var federation: FaultFederation?
+    defer { federation?.stopAll() }
     for iteration in 1...iterations {
-        let plan = IterationPlan.random(clients: federation.clients) { summary.roundSeconds(secure: $0) }
-        let outcome = federation.runIteration(plan)
+        if federation == nil || (iteration - 1) % freshEvery == 0 {
+            federation?.stopAll()
+            let next = try make((iteration - 1) / freshEvery + 1)
+            federation = next
+            try next.startCoordinator(secure: false)
+            for client in next.clients { try next.startClient(client) }
+            try next.federation.waitForConnections(next.clients.count, timeout: 60)
+        }
+        guard let current = federation else { break }
+        let plan = IterationPlan.random(clients: current.clients) { summary.roundSeconds(secure: $0) }
+        let outcome = current.runIteration(plan)
         summary.add(outcome)
         progress(iteration, outcome, summary)
         if stopOnViolation && !outcome.violations.isEmpty { break }

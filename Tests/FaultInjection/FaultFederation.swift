@@ -39,10 +39,11 @@ public final class FaultFederation {
         }
         let plan = TrainingPlan(steps: 2, learningRate: 0.01, samplingRate: 0.25, noiseMultiplier: 2.0, clipNorm: 1.0,
                                 delta: 1e-5, maxLength: 32, rank: 2, alpha: 4, targets: ["q_proj", "v_proj"])
-        // Three of four commit a round (secure: t = 3 with the default tolerance), so one dead client does not stop it.
+        // Three of four commit a round (secure: t = 3 with the default tolerance), so one dead client does not stop it;
+        // invitations wait 60 s for an answer, as Config/coordinator.json.
         try federation.write(CoordinatorConfiguration(model: model, listen: "127.0.0.1", rounds: RoundPolicy(
             minClients: 3, maxClients: clientCount, fraction: 1.0, aggregation: .fedavg, secureAggregation: false,
-            inviteTimeout: 10, roundTimeout: roundTimeout, waitForClients: 20, plan: plan)))
+            inviteTimeout: 60, roundTimeout: roundTimeout, waitForClients: 20, plan: plan)))
     }
 
     // MARK: Processes
