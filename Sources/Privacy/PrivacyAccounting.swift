@@ -13,6 +13,8 @@ public enum PrivacyAccounting {
     /// bound, or RDP when it is the smaller bound or the steps include discrete-Gaussian noise (see
     /// `PLDAccountant.estimate`). Any step without noise gives ε = +∞.
     public static func estimate(steps: [MechanismSteps], delta: Double, accountant: AccountantKind) throws -> PrivacyEstimate {
+        for mechanism in steps { try mechanism.validate() }
+        let steps = grouped(steps)
         switch accountant {
         case .rdp:
             var rdp = RDPAccountant()
@@ -23,6 +25,41 @@ public enum PrivacyAccounting {
             var pld = PLDAccountant()
             for mechanism in steps { try pld.add(mechanism) }
             return try pld.estimate(delta: delta)
+        }
+    }
+
+    /// `steps` with every mechanism of the same sampling rate, noise multiplier and noise kind merged into
+    /// one entry whose step count is their sum (split at `MechanismSteps.maximumSteps`), in order of first
+    /// appearance. Composition does not depend on order, and k entries of s steps each are k·s steps of
+    /// the same mechanism, so ε is unchanged for RDP (the per-order sums are the same) and stays an upper
+    /// bound for PLD (fewer, larger self-compositions). A ledger holds one entry per round, most of them
+    /// alike; without this every charge recomputed every past round's cost, and joining a round took
+    /// 1.5 s after 20 rounds and 10 s after 160 (the fault-injection harness, issue 14).
+    static func grouped(_ steps: [MechanismSteps]) -> [MechanismSteps] {
+        struct Key: Hashable { let samplingRate: Double, noiseMultiplier: Double, noise: MechanismNoise }
+        var order: [Key] = []
+        var totals: [Key: [Int]] = [:]
+        for mechanism in steps {
+            let key = Key(samplingRate: mechanism.samplingRate, noiseMultiplier: mechanism.noiseMultiplier,
+                          noise: mechanism.noise)
+            guard var chunks = totals[key] else {
+                order.append(key)
+                totals[key] = [mechanism.steps]
+                continue
+            }
+            let last = chunks[chunks.count - 1]
+            if last <= MechanismSteps.maximumSteps - mechanism.steps {
+                chunks[chunks.count - 1] = last + mechanism.steps
+            } else {
+                chunks.append(mechanism.steps)
+            }
+            totals[key] = chunks
+        }
+        return order.flatMap { key in
+            totals[key, default: []].map {
+                MechanismSteps(samplingRate: key.samplingRate, noiseMultiplier: key.noiseMultiplier, steps: $0,
+                               noise: key.noise)
+            }
         }
     }
 
