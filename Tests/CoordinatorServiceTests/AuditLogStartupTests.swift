@@ -11,31 +11,8 @@ import XCTest
 /// `serve`'s start over the audit log: a torn last line stops it with the instruction to run
 /// `audit --repair`; after the repair it starts, and the head it will send with round results is the
 /// log's, signed with the audit key.
-final class AuditLogStartupTests: XCTestCase {
-    var directory: URL!
-    var paths: CoordinatorPaths!
-    var configuration: CoordinatorConfiguration!
-
-    override func setUpWithError() throws {
-        directory = try Fixtures.temporaryDirectory("audit-startup")
-        paths = CoordinatorPaths(root: directory.appendingPathComponent("coordinator"))
-        try CoordinatorSetup.initialize(paths: paths, name: "Startup", host: "127.0.0.1", port: 1, validityDays: 30)
-        let plan = TrainingPlan(steps: 2, learningRate: 0.01, samplingRate: 0.25, noiseMultiplier: 1.0, clipNorm: 1.0,
-                                delta: 1e-5, maxLength: 64, rank: 2, alpha: 4, targets: ["q_proj", "v_proj"])
-        configuration = CoordinatorConfiguration(
-            model: Fixtures.url("tiny-llama").path, listen: "127.0.0.1",
-            rounds: RoundPolicy(minClients: 1, maxClients: 1, fraction: 1.0, aggregation: .fedavg, secureAggregation: false,
-                                inviteTimeout: 20, roundTimeout: 60, waitForClients: 30, plan: plan))
-    }
-
-    override func tearDownWithError() throws {
-        try? FileManager.default.removeItem(at: directory)
-    }
-
-    func start() throws -> CoordinatorServer {
-        try CoordinatorServer(paths: paths, configuration: configuration,
-                              log: OperatorLog(url: directory.appendingPathComponent("serve.log")))
-    }
+final class AuditLogStartupTests: CoordinatorStateTestCase {
+    override class var stateLabel: String { "audit-startup" }
 
     func testTornLineStopsServeUntilRepairedThenTheHeadIsTheLogs() throws {
         let signer = try SigningKeyPair.readSecretKeyFile(path: paths.signingKey.path)

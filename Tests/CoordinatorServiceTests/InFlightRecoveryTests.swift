@@ -11,26 +11,8 @@ import XCTest
 /// `serve`'s recovery of a round a crash left in flight, when a second crash cut the first recovery
 /// short (found by fault injection, issue 14: the coordinator killed after writing a round's adapter,
 /// then again inside its recovery, between the abort record and the adapter's removal).
-final class InFlightRecoveryTests: XCTestCase {
-    var directory: URL!
-    var paths: CoordinatorPaths!
-    var configuration: CoordinatorConfiguration!
-
-    override func setUpWithError() throws {
-        directory = try Fixtures.temporaryDirectory("in-flight-recovery")
-        paths = CoordinatorPaths(root: directory.appendingPathComponent("coordinator"))
-        try CoordinatorSetup.initialize(paths: paths, name: "Recovery", host: "127.0.0.1", port: 1, validityDays: 30)
-        let plan = TrainingPlan(steps: 2, learningRate: 0.01, samplingRate: 0.25, noiseMultiplier: 1.0, clipNorm: 1.0,
-                                delta: 1e-5, maxLength: 64, rank: 2, alpha: 4, targets: ["q_proj", "v_proj"])
-        configuration = CoordinatorConfiguration(
-            model: Fixtures.url("tiny-llama").path, listen: "127.0.0.1",
-            rounds: RoundPolicy(minClients: 1, maxClients: 1, fraction: 1.0, aggregation: .fedavg, secureAggregation: false,
-                                inviteTimeout: 20, roundTimeout: 60, waitForClients: 30, plan: plan))
-    }
-
-    override func tearDownWithError() throws {
-        try? FileManager.default.removeItem(at: directory)
-    }
+final class InFlightRecoveryTests: CoordinatorStateTestCase {
+    override class var stateLabel: String { "in-flight-recovery" }
 
     /// Round 1's adapter was written but never committed, the first restart recorded the round aborted
     /// and died before removing the adapter: the next start removes it (before the fix it stayed for
