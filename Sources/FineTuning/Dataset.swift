@@ -1,4 +1,5 @@
 import Foundation
+import SystemIO
 import Tokenizer
 
 /// One tokenized record: the ids and, aligned with them, the labels (−100 = no loss at that token).
@@ -80,7 +81,7 @@ public enum Dataset {
         if let size = attributes[.size] as? Int, size > maximumFileBytes {
             throw DatasetError(file: name, line: nil, "file is \(size) bytes, more than the \(maximumFileBytes) allowed")
         }
-        let data = try Data(contentsOf: url)
+        let data = try fileData(contentsOf: url)
         var examples: [TokenizedExample] = []
         var lineNumber = 0
         let lineLimit = maxLength.map { maximumLineBytes(maxLength: $0, tokenizer: tokenizer) }

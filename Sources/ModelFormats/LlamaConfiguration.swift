@@ -1,4 +1,5 @@
 import Foundation
+import SystemIO
 
 /// A Llama-family model's hyper-parameters, named as HF's `config.json` names them.
 public struct LlamaConfiguration: Sendable, Equatable {
@@ -54,7 +55,7 @@ public struct LlamaConfiguration: Sendable, Equatable {
     public init(configJSON url: URL) throws {
         let file = url.path
         func fail(_ problem: String) -> ModelFormatError { ModelFormatError(file: file, problem) }
-        guard let data = FileManager.default.contents(atPath: file) else { throw fail("cannot read") }
+        guard let data = fileContents(atPath: file) else { throw fail("cannot read") }
         guard data.count < 16 << 20, let object = try? JSONSerialization.jsonObject(with: data),
               let json = object as? [String: Any] else { throw fail("not a JSON object") }
         func int(_ key: String) throws -> Int? {

@@ -30,7 +30,7 @@ public struct PEFTAdapter: Sendable {
         let configURL = directory.appendingPathComponent("adapter_config.json")
         let weightsURL = directory.appendingPathComponent("adapter_model.safetensors")
         func fail(_ file: URL, _ problem: String) -> ModelFormatError { ModelFormatError(file: file.path, problem) }
-        guard let data = FileManager.default.contents(atPath: configURL.path) else { throw fail(configURL, "cannot read") }
+        guard let data = fileContents(atPath: configURL.path) else { throw fail(configURL, "cannot read") }
         guard let object = try? JSONSerialization.jsonObject(with: data), let json = object as? [String: Any] else {
             throw fail(configURL, "not a JSON object")
         }

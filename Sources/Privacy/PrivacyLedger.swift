@@ -388,7 +388,7 @@ public struct PrivacyLedger: Sendable {
             throw PrivacyLedgerError.corrupt(path: file.path, reason: "file is \(status.st_size) bytes, over the \(maximumFileSize)-byte limit")
         }
         let data: Data
-        do { data = try Data(contentsOf: file) } catch {
+        do { data = try fileData(contentsOf: file) } catch {
             throw PrivacyLedgerError.io(path: file.path, operation: "read", message: "\(error)")
         }
         guard !data.isEmpty else { throw PrivacyLedgerError.corrupt(path: file.path, reason: "file is empty") }

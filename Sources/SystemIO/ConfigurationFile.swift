@@ -14,7 +14,7 @@ public func decodeConfiguration<T: Decodable>(_ url: URL) throws -> T {
     guard status.st_size <= 1 << 20 else {
         throw SystemIOError(path: url.path, "is \(status.st_size) bytes; a configuration file is at most 1 MiB")
     }
-    guard let data = FileManager.default.contents(atPath: url.path) else {
+    guard let data = fileContents(atPath: url.path) else {
         throw SystemIOError(path: url.path, "cannot read")
     }
     do {

@@ -137,4 +137,24 @@ final class SafetensorsAndConfigTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("adapter_config.json"))
         }
     }
+
+    /// An empty `adapter_config.json` (or `config.json`) is refused and leaves nothing behind: Foundation's
+    /// whole-file read kept 4,096 bytes per empty file, found by fuzzing (issue 14); 10,000 refusals kept
+    /// 41 MB of heap before the fix.
+    func testEmptyConfigFilesAreRefusedWithoutLeaking() throws {
+        let adapter = directory.appendingPathComponent("adapter")
+        try FileManager.default.createDirectory(at: adapter, withIntermediateDirectories: true)
+        try Data().write(to: adapter.appendingPathComponent("adapter_config.json"))
+        let config = directory.appendingPathComponent("config.json")
+        try Data().write(to: config)
+        func refusals() {
+            XCTAssertThrowsError(try PEFTAdapter(directory: adapter)) { XCTAssertTrue("\($0)".contains("not a JSON object")) }
+            XCTAssertThrowsError(try LlamaConfiguration(configJSON: config)) { XCTAssertTrue("\($0)".contains("not a JSON object")) }
+        }
+        refusals()  // first-use caches are not a leak
+        let before = try XCTUnwrap(HeapUsage.bytesInUse())
+        for _ in 0..<5_000 { refusals() }
+        let growth = try XCTUnwrap(HeapUsage.bytesInUse()) - before
+        XCTAssertLessThan(growth, 1 << 20, "10,000 refusals of empty config files kept \(growth) bytes of heap")
+    }
 }
