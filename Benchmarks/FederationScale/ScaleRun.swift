@@ -243,7 +243,9 @@ struct ScaleRun {
         process.executableURL = URL(fileURLWithPath: try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
         process.arguments = ["--serve-coordinator", "--state", paths.root.path, "--config", config.path]
         let errorLog = workDirectory.appendingPathComponent("coordinator.err")
-        FileManager.default.createFile(atPath: errorLog.path, contents: nil)
+        guard FileManager.default.createFile(atPath: errorLog.path, contents: nil) else {
+            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: errorLog.path])
+        }
         process.standardError = try FileHandle(forWritingTo: errorLog)
         process.standardOutput = FileHandle.nullDevice
         try process.run()

@@ -89,7 +89,7 @@ do {
     let matrix = model.weights.layers[0].projection(.gateProj)
     var input = [Float](repeating: 0, count: 128 * matrix.columns)
     for i in input.indices { input[i] = Float(i % 17) / 17 - 0.5 }
-    var output = [Float](repeating: 0, count: 128 * matrix.rows)
+    let output = [Float](repeating: 0, count: 128 * matrix.rows)
     func time(tokens: Int, _ body: () -> Void) -> Double {
         var samples: [Double] = []
         for _ in 0..<7 {

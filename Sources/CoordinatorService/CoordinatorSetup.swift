@@ -52,6 +52,7 @@ public enum CoordinatorSetup {
     /// Everything is generated in memory before the first file is written.
     /// - Throws: `FederationError.state` naming the first existing state file if the directory is
     ///   already initialised; `.configuration` for a bad port; `TransportError` for a bad name or host.
+    @discardableResult
     public static func initialize(paths: CoordinatorPaths, name: String, host: String,
                                   port: Int = CoordinatorSettings.defaultPort,
                                   validityDays: Int = defaultValidityDays, caKeyOutput: URL? = nil,

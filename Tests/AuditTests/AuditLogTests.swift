@@ -202,13 +202,13 @@ final class AuditLogTests: XCTestCase {
     /// verifies: the verifier checks the bytes as signed and never re-encodes. A chain whose rounds do
     /// not increase fails at the line that repeats a round.
     func testHandBuiltLinesVerifyAndRepeatedRoundsFail() throws {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         func line(round: UInt64, previous: String) throws -> [UInt8] {
             var record = Self.record(round: round, small: true)
             record.previousHash = previous
             let encoder = JSONEncoder()
             encoder.dateEncodingStrategy = .custom { date, encoder in
+                let formatter = ISO8601DateFormatter()
+                formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
                 var container = encoder.singleValueContainer()
                 try container.encode(formatter.string(from: date))
             }
@@ -298,7 +298,7 @@ final class AuditLogTests: XCTestCase {
     }
 
     func testOversizedFileIsRefusedBeforeReading() throws {
-        FileManager.default.createFile(atPath: log.url.path, contents: nil)
+        XCTAssertTrue(FileManager.default.createFile(atPath: log.url.path, contents: nil))
         let handle = try FileHandle(forWritingTo: log.url)
         try handle.truncate(atOffset: UInt64(AuditLog.maximumFileSize) + 1)  // sparse: no disk used
         try handle.close()

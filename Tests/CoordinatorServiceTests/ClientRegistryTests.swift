@@ -214,7 +214,7 @@ final class ClientRegistryTests: XCTestCase {
     }
 
     func testOversizedFileIsRefusedBeforeReading() throws {
-        let handle = try FileHandle(forWritingTo: { FileManager.default.createFile(atPath: file.path, contents: nil); return file }())
+        let handle = try FileHandle(forWritingTo: { XCTAssertTrue(FileManager.default.createFile(atPath: file.path, contents: nil)); return file }())
         try handle.truncate(atOffset: UInt64(ClientRegistry.maximumFileBytes + 1))
         try handle.close()
         XCTAssertThrowsError(try ClientRegistry(file: file)) { error in

@@ -100,7 +100,7 @@ final class OperatorMistakesTests: XCTestCase {
 
     private func logFile(in root: URL, _ label: String) throws -> URL {
         let url = root.appendingPathComponent("\(label).log")
-        FileManager.default.createFile(atPath: url.path, contents: nil)
+        XCTAssertTrue(FileManager.default.createFile(atPath: url.path, contents: nil))
         return url
     }
 }

@@ -240,7 +240,7 @@ final class TrainCommandTests: XCTestCase {
         let state = directory.appendingPathComponent("state").path
         for (attempt, delay) in [0.05, 0.2, 0.5, -1].enumerated() {
             let log = directory.appendingPathComponent("stderr-\(attempt).txt")
-            FileManager.default.createFile(atPath: log.path, contents: nil)
+            XCTAssertTrue(FileManager.default.createFile(atPath: log.path, contents: nil))
             let process = Process()
             process.executableURL = Executables.client
             process.arguments = ["train", "--model", tiny, "--data", data.path, "--out", directory.appendingPathComponent("a\(attempt)").path,

@@ -6,7 +6,7 @@ import XCTest
 @testable import FineTuning
 
 final class DatasetTests: XCTestCase {
-    nonisolated(unsafe) static let tokenizer: BPETokenizer? = try? BPETokenizer(ggufMetadata: GGUFFile(url: Fixtures.defaultModel).metadata)
+    static let tokenizer: BPETokenizer? = try? BPETokenizer(ggufMetadata: GGUFFile(url: Fixtures.defaultModel).metadata)
 
     func parse(_ line: String, tokenizer: BPETokenizer? = DatasetTests.tokenizer) throws -> TokenizedExample {
         try Dataset.parse(Data(line.utf8), file: "d.jsonl", line: 7, tokenizer: tokenizer, vocabularySize: 49152)
