@@ -14,7 +14,7 @@ struct PrivacyPlanCommand: ParsableCommand {
                                             --noise-multiplier σ --steps T --delta δ
                                             [--metrics-noise-multiplier z] [--json]
                                             [--distributed --cohort N --threshold T --assume-honest H
-                                             --dimension D [--clip-norm C] [--contributions K]
+                                             --dimension D --contributions K [--clip-norm C]
                                              [--fractional-bits F]]
         The plan's parameters are those of 'privacy epsilon' (one round is T steps at q and σ); the policy
         comes from the join configuration and the ledger from DIR (when DIR has none yet, the one 'join'
@@ -37,12 +37,16 @@ struct PrivacyPlanCommand: ParsableCommand {
         Steinke 2021); the client relies only on honest survivors' shares: max(1, H − (N − T)) of them when H
         of the cohort, itself included, are honest. Rounds are charged at the ε under that assumption; the
         ε if it trusted no one (its own share: local DP) is printed beside it. The grid 2^-F is the finest
-        at which a step's sum of K clipped vectors (default N) and N shares wraps 32-bit words with
+        at which a step's sum of K clipped vectors and N shares wraps 32-bit words with
         probability at most 1e-9 (ModularWrap; that probability is taken from δ).
           --cohort N, --threshold T, --assume-honest H
                        clients per round, secure aggregation's threshold, honest clients assumed (≥ 1)
           --dimension D  trainable parameters (the vector's length)
-          --clip-norm C  the clip norm (default 1); --contributions K  clipped vectors in one step's sum
+          --contributions K  the most clipped vectors one step's sum can hold: the cohort N when each
+                       client sends one clipped update (client level); for records or users, the most the
+                       whole cohort can sample in one step (no default: too small a K understates the
+                       chance of a wrap, which is taken from δ)
+          --clip-norm C  the clip norm (default 1)
           --fractional-bits F  the grid 2^-F instead of the chosen one
           --json adds "distributed": {"cohort", "threshold", "assume_honest", "relied_shares",
                        "fractional_bits", "wrap_probability", "share_sigma", "sensitivity_l2",
@@ -98,8 +102,10 @@ struct PrivacyPlanCommand: ParsableCommand {
         if !distributed && distributedOptions.contains(where: { $0 != nil }) {
             throw UsageError("--cohort, --threshold, --assume-honest, --dimension, --clip-norm, --contributions and --fractional-bits need --distributed")
         }
-        if distributed && (cohort == nil || threshold == nil || assumeHonest == nil || dimension == nil) {
-            throw UsageError("--distributed needs --cohort, --threshold, --assume-honest and --dimension")
+        if distributed && (cohort == nil || threshold == nil || assumeHonest == nil || dimension == nil || contributions == nil) {
+            throw UsageError("--distributed needs --cohort, --threshold, --assume-honest, --dimension and --contributions "
+                             + "(the most clipped vectors one step's sum can hold: the cohort for client-level DP, the most "
+                             + "records or users the whole cohort can sample in one step otherwise)")
         }
         try PathCheck.inputFile("--config", configPath, expected: "the client's JSON configuration (see Config/)")
         try PathCheck.inputDirectory("--state", state, expected: "the client's state directory",
@@ -136,10 +142,10 @@ struct PrivacyPlanCommand: ParsableCommand {
 
     /// The distributed-DP preview of the plan, nil without --distributed.
     private func distributedPreview() throws -> DistributedPlanPreview? {
-        guard distributed, let cohort, let threshold, let assumeHonest, let dimension else { return nil }
+        guard distributed, let cohort, let threshold, let assumeHonest, let dimension, let contributions else { return nil }
         let trust = try NoiseTrust(cohort: cohort, threshold: threshold, assumeHonest: assumeHonest)
         return try DistributedPlanPreview(samplingRate: q, noiseMultiplier: sigma, stepsPerRound: steps, clipNorm: clipNorm ?? 1,
-                                          dimension: dimension, trust: trust, contributions: contributions ?? cohort,
+                                          dimension: dimension, trust: trust, contributions: contributions,
                                           fractionalBits: fractionalBits)
     }
 

@@ -154,7 +154,8 @@ final class DistributedPlanPreviewTests: XCTestCase {
         try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
         let arguments = ["privacy", "plan", "--config", config.path, "--state", state.path, "--rounds", "5",
                          "--sampling-rate", "0.05", "--noise-multiplier", "1.5", "--steps", "1", "--delta", "1e-5",
-                         "--distributed", "--cohort", "8", "--threshold", "6", "--assume-honest", "8", "--dimension", "65536"]
+                         "--distributed", "--cohort", "8", "--threshold", "6", "--assume-honest", "8", "--dimension", "65536",
+                         "--contributions", "8"]
         let result = try Executables.run(Executables.client, arguments + ["--json"])
         XCTAssertEqual(result.status, 0, result.stderr)
         let json = try result.json()
@@ -180,5 +181,10 @@ final class DistributedPlanPreviewTests: XCTestCase {
         let refused = try Executables.run(Executables.client, Array(arguments.prefix(16)) + ["--cohort", "8"])
         XCTAssertNotEqual(refused.status, 0)
         XCTAssertTrue(refused.stderr.contains("need --distributed"), refused.stderr)
+        // --contributions has no default: a record-level sum holds more vectors than the cohort, and a K too
+        // small would understate the wrap probability taken from δ.
+        let noContributions = try Executables.run(Executables.client, Array(arguments.dropLast(2)))
+        XCTAssertNotEqual(noContributions.status, 0)
+        XCTAssertTrue(noContributions.stderr.contains("--contributions"), noContributions.stderr)
     }
 }
