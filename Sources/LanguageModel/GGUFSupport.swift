@@ -34,8 +34,7 @@ enum GGUFSupport {
                              + "so it is refused rather than run with wrong numbers")
             }
         }
-        let expected = Set(expectedTensors(c))
-        for tensor in file.tensors where !expected.contains(tensor.name) {
+        for tensor in file.tensors where !isExpected(tensor.name, c) {
             let why = tensor.name == "rope_freqs.weight"
                 ? "it carries Llama 3's rope scaling (per-dimension frequency factors), which the model does not compute"
                 : "the Llama block has no such tensor (a bias, norm or other part of another architecture)"
@@ -71,10 +70,16 @@ enum GGUFSupport {
         }
     }
 
-    /// Every tensor a `llama` file of this shape has: the embedding, the final norm, optionally the
-    /// output head, and each layer's tensors as the block description names them.
-    static func expectedTensors(_ c: LlamaConfiguration, block: BlockDescription = .llama) -> [String] {
-        ["token_embd.weight", "output_norm.weight", "output.weight"]
-            + (0..<c.numHiddenLayers).flatMap { block.ggufTensors(layer: $0) }
+    /// Whether `name` is a tensor a `llama` file of this shape has: the embedding, the final norm, the
+    /// output head, or one of a layer's tensors as the block description names them, for a layer below
+    /// `block_count`. Asked per tensor, never by listing every expected name: `block_count` comes from the
+    /// file and may be up to 2^24 (a fuzzed file with such a count made the list take over 2 GB).
+    static func isExpected(_ name: String, _ c: LlamaConfiguration, block: BlockDescription = .llama) -> Bool {
+        if ["token_embd.weight", "output_norm.weight", "output.weight"].contains(name) { return true }
+        guard name.hasPrefix("blk.") else { return false }
+        let rest = name.dropFirst(4)
+        guard let dot = rest.firstIndex(of: "."), let layer = Int(rest[..<dot]), layer >= 0, layer < c.numHiddenLayers,
+              String(layer) == rest[..<dot] else { return false }
+        return block.ggufTensors(layer: layer).contains(name)
     }
 }

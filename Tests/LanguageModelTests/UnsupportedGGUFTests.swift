@@ -70,4 +70,24 @@ final class UnsupportedGGUFTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("config.json") && "\(error)".contains("rope_scaling is not supported"), "\(error)")
         }
     }
+
+    /// Found by fuzzing (`Tests/Fuzz/Regressions/gguf/oom-block-count-33ea01f6.bin`): a file whose
+    /// `llama.block_count` is in the millions made the check list every expected tensor name first, over
+    /// 2 GB. The check asks per tensor now: loading the file fails on its own errors, holding little heap.
+    func testAHugeBlockCountIsCheckedWithoutListingEveryLayer() throws {
+        let file = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fuzz/Regressions/gguf/oom-block-count-33ea01f6.bin")
+        let gguf = try GGUFFile(url: file)
+        let layers = try LlamaConfiguration(gguf: gguf).numHiddenLayers
+        XCTAssertGreaterThan(layers, 1_000_000, "the regression input keeps its huge block count")
+        let before = try XCTUnwrap(HeapUsage.bytesInUse())
+        XCTAssertThrowsError(try ModelLoader.loadGGUF(gguf))
+        let held = try XCTUnwrap(HeapUsage.bytesInUse()) - before
+        XCTAssertLessThan(held, 64 << 20, "checking a file of \(layers) layers held \(held) bytes")
+        // Control: the per-tensor question gives the listed answer on the plain file's names.
+        XCTAssertTrue(GGUFSupport.isExpected("blk.0.attn_q.weight", try LlamaConfiguration(gguf: gguf)))
+        XCTAssertFalse(GGUFSupport.isExpected("blk.00.attn_q.weight", try LlamaConfiguration(gguf: gguf)))
+        XCTAssertFalse(GGUFSupport.isExpected("blk.\(layers).attn_q.weight", try LlamaConfiguration(gguf: gguf)))
+        XCTAssertFalse(GGUFSupport.isExpected("rope_freqs.weight", try LlamaConfiguration(gguf: gguf)))
+    }
 }
