@@ -110,7 +110,7 @@ public enum Activation {
     /// the gradient of scale × that loss. One exponential per entry.
     public static func crossEntropyGradient(_ x: UnsafeMutablePointer<Float>, _ n: Int, label: Int,
                                             scale: Float) -> Double {
-        precondition(label >= 0 && label < n, "label \(label) outside 0..<\(n)")
+        require(label >= 0 && label < n, "label \(label) outside 0..<\(n)")
         let target = x[label]
         let maximum = Exponential.maximum(x, n).value
         let sum = Exponential.exponentiate(x, n, shift: maximum)

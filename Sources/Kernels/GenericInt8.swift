@@ -119,7 +119,7 @@ enum GenericInt8 {
     /// `output[t, r] (+)= Σ_c W[r, c] · x[t, c]` for Q8_0, Q4_0 and Q4_1 weights and int8 activations.
     static func forward(_ weights: WeightMatrix, quantized x: QuantizedActivations, output: UnsafeMutablePointer<Float>,
                         accumulate: Bool, pool: ThreadPool) {
-        precondition(weights.format.hasIntegerKernel, "no integer kernel for \(weights.format)")
+        require(weights.format.hasIntegerKernel, "no integer kernel for \(weights.format)")
         let tokens = x.tokens, rows = weights.rows, columns = weights.columns, blocks = columns / 32
         nonisolated(unsafe) let widened = UnsafeRawPointer(widen(x)), output = output
         defer { widened.deallocate() }

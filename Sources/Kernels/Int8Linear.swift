@@ -26,7 +26,7 @@ public final class QuantizedActivations {
 
     /// Quantizes `tokens` rows of `columns` floats (columns a multiple of 32).
     public init(_ input: UnsafePointer<Float>, tokens: Int, columns: Int, backend: KernelBackend = .selected) {
-        precondition(columns % 32 == 0, "int8 activations need a multiple of 32 columns, got \(columns)")
+        require(columns % 32 == 0, "int8 activations need a multiple of 32 columns, got \(columns)")
         self.tokens = tokens
         self.columns = columns
         let blocks = tokens * columns / 32
@@ -79,7 +79,7 @@ extension Linear {
     /// `forward` on activations already quantized (several projections of the same input share them).
     public static func forward(_ weights: WeightMatrix, quantized x: QuantizedActivations,
                                output: UnsafeMutablePointer<Float>, accumulate: Bool = false, pool: ThreadPool = .serial) {
-        precondition(x.columns == weights.columns, "activations have \(x.columns) columns, weights \(weights.columns)")
+        require(x.columns == weights.columns, "activations have \(x.columns) columns, weights \(weights.columns)")
         guard KernelBackend.selected.hasCKernels, let type = weights.format.ggmlTypeNumber else {
             genericInt8Forward(weights, quantized: x, output: output, accumulate: accumulate, pool: pool)
             return
@@ -153,7 +153,7 @@ extension Linear {
 
     static func scalarInt8Forward(_ weights: WeightMatrix, quantized x: QuantizedActivations,
                                   output: UnsafeMutablePointer<Float>, accumulate: Bool, pool: ThreadPool) {
-        precondition(weights.format.hasIntegerKernel, "no integer kernel for \(weights.format)")
+        require(weights.format.hasIntegerKernel, "no integer kernel for \(weights.format)")
         let tokens = x.tokens
         let rows = weights.rows, columns = weights.columns, blocks = columns / 32
         let format = weights.format, blockBytes = format.bytesPerBlock

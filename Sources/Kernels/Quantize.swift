@@ -9,7 +9,7 @@ public enum Quantize {
     /// (`format.rowBytes(columns: count)` bytes).
     public static func row(_ values: UnsafePointer<Float>, count: Int, format: WeightFormat,
                            into destination: UnsafeMutableRawPointer) {
-        precondition(count % format.blockSize == 0, "row of \(count) is not a multiple of \(format.blockSize)")
+        require(count % format.blockSize == 0, "row of \(count) is not a multiple of \(format.blockSize)")
         switch format {
         case .f32:
             destination.copyMemory(from: values, byteCount: 4 * count)

@@ -74,9 +74,9 @@ public final class RowGroupedMatrix: @unchecked Sendable {
     /// `output[t·ldy + r] (+)= Σ_c W[r, c] · x[t, c]` for every row r of the stack; ldy defaults to `rows`.
     public func forward(quantized x: QuantizedActivations, output: UnsafeMutablePointer<Float>, ldy: Int? = nil,
                         accumulate: Bool = false, pool: ThreadPool = .serial) {
-        precondition(x.columns == columns, "activations have \(x.columns) columns, weights \(columns)")
+        require(x.columns == columns, "activations have \(x.columns) columns, weights \(columns)")
         let stride = ldy ?? rows
-        precondition(stride >= rows, "output stride \(stride) is below the \(rows) rows")
+        require(stride >= rows, "output stride \(stride) is below the \(rows) rows")
         nonisolated(unsafe) let output = output
         let tokens = x.tokens
         // A few groups per chunk: enough work to hide the hand-off, enough chunks to balance threads.

@@ -25,7 +25,7 @@ public enum WeightFormat: Sendable, Equatable {
 
     /// Bytes one row of `columns` elements occupies.
     public func rowBytes(columns: Int) -> Int {
-        precondition(columns % blockSize == 0, "row length \(columns) is not a multiple of the block size \(blockSize)")
+        require(columns % blockSize == 0, "row length \(columns) is not a multiple of the block size \(blockSize)")
         return columns / blockSize * bytesPerBlock
     }
 }
@@ -54,7 +54,7 @@ public struct WeightMatrix: @unchecked Sendable {
 
     /// A matrix holding its own float32 copy of `values` (row-major).
     public init(float32 values: [Float], rows: Int, columns: Int) {
-        precondition(values.count == rows * columns, "expected \(rows * columns) values, got \(values.count)")
+        require(values.count == rows * columns, "expected \(rows * columns) values, got \(values.count)")
         let buffer = FloatBuffer(values)
         self.init(format: .f32, rows: rows, columns: columns, data: UnsafeRawPointer(buffer.pointer), owner: buffer)
     }
