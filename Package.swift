@@ -60,7 +60,7 @@ let package = Package(
                                "Transport", "FineTuning", "SystemIO"],
                 path: "Sources/FederationDemo"),
         .target(name: "CommandLineParsing", dependencies: ["SystemIO"], path: "Sources/CommandLineParsing"),
-        .target(name: "ModelServing", dependencies: ["LanguageModel", "Tokenizer"], path: "Sources/ModelServing"),
+        .target(name: "ModelServing", dependencies: ["LanguageModel", "Tokenizer", "SystemIO"], path: "Sources/ModelServing"),
         .target(name: "Diagnostics", dependencies: ["Kernels", "SecureCrypto", "Transport"], path: "Sources/Diagnostics"),
 
         // Executables: command-line parsing and wiring only.

@@ -1,8 +1,11 @@
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 import Foundation
 import Synchronization
+import SystemIO
 
 /// Unauthenticated peers that never finish a TLS handshake: `count` TCP connections from `addresses`
 /// loopback source addresses (127.0.1.1, 127.0.1.2, ...), each sending a TLS record header and then
@@ -51,7 +54,7 @@ final class TricklingFlood: @unchecked Sendable {
 
     /// A non-blocking connection from 127.0.1.(1 + index % addresses) with a TLS record header sent; -1 on failure.
     private func open(index: Int) -> Int32 {
-        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        let descriptor = PortableSocket.open(family: AF_INET, nonBlocking: true)
         guard descriptor >= 0 else { return -1 }
         var local = sockaddr_in()
         local.sin_family = sa_family_t(AF_INET)
@@ -80,7 +83,7 @@ final class TricklingFlood: @unchecked Sendable {
         if peeked == 0 || (peeked < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOTCONN) { return false }
         let header: [UInt8] = [0x16, 0x03, 0x01, 0x02, 0x00]
         var next: UInt8 = sent < header.count ? header[sent] : 0x01
-        let result = send(descriptor, &next, 1, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+        let result = send(descriptor, &next, 1, PortableSocket.sendNoSignal | Int32(MSG_DONTWAIT))
         if result == 1 { sent += 1 }
         return result == 1 || (result < 0 && (errno == EAGAIN || errno == ENOTCONN || errno == EINPROGRESS))
     }

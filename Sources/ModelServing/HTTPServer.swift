@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Foundation
+import SystemIO
 
 /// A listening socket that could not be set up, naming the address and the system's reason.
 public struct ServingError: Error, CustomStringConvertible {
@@ -39,7 +40,7 @@ public final class HTTPServer: @unchecked Sendable {
     /// Binds `host:port` (numeric addresses or names, no wildcard unless asked for) and listens.
     static func openListeningSocket(host: String, port: UInt16) throws -> (Int32, UInt16) {
         var hints = addrinfo()
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_socktype = PortableSocket.stream
         hints.ai_flags = AI_NUMERICSERV
         var results: UnsafeMutablePointer<addrinfo>?
         let status = getaddrinfo(host, String(port), &hints, &results)
@@ -47,7 +48,7 @@ public final class HTTPServer: @unchecked Sendable {
             throw ServingError(description: "cannot resolve --host \(host): \(String(cString: gai_strerror(status)))")
         }
         defer { freeaddrinfo(results) }
-        let fd = socket(entry.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let fd = PortableSocket.open(family: entry.pointee.ai_family)
         guard fd >= 0 else { throw ServingError(description: "socket for \(host):\(port): \(reason())") }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
@@ -132,12 +133,9 @@ final class SocketResponseWriter: HTTPResponseWriter {
         guard !failed else { return false }
         var sent = 0
         while sent < bytes.count {
-            #if os(Linux)
-            let flags = Int32(MSG_NOSIGNAL)
-            #else
-            let flags: Int32 = 0
-            #endif
-            let n = bytes.withUnsafeBytes { send(connection, $0.baseAddress! + sent, bytes.count - sent, flags) }
+            let n = bytes.withUnsafeBytes {
+                send(connection, $0.baseAddress! + sent, bytes.count - sent, PortableSocket.sendNoSignal)
+            }
             if n < 0 && errno == EINTR { continue }
             guard n > 0 else {
                 failed = true

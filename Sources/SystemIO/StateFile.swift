@@ -64,7 +64,7 @@ public enum StateFile {
         var bytes = [UInt8](repeating: 0, count: size)
         var done = 0
         while done < size {
-            let n = bytes.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress! + done, size - done) }
+            let n = bytes.withUnsafeMutableBytes { SystemCall.read(descriptor, $0.baseAddress! + done, size - done) }
             if n < 0 && errno == EINTR { continue }
             guard n >= 0 else { throw SystemIOError(path: path, "read failed: \(String(cString: strerror(errno)))") }
             guard n > 0 else { throw SystemIOError(path: path, "file shrank to \(done) bytes while being read") }

@@ -67,7 +67,7 @@ public final class ControlSocketServer: @unchecked Sendable {
         let address = try UnixSocket.address(path)
         try Self.removeStaleSocket(at: path)
 
-        let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let descriptor = PortableSocket.open(family: AF_UNIX)
         guard descriptor >= 0 else { throw TransportError.socket(peer: path, operation: "socket", reason: TCPSocket.reason()) }
         do {
             // umask is per process: the narrow mask lasts only for the bind, so the socket file is
@@ -91,13 +91,13 @@ public final class ControlSocketServer: @unchecked Sendable {
                 throw TransportError.socket(peer: path, operation: "stat", reason: reason)
             }
             boundFile = (UInt64(status.st_dev), UInt64(status.st_ino))
-            guard Glibc.listen(descriptor, 64) == 0 else {
+            guard SystemCall.listen(descriptor, 64) == 0 else {
                 let reason = TCPSocket.reason()
                 unlink(path)
                 throw TransportError.socket(peer: path, operation: "listen", reason: reason)
             }
         } catch {
-            Glibc.close(descriptor)
+            SystemCall.close(descriptor)
             throw error
         }
         self.descriptor = descriptor
@@ -132,11 +132,11 @@ public final class ControlSocketServer: @unchecked Sendable {
             guard !closed else { return (false, false) }
             closed = true
             // Wakes a thread blocked in accept(2); that thread then closes the descriptor.
-            _ = Glibc.shutdown(descriptor, Int32(SHUT_RDWR))
+            _ = SystemCall.shutdown(descriptor, Int32(SHUT_RDWR))
             return (true, !started)
         }
         guard first else { return }
-        if releaseHere { Glibc.close(descriptor) }
+        if releaseHere { SystemCall.close(descriptor) }
         var status = stat()
         if lstat(path, &status) == 0, UInt64(status.st_dev) == boundFile.device, UInt64(status.st_ino) == boundFile.inode {
             unlink(path)
@@ -150,11 +150,11 @@ public final class ControlSocketServer: @unchecked Sendable {
 
     private func acceptLoop() {
         defer {
-            Glibc.close(descriptor)
+            SystemCall.close(descriptor)
             lock.withLock { accepting = false }
         }
         while !isClosed {
-            let client = Glibc.accept(descriptor, nil, nil)
+            let client = SystemCall.accept(descriptor, nil, nil)
             if client >= 0 { _ = fcntl(client, F_SETFD, FD_CLOEXEC) }
             if client < 0 {
                 let code = errno
@@ -172,12 +172,12 @@ public final class ControlSocketServer: @unchecked Sendable {
             }
             guard admitted else {
                 log("\(path): refused a connection: \(Self.maximumConcurrentConnections) already in progress")
-                Glibc.close(client)
+                SystemCall.close(client)
                 continue
             }
             let thread = Thread { [self] in
                 serve(client)
-                Glibc.close(client)
+                SystemCall.close(client)
                 lock.withLock { activeConnections -= 1 }
             }
             thread.name = "control connection"
@@ -247,7 +247,7 @@ public enum ControlSocketClient {
         }
         let deadline = Date().addingTimeInterval(timeout)
         let descriptor = try UnixSocket.connect(path, timeout: timeout)
-        defer { Glibc.close(descriptor) }
+        defer { SystemCall.close(descriptor) }
         let peer = "coordinator control socket \(path)"
         try UnixSocket.writeFrame(descriptor, bytes, peer: peer, deadline: deadline)
         do {
@@ -290,13 +290,13 @@ enum UnixSocket {
     /// an operator needs.
     static func connect(_ path: String, timeout: TimeInterval) throws -> Int32 {
         let address = try address(path)
-        let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let descriptor = PortableSocket.open(family: AF_UNIX)
         guard descriptor >= 0 else { throw TransportError.socket(peer: path, operation: "socket", reason: TCPSocket.reason()) }
         do {
             // A Unix-socket connect blocks only while the listen backlog is full; SO_SNDTIMEO bounds it.
             try TCPSocket.setTimeout(descriptor, option: SO_SNDTIMEO, seconds: timeout, peer: path)
             var status: Int32
-            repeat { status = withAddress(address) { Glibc.connect(descriptor, $0, $1) } } while status != 0 && errno == EINTR
+            repeat { status = withAddress(address) { SystemCall.connect(descriptor, $0, $1) } } while status != 0 && errno == EINTR
             if status != 0 {
                 let code = errno
                 switch code {
@@ -313,7 +313,7 @@ enum UnixSocket {
             }
             return descriptor
         } catch {
-            Glibc.close(descriptor)
+            SystemCall.close(descriptor)
             throw error
         }
     }
@@ -324,7 +324,7 @@ enum UnixSocket {
     static func probe(_ path: String) -> Probe {
         do {
             let descriptor = try connect(path, timeout: 1)
-            Glibc.close(descriptor)
+            SystemCall.close(descriptor)
             return .answered
         } catch let TransportError.controlSocket(_, reason) {
             return reason.contains("stale socket") || reason.contains("no control socket") ? .refused : .failed(reason)
@@ -336,10 +336,12 @@ enum UnixSocket {
         }
     }
 
-    /// The connecting process's pid and uid (Linux SO_PEERCRED). Glibc's `struct ucred` is not
-    /// visible to Swift, so its layout (pid_t pid; uid_t uid; gid_t gid: three 32-bit fields) is read
-    /// from the bytes.
+    /// The connecting process's pid and uid: Linux's SO_PEERCRED, Darwin's getpeereid and LOCAL_PEERPID
+    /// (pid -1 where the system does not say).
     static func peerCredentials(_ descriptor: Int32, path: String) throws -> (pid: Int32, uid: uid_t) {
+        #if os(Linux)
+        // Glibc's `struct ucred` is not visible to Swift, so its layout (pid_t pid; uid_t uid; gid_t gid:
+        // three 32-bit fields) is read from the bytes.
         var raw = [UInt8](repeating: 0, count: 12)
         var length = socklen_t(raw.count)
         let status = raw.withUnsafeMutableBytes {
@@ -353,6 +355,17 @@ enum UnixSocket {
         }
         return raw.withUnsafeBytes { ($0.loadUnaligned(fromByteOffset: 0, as: Int32.self),
                                       $0.loadUnaligned(fromByteOffset: 4, as: uid_t.self)) }
+        #else
+        var uid: uid_t = 0
+        var gid: gid_t = 0
+        guard getpeereid(descriptor, &uid, &gid) == 0 else {
+            throw TransportError.socket(peer: path, operation: "getpeereid", reason: TCPSocket.reason())
+        }
+        var pid: pid_t = -1
+        var length = socklen_t(MemoryLayout<pid_t>.size)
+        if getsockopt(descriptor, SOL_LOCAL, LOCAL_PEERPID, &pid, &length) != 0 { pid = -1 }
+        return (pid, uid)
+        #endif
     }
 
     /// Waits until `descriptor` is ready for `events` or the deadline passes.
@@ -416,7 +429,7 @@ enum UnixSocket {
             while sent < buffer.count {
                 try wait(descriptor, events: Int32(POLLOUT), peer: peer, operation: "write", deadline: deadline)
                 let n = send(descriptor, buffer.baseAddress! + sent, buffer.count - sent,
-                             Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
+                             PortableSocket.sendNoSignal | Int32(MSG_DONTWAIT))
                 if n >= 0 {
                     sent += n
                 } else if errno != EINTR && errno != EAGAIN {

@@ -96,7 +96,7 @@ public enum PEMFile {
         guard let base = buffer.baseAddress else { return }
         var done = 0
         while done < buffer.count {
-            let n = Glibc.read(descriptor, base + done, buffer.count - done)
+            let n = SystemCall.read(descriptor, base + done, buffer.count - done)
             if n < 0 && errno == EINTR { continue }
             guard n >= 0 else { throw failure("read", path) }
             guard n > 0 else {

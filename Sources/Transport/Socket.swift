@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Foundation
+import SystemIO
 
 /// Plain blocking POSIX TCP sockets: every call goes through here and failures become
 /// `TransportError.socket` naming the peer or address and the system's reason.
@@ -13,7 +14,7 @@ enum TCPSocket {
     /// Resolves `host:port` numerically or through DNS.
     static func resolve(host: String, port: UInt16, passive: Bool) throws -> [(family: Int32, address: [UInt8])] {
         var hints = addrinfo()
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_socktype = PortableSocket.stream
         hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0)
         var results: UnsafeMutablePointer<addrinfo>?
         let status = getaddrinfo(host, String(port), &hints, &results)
@@ -60,7 +61,7 @@ enum TCPSocket {
             let peer = address.withUnsafeBytes {
                 describe($0.baseAddress!.assumingMemoryBound(to: sockaddr.self), length: socklen_t($0.count))
             }
-            let descriptor = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            let descriptor = PortableSocket.open(family: family)
             guard descriptor >= 0 else {
                 lastError = .socket(peer: peer, operation: "socket", reason: reason())
                 continue
@@ -70,7 +71,7 @@ enum TCPSocket {
                 try setNoDelay(descriptor, peer: peer)
                 return (descriptor, peer)
             } catch let error as TransportError {
-                Glibc.close(descriptor)
+                SystemCall.close(descriptor)
                 lastError = error
             }
         }
@@ -84,7 +85,7 @@ enum TCPSocket {
             throw TransportError.socket(peer: peer, operation: "fcntl(O_NONBLOCK)", reason: reason())
         }
         let status = address.withUnsafeBytes {
-            Glibc.connect(descriptor, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t($0.count))
+            SystemCall.connect(descriptor, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t($0.count))
         }
         if status != 0 {
             guard errno == EINPROGRESS else { throw TransportError.socket(peer: peer, operation: "connect", reason: reason()) }
@@ -127,7 +128,7 @@ enum TCPSocket {
             }
         }
         try set(SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE")
-        try set(Int32(IPPROTO_TCP), TCP_KEEPIDLE, idle, "TCP_KEEPIDLE")
+        try set(Int32(IPPROTO_TCP), PortableSocket.keepAliveIdleOption, idle, "TCP_KEEPIDLE")
         try set(Int32(IPPROTO_TCP), TCP_KEEPINTVL, interval, "TCP_KEEPINTVL")
         try set(Int32(IPPROTO_TCP), TCP_KEEPCNT, count, "TCP_KEEPCNT")
     }
@@ -176,7 +177,7 @@ enum TCPSocket {
     static func listen(host: String, port: UInt16, backlog: Int32) throws -> (descriptor: Int32, port: UInt16) {
         let (family, address) = try resolve(host: host, port: port, passive: true)[0]
         let name = "\(host):\(port)"
-        let descriptor = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let descriptor = PortableSocket.open(family: family)
         guard descriptor >= 0 else { throw TransportError.socket(peer: name, operation: "socket", reason: reason()) }
         do {
             var one: Int32 = 1
@@ -187,7 +188,7 @@ enum TCPSocket {
                 bind(descriptor, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t($0.count))
             }
             guard bound == 0 else { throw TransportError.socket(peer: name, operation: "bind", reason: reason()) }
-            guard Glibc.listen(descriptor, backlog) == 0 else {
+            guard SystemCall.listen(descriptor, backlog) == 0 else {
                 throw TransportError.socket(peer: name, operation: "listen", reason: reason())
             }
             var storage = sockaddr_storage()
@@ -205,7 +206,7 @@ enum TCPSocket {
             }
             return (descriptor, boundPort)
         } catch {
-            Glibc.close(descriptor)
+            SystemCall.close(descriptor)
             throw error
         }
     }
@@ -214,19 +215,19 @@ enum TCPSocket {
     /// unread input sends a TCP reset, which discards the alert on the peer's side. So: FIN first,
     /// then discard what the peer still sends (at most 64 KiB, at most 250 ms), then close.
     static func closeAfterDraining(_ descriptor: Int32) {
-        _ = Glibc.shutdown(descriptor, Int32(SHUT_WR))
+        _ = SystemCall.shutdown(descriptor, Int32(SHUT_WR))
         var interval = timeval(tv_sec: 0, tv_usec: 250_000)
         _ = setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &interval, socklen_t(MemoryLayout<timeval>.size))
         var buffer = [UInt8](repeating: 0, count: 4096)
         var discarded = 0
         let deadline = Date().addingTimeInterval(0.25)
         while discarded < 65_536 && Date() < deadline {
-            let n = buffer.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress, $0.count) }
+            let n = buffer.withUnsafeMutableBytes { SystemCall.read(descriptor, $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
             guard n > 0 else { break }
             discarded += n
         }
-        Glibc.close(descriptor)
+        SystemCall.close(descriptor)
     }
 
     /// accept(2), retried on EINTR; returns the descriptor and the peer's "host:port".
@@ -235,7 +236,7 @@ enum TCPSocket {
             var storage = sockaddr_storage()
             var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
             let descriptor = withUnsafeMutablePointer(to: &storage) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.accept(listener, $0, &length) }
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { SystemCall.accept(listener, $0, &length) }
             }
             if descriptor < 0 && (errno == EINTR || errno == ECONNABORTED) { continue }
             guard descriptor >= 0 else { throw TransportError.socket(peer: name, operation: "accept", reason: reason()) }
@@ -252,7 +253,7 @@ enum TCPSocket {
 /// and the demo, which start a coordinator on loopback. Another process may take it before use.
 public func freeLoopbackPort() throws -> UInt16 {
     let (descriptor, port) = try TCPSocket.listen(host: "127.0.0.1", port: 0, backlog: 1)
-    Glibc.close(descriptor)
+    SystemCall.close(descriptor)
     return port
 }
 
@@ -263,12 +264,12 @@ public enum PortProbe {
     /// another process listens there, EADDRNOTAVAIL for an address not on this machine).
     public static func listen(host: String, port: UInt16) throws {
         let (descriptor, _) = try TCPSocket.listen(host: host, port: port, backlog: 1)
-        Glibc.close(descriptor)
+        SystemCall.close(descriptor)
     }
 
     /// Opens a TCP connection to `host:port` within `timeout` seconds, then closes it.
     public static func connect(host: String, port: UInt16, timeout: TimeInterval) throws {
         let (descriptor, _) = try TCPSocket.connect(host: host, port: port, timeout: timeout)
-        Glibc.close(descriptor)
+        SystemCall.close(descriptor)
     }
 }

@@ -5,6 +5,7 @@ import Darwin
 #endif
 import COpenSSL
 import Foundation
+import SystemIO
 
 /// An established, mutually authenticated TLS 1.3 connection over a blocking TCP socket.
 ///
@@ -53,7 +54,7 @@ public final class TLSConnection: @unchecked Sendable {
 
     deinit {
         if let ssl { SSL_free(ssl) }
-        Glibc.close(descriptor)
+        SystemCall.close(descriptor)
     }
 
     /// Connects to the coordinator at `host:port` and completes the TLS 1.3 handshake, verifying the
@@ -112,7 +113,7 @@ public final class TLSConnection: @unchecked Sendable {
             } else if role == .server {
                 TCPSocket.closeAfterDraining(descriptor)
             } else {
-                Glibc.close(descriptor)
+                SystemCall.close(descriptor)
             }
             throw error
         }
@@ -179,7 +180,7 @@ public final class TLSConnection: @unchecked Sendable {
     /// Whether TCP keepalive is on for this connection, and its idle time in seconds before the first probe.
     public var keepAlive: (enabled: Bool, idleSeconds: Int) {
         let enabled = TCPSocket.integerOption(descriptor, level: SOL_SOCKET, option: SO_KEEPALIVE) ?? 0
-        let idle = TCPSocket.integerOption(descriptor, level: Int32(IPPROTO_TCP), option: TCP_KEEPIDLE) ?? 0
+        let idle = TCPSocket.integerOption(descriptor, level: Int32(IPPROTO_TCP), option: PortableSocket.keepAliveIdleOption) ?? 0
         return (enabled != 0, Int(idle))
     }
 
@@ -266,7 +267,7 @@ public final class TLSConnection: @unchecked Sendable {
         lock.withLock {
             guard !cancelled else { return }
             cancelled = true
-            _ = Glibc.shutdown(descriptor, Int32(SHUT_RDWR))
+            _ = SystemCall.shutdown(descriptor, Int32(SHUT_RDWR))
         }
     }
 
@@ -278,7 +279,7 @@ public final class TLSConnection: @unchecked Sendable {
             SSL_free(ssl)
             self.ssl = nil
             cancelled = true
-            _ = Glibc.shutdown(descriptor, Int32(SHUT_RDWR))
+            _ = SystemCall.shutdown(descriptor, Int32(SHUT_RDWR))
         }
     }
 
@@ -323,7 +324,7 @@ public final class TLSListener: @unchecked Sendable {
         self.handshakeTimeout = handshakeTimeout
     }
 
-    deinit { Glibc.close(descriptor) }
+    deinit { SystemCall.close(descriptor) }
 
     /// Accepts the next client and completes the handshake. A client that fails the handshake or is
     /// refused makes this throw `TransportError.handshake` naming it and the reason; its socket is
@@ -346,7 +347,7 @@ public final class TLSListener: @unchecked Sendable {
         lock.withLock {
             guard !closed else { return }
             closed = true
-            _ = Glibc.shutdown(descriptor, Int32(SHUT_RDWR))
+            _ = SystemCall.shutdown(descriptor, Int32(SHUT_RDWR))
         }
     }
 }
@@ -375,7 +376,7 @@ public final class PendingTLSConnection: @unchecked Sendable {
         accepted = Date()
     }
 
-    deinit { if let descriptor { Glibc.close(descriptor) } }
+    deinit { if let descriptor { SystemCall.close(descriptor) } }
 
     /// Runs the server side of the handshake: TLS 1.3, the client's certificate verified against the
     /// federation CA, then the context's `authorize`, all within the listener's handshake timeout of
@@ -389,7 +390,7 @@ public final class PendingTLSConnection: @unchecked Sendable {
         }
         guard let descriptor else { preconditionFailure("PendingTLSConnection.handshake called twice for \(peerAddress)") }
         if wasCancelled {
-            Glibc.close(descriptor)
+            SystemCall.close(descriptor)
             throw TransportError.handshake(peer: "client \(peerAddress)", reason: "closed by the server before its handshake")
         }
         let left = max(accepted.addingTimeInterval(timeout).timeIntervalSinceNow, 0.001)
@@ -414,7 +415,7 @@ public final class PendingTLSConnection: @unchecked Sendable {
     public func cancel() {
         let connection = lock.withLock { () -> TLSConnection? in
             cancelled = true
-            if let handshaking { _ = Glibc.shutdown(handshaking, Int32(SHUT_RDWR)) }
+            if let handshaking { _ = SystemCall.shutdown(handshaking, Int32(SHUT_RDWR)) }
             return established
         }
         connection?.cancel()

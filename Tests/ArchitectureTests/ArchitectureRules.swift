@@ -239,3 +239,70 @@ enum DurableWriteRule {
         }
     }
 }
+
+/// Issue 18: the Swift code builds for Linux (x86_64, aarch64) and macOS. Without a Darwin or aarch64
+/// toolchain here, this is checked as far as source can be: a spelling that exists only in Glibc (the
+/// module itself, `SOCK_CLOEXEC`, `MSG_NOSIGNAL`, `st_mtim`, the `.rawValue` of its socket-type enum, Linux-
+/// only calls) may appear only inside an `#if os(Linux)` / `#if canImport(Glibc)` branch, or the `#else` of a
+/// Darwin branch; SystemIO's `PortableSocket` and `SystemCall` give the portable spellings. Tests are not
+/// read (they run here only).
+enum PortabilityRule {
+    static let linuxOnly: Set<String> = [
+        "Glibc", "SOCK_CLOEXEC", "SOCK_NONBLOCK", "MSG_NOSIGNAL", "st_mtim", "accept4", "pipe2", "epoll_create1",
+        "epoll_ctl", "epoll_wait", "eventfd", "inotify_init1", "sched_getaffinity", "O_TMPFILE", "memfd_create", "SO_PEERCRED", "TCP_KEEPIDLE",
+    ]
+    static let socketTypes: Set<String> = ["SOCK_STREAM", "SOCK_DGRAM", "SOCK_SEQPACKET", "SOCK_RAW"]
+
+    static func violations(_ files: [SourceFile]) -> [Violation] {
+        var violations: [Violation] = []
+        for file in files where !file.path.hasPrefix("Tests/") {
+            let linuxLines = linuxBranchLines(file.code)
+            let directives = Set(file.code.split(separator: "\n", omittingEmptySubsequences: false).enumerated()
+                .filter { $0.element.trimmingCharacters(in: .whitespaces).hasPrefix("#") }.map { $0.offset + 1 })
+            let tokens = SwiftTokens.of(file.code)
+            for k in tokens.indices where !linuxLines.contains(tokens[k].line) && !directives.contains(tokens[k].line) {
+                let word = tokens[k].text
+                let rawValue = socketTypes.contains(word) && k + 2 < tokens.count
+                    && tokens[k + 1].text == "." && tokens[k + 2].text == "rawValue"
+                guard linuxOnly.contains(word) || rawValue else { continue }
+                let spelling = rawValue ? "\(word).rawValue" : word
+                violations.append(Violation(file: file.path, line: tokens[k].line, module: file.module,
+                                            message: "\(spelling) exists only in Glibc: use SystemIO's PortableSocket or "
+                                                + "SystemCall, or put it under #if os(Linux)"))
+            }
+        }
+        return violations
+    }
+
+    /// The lines inside a Linux-only branch of `#if`/`#elseif`/`#else`/`#endif`, nested branches included.
+    static func linuxBranchLines(_ code: String) -> Set<Int> {
+        var lines: Set<Int> = []
+        // One frame per open #if: whether the current branch is Linux-only, and whether an earlier branch
+        // of the same #if was a Darwin one (so that its #else is the non-Darwin, i.e. Linux, branch).
+        var frames: [(linux: Bool, afterDarwin: Bool)] = []
+        for (index, raw) in code.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.hasPrefix("#if ") {
+                frames.append((isLinux(line), isDarwin(line)))
+            } else if line.hasPrefix("#elseif "), !frames.isEmpty {
+                frames[frames.count - 1] = (isLinux(line), frames[frames.count - 1].afterDarwin || isDarwin(line))
+            } else if line == "#else" || line.hasPrefix("#else "), !frames.isEmpty {
+                let frame = frames[frames.count - 1]
+                frames[frames.count - 1] = (frame.afterDarwin && !frame.linux, frame.afterDarwin)
+            } else if line.hasPrefix("#endif"), !frames.isEmpty {
+                frames.removeLast()
+            } else if frames.contains(where: \.linux) {
+                lines.insert(index + 1)
+            }
+        }
+        return lines
+    }
+
+    private static func isLinux(_ condition: String) -> Bool {
+        condition.contains("os(Linux)") || condition.contains("canImport(Glibc)")
+    }
+
+    private static func isDarwin(_ condition: String) -> Bool {
+        condition.contains("canImport(Darwin)") || condition.contains("os(macOS)")
+    }
+}

@@ -284,4 +284,56 @@ final class CheckerControlTests: XCTestCase {
         let executable = SourceFile(path: "Client/Train.swift", text: "try data.write(to: url, options: [.atomic])")
         XCTAssertEqual(DurableWriteRule.violations([executable]).map(\.module), ["Client"])
     }
+
+    // MARK: - Portability (issue 18)
+
+    func testGlibcOnlySpellingsOutsideLinuxBranchesAreReported() {
+        let planted = SourceFile(path: "Sources/Transport/Planted.swift", text: """
+            import Glibc
+            func open(_ family: Int32) -> Int32 {
+                let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+                _ = send(fd, nil, 0, Int32(MSG_NOSIGNAL))
+                _ = Glibc.close(fd)
+                return status.st_mtim.tv_sec
+            }
+            """)
+        let violations = PortabilityRule.violations([planted])
+        XCTAssertEqual(violations.map(\.line), [1, 3, 3, 4, 5, 6], "\(violations)")
+        XCTAssertEqual(Set(violations.compactMap(\.module)), ["Transport"])
+        XCTAssertTrue(violations[1].message.hasPrefix("SOCK_STREAM.rawValue exists only in Glibc"), violations[1].message)
+    }
+
+    func testGlibcOnlySpellingsInsideLinuxBranchesAreAllowed() {
+        let guarded = SourceFile(path: "Sources/SystemIO/Guarded.swift", text: """
+            #if canImport(Glibc)
+            import Glibc
+            #elseif canImport(Darwin)
+            import Darwin
+            #endif
+            #if canImport(Darwin)
+            let seconds = status.st_mtimespec.tv_sec
+            #else
+            let seconds = status.st_mtim.tv_sec
+            #endif
+            #if os(Linux)
+            #if DEBUG
+            let flags = Int32(MSG_NOSIGNAL)
+            #endif
+            #else
+            let flags: Int32 = 0
+            #endif
+            let text = "Glibc.close and SOCK_CLOEXEC in a string" // and st_mtim in a comment
+            """)
+        XCTAssertEqual(PortabilityRule.violations([guarded]), [])
+        let afterLinux = SourceFile(path: "Sources/SystemIO/Else.swift", text: """
+            #if os(Linux)
+            let a = 1
+            #else
+            let fd = Glibc.close(3)
+            #endif
+            """)
+        XCTAssertEqual(PortabilityRule.violations([afterLinux]).map(\.line), [4], "the #else of a Linux branch is not Linux")
+        let test = SourceFile(path: "Tests/TransportTests/T.swift", text: "import Glibc\nlet x = SOCK_CLOEXEC")
+        XCTAssertEqual(PortabilityRule.violations([test]), [], "tests run here only")
+    }
 }
