@@ -278,7 +278,8 @@ public final class ClientRunner: @unchecked Sendable {
             case let .charge(round, request):
                 var ledger = try openLedger()
                 let charge = try ledger.chargeBeforeTraining(request.mechanism, clipNorm: request.clipNorm,
-                                                             purpose: "round \(round) at \(address.host):\(address.port)",
+                                                             purpose: "round \(round) at \(address.host):\(address.port)"
+                                                                + (request.purposeDetail.map { "; " + $0 } ?? ""),
                                                              ceiling: request.ceiling, unit: request.unit,
                                                              releases: request.releases)
                 if case let .charged(receipt) = charge {

@@ -215,8 +215,13 @@ public struct ClientAgent: Sendable {
         let releases = [MetricsRelease.mechanism(plan: plan)]
         if let distributed = work.distributed {
             // One DP-SGD step whose noise the cohort shares: charged for the ε under the client's own trust.
+            let detail = String(format: "distributed DP per %@: assume_honest %d of a cohort of %d (threshold %d); this round ε %.4f "
+                                + "under it, %.4f trusting no one, at δ %g", plan.privacyUnit.rawValue, distributed.trust.assumeHonest,
+                                distributed.parameters.trust.cohort, distributed.parameters.trust.threshold,
+                                distributed.trust.roundEpsilon, distributed.trust.roundEpsilonTrustingNoOne, plan.delta)
             return [.charge(round: round, ChargeRequest(mechanism: distributed.parameters.ledgerMechanism, clipNorm: plan.clipNorm,
-                                                        ceiling: policy.maxEpsilon, unit: plan.privacyUnit, releases: releases))]
+                                                        ceiling: policy.maxEpsilon, unit: plan.privacyUnit, releases: releases,
+                                                        purposeDetail: detail))]
         }
         // A run without privacy is ε = ∞ at any unit: it is charged at the policy's, which is its ledger's.
         let request = preparation.mechanism.map {
@@ -548,9 +553,13 @@ public struct ChargeRequest: Sendable, Equatable {
     /// What the round releases besides the update (the held-out metrics, `MetricsRelease`), charged
     /// in the same write as the training.
     public var releases: [MechanismSteps]
+    /// What the ledger entry's purpose adds to the round's name: a distributed round's unit, the trust the
+    /// client assumed and this round's ε under it and trusting no one (nil for a local round).
+    public var purposeDetail: String?
 
     public init(mechanism: MechanismSteps, clipNorm: Double, ceiling: Double, unit: PrivacyUnit = .record,
-                releases: [MechanismSteps] = []) {
+                releases: [MechanismSteps] = [], purposeDetail: String? = nil) {
+        self.purposeDetail = purposeDetail
         self.mechanism = mechanism
         self.clipNorm = clipNorm
         self.ceiling = ceiling

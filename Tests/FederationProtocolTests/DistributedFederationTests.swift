@@ -81,6 +81,11 @@ final class DistributedFederationTests: XCTestCase {
             XCTAssertLessThan(trust.roundEpsilon, trust.roundEpsilonTrustingNoOne)
             let ledger = try federation.clients[metrics.client]!.ledger()
             XCTAssertEqual(ledger.entries.last?.cumulativeEpsilon ?? -1, metrics.epsilon, accuracy: 1e-12)
+            // The ledger's entry names the unit, the trust and both ε of the round.
+            let purpose = try XCTUnwrap(ledger.entries.first?.purpose)
+            XCTAssertTrue(purpose.contains("distributed DP per record: assume_honest 3 of a cohort of 3"), purpose)
+            XCTAssertTrue(purpose.contains(String(format: "this round ε %.4f under it, %.4f trusting no one", trust.roundEpsilon,
+                                                  trust.roundEpsilonTrustingNoOne)), purpose)
         }
     }
 
