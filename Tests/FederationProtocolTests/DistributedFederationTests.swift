@@ -181,6 +181,29 @@ final class DistributedFederationTests: XCTestCase {
                        "a local plan encodes as before")
     }
 
+    /// The coordinator's preview of a distributed plan says that its ε is the least a client is charged, and it
+    /// is: a client trusting the whole cohort (h = n, every share in the sum) is charged at least it by its
+    /// ledger, one trusting no one more (control). A local plan's preview has no such line or field.
+    func testThePreviewOfADistributedPlanIsTheLeastAClientIsCharged() throws {
+        let preview = try PlanPreview(policy: roundPolicy(clients: 3), count: 1, enrolled: ["a"])
+        XCTAssertTrue(preview.text.contains("noise placement distributed"), preview.text)
+        XCTAssertTrue(String(decoding: try JSONEncoder().encode(preview), as: UTF8.self).contains("\"noise_placement\":\"distributed\""))
+        let release = MetricsRelease.mechanism(plan: Self.plan)
+        func charged(_ h: Int) throws -> Double {
+            let round = try DistributedRound(samplingRate: Self.plan.samplingRate, noiseMultiplier: 1, clipNorm: 1, dimension: 4096,
+                                             cohort: 3, threshold: 3, assumeHonest: h, contributions: 32)
+            return try PrivacyAccounting.epsilon(steps: [round.ledgerMechanism, release], delta: 1e-5, accountant: .rdp)
+        }
+        let least = try XCTUnwrap(preview.roundEpsilon)
+        XCTAssertGreaterThanOrEqual(try charged(3), least * (1 - 1e-12))
+        XCTAssertGreaterThan(try charged(1), least * 1.05, "control: trusting no one costs more than the preview says")
+        var local = roundPolicy(clients: 3, plan: InMemoryFederationTests.plan)
+        local.secureAggregation = true
+        let plain = try PlanPreview(policy: local, count: 1, enrolled: ["a"])
+        XCTAssertFalse(plain.text.contains("noise placement"))
+        XCTAssertFalse(String(decoding: try JSONEncoder().encode(plain), as: UTF8.self).contains("noise_placement"))
+    }
+
     /// The invitation carries the mode on the wire (protocol 4): a distributed plan round-trips, and a frame
     /// whose plan says local but carries a denominator is refused naming the field.
     func testTheInvitationCarriesTheModeOnTheWire() throws {
