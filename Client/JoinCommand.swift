@@ -19,8 +19,9 @@ struct JoinCommand: ParsableCommand {
           --ca CA.pem              the federation's CA certificate (from the coordinator's operator)
           --cert CERT.pem          this client's certificate (signed by 'conclave-coordinator enroll')
           --config F               JSON: {"model", "data", "eval_data", "threads"?, "policy": {"max_epsilon",
-                                   "delta", "max_steps_per_round", "require_privacy"?}, "canaries"?:
-                                   {"count", "digits", "repetitions", "phrase"?}}; see Config/
+                                   "delta", "max_steps_per_round", "require_privacy"?, "privacy_unit"?,
+                                   "assume_honest"?}, "canaries"?: {"count", "digits", "repetitions",
+                                   "phrase"?}}; see Config/
           --rounds N               exit after N rounds have ended for this client (default: run until stopped)
           --events FILE|-          also write one JSON object per round event, one a line, appended to FILE
                                    ('-': standard output), for monitoring tools: {"time", "event", "round",
@@ -33,6 +34,12 @@ struct JoinCommand: ParsableCommand {
         ledger before training, trains with DP-SGD from the global adapter, evaluates on the held-out data
         before and after, and uploads only the change to the adapter. It reconnects with backoff.
         Progress and the log go to standard error.
+
+        A plan with noise_placement distributed (secure aggregation only) is one DP-SGD step over the
+        cohort's data: the client sums its sampled records' clipped gradients at the global adapter and
+        masks the sum with its share of discrete Gaussian noise. It is charged the ε that holds if
+        "assume_honest" of the cohort (itself included; default 1, trusting no one) are honest, and
+        declines with code distributed_trust when that passes its budget.
 
         With "canaries", the client plants that many secret canaries (the phrase, default "My account
         number is", then random digits), each "repetitions" times, in its training data; every copy is

@@ -50,6 +50,9 @@ public struct AuditRecord: Codable, Sendable, Equatable {
     public var abortReason: String?
     /// BLAKE2b-256 (hex) of the previous line of the log, bytes as written; 64 zeros for the first.
     public var previousHash: String
+    /// A distributed-DP round's noise as it reached the sum (nil for local noise and in older records);
+    /// each participant's trust and ε both ways are in `clients[].trust`. JSON `distributed`.
+    public var distributed: DistributedNoiseRecord?
 
     public init(status: String, round: UInt64, started: Date, finished: Date, cohort: [String], participants: [String],
                 declines: [ClientReason], dropouts: [ClientReason], aggregation: String, secureAggregation: Bool,
@@ -92,6 +95,7 @@ public struct AuditRecord: Codable, Sendable, Equatable {
         case adapterSHA256 = "adapter_sha256"
         case abortReason = "abort_reason"
         case previousHash = "previous_hash"
+        case distributed
     }
 
     /// Whether the held-out figures are DP releases (every record since issue 13), rather than figures
@@ -106,5 +110,50 @@ public struct AuditRecord: Codable, Sendable, Equatable {
         case "trimmed_mean"?: return aggregation + "+trimmed_mean" + (trimFraction.map { String(format: "(%g)", $0) } ?? "")
         case let other?: return aggregation + "+" + other
         }
+    }
+}
+
+/// What a distributed-DP round's sum carried (issue 17), from public values: the plan, the secure round's
+/// cohort, threshold and survivors, and the scale every party derives from them (`DistributedRound`).
+public struct DistributedNoiseRecord: Codable, Sendable, Equatable {
+    /// Whom ε protects: the plan's privacy unit ("record" or "user").
+    public var unit: String
+    /// n, t and s: invited, the fewest survivors the sum needs, and the survivors whose shares are in it.
+    public var cohort: Int
+    public var threshold: Int
+    public var survivors: Int
+    /// f: the grid is 2^−f; each share's σ in grid units (z·Δ₂/√t).
+    public var fractionalBits: Int
+    public var shareSigma: Double
+    /// z of the plan (the noise the threshold's survivors carry), and z·√(s/t), the noise that survived.
+    public var plannedNoiseMultiplier: Double
+    public var survivingNoiseMultiplier: Double
+    /// The bound on the probability that the modular sum wrapped (a utility figure; see `DistributedRound`).
+    public var wrapProbability: Double
+    /// The fixed denominator the sum was divided by.
+    public var expectedBatch: Double
+
+    public init(unit: String, cohort: Int, threshold: Int, survivors: Int, fractionalBits: Int, shareSigma: Double,
+                plannedNoiseMultiplier: Double, survivingNoiseMultiplier: Double, wrapProbability: Double, expectedBatch: Double) {
+        self.unit = unit
+        self.cohort = cohort
+        self.threshold = threshold
+        self.survivors = survivors
+        self.fractionalBits = fractionalBits
+        self.shareSigma = shareSigma
+        self.plannedNoiseMultiplier = plannedNoiseMultiplier
+        self.survivingNoiseMultiplier = survivingNoiseMultiplier
+        self.wrapProbability = wrapProbability
+        self.expectedBatch = expectedBatch
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case unit, cohort, threshold, survivors
+        case fractionalBits = "fractional_bits"
+        case shareSigma = "share_sigma"
+        case plannedNoiseMultiplier = "planned_noise_multiplier"
+        case survivingNoiseMultiplier = "surviving_noise_multiplier"
+        case wrapProbability = "wrap_probability"
+        case expectedBatch = "expected_batch"
     }
 }

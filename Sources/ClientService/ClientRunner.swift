@@ -278,7 +278,8 @@ public final class ClientRunner: @unchecked Sendable {
             case let .charge(round, request):
                 var ledger = try openLedger()
                 let charge = try ledger.chargeBeforeTraining(request.mechanism, clipNorm: request.clipNorm,
-                                                             purpose: "round \(round) at \(address.host):\(address.port)",
+                                                             purpose: "round \(round) at \(address.host):\(address.port)"
+                                                                + (request.purposeDetail.map { "; " + $0 } ?? ""),
                                                              ceiling: request.ceiling, unit: request.unit,
                                                              releases: request.releases)
                 if case let .charged(receipt) = charge {
@@ -373,7 +374,8 @@ public final class ClientRunner: @unchecked Sendable {
         training.samplingRate = plan.samplingRate
         training.privacyUnit = plan.privacyUnit
         training.decay = .constant
-        if plan.isPrivate {
+        // A distributed round clips and sums without local noise (`clippedStepSum`); the share is added on the grid.
+        if plan.isPrivate && !plan.isDistributed {
             training.privacy = DifferentialPrivacy(noiseMultiplier: plan.noiseMultiplier, clipNorm: plan.clipNorm,
                                                    delta: plan.delta)
         }
@@ -383,6 +385,7 @@ public final class ClientRunner: @unchecked Sendable {
     /// Evaluates the global adapter (and the canaries' exposure on it), trains, evaluates the
     /// result, keeps it in `local-adapter/`, and reports the update.
     private func train(_ prepared: PreparedRound, round: UInt64) throws -> TrainingReport {
+        if prepared.plan.isDistributed { return try distributedStep(prepared, round: round) }
         let model = loaded.model
         let start = ProcessStatistics.now()
         model.setAdapter(prepared.globalAdapter)
@@ -412,6 +415,28 @@ public final class ClientRunner: @unchecked Sendable {
         return TrainingReport(update: AdapterMath.difference(localTensors, prepared.global), heldOut: heldOut,
                               evalLossBefore: RoundData.reportedLoss(before), evalLossAfter: RoundData.reportedLoss(after), evalTokens: after.tokens,
                               trainLoss: result.trainLoss, seconds: ProcessStatistics.now() - start, canaryExposure: exposure)
+    }
+
+    /// A distributed-DP round: the held-out loss of the global adapter, then this client's clipped gradient sum
+    /// at it (the agent adds the noise share on the grid and masks it). Nothing is trained locally, so the
+    /// release's "after" is the global adapter's loss again; the next round's "before" shows the step.
+    private func distributedStep(_ prepared: PreparedRound, round: UInt64) throws -> TrainingReport {
+        let model = loaded.model
+        let start = ProcessStatistics.now()
+        model.setAdapter(prepared.globalAdapter)
+        let before = try Evaluator.evaluate(model: model, examples: prepared.evalExamples)
+        let exposure = try canaries?.measure(model: model)
+        model.setAdapter(nil)
+        let step = try prepared.trainer.clippedStepSum(clipNorm: prepared.plan.clipNorm)
+        let sum = prepared.trainer.lora.adapter(from: step.sum.map { Float($0) }).federationTensors
+        let heldOut = try Self.release(before: before, after: before, plan: prepared.plan,
+                                       users: prepared.plan.privacyUnit == .user ? prepared.evalExamples.map(\.user) : nil)
+        let trainLoss = step.examples > 0 ? step.loss / Double(step.examples) : .nan
+        log.write(String(format: "round %llu: held-out loss %.4f over %d records (exact, this log only); %d units sampled, clipped "
+                         + "gradients summed (mean loss %.4f)", round, before.loss, before.examples, step.units, trainLoss))
+        return TrainingReport(update: sum, heldOut: heldOut, evalLossBefore: RoundData.reportedLoss(before),
+                              evalLossAfter: RoundData.reportedLoss(before), evalTokens: before.tokens, trainLoss: trainLoss,
+                              seconds: ProcessStatistics.now() - start, canaryExposure: exposure)
     }
 
     /// The round's held-out release (`HeldOutMetrics`, charged with the training by the agent's charge).

@@ -159,7 +159,7 @@ extension CoordinatorServer {
         let combiner = policy.plainCombiner(parameterCount: SecureUpdate.vectorLength(layout: layout) - 1)
         let metrics = verdict.isCommitted ? outcome.participantMetrics : []
         let figures = RoundFigures(participants: metrics)
-        return AuditRecord(status: verdict.isCommitted ? "committed" : "aborted", round: outcome.round,
+        var record = AuditRecord(status: verdict.isCommitted ? "committed" : "aborted", round: outcome.round,
                            started: outcome.started, finished: Date(), cohort: outcome.cohort,
                            participants: metrics.map(\.client), declines: outcome.declines, dropouts: outcome.dropouts,
                            aggregation: policy.aggregation.rawValue, secureAggregation: policy.secureAggregation,
@@ -169,6 +169,27 @@ extension CoordinatorServer {
                            previousHash: "", aggregator: policy.aggregator.rawValue,
                            trimFraction: policy.aggregator == .trimmedMean ? combiner.trimFraction : nil,
                            updateNormClip: policy.secureAggregation ? nil : combiner.normClip)
+        if verdict.isCommitted, let secure = outcome.secure, policy.plan.isDistributed {
+            record.distributed = distributedNoise(secure, plan: policy.plan)
+        }
+        return record
+    }
+
+    /// The noise a distributed round's sum carried, from the plan and the secure round (nil, and a log line,
+    /// if the parameters cannot be recomputed, which the commit would already have failed on).
+    private func distributedNoise(_ secure: SecureRoundResult, plan: TrainingPlan) -> DistributedNoiseRecord? {
+        do {
+            let parameters = try SecureUpdate.distributedParameters(plan: plan, setup: secure.setup, assumeHonest: 1)
+            return DistributedNoiseRecord(
+                unit: plan.privacyUnit.rawValue, cohort: parameters.trust.cohort, threshold: parameters.trust.threshold,
+                survivors: secure.survivors.count, fractionalBits: parameters.fractionalBits, shareSigma: parameters.shareSigma,
+                plannedNoiseMultiplier: plan.noiseMultiplier,
+                survivingNoiseMultiplier: parameters.survivingNoiseMultiplier(survivors: secure.survivors.count),
+                wrapProbability: parameters.preview.wrapProbability, expectedBatch: plan.expectedBatch ?? .nan)
+        } catch {
+            log.write("round \(secure.setup.round): cannot recompute the distributed noise for the audit record: \(error)")
+            return nil
+        }
     }
 
     /// The round's end as a monitoring event: `committed` with its figures, or `aborted` with why.

@@ -56,7 +56,15 @@ public struct ClientAgent: Sendable {
         public let layout: AdapterLayout
         /// A secure round's setup and this client's masking protocol (keys not advertised yet).
         fileprivate let masking: (setup: SecureRoundSetup, protocolState: SecureAggregationClient)?
+        /// A distributed-DP round's parameters and this round's ε under the client's trust and trusting no one.
+        fileprivate let distributed: DistributedWork?
         public var round: UInt64 { invite.round }
+    }
+
+    /// What a distributed-DP round's client computes from the plan, the setup and its policy before it charges.
+    fileprivate struct DistributedWork: Sendable {
+        let parameters: DistributedRound
+        let trust: DistributedTrustFigures
     }
 
     /// A secure round between this client's key advertisement and the unmask stage.
@@ -205,6 +213,16 @@ public struct ClientAgent: Sendable {
         state = .charging(work, examples: preparation.examples)
         let plan = work.invite.plan
         let releases = [MetricsRelease.mechanism(plan: plan)]
+        if let distributed = work.distributed {
+            // One DP-SGD step whose noise the cohort shares: charged for the ε under the client's own trust.
+            let detail = String(format: "distributed DP per %@: assume_honest %d of a cohort of %d (threshold %d); this round ε %.4f "
+                                + "under it, %.4f trusting no one, at δ %g", plan.privacyUnit.rawValue, distributed.trust.assumeHonest,
+                                distributed.parameters.trust.cohort, distributed.parameters.trust.threshold,
+                                distributed.trust.roundEpsilon, distributed.trust.roundEpsilonTrustingNoOne, plan.delta)
+            return [.charge(round: round, ChargeRequest(mechanism: distributed.parameters.ledgerMechanism, clipNorm: plan.clipNorm,
+                                                        ceiling: policy.maxEpsilon, unit: plan.privacyUnit, releases: releases,
+                                                        purposeDetail: detail))]
+        }
         // A run without privacy is ε = ∞ at any unit: it is charged at the policy's, which is its ledger's.
         let request = preparation.mechanism.map {
             ChargeRequest(mechanism: $0, clipNorm: plan.clipNorm, ceiling: policy.maxEpsilon, unit: plan.privacyUnit,
@@ -227,6 +245,13 @@ public struct ClientAgent: Sendable {
         guard case let .charging(work, examples) = state, work.round == round else {
             preconditionFailure("round \(round) charged while \(state)")
         }
+        if case .refused = charge, let distributed = work.distributed {
+            return decline(round, .distributedTrust, String(
+                format: "privacy budget under distributed DP: trusting %d of the cohort of %d honest (assume_honest), this round "
+                    + "costs ε %.3f (%.3f trusting no one) and would pass the budget: %@", distributed.trust.assumeHonest,
+                distributed.parameters.trust.cohort, distributed.trust.roundEpsilon, distributed.trust.roundEpsilonTrustingNoOne,
+                "\(charge)"))
+        }
         switch charge {
         case let .refused(.overCeiling(projected, ceiling, spent)):
             return decline(round, .privacyBudget, String(format: "privacy budget: this round would bring ε to %.3f, over the "
@@ -236,6 +261,15 @@ public struct ClientAgent: Sendable {
         case let .charged(receipt):
             state = .training(work, examples: examples, receipt: receipt)
             let plan = work.invite.plan
+            if let distributed = work.distributed {
+                let line = String(format: "round %llu: accepted one distributed DP-SGD step (%d records, q %.4f, z %.3f, C %.2f, "
+                                  + "share σ %.4g on 2^-%d); trusting %d of %d honest: this round ε %.3f (%.3f trusting no one), "
+                                  + "ε after %.3f at δ %g", round, examples, plan.samplingRate, plan.noiseMultiplier, plan.clipNorm,
+                                  distributed.parameters.shareSigma, distributed.parameters.fractionalBits,
+                                  distributed.trust.assumeHonest, distributed.parameters.trust.cohort, distributed.trust.roundEpsilon,
+                                  distributed.trust.roundEpsilonTrustingNoOne, receipt.epsilon, receipt.budget.delta)
+                return [.send([try Accept(round: round).frame()]), .log(line), .train(round: round)]
+            }
             let line = plan.isPrivate
                 ? String(format: "round %llu: accepted; %d records, q %.4f, σ %.3f, C %.2f, %d steps; ε after %.3f at δ %g",
                          round, examples, plan.samplingRate, plan.noiseMultiplier, plan.clipNorm, plan.steps,
@@ -255,14 +289,19 @@ public struct ClientAgent: Sendable {
         // Only the release and ledger figures go up; the exact losses, count and timing stay in this log.
         let metrics = ClientRoundMetrics(client: name, epsilon: receipt.epsilon, delta: receipt.budget.delta,
                                          epsilonBudget: min(receipt.budget.epsilon, policy.maxEpsilon),
-                                         heldOut: report.heldOut, canaryExposure: report.canaryExposure)
+                                         heldOut: report.heldOut, canaryExposure: report.canaryExposure,
+                                         trust: work.distributed?.trust)
         guard let masking = work.masking else {
             state = .awaitingResult(round: round, participation: nil)
             return [.upload(round: round, update: report.update, metrics: metrics),
                     .log(String(format: "round %llu: update sent; held-out loss %.4f → %.4f, train loss %.4f, %.0f s",
                                 round, report.evalLossBefore, report.evalLossAfter, report.trainLoss, report.seconds))]
         }
-        let encoded = try SecureUpdate.encode(delta: report.update, setup: masking.setup, layout: work.layout)
+        let encoded = try work.distributed.map {
+            // The clipped sum, rounded onto the grid with this client's share of the noise (libsodium).
+            (words: try SecureUpdate.encodeDistributed(clippedSum: report.update, parameters: $0.parameters, setup: masking.setup,
+                                                       layout: work.layout), clipped: 0)
+        } ?? SecureUpdate.encode(delta: report.update, setup: masking.setup, layout: work.layout)
         var actions: [Action] = []
         if encoded.clipped > 0 {
             actions.append(.log("round \(round): \(encoded.clipped) weighted update values exceeded ±\(masking.setup.updateClip) "
@@ -348,7 +387,9 @@ public struct ClientAgent: Sendable {
     /// The invitation is complete: decline it on the policy or on the secure session, else prepare.
     private mutating func decide(_ invitation: Invitation, global: AdapterTensors) -> [Action] {
         let invite = invitation.invite
-        if let objection = policy.objection(to: invite.plan) { return decline(invite.round, .policy, objection) }
+        if let objection = policy.objection(to: invite.plan, secureAggregation: invitation.setup != nil) {
+            return decline(invite.round, .policy, objection)
+        }
         // A secure round's session is checked before anything is charged: this client must be in the
         // cohort under its own key, and the announced adapter must be the one it received.
         var masking: (setup: SecureRoundSetup, protocolState: SecureAggregationClient)?
@@ -367,8 +408,24 @@ public struct ClientAgent: Sendable {
                 return decline(invite.round, .secureAggregation, "secure aggregation: \(error)")
             }
         }
-        state = .preparing(RoundWork(invite: invite, layout: invitation.layout, masking: masking))
+        var distributed: DistributedWork?
+        if let setup = invitation.setup, invite.plan.isDistributed {
+            do {
+                distributed = try Self.distributedWork(plan: invite.plan, setup: setup, assumeHonest: policy.assumeHonest)
+            } catch {
+                return decline(invite.round, .cannotTrainOnThisPlan, "distributed DP: \(error)")
+            }
+        }
+        state = .preparing(RoundWork(invite: invite, layout: invitation.layout, masking: masking, distributed: distributed))
         return [.prepare(round: invite.round, plan: invite.plan, global: global)]
+    }
+
+    /// The round's integer-domain parameters (the coordinator computes the same scale) and its ε both ways.
+    private static func distributedWork(plan: TrainingPlan, setup: SecureRoundSetup, assumeHonest: Int) throws -> DistributedWork {
+        let parameters = try SecureUpdate.distributedParameters(plan: plan, setup: setup, assumeHonest: assumeHonest)
+        let epsilons = try parameters.epsilons(delta: plan.delta)
+        return DistributedWork(parameters: parameters, trust: DistributedTrustFigures(
+            assumeHonest: parameters.trust.assumeHonest, roundEpsilon: epsilons.assumed, roundEpsilonTrustingNoOne: epsilons.trustingNoOne))
     }
 
     private mutating func decline(_ round: UInt64, _ code: DeclineCode, _ detail: String) -> [Action] {
@@ -496,9 +553,13 @@ public struct ChargeRequest: Sendable, Equatable {
     /// What the round releases besides the update (the held-out metrics, `MetricsRelease`), charged
     /// in the same write as the training.
     public var releases: [MechanismSteps]
+    /// What the ledger entry's purpose adds to the round's name: a distributed round's unit, the trust the
+    /// client assumed and this round's ε under it and trusting no one (nil for a local round).
+    public var purposeDetail: String?
 
     public init(mechanism: MechanismSteps, clipNorm: Double, ceiling: Double, unit: PrivacyUnit = .record,
-                releases: [MechanismSteps] = []) {
+                releases: [MechanismSteps] = [], purposeDetail: String? = nil) {
+        self.purposeDetail = purposeDetail
         self.mechanism = mechanism
         self.clipNorm = clipNorm
         self.ceiling = ceiling

@@ -15,14 +15,19 @@ public struct ClientPolicy: Codable, Sendable, Equatable {
     /// Whom its ε protects (JSON `privacy_unit`, default `record`): the unit its ledger counts and the
     /// one a private plan must train at.
     public var privacyUnit: PrivacyUnit
+    /// Distributed DP: how many of a round's cohort the client assumes honest, itself included (JSON
+    /// `assume_honest`, default 1: trusting no one, so it is charged the local DP of its own noise share).
+    /// It is charged the ε that holds with the fewest honest shares this allows (`NoiseTrust`).
+    public var assumeHonest: Int
 
     public init(maxEpsilon: Double, delta: Double, maxStepsPerRound: Int, requirePrivacy: Bool = true,
-                privacyUnit: PrivacyUnit = .record) {
+                privacyUnit: PrivacyUnit = .record, assumeHonest: Int = 1) {
         self.maxEpsilon = maxEpsilon
         self.delta = delta
         self.maxStepsPerRound = maxStepsPerRound
         self.requirePrivacy = requirePrivacy
         self.privacyUnit = privacyUnit
+        self.assumeHonest = assumeHonest
     }
 
     enum CodingKeys: String, CodingKey {
@@ -31,6 +36,7 @@ public struct ClientPolicy: Codable, Sendable, Equatable {
         case maxStepsPerRound = "max_steps_per_round"
         case requirePrivacy = "require_privacy"
         case privacyUnit = "privacy_unit"
+        case assumeHonest = "assume_honest"
     }
 
     /// `require_privacy` may be left out (it defaults to true), and `privacy_unit` (`record`).
@@ -41,12 +47,17 @@ public struct ClientPolicy: Codable, Sendable, Equatable {
         maxStepsPerRound = try container.decode(Int.self, forKey: .maxStepsPerRound)
         requirePrivacy = try container.decodeIfPresent(Bool.self, forKey: .requirePrivacy) ?? true
         privacyUnit = try container.decodeIfPresent(PrivacyUnit.self, forKey: .privacyUnit) ?? .record
+        assumeHonest = try container.decodeIfPresent(Int.self, forKey: .assumeHonest) ?? 1
+        guard (1...SecureRoundSetup.maximumCohort).contains(assumeHonest) else {
+            throw DecodingError.dataCorruptedError(forKey: .assumeHonest, in: container, debugDescription: "must be 1..."
+                + "\(SecureRoundSetup.maximumCohort): at least the client itself, got \(assumeHonest)")
+        }
     }
 
     /// Nil when the plan is acceptable, else the reason to decline it. A private plan must train at the
     /// policy's unit: a weaker one (records, where users are required) protects less than promised, and
     /// a stronger one cannot be charged to this client's ledger, which counts ε at the policy's unit.
-    public func objection(to plan: TrainingPlan) -> String? {
+    public func objection(to plan: TrainingPlan, secureAggregation: Bool = true) -> String? {
         if requirePrivacy && !plan.isPrivate { return "policy: the plan has no differential privacy (noise multiplier 0)" }
         if plan.isPrivate && !plan.privacyUnit.meets(privacyUnit) {
             return "policy: the plan's privacy unit is \(plan.privacyUnit.rawValue), weaker than the \(privacyUnit.rawValue) "
@@ -58,6 +69,10 @@ public struct ClientPolicy: Codable, Sendable, Equatable {
         }
         if plan.delta > delta {
             return "policy: the plan's δ \(plan.delta) is larger than this client's δ \(delta)"
+        }
+        if plan.isDistributed && !secureAggregation {
+            return "policy: the plan shares its noise out over the cohort (noise_placement distributed), which needs secure "
+                + "aggregation; this round has none, so the coordinator would see each client's barely-noised sum"
         }
         if plan.steps > maxStepsPerRound {
             return "policy: the plan asks \(plan.steps) steps, this client trains at most \(maxStepsPerRound) per round"

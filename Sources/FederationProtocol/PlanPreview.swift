@@ -98,6 +98,11 @@ public struct PlanPreview: Encodable, Sendable, Equatable {
     public var clients: [Client]
     /// The policy's aggregation; nil for a preview of a plan alone.
     public var aggregation: Aggregation?
+    /// Where the plan's noise is added. With `distributed` the ε above is the least a client is charged: that
+    /// of the whole noise σ = z·Δ₂ (every share honest), whose ledger mechanism's noise multiplier 1/√(2ρ) is at
+    /// most z (`DistributedDiscreteGaussianSteps.ledgerMechanism`); each client is charged more under its own
+    /// `assume_honest`, which only it knows. JSON `noise_placement`, written for distributed plans only.
+    public var noisePlacement: NoisePlacement = .local
 
     /// Why a client's decision is unknown when the coordinator has no policy for it.
     public static let unknownPolicy = "the coordinator does not know this client's policy (it stays on the client); "
@@ -111,6 +116,7 @@ public struct PlanPreview: Encodable, Sendable, Equatable {
         noiseMultiplier = plan.noiseMultiplier
         stepsPerRound = plan.steps
         delta = plan.delta
+        noisePlacement = plan.noisePlacement
         if plan.isPrivate {
             rounds = try (1...max(1, count)).map { round in
                 Round(round: round, epsilon: try PrivacyAccounting.epsilon(
@@ -149,6 +155,7 @@ public struct PlanPreview: Encodable, Sendable, Equatable {
         case accountant, delta, rounds, clients, aggregation
         case samplingRate = "sampling_rate", noiseMultiplier = "noise_multiplier", stepsPerRound = "steps_per_round"
         case roundEpsilon = "round_epsilon", totalEpsilon = "total_epsilon"
+        case noisePlacement = "noise_placement"
     }
 
     /// ε after all N rounds; nil without privacy.
@@ -166,6 +173,7 @@ public struct PlanPreview: Encodable, Sendable, Equatable {
         try container.encode(rounds, forKey: .rounds)
         try container.encode(clients, forKey: .clients)
         if let aggregation { try container.encode(aggregation, forKey: .aggregation) }
+        if noisePlacement != .local { try container.encode(noisePlacement, forKey: .noisePlacement) }
     }
 
     /// The preview as lines for a terminal.
@@ -180,6 +188,12 @@ public struct PlanPreview: Encodable, Sendable, Equatable {
             }
         } else {
             lines.append("the plan has no differential privacy (noise multiplier 0): ε is unbounded")
+        }
+        if noisePlacement == .distributed {
+            lines.append("noise placement distributed: each round is one DP-SGD step over the cohort's data, each client adding a "
+                         + "share of the noise; the ε above is the least a client is charged (every share honest); each is charged "
+                         + "more under its own assume_honest (default 1: its own share alone); see 'conclave-client privacy plan "
+                         + "--distributed'")
         }
         if let aggregation { lines.append(aggregation.text) }
         if clients.isEmpty { lines.append("no enrolled clients") }

@@ -128,6 +128,15 @@ public enum RoundAggregation {
     ///   `FederationError.round` for a secure sum whose unmasking failed.
     public static func updates(of outcome: RoundOutcome, policy: RoundPolicy, global: AdapterTensors,
                                layout: AdapterLayout) throws -> (updates: [WeightedUpdate], log: [String]) {
+        if let secure = outcome.secure, policy.plan.isDistributed {
+            // One DP-SGD step over the cohort: the noised sum over the fixed denominator, as the optimiser's Δ.
+            let delta = try SecureUpdate.decodeDistributed(sum: secure.sum, survivors: secure.survivors.count, setup: secure.setup,
+                                                           plan: policy.plan, layout: layout)
+            return ([WeightedUpdate(client: "distributed DP sum of \(secure.survivors.joined(separator: ","))",
+                                    weight: WeightedUpdate.equalWeight, delta: delta)],
+                    [String(format: "round %llu: decoded the noised gradient sum of %d clients over the fixed denominator %g",
+                            outcome.round, secure.survivors.count, policy.plan.expectedBatch ?? .nan)])
+        }
         if let secure = outcome.secure {
             // The unmasked sum decodes to the mean delta: one update of weight 1 gives FedAvg global + mean,
             // and FedAdam the mean as its Δ. Each client clipped its values to ±update_clip before masking;

@@ -210,7 +210,11 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
             try check(updateNormClip.isFinite && updateNormClip > 0, "update_norm_clip",
                       "must be a positive number, got \(updateNormClip)")
         }
-        guard secureAggregation else { return }
+        guard secureAggregation else {
+            return try check(!plan.isDistributed, "plan.noise_placement", "distributed needs secure aggregation: the "
+                             + "cohort's noise shares protect only inside the masked sum; set \"secure_aggregation\": true "
+                             + "or noise_placement local")
+        }
         try check(aggregator == .mean, "aggregator", "'\(aggregator.rawValue)' needs each client's update, which secure "
                   + "aggregation hides from the coordinator: use \"aggregator\": \"mean\" (each client clips every value "
                   + "to ±update_clip before masking) or turn secure aggregation off (\"secure_aggregation\": false, "

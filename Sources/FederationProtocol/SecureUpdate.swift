@@ -1,4 +1,5 @@
 import Foundation
+import Privacy
 import SecureAggregation
 import SecureCrypto
 import SystemIO
@@ -96,5 +97,76 @@ public enum SecureUpdate {
             throw FederationError.adapterShape("the unmasked sum has \(values.count) values; the layout has \(offset)")
         }
         return mean
+    }
+
+    // MARK: Distributed DP (issue 17)
+
+    /// A distributed-DP round's parameters as every party computes them: the plan's q, z, C and
+    /// `max_contributions`, the adapter's d (the setup's words less the participation word), the setup's cohort
+    /// and threshold; `assumeHonest` changes only the ε, never the scale (the coordinator passes 1).
+    /// - Throws: `FederationError.round` for a plan that is not distributed; `PrivacyParameterError` as
+    ///   `DistributedRound` does.
+    public static func distributedParameters(plan: TrainingPlan, setup: SecureRoundSetup, assumeHonest: Int) throws -> DistributedRound {
+        guard plan.isDistributed, let contributions = plan.maxContributions else {
+            throw FederationError.round(setup.round, "the plan is not a distributed-DP plan (noise_placement, max_contributions)")
+        }
+        return try DistributedRound(samplingRate: plan.samplingRate, noiseMultiplier: plan.noiseMultiplier, clipNorm: plan.clipNorm,
+                                    dimension: Int(setup.vectorLength) - 1, cohort: setup.members.count,
+                                    threshold: Int(setup.threshold), assumeHonest: assumeHonest, contributions: contributions)
+    }
+
+    /// The words a client masks in a distributed-DP round: its clipped sum (tensors in name order) on the
+    /// round's grid with its noise share (`DistributedRound.noisedShare`), each reduced modulo 2^32, then the
+    /// participation word 1.
+    /// - Throws: `FederationError.adapterShape` for a sum without the layout's tensors; `PrivacyParameterError`
+    ///   for a value the grid cannot hold.
+    public static func encodeDistributed(clippedSum: AdapterTensors, parameters: DistributedRound, setup: SecureRoundSetup,
+                                         layout: AdapterLayout) throws -> [UInt32] {
+        try layout.check(clippedSum, from: "the clipped gradient sum to mask")
+        var flat: [Double] = []
+        flat.reserveCapacity(Int(setup.vectorLength))
+        for name in clippedSum.keys.sorted() { flat.append(contentsOf: clippedSum[name]!.lazy.map(Double.init)) }
+        guard flat.count + 1 == Int(setup.vectorLength) else {
+            throw FederationError.adapterShape("the clipped sum has \(flat.count) values; the secure round expects \(setup.vectorLength - 1)")
+        }
+        let share = try parameters.noisedShare(clippedSum: flat)
+        let participation = try setup.participationEncoding().encode([1], rounding: .nearest)
+        return share.map { UInt32(truncatingIfNeeded: $0) } + participation.words
+    }
+
+    /// The server optimiser's Δ from a distributed round's unmasked sum: −η·ĝ, ĝ = (sum read as signed 32-bit
+    /// integers) / 2^f / `expected_batch`, the fixed-denominator estimate of the cohort's mean clipped gradient
+    /// (the noise in it, all post-processing). η is the plan's learning rate: FedAvg then takes an SGD step,
+    /// FedAdam an Adam step on it. Nothing here refuses a value: a wrapped coordinate is decoded like any other,
+    /// so the coordinator's reaction to the sum never depends on more than the sum modulo 2^32.
+    /// - Throws: `FederationError.adapterShape` for a sum of the wrong length, `FederationError.round` when the
+    ///   participation words do not sum to `survivors`.
+    public static func decodeDistributed(sum: [UInt32], survivors: Int, setup: SecureRoundSetup, plan: TrainingPlan,
+                                         layout: AdapterLayout) throws -> AdapterTensors {
+        guard sum.count == Int(setup.vectorLength), let participationWord = sum.last else {
+            throw FederationError.adapterShape("the unmasked sum has \(sum.count) words; the round expects \(setup.vectorLength)")
+        }
+        let participants = try setup.participationEncoding().decodeSum([participationWord], clientCount: survivors)[0]
+        guard survivors > 0, abs(participants - Double(survivors)) < 0.5 else {
+            throw FederationError.round(setup.round, "the unmasked participation words sum to \(participants), "
+                                        + "not the \(survivors) survivors: the unmasking failed")
+        }
+        let parameters = try distributedParameters(plan: plan, setup: setup, assumeHonest: 1)
+        guard let expectedBatch = plan.expectedBatch else {
+            throw FederationError.round(setup.round, "a distributed plan without expected_batch")
+        }
+        let factor = -plan.learningRate / (parameters.scale * expectedBatch)
+        var delta: AdapterTensors = [:]
+        var offset = 0
+        for name in layout.shapes.keys.sorted() {
+            let count = layout.shapes[name]!.reduce(1, *)
+            guard offset + count < sum.count else { break }
+            delta[name] = sum[offset..<(offset + count)].map { Float(Double(Int32(bitPattern: $0)) * factor) }
+            offset += count
+        }
+        guard offset + 1 == sum.count else {
+            throw FederationError.adapterShape("the unmasked sum has \(sum.count - 1) values; the layout has \(offset)")
+        }
+        return delta
     }
 }

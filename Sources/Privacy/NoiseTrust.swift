@@ -137,16 +137,18 @@ public struct DistributedPlanPreview: Sendable {
 
     /// - Parameters: q, the total noise multiplier z (noise σ over the rounded sensitivity Δ₂), T steps per
     ///   round, clip norm c, dimension d, the trust, `contributions` (clipped vectors in one step's sum, for
-    ///   the wrap bound) and f (nil: the finest scale meeting `wrapTarget`).
+    ///   the wrap bound), f (nil: the finest scale meeting `wrapTarget`) and the rounding's β (0: the sum is
+    ///   rounded once, Δ₂ = c̃ + √d as `RoundedSensitivity.roundedSum`, what a federation's clients do).
     /// - Throws: `PrivacyParameterError` for any parameter out of range or when no scale meets the target.
     public init(samplingRate: Double, noiseMultiplier: Double, stepsPerRound: Int, clipNorm: Double, dimension: Int,
-                trust: NoiseTrust, contributions: Int, fractionalBits: Int?) throws {
+                trust: NoiseTrust, contributions: Int, fractionalBits: Int?,
+                roundingBeta: Double = DistributedPlanPreview.roundingBeta) throws {
         let bits = try fractionalBits ?? ModularWrap.fractionalBits(
             modulusBits: Self.modulusBits, clipNorm: clipNorm, dimension: dimension, contributions: contributions,
-            cohort: trust.cohort, threshold: trust.threshold, noiseMultiplier: noiseMultiplier, beta: Self.roundingBeta,
+            cohort: trust.cohort, threshold: trust.threshold, noiseMultiplier: noiseMultiplier, beta: roundingBeta,
             target: Self.wrapTarget)
         let scaledClip = clipNorm * Double(sign: .plus, exponent: bits, significand: 1)
-        sensitivity = try RoundedSensitivity.conditionalRounding(scaledClip: scaledClip, dimension: dimension, beta: Self.roundingBeta)
+        sensitivity = try RoundedSensitivity.conditionalRounding(scaledClip: scaledClip, dimension: dimension, beta: roundingBeta)
         shareSigma = noiseMultiplier * sensitivity.l2 / Double(trust.threshold).squareRoot()
         wrapProbability = try ModularWrap.probability(modulusBits: Self.modulusBits, scaledClip: scaledClip, dimension: dimension,
                                                       contributions: contributions, shares: trust.cohort, shareSigma: shareSigma)

@@ -115,6 +115,7 @@ public enum AuditReport {
         body += banner(input.chain, problems: problems)
         body += modelSection(input)
         body += privacySection(input.records)
+        body += distributedSection(input.records)
         body += lossSection(input.records)
         body += exposureSection(input.records)
         body += participationSection(input.records)

@@ -74,7 +74,7 @@ public enum AuditTable {
     }
 
     /// One record as the `--json` contract names its fields: dates in ISO 8601 with fractions of a
-    /// second, absent figures as null.
+    /// second, absent figures as null (`distributed`: a distributed-DP round's noise, null otherwise).
     public static func json(_ record: AuditRecord) throws -> [String: Any] {
         [
             "round": record.round, "status": record.status, "cohort": record.cohort, "participants": record.participants,
@@ -89,6 +89,7 @@ public enum AuditTable {
             "plan": try encoded(record.plan), "clients": try encoded(record.clients),
             "started": record.started.formatted(dateStyle), "finished": record.finished.formatted(dateStyle),
             "abort_reason": record.abortReason ?? NSNull(),
+            "distributed": try record.distributed.map { try encoded($0) } ?? NSNull(),
         ]
     }
 

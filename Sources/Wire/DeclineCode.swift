@@ -21,6 +21,9 @@ public enum DeclineCode: UInt16, Sendable, CaseIterable, Equatable, CustomString
     /// Coordinator → client only: the coordinator dropped the client from the round (a deadline, a
     /// lost connection); the abort's detail says which.
     case dropped = 6
+    /// A distributed-DP round's charge under the trust the client assumes (`assume_honest`: the honest
+    /// shares it counts on) would pass its ε budget: a function of the plan, the cohort and the policy only.
+    case distributedTrust = 7
 
     /// The code's name in logs, monitoring events, the audit record and reports.
     public var name: String {
@@ -31,6 +34,7 @@ public enum DeclineCode: UInt16, Sendable, CaseIterable, Equatable, CustomString
         case .cannotTrainOnThisPlan: return "cannot_train_on_this_plan"
         case .secureAggregation: return "secure_aggregation"
         case .dropped: return "dropped"
+        case .distributedTrust: return "distributed_trust"
         }
     }
 

@@ -80,6 +80,10 @@ public struct Invite: WireMessage, Equatable {
         try encoder.string(adapterSHA256, field: "adapterSHA256")
         encoder.double(deadlineSeconds)
         try encoder.string(plan.privacyUnit.rawValue, field: "privacyUnit")
+        // Protocol 4: the noise placement, then (0 for a local plan) the fixed denominator and the contributions bound.
+        try encoder.string(plan.noisePlacement.rawValue, field: "noisePlacement")
+        encoder.double(plan.expectedBatch ?? 0)
+        encoder.uint32(UInt32(clamping: plan.maxContributions ?? 0))
     }
 
     public init(from decoder: inout WireDecoder) throws {
@@ -105,10 +109,23 @@ public struct Invite: WireMessage, Equatable {
         adapterSHA256 = try decoder.string("adapterSHA256", limit: 64)
         deadlineSeconds = try decoder.double("deadlineSeconds")
         let unit = try decoder.string("privacyUnit", limit: 16)
-        guard let privacyUnit = PrivacyUnit(rawValue: unit) else {
-            throw WireError.invalidValue(field: "invite.plan.privacyUnit", reason: "'\(unit)' is not record or user")
+        do { plan.privacyUnit = try TrainingPlan.privacyUnit(named: unit) } catch let error as FederationError {
+            throw WireError.invalidValue(field: "invite.plan.privacyUnit", reason: error.description)
         }
-        plan.privacyUnit = privacyUnit
+        let placement = try decoder.string("noisePlacement", limit: 16)
+        guard let noisePlacement = NoisePlacement(rawValue: placement) else {
+            throw WireError.invalidValue(field: "invite.plan.noisePlacement", reason: "'\(placement)' is not local or distributed")
+        }
+        plan.noisePlacement = noisePlacement
+        let expectedBatch = try decoder.double("expectedBatch")
+        let maxContributions = Int(try decoder.uint32("maxContributions"))
+        if noisePlacement == .distributed {
+            plan.expectedBatch = expectedBatch
+            plan.maxContributions = maxContributions
+        } else if expectedBatch != 0 || maxContributions != 0 {
+            throw WireError.invalidValue(field: "invite.plan", reason: "a local plan with expected_batch \(expectedBatch) or "
+                                         + "max_contributions \(maxContributions)")
+        }
         do { try plan.validate() } catch let error as FederationError {
             throw WireError.invalidValue(field: "invite.plan", reason: error.description)
         }
@@ -207,6 +224,13 @@ public struct MetricsReport: WireMessage, Equatable {
             encoder.bool(exposure.exact)
             encoder.uint64(UInt64(max(0, exposure.candidatesScored)))
         }
+        // Protocol 4: a distributed round's trust figures, behind a presence flag.
+        encoder.bool(metrics.trust != nil)
+        if let trust = metrics.trust {
+            encoder.uint32(UInt32(clamping: trust.assumeHonest))
+            encoder.double(trust.roundEpsilon)
+            encoder.double(trust.roundEpsilonTrustingNoOne)
+        }
     }
 
     public init(from decoder: inout WireDecoder) throws {
@@ -223,6 +247,13 @@ public struct MetricsReport: WireMessage, Equatable {
         if try decoder.bool("hasCanaryExposure") {
             exposure = try Self.decodeExposure(&decoder)
         }
+        var trust: DistributedTrustFigures?
+        if try decoder.bool("hasTrust") {
+            trust = DistributedTrustFigures(assumeHonest: Int(try decoder.uint32("trust.assumeHonest")),
+                                            roundEpsilon: try decoder.double("trust.roundEpsilon"),
+                                            roundEpsilonTrustingNoOne: try decoder.double("trust.roundEpsilonTrustingNoOne"))
+        }
+        if let problem = trust?.problem { throw WireError.invalidValue(field: "metrics.trust", reason: problem) }
         if let problem = heldOut.problem { throw WireError.invalidValue(field: "metrics.heldOut", reason: problem) }
         for (name, value) in [("delta", delta), ("epsilonBudget", budget)] where !(value.isFinite && value >= 0) {
             throw WireError.invalidValue(field: "metrics.\(name)", reason: "\(value)")
@@ -230,7 +261,7 @@ public struct MetricsReport: WireMessage, Equatable {
         // +∞ is a client's honest ε once its ledger recorded a round without privacy (issue 13).
         guard epsilon >= 0 else { throw WireError.invalidValue(field: "metrics.epsilon", reason: "\(epsilon)") }
         metrics = ClientRoundMetrics(client: client, epsilon: epsilon, delta: delta, epsilonBudget: budget, heldOut: heldOut,
-                                     canaryExposure: exposure)
+                                     canaryExposure: exposure, trust: trust)
     }
 
     private static func decodeExposure(_ decoder: inout WireDecoder) throws -> CanaryExposureSummary {

@@ -11,10 +11,12 @@ public enum WireProtocol {
     /// audit head; a version-1 peer is refused by its header ("unknown protocol version"), not by a
     /// field it cannot decode. 3 (issue 14): secure aggregation's key advertisement commits to the
     /// self-mask seed, and the consistency check (survivor set, signatures) precedes unmasking; a
-    /// version-2 client would skip the check, so it is refused.
-    public static let version: UInt16 = 3
+    /// version-2 client would skip the check, so it is refused. 4 (issue 17): the invitation's plan carries
+    /// its noise placement (distributed DP) and metrics the client's trust assumption; a version-3 client
+    /// would read a distributed plan as a local one and add all the noise itself, so it is refused.
+    public static let version: UInt16 = 4
     /// The versions this build reads; any other is refused.
-    public static let supportedVersions: Set<UInt16> = [3]
+    public static let supportedVersions: Set<UInt16> = [4]
     /// Header size in bytes.
     public static let headerByteCount = 12
     /// Default limit on a frame's payload: 64 MiB (a LoRA update travels in several chunks).

@@ -36,6 +36,21 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
     /// L: each held-out record's mean token loss is clipped to [0, L] nats before it is summed and
     /// noised. JSON `metrics_loss_clip`, default 6.
     public var metricsLossClip: Double
+    /// Where the noise is added (JSON `noise_placement`, `local` when absent): by each client to its own
+    /// DP-SGD steps, or shared out over the cohort under secure aggregation, each round then being one
+    /// DP-SGD step over the union of the cohort's data (`DistributedRound`).
+    public var noisePlacement: NoisePlacement
+    /// Distributed only: the fixed denominator the coordinator divides the noised sum by, the expected
+    /// number of units in one step's sum over the cohort (q × the cohort's units), public and data-independent
+    /// (JSON `expected_batch`).
+    public var expectedBatch: Double?
+    /// Distributed only: the bound K on the clipped vectors one step's sum holds over the cohort, from which
+    /// the fixed-point scale is chosen so that the modular sum wraps with probability at most 10⁻⁹ (JSON
+    /// `max_contributions`; `ModularWrap`).
+    public var maxContributions: Int?
+
+    /// Whether the plan's noise is shared out over the cohort (distributed DP).
+    public var isDistributed: Bool { noisePlacement == .distributed }
 
     /// Default z of the metrics release: a small share of ε. It adds at most 4% to the ε of 1 to 10
     /// rounds of the plans in SECURITY.md's table (0.2% after the demo's 3 rounds; dp_accounting's RDP at
@@ -48,7 +63,8 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
                 delta: Double, maxLength: Int, rank: Int, alpha: Double, targets: [String],
                 privacyUnit: PrivacyUnit = .record,
                 metricsNoiseMultiplier: Double = TrainingPlan.defaultMetricsNoiseMultiplier,
-                metricsLossClip: Double = TrainingPlan.defaultMetricsLossClip) {
+                metricsLossClip: Double = TrainingPlan.defaultMetricsLossClip, noisePlacement: NoisePlacement = .local,
+                expectedBatch: Double? = nil, maxContributions: Int? = nil) {
         self.steps = steps
         self.learningRate = learningRate
         self.samplingRate = samplingRate
@@ -62,6 +78,9 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
         self.privacyUnit = privacyUnit
         self.metricsNoiseMultiplier = metricsNoiseMultiplier
         self.metricsLossClip = metricsLossClip
+        self.noisePlacement = noisePlacement
+        self.expectedBatch = expectedBatch
+        self.maxContributions = maxContributions
     }
 
     /// Whether the plan trains with differential privacy.
@@ -77,6 +96,21 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
         case privacyUnit = "privacy_unit"
         case metricsNoiseMultiplier = "metrics_noise_multiplier"
         case metricsLossClip = "metrics_loss_clip"
+        case noisePlacement = "noise_placement"
+        case expectedBatch = "expected_batch"
+        case maxContributions = "max_contributions"
+    }
+
+    /// The privacy-unit spellings this build reads in a plan: `record` and `user`. `client` (client-level
+    /// DP-FedAvg, `ClientLevelDP`) is named and refused: its accountant exists, its rounds are not wired in.
+    public static func privacyUnit(named name: String) throws -> PrivacyUnit {
+        if let unit = PrivacyUnit(rawValue: name) { return unit }
+        if name == "client" {
+            throw FederationError.configuration(path: "plan", field: "privacy_unit", "client-level DP (DP-FedAvg) is not "
+                                                + "supported in rounds yet; use record or user (with noise_placement distributed "
+                                                + "for one noise draw shared by the cohort)")
+        }
+        throw FederationError.configuration(path: "plan", field: "privacy_unit", "must be record or user, got '\(name)'")
     }
 
     /// Every field required but `privacy_unit` (`record` when absent) and the metrics release's
@@ -93,10 +127,35 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
         rank = try container.decode(Int.self, forKey: .rank)
         alpha = try container.decode(Double.self, forKey: .alpha)
         targets = try container.decode([String].self, forKey: .targets)
-        privacyUnit = try container.decodeIfPresent(PrivacyUnit.self, forKey: .privacyUnit) ?? .record
+        privacyUnit = try container.decodeIfPresent(String.self, forKey: .privacyUnit).map(Self.privacyUnit(named:)) ?? .record
+        noisePlacement = try container.decodeIfPresent(NoisePlacement.self, forKey: .noisePlacement) ?? .local
+        expectedBatch = try container.decodeIfPresent(Double.self, forKey: .expectedBatch)
+        maxContributions = try container.decodeIfPresent(Int.self, forKey: .maxContributions)
         metricsNoiseMultiplier = try container.decodeIfPresent(Double.self, forKey: .metricsNoiseMultiplier)
             ?? Self.defaultMetricsNoiseMultiplier
         metricsLossClip = try container.decodeIfPresent(Double.self, forKey: .metricsLossClip) ?? Self.defaultMetricsLossClip
+    }
+
+    /// Every field; a local plan's as before distributed DP existed (no `noise_placement`), so records and
+    /// configurations written by earlier builds encode the same.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(steps, forKey: .steps)
+        try c.encode(learningRate, forKey: .learningRate)
+        try c.encode(samplingRate, forKey: .samplingRate)
+        try c.encode(noiseMultiplier, forKey: .noiseMultiplier)
+        try c.encode(clipNorm, forKey: .clipNorm)
+        try c.encode(delta, forKey: .delta)
+        try c.encode(maxLength, forKey: .maxLength)
+        try c.encode(rank, forKey: .rank)
+        try c.encode(alpha, forKey: .alpha)
+        try c.encode(targets, forKey: .targets)
+        try c.encode(privacyUnit, forKey: .privacyUnit)
+        try c.encode(metricsNoiseMultiplier, forKey: .metricsNoiseMultiplier)
+        try c.encode(metricsLossClip, forKey: .metricsLossClip)
+        if noisePlacement != .local { try c.encode(noisePlacement, forKey: .noisePlacement) }
+        try c.encodeIfPresent(expectedBatch, forKey: .expectedBatch)
+        try c.encodeIfPresent(maxContributions, forKey: .maxContributions)
     }
 
     /// The plan's fields in range, or an error naming the first that is not.
@@ -117,9 +176,35 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
                   "metrics_noise_multiplier", "must be in [0.1, 1000], got \(metricsNoiseMultiplier)")
         try check(metricsLossClip.isFinite && metricsLossClip > 0 && metricsLossClip <= 1000, "metrics_loss_clip",
                   "must be in (0, 1000] nats, got \(metricsLossClip)")
+        try validatePlacement(check)
         let known: Set<String> = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
         try check(!targets.isEmpty && targets.allSatisfy(known.contains), "targets",
                   "must be a non-empty subset of \(known.sorted().joined(separator: ",")), got \(targets)")
+    }
+
+    /// Distributed noise: a private plan of one step per round (the step is taken at the global adapter),
+    /// with its fixed denominator and contributions bound; a local plan has neither.
+    private func validatePlacement(_ check: (Bool, String, String) throws -> Void) throws {
+        guard isDistributed else {
+            try check(expectedBatch == nil, "expected_batch", "applies to noise_placement distributed only")
+            try check(maxContributions == nil, "max_contributions", "applies to noise_placement distributed only")
+            return
+        }
+        try check(isPrivate, "noise_multiplier", "must be positive with noise_placement distributed (the noise is the point)")
+        try check(steps == 1, "steps", "must be 1 with noise_placement distributed: each round is one DP-SGD step over the "
+                  + "cohort's data at the global adapter, got \(steps)")
+        guard let expectedBatch else {
+            return try check(false, "expected_batch", "is required with noise_placement distributed: the fixed denominator, "
+                             + "the expected units in one step over the cohort (q × their number)")
+        }
+        try check(expectedBatch.isFinite && expectedBatch > 0 && expectedBatch <= 1e9, "expected_batch",
+                  "must be in (0, 1e9], got \(expectedBatch)")
+        guard let maxContributions else {
+            return try check(false, "max_contributions", "is required with noise_placement distributed: the most clipped "
+                             + "vectors one step's sum holds over the cohort, for the wrap bound")
+        }
+        try check(maxContributions >= 1 && maxContributions <= 1 << 24, "max_contributions",
+                  "must be 1...16777216, got \(maxContributions)")
     }
 }
 
@@ -156,9 +241,12 @@ public struct ClientRoundMetrics: Codable, Sendable, Equatable {
     /// The figures clients sent in clear before issue 13 (exact counts, losses, timings). Read from old
     /// audit records so that they still verify and render, marked as such; never sent or written now.
     public var clearFigures: ClearClientFigures?
+    /// A distributed-DP round: the trust the client assumed and this round's ε both ways (nil in a local
+    /// round). JSON `trust`.
+    public var trust: DistributedTrustFigures?
 
     public init(client: String, epsilon: Double, delta: Double, epsilonBudget: Double, heldOut: HeldOutRelease,
-                canaryExposure: CanaryExposureSummary? = nil) {
+                canaryExposure: CanaryExposureSummary? = nil, trust: DistributedTrustFigures? = nil) {
         self.client = client
         self.epsilon = epsilon
         self.delta = delta
@@ -166,6 +254,7 @@ public struct ClientRoundMetrics: Codable, Sendable, Equatable {
         self.heldOut = heldOut
         self.canaryExposure = canaryExposure
         self.clearFigures = nil
+        self.trust = trust
     }
 
     /// An old record's metrics: the figures its client sent in clear (what decoding such a record
@@ -186,6 +275,7 @@ public struct ClientRoundMetrics: Codable, Sendable, Equatable {
         case heldOut = "held_out"
         case canaryExposure = "canary_exposure"
         case epsilonBudget = "epsilon_budget"
+        case trust
     }
 
     enum ClearKeys: String, CodingKey {
@@ -204,6 +294,7 @@ public struct ClientRoundMetrics: Codable, Sendable, Equatable {
         epsilonBudget = try c.decode(Double.self, forKey: .epsilonBudget)
         canaryExposure = try c.decodeIfPresent(CanaryExposureSummary.self, forKey: .canaryExposure)
         heldOut = try c.decodeIfPresent(HeldOutRelease.self, forKey: .heldOut)
+        trust = try c.decodeIfPresent(DistributedTrustFigures.self, forKey: .trust)
         if heldOut == nil {
             // A record of the first format: its clear figures, all of which it must have.
             let old = try decoder.container(keyedBy: ClearKeys.self)
@@ -227,6 +318,7 @@ public struct ClientRoundMetrics: Codable, Sendable, Equatable {
         try c.encode(epsilonBudget, forKey: .epsilonBudget)
         try c.encodeIfPresent(heldOut, forKey: .heldOut)
         try c.encodeIfPresent(canaryExposure, forKey: .canaryExposure)
+        try c.encodeIfPresent(trust, forKey: .trust)
         if let clearFigures {  // an old record re-encoded (tests, `audit --json`): as it was written
             var old = encoder.container(keyedBy: ClearKeys.self)
             try old.encode(clearFigures.examples, forKey: .examples)
@@ -236,6 +328,41 @@ public struct ClientRoundMetrics: Codable, Sendable, Equatable {
             try old.encode(clearFigures.trainLoss, forKey: .trainLoss)
             try old.encode(clearFigures.seconds, forKey: .seconds)
         }
+    }
+}
+
+/// A client's trust in a distributed-DP round (`NoiseTrust`) and the ε of that round under it and trusting no
+/// one, at the plan's δ: functions of the plan, the secure round's cohort and threshold and the client's policy,
+/// never of its records. The client charges its ledger the first; `ClientRoundMetrics.epsilon` is the ledger's
+/// cumulative ε under that assumption.
+public struct DistributedTrustFigures: Codable, Sendable, Equatable {
+    /// h: the honest clients the client assumes in its cohort, itself included (its policy's `assume_honest`,
+    /// at most the cohort).
+    public var assumeHonest: Int
+    /// This round's ε under the assumption, and if the client trusted no one (local DP of its own share).
+    public var roundEpsilon: Double
+    public var roundEpsilonTrustingNoOne: Double
+
+    public init(assumeHonest: Int, roundEpsilon: Double, roundEpsilonTrustingNoOne: Double) {
+        self.assumeHonest = assumeHonest
+        self.roundEpsilon = roundEpsilon
+        self.roundEpsilonTrustingNoOne = roundEpsilonTrustingNoOne
+    }
+
+    /// Why the figures cannot be a client's (field and value), or nil when they can.
+    public var problem: String? {
+        guard assumeHonest >= 1, assumeHonest <= SecureRoundSetup.maximumCohort else { return "assume_honest \(assumeHonest)" }
+        guard roundEpsilon.isFinite, roundEpsilon >= 0 else { return "round_epsilon \(roundEpsilon)" }
+        guard roundEpsilonTrustingNoOne.isFinite, roundEpsilonTrustingNoOne >= roundEpsilon * (1 - 1e-9) else {
+            return "round_epsilon_trusting_no_one \(roundEpsilonTrustingNoOne) (below the assumed \(roundEpsilon))"
+        }
+        return nil
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case assumeHonest = "assume_honest"
+        case roundEpsilon = "round_epsilon"
+        case roundEpsilonTrustingNoOne = "round_epsilon_trusting_no_one"
     }
 }
 

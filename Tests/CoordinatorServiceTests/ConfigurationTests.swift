@@ -22,6 +22,27 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertTrue(c.rounds.secureAggregation)
     }
 
+    /// Issue 17: the distributed-DP examples: one step a round over 8 clients' notes (expected batch 80 at q 0.01 of
+    /// 1,000 each), and a client assuming 4 of its cohort honest; an assume_honest of 0 is refused naming the field.
+    func testExampleDistributedConfigurationsParse() throws {
+        let c = try CoordinatorConfiguration.load(config.appendingPathComponent("coordinator-distributed.json"))
+        XCTAssertTrue(c.rounds.plan.isDistributed)
+        XCTAssertEqual(c.rounds.plan.steps, 1)
+        XCTAssertEqual(c.rounds.plan.expectedBatch, 80)
+        XCTAssertEqual(c.rounds.plan.maxContributions, 256)
+        XCTAssertNoThrow(try c.rounds.validate(path: "coordinator-distributed.json"))
+        let client = try ClientConfiguration.load(config.appendingPathComponent("client-distributed.json"))
+        XCTAssertEqual(client.policy.assumeHonest, 4)
+        XCTAssertNil(client.policy.objection(to: c.rounds.plan, secureAggregation: true))
+        XCTAssertEqual(try ClientConfiguration.load(config.appendingPathComponent("client.json")).policy.assumeHonest, 1,
+                       "trusting no one by default")
+        let directory = try Fixtures.temporaryDirectory("config-distributed")
+        let url = directory.appendingPathComponent("c.json")
+        let text = try String(contentsOf: config.appendingPathComponent("client-distributed.json"), encoding: .utf8)
+        try Data(text.replacingOccurrences(of: "\"assume_honest\": 4", with: "\"assume_honest\": 0").utf8).write(to: url)
+        XCTAssertThrowsError(try ClientConfiguration.load(url)) { XCTAssertTrue("\($0)".contains("assume_honest"), "\($0)") }
+    }
+
     func testSecureAggregationIsOnUnlessTurnedOff() throws {
         let directory = try Fixtures.temporaryDirectory("config-secure")
         let url = directory.appendingPathComponent("c.json")

@@ -22,7 +22,8 @@ enum TinyFederation {
     /// configuration (those named in `canaries` plant them), and the coordinator's configuration.
     static func make(clients: [Client], minClients: Int, steps: Int = 4, roundTimeout: Double = 60,
                      secureAggregation: Bool = false, canaries: [String: CanaryConfiguration] = [:],
-                     aggregator: UpdateAggregator = .mean, updateNormClip: Double? = nil) throws -> LocalFederation {
+                     aggregator: UpdateAggregator = .mean, updateNormClip: Double? = nil, plan distributedPlan: TrainingPlan? = nil,
+                     assumeHonest: Int = 1) throws -> LocalFederation {
         let federation = try LocalFederation(root: try Fixtures.temporaryDirectory("federation"), name: "e2e",
                                              executables: executables)
         let model = Fixtures.url("tiny-llama").path
@@ -32,11 +33,11 @@ enum TinyFederation {
             try records(count: 6, stride: index + 1).write(to: directory.appendingPathComponent("eval.jsonl"))
             try federation.write(ClientConfiguration(model: model, data: "train.jsonl", evalData: "eval.jsonl", threads: 1,
                                                      policy: ClientPolicy(maxEpsilon: client.maxEpsilon, delta: 1e-5,
-                                                                          maxStepsPerRound: 50),
+                                                                          maxStepsPerRound: 50, assumeHonest: assumeHonest),
                                                      canaries: canaries[client.name]),
                                  for: client.name)
         }
-        let plan = TrainingPlan(steps: steps, learningRate: 0.01, samplingRate: 0.25, noiseMultiplier: 1.0, clipNorm: 1.0,
+        let plan = distributedPlan ?? TrainingPlan(steps: steps, learningRate: 0.01, samplingRate: 0.25, noiseMultiplier: 1.0, clipNorm: 1.0,
                                 delta: 1e-5, maxLength: 64, rank: 2, alpha: 4, targets: ["q_proj", "v_proj"])
         try federation.write(CoordinatorConfiguration(model: model, listen: "127.0.0.1", rounds: RoundPolicy(
             minClients: minClients, maxClients: clients.count, fraction: 1.0, aggregation: .fedavg,

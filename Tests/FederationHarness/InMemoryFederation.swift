@@ -287,7 +287,8 @@ public final class InMemoryFederation {
             case let .charge(round, request):
                 var ledger = try client.ledger()
                 let charge = try ledger.chargeBeforeTraining(request.mechanism, clipNorm: request.clipNorm,
-                                                             purpose: "round \(round) in memory", ceiling: request.ceiling,
+                                                             purpose: "round \(round) in memory" + (request.purposeDetail.map { "; " + $0 } ?? ""),
+                                                             ceiling: request.ceiling,
                                                              unit: request.unit, releases: request.releases)
                 if crashes(client, after: .charge) { return }
                 pending += try client.agent.ledgerAnswered(round: round, charge)

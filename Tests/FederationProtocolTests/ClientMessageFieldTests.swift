@@ -65,6 +65,10 @@ final class ClientMessageFieldTests: XCTestCase {
             "metrics.canaryExposure.spaceSize": .publicConstant, "metrics.canaryExposure.exact": .publicConstant,
             "metrics.canaryExposure.candidatesScored": .publicConstant, "metrics.canaryExposure.seconds": .notSent,
             "metrics.clearFigures": .notSent,
+            // Distributed DP (issue 17): the client's policy (assume_honest) and the ε it was charged under it and
+            // would be trusting no one, functions of the plan, the cohort and the policy.
+            "metrics.trust.assumeHonest": .ledger, "metrics.trust.roundEpsilon": .ledger,
+            "metrics.trust.roundEpsilonTrustingNoOne": .ledger,
         ],
         .secureAdvertise: ["round": .fromPlan, "advertisement.sessionID": .keyMaterial, "advertisement.sender": .fromPlan,
                            "advertisement.encryptionKey.bytes": .keyMaterial, "advertisement.maskingKey.bytes": .keyMaterial,
@@ -179,13 +183,17 @@ final class ClientMessageFieldTests: XCTestCase {
         let key = SigningKeyPair()
         frames.append(try Hello(client: "a", software: "conclave 1", pendingRound: 3, signingKey: key.publicKey.bytes).frame())
         frames.append(try Abort(round: 2, code: .secureAggregation).frame())
-        // A canary client's metrics (the harness's clients plant none): the exposure summary, its timing set
+        // A canary client's metrics (the harness's clients plant none) in a distributed round (its trust figures):
+        // the exposure summary, its timing set
         // as the client's own measurement has it (the wire must drop it).
         let exposure = CanaryExposureSummary(canaries: 5, repetitions: 4, meanBits: 1.5, maxBits: 3.25, spaceSize: 1000,
                                              exact: true, candidatesScored: 999, seconds: 0.25)
         let release = InMemoryFederation.heldOut(plan: InMemoryFederationTests.plan)
         frames.append(try MetricsReport(round: 1, metrics: ClientRoundMetrics(client: "a", epsilon: 1, delta: 1e-5, epsilonBudget: 8,
-                                                                               heldOut: release, canaryExposure: exposure)).frame())
+                                                                               heldOut: release, canaryExposure: exposure,
+                                                                               trust: DistributedTrustFigures(
+                                                                                assumeHonest: 2, roundEpsilon: 0.5,
+                                                                                roundEpsilonTrustingNoOne: 0.9))).frame())
         XCTAssertEqual(Set(frames.map(\.type)), Set(Self.clientMessages.keys),
                        "every client message type is walked at least once")
         var problems: [String] = []

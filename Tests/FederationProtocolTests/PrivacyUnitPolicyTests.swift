@@ -72,9 +72,11 @@ extension ClientAgentTests {
         let frame = try message.frame()
         XCTAssertEqual(try Invite(frame: frame).plan.privacyUnit, .user)
         var bad = frame
-        let tail = Array("user".utf8)
-        XCTAssertEqual(Array(bad.payload.suffix(4)), tail)
-        bad.payload.replaceSubrange((bad.payload.count - 4)..., with: Array("uzer".utf8))
+        // The unit is followed (protocol 4) by the noise placement "local" and 12 bytes of distributed fields.
+        let tail = Array("user".utf8), after = Array("local".utf8).count + 4 + 12
+        let end = bad.payload.count - after
+        XCTAssertEqual(Array(bad.payload[(end - 4)..<end]), tail)
+        bad.payload.replaceSubrange((end - 4)..<end, with: Array("uzer".utf8))
         XCTAssertThrowsError(try Invite(frame: bad)) { XCTAssertTrue("\($0)".contains("privacyUnit"), "\($0)") }
     }
 }

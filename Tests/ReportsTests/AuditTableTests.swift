@@ -95,7 +95,9 @@ final class AuditTableTests: XCTestCase {
         XCTAssertEqual(Set(rows[1].keys), ["round", "status", "cohort", "participants", "declines", "dropouts", "aggregation",
                                            "secure_aggregation", "aggregator", "trim_fraction", "update_norm_clip", "max_epsilon", "eval_loss_before", "eval_loss_after",
                                            "eval_loss_standard_error", "eval_loss_released",
-                                           "adapter_sha256", "plan", "clients", "started", "finished", "abort_reason"])
+                                           "adapter_sha256", "plan", "clients", "started", "finished", "abort_reason",
+                                           "distributed"])
+        XCTAssertTrue(rows[1]["distributed"] is NSNull, "a local round has no distributed noise")
         XCTAssertEqual(rows[0]["eval_loss_released"] as? Bool, true)
         XCTAssertEqual(rows[0]["eval_loss_standard_error"] as? Double, records[0].evalLossStandardError)
         XCTAssertNotNil(((rows[0]["clients"] as? [[String: Any]])?.first?["held_out"] as? [String: Any])?["count"])

@@ -162,9 +162,14 @@ final class FrameTests: XCTestCase {
     }
 
     func testUnknownVersionAndTypeAreRefused() throws {
-        XCTAssertThrowsError(try Frame.decode(header(version: 4, length: 0))) { error in
-            XCTAssertEqual(error as? WireError, .unknownVersion(4))
-            XCTAssertTrue("\(error)".contains("unknown protocol version 4"))
+        XCTAssertThrowsError(try Frame.decode(header(version: 5, length: 0))) { error in
+            XCTAssertEqual(error as? WireError, .unknownVersion(5))
+            XCTAssertTrue("\(error)".contains("unknown protocol version 5"))
+        }
+        // Version 3 (no noise placement in the plan: its client would read a distributed plan as a local one
+        // and add all the noise to its own update) is refused by its header (issue 17).
+        XCTAssertThrowsError(try Frame.decode(header(version: 3, length: 0))) { error in
+            XCTAssertEqual(error as? WireError, .unknownVersion(3))
         }
         // Version 2 (no seed commitment, no consistency check: its client would reveal shares without
         // signatures) is refused by its header (issue 14).
@@ -324,7 +329,8 @@ final class DeclineCodeWireTests: XCTestCase {
         }
         XCTAssertEqual(Set(DeclineCode.allCases.map(\.name)).count, DeclineCode.allCases.count, "names are distinct")
         XCTAssertEqual(DeclineCode.allCases.map(\.name),
-                       ["policy", "privacy_budget", "data", "cannot_train_on_this_plan", "secure_aggregation", "dropped"])
+                       ["policy", "privacy_budget", "data", "cannot_train_on_this_plan", "secure_aggregation", "dropped",
+                        "distributed_trust"])
     }
 
     func testUnknownCodesAndTextAreRefused() throws {
