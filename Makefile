@@ -75,7 +75,7 @@ fixtures: model
 	  || python3 -m pip install --quiet $(FIXTURE_PYPKGS)
 	@if [ ! -f $(LLAMA_CPP)/convert_hf_to_gguf.py ]; then \
 	  rm -rf .build/llama-cpp-sdist .build/llama_cpp_python && mkdir -p .build/llama-cpp-sdist && \
-	  python3 -m pip download --quiet --no-deps --no-binary :all: -d .build/llama-cpp-sdist $(LLAMA_CPP_SDIST) && \
+	  python3 -m pip download --quiet --no-deps --no-binary llama-cpp-python -d .build/llama-cpp-sdist $(LLAMA_CPP_SDIST) && \
 	  tar -xzf .build/llama-cpp-sdist/llama_cpp_python-*.tar.gz -C .build && \
 	  mv .build/llama_cpp_python-*/ .build/llama_cpp_python; fi
 	LLAMA_CPP=$(LLAMA_CPP) nice -n 10 python3 Tests/Fixtures/generate.py --model $(MODEL) --out $(abspath Tests/Fixtures) \

