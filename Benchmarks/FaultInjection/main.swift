@@ -30,7 +30,7 @@ plan), the clean rounds' median seconds, wall time.
   --fresh-every K      a new federation every K iterations (default 40): each ledger charge composes
                        every entry anew, so a client's accept slows as its history grows
   --model DIR          the HF directory every process loads (default: the tiny fixture,
-                       $CONCLAVE_FIXTURES/tiny-llama or /work/shared/fixtures/tiny-llama)
+                       $CONCLAVE_FIXTURES/tiny-llama or the repository's Tests/Fixtures/tiny-llama)
   --stop-on-violation  stop at the first iteration with a violation (its state is kept)
   --keep               keep the federation's directory (printed on standard error)
 """
@@ -54,7 +54,9 @@ func clock(_ seconds: Double) -> String {
 do {
     let iterations = try arguments.int("--iterations", in: 1...1_000_000) ?? 20
     let freshEvery = try arguments.int("--fresh-every", in: 1...1_000_000) ?? 40
-    let fixtures = ProcessInfo.processInfo.environment["CONCLAVE_FIXTURES"] ?? "/work/shared/fixtures"
+    let committed = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Tests/Fixtures").path
+    let fixtures = ProcessInfo.processInfo.environment["CONCLAVE_FIXTURES"] ?? committed
     let model = try arguments.option("--model") ?? "\(fixtures)/tiny-llama"
     let stopOnViolation = arguments.flag("--stop-on-violation")
     let keep = arguments.flag("--keep")

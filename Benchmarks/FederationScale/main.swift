@@ -78,7 +78,9 @@ do {
     }
     let rounds = try arguments.int("--rounds", in: 1...100) ?? 3
     let flood = try arguments.int("--flood", in: 0...10_000) ?? 0
-    let model = try arguments.option("--model") ?? "/work/shared/fixtures/tiny-llama"
+    let committed = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Tests/Fixtures/tiny-llama").path
+    let model = try arguments.option("--model") ?? committed
     let keep = arguments.flag("--keep")
     let json = arguments.flag("--json")
     try arguments.finish()

@@ -10,7 +10,7 @@ public enum Doctor {
     /// Certificates expiring within this many days are a WARN.
     public static let expiryWarningDays = 30
 
-    /// Models whose published SHA-256 is known, by file name (SmolLM2's: shared/fixtures/smollm2/source.json, the Makefile).
+    /// Models whose published SHA-256 is known, by file name (SmolLM2's: Tests/Fixtures/smollm2/source.json, the Makefile).
     public static let knownModelChecksums = [
         "SmolLM2-135M-Instruct.Q4_1.gguf": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     ]

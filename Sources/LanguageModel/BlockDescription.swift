@@ -1,13 +1,14 @@
 import Kernels
+import ModelFormats
 
 /// A decoder block as a model family builds it: the tensors of each part, in GGUF's and HF's names, and
 /// the structure the one layer pass (`TransformerLayer`) reads: which norm, which projections read which
 /// input, the rotary embedding, the attention and the feed-forward.
 ///
-/// Only the Llama block exists today. A later family (Qwen's q/k/v biases, Gemma's (1 + w) norms,
-/// post-norms and soft-capping, Phi's fused projections) adds a case or a field here and the few lines of
-/// the pass that read it, not a copy of the transformer; until then the loaders refuse what the
-/// description does not cover (`GGUFSupport`, and `LlamaConfiguration` for HF configs).
+/// Llama, Qwen2 (q/k/v biases) and Qwen3 (per-head q/k norms) are described. A later family (Gemma's
+/// (1 + w) norms, post-norms and soft-capping, Phi's fused projections) adds a case or a field here and the
+/// few lines of the pass that read it, not a copy of the transformer; until then the loaders refuse what
+/// the description does not cover (`GGUFSupport`, and `LlamaConfiguration` for HF configs).
 struct BlockDescription: Sendable {
     /// How a norm normalises its input.
     enum Norm: Sendable {
@@ -27,6 +28,13 @@ struct BlockDescription: Sendable {
         let hf: String
     }
 
+    /// The per-head norms of q and k (Qwen3): RMSNorm over each head's `headDim` values, after the
+    /// projection (and its bias) and before RoPE. GGUF `attn_q_norm`/`attn_k_norm`, HF `self_attn.q_norm`/`k_norm`.
+    struct HeadNorms: Sendable {
+        let query: NormTensor
+        let key: NormTensor
+    }
+
     let norm: Norm
     /// Before attention, and before the feed-forward (pre-norm residual blocks).
     let attentionNorm: NormTensor
@@ -35,8 +43,15 @@ struct BlockDescription: Sendable {
     let attentionInputs: [ProjectionModule]
     /// The projection of the attention's output back into the residual stream.
     let attentionOutput: ProjectionModule
+    /// Attention inputs with an additive bias (Qwen2's q, k, v): GGUF `blk.N.<stem>.bias`, HF `<path>.bias`.
+    let biased: [ProjectionModule]
+    /// Per-head norms of q and k before RoPE, when the family has them.
+    let headNorms: HeadNorms?
     /// Whether q and k are rotated (RoPE over the whole head) before attention.
     let rotary: Bool
+    /// How a GGUF of this family lays out q's and k's rows for RoPE: llama.cpp's converter permutes Llama's
+    /// into adjacent pairs; Qwen's (NEOX rope in llama.cpp) keep HF's half split.
+    let ggufRopeLayout: RoPE.Layout
     let feedForward: FeedForward
     /// Projections that read the feed-forward norm's output: gate, up.
     let feedForwardInputs: [ProjectionModule]
@@ -50,14 +65,43 @@ struct BlockDescription: Sendable {
 
     /// The GGUF tensor names of layer `layer`.
     func ggufTensors(layer: Int) -> [String] {
-        [attentionNorm.gguf, feedForwardNorm.gguf].map { "blk.\(layer).\($0).weight" }
+        var norms = [attentionNorm.gguf, feedForwardNorm.gguf]
+        if let headNorms { norms += [headNorms.query.gguf, headNorms.key.gguf] }
+        return norms.map { "blk.\(layer).\($0).weight" }
             + projections.map { "blk.\(layer).\($0.ggufName).weight" }
+            + biased.map { "blk.\(layer).\($0.ggufName).bias" }
+    }
+
+    /// The block of `architecture`.
+    static func of(_ architecture: ModelArchitecture) -> BlockDescription {
+        switch architecture {
+        case .llama: return .llama
+        case .qwen2: return .qwen2
+        case .qwen3: return .qwen3
+        }
     }
 
     /// Llama (SmolLM, TinyLlama, MobileLLM, Llama 2; Llama 3 without its rope scaling).
     static let llama = BlockDescription(
         norm: .rms, attentionNorm: NormTensor(gguf: "attn_norm", hf: "input_layernorm"),
         feedForwardNorm: NormTensor(gguf: "ffn_norm", hf: "post_attention_layernorm"),
-        attentionInputs: [.qProj, .kProj, .vProj], attentionOutput: .oProj, rotary: true,
-        feedForward: .swiglu, feedForwardInputs: [.gateProj, .upProj], feedForwardOutput: .downProj)
+        attentionInputs: [.qProj, .kProj, .vProj], attentionOutput: .oProj, biased: [], headNorms: nil, rotary: true,
+        ggufRopeLayout: .adjacentPairs, feedForward: .swiglu, feedForwardInputs: [.gateProj, .upProj],
+        feedForwardOutput: .downProj)
+
+    /// Qwen2 and Qwen2.5 (HF `Qwen2Attention`: q, k, v with bias, o without).
+    static let qwen2 = BlockDescription(
+        norm: .rms, attentionNorm: llama.attentionNorm, feedForwardNorm: llama.feedForwardNorm,
+        attentionInputs: llama.attentionInputs, attentionOutput: .oProj, biased: [.qProj, .kProj, .vProj], headNorms: nil,
+        rotary: true, ggufRopeLayout: .halfSplit, feedForward: .swiglu, feedForwardInputs: llama.feedForwardInputs,
+        feedForwardOutput: .downProj)
+
+    /// Qwen3 dense (HF `Qwen3Attention`: q_norm and k_norm over each head, no biases).
+    static let qwen3 = BlockDescription(
+        norm: .rms, attentionNorm: llama.attentionNorm, feedForwardNorm: llama.feedForwardNorm,
+        attentionInputs: llama.attentionInputs, attentionOutput: .oProj, biased: [],
+        headNorms: HeadNorms(query: NormTensor(gguf: "attn_q_norm", hf: "self_attn.q_norm"),
+                             key: NormTensor(gguf: "attn_k_norm", hf: "self_attn.k_norm")),
+        rotary: true, ggufRopeLayout: .halfSplit, feedForward: .swiglu, feedForwardInputs: llama.feedForwardInputs,
+        feedForwardOutput: .downProj)
 }

@@ -1,16 +1,17 @@
 import Foundation
 import ModelFormats
 
-/// What of a `llama` GGUF the model computes, so that anything else is refused rather than approximated.
+/// What of a `llama`, `qwen2` or `qwen3` GGUF the model computes, so that anything else is refused rather
+/// than approximated.
 ///
 /// A GGUF names its architecture `llama` for SmolLM, TinyLlama and Llama 3.x alike, but llama.cpp reads
 /// more than the architecture: rope scaling (`rope_freqs.weight`, the llama3 frequency factors, and the
 /// `rope.scaling.*` keys), partial rotary dimensions, extra tensors (biases, q/k norms), mixtures of
 /// experts, sliding windows, soft-capping. Running such a file as a plain Llama gives wrong numbers with no
 /// warning, so every `llama.*` key must be one the model reads (with a value it computes) and every tensor
-/// one it loads.
+/// one it loads. The same holds for the `<architecture>.*` keys and the block of each other family.
 enum GGUFSupport {
-    /// The `llama.*` keys read into `LlamaConfiguration` (the block structure's hyper-parameters).
+    /// The `<architecture>.*` keys read into `LlamaConfiguration` (the block structure's hyper-parameters).
     static let readKeys: Set<String> = [
         "block_count", "context_length", "embedding_length", "feed_forward_length", "attention.head_count",
         "attention.head_count_kv", "rope.freq_base", "attention.layer_norm_rms_epsilon", "vocab_size",
@@ -25,29 +26,30 @@ enum GGUFSupport {
         if let q = file.tensor(named: "blk.0.attn_q.weight"), q.dimensions.count == 2, c.numAttentionHeads > 0 {
             headDimension = q.dimensions[1] / c.numAttentionHeads
         }
-        let prefix = "llama."
+        let architecture = c.architecture.rawValue, prefix = architecture + "."
         for key in file.metadataKeys where key.hasPrefix(prefix) {
             let name = String(key.dropFirst(prefix.count))
             if readKeys.contains(name) { continue }
-            if let problem = problem(ofKey: name, in: file, headDimension: headDimension) {
+            if let problem = problem(ofKey: name, in: file, architecture: architecture, headDimension: headDimension) {
                 throw refuse("metadata '\(key)': \(problem); this file needs computation the model does not do, "
                              + "so it is refused rather than run with wrong numbers")
             }
         }
-        for tensor in file.tensors where !isExpected(tensor.name, c) {
+        for tensor in file.tensors where !isExpected(tensor.name, c, block: .of(c.architecture)) {
             let why = tensor.name == "rope_freqs.weight"
                 ? "it carries Llama 3's rope scaling (per-dimension frequency factors), which the model does not compute"
-                : "the Llama block has no such tensor (a bias, norm or other part of another architecture)"
+                : "the \(c.architecture.displayName) block has no such tensor (a bias, norm or other part of another architecture)"
             throw refuse("tensor '\(tensor.name)' is not supported: \(why); the file is refused rather than run "
                          + "with wrong numbers")
         }
     }
 
-    /// Why a `llama.<name>` key outside `readKeys` changes the computation, or nil when its value is
-    /// the one the model computes anyway.
-    static func problem(ofKey name: String, in file: GGUFFile, headDimension: Int) -> String? {
-        let key = "llama." + name
-        let scalingType = file.string("llama.rope.scaling.type")
+    /// Why an `<architecture>.<name>` key outside `readKeys` changes the computation, or nil when its value
+    /// is the one the model computes anyway.
+    static func problem(ofKey name: String, in file: GGUFFile, architecture: String = "llama", headDimension: Int)
+        -> String? {
+        let key = architecture + "." + name
+        let scalingType = file.string(architecture + ".rope.scaling.type")
         switch name {
         case "rope.dimension_count", "attention.key_length", "attention.value_length":
             let value = file.int(key)
@@ -66,11 +68,11 @@ enum GGUFSupport {
             return file.int(key) == 0 ? nil : "mixtures of experts are not supported"
         default:
             if name.hasPrefix("rope.scaling."), scalingType == "none" { return nil }
-            return "this key is not one the Llama block reads"
+            return "this key is not one the \(ModelArchitecture(rawValue: architecture)?.displayName ?? architecture) block reads"
         }
     }
 
-    /// Whether `name` is a tensor a `llama` file of this shape has: the embedding, the final norm, the
+    /// Whether `name` is a tensor a file of this shape and block has: the embedding, the final norm, the
     /// output head, or one of a layer's tensors as the block description names them, for a layer below
     /// `block_count`. Asked per tensor, never by listing every expected name: `block_count` comes from the
     /// file and may be up to 2^24 (a fuzzed file with such a count made the list take over 2 GB).

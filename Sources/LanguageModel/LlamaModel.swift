@@ -83,11 +83,12 @@ public final class LlamaModel: @unchecked Sendable {
     private var loraScaling: Float = 0
     let inverseFrequencies: [Float]
     /// The decoder block's structure, which the one layer pass reads (`layerForward`, `layerBackward`).
-    let block = BlockDescription.llama
+    let block: BlockDescription
 
     public init(weights: ModelWeights, pool: ThreadPool = ThreadPool()) {
         self.weights = weights
         self.pool = pool
+        block = BlockDescription.of(weights.configuration.architecture)
         inverseFrequencies = RoPE.inverseFrequencies(headDimension: weights.configuration.headDim,
                                                      theta: weights.configuration.ropeTheta)
     }

@@ -29,6 +29,13 @@ public enum ModelExporter {
                               progress: (Int, Int) -> Void = { _, _ in }) throws {
         let weights = loaded.model.weights
         let c = weights.configuration
+        // Writing Qwen's biases, head norms and unpermuted rows as a `llama` file would give llama.cpp a
+        // different model; until the export writes each family's own metadata, it refuses.
+        guard c.architecture == .llama else {
+            throw LanguageModelError.unsupportedModel(
+                file: weights.source, problem: "exporting a \(c.architecture.displayName) model to GGUF is not supported "
+                    + "yet (only Llama); its PEFT adapter can still be saved and used with the original model")
+        }
         var writer = GGUFWriter()
         setMetadata(of: loaded, type: type, adapterMerged: adapter != nil, on: &writer)
 

@@ -108,15 +108,31 @@ public enum ModelLoader {
                 let (inFeatures, outFeatures) = LoRAAdapter.shape(of: module, c)
                 projections[module] = try matrix("blk.\(l).\(module.ggufName).weight", rows: outFeatures, columns: inFeatures)
             }
-            let block = BlockDescription.llama
+            let block = BlockDescription.of(c.architecture)
+            let extras = try layerExtras(block, c, bias: { "blk.\(l).\($0.ggufName).bias" },
+                                         headNorm: { "blk.\(l).\($0.gguf).weight" }, vector: vector)
             layers.append(LayerWeights(attentionNorm: try vector("blk.\(l).\(block.attentionNorm.gguf).weight", count: c.hiddenSize),
                                        feedForwardNorm: try vector("blk.\(l).\(block.feedForwardNorm.gguf).weight",
                                                                    count: c.hiddenSize),
-                                       projections: projections))
+                                       projections: projections, biases: extras.biases, queryNorm: extras.query,
+                                       keyNorm: extras.key))
         }
         return ModelWeights(configuration: c, embedding: embedding, output: output,
                             finalNorm: try vector("output_norm.weight", count: c.hiddenSize),
-                            layers: layers, ropeLayout: .adjacentPairs, source: file.url.path)
+                            layers: layers, ropeLayout: BlockDescription.of(c.architecture).ggufRopeLayout,
+                            source: file.url.path)
+    }
+
+    /// The parts `block` adds to a Llama layer: the biases of its biased projections (each of the
+    /// projection's output size) and its per-head q/k norms (`headDim` each), read by `vector(name, count)`
+    /// under the names `bias` and `headNorm` give (GGUF's or HF's).
+    static func layerExtras(_ block: BlockDescription, _ c: LlamaConfiguration, bias: (ProjectionModule) -> String,
+                            headNorm: (BlockDescription.NormTensor) -> String, vector: (String, Int) throws -> [Float])
+        throws -> (biases: [ProjectionModule: [Float]], query: [Float]?, key: [Float]?) {
+        var biases: [ProjectionModule: [Float]] = [:]
+        for module in block.biased { biases[module] = try vector(bias(module), LoRAAdapter.shape(of: module, c).1) }
+        guard let norms = block.headNorms else { return (biases, nil, nil) }
+        return (biases, try vector(headNorm(norms.query), c.headDim), try vector(headNorm(norms.key), c.headDim))
     }
 
     /// Weights from an HF directory: `config.json` and one or more `*.safetensors` shards.
@@ -173,11 +189,14 @@ public enum ModelLoader {
                 let (inFeatures, outFeatures) = LoRAAdapter.shape(of: module, c)
                 projections[module] = try matrix("\(prefix).\(module.hfPath).weight", rows: outFeatures, columns: inFeatures)
             }
-            let block = BlockDescription.llama
+            let block = BlockDescription.of(c.architecture)
+            let extras = try layerExtras(block, c, bias: { "\(prefix).\($0.hfPath).bias" },
+                                         headNorm: { "\(prefix).\($0.hf).weight" }, vector: vector)
             layers.append(LayerWeights(attentionNorm: try vector("\(prefix).\(block.attentionNorm.hf).weight", count: c.hiddenSize),
                                        feedForwardNorm: try vector("\(prefix).\(block.feedForwardNorm.hf).weight",
                                                                    count: c.hiddenSize),
-                                       projections: projections))
+                                       projections: projections, biases: extras.biases, queryNorm: extras.query,
+                                       keyNorm: extras.key))
         }
         return ModelWeights(configuration: c, embedding: embedding, output: output,
                             finalNorm: try vector("model.norm.weight", count: c.hiddenSize),

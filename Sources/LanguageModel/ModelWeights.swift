@@ -34,11 +34,21 @@ public struct LayerWeights: @unchecked Sendable {
     public let feedForwardNorm: [Float]
     /// q, k, v, o, gate, up, down, indexed by `ProjectionModule`.
     public let projections: [ProjectionModule: WeightMatrix]
+    /// Additive biases of the projections the block describes as biased (Qwen2's q, k, v), each of the
+    /// projection's output size.
+    public let biases: [ProjectionModule: [Float]]
+    /// The per-head norm weights of q and k (`headDim` each) where the block has them (Qwen3).
+    public let queryNorm: [Float]?
+    public let keyNorm: [Float]?
 
-    public init(attentionNorm: [Float], feedForwardNorm: [Float], projections: [ProjectionModule: WeightMatrix]) {
+    public init(attentionNorm: [Float], feedForwardNorm: [Float], projections: [ProjectionModule: WeightMatrix],
+                biases: [ProjectionModule: [Float]] = [:], queryNorm: [Float]? = nil, keyNorm: [Float]? = nil) {
         self.attentionNorm = attentionNorm
         self.feedForwardNorm = feedForwardNorm
         self.projections = projections
+        self.biases = biases
+        self.queryNorm = queryNorm
+        self.keyNorm = keyNorm
     }
 
     @inline(__always)

@@ -90,10 +90,14 @@ extension LlamaModel {
         var saved: [LayerBuffers] = []
         for layer in 0..<c.numHiddenLayers {
             let k = written(n * kvWidth), v = written(n * kvWidth)
-            let buffers = LayerBuffers(
+            var buffers = LayerBuffers(
                 input: x, attentionIn: attentionIn, q: written(n * qWidth), k: k, v: v, attention: written(n * qWidth),
                 projected: projected, middle: written(n * d), feedForwardIn: feedForwardIn, gate: written(n * ff),
                 up: written(n * ff), activated: activated, output: written(n * d))
+            if block.headNorms != nil {  // the per-head norms' backward reads their inputs
+                buffers.qPreNorm = written(n * qWidth)
+                buffers.kPreNorm = written(n * kvWidth)
+            }
             layerForward(layer, buffers, tokens: n, context: AttentionContext(keys: k, values: v, start: 0, positions: positions),
                          projections: projections)
             saved.append(buffers)
@@ -181,11 +185,19 @@ extension LlamaModel {
             rotate(g.dQ, tokens: n, heads: heads, positions: positions, inverse: true)
             rotate(g.dK, tokens: n, heads: kvHeads, positions: positions, inverse: true)
         }
+        var dQ = g.dQ, dK = g.dK  // ∂L/∂(q, k as projected): through the per-head norms where the block has them
+        if let queryNorm = lw.queryNorm, let keyNorm = lw.keyNorm, let qIn = a.qPreNorm, let kIn = a.kPreNorm {
+            g.dQPreNorm.initialize(repeating: 0, count: n * qWidth)
+            g.dKPreNorm.initialize(repeating: 0, count: n * kvHeads * c.headDim)
+            headNormBackward(qIn, weight: queryNorm, gradOutput: g.dQ, rows: n * heads, gradInput: g.dQPreNorm)
+            headNormBackward(kIn, weight: keyNorm, gradOutput: g.dK, rows: n * kvHeads, gradInput: g.dKPreNorm)
+            (dQ, dK) = (g.dQPreNorm, g.dKPreNorm)
+        }
         if projections.adapts(block.attentionInputs, layer: layer) {
             normForward(a.input, weight: lw.attentionNorm, tokens: n, out: a.attentionIn)
         }
         g.dAttentionIn.initialize(repeating: 0, count: n * d)
-        for (module, gradOutput) in zip(block.attentionInputs, [g.dQ, g.dK, g.dV]) {
+        for (module, gradOutput) in zip(block.attentionInputs, [dQ, dK, g.dV]) {
             projections.backward(module, layer: layer, input: a.attentionIn, gradOutput: gradOutput, gradInput: g.dAttentionIn)
         }
         dx.update(from: g.dMiddle, count: n * d)
@@ -199,6 +211,8 @@ struct LayerGradients {
     let dFeedForwardIn, dMiddle, dAttentionIn: UnsafeMutablePointer<Float> // (n, d)
     let dAttention, dQ: UnsafeMutablePointer<Float>           // (n, heads·hd)
     let dK, dV: UnsafeMutablePointer<Float>                   // (n, kvHeads·hd)
+    /// ∂L/∂q, ∂L/∂k before the per-head norms (Qwen3): (n, heads·hd), (n, kvHeads·hd); one float otherwise.
+    let dQPreNorm, dKPreNorm: UnsafeMutablePointer<Float>
     /// The attention backward's probabilities and score gradients: `TrainingAttention.backwardScratch`.
     let attention: UnsafeMutablePointer<Float>
 
@@ -209,6 +223,8 @@ struct LayerGradients {
         dActivated = written(n * ff); dGate = written(n * ff); dUp = written(n * ff)
         dFeedForwardIn = written(n * d); dMiddle = written(n * d); dAttentionIn = written(n * d)
         dAttention = written(n * qWidth); dQ = written(n * qWidth); dK = written(n * kvWidth); dV = written(n * kvWidth)
+        let headNorms = BlockDescription.of(c.architecture).headNorms != nil
+        dQPreNorm = written(headNorms ? n * qWidth : 1); dKPreNorm = written(headNorms ? n * kvWidth : 1)
         attention = written(TrainingAttention.backwardScratch(tokens: n, heads: c.numAttentionHeads,
                                                               kvHeads: c.numKeyValueHeads))
     }

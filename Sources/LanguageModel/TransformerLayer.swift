@@ -20,6 +20,10 @@ struct LayerBuffers {
     var up: UnsafeMutablePointer<Float>            // (n, ff)
     var activated: UnsafeMutablePointer<Float>     // (n, ff) activation(gate, up) (may be `gate`)
     var output: UnsafeMutablePointer<Float>        // (n, d) residual leaving the layer (may be `middle`)
+    /// (n, heads·hd), (n, kvHeads·hd): q and k as projected (with their biases), before the block's per-head
+    /// norms, where the backward pass needs them (training, Qwen3); nil: the norms run in place on q and k.
+    var qPreNorm: UnsafeMutablePointer<Float>? = nil
+    var kPreNorm: UnsafeMutablePointer<Float>? = nil
 }
 
 /// The keys and values a layer's queries attend to: positions 0..<start + n, the layer's own n tokens
@@ -47,8 +51,14 @@ extension LlamaModel {
         let d = c.hiddenSize, hd = c.headDim, heads = c.numAttentionHeads, kvHeads = c.numKeyValueHeads
         let ff = c.intermediateSize
         normForward(b.input, weight: lw.attentionNorm, tokens: n, out: b.attentionIn)
-        projections.project(Array(zip(block.attentionInputs, [b.q, b.k, b.v])), layer: layer, input: b.attentionIn,
-                            width: d)
+        let qIn = b.qPreNorm ?? b.q, kIn = b.kPreNorm ?? b.k
+        let attentionInputs = Array(zip(block.attentionInputs, [qIn, kIn, b.v]))
+        projections.project(attentionInputs, layer: layer, input: b.attentionIn, width: d)
+        for (module, output) in attentionInputs { addBias(module, layer: layer, tokens: n, output: output) }
+        if let queryNorm = lw.queryNorm, let keyNorm = lw.keyNorm {
+            headNormForward(qIn, weight: queryNorm, rows: n * heads, out: b.q)
+            headNormForward(kIn, weight: keyNorm, rows: n * kvHeads, out: b.k)
+        }
         if block.rotary {
             rotate(b.q, tokens: n, heads: heads, positions: context.positions)
             rotate(b.k, tokens: n, heads: kvHeads, positions: context.positions)
@@ -85,6 +95,36 @@ extension LlamaModel {
                 RMSNorm.backward(input, weight: $0.baseAddress!, gradOutput: gradOutput, tokens: n,
                                  width: configuration.hiddenSize, eps: Float(configuration.rmsNormEps), gradInput: gradInput)
             }
+        }
+    }
+
+    /// output (n, rows) += the projection's bias on every row, where the block gives `module` one.
+    func addBias(_ module: ProjectionModule, layer: Int, tokens n: Int, output: UnsafeMutablePointer<Float>) {
+        guard let bias = weights.layers[layer].biases[module] else { return }
+        let rows = bias.count
+        bias.withUnsafeBufferPointer { bias in
+            for t in 0..<n {
+                let row = output + t * rows
+                for i in 0..<rows { row[i] += bias[i] }
+            }
+        }
+    }
+
+    /// The block's per-head norm (Qwen3's q_norm, k_norm): RMSNorm over each head's `headDim` values, over
+    /// `rows` = tokens · heads rows; `out` may be `input`.
+    func headNormForward(_ input: UnsafePointer<Float>, weight: [Float], rows: Int, out: UnsafeMutablePointer<Float>) {
+        weight.withUnsafeBufferPointer {
+            RMSNorm.forward(input, weight: $0.baseAddress!, tokens: rows, width: configuration.headDim,
+                            eps: Float(configuration.rmsNormEps), out: out)
+        }
+    }
+
+    /// gradInput += ∂headNorm/∂input · gradOutput over `rows` head rows.
+    func headNormBackward(_ input: UnsafePointer<Float>, weight: [Float], gradOutput: UnsafePointer<Float>, rows: Int,
+                          gradInput: UnsafeMutablePointer<Float>) {
+        weight.withUnsafeBufferPointer {
+            RMSNorm.backward(input, weight: $0.baseAddress!, gradOutput: gradOutput, tokens: rows,
+                             width: configuration.headDim, eps: Float(configuration.rmsNormEps), gradInput: gradInput)
         }
     }
 

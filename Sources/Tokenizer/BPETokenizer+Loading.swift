@@ -48,7 +48,7 @@ extension BPETokenizer {
             guard let name = value.stringValue else { throw TokenizerError("GGUF \(key("pre")) is not a string") }
             guard let pre = PreTokenizer(ggufName: name) else {
                 throw TokenizerError("GGUF \(key("pre")) is \"\(name)\", a pre-tokenizer not implemented here "
-                                     + "(supported: smollm, gpt2, llama-bpe and their llama.cpp aliases)")
+                                     + "(supported: smollm, gpt2, llama-bpe, qwen2 and their llama.cpp aliases)")
             }
             preTokenizer = pre
         }

@@ -8,10 +8,13 @@
 /// - `llama3`: `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|`
 ///   `\s*[\r\n]+|\s+(?!\S)|\s+`; its tokenizers also skip merging a word that is itself a token
 ///   (HF `ignore_merges`, which llama.cpp turns on for this pre-tokenizer).
+/// - `qwen2`: the Llama 3 pattern with `\p{N}` for `\p{N}{1,3}` (each digit its own word), and merges
+///   applied to every word (llama.cpp's `LLAMA_VOCAB_PRE_TYPE_QWEN2`).
 public enum PreTokenizer: String, Sendable, CaseIterable {
     case gpt2
     case smollm
     case llama3
+    case qwen2
 
     /// The HF `Split` pattern of the Llama 3 tokenizer.json.
     static let llama3Pattern = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
@@ -25,6 +28,7 @@ public enum PreTokenizer: String, Sendable, CaseIterable {
         case "smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva": self = .smollm
         case "gpt2", "default", "mpt", "olmo", "jais": self = .gpt2
         case "llama3", "llama-v3", "llama-bpe": self = .llama3
+        case "qwen2": self = .qwen2
         default: return nil
         }
     }
@@ -109,12 +113,15 @@ struct WordSplitter {
             }
             if start < count { splitGPT2(start, count, bytes: bytes, ends: &ends) }
         case .llama3:
-            splitLlama3(bytes: bytes, ends: &ends)
+            splitLlama3(bytes: bytes, ends: &ends, digitRun: 3)
+        case .qwen2:
+            splitLlama3(bytes: bytes, ends: &ends, digitRun: 1)
         }
     }
 
-    /// The Llama 3 pattern over all loaded code points, alternative by alternative.
-    private func splitLlama3(bytes: UnsafeBufferPointer<UInt8>, ends: inout [Int]) {
+    /// The Llama 3 pattern over all loaded code points, alternative by alternative; `digitRun` is the
+    /// most digits one word takes (3 for Llama 3's `\p{N}{1,3}`, 1 for Qwen2's `\p{N}`).
+    private func splitLlama3(bytes: UnsafeBufferPointer<UInt8>, ends: inout [Int], digitRun: Int) {
         let upper = classes.count
         var i = 0
         while i < upper {
@@ -130,7 +137,7 @@ struct WordSplitter {
                 while end < upper && classes[end] == ScalarClass.letter { end += 1 }
             } else if c == ScalarClass.number {
                 end = i + 1
-                while end < upper && end < i + 3 && classes[end] == ScalarClass.number { end += 1 }
+                while end < upper && end < i + digitRun && classes[end] == ScalarClass.number { end += 1 }
             } else if ScalarClass.isOther(c) || (c == ScalarClass.space && i + 1 < upper && ScalarClass.isOther(classes[i + 1])) {
                 // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
                 end = i + 1

@@ -2,7 +2,7 @@ import TestSupport
 import XCTest
 @testable import Privacy
 
-/// One record of shared/fixtures/privacy/reference.json (dp_accounting 0.6.0 and prv-accountant 0.2.0).
+/// One record of Tests/Fixtures/privacy/reference.json (dp_accounting 0.6.0 and prv-accountant 0.2.0).
 struct PrivacyReferenceRecord {
     let q: Double, sigma: Double, steps: Int, delta: Double
     let epsRDP: Double, rdpBestOrder: Double, epsPLDUpper: Double, epsLowerBound: Double?, epsExact: Double?

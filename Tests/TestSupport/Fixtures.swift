@@ -1,9 +1,10 @@
 import Foundation
 
-/// Where the tests find the shared reference fixtures and the default model.
+/// Where the tests find the reference fixtures and the default model.
 ///
-/// `CONCLAVE_FIXTURES` and `CONCLAVE_MODEL` override the defaults, which are `../shared/fixtures`
-/// beside the repository and `models/SmolLM2-135M-Instruct.Q4_1.gguf` inside it (`make model`).
+/// `CONCLAVE_FIXTURES` and `CONCLAVE_MODEL` override the defaults, which are `Tests/Fixtures` in the
+/// repository (committed, made by `Tests/Fixtures/generate.py`: `make fixtures`) and
+/// `models/SmolLM2-135M-Instruct.Q4_1.gguf` inside it (`make model`).
 public enum Fixtures {
     /// The repository's root folder, found from this file's own path.
     public static let repositoryRoot: URL = {
@@ -11,13 +12,17 @@ public enum Fixtures {
             .deletingLastPathComponent()
     }()
 
-    /// `shared/fixtures`: reference data computed with HF transformers, PEFT and dp_accounting.
+    /// `Tests/Fixtures`: reference data computed with HF transformers, PEFT, gguf-py, dp_accounting and
+    /// prv-accountant by `Tests/Fixtures/generate.py`, unless `CONCLAVE_FIXTURES` names another copy.
     public static let root: URL = {
         if let path = ProcessInfo.processInfo.environment["CONCLAVE_FIXTURES"], !path.isEmpty {
             return URL(fileURLWithPath: path)
         }
-        return repositoryRoot.deletingLastPathComponent().appendingPathComponent("shared/fixtures")
+        return committed
     }()
+
+    /// The fixtures committed in the repository, whatever `CONCLAVE_FIXTURES` says.
+    public static let committed: URL = repositoryRoot.appendingPathComponent("Tests/Fixtures")
 
     /// A file under the fixtures folder, e.g. `url("tiny-llama/config.json")`.
     public static func url(_ relative: String) -> URL { root.appendingPathComponent(relative) }

