@@ -59,6 +59,8 @@ extension WeightFormat {
         case .q4_1: return 3
         case .q8_0: return 8
         case .bf16: return nil
+        // Their kernels are in QuantBlocks (Swift) and kernels_kquants.c, called by their own entry points.
+        case .q5_0, .q5_1, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K: return nil
         }
     }
 }
