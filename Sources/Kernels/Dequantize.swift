@@ -119,6 +119,8 @@ public enum Dequantize {
                     output[block * 32 + j + 16] = Float(nibbles[j] >> 4) * d + m
                 }
             }
+        case .q5_0, .q5_1, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K:
+            QuantBlocks.dequantizeRow(format: format, source: source, count: count, into: output)
         }
     }
 }

@@ -6,14 +6,15 @@ public enum ActivationPrecision: String, Sendable, CaseIterable {
     /// used for training and for comparisons with float64 references.
     case float32
     /// Activations quantized to 8-bit blocks of 32 and multiplied with the weights' integers (as
-    /// llama.cpp does): several times faster for Q8_0, Q4_0 and Q4_1, with a loss difference on the
-    /// order of 1e-3 (measured in the reference tests). Other formats use the float32 path.
+    /// llama.cpp does): several times faster for Q8_0, Q4_0 and Q4_1 (and Q5_0, Q5_1 and the K-quants, by
+    /// their own kernels), with a loss difference on the order of 1e-3 (measured in the reference tests).
+    /// Float formats use the float32 path.
     case int8
 }
 
 extension WeightFormat {
     /// Whether the integer kernels handle this format.
-    public var hasIntegerKernel: Bool { self == .q8_0 || self == .q4_0 || self == .q4_1 }
+    public var hasIntegerKernel: Bool { self == .q8_0 || self == .q4_0 || self == .q4_1 || QuantBlocks.handles(self) }
 }
 
 /// Activations quantized to 8-bit blocks: `values[t·k + i]`, per block the scale `d` and `s = d·Σq`.
@@ -68,7 +69,8 @@ extension Linear {
     /// `forward` with int8 activations: the AVX2 or NEON kernel where the CPU has one, else `genericInt8Forward`.
     static func int8Forward(_ weights: WeightMatrix, input: UnsafePointer<Float>, tokens: Int,
                             output: UnsafeMutablePointer<Float>, accumulate: Bool, pool: ThreadPool) {
-        guard KernelBackend.selected.hasCKernels, weights.format.ggmlTypeNumber != nil else {
+        guard KernelBackend.selected.hasCKernels, weights.format.ggmlTypeNumber != nil || QuantBlocks.handles(weights.format)
+        else {
             genericInt8Forward(weights, input: input, tokens: tokens, output: output, accumulate: accumulate, pool: pool)
             return
         }
@@ -80,6 +82,11 @@ extension Linear {
     public static func forward(_ weights: WeightMatrix, quantized x: QuantizedActivations,
                                output: UnsafeMutablePointer<Float>, accumulate: Bool = false, pool: ThreadPool = .serial) {
         require(x.columns == weights.columns, "activations have \(x.columns) columns, weights \(weights.columns)")
+        if QuantBlocks.handles(weights.format) {
+            // Q5_0, Q5_1 and the K-quants have their own kernels, C ones included (QuantBlockProducts.swift).
+            QuantBlocks.int8Forward(weights, quantized: x, output: output, accumulate: accumulate, pool: pool)
+            return
+        }
         guard KernelBackend.selected.hasCKernels, let type = weights.format.ggmlTypeNumber else {
             genericInt8Forward(weights, quantized: x, output: output, accumulate: accumulate, pool: pool)
             return
@@ -134,6 +141,10 @@ extension Linear {
 
     static func genericInt8Forward(_ weights: WeightMatrix, quantized x: QuantizedActivations,
                                    output: UnsafeMutablePointer<Float>, accumulate: Bool, pool: ThreadPool) {
+        if QuantBlocks.handles(weights.format) {
+            QuantBlocks.genericInt8Forward(weights, quantized: x, output: output, accumulate: accumulate, pool: pool)
+            return
+        }
         #if _endian(little)
         GenericInt8.forward(weights, quantized: x, output: output, accumulate: accumulate, pool: pool)
         #else
@@ -154,6 +165,10 @@ extension Linear {
     static func scalarInt8Forward(_ weights: WeightMatrix, quantized x: QuantizedActivations,
                                   output: UnsafeMutablePointer<Float>, accumulate: Bool, pool: ThreadPool) {
         require(weights.format.hasIntegerKernel, "no integer kernel for \(weights.format)")
+        if QuantBlocks.handles(weights.format) {
+            QuantBlocks.scalarInt8Forward(weights, quantized: x, output: output, accumulate: accumulate)
+            return
+        }
         let tokens = x.tokens
         let rows = weights.rows, columns = weights.columns, blocks = columns / 32
         let format = weights.format, blockBytes = format.bytesPerBlock

@@ -6,7 +6,7 @@ import Foundation
 /// `CONCLAVE_KERNELS=generic` (or `avx2` on x86-64, `neon` on aarch64) forces a lower tier, so tests and
 /// benchmarks can compare them.
 ///
-/// The table, per operation and tier (formats Q8_0, Q4_0, Q4_1 unless noted; K-quants have no kernels yet):
+/// The table, per operation and tier (formats Q8_0, Q4_0, Q4_1 unless noted):
 ///
 /// | operation                              | avx512vnni                    | avx2                          | neondot / neon (aarch64)          | generic              |
 /// |----------------------------------------|-------------------------------|-------------------------------|-----------------------------------|----------------------|
@@ -17,6 +17,8 @@ import Foundation
 /// | attention scores (one query, many keys)| 4 rows per pass, AVX2 FMA     | 4 rows per pass, AVX2 FMA     | 4 rows per pass, FMLA             | Swift SIMD8 dot      |
 /// | activation quantization                | AVX2                          | AVX2                          | NEON (vcvtnq)                     | Swift                |
 /// | dequantize row (f16, q8_0, q4_0, q4_1) | AVX2 + F16C                   | AVX2 + F16C                   | NEON (fcvtl)                      | Swift SIMD (q*)      |
+/// | int8 product, Q5_0 Q5_1 Q2_K-Q6_K      | row decoded once, vpdpbusd    | row decoded once, vpmaddubsw  | (generic)                         | Swift SIMD dots      |
+/// | dequantize row, Q5_0 Q5_1 Q2_K-Q6_K    | (generic)                     | (generic)                     | (generic)                         | Swift, per element   |
 ///
 /// The NEON kernels are tested against a C reference under qemu-aarch64 (`make test-arm`), not on ARM hardware.
 /// The generic column is portable Swift SIMD (SSE2 on any x86-64; other targets through the same LLVM vector
@@ -59,6 +61,8 @@ extension WeightFormat {
         case .q4_1: return 3
         case .q8_0: return 8
         case .bf16: return nil
+        // Their kernels are in QuantBlocks (Swift) and kernels_kquants.c, called by their own entry points.
+        case .q5_0, .q5_1, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K: return nil
         }
     }
 }

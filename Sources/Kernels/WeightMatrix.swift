@@ -3,12 +3,15 @@ import CKernels
 /// How a weight matrix's rows are stored; the block layouts are ggml's (see `TensorType` in ModelFormats).
 public enum WeightFormat: Sendable, Equatable {
     case f32, f16, bf16, q8_0, q4_0, q4_1
+    /// ggml's 5-bit blocks of 32 and its K-quants (super-blocks of 256): layouts in `QuantBlocks`.
+    case q5_0, q5_1, q2_K, q3_K, q4_K, q5_K, q6_K
 
     /// Elements per block along a row.
     public var blockSize: Int {
         switch self {
         case .f32, .f16, .bf16: return 1
-        case .q8_0, .q4_0, .q4_1: return 32
+        case .q8_0, .q4_0, .q4_1, .q5_0, .q5_1: return 32
+        case .q2_K, .q3_K, .q4_K, .q5_K, .q6_K: return 256
         }
     }
 
@@ -19,7 +22,14 @@ public enum WeightFormat: Sendable, Equatable {
         case .f16, .bf16: return 2
         case .q4_0: return 18
         case .q4_1: return 20
+        case .q5_0: return 22
+        case .q5_1: return 24
         case .q8_0: return 34
+        case .q2_K: return 84
+        case .q3_K: return 110
+        case .q4_K: return 144
+        case .q5_K: return 176
+        case .q6_K: return 210
         }
     }
 

@@ -17,6 +17,14 @@ public enum ModelExporter {
         case .q4_0: return 2
         case .q4_1: return 3
         case .q8_0: return 7
+        case .q5_0: return 8
+        case .q5_1: return 9
+        case .q2_K: return 10
+        // The uniform K-quant files are llama.cpp's "_S" types (its "_M" mixes keep some tensors finer).
+        case .q3_K: return 11
+        case .q4_K: return 14
+        case .q5_K: return 16
+        case .q6_K: return 18
         case .bf16: return 32
         }
     }
@@ -140,16 +148,7 @@ public enum ModelExporter {
         return permuted
     }
 
-    static func weightFormat(_ type: TensorType) -> WeightFormat {
-        switch type {
-        case .f32: return .f32
-        case .f16: return .f16
-        case .bf16: return .bf16
-        case .q8_0: return .q8_0
-        case .q4_0: return .q4_0
-        case .q4_1: return .q4_1
-        }
-    }
+    static func weightFormat(_ type: TensorType) -> WeightFormat { ModelLoader.weightFormat(type) }
 
     /// GGUF tokenizer metadata (gpt2-style BPE) from a tokenizer loaded elsewhere (HF tokenizer.json).
     static func setTokenizer(_ tokenizer: BPETokenizer, on writer: inout GGUFWriter) {

@@ -136,10 +136,14 @@ public final class GGUFFile: @unchecked Sendable {
         }
         let typeCode = try reader.read(UInt32.self, "type of '\(name)'")
         guard let type = TensorType(rawValue: typeCode) else {
-            throw reader.fail("tensor '\(name)' has unsupported type \(typeCode) (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)")
+            throw reader.fail("tensor '\(name)' has unsupported type \(typeCode) (supported: "
+                + TensorType.allCases.map(\.description).joined(separator: ", ") + ")")
         }
         guard dimensions[0] % type.blockSize == 0 else {
-            throw reader.fail("tensor '\(name)': first dimension \(dimensions[0]) is not a multiple of \(type)'s block of \(type.blockSize)")
+            // llama-quantize itself keeps such rows out of the K-quants (falling back to Q5_0, Q5_1 or Q8_0).
+            let fix = type.blockSize == 256 ? "; a K-quant row must hold whole 256-value super-blocks: requantize "
+                + "the file with llama-quantize or `conclave-client quantize`, which pick another type for such rows" : ""
+            throw reader.fail("tensor '\(name)': first dimension \(dimensions[0]) is not a multiple of \(type)'s block of \(type.blockSize)" + fix)
         }
         let offset = try reader.read(UInt64.self, "offset of '\(name)'")
         guard offset <= UInt64(fileSize), Int(offset) % alignment == 0 else {

@@ -4,19 +4,31 @@
 /// Q4_0 = `d` f16 then 16 bytes of nibbles, value = (nibble − 8)·d (18 bytes per 32);
 /// Q4_1 = `d`, `m` f16 then 16 bytes of nibbles, value = nibble·d + m (20 bytes per 32).
 /// In a Q4 block, byte j holds element j in its low nibble and element j + 16 in its high nibble.
+/// Q5_0 (22 bytes) and Q5_1 (24) add 4 bytes of fifth bits after the f16s (bit j for element j).
+/// The K-quants group 256 values into a super-block with an f16 scale (and min scale) and smaller
+/// quantized scales per sub-block: Q2_K (84 bytes), Q3_K (110), Q4_K (144), Q5_K (176), Q6_K (210); the
+/// byte layout of each is in `Kernels/KQuants.swift`.
 public enum TensorType: UInt32, Sendable, CaseIterable, CustomStringConvertible {
     case f32 = 0
     case f16 = 1
     case q4_0 = 2
     case q4_1 = 3
+    case q5_0 = 6
+    case q5_1 = 7
     case q8_0 = 8
+    case q2_K = 10
+    case q3_K = 11
+    case q4_K = 12
+    case q5_K = 13
+    case q6_K = 14
     case bf16 = 30
 
     /// Elements per block (1 for plain floats).
     public var blockSize: Int {
         switch self {
         case .f32, .f16, .bf16: return 1
-        case .q4_0, .q4_1, .q8_0: return 32
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0: return 32
+        case .q2_K, .q3_K, .q4_K, .q5_K, .q6_K: return 256
         }
     }
 
@@ -27,7 +39,14 @@ public enum TensorType: UInt32, Sendable, CaseIterable, CustomStringConvertible 
         case .f16, .bf16: return 2
         case .q4_0: return 18
         case .q4_1: return 20
+        case .q5_0: return 22
+        case .q5_1: return 24
         case .q8_0: return 34
+        case .q2_K: return 84
+        case .q3_K: return 110
+        case .q4_K: return 144
+        case .q5_K: return 176
+        case .q6_K: return 210
         }
     }
 
@@ -38,7 +57,14 @@ public enum TensorType: UInt32, Sendable, CaseIterable, CustomStringConvertible 
         case .bf16: return "BF16"
         case .q4_0: return "Q4_0"
         case .q4_1: return "Q4_1"
+        case .q5_0: return "Q5_0"
+        case .q5_1: return "Q5_1"
         case .q8_0: return "Q8_0"
+        case .q2_K: return "Q2_K"
+        case .q3_K: return "Q3_K"
+        case .q4_K: return "Q4_K"
+        case .q5_K: return "Q5_K"
+        case .q6_K: return "Q6_K"
         }
     }
 }

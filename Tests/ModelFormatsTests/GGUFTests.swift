@@ -84,8 +84,8 @@ final class GGUFTests: XCTestCase {
         ]
         for (key, value) in values { writer.set(key, value) }
         for type in TensorType.allCases {
-            let bytes = (0..<(64 / type.blockSize * type.bytesPerBlock)).map { UInt8(truncatingIfNeeded: $0 &* 7) }
-            try writer.addTensor(name: "t.\(type)", dimensions: [32, 2], type: type, data: bytes)
+            let bytes = (0..<(512 / type.blockSize * type.bytesPerBlock)).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+            try writer.addTensor(name: "t.\(type)", dimensions: [256, 2], type: type, data: bytes)
         }
         let url = directory.appendingPathComponent("all.gguf")
         try writer.write(to: url)
@@ -96,8 +96,8 @@ final class GGUFTests: XCTestCase {
         for type in TensorType.allCases {
             let info = try XCTUnwrap(file.tensor(named: "t.\(type)"))
             XCTAssertEqual(info.type, type)
-            XCTAssertEqual(info.dimensions, [32, 2])
-            let expected = (0..<(64 / type.blockSize * type.bytesPerBlock)).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+            XCTAssertEqual(info.dimensions, [256, 2])
+            let expected = (0..<(512 / type.blockSize * type.bytesPerBlock)).map { UInt8(truncatingIfNeeded: $0 &* 7) }
             XCTAssertEqual(Array(file.data(for: info)), expected, "\(type) data")
         }
         XCTAssertThrowsError(try file.stringArray("u8"))
@@ -146,8 +146,15 @@ final class GGUFTests: XCTestCase {
         try expectError(patched(nameOffset + 1, 9, width: 4), "dimensions")
         try expectError(patched(nameOffset + 5, 0), "dimension 0")
         try expectError(patched(nameOffset + 5, 1 << 40), "dimension 0")
-        // Unknown type 14 (Q6_K): refused with the tensor's name and the number.
-        try expectError(patched(nameOffset + 5 + 16, 14, width: 4), "'a'", "unsupported type 14")
+        // Unknown types (16 is ggml's IQ2_XXS, 99 is none): refused with the tensor's name and the number.
+        try expectError(patched(nameOffset + 5 + 16, 16, width: 4), "'a'", "unsupported type 16", "Q4_K")
+        try expectError(patched(nameOffset + 5 + 16, 99, width: 4), "'a'", "unsupported type 99")
+        // Type 14 (Q6_K) on a row of 32: a K-quant row holds whole super-blocks of 256, so the tensor is
+        // refused naming it (the file is named by expectError) and the fix.
+        try expectError(patched(nameOffset + 5 + 16, 14, width: 4), "'a'", "first dimension 32", "Q6_K's block of 256",
+                        "llama-quantize")
+        // The positive control: Q8_0 (8), as written, opens.
+        XCTAssertNoThrow(try GGUFFile(url: try write(patched(nameOffset + 5 + 16, 8, width: 4), "control.gguf")))
         // Offset beyond the file.
         try expectError(patched(nameOffset + 5 + 16 + 4, 1 << 20), "'a'")
         // Misaligned offset.

@@ -71,6 +71,22 @@ void ck_rg_pack(int format, const void *weights, size_t rowBytes, int rows, int 
 void ck_rg_gemm(int format, const void *packed, int rows, int k, int groupStart, int groupCount,
                 const int8_t *q, const float *d, const float *s, int tokens, float *y, int ldy, int accumulate);
 
+// ---- Q5_0, Q5_1 and the K-quants (kernels_kquants.c) ---------------------------------------------------
+// Layouts: ggml's (the table in Kernels/QuantBlocks.swift). Each row is decoded once into int8 values with a
+// scale and an offset per 16 (value = scale·q + offset), then multiplied with every token.
+
+/// y[t·ldy + r] (+)= W[r] · x[t] for `rows` rows of ggml type `format` (6 = Q5_0, 7 = Q5_1, 10 = Q2_K,
+/// 11 = Q3_K, 12 = Q4_K, 13 = Q5_K, 14 = Q6_K; `rowBytes` each, k a multiple of the block), x quantized by
+/// ck_quantize_q8 (q, d per 32) and `sums16[t·(k/16) + g]` = d·Σq over activations 16g..16g+15 (the factor
+/// of the offsets). `use_vnni` selects vpdpbusd (check ck_has_avx512_vnni first); else AVX2 (check ck_has_avx2).
+void ck_gemm_kq_avx2(int use_vnni, int format, const void *weights, size_t rowBytes, int rows,
+                     const int8_t *q, const float *d, const float *sums16, int tokens, int k,
+                     float *y, int ldy, int accumulate);
+
+/// Decodes `count` values (whole blocks) of one row of `format` into q[i], scales[i/16], offsets[i/16]
+/// (AVX2; check ck_has_avx2 first): the first step of ck_gemm_kq_avx2, exposed for the tests.
+void ck_kq_decode_row_avx2(int format, const void *row, int count, int8_t *q, float *scales, float *offsets);
+
 // ---- aarch64 (kernels_neon.c) ----------------------------------------------------------------------
 // The same operations as the AVX2 functions of the same name, with the same arguments, layouts and
 // roundings.
