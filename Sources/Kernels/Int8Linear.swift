@@ -244,7 +244,9 @@ public final class PackedMatrix: @unchecked Sendable {
         rows = weights.rows
         columns = weights.columns
         rowStride = ck_interleaved_bytes(1, Int32(columns))
-        if let grouped = RowGroupedMatrix([weights]) {
+        // Training's many-token products keep the panel layout on AVX2 (the row groups there are measured
+        // for inference only).
+        if KernelBackend.selected == .avx512vnni, let grouped = RowGroupedMatrix([weights]) {
             self.grouped = grouped
             bytes = nil
         } else {
