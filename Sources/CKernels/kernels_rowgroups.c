@@ -1,4 +1,5 @@
-// Quantized weights in groups of 16 rows, for AVX-512 VNNI (vpdpbusd on 512-bit vectors).
+// Quantized weights in groups of 16 rows, for AVX-512 VNNI (vpdpbusd on 512-bit vectors) and AVX2
+// (vpmaddubsw + vpmaddwd on 256-bit vectors, eight rows at a time: ck_rg_gemm_avx2 at the end).
 //
 // Packed once, when a matrix is first multiplied: for each group of 16 rows and each block of 32
 // columns, the 16 rows' scales (f16), for Q4_1 their offsets (f16), then the weights as unsigned bytes
@@ -187,10 +188,157 @@ void ck_rg_gemm(int format, const void *packed, int rows, int k, int groupStart,
     case 8: rg_gemm_q8_0(p, rows, k, groupStart, groupCount, q, d, s, tokens, y, ldy, accumulate); return;
     }
 }
+
+// ---- AVX2 (no VNNI): the same packed groups, eight rows per 256-bit vector ----------------------------
+// Vector j of a block (64 bytes: rows 0..15 × four bytes) is read as two halves, rows 0..7 and 8..15.
+// vpmaddubsw multiplies the unsigned weight bytes with a broadcast of four activation bytes into int16
+// pairs, vpmaddwd by ones finishes each row's four-element sum in its own int32 lane. Nibbles (≤ 15)
+// allow summing all eight vectors' int16 pairs before vpmaddwd (8 · 2 · 15 · 127 = 30,480 < 32,767).
+// Q8_0's stored q + 128 would saturate vpmaddubsw, so its bytes go back to signed q (xor 0x80) and take
+// the sign trick (|q| · sign(x, q), 2 · 128 · 127 < 32,768) with no −128 correction; each pair is widened
+// by vpmaddwd before it is summed.
+#define RG2 __attribute__((target("avx2,fma,f16c")))
+
+// Half h of the eight weight vectors of one block (format 8: signed q; else nibbles).
+INLINE RG2 void rg2_unpack(int format, const uint8_t *block, int h, __m256i w[8]) {
+    if (format == 8) {
+        const __m256i flip = _mm256_set1_epi8((char)0x80);
+        for (int j = 0; j < 8; j++)
+            w[j] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(block + 32 + 64 * j + 32 * h)), flip);
+        return;
+    }
+    const uint8_t *nibbles = block + (format == 3 ? 64 : 32) + 32 * h;
+    const __m256i low = _mm256_set1_epi8(0x0F);
+    for (int j = 0; j < 4; j++) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(nibbles + 64 * j));
+        w[j] = _mm256_and_si256(v, low);
+        w[j + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+    }
+}
+
+INLINE RG2 __m256i rg2_broadcast(const int8_t *x) {
+    int32_t v;
+    memcpy(&v, x, 4);
+    return _mm256_set1_epi32(v);
+}
+
+// Each of eight rows' integer dot product with one block of activations x, in its int32 lane.
+INLINE RG2 __m256i rg2_block_dot(int format, const __m256i w[8], const int8_t *x) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    if (format == 8) {
+        __m256i a = _mm256_setzero_si256(), b = _mm256_setzero_si256();
+        for (int j = 0; j < 8; j += 2) {
+            __m256i x0 = rg2_broadcast(x + 4 * j), x1 = rg2_broadcast(x + 4 * j + 4);
+            a = _mm256_add_epi32(a, _mm256_madd_epi16(
+                _mm256_maddubs_epi16(_mm256_sign_epi8(w[j], w[j]), _mm256_sign_epi8(x0, w[j])), ones));
+            b = _mm256_add_epi32(b, _mm256_madd_epi16(
+                _mm256_maddubs_epi16(_mm256_sign_epi8(w[j + 1], w[j + 1]), _mm256_sign_epi8(x1, w[j + 1])), ones));
+        }
+        return _mm256_add_epi32(a, b);
+    }
+    // Two chains, so one token alone is not latency-bound.
+    __m256i a = _mm256_maddubs_epi16(w[0], rg2_broadcast(x));
+    __m256i b = _mm256_maddubs_epi16(w[1], rg2_broadcast(x + 4));
+    for (int j = 2; j < 8; j += 2) {
+        a = _mm256_add_epi16(a, _mm256_maddubs_epi16(w[j], rg2_broadcast(x + 4 * j)));
+        b = _mm256_add_epi16(b, _mm256_maddubs_epi16(w[j + 1], rg2_broadcast(x + 4 * j + 4)));
+    }
+    return _mm256_madd_epi16(_mm256_add_epi16(a, b), ones);
+}
+
+// Rows 8h..8h+7 of one group against T tokens (a constant after inlining) over blocks [b0, b1).
+INLINE RG2 void rg2_tile(int format, const uint8_t *group, size_t blockBytes, int h, int b0, int b1,
+                         const int8_t *q, const float *d, const float *s, int k, int T, __m256 acc[4]) {
+    const int blocks = k / 32;
+    for (int b = b0; b < b1; b++) {
+        const uint8_t *block = group + (size_t)b * blockBytes;
+        if (h == 0)
+            for (size_t line = 0; line < blockBytes; line += 64)
+                _mm_prefetch((const char *)(block + PREFETCH_BYTES + line), _MM_HINT_T0);
+        __m256i w[8];
+        rg2_unpack(format, block, h, w);
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(block + 16 * h)));
+        const __m256 cw = format == 3 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(block + 32 + 16 * h)))
+                                      : _mm256_mul_ps(dw, _mm256_set1_ps(-8.0f));
+        for (int t = 0; t < T; t++) {
+            const __m256 sum = _mm256_cvtepi32_ps(rg2_block_dot(format, w, q + (size_t)t * k + 32 * b));
+            acc[t] = _mm256_fmadd_ps(sum, _mm256_mul_ps(dw, _mm256_set1_ps(d[(size_t)t * blocks + b])), acc[t]);
+            if (format != 8) acc[t] = _mm256_fmadd_ps(cw, _mm256_set1_ps(s[(size_t)t * blocks + b]), acc[t]);
+        }
+    }
+}
+
+// y rows [16g + 8h, +8) ∩ [0, rows) for T tokens over blocks [b0, b1); `valid` rows are written.
+INLINE RG2 void rg2_half_tokens(int format, const uint8_t *group, size_t blockBytes, int h, int b0, int b1,
+                                const int8_t *q, const float *d, const float *s, int k, int T,
+                                float *y, int ldy, int valid, int add) {
+    __m256 acc[4];
+    for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+    rg2_tile(format, group, blockBytes, h, b0, b1, q, d, s, k, T, acc);
+    for (int t = 0; t < T; t++) {
+        float *out = y + (size_t)t * ldy;
+        if (valid == 8) {
+            _mm256_storeu_ps(out, add ? _mm256_add_ps(acc[t], _mm256_loadu_ps(out)) : acc[t]);
+        } else {
+            float v[8];
+            _mm256_storeu_ps(v, acc[t]);
+            for (int r = 0; r < valid; r++) out[r] = add ? out[r] + v[r] : v[r];
+        }
+    }
+}
+
+#define RG2_CASE(N) case N: rg2_half_tokens(FORMAT, group, blockBytes, h, b0, b1, qt, dt, st, k, N, yt, ldy, valid, add); break;
+
+#define RG2_GEMM(NAME, FORMAT_VALUE)                                                                     \
+    RG2 static void NAME(const uint8_t *packed, int rows, int k, int groupStart, int groupCount,        \
+                         const int8_t *q, const float *d, const float *s, int tokens, float *y, int ldy, \
+                         int accumulate) {                                                               \
+        enum { FORMAT = FORMAT_VALUE };                                                                  \
+        const int blocks = k / 32;                                                                       \
+        const size_t blockBytes = rg_block_bytes(FORMAT);                                                \
+        const int span = 64;                                                                             \
+        for (int g = groupStart; g < groupStart + groupCount; g++) {                                     \
+            const uint8_t *group = packed + (size_t)g * blocks * blockBytes;                             \
+            for (int h = 0; h < 2; h++) {                                                                \
+                const int remaining = rows - g * GROUP_ROWS - 8 * h;                                     \
+                if (remaining <= 0) break;                                                               \
+                const int valid = remaining < 8 ? remaining : 8;                                         \
+                for (int b0 = 0; b0 < blocks; b0 += span) {                                              \
+                    const int b1 = blocks - b0 < span ? blocks : b0 + span;                              \
+                    const int add = accumulate || b0 > 0;                                                \
+                    for (int t0 = 0; t0 < tokens; t0 += 4) {                                             \
+                        const int T = tokens - t0 < 4 ? tokens - t0 : 4;                                 \
+                        const int8_t *qt = q + (size_t)t0 * k;                                           \
+                        const float *dt = d + (size_t)t0 * blocks, *st = s + (size_t)t0 * blocks;        \
+                        float *yt = y + (size_t)t0 * ldy + (size_t)g * GROUP_ROWS + 8 * h;               \
+                        switch (T) { RG2_CASE(1) RG2_CASE(2) RG2_CASE(3) RG2_CASE(4) }                   \
+                    }                                                                                    \
+                }                                                                                        \
+            }                                                                                            \
+        }                                                                                                \
+    }
+
+RG2_GEMM(rg2_gemm_q4_0, 2)
+RG2_GEMM(rg2_gemm_q4_1, 3)
+RG2_GEMM(rg2_gemm_q8_0, 8)
+
+void ck_rg_gemm_avx2(int format, const void *packed, int rows, int k, int groupStart, int groupCount,
+                     const int8_t *q, const float *d, const float *s, int tokens, float *y, int ldy, int accumulate) {
+    const uint8_t *p = (const uint8_t *)packed;
+    switch (format) {
+    case 2: rg2_gemm_q4_0(p, rows, k, groupStart, groupCount, q, d, s, tokens, y, ldy, accumulate); return;
+    case 3: rg2_gemm_q4_1(p, rows, k, groupStart, groupCount, q, d, s, tokens, y, ldy, accumulate); return;
+    case 8: rg2_gemm_q8_0(p, rows, k, groupStart, groupCount, q, d, s, tokens, y, ldy, accumulate); return;
+    }
+}
 #else
 void ck_rg_gemm(int format, const void *packed, int rows, int k, int groupStart, int groupCount,
                 const int8_t *q, const float *d, const float *s, int tokens, float *y, int ldy, int accumulate) {
     (void)format; (void)packed; (void)rows; (void)k; (void)groupStart; (void)groupCount; (void)q; (void)d;
     (void)s; (void)tokens; (void)y; (void)ldy; (void)accumulate;
+}
+void ck_rg_gemm_avx2(int format, const void *packed, int rows, int k, int groupStart, int groupCount,
+                     const int8_t *q, const float *d, const float *s, int tokens, float *y, int ldy, int accumulate) {
+    ck_rg_gemm(format, packed, rows, k, groupStart, groupCount, q, d, s, tokens, y, ldy, accumulate);
 }
 #endif

@@ -81,53 +81,82 @@ extension Linear {
     /// `forward` on activations already quantized (several projections of the same input share them).
     public static func forward(_ weights: WeightMatrix, quantized x: QuantizedActivations,
                                output: UnsafeMutablePointer<Float>, accumulate: Bool = false, pool: ThreadPool = .serial) {
-        require(x.columns == weights.columns, "activations have \(x.columns) columns, weights \(weights.columns)")
-        if QuantBlocks.handles(weights.format) {
-            // Q5_0, Q5_1 and the K-quants have their own kernels, C ones included (QuantBlockProducts.swift).
-            QuantBlocks.int8Forward(weights, quantized: x, output: output, accumulate: accumulate, pool: pool)
-            return
+        forward(stack: [(weights, output)], quantized: x, accumulate: accumulate, pool: pool)
+    }
+
+    /// Several matrices that read the same activations (q, k and v; gate and up), each into its own
+    /// output, as one parallel loop over their rows stacked: a generated token hands work to the pool once
+    /// per stack instead of once per matrix. On the C tiers the activations are interleaved once for all
+    /// (prompts); a stack the C kernels cannot take whole runs part by part. Q5_0, Q5_1 and the K-quants
+    /// have their own kernels, C ones included (QuantBlockProducts.swift), and run part by part.
+    public static func forward(stack parts: [(weights: WeightMatrix, output: UnsafeMutablePointer<Float>)],
+                               quantized x: QuantizedActivations, accumulate: Bool = false, pool: ThreadPool = .serial) {
+        for part in parts {
+            require(x.columns == part.weights.columns,
+                    "activations have \(x.columns) columns, weights \(part.weights.columns)")
         }
-        guard KernelBackend.selected.hasCKernels, let type = weights.format.ggmlTypeNumber else {
-            genericInt8Forward(weights, quantized: x, output: output, accumulate: accumulate, pool: pool)
-            return
-        }
-        let rows = weights.rows, columns = weights.columns, tokens = x.tokens
-        nonisolated(unsafe) let output = output
-        if !KernelBackend.selected.hasAVX2 {
-            // aarch64: one tiled NEON kernel for every token count, sdot where the CPU has it.
-            let dotprod: Int32 = KernelBackend.selected == .neondot ? 1 : 0
-            pool.parallelFor(rows, minimumChunk: 16) { range in
-                ck_gemm_q8_neon(dotprod, type, weights.rowPointer(range.lowerBound), weights.rowBytes, Int32(range.count),
-                                x.values, x.scales, x.sums, Int32(tokens), Int32(columns),
-                                output + range.lowerBound, Int32(rows), accumulate ? 1 : 0)
+        if parts.contains(where: { QuantBlocks.handles($0.weights.format) }) {
+            for part in parts where QuantBlocks.handles(part.weights.format) {
+                QuantBlocks.int8Forward(part.weights, quantized: x, output: part.output, accumulate: accumulate, pool: pool)
             }
-            withExtendedLifetime(x) {}
+            let rest = parts.filter { !QuantBlocks.handles($0.weights.format) }
+            if !rest.isEmpty { forward(stack: rest, quantized: x, accumulate: accumulate, pool: pool) }
             return
         }
-        if tokens >= panelTokens {
-            // Prompt-sized: interleave the activations once, then panels of rows on every thread.
-            let interleaved = UnsafeMutableRawPointer.allocate(byteCount: ck_interleaved_bytes(Int32(tokens), Int32(columns)),
-                                                               alignment: 64)
-            defer { interleaved.deallocate() }
-            ck_interleave_q8(x.values, x.scales, x.sums, Int32(tokens), Int32(columns), interleaved)
-            nonisolated(unsafe) let packed = UnsafeRawPointer(interleaved)
-            let vnni: Int32 = KernelBackend.selected == .avx512vnni ? 1 : 0
-            pool.parallelFor(rows, minimumChunk: 16) { range in
-                ck_gemm_q8_panel(vnni, type, weights.rowPointer(range.lowerBound), weights.rowBytes, Int32(range.count),
-                                 packed, Int32(tokens), Int32(columns), output + range.lowerBound, Int32(rows),
-                                 accumulate ? 1 : 0)
+        guard KernelBackend.selected.hasCKernels, parts.allSatisfy({ $0.weights.format.ggmlTypeNumber != nil }) else {
+            for part in parts {
+                genericInt8Forward(part.weights, quantized: x, output: part.output, accumulate: accumulate, pool: pool)
             }
-            withExtendedLifetime(x) {}
             return
         }
-        // Chunks of whole 4-row tiles, enough of them to balance the threads.
-        let tileType = KernelBackend.selected == .avx512vnni ? -type : type
-        pool.parallelFor(rows, minimumChunk: 32) { range in
-            ck_gemm_q8_avx2(tileType, weights.rowPointer(range.lowerBound), weights.rowBytes, Int32(range.count),
-                            x.values, x.scales, x.sums, Int32(tokens), Int32(columns),
-                            output + range.lowerBound, Int32(rows), accumulate ? 1 : 0)
+        let tokens = x.tokens, columns = x.columns
+        var offsets: [Int] = [], total = 0
+        for part in parts {
+            offsets.append(total)
+            total += part.weights.rows
+        }
+        // Prompt-sized on x86: the activations interleaved once, for the panel kernel.
+        let panel = KernelBackend.selected.hasAVX2 && tokens >= panelTokens
+        let interleaved = panel ? UnsafeMutableRawPointer.allocate(
+            byteCount: ck_interleaved_bytes(Int32(tokens), Int32(columns)), alignment: 64) : nil
+        defer { interleaved?.deallocate() }
+        if let interleaved { ck_interleave_q8(x.values, x.scales, x.sums, Int32(tokens), Int32(columns), interleaved) }
+        nonisolated(unsafe) let packed = interleaved.map { UnsafeRawPointer($0) }
+        nonisolated(unsafe) let parts = parts
+        // Chunks of whole row tiles (panels of 16, tiles of 4), enough of them to balance the threads.
+        pool.parallelFor(total, minimumChunk: panel || !KernelBackend.selected.hasAVX2 ? 16 : 32) { range in
+            for (part, offset) in zip(parts, offsets) {
+                let lower = max(range.lowerBound, offset), upper = min(range.upperBound, offset + part.weights.rows)
+                guard lower < upper else { continue }
+                int8Rows(part.weights, (lower - offset)..<(upper - offset), x: x, interleaved: packed,
+                         output: part.output, accumulate: accumulate)
+            }
         }
         withExtendedLifetime(x) {}
+    }
+
+    /// Rows `rows` of `weights` times the quantized activations, on this CPU's C kernel: the panel kernel
+    /// when `interleaved` holds the activations in its layout, else the row tiles (x86) or NEON tiles.
+    @inline(__always)
+    static func int8Rows(_ weights: WeightMatrix, _ rows: Range<Int>, x: QuantizedActivations,
+                         interleaved: UnsafeRawPointer?, output: UnsafeMutablePointer<Float>, accumulate: Bool) {
+        let type = weights.format.ggmlTypeNumber!
+        let ldy = Int32(weights.rows), tokens = Int32(x.tokens), columns = Int32(x.columns)
+        let add: Int32 = accumulate ? 1 : 0
+        let w = weights.rowPointer(rows.lowerBound), y = output + rows.lowerBound, count = Int32(rows.count)
+        switch KernelBackend.selected {
+        case .neondot, .neon:
+            ck_gemm_q8_neon(KernelBackend.selected == .neondot ? 1 : 0, type, w, weights.rowBytes, count, x.values,
+                            x.scales, x.sums, tokens, columns, y, ldy, add)
+        default:
+            let vnni = KernelBackend.selected == .avx512vnni
+            if let interleaved {
+                ck_gemm_q8_panel(vnni ? 1 : 0, type, w, weights.rowBytes, count, interleaved, tokens, columns, y, ldy, add)
+            } else {
+                ck_gemm_q8_avx2(vnni ? -type : type, w, weights.rowBytes, count, x.values, x.scales, x.sums, tokens,
+                                columns, y, ldy, add)
+            }
+        }
     }
 
     /// The portable int8 path (the generic tier): the same block sums as the AVX2 kernel, in Swift SIMD
@@ -234,7 +263,9 @@ public final class PackedMatrix: @unchecked Sendable {
         rows = weights.rows
         columns = weights.columns
         rowStride = ck_interleaved_bytes(1, Int32(columns))
-        if let grouped = RowGroupedMatrix([weights]) {
+        // Training's many-token products keep the panel layout on AVX2 (the row groups there are measured
+        // for inference only).
+        if KernelBackend.selected == .avx512vnni, let grouped = RowGroupedMatrix([weights]) {
             self.grouped = grouped
             bytes = nil
         } else {

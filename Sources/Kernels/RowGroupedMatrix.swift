@@ -1,8 +1,9 @@
 import CKernels
 
-/// A quantized matrix re-laid in groups of 16 rows for the AVX-512 VNNI kernel (`kernels_rowgroups.c`):
-/// the same bytes per weight as the file's format, shuffled so that one vpdpbusd multiplies four
-/// columns of sixteen rows at once and every row's sum stays in its own lane.
+/// A quantized matrix re-laid in groups of 16 rows for the row-group kernels (`kernels_rowgroups.c`):
+/// the same bytes per weight as the file's format, shuffled so that one vpdpbusd (AVX-512 VNNI: sixteen
+/// rows) or one vpmaddubsw + vpmaddwd pair (AVX2: eight rows) multiplies four columns of those rows at
+/// once and every row's sum stays in its own lane.
 ///
 /// It can stack several matrices that read the same input (q, k and v; gate and up), so one parallel
 /// loop computes all of them: output column `r` of the stack is row `r` of the concatenation.
@@ -19,8 +20,8 @@ public final class RowGroupedMatrix: @unchecked Sendable {
     /// Bytes held (the packed weights).
     public let byteCount: Int
 
-    /// Whether this CPU runs the kernel (AVX-512 F/VL/BW and VNNI).
-    public static var isAvailable: Bool { KernelBackend.selected == .avx512vnni }
+    /// Whether this CPU runs a row-group kernel (the AVX2 one, or AVX-512 VNNI's where the CPU has it).
+    public static var isAvailable: Bool { KernelBackend.selected.hasAVX2 }
 
 
     /// Packs `parts` stacked by rows; nil when the kernel cannot run here, or the parts differ in format
@@ -79,11 +80,13 @@ public final class RowGroupedMatrix: @unchecked Sendable {
         require(stride >= rows, "output stride \(stride) is below the \(rows) rows")
         nonisolated(unsafe) let output = output
         let tokens = x.tokens
+        let vnni = KernelBackend.selected == .avx512vnni
         // A few groups per chunk: enough work to hide the hand-off, enough chunks to balance threads.
         pool.parallelFor(groups, minimumChunk: tokens == 1 ? 4 : 1) { range in
-            ck_rg_gemm(self.type, self.bytes, Int32(self.rows), Int32(self.columns), Int32(range.lowerBound),
-                       Int32(range.count), x.values, x.scales, x.sums, Int32(tokens), output, Int32(stride),
-                       accumulate ? 1 : 0)
+            let kernel = vnni ? ck_rg_gemm : ck_rg_gemm_avx2
+            kernel(self.type, self.bytes, Int32(self.rows), Int32(self.columns), Int32(range.lowerBound),
+                   Int32(range.count), x.values, x.scales, x.sums, Int32(tokens), output, Int32(stride),
+                   accumulate ? 1 : 0)
         }
         withExtendedLifetime(x) {}
     }

@@ -10,7 +10,7 @@ import Synchronization
 public final class ThreadPool: @unchecked Sendable {
     /// The number of threads a loop uses at most, the caller included.
     public let threads: Int
-    private let state: PoolState
+    let state: PoolState
     /// Loops run by one caller at a time (a pool is not re-entrant).
     private let callerLock = NSLock()
 
@@ -53,26 +53,37 @@ public final class ThreadPool: @unchecked Sendable {
 }
 
 /// What the caller and the workers share; workers keep it alive until they see `stopping`.
-private final class PoolState: @unchecked Sendable {
+///
+/// A loop's workers join it through `ticket` (the loop's generation in the high bits, a closed flag, the
+/// count of workers inside): a worker joins only while the loop is open, and the caller, once every chunk
+/// is claimed, closes it and waits only for the workers inside. A worker the operating system has not
+/// scheduled yet (on a loaded machine, or asleep) is not waited for: it finds the loop closed, or a newer
+/// one, and never touches the old loop's fields.
+final class PoolState: @unchecked Sendable {
     let generation = Atomic<Int>(0)
-    let pending = Atomic<Int>(0)
+    let ticket = Atomic<Int>(0)
     let sleepers = Atomic<Int>(0)
     let stopping = Atomic<Bool>(false)
     let mutex: UnsafeMutablePointer<pthread_mutex_t>
     let condition: UnsafeMutablePointer<pthread_cond_t>
-    // The current loop: written by the caller before `generation` is bumped, read by workers after.
+    // The current loop: written by the caller before `ticket` opens it, read by workers that joined it.
     var job: ((Range<Int>) -> Void)?
     var jobCount = 0
     var jobChunk = 1
     var jobWorkers = 0
     /// The next unclaimed item of the current loop.
     let next = Atomic<Int>(0)
-    /// Threads besides the caller; every one acknowledges every loop, so none can see the next
-    /// loop's fields while still handling this one.
     let workers: Int
+    /// Tests only: called by a worker (with its index) after it sees a new loop and before it tries to
+    /// join, to stand for a worker the operating system has not scheduled.
+    var beforeJoin: (@Sendable (Int) -> Void)?
 
     /// Spins before a worker goes to sleep (tens of microseconds).
     static let spinLimit = 20_000
+    /// Ticket layout: generation << generationShift | closed | workers inside.
+    static let generationShift = 32
+    static let closed = 1 << 31
+    static let insideMask = closed - 1
 
     init(workers: Int) {
         self.workers = workers
@@ -111,13 +122,23 @@ private final class PoolState: @unchecked Sendable {
         jobChunk = chunk
         jobWorkers = workersUsed
         next.store(0, ordering: .relaxed)
-        pending.store(workers, ordering: .relaxed)
+        // Open the loop (releasing the fields above to the workers that join), then announce it.
+        let loop = generation.load(ordering: .relaxed) + 1
+        ticket.store(loop << Self.generationShift, ordering: .releasing)
         // Sequentially consistent with the sleepers' check, so a worker about to sleep either sees the
         // new generation or is counted among the sleepers and woken.
-        generation.add(1, ordering: .sequentiallyConsistent)
+        generation.store(loop, ordering: .sequentiallyConsistent)
         wakeSleepers()
         claimChunks(body)
-        while pending.load(ordering: .acquiring) > 0 {}
+        // Every chunk is claimed: close the loop and wait for the workers still inside (each finishing a
+        // chunk it claimed). Past a short spin the caller yields its core, which a preempted worker may need.
+        var inside = ticket.bitwiseOr(Self.closed, ordering: .acquiringAndReleasing).newValue & Self.insideMask
+        var spins = 0
+        while inside > 0 {
+            spins += 1
+            if spins > 2_000 { sched_yield() }
+            inside = ticket.load(ordering: .acquiring) & Self.insideMask
+        }
         job = nil
     }
 
@@ -129,6 +150,18 @@ private final class PoolState: @unchecked Sendable {
             if start >= jobCount { return }
             body(start..<min(jobCount, start + jobChunk))
         }
+    }
+
+    /// Enters loop `loop` if it is still open; false when it is closed or a newer one has begun.
+    func join(_ loop: Int) -> Bool {
+        var current = ticket.load(ordering: .relaxed)
+        while current >> Self.generationShift == loop && current & Self.closed == 0 {
+            let (exchanged, original) = ticket.compareExchange(expected: current, desired: current + 1,
+                                                               ordering: .acquiring)
+            if exchanged { return true }
+            current = original
+        }
+        return false
     }
 
     func workerLoop(_ index: Int) {
@@ -149,8 +182,10 @@ private final class PoolState: @unchecked Sendable {
             }
             seen = generation.load(ordering: .acquiring)
             if stopping.load(ordering: .acquiring) { return }
+            beforeJoin?(index)
+            guard join(seen) else { continue }
             if index <= jobWorkers, let job { claimChunks(job) }
-            pending.subtract(1, ordering: .releasing)
+            ticket.subtract(1, ordering: .releasing)
         }
     }
 }

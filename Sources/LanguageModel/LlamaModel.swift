@@ -140,6 +140,15 @@ public final class LlamaModel: @unchecked Sendable {
                  input: UnsafePointer<Float>, quantized: QuantizedActivations?, grouped: GroupedWeights?, tokens: Int,
                  scratch: UnsafeMutablePointer<Float>) {
         guard let grouped, let quantized else {
+            let matrices = targets.map { weights.layers[layer].projection($0.module) }
+            if let quantized, targets.count > 1, matrices.allSatisfy({ $0.format.hasIntegerKernel }) {
+                // One parallel loop for the stack (q, k, v; gate, up), then each adapter.
+                Linear.forward(stack: Array(zip(matrices, targets.map(\.output))), quantized: quantized, pool: pool)
+                for (module, output) in targets {
+                    addAdapter(module, layer: layer, input: input, tokens: tokens, output: output, scratch: scratch)
+                }
+                return
+            }
             for (module, output) in targets {
                 project(module, layer: layer, input: input, quantized: quantized, tokens: tokens, output: output, scratch: scratch)
             }

@@ -21,7 +21,7 @@ func requireAVX512VNNI(_ kernel: String) throws {
 /// The AVX2 kernels against the generic Swift path they replace, where this CPU has AVX2.
 final class DispatchTests: XCTestCase {
     /// The tier is picked from the CPU (and `CONCLAVE_KERNELS`), on every CPU: no AVX2 means the generic
-    /// path, and the row-grouped VNNI matrices exist exactly where their kernel runs.
+    /// path, and the row-grouped matrices exist exactly where a row-group kernel runs (AVX2, VNNI).
     func testBackendFollowsTheCPU() {
         let forced = ProcessInfo.processInfo.environment["CONCLAVE_KERNELS"]
         let expected: KernelBackend = forced == "generic" ? .generic
@@ -37,7 +37,7 @@ final class DispatchTests: XCTestCase {
         #elseif arch(arm64)
         XCTAssertEqual(ck_has_neon(), 1, "every aarch64 CPU has NEON")
         #endif
-        XCTAssertEqual(RowGroupedMatrix.isAvailable, expected == .avx512vnni)
+        XCTAssertEqual(RowGroupedMatrix.isAvailable, expected == .avx2 || expected == .avx512vnni)
         let one = Quantize.matrix([Float](repeating: 1, count: 32), rows: 1, columns: 32, format: .q8_0)
         XCTAssertEqual(RowGroupedMatrix([one]) != nil, RowGroupedMatrix.isAvailable,
                        "a row-grouped matrix is built exactly where its kernel runs")
@@ -214,7 +214,7 @@ final class Int8KernelTests: XCTestCase {
     /// past one span of 64 blocks, every token-tile size, stacked parts, an output stride and accumulation.
     func testRowGroupedKernelMatchesGeneric() throws {
         try XCTSkipUnless(RowGroupedMatrix.isAvailable,
-                          "the kernel tier is \(KernelBackend.selected), not avx512vnni: the row-grouped kernel is not tested here")
+                          "the kernel tier is \(KernelBackend.selected), without a row-group kernel: not tested here")
         var random = TestRandom(state: 34)
         let pool = ThreadPool(threads: 2)
         for format in [WeightFormat.q8_0, .q4_0, .q4_1] {
@@ -263,6 +263,98 @@ final class Int8KernelTests: XCTestCase {
         }
         // Parts that disagree in format are refused.
         XCTAssertNil(RowGroupedMatrix([parts[0], Quantize.matrix(random.values(columns), rows: 1, columns: columns, format: .q8_0)]))
+    }
+}
+
+/// Both row-group kernels (AVX2: vpmaddubsw + vpmaddwd, eight rows per vector; AVX-512 VNNI: vpdpbusd)
+/// called directly on packed groups, whatever tier is selected, against the generic int8 path.
+final class RowGroupKernelTests: XCTestCase {
+    /// The kernel of one tier over every group of `weights` (packed here), with an output stride wider than
+    /// the rows (sentinels must survive) and accumulation onto 0.25; returns the rows' own values.
+    func rowGroupProduct(_ weights: WeightMatrix, _ x: QuantizedActivations, vnni: Bool,
+                         corrupt: Int? = nil) -> (values: [Float], sentinelsKept: Bool) {
+        let type = weights.format.ggmlTypeNumber!, rows = weights.rows, tokens = x.tokens
+        let byteCount = ck_rg_bytes(type, Int32(rows), Int32(weights.columns))
+        let packed = UnsafeMutableRawPointer.allocate(byteCount: max(64, byteCount), alignment: 64)
+        defer { packed.deallocate() }
+        ck_rg_pack(type, weights.data, weights.rowBytes, Int32(rows), Int32(weights.columns), packed)
+        if let corrupt { packed.storeBytes(of: packed.load(fromByteOffset: corrupt, as: UInt8.self) ^ 0x21,
+                                           toByteOffset: corrupt, as: UInt8.self) }
+        let ldy = rows + 3
+        var y = [Float](repeating: 0.25, count: tokens * ldy)
+        let kernel = vnni ? ck_rg_gemm : ck_rg_gemm_avx2
+        kernel(type, packed, Int32(rows), Int32(weights.columns), 0, Int32((rows + 15) / 16), x.values, x.scales,
+               x.sums, Int32(tokens), &y, Int32(ldy), 1)
+        var values: [Float] = [], kept = true
+        for t in 0..<tokens {
+            for r in 0..<rows { values.append(y[t * ldy + r] - 0.25) }
+            for r in rows..<ldy where y[t * ldy + r] != 0.25 { kept = false }
+        }
+        return (values, kept)
+    }
+
+    func tiers() throws -> [Bool] {
+        try requireAVX2("the AVX2 row-group kernel")
+        return ck_has_avx512_vnni() != 0 ? [false, true] : [false]
+    }
+
+    /// Odd shapes: rows that end inside a half group (8 rows) or a group, widths past a span of 64 blocks,
+    /// one to nine tokens (tiles of 1–4 on AVX2, 1–8 on VNNI). The positive control: one packed byte changed
+    /// moves the result past the bound.
+    func testBothTiersMatchGeneric() throws {
+        var random = TestRandom(state: 35)
+        for vnni in try tiers() {
+            for format in [WeightFormat.q8_0, .q4_0, .q4_1] {
+                for (rows, columns, tokens) in [(1, 32, 1), (7, 96, 2), (9, 64, 3), (15, 96, 4), (17, 576, 1),
+                                                (33, 288, 5), (50, 2112, 3), (48, 576, 8), (24, 160, 9)] {
+                    let weights = Quantize.matrix(random.values(rows * columns), rows: rows, columns: columns, format: format)
+                    let input = random.values(tokens * columns)
+                    let x = QuantizedActivations(input, tokens: tokens, columns: columns, backend: .generic)
+                    let label = "\(vnni ? "vnni" : "avx2") \(format) \(rows)x\(columns)x\(tokens)"
+                    let result = rowGroupProduct(weights, x, vnni: vnni)
+                    XCTAssertTrue(result.sentinelsKept, "\(label): wrote past row \(rows)")
+                    let generic = genericInt8(weights, input, tokens: tokens)
+                    XCTAssertLessThan(nmse(result.values, generic), 1e-11, label)
+                    if rows == 48 {
+                        // A weight byte of row 0 (past the group's scales) changed: the check must see it.
+                        let broken = rowGroupProduct(weights, x, vnni: vnni, corrupt: 100)
+                        XCTAssertGreaterThan(nmse(broken.values, generic), 1e-7, "\(label): positive control")
+                    }
+                }
+            }
+        }
+    }
+
+    /// The int16 steps at their limits: every nibble 15 (Q4_0, Q4_1) or every byte −128 (Q8_0) against
+    /// activations of ±127, where a wrong summation order would saturate vpmaddubsw or an int16 sum.
+    func testExtremeValuesDoNotSaturate() throws {
+        for vnni in try tiers() {
+            for format in [WeightFormat.q8_0, .q4_0, .q4_1] {
+                let rows = 16, columns = 256
+                let weights = Quantize.matrix([Float](repeating: 1, count: rows * columns), rows: rows, columns: columns,
+                                              format: format)
+                let bytes = UnsafeMutableRawPointer(mutating: weights.data)
+                let valueStart = format == .q4_1 ? 4 : 2
+                for block in 0..<(rows * columns / 32) {
+                    for i in valueStart..<format.bytesPerBlock {
+                        bytes.storeBytes(of: format == .q8_0 ? 0x80 : 0xFF, toByteOffset: block * format.bytesPerBlock + i,
+                                         as: UInt8.self)
+                    }
+                }
+                for sign in [Float(1), -1] {
+                    let input = [Float](repeating: sign, count: 2 * columns)
+                    let x = QuantizedActivations(input, tokens: 2, columns: columns, backend: .generic)
+                    XCTAssertEqual(x.values[0], Int8(127 * sign))
+                    var scalar = [Float](repeating: 0, count: 2 * rows)
+                    Linear.scalarInt8Forward(weights, quantized: x, output: &scalar, accumulate: false, pool: .serial)
+                    let result = rowGroupProduct(weights, x, vnni: vnni).values
+                    for i in scalar.indices {
+                        XCTAssertEqual(result[i], scalar[i], accuracy: 1e-5 * abs(scalar[i]),
+                                       "\(vnni ? "vnni" : "avx2") \(format) x = \(sign) at \(i)")
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -186,4 +186,55 @@ final class ThreadPoolTests: XCTestCase {
             }
         }
     }
+
+    /// A loop finishes without a worker the operating system has not scheduled (on a loaded machine, or
+    /// asleep): the caller runs every chunk itself instead of waiting for the worker to show up, and the
+    /// worker, arriving late, touches neither that loop nor the loops after it.
+    func testLoopDoesNotWaitForAnAbsentWorker() throws {
+        let pool = ThreadPool(threads: 2)
+        let held = DispatchSemaphore(value: 0), arrived = DispatchSemaphore(value: 0)
+        let holding = HoldFlag()
+        // Stands for a descheduled worker: it stops between seeing a loop and joining it.
+        pool.state.beforeJoin = { _ in
+            if holding.isSet {
+                arrived.signal()
+                held.wait()
+            }
+        }
+        let count = 64
+        let visits = UnsafeMutablePointer<Int>.allocate(capacity: count)
+        visits.initialize(repeating: 0, count: count)
+        defer { visits.deallocate() }
+        nonisolated(unsafe) let shared = visits
+        let finished = DispatchSemaphore(value: 0)
+        // On its own thread, so that a pool that waits for the absent worker fails the test instead of hanging it.
+        let caller = Thread {
+            pool.parallelFor(count) { _ in }  // the worker stops at this loop (or the next)
+            pool.parallelFor(count) { range in for i in range { shared[i] += 1 } }
+            finished.signal()
+        }
+        caller.start()
+        let result = finished.wait(timeout: .now() + 10)
+        let workerSawALoop = arrived.wait(timeout: .now() + 10)
+        holding.clear()
+        held.signal()
+        XCTAssertEqual(result, .success, "the loops waited for a worker that never joined them")
+        XCTAssertEqual(workerSawALoop, .success, "the worker never reached a loop: the test tested nothing")
+        if result != .success { _ = finished.wait(timeout: .now() + 10) }
+        XCTAssertTrue((0..<count).allSatisfy { visits[$0] == 1 }, "an index was missed or visited twice")
+        // The late worker joins later loops as usual, and every index is still visited once.
+        for round in 0..<200 {
+            visits.update(repeating: 0, count: count)
+            pool.parallelFor(count) { range in for i in range { shared[i] += 1 } }
+            XCTAssertTrue((0..<count).allSatisfy { visits[$0] == 1 }, "round \(round)")
+        }
+    }
+}
+
+/// A flag shared with a pool's worker in a test.
+private final class HoldFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var set = true
+    var isSet: Bool { lock.withLock { set } }
+    func clear() { lock.withLock { set = false } }
 }

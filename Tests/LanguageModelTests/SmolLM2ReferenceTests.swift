@@ -106,9 +106,9 @@ final class SmolLM2ReferenceTests: XCTestCase {
         let loaded = try Self.model()
         let model = loaded.model
         let built = model.groupedForInference()
-        XCTAssertEqual(built != nil, RowGroupedMatrix.isAvailable, "grouped weights are built exactly where the VNNI kernel runs")
+        XCTAssertEqual(built != nil, RowGroupedMatrix.isAvailable, "grouped weights are built exactly where a row-group kernel runs")
         try XCTSkipUnless(RowGroupedMatrix.isAvailable,
-                          "the kernel tier is \(KernelBackend.selected), not avx512vnni: the row-grouped kernel is not tested here")
+                          "the kernel tier is \(KernelBackend.selected), without a row-group kernel: not tested here")
         let grouped = try XCTUnwrap(built)
         let c = model.configuration
         let tokens = 5

@@ -71,6 +71,11 @@ void ck_rg_pack(int format, const void *weights, size_t rowBytes, int rows, int 
 void ck_rg_gemm(int format, const void *packed, int rows, int k, int groupStart, int groupCount,
                 const int8_t *q, const float *d, const float *s, int tokens, float *y, int ldy, int accumulate);
 
+/// ck_rg_gemm on AVX2 (vpmaddubsw + vpmaddwd, eight rows per vector) over the same packed groups; check
+/// ck_has_avx2 first.
+void ck_rg_gemm_avx2(int format, const void *packed, int rows, int k, int groupStart, int groupCount,
+                     const int8_t *q, const float *d, const float *s, int tokens, float *y, int ldy, int accumulate);
+
 // ---- Q5_0, Q5_1 and the K-quants (kernels_kquants.c) ---------------------------------------------------
 // Layouts: ggml's (the table in Kernels/QuantBlocks.swift). Each row is decoded once into int8 values with a
 // scale and an offset per 16 (value = scale·q + offset), then multiplied with every token.
