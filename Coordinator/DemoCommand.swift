@@ -11,7 +11,7 @@ struct DemoCommand: ParsableCommand {
         help: """
         usage: conclave-coordinator demo [--clients N] [--rounds R] [--model M] [--records K] [--dir DIR]
                                          [--aggregation fedavg|fedadam] [--secure-aggregation on|off]
-                                         [--canaries N] [--json]
+                                         [--canaries N] [--noise local|distributed] [--json]
 
           --clients N     client processes (default 3), each with synthetic clinic notes of its own specialty
           --rounds R      rounds to run (default 3)
@@ -26,6 +26,10 @@ struct DemoCommand: ParsableCommand {
           --canaries N    plant N secret canaries (3 digits, each 4 times) in the first client's notes; it
                           reports their exposure on the global adapter every round, scored exactly over
                           all 1000 secrets (default 5, about 3 s a round on the default model; 0: none)
+          --noise P       local (default): each client adds its own DP noise to 4 DP-SGD steps a round;
+                          distributed: each round is one DP-SGD step over all clients' notes, each adding a
+                          share of the noise under secure aggregation (needs --aggregation fedadam); each
+                          client assumes half the cohort honest
           --json          print {"rounds": [{"round", "participants", "eval_loss_before", "eval_loss_after",
                           "max_epsilon", "seconds", "canary_exposure"?: {"client", "mean_bits", "max_bits",
                           "space_size"}}], "audit_verified", "adapter", "state"}
@@ -45,7 +49,8 @@ struct DemoCommand: ParsableCommand {
             .option("--model", .string, \.model), .option("--records", .int(in: 20...100_000), \.records),
             .option("--dir", \.directory), .option("--aggregation", .oneOf(["fedavg", "fedadam"]), \.aggregation),
             .option("--secure-aggregation", .onOff, \.secureAggregation),
-            .option("--canaries", .int(in: 0...Demo.maximumCanaries), \.canaries), .flag("--json", \.json),
+            .option("--canaries", .int(in: 0...Demo.maximumCanaries), \.canaries),
+            .option("--noise", .oneOf(["local", "distributed"]), \.noise), .flag("--json", \.json),
         ]
     }
 
@@ -57,11 +62,16 @@ struct DemoCommand: ParsableCommand {
     var aggregation = "fedavg"
     var secureAggregation = true
     var canaries = Demo.defaultCanaries
+    var noise = "local"
     var json = false
 
     func validate() throws {
         if secureAggregation && clients < 2 {
             throw UsageError("--secure-aggregation on needs at least 2 clients (got --clients \(clients)); use --secure-aggregation off")
+        }
+        if noise == "distributed" && (!secureAggregation || aggregation != "fedadam") {
+            throw UsageError("--noise distributed shares the noise inside secure aggregation's sum and takes the server's Adam "
+                             + "step: use --secure-aggregation on and --aggregation fedadam")
         }
         guard FileManager.default.fileExists(atPath: model) else {
             throw UsageError("--model: no model at '\(model)' (run 'make model' to fetch the default)")
@@ -73,7 +83,8 @@ struct DemoCommand: ParsableCommand {
         let setup = DemoConfiguration(clients: clients, rounds: rounds, model: URL(fileURLWithPath: model).standardizedFileURL.path,
                                       records: records, directory: directory,
                                       aggregation: AggregationKind(rawValue: aggregation) ?? .fedavg,
-                                      secureAggregation: secureAggregation, canaries: canaries)
+                                      secureAggregation: secureAggregation, canaries: canaries,
+                                      distributedNoise: noise == "distributed")
         let outcome: DemoOutcome
         do {
             // Each step's line is written straight to the descriptor, so it shows at once even through a pipe.

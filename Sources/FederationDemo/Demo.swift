@@ -24,9 +24,14 @@ public struct DemoConfiguration: Sendable, Equatable {
     public var secureAggregation: Bool
     /// Secret canaries planted in the first client's notes (0: none).
     public var canaries: Int
+    /// Whether the noise is shared out over the cohort (distributed DP, issue 17: one DP-SGD step a round over
+    /// the union of the clients' notes, needing secure aggregation and FedAdam) instead of added by each client.
+    public var distributedNoise: Bool
 
     public init(clients: Int = 3, rounds: Int = 3, model: String, records: Int = 120, directory: String? = nil,
-                aggregation: AggregationKind = .fedavg, secureAggregation: Bool = true, canaries: Int = Demo.defaultCanaries) {
+                aggregation: AggregationKind = .fedavg, secureAggregation: Bool = true, canaries: Int = Demo.defaultCanaries,
+                distributedNoise: Bool = false) {
+        self.distributedNoise = distributedNoise
         self.clients = clients
         self.rounds = rounds
         self.model = model
@@ -41,12 +46,27 @@ public struct DemoConfiguration: Sendable, Equatable {
     /// σ = 1: three rounds (12 steps) cost ε ≈ 5.1 at δ 1e-5 under the discrete Gaussian's sound
     /// accounting, plus the metrics releases; at the earlier σ 0.7 one round alone was 10.2, over the budget.
     public var plan: TrainingPlan {
-        TrainingPlan(steps: 4, learningRate: 0.01, samplingRate: 0.06, noiseMultiplier: 1.0, clipNorm: 1.0, delta: 1e-5,
+        if distributedNoise { return distributedPlan }
+        return TrainingPlan(steps: 4, learningRate: 0.01, samplingRate: 0.06, noiseMultiplier: 1.0, clipNorm: 1.0, delta: 1e-5,
                      maxLength: 512, rank: 8, alpha: 16, targets: ["q_proj", "v_proj"])
     }
 
-    /// Each client's policy: a budget of ε 10 at δ 1e-5, privacy required.
-    public var policy: ClientPolicy { ClientPolicy(maxEpsilon: 10, delta: 1e-5, maxStepsPerRound: 100, requirePrivacy: true) }
+    /// The distributed plan: one step a round at the same q, σ and C over the cohort's notes (the 95% not held out),
+    /// divided by their expected number; the server's Adam takes the step (the plan's learning rate 1 scales it).
+    /// The contributions bound, 4× the expected batch plus 32, is far in the Poisson tail.
+    public var distributedPlan: TrainingPlan {
+        let expected = 0.06 * (Double(records) * 0.95).rounded(.down) * Double(clients)
+        return TrainingPlan(steps: 1, learningRate: 1.0, samplingRate: 0.06, noiseMultiplier: 1.0, clipNorm: 1.0, delta: 1e-5,
+                            maxLength: 512, rank: 8, alpha: 16, targets: ["q_proj", "v_proj"], noisePlacement: .distributed,
+                            expectedBatch: expected, maxContributions: Int((4 * expected).rounded(.up)) + 32)
+    }
+
+    /// Each client's policy: a budget of ε 10 at δ 1e-5, privacy required; with distributed noise each assumes
+    /// half the cohort honest (rounded up, itself included), as issue 17's benchmark does.
+    public var policy: ClientPolicy {
+        ClientPolicy(maxEpsilon: 10, delta: 1e-5, maxStepsPerRound: 100, requirePrivacy: true,
+                     assumeHonest: distributedNoise ? (clients + 1) / 2 : 1)
+    }
 
     /// The coordinator's configuration: every client invited (at least all but one), generous deadlines.
     public var coordinator: CoordinatorConfiguration {

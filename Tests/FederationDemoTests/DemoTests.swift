@@ -55,6 +55,25 @@ final class DemoTests: XCTestCase {
         XCTAssertEqual(DemoConfiguration(clients: 1, model: "m").coordinator.rounds.minClients, 1)
     }
 
+    /// `demo --noise distributed` (issue 17): one step a round over the three clients' 114 training notes each
+    /// (expected batch 0.06 × 342), the coordinator's configuration validates, and each client, assuming 2 of
+    /// the 3 honest, accepts the plan under secure aggregation and objects to it without (control).
+    func testTheDistributedDemoPlanValidatesAndEveryClientAcceptsIt() throws {
+        let demo = DemoConfiguration(clients: 3, rounds: 2, model: "/models/m.gguf", aggregation: .fedadam, distributedNoise: true)
+        let plan = demo.coordinator.rounds.plan
+        XCTAssertTrue(plan.isDistributed)
+        XCTAssertEqual(plan.steps, 1)
+        XCTAssertEqual(try XCTUnwrap(plan.expectedBatch), 0.06 * 342, accuracy: 1e-9)
+        XCTAssertEqual(plan.maxContributions, Int((4 * 0.06 * 342).rounded(.up)) + 32)
+        XCTAssertNoThrow(try demo.coordinator.rounds.validate(path: "demo"))
+        let client = demo.clientConfiguration(1, folder: directory)
+        XCTAssertEqual(client.policy.assumeHonest, 2)
+        XCTAssertNil(client.policy.objection(to: plan, secureAggregation: true))
+        XCTAssertNotNil(client.policy.objection(to: plan, secureAggregation: false))
+        XCTAssertEqual(DemoConfiguration(model: "m").policy.assumeHonest, 1, "the local demo is unchanged")
+        XCTAssertFalse(DemoConfiguration(model: "m").plan.isDistributed)
+    }
+
     /// One specialty per client, in the synthetic notes' own order, wrapping after the sixth.
     func testClientsTakeTheSpecialtiesInTurn() {
         let demo = DemoConfiguration(clients: 8, model: "m")
