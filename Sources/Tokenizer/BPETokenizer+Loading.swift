@@ -104,11 +104,12 @@ extension BPETokenizer {
         let (tokens, types) = try Self.vocabulary(model: vocab, addedTokens: root["added_tokens"], file: file)
         let pairs = try Self.mergePairs(rawMerges, file: file)
         let preTokenizer = try Self.preTokenizer(from: root["pre_tokenizer"], file: file)
+        let nfc = try Self.normalizesToNFC(root["normalizer"], file: file)
         let (bos, eos, addBOS, template) = try Self.tokenizerConfig(beside: url, tokens: tokens)
         do {
             try self.init(tokens: tokens, mergePairs: pairs, tokenTypes: types, preTokenizer: preTokenizer,
                           bosTokenId: bos, eosTokenId: eos, addBOS: addBOS && bos != nil, chatTemplate: template,
-                          ignoreMerges: ignoreMerges)
+                          ignoreMerges: ignoreMerges, normalizesToNFC: nfc)
         } catch let error as TokenizerError {
             throw TokenizerError("\(file): \(error.message)")
         }
@@ -197,6 +198,18 @@ extension BPETokenizer {
         return (bos, eos, addBOS, template)
     }
 
+    /// Whether the `normalizer` is Unicode NFC (Qwen2's); none is false; any other is refused, since
+    /// tokenizing without it would give other ids than HF's.
+    private static func normalizesToNFC(_ value: Any?, file: String) throws -> Bool {
+        guard let value, !(value is NSNull) else { return false }
+        let type = (value as? [String: Any])?["type"] as? String
+        guard type == "NFC" else {
+            throw TokenizerError("\(file) normalizer \(type.map { "\"\($0)\"" } ?? "(no type)") is not supported "
+                                 + "(only none or NFC)")
+        }
+        return true
+    }
+
     /// Maps a `tokenizer.json` `pre_tokenizer` object to one we implement.
     private static func preTokenizer(from value: Any?, file: String) throws -> PreTokenizer {
         guard let object = value as? [String: Any], let type = object["type"] as? String else {
@@ -225,15 +238,17 @@ extension BPETokenizer {
                 try checkByteLevel(steps[0])
                 return .gpt2
             }
-            // Llama 3: the regex as a Split step, then ByteLevel without its own regex.
+            // Llama 3 and Qwen2: the regex as a Split step, then ByteLevel without its own regex.
+            let patterns = [PreTokenizer.llama3Pattern: PreTokenizer.llama3, PreTokenizer.qwen2Pattern: .qwen2]
             if kinds == ["Split", "ByteLevel"],
-               (steps[0]["pattern"] as? [String: Any])?["Regex"] as? String == PreTokenizer.llama3Pattern,
+               let pattern = (steps[0]["pattern"] as? [String: Any])?["Regex"] as? String, let known = patterns[pattern],
                steps[0]["behavior"] as? String == "Isolated", steps[0]["invert"] as? Bool != true,
                steps[1]["add_prefix_space"] as? Bool != true {
-                return .llama3
+                return known
             }
             throw TokenizerError("\(file) pre_tokenizer Sequence \(kinds) is not supported (supported: ByteLevel, "
-                                 + "Sequence[Digits(individual_digits), ByteLevel], Sequence[Split(Llama 3 regex), ByteLevel])")
+                                 + "Sequence[Digits(individual_digits), ByteLevel], Sequence[Split(Llama 3 or Qwen2 regex), "
+                                 + "ByteLevel])")
         default:
             throw TokenizerError("\(file) pre_tokenizer type \"\(type)\" is not supported")
         }

@@ -28,6 +28,8 @@ public final class BPETokenizer: @unchecked Sendable {
     public let chatTemplate: String?
     /// Ids that end a generated turn: the EOS token plus the usual end-of-turn control tokens.
     public let endOfTurnTokenIds: Set<Int>
+    /// Whether text is put in Unicode NFC before it is split (a tokenizer.json `normalizer` of type NFC).
+    public let normalizesToNFC: Bool
 
     /// Number of ids (valid ids are `0..<vocabularySize`).
     public var vocabularySize: Int { tokens.count }
@@ -73,7 +75,8 @@ public final class BPETokenizer: @unchecked Sendable {
     /// Builds a tokenizer from merge rules given as pairs (HF `tokenizer.json` may store them so).
     /// `ignoreMerges` (default: on for `llama3`, as llama.cpp does) emits a word that is itself a token as is.
     init(tokens: [String], mergePairs: [(String, String)], tokenTypes: [Int]?, preTokenizer: PreTokenizer,
-         bosTokenId: Int?, eosTokenId: Int?, addBOS: Bool, chatTemplate: String?, ignoreMerges: Bool? = nil) throws {
+         bosTokenId: Int?, eosTokenId: Int?, addBOS: Bool, chatTemplate: String?, ignoreMerges: Bool? = nil,
+         normalizesToNFC: Bool = false) throws {
         guard !tokens.isEmpty, tokens.count < Int(Int32.max) else {
             throw TokenizerError("vocabulary has \(tokens.count) tokens")
         }
@@ -95,6 +98,7 @@ public final class BPETokenizer: @unchecked Sendable {
         self.addBOS = addBOS
         self.chatTemplate = chatTemplate
         self.endOfTurnTokenIds = Self.endOfTurnIds(tokens, types: types, eosTokenId: eosTokenId)
+        self.normalizesToNFC = normalizesToNFC
         self.tokenBytes = vocabulary.bytes
         self.byteTokenIds = Self.byteTokenIds(vocabulary.idForText)
         self.merges = merges
@@ -228,7 +232,9 @@ public final class BPETokenizer: @unchecked Sendable {
 
     /// Appends the ids of `text` (never BOS) to `ids`.
     func appendEncoded(_ text: String, parseSpecialTokens: Bool, into ids: inout [Int]) {
-        var utf8 = Array(text.utf8)
+        // NFC over the whole text, special tokens included: HF normalises the pieces between them, which is
+        // the same unless a combining mark directly follows a special token.
+        var utf8 = Array((normalizesToNFC ? text.precomposedStringWithCanonicalMapping : text).utf8)
         ids.reserveCapacity(ids.count + utf8.count / 3)
         utf8.withUnsafeBufferPointer { bytes in
             var splitter = WordSplitter()

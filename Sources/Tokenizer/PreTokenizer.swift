@@ -19,6 +19,9 @@ public enum PreTokenizer: String, Sendable, CaseIterable {
     /// The HF `Split` pattern of the Llama 3 tokenizer.json.
     static let llama3Pattern = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
 
+    /// The HF `Split` pattern of Qwen2's tokenizer.json (Llama 3's with single digits).
+    static let qwen2Pattern = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
+
     /// The pre-tokenizer for a GGUF `tokenizer.ggml.pre` name; nil when we do not implement it.
     ///
     /// llama.cpp gives "starcoder", "refact", "command-r", "codeshell", "exaone" and "minerva" the same

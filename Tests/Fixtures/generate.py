@@ -240,7 +240,7 @@ QWEN_CONFIGS = {
 # layout and hyper-parameter key is the converter's own.
 CONVERT = """
 import sys
-sys.argv = ["convert_hf_to_gguf.py", sys.argv[1], "--outfile", sys.argv[2], "--outtype", "f32"]
+sys.argv = ["convert_hf_to_gguf.py", sys.argv[1], "--outfile", sys.argv[2], "--outtype", sys.argv[3]]
 import convert_hf_to_gguf
 from conversion import qwen
 def no_tokenizer(self):
@@ -251,11 +251,43 @@ convert_hf_to_gguf.main()
 """
 
 
-def convert_to_gguf(model_directory, out_path):
+def convert_to_gguf(model_directory, out_path, outtype="f32"):
     import subprocess
     environment = dict(os.environ, PYTHONPATH=os.pathsep.join([LLAMA_CPP, os.path.join(LLAMA_CPP, "gguf-py")]))
-    subprocess.run([sys.executable, "-c", CONVERT, model_directory, out_path], check=True, env=environment,
+    subprocess.run([sys.executable, "-c", CONVERT, model_directory, out_path, outtype], check=True, env=environment,
                    cwd=LLAMA_CPP, stdout=subprocess.DEVNULL)
+
+
+# GGUF tensor stems of a Llama-shaped block and their HF names (Qwen's converter permutes no rows).
+GGUF_TO_HF = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head",
+              "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm", "attn_q": "self_attn.q_proj",
+              "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
+              "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm", "ffn_gate": "mlp.gate_proj",
+              "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}
+
+
+def quantized_reference(directory, gguf_path, model_class, input_ids, labels):
+    """transformers' float64 forward over the quantized GGUF's weights as gguf-py dequantizes them."""
+    import numpy as np
+    import torch
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+    state = {}
+    for tensor in GGUFReader(gguf_path).tensors:
+        parts = tensor.name.split(".")
+        if parts[0] == "blk":
+            name = f"model.layers.{parts[1]}.{GGUF_TO_HF[parts[2]]}.{parts[3]}"
+        else:
+            name = f"{GGUF_TO_HF[parts[0]]}.{parts[1]}"
+        values = dequantize(tensor.data, tensor.tensor_type).astype(np.float64)
+        state[name] = torch.from_numpy(values.reshape([int(d) for d in reversed(tensor.shape)]))
+    model = float64_model(model_class, directory)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
+    with torch.no_grad():
+        logits = model(torch.tensor(input_ids)).logits
+    losses = [float(x) for x in per_example_losses(logits, torch.tensor(labels))]
+    return logits.to(torch.float32).contiguous(), losses
 
 
 def tiny_family(out, family):
@@ -280,7 +312,10 @@ def tiny_family(out, family):
             if os.path.exists(os.path.join(folder, name)):
                 os.remove(os.path.join(folder, name))
     convert_to_gguf(directory, os.path.join(directory, "model.gguf"))
+    convert_to_gguf(directory, os.path.join(directory, "model-q8_0.gguf"), "q8_0")
     numbers, tensors = lora_reference(directory, adapter_directory, model_class, input_ids, labels)
+    tensors["q8_0_logits"], q8_losses = quantized_reference(directory, os.path.join(directory, "model-q8_0.gguf"),
+                                                            model_class, input_ids, labels)
     save_file(tensors, os.path.join(directory, "reference.safetensors"))
     write_json(os.path.join(directory, "reference.json"), {
         "input_ids": input_ids, "labels": labels,
@@ -289,6 +324,9 @@ def tiny_family(out, family):
                  "loss_per_example": numbers["lora_loss_per_example"],
                  "per_example_grad_norm": numbers["per_example_grad_norm"],
                  "note": "as tiny-llama's: logits, lora_logits and grad.<adapter tensor name> in reference.safetensors"},
+        "q8_0": {"loss_per_example": q8_losses,
+                 "note": "model-q8_0.gguf (the converter's --outtype q8_0): transformers float64 over its weights "
+                         "dequantized by gguf-py; its logits are q8_0_logits in reference.safetensors"},
         "source": {"made_by": f"Tests/Fixtures/generate.py tiny-{family}", "seed": SEED + sum(map(ord, family)),
                    "float": "float64, eager attention",
                    "gguf": "model.gguf: llama.cpp's convert_hf_to_gguf.py --outtype f32 on this directory "

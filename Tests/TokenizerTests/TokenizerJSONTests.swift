@@ -63,6 +63,42 @@ final class TokenizerJSONTests: XCTestCase {
                        "<|im_start|>user\nhi<|im_end|>\n")
     }
 
+    /// Qwen2's tokenizer.json: its Split regex (as llama.cpp's llama-vocab.cpp quotes it "from tokenizer.json")
+    /// and an NFC normalizer. Single digits never merge; a decomposed é (e + U+0301) is tokenized as the
+    /// precomposed one (U+00E9, bytes C3 A9), by Unicode's canonical composition.
+    func testQwen2SplitAndNFCNormalizer() throws {
+        let split: [String: Any] = ["type": "Split", "pattern": ["Regex": PreTokenizer.qwen2Pattern], "behavior": "Isolated",
+                                    "invert": false]
+        let sequence: [String: Any] = ["type": "Sequence", "pretokenizers": [
+            split, ["type": "ByteLevel", "add_prefix_space": false, "use_regex": false, "trim_offsets": false]]]
+        var json = tokenizerJSON(preTokenizer: sequence)
+        json["normalizer"] = ["type": "NFC"]
+        let tok = try BPETokenizer(tokenizerJSON: try write(json))
+        XCTAssertEqual(tok.preTokenizer, .qwen2)
+        XCTAssertTrue(tok.normalizesToNFC)
+        XCTAssertEqual(tok.encode("a 12"), [97, 32, 49, 50], "Qwen2 splits digits one by one, so 1 2 never merge")
+        XCTAssertEqual(tok.encode("e\u{301}"), [195, 169], "NFC composes e + U+0301 into U+00E9")
+        XCTAssertEqual(tok.encode("\u{E9}"), [195, 169])
+        // The controls: without the normalizer the decomposed bytes stay; Llama 3's regex merges 1 2.
+        json["normalizer"] = NSNull()
+        XCTAssertEqual(try BPETokenizer(tokenizerJSON: try write(json)).encode("e\u{301}"), [101, 204, 129])
+        var llama3 = split
+        llama3["pattern"] = ["Regex": PreTokenizer.llama3Pattern]
+        json["pre_tokenizer"] = ["type": "Sequence", "pretokenizers": [llama3, sequence["pretokenizers"].map { ($0 as! [Any])[1] }!]]
+        XCTAssertEqual(try BPETokenizer(tokenizerJSON: try write(json)).encode("a 12"), [97, 32, 262])
+    }
+
+    /// A normalizer other than NFC would change the ids HF gives: refused by name, never ignored.
+    func testOtherNormalizersAreRefused() throws {
+        for normalizer in [["type": "Lowercase"], ["type": "NFKC"], ["type": "Sequence", "normalizers": [] as [Any]]] as [[String: Any]] {
+            var json = tokenizerJSON(preTokenizer: byteLevel)
+            json["normalizer"] = normalizer
+            XCTAssertThrowsError(try BPETokenizer(tokenizerJSON: try write(json))) {
+                XCTAssertTrue("\($0)".contains("normalizer \"\(normalizer["type"]!)\" is not supported"), "\($0)")
+            }
+        }
+    }
+
     func testMalformedTokenizerJSONGivesClearErrors() throws {
         func message(_ object: Any?, raw: String? = nil) throws -> String {
             let dir = try Fixtures.temporaryDirectory("tokenizer-json")
