@@ -9,11 +9,14 @@ struct QuantizeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         name: "quantize", abstract: "Write a model, optionally with a LoRA adapter merged, as a GGUF file.",
         help: """
-        usage: conclave-client quantize --model M [--adapter A] --type q8_0|q4_0|q4_1|f16|f32 --out F.gguf [--json]
+        usage: conclave-client quantize --model M [--adapter A] --type TYPE --out F.gguf [--json]
 
           --model M     a .gguf file or an HF directory
           --adapter A   a PEFT LoRA adapter directory merged into the weights first (W + scaling·B·A)
-          --type T      weight format of the output; for q4_0 and q4_1 the embedding stays q8_0
+          --type T      q8_0, q4_0, q4_1, f16 or f32 for every weight matrix (for q4_0 and q4_1 the embedding
+                        stays q8_0); or llama.cpp's mixes q4_k_m, q5_k_m, q6_k (the output head and some
+                        attn_v/ffn_down in q6_k; rows that are not whole 256-value super-blocks in q5_0,
+                        q5_1 or q8_0, as llama-quantize does)
           --out F       the GGUF v3 file to write (atomically)
           --json        print {"out", "type", "bytes", "tensors", "seconds"}
         Architecture, hyper-parameters and tokenizer metadata are carried over. A model without a tokenizer
@@ -38,14 +41,14 @@ struct QuantizeCommand: ParsableCommand {
     var out = ""
     var json = false
 
-    /// The output's weight format; `validate()` has checked that `--type` names one.
-    var type: TensorType { ModelExporter.formats[typeName.lowercased()]! }
+    /// The output's weight formats; `validate()` has checked that `--type` names a scheme.
+    var scheme: ExportScheme { ExportScheme.byName[typeName.lowercased()]! }
 
     func validate() throws {
         try ModelCommands.checkModel(modelPath, adapter: adapterPath)
         try PathCheck.outputFile("--out", out, expected: "the GGUF file to write (replaced atomically if it exists)")
-        guard ModelExporter.formats[typeName.lowercased()] != nil else {
-            throw UsageError("--type must be one of \(ModelExporter.formats.keys.sorted().joined(separator: ", ")), got '\(typeName)'")
+        guard ExportScheme.byName[typeName.lowercased()] != nil else {
+            throw UsageError("--type must be one of \(ExportScheme.byName.keys.sorted().joined(separator: ", ")), got '\(typeName)'")
         }
     }
 
@@ -58,7 +61,7 @@ struct QuantizeCommand: ParsableCommand {
         }
         let adapter = try adapterPath.map { try ModelLoader.loadAdapter(path: $0, for: loaded.model) }
         let progress = ProgressReporter(label: "quantize", total: loaded.model.configuration.numHiddenLayers + 1, enabled: !json)
-        try ModelExporter.export(loaded, adapter: adapter, type: type, to: URL(fileURLWithPath: out)) { done, _ in
+        try ModelExporter.export(loaded, adapter: adapter, scheme: scheme, to: URL(fileURLWithPath: out)) { done, _ in
             progress.update(done)
         }
         let written = try GGUFFile(url: URL(fileURLWithPath: out))

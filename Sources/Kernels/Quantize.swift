@@ -72,13 +72,8 @@ public enum Quantize {
                     base.storeBytes(of: UInt8(lo) | UInt8(hi) << 4, toByteOffset: 4 + j, as: UInt8.self)
                 }
             }
-        case .q5_0, .q5_1:
-            for block in 0..<(count / 32) {
-                QuantBlocks.quantizeQ5(values + block * 32, minimum: format == .q5_1,
-                                       into: destination + block * format.bytesPerBlock)
-            }
-        case .q2_K, .q3_K, .q4_K, .q5_K, .q6_K:
-            require(false, "quantizing to \(format) is not implemented: Conclave reads K-quants; llama-quantize writes them")
+        case .q5_0, .q5_1, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K:
+            QuantBlocks.quantizeRow(values, count: count, format: format, into: destination)
         }
     }
 

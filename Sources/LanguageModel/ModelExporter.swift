@@ -6,10 +6,7 @@ import Tokenizer
 /// Writes a model (optionally with a LoRA adapter merged into its weights) as a GGUF v3 file that
 /// llama.cpp loads: llama.cpp's tensor names, Q/K rows in its permuted order, tokenizer metadata.
 public enum ModelExporter {
-    /// Output formats of `quantize`.
-    public static let formats: [String: TensorType] = ["q8_0": .q8_0, "q4_0": .q4_0, "q4_1": .q4_1, "f16": .f16, "f32": .f32]
-
-    /// llama.cpp's `general.file_type` (enum llama_ftype) for a uniform file of `type`.
+    /// llama.cpp's `general.file_type` (enum llama_ftype) for a uniform file of `type` (the mixes: `ExportScheme`).
     static func fileType(_ type: TensorType) -> UInt32 {
         switch type {
         case .f32: return 0
@@ -29,11 +26,11 @@ public enum ModelExporter {
         }
     }
 
-    /// Exports `loaded` to `url` in `type`, merging `adapter` (W + scaling·B·A) first when given.
+    /// Exports `loaded` to `url` as `scheme` says, merging `adapter` (W + scaling·B·A) first when given.
     ///
-    /// 2-D weights take `type`; for 4-bit outputs the (tied) embedding stays Q8_0, as llama.cpp's own
-    /// quantizer keeps the output head at higher precision. Norm weights stay F32.
-    public static func export(_ loaded: LoadedModel, adapter: LoRAAdapter?, type: TensorType, to url: URL,
+    /// 2-D weights take the scheme's type for their role (for 4-bit uniform outputs the embedding stays Q8_0,
+    /// as llama.cpp's own quantizer keeps the output head at higher precision). Norm weights stay F32.
+    public static func export(_ loaded: LoadedModel, adapter: LoRAAdapter?, scheme: ExportScheme, to url: URL,
                               progress: (Int, Int) -> Void = { _, _ in }) throws {
         let weights = loaded.model.weights
         let c = weights.configuration
@@ -45,11 +42,12 @@ public enum ModelExporter {
                     + "yet (only Llama); its PEFT adapter can still be saved and used with the original model")
         }
         var writer = GGUFWriter()
-        setMetadata(of: loaded, type: type, adapterMerged: adapter != nil, on: &writer)
+        setMetadata(of: loaded, fileType: scheme.fileType, adapterMerged: adapter != nil, on: &writer)
+        let tied = weights.output.data == weights.embedding.data
 
-        let embeddingType: TensorType = (type == .q4_0 || type == .q4_1) ? .q8_0 : type
-        func add(_ name: String, _ matrix: WeightMatrix, as tensorType: TensorType,
+        func add(_ name: String, _ matrix: WeightMatrix, as role: ExportScheme.Role,
                  merge: (module: ProjectionModule, pair: LoRAPair)? = nil, permuteHeads: Int? = nil) throws {
+            let tensorType = scheme.type(of: role, columns: matrix.columns)
             var values = matrix.dequantized()
             if let (module, pair) = merge {
                 mergeLoRA(pair, of: module, scaling: Float(adapter!.scaling), into: &values, of: matrix, weights: weights)
@@ -68,9 +66,9 @@ public enum ModelExporter {
             try writer.addTensor(name: name, dimensions: [values.count], type: .f32, data: values.withUnsafeBytes { Array($0) })
         }
         let total = c.numHiddenLayers + 1
-        try add("token_embd.weight", weights.embedding, as: embeddingType)
-        if weights.output.data != weights.embedding.data {
-            try add("output.weight", weights.output, as: embeddingType)
+        try add("token_embd.weight", weights.embedding, as: .embedding(tied: tied))
+        if !tied {
+            try add("output.weight", weights.output, as: .output)
         }
         try addVector("output_norm.weight", weights.finalNorm)
         progress(1, total)
@@ -80,7 +78,8 @@ public enum ModelExporter {
             for module in ProjectionModule.allCases {
                 let pair = adapter?.layers[l][module]
                 let heads = module == .qProj ? c.numAttentionHeads : module == .kProj ? c.numKeyValueHeads : nil
-                try add("blk.\(l).\(module.ggufName).weight", layer.projection(module), as: type,
+                try add("blk.\(l).\(module.ggufName).weight", layer.projection(module),
+                        as: .projection(module, layer: l, layers: c.numHiddenLayers),
                         merge: pair.map { (module, $0) }, permuteHeads: heads)
             }
             progress(l + 2, total)
@@ -90,7 +89,7 @@ public enum ModelExporter {
 
     /// The file's metadata: the source GGUF's keys (or, for another source, a name and its tokenizer), then
     /// llama.cpp's architecture keys from the configuration and the file type of `type`.
-    static func setMetadata(of loaded: LoadedModel, type: TensorType, adapterMerged: Bool,
+    static func setMetadata(of loaded: LoadedModel, fileType: UInt32, adapterMerged: Bool,
                             on writer: inout GGUFWriter) {
         let weights = loaded.model.weights
         let c = weights.configuration
@@ -114,7 +113,7 @@ public enum ModelExporter {
         writer.set("llama.rope.dimension_count", .uint32(UInt32(c.headDim)))
         writer.set("llama.attention.layer_norm_rms_epsilon", .float32(Float(c.rmsNormEps)))
         writer.set("llama.vocab_size", .uint32(UInt32(c.vocabSize)))
-        writer.set("general.file_type", .uint32(fileType(type)))
+        writer.set("general.file_type", .uint32(fileType))
         if adapterMerged { writer.set("conclave.adapter_merged", .bool(true)) }
     }
 

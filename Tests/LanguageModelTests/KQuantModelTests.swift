@@ -73,6 +73,29 @@ final class KQuantModelTests: XCTestCase {
         XCTAssertEqual(weights.embedding.format, .q8_0)
     }
 
+    /// `quantize --type q4_k_m` picks llama-quantize's type for every tensor of this model (the file was made by it).
+    func testOurQ4KMMixChoosesLlamaCppsTypes() throws {
+        let url = Self.modelURL
+        _ = try model()
+        let file = try GGUFFile(url: url), layers = try model().model.configuration.numHiddenLayers
+        var compared = 0
+        for tensor in file.tensors where tensor.dimensions.count == 2 {
+            let role: ExportScheme.Role
+            if tensor.name == "token_embd.weight" {
+                role = .embedding(tied: file.tensor(named: "output.weight") == nil)
+            } else if tensor.name == "output.weight" {
+                role = .output
+            } else {
+                let parts = tensor.name.split(separator: ".")
+                let module = try XCTUnwrap(ProjectionModule.allCases.first { $0.ggufName == parts[2] }, tensor.name)
+                role = .projection(module, layer: Int(parts[1])!, layers: layers)
+            }
+            XCTAssertEqual(ExportScheme.kQuantMix(.q4_K).type(of: role, columns: tensor.dimensions[0]), tensor.type, tensor.name)
+            compared += 1
+        }
+        XCTAssertEqual(compared, 211, "every matrix compared")
+    }
+
     /// Exact products (float32): the loss within SmolLM2ReferenceTests' tolerance of float64, the same top 5.
     func testLossAndTopFiveMatchFloat64() throws {
         let loaded = try model()
