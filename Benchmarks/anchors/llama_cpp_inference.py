@@ -13,6 +13,9 @@ prints llama.cpp's greedy continuation next to ours.
       --bench .build/release/conclave-bench-inference --client .build/release/conclave-client \
       --threads 2 --runs 5 models/*.gguf
 
+`--before BENCH` adds a second build of our benchmark (e.g. main's, before a change) to every round of the
+alternation, so a change is measured against its own baseline and llama.cpp in the same run.
+
 Peak RSS of llama.cpp is the subprocess's peak minus the interpreter's RSS just before the model is
 loaded (Python and numpy are not llama.cpp's cost); both raw and net figures are printed.
 """
@@ -116,6 +119,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=2, help="alternations of ours and llama.cpp per model")
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--generate-tokens", type=int, default=64)
+    parser.add_argument("--before", help="a second conclave-bench-inference (a baseline build), alternated too")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--measure-llama", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -129,9 +133,12 @@ def main():
     keys = ["prompt_tokens_per_second", "generation_tokens_per_second", "time_to_first_token_ms", "peak_rss_bytes"]
     report = []
     for model in args.models:
-        ours_runs, theirs_runs = [], []
+        ours_runs, theirs_runs, before_runs = [], [], []
         for _ in range(args.rounds):
             ours_runs.append(measure_ours(args.bench, model, args.threads, args.runs, args.prompt_tokens, args.generate_tokens))
+            if args.before:
+                before_runs.append(measure_ours(args.before, model, args.threads, args.runs, args.prompt_tokens,
+                                                args.generate_tokens))
             out = subprocess.run([sys.executable, __file__, "--measure-llama", model, "--threads", str(args.threads),
                                   "--runs", str(args.runs), "--prompt-tokens", str(args.prompt_tokens),
                                   "--generate-tokens", str(args.generate_tokens)],
@@ -156,6 +163,13 @@ def main():
             "greedy_llama_cpp": theirs_runs[-1]["greedy_ids"],
             "greedy_ours": our_greedy(args.client, model, args.threads),
         }
+        if before_runs:
+            before = {k: statistics.median(r[k] for r in before_runs) for k in keys + ["scoring_tokens_per_second"]}
+            entry["before"] = before
+            entry["ratio"]["before_prompt"] = before["prompt_tokens_per_second"] / theirs["prompt_tokens_per_second"]
+            entry["ratio"]["before_generation"] = (before["generation_tokens_per_second"]
+                                                   / theirs["generation_tokens_per_second"])
+        entry["load_average"] = open("/proc/loadavg").read().split()[:3]
         report.append(entry)
         if not args.json:
             r = entry["ratio"]
@@ -171,6 +185,12 @@ def main():
                   f"llama.cpp {theirs['time_to_first_token_ms']:.1f} ms, ratio {r['time_to_first_token']:.2f}")
             print(f"  peak RSS: ours {ours['peak_rss_bytes'] / 1e6:.1f} MB, llama.cpp {theirs['peak_rss_bytes'] / 1e6:.1f} MB "
                   f"net ({theirs['peak_rss_bytes_raw'] / 1e6:.1f} MB with Python), ratio {r['peak_rss']:.2f}")
+            if before_runs:
+                b = entry["before"]
+                print(f"  before ({args.before}): prompt {b['prompt_tokens_per_second']:.1f} tok/s "
+                      f"(ratio {r['before_prompt']:.2f}), generation {b['generation_tokens_per_second']:.1f} tok/s "
+                      f"(ratio {r['before_generation']:.2f})")
+            print(f"  load average after the model: {' '.join(entry['load_average'])}")
             same = entry["greedy_llama_cpp"] == entry["greedy_ours"]
             print(f"  greedy '{GREEDY_PROMPT}': llama.cpp {entry['greedy_llama_cpp']}")
             print(f"                             ours      {entry['greedy_ours']} ({'same' if same else 'differs'})")

@@ -11,9 +11,9 @@ import Foundation
 /// | operation                              | avx512vnni                    | avx2                          | neondot / neon (aarch64)          | generic              |
 /// |----------------------------------------|-------------------------------|-------------------------------|-----------------------------------|----------------------|
 /// | float32 product, any format            | dequantized panel, FMA        | dequantized panel, FMA        | dequantized panel, FMLA           | Swift SIMD, 4 rows   |
-/// | int8 product, model inference/training | 16-row groups, zmm vpdpbusd   | (the two rows below)          | (the row below)                   | Swift SIMD, 4 rows   |
-/// | int8 product, 1-3 tokens (generation)  | row tiles, vpdpbusd (ymm)     | row tiles, vpmaddubsw         | 4×4 tiles: sdot / vmull+vpadal    | (SSE2 pmaddwd)       |
-/// | int8 product, ≥ 4 tokens (prompt/eval) | interleaved panel, vpdpbusd   | interleaved panel, vpmaddubsw | 4×4 tiles: sdot / vmull+vpadal    | (GenericInt8)        |
+/// | int8 product, model inference/training | 16-row groups, zmm vpdpbusd   | 16-row groups, 2 × 8 rows, ymm vpmaddubsw + vpmaddwd (inference; training's packed copies: panel) | (the row below) | Swift SIMD, 4 rows |
+/// | int8 product, 1-3 tokens, file layout  | row tiles, vpdpbusd (ymm)     | row tiles, vpmaddubsw         | 4×4 tiles: sdot / vmull+vpadal    | (SSE2 pmaddwd)       |
+/// | int8 product, ≥ 4 tokens, file layout  | interleaved panel, vpdpbusd   | interleaved panel, vpmaddubsw | 4×4 tiles: sdot / vmull+vpadal    | (GenericInt8)        |
 /// | attention scores (one query, many keys)| 4 rows per pass, AVX2 FMA     | 4 rows per pass, AVX2 FMA     | 4 rows per pass, FMLA             | Swift SIMD8 dot      |
 /// | activation quantization                | AVX2                          | AVX2                          | NEON (vcvtnq)                     | Swift                |
 /// | dequantize row (f16, q8_0, q4_0, q4_1) | AVX2 + F16C                   | AVX2 + F16C                   | NEON (fcvtl)                      | Swift SIMD (q*)      |

@@ -68,13 +68,13 @@ public final class LlamaModel: @unchecked Sendable {
     /// How activations meet quantized weights: `.int8` (fast, llama.cpp's way) by default for inference;
     /// `.float32` for exact comparisons. Training passes always use float32.
     public var precision: ActivationPrecision = .int8
-    /// Whether int8 inference may use the 16-row-group kernel where the CPU has AVX-512 VNNI (on by
-    /// default; off runs the row-tile and panel kernels on the file's own layout, for comparisons).
+    /// Whether int8 inference may use the 16-row-group kernels on x86 (AVX2, or AVX-512 VNNI where the CPU
+    /// has it; on by default; off runs the row-tile and panel kernels on the file's own layout, for comparisons).
     public var rowGroupedInference = true
     public private(set) var adapter: LoRAAdapter?
     /// Transposed copies of the base matrices for int8 training backward passes (built on first use).
     let transposed = TransposedWeights()
-    /// The quantized matrices in 16-row groups for int8 inference on AVX-512 VNNI CPUs (built on first use).
+    /// The quantized matrices in 16-row groups for int8 inference on x86 CPUs with AVX2 (built on first use).
     private var groupedWeights: GroupedWeights?
     private var groupedChecked = false
     private let groupedLock = NSLock()
@@ -300,8 +300,8 @@ public final class LlamaModel: @unchecked Sendable {
 }
 
 extension LlamaModel {
-    /// The row-grouped copies for int8 inference, built once on first use; nil where the kernel cannot
-    /// run (no AVX-512 VNNI, or no quantized matrices).
+    /// The row-grouped copies for int8 inference, built once on first use; nil where no row-group kernel
+    /// runs (no AVX2: the generic and NEON tiers) or there are no quantized matrices.
     ///
     /// Once built, the mapped file's pages behind the copied matrices are dropped from resident memory:
     /// the copies take over, so inference does not hold the model twice. (The embedding's rows are still

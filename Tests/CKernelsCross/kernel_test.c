@@ -478,12 +478,20 @@ static void gemm_vnni_panel(int f, const void *w, size_t rb, int rows, const int
                             int tokens, int k, float *y, int ldy, int acc) {
     panel(1, f, w, rb, rows, q, d, s, tokens, k, y, ldy, acc);
 }
-static void gemm_rowgroups(int f, const void *w, size_t rb, int rows, const int8_t *q, const float *d, const float *s,
-                           int tokens, int k, float *y, int ldy, int acc) {
+static void rowgroups(int vnni, int f, const void *w, size_t rb, int rows, const int8_t *q, const float *d,
+                      const float *s, int tokens, int k, float *y, int ldy, int acc) {
     void *packed = malloc(ck_rg_bytes(f, rows, k));
     ck_rg_pack(f, w, rb, rows, k, packed);
-    ck_rg_gemm(f, packed, rows, k, 0, (rows + 15) / 16, q, d, s, tokens, y, ldy, acc);
+    (vnni ? ck_rg_gemm : ck_rg_gemm_avx2)(f, packed, rows, k, 0, (rows + 15) / 16, q, d, s, tokens, y, ldy, acc);
     free(packed);
+}
+static void gemm_rowgroups(int f, const void *w, size_t rb, int rows, const int8_t *q, const float *d, const float *s,
+                           int tokens, int k, float *y, int ldy, int acc) {
+    rowgroups(1, f, w, rb, rows, q, d, s, tokens, k, y, ldy, acc);
+}
+static void gemm_avx2_rowgroups(int f, const void *w, size_t rb, int rows, const int8_t *q, const float *d,
+                                const float *s, int tokens, int k, float *y, int ldy, int acc) {
+    rowgroups(0, f, w, rb, rows, q, d, s, tokens, k, y, ldy, acc);
 }
 
 static int run_architecture(int expectDotprod) {
@@ -492,7 +500,8 @@ static int run_architecture(int expectDotprod) {
     if (!ck_has_avx2()) { printf("no AVX2: no C kernel runs on this CPU (the Swift generic path does)\n"); return 0; }
     const Tier avx2 = {"avx2", ck_dequantize_row, ck_panel_gemm, ck_dot_rows, ck_dot, ck_quantize_q8, gemm_avx2_tiles};
     const Tier avx2Panel = {"avx2-panel", NULL, NULL, NULL, NULL, NULL, gemm_avx2_panel};
-    int bad = run_tier(&avx2) + run_tier(&avx2Panel);
+    const Tier avx2Groups = {"avx2-rowgroups", NULL, NULL, NULL, NULL, NULL, gemm_avx2_rowgroups};
+    int bad = run_tier(&avx2) + run_tier(&avx2Panel) + run_tier(&avx2Groups);
     if (ck_has_avx512_vnni()) {
         const Tier tiles = {"vnni-tiles", NULL, NULL, NULL, NULL, NULL, gemm_vnni_tiles};
         const Tier panels = {"vnni-panel", NULL, NULL, NULL, NULL, NULL, gemm_vnni_panel};

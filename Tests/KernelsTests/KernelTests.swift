@@ -229,6 +229,35 @@ final class ThreadPoolTests: XCTestCase {
             XCTAssertTrue((0..<count).allSatisfy { visits[$0] == 1 }, "round \(round)")
         }
     }
+
+    /// Workers keep joining loops after the loop counter passes 2³¹ (the ticket keeps 31 bits of it):
+    /// about ten hours of generation at 60,000 loops a second. Started just below the boundary, loops whose
+    /// chunks take a millisecond each must get some of them run by the worker on either side of it.
+    func testWorkersStillJoinPastTheTicketsGenerationBits() {
+        let pool = ThreadPool(threads: 2)
+        let boundary = 1 << 31
+        pool.state.generation.store(boundary - 20, ordering: .sequentiallyConsistent)
+        var workerChunksPast = 0
+        for loop in 0..<60 {
+            let caller = Thread.current
+            let onWorker = WorkerCount()
+            pool.parallelFor(8) { range in
+                for _ in range { usleep(1_000) }
+                if Thread.current != caller { onWorker.add() }
+            }
+            if loop > 20 { workerChunksPast += onWorker.value }
+        }
+        XCTAssertGreaterThan(pool.state.generation.load(ordering: .relaxed), boundary, "the test did not cross the boundary")
+        XCTAssertGreaterThan(workerChunksPast, 0, "no chunk ran on the worker after the generation passed 2^31")
+    }
+}
+
+/// Chunks counted across a pool's threads in a test.
+private final class WorkerCount: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    var value: Int { lock.withLock { count } }
+    func add() { lock.withLock { count += 1 } }
 }
 
 /// A flag shared with a pool's worker in a test.
