@@ -142,7 +142,7 @@ def lora_reference(model_directory, adapter_directory, model_class, input_ids, l
     tensors = {"logits": logits.to(torch.float32).contiguous(),
                "lora_logits": lora_logits.detach().to(torch.float32).contiguous(), **gradient_tensors}
     numbers = {"loss_per_example": losses, "loss_mean_of_examples": sum(losses) / len(losses),
-               "lora_loss_per_example": [float(x) for x in lora_losses], "per_example_grad_norm": norms}
+               "lora_loss_per_example": [float(x.detach()) for x in lora_losses], "per_example_grad_norm": norms}
     return numbers, tensors
 
 
