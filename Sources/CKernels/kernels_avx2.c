@@ -56,6 +56,32 @@ AVX2 void ck_dot_rows_avx2(const float *x, const float *rows, size_t stride, int
     for (; j < count; j++) out[j] = ck_dot_avx2(x, rows + (size_t)j * stride, (size_t)n) * scale;
 }
 
+AVX2 void ck_weighted_rows_avx2(float *out, const float *rows, size_t stride, const float *c, int count, int n,
+                                int accumulate) {
+    int i = 0;
+    // 64 columns at a time: eight accumulators, enough independent FMA chains to fill both FMA units.
+    for (; i + 64 <= n; i += 64) {
+        __m256 a[8];
+        for (int v = 0; v < 8; v++) a[v] = accumulate ? _mm256_loadu_ps(out + i + 8 * v) : _mm256_setzero_ps();
+        for (int j = 0; j < count; j++) {
+            const __m256 cj = _mm256_set1_ps(c[j]);
+            const float *r = rows + (size_t)j * stride + i;
+            for (int v = 0; v < 8; v++) a[v] = _mm256_fmadd_ps(cj, _mm256_loadu_ps(r + 8 * v), a[v]);
+        }
+        for (int v = 0; v < 8; v++) _mm256_storeu_ps(out + i + 8 * v, a[v]);
+    }
+    for (; i + 8 <= n; i += 8) {
+        __m256 a = accumulate ? _mm256_loadu_ps(out + i) : _mm256_setzero_ps();
+        for (int j = 0; j < count; j++) a = _mm256_fmadd_ps(_mm256_set1_ps(c[j]), _mm256_loadu_ps(rows + (size_t)j * stride + i), a);
+        _mm256_storeu_ps(out + i, a);
+    }
+    for (; i < n; i++) {
+        float a = accumulate ? out[i] : 0.0f;
+        for (int j = 0; j < count; j++) a += c[j] * rows[(size_t)j * stride + i];
+        out[i] = a;
+    }
+}
+
 AVX2 float ck_dot_avx2(const float *a, const float *b, size_t n) {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
     size_t i = 0;
@@ -169,5 +195,9 @@ void ck_panel_gemm_avx2(const float *w, int rows, const float *x, int tokens, in
 float ck_dot_avx2(const float *a, const float *b, size_t n) { (void)a; (void)b; (void)n; return 0; }
 void ck_dot_rows_avx2(const float *x, const float *rows, size_t stride, int count, int n, float scale, float *out) {
     (void)x; (void)rows; (void)stride; (void)count; (void)n; (void)scale; (void)out;
+}
+void ck_weighted_rows_avx2(float *out, const float *rows, size_t stride, const float *c, int count, int n,
+                           int accumulate) {
+    (void)out; (void)rows; (void)stride; (void)c; (void)count; (void)n; (void)accumulate;
 }
 #endif

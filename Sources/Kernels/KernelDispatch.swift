@@ -15,6 +15,7 @@ import Foundation
 /// | int8 product, 1-3 tokens, file layout  | row tiles, vpdpbusd (ymm)     | row tiles, vpmaddubsw         | 4×4 tiles: sdot / vmull+vpadal    | (SSE2 pmaddwd)       |
 /// | int8 product, ≥ 4 tokens, file layout  | interleaved panel, vpdpbusd   | interleaved panel, vpmaddubsw | 4×4 tiles: sdot / vmull+vpadal    | (GenericInt8)        |
 /// | attention scores (one query, many keys)| 4 rows per pass, AVX2 FMA     | 4 rows per pass, AVX2 FMA     | 4 rows per pass, FMLA             | Swift SIMD8 dot      |
+/// | attention values (inference, P·V)     | 64 columns per pass, AVX2 FMA | 64 columns per pass, AVX2 FMA | Swift SIMD16 (weightedRowSum)     | Swift SIMD16         |
 /// | activation quantization                | AVX2                          | AVX2                          | NEON (vcvtnq)                     | Swift                |
 /// | dequantize row (f16, q8_0, q4_0, q4_1) | AVX2 + F16C                   | AVX2 + F16C                   | NEON (fcvtl)                      | Swift SIMD (q*)      |
 /// | int8 product, Q5_0 Q5_1 Q2_K-Q6_K      | row decoded once, vpdpbusd    | row decoded once, vpmaddubsw  | (generic)                         | Swift SIMD dots      |

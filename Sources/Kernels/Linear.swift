@@ -243,6 +243,18 @@ extension Vector {
 }
 
 extension Vector {
+    /// `weightedRowSum` with unit coefficient stride on the AVX2 kernel (FMA, eight accumulators) where the
+    /// CPU has it: inference's attention values, softmax(scores)·V; training keeps the Swift path.
+    public static func attentionValues(into out: UnsafeMutablePointer<Float>, rows: UnsafePointer<Float>, rowStride: Int,
+                                       coefficients: UnsafePointer<Float>, count: Int, width: Int) {
+        if KernelBackend.selected.hasAVX2 {
+            ck_weighted_rows_avx2(out, rows, rowStride, coefficients, Int32(count), Int32(width), 0)
+        } else {
+            weightedRowSum(into: out, rows: rows, rowStride: rowStride, coefficients: coefficients, coefficientStride: 1,
+                           count: count, width: width, accumulate: false)
+        }
+    }
+
     /// out[0..<width] (+)= Σ_i coefficients[i·coefficientStride] · rows[i·rowStride ..< i·rowStride + width]
     /// for i in 0..<count: a weighted sum of strided rows kept in registers 64 columns at a time, so each
     /// output element is written once (attention's P·V, dS·K and their transposes).

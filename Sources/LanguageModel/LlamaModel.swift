@@ -377,8 +377,8 @@ enum Attention {
                 Vector.dotRows(query, rows: keys + kvHead * hd, stride: kvWidth, count: length, width: hd, scale: scale,
                                into: scores)
                 Activation.softmax(scores, length)
-                Vector.weightedRowSum(into: output + t * qWidth + head * hd, rows: values + kvHead * hd, rowStride: kvWidth,
-                                      coefficients: scores, coefficientStride: 1, count: length, width: hd, accumulate: false)
+                Vector.attentionValues(into: output + t * qWidth + head * hd, rows: values + kvHead * hd, rowStride: kvWidth,
+                                       coefficients: scores, count: length, width: hd)
             }
         }
     }

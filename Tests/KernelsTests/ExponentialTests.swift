@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import XCTest
 @testable import Kernels
@@ -135,6 +136,34 @@ final class ExponentialTests: XCTestCase {
 
 /// The strided weighted row sum under attention, against a Double loop.
 final class WeightedRowSumTests: XCTestCase {
+    /// The AVX2 kernel of attention's values (`ck_weighted_rows_avx2`) against Double, widths around its
+    /// 64- and 8-column steps, with a positive control: one coefficient changed by 1e-3 must fail the bound.
+    func testAVX2AttentionValuesMatchDouble() throws {
+        try requireAVX2("ck_weighted_rows_avx2")
+        for (width, count, rowStride) in [(64, 5, 64), (64, 130, 192), (83, 7, 100), (15, 1, 15), (200, 33, 211), (7, 3, 9)] {
+            let rows = (0..<(count * rowStride)).map { Float(($0 * 37) % 101) / 50 - 1 }
+            let coefficients = (0..<count).map { Float(($0 * 13) % 29) / 14 - 1 }
+            let start = (0..<width).map { Float($0 % 7) - 3 }
+            func worst(_ c: [Float], accumulate: Bool) -> Double {
+                var out = start
+                ck_weighted_rows_avx2(&out, rows, rowStride, c, Int32(count), Int32(width), accumulate ? 1 : 0)
+                var worst = 0.0
+                for column in 0..<width {
+                    var exact = accumulate ? Double(start[column]) : 0
+                    for i in 0..<count { exact += Double(coefficients[i]) * Double(rows[i * rowStride + column]) }
+                    worst = max(worst, abs(Double(out[column]) - exact))
+                }
+                return worst
+            }
+            for accumulate in [false, true] {
+                XCTAssertLessThan(worst(coefficients, accumulate: accumulate), 1e-5, "width \(width), count \(count)")
+                var moved = coefficients
+                moved[count - 1] += 1e-3
+                XCTAssertGreaterThan(worst(moved, accumulate: accumulate), 1e-5, "control: width \(width), count \(count)")
+            }
+        }
+    }
+
     func testMatchesDoubleForOddWidthsAndStrides() {
         for (width, count, rowStride, coefficientStride) in [(64, 5, 64, 1), (83, 7, 100, 3), (15, 1, 15, 1), (200, 33, 211, 9)] {
             let rows = (0..<(count * rowStride)).map { Float(($0 * 37) % 101) / 50 - 1 }

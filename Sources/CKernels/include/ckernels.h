@@ -22,6 +22,11 @@ void ck_panel_gemm_avx2(const float *w, int rows, const float *x, int tokens, in
 /// out[j] = scale · Σ_i x[i]·rows[j·stride + i] for j < count (four rows per pass), AVX2 FMA.
 void ck_dot_rows_avx2(const float *x, const float *rows, size_t stride, int count, int n, float scale, float *out);
 
+/// out[i] (+)= Σ_j c[j]·rows[j·stride + i] for i < n (attention's weighted sum of value rows), AVX2 FMA,
+/// 64 columns per pass over the rows.
+void ck_weighted_rows_avx2(float *out, const float *rows, size_t stride, const float *c, int count, int n,
+                           int accumulate);
+
 /// Σ a[i]·b[i] with AVX2 FMA.
 float ck_dot_avx2(const float *a, const float *b, size_t n);
 
