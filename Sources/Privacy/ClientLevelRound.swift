@@ -96,3 +96,32 @@ extension ClientLevelDP {
         }
     }
 }
+
+extension ClientLevelDP {
+    /// A client-level round on the secure-aggregation grid: `DistributedRound` with the client's whole update
+    /// as the unit (clip S, the client sampling rate q), each of the cohort's n sampled clients contributing one
+    /// vector (the wrap bound's K = n). The shares are sized as in distributed DP, so any t survivors carry
+    /// σ = z·Δ₂ on the sum, Δ₂ = S·2^f + √d (the rounding's slack on top of z·S).
+    /// - Throws: `PrivacyParameterError` as `DistributedRound` does.
+    public static func round(samplingRate: Double, noiseMultiplier: Double, clipNorm: Double, dimension: Int, cohort: Int,
+                             threshold: Int, assumeHonest: Int) throws -> DistributedRound {
+        try DistributedRound(samplingRate: samplingRate, noiseMultiplier: noiseMultiplier, clipNorm: clipNorm, dimension: dimension,
+                             cohort: cohort, threshold: threshold, assumeHonest: assumeHonest, contributions: cohort)
+    }
+
+    /// What a sampled client masks: its whole round update clipped to S, on the round's grid, with its share
+    /// of the noise (`DistributedRound.noisedShare`, libsodium), each value then reduced modulo 2^32.
+    /// - Throws: `PrivacyParameterError` for a non-finite update, a wrong length or a value the grid cannot hold.
+    public static func maskedWords(update: [Double], clipNorm: Double, round: DistributedRound) throws -> [UInt32] {
+        let (clipped, _) = try clip(update: update, to: clipNorm)
+        return try round.noisedShare(clippedSum: clipped).map { UInt32(truncatingIfNeeded: $0) }
+    }
+
+    /// The coordinator's fixed-denominator estimate of the mean clipped update (McMahan et al.'s f̃_f with unit
+    /// weights) from the unmasked sum of the words: each read as a signed 32-bit integer, over 2^f and the
+    /// expected cohort q·N (public, data-independent: post-processing of the noised sum).
+    public static func estimate(modularSum: [UInt32], round: DistributedRound, expectedCohort: Double) -> [Double] {
+        let factor = 1 / (round.scale * expectedCohort)
+        return modularSum.map { Double(Int32(bitPattern: $0)) * factor }
+    }
+}
