@@ -1,0 +1,127 @@
+import Foundation
+import SecureCrypto
+
+/// The parts of a client-level DP-FedAvg round (McMahan et al., ICLR 2018) that do not depend on the
+/// protocol: the coordinator's Poisson sampling of clients, each sampled client's clip of its whole round
+/// update, the plan's consistency, and the coordinator's accountant over client participations.
+extension ClientLevelDP {
+    /// A sampled client's whole round update (its adapter after local training minus the global adapter it
+    /// started from) scaled to L2 norm at most S: by S/‖Δ‖ when ‖Δ‖ > S, untouched otherwise. One client's
+    /// contribution to the sum is then at most S whatever its data and its number of local steps.
+    /// - Returns: the clipped update and ‖Δ‖ before the clip (the client's own log only; never sent).
+    /// - Throws: `PrivacyParameterError` for a clip norm not finite and positive, or an update whose norm
+    ///   is not finite (a diverged local run: refuse rather than send).
+    public static func clip(update: [Double], to clipNorm: Double) throws -> (clipped: [Double], norm: Double) {
+        guard clipNorm.isFinite, clipNorm > 0 else {
+            throw PrivacyParameterError(name: "client clip norm S", value: clipNorm, expected: "finite and > 0")
+        }
+        // Scaled by the largest magnitude first so that a huge (but finite) update does not overflow.
+        // (Each value checked: Swift's max drops a NaN.)
+        if let index = update.firstIndex(where: { !$0.isFinite }) {
+            throw PrivacyParameterError(name: "round update value \(index)", value: update[index], expected: "a finite update")
+        }
+        let largest = update.reduce(0.0) { max($0, abs($1)) }
+        guard largest > 0 else { return (update, 0) }
+        var squared = 0.0
+        for value in update { squared += (value / largest) * (value / largest) }
+        let norm = largest * squared.squareRoot()
+        guard norm > clipNorm else { return (update, norm) }
+        let factor = clipNorm / norm
+        return (update.map { $0 * factor }, norm)
+    }
+
+    /// The coordinator's Poisson sampling of clients: each client of the population joins a round
+    /// independently with probability q, drawn from libsodium (the secrecy of the sample is where the
+    /// amplification comes from; a seeded generator would make it guessable).
+    public struct ClientSampler: Sendable {
+        /// q: each client's probability of being sampled.
+        public let samplingRate: Double
+
+        /// - Throws: `PrivacyParameterError` unless 0 < q ≤ 1.
+        public init(samplingRate: Double) throws {
+            guard samplingRate.isFinite, samplingRate > 0, samplingRate <= 1 else {
+                throw PrivacyParameterError(name: "client sampling rate q", value: samplingRate, expected: "in (0, 1]")
+            }
+            self.samplingRate = samplingRate
+        }
+
+        /// This round's sample of `clients`, in their order (possibly empty: the round then adds noise alone,
+        /// or is skipped; either way it is charged).
+        public func sample<Client>(_ clients: [Client]) -> [Client] {
+            sample(clients, uniforms: SecureRandom.unitDoubles(count: clients.count))
+        }
+
+        /// The seam tests use: client i is sampled when `uniforms[i] < q` (uniforms in (0, 1)).
+        func sample<Client>(_ clients: [Client], uniforms: [Double]) -> [Client] {
+            precondition(uniforms.count == clients.count, "one uniform per client")
+            return clients.indices.filter { uniforms[$0] < samplingRate }.map { clients[$0] }
+        }
+    }
+
+    /// Why a client-level plan cannot run: the field and what it needs.
+    public struct PlanError: Error, CustomStringConvertible, Equatable, Sendable {
+        public let field: String
+        public let reason: String
+        public var description: String { "plan.\(field): \(reason)" }
+    }
+
+    /// What a plan at privacy unit client needs before any round: secure aggregation (the coordinator never
+    /// holds an un-noised individual update), distributed noise (the sum carries N(0, z²S²), each client adding
+    /// its share), a clip norm S and a client sampling rate q, and a positive noise multiplier z.
+    /// - Throws: `PlanError` naming the first field that is missing or inconsistent.
+    public static func checkPlan(secureAggregation: Bool, noisePlacement: NoisePlacement, clipNorm: Double?,
+                                 samplingRate: Double?, noiseMultiplier: Double) throws {
+        guard secureAggregation else {
+            throw PlanError(field: "secure_aggregation", reason: "privacy_unit client needs secure aggregation: without it the "
+                            + "coordinator would see each client's un-noised update")
+        }
+        guard noisePlacement == .distributed else {
+            throw PlanError(field: "noise_placement", reason: "privacy_unit client needs noise_placement distributed: the noise "
+                            + "N(0, z²S²) is on the cohort's sum, each client adding its share, got \(noisePlacement.rawValue)")
+        }
+        guard let clipNorm else {
+            throw PlanError(field: "clip_norm", reason: "privacy_unit client needs the clip norm S of a client's whole round update")
+        }
+        guard clipNorm.isFinite, clipNorm > 0 else {
+            throw PlanError(field: "clip_norm", reason: "must be finite and positive, got \(clipNorm)")
+        }
+        guard let samplingRate else {
+            throw PlanError(field: "sampling_rate", reason: "privacy_unit client needs the client sampling rate q of each round")
+        }
+        guard samplingRate.isFinite, samplingRate > 0, samplingRate <= 1 else {
+            throw PlanError(field: "sampling_rate", reason: "must be in (0, 1], got \(samplingRate)")
+        }
+        guard noiseMultiplier.isFinite, noiseMultiplier > 0 else {
+            throw PlanError(field: "noise_multiplier", reason: "privacy_unit client needs a positive z, got \(noiseMultiplier)")
+        }
+    }
+}
+
+extension ClientLevelDP {
+    /// A client-level round on the secure-aggregation grid: `DistributedRound` with the client's whole update
+    /// as the unit (clip S, the client sampling rate q), each of the cohort's n sampled clients contributing one
+    /// vector (the wrap bound's K = n). The shares are sized as in distributed DP, so any t survivors carry
+    /// σ = z·Δ₂ on the sum, Δ₂ = S·2^f + √d (the rounding's slack on top of z·S).
+    /// - Throws: `PrivacyParameterError` as `DistributedRound` does.
+    public static func round(samplingRate: Double, noiseMultiplier: Double, clipNorm: Double, dimension: Int, cohort: Int,
+                             threshold: Int, assumeHonest: Int) throws -> DistributedRound {
+        try DistributedRound(samplingRate: samplingRate, noiseMultiplier: noiseMultiplier, clipNorm: clipNorm, dimension: dimension,
+                             cohort: cohort, threshold: threshold, assumeHonest: assumeHonest, contributions: cohort)
+    }
+
+    /// What a sampled client masks: its whole round update clipped to S, on the round's grid, with its share
+    /// of the noise (`DistributedRound.noisedShare`, libsodium), each value then reduced modulo 2^32.
+    /// - Throws: `PrivacyParameterError` for a non-finite update, a wrong length or a value the grid cannot hold.
+    public static func maskedWords(update: [Double], clipNorm: Double, round: DistributedRound) throws -> [UInt32] {
+        let (clipped, _) = try clip(update: update, to: clipNorm)
+        return try round.noisedShare(clippedSum: clipped).map { UInt32(truncatingIfNeeded: $0) }
+    }
+
+    /// The coordinator's fixed-denominator estimate of the mean clipped update (McMahan et al.'s f̃_f with unit
+    /// weights) from the unmasked sum of the words: each read as a signed 32-bit integer, over 2^f and the
+    /// expected cohort q·N (public, data-independent: post-processing of the noised sum).
+    public static func estimate(modularSum: [UInt32], round: DistributedRound, expectedCohort: Double) -> [Double] {
+        let factor = 1 / (round.scale * expectedCohort)
+        return modularSum.map { Double(Int32(bitPattern: $0)) * factor }
+    }
+}
