@@ -210,31 +210,33 @@ final class KQuantModelTests: XCTestCase {
                 + Array(slot.bOffset..<(slot.bOffset + slot.outFeatures * slot.rank))
             let norm = range.reduce(0.0) { $0 + Double(exact[$1]) * Double(exact[$1]) }.squareRoot()
             XCTAssertGreaterThan(norm, 0, "\(slot.module) layer \(slot.layer) has no gradient")
-            let h = 1e-2
-            var plus = lora.parameters, minus = lora.parameters
-            for i in range {
-                let step = Float(h * Double(exact[i]) / norm)
-                plus[i] += step
-                minus[i] -= step
-            }
-            let numeric = (try loss(plus) - loss(minus)) / (2 * h)
+            let numeric = try Self.directionalDerivative(loss, at: lora.parameters, along: exact, over: range)
             let error = abs(numeric - norm) / norm
             worst = max(worst, error)
             XCTAssertLessThan(error, 2e-2, "\(slot.module) layer \(slot.layer): directional derivative \(numeric), ‖g‖ \(norm)")
             if slot.layer == 0 && slot.module == .qProj {
                 // Control: a gradient whose B half had the wrong sign would give ‖g_A‖² − ‖g_B‖² along its own
                 // direction; the check must tell it from ‖g‖.
-                let bStart = range.count - slot.outFeatures * slot.rank
-                var flippedPlus = lora.parameters, flippedMinus = lora.parameters
-                for (j, i) in range.enumerated() {
-                    let step = Float(h * Double(exact[i]) / norm) * (j >= bStart ? -1 : 1)
-                    flippedPlus[i] += step
-                    flippedMinus[i] -= step
-                }
-                let flipped = (try loss(flippedPlus) - loss(flippedMinus)) / (2 * h)
+                var wrong = exact
+                for i in slot.bOffset..<(slot.bOffset + slot.outFeatures * slot.rank) { wrong[i] = -wrong[i] }
+                let flipped = try Self.directionalDerivative(loss, at: lora.parameters, along: wrong, over: range)
                 XCTAssertGreaterThan(abs(flipped - norm) / norm, 0.1, "the control direction must fail the check")
             }
         }
         print("Q4_K_M finite differences: worst relative error \(worst)")
+    }
+
+    /// (L(θ + hu) − L(θ − hu)) / 2h with u = `direction` restricted to `indices`, normalised, and h = 1e-2.
+    static func directionalDerivative(_ loss: ([Float]) throws -> Double, at parameters: [Float], along direction: [Float],
+                                      over indices: [Int]) throws -> Double {
+        let h = 1e-2
+        let norm = indices.reduce(0.0) { $0 + Double(direction[$1]) * Double(direction[$1]) }.squareRoot()
+        var plus = parameters, minus = parameters
+        for i in indices {
+            let step = Float(h * Double(direction[i]) / norm)
+            plus[i] += step
+            minus[i] -= step
+        }
+        return (try loss(plus) - loss(minus)) / (2 * h)
     }
 }
