@@ -13,7 +13,7 @@ Nothing here imports or mirrors the Swift code. Sections, each writing one folde
 
   tiny-qwen2  a tiny random Qwen2 (q/k/v biases) and tiny-qwen3 (per-head q/k norms, head size 32 with
   tiny-qwen3  hidden 64 and 4 heads), each with a PEFT adapter, the same float64 references as tiny-llama, and
-              model.gguf written from the HF directory by llama.cpp's convert_hf_to_gguf.py (LLAMA_CPP: its
+              model.gguf.bin (a GGUF file; stored as .bin like the fuzz corpus, since *.gguf is for models, kept out of git) written from the HF directory by llama.cpp's convert_hf_to_gguf.py (LLAMA_CPP: its
               source folder, by default the llama-cpp-python 0.3.36 sdist that `make fixtures` unpacks)
 
     pip install torch transformers peft safetensors gguf dp-accounting==0.6.0 prv-accountant==0.2.0 scipy
@@ -311,10 +311,10 @@ def tiny_family(out, family):
         for folder in (directory, adapter_directory):
             if os.path.exists(os.path.join(folder, name)):
                 os.remove(os.path.join(folder, name))
-    convert_to_gguf(directory, os.path.join(directory, "model.gguf"))
-    convert_to_gguf(directory, os.path.join(directory, "model-q8_0.gguf"), "q8_0")
+    convert_to_gguf(directory, os.path.join(directory, "model.gguf.bin"))
+    convert_to_gguf(directory, os.path.join(directory, "model-q8_0.gguf.bin"), "q8_0")
     numbers, tensors = lora_reference(directory, adapter_directory, model_class, input_ids, labels)
-    tensors["q8_0_logits"], q8_losses = quantized_reference(directory, os.path.join(directory, "model-q8_0.gguf"),
+    tensors["q8_0_logits"], q8_losses = quantized_reference(directory, os.path.join(directory, "model-q8_0.gguf.bin"),
                                                             model_class, input_ids, labels)
     save_file(tensors, os.path.join(directory, "reference.safetensors"))
     write_json(os.path.join(directory, "reference.json"), {

@@ -35,7 +35,7 @@ final class QwenReferenceTests: XCTestCase {
     }
 
     static func model(_ family: String, gguf: Bool) throws -> LlamaModel {
-        let weights = gguf ? try ModelLoader.loadGGUF(try GGUFFile(url: Fixtures.url("tiny-\(family)/model.gguf")))
+        let weights = gguf ? try ModelLoader.loadGGUF(try GGUFFile(url: Fixtures.url("tiny-\(family)/model.gguf.bin")))
             : try ModelLoader.loadHFDirectory(Fixtures.url("tiny-\(family)"))
         return LlamaModel(weights: weights, pool: ThreadPool(threads: 2))
     }
@@ -129,7 +129,7 @@ final class QwenReferenceTests: XCTestCase {
     func testQ8_0FilesMatchTransformersOverDequantizedWeights() throws {
         for family in ["qwen2", "qwen3"] {
             let reference = try Self.reference(family)
-            let file = try GGUFFile(url: Fixtures.url("tiny-\(family)/model-q8_0.gguf"))
+            let file = try GGUFFile(url: Fixtures.url("tiny-\(family)/model-q8_0.gguf.bin"))
             let model = LlamaModel(weights: try ModelLoader.loadGGUF(file), pool: ThreadPool(threads: 2))
             model.precision = .float32
             XCTAssertEqual(model.weights.layers[0].projection(.qProj).format, .q8_0, "\(family): the file is Q8_0")

@@ -18,7 +18,7 @@ final class QwenRefusalTests: XCTestCase {
     func rewrite(_ family: String, name: String,
                  edit: (inout [(String, GGUFValue)], inout [(name: String, dimensions: [Int], type: TensorType, data: [UInt8])]) -> Void)
         throws -> URL {
-        let file = try GGUFFile(url: Fixtures.url("tiny-\(family)/model.gguf"))
+        let file = try GGUFFile(url: Fixtures.url("tiny-\(family)/model.gguf.bin"))
         var metadata = file.metadataKeys.map { ($0, file.metadata[$0]!) }
         var tensors = file.tensors.map { (name: $0.name, dimensions: $0.dimensions, type: $0.type, data: Array(file.data(for: $0))) }
         edit(&metadata, &tensors)
@@ -122,7 +122,7 @@ final class QwenRefusalTests: XCTestCase {
 
     /// Writing a Qwen model as a `llama` GGUF would give llama.cpp another model: refused by name.
     func testExportOfQwenIsRefused() throws {
-        let loaded = try ModelLoader.load(path: Fixtures.url("tiny-qwen2/model.gguf").path, threads: 1)
+        let loaded = try ModelLoader.load(path: Fixtures.url("tiny-qwen2/model.gguf.bin").path, threads: 1)
         XCTAssertThrowsError(try ModelExporter.export(loaded, adapter: nil, scheme: .uniform(.f32),
                                                       to: directory.appendingPathComponent("out.gguf"))) {
             XCTAssertTrue("\($0)".contains("Qwen2"), "\($0)")
