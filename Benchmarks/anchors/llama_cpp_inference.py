@@ -13,6 +13,12 @@ prints llama.cpp's greedy continuation next to ours.
       --bench .build/release/conclave-bench-inference --client .build/release/conclave-client \
       --threads 2 --runs 5 models/*.gguf
 
+`--llama-lib DIR` runs llama.cpp from another build (the directory holding its libllama.so, e.g. one built
+for AVX-512 or for baseline x86-64): it becomes LLAMA_CPP_LIB_PATH for the llama.cpp subprocess, and the run
+stops if any libllama/libggml that process mapped lies outside DIR (so a tier is never measured against
+another tier's build by accident, e.g. through LD_LIBRARY_PATH). Every entry records llama.cpp's system info
+line, the libraries it mapped and our kernel tier (set with CONCLAVE_KERNELS as usual).
+
 `--before BENCH` adds a second build of our benchmark (e.g. main's, before a change) to every round of the
 alternation, so a change is measured against its own baseline and llama.cpp in the same run.
 
@@ -21,6 +27,7 @@ loaded (Python and numpy are not llama.cpp's cost); both raw and net figures are
 """
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -39,6 +46,23 @@ def rss_kib():
     return 0
 
 
+def mapped_llama_libraries():
+    """Real paths of the libllama/libggml shared objects this process has mapped."""
+    paths = set()
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            if len(fields) >= 6 and os.path.basename(fields[5]).startswith(("libllama", "libggml")):
+                paths.add(os.path.realpath(fields[5]))
+    return sorted(paths)
+
+
+def check_libraries_under(libraries, directory):
+    """Every mapped llama.cpp library must come from `directory`; returns the ones that do not."""
+    root = os.path.realpath(directory) + os.sep
+    return [path for path in libraries if not path.startswith(root)]
+
+
 def last_argmax(llm):
     """Greedy choice from the logits of the last evaluated token (the only row llama.cpp computes)."""
     import numpy as np
@@ -48,12 +72,18 @@ def last_argmax(llm):
 
 def measure_llama(model, threads, runs, prompt_tokens, generate_tokens):
     """Runs in its own process: returns medians for llama.cpp on `model`."""
-    import numpy as np
+    import llama_cpp
     from llama_cpp import Llama
 
     baseline_kib = rss_kib()
     llm = Llama(model_path=model, n_threads=threads, n_threads_batch=threads, n_ctx=256,
                 n_batch=prompt_tokens, n_ubatch=prompt_tokens, verbose=False)
+    libraries = mapped_llama_libraries()
+    lib_dir = os.environ.get("LLAMA_CPP_LIB_PATH")
+    if lib_dir:
+        stray = check_libraries_under(libraries, lib_dir)
+        if stray:
+            raise SystemExit(f"llama.cpp libraries loaded from outside LLAMA_CPP_LIB_PATH={lib_dir}: {stray}")
     prompt = llm.tokenize(PROMPT.encode(), add_bos=False)
     while len(prompt) < prompt_tokens:
         prompt += prompt
@@ -92,6 +122,8 @@ def measure_llama(model, threads, runs, prompt_tokens, generate_tokens):
         "peak_rss_bytes_raw": peak_kib * 1024,
         "peak_rss_bytes": (peak_kib - baseline_kib) * 1024,
         "greedy_ids": greedy,
+        "system_info": llama_cpp.llama_print_system_info().decode().strip(),
+        "libraries": libraries,
     }
 
 
@@ -120,6 +152,7 @@ def main():
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--generate-tokens", type=int, default=64)
     parser.add_argument("--before", help="a second conclave-bench-inference (a baseline build), alternated too")
+    parser.add_argument("--llama-lib", help="directory of the libllama.so to run (LLAMA_CPP_LIB_PATH for llama.cpp only)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--measure-llama", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -130,6 +163,11 @@ def main():
 
     if not args.models:
         parser.error("name at least one GGUF model")
+    llama_env = dict(os.environ)
+    if args.llama_lib:
+        if not os.path.isfile(os.path.join(args.llama_lib, "libllama.so")):
+            parser.error(f"--llama-lib {args.llama_lib}: no libllama.so there")
+        llama_env["LLAMA_CPP_LIB_PATH"] = os.path.realpath(args.llama_lib)
     keys = ["prompt_tokens_per_second", "generation_tokens_per_second", "time_to_first_token_ms", "peak_rss_bytes"]
     report = []
     for model in args.models:
@@ -142,15 +180,22 @@ def main():
             out = subprocess.run([sys.executable, __file__, "--measure-llama", model, "--threads", str(args.threads),
                                   "--runs", str(args.runs), "--prompt-tokens", str(args.prompt_tokens),
                                   "--generate-tokens", str(args.generate_tokens)],
-                                 capture_output=True, text=True)
+                                 capture_output=True, text=True, env=llama_env)
             if out.returncode != 0:
                 raise SystemExit(f"llama.cpp failed to load or run {model}:\n{out.stderr[-2000:]}")
             theirs_runs.append(json.loads(out.stdout))
         ours = {k: statistics.median(r[k] for r in ours_runs) for k in keys + ["scoring_tokens_per_second"]}
         theirs = {k: statistics.median(r[k] for r in theirs_runs) for k in keys}
         theirs["peak_rss_bytes_raw"] = statistics.median(r["peak_rss_bytes_raw"] for r in theirs_runs)
+        backends = sorted({r["kernel_backend"] for r in ours_runs})
+        if len(backends) != 1:
+            raise SystemExit(f"{model}: our runs used different kernel tiers {backends}")
         entry = {
-            "model": model, "threads": args.threads, "ours": ours, "llama_cpp": theirs,
+            "model": model, "threads": args.threads, "kernel_backend": backends[0],
+            "llama_cpp_lib_path": llama_env.get("LLAMA_CPP_LIB_PATH"),
+            "llama_cpp_system_info": theirs_runs[-1]["system_info"],
+            "llama_cpp_libraries": theirs_runs[-1]["libraries"],
+            "ours": ours, "llama_cpp": theirs,
             "ratio": {
                 "prompt": ours["prompt_tokens_per_second"] / theirs["prompt_tokens_per_second"],
                 "generation": ours["generation_tokens_per_second"] / theirs["generation_tokens_per_second"],
@@ -173,7 +218,10 @@ def main():
         report.append(entry)
         if not args.json:
             r = entry["ratio"]
-            print(f"{model} ({args.threads} threads, medians of {args.runs} runs × {args.rounds} rounds)")
+            print(f"{model} ({args.threads} threads, medians of {args.runs} runs × {args.rounds} rounds, "
+                  f"our tier {entry['kernel_backend']})")
+            print(f"  llama.cpp: {entry['llama_cpp_system_info']}")
+            print(f"  llama.cpp libraries: {' '.join(entry['llama_cpp_libraries'])}")
             print(f"  prompt {args.prompt_tokens}: ours {ours['prompt_tokens_per_second']:.1f} tok/s, "
                   f"llama.cpp {theirs['prompt_tokens_per_second']:.1f} tok/s, ratio {r['prompt']:.2f}")
             print(f"  generation {args.generate_tokens}: ours {ours['generation_tokens_per_second']:.1f} tok/s, "
