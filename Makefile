@@ -33,6 +33,7 @@ help:
 	@echo "            times, and check the audit log, adapters, ledgers and the next round after each (make test runs a few)"
 	@echo "make fuzz   build the libFuzzer targets (address sanitizer) and run each for FUZZ_SECONDS (default 60)"
 	@echo "            or FUZZ_RUNS executions; FUZZ_TARGETS=\"gguf wire\" picks targets"
+	@echo "make fuzz-merge  fold what fuzzing learned into the committed corpus Tests/Fuzz/Grown (minimised, -merge=1)"
 
 # Debian packages the system-library targets need; installed only when missing.
 deps:
@@ -207,7 +208,7 @@ FUZZ_OPTIONS  ?= -max_len=16384 -timeout=20 -rss_limit_mb=2048 -print_final_stat
 # `make test`'s short run: every seed, then this many mutations of them, per target.
 FUZZ_SMOKE_RUNS ?= 2000
 
-.PHONY: fuzz fuzz-build fuzz-smoke fuzz-seeds
+.PHONY: fuzz fuzz-build fuzz-smoke fuzz-seeds fuzz-merge
 
 fuzz-build: deps
 	$(SWIFT) build $(FUZZ_BUILD)
@@ -219,10 +220,25 @@ fuzz: fuzz-build
 	  regressions=""; [ -d Tests/Fuzz/Regressions/$$t ] && regressions=Tests/Fuzz/Regressions/$$t; \
 	  echo "== fuzz $$t: $(FUZZ_SECONDS) s or $(FUZZ_RUNS) runs" >&2; \
 	  TMPDIR=$$scratch CONCLAVE_FUZZ_TARGET=$$t LSAN_OPTIONS=suppressions=$(abspath Tests/Fuzz/lsan.supp) $(FUZZ_BIN) $(FUZZ_OPTIONS) -max_total_time=$(FUZZ_SECONDS) -runs=$(FUZZ_RUNS) \
-	    -artifact_prefix=$(FUZZ_SCRATCH)/artifacts/$$t- $(FUZZ_SCRATCH)/corpus/$$t Tests/Fuzz/Corpus/$$t $$regressions \
+	    -artifact_prefix=$(FUZZ_SCRATCH)/artifacts/$$t- $(FUZZ_SCRATCH)/corpus/$$t Tests/Fuzz/Corpus/$$t Tests/Fuzz/Grown/$$t $$regressions \
 	    || failed="$$failed $$t"; \
 	done; rm -rf $$scratch; \
 	if [ -n "$$failed" ]; then echo "fuzzing found crashes in:$$failed (inputs in $(FUZZ_SCRATCH)/artifacts/)" >&2; exit 1; fi
+
+# Folds what the runs learned (.build/fuzz/corpus/<target>) into the committed corpus Tests/Fuzz/Grown/<target>,
+# minimised by libFuzzer's -merge=1: starting from the seeds, an input is kept only when it reaches coverage
+# that the seeds and the inputs kept before it do not; the seeds themselves stay in Tests/Fuzz/Corpus.
+fuzz-merge: fuzz-build
+	@scratch=$$(mktemp -d /dev/shm/conclave-fuzz.XXXXXX 2>/dev/null || mktemp -d); \
+	for t in $(FUZZ_TARGETS); do \
+	  out=$$scratch/merged-$$t; mkdir -p $$out Tests/Fuzz/Grown/$$t $(FUZZ_SCRATCH)/corpus/$$t; cp Tests/Fuzz/Corpus/$$t/* $$out/; \
+	  TMPDIR=$$scratch CONCLAVE_FUZZ_TARGET=$$t LSAN_OPTIONS=suppressions=$(abspath Tests/Fuzz/lsan.supp) $(FUZZ_BIN) \
+	    -merge=1 -max_len=16384 -timeout=20 -rss_limit_mb=2048 $$out Tests/Fuzz/Grown/$$t $(FUZZ_SCRATCH)/corpus/$$t 2>$$scratch/merge-$$t.log \
+	    || { cat $$scratch/merge-$$t.log >&2; exit 1; }; \
+	  for seed in Tests/Fuzz/Corpus/$$t/*; do rm -f $$out/$$(basename $$seed); done; \
+	  rm -rf Tests/Fuzz/Grown/$$t; mv $$out Tests/Fuzz/Grown/$$t; \
+	  echo "fuzz-merge $$t: $$(ls Tests/Fuzz/Grown/$$t | wc -l) inputs" >&2; \
+	done; rm -rf $$scratch
 
 # Part of `make test` when the fuzz build exists or FUZZ=1 is set (the first fuzz build takes minutes).
 fuzz-smoke:

@@ -3,9 +3,10 @@ import XCTest
 import TestSupport
 import FuzzTargets
 
-/// Replays every committed fuzz input (the seed corpora in `Tests/Fuzz/Corpus/<target>/` and the
-/// inputs that once crashed a parser, `Tests/Fuzz/Regressions/<target>/`) through the same targets
-/// libFuzzer runs. A crash here is a crash of the test process: the regressions fail on the code
+/// Replays every committed fuzz input (the seed corpora in `Tests/Fuzz/Corpus/<target>/`, the corpora
+/// libFuzzer grew from them over the 10-million-run campaigns, minimised with `-merge=1`, in
+/// `Tests/Fuzz/Grown/<target>/`, and the inputs that once crashed a parser, `Tests/Fuzz/Regressions/
+/// <target>/`) through the same targets libFuzzer runs. A crash here is a crash of the test process: the regressions fail on the code
 /// before their fixes. Running them under libFuzzer and the address sanitizer is `make fuzz`.
 final class FuzzCorpusTests: XCTestCase {
     static let fuzzFolder = Fixtures.repositoryRoot.appendingPathComponent("Tests/Fuzz")
@@ -16,6 +17,15 @@ final class FuzzCorpusTests: XCTestCase {
     }
 
     func inputs(_ folder: String, _ target: FuzzTarget) throws -> [URL] {
+        try Self.inputs(folder, target)
+    }
+
+    /// The seeds and the grown corpus of a target, read (what `FuzzMutationTests` mutates).
+    static func committedInputs(of target: FuzzTarget) throws -> [Data] {
+        try (inputs("Corpus", target) + inputs("Grown", target)).map { try Data(contentsOf: $0) }
+    }
+
+    static func inputs(_ folder: String, _ target: FuzzTarget) throws -> [URL] {
         let directory = Self.fuzzFolder.appendingPathComponent(folder).appendingPathComponent(target.rawValue)
         guard FileManager.default.fileExists(atPath: directory.path) else { return [] }
         return try FileManager.default.contentsOfDirectory(at: directory, includingPropertiesForKeys: nil)
@@ -42,6 +52,16 @@ final class FuzzCorpusTests: XCTestCase {
                 XCTAssertThrowsError(try target.parse(data.prefix(data.count / 2)),
                                      "\(target.rawValue): half of \(seed.lastPathComponent)")
             }
+        }
+    }
+
+    /// Every target has a grown corpus, and every input of it runs through its target (most are refused:
+    /// the corpus keeps whatever reached new code, errors included).
+    func testEveryGrownCorpusReplays() throws {
+        for target in FuzzTarget.allCases {
+            let grown = try inputs("Grown", target)
+            XCTAssertGreaterThan(grown.count, 10, "no grown corpus for \(target.rawValue) in Tests/Fuzz/Grown/\(target.rawValue)")
+            for input in grown { target.run(try Data(contentsOf: input)) }
         }
     }
 
