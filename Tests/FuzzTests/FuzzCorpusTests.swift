@@ -16,10 +16,6 @@ final class FuzzCorpusTests: XCTestCase {
         super.tearDown()
     }
 
-    func inputs(_ folder: String, _ target: FuzzTarget) throws -> [URL] {
-        try Self.inputs(folder, target)
-    }
-
     /// The seeds and the grown corpus of a target, read (what `FuzzMutationTests` mutates).
     static func committedInputs(of target: FuzzTarget) throws -> [Data] {
         try (inputs("Corpus", target) + inputs("Grown", target)).map { try Data(contentsOf: $0) }
@@ -36,7 +32,7 @@ final class FuzzCorpusTests: XCTestCase {
     /// Every target has a seed corpus, and every seed runs through its target.
     func testEverySeedCorpusReplays() throws {
         for target in FuzzTarget.allCases {
-            let seeds = try inputs("Corpus", target)
+            let seeds = try Self.inputs("Corpus", target)
             XCTAssertFalse(seeds.isEmpty, "no seed corpus for \(target.rawValue) in Tests/Fuzz/Corpus/\(target.rawValue)")
             for seed in seeds { target.run(try Data(contentsOf: seed)) }
         }
@@ -46,7 +42,7 @@ final class FuzzCorpusTests: XCTestCase {
     /// half its length is refused (an error), so a target that parsed nothing would fail here.
     func testSeedsAreAcceptedAndHalfSeedsRefused() throws {
         for target in FuzzTarget.allCases {
-            for seed in try inputs("Corpus", target) {
+            for seed in try Self.inputs("Corpus", target) {
                 let data = try Data(contentsOf: seed)
                 XCTAssertNoThrow(try target.parse(data), "\(target.rawValue): \(seed.lastPathComponent)")
                 XCTAssertThrowsError(try target.parse(data.prefix(data.count / 2)),
@@ -59,7 +55,7 @@ final class FuzzCorpusTests: XCTestCase {
     /// the corpus keeps whatever reached new code, errors included).
     func testEveryGrownCorpusReplays() throws {
         for target in FuzzTarget.allCases {
-            let grown = try inputs("Grown", target)
+            let grown = try Self.inputs("Grown", target)
             XCTAssertGreaterThan(grown.count, 10, "no grown corpus for \(target.rawValue) in Tests/Fuzz/Grown/\(target.rawValue)")
             for input in grown { target.run(try Data(contentsOf: input)) }
         }
@@ -68,7 +64,7 @@ final class FuzzCorpusTests: XCTestCase {
     /// The inputs that crashed a parser before its fix.
     func testRegressionInputsReplay() throws {
         for target in FuzzTarget.allCases {
-            for input in try inputs("Regressions", target) { target.run(try Data(contentsOf: input)) }
+            for input in try Self.inputs("Regressions", target) { target.run(try Data(contentsOf: input)) }
         }
     }
 }

@@ -33,8 +33,7 @@ final class FuzzMutationTests: XCTestCase {
             // would test nothing. Every target must refuse some mutants; a mutator that returned its
             // input unchanged would leave the seeds, all accepted, and fail here.
             XCTAssertGreaterThan(refused, Self.mutationsPerTarget / 100,
-                                 "\(target.rawValue): \(refused) of \(Self.mutationsPerTarget) mutants refused")
-            XCTAssertGreaterThan(accepted + refused, 0)
+                                 "\(target.rawValue): \(refused) refused, \(accepted) accepted of \(Self.mutationsPerTarget) mutants")
         }
     }
 
