@@ -11,7 +11,8 @@
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 #define INLINE __attribute__((always_inline)) static inline
 
-AVX2 void ck_quantize_q8_avx2(const float *x, int tokens, int k, int8_t *q, float *d, float *s) {
+// Blocks of 32 to signed integers in [−limit, limit] (limit ≤ 127), scale max|x| / limit.
+INLINE AVX2 void quantize_blocks(const float *x, int tokens, int k, int8_t *q, float *d, float *s, float limit) {
     const int blocks = k / 32;
     const __m256 signMask = _mm256_set1_ps(-0.0f);
     for (int t = 0; t < tokens; t++) {
@@ -25,8 +26,8 @@ AVX2 void ck_quantize_q8_avx2(const float *x, int tokens, int k, int8_t *q, floa
             m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
             m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
             const float amax = _mm_cvtss_f32(m4);
-            const float scale = amax / 127.0f;
-            const float inverse = amax > 0 ? 127.0f / amax : 0.0f;
+            const float scale = amax / limit;
+            const float inverse = amax > 0 ? limit / amax : 0.0f;
             __m256 iv = _mm256_set1_ps(inverse);
             // Round half away from zero is what ggml does; nearest-even differs only on exact ties.
             __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, iv), _MM_ROUND_NEAREST | _MM_FROUND_NO_EXC));
@@ -46,6 +47,14 @@ AVX2 void ck_quantize_q8_avx2(const float *x, int tokens, int k, int8_t *q, floa
             s[(size_t)t * blocks + b] = scale * (float)_mm_cvtsi128_si32(s4);
         }
     }
+}
+
+AVX2 void ck_quantize_q8_avx2(const float *x, int tokens, int k, int8_t *q, float *d, float *s) {
+    quantize_blocks(x, tokens, k, q, d, s, 127.0f);
+}
+
+AVX2 void ck_quantize_q7_avx2(const float *x, int tokens, int k, int8_t *q, float *d, float *s) {
+    quantize_blocks(x, tokens, k, q, d, s, 63.0f);
 }
 
 // One weight block as 32 bytes in element order, and its scale and offset (value = d·q + m).
@@ -201,6 +210,9 @@ AVX2 void ck_gemm_q8_avx2(int format, const void *weights, size_t rowBytes, int 
 
 #else
 void ck_quantize_q8_avx2(const float *x, int tokens, int k, int8_t *q, float *d, float *s) {
+    (void)x; (void)tokens; (void)k; (void)q; (void)d; (void)s;
+}
+void ck_quantize_q7_avx2(const float *x, int tokens, int k, int8_t *q, float *d, float *s) {
     (void)x; (void)tokens; (void)k; (void)q; (void)d; (void)s;
 }
 void ck_gemm_q8_avx2(int format, const void *weights, size_t rowBytes, int rows,

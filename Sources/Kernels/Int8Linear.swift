@@ -24,26 +24,37 @@ public final class QuantizedActivations {
     public let values: UnsafeMutablePointer<Int8>
     public let scales: UnsafeMutablePointer<Float>
     public let sums: UnsafeMutablePointer<Float>
+    /// The largest magnitude of `values`: 127, or 63 for 7-bit activations.
+    public let limit: Int
 
-    /// Quantizes `tokens` rows of `columns` floats (columns a multiple of 32).
-    public init(_ input: UnsafePointer<Float>, tokens: Int, columns: Int, backend: KernelBackend = .selected) {
+    /// Quantizes `tokens` rows of `columns` floats (columns a multiple of 32). With `sevenBit`, values lie
+    /// in [−63, 63] (scale max|x|/63): for the AVX2 tier's Q8_0 product that skips the sign trick
+    /// (`RowGroupedMatrix`), at four times the quantization error; any int8 product accepts them.
+    public init(_ input: UnsafePointer<Float>, tokens: Int, columns: Int, backend: KernelBackend = .selected,
+                sevenBit: Bool = false) {
         require(columns % 32 == 0, "int8 activations need a multiple of 32 columns, got \(columns)")
         self.tokens = tokens
         self.columns = columns
+        limit = sevenBit ? 63 : 127
         let blocks = tokens * columns / 32
         values = .allocate(capacity: max(1, tokens * columns))
         scales = .allocate(capacity: max(1, blocks))
         sums = .allocate(capacity: max(1, blocks))
-        if backend.hasCKernels {
+        if backend.hasAVX2 && sevenBit {
+            ck_quantize_q7_avx2(input, Int32(tokens), Int32(columns), values, scales, sums)
+            return
+        }
+        if backend.hasCKernels && !sevenBit {
             ck_quantize_q8(input, Int32(tokens), Int32(columns), values, scales, sums)
             return
         }
+        let range = Float(limit)
         for block in 0..<blocks {
             let x = input + 32 * block
             var amax: Float = 0
             for i in 0..<32 { amax = max(amax, abs(x[i])) }
-            let scale = amax / 127
-            let inverse: Float = amax > 0 ? 127 / amax : 0
+            let scale = amax / range
+            let inverse: Float = amax > 0 ? range / amax : 0
             var sum = 0
             for i in 0..<32 {
                 let q = Int((x[i] * inverse).rounded(.toNearestOrEven))
@@ -244,63 +255,37 @@ extension Linear {
 }
 
 /// A quantized matrix laid out once for matrices multiplied many times with many tokens, as in
-/// training: in 16-row groups where the CPU has AVX-512 VNNI (the file's own size per weight), else
-/// unpacked into the panel kernel's interleaved layout (about 1.25 bytes per weight).
+/// training: in the 16-row groups of the row-group kernels (AVX2 and AVX-512 VNNI; the file's own size
+/// per weight).
 public final class PackedMatrix: @unchecked Sendable {
     public let format: WeightFormat
     public let rows: Int
     public let columns: Int
-    /// The 16-row-group copy (AVX-512 VNNI); nil where the panel layout below is used.
-    let grouped: RowGroupedMatrix?
-    let bytes: UnsafeMutableRawPointer?
-    let rowStride: Int
+    /// Whether products quantize their activations to 7 bits (see `init`).
+    public let sevenBitActivations: Bool
+    let grouped: RowGroupedMatrix
 
-    /// nil when this CPU or format has no packed kernel (callers use `Linear.forward` instead).
-    public init?(_ weights: WeightMatrix) {
-        guard KernelBackend.selected.hasAVX2, weights.format.hasIntegerKernel, let type = weights.format.ggmlTypeNumber
-        else { return nil }
+    /// nil when this CPU or format has no row-group kernel (callers use `Linear.forward` instead).
+    /// - Parameter forGradients: the matrix only ever carries gradients (training's transposed copies),
+    ///   which can spare a bit of activation precision: on the AVX2 tier a Q8_0 matrix then meets 7-bit
+    ///   activations, a product about 1.25× faster than the sign trick 8-bit ones need there (measured in
+    ///   Benchmarks/RESULTS.md), at about four times the activations' quantization error. Elsewhere
+    ///   (VNNI, other formats) nothing changes.
+    public init?(_ weights: WeightMatrix, forGradients: Bool = false) {
+        guard let grouped = RowGroupedMatrix([weights]) else { return nil }
+        self.grouped = grouped
         format = weights.format
         rows = weights.rows
         columns = weights.columns
-        rowStride = ck_interleaved_bytes(1, Int32(columns))
-        // Training's many-token products keep the panel layout on AVX2 (the row groups there are measured
-        // for inference only).
-        if KernelBackend.selected == .avx512vnni, let grouped = RowGroupedMatrix([weights]) {
-            self.grouped = grouped
-            bytes = nil
-        } else {
-            grouped = nil
-            let bytes = UnsafeMutableRawPointer.allocate(byteCount: max(1, rows * rowStride), alignment: 64)
-            ck_pack_rows(type, weights.data, weights.rowBytes, Int32(rows), Int32(columns), bytes)
-            self.bytes = bytes
-        }
+        sevenBitActivations = forGradients && weights.format == .q8_0 && KernelBackend.selected == .avx2
     }
-
-    deinit { bytes?.deallocate() }
 }
 
 extension Linear {
-    /// `output[t, r] (+)= Σ_c W[r, c] · input[t, c]` with W packed and int8 activations.
+    /// `output[t, r] (+)= Σ_c W[r, c] · input[t, c]` with W packed and int8 (or 7-bit) activations.
     public static func forward(_ packed: PackedMatrix, input: UnsafePointer<Float>, tokens: Int,
                                output: UnsafeMutablePointer<Float>, accumulate: Bool = false, pool: ThreadPool = .serial) {
-        if let grouped = packed.grouped {
-            grouped.forward(input: input, tokens: tokens, output: output, accumulate: accumulate, pool: pool)
-            return
-        }
-        guard let bytes = packed.bytes else { return }
-        let x = QuantizedActivations(input, tokens: tokens, columns: packed.columns)
-        let columns = packed.columns, rows = packed.rows
-        let interleaved = UnsafeMutableRawPointer.allocate(byteCount: ck_interleaved_bytes(Int32(tokens), Int32(columns)),
-                                                           alignment: 64)
-        defer { interleaved.deallocate() }
-        ck_interleave_q8(x.values, x.scales, x.sums, Int32(tokens), Int32(columns), interleaved)
-        nonisolated(unsafe) let packedX = UnsafeRawPointer(interleaved), output = output
-        let vnni: Int32 = KernelBackend.selected == .avx512vnni ? 1 : 0
-        let type = packed.format.ggmlTypeNumber!
-        pool.parallelFor(rows, minimumChunk: 16) { range in
-            ck_gemm_q8_packed(vnni, type, bytes + range.lowerBound * packed.rowStride, Int32(range.count), packedX,
-                              Int32(tokens), Int32(columns), output + range.lowerBound, Int32(rows), accumulate ? 1 : 0)
-        }
-        withExtendedLifetime(x) {}
+        let x = QuantizedActivations(input, tokens: tokens, columns: packed.columns, sevenBit: packed.sevenBitActivations)
+        packed.grouped.forward(quantized: x, output: output, accumulate: accumulate, pool: pool)
     }
 }

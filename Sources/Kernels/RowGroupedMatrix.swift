@@ -81,10 +81,13 @@ public final class RowGroupedMatrix: @unchecked Sendable {
         nonisolated(unsafe) let output = output
         let tokens = x.tokens
         let vnni = KernelBackend.selected == .avx512vnni
+        // 7-bit activations on a Q8_0 stack take the AVX2 kernel's format 9 (no sign trick); VNNI's
+        // vpdpbusd takes them as they are.
+        let type = !vnni && x.limit <= 63 && self.type == 8 ? Int32(9) : self.type
         // A few groups per chunk: enough work to hide the hand-off, enough chunks to balance threads.
         pool.parallelFor(groups, minimumChunk: tokens == 1 ? 4 : 1) { range in
             let kernel = vnni ? ck_rg_gemm : ck_rg_gemm_avx2
-            kernel(self.type, self.bytes, Int32(self.rows), Int32(self.columns), Int32(range.lowerBound),
+            kernel(type, self.bytes, Int32(self.rows), Int32(self.columns), Int32(range.lowerBound),
                    Int32(range.count), x.values, x.scales, x.sums, Int32(tokens), output, Int32(stride),
                    accumulate ? 1 : 0)
         }

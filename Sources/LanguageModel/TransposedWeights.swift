@@ -6,9 +6,10 @@ import ModelFormats
 ///
 /// The input gradient of `y = W x` is `Wᵀ g`: a sum over W's rows, across its quantization blocks.
 /// Stored transposed and re-quantized to Q8_0 (blocks now along W's rows), it becomes an ordinary int8
-/// product, as fast as the forward one. The copies cost one byte per weight (115 MB for SmolLM2-135M)
-/// and are built once, on first use; the re-quantization adds Q8_0's error (NMSE about 1e-5) to a
-/// gradient that DP noise dominates. Float matrices keep the exact transpose product.
+/// product, as fast as the forward one. The copies cost about one byte per weight (122 MB for
+/// SmolLM2-135M) and are built once, on first use; the re-quantization adds Q8_0's error (NMSE about
+/// 1e-5) to a gradient that DP noise dominates, and on the AVX2 tier the gradients meet the copies as
+/// 7-bit activations (`PackedMatrix(forGradients:)`). Float matrices keep the exact transpose product.
 final class TransposedWeights: @unchecked Sendable {
     private var cache: [String: PackedMatrix] = [:]
     private var forwardCache: [String: PackedMatrix] = [:]
@@ -51,7 +52,7 @@ final class TransposedWeights: @unchecked Sendable {
         }
         let quantized = WeightMatrix(format: format, rows: columns, columns: rows, data: UnsafeRawPointer(storage.pointer),
                                      owner: storage)
-        let matrix = PackedMatrix(quantized)
+        let matrix = PackedMatrix(quantized, forGradients: true)
         cache[key] = matrix
         if releasingSource {
             (weights.owner as? ResidentPageReleasing)?.releaseResidentPages(start: weights.rowPointer(0),

@@ -272,7 +272,7 @@ final class RowGroupKernelTests: XCTestCase {
     /// The kernel of one tier over every group of `weights` (packed here), with an output stride wider than
     /// the rows (sentinels must survive) and accumulation onto 0.25; returns the rows' own values.
     func rowGroupProduct(_ weights: WeightMatrix, _ x: QuantizedActivations, vnni: Bool,
-                         corrupt: Int? = nil) -> (values: [Float], sentinelsKept: Bool) {
+                         corrupt: Int? = nil, kernelFormat: Int32? = nil) -> (values: [Float], sentinelsKept: Bool) {
         let type = weights.format.ggmlTypeNumber!, rows = weights.rows, tokens = x.tokens
         let byteCount = ck_rg_bytes(type, Int32(rows), Int32(weights.columns))
         let packed = UnsafeMutableRawPointer.allocate(byteCount: max(64, byteCount), alignment: 64)
@@ -283,7 +283,7 @@ final class RowGroupKernelTests: XCTestCase {
         let ldy = rows + 3
         var y = [Float](repeating: 0.25, count: tokens * ldy)
         let kernel = vnni ? ck_rg_gemm : ck_rg_gemm_avx2
-        kernel(type, packed, Int32(rows), Int32(weights.columns), 0, Int32((rows + 15) / 16), x.values, x.scales,
+        kernel(kernelFormat ?? type, packed, Int32(rows), Int32(weights.columns), 0, Int32((rows + 15) / 16), x.values, x.scales,
                x.sums, Int32(tokens), &y, Int32(ldy), 1)
         var values: [Float] = [], kept = true
         for t in 0..<tokens {
@@ -353,6 +353,108 @@ final class RowGroupKernelTests: XCTestCase {
                                        "\(vnni ? "vnni" : "avx2") \(format) x = \(sign) at \(i)")
                     }
                 }
+            }
+        }
+    }
+
+    /// Format 9 (AVX2): Q8_0 packed groups against 7-bit activations, the stored unsigned bytes straight into
+    /// vpmaddubsw. Against the generic int8 product over the same 7-bit activations, on odd shapes; positive
+    /// controls: a changed packed byte, and 8-bit activations (which the format does not accept) both fail.
+    func testSevenBitActivationsOnQ8_0MatchGeneric() throws {
+        try requireAVX2("the AVX2 row-group kernel's 7-bit format")
+        var random = TestRandom(state: 36)
+        for (rows, columns, tokens) in [(1, 32, 1), (7, 96, 2), (9, 64, 3), (15, 96, 4), (17, 576, 1), (33, 288, 5),
+                                        (50, 2112, 3), (48, 576, 8), (24, 160, 9)] {
+            let weights = Quantize.matrix(random.values(rows * columns), rows: rows, columns: columns, format: .q8_0)
+            let input = random.values(tokens * columns)
+            let x = QuantizedActivations(input, tokens: tokens, columns: columns, backend: .generic, sevenBit: true)
+            XCTAssertEqual(x.limit, 63)
+            XCTAssertEqual((0..<(tokens * columns)).map { abs(Int(x.values[$0])) }.max(), 63, "the range is used whole")
+            let label = "\(rows)x\(columns)x\(tokens)"
+            var generic = [Float](repeating: 0, count: tokens * rows)
+            Linear.scalarInt8Forward(weights, quantized: x, output: &generic, accumulate: false, pool: .serial)
+            let result = rowGroupProduct(weights, x, vnni: false, kernelFormat: 9)
+            XCTAssertTrue(result.sentinelsKept, "\(label): wrote past row \(rows)")
+            XCTAssertLessThan(nmse(result.values, generic), 1e-11, label)
+            if rows == 48 {
+                let broken = rowGroupProduct(weights, x, vnni: false, corrupt: 100, kernelFormat: 9)
+                XCTAssertGreaterThan(nmse(broken.values, generic), 1e-7, "\(label): positive control")
+                let x8 = QuantizedActivations(input, tokens: tokens, columns: columns, backend: .generic)
+                var generic8 = [Float](repeating: 0, count: tokens * rows)
+                Linear.scalarInt8Forward(weights, quantized: x8, output: &generic8, accumulate: false, pool: .serial)
+                XCTAssertGreaterThan(nmse(rowGroupProduct(weights, x8, vnni: false, kernelFormat: 9).values, generic8), 1e-7,
+                                     "\(label): 8-bit activations saturate format 9, and the check sees it")
+            }
+        }
+    }
+
+    /// Format 9 at its limits: stored bytes 0 and 255 (q = −128, 127) against activations of ±63 cannot
+    /// saturate vpmaddubsw (2 · 255 · 63 = 32,130).
+    func testSevenBitExtremesDoNotSaturate() throws {
+        try requireAVX2("the AVX2 row-group kernel's 7-bit format")
+        let rows = 16, columns = 256
+        for byte: UInt8 in [0x80, 0x7F] {
+            let weights = Quantize.matrix([Float](repeating: 1, count: rows * columns), rows: rows, columns: columns,
+                                          format: .q8_0)
+            let bytes = UnsafeMutableRawPointer(mutating: weights.data)
+            for block in 0..<(rows * columns / 32) {
+                for i in 2..<34 { bytes.storeBytes(of: byte, toByteOffset: block * 34 + i, as: UInt8.self) }
+            }
+            for sign in [Float(1), -1] {
+                let x = QuantizedActivations([Float](repeating: sign, count: 2 * columns), tokens: 2, columns: columns,
+                                             backend: .generic, sevenBit: true)
+                XCTAssertEqual(x.values[0], Int8(63 * sign))
+                var scalar = [Float](repeating: 0, count: 2 * rows)
+                Linear.scalarInt8Forward(weights, quantized: x, output: &scalar, accumulate: false, pool: .serial)
+                let result = rowGroupProduct(weights, x, vnni: false, kernelFormat: 9).values
+                for i in scalar.indices {
+                    XCTAssertEqual(result[i], scalar[i], accuracy: 1e-5 * abs(scalar[i]), "byte \(byte) x = \(sign) at \(i)")
+                }
+            }
+        }
+    }
+
+    /// The AVX2 7-bit quantizer against the portable one: the same values, scales and sums.
+    func testSevenBitQuantizerMatchesGeneric() throws {
+        try requireAVX2("ck_quantize_q7_avx2")
+        var random = TestRandom(state: 37)
+        let tokens = 3, columns = 320
+        let input = random.values(tokens * columns)
+        let fast = QuantizedActivations(input, tokens: tokens, columns: columns, backend: .avx2, sevenBit: true)
+        let generic = QuantizedActivations(input, tokens: tokens, columns: columns, backend: .generic, sevenBit: true)
+        for i in 0..<(tokens * columns) { XCTAssertEqual(fast.values[i], generic.values[i], "value \(i)") }
+        for b in 0..<(tokens * columns / 32) {
+            XCTAssertEqual(fast.scales[b], generic.scales[b], accuracy: 1e-7 * abs(generic.scales[b]), "scale \(b)")
+            XCTAssertEqual(fast.sums[b], generic.sums[b], accuracy: 1e-5 * max(1, abs(generic.sums[b])), "sum \(b)")
+        }
+    }
+
+    /// Training's transposed copies (`PackedMatrix(forGradients: true)`) take 7-bit activations exactly on the
+    /// AVX2 tier for Q8_0, and their product stays within the 7-bit error of the float one on every tier.
+    func testGradientMatricesUseSevenBitsOnlyOnAVX2() throws {
+        try XCTSkipUnless(RowGroupedMatrix.isAvailable, "the kernel tier is \(KernelBackend.selected), without packed matrices")
+        var random = TestRandom(state: 38)
+        let rows = 40, columns = 320, tokens = 6
+        for format in [WeightFormat.q8_0, .q4_1] {
+            let weights = Quantize.matrix(random.values(rows * columns), rows: rows, columns: columns, format: format)
+            let gradients = try XCTUnwrap(PackedMatrix(weights, forGradients: true))
+            let forward = try XCTUnwrap(PackedMatrix(weights))
+            XCTAssertEqual(gradients.sevenBitActivations, format == .q8_0 && KernelBackend.selected == .avx2, "\(format)")
+            XCTAssertFalse(forward.sevenBitActivations)
+            let input = random.values(tokens * columns)
+            var exact = [Float](repeating: 0, count: tokens * rows), fast = exact, eight = exact
+            input.withUnsafeBufferPointer { x in
+                Linear.forward(weights, input: x.baseAddress!, tokens: tokens, output: &exact, precision: .float32)
+                Linear.forward(gradients, input: x.baseAddress!, tokens: tokens, output: &fast)
+                Linear.forward(forward, input: x.baseAddress!, tokens: tokens, output: &eight)
+            }
+            let error = nmse(fast, exact), error8 = nmse(eight, exact)
+            XCTAssertLessThan(error, 1e-3, "\(format)")
+            if gradients.sevenBitActivations {
+                // 7 bits: about four times the 8-bit error (seen 3.6–4.4× on these shapes).
+                XCTAssertGreaterThan(error, 2 * error8, "7-bit activations must actually be used")
+            } else {
+                XCTAssertEqual(error, error8, "\(format): the 8-bit path")
             }
         }
     }

@@ -33,6 +33,9 @@ float ck_dot_avx2(const float *a, const float *b, size_t n);
 /// Quantizes `tokens` rows of `k` floats (k a multiple of 32) to 8-bit blocks of 32: q[t·k + i],
 /// scales d[t·(k/32) + b] = max|x|/127 and offsets s[t·(k/32) + b] = d·Σq (round to nearest even).
 void ck_quantize_q8_avx2(const float *x, int tokens, int k, int8_t *q, float *d, float *s);
+/// The same with 7-bit values: q in [−63, 63], d = max|x|/63. For ck_rg_gemm_avx2's format 9, where
+/// signed activations meet unsigned 8-bit weights in vpmaddubsw without saturating it.
+void ck_quantize_q7_avx2(const float *x, int tokens, int k, int8_t *q, float *d, float *s);
 
 /// y[t·ldy + r] (+)= Σ over blocks of W[r] · x[t], with x quantized by ck_quantize_q8_avx2 and
 /// W in ggml's Q8_0 (8), Q4_0 (2) or Q4_1 (3) layout, `rowBytes` bytes per row.
@@ -77,7 +80,8 @@ void ck_rg_gemm(int format, const void *packed, int rows, int k, int groupStart,
                 const int8_t *q, const float *d, const float *s, int tokens, float *y, int ldy, int accumulate);
 
 /// ck_rg_gemm on AVX2 (vpmaddubsw + vpmaddwd, eight rows per vector) over the same packed groups; check
-/// ck_has_avx2 first.
+/// ck_has_avx2 first. Format 9 is Q8_0 packed as format 8, multiplied with 7-bit activations
+/// (ck_quantize_q7_avx2): the stored unsigned bytes go straight into vpmaddubsw, with no sign trick.
 void ck_rg_gemm_avx2(int format, const void *packed, int rows, int k, int groupStart, int groupCount,
                      const int8_t *q, const float *d, const float *s, int tokens, float *y, int ldy, int accumulate);
 
