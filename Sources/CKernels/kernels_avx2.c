@@ -58,13 +58,18 @@ AVX2 void ck_dot_rows_avx2(const float *x, const float *rows, size_t stride, int
 
 AVX2 void ck_weighted_rows_avx2(float *out, const float *rows, size_t stride, const float *c, int count, int n,
                                 int accumulate) {
+    ck_weighted_rows_strided_avx2(out, rows, stride, c, 1, count, n, accumulate);
+}
+
+AVX2 void ck_weighted_rows_strided_avx2(float *out, const float *rows, size_t stride, const float *c, size_t cstride,
+                                        int count, int n, int accumulate) {
     int i = 0;
     // 64 columns at a time: eight accumulators, enough independent FMA chains to fill both FMA units.
     for (; i + 64 <= n; i += 64) {
         __m256 a[8];
         for (int v = 0; v < 8; v++) a[v] = accumulate ? _mm256_loadu_ps(out + i + 8 * v) : _mm256_setzero_ps();
         for (int j = 0; j < count; j++) {
-            const __m256 cj = _mm256_set1_ps(c[j]);
+            const __m256 cj = _mm256_set1_ps(c[(size_t)j * cstride]);
             const float *r = rows + (size_t)j * stride + i;
             for (int v = 0; v < 8; v++) a[v] = _mm256_fmadd_ps(cj, _mm256_loadu_ps(r + 8 * v), a[v]);
         }
@@ -72,12 +77,12 @@ AVX2 void ck_weighted_rows_avx2(float *out, const float *rows, size_t stride, co
     }
     for (; i + 8 <= n; i += 8) {
         __m256 a = accumulate ? _mm256_loadu_ps(out + i) : _mm256_setzero_ps();
-        for (int j = 0; j < count; j++) a = _mm256_fmadd_ps(_mm256_set1_ps(c[j]), _mm256_loadu_ps(rows + (size_t)j * stride + i), a);
+        for (int j = 0; j < count; j++) a = _mm256_fmadd_ps(_mm256_set1_ps(c[(size_t)j * cstride]), _mm256_loadu_ps(rows + (size_t)j * stride + i), a);
         _mm256_storeu_ps(out + i, a);
     }
     for (; i < n; i++) {
         float a = accumulate ? out[i] : 0.0f;
-        for (int j = 0; j < count; j++) a += c[j] * rows[(size_t)j * stride + i];
+        for (int j = 0; j < count; j++) a += c[(size_t)j * cstride] * rows[(size_t)j * stride + i];
         out[i] = a;
     }
 }
@@ -199,5 +204,9 @@ void ck_dot_rows_avx2(const float *x, const float *rows, size_t stride, int coun
 void ck_weighted_rows_avx2(float *out, const float *rows, size_t stride, const float *c, int count, int n,
                            int accumulate) {
     (void)out; (void)rows; (void)stride; (void)c; (void)count; (void)n; (void)accumulate;
+}
+void ck_weighted_rows_strided_avx2(float *out, const float *rows, size_t stride, const float *c, size_t cstride,
+                                   int count, int n, int accumulate) {
+    (void)out; (void)rows; (void)stride; (void)c; (void)cstride; (void)count; (void)n; (void)accumulate;
 }
 #endif

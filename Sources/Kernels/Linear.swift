@@ -261,6 +261,19 @@ extension Vector {
     public static func weightedRowSum(into out: UnsafeMutablePointer<Float>, rows: UnsafePointer<Float>, rowStride: Int,
                                       coefficients: UnsafePointer<Float>, coefficientStride: Int, count: Int,
                                       width: Int, accumulate: Bool) {
+        if KernelBackend.selected.hasAVX2 {
+            ck_weighted_rows_strided_avx2(out, rows, rowStride, coefficients, coefficientStride, Int32(count), Int32(width),
+                                          accumulate ? 1 : 0)
+            return
+        }
+        genericWeightedRowSum(into: out, rows: rows, rowStride: rowStride, coefficients: coefficients,
+                              coefficientStride: coefficientStride, count: count, width: width, accumulate: accumulate)
+    }
+
+    /// `weightedRowSum` in portable Swift SIMD: the reference, and the path where no AVX2 kernel runs.
+    public static func genericWeightedRowSum(into out: UnsafeMutablePointer<Float>, rows: UnsafePointer<Float>,
+                                             rowStride: Int, coefficients: UnsafePointer<Float>, coefficientStride: Int,
+                                             count: Int, width: Int, accumulate: Bool) {
         typealias F = SIMD16<Float>
         let raw = UnsafeRawPointer(rows), o = UnsafeMutableRawPointer(out)
         var column = 0

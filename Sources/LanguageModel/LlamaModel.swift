@@ -74,6 +74,8 @@ public final class LlamaModel: @unchecked Sendable {
     public private(set) var adapter: LoRAAdapter?
     /// Transposed copies of the base matrices for int8 training backward passes (built on first use).
     let transposed = TransposedWeights()
+    /// Scratch memory that training passes reuse (`Arena`).
+    let scratchSlabs = ScratchSlabs()
     /// The quantized matrices in 16-row groups for int8 inference on x86 CPUs with AVX2 (built on first use).
     private var groupedWeights: GroupedWeights?
     private var groupedChecked = false

@@ -26,7 +26,8 @@ enum LoRAKernels {
             for t in range {
                 let x = input + t * inFeatures, u = hidden + t * rank, y = output + t * outFeatures
                 for k in 0..<rank { u[k] = Vector.dot(a + k * inFeatures, x, inFeatures) }
-                for k in 0..<rank { Vector.addScaled(y, bt + k * outFeatures, u[k], outFeatures) }
+                Vector.weightedRowSum(into: y, rows: bt, rowStride: outFeatures, coefficients: u, coefficientStride: 1,
+                                      count: rank, width: outFeatures, accumulate: true)
             }
         }
     }
@@ -48,19 +49,22 @@ enum LoRAKernels {
             for t in range {
                 let dy = gradOutput + t * outFeatures, gu = gradHidden2 + t * rank, dx = gradInput + t * inFeatures
                 for k in 0..<rank { gu[k] = Vector.dot(dy, bt2 + k * outFeatures, outFeatures) }
-                for k in 0..<rank { Vector.addScaled(dx, a + k * inFeatures, gu[k], inFeatures) }
+                Vector.weightedRowSum(into: dx, rows: a, rowStride: inFeatures, coefficients: gu, coefficientStride: 1,
+                                      count: rank, width: inFeatures, accumulate: true)
+                if weight != 1 { Vector.scale(gu, weight, rank) }  // ∂L/∂u now only feeds gradA, weighted
             }
         }
-        // Per rank row: (∂L/∂B)ᵀ[k] = weight·s·Σ_t u[t, k]·dy[t], ∂L/∂A[k] += weight·Σ_t (∂L/∂u)[t, k]·x[t].
+        // Per rank row: (∂L/∂B)ᵀ[k] = weight·s·Σ_t u[t, k]·dy[t], ∂L/∂A[k] += weight·Σ_t (∂L/∂u)[t, k]·x[t], each a
+        // weighted sum of rows kept in registers (not one pass over the output row per token).
         let scaledWeight = weight * scaling
         pool.parallelFor(rank) { range in
             for k in range {
                 let gbt = gradBt2 + k * outFeatures, ga = gradA + k * inFeatures
-                gbt.initialize(repeating: 0, count: outFeatures)
-                for t in 0..<tokens {
-                    Vector.addScaled(gbt, gradOutput + t * outFeatures, scaledWeight * hidden[t * rank + k], outFeatures)
-                    Vector.addScaled(ga, input + t * inFeatures, weight * gradHidden2[t * rank + k], inFeatures)
-                }
+                Vector.weightedRowSum(into: gbt, rows: gradOutput, rowStride: outFeatures, coefficients: hidden + k,
+                                      coefficientStride: rank, count: tokens, width: outFeatures, accumulate: false)
+                Vector.scale(gbt, scaledWeight, outFeatures)
+                Vector.weightedRowSum(into: ga, rows: input, rowStride: inFeatures, coefficients: gradHidden2 + k,
+                                      coefficientStride: rank, count: tokens, width: inFeatures, accumulate: true)
             }
         }
         for o in 0..<outFeatures {

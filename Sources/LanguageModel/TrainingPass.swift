@@ -3,22 +3,77 @@ import Kernels
 import ModelFormats
 
 /// Scratch memory for one training pass, released all at once.
+///
+/// Buffers are carved from chunks of at least 8 MB. With `slabs`, the chunks go back to the model at the
+/// end of the pass and the next pass carves from the same memory: a pass's scratch (about 90 MB for
+/// SmolLM2-135M at 128 tokens) allocated afresh each time comes from mmap, and the kernel zeroes every page
+/// of it again on first touch (3% of a training step on the AVX2 tier, in a profile).
 final class Arena {
-    private var blocks: [UnsafeMutablePointer<Float>] = []
+    private var chunks: [ScratchSlabs.Chunk]
+    private let slabs: ScratchSlabs?
+    private var current = 0, used = 0
     /// Floats handed out so far (what a pass keeps, for the memory tests).
     private(set) var allocatedFloats = 0
+
+    init(slabs: ScratchSlabs? = nil) {
+        self.slabs = slabs
+        chunks = slabs?.take() ?? []
+    }
 
     /// `count` floats that live as long as the arena: zeroed, or (`zeroed: false`, for buffers written
     /// whole before they are read) left as they come.
     func floats(_ count: Int, zeroed: Bool = true) -> UnsafeMutablePointer<Float> {
-        let pointer = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
-        if zeroed { pointer.initialize(repeating: 0, count: max(count, 1)) }
-        blocks.append(pointer)
-        allocatedFloats += max(count, 1)
+        let count = max(count, 1), rounded = (count + 15) / 16 * 16  // 64-byte steps
+        while current < chunks.count && used + rounded > chunks[current].floats {
+            current += 1
+            used = 0
+        }
+        if current == chunks.count {
+            chunks.append(ScratchSlabs.Chunk(floats: max(rounded, ScratchSlabs.chunkFloats)))
+            used = 0
+        }
+        let pointer = chunks[current].pointer + used
+        used += rounded
+        if zeroed { pointer.initialize(repeating: 0, count: count) }
+        allocatedFloats += count
         return pointer
     }
 
-    deinit { blocks.forEach { $0.deallocate() } }
+    deinit { slabs?.give(chunks) }
+}
+
+/// The chunks that training passes reuse (see `Arena`): those of at most two finished passes are kept.
+final class ScratchSlabs: @unchecked Sendable {
+    /// 8 MB: above glibc's largest mmap threshold, so chunks never come from (and never pin) the heap.
+    static let chunkFloats = 1 << 21
+
+    final class Chunk {
+        let pointer: UnsafeMutablePointer<Float>
+        let floats: Int
+        init(floats: Int) {
+            self.floats = floats
+            pointer = UnsafeMutableRawPointer.allocate(byteCount: 4 * floats, alignment: 64)
+                .bindMemory(to: Float.self, capacity: floats)
+        }
+        deinit { pointer.deallocate() }
+    }
+
+    private var kept: [[Chunk]] = []
+    private let lock = NSLock()
+
+    /// The chunks of a finished pass, or none.
+    func take() -> [Chunk] {
+        lock.lock()
+        defer { lock.unlock() }
+        return kept.popLast() ?? []
+    }
+
+    /// Keeps a finished pass's chunks for the next one (or lets them go, past two sets).
+    func give(_ chunks: [Chunk]) {
+        lock.lock()
+        defer { lock.unlock() }
+        if kept.count < 2 { kept.append(chunks) }
+    }
 }
 
 extension LlamaModel {
@@ -53,7 +108,7 @@ extension LlamaModel {
         }
         guard !counted.isEmpty else { return (.nan, 0) }
 
-        let arena = Arena()
+        let arena = Arena(slabs: scratchSlabs)
         let positions = Array(0..<n)
         return lora.parameters.withUnsafeBufferPointer { parameters in
             positions.withUnsafeBufferPointer { positions in

@@ -120,6 +120,11 @@ final class FederationEndToEndTests: XCTestCase {
         }
         // The log's signed head came with the round results; a participant's kept head matches the log.
         let head = federation.directory(of: "client-a").appendingPathComponent("audit-head.json")
+        // The head is stored after the adapter: under load the second round's head can lag the file waited for.
+        try federation.waitUntil("client-a keeps the second round's audit head", timeout: 20) {
+            let json = (try? Data(contentsOf: head)).flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }
+            return (json?["records"] as? Int) == 2
+        }
         let checked = try Executables.run(Executables.coordinator, ["audit", "--state", federation.coordinator.path, "--verify",
                                                                     "--json", "--head", head.path])
         XCTAssertEqual(checked.status, 0, checked.stderr)

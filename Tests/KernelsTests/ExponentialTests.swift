@@ -164,26 +164,31 @@ final class WeightedRowSumTests: XCTestCase {
         }
     }
 
+    /// The selected tier's weightedRowSum (AVX2 C on x86 tiers) and the portable one, both against double.
     func testMatchesDoubleForOddWidthsAndStrides() {
-        for (width, count, rowStride, coefficientStride) in [(64, 5, 64, 1), (83, 7, 100, 3), (15, 1, 15, 1), (200, 33, 211, 9)] {
-            let rows = (0..<(count * rowStride)).map { Float(($0 * 37) % 101) / 50 - 1 }
-            let coefficients = (0..<(count * coefficientStride)).map { Float(($0 * 13) % 29) / 14 - 1 }
-            let start = (0..<width).map { Float($0 % 7) - 3 }
-            for accumulate in [false, true] {
-                var out = start
-                rows.withUnsafeBufferPointer { r in
-                    coefficients.withUnsafeBufferPointer { c in
-                        out.withUnsafeMutableBufferPointer {
-                            Vector.weightedRowSum(into: $0.baseAddress!, rows: r.baseAddress!, rowStride: rowStride,
-                                                  coefficients: c.baseAddress!, coefficientStride: coefficientStride,
-                                                  count: count, width: width, accumulate: accumulate)
+        for generic in [false, true] {
+            for (width, count, rowStride, coefficientStride) in [(64, 5, 64, 1), (83, 7, 100, 3), (15, 1, 15, 1), (200, 33, 211, 9),
+                                                                 (64, 40, 576, 128)] {
+                let rows = (0..<(count * rowStride)).map { Float(($0 * 37) % 101) / 50 - 1 }
+                let coefficients = (0..<(count * coefficientStride)).map { Float(($0 * 13) % 29) / 14 - 1 }
+                let start = (0..<width).map { Float($0 % 7) - 3 }
+                for accumulate in [false, true] {
+                    var out = start
+                    rows.withUnsafeBufferPointer { r in
+                        coefficients.withUnsafeBufferPointer { c in
+                            out.withUnsafeMutableBufferPointer {
+                                let sum = generic ? Vector.genericWeightedRowSum : Vector.weightedRowSum
+                                sum($0.baseAddress!, r.baseAddress!, rowStride, c.baseAddress!, coefficientStride, count, width,
+                                    accumulate)
+                            }
                         }
                     }
-                }
-                for column in 0..<width {
-                    var exact = accumulate ? Double(start[column]) : 0
-                    for i in 0..<count { exact += Double(coefficients[i * coefficientStride]) * Double(rows[i * rowStride + column]) }
-                    XCTAssertEqual(Double(out[column]), exact, accuracy: 1e-5, "width \(width), column \(column), accumulate \(accumulate)")
+                    for column in 0..<width {
+                        var exact = accumulate ? Double(start[column]) : 0
+                        for i in 0..<count { exact += Double(coefficients[i * coefficientStride]) * Double(rows[i * rowStride + column]) }
+                        XCTAssertEqual(Double(out[column]), exact, accuracy: 1e-5,
+                                       "generic \(generic), width \(width), column \(column), accumulate \(accumulate)")
+                    }
                 }
             }
         }

@@ -26,6 +26,9 @@ void ck_dot_rows_avx2(const float *x, const float *rows, size_t stride, int coun
 /// 64 columns per pass over the rows.
 void ck_weighted_rows_avx2(float *out, const float *rows, size_t stride, const float *c, int count, int n,
                            int accumulate);
+/// The same with coefficients c[j·cstride] (a column of attention's probabilities: dV = Pᵀ·dO).
+void ck_weighted_rows_strided_avx2(float *out, const float *rows, size_t stride, const float *c, size_t cstride,
+                                   int count, int n, int accumulate);
 
 /// Σ a[i]·b[i] with AVX2 FMA.
 float ck_dot_avx2(const float *a, const float *b, size_t n);
