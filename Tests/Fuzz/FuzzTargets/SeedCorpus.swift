@@ -14,7 +14,8 @@ public enum SeedCorpus {
     public static func write(to directory: URL) throws {
         let seeds: [FuzzTarget: [String: Data]] = [
             .gguf: try ModelSeeds.gguf(), .safetensors: try ModelSeeds.safetensors(),
-            .tokenizer: try ModelSeeds.tokenizer(), .hfConfig: ["tiny-llama.json": Data(ModelSeeds.hfConfig.utf8)],
+            .tokenizer: try ModelSeeds.tokenizer(), .hfConfig: ["tiny-llama.json": Data(ModelSeeds.hfConfig.utf8),
+                                                                   "tiny-llama3.json": Data(ModelSeeds.hfConfigLlama3.utf8)],
             .peft: try ModelSeeds.peft(), .jsonl: ModelSeeds.jsonl(), .wire: try WireSeeds.frames(),
             .secagg: try WireSeeds.secureRounds(), .config: try StateSeeds.configuration(), .audit: try StateSeeds.audit(),
         ]
@@ -116,6 +117,15 @@ enum ModelSeeds {
          "num_key_value_heads": 2, "max_position_embeddings": 128, "rope_theta": 10000.0, "rms_norm_eps": 1e-05,
          "tie_word_embeddings": false, "hidden_act": "silu", "attention_bias": false, "mlp_bias": false,
          "architectures": ["LlamaForCausalLM"], "model_type": "llama", "torch_dtype": "float32"}
+        """
+
+    /// Llama 3.x's rope scaling, as its config.json spells it (rope_scaling beside a top-level rope_theta).
+    static let hfConfigLlama3 = """
+        {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "num_key_value_heads": 2, "max_position_embeddings": 256, "rope_theta": 500000.0, "rms_norm_eps": 1e-05,
+         "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                          "original_max_position_embeddings": 64, "rope_type": "llama3"},
+         "tie_word_embeddings": true, "hidden_act": "silu", "model_type": "llama"}
         """
 
     static func peft() throws -> [String: Data] {
