@@ -32,6 +32,7 @@ below), so every number computed from them is reproduced. With --new-draws (or w
 they are drawn again from torch.manual_seed(SEED), and every test's reference numbers change with them.
 """
 import argparse
+import copy
 import json
 import math
 import os
@@ -389,7 +390,8 @@ def tiny_rope(out, kind):
     os.makedirs(directory)
     config = ROPE_CONFIGS[kind]
     generator = torch.Generator().manual_seed(SEED + sum(map(ord, name)))
-    make_random_model(directory, config, LlamaForCausalLM, LlamaConfig, generator)
+    # transformers fills in the rope_scaling object it is given (rope_theta, rope_type): it gets a copy.
+    make_random_model(directory, copy.deepcopy(config), LlamaForCausalLM, LlamaConfig, generator)
     # The config.json a checkpoint of that generation ships (transformers 5 would rewrite it as rope_parameters).
     write_json(os.path.join(directory, "config.json"), config)
     input_ids = torch.randint(0, config["vocab_size"], (3, 16), generator=generator).tolist()
@@ -411,7 +413,7 @@ def tiny_rope(out, kind):
     # ones (the same config without rope_scaling) that the positive control must be told apart from.
     model = float64_model(LlamaForCausalLM, directory)
     tensors["inv_freq"] = model.model.rotary_emb.inv_freq.to(torch.float32).contiguous()
-    plain = LlamaConfig(**{k: v for k, v in config.items() if k not in ("architectures", "rope_scaling")})
+    plain = LlamaConfig(**{k: v for k, v in copy.deepcopy(config).items() if k not in ("architectures", "rope_scaling")})
     tensors["inv_freq_unscaled"] = LlamaForCausalLM(plain).model.rotary_emb.inv_freq.to(torch.float32).contiguous()
     save_file(tensors, os.path.join(directory, "reference.safetensors"))
     write_json(os.path.join(directory, "reference.json"), {
