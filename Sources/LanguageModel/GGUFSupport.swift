@@ -7,8 +7,8 @@ import ModelFormats
 /// A GGUF names its architecture `llama` for SmolLM, TinyLlama and Llama 3.x alike, but llama.cpp reads
 /// more than the architecture. Rope scaling is computed (`LlamaConfiguration.ggufRopeScaling` reads
 /// `rope.scaling.type`, `rope.scaling.factor` and `rope_freqs.weight`, the llama3 frequency factors, and
-/// refuses the types it does not compute); llama.cpp also reads partial rotary dimensions, extra tensors (biases, q/k norms), mixtures of
-/// experts, sliding windows, soft-capping. Running such a file as a plain Llama gives wrong numbers with no
+/// refuses the types it does not compute); llama.cpp also reads partial rotary dimensions, extra tensors
+/// (biases, q/k norms), mixtures of experts, sliding windows, soft-capping. Running such a file as a plain Llama gives wrong numbers with no
 /// warning, so every `llama.*` key must be one the model reads (with a value it computes) and every tensor
 /// one it loads. The same holds for the `<architecture>.*` keys and the block of each other family.
 enum GGUFSupport {

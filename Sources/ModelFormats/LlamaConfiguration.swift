@@ -64,8 +64,8 @@ public struct LlamaConfiguration: Sendable, Equatable {
 
     public init(vocabSize: Int, hiddenSize: Int, intermediateSize: Int, numHiddenLayers: Int, numAttentionHeads: Int,
                 numKeyValueHeads: Int, headDim: Int? = nil, maxPositionEmbeddings: Int, ropeTheta: Double = 10000,
-                ropeScaling: RopeScaling = .none, rmsNormEps: Double = 1e-6, tieWordEmbeddings: Bool = false, bosTokenId: Int? = nil, eosTokenId: Int? = nil,
-                architecture: ModelArchitecture = .llama) {
+                ropeScaling: RopeScaling = .none, rmsNormEps: Double = 1e-6, tieWordEmbeddings: Bool = false,
+                bosTokenId: Int? = nil, eosTokenId: Int? = nil, architecture: ModelArchitecture = .llama) {
         self.architecture = architecture
         self.vocabSize = vocabSize
         self.hiddenSize = hiddenSize
@@ -302,7 +302,9 @@ public struct LlamaConfiguration: Sendable, Equatable {
         }
         guard let info = gguf.tensor(named: "rope_freqs.weight") else { return factor == 1 ? .none : .linear(factor: factor) }
         let name = "tensor 'rope_freqs.weight'"
-        guard info.type == .f32 else { throw fail("\(name) has type \(info.type), expected F32 (the frequency factors ggml's rope reads)") }
+        guard info.type == .f32 else {
+            throw fail("\(name) has type \(info.type), expected F32 (the frequency factors ggml's rope reads)")
+        }
         guard info.dimensions == [headDim / 2] else {
             throw fail("\(name) has dimensions \(info.dimensions), expected [\(headDim / 2)] (one factor per rotary pair "
                        + "of the head dimension \(headDim))")
