@@ -59,7 +59,16 @@ enum ModelSeeds {
                                    .float64(0.25), .array([.array([.string("nested")])])]
         for (i, value) in values.enumerated() { scalars.set("seed.value\(i)", value) }
         try scalars.addTensor(name: "t", dimensions: [4], type: .bf16, data: [UInt8](repeating: 0x3f, count: 8))
-        return ["llama.bin": llama.encoded(), "scalars.bin": scalars.encoded(), "weights.bin": try weights().encoded()]
+        // The rope scalings the loader computes: llama3's frequency factors (one per rotary pair of the head of
+        // 32) and linear scaling by its keys.
+        var llama3 = try weights()
+        let factors = (0..<16).map { Float(1 + $0 / 2) }.flatMap { withUnsafeBytes(of: $0.bitPattern.littleEndian, Array.init) }
+        try llama3.addTensor(name: "rope_freqs.weight", dimensions: [16], type: .f32, data: factors)
+        var linear = try weights()
+        linear.set("llama.rope.scaling.type", .string("linear"))
+        linear.set("llama.rope.scaling.factor", .float32(4))
+        return ["llama.bin": llama.encoded(), "scalars.bin": scalars.encoded(), "weights.bin": try weights().encoded(),
+                "rope-freqs.bin": llama3.encoded(), "rope-linear.bin": linear.encoded()]
     }
 
     /// A whole model the loader accepts: one layer of width 32, one head, a vocabulary of 8, quantized.
