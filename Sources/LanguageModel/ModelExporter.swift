@@ -74,7 +74,9 @@ public enum ModelExporter {
         // llama3's scaling (from an HF config or a GGUF's own factors) travels as llama.cpp's frequency divisors.
         switch c.ropeScaling {
         case .llama3, .frequencyFactors: try addVector("rope_freqs.weight", RopeFrequencies.divisors(c)!.map(Float.init))
-        case .none, .linear: break
+        // dynamic has no GGUF form (convert_hf_to_gguf.py writes none either): the file computes the same
+        // frequencies within its context_length, as here.
+        case .none, .linear, .dynamic: break
         }
         progress(1, total)
         for (l, layer) in weights.layers.enumerated() {

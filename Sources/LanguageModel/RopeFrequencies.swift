@@ -18,10 +18,11 @@ enum RopeFrequencies {
     /// low_freq_factor` by `factor`, and between them takes f·((1 − s)/factor + s) with s = (original/wavelength −
     /// low) / (high − low); the divisor 1/((1 − s)/factor + s) is the one convert_hf_to_gguf.py writes to
     /// `rope_freqs.weight` and ggml's rope divides by (`theta / ff`), so a GGUF's factors are used as they are.
+    /// `dynamic` scales nothing within max_position_embeddings, past which no position is computed.
     static func divisors(_ c: LlamaConfiguration) -> [Double]? {
         let half = c.headDim / 2
         switch c.ropeScaling {
-        case .none:
+        case .none, .dynamic:
             return nil
         case .linear(let factor):
             return [Double](repeating: factor, count: half)

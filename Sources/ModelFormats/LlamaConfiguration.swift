@@ -25,7 +25,7 @@ public enum ModelArchitecture: String, CaseIterable, Sendable, Equatable {
 }
 
 /// How a model scales its rotary frequencies θ^(−2i/d), as the file says; what no case here computes exactly
-/// (`dynamic`, `yarn`, `longrope`, partial rotary) is refused when the file is read.
+/// (`yarn`, `longrope`, partial rotary) is refused when the file is read.
 public enum RopeScaling: Sendable, Equatable {
     /// The frequencies as they are.
     case none
@@ -39,6 +39,10 @@ public enum RopeScaling: Sendable, Equatable {
     /// One divisor per frequency: GGUF's `rope_freqs.weight` (llama.cpp's `freq_factors`), which
     /// convert_hf_to_gguf.py writes for `llama3`.
     case frequencyFactors([Float])
+    /// HF's `dynamic` (NTK-aware, transformers' `_compute_dynamic_ntk_parameters`): the frequencies change only
+    /// once a sequence is longer than `max_position_embeddings`, which is the longest context inference and
+    /// training accept (`LlamaModel.forward` and `lossAndGradient` refuse more), so they are the unscaled ones.
+    case dynamic(factor: Double)
 }
 
 /// A Llama-family model's hyper-parameters, named as HF's `config.json` names them.
@@ -163,9 +167,9 @@ public struct LlamaConfiguration: Sendable, Equatable {
     /// The rope scaling of an HF config, as transformers reads it (`PreTrainedConfig.convert_rope_params_to_dict`,
     /// `standardize_rope_params`): the object `rope_scaling` (Llama 3.x's config.json) or, when that is absent,
     /// `rope_parameters` (what transformers 5 writes, `rope_theta` inside it); its type from `rope_type`, else
-    /// `type`. `default`, `linear` and `llama3` are computed; every other type (`dynamic`, whose frequencies
-    /// change with the sequence's length, `yarn`, `longrope`, ...) and every key the type does not read is
-    /// refused by name, never approximated.
+    /// `type`. `default`, `linear`, `llama3` and `dynamic` (within max_position_embeddings) are computed; every
+    /// other type (`yarn`, `longrope`, ...) and every key the type does not read is refused by name, never
+    /// approximated.
     static func ropeParameters(_ json: [String: Any], file: String, maxPositionEmbeddings: Int) throws
         -> (scaling: RopeScaling, theta: Double?) {
         func fail(_ problem: String) -> ModelFormatError { ModelFormatError(file: file, problem) }
@@ -226,9 +230,11 @@ public struct LlamaConfiguration: Sendable, Equatable {
             }
             scaling = .llama3(factor: try positive("factor"), lowFrequencyFactor: low, highFrequencyFactor: high,
                               originalContext: Int(original))
+        case "dynamic":
+            known.insert("factor")
+            scaling = .dynamic(factor: try positive("factor"))
         default:
-            throw fail("\(field).rope_type '\(type)' is not supported (only 'default', 'linear' and 'llama3'"
-                       + (type == "dynamic" ? "; 'dynamic' changes the frequencies with the sequence's length)" : ")"))
+            throw fail("\(field).rope_type '\(type)' is not supported (only 'default', 'linear', 'llama3' and 'dynamic')")
         }
         if let other = parameters.keys.sorted().first(where: { !known.contains($0) }) {
             throw fail("\(field).\(other) is not supported with rope_type '\(type)' (a parameter the model does not read)")

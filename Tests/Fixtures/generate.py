@@ -378,6 +378,29 @@ def gguf_rope(path):
     return keys, tensors
 
 
+def dynamic_reference(directory, config, input_ids, labels):
+    """The same weights with rope_type dynamic (NTK, factor 4) and max_position_embeddings 16, the examples' length:
+    config-dynamic.json, and transformers' float64 logits and losses with it. transformers changes dynamic's
+    frequencies only once a sequence is longer than max_position_embeddings, so these are the unscaled
+    frequencies' numbers, and the model must refuse a 17th position rather than compute it."""
+    import tempfile
+    import torch
+    from transformers import LlamaForCausalLM
+    dynamic = dict(copy.deepcopy(config), max_position_embeddings=16, rope_scaling={"rope_type": "dynamic", "factor": 4.0})
+    write_json(os.path.join(directory, "config-dynamic.json"), dynamic)
+    with tempfile.TemporaryDirectory() as folder:
+        write_json(os.path.join(folder, "config.json"), dynamic)
+        os.symlink(os.path.join(directory, "model.safetensors"), os.path.join(folder, "model.safetensors"))
+        model = float64_model(LlamaForCausalLM, folder)
+        assert model.model.rotary_emb.rope_type == "dynamic"
+        with torch.no_grad():
+            logits = model(torch.tensor(input_ids)).logits
+    losses = [float(x) for x in per_example_losses(logits, torch.tensor(labels))]
+    return {"logits": logits.to(torch.float32).contiguous(), "loss_per_example": losses,
+            "note": "config-dynamic.json over model.safetensors: transformers float64, logits are dynamic_logits in "
+                    "reference.safetensors"}
+
+
 def tiny_rope(out, kind):
     import torch
     from safetensors.torch import save_file
@@ -415,6 +438,9 @@ def tiny_rope(out, kind):
     tensors["inv_freq"] = model.model.rotary_emb.inv_freq.to(torch.float32).contiguous()
     plain = LlamaConfig(**{k: v for k, v in copy.deepcopy(config).items() if k not in ("architectures", "rope_scaling")})
     tensors["inv_freq_unscaled"] = LlamaForCausalLM(plain).model.rotary_emb.inv_freq.to(torch.float32).contiguous()
+    dynamic = dynamic_reference(directory, config, input_ids, labels) if kind == "linear" else None
+    if dynamic:
+        tensors["dynamic_logits"] = dynamic.pop("logits")
     save_file(tensors, os.path.join(directory, "reference.safetensors"))
     write_json(os.path.join(directory, "reference.json"), {
         "input_ids": input_ids, "labels": labels,
@@ -425,6 +451,7 @@ def tiny_rope(out, kind):
                  "note": "as tiny-llama's: logits, lora_logits and grad.<adapter tensor name> in reference.safetensors; "
                          "inv_freq there is transformers' rotary_emb.inv_freq with the scaling, inv_freq_unscaled "
                          "without it"},
+        **({"dynamic": dynamic} if dynamic else {}),
         "gguf_rope": {"metadata": rope_keys, "tensors": rope_tensors,
                       "note": "what convert_hf_to_gguf.py wrote of the rope scaling into model.gguf.bin, read by gguf-py"},
         "source": {"made_by": f"Tests/Fixtures/generate.py {name}", "seed": SEED + sum(map(ord, name)),

@@ -97,6 +97,56 @@ final class RopeScalingTests: XCTestCase {
         }
     }
 
+    /// HF's `dynamic` (config-dynamic.json: factor 4, max_position_embeddings 16, the examples' length) against
+    /// transformers' float64 numbers with it: the unscaled frequencies, because transformers changes them only
+    /// past max_position_embeddings, and a 17th position is refused by inference (whole and cached) and by
+    /// training alike. Control: reading its factor as linear scaling must fail the comparison.
+    func testDynamicIsComputedWithinTheContextItAccepts() throws {
+        let folder = try Fixtures.temporaryDirectory("rope-dynamic")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        for (source, target) in [("config-dynamic.json", "config.json"), ("model.safetensors", "model.safetensors")] {
+            try FileManager.default.copyItem(at: Fixtures.url("tiny-llama-linear/\(source)"), to: folder.appendingPathComponent(target))
+        }
+        let weights = try ModelLoader.loadHFDirectory(folder)
+        XCTAssertEqual(weights.configuration.ropeScaling, .dynamic(factor: 4))
+        XCTAssertEqual(weights.configuration.maxPositionEmbeddings, 16)
+        let reference = try TinyReference.reference("llama-linear")
+        let json = try Fixtures.json("tiny-llama-linear/reference.json")
+        let losses = try XCTUnwrap((json["dynamic"] as? [String: Any])?["loss_per_example"] as? [Double])
+        let expected = try reference.tensors.floats("dynamic_logits")
+        func worst(_ model: LlamaModel) throws -> (logit: Float, loss: Double) {
+            var worstLogit: Float = 0, worstLoss = 0.0
+            for (i, ids) in reference.inputIds.enumerated() {
+                let logits = try model.allLogits(tokens: ids), start = i * ids.count * model.configuration.vocabSize
+                for j in logits.indices { worstLogit = max(worstLogit, abs(logits[j] - expected[start + j])) }
+                worstLoss = max(worstLoss, abs(try model.score(tokens: ids, labels: reference.labels[i]).meanLoss - losses[i]))
+            }
+            return (worstLogit, worstLoss)
+        }
+        let model = LlamaModel(weights: weights, pool: ThreadPool(threads: 2))
+        let (logit, loss) = try worst(model)
+        print("llama-linear as dynamic: worst logit difference \(logit), worst loss difference \(loss)")
+        XCTAssertLessThanOrEqual(logit, TinyReference.logitTolerance, "dynamic: worst logit \(logit)")
+        XCTAssertLessThanOrEqual(loss, TinyReference.lossTolerance, "dynamic: worst loss \(loss)")
+        var linear = weights.configuration
+        linear.ropeScaling = .linear(factor: 4)
+        let control = try worst(LlamaModel(weights: ModelWeights(
+            configuration: linear, embedding: weights.embedding, output: weights.output, finalNorm: weights.finalNorm,
+            layers: weights.layers, ropeLayout: weights.ropeLayout, source: weights.source), pool: ThreadPool(threads: 2)))
+        XCTAssertGreaterThan(control.loss, 100 * TinyReference.lossTolerance, "dynamic's factor read as linear must show")
+
+        let tooLong = reference.inputIds[0] + [reference.inputIds[1][0]]
+        XCTAssertThrowsError(try model.allLogits(tokens: tooLong)) { XCTAssertTrue("\($0)".contains("16"), "\($0)") }
+        let cache = model.makeCache(capacity: 4)
+        try model.forward(tokens: reference.inputIds[0], cache: cache, logits: .none)
+        XCTAssertThrowsError(try model.forward(tokens: [1], cache: cache, logits: .last) { _, _ in })
+        let lora = TrainableLoRA.from(try TinyReference.adapter("llama-linear", for: model), for: model)
+        var gradient = [Float](repeating: 0, count: lora.count)
+        XCTAssertThrowsError(try gradient.withUnsafeMutableBufferPointer {
+            try model.lossAndGradient(tokens: tooLong, labels: tooLong, lora: lora, gradient: $0.baseAddress!)
+        })
+    }
+
     /// Incremental decoding rotates each new row at its own position with the same table: the same logits as
     /// one full pass.
     func testKVCacheMatchesFullPass() throws {

@@ -66,7 +66,7 @@ final class UnsupportedGGUFTests: XCTestCase {
         }
     }
 
-    /// An HF config whose rope scaling is not computed (`dynamic`) is refused naming the file and the field;
+    /// An HF config whose rope scaling is not computed (`yarn`) is refused naming the file and the field;
     /// the same directory without the field loads (the positive control).
     func testHFConfigWithRopeScalingIsRefused() throws {
         let directory = try Fixtures.temporaryDirectory()
@@ -78,11 +78,11 @@ final class UnsupportedGGUFTests: XCTestCase {
         XCTAssertNoThrow(try ModelLoader.loadHFDirectory(directory))
         let configURL = directory.appendingPathComponent("config.json")
         var config = try JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as! [String: Any]
-        config["rope_scaling"] = ["rope_type": "dynamic", "factor": 2.0] as [String: Any]
+        config["rope_scaling"] = ["rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 64] as [String: Any]
         try JSONSerialization.data(withJSONObject: config).write(to: configURL)
         XCTAssertThrowsError(try ModelLoader.loadHFDirectory(directory)) { error in
             XCTAssertTrue("\(error)".contains("config.json")
-                          && "\(error)".contains("rope_scaling.rope_type 'dynamic' is not supported"), "\(error)")
+                          && "\(error)".contains("rope_scaling.rope_type 'yarn' is not supported"), "\(error)")
         }
     }
 
