@@ -18,7 +18,8 @@ Nothing here imports or mirrors the Swift code. Sections, each writing one folde
   tiny-llama3        tiny random Llamas with rope scaling, the same references and converter GGUF as tiny-qwen2 (no
   tiny-llama-linear  Q8_0 copy): llama3 (factor 8, low/high_freq_factor 1/4, original context 64, so every regime
               of its frequencies is used; the converter writes rope_freqs.weight) and linear (factor 4; the converter
-              writes llama.rope.scaling.type/factor); also transformers' inv_freq with and without the scaling
+              writes llama.rope.scaling.type/factor); also transformers' inv_freq with and without the scaling, and
+              for tiny-llama-linear's weights with rope_type dynamic (config-dynamic.json) its logits and losses
 
     pip install torch transformers peft safetensors gguf dp-accounting==0.6.0 prv-accountant==0.2.0 scipy
     python3 Tests/Fixtures/generate.py [--model PATH] [--out DIR] [--compare DIR] [SECTION ...]
