@@ -152,6 +152,10 @@ public struct LlamaConfiguration: Sendable, Equatable {
             throw fail("partial_rotary_factor = \(factor) is not supported (every dimension of a head rotates)")
         }
         let rope = try Self.ropeParameters(json, file: file, maxPositionEmbeddings: try required("max_position_embeddings"))
+        if rope.scaling != .none, architecture != .llama {
+            throw fail("rope_scaling / rope_parameters: rope scaling is computed for model_type 'llama' only (where it is "
+                       + "checked against transformers), not '\(architecture.rawValue)'")
+        }
         let heads = try required("num_attention_heads")
         self.init(vocabSize: try required("vocab_size"), hiddenSize: try required("hidden_size"),
                   intermediateSize: try required("intermediate_size"), numHiddenLayers: try required("num_hidden_layers"),
@@ -278,6 +282,12 @@ public struct LlamaConfiguration: Sendable, Equatable {
                   architecture: architecture)
         try validate(file: file)
         ropeScaling = try Self.ggufRopeScaling(gguf, prefix: p, headDim: self.headDim)
+        if ropeScaling != .none, architecture != .llama {
+            var source = "tensor 'rope_freqs.weight'"
+            if case .linear = ropeScaling { source = "metadata '\(p)rope.scaling.*' (linear scaling)" }
+            throw ModelFormatError(file: file, "\(source): rope scaling is computed for the Llama block only (where it "
+                                   + "is checked against transformers), not '\(name)'")
+        }
     }
 
     /// A GGUF's rope scaling as llama.cpp reads it (`llama_model::load_hparams`, ggml's `rope_yarn`): the type

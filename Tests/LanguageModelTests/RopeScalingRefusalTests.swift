@@ -67,17 +67,30 @@ final class RopeScalingRefusalTests: XCTestCase {
             assertRefused(try replacingFactors("factor-\(label)", ("rope_freqs.weight", [8], .f32, Self.floats(values))),
                           naming: [tensor, "element 3"])
         }
-        // llama.cpp reads the factors for the Llama block only: in a Qwen2 file the tensor is refused.
-        let qwen = try GGUFFile(url: Fixtures.url("tiny-qwen2/model.gguf.bin"))
-        let metadata = qwen.metadataKeys.map { ($0, qwen.metadata[$0]!) }
-        var tensors: [Tensor] = qwen.tensors.map { ($0.name, $0.dimensions, $0.type, Array(qwen.data(for: $0))) }
-        tensors.append(("rope_freqs.weight", [8], .f32, Self.floats(Array(repeating: 1, count: 8))))
-        var writer = GGUFWriter()
-        for (key, value) in metadata { writer.set(key, value) }
-        for t in tensors { try writer.addTensor(name: t.name, dimensions: t.dimensions, type: t.type, data: t.data) }
-        let url = directory.appendingPathComponent("qwen2-rope-freqs.gguf")
-        try writer.write(to: url)
-        assertRefused(url, naming: [tensor, "Llama block"])
+    }
+
+    /// Rope scaling is checked against transformers on the Llama block only, so the other families' files and
+    /// configs with a scaling are refused by name (llama.cpp, too, reads rope_freqs.weight for Llama only).
+    func testScalingOfOtherFamiliesIsRefused() throws {
+        let factors = try rewrite("qwen2", name: "qwen2-rope-freqs") { _, tensors in
+            tensors.append(("rope_freqs.weight", [8], .f32, Self.floats(Array(repeating: 1, count: 8))))
+        }
+        assertRefused(factors, naming: ["tensor 'rope_freqs.weight'", "Llama block", "'qwen2'"])
+        let linear = try rewrite("qwen3", name: "qwen3-linear") { metadata, _ in
+            metadata.append(("qwen3.rope.scaling.type", .string("linear")))
+            metadata.append(("qwen3.rope.scaling.factor", .float32(4)))
+        }
+        assertRefused(linear, naming: ["'qwen3.rope.scaling.*'", "Llama block", "'qwen3'"])
+        // Control: the same keys with factor 1 scale nothing, and the file loads.
+        let one = try rewrite("qwen3", name: "qwen3-linear-1") { metadata, _ in
+            metadata.append(("qwen3.rope.scaling.type", .string("linear")))
+            metadata.append(("qwen3.rope.scaling.factor", .float32(1)))
+        }
+        XCTAssertEqual(try ModelLoader.load(path: one.path, threads: 1).model.configuration.ropeScaling, .none)
+        XCTAssertThrowsError(try loadHF("qwen3") { $0["rope_parameters"] = ["rope_type": "linear", "factor": 4.0, "rope_theta": 1e6] }) {
+            XCTAssertTrue("\($0)".contains("computed for model_type 'llama' only") && "\($0)".contains("'qwen3'"), "\($0)")
+        }
+        XCTAssertEqual(try loadHF("qwen3") { _ in }.configuration.ropeScaling, .none)
     }
 
     func testScalingTypesAndFactorsNotComputedAreNamed() throws {
