@@ -25,9 +25,13 @@ public enum RoPE {
         case halfSplit
     }
 
-    /// The rotation angles' inverse frequencies θ^(−2i/d) for i in 0..<d/2.
-    public static func inverseFrequencies(headDimension: Int, theta: Double) -> [Float] {
-        (0..<(headDimension / 2)).map { Float(1.0 / pow(theta, Double(2 * $0) / Double(headDimension))) }
+    /// The rotation angles' inverse frequencies θ^(−2i/d) for i in 0..<d/2, each divided by `divisors[i]` when
+    /// given (a rope scaling's per-pair factors), in Double and rounded once.
+    public static func inverseFrequencies(headDimension: Int, theta: Double, divisors: [Double]? = nil) -> [Float] {
+        precondition(divisors == nil || divisors!.count == headDimension / 2, "one divisor per rotary pair")
+        return (0..<(headDimension / 2)).map {
+            Float(1.0 / pow(theta, Double(2 * $0) / Double(headDimension)) / (divisors?[$0] ?? 1))
+        }
     }
 
     /// Rotates every head of x in place. x: (tokens, heads·headDimension); position of row t is positions[t].

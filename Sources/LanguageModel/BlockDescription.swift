@@ -81,7 +81,7 @@ struct BlockDescription: Sendable {
         }
     }
 
-    /// Llama (SmolLM, TinyLlama, MobileLLM, Llama 2; Llama 3 without its rope scaling).
+    /// Llama (SmolLM, TinyLlama, MobileLLM, Llama 2, Llama 3.x; its rope scaling is in the configuration).
     static let llama = BlockDescription(
         norm: .rms, attentionNorm: NormTensor(gguf: "attn_norm", hf: "input_layernorm"),
         feedForwardNorm: NormTensor(gguf: "ffn_norm", hf: "post_attention_layernorm"),

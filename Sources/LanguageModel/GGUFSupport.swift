@@ -5,9 +5,10 @@ import ModelFormats
 /// than approximated.
 ///
 /// A GGUF names its architecture `llama` for SmolLM, TinyLlama and Llama 3.x alike, but llama.cpp reads
-/// more than the architecture: rope scaling (`rope_freqs.weight`, the llama3 frequency factors, and the
-/// `rope.scaling.*` keys), partial rotary dimensions, extra tensors (biases, q/k norms), mixtures of
-/// experts, sliding windows, soft-capping. Running such a file as a plain Llama gives wrong numbers with no
+/// more than the architecture. Rope scaling is computed (`LlamaConfiguration.ggufRopeScaling` reads
+/// `rope.scaling.type`, `rope.scaling.factor` and `rope_freqs.weight`, the llama3 frequency factors, and
+/// refuses the types it does not compute); llama.cpp also reads partial rotary dimensions, extra tensors
+/// (biases, q/k norms), mixtures of experts, sliding windows, soft-capping. Running such a file as a plain Llama gives wrong numbers with no
 /// warning, so every `llama.*` key must be one the model reads (with a value it computes) and every tensor
 /// one it loads. The same holds for the `<architecture>.*` keys and the block of each other family.
 enum GGUFSupport {
@@ -15,6 +16,7 @@ enum GGUFSupport {
     static let readKeys: Set<String> = [
         "block_count", "context_length", "embedding_length", "feed_forward_length", "attention.head_count",
         "attention.head_count_kv", "rope.freq_base", "attention.layer_norm_rms_epsilon", "vocab_size",
+        "rope.scaling.type", "rope.scaling.factor", "rope.scale_linear",
     ]
 
     /// Throws naming the file and the first key or tensor whose meaning the model does not compute.
@@ -37,7 +39,7 @@ enum GGUFSupport {
         }
         for tensor in file.tensors where !isExpected(tensor.name, c, block: .of(c.architecture)) {
             let why = tensor.name == "rope_freqs.weight"
-                ? "it carries Llama 3's rope scaling (per-dimension frequency factors), which the model does not compute"
+                ? "rope frequency factors belong to the Llama block (llama.cpp reads them for 'llama' only)"
                 : "the \(c.architecture.displayName) block has no such tensor (a bias, norm or other part of another architecture)"
             throw refuse("tensor '\(tensor.name)' is not supported: \(why); the file is refused rather than run "
                          + "with wrong numbers")
@@ -56,18 +58,13 @@ enum GGUFSupport {
             return value == headDimension ? nil
                 : "\(value.map(String.init) ?? "a non-integer") is not the head dimension \(headDimension) "
                     + "(partial rotary or unequal head sizes are not supported)"
-        case "rope.scaling.type":
-            return scalingType == "none" ? nil
-                : "rope scaling '\(scalingType ?? "?")' is not supported (only 'none')"
-        case "rope.scaling.factor", "rope.scale_linear":
-            let factor = file.double(key)
-            return factor == 1 || factor == 0 || scalingType == "none" ? nil
-                : "rope scaling factor \(factor.map { "\($0)" } ?? "?") is not supported (llama.cpp applies it as "
-                    + "\(scalingType ?? "linear") scaling)"
         case "expert_count", "expert_used_count":
             return file.int(key) == 0 ? nil : "mixtures of experts are not supported"
         default:
             if name.hasPrefix("rope.scaling."), scalingType == "none" { return nil }
+            // Linear scaling (the type when none is given) reads only the factor: the original context length
+            // and the fine-tuned flag matter to YaRN's extrapolation, which llama.cpp switches off for it.
+            if name == "rope.scaling.original_context_length" || name == "rope.scaling.finetuned" { return nil }
             return "this key is not one the \(ModelArchitecture(rawValue: architecture)?.displayName ?? architecture) block reads"
         }
     }
@@ -78,6 +75,7 @@ enum GGUFSupport {
     /// file and may be up to 2^24 (a fuzzed file with such a count made the list take over 2 GB).
     static func isExpected(_ name: String, _ c: LlamaConfiguration, block: BlockDescription = .llama) -> Bool {
         if ["token_embd.weight", "output_norm.weight", "output.weight"].contains(name) { return true }
+        if name == "rope_freqs.weight" { return c.architecture == .llama }
         guard name.hasPrefix("blk.") else { return false }
         let rest = name.dropFirst(4)
         guard let dot = rest.firstIndex(of: "."), let layer = Int(rest[..<dot]), layer >= 0, layer < c.numHiddenLayers,

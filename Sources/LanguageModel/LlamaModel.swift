@@ -83,6 +83,8 @@ public final class LlamaModel: @unchecked Sendable {
     /// Per layer, per module: (A, B) as weight matrices in the base model's row order, and the scaling.
     private var loraMatrices: [[ProjectionModule: (a: WeightMatrix, b: WeightMatrix)]] = []
     private var loraScaling: Float = 0
+    /// RoPE's inverse frequencies with the file's rope scaling (`RopeFrequencies`): the one table that inference
+    /// and training read.
     let inverseFrequencies: [Float]
     /// The decoder block's structure, which the one layer pass reads (`layerForward`, `layerBackward`).
     let block: BlockDescription
@@ -91,8 +93,7 @@ public final class LlamaModel: @unchecked Sendable {
         self.weights = weights
         self.pool = pool
         block = BlockDescription.of(weights.configuration.architecture)
-        inverseFrequencies = RoPE.inverseFrequencies(headDimension: weights.configuration.headDim,
-                                                     theta: weights.configuration.ropeTheta)
+        inverseFrequencies = RopeFrequencies.inverse(weights.configuration)
     }
 
     /// A fresh cache sized for `capacity` tokens (it grows when needed).

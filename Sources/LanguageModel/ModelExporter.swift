@@ -71,6 +71,13 @@ public enum ModelExporter {
             try add("output.weight", weights.output, as: .output)
         }
         try addVector("output_norm.weight", weights.finalNorm)
+        // llama3's scaling (from an HF config or a GGUF's own factors) travels as llama.cpp's frequency divisors.
+        switch c.ropeScaling {
+        case .llama3, .frequencyFactors: try addVector("rope_freqs.weight", RopeFrequencies.divisors(c)!.map(Float.init))
+        // dynamic has no GGUF form (convert_hf_to_gguf.py writes none either): the file computes the same
+        // frequencies within its context_length, as here.
+        case .none, .linear, .dynamic: break
+        }
         progress(1, total)
         for (l, layer) in weights.layers.enumerated() {
             try addVector("blk.\(l).attn_norm.weight", layer.attentionNorm)
@@ -111,6 +118,10 @@ public enum ModelExporter {
         writer.set("llama.attention.head_count_kv", .uint32(UInt32(c.numKeyValueHeads)))
         writer.set("llama.rope.freq_base", .float32(Float(c.ropeTheta)))
         writer.set("llama.rope.dimension_count", .uint32(UInt32(c.headDim)))
+        if case .linear(let factor) = c.ropeScaling {
+            writer.set("llama.rope.scaling.type", .string("linear"))
+            writer.set("llama.rope.scaling.factor", .float32(Float(factor)))
+        }
         writer.set("llama.attention.layer_norm_rms_epsilon", .float32(Float(c.rmsNormEps)))
         writer.set("llama.vocab_size", .uint32(UInt32(c.vocabSize)))
         writer.set("general.file_type", .uint32(fileType))

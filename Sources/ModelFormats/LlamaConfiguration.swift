@@ -4,7 +4,7 @@ import SystemIO
 /// The decoder families the model computes, by HF's `model_type` and GGUF's `general.architecture` (the
 /// same names), each with the block its `BlockDescription` describes.
 public enum ModelArchitecture: String, CaseIterable, Sendable, Equatable {
-    /// Llama (SmolLM, TinyLlama, MobileLLM, Llama 2; Llama 3 without its rope scaling).
+    /// Llama (SmolLM, TinyLlama, MobileLLM, Llama 2, Llama 3.x with its `llama3` rope scaling).
     case llama
     /// Qwen2 and Qwen2.5: the Llama block with biases on q, k and v.
     case qwen2
@@ -24,6 +24,27 @@ public enum ModelArchitecture: String, CaseIterable, Sendable, Equatable {
     public static var supportedList: String { allCases.map { "'\($0.rawValue)'" }.joined(separator: ", ") }
 }
 
+/// How a model scales its rotary frequencies θ^(−2i/d), as the file says; what no case here computes exactly
+/// (`yarn`, `longrope`, partial rotary) is refused when the file is read.
+public enum RopeScaling: Sendable, Equatable {
+    /// The frequencies as they are.
+    case none
+    /// Every frequency divided by `factor` (positions divided by it): HF's `linear`, GGUF's
+    /// `rope.scaling.type = linear` with `rope.scaling.factor` (a factor without a type is linear to llama.cpp).
+    case linear(factor: Double)
+    /// Llama 3.1's scaling (HF `rope_type: llama3`, transformers' `_compute_llama3_parameters`): frequencies whose
+    /// wavelength exceeds `originalContext / lowFrequencyFactor` divided by `factor`, those below
+    /// `originalContext / highFrequencyFactor` kept, and a smooth blend between.
+    case llama3(factor: Double, lowFrequencyFactor: Double, highFrequencyFactor: Double, originalContext: Int)
+    /// One divisor per frequency: GGUF's `rope_freqs.weight` (llama.cpp's `freq_factors`), which
+    /// convert_hf_to_gguf.py writes for `llama3`.
+    case frequencyFactors([Float])
+    /// HF's `dynamic` (NTK-aware, transformers' `_compute_dynamic_ntk_parameters`): the frequencies change only
+    /// once a sequence is longer than `max_position_embeddings`, which is the longest context inference and
+    /// training accept (`LlamaModel.forward` and `lossAndGradient` refuse more), so they are the unscaled ones.
+    case dynamic(factor: Double)
+}
+
 /// A Llama-family model's hyper-parameters, named as HF's `config.json` names them.
 public struct LlamaConfiguration: Sendable, Equatable {
     /// Which family's block the layers are (Llama unless the file says otherwise).
@@ -37,6 +58,9 @@ public struct LlamaConfiguration: Sendable, Equatable {
     public var headDim: Int
     public var maxPositionEmbeddings: Int
     public var ropeTheta: Double
+    /// The rotary frequencies' scaling (`rope_scaling` / `rope_parameters`, or GGUF's `rope.scaling.*` and
+    /// `rope_freqs.weight`).
+    public var ropeScaling: RopeScaling
     public var rmsNormEps: Double
     public var tieWordEmbeddings: Bool
     public var bosTokenId: Int?
@@ -44,8 +68,8 @@ public struct LlamaConfiguration: Sendable, Equatable {
 
     public init(vocabSize: Int, hiddenSize: Int, intermediateSize: Int, numHiddenLayers: Int, numAttentionHeads: Int,
                 numKeyValueHeads: Int, headDim: Int? = nil, maxPositionEmbeddings: Int, ropeTheta: Double = 10000,
-                rmsNormEps: Double = 1e-6, tieWordEmbeddings: Bool = false, bosTokenId: Int? = nil, eosTokenId: Int? = nil,
-                architecture: ModelArchitecture = .llama) {
+                ropeScaling: RopeScaling = .none, rmsNormEps: Double = 1e-6, tieWordEmbeddings: Bool = false,
+                bosTokenId: Int? = nil, eosTokenId: Int? = nil, architecture: ModelArchitecture = .llama) {
         self.architecture = architecture
         self.vocabSize = vocabSize
         self.hiddenSize = hiddenSize
@@ -56,6 +80,7 @@ public struct LlamaConfiguration: Sendable, Equatable {
         self.headDim = headDim ?? hiddenSize / max(1, numAttentionHeads)
         self.maxPositionEmbeddings = maxPositionEmbeddings
         self.ropeTheta = ropeTheta
+        self.ropeScaling = ropeScaling
         self.rmsNormEps = rmsNormEps
         self.tieWordEmbeddings = tieWordEmbeddings
         self.bosTokenId = bosTokenId
@@ -117,34 +142,108 @@ public struct LlamaConfiguration: Sendable, Equatable {
             throw fail("attention_bias = true is not supported for model_type '\(architecture.rawValue)'")
         }
         if let bias = json["mlp_bias"] as? Bool, bias { throw fail("mlp_bias = true is not supported") }
-        if let scaling = json["rope_scaling"], !(scaling is NSNull) { throw fail("rope_scaling is not supported") }
         if let sliding = json["use_sliding_window"] as? Bool, sliding {
             throw fail("use_sliding_window = true is not supported (every layer attends to the whole context)")
         }
         if let types = json["layer_types"] as? [Any], let other = types.first(where: { $0 as? String != "full_attention" }) {
             throw fail("layer_types entry '\(other)' is not supported (only 'full_attention')")
         }
-        // transformers 5 writes rope_theta inside rope_parameters, with the scaling's type beside it.
-        var ropeTheta = try double("rope_theta")
-        if let parameters = json["rope_parameters"], !(parameters is NSNull) {
-            guard let parameters = parameters as? [String: Any] else { throw fail("'rope_parameters' must be an object") }
-            if let type = parameters["rope_type"] as? String, type != "default" {
-                throw fail("rope_parameters.rope_type '\(type)' is not supported (only 'default')")
-            }
-            guard let theta = parameters["rope_theta"] as? NSNumber else {
-                throw fail("rope_parameters.rope_theta is missing or not a number")
-            }
-            ropeTheta = theta.doubleValue
+        if let factor = try double("partial_rotary_factor"), factor != 1 {
+            throw fail("partial_rotary_factor = \(factor) is not supported (every dimension of a head rotates)")
+        }
+        let rope = try Self.ropeParameters(json, file: file, maxPositionEmbeddings: try required("max_position_embeddings"))
+        if rope.scaling != .none, architecture != .llama {
+            throw fail("rope_scaling / rope_parameters: rope scaling is computed for model_type 'llama' only (where it is "
+                       + "checked against transformers), not '\(architecture.rawValue)'")
         }
         let heads = try required("num_attention_heads")
         self.init(vocabSize: try required("vocab_size"), hiddenSize: try required("hidden_size"),
                   intermediateSize: try required("intermediate_size"), numHiddenLayers: try required("num_hidden_layers"),
                   numAttentionHeads: heads, numKeyValueHeads: try int("num_key_value_heads") ?? heads,
                   headDim: try int("head_dim"), maxPositionEmbeddings: try required("max_position_embeddings"),
-                  ropeTheta: ropeTheta ?? 10000, rmsNormEps: try double("rms_norm_eps") ?? 1e-6,
+                  ropeTheta: try rope.theta ?? double("rope_theta") ?? 10000, ropeScaling: rope.scaling,
+                  rmsNormEps: try double("rms_norm_eps") ?? 1e-6,
                   tieWordEmbeddings: json["tie_word_embeddings"] as? Bool ?? false,
                   bosTokenId: try int("bos_token_id"), eosTokenId: try int("eos_token_id"), architecture: architecture)
         try validate(file: file)
+    }
+
+    /// The rope scaling of an HF config, as transformers reads it (`PreTrainedConfig.convert_rope_params_to_dict`,
+    /// `standardize_rope_params`): the object `rope_scaling` (Llama 3.x's config.json) or, when that is absent,
+    /// `rope_parameters` (what transformers 5 writes, `rope_theta` inside it); its type from `rope_type`, else
+    /// `type`. `default`, `linear`, `llama3` and `dynamic` (within max_position_embeddings) are computed; every
+    /// other type (`yarn`, `longrope`, ...) and every key the type does not read is refused by name, never
+    /// approximated.
+    static func ropeParameters(_ json: [String: Any], file: String, maxPositionEmbeddings: Int) throws
+        -> (scaling: RopeScaling, theta: Double?) {
+        func fail(_ problem: String) -> ModelFormatError { ModelFormatError(file: file, problem) }
+        let field: String, object: Any
+        if let scaling = json["rope_scaling"], !(scaling is NSNull) {
+            (field, object) = ("rope_scaling", scaling)
+        } else if let parameters = json["rope_parameters"], !(parameters is NSNull) {
+            (field, object) = ("rope_parameters", parameters)
+        } else {
+            return (.none, nil)
+        }
+        guard let parameters = object as? [String: Any] else { throw fail("'\(field)' must be an object") }
+        func number(_ key: String) throws -> Double? {
+            guard let value = parameters[key], !(value is NSNull) else { return nil }
+            guard let number = value as? NSNumber, number.doubleValue.isFinite else {
+                throw fail("\(field).\(key) must be a finite number")
+            }
+            return number.doubleValue
+        }
+        func positive(_ key: String) throws -> Double {
+            guard let value = try number(key) else { throw fail("\(field).\(key) is missing") }
+            guard value > 0 else { throw fail("\(field).\(key) = \(value) must be positive") }
+            return value
+        }
+        let typeValue = parameters["rope_type"] ?? parameters["type"] ?? "default"
+        guard let type = typeValue as? String else { throw fail("\(field).rope_type must be a string") }
+        let theta = try number("rope_theta")
+        if let theta, !(theta > 0) { throw fail("\(field).rope_theta = \(theta) must be positive") }
+        if field == "rope_parameters", theta == nil { throw fail("rope_parameters.rope_theta is missing or not a number") }
+        if let factor = try number("partial_rotary_factor"), factor != 1 {
+            throw fail("\(field).partial_rotary_factor = \(factor) is not supported (every dimension of a head rotates)")
+        }
+        var known: Set<String> = ["rope_type", "type", "rope_theta", "partial_rotary_factor"]
+        let scaling: RopeScaling
+        switch type {
+        case "default":
+            scaling = .none
+        case "linear":
+            known.insert("factor")
+            scaling = .linear(factor: try positive("factor"))
+        case "llama3":
+            known.formUnion(["factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"])
+            let low = try positive("low_freq_factor"), high = try positive("high_freq_factor")
+            guard high > low else {
+                throw fail("\(field).high_freq_factor (\(high)) must be greater than low_freq_factor (\(low))")
+            }
+            // transformers takes a top-level original_max_position_embeddings first, then the object's, then
+            // max_position_embeddings; two that differ are refused rather than one picked.
+            let inside = try number("original_max_position_embeddings")
+            let outside = (json["original_max_position_embeddings"] as? NSNumber)?.doubleValue
+            if let inside, let outside, inside != outside {
+                throw fail("\(field).original_max_position_embeddings (\(inside)) differs from the top-level "
+                           + "original_max_position_embeddings (\(outside))")
+            }
+            let original = outside ?? inside ?? Double(maxPositionEmbeddings)
+            guard original >= 1, original <= Double(1 << 30), original == original.rounded() else {
+                throw fail("\(field).original_max_position_embeddings = \(original) must be a positive integer")
+            }
+            scaling = .llama3(factor: try positive("factor"), lowFrequencyFactor: low, highFrequencyFactor: high,
+                              originalContext: Int(original))
+        case "dynamic":
+            known.insert("factor")
+            scaling = .dynamic(factor: try positive("factor"))
+        default:
+            throw fail("\(field).rope_type '\(type)' is not supported (only 'default', 'linear', 'llama3' and 'dynamic')")
+        }
+        if let other = parameters.keys.sorted().first(where: { !known.contains($0) }) {
+            throw fail("\(field).\(other) is not supported with rope_type '\(type)' (a parameter the model does not read)")
+        }
+        return (scaling, theta)
     }
 
     /// Reads the `<architecture>.*` hyper-parameters of a GGUF file; tied when it has no `output.weight`.
@@ -182,5 +281,61 @@ public struct LlamaConfiguration: Sendable, Equatable {
                   bosTokenId: gguf.int("tokenizer.ggml.bos_token_id"), eosTokenId: gguf.int("tokenizer.ggml.eos_token_id"),
                   architecture: architecture)
         try validate(file: file)
+        ropeScaling = try Self.ggufRopeScaling(gguf, prefix: p, headDim: self.headDim)
+        if ropeScaling != .none, architecture != .llama {
+            var source = "tensor 'rope_freqs.weight'"
+            if case .linear = ropeScaling { source = "metadata '\(p)rope.scaling.*' (linear scaling)" }
+            throw ModelFormatError(file: file, "\(source): rope scaling is computed for the Llama block only (where it "
+                                   + "is checked against transformers), not '\(name)'")
+        }
+    }
+
+    /// A GGUF's rope scaling as llama.cpp reads it (`llama_model::load_hparams`, ggml's `rope_yarn`): the type
+    /// `rope.scaling.type` (linear when absent; none never scales), the factor `rope.scaling.factor` (else the old
+    /// `rope.scale_linear`), and `rope_freqs.weight`, one F32 divisor per rotary pair (what ggml's rope reads).
+    /// Types other than none and linear (`yarn`, `longrope`) are refused naming the key and value, as are a
+    /// factor that is not positive and a frequency tensor of another type, length or with values not positive.
+    static func ggufRopeScaling(_ gguf: GGUFFile, prefix p: String, headDim: Int) throws -> RopeScaling {
+        let file = gguf.url.path
+        func fail(_ problem: String) -> ModelFormatError { ModelFormatError(file: file, problem) }
+        let typeKey = p + "rope.scaling.type"
+        var type = "linear"
+        if let value = gguf.metadata[typeKey] {
+            guard let string = value.stringValue else { throw fail("metadata '\(typeKey)' must be a string") }
+            type = string
+        }
+        guard type == "none" || type == "linear" else {
+            throw fail("metadata '\(typeKey)': rope scaling '\(type)' is not supported (only 'none' and 'linear'); "
+                       + "this file needs computation the model does not do, so it is refused rather than run with wrong numbers")
+        }
+        var factor = 1.0, factorKey = p + "rope.scaling.factor"
+        if gguf.metadata[factorKey] == nil { factorKey = p + "rope.scale_linear" }
+        if gguf.metadata[factorKey] != nil {
+            guard let value = gguf.double(factorKey), value.isFinite, value > 0 else {
+                throw fail("metadata '\(factorKey)' = \(gguf.metadata[factorKey]!) must be a positive number")
+            }
+            if type == "linear" { factor = value }
+        }
+        guard let info = gguf.tensor(named: "rope_freqs.weight") else { return factor == 1 ? .none : .linear(factor: factor) }
+        let name = "tensor 'rope_freqs.weight'"
+        guard info.type == .f32 else {
+            throw fail("\(name) has type \(info.type), expected F32 (the frequency factors ggml's rope reads)")
+        }
+        guard info.dimensions == [headDim / 2] else {
+            throw fail("\(name) has dimensions \(info.dimensions), expected [\(headDim / 2)] (one factor per rotary pair "
+                       + "of the head dimension \(headDim))")
+        }
+        let bytes = gguf.data(for: info)
+        let factors = (0..<(headDim / 2)).map {
+            Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)))
+        }
+        if let bad = factors.firstIndex(where: { !($0 > 0 && $0.isFinite) }) {
+            throw fail("\(name): element \(bad) is \(factors[bad]); every frequency factor must be positive and finite")
+        }
+        guard factor == 1 else {
+            throw fail("\(name) together with linear rope scaling ('\(factorKey)' = \(factor)) is not supported "
+                       + "(no converter writes both, and no reference checks the two combined)")
+        }
+        return .frequencyFactors(factors)
     }
 }

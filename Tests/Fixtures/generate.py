@@ -15,6 +15,11 @@ Nothing here imports or mirrors the Swift code. Sections, each writing one folde
   tiny-qwen3  hidden 64 and 4 heads), each with a PEFT adapter, the same float64 references as tiny-llama, and
               model.gguf.bin (a GGUF file; stored as .bin like the fuzz corpus, since *.gguf is for models, kept out of git) written from the HF directory by llama.cpp's convert_hf_to_gguf.py (LLAMA_CPP: its
               source folder, by default the llama-cpp-python 0.3.36 sdist that `make fixtures` unpacks)
+  tiny-llama3        tiny random Llamas with rope scaling, the same references and converter GGUF as tiny-qwen2 (no
+  tiny-llama-linear  Q8_0 copy): llama3 (factor 8, low/high_freq_factor 1/4, original context 64, so every regime
+              of its frequencies is used; the converter writes rope_freqs.weight) and linear (factor 4; the converter
+              writes llama.rope.scaling.type/factor); also transformers' inv_freq with and without the scaling, and
+              for tiny-llama-linear's weights with rope_type dynamic (config-dynamic.json) its logits and losses
 
     pip install torch transformers peft safetensors gguf dp-accounting==0.6.0 prv-accountant==0.2.0 scipy
     python3 Tests/Fixtures/generate.py [--model PATH] [--out DIR] [--compare DIR] [SECTION ...]
@@ -28,6 +33,7 @@ below), so every number computed from them is reproduced. With --new-draws (or w
 they are drawn again from torch.manual_seed(SEED), and every test's reference numbers change with them.
 """
 import argparse
+import copy
 import json
 import math
 import os
@@ -247,6 +253,8 @@ def no_tokenizer(self):
     self.gguf_writer.add_vocab_size(self.hparams["vocab_size"])
 qwen.Qwen2Model.set_vocab = no_tokenizer
 qwen.Qwen3Model.set_vocab = no_tokenizer
+from conversion import llama
+llama.LlamaModel.set_vocab = lambda self: None  # its set_gguf_parameters writes the vocabulary size itself
 convert_hf_to_gguf.main()
 """
 
@@ -333,6 +341,126 @@ def tiny_family(out, family):
                            "(its vocabulary step replaced: the tiny model has no tokenizer)",
                    "versions": versions("torch", "transformers", "peft", "safetensors")}})
     print(f"tiny-{family}: losses", numbers["loss_per_example"], file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# tiny-llama3, tiny-llama-linear: Llama with rope scaling, drawn afresh from SEED
+
+# Head size 16, so 8 rotary frequencies. tiny-llama3 is Llama-3.2-shaped (rope_theta 5e5, tied embeddings,
+# config.json as Meta's: rope_scaling beside a top-level rope_theta) with an original context of 64 tokens, so
+# that with low/high_freq_factor 1/4 its frequencies fall in all three of llama3's regimes: wavelength 6.3 kept
+# (below 64/4), 32.4 blended, 167 and longer divided by 8. tiny-llama-linear is Llama-2-shaped with the older
+# spelling {"type": "linear", "factor": 4}: every frequency divided by 4.
+ROPE_CONFIGS = {
+    "llama3": {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+               "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256,
+               "rope_theta": 500000.0, "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                                         "original_max_position_embeddings": 64, "rope_type": "llama3"},
+               "rms_norm_eps": 1e-05, "tie_word_embeddings": True, "hidden_act": "silu", "attention_bias": False,
+               "mlp_bias": False, "architectures": ["LlamaForCausalLM"], "model_type": "llama"},
+    "linear": {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+               "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512,
+               "rope_theta": 10000.0, "rope_scaling": {"type": "linear", "factor": 4.0}, "rms_norm_eps": 1e-05,
+               "tie_word_embeddings": False, "hidden_act": "silu", "attention_bias": False, "mlp_bias": False,
+               "architectures": ["LlamaForCausalLM"], "model_type": "llama"},
+}
+
+
+def gguf_rope(path):
+    """What the converter wrote of the rope scaling: its rope keys and rope_freqs.weight, read by gguf-py."""
+    from gguf import GGUFReader
+    reader = GGUFReader(path)
+    keys = {}
+    for field in reader.fields.values():
+        if field.name.startswith("llama.rope"):
+            value = field.contents()
+            keys[field.name] = value if not isinstance(value, float) else float(value)
+    tensors = {t.name: [float(x) for x in t.data] for t in reader.tensors if t.name == "rope_freqs.weight"}
+    return keys, tensors
+
+
+def dynamic_reference(directory, config, input_ids, labels):
+    """The same weights with rope_type dynamic (NTK, factor 4) and max_position_embeddings 16, the examples' length:
+    config-dynamic.json, and transformers' float64 logits and losses with it. transformers changes dynamic's
+    frequencies only once a sequence is longer than max_position_embeddings, so these are the unscaled
+    frequencies' numbers, and the model must refuse a 17th position rather than compute it."""
+    import tempfile
+    import torch
+    from transformers import LlamaForCausalLM
+    dynamic = dict(copy.deepcopy(config), max_position_embeddings=16, rope_scaling={"rope_type": "dynamic", "factor": 4.0})
+    write_json(os.path.join(directory, "config-dynamic.json"), dynamic)
+    with tempfile.TemporaryDirectory() as folder:
+        write_json(os.path.join(folder, "config.json"), dynamic)
+        os.symlink(os.path.join(directory, "model.safetensors"), os.path.join(folder, "model.safetensors"))
+        model = float64_model(LlamaForCausalLM, folder)
+        assert model.model.rotary_emb.rope_type == "dynamic"
+        with torch.no_grad():
+            logits = model(torch.tensor(input_ids)).logits
+    losses = [float(x) for x in per_example_losses(logits, torch.tensor(labels))]
+    return {"logits": logits.to(torch.float32).contiguous(), "loss_per_example": losses,
+            "note": "config-dynamic.json over model.safetensors: transformers float64, logits are dynamic_logits in "
+                    "reference.safetensors"}
+
+
+def tiny_rope(out, kind):
+    import torch
+    from safetensors.torch import save_file
+    from transformers import LlamaConfig, LlamaForCausalLM
+    name = {"llama3": "tiny-llama3", "linear": "tiny-llama-linear"}[kind]
+    directory = os.path.join(out, name)
+    adapter_directory = os.path.join(directory, "peft-adapter")
+    if os.path.exists(directory):
+        shutil.rmtree(directory)
+    os.makedirs(directory)
+    config = ROPE_CONFIGS[kind]
+    generator = torch.Generator().manual_seed(SEED + sum(map(ord, name)))
+    # transformers fills in the rope_scaling object it is given (rope_theta, rope_type): it gets a copy.
+    make_random_model(directory, copy.deepcopy(config), LlamaForCausalLM, LlamaConfig, generator)
+    # The config.json a checkpoint of that generation ships (transformers 5 would rewrite it as rope_parameters).
+    write_json(os.path.join(directory, "config.json"), config)
+    input_ids = torch.randint(0, config["vocab_size"], (3, 16), generator=generator).tolist()
+    labels = tiny_labels(input_ids, TINY_IGNORED)
+    make_random_adapter(directory, adapter_directory, LlamaForCausalLM, generator)
+    for leftover in ("generation_config.json", "README.md"):
+        for folder in (directory, adapter_directory):
+            if os.path.exists(os.path.join(folder, leftover)):
+                os.remove(os.path.join(folder, leftover))
+    gguf_path = os.path.join(directory, "model.gguf.bin")
+    convert_to_gguf(directory, gguf_path)
+    rope_keys, rope_tensors = gguf_rope(gguf_path)
+    if kind == "llama3":
+        assert "rope_freqs.weight" in rope_tensors, "the converter must write llama3's frequency factors"
+    else:
+        assert rope_keys.get("llama.rope.scaling.type") == "linear", rope_keys
+    numbers, tensors = lora_reference(directory, adapter_directory, LlamaForCausalLM, input_ids, labels)
+    # transformers' own frequencies, for the tests' reading of the table: rotary_emb.inv_freq, and the unscaled
+    # ones (the same config without rope_scaling) that the positive control must be told apart from.
+    model = float64_model(LlamaForCausalLM, directory)
+    tensors["inv_freq"] = model.model.rotary_emb.inv_freq.to(torch.float32).contiguous()
+    plain = LlamaConfig(**{k: v for k, v in copy.deepcopy(config).items() if k not in ("architectures", "rope_scaling")})
+    tensors["inv_freq_unscaled"] = LlamaForCausalLM(plain).model.rotary_emb.inv_freq.to(torch.float32).contiguous()
+    dynamic = dynamic_reference(directory, config, input_ids, labels) if kind == "linear" else None
+    if dynamic:
+        tensors["dynamic_logits"] = dynamic.pop("logits")
+    save_file(tensors, os.path.join(directory, "reference.safetensors"))
+    write_json(os.path.join(directory, "reference.json"), {
+        "input_ids": input_ids, "labels": labels,
+        "loss_per_example": numbers["loss_per_example"], "loss_mean_of_examples": numbers["loss_mean_of_examples"],
+        "lora": {"r": LORA_R, "alpha": LORA_ALPHA, "scaling": LORA_ALPHA / LORA_R, "target_modules": LORA_TARGETS,
+                 "loss_per_example": numbers["lora_loss_per_example"],
+                 "per_example_grad_norm": numbers["per_example_grad_norm"],
+                 "note": "as tiny-llama's: logits, lora_logits and grad.<adapter tensor name> in reference.safetensors; "
+                         "inv_freq there is transformers' rotary_emb.inv_freq with the scaling, inv_freq_unscaled "
+                         "without it"},
+        **({"dynamic": dynamic} if dynamic else {}),
+        "gguf_rope": {"metadata": rope_keys, "tensors": rope_tensors,
+                      "note": "what convert_hf_to_gguf.py wrote of the rope scaling into model.gguf.bin, read by gguf-py"},
+        "source": {"made_by": f"Tests/Fixtures/generate.py {name}", "seed": SEED + sum(map(ord, name)),
+                   "float": "float64, eager attention",
+                   "gguf": "model.gguf: llama.cpp's convert_hf_to_gguf.py --outtype f32 on this directory "
+                           "(its vocabulary step replaced: the tiny model has no tokenizer)",
+                   "versions": versions("torch", "transformers", "peft", "safetensors")}})
+    print(f"{name}: losses", numbers["loss_per_example"], file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -653,7 +781,9 @@ def main():
                 "privacy": lambda: privacy(args.out),
                 "qwen2-pretokenizer": lambda: qwen2_pretokenizer(args.out, args.model),
                 "tiny-qwen2": lambda: tiny_family(args.out, "qwen2"),
-                "tiny-qwen3": lambda: tiny_family(args.out, "qwen3")}
+                "tiny-qwen3": lambda: tiny_family(args.out, "qwen3"),
+                "tiny-llama3": lambda: tiny_rope(args.out, "llama3"),
+                "tiny-llama-linear": lambda: tiny_rope(args.out, "linear")}
     chosen = args.sections or list(sections)
     for name in chosen:
         if name not in sections:

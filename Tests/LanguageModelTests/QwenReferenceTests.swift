@@ -10,57 +10,9 @@ import XCTest
 /// Tests/Fixtures/generate.py): logits, per-example losses, LoRA logits and LoRA gradients, from the HF
 /// directory and from the GGUF that llama.cpp's convert_hf_to_gguf.py wrote from it.
 final class QwenReferenceTests: XCTestCase {
-    /// The tolerances of the tiny Llama's tests (TinyLlamaReferenceTests, LoRAGradientTests).
-    static let logitTolerance: Float = 1e-4
-    static let lossTolerance = 1e-5
-    static let gradientTolerance = 5e-4
-    static let normTolerance = 1e-4
-
-    struct Reference {
-        let inputIds: [[Int]]
-        let labels: [[Int]]
-        let losses: [Double]
-        let loraLosses: [Double]
-        let gradientNorms: [Double]
-        let tensors: SafetensorsFile
-    }
-
-    static func reference(_ family: String) throws -> Reference {
-        let json = try Fixtures.json("tiny-\(family)/reference.json")
-        let lora = try XCTUnwrap(json["lora"] as? [String: Any])
-        return Reference(inputIds: json["input_ids"] as! [[Int]], labels: json["labels"] as! [[Int]],
-                         losses: json["loss_per_example"] as! [Double], loraLosses: lora["loss_per_example"] as! [Double],
-                         gradientNorms: lora["per_example_grad_norm"] as! [Double],
-                         tensors: try SafetensorsFile(url: Fixtures.url("tiny-\(family)/reference.safetensors")))
-    }
-
-    static func model(_ family: String, gguf: Bool) throws -> LlamaModel {
-        let weights = gguf ? try ModelLoader.loadGGUF(try GGUFFile(url: Fixtures.url("tiny-\(family)/model.gguf.bin")))
-            : try ModelLoader.loadHFDirectory(Fixtures.url("tiny-\(family)"))
-        return LlamaModel(weights: weights, pool: ThreadPool(threads: 2))
-    }
-
     func checkLogitsAndLosses(_ family: String, gguf: Bool, adapter: Bool) throws {
-        let reference = try Self.reference(family)
-        let model = try Self.model(family, gguf: gguf)
-        XCTAssertEqual(model.configuration.architecture.rawValue, family)
-        if adapter {
-            model.setAdapter(try ModelLoader.loadAdapter(path: Fixtures.url("tiny-\(family)/peft-adapter").path, for: model))
-        }
-        let expected = try reference.tensors.floats(adapter ? "lora_logits" : "logits")
-        let losses = adapter ? reference.loraLosses : reference.losses
-        let vocabulary = model.configuration.vocabSize
-        var worstLogit: Float = 0, worstLoss = 0.0
-        for (i, ids) in reference.inputIds.enumerated() {
-            let logits = try model.allLogits(tokens: ids)
-            let start = i * ids.count * vocabulary
-            for j in logits.indices { worstLogit = max(worstLogit, abs(logits[j] - expected[start + j])) }
-            worstLoss = max(worstLoss, abs(try model.score(tokens: ids, labels: reference.labels[i]).meanLoss - losses[i]))
-        }
-        let label = "\(family) \(gguf ? "GGUF" : "HF")\(adapter ? " + PEFT" : "")"
-        print("\(label): worst logit difference \(worstLogit), worst loss difference \(worstLoss)")
-        XCTAssertLessThanOrEqual(worstLogit, Self.logitTolerance, "\(label): worst logit difference \(worstLogit)")
-        XCTAssertLessThanOrEqual(worstLoss, Self.lossTolerance, "\(label): worst loss difference \(worstLoss)")
+        try TinyReference.checkLogitsAndLosses(family, gguf: gguf, adapter: adapter,
+                                               architecture: try XCTUnwrap(ModelArchitecture(rawValue: family)))
     }
 
     func testQwen2LogitsAndLossesMatchTransformers() throws {
@@ -75,44 +27,7 @@ final class QwenReferenceTests: XCTestCase {
         }
     }
 
-    /// Per-example losses and gradient norms, and the gradient of the mean loss per adapter tensor, against
-    /// PEFT's autograd.
-    func checkGradients(_ family: String, gguf: Bool) throws {
-        let reference = try Self.reference(family)
-        let model = try Self.model(family, gguf: gguf)
-        let adapter = try ModelLoader.loadAdapter(path: Fixtures.url("tiny-\(family)/peft-adapter").path, for: model)
-        let lora = TrainableLoRA.from(adapter, for: model)
-        var total = [Float](repeating: 0, count: lora.count)
-        for (i, ids) in reference.inputIds.enumerated() {
-            var single = [Float](repeating: 0, count: lora.count)
-            let (loss, _) = try single.withUnsafeMutableBufferPointer {
-                try model.lossAndGradient(tokens: ids, labels: reference.labels[i], lora: lora, gradient: $0.baseAddress!)
-            }
-            XCTAssertEqual(loss, reference.loraLosses[i], accuracy: Self.lossTolerance, "\(family) example \(i) loss")
-            let norm = single.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
-            XCTAssertLessThanOrEqual(abs(norm - reference.gradientNorms[i]) / reference.gradientNorms[i], Self.normTolerance,
-                                     "\(family) example \(i): gradient norm \(norm) vs \(reference.gradientNorms[i])")
-            for j in total.indices { total[j] += single[j] / Float(reference.inputIds.count) }
-        }
-        let gradients = lora.adapter(from: total)
-        var worst = 0.0, checked = 0
-        for layer in 0..<model.configuration.numHiddenLayers {
-            for module in ProjectionModule.allCases {
-                guard let pair = gradients.layers[layer][module] else { continue }
-                let prefix = "grad.base_model.model.model.layers.\(layer).\(module.hfPath)"
-                for (suffix, ours) in [("lora_A.weight", pair.a), ("lora_B.weight", pair.b)] {
-                    let expected = try reference.tensors.floats("\(prefix).\(suffix)")
-                    let scale = expected.reduce(0) { max($0, abs($1)) }
-                    let relative = Double(zip(ours, expected).reduce(0) { max($0, abs($1.0 - $1.1)) } / max(scale, 1e-12))
-                    worst = max(worst, relative)
-                    XCTAssertLessThanOrEqual(relative, Self.gradientTolerance, "\(family) \(prefix).\(suffix): \(relative)")
-                    checked += 1
-                }
-            }
-        }
-        XCTAssertEqual(checked, 28, "every adapter tensor compared")
-        print("\(family) LoRA gradients (\(gguf ? "GGUF" : "HF")): worst relative error \(worst)")
-    }
+    func checkGradients(_ family: String, gguf: Bool) throws { try TinyReference.checkGradients(family, gguf: gguf) }
 
     func testQwen2LoRAGradientsMatchPEFT() throws {
         try checkGradients("qwen2", gguf: false)
@@ -128,7 +43,7 @@ final class QwenReferenceTests: XCTestCase {
     /// gguf-py (exact float32 products here, so the tolerances are the float files').
     func testQ8_0FilesMatchTransformersOverDequantizedWeights() throws {
         for family in ["qwen2", "qwen3"] {
-            let reference = try Self.reference(family)
+            let reference = try TinyReference.reference(family)
             let file = try GGUFFile(url: Fixtures.url("tiny-\(family)/model-q8_0.gguf.bin"))
             let model = LlamaModel(weights: try ModelLoader.loadGGUF(file), pool: ThreadPool(threads: 2))
             model.precision = .float32
@@ -148,9 +63,9 @@ final class QwenReferenceTests: XCTestCase {
                 worstLoss = max(worstLoss, abs(try model.score(tokens: ids, labels: reference.labels[i]).meanLoss - losses[i]))
             }
             print("\(family) Q8_0: worst logit difference \(worstLogit), loss \(worstLoss); Q8_0 vs float \(quantizationEffect)")
-            XCTAssertGreaterThan(quantizationEffect, 10 * Self.logitTolerance, "\(family): the reference must see the quantization")
-            XCTAssertLessThanOrEqual(worstLogit, Self.logitTolerance, "\(family) Q8_0")
-            XCTAssertLessThanOrEqual(worstLoss, Self.lossTolerance, "\(family) Q8_0")
+            XCTAssertGreaterThan(quantizationEffect, 10 * TinyReference.logitTolerance, "\(family): the reference must see the quantization")
+            XCTAssertLessThanOrEqual(worstLogit, TinyReference.logitTolerance, "\(family) Q8_0")
+            XCTAssertLessThanOrEqual(worstLoss, TinyReference.lossTolerance, "\(family) Q8_0")
             // The default inference path (int8 activations, row-grouped stacks of q, k, v where the CPU has
             // them, biases and head norms after): close to the reference, as SmolLM2's int8 test asks.
             model.precision = .int8
@@ -171,8 +86,8 @@ final class QwenReferenceTests: XCTestCase {
     /// same logits as one full pass.
     func testKVCacheMatchesFullPass() throws {
         for family in ["qwen2", "qwen3"] {
-            let model = try Self.model(family, gguf: true)
-            let ids = try Self.reference(family).inputIds[0]
+            let model = try TinyReference.model(family, gguf: true)
+            let ids = try TinyReference.reference(family).inputIds[0]
             let full = try model.allLogits(tokens: ids)
             let cache = model.makeCache(capacity: 2)
             let vocabulary = model.configuration.vocabSize
@@ -190,7 +105,7 @@ final class QwenReferenceTests: XCTestCase {
     /// The files' structure as the converter wrote it: Qwen keeps HF's half-split rows (no permutation),
     /// Qwen2 ties its embeddings, Qwen3's head size comes from key_length.
     func testGGUFStructure() throws {
-        let qwen2 = try Self.model("qwen2", gguf: true), qwen3 = try Self.model("qwen3", gguf: true)
+        let qwen2 = try TinyReference.model("qwen2", gguf: true), qwen3 = try TinyReference.model("qwen3", gguf: true)
         XCTAssertEqual(qwen2.weights.ropeLayout, .halfSplit)
         XCTAssertEqual(qwen3.weights.ropeLayout, .halfSplit)
         XCTAssertTrue(qwen2.configuration.tieWordEmbeddings)

@@ -5,11 +5,11 @@ import TestSupport
 import XCTest
 @testable import LanguageModel
 
-/// A `llama` GGUF that needs computation the model does not do (Llama 3's rope scaling, other rope
-/// scalings, partial rotary, experts, sliding windows, soft-capping, biases) is refused with the file and
-/// the key or tensor named, never run with wrong numbers. The files are written by llama.cpp's own gguf-py
+/// A `llama` GGUF that needs computation the model does not do (rope scalings other than llama3's factors and
+/// linear, partial rotary, experts, sliding windows, soft-capping, biases) is refused with the file and the
+/// key or tensor named, never run with wrong numbers. The files are written by llama.cpp's own gguf-py
 /// (Reference/make_unsupported_ggufs.py); `plain.bin` is the same tiny model with nothing added, which must
-/// load and run.
+/// load and run, and so must the three rope scalings now computed (RopeScalingTests checks their numbers).
 final class UnsupportedGGUFTests: XCTestCase {
     static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .appendingPathComponent("Reference/unsupported-gguf")
@@ -29,10 +29,7 @@ final class UnsupportedGGUFTests: XCTestCase {
 
     func testEachUnsupportedFeatureIsRefusedNamingFileAndKey() throws {
         let cases: [(file: String, names: [String])] = [
-            ("rope-freqs", ["tensor 'rope_freqs.weight'", "rope scaling"]),
-            ("rope-scaling-linear", ["'llama.rope.scaling.type'", "'linear'"]),
             ("rope-scaling-yarn", ["'llama.rope.scaling.type'", "'yarn'"]),
-            ("rope-scaling-factor", ["'llama.rope.scaling.factor'", "2.0"]),
             ("partial-rotary", ["'llama.rope.dimension_count'", "4 is not the head dimension 8"]),
             ("layer-norm", ["'llama.attention.layer_norm_epsilon'"]),
             ("experts", ["'llama.expert_count'", "experts"]),
@@ -51,8 +48,26 @@ final class UnsupportedGGUFTests: XCTestCase {
         }
     }
 
-    /// An HF Llama-3.x config (rope_scaling llama3) is refused naming the file and the field; the same
-    /// directory without the field loads (the positive control).
+    /// The rope scalings gguf-py wrote that are computed: llama3's factors (rope_freqs.weight), linear with its
+    /// type, and a factor without a type (linear to llama.cpp), each read as what it is and running.
+    func testComputedRopeScalingsLoad() throws {
+        let expected: [(String, RopeScaling)] = [("rope-freqs", .frequencyFactors([1, 10.0 / 3, 17.0 / 3, 8])),
+                                                 ("rope-scaling-linear", .linear(factor: 8)),
+                                                 ("rope-scaling-factor", .linear(factor: 2))]
+        for (file, scaling) in expected {
+            let loaded = try load(file)
+            if case .frequencyFactors(let factors) = scaling, case .frequencyFactors(let read) = loaded.model.configuration.ropeScaling {
+                XCTAssertEqual(read.count, factors.count, file)
+                for (a, b) in zip(read, factors) { XCTAssertEqual(a, b, accuracy: 1e-6, file) }
+            } else {
+                XCTAssertEqual(loaded.model.configuration.ropeScaling, scaling, file)
+            }
+            XCTAssertTrue(try loaded.model.allLogits(tokens: [1, 2, 3]).allSatisfy(\.isFinite), file)
+        }
+    }
+
+    /// An HF config whose rope scaling is not computed (`yarn`) is refused naming the file and the field;
+    /// the same directory without the field loads (the positive control).
     func testHFConfigWithRopeScalingIsRefused() throws {
         let directory = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -63,11 +78,11 @@ final class UnsupportedGGUFTests: XCTestCase {
         XCTAssertNoThrow(try ModelLoader.loadHFDirectory(directory))
         let configURL = directory.appendingPathComponent("config.json")
         var config = try JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as! [String: Any]
-        config["rope_scaling"] = ["rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                                  "original_max_position_embeddings": 8192] as [String: Any]
+        config["rope_scaling"] = ["rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 64] as [String: Any]
         try JSONSerialization.data(withJSONObject: config).write(to: configURL)
         XCTAssertThrowsError(try ModelLoader.loadHFDirectory(directory)) { error in
-            XCTAssertTrue("\(error)".contains("config.json") && "\(error)".contains("rope_scaling is not supported"), "\(error)")
+            XCTAssertTrue("\(error)".contains("config.json")
+                          && "\(error)".contains("rope_scaling.rope_type 'yarn' is not supported"), "\(error)")
         }
     }
 
@@ -88,6 +103,9 @@ final class UnsupportedGGUFTests: XCTestCase {
         XCTAssertTrue(GGUFSupport.isExpected("blk.0.attn_q.weight", try LlamaConfiguration(gguf: gguf)))
         XCTAssertFalse(GGUFSupport.isExpected("blk.00.attn_q.weight", try LlamaConfiguration(gguf: gguf)))
         XCTAssertFalse(GGUFSupport.isExpected("blk.\(layers).attn_q.weight", try LlamaConfiguration(gguf: gguf)))
-        XCTAssertFalse(GGUFSupport.isExpected("rope_freqs.weight", try LlamaConfiguration(gguf: gguf)))
+        XCTAssertTrue(GGUFSupport.isExpected("rope_freqs.weight", try LlamaConfiguration(gguf: gguf)))
+        var qwen = try LlamaConfiguration(gguf: gguf)
+        qwen.architecture = .qwen2
+        XCTAssertFalse(GGUFSupport.isExpected("rope_freqs.weight", qwen), "llama.cpp reads frequency factors for llama only")
     }
 }

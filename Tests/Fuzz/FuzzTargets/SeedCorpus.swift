@@ -14,7 +14,8 @@ public enum SeedCorpus {
     public static func write(to directory: URL) throws {
         let seeds: [FuzzTarget: [String: Data]] = [
             .gguf: try ModelSeeds.gguf(), .safetensors: try ModelSeeds.safetensors(),
-            .tokenizer: try ModelSeeds.tokenizer(), .hfConfig: ["tiny-llama.json": Data(ModelSeeds.hfConfig.utf8)],
+            .tokenizer: try ModelSeeds.tokenizer(), .hfConfig: ["tiny-llama.json": Data(ModelSeeds.hfConfig.utf8),
+                                                                   "tiny-llama3.json": Data(ModelSeeds.hfConfigLlama3.utf8)],
             .peft: try ModelSeeds.peft(), .jsonl: ModelSeeds.jsonl(), .wire: try WireSeeds.frames(),
             .secagg: try WireSeeds.secureRounds(), .config: try StateSeeds.configuration(), .audit: try StateSeeds.audit(),
         ]
@@ -58,7 +59,16 @@ enum ModelSeeds {
                                    .float64(0.25), .array([.array([.string("nested")])])]
         for (i, value) in values.enumerated() { scalars.set("seed.value\(i)", value) }
         try scalars.addTensor(name: "t", dimensions: [4], type: .bf16, data: [UInt8](repeating: 0x3f, count: 8))
-        return ["llama.bin": llama.encoded(), "scalars.bin": scalars.encoded(), "weights.bin": try weights().encoded()]
+        // The rope scalings the loader computes: llama3's frequency factors (one per rotary pair of the head of
+        // 32) and linear scaling by its keys.
+        var llama3 = try weights()
+        let factors = (0..<16).map { Float(1 + $0 / 2) }.flatMap { withUnsafeBytes(of: $0.bitPattern.littleEndian, Array.init) }
+        try llama3.addTensor(name: "rope_freqs.weight", dimensions: [16], type: .f32, data: factors)
+        var linear = try weights()
+        linear.set("llama.rope.scaling.type", .string("linear"))
+        linear.set("llama.rope.scaling.factor", .float32(4))
+        return ["llama.bin": llama.encoded(), "scalars.bin": scalars.encoded(), "weights.bin": try weights().encoded(),
+                "rope-freqs.bin": llama3.encoded(), "rope-linear.bin": linear.encoded()]
     }
 
     /// A whole model the loader accepts: one layer of width 32, one head, a vocabulary of 8, quantized.
@@ -116,6 +126,15 @@ enum ModelSeeds {
          "num_key_value_heads": 2, "max_position_embeddings": 128, "rope_theta": 10000.0, "rms_norm_eps": 1e-05,
          "tie_word_embeddings": false, "hidden_act": "silu", "attention_bias": false, "mlp_bias": false,
          "architectures": ["LlamaForCausalLM"], "model_type": "llama", "torch_dtype": "float32"}
+        """
+
+    /// Llama 3.x's rope scaling, as its config.json spells it (rope_scaling beside a top-level rope_theta).
+    static let hfConfigLlama3 = """
+        {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "num_key_value_heads": 2, "max_position_embeddings": 256, "rope_theta": 500000.0, "rms_norm_eps": 1e-05,
+         "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                          "original_max_position_embeddings": 64, "rope_type": "llama3"},
+         "tie_word_embeddings": true, "hidden_act": "silu", "model_type": "llama"}
         """
 
     static func peft() throws -> [String: Data] {

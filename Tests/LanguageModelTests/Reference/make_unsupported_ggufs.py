@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Writes tiny Llama GGUF files with gguf-py (llama.cpp's own writer), one per feature that changes the
 computation and that the model does not compute, plus `plain.bin`, the same model with nothing added,
-which must load and run (the positive control). UnsupportedGGUFTests reads them.
+which must load and run (the positive control). UnsupportedGGUFTests reads them. Three of the features are
+computed now and their files must load too: rope-freqs (llama3's factors), rope-scaling-linear and
+rope-scaling-factor (linear; their numbers are checked by RopeScalingTests on the converter's own files).
 
 Run from the repository root:
     python3 -m venv /tmp/gguf && /tmp/gguf/bin/pip install gguf numpy

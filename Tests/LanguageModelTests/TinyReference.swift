@@ -1,0 +1,121 @@
+import Foundation
+import Kernels
+import ModelFormats
+import TestSupport
+import XCTest
+@testable import LanguageModel
+
+/// The tiny random models of Tests/Fixtures made by generate.py (`tiny-<name>`: config.json, model.safetensors,
+/// model.gguf.bin from llama.cpp's convert_hf_to_gguf.py, peft-adapter, and reference.json/.safetensors from
+/// transformers + PEFT in float64), and the comparisons with them that QwenReferenceTests and RopeScalingTests
+/// make: logits, per-example losses, LoRA logits, per-example gradient norms and the mean loss's LoRA gradients.
+enum TinyReference {
+    /// The tolerances of the tiny Llama's tests (TinyLlamaReferenceTests, LoRAGradientTests).
+    static let logitTolerance: Float = 1e-4
+    static let lossTolerance = 1e-5
+    static let gradientTolerance = 5e-4
+    static let normTolerance = 1e-4
+
+    struct Reference {
+        let inputIds: [[Int]]
+        let labels: [[Int]]
+        let losses: [Double]
+        let loraLosses: [Double]
+        let gradientNorms: [Double]
+        let tensors: SafetensorsFile
+    }
+
+    static func reference(_ name: String) throws -> Reference {
+        let json = try Fixtures.json("tiny-\(name)/reference.json")
+        let lora = try XCTUnwrap(json["lora"] as? [String: Any])
+        return Reference(inputIds: json["input_ids"] as! [[Int]], labels: json["labels"] as! [[Int]],
+                         losses: json["loss_per_example"] as! [Double], loraLosses: lora["loss_per_example"] as! [Double],
+                         gradientNorms: lora["per_example_grad_norm"] as! [Double],
+                         tensors: try SafetensorsFile(url: Fixtures.url("tiny-\(name)/reference.safetensors")))
+    }
+
+    static func weights(_ name: String, gguf: Bool) throws -> ModelWeights {
+        gguf ? try ModelLoader.loadGGUF(try GGUFFile(url: Fixtures.url("tiny-\(name)/model.gguf.bin")))
+            : try ModelLoader.loadHFDirectory(Fixtures.url("tiny-\(name)"))
+    }
+
+    static func model(_ name: String, gguf: Bool) throws -> LlamaModel {
+        LlamaModel(weights: try weights(name, gguf: gguf), pool: ThreadPool(threads: 2))
+    }
+
+    static func adapter(_ name: String, for model: LlamaModel) throws -> LoRAAdapter {
+        try ModelLoader.loadAdapter(path: Fixtures.url("tiny-\(name)/peft-adapter").path, for: model)
+    }
+
+    /// The worst logit and per-example loss differences of `model` (with `tiny-<name>`'s adapter installed
+    /// when `adapter`) from transformers' float64 numbers.
+    static func worstDifferences(_ model: LlamaModel, _ name: String, adapter: Bool) throws -> (logit: Float, loss: Double) {
+        let reference = try reference(name)
+        model.setAdapter(adapter ? try Self.adapter(name, for: model) : nil)
+        let expected = try reference.tensors.floats(adapter ? "lora_logits" : "logits")
+        let losses = adapter ? reference.loraLosses : reference.losses
+        let vocabulary = model.configuration.vocabSize
+        var worstLogit: Float = 0, worstLoss = 0.0
+        for (i, ids) in reference.inputIds.enumerated() {
+            let logits = try model.allLogits(tokens: ids)
+            let start = i * ids.count * vocabulary
+            for j in logits.indices { worstLogit = max(worstLogit, abs(logits[j] - expected[start + j])) }
+            worstLoss = max(worstLoss, abs(try model.score(tokens: ids, labels: reference.labels[i]).meanLoss - losses[i]))
+        }
+        return (worstLogit, worstLoss)
+    }
+
+    /// Logits and losses of `tiny-<name>` from its HF directory or GGUF, with or without the adapter, within
+    /// the tolerances.
+    static func checkLogitsAndLosses(_ name: String, gguf: Bool, adapter: Bool, architecture: ModelArchitecture,
+                                     file: StaticString = #filePath, line: UInt = #line) throws {
+        let model = try model(name, gguf: gguf)
+        XCTAssertEqual(model.configuration.architecture, architecture, file: file, line: line)
+        let (worstLogit, worstLoss) = try worstDifferences(model, name, adapter: adapter)
+        let label = "\(name) \(gguf ? "GGUF" : "HF")\(adapter ? " + PEFT" : "")"
+        print("\(label): worst logit difference \(worstLogit), worst loss difference \(worstLoss)")
+        XCTAssertLessThanOrEqual(worstLogit, logitTolerance, "\(label): worst logit difference \(worstLogit)",
+                                 file: file, line: line)
+        XCTAssertLessThanOrEqual(worstLoss, lossTolerance, "\(label): worst loss difference \(worstLoss)", file: file, line: line)
+    }
+
+    /// Per-example losses and gradient norms, and the gradient of the mean loss per adapter tensor, against
+    /// PEFT's autograd (training's pass: `lossAndGradient`).
+    static func checkGradients(_ name: String, gguf: Bool, file: StaticString = #filePath, line: UInt = #line) throws {
+        let reference = try reference(name)
+        let model = try model(name, gguf: gguf)
+        let lora = TrainableLoRA.from(try adapter(name, for: model), for: model)
+        var total = [Float](repeating: 0, count: lora.count)
+        for (i, ids) in reference.inputIds.enumerated() {
+            var single = [Float](repeating: 0, count: lora.count)
+            let (loss, _) = try single.withUnsafeMutableBufferPointer {
+                try model.lossAndGradient(tokens: ids, labels: reference.labels[i], lora: lora, gradient: $0.baseAddress!)
+            }
+            XCTAssertEqual(loss, reference.loraLosses[i], accuracy: lossTolerance, "\(name) example \(i) loss", file: file, line: line)
+            let norm = single.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
+            XCTAssertLessThanOrEqual(abs(norm - reference.gradientNorms[i]) / reference.gradientNorms[i], normTolerance,
+                                     "\(name) example \(i): gradient norm \(norm) vs \(reference.gradientNorms[i])",
+                                     file: file, line: line)
+            for j in total.indices { total[j] += single[j] / Float(reference.inputIds.count) }
+        }
+        let gradients = lora.adapter(from: total)
+        var worst = 0.0, checked = 0
+        for layer in 0..<model.configuration.numHiddenLayers {
+            for module in ProjectionModule.allCases {
+                guard let pair = gradients.layers[layer][module] else { continue }
+                let prefix = "grad.base_model.model.model.layers.\(layer).\(module.hfPath)"
+                for (suffix, ours) in [("lora_A.weight", pair.a), ("lora_B.weight", pair.b)] {
+                    let expected = try reference.tensors.floats("\(prefix).\(suffix)")
+                    let scale = expected.reduce(0) { max($0, abs($1)) }
+                    let relative = Double(zip(ours, expected).reduce(0) { max($0, abs($1.0 - $1.1)) } / max(scale, 1e-12))
+                    worst = max(worst, relative)
+                    XCTAssertLessThanOrEqual(relative, gradientTolerance, "\(name) \(prefix).\(suffix): \(relative)",
+                                             file: file, line: line)
+                    checked += 1
+                }
+            }
+        }
+        XCTAssertEqual(checked, 28, "every adapter tensor compared", file: file, line: line)
+        print("\(name) LoRA gradients (\(gguf ? "GGUF" : "HF")): worst relative error \(worst)")
+    }
+}
