@@ -14,9 +14,9 @@ struct DemoCommand: ParsableCommand {
                                          [--canaries N] [--noise local|distributed] [--probe on|off] [--json]
 
           --clients N     client processes (default 3), each with synthetic clinic notes of its own specialty
-          --rounds R      rounds to run (default 10 distributed, 3 local)
+          --rounds R      rounds to run (default \(Demo.distributedRounds) distributed, 3 local)
           --model M       the base model (default models/SmolLM2-135M-Instruct.Q4_1.gguf)
-          --records K     synthetic notes per client, 5% held out (default 400 distributed, in the task form
+          --records K     synthetic notes per client, 5% held out (default \(Demo.distributedRecords) distributed, in the task form
                           note → assessment; 120 local, whole notes)
           --dir DIR       where the federation is built (default: a new folder under the temporary directory);
                           it is kept so that 'audit' and 'report' can be pointed at DIR/coordinator
