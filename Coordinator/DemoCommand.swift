@@ -32,12 +32,15 @@ struct DemoCommand: ParsableCommand {
                           each client assuming half the cohort honest; local: each client adds its own DP
                           noise to 4 DP-SGD steps a round
           --probe on|off  the coordinator's public probe (default on): a few fictional notes whose assessment
-                          the model writes (greedy) before the rounds and with the final global adapter, shown
-                          here and kept for the report (DIR/coordinator/public-probe.json)
+                          the model writes (greedy) before the rounds and with the final global adapter, and
+                          the exact loss of both on \(DemoProbe.heldOutPerSpecialty) more public notes per probe specialty
+                          (public-heldout.jsonl), shown here and kept for the report
+                          (DIR/coordinator/public-probe.json)
           --json          print {"rounds": [{"round", "participants", "eval_loss_before", "eval_loss_after",
                           "max_epsilon", "seconds", "canary_exposure"?: {"client", "mean_bits", "max_bits",
                           "space_size"}}], "audit_verified", "adapter", "state", "seconds", "probe"?:
-                          {"adapter_round", "notes": [{"title", "prompt", "reference", "before", "after"}]}}
+                          {"adapter_round", "notes": [{"title", "prompt", "reference", "before", "after"}],
+                          "held_out"?: {"notes", "tokens", "loss_before", "loss_after"}}}
 
         Every step is the real thing: a CA and enrolment by CSR, 'conclave-coordinator serve', and one
         'conclave-client join' per client training with DP-SGD and charging its own ledger. The logs are

@@ -233,22 +233,39 @@ public final class Demo {
                       c.clients, budget)
     }
 
-    /// Keeps the public probe's notes in the coordinator's folder and writes each one's assessment with the base model.
-    private func probeBefore(_ notes: [SyntheticNotes.Note], federation: LocalFederation) throws -> [String] {
-        guard !notes.isEmpty else { return [] }
+    /// The probe as measured before the rounds: each note's assessment by the base model, and the base model's loss on
+    /// the public held-out set.
+    struct ProbeBefore {
+        var assessments: [String]
+        var heldOut: (loss: Double, notes: Int, tokens: Int)?
+    }
+
+    /// Keeps the public probe's notes and held-out set in the coordinator's folder, writes each note's assessment with
+    /// the base model and scores the held-out set with it.
+    private func probeBefore(_ notes: [SyntheticNotes.Note], federation: LocalFederation) throws -> ProbeBefore {
+        guard !notes.isEmpty else { return ProbeBefore(assessments: [], heldOut: nil) }
         try DemoProbe.write(notes, to: federation.paths.root.appendingPathComponent(DemoProbe.fileName))
         narrate("  public probe: \(notes.count) fictional notes held by the coordinator (\(DemoProbe.fileName)); the base "
                 + "model's assessment of each:")
-        return try notes.map { note in
+        let assessments = try notes.map { note in
             let text = try DemoProbe.assessment(prompt: note.prompt, model: configuration.model, adapter: nil,
                                                 client: executables.client, in: federation)
             narrate("    \(DemoProbe.title(note)): \(text)")
             return text
         }
+        let heldOutFile = federation.paths.root.appendingPathComponent(DemoProbe.heldOutFileName)
+        try DemoProbe.write(DemoProbe.heldOutNotes(clients: configuration.clients), to: heldOutFile, titled: false)
+        let heldOut = try DemoProbe.heldOutLoss(data: heldOutFile, model: configuration.model, adapter: nil,
+                                                maxLength: configuration.plan.maxLength, client: executables.client, in: federation)
+        narrate(String(format: "  public held-out set: %d more fictional notes of the same kind (%@), scored exactly (public: no "
+                       + "noise needed); the base model's loss %.4f over %d assessment tokens", heldOut.notes,
+                       DemoProbe.heldOutFileName, heldOut.loss, heldOut.tokens))
+        return ProbeBefore(assessments: assessments, heldOut: heldOut)
     }
 
-    /// The probe's assessments with the last committed global adapter, kept beside the audit log for the report.
-    private func probeAfter(_ notes: [SyntheticNotes.Note], before: [String], records: [AuditRecord],
+    /// The probe's assessments and held-out loss with the last committed global adapter, kept beside the audit log for
+    /// the report.
+    private func probeAfter(_ notes: [SyntheticNotes.Note], before: ProbeBefore, records: [AuditRecord],
                             federation: LocalFederation) throws -> PublicProbe? {
         guard !notes.isEmpty, let last = records.last(where: { $0.status == "committed" }) else { return nil }
         let adapter = federation.paths.adapter(round: last.round)
@@ -256,10 +273,20 @@ public final class Demo {
             try DemoProbe.assessment(prompt: note.prompt, model: configuration.model, adapter: adapter,
                                      client: executables.client, in: federation)
         }
-        let probe = PublicProbe(adapterRound: last.round, notes: zip(notes, zip(before, after)).map { note, texts in
+        let heldOut = try before.heldOut.map { base in
+            let final = try DemoProbe.heldOutLoss(data: federation.paths.root.appendingPathComponent(DemoProbe.heldOutFileName),
+                                                  model: configuration.model, adapter: adapter, maxLength: configuration.plan.maxLength,
+                                                  client: executables.client, in: federation)
+            guard final.notes == base.notes, final.tokens == base.tokens else {
+                throw LocalFederationError.setup("the public held-out set scored \(final.notes) notes, \(final.tokens) tokens with the "
+                                                 + "adapter, \(base.notes), \(base.tokens) without: \(DemoProbe.heldOutFileName) changed")
+            }
+            return PublicProbe.HeldOutLoss(notes: base.notes, tokens: base.tokens, lossBefore: base.loss, lossAfter: final.loss)
+        }
+        let probe = PublicProbe(adapterRound: last.round, notes: zip(notes, zip(before.assessments, after)).map { note, texts in
             PublicProbe.Note(title: DemoProbe.title(note), prompt: note.prompt, reference: DemoProbe.firstLine(note.completion),
                              before: texts.0, after: texts.1)
-        })
+        }, heldOut: heldOut)
         try writeFileAtomically(try JSONEncoder().encode(probe), to: federation.paths.root.appendingPathComponent(PublicProbe.fileName))
         return probe
     }

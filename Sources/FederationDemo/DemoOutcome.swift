@@ -152,13 +152,15 @@ public struct DemoOutcome: Encodable, Sendable, Equatable {
 
     /// The DP-released held-out loss of the first committed round against the last one's: in a distributed round
     /// the clients score the global adapter they received, so the first is the base model and the last the adapter
-    /// after every step but the last.
+    /// after every step but the last. The change in percent only when the first is positive (a release clipped to 0
+    /// has none).
     var learningLines: [String] {
         let released = rounds.map(\.summary).filter { $0.status == "committed" && $0.evalLossBefore != nil }
         guard let first = released.first, let last = released.last, last.round > first.round,
               let a = first.evalLossBefore, let b = last.evalLossBefore else { return [] }
+        let change = a > 0 ? String(format: "%+.1f%%; ", 100 * (b - a) / a) : ""
         return ["", String(format: "held-out loss (DP-released, pooled over the clients): %.4f at round %llu → %.4f at round %llu "
-                           + "(%+.1f%%; each ± its s.e. above)", a, first.round, b, last.round, 100 * (b - a) / a)]
+                           + "(%@each ± its s.e. above)", a, first.round, b, last.round, change)]
     }
 
     /// The public probe: each note's reference assessment, then the base model's and the global adapter's.
@@ -169,6 +171,11 @@ public struct DemoOutcome: Encodable, Sendable, Equatable {
         for note in probe.notes {
             lines += ["  " + note.title, "    author's:  " + note.reference, "    before:    " + note.before,
                       "    after:     " + note.after]
+        }
+        if let held = probe.heldOut {
+            lines.append(String(format: "public held-out loss (%d fictional notes no client holds, %d assessment tokens; exact): "
+                                + "%.4f base model → %.4f global adapter of round %llu (%+.1f%%)", held.notes, held.tokens,
+                                held.lossBefore, held.lossAfter, probe.adapterRound, held.changePercent))
         }
         return lines
     }

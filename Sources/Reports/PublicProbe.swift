@@ -27,18 +27,51 @@ public struct PublicProbe: Codable, Sendable, Equatable {
         }
     }
 
+    /// The exact held-out loss on a larger public set of the same kind of notes (no client holds them), with the base
+    /// model and with the final global adapter: public data, so it costs no privacy and needs no noise.
+    public struct HeldOutLoss: Codable, Sendable, Equatable {
+        /// Public notes scored.
+        public var notes: Int
+        /// Tokens scored (the assessments'; the prompts are not counted).
+        public var tokens: Int
+        /// The mean next-token cross-entropy (nats) over those tokens, base model alone.
+        public var lossBefore: Double
+        /// The same with the final global adapter.
+        public var lossAfter: Double
+
+        public init(notes: Int, tokens: Int, lossBefore: Double, lossAfter: Double) {
+            self.notes = notes
+            self.tokens = tokens
+            self.lossBefore = lossBefore
+            self.lossAfter = lossAfter
+        }
+
+        /// The change in percent of the base model's loss.
+        public var changePercent: Double { 100 * (lossAfter - lossBefore) / lossBefore }
+
+        enum CodingKeys: String, CodingKey {
+            case notes, tokens
+            case lossBefore = "loss_before"
+            case lossAfter = "loss_after"
+        }
+    }
+
     /// The round whose global adapter wrote `after`.
     public var adapterRound: UInt64
     public var notes: [Note]
+    /// The public held-out loss before and after (nil in probes kept before it existed, or when it was not measured).
+    public var heldOut: HeldOutLoss?
 
-    public init(adapterRound: UInt64, notes: [Note]) {
+    public init(adapterRound: UInt64, notes: [Note], heldOut: HeldOutLoss? = nil) {
         self.adapterRound = adapterRound
         self.notes = notes
+        self.heldOut = heldOut
     }
 
     enum CodingKeys: String, CodingKey {
         case notes
         case adapterRound = "adapter_round"
+        case heldOut = "held_out"
     }
 
     /// Its file in the coordinator's state directory.
@@ -69,6 +102,11 @@ extension AuditReport {
             + "“Assessment:”; the model's greedy continuation with the base model alone and with the global adapter of round "
             + "\(probe.adapterRound). The clients' notes never leave them: what changed between the two columns came through "
             + "the noised, securely aggregated updates alone.</p>"
+        if let held = probe.heldOut {
+            html += String(format: "<p data-field=\"probe-held-out\">Held-out loss on %d public notes of the same kind (%d assessment "
+                           + "tokens; exact: public data, no noise needed): %.4f with the base model, %.4f with the global adapter "
+                           + "(%+.1f%%).</p>", held.notes, held.tokens, held.lossBefore, held.lossAfter, held.changePercent)
+        }
         html += "<table id=\"probe-table\"><thead><tr><th>public note</th><th>its author's assessment</th>"
             + "<th>base model</th><th>with the global adapter</th></tr></thead><tbody>"
         for note in probe.notes {

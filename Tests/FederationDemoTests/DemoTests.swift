@@ -117,6 +117,27 @@ final class DemoTests: XCTestCase {
         XCTAssertEqual(DemoProbe.firstLine("\n  \n"), "(nothing)")
     }
 
+    /// The public held-out set: `heldOutPerSpecialty` notes of each probe specialty, none of them any client's note nor
+    /// a probe note. Control: the same search finds a client's own note among its notes.
+    func testThePublicHeldOutNotesAreNoClientsAndNotTheProbes() {
+        let demo = DemoConfiguration(model: "m")
+        let heldOut = DemoProbe.heldOutNotes(clients: demo.clients)
+        XCTAssertEqual(heldOut.count, DemoProbe.heldOutPerSpecialty * 3)
+        XCTAssertEqual(heldOut.filter { $0.specialty == .dermatology }.count, DemoProbe.heldOutPerSpecialty)
+        var clientPrompts = Set<String>()
+        for index in 0..<demo.clients {
+            clientPrompts.formUnion(SyntheticNotes.generate(specialty: demo.client(index).specialty, records: demo.records,
+                                                            seed: UInt64(index + 1)).map(\.prompt))
+        }
+        let probePrompts = Set(DemoProbe.notes(clients: demo.clients).map(\.prompt))
+        for note in heldOut {
+            XCTAssertFalse(clientPrompts.contains(note.prompt), "a public held-out note is a client's")
+            XCTAssertFalse(probePrompts.contains(note.prompt), "a public held-out note is a probe note")
+        }
+        let own = SyntheticNotes.generate(specialty: .pediatrics, records: 1, seed: 3)[0]
+        XCTAssertTrue(clientPrompts.contains(own.prompt), "control: client 3's own note is found")
+    }
+
     /// One specialty per client, in the synthetic notes' own order, wrapping after the sixth.
     func testClientsTakeTheSpecialtiesInTurn() {
         let demo = DemoConfiguration(clients: 8, model: "m")
@@ -221,6 +242,31 @@ final class DemoTests: XCTestCase {
         XCTAssertEqual(Set(try XCTUnwrap((probe["notes"] as? [[String: Any]])?.first).keys),
                        ["title", "prompt", "reference", "before", "after"])
         XCTAssertFalse(self.outcome().text.contains("pooled over the clients"), "control: one committed round, no comparison")
+    }
+
+    /// A DP release clipped to 0 at the first round has no change in percent (it was +inf); the public held-out loss is
+    /// its own line, exact, with its change, and `--json` carries it. Control: a positive first release keeps its percent.
+    func testLearningLineWithoutAPercentFromZeroAndThePublicHeldOutLine() throws {
+        var outcome = outcome()
+        outcome.rounds[0].summary.evalLossBefore = 0
+        var later = record(3, status: "committed")
+        later.evalLossBefore = 6.0
+        outcome.rounds.append(DemoOutcome.Round(summary: RoundSummary(later), canaryExposure: nil))
+        outcome.probe = PublicProbe(adapterRound: 3, notes: [
+            PublicProbe.Note(title: "t", prompt: "p\nAssessment:", reference: "r", before: "b", after: "a"),
+        ], heldOut: PublicProbe.HeldOutLoss(notes: 30, tokens: 1500, lossBefore: 4.0, lossAfter: 3.5))
+        let text = outcome.text
+        XCTAssertTrue(text.contains("held-out loss (DP-released, pooled over the clients): 0.0000 at round 1 → 6.0000 at round 3 "
+                                    + "(each ± its s.e. above)"), text)
+        XCTAssertFalse(text.contains("inf%"), text)
+        XCTAssertTrue(text.contains("public held-out loss (30 fictional notes no client holds, 1500 assessment tokens; exact): "
+                                    + "4.0000 base model → 3.5000 global adapter of round 3 (-12.5%)"), text)
+        let json = try XCTUnwrap(JSONSerialization.jsonObject(with: JSONEncoder().encode(outcome)) as? [String: Any])
+        let held = try XCTUnwrap((json["probe"] as? [String: Any])?["held_out"] as? [String: Any])
+        XCTAssertEqual(held["loss_after"] as? Double, 3.5)
+        XCTAssertEqual(Set(held.keys), ["notes", "tokens", "loss_before", "loss_after"])
+        outcome.rounds[0].summary.evalLossBefore = 3.0
+        XCTAssertTrue(outcome.text.contains("3.0000 at round 1 → 6.0000 at round 3 (+100.0%; each"), "control: \(outcome.text)")
     }
 
     func testTableAndExitStatus() {

@@ -259,6 +259,18 @@ final class AuditReportTests: XCTestCase {
         XCTAssertTrue(html.contains("Heart failure &lt;HFrEF&gt;"))
         ReportFixtures.assertSelfContained(html)
 
+        XCTAssertFalse(html.contains("probe-held-out"), "control: a probe without the public held-out loss shows none")
+
+        var measured = probe
+        measured.heldOut = PublicProbe.HeldOutLoss(notes: 30, tokens: 1234, lossBefore: 4.5, lossAfter: 3.96)
+        try JSONEncoder().encode(measured).write(to: file)
+        let withLoss = AuditReport.load(stateDirectory: directory)
+        XCTAssertEqual(withLoss.probe, measured)
+        XCTAssertTrue(AuditReport.html(withLoss).contains("<p data-field=\"probe-held-out\">Held-out loss on 30 public notes of the "
+                                                          + "same kind (1234 assessment tokens; exact: public data, no noise "
+                                                          + "needed): 4.5000 with the base model, 3.9600 with the global adapter "
+                                                          + "(-12.0%).</p>"), AuditReport.html(withLoss))
+
         try Data("{\"notes\": 3}".utf8).write(to: file)
         let broken = AuditReport.load(stateDirectory: directory)
         XCTAssertNil(broken.probe)
