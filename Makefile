@@ -17,8 +17,9 @@ APT_PACKAGES := libssl-dev libsodium-dev pkg-config
 .PHONY: all deps pydeps model build test demo showcase bench faults clean help fixtures
 
 help:
-	@echo "make demo      a federation on this machine: coordinator + 3 clients over mutual TLS, DP-SGD,"
-	@echo "               secure aggregation, audit log and report (installs packages, fetches the model)"
+	@echo "make demo      a federation on this machine: coordinator + 3 clients over mutual TLS, distributed DP"
+	@echo "               (one DP-SGD step a round, noise shared inside secure aggregation), a public probe"
+	@echo "               before and after, audit log and report (installs packages, fetches the model)"
 	@echo "make showcase  the single-machine tour: tokenize, generate, eval, one DP fine-tune and its ledger"
 	@echo "make test   run the test suite"
 	@echo "make test-arm  the C kernels against their C reference: natively, then cross-compiled for aarch64 and"
@@ -127,7 +128,7 @@ DEMO_DIR     := out/demo
 
 demo: build model
 	@rm -rf $(DEMO_DIR)
-	$(BIN)/conclave-coordinator demo --clients 3 --rounds 3 --model $(MODEL) --dir $(DEMO_DIR)
+	$(BIN)/conclave-coordinator demo --clients 3 --model $(MODEL) --dir $(DEMO_DIR)
 	$(BIN)/conclave-coordinator audit --state $(DEMO_DIR)/coordinator --verify
 	$(BIN)/conclave-coordinator report --state $(DEMO_DIR)/coordinator --out $(DEMO_DIR)/report.html
 	$(BIN)/conclave-client budget --state $(DEMO_DIR)/client-1

@@ -156,7 +156,7 @@ let package = Package(
         .testTarget(name: "ArchitectureTests", dependencies: ["TestSupport"], path: "Tests/ArchitectureTests"),
         .testTarget(name: "FederationDemoTests",
                     dependencies: ["TestSupport", "FederationDemo", "FederationProtocol", "CoordinatorService", "ClientService", "Audit",
-                                   "Reports", "Wire"],
+                                   "Reports", "Wire", "FineTuning"],
                     path: "Tests/FederationDemoTests"),
         .testTarget(name: "DiagnosticsTests", dependencies: ["TestSupport", "Diagnostics", "Transport"],
                     path: "Tests/DiagnosticsTests"),

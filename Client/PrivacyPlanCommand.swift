@@ -31,7 +31,7 @@ struct PrivacyPlanCommand: ParsableCommand {
           --json       print {"rounds": [{"round", "epsilon", "refused"}], "first_refused_round" (null when
                        all fit), "round_epsilon" (one round alone at the plan's δ), "spent_epsilon",
                        "budget_epsilon", "ceiling_epsilon", "delta", "accountant", "policy_objection"}
-        Distributed DP (--distributed, a preview: rounds do not run this mode yet): each of the cohort's N
+        Distributed DP (--distributed, as a plan with noise_placement distributed runs): each of the cohort's N
         clients adds a share N_Z(0, σ²/T) of discrete Gaussian noise to its integer vector, σ = z·Δ₂ with z
         the --noise-multiplier and Δ₂ the clip norm on the grid after conditional rounding (Kairouz, Liu,
         Steinke 2021); the client relies only on honest survivors' shares: max(1, H − (N − T)) of them when H

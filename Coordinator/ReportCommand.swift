@@ -15,7 +15,8 @@ struct ReportCommand: ParsableCommand {
         usage: conclave-coordinator report --state DIR --out FILE [--json]
 
           --state DIR   the coordinator's state directory: its audit.jsonl (verified with signing.pub, or the
-                        public half of signing.key), coordinator.json and the latest committed adapter
+                        public half of signing.key), coordinator.json, the latest committed adapter and, when
+                        the demo kept one, its public probe (public-probe.json)
           --out FILE    the HTML file to write: self-contained (inline CSS and SVG charts, no script, no
                         external resource), readable offline in any browser
           --json        print {"out", "verified", "rounds", "clients", "problems": [...]}: rounds is the number of

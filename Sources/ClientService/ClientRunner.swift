@@ -75,6 +75,8 @@ public final class ClientRunner: @unchecked Sendable {
     private let identity: SigningKeyPair
     /// The secret canaries planted in this client's training data, when its configuration asks for them.
     private let canaries: ClientCanaries?
+    /// The records as last read, reused by the next round while the files are unchanged.
+    private let records = RoundData.Cache()
 
     /// A round made ready to train, between the agent's `.prepare` and `.train`.
     private struct PreparedRound {
@@ -341,7 +343,8 @@ public final class ClientRunner: @unchecked Sendable {
         // A private plan's unit is the policy's by now (ClientPolicy objects to any other), so whether a
         // record without a user fails does not depend on a private plan.
         switch RoundData.load(configuration, maxLength: plan.maxLength, tokenizer: tokenizer,
-                              vocabularySize: model.configuration.vocabSize, requireUser: plan.privacyUnit == .user) {
+                              vocabularySize: model.configuration.vocabSize, requireUser: plan.privacyUnit == .user,
+                              cache: records) {
         case let .success(records): (examples, evalExamples) = (records.train, records.eval)
         case let .failure(failure): return .failure(failure)
         }
@@ -425,15 +428,20 @@ public final class ClientRunner: @unchecked Sendable {
         let start = ProcessStatistics.now()
         model.setAdapter(prepared.globalAdapter)
         let before = try Evaluator.evaluate(model: model, examples: prepared.evalExamples)
+        let evaluated = ProcessStatistics.now()
         let exposure = try canaries?.measure(model: model)
         model.setAdapter(nil)
+        let measured = ProcessStatistics.now()
         let step = try prepared.trainer.clippedStepSum(clipNorm: prepared.plan.clipNorm)
+        let stepped = ProcessStatistics.now()
         let sum = prepared.trainer.lora.adapter(from: step.sum.map { Float($0) }).federationTensors
         let heldOut = try Self.release(before: before, after: before, plan: prepared.plan,
                                        users: prepared.plan.privacyUnit == .user ? prepared.evalExamples.map(\.user) : nil)
         let trainLoss = step.examples > 0 ? step.loss / Double(step.examples) : .nan
         log.write(String(format: "round %llu: held-out loss %.4f over %d records (exact, this log only); %d units sampled, clipped "
-                         + "gradients summed (mean loss %.4f)", round, before.loss, before.examples, step.units, trainLoss))
+                         + "gradients summed (mean loss %.4f); seconds: evaluation %.1f, canaries %.1f, gradients %.1f",
+                         round, before.loss, before.examples, step.units, trainLoss, evaluated - start, measured - evaluated,
+                         stepped - measured))
         return TrainingReport(update: sum, heldOut: heldOut, evalLossBefore: RoundData.reportedLoss(before),
                               evalLossAfter: RoundData.reportedLoss(before), evalTokens: before.tokens, trainLoss: trainLoss,
                               seconds: ProcessStatistics.now() - start, canaryExposure: exposure)

@@ -117,6 +117,7 @@ public enum AuditReport {
         body += privacySection(input.records)
         body += distributedSection(input.records)
         body += lossSection(input.records)
+        body += probeSection(input.probe)
         body += exposureSection(input.records)
         body += participationSection(input.records)
         body += roundsSection(input.records)

@@ -75,9 +75,13 @@ public struct AuditReportInput: Sendable {
     public var source: String?
     /// When the report was made (UTC), shown in the footer; nil leaves it out.
     public var generated: Date?
+    /// The demo's public probe, when the state directory keeps one (`PublicProbe.fileName`).
+    public var probe: PublicProbe?
 
     public init(records: [AuditRecord], chain: AuditChainStatus, settings: CoordinatorSettings? = nil,
-                adapter: AdapterShape? = nil, loadProblems: [String] = [], source: String? = nil, generated: Date? = nil) {
+                adapter: AdapterShape? = nil, loadProblems: [String] = [], source: String? = nil, generated: Date? = nil,
+                probe: PublicProbe? = nil) {
+        self.probe = probe
         self.records = records
         self.chain = chain
         self.settings = settings
@@ -145,8 +149,12 @@ extension AuditReport {
                 problems.append("Adapter of round \(latest.round) unavailable: \(error)")
             }
         }
+        var probe: PublicProbe?
+        do { probe = try PublicProbe.load(stateDirectory: stateDirectory) } catch {
+            problems.append("Public probe unavailable: \(error)")
+        }
         return AuditReportInput(records: records, chain: chain, settings: settings, adapter: adapter,
-                                loadProblems: problems, source: stateDirectory.path, generated: now)
+                                loadProblems: problems, source: stateDirectory.path, generated: now, probe: probe)
     }
 
     /// Without a key, what can still be checked: that every line decoded to a record, and that each

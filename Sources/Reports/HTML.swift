@@ -98,6 +98,8 @@ public enum HTML {
     th { background: #f3f5f8; font-weight: 600; }
     td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
     td.hash, code { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 12px; }
+    #probe pre { white-space: pre-wrap; max-width: 36em; font-size: 11px; }
+    #probe td { vertical-align: top; max-width: 22em; }
     td.hash { word-break: break-all; min-width: 150px; max-width: 270px; }
     tr.missing td { background: #fdecea; color: #6b140f; }
     tr.aborted td { background: #fff7e0; }

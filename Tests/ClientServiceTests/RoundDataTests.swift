@@ -55,6 +55,36 @@ final class RoundDataTests: XCTestCase {
         XCTAssertEqual(whole.map(\.ids.count), [5, 900])
     }
 
+    /// The records read in one round serve the next while the files are unchanged (each round's truncation still
+    /// applied), and a file changed between rounds is read again. Control: a changed file is not served from the cache.
+    func testRecordsAreKeptBetweenRoundsUntilAFileChanges() throws {
+        let directory = try Fixtures.temporaryDirectory("round-data")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let data = directory.appendingPathComponent("train.jsonl")
+        let eval = directory.appendingPathComponent("eval.jsonl")
+        try "{\"input_ids\": [1, 2, 3, 4, 5, 6]}\n".write(to: data, atomically: true, encoding: .utf8)
+        try "{\"input_ids\": [1, 2, 3]}\n".write(to: eval, atomically: true, encoding: .utf8)
+        let configuration = ClientConfiguration(model: "unused", data: data.path, evalData: eval.path,
+                                                policy: ClientPolicy(maxEpsilon: 8, delta: 1e-5, maxStepsPerRound: 10))
+        let cache = RoundData.Cache()
+        let first = try RoundData.load(configuration, maxLength: 64, tokenizer: nil, vocabularySize: 10, cache: cache).get()
+        XCTAssertEqual(cache.hits, 0)
+        let second = try RoundData.load(configuration, maxLength: 4, tokenizer: nil, vocabularySize: 10, cache: cache).get()
+        XCTAssertEqual(cache.hits, 1, "the second round reads nothing")
+        XCTAssertEqual(first.train.map(\.ids.count), [6])
+        XCTAssertEqual(second.train.map(\.ids.count), [4], "cut to the second plan's max_length")
+        XCTAssertEqual(second.eval.map(\.ids), first.eval.map(\.ids))
+
+        try "{\"input_ids\": [1, 2, 3, 4, 5, 6]}\n{\"input_ids\": [7, 8]}\n".write(to: data, atomically: true, encoding: .utf8)
+        let third = try RoundData.load(configuration, maxLength: 64, tokenizer: nil, vocabularySize: 10, cache: cache).get()
+        XCTAssertEqual(cache.hits, 1, "control: a changed file is read again")
+        XCTAssertEqual(third.train.count, 2)
+        try "{\"input_ids\": [1, 2, oops\n".write(to: data, atomically: true, encoding: .utf8)
+        guard case .failure = RoundData.load(configuration, maxLength: 64, tokenizer: nil, vocabularySize: 10, cache: cache) else {
+            return XCTFail("a file broken between rounds was served from the cache")
+        }
+    }
+
     /// What does make a client decline for its data is the same for every plan: a malformed record, or
     /// no record with a token to learn as read.
     func testDataDeclinesAreIndependentOfThePlan() throws {

@@ -3,6 +3,7 @@ import ClientService
 import CoordinatorService
 import FederationDemo
 import FederationProtocol
+import FineTuning
 import Foundation
 import Reports
 import TestSupport
@@ -26,7 +27,7 @@ final class DemoTests: XCTestCase {
     /// use, and validate.
     func testConfigurationFilesLoadAsTheProcessesReadThem() throws {
         let demo = DemoConfiguration(clients: 3, rounds: 2, model: "/models/m.gguf", aggregation: .fedadam,
-                                     secureAggregation: false, canaries: Demo.defaultCanaries)
+                                     secureAggregation: false, canaries: Demo.defaultCanaries, distributedNoise: false)
         let coordinatorFile = directory.appendingPathComponent("coordinator.json")
         try LocalFederation.file(demo.coordinator).write(to: coordinatorFile)
         let coordinator = try CoordinatorConfiguration.load(coordinatorFile)
@@ -55,23 +56,86 @@ final class DemoTests: XCTestCase {
         XCTAssertEqual(DemoConfiguration(clients: 1, model: "m").coordinator.rounds.minClients, 1)
     }
 
-    /// `demo --noise distributed` (issue 17): one step a round over the three clients' 114 training notes each
-    /// (expected batch 0.06 × 342), the coordinator's configuration validates, and each client, assuming 2 of
-    /// the 3 honest, accepts the plan under secure aggregation and objects to it without (control).
-    func testTheDistributedDemoPlanValidatesAndEveryClientAcceptsIt() throws {
-        let demo = DemoConfiguration(clients: 3, rounds: 2, model: "/models/m.gguf", aggregation: .fedadam, distributedNoise: true)
+    /// The demo runs distributed DP by default (issue 17): one step a round over the three clients' notes in the
+    /// task form, `Demo.expectedPerClient` expected from each (0.0395 × 380 training notes), FedAdam at the demo's η;
+    /// the coordinator's configuration validates, and each client, assuming 2 of the 3 honest, accepts the plan under
+    /// secure aggregation and objects to it without (control). `--noise local` keeps the earlier demo.
+    func testTheDemoIsDistributedByDefaultAndEveryClientAcceptsItsPlan() throws {
+        let demo = DemoConfiguration(model: "/models/m.gguf")
+        XCTAssertTrue(demo.distributedNoise)
+        XCTAssertEqual(demo.rounds, Demo.distributedRounds)
+        XCTAssertEqual(demo.records, Demo.distributedRecords)
+        XCTAssertEqual(demo.aggregation, .fedadam)
+        XCTAssertEqual(demo.form, .task)
+        XCTAssertEqual(demo.coordinator.serverLearningRate, Demo.serverLearningRate)
         let plan = demo.coordinator.rounds.plan
         XCTAssertTrue(plan.isDistributed)
         XCTAssertEqual(plan.steps, 1)
-        XCTAssertEqual(try XCTUnwrap(plan.expectedBatch), 0.06 * 342, accuracy: 1e-9)
-        XCTAssertEqual(plan.maxContributions, Int((4 * 0.06 * 342).rounded(.up)) + 32)
+        XCTAssertEqual(plan.samplingRate, Demo.expectedPerClient / 380, accuracy: 1e-12)
+        XCTAssertEqual(try XCTUnwrap(plan.expectedBatch), 3 * Demo.expectedPerClient, accuracy: 1e-9)
+        XCTAssertEqual(plan.maxContributions, Int((4 * 3 * Demo.expectedPerClient).rounded(.up)) + 32)
+        XCTAssertEqual(plan.maxLength, Demo.distributedMaxLength)
         XCTAssertNoThrow(try demo.coordinator.rounds.validate(path: "demo"))
         let client = demo.clientConfiguration(1, folder: directory)
         XCTAssertEqual(client.policy.assumeHonest, 2)
         XCTAssertNil(client.policy.objection(to: plan, secureAggregation: true))
         XCTAssertNotNil(client.policy.objection(to: plan, secureAggregation: false))
-        XCTAssertEqual(DemoConfiguration(model: "m").policy.assumeHonest, 1, "the local demo is unchanged")
-        XCTAssertFalse(DemoConfiguration(model: "m").plan.isDistributed)
+
+        let local = DemoConfiguration(model: "m", distributedNoise: false)
+        XCTAssertEqual(local.policy.assumeHonest, 1, "the local demo is unchanged")
+        XCTAssertFalse(local.plan.isDistributed)
+        XCTAssertEqual(local.rounds, 3)
+        XCTAssertEqual(local.records, 120)
+        XCTAssertEqual(local.aggregation, .fedavg)
+        XCTAssertEqual(local.form, .text)
+        XCTAssertNil(local.coordinator.serverLearningRate)
+    }
+
+    /// The public probe: one fictional note per specialty of the first three clients, ending "Assessment:", none of
+    /// them among the notes any client of the demo is given (clients take seeds 1...N). Control: the same check
+    /// finds client 1's own first note among client 1's notes, so it would catch a probe drawn from client data.
+    func testTheProbeNotesArePublicAndNoClientHasThem() {
+        let probe = DemoProbe.notes(clients: 3)
+        XCTAssertEqual(probe.map(\.specialty), [.cardiology, .dermatology, .pediatrics])
+        XCTAssertEqual(DemoProbe.notes(clients: 8).count, DemoProbe.maximumNotes)
+        XCTAssertEqual(DemoProbe.notes(clients: 2).count, 2)
+        let demo = DemoConfiguration(model: "m")
+        func clientPrompts(_ index: Int) -> Set<String> {
+            Set(SyntheticNotes.generate(specialty: demo.client(index).specialty, records: demo.records,
+                                        seed: UInt64(index + 1)).map(\.prompt))
+        }
+        for (index, note) in probe.enumerated() {
+            XCTAssertTrue(note.prompt.hasSuffix("\nAssessment:"))
+            for client in 0..<demo.clients {
+                XCTAssertFalse(clientPrompts(client).contains(note.prompt), "probe note \(index) is client \(client)'s")
+            }
+        }
+        let clientOwn = SyntheticNotes.generate(specialty: .cardiology, records: 1, seed: 1)[0]
+        XCTAssertTrue(clientPrompts(0).contains(clientOwn.prompt), "control: a client's own note is found")
+        XCTAssertEqual(DemoProbe.firstLine(" Acne vulgaris. Mild.\nPlan: more"), "Acne vulgaris. Mild.")
+        XCTAssertEqual(DemoProbe.firstLine("\n \nPsoriasis.\nMore"), "Psoriasis.")
+        XCTAssertEqual(DemoProbe.firstLine("\n  \n"), "(nothing)")
+    }
+
+    /// The public held-out set: `heldOutPerSpecialty` notes of each probe specialty, none of them any client's note nor
+    /// a probe note. Control: the same search finds a client's own note among its notes.
+    func testThePublicHeldOutNotesAreNoClientsAndNotTheProbes() {
+        let demo = DemoConfiguration(model: "m")
+        let heldOut = DemoProbe.heldOutNotes(clients: demo.clients)
+        XCTAssertEqual(heldOut.count, DemoProbe.heldOutPerSpecialty * 3)
+        XCTAssertEqual(heldOut.filter { $0.specialty == .dermatology }.count, DemoProbe.heldOutPerSpecialty)
+        var clientPrompts = Set<String>()
+        for index in 0..<demo.clients {
+            clientPrompts.formUnion(SyntheticNotes.generate(specialty: demo.client(index).specialty, records: demo.records,
+                                                            seed: UInt64(index + 1)).map(\.prompt))
+        }
+        let probePrompts = Set(DemoProbe.notes(clients: demo.clients).map(\.prompt))
+        for note in heldOut {
+            XCTAssertFalse(clientPrompts.contains(note.prompt), "a public held-out note is a client's")
+            XCTAssertFalse(probePrompts.contains(note.prompt), "a public held-out note is a probe note")
+        }
+        let own = SyntheticNotes.generate(specialty: .pediatrics, records: 1, seed: 3)[0]
+        XCTAssertTrue(clientPrompts.contains(own.prompt), "control: client 3's own note is found")
     }
 
     /// One specialty per client, in the synthetic notes' own order, wrapping after the sixth.
@@ -104,7 +168,7 @@ final class DemoTests: XCTestCase {
     static let release = HeldOutRelease(lossBefore: 2_867, lossAfter: 2_580, count: 6_881, lossClip: 6, noiseMultiplier: 5)
 
     func record(_ round: UInt64, status: String, exposure: CanaryExposureSummary? = nil) -> AuditRecord {
-        let plan = DemoConfiguration(model: "m").plan
+        let plan = DemoConfiguration(model: "m", distributedNoise: false).plan
         let started = Date(timeIntervalSince1970: 1_750_000_000)
         let metrics = ClientRoundMetrics(client: "clinic-1-cardiology", epsilon: 1.5, delta: 1e-5, epsilonBudget: 10,
                                          heldOut: Self.release, canaryExposure: exposure)
@@ -149,6 +213,61 @@ final class DemoTests: XCTestCase {
         XCTAssertTrue(rounds[1]["eval_loss_after"] is NSNull)
         XCTAssertEqual(rounds[1]["abort_reason"] as? String, "too few participants: 0 < 1")
         XCTAssertNil(rounds[1]["canary_exposure"])
+    }
+
+    /// The summary's learning line compares the first and last committed rounds' released "before" losses, and the
+    /// probe's lines show each note's reference, before and after; `--json` carries the probe. Control: with one
+    /// committed round there is nothing to compare and no learning line.
+    func testLearningAndProbeLines() throws {
+        var outcome = outcome()
+        var later = record(3, status: "committed")
+        later.evalLossBefore = 2.0
+        outcome.rounds.append(DemoOutcome.Round(summary: RoundSummary(later), canaryExposure: nil))
+        outcome.probe = PublicProbe(adapterRound: 3, notes: [
+            PublicProbe.Note(title: "Dermatology Clinic Note (dermatology, public)", prompt: "Dermatology Clinic Note\nAssessment:",
+                             reference: "Nodulocystic acne.", before: "The patient", after: "Acne vulgaris."),
+        ])
+        let text = outcome.text
+        XCTAssertTrue(text.contains("held-out loss (DP-released, pooled over the clients): 2.5000 at round 1 → 2.0000 at round 3 "
+                                    + "(each ± its s.e. above)"), text)
+        XCTAssertTrue(text.contains("""
+              Dermatology Clinic Note (dermatology, public)
+                author's:  Nodulocystic acne.
+                before:    The patient
+                after:     Acne vulgaris.
+            """), text)
+        let json = try XCTUnwrap(JSONSerialization.jsonObject(with: JSONEncoder().encode(outcome)) as? [String: Any])
+        let probe = try XCTUnwrap(json["probe"] as? [String: Any])
+        XCTAssertEqual(probe["adapter_round"] as? Int, 3)
+        XCTAssertEqual(Set(try XCTUnwrap((probe["notes"] as? [[String: Any]])?.first).keys),
+                       ["title", "prompt", "reference", "before", "after"])
+        XCTAssertFalse(self.outcome().text.contains("pooled over the clients"), "control: one committed round, no comparison")
+    }
+
+    /// The DP-released learning line carries no change in percent (a release clipped to 0 gave "+inf%"); the public
+    /// held-out loss is its own line, exact, with its change, and `--json` carries it. Control: the same outcome without
+    /// the probe's held-out figures has no public held-out line.
+    func testLearningLineWithoutAPercentAndThePublicHeldOutLine() throws {
+        var outcome = outcome()
+        outcome.rounds[0].summary.evalLossBefore = 0
+        var later = record(3, status: "committed")
+        later.evalLossBefore = 6.0
+        outcome.rounds.append(DemoOutcome.Round(summary: RoundSummary(later), canaryExposure: nil))
+        outcome.probe = PublicProbe(adapterRound: 3, notes: [
+            PublicProbe.Note(title: "t", prompt: "p\nAssessment:", reference: "r", before: "b", after: "a"),
+        ], heldOut: PublicProbe.HeldOutLoss(notes: 30, tokens: 1500, lossBefore: 4.0, lossAfter: 3.5))
+        let text = outcome.text
+        XCTAssertTrue(text.contains("held-out loss (DP-released, pooled over the clients): 0.0000 at round 1 → 6.0000 at round 3 "
+                                    + "(each ± its s.e. above)"), text)
+        XCTAssertFalse(text.contains("inf%"), text)
+        XCTAssertTrue(text.contains("public held-out loss (30 fictional notes no client holds, 1500 assessment tokens; exact): "
+                                    + "4.0000 base model → 3.5000 global adapter of round 3 (-12.5%)"), text)
+        let json = try XCTUnwrap(JSONSerialization.jsonObject(with: JSONEncoder().encode(outcome)) as? [String: Any])
+        let held = try XCTUnwrap((json["probe"] as? [String: Any])?["held_out"] as? [String: Any])
+        XCTAssertEqual(held["loss_after"] as? Double, 3.5)
+        XCTAssertEqual(Set(held.keys), ["notes", "tokens", "loss_before", "loss_after"])
+        outcome.probe?.heldOut = nil
+        XCTAssertFalse(outcome.text.contains("public held-out loss"), "control: \(outcome.text)")
     }
 
     func testTableAndExitStatus() {

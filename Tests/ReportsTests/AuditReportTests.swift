@@ -236,6 +236,48 @@ final class AuditReportTests: XCTestCase {
         XCTAssertTrue(html.contains("clinics &lt;&amp;&gt;"))
     }
 
+    /// The demo's public probe kept in the state directory shows as its own section, escaped; without the file there
+    /// is no section (control), and a file that does not decode is a problem named at the top, not a crash.
+    func testPublicProbeIsShownWhenTheStateKeepsOne() throws {
+        try ReportFixtures.makeState(at: directory)
+        XCTAssertNil(AuditReport.load(stateDirectory: directory).probe)
+        XCTAssertFalse(AuditReport.html(AuditReport.load(stateDirectory: directory)).contains("id=\"probe\""), "control: no probe")
+        let probe = PublicProbe(adapterRound: 4, notes: [
+            PublicProbe.Note(title: "Heart Center Outpatient Note (cardiology, public)", prompt: "CC: dyspnea\nAssessment:",
+                             reference: "Heart failure <HFrEF>", before: "The patient is a", after: "Heart failure with reduced EF"),
+        ])
+        let file = directory.appendingPathComponent(PublicProbe.fileName)
+        try JSONEncoder().encode(probe).write(to: file)
+        let input = AuditReport.load(stateDirectory: directory)
+        XCTAssertEqual(input.probe, probe)
+        XCTAssertEqual(AuditReport.problems(input), [])
+        let html = AuditReport.html(input)
+        XCTAssertTrue(html.contains("id=\"probe\""))
+        XCTAssertTrue(html.contains("global adapter of round 4"))
+        XCTAssertTrue(html.contains("<td data-field=\"probe-before\">The patient is a</td>"), html)
+        XCTAssertTrue(html.contains("<td data-field=\"probe-after\">Heart failure with reduced EF</td>"))
+        XCTAssertTrue(html.contains("Heart failure &lt;HFrEF&gt;"))
+        ReportFixtures.assertSelfContained(html)
+
+        XCTAssertFalse(html.contains("probe-held-out"), "control: a probe without the public held-out loss shows none")
+
+        var measured = probe
+        measured.heldOut = PublicProbe.HeldOutLoss(notes: 30, tokens: 1234, lossBefore: 4.5, lossAfter: 3.96)
+        try JSONEncoder().encode(measured).write(to: file)
+        let withLoss = AuditReport.load(stateDirectory: directory)
+        XCTAssertEqual(withLoss.probe, measured)
+        XCTAssertTrue(AuditReport.html(withLoss).contains("<p data-field=\"probe-held-out\">Held-out loss on 30 public notes of the "
+                                                          + "same kind (1234 assessment tokens; exact: public data, no noise "
+                                                          + "needed): 4.5000 with the base model, 3.9600 with the global adapter "
+                                                          + "(-12.0%).</p>"), AuditReport.html(withLoss))
+
+        try Data("{\"notes\": 3}".utf8).write(to: file)
+        let broken = AuditReport.load(stateDirectory: directory)
+        XCTAssertNil(broken.probe)
+        XCTAssertTrue(AuditReport.problems(broken).contains { $0.contains("Public probe unavailable") && $0.contains(PublicProbe.fileName) },
+                      "\(AuditReport.problems(broken))")
+    }
+
     func assertBadBanner(_ html: String, verified: Bool, mentions phrases: [String],
                          file: StaticString = #filePath, line: UInt = #line) {
         guard let banner = ReportFixtures.banner(html, file: file, line: line) else { return }
