@@ -80,7 +80,7 @@ mutations=(
     's/offsets\[g\] = -(dmin \* (float)(b\[g\] >> 4));/offsets[g] = dmin * (float)(b[g] >> 4);/'            # Q2_K: min with the wrong sign
     's/if (hasOffsets) total += ck_dot_neon/if (!hasOffsets) total += ck_dot_neon/'                         # the offsets term dropped where it counts
     's/const int8_t \*x = q + (size_t)t \* k + 32 \* c;/const int8_t *x = q + 32 * c;/'                      # 4-token tile: every token reads token 0
-    's/const float32x4_t m = vdupq_n_f32(offset);/const float32x4_t m = vdupq_n_f32(0);/'                  # dequantize: offsets dropped
+    's/const float32x4_t m = vdupq_n_f32(offset);/const float32x4_t m = vdupq_n_f32(-offset);/'            # dequantize: offsets subtracted
     's/vshrq_n_u8(ql0, 4), vshrq_n_u8(ql1, 4)}/vshrq_n_u8(ql1, 4), vshrq_n_u8(ql0, 4)}/'                     # Q6_K: high nibbles swapped
 )
 echo "== mutation controls (each must fail)"
