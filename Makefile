@@ -101,8 +101,9 @@ test: deps pydeps model
 # aarch64-linux-gnu-gcc) and run under Debian's qemu-user with -cpu cortex-a53 (no dot-product extension)
 # and cortex-a76 / max (with it), plus mutation controls. `make test` runs the emulated part when the
 # cross tools are present and says that it skipped it when they are not; `make test-arm` installs them.
-# `make test-arm` also compiles Sources/Kernels for aarch64 (Tests/CKernelsCross/swift-aarch64.sh: the
-# standard library rebuilt from its interfaces, a Foundation stand-in; compiled and linked-checked, not run).
+# `make test-arm` also compiles Sources/Kernels and typechecks Tests/KernelsTests for aarch64
+# (Tests/CKernelsCross/swift-aarch64.sh: the standard library rebuilt from its interfaces, Foundation and
+# XCTest stand-ins; the C symbols checked, nothing linked or run).
 CROSS_APT_PACKAGES := gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
 
 .PHONY: cross-deps test-arm test-ckernels
