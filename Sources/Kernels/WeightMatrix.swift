@@ -75,7 +75,7 @@ public struct WeightMatrix: @unchecked Sendable {
 
     /// Row `row` dequantized to float32 (used by embeddings lookups and tests).
     public func dequantizedRow(_ row: Int, into output: UnsafeMutablePointer<Float>) {
-        if KernelBackend.selected.hasCKernels, let type = format.ggmlTypeNumber {
+        if let type = KernelBackend.selected.cDequantizeType(format) {
             ck_dequantize_row(type, rowPointer(row), output, columns)
         } else {
             Dequantize.row(format: format, source: rowPointer(row), count: columns, into: output)

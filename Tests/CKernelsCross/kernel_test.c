@@ -137,6 +137,13 @@ typedef struct {
 } Stat;
 
 static int verbose = 0;
+// --first-failure: exit at the first failed check (the mutation controls need only one).
+static int stopAtFirstFailure = 0;
+static void failed(void) {
+    if (!stopAtFirstFailure) return;
+    fflush(stdout);
+    exit(1);
+}
 
 static double nmse(const float *got, const double *want, size_t n) {
     double err = 0, norm = 0;
@@ -155,6 +162,7 @@ static void check(Stat *st, const char *what, const float *got, const double *wa
     if (!(e <= st->threshold)) {
         st->failures++;
         fprintf(stderr, "FAIL %s %s: NMSE %.3g > %.0e\n", st->name, what, e, st->threshold);
+        failed();
     }
     if (e > st->worst || e != e) st->worst = e;
     if (verbose) printf("  %s %s NMSE %.3g\n", st->name, what, e);
@@ -178,6 +186,7 @@ static void check_sentinels(Stat *st, const char *what, const float *p, size_t n
         if (p[i] != sentinel) {
             st->failures++;
             fprintf(stderr, "FAIL %s %s: wrote past its output\n", st->name, what);
+            failed();
             return;
         }
 }
@@ -193,6 +202,10 @@ typedef struct {
     float (*dot)(const float *, const float *, size_t);
     void (*quantize)(const float *, int, int, int8_t *, float *, float *);
     GemmQ8 gemm;
+    // Q5_0, Q5_1, Q2_K-Q6_K: the row dequantizer (NULL where the tier has none) and the int8 product, whose
+    // last float arguments are sums16 (d·Σq per 16 activations) rather than s.
+    void (*dequantizeKq)(int, const void *, float *, size_t);
+    GemmQ8 gemmKq;
 } Tier;
 
 static int test_dequantize(const Tier *tier, Stat *st) {
@@ -337,6 +350,7 @@ static int test_quantize(const Tier *tier, Stat *st) {
         if (mismatches) {
             st->failures++;
             fprintf(stderr, "FAIL %s %s: q, d or s differ from the reference bits\n", st->name, what);
+            failed();
         }
         q[n / 2] ^= 1;  // positive control of the exact comparison
         if (memcmp(q, rq, n) == 0) { st->controlsMissed++; fprintf(stderr, "CONTROL MISSED %s %s\n", st->name, what); }
@@ -376,6 +390,190 @@ static int test_gemm(const Tier *tier, Stat *st) {
     return 0;
 }
 
+// ---- Q5_0, Q5_1 and the K-quants ------------------------------------------------------------------
+// ggml type numbers 6, 7, 10-14; blocks of 32 (Q5_*) or 256 values. The reference decodes one element at a
+// time from QuantBlocks.swift's table (whose Swift twin is checked against gguf-py's quants.py).
+static const int kqFormats[] = {6, 7, 10, 11, 12, 13, 14};
+static int kq_size(int format) { return format == 6 || format == 7 ? 32 : 256; }
+static int kq_bytes(int format) {
+    switch (format) {
+    case 6: return 22;
+    case 7: return 24;
+    case 10: return 84;
+    case 11: return 110;
+    case 12: return 144;
+    case 13: return 176;
+    default: return 210;
+    }
+}
+static size_t kq_row_bytes(int format, int k) { return (size_t)(k / kq_size(format)) * (size_t)kq_bytes(format); }
+
+// Random payload bytes (so every bit pattern of q, scales and high bits occurs), then the f16 factors set to
+// finite halves 2^-10..2^-3: d of either sign where ggml can make it negative, dmin and Q2/Q4/Q5_K's d positive.
+static void random_kq_row(int format, uint8_t *row, int k) {
+    for (size_t i = 0; i < kq_row_bytes(format, k); i++) row[i] = (uint8_t)next_u32();
+    for (int b = 0; b < k / kq_size(format); b++) {
+        uint8_t *block = row + (size_t)b * kq_bytes(format);
+        switch (format) {
+        case 6: put16(block, random_half(5, 12, 1)); break;
+        case 7: put16(block, random_half(5, 12, 0)); put16(block + 2, random_half(5, 14, 1)); break;
+        case 10: put16(block + 80, random_half(5, 12, 0)); put16(block + 82, random_half(5, 12, 0)); break;
+        case 11: put16(block + 108, random_half(5, 12, 1)); break;
+        case 12: case 13: put16(block, random_half(5, 12, 0)); put16(block + 2, random_half(5, 12, 0)); break;
+        default: put16(block + 208, random_half(5, 12, 1)); break;
+        }
+    }
+}
+
+// Element e of a block as (integer q, scale, offset): value = scale·q + offset, scale and offset per 16.
+static void ref_kq_element(int format, const uint8_t *b, int e, int *q, float *scale, float *offset) {
+    const int g = e / 16;
+    *offset = 0;
+    switch (format) {
+    case 6: case 7: {  // d, (m,) qh u32, qs[16]: nibble (low half for e < 16) | bit e of qh << 4; Q5_0 − 16
+        const int isQ5_0 = format == 6;
+        uint32_t qh;
+        memcpy(&qh, b + (isQ5_0 ? 2 : 4), 4);
+        const uint8_t byte = b[(isQ5_0 ? 6 : 8) + e % 16];
+        const int v = (e < 16 ? byte & 15 : byte >> 4) | (int)((qh >> e) & 1) << 4;
+        *q = isQ5_0 ? v - 16 : v;
+        *scale = ref_half(get16(b));
+        if (!isQ5_0) *offset = ref_half(get16(b + 2));
+        return;
+    }
+    case 10: case 11: {  // Q2_K: scales[16], qs[64], d, dmin. Q3_K: hmask[32], qs[64], scales[12], d
+        const int h = e / 128, s = (e / 32) % 4, l = e % 32;
+        const int low = (b[(format == 10 ? 16 : 32) + 32 * h + l] >> (2 * s)) & 3;
+        if (format == 10) {
+            *q = low;
+            *scale = ref_half(get16(b + 80)) * (float)(b[g] & 15);
+            *offset = -(ref_half(get16(b + 82)) * (float)(b[g] >> 4));
+            return;
+        }
+        *q = (b[l] >> (e / 32)) & 1 ? low : low - 4;
+        const int low4 = g < 8 ? b[96 + g] & 15 : b[96 + g - 8] >> 4, high2 = (b[104 + g % 4] >> (2 * (g / 4))) & 3;
+        *scale = ref_half(get16(b + 108)) * (float)((low4 | high2 << 4) - 32);
+        return;
+    }
+    case 12: case 13: {  // d, dmin, scales[12], (qh[32],) qs[128]; 6-bit scale and min of sub-block j = e/32
+        const int c = e / 64, s = (e / 32) % 2, l = e % 32, j = e / 32;
+        const uint8_t *p = b + 4;
+        int v = (b[(format == 13 ? 48 : 16) + 32 * c + l] >> (4 * s)) & 15;
+        if (format == 13) v |= ((b[16 + l] >> j) & 1) << 4;
+        *q = v;
+        const int sc = j < 4 ? p[j] & 63 : (p[j + 4] & 15) | (p[j - 4] >> 6) << 4;
+        const int m = j < 4 ? p[j + 4] & 63 : (p[j + 4] >> 4) | (p[j] >> 6) << 4;
+        *scale = ref_half(get16(b)) * (float)sc;
+        *offset = -(ref_half(get16(b + 2)) * (float)m);
+        return;
+    }
+    default: {  // Q6_K: ql[128], qh[64], scales[16] (int8), d
+        const int h = e / 128, in = e % 128;
+        const int low = (b[64 * h + in % 64] >> (4 * (in / 64))) & 15;
+        const int up = (b[128 + 32 * h + in % 32] >> (2 * (in / 32))) & 3;
+        *q = (low | up << 4) - 32;
+        *scale = ref_half(get16(b + 208)) * (float)(int8_t)b[192 + g];
+        return;
+    }
+    }
+}
+
+static void ref_kq_row_element(int format, const uint8_t *row, int i, int *q, float *scale, float *offset) {
+    ref_kq_element(format, row + (size_t)(i / kq_size(format)) * kq_bytes(format), i % kq_size(format), q, scale, offset);
+}
+
+// Per token and per 16 activations, d·Σq (float, as QuantBlocks.groupSums): the factor of the offsets.
+static void ref_sums16(const int8_t *q, const float *d, int tokens, int k, float *sums16) {
+    for (int t = 0; t < tokens; t++)
+        for (int g = 0; g < k / 16; g++) {
+            int total = 0;
+            for (int i = 0; i < 16; i++) total += q[(size_t)t * k + 16 * g + i];
+            sums16[t * (k / 16) + g] = d[t * (k / 32) + g / 2] * (float)total;
+        }
+}
+
+// Σ over groups of 16 of scale·dx·Σ qw·qx + offset·sums16, in double.
+static double ref_kq_row_token(int format, const uint8_t *row, const int8_t *q, const float *d, const float *sums16, int k) {
+    double total = 0;
+    for (int g = 0; g < k / 16; g++) {
+        long dot = 0;
+        float scale = 0, offset = 0;
+        for (int i = 16 * g; i < 16 * g + 16; i++) {
+            int qw;
+            ref_kq_row_element(format, row, i, &qw, &scale, &offset);
+            dot += (long)qw * q[i];
+        }
+        total += (double)scale * d[g / 2] * (double)dot + (double)offset * sums16[g];
+    }
+    return total;
+}
+
+static const int kqRowCounts[] = {1, 3, 4, 5, 7, 13, 17}, kqTokenCounts[] = {1, 2, 3, 4, 5, 7, 9};
+static const int kqSuperKs[] = {256, 512, 768}, kqBlockKs[] = {32, 96, 160, 544};
+
+// Exact: scale·q + offset in float is what every tier computes, so the NMSE is 0 unless a value is wrong.
+static int test_dequantize_kq(const Tier *tier, Stat *st) {
+    for (int f = 0; f < 7; f++) {
+        const int format = kqFormats[f], super = kq_size(format) == 256;
+        for (int c = 0; c < (super ? 3 : 4); c++) {
+            const int k = super ? kqSuperKs[c] : kqBlockKs[c];
+            uint8_t *row = malloc(kq_row_bytes(format, k));
+            random_kq_row(format, row, k);
+            float *got = malloc((k + 1) * sizeof(float));
+            double *want = malloc(k * sizeof(double));
+            got[k] = sentinel;
+            tier->dequantizeKq(format, row, got, (size_t)k);
+            for (int i = 0; i < k; i++) {
+                int q; float scale, offset;
+                ref_kq_row_element(format, row, i, &q, &scale, &offset);
+                want[i] = (double)((float)(scale * (float)q) + offset);
+            }
+            char what[64];
+            snprintf(what, sizeof what, "format %d k %d", format, k);
+            check(st, what, got, want, (size_t)k);
+            check_sentinels(st, what, got + k, 1);
+            free(row); free(got); free(want);
+        }
+    }
+    return 0;
+}
+
+static void gemm_kq_case(const Tier *tier, Stat *st, int format, int rows, int tokens, int k, int acc) {
+    const size_t rb = kq_row_bytes(format, k);
+    const int blocks = k / 32, groups = k / 16, ldy = rows + 2;
+    uint8_t *w = malloc(rb * rows);
+    for (int r = 0; r < rows; r++) random_kq_row(format, w + r * rb, k);
+    float *x = malloc((size_t)tokens * k * sizeof(float));
+    fill(x, (size_t)tokens * k);
+    int8_t *q = malloc((size_t)tokens * k);
+    float *d = malloc((size_t)tokens * blocks * sizeof(float)), *s = malloc((size_t)tokens * blocks * sizeof(float));
+    float *sums16 = malloc((size_t)tokens * groups * sizeof(float));
+    ref_quantize(x, tokens, k, q, d, s);
+    ref_sums16(q, d, tokens, k, sums16);
+    float *y = malloc((size_t)tokens * ldy * sizeof(float));
+    double *want = malloc((size_t)tokens * rows * sizeof(double));
+    prepare_output(y, want, rows, tokens, ldy, acc);
+    tier->gemmKq(format, w, rb, rows, q, d, sums16, tokens, k, y, ldy, acc);
+    for (int t = 0; t < tokens; t++)
+        for (int r = 0; r < rows; r++)
+            want[t * rows + r] += ref_kq_row_token(format, w + r * rb, q + (size_t)t * k, d + t * blocks,
+                                                   sums16 + t * groups, k);
+    char what[96];
+    snprintf(what, sizeof what, "format %d rows %d tokens %d k %d accumulate %d", format, rows, tokens, k, acc);
+    check_output(st, what, y, want, rows, tokens, ldy);
+    free(w); free(x); free(q); free(d); free(s); free(sums16); free(y); free(want);
+}
+
+static int test_gemm_kq(const Tier *tier, Stat *st) {
+    for (int f = 0; f < 7; f++) {
+        const int format = kqFormats[f], super = kq_size(format) == 256;
+        for (int a = 0; a < 7; a++) for (int b = 0; b < 7; b++) for (int c = 0; c < (super ? 3 : 4); c++)
+            gemm_kq_case(tier, st, format, kqRowCounts[a], kqTokenCounts[b], super ? kqSuperKs[c] : kqBlockKs[c],
+                         (a + b + c) % 2);
+    }
+    return 0;
+}
+
 typedef int (*TestFunction)(const Tier *, Stat *);
 
 // Runs every kernel a tier has; prints one line per kernel: cases, worst NMSE, threshold, controls.
@@ -387,6 +585,8 @@ static int run_tier(const Tier *tier) {
         {"panel_gemm_f32", (const void *)tier->panel, test_panel, 1e-9},
         {"quantize_q8", (const void *)tier->quantize, test_quantize, 0},
         {"gemm_q8 (Q8_0,Q4_0,Q4_1)", (const void *)tier->gemm, test_gemm, 1e-9},
+        {"dequantize_row (Q5_*,Q*_K)", (const void *)tier->dequantizeKq, test_dequantize_kq, 1e-12},
+        {"gemm_kq (Q5_0,Q5_1,Q2_K-Q6_K)", (const void *)tier->gemmKq, test_gemm_kq, 1e-9},
     };
     int bad = 0;
     for (size_t i = 0; i < sizeof kernels / sizeof kernels[0]; i++) {
@@ -395,7 +595,7 @@ static int run_tier(const Tier *tier) {
         snprintf(label, sizeof label, "%s/%s", tier->name, kernels[i].name);
         Stat st = {label, kernels[i].threshold, 0, 0, 0, 0};
         kernels[i].test(tier, &st);
-        printf("%-14s %-26s cases %4d  worst NMSE %-10.3g threshold %-6.0e controls caught %d/%d  %s\n", tier->name,
+        printf("%-14s %-30s cases %4d  worst NMSE %-10.3g threshold %-6.0e controls caught %d/%d  %s\n", tier->name,
                kernels[i].name, st.cases, st.worst, st.threshold, st.cases - st.controlsMissed, st.cases,
                st.failures || st.controlsMissed ? "FAIL" : "ok");
         bad += st.failures + st.controlsMissed;
@@ -412,6 +612,14 @@ static void gemm_neon_plain(int f, const void *w, size_t rb, int rows, const int
 static void gemm_neon_sdot(int f, const void *w, size_t rb, int rows, const int8_t *q, const float *d, const float *s,
                            int tokens, int k, float *y, int ldy, int acc) {
     ck_gemm_q8_neon(1, f, w, rb, rows, q, d, s, tokens, k, y, ldy, acc);
+}
+static void gemm_kq_neon_plain(int f, const void *w, size_t rb, int rows, const int8_t *q, const float *d,
+                               const float *sums16, int tokens, int k, float *y, int ldy, int acc) {
+    ck_gemm_kq_neon(0, f, w, rb, rows, q, d, sums16, tokens, k, y, ldy, acc);
+}
+static void gemm_kq_neon_sdot(int f, const void *w, size_t rb, int rows, const int8_t *q, const float *d,
+                              const float *sums16, int tokens, int k, float *y, int ldy, int acc) {
+    ck_gemm_kq_neon(1, f, w, rb, rows, q, d, sums16, tokens, k, y, ldy, acc);
 }
 
 // In a child: one sdot product. Returns the signal that ended it (SIGILL expected without dotprod).
@@ -440,10 +648,11 @@ static int run_architecture(int expectDotprod) {
         bad++;
     }
     // The float kernels through ckernels.h's per-architecture entry points, as Swift calls them.
-    const Tier neon = {"neon", ck_dequantize_row, ck_panel_gemm, ck_dot_rows, ck_dot, ck_quantize_q8, gemm_neon_plain};
+    const Tier neon = {"neon", ck_dequantize_row, ck_panel_gemm, ck_dot_rows, ck_dot, ck_quantize_q8, gemm_neon_plain,
+                       ck_dequantize_row, gemm_kq_neon_plain};
     bad += run_tier(&neon);
     if (dotprod) {
-        const Tier sdot = {"neon-dotprod", NULL, NULL, NULL, NULL, NULL, gemm_neon_sdot};
+        const Tier sdot = {"neon-dotprod", NULL, NULL, NULL, NULL, NULL, gemm_neon_sdot, NULL, gemm_kq_neon_sdot};
         bad += run_tier(&sdot);
     } else {
         const int sig = sdot_child_signal();
@@ -462,6 +671,14 @@ static void gemm_avx2_tiles(int f, const void *w, size_t rb, int rows, const int
 static void gemm_vnni_tiles(int f, const void *w, size_t rb, int rows, const int8_t *q, const float *d, const float *s,
                             int tokens, int k, float *y, int ldy, int acc) {
     ck_gemm_q8_avx2(-f, w, rb, rows, q, d, s, tokens, k, y, ldy, acc);
+}
+static void gemm_kq_avx2(int f, const void *w, size_t rb, int rows, const int8_t *q, const float *d,
+                         const float *sums16, int tokens, int k, float *y, int ldy, int acc) {
+    ck_gemm_kq_avx2(0, f, w, rb, rows, q, d, sums16, tokens, k, y, ldy, acc);
+}
+static void gemm_kq_vnni(int f, const void *w, size_t rb, int rows, const int8_t *q, const float *d,
+                         const float *sums16, int tokens, int k, float *y, int ldy, int acc) {
+    ck_gemm_kq_avx2(1, f, w, rb, rows, q, d, sums16, tokens, k, y, ldy, acc);
 }
 static void panel(int vnni, int f, const void *w, size_t rb, int rows, const int8_t *q, const float *d, const float *s,
                   int tokens, int k, float *y, int ldy, int acc) {
@@ -498,14 +715,16 @@ static int run_architecture(int expectDotprod) {
     (void)expectDotprod;
     printf("x86-64: ck_has_avx2 %d, ck_has_avx512_vnni %d\n", ck_has_avx2(), ck_has_avx512_vnni());
     if (!ck_has_avx2()) { printf("no AVX2: no C kernel runs on this CPU (the Swift generic path does)\n"); return 0; }
-    const Tier avx2 = {"avx2", ck_dequantize_row, ck_panel_gemm, ck_dot_rows, ck_dot, ck_quantize_q8, gemm_avx2_tiles};
-    const Tier avx2Panel = {"avx2-panel", NULL, NULL, NULL, NULL, NULL, gemm_avx2_panel};
-    const Tier avx2Groups = {"avx2-rowgroups", NULL, NULL, NULL, NULL, NULL, gemm_avx2_rowgroups};
+    // The x86 tiers dequantize Q5_0, Q5_1 and the K-quants in Swift (no C row dequantizer for them).
+    const Tier avx2 = {"avx2", ck_dequantize_row, ck_panel_gemm, ck_dot_rows, ck_dot, ck_quantize_q8, gemm_avx2_tiles,
+                       NULL, gemm_kq_avx2};
+    const Tier avx2Panel = {"avx2-panel", NULL, NULL, NULL, NULL, NULL, gemm_avx2_panel, NULL, NULL};
+    const Tier avx2Groups = {"avx2-rowgroups", NULL, NULL, NULL, NULL, NULL, gemm_avx2_rowgroups, NULL, NULL};
     int bad = run_tier(&avx2) + run_tier(&avx2Panel) + run_tier(&avx2Groups);
     if (ck_has_avx512_vnni()) {
-        const Tier tiles = {"vnni-tiles", NULL, NULL, NULL, NULL, NULL, gemm_vnni_tiles};
-        const Tier panels = {"vnni-panel", NULL, NULL, NULL, NULL, NULL, gemm_vnni_panel};
-        const Tier groups = {"vnni-rowgroups", NULL, NULL, NULL, NULL, NULL, gemm_rowgroups};
+        const Tier tiles = {"vnni-tiles", NULL, NULL, NULL, NULL, NULL, gemm_vnni_tiles, NULL, gemm_kq_vnni};
+        const Tier panels = {"vnni-panel", NULL, NULL, NULL, NULL, NULL, gemm_vnni_panel, NULL, NULL};
+        const Tier groups = {"vnni-rowgroups", NULL, NULL, NULL, NULL, NULL, gemm_rowgroups, NULL, NULL};
         bad += run_tier(&tiles) + run_tier(&panels) + run_tier(&groups);
     } else {
         printf("no AVX-512 VNNI: its kernels are not tested here\n");
@@ -524,8 +743,9 @@ int main(int argc, char **argv) {
     int expectDotprod = -1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--verbose")) verbose = 1;
+        else if (!strcmp(argv[i], "--first-failure")) stopAtFirstFailure = 1;
         else if (!strcmp(argv[i], "--expect-dotprod") && i + 1 < argc) expectDotprod = !strcmp(argv[++i], "yes");
-        else { fprintf(stderr, "usage: %s [--verbose] [--expect-dotprod yes|no]\n", argv[0]); return 2; }
+        else { fprintf(stderr, "usage: %s [--verbose] [--first-failure] [--expect-dotprod yes|no]\n", argv[0]); return 2; }
     }
     const int bad = run_architecture(expectDotprod);
     if (bad) printf("FAILED: %d problem(s)\n", bad);

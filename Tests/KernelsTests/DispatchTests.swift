@@ -164,6 +164,26 @@ final class Int8KernelTests: XCTestCase {
         checkTileAndPanelKernels(vnni: true)
     }
 
+    /// Which tier dequantizes which format in C: NEON also takes Q5_0, Q5_1 and the K-quants; the x86 tiers
+    /// leave those to Swift (ck_dequantize_row_avx2 has no case for them and would write nothing); generic none.
+    func testCDequantizerByTierAndFormat() {
+        for format in [WeightFormat.q5_0, .q5_1, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K] {
+            XCTAssertNotNil(format.blockTypeNumber)
+            XCTAssertEqual(KernelBackend.neon.cDequantizeType(format), format.blockTypeNumber, "\(format)")
+            XCTAssertEqual(KernelBackend.neondot.cDequantizeType(format), format.blockTypeNumber, "\(format)")
+            XCTAssertNil(KernelBackend.avx2.cDequantizeType(format), "\(format)")
+            XCTAssertNil(KernelBackend.avx512vnni.cDequantizeType(format), "\(format)")
+            XCTAssertNil(KernelBackend.generic.cDequantizeType(format), "\(format)")
+        }
+        for format in [WeightFormat.f32, .f16, .q8_0, .q4_0, .q4_1] {
+            for tier in [KernelBackend.avx512vnni, .avx2, .neondot, .neon] {
+                XCTAssertEqual(tier.cDequantizeType(format), format.ggmlTypeNumber, "\(tier) \(format)")
+            }
+            XCTAssertNil(KernelBackend.generic.cDequantizeType(format), "\(format)")
+        }
+        XCTAssertNil(KernelBackend.neon.cDequantizeType(.bf16), "bf16 has no C path")
+    }
+
     /// Both NEON int8 products (plain, and sdot where the CPU has it) against the generic path.
     func testNEONInt8ProductsMatchGeneric() throws {
         try requireNEON("ck_gemm_q8_neon")

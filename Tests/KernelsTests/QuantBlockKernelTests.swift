@@ -39,7 +39,7 @@ final class QuantBlockKernelTests: XCTestCase {
         return WeightMatrix(format: format, rows: rows, columns: columns, data: bytes, owner: buffer)
     }
 
-    enum Path { case scalar, generic, avx2, vnni, selected }
+    enum Path { case scalar, generic, avx2, vnni, neon, neondot, selected }
 
     static func product(_ weights: WeightMatrix, _ input: [Float], tokens: Int, path: Path, accumulate: Bool = false,
                         pool: ThreadPool = .serial) -> [Float] {
@@ -58,14 +58,20 @@ final class QuantBlockKernelTests: XCTestCase {
                 ck_gemm_kq_avx2(path == .vnni ? 1 : 0, weights.format.blockTypeNumber!, weights.data, weights.rowBytes,
                                 Int32(weights.rows), x.values, x.scales, sums, Int32(tokens), Int32(weights.columns),
                                 out, Int32(weights.rows), accumulate ? 1 : 0)
+            case .neon, .neondot:
+                let sums = QuantBlocks.groupSums(x)
+                ck_gemm_kq_neon(path == .neondot ? 1 : 0, weights.format.blockTypeNumber!, weights.data, weights.rowBytes,
+                                Int32(weights.rows), x.values, x.scales, sums, Int32(tokens), Int32(weights.columns),
+                                out, Int32(weights.rows), accumulate ? 1 : 0)
             }
         }
         return accumulate ? output.enumerated().map { $1 - (Float($0 % 7) - 3) } : output
     }
 
-    /// The C tiers this CPU runs.
+    /// The C tiers this CPU runs (on x86-64 the NEON ones run under qemu in `make test-arm`).
     static var cPaths: [Path] {
         (ck_has_avx2() != 0 ? [.avx2] : []) + (ck_has_avx512_vnni() != 0 ? [.vnni] : [])
+            + (ck_has_neon() != 0 ? [.neon] : []) + (ck_has_neon_dotprod() != 0 ? [.neondot] : [])
     }
 
     func testGenericProductEqualsScalarReference() {
@@ -109,7 +115,7 @@ final class QuantBlockKernelTests: XCTestCase {
     }
 
     func testCKernelsDecodeAsTheReferenceAndMatchItsProduct() throws {
-        try XCTSkipIf(Self.cPaths.isEmpty, "no AVX2 on this CPU: the generic tier is the only one")
+        try XCTSkipIf(Self.cPaths.isEmpty, "no AVX2 or NEON on this CPU: the generic tier is the only one")
         var random = TestRandom(state: 53)
         for format in Self.formats {
             for (rows, columns, tokens) in Self.shapes(format) {
@@ -208,8 +214,8 @@ final class QuantBlockKernelTests: XCTestCase {
             factors.withUnsafeMutableBufferPointer { f in
                 let scales = f.baseAddress!, offsets = scales + columns / 16
                 if c {
-                    ck_kq_decode_row_avx2(format.blockTypeNumber!, weights.rowPointer(row), Int32(columns), q.baseAddress!,
-                                          scales, offsets)
+                    (ck_has_neon() != 0 ? ck_kq_decode_row_neon : ck_kq_decode_row_avx2)(
+                        format.blockTypeNumber!, weights.rowPointer(row), Int32(columns), q.baseAddress!, scales, offsets)
                 } else {
                     let size = format.blockSize
                     for b in 0..<(columns / size) {

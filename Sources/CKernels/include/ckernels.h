@@ -127,6 +127,16 @@ void ck_gemm_q8_neon(int use_dotprod, int format, const void *weights, size_t ro
                      const int8_t *q, const float *d, const float *s, int tokens, int k,
                      float *y, int ldy, int accumulate);
 
+/// ck_gemm_kq_avx2's product on aarch64 (formats 6, 7, 10-14; sums16 as there): each row decoded once, then
+/// 4 tokens at a time; `use_dotprod` selects sdot (check ck_has_neon_dotprod first), else plain NEON.
+/// ck_dequantize_row_neon takes these formats too (value = scale·q + offset per element, not fused).
+void ck_gemm_kq_neon(int use_dotprod, int format, const void *weights, size_t rowBytes, int rows,
+                     const int8_t *q, const float *d, const float *sums16, int tokens, int k,
+                     float *y, int ldy, int accumulate);
+
+/// ck_kq_decode_row_avx2 on aarch64: the first step of ck_gemm_kq_neon.
+void ck_kq_decode_row_neon(int format, const void *row, int count, int8_t *q, float *scales, float *offsets);
+
 // ---- this architecture's float kernels, by operation -----------------------------------------------
 // The float32 kernels have one vector tier per architecture (AVX2 on x86-64, NEON on aarch64), so the
 // choice is made here, at compile time; the caller checks that a tier exists (ck_has_avx2() or
