@@ -4,6 +4,7 @@
 // per 32 values gives eight int32 lanes, lanes 0-3 covering the first 16 values and 4-7 the second, so the
 // two groups' scales multiply them as one vector. The offsets' term is Σ_g offset_g·sums16_g per token.
 #include "ckernels.h"
+#include "kq_layout.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -149,18 +150,6 @@ KQ_AVX2 static void kq_decode_block(int format, const uint8_t *b, int8_t *q, flo
     }
 }
 
-static int kq_block_size(int format) { return format == 6 || format == 7 ? 32 : 256; }
-static size_t kq_block_bytes(int format) {
-    switch (format) {
-    case 6: return 22;
-    case 7: return 24;
-    case 10: return 84;
-    case 11: return 110;
-    case 12: return 144;
-    case 13: return 176;
-    default: return 210;
-    }
-}
 
 KQ_AVX2 void ck_kq_decode_row_avx2(int format, const void *row, int count, int8_t *q, float *scales, float *offsets) {
     const int size = kq_block_size(format);

@@ -6,6 +6,7 @@
 // Tests/CKernelsCross/kernel_test.c compares each one with a scalar C reference under qemu-aarch64, with
 // and without the dot-product feature (`make test-arm`).
 #include "ckernels.h"
+#include "kq_layout.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -485,18 +486,6 @@ static void kq_decode_block(int format, const uint8_t *b, int8_t *q, float *scal
     }
 }
 
-static int kq_block_size(int format) { return format == 6 || format == 7 ? 32 : 256; }
-static size_t kq_block_bytes(int format) {
-    switch (format) {
-    case 6: return 22;
-    case 7: return 24;
-    case 10: return 84;
-    case 11: return 110;
-    case 12: return 144;
-    case 13: return 176;
-    default: return 210;
-    }
-}
 
 void ck_kq_decode_row_neon(int format, const void *row, int count, int8_t *q, float *scales, float *offsets) {
     const int size = kq_block_size(format);

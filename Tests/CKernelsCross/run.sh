@@ -28,7 +28,7 @@ build() {  # build COMPILER... -- OUTPUT [KERNEL_FILE]
         done
         touch "$tag.done"
     fi
-    "${cc[@]}" -O3 -Wall -Wextra -Werror -I"$kernels/include" -c "$neon" -o "$output.neon.o"
+    "${cc[@]}" -O3 -Wall -Wextra -Werror -I"$kernels/include" -I"$kernels" -c "$neon" -o "$output.neon.o"
     "${cc[@]}" -static "$tag".*.o "$output.neon.o" -lm -o "$output"
 }
 

@@ -81,6 +81,27 @@ enum TinyReference {
 
     /// Per-example losses and gradient norms, and the gradient of the mean loss per adapter tensor, against
     /// PEFT's autograd (training's pass: `lossAndGradient`).
+    /// The worst logit difference between incremental decoding (five tokens, then one at a time on the KV
+    /// cache) and one full pass over the reference's first input.
+    static func worstCachedDifference(_ name: String) throws -> Float {
+        try worstCachedDifference(model(name, gguf: true), ids: reference(name).inputIds[0])
+    }
+
+    /// The same for any model and input (at least six tokens).
+    static func worstCachedDifference(_ model: LlamaModel, ids: [Int]) throws -> Float {
+        let full = try model.allLogits(tokens: ids)
+        let cache = model.makeCache(capacity: 2)
+        let vocabulary = model.configuration.vocabSize
+        var worst: Float = 0
+        try model.forward(tokens: Array(ids[0..<5]), cache: cache, logits: .none)
+        for t in 5..<ids.count {
+            try model.forward(tokens: [ids[t]], cache: cache, logits: .last) { _, logits in
+                for v in 0..<vocabulary { worst = max(worst, abs(logits[v] - full[t * vocabulary + v])) }
+            }
+        }
+        return worst
+    }
+
     static func checkGradients(_ name: String, gguf: Bool, file: StaticString = #filePath, line: UInt = #line) throws {
         let reference = try reference(name)
         let model = try model(name, gguf: gguf)
