@@ -134,6 +134,8 @@ public struct DPSGDStep {
     /// Examples added so far, and how many of them were clipped (norm above C).
     public private(set) var examples = 0
     public private(set) var clipped = 0
+    /// Scratch: the last example's rounded, clipped values (reused so each `add` allocates nothing).
+    private var rounded: [Int64] = []
 
     public init(grid: DPSGDGrid) {
         self.grid = grid
@@ -163,15 +165,22 @@ public struct DPSGDStep {
         let factor = min(1, grid.clipNorm / max(norm, .leastNormalMagnitude)) * grid.scale
         // Two passes: the exact integer norm is checked before anything is added.
         // In 128 bits: Δ ≤ 2^53, so Δ² and the running sum (stopped once above Δ²) stay below 2^107.
+        // Each value is rounded once, into `rounded`, and exactly those integers are checked and added.
+        // |q| ≤ C·2^f ≤ Δ ≤ 2^53 after clipping, so each fits an Int64 before the check bounds their norm.
         let bound = Int128(grid.sensitivity) * Int128(grid.sensitivity)
-        var integerSquared: Int128 = 0
-        for g in gradient {
-            let q = Int128((Double(g) * factor).rounded(.toNearestOrAwayFromZero))
-            integerSquared += q * q
-            if integerSquared > bound { throw DPSGDError.sensitivityExceeded(sensitivity: grid.sensitivity) }
+        if rounded.count != gradient.count { rounded = [Int64](repeating: 0, count: gradient.count) }
+        try rounded.withUnsafeMutableBufferPointer { q in
+            var integerSquared: Int128 = 0
+            for i in 0..<q.count {
+                q[i] = Int64((Double(gradient[i]) * factor).rounded(.toNearestOrAwayFromZero))
+                integerSquared += Int128(q[i]) * Int128(q[i])
+                if integerSquared > bound { throw DPSGDError.sensitivityExceeded(sensitivity: grid.sensitivity) }
+            }
         }
         sum.withUnsafeMutableBufferPointer { s in
-            for i in 0..<s.count { s[i] += Int64((Double(gradient[i]) * factor).rounded(.toNearestOrAwayFromZero)) }
+            rounded.withUnsafeBufferPointer { q in
+                for i in 0..<s.count { s[i] += q[i] }
+            }
         }
         if norm > grid.clipNorm { clipped += 1 }
         examples += 1
