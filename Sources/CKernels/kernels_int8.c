@@ -382,25 +382,6 @@ void ck_gemm_q8_panel(int use_vnni, int format, const void *weights, size_t rowB
     }
 }
 
-void ck_pack_rows(int format, const void *weights, size_t rowBytes, int rows, int k, void *out) {
-    const size_t stride = (size_t)((k / 32 + 7) / 8) * 320;
-    for (int r = 0; r < rows; r++)
-        interleave_row(format, (const uint8_t *)weights + (size_t)r * rowBytes, k, (uint8_t *)out + (size_t)r * stride);
-}
-
-void ck_gemm_q8_packed(int use_vnni, int format, const void *packed, int rows, const void *interleaved, int tokens,
-                       int k, float *y, int ldy, int accumulate) {
-    const int groups = (k / 32 + 7) / 8;
-    // Long rows (the transposed output matrix has k = vocabulary) are cut into spans whose activations
-    // stay in L2 (64 groups = 20 KiB per token); rows are walked once per span, accumulating.
-    enum { SPAN = 64 };
-    for (int g0 = 0; g0 < groups; g0 += SPAN) {
-        const int count = groups - g0 < SPAN ? groups - g0 : SPAN;
-        const int acc = accumulate || g0 > 0;
-        if (use_vnni) panel_vnni(format, (const uint8_t *)packed, rows, interleaved, tokens, groups, g0, count, y, ldy, acc);
-        else panel_avx2(format, (const uint8_t *)packed, rows, interleaved, tokens, groups, g0, count, y, ldy, acc);
-    }
-}
 #else
 int ck_has_avx512_vnni(void) { return 0; }
 size_t ck_interleaved_bytes(int tokens, int k) { (void)tokens; (void)k; return 0; }
@@ -411,13 +392,5 @@ void ck_gemm_q8_panel(int use_vnni, int format, const void *weights, size_t rowB
                       const void *interleaved, int tokens, int k, float *y, int ldy, int accumulate) {
     (void)use_vnni; (void)format; (void)weights; (void)rowBytes; (void)rows; (void)interleaved;
     (void)tokens; (void)k; (void)y; (void)ldy; (void)accumulate;
-}
-void ck_pack_rows(int format, const void *weights, size_t rowBytes, int rows, int k, void *out) {
-    (void)format; (void)weights; (void)rowBytes; (void)rows; (void)k; (void)out;
-}
-void ck_gemm_q8_packed(int use_vnni, int format, const void *packed, int rows, const void *interleaved, int tokens,
-                       int k, float *y, int ldy, int accumulate) {
-    (void)use_vnni; (void)format; (void)packed; (void)rows; (void)interleaved; (void)tokens; (void)k; (void)y;
-    (void)ldy; (void)accumulate;
 }
 #endif

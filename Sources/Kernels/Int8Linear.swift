@@ -258,12 +258,12 @@ extension Linear {
 /// training: in the 16-row groups of the row-group kernels (AVX2 and AVX-512 VNNI; the file's own size
 /// per weight).
 public final class PackedMatrix: @unchecked Sendable {
-    public let format: WeightFormat
-    public let rows: Int
-    public let columns: Int
     /// Whether products quantize their activations to 7 bits (see `init`).
     public let sevenBitActivations: Bool
     let grouped: RowGroupedMatrix
+    public var format: WeightFormat { grouped.format }
+    public var rows: Int { grouped.rows }
+    public var columns: Int { grouped.columns }
 
     /// nil when this CPU or format has no row-group kernel (callers use `Linear.forward` instead).
     /// - Parameter forGradients: the matrix only ever carries gradients (training's transposed copies),
@@ -274,9 +274,6 @@ public final class PackedMatrix: @unchecked Sendable {
     public init?(_ weights: WeightMatrix, forGradients: Bool = false) {
         guard let grouped = RowGroupedMatrix([weights]) else { return nil }
         self.grouped = grouped
-        format = weights.format
-        rows = weights.rows
-        columns = weights.columns
         sevenBitActivations = forGradients && weights.format == .q8_0 && KernelBackend.selected == .avx2
     }
 }
