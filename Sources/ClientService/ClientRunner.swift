@@ -283,7 +283,7 @@ public final class ClientRunner: @unchecked Sendable {
                                                              purpose: "round \(round) at \(address.host):\(address.port)"
                                                                 + (request.purposeDetail.map { "; " + $0 } ?? ""),
                                                              ceiling: request.ceiling, unit: request.unit,
-                                                             releases: request.releases)
+                                                             releases: request.releases, trustingNoOne: request.trustingNoOne)
                 if case let .charged(receipt) = charge {
                     FaultPoint.reach("client-after-charge")
                     events?.emit("charged", round: round, ["epsilon": .double(receipt.epsilon),

@@ -126,6 +126,7 @@ public struct DemoOutcome: Encodable, Sendable, Equatable {
         }
         lines.append(releaseLine)
         lines += learningLines
+        lines += trustLines
         lines += probeLines
         lines += exposureLines
         lines.append("")
@@ -161,6 +162,15 @@ public struct DemoOutcome: Encodable, Sendable, Equatable {
               let a = first.evalLossBefore, let b = last.evalLossBefore else { return [] }
         return ["", String(format: "held-out loss (DP-released, pooled over the clients): %.4f at round %llu → %.4f at round %llu "
                            + "(each ± its s.e. above)", a, first.round, b, last.round)]
+    }
+
+    /// Distributed DP: the max ε column is each client's ledger under its trust assumption; beside it, the largest
+    /// cumulative ε a client would have had it trusted no one (each round's own noise share alone).
+    var trustLines: [String] {
+        guard let last = rounds.map(\.summary).last(where: { $0.maxEpsilonTrustingNoOne != nil }),
+              let alone = last.maxEpsilonTrustingNoOne else { return [] }
+        return [String(format: "ε above is each client's under its own trust assumption (assume_honest); trusting no one, the "
+                       + "largest would be %.2f after round %llu", alone, last.round)]
     }
 
     /// The public probe: each note's reference assessment, then the base model's and the global adapter's.

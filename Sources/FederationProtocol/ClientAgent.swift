@@ -221,7 +221,8 @@ public struct ClientAgent: Sendable {
                                 distributed.trust.roundEpsilon, distributed.trust.roundEpsilonTrustingNoOne, plan.delta)
             return [.charge(round: round, ChargeRequest(mechanism: distributed.parameters.ledgerMechanism, clipNorm: plan.clipNorm,
                                                         ceiling: policy.maxEpsilon, unit: plan.privacyUnit, releases: releases,
-                                                        purposeDetail: detail))]
+                                                        purposeDetail: detail,
+                                                        trustingNoOne: distributed.parameters.ledgerMechanismTrustingNoOne))]
         }
         // A run without privacy is ε = ∞ at any unit: it is charged at the policy's, which is its ledger's.
         let request = preparation.mechanism.map {
@@ -290,7 +291,11 @@ public struct ClientAgent: Sendable {
         let metrics = ClientRoundMetrics(client: name, epsilon: receipt.epsilon, delta: receipt.budget.delta,
                                          epsilonBudget: min(receipt.budget.epsilon, policy.maxEpsilon),
                                          heldOut: report.heldOut, canaryExposure: report.canaryExposure,
-                                         trust: work.distributed?.trust)
+                                         trust: work.distributed.map {
+                                             var trust = $0.trust
+                                             trust.epsilonTrustingNoOne = receipt.epsilonTrustingNoOne
+                                             return trust
+                                         })
         guard let masking = work.masking else {
             state = .awaitingResult(round: round, participation: nil)
             return [.upload(round: round, update: report.update, metrics: metrics),
@@ -556,10 +561,14 @@ public struct ChargeRequest: Sendable, Equatable {
     /// What the ledger entry's purpose adds to the round's name: a distributed round's unit, the trust the
     /// client assumed and this round's ε under it and trusting no one (nil for a local round).
     public var purposeDetail: String?
+    /// A distributed round's mechanism with the client's own share only, kept in the ledger entry for the
+    /// cumulative ε trusting no one (`PrivacyLedger.epsilonTrustingNoOne`); nil for a local round.
+    public var trustingNoOne: MechanismSteps?
 
     public init(mechanism: MechanismSteps, clipNorm: Double, ceiling: Double, unit: PrivacyUnit = .record,
-                releases: [MechanismSteps] = [], purposeDetail: String? = nil) {
+                releases: [MechanismSteps] = [], purposeDetail: String? = nil, trustingNoOne: MechanismSteps? = nil) {
         self.purposeDetail = purposeDetail
+        self.trustingNoOne = trustingNoOne
         self.mechanism = mechanism
         self.clipNorm = clipNorm
         self.ceiling = ceiling

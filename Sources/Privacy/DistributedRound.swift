@@ -67,6 +67,8 @@ public struct DistributedRound: Sendable {
     /// What the client charges its ledger before the step: the assumed steps as a discrete-Gaussian
     /// mechanism whose RDP is never below KLS 2021's bound (`DistributedDiscreteGaussianSteps.ledgerMechanism`).
     public var ledgerMechanism: MechanismSteps { preview.assumed.ledgerMechanism }
+    /// The same for the client's own share alone (trusting no one): kept beside the charge, never charged.
+    public var ledgerMechanismTrustingNoOne: MechanismSteps { preview.trustingNoOne.ledgerMechanism }
 
     /// This round's ε at δ under the assumption and trusting no one, with `survivors` in the sum (nil: t).
     public func epsilons(delta: Double, survivors: Int? = nil) throws -> (assumed: Double, trustingNoOne: Double) {

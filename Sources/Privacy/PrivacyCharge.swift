@@ -7,11 +7,15 @@ public struct PrivacyReceipt: Sendable, Equatable {
     public var entry: PrivacyLedgerEntry?
     /// Cumulative ε after the charge, at `budget.delta`.
     public var epsilon: Double
+    /// The same if the client had trusted no one (`PrivacyLedger.epsilonTrustingNoOne`); `epsilon` when every
+    /// charge was local DP.
+    public var epsilonTrustingNoOne: Double
     public var budget: PrivacyBudget
 
-    public init(entry: PrivacyLedgerEntry?, epsilon: Double, budget: PrivacyBudget) {
+    public init(entry: PrivacyLedgerEntry?, epsilon: Double, epsilonTrustingNoOne: Double? = nil, budget: PrivacyBudget) {
         self.entry = entry
         self.epsilon = epsilon
+        self.epsilonTrustingNoOne = epsilonTrustingNoOne ?? epsilon
         self.budget = budget
     }
 }
@@ -67,9 +71,12 @@ extension PrivacyLedger {
     ///     so no release ever goes out uncharged. Their entries' purpose is `purpose` + ": release".
     /// - Throws: `PrivacyParameterError` for an invalid mechanism or clip norm, `PrivacyLedgerError`
     ///   when the ledger cannot be read or written or counts another unit.
+    ///   - trustingNoOne: for a distributed-DP round, `mechanism` with the client's own noise share only; kept in
+    ///     the entry for `epsilonTrustingNoOne` (never charged against the budget or the ceiling).
     public mutating func chargeBeforeTraining(_ mechanism: MechanismSteps, clipNorm: Double, purpose: String,
                                               ceiling: Double? = nil, unit: PrivacyUnit = .record,
-                                              releases: [MechanismSteps] = []) throws -> PrivacyCharge {
+                                              releases: [MechanismSteps] = [],
+                                              trustingNoOne: MechanismSteps? = nil) throws -> PrivacyCharge {
         try reload()
         try checkUnit(unit)
         // A release's noise is calibrated to its sensitivity, normalised to 1.
@@ -84,9 +91,9 @@ extension PrivacyLedger {
             }
         }
         do {
-            let written = try charge(charges, unit: unit)
+            let written = try charge(charges, unit: unit, trustingNoOne: trustingNoOne)
             return .charged(PrivacyReceipt(entry: written.first, epsilon: written[written.count - 1].cumulativeEpsilon,
-                                           budget: budget))
+                                           epsilonTrustingNoOne: try epsilonTrustingNoOne, budget: budget))
         } catch let refusal as PrivacyBudgetExceededError {
             return .refused(.overBudget(refusal))
         }

@@ -76,18 +76,30 @@ public struct PrivacyLedgerEntry: Codable, Sendable, Equatable {
     /// The noise the run added; `.none` for a run without differential privacy (`.gaussian` when an
     /// older file does not say).
     public var noise: MechanismNoise
+    /// A distributed-DP round's noise multiplier if the client trusted no one but itself (its own share
+    /// only: local DP, issue 17); nil when the charge already assumes no one else (local DP-SGD, releases,
+    /// entries written before the field). Never above `noiseMultiplier`.
+    public var noiseMultiplierTrustingNoOne: Double?
 
     /// The mechanism this entry charged for.
     public var mechanism: MechanismSteps {
         MechanismSteps(samplingRate: samplingRate, noiseMultiplier: noiseMultiplier, steps: steps, noise: noise)
     }
 
+    /// The same charge if the client had trusted no one: the mechanism with only its own noise share.
+    public var mechanismTrustingNoOne: MechanismSteps {
+        var alone = mechanism
+        if let noiseMultiplierTrustingNoOne { alone.noiseMultiplier = noiseMultiplierTrustingNoOne }
+        return alone
+    }
+
     enum CodingKeys: String, CodingKey {
         case id, purpose, date, samplingRate, noiseMultiplier, clipNorm, steps, delta, accountant, cumulativeEpsilon, unit, noise
+        case noiseMultiplierTrustingNoOne
     }
 
     init(id: UUID, purpose: String, date: Date, mechanism: MechanismSteps, clipNorm: Double, delta: Double,
-         accountant: AccountantKind, cumulativeEpsilon: Double, unit: PrivacyUnit) {
+         accountant: AccountantKind, cumulativeEpsilon: Double, unit: PrivacyUnit, trustingNoOne: MechanismSteps? = nil) {
         self.id = id
         self.purpose = purpose
         self.date = date
@@ -100,6 +112,7 @@ public struct PrivacyLedgerEntry: Codable, Sendable, Equatable {
         self.cumulativeEpsilon = cumulativeEpsilon
         self.unit = unit
         self.noise = mechanism.noise
+        self.noiseMultiplierTrustingNoOne = trustingNoOne?.noiseMultiplier
     }
 
     /// Every field as written; `unit` may be absent (an entry from before it existed): `record`; `noise`
@@ -126,6 +139,14 @@ public struct PrivacyLedgerEntry: Codable, Sendable, Equatable {
         }
         unit = try c.decodeIfPresent(PrivacyUnit.self, forKey: .unit) ?? .record
         noise = try c.decodeIfPresent(MechanismNoise.self, forKey: .noise) ?? .gaussian
+        noiseMultiplierTrustingNoOne = try c.decodeIfPresent(Double.self, forKey: .noiseMultiplierTrustingNoOne)
+        if let alone = noiseMultiplierTrustingNoOne {
+            // Trusting no one leaves the client its own share: some noise, never more than the assumption's.
+            guard noise == .discreteGaussian, alone.isFinite, alone > 0, alone <= noiseMultiplier else {
+                throw DecodingError.dataCorruptedError(forKey: .noiseMultiplierTrustingNoOne, in: c, debugDescription:
+                    "\(alone): expected a discrete-Gaussian entry's multiplier in (0, noiseMultiplier \(noiseMultiplier)]")
+            }
+        }
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -146,6 +167,7 @@ public struct PrivacyLedgerEntry: Codable, Sendable, Equatable {
         }
         try c.encode(unit, forKey: .unit)
         try c.encode(noise, forKey: .noise)
+        try c.encodeIfPresent(noiseMultiplierTrustingNoOne, forKey: .noiseMultiplierTrustingNoOne)
     }
 }
 
@@ -280,10 +302,15 @@ public struct PrivacyLedger: Sendable {
     /// would exceed the budget). A round's training and its metrics release are charged this way.
     /// - Returns: the entries, in order; the last one's cumulative ε includes them all.
     @discardableResult
+    /// - Parameter trustingNoOne: the first charge's mechanism if the client trusted no one (a distributed-DP
+    ///   round's own noise share, `PrivacyLedgerEntry.noiseMultiplierTrustingNoOne`); the same sampling rate,
+    ///   steps and kind, at most its noise.
     public mutating func charge(_ charges: [(purpose: String, mechanism: MechanismSteps, clipNorm: Double)],
-                                unit: PrivacyUnit = .record, date: Date = Date()) throws -> [PrivacyLedgerEntry] {
+                                unit: PrivacyUnit = .record, trustingNoOne: MechanismSteps? = nil,
+                                date: Date = Date()) throws -> [PrivacyLedgerEntry] {
         guard !charges.isEmpty else { throw PrivacyLedgerError.invalid(path: fileURL.path, reason: "nothing to charge") }
         for charge in charges { try validateCharge(charge.mechanism, clipNorm: charge.clipNorm, purpose: charge.purpose) }
+        if let trustingNoOne { try Self.validate(trustingNoOne: trustingNoOne, of: charges[0].mechanism) }
         let lock = try LedgerLock(directory.appendingPathComponent(Self.lockFileName))
         defer { lock.release() }
         try reload()
@@ -293,12 +320,12 @@ public struct PrivacyLedger: Sendable {
         let storedDate = Date(timeIntervalSince1970: date.timeIntervalSince1970.rounded(.down))
         var composed = previous
         var added: [PrivacyLedgerEntry] = []
-        for charge in charges {
+        for (index, charge) in charges.enumerated() {
             composed.append(charge.mechanism)
             let cumulative = try PrivacyAccounting.epsilon(steps: composed, delta: budget.delta, accountant: budget.accountant)
             added.append(PrivacyLedgerEntry(id: UUID(), purpose: charge.purpose, date: storedDate, mechanism: charge.mechanism,
                                             clipNorm: charge.clipNorm, delta: budget.delta, accountant: budget.accountant,
-                                            cumulativeEpsilon: cumulative, unit: unit))
+                                            cumulativeEpsilon: cumulative, unit: unit, trustingNoOne: index == 0 ? trustingNoOne : nil))
         }
         let cumulative = added[added.count - 1].cumulativeEpsilon
         // A run without noise is recorded whatever the budget (its caller allowed it); see `charge(_:clipNorm:...)`.
@@ -308,6 +335,34 @@ public struct PrivacyLedger: Sendable {
         try Self.write(LedgerFile(version: Self.formatVersion, budget: budget, entries: entries + added), to: fileURL)
         entries += added
         return added
+    }
+
+    /// The ε of every entry composed as if the client had trusted no one (each distributed round at its own
+    /// noise share alone, `PrivacyLedgerEntry.mechanismTrustingNoOne`), at the budget's δ and accountant: at least
+    /// `spentEpsilon`, equal to it for a ledger of local DP only. Nothing is charged against it; it is what the
+    /// audit and report show beside the ε the client's trust assumption gives (issue 17).
+    public var epsilonTrustingNoOne: Double {
+        get throws {
+            guard !entries.isEmpty else { return 0 }
+            guard entries.contains(where: { $0.noiseMultiplierTrustingNoOne != nil }) else { return spentEpsilon }
+            return try PrivacyAccounting.epsilon(steps: entries.map(\.mechanismTrustingNoOne), delta: budget.delta,
+                                                 accountant: budget.accountant)
+        }
+    }
+
+    /// Throws unless `alone` is `mechanism` with its own noise share only: the same q, steps and discrete kind,
+    /// a multiplier in (0, the mechanism's].
+    static func validate(trustingNoOne alone: MechanismSteps, of mechanism: MechanismSteps) throws {
+        try alone.validate()
+        guard alone.noise == .discreteGaussian, mechanism.noise == .discreteGaussian, alone.samplingRate == mechanism.samplingRate,
+              alone.steps == mechanism.steps else {
+            throw PrivacyParameterError(name: "mechanism trusting no one", value: alone.noiseMultiplier,
+                                        expected: "a discrete-Gaussian charge's own share, at its sampling rate and steps")
+        }
+        guard alone.noiseMultiplier <= mechanism.noiseMultiplier else {
+            throw PrivacyParameterError(name: "noise multiplier trusting no one", value: alone.noiseMultiplier,
+                                        expected: "at most the charge's \(mechanism.noiseMultiplier): one share is never more noise")
+        }
     }
 
     /// Throws `PrivacyLedgerError.invalid` unless a charge at `unit` can join this ledger: ε per record

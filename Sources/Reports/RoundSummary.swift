@@ -4,7 +4,8 @@ import Foundation
 /// A round in one line, as `rounds start --wait` and the demo print it as its audit record lands.
 /// JSON `{"round", "status", "participants" (a count), "eval_loss_before", "eval_loss_after",
 /// "eval_loss_standard_error", "max_epsilon" (each null when absent), "eval_loss_released", "seconds",
-/// "abort_reason"?}`. The held-out losses are the participants' DP releases (post-processed, with the
+/// "abort_reason"?, "max_epsilon_trusting_no_one"? (distributed rounds: the largest cumulative ε a participant
+/// would have trusting no one)}`. The held-out losses are the participants' DP releases (post-processed, with the
 /// standard error of their noise); `eval_loss_released` is false only for records written before
 /// releases existed, whose figures clients sent in clear.
 public struct RoundSummary: Encodable, Sendable, Equatable {
@@ -17,6 +18,9 @@ public struct RoundSummary: Encodable, Sendable, Equatable {
     /// Whether the losses are DP releases (false: an old record's figures sent in clear).
     public var evalLossReleased: Bool
     public var maxEpsilon: Double?
+    /// A distributed round's largest cumulative ε trusting no one among its participants (nil otherwise, and for
+    /// records from before protocol 5).
+    public var maxEpsilonTrustingNoOne: Double?
     public var seconds: Double
     public var abortReason: String?
 
@@ -29,6 +33,7 @@ public struct RoundSummary: Encodable, Sendable, Equatable {
         evalLossStandardError = record.evalLossStandardError
         evalLossReleased = record.metricsReleased
         maxEpsilon = record.maxEpsilon
+        maxEpsilonTrustingNoOne = record.clients.compactMap { $0.trust?.epsilonTrustingNoOne }.max()
         seconds = record.finished.timeIntervalSince(record.started)
         abortReason = record.abortReason
     }
@@ -51,6 +56,7 @@ public struct RoundSummary: Encodable, Sendable, Equatable {
         let base = String(format: "round %llu: %@, %d participants, held-out loss%@ %@ → %@, max ε %@, %.1f s",
                           round, status, participants, label, Self.format(evalLossBefore), Self.format(evalLossAfter),
                           Self.format(maxEpsilon, "%.2f"), seconds)
+            + (maxEpsilonTrustingNoOne.map { String(format: " (max ε trusting no one %.2f)", $0) } ?? "")
         return abortReason.map { base + " (\($0))" } ?? base
     }
 
@@ -61,6 +67,7 @@ public struct RoundSummary: Encodable, Sendable, Equatable {
         case evalLossStandardError = "eval_loss_standard_error"
         case evalLossReleased = "eval_loss_released"
         case maxEpsilon = "max_epsilon"
+        case maxEpsilonTrustingNoOne = "max_epsilon_trusting_no_one"
         case abortReason = "abort_reason"
     }
 
@@ -77,6 +84,7 @@ public struct RoundSummary: Encodable, Sendable, Equatable {
         try c.encode(figure(evalLossStandardError), forKey: .evalLossStandardError)
         try c.encode(evalLossReleased, forKey: .evalLossReleased)
         try c.encode(figure(maxEpsilon), forKey: .maxEpsilon)
+        try c.encodeIfPresent(figure(maxEpsilonTrustingNoOne), forKey: .maxEpsilonTrustingNoOne)
         try c.encodeIfPresent(abortReason, forKey: .abortReason)
     }
 }

@@ -230,6 +230,8 @@ public struct MetricsReport: WireMessage, Equatable {
             encoder.uint32(UInt32(clamping: trust.assumeHonest))
             encoder.double(trust.roundEpsilon)
             encoder.double(trust.roundEpsilonTrustingNoOne)
+            // Protocol 5: the client's cumulative ε trusting no one (a client sends it once it has charged).
+            encoder.double(trust.epsilonTrustingNoOne ?? .nan)
         }
     }
 
@@ -251,9 +253,15 @@ public struct MetricsReport: WireMessage, Equatable {
         if try decoder.bool("hasTrust") {
             trust = DistributedTrustFigures(assumeHonest: Int(try decoder.uint32("trust.assumeHonest")),
                                             roundEpsilon: try decoder.double("trust.roundEpsilon"),
-                                            roundEpsilonTrustingNoOne: try decoder.double("trust.roundEpsilonTrustingNoOne"))
+                                            roundEpsilonTrustingNoOne: try decoder.double("trust.roundEpsilonTrustingNoOne"),
+                                            epsilonTrustingNoOne: try decoder.double("trust.epsilonTrustingNoOne"))
         }
         if let problem = trust?.problem { throw WireError.invalidValue(field: "metrics.trust", reason: problem) }
+        // Trusting no one can only cost more than trusting some: never below the ledger's ε under the assumption.
+        if let cumulative = trust?.epsilonTrustingNoOne, !(cumulative >= epsilon * (1 - 1e-9)) {
+            throw WireError.invalidValue(field: "metrics.trust.epsilonTrustingNoOne",
+                                         reason: "\(cumulative), below the client's ε \(epsilon) under its assumption")
+        }
         if let problem = heldOut.problem { throw WireError.invalidValue(field: "metrics.heldOut", reason: problem) }
         for (name, value) in [("delta", delta), ("epsilonBudget", budget)] where !(value.isFinite && value >= 0) {
             throw WireError.invalidValue(field: "metrics.\(name)", reason: "\(value)")

@@ -13,10 +13,12 @@ public enum WireProtocol {
     /// self-mask seed, and the consistency check (survivor set, signatures) precedes unmasking; a
     /// version-2 client would skip the check, so it is refused. 4 (issue 17): the invitation's plan carries
     /// its noise placement (distributed DP) and metrics the client's trust assumption; a version-3 client
-    /// would read a distributed plan as a local one and add all the noise itself, so it is refused.
-    public static let version: UInt16 = 4
+    /// would read a distributed plan as a local one and add all the noise itself, so it is refused. 5 (issue
+    /// 17): a distributed round's metrics carry the client's cumulative ε trusting no one, which the audit
+    /// and report show; a version-4 client would leave it out.
+    public static let version: UInt16 = 5
     /// The versions this build reads; any other is refused.
-    public static let supportedVersions: Set<UInt16> = [4]
+    public static let supportedVersions: Set<UInt16> = [5]
     /// Header size in bytes.
     public static let headerByteCount = 12
     /// Default limit on a frame's payload: 64 MiB (a LoRA update travels in several chunks).

@@ -342,11 +342,16 @@ public struct DistributedTrustFigures: Codable, Sendable, Equatable {
     /// This round's ε under the assumption, and if the client trusted no one (local DP of its own share).
     public var roundEpsilon: Double
     public var roundEpsilonTrustingNoOne: Double
+    /// The client's cumulative ε had it trusted no one in any round (its ledger composed at each distributed
+    /// round's own share, `PrivacyLedger.epsilonTrustingNoOne`), at the plan's δ; +∞ once the ledger holds a
+    /// run without privacy. nil before the client charged (and in audit records from before protocol 5).
+    public var epsilonTrustingNoOne: Double?
 
-    public init(assumeHonest: Int, roundEpsilon: Double, roundEpsilonTrustingNoOne: Double) {
+    public init(assumeHonest: Int, roundEpsilon: Double, roundEpsilonTrustingNoOne: Double, epsilonTrustingNoOne: Double? = nil) {
         self.assumeHonest = assumeHonest
         self.roundEpsilon = roundEpsilon
         self.roundEpsilonTrustingNoOne = roundEpsilonTrustingNoOne
+        self.epsilonTrustingNoOne = epsilonTrustingNoOne
     }
 
     /// Why the figures cannot be a client's (field and value), or nil when they can.
@@ -356,6 +361,10 @@ public struct DistributedTrustFigures: Codable, Sendable, Equatable {
         guard roundEpsilonTrustingNoOne.isFinite, roundEpsilonTrustingNoOne >= roundEpsilon * (1 - 1e-9) else {
             return "round_epsilon_trusting_no_one \(roundEpsilonTrustingNoOne) (below the assumed \(roundEpsilon))"
         }
+        // Finite: a distributed round is only ever charged to a ledger without a run lacking privacy.
+        if let cumulative = epsilonTrustingNoOne, !(cumulative.isFinite && cumulative >= roundEpsilonTrustingNoOne * (1 - 1e-9)) {
+            return "epsilon_trusting_no_one \(cumulative) (below this round's \(roundEpsilonTrustingNoOne) trusting no one)"
+        }
         return nil
     }
 
@@ -363,6 +372,7 @@ public struct DistributedTrustFigures: Codable, Sendable, Equatable {
         case assumeHonest = "assume_honest"
         case roundEpsilon = "round_epsilon"
         case roundEpsilonTrustingNoOne = "round_epsilon_trusting_no_one"
+        case epsilonTrustingNoOne = "epsilon_trusting_no_one"
     }
 }
 

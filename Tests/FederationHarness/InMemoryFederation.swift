@@ -289,7 +289,8 @@ public final class InMemoryFederation {
                 let charge = try ledger.chargeBeforeTraining(request.mechanism, clipNorm: request.clipNorm,
                                                              purpose: "round \(round) in memory" + (request.purposeDetail.map { "; " + $0 } ?? ""),
                                                              ceiling: request.ceiling,
-                                                             unit: request.unit, releases: request.releases)
+                                                             unit: request.unit, releases: request.releases,
+                                                             trustingNoOne: request.trustingNoOne)
                 if crashes(client, after: .charge) { return }
                 pending += try client.agent.ledgerAnswered(round: round, charge)
             case let .train(round):

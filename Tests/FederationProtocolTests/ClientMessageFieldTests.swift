@@ -68,7 +68,7 @@ final class ClientMessageFieldTests: XCTestCase {
             // Distributed DP (issue 17): the client's policy (assume_honest) and the ε it was charged under it and
             // would be trusting no one, functions of the plan, the cohort and the policy.
             "metrics.trust.assumeHonest": .ledger, "metrics.trust.roundEpsilon": .ledger,
-            "metrics.trust.roundEpsilonTrustingNoOne": .ledger,
+            "metrics.trust.roundEpsilonTrustingNoOne": .ledger, "metrics.trust.epsilonTrustingNoOne": .ledger,
         ],
         .secureAdvertise: ["round": .fromPlan, "advertisement.sessionID": .keyMaterial, "advertisement.sender": .fromPlan,
                            "advertisement.encryptionKey.bytes": .keyMaterial, "advertisement.maskingKey.bytes": .keyMaterial,
@@ -193,7 +193,8 @@ final class ClientMessageFieldTests: XCTestCase {
                                                                                heldOut: release, canaryExposure: exposure,
                                                                                trust: DistributedTrustFigures(
                                                                                 assumeHonest: 2, roundEpsilon: 0.5,
-                                                                                roundEpsilonTrustingNoOne: 0.9))).frame())
+                                                                                roundEpsilonTrustingNoOne: 0.9,
+                                                                                epsilonTrustingNoOne: 1.4))).frame())
         XCTAssertEqual(Set(frames.map(\.type)), Set(Self.clientMessages.keys),
                        "every client message type is walked at least once")
         var problems: [String] = []

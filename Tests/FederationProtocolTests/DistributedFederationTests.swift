@@ -89,6 +89,39 @@ final class DistributedFederationTests: XCTestCase {
         }
     }
 
+    /// Two rounds; a and b assume the whole cohort honest, w trusts no one. Each sends its cumulative ε trusting
+    /// no one: for a and b the composition, computed here directly, of both rounds' charges at a single share
+    /// (`DistributedRound` with h = 1: KLS 2021's local case) and their releases, above the ε they were charged;
+    /// for w exactly its charged ε (its assumption is that case). The ledger keeps the figure across a reopen.
+    func testEachClientSendsItsCumulativeEpsilonTrustingNoOne() throws {
+        let federation = try InMemoryFederation(
+            policy: roundPolicy(clients: 3), model: Self.model, global: try zeroGlobal(),
+            clients: [client("a", assumeHonest: 3, value: 0.1), client("b", assumeHonest: 3, value: 0.1),
+                      client("w", assumeHonest: 1, value: 0.1)], now: t0)
+        try federation.startRounds(2)
+        try federation.advance(by: 400)
+        XCTAssertEqual(federation.finished.count, 2, "\(federation.coordinatorLog)")
+        let last = try XCTUnwrap(federation.finished.last?.outcome)
+        XCTAssertTrue(last.isCommitted, "\(federation.coordinatorLog)")
+        let setup = try XCTUnwrap(last.secure?.setup)
+        let alone = try SecureUpdate.distributedParameters(plan: Self.plan, setup: setup, assumeHonest: 1).ledgerMechanism
+        let release = MetricsRelease.mechanism(plan: Self.plan)
+        let direct = try PrivacyAccounting.epsilon(steps: [alone, release, alone, release], delta: Self.plan.delta, accountant: .rdp)
+        XCTAssertEqual(last.participantMetrics.count, 3)
+        for metrics in last.participantMetrics {
+            let cumulative = try XCTUnwrap(metrics.trust?.epsilonTrustingNoOne, metrics.client)
+            if metrics.client == "w" {
+                XCTAssertEqual(cumulative, metrics.epsilon, accuracy: 1e-12, "trusting no one is w's own assumption")
+            } else {
+                XCTAssertEqual(cumulative, direct, accuracy: 1e-9 * direct, metrics.client)
+                XCTAssertGreaterThan(cumulative, metrics.epsilon * 1.05, "control: the assumption's ε is well below it")
+            }
+            let reopened = try federation.clients[metrics.client]!.ledger()
+            XCTAssertEqual(try reopened.epsilonTrustingNoOne, cumulative, accuracy: 1e-12, metrics.client)
+            XCTAssertEqual(reopened.entries.compactMap(\.noiseMultiplierTrustingNoOne).count, 2, "one per round's training charge")
+        }
+    }
+
     /// Four clients, threshold 3, one dies before its masked input: the sum of the three survivors carries
     /// t·σ_share² = (z·Δ₂)², the plan's full noise (their clipped sums are 0, so the sum is noise only): the
     /// sample variance of its 4,096 integers is within 5 standard errors (√(2/N), 11%) of it. Controls: shares
@@ -210,7 +243,7 @@ final class DistributedFederationTests: XCTestCase {
         let invite = Invite(round: 7, plan: Self.plan, aggregation: "fedavg", secureAggregation: true,
                             adapterSHA256: String(repeating: "a", count: 64), deadlineSeconds: 60)
         let frame = try invite.frame()
-        XCTAssertEqual(frame.version, 4)
+        XCTAssertEqual(frame.version, 5, "protocol 4 brought the mode; 5 the metrics' cumulative ε trusting no one")
         XCTAssertEqual(try Invite(frame: frame), invite)
         var local = invite
         local.plan = InMemoryFederationTests.plan

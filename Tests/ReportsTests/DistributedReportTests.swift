@@ -14,7 +14,8 @@ final class DistributedReportTests: XCTestCase {
                                                         survivingNoiseMultiplier: 1.1, wrapProbability: 3.2e-10, expectedBatch: 64)
         for index in records[1].clients.indices {
             records[1].clients[index].trust = DistributedTrustFigures(assumeHonest: 2 + index, roundEpsilon: 0.25 + Double(index) / 100,
-                                                                      roundEpsilonTrustingNoOne: 0.875)
+                                                                      roundEpsilonTrustingNoOne: 0.875,
+                                                                      epsilonTrustingNoOne: 2.5 + Double(index))
         }
         return records
     }
@@ -40,6 +41,19 @@ final class DistributedReportTests: XCTestCase {
         XCTAssertEqual(rows.first?.cells["epsilon-assumed"], "0.250")
         XCTAssertEqual(rows.first?.cells["epsilon-trusting-no-one"], "0.875")
         XCTAssertEqual(rows.first?.cells["epsilon-cumulative"], String(format: "%.3f", records[1].clients[0].epsilon))
+        XCTAssertEqual(rows.map { $0.cells["epsilon-cumulative-trusting-no-one"] },
+                       records[1].clients.indices.map { String(format: "%.3f", 2.5 + Double($0)) })
+    }
+
+    /// A record from before protocol 5 has no cumulative ε trusting no one: the cell says so ("–"), never 0.
+    func testAnOlderRecordShowsNoCumulativeTrustingNoOne() throws {
+        var records = distributedRecords()
+        for index in records[1].clients.indices { records[1].clients[index].trust?.epsilonTrustingNoOne = nil }
+        let json = String(decoding: try JSONEncoder().encode(records[1]), as: UTF8.self)
+        XCTAssertFalse(json.contains("\"epsilon_trusting_no_one\""), json)
+        let html = AuditReport.html(AuditReportInput(records: records, chain: .verified(records: 4, publicKey: "")))
+        let rows = ReportFixtures.rows(html, table: "distributed-table")
+        XCTAssertEqual(Set(rows.map { $0.cells["epsilon-cumulative-trusting-no-one"] }), ["–"])
     }
 
     /// The record's JSON names the fields and reads back equal; a record without them (older, or local) reads as nil.
@@ -47,7 +61,8 @@ final class DistributedReportTests: XCTestCase {
         let record = distributedRecords()[1]
         let data = try JSONEncoder().encode(record)
         let text = String(decoding: data, as: UTF8.self)
-        for key in ["\"distributed\"", "\"surviving_noise_multiplier\"", "\"assume_honest\"", "\"round_epsilon_trusting_no_one\""] {
+        for key in ["\"distributed\"", "\"surviving_noise_multiplier\"", "\"assume_honest\"", "\"round_epsilon_trusting_no_one\"",
+                    "\"epsilon_trusting_no_one\""] {
             XCTAssertTrue(text.contains(key), key)
         }
         XCTAssertEqual(try JSONDecoder().decode(AuditRecord.self, from: data), record)

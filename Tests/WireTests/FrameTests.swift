@@ -162,9 +162,15 @@ final class FrameTests: XCTestCase {
     }
 
     func testUnknownVersionAndTypeAreRefused() throws {
-        XCTAssertThrowsError(try Frame.decode(header(version: 5, length: 0))) { error in
-            XCTAssertEqual(error as? WireError, .unknownVersion(5))
-            XCTAssertTrue("\(error)".contains("unknown protocol version 5"))
+        XCTAssertThrowsError(try Frame.decode(header(version: 6, length: 0))) { error in
+            XCTAssertEqual(error as? WireError, .unknownVersion(6))
+            XCTAssertTrue("\(error)".contains("unknown protocol version 6"))
+        }
+        XCTAssertNoThrow(try Frame.decode(header(version: 5, length: 0)), "control: this build's version reads")
+        // Version 4 (a distributed round's metrics without the cumulative ε trusting no one) is refused by its
+        // header (issue 17).
+        XCTAssertThrowsError(try Frame.decode(header(version: 4, length: 0))) { error in
+            XCTAssertEqual(error as? WireError, .unknownVersion(4))
         }
         // Version 3 (no noise placement in the plan: its client would read a distributed plan as a local one
         // and add all the noise to its own update) is refused by its header (issue 17).
