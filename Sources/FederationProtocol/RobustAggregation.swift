@@ -129,13 +129,17 @@ public enum RoundAggregation {
     public static func updates(of outcome: RoundOutcome, policy: RoundPolicy, global: AdapterTensors,
                                layout: AdapterLayout) throws -> (updates: [WeightedUpdate], log: [String]) {
         if let secure = outcome.secure, policy.plan.isDistributed {
-            // One DP-SGD step over the cohort: the noised sum over the fixed denominator, as the optimiser's Δ.
+            // One DP-SGD step over the cohort: the noised sum over the fixed denominator, as the optimiser's Δ, once
+            // the sum passes the range check (a sum no clipped, noised cohort reaches aborts the round).
             let delta = try SecureUpdate.decodeDistributed(sum: secure.sum, survivors: secure.survivors.count, setup: secure.setup,
                                                            plan: policy.plan, layout: layout)
+            let range = try SecureUpdate.checkDistributedSum(secure.sum, survivors: secure.survivors.count, setup: secure.setup,
+                                                             plan: policy.plan)
             return ([WeightedUpdate(client: "distributed DP sum of \(secure.survivors.joined(separator: ","))",
                                     weight: WeightedUpdate.equalWeight, delta: delta)],
-                    [String(format: "round %llu: decoded the noised gradient sum of %d clients over the fixed denominator %g",
-                            outcome.round, secure.survivors.count, policy.plan.expectedBatch ?? .nan)])
+                    [String(format: "round %llu: decoded the noised gradient sum of %d clients over the fixed denominator %g "
+                            + "(range check: L2 norm %.4g within %.4g grid units)",
+                            outcome.round, secure.survivors.count, policy.plan.expectedBatch ?? .nan, range.norm, range.bound)])
         }
         if let secure = outcome.secure {
             // The unmasked sum decodes to the mean delta: one update of weight 1 gives FedAvg global + mean,

@@ -111,6 +111,8 @@ public final class InMemoryFederation {
     public struct FinishedRound {
         public var outcome: RoundOutcome
         public var global: AdapterTensors
+        /// How the round ended: an outcome the engine committed is still aborted when its aggregation fails.
+        public var verdict: RoundVerdict
     }
 
     private enum Delivery {
@@ -388,16 +390,24 @@ public final class InMemoryFederation {
     /// Aggregates a committed round as the coordinator does (`RoundAggregation`: plain updates clipped and
     /// combined by the policy's aggregator, a secure round's decoded mean; then FedAvg); the engine
     /// then tells the cohort, except those who declined, how it ended.
+    /// A failed aggregation (an unmasked sum that does not decode or fails its range check) aborts the round with
+    /// the global adapter unchanged, as the coordinator's `commit` does.
     private func finish(_ outcome: RoundOutcome) throws -> RoundVerdict {
+        var verdict: RoundVerdict = outcome.isCommitted ? .committed : .aborted(reason: outcome.abortReason ?? "aborted")
         if outcome.isCommitted {
-            let (updates, lines) = try RoundAggregation.updates(of: outcome, policy: engine.policy, global: global, layout: layout)
-            coordinatorLog += lines
-            var strategy = FedAvg()
-            global = try strategy.aggregate(global: global, updates: updates)
-            engine.setGlobalAdapter(digest: AdapterMath.digest(global), parameterCount: global.values.reduce(0) { $0 + $1.count })
+            do {
+                let (updates, lines) = try RoundAggregation.updates(of: outcome, policy: engine.policy, global: global, layout: layout)
+                coordinatorLog += lines
+                var strategy = FedAvg()
+                global = try strategy.aggregate(global: global, updates: updates)
+                engine.setGlobalAdapter(digest: AdapterMath.digest(global), parameterCount: global.values.reduce(0) { $0 + $1.count })
+            } catch {
+                verdict = .aborted(reason: "aggregation failed: \(error)")
+                coordinatorLog.append("round \(outcome.round): \(verdict.reason)")
+            }
         }
-        finished.append(FinishedRound(outcome: outcome, global: global))
-        return outcome.isCommitted ? .committed : .aborted(reason: outcome.abortReason ?? "aborted")
+        finished.append(FinishedRound(outcome: outcome, global: global, verdict: verdict))
+        return verdict
     }
 
     private func send(_ frames: [Frame], to client: String) throws {

@@ -122,6 +122,31 @@ final class DistributedFederationTests: XCTestCase {
         }
     }
 
+    /// The range check on the unmasked sum: a client whose "clipped sum" is 50 in every coordinate (norm 3,200·C,
+    /// far over the plan's K·C = 32·C) makes the round abort by name, the global adapter unchanged; the same
+    /// cohort all honest commits, the log naming its norm within the bound (the control).
+    func testASumNoClippedCohortReachesAbortsTheRound() throws {
+        for cheat in [false, true] {
+            let start = try zeroGlobal()
+            let federation = try InMemoryFederation(
+                policy: roundPolicy(clients: 3), model: Self.model, global: start,
+                clients: [client("a", assumeHonest: 1, value: 0.1), client("b", assumeHonest: 1, value: 0.1),
+                          client("c", assumeHonest: 1, value: cheat ? 50 : 0.1)], now: t0)
+            try federation.startRounds(1)
+            let finished = try XCTUnwrap(federation.finished.first)
+            XCTAssertTrue(finished.outcome.isCommitted, "the engine unmasked the sum: \(federation.coordinatorLog)")
+            if cheat {
+                XCTAssertFalse(finished.verdict.isCommitted)
+                XCTAssertTrue(finished.verdict.reason.contains("range check: the noised sum's L2 norm"), finished.verdict.reason)
+                XCTAssertTrue(federation.global == start, "nothing applied")
+            } else {
+                XCTAssertTrue(finished.verdict.isCommitted, finished.verdict.reason)
+                XCTAssertTrue(federation.coordinatorLog.contains { $0.contains("(range check: L2 norm") }, "\(federation.coordinatorLog)")
+                XCTAssertTrue(federation.global != start, "the step was applied")
+            }
+        }
+    }
+
     /// Four clients, threshold 3, one dies before its masked input: the sum of the three survivors carries
     /// t·σ_share² = (z·Δ₂)², the plan's full noise (their clipped sums are 0, so the sum is noise only): the
     /// sample variance of its 4,096 integers is within 5 standard errors (√(2/N), 11%) of it. Controls: shares
