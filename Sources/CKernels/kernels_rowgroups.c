@@ -10,9 +10,12 @@
 // beyond a mask and a shift; prompts reuse each unpacked block for up to eight tokens.
 //
 // Weights are made unsigned so that they can be vpdpbusd's unsigned operand: Q4 nibbles already are
-// (value = d·q + m, m = −8d for Q4_0, stored for Q4_1); Q8_0 bytes are stored as q + 128 (value =
-// d·(q' − 128)). With activations x = dx·qx (qx signed bytes, sx = dx·Σqx), a block contributes
-//     dw·dx·Σ q'·qx + c·sx,   c = mw (Q4_1), −8·dw (Q4_0), −128·dw (Q8_0).
+// (value = d·q + m, m = −8d for Q4_0, stored for Q4_1); Q5_0's five bits are too (its nibbles as Q4_0's,
+// then its fifth bits as one 64-bit mask per vector, bit 4r + i for row r's element i of the vector, so
+// that the unpacked byte is the nibble | 16 where the bit is set; value = d·(q' − 16)); Q8_0 bytes are
+// stored as q + 128 (value = d·(q' − 128)). With activations x = dx·qx (qx signed bytes, sx = dx·Σqx), a
+// block contributes
+//     dw·dx·Σ q'·qx + c·sx,   c = mw (Q4_1), −8·dw (Q4_0), −16·dw (Q5_0), −128·dw (Q8_0).
 // Rows past the end of the matrix are zero (zero scales) and are never stored.
 #include "ckernels.h"
 #include <string.h>
@@ -26,6 +29,7 @@ static size_t rg_block_bytes(int format) {
     switch (format) {
     case 2: return 32 + 256;       // Q4_0: 16 f16 scales, 16 rows × 16 bytes of nibbles
     case 3: return 32 + 32 + 256;  // Q4_1: scales, offsets, nibbles
+    case 6: return 32 + 256 + 64;  // Q5_0: scales, nibbles as Q4_0's, 8 masks of fifth bits
     case 8: return 32 + 512;       // Q8_0: scales, 16 rows × 32 bytes
     case 9: return 32 + 512;       // Q8_0 packed the same, for 7-bit activations (AVX2)
     default: return 0;
@@ -41,7 +45,7 @@ size_t ck_rg_bytes(int format, int rows, int k) {
 void ck_rg_pack(int format, const void *weights, size_t rowBytes, int rows, int k, void *out) {
     const int blocks = k / 32;
     const size_t blockBytes = rg_block_bytes(format);
-    const size_t sourceBlockBytes = format == 8 ? 34 : (format == 2 ? 18 : 20);
+    const size_t sourceBlockBytes = format == 8 ? 34 : format == 2 ? 18 : format == 6 ? 22 : 20;
     const int groups = (rows + GROUP_ROWS - 1) / GROUP_ROWS;
     uint8_t *o = (uint8_t *)out;
     for (int g = 0; g < groups; g++) {
@@ -61,9 +65,21 @@ void ck_rg_pack(int format, const void *weights, size_t rowBytes, int rows, int 
                     // Byte i of the nibbles holds elements i (low) and i + 16 (high); byte 4j + i goes to
                     // 64j + 4r + i of the nibble vectors, so j's low nibbles are elements 4j..4j+3 and
                     // its high nibbles 16 + 4j.. (group j + 4).
-                    const uint8_t *nibbles = src + (format == 3 ? 4 : 2);
+                    const uint8_t *nibbles = src + (format == 3 ? 4 : format == 6 ? 6 : 2);
                     uint8_t *dst = o + (format == 3 ? 64 : 32);
                     for (int i = 0; i < 16; i++) dst[64 * (i / 4) + 4 * r + i % 4] = nibbles[i];
+                }
+                if (format == 6) {
+                    // Bit e of qh is element e's fifth bit; vector v holds elements 4v..4v+3, so its mask
+                    // (8 bytes at 288 + 8v) gets bit 4v + i of qh at bit 4r + i.
+                    uint32_t qh;
+                    memcpy(&qh, src + 2, 4);
+                    uint8_t *masks = o + 32 + 256;
+                    for (int e = 0; e < 32; e++)
+                        if (qh >> e & 1) {
+                            const int bit = 4 * r + e % 4;
+                            masks[8 * (e / 4) + bit / 8] |= (uint8_t)(1u << (bit % 8));
+                        }
                 }
             }
         }
@@ -88,6 +104,14 @@ INLINE RG void rg_unpack(int format, const uint8_t *block, __m512i w[8]) {
         w[j] = _mm512_and_si512(v, low);
         w[j + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
     }
+    if (format == 6) {  // the fifth bits: one masked move of 16 per vector
+        const __m512i sixteen = _mm512_set1_epi8(16);
+        for (int j = 0; j < 8; j++) {
+            uint64_t mask;
+            memcpy(&mask, block + 32 + 256 + 8 * j, 8);
+            w[j] = _mm512_or_si512(w[j], _mm512_maskz_mov_epi8(mask, sixteen));
+        }
+    }
 }
 
 INLINE RG int32_t load4(const int8_t *p) {
@@ -101,7 +125,7 @@ INLINE RG int32_t load4(const int8_t *p) {
 INLINE RG void rg_tile(int format, const uint8_t *group, size_t blockBytes, int b0, int b1,
                        const int8_t *q, const float *d, const float *s, int k, int T, __m512 acc[8]) {
     const int blocks = k / 32;
-    const float offsetScale = format == 2 ? -8.0f : -128.0f;
+    const float offsetScale = format == 2 ? -8.0f : format == 6 ? -16.0f : -128.0f;
     for (int b = b0; b < b1; b++) {
         const uint8_t *block = group + (size_t)b * blockBytes;
         for (size_t line = 0; line < blockBytes; line += 64)
@@ -178,6 +202,7 @@ INLINE RG void rg_group_tokens(int format, const uint8_t *group, size_t blockByt
 
 RG_GEMM(rg_gemm_q4_0, 2)
 RG_GEMM(rg_gemm_q4_1, 3)
+RG_GEMM(rg_gemm_q5_0, 6)
 RG_GEMM(rg_gemm_q8_0, 8)
 
 void ck_rg_gemm(int format, const void *packed, int rows, int k, int groupStart, int groupCount,
@@ -186,6 +211,7 @@ void ck_rg_gemm(int format, const void *packed, int rows, int k, int groupStart,
     switch (format) {
     case 2: rg_gemm_q4_0(p, rows, k, groupStart, groupCount, q, d, s, tokens, y, ldy, accumulate); return;
     case 3: rg_gemm_q4_1(p, rows, k, groupStart, groupCount, q, d, s, tokens, y, ldy, accumulate); return;
+    case 6: rg_gemm_q5_0(p, rows, k, groupStart, groupCount, q, d, s, tokens, y, ldy, accumulate); return;
     case 8: rg_gemm_q8_0(p, rows, k, groupStart, groupCount, q, d, s, tokens, y, ldy, accumulate); return;
     }
 }
@@ -200,6 +226,9 @@ void ck_rg_gemm(int format, const void *packed, int rows, int k, int groupStart,
 // by vpmaddwd before it is summed. Format 9 (training's input gradients, which can spare a bit) meets the
 // stored bytes with 7-bit activations instead: no saturation (2 · 255 · 63 < 32,768), no sign trick, three
 // instructions per vector where the sign trick takes four to five, and the −128 correction as Q4_0's −8.
+// Q5_0's bytes (≤ 31) allow four vectors' pairs in int16 (4 · 2 · 31 · 128 = 31,744), not eight: its two
+// chains are widened apart; its fifth bits are expanded from each mask's 32 bits for the half's 8 rows
+// (a byte shuffle, a bit test against 1, 2, ..., 128, an or of 16).
 #define RG2 __attribute__((target("avx2,fma,f16c")))
 
 // Half h of the eight weight vectors of one block (format 8: signed q; else nibbles).
@@ -220,6 +249,19 @@ INLINE RG2 void rg2_unpack(int format, const uint8_t *block, int h, __m256i w[8]
         __m256i v = _mm256_loadu_si256((const __m256i *)(nibbles + 64 * j));
         w[j] = _mm256_and_si256(v, low);
         w[j + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+    }
+    if (format == 6) {
+        // Byte i of the half is bit i of the mask's 32 bits for rows 8h..8h+7: byte i / 8, tested against 1 << i % 8.
+        const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                                2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+        const __m256i bits = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+        const __m256i sixteen = _mm256_set1_epi8(16);
+        for (int j = 0; j < 8; j++) {
+            int32_t mask;
+            memcpy(&mask, block + 32 + 256 + 8 * j + 4 * h, 4);
+            const __m256i spreadMask = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(mask), spread), bits);
+            w[j] = _mm256_or_si256(w[j], _mm256_and_si256(_mm256_cmpeq_epi8(spreadMask, bits), sixteen));
+        }
     }
 }
 
@@ -259,6 +301,7 @@ INLINE RG2 __m256i rg2_block_dot(int format, const __m256i w[8], const int8_t *x
         a = _mm256_add_epi16(a, _mm256_maddubs_epi16(w[j], rg2_broadcast(x + 4 * j)));
         b = _mm256_add_epi16(b, _mm256_maddubs_epi16(w[j + 1], rg2_broadcast(x + 4 * j + 4)));
     }
+    if (format == 6) return _mm256_add_epi32(_mm256_madd_epi16(a, ones), _mm256_madd_epi16(b, ones));
     return _mm256_madd_epi16(_mm256_add_epi16(a, b), ones);
 }
 
@@ -275,7 +318,7 @@ INLINE RG2 void rg2_tile(int format, const uint8_t *group, size_t blockBytes, in
         rg2_unpack(format, block, h, w);
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(block + 16 * h)));
         const __m256 cw = format == 3 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(block + 32 + 16 * h)))
-                                      : _mm256_mul_ps(dw, _mm256_set1_ps(format == 9 ? -128.0f : -8.0f));
+                                      : _mm256_mul_ps(dw, _mm256_set1_ps(format == 9 ? -128.0f : format == 6 ? -16.0f : -8.0f));
         for (int t = 0; t < T; t++) {
             const __m256 sum = _mm256_cvtepi32_ps(rg2_block_dot(format, w, q + (size_t)t * k + 32 * b));
             acc[t] = _mm256_fmadd_ps(sum, _mm256_mul_ps(dw, _mm256_set1_ps(d[(size_t)t * blocks + b])), acc[t]);
@@ -352,6 +395,7 @@ INLINE RG2 void rg2_half_tokens(int format, const uint8_t *group, size_t blockBy
 
 RG2_GEMM(rg2_gemm_q4_0, 2)
 RG2_GEMM(rg2_gemm_q4_1, 3)
+RG2_GEMM(rg2_gemm_q5_0, 6)
 RG2_GEMM(rg2_gemm_q8_0, 8)
 RG2_GEMM(rg2_gemm_q8_0_x7, 9)
 
@@ -361,6 +405,7 @@ void ck_rg_gemm_avx2(int format, const void *packed, int rows, int k, int groupS
     switch (format) {
     case 2: rg2_gemm_q4_0(p, rows, k, groupStart, groupCount, q, d, s, tokens, y, ldy, accumulate); return;
     case 3: rg2_gemm_q4_1(p, rows, k, groupStart, groupCount, q, d, s, tokens, y, ldy, accumulate); return;
+    case 6: rg2_gemm_q5_0(p, rows, k, groupStart, groupCount, q, d, s, tokens, y, ldy, accumulate); return;
     case 8: rg2_gemm_q8_0(p, rows, k, groupStart, groupCount, q, d, s, tokens, y, ldy, accumulate); return;
     case 9: rg2_gemm_q8_0_x7(p, rows, k, groupStart, groupCount, q, d, s, tokens, y, ldy, accumulate); return;
     }

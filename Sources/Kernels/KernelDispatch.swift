@@ -11,14 +11,14 @@ import Foundation
 /// | operation                              | avx512vnni                    | avx2                          | neondot / neon (aarch64)          | generic              |
 /// |----------------------------------------|-------------------------------|-------------------------------|-----------------------------------|----------------------|
 /// | float32 product, any format            | dequantized panel, FMA        | dequantized panel, FMA        | dequantized panel, FMLA           | Swift SIMD, 4 rows   |
-/// | int8 product, model inference/training | 16-row groups, zmm vpdpbusd   | 16-row groups, 2 × 8 rows, ymm vpmaddubsw + vpmaddwd (training's transposed Q8_0 copies: 7-bit activations, no sign trick) | (the row below) | Swift SIMD, 4 rows |
+/// | int8 product, model inference/training (Q4_0, Q4_1, Q5_0, Q8_0) | 16-row groups, zmm vpdpbusd (Q5_0's fifth bits: one masked move per vector) | 16-row groups, 2 × 8 rows, ymm vpmaddubsw + vpmaddwd (Q5_0's fifth bits expanded from a mask, its int16 pairs widened every four vectors; training's transposed Q8_0 copies: 7-bit activations, no sign trick) | (the row below) | Swift SIMD, 4 rows |
 /// | int8 product, 1-3 tokens, file layout  | row tiles, vpdpbusd (ymm)     | row tiles, vpmaddubsw         | 4×4 tiles: sdot / vmull+vpadal    | (SSE2 pmaddwd)       |
 /// | int8 product, ≥ 4 tokens, file layout  | interleaved panel, vpdpbusd   | interleaved panel, vpmaddubsw | 4×4 tiles: sdot / vmull+vpadal    | (GenericInt8)        |
 /// | attention scores (one query, many keys)| 4 rows per pass, AVX2 FMA     | 4 rows per pass, AVX2 FMA     | 4 rows per pass, FMLA             | Swift SIMD8 dot      |
 /// | attention values (P·V; training's dQ, dK, dV) | 64 columns per pass, AVX2 FMA | 64 columns per pass, AVX2 FMA | Swift SIMD16 (weightedRowSum) | Swift SIMD16 |
 /// | activation quantization                | AVX2                          | AVX2                          | NEON (vcvtnq)                     | Swift                |
 /// | dequantize row (f16, q8_0, q4_0, q4_1) | AVX2 + F16C                   | AVX2 + F16C                   | NEON (fcvtl)                      | Swift SIMD (q*)      |
-/// | int8 product, Q5_0 Q5_1 Q2_K-Q6_K      | row decoded once, vpdpbusd    | row decoded once, vpmaddubsw  | row decoded once, 4 tokens: sdot / vmull+vpadal | Swift SIMD dots |
+/// | int8 product, Q5_0 (file layout) Q5_1 Q2_K-Q6_K | row decoded once, vpdpbusd | row decoded once, vpmaddubsw | row decoded once, 4 tokens: sdot / vmull+vpadal | Swift SIMD dots |
 /// | dequantize row, Q5_0 Q5_1 Q2_K-Q6_K    | (generic)                     | (generic)                     | NEON, block decoded then scaled   | Swift, per element   |
 ///
 /// The NEON kernels are tested against a C reference under qemu-aarch64 (`make test-arm`), not on ARM hardware.

@@ -25,13 +25,12 @@ public final class RowGroupedMatrix: @unchecked Sendable {
 
 
     /// Packs `parts` stacked by rows; nil when the kernel cannot run here, or the parts differ in format
-    /// or width, or their format has no integer kernel.
+    /// or width, or their format has no row-group kernel (`WeightFormat.rowGroupType`).
     /// - Parameter copied: called with a part and a range of its rows once those rows are copied (a
     ///   single large part is packed a few thousand rows at a time, so its source can be released as
     ///   the copy grows and the matrix is never held twice).
     public init?(_ parts: [WeightMatrix], copied: (WeightMatrix, Range<Int>) -> Void = { _, _ in }) {
-        guard Self.isAvailable, let first = parts.first, first.format.hasIntegerKernel,
-              let type = first.format.ggmlTypeNumber,
+        guard Self.isAvailable, let first = parts.first, let type = first.format.rowGroupType,
               parts.allSatisfy({ $0.format == first.format && $0.columns == first.columns }) else { return nil }
         format = first.format
         columns = first.columns
@@ -99,5 +98,20 @@ public final class RowGroupedMatrix: @unchecked Sendable {
                         accumulate: Bool = false, pool: ThreadPool = .serial) {
         forward(quantized: QuantizedActivations(input, tokens: tokens, columns: columns), output: output, ldy: ldy,
                 accumulate: accumulate, pool: pool)
+    }
+}
+
+extension WeightFormat {
+    /// The row-group kernels' format number (ggml's type number) for this format, nil where they have none:
+    /// Q4_0, Q4_1, Q5_0 (its fifth bits as masks; most of a Q4_K_M file whose rows are not a multiple of 256
+    /// wide) and Q8_0.
+    var rowGroupType: Int32? {
+        switch self {
+        case .q4_0: return 2
+        case .q4_1: return 3
+        case .q5_0: return 6
+        case .q8_0: return 8
+        default: return nil
+        }
     }
 }

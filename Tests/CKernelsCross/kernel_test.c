@@ -206,6 +206,8 @@ typedef struct {
     // last float arguments are sums16 (d·Σq per 16 activations) rather than s.
     void (*dequantizeKq)(int, const void *, float *, size_t);
     GemmQ8 gemmKq;
+    // The row-group kernels take Q5_0 only of these formats (their s per 32, not sums16).
+    int kqQ5_0Only;
 } Tier;
 
 static int test_dequantize(const Tier *tier, Stat *st) {
@@ -538,13 +540,23 @@ static int test_dequantize_kq(const Tier *tier, Stat *st) {
     return 0;
 }
 
-static void gemm_kq_case(const Tier *tier, Stat *st, int format, int rows, int tokens, int k, int acc) {
+// `extreme` (Q5_0 only): every weight at its largest stored value (nibbles and fifth bits all set: 31) and
+// every activation at +1 or, for odd tokens, −1 (q = ±127): the int16 sums of 16-bit kernels at their
+// limit, where random values almost never go.
+static void gemm_kq_case_values(const Tier *tier, Stat *st, int format, int rows, int tokens, int k, int acc,
+                                int extreme) {
     const size_t rb = kq_row_bytes(format, k);
     const int blocks = k / 32, groups = k / 16, ldy = rows + 2;
     uint8_t *w = malloc(rb * rows);
     for (int r = 0; r < rows; r++) random_kq_row(format, w + r * rb, k);
     float *x = malloc((size_t)tokens * k * sizeof(float));
     fill(x, (size_t)tokens * k);
+    if (extreme) {
+        for (int r = 0; r < rows; r++)
+            for (int b = 0; b < blocks; b++) memset(w + r * rb + (size_t)b * 22 + 2, 0xFF, 20);
+        for (int t = 0; t < tokens; t++)
+            for (int i = 0; i < k; i++) x[(size_t)t * k + i] = t % 2 ? -1.0f : 1.0f;
+    }
     int8_t *q = malloc((size_t)tokens * k);
     float *d = malloc((size_t)tokens * blocks * sizeof(float)), *s = malloc((size_t)tokens * blocks * sizeof(float));
     float *sums16 = malloc((size_t)tokens * groups * sizeof(float));
@@ -559,18 +571,25 @@ static void gemm_kq_case(const Tier *tier, Stat *st, int format, int rows, int t
             want[t * rows + r] += ref_kq_row_token(format, w + r * rb, q + (size_t)t * k, d + t * blocks,
                                                    sums16 + t * groups, k);
     char what[96];
-    snprintf(what, sizeof what, "format %d rows %d tokens %d k %d accumulate %d", format, rows, tokens, k, acc);
+    snprintf(what, sizeof what, "format %d rows %d tokens %d k %d accumulate %d%s", format, rows, tokens, k, acc,
+             extreme ? " extreme" : "");
     check_output(st, what, y, want, rows, tokens, ldy);
     free(w); free(x); free(q); free(d); free(s); free(sums16); free(y); free(want);
+}
+
+static void gemm_kq_case(const Tier *tier, Stat *st, int format, int rows, int tokens, int k, int acc) {
+    gemm_kq_case_values(tier, st, format, rows, tokens, k, acc, 0);
 }
 
 static int test_gemm_kq(const Tier *tier, Stat *st) {
     for (int f = 0; f < 7; f++) {
         const int format = kqFormats[f], super = kq_size(format) == 256;
+        if (tier->kqQ5_0Only && format != 6) continue;
         for (int a = 0; a < 7; a++) for (int b = 0; b < 7; b++) for (int c = 0; c < (super ? 3 : 4); c++)
             gemm_kq_case(tier, st, format, kqRowCounts[a], kqTokenCounts[b], super ? kqSuperKs[c] : kqBlockKs[c],
                          (a + b + c) % 2);
     }
+    for (int c = 0; c < 4; c++) gemm_kq_case_values(tier, st, 6, 17, 3, kqBlockKs[c], c % 2, 1);
     return 0;
 }
 
@@ -649,10 +668,10 @@ static int run_architecture(int expectDotprod) {
     }
     // The float kernels through ckernels.h's per-architecture entry points, as Swift calls them.
     const Tier neon = {"neon", ck_dequantize_row, ck_panel_gemm, ck_dot_rows, ck_dot, ck_quantize_q8, gemm_neon_plain,
-                       ck_dequantize_row, gemm_kq_neon_plain};
+                       ck_dequantize_row, gemm_kq_neon_plain, 0};
     bad += run_tier(&neon);
     if (dotprod) {
-        const Tier sdot = {"neon-dotprod", NULL, NULL, NULL, NULL, NULL, gemm_neon_sdot, NULL, gemm_kq_neon_sdot};
+        const Tier sdot = {"neon-dotprod", NULL, NULL, NULL, NULL, NULL, gemm_neon_sdot, NULL, gemm_kq_neon_sdot, 0};
         bad += run_tier(&sdot);
     } else {
         const int sig = sdot_child_signal();
@@ -710,6 +729,22 @@ static void gemm_avx2_rowgroups(int f, const void *w, size_t rb, int rows, const
                                 const float *s, int tokens, int k, float *y, int ldy, int acc) {
     rowgroups(0, f, w, rb, rows, q, d, s, tokens, k, y, ldy, acc);
 }
+// Q5_0 through the row groups, from the K-quant test's sums per 16 (the kernels take d·Σq per 32).
+static void rowgroups_q5_0(int vnni, int f, const void *w, size_t rb, int rows, const int8_t *q, const float *d,
+                           const float *sums16, int tokens, int k, float *y, int ldy, int acc) {
+    float *s = malloc((size_t)tokens * (k / 32) * sizeof(float));
+    for (int i = 0; i < tokens * (k / 32); i++) s[i] = sums16[2 * i] + sums16[2 * i + 1];
+    rowgroups(vnni, f, w, rb, rows, q, d, s, tokens, k, y, ldy, acc);
+    free(s);
+}
+static void gemm_kq_rowgroups(int f, const void *w, size_t rb, int rows, const int8_t *q, const float *d,
+                              const float *sums16, int tokens, int k, float *y, int ldy, int acc) {
+    rowgroups_q5_0(1, f, w, rb, rows, q, d, sums16, tokens, k, y, ldy, acc);
+}
+static void gemm_kq_avx2_rowgroups(int f, const void *w, size_t rb, int rows, const int8_t *q, const float *d,
+                                   const float *sums16, int tokens, int k, float *y, int ldy, int acc) {
+    rowgroups_q5_0(0, f, w, rb, rows, q, d, sums16, tokens, k, y, ldy, acc);
+}
 
 static int run_architecture(int expectDotprod) {
     (void)expectDotprod;
@@ -717,14 +752,15 @@ static int run_architecture(int expectDotprod) {
     if (!ck_has_avx2()) { printf("no AVX2: no C kernel runs on this CPU (the Swift generic path does)\n"); return 0; }
     // The x86 tiers dequantize Q5_0, Q5_1 and the K-quants in Swift (no C row dequantizer for them).
     const Tier avx2 = {"avx2", ck_dequantize_row, ck_panel_gemm, ck_dot_rows, ck_dot, ck_quantize_q8, gemm_avx2_tiles,
-                       NULL, gemm_kq_avx2};
-    const Tier avx2Panel = {"avx2-panel", NULL, NULL, NULL, NULL, NULL, gemm_avx2_panel, NULL, NULL};
-    const Tier avx2Groups = {"avx2-rowgroups", NULL, NULL, NULL, NULL, NULL, gemm_avx2_rowgroups, NULL, NULL};
+                       NULL, gemm_kq_avx2, 0};
+    const Tier avx2Panel = {"avx2-panel", NULL, NULL, NULL, NULL, NULL, gemm_avx2_panel, NULL, NULL, 0};
+    const Tier avx2Groups = {"avx2-rowgroups", NULL, NULL, NULL, NULL, NULL, gemm_avx2_rowgroups, NULL,
+                             gemm_kq_avx2_rowgroups, 1};
     int bad = run_tier(&avx2) + run_tier(&avx2Panel) + run_tier(&avx2Groups);
     if (ck_has_avx512_vnni()) {
-        const Tier tiles = {"vnni-tiles", NULL, NULL, NULL, NULL, NULL, gemm_vnni_tiles, NULL, gemm_kq_vnni};
-        const Tier panels = {"vnni-panel", NULL, NULL, NULL, NULL, NULL, gemm_vnni_panel, NULL, NULL};
-        const Tier groups = {"vnni-rowgroups", NULL, NULL, NULL, NULL, NULL, gemm_rowgroups, NULL, NULL};
+        const Tier tiles = {"vnni-tiles", NULL, NULL, NULL, NULL, NULL, gemm_vnni_tiles, NULL, gemm_kq_vnni, 0};
+        const Tier panels = {"vnni-panel", NULL, NULL, NULL, NULL, NULL, gemm_vnni_panel, NULL, NULL, 0};
+        const Tier groups = {"vnni-rowgroups", NULL, NULL, NULL, NULL, NULL, gemm_rowgroups, NULL, gemm_kq_rowgroups, 1};
         bad += run_tier(&tiles) + run_tier(&panels) + run_tier(&groups);
     } else {
         printf("no AVX-512 VNNI: its kernels are not tested here\n");

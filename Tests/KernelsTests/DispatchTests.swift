@@ -237,7 +237,7 @@ final class Int8KernelTests: XCTestCase {
                           "the kernel tier is \(KernelBackend.selected), without a row-group kernel: not tested here")
         var random = TestRandom(state: 34)
         let pool = ThreadPool(threads: 2)
-        for format in [WeightFormat.q8_0, .q4_0, .q4_1] {
+        for format in [WeightFormat.q8_0, .q4_0, .q4_1, .q5_0] {
             for (rows, columns, tokens) in [(1, 32, 1), (15, 96, 2), (17, 576, 1), (33, 288, 9), (50, 2112, 3),
                                             (48, 576, 8), (7, 160, 17)] {
                 let weights = Quantize.matrix(random.values(rows * columns), rows: rows, columns: columns, format: format)
@@ -293,7 +293,7 @@ final class RowGroupKernelTests: XCTestCase {
     /// the rows (sentinels must survive) and accumulation onto 0.25; returns the rows' own values.
     func rowGroupProduct(_ weights: WeightMatrix, _ x: QuantizedActivations, vnni: Bool,
                          corrupt: Int? = nil, kernelFormat: Int32? = nil) -> (values: [Float], sentinelsKept: Bool) {
-        let type = weights.format.ggmlTypeNumber!, rows = weights.rows, tokens = x.tokens
+        let type = weights.format.rowGroupType!, rows = weights.rows, tokens = x.tokens
         let byteCount = ck_rg_bytes(type, Int32(rows), Int32(weights.columns))
         let packed = UnsafeMutableRawPointer.allocate(byteCount: max(64, byteCount), alignment: 64)
         defer { packed.deallocate() }
@@ -324,7 +324,7 @@ final class RowGroupKernelTests: XCTestCase {
     func testBothTiersMatchGeneric() throws {
         var random = TestRandom(state: 35)
         for vnni in try tiers() {
-            for format in [WeightFormat.q8_0, .q4_0, .q4_1] {
+            for format in [WeightFormat.q8_0, .q4_0, .q4_1, .q5_0] {
                 for (rows, columns, tokens) in [(1, 32, 1), (7, 96, 2), (9, 64, 3), (15, 96, 4), (17, 576, 1),
                                                 (33, 288, 5), (50, 2112, 3), (48, 576, 8), (24, 160, 9)] {
                     let weights = Quantize.matrix(random.values(rows * columns), rows: rows, columns: columns, format: format)
@@ -345,11 +345,12 @@ final class RowGroupKernelTests: XCTestCase {
         }
     }
 
-    /// The int16 steps at their limits: every nibble 15 (Q4_0, Q4_1) or every byte −128 (Q8_0) against
-    /// activations of ±127, where a wrong summation order would saturate vpmaddubsw or an int16 sum.
+    /// The int16 steps at their limits: every nibble 15 (Q4_0, Q4_1), every Q5_0 value 31 (nibbles and fifth
+    /// bits all set) or every byte −128 (Q8_0) against activations of ±127, where a wrong summation order would
+    /// saturate vpmaddubsw or an int16 sum (Q5_0's AVX2 sum of eight vectors would: 8 · 2 · 31 · 127 > 32,767).
     func testExtremeValuesDoNotSaturate() throws {
         for vnni in try tiers() {
-            for format in [WeightFormat.q8_0, .q4_0, .q4_1] {
+            for format in [WeightFormat.q8_0, .q4_0, .q4_1, .q5_0] {
                 let rows = 16, columns = 256
                 let weights = Quantize.matrix([Float](repeating: 1, count: rows * columns), rows: rows, columns: columns,
                                               format: format)

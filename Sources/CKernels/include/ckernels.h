@@ -61,7 +61,7 @@ void ck_interleave_q8(const int8_t *q, const float *d, const float *s, int token
 void ck_gemm_q8_panel(int use_vnni, int format, const void *weights, size_t rowBytes, int rows,
                       const void *interleaved, int tokens, int k, float *y, int ldy, int accumulate);
 
-/// Bytes of a `rows` × `k` matrix of ggml type `format` (8 = Q8_0, 2 = Q4_0, 3 = Q4_1) in groups of
+/// Bytes of a `rows` × `k` matrix of ggml type `format` (8 = Q8_0, 2 = Q4_0, 3 = Q4_1, 6 = Q5_0) in groups of
 /// 16 rows (see kernels_rowgroups.c): the format's own size, rows padded to a multiple of 16.
 size_t ck_rg_bytes(int format, int rows, int k);
 
