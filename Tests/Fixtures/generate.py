@@ -15,6 +15,9 @@ Nothing here imports or mirrors the Swift code. Sections, each writing one folde
   tiny-qwen3  hidden 64 and 4 heads), each with a PEFT adapter, the same float64 references as tiny-llama, and
               model.gguf.bin (a GGUF file; stored as .bin like the fuzz corpus, since *.gguf is for models, kept out of git) written from the HF directory by llama.cpp's convert_hf_to_gguf.py (LLAMA_CPP: its
               source folder, by default the llama-cpp-python 0.3.36 sdist that `make fixtures` unpacks)
+  tiny-kquant a tiny random Llama (hidden 256, ffn 352) quantized to Q4_K_M by llama-quantize (LLAMA_QUANTIZE, built
+              by `make fixtures`): Q4_K, Q6_K and the fallbacks of 352-wide rows; transformers' float64 logits and
+              losses over its weights as gguf-py dequantizes them
   tiny-llama3        tiny random Llamas with rope scaling, the same references and converter GGUF as tiny-qwen2 (no
   tiny-llama-linear  Q8_0 copy): llama3 (factor 8, low/high_freq_factor 1/4, original context 64, so every regime
               of its frequencies is used; the converter writes rope_freqs.weight) and linear (factor 4; the converter
@@ -485,6 +488,86 @@ TOKENIZER_TEXTS = [
 ]
 
 
+# ----------------------------------------------------------------------------------------------------------
+# tiny-kquant: a Q4_K_M file from llama.cpp's own quantizer, small enough to commit
+
+KQUANT_CONFIG = {
+    # Rows 256 wide take K-quants; ffn_down's 352-wide rows do not, so llama-quantize falls back there (to
+    # Q5_0 or Q8_0), as it does for most of SmolLM2's 576-wide matrices: the file mixes the types a real
+    # Q4_K_M download has.
+    "vocab_size": 256, "hidden_size": 256, "intermediate_size": 352, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 128, "rope_theta": 10000.0,
+    "rms_norm_eps": 1e-05, "tie_word_embeddings": False, "hidden_act": "silu", "attention_bias": False,
+    "mlp_bias": False, "architectures": ["LlamaForCausalLM"], "model_type": "llama", "torch_dtype": "float32",
+}
+LLAMA_QUANTIZE = os.environ.get("LLAMA_QUANTIZE", os.path.join(ROOT, ".build", "llama-quantize", "bin", "llama-quantize"))
+
+
+def unpermute_llama(values, heads):
+    """The converter's q/k row permutation for llama.cpp's rope (pairs of adjacent rows), undone: HF's order."""
+    rows = values.shape[0]
+    return values.reshape(heads, rows // heads // 2, 2, *values.shape[1:]).swapaxes(1, 2).reshape(values.shape)
+
+
+def tiny_kquant(out):
+    """A tiny random Llama quantized to Q4_K_M by llama-quantize (LLAMA_QUANTIZE), and transformers' float64
+    forward over its weights as gguf-py dequantizes them (q and k rows put back in HF's order)."""
+    import subprocess
+    import tempfile
+    import numpy as np
+    import torch
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+    from safetensors.torch import save_file
+    from transformers import LlamaConfig, LlamaForCausalLM
+    directory = os.path.join(out, "tiny-kquant")
+    if os.path.exists(directory):
+        shutil.rmtree(directory)
+    os.makedirs(directory)
+    config = KQUANT_CONFIG
+    generator = torch.Generator().manual_seed(SEED + 404)
+    with tempfile.TemporaryDirectory() as scratch:
+        hf = os.path.join(scratch, "hf")
+        make_random_model(hf, config, LlamaForCausalLM, LlamaConfig, generator)
+        input_ids = torch.randint(0, config["vocab_size"], (3, 16), generator=generator).tolist()
+        labels = tiny_labels(input_ids, TINY_IGNORED)
+        f32 = os.path.join(scratch, "model-f32.gguf")
+        convert_to_gguf(hf, f32)
+        quantized = os.path.join(directory, "model-q4_k_m.gguf.bin")
+        subprocess.run([LLAMA_QUANTIZE, f32, quantized, "Q4_K_M"], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        state, types = {}, {}
+        for tensor in GGUFReader(quantized).tensors:
+            types[tensor.name] = tensor.tensor_type.name
+            parts = tensor.name.split(".")
+            name = (f"model.layers.{parts[1]}.{GGUF_TO_HF[parts[2]]}.{parts[3]}" if parts[0] == "blk"
+                    else f"{GGUF_TO_HF[parts[0]]}.{parts[1]}")
+            values = dequantize(tensor.data, tensor.tensor_type).astype(np.float64)
+            values = values.reshape([int(d) for d in reversed(tensor.shape)])
+            if parts[0] == "blk" and parts[2] == "attn_q":
+                values = unpermute_llama(values, config["num_attention_heads"])
+            if parts[0] == "blk" and parts[2] == "attn_k":
+                values = unpermute_llama(values, config["num_key_value_heads"])
+            state[name] = torch.from_numpy(np.ascontiguousarray(values))
+        model = float64_model(LlamaForCausalLM, hf)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        assert not missing and not unexpected, (missing, unexpected)
+        with torch.no_grad():
+            logits = model(torch.tensor(input_ids)).logits
+        losses = [float(x) for x in per_example_losses(logits, torch.tensor(labels))]
+        shutil.copy(os.path.join(hf, "config.json"), os.path.join(directory, "config.json"))
+    save_file({"logits": logits.to(torch.float32).contiguous()}, os.path.join(directory, "reference.safetensors"))
+    write_json(os.path.join(directory, "reference.json"), {
+        "input_ids": input_ids, "labels": labels, "loss_per_example": losses, "tensor_types": types,
+        "source": {"made_by": "Tests/Fixtures/generate.py tiny-kquant", "seed": SEED + 404,
+                   "float": "float64, eager attention, over the Q4_K_M file's weights dequantized by gguf-py "
+                            "(attn_q and attn_k rows un-permuted back to HF's order)",
+                   "gguf": "llama.cpp's convert_hf_to_gguf.py --outtype f32 (vocabulary step replaced: no tokenizer), "
+                           "then llama-quantize ... Q4_K_M (llama.cpp 0.3.36's sdist, built by `make fixtures`)",
+                   "versions": versions("torch", "transformers", "gguf", "safetensors")}})
+    print("tiny-kquant: types", sorted(set(types.values())), "losses", losses, file=sys.stderr)
+
+
 def sha256(path):
     import hashlib
     digest = hashlib.sha256()
@@ -783,7 +866,8 @@ def main():
                 "tiny-qwen2": lambda: tiny_family(args.out, "qwen2"),
                 "tiny-qwen3": lambda: tiny_family(args.out, "qwen3"),
                 "tiny-llama3": lambda: tiny_rope(args.out, "llama3"),
-                "tiny-llama-linear": lambda: tiny_rope(args.out, "linear")}
+                "tiny-llama-linear": lambda: tiny_rope(args.out, "linear"),
+                "tiny-kquant": lambda: tiny_kquant(args.out)}
     chosen = args.sections or list(sections)
     for name in chosen:
         if name not in sections:

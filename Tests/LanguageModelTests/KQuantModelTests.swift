@@ -18,7 +18,8 @@ import XCTest
 /// The file is derived from the default model by llama.cpp's quantizer, which a clone does not have: set
 /// `CONCLAVE_KQUANT_MODEL`, or put it at models/SmolLM2-135M-Instruct.Q4_K_M.gguf (the reference script's
 /// docstring has the command). Without it these tests are skipped, saying so; a file other than the one the
-/// reference was made on fails (its SHA-256 is checked).
+/// reference was made on fails (its SHA-256 is checked). A clone always runs TinyKQuantTests: a small Q4_K_M
+/// file from llama-quantize, committed with its float64 reference (Tests/Fixtures/tiny-kquant).
 final class KQuantModelTests: XCTestCase {
     static let referenceURL = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .appendingPathComponent("Reference/kquant-model/reference.json")
