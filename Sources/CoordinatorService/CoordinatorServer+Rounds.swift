@@ -17,10 +17,11 @@ extension CoordinatorServer {
                 log.write(message)
             case let .chargeFederation(round, accountant):
                 if !persistClientLevelState(ClientLevelAccountantState(accountant), round: round) { unpersisted.insert(round) }
-            case let .beginRound(round, started, cohort):
+            case let .beginRound(round, started, cohort, clientLevel):
                 events?.emit("round_started", round: round, ["cohort": .strings(cohort)])
                 do {
-                    try InFlightMark(round: round, started: started, cohort: cohort).write(paths)
+                    try InFlightMark(round: round, started: started, cohort: cohort,
+                                     clientLevel: clientLevel.map(Self.clientLevelRecord)).write(paths)
                     FaultPoint.reach("coordinator-after-in-flight-mark")
                 } catch {
                     log.write("round \(round): cannot mark the round in flight: \(error)")

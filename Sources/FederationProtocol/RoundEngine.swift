@@ -26,8 +26,9 @@ public struct RoundEngine: Sendable {
     }
 
     public enum Action: Sendable {
-        /// Persist that `round` is in flight, before any invitation leaves.
-        case beginRound(round: UInt64, started: Date, cohort: [String])
+        /// Persist that `round` is in flight, before any invitation leaves (with a client-level round's sampling and
+        /// charge, which a restart's record of the round keeps).
+        case beginRound(round: UInt64, started: Date, cohort: [String], clientLevel: ClientLevelRoundFacts?)
         /// A client-level round was charged to the federation's accountant before its clients were sampled:
         /// persist `accountant` durably before anything else of `round` is carried out, and send none of its
         /// invitations if that fails (the round then ends at its deadline).
@@ -505,7 +506,7 @@ public struct RoundEngine: Sendable {
             nextRound += 1
             let reason = "skipped: \(cohort.count) sampled client\(cohort.count == 1 ? "" : "s") connected (\(sampled.count) of "
                 + "\(everyone.count) sampled at q \(q)), fewer than the \(fewest) secure aggregation needs; charged all the same"
-            return charged + [.beginRound(round: round, started: started, cohort: cohort),
+            return charged + [.beginRound(round: round, started: started, cohort: cohort, clientLevel: facts),
                               finish(RoundOutcome(round: round, started: started, finished: now, cohort: cohort, updates: [],
                                                   declines: [], dropouts: [], abortReason: reason, clientLevel: facts))]
         }
@@ -516,7 +517,7 @@ public struct RoundEngine: Sendable {
     private mutating func begin(cohort: [String], started: Date, now: Date, clientLevel: ClientLevelRoundFacts? = nil) -> [Action] {
         let round = nextRound
         nextRound += 1
-        let begin: [Action] = [.beginRound(round: round, started: started, cohort: cohort),
+        let begin: [Action] = [.beginRound(round: round, started: started, cohort: cohort, clientLevel: clientLevel),
                                .log("round \(round): inviting \(cohort.joined(separator: ", "))")]
         func inFlight(_ exchange: InFlight.Exchange) -> InFlight {
             InFlight(round: round, started: started, cohort: cohort,

@@ -65,6 +65,33 @@ final class ClientLevelAccountantTests: CoordinatorStateTestCase {
         XCTAssertEqual(try start().engine.withLock { $0.federationAccountant?.rounds.count }, 0)
     }
 
+    /// A client-level round cut short by a crash (three clients sampled at q = 1, invited, none answering) is charged
+    /// and recorded on restart like any other: the aborted record keeps its sampling and the federation's ε (from the
+    /// in-flight mark), and the accountant holds the round. Seen failing (no `client_level` in the record) before the
+    /// mark carried it.
+    func testARoundCutShortKeepsItsChargeAndItsClientLevelRecord() throws {
+        useClientLevelPlan()
+        configuration.rounds.plan.clientSamplingRate = 1
+        configuration.rounds.minClients = 3
+        let first = try start()
+        let now = Date()
+        first.perform(first.engine.withLock { engine in
+            ["a", "b", "c"].flatMap { engine.connect($0, now: now, signingKey: SigningKeyPair().publicKey) }
+                + engine.requestRounds(1, now: now)
+        })
+        XCTAssertEqual(first.engine.withLock { $0.phase }, .training, "the round is in flight")
+        let restarted = try start()
+        XCTAssertEqual(restarted.engine.withLock { $0.federationAccountant?.rounds.count }, 1)
+        let records = try AuditLog(paths: paths).verify(publicKey: try AuditLog.verifyingKey(in: paths)).records
+        XCTAssertEqual(records.count, 1)
+        let record = try XCTUnwrap(records.first)
+        XCTAssertEqual(record.status, "aborted")
+        let level = try XCTUnwrap(record.clientLevel, "\(record)")
+        XCTAssertEqual(level.sampled, 3)
+        XCTAssertEqual(level.population, 3)
+        XCTAssertEqual(level.roundsCharged, 1)
+    }
+
     /// A budget lowered below what was already charged: the coordinator refuses to start, naming the state file.
     func testABudgetBelowTheChargedRoundsIsRefusedAtStart() throws {
         useClientLevelPlan()

@@ -49,4 +49,20 @@ final class ClientLevelFederationEndToEndTests: XCTestCase {
             XCTAssertEqual(purposes.filter { $0.contains("client-level DP per client") }.count, 4, "\(name): \(purposes)")
         }
     }
+
+    /// `train` and `budget` refuse `--privacy-unit client` by name before any work: a ledger and a local run count ε per
+    /// record or user. (Without the refusal `budget` fails later with the budget's own error, which does not name the flag.)
+    func testLocalCommandsRefuseTheClientUnit() throws {
+        let directory = try Fixtures.temporaryDirectory("client-unit")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let budget = try Executables.run(Executables.client, ["budget", "--state", directory.appendingPathComponent("me").path,
+                                                              "--set-epsilon", "5", "--delta", "1e-5", "--privacy-unit", "client"])
+        XCTAssertNotEqual(budget.status, 0)
+        XCTAssertTrue(budget.stderr.contains("--privacy-unit client is a federation's plan unit"), budget.stderr)
+        let train = try Executables.run(Executables.client, ["train", "--model", Fixtures.url("tiny-llama").path, "--data", "/dev/null",
+                                                             "--privacy-unit", "client", "--out", directory.appendingPathComponent("out").path])
+        XCTAssertNotEqual(train.status, 0)
+        XCTAssertTrue(train.stderr.contains("--privacy-unit client is a federation's plan unit"), train.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: directory.appendingPathComponent("out").path))
+    }
 }
