@@ -529,6 +529,15 @@ public struct RoundEngine: Sendable {
         }
         do {
             let (invite, setup) = try secureInvitation(round: round, cohort: cohort)
+            if clientLevel != nil {
+                do {
+                    try ClientLevelDP.checkAccountedNoise(SecureUpdate.clientLevelParameters(plan: policy.plan, setup: setup, assumeHonest: 1),
+                                                          noiseMultiplier: policy.plan.noiseMultiplier)
+                } catch {
+                    throw FederationError.round(round, "the federation's client-level accountant does not cover this cohort's "
+                                                + "discrete noise: \(error)")
+                }
+            }
             let secure = try SecureRound(invite: invite, setup: setup, firstDeadline: now.addingTimeInterval(policy.roundTimeout),
                                          stageTimeout: policy.inviteTimeout)
             state = .training(inFlight(.secure(secure)))
