@@ -135,10 +135,13 @@ public enum RoundAggregation {
             }
             let delta = try SecureUpdate.decodeClientLevel(sum: secure.sum, survivors: secure.survivors.count, setup: secure.setup,
                                                            plan: policy.plan, expectedCohort: facts.expectedCohort, layout: layout)
+            let range = try SecureUpdate.checkClientLevelSum(secure.sum, survivors: secure.survivors.count, setup: secure.setup,
+                                                             plan: policy.plan)
             return ([WeightedUpdate(client: "client-level DP sum of \(secure.survivors.joined(separator: ","))",
                                     weight: WeightedUpdate.equalWeight, delta: delta)],
-                    [String(format: "round %llu: decoded the noised sum of %d clipped updates over the fixed denominator q·N = %g",
-                            outcome.round, secure.survivors.count, facts.expectedCohort)])
+                    [String(format: "round %llu: decoded the noised sum of %d clipped updates over the fixed denominator q·N = %g "
+                            + "(range check: L2 norm %.4g within %.4g grid units)",
+                            outcome.round, secure.survivors.count, facts.expectedCohort, range.norm, range.bound)])
         }
         if let secure = outcome.secure, policy.plan.isDistributed {
             // One DP-SGD step over the cohort: the noised sum over the fixed denominator, as the optimiser's Δ, once

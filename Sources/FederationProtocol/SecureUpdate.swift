@@ -209,6 +209,32 @@ public enum SecureUpdate {
         return (words + participation.words, norm)
     }
 
+    /// The range check on a client-level round's unmasked sum, as `checkDistributedSum` does for distributed rounds:
+    /// its L2 norm (words as signed 32-bit integers, the participation word left out) against
+    /// `DistributedRound.sumNormBound` with K = the survivors, each one update clipped to S (and rounded).
+    /// - Returns: the norm and the bound, in grid units, for the log.
+    /// - Throws: `FederationError.round` naming both when the norm is above the bound: a client masked an update it
+    ///   did not clip, or the sum wrapped; the round is aborted rather than stepped with it.
+    @discardableResult
+    public static func checkClientLevelSum(_ sum: [UInt32], survivors: Int, setup: SecureRoundSetup,
+                                           plan: TrainingPlan) throws -> (norm: Double, bound: Double) {
+        let parameters = try clientLevelParameters(plan: plan, setup: setup, assumeHonest: 1)
+        let bound = try parameters.sumNormBound(survivors: survivors, contributions: survivors, clipNorm: plan.clipNorm,
+                                                failureProbability: sumCheckFailureProbability)
+        let norm = sum.dropLast().reduce(0.0) { total, word in
+            let value = Double(Int32(bitPattern: word))
+            return total + value * value
+        }.squareRoot()
+        guard norm <= bound else {
+            throw FederationError.round(setup.round, String(
+                format: "range check: the noised sum's L2 norm %.6g (grid units) is above %.6g, the most %d survivors each "
+                    + "clipping its update to S %g on 2^-%d reach with the noise except with probability %g: a client masked "
+                    + "an update it did not clip, or the sum wrapped; not applied", norm, bound, survivors, plan.clipNorm,
+                parameters.fractionalBits, sumCheckFailureProbability))
+        }
+        return (norm, bound)
+    }
+
     /// The server optimiser's Δ from a client-level round's unmasked sum: McMahan et al.'s fixed-denominator
     /// estimate Σ clipped Δ_k / (q·N) plus the noise (`ClientLevelDP.estimate`), N the registered clients when the
     /// round was sampled (`expectedCohort` = q·N, public). Not divided by the survivors: their number depends on

@@ -210,6 +210,34 @@ final class ClientLevelFederationTests: XCTestCase {
     }
 }
 
+extension ClientLevelFederationTests {
+    /// The range check on a client-level round's unmasked sum: the honest round's sum passes (the log names its norm
+    /// within the bound); the same sum with one client's unclipped update of 1 per coordinate added on the grid
+    /// (norm 64, against S = 0.5; the bound is about K·S + the noise's z·S·√d = 1.5 + 32 and a tail) is refused by
+    /// name and nothing is decoded into an update. An excess under the bound goes undetected (0.05 per coordinate,
+    /// norm 3.2, passed when tried): the check catches gross cheating and wraps, not a client within the noise.
+    func testAnUnclippedUpdateInTheSumIsRefusedByTheRangeCheck() throws {
+        let federation = try InMemoryFederation(
+            policy: Self.policy(), model: Self.model, global: try zeroGlobal(),
+            clients: [client("a", value: 0.001), client("b", value: 0.001), client("c", value: 0.001)], now: t0,
+            sampleClients: { clients, _ in clients })
+        try federation.startRounds(1)
+        let finished = try XCTUnwrap(federation.finished.first)
+        XCTAssertTrue(finished.verdict.isCommitted, finished.verdict.reason)
+        XCTAssertTrue(federation.coordinatorLog.contains { $0.contains("(range check: L2 norm") }, "\(federation.coordinatorLog)")
+        var outcome = finished.outcome
+        var secure = try XCTUnwrap(outcome.secure)
+        let scale = try SecureUpdate.clientLevelParameters(plan: Self.plan, setup: secure.setup, assumeHonest: 1).scale
+        let cheat = UInt32(truncatingIfNeeded: Int64(scale.rounded()))
+        for index in secure.sum.indices.dropLast() { secure.sum[index] &+= cheat }
+        outcome.secure = secure
+        XCTAssertThrowsError(try RoundAggregation.updates(of: outcome, policy: Self.policy(), global: try zeroGlobal(),
+                                                          layout: federation.layout)) {
+            XCTAssertTrue("\($0)".contains("range check: the noised sum's L2 norm"), "\($0)")
+        }
+    }
+}
+
 /// A count the sampler closure bumps (the closure must be Sendable).
 final class Counter: @unchecked Sendable {
     private let lock = NSLock()
