@@ -133,6 +133,7 @@ struct TrainCommand: ParsableCommand {
 
     /// The options' combinations, then every path, before any work: nothing is charged for a run that cannot finish.
     func validate() throws {
+        if privacyUnit == .client { throw UsageError(PrivacyUnit.clientIsAFederationsUnit) }
         if steps != nil && epochs != nil { throw UsageError("give either --steps or --epochs, not both") }
         if !dp && (noiseMultiplier != nil || targetEpsilon != nil) {
             throw UsageError("--noise-multiplier and --target-epsilon need --dp")
@@ -373,6 +374,7 @@ struct BudgetCommand: ParsableCommand {
     func validate() throws {
         if setEpsilon != nil && delta == nil { throw UsageError("--set-epsilon needs --delta") }
         if privacyUnit != nil && setEpsilon == nil { throw UsageError("--privacy-unit needs --set-epsilon (it is part of the budget)") }
+        if privacyUnit == .client { throw UsageError(PrivacyUnit.clientIsAFederationsUnit) }
         try PathCheck.outputDirectory("--state", statePath, expected: "the client's state directory (its privacy-ledger.json)")
         if let htmlPath { try PathCheck.outputFile("--html", htmlPath, expected: "the HTML page to write") }
     }
@@ -568,4 +570,10 @@ struct NoiseCommand: ParsableCommand {
         }
         return 0
     }
+}
+
+extension PrivacyUnit {
+    /// Why `--privacy-unit client` is refused by `train` and `budget`.
+    static let clientIsAFederationsUnit = "--privacy-unit client is a federation's plan unit (client-level DP-FedAvg, set by the "
+        + "coordinator's plan); a local run and a ledger count ε per record or per user"
 }

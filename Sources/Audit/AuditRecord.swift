@@ -53,6 +53,9 @@ public struct AuditRecord: Codable, Sendable, Equatable {
     /// A distributed-DP round's noise as it reached the sum (nil for local noise and in older records);
     /// each participant's trust and ε both ways are in `clients[].trust`. JSON `distributed`.
     public var distributed: DistributedNoiseRecord?
+    /// A client-level round's sampling and the federation's client-level ε (nil for other units and in older
+    /// records). JSON `client_level`.
+    public var clientLevel: ClientLevelRecord?
 
     public init(status: String, round: UInt64, started: Date, finished: Date, cohort: [String], participants: [String],
                 declines: [ClientReason], dropouts: [ClientReason], aggregation: String, secureAggregation: Bool,
@@ -96,6 +99,7 @@ public struct AuditRecord: Codable, Sendable, Equatable {
         case abortReason = "abort_reason"
         case previousHash = "previous_hash"
         case distributed
+        case clientLevel = "client_level"
     }
 
     /// Whether the held-out figures are DP releases (every record since issue 13), rather than figures

@@ -33,6 +33,9 @@ public struct CoordinatorPaths: Sendable {
     public var auditLog: URL { file("audit.jsonl") }
     /// The round in flight, written before its invitations go out and removed when it ends (JSON).
     public var roundInFlight: URL { file("round-in-flight.json") }
+    /// Client-level plans: the federation's accountant over client participations, every round charged before its
+    /// sample (JSON, `ClientLevelDP.FederationAccountant`), written durably before the round's invitations.
+    public var clientLevelAccountant: URL { file("client-level-accountant.json") }
     /// The server optimiser's state between rounds (FedAdam moments, safetensors).
     public var optimizerState: URL { file("optimizer.safetensors") }
     /// Global adapters, one PEFT directory per committed round.

@@ -375,7 +375,9 @@ public final class ClientRunner: @unchecked Sendable {
         training.steps = plan.steps
         training.learningRate = plan.learningRate
         training.samplingRate = plan.samplingRate
-        training.privacyUnit = plan.privacyUnit
+        // A client-level plan's local steps sample records without noise: the unit is the whole client, whose update
+        // the agent clips to S.
+        training.privacyUnit = plan.isClientLevel ? .record : plan.privacyUnit
         training.decay = .constant
         // A distributed round clips and sums without local noise (`clippedStepSum`); the share is added on the grid.
         if plan.isPrivate && !plan.isDistributed {
@@ -388,7 +390,7 @@ public final class ClientRunner: @unchecked Sendable {
     /// Evaluates the global adapter (and the canaries' exposure on it), trains, evaluates the
     /// result, keeps it in `local-adapter/`, and reports the update.
     private func train(_ prepared: PreparedRound, round: UInt64) throws -> TrainingReport {
-        if prepared.plan.isDistributed { return try distributedStep(prepared, round: round) }
+        if prepared.plan.isDistributed && !prepared.plan.isClientLevel { return try distributedStep(prepared, round: round) }
         let model = loaded.model
         let start = ProcessStatistics.now()
         model.setAdapter(prepared.globalAdapter)

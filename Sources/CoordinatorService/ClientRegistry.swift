@@ -302,6 +302,15 @@ public final class RegistryAuthorization: @unchecked Sendable {
         }
     }
 
+    /// The ids of every active, unexpired client, after one re-read of the file if it changed (none while it is
+    /// unreadable): the population a client-level round samples from.
+    public func activeClients(now: Date = Date()) -> [String] {
+        lock.withLock {
+            do { try registry.reloadIfChanged() } catch { return [] }
+            return Array(Set(registry.clients.filter { $0.status == .active && now < $0.notAfter }.map(\.id))).sorted()
+        }
+    }
+
     /// The closure `TLSServerContext` takes.
     public var hook: ClientAuthorization {
         { [self] commonName, fingerprint in authorize(commonName: commonName, fingerprint: fingerprint) }

@@ -210,6 +210,7 @@ extension CoordinatorServer {
                 connection.tls.cancel()
                 actions += engine.disconnect(connection.client, now: Date())
             }
+            if configuration.rounds.plan.isClientLevel { engine.setPopulation(authorization.activeClients()) }
             let result = body(&engine)
             return (actions, result)
         }

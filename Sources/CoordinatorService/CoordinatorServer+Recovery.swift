@@ -54,7 +54,7 @@ struct RoundHistory {
         if verdicts[inFlight.round] == nil {
             let reason = "the coordinator stopped while the round was in flight"
             let policy = configuration.rounds
-            let record = AuditRecord(status: "aborted", round: inFlight.round, started: inFlight.started, finished: Date(),
+            var record = AuditRecord(status: "aborted", round: inFlight.round, started: inFlight.started, finished: Date(),
                                      cohort: inFlight.cohort, participants: [], declines: [], dropouts: [],
                                      aggregation: policy.aggregation.rawValue, secureAggregation: policy.secureAggregation,
                                      plan: policy.plan, clients: [], maxEpsilon: nil, evalLossBefore: nil,
@@ -62,6 +62,7 @@ struct RoundHistory {
                                      aggregator: policy.aggregator.rawValue,
                                      trimFraction: policy.aggregator == .trimmedMean
                                          ? policy.trimFraction ?? RoundPolicy.defaultTrimFraction : nil)
+            record.clientLevel = inFlight.clientLevel  // charged before its sample: recorded as every client-level round
             try AuditLog(paths: paths).append(record, signer: signer)
             FaultPoint.reach("coordinator-recovery-after-abort-append")
             verdicts[inFlight.round] = .aborted(reason: reason)
@@ -78,6 +79,8 @@ struct InFlightMark: Codable {
     var round: UInt64
     var started: Date
     var cohort: [String]
+    /// A client-level round's sampling and charge, for the record a restart writes (nil otherwise, and in older marks).
+    var clientLevel: ClientLevelRecord?
 
     func write(_ paths: CoordinatorPaths) throws {
         let encoder = JSONEncoder()

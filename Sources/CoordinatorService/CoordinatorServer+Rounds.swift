@@ -9,23 +9,30 @@ extension CoordinatorServer {
 
     /// Carries out the engine's actions, in order.
     func perform(_ actions: [RoundEngine.Action]) {
+        // Client-level rounds whose charge could not be persisted: none of their invitations leave.
+        var unpersisted: Set<UInt64> = []
         for action in actions {
             switch action {
             case let .log(message):
                 log.write(message)
-            case let .beginRound(round, started, cohort):
+            case let .chargeFederation(round, accountant):
+                if !persistClientLevelState(ClientLevelAccountantState(accountant), round: round) { unpersisted.insert(round) }
+            case let .beginRound(round, started, cohort, clientLevel):
                 events?.emit("round_started", round: round, ["cohort": .strings(cohort)])
                 do {
-                    try InFlightMark(round: round, started: started, cohort: cohort).write(paths)
+                    try InFlightMark(round: round, started: started, cohort: cohort,
+                                     clientLevel: clientLevel.map(Self.clientLevelRecord)).write(paths)
                     FaultPoint.reach("coordinator-after-in-flight-mark")
                 } catch {
                     log.write("round \(round): cannot mark the round in flight: \(error)")
                 }
             case let .invite(client, round):
+                guard !unpersisted.contains(round) else { continue }
                 events?.emit("invited", round: round, ["client": .string(client)])
                 let invite = engine.withLock { $0.invitation(round: round) }
                 send(invite, setup: nil, to: client)
             case let .inviteSecurely(client, invite, setup):
+                guard !unpersisted.contains(invite.round) else { continue }
                 events?.emit("invited", round: invite.round, ["client": .string(client), "secure": .bool(true)])
                 send(invite, setup: setup, to: client)
             case let .secure(client, message):
@@ -170,14 +177,16 @@ extension CoordinatorServer {
                            trimFraction: policy.aggregator == .trimmedMean ? combiner.trimFraction : nil,
                            updateNormClip: policy.secureAggregation ? nil : combiner.normClip)
         if verdict.isCommitted, let secure = outcome.secure, policy.plan.isDistributed {
-            record.distributed = distributedNoise(secure, plan: policy.plan)
+            record.distributed = distributedNoise(secure, plan: policy.plan, expectedCohort: outcome.clientLevel?.expectedCohort)
         }
+        // Charged before the sample, so recorded whether the round committed, aborted or was skipped.
+        record.clientLevel = outcome.clientLevel.map(Self.clientLevelRecord)
         return record
     }
 
     /// The noise a distributed round's sum carried, from the plan and the secure round (nil, and a log line,
     /// if the parameters cannot be recomputed, which the commit would already have failed on).
-    private func distributedNoise(_ secure: SecureRoundResult, plan: TrainingPlan) -> DistributedNoiseRecord? {
+    private func distributedNoise(_ secure: SecureRoundResult, plan: TrainingPlan, expectedCohort: Double?) -> DistributedNoiseRecord? {
         do {
             let parameters = try SecureUpdate.distributedParameters(plan: plan, setup: secure.setup, assumeHonest: 1)
             return DistributedNoiseRecord(
@@ -185,7 +194,7 @@ extension CoordinatorServer {
                 survivors: secure.survivors.count, fractionalBits: parameters.fractionalBits, shareSigma: parameters.shareSigma,
                 plannedNoiseMultiplier: plan.noiseMultiplier,
                 survivingNoiseMultiplier: parameters.survivingNoiseMultiplier(survivors: secure.survivors.count),
-                wrapProbability: parameters.preview.wrapProbability, expectedBatch: plan.expectedBatch ?? .nan)
+                wrapProbability: parameters.preview.wrapProbability, expectedBatch: plan.expectedBatch ?? expectedCohort ?? .nan)
         } catch {
             log.write("round \(secure.setup.round): cannot recompute the distributed noise for the audit record: \(error)")
             return nil

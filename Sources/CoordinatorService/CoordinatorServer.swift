@@ -90,11 +90,15 @@ public final class CoordinatorServer: @unchecked Sendable {
             serverLearningRate: configuration.serverLearningRate, resumingFrom: paths.adapter(round: adapter.round))
         try history.recoverRoundInFlight(paths: paths, configuration: configuration, signer: signer,
                                          adapterSHA256: adapter.fileSHA256, log: log)
-        var engine = RoundEngine(policy: configuration.rounds, nextRound: history.lastRound + 1,
-                                 pastRounds: history.verdicts) { clients, count in
+        // Client-level plans: the federation's accountant goes on from every round its state file says was charged.
+        let clientLevel = try Self.loadClientLevelState(paths: paths, policy: configuration.rounds)
+        var engine = RoundEngine(policy: configuration.rounds, nextRound: history.lastRound + 1, pastRounds: history.verdicts,
+                                 federationAccountant: try clientLevel?.accountant(policy: configuration.rounds)
+                                     ?? RoundEngine.federationAccountant(policy: configuration.rounds)) { clients, count in
             CoordinatorServer.randomChoice(clients, count: count)
         }
         engine.setGlobalAdapter(digest: adapter.digest, parameterCount: adapter.parameterCount)
+        engine.setPopulation(authorization.activeClients())
         self.engine = Mutex(engine)
         refreshAuditHead()
     }

@@ -214,14 +214,18 @@ public struct ClientAgent: Sendable {
         let plan = work.invite.plan
         let releases = [MetricsRelease.mechanism(plan: plan)]
         if let distributed = work.distributed {
-            // One DP-SGD step whose noise the cohort shares: charged for the ε under the client's own trust.
-            let detail = String(format: "distributed DP per %@: assume_honest %d of a cohort of %d (threshold %d); this round ε %.4f "
-                                + "under it, %.4f trusting no one, at δ %g", plan.privacyUnit.rawValue, distributed.trust.assumeHonest,
+            // One DP-SGD step whose noise the cohort shares: charged for the ε under the client's own trust. A
+            // client-level round is charged the same way at q = 1 (the client knows it was sampled), at the ledger's
+            // unit: the guarantee on a whole client covers each of its records and users.
+            let detail = String(format: "%@ DP per %@: assume_honest %d of a cohort of %d (threshold %d); this round ε %.4f "
+                                + "under it, %.4f trusting no one, at δ %g", plan.isClientLevel ? "client-level" : "distributed",
+                                plan.privacyUnit.rawValue, distributed.trust.assumeHonest,
                                 distributed.parameters.trust.cohort, distributed.parameters.trust.threshold,
                                 distributed.trust.roundEpsilon, distributed.trust.roundEpsilonTrustingNoOne, plan.delta)
             return [.charge(round: round, ChargeRequest(mechanism: distributed.parameters.ledgerMechanism, clipNorm: plan.clipNorm,
-                                                        ceiling: policy.maxEpsilon, unit: plan.privacyUnit, releases: releases,
-                                                        purposeDetail: detail,
+                                                        ceiling: policy.maxEpsilon,
+                                                        unit: plan.isClientLevel ? policy.privacyUnit : plan.privacyUnit,
+                                                        releases: releases, purposeDetail: detail,
                                                         trustingNoOne: distributed.parameters.ledgerMechanismTrustingNoOne))]
         }
         // A run without privacy is ε = ∞ at any unit: it is charged at the policy's, which is its ledger's.
@@ -262,6 +266,15 @@ public struct ClientAgent: Sendable {
         case let .charged(receipt):
             state = .training(work, examples: examples, receipt: receipt)
             let plan = work.invite.plan
+            if let distributed = work.distributed, plan.isClientLevel {
+                let line = String(format: "round %llu: accepted a client-level round (%d local steps without noise on %d records, "
+                                  + "the update clipped to S %.4g, share σ %.4g on 2^-%d); trusting %d of %d honest: this round ε "
+                                  + "%.3f at q 1 (%.3f trusting no one), ε after %.3f at δ %g", round, plan.steps, examples,
+                                  plan.clipNorm, distributed.parameters.shareSigma, distributed.parameters.fractionalBits,
+                                  distributed.trust.assumeHonest, distributed.parameters.trust.cohort, distributed.trust.roundEpsilon,
+                                  distributed.trust.roundEpsilonTrustingNoOne, receipt.epsilon, receipt.budget.delta)
+                return [.send([try Accept(round: round).frame()]), .log(line), .train(round: round)]
+            }
             if let distributed = work.distributed {
                 let line = String(format: "round %llu: accepted one distributed DP-SGD step (%d records, q %.4f, z %.3f, C %.2f, "
                                   + "share σ %.4g on 2^-%d); trusting %d of %d honest: this round ε %.3f (%.3f trusting no one), "
@@ -302,12 +315,22 @@ public struct ClientAgent: Sendable {
                     .log(String(format: "round %llu: update sent; held-out loss %.4f → %.4f, train loss %.4f, %.0f s",
                                 round, report.evalLossBefore, report.evalLossAfter, report.trainLoss, report.seconds))]
         }
-        let encoded = try work.distributed.map {
-            // The clipped sum, rounded onto the grid with this client's share of the noise (libsodium).
-            (words: try SecureUpdate.encodeDistributed(clippedSum: report.update, parameters: $0.parameters, setup: masking.setup,
-                                                       layout: work.layout), clipped: 0)
-        } ?? SecureUpdate.encode(delta: report.update, setup: masking.setup, layout: work.layout)
         var actions: [Action] = []
+        let encoded: (words: [UInt32], clipped: Int)
+        if let distributed = work.distributed, work.invite.plan.isClientLevel {
+            // The whole update clipped to S, on the grid with this client's share of the noise (libsodium).
+            let client = try SecureUpdate.encodeClientLevel(update: report.update, parameters: distributed.parameters,
+                                                            plan: work.invite.plan, setup: masking.setup, layout: work.layout)
+            encoded = (client.words, 0)
+            actions.append(.log(String(format: "round %llu: the round update's L2 norm %.6g, clipped to S %.6g (this log only)",
+                                       round, client.norm, work.invite.plan.clipNorm)))
+        } else if let distributed = work.distributed {
+            // The clipped sum, rounded onto the grid with this client's share of the noise (libsodium).
+            encoded = (try SecureUpdate.encodeDistributed(clippedSum: report.update, parameters: distributed.parameters,
+                                                          setup: masking.setup, layout: work.layout), 0)
+        } else {
+            encoded = try SecureUpdate.encode(delta: report.update, setup: masking.setup, layout: work.layout)
+        }
         if encoded.clipped > 0 {
             actions.append(.log("round \(round): \(encoded.clipped) weighted update values exceeded ±\(masking.setup.updateClip) "
                                 + "and were clipped"))

@@ -47,6 +47,10 @@ public struct ClientPolicy: Codable, Sendable, Equatable {
         maxStepsPerRound = try container.decode(Int.self, forKey: .maxStepsPerRound)
         requirePrivacy = try container.decodeIfPresent(Bool.self, forKey: .requirePrivacy) ?? true
         privacyUnit = try container.decodeIfPresent(PrivacyUnit.self, forKey: .privacyUnit) ?? .record
+        guard privacyUnit != .client else {
+            throw DecodingError.dataCorruptedError(forKey: .privacyUnit, in: container, debugDescription: "must be record or user: "
+                + "the unit this client's ledger counts ε in; it takes part in client-level plans at either")
+        }
         assumeHonest = try container.decodeIfPresent(Int.self, forKey: .assumeHonest) ?? 1
         guard (1...SecureRoundSetup.maximumCohort).contains(assumeHonest) else {
             throw DecodingError.dataCorruptedError(forKey: .assumeHonest, in: container, debugDescription: "must be 1..."
@@ -63,7 +67,8 @@ public struct ClientPolicy: Codable, Sendable, Equatable {
             return "policy: the plan's privacy unit is \(plan.privacyUnit.rawValue), weaker than the \(privacyUnit.rawValue) "
                 + "this client requires"
         }
-        if plan.isPrivate && plan.privacyUnit != privacyUnit {
+        // A client-level plan protects every record and user of this client: charged at the ledger's own unit.
+        if plan.isPrivate && plan.privacyUnit != privacyUnit && plan.privacyUnit != .client {
             return "policy: the plan's privacy unit is \(plan.privacyUnit.rawValue), this client's ledger counts ε per "
                 + "\(privacyUnit.rawValue) (its policy's privacy_unit)"
         }

@@ -103,6 +103,11 @@ public struct PlanPreview: Encodable, Sendable, Equatable {
     /// most z (`DistributedDiscreteGaussianSteps.ledgerMechanism`); each client is charged more under its own
     /// `assume_honest`, which only it knows. JSON `noise_placement`, written for distributed plans only.
     public var noisePlacement: NoisePlacement = .local
+    /// Whether the plan is client-level (DP-FedAvg): then `samplingRate` is the client sampling rate q, one round is
+    /// one Poisson-subsampled Gaussian at (q, z) over clients, and the ε figures are the federation's client-level
+    /// ε, which every client is charged for every round, sampled or not (`ClientLevelDP`). JSON `privacy_unit`
+    /// "client", written for client-level plans only.
+    public var clientLevel = false
 
     /// Why a client's decision is unknown when the coordinator has no policy for it.
     public static let unknownPolicy = "the coordinator does not know this client's policy (it stays on the client); "
@@ -117,7 +122,17 @@ public struct PlanPreview: Encodable, Sendable, Equatable {
         stepsPerRound = plan.steps
         delta = plan.delta
         noisePlacement = plan.noisePlacement
-        if plan.isPrivate {
+        if plan.isClientLevel, let q = plan.clientSamplingRate {
+            clientLevel = true
+            samplingRate = q
+            stepsPerRound = 1
+            let round = ClientLevelDP.Round(samplingRate: q, noiseMultiplier: plan.noiseMultiplier)
+            rounds = try (1...max(1, count)).map { count in
+                Round(round: count, epsilon: try ClientLevelDP.epsilon(rounds: Array(repeating: round, count: count), delta: plan.delta,
+                                                                       accountant: .rdp).epsilon)
+            }
+            roundEpsilon = rounds[0].epsilon
+        } else if plan.isPrivate {
             rounds = try (1...max(1, count)).map { round in
                 Round(round: round, epsilon: try PrivacyAccounting.epsilon(
                     // Each round charges its training and its held-out metrics release (issue 13).
@@ -156,6 +171,7 @@ public struct PlanPreview: Encodable, Sendable, Equatable {
         case samplingRate = "sampling_rate", noiseMultiplier = "noise_multiplier", stepsPerRound = "steps_per_round"
         case roundEpsilon = "round_epsilon", totalEpsilon = "total_epsilon"
         case noisePlacement = "noise_placement"
+        case privacyUnit = "privacy_unit"
     }
 
     /// ε after all N rounds; nil without privacy.
@@ -174,6 +190,7 @@ public struct PlanPreview: Encodable, Sendable, Equatable {
         try container.encode(clients, forKey: .clients)
         if let aggregation { try container.encode(aggregation, forKey: .aggregation) }
         if noisePlacement != .local { try container.encode(noisePlacement, forKey: .noisePlacement) }
+        if clientLevel { try container.encode(PrivacyUnit.client, forKey: .privacyUnit) }
     }
 
     /// The preview as lines for a terminal.
@@ -189,7 +206,13 @@ public struct PlanPreview: Encodable, Sendable, Equatable {
         } else {
             lines.append("the plan has no differential privacy (noise multiplier 0): ε is unbounded")
         }
-        if noisePlacement == .distributed {
+        if clientLevel {
+            lines[0] = String(format: "plan: client-level DP-FedAvg, one round a Poisson sample of the registered clients at q %g, "
+                              + "z %g, δ %g (RDP accountant)", samplingRate, noiseMultiplier, delta)
+            lines.append("privacy unit client: the ε above is the federation's client-level ε, charged for every round to every "
+                         + "client, sampled or not; each sampled client's own ledger is charged its participation without "
+                         + "amplification under its assume_honest (SECURITY.md, Clients)")
+        } else if noisePlacement == .distributed {
             lines.append("noise placement distributed: each round is one DP-SGD step over the cohort's data, each client adding a "
                          + "share of the noise; the ε above is the least a client is charged (every share honest); each is charged "
                          + "more under its own assume_honest (default 1: its own share alone); see 'conclave-client privacy plan "

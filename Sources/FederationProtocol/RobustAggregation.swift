@@ -128,6 +128,21 @@ public enum RoundAggregation {
     ///   `FederationError.round` for a secure sum whose unmasking failed.
     public static func updates(of outcome: RoundOutcome, policy: RoundPolicy, global: AdapterTensors,
                                layout: AdapterLayout) throws -> (updates: [WeightedUpdate], log: [String]) {
+        if let secure = outcome.secure, policy.plan.isClientLevel {
+            // DP-FedAvg: the noised sum of clipped whole updates over the fixed denominator q·N, as the optimiser's Δ.
+            guard let facts = outcome.clientLevel else {
+                throw FederationError.round(outcome.round, "a client-level round without its sampling facts")
+            }
+            let delta = try SecureUpdate.decodeClientLevel(sum: secure.sum, survivors: secure.survivors.count, setup: secure.setup,
+                                                           plan: policy.plan, expectedCohort: facts.expectedCohort, layout: layout)
+            let range = try SecureUpdate.checkClientLevelSum(secure.sum, survivors: secure.survivors.count, setup: secure.setup,
+                                                             plan: policy.plan)
+            return ([WeightedUpdate(client: "client-level DP sum of \(secure.survivors.joined(separator: ","))",
+                                    weight: WeightedUpdate.equalWeight, delta: delta)],
+                    [String(format: "round %llu: decoded the noised sum of %d clipped updates over the fixed denominator q·N = %g "
+                            + "(range check: L2 norm %.4g within %.4g grid units)",
+                            outcome.round, secure.survivors.count, facts.expectedCohort, range.norm, range.bound)])
+        }
         if let secure = outcome.secure, policy.plan.isDistributed {
             // One DP-SGD step over the cohort: the noised sum over the fixed denominator, as the optimiser's Δ, once
             // the sum passes the range check (a sum no clipped, noised cohort reaches aborts the round).

@@ -1,4 +1,5 @@
 import Foundation
+import Privacy
 import SecureAggregation
 import SecureCrypto
 import SystemIO
@@ -25,8 +26,13 @@ public struct RoundEngine: Sendable {
     }
 
     public enum Action: Sendable {
-        /// Persist that `round` is in flight, before any invitation leaves.
-        case beginRound(round: UInt64, started: Date, cohort: [String])
+        /// Persist that `round` is in flight, before any invitation leaves (with a client-level round's sampling and
+        /// charge, which a restart's record of the round keeps).
+        case beginRound(round: UInt64, started: Date, cohort: [String], clientLevel: ClientLevelRoundFacts?)
+        /// A client-level round was charged to the federation's accountant before its clients were sampled:
+        /// persist `accountant` durably before anything else of `round` is carried out, and send none of its
+        /// invitations if that fails (the round then ends at its deadline).
+        case chargeFederation(round: UInt64, accountant: ClientLevelDP.FederationAccountant)
         /// Send the invitation (`invitation(round:)`) and the global adapter to `client`.
         case invite(client: String, round: UInt64)
         /// Send this invitation, then the secure round's setup, then the global adapter, to `client`.
@@ -55,6 +61,8 @@ public struct RoundEngine: Sendable {
         var dropouts: [ClientReason] = []
         var inviteDeadline: Date
         var exchange: Exchange
+        /// A client-level round's sampling and charge.
+        var clientLevel: ClientLevelRoundFacts?
 
         /// How the cohort's updates reach the coordinator.
         enum Exchange: Sendable {
@@ -112,10 +120,10 @@ public struct RoundEngine: Sendable {
                     }
                     outcome = RoundOutcome(round: round, started: started, finished: now, cohort: cohort, updates: [],
                                            declines: declines, dropouts: dropouts, abortReason: reason,
-                                           secure: reason == nil ? result : nil)
+                                           secure: reason == nil ? result : nil, clientLevel: clientLevel)
                 case let .aborted(reason):
                     outcome = RoundOutcome(round: round, started: started, finished: now, cohort: cohort, updates: [],
-                                           declines: declines, dropouts: dropouts, abortReason: reason)
+                                           declines: declines, dropouts: dropouts, abortReason: reason, clientLevel: clientLevel)
                 }
             }
             return (actions, outcome)
@@ -157,18 +165,50 @@ public struct RoundEngine: Sendable {
     public private(set) var globalAdapterDigest = ""
     /// The global adapter's parameter count (secure rounds mask this many values and the weight).
     public private(set) var parameterCount = 0
+    /// Client-level plans: every registered client (enrolled, not revoked), the population N the coordinator
+    /// Poisson-samples each round from (`setPopulation`; connected clients count whether listed or not).
+    public private(set) var population: [String] = []
+    /// Client-level plans: the federation's accountant over client participations, charged before each sample.
+    public private(set) var federationAccountant: ClientLevelDP.FederationAccountant?
+    /// Client-level plans: the Poisson sample of the population at rate q (the driver passes libsodium's,
+    /// `ClientLevelDP.ClientSampler`; tests may pass another).
+    private let sampleClients: @Sendable ([String], Double) -> [String]
 
     /// - Parameters:
     ///   - nextRound: the number the first round takes.
     ///   - pastRounds: how earlier rounds ended (from the audit log), for clients that ask.
     ///   - choose: picks a cohort of the given size from the eligible clients.
+    ///   - federationAccountant: client-level plans: the accountant as persisted (its charged rounds), required.
+    ///   - sampleClients: client-level plans: the Poisson sample at rate q (default: libsodium's).
     public init(policy: RoundPolicy, nextRound: UInt64, pastRounds: [UInt64: RoundVerdict] = [:],
+                federationAccountant: ClientLevelDP.FederationAccountant? = nil,
+                sampleClients: @escaping @Sendable ([String], Double) -> [String] = RoundEngine.poissonSample,
                 choose: @escaping @Sendable ([String], Int) -> [String]) {
+        precondition(!policy.plan.isClientLevel || federationAccountant != nil, "a client-level plan needs the federation's accountant")
         self.policy = policy
         self.nextRound = nextRound
         self.pastRounds = pastRounds
+        self.federationAccountant = federationAccountant
+        self.sampleClients = sampleClients
         self.choose = choose
     }
+
+    /// Each client independently with probability q, from libsodium (`ClientLevelDP.ClientSampler`).
+    public static func poissonSample(_ clients: [String], samplingRate: Double) -> [String] {
+        guard let sampler = try? ClientLevelDP.ClientSampler(samplingRate: samplingRate) else { return [] }
+        return sampler.sample(clients)
+    }
+
+    /// The federation's accountant for a client-level `policy` with `rounds` already charged (nil otherwise).
+    /// - Throws: `PrivacyParameterError` when the budget is invalid or the charged rounds already pass it.
+    public static func federationAccountant(policy: RoundPolicy, rounds: [ClientLevelDP.Round] = [])
+        throws -> ClientLevelDP.FederationAccountant? {
+        guard policy.plan.isClientLevel, let budget = policy.clientEpsilonBudget else { return nil }
+        return try ClientLevelDP.FederationAccountant(epsilonBudget: budget, delta: policy.plan.delta, rounds: rounds)
+    }
+
+    /// Tells the engine the registered clients (client-level rounds sample from them).
+    public mutating func setPopulation(_ clients: [String]) { population = clients }
 
     /// Tells the engine the global adapter the next round starts from (secure rounds bind its digest).
     public mutating func setGlobalAdapter(digest: String, parameterCount: Int) {
@@ -421,19 +461,67 @@ public struct RoundEngine: Sendable {
             state = .waitingForClients(since: now)
             return [.log("round \(nextRound): waiting for \(policy.minClients) clients (\(eligible.count) connected)")]
         }
+        if policy.plan.isClientLevel { return beginClientLevel(eligible: eligible, started: waitingSince ?? now, now: now) }
         let wanted = min(policy.maxClients, max(policy.minClients, Int((policy.fraction * Double(eligible.count)).rounded(.up))))
         return begin(cohort: choose(eligible, min(wanted, eligible.count)).sorted(), started: waitingSince ?? now, now: now)
     }
 
+    /// A client-level round (DP-FedAvg): refused, with the rounds queued after it, when the federation's ε would pass
+    /// its budget; else charged first (whatever the sample turns out to be: the charge must not depend on it), then
+    /// every registered client Poisson-sampled at q. The connected ones sampled are the cohort; a cohort below
+    /// max(2, min_clients) cannot run secure aggregation and the round is skipped, its record written and its
+    /// charge kept (SECURITY.md, "Client-level DP").
+    private mutating func beginClientLevel(eligible: [String], started: Date, now: Date) -> [Action] {
+        guard var accountant = federationAccountant, let q = policy.plan.clientSamplingRate else {
+            preconditionFailure("a client-level round without its accountant or client_sampling_rate")
+        }
+        let plan = policy.plan
+        let epsilon: Double
+        do {
+            epsilon = try accountant.charge(ClientLevelDP.Round(samplingRate: q, noiseMultiplier: plan.noiseMultiplier))
+        } catch {
+            state = .idle
+            backlog = 0
+            return [.log("round \(nextRound) refused before sampling, with the rounds queued after it: \(error)")]
+        }
+        federationAccountant = accountant
+        let everyone = Set(population).union(connected.keys).sorted()
+        let sampled = sampleClients(everyone, q)
+        let reachable = Set(eligible)
+        let cohort = sampled.filter(reachable.contains).sorted()
+        let facts = ClientLevelRoundFacts(population: everyone.count, sampled: sampled.count, samplingRate: q,
+                                          noiseMultiplier: plan.noiseMultiplier, clipNorm: plan.clipNorm, epsilon: epsilon,
+                                          delta: plan.delta, epsilonBudget: accountant.epsilonBudget,
+                                          roundsCharged: accountant.rounds.count)
+        let charged: [Action] = [
+            .chargeFederation(round: nextRound, accountant: accountant),
+            .log(String(format: "round %llu: client-level, charged before sampling: the federation's ε %.4f of %g at δ %g "
+                         + "(q %g, z %g, %d rounds); sampled %d of %d registered clients, %d connected", nextRound, epsilon,
+                         accountant.epsilonBudget, plan.delta, q, plan.noiseMultiplier, accountant.rounds.count, sampled.count,
+                         everyone.count, cohort.count)),
+        ]
+        let fewest = max(2, policy.minClients)
+        guard cohort.count >= fewest else {
+            let round = nextRound
+            nextRound += 1
+            let reason = "skipped: \(cohort.count) sampled client\(cohort.count == 1 ? "" : "s") connected (\(sampled.count) of "
+                + "\(everyone.count) sampled at q \(q)), fewer than the \(fewest) secure aggregation needs; charged all the same"
+            return charged + [.beginRound(round: round, started: started, cohort: cohort, clientLevel: facts),
+                              finish(RoundOutcome(round: round, started: started, finished: now, cohort: cohort, updates: [],
+                                                  declines: [], dropouts: [], abortReason: reason, clientLevel: facts))]
+        }
+        return charged + begin(cohort: cohort, started: started, now: now, clientLevel: facts)
+    }
+
     /// Starts the next round with `cohort`: marks it, then invites (plainly or with a secure setup).
-    private mutating func begin(cohort: [String], started: Date, now: Date) -> [Action] {
+    private mutating func begin(cohort: [String], started: Date, now: Date, clientLevel: ClientLevelRoundFacts? = nil) -> [Action] {
         let round = nextRound
         nextRound += 1
-        let begin: [Action] = [.beginRound(round: round, started: started, cohort: cohort),
+        let begin: [Action] = [.beginRound(round: round, started: started, cohort: cohort, clientLevel: clientLevel),
                                .log("round \(round): inviting \(cohort.joined(separator: ", "))")]
         func inFlight(_ exchange: InFlight.Exchange) -> InFlight {
             InFlight(round: round, started: started, cohort: cohort,
-                     inviteDeadline: now.addingTimeInterval(policy.inviteTimeout), exchange: exchange)
+                     inviteDeadline: now.addingTimeInterval(policy.inviteTimeout), exchange: exchange, clientLevel: clientLevel)
         }
         guard policy.secureAggregation else {
             state = .training(inFlight(.plain(updates: [:], deadline: now.addingTimeInterval(policy.roundTimeout))))
@@ -441,6 +529,15 @@ public struct RoundEngine: Sendable {
         }
         do {
             let (invite, setup) = try secureInvitation(round: round, cohort: cohort)
+            if clientLevel != nil {
+                do {
+                    try ClientLevelDP.checkAccountedNoise(SecureUpdate.clientLevelParameters(plan: policy.plan, setup: setup, assumeHonest: 1),
+                                                          noiseMultiplier: policy.plan.noiseMultiplier)
+                } catch {
+                    throw FederationError.round(round, "the federation's client-level accountant does not cover this cohort's "
+                                                + "discrete noise: \(error)")
+                }
+            }
             let secure = try SecureRound(invite: invite, setup: setup, firstDeadline: now.addingTimeInterval(policy.roundTimeout),
                                          stageTimeout: policy.inviteTimeout)
             state = .training(inFlight(.secure(secure)))
@@ -450,7 +547,7 @@ public struct RoundEngine: Sendable {
         } catch {
             return begin + [finish(RoundOutcome(round: round, started: started, finished: now, cohort: cohort, updates: [],
                                                 declines: [], dropouts: [],
-                                                abortReason: "cannot set up secure aggregation: \(error)"))]
+                                                abortReason: "cannot set up secure aggregation: \(error)", clientLevel: clientLevel))]
         }
     }
 

@@ -26,11 +26,48 @@ public struct RoundOutcome: Sendable {
     public var abortReason: String?
     /// With secure aggregation: the unmasked sum instead of `updates` (which is then empty).
     public var secure: SecureRoundResult? = nil
+    /// A client-level round's sampling and the federation's ε after it (charged, committed or not).
+    public var clientLevel: ClientLevelRoundFacts? = nil
     public var isCommitted: Bool { abortReason == nil }
 
     /// The participants' figures, as the audit record lists them: the survivors' of a secure round,
     /// the uploaders' of a plain one (none when the round aborted).
     public var participantMetrics: [ClientRoundMetrics] { secure?.metrics ?? updates.map(\.update.metrics) }
+}
+
+/// A client-level round as the coordinator sampled and charged it, before anyone was invited: public values
+/// and the federation's accountant's figures, for the fixed denominator and the audit record.
+public struct ClientLevelRoundFacts: Sendable, Equatable {
+    /// N: the registered clients the sample was drawn from (every one counts, connected or not).
+    public var population: Int
+    /// How many the Poisson sample drew, and how many of those were connected and invited (the cohort).
+    public var sampled: Int
+    /// q, z and S of the plan.
+    public var samplingRate: Double
+    public var noiseMultiplier: Double
+    public var clipNorm: Double
+    /// The federation's client-level ε after this round's charge, at δ, and its budget.
+    public var epsilon: Double
+    public var delta: Double
+    public var epsilonBudget: Double
+    /// The rounds the accountant has charged, this one included.
+    public var roundsCharged: Int
+
+    public init(population: Int, sampled: Int, samplingRate: Double, noiseMultiplier: Double, clipNorm: Double, epsilon: Double,
+                delta: Double, epsilonBudget: Double, roundsCharged: Int) {
+        self.population = population
+        self.sampled = sampled
+        self.samplingRate = samplingRate
+        self.noiseMultiplier = noiseMultiplier
+        self.clipNorm = clipNorm
+        self.epsilon = epsilon
+        self.delta = delta
+        self.epsilonBudget = epsilonBudget
+        self.roundsCharged = roundsCharged
+    }
+
+    /// q·N: the fixed denominator, the expected cohort (public and data-independent).
+    public var expectedCohort: Double { samplingRate * Double(population) }
 }
 
 /// How the driver's work on a finished round ended: committed (aggregated, adapter written, audit

@@ -1,4 +1,5 @@
 import Foundation
+import Privacy
 import SecureAggregation
 import SecureCrypto
 import SystemIO
@@ -50,6 +51,12 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
     /// `update_norm_clip`; nil: `defaultNormClip`). Secure rounds have `update_clip` instead, applied by
     /// each client to every value before masking, which the coordinator cannot check.
     public var updateNormClip: Double?
+    /// Client-level plans (privacy unit `client`): the most client-level ε at the plan's δ the federation may
+    /// ever spend (JSON `client_epsilon_budget`); the coordinator's accountant refuses a round past it before
+    /// anyone is sampled (`ClientLevelDP.FederationAccountant`). A client-level round's cohort is the Poisson
+    /// sample of the registered clients at `client_sampling_rate`: `fraction` and `max_clients` do not apply to it,
+    /// `min_clients` is the fewest reachable sampled clients (and survivors) a round runs with.
+    public var clientEpsilonBudget: Double?
 
     /// β when `trim_fraction` is not given: one update in five dropped at each end, so a cohort of 5 to
     /// 9 tolerates one client sending anything, of 10 to 14 two (Yin et al. 2018: up to ⌊β·n⌋).
@@ -59,7 +66,8 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
                 inviteTimeout: Double, roundTimeout: Double, waitForClients: Double, plan: TrainingPlan,
                 updateClip: Double? = nil, neighbourDegree: Int? = nil,
                 dropoutTolerance: Double? = nil, dropoutFailureProbability: Double? = nil,
-                aggregator: UpdateAggregator = .mean, trimFraction: Double? = nil, updateNormClip: Double? = nil) {
+                aggregator: UpdateAggregator = .mean, trimFraction: Double? = nil, updateNormClip: Double? = nil,
+                clientEpsilonBudget: Double? = nil) {
         self.minClients = minClients
         self.maxClients = maxClients
         self.fraction = fraction
@@ -77,6 +85,7 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
         self.aggregator = aggregator
         self.trimFraction = trimFraction
         self.updateNormClip = updateNormClip
+        self.clientEpsilonBudget = clientEpsilonBudget
     }
 
     enum CodingKeys: String, CodingKey {
@@ -94,6 +103,7 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
         case dropoutFailureProbability = "dropout_failure_probability"
         case trimFraction = "trim_fraction"
         case updateNormClip = "update_norm_clip"
+        case clientEpsilonBudget = "client_epsilon_budget"
     }
 
     /// Every field as written; `secure_aggregation` may be left out and is then on, and the
@@ -127,6 +137,7 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
         self.aggregator = aggregator
         trimFraction = try c.decodeIfPresent(Double.self, forKey: .trimFraction)
         updateNormClip = try c.decodeIfPresent(Double.self, forKey: .updateNormClip)
+        clientEpsilonBudget = try c.decodeIfPresent(Double.self, forKey: .clientEpsilonBudget)
     }
 
     /// The L2 bound on a plain round's updates when `update_norm_clip` is not given: B·√P, with B the
@@ -182,9 +193,41 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
             try check(dropoutFailureProbability.isFinite && dropoutFailureProbability > 0 && dropoutFailureProbability < 1,
                       "dropout_failure_probability", "must be in (0, 1), got \(dropoutFailureProbability)")
         }
+        try validateClientLevel(path: path)
         try validateAggregator(check)
         do { try plan.validate() } catch let FederationError.configuration(_, field, reason) {
             throw FederationError.configuration(path: path, field: "plan.\(field)", reason)
+        }
+    }
+
+    /// A client-level plan's whole check (`ClientLevelDP.checkPlan`: secure aggregation, distributed noise, S, q,
+    /// z, by field) and the federation's budget; neither field without one.
+    /// - Throws: `FederationError.configuration` naming `path` and the field.
+    public func validateClientLevel(path: String) throws {
+        guard plan.isClientLevel else {
+            guard clientEpsilonBudget == nil else {
+                throw FederationError.configuration(path: path, field: "client_epsilon_budget", "applies to plan.privacy_unit client only")
+            }
+            return
+        }
+        do {
+            try ClientLevelDP.checkPlan(secureAggregation: secureAggregation, noisePlacement: plan.noisePlacement,
+                                        clipNorm: plan.clipNorm, samplingRate: plan.clientSamplingRate,
+                                        noiseMultiplier: plan.noiseMultiplier)
+        } catch let error as ClientLevelDP.PlanError {
+            let field = switch error.field {
+            case "secure_aggregation": "secure_aggregation"
+            case "sampling_rate": "plan.client_sampling_rate"
+            default: "plan.\(error.field)"
+            }
+            throw FederationError.configuration(path: path, field: field, error.reason)
+        }
+        guard let budget = clientEpsilonBudget else {
+            throw FederationError.configuration(path: path, field: "client_epsilon_budget", "privacy_unit client needs the "
+                                                + "federation's client-level ε budget at plan.delta")
+        }
+        guard budget.isFinite, budget > 0 else {
+            throw FederationError.configuration(path: path, field: "client_epsilon_budget", "must be finite and positive, got \(budget)")
         }
     }
 

@@ -107,6 +107,7 @@ public enum SecureUpdate {
     /// - Throws: `FederationError.round` for a plan that is not distributed; `PrivacyParameterError` as
     ///   `DistributedRound` does.
     public static func distributedParameters(plan: TrainingPlan, setup: SecureRoundSetup, assumeHonest: Int) throws -> DistributedRound {
+        if plan.isClientLevel { return try clientLevelParameters(plan: plan, setup: setup, assumeHonest: assumeHonest) }
         guard plan.isDistributed, let contributions = plan.maxContributions else {
             throw FederationError.round(setup.round, "the plan is not a distributed-DP plan (noise_placement, max_contributions)")
         }
@@ -166,6 +167,105 @@ public enum SecureUpdate {
         }
         guard offset + 1 == sum.count else {
             throw FederationError.adapterShape("the unmasked sum has \(sum.count - 1) values; the layout has \(offset)")
+        }
+        return delta
+    }
+
+    // MARK: Client-level DP-FedAvg (issue 17)
+
+    /// A client-level round's grid and shares as every party computes them (`ClientLevelDP.round`): S and z from
+    /// the plan, d from the setup, each of the setup's n members one clipped update (K = n), its threshold t.
+    /// The q in it is 1: a client's charge for taking part (it knows it was sampled; SECURITY.md), while the
+    /// federation's ε at the plan's q is the coordinator's accountant's. The scale does not depend on q or h.
+    /// - Throws: `FederationError.round` for a plan that is not client-level; `PrivacyParameterError` as
+    ///   `DistributedRound` does.
+    public static func clientLevelParameters(plan: TrainingPlan, setup: SecureRoundSetup, assumeHonest: Int) throws -> DistributedRound {
+        guard plan.isClientLevel, plan.isDistributed else {
+            throw FederationError.round(setup.round, "the plan is not a client-level plan (privacy_unit client, noise_placement distributed)")
+        }
+        return try ClientLevelDP.round(samplingRate: 1, noiseMultiplier: plan.noiseMultiplier, clipNorm: plan.clipNorm,
+                                       dimension: Int(setup.vectorLength) - 1, cohort: setup.members.count,
+                                       threshold: Int(setup.threshold), assumeHonest: assumeHonest)
+    }
+
+    /// The words a sampled client masks in a client-level round: its whole update (local − global, tensors in name
+    /// order) clipped to S, on the grid with its noise share (`ClientLevelDP.maskedWords`), then the participation
+    /// word 1.
+    /// - Returns: the words and ‖Δ‖ before the clip (the client's own log only).
+    /// - Throws: `FederationError.adapterShape` for an update without the layout's tensors; `PrivacyParameterError`
+    ///   for a non-finite update.
+    public static func encodeClientLevel(update: AdapterTensors, parameters: DistributedRound, plan: TrainingPlan,
+                                         setup: SecureRoundSetup, layout: AdapterLayout) throws -> (words: [UInt32], norm: Double) {
+        try layout.check(update, from: "the round update to clip and mask")
+        var flat: [Double] = []
+        flat.reserveCapacity(Int(setup.vectorLength))
+        for name in update.keys.sorted() { flat.append(contentsOf: update[name]!.lazy.map(Double.init)) }
+        guard flat.count + 1 == Int(setup.vectorLength) else {
+            throw FederationError.adapterShape("the update has \(flat.count) values; the secure round expects \(setup.vectorLength - 1)")
+        }
+        let norm = try ClientLevelDP.clip(update: flat, to: plan.clipNorm).norm
+        let words = try ClientLevelDP.maskedWords(update: flat, clipNorm: plan.clipNorm, round: parameters)
+        let participation = try setup.participationEncoding().encode([1], rounding: .nearest)
+        return (words + participation.words, norm)
+    }
+
+    /// The range check on a client-level round's unmasked sum, as `checkDistributedSum` does for distributed rounds:
+    /// its L2 norm (words as signed 32-bit integers, the participation word left out) against
+    /// `DistributedRound.sumNormBound` with K = the survivors, each one update clipped to S (and rounded).
+    /// - Returns: the norm and the bound, in grid units, for the log.
+    /// - Throws: `FederationError.round` naming both when the norm is above the bound: a client masked an update it
+    ///   did not clip, or the sum wrapped; the round is aborted rather than stepped with it.
+    @discardableResult
+    public static func checkClientLevelSum(_ sum: [UInt32], survivors: Int, setup: SecureRoundSetup,
+                                           plan: TrainingPlan) throws -> (norm: Double, bound: Double) {
+        let parameters = try clientLevelParameters(plan: plan, setup: setup, assumeHonest: 1)
+        let bound = try parameters.sumNormBound(survivors: survivors, contributions: survivors, clipNorm: plan.clipNorm,
+                                                failureProbability: sumCheckFailureProbability)
+        let norm = sum.dropLast().reduce(0.0) { total, word in
+            let value = Double(Int32(bitPattern: word))
+            return total + value * value
+        }.squareRoot()
+        guard norm <= bound else {
+            throw FederationError.round(setup.round, String(
+                format: "range check: the noised sum's L2 norm %.6g (grid units) is above %.6g, the most %d survivors each "
+                    + "clipping its update to S %g on 2^-%d reach with the noise except with probability %g: a client masked "
+                    + "an update it did not clip, or the sum wrapped; not applied", norm, bound, survivors, plan.clipNorm,
+                parameters.fractionalBits, sumCheckFailureProbability))
+        }
+        return (norm, bound)
+    }
+
+    /// The server optimiser's Δ from a client-level round's unmasked sum: McMahan et al.'s fixed-denominator
+    /// estimate Σ clipped Δ_k / (q·N) plus the noise (`ClientLevelDP.estimate`), N the registered clients when the
+    /// round was sampled (`expectedCohort` = q·N, public). Not divided by the survivors: their number depends on
+    /// who was sampled. Like `decodeDistributed`, nothing refuses a wrapped value.
+    /// - Throws: `FederationError.adapterShape` for a sum of the wrong length, `FederationError.round` when the
+    ///   participation words do not sum to `survivors` or q·N is not positive.
+    public static func decodeClientLevel(sum: [UInt32], survivors: Int, setup: SecureRoundSetup, plan: TrainingPlan,
+                                         expectedCohort: Double, layout: AdapterLayout) throws -> AdapterTensors {
+        guard sum.count == Int(setup.vectorLength), let participationWord = sum.last else {
+            throw FederationError.adapterShape("the unmasked sum has \(sum.count) words; the round expects \(setup.vectorLength)")
+        }
+        let participants = try setup.participationEncoding().decodeSum([participationWord], clientCount: survivors)[0]
+        guard survivors > 0, abs(participants - Double(survivors)) < 0.5 else {
+            throw FederationError.round(setup.round, "the unmasked participation words sum to \(participants), "
+                                        + "not the \(survivors) survivors: the unmasking failed")
+        }
+        guard expectedCohort.isFinite, expectedCohort > 0 else {
+            throw FederationError.round(setup.round, "the fixed denominator q·N is \(expectedCohort), not positive")
+        }
+        let parameters = try clientLevelParameters(plan: plan, setup: setup, assumeHonest: 1)
+        let estimate = ClientLevelDP.estimate(modularSum: Array(sum.dropLast()), round: parameters, expectedCohort: expectedCohort)
+        var delta: AdapterTensors = [:]
+        var offset = 0
+        for name in layout.shapes.keys.sorted() {
+            let count = layout.shapes[name]!.reduce(1, *)
+            guard offset + count <= estimate.count else { break }
+            delta[name] = estimate[offset..<(offset + count)].map { Float($0) }
+            offset += count
+        }
+        guard offset == estimate.count else {
+            throw FederationError.adapterShape("the unmasked sum has \(estimate.count) values; the layout has \(offset)")
         }
         return delta
     }

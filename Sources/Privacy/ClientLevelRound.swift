@@ -109,6 +109,29 @@ extension ClientLevelDP {
                              cohort: cohort, threshold: threshold, assumeHonest: assumeHonest, contributions: cohort)
     }
 
+    /// Whether the federation's accountant, which composes the continuous Gaussian at noise multiplier z
+    /// (`FederationAccountant`), covers a round whose sum holds `steps.shares` discrete Gaussian shares: Kairouz,
+    /// Liu, Steinke 2021 (Theorem 1, eq. (4)) bound the sum's zCDP by ρ = ε²/2 with ε = min{√(l₂² + 2τd), l₂ + τ√d},
+    /// l₂ = Δ₂/(√t·σ_share) = 1/z, which is the continuous Gaussian's 1/(2z²) when τ = 10·Σ exp(−2π²σ²k/(k+1))
+    /// underflows, as it does at every share σ the grid gives in practice (thousands of grid units). A round whose ρ
+    /// is larger is refused before its invitations (its charge, made before the sample, is kept).
+    /// - Throws: `PrivacyParameterError` naming τ and ρ when the discrete bound passes the continuous one.
+    public static func checkAccountedNoise(_ steps: DistributedDiscreteGaussianSteps, noiseMultiplier z: Double) throws {
+        let accounted = 1 / (2 * z * z)
+        guard steps.zCDP <= accounted * (1 + 1e-9) else {
+            throw PrivacyParameterError(name: "the discrete shares' τ", value: steps.tau, expected: String(
+                format: "a sum whose zCDP ρ %.6g (Kairouz, Liu, Steinke 2021, Theorem 1) is at most the federation's "
+                    + "accountant's 1/(2z²) = %.6g: raise the noise multiplier or the grid's scale", steps.zCDP, accounted))
+        }
+    }
+
+    /// The same check for a client-level round: its t shares at σ_share over Δ₂ on the round's grid.
+    public static func checkAccountedNoise(_ round: DistributedRound, noiseMultiplier z: Double) throws {
+        try checkAccountedNoise(DistributedDiscreteGaussianSteps(
+            samplingRate: 1, shares: round.trust.threshold, shareSigma: round.shareSigma, dimension: round.preview.assumed.dimension,
+            sensitivity: round.preview.sensitivity, steps: 1), noiseMultiplier: z)
+    }
+
     /// What a sampled client masks: its whole round update clipped to S, on the round's grid, with its share
     /// of the noise (`DistributedRound.noisedShare`, libsodium), each value then reduced modulo 2^32.
     /// - Throws: `PrivacyParameterError` for a non-finite update, a wrong length or a value the grid cannot hold.

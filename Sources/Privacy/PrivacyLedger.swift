@@ -44,6 +44,10 @@ public struct PrivacyBudget: Codable, Sendable, Equatable {
             throw PrivacyParameterError(name: "budget epsilon", value: epsilon, expected: "finite and > 0")
         }
         try validateDelta(delta)
+        guard unit != .client else {
+            throw PrivacyParameterError(name: "budget unit (client)", value: .nan, expected: "record or user: a client's ledger "
+                                        + "counts ε per record or per user; client-level ε is the federation's accountant's")
+        }
     }
 }
 

@@ -116,6 +116,7 @@ public enum AuditReport {
         body += modelSection(input)
         body += privacySection(input.records)
         body += distributedSection(input.records)
+        body += clientLevelSection(input.records)
         body += lossSection(input.records)
         body += probeSection(input.probe)
         body += exposureSection(input.records)

@@ -74,7 +74,8 @@ public enum AuditTable {
     }
 
     /// One record as the `--json` contract names its fields: dates in ISO 8601 with fractions of a
-    /// second, absent figures as null (`distributed`: a distributed-DP round's noise, null otherwise).
+    /// second, absent figures as null (`distributed`: a distributed-DP round's noise, `client_level`: a client-level round's
+    /// sampling and federation ε, null otherwise).
     public static func json(_ record: AuditRecord) throws -> [String: Any] {
         [
             "round": record.round, "status": record.status, "cohort": record.cohort, "participants": record.participants,
@@ -90,6 +91,7 @@ public enum AuditTable {
             "started": record.started.formatted(dateStyle), "finished": record.finished.formatted(dateStyle),
             "abort_reason": record.abortReason ?? NSNull(),
             "distributed": try record.distributed.map { try encoded($0) } ?? NSNull(),
+            "client_level": try record.clientLevel.map { try encoded($0) } ?? NSNull(),
         ]
     }
 

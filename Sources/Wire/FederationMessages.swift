@@ -119,12 +119,13 @@ public struct Invite: WireMessage, Equatable {
         plan.noisePlacement = noisePlacement
         let expectedBatch = try decoder.double("expectedBatch")
         let maxContributions = Int(try decoder.uint32("maxContributions"))
-        if noisePlacement == .distributed {
+        // A client-level plan sends neither (its denominator q·N is the coordinator's, its K the cohort), nor q.
+        if noisePlacement == .distributed && !plan.isClientLevel {
             plan.expectedBatch = expectedBatch
             plan.maxContributions = maxContributions
         } else if expectedBatch != 0 || maxContributions != 0 {
-            throw WireError.invalidValue(field: "invite.plan", reason: "a local plan with expected_batch \(expectedBatch) or "
-                                         + "max_contributions \(maxContributions)")
+            throw WireError.invalidValue(field: "invite.plan", reason: "a \(plan.isClientLevel ? "client-level" : "local") plan "
+                                         + "with expected_batch \(expectedBatch) or max_contributions \(maxContributions)")
         }
         do { try plan.validate() } catch let error as FederationError {
             throw WireError.invalidValue(field: "invite.plan", reason: error.description)

@@ -48,9 +48,18 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
     /// the fixed-point scale is chosen so that the modular sum wraps with probability at most 10⁻⁹ (JSON
     /// `max_contributions`; `ModularWrap`).
     public var maxContributions: Int?
+    /// Client-level only (privacy unit `client`, DP-FedAvg): q, each registered client's probability of being
+    /// sampled into a round by the coordinator (JSON `client_sampling_rate`). `sampling_rate` stays the local
+    /// record sampling rate of the client's (non-private) local steps; `clip_norm` is S, the clip of a client's
+    /// whole round update; `noise_multiplier` is z, the noise N(0, z²S²) on the sum. The coordinator's alone:
+    /// the invitation does not carry it (a client charges its participation without amplification, SECURITY.md).
+    public var clientSamplingRate: Double?
 
     /// Whether the plan's noise is shared out over the cohort (distributed DP).
     public var isDistributed: Bool { noisePlacement == .distributed }
+    /// Whether the plan is client-level DP-FedAvg (privacy unit `client`): local steps without noise, the whole
+    /// update clipped to S, the sum noised by the cohort's shares.
+    public var isClientLevel: Bool { privacyUnit == .client }
 
     /// Default z of the metrics release: a small share of ε. It adds at most 4% to the ε of 1 to 10
     /// rounds of the plans in SECURITY.md's table (0.2% after the demo's 3 rounds; dp_accounting's RDP at
@@ -64,7 +73,7 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
                 privacyUnit: PrivacyUnit = .record,
                 metricsNoiseMultiplier: Double = TrainingPlan.defaultMetricsNoiseMultiplier,
                 metricsLossClip: Double = TrainingPlan.defaultMetricsLossClip, noisePlacement: NoisePlacement = .local,
-                expectedBatch: Double? = nil, maxContributions: Int? = nil) {
+                expectedBatch: Double? = nil, maxContributions: Int? = nil, clientSamplingRate: Double? = nil) {
         self.steps = steps
         self.learningRate = learningRate
         self.samplingRate = samplingRate
@@ -81,6 +90,7 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
         self.noisePlacement = noisePlacement
         self.expectedBatch = expectedBatch
         self.maxContributions = maxContributions
+        self.clientSamplingRate = clientSamplingRate
     }
 
     /// Whether the plan trains with differential privacy.
@@ -99,18 +109,14 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
         case noisePlacement = "noise_placement"
         case expectedBatch = "expected_batch"
         case maxContributions = "max_contributions"
+        case clientSamplingRate = "client_sampling_rate"
     }
 
-    /// The privacy-unit spellings this build reads in a plan: `record` and `user`. `client` (client-level
-    /// DP-FedAvg, `ClientLevelDP`) is named and refused: its accountant exists, its rounds are not wired in.
+    /// The privacy-unit spellings this build reads in a plan: `record`, `user` and `client` (client-level
+    /// DP-FedAvg, `ClientLevelDP`).
     public static func privacyUnit(named name: String) throws -> PrivacyUnit {
         if let unit = PrivacyUnit(rawValue: name) { return unit }
-        if name == "client" {
-            throw FederationError.configuration(path: "plan", field: "privacy_unit", "client-level DP (DP-FedAvg) is not "
-                                                + "supported in rounds yet; use record or user (with noise_placement distributed "
-                                                + "for one noise draw shared by the cohort)")
-        }
-        throw FederationError.configuration(path: "plan", field: "privacy_unit", "must be record or user, got '\(name)'")
+        throw FederationError.configuration(path: "plan", field: "privacy_unit", "must be record, user or client, got '\(name)'")
     }
 
     /// Every field required but `privacy_unit` (`record` when absent) and the metrics release's
@@ -131,6 +137,7 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
         noisePlacement = try container.decodeIfPresent(NoisePlacement.self, forKey: .noisePlacement) ?? .local
         expectedBatch = try container.decodeIfPresent(Double.self, forKey: .expectedBatch)
         maxContributions = try container.decodeIfPresent(Int.self, forKey: .maxContributions)
+        clientSamplingRate = try container.decodeIfPresent(Double.self, forKey: .clientSamplingRate)
         metricsNoiseMultiplier = try container.decodeIfPresent(Double.self, forKey: .metricsNoiseMultiplier)
             ?? Self.defaultMetricsNoiseMultiplier
         metricsLossClip = try container.decodeIfPresent(Double.self, forKey: .metricsLossClip) ?? Self.defaultMetricsLossClip
@@ -156,6 +163,7 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
         if noisePlacement != .local { try c.encode(noisePlacement, forKey: .noisePlacement) }
         try c.encodeIfPresent(expectedBatch, forKey: .expectedBatch)
         try c.encodeIfPresent(maxContributions, forKey: .maxContributions)
+        try c.encodeIfPresent(clientSamplingRate, forKey: .clientSamplingRate)
     }
 
     /// The plan's fields in range, or an error naming the first that is not.
@@ -185,6 +193,8 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
     /// Distributed noise: a private plan of one step per round (the step is taken at the global adapter),
     /// with its fixed denominator and contributions bound; a local plan has neither.
     private func validatePlacement(_ check: (Bool, String, String) throws -> Void) throws {
+        guard !isClientLevel else { return try validateClientLevel(check) }
+        try check(clientSamplingRate == nil, "client_sampling_rate", "applies to privacy_unit client only")
         guard isDistributed else {
             try check(expectedBatch == nil, "expected_batch", "applies to noise_placement distributed only")
             try check(maxContributions == nil, "max_contributions", "applies to noise_placement distributed only")
@@ -205,6 +215,23 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
         }
         try check(maxContributions >= 1 && maxContributions <= 1 << 24, "max_contributions",
                   "must be 1...16777216, got \(maxContributions)")
+    }
+
+    /// Client-level DP-FedAvg: what the plan itself holds of `ClientLevelDP.checkPlan` (distributed noise, S, z;
+    /// q when given), by field. The coordinator's whole check, secure aggregation and q required, is
+    /// `RoundPolicy.validate`'s; an invitation carries no q. The fixed denominator is q·N, the coordinator's
+    /// (N: its registered clients), and the wrap bound's K the cohort: neither field applies.
+    private func validateClientLevel(_ check: (Bool, String, String) throws -> Void) throws {
+        do {
+            try ClientLevelDP.checkPlan(secureAggregation: true, noisePlacement: noisePlacement, clipNorm: clipNorm,
+                                        samplingRate: clientSamplingRate ?? 1, noiseMultiplier: noiseMultiplier)
+        } catch let error as ClientLevelDP.PlanError {
+            try check(false, error.field == "sampling_rate" ? "client_sampling_rate" : error.field, error.reason)
+        }
+        try check(expectedBatch == nil, "expected_batch", "does not apply to privacy_unit client: the fixed denominator is "
+                  + "q·N, which the coordinator computes from client_sampling_rate and its registered clients")
+        try check(maxContributions == nil, "max_contributions", "does not apply to privacy_unit client: each sampled client "
+                  + "contributes one clipped update, so the wrap bound's K is the cohort")
     }
 }
 

@@ -43,6 +43,26 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertThrowsError(try ClientConfiguration.load(url)) { XCTAssertTrue("\($0)".contains("assume_honest"), "\($0)") }
     }
 
+    /// Issue 17: the client-level example (DP-FedAvg: q 0.1 of the registered clients, S 0.05, z 1, the federation's
+    /// ε budget 8) validates, the example client's policy (unit record) takes part, and the example without its budget is refused
+    /// naming the field.
+    func testExampleClientLevelConfigurationParses() throws {
+        let c = try CoordinatorConfiguration.load(config.appendingPathComponent("coordinator-client-level.json"))
+        XCTAssertTrue(c.rounds.plan.isClientLevel)
+        XCTAssertEqual(c.rounds.plan.clientSamplingRate, 0.1)
+        XCTAssertEqual(c.rounds.clientEpsilonBudget, 8)
+        XCTAssertNoThrow(try c.rounds.validate(path: "coordinator-client-level.json"))
+        let client = try ClientConfiguration.load(config.appendingPathComponent("client.json"))
+        XCTAssertNil(client.policy.objection(to: c.rounds.plan, secureAggregation: true))
+        let directory = try Fixtures.temporaryDirectory("config-client-level")
+        let url = directory.appendingPathComponent("c.json")
+        let text = try String(contentsOf: config.appendingPathComponent("coordinator-client-level.json"), encoding: .utf8)
+        try Data(text.replacingOccurrences(of: "\"client_epsilon_budget\": 8,", with: "").utf8).write(to: url)
+        XCTAssertThrowsError(try CoordinatorConfiguration.load(url).rounds.validate(path: url.path)) {
+            XCTAssertTrue("\($0)".contains("client_epsilon_budget"), "\($0)")
+        }
+    }
+
     func testSecureAggregationIsOnUnlessTurnedOff() throws {
         let directory = try Fixtures.temporaryDirectory("config-secure")
         let url = directory.appendingPathComponent("c.json")

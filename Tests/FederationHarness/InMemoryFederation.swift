@@ -141,11 +141,15 @@ public final class InMemoryFederation {
 
     /// Connects every client (each says hello with its signing key) to a coordinator whose next
     /// round starts from `global`.
+    /// A client-level policy gets a fresh federation accountant, every client as its population, and
+    /// `sampleClients` as the coordinator's Poisson sample (default: libsodium's, as the coordinator's).
     public init(policy: RoundPolicy, model: LlamaConfiguration, global: AdapterTensors, clients specs: [ClientSpec],
-                now: Date) throws {
+                now: Date, sampleClients: @escaping @Sendable ([String], Double) -> [String] = RoundEngine.poissonSample) throws {
         layout = try AdapterLayout(configuration: model, plan: policy.plan)
         try layout.check(global, from: "the harness's global adapter")
-        engine = RoundEngine(policy: policy, nextRound: 1) { clients, count in Array(clients.sorted().prefix(count)) }
+        engine = RoundEngine(policy: policy, nextRound: 1, federationAccountant: try RoundEngine.federationAccountant(policy: policy),
+                             sampleClients: sampleClients) { clients, count in Array(clients.sorted().prefix(count)) }
+        engine.setPopulation(specs.map(\.name))
         self.model = model
         self.global = global
         self.now = now
@@ -347,7 +351,7 @@ public final class InMemoryFederation {
             switch action {
             case let .log(line):
                 coordinatorLog.append(line)
-            case .beginRound:
+            case .beginRound, .chargeFederation:
                 break
             case let .invite(client, round):
                 try send([engine.invitation(round: round).frame()]

@@ -204,8 +204,8 @@ final class DistributedFederationTests: XCTestCase {
     }
 
     /// The plan's mode is refused by name where it cannot hold: without secure aggregation (coordinator and
-    /// client), with more than one step, without its denominator or contributions bound, at privacy unit
-    /// client (not wired in); a local plan with distributed fields is refused too.
+    /// client), with more than one step, without its denominator or contributions bound; at privacy unit client
+    /// (ClientLevelFederationTests) a denominator is refused; a local plan with distributed fields is refused too.
     func testThePlanModeIsRefusedByNameWhereUnsupported() throws {
         var plain = roundPolicy(clients: 3)
         plain.secureAggregation = false
@@ -230,9 +230,11 @@ final class DistributedFederationTests: XCTestCase {
         var json = String(decoding: try JSONEncoder().encode(Self.plan), as: UTF8.self)
         XCTAssertTrue(json.contains("\"noise_placement\":\"distributed\""))
         XCTAssertEqual(try JSONDecoder().decode(TrainingPlan.self, from: Data(json.utf8)), Self.plan)
+        // Issue 17's client-level plans read; this distributed plan's fixed denominator does not apply to one.
         json = json.replacingOccurrences(of: "\"privacy_unit\":\"record\"", with: "\"privacy_unit\":\"client\"")
-        XCTAssertThrowsError(try JSONDecoder().decode(TrainingPlan.self, from: Data(json.utf8))) { error in
-            XCTAssertTrue("\(error)".contains("client-level DP"), "\(error)")
+        XCTAssertThrowsError(try JSONDecoder().decode(TrainingPlan.self, from: Data(json.utf8)).validate()) { error in
+            guard case let FederationError.configuration(_, named, _) = error else { return XCTFail("\(error)") }
+            XCTAssertEqual(named, "expected_batch")
         }
         let local = InMemoryFederationTests.plan
         XCTAssertFalse(String(decoding: try JSONEncoder().encode(local), as: UTF8.self).contains("noise_placement"),

@@ -43,7 +43,7 @@ final class RoundEngineTests: XCTestCase {
         _ = e.connect("b", now: t0)
         _ = e.connect("c", now: t0)
         let started = e.requestRounds(1, now: t0)
-        guard case let .beginRound(round, _, cohort)? = started.first else { return XCTFail("no beginRound first: \(started)") }
+        guard case let .beginRound(round, _, cohort, _)? = started.first else { return XCTFail("no beginRound first: \(started)") }
         XCTAssertEqual(round, 1)
         XCTAssertEqual(cohort, ["a", "b", "c"])
         XCTAssertEqual(invites(started), ["a", "b", "c"])

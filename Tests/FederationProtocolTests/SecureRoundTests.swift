@@ -132,7 +132,7 @@ final class SecureRoundTests: XCTestCase {
                     log.append(line)
                 case .invite:
                     XCTFail("a plain invitation in a secure round")
-                case .beginRound, .dismiss, .tellResult:
+                case .beginRound, .chargeFederation, .dismiss, .tellResult:
                     break
                 }
             }

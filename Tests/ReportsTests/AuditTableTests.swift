@@ -96,8 +96,9 @@ final class AuditTableTests: XCTestCase {
                                            "secure_aggregation", "aggregator", "trim_fraction", "update_norm_clip", "max_epsilon", "eval_loss_before", "eval_loss_after",
                                            "eval_loss_standard_error", "eval_loss_released",
                                            "adapter_sha256", "plan", "clients", "started", "finished", "abort_reason",
-                                           "distributed"])
+                                           "distributed", "client_level"])
         XCTAssertTrue(rows[1]["distributed"] is NSNull, "a local round has no distributed noise")
+        XCTAssertTrue(rows[1]["client_level"] is NSNull, "nor a client-level sampling")
         XCTAssertEqual(rows[0]["eval_loss_released"] as? Bool, true)
         XCTAssertEqual(rows[0]["eval_loss_standard_error"] as? Double, records[0].evalLossStandardError)
         XCTAssertNotNil(((rows[0]["clients"] as? [[String: Any]])?.first?["held_out"] as? [String: Any])?["count"])

@@ -19,6 +19,16 @@ enum StateSeeds {
          "targets": ["q_proj", "k_proj", "v_proj", "o_proj"], "privacy_unit": "record"}}, "server_learning_rate": 0.01}
         """
 
+    /// Issue 17: a client-level (DP-FedAvg) coordinator, so that campaigns start inside its checks.
+    static let clientLevelCoordinator = """
+        {"model": "../models/m.gguf", "rounds": {"min_clients": 5, "max_clients": 200, "fraction": 1.0,
+         "aggregation": "fedavg", "secure_aggregation": true, "invite_timeout": 60, "round_timeout": 900,
+         "wait_for_clients": 300, "client_epsilon_budget": 8, "plan": {"steps": 10, "learning_rate": 0.0005,
+         "sampling_rate": 0.05, "noise_multiplier": 1.0, "clip_norm": 0.05, "delta": 1e-5, "max_length": 512, "rank": 8,
+         "alpha": 16, "targets": ["q_proj", "v_proj"], "privacy_unit": "client", "noise_placement": "distributed",
+         "client_sampling_rate": 0.1}}}
+        """
+
     /// The first byte picks the file (`StateFileTargets.Kind`); the files are written by the product's
     /// own writers where it has them.
     static func configuration() throws -> [String: Data] {
@@ -41,6 +51,7 @@ enum StateSeeds {
         return [
             "client.json": kind(.client, Data(client.utf8)),
             "coordinator.json": kind(.coordinator, Data(coordinator.utf8)),
+            "coordinator-client-level.json": kind(.coordinator, Data(clientLevelCoordinator.utf8)),
             "settings.json": kind(.settings, try Data(contentsOf: settingsFile)),
             "ledger.json": kind(.ledger, try Data(contentsOf: ledger.fileURL)),
             "registry.json": kind(.registry, try Data(contentsOf: scratch.appendingPathComponent("clients.json"))),

@@ -9,6 +9,13 @@ enum WireSeeds {
     static let invite = Invite(round: 3, plan: plan, aggregation: "fedavg", secureAggregation: true,
                                adapterSHA256: String(repeating: "ab", count: 32), deadlineSeconds: 60)
 
+    /// Issue 17: an invitation to a client-level (DP-FedAvg) round, so that campaigns start inside its decoding.
+    static let clientLevelInvite = Invite(
+        round: 4, plan: TrainingPlan(steps: 10, learningRate: 0.0005, samplingRate: 0.05, noiseMultiplier: 1.0, clipNorm: 0.05,
+                                     delta: 1e-5, maxLength: 256, rank: 4, alpha: 8, targets: ["q_proj", "v_proj"],
+                                     privacyUnit: .client, noisePlacement: .distributed),
+        aggregation: "fedavg", secureAggregation: true, adapterSHA256: String(repeating: "ab", count: 32), deadlineSeconds: 60)
+
     /// A stream: the step byte, then frames.
     static func stream(_ step: UInt8, _ messages: [any WireMessage]) throws -> Data {
         var bytes: [UInt8] = [step]
@@ -35,6 +42,7 @@ enum WireSeeds {
             update += try TensorSetFrames.frames(round: 3, kind: .update, tensors: tensors)
         }
         return ["coordinator-to-client.bin": try stream(255, coordinator), "client-to-coordinator.bin": try stream(6, client),
+                "coordinator-to-client-client-level.bin": try stream(255, [clientLevelInvite]),
                 "client-update.bin": Data([255] + (try update.flatMap { try $0.encoded() }))]
     }
 

@@ -1,0 +1,48 @@
+import Foundation
+
+/// A client-level DP-FedAvg round as the audit log keeps it (issue 17): the unit, the coordinator's Poisson sample
+/// of its registered clients, the fixed denominator, and the federation's client-level ε after the round's charge.
+/// Every client-level round has one, committed, aborted or skipped: each was charged before its sample was drawn.
+public struct ClientLevelRecord: Codable, Sendable, Equatable {
+    /// Whom ε protects: "client" (one client with all its data).
+    public var unit: String
+    /// N: the registered clients sampled from; how many the sample drew; q.
+    public var population: Int
+    public var sampled: Int
+    public var samplingRate: Double
+    /// z and S: the sum carries N(0, z²S²) (at the threshold's survivors); each update clipped to S.
+    public var noiseMultiplier: Double
+    public var clipNorm: Double
+    /// q·N, the denominator the noised sum was divided by (not the number of survivors).
+    public var expectedCohort: Double
+    /// The federation's client-level ε after this round, at δ, and its budget; the rounds charged so far.
+    public var epsilon: Double
+    public var delta: Double
+    public var epsilonBudget: Double
+    public var roundsCharged: Int
+
+    public init(population: Int, sampled: Int, samplingRate: Double, noiseMultiplier: Double, clipNorm: Double, expectedCohort: Double,
+                epsilon: Double, delta: Double, epsilonBudget: Double, roundsCharged: Int) {
+        unit = "client"
+        self.population = population
+        self.sampled = sampled
+        self.samplingRate = samplingRate
+        self.noiseMultiplier = noiseMultiplier
+        self.clipNorm = clipNorm
+        self.expectedCohort = expectedCohort
+        self.epsilon = epsilon
+        self.delta = delta
+        self.epsilonBudget = epsilonBudget
+        self.roundsCharged = roundsCharged
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case unit, population, sampled, epsilon, delta
+        case samplingRate = "sampling_rate"
+        case noiseMultiplier = "noise_multiplier"
+        case clipNorm = "clip_norm"
+        case expectedCohort = "expected_cohort"
+        case epsilonBudget = "epsilon_budget"
+        case roundsCharged = "rounds_charged"
+    }
+}
