@@ -179,4 +179,18 @@ final class SentencePieceTests: XCTestCase {
         XCTAssertEqual(ids.filter { $0 == 0 }.count, 1, "\(ids)")
         XCTAssertEqual(tokenizer.decode(ids).contains("<unk>"), true)
     }
+
+    /// The fuzz seeds (Tests/Fuzz/Corpus: tokenizer/sentencepiece.json, gguf/llama-spm.bin) reach the
+    /// SentencePiece loaders and the Llama 2 chat layout, rather than stopping at an error.
+    func testFuzzSeedsReachTheSentencePieceLoaders() throws {
+        let corpus = Fixtures.repositoryRoot.appendingPathComponent("Tests/Fuzz/Corpus")
+        let json = try BPETokenizer(tokenizerJSON: corpus.appendingPathComponent("tokenizer/sentencepiece.json"))
+        XCTAssertTrue(json.isSentencePiece)
+        XCTAssertEqual(json.encode("the 12"), [266, 260, 269])
+        let gguf = try BPETokenizer(ggufMetadata: GGUFFile(url: corpus.appendingPathComponent("gguf/llama-spm.bin")).metadata)
+        XCTAssertTrue(gguf.isSentencePiece)
+        XCTAssertEqual(gguf.encode("the 12"), [1, 266, 260, 269])
+        XCTAssertEqual(try gguf.applyChatTemplate([ChatMessage(role: "user", content: "hi")], addGenerationPrompt: true),
+                       "<s>[INST] hi [/INST]")
+    }
 }

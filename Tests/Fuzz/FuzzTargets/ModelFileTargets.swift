@@ -53,9 +53,14 @@ enum ModelFileTargets {
     }
 
     static func exercise(_ tokenizer: BPETokenizer) {
-        for text in ["Patient presents with a persistent cough.", "héllo 123 <|im_start|>\u{0}\u{FFFD}", ""] {
+        for text in ["Patient presents with a persistent cough.", "héllo 123 <|im_start|>\u{0}\u{FFFD}", "", " the  12 <s>"] {
             let ids = tokenizer.encode(text)
             _ = tokenizer.decode(ids)
         }
+        // The chat template the file carries: recognised (or refused) and rendered, as `chat` would.
+        let messages = [ChatMessage(role: "system", content: "Be brief."), ChatMessage(role: "user", content: " hi <|im_end|>"),
+                        ChatMessage(role: "assistant", content: "Hello.")]
+        _ = try? tokenizer.encodeChat(messages)
+        _ = try? tokenizer.applyChatTemplate(Array(messages.dropLast()), addGenerationPrompt: true)
     }
 }
