@@ -270,15 +270,24 @@ public final class BPETokenizer: @unchecked Sendable {
         return ids
     }
 
-    /// Appends the ids of `text` (never BOS) to `ids`.
-    func appendEncoded(_ text: String, parseSpecialTokens: Bool, into ids: inout [Int]) {
+    /// Ids of `text` as it tokenizes after other text: no BOS, no SentencePiece dummy prefix at its start
+    /// (a completion after its prompt), special-token text kept as plain text.
+    public func encodeContinuation(_ text: String) -> [Int] {
+        var ids: [Int] = []
+        appendEncoded(text, parseSpecialTokens: false, into: &ids, continuing: true)
+        return ids
+    }
+
+    /// Appends the ids of `text` (never BOS) to `ids`; `continuing` leaves out the dummy prefix at its start.
+    func appendEncoded(_ text: String, parseSpecialTokens: Bool, into ids: inout [Int], continuing: Bool = false) {
         // NFC over the whole text, special tokens included: HF normalises the pieces between them, which is
         // the same unless a combining mark directly follows a special token.
         var utf8 = Array((normalizesToNFC ? text.precomposedStringWithCanonicalMapping : text).utf8)
         ids.reserveCapacity(ids.count + utf8.count / 3)
         var noEnds: [Int]? = nil
         utf8.withUnsafeBufferPointer { bytes in
-            appendEncoded(bytes, parseControlAt: { _ in parseSpecialTokens }, into: &ids, tokenEnds: &noEnds)
+            appendEncoded(bytes, parseControlAt: { _ in parseSpecialTokens }, into: &ids, tokenEnds: &noEnds,
+                          continuing: continuing)
         }
         utf8.removeAll()
     }
@@ -293,7 +302,7 @@ public final class BPETokenizer: @unchecked Sendable {
     }
 
     private func appendEncoded(_ bytes: UnsafeBufferPointer<UInt8>, parseControlAt: (Int) -> Bool,
-                               into ids: inout [Int], tokenEnds: inout [Int]?) {
+                               into ids: inout [Int], tokenEnds: inout [Int]?, continuing: Bool = false) {
         var splitter = WordSplitter()
         var ends: [Int] = []
         var textStart = 0
@@ -301,7 +310,8 @@ public final class BPETokenizer: @unchecked Sendable {
         while i < bytes.count {
             if !specialsByFirstByte[Int(bytes[i])].isEmpty,
                let (id, length) = specialToken(at: i, in: bytes, parseControl: parseControlAt(i)) {
-                appendText(bytes, textStart..<i, splitter: &splitter, ends: &ends, into: &ids, tokenEnds: &tokenEnds)
+                appendText(bytes, textStart..<i, splitter: &splitter, ends: &ends, into: &ids, tokenEnds: &tokenEnds,
+                           prefix: !(continuing && textStart == 0))
                 ids.append(id)
                 tokenEnds?.append(i + length)
                 i += length
@@ -310,7 +320,8 @@ public final class BPETokenizer: @unchecked Sendable {
                 i += 1
             }
         }
-        appendText(bytes, textStart..<bytes.count, splitter: &splitter, ends: &ends, into: &ids, tokenEnds: &tokenEnds)
+        appendText(bytes, textStart..<bytes.count, splitter: &splitter, ends: &ends, into: &ids, tokenEnds: &tokenEnds,
+                   prefix: !(continuing && textStart == 0))
     }
 
     /// Longest special token starting at byte `i`, as (id, byte length).
@@ -330,12 +341,14 @@ public final class BPETokenizer: @unchecked Sendable {
 
     /// Encodes text without special tokens: pre-tokenizer words, then BPE per word (SentencePiece: the whole
     /// piece of text at once, with its dummy prefix).
-    /// With `tokenEnds`, each token's end offset in `bytes` is appended to it.
+    /// With `tokenEnds`, each token's end offset in `bytes` is appended to it; `prefix` false leaves out the
+    /// SentencePiece dummy prefix.
     private func appendText(_ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>, splitter: inout WordSplitter,
-                            ends: inout [Int], into ids: inout [Int], tokenEnds: inout [Int]?) {
+                            ends: inout [Int], into ids: inout [Int], tokenEnds: inout [Int]?, prefix: Bool) {
         if range.isEmpty { return }
         if let sentencePiece {
-            sentencePiece.encode(bytes, range, prefix: sentencePiece.addSpacePrefix, into: &ids, tokenEnds: &tokenEnds)
+            sentencePiece.encode(bytes, range, prefix: prefix && sentencePiece.addSpacePrefix, into: &ids,
+                                 tokenEnds: &tokenEnds)
             return
         }
         splitter.load(bytes, range)
