@@ -213,7 +213,7 @@ extension BPETokenizer {
     }
 
     /// BOS, EOS, `add_bos_token` and the chat template from `tokenizer_config.json` beside `url`, when present.
-    private static func tokenizerConfig(beside url: URL, tokens: [String]) throws
+    static func tokenizerConfig(beside url: URL, tokens: [String]) throws
         -> (bos: Int?, eos: Int?, addBOS: Bool, template: String?)
     {
         var bos: Int? = nil, eos: Int? = nil, addBOS = false, template: String? = nil

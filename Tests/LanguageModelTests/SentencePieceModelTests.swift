@@ -40,4 +40,19 @@ final class SentencePieceModelTests: XCTestCase {
         }
         XCTAssertGreaterThanOrEqual(int8Compared, 8)
     }
+
+    /// An HF directory whose tokenizer is a sentencepiece tokenizer.model alone loads it.
+    func testAnHFDirectoryWithOnlyATokenizerModelLoadsIt() throws {
+        let directory = try Fixtures.temporaryDirectory("spm-hf")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        for name in ["tiny-llama/config.json", "tiny-llama/model.safetensors", "tiny-llama-spm/tokenizer.model",
+                     "tiny-llama-spm/tokenizer_config.json"] {
+            try FileManager.default.copyItem(at: Fixtures.url(name),
+                                             to: directory.appendingPathComponent(URL(fileURLWithPath: name).lastPathComponent))
+        }
+        let loaded = try ModelLoader.load(path: directory.path, threads: 1)
+        let tokenizer = try XCTUnwrap(loaded.tokenizer)
+        XCTAssertTrue(tokenizer.isSentencePiece)
+        XCTAssertEqual(tokenizer.encode("Hello world"), [1, 345, 402, 332, 338, 280, 274, 356, 354])
+    }
 }

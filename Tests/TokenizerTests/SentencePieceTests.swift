@@ -67,6 +67,38 @@ final class SentencePieceTests: XCTestCase {
         try check(try Self.fromTokenizerJSON(), source: "tokenizer.json")
     }
 
+    /// sentencepiece's own file: its ModelProto read field by field (tokenizer_config.json beside it).
+    func testTokenizerModelGivesHFAndSentencePieceIds() throws {
+        try check(try BPETokenizer(sentencePieceModel: Fixtures.url("tiny-llama-spm/tokenizer.model")), source: "tokenizer.model")
+    }
+
+    func testMalformedOrUnsupportedTokenizerModelsAreRefusedByName() throws {
+        let directory = try Fixtures.temporaryDirectory("spm-model")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let original = try Data(contentsOf: Fixtures.url("tiny-llama-spm/tokenizer.model"))
+        // One piece "a" (score 0, normal), then a trainer spec and a normaliser spec.
+        let piece: [UInt8] = [0x0A, 0x0A, 0x0A, 0x01, 0x61, 0x15, 0, 0, 0, 0, 0x18, 0x01]
+        let cases: [([UInt8], String)] = [
+            (Array(original.prefix(1000)), "runs past the end"),
+            (piece + [0x12, 0x02, 0x18, 0x01, 0x1A, 0x02, 0x20, 0x00], "trainer_spec.model_type unigram (only BPE, 2) is not supported"),
+            (piece + [0x12, 0x02, 0x18, 0x02], "normalizer_spec.remove_extra_whitespaces = true is not supported"),
+            (piece + [0x12, 0x02, 0x18, 0x02, 0x1A, 0x06, 0x0A, 0x04] + Array("nfkc".utf8), "normalizer_spec.name \"nfkc\""),
+            ([0x08] + [UInt8](repeating: 0xFF, count: 11), "a varint is longer"),
+            ([0x0A, 0x7F, 0x00], "a field of 127 bytes runs past the end"),
+            ([0x0B], "wire type 3 is not supported"),
+            ([0x0A, 0x02, 0x0A, 0x01, 0xFF], "runs past the end"),
+            ([0x0A, 0x03, 0x0A, 0x01, 0xFF], "a string is not UTF-8"),
+            ([], "has 0 pieces"),
+        ]
+        for (i, (bytes, expected)) in cases.enumerated() {
+            let file = directory.appendingPathComponent("case\(i).model")
+            try Data(bytes).write(to: file)
+            XCTAssertThrowsError(try BPETokenizer(sentencePieceModel: file), "case \(i)") {
+                XCTAssertTrue("\($0)".contains(expected) && "\($0)".contains("case\(i).model"), "case \(i): \($0)")
+            }
+        }
+    }
+
     /// Positive control for the comparisons above: the same vocabulary with its scores reversed, or without
     /// the dummy prefix, must give other ids on the reference texts.
     func testTheReferenceTellsScoresAndPrefixApart() throws {
@@ -180,13 +212,15 @@ final class SentencePieceTests: XCTestCase {
         XCTAssertEqual(tokenizer.decode(ids).contains("<unk>"), true)
     }
 
-    /// The fuzz seeds (Tests/Fuzz/Corpus: tokenizer/sentencepiece.json, gguf/llama-spm.bin) reach the
+    /// The fuzz seeds (Tests/Fuzz/Corpus: tokenizer/sentencepiece.json and .model, gguf/llama-spm.bin) reach the
     /// SentencePiece loaders and the Llama 2 chat layout, rather than stopping at an error.
     func testFuzzSeedsReachTheSentencePieceLoaders() throws {
         let corpus = Fixtures.repositoryRoot.appendingPathComponent("Tests/Fuzz/Corpus")
         let json = try BPETokenizer(tokenizerJSON: corpus.appendingPathComponent("tokenizer/sentencepiece.json"))
         XCTAssertTrue(json.isSentencePiece)
         XCTAssertEqual(json.encode("the 12"), [266, 260, 269])
+        let model = try BPETokenizer(sentencePieceModel: corpus.appendingPathComponent("tokenizer/sentencepiece.model"))
+        XCTAssertEqual(model.encode("the 12"), [1, 266, 260, 269])
         let gguf = try BPETokenizer(ggufMetadata: GGUFFile(url: corpus.appendingPathComponent("gguf/llama-spm.bin")).metadata)
         XCTAssertTrue(gguf.isSentencePiece)
         XCTAssertEqual(gguf.encode("the 12"), [1, 266, 260, 269])

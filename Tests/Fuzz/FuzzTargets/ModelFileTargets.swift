@@ -28,8 +28,16 @@ enum ModelFileTargets {
         }
     }
 
-    /// `tokenizer.json`, then encoding and decoding a few strings with what it built.
+    /// `tokenizer.json` (or a sentencepiece `tokenizer.model`), then encoding and decoding a few strings and
+    /// rendering a chat with what it built.
     static func tokenizer(_ data: Data) throws {
+        // Input that does not start like JSON is read as a sentencepiece tokenizer.model (protobuf), the other
+        // tokenizer file an HF directory holds.
+        if data.first(where: { !" \t\r\n".utf8.contains($0) }) != UInt8(ascii: "{") {
+            let model = try Scratch.shared.write(data, as: "tokenizer.model", in: "tokenizer")
+            exercise(try BPETokenizer(sentencePieceModel: model))
+            return
+        }
         let url = try Scratch.shared.write(data, as: "tokenizer.json", in: "tokenizer")
         exercise(try BPETokenizer(tokenizerJSON: url))
     }

@@ -76,6 +76,29 @@ enum ModelSeeds {
     static let sentencePieces = ["<unk>", "<s>", "</s>", "<tool>"] + (0..<256).map { String(format: "<0x%02X>", $0) }
         + ["\u{2581}", "t", "h", "e", "\u{2581}t", "he", "\u{2581}the", "1", "2", "12"]
 
+    /// The seed pieces as a sentencepiece `tokenizer.model` (ModelProto in protobuf wire format): pieces with
+    /// scores and types, a BPE trainer spec with byte fallback, an identity normaliser with the dummy prefix.
+    static func sentencePieceModel() -> Data {
+        func varint(_ value: UInt64) -> [UInt8] {
+            var value = value, out: [UInt8] = []
+            repeat {
+                out.append(UInt8(value & 0x7F) | (value > 0x7F ? 0x80 : 0))
+                value >>= 7
+            } while value > 0
+            return out
+        }
+        func field(_ number: Int, _ payload: [UInt8]) -> [UInt8] { varint(UInt64(number << 3 | 2)) + varint(UInt64(payload.count)) + payload }
+        var out: [UInt8] = []
+        for (i, piece) in sentencePieces.enumerated() {
+            let score = Float(i < 260 ? 0 : -i), type = i == 0 ? 2 : i < 3 ? 3 : i == 3 ? 4 : i < 260 ? 6 : 1
+            out += field(1, field(1, Array(piece.utf8)) + [0x15] + withUnsafeBytes(of: score.bitPattern.littleEndian, Array.init)
+                         + [0x18] + varint(UInt64(type)))
+        }
+        out += field(2, [0x18, 0x02, 0x98, 0x02, 0x01])   // model_type BPE (3), byte_fallback (35)
+        out += field(3, field(1, Array("identity".utf8)) + [0x18, 0x01, 0x20, 0x00])   // dummy prefix, whitespace kept
+        return Data(out)
+    }
+
     /// A model with a SentencePiece vocabulary (GGUF `tokenizer.ggml.model = llama`) and a Llama 2 chat template.
     static func sentencePiece() throws -> GGUFWriter {
         var model = try weights()
@@ -158,7 +181,8 @@ enum ModelSeeds {
         ]
         return ["gpt2.json": try file(byteLevel, merges: ["Ġ t", "h e", "Ġt he", "c a", "ca t", "Ġ ca", "1 2"]),
                 "smollm-pairs.json": try file(sequence, merges: [["Ġ", "t"], ["h", "e"], ["Ġt", "he"], ["c", "a"], ["1", "2"]]),
-                "sentencepiece.json": try JSONSerialization.data(withJSONObject: spm, options: [.sortedKeys])]
+                "sentencepiece.json": try JSONSerialization.data(withJSONObject: spm, options: [.sortedKeys]),
+                "sentencepiece.model": sentencePieceModel()]
     }
 
     static let hfConfig = """
