@@ -3,6 +3,7 @@ import Kernels
 import TestSupport
 import XCTest
 @testable import LanguageModel
+@testable import Tokenizer
 
 /// A Llama GGUF with a SentencePiece vocabulary (Tests/Fixtures/tiny-llama-spm, written by llama.cpp's
 /// converter from a tiny random Llama and a trained sentencepiece model) loads with that tokenizer and
@@ -54,5 +55,34 @@ final class SentencePieceModelTests: XCTestCase {
         let tokenizer = try XCTUnwrap(loaded.tokenizer)
         XCTAssertTrue(tokenizer.isSentencePiece)
         XCTAssertEqual(tokenizer.encode("Hello world"), [1, 345, 402, 332, 338, 280, 274, 356, 354])
+    }
+
+    /// llama.cpp's own reading of the same GGUF vocabulary (Reference/make_spm_llamacpp_reference.py):
+    /// its ids with special tokens parsed and not, and its detokenized text, which keeps the dummy prefix's
+    /// space as ours does (it drops control and unknown tokens' text, so those cases are left out there).
+    func testLlamaCppReadsTheGGUFVocabularyAsWeDo() throws {
+        let url = Fixtures.repositoryRoot.appendingPathComponent(
+            "Tests/LanguageModelTests/Reference/tiny-llama-spm/llama-cpp.json")
+        let reference = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+        let cases = try XCTUnwrap(reference["cases"] as? [[String: Any]])
+        let hf = try XCTUnwrap(Fixtures.json("tiny-llama-spm/reference.json")["cases"] as? [[String: Any]])
+        let loaded = try ModelLoader.load(path: Fixtures.url("tiny-llama-spm/model.gguf.bin").path, threads: 1)
+        let tokenizer = try XCTUnwrap(loaded.tokenizer)
+        var decoded = 0
+        for (item, hfItem) in zip(cases, hf) {
+            let text = item["text"] as! String
+            for (parse, key) in [(true, "ids"), (false, "ids_plain")] {
+                var ids: [Int] = []
+                tokenizer.appendEncoded(text, parseSpecialTokens: parse, into: &ids)
+                XCTAssertEqual(ids, item[key] as! [Int], "\(text.debugDescription), special tokens parsed: \(parse)")
+            }
+            let hfIds = hfItem["hf_ids"] as! [Int]
+            if !hfIds.contains(where: { [.control, .unknown].contains(tokenizer.tokenTypes[$0]) }) {
+                XCTAssertEqual(tokenizer.decode(hfIds), item["detokenized_hf_ids"] as! String, text.debugDescription)
+                decoded += 1
+            }
+        }
+        XCTAssertEqual(cases.count, 33)
+        XCTAssertEqual(decoded, 30)
     }
 }
