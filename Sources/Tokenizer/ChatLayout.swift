@@ -15,8 +15,8 @@ struct ChatSegment: Equatable {
 /// name, and so is a conversation the template itself would reject (its `raise_exception`).
 enum ChatLayout {
     case chatML(ChatMLTemplate)
-    /// `knowledgeDate`/`todayDate`: the dated system block of Llama 3.1/3.2 (nil: Llama 3's plain layout);
-    /// `todayDate` nil means the day of rendering (3.2's `strftime_now("%d %b %Y")`).
+    /// `dated`: Llama 3.1/3.2's system block, written always, with `knowledgeDate` and `defaultDate` (3.1's
+    /// literal default) or, when that is nil, the day of rendering (3.2's `strftime_now("%d %b %Y")`).
     case llama3(dated: Bool, knowledgeDate: String, defaultDate: String?)
     case gemma(bos: Bool)
     case phi3
@@ -244,10 +244,11 @@ enum ChatLayout {
                 content = prefix + content
             }
             // `content.strip()` of the whole: the system block starts it, so only the end can lose white space
-            // unless the block is absent.
-            let stripped = strip(content)
-            let body = prefix.isEmpty ? stripped : String(stripped.dropFirst(min(prefix.count, stripped.count)))
-            let systemText = prefix.isEmpty ? "" : String(stripped.prefix(prefix.count))
+            // unless the block is absent. Cut in scalars, which a concatenation never merges.
+            let stripped = strip(content).unicodeScalars
+            let cut = min(prefix.unicodeScalars.count, stripped.count)
+            let body = String(String.UnicodeScalarView(stripped.dropFirst(cut)))
+            let systemText = String(String.UnicodeScalarView(stripped.prefix(cut)))
             if message.role == "user" {
                 out += [ChatSegment(text: bos + "[INST] ", kind: .markup)]
                 if !systemText.isEmpty { out.append(ChatSegment(text: systemText, kind: .content(assistant: false))) }
