@@ -66,7 +66,8 @@ $(MODEL):
 
 # The tests' reference data, from other people's code only (Tests/Fixtures/generate.py says what and how); the
 # outputs are committed, so `make test` never needs this. The Python packages are installed only when missing.
-FIXTURE_PYPKGS   := torch transformers peft safetensors gguf scipy dp-accounting==0.6.0 prv-accountant==0.2.0
+FIXTURE_PYPKGS   := torch transformers peft safetensors gguf scipy dp-accounting==0.6.0 prv-accountant==0.2.0 \
+                    sentencepiece protobuf
 FIXTURE_SECTIONS ?=
 # llama.cpp's converter (convert_hf_to_gguf.py) for the tiny Qwen GGUFs: the source that the llama-cpp-python
 # sdist vendors, unpacked once into .build; LLAMA_CPP=DIR uses another llama.cpp source folder.
@@ -76,7 +77,7 @@ LLAMA_CPP        ?= $(abspath .build/llama_cpp_python/vendor/llama.cpp)
 LLAMA_QUANTIZE   ?= $(abspath .build/llama-quantize/bin/llama-quantize)
 
 fixtures: model
-	@python3 -c "import torch, transformers, peft, safetensors, gguf, scipy, dp_accounting, prv_accountant" 2>/dev/null \
+	@python3 -c "import torch, transformers, peft, safetensors, gguf, scipy, dp_accounting, prv_accountant, sentencepiece, google.protobuf" 2>/dev/null \
 	  || python3 -m pip install --quiet $(FIXTURE_PYPKGS)
 	@if [ ! -f $(LLAMA_CPP)/convert_hf_to_gguf.py ]; then \
 	  rm -rf .build/llama-cpp-sdist .build/llama_cpp_python && mkdir -p .build/llama-cpp-sdist && \

@@ -208,7 +208,8 @@ public enum Dataset {
             }
             let tokenizer = try needTokenizer()
             let promptIds = tokenizer.encode(prompt)
-            var completionIds = tokenizer.encode(completion, parseSpecialTokens: false)
+            // The completion continues the prompt: no BOS or SentencePiece dummy prefix of its own.
+            var completionIds = tokenizer.encodeContinuation(completion)
             if let eos = tokenizer.eosTokenId { completionIds.append(eos) }
             return TokenizedExample(ids: promptIds + completionIds,
                                     labels: [Int](repeating: -100, count: promptIds.count) + completionIds,

@@ -160,16 +160,8 @@ public enum ModelExporter {
 
     static func weightFormat(_ type: TensorType) -> WeightFormat { ModelLoader.weightFormat(type) }
 
-    /// GGUF tokenizer metadata (gpt2-style BPE) from a tokenizer loaded elsewhere (HF tokenizer.json).
+    /// GGUF tokenizer metadata from a tokenizer loaded elsewhere (HF tokenizer.json): byte-level or SentencePiece.
     static func setTokenizer(_ tokenizer: BPETokenizer, on writer: inout GGUFWriter) {
-        writer.set("tokenizer.ggml.model", .string("gpt2"))
-        writer.set("tokenizer.ggml.pre", .string(tokenizer.preTokenizer.rawValue))
-        writer.set("tokenizer.ggml.tokens", .array(tokenizer.tokens.map { .string($0) }))
-        writer.set("tokenizer.ggml.token_type", .array(tokenizer.tokenTypes.map { .int32(Int32($0.rawValue)) }))
-        writer.set("tokenizer.ggml.merges", .array(tokenizer.mergeRules.map { .string($0) }))
-        if let bos = tokenizer.bosTokenId { writer.set("tokenizer.ggml.bos_token_id", .uint32(UInt32(bos))) }
-        if let eos = tokenizer.eosTokenId { writer.set("tokenizer.ggml.eos_token_id", .uint32(UInt32(eos))) }
-        writer.set("tokenizer.ggml.add_bos_token", .bool(tokenizer.addBOS))
-        if let template = tokenizer.chatTemplate { writer.set("tokenizer.chat_template", .string(template)) }
+        for (key, value) in tokenizer.ggufMetadata { writer.set(key, value) }
     }
 }

@@ -6,7 +6,7 @@ import Tokenizer
 /// A model ready to run: weights, tokenizer, and where they came from.
 public struct LoadedModel: @unchecked Sendable {
     public let model: LlamaModel
-    /// nil for an HF directory without `tokenizer.json`, or a GGUF without `tokenizer.ggml.model` (such as
+    /// nil for an HF directory without `tokenizer.json` or `tokenizer.model`, or a GGUF without `tokenizer.ggml.model` (such as
     /// `quantize` writes from that directory): pre-tokenized data still works.
     public let tokenizer: BPETokenizer?
     /// The GGUF file, when the model came from one (metadata is needed to re-export it).
@@ -39,8 +39,12 @@ public enum ModelLoader {
         if isDirectory.boolValue {
             let weights = try loadHFDirectory(url)
             let tokenizerURL = url.appendingPathComponent("tokenizer.json")
+            let sentencePieceURL = url.appendingPathComponent("tokenizer.model")
+            // tokenizer.json first (HF's own); a sentencepiece tokenizer.model alone serves as well.
             let tokenizer = FileManager.default.fileExists(atPath: tokenizerURL.path)
-                ? try BPETokenizer(tokenizerJSON: tokenizerURL) : nil
+                ? try BPETokenizer(tokenizerJSON: tokenizerURL)
+                : FileManager.default.fileExists(atPath: sentencePieceURL.path)
+                ? try BPETokenizer(sentencePieceModel: sentencePieceURL) : nil
             return LoadedModel(model: LlamaModel(weights: weights, pool: pool), tokenizer: tokenizer, gguf: nil)
         }
         let file = try GGUFFile(url: url)

@@ -4,70 +4,49 @@ import ModelFormats
 extension BPETokenizer {
     /// Builds the tokenizer from GGUF metadata (`tokenizer.ggml.*` keys, as written by llama.cpp's converter).
     ///
-    /// Requires `tokenizer.ggml.model` = "gpt2", `tokenizer.ggml.tokens` and `tokenizer.ggml.merges`;
-    /// reads `token_type`, `pre` (default "default" = GPT-2 pattern), `bos_token_id`, `eos_token_id`,
-    /// `add_bos_token` (default false) and `tokenizer.chat_template` when present.
+    /// `tokenizer.ggml.model` "gpt2" (byte-level BPE) requires `tokens` and `merges` and reads `token_type`,
+    /// `pre` (default "default" = GPT-2 pattern) and `add_bos_token` (default false); "llama" (SentencePiece
+    /// BPE) requires `tokens`, `scores` and `token_type` and reads `add_space_prefix` and `add_bos_token`
+    /// (both default true, BOS 1 and EOS 2 by default, as llama.cpp has them). Both read `bos_token_id`,
+    /// `eos_token_id` and `tokenizer.chat_template` when present.
     public convenience init(ggufMetadata metadata: [String: GGUFValue]) throws {
-        func key(_ name: String) -> String { "tokenizer.ggml.\(name)" }
-        func stringArray(_ name: String) throws -> [String] {
-            guard let value = metadata[name] else { throw TokenizerError("GGUF metadata has no \(name)") }
-            guard let array = value.arrayValue else { throw TokenizerError("GGUF \(name) is not an array") }
-            var out: [String] = []
-            out.reserveCapacity(array.count)
-            for (i, element) in array.enumerated() {
-                guard let s = element.stringValue else { throw TokenizerError("GGUF \(name)[\(i)] is not a string") }
-                out.append(s)
-            }
-            return out
-        }
-        func optionalInt(_ name: String) throws -> Int? {
-            guard let value = metadata[name] else { return nil }
-            guard let int = value.intValue else { throw TokenizerError("GGUF \(name) is not an integer") }
-            return int
-        }
-
-        guard let modelValue = metadata[key("model")] else { throw TokenizerError("GGUF metadata has no \(key("model"))") }
-        guard let model = modelValue.stringValue else { throw TokenizerError("GGUF \(key("model")) is not a string") }
-        guard model == "gpt2" else {
-            throw TokenizerError("GGUF \(key("model")) is \"\(model)\"; only \"gpt2\" (byte-level BPE) is supported")
-        }
-        let tokens = try stringArray(key("tokens"))
-        let merges = try stringArray(key("merges"))
-        var types: [Int]? = nil
-        if let value = metadata[key("token_type")] {
-            guard let array = value.arrayValue else { throw TokenizerError("GGUF \(key("token_type")) is not an array") }
-            types = try array.enumerated().map { i, element in
-                guard let t = element.intValue else {
-                    throw TokenizerError("GGUF \(key("token_type"))[\(i)] is not an integer")
-                }
-                return t
-            }
-        }
-        var preTokenizer = PreTokenizer.gpt2
-        if let value = metadata[key("pre")] {
-            guard let name = value.stringValue else { throw TokenizerError("GGUF \(key("pre")) is not a string") }
-            guard let pre = PreTokenizer(ggufName: name) else {
-                throw TokenizerError("GGUF \(key("pre")) is \"\(name)\", a pre-tokenizer not implemented here "
-                                     + "(supported: smollm, gpt2, llama-bpe, qwen2 and their llama.cpp aliases)")
-            }
-            preTokenizer = pre
-        }
-        var addBOS = false
-        if let value = metadata[key("add_bos_token")] {
-            guard let flag = value.boolValue else { throw TokenizerError("GGUF \(key("add_bos_token")) is not a bool") }
-            addBOS = flag
-        }
-        var template: String? = nil
-        if let value = metadata["tokenizer.chat_template"] {
-            guard let text = value.stringValue else { throw TokenizerError("GGUF tokenizer.chat_template is not a string") }
-            template = text
-        }
+        let keys = GGUFTokenizerKeys(metadata: metadata)
+        let model = try keys.string("model")
+        let tokens = try keys.strings("tokens")
+        let types = try keys.integers("token_type", required: model == "llama")
+        let template = try keys.chatTemplate()
         do {
-            try self.init(tokens: tokens, merges: merges, tokenTypes: types, preTokenizer: preTokenizer,
-                          bosTokenId: try optionalInt(key("bos_token_id")),
-                          eosTokenId: try optionalInt(key("eos_token_id")),
-                          addBOS: addBOS, chatTemplate: template)
-        } catch let error as TokenizerError {
+            switch model {
+            case "gpt2":
+                var preTokenizer = PreTokenizer.gpt2
+                if let name = try keys.optionalString("pre") {
+                    guard let pre = PreTokenizer(ggufName: name) else {
+                        throw TokenizerError("GGUF \(GGUFTokenizerKeys.key("pre")) is \"\(name)\", a pre-tokenizer not implemented "
+                                             + "here (supported: smollm, gpt2, llama-bpe, qwen2 and their llama.cpp aliases)")
+                    }
+                    preTokenizer = pre
+                }
+                try self.init(tokens: tokens, merges: try keys.strings("merges"), tokenTypes: types,
+                              preTokenizer: preTokenizer, bosTokenId: try keys.optionalInt("bos_token_id"),
+                              eosTokenId: try keys.optionalInt("eos_token_id"),
+                              addBOS: try keys.optionalBool("add_bos_token") ?? false, chatTemplate: template)
+            case "llama":
+                let scores = try keys.floats("scores")
+                for flag in ["remove_extra_whitespaces", "add_eos_token"] where try keys.optionalBool(flag) == true {
+                    throw TokenizerError("GGUF \(GGUFTokenizerKeys.key(flag)) = true is not supported")
+                }
+                let options = SentencePieceOptions(scores: scores, addSpacePrefix: try keys.optionalBool("add_space_prefix") ?? true,
+                                                   byteFallback: types?.contains(TokenType.byte.rawValue) ?? false)
+                try self.init(tokens: tokens, mergePairs: [], tokenTypes: types, preTokenizer: .gpt2,
+                              bosTokenId: try keys.optionalInt("bos_token_id") ?? 1,
+                              eosTokenId: try keys.optionalInt("eos_token_id") ?? 2,
+                              addBOS: try keys.optionalBool("add_bos_token") ?? true, chatTemplate: template,
+                              sentencePiece: options)
+            default:
+                throw TokenizerError("GGUF \(GGUFTokenizerKeys.key("model")) is \"\(model)\"; supported: \"gpt2\" (byte-level BPE) "
+                                     + "and \"llama\" (SentencePiece BPE)")
+            }
+        } catch let error as TokenizerError where !error.message.hasPrefix("GGUF ") {
             throw TokenizerError("GGUF tokenizer.ggml.*: \(error.message)")
         }
     }
@@ -79,6 +58,10 @@ extension BPETokenizer {
     /// (`special: true`) or user-defined tokens; honours `model.ignore_merges`. Pre-tokenizers: `ByteLevel`
     /// (GPT-2 pattern), `Sequence[Digits(individual_digits), ByteLevel]` (SmolLM) or
     /// `Sequence[Split(Llama 3 pattern), ByteLevel]`; anything else is refused by name.
+    /// SentencePiece-style files (Llama 2, TinyLlama, Mistral, Gemma, Phi-3, as transformers' converter writes
+    /// them): no pre-tokenizer and a normaliser `Sequence[Prepend("▁"), Replace(" ", "▁")]` (dummy prefix) or
+    /// `Replace(" ", "▁")` alone; `model.byte_fallback` and `model.unk_token` are honoured. A `Metaspace`
+    /// pre-tokenizer (which prepends "▁" only where the text does not start with one) is refused by name.
     public convenience init(tokenizerJSON url: URL) throws {
         let file = url.lastPathComponent
         let data: Data
@@ -101,8 +84,20 @@ extension BPETokenizer {
         guard let vocab = model["vocab"] as? [String: Any] else { throw TokenizerError("\(file) has no model.vocab object") }
         guard let rawMerges = model["merges"] as? [Any] else { throw TokenizerError("\(file) has no model.merges array") }
 
-        let (tokens, types) = try Self.vocabulary(model: vocab, addedTokens: root["added_tokens"], file: file)
+        var (tokens, types) = try Self.vocabulary(model: vocab, addedTokens: root["added_tokens"], file: file)
         let pairs = try Self.mergePairs(rawMerges, file: file)
+        if let options = try Self.sentencePieceStyle(root, model: model, file: file) {
+            Self.markSentencePieceTypes(tokens, &types, model: model, byteFallback: options.byteFallback)
+            let (bos, eos, addBOS, template) = try Self.tokenizerConfig(beside: url, tokens: tokens)
+            do {
+                try self.init(tokens: tokens, mergePairs: pairs, tokenTypes: types, preTokenizer: .gpt2,
+                              bosTokenId: bos, eosTokenId: eos, addBOS: addBOS && bos != nil, chatTemplate: template,
+                              sentencePiece: options)
+            } catch let error as TokenizerError {
+                throw TokenizerError("\(file): \(error.message)")
+            }
+            return
+        }
         let preTokenizer = try Self.preTokenizer(from: root["pre_tokenizer"], file: file)
         let nfc = try Self.normalizesToNFC(root["normalizer"], file: file)
         let (bos, eos, addBOS, template) = try Self.tokenizerConfig(beside: url, tokens: tokens)
@@ -147,6 +142,58 @@ extension BPETokenizer {
         return (tokens, types)
     }
 
+    /// The SentencePiece options of a `tokenizer.json` whose spaces are "▁", or nil for a byte-level one.
+    private static func sentencePieceStyle(_ root: [String: Any], model: [String: Any], file: String) throws
+        -> SentencePieceOptions?
+    {
+        func isReplaceSpace(_ step: [String: Any]) -> Bool {
+            step["type"] as? String == "Replace" && (step["pattern"] as? [String: Any])?["String"] as? String == " "
+                && step["content"] as? String == "\u{2581}"
+        }
+        let preType = (root["pre_tokenizer"] as? [String: Any])?["type"] as? String
+        if preType == "Metaspace" {
+            throw TokenizerError("\(file) pre_tokenizer Metaspace is not supported (only the SentencePiece normaliser "
+                                 + "Sequence[Prepend(\"\u{2581}\"), Replace(\" \", \"\u{2581}\")] or Replace alone)")
+        }
+        guard let normalizer = root["normalizer"] as? [String: Any] else { return nil }
+        let steps = normalizer["type"] as? String == "Sequence"
+            ? (normalizer["normalizers"] as? [[String: Any]] ?? []) : [normalizer]
+        let prefix: Bool
+        if steps.count == 2, steps[0]["type"] as? String == "Prepend", steps[0]["prepend"] as? String == "\u{2581}",
+           isReplaceSpace(steps[1]) {
+            prefix = true
+        } else if steps.count == 1, isReplaceSpace(steps[0]) {
+            prefix = false
+        } else {
+            return nil
+        }
+        if let preType { throw TokenizerError("\(file) pre_tokenizer \(preType) beside a SentencePiece normaliser is not supported") }
+        if model["ignore_merges"] as? Bool == true {
+            throw TokenizerError("\(file) model.ignore_merges = true is not supported for a SentencePiece vocabulary")
+        }
+        if let dropout = model["dropout"], !(dropout is NSNull) {
+            throw TokenizerError("\(file) model.dropout is not supported")
+        }
+        for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
+            if let affix = model[key] as? String, !affix.isEmpty { throw TokenizerError("\(file) model.\(key) is not supported") }
+        }
+        return SentencePieceOptions(scores: nil, addSpacePrefix: prefix, byteFallback: model["byte_fallback"] as? Bool ?? false)
+    }
+
+    /// Gives a SentencePiece vocabulary's `<0xAB>` pieces the byte type (with byte fallback) and `model.unk_token`
+    /// the unknown type, unless `added_tokens` typed them already.
+    private static func markSentencePieceTypes(_ tokens: [String], _ types: inout [Int], model: [String: Any],
+                                               byteFallback: Bool) {
+        let unknown = model["unk_token"] as? String
+        for (id, text) in tokens.enumerated() where types[id] == TokenType.normal.rawValue {
+            if byteFallback, SentencePieceModel.byteValue(text) != nil {
+                types[id] = TokenType.byte.rawValue
+            } else if text == unknown {
+                types[id] = TokenType.unknown.rawValue
+            }
+        }
+    }
+
     /// `model.merges` as pairs, from `"a b"` strings or `["a", "b"]` arrays.
     private static func mergePairs(_ rawMerges: [Any], file: String) throws -> [(String, String)] {
         var pairs: [(String, String)] = []
@@ -166,7 +213,7 @@ extension BPETokenizer {
     }
 
     /// BOS, EOS, `add_bos_token` and the chat template from `tokenizer_config.json` beside `url`, when present.
-    private static func tokenizerConfig(beside url: URL, tokens: [String]) throws
+    static func tokenizerConfig(beside url: URL, tokens: [String]) throws
         -> (bos: Int?, eos: Int?, addBOS: Bool, template: String?)
     {
         var bos: Int? = nil, eos: Int? = nil, addBOS = false, template: String? = nil
@@ -252,5 +299,71 @@ extension BPETokenizer {
         default:
             throw TokenizerError("\(file) pre_tokenizer type \"\(type)\" is not supported")
         }
+    }
+}
+
+/// Typed reads of the `tokenizer.ggml.*` keys, each error naming the key.
+struct GGUFTokenizerKeys {
+    let metadata: [String: GGUFValue]
+
+    static func key(_ name: String) -> String { "tokenizer.ggml.\(name)" }
+
+    func string(_ name: String) throws -> String {
+        guard let value = try optionalString(name) else { throw TokenizerError("GGUF metadata has no \(Self.key(name))") }
+        return value
+    }
+
+    func optionalString(_ name: String) throws -> String? {
+        guard let value = metadata[Self.key(name)] else { return nil }
+        guard let text = value.stringValue else { throw TokenizerError("GGUF \(Self.key(name)) is not a string") }
+        return text
+    }
+
+    func optionalInt(_ name: String) throws -> Int? {
+        guard let value = metadata[Self.key(name)] else { return nil }
+        guard let int = value.intValue else { throw TokenizerError("GGUF \(Self.key(name)) is not an integer") }
+        return int
+    }
+
+    func optionalBool(_ name: String) throws -> Bool? {
+        guard let value = metadata[Self.key(name)] else { return nil }
+        guard let flag = value.boolValue else { throw TokenizerError("GGUF \(Self.key(name)) is not a bool") }
+        return flag
+    }
+
+    func array(_ name: String) throws -> [GGUFValue] {
+        guard let value = metadata[Self.key(name)] else { throw TokenizerError("GGUF metadata has no \(Self.key(name))") }
+        guard let array = value.arrayValue else { throw TokenizerError("GGUF \(Self.key(name)) is not an array") }
+        return array
+    }
+
+    func strings(_ name: String) throws -> [String] {
+        try array(name).enumerated().map { i, element in
+            guard let s = element.stringValue else { throw TokenizerError("GGUF \(Self.key(name))[\(i)] is not a string") }
+            return s
+        }
+    }
+
+    func floats(_ name: String) throws -> [Float] {
+        try array(name).enumerated().map { i, element in
+            guard case .float32(let f) = element, f.isFinite else {
+                throw TokenizerError("GGUF \(Self.key(name))[\(i)] is not a finite float32")
+            }
+            return f
+        }
+    }
+
+    func integers(_ name: String, required: Bool) throws -> [Int]? {
+        guard metadata[Self.key(name)] != nil || required else { return nil }
+        return try array(name).enumerated().map { i, element in
+            guard let t = element.intValue else { throw TokenizerError("GGUF \(Self.key(name))[\(i)] is not an integer") }
+            return t
+        }
+    }
+
+    func chatTemplate() throws -> String? {
+        guard let value = metadata["tokenizer.chat_template"] else { return nil }
+        guard let text = value.stringValue else { throw TokenizerError("GGUF tokenizer.chat_template is not a string") }
+        return text
     }
 }

@@ -1,10 +1,13 @@
 import Foundation
 
-/// Byte-level BPE tokenizer (GPT-2 family), producing exactly the ids of HF `tokenizers` and llama.cpp.
+/// BPE tokenizer, producing exactly the ids of HF `tokenizers` and llama.cpp, over either kind of vocabulary:
+/// byte-level (GPT-2 family: SmolLM, Llama 3, Qwen) or SentencePiece-style (Llama 2, TinyLlama, Mistral,
+/// Gemma, Phi-3; see `SentencePieceModel`).
 ///
-/// Encoding: special tokens are cut out of the text whole, the rest is split into words by the
-/// pre-tokenizer, and each word's bytes are merged pairwise by merge rank (lowest rank first, leftmost
-/// on ties), as HF `BPE::merge_word` and llama.cpp's `llm_tokenizer_bpe_session` do.
+/// Encoding: special tokens are cut out of the text whole; for a byte-level vocabulary the rest is split
+/// into words by the pre-tokenizer, and each word's bytes are merged pairwise by merge rank (lowest rank
+/// first, leftmost on ties), as HF `BPE::merge_word` and llama.cpp's `llm_tokenizer_bpe_session` do; for a
+/// SentencePiece one, each piece of text between special tokens is merged whole over its characters.
 /// Thread-safe: the word cache is behind a lock, everything else is immutable after `init`.
 public final class BPETokenizer: @unchecked Sendable {
     /// GGUF `tokenizer.ggml.token_type` values (llama.cpp `llama_token_type`).
@@ -16,7 +19,7 @@ public final class BPETokenizer: @unchecked Sendable {
     public let tokens: [String]
     /// Token types, indexed by id (`normal` when the source had none).
     public let tokenTypes: [TokenType]
-    /// How text is cut into words before merging.
+    /// How text is cut into words before merging (byte-level vocabularies only).
     public let preTokenizer: PreTokenizer
     /// Beginning-of-sequence id (SmolLM2: 1, `<|im_start|>`), put first only when `addBOS`.
     public let bosTokenId: Int?
@@ -45,6 +48,18 @@ public final class BPETokenizer: @unchecked Sendable {
 
     /// Byte-level tokens by raw bytes, filled only when merges are skipped for words found whole.
     let wholeWordIds: [[UInt8]: Int32]
+    /// The SentencePiece model, when the vocabulary is one (nil: byte-level BPE).
+    let sentencePiece: SentencePieceModel?
+
+    /// Whether the vocabulary is SentencePiece-style (GGUF `tokenizer.ggml.model = llama`).
+    public var isSentencePiece: Bool { sentencePiece != nil }
+    /// Whether each piece of text starts with "▁" (SentencePiece's dummy prefix; GGUF `add_space_prefix`).
+    public var addSpacePrefix: Bool { sentencePiece?.addSpacePrefix ?? false }
+    /// The pieces' scores, when the vocabulary came with them (GGUF `tokenizer.ggml.scores`).
+    public var scores: [Float]? {
+        if case .scores(let scores) = sentencePiece?.priority { return scores }
+        return nil
+    }
 
     private let cacheLock = NSLock()
     private var wordCache: [[UInt8]: [Int32]] = [:]
@@ -72,11 +87,20 @@ public final class BPETokenizer: @unchecked Sendable {
                       bosTokenId: bosTokenId, eosTokenId: eosTokenId, addBOS: addBOS, chatTemplate: chatTemplate)
     }
 
+    /// What a SentencePiece-style vocabulary needs beyond tokens and types.
+    struct SentencePieceOptions {
+        /// The pieces' scores (GGUF); nil ranks pairs by the merge rules instead (HF `tokenizer.json`).
+        var scores: [Float]?
+        var addSpacePrefix: Bool
+        var byteFallback: Bool
+    }
+
     /// Builds a tokenizer from merge rules given as pairs (HF `tokenizer.json` may store them so).
     /// `ignoreMerges` (default: on for `llama3`, as llama.cpp does) emits a word that is itself a token as is.
+    /// With `sentencePiece`, the vocabulary is SentencePiece-style and `preTokenizer` is not used.
     init(tokens: [String], mergePairs: [(String, String)], tokenTypes: [Int]?, preTokenizer: PreTokenizer,
          bosTokenId: Int?, eosTokenId: Int?, addBOS: Bool, chatTemplate: String?, ignoreMerges: Bool? = nil,
-         normalizesToNFC: Bool = false) throws {
+         normalizesToNFC: Bool = false, sentencePiece: SentencePieceOptions? = nil) throws {
         guard !tokens.isEmpty, tokens.count < Int(Int32.max) else {
             throw TokenizerError("vocabulary has \(tokens.count) tokens")
         }
@@ -87,8 +111,15 @@ public final class BPETokenizer: @unchecked Sendable {
             }
         }
         if addBOS && bosTokenId == nil { throw TokenizerError("add_bos_token is set but there is no BOS token id") }
-        let vocabulary = try Self.readVocabulary(tokens, types: types)
+        let vocabulary = try Self.readVocabulary(tokens, types: types, sentencePiece: sentencePiece != nil)
         let merges = try Self.mergeTable(mergePairs, idForText: vocabulary.idForText)
+        if let options = sentencePiece {
+            self.sentencePiece = try SentencePieceModel(
+                tokens: tokens, types: types, priority: options.scores.map { .scores($0) } ?? .ranks(merges),
+                addSpacePrefix: options.addSpacePrefix, byteFallback: options.byteFallback)
+        } else {
+            self.sentencePiece = nil
+        }
 
         self.tokens = tokens
         self.tokenTypes = types
@@ -101,10 +132,10 @@ public final class BPETokenizer: @unchecked Sendable {
         self.normalizesToNFC = normalizesToNFC
         self.tokenBytes = vocabulary.bytes
         self.byteTokenIds = Self.byteTokenIds(vocabulary.idForText)
-        self.merges = merges
+        self.merges = sentencePiece == nil ? merges : [:]
         self.specialsByFirstByte = Self.groupedByFirstByte(vocabulary.specials)
         var whole = [[UInt8]: Int32]()
-        if ignoreMerges ?? (preTokenizer == .llama3) {
+        if sentencePiece == nil, ignoreMerges ?? (preTokenizer == .llama3) {
             for (text, id) in vocabulary.idForText { whole[ByteLevel.bytes(of: text)] = id }
         }
         self.wholeWordIds = whole
@@ -140,13 +171,20 @@ public final class BPETokenizer: @unchecked Sendable {
     }
 
     /// Each token's bytes, the ids of mergeable tokens by text, and the tokens matched whole.
-    private static func readVocabulary(_ tokens: [String], types: [TokenType]) throws -> Vocabulary {
+    /// A SentencePiece vocabulary's normal tokens decode with "▁" as a space, its unknown token as its text.
+    private static func readVocabulary(_ tokens: [String], types: [TokenType], sentencePiece: Bool) throws
+        -> Vocabulary
+    {
         var vocabulary = Vocabulary(idForText: [String: Int32](minimumCapacity: tokens.count))
         vocabulary.bytes.reserveCapacity(tokens.count)
         for (id, text) in tokens.enumerated() {
             switch types[id] {
+            case .unknown where sentencePiece:
+                // Matched whole like a control token, as llama.cpp does and Llama 2's tokenizer.json (an added token).
+                vocabulary.bytes.append(Array(text.utf8))
+                if !text.isEmpty { vocabulary.specials.append((Array(text.utf8), id, true)) }
             case .normal, .undefined, .unknown:
-                vocabulary.bytes.append(ByteLevel.bytes(of: text))
+                vocabulary.bytes.append(sentencePiece ? SentencePieceModel.decodedBytes(of: text) : ByteLevel.bytes(of: text))
                 if types[id] != .unknown, vocabulary.idForText[text] == nil { vocabulary.idForText[text] = Int32(id) }
             case .control, .userDefined:
                 // Rendered as their own text (HF decode with special tokens kept; llama.cpp `special`).
@@ -161,7 +199,7 @@ public final class BPETokenizer: @unchecked Sendable {
                     throw TokenizerError("byte token \(id) \"\(text)\" is not of the form <0xAB>")
                 }
             case .unused:
-                vocabulary.bytes.append([])
+                vocabulary.bytes.append(sentencePiece ? SentencePieceModel.decodedBytes(of: text) : [])
             }
         }
         return vocabulary
@@ -220,40 +258,70 @@ public final class BPETokenizer: @unchecked Sendable {
 
     // MARK: Encoding
 
-    /// Token ids of `text`; BOS first only when `addBOS`. Bytes with no byte-level token are dropped.
+    /// Token ids of `text`; BOS first when `addBOS`, unless the text's own first token is BOS already (a chat
+    /// template that writes it, as HF's `apply_chat_template(tokenize=True)` keeps it single). Bytes with no
+    /// byte-level token are dropped.
     /// - Parameter parseSpecialTokens: match control tokens such as `<|im_start|>` in the text
     ///   (user-defined tokens are always matched, as in llama.cpp); false encodes them as plain text.
     public func encode(_ text: String, parseSpecialTokens: Bool = true) -> [Int] {
         var ids: [Int] = []
-        if addBOS, let bosTokenId { ids.append(bosTokenId) }
         appendEncoded(text, parseSpecialTokens: parseSpecialTokens, into: &ids)
+        if addBOS, let bosTokenId, ids.first != bosTokenId { ids.insert(bosTokenId, at: 0) }
         return ids
     }
 
-    /// Appends the ids of `text` (never BOS) to `ids`.
-    func appendEncoded(_ text: String, parseSpecialTokens: Bool, into ids: inout [Int]) {
+    /// Ids of `text` as it tokenizes after other text: no BOS, no SentencePiece dummy prefix at its start
+    /// (a completion after its prompt), special-token text kept as plain text.
+    public func encodeContinuation(_ text: String) -> [Int] {
+        var ids: [Int] = []
+        appendEncoded(text, parseSpecialTokens: false, into: &ids, continuing: true)
+        return ids
+    }
+
+    /// Appends the ids of `text` (never BOS) to `ids`; `continuing` leaves out the dummy prefix at its start.
+    func appendEncoded(_ text: String, parseSpecialTokens: Bool, into ids: inout [Int], continuing: Bool = false) {
         // NFC over the whole text, special tokens included: HF normalises the pieces between them, which is
         // the same unless a combining mark directly follows a special token.
         var utf8 = Array((normalizesToNFC ? text.precomposedStringWithCanonicalMapping : text).utf8)
         ids.reserveCapacity(ids.count + utf8.count / 3)
+        var noEnds: [Int]? = nil
         utf8.withUnsafeBufferPointer { bytes in
-            var splitter = WordSplitter()
-            var ends: [Int] = []
-            var textStart = 0
-            var i = 0
-            while i < bytes.count {
-                if let (id, length) = specialToken(at: i, in: bytes, parseControl: parseSpecialTokens) {
-                    appendText(bytes, textStart..<i, splitter: &splitter, ends: &ends, into: &ids)
-                    ids.append(id)
-                    i += length
-                    textStart = i
-                } else {
-                    i += 1
-                }
-            }
-            appendText(bytes, textStart..<bytes.count, splitter: &splitter, ends: &ends, into: &ids)
+            appendEncoded(bytes, parseControlAt: { _ in parseSpecialTokens }, into: &ids, tokenEnds: &noEnds,
+                          continuing: continuing)
         }
         utf8.removeAll()
+    }
+
+    /// Appends the ids of `bytes` (valid UTF-8) to `ids` and each id's end offset to `tokenEnds`; a control
+    /// token is matched only where `parseControlAt` is true at its first byte (user-defined ones always).
+    func appendEncoded(_ bytes: UnsafeBufferPointer<UInt8>, parseControlAt: [Bool], into ids: inout [Int],
+                       tokenEnds: inout [Int]) {
+        var ends: [Int]? = []
+        appendEncoded(bytes, parseControlAt: { parseControlAt[$0] }, into: &ids, tokenEnds: &ends)
+        tokenEnds += ends!
+    }
+
+    private func appendEncoded(_ bytes: UnsafeBufferPointer<UInt8>, parseControlAt: (Int) -> Bool,
+                               into ids: inout [Int], tokenEnds: inout [Int]?, continuing: Bool = false) {
+        var splitter = WordSplitter()
+        var ends: [Int] = []
+        var textStart = 0
+        var i = 0
+        while i < bytes.count {
+            if !specialsByFirstByte[Int(bytes[i])].isEmpty,
+               let (id, length) = specialToken(at: i, in: bytes, parseControl: parseControlAt(i)) {
+                appendText(bytes, textStart..<i, splitter: &splitter, ends: &ends, into: &ids, tokenEnds: &tokenEnds,
+                           prefix: !(continuing && textStart == 0))
+                ids.append(id)
+                tokenEnds?.append(i + length)
+                i += length
+                textStart = i
+            } else {
+                i += 1
+            }
+        }
+        appendText(bytes, textStart..<bytes.count, splitter: &splitter, ends: &ends, into: &ids, tokenEnds: &tokenEnds,
+                   prefix: !(continuing && textStart == 0))
     }
 
     /// Longest special token starting at byte `i`, as (id, byte length).
@@ -271,16 +339,33 @@ public final class BPETokenizer: @unchecked Sendable {
         return nil
     }
 
-    /// Encodes text without special tokens: pre-tokenizer words, then BPE per word.
+    /// Encodes text without special tokens: pre-tokenizer words, then BPE per word (SentencePiece: the whole
+    /// piece of text at once, with its dummy prefix).
+    /// With `tokenEnds`, each token's end offset in `bytes` is appended to it; `prefix` false leaves out the
+    /// SentencePiece dummy prefix.
     private func appendText(_ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>, splitter: inout WordSplitter,
-                            ends: inout [Int], into ids: inout [Int]) {
+                            ends: inout [Int], into ids: inout [Int], tokenEnds: inout [Int]?, prefix: Bool) {
         if range.isEmpty { return }
+        if let sentencePiece {
+            sentencePiece.encode(bytes, range, prefix: prefix && sentencePiece.addSpacePrefix, into: &ids,
+                                 tokenEnds: &tokenEnds)
+            return
+        }
         splitter.load(bytes, range)
         ends.removeAll(keepingCapacity: true)
         splitter.split(preTokenizer, bytes: bytes, ends: &ends)
         var start = range.lowerBound
         for end in ends {
+            let first = ids.count
             appendWord(UnsafeBufferPointer(rebasing: bytes[start..<end]), into: &ids)
+            if tokenEnds != nil {
+                // Byte-level tokens cover their word's bytes in order.
+                var offset = start
+                for id in ids[first...] {
+                    offset = min(offset + tokenBytes[id].count, end)
+                    tokenEnds!.append(offset)
+                }
+            }
             start = end
         }
     }
@@ -362,6 +447,8 @@ public final class BPETokenizer: @unchecked Sendable {
     }
 
     /// Text of `ids`; invalid or incomplete UTF-8 becomes U+FFFD, out-of-range ids are skipped.
+    /// Each token's text as llama.cpp's `token_to_piece` gives it: a SentencePiece dummy prefix stays a space
+    /// (HF's decoder drops one space at the very start; a generated continuation's first space is real).
     public func decode(_ ids: [Int]) -> String {
         String(decoding: decodeBytes(ids), as: UTF8.self)
     }

@@ -1,3 +1,5 @@
+import Foundation
+
 /// One chat turn, as in HF `apply_chat_template` messages.
 public struct ChatMessage: Sendable, Codable, Equatable {
     public var role: String
@@ -10,7 +12,7 @@ public struct ChatMessage: Sendable, Codable, Equatable {
 }
 
 /// The ChatML layout (`<|im_start|>role\ncontent<|im_end|>\n`), recognised from a model's Jinja template
-/// instead of running Jinja: we support this family only and refuse other templates by name.
+/// instead of running Jinja (one of `ChatLayout`'s), with the default system prompt the template writes.
 struct ChatMLTemplate: Sendable {
     /// System prompt the template inserts when the first message is not a system message.
     let defaultSystemPrompt: String?
@@ -57,54 +59,68 @@ struct ChatMLTemplate: Sendable {
 }
 
 extension BPETokenizer {
-    /// Renders `messages` as the model's ChatML template does (HF `apply_chat_template(tokenize=False)`).
-    /// - Parameter addGenerationPrompt: end with `<|im_start|>assistant\n` so the model answers next.
-    /// - Throws: `TokenizerError` for a missing or non-ChatML template, or a role that would break the layout.
-    public func applyChatTemplate(_ messages: [ChatMessage], addGenerationPrompt: Bool) throws -> String {
-        let template = try ChatMLTemplate(template: chatTemplate)
-        var out = ""
-        for message in try template.effectiveMessages(messages) {
-            out += "<|im_start|>\(message.role)\n\(message.content)<|im_end|>\n"
-        }
-        if addGenerationPrompt { out += "<|im_start|>assistant\n" }
-        return out
+    /// Renders `messages` as the model's chat template does (HF `apply_chat_template(tokenize=False)`), for
+    /// the layouts `ChatLayout` recognises (ChatML, Llama 3, Gemma, Phi-3, Llama 2, Mistral).
+    /// - Parameters:
+    ///   - addGenerationPrompt: end with the header of an assistant turn, so the model answers next.
+    ///   - today: the date Llama 3.2's system block states (its template asks for today's).
+    /// - Throws: `TokenizerError` for a missing or unrecognised template, or a conversation it refuses.
+    public func applyChatTemplate(_ messages: [ChatMessage], addGenerationPrompt: Bool, today: Date = Date()) throws
+        -> String
+    {
+        try chatSegments(messages, addGenerationPrompt: addGenerationPrompt, today: today).map(\.text).joined()
+    }
+
+    func chatSegments(_ messages: [ChatMessage], addGenerationPrompt: Bool, today: Date) throws -> [ChatSegment] {
+        let layout = try ChatLayout(template: chatTemplate)
+        return try layout.segments(messages, addGenerationPrompt: addGenerationPrompt, bos: bosTokenId.map(tokenText),
+                                   eos: eosTokenId.map(tokenText), today: Self.dayString(today))
+    }
+
+    /// `strftime("%d %b %Y")` in the C locale, as transformers' `strftime_now` gives it.
+    static func dayString(_ date: Date) -> String {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone.current
+        formatter.dateFormat = "dd MMM yyyy"
+        return formatter.string(from: date)
     }
 
     /// Token ids of a chat for training, with a mask that is true on the tokens the model must learn to
-    /// produce: each assistant message's content and its closing `<|im_end|>`.
+    /// produce: each assistant message's content and the template text that closes its turn (`<|im_end|>`,
+    /// `<|eot_id|>`, `<end_of_turn>`, `<|end|>`, `</s>`).
     ///
     /// Ids equal `encode(applyChatTemplate(messages, addGenerationPrompt: false))` except that special-token
     /// text inside message content stays plain text, so training data cannot forge turn boundaries.
-    /// A token straddling an assistant header and its content (e.g. "\n\n") counts as content.
-    public func encodeChat(_ messages: [ChatMessage]) throws -> (ids: [Int], assistantMask: [Bool]) {
-        let template = try ChatMLTemplate(template: chatTemplate)
-        guard let start = controlTokenId("<|im_start|>"), let end = controlTokenId("<|im_end|>") else {
-            throw TokenizerError("the vocabulary lacks the ChatML control tokens <|im_start|> and <|im_end|>")
+    /// A token straddling template text and content counts as content when it ends in the content.
+    public func encodeChat(_ messages: [ChatMessage], today: Date = Date()) throws -> (ids: [Int], assistantMask: [Bool]) {
+        var bytes: [UInt8] = []
+        var parse: [Bool] = []
+        var learn: [Bool] = []
+        for segment in try chatSegments(messages, addGenerationPrompt: false, today: today) {
+            let text = Array((normalizesToNFC ? segment.text.precomposedStringWithCanonicalMapping : segment.text).utf8)
+            bytes += text
+            switch segment.kind {
+            case .markup:
+                parse += repeatElement(true, count: text.count)
+                learn += repeatElement(false, count: text.count)
+            case .content(let assistant):
+                parse += repeatElement(false, count: text.count)
+                learn += repeatElement(assistant, count: text.count)
+            case .assistantEnd:
+                parse += repeatElement(true, count: text.count)
+                learn += repeatElement(true, count: text.count)
+            }
         }
         var ids: [Int] = []
-        var mask: [Bool] = []
-        if addBOS, let bosTokenId {
-            ids.append(bosTokenId)
-            mask.append(false)
+        var ends: [Int] = []
+        bytes.withUnsafeBufferPointer { buffer in
+            appendEncoded(buffer, parseControlAt: parse, into: &ids, tokenEnds: &ends)
         }
-        for message in try template.effectiveMessages(messages) {
-            let isAssistant = message.role == "assistant"
-            ids.append(start)
-            mask.append(false)
-            let header = "\(message.role)\n"
-            let headerBytes = header.utf8.count
-            let first = ids.count
-            appendEncoded(header + message.content, parseSpecialTokens: false, into: &ids)
-            var offset = 0
-            for id in ids[first...] {
-                offset += tokenBytes[id].count
-                mask.append(isAssistant && offset > headerBytes)
-            }
-            ids.append(end)
-            mask.append(isAssistant)
-            let newline = ids.count
-            appendEncoded("\n", parseSpecialTokens: false, into: &ids)
-            mask.append(contentsOf: repeatElement(false, count: ids.count - newline))
+        var mask = ends.map { learn[max($0 - 1, 0)] }
+        if addBOS, let bosTokenId, ids.first != bosTokenId {
+            ids.insert(bosTokenId, at: 0)
+            mask.insert(false, at: 0)
         }
         return (ids, mask)
     }

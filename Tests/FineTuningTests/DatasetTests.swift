@@ -178,9 +178,20 @@ final class DatasetTests: XCTestCase {
         try ("{\"text\": \"" + String(repeating: "note ", count: 100) + "\"}\n").write(to: fits, atomically: true, encoding: .utf8)
         XCTAssertEqual(try Dataset.load(fits, tokenizer: tokenizer, maxLength: 512, vocabularySize: 49152).count, 1)
     }
+
+    /// A prompt/completion record over a SentencePiece vocabulary that adds BOS (tiny-llama-spm): BOS once at
+    /// the start, and the completion tokenized as it continues the prompt (no second BOS or dummy prefix), as
+    /// the prompt and completion tokenize together where no token spans their boundary.
+    func testPromptCompletionOverASentencePieceVocabulary() throws {
+        let tokenizer = try BPETokenizer(ggufMetadata: GGUFFile(url: Fixtures.url("tiny-llama-spm/model.gguf.bin")).metadata)
+        let task = try Dataset.parse(Data("{\"prompt\": \"Dose:\", \"completion\": \" 500 mg\"}".utf8), file: "d.jsonl",
+                                     line: 1, tokenizer: tokenizer, vocabularySize: tokenizer.vocabularySize)
+        XCTAssertEqual(task.ids.filter { $0 == tokenizer.bosTokenId }.count, 1)
+        XCTAssertEqual(Array(task.ids.dropLast()), tokenizer.encode("Dose: 500 mg"))
+        XCTAssertEqual(task.ids.last, tokenizer.eosTokenId)
+    }
 }
 
-/// Over-length records and a plan's `max_length` (issue 13).
 final class DatasetTruncationTests: XCTestCase {
     /// Truncation cuts ids and labels alike, keeps N and every line, and leaves short records as they are.
     func testTruncationKeepsEveryRecordAndCutsIdsAndLabelsAlike() {

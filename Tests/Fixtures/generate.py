@@ -23,8 +23,16 @@ Nothing here imports or mirrors the Swift code. Sections, each writing one folde
               of its frequencies is used; the converter writes rope_freqs.weight) and linear (factor 4; the converter
               writes llama.rope.scaling.type/factor); also transformers' inv_freq with and without the scaling, and
               for tiny-llama-linear's weights with rope_type dynamic (config-dynamic.json) its logits and losses
+  tiny-llama-spm     a SentencePiece BPE vocabulary trained here (byte fallback, Llama 2's normaliser settings), its
+                     tokenizer.json from transformers' LlamaConverter, and a tiny random Llama with it converted by
+                     llama.cpp's converter (model.gguf.bin, its tokenizer included); reference.json: ids of hard
+                     texts from HF tokenizers and sentencepiece, HF's decode, float64 greedy tokens
+  chat-templates     chat-templates.json: six families' real chat templates (each with where it was read) rendered
+                     by transformers' Jinja renderer over a set of conversations (errors kept), and the Llama 2
+                     renderings' ids under tiny-llama-spm's tokenizer.json
 
-    pip install torch transformers peft safetensors gguf dp-accounting==0.6.0 prv-accountant==0.2.0 scipy
+    pip install torch transformers peft safetensors gguf dp-accounting==0.6.0 prv-accountant==0.2.0 scipy \
+        sentencepiece protobuf
     python3 Tests/Fixtures/generate.py [--model PATH] [--out DIR] [--compare DIR] [SECTION ...]
 
 `make fixtures` runs it. --compare DIR prints, per quantity, the worst difference between what it wrote and
@@ -680,6 +688,258 @@ def qwen2_pretokenizer(out, model_path):
 
 
 # ----------------------------------------------------------------------------------------------------------
+# chat-templates: each family's real Jinja template text, rendered by transformers
+
+# The template strings, verbatim, with where each was read. Jinja escapes ("\\n" inside a Jinja string) are kept
+# as the tokenizer_config.json files hold them.
+CHAT_TEMPLATES = {
+    "llama2": {"source": "meta-llama/Llama-2-7b-chat-hf tokenizer_config.json chat_template, as several public "
+                        "repositories quote it identically (the gated model's own files are not within reach)",
+               "bos": "<s>", "eos": "</s>", "template": "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}{% set system_message = false %}{% endif %}{% for message in loop_messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}{% else %}{% set content = message['content'] %}{% endif %}{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}"},
+    "mistral": {"source": "mistralai/Mistral-7B-Instruct-v0.2 tokenizer_config.json chat_template, as llama.cpp "
+                         "0.3.36's tests/test-chat-template.cpp holds it",
+                "bos": "<s>", "eos": "</s>", "template": "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}"},
+    "llama3": {"source": "meta-llama/Meta-Llama-3-8B-Instruct tokenizer_config.json chat_template, as several "
+                        "public repositories quote it identically (llama.cpp's test file holds it without the "
+                        "add_generation_prompt condition)",
+               "bos": "<|begin_of_text|>", "eos": "<|eot_id|>", "template": "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"},
+    "llama3.2": {"source": "meta-llama/Llama-3.2-3B-Instruct, llama.cpp 0.3.36 models/templates/"
+                          "meta-llama-Llama-3.2-3B-Instruct.jinja",
+                 "bos": "<|begin_of_text|>", "eos": "<|eot_id|>", "date_string": "05 Dec 2026", "template": '{{- bos_token }}\n{%- if custom_tools is defined %}\n    {%- set tools = custom_tools %}\n{%- endif %}\n{%- if not tools_in_user_message is defined %}\n    {%- set tools_in_user_message = true %}\n{%- endif %}\n{%- if not date_string is defined %}\n    {%- if strftime_now is defined %}\n        {%- set date_string = strftime_now("%d %b %Y") %}\n    {%- else %}\n        {%- set date_string = "26 Jul 2024" %}\n    {%- endif %}\n{%- endif %}\n{%- if not tools is defined %}\n    {%- set tools = none %}\n{%- endif %}\n\n{#- This block extracts the system message, so we can slot it into the right place. #}\n{%- if messages[0][\'role\'] == \'system\' %}\n    {%- set system_message = messages[0][\'content\']|trim %}\n    {%- set messages = messages[1:] %}\n{%- else %}\n    {%- set system_message = "" %}\n{%- endif %}\n\n{#- System message #}\n{{- "<|start_header_id|>system<|end_header_id|>\\n\\n" }}\n{%- if tools is not none %}\n    {{- "Environment: ipython\\n" }}\n{%- endif %}\n{{- "Cutting Knowledge Date: December 2023\\n" }}\n{{- "Today Date: " + date_string + "\\n\\n" }}\n{%- if tools is not none and not tools_in_user_message %}\n    {{- "You have access to the following functions. To call a function, please respond with JSON for a function call." }}\n    {{- \'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.\' }}\n    {{- "Do not use variables.\\n\\n" }}\n    {%- for t in tools %}\n        {{- t | tojson(indent=4) }}\n        {{- "\\n\\n" }}\n    {%- endfor %}\n{%- endif %}\n{{- system_message }}\n{{- "<|eot_id|>" }}\n\n{#- Custom tools are passed in a user message with some extra guidance #}\n{%- if tools_in_user_message and not tools is none %}\n    {#- Extract the first user message so we can plug it in here #}\n    {%- if messages | length != 0 %}\n        {%- set first_user_message = messages[0][\'content\']|trim %}\n        {%- set messages = messages[1:] %}\n    {%- else %}\n        {{- raise_exception("Cannot put tools in the first user message when there\'s no first user message!") }}\n{%- endif %}\n    {{- \'<|start_header_id|>user<|end_header_id|>\\n\\n\' -}}\n    {{- "Given the following functions, please respond with a JSON for a function call " }}\n    {{- "with its proper arguments that best answers the given prompt.\\n\\n" }}\n    {{- \'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.\' }}\n    {{- "Do not use variables.\\n\\n" }}\n    {%- for t in tools %}\n        {{- t | tojson(indent=4) }}\n        {{- "\\n\\n" }}\n    {%- endfor %}\n    {{- first_user_message + "<|eot_id|>"}}\n{%- endif %}\n\n{%- for message in messages %}\n    {%- if not (message.role == \'ipython\' or message.role == \'tool\' or \'tool_calls\' in message) %}\n        {{- \'<|start_header_id|>\' + message[\'role\'] + \'<|end_header_id|>\\n\\n\'+ message[\'content\'] | trim + \'<|eot_id|>\' }}\n    {%- elif \'tool_calls\' in message %}\n        {%- if not message.tool_calls|length == 1 %}\n            {{- raise_exception("This model only supports single tool-calls at once!") }}\n        {%- endif %}\n        {%- set tool_call = message.tool_calls[0].function %}\n        {{- \'<|start_header_id|>assistant<|end_header_id|>\\n\\n\' -}}\n        {{- \'{"name": "\' + tool_call.name + \'", \' }}\n        {{- \'"parameters": \' }}\n        {{- tool_call.arguments | tojson }}\n        {{- "}" }}\n        {{- "<|eot_id|>" }}\n    {%- elif message.role == "tool" or message.role == "ipython" %}\n        {{- "<|start_header_id|>ipython<|end_header_id|>\\n\\n" }}\n        {%- if message.content is mapping or message.content is iterable %}\n            {{- message.content | tojson }}\n        {%- else %}\n            {{- message.content }}\n        {%- endif %}\n        {{- "<|eot_id|>" }}\n    {%- endif %}\n{%- endfor %}\n{%- if add_generation_prompt %}\n    {{- \'<|start_header_id|>assistant<|end_header_id|>\\n\\n\' }}\n{%- endif %}\n'},
+    "gemma": {"source": "google/gemma-2-2b-it, llama.cpp 0.3.36 models/templates/google-gemma-2-2b-it.jinja",
+              "bos": "<bos>", "eos": "<eos>", "template": "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}"},
+    "phi3": {"source": "microsoft/Phi-3.5-mini-instruct, llama.cpp 0.3.36 models/templates/"
+                      "microsoft-Phi-3.5-mini-instruct.jinja",
+             "bos": "<s>", "eos": "<|endoftext|>", "template": "{% for message in messages %}{% if message['role'] == 'system' and message['content'] %}{{'<|system|>\n' + message['content'] + '<|end|>\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + '<|end|>\n'}}{% elif message['role'] == 'assistant' %}{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}"},
+}
+CHAT_CONVERSATIONS = [
+    [{"role": "user", "content": "Hello there"}],
+    [{"role": "system", "content": "You are a careful clinical assistant."}, {"role": "user", "content": "  What is the dose?  "}],
+    [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "   I am an assistant   "},
+     {"role": "user", "content": "Another question\nwith two lines"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+     {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Dose?"}],
+    [{"role": "user", "content": "Summarise: cough, fever."}, {"role": "assistant", "content": "A cough with fever."}],
+    [{"role": "assistant", "content": "I start."}],
+    [{"role": "system", "content": ""}, {"role": "user", "content": "Empty system"}],
+]
+
+
+def chat_templates(out):
+    """Each template rendered by transformers' Jinja renderer (what apply_chat_template(tokenize=False) uses)
+    over a set of conversations, with and without the generation prompt; a template's exception is kept as
+    the expected refusal. The Llama 2 template is also tokenized with tiny-llama-spm's HF tokenizer."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+    families = {}
+    for family, entry in CHAT_TEMPLATES.items():
+        cases = []
+        for messages in CHAT_CONVERSATIONS:
+            for generation in (False, True):
+                extra = {"date_string": entry["date_string"]} if "date_string" in entry else {}
+                try:
+                    rendered, _ = render_jinja_template(conversations=[messages], chat_template=entry["template"],
+                                                        add_generation_prompt=generation, bos_token=entry["bos"],
+                                                        eos_token=entry["eos"], **extra)
+                    cases.append({"messages": messages, "add_generation_prompt": generation, "text": rendered[0]})
+                except Exception as error:  # the template's raise_exception
+                    cases.append({"messages": messages, "add_generation_prompt": generation, "error": str(error)})
+        families[family] = {**entry, "cases": cases}
+    tokenizer_json = os.path.join(out, "tiny-llama-spm", "tokenizer.json")
+    if os.path.exists(tokenizer_json):
+        from tokenizers import Tokenizer
+        backend = Tokenizer.from_file(tokenizer_json)
+        for case in families["llama2"]["cases"]:
+            if "text" in case:
+                case["tiny_llama_spm_ids"] = backend.encode(case["text"], add_special_tokens=False).ids
+    write_json(os.path.join(out, "chat-templates.json"), {
+        "families": families,
+        "source": {"made_by": "Tests/Fixtures/generate.py chat-templates",
+                   "how": "transformers.utils.chat_template_utils.render_jinja_template, as apply_chat_template("
+                          "tokenize=False) calls it, with each family's bos/eos strings; tiny_llama_spm_ids: "
+                          "tiny-llama-spm/tokenizer.json (HF tokenizers) over the rendered text",
+                   "versions": versions("transformers", "jinja2", "tokenizers")}})
+    print("chat-templates:", {f: len(v["cases"]) for f, v in families.items()}, file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# tiny-llama-spm: a SentencePiece vocabulary (Gemma, Phi-3, TinyLlama and Llama 2 ship one) on a tiny Llama
+
+# No real SentencePiece tokenizer.model is on the registries we reach (PyPI has none; npm, whose @lenml
+# packages carry Llama 2's and Gemma's tokenizer.json, is not reachable), so one is trained here: BPE with
+# byte fallback and Llama 2's normaliser settings (identity, dummy prefix, whitespace kept, digits split), on
+# this fixed corpus, with one user-defined symbol.
+SPM_CORPUS = [
+    "The patient was admitted on Monday with a persistent cough and a mild fever.",
+    "She reported shortness of breath, chest pain and fatigue for the last three days.",
+    "Blood pressure 142/91 mmHg, heart rate 88 bpm, temperature 38.4 C, oxygen saturation 95%.",
+    "Prescribed amoxicillin 500 mg three times daily for seven days; follow up in two weeks.",
+    "The federated model is trained on many hospitals without sharing their records.",
+    "Differential privacy bounds what any single record can change in the trained weights.",
+    "Each client clips its gradient, adds noise, and sends only a masked update to the coordinator.",
+    "def train(model, data):\n    for batch in data:\n        loss = model(batch)\n        loss.backward()\n",
+    "if x > 0:\n\treturn x * 2\nelse:\n\treturn -x\n",
+    "Le patient a été hospitalisé lundi avec une toux persistante et une légère fièvre.",
+    "Der Patient wurde am Montag mit anhaltendem Husten und leichtem Fieber aufgenommen.",
+    "El paciente fue ingresado el lunes con tos persistente y fiebre leve.",
+    "患者は月曜日に持続する咳と微熱で入院した。東京の病院です。",
+    "病人星期一因持续咳嗽和低烧入院。",
+    "Пациент поступил в понедельник с кашлем и небольшой температурой.",
+    "Emoji in notes: 😀 👍 🙂 and a heart ❤ appear now and then.",
+    "Numbers: 0 1 2 3 4 5 6 7 8 9, 10, 100, 2024-12-05, 3.14159, 1,000,000.",
+    "  Indented text, double  spaces   and trailing spaces   ",
+    "Questions? Answers! Quotes \"like this\" and 'like that' (brackets) [too] {and} <these>.",
+    "user: what is the dose?\nassistant: 500 mg three times daily.\n",
+]
+SPM_VOCAB_SIZE = 480
+SPM_TEXTS = [
+    "Hello world", " leading space", "  two leading spaces", "trailing space ", "Hello  two  spaces",
+    "line one\nline two\n\n", "tabs\tand\r\nCRLF", "   ", " ", "", "\n", "numbers 1234567 and 3.14159",
+    "2024-12-05 at 09:30", "Ünïcödé ß café naïve", "e\u0301 (e + combining acute) and \u00e9 (precomposed)",
+    "日本語のテキスト", "患者は入院した", "emoji 😀👍🏽 done", "🙂🙂🙂", "\u200b zero width and \ufeff BOM",
+    "\ufffd replacement character", "<0x41> is not a byte token here", "a\u2581b (a literal lower one eighth block)",
+    "The patient was admitted on Monday.", "def f(x):\n    return x**2  # square", "Ⅻ ½ ① ٣", "\u0000 nul",
+    "<s>Hello</s>", "<s> spaced </s> after", "before<tool>after", "<tool> first", "x <unk> y",
+    "Patient MRN 004-21-7781, dx: E11.9 (type 2 diabetes)",
+]
+# The tiny model under the vocabulary: Llama-shaped, tied embeddings, small enough to commit its GGUF.
+SPM_CONFIG = {"vocab_size": SPM_VOCAB_SIZE, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+              "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 64,
+              "rope_theta": 10000.0, "rms_norm_eps": 1e-05, "tie_word_embeddings": True, "hidden_act": "silu",
+              "attention_bias": False, "mlp_bias": False, "bos_token_id": 1, "eos_token_id": 2,
+              "architectures": ["LlamaForCausalLM"], "model_type": "llama"}
+SPM_PROMPTS = ["The patient was admitted", "Hello world"]
+
+
+def train_sentencepiece(path):
+    import io
+    import sentencepiece
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(SPM_CORPUS), model_writer=model, model_type="bpe", vocab_size=SPM_VOCAB_SIZE,
+        byte_fallback=True, normalization_rule_name="identity", add_dummy_prefix=True,
+        remove_extra_whitespaces=False, split_digits=True, allow_whitespace_only_pieces=True,
+        character_coverage=1.0, num_threads=1, user_defined_symbols=["<tool>"], unk_id=0, bos_id=1, eos_id=2,
+        pad_id=-1, minloglevel=2)
+    with open(path, "wb") as f:
+        f.write(model.getvalue())
+
+
+def hf_tokenizer_from_sentencepiece(model_path):
+    """transformers' own LlamaConverter (legacy: Prepend("▁") + Replace normaliser, byte fallback), as
+    LlamaTokenizerFast.from_slow does. transformers 5.25 calls its extractor with the vocabulary where the
+    model type goes and expects the old (vocab, merges) pair back; that call alone is mended here."""
+    import sentencepiece
+    import transformers.convert_slow_tokenizer as convert
+
+    class Extractor(convert.SentencePieceExtractor):
+        def extract(self, model_type=None, **kwargs):
+            if isinstance(model_type, list):
+                out = super().extract(None, **kwargs)
+                return out["vocab"], out["merges"]
+            return super().extract(model_type, **kwargs)
+
+    processor = sentencepiece.SentencePieceProcessor(model_file=model_path)
+
+    class Original:
+        vocab_file, legacy, add_prefix_space = model_path, True, True
+
+        def convert_ids_to_tokens(self, i):
+            return processor.id_to_piece(i)
+
+    converter = convert.LlamaConverter.__new__(convert.LlamaConverter)
+    convert.LlamaConverter.SpmExtractor = Extractor
+    converter.__init__(Original())
+    return converter.converted()
+
+
+def tiny_llama_spm(out):
+    import sentencepiece
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizerFast
+    directory = os.path.join(out, "tiny-llama-spm")
+    if os.path.exists(directory):
+        shutil.rmtree(directory)
+    os.makedirs(directory)
+    model_path = os.path.join(directory, "tokenizer.model")
+    train_sentencepiece(model_path)
+    processor = sentencepiece.SentencePieceProcessor(model_file=model_path)
+    backend = hf_tokenizer_from_sentencepiece(model_path)
+    fast = LlamaTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                              add_bos_token=True, add_eos_token=False, legacy=True)
+    fast.chat_template = CHAT_TEMPLATES["llama2"]["template"]
+    fast.save_pretrained(directory)
+    for name in ("special_tokens_map.json", "chat_template.jinja"):
+        if os.path.exists(os.path.join(directory, name)):
+            os.remove(os.path.join(directory, name))
+    # tokenizer_config.json: the fields the converter and our loader read, with the chat template inline.
+    config = json.load(open(os.path.join(directory, "tokenizer_config.json")))
+    config.update({"add_bos_token": True, "add_eos_token": False, "chat_template": CHAT_TEMPLATES["llama2"]["template"]})
+    config.pop("model_max_length", None)
+    # transformers 4 wrote the added tokens here; llama.cpp's converter reads their types from it (without it,
+    # the user-defined <tool> would become a normal token in the GGUF).
+    config["added_tokens_decoder"] = {str(i): {"content": token.content, "special": token.special, "lstrip": False,
+                                               "rstrip": False, "normalized": False, "single_word": False}
+                                      for i, token in sorted(backend.get_added_tokens_decoder().items())}
+    write_json(os.path.join(directory, "tokenizer_config.json"), config)
+    # The tokenizer.json as saved (LlamaTokenizerFast adds <unk> to the added tokens, as Llama 2's file has it).
+    from tokenizers import Tokenizer
+    backend = Tokenizer.from_file(os.path.join(directory, "tokenizer.json"))
+    cases = []
+    for text in SPM_TEXTS:
+        hf_ids = backend.encode(text, add_special_tokens=False).ids
+        case = {"text": text, "hf_ids": hf_ids, "hf_decoded": backend.decode(hf_ids, skip_special_tokens=False)}
+        # SentencePiece itself parses no control token and starts no new dummy prefix after a user-defined
+        # one: where the text holds neither, its ids must equal HF's.
+        if "<s>" not in text and "</s>" not in text and "<tool>" not in text and "<unk>" not in text:
+            case["sentencepiece_ids"] = processor.encode(text)
+            assert case["sentencepiece_ids"] == hf_ids, (text, case["sentencepiece_ids"], hf_ids)
+        else:
+            case["sentencepiece_ids_plain"] = processor.encode(text)
+        cases.append(case)
+    # The tiny model with this vocabulary, converted with its tokenizer by llama.cpp's converter.
+    model_directory = os.path.join(directory, "hf-model")
+    generator = torch.Generator().manual_seed(SEED + 7)
+    make_random_model(model_directory, SPM_CONFIG, LlamaForCausalLM, LlamaConfig, generator)
+    for name in ("tokenizer.model", "tokenizer_config.json"):
+        shutil.copy(os.path.join(directory, name), model_directory)
+    import subprocess
+    environment = dict(os.environ, PYTHONPATH=os.path.join(LLAMA_CPP, "gguf-py"))
+    subprocess.run([sys.executable, os.path.join(LLAMA_CPP, "convert_hf_to_gguf.py"), model_directory, "--outfile",
+                    os.path.join(directory, "model.gguf.bin"), "--outtype", "f32"], check=True, env=environment,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    model = float64_model(LlamaForCausalLM, model_directory)
+    greedy = []
+    with torch.no_grad():
+        for prompt in SPM_PROMPTS:
+            ids = [1] + backend.encode(prompt, add_special_tokens=False).ids
+            context, generated, margins = list(ids), [], []
+            for _ in range(8):
+                logits = model(torch.tensor([context])).logits[0, -1]
+                top2 = torch.topk(logits, 2).values
+                token = int(logits.argmax())
+                generated.append(token)
+                margins.append(float(top2[0] - top2[1]))
+                context.append(token)
+            greedy.append({"prompt": prompt, "ids": ids, "greedy_ids": generated, "top2_margins": margins,
+                           "greedy_text": backend.decode(generated, skip_special_tokens=False)})
+    shutil.rmtree(model_directory)
+    write_json(os.path.join(directory, "reference.json"), {
+        "tokenizer": f"SentencePiece BPE trained by Tests/Fixtures/generate.py tiny-llama-spm ({SPM_VOCAB_SIZE} pieces, "
+                     "byte fallback, identity normaliser, dummy prefix, digits split, user-defined <tool>)",
+        "cases": cases, "greedy": greedy,
+        "notes": {"hf_ids": "HF tokenizers over tokenizer.json as transformers' LlamaConverter makes it (legacy) and "
+                            "LlamaTokenizerFast saves it",
+                  "sentencepiece_ids": "sentencepiece's own encode, where the text holds no control or user-defined "
+                                       "token text (it parses none; HF splits them off)",
+                  "hf_decoded": "HF decode (skip_special_tokens false): its Strip decoder drops one leading space",
+                  "greedy": "transformers float64 on the tiny random Llama (seed SEED + 7) whose GGUF is model.gguf.bin "
+                            "(llama.cpp's convert_hf_to_gguf.py --outtype f32, with this tokenizer); ids start with BOS"},
+        "source": {"made_by": "Tests/Fixtures/generate.py tiny-llama-spm",
+                   "versions": versions("sentencepiece", "tokenizers", "transformers", "torch")}})
+    print("tiny-llama-spm:", len(cases), "tokenizer cases", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # privacy
 
 # Opacus' default RDP orders.
@@ -867,7 +1127,9 @@ def main():
                 "tiny-qwen3": lambda: tiny_family(args.out, "qwen3"),
                 "tiny-llama3": lambda: tiny_rope(args.out, "llama3"),
                 "tiny-llama-linear": lambda: tiny_rope(args.out, "linear"),
-                "tiny-kquant": lambda: tiny_kquant(args.out)}
+                "tiny-kquant": lambda: tiny_kquant(args.out),
+                "tiny-llama-spm": lambda: tiny_llama_spm(args.out),
+                "chat-templates": lambda: chat_templates(args.out)}
     chosen = args.sections or list(sections)
     for name in chosen:
         if name not in sections:

@@ -28,8 +28,16 @@ enum ModelFileTargets {
         }
     }
 
-    /// `tokenizer.json`, then encoding and decoding a few strings with what it built.
+    /// `tokenizer.json` (or a sentencepiece `tokenizer.model`), then encoding and decoding a few strings and
+    /// rendering a chat with what it built.
     static func tokenizer(_ data: Data) throws {
+        // Input that does not start like JSON is read as a sentencepiece tokenizer.model (protobuf), the other
+        // tokenizer file an HF directory holds.
+        if data.first(where: { !" \t\r\n".utf8.contains($0) }) != UInt8(ascii: "{") {
+            let model = try Scratch.shared.write(data, as: "tokenizer.model", in: "tokenizer")
+            exercise(try BPETokenizer(sentencePieceModel: model))
+            return
+        }
         let url = try Scratch.shared.write(data, as: "tokenizer.json", in: "tokenizer")
         exercise(try BPETokenizer(tokenizerJSON: url))
     }
@@ -53,9 +61,14 @@ enum ModelFileTargets {
     }
 
     static func exercise(_ tokenizer: BPETokenizer) {
-        for text in ["Patient presents with a persistent cough.", "héllo 123 <|im_start|>\u{0}\u{FFFD}", ""] {
+        for text in ["Patient presents with a persistent cough.", "héllo 123 <|im_start|>\u{0}\u{FFFD}", "", " the  12 <s>"] {
             let ids = tokenizer.encode(text)
             _ = tokenizer.decode(ids)
         }
+        // The chat template the file carries: recognised (or refused) and rendered, as `chat` would.
+        let messages = [ChatMessage(role: "system", content: "Be brief."), ChatMessage(role: "user", content: " hi <|im_end|>"),
+                        ChatMessage(role: "assistant", content: "Hello.")]
+        _ = try? tokenizer.encodeChat(messages)
+        _ = try? tokenizer.applyChatTemplate(Array(messages.dropLast()), addGenerationPrompt: true)
     }
 }

@@ -68,7 +68,56 @@ enum ModelSeeds {
         linear.set("llama.rope.scaling.type", .string("linear"))
         linear.set("llama.rope.scaling.factor", .float32(4))
         return ["llama.bin": llama.encoded(), "scalars.bin": scalars.encoded(), "weights.bin": try weights().encoded(),
-                "rope-freqs.bin": llama3.encoded(), "rope-linear.bin": linear.encoded()]
+                "rope-freqs.bin": llama3.encoded(), "rope-linear.bin": linear.encoded(), "llama-spm.bin": try sentencePiece().encoded()]
+    }
+
+    /// The SentencePiece pieces of the seeds: unknown, BOS, EOS, a user-defined token, the 256 byte tokens, then
+    /// pieces with "▁" for spaces (their scores: later pieces merge later).
+    static let sentencePieces = ["<unk>", "<s>", "</s>", "<tool>"] + (0..<256).map { String(format: "<0x%02X>", $0) }
+        + ["\u{2581}", "t", "h", "e", "\u{2581}t", "he", "\u{2581}the", "1", "2", "12"]
+
+    /// The seed pieces as a sentencepiece `tokenizer.model` (ModelProto in protobuf wire format): pieces with
+    /// scores and types, a BPE trainer spec with byte fallback, an identity normaliser with the dummy prefix.
+    static func sentencePieceModel() -> Data {
+        func varint(_ value: UInt64) -> [UInt8] {
+            var value = value, out: [UInt8] = []
+            repeat {
+                out.append(UInt8(value & 0x7F) | (value > 0x7F ? 0x80 : 0))
+                value >>= 7
+            } while value > 0
+            return out
+        }
+        func field(_ number: Int, _ payload: [UInt8]) -> [UInt8] { varint(UInt64(number << 3 | 2)) + varint(UInt64(payload.count)) + payload }
+        var out: [UInt8] = []
+        for (i, piece) in sentencePieces.enumerated() {
+            let score = Float(i < 260 ? 0 : -i), type = i == 0 ? 2 : i < 3 ? 3 : i == 3 ? 4 : i < 260 ? 6 : 1
+            out += field(1, field(1, Array(piece.utf8)) + [0x15] + withUnsafeBytes(of: score.bitPattern.littleEndian, Array.init)
+                         + [0x18] + varint(UInt64(type)))
+        }
+        out += field(2, [0x18, 0x02, 0x98, 0x02, 0x01])   // model_type BPE (3), byte_fallback (35)
+        out += field(3, field(1, Array("identity".utf8)) + [0x18, 0x01, 0x20, 0x00])   // dummy prefix, whitespace kept
+        return Data(out)
+    }
+
+    /// A model with a SentencePiece vocabulary (GGUF `tokenizer.ggml.model = llama`) and a Llama 2 chat template.
+    static func sentencePiece() throws -> GGUFWriter {
+        var model = try weights()
+        let pieces = sentencePieces
+        model.set("tokenizer.ggml.model", .string("llama"))
+        model.set("tokenizer.ggml.tokens", .array(pieces.map { .string($0) }))
+        model.set("tokenizer.ggml.scores", .array(pieces.indices.map { .float32($0 < 260 ? 0 : -Float($0)) }))
+        model.set("tokenizer.ggml.token_type", .array(pieces.indices.map { .int32($0 == 0 ? 2 : $0 < 3 ? 3 : $0 == 3 ? 4 : $0 < 260 ? 6 : 1) }))
+        model.set("tokenizer.ggml.add_space_prefix", .bool(true))
+        model.set("tokenizer.ggml.bos_token_id", .uint32(1))
+        model.set("tokenizer.ggml.eos_token_id", .uint32(2))
+        model.set("tokenizer.chat_template", .string("{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+            + "{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}{% set system_message = false %}"
+            + "{% endif %}{% for message in loop_messages %}{% if loop.index0 == 0 and system_message != false %}"
+            + "{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}{% else %}"
+            + "{% set content = message['content'] %}{% endif %}{% if message['role'] == 'user' %}"
+            + "{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
+            + "{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}"))
+        return model
     }
 
     /// A whole model the loader accepts: one layer of width 32, one head, a vocabulary of 8, quantized.
@@ -117,8 +166,23 @@ enum ModelSeeds {
             return try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
         }
         let sequence: [String: Any] = ["type": "Sequence", "pretokenizers": [["type": "Digits", "individual_digits": true], byteLevel]]
+        // SentencePiece style: "▁" for spaces by the normaliser, byte fallback, merges by rank.
+        var pieces: [String: Int] = [:]
+        for (id, text) in sentencePieces.enumerated() { pieces[text] = id }
+        let spm: [String: Any] = [
+            "version": "1.0",
+            "added_tokens": [["id": 0, "content": "<unk>", "special": true], ["id": 1, "content": "<s>", "special": true],
+                             ["id": 2, "content": "</s>", "special": true], ["id": 3, "content": "<tool>", "special": false]],
+            "normalizer": ["type": "Sequence", "normalizers": [["type": "Prepend", "prepend": "\u{2581}"],
+                                                               ["type": "Replace", "pattern": ["String": " "], "content": "\u{2581}"]]],
+            "pre_tokenizer": NSNull(), "decoder": NSNull(),
+            "model": ["type": "BPE", "vocab": pieces, "merges": ["\u{2581} t", "h e", "\u{2581}t he", "1 2"], "byte_fallback": true,
+                      "unk_token": "<unk>", "fuse_unk": true] as [String: Any],
+        ]
         return ["gpt2.json": try file(byteLevel, merges: ["Ġ t", "h e", "Ġt he", "c a", "ca t", "Ġ ca", "1 2"]),
-                "smollm-pairs.json": try file(sequence, merges: [["Ġ", "t"], ["h", "e"], ["Ġt", "he"], ["c", "a"], ["1", "2"]])]
+                "smollm-pairs.json": try file(sequence, merges: [["Ġ", "t"], ["h", "e"], ["Ġt", "he"], ["c", "a"], ["1", "2"]]),
+                "sentencepiece.json": try JSONSerialization.data(withJSONObject: spm, options: [.sortedKeys]),
+                "sentencepiece.model": sentencePieceModel()]
     }
 
     static let hfConfig = """
