@@ -10,6 +10,9 @@ public enum ModelArchitecture: String, CaseIterable, Sendable, Equatable {
     case qwen2
     /// Qwen3 (dense): the Llama block with a per-head RMSNorm of q and k before RoPE.
     case qwen3
+    /// Phi-3 and Phi-3.5 mini (`Phi3ForCausalLM`): the Llama block with q, k and v as one fused projection
+    /// (`qkv_proj`, GGUF `attn_qkv`) and gate and up as another (`gate_up_proj`, GGUF `ffn_up` of 2·ff rows).
+    case phi3
 
     /// The family's name in prose ("the Qwen2 block").
     public var displayName: String {
@@ -17,6 +20,7 @@ public enum ModelArchitecture: String, CaseIterable, Sendable, Equatable {
         case .llama: return "Llama"
         case .qwen2: return "Qwen2"
         case .qwen3: return "Qwen3"
+        case .phi3: return "Phi-3"
         }
     }
 
@@ -65,12 +69,22 @@ public struct LlamaConfiguration: Sendable, Equatable {
     public var tieWordEmbeddings: Bool
     public var bosTokenId: Int?
     public var eosTokenId: Int?
+    /// Phi-3's attention window (HF `sliding_window`, GGUF `phi3.attention.sliding_window`): a key `window` or more
+    /// positions before its query is masked. No pass here masks it; instead the longest context (`contextLength`)
+    /// stops at the window, where every key lies inside it, so what is computed is exact. nil: no window.
+    public var slidingWindow: Int?
+
+    /// The longest sequence inference and training accept: `max_position_embeddings`, or the sliding window
+    /// when that is shorter.
+    public var contextLength: Int { min(maxPositionEmbeddings, slidingWindow ?? Int.max) }
 
     public init(vocabSize: Int, hiddenSize: Int, intermediateSize: Int, numHiddenLayers: Int, numAttentionHeads: Int,
                 numKeyValueHeads: Int, headDim: Int? = nil, maxPositionEmbeddings: Int, ropeTheta: Double = 10000,
                 ropeScaling: RopeScaling = .none, rmsNormEps: Double = 1e-6, tieWordEmbeddings: Bool = false,
-                bosTokenId: Int? = nil, eosTokenId: Int? = nil, architecture: ModelArchitecture = .llama) {
+                bosTokenId: Int? = nil, eosTokenId: Int? = nil, architecture: ModelArchitecture = .llama,
+                slidingWindow: Int? = nil) {
         self.architecture = architecture
+        self.slidingWindow = slidingWindow
         self.vocabSize = vocabSize
         self.hiddenSize = hiddenSize
         self.intermediateSize = intermediateSize
@@ -94,6 +108,9 @@ public struct LlamaConfiguration: Sendable, Equatable {
                               ("num_hidden_layers", numHiddenLayers), ("num_attention_heads", numAttentionHeads),
                               ("num_key_value_heads", numKeyValueHeads), ("max_position_embeddings", maxPositionEmbeddings)] {
             guard value >= 1 && value <= 1 << 24 else { throw fail("\(name) = \(value) is out of range") }
+        }
+        if let slidingWindow, !(slidingWindow >= 1 && slidingWindow <= 1 << 24) {
+            throw fail("sliding_window = \(slidingWindow) is out of range")
         }
         guard numAttentionHeads % numKeyValueHeads == 0 else {
             throw fail("num_attention_heads (\(numAttentionHeads)) is not a multiple of num_key_value_heads (\(numKeyValueHeads))")
@@ -142,6 +159,9 @@ public struct LlamaConfiguration: Sendable, Equatable {
             throw fail("attention_bias = true is not supported for model_type '\(architecture.rawValue)'")
         }
         if let bias = json["mlp_bias"] as? Bool, bias { throw fail("mlp_bias = true is not supported") }
+        // Phi-3's window (Phi-3-mini-4k: 2047) bounds the context rather than being masked (`slidingWindow`);
+        // elsewhere the key is inert unless use_sliding_window says so (Qwen2's configs carry one).
+        let slidingWindow = architecture == .phi3 ? try int("sliding_window") : nil
         if let sliding = json["use_sliding_window"] as? Bool, sliding {
             throw fail("use_sliding_window = true is not supported (every layer attends to the whole context)")
         }
@@ -164,7 +184,8 @@ public struct LlamaConfiguration: Sendable, Equatable {
                   ropeTheta: try rope.theta ?? double("rope_theta") ?? 10000, ropeScaling: rope.scaling,
                   rmsNormEps: try double("rms_norm_eps") ?? 1e-6,
                   tieWordEmbeddings: json["tie_word_embeddings"] as? Bool ?? false,
-                  bosTokenId: try int("bos_token_id"), eosTokenId: try int("eos_token_id"), architecture: architecture)
+                  bosTokenId: try int("bos_token_id"), eosTokenId: try int("eos_token_id"), architecture: architecture,
+                  slidingWindow: slidingWindow)
         try validate(file: file)
     }
 
@@ -266,10 +287,20 @@ public struct LlamaConfiguration: Sendable, Equatable {
         if vocabulary == nil, case .array(let tokens)? = gguf.metadata["tokenizer.ggml.tokens"] { vocabulary = tokens.count }
         guard let vocabulary else { throw ModelFormatError(file: file, "missing \(p)vocab_size and tokenizer.ggml.tokens") }
         // The head size: key_length where the converter writes it (Qwen3's is not hidden / heads), else the
-        // rotary dimension where that differs from hidden / heads (GGUFSupport refuses partial rotary).
+        // rotary dimension where that differs from hidden / heads (GGUFSupport refuses partial rotary). Phi-3's
+        // head is always hidden / heads (transformers' Phi3Attention); its rope.dimension_count is the rotary part.
         var headDim: Int? = gguf.int(p + "attention.key_length")
-        if headDim == nil, let ropeDimensions = gguf.int(p + "rope.dimension_count"), ropeDimensions != hidden / max(1, heads) {
+        if headDim == nil, architecture != .phi3, let ropeDimensions = gguf.int(p + "rope.dimension_count"),
+           ropeDimensions != hidden / max(1, heads) {
             headDim = ropeDimensions
+        }
+        // llama.cpp reads Phi-3's window and then switches it off (its phi3 loader); 0 means none.
+        var slidingWindow: Int? = nil
+        if architecture == .phi3, gguf.metadata[p + "attention.sliding_window"] != nil {
+            guard let window = gguf.int(p + "attention.sliding_window") else {
+                throw ModelFormatError(file: file, "metadata '\(p)attention.sliding_window' must be an integer")
+            }
+            slidingWindow = window == 0 ? nil : window
         }
         self.init(vocabSize: vocabulary, hiddenSize: hidden, intermediateSize: try required("feed_forward_length"),
                   numHiddenLayers: try required("block_count"), numAttentionHeads: heads,
@@ -279,7 +310,7 @@ public struct LlamaConfiguration: Sendable, Equatable {
                   rmsNormEps: gguf.double(p + "attention.layer_norm_rms_epsilon") ?? 1e-5,
                   tieWordEmbeddings: gguf.tensor(named: "output.weight") == nil,
                   bosTokenId: gguf.int("tokenizer.ggml.bos_token_id"), eosTokenId: gguf.int("tokenizer.ggml.eos_token_id"),
-                  architecture: architecture)
+                  architecture: architecture, slidingWindow: slidingWindow)
         try validate(file: file)
         ropeScaling = try Self.ggufRopeScaling(gguf, prefix: p, headDim: self.headDim)
         if ropeScaling != .none, architecture != .llama {
