@@ -32,6 +32,8 @@ enum GGUFSupport {
         for key in file.metadataKeys where key.hasPrefix(prefix) {
             let name = String(key.dropFirst(prefix.count))
             if readKeys.contains(name) { continue }
+            // Phi-3's rotary dimension is read (partial rotary, `LlamaConfiguration.rotaryDim`) and validated there.
+            if c.architecture == .phi3, name == "rope.dimension_count" { continue }
             if let problem = problem(ofKey: name, in: file, architecture: architecture, headDimension: headDimension) {
                 throw refuse("metadata '\(key)': \(problem); this file needs computation the model does not do, "
                              + "so it is refused rather than run with wrong numbers")

@@ -117,7 +117,7 @@ public enum ModelExporter {
         writer.set(p + "attention.head_count", .uint32(UInt32(c.numAttentionHeads)))
         writer.set(p + "attention.head_count_kv", .uint32(UInt32(c.numKeyValueHeads)))
         writer.set(p + "rope.freq_base", .float32(Float(c.ropeTheta)))
-        writer.set(p + "rope.dimension_count", .uint32(UInt32(c.headDim)))
+        writer.set(p + "rope.dimension_count", .uint32(UInt32(c.rotaryDim)))
         if case .linear(let factor) = c.ropeScaling {
             writer.set(p + "rope.scaling.type", .string("linear"))
             writer.set(p + "rope.scaling.factor", .float32(Float(factor)))

@@ -5,9 +5,10 @@ import ModelFormats
 /// The rotary frequencies a configuration asks for: θ^(−2i/d) divided, pair by pair, by its rope scaling's
 /// divisors. `LlamaModel.inverseFrequencies` keeps the one table that inference and training both read.
 enum RopeFrequencies {
-    /// The inverse frequencies of `c`'s head dimension, theta and rope scaling.
+    /// The inverse frequencies of `c`'s rotary dimension (the head's, or its rotated part's with partial rotary),
+    /// theta and rope scaling.
     static func inverse(_ c: LlamaConfiguration) -> [Float] {
-        RoPE.inverseFrequencies(headDimension: c.headDim, theta: c.ropeTheta, divisors: divisors(c))
+        RoPE.inverseFrequencies(headDimension: c.rotaryDim, theta: c.ropeTheta, divisors: divisors(c))
     }
 
     /// The divisor of each of the d/2 frequencies, or nil when the scaling is none.

@@ -158,7 +158,8 @@ extension LlamaModel {
                 inverse: Bool = false) {
         inverseFrequencies.withUnsafeBufferPointer {
             RoPE.apply(x, tokens: n, heads: heads, headDimension: configuration.headDim, positions: positions,
-                       inverseFrequencies: $0.baseAddress!, layout: weights.ropeLayout, inverse: inverse)
+                       inverseFrequencies: $0.baseAddress!, layout: weights.ropeLayout, inverse: inverse,
+                       rotaryDimension: configuration.rotaryDim)
         }
     }
 

@@ -60,6 +60,9 @@ public struct LlamaConfiguration: Sendable, Equatable {
     public var numAttentionHeads: Int
     public var numKeyValueHeads: Int
     public var headDim: Int
+    /// How many of each head's first values RoPE rotates: the head dimension, or fewer with partial rotary
+    /// (Phi-4-mini's `partial_rotary_factor` 0.75; GGUF `phi3.rope.dimension_count`), the rest passing through.
+    public var rotaryDim: Int
     public var maxPositionEmbeddings: Int
     public var ropeTheta: Double
     /// The rotary frequencies' scaling (`rope_scaling` / `rope_parameters`, or GGUF's `rope.scaling.*` and
@@ -92,6 +95,7 @@ public struct LlamaConfiguration: Sendable, Equatable {
         self.numAttentionHeads = numAttentionHeads
         self.numKeyValueHeads = numKeyValueHeads
         self.headDim = headDim ?? hiddenSize / max(1, numAttentionHeads)
+        self.rotaryDim = self.headDim
         self.maxPositionEmbeddings = maxPositionEmbeddings
         self.ropeTheta = ropeTheta
         self.ropeScaling = ropeScaling
@@ -116,6 +120,9 @@ public struct LlamaConfiguration: Sendable, Equatable {
             throw fail("num_attention_heads (\(numAttentionHeads)) is not a multiple of num_key_value_heads (\(numKeyValueHeads))")
         }
         guard headDim >= 2, headDim % 2 == 0, headDim <= 1024 else { throw fail("head dimension \(headDim) must be even") }
+        guard rotaryDim >= 2, rotaryDim % 2 == 0, rotaryDim <= headDim else {
+            throw fail("rotary dimension \(rotaryDim) must be even, at least 2 and at most the head dimension \(headDim)")
+        }
         guard ropeTheta > 0 && ropeTheta.isFinite else { throw fail("rope_theta = \(ropeTheta) must be positive") }
         guard rmsNormEps > 0 && rmsNormEps < 1 else { throw fail("rms_norm_eps = \(rmsNormEps) is out of range") }
     }
@@ -168,10 +175,14 @@ public struct LlamaConfiguration: Sendable, Equatable {
         if let types = json["layer_types"] as? [Any], let other = types.first(where: { $0 as? String != "full_attention" }) {
             throw fail("layer_types entry '\(other)' is not supported (only 'full_attention')")
         }
-        if let factor = try double("partial_rotary_factor"), factor != 1 {
+        // Partial rotary is Phi-3's (Phi-4-mini, model_type phi3: 0.75); the rope object's factor comes first, as
+        // Phi3Config takes it, then the top-level one.
+        let outsideFactor = try double("partial_rotary_factor")
+        if let factor = outsideFactor, factor != 1, architecture != .phi3 {
             throw fail("partial_rotary_factor = \(factor) is not supported (every dimension of a head rotates)")
         }
-        let rope = try Self.ropeParameters(json, file: file, maxPositionEmbeddings: try required("max_position_embeddings"))
+        let rope = try Self.ropeParameters(json, file: file, maxPositionEmbeddings: try required("max_position_embeddings"),
+                                           partialRotary: architecture == .phi3)
         if rope.scaling != .none, architecture != .llama {
             throw fail("rope_scaling / rope_parameters: rope scaling is computed for model_type 'llama' only (where it is "
                        + "checked against transformers), not '\(architecture.rawValue)'")
@@ -186,7 +197,21 @@ public struct LlamaConfiguration: Sendable, Equatable {
                   tieWordEmbeddings: json["tie_word_embeddings"] as? Bool ?? false,
                   bosTokenId: try int("bos_token_id"), eosTokenId: try int("eos_token_id"), architecture: architecture,
                   slidingWindow: slidingWindow)
+        rotaryDim = try Self.rotaryDimension(headDim: headDim, factor: rope.partialRotaryFactor ?? outsideFactor ?? 1, file: file)
         try validate(file: file)
+    }
+
+    /// How many values of each head rotate with `partial_rotary_factor` = `factor`: transformers' int(head_dim ·
+    /// factor) (Phi3RotaryEmbedding); a factor outside (0, 1], or one that leaves an odd count or none, is refused.
+    static func rotaryDimension(headDim: Int, factor: Double, file: String) throws -> Int {
+        guard factor != 1 else { return headDim }
+        guard factor > 0, factor < 1 else { throw ModelFormatError(file: file, "partial_rotary_factor = \(factor) must be in (0, 1]") }
+        let rotated = Int(Double(headDim) * factor)
+        guard rotated >= 2, rotated % 2 == 0 else {
+            throw ModelFormatError(file: file, "partial_rotary_factor = \(factor) rotates \(rotated) of the head's \(headDim) "
+                                   + "values; that must be even and at least 2")
+        }
+        return rotated
     }
 
     /// The rope scaling of an HF config, as transformers reads it (`PreTrainedConfig.convert_rope_params_to_dict`,
@@ -195,8 +220,10 @@ public struct LlamaConfiguration: Sendable, Equatable {
     /// `type`. `default`, `linear`, `llama3` and `dynamic` (within max_position_embeddings) are computed; every
     /// other type (`yarn`, `longrope`, ...) and every key the type does not read is refused by name, never
     /// approximated.
-    static func ropeParameters(_ json: [String: Any], file: String, maxPositionEmbeddings: Int) throws
-        -> (scaling: RopeScaling, theta: Double?) {
+    /// - Parameter partialRotary: whether the family computes partial rotary (Phi-3): its factor is returned
+    ///   rather than refused.
+    static func ropeParameters(_ json: [String: Any], file: String, maxPositionEmbeddings: Int, partialRotary: Bool = false)
+        throws -> (scaling: RopeScaling, theta: Double?, partialRotaryFactor: Double?) {
         func fail(_ problem: String) -> ModelFormatError { ModelFormatError(file: file, problem) }
         let field: String, object: Any
         if let scaling = json["rope_scaling"], !(scaling is NSNull) {
@@ -204,7 +231,7 @@ public struct LlamaConfiguration: Sendable, Equatable {
         } else if let parameters = json["rope_parameters"], !(parameters is NSNull) {
             (field, object) = ("rope_parameters", parameters)
         } else {
-            return (.none, nil)
+            return (.none, nil, nil)
         }
         guard let parameters = object as? [String: Any] else { throw fail("'\(field)' must be an object") }
         func number(_ key: String) throws -> Double? {
@@ -224,7 +251,8 @@ public struct LlamaConfiguration: Sendable, Equatable {
         let theta = try number("rope_theta")
         if let theta, !(theta > 0) { throw fail("\(field).rope_theta = \(theta) must be positive") }
         if field == "rope_parameters", theta == nil { throw fail("rope_parameters.rope_theta is missing or not a number") }
-        if let factor = try number("partial_rotary_factor"), factor != 1 {
+        let partialRotaryFactor = try number("partial_rotary_factor")
+        if let factor = partialRotaryFactor, factor != 1, !partialRotary {
             throw fail("\(field).partial_rotary_factor = \(factor) is not supported (every dimension of a head rotates)")
         }
         var known: Set<String> = ["rope_type", "type", "rope_theta", "partial_rotary_factor"]
@@ -264,7 +292,7 @@ public struct LlamaConfiguration: Sendable, Equatable {
         if let other = parameters.keys.sorted().first(where: { !known.contains($0) }) {
             throw fail("\(field).\(other) is not supported with rope_type '\(type)' (a parameter the model does not read)")
         }
-        return (scaling, theta)
+        return (scaling, theta, partialRotaryFactor)
     }
 
     /// Reads the `<architecture>.*` hyper-parameters of a GGUF file; tied when it has no `output.weight`.
@@ -294,6 +322,15 @@ public struct LlamaConfiguration: Sendable, Equatable {
            ropeDimensions != hidden / max(1, heads) {
             headDim = ropeDimensions
         }
+        // Phi-3's rope.dimension_count below the head is partial rotary (convert_hf_to_gguf.py writes
+        // int(partial_rotary_factor · hidden) / heads).
+        var rotaryDim: Int? = nil
+        if architecture == .phi3, gguf.metadata[p + "rope.dimension_count"] != nil {
+            guard let value = gguf.int(p + "rope.dimension_count") else {
+                throw ModelFormatError(file: file, "metadata '\(p)rope.dimension_count' must be an integer")
+            }
+            rotaryDim = value
+        }
         // llama.cpp reads Phi-3's window and then switches it off (its phi3 loader); 0 means none.
         var slidingWindow: Int? = nil
         if architecture == .phi3, gguf.metadata[p + "attention.sliding_window"] != nil {
@@ -311,6 +348,13 @@ public struct LlamaConfiguration: Sendable, Equatable {
                   tieWordEmbeddings: gguf.tensor(named: "output.weight") == nil,
                   bosTokenId: gguf.int("tokenizer.ggml.bos_token_id"), eosTokenId: gguf.int("tokenizer.ggml.eos_token_id"),
                   architecture: architecture, slidingWindow: slidingWindow)
+        if let rotaryDim {
+            guard rotaryDim >= 2, rotaryDim % 2 == 0, rotaryDim <= self.headDim else {
+                throw ModelFormatError(file: file, "metadata '\(p)rope.dimension_count' = \(rotaryDim) must be even, at "
+                                       + "least 2 and at most the head dimension \(self.headDim)")
+            }
+            self.rotaryDim = rotaryDim
+        }
         try validate(file: file)
         ropeScaling = try Self.ggufRopeScaling(gguf, prefix: p, headDim: self.headDim)
         if ropeScaling != .none, architecture != .llama {

@@ -18,7 +18,7 @@ Nothing here imports or mirrors the Swift code. Sections, each writing one folde
   tiny-kquant a tiny random Llama (hidden 256, ffn 352) quantized to Q4_K_M by llama-quantize (LLAMA_QUANTIZE, built
               by `make fixtures`): Q4_K, Q6_K and the fallbacks of 352-wide rows; transformers' float64 logits and
               losses over its weights as gguf-py dequantizes them
-  tiny-phi3   a tiny random Phi-3 (fused qkv_proj and gate_up_proj, sliding_window 64 < max_position_embeddings 128)
+  tiny-phi3   a tiny random Phi-3 (fused qkv_proj and gate_up_proj, partial rotary 0.75, sliding_window 64 < 128)
               with a PEFT adapter on qkv_proj, o_proj, gate_up_proj, down_proj: the same references, model.gguf.bin and
               model-q8_0.gguf.bin (with its gguf-py reference) as tiny-qwen2
   tiny-llama3        tiny random Llamas with rope scaling, the same references and converter GGUF as tiny-qwen2 (no
@@ -247,12 +247,14 @@ QWEN_CONFIGS = {
               "model_type": "qwen3"},
 }
 # Phi-3 (Phi3ForCausalLM): fused qkv_proj (q, then k, then v rows) and gate_up_proj (gate rows, then up rows),
-# rotate_half RoPE over the whole head (partial_rotary_factor 1), untied embeddings as Phi-3-mini's, and a
+# rotate_half RoPE over the first 12 of each head's 16 values (partial_rotary_factor 0.75, as Phi-4-mini, whose
+# model_type is phi3; the converter writes rope.dimension_count 12), untied embeddings as Phi-3-mini's, and a
 # sliding window (64) shorter than max_position_embeddings (128) as Phi-3-mini-4k's 2047 is shorter than its 4096:
 # the examples (16 tokens) lie within it, so the window changes nothing they compute.
 PHI3_CONFIG = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
                "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 128,
-               "original_max_position_embeddings": 128, "rope_theta": 10000.0, "rms_norm_eps": 1e-05,
+               "original_max_position_embeddings": 128, "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+               "rms_norm_eps": 1e-05,
                "sliding_window": 64, "tie_word_embeddings": False, "hidden_act": "silu", "bos_token_id": 1,
                "eos_token_id": 2, "pad_token_id": None,
                "architectures": ["Phi3ForCausalLM"], "model_type": "phi3"}

@@ -5,7 +5,8 @@ import TestSupport
 import XCTest
 @testable import LanguageModel
 
-/// A tiny random Phi-3 (fused qkv_proj and gate_up_proj, a sliding window shorter than its context) against
+/// A tiny random Phi-3 (fused qkv_proj and gate_up_proj, partial rotary 0.75 as Phi-4-mini's, a sliding window
+/// shorter than its context) against
 /// transformers + PEFT in float64 (Tests/Fixtures/tiny-phi3, made by Tests/Fixtures/generate.py): logits,
 /// per-example losses, LoRA logits and LoRA gradients on the fused projections, from the HF directory, from the
 /// GGUF that llama.cpp's convert_hf_to_gguf.py wrote from it, and from its Q8_0 copy against gguf-py's
@@ -78,6 +79,9 @@ final class Phi3ReferenceTests: XCTestCase {
                            ["down_proj", "gate_up_proj", "o_proj", "qkv_proj"])
             XCTAssertEqual(model.weights.layers[1].projection(.qkvProj).rows, 16 * (4 + 2 * 2))
             XCTAssertEqual(model.weights.layers[1].projection(.gateUpProj).rows, 2 * 96)
+            XCTAssertEqual(c.headDim, 16)
+            XCTAssertEqual(c.rotaryDim, 12, "partial_rotary_factor 0.75 / rope.dimension_count 12")
+            XCTAssertEqual(model.inverseFrequencies.count, 6)
             XCTAssertEqual(c.maxPositionEmbeddings, 128)
             XCTAssertEqual(c.slidingWindow, 64)
             // The window bounds the context: 64 tokens run (the positive control), 65 are refused in both passes.
@@ -107,7 +111,13 @@ final class Phi3ReferenceTests: XCTestCase {
         let adjacent = ModelWeights(configuration: c, embedding: weights.embedding, output: weights.output,
                                     finalNorm: weights.finalNorm, layers: weights.layers, ropeLayout: .adjacentPairs,
                                     source: weights.source)
-        for (label, broken) in [("gate/up swapped", swappedGateUp), ("k/v swapped", swappedKV), ("adjacent-pair rope", adjacent)] {
+        var fullRotary = c
+        fullRotary.rotaryDim = c.headDim
+        let wholeHead = ModelWeights(configuration: fullRotary, embedding: weights.embedding, output: weights.output,
+                                     finalNorm: weights.finalNorm, layers: weights.layers, ropeLayout: weights.ropeLayout,
+                                     source: weights.source)
+        for (label, broken) in [("gate/up swapped", swappedGateUp), ("k/v swapped", swappedKV), ("adjacent-pair rope", adjacent),
+                                ("every value of the head rotated", wholeHead)] {
             let model = LlamaModel(weights: broken, pool: ThreadPool(threads: 2))
             let (worstLogit, _) = try TinyReference.worstDifferences(model, "phi3", adapter: false)
             print("phi3 with \(label): worst logit difference \(worstLogit)")
@@ -176,7 +186,7 @@ final class Phi3ReferenceTests: XCTestCase {
         XCTAssertEqual(file.string("general.architecture"), "phi3")
         XCTAssertEqual(file.int("phi3.attention.sliding_window"), 64)
         XCTAssertEqual(file.int("phi3.context_length"), 128)
-        XCTAssertEqual(file.int("phi3.rope.dimension_count"), 16)
+        XCTAssertEqual(file.int("phi3.rope.dimension_count"), 12, "the rotary part of the head")
         XCTAssertEqual(file.tensor(named: "blk.1.attn_qkv.weight")?.dimensions, [64, 128])
         XCTAssertEqual(file.tensor(named: "blk.1.ffn_up.weight")?.dimensions, [64, 192])
         XCTAssertFalse(file.metadataKeys.contains { $0.hasPrefix("llama.") }, "no Llama keys in a Phi-3 file")
@@ -292,11 +302,14 @@ final class Phi3RefusalTests: XCTestCase {
             let url = try rewrite("no-\(key)") { metadata, _ in metadata.removeAll { $0.0 == key } }
             assertRefused(url, naming: ["'\(key)'"])
         }
-        // Partial rotary (Phi-4-mini's 0.75 would write 12 of 16), yarn, and a window that is not an integer.
-        let partial = try rewrite("partial-rotary") { metadata, _ in
-            metadata = metadata.map { $0.0 == "phi3.rope.dimension_count" ? ($0.0, .uint32(12)) : $0 }
+        // A rotary dimension that is odd or beyond the head (the file's own 12 of 16 loads), yarn, and a window that
+        // is not an integer.
+        for bad in [13, 18] {
+            let partial = try rewrite("rotary-\(bad)") { metadata, _ in
+                metadata = metadata.map { $0.0 == "phi3.rope.dimension_count" ? ($0.0, .uint32(UInt32(bad))) : $0 }
+            }
+            assertRefused(partial, naming: ["'phi3.rope.dimension_count' = \(bad)", "head dimension 16"])
         }
-        assertRefused(partial, naming: ["'phi3.rope.dimension_count'", "12 is not the head dimension 16"])
         let yarn = try rewrite("yarn") { metadata, _ in metadata.append(("phi3.rope.scaling.type", .string("yarn"))) }
         assertRefused(yarn, naming: ["'phi3.rope.scaling.type'", "'yarn'"])
         let window = try rewrite("window") { metadata, _ in
@@ -324,13 +337,21 @@ final class Phi3RefusalTests: XCTestCase {
             return try ModelLoader.loadHFDirectory(directory)
         }
         XCTAssertEqual(try load(original).configuration.slidingWindow, 64)
+        XCTAssertEqual(try load(original).configuration.rotaryDim, 12)
+        var topLevel = original  // transformers 4's spelling: the factor beside the config's other keys
+        topLevel["rope_parameters"] = NSNull()
+        topLevel["rope_theta"] = 10000.0
+        topLevel["partial_rotary_factor"] = 0.5
+        XCTAssertEqual(try load(topLevel).configuration.rotaryDim, 8)
         var noWindow = original
         noWindow["sliding_window"] = NSNull()
         XCTAssertEqual(try load(noWindow).configuration.contextLength, 128)
         let longrope: [String: Any] = ["rope_type": "longrope", "rope_theta": 10000.0, "long_factor": [1.0], "short_factor": [1.0]]
         let cases: [(String, Any, String)] = [
-            ("rope_parameters", ["rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.75],
-             "partial_rotary_factor = 0.75"),
+            ("rope_parameters", ["rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.1],
+             "partial_rotary_factor = 0.1 rotates 1 of the head's 16"),
+            ("rope_parameters", ["rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 1.5],
+             "partial_rotary_factor = 1.5 must be in (0, 1]"),
             ("rope_parameters", longrope, "'longrope'"),
             ("rope_scaling", longrope, "rope_scaling.rope_type 'longrope'"),
             ("attention_bias", true, "attention_bias = true"),
