@@ -62,6 +62,8 @@ enum GGUFSupport {
                     + "(partial rotary or unequal head sizes are not supported)"
         case "expert_count", "expert_used_count":
             return file.int(key) == 0 ? nil : "mixtures of experts are not supported"
+        case "rope.scaling.attn_factor" where architecture == "phi3":
+            return nil  // LongRoPE's attention factor, read with its factor tensors (`LlamaConfiguration.ggufLongrope`)
         case "attention.sliding_window":
             // Phi-3's window is read (`LlamaConfiguration.slidingWindow`: the context stops at it); elsewhere a
             // window would mask keys the model attends to.
@@ -83,6 +85,7 @@ enum GGUFSupport {
     static func isExpected(_ name: String, _ c: LlamaConfiguration, block: BlockDescription = .llama) -> Bool {
         if ["token_embd.weight", "output_norm.weight", "output.weight"].contains(name) { return true }
         if name == "rope_freqs.weight" { return c.architecture == .llama }
+        if name == "rope_factors_short.weight" || name == "rope_factors_long.weight" { return c.architecture == .phi3 }
         guard name.hasPrefix("blk.") else { return false }
         let rest = name.dropFirst(4)
         guard let dot = rest.firstIndex(of: "."), let layer = Int(rest[..<dot]), layer >= 0, layer < c.numHiddenLayers,

@@ -86,6 +86,8 @@ public final class LlamaModel: @unchecked Sendable {
     /// RoPE's inverse frequencies with the file's rope scaling (`RopeFrequencies`): the one table that inference
     /// and training read.
     let inverseFrequencies: [Float]
+    /// What RoPE's cos and sin are multiplied by (`RopeFrequencies.magnitude`: LongRoPE's attention factor, else 1).
+    let ropeMagnitude: Float
     /// The decoder block's structure, which the one layer pass reads (`layerForward`, `layerBackward`).
     let block: BlockDescription
 
@@ -94,6 +96,7 @@ public final class LlamaModel: @unchecked Sendable {
         self.pool = pool
         block = BlockDescription.of(weights.configuration.architecture)
         inverseFrequencies = RopeFrequencies.inverse(weights.configuration)
+        ropeMagnitude = RopeFrequencies.magnitude(weights.configuration)
     }
 
     /// A fresh cache sized for `capacity` tokens (it grows when needed).

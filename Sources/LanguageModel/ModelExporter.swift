@@ -78,6 +78,10 @@ public enum ModelExporter {
         // dynamic has no GGUF form (convert_hf_to_gguf.py writes none either): the file computes the same
         // frequencies within its context_length, as here.
         case .none, .linear, .dynamic: break
+        // Phi-3's LongRoPE as convert_hf_to_gguf.py writes it (the keys in `setMetadata`).
+        case .longrope(let short, let long, _, _):
+            try addVector("rope_factors_long.weight", long.map(Float.init))
+            try addVector("rope_factors_short.weight", short.map(Float.init))
         }
         progress(1, total)
         for (l, layer) in weights.layers.enumerated() {
@@ -126,6 +130,10 @@ public enum ModelExporter {
         writer.set(p + "vocab_size", .uint32(UInt32(c.vocabSize)))
         // Phi-3's window, as convert_hf_to_gguf.py writes it (0: none); the file's context is what it was.
         if c.architecture == .phi3 { writer.set(p + "attention.sliding_window", .uint32(UInt32(c.slidingWindow ?? 0))) }
+        if case .longrope(_, _, let attention, let original) = c.ropeScaling {
+            writer.set(p + "rope.scaling.attn_factor", .float32(Float(attention)))
+            writer.set(p + "rope.scaling.original_context_length", .uint32(UInt32(original)))
+        }
         writer.set("general.file_type", .uint32(fileType))
         if adapterMerged { writer.set("conclave.adapter_merged", .bool(true)) }
     }

@@ -153,13 +153,20 @@ extension LlamaModel {
         }
     }
 
-    /// RoPE on `heads` heads of n rows at `positions` (the inverse rotation for gradients).
+    /// RoPE on `heads` heads of n rows at `positions` (the inverse rotation for gradients), its rotated values
+    /// multiplied by `ropeMagnitude` (LongRoPE's cos·a, sin·a; the same factor going back, as (a·R)ᵀ = a·Rᵀ).
     func rotate(_ x: UnsafeMutablePointer<Float>, tokens n: Int, heads: Int, positions: UnsafePointer<Int>,
                 inverse: Bool = false) {
+        let hd = configuration.headDim, rotated = configuration.rotaryDim
         inverseFrequencies.withUnsafeBufferPointer {
-            RoPE.apply(x, tokens: n, heads: heads, headDimension: configuration.headDim, positions: positions,
+            RoPE.apply(x, tokens: n, heads: heads, headDimension: hd, positions: positions,
                        inverseFrequencies: $0.baseAddress!, layout: weights.ropeLayout, inverse: inverse,
-                       rotaryDimension: configuration.rotaryDim)
+                       rotaryDimension: rotated)
+        }
+        guard ropeMagnitude != 1 else { return }
+        for row in 0..<(n * heads) {
+            let head = x + row * hd
+            for i in 0..<rotated { head[i] *= ropeMagnitude }
         }
     }
 

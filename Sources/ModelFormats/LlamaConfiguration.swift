@@ -47,6 +47,18 @@ public enum RopeScaling: Sendable, Equatable {
     /// once a sequence is longer than `max_position_embeddings`, which is the longest context inference and
     /// training accept (`LlamaModel.forward` and `lossAndGradient` refuse more), so they are the unscaled ones.
     case dynamic(factor: Double)
+    /// Phi-3's LongRoPE (HF `rope_type: longrope`, transformers' `_compute_longrope_parameters`; GGUF
+    /// `rope_factors_short.weight`, `rope_factors_long.weight`, `rope.scaling.attn_factor`): within `originalContext`
+    /// each frequency is divided by its short factor and cos, sin are multiplied by `attentionFactor`. The long
+    /// factors serve only past `originalContext`, where no position is computed (`contextLength` stops there); they
+    /// are kept to be written back.
+    case longrope(shortFactors: [Double], longFactors: [Double], attentionFactor: Double, originalContext: Int)
+
+    /// Whether this is Phi-3's LongRoPE.
+    public var isLongrope: Bool {
+        if case .longrope = self { return true }
+        return false
+    }
 }
 
 /// A Llama-family model's hyper-parameters, named as HF's `config.json` names them.
@@ -77,9 +89,13 @@ public struct LlamaConfiguration: Sendable, Equatable {
     /// stops at the window, where every key lies inside it, so what is computed is exact. nil: no window.
     public var slidingWindow: Int?
 
-    /// The longest sequence inference and training accept: `max_position_embeddings`, or the sliding window
-    /// when that is shorter.
-    public var contextLength: Int { min(maxPositionEmbeddings, slidingWindow ?? Int.max) }
+    /// The longest sequence inference and training accept: `max_position_embeddings`, or the sliding window or
+    /// LongRoPE's original context when that is shorter.
+    public var contextLength: Int {
+        var longest = min(maxPositionEmbeddings, slidingWindow ?? Int.max)
+        if case .longrope(_, _, _, let original) = ropeScaling { longest = min(longest, original) }
+        return longest
+    }
 
     public init(vocabSize: Int, hiddenSize: Int, intermediateSize: Int, numHiddenLayers: Int, numAttentionHeads: Int,
                 numKeyValueHeads: Int, headDim: Int? = nil, maxPositionEmbeddings: Int, ropeTheta: Double = 10000,
@@ -122,6 +138,12 @@ public struct LlamaConfiguration: Sendable, Equatable {
         guard headDim >= 2, headDim % 2 == 0, headDim <= 1024 else { throw fail("head dimension \(headDim) must be even") }
         guard rotaryDim >= 2, rotaryDim % 2 == 0, rotaryDim <= headDim else {
             throw fail("rotary dimension \(rotaryDim) must be even, at least 2 and at most the head dimension \(headDim)")
+        }
+        if case .longrope(let short, let long, _, let original) = ropeScaling {
+            for (name, factors) in [("short_factor", short), ("long_factor", long)] where factors.count != rotaryDim / 2 {
+                throw fail("rope scaling \(name) has \(factors.count) values, expected \(rotaryDim / 2) (one per rotary pair)")
+            }
+            guard original >= 1 && original <= 1 << 30 else { throw fail("original_max_position_embeddings = \(original) is out of range") }
         }
         guard ropeTheta > 0 && ropeTheta.isFinite else { throw fail("rope_theta = \(ropeTheta) must be positive") }
         guard rmsNormEps > 0 && rmsNormEps < 1 else { throw fail("rms_norm_eps = \(rmsNormEps) is out of range") }
@@ -182,8 +204,8 @@ public struct LlamaConfiguration: Sendable, Equatable {
             throw fail("partial_rotary_factor = \(factor) is not supported (every dimension of a head rotates)")
         }
         let rope = try Self.ropeParameters(json, file: file, maxPositionEmbeddings: try required("max_position_embeddings"),
-                                           partialRotary: architecture == .phi3)
-        if rope.scaling != .none, architecture != .llama {
+                                           phi3: architecture == .phi3)
+        if rope.scaling != .none, architecture != .llama, !rope.scaling.isLongrope {
             throw fail("rope_scaling / rope_parameters: rope scaling is computed for model_type 'llama' only (where it is "
                        + "checked against transformers), not '\(architecture.rawValue)'")
         }
@@ -217,14 +239,13 @@ public struct LlamaConfiguration: Sendable, Equatable {
     /// The rope scaling of an HF config, as transformers reads it (`PreTrainedConfig.convert_rope_params_to_dict`,
     /// `standardize_rope_params`): the object `rope_scaling` (Llama 3.x's config.json) or, when that is absent,
     /// `rope_parameters` (what transformers 5 writes, `rope_theta` inside it); its type from `rope_type`, else
-    /// `type`. `default`, `linear`, `llama3` and `dynamic` (within max_position_embeddings) are computed; every
-    /// other type (`yarn`, `longrope`, ...) and every key the type does not read is refused by name, never
-    /// approximated.
-    /// - Parameter partialRotary: whether the family computes partial rotary (Phi-3): its factor is returned
-    ///   rather than refused.
-    static func ropeParameters(_ json: [String: Any], file: String, maxPositionEmbeddings: Int, partialRotary: Bool = false)
+    /// `type`. `default`, `linear`, `llama3`, `dynamic` (within max_position_embeddings) and, for Phi-3, `longrope`
+    /// (within original_max_position_embeddings) are computed; every other type (`yarn`, ...) and every key the
+    /// type does not read is refused by name, never approximated.
+    /// - Parameter phi3: whether the family is Phi-3, which computes partial rotary (its factor is returned rather
+    ///   than refused) and LongRoPE.
+    static func ropeParameters(_ json: [String: Any], file: String, maxPositionEmbeddings: Int, phi3: Bool = false)
         throws -> (scaling: RopeScaling, theta: Double?, partialRotaryFactor: Double?) {
-        func fail(_ problem: String) -> ModelFormatError { ModelFormatError(file: file, problem) }
         let field: String, object: Any
         if let scaling = json["rope_scaling"], !(scaling is NSNull) {
             (field, object) = ("rope_scaling", scaling)
@@ -233,27 +254,16 @@ public struct LlamaConfiguration: Sendable, Equatable {
         } else {
             return (.none, nil, nil)
         }
-        guard let parameters = object as? [String: Any] else { throw fail("'\(field)' must be an object") }
-        func number(_ key: String) throws -> Double? {
-            guard let value = parameters[key], !(value is NSNull) else { return nil }
-            guard let number = value as? NSNumber, number.doubleValue.isFinite else {
-                throw fail("\(field).\(key) must be a finite number")
-            }
-            return number.doubleValue
-        }
-        func positive(_ key: String) throws -> Double {
-            guard let value = try number(key) else { throw fail("\(field).\(key) is missing") }
-            guard value > 0 else { throw fail("\(field).\(key) = \(value) must be positive") }
-            return value
-        }
+        guard let parameters = object as? [String: Any] else { throw ModelFormatError(file: file, "'\(field)' must be an object") }
+        let rope = RopeObject(field: field, parameters: parameters, json: json, file: file)
         let typeValue = parameters["rope_type"] ?? parameters["type"] ?? "default"
-        guard let type = typeValue as? String else { throw fail("\(field).rope_type must be a string") }
-        let theta = try number("rope_theta")
-        if let theta, !(theta > 0) { throw fail("\(field).rope_theta = \(theta) must be positive") }
-        if field == "rope_parameters", theta == nil { throw fail("rope_parameters.rope_theta is missing or not a number") }
-        let partialRotaryFactor = try number("partial_rotary_factor")
-        if let factor = partialRotaryFactor, factor != 1, !partialRotary {
-            throw fail("\(field).partial_rotary_factor = \(factor) is not supported (every dimension of a head rotates)")
+        guard let type = typeValue as? String else { throw rope.fail("\(field).rope_type must be a string") }
+        let theta = try rope.number("rope_theta")
+        if let theta, !(theta > 0) { throw rope.fail("\(field).rope_theta = \(theta) must be positive") }
+        if field == "rope_parameters", theta == nil { throw rope.fail("rope_parameters.rope_theta is missing or not a number") }
+        let partialRotaryFactor = try rope.number("partial_rotary_factor")
+        if let factor = partialRotaryFactor, factor != 1, !phi3 {
+            throw rope.fail("\(field).partial_rotary_factor = \(factor) is not supported (every dimension of a head rotates)")
         }
         var known: Set<String> = ["rope_type", "type", "rope_theta", "partial_rotary_factor"]
         let scaling: RopeScaling
@@ -262,35 +272,27 @@ public struct LlamaConfiguration: Sendable, Equatable {
             scaling = .none
         case "linear":
             known.insert("factor")
-            scaling = .linear(factor: try positive("factor"))
+            scaling = .linear(factor: try rope.positive("factor"))
         case "llama3":
             known.formUnion(["factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"])
-            let low = try positive("low_freq_factor"), high = try positive("high_freq_factor")
+            let low = try rope.positive("low_freq_factor"), high = try rope.positive("high_freq_factor")
             guard high > low else {
-                throw fail("\(field).high_freq_factor (\(high)) must be greater than low_freq_factor (\(low))")
+                throw rope.fail("\(field).high_freq_factor (\(high)) must be greater than low_freq_factor (\(low))")
             }
-            // transformers takes a top-level original_max_position_embeddings first, then the object's, then
-            // max_position_embeddings; two that differ are refused rather than one picked.
-            let inside = try number("original_max_position_embeddings")
-            let outside = (json["original_max_position_embeddings"] as? NSNumber)?.doubleValue
-            if let inside, let outside, inside != outside {
-                throw fail("\(field).original_max_position_embeddings (\(inside)) differs from the top-level "
-                           + "original_max_position_embeddings (\(outside))")
-            }
-            let original = outside ?? inside ?? Double(maxPositionEmbeddings)
-            guard original >= 1, original <= Double(1 << 30), original == original.rounded() else {
-                throw fail("\(field).original_max_position_embeddings = \(original) must be a positive integer")
-            }
-            scaling = .llama3(factor: try positive("factor"), lowFrequencyFactor: low, highFrequencyFactor: high,
-                              originalContext: Int(original))
+            scaling = .llama3(factor: try rope.positive("factor"), lowFrequencyFactor: low, highFrequencyFactor: high,
+                              originalContext: try rope.originalContext(default: maxPositionEmbeddings))
         case "dynamic":
             known.insert("factor")
-            scaling = .dynamic(factor: try positive("factor"))
+            scaling = .dynamic(factor: try rope.positive("factor"))
+        case "longrope" where phi3:
+            known.formUnion(["factor", "attention_factor", "short_factor", "long_factor", "original_max_position_embeddings"])
+            scaling = try rope.longrope(maxPositionEmbeddings: maxPositionEmbeddings)
         default:
-            throw fail("\(field).rope_type '\(type)' is not supported (only 'default', 'linear', 'llama3' and 'dynamic')")
+            throw rope.fail("\(field).rope_type '\(type)' is not supported (only 'default', 'linear', 'llama3' and 'dynamic'"
+                            + (phi3 ? ", and 'longrope' for Phi-3)" : ")"))
         }
         if let other = parameters.keys.sorted().first(where: { !known.contains($0) }) {
-            throw fail("\(field).\(other) is not supported with rope_type '\(type)' (a parameter the model does not read)")
+            throw rope.fail("\(field).\(other) is not supported with rope_type '\(type)' (a parameter the model does not read)")
         }
         return (scaling, theta, partialRotaryFactor)
     }
@@ -357,7 +359,12 @@ public struct LlamaConfiguration: Sendable, Equatable {
         }
         try validate(file: file)
         ropeScaling = try Self.ggufRopeScaling(gguf, prefix: p, headDim: self.headDim)
-        if ropeScaling != .none, architecture != .llama {
+        if architecture == .phi3, ropeScaling == .none,
+           let longrope = try Self.ggufLongrope(gguf, prefix: p, rotaryDim: self.rotaryDim) {
+            ropeScaling = longrope
+            try validate(file: file)
+        }
+        if ropeScaling != .none, architecture != .llama, !ropeScaling.isLongrope {
             var source = "tensor 'rope_freqs.weight'"
             if case .linear = ropeScaling { source = "metadata '\(p)rope.scaling.*' (linear scaling)" }
             throw ModelFormatError(file: file, "\(source): rope scaling is computed for the Llama block only (where it "
@@ -393,24 +400,133 @@ public struct LlamaConfiguration: Sendable, Equatable {
         }
         guard let info = gguf.tensor(named: "rope_freqs.weight") else { return factor == 1 ? .none : .linear(factor: factor) }
         let name = "tensor 'rope_freqs.weight'"
-        guard info.type == .f32 else {
-            throw fail("\(name) has type \(info.type), expected F32 (the frequency factors ggml's rope reads)")
-        }
-        guard info.dimensions == [headDim / 2] else {
-            throw fail("\(name) has dimensions \(info.dimensions), expected [\(headDim / 2)] (one factor per rotary pair "
-                       + "of the head dimension \(headDim))")
-        }
-        let bytes = gguf.data(for: info)
-        let factors = (0..<(headDim / 2)).map {
-            Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)))
-        }
-        if let bad = factors.firstIndex(where: { !($0 > 0 && $0.isFinite) }) {
-            throw fail("\(name): element \(bad) is \(factors[bad]); every frequency factor must be positive and finite")
-        }
+        let factors = try factorTensor(gguf, info, count: headDim / 2, of: "the head dimension \(headDim)")
         guard factor == 1 else {
             throw fail("\(name) together with linear rope scaling ('\(factorKey)' = \(factor)) is not supported "
                        + "(no converter writes both, and no reference checks the two combined)")
         }
         return .frequencyFactors(factors)
+    }
+
+    /// One F32 factor per rotary pair (`rope_freqs.weight`, Phi-3's `rope_factors_*.weight`), each positive and
+    /// finite; errors name the tensor and `pairs` (what the count is one factor per rotary pair of).
+    static func factorTensor(_ gguf: GGUFFile, _ info: GGUFTensorInfo, count: Int, of pairs: String) throws -> [Float] {
+        let name = "tensor '\(info.name)'"
+        func fail(_ problem: String) -> ModelFormatError { ModelFormatError(file: gguf.url.path, problem) }
+        guard info.type == .f32 else {
+            throw fail("\(name) has type \(info.type), expected F32 (the frequency factors ggml's rope reads)")
+        }
+        guard info.dimensions == [count] else {
+            throw fail("\(name) has dimensions \(info.dimensions), expected [\(count)] (one factor per rotary pair of \(pairs))")
+        }
+        let bytes = gguf.data(for: info)
+        let factors = (0..<count).map {
+            Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)))
+        }
+        if let bad = factors.firstIndex(where: { !($0 > 0 && $0.isFinite) }) {
+            throw fail("\(name): element \(bad) is \(factors[bad]); every frequency factor must be positive and finite")
+        }
+        return factors
+    }
+
+    /// Phi-3's LongRoPE in a GGUF as convert_hf_to_gguf.py writes it and llama.cpp reads it: `rope_factors_short.weight`
+    /// and `rope_factors_long.weight` (one F32 factor per rotary pair; llama.cpp takes the short ones while its
+    /// context is within `rope.scaling.original_context_length`), and `rope.scaling.attn_factor` (1 when absent);
+    /// nil when the file has neither tensor.
+    static func ggufLongrope(_ gguf: GGUFFile, prefix p: String, rotaryDim: Int) throws -> RopeScaling? {
+        let short = gguf.tensor(named: "rope_factors_short.weight"), long = gguf.tensor(named: "rope_factors_long.weight")
+        guard short != nil || long != nil else { return nil }
+        func fail(_ problem: String) -> ModelFormatError { ModelFormatError(file: gguf.url.path, problem) }
+        guard let short, let long else {
+            throw fail("tensor '\(short == nil ? "rope_factors_short.weight" : "rope_factors_long.weight")' is missing beside "
+                       + "'\(short == nil ? "rope_factors_long.weight" : "rope_factors_short.weight")' (LongRoPE needs both)")
+        }
+        let pairs = "the rotary dimension \(rotaryDim)"
+        let shortFactors = try factorTensor(gguf, short, count: rotaryDim / 2, of: pairs)
+        let longFactors = try factorTensor(gguf, long, count: rotaryDim / 2, of: pairs)
+        var attention = 1.0
+        if gguf.metadata[p + "rope.scaling.attn_factor"] != nil {
+            guard let value = gguf.double(p + "rope.scaling.attn_factor"), value.isFinite, value > 0 else {
+                throw fail("metadata '\(p)rope.scaling.attn_factor' must be a positive number")
+            }
+            attention = value
+        }
+        guard let original = gguf.int(p + "rope.scaling.original_context_length"), original >= 1, original <= 1 << 30 else {
+            throw fail("metadata '\(p)rope.scaling.original_context_length' is missing or not a positive integer (LongRoPE's "
+                       + "short factors hold within it)")
+        }
+        return .longrope(shortFactors: shortFactors.map(Double.init), longFactors: longFactors.map(Double.init),
+                         attentionFactor: attention, originalContext: original)
+    }
+}
+
+/// One rope object of an HF config (`rope_scaling` or `rope_parameters`), read key by key with errors that name
+/// `<field>.<key>` and the file.
+struct RopeObject {
+    let field: String
+    let parameters: [String: Any]
+    /// The whole config (a top-level original_max_position_embeddings).
+    let json: [String: Any]
+    let file: String
+
+    func fail(_ problem: String) -> ModelFormatError { ModelFormatError(file: file, problem) }
+
+    func number(_ key: String) throws -> Double? {
+        guard let value = parameters[key], !(value is NSNull) else { return nil }
+        guard let number = value as? NSNumber, number.doubleValue.isFinite else {
+            throw fail("\(field).\(key) must be a finite number")
+        }
+        return number.doubleValue
+    }
+
+    func positive(_ key: String) throws -> Double {
+        guard let value = try number(key) else { throw fail("\(field).\(key) is missing") }
+        guard value > 0 else { throw fail("\(field).\(key) = \(value) must be positive") }
+        return value
+    }
+
+    /// The pretraining context: transformers takes a top-level original_max_position_embeddings first, then the
+    /// object's, then `default` (nil: required); two that differ are refused rather than one picked.
+    func originalContext(default fallback: Int?) throws -> Int {
+        let inside = try number("original_max_position_embeddings")
+        let outside = (json["original_max_position_embeddings"] as? NSNumber)?.doubleValue
+        if let inside, let outside, inside != outside {
+            throw fail("\(field).original_max_position_embeddings (\(inside)) differs from the top-level "
+                       + "original_max_position_embeddings (\(outside))")
+        }
+        guard let original = outside ?? inside ?? fallback.map(Double.init) else {
+            throw fail("\(field).original_max_position_embeddings is missing (neither in \(field) nor at the top level)")
+        }
+        guard original >= 1, original <= Double(1 << 30), original == original.rounded() else {
+            throw fail("\(field).original_max_position_embeddings = \(original) must be a positive integer")
+        }
+        return Int(original)
+    }
+
+    /// A list of positive finite numbers (LongRoPE's per-frequency factors), at most 4096 of them.
+    func factors(_ key: String) throws -> [Double] {
+        guard let list = parameters[key] as? [Any], !list.isEmpty, list.count <= 4096 else {
+            throw fail("\(field).\(key) must be a list of 1 to 4096 numbers")
+        }
+        return try list.enumerated().map { index, value in
+            guard let number = value as? NSNumber, number.doubleValue.isFinite, number.doubleValue > 0 else {
+                throw fail("\(field).\(key)[\(index)] must be a positive finite number")
+            }
+            return number.doubleValue
+        }
+    }
+
+    /// Phi-3's LongRoPE as transformers computes it (`_compute_longrope_parameters`): the short factors within the
+    /// original context, and cos, sin multiplied by attention_factor, which defaults to √(1 + ln s / ln original)
+    /// with s = factor, or max_position_embeddings / original when factor is absent (1 when s ≤ 1).
+    func longrope(maxPositionEmbeddings: Int) throws -> RopeScaling {
+        let original = try originalContext(default: nil)
+        let short = try factors("short_factor"), long = try factors("long_factor")
+        let scale = try number("factor") ?? Double(maxPositionEmbeddings) / Double(original)
+        guard scale > 0 else { throw fail("\(field).factor = \(scale) must be positive") }
+        let attention = try number("attention_factor")
+            ?? (scale <= 1 ? 1 : (1 + log(scale) / log(Double(original))).squareRoot())
+        guard attention > 0, attention.isFinite else { throw fail("\(field).attention_factor = \(attention) must be positive") }
+        return .longrope(shortFactors: short, longFactors: long, attentionFactor: attention, originalContext: original)
     }
 }

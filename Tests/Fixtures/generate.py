@@ -18,7 +18,7 @@ Nothing here imports or mirrors the Swift code. Sections, each writing one folde
   tiny-kquant a tiny random Llama (hidden 256, ffn 352) quantized to Q4_K_M by llama-quantize (LLAMA_QUANTIZE, built
               by `make fixtures`): Q4_K, Q6_K and the fallbacks of 352-wide rows; transformers' float64 logits and
               losses over its weights as gguf-py dequantizes them
-  tiny-phi3   a tiny random Phi-3 (fused qkv_proj and gate_up_proj, partial rotary 0.75, sliding_window 64 < 128)
+  tiny-phi3   a tiny random Phi-3 (fused qkv_proj and gate_up_proj, partial rotary 0.75, LongRoPE, sliding_window 32)
               with a PEFT adapter on qkv_proj, o_proj, gate_up_proj, down_proj: the same references, model.gguf.bin and
               model-q8_0.gguf.bin (with its gguf-py reference) as tiny-qwen2
   tiny-llama3        tiny random Llamas with rope scaling, the same references and converter GGUF as tiny-qwen2 (no
@@ -248,14 +248,19 @@ QWEN_CONFIGS = {
 }
 # Phi-3 (Phi3ForCausalLM): fused qkv_proj (q, then k, then v rows) and gate_up_proj (gate rows, then up rows),
 # rotate_half RoPE over the first 12 of each head's 16 values (partial_rotary_factor 0.75, as Phi-4-mini, whose
-# model_type is phi3; the converter writes rope.dimension_count 12), untied embeddings as Phi-3-mini's, and a
-# sliding window (64) shorter than max_position_embeddings (128) as Phi-3-mini-4k's 2047 is shorter than its 4096:
-# the examples (16 tokens) lie within it, so the window changes nothing they compute.
+# model_type is phi3; the converter writes rope.dimension_count 12), LongRoPE as Phi-3.5-mini and Phi-4-mini have it
+# (short and long factors, one per rotary pair; original_max_position_embeddings 256 of 512, so transformers' attention
+# factor is sqrt(1 + ln 2 / ln 256); 256 also keeps llama.cpp, whose context is at least 256, on the short factors),
+# untied embeddings as Phi-3-mini's, and a sliding window (32) shorter than the
+# context as Phi-3-mini-4k's 2047 is shorter than its 4096. The examples (16 tokens) lie within the window and the
+# original context, where the short factors hold.
 PHI3_CONFIG = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
-               "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 128,
-               "original_max_position_embeddings": 128, "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+               "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512,
+               "original_max_position_embeddings": 256, "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+               "rope_scaling": {"rope_type": "longrope", "short_factor": [1.0, 1.05, 1.2, 1.6, 2.5, 4.0],
+                                "long_factor": [1.0, 1.3, 2.0, 4.0, 8.0, 16.0]},
                "rms_norm_eps": 1e-05,
-               "sliding_window": 64, "tie_word_embeddings": False, "hidden_act": "silu", "bos_token_id": 1,
+               "sliding_window": 32, "tie_word_embeddings": False, "hidden_act": "silu", "bos_token_id": 1,
                "eos_token_id": 2, "pad_token_id": None,
                "architectures": ["Phi3ForCausalLM"], "model_type": "phi3"}
 # PEFT's names for Phi-3's projections: one LoRA (one A, one B over the fused output) per fused projection.
@@ -309,6 +314,8 @@ def quantized_reference(directory, gguf_path, model_class, input_ids, labels, na
     from gguf.quants import dequantize
     state = {}
     for tensor in GGUFReader(gguf_path).tensors:
+        if tensor.name.startswith("rope_factors_"):
+            continue  # Phi-3's LongRoPE factors: configuration (in config.json), not weights
         parts = tensor.name.split(".")
         if parts[0] == "blk":
             name = f"model.layers.{parts[1]}.{names[parts[2]]}.{parts[3]}"

@@ -5,8 +5,8 @@ import TestSupport
 import XCTest
 @testable import LanguageModel
 
-/// A tiny random Phi-3 (fused qkv_proj and gate_up_proj, partial rotary 0.75 as Phi-4-mini's, a sliding window
-/// shorter than its context) against
+/// A tiny random Phi-3 (fused qkv_proj and gate_up_proj, partial rotary 0.75 and LongRoPE as Phi-4-mini's, a sliding
+/// window shorter than its context) against
 /// transformers + PEFT in float64 (Tests/Fixtures/tiny-phi3, made by Tests/Fixtures/generate.py): logits,
 /// per-example losses, LoRA logits and LoRA gradients on the fused projections, from the HF directory, from the
 /// GGUF that llama.cpp's convert_hf_to_gguf.py wrote from it, and from its Q8_0 copy against gguf-py's
@@ -82,18 +82,25 @@ final class Phi3ReferenceTests: XCTestCase {
             XCTAssertEqual(c.headDim, 16)
             XCTAssertEqual(c.rotaryDim, 12, "partial_rotary_factor 0.75 / rope.dimension_count 12")
             XCTAssertEqual(model.inverseFrequencies.count, 6)
-            XCTAssertEqual(c.maxPositionEmbeddings, 128)
-            XCTAssertEqual(c.slidingWindow, 64)
-            // The window bounds the context: 64 tokens run (the positive control), 65 are refused in both passes.
-            XCTAssertEqual(c.contextLength, 64)
-            XCTAssertEqual(try model.allLogits(tokens: Array(repeating: 3, count: 64)).count, 64 * c.vocabSize)
-            XCTAssertThrowsError(try model.allLogits(tokens: Array(repeating: 3, count: 65))) {
-                XCTAssertTrue("\($0)".contains("context of 64"), "\($0)")
+            XCTAssertEqual(c.maxPositionEmbeddings, 512)
+            guard case .longrope(let short, let long, let attention, let original) = c.ropeScaling else {
+                return XCTFail("LongRoPE expected, got \(c.ropeScaling)")
+            }
+            XCTAssertEqual(short.map { Float($0) }, [1.0, 1.05, 1.2, 1.6, 2.5, 4.0])
+            XCTAssertEqual(long.count, 6)
+            XCTAssertEqual(attention, (1 + log(2.0) / log(256.0)).squareRoot(), accuracy: 1e-6)
+            XCTAssertEqual(original, 256)
+            XCTAssertEqual(c.slidingWindow, 32)
+            // The window bounds the context: 32 tokens run (the positive control), 33 are refused in both passes.
+            XCTAssertEqual(c.contextLength, 32)
+            XCTAssertEqual(try model.allLogits(tokens: Array(repeating: 3, count: 32)).count, 32 * c.vocabSize)
+            XCTAssertThrowsError(try model.allLogits(tokens: Array(repeating: 3, count: 33))) {
+                XCTAssertTrue("\($0)".contains("context of 32"), "\($0)")
             }
             let lora = TrainableLoRA.initialized(for: model, rank: 2, alpha: 4, targets: [.qkvProj], seed: 1)
             var gradient = [Float](repeating: 0, count: lora.count)
             XCTAssertThrowsError(try gradient.withUnsafeMutableBufferPointer {
-                try model.lossAndGradient(tokens: Array(repeating: 3, count: 65), labels: Array(repeating: 3, count: 65),
+                try model.lossAndGradient(tokens: Array(repeating: 3, count: 33), labels: Array(repeating: 3, count: 33),
                                           lora: lora, gradient: $0.baseAddress!)
             })
         }
@@ -111,13 +118,29 @@ final class Phi3ReferenceTests: XCTestCase {
         let adjacent = ModelWeights(configuration: c, embedding: weights.embedding, output: weights.output,
                                     finalNorm: weights.finalNorm, layers: weights.layers, ropeLayout: .adjacentPairs,
                                     source: weights.source)
-        var fullRotary = c
-        fullRotary.rotaryDim = c.headDim
-        let wholeHead = ModelWeights(configuration: fullRotary, embedding: weights.embedding, output: weights.output,
-                                     finalNorm: weights.finalNorm, layers: weights.layers, ropeLayout: weights.ropeLayout,
-                                     source: weights.source)
+        func configured(_ change: (inout LlamaConfiguration) -> Void) -> ModelWeights {
+            var changed = c
+            change(&changed)
+            return ModelWeights(configuration: changed, embedding: weights.embedding, output: weights.output,
+                                finalNorm: weights.finalNorm, layers: weights.layers, ropeLayout: weights.ropeLayout,
+                                source: weights.source)
+        }
+        let wholeHead = configured {  // 16 values rotated, the two added pairs with factor 1
+            $0.rotaryDim = $0.headDim
+            if case .longrope(let short, let long, let attention, let original) = $0.ropeScaling {
+                $0.ropeScaling = .longrope(shortFactors: short + [1, 1], longFactors: long + [1, 1], attentionFactor: attention,
+                                           originalContext: original)
+            }
+        }
+        let noLongrope = configured { $0.ropeScaling = .none }
+        let noAttentionFactor = configured {
+            if case .longrope(let short, let long, _, let original) = $0.ropeScaling {
+                $0.ropeScaling = .longrope(shortFactors: short, longFactors: long, attentionFactor: 1, originalContext: original)
+            }
+        }
         for (label, broken) in [("gate/up swapped", swappedGateUp), ("k/v swapped", swappedKV), ("adjacent-pair rope", adjacent),
-                                ("every value of the head rotated", wholeHead)] {
+                                ("every value of the head rotated", wholeHead), ("LongRoPE dropped", noLongrope),
+                                ("LongRoPE's attention factor dropped", noAttentionFactor)] {
             let model = LlamaModel(weights: broken, pool: ThreadPool(threads: 2))
             let (worstLogit, _) = try TinyReference.worstDifferences(model, "phi3", adapter: false)
             print("phi3 with \(label): worst logit difference \(worstLogit)")
@@ -184,13 +207,17 @@ final class Phi3ReferenceTests: XCTestCase {
         try ModelExporter.export(source, adapter: adapter, scheme: .uniform(.f32), to: url)
         let file = try GGUFFile(url: url)
         XCTAssertEqual(file.string("general.architecture"), "phi3")
-        XCTAssertEqual(file.int("phi3.attention.sliding_window"), 64)
-        XCTAssertEqual(file.int("phi3.context_length"), 128)
+        XCTAssertEqual(file.int("phi3.attention.sliding_window"), 32)
+        XCTAssertEqual(file.int("phi3.context_length"), 512)
+        XCTAssertEqual(file.int("phi3.rope.scaling.original_context_length"), 256)
+        XCTAssertEqual(file.double("phi3.rope.scaling.attn_factor") ?? 0, (1 + log(2.0) / log(256.0)).squareRoot(), accuracy: 1e-6)
+        XCTAssertEqual(file.tensor(named: "rope_factors_short.weight")?.dimensions, [6])
+        XCTAssertEqual(file.tensor(named: "rope_factors_long.weight")?.dimensions, [6])
         XCTAssertEqual(file.int("phi3.rope.dimension_count"), 12, "the rotary part of the head")
         XCTAssertEqual(file.tensor(named: "blk.1.attn_qkv.weight")?.dimensions, [64, 128])
         XCTAssertEqual(file.tensor(named: "blk.1.ffn_up.weight")?.dimensions, [64, 192])
         XCTAssertFalse(file.metadataKeys.contains { $0.hasPrefix("llama.") }, "no Llama keys in a Phi-3 file")
-        XCTAssertEqual(file.tensors.count, 3 + 2 * 6, "embedding, output, final norm; 2 norms and 4 matrices a layer")
+        XCTAssertEqual(file.tensors.count, 5 + 2 * 6, "embedding, output, final norm, 2 LongRoPE factors; 2 norms and 4 matrices a layer")
         let model = LlamaModel(weights: try ModelLoader.loadGGUF(file), pool: ThreadPool(threads: 2))
         let reference = try TinyReference.reference("phi3")
         let expected = try reference.tensors.floats("lora_logits")
@@ -286,15 +313,26 @@ final class Phi3RefusalTests: XCTestCase {
             tensors = tensors.map { $0.name == "blk.1.ffn_up.weight" ? ($0.name, [64, 96], .f32, f32(64 * 96)) : $0 }
         }
         assertRefused(unfusedUp, naming: ["'blk.1.ffn_up.weight'", "expected [64, 192]"])
-        // Separate q, k, v (another family's layout) and Phi-3.5's long-context rope factors are not this block's.
+        // Separate q, k, v (another family's layout) are not this block's; LongRoPE needs both factor tensors, one
+        // factor per rotary pair (6), and its original context.
         let separate = try rewrite("separate-q") { _, tensors in
             tensors.append((name: "blk.0.attn_q.weight", dimensions: [64, 64], type: .f32, data: f32(64 * 64)))
         }
         assertRefused(separate, naming: ["tensor 'blk.0.attn_q.weight'", "Phi-3 block"])
-        let longrope = try rewrite("rope-factors") { _, tensors in
-            tensors.append((name: "rope_factors_long.weight", dimensions: [8], type: .f32, data: f32(8)))
+        let noShort = try rewrite("no-short-factors") { _, tensors in tensors.removeAll { $0.name == "rope_factors_short.weight" } }
+        assertRefused(noShort, naming: ["'rope_factors_short.weight' is missing"])
+        let longFactors = try rewrite("long-factors-8") { _, tensors in
+            tensors = tensors.map { $0.name == "rope_factors_long.weight" ? ($0.name, [8], .f32, f32(8)) : $0 }
         }
-        assertRefused(longrope, naming: ["tensor 'rope_factors_long.weight'"])
+        assertRefused(longFactors, naming: ["tensor 'rope_factors_long.weight'", "expected [6]"])
+        let noOriginal = try rewrite("no-original") { metadata, _ in
+            metadata.removeAll { $0.0 == "phi3.rope.scaling.original_context_length" }
+        }
+        assertRefused(noOriginal, naming: ["'phi3.rope.scaling.original_context_length'"])
+        let rope_freqs = try rewrite("rope-freqs") { _, tensors in
+            tensors.append((name: "rope_freqs.weight", dimensions: [8], type: .f32, data: f32(8)))
+        }
+        assertRefused(rope_freqs, naming: ["tensor 'rope_freqs.weight'"])
     }
 
     func testMissingOrUnsupportedKeysAreNamed() throws {
@@ -316,13 +354,13 @@ final class Phi3RefusalTests: XCTestCase {
             metadata = metadata.map { $0.0 == "phi3.attention.sliding_window" ? ($0.0, .string("64")) : $0 }
         }
         assertRefused(window, naming: ["'phi3.attention.sliding_window'"])
-        // A window of 0 is llama.cpp's "none": the context is max_position_embeddings again.
+        // A window of 0 is llama.cpp's "none": the context is LongRoPE's original one (256 of 512).
         let none = try rewrite("window-0") { metadata, _ in
             metadata = metadata.map { $0.0 == "phi3.attention.sliding_window" ? ($0.0, .uint32(0)) : $0 }
         }
         let c = try ModelLoader.load(path: none.path, threads: 1).model.configuration
         XCTAssertNil(c.slidingWindow)
-        XCTAssertEqual(c.contextLength, 128)
+        XCTAssertEqual(c.contextLength, 256)
     }
 
     /// HF configs: what Phi-3's newer checkpoints add and the block does not compute is refused by field.
@@ -336,7 +374,7 @@ final class Phi3RefusalTests: XCTestCase {
             try JSONSerialization.data(withJSONObject: json).write(to: url)
             return try ModelLoader.loadHFDirectory(directory)
         }
-        XCTAssertEqual(try load(original).configuration.slidingWindow, 64)
+        XCTAssertEqual(try load(original).configuration.slidingWindow, 32)
         XCTAssertEqual(try load(original).configuration.rotaryDim, 12)
         var topLevel = original  // transformers 4's spelling: the factor beside the config's other keys
         topLevel["rope_parameters"] = NSNull()
@@ -345,15 +383,31 @@ final class Phi3RefusalTests: XCTestCase {
         XCTAssertEqual(try load(topLevel).configuration.rotaryDim, 8)
         var noWindow = original
         noWindow["sliding_window"] = NSNull()
-        XCTAssertEqual(try load(noWindow).configuration.contextLength, 128)
-        let longrope: [String: Any] = ["rope_type": "longrope", "rope_theta": 10000.0, "long_factor": [1.0], "short_factor": [1.0]]
+        XCTAssertEqual(try load(noWindow).configuration.contextLength, 256)
+        let parameters = try XCTUnwrap(original["rope_parameters"] as? [String: Any])
+        func longrope(_ change: (inout [String: Any]) -> Void) -> [String: Any] {
+            var object = parameters
+            change(&object)
+            return object
+        }
+        // An explicit attention_factor is taken as it is (transformers'), not recomputed from the contexts.
+        var explicit = original
+        explicit["rope_parameters"] = longrope { $0["attention_factor"] = 1.5 }
+        guard case .longrope(_, _, let attention, _)? = try? load(explicit).configuration.ropeScaling else {
+            return XCTFail("longrope with attention_factor")
+        }
+        XCTAssertEqual(attention, 1.5)
         let cases: [(String, Any, String)] = [
             ("rope_parameters", ["rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.1],
              "partial_rotary_factor = 0.1 rotates 1 of the head's 16"),
             ("rope_parameters", ["rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 1.5],
              "partial_rotary_factor = 1.5 must be in (0, 1]"),
-            ("rope_parameters", longrope, "'longrope'"),
-            ("rope_scaling", longrope, "rope_scaling.rope_type 'longrope'"),
+            ("rope_parameters", longrope { $0["short_factor"] = [1.0, 2.0] }, "short_factor has 2 values, expected 6"),
+            ("rope_parameters", longrope { $0["long_factor"] = nil }, "rope_parameters.long_factor must be a list"),
+            ("rope_parameters", longrope { $0["short_factor"] = [1.0, 1.0, 1.0, -1.0, 1.0, 1.0] }, "short_factor[3] must be a positive"),
+            ("rope_parameters", longrope { $0["original_max_position_embeddings"] = 128 }, "differs from the top-level"),
+            ("rope_parameters", longrope { $0["rope_type"] = "yarn" }, "rope_type 'yarn' is not supported"),
+            ("rope_parameters", longrope { $0["mscale"] = 1.0 }, "rope_parameters.mscale is not supported"),
             ("attention_bias", true, "attention_bias = true"),
             ("hidden_act", "gelu_new", "hidden_act 'gelu_new'"),
             ("sliding_window", 0, "sliding_window = 0"),

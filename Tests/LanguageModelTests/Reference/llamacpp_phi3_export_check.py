@@ -6,7 +6,9 @@ same file) and, for F32, llama.cpp's logits with transformers + PEFT's float64 l
 A control copy with ffn_up's gate and up halves exchanged must be far off, so the comparison can fail.
 
 The fixture has no tokenizer, which llama.cpp requires, so each file is copied with `tokenizer.ggml.model = none`
-added (nothing else changes). The KV cache is F32 (F16 by default moves these logits by about 2e-3).
+added (nothing else changes). The KV cache is F32 (F16 by default moves these logits by about 2e-3). The fixture's
+LongRoPE has an original context of 256, the smallest context llama.cpp allocates, so llama.cpp takes its short
+factors (it takes the long ones when its context exceeds the original), as transformers and we do within it.
 
 Tolerances: F32, logits within 1e-4 of transformers and losses within 1e-5 of ours (both float32 throughout);
 Q8_0, losses within 0.02 of ours at our default int8 activations (llama.cpp also multiplies Q8_0 weights by
