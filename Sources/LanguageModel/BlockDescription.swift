@@ -130,6 +130,12 @@ struct BlockDescription: Sendable {
 }
 
 extension LlamaConfiguration {
+    /// What a LoRA adapts when no targets are named: the attention's projections (q, k, v, o; Phi-3's qkv, o).
+    public var defaultTargets: [ProjectionModule] {
+        let block = BlockDescription.of(architecture)
+        return block.attentionInputs + [block.attentionOutput]
+    }
+
     /// The projections a LoRA can adapt on this family's block, in the order the pass runs them.
     public var adaptableModules: [ProjectionModule] { BlockDescription.of(architecture).projections }
 
