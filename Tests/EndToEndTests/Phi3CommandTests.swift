@@ -41,6 +41,18 @@ final class Phi3CommandTests: XCTestCase {
         }
     }
 
+    /// A record longer than the context (32 tokens: the window) is cut to it by default, not refused.
+    func testEvalCutsRecordsToTheContext() throws {
+        let directory = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let data = directory.appendingPathComponent("long.jsonl")
+        try #"{"input_ids": [\#((0..<40).map { String($0 % 256) }.joined(separator: ", "))]}"#
+            .write(to: data, atomically: true, encoding: .utf8)
+        let result = try run(["eval", "--model", Fixtures.url("tiny-phi3").path, "--data", data.path, "--json"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        XCTAssertEqual((try result.json()["per_example"] as? [[String: Any]])?.first?["tokens"] as? Int, 31)
+    }
+
     func testTrainWithDPAdaptsTheFusedAttentionByDefault() throws {
         let directory = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
