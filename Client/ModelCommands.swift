@@ -237,7 +237,7 @@ struct EvalCommand: ParsableCommand {
         if let adapterPath { loaded.model.setAdapter(try ModelLoader.loadAdapter(path: adapterPath, for: loaded.model)) }
         let configuration = loaded.model.configuration
         let examples = try Dataset.load(URL(fileURLWithPath: dataPath), tokenizer: loaded.tokenizer,
-                                        maxLength: maxLength ?? configuration.maxPositionEmbeddings,
+                                        maxLength: maxLength ?? configuration.contextLength,
                                         vocabularySize: configuration.vocabSize)
         let evaluation = try Evaluator.evaluate(model: loaded.model, examples: examples,
                                                 progress: ProgressReporter(label: "eval", total: examples.count, enabled: !json))

@@ -30,7 +30,8 @@ struct TrainCommand: ParsableCommand {
                                     first gradient (without --dp the run is recorded as ε = ∞, after which
                                     the ledger refuses every charge); without --state nothing is recorded
           --rank r, --alpha a       LoRA rank (default 8) and alpha (default 16)
-          --targets LIST            comma-separated modules (default q_proj,k_proj,v_proj,o_proj)
+          --targets LIST            comma-separated modules (default: the attention's, q_proj,k_proj,v_proj,o_proj;
+                                    qkv_proj,o_proj on Phi-3, whose q, k, v are one projection)
           --steps N | --epochs E    optimizer steps, or passes over the data (default 1 epoch)
           --batch-size B            expected records (users, at --privacy-unit user) per step (Poisson sampling,
                                     rate q = B·K/N, N records or users; default 8)
@@ -94,7 +95,8 @@ struct TrainCommand: ParsableCommand {
     var statePath: String?
     var rank = 8
     var alpha = 16.0
-    var targets: [ProjectionModule] = [.qProj, .kProj, .vProj, .oProj]
+    /// nil: the model family's attention projections (`defaultTargets`).
+    var targets: [ProjectionModule]?
     var steps: Int?
     var epochs: Double?
     var batchSize = 8
@@ -158,7 +160,7 @@ struct TrainCommand: ParsableCommand {
         var configuration = TrainingConfiguration()
         configuration.rank = rank
         configuration.alpha = alpha
-        configuration.targets = targets
+        if let targets { configuration.targets = targets }
         configuration.steps = steps
         configuration.epochs = epochs ?? 1
         configuration.batchSize = batchSize
@@ -186,6 +188,7 @@ struct TrainCommand: ParsableCommand {
 
         // The plan's privacy: σ given, or calibrated to the target ε for this run.
         var configuration = trainingConfiguration
+        if targets == nil { configuration.targets = c.defaultTargets }
         if dp {
             let probe = try LoRATrainer(model: model, examples: examples, configuration: configuration)
             let sigma = try noiseMultiplier ?? PrivacyAccounting.noiseMultiplier(

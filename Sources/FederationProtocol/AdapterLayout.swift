@@ -40,6 +40,9 @@ public struct AdapterLayout: Sendable {
             }
             return module
         }
+        do { try configuration.checkTargets(targets, source: "plan") } catch {
+            throw FederationError.configuration(path: "plan", field: "targets", "\(error)")
+        }
         self.init(configuration: configuration, rank: plan.rank, alpha: plan.alpha, targets: targets)
     }
 

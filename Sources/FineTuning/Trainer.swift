@@ -123,6 +123,8 @@ public final class LoRATrainer {
         guard (1...256).contains(c.rank) else { throw TrainingError("rank must be in 1...256, got \(c.rank)") }
         guard c.alpha > 0, c.alpha.isFinite else { throw TrainingError("alpha must be positive, got \(c.alpha)") }
         guard !c.targets.isEmpty else { throw TrainingError("no target modules given") }
+        // A LoRA on a projection the family's block does not have (q_proj on Phi-3's fused qkv_proj) would train nothing.
+        do { try model.configuration.checkTargets(c.targets, source: "targets") } catch { throw TrainingError("\(error)") }
         guard c.batchSize >= 1, c.gradientAccumulation >= 1 else {
             throw TrainingError("batch size and gradient accumulation must be at least 1")
         }

@@ -35,10 +35,12 @@ public enum RoPE {
     }
 
     /// Rotates every head of x in place. x: (tokens, heads·headDimension); position of row t is positions[t].
+    /// With `rotaryDimension` (partial rotary, Phi-4-mini's), only each head's first that many values rotate,
+    /// paired within them, with `rotaryDimension / 2` inverse frequencies; the rest pass through.
     public static func apply(_ x: UnsafeMutablePointer<Float>, tokens: Int, heads: Int, headDimension: Int,
                              positions: UnsafePointer<Int>, inverseFrequencies: UnsafePointer<Float>,
-                             layout: Layout, inverse: Bool = false) {
-        let half = headDimension / 2
+                             layout: Layout, inverse: Bool = false, rotaryDimension: Int? = nil) {
+        let half = (rotaryDimension ?? headDimension) / 2
         for t in 0..<tokens {
             let position = Double(positions[t])
             for i in 0..<half {

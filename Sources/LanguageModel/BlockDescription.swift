@@ -5,10 +5,16 @@ import ModelFormats
 /// the structure the one layer pass (`TransformerLayer`) reads: which norm, which projections read which
 /// input, the rotary embedding, the attention and the feed-forward.
 ///
-/// Llama, Qwen2 (q/k/v biases) and Qwen3 (per-head q/k norms) are described. A later family (Gemma's
-/// (1 + w) norms, post-norms and soft-capping, Phi's fused projections) adds a case or a field here and the
-/// few lines of the pass that read it, not a copy of the transformer; until then the loaders refuse what
-/// the description does not cover (`GGUFSupport`, and `LlamaConfiguration` for HF configs).
+/// Llama, Qwen2 (q/k/v biases), Qwen3 (per-head q/k norms) and Phi-3 (fused projections) are described. A
+/// later family (Gemma's (1 + w) norms, post-norms and soft-capping) adds a case or a field here and the few
+/// lines of the pass that read it, not a copy of the transformer; until then the loaders refuse what the
+/// description does not cover (`GGUFSupport`, and `LlamaConfiguration` for HF configs).
+///
+/// A fused projection is one matrix whose output rows are several parts of the pass in order (Phi-3's
+/// `qkv_proj`: q's rows, then k's, then v's; `gate_up_proj`: gate's, then up's). It is listed alone where the
+/// parts' projections would be (`attentionInputs`, `feedForwardInputs`); the pass projects into one buffer
+/// and splits it (`projectParts`), and goes back by joining the parts' gradients (`backwardParts`). Its
+/// LoRA is PEFT's: one A and one B over the whole fused output.
 struct BlockDescription: Sendable {
     /// How a norm normalises its input.
     enum Norm: Sendable {
@@ -39,7 +45,8 @@ struct BlockDescription: Sendable {
     /// Before attention, and before the feed-forward (pre-norm residual blocks).
     let attentionNorm: NormTensor
     let feedForwardNorm: NormTensor
-    /// Projections that read the attention norm's output, in the order q, k, v.
+    /// Projections that read the attention norm's output: q, k, v in that order, or one fused projection
+    /// whose output is q, k and v (Phi-3's `qkv_proj`).
     let attentionInputs: [ProjectionModule]
     /// The projection of the attention's output back into the residual stream.
     let attentionOutput: ProjectionModule
@@ -53,7 +60,8 @@ struct BlockDescription: Sendable {
     /// into adjacent pairs; Qwen's (NEOX rope in llama.cpp) keep HF's half split.
     let ggufRopeLayout: RoPE.Layout
     let feedForward: FeedForward
-    /// Projections that read the feed-forward norm's output: gate, up.
+    /// Projections that read the feed-forward norm's output: gate, up; or one fused projection whose output is
+    /// gate, then up (Phi-3's `gate_up_proj`).
     let feedForwardInputs: [ProjectionModule]
     /// The projection of the activated feed-forward back into the residual stream.
     let feedForwardOutput: ProjectionModule
@@ -61,6 +69,13 @@ struct BlockDescription: Sendable {
     /// Every projection of the block, in the order the forward pass runs them.
     var projections: [ProjectionModule] {
         attentionInputs + [attentionOutput] + feedForwardInputs + [feedForwardOutput]
+    }
+
+    /// Floats per token of the widest fused projection's output (the pass's scratch `LayerBuffers.fused`), 0 when
+    /// nothing is fused.
+    func fusedWidth(_ c: LlamaConfiguration) -> Int {
+        (attentionInputs + feedForwardInputs).filter { !c.fusedParts(of: $0).isEmpty }
+            .map { LoRAAdapter.shape(of: $0, c).1 }.max() ?? 0
     }
 
     /// The GGUF tensor names of layer `layer`.
@@ -78,6 +93,7 @@ struct BlockDescription: Sendable {
         case .llama: return .llama
         case .qwen2: return .qwen2
         case .qwen3: return .qwen3
+        case .phi3: return .phi3
         }
     }
 
@@ -104,4 +120,43 @@ struct BlockDescription: Sendable {
                              key: NormTensor(gguf: "attn_k_norm", hf: "self_attn.k_norm")),
         rotary: true, ggufRopeLayout: .halfSplit, feedForward: .swiglu, feedForwardInputs: llama.feedForwardInputs,
         feedForwardOutput: .downProj)
+
+    /// Phi-3 (HF `Phi3ForCausalLM`, llama.cpp `phi3`): the Llama block with q, k, v fused into `qkv_proj` and gate,
+    /// up into `gate_up_proj`; rotate_half RoPE (NEOX in llama.cpp, whose converter keeps HF's row order).
+    static let phi3 = BlockDescription(
+        norm: .rms, attentionNorm: llama.attentionNorm, feedForwardNorm: llama.feedForwardNorm,
+        attentionInputs: [.qkvProj], attentionOutput: .oProj, biased: [], headNorms: nil, rotary: true,
+        ggufRopeLayout: .halfSplit, feedForward: .swiglu, feedForwardInputs: [.gateUpProj], feedForwardOutput: .downProj)
+}
+
+extension LlamaConfiguration {
+    /// What a LoRA adapts when no targets are named: the attention's projections (q, k, v, o; Phi-3's qkv, o).
+    public var defaultTargets: [ProjectionModule] {
+        let block = BlockDescription.of(architecture)
+        return block.attentionInputs + [block.attentionOutput]
+    }
+
+    /// The projections a LoRA can adapt on this family's block, in the order the pass runs them.
+    public var adaptableModules: [ProjectionModule] { BlockDescription.of(architecture).projections }
+
+    /// Throws naming the first of `targets` that this family's block does not have (a LoRA on it would never
+    /// be computed), and the modules it does have.
+    public func checkTargets(_ targets: [ProjectionModule], source: String) throws {
+        let available = adaptableModules
+        guard let missing = targets.first(where: { !available.contains($0) }) else { return }
+        var why = "the \(architecture.displayName) block has no projection '\(missing.rawValue)'"
+        if let fused = available.first(where: { fusedParts(of: $0).contains(missing) }) {
+            why += " (it is part of the fused '\(fused.rawValue)', which a LoRA adapts as one)"
+        }
+        throw LanguageModelError.adapter(source, why + "; choose from " + available.map(\.rawValue).joined(separator: ", "))
+    }
+
+    /// The separate projections a fused one stands for.
+    func fusedParts(of module: ProjectionModule) -> [ProjectionModule] {
+        switch module {
+        case .qkvProj: return [.qProj, .kProj, .vProj]
+        case .gateUpProj: return [.gateProj, .upProj]
+        default: return []
+        }
+    }
 }

@@ -38,7 +38,7 @@ public enum ExportScheme: Sendable, Equatable, CustomStringConvertible {
     /// The type of one matrix with rows of `columns` values.
     ///
     /// The mixes follow llama.cpp's `llama_tensor_get_type` for these files: the output head (the tied
-    /// embedding included) in Q6_K; attn_v and ffn_down in Q6_K on the layers its `use_more_bits` picks (the
+    /// embedding included) in Q6_K; attn_v (or attn_qkv) and ffn_down in Q6_K on the layers its `use_more_bits` picks (the
     /// first and last eighth and every third between), the base type elsewhere; a K-quant on rows that are not
     /// whole super-blocks of 256 falls back as llama.cpp's does (Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0).
     func type(of role: Role, columns: Int) -> TensorType {
@@ -52,7 +52,8 @@ public enum ExportScheme: Sendable, Equatable, CustomStringConvertible {
             case .embedding(tied: false): chosen = base
             case .embedding(tied: true), .output: chosen = .q6_K
             case .projection(let module, let layer, let layers):
-                let finer = (module == .vProj || module == .downProj) && Self.usesMoreBits(layer: layer, of: layers)
+                // llama.cpp counts Phi-3's attn_qkv as attn_v (its `category_is_attn_v`).
+                let finer = [.vProj, .qkvProj, .downProj].contains(module) && Self.usesMoreBits(layer: layer, of: layers)
                 chosen = finer ? .q6_K : base
             }
             guard columns % chosen.blockSize != 0 else { return chosen }

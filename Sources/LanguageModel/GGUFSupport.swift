@@ -1,7 +1,7 @@
 import Foundation
 import ModelFormats
 
-/// What of a `llama`, `qwen2` or `qwen3` GGUF the model computes, so that anything else is refused rather
+/// What of a `llama`, `qwen2`, `qwen3` or `phi3` GGUF the model computes, so that anything else is refused rather
 /// than approximated.
 ///
 /// A GGUF names its architecture `llama` for SmolLM, TinyLlama and Llama 3.x alike, but llama.cpp reads
@@ -27,11 +27,13 @@ enum GGUFSupport {
         var headDimension = c.headDim
         if let q = file.tensor(named: "blk.0.attn_q.weight"), q.dimensions.count == 2, c.numAttentionHeads > 0 {
             headDimension = q.dimensions[1] / c.numAttentionHeads
-        }
+        }  // Phi-3 has no attn_q: its head is hidden / heads, and a fused attn_qkv of another size is refused by shape.
         let architecture = c.architecture.rawValue, prefix = architecture + "."
         for key in file.metadataKeys where key.hasPrefix(prefix) {
             let name = String(key.dropFirst(prefix.count))
             if readKeys.contains(name) { continue }
+            // Phi-3's rotary dimension is read (partial rotary, `LlamaConfiguration.rotaryDim`) and validated there.
+            if c.architecture == .phi3, name == "rope.dimension_count" { continue }
             if let problem = problem(ofKey: name, in: file, architecture: architecture, headDimension: headDimension) {
                 throw refuse("metadata '\(key)': \(problem); this file needs computation the model does not do, "
                              + "so it is refused rather than run with wrong numbers")
@@ -60,6 +62,13 @@ enum GGUFSupport {
                     + "(partial rotary or unequal head sizes are not supported)"
         case "expert_count", "expert_used_count":
             return file.int(key) == 0 ? nil : "mixtures of experts are not supported"
+        case "rope.scaling.attn_factor" where architecture == "phi3":
+            return nil  // LongRoPE's attention factor, read with its factor tensors (`LlamaConfiguration.ggufLongrope`)
+        case "attention.sliding_window":
+            // Phi-3's window is read (`LlamaConfiguration.slidingWindow`: the context stops at it); elsewhere a
+            // window would mask keys the model attends to.
+            return architecture == "phi3" || file.int(key) == 0 ? nil
+                : "sliding-window attention is not supported by the \(ModelArchitecture(rawValue: architecture)?.displayName ?? architecture) block"
         default:
             if name.hasPrefix("rope.scaling."), scalingType == "none" { return nil }
             // Linear scaling (the type when none is given) reads only the factor: the original context length
@@ -76,6 +85,7 @@ enum GGUFSupport {
     static func isExpected(_ name: String, _ c: LlamaConfiguration, block: BlockDescription = .llama) -> Bool {
         if ["token_embd.weight", "output_norm.weight", "output.weight"].contains(name) { return true }
         if name == "rope_freqs.weight" { return c.architecture == .llama }
+        if name == "rope_factors_short.weight" || name == "rope_factors_long.weight" { return c.architecture == .phi3 }
         guard name.hasPrefix("blk.") else { return false }
         let rest = name.dropFirst(4)
         guard let dot = rest.firstIndex(of: "."), let layer = Int(rest[..<dot]), layer >= 0, layer < c.numHiddenLayers,

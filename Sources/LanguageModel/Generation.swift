@@ -43,7 +43,7 @@ extension LlamaModel {
                 stopReason = "cancelled"
                 break
             }
-            if generated.count == maxTokens || cache.count >= configuration.maxPositionEmbeddings { break }
+            if generated.count == maxTokens || cache.count >= configuration.contextLength { break }
             try forward(tokens: [next], cache: cache, logits: .last) { _, logits in
                 next = sampler.sample(logits, count: configuration.vocabSize)
             }

@@ -86,6 +86,8 @@ public final class LlamaModel: @unchecked Sendable {
     /// RoPE's inverse frequencies with the file's rope scaling (`RopeFrequencies`): the one table that inference
     /// and training read.
     let inverseFrequencies: [Float]
+    /// What RoPE's cos and sin are multiplied by (`RopeFrequencies.magnitude`: LongRoPE's attention factor, else 1).
+    let ropeMagnitude: Float
     /// The decoder block's structure, which the one layer pass reads (`layerForward`, `layerBackward`).
     let block: BlockDescription
 
@@ -94,6 +96,7 @@ public final class LlamaModel: @unchecked Sendable {
         self.pool = pool
         block = BlockDescription.of(weights.configuration.architecture)
         inverseFrequencies = RopeFrequencies.inverse(weights.configuration)
+        ropeMagnitude = RopeFrequencies.magnitude(weights.configuration)
     }
 
     /// A fresh cache sized for `capacity` tokens (it grows when needed).
@@ -232,8 +235,8 @@ public final class LlamaModel: @unchecked Sendable {
         let n = tokens.count
         guard n > 0 else { return }
         let start = cache.count
-        guard start + n <= c.maxPositionEmbeddings else {
-            throw LanguageModelError.contextTooLong(tokens: start + n, maximum: c.maxPositionEmbeddings)
+        guard start + n <= c.contextLength else {
+            throw LanguageModelError.contextTooLong(tokens: start + n, maximum: c.contextLength)
         }
         for token in tokens where token < 0 || token >= c.vocabSize {
             throw LanguageModelError.tokenOutOfRange(token: token, vocabularySize: c.vocabSize)
@@ -252,10 +255,13 @@ public final class LlamaModel: @unchecked Sendable {
         let gate = UnsafeMutablePointer<Float>.allocate(capacity: n * ff)
         let up = UnsafeMutablePointer<Float>.allocate(capacity: n * ff)
         let scratch = UnsafeMutablePointer<Float>.allocate(capacity: n * max(64, adapter?.rank ?? 1))
+        let fusedWidth = block.fusedWidth(c)
+        let fused = fusedWidth > 0 ? UnsafeMutablePointer<Float>.allocate(capacity: n * fusedWidth) : nil
         let grouped = precision == .int8 && rowGroupedInference ? groupedForInference() : nil
         let positions = UnsafeMutablePointer<Int>.allocate(capacity: n)
         defer {
             for buffer in [x, h, q, attention, gate, up, scratch] { buffer.deallocate() }
+            fused?.deallocate()
             positions.deallocate()
         }
         for t in 0..<n {
@@ -267,7 +273,7 @@ public final class LlamaModel: @unchecked Sendable {
             let buffers = LayerBuffers(
                 input: x, attentionIn: h, q: q, k: cache.keys[layer] + start * kvWidth,
                 v: cache.values[layer] + start * kvWidth, attention: attention, projected: h, middle: x,
-                feedForwardIn: h, gate: gate, up: up, activated: gate, output: x)
+                feedForwardIn: h, gate: gate, up: up, activated: gate, output: x, fused: fused)
             layerForward(layer, buffers, tokens: n,
                          context: AttentionContext(keys: cache.keys[layer], values: cache.values[layer], start: start,
                                                    positions: positions),
@@ -334,7 +340,8 @@ final class GroupedWeights: @unchecked Sendable {
     /// - Parameter copied: called with a source matrix and a range of its rows once they are copied.
     init?(_ weights: ModelWeights, copied: (WeightMatrix, Range<Int>) -> Void = { _, _ in }) {
         guard RowGroupedMatrix.isAvailable else { return nil }
-        let stacks: [[ProjectionModule]] = [[.qProj, .kProj, .vProj], [.oProj], [.gateProj, .upProj], [.downProj]]
+        let block = BlockDescription.of(weights.configuration.architecture)
+        let stacks = [block.attentionInputs, [block.attentionOutput], block.feedForwardInputs, [block.feedForwardOutput]]
         var layers: [[ProjectionModule: (matrix: RowGroupedMatrix, offset: Int)]] = []
         for layer in weights.layers {
             var entries: [ProjectionModule: (matrix: RowGroupedMatrix, offset: Int)] = [:]

@@ -48,6 +48,7 @@ public struct LoRAAdapter: Sendable {
             }
             targets.append(module)
         }
+        try configuration.checkTargets(targets, source: source)
         var layers: [[ProjectionModule: LoRAPair]] = []
         for layer in 0..<configuration.numHiddenLayers {
             var pairs: [ProjectionModule: LoRAPair] = [:]
@@ -78,6 +79,8 @@ public struct LoRAAdapter: Sendable {
         case .oProj: return (qWidth, c.hiddenSize)
         case .gateProj, .upProj: return (c.hiddenSize, c.intermediateSize)
         case .downProj: return (c.intermediateSize, c.hiddenSize)
+        case .qkvProj: return (c.hiddenSize, qWidth + 2 * kvWidth)
+        case .gateUpProj: return (c.hiddenSize, 2 * c.intermediateSize)
         }
     }
 }

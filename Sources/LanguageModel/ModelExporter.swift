@@ -4,7 +4,8 @@ import ModelFormats
 import Tokenizer
 
 /// Writes a model (optionally with a LoRA adapter merged into its weights) as a GGUF v3 file that
-/// llama.cpp loads: llama.cpp's tensor names, Q/K rows in its permuted order, tokenizer metadata.
+/// llama.cpp loads: the family's architecture and keys (`llama`, `phi3`), llama.cpp's tensor names, Llama's Q/K
+/// rows in its permuted order, tokenizer metadata.
 public enum ModelExporter {
     /// llama.cpp's `general.file_type` (enum llama_ftype) for a uniform file of `type` (the mixes: `ExportScheme`).
     static func fileType(_ type: TensorType) -> UInt32 {
@@ -34,13 +35,13 @@ public enum ModelExporter {
                               progress: (Int, Int) -> Void = { _, _ in }) throws {
         let weights = loaded.model.weights
         let c = weights.configuration
-        // Writing Qwen's biases, head norms and unpermuted rows as a `llama` file would give llama.cpp a
-        // different model; until the export writes each family's own metadata, it refuses.
-        guard c.architecture == .llama else {
+        // Qwen's biases and head norms are not written yet: a file without them would be another model.
+        guard [.llama, .phi3].contains(c.architecture) else {
             throw LanguageModelError.unsupportedModel(
                 file: weights.source, problem: "exporting a \(c.architecture.displayName) model to GGUF is not supported "
-                    + "yet (only Llama); its PEFT adapter can still be saved and used with the original model")
+                    + "yet (only Llama and Phi-3); its PEFT adapter can still be saved and used with the original model")
         }
+        let block = BlockDescription.of(c.architecture)
         var writer = GGUFWriter()
         setMetadata(of: loaded, fileType: scheme.fileType, adapterMerged: adapter != nil, on: &writer)
         let tied = weights.output.data == weights.embedding.data
@@ -52,7 +53,7 @@ public enum ModelExporter {
             if let (module, pair) = merge {
                 mergeLoRA(pair, of: module, scaling: Float(adapter!.scaling), into: &values, of: matrix, weights: weights)
             }
-            if let heads = permuteHeads, weights.ropeLayout == .halfSplit {
+            if let heads = permuteHeads, weights.ropeLayout == .halfSplit, block.ggufRopeLayout == .adjacentPairs {
                 values = ggufRowOrder(values, rows: matrix.rows, columns: matrix.columns, heads: heads)
             }
             guard values.allSatisfy({ $0.isFinite }) else {
@@ -77,12 +78,16 @@ public enum ModelExporter {
         // dynamic has no GGUF form (convert_hf_to_gguf.py writes none either): the file computes the same
         // frequencies within its context_length, as here.
         case .none, .linear, .dynamic: break
+        // Phi-3's LongRoPE as convert_hf_to_gguf.py writes it (the keys in `setMetadata`).
+        case .longrope(let short, let long, _, _):
+            try addVector("rope_factors_long.weight", long.map(Float.init))
+            try addVector("rope_factors_short.weight", short.map(Float.init))
         }
         progress(1, total)
         for (l, layer) in weights.layers.enumerated() {
-            try addVector("blk.\(l).attn_norm.weight", layer.attentionNorm)
-            try addVector("blk.\(l).ffn_norm.weight", layer.feedForwardNorm)
-            for module in ProjectionModule.allCases {
+            try addVector("blk.\(l).\(block.attentionNorm.gguf).weight", layer.attentionNorm)
+            try addVector("blk.\(l).\(block.feedForwardNorm.gguf).weight", layer.feedForwardNorm)
+            for module in block.projections {
                 let pair = adapter?.layers[l][module]
                 let heads = module == .qProj ? c.numAttentionHeads : module == .kProj ? c.numKeyValueHeads : nil
                 try add("blk.\(l).\(module.ggufName).weight", layer.projection(module),
@@ -95,35 +100,40 @@ public enum ModelExporter {
     }
 
     /// The file's metadata: the source GGUF's keys (or, for another source, a name and its tokenizer), then
-    /// llama.cpp's architecture keys from the configuration and the file type of `type`.
+    /// llama.cpp's keys for the family (`<architecture>.*`) from the configuration and the file type of `type`.
     static func setMetadata(of loaded: LoadedModel, fileType: UInt32, adapterMerged: Bool,
                             on writer: inout GGUFWriter) {
         let weights = loaded.model.weights
-        let c = weights.configuration
+        let c = weights.configuration, architecture = c.architecture.rawValue, p = architecture + "."
         if let gguf = loaded.gguf {
             for key in gguf.metadataKeys where key != "general.file_type" && key != "general.alignment" {
                 writer.set(key, gguf.metadata[key]!)
             }
         } else {
-            writer.set("general.architecture", .string("llama"))
             writer.set("general.name", .string(URL(fileURLWithPath: weights.source).lastPathComponent))
             if let tokenizer = loaded.tokenizer { setTokenizer(tokenizer, on: &writer) }
         }
-        writer.set("general.architecture", .string("llama"))
-        writer.set("llama.block_count", .uint32(UInt32(c.numHiddenLayers)))
-        writer.set("llama.context_length", .uint32(UInt32(c.maxPositionEmbeddings)))
-        writer.set("llama.embedding_length", .uint32(UInt32(c.hiddenSize)))
-        writer.set("llama.feed_forward_length", .uint32(UInt32(c.intermediateSize)))
-        writer.set("llama.attention.head_count", .uint32(UInt32(c.numAttentionHeads)))
-        writer.set("llama.attention.head_count_kv", .uint32(UInt32(c.numKeyValueHeads)))
-        writer.set("llama.rope.freq_base", .float32(Float(c.ropeTheta)))
-        writer.set("llama.rope.dimension_count", .uint32(UInt32(c.headDim)))
+        writer.set("general.architecture", .string(architecture))
+        writer.set(p + "block_count", .uint32(UInt32(c.numHiddenLayers)))
+        writer.set(p + "context_length", .uint32(UInt32(c.maxPositionEmbeddings)))
+        writer.set(p + "embedding_length", .uint32(UInt32(c.hiddenSize)))
+        writer.set(p + "feed_forward_length", .uint32(UInt32(c.intermediateSize)))
+        writer.set(p + "attention.head_count", .uint32(UInt32(c.numAttentionHeads)))
+        writer.set(p + "attention.head_count_kv", .uint32(UInt32(c.numKeyValueHeads)))
+        writer.set(p + "rope.freq_base", .float32(Float(c.ropeTheta)))
+        writer.set(p + "rope.dimension_count", .uint32(UInt32(c.rotaryDim)))
         if case .linear(let factor) = c.ropeScaling {
-            writer.set("llama.rope.scaling.type", .string("linear"))
-            writer.set("llama.rope.scaling.factor", .float32(Float(factor)))
+            writer.set(p + "rope.scaling.type", .string("linear"))
+            writer.set(p + "rope.scaling.factor", .float32(Float(factor)))
         }
-        writer.set("llama.attention.layer_norm_rms_epsilon", .float32(Float(c.rmsNormEps)))
-        writer.set("llama.vocab_size", .uint32(UInt32(c.vocabSize)))
+        writer.set(p + "attention.layer_norm_rms_epsilon", .float32(Float(c.rmsNormEps)))
+        writer.set(p + "vocab_size", .uint32(UInt32(c.vocabSize)))
+        // Phi-3's window, as convert_hf_to_gguf.py writes it (0: none); the file's context is what it was.
+        if c.architecture == .phi3 { writer.set(p + "attention.sliding_window", .uint32(UInt32(c.slidingWindow ?? 0))) }
+        if case .longrope(_, _, let attention, let original) = c.ropeScaling {
+            writer.set(p + "rope.scaling.attn_factor", .float32(Float(attention)))
+            writer.set(p + "rope.scaling.original_context_length", .uint32(UInt32(original)))
+        }
         writer.set("general.file_type", .uint32(fileType))
         if adapterMerged { writer.set("conclave.adapter_merged", .bool(true)) }
     }

@@ -113,13 +113,13 @@ public enum ModelLoader {
         let output = file.tensor(named: "output.weight") == nil
             ? embedding : try matrix("output.weight", rows: c.vocabSize, columns: c.hiddenSize)
         var layers: [LayerWeights] = []
+        let block = BlockDescription.of(c.architecture)
         for l in 0..<c.numHiddenLayers {
             var projections: [ProjectionModule: WeightMatrix] = [:]
-            for module in ProjectionModule.allCases {
+            for module in block.projections {
                 let (inFeatures, outFeatures) = LoRAAdapter.shape(of: module, c)
                 projections[module] = try matrix("blk.\(l).\(module.ggufName).weight", rows: outFeatures, columns: inFeatures)
             }
-            let block = BlockDescription.of(c.architecture)
             let extras = try layerExtras(block, c, bias: { "blk.\(l).\($0.ggufName).bias" },
                                          headNorm: { "blk.\(l).\($0.gguf).weight" }, vector: vector)
             layers.append(LayerWeights(attentionNorm: try vector("blk.\(l).\(block.attentionNorm.gguf).weight", count: c.hiddenSize),
@@ -193,14 +193,14 @@ public enum ModelLoader {
         let output = c.tieWordEmbeddings || owners["lm_head.weight"] == nil
             ? embedding : try matrix("lm_head.weight", rows: c.vocabSize, columns: c.hiddenSize)
         var layers: [LayerWeights] = []
+        let block = BlockDescription.of(c.architecture)
         for l in 0..<c.numHiddenLayers {
             let prefix = "model.layers.\(l)"
             var projections: [ProjectionModule: WeightMatrix] = [:]
-            for module in ProjectionModule.allCases {
+            for module in block.projections {
                 let (inFeatures, outFeatures) = LoRAAdapter.shape(of: module, c)
                 projections[module] = try matrix("\(prefix).\(module.hfPath).weight", rows: outFeatures, columns: inFeatures)
             }
-            let block = BlockDescription.of(c.architecture)
             let extras = try layerExtras(block, c, bias: { "\(prefix).\($0.hfPath).bias" },
                                          headNorm: { "\(prefix).\($0.hf).weight" }, vector: vector)
             layers.append(LayerWeights(attentionNorm: try vector("\(prefix).\(block.attentionNorm.hf).weight", count: c.hiddenSize),

@@ -1,16 +1,19 @@
 import Kernels
 import ModelFormats
 
-/// The seven projection matrices LoRA can adapt, named as in HF checkpoints and PEFT adapters.
+/// The projection matrices LoRA can adapt, named as in HF checkpoints and PEFT adapters: Llama's seven, and
+/// Phi-3's fused `qkv_proj` (q, k, v rows in that order) and `gate_up_proj` (gate rows, then up rows). A family's
+/// block (`BlockDescription`) says which of them it has.
 public enum ProjectionModule: String, CaseIterable, Sendable, Codable {
     case qProj = "q_proj", kProj = "k_proj", vProj = "v_proj", oProj = "o_proj"
     case gateProj = "gate_proj", upProj = "up_proj", downProj = "down_proj"
+    case qkvProj = "qkv_proj", gateUpProj = "gate_up_proj"
 
     /// The HF checkpoint key prefix under a layer (`self_attn.q_proj`, `mlp.gate_proj`, ...).
     public var hfPath: String {
         switch self {
-        case .qProj, .kProj, .vProj, .oProj: return "self_attn.\(rawValue)"
-        case .gateProj, .upProj, .downProj: return "mlp.\(rawValue)"
+        case .qProj, .kProj, .vProj, .oProj, .qkvProj: return "self_attn.\(rawValue)"
+        case .gateProj, .upProj, .downProj, .gateUpProj: return "mlp.\(rawValue)"
         }
     }
 
@@ -24,6 +27,9 @@ public enum ProjectionModule: String, CaseIterable, Sendable, Codable {
         case .gateProj: return "ffn_gate"
         case .upProj: return "ffn_up"
         case .downProj: return "ffn_down"
+        case .qkvProj: return "attn_qkv"
+        // llama.cpp's phi3 keeps the fused gate and up under ffn_up (2·ff rows; its SwiGLU splits them).
+        case .gateUpProj: return "ffn_up"
         }
     }
 }
@@ -32,7 +38,7 @@ public enum ProjectionModule: String, CaseIterable, Sendable, Codable {
 public struct LayerWeights: @unchecked Sendable {
     public let attentionNorm: [Float]
     public let feedForwardNorm: [Float]
-    /// q, k, v, o, gate, up, down, indexed by `ProjectionModule`.
+    /// The block's projections (q, k, v, o, gate, up, down; or Phi-3's qkv, o, gate_up, down), by `ProjectionModule`.
     public let projections: [ProjectionModule: WeightMatrix]
     /// Additive biases of the projections the block describes as biased (Qwen2's q, k, v), each of the
     /// projection's output size.

@@ -5,9 +5,16 @@ import ModelFormats
 /// The rotary frequencies a configuration asks for: θ^(−2i/d) divided, pair by pair, by its rope scaling's
 /// divisors. `LlamaModel.inverseFrequencies` keeps the one table that inference and training both read.
 enum RopeFrequencies {
-    /// The inverse frequencies of `c`'s head dimension, theta and rope scaling.
+    /// The inverse frequencies of `c`'s rotary dimension (the head's, or its rotated part's with partial rotary),
+    /// theta and rope scaling.
     static func inverse(_ c: LlamaConfiguration) -> [Float] {
-        RoPE.inverseFrequencies(headDimension: c.headDim, theta: c.ropeTheta, divisors: divisors(c))
+        RoPE.inverseFrequencies(headDimension: c.rotaryDim, theta: c.ropeTheta, divisors: divisors(c))
+    }
+
+    /// What cos and sin are multiplied by: LongRoPE's attention factor (transformers' `attention_scaling`), else 1.
+    static func magnitude(_ c: LlamaConfiguration) -> Float {
+        if case .longrope(_, _, let attention, _) = c.ropeScaling { return Float(attention) }
+        return 1
     }
 
     /// The divisor of each of the d/2 frequencies, or nil when the scaling is none.
@@ -18,7 +25,8 @@ enum RopeFrequencies {
     /// low_freq_factor` by `factor`, and between them takes f·((1 − s)/factor + s) with s = (original/wavelength −
     /// low) / (high − low); the divisor 1/((1 − s)/factor + s) is the one convert_hf_to_gguf.py writes to
     /// `rope_freqs.weight` and ggml's rope divides by (`theta / ff`), so a GGUF's factors are used as they are.
-    /// `dynamic` scales nothing within max_position_embeddings, past which no position is computed.
+    /// `dynamic` scales nothing within max_position_embeddings, past which no position is computed. `longrope`
+    /// divides by its short factors, within the original context past which no position is computed.
     static func divisors(_ c: LlamaConfiguration) -> [Double]? {
         let half = c.headDim / 2
         switch c.ropeScaling {
@@ -28,6 +36,8 @@ enum RopeFrequencies {
             return [Double](repeating: factor, count: half)
         case .frequencyFactors(let factors):
             return factors.map(Double.init)
+        case .longrope(let short, _, _, _):
+            return short
         case let .llama3(factor, low, high, original):
             let lowFrequencyWavelength = Double(original) / low, highFrequencyWavelength = Double(original) / high
             return (0..<half).map { i in

@@ -35,6 +35,7 @@ public struct TrainableLoRA: Sendable {
     init(configuration c: LlamaConfiguration, rank: Int, alpha: Double, targets: [ProjectionModule],
          ropeLayout: RoPE.Layout) {
         precondition(rank >= 1 && !targets.isEmpty)
+        precondition(targets.allSatisfy(c.adaptableModules.contains), "targets checked against the block (checkTargets)")
         self.rank = rank
         self.alpha = alpha
         self.targets = ProjectionModule.allCases.filter { targets.contains($0) }

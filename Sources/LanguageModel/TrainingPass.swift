@@ -96,8 +96,8 @@ extension LlamaModel {
         let n = tokens.count
         // Thrown, not a precondition: this module builds with -Ounchecked, which drops preconditions.
         guard labels.count == n else { throw LanguageModelError.labelsMismatch(tokens: n, labels: labels.count) }
-        guard n <= c.maxPositionEmbeddings else {
-            throw LanguageModelError.contextTooLong(tokens: n, maximum: c.maxPositionEmbeddings)
+        guard n <= c.contextLength else {
+            throw LanguageModelError.contextTooLong(tokens: n, maximum: c.contextLength)
         }
         for token in tokens where token < 0 || token >= c.vocabSize {
             throw LanguageModelError.tokenOutOfRange(token: token, vocabularySize: c.vocabSize)
@@ -140,6 +140,7 @@ extension LlamaModel {
         func written(_ count: Int) -> UnsafeMutablePointer<Float> { arena.floats(count, zeroed: false) }
         let attentionIn = written(n * d), feedForwardIn = written(n * d), projected = written(n * d)
         let activated = written(n * ff)
+        let fusedWidth = block.fusedWidth(c), fused = fusedWidth > 0 ? written(n * fusedWidth) : nil
         var x = arena.floats(n * d)
         for t in 0..<n { weights.embedding.dequantizedRow(tokens[t], into: x + t * d) }
         var saved: [LayerBuffers] = []
@@ -148,7 +149,7 @@ extension LlamaModel {
             var buffers = LayerBuffers(
                 input: x, attentionIn: attentionIn, q: written(n * qWidth), k: k, v: v, attention: written(n * qWidth),
                 projected: projected, middle: written(n * d), feedForwardIn: feedForwardIn, gate: written(n * ff),
-                up: written(n * ff), activated: activated, output: written(n * d))
+                up: written(n * ff), activated: activated, output: written(n * d), fused: fused)
             if block.headNorms != nil {  // the per-head norms' backward reads their inputs
                 buffers.qPreNorm = written(n * qWidth)
                 buffers.kPreNorm = written(n * kvWidth)
@@ -225,9 +226,8 @@ extension LlamaModel {
             normForward(a.middle, weight: lw.feedForwardNorm, tokens: n, out: a.feedForwardIn)
         }
         g.dFeedForwardIn.initialize(repeating: 0, count: n * d)
-        for (module, gradOutput) in zip(block.feedForwardInputs, [g.dGate, g.dUp]) {
-            projections.backward(module, layer: layer, input: a.feedForwardIn, gradOutput: gradOutput, gradInput: g.dFeedForwardIn)
-        }
+        backwardParts(block.feedForwardInputs, gradients: [(g.dGate, ff), (g.dUp, ff)], fused: g.dFused, layer: layer,
+                      input: a.feedForwardIn, tokens: n, projections: projections, gradInput: g.dFeedForwardIn)
         g.dMiddle.update(from: dx, count: n * d)
         normBackward(a.middle, weight: lw.feedForwardNorm, gradOutput: g.dFeedForwardIn, tokens: n, gradInput: g.dMiddle)
         g.dAttention.initialize(repeating: 0, count: n * qWidth)
@@ -252,11 +252,34 @@ extension LlamaModel {
             normForward(a.input, weight: lw.attentionNorm, tokens: n, out: a.attentionIn)
         }
         g.dAttentionIn.initialize(repeating: 0, count: n * d)
-        for (module, gradOutput) in zip(block.attentionInputs, [dQ, dK, g.dV]) {
-            projections.backward(module, layer: layer, input: a.attentionIn, gradOutput: gradOutput, gradInput: g.dAttentionIn)
-        }
+        let kvWidth = kvHeads * c.headDim
+        backwardParts(block.attentionInputs, gradients: [(dQ, qWidth), (dK, kvWidth), (g.dV, kvWidth)], fused: g.dFused,
+                      layer: layer, input: a.attentionIn, tokens: n, projections: projections, gradInput: g.dAttentionIn)
         dx.update(from: g.dMiddle, count: n * d)
         normBackward(a.input, weight: lw.attentionNorm, gradOutput: g.dAttentionIn, tokens: n, gradInput: dx)
+    }
+}
+
+extension LlamaModel {
+    /// The mirror of `projectParts`: gradInput += each part's projection's transpose times the part's gradient
+    /// (with the LoRA gradients); for a fused projection, the parts' gradients joined by columns into `fused`
+    /// (n, Σ widths) first, then one pass back through it.
+    func backwardParts(_ modules: [ProjectionModule], gradients parts: [(gradient: UnsafeMutablePointer<Float>, width: Int)],
+                       fused: UnsafeMutablePointer<Float>, layer: Int, input: UnsafePointer<Float>, tokens n: Int,
+                       projections: TrainingProjections, gradInput: UnsafeMutablePointer<Float>) {
+        guard modules.count == 1, parts.count > 1 else {
+            for (module, part) in zip(modules, parts) {
+                projections.backward(module, layer: layer, input: input, gradOutput: part.gradient, gradInput: gradInput)
+            }
+            return
+        }
+        let total = parts.reduce(0) { $0 + $1.width }
+        var offset = 0
+        for (gradient, width) in parts {
+            for t in 0..<n { (fused + t * total + offset).update(from: gradient + t * width, count: width) }
+            offset += width
+        }
+        projections.backward(modules[0], layer: layer, input: input, gradOutput: fused, gradInput: gradInput)
     }
 }
 
@@ -270,6 +293,8 @@ struct LayerGradients {
     let dQPreNorm, dKPreNorm: UnsafeMutablePointer<Float>
     /// The attention backward's probabilities and score gradients: `TrainingAttention.backwardScratch`.
     let attention: UnsafeMutablePointer<Float>
+    /// A fused projection's output gradient, its parts' joined (Phi-3): (n, `BlockDescription.fusedWidth`).
+    let dFused: UnsafeMutablePointer<Float>
 
     init(configuration c: LlamaConfiguration, tokens n: Int, arena: Arena) {
         let d = c.hiddenSize, ff = c.intermediateSize
@@ -278,7 +303,9 @@ struct LayerGradients {
         dActivated = written(n * ff); dGate = written(n * ff); dUp = written(n * ff)
         dFeedForwardIn = written(n * d); dMiddle = written(n * d); dAttentionIn = written(n * d)
         dAttention = written(n * qWidth); dQ = written(n * qWidth); dK = written(n * kvWidth); dV = written(n * kvWidth)
-        let headNorms = BlockDescription.of(c.architecture).headNorms != nil
+        let block = BlockDescription.of(c.architecture)
+        dFused = written(max(1, n * block.fusedWidth(c)))
+        let headNorms = block.headNorms != nil
         dQPreNorm = written(headNorms ? n * qWidth : 1); dKPreNorm = written(headNorms ? n * kvWidth : 1)
         attention = written(TrainingAttention.backwardScratch(tokens: n, heads: c.numAttentionHeads,
                                                               kvHeads: c.numKeyValueHeads))
@@ -312,7 +339,9 @@ final class TrainingProjections: LayerProjections {
         self.precision = precision
         self.arena = arena
         let c = model.configuration
-        let widest = max(c.hiddenSize, c.numAttentionHeads * c.headDim, c.intermediateSize)
+        // A fused projection (Phi-3's qkv_proj, gate_up_proj) is wider than any single one.
+        let widest = max(c.hiddenSize, c.numAttentionHeads * c.headDim, c.intermediateSize,
+                         BlockDescription.of(c.architecture).fusedWidth(c))
         hidden = Array(repeating: [:], count: c.numHiddenLayers)
         forwardScratch = arena.floats(lora.rank * widest, zeroed: false)
         backwardScratch = arena.floats(LoRAKernels.backwardScratch(rank: lora.rank, tokens: tokens, widest: widest),

@@ -24,6 +24,9 @@ struct LayerBuffers {
     /// norms, where the backward pass needs them (training, Qwen3); nil: the norms run in place on q and k.
     var qPreNorm: UnsafeMutablePointer<Float>? = nil
     var kPreNorm: UnsafeMutablePointer<Float>? = nil
+    /// (n, `BlockDescription.fusedWidth`): a fused projection's output before the pass splits it into its
+    /// parts (Phi-3's q|k|v, gate|up); scratch, nil where the block fuses nothing.
+    var fused: UnsafeMutablePointer<Float>? = nil
 }
 
 /// The keys and values a layer's queries attend to: positions 0..<start + n, the layer's own n tokens
@@ -49,12 +52,11 @@ extension LlamaModel {
                       projections: some LayerProjections) {
         let c = configuration, block = self.block, lw = weights.layers[layer]
         let d = c.hiddenSize, hd = c.headDim, heads = c.numAttentionHeads, kvHeads = c.numKeyValueHeads
-        let ff = c.intermediateSize
+        let ff = c.intermediateSize, kvWidth = kvHeads * hd
         normForward(b.input, weight: lw.attentionNorm, tokens: n, out: b.attentionIn)
         let qIn = b.qPreNorm ?? b.q, kIn = b.kPreNorm ?? b.k
-        let attentionInputs = Array(zip(block.attentionInputs, [qIn, kIn, b.v]))
-        projections.project(attentionInputs, layer: layer, input: b.attentionIn, width: d)
-        for (module, output) in attentionInputs { addBias(module, layer: layer, tokens: n, output: output) }
+        projectParts(block.attentionInputs, into: [(qIn, heads * hd), (kIn, kvWidth), (b.v, kvWidth)], fused: b.fused,
+                     layer: layer, input: b.attentionIn, width: d, tokens: n, projections: projections)
         if let queryNorm = lw.queryNorm, let keyNorm = lw.keyNorm {
             headNormForward(qIn, weight: queryNorm, rows: n * heads, out: b.q)
             headNormForward(kIn, weight: keyNorm, rows: n * kvHeads, out: b.k)
@@ -68,11 +70,34 @@ extension LlamaModel {
         projections.project([(block.attentionOutput, b.projected)], layer: layer, input: b.attention, width: heads * hd)
         for i in 0..<(n * d) { b.middle[i] = b.input[i] + b.projected[i] }
         normForward(b.middle, weight: lw.feedForwardNorm, tokens: n, out: b.feedForwardIn)
-        projections.project(Array(zip(block.feedForwardInputs, [b.gate, b.up])), layer: layer, input: b.feedForwardIn,
-                            width: d)
+        projectParts(block.feedForwardInputs, into: [(b.gate, ff), (b.up, ff)], fused: b.fused, layer: layer,
+                     input: b.feedForwardIn, width: d, tokens: n, projections: projections)
         activate(gate: b.gate, up: b.up, out: b.activated, tokens: n)
         projections.project([(block.feedForwardOutput, b.projected)], layer: layer, input: b.activated, width: ff)
         for i in 0..<(n * d) { b.output[i] = b.middle[i] + b.projected[i] }
+    }
+
+    /// The parts of the projections reading one input (q, k, v; gate, up), each `width` floats a token, with
+    /// their biases: each part its own projection's output, or, for a block that fuses them (one module for all
+    /// the parts), the fused projection's output (n, Σ widths) in `fused`, split by columns in order.
+    func projectParts(_ modules: [ProjectionModule], into parts: [(output: UnsafeMutablePointer<Float>, width: Int)],
+                      fused: UnsafeMutablePointer<Float>?, layer: Int, input: UnsafePointer<Float>, width: Int,
+                      tokens n: Int, projections: some LayerProjections) {
+        guard modules.count == 1, parts.count > 1, let fused else {
+            precondition(modules.count == parts.count, "one projection per part, or one fused projection and its scratch")
+            let targets = Array(zip(modules, parts.map(\.output)))
+            projections.project(targets, layer: layer, input: input, width: width)
+            for (module, output) in targets { addBias(module, layer: layer, tokens: n, output: output) }
+            return
+        }
+        projections.project([(modules[0], fused)], layer: layer, input: input, width: width)
+        addBias(modules[0], layer: layer, tokens: n, output: fused)
+        let total = parts.reduce(0) { $0 + $1.width }
+        var offset = 0
+        for (output, partWidth) in parts {
+            for t in 0..<n { (output + t * partWidth).update(from: fused + t * total + offset, count: partWidth) }
+            offset += partWidth
+        }
     }
 
     /// out = norm(input) with the block's norm and `weight`, row by row.
@@ -128,12 +153,20 @@ extension LlamaModel {
         }
     }
 
-    /// RoPE on `heads` heads of n rows at `positions` (the inverse rotation for gradients).
+    /// RoPE on `heads` heads of n rows at `positions` (the inverse rotation for gradients), its rotated values
+    /// multiplied by `ropeMagnitude` (LongRoPE's cos·a, sin·a; the same factor going back, as (a·R)ᵀ = a·Rᵀ).
     func rotate(_ x: UnsafeMutablePointer<Float>, tokens n: Int, heads: Int, positions: UnsafePointer<Int>,
                 inverse: Bool = false) {
+        let hd = configuration.headDim, rotated = configuration.rotaryDim
         inverseFrequencies.withUnsafeBufferPointer {
-            RoPE.apply(x, tokens: n, heads: heads, headDimension: configuration.headDim, positions: positions,
-                       inverseFrequencies: $0.baseAddress!, layout: weights.ropeLayout, inverse: inverse)
+            RoPE.apply(x, tokens: n, heads: heads, headDimension: hd, positions: positions,
+                       inverseFrequencies: $0.baseAddress!, layout: weights.ropeLayout, inverse: inverse,
+                       rotaryDimension: rotated)
+        }
+        guard ropeMagnitude != 1 else { return }
+        for row in 0..<(n * heads) {
+            let head = x + row * hd
+            for i in 0..<rotated { head[i] *= ropeMagnitude }
         }
     }
 

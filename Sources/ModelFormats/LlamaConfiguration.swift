@@ -10,6 +10,9 @@ public enum ModelArchitecture: String, CaseIterable, Sendable, Equatable {
     case qwen2
     /// Qwen3 (dense): the Llama block with a per-head RMSNorm of q and k before RoPE.
     case qwen3
+    /// Phi-3 and Phi-3.5 mini (`Phi3ForCausalLM`): the Llama block with q, k and v as one fused projection
+    /// (`qkv_proj`, GGUF `attn_qkv`) and gate and up as another (`gate_up_proj`, GGUF `ffn_up` of 2·ff rows).
+    case phi3
 
     /// The family's name in prose ("the Qwen2 block").
     public var displayName: String {
@@ -17,6 +20,7 @@ public enum ModelArchitecture: String, CaseIterable, Sendable, Equatable {
         case .llama: return "Llama"
         case .qwen2: return "Qwen2"
         case .qwen3: return "Qwen3"
+        case .phi3: return "Phi-3"
         }
     }
 
@@ -43,6 +47,18 @@ public enum RopeScaling: Sendable, Equatable {
     /// once a sequence is longer than `max_position_embeddings`, which is the longest context inference and
     /// training accept (`LlamaModel.forward` and `lossAndGradient` refuse more), so they are the unscaled ones.
     case dynamic(factor: Double)
+    /// Phi-3's LongRoPE (HF `rope_type: longrope`, transformers' `_compute_longrope_parameters`; GGUF
+    /// `rope_factors_short.weight`, `rope_factors_long.weight`, `rope.scaling.attn_factor`): within `originalContext`
+    /// each frequency is divided by its short factor and cos, sin are multiplied by `attentionFactor`. The long
+    /// factors serve only past `originalContext`, where no position is computed (`contextLength` stops there); they
+    /// are kept to be written back.
+    case longrope(shortFactors: [Double], longFactors: [Double], attentionFactor: Double, originalContext: Int)
+
+    /// Whether this is Phi-3's LongRoPE.
+    public var isLongrope: Bool {
+        if case .longrope = self { return true }
+        return false
+    }
 }
 
 /// A Llama-family model's hyper-parameters, named as HF's `config.json` names them.
@@ -56,6 +72,9 @@ public struct LlamaConfiguration: Sendable, Equatable {
     public var numAttentionHeads: Int
     public var numKeyValueHeads: Int
     public var headDim: Int
+    /// How many of each head's first values RoPE rotates: the head dimension, or fewer with partial rotary
+    /// (Phi-4-mini's `partial_rotary_factor` 0.75; GGUF `phi3.rope.dimension_count`), the rest passing through.
+    public var rotaryDim: Int
     public var maxPositionEmbeddings: Int
     public var ropeTheta: Double
     /// The rotary frequencies' scaling (`rope_scaling` / `rope_parameters`, or GGUF's `rope.scaling.*` and
@@ -65,12 +84,26 @@ public struct LlamaConfiguration: Sendable, Equatable {
     public var tieWordEmbeddings: Bool
     public var bosTokenId: Int?
     public var eosTokenId: Int?
+    /// Phi-3's attention window (HF `sliding_window`, GGUF `phi3.attention.sliding_window`): a key `window` or more
+    /// positions before its query is masked. No pass here masks it; instead the longest context (`contextLength`)
+    /// stops at the window, where every key lies inside it, so what is computed is exact. nil: no window.
+    public var slidingWindow: Int?
+
+    /// The longest sequence inference and training accept: `max_position_embeddings`, or the sliding window or
+    /// LongRoPE's original context when that is shorter.
+    public var contextLength: Int {
+        var longest = min(maxPositionEmbeddings, slidingWindow ?? Int.max)
+        if case .longrope(_, _, _, let original) = ropeScaling { longest = min(longest, original) }
+        return longest
+    }
 
     public init(vocabSize: Int, hiddenSize: Int, intermediateSize: Int, numHiddenLayers: Int, numAttentionHeads: Int,
                 numKeyValueHeads: Int, headDim: Int? = nil, maxPositionEmbeddings: Int, ropeTheta: Double = 10000,
                 ropeScaling: RopeScaling = .none, rmsNormEps: Double = 1e-6, tieWordEmbeddings: Bool = false,
-                bosTokenId: Int? = nil, eosTokenId: Int? = nil, architecture: ModelArchitecture = .llama) {
+                bosTokenId: Int? = nil, eosTokenId: Int? = nil, architecture: ModelArchitecture = .llama,
+                slidingWindow: Int? = nil) {
         self.architecture = architecture
+        self.slidingWindow = slidingWindow
         self.vocabSize = vocabSize
         self.hiddenSize = hiddenSize
         self.intermediateSize = intermediateSize
@@ -78,6 +111,7 @@ public struct LlamaConfiguration: Sendable, Equatable {
         self.numAttentionHeads = numAttentionHeads
         self.numKeyValueHeads = numKeyValueHeads
         self.headDim = headDim ?? hiddenSize / max(1, numAttentionHeads)
+        self.rotaryDim = self.headDim
         self.maxPositionEmbeddings = maxPositionEmbeddings
         self.ropeTheta = ropeTheta
         self.ropeScaling = ropeScaling
@@ -95,10 +129,22 @@ public struct LlamaConfiguration: Sendable, Equatable {
                               ("num_key_value_heads", numKeyValueHeads), ("max_position_embeddings", maxPositionEmbeddings)] {
             guard value >= 1 && value <= 1 << 24 else { throw fail("\(name) = \(value) is out of range") }
         }
+        if let slidingWindow, !(slidingWindow >= 1 && slidingWindow <= 1 << 24) {
+            throw fail("sliding_window = \(slidingWindow) is out of range")
+        }
         guard numAttentionHeads % numKeyValueHeads == 0 else {
             throw fail("num_attention_heads (\(numAttentionHeads)) is not a multiple of num_key_value_heads (\(numKeyValueHeads))")
         }
         guard headDim >= 2, headDim % 2 == 0, headDim <= 1024 else { throw fail("head dimension \(headDim) must be even") }
+        guard rotaryDim >= 2, rotaryDim % 2 == 0, rotaryDim <= headDim else {
+            throw fail("rotary dimension \(rotaryDim) must be even, at least 2 and at most the head dimension \(headDim)")
+        }
+        if case .longrope(let short, let long, _, let original) = ropeScaling {
+            for (name, factors) in [("short_factor", short), ("long_factor", long)] where factors.count != rotaryDim / 2 {
+                throw fail("rope scaling \(name) has \(factors.count) values, expected \(rotaryDim / 2) (one per rotary pair)")
+            }
+            guard original >= 1 && original <= 1 << 30 else { throw fail("original_max_position_embeddings = \(original) is out of range") }
+        }
         guard ropeTheta > 0 && ropeTheta.isFinite else { throw fail("rope_theta = \(ropeTheta) must be positive") }
         guard rmsNormEps > 0 && rmsNormEps < 1 else { throw fail("rms_norm_eps = \(rmsNormEps) is out of range") }
     }
@@ -142,17 +188,24 @@ public struct LlamaConfiguration: Sendable, Equatable {
             throw fail("attention_bias = true is not supported for model_type '\(architecture.rawValue)'")
         }
         if let bias = json["mlp_bias"] as? Bool, bias { throw fail("mlp_bias = true is not supported") }
+        // Phi-3's window (Phi-3-mini-4k: 2047) bounds the context rather than being masked (`slidingWindow`);
+        // elsewhere the key is inert unless use_sliding_window says so (Qwen2's configs carry one).
+        let slidingWindow = architecture == .phi3 ? try int("sliding_window") : nil
         if let sliding = json["use_sliding_window"] as? Bool, sliding {
             throw fail("use_sliding_window = true is not supported (every layer attends to the whole context)")
         }
         if let types = json["layer_types"] as? [Any], let other = types.first(where: { $0 as? String != "full_attention" }) {
             throw fail("layer_types entry '\(other)' is not supported (only 'full_attention')")
         }
-        if let factor = try double("partial_rotary_factor"), factor != 1 {
+        // Partial rotary is Phi-3's (Phi-4-mini, model_type phi3: 0.75); the rope object's factor comes first, as
+        // Phi3Config takes it, then the top-level one.
+        let outsideFactor = try double("partial_rotary_factor")
+        if let factor = outsideFactor, factor != 1, architecture != .phi3 {
             throw fail("partial_rotary_factor = \(factor) is not supported (every dimension of a head rotates)")
         }
-        let rope = try Self.ropeParameters(json, file: file, maxPositionEmbeddings: try required("max_position_embeddings"))
-        if rope.scaling != .none, architecture != .llama {
+        let rope = try Self.ropeParameters(json, file: file, maxPositionEmbeddings: try required("max_position_embeddings"),
+                                           phi3: architecture == .phi3)
+        if rope.scaling != .none, architecture != .llama, !rope.scaling.isLongrope {
             throw fail("rope_scaling / rope_parameters: rope scaling is computed for model_type 'llama' only (where it is "
                        + "checked against transformers), not '\(architecture.rawValue)'")
         }
@@ -164,47 +217,53 @@ public struct LlamaConfiguration: Sendable, Equatable {
                   ropeTheta: try rope.theta ?? double("rope_theta") ?? 10000, ropeScaling: rope.scaling,
                   rmsNormEps: try double("rms_norm_eps") ?? 1e-6,
                   tieWordEmbeddings: json["tie_word_embeddings"] as? Bool ?? false,
-                  bosTokenId: try int("bos_token_id"), eosTokenId: try int("eos_token_id"), architecture: architecture)
+                  bosTokenId: try int("bos_token_id"), eosTokenId: try int("eos_token_id"), architecture: architecture,
+                  slidingWindow: slidingWindow)
+        rotaryDim = try Self.rotaryDimension(headDim: headDim, factor: rope.partialRotaryFactor ?? outsideFactor ?? 1, file: file)
         try validate(file: file)
+    }
+
+    /// How many values of each head rotate with `partial_rotary_factor` = `factor`: transformers' int(head_dim ·
+    /// factor) (Phi3RotaryEmbedding); a factor outside (0, 1], or one that leaves an odd count or none, is refused.
+    static func rotaryDimension(headDim: Int, factor: Double, file: String) throws -> Int {
+        guard factor != 1 else { return headDim }
+        guard factor > 0, factor < 1 else { throw ModelFormatError(file: file, "partial_rotary_factor = \(factor) must be in (0, 1]") }
+        let rotated = Int(Double(headDim) * factor)
+        guard rotated >= 2, rotated % 2 == 0 else {
+            throw ModelFormatError(file: file, "partial_rotary_factor = \(factor) rotates \(rotated) of the head's \(headDim) "
+                                   + "values; that must be even and at least 2")
+        }
+        return rotated
     }
 
     /// The rope scaling of an HF config, as transformers reads it (`PreTrainedConfig.convert_rope_params_to_dict`,
     /// `standardize_rope_params`): the object `rope_scaling` (Llama 3.x's config.json) or, when that is absent,
     /// `rope_parameters` (what transformers 5 writes, `rope_theta` inside it); its type from `rope_type`, else
-    /// `type`. `default`, `linear`, `llama3` and `dynamic` (within max_position_embeddings) are computed; every
-    /// other type (`yarn`, `longrope`, ...) and every key the type does not read is refused by name, never
-    /// approximated.
-    static func ropeParameters(_ json: [String: Any], file: String, maxPositionEmbeddings: Int) throws
-        -> (scaling: RopeScaling, theta: Double?) {
-        func fail(_ problem: String) -> ModelFormatError { ModelFormatError(file: file, problem) }
+    /// `type`. `default`, `linear`, `llama3`, `dynamic` (within max_position_embeddings) and, for Phi-3, `longrope`
+    /// (within original_max_position_embeddings) are computed; every other type (`yarn`, ...) and every key the
+    /// type does not read is refused by name, never approximated.
+    /// - Parameter phi3: whether the family is Phi-3, which computes partial rotary (its factor is returned rather
+    ///   than refused) and LongRoPE.
+    static func ropeParameters(_ json: [String: Any], file: String, maxPositionEmbeddings: Int, phi3: Bool = false)
+        throws -> (scaling: RopeScaling, theta: Double?, partialRotaryFactor: Double?) {
         let field: String, object: Any
         if let scaling = json["rope_scaling"], !(scaling is NSNull) {
             (field, object) = ("rope_scaling", scaling)
         } else if let parameters = json["rope_parameters"], !(parameters is NSNull) {
             (field, object) = ("rope_parameters", parameters)
         } else {
-            return (.none, nil)
+            return (.none, nil, nil)
         }
-        guard let parameters = object as? [String: Any] else { throw fail("'\(field)' must be an object") }
-        func number(_ key: String) throws -> Double? {
-            guard let value = parameters[key], !(value is NSNull) else { return nil }
-            guard let number = value as? NSNumber, number.doubleValue.isFinite else {
-                throw fail("\(field).\(key) must be a finite number")
-            }
-            return number.doubleValue
-        }
-        func positive(_ key: String) throws -> Double {
-            guard let value = try number(key) else { throw fail("\(field).\(key) is missing") }
-            guard value > 0 else { throw fail("\(field).\(key) = \(value) must be positive") }
-            return value
-        }
+        guard let parameters = object as? [String: Any] else { throw ModelFormatError(file: file, "'\(field)' must be an object") }
+        let rope = RopeObject(field: field, parameters: parameters, json: json, file: file)
         let typeValue = parameters["rope_type"] ?? parameters["type"] ?? "default"
-        guard let type = typeValue as? String else { throw fail("\(field).rope_type must be a string") }
-        let theta = try number("rope_theta")
-        if let theta, !(theta > 0) { throw fail("\(field).rope_theta = \(theta) must be positive") }
-        if field == "rope_parameters", theta == nil { throw fail("rope_parameters.rope_theta is missing or not a number") }
-        if let factor = try number("partial_rotary_factor"), factor != 1 {
-            throw fail("\(field).partial_rotary_factor = \(factor) is not supported (every dimension of a head rotates)")
+        guard let type = typeValue as? String else { throw rope.fail("\(field).rope_type must be a string") }
+        let theta = try rope.number("rope_theta")
+        if let theta, !(theta > 0) { throw rope.fail("\(field).rope_theta = \(theta) must be positive") }
+        if field == "rope_parameters", theta == nil { throw rope.fail("rope_parameters.rope_theta is missing or not a number") }
+        let partialRotaryFactor = try rope.number("partial_rotary_factor")
+        if let factor = partialRotaryFactor, factor != 1, !phi3 {
+            throw rope.fail("\(field).partial_rotary_factor = \(factor) is not supported (every dimension of a head rotates)")
         }
         var known: Set<String> = ["rope_type", "type", "rope_theta", "partial_rotary_factor"]
         let scaling: RopeScaling
@@ -213,37 +272,29 @@ public struct LlamaConfiguration: Sendable, Equatable {
             scaling = .none
         case "linear":
             known.insert("factor")
-            scaling = .linear(factor: try positive("factor"))
+            scaling = .linear(factor: try rope.positive("factor"))
         case "llama3":
             known.formUnion(["factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"])
-            let low = try positive("low_freq_factor"), high = try positive("high_freq_factor")
+            let low = try rope.positive("low_freq_factor"), high = try rope.positive("high_freq_factor")
             guard high > low else {
-                throw fail("\(field).high_freq_factor (\(high)) must be greater than low_freq_factor (\(low))")
+                throw rope.fail("\(field).high_freq_factor (\(high)) must be greater than low_freq_factor (\(low))")
             }
-            // transformers takes a top-level original_max_position_embeddings first, then the object's, then
-            // max_position_embeddings; two that differ are refused rather than one picked.
-            let inside = try number("original_max_position_embeddings")
-            let outside = (json["original_max_position_embeddings"] as? NSNumber)?.doubleValue
-            if let inside, let outside, inside != outside {
-                throw fail("\(field).original_max_position_embeddings (\(inside)) differs from the top-level "
-                           + "original_max_position_embeddings (\(outside))")
-            }
-            let original = outside ?? inside ?? Double(maxPositionEmbeddings)
-            guard original >= 1, original <= Double(1 << 30), original == original.rounded() else {
-                throw fail("\(field).original_max_position_embeddings = \(original) must be a positive integer")
-            }
-            scaling = .llama3(factor: try positive("factor"), lowFrequencyFactor: low, highFrequencyFactor: high,
-                              originalContext: Int(original))
+            scaling = .llama3(factor: try rope.positive("factor"), lowFrequencyFactor: low, highFrequencyFactor: high,
+                              originalContext: try rope.originalContext(default: maxPositionEmbeddings))
         case "dynamic":
             known.insert("factor")
-            scaling = .dynamic(factor: try positive("factor"))
+            scaling = .dynamic(factor: try rope.positive("factor"))
+        case "longrope" where phi3:
+            known.formUnion(["factor", "attention_factor", "short_factor", "long_factor", "original_max_position_embeddings"])
+            scaling = try rope.longrope(maxPositionEmbeddings: maxPositionEmbeddings)
         default:
-            throw fail("\(field).rope_type '\(type)' is not supported (only 'default', 'linear', 'llama3' and 'dynamic')")
+            throw rope.fail("\(field).rope_type '\(type)' is not supported (only 'default', 'linear', 'llama3' and 'dynamic'"
+                            + (phi3 ? ", and 'longrope' for Phi-3)" : ")"))
         }
         if let other = parameters.keys.sorted().first(where: { !known.contains($0) }) {
-            throw fail("\(field).\(other) is not supported with rope_type '\(type)' (a parameter the model does not read)")
+            throw rope.fail("\(field).\(other) is not supported with rope_type '\(type)' (a parameter the model does not read)")
         }
-        return (scaling, theta)
+        return (scaling, theta, partialRotaryFactor)
     }
 
     /// Reads the `<architecture>.*` hyper-parameters of a GGUF file; tied when it has no `output.weight`.
@@ -266,10 +317,29 @@ public struct LlamaConfiguration: Sendable, Equatable {
         if vocabulary == nil, case .array(let tokens)? = gguf.metadata["tokenizer.ggml.tokens"] { vocabulary = tokens.count }
         guard let vocabulary else { throw ModelFormatError(file: file, "missing \(p)vocab_size and tokenizer.ggml.tokens") }
         // The head size: key_length where the converter writes it (Qwen3's is not hidden / heads), else the
-        // rotary dimension where that differs from hidden / heads (GGUFSupport refuses partial rotary).
+        // rotary dimension where that differs from hidden / heads (GGUFSupport refuses partial rotary). Phi-3's
+        // head is always hidden / heads (transformers' Phi3Attention); its rope.dimension_count is the rotary part.
         var headDim: Int? = gguf.int(p + "attention.key_length")
-        if headDim == nil, let ropeDimensions = gguf.int(p + "rope.dimension_count"), ropeDimensions != hidden / max(1, heads) {
+        if headDim == nil, architecture != .phi3, let ropeDimensions = gguf.int(p + "rope.dimension_count"),
+           ropeDimensions != hidden / max(1, heads) {
             headDim = ropeDimensions
+        }
+        // Phi-3's rope.dimension_count below the head is partial rotary (convert_hf_to_gguf.py writes
+        // int(partial_rotary_factor · hidden) / heads).
+        var rotaryDim: Int? = nil
+        if architecture == .phi3, gguf.metadata[p + "rope.dimension_count"] != nil {
+            guard let value = gguf.int(p + "rope.dimension_count") else {
+                throw ModelFormatError(file: file, "metadata '\(p)rope.dimension_count' must be an integer")
+            }
+            rotaryDim = value
+        }
+        // llama.cpp reads Phi-3's window and then switches it off (its phi3 loader); 0 means none.
+        var slidingWindow: Int? = nil
+        if architecture == .phi3, gguf.metadata[p + "attention.sliding_window"] != nil {
+            guard let window = gguf.int(p + "attention.sliding_window") else {
+                throw ModelFormatError(file: file, "metadata '\(p)attention.sliding_window' must be an integer")
+            }
+            slidingWindow = window == 0 ? nil : window
         }
         self.init(vocabSize: vocabulary, hiddenSize: hidden, intermediateSize: try required("feed_forward_length"),
                   numHiddenLayers: try required("block_count"), numAttentionHeads: heads,
@@ -279,10 +349,22 @@ public struct LlamaConfiguration: Sendable, Equatable {
                   rmsNormEps: gguf.double(p + "attention.layer_norm_rms_epsilon") ?? 1e-5,
                   tieWordEmbeddings: gguf.tensor(named: "output.weight") == nil,
                   bosTokenId: gguf.int("tokenizer.ggml.bos_token_id"), eosTokenId: gguf.int("tokenizer.ggml.eos_token_id"),
-                  architecture: architecture)
+                  architecture: architecture, slidingWindow: slidingWindow)
+        if let rotaryDim {
+            guard rotaryDim >= 2, rotaryDim % 2 == 0, rotaryDim <= self.headDim else {
+                throw ModelFormatError(file: file, "metadata '\(p)rope.dimension_count' = \(rotaryDim) must be even, at "
+                                       + "least 2 and at most the head dimension \(self.headDim)")
+            }
+            self.rotaryDim = rotaryDim
+        }
         try validate(file: file)
         ropeScaling = try Self.ggufRopeScaling(gguf, prefix: p, headDim: self.headDim)
-        if ropeScaling != .none, architecture != .llama {
+        if architecture == .phi3, ropeScaling == .none,
+           let longrope = try Self.ggufLongrope(gguf, prefix: p, rotaryDim: self.rotaryDim) {
+            ropeScaling = longrope
+            try validate(file: file)
+        }
+        if ropeScaling != .none, architecture != .llama, !ropeScaling.isLongrope {
             var source = "tensor 'rope_freqs.weight'"
             if case .linear = ropeScaling { source = "metadata '\(p)rope.scaling.*' (linear scaling)" }
             throw ModelFormatError(file: file, "\(source): rope scaling is computed for the Llama block only (where it "
@@ -318,24 +400,133 @@ public struct LlamaConfiguration: Sendable, Equatable {
         }
         guard let info = gguf.tensor(named: "rope_freqs.weight") else { return factor == 1 ? .none : .linear(factor: factor) }
         let name = "tensor 'rope_freqs.weight'"
-        guard info.type == .f32 else {
-            throw fail("\(name) has type \(info.type), expected F32 (the frequency factors ggml's rope reads)")
-        }
-        guard info.dimensions == [headDim / 2] else {
-            throw fail("\(name) has dimensions \(info.dimensions), expected [\(headDim / 2)] (one factor per rotary pair "
-                       + "of the head dimension \(headDim))")
-        }
-        let bytes = gguf.data(for: info)
-        let factors = (0..<(headDim / 2)).map {
-            Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)))
-        }
-        if let bad = factors.firstIndex(where: { !($0 > 0 && $0.isFinite) }) {
-            throw fail("\(name): element \(bad) is \(factors[bad]); every frequency factor must be positive and finite")
-        }
+        let factors = try factorTensor(gguf, info, count: headDim / 2, of: "the head dimension \(headDim)")
         guard factor == 1 else {
             throw fail("\(name) together with linear rope scaling ('\(factorKey)' = \(factor)) is not supported "
                        + "(no converter writes both, and no reference checks the two combined)")
         }
         return .frequencyFactors(factors)
+    }
+
+    /// One F32 factor per rotary pair (`rope_freqs.weight`, Phi-3's `rope_factors_*.weight`), each positive and
+    /// finite; errors name the tensor and `pairs` (what the count is one factor per rotary pair of).
+    static func factorTensor(_ gguf: GGUFFile, _ info: GGUFTensorInfo, count: Int, of pairs: String) throws -> [Float] {
+        let name = "tensor '\(info.name)'"
+        func fail(_ problem: String) -> ModelFormatError { ModelFormatError(file: gguf.url.path, problem) }
+        guard info.type == .f32 else {
+            throw fail("\(name) has type \(info.type), expected F32 (the frequency factors ggml's rope reads)")
+        }
+        guard info.dimensions == [count] else {
+            throw fail("\(name) has dimensions \(info.dimensions), expected [\(count)] (one factor per rotary pair of \(pairs))")
+        }
+        let bytes = gguf.data(for: info)
+        let factors = (0..<count).map {
+            Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)))
+        }
+        if let bad = factors.firstIndex(where: { !($0 > 0 && $0.isFinite) }) {
+            throw fail("\(name): element \(bad) is \(factors[bad]); every frequency factor must be positive and finite")
+        }
+        return factors
+    }
+
+    /// Phi-3's LongRoPE in a GGUF as convert_hf_to_gguf.py writes it and llama.cpp reads it: `rope_factors_short.weight`
+    /// and `rope_factors_long.weight` (one F32 factor per rotary pair; llama.cpp takes the short ones while its
+    /// context is within `rope.scaling.original_context_length`), and `rope.scaling.attn_factor` (1 when absent);
+    /// nil when the file has neither tensor.
+    static func ggufLongrope(_ gguf: GGUFFile, prefix p: String, rotaryDim: Int) throws -> RopeScaling? {
+        let short = gguf.tensor(named: "rope_factors_short.weight"), long = gguf.tensor(named: "rope_factors_long.weight")
+        guard short != nil || long != nil else { return nil }
+        func fail(_ problem: String) -> ModelFormatError { ModelFormatError(file: gguf.url.path, problem) }
+        guard let short, let long else {
+            throw fail("tensor '\(short == nil ? "rope_factors_short.weight" : "rope_factors_long.weight")' is missing beside "
+                       + "'\(short == nil ? "rope_factors_long.weight" : "rope_factors_short.weight")' (LongRoPE needs both)")
+        }
+        let pairs = "the rotary dimension \(rotaryDim)"
+        let shortFactors = try factorTensor(gguf, short, count: rotaryDim / 2, of: pairs)
+        let longFactors = try factorTensor(gguf, long, count: rotaryDim / 2, of: pairs)
+        var attention = 1.0
+        if gguf.metadata[p + "rope.scaling.attn_factor"] != nil {
+            guard let value = gguf.double(p + "rope.scaling.attn_factor"), value.isFinite, value > 0 else {
+                throw fail("metadata '\(p)rope.scaling.attn_factor' must be a positive number")
+            }
+            attention = value
+        }
+        guard let original = gguf.int(p + "rope.scaling.original_context_length"), original >= 1, original <= 1 << 30 else {
+            throw fail("metadata '\(p)rope.scaling.original_context_length' is missing or not a positive integer (LongRoPE's "
+                       + "short factors hold within it)")
+        }
+        return .longrope(shortFactors: shortFactors.map(Double.init), longFactors: longFactors.map(Double.init),
+                         attentionFactor: attention, originalContext: original)
+    }
+}
+
+/// One rope object of an HF config (`rope_scaling` or `rope_parameters`), read key by key with errors that name
+/// `<field>.<key>` and the file.
+struct RopeObject {
+    let field: String
+    let parameters: [String: Any]
+    /// The whole config (a top-level original_max_position_embeddings).
+    let json: [String: Any]
+    let file: String
+
+    func fail(_ problem: String) -> ModelFormatError { ModelFormatError(file: file, problem) }
+
+    func number(_ key: String) throws -> Double? {
+        guard let value = parameters[key], !(value is NSNull) else { return nil }
+        guard let number = value as? NSNumber, number.doubleValue.isFinite else {
+            throw fail("\(field).\(key) must be a finite number")
+        }
+        return number.doubleValue
+    }
+
+    func positive(_ key: String) throws -> Double {
+        guard let value = try number(key) else { throw fail("\(field).\(key) is missing") }
+        guard value > 0 else { throw fail("\(field).\(key) = \(value) must be positive") }
+        return value
+    }
+
+    /// The pretraining context: transformers takes a top-level original_max_position_embeddings first, then the
+    /// object's, then `default` (nil: required); two that differ are refused rather than one picked.
+    func originalContext(default fallback: Int?) throws -> Int {
+        let inside = try number("original_max_position_embeddings")
+        let outside = (json["original_max_position_embeddings"] as? NSNumber)?.doubleValue
+        if let inside, let outside, inside != outside {
+            throw fail("\(field).original_max_position_embeddings (\(inside)) differs from the top-level "
+                       + "original_max_position_embeddings (\(outside))")
+        }
+        guard let original = outside ?? inside ?? fallback.map(Double.init) else {
+            throw fail("\(field).original_max_position_embeddings is missing (neither in \(field) nor at the top level)")
+        }
+        guard original >= 1, original <= Double(1 << 30), original == original.rounded() else {
+            throw fail("\(field).original_max_position_embeddings = \(original) must be a positive integer")
+        }
+        return Int(original)
+    }
+
+    /// A list of positive finite numbers (LongRoPE's per-frequency factors), at most 4096 of them.
+    func factors(_ key: String) throws -> [Double] {
+        guard let list = parameters[key] as? [Any], !list.isEmpty, list.count <= 4096 else {
+            throw fail("\(field).\(key) must be a list of 1 to 4096 numbers")
+        }
+        return try list.enumerated().map { index, value in
+            guard let number = value as? NSNumber, number.doubleValue.isFinite, number.doubleValue > 0 else {
+                throw fail("\(field).\(key)[\(index)] must be a positive finite number")
+            }
+            return number.doubleValue
+        }
+    }
+
+    /// Phi-3's LongRoPE as transformers computes it (`_compute_longrope_parameters`): the short factors within the
+    /// original context, and cos, sin multiplied by attention_factor, which defaults to √(1 + ln s / ln original)
+    /// with s = factor, or max_position_embeddings / original when factor is absent (1 when s ≤ 1).
+    func longrope(maxPositionEmbeddings: Int) throws -> RopeScaling {
+        let original = try originalContext(default: nil)
+        let short = try factors("short_factor"), long = try factors("long_factor")
+        let scale = try number("factor") ?? Double(maxPositionEmbeddings) / Double(original)
+        guard scale > 0 else { throw fail("\(field).factor = \(scale) must be positive") }
+        let attention = try number("attention_factor")
+            ?? (scale <= 1 ? 1 : (1 + log(scale) / log(Double(original))).squareRoot())
+        guard attention > 0, attention.isFinite else { throw fail("\(field).attention_factor = \(attention) must be positive") }
+        return .longrope(shortFactors: short, longFactors: long, attentionFactor: attention, originalContext: original)
     }
 }

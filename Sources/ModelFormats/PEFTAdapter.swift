@@ -77,9 +77,10 @@ public struct PEFTAdapter: Sendable {
         self.tensors = tensors
     }
 
-    /// The key stem of a projection: `...layers.3.self_attn.q_proj` or `...layers.3.mlp.up_proj`.
+    /// The key stem of a projection: `...layers.3.self_attn.q_proj` or `...layers.3.mlp.up_proj` (Phi-3's fused
+    /// `gate_up_proj` is under `mlp` too, its `qkv_proj` under `self_attn`).
     public static func keyStem(layer: Int, module: String) -> String {
-        let group = ["gate_proj", "up_proj", "down_proj"].contains(module) ? "mlp" : "self_attn"
+        let group = ["gate_proj", "up_proj", "down_proj", "gate_up_proj"].contains(module) ? "mlp" : "self_attn"
         return "\(layerPrefix)\(layer).\(group).\(module)"
     }
 

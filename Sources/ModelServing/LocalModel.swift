@@ -77,7 +77,7 @@ public final class LocalModel: CompletionBackend, @unchecked Sendable {
     public func complete(prompt: String, options: GenerationOptions, onText: (String) -> Bool) throws -> Completion {
         let ids = promptIds(prompt)
         guard !ids.isEmpty else { throw HTTPError(400, "the prompt is empty") }
-        let context = model.configuration.maxPositionEmbeddings
+        let context = model.configuration.contextLength
         guard ids.count < context else {
             throw HTTPError(400, "the prompt has \(ids.count) tokens; the model's context holds \(context): shorten it")
         }

@@ -18,6 +18,9 @@ Nothing here imports or mirrors the Swift code. Sections, each writing one folde
   tiny-kquant a tiny random Llama (hidden 256, ffn 352) quantized to Q4_K_M by llama-quantize (LLAMA_QUANTIZE, built
               by `make fixtures`): Q4_K, Q6_K and the fallbacks of 352-wide rows; transformers' float64 logits and
               losses over its weights as gguf-py dequantizes them
+  tiny-phi3   a tiny random Phi-3 (fused qkv_proj and gate_up_proj, partial rotary 0.75, LongRoPE, sliding_window 32)
+              with a PEFT adapter on qkv_proj, o_proj, gate_up_proj, down_proj: the same references, model.gguf.bin and
+              model-q8_0.gguf.bin (with its gguf-py reference) as tiny-qwen2
   tiny-llama3        tiny random Llamas with rope scaling, the same references and converter GGUF as tiny-qwen2 (no
   tiny-llama-linear  Q8_0 copy): llama3 (factor 8, low/high_freq_factor 1/4, original context 64, so every regime
               of its frequencies is used; the converter writes rope_freqs.weight) and linear (factor 4; the converter
@@ -173,12 +176,12 @@ def make_random_model(directory, config, model_class, config_class, generator):
     return model_config
 
 
-def make_random_adapter(model_directory, adapter_directory, model_class, generator):
+def make_random_adapter(model_directory, adapter_directory, model_class, generator, targets=None):
     import torch
     from peft import LoraConfig, get_peft_model
     base = float64_model(model_class, model_directory)
     peft_model = get_peft_model(base, LoraConfig(r=LORA_R, lora_alpha=LORA_ALPHA, lora_dropout=0.0,
-                                                 target_modules=LORA_TARGETS))
+                                                 target_modules=targets or LORA_TARGETS))
     draw_random_lora(peft_model, generator)
     peft_model.to(torch.float32).save_pretrained(adapter_directory)
     normalise_adapter_config(adapter_directory)
@@ -251,6 +254,27 @@ QWEN_CONFIGS = {
               "attention_bias": False, "use_sliding_window": False, "architectures": ["Qwen3ForCausalLM"],
               "model_type": "qwen3"},
 }
+# Phi-3 (Phi3ForCausalLM): fused qkv_proj (q, then k, then v rows) and gate_up_proj (gate rows, then up rows),
+# rotate_half RoPE over the first 12 of each head's 16 values (partial_rotary_factor 0.75, as Phi-4-mini, whose
+# model_type is phi3; the converter writes rope.dimension_count 12), LongRoPE as Phi-3.5-mini and Phi-4-mini have it
+# (short and long factors, one per rotary pair; original_max_position_embeddings 256 of 512, so transformers' attention
+# factor is sqrt(1 + ln 2 / ln 256); 256 also keeps llama.cpp, whose context is at least 256, on the short factors),
+# untied embeddings as Phi-3-mini's, and a sliding window (32) shorter than the
+# context as Phi-3-mini-4k's 2047 is shorter than its 4096. The examples (16 tokens) lie within the window and the
+# original context, where the short factors hold.
+PHI3_CONFIG = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+               "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512,
+               "original_max_position_embeddings": 256, "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+               "rope_scaling": {"rope_type": "longrope", "short_factor": [1.0, 1.05, 1.2, 1.6, 2.5, 4.0],
+                                "long_factor": [1.0, 1.3, 2.0, 4.0, 8.0, 16.0]},
+               "rms_norm_eps": 1e-05,
+               "sliding_window": 32, "tie_word_embeddings": False, "hidden_act": "silu", "bos_token_id": 1,
+               "eos_token_id": 2, "pad_token_id": None,
+               "architectures": ["Phi3ForCausalLM"], "model_type": "phi3"}
+# PEFT's names for Phi-3's projections: one LoRA (one A, one B over the fused output) per fused projection.
+PHI3_LORA_TARGETS = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
+FAMILY_CLASSES = {"qwen2": ("Qwen2Config", "Qwen2ForCausalLM"), "qwen3": ("Qwen3Config", "Qwen3ForCausalLM"),
+                  "phi3": ("Phi3Config", "Phi3ForCausalLM")}
 
 # llama.cpp's converter, run on the tiny model. The tiny models have no tokenizer (their 256 ids are
 # abstract), so its vocabulary step is replaced by writing the vocabulary size alone; every tensor name,
@@ -264,6 +288,8 @@ def no_tokenizer(self):
     self.gguf_writer.add_vocab_size(self.hparams["vocab_size"])
 qwen.Qwen2Model.set_vocab = no_tokenizer
 qwen.Qwen3Model.set_vocab = no_tokenizer
+from conversion import phi
+phi.Phi3MiniModel.set_vocab = no_tokenizer
 from conversion import llama
 llama.LlamaModel.set_vocab = lambda self: None  # its set_gguf_parameters writes the vocabulary size itself
 convert_hf_to_gguf.main()
@@ -283,21 +309,26 @@ GGUF_TO_HF = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "
               "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
               "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm", "ffn_gate": "mlp.gate_proj",
               "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}
+# Phi-3's fused projections as the converter names them: attn_qkv, and ffn_up holding gate_up_proj's 2·ff rows.
+PHI3_GGUF_TO_HF = dict(GGUF_TO_HF, attn_qkv="self_attn.qkv_proj", ffn_up="mlp.gate_up_proj")
 
 
-def quantized_reference(directory, gguf_path, model_class, input_ids, labels):
+def quantized_reference(directory, gguf_path, model_class, input_ids, labels, names=None):
     """transformers' float64 forward over the quantized GGUF's weights as gguf-py dequantizes them."""
+    names = names or GGUF_TO_HF
     import numpy as np
     import torch
     from gguf import GGUFReader
     from gguf.quants import dequantize
     state = {}
     for tensor in GGUFReader(gguf_path).tensors:
+        if tensor.name.startswith("rope_factors_"):
+            continue  # Phi-3's LongRoPE factors: configuration (in config.json), not weights
         parts = tensor.name.split(".")
         if parts[0] == "blk":
-            name = f"model.layers.{parts[1]}.{GGUF_TO_HF[parts[2]]}.{parts[3]}"
+            name = f"model.layers.{parts[1]}.{names[parts[2]]}.{parts[3]}"
         else:
-            name = f"{GGUF_TO_HF[parts[0]]}.{parts[1]}"
+            name = f"{names[parts[0]]}.{parts[1]}"
         values = dequantize(tensor.data, tensor.tensor_type).astype(np.float64)
         state[name] = torch.from_numpy(values.reshape([int(d) for d in reversed(tensor.shape)]))
     model = float64_model(model_class, directory)
@@ -313,19 +344,19 @@ def tiny_family(out, family):
     import torch
     from safetensors.torch import save_file
     import transformers
-    config_class = getattr(transformers, {"qwen2": "Qwen2Config", "qwen3": "Qwen3Config"}[family])
-    model_class = getattr(transformers, {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}[family])
+    config_class, model_class = (getattr(transformers, name) for name in FAMILY_CLASSES[family])
+    targets = PHI3_LORA_TARGETS if family == "phi3" else LORA_TARGETS
     directory = os.path.join(out, f"tiny-{family}")
     adapter_directory = os.path.join(directory, "peft-adapter")
     if os.path.exists(directory):
         shutil.rmtree(directory)
     os.makedirs(directory)
-    config = QWEN_CONFIGS[family]
+    config = PHI3_CONFIG if family == "phi3" else QWEN_CONFIGS[family]
     generator = torch.Generator().manual_seed(SEED + sum(map(ord, family)))
     make_random_model(directory, config, model_class, config_class, generator)
     input_ids = torch.randint(0, config["vocab_size"], (3, 16), generator=generator).tolist()
     labels = tiny_labels(input_ids, TINY_IGNORED)
-    make_random_adapter(directory, adapter_directory, model_class, generator)
+    make_random_adapter(directory, adapter_directory, model_class, generator, targets)
     for name in ("generation_config.json", "README.md"):
         for folder in (directory, adapter_directory):
             if os.path.exists(os.path.join(folder, name)):
@@ -334,12 +365,13 @@ def tiny_family(out, family):
     convert_to_gguf(directory, os.path.join(directory, "model-q8_0.gguf.bin"), "q8_0")
     numbers, tensors = lora_reference(directory, adapter_directory, model_class, input_ids, labels)
     tensors["q8_0_logits"], q8_losses = quantized_reference(directory, os.path.join(directory, "model-q8_0.gguf.bin"),
-                                                            model_class, input_ids, labels)
+                                                            model_class, input_ids, labels,
+                                                            PHI3_GGUF_TO_HF if family == "phi3" else GGUF_TO_HF)
     save_file(tensors, os.path.join(directory, "reference.safetensors"))
     write_json(os.path.join(directory, "reference.json"), {
         "input_ids": input_ids, "labels": labels,
         "loss_per_example": numbers["loss_per_example"], "loss_mean_of_examples": numbers["loss_mean_of_examples"],
-        "lora": {"r": LORA_R, "alpha": LORA_ALPHA, "scaling": LORA_ALPHA / LORA_R, "target_modules": LORA_TARGETS,
+        "lora": {"r": LORA_R, "alpha": LORA_ALPHA, "scaling": LORA_ALPHA / LORA_R, "target_modules": targets,
                  "loss_per_example": numbers["lora_loss_per_example"],
                  "per_example_grad_norm": numbers["per_example_grad_norm"],
                  "note": "as tiny-llama's: logits, lora_logits and grad.<adapter tensor name> in reference.safetensors"},
@@ -1125,6 +1157,7 @@ def main():
                 "qwen2-pretokenizer": lambda: qwen2_pretokenizer(args.out, args.model),
                 "tiny-qwen2": lambda: tiny_family(args.out, "qwen2"),
                 "tiny-qwen3": lambda: tiny_family(args.out, "qwen3"),
+                "tiny-phi3": lambda: tiny_family(args.out, "phi3"),
                 "tiny-llama3": lambda: tiny_rope(args.out, "llama3"),
                 "tiny-llama-linear": lambda: tiny_rope(args.out, "linear"),
                 "tiny-kquant": lambda: tiny_kquant(args.out),

@@ -66,7 +66,7 @@ final class KQuantModelTests: XCTestCase {
         let weights = try model().model.weights
         var formats: [WeightFormat: Int] = [:]
         for layer in weights.layers {
-            for module in ProjectionModule.allCases { formats[layer.projection(module).format, default: 0] += 1 }
+            for matrix in layer.projections.values { formats[matrix.format, default: 0] += 1 }
         }
         // llama.cpp's Q4_K_M mix on this model (gguf-py's count in reference.json): 166 Q5_0, 16 Q4_K, 14 Q6_K,
         // 15 Q8_0 tensors, the embedding among the Q8_0.

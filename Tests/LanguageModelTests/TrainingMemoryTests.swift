@@ -11,7 +11,7 @@ import XCTest
 final class TrainingMemoryTests: XCTestCase {
     func keptFloats(_ model: LlamaModel, tokens n: Int) -> Int {
         let c = model.configuration
-        let lora = TrainableLoRA(configuration: c, rank: 4, alpha: 8, targets: ProjectionModule.allCases,
+        let lora = TrainableLoRA(configuration: c, rank: 4, alpha: 8, targets: c.adaptableModules,
                                  ropeLayout: model.weights.ropeLayout)
         let arena = Arena()
         let tokens = (0..<n).map { $0 % c.vocabSize }, positions = Array(0..<n)
@@ -38,7 +38,7 @@ final class TrainingMemoryTests: XCTestCase {
         // the LoRA backward's (n, rank) scratch, and per layer q, k, v, attention, middle, gate, up,
         // output and A x (n, rank) per module; the LoRA forward scratch does not grow with n.
         let d = c.hiddenSize, ff = c.intermediateSize, q = c.numAttentionHeads * c.headDim
-        let kv = c.numKeyValueHeads * c.headDim, modules = ProjectionModule.allCases.count
+        let kv = c.numKeyValueHeads * c.headDim, modules = c.adaptableModules.count
         let perToken = 3 * d + ff + d + 4 + c.numHiddenLayers * (2 * q + 2 * kv + 2 * d + 2 * ff + modules * 4)
         XCTAssertEqual(long - short, 32 * perToken, "kept floats for 32 → 64 tokens: \(short) → \(long)")
     }
@@ -50,7 +50,7 @@ final class TrainingMemoryTests: XCTestCase {
     func testReusedScratchGivesTheSameGradient() throws {
         let model = LlamaModel(weights: try ModelLoader.loadHFDirectory(Fixtures.url("tiny-llama")), pool: ThreadPool(threads: 2))
         let c = model.configuration
-        var lora = TrainableLoRA(configuration: c, rank: 4, alpha: 8, targets: ProjectionModule.allCases,
+        var lora = TrainableLoRA(configuration: c, rank: 4, alpha: 8, targets: c.adaptableModules,
                                  ropeLayout: model.weights.ropeLayout)
         for i in lora.parameters.indices { lora.parameters[i] += Float((i * 7919) % 13 - 6) * 0.01 }
         let tokens = (0..<40).map { ($0 * 7) % c.vocabSize }

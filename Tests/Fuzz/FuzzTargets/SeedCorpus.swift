@@ -15,7 +15,8 @@ public enum SeedCorpus {
         let seeds: [FuzzTarget: [String: Data]] = [
             .gguf: try ModelSeeds.gguf(), .safetensors: try ModelSeeds.safetensors(),
             .tokenizer: try ModelSeeds.tokenizer(), .hfConfig: ["tiny-llama.json": Data(ModelSeeds.hfConfig.utf8),
-                                                                   "tiny-llama3.json": Data(ModelSeeds.hfConfigLlama3.utf8)],
+                                                                   "tiny-llama3.json": Data(ModelSeeds.hfConfigLlama3.utf8),
+                                                                   "tiny-phi3.json": Data(ModelSeeds.hfConfigPhi3.utf8)],
             .peft: try ModelSeeds.peft(), .jsonl: ModelSeeds.jsonl(), .wire: try WireSeeds.frames(),
             .secagg: try WireSeeds.secureRounds(), .config: try StateSeeds.configuration(), .audit: try StateSeeds.audit(),
         ]
@@ -68,7 +69,8 @@ enum ModelSeeds {
         linear.set("llama.rope.scaling.type", .string("linear"))
         linear.set("llama.rope.scaling.factor", .float32(4))
         return ["llama.bin": llama.encoded(), "scalars.bin": scalars.encoded(), "weights.bin": try weights().encoded(),
-                "rope-freqs.bin": llama3.encoded(), "rope-linear.bin": linear.encoded(), "llama-spm.bin": try sentencePiece().encoded()]
+                "rope-freqs.bin": llama3.encoded(), "rope-linear.bin": linear.encoded(), "llama-spm.bin": try sentencePiece().encoded(),
+                "phi3.bin": try phi3().encoded()]
     }
 
     /// The SentencePiece pieces of the seeds: unknown, BOS, EOS, a user-defined token, the 256 byte tokens, then
@@ -117,6 +119,32 @@ enum ModelSeeds {
             + "{% set content = message['content'] %}{% endif %}{% if message['role'] == 'user' %}"
             + "{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
             + "{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}"))
+        return model
+    }
+
+    /// A Phi-3 the loader accepts: fused attn_qkv (2 query heads and 1 key/value head of 16: 64 rows) and ffn_up
+    /// (gate and up: 64 rows), partial rotary (12 of 16), LongRoPE's factor tensors and keys, a sliding window.
+    static func phi3() throws -> GGUFWriter {
+        var model = GGUFWriter()
+        model.set("general.architecture", .string("phi3"))
+        for (key, value) in [("context_length", 16), ("embedding_length", 32), ("block_count", 1), ("feed_forward_length", 32),
+                             ("attention.head_count", 2), ("attention.head_count_kv", 1), ("vocab_size", 8),
+                             ("rope.dimension_count", 12), ("rope.scaling.original_context_length", 8),
+                             ("attention.sliding_window", 8)] {
+            model.set("phi3.\(key)", .uint32(UInt32(value)))
+        }
+        model.set("phi3.rope.scaling.attn_factor", .float32(1.2))
+        try model.addTensor(name: "token_embd.weight", dimensions: [32, 8], type: .q8_0, data: [UInt8](repeating: 1, count: 8 * 34))
+        for (name, rows, columns) in [("attn_qkv", 64, 32), ("attn_output", 32, 32), ("ffn_up", 64, 32), ("ffn_down", 32, 32)] {
+            try model.addTensor(name: "blk.0.\(name).weight", dimensions: [columns, rows], type: .q4_0,
+                                data: [UInt8](repeating: 0x11, count: rows * 18))
+        }
+        func floats(_ values: [Float]) -> [UInt8] { values.flatMap { withUnsafeBytes(of: $0.bitPattern.littleEndian, Array.init) } }
+        for name in ["blk.0.attn_norm.weight", "blk.0.ffn_norm.weight", "output_norm.weight"] {
+            try model.addTensor(name: name, dimensions: [32], type: .f32, data: floats([Float](repeating: 1, count: 32)))
+        }
+        try model.addTensor(name: "rope_factors_short.weight", dimensions: [6], type: .f32, data: floats([1, 1, 1.5, 2, 3, 4]))
+        try model.addTensor(name: "rope_factors_long.weight", dimensions: [6], type: .f32, data: floats([1, 2, 4, 8, 16, 32]))
         return model
     }
 
@@ -199,6 +227,17 @@ enum ModelSeeds {
          "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                           "original_max_position_embeddings": 64, "rope_type": "llama3"},
          "tie_word_embeddings": true, "hidden_act": "silu", "model_type": "llama"}
+        """
+
+    /// Phi-3 as transformers 5 writes it: the rope object with partial rotary and LongRoPE, a sliding window.
+    static let hfConfigPhi3 = """
+        {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "num_key_value_heads": 2, "max_position_embeddings": 512, "original_max_position_embeddings": 256,
+         "rope_parameters": {"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+                             "short_factor": [1.0, 1.05, 1.2, 1.6, 2.5, 4.0], "long_factor": [1.0, 1.3, 2.0, 4.0, 8.0, 16.0],
+                             "original_max_position_embeddings": 256},
+         "sliding_window": 32, "rms_norm_eps": 1e-05, "tie_word_embeddings": false, "hidden_act": "silu",
+         "model_type": "phi3"}
         """
 
     static func peft() throws -> [String: Data] {
