@@ -21,7 +21,8 @@ struct SynthCommand: ParsableCommand {
           --held-out FRACTION share of the records, as whole patients, written to F's sibling F.heldout.jsonl
                               (default 0.2; 0 writes no held-out file; at most 0.9). No patient is in both files.
           --form FORM         text (default): {"text": note}; task: {"prompt": note without its assessment,
-                              ending "\\nAssessment:", "completion": " " + assessment}
+                              ending "\\nAssessment:", "completion": " " + assessment, "condition": its label,
+                              "condition_names": the phrasings that name it (for condition accuracy)}
           --json              print {"records", "training", "held_out", "out", "held_out_out", "specialty", "form"}
         A patient may have up to three visits; the notes of one patient share name, birth date and MRN.
 

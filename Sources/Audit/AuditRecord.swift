@@ -56,6 +56,14 @@ public struct AuditRecord: Codable, Sendable, Equatable {
     /// A client-level round's sampling and the federation's client-level ε (nil for other units and in older
     /// records). JSON `client_level`.
     public var clientLevel: ClientLevelRecord?
+    /// Condition accuracy before and after over the participants that released one: post-processing of their DP
+    /// releases (`ReleasedAccuracy`: the fraction of scored held-out units whose generated assessment named the
+    /// condition, clamped to [0, 1]), with the standard error of the noise; nil when no participant released one, the
+    /// released count was not positive, and in records written before the release existed. JSON
+    /// `condition_accuracy_before`, `condition_accuracy_after`, `condition_accuracy_standard_error`.
+    public var conditionAccuracyBefore: Double?
+    public var conditionAccuracyAfter: Double?
+    public var conditionAccuracyStandardError: Double?
 
     public init(status: String, round: UInt64, started: Date, finished: Date, cohort: [String], participants: [String],
                 declines: [ClientReason], dropouts: [ClientReason], aggregation: String, secureAggregation: Bool,
@@ -100,6 +108,9 @@ public struct AuditRecord: Codable, Sendable, Equatable {
         case previousHash = "previous_hash"
         case distributed
         case clientLevel = "client_level"
+        case conditionAccuracyBefore = "condition_accuracy_before"
+        case conditionAccuracyAfter = "condition_accuracy_after"
+        case conditionAccuracyStandardError = "condition_accuracy_standard_error"
     }
 
     /// Whether the held-out figures are DP releases (every record since issue 13), rather than figures

@@ -87,6 +87,9 @@ public final class ClientRunner: @unchecked Sendable {
         var trainer: LoRATrainer
         var evalExamples: [TokenizedExample]
         var examples: Int
+        /// The held-out records scored for the condition accuracy release (`ConditionAccuracy.scored`): nil when the
+        /// plan asks for none or the held-out records carry no condition (then nothing is released or charged for it).
+        var accuracyIndices: [Int]?
     }
 
     public init(paths: ClientPaths, configuration: ClientConfiguration, address: CoordinatorAddress,
@@ -273,7 +276,8 @@ public final class ClientRunner: @unchecked Sendable {
                 case let .success(ready):
                     prepared = ready
                     pending += agent.prepared(round: round, RoundPreparation(mechanism: ready.trainer.mechanism,
-                                                                             examples: ready.examples))
+                                                                             examples: ready.examples,
+                                                                             scoresConditions: ready.accuracyIndices != nil))
                 case let .failure(failure):
                     pending += agent.preparationFailed(round: round, failure)
                 }
@@ -360,10 +364,42 @@ public final class ClientRunner: @unchecked Sendable {
             let trainer = try LoRATrainer(model: model, examples: examples, configuration: Self.training(plan, layout: layout),
                                           initial: TrainableLoRA.from(globalAdapter, for: model))
             return .success(PreparedRound(plan: plan, layout: layout, global: global, globalAdapter: globalAdapter, trainer: trainer,
-                                          evalExamples: evalExamples, examples: examples.count))
+                                          evalExamples: evalExamples, examples: examples.count,
+                                          accuracyIndices: Self.accuracyIndices(plan: plan, evalExamples: evalExamples)))
         } catch {
             return .failure(.trainer("\(error)"))
         }
+    }
+
+    /// The held-out records a round scores for condition accuracy, or nil when it releases none: the plan asks for none,
+    /// or its held-out records carry no condition (RoundData has checked that they all do or none does, so whether a
+    /// client releases does not turn on one record).
+    static func accuracyIndices(plan: TrainingPlan, evalExamples: [TokenizedExample]) -> [Int]? {
+        guard plan.accuracyRecords > 0, evalExamples.contains(where: { $0.condition != nil }) else { return nil }
+        return ConditionAccuracy.scored(evalExamples, limit: plan.accuracyRecords,
+                                        users: plan.privacyUnit == .user ? evalExamples.map(\.user) : nil)
+    }
+
+    /// The condition accuracy of the scored held-out records with the model's adapter as set (nil when none are scored).
+    private func conditionsNamed(_ prepared: PreparedRound) throws -> [Bool]? {
+        guard let indices = prepared.accuracyIndices, let tokenizer else { return nil }
+        return try ConditionAccuracy.correct(model: loaded.model, tokenizer: tokenizer, examples: prepared.evalExamples,
+                                             indices: indices)
+    }
+
+    /// The round's condition accuracy release (`ConditionAccuracy`, charged with the training by the agent's charge),
+    /// logged exactly here only; nil when the round scores none.
+    private func accuracyRelease(before: [Bool]?, after: [Bool]?, plan: TrainingPlan, round: UInt64,
+                                 seconds: Double) throws -> ConditionAccuracyRelease? {
+        guard let before, let after else { return nil }
+        let sums = try ConditionAccuracy.release(before: before, after: after, noiseMultiplier: plan.accuracyNoiseMultiplier)
+        let release = ConditionAccuracyRelease(correctBefore: sums[0], correctAfter: sums[1], count: sums[2],
+                                               noiseMultiplier: plan.accuracyNoiseMultiplier)
+        log.write(String(format: "round %llu: condition named in %d → %d of %d held-out assessments (exact, this log only; "
+                         + "%.1f s of generation); released with discrete Gaussian noise σ = %.2f records (z %g)", round,
+                         before.filter { $0 }.count, after.filter { $0 }.count, before.count, seconds, release.sigma,
+                         release.noiseMultiplier))
+        return release
     }
 
     /// The trainer's configuration for a federation's plan.
@@ -395,6 +431,9 @@ public final class ClientRunner: @unchecked Sendable {
         let start = ProcessStatistics.now()
         model.setAdapter(prepared.globalAdapter)
         let before = try Evaluator.evaluate(model: model, examples: prepared.evalExamples)
+        let generationStart = ProcessStatistics.now()
+        let namedBefore = try conditionsNamed(prepared)
+        var generationSeconds = ProcessStatistics.now() - generationStart
         // Exposure on the adapter as received (the previous round's result; the initial one in round 1).
         let exposure = try canaries?.measure(model: model)
         if let exposure {
@@ -408,7 +447,12 @@ public final class ClientRunner: @unchecked Sendable {
         let local = result.lora.adapter()
         model.setAdapter(local)
         let after = try Evaluator.evaluate(model: model, examples: prepared.evalExamples)
+        let generationAfter = ProcessStatistics.now()
+        let namedAfter = try conditionsNamed(prepared)
+        generationSeconds += ProcessStatistics.now() - generationAfter
         model.setAdapter(nil)
+        let accuracy = try accuracyRelease(before: namedBefore, after: namedAfter, plan: prepared.plan, round: round,
+                                           seconds: generationSeconds)
         let localTensors = local.federationTensors
         try prepared.layout.write(localTensors, to: paths.localAdapter,
                                   baseModel: URL(fileURLWithPath: configuration.model).lastPathComponent)
@@ -419,7 +463,8 @@ public final class ClientRunner: @unchecked Sendable {
                          after.examples, heldOut.sigma, heldOut.noiseMultiplier, heldOut.lossClip))
         return TrainingReport(update: AdapterMath.difference(localTensors, prepared.global), heldOut: heldOut,
                               evalLossBefore: RoundData.reportedLoss(before), evalLossAfter: RoundData.reportedLoss(after), evalTokens: after.tokens,
-                              trainLoss: result.trainLoss, seconds: ProcessStatistics.now() - start, canaryExposure: exposure)
+                              trainLoss: result.trainLoss, seconds: ProcessStatistics.now() - start, canaryExposure: exposure,
+                              conditionAccuracy: accuracy)
     }
 
     /// A distributed-DP round: the held-out loss of the global adapter, then this client's clipped gradient sum
@@ -431,6 +476,11 @@ public final class ClientRunner: @unchecked Sendable {
         model.setAdapter(prepared.globalAdapter)
         let before = try Evaluator.evaluate(model: model, examples: prepared.evalExamples)
         let evaluated = ProcessStatistics.now()
+        // Nothing is trained locally: "after" is the global adapter's again, as for the loss.
+        let named = try conditionsNamed(prepared)
+        let generated = ProcessStatistics.now()
+        let accuracy = try accuracyRelease(before: named, after: named, plan: prepared.plan, round: round,
+                                           seconds: generated - evaluated)
         let exposure = try canaries?.measure(model: model)
         model.setAdapter(nil)
         let measured = ProcessStatistics.now()
@@ -442,11 +492,11 @@ public final class ClientRunner: @unchecked Sendable {
         let trainLoss = step.examples > 0 ? step.loss / Double(step.examples) : .nan
         log.write(String(format: "round %llu: held-out loss %.4f over %d records (exact, this log only); %d units sampled, clipped "
                          + "gradients summed (mean loss %.4f); seconds: evaluation %.1f, canaries %.1f, gradients %.1f",
-                         round, before.loss, before.examples, step.units, trainLoss, evaluated - start, measured - evaluated,
+                         round, before.loss, before.examples, step.units, trainLoss, evaluated - start, measured - generated,
                          stepped - measured))
         return TrainingReport(update: sum, heldOut: heldOut, evalLossBefore: RoundData.reportedLoss(before),
                               evalLossAfter: RoundData.reportedLoss(before), evalTokens: before.tokens, trainLoss: trainLoss,
-                              seconds: ProcessStatistics.now() - start, canaryExposure: exposure)
+                              seconds: ProcessStatistics.now() - start, canaryExposure: exposure, conditionAccuracy: accuracy)
     }
 
     /// The round's held-out release (`HeldOutMetrics`, charged with the training by the agent's charge).

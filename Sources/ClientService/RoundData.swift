@@ -77,11 +77,23 @@ public enum RoundData {
             // At privacy unit user the held-out release counts people too, so every held-out record names one.
             let eval = try Dataset.load(URL(fileURLWithPath: configuration.evalData), tokenizer: tokenizer, maxLength: nil,
                                         vocabularySize: vocabularySize, requireUser: requireUser)
+            try requireConditionsOnAllOrNone(eval, file: configuration.evalData)
             if let key { cache?.keep(key, train: train, eval: eval) }
             return .success((Dataset.truncated(train, to: maxLength), Dataset.truncated(eval, to: maxLength)))
         } catch {
             return .failure(.data("\(error)"))
         }
+    }
+
+    /// Throws, naming the first record that differs, when some held-out records carry a `condition` and others do not.
+    /// A client releases a condition accuracy when its held-out records carry conditions; were a file allowed to mix
+    /// them, whether it releases at all could turn on one record, which the release's ε does not cover.
+    static func requireConditionsOnAllOrNone(_ examples: [TokenizedExample], file: String) throws {
+        guard let first = examples.first, let odd = examples.first(where: { ($0.condition == nil) != (first.condition == nil) })
+        else { return }
+        throw DatasetError(file: file, line: odd.line, "this held-out record \(odd.condition == nil ? "has no" : "has a") "
+                           + "\"condition\" and the first (line \(first.line)) \(first.condition == nil ? "has none" : "has one"): "
+                           + "give every held-out record a condition, or none (condition accuracy is released only when all have one)")
     }
 
     /// The held-out loss a client reports: the mean over its counted tokens, or 0 over 0 tokens when

@@ -176,6 +176,9 @@ extension CoordinatorServer {
                            previousHash: "", aggregator: policy.aggregator.rawValue,
                            trimFraction: policy.aggregator == .trimmedMean ? combiner.trimFraction : nil,
                            updateNormClip: policy.secureAggregation ? nil : combiner.normClip)
+        record.conditionAccuracyBefore = figures.conditionAccuracy?.before
+        record.conditionAccuracyAfter = figures.conditionAccuracy?.after
+        record.conditionAccuracyStandardError = figures.conditionAccuracy?.standardError
         if verdict.isCommitted, let secure = outcome.secure, policy.plan.isDistributed {
             record.distributed = distributedNoise(secure, plan: policy.plan, expectedCohort: outcome.clientLevel?.expectedCohort)
         }

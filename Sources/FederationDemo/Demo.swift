@@ -200,6 +200,12 @@ public final class Demo {
         narrate("  coordinator serving on 127.0.0.1:\(federation.port); " + Self.planLine(c))
         narrate("  held-out metrics: DP-released (discrete Gaussian, z \(plan.metricsNoiseMultiplier), losses clipped to "
                 + "[0, \(plan.metricsLossClip)] nats), charged to each client's ledger with its round; no counts or timings sent")
+        if plan.accuracyRecords > 0 && c.form == .task {
+            narrate("  condition accuracy: each client writes the assessment of up to \(plan.accuracyRecords) of its held-out notes "
+                    + "a round (greedy, at most \(ConditionAccuracy.maximumTokens) tokens) and counts those whose first line names the "
+                    + "note's condition; DP-released (discrete Gaussian, z \(plan.accuracyNoiseMultiplier)), charged with the round; "
+                    + "the generation's seconds stay in each client's join.log")
+        }
         let probeNotes = c.probe ? DemoProbe.notes(clients: c.clients) : []
         let before = try probeBefore(probeNotes, federation: federation)
         for name in names { try federation.startClient(name) }

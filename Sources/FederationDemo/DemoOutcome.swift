@@ -16,7 +16,8 @@ public struct CanaryExposure: Sendable, Equatable {
 /// How the demo went: each round, the audit chain, where the adapter and the state are. Printed as a
 /// table (`text`) or, for `demo --json`, as JSON: `{"rounds": [{"round", "status", "participants",
 /// "eval_loss_before", "eval_loss_after", "eval_loss_standard_error", "eval_loss_released", "max_epsilon",
-/// "seconds", "abort_reason"?, "canary_exposure"?:
+/// "seconds", "abort_reason"?, "condition_accuracy_before"?, "condition_accuracy_after"?,
+/// "condition_accuracy_standard_error"?, "canary_exposure"?:
 /// {"client", "mean_bits", "max_bits", "space_size"}}], "audit_verified", "adapter", "state", "seconds"}`.
 public struct DemoOutcome: Encodable, Sendable, Equatable {
     public struct Round: Encodable, Sendable, Equatable {
@@ -126,6 +127,7 @@ public struct DemoOutcome: Encodable, Sendable, Equatable {
         }
         lines.append(releaseLine)
         lines += learningLines
+        lines += accuracyLines
         lines += trustLines
         lines += probeLines
         lines += exposureLines
@@ -162,6 +164,23 @@ public struct DemoOutcome: Encodable, Sendable, Equatable {
               let a = first.evalLossBefore, let b = last.evalLossBefore else { return [] }
         return ["", String(format: "held-out loss (DP-released, pooled over the clients): %.4f at round %llu → %.4f at round %llu "
                            + "(each ± its s.e. above)", a, first.round, b, last.round)]
+    }
+
+    /// The DP-released condition accuracy per round (the share of the clients' scored held-out notes whose greedy
+    /// assessment named the note's condition, pooled over the clients, ± the noise's standard error), and the first
+    /// committed round's "before" against the last one's "after" (in a distributed round both are the global adapter
+    /// the clients received). Nothing when no client released one.
+    var accuracyLines: [String] {
+        let released = rounds.map(\.summary).filter { $0.status == "committed" && $0.accuracyText != nil }
+        guard let first = released.first, let last = released.last else { return [] }
+        var lines = ["", "condition accuracy (DP-released, pooled over the clients: the share of scored held-out notes whose "
+                     + "greedy assessment names the note's condition)"]
+        lines += released.map { String(format: "%5llu  ", $0.round) + ($0.accuracyText ?? "") }
+        if let a = first.conditionAccuracyBefore, let b = last.conditionAccuracyAfter {
+            lines.append(String(format: "condition accuracy: %.3f before round %llu → %.3f after round %llu (each ± its s.e. "
+                                + "above)", a, first.round, b, last.round))
+        }
+        return lines
     }
 
     /// Distributed DP: the max ε column is each client's ledger under its trust assumption; beside it, the largest

@@ -90,10 +90,10 @@ public struct ClientAgent: Sendable {
         case receivingInvite(Invitation)
         /// The driver is loading the data and building the trainer.
         case preparing(RoundWork)
-        /// The driver is charging the ledger for `examples` records.
-        case charging(RoundWork, examples: Int)
+        /// The driver is charging the ledger for the prepared round (its records, whether it scores conditions).
+        case charging(RoundWork, RoundPreparation)
         /// Accepted and charged; the driver is training.
-        case training(RoundWork, examples: Int, receipt: PrivacyReceipt)
+        case training(RoundWork, RoundPreparation, receipt: PrivacyReceipt)
         /// Update sent (or keys advertised, with the secure stages still to answer); waiting for how
         /// the round ended.
         case awaitingResult(round: UInt64, participation: SecureParticipation?)
@@ -210,9 +210,11 @@ public struct ClientAgent: Sendable {
         guard case let .preparing(work) = state, work.round == round else {
             preconditionFailure("round \(round) prepared while \(state)")
         }
-        state = .charging(work, examples: preparation.examples)
+        state = .charging(work, preparation)
         let plan = work.invite.plan
+        // The condition accuracy release is charged only by a client that makes it (held-out records with a condition).
         let releases = [MetricsRelease.mechanism(plan: plan)]
+            + (preparation.scoresConditions ? [MetricsRelease.accuracyMechanism(plan: plan)] : [])
         if let distributed = work.distributed {
             // One DP-SGD step whose noise the cohort shares: charged for the ε under the client's own trust. A
             // client-level round is charged the same way at q = 1 (the client knows it was sampled), at the ledger's
@@ -247,7 +249,7 @@ public struct ClientAgent: Sendable {
 
     /// The ledger's answer: accept and train, or decline for the budget.
     public mutating func ledgerAnswered(round: UInt64, _ charge: PrivacyCharge) throws -> [Action] {
-        guard case let .charging(work, examples) = state, work.round == round else {
+        guard case let .charging(work, preparation) = state, work.round == round else {
             preconditionFailure("round \(round) charged while \(state)")
         }
         if case .refused = charge, let distributed = work.distributed {
@@ -264,7 +266,8 @@ public struct ClientAgent: Sendable {
         case let .refused(.overBudget(refusal)):
             return decline(round, .privacyBudget, "privacy budget: \(refusal)")
         case let .charged(receipt):
-            state = .training(work, examples: examples, receipt: receipt)
+            state = .training(work, preparation, receipt: receipt)
+            let examples = preparation.examples
             let plan = work.invite.plan
             if let distributed = work.distributed, plan.isClientLevel {
                 let line = String(format: "round %llu: accepted a client-level round (%d local steps without noise on %d records, "
@@ -297,9 +300,12 @@ public struct ClientAgent: Sendable {
 
     /// The driver trained: upload the update, or for a secure round encode it and advertise keys.
     public mutating func trainingFinished(round: UInt64, _ report: TrainingReport) throws -> [Action] {
-        guard case let .training(work, _, receipt) = state, work.round == round else {
+        guard case let .training(work, preparation, receipt) = state, work.round == round else {
             preconditionFailure("round \(round) trained while \(state)")
         }
+        // What was not charged is never sent.
+        precondition(report.conditionAccuracy == nil || preparation.scoresConditions,
+                     "round \(round): a condition accuracy release the ledger was not charged for")
         // Only the release and ledger figures go up; the exact losses, count and timing stay in this log.
         let metrics = ClientRoundMetrics(client: name, epsilon: receipt.epsilon, delta: receipt.budget.delta,
                                          epsilonBudget: min(receipt.budget.epsilon, policy.maxEpsilon),
@@ -308,7 +314,7 @@ public struct ClientAgent: Sendable {
                                              var trust = $0.trust
                                              trust.epsilonTrustingNoOne = receipt.epsilonTrustingNoOne
                                              return trust
-                                         })
+                                         }, conditionAccuracy: report.conditionAccuracy)
         guard let masking = work.masking else {
             state = .awaitingResult(round: round, participation: nil)
             return [.upload(round: round, update: report.update, metrics: metrics),
@@ -538,10 +544,14 @@ public struct RoundPreparation: Sendable {
     public var mechanism: MechanismSteps?
     /// Training records, canaries included (for the client's own log; it never travels).
     public var examples: Int
+    /// Whether the round releases a condition accuracy (the plan asks for one and the client's held-out records carry
+    /// conditions): its mechanism is then charged with the round.
+    public var scoresConditions: Bool
 
-    public init(mechanism: MechanismSteps?, examples: Int) {
+    public init(mechanism: MechanismSteps?, examples: Int, scoresConditions: Bool = false) {
         self.mechanism = mechanism
         self.examples = examples
+        self.scoresConditions = scoresConditions
     }
 }
 
@@ -607,6 +617,8 @@ public struct TrainingReport: Sendable {
     public var update: AdapterTensors
     /// The held-out figures as released (noised; charged with the training).
     public var heldOut: HeldOutRelease
+    /// The condition accuracy as released (noised; charged with the training), nil when the round scores none.
+    public var conditionAccuracy: ConditionAccuracyRelease?
     /// Held-out loss of the global adapter as received, and of the trained one (exact: the client's log only).
     public var evalLossBefore: Double
     public var evalLossAfter: Double
@@ -617,7 +629,9 @@ public struct TrainingReport: Sendable {
     public var canaryExposure: CanaryExposureSummary?
 
     public init(update: AdapterTensors, heldOut: HeldOutRelease, evalLossBefore: Double, evalLossAfter: Double,
-                evalTokens: Int, trainLoss: Double, seconds: Double, canaryExposure: CanaryExposureSummary? = nil) {
+                evalTokens: Int, trainLoss: Double, seconds: Double, canaryExposure: CanaryExposureSummary? = nil,
+                conditionAccuracy: ConditionAccuracyRelease? = nil) {
+        self.conditionAccuracy = conditionAccuracy
         self.update = update
         self.heldOut = heldOut
         self.evalLossBefore = evalLossBefore

@@ -15,6 +15,13 @@ public enum MetricsRelease {
         mechanism(noiseMultiplier: plan.metricsNoiseMultiplier, rounds: rounds)
     }
 
+    /// The condition accuracy release (`ConditionAccuracyRelease`, Wire), as the accountant counts it: one Gaussian
+    /// mechanism (q = 1, one step) of noise multiplier z = the plan's `accuracy_noise_multiplier` (L2 sensitivity √3,
+    /// σ = z·√3, discrete: the same RDP curve α/(2z²) as above). Charged only by a client that makes the release.
+    public static func accuracyMechanism(plan: TrainingPlan, rounds: Int = 1) -> MechanismSteps {
+        mechanism(noiseMultiplier: plan.accuracyNoiseMultiplier, rounds: rounds)
+    }
+
     /// The release at metrics noise multiplier z, for `rounds` rounds (previews that have no plan).
     public static func mechanism(noiseMultiplier: Double, rounds: Int = 1) -> MechanismSteps {
         MechanismSteps(samplingRate: 1, noiseMultiplier: noiseMultiplier, steps: rounds, noise: .discreteGaussian)

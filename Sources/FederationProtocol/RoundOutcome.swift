@@ -95,8 +95,12 @@ public struct RoundFigures: Sendable, Equatable {
     public var evalLossAfter: Double?
     public var evalLossStandardError: Double?
     public var maxEpsilon: Double?
+    /// The condition accuracy before and after over the participants that released one (`ReleasedAccuracy`,
+    /// post-processing; nil when none did or the released count is not positive), with its standard error.
+    public var conditionAccuracy: ReleasedAccuracy?
 
     public init(participants metrics: [ClientRoundMetrics]) {
+        conditionAccuracy = ReleasedAccuracy(metrics.compactMap(\.conditionAccuracy))
         let released = ReleasedLoss(metrics.compactMap(\.heldOut))
         evalLossBefore = released?.before
         evalLossAfter = released?.after

@@ -12,14 +12,22 @@ public struct TokenizedExample: Sendable, Equatable {
     public var line: Int
     /// The record's `user` field: the person it is about, the unit of user-level privacy (nil when absent).
     public var user: String?
+    /// The record's `condition` and `condition_names` (task records only): what its assessment should name,
+    /// for the held-out condition accuracy (`ConditionAccuracy`); nil when absent.
+    public var condition: ConditionLabel?
 
-    public init(ids: [Int], labels: [Int], line: Int, user: String? = nil) {
+    public init(ids: [Int], labels: [Int], line: Int, user: String? = nil, condition: ConditionLabel? = nil) {
         precondition(ids.count == labels.count, "ids and labels differ in length")
         self.ids = ids
         self.labels = labels
         self.line = line
         self.user = user
+        self.condition = condition
     }
+
+    /// The tokens before the first scored one: a task record's prompt, which the model continues when it is asked
+    /// for the assessment (empty when the first token is scored).
+    public var promptIds: ArraySlice<Int> { ids[..<(labels.firstIndex { $0 != -100 } ?? ids.endIndex)] }
 
     /// Tokens that carry a loss (labels after the first position that are not −100).
     public var countedTokens: Int { labels.dropFirst().filter { $0 != -100 }.count }
@@ -50,7 +58,9 @@ public struct DatasetError: Error, CustomStringConvertible, Sendable {
 /// - `{"input_ids": [...], "labels": [...]?}`: pre-tokenized; label −100 means no loss.
 /// Any of them may carry `"user": "..."` (a non-empty string of at most `maximumUserBytes` bytes, or a
 /// non-negative integer, read as its decimal digits): the person the record is about, the unit of
-/// `--privacy-unit user`, under which every record must have one. Blank lines are skipped.
+/// `--privacy-unit user`, under which every record must have one. A `prompt` record may carry
+/// `"condition": "..."` and `"condition_names": ["...", ...]` (`ConditionLabel`): the condition its completion
+/// names, for the held-out condition accuracy. Blank lines are skipped.
 public enum Dataset {
     /// Largest dataset file read (bytes); larger files are refused before reading.
     public static let maximumFileBytes = 2 << 30
@@ -162,6 +172,11 @@ public enum Dataset {
         var example = try content(of: record, line: lineNumber, tokenizer: tokenizer, vocabularySize: vocabularySize,
                                   fail: fail)
         example.user = try user(record["user"], fail: fail)
+        example.condition = try ConditionLabel(record["condition"], names: record["condition_names"], fail: fail)
+        if example.condition != nil && (record["prompt"] == nil || example.promptIds.isEmpty) {
+            throw fail("\"condition\" applies to a \"prompt\"+\"completion\" record with a non-empty prompt only (its "
+                       + "prompt is what the model continues when asked to name the condition)")
+        }
         return example
     }
 

@@ -91,11 +91,20 @@ public struct SyntheticNotes {
         /// " " followed by the assessment.
         public var completion: String { " " + assessment }
 
-        /// The JSONL record of this note in `form`.
-        public func record(_ form: Form) -> [String: String] {
+        /// The condition and the phrasings that count as naming it (`SyntheticNotes.conditionNames`), for the
+        /// condition accuracy of an assessment the model writes.
+        public var condition: ConditionLabel {
+            ConditionLabel(condition: diagnosisLabel, names: SyntheticNotes.conditionNames(specialty: specialty, label: diagnosisLabel))
+        }
+
+        /// The JSONL record of this note in `form`: a task record carries its `condition` and `condition_names`.
+        public func record(_ form: Form) -> [String: Any] {
             switch form {
             case .text: return ["text": text]
-            case .task: return ["prompt": prompt, "completion": completion]
+            case .task:
+                let label = condition
+                return ["prompt": prompt, "completion": completion, "condition": label.condition,
+                        "condition_names": Array(label.names.dropFirst())]
             }
         }
     }
@@ -199,8 +208,24 @@ public struct SyntheticNotes {
         return directory.appendingPathComponent(name[..<dot] + ".heldout" + name[dot...])
     }
 
+    /// The phrasings that name a condition of the generator's, from its diagnosis templates: every expansion of
+    /// each, cut at its first ", ", " (" or " - " (the qualifier that follows a diagnosis: "Aortic stenosis, severe"
+    /// names "aortic stenosis"); empty for a label the specialty does not have.
+    public static func conditionNames(specialty: Specialty, label: String) -> [String] {
+        guard let condition = ClinicStyle.of(specialty).conditions.first(where: { $0.label == label }) else { return [] }
+        var seen = Set<String>(), names: [String] = []
+        for expansion in condition.diagnoses.flatMap(TemplateExpander.expansions) {
+            var name = expansion
+            for separator in [", ", " (", " - "] {
+                if let range = name.range(of: separator) { name = String(name[..<range.lowerBound]) }
+            }
+            if seen.insert(name).inserted { names.append(name) }
+        }
+        return names
+    }
+
     /// One JSONL line (sorted keys, newline-terminated).
-    static func jsonLine(_ record: [String: String]) throws -> Data {
+    static func jsonLine(_ record: [String: Any]) throws -> Data {
         var data = try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys, .withoutEscapingSlashes])
         data.append(UInt8(ascii: "\n"))
         return data
@@ -381,6 +406,48 @@ struct TemplateExpander {
         }
         guard let value = slots[text] else { preconditionFailure("template slot {\(text)} has no value") }
         expand(Array(value.utf8)[...], into: &output, &random, depth: depth + 1)
+    }
+
+    /// Every text `template` can expand to, for templates of alternatives and integer ranges only (no slots):
+    /// the diagnoses, whose expansions are the names of their condition.
+    static func expansions(_ template: String) -> [String] {
+        guard let open = template.firstIndex(of: "{") else { return [template] }
+        var level = 0, close = open
+        for index in template[open...].indices {
+            if template[index] == "{" { level += 1 }
+            if template[index] == "}" { level -= 1; if level == 0 { close = index; break } }
+        }
+        precondition(level == 0, "unclosed brace in template: \(template)")
+        let inner = String(template[template.index(after: open)..<close])
+        var alternatives: [String] = [], depth = 0, current = ""
+        for character in inner {
+            if character == "{" { depth += 1 }
+            if character == "}" { depth -= 1 }
+            if character == "|" && depth == 0 { alternatives.append(current); current = ""; continue }
+            current.append(character)
+        }
+        alternatives.append(current)
+        if alternatives.count == 1 {
+            alternatives = rangeOrSlot(inner, in: template)
+        }
+        let prefix = String(template[..<open]), rest = expansions(String(template[template.index(after: close)...]))
+        return alternatives.flatMap(expansions).flatMap { middle in rest.map { prefix + middle + $0 } }
+    }
+
+    /// `{lo-hi}` as every value of the range (integers, or decimals in steps of the bounds' last digit), or the one
+    /// slot diagnoses use, `{side}` (`{Side}` capitalised), as its values.
+    private static func rangeOrSlot(_ inner: String, in template: String) -> [String] {
+        if inner == "side" || inner == "Side" { return inner == "side" ? ["left", "right"] : ["Left", "Right"] }
+        let parts = inner.split(separator: "-").map(String.init)
+        precondition(parts.count == 2, "template \(template): {\(inner)} is neither a range nor {side}")
+        let decimals = parts[0].split(separator: ".").dropFirst().first?.count ?? 0
+        let scale = pow(10.0, Double(decimals))
+        guard let low = Double(parts[0]), let high = Double(parts[1]), low <= high else {
+            preconditionFailure("template \(template): {\(inner)} is not a range")
+        }
+        return (Int((low * scale).rounded())...Int((high * scale).rounded())).map {
+            String(format: "%.\(decimals)f", Double($0) / scale)
+        }
     }
 
     /// `{lo-hi}` as a uniform integer, or a decimal with the bounds' number of decimals.

@@ -118,6 +118,7 @@ public enum AuditReport {
         body += distributedSection(input.records)
         body += clientLevelSection(input.records)
         body += lossSection(input.records)
+        body += accuracySection(input.records)
         body += probeSection(input.probe)
         body += exposureSection(input.records)
         body += participationSection(input.records)

@@ -5,7 +5,8 @@ import Foundation
 /// JSON `{"round", "status", "participants" (a count), "eval_loss_before", "eval_loss_after",
 /// "eval_loss_standard_error", "max_epsilon" (each null when absent), "eval_loss_released", "seconds",
 /// "abort_reason"?, "max_epsilon_trusting_no_one"? (distributed rounds: the largest cumulative ε a participant
-/// would have trusting no one)}`. The held-out losses are the participants' DP releases (post-processed, with the
+/// would have trusting no one), "condition_accuracy_before"?, "condition_accuracy_after"?,
+/// "condition_accuracy_standard_error"? (present when participants released a condition accuracy)}`. The held-out losses are the participants' DP releases (post-processed, with the
 /// standard error of their noise); `eval_loss_released` is false only for records written before
 /// releases existed, whose figures clients sent in clear.
 public struct RoundSummary: Encodable, Sendable, Equatable {
@@ -23,6 +24,11 @@ public struct RoundSummary: Encodable, Sendable, Equatable {
     public var maxEpsilonTrustingNoOne: Double?
     public var seconds: Double
     public var abortReason: String?
+    /// The pooled condition accuracy before and after and its standard error, from the participants' DP releases
+    /// (nil when none released one).
+    public var conditionAccuracyBefore: Double?
+    public var conditionAccuracyAfter: Double?
+    public var conditionAccuracyStandardError: Double?
 
     public init(_ record: AuditRecord) {
         round = record.round
@@ -36,6 +42,17 @@ public struct RoundSummary: Encodable, Sendable, Equatable {
         maxEpsilonTrustingNoOne = record.clients.compactMap { $0.trust?.epsilonTrustingNoOne }.max()
         seconds = record.finished.timeIntervalSince(record.started)
         abortReason = record.abortReason
+        conditionAccuracyBefore = record.conditionAccuracyBefore
+        conditionAccuracyAfter = record.conditionAccuracyAfter
+        conditionAccuracyStandardError = record.conditionAccuracyStandardError
+    }
+
+    /// `condition accuracy (DP-released, ± 0.120) 0.250 → 0.600`, or nil when the round has none.
+    public var accuracyText: String? {
+        guard conditionAccuracyBefore != nil || conditionAccuracyAfter != nil else { return nil }
+        let label = conditionAccuracyStandardError.map { String(format: "DP-released, ± %.3f", $0) } ?? "DP-released"
+        return "condition accuracy (\(label)) \(Self.format(conditionAccuracyBefore, "%.3f")) → "
+            + Self.format(conditionAccuracyAfter, "%.3f")
     }
 
     /// A figure with `pattern`, or "-" when there is none.
@@ -49,13 +66,13 @@ public struct RoundSummary: Encodable, Sendable, Equatable {
         return evalLossStandardError.map { String(format: "DP-released, ± %.4f", $0) } ?? "DP-released"
     }
 
-    /// `round 3: committed, 2 participants, held-out loss (DP-released, ± 0.0310) 2.5000 → 2.4000, max ε 1.20,
-    /// 12.5 s (reason)`.
+    /// `round 3: committed, 2 participants, held-out loss (DP-released, ± 0.0310) 2.5000 → 2.4000, condition accuracy
+    /// (DP-released, ± 0.120) 0.250 → 0.600, max ε 1.20, 12.5 s (reason)` (the accuracy only when released).
     public var line: String {
         let label = evalLossBefore == nil && evalLossAfter == nil ? "" : " (\(lossLabel))"
-        let base = String(format: "round %llu: %@, %d participants, held-out loss%@ %@ → %@, max ε %@, %.1f s",
+        let base = String(format: "round %llu: %@, %d participants, held-out loss%@ %@ → %@%@, max ε %@, %.1f s",
                           round, status, participants, label, Self.format(evalLossBefore), Self.format(evalLossAfter),
-                          Self.format(maxEpsilon, "%.2f"), seconds)
+                          accuracyText.map { ", " + $0 } ?? "", Self.format(maxEpsilon, "%.2f"), seconds)
             + (maxEpsilonTrustingNoOne.map { String(format: " (max ε trusting no one %.2f)", $0) } ?? "")
         return abortReason.map { base + " (\($0))" } ?? base
     }
@@ -69,6 +86,9 @@ public struct RoundSummary: Encodable, Sendable, Equatable {
         case maxEpsilon = "max_epsilon"
         case maxEpsilonTrustingNoOne = "max_epsilon_trusting_no_one"
         case abortReason = "abort_reason"
+        case conditionAccuracyBefore = "condition_accuracy_before"
+        case conditionAccuracyAfter = "condition_accuracy_after"
+        case conditionAccuracyStandardError = "condition_accuracy_standard_error"
     }
 
     /// Absent or non-finite figures are null; the abort reason appears only for an aborted round.
@@ -86,5 +106,8 @@ public struct RoundSummary: Encodable, Sendable, Equatable {
         try c.encode(figure(maxEpsilon), forKey: .maxEpsilon)
         try c.encodeIfPresent(figure(maxEpsilonTrustingNoOne), forKey: .maxEpsilonTrustingNoOne)
         try c.encodeIfPresent(abortReason, forKey: .abortReason)
+        try c.encodeIfPresent(figure(conditionAccuracyBefore), forKey: .conditionAccuracyBefore)
+        try c.encodeIfPresent(figure(conditionAccuracyAfter), forKey: .conditionAccuracyAfter)
+        try c.encodeIfPresent(figure(conditionAccuracyStandardError), forKey: .conditionAccuracyStandardError)
     }
 }

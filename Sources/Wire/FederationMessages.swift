@@ -84,6 +84,9 @@ public struct Invite: WireMessage, Equatable {
         try encoder.string(plan.noisePlacement.rawValue, field: "noisePlacement")
         encoder.double(plan.expectedBatch ?? 0)
         encoder.uint32(UInt32(clamping: plan.maxContributions ?? 0))
+        // Protocol 5: the condition accuracy release's bound on scored records and its z.
+        encoder.uint32(UInt32(clamping: plan.accuracyRecords))
+        encoder.double(plan.accuracyNoiseMultiplier)
     }
 
     public init(from decoder: inout WireDecoder) throws {
@@ -119,6 +122,8 @@ public struct Invite: WireMessage, Equatable {
         plan.noisePlacement = noisePlacement
         let expectedBatch = try decoder.double("expectedBatch")
         let maxContributions = Int(try decoder.uint32("maxContributions"))
+        plan.accuracyRecords = Int(try decoder.uint32("accuracyRecords"))
+        plan.accuracyNoiseMultiplier = try decoder.double("accuracyNoiseMultiplier")
         // A client-level plan sends neither (its denominator q·N is the coordinator's, its K the cohort), nor q.
         if noisePlacement == .distributed && !plan.isClientLevel {
             plan.expectedBatch = expectedBatch
@@ -234,6 +239,14 @@ public struct MetricsReport: WireMessage, Equatable {
             // Protocol 5: the client's cumulative ε trusting no one (a client sends it once it has charged).
             encoder.double(trust.epsilonTrustingNoOne ?? .nan)
         }
+        // Protocol 5: the condition accuracy release, behind a presence flag (absent when the client scored none).
+        encoder.bool(metrics.conditionAccuracy != nil)
+        if let accuracy = metrics.conditionAccuracy {
+            encoder.int64(accuracy.correctBefore)
+            encoder.int64(accuracy.correctAfter)
+            encoder.int64(accuracy.count)
+            encoder.double(accuracy.noiseMultiplier)
+        }
     }
 
     public init(from decoder: inout WireDecoder) throws {
@@ -258,6 +271,14 @@ public struct MetricsReport: WireMessage, Equatable {
                                             epsilonTrustingNoOne: try decoder.double("trust.epsilonTrustingNoOne"))
         }
         if let problem = trust?.problem { throw WireError.invalidValue(field: "metrics.trust", reason: problem) }
+        var accuracy: ConditionAccuracyRelease?
+        if try decoder.bool("hasConditionAccuracy") {
+            accuracy = ConditionAccuracyRelease(correctBefore: try decoder.int64("conditionAccuracy.correctBefore"),
+                                                correctAfter: try decoder.int64("conditionAccuracy.correctAfter"),
+                                                count: try decoder.int64("conditionAccuracy.count"),
+                                                noiseMultiplier: try decoder.double("conditionAccuracy.noiseMultiplier"))
+        }
+        if let problem = accuracy?.problem { throw WireError.invalidValue(field: "metrics.conditionAccuracy", reason: problem) }
         // Trusting no one can only cost more than trusting some: never below the ledger's ε under the assumption.
         if let cumulative = trust?.epsilonTrustingNoOne, !(cumulative >= epsilon * (1 - 1e-9)) {
             throw WireError.invalidValue(field: "metrics.trust.epsilonTrustingNoOne",
@@ -270,7 +291,7 @@ public struct MetricsReport: WireMessage, Equatable {
         // +∞ is a client's honest ε once its ledger recorded a round without privacy (issue 13).
         guard epsilon >= 0 else { throw WireError.invalidValue(field: "metrics.epsilon", reason: "\(epsilon)") }
         metrics = ClientRoundMetrics(client: client, epsilon: epsilon, delta: delta, epsilonBudget: budget, heldOut: heldOut,
-                                     canaryExposure: exposure, trust: trust)
+                                     canaryExposure: exposure, trust: trust, conditionAccuracy: accuracy)
     }
 
     private static func decodeExposure(_ decoder: inout WireDecoder) throws -> CanaryExposureSummary {

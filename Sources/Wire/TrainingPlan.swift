@@ -54,6 +54,14 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
     /// whole round update; `noise_multiplier` is z, the noise N(0, z²S²) on the sum. The coordinator's alone:
     /// the invitation does not carry it (a client charges its participation without amplification, SECURITY.md).
     public var clientSamplingRate: Double?
+    /// How many held-out privacy units with a labelled record (`condition`) each client scores per round for its
+    /// condition accuracy release (`ConditionAccuracyRelease`): the bound on a round's generation time; 0 asks for no
+    /// accuracy release. JSON `accuracy_records`, default `defaultAccuracyRecords`.
+    public var accuracyRecords: Int
+    /// Noise multiplier z of the condition accuracy release: its discrete Gaussian's σ is z·√3 records. Charged with
+    /// the training, as one more Gaussian mechanism (q = 1, one step), by clients that release it. JSON
+    /// `accuracy_noise_multiplier`, default `defaultAccuracyNoiseMultiplier`.
+    public var accuracyNoiseMultiplier: Double
 
     /// Whether the plan's noise is shared out over the cohort (distributed DP).
     public var isDistributed: Bool { noisePlacement == .distributed }
@@ -67,13 +75,21 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
     public static let defaultMetricsNoiseMultiplier = 20.0
     /// Default L of the metrics release, in nats: above the per-record mean losses of the demo's notes (about 3.5).
     public static let defaultMetricsLossClip = 6.0
+    /// Default bound on the units scored for condition accuracy per round: about 2 s of generation each on the demo's
+    /// model (one thread), so 10 keep a round's cost near 20 s, and cover half of a demo client's 20 held-out notes.
+    public static let defaultAccuracyRecords = 10
+    /// Default z of the condition accuracy release (σ = 8.7 records per client and coordinate): SECURITY.md, "The
+    /// held-out metrics release", has what it adds to ε and what the figure's standard error is at this z.
+    public static let defaultAccuracyNoiseMultiplier = 5.0
 
     public init(steps: Int, learningRate: Double, samplingRate: Double, noiseMultiplier: Double, clipNorm: Double,
                 delta: Double, maxLength: Int, rank: Int, alpha: Double, targets: [String],
                 privacyUnit: PrivacyUnit = .record,
                 metricsNoiseMultiplier: Double = TrainingPlan.defaultMetricsNoiseMultiplier,
                 metricsLossClip: Double = TrainingPlan.defaultMetricsLossClip, noisePlacement: NoisePlacement = .local,
-                expectedBatch: Double? = nil, maxContributions: Int? = nil, clientSamplingRate: Double? = nil) {
+                expectedBatch: Double? = nil, maxContributions: Int? = nil, clientSamplingRate: Double? = nil,
+                accuracyRecords: Int = TrainingPlan.defaultAccuracyRecords,
+                accuracyNoiseMultiplier: Double = TrainingPlan.defaultAccuracyNoiseMultiplier) {
         self.steps = steps
         self.learningRate = learningRate
         self.samplingRate = samplingRate
@@ -91,6 +107,8 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
         self.expectedBatch = expectedBatch
         self.maxContributions = maxContributions
         self.clientSamplingRate = clientSamplingRate
+        self.accuracyRecords = accuracyRecords
+        self.accuracyNoiseMultiplier = accuracyNoiseMultiplier
     }
 
     /// Whether the plan trains with differential privacy.
@@ -110,6 +128,8 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
         case expectedBatch = "expected_batch"
         case maxContributions = "max_contributions"
         case clientSamplingRate = "client_sampling_rate"
+        case accuracyRecords = "accuracy_records"
+        case accuracyNoiseMultiplier = "accuracy_noise_multiplier"
     }
 
     /// The privacy-unit spellings this build reads in a plan: `record`, `user` and `client` (client-level
@@ -141,6 +161,9 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
         metricsNoiseMultiplier = try container.decodeIfPresent(Double.self, forKey: .metricsNoiseMultiplier)
             ?? Self.defaultMetricsNoiseMultiplier
         metricsLossClip = try container.decodeIfPresent(Double.self, forKey: .metricsLossClip) ?? Self.defaultMetricsLossClip
+        accuracyRecords = try container.decodeIfPresent(Int.self, forKey: .accuracyRecords) ?? Self.defaultAccuracyRecords
+        accuracyNoiseMultiplier = try container.decodeIfPresent(Double.self, forKey: .accuracyNoiseMultiplier)
+            ?? Self.defaultAccuracyNoiseMultiplier
     }
 
     /// Every field; a local plan's as before distributed DP existed (no `noise_placement`), so records and
@@ -164,6 +187,8 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
         try c.encodeIfPresent(expectedBatch, forKey: .expectedBatch)
         try c.encodeIfPresent(maxContributions, forKey: .maxContributions)
         try c.encodeIfPresent(clientSamplingRate, forKey: .clientSamplingRate)
+        try c.encode(accuracyRecords, forKey: .accuracyRecords)
+        try c.encode(accuracyNoiseMultiplier, forKey: .accuracyNoiseMultiplier)
     }
 
     /// The plan's fields in range, or an error naming the first that is not.
@@ -184,6 +209,10 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
                   "metrics_noise_multiplier", "must be in [0.1, 1000], got \(metricsNoiseMultiplier)")
         try check(metricsLossClip.isFinite && metricsLossClip > 0 && metricsLossClip <= 1000, "metrics_loss_clip",
                   "must be in (0, 1000] nats, got \(metricsLossClip)")
+        try check((0...ConditionAccuracyRelease.maximumRecords).contains(accuracyRecords), "accuracy_records",
+                  "must be 0...\(ConditionAccuracyRelease.maximumRecords), got \(accuracyRecords)")
+        try check(accuracyNoiseMultiplier.isFinite && accuracyNoiseMultiplier >= 0.1 && accuracyNoiseMultiplier <= 1000,
+                  "accuracy_noise_multiplier", "must be in [0.1, 1000], got \(accuracyNoiseMultiplier)")
         try validatePlacement(check)
         let known: Set<String> = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
         try check(!targets.isEmpty && targets.allSatisfy(known.contains), "targets",
@@ -271,9 +300,14 @@ public struct ClientRoundMetrics: Codable, Sendable, Equatable {
     /// A distributed-DP round: the trust the client assumed and this round's ε both ways (nil in a local
     /// round). JSON `trust`.
     public var trust: DistributedTrustFigures?
+    /// The held-out condition accuracy before and after, as released with discrete Gaussian noise (nil when the
+    /// client's held-out records carry no condition, the plan asked for none, and in older records). JSON
+    /// `condition_accuracy`.
+    public var conditionAccuracy: ConditionAccuracyRelease?
 
     public init(client: String, epsilon: Double, delta: Double, epsilonBudget: Double, heldOut: HeldOutRelease,
-                canaryExposure: CanaryExposureSummary? = nil, trust: DistributedTrustFigures? = nil) {
+                canaryExposure: CanaryExposureSummary? = nil, trust: DistributedTrustFigures? = nil,
+                conditionAccuracy: ConditionAccuracyRelease? = nil) {
         self.client = client
         self.epsilon = epsilon
         self.delta = delta
@@ -282,6 +316,7 @@ public struct ClientRoundMetrics: Codable, Sendable, Equatable {
         self.canaryExposure = canaryExposure
         self.clearFigures = nil
         self.trust = trust
+        self.conditionAccuracy = conditionAccuracy
     }
 
     /// An old record's metrics: the figures its client sent in clear (what decoding such a record
@@ -303,6 +338,7 @@ public struct ClientRoundMetrics: Codable, Sendable, Equatable {
         case canaryExposure = "canary_exposure"
         case epsilonBudget = "epsilon_budget"
         case trust
+        case conditionAccuracy = "condition_accuracy"
     }
 
     enum ClearKeys: String, CodingKey {
@@ -322,6 +358,7 @@ public struct ClientRoundMetrics: Codable, Sendable, Equatable {
         canaryExposure = try c.decodeIfPresent(CanaryExposureSummary.self, forKey: .canaryExposure)
         heldOut = try c.decodeIfPresent(HeldOutRelease.self, forKey: .heldOut)
         trust = try c.decodeIfPresent(DistributedTrustFigures.self, forKey: .trust)
+        conditionAccuracy = try c.decodeIfPresent(ConditionAccuracyRelease.self, forKey: .conditionAccuracy)
         if heldOut == nil {
             // A record of the first format: its clear figures, all of which it must have.
             let old = try decoder.container(keyedBy: ClearKeys.self)
@@ -346,6 +383,7 @@ public struct ClientRoundMetrics: Codable, Sendable, Equatable {
         try c.encodeIfPresent(heldOut, forKey: .heldOut)
         try c.encodeIfPresent(canaryExposure, forKey: .canaryExposure)
         try c.encodeIfPresent(trust, forKey: .trust)
+        try c.encodeIfPresent(conditionAccuracy, forKey: .conditionAccuracy)
         if let clearFigures {  // an old record re-encoded (tests, `audit --json`): as it was written
             var old = encoder.container(keyedBy: ClearKeys.self)
             try old.encode(clearFigures.examples, forKey: .examples)

@@ -53,7 +53,8 @@ final class SynthCommandTests: XCTestCase {
         XCTAssertEqual(taskJSON["held_out"] as? Int, 0)
         XCTAssertFalse(FileManager.default.fileExists(atPath: directory.appendingPathComponent("derm-task.heldout.jsonl").path))
         for record in try lines(task) {
-            XCTAssertEqual(record.keys.sorted(), ["completion", "prompt"])
+            XCTAssertEqual(record.keys.sorted(), ["completion", "condition", "condition_names", "prompt"])
+            XCTAssertFalse((record["condition"] as? String ?? "").isEmpty)
             XCTAssertTrue((record["prompt"] as? String)?.hasSuffix("\nAssessment:") ?? false)
             XCTAssertTrue((record["completion"] as? String)?.hasPrefix(" ") ?? false)
         }

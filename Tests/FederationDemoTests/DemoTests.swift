@@ -244,6 +244,30 @@ final class DemoTests: XCTestCase {
         XCTAssertFalse(self.outcome().text.contains("pooled over the clients"), "control: one committed round, no comparison")
     }
 
+    /// The condition accuracy lines: per round, then the first committed round's "before" against the last one's
+    /// "after"; `--json` carries the three fields in the round. Control: an outcome without releases has neither.
+    func testConditionAccuracyLinesAndJSON() throws {
+        var outcome = outcome()
+        XCTAssertFalse(outcome.text.contains("condition accuracy"), "control: \(outcome.text)")
+        outcome.rounds[0].summary.conditionAccuracyBefore = 0.1
+        outcome.rounds[0].summary.conditionAccuracyAfter = 0.1
+        outcome.rounds[0].summary.conditionAccuracyStandardError = 0.25
+        var later = record(3, status: "committed")
+        later.conditionAccuracyBefore = 0.4
+        later.conditionAccuracyAfter = 0.55
+        later.conditionAccuracyStandardError = 0.2
+        outcome.rounds.append(DemoOutcome.Round(summary: RoundSummary(later), canaryExposure: nil))
+        let text = outcome.text
+        XCTAssertTrue(text.contains("    1  condition accuracy (DP-released, ± 0.250) 0.100 → 0.100\n"
+                                    + "    3  condition accuracy (DP-released, ± 0.200) 0.400 → 0.550\n"
+                                    + "condition accuracy: 0.100 before round 1 → 0.550 after round 3 (each ± its s.e. above)"), text)
+        let json = try XCTUnwrap(JSONSerialization.jsonObject(with: JSONEncoder().encode(outcome)) as? [String: Any])
+        let rounds = try XCTUnwrap(json["rounds"] as? [[String: Any]])
+        XCTAssertEqual(rounds.last?["condition_accuracy_after"] as? Double, 0.55)
+        XCTAssertEqual(rounds.last?["condition_accuracy_standard_error"] as? Double, 0.2)
+        XCTAssertNil(rounds[1]["condition_accuracy_before"], "the aborted round has none")
+    }
+
     /// The DP-released learning line carries no change in percent (a release clipped to 0 gave "+inf%"); the public
     /// held-out loss is its own line, exact, with its change, and `--json` carries it. Control: the same outcome without
     /// the probe's held-out figures has no public held-out line.

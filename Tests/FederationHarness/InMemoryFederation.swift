@@ -50,9 +50,14 @@ public final class InMemoryFederation {
         public var directory: URL
         public var fault: ClientFault?
         public var training: Training
+        /// The condition accuracy release its driver makes each round (nil: its held-out records carry no condition, so
+        /// it neither charges nor sends one); made only when the plan asks (`accuracy_records` > 0).
+        public var conditionAccuracy: ((TrainingPlan, UInt64) -> ConditionAccuracyRelease)?
 
         public init(name: String, policy: ClientPolicy, examples: Int, directory: URL, fault: ClientFault? = nil,
+                    conditionAccuracy: ((TrainingPlan, UInt64) -> ConditionAccuracyRelease)? = nil,
                     training: @escaping Training) {
+            self.conditionAccuracy = conditionAccuracy
             self.name = name
             self.policy = policy
             self.examples = examples
@@ -289,7 +294,9 @@ public final class InMemoryFederation {
                 client.work = (plan, global)
                 let mechanism = plan.isPrivate ? MechanismSteps.dpsgd(samplingRate: plan.samplingRate, noiseMultiplier: plan.noiseMultiplier,
                                                                       steps: plan.steps) : nil
-                pending += client.agent.prepared(round: round, RoundPreparation(mechanism: mechanism, examples: client.spec.examples))
+                pending += client.agent.prepared(round: round, RoundPreparation(
+                    mechanism: mechanism, examples: client.spec.examples,
+                    scoresConditions: client.spec.conditionAccuracy != nil && plan.accuracyRecords > 0))
             case let .charge(round, request):
                 var ledger = try client.ledger()
                 let charge = try ledger.chargeBeforeTraining(request.mechanism, clipNorm: request.clipNorm,
@@ -304,7 +311,9 @@ public final class InMemoryFederation {
                 client.work = nil
                 let report = TrainingReport(update: client.spec.training(work.plan, work.global, round),
                                             heldOut: Self.heldOut(plan: work.plan), evalLossBefore: 3, evalLossAfter: 2.5,
-                                            evalTokens: 100, trainLoss: 2.7, seconds: 1)
+                                            evalTokens: 100, trainLoss: 2.7, seconds: 1,
+                                            conditionAccuracy: work.plan.accuracyRecords > 0
+                                                ? client.spec.conditionAccuracy?(work.plan, round) : nil)
                 if crashes(client, after: .train) { return }
                 pending += try client.agent.trainingFinished(round: round, report)
             case let .upload(round, update, metrics):

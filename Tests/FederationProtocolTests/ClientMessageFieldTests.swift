@@ -69,6 +69,9 @@ final class ClientMessageFieldTests: XCTestCase {
             // would be trusting no one, functions of the plan, the cohort and the policy.
             "metrics.trust.assumeHonest": .ledger, "metrics.trust.roundEpsilon": .ledger,
             "metrics.trust.roundEpsilonTrustingNoOne": .ledger, "metrics.trust.epsilonTrustingNoOne": .ledger,
+            // The condition accuracy release (protocol 5): noised counts, and its z from the plan.
+            "metrics.conditionAccuracy.correctBefore": .dpReleased, "metrics.conditionAccuracy.correctAfter": .dpReleased,
+            "metrics.conditionAccuracy.count": .dpReleased, "metrics.conditionAccuracy.noiseMultiplier": .fromPlan,
         ],
         .secureAdvertise: ["round": .fromPlan, "advertisement.sessionID": .keyMaterial, "advertisement.sender": .fromPlan,
                            "advertisement.encryptionKey.bytes": .keyMaterial, "advertisement.maskingKey.bytes": .keyMaterial,
@@ -194,7 +197,10 @@ final class ClientMessageFieldTests: XCTestCase {
                                                                                trust: DistributedTrustFigures(
                                                                                 assumeHonest: 2, roundEpsilon: 0.5,
                                                                                 roundEpsilonTrustingNoOne: 0.9,
-                                                                                epsilonTrustingNoOne: 1.4))).frame())
+                                                                                epsilonTrustingNoOne: 1.4),
+                                                                               conditionAccuracy: ConditionAccuracyRelease(
+                                                                                correctBefore: 2, correctAfter: 5, count: 9,
+                                                                                noiseMultiplier: 5))).frame())
         XCTAssertEqual(Set(frames.map(\.type)), Set(Self.clientMessages.keys),
                        "every client message type is walked at least once")
         var problems: [String] = []

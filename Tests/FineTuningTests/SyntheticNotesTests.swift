@@ -146,16 +146,18 @@ final class SyntheticNotesTests: XCTestCase {
         for specialty in Specialty.allCases {
             for note in SyntheticNotes.generate(specialty: specialty, records: 50, seed: 8) {
                 let record = note.record(.task)
-                XCTAssertEqual(record.keys.sorted(), ["completion", "prompt"])
+                XCTAssertEqual(record.keys.sorted(), ["completion", "condition", "condition_names", "prompt"])
+                XCTAssertEqual(record["condition"] as? String, note.diagnosisLabel)
+                XCTAssertEqual(record["condition_names"] as? [String], Array(note.condition.names.dropFirst()))
                 XCTAssertTrue(note.prompt.hasSuffix("\nAssessment:"))
                 XCTAssertEqual(note.prompt.components(separatedBy: "Assessment:").count, 2, "one Assessment heading, at the end")
                 XCTAssertFalse(note.prompt.contains(note.assessment), "the prompt gives the assessment away")
-                XCTAssertEqual(record["completion"], " " + note.assessment)
+                XCTAssertEqual(record["completion"] as? String, " " + note.assessment)
                 XCTAssertTrue(note.text.contains("\nAssessment: " + note.assessment + "\n"))
                 // The prompt is exactly the note without its assessment line.
                 let lines = note.text.split(separator: "\n", omittingEmptySubsequences: false).filter { !$0.hasPrefix("Assessment: ") }
                 XCTAssertEqual(lines.joined(separator: "\n") + "\nAssessment:", note.prompt)
-                XCTAssertEqual(note.record(.text), ["text": note.text])
+                XCTAssertEqual(note.record(.text) as? [String: String], ["text": note.text])
             }
         }
     }
