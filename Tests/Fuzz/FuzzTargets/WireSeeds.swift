@@ -23,8 +23,7 @@ enum WireSeeds {
         return Data(bytes)
     }
 
-    /// The plain round's messages, both ways (a client's metrics are left to the fuzzer: their fields
-    /// are being reworked in issue 13).
+    /// The plain round's messages, both ways, a client's metrics with every optional part among them.
     static func frames() throws -> [String: Data] {
         let values = (0..<10).map { Float($0) * 0.25 }
         let chunks = TensorChunk.split(round: 3, name: "layers.0.q_proj.lora_A", values: values, maximumValuesPerChunk: 4)
@@ -35,7 +34,14 @@ enum WireSeeds {
         let client: [any WireMessage] = [Hello(client: "clinic-1", software: "conclave 0.1", pendingRound: 2,
                                                signingKey: SecureSeeds.identity(1).publicKey.bytes),
                                          Accept(round: 3), Decline(round: 5, code: .privacyBudget), Abort(round: 6, code: .secureAggregation)] + chunks
-            + [TensorsDone(round: 3, kind: .update, tensorCount: 1, sha256: String(repeating: "1", count: 64))]
+            + [TensorsDone(round: 3, kind: .update, tensorCount: 1, sha256: String(repeating: "1", count: 64)),
+               // A distributed round's metrics with every optional part (protocol 5: trust, condition accuracy).
+               MetricsReport(round: 3, metrics: ClientRoundMetrics(
+                   client: "clinic-1", epsilon: 1.5, delta: 1e-5, epsilonBudget: 8,
+                   heldOut: HeldOutRelease(lossBefore: 51_200, lossAfter: 42_667, count: 102_400, lossClip: 6, noiseMultiplier: 20),
+                   trust: DistributedTrustFigures(assumeHonest: 2, roundEpsilon: 0.5, roundEpsilonTrustingNoOne: 0.9,
+                                                  epsilonTrustingNoOne: 1.75),
+                   conditionAccuracy: ConditionAccuracyRelease(correctBefore: 3, correctAfter: 7, count: 10, noiseMultiplier: 5)))]
         var update: [Frame] = [try Accept(round: 3).frame()]
         if let layout = WireTargets.uplinkLayout {
             let tensors = layout.shapes.mapValues { shape in (0..<shape.reduce(1, *)).map { Float($0 % 7) * 0.125 } }
