@@ -294,7 +294,9 @@ public final class Demo {
         }
         let probe = PublicProbe(adapterRound: last.round, notes: zip(notes, zip(before.assessments, after)).map { note, texts in
             PublicProbe.Note(title: DemoProbe.title(note), prompt: note.prompt, reference: DemoProbe.firstLine(note.completion),
-                             before: texts.0, after: texts.1)
+                             before: texts.0, after: texts.1, condition: note.diagnosisLabel,
+                             namedBefore: ConditionMatcher.names(note.condition, in: texts.0),
+                             namedAfter: ConditionMatcher.names(note.condition, in: texts.1))
         }, heldOut: heldOut)
         try writeFileAtomically(try JSONEncoder().encode(probe), to: federation.paths.root.appendingPathComponent(PublicProbe.fileName))
         return probe

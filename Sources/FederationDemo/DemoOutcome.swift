@@ -200,6 +200,14 @@ public struct DemoOutcome: Encodable, Sendable, Equatable {
         for note in probe.notes {
             lines += ["  " + note.title, "    author's:  " + note.reference, "    before:    " + note.before,
                       "    after:     " + note.after]
+            if let condition = note.condition, let before = note.namedBefore, let after = note.namedAfter {
+                lines.append("    names \(condition): \(before ? "yes" : "no") before, \(after ? "yes" : "no") after")
+            }
+        }
+        let named = probe.notes.compactMap { note in note.namedBefore.flatMap { b in note.namedAfter.map { (b, $0) } } }
+        if !named.isEmpty {
+            lines.append("public probe: the assessment names the note's condition in \(named.filter(\.0).count) of \(named.count) "
+                         + "notes before → \(named.filter(\.1).count) after (exact: public notes)")
         }
         if let held = probe.heldOut {
             lines.append(String(format: "public held-out loss (%d fictional notes no client holds, %d assessment tokens; exact): "

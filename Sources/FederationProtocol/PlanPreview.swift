@@ -135,10 +135,13 @@ public struct PlanPreview: Encodable, Sendable, Equatable {
         } else if plan.isPrivate {
             rounds = try (1...max(1, count)).map { round in
                 Round(round: round, epsilon: try PrivacyAccounting.epsilon(
-                    // Each round charges its training and its held-out metrics release (issue 13).
+                    // Each round charges its training and its held-out metrics release (issue 13), and, when the plan
+                    // asks for one, the condition accuracy release of a client whose held-out records carry conditions
+                    // (the preview counts it: the most a client is charged; one without conditions spends less).
                     steps: [.dpsgd(samplingRate: plan.samplingRate, noiseMultiplier: plan.noiseMultiplier,
                                    steps: plan.steps * round),
-                            MetricsRelease.mechanism(plan: plan, rounds: round)],
+                            MetricsRelease.mechanism(plan: plan, rounds: round)]
+                        + (plan.accuracyRecords > 0 ? [MetricsRelease.accuracyMechanism(plan: plan, rounds: round)] : []),
                     delta: plan.delta, accountant: .rdp))
             }
             roundEpsilon = rounds[0].epsilon

@@ -17,13 +17,28 @@ public struct PublicProbe: Codable, Sendable, Equatable {
         public var before: String
         /// Generated with the final global adapter.
         public var after: String
+        /// The note's condition and whether each assessment names it (FineTuning's `ConditionMatcher`, exact: the notes
+        /// are public); nil in probes kept before it was measured.
+        public var condition: String?
+        public var namedBefore: Bool?
+        public var namedAfter: Bool?
 
-        public init(title: String, prompt: String, reference: String, before: String, after: String) {
+        public init(title: String, prompt: String, reference: String, before: String, after: String, condition: String? = nil,
+                    namedBefore: Bool? = nil, namedAfter: Bool? = nil) {
             self.title = title
             self.prompt = prompt
             self.reference = reference
             self.before = before
             self.after = after
+            self.condition = condition
+            self.namedBefore = namedBefore
+            self.namedAfter = namedAfter
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case title, prompt, reference, before, after, condition
+            case namedBefore = "named_before"
+            case namedAfter = "named_after"
         }
     }
 

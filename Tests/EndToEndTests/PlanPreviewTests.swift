@@ -28,10 +28,13 @@ final class PlanPreviewTests: XCTestCase {
     /// ε after `rounds` rounds of 30 steps at q 0.05, σ 0.9, δ 1e-5, each with its held-out metrics
     /// release at the default z (issue 13: a round charges both, so its preview counts both). The
     /// release can only add: the figure is at least `privacy epsilon`'s for the training alone.
-    func roundsEpsilon(_ rounds: Int) throws -> Double {
+    /// - Parameter accuracy: with the condition accuracy release at the default z (the coordinator's preview counts it
+    ///   for a plan that asks for one; a client's `privacy plan` does not know its held-out records and leaves it out).
+    func roundsEpsilon(_ rounds: Int, accuracy: Bool = false) throws -> Double {
         let epsilon = try PrivacyAccounting.epsilon(
             steps: [.dpsgd(samplingRate: 0.05, noiseMultiplier: 0.9, steps: 30 * rounds),
-                    MetricsRelease.mechanism(noiseMultiplier: TrainingPlan.defaultMetricsNoiseMultiplier, rounds: rounds)],
+                    MetricsRelease.mechanism(noiseMultiplier: TrainingPlan.defaultMetricsNoiseMultiplier, rounds: rounds)]
+                + (accuracy ? [MetricsRelease.mechanism(noiseMultiplier: TrainingPlan.defaultAccuracyNoiseMultiplier, rounds: rounds)] : []),
             delta: 1e-5, accountant: .rdp)
         XCTAssertGreaterThan(epsilon, try accountantEpsilon(steps: 30 * rounds), "the release adds to the training's ε")
         return epsilon
@@ -83,6 +86,11 @@ final class PlanPreviewTests: XCTestCase {
         let users = try client(arguments + ["--json"]).json()
         XCTAssertTrue(users["policy_objection"] is NSNull, "\(users)")
         XCTAssertEqual(users["round_epsilon"] as! Double, json["round_epsilon"] as! Double)
+
+        // A client whose held-out records carry conditions charges the condition accuracy release too.
+        let labelled = try client(arguments + ["--accuracy-noise-multiplier", "5", "--json"]).json()
+        XCTAssertEqual(labelled["round_epsilon"] as! Double, try roundsEpsilon(1, accuracy: true), accuracy: 1e-9)
+        XCTAssertGreaterThan(labelled["round_epsilon"] as! Double, (json["round_epsilon"] as! Double) + 1e-3)
     }
 
     func testCoordinatorPlanAndDryRunShowTheAccountantsFiguresAndUnknownPolicies() throws {
@@ -113,7 +121,8 @@ final class PlanPreviewTests: XCTestCase {
         let rounds = try XCTUnwrap(json["rounds"] as? [[String: Any]])
         XCTAssertEqual(rounds.count, 3)
         for k in 1...3 {
-            XCTAssertEqual(rounds[k - 1]["epsilon"] as! Double, try roundsEpsilon(k), accuracy: 1e-9)
+            XCTAssertEqual(rounds[k - 1]["epsilon"] as! Double, try roundsEpsilon(k, accuracy: true), accuracy: 1e-9)
+            XCTAssertGreaterThan(rounds[k - 1]["epsilon"] as! Double, try roundsEpsilon(k) + 1e-3, "the accuracy release costs ε")
         }
         XCTAssertEqual(json["total_epsilon"] as! Double, rounds[2]["epsilon"] as! Double)
         // The coordinator knows no client's policy: it says so instead of guessing.

@@ -242,6 +242,20 @@ final class DemoTests: XCTestCase {
         XCTAssertEqual(Set(try XCTUnwrap((probe["notes"] as? [[String: Any]])?.first).keys),
                        ["title", "prompt", "reference", "before", "after"])
         XCTAssertFalse(self.outcome().text.contains("pooled over the clients"), "control: one committed round, no comparison")
+        XCTAssertFalse(text.contains("names the note's condition"), "control: a probe without conditions says nothing of them")
+        // With the note's condition: whether each assessment names it, and the count over the probe.
+        outcome.probe?.notes[0].condition = "acne vulgaris"
+        outcome.probe?.notes[0].namedBefore = false
+        outcome.probe?.notes[0].namedAfter = true
+        XCTAssertTrue(outcome.text.contains("""
+                after:     Acne vulgaris.
+                names acne vulgaris: no before, yes after
+            public probe: the assessment names the note's condition in 0 of 1 notes before → 1 after (exact: public notes)
+            """), outcome.text)
+        let named = try XCTUnwrap(JSONSerialization.jsonObject(with: JSONEncoder().encode(outcome)) as? [String: Any])
+        let note = try XCTUnwrap(((named["probe"] as? [String: Any])?["notes"] as? [[String: Any]])?.first)
+        XCTAssertEqual(note["named_after"] as? Bool, true)
+        XCTAssertEqual(note["condition"] as? String, "acne vulgaris")
     }
 
     /// The condition accuracy lines: per round, then the first committed round's "before" against the last one's

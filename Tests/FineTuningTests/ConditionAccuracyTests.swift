@@ -1,6 +1,8 @@
 import Foundation
+import LanguageModel
 import Privacy
 import TestSupport
+import Tokenizer
 import XCTest
 @testable import FineTuning
 
@@ -137,6 +139,33 @@ final class ConditionAccuracyTests: XCTestCase {
         XCTAssertLessThanOrEqual(worst, 3.0.squareRoot() + 1e-12)
         XCTAssertEqual(worst, 3.0.squareRoot(), accuracy: 1e-12, "a unit right before and after, under the bound, reaches it")
         XCTAssertGreaterThan(control, 3.0.squareRoot() + 0.1, "three records at unit record move the sums by more")
+    }
+
+    /// The real model (the default SmolLM2): the assessment is greedy (the same twice), one line, and `correct` is the
+    /// matcher on it; a prompt the model continues by repeating a diagnosis counts for that condition and not for
+    /// another (the control that `correct` can say yes, and no).
+    func testTheModelsAssessmentIsOneGreedyLineJudgedByTheMatcher() throws {
+        let loaded = try ModelLoader.load(path: Fixtures.defaultModel.path, threads: 2)
+        let tokenizer = try XCTUnwrap(loaded.tokenizer)
+        func record(_ prompt: String, _ label: ConditionLabel) throws -> TokenizedExample {
+            let json = try JSONSerialization.data(withJSONObject: ["prompt": prompt, "completion": " x", "condition": label.condition,
+                                                                   "condition_names": Array(label.names.dropFirst())])
+            return try Dataset.parse(json, file: "h.jsonl", line: 1, tokenizer: tokenizer, vocabularySize: loaded.model.configuration.vocabSize)
+        }
+        let note = SyntheticNotes.generate(specialty: .cardiology, records: 1, seed: 5)[0]
+        let example = try record(note.prompt, note.condition)
+        let text = try ConditionAccuracy.assessment(model: loaded.model, tokenizer: tokenizer, example: example)
+        XCTAssertEqual(try ConditionAccuracy.assessment(model: loaded.model, tokenizer: tokenizer, example: example), text)
+        XCTAssertFalse(text.contains("\n"))
+        XCTAssertLessThanOrEqual(tokenizer.encode(text, parseSpecialTokens: false).count, ConditionAccuracy.maximumTokens + 2)
+        XCTAssertEqual(try ConditionAccuracy.correct(model: loaded.model, tokenizer: tokenizer, examples: [example], indices: [0]),
+                       [ConditionMatcher.names(note.condition, in: text)])
+        let repeating = String(repeating: "Assessment: Stage 2 hypertension.\n", count: 4) + "Assessment:"
+        let examples = [try record(repeating, ConditionLabel(condition: "hypertension", names: ["Stage 2 hypertension"])),
+                        try record(repeating, ConditionLabel(condition: "psoriasis"))]
+        let written = try ConditionAccuracy.assessment(model: loaded.model, tokenizer: tokenizer, example: examples[0])
+        XCTAssertEqual(try ConditionAccuracy.correct(model: loaded.model, tokenizer: tokenizer, examples: examples, indices: [0, 1]),
+                       [true, false], written)
     }
 
     /// The noise is added at σ = z·√3 once per coordinate, to the exact sums.
