@@ -28,7 +28,9 @@ struct AuditCommand: ParsableCommand {
                         "records": [{"round", "status", "cohort", "participants", "declines", "dropouts",
                         "aggregation", "secure_aggregation", "aggregator", "trim_fraction",
                         "update_norm_clip", "max_epsilon", "eval_loss_before", "eval_loss_after",
-                        "adapter_sha256", "plan", "clients", "started", "finished", "abort_reason"}]},
+                        "adapter_sha256", "plan", "clients", "started", "finished", "abort_reason",
+                        "condition_accuracy_before", "condition_accuracy_after",
+                        "condition_accuracy_standard_error"}]},
                         with "head": {"file", "records", "last_hash", "verified", "problem"} for --head
                         and "repair": {"action", "line", "saved_to"} for --repair
         The table has one row per round (participants, declined and dropped are counts; max ε is the largest

@@ -37,9 +37,11 @@ struct DemoCommand: ParsableCommand {
                           (public-heldout.jsonl), shown here and kept for the report
                           (DIR/coordinator/public-probe.json)
           --json          print {"rounds": [{"round", "participants", "eval_loss_before", "eval_loss_after",
-                          "max_epsilon", "seconds", "canary_exposure"?: {"client", "mean_bits", "max_bits",
-                          "space_size"}}], "audit_verified", "adapter", "state", "seconds", "probe"?:
-                          {"adapter_round", "notes": [{"title", "prompt", "reference", "before", "after"}],
+                          "max_epsilon", "seconds", "condition_accuracy_before"?, "condition_accuracy_after"?,
+                          "condition_accuracy_standard_error"?, "canary_exposure"?: {"client", "mean_bits",
+                          "max_bits", "space_size"}}], "audit_verified", "adapter", "state", "seconds", "probe"?:
+                          {"adapter_round", "notes": [{"title", "prompt", "reference", "before", "after",
+                          "condition"?, "named_before"?, "named_after"?}],
                           "held_out"?: {"notes", "tokens", "loss_before", "loss_after"}}}
 
         Every step is the real thing: a CA and enrolment by CSR, 'conclave-coordinator serve', and one

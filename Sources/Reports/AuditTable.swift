@@ -75,7 +75,7 @@ public enum AuditTable {
 
     /// One record as the `--json` contract names its fields: dates in ISO 8601 with fractions of a
     /// second, absent figures as null (`distributed`: a distributed-DP round's noise, `client_level`: a client-level round's
-    /// sampling and federation ε, null otherwise).
+    /// sampling and federation ε, null otherwise; the condition accuracy: null when no participant released one).
     public static func json(_ record: AuditRecord) throws -> [String: Any] {
         [
             "round": record.round, "status": record.status, "cohort": record.cohort, "participants": record.participants,
@@ -92,6 +92,9 @@ public enum AuditTable {
             "abort_reason": record.abortReason ?? NSNull(),
             "distributed": try record.distributed.map { try encoded($0) } ?? NSNull(),
             "client_level": try record.clientLevel.map { try encoded($0) } ?? NSNull(),
+            "condition_accuracy_before": record.conditionAccuracyBefore ?? NSNull(),
+            "condition_accuracy_after": record.conditionAccuracyAfter ?? NSNull(),
+            "condition_accuracy_standard_error": record.conditionAccuracyStandardError ?? NSNull(),
         ]
     }
 

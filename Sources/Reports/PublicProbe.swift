@@ -124,10 +124,16 @@ extension AuditReport {
         }
         html += "<table id=\"probe-table\"><thead><tr><th>public note</th><th>its author's assessment</th>"
             + "<th>base model</th><th>with the global adapter</th></tr></thead><tbody>"
+        // Whether an assessment names the note's condition (probes that recorded it): a mark after the text.
+        func named(_ flag: Bool?, _ condition: String?) -> String {
+            guard let flag, let condition else { return "" }
+            return "<br><small data-field=\"names\">\(flag ? "names" : "does not name") \(HTML.escape(condition))</small>"
+        }
         for note in probe.notes {
             html += "<tr><td><details><summary>\(HTML.escape(note.title))</summary><pre>\(HTML.escape(note.prompt))</pre></details></td>"
-                + "<td>\(HTML.escape(note.reference))</td><td data-field=\"probe-before\">\(HTML.escape(note.before))</td>"
-                + "<td data-field=\"probe-after\">\(HTML.escape(note.after))</td></tr>"
+                + "<td>\(HTML.escape(note.reference))</td><td data-field=\"probe-before\">\(HTML.escape(note.before))"
+                + named(note.namedBefore, note.condition) + "</td>"
+                + "<td data-field=\"probe-after\">\(HTML.escape(note.after))" + named(note.namedAfter, note.condition) + "</td></tr>"
         }
         return html + "</tbody></table></section>\n"
     }

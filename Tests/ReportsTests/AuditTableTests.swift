@@ -96,7 +96,9 @@ final class AuditTableTests: XCTestCase {
                                            "secure_aggregation", "aggregator", "trim_fraction", "update_norm_clip", "max_epsilon", "eval_loss_before", "eval_loss_after",
                                            "eval_loss_standard_error", "eval_loss_released",
                                            "adapter_sha256", "plan", "clients", "started", "finished", "abort_reason",
-                                           "distributed", "client_level"])
+                                           "distributed", "client_level", "condition_accuracy_before", "condition_accuracy_after",
+                                           "condition_accuracy_standard_error"])
+        XCTAssertTrue(rows[0]["condition_accuracy_before"] is NSNull, "no client released a condition accuracy")
         XCTAssertTrue(rows[1]["distributed"] is NSNull, "a local round has no distributed noise")
         XCTAssertTrue(rows[1]["client_level"] is NSNull, "nor a client-level sampling")
         XCTAssertEqual(rows[0]["eval_loss_released"] as? Bool, true)

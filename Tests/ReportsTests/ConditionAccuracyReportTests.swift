@@ -38,6 +38,12 @@ final class ConditionAccuracyReportTests: XCTestCase {
         XCTAssertEqual(try JSONDecoder().decode(AuditRecord.self, from: encoded), record)
         XCTAssertTrue(String(decoding: encoded, as: UTF8.self).contains("\"condition_accuracy_before\""))
         XCTAssertFalse(String(decoding: try JSONEncoder().encode(ReportFixtures.records()[0]), as: UTF8.self).contains("condition_accuracy"))
+        // `audit --json`: the pooled figures and the client's release.
+        let row = try AuditTable.json(record)
+        XCTAssertEqual(row["condition_accuracy_after"] as? Double, 0.6)
+        XCTAssertEqual(row["condition_accuracy_standard_error"] as? Double, record.conditionAccuracyStandardError)
+        let client = try XCTUnwrap((row["clients"] as? [[String: Any]])?.first)
+        XCTAssertEqual((client["condition_accuracy"] as? [String: Any])?["correct_after"] as? Int, 6)
     }
 
     func testTheReportHasAnAccuracySectionOnlyWhenReleased() throws {
@@ -54,5 +60,20 @@ final class ConditionAccuracyReportTests: XCTestCase {
         XCTAssertEqual(rows.first?.cells["accuracy-se"], String(format: "± %.3f", records[0].conditionAccuracyStandardError ?? 0))
         XCTAssertEqual(rows.first?.cells["accuracy-records"], "10.0")
         XCTAssertEqual(rows.first?.cells["accuracy-clients"], "1")
+    }
+
+    /// A probe that recorded its notes' conditions marks each assessment as naming it or not (escaped); one that did
+    /// not marks nothing (the control: AuditReportTests' exact cells).
+    func testTheProbeSectionMarksWhetherEachAssessmentNamesTheCondition() {
+        let probe = PublicProbe(adapterRound: 4, notes: [
+            PublicProbe.Note(title: "t", prompt: "p\nAssessment:", reference: "r", before: "The patient", after: "Heart failure.",
+                             condition: "heart <failure>", namedBefore: false, namedAfter: true),
+        ])
+        let html = AuditReport.html(AuditReportInput(records: ReportFixtures.records(), chain: .verified(records: 4, publicKey: ""),
+                                                     probe: probe))
+        XCTAssertTrue(html.contains("<td data-field=\"probe-before\">The patient<br><small data-field=\"names\">does not name "
+                                    + "heart &lt;failure&gt;</small></td>"), html)
+        XCTAssertTrue(html.contains("<td data-field=\"probe-after\">Heart failure.<br><small data-field=\"names\">names "
+                                    + "heart &lt;failure&gt;</small></td>"), html)
     }
 }
