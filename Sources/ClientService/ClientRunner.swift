@@ -365,7 +365,8 @@ public final class ClientRunner: @unchecked Sendable {
                                           initial: TrainableLoRA.from(globalAdapter, for: model))
             return .success(PreparedRound(plan: plan, layout: layout, global: global, globalAdapter: globalAdapter, trainer: trainer,
                                           evalExamples: evalExamples, examples: examples.count,
-                                          accuracyIndices: Self.accuracyIndices(plan: plan, evalExamples: evalExamples)))
+                                          accuracyIndices: Self.accuracyIndices(plan: plan, evalExamples: evalExamples,
+                                                                                ledgerUnit: configuration.policy.privacyUnit)))
         } catch {
             return .failure(.trainer("\(error)"))
         }
@@ -374,10 +375,13 @@ public final class ClientRunner: @unchecked Sendable {
     /// The held-out records a round scores for condition accuracy, or nil when it releases none: the plan asks for none,
     /// or its held-out records carry no condition (RoundData has checked that they all do or none does, so whether a
     /// client releases does not turn on one record).
-    static func accuracyIndices(plan: TrainingPlan, evalExamples: [TokenizedExample]) -> [Int]? {
+    /// The unit a unit of the release is: the plan's, or at privacy unit client the ledger's (the policy's), which a
+    /// client-level round is charged at (a user-level ledger scores one record per person).
+    static func accuracyIndices(plan: TrainingPlan, evalExamples: [TokenizedExample], ledgerUnit: PrivacyUnit) -> [Int]? {
         guard plan.accuracyRecords > 0, evalExamples.contains(where: { $0.condition != nil }) else { return nil }
+        let unit = plan.isClientLevel ? ledgerUnit : plan.privacyUnit
         return ConditionAccuracy.scored(evalExamples, limit: plan.accuracyRecords,
-                                        users: plan.privacyUnit == .user ? evalExamples.map(\.user) : nil)
+                                        users: unit == .user ? evalExamples.map(\.user) : nil)
     }
 
     /// The condition accuracy of the scored held-out records with the model's adapter as set (nil when none are scored).

@@ -32,12 +32,22 @@ final class ConditionRoundDataTests: XCTestCase {
             RoundData.load(configuration, maxLength: 64, tokenizer: tokenizer, vocabularySize: 49152)
         }
         let all = try load(try client("all", [labelled, labelled, labelled])).get()
-        XCTAssertEqual(ClientRunner.accuracyIndices(plan: plan, evalExamples: all.eval), [0, 1], "the first two, the plan's bound")
+        XCTAssertEqual(ClientRunner.accuracyIndices(plan: plan, evalExamples: all.eval, ledgerUnit: .record), [0, 1], "the first two, the plan's bound")
+        // At privacy unit client the ledger's unit decides: a user-level ledger scores one record per person.
+        var clientLevel = plan
+        clientLevel.privacyUnit = .client
+        let users = all.eval.enumerated().map { index, example in
+            var withUser = example
+            withUser.user = index < 2 ? "ann" : "bob"
+            return withUser
+        }
+        XCTAssertEqual(ClientRunner.accuracyIndices(plan: clientLevel, evalExamples: users, ledgerUnit: .user), [0, 2])
+        XCTAssertEqual(ClientRunner.accuracyIndices(plan: clientLevel, evalExamples: users, ledgerUnit: .record), [0, 1])
         var none = plan
         none.accuracyRecords = 0
-        XCTAssertNil(ClientRunner.accuracyIndices(plan: none, evalExamples: all.eval), "the plan asks for none")
+        XCTAssertNil(ClientRunner.accuracyIndices(plan: none, evalExamples: all.eval, ledgerUnit: .record), "the plan asks for none")
         let unlabelled = try load(try client("none", [plain, plain])).get()
-        XCTAssertNil(ClientRunner.accuracyIndices(plan: plan, evalExamples: unlabelled.eval), "no conditions, no release")
+        XCTAssertNil(ClientRunner.accuracyIndices(plan: plan, evalExamples: unlabelled.eval, ledgerUnit: .record), "no conditions, no release")
         for (name, records, line) in [("mixed", [labelled, plain, labelled], 2), ("mixed-first", [plain, plain, labelled], 3)] {
             guard case let .failure(.data(detail)) = load(try client(name, records)) else { return XCTFail("\(name): not refused") }
             XCTAssertTrue(detail.contains("\(name).jsonl:\(line)") && detail.contains("condition"), detail)
