@@ -14,7 +14,7 @@ MODEL_FILE   := SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL        := models/$(MODEL_FILE)
 APT_PACKAGES := libssl-dev libsodium-dev pkg-config
 
-.PHONY: all deps pydeps model build test demo showcase bench faults clean help fixtures
+.PHONY: all deps pydeps model build test demo showcase bench faults notes-bench clean help fixtures
 
 help:
 	@echo "make demo      a federation on this machine: coordinator + 3 clients over mutual TLS, distributed DP"
@@ -30,6 +30,7 @@ help:
 	@echo "            dp_accounting, prv-accountant and llama.cpp's converter (installs them; FIXTURE_SECTIONS picks"
 	@echo "            sections: tiny-llama smollm2 privacy tiny-qwen2 tiny-qwen3 tiny-phi3 tiny-llama3 tiny-llama-linear tiny-kquant)"
 	@echo "make bench  build and run the benchmarks (inference, secure aggregation, federation scale, DP noise)"
+	@echo "make notes-bench  issue 17's federated notes benchmark: non-private, local DP and distributed DP at epsilon 8"
 	@echo "make report-check  render a demo's report with headless Chromium"
 	@echo "make faults SIGKILL the coordinator and clients of a real federation at random points, FAULT_ITERATIONS (default 200)"
 	@echo "            times, and check the audit log, adapters, ledgers and the next round after each (make test runs a few)"
@@ -170,6 +171,13 @@ bench: build model
 	$(BIN)/conclave-bench-secagg --parameters 1000000 --clients 10,50,100 --dropout 0,0.1,0.3
 	$(BIN)/conclave-bench-federation --clients 10,100,1000 --rounds 5
 	$(BIN)/conclave-bench-noise --parameters 1000000
+
+# Issue 17's federated notes benchmark at its full size (8 clients x 1,000 notes, 10 rounds, three regimes at
+# epsilon 8: the better part of an hour of both cores); smaller with NOTES_BENCH_FLAGS="--records 200 --rounds 3".
+NOTES_BENCH_FLAGS ?=
+
+notes-bench: build model
+	$(BIN)/conclave-bench-notes --model $(MODEL) $(NOTES_BENCH_FLAGS)
 
 # Fault injection (issue 14) at length; `make test` runs FaultInjectionTests' four fixed iterations and the controls.
 FAULT_ITERATIONS ?= 200

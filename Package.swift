@@ -111,6 +111,10 @@ let package = Package(
         .executableTarget(name: "conclave-bench-faults",
                           dependencies: ["CommandLineParsing", "SystemIO", "FederationDemo", "FaultInjection"],
                           path: "Benchmarks/FaultInjection"),
+        .executableTarget(name: "conclave-bench-notes",
+                          dependencies: ["CommandLineParsing", "SystemIO", "FederationDemo", "FederationProtocol", "FineTuning",
+                                         "LanguageModel", "ModelFormats", "Privacy", "Wire"],
+                          path: "Benchmarks/FederatedNotes"),
         .executableTarget(name: "conclave-bench-noise", dependencies: ["CommandLineParsing", "Privacy", "SecureCrypto", "SystemIO"],
                           path: "Benchmarks/NoiseBenchmark"),
 

@@ -29,6 +29,12 @@ public struct DemoConfiguration: Sendable, Equatable {
     public var distributedNoise: Bool
     /// Whether the coordinator writes the assessment of its public probe notes before and after (`DemoProbe`).
     public var probe: Bool
+    /// What a benchmark sets instead of the demo's own choices (issue 17's notes benchmark: the same federation in
+    /// several privacy regimes); nil keeps the demo's plan, the clients' policy and the server's learning rate.
+    public var planOverride: TrainingPlan?
+    public var policyOverride: ClientPolicy?
+    public var serverLearningRateOverride: Double?
+    public var formOverride: SyntheticNotes.Form?
 
     /// Left nil, `rounds`, `records` and `aggregation` take the mode's defaults: distributed (the default)
     /// `Demo.distributedRounds` rounds over `Demo.distributedRecords` notes per client with FedAdam; local 3 rounds
@@ -52,6 +58,7 @@ public struct DemoConfiguration: Sendable, Equatable {
     /// σ = 1: three rounds (12 steps) cost ε ≈ 5.1 at δ 1e-5 under the discrete Gaussian's sound
     /// accounting, plus the metrics releases; at the earlier σ 0.7 one round alone was 10.2, over the budget.
     public var plan: TrainingPlan {
+        if let planOverride { return planOverride }
         if distributedNoise { return distributedPlan }
         return TrainingPlan(steps: 4, learningRate: 0.01, samplingRate: 0.06, noiseMultiplier: 1.0, clipNorm: 1.0, delta: 1e-5,
                      maxLength: 512, rank: 8, alpha: 16, targets: ["q_proj", "v_proj"])
@@ -77,12 +84,13 @@ public struct DemoConfiguration: Sendable, Equatable {
 
     /// How a client's notes are written: the task form (note → assessment) for the distributed demo, whose probe
     /// asks for assessments; whole notes for the local one.
-    public var form: SyntheticNotes.Form { distributedNoise ? .task : .text }
+    public var form: SyntheticNotes.Form { formOverride ?? (distributedNoise ? .task : .text) }
 
     /// Each client's policy: a budget of ε 10 at δ 1e-5, privacy required; with distributed noise each assumes
     /// half the cohort honest (rounded up, itself included), as issue 17's benchmark does.
     public var policy: ClientPolicy {
-        ClientPolicy(maxEpsilon: 10, delta: 1e-5, maxStepsPerRound: 100, requirePrivacy: true,
+        if let policyOverride { return policyOverride }
+        return ClientPolicy(maxEpsilon: 10, delta: 1e-5, maxStepsPerRound: 100, requirePrivacy: true,
                      assumeHonest: distributedNoise ? (clients + 1) / 2 : 1)
     }
 
@@ -91,7 +99,7 @@ public struct DemoConfiguration: Sendable, Equatable {
         CoordinatorConfiguration(model: model, listen: "127.0.0.1", rounds: RoundPolicy(
             minClients: max(1, clients - 1), maxClients: clients, fraction: 1.0, aggregation: aggregation,
             secureAggregation: secureAggregation, inviteTimeout: 60, roundTimeout: 900, waitForClients: 120, plan: plan),
-            serverLearningRate: distributedNoise ? Demo.serverLearningRate : nil)
+            serverLearningRate: serverLearningRateOverride ?? (distributedNoise ? Demo.serverLearningRate : nil))
     }
 
     /// Client `index` (0-based): its specialty, its name, and the folder it lives in.

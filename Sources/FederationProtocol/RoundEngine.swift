@@ -579,20 +579,7 @@ public struct RoundEngine: Sendable {
 
     /// The neighbour graph and Shamir threshold of a secure cohort of `cohortSize`, from the policy.
     private func neighbourhoods(cohortSize: Int) throws -> (NeighbourGraph, Int) {
-        if let rate = policy.dropoutTolerance {
-            let tolerance = try DropoutTolerance(
-                dropoutRate: rate, failureProbability: policy.dropoutFailureProbability ?? DropoutTolerance.defaultFailureProbability)
-            guard let degree = policy.neighbourDegree else { return try tolerance.graphAndThreshold(cohortSize: cohortSize) }
-            let graph: NeighbourGraph = degree >= cohortSize - 1 ? .complete : .harary(degree: degree)
-            return (graph, try tolerance.threshold(cohortSize: cohortSize, graph: graph))
-        }
-        let degree = policy.neighbourDegree ?? NeighbourGraph.defaultDegree(cohortSize: cohortSize)
-        let graph: NeighbourGraph = degree >= cohortSize - 1 ? .complete : .harary(degree: degree)
-        // The threshold the session would choose for this graph (2m/3 + 1 of the smallest neighbourhood).
-        switch graph {
-        case .complete: return (graph, SecureAggregationSession.defaultThreshold(neighbourhoodSize: cohortSize))
-        case let .harary(k): return (graph, SecureAggregationSession.defaultThreshold(neighbourhoodSize: k + 1))
-        }
+        try policy.secureAggregationGraph(cohortSize: cohortSize)
     }
 
     // MARK: Secure rounds

@@ -267,3 +267,25 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
                   + "set that instead")
     }
 }
+
+extension RoundPolicy {
+    /// The neighbour graph and secure-aggregation threshold this policy gives a cohort of `cohortSize`: from its
+    /// dropout tolerance when set, else its degree (default `NeighbourGraph.defaultDegree`) with the threshold the
+    /// session would choose (2m/3 + 1 of the smallest neighbourhood). The round engine's setup and anything that
+    /// must predict a distributed round's shares (a benchmark's calibration) read the same numbers.
+    public func secureAggregationGraph(cohortSize: Int) throws -> (NeighbourGraph, Int) {
+        if let rate = dropoutTolerance {
+            let tolerance = try DropoutTolerance(
+                dropoutRate: rate, failureProbability: dropoutFailureProbability ?? DropoutTolerance.defaultFailureProbability)
+            guard let degree = neighbourDegree else { return try tolerance.graphAndThreshold(cohortSize: cohortSize) }
+            let graph: NeighbourGraph = degree >= cohortSize - 1 ? .complete : .harary(degree: degree)
+            return (graph, try tolerance.threshold(cohortSize: cohortSize, graph: graph))
+        }
+        let degree = neighbourDegree ?? NeighbourGraph.defaultDegree(cohortSize: cohortSize)
+        let graph: NeighbourGraph = degree >= cohortSize - 1 ? .complete : .harary(degree: degree)
+        switch graph {
+        case .complete: return (graph, SecureAggregationSession.defaultThreshold(neighbourhoodSize: cohortSize))
+        case let .harary(k): return (graph, SecureAggregationSession.defaultThreshold(neighbourhoodSize: k + 1))
+        }
+    }
+}
