@@ -4,8 +4,9 @@ import ModelFormats
 import Tokenizer
 
 /// Writes a model (optionally with a LoRA adapter merged into its weights) as a GGUF v3 file that
-/// llama.cpp loads: the family's architecture and keys (`llama`, `phi3`), llama.cpp's tensor names, Llama's Q/K
-/// rows in its permuted order, tokenizer metadata.
+/// llama.cpp loads: the family's architecture and keys (`llama`, `qwen2`, `qwen3`, `phi3`) as convert_hf_to_gguf.py
+/// writes them, llama.cpp's tensor names (Qwen2's q/k/v biases and Qwen3's q/k head norms included, in F32), Llama's
+/// Q/K rows in its permuted order (the others' in HF's, which llama.cpp rotates NEOX-style), tokenizer metadata.
 public enum ModelExporter {
     /// llama.cpp's `general.file_type` (enum llama_ftype) for a uniform file of `type` (the mixes: `ExportScheme`).
     static func fileType(_ type: TensorType) -> UInt32 {
@@ -35,11 +36,10 @@ public enum ModelExporter {
                               progress: (Int, Int) -> Void = { _, _ in }) throws {
         let weights = loaded.model.weights
         let c = weights.configuration
-        // Qwen's biases and head norms are not written yet: a file without them would be another model.
-        guard [.llama, .phi3].contains(c.architecture) else {
-            throw LanguageModelError.unsupportedModel(
-                file: weights.source, problem: "exporting a \(c.architecture.displayName) model to GGUF is not supported "
-                    + "yet (only Llama and Phi-3); its PEFT adapter can still be saved and used with the original model")
+        // Every part `BlockDescription` gives these families is written below (norms, head norms, projections,
+        // biases); a family that adds another part must be added here once its part is written.
+        switch c.architecture {
+        case .llama, .qwen2, .qwen3, .phi3: break
         }
         let block = BlockDescription.of(c.architecture)
         var writer = GGUFWriter()
@@ -63,14 +63,18 @@ public enum ModelExporter {
             let bytes = Array(UnsafeRawBufferPointer(start: quantized.data, count: matrix.rows * quantized.rowBytes))
             try writer.addTensor(name: name, dimensions: [matrix.columns, matrix.rows], type: tensorType, data: bytes)
         }
-        func addVector(_ name: String, _ values: [Float]) throws {
+        func addVector(_ name: String, _ values: [Float]?, permuteHeads: Int? = nil) throws {
+            guard var values else {
+                throw LanguageModelError.badTensor(file: weights.source, tensor: name, problem: "missing from the loaded model")
+            }
+            if let heads = permuteHeads, weights.ropeLayout == .halfSplit, block.ggufRopeLayout == .adjacentPairs {
+                values = ggufRowOrder(values, rows: values.count, columns: 1, heads: heads)
+            }
             try writer.addTensor(name: name, dimensions: [values.count], type: .f32, data: values.withUnsafeBytes { Array($0) })
         }
         let total = c.numHiddenLayers + 1
         try add("token_embd.weight", weights.embedding, as: .embedding(tied: tied))
-        if !tied {
-            try add("output.weight", weights.output, as: .output)
-        }
+        if !tied { try add("output.weight", weights.output, as: .output) }
         try addVector("output_norm.weight", weights.finalNorm)
         // llama3's scaling (from an HF config or a GGUF's own factors) travels as llama.cpp's frequency divisors.
         switch c.ropeScaling {
@@ -87,12 +91,19 @@ public enum ModelExporter {
         for (l, layer) in weights.layers.enumerated() {
             try addVector("blk.\(l).\(block.attentionNorm.gguf).weight", layer.attentionNorm)
             try addVector("blk.\(l).\(block.feedForwardNorm.gguf).weight", layer.feedForwardNorm)
+            if let norms = block.headNorms {
+                try addVector("blk.\(l).\(norms.query.gguf).weight", layer.queryNorm)
+                try addVector("blk.\(l).\(norms.key.gguf).weight", layer.keyNorm)
+            }
             for module in block.projections {
                 let pair = adapter?.layers[l][module]
                 let heads = module == .qProj ? c.numAttentionHeads : module == .kProj ? c.numKeyValueHeads : nil
                 try add("blk.\(l).\(module.ggufName).weight", layer.projection(module),
                         as: .projection(module, layer: l, layers: c.numHiddenLayers),
                         merge: pair.map { (module, $0) }, permuteHeads: heads)
+                if block.biased.contains(module) {
+                    try addVector("blk.\(l).\(module.ggufName).bias", layer.biases[module], permuteHeads: heads)
+                }
             }
             progress(l + 2, total)
         }
@@ -121,7 +132,16 @@ public enum ModelExporter {
         writer.set(p + "attention.head_count", .uint32(UInt32(c.numAttentionHeads)))
         writer.set(p + "attention.head_count_kv", .uint32(UInt32(c.numKeyValueHeads)))
         writer.set(p + "rope.freq_base", .float32(Float(c.ropeTheta)))
-        writer.set(p + "rope.dimension_count", .uint32(UInt32(c.rotaryDim)))
+        // The converter writes the rotary width for Llama and Phi-3, not for Qwen (llama.cpp takes the head's).
+        if c.architecture == .llama || c.architecture == .phi3 {
+            writer.set(p + "rope.dimension_count", .uint32(UInt32(c.rotaryDim)))
+        }
+        // The head size where it is not hidden / heads (llama.cpp's default), and always for Qwen3, whose config's
+        // head_dim the converter writes as key_length and value_length.
+        if c.headDim * c.numAttentionHeads != c.hiddenSize || c.architecture == .qwen3 {
+            writer.set(p + "attention.key_length", .uint32(UInt32(c.headDim)))
+            writer.set(p + "attention.value_length", .uint32(UInt32(c.headDim)))
+        }
         if case .linear(let factor) = c.ropeScaling {
             writer.set(p + "rope.scaling.type", .string("linear"))
             writer.set(p + "rope.scaling.factor", .float32(Float(factor)))
@@ -135,6 +155,8 @@ public enum ModelExporter {
             writer.set(p + "rope.scaling.original_context_length", .uint32(UInt32(original)))
         }
         writer.set("general.file_type", .uint32(fileType))
+        // ggml's GGML_QNT_VERSION, which llama-quantize and the converter write in every file (the block layouts here).
+        writer.set("general.quantization_version", .uint32(2))
         if adapterMerged { writer.set("conclave.adapter_merged", .bool(true)) }
     }
 

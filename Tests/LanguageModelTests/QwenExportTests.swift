@@ -1,0 +1,170 @@
+import Foundation
+import Kernels
+import ModelFormats
+import TestSupport
+import XCTest
+@testable import LanguageModel
+
+/// `quantize` writes Qwen2 and Qwen3 back as `qwen2` / `qwen3` GGUF files: the keys and tensors llama.cpp's
+/// convert_hf_to_gguf.py wrote for the same tiny models (Tests/Fixtures/tiny-qwen2, tiny-qwen3: model.gguf.bin),
+/// and files that load back and compute transformers' float64 logits (the fixtures' reference.safetensors).
+/// llama.cpp runs such files: Reference/llamacpp_qwen_export_check.py.
+final class QwenExportTests: XCTestCase {
+    var directory: URL!
+
+    override func setUpWithError() throws { directory = try Fixtures.temporaryDirectory("qwen-export") }
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: directory) }
+
+    /// The converter's descriptive keys, which it derives from the model card and parameter count, not the model.
+    static let converterOnlyKeys: Set<String> = ["general.type", "general.size_label"]
+
+    /// How `ours` differs from `converter`'s keys and tensors: keys present in one only (but the descriptive ones),
+    /// values of the keys that define the model, tensor names, shapes and types. Empty when they agree.
+    static func differences(_ ours: GGUFFile, from converter: GGUFFile) -> [String] {
+        var found: [String] = []
+        let mine = Set(ours.metadataKeys).subtracting(converterOnlyKeys)
+        let theirs = Set(converter.metadataKeys).subtracting(converterOnlyKeys)
+        for key in theirs.subtracting(mine).sorted() { found.append("missing key \(key)") }
+        for key in mine.subtracting(theirs).sorted() where key != "conclave.adapter_merged" { found.append("extra key \(key)") }
+        // general.name is the source's name (the converter takes the model card's); the rest must be equal.
+        for key in mine.intersection(theirs).sorted() where key != "general.name" && ours.metadata[key] != converter.metadata[key] {
+            found.append("\(key): \(String(describing: ours.metadata[key]!)) vs \(String(describing: converter.metadata[key]!))")
+        }
+        let shapes = { (file: GGUFFile) in Dictionary(uniqueKeysWithValues: file.tensors.map { ($0.name, "\($0.dimensions) \($0.type)") }) }
+        let (a, b) = (shapes(ours), shapes(converter))
+        for name in Set(a.keys).union(b.keys).sorted() where a[name] != b[name] {
+            found.append("tensor \(name): \(a[name] ?? "absent") vs \(b[name] ?? "absent")")
+        }
+        return found
+    }
+
+    func export(_ family: String, fromGGUF: Bool, adapter: Bool, scheme: ExportScheme, name: String) throws -> GGUFFile {
+        let path = Fixtures.url(fromGGUF ? "tiny-\(family)/model.gguf.bin" : "tiny-\(family)").path
+        let source = try ModelLoader.load(path: path, threads: 2)
+        let url = directory.appendingPathComponent("\(name).gguf")
+        try ModelExporter.export(source, adapter: adapter ? try TinyReference.adapter(family, for: source.model) : nil,
+                                 scheme: scheme, to: url)
+        return try GGUFFile(url: url)
+    }
+
+    /// From the HF directory and from the converter's own GGUF, F32: the converter's keys (qwen2.* / qwen3.*,
+    /// Qwen3's key_length and value_length, no rope.dimension_count), values and tensors (biases, head norms, no
+    /// output.weight where tied). Positive control: the same comparison lists what a file lacking one key or one
+    /// bias lacks.
+    func testKeysAndTensorsAreTheConverters() throws {
+        for family in ["qwen2", "qwen3"] {
+            let converter = try GGUFFile(url: Fixtures.url("tiny-\(family)/model.gguf.bin"))
+            for fromGGUF in [false, true] {
+                let ours = try export(family, fromGGUF: fromGGUF, adapter: false, scheme: .uniform(.f32),
+                                      name: "\(family)-\(fromGGUF ? "gguf" : "hf")")
+                XCTAssertEqual(Self.differences(ours, from: converter), [], "\(family) from \(fromGGUF ? "GGUF" : "HF")")
+                XCTAssertEqual(ours.string("general.architecture"), family)
+            }
+        }
+        let qwen3 = try GGUFFile(url: Fixtures.url("tiny-qwen3/model.gguf.bin"))
+        XCTAssertEqual(qwen3.int("qwen3.attention.key_length"), 32, "the fixture's head is not hidden / heads = 16")
+        XCTAssertNotNil(qwen3.tensor(named: "output.weight"), "tiny-qwen3 is untied")
+        XCTAssertNil(try GGUFFile(url: Fixtures.url("tiny-qwen2/model.gguf.bin")).tensor(named: "output.weight"), "tiny-qwen2 is tied")
+        // Controls: the converter's files rewritten without qwen3's key_length, and without one qwen2 bias.
+        let noKey = try rewrite("qwen3", name: "no-key-length") { keys, _ in keys.removeAll { $0.0 == "qwen3.attention.key_length" } }
+        XCTAssertEqual(Self.differences(noKey, from: qwen3), ["missing key qwen3.attention.key_length"])
+        let noBias = try rewrite("qwen2", name: "no-bias") { _, tensors in tensors.removeAll { $0.name == "blk.1.attn_k.bias" } }
+        XCTAssertEqual(Self.differences(noBias, from: try GGUFFile(url: Fixtures.url("tiny-qwen2/model.gguf.bin"))),
+                       ["tensor blk.1.attn_k.bias: absent vs [32] F32"])
+    }
+
+    /// The converter's file of `family` rewritten with `edit` applied to its keys and tensors.
+    func rewrite(_ family: String, name: String,
+                 edit: (inout [(String, GGUFValue)], inout [(name: String, dimensions: [Int], type: TensorType, data: [UInt8])]) -> Void)
+        throws -> GGUFFile {
+        try rewrite(Fixtures.url("tiny-\(family)/model.gguf.bin"), name: name, edit: edit)
+    }
+
+    func rewrite(_ source: URL, name: String,
+                 edit: (inout [(String, GGUFValue)], inout [(name: String, dimensions: [Int], type: TensorType, data: [UInt8])]) -> Void)
+        throws -> GGUFFile {
+        let file = try GGUFFile(url: source)
+        var metadata = file.metadataKeys.map { ($0, file.metadata[$0]!) }
+        var tensors = file.tensors.map { (name: $0.name, dimensions: $0.dimensions, type: $0.type, data: Array(file.data(for: $0))) }
+        edit(&metadata, &tensors)
+        var writer = GGUFWriter()
+        for (key, value) in metadata { writer.set(key, value) }
+        for tensor in tensors {
+            try writer.addTensor(name: tensor.name, dimensions: tensor.dimensions, type: tensor.type, data: tensor.data)
+        }
+        let url = directory.appendingPathComponent("\(name).gguf")
+        try writer.write(to: url)
+        return try GGUFFile(url: url)
+    }
+
+    /// The worst logit difference of `file` (float32 activations) from the reference's `tensor`.
+    func worstLogitDifference(_ file: GGUFFile, _ family: String, tensor: String) throws -> Float {
+        let model = LlamaModel(weights: try ModelLoader.loadGGUF(file), pool: ThreadPool(threads: 2))
+        model.precision = .float32
+        let reference = try TinyReference.reference(family)
+        let expected = try reference.tensors.floats(tensor)
+        var worst: Float = 0
+        for (i, ids) in reference.inputIds.enumerated() {
+            let logits = try model.allLogits(tokens: ids)
+            let start = i * logits.count
+            for j in logits.indices {
+                let gap = abs(logits[j] - expected[start + j])
+                worst = max(worst, gap.isNaN ? .infinity : gap)
+            }
+        }
+        return worst
+    }
+
+    /// F32 with the PEFT adapter merged (from the HF directory and from the GGUF) computes PEFT's LoRA logits; the
+    /// Q8_0 export computes transformers' forward over gguf-py's dequantization of the converter's Q8_0 file (the
+    /// same rounding), and with the adapter merged stays within the reference's own Q8_0 effect of PEFT's.
+    /// Positive controls: the merged F32 file with Qwen2's biases zeroed, or Qwen3's head norms set to 1, is far off.
+    func testExportsComputeTransformersLogits() throws {
+        for family in ["qwen2", "qwen3"] {
+            let reference = try TinyReference.reference(family)
+            for fromGGUF in [false, true] {
+                let merged = try export(family, fromGGUF: fromGGUF, adapter: true, scheme: .uniform(.f32), name: "\(family)-merged-\(fromGGUF)")
+                XCTAssertEqual(merged.bool("conclave.adapter_merged"), true)
+                let worst = try worstLogitDifference(merged, family, tensor: "lora_logits")
+                print("\(family) merged F32 export from \(fromGGUF ? "GGUF" : "HF"): worst logit difference from PEFT's \(worst)")
+                XCTAssertLessThanOrEqual(worst, TinyReference.logitTolerance, "\(family) merged F32 export")
+            }
+            let q8 = try export(family, fromGGUF: false, adapter: false, scheme: .uniform(.q8_0), name: "\(family)-q8_0")
+            XCTAssertEqual(q8.tensor(named: "blk.0.attn_q.weight")?.type, .q8_0)
+            let worstQ8 = try worstLogitDifference(q8, family, tensor: "q8_0_logits")
+            print("\(family) Q8_0 export: worst logit difference from transformers over gguf-py's Q8_0 \(worstQ8)")
+            XCTAssertLessThanOrEqual(worstQ8, TinyReference.logitTolerance, "\(family) Q8_0 export")
+            let (float, quantized) = (try reference.tensors.floats("logits"), try reference.tensors.floats("q8_0_logits"))
+            let q8Effect = zip(float, quantized).map { abs($0 - $1) }.max()!
+            let mergedQ8 = try export(family, fromGGUF: false, adapter: true, scheme: .uniform(.q8_0), name: "\(family)-merged-q8_0")
+            let worstMergedQ8 = try worstLogitDifference(mergedQ8, family, tensor: "lora_logits")
+            print("\(family) merged Q8_0 export: worst logit difference from PEFT's \(worstMergedQ8) (the reference's Q8_0 effect \(q8Effect))")
+            XCTAssertLessThanOrEqual(worstMergedQ8, 2 * q8Effect, "\(family) merged Q8_0 export")
+            let merged = directory.appendingPathComponent("\(family)-merged-false.gguf")
+            let control = try rewrite(merged, name: "\(family)-control") { _, tensors in
+                tensors = tensors.map { tensor -> (name: String, dimensions: [Int], type: TensorType, data: [UInt8]) in
+                    if tensor.name.hasSuffix(".bias") { return (tensor.name, tensor.dimensions, tensor.type, [UInt8](repeating: 0, count: tensor.data.count)) }
+                    guard tensor.name.hasSuffix("_norm.weight"), tensor.name.contains("attn_q") || tensor.name.contains("attn_k") else { return tensor }
+                    let ones = [Float](repeating: 1, count: tensor.dimensions[0])
+                    return (tensor.name, tensor.dimensions, tensor.type, ones.withUnsafeBytes { Array($0) })
+                }
+            }
+            let controlGap = try worstLogitDifference(control, family, tensor: "lora_logits")
+            print("\(family) control (\(family == "qwen2" ? "biases zeroed" : "head norms set to 1")): \(controlGap)")
+            XCTAssertGreaterThan(controlGap, 100 * TinyReference.logitTolerance, "\(family): the control must be far off")
+        }
+    }
+
+    /// Llama.cpp's K-quant mix on Qwen: attn_v and ffn_down finer on use_more_bits layers (the last of two), and the
+    /// 64-value rows' fallbacks; biases and head norms stay F32; the file loads back as its family.
+    func testKQuantMixKeepsQwenParts() throws {
+        for family in ["qwen2", "qwen3"] {
+            let mixed = try export(family, fromGGUF: true, adapter: false, scheme: .kQuantMix(.q4_K), name: "\(family)-q4_k_m")
+            XCTAssertEqual(mixed.tensor(named: "blk.0.attn_q.weight")?.type, .q5_0)
+            XCTAssertEqual(mixed.tensor(named: "blk.1.attn_v.weight")?.type, .q8_0)
+            let part = family == "qwen2" ? "blk.1.attn_q.bias" : "blk.1.attn_q_norm.weight"
+            XCTAssertEqual(mixed.tensor(named: part)?.type, .f32, part)
+            XCTAssertEqual(try ModelLoader.loadGGUF(mixed).configuration.architecture, family == "qwen2" ? .qwen2 : .qwen3)
+        }
+    }
+}
