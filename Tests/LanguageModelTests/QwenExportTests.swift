@@ -38,6 +38,14 @@ final class QwenExportTests: XCTestCase {
         return found
     }
 
+    /// The names of the tensors whose type or bytes differ between the two files (or that one lacks).
+    static func tensorsDiffering(_ ours: GGUFFile, from converter: GGUFFile) -> [String] {
+        Set(ours.tensors.map(\.name)).union(converter.tensors.map(\.name)).sorted().filter { name in
+            guard let a = ours.tensor(named: name), let b = converter.tensor(named: name) else { return true }
+            return a.type != b.type || !ours.data(for: a).elementsEqual(converter.data(for: b))
+        }
+    }
+
     func export(_ family: String, fromGGUF: Bool, adapter: Bool, scheme: ExportScheme, name: String) throws -> GGUFFile {
         let path = Fixtures.url(fromGGUF ? "tiny-\(family)/model.gguf.bin" : "tiny-\(family)").path
         let source = try ModelLoader.load(path: path, threads: 2)
@@ -131,6 +139,13 @@ final class QwenExportTests: XCTestCase {
             }
             let q8 = try export(family, fromGGUF: false, adapter: false, scheme: .uniform(.q8_0), name: "\(family)-q8_0")
             XCTAssertEqual(q8.tensor(named: "blk.0.attn_q.weight")?.type, .q8_0)
+            // The converter's --outtype q8_0 file (gguf-py's quantizer) holds the same bytes, tensor by tensor; the F32
+            // export, which differs in every matrix, is the control.
+            let converterQ8 = try GGUFFile(url: Fixtures.url("tiny-\(family)/model-q8_0.gguf.bin"))
+            XCTAssertEqual(Self.tensorsDiffering(q8, from: converterQ8), [], "\(family) Q8_0 export vs the converter's")
+            let f32 = try GGUFFile(url: directory.appendingPathComponent("\(family)-merged-false.gguf"))
+            XCTAssertEqual(Self.tensorsDiffering(f32, from: converterQ8).count, converterQ8.tensors.filter { $0.dimensions.count == 2 }.count,
+                           "\(family): every matrix of the F32 file differs from the Q8_0 one")
             let worstQ8 = try worstLogitDifference(q8, family, tensor: "q8_0_logits")
             print("\(family) Q8_0 export: worst logit difference from transformers over gguf-py's Q8_0 \(worstQ8)")
             XCTAssertLessThanOrEqual(worstQ8, TinyReference.logitTolerance, "\(family) Q8_0 export")
