@@ -70,14 +70,7 @@ public enum SecureUpdate {
     ///   survivors' clip.
     public static func decodeMean(sum: [UInt32], survivors: Int, setup: SecureRoundSetup,
                                   layout: AdapterLayout) throws -> AdapterTensors {
-        guard sum.count == Int(setup.vectorLength), let participationWord = sum.last else {
-            throw FederationError.adapterShape("the unmasked sum has \(sum.count) words; the round expects \(setup.vectorLength)")
-        }
-        let participants = try setup.participationEncoding().decodeSum([participationWord], clientCount: survivors)[0]
-        guard survivors > 0, abs(participants - Double(survivors)) < 0.5 else {
-            throw FederationError.round(setup.round, "the unmasked participation words sum to \(participants), "
-                                        + "not the \(survivors) survivors: the unmasking failed")
-        }
+        try checkParticipation(sum: sum, survivors: survivors, setup: setup)
         let encoding = try setup.valueEncoding()
         let limit = Double(survivors) * encoding.maximumMagnitude
         if let index = sum.dropLast().firstIndex(where: { abs(Double(Int32(bitPattern: $0))) > limit }) {
@@ -86,17 +79,7 @@ public enum SecureUpdate {
                     + "\(survivors) survivors × the clip \(setup.updateClip): a client sent words it did not clip; the round is refused")
         }
         let values = try encoding.decodeSum(Array(sum.dropLast()), clientCount: survivors)
-        var mean: AdapterTensors = [:]
-        var offset = 0
-        for name in layout.shapes.keys.sorted() {
-            let count = layout.shapes[name]!.reduce(1, *)
-            mean[name] = values[offset..<(offset + count)].map { Float($0 / Double(survivors)) }
-            offset += count
-        }
-        guard offset == values.count else {
-            throw FederationError.adapterShape("the unmasked sum has \(values.count) values; the layout has \(offset)")
-        }
-        return mean
+        return try tensors(values.map { $0 / Double(survivors) }, layout: layout)
     }
 
     // MARK: Distributed DP (issue 17)
@@ -144,31 +127,13 @@ public enum SecureUpdate {
     ///   participation words do not sum to `survivors`.
     public static func decodeDistributed(sum: [UInt32], survivors: Int, setup: SecureRoundSetup, plan: TrainingPlan,
                                          layout: AdapterLayout) throws -> AdapterTensors {
-        guard sum.count == Int(setup.vectorLength), let participationWord = sum.last else {
-            throw FederationError.adapterShape("the unmasked sum has \(sum.count) words; the round expects \(setup.vectorLength)")
-        }
-        let participants = try setup.participationEncoding().decodeSum([participationWord], clientCount: survivors)[0]
-        guard survivors > 0, abs(participants - Double(survivors)) < 0.5 else {
-            throw FederationError.round(setup.round, "the unmasked participation words sum to \(participants), "
-                                        + "not the \(survivors) survivors: the unmasking failed")
-        }
+        try checkParticipation(sum: sum, survivors: survivors, setup: setup)
         let parameters = try distributedParameters(plan: plan, setup: setup, assumeHonest: 1)
         guard let expectedBatch = plan.expectedBatch else {
             throw FederationError.round(setup.round, "a distributed plan without expected_batch")
         }
         let factor = -plan.learningRate / (parameters.scale * expectedBatch)
-        var delta: AdapterTensors = [:]
-        var offset = 0
-        for name in layout.shapes.keys.sorted() {
-            let count = layout.shapes[name]!.reduce(1, *)
-            guard offset + count < sum.count else { break }
-            delta[name] = sum[offset..<(offset + count)].map { Float(Double(Int32(bitPattern: $0)) * factor) }
-            offset += count
-        }
-        guard offset + 1 == sum.count else {
-            throw FederationError.adapterShape("the unmasked sum has \(sum.count - 1) values; the layout has \(offset)")
-        }
-        return delta
+        return try tensors(sum.dropLast().map { Double(Int32(bitPattern: $0)) * factor }, layout: layout)
     }
 
     // MARK: Client-level DP-FedAvg (issue 17)
@@ -243,6 +208,22 @@ public enum SecureUpdate {
     ///   participation words do not sum to `survivors` or q·N is not positive.
     public static func decodeClientLevel(sum: [UInt32], survivors: Int, setup: SecureRoundSetup, plan: TrainingPlan,
                                          expectedCohort: Double, layout: AdapterLayout) throws -> AdapterTensors {
+        try checkParticipation(sum: sum, survivors: survivors, setup: setup)
+        guard expectedCohort.isFinite, expectedCohort > 0 else {
+            throw FederationError.round(setup.round, "the fixed denominator q·N is \(expectedCohort), not positive")
+        }
+        let parameters = try clientLevelParameters(plan: plan, setup: setup, assumeHonest: 1)
+        let estimate = ClientLevelDP.estimate(modularSum: Array(sum.dropLast()), round: parameters, expectedCohort: expectedCohort)
+        return try tensors(estimate, layout: layout)
+    }
+}
+
+extension SecureUpdate {
+    /// Throws unless an unmasked sum has the round's words and its participation word decodes to `survivors`: the
+    /// check every decoder of a secure sum makes before it reads a value.
+    /// - Throws: `FederationError.adapterShape` for a sum of the wrong length, `FederationError.round` when the
+    ///   participation words do not sum to `survivors` (the unmasking went wrong).
+    static func checkParticipation(sum: [UInt32], survivors: Int, setup: SecureRoundSetup) throws {
         guard sum.count == Int(setup.vectorLength), let participationWord = sum.last else {
             throw FederationError.adapterShape("the unmasked sum has \(sum.count) words; the round expects \(setup.vectorLength)")
         }
@@ -251,22 +232,23 @@ public enum SecureUpdate {
             throw FederationError.round(setup.round, "the unmasked participation words sum to \(participants), "
                                         + "not the \(survivors) survivors: the unmasking failed")
         }
-        guard expectedCohort.isFinite, expectedCohort > 0 else {
-            throw FederationError.round(setup.round, "the fixed denominator q·N is \(expectedCohort), not positive")
-        }
-        let parameters = try clientLevelParameters(plan: plan, setup: setup, assumeHonest: 1)
-        let estimate = ClientLevelDP.estimate(modularSum: Array(sum.dropLast()), round: parameters, expectedCohort: expectedCohort)
-        var delta: AdapterTensors = [:]
+    }
+
+    /// A sum's values (the participation word left out) as the adapter's tensors, in name order.
+    /// - Throws: `FederationError.adapterShape` when the values are not exactly the layout's.
+    static func tensors(_ values: [Double], layout: AdapterLayout) throws -> AdapterTensors {
+        var tensors: AdapterTensors = [:]
         var offset = 0
         for name in layout.shapes.keys.sorted() {
             let count = layout.shapes[name]!.reduce(1, *)
-            guard offset + count <= estimate.count else { break }
-            delta[name] = estimate[offset..<(offset + count)].map { Float($0) }
+            guard offset + count <= values.count else { break }
+            tensors[name] = values[offset..<(offset + count)].map { Float($0) }
             offset += count
         }
-        guard offset == estimate.count else {
-            throw FederationError.adapterShape("the unmasked sum has \(estimate.count) values; the layout has \(offset)")
+        guard offset == values.count, tensors.count == layout.shapes.count else {
+            throw FederationError.adapterShape("the unmasked sum has \(values.count) values; the layout has "
+                                               + "\(layout.shapes.values.reduce(0) { $0 + $1.reduce(1, *) })")
         }
-        return delta
+        return tensors
     }
 }
