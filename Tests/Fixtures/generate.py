@@ -21,6 +21,9 @@ Nothing here imports or mirrors the Swift code. Sections, each writing one folde
   tiny-phi3   a tiny random Phi-3 (fused qkv_proj and gate_up_proj, partial rotary 0.75, LongRoPE, sliding_window 32)
               with a PEFT adapter on qkv_proj, o_proj, gate_up_proj, down_proj: the same references, model.gguf.bin and
               model-q8_0.gguf.bin (with its gguf-py reference) as tiny-qwen2
+  tiny-gemma2 a tiny random Gemma 2 ((1 + w) pre- and post-norms, GeGLU, soft-capping, sliding window on even layers,
+              head size 32, tied embeddings) with a PEFT adapter on all seven projections: the same references,
+              model.gguf.bin and model-q8_0.gguf.bin as tiny-qwen2
   tiny-llama3        tiny random Llamas with rope scaling, the same references and converter GGUF as tiny-qwen2 (no
   tiny-llama-linear  Q8_0 copy): llama3 (factor 8, low/high_freq_factor 1/4, original context 64, so every regime
               of its frequencies is used; the converter writes rope_freqs.weight) and linear (factor 4; the converter
@@ -273,8 +276,21 @@ PHI3_CONFIG = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 96, "n
                "architectures": ["Phi3ForCausalLM"], "model_type": "phi3"}
 # PEFT's names for Phi-3's projections: one LoRA (one A, one B over the fused output) per fused projection.
 PHI3_LORA_TARGETS = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
+# Gemma 2 (Gemma2ForCausalLM): embeddings scaled by sqrt(hidden), (1 + w) RMSNorms (the converter writes 1 + w), pre- and
+# post-norms around attention and the feed-forward, GeGLU with gelu-tanh, a head size (32) that is not hidden / heads
+# (16), tied embeddings, sliding-window attention on the even layers (window 32, longer than the 16-token examples, as
+# Gemma-2-2b's 4096 is shorter than its 8192 context), query_pre_attn_scalar = head_dim (what llama.cpp assumes below
+# 27B: GGUF has no key for it), and soft-capping small enough to bend the tiny model's attention scores (~0.5) and
+# logits (~1): attn 1.0, final 1.5 (Gemma-2's 50 and 30 act on its far larger values the same way).
+GEMMA2_CONFIG = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+                 "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32, "max_position_embeddings": 128,
+                 "rope_theta": 10000.0, "rms_norm_eps": 1e-06, "tie_word_embeddings": True,
+                 "hidden_act": "gelu_pytorch_tanh", "hidden_activation": "gelu_pytorch_tanh",
+                 "query_pre_attn_scalar": 32, "sliding_window": 32, "attn_logit_softcapping": 1.0,
+                 "final_logit_softcapping": 1.5, "attention_bias": False, "bos_token_id": 2, "eos_token_id": 1,
+                 "pad_token_id": 0, "architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2"}
 FAMILY_CLASSES = {"qwen2": ("Qwen2Config", "Qwen2ForCausalLM"), "qwen3": ("Qwen3Config", "Qwen3ForCausalLM"),
-                  "phi3": ("Phi3Config", "Phi3ForCausalLM")}
+                  "phi3": ("Phi3Config", "Phi3ForCausalLM"), "gemma2": ("Gemma2Config", "Gemma2ForCausalLM")}
 
 # llama.cpp's converter, run on the tiny model. The tiny models have no tokenizer (their 256 ids are
 # abstract), so its vocabulary step is replaced by writing the vocabulary size alone; every tensor name,
@@ -290,6 +306,8 @@ qwen.Qwen2Model.set_vocab = no_tokenizer
 qwen.Qwen3Model.set_vocab = no_tokenizer
 from conversion import phi
 phi.Phi3MiniModel.set_vocab = no_tokenizer
+from conversion import gemma
+gemma.Gemma2Model.set_vocab = no_tokenizer
 from conversion import llama
 llama.LlamaModel.set_vocab = lambda self: None  # its set_gguf_parameters writes the vocabulary size itself
 convert_hf_to_gguf.main()
@@ -311,10 +329,15 @@ GGUF_TO_HF = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "
               "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}
 # Phi-3's fused projections as the converter names them: attn_qkv, and ffn_up holding gate_up_proj's 2·ff rows.
 PHI3_GGUF_TO_HF = dict(GGUF_TO_HF, attn_qkv="self_attn.qkv_proj", ffn_up="mlp.gate_up_proj")
+# Gemma 2's four norms a block as the converter names them (its norm weights are 1 + w: `norm_shift` below).
+GEMMA2_GGUF_TO_HF = dict(GGUF_TO_HF, post_attention_norm="post_attention_layernorm", ffn_norm="pre_feedforward_layernorm",
+                         post_ffw_norm="post_feedforward_layernorm")
+FAMILY_GGUF_TO_HF = {"phi3": PHI3_GGUF_TO_HF, "gemma2": GEMMA2_GGUF_TO_HF}
 
 
-def quantized_reference(directory, gguf_path, model_class, input_ids, labels, names=None):
-    """transformers' float64 forward over the quantized GGUF's weights as gguf-py dequantizes them."""
+def quantized_reference(directory, gguf_path, model_class, input_ids, labels, names=None, norm_shift=0.0):
+    """transformers' float64 forward over the quantized GGUF's weights as gguf-py dequantizes them (norm weights less
+    `norm_shift`: 1 for Gemma, whose converter writes 1 + w)."""
     names = names or GGUF_TO_HF
     import numpy as np
     import torch
@@ -330,6 +353,8 @@ def quantized_reference(directory, gguf_path, model_class, input_ids, labels, na
         else:
             name = f"{names[parts[0]]}.{parts[1]}"
         values = dequantize(tensor.data, tensor.tensor_type).astype(np.float64)
+        if name.endswith("norm.weight"):
+            values = values - norm_shift
         state[name] = torch.from_numpy(values.reshape([int(d) for d in reversed(tensor.shape)]))
     model = float64_model(model_class, directory)
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -346,12 +371,13 @@ def tiny_family(out, family):
     import transformers
     config_class, model_class = (getattr(transformers, name) for name in FAMILY_CLASSES[family])
     targets = PHI3_LORA_TARGETS if family == "phi3" else LORA_TARGETS
+    names = FAMILY_GGUF_TO_HF.get(family, GGUF_TO_HF)
     directory = os.path.join(out, f"tiny-{family}")
     adapter_directory = os.path.join(directory, "peft-adapter")
     if os.path.exists(directory):
         shutil.rmtree(directory)
     os.makedirs(directory)
-    config = PHI3_CONFIG if family == "phi3" else QWEN_CONFIGS[family]
+    config = {"phi3": PHI3_CONFIG, "gemma2": GEMMA2_CONFIG}.get(family) or QWEN_CONFIGS[family]
     generator = torch.Generator().manual_seed(SEED + sum(map(ord, family)))
     make_random_model(directory, config, model_class, config_class, generator)
     input_ids = torch.randint(0, config["vocab_size"], (3, 16), generator=generator).tolist()
@@ -365,8 +391,8 @@ def tiny_family(out, family):
     convert_to_gguf(directory, os.path.join(directory, "model-q8_0.gguf.bin"), "q8_0")
     numbers, tensors = lora_reference(directory, adapter_directory, model_class, input_ids, labels)
     tensors["q8_0_logits"], q8_losses = quantized_reference(directory, os.path.join(directory, "model-q8_0.gguf.bin"),
-                                                            model_class, input_ids, labels,
-                                                            PHI3_GGUF_TO_HF if family == "phi3" else GGUF_TO_HF)
+                                                            model_class, input_ids, labels, names,
+                                                            1.0 if family == "gemma2" else 0.0)
     save_file(tensors, os.path.join(directory, "reference.safetensors"))
     write_json(os.path.join(directory, "reference.json"), {
         "input_ids": input_ids, "labels": labels,
@@ -1158,6 +1184,7 @@ def main():
                 "tiny-qwen2": lambda: tiny_family(args.out, "qwen2"),
                 "tiny-qwen3": lambda: tiny_family(args.out, "qwen3"),
                 "tiny-phi3": lambda: tiny_family(args.out, "phi3"),
+                "tiny-gemma2": lambda: tiny_family(args.out, "gemma2"),
                 "tiny-llama3": lambda: tiny_rope(args.out, "llama3"),
                 "tiny-llama-linear": lambda: tiny_rope(args.out, "linear"),
                 "tiny-kquant": lambda: tiny_kquant(args.out),
