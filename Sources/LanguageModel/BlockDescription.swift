@@ -5,10 +5,11 @@ import ModelFormats
 /// the structure the one layer pass (`TransformerLayer`) reads: which norm, which projections read which
 /// input, the rotary embedding, the attention and the feed-forward.
 ///
-/// Llama, Qwen2 (q/k/v biases), Qwen3 (per-head q/k norms) and Phi-3 (fused projections) are described. A
-/// later family (Gemma's (1 + w) norms, post-norms and soft-capping) adds a case or a field here and the few
-/// lines of the pass that read it, not a copy of the transformer; until then the loaders refuse what the
-/// description does not cover (`GGUFSupport`, and `LlamaConfiguration` for HF configs).
+/// Llama, Qwen2 (q/k/v biases), Qwen3 (per-head q/k norms), Phi-3 (fused projections) and Gemma 2 ((1 + w) norms,
+/// post-norms, GeGLU, the scaled embedding; its soft-capping and query scale are hyper-parameters in the
+/// configuration) are described. A later family adds a case or a field here and the few lines of the pass that
+/// read it, not a copy of the transformer; until then the loaders refuse what the description does not cover
+/// (`GGUFSupport`, and `LlamaConfiguration` for HF configs).
 ///
 /// A fused projection is one matrix whose output rows are several parts of the pass in order (Phi-3's
 /// `qkv_proj`: q's rows, then k's, then v's; `gate_up_proj`: gate's, then up's). It is listed alone where the
@@ -26,6 +27,8 @@ struct BlockDescription: Sendable {
     enum FeedForward: Sendable {
         /// down(SiLU(gate x) · up x) (Shazeer 2020).
         case swiglu
+        /// down(GELU_tanh(gate x) · up x) (Gemma's GeGLU, transformers' `gelu_pytorch_tanh`).
+        case geglu
     }
 
     /// One norm's weight tensor: the GGUF name (after `blk.N.`) and the HF name (after `model.layers.N.`).
@@ -65,6 +68,20 @@ struct BlockDescription: Sendable {
     let feedForwardInputs: [ProjectionModule]
     /// The projection of the activated feed-forward back into the residual stream.
     let feedForwardOutput: ProjectionModule
+    /// Norms of the attention's and the feed-forward's outputs before each residual add (Gemma 2's
+    /// post_attention_layernorm and post_feedforward_layernorm; GGUF `post_attention_norm`, `post_ffw_norm`).
+    var postNorms: PostNorms? = nil
+    /// Whether the embedding rows are multiplied by √hidden before the first layer (Gemma).
+    var scalesEmbedding = false
+    /// What an HF checkpoint's norm weights are offset by: Gemma's RMSNorm multiplies by (1 + w), so its loader adds
+    /// 1 to every norm weight read from safetensors (llama.cpp's converter writes 1 + w into the GGUF already).
+    var hfNormOffset: Float = 0
+
+    /// The norms after the attention and after the feed-forward.
+    struct PostNorms: Sendable {
+        let attention: NormTensor
+        let feedForward: NormTensor
+    }
 
     /// Every projection of the block, in the order the forward pass runs them.
     var projections: [ProjectionModule] {
@@ -81,6 +98,7 @@ struct BlockDescription: Sendable {
     /// The GGUF tensor names of layer `layer`.
     func ggufTensors(layer: Int) -> [String] {
         var norms = [attentionNorm.gguf, feedForwardNorm.gguf]
+        if let postNorms { norms += [postNorms.attention.gguf, postNorms.feedForward.gguf] }
         if let headNorms { norms += [headNorms.query.gguf, headNorms.key.gguf] }
         return norms.map { "blk.\(layer).\($0).weight" }
             + projections.map { "blk.\(layer).\($0.ggufName).weight" }
@@ -94,6 +112,7 @@ struct BlockDescription: Sendable {
         case .qwen2: return .qwen2
         case .qwen3: return .qwen3
         case .phi3: return .phi3
+        case .gemma2: return .gemma2
         }
     }
 
@@ -127,6 +146,18 @@ struct BlockDescription: Sendable {
         norm: .rms, attentionNorm: llama.attentionNorm, feedForwardNorm: llama.feedForwardNorm,
         attentionInputs: [.qkvProj], attentionOutput: .oProj, biased: [], headNorms: nil, rotary: true,
         ggufRopeLayout: .halfSplit, feedForward: .swiglu, feedForwardInputs: [.gateUpProj], feedForwardOutput: .downProj)
+
+    /// Gemma 2 (HF `Gemma2DecoderLayer`, llama.cpp `gemma2`): input_layernorm → attention → post_attention_layernorm →
+    /// residual; pre_feedforward_layernorm → GeGLU → post_feedforward_layernorm → residual; every norm (1 + w); rotate_half
+    /// RoPE (NEOX in llama.cpp, whose converter keeps HF's rows); the embedding times √hidden.
+    static let gemma2 = BlockDescription(
+        norm: .rms, attentionNorm: llama.attentionNorm, feedForwardNorm: NormTensor(gguf: "ffn_norm", hf: "pre_feedforward_layernorm"),
+        attentionInputs: llama.attentionInputs, attentionOutput: .oProj, biased: [], headNorms: nil, rotary: true,
+        ggufRopeLayout: .halfSplit, feedForward: .geglu, feedForwardInputs: llama.feedForwardInputs,
+        feedForwardOutput: .downProj,
+        postNorms: PostNorms(attention: NormTensor(gguf: "post_attention_norm", hf: "post_attention_layernorm"),
+                             feedForward: NormTensor(gguf: "post_ffw_norm", hf: "post_feedforward_layernorm")),
+        scalesEmbedding: true, hfNormOffset: 1)
 }
 
 extension LlamaConfiguration {

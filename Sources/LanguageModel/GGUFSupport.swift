@@ -62,12 +62,14 @@ enum GGUFSupport {
                     + "(partial rotary or unequal head sizes are not supported)"
         case "expert_count", "expert_used_count":
             return file.int(key) == 0 ? nil : "mixtures of experts are not supported"
+        case "attn_logit_softcapping", "final_logit_softcapping" where architecture == "gemma2":
+            return nil  // Gemma 2's soft-capping, read by `LlamaConfiguration.readGemma2Keys`
         case "rope.scaling.attn_factor" where architecture == "phi3":
             return nil  // LongRoPE's attention factor, read with its factor tensors (`LlamaConfiguration.ggufLongrope`)
         case "attention.sliding_window":
-            // Phi-3's window is read (`LlamaConfiguration.slidingWindow`: the context stops at it); elsewhere a
+            // Phi-3's and Gemma 2's windows are read (`LlamaConfiguration.slidingWindow`: the context stops there); elsewhere a
             // window would mask keys the model attends to.
-            return architecture == "phi3" || file.int(key) == 0 ? nil
+            return architecture == "phi3" || architecture == "gemma2" || file.int(key) == 0 ? nil
                 : "sliding-window attention is not supported by the \(ModelArchitecture(rawValue: architecture)?.displayName ?? architecture) block"
         default:
             if name.hasPrefix("rope.scaling."), scalingType == "none" { return nil }

@@ -264,10 +264,8 @@ public final class LlamaModel: @unchecked Sendable {
             fused?.deallocate()
             positions.deallocate()
         }
-        for t in 0..<n {
-            positions[t] = start + t
-            weights.embedding.dequantizedRow(tokens[t], into: x + t * d)
-        }
+        for t in 0..<n { positions[t] = start + t }
+        embed(tokens, into: x)
         let projections = InferenceProjections(model: self, grouped: grouped, tokens: n, scratch: scratch)
         for layer in 0..<c.numHiddenLayers {
             let buffers = LayerBuffers(
@@ -302,6 +300,7 @@ public final class LlamaModel: @unchecked Sendable {
             } else {
                 Linear.forward(weights.output, input: h, tokens: count, output: logits, precision: precision, pool: pool)
             }
+            if let cap = c.finalLogitSoftcap { Softcap.apply(logits, count * vocabulary, cap: Float(cap)) }
             try body(row, count, logits)
             row += count
         }
@@ -368,14 +367,15 @@ final class GroupedWeights: @unchecked Sendable {
 
 /// Causal grouped-query attention over cached keys and values.
 enum Attention {
-    /// output (tokens, heads·hd): for query row t at position start+t, softmax(q·Kᵀ/√hd) V over
-    /// positions 0...start+t; query head h reads key/value head h / (heads / kvHeads).
+    /// output (tokens, heads·hd): for query row t at position start+t, softmax(cap(scale·q·Kᵀ)) V over
+    /// positions 0...start+t (scale 1/√hd unless the model says otherwise; cap c·tanh(s/c) with a `softcap`, else
+    /// none); query head h reads key/value head h / (heads / kvHeads).
     static func causal(queries: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
-                       tokens: Int, start: Int, heads: Int, kvHeads: Int, headDimension hd: Int,
-                       output: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+                       tokens: Int, start: Int, heads: Int, kvHeads: Int, headDimension hd: Int, scale: Float? = nil,
+                       softcap: Float? = nil, output: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         let group = heads / kvHeads
         let kvWidth = kvHeads * hd, qWidth = heads * hd
-        let scale = 1 / Float(hd).squareRoot()
+        let scale = scale ?? 1 / Float(hd).squareRoot()
         nonisolated(unsafe) let queries = queries, keys = keys, values = values, output = output
         pool.parallelFor(tokens * heads, minimumChunk: 4) { range in
             let scores = UnsafeMutablePointer<Float>.allocate(capacity: start + tokens)
@@ -386,6 +386,7 @@ enum Attention {
                 let query = queries + t * qWidth + head * hd
                 Vector.dotRows(query, rows: keys + kvHead * hd, stride: kvWidth, count: length, width: hd, scale: scale,
                                into: scores)
+                if let softcap { Softcap.apply(scores, length, cap: softcap) }
                 Activation.softmax(scores, length)
                 Vector.attentionValues(into: output + t * qWidth + head * hd, rows: values + kvHead * hd, rowStride: kvWidth,
                                        coefficients: scores, count: length, width: hd)

@@ -122,11 +122,16 @@ public enum ModelLoader {
             }
             let extras = try layerExtras(block, c, bias: { "blk.\(l).\($0.ggufName).bias" },
                                          headNorm: { "blk.\(l).\($0.gguf).weight" }, vector: vector)
-            layers.append(LayerWeights(attentionNorm: try vector("blk.\(l).\(block.attentionNorm.gguf).weight", count: c.hiddenSize),
-                                       feedForwardNorm: try vector("blk.\(l).\(block.feedForwardNorm.gguf).weight",
-                                                                   count: c.hiddenSize),
-                                       projections: projections, biases: extras.biases, queryNorm: extras.query,
-                                       keyNorm: extras.key))
+            var layer = LayerWeights(attentionNorm: try vector("blk.\(l).\(block.attentionNorm.gguf).weight", count: c.hiddenSize),
+                                     feedForwardNorm: try vector("blk.\(l).\(block.feedForwardNorm.gguf).weight",
+                                                                 count: c.hiddenSize),
+                                     projections: projections, biases: extras.biases, queryNorm: extras.query,
+                                     keyNorm: extras.key)
+            if let post = block.postNorms {
+                layer.postAttentionNorm = try vector("blk.\(l).\(post.attention.gguf).weight", count: c.hiddenSize)
+                layer.postFeedForwardNorm = try vector("blk.\(l).\(post.feedForward.gguf).weight", count: c.hiddenSize)
+            }
+            layers.append(layer)
         }
         return ModelWeights(configuration: c, embedding: embedding, output: output,
                             finalNorm: try vector("output_norm.weight", count: c.hiddenSize),
@@ -189,6 +194,9 @@ public enum ModelLoader {
             }
             return try file.floats(tensor)
         }
+        // A hidden-size norm weight as the pass multiplies by it: Gemma's (1 + w) (`BlockDescription.hfNormOffset`).
+        let offset = BlockDescription.of(c.architecture).hfNormOffset
+        func norm(_ tensor: String) throws -> [Float] { try vector(tensor, count: c.hiddenSize).map { $0 + offset } }
         let embedding = try matrix("model.embed_tokens.weight", rows: c.vocabSize, columns: c.hiddenSize)
         let output = c.tieWordEmbeddings || owners["lm_head.weight"] == nil
             ? embedding : try matrix("lm_head.weight", rows: c.vocabSize, columns: c.hiddenSize)
@@ -203,14 +211,18 @@ public enum ModelLoader {
             }
             let extras = try layerExtras(block, c, bias: { "\(prefix).\($0.hfPath).bias" },
                                          headNorm: { "\(prefix).\($0.hf).weight" }, vector: vector)
-            layers.append(LayerWeights(attentionNorm: try vector("\(prefix).\(block.attentionNorm.hf).weight", count: c.hiddenSize),
-                                       feedForwardNorm: try vector("\(prefix).\(block.feedForwardNorm.hf).weight",
-                                                                   count: c.hiddenSize),
-                                       projections: projections, biases: extras.biases, queryNorm: extras.query,
-                                       keyNorm: extras.key))
+            var layer = LayerWeights(attentionNorm: try norm("\(prefix).\(block.attentionNorm.hf).weight"),
+                                     feedForwardNorm: try norm("\(prefix).\(block.feedForwardNorm.hf).weight"),
+                                     projections: projections, biases: extras.biases, queryNorm: extras.query,
+                                     keyNorm: extras.key)
+            if let post = block.postNorms {
+                layer.postAttentionNorm = try norm("\(prefix).\(post.attention.hf).weight")
+                layer.postFeedForwardNorm = try norm("\(prefix).\(post.feedForward.hf).weight")
+            }
+            layers.append(layer)
         }
         return ModelWeights(configuration: c, embedding: embedding, output: output,
-                            finalNorm: try vector("model.norm.weight", count: c.hiddenSize),
+                            finalNorm: try norm("model.norm.weight"),
                             layers: layers, ropeLayout: .halfSplit, source: directory.path)
     }
 

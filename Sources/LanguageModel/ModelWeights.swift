@@ -46,6 +46,10 @@ public struct LayerWeights: @unchecked Sendable {
     /// The per-head norm weights of q and k (`headDim` each) where the block has them (Qwen3).
     public let queryNorm: [Float]?
     public let keyNorm: [Float]?
+    /// The norms of the attention's and the feed-forward's outputs before each residual add (Gemma 2), as the pass
+    /// multiplies by them (1 + w for Gemma's HF weights).
+    public var postAttentionNorm: [Float]? = nil
+    public var postFeedForwardNorm: [Float]? = nil
 
     public init(attentionNorm: [Float], feedForwardNorm: [Float], projections: [ProjectionModule: WeightMatrix],
                 biases: [ProjectionModule: [Float]] = [:], queryNorm: [Float]? = nil, keyNorm: [Float]? = nil) {

@@ -142,7 +142,7 @@ extension LlamaModel {
         let activated = written(n * ff)
         let fusedWidth = block.fusedWidth(c), fused = fusedWidth > 0 ? written(n * fusedWidth) : nil
         var x = arena.floats(n * d)
-        for t in 0..<n { weights.embedding.dequantizedRow(tokens[t], into: x + t * d) }
+        embed(tokens, into: x)
         var saved: [LayerBuffers] = []
         for layer in 0..<c.numHiddenLayers {
             let k = written(n * kvWidth), v = written(n * kvWidth)
@@ -153,6 +153,10 @@ extension LlamaModel {
             if block.headNorms != nil {  // the per-head norms' backward reads their inputs
                 buffers.qPreNorm = written(n * qWidth)
                 buffers.kPreNorm = written(n * kvWidth)
+            }
+            if block.postNorms != nil {  // the post-norms' backward reads their inputs
+                buffers.attentionProjected = written(n * d)
+                buffers.feedForwardProjected = written(n * d)
             }
             layerForward(layer, buffers, tokens: n, context: AttentionContext(keys: k, values: v, start: 0, positions: positions),
                          projections: projections)
@@ -174,6 +178,8 @@ extension LlamaModel {
         let chunk = 32
         let rowsIn = arena.floats(chunk * d, zeroed: false), logits = arena.floats(chunk * vocabulary, zeroed: false)
         let rowsOut = arena.floats(chunk * d, zeroed: false)
+        let cap = configuration.finalLogitSoftcap.map(Float.init)
+        let capped = cap == nil ? nil : arena.floats(chunk * vocabulary, zeroed: false)
         let rowLosses = UnsafeMutablePointer<Double>.allocate(capacity: chunk)
         defer { rowLosses.deallocate() }
         var totalLoss = 0.0
@@ -183,6 +189,10 @@ extension LlamaModel {
             let rows = Array(counted[index..<min(index + chunk, counted.count)])
             for (i, t) in rows.enumerated() { (rowsIn + i * d).update(from: finalIn + t * d, count: d) }
             forwardThrough(weights.output, key: "output", input: rowsIn, tokens: rows.count, output: logits, precision: precision)
+            if let cap, let capped {  // Gemma 2's final soft-capping: the loss reads the capped logits
+                Softcap.apply(logits, rows.count * vocabulary, cap: cap)
+                capped.update(from: logits, count: rows.count * vocabulary)
+            }
             let rowLabels = rows.map { labels[$0 + 1] }
             rowLabels.withUnsafeBufferPointer { rowLabels in
                 nonisolated(unsafe) let rowLabels = rowLabels, logits = logits, rowLosses = rowLosses
@@ -194,6 +204,7 @@ extension LlamaModel {
                 }
             }
             for i in 0..<rows.count { totalLoss += rowLosses[i] }
+            if let cap, let capped { Softcap.backward(logits, capped: capped, rows.count * vocabulary, cap: cap) }
             backwardThrough(weights.output, key: "output", gradOutput: logits, tokens: rows.count, gradInput: rowsOut,
                             accumulate: false, precision: precision)
             for (i, t) in rows.enumerated() { (dFinalIn + t * d).update(from: rowsOut + i * d, count: d) }
@@ -217,10 +228,16 @@ extension LlamaModel {
             activate(gate: a.gate, up: a.up, out: a.activated, tokens: n)
         }
         g.dActivated.initialize(repeating: 0, count: n * ff)
-        projections.backward(block.feedForwardOutput, layer: layer, input: a.activated, gradOutput: dx, gradInput: g.dActivated)
+        let dFeedForwardOut = postNormBackward(lw.postFeedForwardNorm, input: a.feedForwardProjected, gradient: dx, tokens: n,
+                                               scratch: g.dPostNorm)
+        projections.backward(block.feedForwardOutput, layer: layer, input: a.activated, gradOutput: dFeedForwardOut,
+                             gradInput: g.dActivated)
         switch block.feedForward {
         case .swiglu:
             Activation.swigluBackward(gate: a.gate, up: a.up, gradOutput: g.dActivated, gradGate: g.dGate, gradUp: g.dUp, n * ff)
+        case .geglu:
+            GemmaActivation.gegluBackward(gate: a.gate, up: a.up, gradOutput: g.dActivated, gradGate: g.dGate, gradUp: g.dUp,
+                                          n * ff)
         }
         if projections.adapts(block.feedForwardInputs, layer: layer) {
             normForward(a.middle, weight: lw.feedForwardNorm, tokens: n, out: a.feedForwardIn)
@@ -231,10 +248,13 @@ extension LlamaModel {
         g.dMiddle.update(from: dx, count: n * d)
         normBackward(a.middle, weight: lw.feedForwardNorm, gradOutput: g.dFeedForwardIn, tokens: n, gradInput: g.dMiddle)
         g.dAttention.initialize(repeating: 0, count: n * qWidth)
-        projections.backward(block.attentionOutput, layer: layer, input: a.attention, gradOutput: g.dMiddle,
+        let dAttentionOut = postNormBackward(lw.postAttentionNorm, input: a.attentionProjected, gradient: g.dMiddle,
+                                             tokens: n, scratch: g.dPostNorm)
+        projections.backward(block.attentionOutput, layer: layer, input: a.attention, gradOutput: dAttentionOut,
                              gradInput: g.dAttention)
         TrainingAttention.backward(q: a.q, k: a.k, v: a.v, gradOutput: g.dAttention, tokens: n, heads: heads,
-                                   kvHeads: kvHeads, headDimension: c.headDim, gradQ: g.dQ, gradK: g.dK, gradV: g.dV,
+                                   kvHeads: kvHeads, headDimension: c.headDim, scale: c.attentionScale,
+                                   softcap: c.attentionSoftcap.map(Float.init), gradQ: g.dQ, gradK: g.dK, gradV: g.dV,
                                    scratch: g.attention, pool: pool)
         if block.rotary {
             rotate(g.dQ, tokens: n, heads: heads, positions: positions, inverse: true)
@@ -261,6 +281,16 @@ extension LlamaModel {
 }
 
 extension LlamaModel {
+    /// ∂L/∂(an output projection's result) from ∂L/∂(what the residual adds): through the block's post-norm `weight`
+    /// (Gemma 2) at its kept `input`, into `scratch` (n, d); `gradient` itself where the block has no post-norm.
+    func postNormBackward(_ weight: [Float]?, input: UnsafePointer<Float>?, gradient: UnsafeMutablePointer<Float>,
+                          tokens n: Int, scratch: UnsafeMutablePointer<Float>) -> UnsafeMutablePointer<Float> {
+        guard let weight, let input else { return gradient }
+        scratch.initialize(repeating: 0, count: n * configuration.hiddenSize)
+        normBackward(input, weight: weight, gradOutput: gradient, tokens: n, gradInput: scratch)
+        return scratch
+    }
+
     /// The mirror of `projectParts`: gradInput += each part's projection's transpose times the part's gradient
     /// (with the LoRA gradients); for a fused projection, the parts' gradients joined by columns into `fused`
     /// (n, Σ widths) first, then one pass back through it.
@@ -287,6 +317,8 @@ extension LlamaModel {
 struct LayerGradients {
     let dActivated, dGate, dUp: UnsafeMutablePointer<Float>   // (n, ff)
     let dFeedForwardIn, dMiddle, dAttentionIn: UnsafeMutablePointer<Float> // (n, d)
+    /// ∂L/∂ an output projection's result through a post-norm (Gemma 2): (n, d); one float otherwise.
+    let dPostNorm: UnsafeMutablePointer<Float>
     let dAttention, dQ: UnsafeMutablePointer<Float>           // (n, heads·hd)
     let dK, dV: UnsafeMutablePointer<Float>                   // (n, kvHeads·hd)
     /// ∂L/∂q, ∂L/∂k before the per-head norms (Qwen3): (n, heads·hd), (n, kvHeads·hd); one float otherwise.
@@ -305,6 +337,7 @@ struct LayerGradients {
         dAttention = written(n * qWidth); dQ = written(n * qWidth); dK = written(n * kvWidth); dV = written(n * kvWidth)
         let block = BlockDescription.of(c.architecture)
         dFused = written(max(1, n * block.fusedWidth(c)))
+        dPostNorm = written(block.postNorms != nil ? n * d : 1)
         let headNorms = block.headNorms != nil
         dQPreNorm = written(headNorms ? n * qWidth : 1); dKPreNorm = written(headNorms ? n * kvWidth : 1)
         attention = written(TrainingAttention.backwardScratch(tokens: n, heads: c.numAttentionHeads,
@@ -388,34 +421,42 @@ enum TrainingAttention {
     /// one key/value head at a time, 2 · (heads / kvHeads) · n · n.
     static func backwardScratch(tokens n: Int, heads: Int, kvHeads: Int) -> Int { 2 * (heads / kvHeads) * n * n }
 
-    /// P = softmax(s·Q·Kᵀ) recomputed row by row with the forward's kernels (`Attention.causal`), so it is
-    /// the same P; dS = P ∘ (dP − rowsum(P ∘ dP)) with dP = dO·Vᵀ; dQ = s·dS·K, dK = s·dSᵀ·Q, dV = Pᵀ·dO.
+    /// P = softmax(cap(s·Q·Kᵀ)) recomputed row by row with the forward's kernels (`Attention.causal`), so it is
+    /// the same P; dS = P ∘ (dP − rowsum(P ∘ dP)) ∘ cap′ with dP = dO·Vᵀ; dQ = s·dS·K, dK = s·dSᵀ·Q, dV = Pᵀ·dO.
+    /// s is 1/√hd unless `scale` says otherwise; the cap c·tanh(x/c) (Gemma 2) has cap′ = 1 − (capped/c)², else 1.
     ///
     /// Overwrites gradQ, gradK, gradV. One key/value head at a time, two passes each, balanced over the
     /// pool: query rows (head, t) of its group give P, dS and dQ; key rows j then sum dK and dV over the
     /// group's heads and the rows t ≥ j. scratch: `backwardScratch` floats; only causal halves are touched.
     static func backward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                          gradOutput: UnsafePointer<Float>, tokens n: Int, heads: Int, kvHeads: Int, headDimension hd: Int,
-                         gradQ: UnsafeMutablePointer<Float>, gradK: UnsafeMutablePointer<Float>,
+                         scale: Float? = nil, softcap: Float? = nil, gradQ: UnsafeMutablePointer<Float>, gradK: UnsafeMutablePointer<Float>,
                          gradV: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         let group = heads / kvHeads, qWidth = heads * hd, kvWidth = kvHeads * hd
-        let scale = 1 / Float(hd).squareRoot()
+        let scale = scale ?? 1 / Float(hd).squareRoot()
         nonisolated(unsafe) let q = q, k = k, v = v, gradOutput = gradOutput
         nonisolated(unsafe) let gradQ = gradQ, gradK = gradK, gradV = gradV
         nonisolated(unsafe) let probabilities = scratch, gradScores = scratch + group * n * n
         for kvHead in 0..<kvHeads {
             pool.parallelFor(group * n, minimumChunk: 4) { range in
+                let capped = softcap == nil ? nil : UnsafeMutablePointer<Float>.allocate(capacity: n)
+                defer { capped?.deallocate() }
                 for task in range {
                     let local = task / n, t = task % n, head = kvHead * group + local
                     let p = probabilities + (local * n + t) * n, dS = gradScores + (local * n + t) * n
                     Vector.dotRows(q + t * qWidth + head * hd, rows: k + kvHead * hd, stride: kvWidth, count: t + 1,
                                    width: hd, scale: scale, into: p)
+                    if let softcap, let capped {
+                        Softcap.apply(p, t + 1, cap: softcap)
+                        capped.update(from: p, count: t + 1)
+                    }
                     Activation.softmax(p, t + 1)
                     let dO = gradOutput + t * qWidth + head * hd
                     Vector.dotRows(dO, rows: v + kvHead * hd, stride: kvWidth, count: t + 1, width: hd, scale: 1, into: dS)
                     var dot: Float = 0
                     for j in 0...t { dot += p[j] * dS[j] }
                     for j in 0...t { dS[j] = p[j] * (dS[j] - dot) * scale }
+                    if let softcap, let capped { Softcap.backward(dS, capped: capped, t + 1, cap: softcap) }
                     Vector.weightedRowSum(into: gradQ + t * qWidth + head * hd, rows: k + kvHead * hd, rowStride: kvWidth,
                                           coefficients: dS, coefficientStride: 1, count: t + 1, width: hd, accumulate: false)
                 }

@@ -27,6 +27,10 @@ struct LayerBuffers {
     /// (n, `BlockDescription.fusedWidth`): a fused projection's output before the pass splits it into its
     /// parts (Phi-3's q|k|v, gate|up); scratch, nil where the block fuses nothing.
     var fused: UnsafeMutablePointer<Float>? = nil
+    /// (n, d) each: the attention's and the feed-forward's output projections before the block's post-norms
+    /// (Gemma 2), where the backward pass needs them (training); nil: the post-norms run in place on `projected`.
+    var attentionProjected: UnsafeMutablePointer<Float>? = nil
+    var feedForwardProjected: UnsafeMutablePointer<Float>? = nil
 }
 
 /// The keys and values a layer's queries attend to: positions 0..<start + n, the layer's own n tokens
@@ -66,14 +70,19 @@ extension LlamaModel {
             rotate(b.k, tokens: n, heads: kvHeads, positions: context.positions)
         }
         Attention.causal(queries: b.q, keys: context.keys, values: context.values, tokens: n, start: context.start,
-                         heads: heads, kvHeads: kvHeads, headDimension: hd, output: b.attention, pool: pool)
-        projections.project([(block.attentionOutput, b.projected)], layer: layer, input: b.attention, width: heads * hd)
+                         heads: heads, kvHeads: kvHeads, headDimension: hd, scale: c.attentionScale,
+                         softcap: c.attentionSoftcap.map(Float.init), output: b.attention, pool: pool)
+        let attentionOut = b.attentionProjected ?? b.projected
+        projections.project([(block.attentionOutput, attentionOut)], layer: layer, input: b.attention, width: heads * hd)
+        if let post = lw.postAttentionNorm { normForward(attentionOut, weight: post, tokens: n, out: b.projected) }
         for i in 0..<(n * d) { b.middle[i] = b.input[i] + b.projected[i] }
         normForward(b.middle, weight: lw.feedForwardNorm, tokens: n, out: b.feedForwardIn)
         projectParts(block.feedForwardInputs, into: [(b.gate, ff), (b.up, ff)], fused: b.fused, layer: layer,
                      input: b.feedForwardIn, width: d, tokens: n, projections: projections)
         activate(gate: b.gate, up: b.up, out: b.activated, tokens: n)
-        projections.project([(block.feedForwardOutput, b.projected)], layer: layer, input: b.activated, width: ff)
+        let feedForwardOut = b.feedForwardProjected ?? b.projected
+        projections.project([(block.feedForwardOutput, feedForwardOut)], layer: layer, input: b.activated, width: ff)
+        if let post = lw.postFeedForwardNorm { normForward(feedForwardOut, weight: post, tokens: n, out: b.projected) }
         for i in 0..<(n * d) { b.output[i] = b.middle[i] + b.projected[i] }
     }
 
@@ -109,6 +118,15 @@ extension LlamaModel {
                                 eps: Float(configuration.rmsNormEps), out: out)
             }
         }
+    }
+
+    /// The embedding rows of `tokens` into x (n, d), times √hidden where the block scales them (Gemma).
+    func embed(_ tokens: [Int], into x: UnsafeMutablePointer<Float>) {
+        let d = configuration.hiddenSize
+        for (t, token) in tokens.enumerated() { weights.embedding.dequantizedRow(token, into: x + t * d) }
+        guard block.scalesEmbedding else { return }
+        let scale = Float(d).squareRoot()
+        for i in 0..<(tokens.count * d) { x[i] *= scale }
     }
 
     /// gradInput += ∂norm/∂input · gradOutput for the block's norm.
@@ -183,6 +201,8 @@ extension LlamaModel {
                 let offset = range.lowerBound * ff
                 Activation.swiglu(gate: gate + offset, up: up + offset, out: out + offset, range.count * ff)
             }
+        case .geglu:
+            GemmaActivation.geglu(gate: gate, up: up, out: out, n * ff)
         }
     }
 }

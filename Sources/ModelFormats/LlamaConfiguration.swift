@@ -13,6 +13,10 @@ public enum ModelArchitecture: String, CaseIterable, Sendable, Equatable {
     /// Phi-3 and Phi-3.5 mini (`Phi3ForCausalLM`): the Llama block with q, k and v as one fused projection
     /// (`qkv_proj`, GGUF `attn_qkv`) and gate and up as another (`gate_up_proj`, GGUF `ffn_up` of 2·ff rows).
     case phi3
+    /// Gemma 2 (`Gemma2ForCausalLM`): embeddings scaled by √hidden, (1 + w) RMSNorms before and after attention and
+    /// the feed-forward, GeGLU (gelu-tanh), attention and final-logit soft-capping, a query scale of its own, sliding
+    /// windows on alternate layers (bounding the context, as Phi-3's window does), tied embeddings.
+    case gemma2
 
     /// The family's name in prose ("the Qwen2 block").
     public var displayName: String {
@@ -21,6 +25,7 @@ public enum ModelArchitecture: String, CaseIterable, Sendable, Equatable {
         case .qwen2: return "Qwen2"
         case .qwen3: return "Qwen3"
         case .phi3: return "Phi-3"
+        case .gemma2: return "Gemma 2"
         }
     }
 
@@ -88,6 +93,17 @@ public struct LlamaConfiguration: Sendable, Equatable {
     /// positions before its query is masked. No pass here masks it; instead the longest context (`contextLength`)
     /// stops at the window, where every key lies inside it, so what is computed is exact. nil: no window.
     public var slidingWindow: Int?
+    /// Gemma 2's soft-capping of the attention scores and of the final logits, c·tanh(x / c) (HF
+    /// `attn_logit_softcapping`, `final_logit_softcapping`; GGUF `gemma2.attn_logit_softcapping`, ...); nil: none.
+    public var attentionSoftcap: Double? = nil
+    public var finalLogitSoftcap: Double? = nil
+    /// Gemma 2's `query_pre_attn_scalar`: the attention scores are q·k / √(this) instead of / √headDim. GGUF has no
+    /// key for it; llama.cpp takes the head size, or hidden / heads for Gemma-2-27B (46 layers), and so does the GGUF
+    /// reader here. nil: the head size.
+    public var queryPreAttentionScalar: Double? = nil
+
+    /// The factor the attention scores q·k are multiplied by before any soft-capping and the softmax.
+    public var attentionScale: Float { Float(1 / (queryPreAttentionScalar ?? Double(headDim)).squareRoot()) }
 
     /// The longest sequence inference and training accept: `max_position_embeddings`, or the sliding window or
     /// LongRoPE's original context when that is shorter.
@@ -147,6 +163,10 @@ public struct LlamaConfiguration: Sendable, Equatable {
         }
         guard ropeTheta > 0 && ropeTheta.isFinite else { throw fail("rope_theta = \(ropeTheta) must be positive") }
         guard rmsNormEps > 0 && rmsNormEps < 1 else { throw fail("rms_norm_eps = \(rmsNormEps) is out of range") }
+        for (name, value) in [("attn_logit_softcapping", attentionSoftcap), ("final_logit_softcapping", finalLogitSoftcap),
+                              ("query_pre_attn_scalar", queryPreAttentionScalar)] {
+            if let value, !(value > 0 && value < 1e9) { throw fail("\(name) = \(value) must be positive") }
+        }
     }
 
     /// Reads an HF `config.json` for a Llama model; missing or ill-typed keys are named with the file.
@@ -179,9 +199,7 @@ public struct LlamaConfiguration: Sendable, Equatable {
             }
             architecture = known
         }
-        if let act = json["hidden_act"] as? String, act != "silu" {
-            throw fail("hidden_act '\(act)' is not supported (only 'silu')")
-        }
+        try Self.checkActivationAndLayers(json, architecture: architecture, file: file)
         // Qwen2's q/k/v biases are part of its block (its config has no attention_bias); elsewhere a bias
         // would be a tensor the block does not have.
         if architecture != .qwen2, let bias = json["attention_bias"] as? Bool, bias {
@@ -190,12 +208,10 @@ public struct LlamaConfiguration: Sendable, Equatable {
         if let bias = json["mlp_bias"] as? Bool, bias { throw fail("mlp_bias = true is not supported") }
         // Phi-3's window (Phi-3-mini-4k: 2047) bounds the context rather than being masked (`slidingWindow`);
         // elsewhere the key is inert unless use_sliding_window says so (Qwen2's configs carry one).
-        let slidingWindow = architecture == .phi3 ? try int("sliding_window") : nil
+        // Gemma 2's window (on its even layers) bounds the context the same way.
+        let slidingWindow = architecture == .phi3 || architecture == .gemma2 ? try int("sliding_window") : nil
         if let sliding = json["use_sliding_window"] as? Bool, sliding {
             throw fail("use_sliding_window = true is not supported (every layer attends to the whole context)")
-        }
-        if let types = json["layer_types"] as? [Any], let other = types.first(where: { $0 as? String != "full_attention" }) {
-            throw fail("layer_types entry '\(other)' is not supported (only 'full_attention')")
         }
         // Partial rotary is Phi-3's (Phi-4-mini, model_type phi3: 0.75); the rope object's factor comes first, as
         // Phi3Config takes it, then the top-level one.
@@ -220,7 +236,33 @@ public struct LlamaConfiguration: Sendable, Equatable {
                   bosTokenId: try int("bos_token_id"), eosTokenId: try int("eos_token_id"), architecture: architecture,
                   slidingWindow: slidingWindow)
         rotaryDim = try Self.rotaryDimension(headDim: headDim, factor: rope.partialRotaryFactor ?? outsideFactor ?? 1, file: file)
+        if architecture == .gemma2 {
+            attentionSoftcap = try double("attn_logit_softcapping")
+            finalLogitSoftcap = try double("final_logit_softcapping")
+            queryPreAttentionScalar = try double("query_pre_attn_scalar") ?? Double(headDim)
+        }
         try validate(file: file)
+    }
+
+    /// The feed-forward's activation (`hidden_act`: SiLU; Gemma 2's `hidden_activation`, else `hidden_act`: gelu-tanh)
+    /// and `layer_types` (full attention; Gemma 2's sliding layers too, its window bounding the context), each refused
+    /// by field when the block does not compute it.
+    static func checkActivationAndLayers(_ json: [String: Any], architecture: ModelArchitecture, file: String) throws {
+        func fail(_ problem: String) -> ModelFormatError { ModelFormatError(file: file, problem) }
+        if architecture == .gemma2 {
+            let key = json["hidden_activation"] is String ? "hidden_activation" : "hidden_act"
+            let act = json[key] as? String ?? "gelu_pytorch_tanh"
+            guard act == "gelu_pytorch_tanh" else {
+                throw fail("\(key) '\(act)' is not supported for model_type 'gemma2' (only 'gelu_pytorch_tanh')")
+            }
+        } else if let act = json["hidden_act"] as? String, act != "silu" {
+            throw fail("hidden_act '\(act)' is not supported (only 'silu')")
+        }
+        let layerTypes = architecture == .gemma2 ? ["full_attention", "sliding_attention"] : ["full_attention"]
+        if let types = json["layer_types"] as? [Any],
+           let other = types.first(where: { !layerTypes.contains($0 as? String ?? "") }) {
+            throw fail("layer_types entry '\(other)' is not supported (only " + layerTypes.map { "'\($0)'" }.joined(separator: ", ") + ")")
+        }
     }
 
     /// How many values of each head rotate with `partial_rotary_factor` = `factor`: transformers' int(head_dim ·
@@ -333,9 +375,10 @@ public struct LlamaConfiguration: Sendable, Equatable {
             }
             rotaryDim = value
         }
-        // llama.cpp reads Phi-3's window and then switches it off (its phi3 loader); 0 means none.
+        // llama.cpp reads Phi-3's window and then switches it off (its phi3 loader); 0 means none. Gemma 2's bounds
+        // the context here as Phi-3's does.
         var slidingWindow: Int? = nil
-        if architecture == .phi3, gguf.metadata[p + "attention.sliding_window"] != nil {
+        if architecture == .phi3 || architecture == .gemma2, gguf.metadata[p + "attention.sliding_window"] != nil {
             guard let window = gguf.int(p + "attention.sliding_window") else {
                 throw ModelFormatError(file: file, "metadata '\(p)attention.sliding_window' must be an integer")
             }
@@ -357,6 +400,7 @@ public struct LlamaConfiguration: Sendable, Equatable {
             }
             self.rotaryDim = rotaryDim
         }
+        if architecture == .gemma2 { try readGemma2Keys(gguf, prefix: p) }
         try validate(file: file)
         ropeScaling = try Self.ggufRopeScaling(gguf, prefix: p, headDim: self.headDim)
         if architecture == .phi3, ropeScaling == .none,
@@ -370,6 +414,21 @@ public struct LlamaConfiguration: Sendable, Equatable {
             throw ModelFormatError(file: file, "\(source): rope scaling is computed for the Llama block only (where it "
                                    + "is checked against transformers), not '\(name)'")
         }
+    }
+
+    /// Gemma 2's soft-capping keys (`<p>attn_logit_softcapping`, `<p>final_logit_softcapping`: optional, as llama.cpp
+    /// reads them) and the query scale llama.cpp assumes (`llama_model::load_hparams`: the head size, or hidden / heads
+    /// for the 46-layer 27B).
+    mutating func readGemma2Keys(_ gguf: GGUFFile, prefix p: String) throws {
+        for (key, path) in [("attn_logit_softcapping", \LlamaConfiguration.attentionSoftcap),
+                            ("final_logit_softcapping", \LlamaConfiguration.finalLogitSoftcap)]
+        where gguf.metadata[p + key] != nil {
+            guard let value = gguf.double(p + key) else {
+                throw ModelFormatError(file: gguf.url.path, "metadata '\(p + key)' must be a number")
+            }
+            self[keyPath: path] = value
+        }
+        queryPreAttentionScalar = Double(numHiddenLayers == 46 ? hiddenSize / numAttentionHeads : headDim)
     }
 
     /// A GGUF's rope scaling as llama.cpp reads it (`llama_model::load_hparams`, ggml's `rope_yarn`): the type
