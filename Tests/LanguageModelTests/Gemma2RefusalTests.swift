@@ -50,6 +50,20 @@ final class Gemma2RefusalTests: XCTestCase {
         XCTAssertTrue(try loaded.model.allLogits(tokens: [1, 2, 3]).allSatisfy(\.isFinite))
     }
 
+    /// The fuzz seeds (Tests/Fuzz/Corpus: gguf/gemma2.bin, hf-config/tiny-gemma2.json) are accepted, so the gguf and
+    /// hf-config targets start inside the Gemma 2 paths (the targets themselves ignore a loader's error).
+    func testFuzzSeedsLoad() throws {
+        let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fuzz/Corpus")
+        let weights = try ModelLoader.loadGGUF(try GGUFFile(url: corpus.appendingPathComponent("gguf/gemma2.bin")))
+        XCTAssertEqual(weights.configuration.architecture, .gemma2)
+        XCTAssertEqual(weights.configuration.finalLogitSoftcap, 30)
+        XCTAssertNotNil(weights.layers[0].postFeedForwardNorm)
+        let c = try LlamaConfiguration(configJSON: corpus.appendingPathComponent("hf-config/tiny-gemma2.json"))
+        XCTAssertEqual(c.attentionSoftcap, 50)
+        XCTAssertEqual(c.slidingWindow, 32)
+    }
+
     func testMissingOrMisshapenTensorsAreNamed() throws {
         let noPost = try rewrite("no-post-ffw") { _, tensors in tensors.removeAll { $0.name == "blk.1.post_ffw_norm.weight" } }
         assertRefused(noPost, naming: ["'blk.1.post_ffw_norm.weight'"])

@@ -16,7 +16,8 @@ public enum SeedCorpus {
             .gguf: try ModelSeeds.gguf(), .safetensors: try ModelSeeds.safetensors(),
             .tokenizer: try ModelSeeds.tokenizer(), .hfConfig: ["tiny-llama.json": Data(ModelSeeds.hfConfig.utf8),
                                                                    "tiny-llama3.json": Data(ModelSeeds.hfConfigLlama3.utf8),
-                                                                   "tiny-phi3.json": Data(ModelSeeds.hfConfigPhi3.utf8)],
+                                                                   "tiny-phi3.json": Data(ModelSeeds.hfConfigPhi3.utf8),
+                                                                   "tiny-gemma2.json": Data(ModelSeeds.hfConfigGemma2.utf8)],
             .peft: try ModelSeeds.peft(), .jsonl: ModelSeeds.jsonl(), .wire: try WireSeeds.frames(),
             .secagg: try WireSeeds.secureRounds(), .config: try StateSeeds.configuration(), .audit: try StateSeeds.audit(),
         ]
@@ -70,7 +71,7 @@ enum ModelSeeds {
         linear.set("llama.rope.scaling.factor", .float32(4))
         return ["llama.bin": llama.encoded(), "scalars.bin": scalars.encoded(), "weights.bin": try weights().encoded(),
                 "rope-freqs.bin": llama3.encoded(), "rope-linear.bin": linear.encoded(), "llama-spm.bin": try sentencePiece().encoded(),
-                "phi3.bin": try phi3().encoded()]
+                "phi3.bin": try phi3().encoded(), "gemma2.bin": try gemma2().encoded()]
     }
 
     /// The SentencePiece pieces of the seeds: unknown, BOS, EOS, a user-defined token, the 256 byte tokens, then
@@ -145,6 +146,32 @@ enum ModelSeeds {
         }
         try model.addTensor(name: "rope_factors_short.weight", dimensions: [6], type: .f32, data: floats([1, 1, 1.5, 2, 3, 4]))
         try model.addTensor(name: "rope_factors_long.weight", dimensions: [6], type: .f32, data: floats([1, 2, 4, 8, 16, 32]))
+        return model
+    }
+
+    /// A Gemma 2 the loader accepts: the four norms of its block (post_attention_norm, post_ffw_norm beside attn_norm and
+    /// ffn_norm), both soft-capping keys, a head size (16) given by key_length, a sliding window; tied embeddings.
+    static func gemma2() throws -> GGUFWriter {
+        var model = GGUFWriter()
+        model.set("general.architecture", .string("gemma2"))
+        for (key, value) in [("context_length", 16), ("embedding_length", 32), ("block_count", 1), ("feed_forward_length", 32),
+                             ("attention.head_count", 2), ("attention.head_count_kv", 1), ("vocab_size", 8),
+                             ("attention.key_length", 16), ("attention.value_length", 16), ("attention.sliding_window", 8)] {
+            model.set("gemma2.\(key)", .uint32(UInt32(value)))
+        }
+        model.set("gemma2.attn_logit_softcapping", .float32(50))
+        model.set("gemma2.final_logit_softcapping", .float32(30))
+        try model.addTensor(name: "token_embd.weight", dimensions: [32, 8], type: .q8_0, data: [UInt8](repeating: 1, count: 8 * 34))
+        for (name, rows) in [("attn_q", 32), ("attn_k", 16), ("attn_v", 16), ("attn_output", 32), ("ffn_gate", 32),
+                             ("ffn_up", 32), ("ffn_down", 32)] {
+            try model.addTensor(name: "blk.0.\(name).weight", dimensions: [32, rows], type: .q4_0,
+                                data: [UInt8](repeating: 0x11, count: rows * 18))
+        }
+        let ones = [Float](repeating: 1, count: 32).flatMap { withUnsafeBytes(of: $0.bitPattern.littleEndian, Array.init) }
+        for name in ["blk.0.attn_norm.weight", "blk.0.post_attention_norm.weight", "blk.0.ffn_norm.weight",
+                     "blk.0.post_ffw_norm.weight", "output_norm.weight"] {
+            try model.addTensor(name: name, dimensions: [32], type: .f32, data: ones)
+        }
         return model
     }
 
@@ -238,6 +265,16 @@ enum ModelSeeds {
                              "original_max_position_embeddings": 256},
          "sliding_window": 32, "rms_norm_eps": 1e-05, "tie_word_embeddings": false, "hidden_act": "silu",
          "model_type": "phi3"}
+        """
+
+    /// Gemma 2 as transformers 5 writes it: layer types with sliding layers, soft-capping, query_pre_attn_scalar.
+    static let hfConfigGemma2 = """
+        {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "num_key_value_heads": 2, "head_dim": 32, "max_position_embeddings": 128,
+         "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}, "rms_norm_eps": 1e-06,
+         "hidden_activation": "gelu_pytorch_tanh", "hidden_act": "gelu_pytorch_tanh", "query_pre_attn_scalar": 32,
+         "sliding_window": 32, "layer_types": ["sliding_attention", "full_attention"], "attn_logit_softcapping": 50.0,
+         "final_logit_softcapping": 30.0, "tie_word_embeddings": true, "model_type": "gemma2"}
         """
 
     static func peft() throws -> [String: Data] {
