@@ -61,6 +61,37 @@ final class Gemma2ReferenceTests: XCTestCase {
         XCTAssertLessThan(worstInt8, QwenReferenceTests.int8LossTolerance, "Q8_0 with int8 activations")
     }
 
+    /// Training's int8 path on the Q8_0 file (int8 forward, backward through transposed Q8_0 copies) stays close to
+    /// its float32 gradient through the post-norms, GeGLU and the caps, as LoRAGradientTests asks of the Llama.
+    func testInt8TrainingGradientIsCloseToFloat() throws {
+        let reference = try TinyReference.reference("gemma2")
+        let model = LlamaModel(weights: try ModelLoader.loadGGUF(try GGUFFile(url: Fixtures.url("tiny-gemma2/model-q8_0.gguf.bin"))),
+                               pool: ThreadPool(threads: 2))
+        let lora = TrainableLoRA.from(try TinyReference.adapter("gemma2", for: model), for: model)
+        func gradient(_ precision: ActivationPrecision) throws -> ([Float], Double) {
+            var g = [Float](repeating: 0, count: lora.count)
+            let loss = try g.withUnsafeMutableBufferPointer {
+                try model.lossAndGradient(tokens: reference.inputIds[1], labels: reference.labels[1], lora: lora,
+                                          gradient: $0.baseAddress!, precision: precision).loss
+            }
+            return (g, loss)
+        }
+        let (exact, exactLoss) = try gradient(.float32), (fast, fastLoss) = try gradient(.int8)
+        var difference = 0.0, norm = 0.0, dot = 0.0, fastNorm = 0.0
+        for i in exact.indices {
+            difference += Double(fast[i] - exact[i]) * Double(fast[i] - exact[i])
+            norm += Double(exact[i]) * Double(exact[i])
+            fastNorm += Double(fast[i]) * Double(fast[i])
+            dot += Double(fast[i]) * Double(exact[i])
+        }
+        let relative = (difference / norm).squareRoot(), cosine = dot / (norm * fastNorm).squareRoot()
+        print("gemma2 int8 training gradient: relative L2 error \(relative), cosine \(cosine), loss \(exactLoss) vs \(fastLoss)")
+        XCTAssertNotEqual(relative, 0, "the int8 path must actually run on a Q8_0 base")
+        XCTAssertLessThan(relative, 0.05)
+        XCTAssertGreaterThan(cosine, 0.998)
+        XCTAssertEqual(fastLoss, exactLoss, accuracy: 0.01)
+    }
+
     /// Incremental decoding (soft-capped scores over the cache, post-norms in place) equals one full pass.
     func testKVCacheMatchesFullPass() throws {
         let worst = try TinyReference.worstCachedDifference("gemma2")
