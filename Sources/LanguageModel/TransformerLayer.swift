@@ -202,7 +202,12 @@ extension LlamaModel {
                 Activation.swiglu(gate: gate + offset, up: up + offset, out: out + offset, range.count * ff)
             }
         case .geglu:
-            GemmaActivation.geglu(gate: gate, up: up, out: out, n * ff)
+            guard n >= 8 else { return GemmaActivation.geglu(gate: gate, up: up, out: out, n * ff) }
+            nonisolated(unsafe) let gate = gate, up = up, out = out  // a tanh per value: spread it as SwiGLU's
+            pool.parallelFor(n, minimumChunk: 4) { range in
+                let offset = range.lowerBound * ff
+                GemmaActivation.geglu(gate: gate + offset, up: up + offset, out: out + offset, range.count * ff)
+            }
         }
     }
 }
