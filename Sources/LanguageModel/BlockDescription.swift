@@ -6,10 +6,10 @@ import ModelFormats
 /// input, the rotary embedding, the attention and the feed-forward.
 ///
 /// Llama, Qwen2 (q/k/v biases), Qwen3 (per-head q/k norms), Phi-3 (fused projections) and Gemma 2 ((1 + w) norms,
-/// post-norms, GeGLU, the scaled embedding; its soft-capping and query scale are hyper-parameters in the
-/// configuration) are described. A later family adds a case or a field here and the few lines of the pass that
-/// read it, not a copy of the transformer; until then the loaders refuse what the description does not cover
-/// (`GGUFSupport`, and `LlamaConfiguration` for HF configs).
+/// post-norms, GeGLU; its embedding scale, soft-capping and query scale are hyper-parameters in the configuration)
+/// are described. A later family adds a case or a field here and the few lines of the pass that read it, not a copy
+/// of the transformer; until then the loaders refuse what the description does not cover (`GGUFSupport`, and
+/// `LlamaConfiguration` for HF configs).
 ///
 /// A fused projection is one matrix whose output rows are several parts of the pass in order (Phi-3's
 /// `qkv_proj`: q's rows, then k's, then v's; `gate_up_proj`: gate's, then up's). It is listed alone where the
@@ -71,8 +71,6 @@ struct BlockDescription: Sendable {
     /// Norms of the attention's and the feed-forward's outputs before each residual add (Gemma 2's
     /// post_attention_layernorm and post_feedforward_layernorm; GGUF `post_attention_norm`, `post_ffw_norm`).
     var postNorms: PostNorms? = nil
-    /// Whether the embedding rows are multiplied by √hidden before the first layer (Gemma).
-    var scalesEmbedding = false
     /// What an HF checkpoint's norm weights are offset by: Gemma's RMSNorm multiplies by (1 + w), so its loader adds
     /// 1 to every norm weight read from safetensors (llama.cpp's converter writes 1 + w into the GGUF already).
     var hfNormOffset: Float = 0
@@ -149,7 +147,7 @@ struct BlockDescription: Sendable {
 
     /// Gemma 2 (HF `Gemma2DecoderLayer`, llama.cpp `gemma2`): input_layernorm → attention → post_attention_layernorm →
     /// residual; pre_feedforward_layernorm → GeGLU → post_feedforward_layernorm → residual; every norm (1 + w); rotate_half
-    /// RoPE (NEOX in llama.cpp, whose converter keeps HF's rows); the embedding times √hidden.
+    /// RoPE (NEOX in llama.cpp, whose converter keeps HF's rows); the embedding times √hidden (`embeddingScale`).
     static let gemma2 = BlockDescription(
         norm: .rms, attentionNorm: llama.attentionNorm, feedForwardNorm: NormTensor(gguf: "ffn_norm", hf: "pre_feedforward_layernorm"),
         attentionInputs: llama.attentionInputs, attentionOutput: .oProj, biased: [], headNorms: nil, rotary: true,
@@ -157,7 +155,7 @@ struct BlockDescription: Sendable {
         feedForwardOutput: .downProj,
         postNorms: PostNorms(attention: NormTensor(gguf: "post_attention_norm", hf: "post_attention_layernorm"),
                              feedForward: NormTensor(gguf: "post_ffw_norm", hf: "post_feedforward_layernorm")),
-        scalesEmbedding: true, hfNormOffset: 1)
+        hfNormOffset: 1)
 }
 
 extension LlamaConfiguration {

@@ -120,12 +120,12 @@ extension LlamaModel {
         }
     }
 
-    /// The embedding rows of `tokens` into x (n, d), times √hidden where the block scales them (Gemma).
+    /// The embedding rows of `tokens` into x (n, d), times the configuration's `embeddingScale` where it has one
+    /// (Gemma's √hidden).
     func embed(_ tokens: [Int], into x: UnsafeMutablePointer<Float>) {
         let d = configuration.hiddenSize
         for (t, token) in tokens.enumerated() { weights.embedding.dequantizedRow(token, into: x + t * d) }
-        guard block.scalesEmbedding else { return }
-        let scale = Float(d).squareRoot()
+        guard let scale = configuration.embeddingScale else { return }
         for i in 0..<(tokens.count * d) { x[i] *= scale }
     }
 

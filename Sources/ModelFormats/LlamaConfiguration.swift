@@ -102,6 +102,23 @@ public struct LlamaConfiguration: Sendable, Equatable {
     /// reader here. nil: the head size.
     public var queryPreAttentionScalar: Double? = nil
 
+    /// Gemma's factor on the embedding rows: √hidden in the dtype transformers computes it in (`torch.tensor(hidden**0.5,
+    /// dtype=...)` with config.json's `dtype` / `torch_dtype`: bfloat16 makes Gemma-2-9B's 59.867 59.75, float16 59.875),
+    /// and in float32 for GGUF, as llama.cpp. nil: the rows are not scaled.
+    public var embeddingScale: Float? = nil
+
+    /// √hidden rounded to `dtype` (HF's names; float32 for any other).
+    public static func embeddingScale(hidden: Int, dtype: String?) -> Float {
+        let root = Double(hidden).squareRoot()
+        switch dtype {
+        case "bfloat16":
+            let bits = Float(root).bitPattern  // round to nearest even on the upper 16 bits
+            return Float(bitPattern: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) & 0xFFFF_0000)
+        case "float16": return Float(Float16(root))
+        default: return Float(root)
+        }
+    }
+
     /// The factor the attention scores q·k are multiplied by before any soft-capping and the softmax.
     public var attentionScale: Float { Float(1 / (queryPreAttentionScalar ?? Double(headDim)).squareRoot()) }
 
@@ -240,6 +257,7 @@ public struct LlamaConfiguration: Sendable, Equatable {
             attentionSoftcap = try double("attn_logit_softcapping")
             finalLogitSoftcap = try double("final_logit_softcapping")
             queryPreAttentionScalar = try double("query_pre_attn_scalar") ?? Double(headDim)
+            embeddingScale = Self.embeddingScale(hidden: hiddenSize, dtype: (json["dtype"] ?? json["torch_dtype"]) as? String)
         }
         try validate(file: file)
     }
@@ -429,6 +447,7 @@ public struct LlamaConfiguration: Sendable, Equatable {
             self[keyPath: path] = value
         }
         queryPreAttentionScalar = Double(numHiddenLayers == 46 ? hiddenSize / numAttentionHeads : headDim)
+        embeddingScale = Float(hiddenSize).squareRoot()  // llama.cpp: ggml_scale(inpL, sqrtf(n_embd))
     }
 
     /// A GGUF's rope scaling as llama.cpp reads it (`llama_model::load_hparams`, ggml's `rope_yarn`): the type

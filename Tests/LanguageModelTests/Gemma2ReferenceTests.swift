@@ -110,6 +110,7 @@ final class Gemma2ReferenceTests: XCTestCase {
             XCTAssertEqual(c.attentionSoftcap, 1.0)
             XCTAssertEqual(c.finalLogitSoftcap, 1.5)
             XCTAssertEqual(c.queryPreAttentionScalar, 32)
+            XCTAssertEqual(c.embeddingScale, 8)
             XCTAssertEqual(c.slidingWindow, 32)
             XCTAssertEqual(c.contextLength, 32, "the window bounds the context (max_position_embeddings 128)")
             XCTAssertNotNil(weights.layers[1].postAttentionNorm)
@@ -158,6 +159,7 @@ final class Gemma2ReferenceTests: XCTestCase {
             ("attention soft-capping dropped", configured { $0.attentionSoftcap = nil }),
             ("final soft-capping dropped", configured { $0.finalLogitSoftcap = nil }),
             ("query scale 1/sqrt(16)", configured { $0.queryPreAttentionScalar = 16 }),
+            ("embedding not scaled", configured { $0.embeddingScale = nil }),
             ("norms w instead of 1 + w", noPlusOne), ("post-norms dropped", noPostNorms)]
         for (label, broken) in cases {
             let model = LlamaModel(weights: broken, pool: ThreadPool(threads: 2))
@@ -168,6 +170,15 @@ final class Gemma2ReferenceTests: XCTestCase {
         let intact = LlamaModel(weights: weights, pool: ThreadPool(threads: 2))
         XCTAssertLessThanOrEqual(try TinyReference.worstDifferences(intact, "gemma2", adapter: false).logit,
                                  TinyReference.logitTolerance)
+    }
+
+    /// √hidden in the checkpoint's dtype as transformers computes it (torch 2.13: `float(torch.tensor(d**0.5, dtype=t))`
+    /// for Gemma-2-2B's 2304, 9B's 3584, 27B's 4608): bfloat16 48.0, 59.75, 68.0; float16 48.0, 59.875, 67.875.
+    func testEmbeddingScaleInTheModelsDtype() {
+        XCTAssertEqual([2304, 3584, 4608].map { LlamaConfiguration.embeddingScale(hidden: $0, dtype: "bfloat16") }, [48, 59.75, 68])
+        XCTAssertEqual([2304, 3584, 4608].map { LlamaConfiguration.embeddingScale(hidden: $0, dtype: "float16") }, [48, 59.875, 67.875])
+        XCTAssertEqual(LlamaConfiguration.embeddingScale(hidden: 3584, dtype: "float32"), Float(3584).squareRoot())
+        XCTAssertEqual(LlamaConfiguration.embeddingScale(hidden: 3584, dtype: nil), 59.866519927978516)
     }
 
     /// `weights` with another configuration, final norm or layers (each layer through `layer`).
