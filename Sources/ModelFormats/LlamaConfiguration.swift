@@ -435,8 +435,8 @@ public struct LlamaConfiguration: Sendable, Equatable {
     }
 
     /// Gemma 2's soft-capping keys (`<p>attn_logit_softcapping`, `<p>final_logit_softcapping`: optional, as llama.cpp
-    /// reads them) and the query scale llama.cpp assumes (`llama_model::load_hparams`: the head size, or hidden / heads
-    /// for the 46-layer 27B).
+    /// reads them), the query scale llama.cpp assumes (src/models/gemma2.cpp: the head size, or hidden / heads for the
+    /// 46-layer 27B) and its default window.
     mutating func readGemma2Keys(_ gguf: GGUFFile, prefix p: String) throws {
         for (key, path) in [("attn_logit_softcapping", \LlamaConfiguration.attentionSoftcap),
                             ("final_logit_softcapping", \LlamaConfiguration.finalLogitSoftcap)]
@@ -447,6 +447,13 @@ public struct LlamaConfiguration: Sendable, Equatable {
             self[keyPath: path] = value
         }
         queryPreAttentionScalar = Double(numHiddenLayers == 46 ? hiddenSize / numAttentionHeads : headDim)
+        // llama.cpp's gemma2 loader (src/models/gemma2.cpp) takes a window of 4096 when the file has none; 0, which
+        // init(gguf:) reads as none for Phi-3, would be a window masking every key there: refused.
+        if gguf.metadata[p + "attention.sliding_window"] == nil {
+            slidingWindow = 4096
+        } else if slidingWindow == nil {
+            throw ModelFormatError(file: gguf.url.path, "metadata '\(p)attention.sliding_window' = 0 is not a window Gemma 2 runs")
+        }
         embeddingScale = Float(hiddenSize).squareRoot()  // llama.cpp: ggml_scale(inpL, sqrtf(n_embd))
     }
 

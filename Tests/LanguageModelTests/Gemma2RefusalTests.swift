@@ -93,16 +93,23 @@ final class Gemma2RefusalTests: XCTestCase {
                       naming: ["'gemma2.attention.key_length'"])
         let yarn = try rewrite("yarn") { metadata, _ in metadata.append(("gemma2.rope.scaling.type", .string("yarn"))) }
         assertRefused(yarn, naming: ["'gemma2.rope.scaling.type'", "'yarn'"])
-        // Without the caps (llama.cpp reads them as optional) and the window (0: none) the file loads uncapped and the
-        // context is max_position_embeddings.
+        assertRefused(try rewrite("window-0", edit: setting("gemma2.attention.sliding_window", to: .uint32(0))),
+                      naming: ["'gemma2.attention.sliding_window' = 0"])
+        // Without the caps (llama.cpp reads them as optional) and the window (llama.cpp's default: 4096) the file loads
+        // uncapped, and the context is max_position_embeddings (128, within 4096).
         let plain = try rewrite("no-caps") { metadata, _ in
-            metadata.removeAll { $0.0.hasSuffix("softcapping") }
-            metadata = metadata.map { $0.0 == "gemma2.attention.sliding_window" ? ($0.0, .uint32(0)) : $0 }
+            metadata.removeAll { $0.0.hasSuffix("softcapping") || $0.0 == "gemma2.attention.sliding_window" }
         }
         let c = try ModelLoader.load(path: plain.path, threads: 1).model.configuration
         XCTAssertNil(c.attentionSoftcap)
         XCTAssertNil(c.finalLogitSoftcap)
+        XCTAssertEqual(c.slidingWindow, 4096)
         XCTAssertEqual(c.contextLength, 128)
+        // llama.cpp's query scale: the head size (32), or hidden / heads (16) for the 46-layer Gemma-2-27B.
+        for (layers, scalar) in [(2, 32.0), (46, 16.0)] {
+            let url = try rewrite("layers-\(layers)", edit: setting("gemma2.block_count", to: .uint32(UInt32(layers))))
+            XCTAssertEqual(try LlamaConfiguration(gguf: try GGUFFile(url: url)).queryPreAttentionScalar, scalar)
+        }
     }
 
     /// HF configs: Gemma 2's fields are read, and values the block does not compute are refused by field.
