@@ -225,8 +225,9 @@ public struct LlamaConfiguration: Sendable, Equatable {
         if let bias = json["mlp_bias"] as? Bool, bias { throw fail("mlp_bias = true is not supported") }
         // Phi-3's window (Phi-3-mini-4k: 2047) bounds the context rather than being masked (`slidingWindow`);
         // elsewhere the key is inert unless use_sliding_window says so (Qwen2's configs carry one).
-        // Gemma 2's window (on its even layers) bounds the context the same way.
-        let slidingWindow = architecture == .phi3 || architecture == .gemma2 ? try int("sliding_window") : nil
+        // Gemma 2's window (on its even layers) bounds the context the same way; Gemma2Config's default is 4096.
+        let slidingWindow = architecture == .gemma2 && json["sliding_window"] == nil ? 4096
+            : architecture == .phi3 || architecture == .gemma2 ? try int("sliding_window") : nil
         if let sliding = json["use_sliding_window"] as? Bool, sliding {
             throw fail("use_sliding_window = true is not supported (every layer attends to the whole context)")
         }

@@ -129,6 +129,9 @@ final class Gemma2RefusalTests: XCTestCase {
         defaults["sliding_window"] = NSNull()
         XCTAssertEqual(try load(defaults).configuration.queryPreAttentionScalar, 32)
         XCTAssertEqual(try load(defaults).configuration.contextLength, 128)
+        var absent = original  // no key: Gemma2Config's default window, 4096
+        absent["sliding_window"] = nil
+        XCTAssertEqual(try load(absent).configuration.slidingWindow, 4096)
         let cases: [(String, Any, String)] = [
             ("hidden_activation", "gelu", "hidden_activation 'gelu' is not supported for model_type 'gemma2'"),
             ("layer_types", ["sliding_attention", "chunked_attention"], "layer_types entry 'chunked_attention'"),
