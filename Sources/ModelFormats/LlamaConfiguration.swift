@@ -247,20 +247,34 @@ public struct LlamaConfiguration: Sendable, Equatable {
         self.init(vocabSize: try required("vocab_size"), hiddenSize: try required("hidden_size"),
                   intermediateSize: try required("intermediate_size"), numHiddenLayers: try required("num_hidden_layers"),
                   numAttentionHeads: heads, numKeyValueHeads: try int("num_key_value_heads") ?? heads,
-                  headDim: try int("head_dim"), maxPositionEmbeddings: try required("max_position_embeddings"),
+                  headDim: try int("head_dim") ?? (architecture == .gemma2 ? 256 : nil), maxPositionEmbeddings: try required("max_position_embeddings"),
                   ropeTheta: try rope.theta ?? double("rope_theta") ?? 10000, ropeScaling: rope.scaling,
                   rmsNormEps: try double("rms_norm_eps") ?? 1e-6,
                   tieWordEmbeddings: json["tie_word_embeddings"] as? Bool ?? false,
                   bosTokenId: try int("bos_token_id"), eosTokenId: try int("eos_token_id"), architecture: architecture,
                   slidingWindow: slidingWindow)
         rotaryDim = try Self.rotaryDimension(headDim: headDim, factor: rope.partialRotaryFactor ?? outsideFactor ?? 1, file: file)
-        if architecture == .gemma2 {
-            attentionSoftcap = try double("attn_logit_softcapping")
-            finalLogitSoftcap = try double("final_logit_softcapping")
-            queryPreAttentionScalar = try double("query_pre_attn_scalar") ?? Double(headDim)
-            embeddingScale = Self.embeddingScale(hidden: hiddenSize, dtype: (json["dtype"] ?? json["torch_dtype"]) as? String)
-        }
+        if architecture == .gemma2 { try readGemma2Fields(json, file: file) }
         try validate(file: file)
+    }
+
+    /// Gemma 2's fields of config.json, with Gemma2Config's defaults where a key is absent (transformers 5.25: soft-caps
+    /// 50 and 30, query_pre_attn_scalar 256; head_dim's 256 is read with the other sizes); a null cap is none, a null
+    /// scalar refused (transformers refuses it).
+    mutating func readGemma2Fields(_ json: [String: Any], file: String) throws {
+        func number(_ key: String, default value: Double) throws -> Double? {
+            guard let raw = json[key] else { return value }
+            if raw is NSNull { return nil }
+            guard let number = raw as? NSNumber else { throw ModelFormatError(file: file, "'\(key)' must be a number") }
+            return number.doubleValue
+        }
+        attentionSoftcap = try number("attn_logit_softcapping", default: 50)
+        finalLogitSoftcap = try number("final_logit_softcapping", default: 30)
+        guard let scalar = try number("query_pre_attn_scalar", default: 256) else {
+            throw ModelFormatError(file: file, "'query_pre_attn_scalar' must be a number")
+        }
+        queryPreAttentionScalar = scalar
+        embeddingScale = Self.embeddingScale(hidden: hiddenSize, dtype: (json["dtype"] ?? json["torch_dtype"]) as? String)
     }
 
     /// The feed-forward's activation (`hidden_act`: SiLU; Gemma 2's `hidden_activation`, else `hidden_act`: gelu-tanh)

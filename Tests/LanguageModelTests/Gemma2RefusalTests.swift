@@ -124,11 +124,23 @@ final class Gemma2RefusalTests: XCTestCase {
             return try ModelLoader.loadHFDirectory(directory)
         }
         XCTAssertEqual(try load(original).configuration.queryPreAttentionScalar, 32)
-        var defaults = original  // without query_pre_attn_scalar: the head size; without a window: the whole context
-        defaults["query_pre_attn_scalar"] = nil
+        // Absent keys take Gemma2Config's defaults (transformers 5.25: Gemma2Config() has query_pre_attn_scalar 256,
+        // attn_logit_softcapping 50, final_logit_softcapping 30, sliding_window 4096); null caps and window are none.
+        var defaults = original
+        for key in ["query_pre_attn_scalar", "attn_logit_softcapping", "final_logit_softcapping"] { defaults[key] = nil }
         defaults["sliding_window"] = NSNull()
-        XCTAssertEqual(try load(defaults).configuration.queryPreAttentionScalar, 32)
-        XCTAssertEqual(try load(defaults).configuration.contextLength, 128)
+        let c = try load(defaults).configuration
+        XCTAssertEqual([c.queryPreAttentionScalar, c.attentionSoftcap, c.finalLogitSoftcap], [256, 50, 30])
+        XCTAssertEqual(c.contextLength, 128)
+        var uncapped = original
+        uncapped["attn_logit_softcapping"] = NSNull()
+        uncapped["final_logit_softcapping"] = NSNull()
+        XCTAssertNil(try load(uncapped).configuration.attentionSoftcap)
+        XCTAssertNil(try load(uncapped).configuration.finalLogitSoftcap)
+        var noHead = original  // Gemma2Config's head_dim is 256, not hidden / heads
+        noHead["head_dim"] = nil
+        try JSONSerialization.data(withJSONObject: noHead).write(to: url)
+        XCTAssertEqual(try LlamaConfiguration(configJSON: url).headDim, 256)
         var absent = original  // no key: Gemma2Config's default window, 4096
         absent["sliding_window"] = nil
         XCTAssertEqual(try load(absent).configuration.slidingWindow, 4096)
@@ -138,6 +150,7 @@ final class Gemma2RefusalTests: XCTestCase {
             ("attn_logit_softcapping", "50", "'attn_logit_softcapping' must be a number"),
             ("final_logit_softcapping", -30, "final_logit_softcapping = -30.0 must be positive"),
             ("query_pre_attn_scalar", 0, "query_pre_attn_scalar = 0.0 must be positive"),
+            ("query_pre_attn_scalar", NSNull(), "'query_pre_attn_scalar' must be a number"),
             ("sliding_window", 0, "sliding_window = 0"),
             ("attention_bias", true, "attention_bias = true"),
         ]
