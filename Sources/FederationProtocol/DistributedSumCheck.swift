@@ -22,12 +22,7 @@ extension SecureUpdate {
         }
         let bound = try parameters.sumNormBound(survivors: survivors, contributions: contributions, clipNorm: plan.clipNorm,
                                                 failureProbability: sumCheckFailureProbability)
-        var squares = 0.0
-        for word in sum.dropLast() {
-            let value = Double(Int32(bitPattern: word))
-            squares += value * value
-        }
-        let norm = squares.squareRoot()
+        let norm = valueNorm(sum)
         guard norm <= bound else {
             throw FederationError.round(setup.round, String(
                 format: "range check: the noised sum's L2 norm %.6g (grid units) is above %.6g, the most %d survivors "
@@ -36,5 +31,18 @@ extension SecureUpdate {
                 norm, bound, survivors, contributions, plan.clipNorm, parameters.fractionalBits, sumCheckFailureProbability))
         }
         return (norm, bound)
+    }
+}
+
+extension SecureUpdate {
+    /// The L2 norm of an unmasked sum's values read as signed 32-bit integers (the participation word left out):
+    /// what both range checks (distributed and client-level) compare with their bound.
+    static func valueNorm(_ sum: [UInt32]) -> Double {
+        var squares = 0.0
+        for word in sum.dropLast() {
+            let value = Double(Int32(bitPattern: word))
+            squares += value * value
+        }
+        return squares.squareRoot()
     }
 }

@@ -186,10 +186,7 @@ public enum SecureUpdate {
         let parameters = try clientLevelParameters(plan: plan, setup: setup, assumeHonest: 1)
         let bound = try parameters.sumNormBound(survivors: survivors, contributions: survivors, clipNorm: plan.clipNorm,
                                                 failureProbability: sumCheckFailureProbability)
-        let norm = sum.dropLast().reduce(0.0) { total, word in
-            let value = Double(Int32(bitPattern: word))
-            return total + value * value
-        }.squareRoot()
+        let norm = valueNorm(sum)
         guard norm <= bound else {
             throw FederationError.round(setup.round, String(
                 format: "range check: the noised sum's L2 norm %.6g (grid units) is above %.6g, the most %d survivors each "
