@@ -40,9 +40,9 @@ public enum ModelExporter {
         // biases); a family that adds another part must be added here once its part is written.
         switch c.architecture {
         case .llama, .qwen2, .qwen3, .phi3: break
-        case .gemma2:  // its post-norms, caps and the converter's 1 + w norms are not written yet
-            throw LanguageModelError.unsupportedModel(file: weights.source, problem: "exporting a Gemma 2 model to GGUF is "
-                                                      + "not supported (its post-norms and soft-capping are not written yet)")
+        case .gemma2, .gemma3:  // their post-norms, caps, sliding layers and the converter's 1 + w norms are not written yet
+            throw LanguageModelError.unsupportedModel(file: weights.source, problem: "exporting a \(c.architecture.displayName) "
+                                                      + "model to GGUF is not supported (its post-norms and soft-capping are not written yet)")
         }
         let block = BlockDescription.of(c.architecture)
         var writer = GGUFWriter()

@@ -66,12 +66,13 @@ extension LlamaModel {
             headNormForward(kIn, weight: keyNorm, rows: n * kvHeads, out: b.k)
         }
         if block.rotary {
-            rotate(b.q, tokens: n, heads: heads, positions: context.positions)
-            rotate(b.k, tokens: n, heads: kvHeads, positions: context.positions)
+            rotate(b.q, tokens: n, heads: heads, positions: context.positions, layer: layer)
+            rotate(b.k, tokens: n, heads: kvHeads, positions: context.positions, layer: layer)
         }
         Attention.causal(queries: b.q, keys: context.keys, values: context.values, tokens: n, start: context.start,
                          heads: heads, kvHeads: kvHeads, headDimension: hd, scale: c.attentionScale,
-                         softcap: c.attentionSoftcap.map(Float.init), output: b.attention, pool: pool)
+                         softcap: c.attentionSoftcap.map(Float.init), window: c.attentionWindow(layer: layer),
+                         output: b.attention, pool: pool)
         let attentionOut = b.attentionProjected ?? b.projected
         projections.project([(block.attentionOutput, attentionOut)], layer: layer, input: b.attention, width: heads * hd)
         if let post = lw.postAttentionNorm { normForward(attentionOut, weight: post, tokens: n, out: b.projected) }
@@ -171,12 +172,13 @@ extension LlamaModel {
         }
     }
 
-    /// RoPE on `heads` heads of n rows at `positions` (the inverse rotation for gradients), its rotated values
-    /// multiplied by `ropeMagnitude` (LongRoPE's cos·a, sin·a; the same factor going back, as (a·R)ᵀ = a·Rᵀ).
-    func rotate(_ x: UnsafeMutablePointer<Float>, tokens n: Int, heads: Int, positions: UnsafePointer<Int>,
+    /// RoPE on `heads` heads of n rows at `positions` with layer `layer`'s frequencies (the inverse rotation for
+    /// gradients), its rotated values multiplied by `ropeMagnitude` (LongRoPE's cos·a, sin·a; the same factor going
+    /// back, as (a·R)ᵀ = a·Rᵀ).
+    func rotate(_ x: UnsafeMutablePointer<Float>, tokens n: Int, heads: Int, positions: UnsafePointer<Int>, layer: Int,
                 inverse: Bool = false) {
         let hd = configuration.headDim, rotated = configuration.rotaryDim
-        inverseFrequencies.withUnsafeBufferPointer {
+        inverseFrequencies(layer: layer).withUnsafeBufferPointer {
             RoPE.apply(x, tokens: n, heads: heads, headDimension: hd, positions: positions,
                        inverseFrequencies: $0.baseAddress!, layout: weights.ropeLayout, inverse: inverse,
                        rotaryDimension: rotated)

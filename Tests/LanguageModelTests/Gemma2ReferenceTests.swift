@@ -98,7 +98,8 @@ final class Gemma2ReferenceTests: XCTestCase {
         XCTAssertLessThan(worst, 1e-4, "cached vs full logits differ by \(worst)")
     }
 
-    /// What both loaders read: the block, the hyper-parameters, the (1 + w) norms, and the window bounding the context.
+    /// What both loaders read: the block, the hyper-parameters, the (1 + w) norms, and the window of the even layers
+    /// (masked past it, SlidingWindowTests: the context is max_position_embeddings).
     func testStructureAndSlidingWindow() throws {
         let hf = try TinyReference.weights("gemma2", gguf: false), gguf = try TinyReference.weights("gemma2", gguf: true)
         for weights in [hf, gguf] {
@@ -112,7 +113,8 @@ final class Gemma2ReferenceTests: XCTestCase {
             XCTAssertEqual(c.queryPreAttentionScalar, 32)
             XCTAssertEqual(c.embeddingScale, 8)
             XCTAssertEqual(c.slidingWindow, 32)
-            XCTAssertEqual(c.contextLength, 32, "the window bounds the context (max_position_embeddings 128)")
+            XCTAssertEqual(c.slidingLayers, [true, false])
+            XCTAssertEqual(c.contextLength, 128, "max_position_embeddings: the window is masked, not a bound")
             XCTAssertNotNil(weights.layers[1].postAttentionNorm)
             XCTAssertNotNil(weights.layers[1].postFeedForwardNorm)
         }
@@ -123,14 +125,14 @@ final class Gemma2ReferenceTests: XCTestCase {
         }
         for (h, g) in pairs { XCTAssertEqual(h, g) }
         let model = LlamaModel(weights: gguf, pool: ThreadPool(threads: 2))
-        XCTAssertEqual(try model.allLogits(tokens: Array(repeating: 3, count: 32)).count, 32 * 256)
-        XCTAssertThrowsError(try model.allLogits(tokens: Array(repeating: 3, count: 33))) {
-            XCTAssertTrue("\($0)".contains("context of 32"), "\($0)")
+        XCTAssertEqual(try model.allLogits(tokens: Array(repeating: 3, count: 128)).count, 128 * 256)
+        XCTAssertThrowsError(try model.allLogits(tokens: Array(repeating: 3, count: 129))) {
+            XCTAssertTrue("\($0)".contains("context of 128"), "\($0)")
         }
         let lora = TrainableLoRA.initialized(for: model, rank: 2, alpha: 4, targets: [.qProj], seed: 1)
         var gradient = [Float](repeating: 0, count: lora.count)
         XCTAssertThrowsError(try gradient.withUnsafeMutableBufferPointer {
-            try model.lossAndGradient(tokens: Array(repeating: 3, count: 33), labels: Array(repeating: 3, count: 33),
+            try model.lossAndGradient(tokens: Array(repeating: 3, count: 129), labels: Array(repeating: 3, count: 129),
                                       lora: lora, gradient: $0.baseAddress!)
         })
     }

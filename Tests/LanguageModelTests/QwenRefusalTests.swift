@@ -84,10 +84,10 @@ final class QwenRefusalTests: XCTestCase {
     }
 
     func testUnknownArchitectureIsNamed() throws {
-        let url = try rewrite("qwen2", name: "gemma3") { metadata, _ in
-            metadata = metadata.map { $0.0 == "general.architecture" ? ($0.0, .string("gemma3")) : $0 }
+        let url = try rewrite("qwen2", name: "gemma4") { metadata, _ in
+            metadata = metadata.map { $0.0 == "general.architecture" ? ($0.0, .string("gemma4")) : $0 }
         }
-        assertRefused(url, naming: ["architecture 'gemma3'", "'qwen3'", "'gemma2'"])
+        assertRefused(url, naming: ["architecture 'gemma4'", "'qwen3'", "'gemma3'"])
     }
 
     /// HF configs: each field the Qwen blocks do not compute is refused by name; the fixture's own loads.

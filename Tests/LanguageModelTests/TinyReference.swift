@@ -25,13 +25,15 @@ enum TinyReference {
         let tensors: SafetensorsFile
     }
 
-    static func reference(_ name: String) throws -> Reference {
-        let json = try Fixtures.json("tiny-\(name)/reference.json")
+    /// - Parameter file: the references' name in the folder (`reference`, or tiny-gemma2's `window`: one example past
+    ///   its sliding window), as `<file>.json` and `<file>.safetensors`.
+    static func reference(_ name: String, file: String = "reference") throws -> Reference {
+        let json = try Fixtures.json("tiny-\(name)/\(file).json")
         let lora = try XCTUnwrap(json["lora"] as? [String: Any])
         return Reference(inputIds: json["input_ids"] as! [[Int]], labels: json["labels"] as! [[Int]],
                          losses: json["loss_per_example"] as! [Double], loraLosses: lora["loss_per_example"] as! [Double],
                          gradientNorms: lora["per_example_grad_norm"] as! [Double],
-                         tensors: try SafetensorsFile(url: Fixtures.url("tiny-\(name)/reference.safetensors")))
+                         tensors: try SafetensorsFile(url: Fixtures.url("tiny-\(name)/\(file).safetensors")))
     }
 
     static func weights(_ name: String, gguf: Bool) throws -> ModelWeights {
@@ -49,8 +51,9 @@ enum TinyReference {
 
     /// The worst logit and per-example loss differences of `model` (with `tiny-<name>`'s adapter installed
     /// when `adapter`) from transformers' float64 numbers.
-    static func worstDifferences(_ model: LlamaModel, _ name: String, adapter: Bool) throws -> (logit: Float, loss: Double) {
-        let reference = try reference(name)
+    static func worstDifferences(_ model: LlamaModel, _ name: String, adapter: Bool, file: String = "reference") throws
+        -> (logit: Float, loss: Double) {
+        let reference = try reference(name, file: file)
         model.setAdapter(adapter ? try Self.adapter(name, for: model) : nil)
         let expected = try reference.tensors.floats(adapter ? "lora_logits" : "logits")
         let losses = adapter ? reference.loraLosses : reference.losses
@@ -105,9 +108,9 @@ enum TinyReference {
     }
 
     /// - Parameter tensors: how many adapter tensors the reference has (7 modules × 2 layers × A, B; Phi-3's 4 × 2 × 2).
-    static func checkGradients(_ name: String, gguf: Bool, tensors: Int = 28, file: StaticString = #filePath,
-                               line: UInt = #line) throws {
-        let reference = try reference(name)
+    static func checkGradients(_ name: String, gguf: Bool, tensors: Int = 28, references: String = "reference",
+                               file: StaticString = #filePath, line: UInt = #line) throws {
+        let reference = try reference(name, file: references)
         let model = try model(name, gguf: gguf)
         let lora = TrainableLoRA.from(try adapter(name, for: model), for: model)
         var total = [Float](repeating: 0, count: lora.count)
