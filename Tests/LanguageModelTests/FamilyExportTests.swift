@@ -5,14 +5,14 @@ import TestSupport
 import XCTest
 @testable import LanguageModel
 
-/// `quantize` writes Qwen2 and Qwen3 back as `qwen2` / `qwen3` GGUF files: the keys and tensors llama.cpp's
-/// convert_hf_to_gguf.py wrote for the same tiny models (Tests/Fixtures/tiny-qwen2, tiny-qwen3: model.gguf.bin),
-/// and files that load back and compute transformers' float64 logits (the fixtures' reference.safetensors).
-/// llama.cpp runs such files: Reference/llamacpp_qwen_export_check.py.
-final class QwenExportTests: XCTestCase {
+/// `quantize` writes each family back as a GGUF file of its own architecture: for Qwen2 and Qwen3 the keys and
+/// tensors llama.cpp's convert_hf_to_gguf.py wrote for the same tiny models (Tests/Fixtures/tiny-<name>:
+/// model.gguf.bin), and files that load back and compute transformers' float64 logits (the fixtures'
+/// reference.safetensors). llama.cpp runs such files: Reference/llamacpp_family_check.py.
+final class FamilyExportTests: XCTestCase {
     var directory: URL!
 
-    override func setUpWithError() throws { directory = try Fixtures.temporaryDirectory("qwen-export") }
+    override func setUpWithError() throws { directory = try Fixtures.temporaryDirectory("family-export") }
     override func tearDownWithError() throws { try? FileManager.default.removeItem(at: directory) }
 
     /// The converter's descriptive keys, which it derives from the model card and parameter count, not the model.
@@ -83,44 +83,15 @@ final class QwenExportTests: XCTestCase {
 
     /// The converter's file of `family` rewritten with `edit` applied to its keys and tensors.
     func rewrite(_ family: String, name: String,
-                 edit: (inout [(String, GGUFValue)], inout [(name: String, dimensions: [Int], type: TensorType, data: [UInt8])]) -> Void)
-        throws -> GGUFFile {
+                 edit: (inout [(String, GGUFValue)], inout [TinyReference.GGUFTensor]) -> Void) throws -> GGUFFile {
         try rewrite(Fixtures.url("tiny-\(family)/model.gguf.bin"), name: name, edit: edit)
     }
 
     func rewrite(_ source: URL, name: String,
-                 edit: (inout [(String, GGUFValue)], inout [(name: String, dimensions: [Int], type: TensorType, data: [UInt8])]) -> Void)
-        throws -> GGUFFile {
-        let file = try GGUFFile(url: source)
-        var metadata = file.metadataKeys.map { ($0, file.metadata[$0]!) }
-        var tensors = file.tensors.map { (name: $0.name, dimensions: $0.dimensions, type: $0.type, data: Array(file.data(for: $0))) }
-        edit(&metadata, &tensors)
-        var writer = GGUFWriter()
-        for (key, value) in metadata { writer.set(key, value) }
-        for tensor in tensors {
-            try writer.addTensor(name: tensor.name, dimensions: tensor.dimensions, type: tensor.type, data: tensor.data)
-        }
+                 edit: (inout [(String, GGUFValue)], inout [TinyReference.GGUFTensor]) -> Void) throws -> GGUFFile {
         let url = directory.appendingPathComponent("\(name).gguf")
-        try writer.write(to: url)
+        try TinyReference.rewrite(source, to: url, edit: edit)
         return try GGUFFile(url: url)
-    }
-
-    /// The worst logit difference of `file` (float32 activations) from the reference's `tensor`.
-    func worstLogitDifference(_ file: GGUFFile, _ family: String, tensor: String) throws -> Float {
-        let model = LlamaModel(weights: try ModelLoader.loadGGUF(file), pool: ThreadPool(threads: 2))
-        model.precision = .float32
-        let reference = try TinyReference.reference(family)
-        let expected = try reference.tensors.floats(tensor)
-        var worst: Float = 0
-        for (i, ids) in reference.inputIds.enumerated() {
-            let logits = try model.allLogits(tokens: ids)
-            let start = i * logits.count
-            for j in logits.indices {
-                let gap = abs(logits[j] - expected[start + j])
-                worst = max(worst, gap.isNaN ? .infinity : gap)
-            }
-        }
-        return worst
     }
 
     /// F32 with the PEFT adapter merged (from the HF directory and from the GGUF) computes PEFT's LoRA logits; the
@@ -133,7 +104,7 @@ final class QwenExportTests: XCTestCase {
             for fromGGUF in [false, true] {
                 let merged = try export(family, fromGGUF: fromGGUF, adapter: true, scheme: .uniform(.f32), name: "\(family)-merged-\(fromGGUF)")
                 XCTAssertEqual(merged.bool("conclave.adapter_merged"), true)
-                let worst = try worstLogitDifference(merged, family, tensor: "lora_logits")
+                let worst = try TinyReference.worstLogitDifference(merged, family, tensor: "lora_logits")
                 print("\(family) merged F32 export from \(fromGGUF ? "GGUF" : "HF"): worst logit difference from PEFT's \(worst)")
                 XCTAssertLessThanOrEqual(worst, TinyReference.logitTolerance, "\(family) merged F32 export")
             }
@@ -146,25 +117,25 @@ final class QwenExportTests: XCTestCase {
             let f32 = try GGUFFile(url: directory.appendingPathComponent("\(family)-merged-false.gguf"))
             XCTAssertEqual(Self.tensorsDiffering(f32, from: converterQ8).count, converterQ8.tensors.filter { $0.dimensions.count == 2 }.count,
                            "\(family): every matrix of the F32 file differs from the Q8_0 one")
-            let worstQ8 = try worstLogitDifference(q8, family, tensor: "q8_0_logits")
+            let worstQ8 = try TinyReference.worstLogitDifference(q8, family, tensor: "q8_0_logits")
             print("\(family) Q8_0 export: worst logit difference from transformers over gguf-py's Q8_0 \(worstQ8)")
             XCTAssertLessThanOrEqual(worstQ8, TinyReference.logitTolerance, "\(family) Q8_0 export")
             let (float, quantized) = (try reference.tensors.floats("logits"), try reference.tensors.floats("q8_0_logits"))
             let q8Effect = zip(float, quantized).map { abs($0 - $1) }.max()!
             let mergedQ8 = try export(family, fromGGUF: false, adapter: true, scheme: .uniform(.q8_0), name: "\(family)-merged-q8_0")
-            let worstMergedQ8 = try worstLogitDifference(mergedQ8, family, tensor: "lora_logits")
+            let worstMergedQ8 = try TinyReference.worstLogitDifference(mergedQ8, family, tensor: "lora_logits")
             print("\(family) merged Q8_0 export: worst logit difference from PEFT's \(worstMergedQ8) (the reference's Q8_0 effect \(q8Effect))")
             XCTAssertLessThanOrEqual(worstMergedQ8, 2 * q8Effect, "\(family) merged Q8_0 export")
             let merged = directory.appendingPathComponent("\(family)-merged-false.gguf")
             let control = try rewrite(merged, name: "\(family)-control") { _, tensors in
-                tensors = tensors.map { tensor -> (name: String, dimensions: [Int], type: TensorType, data: [UInt8]) in
+                tensors = tensors.map { tensor -> TinyReference.GGUFTensor in
                     if tensor.name.hasSuffix(".bias") { return (tensor.name, tensor.dimensions, tensor.type, [UInt8](repeating: 0, count: tensor.data.count)) }
                     guard tensor.name.hasSuffix("_norm.weight"), tensor.name.contains("attn_q") || tensor.name.contains("attn_k") else { return tensor }
                     let ones = [Float](repeating: 1, count: tensor.dimensions[0])
                     return (tensor.name, tensor.dimensions, tensor.type, ones.withUnsafeBytes { Array($0) })
                 }
             }
-            let controlGap = try worstLogitDifference(control, family, tensor: "lora_logits")
+            let controlGap = try TinyReference.worstLogitDifference(control, family, tensor: "lora_logits")
             print("\(family) control (\(family == "qwen2" ? "biases zeroed" : "head norms set to 1")): \(controlGap)")
             XCTAssertGreaterThan(controlGap, 100 * TinyReference.logitTolerance, "\(family): the control must be far off")
         }
@@ -181,5 +152,49 @@ final class QwenExportTests: XCTestCase {
             XCTAssertEqual(mixed.tensor(named: part)?.type, .f32, part)
             XCTAssertEqual(try ModelLoader.loadGGUF(mixed).configuration.architecture, family == "qwen2" ? .qwen2 : .qwen3)
         }
+    }
+
+    /// `quantize` writes Phi-3 back as a `phi3` file (the adapter merged into the fused matrices, llama.cpp's names,
+    /// the window and context as they were), which loads back and computes transformers' LoRA logits. (llama.cpp
+    /// runs such files: Reference/llamacpp_family_check.py.)
+    func testExportWritesPhi3() throws {
+        let directory = try Fixtures.temporaryDirectory("phi3-export")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let source = try ModelLoader.load(path: Fixtures.url("tiny-phi3").path, threads: 2)
+        let adapter = try TinyReference.adapter("phi3", for: source.model)
+        let url = directory.appendingPathComponent("merged.gguf")
+        try ModelExporter.export(source, adapter: adapter, scheme: .uniform(.f32), to: url)
+        let file = try GGUFFile(url: url)
+        XCTAssertEqual(file.string("general.architecture"), "phi3")
+        XCTAssertEqual(file.int("phi3.attention.sliding_window"), 32)
+        XCTAssertEqual(file.int("phi3.context_length"), 512)
+        XCTAssertEqual(file.int("phi3.rope.scaling.original_context_length"), 256)
+        XCTAssertEqual(file.double("phi3.rope.scaling.attn_factor") ?? 0, (1 + log(2.0) / log(256.0)).squareRoot(), accuracy: 1e-6)
+        XCTAssertEqual(file.tensor(named: "rope_factors_short.weight")?.dimensions, [6])
+        XCTAssertEqual(file.tensor(named: "rope_factors_long.weight")?.dimensions, [6])
+        XCTAssertEqual(file.int("phi3.rope.dimension_count"), 12, "the rotary part of the head")
+        XCTAssertEqual(file.tensor(named: "blk.1.attn_qkv.weight")?.dimensions, [64, 128])
+        XCTAssertEqual(file.tensor(named: "blk.1.ffn_up.weight")?.dimensions, [64, 192])
+        XCTAssertFalse(file.metadataKeys.contains { $0.hasPrefix("llama.") }, "no Llama keys in a Phi-3 file")
+        XCTAssertEqual(file.tensors.count, 5 + 2 * 6, "embedding, output, final norm, 2 LongRoPE factors; 2 norms and 4 matrices a layer")
+        let model = LlamaModel(weights: try ModelLoader.loadGGUF(file), pool: ThreadPool(threads: 2))
+        let reference = try TinyReference.reference("phi3")
+        let expected = try reference.tensors.floats("lora_logits")
+        var worst: Float = 0
+        for (i, ids) in reference.inputIds.enumerated() {
+            let logits = try model.allLogits(tokens: ids)
+            for j in logits.indices { worst = max(worst, abs(logits[j] - expected[i * logits.count + j])) }
+        }
+        print("phi3 merged f32 export: worst logit difference from PEFT's \(worst)")
+        XCTAssertLessThanOrEqual(worst, TinyReference.logitTolerance)
+        // The K-quant mix: attn_qkv counts as attn_v for llama.cpp (Q6_K on use_more_bits layers: the last of two),
+        // then falls back on these 64-value rows as llama-quantize does (Q6_K → Q8_0, Q4_K → Q5_0).
+        let mixed = directory.appendingPathComponent("q4_k_m.gguf")
+        try ModelExporter.export(source, adapter: nil, scheme: .kQuantMix(.q4_K), to: mixed)
+        let mixedFile = try GGUFFile(url: mixed)
+        XCTAssertEqual(mixedFile.tensor(named: "blk.0.attn_qkv.weight")?.type, .q5_0)
+        XCTAssertEqual(mixedFile.tensor(named: "blk.1.attn_qkv.weight")?.type, .q8_0)
+        XCTAssertEqual(mixedFile.tensor(named: "blk.1.ffn_up.weight")?.type, .q5_0)
+        XCTAssertEqual(try ModelLoader.load(path: mixed.path, threads: 1).model.configuration.architecture, .phi3)
     }
 }
