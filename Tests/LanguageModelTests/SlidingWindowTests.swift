@@ -8,7 +8,7 @@ import XCTest
 /// Gemma 2's sliding window masked past it: tiny-gemma2's 48-token example (Tests/Fixtures/tiny-gemma2/window.json and
 /// window.safetensors, made by generate.py's tiny-gemma2-window section) against transformers + PEFT in float64, its even
 /// layers masking keys 32 or more positions back. (Gemma 3's window, 5, is crossed by every example of tiny-gemma3:
-/// Gemma3ReferenceTests.)
+/// FamilyReferenceTests.)
 final class SlidingWindowTests: XCTestCase {
     func testGemma2PastItsWindowMatchesTransformers() throws {
         for gguf in [false, true] {
