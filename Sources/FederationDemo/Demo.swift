@@ -85,8 +85,8 @@ public struct DemoConfiguration: Sendable, Equatable {
 
     /// The demo's own plans release the condition accuracy in the first round and the last only (`accuracy_interval`
     /// rounds − 1): the base model's, and the global adapter the last round starts from. Two releases over every held-out
-    /// note at `Demo.accuracyNoiseMultiplier` say more than one a round at a larger z, for the same ε and a third of the
-    /// generation. A benchmark's plan keeps every round's.
+    /// note at `Demo.accuracyNoiseMultiplier` have a standard error near 0.13 where six at z 5 over 10 notes had 0.3 to
+    /// 1.5, for ε +0.48 instead of +0.36 and a third fewer generations. A benchmark's plan keeps every round's.
     public var accuracyInterval: Int? { planOverride == nil && rounds > 1 ? rounds - 1 : nil }
 
     /// How a client's notes are written: the task form (note → assessment) for the distributed demo, whose probe
