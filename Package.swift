@@ -146,7 +146,7 @@ let package = Package(
                     path: "Tests/CoordinatorServiceTests"),
         .testTarget(name: "ClientServiceTests",
                     dependencies: ["TestSupport", "ClientService", "FederationProtocol", "Wire", "FineTuning", "LanguageModel",
-                                   "ModelFormats", "SecureCrypto", "SystemIO"],
+                                   "ModelFormats", "Privacy", "SecureCrypto", "SystemIO"],
                     path: "Tests/ClientServiceTests"),
         .testTarget(name: "ModelServingTests", dependencies: ["TestSupport", "ModelServing", "LanguageModel", "Tokenizer"],
                     path: "Tests/ModelServingTests"),
