@@ -450,9 +450,11 @@ public struct LlamaConfiguration: Sendable, Equatable {
     }
 
     /// Gemma 2's soft-capping keys (`<p>attn_logit_softcapping`, `<p>final_logit_softcapping`: optional, as llama.cpp
-    /// reads them), the query scale llama.cpp assumes (src/models/gemma2.cpp: the head size, or hidden / heads for the
-    /// 46-layer 27B) and its default window.
+    /// reads them, whose gemma2 graph caps always: 50 and 30, its defaults, when a key is absent), the query scale
+    /// llama.cpp assumes and its default window.
     mutating func readGemma2Keys(_ gguf: GGUFFile, prefix p: String) throws {
+        attentionSoftcap = 50  // llama_hparams: f_attn_logit_softcapping = 50.0f, f_final_logit_softcapping = 30.0f
+        finalLogitSoftcap = 30
         for (key, path) in [("attn_logit_softcapping", \LlamaConfiguration.attentionSoftcap),
                             ("final_logit_softcapping", \LlamaConfiguration.finalLogitSoftcap)]
         where gguf.metadata[p + key] != nil {
@@ -461,7 +463,7 @@ public struct LlamaConfiguration: Sendable, Equatable {
             }
             self[keyPath: path] = value
         }
-        queryPreAttentionScalar = Double(numHiddenLayers == 46 ? hiddenSize / numAttentionHeads : headDim)
+        queryPreAttentionScalar = llamaCppGemma2QueryScalar
         // llama.cpp's gemma2 loader (src/models/gemma2.cpp) takes a window of 4096 when the file has none; 0, which
         // init(gguf:) reads as none for Phi-3, would be a window masking every key there: refused.
         if gguf.metadata[p + "attention.sliding_window"] == nil {
@@ -470,6 +472,12 @@ public struct LlamaConfiguration: Sendable, Equatable {
             throw ModelFormatError(file: gguf.url.path, "metadata '\(p)attention.sliding_window' = 0 is not a window Gemma 2 runs")
         }
         embeddingScale = Float(hiddenSize).squareRoot()  // llama.cpp: ggml_scale(inpL, sqrtf(n_embd))
+    }
+
+    /// The query scale llama.cpp's gemma2 assumes, GGUF having no key for it (src/models/gemma2.cpp: 1/√ of the head
+    /// size, or of hidden / heads for the 46-layer Gemma-2-27B).
+    public var llamaCppGemma2QueryScalar: Double {
+        Double(numHiddenLayers == 46 ? hiddenSize / numAttentionHeads : headDim)
     }
 
     /// A GGUF's rope scaling as llama.cpp reads it (`llama_model::load_hparams`, ggml's `rope_yarn`): the type
