@@ -574,8 +574,8 @@ public struct LlamaConfiguration: Sendable, Equatable {
     }
 
     /// Gemma's keys as llama.cpp reads them (src/models/gemma2.cpp, gemma3.cpp): the soft-capping keys (optional; Gemma 3
-    /// has no attention cap), the query scale llama.cpp assumes (the head size, or hidden / heads for the 27B models: 46
-    /// layers of Gemma 2, 62 of Gemma 3), the window (Gemma 2's default 4096; Gemma 3 without one has no sliding layers),
+    /// has no attention cap; Gemma 2's graph caps always, at its defaults 50 and 30 when a key is absent), the query
+    /// scale llama.cpp assumes (`llamaCppGemmaQueryScalar`), the window (Gemma 2's default 4096; Gemma 3 without one has no sliding layers),
     /// the sliding layers (`attention.sliding_window_pattern`: every n-th layer global, n = 2 for Gemma 2 and 6 for Gemma 3
     /// by default, or one flag per layer) and Gemma 3's sliding layers' rope base (`rope.freq_base_swa`, default 10000).
     mutating func readGemmaKeys(_ gguf: GGUFFile, prefix p: String) throws {
@@ -583,13 +583,17 @@ public struct LlamaConfiguration: Sendable, Equatable {
         let caps = gemma2 ? [("attn_logit_softcapping", \LlamaConfiguration.attentionSoftcap),
                              ("final_logit_softcapping", \LlamaConfiguration.finalLogitSoftcap)]
             : [("final_logit_softcapping", \LlamaConfiguration.finalLogitSoftcap)]
+        if gemma2 {  // llama_hparams: f_attn_logit_softcapping = 50.0f, f_final_logit_softcapping = 30.0f
+            attentionSoftcap = 50
+            finalLogitSoftcap = 30
+        }
         for (key, path) in caps where gguf.metadata[p + key] != nil {
             guard let value = gguf.double(p + key) else {
                 throw ModelFormatError(file: file, "metadata '\(p + key)' must be a number")
             }
             self[keyPath: path] = value
         }
-        queryPreAttentionScalar = Double(numHiddenLayers == (gemma2 ? 46 : 62) ? hiddenSize / numAttentionHeads : headDim)
+        queryPreAttentionScalar = llamaCppGemmaQueryScalar
         embeddingScale = Float(hiddenSize).squareRoot()  // llama.cpp: ggml_scale(inpL, sqrtf(n_embd))
         // llama.cpp's gemma2 loader takes a window of 4096 when the file has none; 0, which init(gguf:) reads as none for
         // Phi-3, would be a window masking every key there: refused. Its gemma3 loader runs no sliding layer without a
@@ -628,6 +632,12 @@ public struct LlamaConfiguration: Sendable, Equatable {
                 slidingRopeTheta = theta
             }
         }
+    }
+
+    /// The query scale llama.cpp's gemma2 and gemma3 assume, GGUF having no key for it (src/models/gemma2.cpp,
+    /// gemma3.cpp: 1/√ of the head size, or of hidden / heads for the 27B models: 46 layers of Gemma 2, 62 of Gemma 3).
+    public var llamaCppGemmaQueryScalar: Double {
+        Double(numHiddenLayers == (architecture == .gemma2 ? 46 : 62) ? hiddenSize / numAttentionHeads : headDim)
     }
 
     /// A GGUF's rope scaling as llama.cpp reads it (`llama_model::load_hparams`, ggml's `rope_yarn`): the type

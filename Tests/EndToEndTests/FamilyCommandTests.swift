@@ -5,7 +5,8 @@ import XCTest
 /// The client's commands on each family's tiny model (Tests/Fixtures/tiny-<name>, the rows of LanguageModelTests'
 /// TinyFamily): `eval` from the HF directory and the GGUF gives transformers + PEFT's float64 losses; `train` with
 /// DP-SGD and no `--targets` adapts the family's attention projections (Phi-3's fused qkv_proj) and its adapter
-/// evaluates; what a family refuses on the command line is refused by name.
+/// evaluates; `quantize` merges the adapter into a GGUF of the family that evaluates to PEFT's losses; what a family
+/// refuses on the command line is refused by name.
 final class FamilyCommandTests: XCTestCase {
     /// Each family, the attention projections `train` adapts by default (PEFT's names, sorted as the adapter's
     /// config lists them), and the fixture file `train` starts from (the HF directory for some, the GGUF for others).
@@ -102,15 +103,35 @@ final class FamilyCommandTests: XCTestCase {
         }
     }
 
-    func testQuantizeRefusesGemmaByName() throws {
+    func testQuantizeRefusesGemma3ByName() throws {
         let directory = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        for (family, name) in [("gemma2", "Gemma 2"), ("gemma3", "Gemma 3")] {
-            let result = try run(["quantize", "--model", Fixtures.url("tiny-\(family)").path, "--type", "q8_0",
-                                  "--out", directory.appendingPathComponent("out.gguf").path])
-            XCTAssertNotEqual(result.status, 0)
-            XCTAssertTrue(result.stderr.contains(name), result.stderr)
-            XCTAssertFalse(FileManager.default.fileExists(atPath: directory.appendingPathComponent("out.gguf").path))
+        let result = try run(["quantize", "--model", Fixtures.url("tiny-gemma3").path, "--type", "q8_0",
+                              "--out", directory.appendingPathComponent("out.gguf").path])
+        XCTAssertNotEqual(result.status, 0)
+        XCTAssertTrue(result.stderr.contains("Gemma 3"), result.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: directory.appendingPathComponent("out.gguf").path))
+    }
+
+    /// `quantize` writes each family it exports with its PEFT adapter merged (from the HF directory), and `eval` on
+    /// that file gives PEFT's float64 losses.
+    func testQuantizeMergesTheAdapterAndEvalGivesPEFTsLosses() throws {
+        let directory = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        for (family, _, _) in Self.families where family != "gemma3" {
+            let (data, reference) = try referenceData(family, in: directory)
+            let losses = (reference["lora"] as! [String: Any])["loss_per_example"] as! [Double]
+            let out = directory.appendingPathComponent("\(family)-merged.gguf")
+            let result = try run(["quantize", "--model", Fixtures.url("tiny-\(family)").path,
+                                  "--adapter", Fixtures.url("tiny-\(family)/peft-adapter").path, "--type", "f32", "--out", out.path])
+            XCTAssertEqual(result.status, 0, "\(family): \(result.stderr)")
+            let eval = try run(["eval", "--model", out.path, "--data", data.path, "--precision", "float32", "--json"])
+            XCTAssertEqual(eval.status, 0, eval.stderr)
+            let perExample = (try eval.json()["per_example"] as? [[String: Any]]) ?? []
+            XCTAssertEqual(perExample.count, 3, family)
+            for (i, item) in perExample.enumerated() {
+                XCTAssertEqual(item["loss"] as! Double, losses[i], accuracy: 1e-5, "\(family) merged export, example \(i)")
+            }
         }
     }
 }

@@ -55,17 +55,40 @@ final class FamilyExportTests: XCTestCase {
         return try GGUFFile(url: url)
     }
 
-    /// From the HF directory and from the converter's own GGUF, F32: the converter's keys (qwen2.* / qwen3.*,
-    /// Qwen3's key_length and value_length, no rope.dimension_count), values and tensors (biases, head norms, no
-    /// output.weight where tied). Positive control: the same comparison lists what a file lacking one key or one
-    /// bias lacks.
+    /// The families whose exports carry the converter's keys and tensors, each with the part of its own that the
+    /// controls break in a merged F32 export, and the keys we write that the converter leaves out: Gemma 2's
+    /// rope.freq_base (the converter writes none for gemma2, and llama.cpp then takes 10000, which is Gemma 2's
+    /// rope_theta but need not be the model's).
+    static let converterFamilies: [(name: String, part: String, extraKeys: [String])] = [
+        ("qwen2", "biases zeroed", []), ("qwen3", "head norms set to 1", []),
+        ("gemma2", "post_ffw_norm as w, not 1 + w", ["gemma2.rope.freq_base"]),
+    ]
+
+    /// `tensor` with the family's own part broken (`converterFamilies`' control), or as it is.
+    static func brokenPart(_ tensor: TinyReference.GGUFTensor) -> TinyReference.GGUFTensor {
+        func floats(_ change: (Float) -> Float) -> TinyReference.GGUFTensor {
+            let values = tensor.data.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }.map(change)
+            return (tensor.name, tensor.dimensions, tensor.type, values.withUnsafeBytes { Array($0) })
+        }
+        if tensor.name.hasSuffix(".bias") { return floats { _ in 0 } }
+        if tensor.name.hasSuffix("attn_q_norm.weight") || tensor.name.hasSuffix("attn_k_norm.weight") { return floats { _ in 1 } }
+        if tensor.name.hasSuffix("post_ffw_norm.weight") { return floats { $0 - 1 } }
+        return tensor
+    }
+
+    /// From the HF directory and from the converter's own GGUF, F32: the converter's keys (qwen2.*, qwen3.*, gemma2.*;
+    /// key_length and value_length of Qwen3 and Gemma 2, Gemma 2's caps and window, no rope.dimension_count), values
+    /// and tensors (biases, head norms, post-norms, no output.weight where tied), byte for byte (Gemma's norms as the
+    /// converter's 1 + w). Positive control: the same comparison lists what a file lacking one key or one bias lacks.
     func testKeysAndTensorsAreTheConverters() throws {
-        for family in ["qwen2", "qwen3"] {
+        for (family, _, extraKeys) in Self.converterFamilies {
             let converter = try GGUFFile(url: Fixtures.url("tiny-\(family)/model.gguf.bin"))
             for fromGGUF in [false, true] {
                 let ours = try export(family, fromGGUF: fromGGUF, adapter: false, scheme: .uniform(.f32),
                                       name: "\(family)-\(fromGGUF ? "gguf" : "hf")")
-                XCTAssertEqual(Self.differences(ours, from: converter), [], "\(family) from \(fromGGUF ? "GGUF" : "HF")")
+                let label = "\(family) from \(fromGGUF ? "GGUF" : "HF")"
+                XCTAssertEqual(Self.differences(ours, from: converter), extraKeys.map { "extra key \($0)" }, label)
+                XCTAssertEqual(Self.tensorsDiffering(ours, from: converter), [], "\(label): the converter's bytes")
                 XCTAssertEqual(ours.string("general.architecture"), family)
             }
         }
@@ -97,9 +120,9 @@ final class FamilyExportTests: XCTestCase {
     /// F32 with the PEFT adapter merged (from the HF directory and from the GGUF) computes PEFT's LoRA logits; the
     /// Q8_0 export computes transformers' forward over gguf-py's dequantization of the converter's Q8_0 file (the
     /// same rounding), and with the adapter merged stays within the reference's own Q8_0 effect of PEFT's.
-    /// Positive controls: the merged F32 file with Qwen2's biases zeroed, or Qwen3's head norms set to 1, is far off.
+    /// Positive controls: the merged F32 file with the family's own part broken (`brokenPart`) is far off.
     func testExportsComputeTransformersLogits() throws {
-        for family in ["qwen2", "qwen3"] {
+        for (family, part, _) in Self.converterFamilies {
             let reference = try TinyReference.reference(family)
             for fromGGUF in [false, true] {
                 let merged = try export(family, fromGGUF: fromGGUF, adapter: true, scheme: .uniform(.f32), name: "\(family)-merged-\(fromGGUF)")
@@ -127,30 +150,54 @@ final class FamilyExportTests: XCTestCase {
             print("\(family) merged Q8_0 export: worst logit difference from PEFT's \(worstMergedQ8) (the reference's Q8_0 effect \(q8Effect))")
             XCTAssertLessThanOrEqual(worstMergedQ8, 2 * q8Effect, "\(family) merged Q8_0 export")
             let merged = directory.appendingPathComponent("\(family)-merged-false.gguf")
-            let control = try rewrite(merged, name: "\(family)-control") { _, tensors in
-                tensors = tensors.map { tensor -> TinyReference.GGUFTensor in
-                    if tensor.name.hasSuffix(".bias") { return (tensor.name, tensor.dimensions, tensor.type, [UInt8](repeating: 0, count: tensor.data.count)) }
-                    guard tensor.name.hasSuffix("_norm.weight"), tensor.name.contains("attn_q") || tensor.name.contains("attn_k") else { return tensor }
-                    let ones = [Float](repeating: 1, count: tensor.dimensions[0])
-                    return (tensor.name, tensor.dimensions, tensor.type, ones.withUnsafeBytes { Array($0) })
-                }
-            }
+            let control = try rewrite(merged, name: "\(family)-control") { _, tensors in tensors = tensors.map(Self.brokenPart) }
             let controlGap = try TinyReference.worstLogitDifference(control, family, tensor: "lora_logits")
-            print("\(family) control (\(family == "qwen2" ? "biases zeroed" : "head norms set to 1")): \(controlGap)")
+            print("\(family) control (\(part)): \(controlGap)")
             XCTAssertGreaterThan(controlGap, 100 * TinyReference.logitTolerance, "\(family): the control must be far off")
         }
     }
 
-    /// Llama.cpp's K-quant mix on Qwen: attn_v and ffn_down finer on use_more_bits layers (the last of two), and the
-    /// 64-value rows' fallbacks; biases and head norms stay F32; the file loads back as its family.
-    func testKQuantMixKeepsQwenParts() throws {
-        for family in ["qwen2", "qwen3"] {
+    /// Llama.cpp's K-quant mix: attn_v and ffn_down finer on use_more_bits layers (the last of two), and the 64-value
+    /// rows' fallbacks; biases, head norms and post-norms stay F32; the file loads back as its family.
+    func testKQuantMixKeepsFamilyParts() throws {
+        let parts = ["qwen2": "blk.1.attn_q.bias", "qwen3": "blk.1.attn_q_norm.weight", "gemma2": "blk.1.post_ffw_norm.weight"]
+        for (family, _, _) in Self.converterFamilies {
             let mixed = try export(family, fromGGUF: true, adapter: false, scheme: .kQuantMix(.q4_K), name: "\(family)-q4_k_m")
-            XCTAssertEqual(mixed.tensor(named: "blk.0.attn_q.weight")?.type, .q5_0)
-            XCTAssertEqual(mixed.tensor(named: "blk.1.attn_v.weight")?.type, .q8_0)
-            let part = family == "qwen2" ? "blk.1.attn_q.bias" : "blk.1.attn_q_norm.weight"
+            XCTAssertEqual(mixed.tensor(named: "blk.0.attn_q.weight")?.type, .q5_0, family)
+            XCTAssertEqual(mixed.tensor(named: "blk.1.attn_v.weight")?.type, .q8_0, family)
+            let part = try XCTUnwrap(parts[family], family)
             XCTAssertEqual(mixed.tensor(named: part)?.type, .f32, part)
-            XCTAssertEqual(try ModelLoader.loadGGUF(mixed).configuration.architecture, family == "qwen2" ? .qwen2 : .qwen3)
+            XCTAssertEqual(try ModelLoader.loadGGUF(mixed).configuration.architecture.rawValue, family)
+        }
+    }
+
+    /// A Gemma 2 model that llama.cpp's gemma2 graph would compute otherwise is refused by `quantize`, naming what
+    /// differs, and no file is written: an output head apart from the embedding, no soft-capping, an embedding scale
+    /// rounded to bfloat16 (Gemma-2-9B's 59.75 from HF), a query_pre_attn_scalar other than llama.cpp's rule. The
+    /// fixture itself is exported (the positive control: testKeysAndTensorsAreTheConverters).
+    func testGemma2ThatLlamaCppWouldComputeOtherwiseIsRefused() throws {
+        let weights = try TinyReference.weights("gemma2", gguf: false)
+        let untied = ModelWeights(configuration: weights.configuration, embedding: weights.embedding,
+                                  output: WeightMatrix(float32: weights.output.dequantized(), rows: weights.output.rows,
+                                                       columns: weights.output.columns),
+                                  finalNorm: weights.finalNorm, layers: weights.layers, ropeLayout: weights.ropeLayout,
+                                  source: weights.source)
+        let cases: [(String, ModelWeights, String)] = [
+            ("untied", untied, "its output head is not its embedding"),
+            ("uncapped", TinyFamily.configured { $0.finalLogitSoftcap = nil }(weights), "final_logit_softcapping null"),
+            ("bfloat16 scale", TinyFamily.configured { $0.embeddingScale = 7.9375 }(weights),
+             "embedding scale 7.9375 (√64 in the checkpoint's dtype) is not the 8.0"),
+            ("query scale", TinyFamily.configured { $0.queryPreAttentionScalar = 64 }(weights),
+             "query_pre_attn_scalar = 64.0 is not the 32.0 llama.cpp assumes"),
+        ]
+        for (name, broken, expected) in cases {
+            let url = directory.appendingPathComponent("\(name).gguf")
+            let model = LlamaModel(weights: broken, pool: ThreadPool(threads: 1))
+            XCTAssertThrowsError(try ModelExporter.export(LoadedModel(model: model, tokenizer: nil, gguf: nil), adapter: nil,
+                                                          scheme: .uniform(.f32), to: url), name) { error in
+                XCTAssertTrue("\(error)".contains(expected) && "\(error)".contains(weights.source), "\(name): \(error)")
+            }
+            XCTAssertFalse(FileManager.default.fileExists(atPath: url.path), name)
         }
     }
 

@@ -339,16 +339,17 @@ final class FamilyRefusalTests: XCTestCase {
         XCTAssertEqual(attention, 1.5)
     }
 
-    /// Without the caps (llama.cpp reads them as optional) and the window (llama.cpp's default: 4096) a Gemma 2 file
-    /// loads uncapped, and the context is max_position_embeddings (128, within 4096). llama.cpp's query scale: the
-    /// head size (32), or hidden / heads (16) for the 46-layer Gemma-2-27B.
+    /// Without the caps and the window a Gemma 2 file takes llama.cpp's defaults (src/llama-hparams.h,
+    /// src/models/gemma2.cpp: its graph caps always, at 50 and 30 without the keys; a window of 4096), and the context
+    /// is max_position_embeddings (128, within 4096). llama.cpp's query scale: the head size (32), or hidden / heads
+    /// (16) for the 46-layer Gemma-2-27B.
     func testGemma2GGUFDefaults() throws {
         let plain = try rewrite(.gemma2, name: "no-caps", [.removeKey("gemma2.attn_logit_softcapping"),
                                                           .removeKey("gemma2.final_logit_softcapping"),
                                                           .removeKey("gemma2.attention.sliding_window")])
         let c = try ModelLoader.load(path: plain.path, threads: 1).model.configuration
-        XCTAssertNil(c.attentionSoftcap)
-        XCTAssertNil(c.finalLogitSoftcap)
+        XCTAssertEqual(c.attentionSoftcap, 50)
+        XCTAssertEqual(c.finalLogitSoftcap, 30)
         XCTAssertEqual(c.slidingWindow, 4096)
         XCTAssertEqual(c.contextLength, 128)
         for (layers, scalar) in [(2, 32.0), (46, 16.0)] {
