@@ -16,7 +16,8 @@ import Wire
 let usage = """
 usage: conclave-bench-notes [--model M] [--clients N] [--records R] [--rounds T] [--per-client B] [--local-steps S]
                             [--epsilon E] [--modes LIST] [--eval-notes K] [--monitor-notes M] [--clip C]
-                            [--server-lr H] [--client-rate Q] [--client-clip S] [--dir D] [--json] [--plans-only]
+                            [--server-lr H] [--client-rate Q] [--client-clip S] [--round-timeout W] [--dir D]
+                            [--json] [--plans-only]
 
 The demo's federation (conclave-coordinator serve and one conclave-client join per client, mutual TLS, secure
 aggregation, the audit log) with N clients of different specialties, R synthetic clinic notes each in the task
@@ -49,6 +50,8 @@ whose greedy assessment names the note's condition. Seconds per regime include b
   --server-lr H    distributed and client-level: FedAdam's η (default the demo's, 0.02)
   --client-rate Q  client-level: the client sampling rate (default: chosen as above)
   --client-clip S  client-level: the clip of a client's whole round update (default 0.1)
+  --round-timeout W  seconds a round may take before the coordinator aborts it (default 3600; the demo's 900 is
+                   too short for 8 clients on a loaded 2-core machine)
   --dir D          where the federations are built, one folder per regime (default: a new temporary folder)
   --json           one JSON object on standard output instead of the table
   --plans-only     write each regime's plan, aggregation and calibrated ε as JSON and stop (nothing runs)
@@ -67,6 +70,7 @@ struct Settings {
     var epsilon = 8.0
     var clipNorm = 1.0, serverLearningRate = Demo.serverLearningRate, clientClip = 0.1
     var clientRate: Double?
+    var roundTimeout = 3600.0
     var modes: [Mode] = Mode.allCases
     var directory: String?
     var json = false, plansOnly = false
@@ -100,6 +104,7 @@ func parseSettings() throws -> Settings {
     s.serverLearningRate = try arguments.double("--server-lr", in: 1e-6...10) ?? s.serverLearningRate
     s.clientRate = try arguments.double("--client-rate", in: 1e-6...1)
     s.clientClip = try arguments.double("--client-clip", in: 1e-6...1e6) ?? s.clientClip
+    s.roundTimeout = try arguments.double("--round-timeout", in: 60...86_400) ?? s.roundTimeout
     if let list = try arguments.option("--modes") {
         s.modes = try list.split(separator: ",").map { name in
             guard let mode = Mode(rawValue: String(name)) else {
@@ -292,6 +297,7 @@ func demoConfiguration(_ s: Settings, regime: Regime, directory: String?) -> Dem
     c.formOverride = .task
     c.clientEpsilonBudgetOverride = regime.plan.isClientLevel ? s.epsilon : nil
     c.monitoredHeldOutOverride = s.monitorNotes
+    c.roundTimeoutOverride = s.roundTimeout
     return c
 }
 

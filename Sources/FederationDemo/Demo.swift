@@ -42,6 +42,10 @@ public struct DemoConfiguration: Sendable, Equatable {
     /// `notes.monitor.jsonl`), so that a benchmark scoring every held-out note itself at the end does not pay for
     /// scoring them twice a round in every client; nil: the clients score all of `notes.heldout.jsonl`.
     public var monitoredHeldOutOverride: Int?
+    /// Seconds a round may take before the coordinator aborts it (the demo's 900 when nil), and the run then waits up to
+    /// that many seconds a round for all of them (3600 in all when nil): a benchmark of many clients on a loaded machine
+    /// needs longer.
+    public var roundTimeoutOverride: Double?
 
     /// Left nil, `rounds`, `records` and `aggregation` take the mode's defaults: distributed (the default)
     /// `Demo.distributedRounds` rounds over `Demo.distributedRecords` notes per client with FedAdam; local 3 rounds
@@ -105,7 +109,8 @@ public struct DemoConfiguration: Sendable, Equatable {
     public var coordinator: CoordinatorConfiguration {
         CoordinatorConfiguration(model: model, listen: "127.0.0.1", rounds: RoundPolicy(
             minClients: plan.isClientLevel ? 2 : max(1, clients - 1), maxClients: clients, fraction: 1.0, aggregation: aggregation,
-            secureAggregation: secureAggregation, inviteTimeout: 60, roundTimeout: 900, waitForClients: 120, plan: plan,
+            secureAggregation: secureAggregation, inviteTimeout: 60, roundTimeout: roundTimeoutOverride ?? 900, waitForClients: 120,
+            plan: plan,
             clientEpsilonBudget: plan.isClientLevel ? clientEpsilonBudgetOverride : nil),
             serverLearningRate: serverLearningRateOverride ?? (distributedNoise ? Demo.serverLearningRate : nil))
     }
@@ -239,7 +244,7 @@ public final class Demo {
         narrate("")
         let queued = try federation.control.startRounds(c.rounds)
         let records = try federation.control.waitForRounds(
-            first: queued.firstRound, count: c.rounds, timeout: 3600,
+            first: queued.firstRound, count: c.rounds, timeout: c.roundTimeoutOverride.map { $0 * Double(c.rounds) } ?? 3600,
             recorded: { [narrate] in narrate("  " + RoundSummary($0).line) }, polled: progress)
         let probe = try probeAfter(probeNotes, before: before, records: records, federation: federation)
         return try outcome(records, federation: federation, start: start, probe: probe)

@@ -37,6 +37,14 @@ final class DemoOverrideTests: XCTestCase {
         XCTAssertNil(distributed.coordinator.rounds.clientEpsilonBudget)
     }
 
+    /// A benchmark's longer round timeout reaches the coordinator's rounds; without it the demo keeps its 900 s.
+    func testTheRoundTimeoutOverride() {
+        var demo = DemoConfiguration(clients: 8, model: "/models/m.gguf")
+        XCTAssertEqual(demo.coordinator.rounds.roundTimeout, 900)
+        demo.roundTimeoutOverride = 3600
+        XCTAssertEqual(demo.coordinator.rounds.roundTimeout, 3600)
+    }
+
     /// With `monitoredHeldOutOverride` a client's per-round release reads `notes.monitor.jsonl`, the first M records of
     /// its held-out notes (all of them when it has fewer); without it, all of `notes.heldout.jsonl`.
     func testTheClientsMonitorTheFirstOfTheirHeldOutNotes() throws {
