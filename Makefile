@@ -31,7 +31,7 @@ help:
 	@echo "            sections: tiny-llama smollm2 privacy tiny-qwen2 tiny-qwen3 tiny-phi3 tiny-gemma2 tiny-gemma2-window"
 	@echo "            tiny-gemma3 tiny-llama3 tiny-llama-linear tiny-kquant)"
 	@echo "make bench  build and run the benchmarks (inference, secure aggregation, federation scale, DP noise)"
-	@echo "make notes-bench  issue 17's federated notes benchmark: non-private, local DP and distributed DP at epsilon 8"
+	@echo "make notes-bench  issue 17's federated notes benchmark: non-private, local DP, distributed DP and client-level DP at epsilon 8"
 	@echo "make report-check  render a demo's report with headless Chromium"
 	@echo "make faults SIGKILL the coordinator and clients of a real federation at random points, FAULT_ITERATIONS (default 200)"
 	@echo "            times, and check the audit log, adapters, ledgers and the next round after each (make test runs a few)"

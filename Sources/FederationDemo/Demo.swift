@@ -35,6 +35,17 @@ public struct DemoConfiguration: Sendable, Equatable {
     public var policyOverride: ClientPolicy?
     public var serverLearningRateOverride: Double?
     public var formOverride: SyntheticNotes.Form?
+    /// A client-level plan's federation budget (`RoundPolicy.clientEpsilonBudget`); such a plan also lowers the rounds'
+    /// fewest clients to 2, the least secure aggregation needs, since its cohort is the coordinator's Poisson sample.
+    public var clientEpsilonBudgetOverride: Double?
+    /// The clients' own per-round releases score only the first this many of their held-out notes (kept in
+    /// `notes.monitor.jsonl`), so that a benchmark scoring every held-out note itself at the end does not pay for
+    /// scoring them twice a round in every client; nil: the clients score all of `notes.heldout.jsonl`.
+    public var monitoredHeldOutOverride: Int?
+    /// Seconds a round may take before the coordinator aborts it (the demo's 900 when nil), and the run then waits up to
+    /// that many seconds a round for all of them (3600 in all when nil): a benchmark of many clients on a loaded machine
+    /// needs longer.
+    public var roundTimeoutOverride: Double?
 
     /// Left nil, `rounds`, `records` and `aggregation` take the mode's defaults: distributed (the default)
     /// `Demo.distributedRounds` rounds over `Demo.distributedRecords` notes per client with FedAdam; local 3 rounds
@@ -104,9 +115,10 @@ public struct DemoConfiguration: Sendable, Equatable {
     /// The coordinator's configuration: every client invited (at least all but one), generous deadlines.
     public var coordinator: CoordinatorConfiguration {
         CoordinatorConfiguration(model: model, listen: "127.0.0.1", rounds: RoundPolicy(
-            minClients: max(1, clients - 1), maxClients: clients, fraction: 1.0, aggregation: aggregation,
-            secureAggregation: secureAggregation, inviteTimeout: 60, roundTimeout: 900, waitForClients: 120, plan: plan,
-            accuracyInterval: accuracyInterval),
+            minClients: plan.isClientLevel ? 2 : max(1, clients - 1), maxClients: clients, fraction: 1.0,
+            aggregation: aggregation, secureAggregation: secureAggregation, inviteTimeout: 60,
+            roundTimeout: roundTimeoutOverride ?? 900, waitForClients: 120, plan: plan,
+            clientEpsilonBudget: plan.isClientLevel ? clientEpsilonBudgetOverride : nil, accuracyInterval: accuracyInterval),
             serverLearningRate: serverLearningRateOverride ?? (distributedNoise ? Demo.serverLearningRate : nil))
     }
 
@@ -119,7 +131,9 @@ public struct DemoConfiguration: Sendable, Equatable {
     /// Client `index`'s configuration, its notes in `folder`; the first client plants the canaries.
     public func clientConfiguration(_ index: Int, folder: URL) -> ClientConfiguration {
         ClientConfiguration(model: model, data: folder.appendingPathComponent("notes.jsonl").path,
-                            evalData: folder.appendingPathComponent("notes.heldout.jsonl").path, threads: 1, policy: policy,
+                            evalData: folder.appendingPathComponent(monitoredHeldOutOverride == nil ? "notes.heldout.jsonl"
+                                                                        : Demo.monitoredHeldOutFileName).path,
+                            threads: 1, policy: policy,
                             canaries: index == 0 && canaries > 0
                                 ? CanaryConfiguration(count: canaries, digits: Demo.canaryDigits, repetitions: Demo.canaryRepetitions)
                                 : nil)
@@ -164,6 +178,8 @@ public final class Demo {
     /// z of the condition accuracy release: σ = z·√3 notes per client and coordinate, so the pooled figure over 3 × 20
     /// notes has a standard error of about z/20·√(1 + a²) from the noise.
     public static let accuracyNoiseMultiplier = 2.5
+    /// A client's scored subset of its held-out notes under `DemoConfiguration.monitoredHeldOutOverride`.
+    public static let monitoredHeldOutFileName = "notes.monitor.jsonl"
 
     public let configuration: DemoConfiguration
     public let executables: FederationExecutables
@@ -243,7 +259,7 @@ public final class Demo {
         narrate("")
         let queued = try federation.control.startRounds(c.rounds)
         let records = try federation.control.waitForRounds(
-            first: queued.firstRound, count: c.rounds, timeout: 3600,
+            first: queued.firstRound, count: c.rounds, timeout: c.roundTimeoutOverride.map { $0 * Double(c.rounds) } ?? 3600,
             recorded: { [narrate] in narrate("  " + RoundSummary($0).line) }, polled: progress)
         let probe = try probeAfter(probeNotes, before: before, records: records, federation: federation)
         return try outcome(records, federation: federation, start: start, probe: probe)
@@ -336,12 +352,22 @@ public final class Demo {
                                                 "--records", "\(c.records)", "--seed", "\(index + 1)",
                                                 "--out", folder.appendingPathComponent("notes.jsonl").path, "--held-out", "0.05",
                                                 "--form", c.form.rawValue])
+        if let monitored = c.monitoredHeldOutOverride {
+            try Self.writeFirstLines(monitored, of: folder.appendingPathComponent("notes.heldout.jsonl"),
+                                     to: folder.appendingPathComponent(Self.monitoredHeldOutFileName))
+        }
         let configuration = c.clientConfiguration(index, folder: folder)
         try federation.write(configuration, for: client.name)
         narrate("  \(client.name): key and CSR made locally, certificate signed, \(c.records) synthetic "
                 + "\(client.specialty.rawValue) notes"
                 + (configuration.canaries.map { " and \($0.count) secret canaries × \($0.repetitions)" } ?? ""))
         return client.name
+    }
+
+    /// Writes the first `count` lines of a JSONL file (all of them when it has fewer) to `destination`.
+    static func writeFirstLines(_ count: Int, of source: URL, to destination: URL) throws {
+        let lines = try String(contentsOf: source, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: true)
+        try writeFileAtomically(Data(lines.prefix(count).map { $0 + "\n" }.joined().utf8), to: destination)
     }
 
     /// The rounds as the audit log has them, the chain verified, the canary client's exposure per round.
