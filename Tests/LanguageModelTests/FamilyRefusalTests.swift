@@ -448,4 +448,22 @@ final class FamilyRefusalTests: XCTestCase {
         XCTAssertEqual(c.attentionSoftcap, 50)
         XCTAssertEqual(c.slidingWindow, 32)
     }
+
+    /// The Gemma 3 fuzz seeds (gguf/gemma3.bin, hf-config/tiny-gemma3.json) are accepted, so those targets start inside
+    /// Gemma 3's paths: head norms, a sliding layer and a global one, the sliding rope base, the global layer's scaling.
+    func testGemma3FuzzSeedsLoad() throws {
+        let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fuzz/Corpus")
+        let weights = try ModelLoader.loadGGUF(try GGUFFile(url: corpus.appendingPathComponent("gguf/gemma3.bin")))
+        XCTAssertEqual(weights.configuration.architecture, .gemma3)
+        XCTAssertEqual(weights.configuration.slidingLayers, [true, false])
+        XCTAssertEqual(weights.configuration.slidingRopeTheta, 10_000)
+        XCTAssertNotNil(weights.layers[1].queryNorm)
+        let c = try LlamaConfiguration(configJSON: corpus.appendingPathComponent("hf-config/tiny-gemma3.json"))
+        XCTAssertEqual(c.architecture, .gemma3)
+        XCTAssertEqual(c.slidingLayers, [true, false])
+        XCTAssertEqual(c.slidingWindow, 5)
+        XCTAssertNotEqual(c.ropeScaling, RopeScaling.none)
+        XCTAssertEqual(c.ropeScaling, weights.configuration.ropeScaling)
+    }
 }
