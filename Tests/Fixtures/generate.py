@@ -28,7 +28,7 @@ Nothing here imports or mirrors the Swift code. Sections, each writing one folde
               the section's other files are kept)
   tiny-gemma3 a tiny random Gemma 3 text model (Gemma 2's block with (1 + w) q/k head norms, no soft-capping, six layers of
               which the sixth is global, a window of 5 that the 16-token examples cross, the sliding layers' own rope base,
-              the global layer's linear rope scaling, q/k head norm gains near 1.2) with a PEFT adapter on all seven
+              the global layer's linear rope scaling, q/k head norm gains near 0.4) with a PEFT adapter on all seven
               projections: the same references, model.gguf.bin and model-q8_0.gguf.bin as tiny-qwen2
   tiny-llama3        tiny random Llamas with rope scaling, the same references and converter GGUF as tiny-qwen2 (no
   tiny-llama-linear  Q8_0 copy): llama3 (factor 8, low/high_freq_factor 1/4, original context 64, so every regime
@@ -303,11 +303,12 @@ GEMMA2_CONFIG = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 96, 
 # a window of 5 (4096 in Gemma-3-1B), so every 16-token example runs past it on the five sliding layers; the sliding
 # layers' rope base 10000 (rope_local_base_freq) and the global layer's 1e6 with linear scaling 8 (Gemma-3-4B and up);
 # head size 16, not hidden / heads (8); hidden 32 and the feed-forward 64, multiples of Q8_0's 32-value blocks.
-# Its q/k head norm weights w are drawn about 0.2 (gains 1 + w near 1.2), not about 1 as every other norm's (gains near
-# 2): the scores scale with both gains (1.44 against 4), and with scores that sharp, over unit-RMS heads through six
-# layers, the random model amplifies any perturbation (float32's rounding moved its LoRA gradients 4e-5 from float64,
-# Gemma 2's 1.8e-6; training's int8 path 0.86 from float32). Drawn about 0.2: 4e-6 and 0.105.
-GEMMA3_NORM_MEANS = {"q_norm.weight": 0.2, "k_norm.weight": 0.2}
+# Its q/k head norm weights w are drawn about -0.6 (gains 1 + w near 0.4), not about 1 as every other norm's (gains near
+# 2): the scores scale with both gains (0.16 against 4), and with scores that sharp, over unit-RMS heads through six
+# layers, the random model amplified any perturbation (float32's rounding moved its LoRA gradients 4e-5 from float64,
+# Gemma 2's 1.8e-6; training's int8 path 0.86 from float32, the other families' 0.02-0.04). Drawn about -0.6: 3.4e-6
+# and 0.044 (about 0.2: 4.2e-6 and 0.105; about -0.4: 0.049), and each broken part still moves logits by 0.2 or more.
+GEMMA3_NORM_MEANS = {"q_norm.weight": -0.6, "k_norm.weight": -0.6}
 GEMMA3_CONFIG = {"vocab_size": 256, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 6,
                  "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 128,
                  "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0,
