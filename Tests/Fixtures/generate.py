@@ -352,12 +352,15 @@ def convert_to_gguf(model_directory, out_path, outtype="f32"):
         config = json.load(open(os.path.join(model_directory, "config.json")))
         if config["model_type"] == "gemma3_text":
             # The Gemma 3 converter cuts the embedding to the tokenizer's vocabulary (the rows past it are unused); a
-            # tokenizer.json listing the tiny model's every id, beside links to its files, keeps all of them.
+            # tokenizer.json listing the tiny model's every id, beside links to its files, keeps all of them. The folder
+            # has the model's own name, which the converter writes as general.name (a temporary name would differ run to run).
+            linked = os.path.join(folder, os.path.basename(os.path.normpath(model_directory)))
+            os.makedirs(linked)
             for name in os.listdir(model_directory):
-                os.symlink(os.path.join(model_directory, name), os.path.join(folder, name))
+                os.symlink(os.path.join(model_directory, name), os.path.join(linked, name))
             vocabulary = {f"<{i}>": i for i in range(config["vocab_size"])}
-            write_json(os.path.join(folder, "tokenizer.json"), {"model": {"vocab": vocabulary}, "added_tokens": []})
-            model_directory = folder
+            write_json(os.path.join(linked, "tokenizer.json"), {"model": {"vocab": vocabulary}, "added_tokens": []})
+            model_directory = linked
         subprocess.run([sys.executable, "-c", CONVERT, model_directory, out_path, outtype], check=True, env=environment,
                        cwd=LLAMA_CPP, stdout=subprocess.DEVNULL)
 
