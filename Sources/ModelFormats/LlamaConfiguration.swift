@@ -262,6 +262,10 @@ public struct LlamaConfiguration: Sendable, Equatable {
         // Phi-3's window (Phi-3-mini-4k: 2047) bounds the context rather than being masked (`slidingWindow`);
         // elsewhere the key is inert unless use_sliding_window says so (Qwen2's configs carry one).
         // Gemma's window is masked on its sliding layers (`slidingLayers`); Gemma2Config's and Gemma3TextConfig's default is 4096.
+        // A null one is no window to mask: transformers 5.25 fails on it for both (Gemma 3 even with every layer global).
+        if architecture.isGemma, json["sliding_window"] is NSNull {
+            throw fail("'sliding_window' = null is not supported for model_type '\(architecture.hfModelType)' (its sliding layers need a window)")
+        }
         let slidingWindow = architecture.isGemma && json["sliding_window"] == nil ? 4096
             : architecture == .phi3 || architecture.isGemma ? try int("sliding_window") : nil
         if let sliding = json["use_sliding_window"] as? Bool, sliding {
