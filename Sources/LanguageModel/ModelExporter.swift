@@ -150,8 +150,8 @@ public enum ModelExporter {
         // llama.cpp's gemma2 loader slides the even layers (set_swa_pattern(2)); GGUF cannot say otherwise for it.
         let evenLayers = (0..<c.numHiddenLayers).map { $0 % 2 == 0 }
         guard c.slidingLayers.isEmpty || c.slidingLayers == evenLayers else {
-            throw refuse("its sliding layers (\(c.slidingLayers.enumerated().filter(\.element).map { "\($0.offset)" }"
-                         + ".joined(separator: ", "))) are not the even layers llama.cpp's gemma2 graph slides")
+            let sliding = c.slidingLayers.indices.filter { c.slidingLayers[$0] }.map(String.init).joined(separator: ", ")
+            throw refuse("its sliding layers (\(sliding)) are not the even layers llama.cpp's gemma2 graph slides")
         }
         guard c.queryPreAttentionScalar == c.llamaCppGemmaQueryScalar else {
             throw refuse("query_pre_attn_scalar = \(c.queryPreAttentionScalar.map { "\($0)" } ?? "none") is not the "
