@@ -173,8 +173,9 @@ final class FamilyExportTests: XCTestCase {
 
     /// A Gemma 2 model that llama.cpp's gemma2 graph would compute otherwise is refused by `quantize`, naming what
     /// differs, and no file is written: an output head apart from the embedding, no soft-capping, an embedding scale
-    /// rounded to bfloat16 (Gemma-2-9B's 59.75 from HF), a query_pre_attn_scalar other than llama.cpp's rule. The
-    /// fixture itself is exported (the positive control: testKeysAndTensorsAreTheConverters).
+    /// rounded to bfloat16 (Gemma-2-9B's 59.75 from HF), a query_pre_attn_scalar other than llama.cpp's rule, sliding
+    /// layers other than the even ones. The fixture itself is exported (the positive control:
+    /// testKeysAndTensorsAreTheConverters).
     func testGemma2ThatLlamaCppWouldComputeOtherwiseIsRefused() throws {
         let weights = try TinyReference.weights("gemma2", gguf: false)
         let untied = ModelWeights(configuration: weights.configuration, embedding: weights.embedding,
@@ -189,6 +190,8 @@ final class FamilyExportTests: XCTestCase {
              "embedding scale 7.9375 (√64 in the checkpoint's dtype) is not the 8.0"),
             ("query scale", TinyFamily.configured { $0.queryPreAttentionScalar = 64 }(weights),
              "query_pre_attn_scalar = 64.0 is not the 32.0 llama.cpp assumes"),
+            ("every layer sliding", TinyFamily.configured { $0.slidingLayers = $0.slidingLayers.map { _ in true } }(weights),
+             "are not the even layers llama.cpp's gemma2 graph slides"),
         ]
         for (name, broken, expected) in cases {
             let url = directory.appendingPathComponent("\(name).gguf")
