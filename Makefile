@@ -30,7 +30,7 @@ help:
 	@echo "            models' vocabularies with HF tokenizers' ids, which the tests compare with (make test does it)"
 	@echo "make fixtures  regenerate Tests/Fixtures (the tests' reference data) with transformers, PEFT, gguf-py,"
 	@echo "            dp_accounting, prv-accountant and llama.cpp's converter (installs them; FIXTURE_SECTIONS picks"
-	@echo "            sections: tiny-llama smollm2 privacy tiny-qwen2 tiny-qwen3 tiny-phi3 tiny-gemma2 tiny-llama3 tiny-llama-linear tiny-kquant)"
+	@echo "            sections: tiny-llama smollm2 privacy tiny-qwen2 tiny-qwen3 tiny-phi3 tiny-gemma2 tiny-llama3 tiny-llama-linear tiny-yarn tiny-phi3-long tiny-kquant)"
 	@echo "make bench  build and run the benchmarks (inference, secure aggregation, federation scale, DP noise)"
 	@echo "make notes-bench  issue 17's federated notes benchmark: non-private, local DP and distributed DP at epsilon 8"
 	@echo "make report-check  render a demo's report with headless Chromium"

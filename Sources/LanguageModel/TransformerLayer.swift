@@ -34,12 +34,13 @@ struct LayerBuffers {
 }
 
 /// The keys and values a layer's queries attend to: positions 0..<start + n, the layer's own n tokens
-/// (its `k`, `v`) at `start`; and the positions of those tokens for RoPE.
+/// (its `k`, `v`) at `start`; and the positions of those tokens and the session's frequency table for RoPE.
 struct AttentionContext {
     let keys: UnsafePointer<Float>
     let values: UnsafePointer<Float>
     let start: Int
     let positions: UnsafePointer<Int>
+    let frequencies: [Float]
 }
 
 /// How a pass multiplies by a layer's projections: inference (int8, row-grouped, the installed adapter)
@@ -66,8 +67,8 @@ extension LlamaModel {
             headNormForward(kIn, weight: keyNorm, rows: n * kvHeads, out: b.k)
         }
         if block.rotary {
-            rotate(b.q, tokens: n, heads: heads, positions: context.positions)
-            rotate(b.k, tokens: n, heads: kvHeads, positions: context.positions)
+            rotate(b.q, tokens: n, heads: heads, positions: context.positions, frequencies: context.frequencies)
+            rotate(b.k, tokens: n, heads: kvHeads, positions: context.positions, frequencies: context.frequencies)
         }
         Attention.causal(queries: b.q, keys: context.keys, values: context.values, tokens: n, start: context.start,
                          heads: heads, kvHeads: kvHeads, headDimension: hd, scale: c.attentionScale,
@@ -171,12 +172,13 @@ extension LlamaModel {
         }
     }
 
-    /// RoPE on `heads` heads of n rows at `positions` (the inverse rotation for gradients), its rotated values
-    /// multiplied by `ropeMagnitude` (LongRoPE's cos·a, sin·a; the same factor going back, as (a·R)ᵀ = a·Rᵀ).
+    /// RoPE by the session's `frequencies` on `heads` heads of n rows at `positions` (the inverse rotation for
+    /// gradients), its rotated values multiplied by `ropeMagnitude` (LongRoPE's and YaRN's cos·a, sin·a; the same
+    /// factor going back, as (a·R)ᵀ = a·Rᵀ).
     func rotate(_ x: UnsafeMutablePointer<Float>, tokens n: Int, heads: Int, positions: UnsafePointer<Int>,
-                inverse: Bool = false) {
+                frequencies: [Float], inverse: Bool = false) {
         let hd = configuration.headDim, rotated = configuration.rotaryDim
-        inverseFrequencies.withUnsafeBufferPointer {
+        frequencies.withUnsafeBufferPointer {
             RoPE.apply(x, tokens: n, heads: heads, headDimension: hd, positions: positions,
                        inverseFrequencies: $0.baseAddress!, layout: weights.ropeLayout, inverse: inverse,
                        rotaryDimension: rotated)

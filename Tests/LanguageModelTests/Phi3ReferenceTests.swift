@@ -385,13 +385,14 @@ final class Phi3RefusalTests: XCTestCase {
             metadata = metadata.map { $0.0 == "phi3.attention.sliding_window" ? ($0.0, .string("64")) : $0 }
         }
         assertRefused(window, naming: ["'phi3.attention.sliding_window'"])
-        // A window of 0 is llama.cpp's "none": the context is LongRoPE's original one (256 of 512).
+        // A window of 0 is llama.cpp's "none": the context is max_position_embeddings (512; past LongRoPE's original
+        // 256, a session takes the long factors: LongRopeContextTests).
         let none = try rewrite("window-0") { metadata, _ in
             metadata = metadata.map { $0.0 == "phi3.attention.sliding_window" ? ($0.0, .uint32(0)) : $0 }
         }
         let c = try ModelLoader.load(path: none.path, threads: 1).model.configuration
         XCTAssertNil(c.slidingWindow)
-        XCTAssertEqual(c.contextLength, 256)
+        XCTAssertEqual(c.contextLength, 512)
     }
 
     /// HF configs: what Phi-3's newer checkpoints add and the block does not compute is refused by field.
@@ -414,7 +415,7 @@ final class Phi3RefusalTests: XCTestCase {
         XCTAssertEqual(try load(topLevel).configuration.rotaryDim, 8)
         var noWindow = original
         noWindow["sliding_window"] = NSNull()
-        XCTAssertEqual(try load(noWindow).configuration.contextLength, 256)
+        XCTAssertEqual(try load(noWindow).configuration.contextLength, 512)
         let parameters = try XCTUnwrap(original["rope_parameters"] as? [String: Any])
         func longrope(_ change: (inout [String: Any]) -> Void) -> [String: Any] {
             var object = parameters

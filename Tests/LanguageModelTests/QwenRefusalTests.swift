@@ -76,7 +76,12 @@ final class QwenRefusalTests: XCTestCase {
         let yarn = try rewrite("qwen2", name: "qwen2-yarn") { metadata, _ in
             metadata.append(("qwen2.rope.scaling.type", .string("yarn")))
         }
-        assertRefused(yarn, naming: ["'qwen2.rope.scaling.type'", "'yarn'"])
+        assertRefused(yarn, naming: ["'qwen2.rope.scaling.type'", "'yarn'"])  // computed (YarnTests), but not without a factor
+        // Gemma 2's soft-capping key on another family: a computation its block does not do.
+        let softcap = try rewrite("qwen3", name: "qwen3-softcap") { metadata, _ in
+            metadata.append(("qwen3.attn_logit_softcapping", .float32(0.5)))
+        }
+        assertRefused(softcap, naming: ["'qwen3.attn_logit_softcapping'", "Qwen3 block"])
         let partial = try rewrite("qwen3", name: "qwen3-partial-rotary") { metadata, _ in
             metadata.append(("qwen3.rope.dimension_count", .uint32(16)))
         }
@@ -108,7 +113,7 @@ final class QwenRefusalTests: XCTestCase {
             ("attention_bias", true, "attention_bias = true"),
             ("use_sliding_window", true, "use_sliding_window"),
             ("layer_types", ["full_attention", "sliding_attention"], "'sliding_attention'"),
-            ("rope_parameters", ["rope_type": "yarn", "rope_theta": 1e6, "factor": 4.0], "'yarn'"),
+            ("rope_parameters", ["rope_type": "linear", "rope_theta": 1e6, "factor": 4.0], "computed for model_type 'llama' only"),
             ("model_type", "qwen3_moe", "'qwen3_moe'"),
         ]
         for (key, value, expected) in cases {
