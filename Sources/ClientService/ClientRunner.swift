@@ -366,22 +366,31 @@ public final class ClientRunner: @unchecked Sendable {
             return .success(PreparedRound(plan: plan, layout: layout, global: global, globalAdapter: globalAdapter, trainer: trainer,
                                           evalExamples: evalExamples, examples: examples.count,
                                           accuracyIndices: Self.accuracyIndices(plan: plan, evalExamples: evalExamples,
-                                                                                ledgerUnit: configuration.policy.privacyUnit)))
+                                                                                ledgerUnit: ledgerUnit)))
         } catch {
             return .failure(.trainer("\(error)"))
         }
     }
 
+    /// The unit the ledger counts: the policy's (a ledger of another unit is refused at start).
+    private var ledgerUnit: PrivacyUnit { configuration.policy.privacyUnit }
+
+    /// The persons a round's metrics releases (held-out loss, condition accuracy) group the held-out records by, or nil
+    /// when each record is its own unit. The unit is the plan's, or at privacy unit client the ledger's (the policy's),
+    /// which a client-level round's releases are charged at: a user-level ledger is charged per person, so each person
+    /// must move a release by at most one unit's sensitivity.
+    static func releaseUsers(plan: TrainingPlan, evalExamples: [TokenizedExample], ledgerUnit: PrivacyUnit) -> [String?]? {
+        let unit = plan.isClientLevel ? ledgerUnit : plan.privacyUnit
+        return unit == .user ? evalExamples.map(\.user) : nil
+    }
+
     /// The held-out records a round scores for condition accuracy, or nil when it releases none: the plan asks for none,
     /// or its held-out records carry no condition (RoundData has checked that they all do or none does, so whether a
-    /// client releases does not turn on one record).
-    /// The unit a unit of the release is: the plan's, or at privacy unit client the ledger's (the policy's), which a
-    /// client-level round is charged at (a user-level ledger scores one record per person).
+    /// client releases does not turn on one record). A unit is a record or a person (`releaseUsers`).
     static func accuracyIndices(plan: TrainingPlan, evalExamples: [TokenizedExample], ledgerUnit: PrivacyUnit) -> [Int]? {
         guard plan.accuracyRecords > 0, evalExamples.contains(where: { $0.condition != nil }) else { return nil }
-        let unit = plan.isClientLevel ? ledgerUnit : plan.privacyUnit
         return ConditionAccuracy.scored(evalExamples, limit: plan.accuracyRecords,
-                                        users: unit == .user ? evalExamples.map(\.user) : nil)
+                                        users: releaseUsers(plan: plan, evalExamples: evalExamples, ledgerUnit: ledgerUnit))
     }
 
     /// The condition accuracy of the scored held-out records with the model's adapter as set (nil when none are scored).
@@ -460,8 +469,8 @@ public final class ClientRunner: @unchecked Sendable {
         let localTensors = local.federationTensors
         try prepared.layout.write(localTensors, to: paths.localAdapter,
                                   baseModel: URL(fileURLWithPath: configuration.model).lastPathComponent)
-        let heldOut = try Self.release(before: before, after: after, plan: prepared.plan,
-                                       users: prepared.plan.privacyUnit == .user ? prepared.evalExamples.map(\.user) : nil)
+        let heldOut = try Self.release(before: before, after: after, plan: prepared.plan, evalExamples: prepared.evalExamples,
+                                       ledgerUnit: ledgerUnit)
         log.write(String(format: "round %llu: held-out loss %.4f → %.4f over %d records (exact, this log only); released "
                          + "with discrete Gaussian noise σ = %.0f grid units (z %g, L %g)", round, before.loss, after.loss,
                          after.examples, heldOut.sigma, heldOut.noiseMultiplier, heldOut.lossClip))
@@ -491,8 +500,8 @@ public final class ClientRunner: @unchecked Sendable {
         let step = try prepared.trainer.clippedStepSum(clipNorm: prepared.plan.clipNorm)
         let stepped = ProcessStatistics.now()
         let sum = prepared.trainer.lora.adapter(from: step.sum.map { Float($0) }).federationTensors
-        let heldOut = try Self.release(before: before, after: before, plan: prepared.plan,
-                                       users: prepared.plan.privacyUnit == .user ? prepared.evalExamples.map(\.user) : nil)
+        let heldOut = try Self.release(before: before, after: before, plan: prepared.plan, evalExamples: prepared.evalExamples,
+                                       ledgerUnit: ledgerUnit)
         let trainLoss = step.examples > 0 ? step.loss / Double(step.examples) : .nan
         log.write(String(format: "round %llu: held-out loss %.4f over %d records (exact, this log only); %d units sampled, clipped "
                          + "gradients summed (mean loss %.4f); seconds: evaluation %.1f, canaries %.1f, gradients %.1f",
@@ -503,11 +512,15 @@ public final class ClientRunner: @unchecked Sendable {
                               seconds: ProcessStatistics.now() - start, canaryExposure: exposure, conditionAccuracy: accuracy)
     }
 
-    /// The round's held-out release (`HeldOutMetrics`, charged with the training by the agent's charge).
-    static func release(before: Evaluation, after: Evaluation, plan: TrainingPlan, users: [String?]?) throws -> HeldOutRelease {
+    /// The round's held-out release (`HeldOutMetrics`, charged with the training by the agent's charge), its records
+    /// grouped by the unit the ledger is charged at (`releaseUsers`).
+    /// - Parameter noise: as `HeldOutMetrics.release`'s; nil (production) is the discrete Gaussian.
+    static func release(before: Evaluation, after: Evaluation, plan: TrainingPlan, evalExamples: [TokenizedExample],
+                        ledgerUnit: PrivacyUnit, noise: ((inout [Int64], Double) throws -> Void)? = nil) throws -> HeldOutRelease {
         let sums = try HeldOutMetrics.release(before: before, after: after, lossClip: plan.metricsLossClip,
                                               noiseMultiplier: plan.metricsNoiseMultiplier, gridScale: HeldOutRelease.gridScale,
-                                              users: users)
+                                              users: releaseUsers(plan: plan, evalExamples: evalExamples, ledgerUnit: ledgerUnit),
+                                              noise: noise)
         return HeldOutRelease(lossBefore: sums[0], lossAfter: sums[1], count: sums[2], lossClip: plan.metricsLossClip,
                               noiseMultiplier: plan.metricsNoiseMultiplier)
     }

@@ -57,7 +57,7 @@ struct RoundHistory {
             var record = AuditRecord(status: "aborted", round: inFlight.round, started: inFlight.started, finished: Date(),
                                      cohort: inFlight.cohort, participants: [], declines: [], dropouts: [],
                                      aggregation: policy.aggregation.rawValue, secureAggregation: policy.secureAggregation,
-                                     plan: policy.plan, clients: [], maxEpsilon: nil, evalLossBefore: nil,
+                                     plan: policy.plan(round: inFlight.round), clients: [], maxEpsilon: nil, evalLossBefore: nil,
                                      evalLossAfter: nil, adapterSHA256: adapterSHA256, abortReason: reason, previousHash: "",
                                      aggregator: policy.aggregator.rawValue,
                                      trimFraction: policy.aggregator == .trimmedMean

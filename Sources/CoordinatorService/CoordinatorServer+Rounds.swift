@@ -170,7 +170,7 @@ extension CoordinatorServer {
                            started: outcome.started, finished: Date(), cohort: outcome.cohort,
                            participants: metrics.map(\.client), declines: outcome.declines, dropouts: outcome.dropouts,
                            aggregation: policy.aggregation.rawValue, secureAggregation: policy.secureAggregation,
-                           plan: policy.plan, clients: metrics, maxEpsilon: figures.maxEpsilon,
+                           plan: policy.plan(round: outcome.round), clients: metrics, maxEpsilon: figures.maxEpsilon,
                            evalLossBefore: figures.evalLossBefore, evalLossAfter: figures.evalLossAfter,
                            evalLossStandardError: figures.evalLossStandardError, adapterSHA256: adapterSHA256, abortReason: verdict.isCommitted ? nil : verdict.reason,
                            previousHash: "", aggregator: policy.aggregator.rawValue,

@@ -35,6 +35,17 @@ public struct DemoConfiguration: Sendable, Equatable {
     public var policyOverride: ClientPolicy?
     public var serverLearningRateOverride: Double?
     public var formOverride: SyntheticNotes.Form?
+    /// A client-level plan's federation budget (`RoundPolicy.clientEpsilonBudget`); such a plan also lowers the rounds'
+    /// fewest clients to 2, the least secure aggregation needs, since its cohort is the coordinator's Poisson sample.
+    public var clientEpsilonBudgetOverride: Double?
+    /// The clients' own per-round releases score only the first this many of their held-out notes (kept in
+    /// `notes.monitor.jsonl`), so that a benchmark scoring every held-out note itself at the end does not pay for
+    /// scoring them twice a round in every client; nil: the clients score all of `notes.heldout.jsonl`.
+    public var monitoredHeldOutOverride: Int?
+    /// Seconds a round may take before the coordinator aborts it (the demo's 900 when nil), and the run then waits up to
+    /// that many seconds a round for all of them (3600 in all when nil): a benchmark of many clients on a loaded machine
+    /// needs longer.
+    public var roundTimeoutOverride: Double?
 
     /// Left nil, `rounds`, `records` and `aggregation` take the mode's defaults: distributed (the default)
     /// `Demo.distributedRounds` rounds over `Demo.distributedRecords` notes per client with FedAdam; local 3 rounds
@@ -79,8 +90,15 @@ public struct DemoConfiguration: Sendable, Equatable {
         return TrainingPlan(steps: 1, learningRate: 1.0, samplingRate: rate, noiseMultiplier: Demo.distributedNoiseMultiplier,
                             clipNorm: 1.0, delta: 1e-5, maxLength: Demo.distributedMaxLength, rank: 4, alpha: 8,
                             targets: ["q_proj", "v_proj"], noisePlacement: .distributed, expectedBatch: expected,
-                            maxContributions: Int((4 * expected).rounded(.up)) + 32)
+                            maxContributions: Int((4 * expected).rounded(.up)) + 32, accuracyRecords: Demo.accuracyRecords,
+                            accuracyNoiseMultiplier: Demo.accuracyNoiseMultiplier)
     }
+
+    /// The demo's own plans release the condition accuracy in the first round and the last only (`accuracy_interval`
+    /// rounds − 1): the base model's, and the global adapter the last round starts from. Two releases over every held-out
+    /// note at `Demo.accuracyNoiseMultiplier` have a standard error near 0.13 where six at z 5 over 10 notes had 0.3 to
+    /// 1.5, for ε +0.48 instead of +0.36 and a third fewer generations. A benchmark's plan keeps every round's.
+    public var accuracyInterval: Int? { planOverride == nil && rounds > 1 ? rounds - 1 : nil }
 
     /// How a client's notes are written: the task form (note → assessment) for the distributed demo, whose probe
     /// asks for assessments; whole notes for the local one.
@@ -97,8 +115,10 @@ public struct DemoConfiguration: Sendable, Equatable {
     /// The coordinator's configuration: every client invited (at least all but one), generous deadlines.
     public var coordinator: CoordinatorConfiguration {
         CoordinatorConfiguration(model: model, listen: "127.0.0.1", rounds: RoundPolicy(
-            minClients: max(1, clients - 1), maxClients: clients, fraction: 1.0, aggregation: aggregation,
-            secureAggregation: secureAggregation, inviteTimeout: 60, roundTimeout: 900, waitForClients: 120, plan: plan),
+            minClients: plan.isClientLevel ? 2 : max(1, clients - 1), maxClients: clients, fraction: 1.0,
+            aggregation: aggregation, secureAggregation: secureAggregation, inviteTimeout: 60,
+            roundTimeout: roundTimeoutOverride ?? 900, waitForClients: 120, plan: plan,
+            clientEpsilonBudget: plan.isClientLevel ? clientEpsilonBudgetOverride : nil, accuracyInterval: accuracyInterval),
             serverLearningRate: serverLearningRateOverride ?? (distributedNoise ? Demo.serverLearningRate : nil))
     }
 
@@ -111,7 +131,9 @@ public struct DemoConfiguration: Sendable, Equatable {
     /// Client `index`'s configuration, its notes in `folder`; the first client plants the canaries.
     public func clientConfiguration(_ index: Int, folder: URL) -> ClientConfiguration {
         ClientConfiguration(model: model, data: folder.appendingPathComponent("notes.jsonl").path,
-                            evalData: folder.appendingPathComponent("notes.heldout.jsonl").path, threads: 1, policy: policy,
+                            evalData: folder.appendingPathComponent(monitoredHeldOutOverride == nil ? "notes.heldout.jsonl"
+                                                                        : Demo.monitoredHeldOutFileName).path,
+                            threads: 1, policy: policy,
                             canaries: index == 0 && canaries > 0
                                 ? CanaryConfiguration(count: canaries, digits: Demo.canaryDigits, repetitions: Demo.canaryRepetitions)
                                 : nil)
@@ -139,9 +161,11 @@ public final class Demo {
     public static let distributedRounds = 6
     /// Synthetic notes per client.
     public static let distributedRecords = 400
-    /// Notes each client is expected to sample per step: the expected batch is this times the clients. 20 (with
-    /// z 1.1) puts less noise on the mean step than 15 (with z 1.0) did, for less ε (RESULTS.md, runs D and E).
-    public static let expectedPerClient = 20.0
+    /// Notes each client is expected to sample per step: the expected batch is this times the clients. The noise on the
+    /// mean step is z·C over the expected batch: 1.1/90 here, against 1.1/60 at 20 (runs D to F) and 1/45 at 15; at a
+    /// fixed ε the larger batch takes the smaller share of noise, since ε grows faster than linearly in q/z near z 1
+    /// (RESULTS.md, "The demo", session 9).
+    public static let expectedPerClient = 30.0
     /// z of the distributed discrete Gaussian: the sum of the shares has standard deviation z·C·√(clients/threshold), z·C
     /// when every client must survive (the demo's secure aggregation threshold is its cohort).
     public static let distributedNoiseMultiplier = 1.1
@@ -149,6 +173,13 @@ public final class Demo {
     public static let distributedMaxLength = 320
     /// FedAdam's η.
     public static let serverLearningRate = 0.02
+    /// Held-out notes each client scores for condition accuracy, in the two rounds that release it: all of its 20.
+    public static let accuracyRecords = 20
+    /// z of the condition accuracy release: σ = z·√3 notes per client and coordinate, so the pooled figure over 3 × 20
+    /// notes has a standard error of about z/20·√(1 + a²) from the noise.
+    public static let accuracyNoiseMultiplier = 2.5
+    /// A client's scored subset of its held-out notes under `DemoConfiguration.monitoredHeldOutOverride`.
+    public static let monitoredHeldOutFileName = "notes.monitor.jsonl"
 
     public let configuration: DemoConfiguration
     public let executables: FederationExecutables
@@ -209,10 +240,11 @@ public final class Demo {
         narrate("  held-out metrics: DP-released (discrete Gaussian, z \(plan.metricsNoiseMultiplier), losses clipped to "
                 + "[0, \(plan.metricsLossClip)] nats), charged to each client's ledger with its round; no counts or timings sent")
         if plan.accuracyRecords > 0 && c.form == .task {
+            let rounds = c.accuracyInterval.map { "in rounds 1 and \(1 + $0) only" } ?? "a round"
             narrate("  condition accuracy: each client writes the assessment of up to \(plan.accuracyRecords) of its held-out notes "
-                    + "a round (greedy, at most \(ConditionAccuracy.maximumTokens) tokens) and counts those whose first line names the "
-                    + "note's condition; DP-released (discrete Gaussian, z \(plan.accuracyNoiseMultiplier)), charged with the round; "
-                    + "the generation's seconds stay in each client's join.log")
+                    + "\(rounds) (greedy, at most \(ConditionAccuracy.maximumTokens) tokens) and counts those whose first line names "
+                    + "the note's condition; DP-released (discrete Gaussian, z \(plan.accuracyNoiseMultiplier)), charged with the "
+                    + "round; the generation's seconds stay in each client's join.log")
         }
         let probeNotes = c.probe ? DemoProbe.notes(clients: c.clients) : []
         let before = try probeBefore(probeNotes, federation: federation)
@@ -227,7 +259,7 @@ public final class Demo {
         narrate("")
         let queued = try federation.control.startRounds(c.rounds)
         let records = try federation.control.waitForRounds(
-            first: queued.firstRound, count: c.rounds, timeout: 3600,
+            first: queued.firstRound, count: c.rounds, timeout: c.roundTimeoutOverride.map { $0 * Double(c.rounds) } ?? 3600,
             recorded: { [narrate] in narrate("  " + RoundSummary($0).line) }, polled: progress)
         let probe = try probeAfter(probeNotes, before: before, records: records, federation: federation)
         return try outcome(records, federation: federation, start: start, probe: probe)
@@ -320,12 +352,22 @@ public final class Demo {
                                                 "--records", "\(c.records)", "--seed", "\(index + 1)",
                                                 "--out", folder.appendingPathComponent("notes.jsonl").path, "--held-out", "0.05",
                                                 "--form", c.form.rawValue])
+        if let monitored = c.monitoredHeldOutOverride {
+            try Self.writeFirstLines(monitored, of: folder.appendingPathComponent("notes.heldout.jsonl"),
+                                     to: folder.appendingPathComponent(Self.monitoredHeldOutFileName))
+        }
         let configuration = c.clientConfiguration(index, folder: folder)
         try federation.write(configuration, for: client.name)
         narrate("  \(client.name): key and CSR made locally, certificate signed, \(c.records) synthetic "
                 + "\(client.specialty.rawValue) notes"
                 + (configuration.canaries.map { " and \($0.count) secret canaries × \($0.repetitions)" } ?? ""))
         return client.name
+    }
+
+    /// Writes the first `count` lines of a JSONL file (all of them when it has fewer) to `destination`.
+    static func writeFirstLines(_ count: Int, of source: URL, to destination: URL) throws {
+        let lines = try String(contentsOf: source, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: true)
+        try writeFileAtomically(Data(lines.prefix(count).map { $0 + "\n" }.joined().utf8), to: destination)
     }
 
     /// The rounds as the audit log has them, the chain verified, the canary client's exposure per round.

@@ -116,7 +116,10 @@ public struct PlanPreview: Encodable, Sendable, Equatable {
     /// The preview of `count` rounds of `plan` for the `enrolled` client ids, with the policies known for
     /// some of them (judged by `ClientPolicy.objection`, as the client itself does at an invitation).
     /// - Throws: `PrivacyParameterError` for a plan the accountant cannot take.
-    public init(plan: TrainingPlan, count: Int, enrolled: [String], knownPolicies: [String: ClientPolicy] = [:]) throws {
+    /// - Parameter accuracyReleases: how many condition accuracy releases the first r rounds ask for (default: one a
+    ///   round when the plan asks for any; `RoundPolicy.accuracyReleases` under an `accuracy_interval`).
+    public init(plan: TrainingPlan, count: Int, enrolled: [String], knownPolicies: [String: ClientPolicy] = [:],
+                accuracyReleases: ((Int) -> Int)? = nil) throws {
         samplingRate = plan.samplingRate
         noiseMultiplier = plan.noiseMultiplier
         stepsPerRound = plan.steps
@@ -133,6 +136,10 @@ public struct PlanPreview: Encodable, Sendable, Equatable {
             }
             roundEpsilon = rounds[0].epsilon
         } else if plan.isPrivate {
+            func accuracy(_ rounds: Int) -> [MechanismSteps] {
+                let releases = accuracyReleases?(rounds) ?? (plan.accuracyRecords > 0 ? rounds : 0)
+                return releases > 0 ? [MetricsRelease.accuracyMechanism(plan: plan, rounds: releases)] : []
+            }
             rounds = try (1...max(1, count)).map { round in
                 Round(round: round, epsilon: try PrivacyAccounting.epsilon(
                     // Each round charges its training and its held-out metrics release (issue 13), and, when the plan
@@ -141,7 +148,7 @@ public struct PlanPreview: Encodable, Sendable, Equatable {
                     steps: [.dpsgd(samplingRate: plan.samplingRate, noiseMultiplier: plan.noiseMultiplier,
                                    steps: plan.steps * round),
                             MetricsRelease.mechanism(plan: plan, rounds: round)]
-                        + (plan.accuracyRecords > 0 ? [MetricsRelease.accuracyMechanism(plan: plan, rounds: round)] : []),
+                        + accuracy(round),
                     delta: plan.delta, accountant: .rdp))
             }
             roundEpsilon = rounds[0].epsilon
@@ -160,7 +167,8 @@ public struct PlanPreview: Encodable, Sendable, Equatable {
 
     /// The preview of `count` rounds of `policy`'s plan, with its aggregation.
     public init(policy: RoundPolicy, count: Int, enrolled: [String], knownPolicies: [String: ClientPolicy] = [:]) throws {
-        try self.init(plan: policy.plan, count: count, enrolled: enrolled, knownPolicies: knownPolicies)
+        try self.init(plan: policy.plan, count: count, enrolled: enrolled, knownPolicies: knownPolicies,
+                      accuracyReleases: policy.accuracyReleases(inRounds:))
         aggregation = Aggregation(strategy: policy.aggregation.rawValue, secureAggregation: policy.secureAggregation,
                                   aggregator: policy.aggregator.rawValue,
                                   trimFraction: policy.aggregator == .trimmedMean

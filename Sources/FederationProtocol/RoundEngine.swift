@@ -276,7 +276,7 @@ public struct RoundEngine: Sendable {
 
     /// The invitation to plain round `round`: the policy's plan and the global adapter's digest.
     public func invitation(round: UInt64) -> Invite {
-        Invite(round: round, plan: policy.plan, aggregation: policy.aggregation.rawValue,
+        Invite(round: round, plan: policy.plan(round: round), aggregation: policy.aggregation.rawValue,
                secureAggregation: policy.secureAggregation, adapterSHA256: globalAdapterDigest,
                deadlineSeconds: policy.roundTimeout)
     }
@@ -566,8 +566,8 @@ public struct RoundEngine: Sendable {
         let (graph, threshold) = try neighbourhoods(cohortSize: members.count)
         // Refused when planned: a threshold that few colluders with a lying coordinator defeat (clients refuse it too).
         try CollusionResistance.require(cohortSize: members.count, graph: graph, threshold: threshold)
-        let invite = Invite(round: round, plan: policy.plan, aggregation: policy.aggregation.rawValue, secureAggregation: true,
-                            adapterSHA256: globalAdapterDigest, deadlineSeconds: policy.roundTimeout)
+        let invite = Invite(round: round, plan: policy.plan(round: round), aggregation: policy.aggregation.rawValue,
+                            secureAggregation: true, adapterSHA256: globalAdapterDigest, deadlineSeconds: policy.roundTimeout)
         let setup = SecureRoundSetup(
             round: round, members: members, degree: { if case let .harary(k) = graph { return UInt32(k) } else { return 0 } }(),
             threshold: UInt32(threshold),

@@ -57,6 +57,12 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
     /// sample of the registered clients at `client_sampling_rate`: `fraction` and `max_clients` do not apply to it,
     /// `min_clients` is the fewest reachable sampled clients (and survivors) a round runs with.
     public var clientEpsilonBudget: Double?
+    /// Which rounds ask for the plan's condition accuracy release (JSON `accuracy_interval`, k): round 1 and every k-th
+    /// round after it (1, 1 + k, 1 + 2k, …); the others' invitations carry `accuracy_records` 0, so their clients
+    /// neither score nor release nor are charged for it. nil: every round. A schedule of round numbers, public and
+    /// data-independent: fewer releases at a smaller z tell more at the same ε (k = rounds − 1: the base model and the
+    /// last round's global adapter).
+    public var accuracyInterval: Int?
 
     /// β when `trim_fraction` is not given: one update in five dropped at each end, so a cohort of 5 to
     /// 9 tolerates one client sending anything, of 10 to 14 two (Yin et al. 2018: up to ⌊β·n⌋).
@@ -67,7 +73,7 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
                 updateClip: Double? = nil, neighbourDegree: Int? = nil,
                 dropoutTolerance: Double? = nil, dropoutFailureProbability: Double? = nil,
                 aggregator: UpdateAggregator = .mean, trimFraction: Double? = nil, updateNormClip: Double? = nil,
-                clientEpsilonBudget: Double? = nil) {
+                clientEpsilonBudget: Double? = nil, accuracyInterval: Int? = nil) {
         self.minClients = minClients
         self.maxClients = maxClients
         self.fraction = fraction
@@ -86,6 +92,24 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
         self.trimFraction = trimFraction
         self.updateNormClip = updateNormClip
         self.clientEpsilonBudget = clientEpsilonBudget
+        self.accuracyInterval = accuracyInterval
+    }
+
+    /// The plan round `round`'s invitation carries: the policy's, without the condition accuracy release in a round
+    /// `accuracy_interval` skips.
+    public func plan(round: UInt64) -> TrainingPlan {
+        guard let k = accuracyInterval, k > 1, round % UInt64(k) != 1 else { return plan }
+        var skipping = plan
+        skipping.accuracyRecords = 0
+        return skipping
+    }
+
+    /// The most condition accuracy releases any `rounds` consecutive rounds ask for: ⌈rounds / k⌉, exact for rounds
+    /// 1 to `rounds` (what previews count, as they count a release whenever one may be asked).
+    public func accuracyReleases(inRounds rounds: Int) -> Int {
+        guard plan.accuracyRecords > 0 else { return 0 }
+        let k = max(1, accuracyInterval ?? 1)
+        return (max(0, rounds) + k - 1) / k
     }
 
     enum CodingKeys: String, CodingKey {
@@ -104,6 +128,7 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
         case trimFraction = "trim_fraction"
         case updateNormClip = "update_norm_clip"
         case clientEpsilonBudget = "client_epsilon_budget"
+        case accuracyInterval = "accuracy_interval"
     }
 
     /// Every field as written; `secure_aggregation` may be left out and is then on, and the
@@ -138,6 +163,7 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
         trimFraction = try c.decodeIfPresent(Double.self, forKey: .trimFraction)
         updateNormClip = try c.decodeIfPresent(Double.self, forKey: .updateNormClip)
         clientEpsilonBudget = try c.decodeIfPresent(Double.self, forKey: .clientEpsilonBudget)
+        accuracyInterval = try c.decodeIfPresent(Int.self, forKey: .accuracyInterval)
     }
 
     /// The L2 bound on a plain round's updates when `update_norm_clip` is not given: B·√P, with B the
@@ -192,6 +218,9 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
             try check(dropoutTolerance != nil, "dropout_failure_probability", "needs dropout_tolerance")
             try check(dropoutFailureProbability.isFinite && dropoutFailureProbability > 0 && dropoutFailureProbability < 1,
                       "dropout_failure_probability", "must be in (0, 1), got \(dropoutFailureProbability)")
+        }
+        if let accuracyInterval {
+            try check(accuracyInterval >= 1, "accuracy_interval", "must be at least 1 (1: every round), got \(accuracyInterval)")
         }
         try validateClientLevel(path: path)
         try validateAggregator(check)

@@ -5,9 +5,9 @@ import ModelFormats
 /// the structure the one layer pass (`TransformerLayer`) reads: which norm, which projections read which
 /// input, the rotary embedding, the attention and the feed-forward.
 ///
-/// Llama, Qwen2 (q/k/v biases), Qwen3 (per-head q/k norms), Phi-3 (fused projections) and Gemma 2 ((1 + w) norms,
-/// post-norms, GeGLU; its embedding scale, soft-capping and query scale are hyper-parameters in the configuration)
-/// are described. A later family adds a case or a field here and the few lines of the pass that read it, not a copy
+/// Llama, Qwen2 (q/k/v biases), Qwen3 (per-head q/k norms), Phi-3 (fused projections), Gemma 2 ((1 + w) norms,
+/// post-norms, GeGLU; its embedding scale, soft-capping, query scale and sliding layers are hyper-parameters in the
+/// configuration) and Gemma 3 (Gemma 2's block with Qwen3's head norms, (1 + w) too) are described. A later family adds a case or a field here and the few lines of the pass that read it, not a copy
 /// of the transformer; until then the loaders refuse what the description does not cover (`GGUFSupport`, and
 /// `LlamaConfiguration` for HF configs).
 ///
@@ -37,7 +37,7 @@ struct BlockDescription: Sendable {
         let hf: String
     }
 
-    /// The per-head norms of q and k (Qwen3): RMSNorm over each head's `headDim` values, after the
+    /// The per-head norms of q and k (Qwen3, Gemma 3): RMSNorm over each head's `headDim` values, after the
     /// projection (and its bias) and before RoPE. GGUF `attn_q_norm`/`attn_k_norm`, HF `self_attn.q_norm`/`k_norm`.
     struct HeadNorms: Sendable {
         let query: NormTensor
@@ -72,7 +72,8 @@ struct BlockDescription: Sendable {
     /// post_attention_layernorm and post_feedforward_layernorm; GGUF `post_attention_norm`, `post_ffw_norm`).
     var postNorms: PostNorms? = nil
     /// What an HF checkpoint's norm weights are offset by: Gemma's RMSNorm multiplies by (1 + w), so its loader adds
-    /// 1 to every norm weight read from safetensors (llama.cpp's converter writes 1 + w into the GGUF already).
+    /// 1 to every norm weight read from safetensors, Gemma 3's head norms included (llama.cpp's converter writes 1 + w
+    /// into the GGUF already).
     var hfNormOffset: Float = 0
 
     /// The norms after the attention and after the feed-forward.
@@ -111,6 +112,7 @@ struct BlockDescription: Sendable {
         case .qwen3: return .qwen3
         case .phi3: return .phi3
         case .gemma2: return .gemma2
+        case .gemma3: return .gemma3
         }
     }
 
@@ -156,6 +158,15 @@ struct BlockDescription: Sendable {
         postNorms: PostNorms(attention: NormTensor(gguf: "post_attention_norm", hf: "post_attention_layernorm"),
                              feedForward: NormTensor(gguf: "post_ffw_norm", hf: "post_feedforward_layernorm")),
         hfNormOffset: 1)
+
+    /// Gemma 3's text model (HF `Gemma3DecoderLayer`, llama.cpp `gemma3`): Gemma 2's block with q_norm and k_norm over each
+    /// head ((1 + w), as every Gemma norm) before RoPE; its sliding layers, their rope base and the absence of the attention
+    /// cap are in the configuration.
+    static let gemma3 = BlockDescription(
+        norm: .rms, attentionNorm: gemma2.attentionNorm, feedForwardNorm: gemma2.feedForwardNorm,
+        attentionInputs: llama.attentionInputs, attentionOutput: .oProj, biased: [], headNorms: qwen3.headNorms, rotary: true,
+        ggufRopeLayout: .halfSplit, feedForward: .geglu, feedForwardInputs: llama.feedForwardInputs,
+        feedForwardOutput: .downProj, postNorms: gemma2.postNorms, hfNormOffset: 1)
 }
 
 extension LlamaConfiguration {

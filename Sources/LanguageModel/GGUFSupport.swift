@@ -1,7 +1,7 @@
 import Foundation
 import ModelFormats
 
-/// What of a `llama`, `qwen2`, `qwen3` or `phi3` GGUF the model computes, so that anything else is refused rather
+/// What of a `llama`, `qwen2`, `qwen3`, `phi3`, `gemma2` or `gemma3` GGUF the model computes, so that anything else is refused rather
 /// than approximated.
 ///
 /// A GGUF names its architecture `llama` for SmolLM, TinyLlama and Llama 3.x alike, but llama.cpp reads
@@ -68,17 +68,20 @@ enum GGUFSupport {
                     + "(partial rotary or unequal head sizes are not supported)"
         case "expert_count", "expert_used_count":
             return file.int(key) == 0 ? nil : "mixtures of experts are not supported"
-        // (The `where` on each pattern: on the last alone, any family's attn_logit_softcapping passed unread.)
-        case "attn_logit_softcapping" where architecture == "gemma2", "final_logit_softcapping" where architecture == "gemma2":
-            return nil  // Gemma 2's soft-capping, read by `LlamaConfiguration.readGemma2Keys`
+        // (A `where` binds to one pattern only: each pattern carries its own.)
+        case "attn_logit_softcapping" where architecture == "gemma2",
+             "final_logit_softcapping" where architecture == "gemma2" || architecture == "gemma3",
+             "attention.sliding_window_pattern" where architecture == "gemma2" || architecture == "gemma3",
+             "rope.freq_base_swa" where architecture == "gemma3":
+            return nil  // Gemma's soft-capping, sliding layers and Gemma 3's sliding rope base: `LlamaConfiguration.readGemmaKeys`
         case "rope.scaling.attn_factor" where architecture == "phi3":
             return nil  // LongRoPE's attention factor, read with its factor tensors (`LlamaConfiguration.ggufLongrope`)
         case _ where scalingType == "yarn" && yarnKeys.contains(name):
             return nil  // YaRN's, read or checked against what llama.cpp uses by `LlamaConfiguration.ggufYarn`
         case "attention.sliding_window":
-            // Phi-3's and Gemma 2's windows are read (`LlamaConfiguration.slidingWindow`: the context stops there); elsewhere a
-            // window would mask keys the model attends to.
-            return architecture == "phi3" || architecture == "gemma2" || file.int(key) == 0 ? nil
+            // Phi-3's window is read (`LlamaConfiguration.slidingWindow`: the context stops there), Gemma's masked on its
+            // sliding layers; elsewhere a window would mask keys the model attends to.
+            return architecture == "phi3" || architecture == "gemma2" || architecture == "gemma3" || file.int(key) == 0 ? nil
                 : "sliding-window attention is not supported by the \(ModelArchitecture(rawValue: architecture)?.displayName ?? architecture) block"
         default:
             if name.hasPrefix("rope.scaling."), scalingType == "none" { return nil }

@@ -93,6 +93,9 @@ public final class LlamaModel: @unchecked Sendable {
     /// LongRoPE's table with its long factors, which a session longer than the original context reads instead
     /// (`frequencies(context:)`); nil for every other scaling.
     let longInverseFrequencies: [Float]?
+    /// The sliding layers' own table where they rotate with a rope base of their own, unscaled (Gemma 3's
+    /// `rope_local_base_freq`); nil: every layer reads `inverseFrequencies`.
+    let slidingInverseFrequencies: [Float]?
     /// What RoPE's cos and sin are multiplied by (`RopeFrequencies.magnitude`: LongRoPE's attention factor, else 1).
     let ropeMagnitude: Float
     /// The decoder block's structure, which the one layer pass reads (`layerForward`, `layerBackward`).
@@ -105,6 +108,19 @@ public final class LlamaModel: @unchecked Sendable {
         inverseFrequencies = RopeFrequencies.inverse(weights.configuration)
         longInverseFrequencies = RopeFrequencies.longInverse(weights.configuration)
         ropeMagnitude = RopeFrequencies.magnitude(weights.configuration)
+        if let theta = weights.configuration.slidingRopeTheta {
+            var sliding = weights.configuration
+            (sliding.ropeTheta, sliding.ropeScaling) = (theta, .none)
+            slidingInverseFrequencies = RopeFrequencies.inverse(sliding)
+        } else {
+            slidingInverseFrequencies = nil
+        }
+    }
+
+    /// The table layer `layer` rotates with in a session rotating by `session` (`frequencies(context:tokens:)`):
+    /// the sliding layers' own where they have one, which no session's context changes.
+    func layerFrequencies(_ layer: Int, session: [Float]) -> [Float] {
+        configuration.isSliding(layer: layer) ? slidingInverseFrequencies ?? session : session
     }
 
     /// The frequency table a session opened for `context` positions rotates by; throws when `tokens` positions are
@@ -387,12 +403,22 @@ final class GroupedWeights: @unchecked Sendable {
 
 /// Causal grouped-query attention over cached keys and values.
 enum Attention {
-    /// output (tokens, heads·hd): for query row t at position start+t, softmax(cap(scale·q·Kᵀ)) V over
-    /// positions 0...start+t (scale 1/√hd unless the model says otherwise; cap c·tanh(s/c) with a `softcap`, else
-    /// none); query head h reads key/value head h / (heads / kvHeads).
+    /// The first key position a query at `position` attends to: 0, or with a sliding `window` the oldest of the
+    /// `window` positions ending at the query's own (a key `window` or more positions back is masked, as transformers'
+    /// `sliding_window_overlay` keeps kv > q − window and llama.cpp's `is_masked_swa` masks q − kv ≥ window).
+    @inline(__always)
+    static func firstKey(position: Int, window: Int?) -> Int {
+        guard let window else { return 0 }
+        return max(0, position - window + 1)
+    }
+
+    /// output (tokens, heads·hd): for query row t at position p = start+t, softmax(cap(scale·q·Kᵀ)) V over
+    /// positions `firstKey(p, window)`...p (scale 1/√hd unless the model says otherwise; cap c·tanh(s/c) with a
+    /// `softcap`, else none; every earlier position with no `window`); query head h reads key/value head
+    /// h / (heads / kvHeads).
     static func causal(queries: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
                        tokens: Int, start: Int, heads: Int, kvHeads: Int, headDimension hd: Int, scale: Float? = nil,
-                       softcap: Float? = nil, output: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+                       softcap: Float? = nil, window: Int? = nil, output: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         let group = heads / kvHeads
         let kvWidth = kvHeads * hd, qWidth = heads * hd
         let scale = scale ?? 1 / Float(hd).squareRoot()
@@ -402,13 +428,13 @@ enum Attention {
             defer { scores.deallocate() }
             for task in range {
                 let t = task / heads, head = task % heads, kvHead = head / group
-                let length = start + t + 1
+                let first = firstKey(position: start + t, window: window), length = start + t + 1 - first
                 let query = queries + t * qWidth + head * hd
-                Vector.dotRows(query, rows: keys + kvHead * hd, stride: kvWidth, count: length, width: hd, scale: scale,
-                               into: scores)
+                let keyRows = keys + first * kvWidth + kvHead * hd, valueRows = values + first * kvWidth + kvHead * hd
+                Vector.dotRows(query, rows: keyRows, stride: kvWidth, count: length, width: hd, scale: scale, into: scores)
                 if let softcap { Softcap.apply(scores, length, cap: softcap) }
                 Activation.softmax(scores, length)
-                Vector.attentionValues(into: output + t * qWidth + head * hd, rows: values + kvHead * hd, rowStride: kvWidth,
+                Vector.attentionValues(into: output + t * qWidth + head * hd, rows: valueRows, rowStride: kvWidth,
                                        coefficients: scores, count: length, width: hd)
             }
         }

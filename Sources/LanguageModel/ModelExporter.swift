@@ -4,9 +4,10 @@ import ModelFormats
 import Tokenizer
 
 /// Writes a model (optionally with a LoRA adapter merged into its weights) as a GGUF v3 file that
-/// llama.cpp loads: the family's architecture and keys (`llama`, `qwen2`, `qwen3`, `phi3`) as convert_hf_to_gguf.py
-/// writes them, llama.cpp's tensor names (Qwen2's q/k/v biases and Qwen3's q/k head norms included, in F32), Llama's
-/// Q/K rows in its permuted order (the others' in HF's, which llama.cpp rotates NEOX-style), tokenizer metadata.
+/// llama.cpp loads: the family's architecture and keys (`llama`, `qwen2`, `qwen3`, `phi3`, `gemma2`) as
+/// convert_hf_to_gguf.py writes them, llama.cpp's tensor names (Qwen2's q/k/v biases, Qwen3's q/k head norms and
+/// Gemma's post-norms included, in F32), Llama's Q/K rows in its permuted order (the others' in HF's, which llama.cpp
+/// rotates NEOX-style), tokenizer metadata.
 public enum ModelExporter {
     /// llama.cpp's `general.file_type` (enum llama_ftype) for a uniform file of `type` (the mixes: `ExportScheme`).
     static func fileType(_ type: TensorType) -> UInt32 {
@@ -36,18 +37,20 @@ public enum ModelExporter {
                               progress: (Int, Int) -> Void = { _, _ in }) throws {
         let weights = loaded.model.weights
         let c = weights.configuration
-        // Every part `BlockDescription` gives these families is written below (norms, head norms, projections,
-        // biases); a family that adds another part must be added here once its part is written.
+        let tied = weights.output.data == weights.embedding.data
+        // Every part `BlockDescription` gives these families is written below (norms, head norms, post-norms,
+        // projections, biases); a family that adds another part must be added here once its part is written.
         switch c.architecture {
         case .llama, .qwen2, .qwen3, .phi3: break
-        case .gemma2:  // its post-norms, caps and the converter's 1 + w norms are not written yet
-            throw LanguageModelError.unsupportedModel(file: weights.source, problem: "exporting a Gemma 2 model to GGUF is "
-                                                      + "not supported (its post-norms and soft-capping are not written yet)")
+        case .gemma2: try checkGemmaGraph(weights, tied: tied)
+        case .gemma3:  // its head norms, sliding-layer pattern and sliding rope base are not written yet
+            throw LanguageModelError.unsupportedModel(file: weights.source,
+                                                      problem: "exporting a \(c.architecture.displayName) model to GGUF is "
+                                                      + "not supported (its sliding layers' keys are not written yet)")
         }
         let block = BlockDescription.of(c.architecture)
         var writer = GGUFWriter()
         setMetadata(of: loaded, fileType: scheme.fileType, adapterMerged: adapter != nil, on: &writer)
-        let tied = weights.output.data == weights.embedding.data
 
         func add(_ name: String, _ matrix: WeightMatrix, as role: ExportScheme.Role,
                  merge: (module: ProjectionModule, pair: LoRAPair)? = nil, permuteHeads: Int? = nil) throws {
@@ -92,12 +95,7 @@ public enum ModelExporter {
         }
         progress(1, total)
         for (l, layer) in weights.layers.enumerated() {
-            try addVector("blk.\(l).\(block.attentionNorm.gguf).weight", layer.attentionNorm)
-            try addVector("blk.\(l).\(block.feedForwardNorm.gguf).weight", layer.feedForwardNorm)
-            if let norms = block.headNorms {
-                try addVector("blk.\(l).\(norms.query.gguf).weight", layer.queryNorm)
-                try addVector("blk.\(l).\(norms.key.gguf).weight", layer.keyNorm)
-            }
+            for (name, values) in norms(of: layer, block: block) { try addVector("blk.\(l).\(name).weight", values) }
             for module in block.projections {
                 let pair = adapter?.layers[l][module]
                 let heads = module == .qProj ? c.numAttentionHeads : module == .kProj ? c.numKeyValueHeads : nil
@@ -121,6 +119,55 @@ public enum ModelExporter {
         throw LanguageModelError.unsupportedModel(file: source, problem: "exporting YaRN with beta_fast \(betaFast), beta_slow "
                                                   + "\(betaSlow) and truncate \(truncate) to GGUF is not supported (llama.cpp "
                                                   + "computes beta_fast 32, beta_slow 1 and truncate true only)")
+    }
+
+    /// A layer's norm weights under their GGUF names (`attn_norm`, `ffn_norm`, the block's post-norms and q/k head
+    /// norms where it has them; nil where the loaded layer lacks one). They are written as the pass multiplies by
+    /// them: Gemma's as 1 + w, which is the converter's convention (it adds 1 to HF's w) and what llama.cpp multiplies by.
+    static func norms(of layer: LayerWeights, block: BlockDescription) -> [(String, [Float]?)] {
+        var norms: [(String, [Float]?)] = [(block.attentionNorm.gguf, layer.attentionNorm),
+                                           (block.feedForwardNorm.gguf, layer.feedForwardNorm)]
+        if let post = block.postNorms {
+            norms += [(post.attention.gguf, layer.postAttentionNorm), (post.feedForward.gguf, layer.postFeedForwardNorm)]
+        }
+        if let heads = block.headNorms { norms += [(heads.query.gguf, layer.queryNorm), (heads.key.gguf, layer.keyNorm)] }
+        return norms
+    }
+
+    /// Refuses a Gemma model whose numbers llama.cpp's graph (src/models/gemma2.cpp) would not reproduce from its
+    /// file, since that graph fixes what the file cannot say: it takes the embedding as the output head, multiplies the
+    /// embedding by √hidden in float32 (transformers rounds it to the checkpoint's dtype: 59.75 for Gemma-2-9B in
+    /// bfloat16, where float32 gives 59.867), soft-caps attention and logits always (50 and 30 without the keys), and
+    /// scales queries by its own rule (`llamaCppGemmaQueryScalar`), not by query_pre_attn_scalar.
+    static func checkGemmaGraph(_ weights: ModelWeights, tied: Bool) throws {
+        let c = weights.configuration
+        func refuse(_ problem: String) -> LanguageModelError {
+            .unsupportedModel(file: weights.source, problem: "exporting this \(c.architecture.rawValue) model to GGUF: \(problem)")
+        }
+        guard tied else {
+            throw refuse("its output head is not its embedding, and llama.cpp's graph uses the embedding as the head")
+        }
+        let scale = Float(c.hiddenSize).squareRoot()
+        guard c.embeddingScale == scale else {
+            throw refuse("its embedding scale \(c.embeddingScale.map { "\($0)" } ?? "none") (√\(c.hiddenSize) in the "
+                         + "checkpoint's dtype) is not the \(scale) llama.cpp computes in float32")
+        }
+        guard c.attentionSoftcap != nil, c.finalLogitSoftcap != nil else {
+            throw refuse("it is not soft-capped (attn_logit_softcapping \(c.attentionSoftcap.map { "\($0)" } ?? "null"), "
+                         + "final_logit_softcapping \(c.finalLogitSoftcap.map { "\($0)" } ?? "null")), and llama.cpp's graph "
+                         + "always caps (at 50 and 30 without the keys)")
+        }
+        // llama.cpp's gemma2 loader slides the even layers (set_swa_pattern(2)); GGUF cannot say otherwise for it.
+        let evenLayers = (0..<c.numHiddenLayers).map { $0 % 2 == 0 }
+        guard c.slidingLayers.isEmpty || c.slidingLayers == evenLayers else {
+            let sliding = c.slidingLayers.enumerated().filter(\.element).map { "\($0.offset)" }.joined(separator: ", ")
+            throw refuse("its sliding layers (\(sliding)) are not the even layers llama.cpp's gemma2 graph slides")
+        }
+        guard c.queryPreAttentionScalar == c.llamaCppGemmaQueryScalar else {
+            throw refuse("query_pre_attn_scalar = \(c.queryPreAttentionScalar.map { "\($0)" } ?? "none") is not the "
+                         + "\(c.llamaCppGemmaQueryScalar) llama.cpp assumes for \(c.numHiddenLayers) layers of head size "
+                         + "\(c.headDim) (GGUF has no key for it)")
+        }
     }
 
     /// The file's metadata: the source GGUF's keys (or, for another source, a name and its tokenizer), then
@@ -149,9 +196,9 @@ public enum ModelExporter {
         if c.architecture == .llama || c.architecture == .phi3 {
             writer.set(p + "rope.dimension_count", .uint32(UInt32(c.rotaryDim)))
         }
-        // The head size where it is not hidden / heads (llama.cpp's default), and always for Qwen3, whose config's
-        // head_dim the converter writes as key_length and value_length.
-        if c.headDim * c.numAttentionHeads != c.hiddenSize || c.architecture == .qwen3 {
+        // The head size where it is not hidden / heads (llama.cpp's default), and always for Qwen3 and Gemma 2, whose
+        // config's head_dim the converter writes as key_length and value_length.
+        if c.headDim * c.numAttentionHeads != c.hiddenSize || c.architecture == .qwen3 || c.architecture == .gemma2 {
             writer.set(p + "attention.key_length", .uint32(UInt32(c.headDim)))
             writer.set(p + "attention.value_length", .uint32(UInt32(c.headDim)))
         }
@@ -171,6 +218,13 @@ public enum ModelExporter {
             writer.set(p + "rope.scaling.original_context_length", .uint32(UInt32(original)))
             let multiplier = attention / RopeScaling.yarnMagnitude(factor)
             if multiplier != 1 { writer.set(p + "rope.scaling.attn_factor", .float32(Float(multiplier))) }
+        }
+        // Gemma 2's caps (`checkGemmaGraph` saw that it has both) and window; a model without a window gets one as long
+        // as its context, which masks nothing, where llama.cpp would take 4096 for an absent key.
+        if c.architecture == .gemma2 {
+            writer.set(p + "attn_logit_softcapping", .float32(Float(c.attentionSoftcap!)))
+            writer.set(p + "final_logit_softcapping", .float32(Float(c.finalLogitSoftcap!)))
+            writer.set(p + "attention.sliding_window", .uint32(UInt32(c.slidingWindow ?? c.maxPositionEmbeddings)))
         }
         if case .longrope(_, _, let attention, let original) = c.ropeScaling {
             writer.set(p + "rope.scaling.attn_factor", .float32(Float(attention)))

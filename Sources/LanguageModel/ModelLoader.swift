@@ -140,15 +140,17 @@ public enum ModelLoader {
     }
 
     /// The parts `block` adds to a Llama layer: the biases of its biased projections (each of the
-    /// projection's output size) and its per-head q/k norms (`headDim` each), read by `vector(name, count)`
-    /// under the names `bias` and `headNorm` give (GGUF's or HF's).
+    /// projection's output size) and its per-head q/k norms (`headDim` each, plus `normOffset`: Gemma 3's HF (1 + w)),
+    /// read by `vector(name, count)` under the names `bias` and `headNorm` give (GGUF's or HF's).
     static func layerExtras(_ block: BlockDescription, _ c: LlamaConfiguration, bias: (ProjectionModule) -> String,
-                            headNorm: (BlockDescription.NormTensor) -> String, vector: (String, Int) throws -> [Float])
+                            headNorm: (BlockDescription.NormTensor) -> String, normOffset: Float = 0,
+                            vector: (String, Int) throws -> [Float])
         throws -> (biases: [ProjectionModule: [Float]], query: [Float]?, key: [Float]?) {
         var biases: [ProjectionModule: [Float]] = [:]
         for module in block.biased { biases[module] = try vector(bias(module), LoRAAdapter.shape(of: module, c).1) }
         guard let norms = block.headNorms else { return (biases, nil, nil) }
-        return (biases, try vector(headNorm(norms.query), c.headDim), try vector(headNorm(norms.key), c.headDim))
+        return (biases, try vector(headNorm(norms.query), c.headDim).map { $0 + normOffset },
+                try vector(headNorm(norms.key), c.headDim).map { $0 + normOffset })
     }
 
     /// Weights from an HF directory: `config.json` and one or more `*.safetensors` shards.
@@ -210,7 +212,7 @@ public enum ModelLoader {
                 projections[module] = try matrix("\(prefix).\(module.hfPath).weight", rows: outFeatures, columns: inFeatures)
             }
             let extras = try layerExtras(block, c, bias: { "\(prefix).\($0.hfPath).bias" },
-                                         headNorm: { "\(prefix).\($0.hf).weight" }, vector: vector)
+                                         headNorm: { "\(prefix).\($0.hf).weight" }, normOffset: offset, vector: vector)
             var layer = LayerWeights(attentionNorm: try norm("\(prefix).\(block.attentionNorm.hf).weight"),
                                      feedForwardNorm: try norm("\(prefix).\(block.feedForwardNorm.hf).weight"),
                                      projections: projections, biases: extras.biases, queryNorm: extras.query,

@@ -256,11 +256,11 @@ extension LlamaModel {
                              gradInput: g.dAttention)
         TrainingAttention.backward(q: a.q, k: a.k, v: a.v, gradOutput: g.dAttention, tokens: n, heads: heads,
                                    kvHeads: kvHeads, headDimension: c.headDim, scale: c.attentionScale,
-                                   softcap: c.attentionSoftcap.map(Float.init), gradQ: g.dQ, gradK: g.dK, gradV: g.dV,
-                                   scratch: g.attention, pool: pool)
+                                   softcap: c.attentionSoftcap.map(Float.init), window: c.attentionWindow(layer: layer),
+                                   gradQ: g.dQ, gradK: g.dK, gradV: g.dV, scratch: g.attention, pool: pool)
         if block.rotary {
-            rotate(g.dQ, tokens: n, heads: heads, positions: positions, frequencies: frequencies, inverse: true)
-            rotate(g.dK, tokens: n, heads: kvHeads, positions: positions, frequencies: frequencies, inverse: true)
+            rotate(g.dQ, tokens: n, heads: heads, positions: positions, frequencies: layerFrequencies(layer, session: frequencies), inverse: true)
+            rotate(g.dK, tokens: n, heads: kvHeads, positions: positions, frequencies: layerFrequencies(layer, session: frequencies), inverse: true)
         }
         var dQ = g.dQ, dK = g.dK  // ∂L/∂(q, k as projected): through the per-head norms where the block has them
         if let queryNorm = lw.queryNorm, let keyNorm = lw.keyNorm, let qIn = a.qPreNorm, let kIn = a.kPreNorm {
@@ -426,14 +426,17 @@ enum TrainingAttention {
     /// P = softmax(cap(s·Q·Kᵀ)) recomputed row by row with the forward's kernels (`Attention.causal`), so it is
     /// the same P; dS = P ∘ (dP − rowsum(P ∘ dP)) ∘ cap′ with dP = dO·Vᵀ; dQ = s·dS·K, dK = s·dSᵀ·Q, dV = Pᵀ·dO.
     /// s is 1/√hd unless `scale` says otherwise; the cap c·tanh(x/c) (Gemma 2) has cap′ = 1 − (capped/c)², else 1.
+    /// With a sliding `window`, row t reads keys `Attention.firstKey(t, window)`...t only, and key j is read by
+    /// rows j..<j + window only: the masked entries are neither computed nor read.
     ///
     /// Overwrites gradQ, gradK, gradV. One key/value head at a time, two passes each, balanced over the
     /// pool: query rows (head, t) of its group give P, dS and dQ; key rows j then sum dK and dV over the
-    /// group's heads and the rows t ≥ j. scratch: `backwardScratch` floats; only causal halves are touched.
+    /// group's heads and the rows t ≥ j that see j. scratch: `backwardScratch` floats; only the causal band is touched.
     static func backward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                          gradOutput: UnsafePointer<Float>, tokens n: Int, heads: Int, kvHeads: Int, headDimension hd: Int,
-                         scale: Float? = nil, softcap: Float? = nil, gradQ: UnsafeMutablePointer<Float>, gradK: UnsafeMutablePointer<Float>,
-                         gradV: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+                         scale: Float? = nil, softcap: Float? = nil, window: Int? = nil, gradQ: UnsafeMutablePointer<Float>,
+                         gradK: UnsafeMutablePointer<Float>, gradV: UnsafeMutablePointer<Float>,
+                         scratch: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         let group = heads / kvHeads, qWidth = heads * hd, kvWidth = kvHeads * hd
         let scale = scale ?? 1 / Float(hd).squareRoot()
         nonisolated(unsafe) let q = q, k = k, v = v, gradOutput = gradOutput
@@ -445,35 +448,40 @@ enum TrainingAttention {
                 defer { capped?.deallocate() }
                 for task in range {
                     let local = task / n, t = task % n, head = kvHead * group + local
-                    let p = probabilities + (local * n + t) * n, dS = gradScores + (local * n + t) * n
-                    Vector.dotRows(q + t * qWidth + head * hd, rows: k + kvHead * hd, stride: kvWidth, count: t + 1,
+                    let first = Attention.firstKey(position: t, window: window), count = t + 1 - first
+                    // Row t's entries for keys first...t (the band of the (n, n) layout the key pass reads).
+                    let p = probabilities + (local * n + t) * n + first, dS = gradScores + (local * n + t) * n + first
+                    let keyRows = k + first * kvWidth + kvHead * hd
+                    Vector.dotRows(q + t * qWidth + head * hd, rows: keyRows, stride: kvWidth, count: count,
                                    width: hd, scale: scale, into: p)
                     if let softcap, let capped {
-                        Softcap.apply(p, t + 1, cap: softcap)
-                        capped.update(from: p, count: t + 1)
+                        Softcap.apply(p, count, cap: softcap)
+                        capped.update(from: p, count: count)
                     }
-                    Activation.softmax(p, t + 1)
+                    Activation.softmax(p, count)
                     let dO = gradOutput + t * qWidth + head * hd
-                    Vector.dotRows(dO, rows: v + kvHead * hd, stride: kvWidth, count: t + 1, width: hd, scale: 1, into: dS)
+                    Vector.dotRows(dO, rows: v + first * kvWidth + kvHead * hd, stride: kvWidth, count: count, width: hd,
+                                   scale: 1, into: dS)
                     var dot: Float = 0
-                    for j in 0...t { dot += p[j] * dS[j] }
-                    for j in 0...t { dS[j] = p[j] * (dS[j] - dot) * scale }
-                    if let softcap, let capped { Softcap.backward(dS, capped: capped, t + 1, cap: softcap) }
-                    Vector.weightedRowSum(into: gradQ + t * qWidth + head * hd, rows: k + kvHead * hd, rowStride: kvWidth,
-                                          coefficients: dS, coefficientStride: 1, count: t + 1, width: hd, accumulate: false)
+                    for j in 0..<count { dot += p[j] * dS[j] }
+                    for j in 0..<count { dS[j] = p[j] * (dS[j] - dot) * scale }
+                    if let softcap, let capped { Softcap.backward(dS, capped: capped, count, cap: softcap) }
+                    Vector.weightedRowSum(into: gradQ + t * qWidth + head * hd, rows: keyRows, rowStride: kvWidth,
+                                          coefficients: dS, coefficientStride: 1, count: count, width: hd, accumulate: false)
                 }
             }
             pool.parallelFor(n, minimumChunk: 4) { range in
                 for j in range {
                     let dK = gradK + j * kvWidth + kvHead * hd, dV = gradV + j * kvWidth + kvHead * hd
+                    let rows = min(n - j, window ?? n)  // the query rows j..<j + rows that see key j
                     for local in 0..<group {
                         let head = kvHead * group + local
                         let column = (local * n + j) * n + j  // [local, t = j, j]; rows t ≥ j follow at stride n
                         Vector.weightedRowSum(into: dV, rows: gradOutput + j * qWidth + head * hd, rowStride: qWidth,
-                                              coefficients: probabilities + column, coefficientStride: n, count: n - j,
+                                              coefficients: probabilities + column, coefficientStride: n, count: rows,
                                               width: hd, accumulate: local != 0)
                         Vector.weightedRowSum(into: dK, rows: q + j * qWidth + head * hd, rowStride: qWidth,
-                                              coefficients: gradScores + column, coefficientStride: n, count: n - j,
+                                              coefficients: gradScores + column, coefficientStride: n, count: rows,
                                               width: hd, accumulate: local != 0)
                     }
                 }

@@ -67,12 +67,14 @@ extension LlamaModel {
             headNormForward(kIn, weight: keyNorm, rows: n * kvHeads, out: b.k)
         }
         if block.rotary {
-            rotate(b.q, tokens: n, heads: heads, positions: context.positions, frequencies: context.frequencies)
-            rotate(b.k, tokens: n, heads: kvHeads, positions: context.positions, frequencies: context.frequencies)
+            let table = layerFrequencies(layer, session: context.frequencies)
+            rotate(b.q, tokens: n, heads: heads, positions: context.positions, frequencies: table)
+            rotate(b.k, tokens: n, heads: kvHeads, positions: context.positions, frequencies: table)
         }
         Attention.causal(queries: b.q, keys: context.keys, values: context.values, tokens: n, start: context.start,
                          heads: heads, kvHeads: kvHeads, headDimension: hd, scale: c.attentionScale,
-                         softcap: c.attentionSoftcap.map(Float.init), output: b.attention, pool: pool)
+                         softcap: c.attentionSoftcap.map(Float.init), window: c.attentionWindow(layer: layer),
+                         output: b.attention, pool: pool)
         let attentionOut = b.attentionProjected ?? b.projected
         projections.project([(block.attentionOutput, attentionOut)], layer: layer, input: b.attention, width: heads * hd)
         if let post = lw.postAttentionNorm { normForward(attentionOut, weight: post, tokens: n, out: b.projected) }
@@ -172,7 +174,7 @@ extension LlamaModel {
         }
     }
 
-    /// RoPE by the session's `frequencies` on `heads` heads of n rows at `positions` (the inverse rotation for
+    /// RoPE by `frequencies` (the session's table, or a sliding layer's own: `layerFrequencies`) on `heads` heads of n rows at `positions` (the inverse rotation for
     /// gradients), its rotated values multiplied by `ropeMagnitude` (LongRoPE's and YaRN's cos·a, sin·a; the same
     /// factor going back, as (a·R)ᵀ = a·Rᵀ).
     func rotate(_ x: UnsafeMutablePointer<Float>, tokens n: Int, heads: Int, positions: UnsafePointer<Int>,

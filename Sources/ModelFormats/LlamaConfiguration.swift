@@ -1,8 +1,8 @@
 import Foundation
 import SystemIO
 
-/// The decoder families the model computes, by HF's `model_type` and GGUF's `general.architecture` (the
-/// same names), each with the block its `BlockDescription` describes.
+/// The decoder families the model computes, by GGUF's `general.architecture` and HF's `model_type` (the same names,
+/// but Gemma 3's text model is `gemma3_text` in HF: `hfModelType`), each with the block its `BlockDescription` describes.
 public enum ModelArchitecture: String, CaseIterable, Sendable, Equatable {
     /// Llama (SmolLM, TinyLlama, MobileLLM, Llama 2, Llama 3.x with its `llama3` rope scaling).
     case llama
@@ -15,8 +15,12 @@ public enum ModelArchitecture: String, CaseIterable, Sendable, Equatable {
     case phi3
     /// Gemma 2 (`Gemma2ForCausalLM`): embeddings scaled by √hidden, (1 + w) RMSNorms before and after attention and
     /// the feed-forward, GeGLU (gelu-tanh), attention and final-logit soft-capping, a query scale of its own, sliding
-    /// windows on alternate layers (bounding the context, as Phi-3's window does), tied embeddings.
+    /// windows on the even layers, tied embeddings.
     case gemma2
+    /// Gemma 3's text model (`Gemma3ForCausalLM`, HF `model_type` `gemma3_text`): Gemma 2's block with a per-head (1 + w)
+    /// RMSNorm of q and k before RoPE and no attention soft-capping; five sliding-window layers of every six, which rotate
+    /// with a rope base of their own (`rope_local_base_freq`), and the global layers with `rope_theta` and its linear scaling.
+    case gemma3
 
     /// The family's name in prose ("the Qwen2 block").
     public var displayName: String {
@@ -26,11 +30,21 @@ public enum ModelArchitecture: String, CaseIterable, Sendable, Equatable {
         case .qwen3: return "Qwen3"
         case .phi3: return "Phi-3"
         case .gemma2: return "Gemma 2"
+        case .gemma3: return "Gemma 3"
         }
     }
 
-    /// The names the loaders accept, for errors.
-    public static var supportedList: String { allCases.map { "'\($0.rawValue)'" }.joined(separator: ", ") }
+    /// HF's `model_type` for the family: its GGUF name, but `gemma3_text` for Gemma 3 (whose `gemma3` is the multimodal
+    /// Gemma3ForConditionalGeneration, refused: its text weights live under other names).
+    public var hfModelType: String { self == .gemma3 ? "gemma3_text" : rawValue }
+
+    /// Whether the family is Gemma 2 or Gemma 3 (embedding scale, (1 + w) norms, post-norms, GeGLU, sliding layers).
+    public var isGemma: Bool { self == .gemma2 || self == .gemma3 }
+
+    /// The names the loaders accept, for errors: GGUF's, or (`hf`) HF's `model_type`s.
+    public static func supportedList(hf: Bool = false) -> String {
+        allCases.map { "'\(hf ? $0.hfModelType : $0.rawValue)'" }.joined(separator: ", ")
+    }
 }
 
 /// How a model scales its rotary frequencies θ^(−2i/d), as the file says; what no case here computes exactly is
@@ -103,10 +117,18 @@ public struct LlamaConfiguration: Sendable, Equatable {
     public var tieWordEmbeddings: Bool
     public var bosTokenId: Int?
     public var eosTokenId: Int?
-    /// Phi-3's attention window (HF `sliding_window`, GGUF `phi3.attention.sliding_window`): a key `window` or more
-    /// positions before its query is masked. No pass here masks it; instead the longest context (`contextLength`)
-    /// stops at the window, where every key lies inside it, so what is computed is exact. nil: no window.
+    /// The attention window (HF `sliding_window`, GGUF `<arch>.attention.sliding_window`): on the layers
+    /// `slidingLayers` marks, a key `window` or more positions before its query is masked (`attentionWindow(layer:)`).
+    /// Phi-3's window is masked by no layer here (transformers masks it, llama.cpp switches it off: the two disagree past
+    /// it); instead its longest context (`contextLength`) stops at the window, where every key lies inside it, so what is
+    /// computed is exact. nil: no window.
     public var slidingWindow: Int?
+    /// Which layers attend within `slidingWindow` (Gemma 2's even layers, Gemma 3's five of every six; HF `layer_types`,
+    /// GGUF `<arch>.attention.sliding_window_pattern`); empty: none (Phi-3, and the families without a window).
+    public var slidingLayers: [Bool] = []
+    /// The rope base of the sliding layers, which rotate unscaled (Gemma 3's `rope_local_base_freq`, GGUF
+    /// `gemma3.rope.freq_base_swa`); nil: they rotate as the other layers do.
+    public var slidingRopeTheta: Double? = nil
     /// Gemma 2's soft-capping of the attention scores and of the final logits, c·tanh(x / c) (HF
     /// `attn_logit_softcapping`, `final_logit_softcapping`; GGUF `gemma2.attn_logit_softcapping`, ...); nil: none.
     public var attentionSoftcap: Double? = nil
@@ -136,9 +158,19 @@ public struct LlamaConfiguration: Sendable, Equatable {
     /// The factor the attention scores q·k are multiplied by before any soft-capping and the softmax.
     public var attentionScale: Float { Float(1 / (queryPreAttentionScalar ?? Double(headDim)).squareRoot()) }
 
-    /// The longest sequence inference and training accept: `max_position_embeddings`, or the sliding window when
-    /// that is shorter. (A LongRoPE session opened within the original context stops there: `RopeFrequencies.longest`.)
-    public var contextLength: Int { min(maxPositionEmbeddings, slidingWindow ?? Int.max) }
+    /// The window layer `layer` attends within (`slidingWindow` on the layers `slidingLayers` marks), or nil: every
+    /// earlier position.
+    public func attentionWindow(layer: Int) -> Int? { isSliding(layer: layer) ? slidingWindow : nil }
+
+    /// Whether `slidingLayers` marks layer `layer` (a Gemma sliding layer: its window, and Gemma 3's own rope base).
+    public func isSliding(layer: Int) -> Bool { layer < slidingLayers.count && slidingLayers[layer] }
+
+    /// The longest sequence inference and training accept: `max_position_embeddings`, or a window that no layer masks
+    /// (Phi-3's) when that is shorter. (A LongRoPE session opened within the original context stops there:
+    /// `RopeFrequencies.longest`.)
+    public var contextLength: Int {
+        min(maxPositionEmbeddings, slidingLayers.isEmpty ? slidingWindow ?? Int.max : Int.max)
+    }
 
     public init(vocabSize: Int, hiddenSize: Int, intermediateSize: Int, numHiddenLayers: Int, numAttentionHeads: Int,
                 numKeyValueHeads: Int, headDim: Int? = nil, maxPositionEmbeddings: Int, ropeTheta: Double = 10000,
@@ -189,6 +221,12 @@ public struct LlamaConfiguration: Sendable, Equatable {
             guard original >= 1 && original <= 1 << 30 else { throw fail("original_max_position_embeddings = \(original) is out of range") }
         }
         guard ropeTheta > 0 && ropeTheta.isFinite else { throw fail("rope_theta = \(ropeTheta) must be positive") }
+        if let theta = slidingRopeTheta, !(theta > 0 && theta.isFinite) {
+            throw fail("the sliding layers' rope base \(theta) must be positive")
+        }
+        guard slidingLayers.isEmpty || slidingLayers.count == numHiddenLayers else {
+            throw fail("\(slidingLayers.count) layers marked sliding or not, expected one per layer (\(numHiddenLayers))")
+        }
         guard rmsNormEps > 0 && rmsNormEps < 1 else { throw fail("rms_norm_eps = \(rmsNormEps) is out of range") }
         for (name, value) in [("attn_logit_softcapping", attentionSoftcap), ("final_logit_softcapping", finalLogitSoftcap),
                               ("query_pre_attn_scalar", queryPreAttentionScalar)] {
@@ -221,8 +259,9 @@ public struct LlamaConfiguration: Sendable, Equatable {
         }
         var architecture = ModelArchitecture.llama
         if let type = json["model_type"] as? String {
-            guard let known = ModelArchitecture(rawValue: type) else {
-                throw fail("model_type '\(type)' is not supported (only \(ModelArchitecture.supportedList))")
+            guard let known = ModelArchitecture.allCases.first(where: { $0.hfModelType == type }) else {
+                let multimodal = type == "gemma3" ? " (a multimodal Gemma 3; its text model's config is model_type 'gemma3_text')" : ""
+                throw fail("model_type '\(type)' is not supported (only \(ModelArchitecture.supportedList(hf: true)))\(multimodal)")
             }
             architecture = known
         }
@@ -230,14 +269,14 @@ public struct LlamaConfiguration: Sendable, Equatable {
         // Qwen2's q/k/v biases are part of its block (its config has no attention_bias); elsewhere a bias
         // would be a tensor the block does not have.
         if architecture != .qwen2, let bias = json["attention_bias"] as? Bool, bias {
-            throw fail("attention_bias = true is not supported for model_type '\(architecture.rawValue)'")
+            throw fail("attention_bias = true is not supported for model_type '\(architecture.hfModelType)'")
         }
         if let bias = json["mlp_bias"] as? Bool, bias { throw fail("mlp_bias = true is not supported") }
         // Phi-3's window (Phi-3-mini-4k: 2047) bounds the context rather than being masked (`slidingWindow`);
         // elsewhere the key is inert unless use_sliding_window says so (Qwen2's configs carry one).
-        // Gemma 2's window (on its even layers) bounds the context the same way; Gemma2Config's default is 4096.
-        let slidingWindow = architecture == .gemma2 && json["sliding_window"] == nil ? 4096
-            : architecture == .phi3 || architecture == .gemma2 ? try int("sliding_window") : nil
+        // Gemma's window is masked on its sliding layers (`slidingLayers`); Gemma2Config's and Gemma3TextConfig's default is 4096.
+        let slidingWindow = architecture.isGemma && json["sliding_window"] == nil ? 4096
+            : architecture == .phi3 || architecture.isGemma ? try int("sliding_window") : nil
         if let sliding = json["use_sliding_window"] as? Bool, sliding {
             throw fail("use_sliding_window = true is not supported (every layer attends to the whole context)")
         }
@@ -247,75 +286,150 @@ public struct LlamaConfiguration: Sendable, Equatable {
         if let factor = outsideFactor, factor != 1, architecture != .phi3 {
             throw fail("partial_rotary_factor = \(factor) is not supported (every dimension of a head rotates)")
         }
-        let rope = try Self.ropeParameters(json, file: file, maxPositionEmbeddings: try required("max_position_embeddings"),
+        // Gemma 3's rope is per layer type: its global layers' object (scaling and theta) is read as any family's is.
+        let gemma3Rope = architecture == .gemma3 ? try Self.gemma3Rope(json, file: file) : nil
+        let rope = try Self.ropeParameters(gemma3Rope?.global ?? json, file: file,
+                                           maxPositionEmbeddings: try required("max_position_embeddings"),
                                            phi3: architecture == .phi3)
         if !Self.computesRopeScaling(rope.scaling, for: architecture) {
             throw fail("rope_scaling / rope_parameters: this rope scaling is computed for model_type 'llama' only (YaRN also "
-                       + "for 'qwen2' and 'qwen3'; where each is checked against transformers), not '\(architecture.rawValue)'")
+                       + "for 'qwen2' and 'qwen3', linear also for the global layers of 'gemma3_text'; where each is "
+                       + "checked against transformers), not '\(architecture.hfModelType)'")
         }
         let heads = try required("num_attention_heads")
         self.init(vocabSize: try required("vocab_size"), hiddenSize: try required("hidden_size"),
                   intermediateSize: try required("intermediate_size"), numHiddenLayers: try required("num_hidden_layers"),
                   numAttentionHeads: heads, numKeyValueHeads: try int("num_key_value_heads") ?? heads,
-                  headDim: try int("head_dim") ?? (architecture == .gemma2 ? 256 : nil), maxPositionEmbeddings: try required("max_position_embeddings"),
-                  ropeTheta: try rope.theta ?? double("rope_theta") ?? 10000, ropeScaling: rope.scaling,
+                  headDim: try int("head_dim") ?? (architecture.isGemma ? 256 : nil), maxPositionEmbeddings: try required("max_position_embeddings"),
+                  ropeTheta: try rope.theta ?? gemma3Rope?.globalTheta ?? double("rope_theta") ?? 10000, ropeScaling: rope.scaling,
                   rmsNormEps: try double("rms_norm_eps") ?? 1e-6,
                   tieWordEmbeddings: json["tie_word_embeddings"] as? Bool ?? false,
                   bosTokenId: try int("bos_token_id"), eosTokenId: try int("eos_token_id"), architecture: architecture,
                   slidingWindow: slidingWindow)
         rotaryDim = try Self.rotaryDimension(headDim: headDim, factor: rope.partialRotaryFactor ?? outsideFactor ?? 1, file: file)
-        if architecture == .gemma2 { try readGemma2Fields(json, file: file) }
         try validate(file: file)
+        if architecture.isGemma {  // after validate: the layer count sizes the sliding layers' flags
+            try readGemmaFields(json, file: file)
+            slidingRopeTheta = gemma3Rope?.slidingTheta
+            try validate(file: file)
+        }
     }
 
-    /// Whether `architecture`'s block computes `scaling`, where each is checked against transformers and llama.cpp:
-    /// every kind for Llama, YaRN for Qwen2 and Qwen3 too (their long-context recipe), LongRoPE for Phi-3.
+    /// Whether rope `scaling` is computed for `architecture` (checked against transformers and llama.cpp there): every
+    /// kind for Llama, YaRN for Qwen2 and Qwen3 too (their long-context recipe), Phi-3's LongRoPE, and the linear
+    /// scaling of Gemma 3's global layers (Gemma-3-4B and up: factor 8).
     static func computesRopeScaling(_ scaling: RopeScaling, for architecture: ModelArchitecture) -> Bool {
         switch scaling {
         case .none: return true
         case .longrope: return architecture == .phi3
         case .yarn: return computesYarn(architecture)
-        case .linear, .llama3, .frequencyFactors, .dynamic: return architecture == .llama
+        case .linear: return architecture == .llama || architecture == .gemma3
+        case .llama3, .frequencyFactors, .dynamic: return architecture == .llama
         }
     }
 
     /// Whether `architecture`'s block computes YaRN (checked for Llama, Qwen2 and Qwen3).
     static func computesYarn(_ architecture: ModelArchitecture) -> Bool { [.llama, .qwen2, .qwen3].contains(architecture) }
 
-    /// Gemma 2's fields of config.json, with Gemma2Config's defaults where a key is absent (transformers 5.25: soft-caps
-    /// 50 and 30, query_pre_attn_scalar 256; head_dim's 256 is read with the other sizes); a null cap is none, a null
-    /// scalar refused (transformers refuses it).
-    mutating func readGemma2Fields(_ json: [String: Any], file: String) throws {
-        func number(_ key: String, default value: Double) throws -> Double? {
+    /// Gemma 2's and Gemma 3's fields of config.json, with Gemma2Config's and Gemma3TextConfig's defaults where a key is
+    /// absent (transformers 5.25: soft-caps 50 and 30 for Gemma 2, none for Gemma 3; query_pre_attn_scalar 256; head_dim's
+    /// 256 is read with the other sizes); a null cap is none, a null scalar refused (transformers refuses it); the
+    /// sliding layers (`layer_types`, else every `sliding_window_pattern`-th layer global: Gemma 2's 2, Gemma 3's 6).
+    mutating func readGemmaFields(_ json: [String: Any], file: String) throws {
+        func number(_ key: String, default value: Double?) throws -> Double? {
             guard let raw = json[key] else { return value }
             if raw is NSNull { return nil }
             guard let number = raw as? NSNumber else { throw ModelFormatError(file: file, "'\(key)' must be a number") }
             return number.doubleValue
         }
-        attentionSoftcap = try number("attn_logit_softcapping", default: 50)
-        finalLogitSoftcap = try number("final_logit_softcapping", default: 30)
+        let gemma2 = architecture == .gemma2
+        attentionSoftcap = try number("attn_logit_softcapping", default: gemma2 ? 50 : nil)
+        finalLogitSoftcap = try number("final_logit_softcapping", default: gemma2 ? 30 : nil)
         guard let scalar = try number("query_pre_attn_scalar", default: 256) else {
             throw ModelFormatError(file: file, "'query_pre_attn_scalar' must be a number")
         }
         queryPreAttentionScalar = scalar
         embeddingScale = Self.embeddingScale(hidden: hiddenSize, dtype: (json["dtype"] ?? json["torch_dtype"]) as? String)
+        if let types = json["layer_types"] as? [Any] {  // entries checked by checkActivationAndLayers
+            guard types.count == numHiddenLayers else {
+                throw ModelFormatError(file: file, "layer_types has \(types.count) entries, expected num_hidden_layers = \(numHiddenLayers)")
+            }
+            slidingLayers = types.map { $0 as? String == "sliding_attention" }
+        } else {
+            // Gemma2Config: sliding where (i + 1) % 2 ≠ 0; Gemma3TextConfig: (i + 1) % sliding_window_pattern ≠ 0 (default 6).
+            var pattern = gemma2 ? 2 : 6
+            if !gemma2, let value = json["sliding_window_pattern"], !(value is NSNull) {
+                guard let number = value as? NSNumber, number.doubleValue == Double(number.intValue), number.intValue >= 1,
+                      number.intValue <= 1 << 24 else {
+                    throw ModelFormatError(file: file, "'sliding_window_pattern' must be a positive integer")
+                }
+                pattern = number.intValue
+            }
+            slidingLayers = (0..<numHiddenLayers).map { ($0 + 1) % pattern != 0 }
+        }
+        if let bidirectional = json["use_bidirectional_attention"] as? Bool, bidirectional {
+            throw ModelFormatError(file: file, "use_bidirectional_attention = true is not supported (the model is causal)")
+        }
     }
 
-    /// The feed-forward's activation (`hidden_act`: SiLU; Gemma 2's `hidden_activation`, else `hidden_act`: gelu-tanh)
-    /// and `layer_types` (full attention; Gemma 2's sliding layers too, its window bounding the context), each refused
+    /// Gemma 3's rope per layer type, as Gemma3TextConfig reads it (`convert_rope_params_to_dict`): transformers 5's
+    /// `rope_parameters` of `full_attention` and `sliding_attention` objects, or the older top-level `rope_scaling` (the
+    /// global layers'), `rope_theta` (1e6 when absent) and `rope_local_base_freq` (1e4). Returns a config holding the
+    /// global layers' rope as `rope_parameters` for `ropeParameters`, and the sliding layers' theta; the sliding layers'
+    /// rope must be the default (unscaled), and no other key is read.
+    static func gemma3Rope(_ json: [String: Any], file: String)
+        throws -> (global: [String: Any], globalTheta: Double, slidingTheta: Double) {
+        func fail(_ problem: String) -> ModelFormatError { ModelFormatError(file: file, problem) }
+        func theta(_ value: Any?, _ name: String, default fallback: Double) throws -> Double {
+            guard let value, !(value is NSNull) else { return fallback }
+            guard let number = value as? NSNumber, number.doubleValue.isFinite, number.doubleValue > 0 else {
+                throw fail("\(name) must be a positive number")
+            }
+            return number.doubleValue
+        }
+        let globalTheta = try theta(json["rope_theta"], "rope_theta", default: 1_000_000)
+        let localTheta = try theta(json["rope_local_base_freq"], "rope_local_base_freq", default: 10_000)
+        guard let parameters = json["rope_parameters"], !(parameters is NSNull) else {
+            return (json, globalTheta, localTheta)
+        }
+        guard let byType = parameters as? [String: Any] else { throw fail("'rope_parameters' must be an object") }
+        if let other = byType.keys.sorted().first(where: { $0 != "full_attention" && $0 != "sliding_attention" }) {
+            throw fail("rope_parameters.\(other) is not supported (Gemma 3's rope_parameters has full_attention and sliding_attention)")
+        }
+        var full = byType["full_attention"] as? [String: Any] ?? ["rope_type": "default"]
+        if let scaling = json["rope_scaling"] as? [String: Any] { full.merge(scaling) { _, new in new } }
+        if full["rope_theta"] == nil { full["rope_theta"] = globalTheta }
+        let sliding = byType["sliding_attention"] as? [String: Any] ?? [:]
+        let slidingType = sliding["rope_type"] ?? sliding["type"] ?? "default"
+        guard slidingType as? String == "default" else {
+            throw fail("rope_parameters.sliding_attention.rope_type '\(slidingType)' is not supported (only 'default': "
+                       + "Gemma 3's sliding layers rotate unscaled)")
+        }
+        if let other = sliding.keys.sorted().first(where: { !["rope_type", "type", "rope_theta"].contains($0) }) {
+            throw fail("rope_parameters.sliding_attention.\(other) is not supported (a parameter the model does not read)")
+        }
+        var global = json
+        global["rope_scaling"] = nil
+        global["rope_parameters"] = full
+        return (global, globalTheta, try theta(sliding["rope_theta"], "rope_parameters.sliding_attention.rope_theta",
+                                               default: localTheta))
+    }
+
+    /// The feed-forward's activation (`hidden_act`: SiLU; Gemma's `hidden_activation`, else `hidden_act`: gelu-tanh)
+    /// and `layer_types` (full attention; Gemma's sliding layers too, masked to its window), each refused
     /// by field when the block does not compute it.
     static func checkActivationAndLayers(_ json: [String: Any], architecture: ModelArchitecture, file: String) throws {
         func fail(_ problem: String) -> ModelFormatError { ModelFormatError(file: file, problem) }
-        if architecture == .gemma2 {
+        if architecture.isGemma {
             let key = json["hidden_activation"] is String ? "hidden_activation" : "hidden_act"
             let act = json[key] as? String ?? "gelu_pytorch_tanh"
             guard act == "gelu_pytorch_tanh" else {
-                throw fail("\(key) '\(act)' is not supported for model_type 'gemma2' (only 'gelu_pytorch_tanh')")
+                throw fail("\(key) '\(act)' is not supported for model_type '\(architecture.hfModelType)' (only 'gelu_pytorch_tanh')")
             }
         } else if let act = json["hidden_act"] as? String, act != "silu" {
             throw fail("hidden_act '\(act)' is not supported (only 'silu')")
         }
-        let layerTypes = architecture == .gemma2 ? ["full_attention", "sliding_attention"] : ["full_attention"]
+        let layerTypes = architecture.isGemma ? ["full_attention", "sliding_attention"] : ["full_attention"]
         if let types = json["layer_types"] as? [Any],
            let other = types.first(where: { !layerTypes.contains($0 as? String ?? "") }) {
             throw fail("layer_types entry '\(other)' is not supported (only " + layerTypes.map { "'\($0)'" }.joined(separator: ", ") + ")")
@@ -407,7 +521,7 @@ public struct LlamaConfiguration: Sendable, Equatable {
             throw ModelFormatError(file: file, "missing general.architecture")
         }
         guard let architecture = ModelArchitecture(rawValue: name) else {
-            throw ModelFormatError(file: file, "architecture '\(name)' is not supported (only \(ModelArchitecture.supportedList))")
+            throw ModelFormatError(file: file, "architecture '\(name)' is not supported (only \(ModelArchitecture.supportedList()))")
         }
         let p = name + "."
         func required(_ key: String) throws -> Int {
@@ -436,10 +550,10 @@ public struct LlamaConfiguration: Sendable, Equatable {
             }
             rotaryDim = value
         }
-        // llama.cpp reads Phi-3's window and then switches it off (its phi3 loader); 0 means none. Gemma 2's bounds
-        // the context here as Phi-3's does.
+        // llama.cpp reads Phi-3's window and then switches it off (its phi3 loader); 0 means none. Gemma's is masked on
+        // its sliding layers (`readGemmaKeys`).
         var slidingWindow: Int? = nil
-        if architecture == .phi3 || architecture == .gemma2, gguf.metadata[p + "attention.sliding_window"] != nil {
+        if architecture == .phi3 || architecture.isGemma, gguf.metadata[p + "attention.sliding_window"] != nil {
             guard let window = gguf.int(p + "attention.sliding_window") else {
                 throw ModelFormatError(file: file, "metadata '\(p)attention.sliding_window' must be an integer")
             }
@@ -461,8 +575,11 @@ public struct LlamaConfiguration: Sendable, Equatable {
             }
             self.rotaryDim = rotaryDim
         }
-        if architecture == .gemma2 { try readGemma2Keys(gguf, prefix: p) }
         try validate(file: file)
+        if architecture.isGemma {  // after validate: the layer count sizes the sliding layers' flags
+            try readGemmaKeys(gguf, prefix: p)
+            try validate(file: file)
+        }
         ropeScaling = try Self.ggufRopeScaling(gguf, prefix: p, headDim: self.headDim, context: maxPositionEmbeddings,
                                                architecture: architecture)
         if architecture == .phi3, ropeScaling == .none,
@@ -478,27 +595,71 @@ public struct LlamaConfiguration: Sendable, Equatable {
         }
     }
 
-    /// Gemma 2's soft-capping keys (`<p>attn_logit_softcapping`, `<p>final_logit_softcapping`: optional, as llama.cpp
-    /// reads them), the query scale llama.cpp assumes (src/models/gemma2.cpp: the head size, or hidden / heads for the
-    /// 46-layer 27B) and its default window.
-    mutating func readGemma2Keys(_ gguf: GGUFFile, prefix p: String) throws {
-        for (key, path) in [("attn_logit_softcapping", \LlamaConfiguration.attentionSoftcap),
-                            ("final_logit_softcapping", \LlamaConfiguration.finalLogitSoftcap)]
-        where gguf.metadata[p + key] != nil {
+    /// Gemma's keys as llama.cpp reads them (src/models/gemma2.cpp, gemma3.cpp): the soft-capping keys (optional; Gemma 3
+    /// has no attention cap; Gemma 2's graph caps always, at its defaults 50 and 30 when a key is absent), the query
+    /// scale llama.cpp assumes (`llamaCppGemmaQueryScalar`), the window (Gemma 2's default 4096; Gemma 3 without one has no sliding layers),
+    /// the sliding layers (`attention.sliding_window_pattern`: every n-th layer global, n = 2 for Gemma 2 and 6 for Gemma 3
+    /// by default, or one flag per layer) and Gemma 3's sliding layers' rope base (`rope.freq_base_swa`, default 10000).
+    mutating func readGemmaKeys(_ gguf: GGUFFile, prefix p: String) throws {
+        let file = gguf.url.path, gemma2 = architecture == .gemma2
+        let caps = gemma2 ? [("attn_logit_softcapping", \LlamaConfiguration.attentionSoftcap),
+                             ("final_logit_softcapping", \LlamaConfiguration.finalLogitSoftcap)]
+            : [("final_logit_softcapping", \LlamaConfiguration.finalLogitSoftcap)]
+        if gemma2 {  // llama_hparams: f_attn_logit_softcapping = 50.0f, f_final_logit_softcapping = 30.0f
+            attentionSoftcap = 50
+            finalLogitSoftcap = 30
+        }
+        for (key, path) in caps where gguf.metadata[p + key] != nil {
             guard let value = gguf.double(p + key) else {
-                throw ModelFormatError(file: gguf.url.path, "metadata '\(p + key)' must be a number")
+                throw ModelFormatError(file: file, "metadata '\(p + key)' must be a number")
             }
             self[keyPath: path] = value
         }
-        queryPreAttentionScalar = Double(numHiddenLayers == 46 ? hiddenSize / numAttentionHeads : headDim)
-        // llama.cpp's gemma2 loader (src/models/gemma2.cpp) takes a window of 4096 when the file has none; 0, which
-        // init(gguf:) reads as none for Phi-3, would be a window masking every key there: refused.
-        if gguf.metadata[p + "attention.sliding_window"] == nil {
-            slidingWindow = 4096
-        } else if slidingWindow == nil {
-            throw ModelFormatError(file: gguf.url.path, "metadata '\(p)attention.sliding_window' = 0 is not a window Gemma 2 runs")
-        }
+        queryPreAttentionScalar = llamaCppGemmaQueryScalar
         embeddingScale = Float(hiddenSize).squareRoot()  // llama.cpp: ggml_scale(inpL, sqrtf(n_embd))
+        // llama.cpp's gemma2 loader takes a window of 4096 when the file has none; 0, which init(gguf:) reads as none for
+        // Phi-3, would be a window masking every key there: refused. Its gemma3 loader runs no sliding layer without a
+        // window (nor with 0), every layer then global with the global rope.
+        if gemma2, gguf.metadata[p + "attention.sliding_window"] == nil {
+            slidingWindow = 4096
+        } else if gemma2, slidingWindow == nil {
+            throw ModelFormatError(file: file, "metadata '\(p)attention.sliding_window' = 0 is not a window Gemma 2 runs")
+        }
+        guard slidingWindow != nil else { return }
+        let patternKey = p + "attention.sliding_window_pattern"
+        switch gguf.metadata[patternKey] {
+        case nil:
+            slidingLayers = (0..<numHiddenLayers).map { $0 % (gemma2 ? 2 : 6) < (gemma2 ? 1 : 5) }
+        case .array(let flags)?:
+            guard flags.count == numHiddenLayers, flags.allSatisfy({ if case .bool = $0 { return true } else { return false } })
+            else {
+                throw ModelFormatError(file: file, "metadata '\(patternKey)' must be an integer or one boolean per layer "
+                                       + "(\(numHiddenLayers))")
+            }
+            slidingLayers = flags.map { if case .bool(true) = $0 { return true } else { return false } }
+        default:
+            // llama_hparams::set_swa_pattern: layer l slides when l % n < n − 1 (n = 0: every layer slides).
+            guard let n = gguf.int(patternKey), n >= 0, n <= 1 << 24 else {
+                throw ModelFormatError(file: file, "metadata '\(patternKey)' must be an integer or one boolean per layer "
+                                       + "(\(numHiddenLayers))")
+            }
+            slidingLayers = (0..<numHiddenLayers).map { n == 0 || $0 % n < n - 1 }
+        }
+        if !gemma2 {
+            slidingRopeTheta = 10_000
+            if gguf.metadata[p + "rope.freq_base_swa"] != nil {
+                guard let theta = gguf.double(p + "rope.freq_base_swa") else {
+                    throw ModelFormatError(file: file, "metadata '\(p)rope.freq_base_swa' must be a number")
+                }
+                slidingRopeTheta = theta
+            }
+        }
+    }
+
+    /// The query scale llama.cpp's gemma2 and gemma3 assume, GGUF having no key for it (src/models/gemma2.cpp,
+    /// gemma3.cpp: 1/√ of the head size, or of hidden / heads for the 27B models: 46 layers of Gemma 2, 62 of Gemma 3).
+    public var llamaCppGemmaQueryScalar: Double {
+        Double(numHiddenLayers == (architecture == .gemma2 ? 46 : 62) ? hiddenSize / numAttentionHeads : headDim)
     }
 
     /// A GGUF's rope scaling as llama.cpp reads it (`llama_model::load_hparams`, ggml's `rope_yarn`): the type

@@ -162,4 +162,29 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertEqual(load(#""secure_aggregation": false, "aggregator": "krum""#),
                        "\(url.path): field 'rounds.aggregator': must be mean, trimmed_mean, median, got 'krum'")
     }
+
+    /// `accuracy_interval` k: round 1 and every k-th after it keep the plan's condition accuracy release, the others'
+    /// invitations ask for none; absent, every round; below 1 refused by name.
+    func testAccuracyIntervalParsesAndScheduledRoundsKeepTheRelease() throws {
+        let directory = try Fixtures.temporaryDirectory("config-accuracy")
+        let url = directory.appendingPathComponent("c.json")
+        let plan = #""plan": {"steps": 1, "learning_rate": 0.1, "sampling_rate": 0.1, "noise_multiplier": 1, "clip_norm": 1, "delta": 1e-5, "max_length": 8, "rank": 1, "alpha": 1, "targets": ["q_proj"], "accuracy_records": 7}"#
+        func load(_ fields: String) throws -> RoundPolicy {
+            try Data(#"{"model": "m", "rounds": {"min_clients": 2, "max_clients": 3, "fraction": 1, "aggregation": "fedavg", "invite_timeout": 1, "round_timeout": 1, "wait_for_clients": 1, \#(fields)\#(plan)}}"#.utf8)
+                .write(to: url)
+            return try CoordinatorConfiguration.load(url).rounds
+        }
+        let every = try load("")
+        XCTAssertNil(every.accuracyInterval)
+        XCTAssertEqual((1...4).map { every.plan(round: $0).accuracyRecords }, [7, 7, 7, 7])
+        XCTAssertEqual(every.accuracyReleases(inRounds: 4), 4)
+        let scheduled = try load(#""accuracy_interval": 5, "#)
+        XCTAssertEqual((1...11).map { scheduled.plan(round: $0).accuracyRecords }, [7, 0, 0, 0, 0, 7, 0, 0, 0, 0, 7])
+        XCTAssertEqual((1...6).map { scheduled.accuracyReleases(inRounds: $0) }, [1, 1, 1, 1, 1, 2])
+        XCTAssertEqual(scheduled.plan(round: 2).accuracyNoiseMultiplier, scheduled.plan.accuracyNoiseMultiplier)
+        XCTAssertEqual(try load(#""accuracy_interval": 1, "#).plan(round: 2).accuracyRecords, 7, "1: every round")
+        XCTAssertThrowsError(try load(#""accuracy_interval": 0, "#)) { error in
+            XCTAssertEqual("\(error)", "\(url.path): field 'accuracy_interval': must be at least 1 (1: every round), got 0")
+        }
+    }
 }

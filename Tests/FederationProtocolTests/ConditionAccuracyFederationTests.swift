@@ -25,16 +25,18 @@ final class ConditionAccuracyFederationTests: XCTestCase {
         }
     }
 
-    func run(secure: Bool, plan: TrainingPlan = InMemoryFederationTests.plan) throws -> InMemoryFederation {
+    func run(secure: Bool, plan: TrainingPlan = InMemoryFederationTests.plan, rounds: Int = 1,
+             accuracyInterval: Int? = nil) throws -> InMemoryFederation {
         let policy = RoundPolicy(minClients: 3, maxClients: 3, fraction: 1, aggregation: .fedavg, secureAggregation: secure,
-                                 inviteTimeout: 30, roundTimeout: 120, waitForClients: 60, plan: plan)
+                                 inviteTimeout: 30, roundTimeout: 120, waitForClients: 60, plan: plan,
+                                 accuracyInterval: accuracyInterval)
         let global = try AdapterLayout(configuration: InMemoryFederationTests.model, plan: plan).shapes.mapValues { shape in
             (0..<shape.reduce(1, *)).map { Float(sin(Double($0) * 0.11)) * 0.02 }
         }
         let federation = try InMemoryFederation(policy: policy, model: InMemoryFederationTests.model, global: global,
                                                 clients: [client("a", accuracy: release(3, 6, 10)), client("b", accuracy: release(-1, 4, 8)),
                                                           client("c", accuracy: nil)], now: t0)
-        try federation.startRounds(1)
+        try federation.startRounds(rounds)
         return federation
     }
 
@@ -78,5 +80,28 @@ final class ConditionAccuracyFederationTests: XCTestCase {
         XCTAssertTrue(round.outcome.participantMetrics.allSatisfy { $0.conditionAccuracy == nil })
         XCTAssertNil(RoundFigures(participants: round.outcome.participantMetrics).conditionAccuracy)
         XCTAssertEqual(try federation.clients["a"]!.ledger().entries.count, 2)
+    }
+
+    /// `accuracy_interval` 2 over 4 rounds: rounds 1 and 3 ask for the release (their invitations carry the plan's
+    /// `accuracy_records`), rounds 2 and 4 for none, so only 1 and 3 are charged for it, carry it and have a figure;
+    /// the audit record's plan is the invitation's; the preview counts the 2 releases and so matches the ledger.
+    func testAnAccuracyIntervalAsksInItsRoundsOnly() throws {
+        for secure in [false, true] {
+            let federation = try run(secure: secure, rounds: 4, accuracyInterval: 2)
+            XCTAssertEqual(federation.finished.count, 4)
+            for round in federation.finished {
+                let asked = round.outcome.round % 2 == 1
+                XCTAssertTrue(round.outcome.isCommitted, round.outcome.abortReason ?? "")
+                XCTAssertEqual(federation.engine.policy.plan(round: round.outcome.round).accuracyRecords,
+                               asked ? InMemoryFederationTests.plan.accuracyRecords : 0)
+                let figure = RoundFigures(participants: round.outcome.participantMetrics).conditionAccuracy
+                XCTAssertEqual(figure != nil, asked, "secure \(secure), round \(round.outcome.round)")
+            }
+            let entries = try federation.clients["a"]!.ledger().entries
+            XCTAssertEqual(entries.count, 3 + 2 + 3 + 2, "secure \(secure): \(entries.map(\.purpose))")
+            let preview = try PlanPreview(policy: federation.engine.policy, count: 4, enrolled: ["a"])
+            XCTAssertEqual(try XCTUnwrap(preview.rounds.last?.epsilon), try XCTUnwrap(entries.last?.cumulativeEpsilon),
+                           accuracy: 1e-9, "the preview counts the releases the ledger was charged for")
+        }
     }
 }

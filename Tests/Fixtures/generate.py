@@ -24,6 +24,12 @@ Nothing here imports or mirrors the Swift code. Sections, each writing one folde
   tiny-gemma2 a tiny random Gemma 2 ((1 + w) pre- and post-norms, GeGLU, soft-capping, sliding window on even layers,
               head size 32, tied embeddings) with a PEFT adapter on all seven projections: the same references,
               model.gguf.bin and model-q8_0.gguf.bin as tiny-qwen2
+  tiny-gemma2-window  tiny-gemma2's references over a 48-token example, past its window of 32 (window.json/.safetensors;
+              the section's other files are kept)
+  tiny-gemma3 a tiny random Gemma 3 text model (Gemma 2's block with (1 + w) q/k head norms, no soft-capping, six layers of
+              which the sixth is global, a window of 5 that the 16-token examples cross, the sliding layers' own rope base,
+              the global layer's linear rope scaling) with a PEFT adapter on all seven projections: the same references,
+              model.gguf.bin and model-q8_0.gguf.bin as tiny-qwen2
   tiny-llama3        tiny random Llamas with rope scaling, the same references and converter GGUF as tiny-qwen2 (no
   tiny-llama-linear  Q8_0 copy): llama3 (factor 8, low/high_freq_factor 1/4, original context 64, so every regime
               of its frequencies is used; the converter writes rope_freqs.weight) and linear (factor 4; the converter
@@ -296,8 +302,23 @@ GEMMA2_CONFIG = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 96, 
                  "query_pre_attn_scalar": 32, "sliding_window": 32, "attn_logit_softcapping": 1.0,
                  "final_logit_softcapping": 1.5, "attention_bias": False, "bos_token_id": 2, "eos_token_id": 1,
                  "pad_token_id": 0, "architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2"}
+# Gemma 3's text model (Gemma3ForCausalLM, model_type gemma3_text): Gemma 2's block with (1 + w) q_norm and k_norm over
+# each head before RoPE, no attention soft-capping and, as Gemma 3's checkpoints, no final one either; six layers, so that
+# the default pattern (every sixth layer global: layer 5) is the one llama.cpp assumes (the converter writes no pattern);
+# a window of 5 (4096 in Gemma-3-1B), so every 16-token example runs past it on the five sliding layers; the sliding
+# layers' rope base 10000 (rope_local_base_freq) and the global layer's 1e6 with linear scaling 8 (Gemma-3-4B and up);
+# head size 16, not hidden / heads (8); hidden 32 and the feed-forward 64, multiples of Q8_0's 32-value blocks.
+GEMMA3_CONFIG = {"vocab_size": 256, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 6,
+                 "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 128,
+                 "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0,
+                 "rope_scaling": {"rope_type": "linear", "factor": 8.0}, "rms_norm_eps": 1e-06,
+                 "tie_word_embeddings": True, "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": 16,
+                 "sliding_window": 5, "sliding_window_pattern": 6, "attn_logit_softcapping": None,
+                 "final_logit_softcapping": None, "attention_bias": False, "bos_token_id": 2, "eos_token_id": 1,
+                 "pad_token_id": 0, "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text"}
 FAMILY_CLASSES = {"qwen2": ("Qwen2Config", "Qwen2ForCausalLM"), "qwen3": ("Qwen3Config", "Qwen3ForCausalLM"),
-                  "phi3": ("Phi3Config", "Phi3ForCausalLM"), "gemma2": ("Gemma2Config", "Gemma2ForCausalLM")}
+                  "phi3": ("Phi3Config", "Phi3ForCausalLM"), "gemma2": ("Gemma2Config", "Gemma2ForCausalLM"),
+                  "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM")}
 
 # llama.cpp's converter, run on the tiny model. The tiny models have no tokenizer (their 256 ids are
 # abstract), so its vocabulary step is replaced by writing the vocabulary size alone; every tensor name,
@@ -315,6 +336,7 @@ from conversion import phi
 phi.Phi3MiniModel.set_vocab = no_tokenizer
 from conversion import gemma
 gemma.Gemma2Model.set_vocab = no_tokenizer
+gemma.Gemma3Model.set_vocab = no_tokenizer
 from conversion import llama
 llama.LlamaModel.set_vocab = lambda self: None  # its set_gguf_parameters writes the vocabulary size itself
 convert_hf_to_gguf.main()
@@ -323,9 +345,20 @@ convert_hf_to_gguf.main()
 
 def convert_to_gguf(model_directory, out_path, outtype="f32"):
     import subprocess
+    import tempfile
     environment = dict(os.environ, PYTHONPATH=os.pathsep.join([LLAMA_CPP, os.path.join(LLAMA_CPP, "gguf-py")]))
-    subprocess.run([sys.executable, "-c", CONVERT, model_directory, out_path, outtype], check=True, env=environment,
-                   cwd=LLAMA_CPP, stdout=subprocess.DEVNULL)
+    with tempfile.TemporaryDirectory() as folder:
+        config = json.load(open(os.path.join(model_directory, "config.json")))
+        if config["model_type"] == "gemma3_text":
+            # The Gemma 3 converter cuts the embedding to the tokenizer's vocabulary (the rows past it are unused); a
+            # tokenizer.json listing the tiny model's every id, beside links to its files, keeps all of them.
+            for name in os.listdir(model_directory):
+                os.symlink(os.path.join(model_directory, name), os.path.join(folder, name))
+            vocabulary = {f"<{i}>": i for i in range(config["vocab_size"])}
+            write_json(os.path.join(folder, "tokenizer.json"), {"model": {"vocab": vocabulary}, "added_tokens": []})
+            model_directory = folder
+        subprocess.run([sys.executable, "-c", CONVERT, model_directory, out_path, outtype], check=True, env=environment,
+                       cwd=LLAMA_CPP, stdout=subprocess.DEVNULL)
 
 
 # GGUF tensor stems of a Llama-shaped block and their HF names (Qwen's converter permutes no rows).
@@ -339,7 +372,7 @@ PHI3_GGUF_TO_HF = dict(GGUF_TO_HF, attn_qkv="self_attn.qkv_proj", ffn_up="mlp.ga
 # Gemma 2's four norms a block as the converter names them (its norm weights are 1 + w: `norm_shift` below).
 GEMMA2_GGUF_TO_HF = dict(GGUF_TO_HF, post_attention_norm="post_attention_layernorm", ffn_norm="pre_feedforward_layernorm",
                          post_ffw_norm="post_feedforward_layernorm")
-FAMILY_GGUF_TO_HF = {"phi3": PHI3_GGUF_TO_HF, "gemma2": GEMMA2_GGUF_TO_HF}
+FAMILY_GGUF_TO_HF = {"phi3": PHI3_GGUF_TO_HF, "gemma2": GEMMA2_GGUF_TO_HF, "gemma3": GEMMA2_GGUF_TO_HF}
 
 
 def quantized_reference(directory, gguf_path, model_class, input_ids, labels, names=None, norm_shift=0.0):
@@ -384,7 +417,7 @@ def tiny_family(out, family):
     if os.path.exists(directory):
         shutil.rmtree(directory)
     os.makedirs(directory)
-    config = {"phi3": PHI3_CONFIG, "gemma2": GEMMA2_CONFIG}.get(family) or QWEN_CONFIGS[family]
+    config = {"phi3": PHI3_CONFIG, "gemma2": GEMMA2_CONFIG, "gemma3": GEMMA3_CONFIG}.get(family) or QWEN_CONFIGS[family]
     generator = torch.Generator().manual_seed(SEED + sum(map(ord, family)))
     make_random_model(directory, config, model_class, config_class, generator)
     input_ids = torch.randint(0, config["vocab_size"], (3, 16), generator=generator).tolist()
@@ -399,7 +432,7 @@ def tiny_family(out, family):
     numbers, tensors = lora_reference(directory, adapter_directory, model_class, input_ids, labels)
     tensors["q8_0_logits"], q8_losses = quantized_reference(directory, os.path.join(directory, "model-q8_0.gguf.bin"),
                                                             model_class, input_ids, labels, names,
-                                                            1.0 if family == "gemma2" else 0.0)
+                                                            1.0 if family.startswith("gemma") else 0.0)
     save_file(tensors, os.path.join(directory, "reference.safetensors"))
     write_json(os.path.join(directory, "reference.json"), {
         "input_ids": input_ids, "labels": labels,
@@ -417,6 +450,31 @@ def tiny_family(out, family):
                            "(its vocabulary step replaced: the tiny model has no tokenizer)",
                    "versions": versions("torch", "transformers", "peft", "safetensors")}})
     print(f"tiny-{family}: losses", numbers["loss_per_example"], file=sys.stderr)
+
+
+def gemma2_window(out):
+    """tiny-gemma2's references over one 48-token example, past its window of 32 (window.json, window.safetensors beside
+    the section's own files, which stay as they are): its sliding layers (the even ones) mask the keys 32 or more
+    positions back, which the 16-token examples never reach."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import Gemma2ForCausalLM
+    directory = os.path.join(out, "tiny-gemma2")
+    generator = torch.Generator().manual_seed(SEED + 48)
+    input_ids = torch.randint(0, GEMMA2_CONFIG["vocab_size"], (1, 48), generator=generator).tolist()
+    labels = tiny_labels(input_ids, [list(range(0, 3))])
+    numbers, tensors = lora_reference(directory, os.path.join(directory, "peft-adapter"), Gemma2ForCausalLM, input_ids,
+                                      labels)
+    save_file(tensors, os.path.join(directory, "window.safetensors"))
+    write_json(os.path.join(directory, "window.json"), {
+        "input_ids": input_ids, "labels": labels, "loss_per_example": numbers["loss_per_example"],
+        "lora": {"loss_per_example": numbers["lora_loss_per_example"],
+                 "per_example_grad_norm": numbers["per_example_grad_norm"],
+                 "note": "as reference.json's, for this one example: logits, lora_logits, grad.* in window.safetensors"},
+        "source": {"made_by": "Tests/Fixtures/generate.py tiny-gemma2-window", "seed": SEED + 48,
+                   "float": "float64, eager attention",
+                   "versions": versions("torch", "transformers", "peft", "safetensors")}})
+    print("tiny-gemma2 window: losses", numbers["loss_per_example"], numbers["lora_loss_per_example"], file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -1323,6 +1381,8 @@ def main():
                 "tiny-qwen3": lambda: tiny_family(args.out, "qwen3"),
                 "tiny-phi3": lambda: tiny_family(args.out, "phi3"),
                 "tiny-gemma2": lambda: tiny_family(args.out, "gemma2"),
+                "tiny-gemma2-window": lambda: gemma2_window(args.out),
+                "tiny-gemma3": lambda: tiny_family(args.out, "gemma3"),
                 "tiny-llama3": lambda: tiny_rope(args.out, "llama3"),
                 "tiny-llama-linear": lambda: tiny_rope(args.out, "linear"),
                 "tiny-yarn": lambda: [tiny_rope(args.out, kind) for kind in ("yarn-llama", "yarn-qwen2", "yarn-qwen3")],

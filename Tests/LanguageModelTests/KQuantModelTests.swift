@@ -170,14 +170,7 @@ final class KQuantModelTests: XCTestCase {
             return (g, loss)
         }
         let (exact, exactLoss) = try gradient(.float32), (fast, fastLoss) = try gradient(.int8)
-        var difference = 0.0, norm = 0.0, dot = 0.0, fastNorm = 0.0
-        for i in exact.indices {
-            difference += Double(fast[i] - exact[i]) * Double(fast[i] - exact[i])
-            norm += Double(exact[i]) * Double(exact[i])
-            fastNorm += Double(fast[i]) * Double(fast[i])
-            dot += Double(fast[i]) * Double(exact[i])
-        }
-        let relative = (difference / norm).squareRoot(), cosine = dot / (norm * fastNorm).squareRoot()
+        let (relative, cosine, norm) = TinyReference.agreement(fast, with: exact)
         print("Q4_K_M training: loss \(exactLoss) (float32) vs \(fastLoss) (int8), gradient relative L2 \(relative), cosine \(cosine)")
         XCTAssertTrue(exactLoss.isFinite && norm > 0, "the float32 pass must give a loss and a non-zero gradient")
         XCTAssertNotEqual(relative, 0, "the int8 path must actually run")

@@ -123,14 +123,7 @@ final class LoRAGradientTests: XCTestCase {
         }
         let (exact, exactLoss) = try gradient(.float32)
         let (fast, fastLoss) = try gradient(.int8)
-        var difference = 0.0, norm = 0.0, dot = 0.0, fastNorm = 0.0
-        for i in exact.indices {
-            difference += Double(fast[i] - exact[i]) * Double(fast[i] - exact[i])
-            norm += Double(exact[i]) * Double(exact[i])
-            fastNorm += Double(fast[i]) * Double(fast[i])
-            dot += Double(fast[i]) * Double(exact[i])
-        }
-        let relative = (difference / norm).squareRoot(), cosine = dot / (norm * fastNorm).squareRoot()
+        let (relative, cosine, _) = TinyReference.agreement(fast, with: exact)
         print("int8 training gradient: relative L2 error \(relative), cosine \(cosine), loss \(exactLoss) vs \(fastLoss)")
         XCTAssertNotEqual(relative, 0, "the int8 path must actually run on a Q8_0 base")
         XCTAssertLessThan(relative, 0.05)

@@ -7,7 +7,7 @@ import XCTest
 
 /// The tiny random models of Tests/Fixtures made by generate.py (`tiny-<name>`: config.json, model.safetensors,
 /// model.gguf.bin from llama.cpp's convert_hf_to_gguf.py, peft-adapter, and reference.json/.safetensors from
-/// transformers + PEFT in float64), and the comparisons with them that QwenReferenceTests and RopeScalingTests
+/// transformers + PEFT in float64), and the comparisons with them that FamilyReferenceTests and RopeScalingTests
 /// make: logits, per-example losses, LoRA logits, per-example gradient norms and the mean loss's LoRA gradients.
 enum TinyReference {
     /// The tolerances of the tiny Llama's tests (TinyLlamaReferenceTests, LoRAGradientTests).
@@ -25,13 +25,15 @@ enum TinyReference {
         let tensors: SafetensorsFile
     }
 
-    static func reference(_ name: String) throws -> Reference {
-        let json = try Fixtures.json("tiny-\(name)/reference.json")
+    /// - Parameter file: the references' name in the folder (`reference`, or tiny-gemma2's `window`: one example past
+    ///   its sliding window), as `<file>.json` and `<file>.safetensors`.
+    static func reference(_ name: String, file: String = "reference") throws -> Reference {
+        let json = try Fixtures.json("tiny-\(name)/\(file).json")
         let lora = try XCTUnwrap(json["lora"] as? [String: Any])
         return Reference(inputIds: json["input_ids"] as! [[Int]], labels: json["labels"] as! [[Int]],
                          losses: json["loss_per_example"] as! [Double], loraLosses: lora["loss_per_example"] as! [Double],
                          gradientNorms: lora["per_example_grad_norm"] as! [Double],
-                         tensors: try SafetensorsFile(url: Fixtures.url("tiny-\(name)/reference.safetensors")))
+                         tensors: try SafetensorsFile(url: Fixtures.url("tiny-\(name)/\(file).safetensors")))
     }
 
     static func weights(_ name: String, gguf: Bool) throws -> ModelWeights {
@@ -76,8 +78,9 @@ enum TinyReference {
 
     /// The worst logit and per-example loss differences of `model` (with `tiny-<name>`'s adapter installed
     /// when `adapter`) from transformers' float64 numbers.
-    static func worstDifferences(_ model: LlamaModel, _ name: String, adapter: Bool) throws -> (logit: Float, loss: Double) {
-        let reference = try reference(name)
+    static func worstDifferences(_ model: LlamaModel, _ name: String, adapter: Bool, file: String = "reference") throws
+        -> (logit: Float, loss: Double) {
+        let reference = try reference(name, file: file)
         model.setAdapter(adapter ? try Self.adapter(name, for: model) : nil)
         let expected = try reference.tensors.floats(adapter ? "lora_logits" : "logits")
         let losses = adapter ? reference.loraLosses : reference.losses
@@ -108,8 +111,6 @@ enum TinyReference {
         XCTAssertLessThanOrEqual(worstLoss, lossTolerance, "\(label): worst loss difference \(worstLoss)", file: file, line: line)
     }
 
-    /// Per-example losses and gradient norms, and the gradient of the mean loss per adapter tensor, against
-    /// PEFT's autograd (training's pass: `lossAndGradient`).
     /// The worst logit difference between incremental decoding (five tokens, then one at a time on the KV
     /// cache) and one full pass over the reference's first input.
     static func worstCachedDifference(_ name: String) throws -> Float {
@@ -131,10 +132,60 @@ enum TinyReference {
         return worst
     }
 
-    /// - Parameter tensors: how many adapter tensors the reference has (7 modules × 2 layers × A, B; Phi-3's 4 × 2 × 2).
-    static func checkGradients(_ name: String, gguf: Bool, tensors: Int = 28, file: StaticString = #filePath,
-                               line: UInt = #line) throws {
+    /// The worst logit difference of `file` (float32 activations) from the reference's `tensor` (`logits`,
+    /// `lora_logits`, `q8_0_logits`); a NaN counts as infinitely far.
+    static func worstLogitDifference(_ file: GGUFFile, _ name: String, tensor: String) throws -> Float {
+        let model = LlamaModel(weights: try ModelLoader.loadGGUF(file), pool: ThreadPool(threads: 2))
+        model.precision = .float32
         let reference = try reference(name)
+        let expected = try reference.tensors.floats(tensor)
+        var worst: Float = 0
+        for (i, ids) in reference.inputIds.enumerated() {
+            let logits = try model.allLogits(tokens: ids)
+            let start = i * logits.count
+            for j in logits.indices {
+                let gap = abs(logits[j] - expected[start + j])
+                worst = max(worst, gap.isNaN ? .infinity : gap)
+            }
+        }
+        return worst
+    }
+
+    /// How close an approximate gradient (`fast`: int8 activations) is to the exact one: the relative L2 error, the
+    /// cosine, and the exact gradient's squared norm.
+    static func agreement(_ fast: [Float], with exact: [Float]) -> (relative: Double, cosine: Double, norm: Double) {
+        var difference = 0.0, norm = 0.0, dot = 0.0, fastNorm = 0.0
+        for i in exact.indices {
+            difference += Double(fast[i] - exact[i]) * Double(fast[i] - exact[i])
+            norm += Double(exact[i]) * Double(exact[i])
+            fastNorm += Double(fast[i]) * Double(fast[i])
+            dot += Double(fast[i]) * Double(exact[i])
+        }
+        return ((difference / norm).squareRoot(), dot / (norm * fastNorm).squareRoot(), norm)
+    }
+
+    typealias GGUFTensor = (name: String, dimensions: [Int], type: TensorType, data: [UInt8])
+
+    /// The GGUF at `source` written to `url` with `edit` applied to its metadata (in the file's order) and tensors.
+    static func rewrite(_ source: URL, to url: URL, edit: (inout [(String, GGUFValue)], inout [GGUFTensor]) -> Void) throws {
+        let file = try GGUFFile(url: source)
+        var metadata = file.metadataKeys.map { ($0, file.metadata[$0]!) }
+        var tensors = file.tensors.map { (name: $0.name, dimensions: $0.dimensions, type: $0.type, data: Array(file.data(for: $0))) }
+        edit(&metadata, &tensors)
+        var writer = GGUFWriter()
+        for (key, value) in metadata { writer.set(key, value) }
+        for tensor in tensors {
+            try writer.addTensor(name: tensor.name, dimensions: tensor.dimensions, type: tensor.type, data: tensor.data)
+        }
+        try writer.write(to: url)
+    }
+
+    /// Per-example losses and gradient norms, and the gradient of the mean loss per adapter tensor, against
+    /// PEFT's autograd (training's pass: `lossAndGradient`).
+    /// - Parameter tensors: how many adapter tensors the reference has (7 modules × 2 layers × A, B; Phi-3's 4 × 2 × 2).
+    static func checkGradients(_ name: String, gguf: Bool, tensors: Int = 28, references: String = "reference",
+                               file: StaticString = #filePath, line: UInt = #line) throws {
+        let reference = try reference(name, file: references)
         let model = try model(name, gguf: gguf)
         let lora = TrainableLoRA.from(try adapter(name, for: model), for: model)
         var total = [Float](repeating: 0, count: lora.count)

@@ -1,0 +1,247 @@
+import Foundation
+import Kernels
+import ModelFormats
+import TestSupport
+import XCTest
+@testable import LanguageModel
+
+/// `quantize` writes each family back as a GGUF file of its own architecture: for Qwen2 and Qwen3 the keys and
+/// tensors llama.cpp's convert_hf_to_gguf.py wrote for the same tiny models (Tests/Fixtures/tiny-<name>:
+/// model.gguf.bin), and files that load back and compute transformers' float64 logits (the fixtures'
+/// reference.safetensors). llama.cpp runs such files: Reference/llamacpp_family_check.py.
+final class FamilyExportTests: XCTestCase {
+    var directory: URL!
+
+    override func setUpWithError() throws { directory = try Fixtures.temporaryDirectory("family-export") }
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: directory) }
+
+    /// The converter's descriptive keys, which it derives from the model card and parameter count, not the model.
+    static let converterOnlyKeys: Set<String> = ["general.type", "general.size_label"]
+
+    /// How `ours` differs from `converter`'s keys and tensors: keys present in one only (but the descriptive ones),
+    /// values of the keys that define the model, tensor names, shapes and types. Empty when they agree.
+    static func differences(_ ours: GGUFFile, from converter: GGUFFile) -> [String] {
+        var found: [String] = []
+        let mine = Set(ours.metadataKeys).subtracting(converterOnlyKeys)
+        let theirs = Set(converter.metadataKeys).subtracting(converterOnlyKeys)
+        for key in theirs.subtracting(mine).sorted() { found.append("missing key \(key)") }
+        for key in mine.subtracting(theirs).sorted() where key != "conclave.adapter_merged" { found.append("extra key \(key)") }
+        // general.name is the source's name (the converter takes the model card's); the rest must be equal.
+        for key in mine.intersection(theirs).sorted() where key != "general.name" && ours.metadata[key] != converter.metadata[key] {
+            found.append("\(key): \(String(describing: ours.metadata[key]!)) vs \(String(describing: converter.metadata[key]!))")
+        }
+        let shapes = { (file: GGUFFile) in Dictionary(uniqueKeysWithValues: file.tensors.map { ($0.name, "\($0.dimensions) \($0.type)") }) }
+        let (a, b) = (shapes(ours), shapes(converter))
+        for name in Set(a.keys).union(b.keys).sorted() where a[name] != b[name] {
+            found.append("tensor \(name): \(a[name] ?? "absent") vs \(b[name] ?? "absent")")
+        }
+        return found
+    }
+
+    /// The names of the tensors whose type or bytes differ between the two files (or that one lacks).
+    static func tensorsDiffering(_ ours: GGUFFile, from converter: GGUFFile) -> [String] {
+        Set(ours.tensors.map(\.name)).union(converter.tensors.map(\.name)).sorted().filter { name in
+            guard let a = ours.tensor(named: name), let b = converter.tensor(named: name) else { return true }
+            return a.type != b.type || !ours.data(for: a).elementsEqual(converter.data(for: b))
+        }
+    }
+
+    func export(_ family: String, fromGGUF: Bool, adapter: Bool, scheme: ExportScheme, name: String) throws -> GGUFFile {
+        let path = Fixtures.url(fromGGUF ? "tiny-\(family)/model.gguf.bin" : "tiny-\(family)").path
+        let source = try ModelLoader.load(path: path, threads: 2)
+        let url = directory.appendingPathComponent("\(name).gguf")
+        try ModelExporter.export(source, adapter: adapter ? try TinyReference.adapter(family, for: source.model) : nil,
+                                 scheme: scheme, to: url)
+        return try GGUFFile(url: url)
+    }
+
+    /// The families whose exports carry the converter's keys and tensors, each with the part of its own that the
+    /// controls break in a merged F32 export, and the keys we write that the converter leaves out: Gemma 2's
+    /// rope.freq_base (the converter writes none for gemma2, and llama.cpp then takes 10000, which is Gemma 2's
+    /// rope_theta but need not be the model's).
+    static let converterFamilies: [(name: String, part: String, extraKeys: [String])] = [
+        ("qwen2", "biases zeroed", []), ("qwen3", "head norms set to 1", []),
+        ("gemma2", "post_ffw_norm as w, not 1 + w", ["gemma2.rope.freq_base"]),
+    ]
+
+    /// `tensor` with the family's own part broken (`converterFamilies`' control), or as it is.
+    static func brokenPart(_ tensor: TinyReference.GGUFTensor) -> TinyReference.GGUFTensor {
+        func floats(_ change: (Float) -> Float) -> TinyReference.GGUFTensor {
+            let values = tensor.data.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }.map(change)
+            return (tensor.name, tensor.dimensions, tensor.type, values.withUnsafeBytes { Array($0) })
+        }
+        if tensor.name.hasSuffix(".bias") { return floats { _ in 0 } }
+        if tensor.name.hasSuffix("attn_q_norm.weight") || tensor.name.hasSuffix("attn_k_norm.weight") { return floats { _ in 1 } }
+        if tensor.name.hasSuffix("post_ffw_norm.weight") { return floats { $0 - 1 } }
+        return tensor
+    }
+
+    /// From the HF directory and from the converter's own GGUF, F32: the converter's keys (qwen2.*, qwen3.*, gemma2.*;
+    /// key_length and value_length of Qwen3 and Gemma 2, Gemma 2's caps and window, no rope.dimension_count), values
+    /// and tensors (biases, head norms, post-norms, no output.weight where tied), byte for byte (Gemma's norms as the
+    /// converter's 1 + w). Positive control: the same comparison lists what a file lacking one key or one bias lacks.
+    func testKeysAndTensorsAreTheConverters() throws {
+        for (family, _, extraKeys) in Self.converterFamilies {
+            let converter = try GGUFFile(url: Fixtures.url("tiny-\(family)/model.gguf.bin"))
+            for fromGGUF in [false, true] {
+                let ours = try export(family, fromGGUF: fromGGUF, adapter: false, scheme: .uniform(.f32),
+                                      name: "\(family)-\(fromGGUF ? "gguf" : "hf")")
+                let label = "\(family) from \(fromGGUF ? "GGUF" : "HF")"
+                XCTAssertEqual(Self.differences(ours, from: converter), extraKeys.map { "extra key \($0)" }, label)
+                XCTAssertEqual(Self.tensorsDiffering(ours, from: converter), [], "\(label): the converter's bytes")
+                XCTAssertEqual(ours.string("general.architecture"), family)
+            }
+        }
+        let qwen3 = try GGUFFile(url: Fixtures.url("tiny-qwen3/model.gguf.bin"))
+        XCTAssertEqual(qwen3.int("qwen3.attention.key_length"), 32, "the fixture's head is not hidden / heads = 16")
+        XCTAssertNotNil(qwen3.tensor(named: "output.weight"), "tiny-qwen3 is untied")
+        XCTAssertNil(try GGUFFile(url: Fixtures.url("tiny-qwen2/model.gguf.bin")).tensor(named: "output.weight"), "tiny-qwen2 is tied")
+        // Controls: the converter's files rewritten without qwen3's key_length, and without one qwen2 bias.
+        let noKey = try rewrite("qwen3", name: "no-key-length") { keys, _ in keys.removeAll { $0.0 == "qwen3.attention.key_length" } }
+        XCTAssertEqual(Self.differences(noKey, from: qwen3), ["missing key qwen3.attention.key_length"])
+        let noBias = try rewrite("qwen2", name: "no-bias") { _, tensors in tensors.removeAll { $0.name == "blk.1.attn_k.bias" } }
+        XCTAssertEqual(Self.differences(noBias, from: try GGUFFile(url: Fixtures.url("tiny-qwen2/model.gguf.bin"))),
+                       ["tensor blk.1.attn_k.bias: absent vs [32] F32"])
+    }
+
+    /// The converter's file of `family` rewritten with `edit` applied to its keys and tensors.
+    func rewrite(_ family: String, name: String,
+                 edit: (inout [(String, GGUFValue)], inout [TinyReference.GGUFTensor]) -> Void) throws -> GGUFFile {
+        try rewrite(Fixtures.url("tiny-\(family)/model.gguf.bin"), name: name, edit: edit)
+    }
+
+    func rewrite(_ source: URL, name: String,
+                 edit: (inout [(String, GGUFValue)], inout [TinyReference.GGUFTensor]) -> Void) throws -> GGUFFile {
+        let url = directory.appendingPathComponent("\(name).gguf")
+        try TinyReference.rewrite(source, to: url, edit: edit)
+        return try GGUFFile(url: url)
+    }
+
+    /// F32 with the PEFT adapter merged (from the HF directory and from the GGUF) computes PEFT's LoRA logits; the
+    /// Q8_0 export computes transformers' forward over gguf-py's dequantization of the converter's Q8_0 file (the
+    /// same rounding), and with the adapter merged stays within the reference's own Q8_0 effect of PEFT's.
+    /// Positive controls: the merged F32 file with the family's own part broken (`brokenPart`) is far off.
+    func testExportsComputeTransformersLogits() throws {
+        for (family, part, _) in Self.converterFamilies {
+            let reference = try TinyReference.reference(family)
+            for fromGGUF in [false, true] {
+                let merged = try export(family, fromGGUF: fromGGUF, adapter: true, scheme: .uniform(.f32), name: "\(family)-merged-\(fromGGUF)")
+                XCTAssertEqual(merged.bool("conclave.adapter_merged"), true)
+                let worst = try TinyReference.worstLogitDifference(merged, family, tensor: "lora_logits")
+                print("\(family) merged F32 export from \(fromGGUF ? "GGUF" : "HF"): worst logit difference from PEFT's \(worst)")
+                XCTAssertLessThanOrEqual(worst, TinyReference.logitTolerance, "\(family) merged F32 export")
+            }
+            let q8 = try export(family, fromGGUF: false, adapter: false, scheme: .uniform(.q8_0), name: "\(family)-q8_0")
+            XCTAssertEqual(q8.tensor(named: "blk.0.attn_q.weight")?.type, .q8_0)
+            // The converter's --outtype q8_0 file (gguf-py's quantizer) holds the same bytes, tensor by tensor; the F32
+            // export, which differs in every matrix, is the control.
+            let converterQ8 = try GGUFFile(url: Fixtures.url("tiny-\(family)/model-q8_0.gguf.bin"))
+            XCTAssertEqual(Self.tensorsDiffering(q8, from: converterQ8), [], "\(family) Q8_0 export vs the converter's")
+            let f32 = try GGUFFile(url: directory.appendingPathComponent("\(family)-merged-false.gguf"))
+            XCTAssertEqual(Self.tensorsDiffering(f32, from: converterQ8).count, converterQ8.tensors.filter { $0.dimensions.count == 2 }.count,
+                           "\(family): every matrix of the F32 file differs from the Q8_0 one")
+            let worstQ8 = try TinyReference.worstLogitDifference(q8, family, tensor: "q8_0_logits")
+            print("\(family) Q8_0 export: worst logit difference from transformers over gguf-py's Q8_0 \(worstQ8)")
+            XCTAssertLessThanOrEqual(worstQ8, TinyReference.logitTolerance, "\(family) Q8_0 export")
+            let (float, quantized) = (try reference.tensors.floats("logits"), try reference.tensors.floats("q8_0_logits"))
+            let q8Effect = zip(float, quantized).map { abs($0 - $1) }.max()!
+            let mergedQ8 = try export(family, fromGGUF: false, adapter: true, scheme: .uniform(.q8_0), name: "\(family)-merged-q8_0")
+            let worstMergedQ8 = try TinyReference.worstLogitDifference(mergedQ8, family, tensor: "lora_logits")
+            print("\(family) merged Q8_0 export: worst logit difference from PEFT's \(worstMergedQ8) (the reference's Q8_0 effect \(q8Effect))")
+            XCTAssertLessThanOrEqual(worstMergedQ8, 2 * q8Effect, "\(family) merged Q8_0 export")
+            let merged = directory.appendingPathComponent("\(family)-merged-false.gguf")
+            let control = try rewrite(merged, name: "\(family)-control") { _, tensors in tensors = tensors.map(Self.brokenPart) }
+            let controlGap = try TinyReference.worstLogitDifference(control, family, tensor: "lora_logits")
+            print("\(family) control (\(part)): \(controlGap)")
+            XCTAssertGreaterThan(controlGap, 100 * TinyReference.logitTolerance, "\(family): the control must be far off")
+        }
+    }
+
+    /// Llama.cpp's K-quant mix: attn_v and ffn_down finer on use_more_bits layers (the last of two), and the 64-value
+    /// rows' fallbacks; biases, head norms and post-norms stay F32; the file loads back as its family.
+    func testKQuantMixKeepsFamilyParts() throws {
+        let parts = ["qwen2": "blk.1.attn_q.bias", "qwen3": "blk.1.attn_q_norm.weight", "gemma2": "blk.1.post_ffw_norm.weight"]
+        for (family, _, _) in Self.converterFamilies {
+            let mixed = try export(family, fromGGUF: true, adapter: false, scheme: .kQuantMix(.q4_K), name: "\(family)-q4_k_m")
+            XCTAssertEqual(mixed.tensor(named: "blk.0.attn_q.weight")?.type, .q5_0, family)
+            XCTAssertEqual(mixed.tensor(named: "blk.1.attn_v.weight")?.type, .q8_0, family)
+            let part = try XCTUnwrap(parts[family], family)
+            XCTAssertEqual(mixed.tensor(named: part)?.type, .f32, part)
+            XCTAssertEqual(try ModelLoader.loadGGUF(mixed).configuration.architecture.rawValue, family)
+        }
+    }
+
+    /// A Gemma 2 model that llama.cpp's gemma2 graph would compute otherwise is refused by `quantize`, naming what
+    /// differs, and no file is written: an output head apart from the embedding, no soft-capping, an embedding scale
+    /// rounded to bfloat16 (Gemma-2-9B's 59.75 from HF), a query_pre_attn_scalar other than llama.cpp's rule. The
+    /// fixture itself is exported (the positive control: testKeysAndTensorsAreTheConverters).
+    func testGemma2ThatLlamaCppWouldComputeOtherwiseIsRefused() throws {
+        let weights = try TinyReference.weights("gemma2", gguf: false)
+        let untied = ModelWeights(configuration: weights.configuration, embedding: weights.embedding,
+                                  output: WeightMatrix(float32: weights.output.dequantized(), rows: weights.output.rows,
+                                                       columns: weights.output.columns),
+                                  finalNorm: weights.finalNorm, layers: weights.layers, ropeLayout: weights.ropeLayout,
+                                  source: weights.source)
+        let cases: [(String, ModelWeights, String)] = [
+            ("untied", untied, "its output head is not its embedding"),
+            ("uncapped", TinyFamily.configured { $0.finalLogitSoftcap = nil }(weights), "final_logit_softcapping null"),
+            ("bfloat16 scale", TinyFamily.configured { $0.embeddingScale = 7.9375 }(weights),
+             "embedding scale 7.9375 (√64 in the checkpoint's dtype) is not the 8.0"),
+            ("query scale", TinyFamily.configured { $0.queryPreAttentionScalar = 64 }(weights),
+             "query_pre_attn_scalar = 64.0 is not the 32.0 llama.cpp assumes"),
+        ]
+        for (name, broken, expected) in cases {
+            let url = directory.appendingPathComponent("\(name).gguf")
+            let model = LlamaModel(weights: broken, pool: ThreadPool(threads: 1))
+            XCTAssertThrowsError(try ModelExporter.export(LoadedModel(model: model, tokenizer: nil, gguf: nil), adapter: nil,
+                                                          scheme: .uniform(.f32), to: url), name) { error in
+                XCTAssertTrue("\(error)".contains(expected) && "\(error)".contains(weights.source), "\(name): \(error)")
+            }
+            XCTAssertFalse(FileManager.default.fileExists(atPath: url.path), name)
+        }
+    }
+
+    /// `quantize` writes Phi-3 back as a `phi3` file (the adapter merged into the fused matrices, llama.cpp's names,
+    /// the window and context as they were), which loads back and computes transformers' LoRA logits. (llama.cpp
+    /// runs such files: Reference/llamacpp_family_check.py.)
+    func testExportWritesPhi3() throws {
+        let directory = try Fixtures.temporaryDirectory("phi3-export")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let source = try ModelLoader.load(path: Fixtures.url("tiny-phi3").path, threads: 2)
+        let adapter = try TinyReference.adapter("phi3", for: source.model)
+        let url = directory.appendingPathComponent("merged.gguf")
+        try ModelExporter.export(source, adapter: adapter, scheme: .uniform(.f32), to: url)
+        let file = try GGUFFile(url: url)
+        XCTAssertEqual(file.string("general.architecture"), "phi3")
+        XCTAssertEqual(file.int("phi3.attention.sliding_window"), 32)
+        XCTAssertEqual(file.int("phi3.context_length"), 512)
+        XCTAssertEqual(file.int("phi3.rope.scaling.original_context_length"), 256)
+        XCTAssertEqual(file.double("phi3.rope.scaling.attn_factor") ?? 0, (1 + log(2.0) / log(256.0)).squareRoot(), accuracy: 1e-6)
+        XCTAssertEqual(file.tensor(named: "rope_factors_short.weight")?.dimensions, [6])
+        XCTAssertEqual(file.tensor(named: "rope_factors_long.weight")?.dimensions, [6])
+        XCTAssertEqual(file.int("phi3.rope.dimension_count"), 12, "the rotary part of the head")
+        XCTAssertEqual(file.tensor(named: "blk.1.attn_qkv.weight")?.dimensions, [64, 128])
+        XCTAssertEqual(file.tensor(named: "blk.1.ffn_up.weight")?.dimensions, [64, 192])
+        XCTAssertFalse(file.metadataKeys.contains { $0.hasPrefix("llama.") }, "no Llama keys in a Phi-3 file")
+        XCTAssertEqual(file.tensors.count, 5 + 2 * 6, "embedding, output, final norm, 2 LongRoPE factors; 2 norms and 4 matrices a layer")
+        let model = LlamaModel(weights: try ModelLoader.loadGGUF(file), pool: ThreadPool(threads: 2))
+        let reference = try TinyReference.reference("phi3")
+        let expected = try reference.tensors.floats("lora_logits")
+        var worst: Float = 0
+        for (i, ids) in reference.inputIds.enumerated() {
+            let logits = try model.allLogits(tokens: ids)
+            for j in logits.indices { worst = max(worst, abs(logits[j] - expected[i * logits.count + j])) }
+        }
+        print("phi3 merged f32 export: worst logit difference from PEFT's \(worst)")
+        XCTAssertLessThanOrEqual(worst, TinyReference.logitTolerance)
+        // The K-quant mix: attn_qkv counts as attn_v for llama.cpp (Q6_K on use_more_bits layers: the last of two),
+        // then falls back on these 64-value rows as llama-quantize does (Q6_K → Q8_0, Q4_K → Q5_0).
+        let mixed = directory.appendingPathComponent("q4_k_m.gguf")
+        try ModelExporter.export(source, adapter: nil, scheme: .kQuantMix(.q4_K), to: mixed)
+        let mixedFile = try GGUFFile(url: mixed)
+        XCTAssertEqual(mixedFile.tensor(named: "blk.0.attn_qkv.weight")?.type, .q5_0)
+        XCTAssertEqual(mixedFile.tensor(named: "blk.1.attn_qkv.weight")?.type, .q8_0)
+        XCTAssertEqual(mixedFile.tensor(named: "blk.1.ffn_up.weight")?.type, .q5_0)
+        XCTAssertEqual(try ModelLoader.load(path: mixed.path, threads: 1).model.configuration.architecture, .phi3)
+    }
+}
