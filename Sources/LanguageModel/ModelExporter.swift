@@ -160,7 +160,7 @@ public enum ModelExporter {
         // llama.cpp's gemma2 loader slides the even layers (set_swa_pattern(2)); GGUF cannot say otherwise for it.
         let evenLayers = (0..<c.numHiddenLayers).map { $0 % 2 == 0 }
         guard c.slidingLayers.isEmpty || c.slidingLayers == evenLayers else {
-            let sliding = c.slidingLayers.enumerated().filter(\.element).map { "\($0.offset)" }.joined(separator: ", ")
+            let sliding = c.slidingLayers.indices.filter { c.slidingLayers[$0] }.map(String.init).joined(separator: ", ")
             throw refuse("its sliding layers (\(sliding)) are not the even layers llama.cpp's gemma2 graph slides")
         }
         guard c.queryPreAttentionScalar == c.llamaCppGemmaQueryScalar else {

@@ -275,6 +275,10 @@ public struct LlamaConfiguration: Sendable, Equatable {
         // Phi-3's window (Phi-3-mini-4k: 2047) bounds the context rather than being masked (`slidingWindow`);
         // elsewhere the key is inert unless use_sliding_window says so (Qwen2's configs carry one).
         // Gemma's window is masked on its sliding layers (`slidingLayers`); Gemma2Config's and Gemma3TextConfig's default is 4096.
+        // A null one is no window to mask: transformers 5.25 fails on it for both (Gemma 3 even with every layer global).
+        if architecture.isGemma, json["sliding_window"] is NSNull {
+            throw fail("'sliding_window' = null is not supported for model_type '\(architecture.hfModelType)' (its sliding layers need a window)")
+        }
         let slidingWindow = architecture.isGemma && json["sliding_window"] == nil ? 4096
             : architecture == .phi3 || architecture.isGemma ? try int("sliding_window") : nil
         if let sliding = json["use_sliding_window"] as? Bool, sliding {
@@ -291,11 +295,7 @@ public struct LlamaConfiguration: Sendable, Equatable {
         let rope = try Self.ropeParameters(gemma3Rope?.global ?? json, file: file,
                                            maxPositionEmbeddings: try required("max_position_embeddings"),
                                            phi3: architecture == .phi3)
-        if !Self.computesRopeScaling(rope.scaling, for: architecture) {
-            throw fail("rope_scaling / rope_parameters: this rope scaling is computed for model_type 'llama' only (YaRN also "
-                       + "for 'qwen2' and 'qwen3', linear also for the global layers of 'gemma3_text'; where each is "
-                       + "checked against transformers), not '\(architecture.hfModelType)'")
-        }
+        try Self.checkHFRopeScaling(rope.scaling, for: architecture, file: file)
         let heads = try required("num_attention_heads")
         self.init(vocabSize: try required("vocab_size"), hiddenSize: try required("hidden_size"),
                   intermediateSize: try required("intermediate_size"), numHiddenLayers: try required("num_hidden_layers"),
@@ -326,6 +326,14 @@ public struct LlamaConfiguration: Sendable, Equatable {
         case .linear: return architecture == .llama || architecture == .gemma3
         case .llama3, .frequencyFactors, .dynamic: return architecture == .llama
         }
+    }
+
+    /// Refuses a config.json's rope scaling that `architecture`'s block does not compute (`computesRopeScaling`).
+    static func checkHFRopeScaling(_ scaling: RopeScaling, for architecture: ModelArchitecture, file: String) throws {
+        guard !computesRopeScaling(scaling, for: architecture) else { return }
+        throw ModelFormatError(file: file, "rope_scaling / rope_parameters: this rope scaling is computed for model_type "
+                               + "'llama' only (YaRN also for 'qwen2' and 'qwen3', linear also for the global layers of "
+                               + "'gemma3_text'; where each is checked against transformers), not '\(architecture.hfModelType)'")
     }
 
     /// Whether `architecture`'s block computes YaRN (checked for Llama, Qwen2 and Qwen3).

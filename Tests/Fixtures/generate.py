@@ -28,8 +28,8 @@ Nothing here imports or mirrors the Swift code. Sections, each writing one folde
               the section's other files are kept)
   tiny-gemma3 a tiny random Gemma 3 text model (Gemma 2's block with (1 + w) q/k head norms, no soft-capping, six layers of
               which the sixth is global, a window of 5 that the 16-token examples cross, the sliding layers' own rope base,
-              the global layer's linear rope scaling) with a PEFT adapter on all seven projections: the same references,
-              model.gguf.bin and model-q8_0.gguf.bin as tiny-qwen2
+              the global layer's linear rope scaling, q/k head norm gains near 0.4) with a PEFT adapter on all seven
+              projections: the same references, model.gguf.bin and model-q8_0.gguf.bin as tiny-qwen2
   tiny-llama3        tiny random Llamas with rope scaling, the same references and converter GGUF as tiny-qwen2 (no
   tiny-llama-linear  Q8_0 copy): llama3 (factor 8, low/high_freq_factor 1/4, original context 64, so every regime
               of its frequencies is used; the converter writes rope_freqs.weight) and linear (factor 4; the converter
@@ -113,15 +113,17 @@ def tiny_labels(ids, ignored):
     return [[-100 if t in skip else token for t, token in enumerate(row)] for row, skip in zip(ids, ignored)]
 
 
-def draw_random_weights(model, generator):
-    """Every weight ~ N(0, 0.08^2), every norm weight 1 + N(0, 0.1^2): far enough from the default
-    initialisation (norms exactly 1) that a norm applied wrongly shows in the logits."""
+def draw_random_weights(model, generator, norm_means=None):
+    """Every weight ~ N(0, 0.08^2), every norm weight 1 + N(0, 0.1^2) (or the mean `norm_means` gives for its name's
+    ending): far enough from the default initialisation (norms exactly 1) that a norm applied wrongly shows in the
+    logits."""
     import torch
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             noise = torch.randn(parameter.shape, generator=generator, dtype=torch.float64)
             if name.endswith("norm.weight"):
-                parameter.copy_(1 + 0.1 * noise)
+                mean = next((m for end, m in (norm_means or {}).items() if name.endswith(end)), 1.0)
+                parameter.copy_(mean + 0.1 * noise)
             else:
                 parameter.copy_(0.08 * noise)
 
@@ -182,11 +184,11 @@ def lora_reference(model_directory, adapter_directory, model_class, input_ids, l
     return numbers, tensors
 
 
-def make_random_model(directory, config, model_class, config_class, generator):
+def make_random_model(directory, config, model_class, config_class, generator, norm_means=None):
     import torch
     model = model_class(config_class(**{k: v for k, v in config.items() if k not in ("architectures",)}))
     model = model.to(torch.float64)
-    draw_random_weights(model, generator)
+    draw_random_weights(model, generator, norm_means)
     model.to(torch.float32).save_pretrained(directory, safe_serialization=True)
     model_config = json.load(open(os.path.join(directory, "config.json")))
     return model_config
@@ -308,6 +310,12 @@ GEMMA2_CONFIG = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 96, 
 # a window of 5 (4096 in Gemma-3-1B), so every 16-token example runs past it on the five sliding layers; the sliding
 # layers' rope base 10000 (rope_local_base_freq) and the global layer's 1e6 with linear scaling 8 (Gemma-3-4B and up);
 # head size 16, not hidden / heads (8); hidden 32 and the feed-forward 64, multiples of Q8_0's 32-value blocks.
+# Its q/k head norm weights w are drawn about -0.6 (gains 1 + w near 0.4), not about 1 as every other norm's (gains near
+# 2): the scores scale with both gains (0.16 against 4), and with scores that sharp, over unit-RMS heads through six
+# layers, the random model amplified any perturbation (float32's rounding moved its LoRA gradients 4e-5 from float64,
+# Gemma 2's 1.8e-6; training's int8 path 0.86 from float32, the other families' 0.02-0.04). Drawn about -0.6: 3.4e-6
+# and 0.044 (about 0.2: 4.2e-6 and 0.105; about -0.4: 0.049), and each broken part still moves logits by 0.2 or more.
+GEMMA3_NORM_MEANS = {"q_norm.weight": -0.6, "k_norm.weight": -0.6}
 GEMMA3_CONFIG = {"vocab_size": 256, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 6,
                  "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 128,
                  "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0,
@@ -351,12 +359,15 @@ def convert_to_gguf(model_directory, out_path, outtype="f32"):
         config = json.load(open(os.path.join(model_directory, "config.json")))
         if config["model_type"] == "gemma3_text":
             # The Gemma 3 converter cuts the embedding to the tokenizer's vocabulary (the rows past it are unused); a
-            # tokenizer.json listing the tiny model's every id, beside links to its files, keeps all of them.
+            # tokenizer.json listing the tiny model's every id, beside links to its files, keeps all of them. The folder
+            # has the model's own name, which the converter writes as general.name (a temporary name would differ run to run).
+            linked = os.path.join(folder, os.path.basename(os.path.normpath(model_directory)))
+            os.makedirs(linked)
             for name in os.listdir(model_directory):
-                os.symlink(os.path.join(model_directory, name), os.path.join(folder, name))
+                os.symlink(os.path.join(model_directory, name), os.path.join(linked, name))
             vocabulary = {f"<{i}>": i for i in range(config["vocab_size"])}
-            write_json(os.path.join(folder, "tokenizer.json"), {"model": {"vocab": vocabulary}, "added_tokens": []})
-            model_directory = folder
+            write_json(os.path.join(linked, "tokenizer.json"), {"model": {"vocab": vocabulary}, "added_tokens": []})
+            model_directory = linked
         subprocess.run([sys.executable, "-c", CONVERT, model_directory, out_path, outtype], check=True, env=environment,
                        cwd=LLAMA_CPP, stdout=subprocess.DEVNULL)
 
@@ -419,7 +430,8 @@ def tiny_family(out, family):
     os.makedirs(directory)
     config = {"phi3": PHI3_CONFIG, "gemma2": GEMMA2_CONFIG, "gemma3": GEMMA3_CONFIG}.get(family) or QWEN_CONFIGS[family]
     generator = torch.Generator().manual_seed(SEED + sum(map(ord, family)))
-    make_random_model(directory, config, model_class, config_class, generator)
+    make_random_model(directory, config, model_class, config_class, generator,
+                      GEMMA3_NORM_MEANS if family == "gemma3" else None)
     input_ids = torch.randint(0, config["vocab_size"], (3, 16), generator=generator).tolist()
     labels = tiny_labels(input_ids, TINY_IGNORED)
     make_random_adapter(directory, adapter_directory, model_class, generator, targets)

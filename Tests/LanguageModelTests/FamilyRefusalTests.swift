@@ -182,6 +182,7 @@ final class FamilyRefusalTests: XCTestCase {
             ("query_pre_attn_scalar", 0, "query_pre_attn_scalar = 0.0 must be positive"),
             ("query_pre_attn_scalar", NSNull(), "'query_pre_attn_scalar' must be a number"),
             ("sliding_window", 0, "sliding_window = 0"),
+            ("sliding_window", NSNull(), "'sliding_window' = null is not supported for model_type 'gemma2'"),
             ("attention_bias", true, "attention_bias = true"),
         ]
         case .gemma3: return [
@@ -197,6 +198,7 @@ final class FamilyRefusalTests: XCTestCase {
             ("rope_local_base_freq", -1, "rope_local_base_freq must be a positive number"),
             ("use_bidirectional_attention", true, "use_bidirectional_attention = true"),
             ("hidden_activation", "gelu", "hidden_activation 'gelu' is not supported for model_type 'gemma3_text'"),
+            ("sliding_window", NSNull(), "'sliding_window' = null is not supported for model_type 'gemma3_text'"),
         ]
         case .phi3:
             let parameters = try XCTUnwrap(original["rope_parameters"] as? [String: Any])
@@ -366,13 +368,12 @@ final class FamilyRefusalTests: XCTestCase {
 
     /// HF configs of Gemma 2: absent keys take Gemma2Config's defaults (transformers 5.25: Gemma2Config() has
     /// query_pre_attn_scalar 256, attn_logit_softcapping 50, final_logit_softcapping 30, sliding_window 4096, head_dim
-    /// 256, not hidden / heads); null caps and window are none.
+    /// 256, not hidden / heads); null caps are none (a null window is refused: configRefusals).
     func testGemma2HFDefaults() throws {
         let original = try config(.gemma2)
         XCTAssertEqual(try loadHF(.gemma2, original).configuration.queryPreAttentionScalar, 32)
         var defaults = original
         for key in ["query_pre_attn_scalar", "attn_logit_softcapping", "final_logit_softcapping"] { defaults[key] = nil }
-        defaults["sliding_window"] = NSNull()
         let c = try loadHF(.gemma2, defaults).configuration
         XCTAssertEqual([c.queryPreAttentionScalar, c.attentionSoftcap, c.finalLogitSoftcap], [256, 50, 30])
         XCTAssertEqual(c.contextLength, 128)
@@ -453,5 +454,23 @@ final class FamilyRefusalTests: XCTestCase {
         let c = try LlamaConfiguration(configJSON: corpus.appendingPathComponent("hf-config/tiny-gemma2.json"))
         XCTAssertEqual(c.attentionSoftcap, 50)
         XCTAssertEqual(c.slidingWindow, 32)
+    }
+
+    /// The Gemma 3 fuzz seeds (gguf/gemma3.bin, hf-config/tiny-gemma3.json) are accepted, so those targets start inside
+    /// Gemma 3's paths: head norms, a sliding layer and a global one, the sliding rope base, the global layer's scaling.
+    func testGemma3FuzzSeedsLoad() throws {
+        let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fuzz/Corpus")
+        let weights = try ModelLoader.loadGGUF(try GGUFFile(url: corpus.appendingPathComponent("gguf/gemma3.bin")))
+        XCTAssertEqual(weights.configuration.architecture, .gemma3)
+        XCTAssertEqual(weights.configuration.slidingLayers, [true, false])
+        XCTAssertEqual(weights.configuration.slidingRopeTheta, 10_000)
+        XCTAssertNotNil(weights.layers[1].queryNorm)
+        let c = try LlamaConfiguration(configJSON: corpus.appendingPathComponent("hf-config/tiny-gemma3.json"))
+        XCTAssertEqual(c.architecture, .gemma3)
+        XCTAssertEqual(c.slidingLayers, [true, false])
+        XCTAssertEqual(c.slidingWindow, 5)
+        XCTAssertNotEqual(c.ropeScaling, RopeScaling.none)
+        XCTAssertEqual(c.ropeScaling, weights.configuration.ropeScaling)
     }
 }

@@ -27,14 +27,12 @@ struct TinyFamily {
     /// Norms after the attention and the feed-forward (Gemma 2, Gemma 3).
     var postNorms = false
     /// How far the Q8_0 file's losses at int8 activations may be from transformers' over its dequantized weights:
-    /// 0.004-0.008 nats measured (AVX-512 VNNI), a bias left out of that path moves qwen2's by up to 0.11; Gemma 3's
-    /// 0.019, its 32-wide rows one int8 block each over six layers.
+    /// 0.004-0.018 nats measured (AVX-512 VNNI; Gemma 3's 0.018, its 32-wide rows one int8 block each over six layers),
+    /// a bias left out of that path moves qwen2's by up to 0.11.
     var int8LossTolerance = 0.02
-    /// How close training's int8 gradient must be to its float32 one (relative L2 error below, cosine above), or nil
-    /// where the fixture's gradients amplify any perturbation too much for the comparison to say anything: Gemma 3's
-    /// (float32's rounding alone moves them 4e-5 from PEFT's float64, Gemma 2's 1.8e-6; int8 moves them by 0.86 though
-    /// each int8 product there errs as Gemma 2's do: 0.6% backward, 0.4% forward, measured 2026-12-05 on every matrix).
-    var int8GradientAgreement: (relative: Double, cosine: Double)? = (0.05, 0.998)
+    /// How close training's int8 gradient must be to its float32 one (relative L2 error below, cosine above): 0.024-0.044
+    /// measured (Gemma 3's 0.044 with its q/k head norm gains near 0.4: GEMMA3_NORM_MEANS in generate.py).
+    let int8GradientAgreement = (relative: 0.05, cosine: 0.998)
     /// Positive controls: each breaks one of the family's own parts in the converter's weights, which must then
     /// fail the reference comparison by far.
     var breakages: [(label: String, apply: (ModelWeights) -> ModelWeights)] = []
@@ -119,8 +117,7 @@ struct TinyFamily {
         }
         let sliding = [true, true, true, true, true, false]
         return TinyFamily(name: "gemma3", architecture: .gemma3, projections: separate, tied: true, headDim: 16, window: 5,
-                          slidingLayers: sliding, layers: 6, headNorms: true, postNorms: true, int8LossTolerance: 0.05,
-                          int8GradientAgreement: nil, breakages: [
+                          slidingLayers: sliding, layers: 6, headNorms: true, postNorms: true, breakages: [
                               ("no window", configured { $0.slidingWindow = nil }),
                               ("window 4 (one key fewer)", configured { $0.slidingWindow = 4 }),
                               ("window 6 (one key more)", configured { $0.slidingWindow = 6 }),

@@ -17,7 +17,8 @@ public enum SeedCorpus {
             .tokenizer: try ModelSeeds.tokenizer(), .hfConfig: ["tiny-llama.json": Data(ModelSeeds.hfConfig.utf8),
                                                                    "tiny-llama3.json": Data(ModelSeeds.hfConfigLlama3.utf8),
                                                                    "tiny-phi3.json": Data(ModelSeeds.hfConfigPhi3.utf8),
-                                                                   "tiny-gemma2.json": Data(ModelSeeds.hfConfigGemma2.utf8)],
+                                                                   "tiny-gemma2.json": Data(ModelSeeds.hfConfigGemma2.utf8),
+                                                                   "tiny-gemma3.json": Data(ModelSeeds.hfConfigGemma3.utf8)],
             .peft: try ModelSeeds.peft(), .jsonl: ModelSeeds.jsonl(), .wire: try WireSeeds.frames(),
             .secagg: try WireSeeds.secureRounds(), .config: try StateSeeds.configuration(), .audit: try StateSeeds.audit(),
         ]
@@ -71,7 +72,7 @@ enum ModelSeeds {
         linear.set("llama.rope.scaling.factor", .float32(4))
         return ["llama.bin": llama.encoded(), "scalars.bin": scalars.encoded(), "weights.bin": try weights().encoded(),
                 "rope-freqs.bin": llama3.encoded(), "rope-linear.bin": linear.encoded(), "llama-spm.bin": try sentencePiece().encoded(),
-                "phi3.bin": try phi3().encoded(), "gemma2.bin": try gemma2().encoded()]
+                "phi3.bin": try phi3().encoded(), "gemma2.bin": try gemma2().encoded(), "gemma3.bin": try gemma3().encoded()]
     }
 
     /// The SentencePiece pieces of the seeds: unknown, BOS, EOS, a user-defined token, the 256 byte tokens, then
@@ -152,26 +153,54 @@ enum ModelSeeds {
     /// A Gemma 2 the loader accepts: the four norms of its block (post_attention_norm, post_ffw_norm beside attn_norm and
     /// ffn_norm), both soft-capping keys, a head size (16) given by key_length, a sliding window; tied embeddings.
     static func gemma2() throws -> GGUFWriter {
+        try gemma("gemma2", blocks: 1) { model in
+            model.set("gemma2.attn_logit_softcapping", .float32(50))
+            model.set("gemma2.final_logit_softcapping", .float32(30))
+        }
+    }
+
+    /// A Gemma 3 the loader accepts: Gemma 2's block with per-head q/k norms (attn_q_norm, attn_k_norm), no soft-capping,
+    /// two layers of which the second is global (sliding_window_pattern 2), the sliding layers' rope base, the global
+    /// layer's linear rope scaling.
+    static func gemma3() throws -> GGUFWriter {
+        try gemma("gemma3", blocks: 2) { model in
+            model.set("gemma3.attention.sliding_window_pattern", .uint32(2))
+            model.set("gemma3.rope.freq_base", .float32(1_000_000))
+            model.set("gemma3.rope.freq_base_swa", .float32(10_000))
+            model.set("gemma3.rope.scaling.type", .string("linear"))
+            model.set("gemma3.rope.scaling.factor", .float32(8))
+        }
+    }
+
+    /// Gemma's block over width 32, two heads of 16 and one KV head, a window of 8, tied quantized embeddings; `keys`
+    /// adds the architecture's own, and Gemma 3's blocks get its q/k norms.
+    static func gemma(_ architecture: String, blocks: Int, keys: (inout GGUFWriter) -> Void) throws -> GGUFWriter {
         var model = GGUFWriter()
-        model.set("general.architecture", .string("gemma2"))
-        for (key, value) in [("context_length", 16), ("embedding_length", 32), ("block_count", 1), ("feed_forward_length", 32),
+        model.set("general.architecture", .string(architecture))
+        for (key, value) in [("context_length", 16), ("embedding_length", 32), ("block_count", blocks), ("feed_forward_length", 32),
                              ("attention.head_count", 2), ("attention.head_count_kv", 1), ("vocab_size", 8),
                              ("attention.key_length", 16), ("attention.value_length", 16), ("attention.sliding_window", 8)] {
-            model.set("gemma2.\(key)", .uint32(UInt32(value)))
+            model.set("\(architecture).\(key)", .uint32(UInt32(value)))
         }
-        model.set("gemma2.attn_logit_softcapping", .float32(50))
-        model.set("gemma2.final_logit_softcapping", .float32(30))
+        keys(&model)
         try model.addTensor(name: "token_embd.weight", dimensions: [32, 8], type: .q8_0, data: [UInt8](repeating: 1, count: 8 * 34))
-        for (name, rows) in [("attn_q", 32), ("attn_k", 16), ("attn_v", 16), ("attn_output", 32), ("ffn_gate", 32),
-                             ("ffn_up", 32), ("ffn_down", 32)] {
-            try model.addTensor(name: "blk.0.\(name).weight", dimensions: [32, rows], type: .q4_0,
-                                data: [UInt8](repeating: 0x11, count: rows * 18))
+        let ones = { (count: Int) in [Float](repeating: 1, count: count).flatMap { withUnsafeBytes(of: $0.bitPattern.littleEndian, Array.init) } }
+        for block in 0..<blocks {
+            for (name, rows) in [("attn_q", 32), ("attn_k", 16), ("attn_v", 16), ("attn_output", 32), ("ffn_gate", 32),
+                                 ("ffn_up", 32), ("ffn_down", 32)] {
+                try model.addTensor(name: "blk.\(block).\(name).weight", dimensions: [32, rows], type: .q4_0,
+                                    data: [UInt8](repeating: 0x11, count: rows * 18))
+            }
+            for name in ["attn_norm", "post_attention_norm", "ffn_norm", "post_ffw_norm"] {
+                try model.addTensor(name: "blk.\(block).\(name).weight", dimensions: [32], type: .f32, data: ones(32))
+            }
+            if architecture == "gemma3" {
+                for name in ["attn_q_norm", "attn_k_norm"] {
+                    try model.addTensor(name: "blk.\(block).\(name).weight", dimensions: [16], type: .f32, data: ones(16))
+                }
+            }
         }
-        let ones = [Float](repeating: 1, count: 32).flatMap { withUnsafeBytes(of: $0.bitPattern.littleEndian, Array.init) }
-        for name in ["blk.0.attn_norm.weight", "blk.0.post_attention_norm.weight", "blk.0.ffn_norm.weight",
-                     "blk.0.post_ffw_norm.weight", "output_norm.weight"] {
-            try model.addTensor(name: name, dimensions: [32], type: .f32, data: ones)
-        }
+        try model.addTensor(name: "output_norm.weight", dimensions: [32], type: .f32, data: ones(32))
         return model
     }
 
@@ -275,6 +304,18 @@ enum ModelSeeds {
          "hidden_activation": "gelu_pytorch_tanh", "hidden_act": "gelu_pytorch_tanh", "query_pre_attn_scalar": 32,
          "sliding_window": 32, "layer_types": ["sliding_attention", "full_attention"], "attn_logit_softcapping": 50.0,
          "final_logit_softcapping": 30.0, "tie_word_embeddings": true, "model_type": "gemma2"}
+        """
+
+    /// Gemma 3's text model as transformers 5 writes it: rope_parameters per layer type (the global layers' linear
+    /// scaling, the sliding layers' own base), layer types, q/k norms implied, no soft-capping, a window of 5.
+    static let hfConfigGemma3 = """
+        {"vocab_size": 256, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 128,
+         "rope_parameters": {"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0},
+                             "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}},
+         "rms_norm_eps": 1e-06, "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": 16, "sliding_window": 5,
+         "layer_types": ["sliding_attention", "full_attention"], "attn_logit_softcapping": null,
+         "final_logit_softcapping": null, "tie_word_embeddings": true, "model_type": "gemma3_text"}
         """
 
     static func peft() throws -> [String: Data] {
