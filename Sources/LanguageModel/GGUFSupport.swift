@@ -6,8 +6,8 @@ import ModelFormats
 ///
 /// A GGUF names its architecture `llama` for SmolLM, TinyLlama and Llama 3.x alike, but llama.cpp reads
 /// more than the architecture. Rope scaling is computed (`LlamaConfiguration.ggufRopeScaling` reads
-/// `rope.scaling.type`, `rope.scaling.factor` and `rope_freqs.weight`, the llama3 frequency factors, and
-/// refuses the types it does not compute); llama.cpp also reads partial rotary dimensions, extra tensors
+/// `rope.scaling.type`, `rope.scaling.factor` and `rope_freqs.weight`, the llama3 frequency factors, YaRN's keys,
+/// and refuses the types it does not compute); llama.cpp also reads partial rotary dimensions, extra tensors
 /// (biases, q/k norms), mixtures of experts, sliding windows, soft-capping. Running such a file as a plain Llama gives wrong numbers with no
 /// warning, so every `llama.*` key must be one the model reads (with a value it computes) and every tensor
 /// one it loads. The same holds for the `<architecture>.*` keys and the block of each other family.
@@ -17,6 +17,12 @@ enum GGUFSupport {
         "block_count", "context_length", "embedding_length", "feed_forward_length", "attention.head_count",
         "attention.head_count_kv", "rope.freq_base", "attention.layer_norm_rms_epsilon", "vocab_size",
         "rope.scaling.type", "rope.scaling.factor", "rope.scale_linear",
+    ]
+
+    /// YaRN's keys (`rope.scaling.*`), which `LlamaConfiguration.ggufYarn` reads or checks when the type is yarn.
+    static let yarnKeys: Set<String> = [
+        "rope.scaling.attn_factor", "rope.scaling.yarn_beta_fast", "rope.scaling.yarn_beta_slow",
+        "rope.scaling.yarn_ext_factor", "rope.scaling.yarn_attn_factor", "rope.scaling.yarn_log_multiplier",
     ]
 
     /// Throws naming the file and the first key or tensor whose meaning the model does not compute.
@@ -70,6 +76,8 @@ enum GGUFSupport {
             return nil  // Gemma's soft-capping, sliding layers and Gemma 3's sliding rope base: `LlamaConfiguration.readGemmaKeys`
         case "rope.scaling.attn_factor" where architecture == "phi3":
             return nil  // LongRoPE's attention factor, read with its factor tensors (`LlamaConfiguration.ggufLongrope`)
+        case _ where scalingType == "yarn" && yarnKeys.contains(name):
+            return nil  // YaRN's, read or checked against what llama.cpp uses by `LlamaConfiguration.ggufYarn`
         case "attention.sliding_window":
             // Phi-3's window is read (`LlamaConfiguration.slidingWindow`: the context stops there), Gemma's masked on its
             // sliding layers; elsewhere a window would mask keys the model attends to.

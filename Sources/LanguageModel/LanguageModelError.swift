@@ -6,6 +6,8 @@ public enum LanguageModelError: Error, CustomStringConvertible, Sendable {
     case adapter(String, String)
     case tokenOutOfRange(token: Int, vocabularySize: Int)
     case contextTooLong(tokens: Int, maximum: Int)
+    /// A LongRoPE session opened for `session` positions, within the original context, asked to go past it.
+    case shortFactorSessionTooLong(tokens: Int, originalContext: Int, session: Int)
     case labelsMismatch(tokens: Int, labels: Int)
 
     public var description: String {
@@ -19,6 +21,10 @@ public enum LanguageModelError: Error, CustomStringConvertible, Sendable {
             return "\(labels) labels for \(tokens) tokens; a record needs one label per token"
         case .contextTooLong(let tokens, let maximum):
             return "sequence of \(tokens) tokens exceeds the model's context of \(maximum)"
+        case .shortFactorSessionTooLong(let tokens, let original, let session):
+            return "sequence of \(tokens) tokens exceeds LongRoPE's original context of \(original) in a session opened for "
+                + "\(session), which rotates by the short factors; a session opened for more than \(original) tokens "
+                + "rotates every position by the long factors"
         }
     }
 }

@@ -8,6 +8,9 @@ public final class KVCache: @unchecked Sendable {
     /// Floats per token per layer: key/value heads × head dimension.
     public let width: Int
     public private(set) var capacity: Int
+    /// The context size the session was opened for (its first capacity): what LongRoPE chooses its factor set by,
+    /// once for the session (`RopeFrequencies.longFactors`), as llama.cpp does by its context size.
+    public let context: Int
     /// Tokens cached so far (the next token's position).
     public internal(set) var count: Int = 0
     var keys: [UnsafeMutablePointer<Float>]
@@ -17,6 +20,7 @@ public final class KVCache: @unchecked Sendable {
         self.layers = layers
         self.width = width
         self.capacity = max(1, capacity)
+        context = max(1, capacity)
         keys = (0..<layers).map { _ in .allocate(capacity: max(1, capacity) * width) }
         values = (0..<layers).map { _ in .allocate(capacity: max(1, capacity) * width) }
     }
@@ -86,6 +90,9 @@ public final class LlamaModel: @unchecked Sendable {
     /// RoPE's inverse frequencies with the file's rope scaling (`RopeFrequencies`): the one table that inference
     /// and training read.
     let inverseFrequencies: [Float]
+    /// LongRoPE's table with its long factors, which a session longer than the original context reads instead
+    /// (`frequencies(context:)`); nil for every other scaling.
+    let longInverseFrequencies: [Float]?
     /// The sliding layers' own table where they rotate with a rope base of their own, unscaled (Gemma 3's
     /// `rope_local_base_freq`); nil: every layer reads `inverseFrequencies`.
     let slidingInverseFrequencies: [Float]?
@@ -99,6 +106,7 @@ public final class LlamaModel: @unchecked Sendable {
         self.pool = pool
         block = BlockDescription.of(weights.configuration.architecture)
         inverseFrequencies = RopeFrequencies.inverse(weights.configuration)
+        longInverseFrequencies = RopeFrequencies.longInverse(weights.configuration)
         ropeMagnitude = RopeFrequencies.magnitude(weights.configuration)
         if let theta = weights.configuration.slidingRopeTheta {
             var sliding = weights.configuration
@@ -109,12 +117,27 @@ public final class LlamaModel: @unchecked Sendable {
         }
     }
 
-    /// The inverse frequencies layer `layer` rotates with.
-    func inverseFrequencies(layer: Int) -> [Float] {
-        configuration.isSliding(layer: layer) ? slidingInverseFrequencies ?? inverseFrequencies : inverseFrequencies
+    /// The table layer `layer` rotates with in a session rotating by `session` (`frequencies(context:tokens:)`):
+    /// the sliding layers' own where they have one, which no session's context changes.
+    func layerFrequencies(_ layer: Int, session: [Float]) -> [Float] {
+        configuration.isSliding(layer: layer) ? slidingInverseFrequencies ?? session : session
     }
 
-    /// A fresh cache sized for `capacity` tokens (it grows when needed).
+    /// The frequency table a session opened for `context` positions rotates by; throws when `tokens` positions are
+    /// more than it computes.
+    func frequencies(context: Int, tokens: Int) throws -> [Float] {
+        let c = configuration, longest = RopeFrequencies.longest(c, context: context)
+        guard tokens <= longest else {
+            if longest < c.contextLength {
+                throw LanguageModelError.shortFactorSessionTooLong(tokens: tokens, originalContext: longest, session: context)
+            }
+            throw LanguageModelError.contextTooLong(tokens: tokens, maximum: longest)
+        }
+        return RopeFrequencies.longFactors(c, context: context) ? longInverseFrequencies! : inverseFrequencies
+    }
+
+    /// A fresh cache sized for `capacity` tokens (it grows when needed), which is also the session's context size
+    /// (`KVCache.context`: with LongRoPE, more than the original context means the long factors from the start).
     public func makeCache(capacity: Int = 64) -> KVCache {
         KVCache(layers: configuration.numHiddenLayers,
                 width: configuration.numKeyValueHeads * configuration.headDim, capacity: capacity)
@@ -250,9 +273,7 @@ public final class LlamaModel: @unchecked Sendable {
         let n = tokens.count
         guard n > 0 else { return }
         let start = cache.count
-        guard start + n <= c.contextLength else {
-            throw LanguageModelError.contextTooLong(tokens: start + n, maximum: c.contextLength)
-        }
+        let frequencies = try frequencies(context: cache.context, tokens: start + n)
         for token in tokens where token < 0 || token >= c.vocabSize {
             throw LanguageModelError.tokenOutOfRange(token: token, vocabularySize: c.vocabSize)
         }
@@ -289,7 +310,7 @@ public final class LlamaModel: @unchecked Sendable {
                 feedForwardIn: h, gate: gate, up: up, activated: gate, output: x, fused: fused)
             layerForward(layer, buffers, tokens: n,
                          context: AttentionContext(keys: cache.keys[layer], values: cache.values[layer], start: start,
-                                                   positions: positions),
+                                                   positions: positions, frequencies: frequencies),
                          projections: projections)
         }
         cache.count = start + n

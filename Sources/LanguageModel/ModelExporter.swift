@@ -85,9 +85,9 @@ public enum ModelExporter {
         // llama3's scaling (from an HF config or a GGUF's own factors) travels as llama.cpp's frequency divisors.
         switch c.ropeScaling {
         case .llama3, .frequencyFactors: try addVector("rope_freqs.weight", RopeFrequencies.divisors(c)!.map(Float.init))
-        // dynamic has no GGUF form (convert_hf_to_gguf.py writes none either): the file computes the same
-        // frequencies within its context_length, as here.
+        // dynamic has no GGUF form (nor in the converter): the same frequencies within context_length, as here.
         case .none, .linear, .dynamic: break
+        case .yarn: try checkYarnCarried(c, source: weights.source)  // as keys (`setMetadata`)
         // Phi-3's LongRoPE as convert_hf_to_gguf.py writes it (the keys in `setMetadata`).
         case .longrope(let short, let long, _, _):
             try addVector("rope_factors_long.weight", long.map(Float.init))
@@ -109,6 +109,16 @@ public enum ModelExporter {
             progress(l + 2, total)
         }
         try writer.write(to: url)
+    }
+
+    /// Refuses a YaRN that a GGUF cannot carry: llama.cpp computes beta_fast 32, beta_slow 1 and truncated
+    /// correction dimensions only (`LlamaConfiguration.ggufYarn`).
+    static func checkYarnCarried(_ c: LlamaConfiguration, source: String) throws {
+        guard case let .yarn(_, _, betaFast, betaSlow, truncate, _) = c.ropeScaling, betaFast != 32 || betaSlow != 1 || !truncate
+        else { return }
+        throw LanguageModelError.unsupportedModel(file: source, problem: "exporting YaRN with beta_fast \(betaFast), beta_slow "
+                                                  + "\(betaSlow) and truncate \(truncate) to GGUF is not supported (llama.cpp "
+                                                  + "computes beta_fast 32, beta_slow 1 and truncate true only)")
     }
 
     /// A layer's norm weights under their GGUF names (`attn_norm`, `ffn_norm`, the block's post-norms and q/k head
@@ -200,6 +210,15 @@ public enum ModelExporter {
         writer.set(p + "vocab_size", .uint32(UInt32(c.vocabSize)))
         // Phi-3's window, as convert_hf_to_gguf.py writes it (0: none); the file's context is what it was.
         if c.architecture == .phi3 { writer.set(p + "attention.sliding_window", .uint32(UInt32(c.slidingWindow ?? 0))) }
+        // YaRN as convert_hf_to_gguf.py writes it, and an attention factor other than get_mscale(factor) as the one
+        // multiplier llama.cpp applies on top of it (`rope.scaling.attn_factor`; `LlamaConfiguration.ggufYarn`).
+        if case let .yarn(factor, original, _, _, _, attention) = c.ropeScaling {
+            writer.set(p + "rope.scaling.type", .string("yarn"))
+            writer.set(p + "rope.scaling.factor", .float32(Float(factor)))
+            writer.set(p + "rope.scaling.original_context_length", .uint32(UInt32(original)))
+            let multiplier = attention / RopeScaling.yarnMagnitude(factor)
+            if multiplier != 1 { writer.set(p + "rope.scaling.attn_factor", .float32(Float(multiplier))) }
+        }
         // Gemma 2's caps (`checkGemmaGraph` saw that it has both) and window; a model without a window gets one as long
         // as its context, which masks nothing, where llama.cpp would take 4096 for an absent key.
         if c.architecture == .gemma2 {

@@ -96,9 +96,8 @@ extension LlamaModel {
         let n = tokens.count
         // Thrown, not a precondition: this module builds with -Ounchecked, which drops preconditions.
         guard labels.count == n else { throw LanguageModelError.labelsMismatch(tokens: n, labels: labels.count) }
-        guard n <= c.contextLength else {
-            throw LanguageModelError.contextTooLong(tokens: n, maximum: c.contextLength)
-        }
+        // The whole sequence is the session: LongRoPE's long factors when it is longer than the original context.
+        let frequencies = try frequencies(context: n, tokens: n)
         for token in tokens where token < 0 || token >= c.vocabSize {
             throw LanguageModelError.tokenOutOfRange(token: token, vocabularySize: c.vocabSize)
         }
@@ -116,12 +115,12 @@ extension LlamaModel {
                                                       gradient: gradient, weight: weight, tokens: n,
                                                       precision: precision, arena: arena)
                 let (saved, x) = trainingForward(tokens: tokens, positions: positions.baseAddress!,
-                                                 projections: projections, arena: arena)
+                                                 frequencies: frequencies, projections: projections, arena: arena)
                 let (loss, dx) = lossHead(x, tokens: n, labels: labels, counted: counted, precision: precision, arena: arena)
                 let scratch = LayerGradients(configuration: c, tokens: n, arena: arena)
                 for layer in stride(from: c.numHiddenLayers - 1, through: 0, by: -1) {
                     layerBackward(layer, saved[layer], gradient: dx, tokens: n, positions: positions.baseAddress!,
-                                  projections: projections, scratch: scratch)
+                                  frequencies: frequencies, projections: projections, scratch: scratch)
                 }
                 return (loss / Double(counted.count), counted.count)
             }
@@ -132,7 +131,8 @@ extension LlamaModel {
     /// k, v, attention output, middle residual, gate, up: O(n·d)); the norms' outputs, the activation and
     /// the attention probabilities are recomputed there, so one scratch set serves every layer.
     /// - Returns: the kept buffers per layer and the last layer's output (n, d).
-    func trainingForward(tokens: [Int], positions: UnsafePointer<Int>, projections: TrainingProjections, arena: Arena)
+    func trainingForward(tokens: [Int], positions: UnsafePointer<Int>, frequencies: [Float],
+                         projections: TrainingProjections, arena: Arena)
         -> (saved: [LayerBuffers], output: UnsafeMutablePointer<Float>) {
         let c = configuration, n = tokens.count, d = c.hiddenSize, ff = c.intermediateSize
         let qWidth = c.numAttentionHeads * c.headDim, kvWidth = c.numKeyValueHeads * c.headDim
@@ -158,7 +158,8 @@ extension LlamaModel {
                 buffers.attentionProjected = written(n * d)
                 buffers.feedForwardProjected = written(n * d)
             }
-            layerForward(layer, buffers, tokens: n, context: AttentionContext(keys: k, values: v, start: 0, positions: positions),
+            layerForward(layer, buffers, tokens: n,
+                         context: AttentionContext(keys: k, values: v, start: 0, positions: positions, frequencies: frequencies),
                          projections: projections)
             saved.append(buffers)
             x = buffers.output
@@ -220,7 +221,8 @@ extension LlamaModel {
     /// did not keep (the norms' outputs where an adapter reads them, the activation, the attention
     /// probabilities) is recomputed here into `scratch`, with the same kernels, so the numbers are the same.
     func layerBackward(_ layer: Int, _ a: LayerBuffers, gradient dx: UnsafeMutablePointer<Float>, tokens n: Int,
-                       positions: UnsafePointer<Int>, projections: TrainingProjections, scratch g: LayerGradients) {
+                       positions: UnsafePointer<Int>, frequencies: [Float], projections: TrainingProjections,
+                       scratch g: LayerGradients) {
         let c = configuration, block = self.block, lw = weights.layers[layer]
         let d = c.hiddenSize, ff = c.intermediateSize, heads = c.numAttentionHeads, kvHeads = c.numKeyValueHeads
         let qWidth = heads * c.headDim
@@ -257,8 +259,8 @@ extension LlamaModel {
                                    softcap: c.attentionSoftcap.map(Float.init), window: c.attentionWindow(layer: layer),
                                    gradQ: g.dQ, gradK: g.dK, gradV: g.dV, scratch: g.attention, pool: pool)
         if block.rotary {
-            rotate(g.dQ, tokens: n, heads: heads, positions: positions, layer: layer, inverse: true)
-            rotate(g.dK, tokens: n, heads: kvHeads, positions: positions, layer: layer, inverse: true)
+            rotate(g.dQ, tokens: n, heads: heads, positions: positions, frequencies: layerFrequencies(layer, session: frequencies), inverse: true)
+            rotate(g.dK, tokens: n, heads: kvHeads, positions: positions, frequencies: layerFrequencies(layer, session: frequencies), inverse: true)
         }
         var dQ = g.dQ, dK = g.dK  // ∂L/∂(q, k as projected): through the per-head norms where the block has them
         if let queryNorm = lw.queryNorm, let keyNorm = lw.keyNorm, let qIn = a.qPreNorm, let kIn = a.kPreNorm {

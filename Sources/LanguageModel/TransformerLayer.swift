@@ -34,12 +34,13 @@ struct LayerBuffers {
 }
 
 /// The keys and values a layer's queries attend to: positions 0..<start + n, the layer's own n tokens
-/// (its `k`, `v`) at `start`; and the positions of those tokens for RoPE.
+/// (its `k`, `v`) at `start`; and the positions of those tokens and the session's frequency table for RoPE.
 struct AttentionContext {
     let keys: UnsafePointer<Float>
     let values: UnsafePointer<Float>
     let start: Int
     let positions: UnsafePointer<Int>
+    let frequencies: [Float]
 }
 
 /// How a pass multiplies by a layer's projections: inference (int8, row-grouped, the installed adapter)
@@ -66,8 +67,9 @@ extension LlamaModel {
             headNormForward(kIn, weight: keyNorm, rows: n * kvHeads, out: b.k)
         }
         if block.rotary {
-            rotate(b.q, tokens: n, heads: heads, positions: context.positions, layer: layer)
-            rotate(b.k, tokens: n, heads: kvHeads, positions: context.positions, layer: layer)
+            let table = layerFrequencies(layer, session: context.frequencies)
+            rotate(b.q, tokens: n, heads: heads, positions: context.positions, frequencies: table)
+            rotate(b.k, tokens: n, heads: kvHeads, positions: context.positions, frequencies: table)
         }
         Attention.causal(queries: b.q, keys: context.keys, values: context.values, tokens: n, start: context.start,
                          heads: heads, kvHeads: kvHeads, headDimension: hd, scale: c.attentionScale,
@@ -172,13 +174,13 @@ extension LlamaModel {
         }
     }
 
-    /// RoPE on `heads` heads of n rows at `positions` with layer `layer`'s frequencies (the inverse rotation for
-    /// gradients), its rotated values multiplied by `ropeMagnitude` (LongRoPE's cos·a, sin·a; the same factor going
-    /// back, as (a·R)ᵀ = a·Rᵀ).
-    func rotate(_ x: UnsafeMutablePointer<Float>, tokens n: Int, heads: Int, positions: UnsafePointer<Int>, layer: Int,
-                inverse: Bool = false) {
+    /// RoPE by `frequencies` (the session's table, or a sliding layer's own: `layerFrequencies`) on `heads` heads of n rows at `positions` (the inverse rotation for
+    /// gradients), its rotated values multiplied by `ropeMagnitude` (LongRoPE's and YaRN's cos·a, sin·a; the same
+    /// factor going back, as (a·R)ᵀ = a·Rᵀ).
+    func rotate(_ x: UnsafeMutablePointer<Float>, tokens n: Int, heads: Int, positions: UnsafePointer<Int>,
+                frequencies: [Float], inverse: Bool = false) {
         let hd = configuration.headDim, rotated = configuration.rotaryDim
-        inverseFrequencies(layer: layer).withUnsafeBufferPointer {
+        frequencies.withUnsafeBufferPointer {
             RoPE.apply(x, tokens: n, heads: heads, headDimension: hd, positions: positions,
                        inverseFrequencies: $0.baseAddress!, layout: weights.ropeLayout, inverse: inverse,
                        rotaryDimension: rotated)

@@ -47,8 +47,8 @@ public enum ModelArchitecture: String, CaseIterable, Sendable, Equatable {
     }
 }
 
-/// How a model scales its rotary frequencies θ^(−2i/d), as the file says; what no case here computes exactly
-/// (`yarn`, `longrope`, partial rotary) is refused when the file is read.
+/// How a model scales its rotary frequencies θ^(−2i/d), as the file says; what no case here computes exactly is
+/// refused when the file is read.
 public enum RopeScaling: Sendable, Equatable {
     /// The frequencies as they are.
     case none
@@ -67,11 +67,25 @@ public enum RopeScaling: Sendable, Equatable {
     /// training accept (`LlamaModel.forward` and `lossAndGradient` refuse more), so they are the unscaled ones.
     case dynamic(factor: Double)
     /// Phi-3's LongRoPE (HF `rope_type: longrope`, transformers' `_compute_longrope_parameters`; GGUF
-    /// `rope_factors_short.weight`, `rope_factors_long.weight`, `rope.scaling.attn_factor`): within `originalContext`
-    /// each frequency is divided by its short factor and cos, sin are multiplied by `attentionFactor`. The long
-    /// factors serve only past `originalContext`, where no position is computed (`contextLength` stops there); they
-    /// are kept to be written back.
+    /// `rope_factors_short.weight`, `rope_factors_long.weight`, `rope.scaling.attn_factor`): each frequency divided by
+    /// its short factor, or by its long factor in a session whose context exceeds `originalContext` (llama.cpp's rule:
+    /// one set for the whole session, `RopeFrequencies.longFactors`), and cos, sin multiplied by `attentionFactor`.
     case longrope(shortFactors: [Double], longFactors: [Double], attentionFactor: Double, originalContext: Int)
+
+    /// YaRN (HF `rope_type: yarn`, transformers' `_compute_yarn_parameters`; GGUF `rope.scaling.type = yarn`, ggml's
+    /// `rope_yarn`), Qwen2.5's and Qwen3's long-context recipe: each frequency f blended between f (kept) and
+    /// f / `factor` (interpolated) by a ramp over the rotary pairs, from the pair that turns `betaFast` times within
+    /// `originalContext` positions (kept) to the one that turns `betaSlow` times (interpolated), those two pair
+    /// indices floored and ceiled when `truncate`; cos and sin multiplied by `attentionFactor` (the paper's
+    /// 0.1·ln(factor) + 1 unless the file says otherwise).
+    case yarn(factor: Double, originalContext: Int, betaFast: Double, betaSlow: Double, truncate: Bool,
+              attentionFactor: Double)
+
+    /// YaRN's default attention factor for `factor` (transformers' and llama.cpp's `get_mscale`): 0.1·m·ln s + 1,
+    /// and 1 when s ≤ 1.
+    public static func yarnMagnitude(_ factor: Double, _ m: Double = 1) -> Double {
+        factor <= 1 ? 1 : 0.1 * m * log(factor) + 1
+    }
 
     /// Whether this is Phi-3's LongRoPE.
     public var isLongrope: Bool {
@@ -152,11 +166,10 @@ public struct LlamaConfiguration: Sendable, Equatable {
     public func isSliding(layer: Int) -> Bool { layer < slidingLayers.count && slidingLayers[layer] }
 
     /// The longest sequence inference and training accept: `max_position_embeddings`, or a window that no layer masks
-    /// (Phi-3's) or LongRoPE's original context when that is shorter.
+    /// (Phi-3's) when that is shorter. (A LongRoPE session opened within the original context stops there:
+    /// `RopeFrequencies.longest`.)
     public var contextLength: Int {
-        var longest = min(maxPositionEmbeddings, slidingLayers.isEmpty ? slidingWindow ?? Int.max : Int.max)
-        if case .longrope(_, _, _, let original) = ropeScaling { longest = min(longest, original) }
-        return longest
+        min(maxPositionEmbeddings, slidingLayers.isEmpty ? slidingWindow ?? Int.max : Int.max)
     }
 
     public init(vocabSize: Int, hiddenSize: Int, intermediateSize: Int, numHiddenLayers: Int, numAttentionHeads: Int,
@@ -282,10 +295,7 @@ public struct LlamaConfiguration: Sendable, Equatable {
         let rope = try Self.ropeParameters(gemma3Rope?.global ?? json, file: file,
                                            maxPositionEmbeddings: try required("max_position_embeddings"),
                                            phi3: architecture == .phi3)
-        if rope.scaling != .none, !Self.computesRopeScaling(rope.scaling, architecture) {
-            throw fail("rope_scaling / rope_parameters: rope scaling is computed for model_type 'llama' only (where it is "
-                       + "checked against transformers), not '\(architecture.rawValue)'")
-        }
+        try Self.checkHFRopeScaling(rope.scaling, for: architecture, file: file)
         let heads = try required("num_attention_heads")
         self.init(vocabSize: try required("vocab_size"), hiddenSize: try required("hidden_size"),
                   intermediateSize: try required("intermediate_size"), numHiddenLayers: try required("num_hidden_layers"),
@@ -304,6 +314,30 @@ public struct LlamaConfiguration: Sendable, Equatable {
             try validate(file: file)
         }
     }
+
+    /// Whether rope `scaling` is computed for `architecture` (checked against transformers and llama.cpp there): every
+    /// kind for Llama, YaRN for Qwen2 and Qwen3 too (their long-context recipe), Phi-3's LongRoPE, and the linear
+    /// scaling of Gemma 3's global layers (Gemma-3-4B and up: factor 8).
+    static func computesRopeScaling(_ scaling: RopeScaling, for architecture: ModelArchitecture) -> Bool {
+        switch scaling {
+        case .none: return true
+        case .longrope: return architecture == .phi3
+        case .yarn: return computesYarn(architecture)
+        case .linear: return architecture == .llama || architecture == .gemma3
+        case .llama3, .frequencyFactors, .dynamic: return architecture == .llama
+        }
+    }
+
+    /// Refuses a config.json's rope scaling that `architecture`'s block does not compute (`computesRopeScaling`).
+    static func checkHFRopeScaling(_ scaling: RopeScaling, for architecture: ModelArchitecture, file: String) throws {
+        guard !computesRopeScaling(scaling, for: architecture) else { return }
+        throw ModelFormatError(file: file, "rope_scaling / rope_parameters: this rope scaling is computed for model_type "
+                               + "'llama' only (YaRN also for 'qwen2' and 'qwen3', linear also for the global layers of "
+                               + "'gemma3_text'; where each is checked against transformers), not '\(architecture.hfModelType)'")
+    }
+
+    /// Whether `architecture`'s block computes YaRN (checked for Llama, Qwen2 and Qwen3).
+    static func computesYarn(_ architecture: ModelArchitecture) -> Bool { [.llama, .qwen2, .qwen3].contains(architecture) }
 
     /// Gemma 2's and Gemma 3's fields of config.json, with Gemma2Config's and Gemma3TextConfig's defaults where a key is
     /// absent (transformers 5.25: soft-caps 50 and 30 for Gemma 2, none for Gemma 3; query_pre_attn_scalar 256; head_dim's
@@ -343,19 +377,6 @@ public struct LlamaConfiguration: Sendable, Equatable {
         }
         if let bidirectional = json["use_bidirectional_attention"] as? Bool, bidirectional {
             throw ModelFormatError(file: file, "use_bidirectional_attention = true is not supported (the model is causal)")
-        }
-    }
-
-    /// Whether rope `scaling` is computed for `architecture` (checked against transformers there): every kind for Llama,
-    /// Phi-3's LongRoPE, and the linear scaling of Gemma 3's global layers (Gemma-3-4B and up: factor 8).
-    static func computesRopeScaling(_ scaling: RopeScaling, _ architecture: ModelArchitecture) -> Bool {
-        switch architecture {
-        case .llama: return true
-        case .phi3: return scaling.isLongrope
-        case .gemma3:
-            if case .linear = scaling { return true }
-            return false
-        case .qwen2, .qwen3, .gemma2: return false
         }
     }
 
@@ -439,9 +460,9 @@ public struct LlamaConfiguration: Sendable, Equatable {
     /// The rope scaling of an HF config, as transformers reads it (`PreTrainedConfig.convert_rope_params_to_dict`,
     /// `standardize_rope_params`): the object `rope_scaling` (Llama 3.x's config.json) or, when that is absent,
     /// `rope_parameters` (what transformers 5 writes, `rope_theta` inside it); its type from `rope_type`, else
-    /// `type`. `default`, `linear`, `llama3`, `dynamic` (within max_position_embeddings) and, for Phi-3, `longrope`
-    /// (within original_max_position_embeddings) are computed; every other type (`yarn`, ...) and every key the
-    /// type does not read is refused by name, never approximated.
+    /// `type`. `default`, `linear`, `llama3`, `dynamic` (within max_position_embeddings), `yarn` and, for Phi-3,
+    /// `longrope` are computed; every other type and every key the type does not read is refused by name, never
+    /// approximated.
     /// - Parameter phi3: whether the family is Phi-3, which computes partial rotary (its factor is returned rather
     ///   than refused) and LongRoPE.
     static func ropeParameters(_ json: [String: Any], file: String, maxPositionEmbeddings: Int, phi3: Bool = false)
@@ -484,12 +505,16 @@ public struct LlamaConfiguration: Sendable, Equatable {
         case "dynamic":
             known.insert("factor")
             scaling = .dynamic(factor: try rope.positive("factor"))
+        case "yarn" where !phi3:
+            known.formUnion(["factor", "original_max_position_embeddings", "beta_fast", "beta_slow", "truncate",
+                             "attention_factor", "mscale", "mscale_all_dim"])
+            scaling = try rope.yarn(maxPositionEmbeddings: maxPositionEmbeddings)
         case "longrope" where phi3:
             known.formUnion(["factor", "attention_factor", "short_factor", "long_factor", "original_max_position_embeddings"])
             scaling = try rope.longrope(maxPositionEmbeddings: maxPositionEmbeddings)
         default:
-            throw rope.fail("\(field).rope_type '\(type)' is not supported (only 'default', 'linear', 'llama3' and 'dynamic'"
-                            + (phi3 ? ", and 'longrope' for Phi-3)" : ")"))
+            throw rope.fail("\(field).rope_type '\(type)' is not supported (only 'default', 'linear', 'llama3', 'dynamic'"
+                            + (phi3 ? " and, for Phi-3, 'longrope')" : " and 'yarn')"))
         }
         if let other = parameters.keys.sorted().first(where: { !known.contains($0) }) {
             throw rope.fail("\(field).\(other) is not supported with rope_type '\(type)' (a parameter the model does not read)")
@@ -563,13 +588,14 @@ public struct LlamaConfiguration: Sendable, Equatable {
             try readGemmaKeys(gguf, prefix: p)
             try validate(file: file)
         }
-        ropeScaling = try Self.ggufRopeScaling(gguf, prefix: p, headDim: self.headDim)
+        ropeScaling = try Self.ggufRopeScaling(gguf, prefix: p, headDim: self.headDim, context: maxPositionEmbeddings,
+                                               architecture: architecture)
         if architecture == .phi3, ropeScaling == .none,
            let longrope = try Self.ggufLongrope(gguf, prefix: p, rotaryDim: self.rotaryDim) {
             ropeScaling = longrope
             try validate(file: file)
         }
-        if ropeScaling != .none, !Self.computesRopeScaling(ropeScaling, architecture) {
+        if !Self.computesRopeScaling(ropeScaling, for: architecture) {
             var source = "tensor 'rope_freqs.weight'"
             if case .linear = ropeScaling { source = "metadata '\(p)rope.scaling.*' (linear scaling)" }
             throw ModelFormatError(file: file, "\(source): rope scaling is computed for the Llama block only (where it "
@@ -647,9 +673,13 @@ public struct LlamaConfiguration: Sendable, Equatable {
     /// A GGUF's rope scaling as llama.cpp reads it (`llama_model::load_hparams`, ggml's `rope_yarn`): the type
     /// `rope.scaling.type` (linear when absent; none never scales), the factor `rope.scaling.factor` (else the old
     /// `rope.scale_linear`), and `rope_freqs.weight`, one F32 divisor per rotary pair (what ggml's rope reads).
-    /// Types other than none and linear (`yarn`, `longrope`) are refused naming the key and value, as are a
-    /// factor that is not positive and a frequency tensor of another type, length or with values not positive.
-    static func ggufRopeScaling(_ gguf: GGUFFile, prefix p: String, headDim: Int) throws -> RopeScaling {
+    /// Types other than none, linear and yarn (`ggufYarn`) are refused naming the key and value, as are a factor
+    /// that is not positive and a frequency tensor of another type, length or with values not positive.
+    /// - Parameters:
+    ///   - context: the file's `context_length`, YaRN's original context when the file names none.
+    ///   - architecture: the family, whose block must compute YaRN before its keys are read.
+    static func ggufRopeScaling(_ gguf: GGUFFile, prefix p: String, headDim: Int, context: Int,
+                                architecture: ModelArchitecture) throws -> RopeScaling {
         let file = gguf.url.path
         func fail(_ problem: String) -> ModelFormatError { ModelFormatError(file: file, problem) }
         let typeKey = p + "rope.scaling.type"
@@ -658,8 +688,15 @@ public struct LlamaConfiguration: Sendable, Equatable {
             guard let string = value.stringValue else { throw fail("metadata '\(typeKey)' must be a string") }
             type = string
         }
+        if type == "yarn" {
+            guard computesYarn(architecture) else {
+                throw fail("metadata '\(typeKey)' = 'yarn': YaRN is computed for the Llama, Qwen2 and Qwen3 blocks only (where "
+                           + "it is checked against transformers and llama.cpp), not '\(architecture.rawValue)'")
+            }
+            return try ggufYarn(gguf, prefix: p, context: context)
+        }
         guard type == "none" || type == "linear" else {
-            throw fail("metadata '\(typeKey)': rope scaling '\(type)' is not supported (only 'none' and 'linear'); "
+            throw fail("metadata '\(typeKey)': rope scaling '\(type)' is not supported (only 'none', 'linear' and 'yarn'); "
                        + "this file needs computation the model does not do, so it is refused rather than run with wrong numbers")
         }
         var factor = 1.0, factorKey = p + "rope.scaling.factor"
@@ -678,6 +715,57 @@ public struct LlamaConfiguration: Sendable, Equatable {
                        + "(no converter writes both, and no reference checks the two combined)")
         }
         return .frequencyFactors(factors)
+    }
+
+    /// YaRN in a GGUF as llama.cpp 0.3.36 computes it for the Llama, Qwen2 and Qwen3 blocks (`llama_context`'s
+    /// yarn_attn_factor, ggml's `rope_yarn` and `ggml_rope_yarn_corr_dims`): the factor `rope.scaling.factor`
+    /// (required: without it llama.cpp scales nothing), the original context `rope.scaling.original_context_length`
+    /// (else `context`), beta_fast 32 and beta_slow 1 with the correction dimensions floored and ceiled, and cos, sin
+    /// multiplied by get_mscale(factor) times `rope.scaling.attn_factor` (1 when absent).
+    ///
+    /// convert_hf_to_gguf.py also writes a config's beta_fast, beta_slow and attention_factor as
+    /// `rope.scaling.yarn_beta_fast`, `yarn_beta_slow`, `yarn_attn_factor` (and llama.cpp knows `yarn_ext_factor` and
+    /// `yarn_log_multiplier`), but these blocks' loaders never read them: where such a key's value is not the one
+    /// llama.cpp uses anyway, transformers and llama.cpp compute two different models from the same file, so it is
+    /// refused naming the key.
+    static func ggufYarn(_ gguf: GGUFFile, prefix p: String, context: Int) throws -> RopeScaling {
+        func fail(_ problem: String) -> ModelFormatError { ModelFormatError(file: gguf.url.path, problem) }
+        func number(_ key: String) throws -> Double? {
+            guard let value = gguf.metadata[p + key] else { return nil }
+            guard let number = value.doubleValue, number.isFinite else { throw fail("metadata '\(p + key)' must be a number") }
+            return number
+        }
+        guard gguf.tensor(named: "rope_freqs.weight") == nil else {
+            throw fail("tensor 'rope_freqs.weight' together with YaRN is not supported (no converter writes both for these "
+                       + "blocks, and no reference checks the two combined)")
+        }
+        guard let factor = try number("rope.scaling.factor"), factor > 0 else {
+            throw fail("metadata '\(p)rope.scaling.type' = 'yarn' needs '\(p)rope.scaling.factor', which is missing or not positive")
+        }
+        var original = context
+        if gguf.metadata[p + "rope.scaling.original_context_length"] != nil {
+            guard let value = gguf.int(p + "rope.scaling.original_context_length"), value >= 1, value <= 1 << 30 else {
+                throw fail("metadata '\(p)rope.scaling.original_context_length' must be a positive integer")
+            }
+            original = value
+        }
+        let multiplier = try number("rope.scaling.attn_factor") ?? 1
+        guard multiplier > 0 else { throw fail("metadata '\(p)rope.scaling.attn_factor' = \(multiplier) must be positive") }
+        let attention = RopeScaling.yarnMagnitude(factor) * multiplier
+        // What llama.cpp uses in place of each key it does not read for these blocks.
+        let unread: [(key: String, used: Double)] = [
+            ("yarn_beta_fast", 32), ("yarn_beta_slow", 1), ("yarn_ext_factor", 1), ("yarn_log_multiplier", 0),
+            ("yarn_attn_factor", attention),
+        ]
+        for (key, used) in unread {
+            guard let value = try number("rope.scaling." + key) else { continue }
+            guard abs(value - used) <= 1e-6 * max(1, abs(used)) else {
+                throw fail("metadata '\(p)rope.scaling.\(key)' = \(value): llama.cpp does not read it for this block (it uses "
+                           + "\(used)) while transformers would use the value, so the file describes two different models")
+            }
+        }
+        return .yarn(factor: factor, originalContext: original, betaFast: 32, betaSlow: 1, truncate: true,
+                     attentionFactor: attention)
     }
 
     /// One F32 factor per rotary pair (`rope_freqs.weight`, Phi-3's `rope_factors_*.weight`), each positive and
@@ -786,6 +874,37 @@ struct RopeObject {
             }
             return number.doubleValue
         }
+    }
+
+    /// YaRN as transformers 5.25 computes it (`_compute_yarn_parameters`): factor (required; null means
+    /// max_position_embeddings / original), the original context (else max_position_embeddings), beta_fast and
+    /// beta_slow (32 and 1 when absent), truncate (true when absent), and the attention factor: attention_factor,
+    /// else get_mscale(factor, mscale) / get_mscale(factor, mscale_all_dim) when both are given and non-zero, else
+    /// get_mscale(factor).
+    func yarn(maxPositionEmbeddings: Int) throws -> RopeScaling {
+        let original = try originalContext(default: maxPositionEmbeddings)
+        guard parameters["factor"] != nil else { throw fail("\(field).factor is missing") }
+        let factor = try number("factor") ?? Double(maxPositionEmbeddings) / Double(original)
+        guard factor > 0 else { throw fail("\(field).factor = \(factor) must be positive") }
+        let betaFast = try parameters["beta_fast"] == nil ? 32 : positive("beta_fast")
+        let betaSlow = try parameters["beta_slow"] == nil ? 1 : positive("beta_slow")
+        guard betaFast > betaSlow else {
+            throw fail("\(field).beta_fast (\(betaFast)) must be greater than beta_slow (\(betaSlow))")
+        }
+        var truncate = true
+        if let value = parameters["truncate"], !(value is NSNull) {
+            guard let flag = value as? Bool else { throw fail("\(field).truncate must be true or false") }
+            truncate = flag
+        }
+        var attention = RopeScaling.yarnMagnitude(factor)
+        if let explicit = try number("attention_factor") {
+            attention = explicit
+        } else if let m = try number("mscale"), let all = try number("mscale_all_dim"), m != 0, all != 0 {
+            attention = RopeScaling.yarnMagnitude(factor, m) / RopeScaling.yarnMagnitude(factor, all)
+        }
+        guard attention > 0, attention.isFinite else { throw fail("\(field).attention_factor = \(attention) must be positive") }
+        return .yarn(factor: factor, originalContext: original, betaFast: betaFast, betaSlow: betaSlow, truncate: truncate,
+                     attentionFactor: attention)
     }
 
     /// Phi-3's LongRoPE as transformers computes it (`_compute_longrope_parameters`): the short factors within the

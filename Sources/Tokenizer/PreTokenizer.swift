@@ -25,11 +25,12 @@ public enum PreTokenizer: String, Sendable, CaseIterable {
     /// The pre-tokenizer for a GGUF `tokenizer.ggml.pre` name; nil when we do not implement it.
     ///
     /// llama.cpp gives "starcoder", "refact", "command-r", "codeshell", "exaone" and "minerva" the same
-    /// regex list as "smollm", and "gpt2", "mpt", "olmo", "jais" and "default" the GPT-2 pattern.
+    /// regex list as "smollm", and "gpt2", "gpt-2" (what convert_hf_to_gguf.py writes for GPT-2), "mpt", "olmo",
+    /// "jais" and "default" the GPT-2 pattern.
     public init?(ggufName name: String) {
         switch name {
         case "smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva": self = .smollm
-        case "gpt2", "default", "mpt", "olmo", "jais": self = .gpt2
+        case "gpt2", "gpt-2", "default", "mpt", "olmo", "jais": self = .gpt2
         case "llama3", "llama-v3", "llama-bpe": self = .llama3
         case "qwen2": self = .qwen2
         default: return nil

@@ -35,6 +35,13 @@ Nothing here imports or mirrors the Swift code. Sections, each writing one folde
               of its frequencies is used; the converter writes rope_freqs.weight) and linear (factor 4; the converter
               writes llama.rope.scaling.type/factor); also transformers' inv_freq with and without the scaling, and
               for tiny-llama-linear's weights with rope_type dynamic (config-dynamic.json) its logits and losses
+  tiny-yarn          tiny-yarn-llama, tiny-yarn-qwen2, tiny-yarn-qwen3: smaller random models of the three families with
+                     YaRN (factor 4, original context 256), the same references and converter GGUF as tiny-llama3, with
+                     transformers' inv_freq and attention_scaling; tiny-yarn-llama also a config-variant.json (truncate
+                     false, other betas, mscale over mscale_all_dim) with its logits, losses and frequencies
+  tiny-phi3-long     a smaller random Phi-3 whose LongRoPE original context (8) is shorter than its 16-token examples
+                     (transformers' long factors), the same references and converter GGUF, and the logits and losses of
+                     the examples' first 8 tokens (short factors)
   tiny-llama-spm     a SentencePiece BPE vocabulary trained here (byte fallback, Llama 2's normaliser settings), its
                      tokenizer.json from transformers' LlamaConverter, and a tiny random Llama with it converted by
                      llama.cpp's converter (model.gguf.bin, its tokenizer included); reference.json: ids of hard
@@ -505,13 +512,42 @@ ROPE_CONFIGS = {
 }
 
 
+# YaRN (Qwen2.5's and Qwen3's long-context recipe) on the three families that compute it, each smaller than the
+# fixtures above (hidden 32, two heads; Qwen3's head 24, not hidden / heads), with factor 4 over an original context
+# of 256: with beta_fast 32 and beta_slow 1 the ramp runs from rotary pair 0 to pair 4 (rope_theta 1e4) or 3 (1e6), so
+# kept, blended and interpolated pairs are all present. Each spells its config as such checkpoints do: Llama with
+# explicit betas (which the converter writes as yarn_beta_* keys), Qwen2.5 with {"type": "yarn"}, Qwen3 with rope_type.
+# tiny-yarn-llama also has config-variant.json (HF only: the converter has no key for truncate or mscale): truncate
+# false, betas 16 and 2, mscale 1.5 over mscale_all_dim 0.5, and its transformers logits and losses.
+YARN_BASE = {"vocab_size": 64, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "num_key_value_heads": 1, "max_position_embeddings": 1024, "rms_norm_eps": 1e-05, "hidden_act": "silu"}
+ROPE_CONFIGS.update({
+    "yarn-llama": dict(YARN_BASE, rope_theta=10000.0, tie_word_embeddings=False, attention_bias=False, mlp_bias=False,
+                       rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 256,
+                                     "beta_fast": 32.0, "beta_slow": 1.0},
+                       architectures=["LlamaForCausalLM"], model_type="llama"),
+    "yarn-qwen2": dict(YARN_BASE, rope_theta=1000000.0, tie_word_embeddings=True, use_sliding_window=False,
+                       rope_scaling={"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 256},
+                       architectures=["Qwen2ForCausalLM"], model_type="qwen2"),
+    "yarn-qwen3": dict(YARN_BASE, head_dim=24, rope_theta=1000000.0, tie_word_embeddings=False, attention_bias=False,
+                       use_sliding_window=False,
+                       rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 256},
+                       architectures=["Qwen3ForCausalLM"], model_type="qwen3"),
+})
+YARN_VARIANT = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 256, "beta_fast": 16.0,
+                "beta_slow": 2.0, "truncate": False, "mscale": 1.5, "mscale_all_dim": 0.5}
+ROPE_DIRECTORIES = {"llama3": "tiny-llama3", "linear": "tiny-llama-linear", "yarn-llama": "tiny-yarn-llama",
+                    "yarn-qwen2": "tiny-yarn-qwen2", "yarn-qwen3": "tiny-yarn-qwen3"}
+
+
 def gguf_rope(path):
     """What the converter wrote of the rope scaling: its rope keys and rope_freqs.weight, read by gguf-py."""
     from gguf import GGUFReader
     reader = GGUFReader(path)
+    architecture = reader.fields["general.architecture"].contents()
     keys = {}
     for field in reader.fields.values():
-        if field.name.startswith("llama.rope"):
+        if field.name.startswith(architecture + ".rope"):
             value = field.contents()
             keys[field.name] = value if not isinstance(value, float) else float(value)
     tensors = {t.name: [float(x) for x in t.data] for t in reader.tensors if t.name == "rope_freqs.weight"}
@@ -541,57 +577,106 @@ def dynamic_reference(directory, config, input_ids, labels):
                     "reference.safetensors"}
 
 
-def tiny_rope(out, kind):
+def random_model_directory(out, name, config, model_class, config_class, targets=None):
+    """A fresh <out>/<name>: a random model of `config` with config.json as given (the spelling a checkpoint ships;
+    transformers would rewrite it), three 16-token examples and a PEFT adapter, drawn in that order from
+    SEED + the name's characters, without the files transformers and PEFT add. Returns the folder, the adapter's
+    folder, the ids and the labels."""
     import torch
-    from safetensors.torch import save_file
-    from transformers import LlamaConfig, LlamaForCausalLM
-    name = {"llama3": "tiny-llama3", "linear": "tiny-llama-linear"}[kind]
     directory = os.path.join(out, name)
     adapter_directory = os.path.join(directory, "peft-adapter")
     if os.path.exists(directory):
         shutil.rmtree(directory)
     os.makedirs(directory)
-    config = ROPE_CONFIGS[kind]
     generator = torch.Generator().manual_seed(SEED + sum(map(ord, name)))
     # transformers fills in the rope_scaling object it is given (rope_theta, rope_type): it gets a copy.
-    make_random_model(directory, copy.deepcopy(config), LlamaForCausalLM, LlamaConfig, generator)
-    # The config.json a checkpoint of that generation ships (transformers 5 would rewrite it as rope_parameters).
+    make_random_model(directory, copy.deepcopy(config), model_class, config_class, generator)
     write_json(os.path.join(directory, "config.json"), config)
     input_ids = torch.randint(0, config["vocab_size"], (3, 16), generator=generator).tolist()
     labels = tiny_labels(input_ids, TINY_IGNORED)
-    make_random_adapter(directory, adapter_directory, LlamaForCausalLM, generator)
+    make_random_adapter(directory, adapter_directory, model_class, generator, targets)
     for leftover in ("generation_config.json", "README.md"):
         for folder in (directory, adapter_directory):
             if os.path.exists(os.path.join(folder, leftover)):
                 os.remove(os.path.join(folder, leftover))
+    return directory, adapter_directory, input_ids, labels
+
+
+def lora_reference_json(input_ids, labels, numbers, targets, note):
+    """reference.json's common part: the examples, their losses, and the adapter's losses and gradient norms."""
+    return {
+        "input_ids": input_ids, "labels": labels,
+        "loss_per_example": numbers["loss_per_example"], "loss_mean_of_examples": numbers["loss_mean_of_examples"],
+        "lora": {"r": LORA_R, "alpha": LORA_ALPHA, "scaling": LORA_ALPHA / LORA_R, "target_modules": targets,
+                 "loss_per_example": numbers["lora_loss_per_example"],
+                 "per_example_grad_norm": numbers["per_example_grad_norm"], "note": note}}
+
+
+def variant_reference(directory, config, model_class, rope_scaling, input_ids, labels):
+    """The same weights with another rope_scaling (config-variant.json): transformers' float64 logits, losses,
+    inv_freq and attention_scaling with it."""
+    import tempfile
+    import torch
+    variant = dict(copy.deepcopy(config), rope_scaling=rope_scaling)
+    write_json(os.path.join(directory, "config-variant.json"), variant)
+    with tempfile.TemporaryDirectory() as folder:
+        write_json(os.path.join(folder, "config.json"), variant)
+        os.symlink(os.path.join(directory, "model.safetensors"), os.path.join(folder, "model.safetensors"))
+        model = float64_model(model_class, folder)
+        with torch.no_grad():
+            logits = model(torch.tensor(input_ids)).logits
+        inv_freq = model.model.rotary_emb.inv_freq.to(torch.float32).contiguous()
+        attention_scaling = float(model.model.rotary_emb.attention_scaling)
+    losses = [float(x) for x in per_example_losses(logits, torch.tensor(labels))]
+    return {"logits": logits.to(torch.float32).contiguous(), "inv_freq": inv_freq, "loss_per_example": losses,
+            "attention_scaling": attention_scaling,
+            "note": "config-variant.json over model.safetensors: transformers float64; its logits and inv_freq are "
+                    "variant_logits and variant_inv_freq in reference.safetensors"}
+
+
+def tiny_rope(out, kind):
+    import torch
+    from safetensors.torch import save_file
+    import transformers
+    config = ROPE_CONFIGS[kind]
+    family = config["model_type"]
+    config_class, model_class = ((transformers.LlamaConfig, transformers.LlamaForCausalLM) if family == "llama" else
+                                 (getattr(transformers, name) for name in FAMILY_CLASSES[family]))
+    name = ROPE_DIRECTORIES[kind]
+    directory, adapter_directory, input_ids, labels = random_model_directory(out, name, config, model_class, config_class)
     gguf_path = os.path.join(directory, "model.gguf.bin")
     convert_to_gguf(directory, gguf_path)
     rope_keys, rope_tensors = gguf_rope(gguf_path)
     if kind == "llama3":
         assert "rope_freqs.weight" in rope_tensors, "the converter must write llama3's frequency factors"
     else:
-        assert rope_keys.get("llama.rope.scaling.type") == "linear", rope_keys
-    numbers, tensors = lora_reference(directory, adapter_directory, LlamaForCausalLM, input_ids, labels)
+        assert rope_keys.get(f"{family}.rope.scaling.type") == kind.split("-")[0], rope_keys
+    numbers, tensors = lora_reference(directory, adapter_directory, model_class, input_ids, labels)
     # transformers' own frequencies, for the tests' reading of the table: rotary_emb.inv_freq, and the unscaled
-    # ones (the same config without rope_scaling) that the positive control must be told apart from.
-    model = float64_model(LlamaForCausalLM, directory)
+    # ones (the same config without rope_scaling) that the positive control must be told apart from; and what
+    # it multiplies cos and sin by (attention_scaling: YaRN's mscale).
+    model = float64_model(model_class, directory)
     tensors["inv_freq"] = model.model.rotary_emb.inv_freq.to(torch.float32).contiguous()
-    plain = LlamaConfig(**{k: v for k, v in copy.deepcopy(config).items() if k not in ("architectures", "rope_scaling")})
-    tensors["inv_freq_unscaled"] = LlamaForCausalLM(plain).model.rotary_emb.inv_freq.to(torch.float32).contiguous()
+    attention_scaling = float(model.model.rotary_emb.attention_scaling)
+    plain = config_class(**{k: v for k, v in copy.deepcopy(config).items() if k not in ("architectures", "rope_scaling")})
+    tensors["inv_freq_unscaled"] = model_class(plain).model.rotary_emb.inv_freq.to(torch.float32).contiguous()
     dynamic = dynamic_reference(directory, config, input_ids, labels) if kind == "linear" else None
     if dynamic:
         tensors["dynamic_logits"] = dynamic.pop("logits")
+    variant = (variant_reference(directory, config, model_class, YARN_VARIANT, input_ids, labels)
+               if kind == "yarn-llama" else None)
+    if variant:
+        tensors["variant_logits"] = variant.pop("logits")
+        tensors["variant_inv_freq"] = variant.pop("inv_freq")
     save_file(tensors, os.path.join(directory, "reference.safetensors"))
     write_json(os.path.join(directory, "reference.json"), {
-        "input_ids": input_ids, "labels": labels,
-        "loss_per_example": numbers["loss_per_example"], "loss_mean_of_examples": numbers["loss_mean_of_examples"],
-        "lora": {"r": LORA_R, "alpha": LORA_ALPHA, "scaling": LORA_ALPHA / LORA_R, "target_modules": LORA_TARGETS,
-                 "loss_per_example": numbers["lora_loss_per_example"],
-                 "per_example_grad_norm": numbers["per_example_grad_norm"],
-                 "note": "as tiny-llama's: logits, lora_logits and grad.<adapter tensor name> in reference.safetensors; "
-                         "inv_freq there is transformers' rotary_emb.inv_freq with the scaling, inv_freq_unscaled "
-                         "without it"},
+        **lora_reference_json(input_ids, labels, numbers, LORA_TARGETS,
+                              "as tiny-llama's: logits, lora_logits and grad.<adapter tensor name> in reference.safetensors; "
+                              "inv_freq there is transformers' rotary_emb.inv_freq with the scaling, inv_freq_unscaled "
+                              "without it"),
+        "attention_scaling": attention_scaling,
         **({"dynamic": dynamic} if dynamic else {}),
+        **({"variant": variant} if variant else {}),
         "gguf_rope": {"metadata": rope_keys, "tensors": rope_tensors,
                       "note": "what convert_hf_to_gguf.py wrote of the rope scaling into model.gguf.bin, read by gguf-py"},
         "source": {"made_by": f"Tests/Fixtures/generate.py {name}", "seed": SEED + sum(map(ord, name)),
@@ -600,6 +685,59 @@ def tiny_rope(out, kind):
                            "(its vocabulary step replaced: the tiny model has no tokenizer)",
                    "versions": versions("torch", "transformers", "peft", "safetensors")}})
     print(f"{name}: losses", numbers["loss_per_example"], file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# tiny-phi3-long: LongRoPE past the original context
+
+# A tiny Phi-3 (hidden 32, two heads of 16, partial rotary 0.75: 6 rotary pairs; tiny-phi3's factors; no sliding window)
+# whose original context (8) is shorter than the examples (16 tokens), so that transformers rotates them by the long
+# factors (`longrope_frequency_update`: the longest position is past the original context), as llama.cpp does in any
+# context longer than 8; the first 8 tokens of each example alone rotate by the short ones (short_logits). Attention
+# factor sqrt(1 + ln(64 / 8) / ln 8) = sqrt(2) either way.
+PHI3_LONG_CONFIG = dict(PHI3_CONFIG, vocab_size=64, hidden_size=32, intermediate_size=48, num_attention_heads=2,
+                        num_key_value_heads=1, max_position_embeddings=64, original_max_position_embeddings=8,
+                        sliding_window=None)
+PHI3_LONG_SHORT_TOKENS = 8
+
+
+def tiny_phi3_long(out):
+    import torch
+    from safetensors.torch import save_file
+    from transformers import Phi3Config, Phi3ForCausalLM
+    name = "tiny-phi3-long"
+    directory, adapter_directory, input_ids, labels = random_model_directory(
+        out, name, PHI3_LONG_CONFIG, Phi3ForCausalLM, Phi3Config, PHI3_LORA_TARGETS)
+    convert_to_gguf(directory, os.path.join(directory, "model.gguf.bin"))
+    numbers, tensors = lora_reference(directory, adapter_directory, Phi3ForCausalLM, input_ids, labels)
+    model = float64_model(Phi3ForCausalLM, directory)
+    short_ids = [row[:PHI3_LONG_SHORT_TOKENS] for row in input_ids]
+    short_labels = [row[:PHI3_LONG_SHORT_TOKENS] for row in labels]
+    with torch.no_grad():
+        short_logits = model(torch.tensor(short_ids)).logits
+        assert torch.equal(model.model.rotary_emb.inv_freq, model.model.rotary_emb.original_inv_freq)
+        model(torch.tensor(input_ids))
+        long_inv_freq = model.model.rotary_emb.inv_freq.clone()
+        assert not torch.equal(long_inv_freq, model.model.rotary_emb.original_inv_freq), "the long factors must be used"
+    tensors["short_logits"] = short_logits.to(torch.float32).contiguous()
+    tensors["inv_freq_short"] = model.model.rotary_emb.original_inv_freq.to(torch.float32).contiguous()
+    tensors["inv_freq_long"] = long_inv_freq.to(torch.float32).contiguous()
+    short_losses = [float(x) for x in per_example_losses(short_logits, torch.tensor(short_labels))]
+    save_file(tensors, os.path.join(directory, "reference.safetensors"))
+    write_json(os.path.join(directory, "reference.json"), {
+        **lora_reference_json(input_ids, labels, numbers, PHI3_LORA_TARGETS,
+                              "as tiny-llama's, over the 16-token examples (past the original context of 8: long factors)"),
+        "short": {"tokens": PHI3_LONG_SHORT_TOKENS, "loss_per_example": short_losses,
+                  "note": "the first 8 tokens of each example alone (within the original context: short factors); "
+                          "logits are short_logits in reference.safetensors; inv_freq_short and inv_freq_long are "
+                          "transformers' two tables"},
+        "attention_scaling": float(model.model.rotary_emb.attention_scaling),
+        "source": {"made_by": f"Tests/Fixtures/generate.py {name}", "seed": SEED + sum(map(ord, name)),
+                   "float": "float64, eager attention",
+                   "gguf": "model.gguf: llama.cpp's convert_hf_to_gguf.py --outtype f32 on this directory "
+                           "(its vocabulary step replaced: the tiny model has no tokenizer)",
+                   "versions": versions("torch", "transformers", "peft", "safetensors")}})
+    print(f"{name}: losses", numbers["loss_per_example"], "short", short_losses, file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -1259,6 +1397,8 @@ def main():
                 "tiny-gemma3": lambda: tiny_family(args.out, "gemma3"),
                 "tiny-llama3": lambda: tiny_rope(args.out, "llama3"),
                 "tiny-llama-linear": lambda: tiny_rope(args.out, "linear"),
+                "tiny-yarn": lambda: [tiny_rope(args.out, kind) for kind in ("yarn-llama", "yarn-qwen2", "yarn-qwen3")],
+                "tiny-phi3-long": lambda: tiny_phi3_long(args.out),
                 "tiny-kquant": lambda: tiny_kquant(args.out),
                 "tiny-llama-spm": lambda: tiny_llama_spm(args.out),
                 "chat-templates": lambda: chat_templates(args.out)}

@@ -162,7 +162,7 @@ final class FamilyReferenceTests: XCTestCase {
                 XCTAssertEqual(model.weights.ropeLayout, .halfSplit, label)
                 XCTAssertEqual(c.tieWordEmbeddings, family.tied, label)
                 XCTAssertEqual(c.headDim, family.headDim, label)
-                XCTAssertEqual(model.weights.layers.count, 2, label)
+                XCTAssertEqual(model.weights.layers.count, family.layers, label)
                 for layer in model.weights.layers {
                     XCTAssertEqual(Set(layer.projections.keys), family.projections, label)
                     XCTAssertEqual(Set(layer.biases.keys), family.biased, label)
@@ -267,8 +267,8 @@ final class FamilyReferenceTests: XCTestCase {
         for (h, g) in pairs { XCTAssertEqual(h, g) }
         // The sliding layers rotate with their own base, unscaled; the global layer with rope_theta over 8.
         let model = LlamaModel(weights: gguf, pool: ThreadPool(threads: 1))
-        XCTAssertEqual(model.inverseFrequencies(layer: 0)[1], Float(pow(10_000, -2.0 / 16)), accuracy: 1e-7)
-        XCTAssertEqual(model.inverseFrequencies(layer: 5)[1], Float(pow(1_000_000, -2.0 / 16) / 8), accuracy: 1e-7)
+        XCTAssertEqual(model.layerFrequencies(0, session: model.inverseFrequencies)[1], Float(pow(10_000, -2.0 / 16)), accuracy: 1e-7)
+        XCTAssertEqual(model.layerFrequencies(5, session: model.inverseFrequencies)[1], Float(pow(1_000_000, -2.0 / 16) / 8), accuracy: 1e-7)
     }
 
     /// √hidden in the checkpoint's dtype as transformers computes it (torch 2.13: `float(torch.tensor(d**0.5, dtype=t))`

@@ -63,14 +63,18 @@ final class FamilyRefusalTests: XCTestCase {
         }
     }
 
-    /// What every family refuses: a file without one of the hyper-parameters the block is built from, and a rope
-    /// scaling it does not compute.
+    /// What every family refuses: a file without one of the hyper-parameters the block is built from, a YaRN it does
+    /// not compute (Gemma's and Phi-3's blocks) or, where it is computed (Llama, Qwen2, Qwen3: YarnTests), one without
+    /// its factor; and outside Gemma, Gemma 2's attention soft-capping key, a computation those blocks do not do.
     func commonRefusals(_ family: TinyFamily) -> [Refusal] {
         let arch = family.architecture.rawValue
         return ["block_count", "feed_forward_length", "attention.head_count", "embedding_length"].map {
             Refusal(file: "no-\($0)", edit: .removeKey("\(arch).\($0)"), naming: ["'\(arch).\($0)'"])
         } + [Refusal(file: "yarn", edit: .setKey("\(arch).rope.scaling.type", .string("yarn")),
                      naming: ["'\(arch).rope.scaling.type'", "'yarn'"])]
+            + (family.architecture.isGemma ? [] : [
+                Refusal(file: "softcap", edit: .setKey("\(arch).attn_logit_softcapping", .float32(0.5)),
+                        naming: ["'\(arch).attn_logit_softcapping'", "\(family.architecture.displayName) block"])])
     }
 
     /// Each family's own GGUF refusals.
@@ -160,13 +164,14 @@ final class FamilyRefusalTests: XCTestCase {
         switch family.architecture {
         case .qwen2: return [
             ("use_sliding_window", true, "use_sliding_window"),
-            ("rope_scaling", ["rope_type": "yarn", "factor": 4.0], "'yarn'"),
+            // YaRN is computed for Qwen2 (YarnTests); the kinds only Llama's block computes are refused.
+            ("rope_scaling", ["rope_type": "linear", "factor": 4.0], "computed for model_type 'llama' only"),
         ]
         case .qwen3: return [
             ("attention_bias", true, "attention_bias = true"),
             ("use_sliding_window", true, "use_sliding_window"),
             ("layer_types", ["full_attention", "sliding_attention"], "'sliding_attention'"),
-            ("rope_parameters", ["rope_type": "yarn", "rope_theta": 1e6, "factor": 4.0], "'yarn'"),
+            ("rope_parameters", ["rope_type": "linear", "rope_theta": 1e6, "factor": 4.0], "computed for model_type 'llama' only"),
             ("model_type", "qwen3_moe", "'qwen3_moe'"),
         ]
         case .gemma2: return [
@@ -312,14 +317,15 @@ final class FamilyRefusalTests: XCTestCase {
         }
     }
 
-    /// A window of 0 is llama.cpp's "none": the context is LongRoPE's original one (256 of 512). HF configs: the
+    /// A window of 0 is llama.cpp's "none": the context is max_position_embeddings (512; past LongRoPE's original 256,
+    /// a session takes the long factors: LongRopeContextTests). HF configs: the
     /// transformers 4 spelling of the rotary part, no window, and an explicit LongRoPE attention_factor, which is
     /// taken as it is (transformers'), not recomputed from the contexts.
     func testPhi3AcceptedVariants() throws {
         let none = try rewrite(.phi3, name: "window-0", [.setKey("phi3.attention.sliding_window", .uint32(0))])
         let c = try ModelLoader.load(path: none.path, threads: 1).model.configuration
         XCTAssertNil(c.slidingWindow)
-        XCTAssertEqual(c.contextLength, 256)
+        XCTAssertEqual(c.contextLength, 512)
         let original = try config(.phi3)
         XCTAssertEqual(try loadHF(.phi3, original).configuration.slidingWindow, 32)
         XCTAssertEqual(try loadHF(.phi3, original).configuration.rotaryDim, 12)
@@ -330,7 +336,7 @@ final class FamilyRefusalTests: XCTestCase {
         XCTAssertEqual(try loadHF(.phi3, topLevel).configuration.rotaryDim, 8)
         var noWindow = original
         noWindow["sliding_window"] = NSNull()
-        XCTAssertEqual(try loadHF(.phi3, noWindow).configuration.contextLength, 256)
+        XCTAssertEqual(try loadHF(.phi3, noWindow).configuration.contextLength, 512)
         var explicit = original
         var parameters = try XCTUnwrap(original["rope_parameters"] as? [String: Any])
         parameters["attention_factor"] = 1.5

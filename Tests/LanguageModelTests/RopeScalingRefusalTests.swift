@@ -94,7 +94,7 @@ final class RopeScalingRefusalTests: XCTestCase {
     }
 
     func testScalingTypesAndFactorsNotComputedAreNamed() throws {
-        for type in ["yarn", "longrope", "dynamic"] {
+        for type in ["longrope", "dynamic", "su"] {
             let url = try rewrite("llama-linear", name: "type-\(type)") { metadata, _ in
                 metadata = metadata.map { $0.0 == "llama.rope.scaling.type" ? ($0.0, .string(type)) : $0 }
             }
@@ -126,6 +126,57 @@ final class RopeScalingRefusalTests: XCTestCase {
                        .frequencyFactors(try RopeScalingTests.converterFactors("llama3")))
     }
 
+    /// YaRN in a GGUF as llama.cpp computes it for these blocks: a factor is required, and the yarn_* keys the
+    /// converter writes from a config are accepted only with the values llama.cpp uses in their place (it never
+    /// reads them here). tiny-yarn-llama's converter file carries yarn_beta_fast 32 and yarn_beta_slow 1 and loads:
+    /// the positive control of the edits.
+    func testYarnKeysLlamaCppDoesNotReadAreRefusedUnlessInert() throws {
+        let plain = try rewrite("yarn-llama", name: "yarn-plain") { _, _ in }
+        let plainFile = try GGUFFile(url: plain)
+        XCTAssertEqual(plainFile.double("llama.rope.scaling.yarn_beta_fast"), 32, "the converter wrote the config's betas")
+        XCTAssertEqual(try ModelLoader.load(path: plain.path, threads: 1).model.configuration.ropeScaling, YarnTests.scaling)
+        func edited(_ name: String, _ key: String, _ value: GGUFValue?) throws -> URL {
+            try rewrite("yarn-llama", name: name) { metadata, _ in
+                metadata.removeAll { $0.0 == key }
+                if let value { metadata.append((key, value)) }
+            }
+        }
+        assertRefused(try edited("no-factor", "llama.rope.scaling.factor", nil),
+                      naming: ["'llama.rope.scaling.type' = 'yarn' needs 'llama.rope.scaling.factor'", "missing"])
+        for (key, value) in [("yarn_beta_fast", Float(16)), ("yarn_beta_slow", 2), ("yarn_ext_factor", 0.5),
+                             ("yarn_log_multiplier", 0.1), ("yarn_attn_factor", 1.5)] {
+            assertRefused(try edited("bad-\(key)", "llama.rope.scaling.\(key)", .float32(value)),
+                          naming: ["'llama.rope.scaling.\(key)'", "llama.cpp does not read it"])
+        }
+        let inert = try edited("inert-attn", "llama.rope.scaling.yarn_attn_factor", .float32(Float(1 + 0.1 * log(4.0))))
+        XCTAssertEqual(try ModelLoader.load(path: inert.path, threads: 1).model.configuration.ropeScaling, YarnTests.scaling)
+        // rope.scaling.attn_factor is the multiplier llama.cpp does read: cos and sin scale by get_mscale(4) · 1.5.
+        let multiplied = try edited("attn-factor", "llama.rope.scaling.attn_factor", .float32(1.5))
+        guard case .yarn(_, _, _, _, _, let attention) = try ModelLoader.load(path: multiplied.path, threads: 1)
+            .model.configuration.ropeScaling else { return XCTFail("attn_factor: not YaRN") }
+        XCTAssertEqual(attention, 1.5 * (1 + 0.1 * log(4.0)), accuracy: 1e-6)
+        let original = try edited("original", "llama.rope.scaling.original_context_length", nil)
+        guard case .yarn(_, let context, _, _, _, _) = try ModelLoader.load(path: original.path, threads: 1)
+            .model.configuration.ropeScaling else { return XCTFail("no original context: not YaRN") }
+        XCTAssertEqual(context, 1024, "without the key, llama.cpp's original context is context_length")
+        let withFactors = try rewrite("yarn-llama", name: "yarn-freqs") { _, tensors in
+            tensors.append(("rope_freqs.weight", [8], .f32, Self.floats(Array(repeating: 1, count: 8))))
+        }
+        assertRefused(withFactors, naming: ["tensor 'rope_freqs.weight' together with YaRN"])
+        // Families whose YaRN nothing checks: Phi-3 and Gemma 2 refuse it, in a GGUF and in config.json.
+        let phi3 = try rewrite("phi3", name: "phi3-yarn") { metadata, _ in
+            metadata.append(("phi3.rope.scaling.type", .string("yarn")))
+            metadata.append(("phi3.rope.scaling.factor", .float32(4)))
+        }
+        assertRefused(phi3, naming: ["'phi3.rope.scaling.type' = 'yarn'", "not 'phi3'"])
+        XCTAssertThrowsError(try loadHF("phi3") { $0["rope_parameters"] = ["rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4] }) {
+            XCTAssertTrue("\($0)".contains("rope_type 'yarn' is not supported"), "\($0)")
+        }
+        XCTAssertThrowsError(try loadHF("gemma2") { $0["rope_scaling"] = ["rope_type": "yarn", "factor": 4.0] }) {
+            XCTAssertTrue("\($0)".contains("not 'gemma2'"), "\($0)")
+        }
+    }
+
     /// The HF directory with its config.json edited by `edit` (model.safetensors copied beside it).
     func loadHF(_ fixture: String, edit: (inout [String: Any]) -> Void) throws -> ModelWeights {
         let folder = directory.appendingPathComponent(UUID().uuidString)
@@ -153,7 +204,16 @@ final class RopeScalingRefusalTests: XCTestCase {
                        .linear(factor: 4))
         let cases: [(label: String, scaling: Any, expected: [String])] = [
             ("dynamic without factor", ["rope_type": "dynamic"], ["rope_scaling.factor is missing"]),
-            ("yarn", ["rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64], ["'yarn'"]),
+            ("yarn zero factor", ["rope_type": "yarn", "factor": 0.0, "original_max_position_embeddings": 64],
+             ["rope_scaling.factor = 0.0 must be positive"]),
+            ("yarn betas", ["rope_type": "yarn", "factor": 4.0, "beta_fast": 1.0, "beta_slow": 32.0],
+             ["rope_scaling.beta_fast (1.0) must be greater than beta_slow (32.0)"]),
+            ("yarn zero beta", ["rope_type": "yarn", "factor": 4.0, "beta_slow": 0.0], ["rope_scaling.beta_slow = 0.0 must be positive"]),
+            ("yarn truncate", ["rope_type": "yarn", "factor": 4.0, "truncate": "no"], ["rope_scaling.truncate must be true or false"]),
+            ("yarn attention", ["rope_type": "yarn", "factor": 4.0, "attention_factor": -1.0],
+             ["rope_scaling.attention_factor = -1.0 must be positive"]),
+            ("yarn unread key", ["rope_type": "yarn", "factor": 4.0, "low_freq_factor": 1.0],
+             ["rope_scaling.low_freq_factor is not supported with rope_type 'yarn'"]),
             ("longrope", ["rope_type": "longrope", "short_factor": [1.0], "long_factor": [2.0]], ["'longrope'"]),
             ("zero factor", ["rope_type": "linear", "factor": 0], ["rope_scaling.factor = 0.0 must be positive"]),
             ("negative factor", ["type": "linear", "factor": -4.0], ["rope_scaling.factor = -4.0 must be positive"]),

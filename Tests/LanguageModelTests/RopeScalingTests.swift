@@ -74,24 +74,16 @@ final class RopeScalingTests: XCTestCase {
                 let weights = try TinyReference.weights(name, gguf: gguf)
                 var configuration = weights.configuration
                 configuration.ropeScaling = .none
-                let unscaled = LlamaModel(weights: ModelWeights(
-                    configuration: configuration, embedding: weights.embedding, output: weights.output,
-                    finalNorm: weights.finalNorm, layers: weights.layers, ropeLayout: weights.ropeLayout,
-                    source: weights.source), pool: ThreadPool(threads: 2))
+                let unscaled = TinyReference.model(weights, configuration: configuration)
                 let worstFrequency = zip(unscaled.inverseFrequencies, unscaledFrequencies).map { abs($0 - $1) / $1 }.max()!
                 XCTAssertLessThanOrEqual(worstFrequency, 1e-6, "the control computes transformers' unscaled frequencies")
                 let (logit, loss) = try TinyReference.worstDifferences(unscaled, name, adapter: true)
                 print("\(name) \(gguf ? "GGUF" : "HF") without its rope scaling: worst logit \(logit), loss \(loss)")
                 XCTAssertGreaterThan(logit, 100 * TinyReference.logitTolerance, "\(name): ignoring the scaling must show")
                 XCTAssertGreaterThan(loss, 100 * TinyReference.lossTolerance, "\(name): ignoring the scaling must show")
-                let reference = try TinyReference.reference(name)
-                let lora = TrainableLoRA.from(try TinyReference.adapter(name, for: unscaled), for: unscaled)
-                var gradient = [Float](repeating: 0, count: lora.count)
-                let (trainingLoss, _) = try gradient.withUnsafeMutableBufferPointer {
-                    try unscaled.lossAndGradient(tokens: reference.inputIds[0], labels: reference.labels[0], lora: lora,
-                                                 gradient: $0.baseAddress!)
-                }
-                XCTAssertGreaterThan(abs(trainingLoss - reference.loraLosses[0]), 100 * TinyReference.lossTolerance,
+                let trainingLoss = try TinyReference.firstTrainingLoss(unscaled, name)
+                XCTAssertGreaterThan(abs(trainingLoss - (try TinyReference.reference(name)).loraLosses[0]),
+                                     100 * TinyReference.lossTolerance,
                                      "\(name): training without the scaling must differ")
             }
         }
@@ -130,9 +122,7 @@ final class RopeScalingTests: XCTestCase {
         XCTAssertLessThanOrEqual(loss, TinyReference.lossTolerance, "dynamic: worst loss \(loss)")
         var linear = weights.configuration
         linear.ropeScaling = .linear(factor: 4)
-        let control = try worst(LlamaModel(weights: ModelWeights(
-            configuration: linear, embedding: weights.embedding, output: weights.output, finalNorm: weights.finalNorm,
-            layers: weights.layers, ropeLayout: weights.ropeLayout, source: weights.source), pool: ThreadPool(threads: 2)))
+        let control = try worst(TinyReference.model(weights, configuration: linear))
         XCTAssertGreaterThan(control.loss, 100 * TinyReference.lossTolerance, "dynamic's factor read as linear must show")
 
         let tooLong = reference.inputIds[0] + [reference.inputIds[1][0]]
@@ -163,11 +153,7 @@ final class RopeScalingTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: directory) }
         for name in Self.names {
             let model = try TinyReference.model(name, gguf: false)
-            let url = directory.appendingPathComponent("\(name).gguf")
-            try ModelExporter.export(LoadedModel(model: model, tokenizer: nil, gguf: nil), adapter: nil,
-                                     scheme: .uniform(.f32), to: url)
-            let file = try GGUFFile(url: url)
-            let exported = LlamaModel(weights: try ModelLoader.loadGGUF(file), pool: ThreadPool(threads: 2))
+            let (file, exported) = try TinyReference.exported(model, to: directory.appendingPathComponent("\(name).gguf"))
             if name == "llama3" {
                 guard case .frequencyFactors(let factors) = exported.configuration.ropeScaling else {
                     return XCTFail("llama3 export: \(exported.configuration.ropeScaling)")

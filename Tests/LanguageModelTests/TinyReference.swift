@@ -45,6 +45,33 @@ enum TinyReference {
         LlamaModel(weights: try weights(name, gguf: gguf), pool: ThreadPool(threads: 2))
     }
 
+    /// `weights` run with `configuration` instead of their own (a control: the same weights with a scaling changed).
+    static func model(_ weights: ModelWeights, configuration: LlamaConfiguration) -> LlamaModel {
+        LlamaModel(weights: ModelWeights(configuration: configuration, embedding: weights.embedding, output: weights.output,
+                                         finalNorm: weights.finalNorm, layers: weights.layers, ropeLayout: weights.ropeLayout,
+                                         source: weights.source), pool: ThreadPool(threads: 2))
+    }
+
+    /// Training's loss (`lossAndGradient`) of `tiny-<name>`'s first example with its adapter, for controls that must
+    /// show through training too.
+    static func firstTrainingLoss(_ model: LlamaModel, _ name: String) throws -> Double {
+        let reference = try reference(name)
+        let lora = TrainableLoRA.from(try adapter(name, for: model), for: model)
+        var gradient = [Float](repeating: 0, count: lora.count)
+        return try gradient.withUnsafeMutableBufferPointer {
+            try model.lossAndGradient(tokens: reference.inputIds[0], labels: reference.labels[0], lora: lora,
+                                      gradient: $0.baseAddress!)
+        }.loss
+    }
+
+    /// `model` exported by `quantize`'s exporter as F32 to `url`, and the file loaded back.
+    static func exported(_ model: LlamaModel, to url: URL) throws -> (file: GGUFFile, model: LlamaModel) {
+        try ModelExporter.export(LoadedModel(model: model, tokenizer: nil, gguf: nil), adapter: nil,
+                                 scheme: .uniform(.f32), to: url)
+        let file = try GGUFFile(url: url)
+        return (file, LlamaModel(weights: try ModelLoader.loadGGUF(file), pool: ThreadPool(threads: 2)))
+    }
+
     static func adapter(_ name: String, for model: LlamaModel) throws -> LoRAAdapter {
         try ModelLoader.loadAdapter(path: Fixtures.url("tiny-\(name)/peft-adapter").path, for: model)
     }

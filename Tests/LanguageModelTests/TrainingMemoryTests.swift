@@ -22,8 +22,8 @@ final class TrainingMemoryTests: XCTestCase {
                     let projections = TrainingProjections(model: model, lora: lora, parameters: parameters.baseAddress!,
                                                           gradient: gradient.baseAddress!, weight: 1, tokens: n,
                                                           precision: .float32, arena: arena)
-                    _ = model.trainingForward(tokens: tokens, positions: positions.baseAddress!, projections: projections,
-                                              arena: arena)
+                    _ = model.trainingForward(tokens: tokens, positions: positions.baseAddress!,
+                                              frequencies: model.inverseFrequencies, projections: projections, arena: arena)
                 }
             }
         }

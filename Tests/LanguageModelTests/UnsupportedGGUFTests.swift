@@ -29,7 +29,6 @@ final class UnsupportedGGUFTests: XCTestCase {
 
     func testEachUnsupportedFeatureIsRefusedNamingFileAndKey() throws {
         let cases: [(file: String, names: [String])] = [
-            ("rope-scaling-yarn", ["'llama.rope.scaling.type'", "'yarn'"]),
             ("partial-rotary", ["'llama.rope.dimension_count'", "4 is not the head dimension 8"]),
             ("layer-norm", ["'llama.attention.layer_norm_epsilon'"]),
             ("experts", ["'llama.expert_count'", "experts"]),
@@ -66,7 +65,14 @@ final class UnsupportedGGUFTests: XCTestCase {
         }
     }
 
-    /// An HF config whose rope scaling is not computed (`yarn`) is refused naming the file and the field;
+    /// YaRN is computed (YarnTests): the file with its type, factor 4 and original context 32 loads as such.
+    func testYarnFileLoads() throws {
+        XCTAssertEqual(try load("rope-scaling-yarn").model.configuration.ropeScaling,
+                       .yarn(factor: 4, originalContext: 32, betaFast: 32, betaSlow: 1, truncate: true,
+                             attentionFactor: RopeScaling.yarnMagnitude(4)))
+    }
+
+    /// An HF config whose rope scaling is not computed (Llama with `longrope`) is refused naming the file and the field;
     /// the same directory without the field loads (the positive control).
     func testHFConfigWithRopeScalingIsRefused() throws {
         let directory = try Fixtures.temporaryDirectory()
@@ -78,11 +84,11 @@ final class UnsupportedGGUFTests: XCTestCase {
         XCTAssertNoThrow(try ModelLoader.loadHFDirectory(directory))
         let configURL = directory.appendingPathComponent("config.json")
         var config = try JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as! [String: Any]
-        config["rope_scaling"] = ["rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 64] as [String: Any]
+        config["rope_scaling"] = ["rope_type": "longrope", "short_factor": [1.0], "long_factor": [2.0]] as [String: Any]
         try JSONSerialization.data(withJSONObject: config).write(to: configURL)
         XCTAssertThrowsError(try ModelLoader.loadHFDirectory(directory)) { error in
             XCTAssertTrue("\(error)".contains("config.json")
-                          && "\(error)".contains("rope_scaling.rope_type 'yarn' is not supported"), "\(error)")
+                          && "\(error)".contains("rope_scaling.rope_type 'longrope' is not supported"), "\(error)")
         }
     }
 

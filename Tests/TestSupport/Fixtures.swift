@@ -35,6 +35,16 @@ public enum Fixtures {
         return repositoryRoot.appendingPathComponent("models/SmolLM2-135M-Instruct.Q4_1.gguf")
     }()
 
+    /// llama.cpp's source as the llama-cpp-python sdist vendors it, which `make test` and `make fixtures` download
+    /// from PyPI and unpack into `.build/llama_cpp_python` (`make llama-cpp-source`), unless `LLAMA_CPP` names
+    /// another copy: its `models/ggml-vocab-*.gguf` are real models' vocabularies with HF tokenizers' ids.
+    public static let llamaCppSource: URL = {
+        if let path = ProcessInfo.processInfo.environment["LLAMA_CPP"], !path.isEmpty {
+            return URL(fileURLWithPath: path)
+        }
+        return repositoryRoot.appendingPathComponent(".build/llama_cpp_python/vendor/llama.cpp")
+    }()
+
     /// Parses a JSON fixture file into a dictionary.
     public static func json(_ relative: String) throws -> [String: Any] {
         let data = try Data(contentsOf: url(relative))
