@@ -259,8 +259,9 @@ extension LlamaModel {
                                    softcap: c.attentionSoftcap.map(Float.init), window: c.attentionWindow(layer: layer),
                                    gradQ: g.dQ, gradK: g.dK, gradV: g.dV, scratch: g.attention, pool: pool)
         if block.rotary {
-            rotate(g.dQ, tokens: n, heads: heads, positions: positions, frequencies: layerFrequencies(layer, session: frequencies), inverse: true)
-            rotate(g.dK, tokens: n, heads: kvHeads, positions: positions, frequencies: layerFrequencies(layer, session: frequencies), inverse: true)
+            let table = layerFrequencies(layer, session: frequencies)
+            rotate(g.dQ, tokens: n, heads: heads, positions: positions, frequencies: table, inverse: true)
+            rotate(g.dK, tokens: n, heads: kvHeads, positions: positions, frequencies: table, inverse: true)
         }
         var dQ = g.dQ, dK = g.dK  // ∂L/∂(q, k as projected): through the per-head norms where the block has them
         if let queryNorm = lw.queryNorm, let keyNorm = lw.keyNorm, let qIn = a.qPreNorm, let kIn = a.kPreNorm {

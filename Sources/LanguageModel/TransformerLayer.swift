@@ -174,9 +174,9 @@ extension LlamaModel {
         }
     }
 
-    /// RoPE by `frequencies` (the session's table, or a sliding layer's own: `layerFrequencies`) on `heads` heads of n rows at `positions` (the inverse rotation for
-    /// gradients), its rotated values multiplied by `ropeMagnitude` (LongRoPE's and YaRN's cos·a, sin·a; the same
-    /// factor going back, as (a·R)ᵀ = a·Rᵀ).
+    /// RoPE by `frequencies` (the session's table, or a sliding layer's own: `layerFrequencies`) on `heads` heads of
+    /// n rows at `positions` (the inverse rotation for gradients), its rotated values multiplied by `ropeMagnitude`
+    /// (LongRoPE's and YaRN's cos·a, sin·a; the same factor going back, as (a·R)ᵀ = a·Rᵀ).
     func rotate(_ x: UnsafeMutablePointer<Float>, tokens n: Int, heads: Int, positions: UnsafePointer<Int>,
                 frequencies: [Float], inverse: Bool = false) {
         let hd = configuration.headDim, rotated = configuration.rotaryDim
