@@ -59,6 +59,9 @@ public final class KVCache: @unchecked Sendable {
 /// Which rows of the output logits a forward pass computes.
 public enum LogitRows: Sendable {
     case none, last, all
+    /// The rows from this index of the pass's tokens to its end (scoring needs no logits before its first
+    /// counted position: a prompt's rows are run through the layers but not through the output head).
+    case from(Int)
 }
 
 /// A Llama-family causal language model: RMSNorm, RoPE, grouped-query attention, SwiGLU, optional LoRA.
@@ -320,7 +323,9 @@ public final class LlamaModel: @unchecked Sendable {
         case .none: return
         case .last: wanted = (n - 1)..<n
         case .all: wanted = 0..<n
+        case let .from(first): wanted = min(max(first, 0), n)..<n
         }
+        guard !wanted.isEmpty else { return }
         let vocabulary = c.vocabSize
         // Rows per pass over the output matrix (its 49,152 rows are streamed from memory once per pass):
         // 64 tokens of logits are 12.6 MB for SmolLM2, and a 128-token record takes two passes.

@@ -23,7 +23,10 @@ extension LlamaModel {
         }
         var score = SequenceScore(countedTokens: 0, totalLoss: 0, correct: 0)
         guard tokens.count >= 2 else { return score }
-        // The last position predicts nothing, so it is not run through the output head.
+        // The last position predicts nothing, and no position before the first counted one is scored (a task record's
+        // prompt), so those rows are not run through the output head.
+        // A record with nothing counted still runs through the layers, which check its tokens.
+        let firstCounted = (0..<(tokens.count - 1)).first(where: { labels[$0 + 1] != -100 }) ?? tokens.count
         let cache = makeCache(capacity: tokens.count)
         let vocabulary = configuration.vocabSize
         for t in 1..<labels.count where labels[t] != -100 && (labels[t] < 0 || labels[t] >= vocabulary) {
@@ -33,7 +36,7 @@ extension LlamaModel {
         let losses = UnsafeMutablePointer<Double>.allocate(capacity: tokens.count)
         let hits = UnsafeMutablePointer<Bool>.allocate(capacity: tokens.count)
         defer { losses.deallocate(); hits.deallocate() }
-        try forward(tokens: Array(tokens), cache: cache, logitChunks: .all) { first, count, logits in
+        try forward(tokens: Array(tokens), cache: cache, logitChunks: .from(firstCounted)) { first, count, logits in
             nonisolated(unsafe) let losses = losses, hits = hits
             pool.parallelFor(count, minimumChunk: 1) { range in
                 for i in range {
