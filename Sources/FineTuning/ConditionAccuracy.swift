@@ -99,22 +99,34 @@ public enum ConditionAccuracy {
     /// the first line that is not blank, decoded.
     public static func assessment(model: LlamaModel, tokenizer: BPETokenizer, example: TokenizedExample) throws -> String {
         var generated: [Int] = []
+        let lineEnded = Self.lineEnded(tokenizer)
         _ = try model.generate(prompt: Array(example.promptIds), maxTokens: maximumTokens, sampling: .greedy,
-                               stopTokens: tokenizer.endOfTurnTokenIds, onToken: { generated.append($0) }, shouldStop: {
-            // Stop once a line with text has ended.
+                               stopTokens: tokenizer.endOfTurnTokenIds, onToken: { generated.append($0) },
+                               shouldStop: { lineEnded(generated) })
+        return ConditionMatcher.firstLine(tokenizer.decode(generated))
+    }
+
+    /// An assessment's end: once a line with text has ended (what the matcher reads is the first such line).
+    static func lineEnded(_ tokenizer: BPETokenizer) -> ([Int]) -> Bool {
+        { generated in
             let text = tokenizer.decode(generated)
             guard let newline = text.lastIndex(where: \.isNewline) else { return false }
             return !text[..<newline].trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
-        })
-        return ConditionMatcher.firstLine(tokenizer.decode(generated))
+        }
     }
 
     /// Whether the model, with its adapter as set, names the condition of each of `examples[indices]`.
     public static func correct(model: LlamaModel, tokenizer: BPETokenizer, examples: [TokenizedExample],
                                indices: [Int]) throws -> [Bool] {
-        try indices.map { index in
+        correct(examples: examples, indices: indices,
+                assessments: try indices.map { try assessment(model: model, tokenizer: tokenizer, example: examples[$0]) })
+    }
+
+    /// Whether each of `assessments`, written for `examples[indices]` in that order, names its record's condition.
+    public static func correct(examples: [TokenizedExample], indices: [Int], assessments: [String]) -> [Bool] {
+        zip(indices, assessments).map { index, text in
             guard let label = examples[index].condition else { preconditionFailure("record \(index) has no condition") }
-            return ConditionMatcher.names(label, in: try assessment(model: model, tokenizer: tokenizer, example: examples[index]))
+            return ConditionMatcher.names(label, in: text)
         }
     }
 

@@ -2,6 +2,7 @@ import Foundation
 import LanguageModel
 import Privacy
 import SystemIO
+import Tokenizer
 
 /// Held-out evaluation: mean next-token loss, perplexity and token accuracy over a dataset.
 public struct Evaluation: Sendable {
@@ -31,11 +32,39 @@ public enum Evaluator {
     /// Scores every example; examples with no counted token report loss NaN and are left out of the mean.
     public static func evaluate(model: LlamaModel, examples: [TokenizedExample],
                                 progress: (any ProgressSink)? = nil) throws -> Evaluation {
+        try evaluate(examples: examples, progress: progress) { _, example in
+            try model.score(tokens: example.ids, labels: example.labels)
+        }
+    }
+
+    /// `evaluate`, and the assessment `ConditionAccuracy.assessment` writes for each example at `assessing` (in that
+    /// order), each from the pass that scores its example (`LlamaModel.scoreAndContinue`): a note's prompt is run once
+    /// for its loss and its assessment, where the two took two passes.
+    public static func evaluate(model: LlamaModel, examples: [TokenizedExample], assessing: [Int], tokenizer: BPETokenizer,
+                                progress: (any ProgressSink)? = nil) throws -> (evaluation: Evaluation, assessments: [String]) {
+        var written: [Int: String] = [:]
+        let wanted = Set(assessing)
+        let evaluation = try evaluate(examples: examples, progress: progress) { index, example in
+            guard wanted.contains(index) else { return try model.score(tokens: example.ids, labels: example.labels) }
+            let (score, continuation) = try model.scoreAndContinue(
+                tokens: example.ids, labels: example.labels, maxTokens: ConditionAccuracy.maximumTokens,
+                stopTokens: tokenizer.endOfTurnTokenIds, shouldStop: ConditionAccuracy.lineEnded(tokenizer))
+            written[index] = ConditionMatcher.firstLine(tokenizer.decode(continuation))
+            return score
+        }
+        return (evaluation, try assessing.map { index in
+            guard let text = written[index] else { throw TrainingError("no held-out record \(index) of \(examples.count) to assess") }
+            return text
+        })
+    }
+
+    private static func evaluate(examples: [TokenizedExample], progress: (any ProgressSink)?,
+                                 score: (Int, TokenizedExample) throws -> SequenceScore) throws -> Evaluation {
         let start = ProcessStatistics.now()
         var total = 0.0, counted = 0, correct = 0, processed = 0
         var perExample: [(tokens: Int, loss: Double)] = []
         for (index, example) in examples.enumerated() {
-            let score = try model.score(tokens: example.ids, labels: example.labels)
+            let score = try score(index, example)
             total += score.totalLoss
             counted += score.countedTokens
             correct += score.correct

@@ -30,6 +30,22 @@ extension LlamaModel {
             next = sampler.sample(logits, count: configuration.vocabSize)
         }
         let firstTokenTime = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
+        let (generated, stopReason) = try continueGeneration(from: next, cache: cache, sampler: &sampler, maxTokens: maxTokens,
+                                                             stopTokens: stopTokens, onToken: onToken,
+                                                             shouldStop: { _ in shouldStop() })
+        let total = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
+        let decodeTokens = max(0, generated.count - 1)
+        return GenerationResult(tokens: generated, promptTokens: prompt.count, stopReason: stopReason,
+                                timeToFirstToken: firstTokenTime, totalSeconds: total,
+                                decodeTokensPerSecond: decodeTokens > 0 ? Double(decodeTokens) / (total - firstTokenTime) : 0)
+    }
+
+    /// The decoding loop after a prompt: `next` is the token the prompt's last logits chose and `cache` holds the
+    /// prompt's keys; each token is appended, handed to `onToken`, and run to choose the following one.
+    /// - Returns: the tokens (without the stop token) and why they ended ("eos", "length" or "cancelled").
+    func continueGeneration(from next: Int, cache: KVCache, sampler: inout Sampler, maxTokens: Int, stopTokens: Set<Int>,
+                            onToken: (Int) -> Void, shouldStop: ([Int]) -> Bool) throws -> (tokens: [Int], stopReason: String) {
+        var next = next
         var generated: [Int] = []
         var stopReason = "length"
         while generated.count < maxTokens {
@@ -39,7 +55,7 @@ extension LlamaModel {
             }
             generated.append(next)
             onToken(next)
-            if shouldStop() {
+            if shouldStop(generated) {
                 stopReason = "cancelled"
                 break
             }
@@ -48,10 +64,6 @@ extension LlamaModel {
                 next = sampler.sample(logits, count: configuration.vocabSize)
             }
         }
-        let total = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
-        let decodeTokens = max(0, generated.count - 1)
-        return GenerationResult(tokens: generated, promptTokens: prompt.count, stopReason: stopReason,
-                                timeToFirstToken: firstTokenTime, totalSeconds: total,
-                                decodeTokensPerSecond: decodeTokens > 0 ? Double(decodeTokens) / (total - firstTokenTime) : 0)
+        return (generated, stopReason)
     }
 }

@@ -9,6 +9,8 @@ public enum LanguageModelError: Error, CustomStringConvertible, Sendable {
     /// A LongRoPE session opened for `session` positions, within the original context, asked to go past it.
     case shortFactorSessionTooLong(tokens: Int, originalContext: Int, session: Int)
     case labelsMismatch(tokens: Int, labels: Int)
+    /// A record to be continued after its prompt whose first counted label is its first token, or which counts none.
+    case noPrompt(tokens: Int)
 
     public var description: String {
         switch self {
@@ -19,6 +21,8 @@ public enum LanguageModelError: Error, CustomStringConvertible, Sendable {
         case .tokenOutOfRange(let token, let size): return "token id \(token) is outside the vocabulary (0..<\(size))"
         case .labelsMismatch(let tokens, let labels):
             return "\(labels) labels for \(tokens) tokens; a record needs one label per token"
+        case .noPrompt(let tokens):
+            return "a record of \(tokens) tokens has no prompt before its first counted label to continue after"
         case .contextTooLong(let tokens, let maximum):
             return "sequence of \(tokens) tokens exceeds the model's context of \(maximum)"
         case .shortFactorSessionTooLong(let tokens, let original, let session):

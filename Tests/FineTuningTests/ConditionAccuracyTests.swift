@@ -168,6 +168,33 @@ final class ConditionAccuracyTests: XCTestCase {
                        [true, false], written)
     }
 
+    /// The real model on the demo's notes: evaluating held-out notes while assessing some of them gives each assessed
+    /// note the assessment `ConditionAccuracy.assessment` writes (exactly) and every note the loss `evaluate` gives
+    /// (within the tolerance of a forward in two pieces; exactly for the notes not assessed).
+    func testEvaluationThatAssessesGivesTheSameLossesAndAssessments() throws {
+        let loaded = try ModelLoader.load(path: Fixtures.defaultModel.path, threads: 2)
+        let tokenizer = try XCTUnwrap(loaded.tokenizer)
+        let examples = try SyntheticNotes.generate(specialty: .dermatology, records: 3, seed: 11).enumerated().map { line, note in
+            let json = try JSONSerialization.data(withJSONObject: ["prompt": note.prompt, "completion": note.completion,
+                                                                   "condition": note.condition.condition])
+            return try Dataset.parse(json, file: "h.jsonl", line: line + 1, tokenizer: tokenizer,
+                                     vocabularySize: loaded.model.configuration.vocabSize)
+        }
+        let plain = try Evaluator.evaluate(model: loaded.model, examples: examples)
+        let (evaluation, assessments) = try Evaluator.evaluate(model: loaded.model, examples: examples, assessing: [2, 0],
+                                                               tokenizer: tokenizer)
+        XCTAssertEqual(assessments, [try ConditionAccuracy.assessment(model: loaded.model, tokenizer: tokenizer, example: examples[2]),
+                                     try ConditionAccuracy.assessment(model: loaded.model, tokenizer: tokenizer, example: examples[0])])
+        XCTAssertFalse(assessments.contains(""), "\(assessments)")
+        XCTAssertNotEqual(assessments[0], assessments[1], "two notes, two assessments")
+        XCTAssertEqual(evaluation.tokens, plain.tokens)
+        for (fused, alone) in zip(evaluation.perExample, plain.perExample) {
+            XCTAssertEqual(fused.tokens, alone.tokens)
+            XCTAssertEqual(fused.loss, alone.loss, accuracy: 1e-4)
+        }
+        XCTAssertEqual(evaluation.perExample[1].loss, plain.perExample[1].loss, "a note not assessed is scored as before")
+    }
+
     /// The noise is added at σ = z·√3 once per coordinate, to the exact sums.
     func testReleaseNoisesEachCoordinateAtTheStatedSigma() throws {
         let before = [true, false, true], after = [true, true, true]

@@ -86,6 +86,39 @@ final class TinyLlamaReferenceTests: XCTestCase {
         XCTAssertLessThan(worst, 1e-4, "cached vs full logits differ by \(worst)")
     }
 
+    /// One pass over a task record's prompt serves its score and its greedy continuation: the loss is `score`'s (the
+    /// forward in two pieces: within the cached-pass tolerance above) and the tokens are `generate`'s exactly, on the
+    /// reference records whose labels mask a prompt; a record with no prompt is refused, not continued from nothing.
+    func testScoreAndContinueIsScoreThenGenerate() throws {
+        let model = try loadTiny(), reference = try Self.reference()
+        var continued = 0
+        // The reference records, and each again with its first half masked as a prompt.
+        let halves = zip(reference.inputIds, reference.labels).map { ids, labels in
+            (ids, [Int](repeating: -100, count: ids.count / 2) + labels[(ids.count / 2)...])
+        }
+        for (ids, labels) in Array(zip(reference.inputIds, reference.labels)) + halves {
+            guard let prompt = labels.firstIndex(where: { $0 != -100 }), prompt > 0 else {
+                XCTAssertThrowsError(try model.scoreAndContinue(tokens: ids, labels: labels, maxTokens: 6, stopTokens: [])) {
+                    XCTAssertTrue("\($0)".contains("no prompt"), "\($0)")
+                }
+                continue
+            }
+            let (score, continuation) = try model.scoreAndContinue(tokens: ids, labels: labels, maxTokens: 6, stopTokens: [])
+            let alone = try model.score(tokens: ids, labels: labels)
+            XCTAssertEqual(score.countedTokens, alone.countedTokens)
+            XCTAssertEqual(score.totalLoss, alone.totalLoss, accuracy: 1e-4 * Double(alone.countedTokens))
+            let generated = try model.generate(prompt: Array(ids[..<prompt]), maxTokens: 6, sampling: .greedy, stopTokens: [])
+            XCTAssertEqual(continuation, generated.tokens)
+            XCTAssertEqual(continuation.count, 6)
+            // The continuation starts from the prompt, not from the record's end: the control is the continuation of
+            // the whole record, which differs.
+            let afterRecord = try model.generate(prompt: ids, maxTokens: 6, sampling: .greedy, stopTokens: [])
+            XCTAssertNotEqual(continuation, afterRecord.tokens)
+            continued += 1
+        }
+        XCTAssertGreaterThanOrEqual(continued, 1 + reference.inputIds.count, "records with a masked prompt were continued")
+    }
+
     func testOutOfRangeTokenAndContextAreErrors() throws {
         let model = try loadTiny()
         XCTAssertThrowsError(try model.score(tokens: [1, 512])) { XCTAssertTrue("\($0)".contains("512")) }
