@@ -163,17 +163,20 @@ final class ConfigurationTests: XCTestCase {
                        "\(url.path): field 'rounds.aggregator': must be mean, trimmed_mean, median, got 'krum'")
     }
 
+    /// The round policy of a configuration written to `url` with `fields` (a schedule's) before a plan whose
+    /// `accuracy_records` is 7.
+    func scheduledPolicy(_ fields: String, at url: URL) throws -> RoundPolicy {
+        let plan = #""plan": {"steps": 1, "learning_rate": 0.1, "sampling_rate": 0.1, "noise_multiplier": 1, "clip_norm": 1, "delta": 1e-5, "max_length": 8, "rank": 1, "alpha": 1, "targets": ["q_proj"], "accuracy_records": 7}"#
+        try Data(#"{"model": "m", "rounds": {"min_clients": 2, "max_clients": 3, "fraction": 1, "aggregation": "fedavg", "invite_timeout": 1, "round_timeout": 1, "wait_for_clients": 1, \#(fields)\#(plan)}}"#.utf8)
+            .write(to: url)
+        return try CoordinatorConfiguration.load(url).rounds
+    }
+
     /// `accuracy_interval` k: round 1 and every k-th after it keep the plan's condition accuracy release, the others'
     /// invitations ask for none; absent, every round; below 1 refused by name.
     func testAccuracyIntervalParsesAndScheduledRoundsKeepTheRelease() throws {
-        let directory = try Fixtures.temporaryDirectory("config-accuracy")
-        let url = directory.appendingPathComponent("c.json")
-        let plan = #""plan": {"steps": 1, "learning_rate": 0.1, "sampling_rate": 0.1, "noise_multiplier": 1, "clip_norm": 1, "delta": 1e-5, "max_length": 8, "rank": 1, "alpha": 1, "targets": ["q_proj"], "accuracy_records": 7}"#
-        func load(_ fields: String) throws -> RoundPolicy {
-            try Data(#"{"model": "m", "rounds": {"min_clients": 2, "max_clients": 3, "fraction": 1, "aggregation": "fedavg", "invite_timeout": 1, "round_timeout": 1, "wait_for_clients": 1, \#(fields)\#(plan)}}"#.utf8)
-                .write(to: url)
-            return try CoordinatorConfiguration.load(url).rounds
-        }
+        let url = try Fixtures.temporaryDirectory("config-accuracy").appendingPathComponent("c.json")
+        func load(_ fields: String) throws -> RoundPolicy { try scheduledPolicy(fields, at: url) }
         let every = try load("")
         XCTAssertNil(every.accuracyInterval)
         XCTAssertEqual((1...4).map { every.plan(round: $0).accuracyRecords }, [7, 7, 7, 7])
@@ -192,14 +195,8 @@ final class ConfigurationTests: XCTestCase {
     /// carry `heldout_release` false (and keep everything else, the accuracy schedule included); absent, every round;
     /// below 1 refused by name with `accuracy_interval`'s words.
     func testHeldOutIntervalParsesAndScheduledRoundsKeepTheRelease() throws {
-        let directory = try Fixtures.temporaryDirectory("config-heldout")
-        let url = directory.appendingPathComponent("c.json")
-        let plan = #""plan": {"steps": 1, "learning_rate": 0.1, "sampling_rate": 0.1, "noise_multiplier": 1, "clip_norm": 1, "delta": 1e-5, "max_length": 8, "rank": 1, "alpha": 1, "targets": ["q_proj"], "accuracy_records": 7}"#
-        func load(_ fields: String) throws -> RoundPolicy {
-            try Data(#"{"model": "m", "rounds": {"min_clients": 2, "max_clients": 3, "fraction": 1, "aggregation": "fedavg", "invite_timeout": 1, "round_timeout": 1, "wait_for_clients": 1, \#(fields)\#(plan)}}"#.utf8)
-                .write(to: url)
-            return try CoordinatorConfiguration.load(url).rounds
-        }
+        let url = try Fixtures.temporaryDirectory("config-heldout").appendingPathComponent("c.json")
+        func load(_ fields: String) throws -> RoundPolicy { try scheduledPolicy(fields, at: url) }
         let every = try load("")
         XCTAssertNil(every.heldOutInterval)
         XCTAssertEqual((1...4).map { every.plan(round: $0).asksHeldOutRelease }, [true, true, true, true])

@@ -40,12 +40,18 @@ final class PlanPreviewTests: XCTestCase {
         return epsilon
     }
 
-    func testClientPlanAgreesWithPrivacyEpsilonAndFindsTheFirstRefusedRound() throws {
+    /// A client's configuration (a budget of 10 at δ 1e-5) and an empty state directory named `state`.
+    func clientSetup(state name: String) throws -> (config: URL, state: URL) {
         let config = directory.appendingPathComponent("client.json")
         try #"{"model": "m.gguf", "data": "d.jsonl", "eval_data": "e.jsonl", "policy": {"max_epsilon": 10, "delta": 1e-5, "max_steps_per_round": 100}}"#
             .write(to: config, atomically: true, encoding: .utf8)
-        let state = directory.appendingPathComponent("me")
+        let state = directory.appendingPathComponent(name)
         try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
+        return (config, state)
+    }
+
+    func testClientPlanAgreesWithPrivacyEpsilonAndFindsTheFirstRefusedRound() throws {
+        let (config, state) = try clientSetup(state: "me")
         let arguments = ["privacy", "plan", "--config", config.path, "--state", state.path, "--rounds", "8",
                          "--sampling-rate", "0.05", "--noise-multiplier", "0.9", "--steps", "30", "--delta", "1e-5"]
         let result = try client(arguments + ["--json"])
@@ -97,11 +103,7 @@ final class PlanPreviewTests: XCTestCase {
     /// ask for (rounds 1, 1 + k, …), as the ledger is charged (`HeldOutIntervalFederationTests` has the ledger's side);
     /// without them every round counts both.
     func testClientPlanCountsOnlyTheScheduledReleases() throws {
-        let config = directory.appendingPathComponent("client.json")
-        try #"{"model": "m.gguf", "data": "d.jsonl", "eval_data": "e.jsonl", "policy": {"max_epsilon": 10, "delta": 1e-5, "max_steps_per_round": 100}}"#
-            .write(to: config, atomically: true, encoding: .utf8)
-        let state = directory.appendingPathComponent("scheduled")
-        try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
+        let (config, state) = try clientSetup(state: "scheduled")
         let arguments = ["privacy", "plan", "--config", config.path, "--state", state.path, "--rounds", "6",
                          "--sampling-rate", "0.05", "--noise-multiplier", "2", "--steps", "10", "--delta", "1e-5",
                          "--metrics-noise-multiplier", "4", "--accuracy-noise-multiplier", "5", "--json"]
