@@ -12,8 +12,8 @@ struct PrivacyPlanCommand: ParsableCommand {
         help: """
         usage: conclave-client privacy plan --config F --state DIR --rounds N --sampling-rate q
                                             --noise-multiplier σ --steps T --delta δ
-                                            [--metrics-noise-multiplier z] [--accuracy-noise-multiplier z]
-                                            [--json]
+                                            [--metrics-noise-multiplier z] [--heldout-interval k]
+                                            [--accuracy-noise-multiplier z] [--accuracy-interval k] [--json]
                                             [--distributed --cohort N --threshold T --assume-honest H
                                              --dimension D --contributions K [--clip-norm C]
                                              [--fractional-bits F]]
@@ -22,19 +22,24 @@ struct PrivacyPlanCommand: ParsableCommand {
         would create: the policy's max_epsilon at its δ). Each round is checked as 'join' charges it: ε of
         the ledger's entries and the rounds before, composed by the ledger's accountant at the ledger's δ,
         must stay within the ledger's budget and the policy's max_epsilon. A refused round spends nothing,
-        so every later one is refused too. Each round also charges its held-out metrics release (the
-        Gaussian mechanism at the plan's metrics_noise_multiplier z), as 'join' does, and, for a client whose
-        held-out records carry conditions, its condition accuracy release (--accuracy-noise-multiplier).
-        Nothing is written.
+        so every later one is refused too. Each round that asks for them also charges its held-out metrics
+        release (the Gaussian mechanism at the plan's metrics_noise_multiplier z), as 'join' does, and, for a
+        client whose held-out records carry conditions, its condition accuracy release
+        (--accuracy-noise-multiplier). Nothing is written.
           --config F   the client's join configuration (its "policy")
           --state DIR  the client's state directory (its privacy ledger)
           --rounds N   how many rounds to preview
           --metrics-noise-multiplier z
                        the plan's metrics_noise_multiplier (default 20)
+          --heldout-interval k
+                       the coordinator's heldout_interval: the held-out loss release is charged in rounds
+                       1, 1 + k, 1 + 2k, ... only (default 1: every round)
           --accuracy-noise-multiplier z
                        the plan's accuracy_noise_multiplier (5 unless the plan says otherwise), for a client
                        whose held-out records carry conditions and a plan with accuracy_records above 0;
                        absent: no condition accuracy release is charged
+          --accuracy-interval k
+                       the coordinator's accuracy_interval: that release in rounds 1, 1 + k, ... only
           --json       print {"rounds": [{"round", "epsilon", "refused"}], "first_refused_round" (null when
                        all fit), "round_epsilon" (one round alone at the plan's δ), "spent_epsilon",
                        "budget_epsilon", "ceiling_epsilon", "delta", "accountant", "policy_objection"}
@@ -76,7 +81,9 @@ struct PrivacyPlanCommand: ParsableCommand {
             .required("--sampling-rate", .double(in: 0...1), \.q), .required("--noise-multiplier", .double(in: 1e-9...1e9), \.sigma),
             .required("--steps", .int(in: 1...100_000_000), \.steps), .required("--delta", .double(in: 1e-300...0.999_999), \.delta),
             .option("--metrics-noise-multiplier", .double(in: 0.01...1e9), \.metricsNoise),
+            .option("--heldout-interval", .int(in: 1...100_000), \.heldOutInterval),
             .option("--accuracy-noise-multiplier", .double(in: 0.1...1000), \.accuracyNoise),
+            .option("--accuracy-interval", .int(in: 1...100_000), \.accuracyInterval),
             .flag("--json", \.json),
             .flag("--distributed", \.distributed), .option("--cohort", .int(in: 1...100_000), \.cohort),
             .option("--threshold", .int(in: 1...100_000), \.threshold), .option("--assume-honest", .int(in: 1...100_000), \.assumeHonest),
@@ -95,7 +102,9 @@ struct PrivacyPlanCommand: ParsableCommand {
     var steps = 0
     var delta = 0.0
     var metricsNoise = TrainingPlan.defaultMetricsNoiseMultiplier
+    var heldOutInterval: Int?
     var accuracyNoise: Double?
+    var accuracyInterval: Int?
     var json = false
     var distributed = false
     var cohort: Int?
@@ -132,11 +141,17 @@ struct PrivacyPlanCommand: ParsableCommand {
         let preview = try distributedPreview()
         // Distributed: the ledger is charged the ε under the client's assumption (its zCDP stand-in).
         let mechanism = preview?.assumed.ledgerMechanism ?? MechanismSteps.dpsgd(samplingRate: q, noiseMultiplier: sigma, steps: steps)
-        let releases = [MetricsRelease.mechanism(noiseMultiplier: metricsNoise)]
-            + (accuracyNoise.map { [MetricsRelease.mechanism(noiseMultiplier: $0)] } ?? [])
-        let projection = try PrivacyPlanProjection.project(mechanism, releases: releases, rounds: rounds, after: spent,
-                                                           budget: budget, ceiling: policy.maxEpsilon)
-        let roundEpsilon = try PrivacyAccounting.epsilon(steps: [mechanism] + releases, delta: delta, accountant: budget.accountant)
+        // What round r releases besides its training, on the coordinator's schedules (as its invitations ask).
+        func releases(inRound round: Int) -> [MechanismSteps] {
+            (ReleaseSchedule(interval: heldOutInterval).asks(round: UInt64(round))
+                ? [MetricsRelease.mechanism(noiseMultiplier: metricsNoise)] : [])
+            + (ReleaseSchedule(interval: accuracyInterval).asks(round: UInt64(round))
+                ? accuracyNoise.map { [MetricsRelease.mechanism(noiseMultiplier: $0)] } ?? [] : [])
+        }
+        let projection = try PrivacyPlanProjection.project(mechanism, releasesInRound: releases(inRound:), rounds: rounds,
+                                                           after: spent, budget: budget, ceiling: policy.maxEpsilon)
+        let roundEpsilon = try PrivacyAccounting.epsilon(steps: [mechanism] + releases(inRound: 1), delta: delta,
+                                                         accountant: budget.accountant)
         let objection = policy.objection(to: planShape(unit: policy.privacyUnit))
         let summary = try preview.map { try distributedSummary($0) }
         if json {

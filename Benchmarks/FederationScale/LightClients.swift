@@ -139,8 +139,8 @@ final class LightClientFleet: @unchecked Sendable {
                 // A light client has no model: a fixed release of the right shape (the benchmark measures the protocol).
                 let heldOut = HeldOutRelease(lossBefore: 1_000, lossAfter: 980, count: 2_400, lossClip: plan.metricsLossClip,
                                              noiseMultiplier: plan.metricsNoiseMultiplier)
-                let report = TrainingReport(update: try randomUpdate(plan), heldOut: heldOut, evalLossBefore: 2.5,
-                                            evalLossAfter: 2.45, evalTokens: 256, trainLoss: 2.48, seconds: 0)
+                let report = TrainingReport(update: try randomUpdate(plan), heldOut: plan.asksHeldOutRelease ? heldOut : nil,
+                                            evalLoss: (2.5, 2.45), evalTokens: 256, trainLoss: 2.48, seconds: 0)
                 pending += try agent.trainingFinished(round: round, report)
             case let .send(frames):
                 for frame in frames { bytes += try frame.encoded() }

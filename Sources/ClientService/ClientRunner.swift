@@ -443,7 +443,7 @@ public final class ClientRunner: @unchecked Sendable {
         let model = loaded.model
         let start = ProcessStatistics.now()
         model.setAdapter(prepared.globalAdapter)
-        let before = try Evaluator.evaluate(model: model, examples: prepared.evalExamples)
+        let before = try heldOutLoss(prepared)
         let generationStart = ProcessStatistics.now()
         let namedBefore = try conditionsNamed(prepared)
         var generationSeconds = ProcessStatistics.now() - generationStart
@@ -459,7 +459,7 @@ public final class ClientRunner: @unchecked Sendable {
         let result = try prepared.trainer.train(progress: progress)
         let local = result.lora.adapter()
         model.setAdapter(local)
-        let after = try Evaluator.evaluate(model: model, examples: prepared.evalExamples)
+        let after = try heldOutLoss(prepared)
         let generationAfter = ProcessStatistics.now()
         let namedAfter = try conditionsNamed(prepared)
         generationSeconds += ProcessStatistics.now() - generationAfter
@@ -469,15 +469,21 @@ public final class ClientRunner: @unchecked Sendable {
         let localTensors = local.federationTensors
         try prepared.layout.write(localTensors, to: paths.localAdapter,
                                   baseModel: URL(fileURLWithPath: configuration.model).lastPathComponent)
-        let heldOut = try Self.release(before: before, after: after, plan: prepared.plan, evalExamples: prepared.evalExamples,
-                                       ledgerUnit: ledgerUnit)
-        log.write(String(format: "round %llu: held-out loss %.4f → %.4f over %d records (exact, this log only); released "
-                         + "with discrete Gaussian noise σ = %.0f grid units (z %g, L %g)", round, before.loss, after.loss,
-                         after.examples, heldOut.sigma, heldOut.noiseMultiplier, heldOut.lossClip))
+        var heldOut: HeldOutRelease?
+        if let before, let after {
+            let release = try Self.release(before: before, after: after, plan: prepared.plan, evalExamples: prepared.evalExamples,
+                                           ledgerUnit: ledgerUnit)
+            log.write(String(format: "round %llu: held-out loss %.4f → %.4f over %d records (exact, this log only); released "
+                             + "with discrete Gaussian noise σ = %.0f grid units (z %g, L %g)", round, before.loss, after.loss,
+                             after.examples, release.sigma, release.noiseMultiplier, release.lossClip))
+            heldOut = release
+        } else {
+            log.write("round \(round): the round asks for no held-out loss release; the held-out records were not scored")
+        }
         return TrainingReport(update: AdapterMath.difference(localTensors, prepared.global), heldOut: heldOut,
-                              evalLossBefore: RoundData.reportedLoss(before), evalLossAfter: RoundData.reportedLoss(after), evalTokens: after.tokens,
-                              trainLoss: result.trainLoss, seconds: ProcessStatistics.now() - start, canaryExposure: exposure,
-                              conditionAccuracy: accuracy)
+                              evalLoss: before.flatMap { b in after.map { (RoundData.reportedLoss(b), RoundData.reportedLoss($0)) } },
+                              evalTokens: after?.tokens ?? 0, trainLoss: result.trainLoss,
+                              seconds: ProcessStatistics.now() - start, canaryExposure: exposure, conditionAccuracy: accuracy)
     }
 
     /// A distributed-DP round: the held-out loss of the global adapter, then this client's clipped gradient sum
@@ -487,7 +493,7 @@ public final class ClientRunner: @unchecked Sendable {
         let model = loaded.model
         let start = ProcessStatistics.now()
         model.setAdapter(prepared.globalAdapter)
-        let before = try Evaluator.evaluate(model: model, examples: prepared.evalExamples)
+        let before = try heldOutLoss(prepared)
         let evaluated = ProcessStatistics.now()
         // Nothing is trained locally: "after" is the global adapter's again, as for the loss.
         let named = try conditionsNamed(prepared)
@@ -500,16 +506,26 @@ public final class ClientRunner: @unchecked Sendable {
         let step = try prepared.trainer.clippedStepSum(clipNorm: prepared.plan.clipNorm)
         let stepped = ProcessStatistics.now()
         let sum = prepared.trainer.lora.adapter(from: step.sum.map { Float($0) }).federationTensors
-        let heldOut = try Self.release(before: before, after: before, plan: prepared.plan, evalExamples: prepared.evalExamples,
-                                       ledgerUnit: ledgerUnit)
+        let heldOut = try before.map {
+            try Self.release(before: $0, after: $0, plan: prepared.plan, evalExamples: prepared.evalExamples, ledgerUnit: ledgerUnit)
+        }
         let trainLoss = step.examples > 0 ? step.loss / Double(step.examples) : .nan
-        log.write(String(format: "round %llu: held-out loss %.4f over %d records (exact, this log only); %d units sampled, clipped "
-                         + "gradients summed (mean loss %.4f); seconds: evaluation %.1f, canaries %.1f, gradients %.1f",
-                         round, before.loss, before.examples, step.units, trainLoss, evaluated - start, measured - generated,
-                         stepped - measured))
-        return TrainingReport(update: sum, heldOut: heldOut, evalLossBefore: RoundData.reportedLoss(before),
-                              evalLossAfter: RoundData.reportedLoss(before), evalTokens: before.tokens, trainLoss: trainLoss,
+        let scored = before.map { String(format: "held-out loss %.4f over %d records (exact, this log only)", $0.loss, $0.examples) }
+            ?? "no held-out loss release asked (held-out records not scored)"
+        log.write(String(format: "round %llu: %@; %d units sampled, clipped gradients summed (mean loss %.4f); seconds: "
+                         + "evaluation %.1f, canaries %.1f, gradients %.1f", round, scored, step.units, trainLoss,
+                         evaluated - start, measured - generated, stepped - measured))
+        return TrainingReport(update: sum, heldOut: heldOut,
+                              evalLoss: before.map { (RoundData.reportedLoss($0), RoundData.reportedLoss($0)) },
+                              evalTokens: before?.tokens ?? 0, trainLoss: trainLoss,
                               seconds: ProcessStatistics.now() - start, canaryExposure: exposure, conditionAccuracy: accuracy)
+    }
+
+    /// The held-out loss of the model's adapter as set, or nil in a round that asks for no held-out release (whose
+    /// held-out records are then not scored at all: nothing of them is computed, so nothing could leak).
+    private func heldOutLoss(_ prepared: PreparedRound) throws -> Evaluation? {
+        guard prepared.plan.asksHeldOutRelease else { return nil }
+        return try Evaluator.evaluate(model: loaded.model, examples: prepared.evalExamples)
     }
 
     /// The round's held-out release (`HeldOutMetrics`, charged with the training by the agent's charge), its records

@@ -89,7 +89,8 @@ public struct DemoConfiguration: Sendable, Equatable {
         let expected = rate * trainingRecords * Double(clients)
         return TrainingPlan(steps: 1, learningRate: 1.0, samplingRate: rate, noiseMultiplier: Demo.distributedNoiseMultiplier,
                             clipNorm: 1.0, delta: 1e-5, maxLength: Demo.distributedMaxLength, rank: 4, alpha: 8,
-                            targets: ["q_proj", "v_proj"], noisePlacement: .distributed, expectedBatch: expected,
+                            targets: ["q_proj", "v_proj"], metricsNoiseMultiplier: Demo.metricsNoiseMultiplier,
+                            noisePlacement: .distributed, expectedBatch: expected,
                             maxContributions: Int((4 * expected).rounded(.up)) + 32, accuracyRecords: Demo.accuracyRecords,
                             accuracyNoiseMultiplier: Demo.accuracyNoiseMultiplier)
     }
@@ -99,6 +100,12 @@ public struct DemoConfiguration: Sendable, Equatable {
     /// note at `Demo.accuracyNoiseMultiplier` have a standard error near 0.13 where six at z 5 over 10 notes had 0.3 to
     /// 1.5, for ε +0.48 instead of +0.36 and a third fewer generations. A benchmark's plan keeps every round's.
     public var accuracyInterval: Int? { planOverride == nil && rounds > 1 ? rounds - 1 : nil }
+
+    /// The held-out loss release on the same schedule (`heldout_interval` rounds − 1): the base model's loss and the
+    /// adapter's the last round starts from, the before/after the demo prints. One release a round at z 20 said nothing
+    /// (± 28 nats on a loss near 4) for about 40 s of the demo's scoring; two at `Demo.metricsNoiseMultiplier` say more
+    /// for a stated ε. A benchmark's plan keeps every round's.
+    public var heldOutInterval: Int? { accuracyInterval }
 
     /// How a client's notes are written: the task form (note → assessment) for the distributed demo, whose probe
     /// asks for assessments; whole notes for the local one.
@@ -118,7 +125,8 @@ public struct DemoConfiguration: Sendable, Equatable {
             minClients: plan.isClientLevel ? 2 : max(1, clients - 1), maxClients: clients, fraction: 1.0,
             aggregation: aggregation, secureAggregation: secureAggregation, inviteTimeout: 60,
             roundTimeout: roundTimeoutOverride ?? 900, waitForClients: 120, plan: plan,
-            clientEpsilonBudget: plan.isClientLevel ? clientEpsilonBudgetOverride : nil, accuracyInterval: accuracyInterval),
+            clientEpsilonBudget: plan.isClientLevel ? clientEpsilonBudgetOverride : nil, accuracyInterval: accuracyInterval,
+            heldOutInterval: heldOutInterval),
             serverLearningRate: serverLearningRateOverride ?? (distributedNoise ? Demo.serverLearningRate : nil))
     }
 
@@ -173,6 +181,12 @@ public final class Demo {
     public static let distributedMaxLength = 320
     /// FedAdam's η.
     public static let serverLearningRate = 0.02
+    /// z of the held-out loss release in the distributed demo's two releases (rounds 1 and the last): σ = z·√3 notes
+    /// per client and coordinate, so the pooled loss over 3 × 20 notes has a standard error of about
+    /// z·√(L² + ℓ²)/20 ≈ 0.75 nats at ℓ ≈ 4.6, L 6 (about 7.6 at z 20, and more where the noised count fell short).
+    /// `conclave-client privacy plan` on the demo's plan: each client's ε after its 6 rounds 7.92 under assume_honest 2
+    /// (7.18 at z 20 on this schedule, 7.20 at z 20 every round), within the 8.
+    public static let metricsNoiseMultiplier = 2.0
     /// Held-out notes each client scores for condition accuracy, in the two rounds that release it: all of its 20.
     public static let accuracyRecords = 20
     /// z of the condition accuracy release: σ = z·√3 notes per client and coordinate, so the pooled figure over 3 × 20
@@ -237,8 +251,10 @@ public final class Demo {
         }
         let plan = c.plan
         narrate("  coordinator serving on 127.0.0.1:\(federation.port); " + Self.planLine(c))
-        narrate("  held-out metrics: DP-released (discrete Gaussian, z \(plan.metricsNoiseMultiplier), losses clipped to "
-                + "[0, \(plan.metricsLossClip)] nats), charged to each client's ledger with its round; no counts or timings sent")
+        let heldOutRounds = c.heldOutInterval.map { "in rounds 1 and \(1 + $0) only" } ?? "each round"
+        narrate("  held-out metrics: \(heldOutRounds), DP-released (discrete Gaussian, z \(plan.metricsNoiseMultiplier), losses "
+                + "clipped to [0, \(plan.metricsLossClip)] nats), charged to each client's ledger with its round; no counts or "
+                + "timings sent")
         if plan.accuracyRecords > 0 && c.form == .task {
             let rounds = c.accuracyInterval.map { "in rounds 1 and \(1 + $0) only" } ?? "a round"
             narrate("  condition accuracy: each client writes the assessment of up to \(plan.accuracyRecords) of its held-out notes "

@@ -212,8 +212,9 @@ public struct ClientAgent: Sendable {
         }
         state = .charging(work, preparation)
         let plan = work.invite.plan
-        // The condition accuracy release is charged only by a client that makes it (held-out records with a condition).
-        let releases = [MetricsRelease.mechanism(plan: plan)]
+        // The held-out loss release is charged in the rounds that ask for it; the condition accuracy release only by a
+        // client that makes it (held-out records with a condition).
+        let releases = (plan.asksHeldOutRelease ? [MetricsRelease.mechanism(plan: plan)] : [])
             + (preparation.scoresConditions ? [MetricsRelease.accuracyMechanism(plan: plan)] : [])
         if let distributed = work.distributed {
             // One DP-SGD step whose noise the cohort shares: charged for the ε under the client's own trust. A
@@ -306,6 +307,8 @@ public struct ClientAgent: Sendable {
         // What was not charged is never sent.
         precondition(report.conditionAccuracy == nil || preparation.scoresConditions,
                      "round \(round): a condition accuracy release the ledger was not charged for")
+        precondition((report.heldOut != nil) == work.invite.plan.asksHeldOutRelease,
+                     "round \(round): a held-out release \(report.heldOut == nil ? "missing" : "the ledger was not charged for")")
         // Only the release and ledger figures go up; the exact losses, count and timing stay in this log.
         let metrics = ClientRoundMetrics(client: name, epsilon: receipt.epsilon, delta: receipt.budget.delta,
                                          epsilonBudget: min(receipt.budget.epsilon, policy.maxEpsilon),
@@ -318,8 +321,9 @@ public struct ClientAgent: Sendable {
         guard let masking = work.masking else {
             state = .awaitingResult(round: round, participation: nil)
             return [.upload(round: round, update: report.update, metrics: metrics),
-                    .log(String(format: "round %llu: update sent; held-out loss %.4f → %.4f, train loss %.4f, %.0f s",
-                                round, report.evalLossBefore, report.evalLossAfter, report.trainLoss, report.seconds))]
+                    .log(String(format: "round %llu: update sent; %@train loss %.4f, %.0f s", round,
+                                report.evalLoss.map { String(format: "held-out loss %.4f → %.4f, ", $0.before, $0.after) } ?? "",
+                                report.trainLoss, report.seconds))]
         }
         var actions: [Action] = []
         let encoded: (words: [UInt32], clipped: Int)
@@ -347,8 +351,9 @@ public struct ClientAgent: Sendable {
                                                                                  input: encoded.words, metrics: metrics))
         return actions + [
             .send([try SecureAdvertise(round: round, advertisement: advertisement).frame()]),
-            .log(String(format: "round %llu: trained (held-out loss %.4f → %.4f, %.0f s); secure aggregation: keys advertised",
-                        round, report.evalLossBefore, report.evalLossAfter, report.seconds)),
+            .log(String(format: "round %llu: trained (%@%.0f s); secure aggregation: keys advertised", round,
+                        report.evalLoss.map { String(format: "held-out loss %.4f → %.4f, ", $0.before, $0.after) } ?? "",
+                        report.seconds)),
         ]
     }
 
@@ -615,27 +620,26 @@ public struct ChargeRequest: Sendable, Equatable {
 public struct TrainingReport: Sendable {
     /// The change to the global adapter: local − global.
     public var update: AdapterTensors
-    /// The held-out figures as released (noised; charged with the training).
-    public var heldOut: HeldOutRelease
+    /// The held-out figures as released (noised; charged with the training), nil when the round asks for none.
+    public var heldOut: HeldOutRelease?
     /// The condition accuracy as released (noised; charged with the training), nil when the round scores none.
     public var conditionAccuracy: ConditionAccuracyRelease?
-    /// Held-out loss of the global adapter as received, and of the trained one (exact: the client's log only).
-    public var evalLossBefore: Double
-    public var evalLossAfter: Double
+    /// Held-out loss of the global adapter as received, and of the trained one (exact: the client's log only), nil
+    /// when the round asks for no held-out release (the client does not score its held-out records then).
+    public var evalLoss: (before: Double, after: Double)?
     public var evalTokens: Int
     public var trainLoss: Double
     /// Seconds spent training and evaluating.
     public var seconds: Double
     public var canaryExposure: CanaryExposureSummary?
 
-    public init(update: AdapterTensors, heldOut: HeldOutRelease, evalLossBefore: Double, evalLossAfter: Double,
+    public init(update: AdapterTensors, heldOut: HeldOutRelease?, evalLoss: (before: Double, after: Double)?,
                 evalTokens: Int, trainLoss: Double, seconds: Double, canaryExposure: CanaryExposureSummary? = nil,
                 conditionAccuracy: ConditionAccuracyRelease? = nil) {
         self.conditionAccuracy = conditionAccuracy
         self.update = update
         self.heldOut = heldOut
-        self.evalLossBefore = evalLossBefore
-        self.evalLossAfter = evalLossAfter
+        self.evalLoss = evalLoss
         self.evalTokens = evalTokens
         self.trainLoss = trainLoss
         self.seconds = seconds

@@ -118,8 +118,10 @@ public struct PlanPreview: Encodable, Sendable, Equatable {
     /// - Throws: `PrivacyParameterError` for a plan the accountant cannot take.
     /// - Parameter accuracyReleases: how many condition accuracy releases the first r rounds ask for (default: one a
     ///   round when the plan asks for any; `RoundPolicy.accuracyReleases` under an `accuracy_interval`).
+    /// - Parameter heldOutReleases: how many held-out loss releases the first r rounds ask for (default: one a round
+    ///   when the plan asks for it; `RoundPolicy.heldOutReleases` under a `heldout_interval`).
     public init(plan: TrainingPlan, count: Int, enrolled: [String], knownPolicies: [String: ClientPolicy] = [:],
-                accuracyReleases: ((Int) -> Int)? = nil) throws {
+                accuracyReleases: ((Int) -> Int)? = nil, heldOutReleases: ((Int) -> Int)? = nil) throws {
         samplingRate = plan.samplingRate
         noiseMultiplier = plan.noiseMultiplier
         stepsPerRound = plan.steps
@@ -140,15 +142,18 @@ public struct PlanPreview: Encodable, Sendable, Equatable {
                 let releases = accuracyReleases?(rounds) ?? (plan.accuracyRecords > 0 ? rounds : 0)
                 return releases > 0 ? [MetricsRelease.accuracyMechanism(plan: plan, rounds: releases)] : []
             }
+            func heldOut(_ rounds: Int) -> [MechanismSteps] {
+                let releases = heldOutReleases?(rounds) ?? (plan.asksHeldOutRelease ? rounds : 0)
+                return releases > 0 ? [MetricsRelease.mechanism(plan: plan, rounds: releases)] : []
+            }
             rounds = try (1...max(1, count)).map { round in
                 Round(round: round, epsilon: try PrivacyAccounting.epsilon(
-                    // Each round charges its training and its held-out metrics release (issue 13), and, when the plan
-                    // asks for one, the condition accuracy release of a client whose held-out records carry conditions
-                    // (the preview counts it: the most a client is charged; one without conditions spends less).
+                    // Each round charges its training and, in the rounds that ask for them, its held-out metrics
+                    // release (issue 13) and the condition accuracy release of a client whose held-out records carry
+                    // conditions (the preview counts it: the most a client is charged; one without conditions spends less).
                     steps: [.dpsgd(samplingRate: plan.samplingRate, noiseMultiplier: plan.noiseMultiplier,
-                                   steps: plan.steps * round),
-                            MetricsRelease.mechanism(plan: plan, rounds: round)]
-                        + accuracy(round),
+                                   steps: plan.steps * round)]
+                        + heldOut(round) + accuracy(round),
                     delta: plan.delta, accountant: .rdp))
             }
             roundEpsilon = rounds[0].epsilon
@@ -168,7 +173,7 @@ public struct PlanPreview: Encodable, Sendable, Equatable {
     /// The preview of `count` rounds of `policy`'s plan, with its aggregation.
     public init(policy: RoundPolicy, count: Int, enrolled: [String], knownPolicies: [String: ClientPolicy] = [:]) throws {
         try self.init(plan: policy.plan, count: count, enrolled: enrolled, knownPolicies: knownPolicies,
-                      accuracyReleases: policy.accuracyReleases(inRounds:))
+                      accuracyReleases: policy.accuracyReleases(inRounds:), heldOutReleases: policy.heldOutReleases(inRounds:))
         aggregation = Aggregation(strategy: policy.aggregation.rawValue, secureAggregation: policy.secureAggregation,
                                   aggregator: policy.aggregator.rawValue,
                                   trimFraction: policy.aggregator == .trimmedMean

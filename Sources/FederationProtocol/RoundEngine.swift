@@ -343,6 +343,9 @@ public struct RoundEngine: Sendable {
 
     /// `client`'s update and metrics for `round` arrived complete.
     public mutating func upload(_ client: String, round: UInt64, update: ReceivedUpdate, now: Date) -> [Action] {
+        if training?.round == round, let problem = heldOutProblem(update.metrics, round: round) {
+            return leave(client, round: round, reason: problem, now: now)
+        }
         let stored = modifyTraining { r -> Bool in
             guard r.round == round, r.accepted.contains(client), !r.resolved(client),
                   case .plain(var updates, let deadline) = r.exchange else { return false }
@@ -356,6 +359,17 @@ public struct RoundEngine: Sendable {
         }
         return [.log(String(format: "round %llu: update from '%@' (%@, ε %.2f)", round, client,
                             releasedLossText(update.metrics), update.metrics.epsilon))] + finishIfResolved(now: now)
+    }
+
+    /// Why `metrics` cannot complete an update of `round`, or nil: its held-out loss release must be there exactly when
+    /// the round's plan asked for it (`heldout_interval`). One missing is refused (a release every round asked for is
+    /// how the round's figure is pooled); one the round did not ask for was not charged by the plan's accounting.
+    private func heldOutProblem(_ metrics: ClientRoundMetrics, round: UInt64) -> String? {
+        switch (policy.plan(round: round).asksHeldOutRelease, metrics.heldOut != nil) {
+        case (true, false): return "no held-out release in a round that asked for one"
+        case (false, true): return "a held-out release in a round that asked for none"
+        default: return nil
+        }
     }
 
     /// `client` gives up on `round` with a reason (e.g. it refused a stage's message).
@@ -602,6 +616,9 @@ public struct RoundEngine: Sendable {
     public mutating func secureMaskedInput(_ client: String, round: UInt64, _ message: SecureMaskedInput,
                                            metrics: ClientRoundMetrics, now: Date) -> [Action] {
         guard invited?.round == round else { return [.log("ignored masked input of round \(round) from '\(client)'")] }
+        if training?.round == round, let problem = heldOutProblem(metrics, round: round) {
+            return leave(client, round: round, reason: problem, now: now)
+        }
         return [.log(String(format: "round %llu: masked update from '%@' (%@, ε %.2f)",
                             round, client, releasedLossText(metrics), metrics.epsilon))]
             + secureEvent(now: now) { $0.maskedInput(client, message, metrics: metrics, now: now) }

@@ -63,6 +63,11 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
     /// data-independent: fewer releases at a smaller z tell more at the same ε (k = rounds − 1: the base model and the
     /// last round's global adapter).
     public var accuracyInterval: Int?
+    /// Which rounds ask for the held-out loss release (JSON `heldout_interval`, k), on the same schedule as
+    /// `accuracy_interval`: the others' invitations carry `heldout_release` false, so their clients neither score their
+    /// held-out records for it nor release nor are charged for it, and the round's pooled loss is "n/a". nil: every
+    /// round.
+    public var heldOutInterval: Int?
 
     /// β when `trim_fraction` is not given: one update in five dropped at each end, so a cohort of 5 to
     /// 9 tolerates one client sending anything, of 10 to 14 two (Yin et al. 2018: up to ⌊β·n⌋).
@@ -73,7 +78,7 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
                 updateClip: Double? = nil, neighbourDegree: Int? = nil,
                 dropoutTolerance: Double? = nil, dropoutFailureProbability: Double? = nil,
                 aggregator: UpdateAggregator = .mean, trimFraction: Double? = nil, updateNormClip: Double? = nil,
-                clientEpsilonBudget: Double? = nil, accuracyInterval: Int? = nil) {
+                clientEpsilonBudget: Double? = nil, accuracyInterval: Int? = nil, heldOutInterval: Int? = nil) {
         self.minClients = minClients
         self.maxClients = maxClients
         self.fraction = fraction
@@ -93,23 +98,27 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
         self.updateNormClip = updateNormClip
         self.clientEpsilonBudget = clientEpsilonBudget
         self.accuracyInterval = accuracyInterval
+        self.heldOutInterval = heldOutInterval
     }
 
     /// The plan round `round`'s invitation carries: the policy's, without the condition accuracy release in a round
-    /// `accuracy_interval` skips.
+    /// `accuracy_interval` skips, and without the held-out loss release in a round `heldout_interval` skips.
     public func plan(round: UInt64) -> TrainingPlan {
-        guard let k = accuracyInterval, k > 1, round % UInt64(k) != 1 else { return plan }
-        var skipping = plan
-        skipping.accuracyRecords = 0
-        return skipping
+        var invited = plan
+        if !ReleaseSchedule(interval: accuracyInterval).asks(round: round) { invited.accuracyRecords = 0 }
+        if !ReleaseSchedule(interval: heldOutInterval).asks(round: round) { invited.asksHeldOutRelease = false }
+        
+        return invited
     }
 
-    /// The most condition accuracy releases any `rounds` consecutive rounds ask for: ⌈rounds / k⌉, exact for rounds
-    /// 1 to `rounds` (what previews count, as they count a release whenever one may be asked).
+    /// The most condition accuracy releases any `rounds` consecutive rounds ask for (`ReleaseSchedule.releases`).
     public func accuracyReleases(inRounds rounds: Int) -> Int {
-        guard plan.accuracyRecords > 0 else { return 0 }
-        let k = max(1, accuracyInterval ?? 1)
-        return (max(0, rounds) + k - 1) / k
+        plan.accuracyRecords > 0 ? ReleaseSchedule(interval: accuracyInterval).releases(inRounds: rounds) : 0
+    }
+
+    /// The most held-out loss releases any `rounds` consecutive rounds ask for (`ReleaseSchedule.releases`).
+    public func heldOutReleases(inRounds rounds: Int) -> Int {
+        plan.asksHeldOutRelease ? ReleaseSchedule(interval: heldOutInterval).releases(inRounds: rounds) : 0
     }
 
     enum CodingKeys: String, CodingKey {
@@ -129,6 +138,7 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
         case updateNormClip = "update_norm_clip"
         case clientEpsilonBudget = "client_epsilon_budget"
         case accuracyInterval = "accuracy_interval"
+        case heldOutInterval = "heldout_interval"
     }
 
     /// Every field as written; `secure_aggregation` may be left out and is then on, and the
@@ -164,6 +174,7 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
         updateNormClip = try c.decodeIfPresent(Double.self, forKey: .updateNormClip)
         clientEpsilonBudget = try c.decodeIfPresent(Double.self, forKey: .clientEpsilonBudget)
         accuracyInterval = try c.decodeIfPresent(Int.self, forKey: .accuracyInterval)
+        heldOutInterval = try c.decodeIfPresent(Int.self, forKey: .heldOutInterval)
     }
 
     /// The L2 bound on a plain round's updates when `update_norm_clip` is not given: B·√P, with B the
@@ -219,8 +230,8 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
             try check(dropoutFailureProbability.isFinite && dropoutFailureProbability > 0 && dropoutFailureProbability < 1,
                       "dropout_failure_probability", "must be in (0, 1), got \(dropoutFailureProbability)")
         }
-        if let accuracyInterval {
-            try check(accuracyInterval >= 1, "accuracy_interval", "must be at least 1 (1: every round), got \(accuracyInterval)")
+        for (field, interval) in [("accuracy_interval", accuracyInterval), ("heldout_interval", heldOutInterval)] {
+            if let interval { try check(interval >= 1, field, "must be at least 1 (1: every round), got \(interval)") }
         }
         try validateClientLevel(path: path)
         try validateAggregator(check)
@@ -316,5 +327,29 @@ extension RoundPolicy {
         case .complete: return (graph, SecureAggregationSession.defaultThreshold(neighbourhoodSize: cohortSize))
         case let .harary(k): return (graph, SecureAggregationSession.defaultThreshold(neighbourhoodSize: k + 1))
         }
+    }
+}
+
+/// Which rounds ask for a metrics release that a coordinator schedules (`accuracy_interval`, `heldout_interval`):
+/// round 1 and every k-th round after it (1, 1 + k, 1 + 2k, …). Round numbers only, so whether a round releases is
+/// public and data-independent; the coordinator's invitations, its previews and a client's `privacy plan` all read it
+/// here.
+public struct ReleaseSchedule: Sendable, Equatable {
+    /// k; nil or 1: every round.
+    public var interval: Int?
+
+    public init(interval: Int?) { self.interval = interval }
+
+    /// Whether round `round` (1-based) asks for the release.
+    public func asks(round: UInt64) -> Bool {
+        guard let k = interval, k > 1 else { return true }
+        return round % UInt64(k) == 1
+    }
+
+    /// The most releases any `rounds` consecutive rounds ask for: ⌈rounds / k⌉, exact for rounds 1 to `rounds` (what
+    /// previews count, as they count a release whenever one may be asked).
+    public func releases(inRounds rounds: Int) -> Int {
+        let k = max(1, interval ?? 1)
+        return (max(0, rounds) + k - 1) / k
     }
 }

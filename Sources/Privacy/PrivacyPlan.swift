@@ -36,8 +36,15 @@ public struct PrivacyPlanProjection: Sendable, Equatable {
     public static func project(_ mechanism: MechanismSteps, releases: [MechanismSteps] = [], rounds: Int,
                                after spent: [MechanismSteps], budget: PrivacyBudget,
                                ceiling: Double? = nil) throws -> PrivacyPlanProjection {
+        try project(mechanism, releasesInRound: { _ in releases }, rounds: rounds, after: spent, budget: budget, ceiling: ceiling)
+    }
+
+    /// As above, with what each round releases besides its training given by round (1-based): the metrics releases a
+    /// coordinator asks for in scheduled rounds only (`accuracy_interval`, `heldout_interval`).
+    public static func project(_ mechanism: MechanismSteps, releasesInRound: (Int) -> [MechanismSteps], rounds: Int,
+                               after spent: [MechanismSteps], budget: PrivacyBudget,
+                               ceiling: Double? = nil) throws -> PrivacyPlanProjection {
         try mechanism.validate()
-        for release in releases { try release.validate() }
         try budget.validate()
         guard rounds >= 1 else { throw PrivacyParameterError(name: "rounds", value: Double(rounds), expected: "at least 1") }
         let spentEpsilon = spent.isEmpty ? 0
@@ -51,6 +58,8 @@ public struct PrivacyPlanProjection: Sendable, Equatable {
                 continue
             }
             // A round charges its training and what it releases besides (its metrics) in one write.
+            let releases = releasesInRound(round)
+            for release in releases { try release.validate() }
             let epsilon = try PrivacyAccounting.epsilon(steps: charged + [mechanism] + releases, delta: budget.delta,
                                                         accountant: budget.accountant)
             if epsilon > budget.epsilon || (ceiling.map { epsilon > $0 } ?? false) {

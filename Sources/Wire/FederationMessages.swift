@@ -87,6 +87,8 @@ public struct Invite: WireMessage, Equatable {
         // Protocol 5: the condition accuracy release's bound on scored records and its z.
         encoder.uint32(UInt32(clamping: plan.accuracyRecords))
         encoder.double(plan.accuracyNoiseMultiplier)
+        // Protocol 6: whether the round asks for the held-out loss release (the coordinator's `heldout_interval`).
+        encoder.bool(plan.asksHeldOutRelease)
     }
 
     public init(from decoder: inout WireDecoder) throws {
@@ -124,6 +126,7 @@ public struct Invite: WireMessage, Equatable {
         let maxContributions = Int(try decoder.uint32("maxContributions"))
         plan.accuracyRecords = Int(try decoder.uint32("accuracyRecords"))
         plan.accuracyNoiseMultiplier = try decoder.double("accuracyNoiseMultiplier")
+        plan.asksHeldOutRelease = try decoder.bool("asksHeldOutRelease")
         // A client-level plan sends neither (its denominator q·N is the coordinator's, its K the cohort), nor q.
         if noisePlacement == .distributed && !plan.isClientLevel {
             plan.expectedBatch = expectedBatch
@@ -194,7 +197,9 @@ public struct TensorsDone: WireMessage, Equatable {
 }
 
 /// Client → coordinator: the client's figures for the round, sent after its update: ε from its ledger,
-/// the noised held-out release, and the canary exposure summary. No count, timing or loss in clear.
+/// the noised held-out release (in a round whose plan asks for it), and the canary exposure summary. No count,
+/// timing or loss in clear. Whether the release may be absent is the round's to say: `RoundEngine` refuses a
+/// report without it in a round that asked, and one with it in a round that did not.
 public struct MetricsReport: WireMessage, Equatable {
     public static let messageType = MessageType.metrics
     public var round: UInt64
@@ -206,19 +211,20 @@ public struct MetricsReport: WireMessage, Equatable {
     }
 
     public func encode(into encoder: inout WireEncoder) throws {
-        guard let heldOut = metrics.heldOut else {
-            throw WireError.invalidValue(field: "metrics.heldOut", reason: "a report without a held-out release is never sent")
-        }
         encoder.uint64(round)
         try encoder.string(metrics.client, field: "client")
         encoder.double(metrics.epsilon)
         encoder.double(metrics.delta)
         encoder.double(metrics.epsilonBudget)
-        encoder.int64(heldOut.lossBefore)
-        encoder.int64(heldOut.lossAfter)
-        encoder.int64(heldOut.count)
-        encoder.double(heldOut.lossClip)
-        encoder.double(heldOut.noiseMultiplier)
+        // Protocol 6: the held-out loss release behind a presence flag (absent in a round that asked for none).
+        encoder.bool(metrics.heldOut != nil)
+        if let heldOut = metrics.heldOut {
+            encoder.int64(heldOut.lossBefore)
+            encoder.int64(heldOut.lossAfter)
+            encoder.int64(heldOut.count)
+            encoder.double(heldOut.lossClip)
+            encoder.double(heldOut.noiseMultiplier)
+        }
         // Canary exposure: a presence flag, then the summary (never the secrets, never its timing).
         encoder.bool(metrics.canaryExposure != nil)
         if let exposure = metrics.canaryExposure {
@@ -255,10 +261,13 @@ public struct MetricsReport: WireMessage, Equatable {
         let epsilon = try decoder.double("epsilon")
         let delta = try decoder.double("delta")
         let budget = try decoder.double("epsilonBudget")
-        let heldOut = HeldOutRelease(lossBefore: try decoder.int64("heldOut.lossBefore"),
+        var heldOut: HeldOutRelease?
+        if try decoder.bool("hasHeldOut") {
+            heldOut = HeldOutRelease(lossBefore: try decoder.int64("heldOut.lossBefore"),
                                      lossAfter: try decoder.int64("heldOut.lossAfter"), count: try decoder.int64("heldOut.count"),
                                      lossClip: try decoder.double("heldOut.lossClip"),
                                      noiseMultiplier: try decoder.double("heldOut.noiseMultiplier"))
+        }
         var exposure: CanaryExposureSummary?
         if try decoder.bool("hasCanaryExposure") {
             exposure = try Self.decodeExposure(&decoder)
@@ -284,7 +293,7 @@ public struct MetricsReport: WireMessage, Equatable {
             throw WireError.invalidValue(field: "metrics.trust.epsilonTrustingNoOne",
                                          reason: "\(cumulative), below the client's ε \(epsilon) under its assumption")
         }
-        if let problem = heldOut.problem { throw WireError.invalidValue(field: "metrics.heldOut", reason: problem) }
+        if let problem = heldOut?.problem { throw WireError.invalidValue(field: "metrics.heldOut", reason: problem) }
         for (name, value) in [("delta", delta), ("epsilonBudget", budget)] where !(value.isFinite && value >= 0) {
             throw WireError.invalidValue(field: "metrics.\(name)", reason: "\(value)")
         }

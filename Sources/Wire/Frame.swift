@@ -15,10 +15,12 @@ public enum WireProtocol {
     /// its noise placement (distributed DP) and metrics the client's trust assumption; a version-3 client
     /// would read a distributed plan as a local one and add all the noise itself, so it is refused. 5 (issue
     /// 17): a distributed round's metrics carry the client's cumulative ε trusting no one, which the audit
-    /// and report show; a version-4 client would leave it out.
-    public static let version: UInt16 = 5
+    /// and report show; a version-4 client would leave it out. 6 (issue 17): the invitation's plan says whether the
+    /// round asks for the held-out loss release, and metrics carry that release behind a presence flag; a version-5
+    /// client would misread both, so it is refused.
+    public static let version: UInt16 = 6
     /// The versions this build reads; any other is refused.
-    public static let supportedVersions: Set<UInt16> = [5]
+    public static let supportedVersions: Set<UInt16> = [6]
     /// Header size in bytes.
     public static let headerByteCount = 12
     /// Default limit on a frame's payload: 64 MiB (a LoRA update travels in several chunks).

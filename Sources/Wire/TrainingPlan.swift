@@ -36,6 +36,11 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
     /// L: each held-out record's mean token loss is clipped to [0, L] nats before it is summed and
     /// noised. JSON `metrics_loss_clip`, default 6.
     public var metricsLossClip: Double
+    /// Whether the round asks for the held-out loss release (`HeldOutRelease`): when false its clients neither score
+    /// their held-out records for it, nor release, nor are charged for it. JSON `heldout_release`, true when absent
+    /// (and written only when false, so plans and audit records of earlier builds encode the same); the coordinator's
+    /// `heldout_interval` sets it false in the rounds it skips.
+    public var asksHeldOutRelease: Bool
     /// Where the noise is added (JSON `noise_placement`, `local` when absent): by each client to its own
     /// DP-SGD steps, or shared out over the cohort under secure aggregation, each round then being one
     /// DP-SGD step over the union of the cohort's data (`DistributedRound`).
@@ -89,7 +94,9 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
                 metricsLossClip: Double = TrainingPlan.defaultMetricsLossClip, noisePlacement: NoisePlacement = .local,
                 expectedBatch: Double? = nil, maxContributions: Int? = nil, clientSamplingRate: Double? = nil,
                 accuracyRecords: Int = TrainingPlan.defaultAccuracyRecords,
-                accuracyNoiseMultiplier: Double = TrainingPlan.defaultAccuracyNoiseMultiplier) {
+                accuracyNoiseMultiplier: Double = TrainingPlan.defaultAccuracyNoiseMultiplier,
+                asksHeldOutRelease: Bool = true) {
+        self.asksHeldOutRelease = asksHeldOutRelease
         self.steps = steps
         self.learningRate = learningRate
         self.samplingRate = samplingRate
@@ -130,6 +137,7 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
         case clientSamplingRate = "client_sampling_rate"
         case accuracyRecords = "accuracy_records"
         case accuracyNoiseMultiplier = "accuracy_noise_multiplier"
+        case asksHeldOutRelease = "heldout_release"
     }
 
     /// The privacy-unit spellings this build reads in a plan: `record`, `user` and `client` (client-level
@@ -164,6 +172,7 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
         accuracyRecords = try container.decodeIfPresent(Int.self, forKey: .accuracyRecords) ?? Self.defaultAccuracyRecords
         accuracyNoiseMultiplier = try container.decodeIfPresent(Double.self, forKey: .accuracyNoiseMultiplier)
             ?? Self.defaultAccuracyNoiseMultiplier
+        asksHeldOutRelease = try container.decodeIfPresent(Bool.self, forKey: .asksHeldOutRelease) ?? true
     }
 
     /// Every field; a local plan's as before distributed DP existed (no `noise_placement`), so records and
@@ -189,6 +198,7 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
         try c.encodeIfPresent(clientSamplingRate, forKey: .clientSamplingRate)
         try c.encode(accuracyRecords, forKey: .accuracyRecords)
         try c.encode(accuracyNoiseMultiplier, forKey: .accuracyNoiseMultiplier)
+        if !asksHeldOutRelease { try c.encode(false, forKey: .asksHeldOutRelease) }
     }
 
     /// The plan's fields in range, or an error naming the first that is not.
@@ -288,7 +298,8 @@ public struct ClientRoundMetrics: Codable, Sendable, Equatable {
     /// The client's own budget: the most ε it will ever spend (its ledger's ε_max at `delta`).
     public var epsilonBudget: Double
     /// The held-out losses before and after, and the record count, as released with discrete Gaussian
-    /// noise. Nil only in audit records written before releases existed (see `clearFigures`).
+    /// noise. Nil in a round whose plan asked for none (`TrainingPlan.asksHeldOutRelease`, the coordinator's
+    /// `heldout_interval`), and in audit records written before releases existed (see `clearFigures`).
     public var heldOut: HeldOutRelease?
     /// Exposure of the client's secret canaries on the global adapter it received, measured before
     /// training (nil when the client plants none): post-processing of the DP-trained global adapter
@@ -305,7 +316,7 @@ public struct ClientRoundMetrics: Codable, Sendable, Equatable {
     /// `condition_accuracy`.
     public var conditionAccuracy: ConditionAccuracyRelease?
 
-    public init(client: String, epsilon: Double, delta: Double, epsilonBudget: Double, heldOut: HeldOutRelease,
+    public init(client: String, epsilon: Double, delta: Double, epsilonBudget: Double, heldOut: HeldOutRelease?,
                 canaryExposure: CanaryExposureSummary? = nil, trust: DistributedTrustFigures? = nil,
                 conditionAccuracy: ConditionAccuracyRelease? = nil) {
         self.client = client
@@ -359,9 +370,10 @@ public struct ClientRoundMetrics: Codable, Sendable, Equatable {
         heldOut = try c.decodeIfPresent(HeldOutRelease.self, forKey: .heldOut)
         trust = try c.decodeIfPresent(DistributedTrustFigures.self, forKey: .trust)
         conditionAccuracy = try c.decodeIfPresent(ConditionAccuracyRelease.self, forKey: .conditionAccuracy)
-        if heldOut == nil {
-            // A record of the first format: its clear figures, all of which it must have.
-            let old = try decoder.container(keyedBy: ClearKeys.self)
+        let old = try decoder.container(keyedBy: ClearKeys.self)
+        if heldOut == nil && !old.allKeys.isEmpty {
+            // A record of the first format: its clear figures, all of which it must have. (A later record without a
+            // release has none of them: its round asked for no held-out release.)
             clearFigures = ClearClientFigures(
                 examples: try old.decode(Int.self, forKey: .examples),
                 evalLossBefore: try old.decode(Double.self, forKey: .evalLossBefore),

@@ -368,16 +368,21 @@ final class AuditLogTests: XCTestCase {
                             .verify(publicKey: SigningKeyPair().publicKey).failure)
     }
 
-    /// A record of today's format keeps its releases through the log, and a client entry with neither
-    /// a release nor the old figures is an error naming the field.
-    func testReleasesRoundTripAndAnEntryWithNeitherFormIsRefused() throws {
+    /// A record of today's format keeps its releases through the log; a client entry with neither a release nor the
+    /// old figures is a round that asked for no held-out release (`heldout_interval`), and one with some of the old
+    /// figures only is an error naming the first missing field.
+    func testReleasesRoundTripAndAnEntryWithPartOfTheOldFormIsRefused() throws {
         let written = try log.append(Self.record(round: 1), signer: signer).record
         XCTAssertTrue(written.metricsReleased)
         XCTAssertEqual(written.clients.map(\.heldOut?.count), [409_612, 256_020])
         XCTAssertEqual(written.evalLossStandardError, 0.047)
         let bare = #"{"client":"a","epsilon":1,"delta":1e-05,"epsilon_budget":10}"#
-        XCTAssertThrowsError(try JSONFile.decode(ClientRoundMetrics.self, from: Data(bare.utf8), keys: .declared)) { error in
-            XCTAssertTrue("\(error)".contains("examples"), "\(error)")
+        let skipped = try JSONFile.decode(ClientRoundMetrics.self, from: Data(bare.utf8), keys: .declared)
+        XCTAssertNil(skipped.heldOut)
+        XCTAssertNil(skipped.clearFigures)
+        let partial = #"{"client":"a","epsilon":1,"delta":1e-05,"epsilon_budget":10,"examples":40}"#
+        XCTAssertThrowsError(try JSONFile.decode(ClientRoundMetrics.self, from: Data(partial.utf8), keys: .declared)) { error in
+            XCTAssertTrue("\(error)".contains("eval_loss_before"), "\(error)")
         }
     }
 }

@@ -163,17 +163,20 @@ final class ConfigurationTests: XCTestCase {
                        "\(url.path): field 'rounds.aggregator': must be mean, trimmed_mean, median, got 'krum'")
     }
 
+    /// The round policy of a configuration written to `url` with `fields` (a schedule's) before a plan whose
+    /// `accuracy_records` is 7.
+    func scheduledPolicy(_ fields: String, at url: URL) throws -> RoundPolicy {
+        let plan = #""plan": {"steps": 1, "learning_rate": 0.1, "sampling_rate": 0.1, "noise_multiplier": 1, "clip_norm": 1, "delta": 1e-5, "max_length": 8, "rank": 1, "alpha": 1, "targets": ["q_proj"], "accuracy_records": 7}"#
+        try Data(#"{"model": "m", "rounds": {"min_clients": 2, "max_clients": 3, "fraction": 1, "aggregation": "fedavg", "invite_timeout": 1, "round_timeout": 1, "wait_for_clients": 1, \#(fields)\#(plan)}}"#.utf8)
+            .write(to: url)
+        return try CoordinatorConfiguration.load(url).rounds
+    }
+
     /// `accuracy_interval` k: round 1 and every k-th after it keep the plan's condition accuracy release, the others'
     /// invitations ask for none; absent, every round; below 1 refused by name.
     func testAccuracyIntervalParsesAndScheduledRoundsKeepTheRelease() throws {
-        let directory = try Fixtures.temporaryDirectory("config-accuracy")
-        let url = directory.appendingPathComponent("c.json")
-        let plan = #""plan": {"steps": 1, "learning_rate": 0.1, "sampling_rate": 0.1, "noise_multiplier": 1, "clip_norm": 1, "delta": 1e-5, "max_length": 8, "rank": 1, "alpha": 1, "targets": ["q_proj"], "accuracy_records": 7}"#
-        func load(_ fields: String) throws -> RoundPolicy {
-            try Data(#"{"model": "m", "rounds": {"min_clients": 2, "max_clients": 3, "fraction": 1, "aggregation": "fedavg", "invite_timeout": 1, "round_timeout": 1, "wait_for_clients": 1, \#(fields)\#(plan)}}"#.utf8)
-                .write(to: url)
-            return try CoordinatorConfiguration.load(url).rounds
-        }
+        let url = try Fixtures.temporaryDirectory("config-accuracy").appendingPathComponent("c.json")
+        func load(_ fields: String) throws -> RoundPolicy { try scheduledPolicy(fields, at: url) }
         let every = try load("")
         XCTAssertNil(every.accuracyInterval)
         XCTAssertEqual((1...4).map { every.plan(round: $0).accuracyRecords }, [7, 7, 7, 7])
@@ -185,6 +188,35 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertEqual(try load(#""accuracy_interval": 1, "#).plan(round: 2).accuracyRecords, 7, "1: every round")
         XCTAssertThrowsError(try load(#""accuracy_interval": 0, "#)) { error in
             XCTAssertEqual("\(error)", "\(url.path): field 'accuracy_interval': must be at least 1 (1: every round), got 0")
+        }
+    }
+
+    /// `heldout_interval` k: round 1 and every k-th after it ask for the held-out loss release, the others' invitations
+    /// carry `heldout_release` false (and keep everything else, the accuracy schedule included); absent, every round;
+    /// below 1 refused by name with `accuracy_interval`'s words.
+    func testHeldOutIntervalParsesAndScheduledRoundsKeepTheRelease() throws {
+        let url = try Fixtures.temporaryDirectory("config-heldout").appendingPathComponent("c.json")
+        func load(_ fields: String) throws -> RoundPolicy { try scheduledPolicy(fields, at: url) }
+        let every = try load("")
+        XCTAssertNil(every.heldOutInterval)
+        XCTAssertEqual((1...4).map { every.plan(round: $0).asksHeldOutRelease }, [true, true, true, true])
+        XCTAssertEqual(every.heldOutReleases(inRounds: 4), 4)
+        let scheduled = try load(#""heldout_interval": 5, "accuracy_interval": 2, "#)
+        XCTAssertEqual(scheduled.heldOutInterval, 5)
+        XCTAssertEqual((1...11).map { scheduled.plan(round: $0).asksHeldOutRelease },
+                       [true, false, false, false, false, true, false, false, false, false, true])
+        XCTAssertEqual((1...6).map { scheduled.heldOutReleases(inRounds: $0) }, [1, 1, 1, 1, 1, 2])
+        XCTAssertEqual((1...4).map { scheduled.plan(round: $0).accuracyRecords }, [7, 0, 7, 0], "the schedules are independent")
+        var skipped = scheduled.plan(round: 2)
+        skipped.asksHeldOutRelease = true
+        skipped.accuracyRecords = 7
+        XCTAssertEqual(skipped, scheduled.plan, "a skipped round's plan differs in the two releases only")
+        XCTAssertTrue(try load(#""heldout_interval": 1, "#).plan(round: 2).asksHeldOutRelease, "1: every round")
+        XCTAssertThrowsError(try load(#""heldout_interval": 0, "#)) { error in
+            XCTAssertEqual("\(error)", "\(url.path): field 'heldout_interval': must be at least 1 (1: every round), got 0")
+        }
+        XCTAssertThrowsError(try load(#""heldout_interval": -3, "#)) { error in
+            XCTAssertEqual("\(error)", "\(url.path): field 'heldout_interval': must be at least 1 (1: every round), got -3")
         }
     }
 }

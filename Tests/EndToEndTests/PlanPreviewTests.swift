@@ -40,12 +40,18 @@ final class PlanPreviewTests: XCTestCase {
         return epsilon
     }
 
-    func testClientPlanAgreesWithPrivacyEpsilonAndFindsTheFirstRefusedRound() throws {
+    /// A client's configuration (a budget of 10 at δ 1e-5) and an empty state directory named `state`.
+    func clientSetup(state name: String) throws -> (config: URL, state: URL) {
         let config = directory.appendingPathComponent("client.json")
         try #"{"model": "m.gguf", "data": "d.jsonl", "eval_data": "e.jsonl", "policy": {"max_epsilon": 10, "delta": 1e-5, "max_steps_per_round": 100}}"#
             .write(to: config, atomically: true, encoding: .utf8)
-        let state = directory.appendingPathComponent("me")
+        let state = directory.appendingPathComponent(name)
         try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
+        return (config, state)
+    }
+
+    func testClientPlanAgreesWithPrivacyEpsilonAndFindsTheFirstRefusedRound() throws {
+        let (config, state) = try clientSetup(state: "me")
         let arguments = ["privacy", "plan", "--config", config.path, "--state", state.path, "--rounds", "8",
                          "--sampling-rate", "0.05", "--noise-multiplier", "0.9", "--steps", "30", "--delta", "1e-5"]
         let result = try client(arguments + ["--json"])
@@ -91,6 +97,41 @@ final class PlanPreviewTests: XCTestCase {
         let labelled = try client(arguments + ["--accuracy-noise-multiplier", "5", "--json"]).json()
         XCTAssertEqual(labelled["round_epsilon"] as! Double, try roundsEpsilon(1, accuracy: true), accuracy: 1e-9)
         XCTAssertGreaterThan(labelled["round_epsilon"] as! Double, (json["round_epsilon"] as! Double) + 1e-3)
+    }
+
+    /// `--heldout-interval` and `--accuracy-interval`: each round counts only the releases the coordinator's schedules
+    /// ask for (rounds 1, 1 + k, …), as the ledger is charged (`HeldOutIntervalFederationTests` has the ledger's side);
+    /// without them every round counts both.
+    func testClientPlanCountsOnlyTheScheduledReleases() throws {
+        let (config, state) = try clientSetup(state: "scheduled")
+        let arguments = ["privacy", "plan", "--config", config.path, "--state", state.path, "--rounds", "6",
+                         "--sampling-rate", "0.05", "--noise-multiplier", "2", "--steps", "10", "--delta", "1e-5",
+                         "--metrics-noise-multiplier", "4", "--accuracy-noise-multiplier", "5", "--json"]
+        func expected(_ round: Int, heldOut: Int, accuracy: Int) throws -> Double {
+            try PrivacyAccounting.epsilon(steps: [.dpsgd(samplingRate: 0.05, noiseMultiplier: 2, steps: 10 * round),
+                                                  MetricsRelease.mechanism(noiseMultiplier: 4, rounds: (round + heldOut - 1) / heldOut),
+                                                  MetricsRelease.mechanism(noiseMultiplier: 5, rounds: (round + accuracy - 1) / accuracy)],
+                                          delta: 1e-5, accountant: .rdp)
+        }
+        let scheduled = try client(arguments + ["--heldout-interval", "5", "--accuracy-interval", "2"])
+        XCTAssertEqual(scheduled.status, 0, scheduled.stderr)
+        let every = try client(arguments)
+        XCTAssertEqual(every.status, 0, every.stderr)
+        for (result, heldOut, accuracy) in [(scheduled, 5, 2), (every, 1, 1)] {
+            let json = try result.json()
+            XCTAssertTrue(json["first_refused_round"] is NSNull, "\(json)")
+            XCTAssertEqual(json["round_epsilon"] as! Double, try expected(1, heldOut: 1, accuracy: 1), accuracy: 1e-9,
+                           "round 1 asks for both")
+            let rounds = try XCTUnwrap(json["rounds"] as? [[String: Any]])
+            for k in 1...6 {
+                XCTAssertEqual(rounds[k - 1]["epsilon"] as! Double, try expected(k, heldOut: heldOut, accuracy: accuracy),
+                               accuracy: 1e-9, "round \(k), intervals \(heldOut) and \(accuracy)")
+            }
+        }
+        let last = { (result: Executables.Result) throws -> Double in
+            try XCTUnwrap((try result.json()["rounds"] as? [[String: Any]])?.last?["epsilon"] as? Double)
+        }
+        XCTAssertLessThan(try last(scheduled), try last(every) - 1e-3, "the skipped releases cost nothing")
     }
 
     func testCoordinatorPlanAndDryRunShowTheAccountantsFiguresAndUnknownPolicies() throws {

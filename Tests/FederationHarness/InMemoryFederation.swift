@@ -53,11 +53,16 @@ public final class InMemoryFederation {
         /// The condition accuracy release its driver makes each round (nil: its held-out records carry no condition, so
         /// it neither charges nor sends one); made only when the plan asks (`accuracy_records` > 0).
         public var conditionAccuracy: ((TrainingPlan, UInt64) -> ConditionAccuracyRelease)?
+        /// A client that breaks the protocol after its agent: what it does to its metrics report before sending it (nil:
+        /// sent as the agent made it), plain and secure rounds alike.
+        public var tamperMetrics: ((inout ClientRoundMetrics) -> Void)?
 
         public init(name: String, policy: ClientPolicy, examples: Int, directory: URL, fault: ClientFault? = nil,
                     conditionAccuracy: ((TrainingPlan, UInt64) -> ConditionAccuracyRelease)? = nil,
+                    tamperMetrics: ((inout ClientRoundMetrics) -> Void)? = nil,
                     training: @escaping Training) {
             self.conditionAccuracy = conditionAccuracy
+            self.tamperMetrics = tamperMetrics
             self.name = name
             self.policy = policy
             self.examples = examples
@@ -310,7 +315,8 @@ public final class InMemoryFederation {
                 guard let work = client.work else { preconditionFailure("round \(round): training before preparing") }
                 client.work = nil
                 let report = TrainingReport(update: client.spec.training(work.plan, work.global, round),
-                                            heldOut: Self.heldOut(plan: work.plan), evalLossBefore: 3, evalLossAfter: 2.5,
+                                            heldOut: work.plan.asksHeldOutRelease ? Self.heldOut(plan: work.plan) : nil,
+                                            evalLoss: work.plan.asksHeldOutRelease ? (3, 2.5) : nil,
                                             evalTokens: 100, trainLoss: 2.7, seconds: 1,
                                             conditionAccuracy: work.plan.accuracyRecords > 0
                                                 ? client.spec.conditionAccuracy?(work.plan, round) : nil)
@@ -330,7 +336,12 @@ public final class InMemoryFederation {
     }
 
     private func send(_ frames: [Frame], from client: Client) throws {
-        for frame in frames {
+        for var frame in frames {
+            if frame.type == .metrics, let tamper = client.spec.tamperMetrics {
+                var report = try MetricsReport(frame: frame)
+                tamper(&report.metrics)
+                frame = try report.frame()
+            }
             client.sent.append(frame.type)
             client.sentFrames.append(frame)
             queue.append(.toCoordinator(from: client.spec.name, try frame.encoded()))

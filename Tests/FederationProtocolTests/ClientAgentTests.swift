@@ -36,7 +36,7 @@ final class ClientAgentTests: XCTestCase {
     let release = HeldOutRelease(lossBefore: 51_200, lossAfter: 42_667, count: 102_400, lossClip: 6, noiseMultiplier: 5)
 
     func report(_ update: AdapterTensors) -> TrainingReport {
-        TrainingReport(update: update, heldOut: release, evalLossBefore: 3, evalLossAfter: 2.5, evalTokens: 100, trainLoss: 2.7,
+        TrainingReport(update: update, heldOut: release, evalLoss: (3, 2.5), evalTokens: 100, trainLoss: 2.7,
                        seconds: 4)
     }
 

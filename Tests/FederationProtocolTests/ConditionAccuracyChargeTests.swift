@@ -30,7 +30,7 @@ final class ConditionAccuracyChargeTests: XCTestCase {
     func report(_ update: AdapterTensors) -> TrainingReport {
         TrainingReport(update: update, heldOut: HeldOutRelease(lossBefore: 51_200, lossAfter: 42_667, count: 102_400, lossClip: 6,
                                                                noiseMultiplier: 5),
-                       evalLossBefore: 3, evalLossAfter: 2.5, evalTokens: 100, trainLoss: 2.7, seconds: 4)
+                       evalLoss: (3, 2.5), evalTokens: 100, trainLoss: 2.7, seconds: 4)
     }
 
     func charge(scoresConditions: Bool) throws -> (ClientAgent, ChargeRequest) {

@@ -272,7 +272,8 @@ final class DistributedFederationTests: XCTestCase {
         let invite = Invite(round: 7, plan: Self.plan, aggregation: "fedavg", secureAggregation: true,
                             adapterSHA256: String(repeating: "a", count: 64), deadlineSeconds: 60)
         let frame = try invite.frame()
-        XCTAssertEqual(frame.version, 5, "protocol 4 brought the mode; 5 the metrics' cumulative ε trusting no one")
+        XCTAssertEqual(frame.version, 6, "protocol 4 brought the mode; 5 the metrics' cumulative ε trusting no one; 6 the "
+                       + "held-out release's flag")
         XCTAssertEqual(try Invite(frame: frame), invite)
         var local = invite
         local.plan = InMemoryFederationTests.plan

@@ -16,6 +16,14 @@ enum WireSeeds {
                                      privacyUnit: .client, noisePlacement: .distributed),
         aggregation: "fedavg", secureAggregation: true, adapterSHA256: String(repeating: "ab", count: 32), deadlineSeconds: 60)
 
+    /// Protocol 6: an invitation to a round that asks for no held-out loss release (`heldout_interval`).
+    static let skippingInvite: Invite = {
+        var skipping = invite
+        skipping.round = 4
+        skipping.plan.asksHeldOutRelease = false
+        return skipping
+    }()
+
     /// A stream: the step byte, then frames.
     static func stream(_ step: UInt8, _ messages: [any WireMessage]) throws -> Data {
         var bytes: [UInt8] = [step]
@@ -30,7 +38,7 @@ enum WireSeeds {
         let coordinator: [any WireMessage] = [invite] + chunks
             + [TensorsDone(round: 3, kind: .globalAdapter, tensorCount: 1, sha256: String(repeating: "0", count: 64)),
                RoundResult(round: 3, committed: true, adapterSHA256: String(repeating: "cd", count: 32), reason: ""),
-               Abort(round: 4, code: .dropped, detail: "coordinator stopping")]
+               skippingInvite, Abort(round: 4, code: .dropped, detail: "coordinator stopping")]
         let client: [any WireMessage] = [Hello(client: "clinic-1", software: "conclave 0.1", pendingRound: 2,
                                                signingKey: SecureSeeds.identity(1).publicKey.bytes),
                                          Accept(round: 3), Decline(round: 5, code: .privacyBudget), Abort(round: 6, code: .secureAggregation)] + chunks
@@ -41,7 +49,10 @@ enum WireSeeds {
                    heldOut: HeldOutRelease(lossBefore: 51_200, lossAfter: 42_667, count: 102_400, lossClip: 6, noiseMultiplier: 20),
                    trust: DistributedTrustFigures(assumeHonest: 2, roundEpsilon: 0.5, roundEpsilonTrustingNoOne: 0.9,
                                                   epsilonTrustingNoOne: 1.75),
-                   conditionAccuracy: ConditionAccuracyRelease(correctBefore: 3, correctAfter: 7, count: 10, noiseMultiplier: 5)))]
+                   conditionAccuracy: ConditionAccuracyRelease(correctBefore: 3, correctAfter: 7, count: 10, noiseMultiplier: 5))),
+               // Protocol 6: the metrics of a round that asked for no held-out release.
+               MetricsReport(round: 4, metrics: ClientRoundMetrics(client: "clinic-1", epsilon: 1.6, delta: 1e-5,
+                                                                   epsilonBudget: 8, heldOut: nil))]
         var update: [Frame] = [try Accept(round: 3).frame()]
         if let layout = WireTargets.uplinkLayout {
             let tensors = layout.shapes.mapValues { shape in (0..<shape.reduce(1, *)).map { Float($0 % 7) * 0.125 } }
