@@ -403,14 +403,14 @@ public final class ClientRunner: @unchecked Sendable {
     /// The round's condition accuracy release (`ConditionAccuracy`, charged with the training by the agent's charge),
     /// logged exactly here only; nil when the round scores none.
     private func accuracyRelease(before: [Bool]?, after: [Bool]?, plan: TrainingPlan, round: UInt64,
-                                 seconds: Double) throws -> ConditionAccuracyRelease? {
+                                 time: String) throws -> ConditionAccuracyRelease? {
         guard let before, let after else { return nil }
         let sums = try ConditionAccuracy.release(before: before, after: after, noiseMultiplier: plan.accuracyNoiseMultiplier)
         let release = ConditionAccuracyRelease(correctBefore: sums[0], correctAfter: sums[1], count: sums[2],
                                                noiseMultiplier: plan.accuracyNoiseMultiplier)
         log.write(String(format: "round %llu: condition named in %d → %d of %d held-out assessments (exact, this log only; "
-                         + "%.1f s of generation); released with discrete Gaussian noise σ = %.2f records (z %g)", round,
-                         before.filter { $0 }.count, after.filter { $0 }.count, before.count, seconds, release.sigma,
+                         + "%@); released with discrete Gaussian noise σ = %.2f records (z %g)", round,
+                         before.filter { $0 }.count, after.filter { $0 }.count, before.count, time, release.sigma,
                          release.noiseMultiplier))
         return release
     }
@@ -443,10 +443,7 @@ public final class ClientRunner: @unchecked Sendable {
         let model = loaded.model
         let start = ProcessStatistics.now()
         model.setAdapter(prepared.globalAdapter)
-        let before = try heldOutLoss(prepared)
-        let generationStart = ProcessStatistics.now()
-        let namedBefore = try conditionsNamed(prepared)
-        var generationSeconds = ProcessStatistics.now() - generationStart
+        let (before, namedBefore, timeBefore) = try heldOutFigures(prepared)
         // Exposure on the adapter as received (the previous round's result; the initial one in round 1).
         let exposure = try canaries?.measure(model: model)
         if let exposure {
@@ -459,13 +456,10 @@ public final class ClientRunner: @unchecked Sendable {
         let result = try prepared.trainer.train(progress: progress)
         let local = result.lora.adapter()
         model.setAdapter(local)
-        let after = try heldOutLoss(prepared)
-        let generationAfter = ProcessStatistics.now()
-        let namedAfter = try conditionsNamed(prepared)
-        generationSeconds += ProcessStatistics.now() - generationAfter
+        let (after, namedAfter, timeAfter) = try heldOutFigures(prepared)
         model.setAdapter(nil)
         let accuracy = try accuracyRelease(before: namedBefore, after: namedAfter, plan: prepared.plan, round: round,
-                                           seconds: generationSeconds)
+                                           time: "before: \(timeBefore); after: \(timeAfter)")
         let localTensors = local.federationTensors
         try prepared.layout.write(localTensors, to: paths.localAdapter,
                                   baseModel: URL(fileURLWithPath: configuration.model).lastPathComponent)
@@ -493,13 +487,11 @@ public final class ClientRunner: @unchecked Sendable {
         let model = loaded.model
         let start = ProcessStatistics.now()
         model.setAdapter(prepared.globalAdapter)
-        let before = try heldOutLoss(prepared)
+        let (before, named, time) = try heldOutFigures(prepared)
         let evaluated = ProcessStatistics.now()
         // Nothing is trained locally: "after" is the global adapter's again, as for the loss.
-        let named = try conditionsNamed(prepared)
+        let accuracy = try accuracyRelease(before: named, after: named, plan: prepared.plan, round: round, time: time)
         let generated = ProcessStatistics.now()
-        let accuracy = try accuracyRelease(before: named, after: named, plan: prepared.plan, round: round,
-                                           seconds: generated - evaluated)
         let exposure = try canaries?.measure(model: model)
         model.setAdapter(nil)
         let measured = ProcessStatistics.now()
@@ -522,10 +514,23 @@ public final class ClientRunner: @unchecked Sendable {
     }
 
     /// The held-out loss of the model's adapter as set, or nil in a round that asks for no held-out release (whose
-    /// held-out records are then not scored at all: nothing of them is computed, so nothing could leak).
-    private func heldOutLoss(_ prepared: PreparedRound) throws -> Evaluation? {
-        guard prepared.plan.asksHeldOutRelease else { return nil }
-        return try Evaluator.evaluate(model: loaded.model, examples: prepared.evalExamples)
+    /// held-out records are then not scored at all: nothing of them is computed, so nothing could leak); and the
+    /// condition accuracy of the scored records (`conditionsNamed`), nil when none are scored. A round that asks for
+    /// both writes each scored record's assessment from the pass that scores its loss (`Evaluator.evaluate(assessing:)`:
+    /// one pass over each prompt, where the two took two). `time` says where the seconds went, for this log only.
+    private func heldOutFigures(_ prepared: PreparedRound) throws -> (loss: Evaluation?, named: [Bool]?, time: String) {
+        let start = ProcessStatistics.now()
+        func seconds(since: Double) -> String { String(format: "%.1f s", ProcessStatistics.now() - since) }
+        guard prepared.plan.asksHeldOutRelease else {
+            return (nil, try conditionsNamed(prepared), seconds(since: start) + " of generation")
+        }
+        guard let indices = prepared.accuracyIndices, let tokenizer else {
+            return (try Evaluator.evaluate(model: loaded.model, examples: prepared.evalExamples), nil, seconds(since: start))
+        }
+        let (evaluation, assessments) = try Evaluator.evaluate(model: loaded.model, examples: prepared.evalExamples,
+                                                               assessing: indices, tokenizer: tokenizer)
+        return (evaluation, ConditionAccuracy.correct(examples: prepared.evalExamples, indices: indices, assessments: assessments),
+                seconds(since: start) + " of held-out scoring and generation, one pass over each prompt")
     }
 
     /// The round's held-out release (`HeldOutMetrics`, charged with the training by the agent's charge), its records
