@@ -9,7 +9,10 @@ llama-cpp-python 0.3.36:
    (tiny-gemma2/window.json), where the sliding layers mask (Gemma 3's examples all cross its window of 5).
 2. What `quantize` writes for the family: the fixture with its PEFT adapter merged, written as F32, Q8_0 and our
    Q4_K_M mix. Per file, llama.cpp's per-example losses against ours (`conclave-client eval --json` on the same file) and,
-   for F32, llama.cpp's logits against transformers + PEFT's float64 lora_logits.
+   for F32, llama.cpp's logits against transformers + PEFT's float64 lora_logits. For Gemma 3 also the fixture with
+   other sliding layers (`layer_types` alternating, all global, all sliding: what `quantize` writes as one flag per
+   layer, or without a window), exported as F32: llama.cpp's logits against transformers' float64 logits of that
+   config, each pattern's own control being how far those lie from the fixture's (five in six) logits.
 
 Each family's controls (copies with one of its own parts broken) must be far off in every comparison, so the
 comparison can fail: Qwen2's biases zeroed, Qwen3's q/k head norms set to 1, Phi-3's gate and up halves exchanged,
@@ -92,9 +95,9 @@ def q_norm_as_w(name, data):
 
 # Per family: its controls (label, a key to drop, an edit of each tensor's data, optionally a key to set to another
 # key's value), the F32 tolerances of llama.cpp's logits against transformers and of its losses against ours, where
-# llama.cpp's GELU table must be put into transformers' forward its model class, and references besides reference.json
+# llama.cpp's GELU table must be put into transformers' forward its model class, references besides reference.json
 # that the converter's file is checked on against transformers' exact GELU (Gemma 2's past its window) with their
-# tolerance.
+# tolerance, and other layer_types that our F32 export of the fixture is checked with (Gemma 3's).
 FAMILIES = {
     "qwen2": dict(controls=[("biases zeroed", None, zero_biases)], f32_logits=F32_LOGITS, f32_loss=F32_LOSS),
     "qwen3": dict(controls=[("head norms set to 1", None, unit_head_norms)], f32_logits=F32_LOGITS, f32_loss=F32_LOSS),
@@ -108,7 +111,9 @@ FAMILIES = {
                              ("attn_q_norm as w, not 1 + w", None, q_norm_as_w),
                              ("sliding rope base set to the global one", None, None,
                               ("gemma3.rope.freq_base_swa", "gemma3.rope.freq_base"))],
-                   f32_logits=1.5e-2, f32_loss=1e-3),
+                   f32_logits=1.5e-2, f32_loss=1e-3,
+                   layer_patterns={"alternating": ["sliding_attention", "full_attention"] * 3,
+                                   "all global": ["full_attention"] * 6, "all sliding": ["sliding_attention"] * 6}),
 }
 
 
@@ -195,6 +200,29 @@ def our_losses(client, path, data, precision):
     return np.array([example["loss"] for example in json.loads(out)["per_example"]])
 
 
+def pattern_gaps(client, family, fixture, folder, label, layer_types, reference):
+    """The fixture with `layer_types` instead of its own, written by `quantize` as F32: the worst difference of
+    llama.cpp's logits from transformers' float64 logits of that config, and of the latter from the fixture's."""
+    import torch
+    import transformers
+    model_directory = os.path.join(folder, f"{family}-layers-{label.replace(' ', '-')}")
+    os.makedirs(model_directory)
+    config = json.load(open(os.path.join(fixture, "config.json")))
+    config["layer_types"] = layer_types
+    json.dump(config, open(os.path.join(model_directory, "config.json"), "w"))
+    os.symlink(os.path.join(fixture, "model.safetensors"), os.path.join(model_directory, "model.safetensors"))
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_directory, torch_dtype=torch.float64,
+                                                              attn_implementation="eager").eval()
+    with torch.no_grad():
+        expected = np.stack([model(torch.tensor([ids])).logits[0].numpy() for ids in reference["input_ids"]])
+    exported, runnable = model_directory + ".gguf", model_directory + "-run.gguf"
+    subprocess.run([client, "quantize", "--model", model_directory, "--type", "f32", "--out", exported], check=True,
+                   capture_output=True)
+    copy_for_llama_cpp(exported, runnable)
+    own = load_file(os.path.join(fixture, "reference.safetensors"))["logits"]
+    return float(np.abs(llama_cpp_run(runnable, reference)[0] - expected).max()), float(np.abs(expected - own).max())
+
+
 def control_gaps(path, folder, stem, controls, reference, expected):
     """The worst logit difference from `expected` of each control copy of `path`."""
     gaps = []
@@ -241,6 +269,14 @@ def check(client, family, folder, failures):
     failures.extend(f"{family} converter's file: control '{label}' not far off ({g})" for label, g in gaps
                     if not g > CONTROL_LOGITS)
 
+    for label, layer_types in settings.get("layer_patterns", {}).items():
+        gap, control = pattern_gaps(client, family, fixture, folder, label, layer_types, reference)
+        print(f"{family} F32 export with layers {label}: llama.cpp vs transformers float64 worst logit difference "
+              f"{gap:.3g} (within {settings['f32_logits']}); control: that config's logits vs the fixture's {control:.3g}")
+        if not gap <= settings["f32_logits"]:
+            failures.append(f"{family} layers {label}: logits {gap} > {settings['f32_logits']}")
+        if not control > CONTROL_LOGITS:
+            failures.append(f"{family} layers {label}: control not far off ({control})")
     data = os.path.join(folder, f"{family}-examples.jsonl")
     with open(data, "w") as f:
         for ids, labels in zip(reference["input_ids"], reference["labels"]):
