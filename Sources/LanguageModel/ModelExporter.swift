@@ -4,9 +4,9 @@ import ModelFormats
 import Tokenizer
 
 /// Writes a model (optionally with a LoRA adapter merged into its weights) as a GGUF v3 file that
-/// llama.cpp loads: the family's architecture and keys (`llama`, `qwen2`, `qwen3`, `phi3`, `gemma2`) as
-/// convert_hf_to_gguf.py writes them, llama.cpp's tensor names (Qwen2's q/k/v biases, Qwen3's q/k head norms and
-/// Gemma's post-norms included, in F32), Llama's Q/K rows in its permuted order (the others' in HF's, which llama.cpp
+/// llama.cpp loads: the family's architecture and keys (`llama`, `qwen2`, `qwen3`, `phi3`, `gemma2`, `gemma3`) as
+/// convert_hf_to_gguf.py writes them, llama.cpp's tensor names (Qwen2's q/k/v biases, Qwen3's and Gemma 3's q/k head
+/// norms and Gemma's post-norms included, in F32), Llama's Q/K rows in its permuted order (the others' in HF's, which llama.cpp
 /// rotates NEOX-style), tokenizer metadata.
 public enum ModelExporter {
     /// llama.cpp's `general.file_type` (enum llama_ftype) for a uniform file of `type` (the mixes: `ExportScheme`).
@@ -42,11 +42,7 @@ public enum ModelExporter {
         // projections, biases); a family that adds another part must be added here once its part is written.
         switch c.architecture {
         case .llama, .qwen2, .qwen3, .phi3: break
-        case .gemma2: try checkGemmaGraph(weights, tied: tied)
-        case .gemma3:  // its head norms, sliding-layer pattern and sliding rope base are not written yet
-            throw LanguageModelError.unsupportedModel(file: weights.source,
-                                                      problem: "exporting a \(c.architecture.displayName) model to GGUF is "
-                                                      + "not supported (its sliding layers' keys are not written yet)")
+        case .gemma2, .gemma3: try checkGemmaGraph(weights, tied: tied)
         }
         let block = BlockDescription.of(c.architecture)
         var writer = GGUFWriter()
@@ -134,23 +130,42 @@ public enum ModelExporter {
         return norms
     }
 
-    /// Refuses a Gemma model whose numbers llama.cpp's graph (src/models/gemma2.cpp) would not reproduce from its
-    /// file, since that graph fixes what the file cannot say: it takes the embedding as the output head, multiplies the
-    /// embedding by √hidden in float32 (transformers rounds it to the checkpoint's dtype: 59.75 for Gemma-2-9B in
-    /// bfloat16, where float32 gives 59.867), soft-caps attention and logits always (50 and 30 without the keys), and
-    /// scales queries by its own rule (`llamaCppGemmaQueryScalar`), not by query_pre_attn_scalar.
+    /// Refuses a Gemma model whose numbers llama.cpp's graph (src/models/gemma2.cpp, gemma3.cpp) would not reproduce from
+    /// its file, since that graph fixes what the file cannot say: it multiplies the embedding by √hidden in float32
+    /// (transformers rounds it to the checkpoint's dtype: 59.75 for Gemma-2-9B in bfloat16, where float32 gives 59.867) and
+    /// scales queries by its own rule (`llamaCppGemmaQueryScalar`), not by query_pre_attn_scalar. Its gemma2 graph also
+    /// takes the embedding as the output head, soft-caps attention and logits always (50 and 30 without the keys) and
+    /// slides the even layers; its gemma3 graph caps no attention score, and gives sliding layers a window and a rope
+    /// base of their own (`rope.freq_base_swa`), unscaled.
     static func checkGemmaGraph(_ weights: ModelWeights, tied: Bool) throws {
         let c = weights.configuration
         func refuse(_ problem: String) -> LanguageModelError {
             .unsupportedModel(file: weights.source, problem: "exporting this \(c.architecture.rawValue) model to GGUF: \(problem)")
         }
-        guard tied else {
-            throw refuse("its output head is not its embedding, and llama.cpp's graph uses the embedding as the head")
-        }
         let scale = Float(c.hiddenSize).squareRoot()
         guard c.embeddingScale == scale else {
             throw refuse("its embedding scale \(c.embeddingScale.map { "\($0)" } ?? "none") (√\(c.hiddenSize) in the "
                          + "checkpoint's dtype) is not the \(scale) llama.cpp computes in float32")
+        }
+        guard c.queryPreAttentionScalar == c.llamaCppGemmaQueryScalar else {
+            throw refuse("query_pre_attn_scalar = \(c.queryPreAttentionScalar.map { "\($0)" } ?? "none") is not the "
+                         + "\(c.llamaCppGemmaQueryScalar) llama.cpp assumes for \(c.numHiddenLayers) layers of head size "
+                         + "\(c.headDim) (GGUF has no key for it)")
+        }
+        if c.architecture == .gemma3 {
+            // gemma3.cpp reads output.weight when the file has one, and any pattern of sliding layers (`setMetadata`).
+            guard c.attentionSoftcap == nil else {
+                throw refuse("attn_logit_softcapping = \(c.attentionSoftcap!) is not computed by llama.cpp's gemma3 graph "
+                             + "(nor written by its converter, which requires it null)")
+            }
+            guard !c.slidingLayers.contains(true) || (c.slidingWindow != nil && c.slidingRopeTheta != nil) else {
+                throw refuse("its sliding layers have no window or no rope base of their own, which llama.cpp's gemma3 "
+                             + "graph gives every sliding layer")
+            }
+            return
+        }
+        guard tied else {
+            throw refuse("its output head is not its embedding, and llama.cpp's graph uses the embedding as the head")
         }
         guard c.attentionSoftcap != nil, c.finalLogitSoftcap != nil else {
             throw refuse("it is not soft-capped (attn_logit_softcapping \(c.attentionSoftcap.map { "\($0)" } ?? "null"), "
@@ -162,11 +177,6 @@ public enum ModelExporter {
         guard c.slidingLayers.isEmpty || c.slidingLayers == evenLayers else {
             let sliding = c.slidingLayers.indices.filter { c.slidingLayers[$0] }.map(String.init).joined(separator: ", ")
             throw refuse("its sliding layers (\(sliding)) are not the even layers llama.cpp's gemma2 graph slides")
-        }
-        guard c.queryPreAttentionScalar == c.llamaCppGemmaQueryScalar else {
-            throw refuse("query_pre_attn_scalar = \(c.queryPreAttentionScalar.map { "\($0)" } ?? "none") is not the "
-                         + "\(c.llamaCppGemmaQueryScalar) llama.cpp assumes for \(c.numHiddenLayers) layers of head size "
-                         + "\(c.headDim) (GGUF has no key for it)")
         }
     }
 
@@ -196,9 +206,9 @@ public enum ModelExporter {
         if c.architecture == .llama || c.architecture == .phi3 {
             writer.set(p + "rope.dimension_count", .uint32(UInt32(c.rotaryDim)))
         }
-        // The head size where it is not hidden / heads (llama.cpp's default), and always for Qwen3 and Gemma 2, whose
+        // The head size where it is not hidden / heads (llama.cpp's default), and always for Qwen3 and Gemma, whose
         // config's head_dim the converter writes as key_length and value_length.
-        if c.headDim * c.numAttentionHeads != c.hiddenSize || c.architecture == .qwen3 || c.architecture == .gemma2 {
+        if c.headDim * c.numAttentionHeads != c.hiddenSize || c.architecture == .qwen3 || c.architecture.isGemma {
             writer.set(p + "attention.key_length", .uint32(UInt32(c.headDim)))
             writer.set(p + "attention.value_length", .uint32(UInt32(c.headDim)))
         }
@@ -225,6 +235,22 @@ public enum ModelExporter {
             writer.set(p + "attn_logit_softcapping", .float32(Float(c.attentionSoftcap!)))
             writer.set(p + "final_logit_softcapping", .float32(Float(c.finalLogitSoftcap!)))
             writer.set(p + "attention.sliding_window", .uint32(UInt32(c.slidingWindow ?? c.maxPositionEmbeddings)))
+        }
+        // Gemma 3's final cap where it has one, and its sliding layers as gemma3.cpp reads them (`checkGemmaGraph` saw a
+        // window and a rope base for them): the window, the layers (no key where they are llama.cpp's default, five of
+        // every six as the converter leaves it; else one flag per layer, which llama.cpp reads as any pattern) and their
+        // base. Without a sliding layer no window is written: llama.cpp then slides none, where the converter would still
+        // write the window of config.json and llama.cpp slide five of every six.
+        if c.architecture == .gemma3 {
+            if let cap = c.finalLogitSoftcap { writer.set(p + "final_logit_softcapping", .float32(Float(cap))) }
+            if c.slidingLayers.contains(true) {
+                writer.set(p + "attention.sliding_window", .uint32(UInt32(c.slidingWindow!)))
+                let defaultPattern = (0..<c.numHiddenLayers).map { $0 % 6 < 5 }  // llama_hparams::set_swa_pattern(6)
+                if c.slidingLayers != defaultPattern {
+                    writer.set(p + "attention.sliding_window_pattern", .array(c.slidingLayers.map { .bool($0) }))
+                }
+                writer.set(p + "rope.freq_base_swa", .float32(Float(c.slidingRopeTheta!)))
+            }
         }
         if case .longrope(_, _, let attention, let original) = c.ropeScaling {
             writer.set(p + "rope.scaling.attn_factor", .float32(Float(attention)))

@@ -103,22 +103,33 @@ final class FamilyCommandTests: XCTestCase {
         }
     }
 
-    func testQuantizeRefusesGemma3ByName() throws {
+    /// `quantize` refuses by name a Gemma 3 that llama.cpp's gemma3 graph would compute otherwise (here an attention
+    /// soft-cap, which transformers computes and llama.cpp does not), and writes no file; the fixture itself is
+    /// exported (testQuantizeMergesTheAdapterAndEvalGivesPEFTsLosses).
+    func testQuantizeRefusesACappedGemma3ByName() throws {
         let directory = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let result = try run(["quantize", "--model", Fixtures.url("tiny-gemma3").path, "--type", "q8_0",
-                              "--out", directory.appendingPathComponent("out.gguf").path])
+        let model = directory.appendingPathComponent("capped-gemma3")
+        try FileManager.default.createDirectory(at: model, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: Fixtures.url("tiny-gemma3/model.safetensors"),
+                                         to: model.appendingPathComponent("model.safetensors"))
+        var config = try Fixtures.json("tiny-gemma3/config.json")
+        config["attn_logit_softcapping"] = 50
+        try JSONSerialization.data(withJSONObject: config).write(to: model.appendingPathComponent("config.json"))
+        let out = directory.appendingPathComponent("out.gguf")
+        let result = try run(["quantize", "--model", model.path, "--type", "q8_0", "--out", out.path])
         XCTAssertNotEqual(result.status, 0)
-        XCTAssertTrue(result.stderr.contains("Gemma 3"), result.stderr)
-        XCTAssertFalse(FileManager.default.fileExists(atPath: directory.appendingPathComponent("out.gguf").path))
+        XCTAssertTrue(result.stderr.contains("attn_logit_softcapping = 50.0 is not computed by llama.cpp's gemma3 graph"),
+                      result.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out.path))
     }
 
-    /// `quantize` writes each family it exports with its PEFT adapter merged (from the HF directory), and `eval` on
+    /// `quantize` writes each family with its PEFT adapter merged (from the HF directory), and `eval` on
     /// that file gives PEFT's float64 losses.
     func testQuantizeMergesTheAdapterAndEvalGivesPEFTsLosses() throws {
         let directory = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        for (family, _, _) in Self.families where family != "gemma3" {
+        for (family, _, _) in Self.families {
             let (data, reference) = try referenceData(family, in: directory)
             let losses = (reference["lora"] as! [String: Any])["loss_per_example"] as! [Double]
             let out = directory.appendingPathComponent("\(family)-merged.gguf")

@@ -5,7 +5,7 @@ import TestSupport
 import XCTest
 @testable import LanguageModel
 
-/// `quantize` writes each family back as a GGUF file of its own architecture: for Qwen2 and Qwen3 the keys and
+/// `quantize` writes each family back as a GGUF file of its own architecture: for Qwen2, Qwen3, Gemma 2 and Gemma 3 the keys and
 /// tensors llama.cpp's convert_hf_to_gguf.py wrote for the same tiny models (Tests/Fixtures/tiny-<name>:
 /// model.gguf.bin), and files that load back and compute transformers' float64 logits (the fixtures'
 /// reference.safetensors). llama.cpp runs such files: Reference/llamacpp_family_check.py.
@@ -62,24 +62,31 @@ final class FamilyExportTests: XCTestCase {
     static let converterFamilies: [(name: String, part: String, extraKeys: [String])] = [
         ("qwen2", "biases zeroed", []), ("qwen3", "head norms set to 1", []),
         ("gemma2", "post_ffw_norm as w, not 1 + w", ["gemma2.rope.freq_base"]),
+        ("gemma3", "attn_q_norm as w, not 1 + w", []),
     ]
 
-    /// `tensor` with the family's own part broken (`converterFamilies`' control), or as it is.
-    static func brokenPart(_ tensor: TinyReference.GGUFTensor) -> TinyReference.GGUFTensor {
-        func floats(_ change: (Float) -> Float) -> TinyReference.GGUFTensor {
-            let values = tensor.data.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }.map(change)
-            return (tensor.name, tensor.dimensions, tensor.type, values.withUnsafeBytes { Array($0) })
+    /// `tensor` with `family`'s own part broken (`converterFamilies`' control), or as it is.
+    static func brokenPart(of family: String) -> (TinyReference.GGUFTensor) -> TinyReference.GGUFTensor {
+        { tensor in
+            func floats(_ change: (Float) -> Float) -> TinyReference.GGUFTensor {
+                let values = tensor.data.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }.map(change)
+                return (tensor.name, tensor.dimensions, tensor.type, values.withUnsafeBytes { Array($0) })
+            }
+            switch family {
+            case "qwen2" where tensor.name.hasSuffix(".bias"): return floats { _ in 0 }
+            case "qwen3" where tensor.name.hasSuffix("attn_q_norm.weight") || tensor.name.hasSuffix("attn_k_norm.weight"):
+                return floats { _ in 1 }
+            case "gemma2" where tensor.name.hasSuffix("post_ffw_norm.weight"): return floats { $0 - 1 }
+            case "gemma3" where tensor.name.hasSuffix("attn_q_norm.weight"): return floats { $0 - 1 }
+            default: return tensor
+            }
         }
-        if tensor.name.hasSuffix(".bias") { return floats { _ in 0 } }
-        if tensor.name.hasSuffix("attn_q_norm.weight") || tensor.name.hasSuffix("attn_k_norm.weight") { return floats { _ in 1 } }
-        if tensor.name.hasSuffix("post_ffw_norm.weight") { return floats { $0 - 1 } }
-        return tensor
     }
 
-    /// From the HF directory and from the converter's own GGUF, F32: the converter's keys (qwen2.*, qwen3.*, gemma2.*;
-    /// key_length and value_length of Qwen3 and Gemma 2, Gemma 2's caps and window, no rope.dimension_count), values
-    /// and tensors (biases, head norms, post-norms, no output.weight where tied), byte for byte (Gemma's norms as the
-    /// converter's 1 + w). Positive control: the same comparison lists what a file lacking one key or one bias lacks.
+    /// From the HF directory and from the converter's own GGUF, F32: the converter's keys (qwen2.*, qwen3.*, gemma2.*,
+    /// gemma3.*; key_length and value_length of Qwen3 and Gemma, Gemma 2's caps and window, Gemma 3's window, sliding
+    /// rope base and global linear scaling, no rope.dimension_count), values and tensors (biases, head norms, post-norms,
+    /// no output.weight where tied), byte for byte (Gemma's norms, Gemma 3's head norms too, as the converter's 1 + w). Positive control: the same comparison lists what a file lacking one key or one bias lacks.
     func testKeysAndTensorsAreTheConverters() throws {
         for (family, _, extraKeys) in Self.converterFamilies {
             let converter = try GGUFFile(url: Fixtures.url("tiny-\(family)/model.gguf.bin"))
@@ -150,24 +157,49 @@ final class FamilyExportTests: XCTestCase {
             print("\(family) merged Q8_0 export: worst logit difference from PEFT's \(worstMergedQ8) (the reference's Q8_0 effect \(q8Effect))")
             XCTAssertLessThanOrEqual(worstMergedQ8, 2 * q8Effect, "\(family) merged Q8_0 export")
             let merged = directory.appendingPathComponent("\(family)-merged-false.gguf")
-            let control = try rewrite(merged, name: "\(family)-control") { _, tensors in tensors = tensors.map(Self.brokenPart) }
+            let control = try rewrite(merged, name: "\(family)-control") { _, tensors in
+                tensors = tensors.map(Self.brokenPart(of: family))
+            }
             let controlGap = try TinyReference.worstLogitDifference(control, family, tensor: "lora_logits")
             print("\(family) control (\(part)): \(controlGap)")
             XCTAssertGreaterThan(controlGap, 100 * TinyReference.logitTolerance, "\(family): the control must be far off")
         }
     }
 
-    /// Llama.cpp's K-quant mix: attn_v and ffn_down finer on use_more_bits layers (the last of two), and the 64-value
+    /// Llama.cpp's K-quant mix: attn_v and ffn_down finer on use_more_bits layers (the last one always), and the 64-value
     /// rows' fallbacks; biases, head norms and post-norms stay F32; the file loads back as its family.
     func testKQuantMixKeepsFamilyParts() throws {
-        let parts = ["qwen2": "blk.1.attn_q.bias", "qwen3": "blk.1.attn_q_norm.weight", "gemma2": "blk.1.post_ffw_norm.weight"]
+        let parts = ["qwen2": "blk.1.attn_q.bias", "qwen3": "blk.1.attn_q_norm.weight", "gemma2": "blk.1.post_ffw_norm.weight",
+                     "gemma3": "blk.1.attn_k_norm.weight"]
         for (family, _, _) in Self.converterFamilies {
             let mixed = try export(family, fromGGUF: true, adapter: false, scheme: .kQuantMix(.q4_K), name: "\(family)-q4_k_m")
+            let last = try XCTUnwrap(mixed.int("\(family).block_count"), family) - 1
             XCTAssertEqual(mixed.tensor(named: "blk.0.attn_q.weight")?.type, .q5_0, family)
-            XCTAssertEqual(mixed.tensor(named: "blk.1.attn_v.weight")?.type, .q8_0, family)
+            XCTAssertEqual(mixed.tensor(named: "blk.\(last).attn_v.weight")?.type, .q8_0, family)
             let part = try XCTUnwrap(parts[family], family)
             XCTAssertEqual(mixed.tensor(named: part)?.type, .f32, part)
             XCTAssertEqual(try ModelLoader.loadGGUF(mixed).configuration.architecture.rawValue, family)
+        }
+    }
+
+    /// `weights` with an output head of their own: a copy of the embedding times `factor`.
+    static func untied(_ weights: ModelWeights, scaledBy factor: Float = 1) -> ModelWeights {
+        ModelWeights(configuration: weights.configuration, embedding: weights.embedding,
+                     output: WeightMatrix(float32: weights.output.dequantized().map { $0 * factor }, rows: weights.output.rows,
+                                          columns: weights.output.columns),
+                     finalNorm: weights.finalNorm, layers: weights.layers, ropeLayout: weights.ropeLayout, source: weights.source)
+    }
+
+    /// Each case's model is refused by the exporter with an error naming `source` and the case's text, and no file is written.
+    func assertExportRefused(_ cases: [(String, ModelWeights, String)], source: String) {
+        for (name, broken, expected) in cases {
+            let url = directory.appendingPathComponent("\(name).gguf")
+            let model = LlamaModel(weights: broken, pool: ThreadPool(threads: 1))
+            XCTAssertThrowsError(try ModelExporter.export(LoadedModel(model: model, tokenizer: nil, gguf: nil), adapter: nil,
+                                                          scheme: .uniform(.f32), to: url), name) { error in
+                XCTAssertTrue("\(error)".contains(expected) && "\(error)".contains(source), "\(name): \(error)")
+            }
+            XCTAssertFalse(FileManager.default.fileExists(atPath: url.path), name)
         }
     }
 
@@ -178,13 +210,8 @@ final class FamilyExportTests: XCTestCase {
     /// testKeysAndTensorsAreTheConverters).
     func testGemma2ThatLlamaCppWouldComputeOtherwiseIsRefused() throws {
         let weights = try TinyReference.weights("gemma2", gguf: false)
-        let untied = ModelWeights(configuration: weights.configuration, embedding: weights.embedding,
-                                  output: WeightMatrix(float32: weights.output.dequantized(), rows: weights.output.rows,
-                                                       columns: weights.output.columns),
-                                  finalNorm: weights.finalNorm, layers: weights.layers, ropeLayout: weights.ropeLayout,
-                                  source: weights.source)
         let cases: [(String, ModelWeights, String)] = [
-            ("untied", untied, "its output head is not its embedding"),
+            ("untied", Self.untied(weights), "its output head is not its embedding"),
             ("uncapped", TinyFamily.configured { $0.finalLogitSoftcap = nil }(weights), "final_logit_softcapping null"),
             ("bfloat16 scale", TinyFamily.configured { $0.embeddingScale = 7.9375 }(weights),
              "embedding scale 7.9375 (√64 in the checkpoint's dtype) is not the 8.0"),
@@ -193,14 +220,66 @@ final class FamilyExportTests: XCTestCase {
             ("every layer sliding", TinyFamily.configured { $0.slidingLayers = $0.slidingLayers.map { _ in true } }(weights),
              "are not the even layers llama.cpp's gemma2 graph slides"),
         ]
-        for (name, broken, expected) in cases {
-            let url = directory.appendingPathComponent("\(name).gguf")
-            let model = LlamaModel(weights: broken, pool: ThreadPool(threads: 1))
-            XCTAssertThrowsError(try ModelExporter.export(LoadedModel(model: model, tokenizer: nil, gguf: nil), adapter: nil,
-                                                          scheme: .uniform(.f32), to: url), name) { error in
-                XCTAssertTrue("\(error)".contains(expected) && "\(error)".contains(weights.source), "\(name): \(error)")
+        assertExportRefused(cases, source: weights.source)
+    }
+
+    /// A Gemma 3 model that llama.cpp's gemma3 graph would compute otherwise is refused, naming what differs, and no file
+    /// is written: an attention soft-cap (gemma3.cpp computes none), an embedding scale rounded to bfloat16, a
+    /// query_pre_attn_scalar other than llama.cpp's rule, sliding layers without a rope base of their own. The fixture
+    /// itself is exported (testKeysAndTensorsAreTheConverters), and what the gemma3 graph reads that Gemma 2's does not
+    /// (an output head, any sliding pattern) is written: testGemma3SlidingLayersAndHeadAreWrittenAsLlamaCppReadsThem.
+    func testGemma3ThatLlamaCppWouldComputeOtherwiseIsRefused() throws {
+        let weights = try TinyReference.weights("gemma3", gguf: false)
+        let cases: [(String, ModelWeights, String)] = [
+            ("attention cap", TinyFamily.configured { $0.attentionSoftcap = 50 }(weights),
+             "attn_logit_softcapping = 50.0 is not computed by llama.cpp's gemma3 graph"),
+            ("bfloat16 scale", TinyFamily.configured { $0.embeddingScale = 5.65625 }(weights),
+             "embedding scale 5.65625 (√32 in the checkpoint's dtype) is not the 5.656854"),
+            ("query scale", TinyFamily.configured { $0.queryPreAttentionScalar = 8 }(weights),
+             "query_pre_attn_scalar = 8.0 is not the 16.0 llama.cpp assumes"),
+            ("no sliding base", TinyFamily.configured { $0.slidingRopeTheta = nil }(weights),
+             "its sliding layers have no window or no rope base of their own"),
+        ]
+        assertExportRefused(cases, source: weights.source)
+    }
+
+    /// Gemma 3's sliding layers as llama.cpp's gemma3 loader reads them: llama.cpp's default of five in six with no
+    /// pattern key (as the converter writes the fixture), any other pattern as one flag per layer, no window (so no
+    /// sliding layer) where none slides; the sliding rope base as written (500 here, not llama.cpp's default 10000); an
+    /// output head apart from the embedding as output.weight. Each file loads back with the sliding layers, base and
+    /// head it was written from, and computes the logits of the model it was written from. The fixture's examples all
+    /// cross its window of 5, so the sliding layers' mask and rope are in every comparison.
+    func testGemma3SlidingLayersAndHeadAreWrittenAsLlamaCppReadsThem() throws {
+        let weights = try TinyReference.weights("gemma3", gguf: false)
+        XCTAssertEqual(weights.configuration.slidingLayers, [true, true, true, true, true, false], "the fixture's five in six")
+        let alternate = [true, false, true, false, false, true]
+        let cases: [(String, ModelWeights, pattern: GGUFValue?, window: Int?)] = [
+            ("fixture", weights, nil, 5),
+            ("alternate", TinyFamily.configured { $0.slidingLayers = alternate }(weights), .array(alternate.map { .bool($0) }), 5),
+            ("every layer", TinyFamily.configured { $0.slidingLayers = $0.slidingLayers.map { _ in true } }(weights),
+             .array(Array(repeating: .bool(true), count: 6)), 5),
+            ("none sliding", TinyFamily.configured { $0.slidingLayers = $0.slidingLayers.map { _ in false } }(weights), nil, nil),
+            ("sliding base 500", TinyFamily.configured { $0.slidingRopeTheta = 500 }(weights), nil, 5),
+            ("untied", Self.untied(weights, scaledBy: 0.5), nil, 5),
+        ]
+        let tokens = try TinyReference.reference("gemma3").inputIds
+        for (name, source, pattern, window) in cases {
+            let model = LlamaModel(weights: source, pool: ThreadPool(threads: 1))
+            model.precision = .float32
+            let (file, exported) = try TinyReference.exported(model, to: directory.appendingPathComponent("\(name).gguf"))
+            XCTAssertEqual(file.metadata["gemma3.attention.sliding_window_pattern"], pattern, name)
+            XCTAssertEqual(file.int("gemma3.attention.sliding_window"), window, name)
+            XCTAssertEqual(file.tensor(named: "output.weight") != nil, name == "untied", name)
+            let c = exported.configuration, expected = source.configuration
+            XCTAssertEqual(c.slidingLayers.contains(true) ? c.slidingLayers : [], expected.slidingLayers.contains(true) ? expected.slidingLayers : [], name)
+            if window != nil { XCTAssertEqual(c.slidingRopeTheta, expected.slidingRopeTheta, name) }
+            exported.precision = .float32
+            var worst: Float = 0
+            for ids in tokens {
+                let (ours, theirs) = (try exported.allLogits(tokens: ids), try model.allLogits(tokens: ids))
+                worst = max(worst, zip(ours, theirs).map { abs($0 - $1) }.max()!)
             }
-            XCTAssertFalse(FileManager.default.fileExists(atPath: url.path), name)
+            XCTAssertLessThanOrEqual(worst, 1e-5, "\(name): the exported file's logits")
         }
     }
 

@@ -7,16 +7,20 @@ llama-cpp-python 0.3.36:
    logits in the fixture (ours are compared with the same logits by FamilyReferenceTests), so the GGUF conventions
    our loader relies on are llama.cpp's too; for Gemma 2 also on its 48-token example past its window of 32
    (tiny-gemma2/window.json), where the sliding layers mask (Gemma 3's examples all cross its window of 5).
-2. What `quantize` writes for the family (every family but Gemma 3, which it refuses): the fixture with its PEFT
-   adapter merged, written as F32, Q8_0 and our Q4_K_M
-   mix. Per file, llama.cpp's per-example losses against ours (`conclave-client eval --json` on the same file) and,
-   for F32, llama.cpp's logits against transformers + PEFT's float64 lora_logits.
+2. What `quantize` writes for the family: the fixture with its PEFT adapter merged, written as F32, Q8_0 and our
+   Q4_K_M mix. Per file, llama.cpp's per-example losses against ours (`conclave-client eval --json` on the same file) and,
+   for F32, llama.cpp's logits against transformers + PEFT's float64 lora_logits. For Gemma 3 also the fixture with
+   other sliding layers (`layer_types` alternating, all global, all sliding: what `quantize` writes as one flag per
+   layer, or without a window), exported as F32: llama.cpp's logits against transformers' float64 logits of that
+   config, each pattern's own control being how far those lie from the fixture's (five in six) logits.
 
 Each family's controls (copies with one of its own parts broken) must be far off in every comparison, so the
 comparison can fail: Qwen2's biases zeroed, Qwen3's q/k head norms set to 1, Phi-3's gate and up halves exchanged,
 Gemma 2 without its final soft-capping key and with its post-feed-forward norms as w instead of 1 + w, Gemma 3
 without its window key (llama.cpp then runs no sliding layer), without its rope scaling factor (the global layer
-unscaled) and with its q head norms as w instead of 1 + w.
+unscaled), with its q head norms as w instead of 1 + w and with its sliding layers' rope base at the global one's
+(`rope.freq_base_swa` set to `rope.freq_base`: the fixture's base is llama.cpp's default 10000, so dropping the key
+would change nothing).
 
 The fixtures have no tokenizer, which llama.cpp requires, so each file is copied with `tokenizer.ggml.model = none`
 added (nothing else changes). The KV cache is F32 (F16 by default moves these logits by about 2e-3). Phi-3's
@@ -40,7 +44,9 @@ Its F32 losses are compared with ours (exact GELU) within 1e-4, the table's effe
 Gemma 2's example past its window is held to transformers' exact GELU within 5e-3 (1.65e-3 measured).
 Gemma 3's F32 logits: 1.5e-2 against transformers' exact GELU: it differs by 8.7e-3, and by 2.3e-3 from
 transformers given the same float16 GELU, that rest from single float16 rounding flips (one example agrees to 5e-5
-at every position, the other two from one position on; measured 2026-12-05).
+at every position, the other two from one position on; measured 2026-12-05). Its F32 export's losses are compared
+with ours (exact GELU) within 1e-3: the table moves transformers' float64 LoRA losses by 3.1e-4, and llama.cpp's lie
+within 2e-5 of transformers' given the table (measured 2026-12-05).
 
     swift build -c release --product conclave-client
     PYTHONPATH=/work/tools/llama_cpp_python-0.3.36:/work/tools/llama.cpp/gguf-py \\
@@ -87,10 +93,11 @@ def q_norm_as_w(name, data):
     return data - 1 if name.endswith("attn_q_norm.weight") else data
 
 
-# Per family: its controls (label, a key to drop, an edit of each tensor's data), the F32 tolerances of llama.cpp's
-# logits against transformers and of its losses against ours, where llama.cpp's GELU table must be put into
-# transformers' forward its model class, whether `quantize` writes it, and references besides reference.json that the
-# converter's file is checked on against transformers' exact GELU (Gemma 2's past its window) with their tolerance.
+# Per family: its controls (label, a key to drop, an edit of each tensor's data, optionally a key to set to another
+# key's value), the F32 tolerances of llama.cpp's logits against transformers and of its losses against ours, where
+# llama.cpp's GELU table must be put into transformers' forward its model class, references besides reference.json
+# that the converter's file is checked on against transformers' exact GELU (Gemma 2's past its window) with their
+# tolerance, and other layer_types that our F32 export of the fixture is checked with (Gemma 3's).
 FAMILIES = {
     "qwen2": dict(controls=[("biases zeroed", None, zero_biases)], f32_logits=F32_LOGITS, f32_loss=F32_LOSS),
     "qwen3": dict(controls=[("head norms set to 1", None, unit_head_norms)], f32_logits=F32_LOGITS, f32_loss=F32_LOSS),
@@ -101,8 +108,12 @@ FAMILIES = {
                    extra_references=["window"], extra_logits=5e-3),
     "gemma3": dict(controls=[("window key dropped", "gemma3.attention.sliding_window", None),
                              ("rope scaling factor dropped", "gemma3.rope.scaling.factor", None),
-                             ("attn_q_norm as w, not 1 + w", None, q_norm_as_w)],
-                   exported=False, f32_logits=1.5e-2, f32_loss=F32_LOSS),
+                             ("attn_q_norm as w, not 1 + w", None, q_norm_as_w),
+                             ("sliding rope base set to the global one", None, None,
+                              ("gemma3.rope.freq_base_swa", "gemma3.rope.freq_base"))],
+                   f32_logits=1.5e-2, f32_loss=1e-3,
+                   layer_patterns={"alternating": ["sliding_attention", "full_attention"] * 3,
+                                   "all global": ["full_attention"] * 6, "all sliding": ["sliding_attention"] * 6}),
 }
 
 
@@ -136,19 +147,22 @@ def ggml_gelu_logits(model_class, fixture, reference, adapter):
         return np.stack([model(torch.tensor([ids])).logits[0].numpy() for ids in reference["input_ids"]])
 
 
-def copy_for_llama_cpp(source, target, drop_key=None, edit=None):
-    """`source` with `tokenizer.ggml.model = none` added, `drop_key` left out and `edit` applied to each tensor."""
+def copy_for_llama_cpp(source, target, drop_key=None, edit=None, set_key=None):
+    """`source` with `tokenizer.ggml.model = none` added, `drop_key` left out, `edit` applied to each tensor and
+    `set_key` (a key and the key whose value it takes) changed."""
     reader = gguf.GGUFReader(source)
     architecture = reader.fields["general.architecture"].contents()
     writer = gguf.GGUFWriter(target, architecture)
     for field in reader.fields.values():
         if field.name.startswith("GGUF.") or field.name in ("general.architecture", drop_key):
             continue
-        kind = field.types[0]
+        kind, value = field.types[0], field.contents()
+        if set_key is not None and field.name == set_key[0]:
+            value = reader.fields[set_key[1]].contents()
         if kind == gguf.GGUFValueType.ARRAY:
-            writer.add_array(field.name, field.contents())
+            writer.add_array(field.name, value)
         else:
-            writer.add_key_value(field.name, field.contents(), kind)
+            writer.add_key_value(field.name, value, kind)
     writer.add_string("tokenizer.ggml.model", "none")
     for tensor in reader.tensors:
         # data is (rows, bytes per row) for a quantized tensor, (rows, columns) for F32: gguf-py reads either, and
@@ -186,12 +200,35 @@ def our_losses(client, path, data, precision):
     return np.array([example["loss"] for example in json.loads(out)["per_example"]])
 
 
+def pattern_gaps(client, family, fixture, folder, label, layer_types, reference):
+    """The fixture with `layer_types` instead of its own, written by `quantize` as F32: the worst difference of
+    llama.cpp's logits from transformers' float64 logits of that config, and of the latter from the fixture's."""
+    import torch
+    import transformers
+    model_directory = os.path.join(folder, f"{family}-layers-{label.replace(' ', '-')}")
+    os.makedirs(model_directory)
+    config = json.load(open(os.path.join(fixture, "config.json")))
+    config["layer_types"] = layer_types
+    json.dump(config, open(os.path.join(model_directory, "config.json"), "w"))
+    os.symlink(os.path.join(fixture, "model.safetensors"), os.path.join(model_directory, "model.safetensors"))
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_directory, torch_dtype=torch.float64,
+                                                              attn_implementation="eager").eval()
+    with torch.no_grad():
+        expected = np.stack([model(torch.tensor([ids])).logits[0].numpy() for ids in reference["input_ids"]])
+    exported, runnable = model_directory + ".gguf", model_directory + "-run.gguf"
+    subprocess.run([client, "quantize", "--model", model_directory, "--type", "f32", "--out", exported], check=True,
+                   capture_output=True)
+    copy_for_llama_cpp(exported, runnable)
+    own = load_file(os.path.join(fixture, "reference.safetensors"))["logits"]
+    return float(np.abs(llama_cpp_run(runnable, reference)[0] - expected).max()), float(np.abs(expected - own).max())
+
+
 def control_gaps(path, folder, stem, controls, reference, expected):
     """The worst logit difference from `expected` of each control copy of `path`."""
     gaps = []
-    for i, (label, drop_key, edit) in enumerate(controls):
+    for i, (label, drop_key, edit, *set_key) in enumerate(controls):
         copy = os.path.join(folder, f"{stem}-control-{i}.gguf")
-        copy_for_llama_cpp(path, copy, drop_key=drop_key, edit=edit)
+        copy_for_llama_cpp(path, copy, drop_key=drop_key, edit=edit, set_key=set_key[0] if set_key else None)
         gaps.append((label, float(np.abs(llama_cpp_run(copy, reference)[0] - expected).max())))
     return gaps
 
@@ -232,8 +269,14 @@ def check(client, family, folder, failures):
     failures.extend(f"{family} converter's file: control '{label}' not far off ({g})" for label, g in gaps
                     if not g > CONTROL_LOGITS)
 
-    if not settings.get("exported", True):
-        return
+    for label, layer_types in settings.get("layer_patterns", {}).items():
+        gap, control = pattern_gaps(client, family, fixture, folder, label, layer_types, reference)
+        print(f"{family} F32 export with layers {label}: llama.cpp vs transformers float64 worst logit difference "
+              f"{gap:.3g} (within {settings['f32_logits']}); control: that config's logits vs the fixture's {control:.3g}")
+        if not gap <= settings["f32_logits"]:
+            failures.append(f"{family} layers {label}: logits {gap} > {settings['f32_logits']}")
+        if not control > CONTROL_LOGITS:
+            failures.append(f"{family} layers {label}: control not far off ({control})")
     data = os.path.join(folder, f"{family}-examples.jsonl")
     with open(data, "w") as f:
         for ids, labels in zip(reference["input_ids"], reference["labels"]):
