@@ -230,6 +230,63 @@ AVX512 void ck_tile_product_avx512(int rows, int columns, int depth, float scale
     }
 }
 
+// Exponential.exp (Kernels/Exponential.swift) on one zmm, step for step: the same constants, the same multiplies
+// and adds in the same order (no FMA), so each lane is bit-for-bit the Swift SIMD16 result.
+AVX512 static inline __m512 exp_512(__m512 x) {
+    const __m512 lower = _mm512_set1_ps(-87.33654f), upper = _mm512_set1_ps(88.37626f);
+    const __mmask16 below = _mm512_cmp_ps_mask(x, lower, _CMP_LT_OQ), above = _mm512_cmp_ps_mask(x, upper, _CMP_GT_OQ);
+    const __m512 clamped = _mm512_mask_mov_ps(_mm512_mask_mov_ps(x, below, lower), above, upper);
+    const __m512 magic = _mm512_set1_ps(12582912.0f);
+    const __m512 shifted = _mm512_add_ps(_mm512_mul_ps(clamped, _mm512_set1_ps(1.44269504f)), magic);
+    const __m512 n = _mm512_sub_ps(shifted, magic);
+    __m512 r = _mm512_sub_ps(clamped, _mm512_mul_ps(n, _mm512_set1_ps(0.693359375f)));
+    r = _mm512_sub_ps(r, _mm512_mul_ps(n, _mm512_set1_ps(-2.1219444e-4f)));
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(0.5f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f));
+    const __m512i exponent = _mm512_slli_epi32(
+        _mm512_add_epi32(_mm512_sub_epi32(_mm512_castps_si512(shifted), _mm512_set1_epi32(0x4B400000)),
+                         _mm512_set1_epi32(127)), 23);
+    __m512 result = _mm512_mul_ps(p, _mm512_castsi512_ps(exponent));
+    result = _mm512_mask_mov_ps(result, below, _mm512_setzero_ps());
+    result = _mm512_mask_mov_ps(result, above, _mm512_set1_ps(__builtin_inff()));
+    return _mm512_mask_mov_ps(result, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x);
+}
+
+AVX512 double ck_exponentiate_avx512(const float *x, float *out, size_t n, float shift) {
+    const __m512 s = _mm512_set1_ps(shift);
+    __m512 partial = _mm512_setzero_ps();
+    double total = 0;
+    size_t i = 0;
+    int sinceFlush = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 e = exp_512(_mm512_sub_ps(_mm512_loadu_ps(x + i), s));
+        if (out) _mm512_storeu_ps(out + i, e);
+        partial = _mm512_add_ps(partial, e);
+        // A float partial sum per 1,024 elements, then Double: long rows (a vocabulary) keep full precision.
+        if (++sinceFlush == 64) {
+            total += _mm512_reduce_add_ps(partial);
+            partial = _mm512_setzero_ps();
+            sinceFlush = 0;
+        }
+    }
+    total += _mm512_reduce_add_ps(partial);
+    if (i < n) {
+        const __mmask16 tail = (__mmask16)((1u << (n - i)) - 1);
+        // Lanes past n hold −∞, whose exponential is 0, as the Swift tail does.
+        const __m512 v = _mm512_mask_sub_ps(_mm512_set1_ps(-__builtin_inff()), tail, _mm512_maskz_loadu_ps(tail, x + i), s);
+        const __m512 e = exp_512(v);
+        if (out) _mm512_mask_storeu_ps(out + i, tail, e);
+        total += _mm512_reduce_add_ps(e);
+    }
+    return total;
+}
+
 AVX2 float ck_dot_avx2(const float *a, const float *b, size_t n) {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
     size_t i = 0;
@@ -334,6 +391,10 @@ AVX2 void ck_panel_gemm_avx2(const float *w, int rows, const float *x, int token
 
 #else
 int ck_has_avx2(void) { return 0; }
+double ck_exponentiate_avx512(const float *x, float *out, size_t n, float shift) {
+    (void)x; (void)out; (void)n; (void)shift;
+    return 0;
+}
 void ck_tile_product_avx512(int rows, int columns, int depth, float scale, const float *a, size_t aRow,
                             size_t aDepth, const float *b, size_t bStride, float *out, size_t outStride, int accumulate) {
     ck_tile_product_avx2(rows, columns, depth, scale, a, aRow, aDepth, b, bStride, out, outStride, accumulate);

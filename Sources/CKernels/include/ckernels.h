@@ -41,6 +41,11 @@ void ck_tile_product_avx2(int rows, int columns, int depth, float scale, const f
 void ck_tile_product_avx512(int rows, int columns, int depth, float scale, const float *a, size_t aRow, size_t aDepth,
                             const float *b, size_t bStride, float *out, size_t outStride, int accumulate);
 
+/// Σ e^(x[i] − shift) over n elements, each also stored to out[i] unless `out` is NULL (it may be x): Exponential's
+/// `exponentiate` on AVX-512F, its lanes bit-for-bit the Swift ones, its float partial sums added to a double every
+/// 1,024 elements as there (only the order of each partial's 16 lanes may differ); check ck_has_avx512_vnni first.
+double ck_exponentiate_avx512(const float *x, float *out, size_t n, float shift);
+
 /// Σ a[i]·b[i] with AVX2 FMA.
 float ck_dot_avx2(const float *a, const float *b, size_t n);
 
