@@ -10,7 +10,17 @@ import XCTest
 final class AttentionBlockTests: XCTestCase {
     struct Shape {
         let heads: Int, kvHeads: Int, hd: Int
+        var qWidth: Int { heads * hd }
+        var kvWidth: Int { kvHeads * hd }
+        var group: Int { heads / kvHeads }
     }
+
+    /// Grouped query heads with a width off the 16-column steps, and a width on them.
+    let shapes = [Shape(heads: 6, kvHeads: 2, hd: 12), Shape(heads: 2, kvHeads: 1, hd: 64)]
+    /// Windows cutting the band of a block of four rows, one key wide, and none.
+    let windows: [Int?] = [nil, 1, 3, 6]
+    /// The default scale without a cap, and Gemma 2's own scale and soft-cap.
+    let scalesAndCaps: [(scale: Float?, softcap: Float?)] = [(nil, nil), (0.3, 2)]
 
     /// Deterministic values in [−1, 1].
     struct Values {
@@ -56,12 +66,12 @@ final class AttentionBlockTests: XCTestCase {
     func testForwardMatchesTheDefinition() {
         var values = Values(state: 51)
         let pool = ThreadPool(threads: 2)
-        for shape in [Shape(heads: 6, kvHeads: 2, hd: 12), Shape(heads: 2, kvHeads: 1, hd: 64)] {
-            let qWidth = shape.heads * shape.hd, kvWidth = shape.kvHeads * shape.hd, group = shape.heads / shape.kvHeads
+        for shape in shapes {
+            let (qWidth, kvWidth, group) = (shape.qWidth, shape.kvWidth, shape.group)
             for tokens in [1, 2, 5, 11] {
                 for start in [0, 4] {
-                    for window in [nil, 1, 3, 6] as [Int?] {
-                        for (scale, softcap) in [(nil, nil), (Float(0.3), Float(2))] as [(Float?, Float?)] {
+                    for window in windows {
+                        for (scale, softcap) in scalesAndCaps {
                             let total = start + tokens
                             let q = values.next(tokens * qWidth), k = values.next(total * kvWidth)
                             let v = values.next(total * kvWidth)
@@ -94,11 +104,11 @@ final class AttentionBlockTests: XCTestCase {
     func testBackwardMatchesTheDefinition() {
         var values = Values(state: 52)
         let pool = ThreadPool(threads: 2)
-        for shape in [Shape(heads: 6, kvHeads: 2, hd: 12), Shape(heads: 2, kvHeads: 1, hd: 64)] {
-            let qWidth = shape.heads * shape.hd, kvWidth = shape.kvHeads * shape.hd, group = shape.heads / shape.kvHeads
+        for shape in shapes {
+            let (qWidth, kvWidth, group) = (shape.qWidth, shape.kvWidth, shape.group)
             for n in [1, 2, 5, 11] {
-                for window in [nil, 1, 3, 6] as [Int?] {
-                    for (scale, softcap) in [(nil, nil), (Float(0.3), Float(2))] as [(Float?, Float?)] {
+                for window in windows {
+                    for (scale, softcap) in scalesAndCaps {
                         let q = values.next(n * qWidth), k = values.next(n * kvWidth), v = values.next(n * kvWidth)
                         let dO = values.next(n * qWidth)
                         var dQ = [Float](repeating: .nan, count: n * qWidth)
