@@ -87,6 +87,206 @@ AVX2 void ck_weighted_rows_strided_avx2(float *out, const float *rows, size_t st
     }
 }
 
+// Lane masks for the last 1..7 columns of a tile: row k of the table, read from offset 8 − k, has k lanes set.
+static const int32_t tail_mask_table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+
+// One block of R rows (R ≤ 4, a constant after inlining) of ck_tile_product_avx2: 16 columns per pass, eight
+// accumulators (four rows × two vectors, enough independent FMA chains for both units), each loaded vector of b
+// serving the R rows; then 8 columns, then the last 1..7 under a mask.
+__attribute__((always_inline)) AVX2 static inline void tile_rows(const int R, int columns, int depth, float scale,
+                                                                const float *a, size_t aRow, size_t aDepth,
+                                                                const float *b, size_t bStride, float *out,
+                                                                size_t outStride, int accumulate) {
+    const __m256 s = _mm256_set1_ps(scale);
+    int col = 0;
+    for (; col + 16 <= columns; col += 16) {
+        __m256 acc[4][2];
+        for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+        for (int k = 0; k < depth; k++) {
+            const float *bk = b + (size_t)k * bStride + col;
+            const __m256 b0 = _mm256_loadu_ps(bk), b1 = _mm256_loadu_ps(bk + 8);
+            for (int r = 0; r < R; r++) {
+                const __m256 ar = _mm256_broadcast_ss(a + r * aRow + (size_t)k * aDepth);
+                acc[r][0] = _mm256_fmadd_ps(ar, b0, acc[r][0]);
+                acc[r][1] = _mm256_fmadd_ps(ar, b1, acc[r][1]);
+            }
+        }
+        for (int r = 0; r < R; r++) {
+            float *o = out + r * outStride + col;
+            __m256 v0 = _mm256_mul_ps(acc[r][0], s), v1 = _mm256_mul_ps(acc[r][1], s);
+            if (accumulate) {
+                v0 = _mm256_add_ps(v0, _mm256_loadu_ps(o));
+                v1 = _mm256_add_ps(v1, _mm256_loadu_ps(o + 8));
+            }
+            _mm256_storeu_ps(o, v0);
+            _mm256_storeu_ps(o + 8, v1);
+        }
+    }
+    while (col < columns) {
+        const int width = columns - col < 8 ? columns - col : 8;
+        const __m256i mask = _mm256_loadu_si256((const __m256i *)(tail_mask_table + 8 - width));
+        __m256 acc[4];
+        for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
+        for (int k = 0; k < depth; k++) {
+            const __m256 bk = _mm256_maskload_ps(b + (size_t)k * bStride + col, mask);
+            for (int r = 0; r < R; r++)
+                acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r * aRow + (size_t)k * aDepth), bk, acc[r]);
+        }
+        for (int r = 0; r < R; r++) {
+            float *o = out + r * outStride + col;
+            __m256 v = _mm256_mul_ps(acc[r], s);
+            if (accumulate) v = _mm256_add_ps(v, _mm256_maskload_ps(o, mask));
+            _mm256_maskstore_ps(o, mask, v);
+        }
+        col += width;
+    }
+}
+
+AVX2 void ck_tile_product_avx2(int rows, int columns, int depth, float scale, const float *a, size_t aRow,
+                               size_t aDepth, const float *b, size_t bStride, float *out, size_t outStride,
+                               int accumulate) {
+    int r = 0;
+    for (; r + 4 <= rows; r += 4)
+        tile_rows(4, columns, depth, scale, a + r * aRow, aRow, aDepth, b, bStride, out + r * outStride, outStride,
+                  accumulate);
+    const float *ar = a + r * aRow;
+    float *outr = out + r * outStride;
+    switch (rows - r) {
+    case 3: tile_rows(3, columns, depth, scale, ar, aRow, aDepth, b, bStride, outr, outStride, accumulate); break;
+    case 2: tile_rows(2, columns, depth, scale, ar, aRow, aDepth, b, bStride, outr, outStride, accumulate); break;
+    case 1: tile_rows(1, columns, depth, scale, ar, aRow, aDepth, b, bStride, outr, outStride, accumulate); break;
+    default: break;
+    }
+}
+
+#define AVX512 __attribute__((target("avx512f,fma")))
+
+// One tile of ck_tile_product_avx512: R rows (≤ 4) × V vectors of 16 columns (V ≤ 4, both constants after
+// inlining), lanes past `columns` masked off; at R = V = 4 sixteen accumulators, four loads of b and four
+// broadcasts of a per 16 FMAs.
+__attribute__((always_inline)) AVX512 static inline void tile_512(const int R, const int V, int columns, int depth,
+                                                                 float scale, const float *a, size_t aRow,
+                                                                 size_t aDepth, const float *b, size_t bStride,
+                                                                 float *out, size_t outStride, int accumulate) {
+    __mmask16 mask[4];
+    for (int v = 0; v < V; v++) {
+        const int lanes = columns - 16 * v;
+        mask[v] = lanes >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << lanes) - 1);
+    }
+    __m512 acc[4][4];
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < V; v++) acc[r][v] = _mm512_setzero_ps();
+    for (int k = 0; k < depth; k++) {
+        const float *bk = b + (size_t)k * bStride;
+        __m512 bv[4];
+        for (int v = 0; v < V; v++) bv[v] = _mm512_maskz_loadu_ps(mask[v], bk + 16 * v);
+        for (int r = 0; r < R; r++) {
+            const __m512 ar = _mm512_set1_ps(a[r * aRow + (size_t)k * aDepth]);
+            for (int v = 0; v < V; v++) acc[r][v] = _mm512_fmadd_ps(ar, bv[v], acc[r][v]);
+        }
+    }
+    const __m512 s = _mm512_set1_ps(scale);
+    for (int r = 0; r < R; r++) {
+        for (int v = 0; v < V; v++) {
+            float *o = out + r * outStride + 16 * v;
+            __m512 x = _mm512_mul_ps(acc[r][v], s);
+            if (accumulate) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask[v], o));
+            _mm512_mask_storeu_ps(o, mask[v], x);
+        }
+    }
+}
+
+__attribute__((always_inline)) AVX512 static inline void rows_512(const int R, int columns, int depth, float scale,
+                                                                 const float *a, size_t aRow, size_t aDepth,
+                                                                 const float *b, size_t bStride, float *out,
+                                                                 size_t outStride, int accumulate) {
+    for (int col = 0; col < columns; col += 64) {
+        const int width = columns - col;
+        const float *bc = b + col;
+        float *oc = out + col;
+        switch (width >= 64 ? 4 : (width + 15) / 16) {
+        case 4: tile_512(R, 4, width, depth, scale, a, aRow, aDepth, bc, bStride, oc, outStride, accumulate); break;
+        case 3: tile_512(R, 3, width, depth, scale, a, aRow, aDepth, bc, bStride, oc, outStride, accumulate); break;
+        case 2: tile_512(R, 2, width, depth, scale, a, aRow, aDepth, bc, bStride, oc, outStride, accumulate); break;
+        default: tile_512(R, 1, width, depth, scale, a, aRow, aDepth, bc, bStride, oc, outStride, accumulate); break;
+        }
+    }
+}
+
+AVX512 void ck_tile_product_avx512(int rows, int columns, int depth, float scale, const float *a, size_t aRow,
+                                   size_t aDepth, const float *b, size_t bStride, float *out, size_t outStride,
+                                   int accumulate) {
+    int r = 0;
+    for (; r + 4 <= rows; r += 4)
+        rows_512(4, columns, depth, scale, a + r * aRow, aRow, aDepth, b, bStride, out + r * outStride, outStride,
+                 accumulate);
+    const float *ar = a + r * aRow;
+    float *outr = out + r * outStride;
+    switch (rows - r) {
+    case 3: rows_512(3, columns, depth, scale, ar, aRow, aDepth, b, bStride, outr, outStride, accumulate); break;
+    case 2: rows_512(2, columns, depth, scale, ar, aRow, aDepth, b, bStride, outr, outStride, accumulate); break;
+    case 1: rows_512(1, columns, depth, scale, ar, aRow, aDepth, b, bStride, outr, outStride, accumulate); break;
+    default: break;
+    }
+}
+
+// Exponential.exp (Kernels/Exponential.swift) on one zmm, step for step: the same constants, the same multiplies
+// and adds in the same order (no FMA), so each lane is bit-for-bit the Swift SIMD16 result.
+AVX512 static inline __m512 exp_512(__m512 x) {
+    const __m512 lower = _mm512_set1_ps(-87.33654f), upper = _mm512_set1_ps(88.37626f);
+    const __mmask16 below = _mm512_cmp_ps_mask(x, lower, _CMP_LT_OQ), above = _mm512_cmp_ps_mask(x, upper, _CMP_GT_OQ);
+    const __m512 clamped = _mm512_mask_mov_ps(_mm512_mask_mov_ps(x, below, lower), above, upper);
+    const __m512 magic = _mm512_set1_ps(12582912.0f);
+    const __m512 shifted = _mm512_add_ps(_mm512_mul_ps(clamped, _mm512_set1_ps(1.44269504f)), magic);
+    const __m512 n = _mm512_sub_ps(shifted, magic);
+    __m512 r = _mm512_sub_ps(clamped, _mm512_mul_ps(n, _mm512_set1_ps(0.693359375f)));
+    r = _mm512_sub_ps(r, _mm512_mul_ps(n, _mm512_set1_ps(-2.1219444e-4f)));
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(0.5f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f));
+    const __m512i exponent = _mm512_slli_epi32(
+        _mm512_add_epi32(_mm512_sub_epi32(_mm512_castps_si512(shifted), _mm512_set1_epi32(0x4B400000)),
+                         _mm512_set1_epi32(127)), 23);
+    __m512 result = _mm512_mul_ps(p, _mm512_castsi512_ps(exponent));
+    result = _mm512_mask_mov_ps(result, below, _mm512_setzero_ps());
+    result = _mm512_mask_mov_ps(result, above, _mm512_set1_ps(__builtin_inff()));
+    return _mm512_mask_mov_ps(result, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x);
+}
+
+AVX512 double ck_exponentiate_avx512(const float *x, float *out, size_t n, float shift) {
+    const __m512 s = _mm512_set1_ps(shift);
+    __m512 partial = _mm512_setzero_ps();
+    double total = 0;
+    size_t i = 0;
+    int sinceFlush = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 e = exp_512(_mm512_sub_ps(_mm512_loadu_ps(x + i), s));
+        if (out) _mm512_storeu_ps(out + i, e);
+        partial = _mm512_add_ps(partial, e);
+        // A float partial sum per 1,024 elements, then Double: long rows (a vocabulary) keep full precision.
+        if (++sinceFlush == 64) {
+            total += _mm512_reduce_add_ps(partial);
+            partial = _mm512_setzero_ps();
+            sinceFlush = 0;
+        }
+    }
+    total += _mm512_reduce_add_ps(partial);
+    if (i < n) {
+        const __mmask16 tail = (__mmask16)((1u << (n - i)) - 1);
+        // Lanes past n hold −∞, whose exponential is 0, as the Swift tail does.
+        const __m512 v = _mm512_mask_sub_ps(_mm512_set1_ps(-__builtin_inff()), tail, _mm512_maskz_loadu_ps(tail, x + i), s);
+        const __m512 e = exp_512(v);
+        if (out) _mm512_mask_storeu_ps(out + i, tail, e);
+        total += _mm512_reduce_add_ps(e);
+    }
+    return total;
+}
+
 AVX2 float ck_dot_avx2(const float *a, const float *b, size_t n) {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
     size_t i = 0;
@@ -191,6 +391,19 @@ AVX2 void ck_panel_gemm_avx2(const float *w, int rows, const float *x, int token
 
 #else
 int ck_has_avx2(void) { return 0; }
+double ck_exponentiate_avx512(const float *x, float *out, size_t n, float shift) {
+    (void)x; (void)out; (void)n; (void)shift;
+    return 0;
+}
+void ck_tile_product_avx512(int rows, int columns, int depth, float scale, const float *a, size_t aRow,
+                            size_t aDepth, const float *b, size_t bStride, float *out, size_t outStride, int accumulate) {
+    ck_tile_product_avx2(rows, columns, depth, scale, a, aRow, aDepth, b, bStride, out, outStride, accumulate);
+}
+void ck_tile_product_avx2(int rows, int columns, int depth, float scale, const float *a, size_t aRow,
+                          size_t aDepth, const float *b, size_t bStride, float *out, size_t outStride, int accumulate) {
+    (void)rows; (void)columns; (void)depth; (void)scale; (void)a; (void)aRow; (void)aDepth; (void)b; (void)bStride;
+    (void)out; (void)outStride; (void)accumulate;
+}
 void ck_dequantize_row_avx2(int format, const void *source, float *out, size_t count) {
     (void)format; (void)source; (void)out; (void)count;
 }

@@ -1,3 +1,5 @@
+import CKernels
+
 /// A vectorised single-precision exponential for the softmax, cross-entropy and SiLU kernels.
 ///
 /// Method (Cody & Waite 1980 range reduction, as in Cephes' `expf`): x = n·ln 2 + r with n = round(x/ln 2)
@@ -62,9 +64,18 @@ public enum Exponential {
         sumOfExponentials(x, n, shift: shift, storingInto: nil)
     }
 
+    /// On the avx512vnni tier `ck_exponentiate_avx512`: the same lanes bit for bit, on one zmm instead of four
+    /// SSE registers (the baseline this module is compiled for); elsewhere `genericSumOfExponentials`.
     @inline(__always)
     private static func sumOfExponentials(_ x: UnsafePointer<Float>, _ n: Int, shift: Float,
                                           storingInto out: UnsafeMutablePointer<Float>?) -> Double {
+        if KernelBackend.selected == .avx512vnni { return ck_exponentiate_avx512(x, out, n, shift) }
+        return genericSumOfExponentials(x, n, shift: shift, storingInto: out)
+    }
+
+    /// `exponentiate` (or `sumOfExponentials` with no `out`) in portable Swift SIMD: the reference.
+    static func genericSumOfExponentials(_ x: UnsafePointer<Float>, _ n: Int, shift: Float,
+                                         storingInto out: UnsafeMutablePointer<Float>?) -> Double {
         let raw = UnsafeRawPointer(x)
         let s = SIMD16<Float>(repeating: shift)
         var total = 0.0, partial = SIMD16<Float>(), i = 0, sinceFlush = 0

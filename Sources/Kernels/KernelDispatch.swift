@@ -14,8 +14,9 @@ import Foundation
 /// | int8 product, model inference/training (Q4_0, Q4_1, Q5_0, Q8_0) | 16-row groups, zmm vpdpbusd (Q5_0's fifth bits: one masked move per vector) | 16-row groups, 2 × 8 rows, ymm vpmaddubsw + vpmaddwd (Q5_0's fifth bits expanded from a mask, its int16 pairs widened every four vectors; training's transposed Q8_0 copies: 7-bit activations, no sign trick) | (the row below) | Swift SIMD, 4 rows |
 /// | int8 product, 1-3 tokens, file layout  | row tiles, vpdpbusd (ymm)     | row tiles, vpmaddubsw         | 4×4 tiles: sdot / vmull+vpadal    | (SSE2 pmaddwd)       |
 /// | int8 product, ≥ 4 tokens, file layout  | interleaved panel, vpdpbusd   | interleaved panel, vpmaddubsw | 4×4 tiles: sdot / vmull+vpadal    | (GenericInt8)        |
-/// | attention scores (one query, many keys)| 4 rows per pass, AVX2 FMA     | 4 rows per pass, AVX2 FMA     | 4 rows per pass, FMLA             | Swift SIMD8 dot      |
-/// | attention values (P·V; training's dQ, dK, dV) | 64 columns per pass, AVX2 FMA | 64 columns per pass, AVX2 FMA | Swift SIMD16 (weightedRowSum) | Swift SIMD16 |
+/// | attention, one query row (decoding)    | 4 keys per pass, AVX2 FMA; P·V 64 columns per pass | the same | 4 keys per pass, FMLA; P·V Swift SIMD16 | Swift SIMD8 dot, SIMD16 |
+/// | attention, blocks of 4 rows (tileProduct: scores, P·V; training's dP, dQ, dK, dV) | 4 rows × 64 columns, zmm FMA | 4 rows × 16 columns, ymm FMA | Swift SIMD16, a row at a time | Swift SIMD16, a row at a time |
+/// | exponentials of softmax and cross-entropy (Exponential.exponentiate) | zmm, lanes bit-equal to the Swift ones | Swift SIMD16 | Swift SIMD16 | Swift SIMD16 (SSE2 on x86-64) |
 /// | activation quantization                | AVX2                          | AVX2                          | NEON (vcvtnq)                     | Swift                |
 /// | dequantize row (f16, q8_0, q4_0, q4_1) | AVX2 + F16C                   | AVX2 + F16C                   | NEON (fcvtl)                      | Swift SIMD (q*)      |
 /// | int8 product, Q5_0 (file layout) Q5_1 Q2_K-Q6_K | row decoded once, vpdpbusd | row decoded once, vpmaddubsw | row decoded once, 4 tokens: sdot / vmull+vpadal | Swift SIMD dots |

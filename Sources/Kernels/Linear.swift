@@ -244,7 +244,8 @@ extension Vector {
 
 extension Vector {
     /// `weightedRowSum` with unit coefficient stride on the AVX2 kernel (FMA, eight accumulators) where the
-    /// CPU has it: inference's attention values, softmax(scores)·V; training keeps the Swift path.
+    /// CPU has it: a single query row's attention values, softmax(scores)·V (decoding; blocks of rows use
+    /// `tileProduct`).
     public static func attentionValues(into out: UnsafeMutablePointer<Float>, rows: UnsafePointer<Float>, rowStride: Int,
                                        coefficients: UnsafePointer<Float>, count: Int, width: Int) {
         if KernelBackend.selected.hasAVX2 {
@@ -257,7 +258,7 @@ extension Vector {
 
     /// out[0..<width] (+)= Σ_i coefficients[i·coefficientStride] · rows[i·rowStride ..< i·rowStride + width]
     /// for i in 0..<count: a weighted sum of strided rows kept in registers 64 columns at a time, so each
-    /// output element is written once (attention's P·V, dS·K and their transposes).
+    /// output element is written once (LoRA's products, and a row of `tileProduct` on the generic path).
     public static func weightedRowSum(into out: UnsafeMutablePointer<Float>, rows: UnsafePointer<Float>, rowStride: Int,
                                       coefficients: UnsafePointer<Float>, coefficientStride: Int, count: Int,
                                       width: Int, accumulate: Bool) {

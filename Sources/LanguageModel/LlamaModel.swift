@@ -417,10 +417,19 @@ enum Attention {
         return max(0, position - window + 1)
     }
 
+    /// Query rows per block of the attention's tile products (`Vector.tileProduct`'s AVX2 kernel takes four at a
+    /// time): each key and value row loaded serves the block's rows.
+    static let blockRows = 4
+
     /// output (tokens, heads·hd): for query row t at position p = start+t, softmax(cap(scale·q·Kᵀ)) V over
     /// positions `firstKey(p, window)`...p (scale 1/√hd unless the model says otherwise; cap c·tanh(s/c) with a
     /// `softcap`, else none; every earlier position with no `window`); query head h reads key/value head
     /// h / (heads / kvHeads).
+    ///
+    /// Several query rows (prefill, scoring, training) go in blocks of `blockRows` consecutive rows of one head:
+    /// their scores against the union of their keys are one tile product with a transposed copy of the keys, each
+    /// row's entries outside its own band are set to zero after its softmax, and P·V is a second tile product.
+    /// A single query row (decoding) reads the keys in place, where the copy would cost more than it saves.
     static func causal(queries: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
                        tokens: Int, start: Int, heads: Int, kvHeads: Int, headDimension hd: Int, scale: Float? = nil,
                        softcap: Float? = nil, window: Int? = nil, output: UnsafeMutablePointer<Float>, pool: ThreadPool) {
@@ -428,19 +437,54 @@ enum Attention {
         let kvWidth = kvHeads * hd, qWidth = heads * hd
         let scale = scale ?? 1 / Float(hd).squareRoot()
         nonisolated(unsafe) let queries = queries, keys = keys, values = values, output = output
-        pool.parallelFor(tokens * heads, minimumChunk: 4) { range in
-            let scores = UnsafeMutablePointer<Float>.allocate(capacity: start + tokens)
+        guard tokens > 1 else {
+            pool.parallelFor(tokens * heads, minimumChunk: 4) { range in
+                let scores = UnsafeMutablePointer<Float>.allocate(capacity: start + tokens)
+                defer { scores.deallocate() }
+                for task in range {
+                    let t = task / heads, head = task % heads, kvHead = head / group
+                    let first = firstKey(position: start + t, window: window), length = start + t + 1 - first
+                    let query = queries + t * qWidth + head * hd
+                    let keyRows = keys + first * kvWidth + kvHead * hd, valueRows = values + first * kvWidth + kvHead * hd
+                    Vector.dotRows(query, rows: keyRows, stride: kvWidth, count: length, width: hd, scale: scale, into: scores)
+                    if let softcap { Softcap.apply(scores, length, cap: softcap) }
+                    Activation.softmax(scores, length)
+                    Vector.attentionValues(into: output + t * qWidth + head * hd, rows: valueRows, rowStride: kvWidth,
+                                           coefficients: scores, count: length, width: hd)
+                }
+            }
+            return
+        }
+        let total = start + tokens, blocks = (tokens + blockRows - 1) / blockRows
+        // keysT[kvHead][i][j] = keys[j][kvHead·hd + i]: a key head's columns, the rows the score product reads.
+        nonisolated(unsafe) let keysT = UnsafeMutablePointer<Float>.allocate(capacity: kvHeads * hd * total)
+        defer { keysT.deallocate() }
+        for kvHead in 0..<kvHeads {
+            Vector.transpose(keys + kvHead * hd, stride: kvWidth, count: total, width: hd, into: keysT + kvHead * hd * total,
+                             outStride: total)
+        }
+        pool.parallelFor(blocks * heads) { range in
+            let scores = UnsafeMutablePointer<Float>.allocate(capacity: blockRows * total)
             defer { scores.deallocate() }
             for task in range {
-                let t = task / heads, head = task % heads, kvHead = head / group
-                let first = firstKey(position: start + t, window: window), length = start + t + 1 - first
-                let query = queries + t * qWidth + head * hd
-                let keyRows = keys + first * kvWidth + kvHead * hd, valueRows = values + first * kvWidth + kvHead * hd
-                Vector.dotRows(query, rows: keyRows, stride: kvWidth, count: length, width: hd, scale: scale, into: scores)
-                if let softcap { Softcap.apply(scores, length, cap: softcap) }
-                Activation.softmax(scores, length)
-                Vector.attentionValues(into: output + t * qWidth + head * hd, rows: valueRows, rowStride: kvWidth,
-                                       coefficients: scores, count: length, width: hd)
+                let t0 = task / heads * blockRows, head = task % heads, kvHead = head / group
+                let rows = min(blockRows, tokens - t0), last = start + t0 + rows - 1
+                let first0 = firstKey(position: start + t0, window: window), width = last + 1 - first0
+                Vector.tileProduct(rows: rows, columns: width, depth: hd, scale: scale, a: queries + t0 * qWidth + head * hd,
+                                   aRowStride: qWidth, aDepthStride: 1, b: keysT + kvHead * hd * total + first0,
+                                   bStride: total, into: scores, outStride: total, accumulate: false)
+                for r in 0..<rows {
+                    let position = start + t0 + r, first = firstKey(position: position, window: window)
+                    let row = scores + r * total, band = row + first - first0, length = position + 1 - first
+                    if let softcap { Softcap.apply(band, length, cap: softcap) }
+                    Activation.softmax(band, length)
+                    // The block's keys outside this row's band: masked, so they weigh nothing in P·V.
+                    row.initialize(repeating: 0, count: first - first0)
+                    (band + length).initialize(repeating: 0, count: last - position)
+                }
+                Vector.tileProduct(rows: rows, columns: hd, depth: width, a: scores, aRowStride: total, aDepthStride: 1,
+                                   b: values + first0 * kvWidth + kvHead * hd, bStride: kvWidth,
+                                   into: output + t0 * qWidth + head * hd, outStride: qWidth, accumulate: false)
             }
         }
     }

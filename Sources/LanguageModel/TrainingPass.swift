@@ -344,7 +344,7 @@ struct LayerGradients {
         let headNorms = block.headNorms != nil
         dQPreNorm = written(headNorms ? n * qWidth : 1); dKPreNorm = written(headNorms ? n * kvWidth : 1)
         attention = written(TrainingAttention.backwardScratch(tokens: n, heads: c.numAttentionHeads,
-                                                              kvHeads: c.numKeyValueHeads))
+                                                              kvHeads: c.numKeyValueHeads, headDimension: c.headDim))
     }
 }
 
@@ -421,18 +421,23 @@ final class TrainingProjections: LayerProjections {
 /// the forward pass (as flash attention does): the forward keeps O(n·d) per layer, not (heads, n, n).
 enum TrainingAttention {
     /// Floats of scratch that `backward` needs: probabilities and score gradients for the query heads of
-    /// one key/value head at a time, 2 · (heads / kvHeads) · n · n.
-    static func backwardScratch(tokens n: Int, heads: Int, kvHeads: Int) -> Int { 2 * (heads / kvHeads) * n * n }
+    /// one key/value head at a time, 2 · (heads / kvHeads) · n · n, and that head's keys and values transposed, 2 · hd · n.
+    static func backwardScratch(tokens n: Int, heads: Int, kvHeads: Int, headDimension hd: Int) -> Int {
+        2 * (heads / kvHeads) * n * n + 2 * hd * n
+    }
 
-    /// P = softmax(cap(s·Q·Kᵀ)) recomputed row by row with the forward's kernels (`Attention.causal`), so it is
+    /// P = softmax(cap(s·Q·Kᵀ)) recomputed with the forward's steps (`Attention.causal`'s blocks), so it is
     /// the same P; dS = P ∘ (dP − rowsum(P ∘ dP)) ∘ cap′ with dP = dO·Vᵀ; dQ = s·dS·K, dK = s·dSᵀ·Q, dV = Pᵀ·dO.
     /// s is 1/√hd unless `scale` says otherwise; the cap c·tanh(x/c) (Gemma 2) has cap′ = 1 − (capped/c)², else 1.
     /// With a sliding `window`, row t reads keys `Attention.firstKey(t, window)`...t only, and key j is read by
-    /// rows j..<j + window only: the masked entries are neither computed nor read.
+    /// rows j..<j + window only: the masked entries weigh nothing.
     ///
     /// Overwrites gradQ, gradK, gradV. One key/value head at a time, two passes each, balanced over the
-    /// pool: query rows (head, t) of its group give P, dS and dQ; key rows j then sum dK and dV over the
-    /// group's heads and the rows t ≥ j that see j. scratch: `backwardScratch` floats; only the causal band is touched.
+    /// pool, each over blocks of `Attention.blockRows` rows, every product a `Vector.tileProduct`: blocks of query
+    /// rows (head, t...) of its group give P, dS and dQ; blocks of key rows j... then sum dK and dV over the
+    /// group's heads and the rows t that see them. scratch: `backwardScratch` floats, P and dS in (n, n) layout per
+    /// head; a block reads a rectangle that reaches up to `blockRows` − 1 entries past a row's band on either side,
+    /// so the query pass writes zeros there (the margins), and entries further out are never touched.
     static func backward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                          gradOutput: UnsafePointer<Float>, tokens n: Int, heads: Int, kvHeads: Int, headDimension hd: Int,
                          scale: Float? = nil, softcap: Float? = nil, window: Int? = nil, gradQ: UnsafeMutablePointer<Float>,
@@ -440,50 +445,68 @@ enum TrainingAttention {
                          scratch: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         let group = heads / kvHeads, qWidth = heads * hd, kvWidth = kvHeads * hd
         let scale = scale ?? 1 / Float(hd).squareRoot()
+        let block = Attention.blockRows, blocks = (n + block - 1) / block
         nonisolated(unsafe) let q = q, k = k, v = v, gradOutput = gradOutput
         nonisolated(unsafe) let gradQ = gradQ, gradK = gradK, gradV = gradV
         nonisolated(unsafe) let probabilities = scratch, gradScores = scratch + group * n * n
+        nonisolated(unsafe) let keysT = gradScores + group * n * n, valuesT = keysT + hd * n
         for kvHead in 0..<kvHeads {
-            pool.parallelFor(group * n, minimumChunk: 4) { range in
-                let capped = softcap == nil ? nil : UnsafeMutablePointer<Float>.allocate(capacity: n)
+            Vector.transpose(k + kvHead * hd, stride: kvWidth, count: n, width: hd, into: keysT, outStride: n)
+            Vector.transpose(v + kvHead * hd, stride: kvWidth, count: n, width: hd, into: valuesT, outStride: n)
+            pool.parallelFor(group * blocks) { range in
+                let capped = softcap == nil ? nil : UnsafeMutablePointer<Float>.allocate(capacity: block * n)
                 defer { capped?.deallocate() }
                 for task in range {
-                    let local = task / n, t = task % n, head = kvHead * group + local
-                    let first = Attention.firstKey(position: t, window: window), count = t + 1 - first
-                    // Row t's entries for keys first...t (the band of the (n, n) layout the key pass reads).
-                    let p = probabilities + (local * n + t) * n + first, dS = gradScores + (local * n + t) * n + first
-                    let keyRows = k + first * kvWidth + kvHead * hd
-                    Vector.dotRows(q + t * qWidth + head * hd, rows: keyRows, stride: kvWidth, count: count,
-                                   width: hd, scale: scale, into: p)
-                    if let softcap, let capped {
-                        Softcap.apply(p, count, cap: softcap)
-                        capped.update(from: p, count: count)
+                    let local = task / blocks, t0 = task % blocks * block, head = kvHead * group + local
+                    let rows = min(block, n - t0), last = t0 + rows - 1
+                    let first0 = Attention.firstKey(position: t0, window: window), width = last + 1 - first0
+                    // Rows t0...last of the (n, n) layout, from key first0 on: the rectangle the block's products write.
+                    let pRows = probabilities + (local * n + t0) * n, sRows = gradScores + (local * n + t0) * n
+                    Vector.tileProduct(rows: rows, columns: width, depth: hd, scale: scale, a: q + t0 * qWidth + head * hd,
+                                       aRowStride: qWidth, aDepthStride: 1, b: keysT + first0, bStride: n,
+                                       into: pRows + first0, outStride: n, accumulate: false)
+                    Vector.tileProduct(rows: rows, columns: width, depth: hd, a: gradOutput + t0 * qWidth + head * hd,
+                                       aRowStride: qWidth, aDepthStride: 1, b: valuesT + first0, bStride: n,
+                                       into: sRows + first0, outStride: n, accumulate: false)
+                    for r in 0..<rows {
+                        let t = t0 + r, first = Attention.firstKey(position: t, window: window), count = t + 1 - first
+                        let p = pRows + r * n + first, dS = sRows + r * n + first
+                        if let softcap, let capped {
+                            Softcap.apply(p, count, cap: softcap)
+                            (capped + r * n).update(from: p, count: count)
+                        }
+                        Activation.softmax(p, count)
+                        var dot: Float = 0
+                        for j in 0..<count { dot += p[j] * dS[j] }
+                        for j in 0..<count { dS[j] = p[j] * (dS[j] - dot) * scale }
+                        if let softcap, let capped { Softcap.backward(dS, capped: capped + r * n, count, cap: softcap) }
+                        // The margins: up to block − 1 masked entries before the band and after the diagonal.
+                        let before = min(first, block - 1), after = min(n - 1 - t, block - 1)
+                        (p - before).initialize(repeating: 0, count: before)
+                        (dS - before).initialize(repeating: 0, count: before)
+                        (p + count).initialize(repeating: 0, count: after)
+                        (dS + count).initialize(repeating: 0, count: after)
                     }
-                    Activation.softmax(p, count)
-                    let dO = gradOutput + t * qWidth + head * hd
-                    Vector.dotRows(dO, rows: v + first * kvWidth + kvHead * hd, stride: kvWidth, count: count, width: hd,
-                                   scale: 1, into: dS)
-                    var dot: Float = 0
-                    for j in 0..<count { dot += p[j] * dS[j] }
-                    for j in 0..<count { dS[j] = p[j] * (dS[j] - dot) * scale }
-                    if let softcap, let capped { Softcap.backward(dS, capped: capped, count, cap: softcap) }
-                    Vector.weightedRowSum(into: gradQ + t * qWidth + head * hd, rows: keyRows, rowStride: kvWidth,
-                                          coefficients: dS, coefficientStride: 1, count: count, width: hd, accumulate: false)
+                    Vector.tileProduct(rows: rows, columns: hd, depth: width, a: sRows + first0, aRowStride: n,
+                                       aDepthStride: 1, b: k + first0 * kvWidth + kvHead * hd, bStride: kvWidth,
+                                       into: gradQ + t0 * qWidth + head * hd, outStride: qWidth, accumulate: false)
                 }
             }
-            pool.parallelFor(n, minimumChunk: 4) { range in
-                for j in range {
-                    let dK = gradK + j * kvWidth + kvHead * hd, dV = gradV + j * kvWidth + kvHead * hd
-                    let rows = min(n - j, window ?? n)  // the query rows j..<j + rows that see key j
+            pool.parallelFor(blocks) { range in
+                for b in range {
+                    let j0 = b * block, keys = min(block, n - j0)
+                    // The query rows j0..<j0 + depth that see some key of the block (key j: rows j..<j + window).
+                    let depth = min(n, j0 + keys - 1 + (window ?? n)) - j0
+                    let dK = gradK + j0 * kvWidth + kvHead * hd, dV = gradV + j0 * kvWidth + kvHead * hd
                     for local in 0..<group {
                         let head = kvHead * group + local
-                        let column = (local * n + j) * n + j  // [local, t = j, j]; rows t ≥ j follow at stride n
-                        Vector.weightedRowSum(into: dV, rows: gradOutput + j * qWidth + head * hd, rowStride: qWidth,
-                                              coefficients: probabilities + column, coefficientStride: n, count: rows,
-                                              width: hd, accumulate: local != 0)
-                        Vector.weightedRowSum(into: dK, rows: q + j * qWidth + head * hd, rowStride: qWidth,
-                                              coefficients: gradScores + column, coefficientStride: n, count: rows,
-                                              width: hd, accumulate: local != 0)
+                        let corner = (local * n + j0) * n + j0  // [local, t = j0, j0]; row t + 1 follows at stride n
+                        Vector.tileProduct(rows: keys, columns: hd, depth: depth, a: probabilities + corner, aRowStride: 1,
+                                           aDepthStride: n, b: gradOutput + j0 * qWidth + head * hd, bStride: qWidth,
+                                           into: dV, outStride: kvWidth, accumulate: local != 0)
+                        Vector.tileProduct(rows: keys, columns: hd, depth: depth, a: gradScores + corner, aRowStride: 1,
+                                           aDepthStride: n, b: q + j0 * qWidth + head * hd, bStride: qWidth,
+                                           into: dK, outStride: kvWidth, accumulate: local != 0)
                     }
                 }
             }

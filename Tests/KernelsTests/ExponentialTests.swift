@@ -60,6 +60,36 @@ final class ExponentialTests: XCTestCase {
         }
     }
 
+    /// The AVX-512 `exponentiate` against the Swift one: every stored lane bit for bit (tails of 1..15, the
+    /// clamps, ±∞ and NaN included), the sums to float rounding of each 16-lane partial, past one 1,024 flush.
+    func testAVX512ExponentiateEqualsGeneric() throws {
+        try requireAVX512VNNI("ck_exponentiate_avx512")
+        for n in [1, 15, 16, 17, 250, 1024, 2061] {
+            var x = values(n, spread: 40, seed: UInt64(n) + 200)
+            // Two lengths carry the specials (their sums are then NaN); the others check the sums.
+            if n == 17 || n == 2061 {
+                for (i, special) in [Float.nan, 200, -200, .infinity, -.infinity, Exponential.upperLimit].enumerated() {
+                    x[(i * 7) % n] = special
+                }
+            }
+            var fast = [Float](repeating: 0, count: n), slow = fast
+            let shift: Float = n == 1 ? 0 : 1.5
+            let fastSum = ck_exponentiate_avx512(x, &fast, n, shift)
+            let slowSum = x.withUnsafeBufferPointer { Exponential.genericSumOfExponentials($0.baseAddress!, n, shift: shift,
+                                                                                           storingInto: &slow) }
+            for i in 0..<n {
+                XCTAssertEqual(fast[i].bitPattern, slow[i].bitPattern, "n = \(n), x[\(i)] = \(x[i]): \(fast[i]) vs \(slow[i])")
+            }
+            if slowSum.isFinite {
+                XCTAssertEqual(fastSum, slowSum, accuracy: 1e-6 * slowSum, "n = \(n)")
+            } else {
+                XCTAssertEqual(fastSum.isNaN, slowSum.isNaN, "n = \(n): \(fastSum) vs \(slowSum)")
+            }
+            let noStore = x.withUnsafeBufferPointer { ck_exponentiate_avx512($0.baseAddress!, nil, n, shift) }
+            XCTAssertEqual(noStore.bitPattern, fastSum.bitPattern, "n = \(n): the sum without storing")
+        }
+    }
+
     func testLogSumExpPropagatesNaN() {
         var x = values(40, spread: 3, seed: 9)
         x[37] = .nan

@@ -30,6 +30,22 @@ void ck_weighted_rows_avx2(float *out, const float *rows, size_t stride, const f
 void ck_weighted_rows_strided_avx2(float *out, const float *rows, size_t stride, const float *c, size_t cstride,
                                    int count, int n, int accumulate);
 
+/// out[r·outStride + c] = scale · Σ_k a[r·aRow + k·aDepth] · b[k·bStride + c] (+ out[r·outStride + c] when
+/// `accumulate`) for r < rows, c < columns, k < depth: a small matrix product, AVX2 FMA, four rows × 16 columns per
+/// pass so that each loaded vector of b serves four rows of a (attention's blocks of query or key rows).
+void ck_tile_product_avx2(int rows, int columns, int depth, float scale, const float *a, size_t aRow, size_t aDepth,
+                          const float *b, size_t bStride, float *out, size_t outStride, int accumulate);
+
+/// ck_tile_product_avx2 on AVX-512F: four rows × 64 columns per pass (sixteen zmm accumulators), the last columns
+/// under a lane mask; check ck_has_avx512_vnni first (the tier that runs it).
+void ck_tile_product_avx512(int rows, int columns, int depth, float scale, const float *a, size_t aRow, size_t aDepth,
+                            const float *b, size_t bStride, float *out, size_t outStride, int accumulate);
+
+/// Σ e^(x[i] − shift) over n elements, each also stored to out[i] unless `out` is NULL (it may be x): Exponential's
+/// `exponentiate` on AVX-512F, its lanes bit-for-bit the Swift ones, its float partial sums added to a double every
+/// 1,024 elements as there (only the order of each partial's 16 lanes may differ); check ck_has_avx512_vnni first.
+double ck_exponentiate_avx512(const float *x, float *out, size_t n, float shift);
+
 /// Σ a[i]·b[i] with AVX2 FMA.
 float ck_dot_avx2(const float *a, const float *b, size_t n);
 
