@@ -30,9 +30,11 @@ struct TinyFamily {
     /// 0.004-0.018 nats measured (AVX-512 VNNI; Gemma 3's 0.018, its 32-wide rows one int8 block each over six layers),
     /// a bias left out of that path moves qwen2's by up to 0.11.
     var int8LossTolerance = 0.02
-    /// How close training's int8 gradient must be to its float32 one (relative L2 error below, cosine above): 0.024-0.044
-    /// measured (Gemma 3's 0.044 with its q/k head norm gains near 0.4: GEMMA3_NORM_MEANS in generate.py).
-    let int8GradientAgreement = (relative: 0.05, cosine: 0.998)
+    /// How close training's int8 gradient must be to its float32 one (relative L2 error below, cosine above): 0.024-0.036
+    /// measured on AVX-512 VNNI, 0.011-0.031 on the generic tier and 0.030-0.046 on AVX2 (whose backward products take
+    /// 7-bit activations: four times the 8-bit error). Gemma 3's is larger on every tier (0.044 VNNI, 0.051 generic, 0.058
+    /// AVX2, cosine ≥ 0.9984), its q/k head norm gains near 0.4 (GEMMA3_NORM_MEANS in generate.py): its row says so.
+    var int8GradientAgreement = (relative: 0.05, cosine: 0.998)
     /// Positive controls: each breaks one of the family's own parts in the converter's weights, which must then
     /// fail the reference comparison by far.
     var breakages: [(label: String, apply: (ModelWeights) -> ModelWeights)] = []
@@ -116,7 +118,7 @@ struct TinyFamily {
             }
         }
         let sliding = [true, true, true, true, true, false]
-        return TinyFamily(name: "gemma3", architecture: .gemma3, projections: separate, tied: true, headDim: 16, window: 5,
+        var family = TinyFamily(name: "gemma3", architecture: .gemma3, projections: separate, tied: true, headDim: 16, window: 5,
                           slidingLayers: sliding, layers: 6, headNorms: true, postNorms: true, breakages: [
                               ("no window", configured { $0.slidingWindow = nil }),
                               ("window 4 (one key fewer)", configured { $0.slidingWindow = 4 }),
@@ -126,6 +128,8 @@ struct TinyFamily {
                               ("sliding layers with the global rope", configured { $0.slidingRopeTheta = nil }),
                               ("global layer unscaled", configured { $0.ropeScaling = .none }),
                               ("head norms w instead of 1 + w", headNormsW)])
+        family.int8GradientAgreement = (relative: 0.07, cosine: 0.998)
+        return family
     }
 
     /// Fused qkv_proj and gate_up_proj, partial rotary 0.75 and LongRoPE as Phi-4-mini's, a sliding window shorter
