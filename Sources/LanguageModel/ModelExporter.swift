@@ -44,6 +44,7 @@ public enum ModelExporter {
         case .llama, .qwen2, .qwen3, .phi3: break
         case .gemma2, .gemma3: try checkGemmaGraph(weights, tied: tied)
         }
+        try checkTokensCoverEmbedding(loaded)
         let block = BlockDescription.of(c.architecture)
         var writer = GGUFWriter()
         setMetadata(of: loaded, fileType: scheme.fileType, adapterMerged: adapter != nil, on: &writer)
@@ -105,6 +106,18 @@ public enum ModelExporter {
             progress(l + 2, total)
         }
         try writer.write(to: url)
+    }
+
+    /// llama.cpp reads one token per embedding row. Its converter makes them agree where a checkpoint's do not (it pads
+    /// the token list for Llama and Qwen, as Qwen2.5's 151,936 rows for fewer tokens; it cuts Gemma 3's embedding to the
+    /// tokens); this exporter does neither yet, so such a model is refused, not written for llama.cpp to refuse.
+    static func checkTokensCoverEmbedding(_ loaded: LoadedModel) throws {
+        let weights = loaded.model.weights
+        guard let tokenizer = loaded.tokenizer, tokenizer.vocabularySize != weights.embedding.rows else { return }
+        throw LanguageModelError.unsupportedModel(
+            file: weights.source, problem: "exporting to GGUF a model whose tokenizer has \(tokenizer.vocabularySize) tokens "
+            + "for \(weights.embedding.rows) embedding rows is not supported (llama.cpp reads one token per row; padding the "
+            + "token list or cutting the embedding, as its converter does, is not done here)")
     }
 
     /// Refuses a YaRN that a GGUF cannot carry: llama.cpp computes beta_fast 32, beta_slow 1 and truncated

@@ -203,6 +203,28 @@ final class FamilyExportTests: XCTestCase {
         }
     }
 
+    /// A tokenizer with another count of tokens than the embedding has rows is refused (llama.cpp reads one token per
+    /// row; its converter pads or cuts, this exporter does not yet), and no file is written; the SentencePiece fixture,
+    /// whose counts agree, is written (the positive control).
+    func testTokenizerThatDoesNotCoverTheEmbeddingIsRefused() throws {
+        let spm = try ModelLoader.load(path: Fixtures.url("tiny-llama-spm/model.gguf.bin").path, threads: 1)
+        let tokenizer = try XCTUnwrap(spm.tokenizer)
+        let agreeing = directory.appendingPathComponent("spm.gguf")
+        XCTAssertNoThrow(try ModelExporter.export(spm, adapter: nil, scheme: .uniform(.f32), to: agreeing))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: agreeing.path))
+        for name in ["llama", "qwen2"] {
+            let weights = try TinyReference.weights(name, gguf: false)
+            XCTAssertNotEqual(weights.embedding.rows, tokenizer.vocabularySize, name)
+            let url = directory.appendingPathComponent("\(name)-spm.gguf")
+            let loaded = LoadedModel(model: LlamaModel(weights: weights, pool: ThreadPool(threads: 1)), tokenizer: tokenizer, gguf: nil)
+            XCTAssertThrowsError(try ModelExporter.export(loaded, adapter: nil, scheme: .uniform(.f32), to: url), name) { error in
+                XCTAssertTrue("\(error)".contains("tokenizer has \(tokenizer.vocabularySize) tokens for \(weights.embedding.rows) "
+                                                   + "embedding rows"), "\(name): \(error)")
+            }
+            XCTAssertFalse(FileManager.default.fileExists(atPath: url.path), name)
+        }
+    }
+
     /// A Gemma 2 model that llama.cpp's gemma2 graph would compute otherwise is refused by `quantize`, naming what
     /// differs, and no file is written: an output head apart from the embedding, no soft-capping, an embedding scale
     /// rounded to bfloat16 (Gemma-2-9B's 59.75 from HF), a query_pre_attn_scalar other than llama.cpp's rule, sliding
