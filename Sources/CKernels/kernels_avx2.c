@@ -287,6 +287,43 @@ AVX512 double ck_exponentiate_avx512(const float *x, float *out, size_t n, float
     return total;
 }
 
+// −x by flipping the sign bit, as Swift's prefix minus does (0 − x would keep a NaN's sign).
+AVX512 static inline __m512 negate_512(__m512 x) {
+    return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int)0x80000000u)));
+}
+
+// SiLU(g)·u, as Activation.swiglu's SIMD16 lanes: g / (1 + e^(−g)) · u, the same operations in the same order
+// (exp_512 is Exponential.exp step for step), so each lane is bit-for-bit the Swift one, the tail's too.
+AVX512 void ck_swiglu_avx512(const float *gate, const float *up, float *out, size_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (size_t i = 0; i < n; i += 16) {
+        const __mmask16 lanes = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        const __m512 g = _mm512_maskz_loadu_ps(lanes, gate + i), u = _mm512_maskz_loadu_ps(lanes, up + i);
+        const __m512 silu = _mm512_div_ps(g, _mm512_add_ps(one, exp_512(negate_512(g))));
+        _mm512_mask_storeu_ps(out + i, lanes, _mm512_mul_ps(silu, u));
+    }
+}
+
+// SwiGLU's backward as Backward.swigluBackward's SIMD16 lanes: σ = 1 / (1 + e^(−g)), ∂u = (dy·g)·σ,
+// ∂g = (dy·u)·(σ·(1 + g·(1 − σ))), the same operations in the same order, bit-for-bit the Swift lanes (its tail too).
+AVX512 void ck_swiglu_backward_avx512(const float *gate, const float *up, const float *gradOutput, float *gradGate,
+                                      float *gradUp, size_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (size_t i = 0; i < n; i += 16) {
+        const __mmask16 lanes = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        const __m512 g = _mm512_maskz_loadu_ps(lanes, gate + i), u = _mm512_maskz_loadu_ps(lanes, up + i);
+        const __m512 dy = _mm512_maskz_loadu_ps(lanes, gradOutput + i);
+        const __m512 sigmoid = _mm512_div_ps(one, _mm512_add_ps(one, exp_512(negate_512(g))));
+        _mm512_mask_storeu_ps(gradUp + i, lanes, _mm512_mul_ps(_mm512_mul_ps(dy, g), sigmoid));
+        const __m512 slope = _mm512_add_ps(one, _mm512_mul_ps(g, _mm512_sub_ps(one, sigmoid)));
+        // The Swift tail (its last n mod 16 elements, one at a time) associates ∂g as ((dy·u)·σ)·slope.
+        const __m512 gradient = lanes == (__mmask16)0xFFFF
+            ? _mm512_mul_ps(_mm512_mul_ps(dy, u), _mm512_mul_ps(sigmoid, slope))
+            : _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dy, u), sigmoid), slope);
+        _mm512_mask_storeu_ps(gradGate + i, lanes, gradient);
+    }
+}
+
 AVX2 float ck_dot_avx2(const float *a, const float *b, size_t n) {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
     size_t i = 0;
@@ -391,6 +428,13 @@ AVX2 void ck_panel_gemm_avx2(const float *w, int rows, const float *x, int token
 
 #else
 int ck_has_avx2(void) { return 0; }
+void ck_swiglu_avx512(const float *gate, const float *up, float *out, size_t n) {
+    (void)gate; (void)up; (void)out; (void)n;
+}
+void ck_swiglu_backward_avx512(const float *gate, const float *up, const float *gradOutput, float *gradGate,
+                               float *gradUp, size_t n) {
+    (void)gate; (void)up; (void)gradOutput; (void)gradGate; (void)gradUp; (void)n;
+}
 double ck_exponentiate_avx512(const float *x, float *out, size_t n, float shift) {
     (void)x; (void)out; (void)n; (void)shift;
     return 0;

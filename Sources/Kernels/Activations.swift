@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// Root-mean-square layer normalisation (Zhang & Sennrich 2019), as in Llama.
@@ -85,8 +86,17 @@ public enum Activation {
         swiglu(gate: gate, up: up, out: gate, n)
     }
 
-    /// out[i] = SiLU(gate[i]) · up[i] over n elements; out may alias gate or up.
+    /// out[i] = SiLU(gate[i]) · up[i] over n elements; out may alias gate or up. On the avx512vnni tier
+    /// `ck_swiglu_avx512`, each lane bit for bit `genericSwiglu`'s on one zmm instead of four SSE registers (the
+    /// baseline this module is compiled for).
     public static func swiglu(gate: UnsafePointer<Float>, up: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
+                              _ n: Int) {
+        if KernelBackend.selected == .avx512vnni { return ck_swiglu_avx512(gate, up, out, n) }
+        genericSwiglu(gate: gate, up: up, out: out, n)
+    }
+
+    /// `swiglu` in portable Swift SIMD: the reference.
+    static func genericSwiglu(gate: UnsafePointer<Float>, up: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
                               _ n: Int) {
         let g = UnsafeRawPointer(gate), u = UnsafeRawPointer(up), o = UnsafeMutableRawPointer(out)
         var i = 0

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// Backward passes of the normalisation and activation kernels (llm.c style: add into gradients).
@@ -23,7 +24,18 @@ extension Activation {
     /// SwiGLU backward: with a = SiLU(g)·u, writes ∂L/∂g into gradGate and ∂L/∂u into gradUp.
     ///
     /// SiLU'(g) = σ(g)·(1 + g·(1 − σ(g))).
+    /// On the avx512vnni tier `ck_swiglu_backward_avx512`, each lane bit for bit `genericSwigluBackward`'s.
     public static func swigluBackward(gate: UnsafePointer<Float>, up: UnsafePointer<Float>,
+                                      gradOutput: UnsafePointer<Float>, gradGate: UnsafeMutablePointer<Float>,
+                                      gradUp: UnsafeMutablePointer<Float>, _ n: Int) {
+        if KernelBackend.selected == .avx512vnni {
+            return ck_swiglu_backward_avx512(gate, up, gradOutput, gradGate, gradUp, n)
+        }
+        genericSwigluBackward(gate: gate, up: up, gradOutput: gradOutput, gradGate: gradGate, gradUp: gradUp, n)
+    }
+
+    /// `swigluBackward` in portable Swift SIMD: the reference.
+    static func genericSwigluBackward(gate: UnsafePointer<Float>, up: UnsafePointer<Float>,
                                       gradOutput: UnsafePointer<Float>, gradGate: UnsafeMutablePointer<Float>,
                                       gradUp: UnsafeMutablePointer<Float>, _ n: Int) {
         let g = UnsafeRawPointer(gate), u = UnsafeRawPointer(up), dy = UnsafeRawPointer(gradOutput)

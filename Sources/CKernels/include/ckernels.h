@@ -46,6 +46,15 @@ void ck_tile_product_avx512(int rows, int columns, int depth, float scale, const
 /// 1,024 elements as there (only the order of each partial's 16 lanes may differ); check ck_has_avx512_vnni first.
 double ck_exponentiate_avx512(const float *x, float *out, size_t n, float shift);
 
+/// out[i] = SiLU(gate[i])·up[i] over n elements (out may be gate or up): Activation's `swiglu` on AVX-512F, each lane
+/// bit-for-bit the Swift one; check ck_has_avx512_vnni first.
+void ck_swiglu_avx512(const float *gate, const float *up, float *out, size_t n);
+
+/// SwiGLU's gradients with respect to gate and up from the output's: Backward's `swigluBackward` on AVX-512F, each
+/// lane bit-for-bit the Swift one; check ck_has_avx512_vnni first.
+void ck_swiglu_backward_avx512(const float *gate, const float *up, const float *gradOutput, float *gradGate,
+                               float *gradUp, size_t n);
+
 /// Σ a[i]·b[i] with AVX2 FMA.
 float ck_dot_avx2(const float *a, const float *b, size_t n);
 
