@@ -287,6 +287,18 @@ AVX512 double ck_exponentiate_avx512(const float *x, float *out, size_t n, float
     return total;
 }
 
+// The largest of x[0..<n], NaN skipped (it compares false), −∞ for n = 0: Exponential.largest on one zmm.
+AVX512 float ck_maximum_avx512(const float *x, size_t n) {
+    const __m512 lowest = _mm512_set1_ps(-__builtin_inff());
+    __m512 best = lowest;
+    for (size_t i = 0; i < n; i += 16) {
+        const __mmask16 lanes = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        const __m512 v = _mm512_mask_loadu_ps(lowest, lanes, x + i);
+        best = _mm512_mask_mov_ps(best, _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ), v);
+    }
+    return _mm512_reduce_max_ps(best);
+}
+
 // −x by flipping the sign bit, as Swift's prefix minus does (0 − x would keep a NaN's sign).
 AVX512 static inline __m512 negate_512(__m512 x) {
     return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int)0x80000000u)));
@@ -428,6 +440,10 @@ AVX2 void ck_panel_gemm_avx2(const float *w, int rows, const float *x, int token
 
 #else
 int ck_has_avx2(void) { return 0; }
+float ck_maximum_avx512(const float *x, size_t n) {
+    (void)x; (void)n;
+    return 0;
+}
 void ck_swiglu_avx512(const float *gate, const float *up, float *out, size_t n) {
     (void)gate; (void)up; (void)out; (void)n;
 }

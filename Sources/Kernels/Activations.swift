@@ -66,7 +66,7 @@ public enum Activation {
     /// In-place numerically stable softmax of x[0..<n] (exponentials from `Exponential`).
     public static func softmax(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
         guard n > 0 else { return }
-        let maximum = Exponential.maximum(x, n).value
+        let maximum = Exponential.largest(x, n)
         let sum = Exponential.exponentiate(x, n, shift: maximum)
         Vector.scale(x, Float(1 / sum), n)
     }
@@ -128,7 +128,7 @@ public enum Activation {
                                             scale: Float) -> Double {
         require(label >= 0 && label < n, "label \(label) outside 0..<\(n)")
         let target = x[label]
-        let maximum = Exponential.maximum(x, n).value
+        let maximum = Exponential.largest(x, n)
         let sum = Exponential.exponentiate(x, n, shift: maximum)
         Vector.scale(x, Float(Double(scale) / sum), n)
         x[label] -= scale

@@ -104,6 +104,24 @@ public enum Exponential {
 
     /// The largest of x[0..<n] (−∞ for n = 0; NaN entries are skipped), and the first index holding it.
     public static func maximum(_ x: UnsafePointer<Float>, _ n: Int) -> (value: Float, index: Int) {
+        let value = largest(x, n)
+        var index = 0
+        for j in 0..<n where x[j] == value {
+            index = j
+            break
+        }
+        return (value, index)
+    }
+
+    /// The largest of x[0..<n] (−∞ for n = 0; NaN entries are skipped): softmax's shift, without `maximum`'s
+    /// search for its index. On the avx512vnni tier `ck_maximum_avx512` (a maximum is exact, so the same value).
+    public static func largest(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
+        if KernelBackend.selected == .avx512vnni { return ck_maximum_avx512(x, n) }
+        return genericLargest(x, n)
+    }
+
+    /// `largest` in portable Swift SIMD: the reference.
+    static func genericLargest(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
         let raw = UnsafeRawPointer(x)
         var best = SIMD16<Float>(repeating: -.infinity), i = 0
         while i + 16 <= n {
@@ -113,11 +131,6 @@ public enum Exponential {
         }
         var value = best.max()
         for j in i..<n where x[j] > value { value = x[j] }
-        var index = 0
-        for j in 0..<n where x[j] == value {
-            index = j
-            break
-        }
-        return (value, index)
+        return value
     }
 }

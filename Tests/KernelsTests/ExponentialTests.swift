@@ -163,6 +163,28 @@ final class ExponentialTests: XCTestCase {
         }
     }
 
+    /// The AVX-512 maximum against the Swift one (a maximum is exact, so equal bit for bit): tails of 1..15, n = 0,
+    /// NaN skipped wherever it stands, a row of −∞, and the largest in the tail or the first lane.
+    func testAVX512LargestEqualsGeneric() throws {
+        try requireAVX512VNNI("ck_maximum_avx512")
+        XCTAssertEqual(ck_maximum_avx512([], 0), -.infinity)
+        for n in [1, 15, 16, 17, 31, 280, 1_031] {
+            var rows = [values(n, spread: 30, seed: UInt64(n) + 400), [Float](repeating: -.infinity, count: n)]
+            var nan = values(n, spread: 30, seed: UInt64(n) + 401)
+            for i in stride(from: 0, to: n, by: 3) { nan[i] = .nan }
+            var last = values(n, spread: 30, seed: UInt64(n) + 402)
+            last[n - 1] = 100
+            var first = values(n, spread: 30, seed: UInt64(n) + 403)
+            first[0] = 100
+            rows += [nan, last, first]
+            for (r, x) in rows.enumerated() {
+                let fast = ck_maximum_avx512(x, n), slow = Exponential.genericLargest(x, n)
+                XCTAssertEqual(fast.bitPattern, slow.bitPattern, "n = \(n), row \(r): \(fast) vs \(slow)")
+                XCTAssertEqual(slow, x.filter { !$0.isNaN }.max() ?? -.infinity, "n = \(n), row \(r)")
+            }
+        }
+    }
+
     /// The AVX-512 SwiGLU and its backward against the Swift ones, every lane bit for bit: tails of 1..15, the
     /// exponential's clamps, ±∞, NaN and −0 among the gates (seen failing by 1 ulp in ∂gate's tail with its
     /// association the vector lanes'), and the forward written in place over its gate.

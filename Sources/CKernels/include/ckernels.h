@@ -46,6 +46,10 @@ void ck_tile_product_avx512(int rows, int columns, int depth, float scale, const
 /// 1,024 elements as there (only the order of each partial's 16 lanes may differ); check ck_has_avx512_vnni first.
 double ck_exponentiate_avx512(const float *x, float *out, size_t n, float shift);
 
+/// The largest of x[0..<n] (NaN skipped, −∞ for n = 0): Exponential's `largest` on AVX-512F; check
+/// ck_has_avx512_vnni first.
+float ck_maximum_avx512(const float *x, size_t n);
+
 /// out[i] = SiLU(gate[i])·up[i] over n elements (out may be gate or up): Activation's `swiglu` on AVX-512F, each lane
 /// bit-for-bit the Swift one; check ck_has_avx512_vnni first.
 void ck_swiglu_avx512(const float *gate, const float *up, float *out, size_t n);
