@@ -336,6 +336,88 @@ AVX512 void ck_swiglu_backward_avx512(const float *gate, const float *up, const 
     }
 }
 
+// Exponential.exp on one ymm, step for step as exp_512: each lane bit-for-bit the Swift SIMD16 one.
+AVX2 static inline __m256 exp_256(__m256 x) {
+    const __m256 lower = _mm256_set1_ps(-87.33654f), upper = _mm256_set1_ps(88.37626f);
+    const __m256 below = _mm256_cmp_ps(x, lower, _CMP_LT_OQ), above = _mm256_cmp_ps(x, upper, _CMP_GT_OQ);
+    const __m256 clamped = _mm256_blendv_ps(_mm256_blendv_ps(x, lower, below), upper, above);
+    const __m256 magic = _mm256_set1_ps(12582912.0f);
+    const __m256 shifted = _mm256_add_ps(_mm256_mul_ps(clamped, _mm256_set1_ps(1.44269504f)), magic);
+    const __m256 n = _mm256_sub_ps(shifted, magic);
+    __m256 r = _mm256_sub_ps(clamped, _mm256_mul_ps(n, _mm256_set1_ps(0.693359375f)));
+    r = _mm256_sub_ps(r, _mm256_mul_ps(n, _mm256_set1_ps(-2.1219444e-4f)));
+    __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f / 720.0f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(0.5f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.0f));
+    const __m256i exponent = _mm256_slli_epi32(
+        _mm256_add_epi32(_mm256_sub_epi32(_mm256_castps_si256(shifted), _mm256_set1_epi32(0x4B400000)),
+                         _mm256_set1_epi32(127)), 23);
+    __m256 result = _mm256_mul_ps(p, _mm256_castsi256_ps(exponent));
+    result = _mm256_blendv_ps(result, _mm256_setzero_ps(), below);
+    result = _mm256_blendv_ps(result, _mm256_set1_ps(__builtin_inff()), above);
+    return _mm256_blendv_ps(result, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+
+AVX2 static inline __m256 negate_256(__m256 x) { return _mm256_xor_ps(x, _mm256_set1_ps(-0.0f)); }
+
+// The lanes of x + i that lie below n: all eight, or a mask of the first n − i for maskload/maskstore.
+AVX2 static inline __m256i lanes_256(size_t i, size_t n) {
+    const int width = n - i < 8 ? (int)(n - i) : 8;
+    return _mm256_loadu_si256((const __m256i *)(tail_mask_table + 8 - width));
+}
+
+// ck_swiglu_avx512 on ymm: each lane bit-for-bit Activation.swiglu's.
+AVX2 void ck_swiglu_avx2(const float *gate, const float *up, float *out, size_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    for (size_t i = 0; i < n; i += 8) {
+        const __m256i lanes = lanes_256(i, n);
+        const __m256 g = _mm256_maskload_ps(gate + i, lanes), u = _mm256_maskload_ps(up + i, lanes);
+        const __m256 silu = _mm256_div_ps(g, _mm256_add_ps(one, exp_256(negate_256(g))));
+        _mm256_maskstore_ps(out + i, lanes, _mm256_mul_ps(silu, u));
+    }
+}
+
+// ck_swiglu_backward_avx512 on ymm: each lane bit-for-bit Backward.swigluBackward's; the elements past the last
+// whole 16 are the Swift tail's, whose ∂g is associated ((dy·u)·σ)·slope.
+AVX2 void ck_swiglu_backward_avx2(const float *gate, const float *up, const float *gradOutput, float *gradGate,
+                                  float *gradUp, size_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    const size_t vectorEnd = n / 16 * 16;
+    for (size_t i = 0; i < n; i += 8) {
+        const __m256i lanes = lanes_256(i, n);
+        const __m256 g = _mm256_maskload_ps(gate + i, lanes), u = _mm256_maskload_ps(up + i, lanes);
+        const __m256 dy = _mm256_maskload_ps(gradOutput + i, lanes);
+        const __m256 sigmoid = _mm256_div_ps(one, _mm256_add_ps(one, exp_256(negate_256(g))));
+        _mm256_maskstore_ps(gradUp + i, lanes, _mm256_mul_ps(_mm256_mul_ps(dy, g), sigmoid));
+        const __m256 slope = _mm256_add_ps(one, _mm256_mul_ps(g, _mm256_sub_ps(one, sigmoid)));
+        const __m256 gradient = i < vectorEnd
+            ? _mm256_mul_ps(_mm256_mul_ps(dy, u), _mm256_mul_ps(sigmoid, slope))
+            : _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(dy, u), sigmoid), slope);
+        _mm256_maskstore_ps(gradGate + i, lanes, gradient);
+    }
+}
+
+// Exponential.largest on ymm (NaN skipped, −∞ for n = 0).
+AVX2 float ck_maximum_avx2(const float *x, size_t n) {
+    const __m256 lowest = _mm256_set1_ps(-__builtin_inff());
+    __m256 best = lowest;
+    for (size_t i = 0; i < n; i += 8) {
+        const __m256i lanes = lanes_256(i, n);
+        const __m256 v = _mm256_blendv_ps(lowest, _mm256_maskload_ps(x + i, lanes), _mm256_castsi256_ps(lanes));
+        best = _mm256_blendv_ps(best, v, _mm256_cmp_ps(v, best, _CMP_GT_OQ));
+    }
+    // No lane holds NaN, so max is exact whatever the order.
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(best), _mm256_extractf128_ps(best, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
 AVX2 float ck_dot_avx2(const float *a, const float *b, size_t n) {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
     size_t i = 0;
@@ -440,6 +522,17 @@ AVX2 void ck_panel_gemm_avx2(const float *w, int rows, const float *x, int token
 
 #else
 int ck_has_avx2(void) { return 0; }
+void ck_swiglu_avx2(const float *gate, const float *up, float *out, size_t n) {
+    (void)gate; (void)up; (void)out; (void)n;
+}
+void ck_swiglu_backward_avx2(const float *gate, const float *up, const float *gradOutput, float *gradGate,
+                             float *gradUp, size_t n) {
+    (void)gate; (void)up; (void)gradOutput; (void)gradGate; (void)gradUp; (void)n;
+}
+float ck_maximum_avx2(const float *x, size_t n) {
+    (void)x; (void)n;
+    return 0;
+}
 float ck_maximum_avx512(const float *x, size_t n) {
     (void)x; (void)n;
     return 0;

@@ -86,12 +86,13 @@ public enum Activation {
         swiglu(gate: gate, up: up, out: gate, n)
     }
 
-    /// out[i] = SiLU(gate[i]) · up[i] over n elements; out may alias gate or up. On the avx512vnni tier
-    /// `ck_swiglu_avx512`, each lane bit for bit `genericSwiglu`'s on one zmm instead of four SSE registers (the
-    /// baseline this module is compiled for).
+    /// out[i] = SiLU(gate[i]) · up[i] over n elements; out may alias gate or up. On the avx512vnni and avx2 tiers
+    /// `ck_swiglu_avx512` and `ck_swiglu_avx2`, each lane bit for bit `genericSwiglu`'s on one zmm or two ymm
+    /// instead of four SSE registers (the baseline this module is compiled for).
     public static func swiglu(gate: UnsafePointer<Float>, up: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
                               _ n: Int) {
         if KernelBackend.selected == .avx512vnni { return ck_swiglu_avx512(gate, up, out, n) }
+        if KernelBackend.selected == .avx2 { return ck_swiglu_avx2(gate, up, out, n) }
         genericSwiglu(gate: gate, up: up, out: out, n)
     }
 

@@ -24,13 +24,15 @@ extension Activation {
     /// SwiGLU backward: with a = SiLU(g)·u, writes ∂L/∂g into gradGate and ∂L/∂u into gradUp.
     ///
     /// SiLU'(g) = σ(g)·(1 + g·(1 − σ(g))).
-    /// On the avx512vnni tier `ck_swiglu_backward_avx512`, each lane bit for bit `genericSwigluBackward`'s.
+    /// On the avx512vnni and avx2 tiers `ck_swiglu_backward_avx512` and `_avx2`, each lane bit for bit
+    /// `genericSwigluBackward`'s.
     public static func swigluBackward(gate: UnsafePointer<Float>, up: UnsafePointer<Float>,
                                       gradOutput: UnsafePointer<Float>, gradGate: UnsafeMutablePointer<Float>,
                                       gradUp: UnsafeMutablePointer<Float>, _ n: Int) {
         if KernelBackend.selected == .avx512vnni {
             return ck_swiglu_backward_avx512(gate, up, gradOutput, gradGate, gradUp, n)
         }
+        if KernelBackend.selected == .avx2 { return ck_swiglu_backward_avx2(gate, up, gradOutput, gradGate, gradUp, n) }
         genericSwigluBackward(gate: gate, up: up, gradOutput: gradOutput, gradGate: gradGate, gradUp: gradUp, n)
     }
 

@@ -114,9 +114,11 @@ public enum Exponential {
     }
 
     /// The largest of x[0..<n] (−∞ for n = 0; NaN entries are skipped): softmax's shift, without `maximum`'s
-    /// search for its index. On the avx512vnni tier `ck_maximum_avx512` (a maximum is exact, so the same value).
+    /// search for its index. On the avx512vnni and avx2 tiers `ck_maximum_avx512` and `ck_maximum_avx2` (a maximum is
+    /// exact, so the same value).
     public static func largest(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
         if KernelBackend.selected == .avx512vnni { return ck_maximum_avx512(x, n) }
+        if KernelBackend.selected == .avx2 { return ck_maximum_avx2(x, n) }
         return genericLargest(x, n)
     }
 

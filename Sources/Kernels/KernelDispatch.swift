@@ -17,7 +17,7 @@ import Foundation
 /// | attention, one query row (decoding)    | 4 keys per pass, AVX2 FMA; P·V 64 columns per pass | the same | 4 keys per pass, FMLA; P·V Swift SIMD16 | Swift SIMD8 dot, SIMD16 |
 /// | attention, blocks of 4 rows (tileProduct: scores, P·V; training's dP, dQ, dK, dV) | 4 rows × 64 columns, zmm FMA | 4 rows × 16 columns, ymm FMA | Swift SIMD16, a row at a time | Swift SIMD16, a row at a time |
 /// | exponentials of softmax and cross-entropy (Exponential.exponentiate) | zmm, lanes bit-equal to the Swift ones | Swift SIMD16 | Swift SIMD16 | Swift SIMD16 (SSE2 on x86-64) |
-/// | SwiGLU and its backward (Activation.swiglu, swigluBackward) | zmm, lanes bit-equal to the Swift ones | Swift SIMD16 | Swift SIMD16 | Swift SIMD16 (SSE2 on x86-64) |
+/// | SwiGLU and its backward, softmax's maximum (Activation.swiglu, swigluBackward, Exponential.largest) | zmm, lanes bit-equal to the Swift ones | ymm, the same | Swift SIMD16 | Swift SIMD16 (SSE2 on x86-64) |
 /// | activation quantization                | AVX2                          | AVX2                          | NEON (vcvtnq)                     | Swift                |
 /// | dequantize row (f16, q8_0, q4_0, q4_1) | AVX2 + F16C                   | AVX2 + F16C                   | NEON (fcvtl)                      | Swift SIMD (q*)      |
 /// | int8 product, Q5_0 (file layout) Q5_1 Q2_K-Q6_K | row decoded once, vpdpbusd | row decoded once, vpmaddubsw | row decoded once, 4 tokens: sdot / vmull+vpadal | Swift SIMD dots |

@@ -163,61 +163,83 @@ final class ExponentialTests: XCTestCase {
         }
     }
 
-    /// The AVX-512 maximum against the Swift one (a maximum is exact, so equal bit for bit): tails of 1..15, n = 0,
-    /// NaN skipped wherever it stands, a row of −∞, and the largest in the tail or the first lane.
-    func testAVX512LargestEqualsGeneric() throws {
-        try requireAVX512VNNI("ck_maximum_avx512")
-        XCTAssertEqual(ck_maximum_avx512([], 0), -.infinity)
-        for n in [1, 15, 16, 17, 31, 280, 1_031] {
-            var rows = [values(n, spread: 30, seed: UInt64(n) + 400), [Float](repeating: -.infinity, count: n)]
-            var nan = values(n, spread: 30, seed: UInt64(n) + 401)
-            for i in stride(from: 0, to: n, by: 3) { nan[i] = .nan }
-            var last = values(n, spread: 30, seed: UInt64(n) + 402)
-            last[n - 1] = 100
-            var first = values(n, spread: 30, seed: UInt64(n) + 403)
-            first[0] = 100
-            rows += [nan, last, first]
-            for (r, x) in rows.enumerated() {
-                let fast = ck_maximum_avx512(x, n), slow = Exponential.genericLargest(x, n)
-                XCTAssertEqual(fast.bitPattern, slow.bitPattern, "n = \(n), row \(r): \(fast) vs \(slow)")
-                XCTAssertEqual(slow, x.filter { !$0.isNaN }.max() ?? -.infinity, "n = \(n), row \(r)")
+    /// The C kernels of `largest`, `swiglu` and `swigluBackward` this CPU runs: (tier, maximum, forward, backward).
+    typealias SwiGLUBackwardKernel = (UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>,
+                                      UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void
+    func activationKernels() throws -> [(String, (UnsafePointer<Float>, Int) -> Float,
+                                         (UnsafePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void,
+                                         SwiGLUBackwardKernel)] {
+        try requireAVX2("ck_maximum_avx2, ck_swiglu_avx2, ck_swiglu_backward_avx2")
+        var kernels: [(String, (UnsafePointer<Float>, Int) -> Float,
+                       (UnsafePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void,
+                       SwiGLUBackwardKernel)] = [("avx2", { ck_maximum_avx2($0, $1) }, { ck_swiglu_avx2($0, $1, $2, $3) },
+                                                  { ck_swiglu_backward_avx2($0, $1, $2, $3, $4, $5) })]
+        if ck_has_avx512_vnni() != 0 {
+            kernels.append(("avx512", { ck_maximum_avx512($0, $1) }, { ck_swiglu_avx512($0, $1, $2, $3) },
+                            { ck_swiglu_backward_avx512($0, $1, $2, $3, $4, $5) }))
+        }
+        return kernels
+    }
+
+    /// The AVX2 and AVX-512 maxima against the Swift one (a maximum is exact, so equal bit for bit): tails of 1..15,
+    /// n = 0, NaN skipped wherever it stands, a row of −∞, and the largest in the tail or the first lane (seen failing
+    /// with the AVX-512 kernel's start at 0 instead of −∞).
+    func testSIMDLargestEqualsGeneric() throws {
+        for (tier, largest, _, _) in try activationKernels() {
+            XCTAssertEqual([Float(5)].withUnsafeBufferPointer { largest($0.baseAddress!, 0) }, -.infinity, "\(tier): n = 0")
+            for n in [1, 7, 8, 9, 15, 16, 17, 31, 280, 1_031] {
+                var rows = [values(n, spread: 30, seed: UInt64(n) + 400), [Float](repeating: -.infinity, count: n)]
+                var nan = values(n, spread: 30, seed: UInt64(n) + 401)
+                for i in stride(from: 0, to: n, by: 3) { nan[i] = .nan }
+                var last = values(n, spread: 30, seed: UInt64(n) + 402)
+                last[n - 1] = 100
+                var first = values(n, spread: 30, seed: UInt64(n) + 403)
+                first[0] = 100
+                rows += [nan, last, first]
+                for (r, x) in rows.enumerated() {
+                    let fast = x.withUnsafeBufferPointer { largest($0.baseAddress!, n) }
+                    let slow = Exponential.genericLargest(x, n)
+                    XCTAssertEqual(fast.bitPattern, slow.bitPattern, "\(tier), n = \(n), row \(r): \(fast) vs \(slow)")
+                    XCTAssertEqual(slow, x.filter { !$0.isNaN }.max() ?? -.infinity, "n = \(n), row \(r)")
+                }
             }
         }
     }
 
-    /// The AVX-512 SwiGLU and its backward against the Swift ones, every lane bit for bit: tails of 1..15, the
-    /// exponential's clamps, ±∞, NaN and −0 among the gates (seen failing by 1 ulp in ∂gate's tail with its
+    /// The AVX2 and AVX-512 SwiGLU and its backward against the Swift ones, every lane bit for bit: tails of 1..15,
+    /// the exponential's clamps, ±∞, NaN and −0 among the gates (seen failing by 1 ulp in ∂gate's tail with its
     /// association the vector lanes'), and the forward written in place over its gate.
-    func testAVX512SwiGLUEqualsGeneric() throws {
-        try requireAVX512VNNI("ck_swiglu_avx512, ck_swiglu_backward_avx512")
-        for n in [1, 15, 16, 17, 250, 1_536 + 7] {
-            var gate = values(n, spread: 40, seed: UInt64(n) + 300)
-            let up = values(n, spread: 2, seed: UInt64(n) + 301), dy = values(n, spread: 1, seed: UInt64(n) + 302)
-            if n >= 17 {
-                for (i, special) in [Float.nan, 200, -200, .infinity, -.infinity, -0.0, Exponential.upperLimit].enumerated() {
-                    gate[(i * 5) % n] = special
-                }
-            }
-            var fast = gate, slow = [Float](repeating: 0, count: n)
-            var fastGate = slow, fastUp = slow, slowGate = slow, slowUp = slow
-            fast.withUnsafeMutableBufferPointer { ck_swiglu_avx512($0.baseAddress!, up, $0.baseAddress!, n) }
-            ck_swiglu_backward_avx512(gate, up, dy, &fastGate, &fastUp, n)
-            gate.withUnsafeBufferPointer { g in
-                up.withUnsafeBufferPointer { u in
-                    Activation.genericSwiglu(gate: g.baseAddress!, up: u.baseAddress!, out: &slow, n)
-                    dy.withUnsafeBufferPointer { d in
-                        Activation.genericSwigluBackward(gate: g.baseAddress!, up: u.baseAddress!, gradOutput: d.baseAddress!,
-                                                         gradGate: &slowGate, gradUp: &slowUp, n)
+    func testSIMDSwiGLUEqualsGeneric() throws {
+        for (tier, _, forward, backward) in try activationKernels() {
+            for n in [1, 7, 8, 9, 15, 16, 17, 24, 250, 1_536 + 7] {
+                var gate = values(n, spread: 40, seed: UInt64(n) + 300)
+                let up = values(n, spread: 2, seed: UInt64(n) + 301), dy = values(n, spread: 1, seed: UInt64(n) + 302)
+                if n >= 17 {
+                    for (i, special) in [Float.nan, 200, -200, .infinity, -.infinity, -0.0, Exponential.upperLimit].enumerated() {
+                        gate[(i * 5) % n] = special
                     }
                 }
-            }
-            // A NaN's sign and payload are not compared: LLVM may swap a multiply's operands, which picks the NaN.
-            func same(_ a: Float, _ b: Float) -> Bool { a.bitPattern == b.bitPattern || (a.isNaN && b.isNaN) }
-            for i in 0..<n {
-                let lane = "n = \(n), gate[\(i)] = \(gate[i])"
-                XCTAssertTrue(same(fast[i], slow[i]), "swiglu, \(lane): \(fast[i]) vs \(slow[i])")
-                XCTAssertTrue(same(fastGate[i], slowGate[i]), "∂gate, \(lane): \(fastGate[i]) vs \(slowGate[i])")
-                XCTAssertTrue(same(fastUp[i], slowUp[i]), "∂up, \(lane): \(fastUp[i]) vs \(slowUp[i])")
+                var fast = gate, slow = [Float](repeating: 0, count: n)
+                var fastGate = slow, fastUp = slow, slowGate = slow, slowUp = slow
+                fast.withUnsafeMutableBufferPointer { forward($0.baseAddress!, up, $0.baseAddress!, n) }
+                backward(gate, up, dy, &fastGate, &fastUp, n)
+                gate.withUnsafeBufferPointer { g in
+                    up.withUnsafeBufferPointer { u in
+                        Activation.genericSwiglu(gate: g.baseAddress!, up: u.baseAddress!, out: &slow, n)
+                        dy.withUnsafeBufferPointer { d in
+                            Activation.genericSwigluBackward(gate: g.baseAddress!, up: u.baseAddress!, gradOutput: d.baseAddress!,
+                                                             gradGate: &slowGate, gradUp: &slowUp, n)
+                        }
+                    }
+                }
+                // A NaN's sign and payload are not compared: LLVM may swap a multiply's operands, which picks the NaN.
+                func same(_ a: Float, _ b: Float) -> Bool { a.bitPattern == b.bitPattern || (a.isNaN && b.isNaN) }
+                for i in 0..<n {
+                    let lane = "\(tier), n = \(n), gate[\(i)] = \(gate[i])"
+                    XCTAssertTrue(same(fast[i], slow[i]), "swiglu, \(lane): \(fast[i]) vs \(slow[i])")
+                    XCTAssertTrue(same(fastGate[i], slowGate[i]), "∂gate, \(lane): \(fastGate[i]) vs \(slowGate[i])")
+                    XCTAssertTrue(same(fastUp[i], slowUp[i]), "∂up, \(lane): \(fastUp[i]) vs \(slowUp[i])")
+                }
             }
         }
     }

@@ -59,6 +59,13 @@ void ck_swiglu_avx512(const float *gate, const float *up, float *out, size_t n);
 void ck_swiglu_backward_avx512(const float *gate, const float *up, const float *gradOutput, float *gradGate,
                                float *gradUp, size_t n);
 
+/// `ck_swiglu_avx512`, `ck_swiglu_backward_avx512` and `ck_maximum_avx512` on AVX2, each lane bit-for-bit the Swift
+/// one; check ck_has_avx2 first.
+void ck_swiglu_avx2(const float *gate, const float *up, float *out, size_t n);
+void ck_swiglu_backward_avx2(const float *gate, const float *up, const float *gradOutput, float *gradGate,
+                             float *gradUp, size_t n);
+float ck_maximum_avx2(const float *x, size_t n);
+
 /// Σ a[i]·b[i] with AVX2 FMA.
 float ck_dot_avx2(const float *a, const float *b, size_t n);
 
