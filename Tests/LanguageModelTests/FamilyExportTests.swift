@@ -7,7 +7,7 @@ import XCTest
 
 /// `quantize` writes each family back as a GGUF file of its own architecture: for Qwen2, Qwen3, Gemma 2 and Gemma 3 the keys and
 /// tensors llama.cpp's convert_hf_to_gguf.py wrote for the same tiny models (Tests/Fixtures/tiny-<name>:
-/// model.gguf.bin), a tokenizer shorter than the embedding padded as it pads one (tiny-llama-padded, tiny-gemma3-padded),
+/// model.gguf.bin), a tokenizer shorter than the embedding padded as it pads one (tiny-llama-padded, -gemma3-padded, -qwen2-padded),
 /// and files that load back and compute transformers' float64 logits (the fixtures' reference.safetensors). llama.cpp runs
 /// such files: Reference/llamacpp_family_check.py.
 final class FamilyExportTests: XCTestCase {
@@ -210,16 +210,19 @@ final class FamilyExportTests: XCTestCase {
         return []
     }
 
-    /// A model whose tokenizer is shorter than its embedding (tiny-llama-padded, tiny-gemma3-padded: 480 tokens for 512
-    /// rows) is written as llama.cpp's converter wrote the same directory (model.gguf.bin): the token list, its types and
-    /// scores padded with [PAD480] to [PAD511] (unused, -10000), every embedding row kept, byte for byte; and so is a Llama
-    /// GGUF whose list is short (the converter's file with its list cut back to 480; llama.vocab_size still says 512), the
-    /// path that pads the source file's own keys. Each export loads back and computes transformers' logits over all 512
-    /// rows. Control: the same comparison tells the short list from the converter's. A Gemma 3 file has no vocab_size key,
-    /// so its vocabulary is its list, and a short one is refused on load naming the embedding, as llama.cpp refuses it.
+    /// A model whose tokenizer is shorter than its embedding (tiny-llama-padded, tiny-gemma3-padded: a tokenizer.model of 480
+    /// pieces; tiny-qwen2-padded: a byte-level tokenizer.json of 400 tokens; 512 rows each) is written as llama.cpp's
+    /// converter wrote the same directory (model.gguf.bin): the token list, its types and (SentencePiece) scores padded
+    /// with [PAD<id>] to [PAD511] (unused, -10000), the tokenizer's model and pre-tokenizer names (GPT-2's "gpt-2", which
+    /// llama.cpp reads), every embedding row kept, byte for byte; and so is a GGUF whose list is
+    /// short (the converter's file with its list cut back), the path that pads the source file's own keys, where the file
+    /// says its vocab_size (Llama's converter writes it). Each export loads back and computes transformers' logits over all
+    /// 512 rows. Control: the same comparison tells the short list from the converter's. Without a vocab_size key (Gemma
+    /// 3's and Qwen2's converters write none) the vocabulary is the list, and a short one is refused on load naming the
+    /// embedding, as llama.cpp refuses it.
     func testShorterTokenizerIsPaddedAsTheConverterPads() throws {
         let keys = ["tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.scores"]
-        for family in ["llama-padded", "gemma3-padded"] {
+        for (family, count) in [("llama-padded", 480), ("gemma3-padded", 480), ("qwen2-padded", 400)] {
             let converterURL = Fixtures.url("tiny-\(family)/model.gguf.bin")
             let converter = try GGUFFile(url: converterURL)
             XCTAssertEqual(Self.list(converter, keys[0]).count, 512, family)
@@ -227,34 +230,35 @@ final class FamilyExportTests: XCTestCase {
             let short = try rewrite(converterURL, name: "\(family)-short") { metadata, _ in
                 metadata = metadata.map { key, value in
                     guard keys.contains(key), case .array(let values) = value else { return (key, value) }
-                    return (key, .array(Array(values.prefix(480))))
+                    return (key, .array(Array(values.prefix(count))))
                 }
             }
-            XCTAssertEqual(Self.list(short, keys[0]).count, 480, "\(family): the control's list is short")
+            XCTAssertEqual(Self.list(short, keys[0]).count, count, "\(family): the control's list is short")
             XCTAssertNotEqual(Self.list(short, keys[0]), Self.list(converter, keys[0]), "\(family): the control differs")
             var sources = [("HF", Fixtures.url("tiny-\(family)").path)]
-            if family == "gemma3-padded" {
-                XCTAssertThrowsError(try ModelLoader.load(path: short.url.path, threads: 1)) { error in
-                    XCTAssertTrue("\(error)".contains("tensor 'token_embd.weight': dimensions [32, 512], expected [32, 480]"),
-                                  "\(error)")
-                }
-            } else {
+            if converter.metadataKeys.contains(where: { $0.hasSuffix(".vocab_size") }) {
                 sources.append(("short GGUF", short.url.path))
+            } else {
+                XCTAssertThrowsError(try ModelLoader.load(path: short.url.path, threads: 1), family) { error in
+                    XCTAssertTrue("\(error)".contains("tensor 'token_embd.weight': dimensions [\(converter.int("\(family.prefix { $0 != "-" }).embedding_length")!), 512], "
+                                                       + "expected"), "\(family): \(error)")
+                }
             }
             for (label, path) in sources {
                 let source = try ModelLoader.load(path: path, threads: 2)
-                XCTAssertEqual(source.tokenizer?.vocabularySize, 480, "\(family) from \(label)")
+                XCTAssertEqual(source.tokenizer?.vocabularySize, count, "\(family) from \(label)")
                 let url = directory.appendingPathComponent("\(family)-\(label).gguf")
                 try ModelExporter.export(source, adapter: nil, scheme: .uniform(.f32), to: url)
                 let ours = try GGUFFile(url: url)
-                for key in [keys[0], keys[2]] {
-                    XCTAssertEqual(Self.list(ours, key), Self.list(converter, key), "\(family) from \(label): \(key)")
+                for key in [keys[0], keys[2], "tokenizer.ggml.model", "tokenizer.ggml.pre"] {
+                    XCTAssertEqual(ours.metadata[key], converter.metadata[key], "\(family) from \(label): \(key)")
                 }
                 // The pieces' own types are the tokenizer's (the converter types sentencepiece's user-defined <tool>, id 3,
                 // as normal where no tokenizer_config.json says otherwise); the padded ones are the converter's.
                 let types = (Self.list(ours, keys[1]), Self.list(converter, keys[1]))
                 XCTAssertEqual(types.0.count, 512, "\(family) from \(label)")
-                XCTAssertEqual(Array(types.0.suffix(32)), Array(types.1.suffix(32)), "\(family) from \(label): the padded types")
+                XCTAssertEqual(Array(types.0.suffix(512 - count)), Array(types.1.suffix(512 - count)),
+                               "\(family) from \(label): the padded types")
                 XCTAssertEqual(Self.tensorsDiffering(ours, from: converter), [], "\(family) from \(label): the converter's bytes")
                 let worst = try TinyReference.worstLogitDifference(ours, family, tensor: "logits")
                 print("\(family) export from \(label): worst logit difference from transformers' over 512 rows \(worst)")

@@ -22,10 +22,10 @@ unscaled), with its q head norms as w instead of 1 + w and with its sliding laye
 (`rope.freq_base_swa` set to `rope.freq_base`: the fixture's base is llama.cpp's default 10000, so dropping the key
 would change nothing).
 
-The padded fixtures (tiny-llama-padded, tiny-gemma3-padded: a tokenizer.model of 480 pieces beside an embedding of 512
-rows) check what the converter and `quantize` write for a tokenizer shorter than the embedding: the token list padded
-to 512 ([PAD480] to [PAD511]), every row kept, so llama.cpp's logits over all 512 rows are compared as above; their
-control zeroes the padded rows (zero_padded_rows). The other fixtures have no tokenizer, which llama.cpp requires, so
+The padded fixtures (tiny-llama-padded, tiny-gemma3-padded: a tokenizer.model of 480 pieces; tiny-qwen2-padded: a
+byte-level tokenizer.json of 400 tokens; 512 embedding rows each) check what the converter and `quantize` write for a
+tokenizer shorter than the embedding: the token list padded to 512 ([PAD<id>] to [PAD511]), every row kept, so
+llama.cpp's logits over all 512 rows are compared as above; their control zeroes the padded rows (zero_rows_past). The other fixtures have no tokenizer, which llama.cpp requires, so
 their files are copied with `tokenizer.ggml.model = none` added (nothing else changes). The KV cache is F32 (F16 by default moves these logits by about 2e-3). Phi-3's
 LongRoPE has an original context of 256, the smallest context llama.cpp allocates, so llama.cpp takes its short
 factors (it takes the long ones when its context exceeds the original), as transformers and we do within it.
@@ -72,7 +72,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.a
 FIXTURES = os.path.join(ROOT, "Tests", "Fixtures")
 F32_LOGITS, F32_LOSS, QUANTIZED_LOSS, CONTROL_LOGITS = 1e-4, 1e-5, 0.02, 0.1
 GELU_TABLE_LOGITS, GELU_TABLE_LOSS = 5e-4, 1e-4
-PADDED_TOKENS = 480  # tiny-llama-spm's tokenizer.model, beside the padded fixtures' 512 embedding rows
 
 
 def zero_biases(name, data):
@@ -98,14 +97,16 @@ def q_norm_as_w(name, data):
     return data - 1 if name.endswith("attn_q_norm.weight") else data
 
 
-def zero_padded_rows(name, data):
-    """token_embd's rows past the padded fixtures' 480 tokens zeroed (a quantized row's bytes too: scale 0); the output
-    head is the embedding in both, so their logits become 0."""
-    if name != "token_embd.weight":
+def zero_rows_past(tokens):
+    """An edit zeroing token_embd's rows past the tokenizer's `tokens` (a quantized row's bytes too: scale 0); the
+    padded fixtures' output head is their embedding, so the logits of those rows become 0."""
+    def edit(name, data):
+        if name != "token_embd.weight":
+            return data
+        data = data.copy()
+        data[tokens:] = 0
         return data
-    data = data.copy()
-    data[PADDED_TOKENS:] = 0
-    return data
+    return edit
 
 
 # Per family: its controls (label, a key to drop, an edit of each tensor's data, optionally a key to set to another
@@ -130,10 +131,12 @@ FAMILIES = {
                    f32_logits=1.5e-2, f32_loss=1e-3,
                    layer_patterns={"alternating": ["sliding_attention", "full_attention"] * 3,
                                    "all global": ["full_attention"] * 6, "all sliding": ["sliding_attention"] * 6}),
-    "llama-padded": dict(controls=[("padded rows zeroed", None, zero_padded_rows)], f32_logits=F32_LOGITS,
+    "llama-padded": dict(controls=[("padded rows zeroed", None, zero_rows_past(480))], f32_logits=F32_LOGITS,
                          f32_loss=F32_LOSS, architecture="llama"),
-    "gemma3-padded": dict(controls=[("padded rows zeroed", None, zero_padded_rows)], f32_logits=1.5e-2, f32_loss=1e-3,
+    "gemma3-padded": dict(controls=[("padded rows zeroed", None, zero_rows_past(480))], f32_logits=1.5e-2, f32_loss=1e-3,
                           architecture="gemma3"),
+    "qwen2-padded": dict(controls=[("padded rows zeroed", None, zero_rows_past(400))], f32_logits=F32_LOGITS,
+                         f32_loss=F32_LOSS, architecture="qwen2"),
 }
 
 
