@@ -14,7 +14,8 @@ public struct GenerationResult: Sendable {
 }
 
 extension LlamaModel {
-    /// Generates up to `maxTokens` after `prompt`, stopping at any of `stopTokens` (which are not returned).
+    /// Generates up to `maxTokens` after `prompt`, stopping at any of `stopTokens` (which are not returned). Its cache is
+    /// windowed (`makeCache(keepingEveryKey: false)`): a sliding layer keeps a window or two of keys, not the whole sequence.
     ///
     /// - Parameters:
     ///   - onToken: called with each new token as soon as it is chosen (for streaming).
@@ -23,7 +24,7 @@ extension LlamaModel {
                          onToken: (Int) -> Void = { _ in }, shouldStop: () -> Bool = { false }) throws -> GenerationResult {
         precondition(!prompt.isEmpty, "generation needs at least one prompt token")
         let started = DispatchTime.now()
-        let cache = makeCache(capacity: prompt.count + maxTokens)
+        let cache = makeCache(capacity: prompt.count + maxTokens, keepingEveryKey: false)
         var sampler = Sampler(sampling)
         var next = 0
         try forward(tokens: prompt, cache: cache, logits: .last) { _, logits in

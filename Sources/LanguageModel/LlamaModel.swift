@@ -2,27 +2,41 @@ import Foundation
 import Kernels
 import ModelFormats
 
-/// Keys and values of every layer for the tokens seen so far, for incremental decoding.
+/// Keys and values of every layer for the tokens seen so far, for incremental decoding. A windowed cache
+/// (`LlamaModel.makeCache(keepingEveryKey: false)`) keeps on each sliding layer only the rows its window still reads.
 public final class KVCache: @unchecked Sendable {
     public let layers: Int
     /// Floats per token per layer: key/value heads × head dimension.
     public let width: Int
-    public private(set) var capacity: Int
     /// The context size the session was opened for (its first capacity): what LongRoPE chooses its factor set by,
     /// once for the session (`RopeFrequencies.longFactors`), as llama.cpp does by its context size.
     public let context: Int
     /// Tokens cached so far (the next token's position).
     public internal(set) var count: Int = 0
+    /// Per layer, the window of the rows it keeps (a sliding layer's, in a windowed cache), nil where it keeps them all.
+    let windows: [Int?]
+    /// Per layer, the position of its first row and how many rows it has room for.
+    private(set) var origins: [Int]
+    private(set) var capacities: [Int]
     var keys: [UnsafeMutablePointer<Float>]
     var values: [UnsafeMutablePointer<Float>]
 
-    public init(layers: Int, width: Int, capacity: Int = 64) {
+    public convenience init(layers: Int, width: Int, capacity: Int = 64) {
+        self.init(layers: layers, width: width, capacity: capacity, windows: Array(repeating: nil, count: layers))
+    }
+
+    /// A windowed layer starts with room for twice its window (or `capacity`, when less): room to append a window's
+    /// tokens before the rows no query reads any more are dropped.
+    init(layers: Int, width: Int, capacity: Int, windows: [Int?]) {
+        precondition(windows.count == layers)
         self.layers = layers
         self.width = width
-        self.capacity = max(1, capacity)
+        self.windows = windows
         context = max(1, capacity)
-        keys = (0..<layers).map { _ in .allocate(capacity: max(1, capacity) * width) }
-        values = (0..<layers).map { _ in .allocate(capacity: max(1, capacity) * width) }
+        origins = Array(repeating: 0, count: layers)
+        capacities = windows.map { window in min(max(1, capacity), window.map { 2 * max(1, $0) } ?? .max) }
+        keys = capacities.map { .allocate(capacity: $0 * width) }
+        values = capacities.map { .allocate(capacity: $0 * width) }
     }
 
     deinit {
@@ -30,30 +44,45 @@ public final class KVCache: @unchecked Sendable {
         values.forEach { $0.deallocate() }
     }
 
-    /// Makes room for `total` tokens, growing geometrically and keeping what is cached.
-    func reserve(_ total: Int) {
-        guard total > capacity else { return }
-        let newCapacity = max(total, capacity * 2)
+    /// Makes room for `n` tokens after position `start`. A windowed layer first drops the rows that no query from
+    /// `start` on reads (before `Attention.firstKey(start, window)`), moving the rest to its front; a layer still short of
+    /// room grows geometrically, keeping what it holds.
+    func reserve(from start: Int, tokens n: Int) {
         for layer in 0..<layers {
+            if let window = windows[layer], start + n - origins[layer] > capacities[layer] {
+                let first = Attention.firstKey(position: start, window: window), offset = (first - origins[layer]) * width
+                for rows in [keys[layer], values[layer]] {
+                    memmove(rows, rows + offset, (start - first) * width * MemoryLayout<Float>.size)
+                }
+                origins[layer] = first
+            }
+            let needed = start + n - origins[layer]
+            guard needed > capacities[layer] else { continue }
+            let newCapacity = max(needed, capacities[layer] * 2)
             for isKey in [true, false] {
                 let old = isKey ? keys[layer] : values[layer]
                 let new = UnsafeMutablePointer<Float>.allocate(capacity: newCapacity * width)
-                new.update(from: old, count: count * width)
+                new.update(from: old, count: (start - origins[layer]) * width)
                 old.deallocate()
                 if isKey { keys[layer] = new } else { values[layer] = new }
             }
+            capacities[layer] = newCapacity
         }
-        capacity = newCapacity
     }
 
-    /// Forgets cached tokens from `position` on (for example to re-score a different continuation).
+    /// Forgets cached tokens from `position` on (for example to re-score a different continuation). A windowed cache
+    /// goes back no further than the rows it still holds allow.
     public func truncate(to position: Int) {
         precondition(position >= 0 && position <= count)
+        for layer in 0..<layers {
+            precondition(windows[layer].map { Attention.firstKey(position: position, window: $0) >= origins[layer] } ?? true,
+                         "a windowed cache has dropped the keys position \(position) reads")
+        }
         count = position
     }
 
     /// Bytes held by the cache.
-    public var bytes: Int { 2 * layers * capacity * width * MemoryLayout<Float>.size }
+    public var bytes: Int { 2 * capacities.reduce(0, +) * width * MemoryLayout<Float>.size }
 }
 
 /// Which rows of the output logits a forward pass computes.
@@ -141,9 +170,12 @@ public final class LlamaModel: @unchecked Sendable {
 
     /// A fresh cache sized for `capacity` tokens (it grows when needed), which is also the session's context size
     /// (`KVCache.context`: with LongRoPE, more than the original context means the long factors from the start).
-    public func makeCache(capacity: Int = 64) -> KVCache {
-        KVCache(layers: configuration.numHiddenLayers,
-                width: configuration.numKeyValueHeads * configuration.headDim, capacity: capacity)
+    /// Without `keepingEveryKey`, its sliding layers keep only the rows their window reads (a window or two of them, not
+    /// the whole sequence): for a session that never goes back further than a window (`generate`).
+    public func makeCache(capacity: Int = 64, keepingEveryKey: Bool = true) -> KVCache {
+        let c = configuration
+        return KVCache(layers: c.numHiddenLayers, width: c.numKeyValueHeads * c.headDim, capacity: capacity,
+                       windows: (0..<c.numHiddenLayers).map { keepingEveryKey ? nil : c.attentionWindow(layer: $0) })
     }
 
     /// Installs (or removes, with nil) a LoRA adapter applied as `y = W x + scaling · B (A x)`.
@@ -280,7 +312,7 @@ public final class LlamaModel: @unchecked Sendable {
         for token in tokens where token < 0 || token >= c.vocabSize {
             throw LanguageModelError.tokenOutOfRange(token: token, vocabularySize: c.vocabSize)
         }
-        cache.reserve(start + n)
+        cache.reserve(from: start, tokens: n)
 
         let d = c.hiddenSize, kvWidth = c.numKeyValueHeads * c.headDim, qWidth = c.numAttentionHeads * c.headDim
         let ff = c.intermediateSize
@@ -307,13 +339,14 @@ public final class LlamaModel: @unchecked Sendable {
         embed(tokens, into: x)
         let projections = InferenceProjections(model: self, grouped: grouped, tokens: n, scratch: scratch)
         for layer in 0..<c.numHiddenLayers {
+            let origin = cache.origins[layer]
             let buffers = LayerBuffers(
-                input: x, attentionIn: h, q: q, k: cache.keys[layer] + start * kvWidth,
-                v: cache.values[layer] + start * kvWidth, attention: attention, projected: h, middle: x,
+                input: x, attentionIn: h, q: q, k: cache.keys[layer] + (start - origin) * kvWidth,
+                v: cache.values[layer] + (start - origin) * kvWidth, attention: attention, projected: h, middle: x,
                 feedForwardIn: h, gate: gate, up: up, activated: gate, output: x, fused: fused)
             layerForward(layer, buffers, tokens: n,
                          context: AttentionContext(keys: cache.keys[layer], values: cache.values[layer], start: start,
-                                                   positions: positions, frequencies: frequencies),
+                                                   origin: origin, positions: positions, frequencies: frequencies),
                          projections: projections)
         }
         cache.count = start + n
@@ -430,9 +463,12 @@ enum Attention {
     /// their scores against the union of their keys are one tile product with a transposed copy of the keys, each
     /// row's entries outside its own band are set to zero after its softmax, and P·V is a second tile product.
     /// A single query row (decoding) reads the keys in place, where the copy would cost more than it saves.
+    /// Row 0 of `keys` and `values` is position `origin` (a windowed cache's sliding layer, `KVCache`): every key a query
+    /// reads lies at or after it.
     static func causal(queries: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
-                       tokens: Int, start: Int, heads: Int, kvHeads: Int, headDimension hd: Int, scale: Float? = nil,
-                       softcap: Float? = nil, window: Int? = nil, output: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+                       tokens: Int, start: Int, origin: Int = 0, heads: Int, kvHeads: Int, headDimension hd: Int,
+                       scale: Float? = nil, softcap: Float? = nil, window: Int? = nil, output: UnsafeMutablePointer<Float>,
+                       pool: ThreadPool) {
         let group = heads / kvHeads
         let kvWidth = kvHeads * hd, qWidth = heads * hd
         let scale = scale ?? 1 / Float(hd).squareRoot()
@@ -445,7 +481,8 @@ enum Attention {
                     let t = task / heads, head = task % heads, kvHead = head / group
                     let first = firstKey(position: start + t, window: window), length = start + t + 1 - first
                     let query = queries + t * qWidth + head * hd
-                    let keyRows = keys + first * kvWidth + kvHead * hd, valueRows = values + first * kvWidth + kvHead * hd
+                    let keyRows = keys + (first - origin) * kvWidth + kvHead * hd
+                    let valueRows = values + (first - origin) * kvWidth + kvHead * hd
                     Vector.dotRows(query, rows: keyRows, stride: kvWidth, count: length, width: hd, scale: scale, into: scores)
                     if let softcap { Softcap.apply(scores, length, cap: softcap) }
                     Activation.softmax(scores, length)
@@ -456,12 +493,14 @@ enum Attention {
             return
         }
         let total = start + tokens, blocks = (tokens + blockRows - 1) / blockRows
-        // keysT[kvHead][i][j] = keys[j][kvHead·hd + i]: a key head's columns, the rows the score product reads.
-        nonisolated(unsafe) let keysT = UnsafeMutablePointer<Float>.allocate(capacity: kvHeads * hd * total)
+        // keysT[kvHead][i][j] = keys[low + j][kvHead·hd + i]: a key head's columns from the first key any row reads, the
+        // rows the score product reads.
+        let low = firstKey(position: start, window: window), span = total - low
+        nonisolated(unsafe) let keysT = UnsafeMutablePointer<Float>.allocate(capacity: kvHeads * hd * span)
         defer { keysT.deallocate() }
         for kvHead in 0..<kvHeads {
-            Vector.transpose(keys + kvHead * hd, stride: kvWidth, count: total, width: hd, into: keysT + kvHead * hd * total,
-                             outStride: total)
+            Vector.transpose(keys + (low - origin) * kvWidth + kvHead * hd, stride: kvWidth, count: span, width: hd,
+                             into: keysT + kvHead * hd * span, outStride: span)
         }
         pool.parallelFor(blocks * heads) { range in
             let scores = UnsafeMutablePointer<Float>.allocate(capacity: blockRows * total)
@@ -471,8 +510,8 @@ enum Attention {
                 let rows = min(blockRows, tokens - t0), last = start + t0 + rows - 1
                 let first0 = firstKey(position: start + t0, window: window), width = last + 1 - first0
                 Vector.tileProduct(rows: rows, columns: width, depth: hd, scale: scale, a: queries + t0 * qWidth + head * hd,
-                                   aRowStride: qWidth, aDepthStride: 1, b: keysT + kvHead * hd * total + first0,
-                                   bStride: total, into: scores, outStride: total, accumulate: false)
+                                   aRowStride: qWidth, aDepthStride: 1, b: keysT + kvHead * hd * span + first0 - low,
+                                   bStride: span, into: scores, outStride: total, accumulate: false)
                 for r in 0..<rows {
                     let position = start + t0 + r, first = firstKey(position: position, window: window)
                     let row = scores + r * total, band = row + first - first0, length = position + 1 - first
@@ -483,7 +522,7 @@ enum Attention {
                     (band + length).initialize(repeating: 0, count: last - position)
                 }
                 Vector.tileProduct(rows: rows, columns: hd, depth: width, a: scores, aRowStride: total, aDepthStride: 1,
-                                   b: values + first0 * kvWidth + kvHead * hd, bStride: kvWidth,
+                                   b: values + (first0 - origin) * kvWidth + kvHead * hd, bStride: kvWidth,
                                    into: output + t0 * qWidth + head * hd, outStride: qWidth, accumulate: false)
             }
         }

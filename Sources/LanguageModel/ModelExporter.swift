@@ -44,7 +44,7 @@ public enum ModelExporter {
         case .llama, .qwen2, .qwen3, .phi3: break
         case .gemma2, .gemma3: try checkGemmaGraph(weights, tied: tied)
         }
-        try checkTokensCoverEmbedding(loaded)
+        try checkTokensFitEmbedding(loaded)
         let block = BlockDescription.of(c.architecture)
         var writer = GGUFWriter()
         setMetadata(of: loaded, fileType: scheme.fileType, adapterMerged: adapter != nil, on: &writer)
@@ -108,16 +108,37 @@ public enum ModelExporter {
         try writer.write(to: url)
     }
 
-    /// llama.cpp reads one token per embedding row. Its converter makes them agree where a checkpoint's do not (it pads
-    /// the token list for Llama and Qwen, as Qwen2.5's 151,936 rows for fewer tokens; it cuts Gemma 3's embedding to the
-    /// tokens); this exporter does neither yet, so such a model is refused, not written for llama.cpp to refuse.
-    static func checkTokensCoverEmbedding(_ loaded: LoadedModel) throws {
+    /// Refuses a tokenizer with more tokens than the embedding has rows: llama.cpp reads one token per row, and the ids
+    /// past the last row would have none (the converter asserts against such a checkpoint, or drops the pieces past
+    /// vocab_size from a SentencePiece list). A shorter tokenizer is padded (`paddedTokenizerValue`).
+    static func checkTokensFitEmbedding(_ loaded: LoadedModel) throws {
         let weights = loaded.model.weights
-        guard let tokenizer = loaded.tokenizer, tokenizer.vocabularySize != weights.embedding.rows else { return }
+        guard let tokenizer = loaded.tokenizer, tokenizer.vocabularySize > weights.embedding.rows else { return }
         throw LanguageModelError.unsupportedModel(
             file: weights.source, problem: "exporting to GGUF a model whose tokenizer has \(tokenizer.vocabularySize) tokens "
-            + "for \(weights.embedding.rows) embedding rows is not supported (llama.cpp reads one token per row; padding the "
-            + "token list or cutting the embedding, as its converter does, is not done here)")
+            + "for \(weights.embedding.rows) embedding rows is not supported (llama.cpp reads one token per row, and ids "
+            + "\(weights.embedding.rows) to \(tokenizer.vocabularySize - 1) have none)")
+    }
+
+    /// A tokenizer key's value with the token list padded to `rows` ids, as llama.cpp's converter pads a vocabulary
+    /// shorter than the checkpoint's embedding (Qwen2.5: 151,665 tokens for 151,936 rows): `[PAD<id>]` tokens of type
+    /// unused, with score -10000 where the list has scores (`get_vocab_base`, `_create_vocab_sentencepiece`, Phi-3's own
+    /// list); other keys, and lists as long already, are returned as they are. The converter pads for every family written
+    /// here, Gemma 3 included: its "remove OOV rows" cut keeps as many rows as the padded list has, and cuts only where it
+    /// reads tokenizer.json alone, whose list it still pads, writing a file llama.cpp refuses (token_embd of the wrong
+    /// shape). No row is cut, then, and llama.cpp's softmax runs over every row, as transformers' does: cutting the 32
+    /// padded rows of the tiny-gemma3-padded fixture would take 5.9% of transformers' probability from it on average, 8.1%
+    /// at most (`padded_mass` in its reference.json), and leave the logits of the rows kept as they are.
+    static func paddedTokenizerValue(_ key: String, _ value: GGUFValue, rows: Int) -> GGUFValue {
+        guard case .array(let list) = value, list.count < rows else { return value }
+        let added = list.count..<rows
+        switch key {
+        case "tokenizer.ggml.tokens": return .array(list + added.map { .string("[PAD\($0)]") })
+        case "tokenizer.ggml.token_type":
+            return .array(list + added.map { _ in .int32(Int32(BPETokenizer.TokenType.unused.rawValue)) })
+        case "tokenizer.ggml.scores": return .array(list + added.map { _ in .float32(-10000) })
+        default: return value
+        }
     }
 
     /// Refuses a YaRN that a GGUF cannot carry: llama.cpp computes beta_fast 32, beta_slow 1 and truncated
@@ -193,19 +214,21 @@ public enum ModelExporter {
         }
     }
 
-    /// The file's metadata: the source GGUF's keys (or, for another source, a name and its tokenizer), then
-    /// llama.cpp's keys for the family (`<architecture>.*`) from the configuration and the file type of `type`.
+    /// The file's metadata: the source GGUF's keys (or, for another source, a name and its tokenizer) with a token list
+    /// shorter than the embedding padded (`paddedTokenizerValue`), then llama.cpp's keys for the family
+    /// (`<architecture>.*`) from the configuration and the file type of `type`.
     static func setMetadata(of loaded: LoadedModel, fileType: UInt32, adapterMerged: Bool,
                             on writer: inout GGUFWriter) {
         let weights = loaded.model.weights
         let c = weights.configuration, architecture = c.architecture.rawValue, p = architecture + "."
+        let rows = weights.embedding.rows
         if let gguf = loaded.gguf {
             for key in gguf.metadataKeys where key != "general.file_type" && key != "general.alignment" {
-                writer.set(key, gguf.metadata[key]!)
+                writer.set(key, paddedTokenizerValue(key, gguf.metadata[key]!, rows: rows))
             }
         } else {
             writer.set("general.name", .string(URL(fileURLWithPath: weights.source).lastPathComponent))
-            if let tokenizer = loaded.tokenizer { setTokenizer(tokenizer, on: &writer) }
+            for (key, value) in loaded.tokenizer?.ggufMetadata ?? [] { writer.set(key, paddedTokenizerValue(key, value, rows: rows)) }
         }
         writer.set("general.architecture", .string(architecture))
         writer.set(p + "block_count", .uint32(UInt32(c.numHiddenLayers)))
@@ -306,9 +329,4 @@ public enum ModelExporter {
     }
 
     static func weightFormat(_ type: TensorType) -> WeightFormat { ModelLoader.weightFormat(type) }
-
-    /// GGUF tokenizer metadata from a tokenizer loaded elsewhere (HF tokenizer.json): byte-level or SentencePiece.
-    static func setTokenizer(_ tokenizer: BPETokenizer, on writer: inout GGUFWriter) {
-        for (key, value) in tokenizer.ggufMetadata { writer.set(key, value) }
-    }
 }

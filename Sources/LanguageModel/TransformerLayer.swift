@@ -39,6 +39,8 @@ struct AttentionContext {
     let keys: UnsafePointer<Float>
     let values: UnsafePointer<Float>
     let start: Int
+    /// The position of the first row of `keys` and `values` (0 but in a windowed cache's sliding layers).
+    var origin = 0
     let positions: UnsafePointer<Int>
     let frequencies: [Float]
 }
@@ -72,7 +74,7 @@ extension LlamaModel {
             rotate(b.k, tokens: n, heads: kvHeads, positions: context.positions, frequencies: table)
         }
         Attention.causal(queries: b.q, keys: context.keys, values: context.values, tokens: n, start: context.start,
-                         heads: heads, kvHeads: kvHeads, headDimension: hd, scale: c.attentionScale,
+                         origin: context.origin, heads: heads, kvHeads: kvHeads, headDimension: hd, scale: c.attentionScale,
                          softcap: c.attentionSoftcap.map(Float.init), window: c.attentionWindow(layer: layer),
                          output: b.attention, pool: pool)
         let attentionOut = b.attentionProjected ?? b.projected

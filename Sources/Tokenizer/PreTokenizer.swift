@@ -22,6 +22,10 @@ public enum PreTokenizer: String, Sendable, CaseIterable {
     /// The HF `Split` pattern of Qwen2's tokenizer.json (Llama 3's with single digits).
     static let qwen2Pattern = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
 
+    /// The `tokenizer.ggml.pre` name written for it: llama.cpp's own, which for GPT-2's is "gpt-2" (what
+    /// convert_hf_to_gguf.py writes; llama.cpp refuses a file that says "gpt2").
+    public var ggufName: String { self == .gpt2 ? "gpt-2" : rawValue }
+
     /// The pre-tokenizer for a GGUF `tokenizer.ggml.pre` name; nil when we do not implement it.
     ///
     /// llama.cpp gives "starcoder", "refact", "command-r", "codeshell", "exaone" and "minerva" the same

@@ -295,7 +295,7 @@ extension BPETokenizer {
                      ("tokenizer.ggml.token_type", types),
                      ("tokenizer.ggml.add_space_prefix", .bool(sentencePiece.addSpacePrefix))]
         } else {
-            keys += [("tokenizer.ggml.model", .string("gpt2")), ("tokenizer.ggml.pre", .string(preTokenizer.rawValue)),
+            keys += [("tokenizer.ggml.model", .string("gpt2")), ("tokenizer.ggml.pre", .string(preTokenizer.ggufName)),
                      ("tokenizer.ggml.tokens", .array(tokens.map { .string($0) })), ("tokenizer.ggml.token_type", types),
                      ("tokenizer.ggml.merges", .array(mergeRules.map { .string($0) }))]
         }

@@ -42,6 +42,11 @@ Nothing here imports or mirrors the Swift code. Sections, each writing one folde
   tiny-phi3-long     a smaller random Phi-3 whose LongRoPE original context (8) is shorter than its 16-token examples
                      (transformers' long factors), the same references and converter GGUF, and the logits and losses of
                      the examples' first 8 tokens (short factors)
+  tiny-padded        tiny-llama-padded, tiny-gemma3-padded, tiny-qwen2-padded: a tiny Llama and a tiny Gemma 3 whose
+                     vocab_size (512) exceeds tiny-llama-spm's tokenizer.model (480 pieces, copied beside them), and a tiny
+                     Qwen2 whose 512 exceed a byte-level tokenizer.json trained here (400 tokens), each with a PEFT
+                     adapter, the same references as tiny-qwen2 over all 512 rows, the mass of the padded rows
+                     (padded_mass), and model.gguf.bin from the converter with that tokenizer (the list padded to 512)
   tiny-llama-spm     a SentencePiece BPE vocabulary trained here (byte fallback, Llama 2's normaliser settings), its
                      tokenizer.json from transformers' LlamaConverter, and a tiny random Llama with it converted by
                      llama.cpp's converter (model.gguf.bin, its tokenizer included); reference.json: ids of hard
@@ -577,11 +582,11 @@ def dynamic_reference(directory, config, input_ids, labels):
                     "reference.safetensors"}
 
 
-def random_model_directory(out, name, config, model_class, config_class, targets=None):
+def random_model_directory(out, name, config, model_class, config_class, targets=None, norm_means=None, id_limit=None):
     """A fresh <out>/<name>: a random model of `config` with config.json as given (the spelling a checkpoint ships;
-    transformers would rewrite it), three 16-token examples and a PEFT adapter, drawn in that order from
-    SEED + the name's characters, without the files transformers and PEFT add. Returns the folder, the adapter's
-    folder, the ids and the labels."""
+    transformers would rewrite it), three 16-token examples (ids below `id_limit`, by default vocab_size) and a PEFT
+    adapter, drawn in that order from SEED + the name's characters, without the files transformers and PEFT add.
+    Returns the folder, the adapter's folder, the ids and the labels."""
     import torch
     directory = os.path.join(out, name)
     adapter_directory = os.path.join(directory, "peft-adapter")
@@ -590,9 +595,9 @@ def random_model_directory(out, name, config, model_class, config_class, targets
     os.makedirs(directory)
     generator = torch.Generator().manual_seed(SEED + sum(map(ord, name)))
     # transformers fills in the rope_scaling object it is given (rope_theta, rope_type): it gets a copy.
-    make_random_model(directory, copy.deepcopy(config), model_class, config_class, generator)
+    make_random_model(directory, copy.deepcopy(config), model_class, config_class, generator, norm_means)
     write_json(os.path.join(directory, "config.json"), config)
-    input_ids = torch.randint(0, config["vocab_size"], (3, 16), generator=generator).tolist()
+    input_ids = torch.randint(0, id_limit or config["vocab_size"], (3, 16), generator=generator).tolist()
     labels = tiny_labels(input_ids, TINY_IGNORED)
     make_random_adapter(directory, adapter_directory, model_class, generator, targets)
     for leftover in ("generation_config.json", "README.md"):
@@ -1206,6 +1211,99 @@ def tiny_llama_spm(out):
 
 
 # ----------------------------------------------------------------------------------------------------------
+# tiny-llama-padded, tiny-gemma3-padded, tiny-qwen2-padded: an embedding with more rows than the tokenizer has tokens
+
+# Checkpoints often have more embedding rows than tokens (Qwen2.5: 151,936 rows for 151,665 tokens; Gemma 3's
+# out-of-vocabulary rows). tiny-llama-spm's tokenizer.model (480 pieces) beside a tiny Llama (SPM_CONFIG) and a tiny
+# Gemma 3 (GEMMA3_CONFIG, its head norm means; BOS and EOS the tokenizer's), and a byte-level BPE tokenizer.json trained
+# here (400 tokens, GPT-2's pre-tokenizer, as Qwen2.5's is byte-level) beside a tiny Qwen2 (QWEN_CONFIGS["qwen2"]), all
+# with vocab_size 512. llama.cpp's converter pads each token list to 512 with [PAD<id>] tokens (type unused; score
+# -10000 in the SentencePiece lists) and keeps every row: Gemma 3's "remove OOV rows" keeps as many rows as the padded
+# list has (it cuts only in its tokenizer.json path, whose file llama.cpp refuses: the list stays padded). The converter
+# recognises a byte-level pre-tokenizer by hashing a published tokenizer's ids, so for the trained one it is told the
+# name (gpt-2, its name for GPT-2's); its padding is its own. The examples are real tokens (ids below the tokenizer's
+# count), the logits cover all 512 rows; padded_mass is the probability transformers puts on the padded rows, which a
+# cut embedding would take from llama.cpp's softmax.
+PADDED_CONFIGS = {"llama-padded": ("llama", dict(SPM_CONFIG, vocab_size=512)),
+                  "gemma3-padded": ("gemma3", dict(GEMMA3_CONFIG, vocab_size=512, bos_token_id=1, eos_token_id=2)),
+                  "qwen2-padded": ("qwen2", dict(QWEN_CONFIGS["qwen2"], vocab_size=512))}
+BYTE_LEVEL_TOKENS = 400
+CONVERT_NAMED_PRE_TOKENIZER = """
+import sys
+sys.argv = ["convert_hf_to_gguf.py", sys.argv[1], "--outfile", sys.argv[2], "--outtype", "f32"]
+import convert_hf_to_gguf
+from conversion import base
+base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "gpt-2"
+convert_hf_to_gguf.main()
+"""
+
+
+def train_byte_level(path):
+    """A byte-level BPE of BYTE_LEVEL_TOKENS tokens (the 256 bytes, <|endoftext|> first, merges) on SPM_CORPUS."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.train_from_iterator(SPM_CORPUS, trainers.BpeTrainer(
+        vocab_size=BYTE_LEVEL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=["<|endoftext|>"], show_progress=False))
+    assert tokenizer.get_vocab_size() == BYTE_LEVEL_TOKENS, tokenizer.get_vocab_size()
+    tokenizer.save(path)
+
+
+def tiny_padded(out, kind):
+    import subprocess
+    import torch
+    import transformers
+    from gguf import GGUFReader
+    from safetensors.torch import save_file
+    family, config = PADDED_CONFIGS[kind]
+    config_class, model_class = ((transformers.LlamaConfig, transformers.LlamaForCausalLM) if family == "llama" else
+                                 (getattr(transformers, name) for name in FAMILY_CLASSES[family]))
+    name = f"tiny-{kind}"
+    count = BYTE_LEVEL_TOKENS if family == "qwen2" else SPM_VOCAB_SIZE
+    directory, adapter_directory, input_ids, labels = random_model_directory(
+        out, name, config, model_class, config_class, norm_means=GEMMA3_NORM_MEANS if family == "gemma3" else None,
+        id_limit=count)
+    gguf_path = os.path.join(directory, "model.gguf.bin")
+    if family == "qwen2":
+        train_byte_level(os.path.join(directory, "tokenizer.json"))
+        command = ["-c", CONVERT_NAMED_PRE_TOKENIZER, directory, gguf_path]
+        environment = dict(os.environ, PYTHONPATH=os.pathsep.join([LLAMA_CPP, os.path.join(LLAMA_CPP, "gguf-py")]))
+    else:
+        shutil.copy(os.path.join(out, "tiny-llama-spm", "tokenizer.model"), directory)
+        command = [os.path.join(LLAMA_CPP, "convert_hf_to_gguf.py"), directory, "--outfile", gguf_path, "--outtype", "f32"]
+        environment = dict(os.environ, PYTHONPATH=os.path.join(LLAMA_CPP, "gguf-py"))
+    subprocess.run([sys.executable] + command, check=True, env=environment, cwd=LLAMA_CPP, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    reader = GGUFReader(gguf_path)
+    tokens = reader.fields["tokenizer.ggml.tokens"].contents()
+    rows = next(t for t in reader.tensors if t.name == "token_embd.weight").shape[1]
+    assert len(tokens) == rows == config["vocab_size"] and tokens[count:] == [
+        f"[PAD{i}]" for i in range(count, rows)], (len(tokens), rows, tokens[count:][:3])
+    numbers, tensors = lora_reference(directory, adapter_directory, model_class, input_ids, labels)
+    padded = torch.softmax(tensors["logits"].to(torch.float64), dim=-1)[..., count:].sum(dim=-1)
+    save_file(tensors, os.path.join(directory, "reference.safetensors"))
+    write_json(os.path.join(directory, "reference.json"), {
+        **lora_reference_json(input_ids, labels, numbers, LORA_TARGETS,
+                              "as tiny-llama's: logits, lora_logits and grad.<adapter tensor name> in reference.safetensors, "
+                              "over all 512 rows"),
+        "tokens": count,
+        "padded_mass": {"max": float(padded.max()), "mean": float(padded.mean()),
+                        "note": f"softmax of transformers' logits (no adapter) summed over the rows past the tokenizer's "
+                                f"{count} tokens, at each position of the examples"},
+        "source": {"made_by": f"Tests/Fixtures/generate.py {name}", "seed": SEED + sum(map(ord, name)),
+                   "float": "float64, eager attention",
+                   "gguf": "model.gguf: llama.cpp's convert_hf_to_gguf.py --outtype f32 on this directory, its tokenizer "
+                           + ("from tokenizer.json (byte-level, trained here; the pre-tokenizer named gpt-2)"
+                              if family == "qwen2" else "from tokenizer.model (tiny-llama-spm's)")
+                           + ", padded to vocab_size by the converter",
+                   "versions": versions("torch", "transformers", "peft", "safetensors")}})
+    print(f"{name}: losses", numbers["loss_per_example"], "padded mass max", float(padded.max()), "mean",
+          float(padded.mean()), file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # privacy
 
 # Opacus' default RDP orders.
@@ -1401,6 +1499,7 @@ def main():
                 "tiny-phi3-long": lambda: tiny_phi3_long(args.out),
                 "tiny-kquant": lambda: tiny_kquant(args.out),
                 "tiny-llama-spm": lambda: tiny_llama_spm(args.out),
+                "tiny-padded": lambda: [tiny_padded(args.out, kind) for kind in PADDED_CONFIGS],
                 "chat-templates": lambda: chat_templates(args.out)}
     chosen = args.sections or list(sections)
     for name in chosen:

@@ -7,8 +7,9 @@ import XCTest
 
 /// `quantize` writes each family back as a GGUF file of its own architecture: for Qwen2, Qwen3, Gemma 2 and Gemma 3 the keys and
 /// tensors llama.cpp's convert_hf_to_gguf.py wrote for the same tiny models (Tests/Fixtures/tiny-<name>:
-/// model.gguf.bin), and files that load back and compute transformers' float64 logits (the fixtures'
-/// reference.safetensors). llama.cpp runs such files: Reference/llamacpp_family_check.py.
+/// model.gguf.bin), a tokenizer shorter than the embedding padded as it pads one (tiny-llama-padded, -gemma3-padded, -qwen2-padded),
+/// and files that load back and compute transformers' float64 logits (the fixtures' reference.safetensors). llama.cpp runs
+/// such files: Reference/llamacpp_family_check.py.
 final class FamilyExportTests: XCTestCase {
     var directory: URL!
 
@@ -203,23 +204,87 @@ final class FamilyExportTests: XCTestCase {
         }
     }
 
-    /// A tokenizer with another count of tokens than the embedding has rows is refused (llama.cpp reads one token per
-    /// row; its converter pads or cuts, this exporter does not yet), and no file is written; the SentencePiece fixture,
-    /// whose counts agree, is written (the positive control).
-    func testTokenizerThatDoesNotCoverTheEmbeddingIsRefused() throws {
-        let spm = try ModelLoader.load(path: Fixtures.url("tiny-llama-spm/model.gguf.bin").path, threads: 1)
-        let tokenizer = try XCTUnwrap(spm.tokenizer)
-        let agreeing = directory.appendingPathComponent("spm.gguf")
-        XCTAssertNoThrow(try ModelExporter.export(spm, adapter: nil, scheme: .uniform(.f32), to: agreeing))
-        XCTAssertTrue(FileManager.default.fileExists(atPath: agreeing.path))
-        for name in ["llama", "qwen2"] {
+    /// The elements of a GGUF array key (empty where the file lacks it).
+    static func list(_ file: GGUFFile, _ key: String) -> [GGUFValue] {
+        if case .array(let values)? = file.metadata[key] { return values }
+        return []
+    }
+
+    /// A model whose tokenizer is shorter than its embedding (tiny-llama-padded, tiny-gemma3-padded: a tokenizer.model of 480
+    /// pieces; tiny-qwen2-padded: a byte-level tokenizer.json of 400 tokens; 512 rows each) is written as llama.cpp's
+    /// converter wrote the same directory (model.gguf.bin): the token list, its types and (SentencePiece) scores padded
+    /// with [PAD<id>] to [PAD511] (unused, -10000), the tokenizer's model and pre-tokenizer names (GPT-2's "gpt-2", which
+    /// llama.cpp reads), every embedding row kept, byte for byte; and so is a GGUF whose list is
+    /// short (the converter's file with its list cut back), the path that pads the source file's own keys, where the file
+    /// says its vocab_size (Llama's converter writes it). Each export loads back and computes transformers' logits over all
+    /// 512 rows. Control: the same comparison tells the short list from the converter's. Without a vocab_size key (Gemma
+    /// 3's and Qwen2's converters write none) the vocabulary is the list, and a short one is refused on load naming the
+    /// embedding, as llama.cpp refuses it.
+    func testShorterTokenizerIsPaddedAsTheConverterPads() throws {
+        let keys = ["tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.scores"]
+        for (family, count) in [("llama-padded", 480), ("gemma3-padded", 480), ("qwen2-padded", 400)] {
+            let converterURL = Fixtures.url("tiny-\(family)/model.gguf.bin")
+            let converter = try GGUFFile(url: converterURL)
+            XCTAssertEqual(Self.list(converter, keys[0]).count, 512, family)
+            XCTAssertEqual(Self.list(converter, keys[0]).last, .string("[PAD511]"), family)
+            let short = try rewrite(converterURL, name: "\(family)-short") { metadata, _ in
+                metadata = metadata.map { key, value in
+                    guard keys.contains(key), case .array(let values) = value else { return (key, value) }
+                    return (key, .array(Array(values.prefix(count))))
+                }
+            }
+            XCTAssertEqual(Self.list(short, keys[0]).count, count, "\(family): the control's list is short")
+            XCTAssertNotEqual(Self.list(short, keys[0]), Self.list(converter, keys[0]), "\(family): the control differs")
+            var sources = [("HF", Fixtures.url("tiny-\(family)").path)]
+            if converter.metadataKeys.contains(where: { $0.hasSuffix(".vocab_size") }) {
+                sources.append(("short GGUF", short.url.path))
+            } else {
+                XCTAssertThrowsError(try ModelLoader.load(path: short.url.path, threads: 1), family) { error in
+                    XCTAssertTrue("\(error)".contains("tensor 'token_embd.weight': dimensions [\(converter.int("\(family.prefix { $0 != "-" }).embedding_length")!), 512], "
+                                                       + "expected"), "\(family): \(error)")
+                }
+            }
+            for (label, path) in sources {
+                let source = try ModelLoader.load(path: path, threads: 2)
+                XCTAssertEqual(source.tokenizer?.vocabularySize, count, "\(family) from \(label)")
+                let url = directory.appendingPathComponent("\(family)-\(label).gguf")
+                try ModelExporter.export(source, adapter: nil, scheme: .uniform(.f32), to: url)
+                let ours = try GGUFFile(url: url)
+                for key in [keys[0], keys[2], "tokenizer.ggml.model", "tokenizer.ggml.pre"] {
+                    XCTAssertEqual(ours.metadata[key], converter.metadata[key], "\(family) from \(label): \(key)")
+                }
+                // The pieces' own types are the tokenizer's (the converter types sentencepiece's user-defined <tool>, id 3,
+                // as normal where no tokenizer_config.json says otherwise); the padded ones are the converter's.
+                let types = (Self.list(ours, keys[1]), Self.list(converter, keys[1]))
+                XCTAssertEqual(types.0.count, 512, "\(family) from \(label)")
+                XCTAssertEqual(Array(types.0.suffix(512 - count)), Array(types.1.suffix(512 - count)),
+                               "\(family) from \(label): the padded types")
+                XCTAssertEqual(Self.tensorsDiffering(ours, from: converter), [], "\(family) from \(label): the converter's bytes")
+                let worst = try TinyReference.worstLogitDifference(ours, family, tensor: "logits")
+                print("\(family) export from \(label): worst logit difference from transformers' over 512 rows \(worst)")
+                XCTAssertLessThanOrEqual(worst, TinyReference.logitTolerance, "\(family) from \(label)")
+            }
+        }
+    }
+
+    /// A tokenizer longer than the embedding is refused by name (ids past the last row would have none), and no file is
+    /// written: tiny-llama-spm's 480 tokens on tiny-qwen2's 256 rows. The same tokenizer on tiny-llama's 512 rows, shorter
+    /// than the embedding, is written (the positive control).
+    func testTokenizerLongerThanTheEmbeddingIsRefused() throws {
+        let tokenizer = try XCTUnwrap(try ModelLoader.load(path: Fixtures.url("tiny-llama-spm/model.gguf.bin").path, threads: 1).tokenizer)
+        for (name, refused) in [("qwen2", true), ("llama", false)] {
             let weights = try TinyReference.weights(name, gguf: false)
-            XCTAssertNotEqual(weights.embedding.rows, tokenizer.vocabularySize, name)
+            XCTAssertEqual(weights.embedding.rows > tokenizer.vocabularySize, !refused, name)
             let url = directory.appendingPathComponent("\(name)-spm.gguf")
             let loaded = LoadedModel(model: LlamaModel(weights: weights, pool: ThreadPool(threads: 1)), tokenizer: tokenizer, gguf: nil)
+            if !refused {
+                XCTAssertNoThrow(try ModelExporter.export(loaded, adapter: nil, scheme: .uniform(.f32), to: url), name)
+                XCTAssertEqual(Self.list(try GGUFFile(url: url), "tokenizer.ggml.tokens").count, weights.embedding.rows, name)
+                continue
+            }
             XCTAssertThrowsError(try ModelExporter.export(loaded, adapter: nil, scheme: .uniform(.f32), to: url), name) { error in
-                XCTAssertTrue("\(error)".contains("tokenizer has \(tokenizer.vocabularySize) tokens for \(weights.embedding.rows) "
-                                                   + "embedding rows"), "\(name): \(error)")
+                XCTAssertTrue("\(error)".contains("tokenizer has 480 tokens for 256 embedding rows is not supported (llama.cpp "
+                                                   + "reads one token per row, and ids 256 to 479 have none)"), "\(name): \(error)")
             }
             XCTAssertFalse(FileManager.default.fileExists(atPath: url.path), name)
         }

@@ -33,6 +33,45 @@ final class SlidingWindowTests: XCTestCase {
         XCTAssertLessThan(worst, 1e-4, "cached vs full logits differ by \(worst)")
     }
 
+    /// A windowed cache (`makeCache(keepingEveryKey: false)`, what `generate` decodes with) computes exactly what a cache
+    /// keeping every key computes, while its sliding layers drop the rows their window no longer reads: tiny-gemma2's
+    /// 48-token example (window 32) and tiny-gemma3's first two examples one after the other (32 tokens, window 5), fed as
+    /// a prefill of 9, chunks of 7, then one token at a time, so rows are dropped, moved and grown several times. The
+    /// global layers keep every row. Control: each sliding layer's first kept position is past 0 (rows were dropped).
+    func testWindowedCacheComputesWhatTheFullCacheComputes() throws {
+        let cases = [("gemma2", try TinyReference.reference("gemma2", file: "window").inputIds[0]),
+                     ("gemma3", try TinyReference.reference("gemma3").inputIds.prefix(2).flatMap { $0 })]
+        for (name, ids) in cases {
+            let model = try TinyReference.model(name, gguf: true)
+            let c = model.configuration, vocabulary = c.vocabSize
+            let full = model.makeCache(capacity: 8), windowed = model.makeCache(capacity: 8, keepingEveryKey: false)
+            var pieces = [Array(ids[0..<9])], next = 9
+            while next < ids.count {
+                let size = next < 30 ? 7 : 1
+                pieces.append(Array(ids[next..<min(ids.count, next + size)]))
+                next += size
+            }
+            var worst: Float = 0
+            for piece in pieces {
+                var logits: [[Float]] = [[], []]
+                for (i, cache) in [full, windowed].enumerated() {
+                    try model.forward(tokens: piece, cache: cache, logits: .all) { _, row in
+                        logits[i] += UnsafeBufferPointer(start: row, count: vocabulary)
+                    }
+                }
+                worst = max(worst, zip(logits[0], logits[1]).map { abs($0 - $1) }.max()!)
+            }
+            XCTAssertEqual(worst, 0, "\(name): windowed vs full cache")
+            for layer in 0..<c.numHiddenLayers {
+                let window = c.attentionWindow(layer: layer)
+                XCTAssertEqual(windowed.origins[layer] > 0, window != nil, "\(name) layer \(layer): rows dropped only where it slides")
+                if let window { XCTAssertLessThanOrEqual(windowed.capacities[layer], 2 * (window + 7), "\(name) layer \(layer)") }
+            }
+            print("\(name): windowed cache \(windowed.bytes) bytes, full cache \(full.bytes) bytes, after \(ids.count) tokens")
+            XCTAssertLessThan(windowed.bytes, full.bytes, name)
+        }
+    }
+
     /// Positive controls: the window off by one either way, or not masked, moves the logits past it far outside the
     /// tolerance (and changes nothing within it: the 16-token references still match).
     func testGemma2WindowOffByOneFails() throws {
