@@ -57,7 +57,7 @@ final class DemoTests: XCTestCase {
     }
 
     /// The demo runs distributed DP by default (issue 17): one step a round over the three clients' notes in the
-    /// task form, `Demo.expectedPerClient` expected from each (0.0526 × 380 training notes), FedAdam at the demo's η;
+    /// task form, `Demo.expectedPerClient` expected from each (0.0658 × 380 training notes), FedAdam at the demo's η;
     /// the coordinator's configuration validates, and each client, assuming 2 of the 3 honest, accepts the plan under
     /// secure aggregation and objects to it without (control). `--noise local` keeps the earlier demo.
     func testTheDemoIsDistributedByDefaultAndEveryClientAcceptsItsPlan() throws {
