@@ -142,7 +142,7 @@ let package = Package(
                     path: "Tests/FederationProtocolTests"),
         .testTarget(name: "CoordinatorServiceTests",
                     dependencies: ["TestSupport", "CoordinatorService", "ClientService", "FederationProtocol", "Audit", "Wire",
-                                   "Transport", "SecureCrypto", "SystemIO"],
+                                   "Transport", "SecureCrypto", "SystemIO", "Privacy"],
                     path: "Tests/CoordinatorServiceTests"),
         .testTarget(name: "ClientServiceTests",
                     dependencies: ["TestSupport", "ClientService", "FederationProtocol", "Wire", "FineTuning", "LanguageModel",

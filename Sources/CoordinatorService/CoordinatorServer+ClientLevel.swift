@@ -32,10 +32,18 @@ extension CoordinatorServer {
     }
 
     /// The audit record's client-level part, from the engine's facts.
-    static func clientLevelRecord(_ facts: ClientLevelRoundFacts) -> ClientLevelRecord {
-        ClientLevelRecord(population: facts.population, sampled: facts.sampled, samplingRate: facts.samplingRate,
-                          noiseMultiplier: facts.noiseMultiplier, clipNorm: facts.clipNorm, expectedCohort: facts.expectedCohort,
-                          epsilon: facts.epsilon, delta: facts.delta, epsilonBudget: facts.epsilonBudget,
-                          roundsCharged: facts.roundsCharged)
+    /// With adaptive clipping, its parameters, and where a committed round's `step` moved S.
+    static func clientLevelRecord(_ facts: ClientLevelRoundFacts, step: AdaptiveClipStep? = nil) -> ClientLevelRecord {
+        var record = ClientLevelRecord(population: facts.population, sampled: facts.sampled, samplingRate: facts.samplingRate,
+                                       noiseMultiplier: facts.noiseMultiplier, clipNorm: facts.clipNorm,
+                                       expectedCohort: facts.expectedCohort, epsilon: facts.epsilon, delta: facts.delta,
+                                       epsilonBudget: facts.epsilonBudget, roundsCharged: facts.roundsCharged)
+        record.adaptiveClipping = facts.adaptiveClipping.map {
+            AdaptiveClippingRecord(targetQuantile: $0.targetQuantile, learningRate: $0.learningRate,
+                                   countNoiseMultiplier: $0.countNoiseMultiplier, unclippedFraction: step?.unclippedFraction,
+                                   nextClipNorm: step?.nextClipNorm, updateNoiseMultiplier: step?.updateNoiseMultiplier,
+                                   countNoise: step?.countNoise)
+        }
+        return record
     }
 }

@@ -15,6 +15,8 @@ struct RoundHistory {
     var lastCommitted: UInt64 = 0
     /// How each recorded round ended.
     var verdicts: [UInt64: RoundVerdict] = [:]
+    /// Adaptive clipping: the S the last committed round that moved it set for the next (nil: none did).
+    var adaptiveClipNorm: Double?
 
     /// Reads the audit log, refusing to extend a chain that does not verify.
     init(paths: CoordinatorPaths, signer: SigningKeyPair) throws {
@@ -30,6 +32,8 @@ struct RoundHistory {
         }
         for record in verification.records {
             lastRound = max(lastRound, record.round)
+            // Only a committed round's record carries the next S (its aggregation computed it).
+            if let next = record.clientLevel?.adaptiveClipping?.nextClipNorm { adaptiveClipNorm = next }
             if record.status == "committed" {
                 lastCommitted = max(lastCommitted, record.round)
                 verdicts[record.round] = .committed
@@ -37,6 +41,16 @@ struct RoundHistory {
                 verdicts[record.round] = .aborted(reason: record.abortReason ?? record.status)
             }
         }
+    }
+
+    /// The plan a round cut short was invited with: a client-level round's S and σ_b from its marked record.
+    static func plan(policy: RoundPolicy, round: UInt64, clientLevel: ClientLevelRecord?) -> TrainingPlan {
+        var plan = policy.plan(round: round)
+        if let clientLevel {
+            plan.clipNorm = clientLevel.clipNorm
+            plan.countNoiseMultiplier = clientLevel.adaptiveClipping?.countNoiseMultiplier
+        }
+        return plan
     }
 
     /// Ends the round a crash left marked in flight: unless it committed, its uncommitted adapter is
@@ -57,7 +71,8 @@ struct RoundHistory {
             var record = AuditRecord(status: "aborted", round: inFlight.round, started: inFlight.started, finished: Date(),
                                      cohort: inFlight.cohort, participants: [], declines: [], dropouts: [],
                                      aggregation: policy.aggregation.rawValue, secureAggregation: policy.secureAggregation,
-                                     plan: policy.plan(round: inFlight.round), clients: [], maxEpsilon: nil, evalLossBefore: nil,
+                                     plan: Self.plan(policy: policy, round: inFlight.round, clientLevel: inFlight.clientLevel),
+                                     clients: [], maxEpsilon: nil, evalLossBefore: nil,
                                      evalLossAfter: nil, adapterSHA256: adapterSHA256, abortReason: reason, previousHash: "",
                                      aggregator: policy.aggregator.rawValue,
                                      trimFraction: policy.aggregator == .trimmedMean

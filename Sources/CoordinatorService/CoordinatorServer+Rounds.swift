@@ -21,7 +21,7 @@ extension CoordinatorServer {
                 events?.emit("round_started", round: round, ["cohort": .strings(cohort)])
                 do {
                     try InFlightMark(round: round, started: started, cohort: cohort,
-                                     clientLevel: clientLevel.map(Self.clientLevelRecord)).write(paths)
+                                     clientLevel: clientLevel.map { Self.clientLevelRecord($0) }).write(paths)
                     FaultPoint.reach("coordinator-after-in-flight-mark")
                 } catch {
                     log.write("round \(round): cannot mark the round in flight: \(error)")
@@ -105,9 +105,9 @@ extension CoordinatorServer {
     /// append aborts it and keeps the old adapter.
     func finish(_ outcome: RoundOutcome) {
         let current = global.withLock { $0 }
-        var (verdict, next) = outcome.isCommitted ? commit(outcome, onto: current)
-                                                  : (.aborted(reason: outcome.abortReason ?? ""), current)
-        let record = auditRecord(outcome, verdict: verdict, adapterSHA256: next.fileSHA256)
+        var (verdict, next, step) = outcome.isCommitted ? commit(outcome, onto: current)
+                                                        : (.aborted(reason: outcome.abortReason ?? ""), current, nil)
+        let record = auditRecord(outcome, verdict: verdict, adapterSHA256: next.fileSHA256, step: step)
         do {
             try AuditLog(paths: paths).append(record, signer: signer)
             FaultPoint.reach("coordinator-after-audit-append")
@@ -133,19 +133,28 @@ extension CoordinatorServer {
         perform(stepWithAdmittedClients { engine in
             global.withLock { $0 = next }
             engine.setGlobalAdapter(digest: next.digest, parameterCount: next.parameterCount)
+            if verdict.isCommitted, let step { engine.setClientClipNorm(step.nextClipNorm) }
             return engine.roundFinished(round: outcome.round, verdict: verdict, now: Date())
         })
     }
 
     /// Aggregates `outcome`'s updates (or its unmasked secure sum) onto `current` and writes the new
     /// adapter and the strategy's state; a failure aborts the round and removes what was written.
-    private func commit(_ outcome: RoundOutcome, onto current: GlobalAdapter) -> (RoundVerdict, GlobalAdapter) {
+    /// - Returns: also adaptive clipping's step (client-level rounds with it), which the audit record keeps and the
+    ///   engine takes once the record is written.
+    private func commit(_ outcome: RoundOutcome, onto current: GlobalAdapter) -> (RoundVerdict, GlobalAdapter, AdaptiveClipStep?) {
         do {
             // Equal weights (a client's record count is private and never travels, issue 13); plain updates
             // clipped and combined by the policy's aggregator, a secure round's decoded mean as one update.
             let (updates, lines) = try RoundAggregation.updates(of: outcome, policy: configuration.rounds,
                                                                  global: current.tensors, layout: layout)
             for line in lines { log.write(line) }
+            let step = try RoundAggregation.adaptiveClipStep(of: outcome, policy: configuration.rounds)
+            if let step, let adaptive = configuration.rounds.adaptiveClipping {
+                log.write(String(format: "round %llu: adaptive clipping: noised unclipped fraction %.4f (target %g), S %.6g → %.6g "
+                                 + "(update noise z_Δ %.4f, count noise %.4f)", outcome.round, step.unclippedFraction,
+                                 adaptive.targetQuantile, step.clipNorm, step.nextClipNorm, step.updateNoiseMultiplier, step.countNoise))
+            }
             let tensors = try aggregator.aggregate(global: current.tensors, updates: updates)
             let directory = paths.adapter(round: outcome.round)
             try layout.write(tensors, to: directory, baseModel: baseModel)
@@ -153,15 +162,15 @@ extension CoordinatorServer {
             let fileSHA256 = try AdapterMath.fileSHA256(directory.appendingPathComponent("adapter_model.safetensors"))
             FaultPoint.reach("coordinator-after-adapter-write")
             return (.committed, GlobalAdapter(round: outcome.round, tensors: tensors, digest: AdapterMath.digest(tensors),
-                                              fileSHA256: fileSHA256))
+                                              fileSHA256: fileSHA256), step)
         } catch {
             try? FileManager.default.removeItem(at: paths.adapter(round: outcome.round))
-            return (.aborted(reason: "aggregation failed: \(error)"), current)
+            return (.aborted(reason: "aggregation failed: \(error)"), current, nil)
         }
     }
 
     /// The round's audit record: its participants' figures only when it committed.
-    private func auditRecord(_ outcome: RoundOutcome, verdict: RoundVerdict, adapterSHA256: String) -> AuditRecord {
+    private func auditRecord(_ outcome: RoundOutcome, verdict: RoundVerdict, adapterSHA256: String, step: AdaptiveClipStep?) -> AuditRecord {
         let policy = configuration.rounds
         let combiner = policy.plainCombiner(parameterCount: SecureUpdate.vectorLength(layout: layout) - 1)
         let metrics = verdict.isCommitted ? outcome.participantMetrics : []
@@ -170,7 +179,8 @@ extension CoordinatorServer {
                            started: outcome.started, finished: Date(), cohort: outcome.cohort,
                            participants: metrics.map(\.client), declines: outcome.declines, dropouts: outcome.dropouts,
                            aggregation: policy.aggregation.rawValue, secureAggregation: policy.secureAggregation,
-                           plan: policy.plan(round: outcome.round), clients: metrics, maxEpsilon: figures.maxEpsilon,
+                           plan: policy.plan(round: outcome.round, clientLevel: outcome.clientLevel), clients: metrics,
+                           maxEpsilon: figures.maxEpsilon,
                            evalLossBefore: figures.evalLossBefore, evalLossAfter: figures.evalLossAfter,
                            evalLossStandardError: figures.evalLossStandardError, adapterSHA256: adapterSHA256, abortReason: verdict.isCommitted ? nil : verdict.reason,
                            previousHash: "", aggregator: policy.aggregator.rawValue,
@@ -180,10 +190,11 @@ extension CoordinatorServer {
         record.conditionAccuracyAfter = figures.conditionAccuracy?.after
         record.conditionAccuracyStandardError = figures.conditionAccuracy?.standardError
         if verdict.isCommitted, let secure = outcome.secure, policy.plan.isDistributed {
-            record.distributed = distributedNoise(secure, plan: policy.plan, expectedCohort: outcome.clientLevel?.expectedCohort)
+            record.distributed = distributedNoise(secure, plan: policy.plan(round: outcome.round, clientLevel: outcome.clientLevel),
+                                                  expectedCohort: outcome.clientLevel?.expectedCohort)
         }
         // Charged before the sample, so recorded whether the round committed, aborted or was skipped.
-        record.clientLevel = outcome.clientLevel.map(Self.clientLevelRecord)
+        record.clientLevel = outcome.clientLevel.map { Self.clientLevelRecord($0, step: verdict.isCommitted ? step : nil) }
         return record
     }
 

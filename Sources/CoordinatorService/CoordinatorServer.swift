@@ -99,6 +99,11 @@ public final class CoordinatorServer: @unchecked Sendable {
         }
         engine.setGlobalAdapter(digest: adapter.digest, parameterCount: adapter.parameterCount)
         engine.setPopulation(authorization.activeClients())
+        // Adaptive clipping goes on from the S its last committed round set (the audit log is the round's commit).
+        if configuration.rounds.adaptiveClipping != nil, let clipNorm = history.adaptiveClipNorm {
+            engine.setClientClipNorm(clipNorm)
+            log.write(String(format: "adaptive clipping resumes at S %.6g, set by the last committed round", clipNorm))
+        }
         self.engine = Mutex(engine)
         refreshAuditHead()
     }

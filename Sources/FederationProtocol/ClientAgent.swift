@@ -277,6 +277,9 @@ public struct ClientAgent: Sendable {
                                   plan.clipNorm, distributed.parameters.shareSigma, distributed.parameters.fractionalBits,
                                   distributed.trust.assumeHonest, distributed.parameters.trust.cohort, distributed.trust.roundEpsilon,
                                   distributed.trust.roundEpsilonTrustingNoOne, receipt.epsilon, receipt.budget.delta)
+                    + (plan.countNoiseMultiplier.map {
+                        String(format: "; adaptive clipping: the bit ‖update‖ ≤ S goes in the noised sum too (σ_b %g, in the ε above)", $0)
+                    } ?? "")
                 return [.send([try Accept(round: round).frame()]), .log(line), .train(round: round)]
             }
             if let distributed = work.distributed {

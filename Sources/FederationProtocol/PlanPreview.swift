@@ -108,6 +108,26 @@ public struct PlanPreview: Encodable, Sendable, Equatable {
     /// ε, which every client is charged for every round, sampled or not (`ClientLevelDP`). JSON `privacy_unit`
     /// "client", written for client-level plans only.
     public var clientLevel = false
+    /// The policy's adaptive clipping (client-level only), with the update's noise multiplier z_Δ it implies (the
+    /// continuous figure; the grid's is at most a hair below it). JSON `adaptive_clipping`.
+    public var adaptiveClipping: AdaptiveClippingPreview?
+
+    /// Adaptive clipping as the preview shows it.
+    public struct AdaptiveClippingPreview: Codable, Sendable, Equatable {
+        public var initialClipNorm: Double
+        public var targetQuantile: Double
+        public var learningRate: Double
+        public var countNoiseMultiplier: Double
+        public var updateNoiseMultiplier: Double
+
+        enum CodingKeys: String, CodingKey {
+            case initialClipNorm = "initial_clip_norm"
+            case targetQuantile = "target_quantile"
+            case learningRate = "learning_rate"
+            case countNoiseMultiplier = "count_noise_multiplier"
+            case updateNoiseMultiplier = "update_noise_multiplier"
+        }
+    }
 
     /// Why a client's decision is unknown when the coordinator has no policy for it.
     public static let unknownPolicy = "the coordinator does not know this client's policy (it stays on the client); "
@@ -180,6 +200,13 @@ public struct PlanPreview: Encodable, Sendable, Equatable {
                                       ? policy.trimFraction ?? RoundPolicy.defaultTrimFraction : nil,
                                   updateClip: policy.updateClip ?? SecureUpdate.defaultClip(plan: policy.plan),
                                   updateNormClip: policy.secureAggregation ? nil : policy.updateNormClip)
+        if policy.plan.isClientLevel, let adaptive = policy.adaptiveClipping {
+            adaptiveClipping = AdaptiveClippingPreview(
+                initialClipNorm: policy.plan.clipNorm, targetQuantile: adaptive.targetQuantile, learningRate: adaptive.learningRate,
+                countNoiseMultiplier: adaptive.countNoiseMultiplier,
+                updateNoiseMultiplier: try ClientLevelDP.AdaptiveClipping.updateNoiseMultiplier(
+                    noiseMultiplier: policy.plan.noiseMultiplier, countNoiseMultiplier: adaptive.countNoiseMultiplier))
+        }
     }
 
     enum CodingKeys: String, CodingKey {
@@ -188,6 +215,7 @@ public struct PlanPreview: Encodable, Sendable, Equatable {
         case roundEpsilon = "round_epsilon", totalEpsilon = "total_epsilon"
         case noisePlacement = "noise_placement"
         case privacyUnit = "privacy_unit"
+        case adaptiveClipping = "adaptive_clipping"
     }
 
     /// ε after all N rounds; nil without privacy.
@@ -207,6 +235,7 @@ public struct PlanPreview: Encodable, Sendable, Equatable {
         if let aggregation { try container.encode(aggregation, forKey: .aggregation) }
         if noisePlacement != .local { try container.encode(noisePlacement, forKey: .noisePlacement) }
         if clientLevel { try container.encode(PrivacyUnit.client, forKey: .privacyUnit) }
+        try container.encodeIfPresent(adaptiveClipping, forKey: .adaptiveClipping)
     }
 
     /// The preview as lines for a terminal.
@@ -228,6 +257,14 @@ public struct PlanPreview: Encodable, Sendable, Equatable {
             lines.append("privacy unit client: the ε above is the federation's client-level ε, charged for every round to every "
                          + "client, sampled or not; each sampled client's own ledger is charged its participation without "
                          + "amplification under its assume_honest (SECURITY.md, Clients)")
+            if let adaptive = adaptiveClipping {
+                lines.append(String(format: "adaptive clipping: S starts at %g and moves by exp(−%g(b̄ − %g)) a round towards the "
+                                    + "%g quantile of the sampled clients' update norms, b̄ their noised unclipped fraction (count "
+                                    + "noise σ_b %g); the update's noise is z_Δ %.4f, so that the two together are the z %g the ε "
+                                    + "above composes", adaptive.initialClipNorm, adaptive.learningRate, adaptive.targetQuantile,
+                                    adaptive.targetQuantile, adaptive.countNoiseMultiplier, adaptive.updateNoiseMultiplier,
+                                    noiseMultiplier))
+            }
         } else if noisePlacement == .distributed {
             lines.append("noise placement distributed: each round is one DP-SGD step over the cohort's data, each client adding a "
                          + "share of the noise; the ε above is the least a client is charged (every share honest); each is charged "

@@ -121,6 +121,17 @@ public struct PlainUpdateCombiner: Sendable, Equatable {
 /// combined (`PlainUpdateCombiner`), or a secure round's decoded mean as one update. One function, so
 /// that the coordinator's driver and the in-memory harness aggregate alike.
 public enum RoundAggregation {
+    /// Adaptive clipping's step for a committed client-level round (`SecureUpdate.adaptiveClipStep`): nil for any other
+    /// round, or when the policy has no `adaptive_clipping`.
+    /// - Throws: as `SecureUpdate.adaptiveClipStep`.
+    public static func adaptiveClipStep(of outcome: RoundOutcome, policy: RoundPolicy) throws -> AdaptiveClipStep? {
+        guard outcome.isCommitted, let secure = outcome.secure, let facts = outcome.clientLevel, let adaptive = facts.adaptiveClipping
+        else { return nil }
+        return try SecureUpdate.adaptiveClipStep(sum: secure.sum, survivors: secure.survivors.count, setup: secure.setup,
+                                                 plan: policy.plan(round: outcome.round, clientLevel: facts),
+                                                 expectedCohort: facts.expectedCohort, adaptive: adaptive)
+    }
+
     /// The strategy's input for `outcome` under `policy`, and the lines the operator's log gets: every
     /// update's norm, one line per clipped client, and the robust aggregator's work (clients named
     /// escaped, each line naming the round).
@@ -133,10 +144,11 @@ public enum RoundAggregation {
             guard let facts = outcome.clientLevel else {
                 throw FederationError.round(outcome.round, "a client-level round without its sampling facts")
             }
+            let plan = policy.plan(round: outcome.round, clientLevel: facts)
             let delta = try SecureUpdate.decodeClientLevel(sum: secure.sum, survivors: secure.survivors.count, setup: secure.setup,
-                                                           plan: policy.plan, expectedCohort: facts.expectedCohort, layout: layout)
+                                                           plan: plan, expectedCohort: facts.expectedCohort, layout: layout)
             let range = try SecureUpdate.checkClientLevelSum(secure.sum, survivors: secure.survivors.count, setup: secure.setup,
-                                                             plan: policy.plan)
+                                                             plan: plan)
             return ([WeightedUpdate(client: "client-level DP sum of \(secure.survivors.joined(separator: ","))",
                                     weight: WeightedUpdate.equalWeight, delta: delta)],
                     [String(format: "round %llu: decoded the noised sum of %d clipped updates over the fixed denominator q·N = %g "

@@ -170,6 +170,9 @@ public struct RoundEngine: Sendable {
     public private(set) var population: [String] = []
     /// Client-level plans: the federation's accountant over client participations, charged before each sample.
     public private(set) var federationAccountant: ClientLevelDP.FederationAccountant?
+    /// Client-level plans: the S the next round clips to, the plan's `clip_norm` until adaptive clipping moves it
+    /// (`setClientClipNorm`, from each committed round's noised count).
+    public private(set) var clientClipNorm: Double
     /// Client-level plans: the Poisson sample of the population at rate q (the driver passes libsodium's,
     /// `ClientLevelDP.ClientSampler`; tests may pass another).
     private let sampleClients: @Sendable ([String], Double) -> [String]
@@ -189,6 +192,7 @@ public struct RoundEngine: Sendable {
         self.nextRound = nextRound
         self.pastRounds = pastRounds
         self.federationAccountant = federationAccountant
+        self.clientClipNorm = policy.plan.clipNorm
         self.sampleClients = sampleClients
         self.choose = choose
     }
@@ -205,6 +209,13 @@ public struct RoundEngine: Sendable {
         throws -> ClientLevelDP.FederationAccountant? {
         guard policy.plan.isClientLevel, let budget = policy.clientEpsilonBudget else { return nil }
         return try ClientLevelDP.FederationAccountant(epsilonBudget: budget, delta: policy.plan.delta, rounds: rounds)
+    }
+
+    /// Tells the engine the S the next client-level round clips to (adaptive clipping's, after a committed round or as
+    /// a restarted coordinator finds it in its audit log); ignored unless finite and positive.
+    public mutating func setClientClipNorm(_ clipNorm: Double) {
+        guard clipNorm.isFinite, clipNorm > 0 else { return }
+        clientClipNorm = clipNorm
     }
 
     /// Tells the engine the registered clients (client-level rounds sample from them).
@@ -504,9 +515,9 @@ public struct RoundEngine: Sendable {
         let reachable = Set(eligible)
         let cohort = sampled.filter(reachable.contains).sorted()
         let facts = ClientLevelRoundFacts(population: everyone.count, sampled: sampled.count, samplingRate: q,
-                                          noiseMultiplier: plan.noiseMultiplier, clipNorm: plan.clipNorm, epsilon: epsilon,
+                                          noiseMultiplier: plan.noiseMultiplier, clipNorm: clientClipNorm, epsilon: epsilon,
                                           delta: plan.delta, epsilonBudget: accountant.epsilonBudget,
-                                          roundsCharged: accountant.rounds.count)
+                                          roundsCharged: accountant.rounds.count, adaptiveClipping: policy.adaptiveClipping)
         let charged: [Action] = [
             .chargeFederation(round: nextRound, accountant: accountant),
             .log(String(format: "round %llu: client-level, charged before sampling: the federation's ε %.4f of %g at δ %g "
@@ -542,10 +553,10 @@ public struct RoundEngine: Sendable {
             return begin + cohort.map { .invite(client: $0, round: round) }
         }
         do {
-            let (invite, setup) = try secureInvitation(round: round, cohort: cohort)
+            let (invite, setup) = try secureInvitation(round: round, cohort: cohort, clientLevel: clientLevel)
             if clientLevel != nil {
                 do {
-                    try ClientLevelDP.checkAccountedNoise(SecureUpdate.clientLevelParameters(plan: policy.plan, setup: setup, assumeHonest: 1),
+                    try ClientLevelDP.checkAccountedNoise(SecureUpdate.clientLevelParameters(plan: invite.plan, setup: setup, assumeHonest: 1),
                                                           noiseMultiplier: policy.plan.noiseMultiplier)
                 } catch {
                     throw FederationError.round(round, "the federation's client-level accountant does not cover this cohort's "
@@ -566,7 +577,7 @@ public struct RoundEngine: Sendable {
     }
 
     /// The invitation and secure-aggregation setup of a round: members numbered 1...n in name order.
-    private func secureInvitation(round: UInt64, cohort: [String]) throws -> (Invite, SecureRoundSetup) {
+    private func secureInvitation(round: UInt64, cohort: [String], clientLevel: ClientLevelRoundFacts?) throws -> (Invite, SecureRoundSetup) {
         guard parameterCount >= 1, !globalAdapterDigest.isEmpty else {
             throw FederationError.round(round, "the driver has not set the global adapter")
         }
@@ -580,13 +591,14 @@ public struct RoundEngine: Sendable {
         let (graph, threshold) = try neighbourhoods(cohortSize: members.count)
         // Refused when planned: a threshold that few colluders with a lying coordinator defeat (clients refuse it too).
         try CollusionResistance.require(cohortSize: members.count, graph: graph, threshold: threshold)
-        let invite = Invite(round: round, plan: policy.plan(round: round), aggregation: policy.aggregation.rawValue,
+        let plan = policy.plan(round: round, clientLevel: clientLevel)
+        let invite = Invite(round: round, plan: plan, aggregation: policy.aggregation.rawValue,
                             secureAggregation: true, adapterSHA256: globalAdapterDigest, deadlineSeconds: policy.roundTimeout)
         let setup = SecureRoundSetup(
             round: round, members: members, degree: { if case let .harary(k) = graph { return UInt32(k) } else { return 0 } }(),
             threshold: UInt32(threshold),
             updateClip: policy.updateClip ?? SecureUpdate.defaultClip(plan: policy.plan),
-            vectorLength: UInt64(parameterCount + 1))
+            vectorLength: UInt64(SecureUpdate.vectorLength(parameterCount: parameterCount, plan: plan)))
         _ = try setup.session(invite: invite)  // refuses a graph or threshold the session cannot use
         return (invite, setup)
     }

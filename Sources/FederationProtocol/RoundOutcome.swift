@@ -1,4 +1,5 @@
 import Foundation
+import Privacy
 import Wire
 
 /// One client's update as the coordinator received it: the change it made to the global adapter
@@ -42,10 +43,12 @@ public struct ClientLevelRoundFacts: Sendable, Equatable {
     public var population: Int
     /// How many the Poisson sample drew, and how many of those were connected and invited (the cohort).
     public var sampled: Int
-    /// q, z and S of the plan.
+    /// q and z of the plan, and this round's S (the plan's, or adaptive clipping's current one).
     public var samplingRate: Double
     public var noiseMultiplier: Double
     public var clipNorm: Double
+    /// Adaptive clipping's parameters when the policy has it (the round's vectors then carry the count coordinate).
+    public var adaptiveClipping: ClientLevelDP.AdaptiveClipping?
     /// The federation's client-level ε after this round's charge, at δ, and its budget.
     public var epsilon: Double
     public var delta: Double
@@ -54,7 +57,8 @@ public struct ClientLevelRoundFacts: Sendable, Equatable {
     public var roundsCharged: Int
 
     public init(population: Int, sampled: Int, samplingRate: Double, noiseMultiplier: Double, clipNorm: Double, epsilon: Double,
-                delta: Double, epsilonBudget: Double, roundsCharged: Int) {
+                delta: Double, epsilonBudget: Double, roundsCharged: Int, adaptiveClipping: ClientLevelDP.AdaptiveClipping? = nil) {
+        self.adaptiveClipping = adaptiveClipping
         self.population = population
         self.sampled = sampled
         self.samplingRate = samplingRate
@@ -68,6 +72,8 @@ public struct ClientLevelRoundFacts: Sendable, Equatable {
 
     /// q·N: the fixed denominator, the expected cohort (public and data-independent).
     public var expectedCohort: Double { samplingRate * Double(population) }
+    /// σ_b of adaptive clipping, which the invitation's plan carries (nil without it).
+    public var countNoiseMultiplier: Double? { adaptiveClipping?.countNoiseMultiplier }
 }
 
 /// How the driver's work on a finished round ended: committed (aggregated, adapter written, audit

@@ -68,6 +68,12 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
     /// held-out records for it nor release nor are charged for it, and the round's pooled loss is "n/a". nil: every
     /// round.
     public var heldOutInterval: Int?
+    /// Client-level plans only: adaptive clipping (Andrew et al. 2021, `ClientLevelDP.AdaptiveClipping`, JSON
+    /// `adaptive_clipping` with `target_quantile`, `learning_rate` and `count_noise_multiplier`). `plan.clip_norm` is
+    /// then the first round's S; each committed round moves S geometrically towards the γ-quantile of the sampled
+    /// clients' update norms, from the noised count of unclipped updates, and the noise multiplier z stays the one
+    /// the federation's accountant composes (the update's own noise is raised to z_Δ). nil: S stays `plan.clip_norm`.
+    public var adaptiveClipping: ClientLevelDP.AdaptiveClipping?
 
     /// β when `trim_fraction` is not given: one update in five dropped at each end, so a cohort of 5 to
     /// 9 tolerates one client sending anything, of 10 to 14 two (Yin et al. 2018: up to ⌊β·n⌋).
@@ -78,7 +84,8 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
                 updateClip: Double? = nil, neighbourDegree: Int? = nil,
                 dropoutTolerance: Double? = nil, dropoutFailureProbability: Double? = nil,
                 aggregator: UpdateAggregator = .mean, trimFraction: Double? = nil, updateNormClip: Double? = nil,
-                clientEpsilonBudget: Double? = nil, accuracyInterval: Int? = nil, heldOutInterval: Int? = nil) {
+                clientEpsilonBudget: Double? = nil, accuracyInterval: Int? = nil, heldOutInterval: Int? = nil,
+                adaptiveClipping: ClientLevelDP.AdaptiveClipping? = nil) {
         self.minClients = minClients
         self.maxClients = maxClients
         self.fraction = fraction
@@ -99,9 +106,21 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
         self.clientEpsilonBudget = clientEpsilonBudget
         self.accuracyInterval = accuracyInterval
         self.heldOutInterval = heldOutInterval
+        self.adaptiveClipping = adaptiveClipping
     }
 
-    /// The plan round `round`'s invitation carries: the policy's, without the condition accuracy release in a round
+    /// The plan round `round`'s invitation carries: the scheduled one (`plan(round:)`), with a client-level round's S
+    /// and, with adaptive clipping, σ_b from its facts.
+    public func plan(round: UInt64, clientLevel: ClientLevelRoundFacts?) -> TrainingPlan {
+        var invited = plan(round: round)
+        if let clientLevel {
+            invited.clipNorm = clientLevel.clipNorm
+            invited.countNoiseMultiplier = clientLevel.countNoiseMultiplier
+        }
+        return invited
+    }
+
+    /// The scheduled plan of round `round`: the policy's, without the condition accuracy release in a round
     /// `accuracy_interval` skips, and without the held-out loss release in a round `heldout_interval` skips.
     public func plan(round: UInt64) -> TrainingPlan {
         var invited = plan
@@ -139,6 +158,7 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
         case clientEpsilonBudget = "client_epsilon_budget"
         case accuracyInterval = "accuracy_interval"
         case heldOutInterval = "heldout_interval"
+        case adaptiveClipping = "adaptive_clipping"
     }
 
     /// Every field as written; `secure_aggregation` may be left out and is then on, and the
@@ -175,6 +195,7 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
         clientEpsilonBudget = try c.decodeIfPresent(Double.self, forKey: .clientEpsilonBudget)
         accuracyInterval = try c.decodeIfPresent(Int.self, forKey: .accuracyInterval)
         heldOutInterval = try c.decodeIfPresent(Int.self, forKey: .heldOutInterval)
+        adaptiveClipping = try c.decodeIfPresent(ClientLevelDP.AdaptiveClipping.self, forKey: .adaptiveClipping)
     }
 
     /// The L2 bound on a plain round's updates when `update_norm_clip` is not given: B·√P, with B the
@@ -244,9 +265,16 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
     /// z, by field) and the federation's budget; neither field without one.
     /// - Throws: `FederationError.configuration` naming `path` and the field.
     public func validateClientLevel(path: String) throws {
+        guard plan.countNoiseMultiplier == nil else {
+            throw FederationError.configuration(path: path, field: "plan.count_noise_multiplier", "is written into each invitation "
+                                                + "by the coordinator from adaptive_clipping; remove it from the plan")
+        }
         guard plan.isClientLevel else {
             guard clientEpsilonBudget == nil else {
                 throw FederationError.configuration(path: path, field: "client_epsilon_budget", "applies to plan.privacy_unit client only")
+            }
+            guard adaptiveClipping == nil else {
+                throw FederationError.configuration(path: path, field: "adaptive_clipping", "applies to plan.privacy_unit client only")
             }
             return
         }
@@ -268,6 +296,22 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
         }
         guard budget.isFinite, budget > 0 else {
             throw FederationError.configuration(path: path, field: "client_epsilon_budget", "must be finite and positive, got \(budget)")
+        }
+        if let adaptiveClipping { try Self.validate(adaptiveClipping, noiseMultiplier: plan.noiseMultiplier, path: path) }
+    }
+
+    /// Adaptive clipping's fields in range, and σ_b above z/2 (else no noise is left for the update).
+    static func validate(_ adaptive: ClientLevelDP.AdaptiveClipping, noiseMultiplier z: Double, path: String) throws {
+        func field(_ error: any Error) -> String {
+            let text = "\(error)"
+            for name in ["target_quantile", "learning_rate", "count_noise_multiplier"] where text.contains(name) { return name }
+            return "count_noise_multiplier"
+        }
+        do {
+            try adaptive.validate()
+            _ = try ClientLevelDP.AdaptiveClipping.updateNoiseMultiplier(noiseMultiplier: z, countNoiseMultiplier: adaptive.countNoiseMultiplier)
+        } catch {
+            throw FederationError.configuration(path: path, field: "adaptive_clipping.\(field(error))", "\(error)")
         }
     }
 

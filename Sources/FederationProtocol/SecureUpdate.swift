@@ -31,6 +31,12 @@ public enum SecureUpdate {
         layout.shapes.values.reduce(1) { $0 + $1.reduce(1, *) }
     }
 
+    /// The words a secure round of `plan` masks for an adapter of `parameterCount` values: the values, adaptive
+    /// clipping's count coordinate when the plan carries σ_b (client-level only), and the participation word.
+    public static func vectorLength(parameterCount: Int, plan: TrainingPlan) -> Int {
+        parameterCount + 1 + (plan.isClientLevel && plan.countNoiseMultiplier != nil ? 1 : 0)
+    }
+
     /// The words a client masks: every value of `delta` (tensors in name order), then the participation word 1.
     /// - Returns: the words and how many values were clipped to ±B.
     /// - Throws: `FederationError.adapterShape` if `delta` does not have the layout's tensors, or
@@ -138,8 +144,9 @@ public enum SecureUpdate {
 
     // MARK: Client-level DP-FedAvg (issue 17)
 
-    /// A client-level round's grid and shares as every party computes them (`ClientLevelDP.round`): S and z from
-    /// the plan, d from the setup, each of the setup's n members one clipped update (K = n), its threshold t.
+    /// A client-level round's grid and shares as every party computes them (`ClientLevelDP.round`): S, z and adaptive
+    /// clipping's σ_b from the plan, d from the setup (its words less the participation word and, with σ_b, the count
+    /// coordinate), each of the setup's n members one clipped update (K = n), its threshold t.
     /// The q in it is 1: a client's charge for taking part (it knows it was sampled; SECURITY.md), while the
     /// federation's ε at the plan's q is the coordinator's accountant's. The scale does not depend on q or h.
     /// - Throws: `FederationError.round` for a plan that is not client-level; `PrivacyParameterError` as
@@ -148,14 +155,16 @@ public enum SecureUpdate {
         guard plan.isClientLevel, plan.isDistributed else {
             throw FederationError.round(setup.round, "the plan is not a client-level plan (privacy_unit client, noise_placement distributed)")
         }
+        let extra = vectorLength(parameterCount: 0, plan: plan)
         return try ClientLevelDP.round(samplingRate: 1, noiseMultiplier: plan.noiseMultiplier, clipNorm: plan.clipNorm,
-                                       dimension: Int(setup.vectorLength) - 1, cohort: setup.members.count,
-                                       threshold: Int(setup.threshold), assumeHonest: assumeHonest)
+                                       dimension: Int(setup.vectorLength) - extra, cohort: setup.members.count,
+                                       threshold: Int(setup.threshold), assumeHonest: assumeHonest,
+                                       countNoiseMultiplier: plan.countNoiseMultiplier)
     }
 
     /// The words a sampled client masks in a client-level round: its whole update (local − global, tensors in name
-    /// order) clipped to S, on the grid with its noise share (`ClientLevelDP.maskedWords`), then the participation
-    /// word 1.
+    /// order) clipped to S, on the grid, with adaptive clipping the count coordinate ±h for ‖Δ‖ ≤ S, each with its
+    /// noise share (`ClientLevelDP.maskedWords`), then the participation word 1.
     /// - Returns: the words and ‖Δ‖ before the clip (the client's own log only).
     /// - Throws: `FederationError.adapterShape` for an update without the layout's tensors; `PrivacyParameterError`
     ///   for a non-finite update.
@@ -165,11 +174,12 @@ public enum SecureUpdate {
         var flat: [Double] = []
         flat.reserveCapacity(Int(setup.vectorLength))
         for name in update.keys.sorted() { flat.append(contentsOf: update[name]!.lazy.map(Double.init)) }
-        guard flat.count + 1 == Int(setup.vectorLength) else {
-            throw FederationError.adapterShape("the update has \(flat.count) values; the secure round expects \(setup.vectorLength - 1)")
+        let extra = vectorLength(parameterCount: 0, plan: plan)
+        guard flat.count + extra == Int(setup.vectorLength) else {
+            throw FederationError.adapterShape("the update has \(flat.count) values; the secure round expects "
+                                               + "\(Int(setup.vectorLength) - extra)")
         }
-        let norm = try ClientLevelDP.clip(update: flat, to: plan.clipNorm).norm
-        let words = try ClientLevelDP.maskedWords(update: flat, clipNorm: plan.clipNorm, round: parameters)
+        let (words, norm) = try ClientLevelDP.maskedWords(update: flat, clipNorm: plan.clipNorm, round: parameters)
         let participation = try setup.participationEncoding().encode([1], rounding: .nearest)
         return (words + participation.words, norm)
     }
@@ -212,6 +222,50 @@ public enum SecureUpdate {
         let parameters = try clientLevelParameters(plan: plan, setup: setup, assumeHonest: 1)
         let estimate = ClientLevelDP.estimate(modularSum: Array(sum.dropLast()), round: parameters, expectedCohort: expectedCohort)
         return try tensors(estimate, layout: layout)
+    }
+
+    /// Adaptive clipping's step from a client-level round's unmasked sum: b̄ from its count coordinate
+    /// (`ClientLevelDP.unclippedFraction`) and the next S (`AdaptiveClipping.nextClipNorm`); nil when the round's plan
+    /// carries no σ_b. Post-processing of the noised sum, like the Δ.
+    /// - Throws: as `decodeClientLevel` for a sum of the wrong length, failed unmasking or a q·N not positive.
+    public static func adaptiveClipStep(sum: [UInt32], survivors: Int, setup: SecureRoundSetup, plan: TrainingPlan,
+                                        expectedCohort: Double, adaptive: ClientLevelDP.AdaptiveClipping?) throws -> AdaptiveClipStep? {
+        guard let adaptive, plan.countNoiseMultiplier != nil else { return nil }
+        try checkParticipation(sum: sum, survivors: survivors, setup: setup)
+        guard expectedCohort.isFinite, expectedCohort > 0 else {
+            throw FederationError.round(setup.round, "the fixed denominator q·N is \(expectedCohort), not positive")
+        }
+        let parameters = try clientLevelParameters(plan: plan, setup: setup, assumeHonest: 1)
+        guard let fraction = ClientLevelDP.unclippedFraction(modularSum: Array(sum.dropLast()), round: parameters,
+                                                             expectedCohort: expectedCohort),
+              let noise = parameters.preview.adaptiveNoise else {
+            throw FederationError.round(setup.round, "the round's sum has no count coordinate for adaptive clipping")
+        }
+        return AdaptiveClipStep(clipNorm: plan.clipNorm, unclippedFraction: fraction,
+                                nextClipNorm: adaptive.nextClipNorm(plan.clipNorm, unclippedFraction: fraction),
+                                updateNoiseMultiplier: noise.update, countNoise: noise.count)
+    }
+}
+
+/// One committed round's move of adaptive clipping's S (Andrew et al. 2021), as the audit record keeps it.
+public struct AdaptiveClipStep: Sendable, Equatable {
+    /// The S the round clipped to.
+    public var clipNorm: Double
+    /// b̄: the noised fraction of the cohort's updates that S left unclipped (over q·N, clamped to [0, 1]).
+    public var unclippedFraction: Double
+    /// S·exp(−η(b̄ − γ)): the next round's S.
+    public var nextClipNorm: Double
+    /// The noise the threshold's shares carried: on the update, over its sensitivity (z_Δ, above the accountant's z),
+    /// and on the count, in bits (σ_b or a little more).
+    public var updateNoiseMultiplier: Double
+    public var countNoise: Double
+
+    public init(clipNorm: Double, unclippedFraction: Double, nextClipNorm: Double, updateNoiseMultiplier: Double, countNoise: Double) {
+        self.clipNorm = clipNorm
+        self.unclippedFraction = unclippedFraction
+        self.nextClipNorm = nextClipNorm
+        self.updateNoiseMultiplier = updateNoiseMultiplier
+        self.countNoise = countNoise
     }
 }
 

@@ -101,12 +101,14 @@ extension ClientLevelDP {
     /// A client-level round on the secure-aggregation grid: `DistributedRound` with the client's whole update
     /// as the unit (clip S, the client sampling rate q), each of the cohort's n sampled clients contributing one
     /// vector (the wrap bound's K = n). The shares are sized as in distributed DP, so any t survivors carry
-    /// σ = z·Δ₂ on the sum, Δ₂ = S·2^f + √d (the rounding's slack on top of z·S).
+    /// σ = z·Δ₂ on the sum, Δ₂ = S·2^f + √d (the rounding's slack on top of z·S). With adaptive clipping's σ_b each
+    /// vector also carries the count coordinate ±h, and Δ₂ becomes √(Δ₂² + h²) (`AdaptiveClipping`).
     /// - Throws: `PrivacyParameterError` as `DistributedRound` does.
     public static func round(samplingRate: Double, noiseMultiplier: Double, clipNorm: Double, dimension: Int, cohort: Int,
-                             threshold: Int, assumeHonest: Int) throws -> DistributedRound {
+                             threshold: Int, assumeHonest: Int, countNoiseMultiplier: Double? = nil) throws -> DistributedRound {
         try DistributedRound(samplingRate: samplingRate, noiseMultiplier: noiseMultiplier, clipNorm: clipNorm, dimension: dimension,
-                             cohort: cohort, threshold: threshold, assumeHonest: assumeHonest, contributions: cohort)
+                             cohort: cohort, threshold: threshold, assumeHonest: assumeHonest, contributions: cohort,
+                             countNoiseMultiplier: countNoiseMultiplier)
     }
 
     /// Whether the federation's accountant, which composes the continuous Gaussian at noise multiplier z
@@ -132,19 +134,33 @@ extension ClientLevelDP {
             sensitivity: round.preview.sensitivity, steps: 1), noiseMultiplier: z)
     }
 
-    /// What a sampled client masks: its whole round update clipped to S, on the round's grid, with its share
-    /// of the noise (`DistributedRound.noisedShare`, libsodium), each value then reduced modulo 2^32.
+    /// What a sampled client masks: its whole round update clipped to S, on the round's grid, then (adaptive clipping)
+    /// the count coordinate ±h for b = 1[‖Δ‖ ≤ S], with its share of the noise on each (`DistributedRound.noisedShare`,
+    /// libsodium), each value then reduced modulo 2^32.
+    /// - Returns: the words and ‖Δ‖ before the clip (the client's own log only; never sent).
     /// - Throws: `PrivacyParameterError` for a non-finite update, a wrong length or a value the grid cannot hold.
-    public static func maskedWords(update: [Double], clipNorm: Double, round: DistributedRound) throws -> [UInt32] {
-        let (clipped, _) = try clip(update: update, to: clipNorm)
-        return try round.noisedShare(clippedSum: clipped).map { UInt32(truncatingIfNeeded: $0) }
+    public static func maskedWords(update: [Double], clipNorm: Double, round: DistributedRound) throws -> (words: [UInt32], norm: Double) {
+        let (clipped, norm) = try clip(update: update, to: clipNorm)
+        let bit: Bool? = round.preview.countHalfWidth == nil ? nil : norm <= clipNorm
+        return (try round.noisedShare(clippedSum: clipped, unclipped: bit).map { UInt32(truncatingIfNeeded: $0) }, norm)
     }
 
     /// The coordinator's fixed-denominator estimate of the mean clipped update (McMahan et al.'s f̃_f with unit
-    /// weights) from the unmasked sum of the words: each read as a signed 32-bit integer, over 2^f and the
-    /// expected cohort q·N (public, data-independent: post-processing of the noised sum).
+    /// weights) from the unmasked sum of the words (the update's d, without the count coordinate): each read as a
+    /// signed 32-bit integer, over 2^f and the expected cohort q·N (public, data-independent: post-processing of the
+    /// noised sum).
     public static func estimate(modularSum: [UInt32], round: DistributedRound, expectedCohort: Double) -> [Double] {
         let factor = 1 / (round.scale * expectedCohort)
-        return modularSum.map { Double(Int32(bitPattern: $0)) * factor }
+        return modularSum.prefix(round.preview.updateDimension).map { Double(Int32(bitPattern: $0)) * factor }
+    }
+
+    /// Adaptive clipping: b̄ from the unmasked sum's count coordinate (word d, read as a signed 32-bit integer, over
+    /// 2h: Σ(b − ½) + noise of σ_b in bit units), over q·N, shifted back and clamped (`AdaptiveClipping`); nil when
+    /// the round has no count coordinate or the sum lacks it. Post-processing of the noised sum.
+    public static func unclippedFraction(modularSum: [UInt32], round: DistributedRound, expectedCohort: Double) -> Double? {
+        let index = round.preview.updateDimension
+        guard let h = round.preview.countHalfWidth, index < modularSum.count else { return nil }
+        let shifted = Double(Int32(bitPattern: modularSum[index])) / (2 * Double(h))
+        return AdaptiveClipping.unclippedFraction(noisedShiftedSum: shifted, expectedCohort: expectedCohort)
     }
 }

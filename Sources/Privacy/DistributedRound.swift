@@ -27,21 +27,29 @@ public struct DistributedRound: Sendable {
     public let preview: DistributedPlanPreview
 
     /// - Parameters: the plan's q, z, clip c and contributions bound K; the adapter's d; the secure round's
-    ///   cohort n and threshold t; the client's `assume_honest` h (clamped to n: no more can be honest).
+    ///   cohort n and threshold t; the client's `assume_honest` h (clamped to n: no more can be honest); adaptive
+    ///   clipping's σ_b (client-level only: each contribution then carries the count coordinate, see
+    ///   `DistributedPlanPreview`), nil without it.
     /// - Throws: `PrivacyParameterError` for a parameter out of range or when no scale fits.
     public init(samplingRate: Double, noiseMultiplier: Double, clipNorm: Double, dimension: Int, cohort: Int, threshold: Int,
-                assumeHonest: Int, contributions: Int) throws {
+                assumeHonest: Int, contributions: Int, countNoiseMultiplier: Double? = nil) throws {
         let trust = try NoiseTrust(cohort: cohort, threshold: threshold, assumeHonest: min(max(assumeHonest, 1), max(cohort, 1)))
+        let updateZ = try countNoiseMultiplier.map {
+            try ClientLevelDP.AdaptiveClipping.updateNoiseMultiplier(noiseMultiplier: noiseMultiplier, countNoiseMultiplier: $0)
+        } ?? noiseMultiplier
         var bits = try ModularWrap.fractionalBits(
             modulusBits: DistributedPlanPreview.modulusBits, clipNorm: clipNorm, dimension: dimension, contributions: contributions,
-            cohort: cohort, threshold: threshold, noiseMultiplier: noiseMultiplier, beta: 0, target: DistributedPlanPreview.wrapTarget)
+            cohort: cohort, threshold: threshold, noiseMultiplier: updateZ, beta: 0, target: DistributedPlanPreview.wrapTarget)
         func preview(_ bits: Int) throws -> DistributedPlanPreview {
             try DistributedPlanPreview(samplingRate: samplingRate, noiseMultiplier: noiseMultiplier, stepsPerRound: 1,
                                        clipNorm: clipNorm, dimension: dimension, trust: trust, contributions: contributions,
-                                       fractionalBits: bits, roundingBeta: 0)
+                                       fractionalBits: bits, roundingBeta: 0, countNoiseMultiplier: countNoiseMultiplier)
         }
         var candidate = try preview(bits)
-        while candidate.shareSigma > DiscreteGaussian.sigmaRange.upperBound && bits > -62 {
+        // Coarser while a share's σ is beyond the sampler, or the count coordinate (wider than c̃ when σ_b is near z/2)
+        // takes the wrap probability past its target.
+        while (candidate.shareSigma > DiscreteGaussian.sigmaRange.upperBound || candidate.wrapProbability > DistributedPlanPreview.wrapTarget)
+                && bits > -62 {
             bits -= 1
             candidate = try preview(bits)
         }
@@ -82,17 +90,28 @@ public struct DistributedRound: Sendable {
     /// modulo 2^32 by whoever masks it.
     /// - Throws: `PrivacyParameterError` for a vector of the wrong length or a value not finite or beyond
     ///   2^52 grid units (a sum no clip of the plan produces).
-    public func noisedShare(clippedSum: [Double]) throws -> [Int64] {
+    /// - Parameter unclipped: adaptive clipping's bit b = 1[‖Δ‖ ≤ S], appended as +h (b = 1) or −h (b = 0) before
+    ///   the noise; required exactly when the round has the count coordinate.
+    /// - Throws: also `PrivacyParameterError` when the bit is missing or not asked for.
+    public func noisedShare(clippedSum: [Double], unclipped: Bool? = nil) throws -> [Int64] {
         var integers = try rounded(clippedSum, uniforms: SecureRandom.unitDoubles(count: clippedSum.count))
+        switch (preview.countHalfWidth, unclipped) {
+        case (nil, nil): break
+        case let (h?, bit?): integers.append(bit ? h : -h)
+        default:
+            throw PrivacyParameterError(name: "adaptive clipping bit", value: unclipped == nil ? 0 : 1,
+                                        expected: preview.countHalfWidth == nil ? "none: the round has no count coordinate"
+                                            : "one: the round's vectors carry the count coordinate")
+        }
         try DiscreteGaussian.add(to: &integers, sigma: shareSigma)
         return integers
     }
 
     /// 2^f·`clippedSum` rounded coordinate by coordinate: up where the uniform is below the fractional part.
     func rounded(_ clippedSum: [Double], uniforms: [Double]) throws -> [Int64] {
-        guard clippedSum.count == preview.assumed.dimension, uniforms.count == clippedSum.count else {
+        guard clippedSum.count == preview.updateDimension, uniforms.count == clippedSum.count else {
             throw PrivacyParameterError(name: "clipped sum length", value: Double(clippedSum.count),
-                                        expected: "\(preview.assumed.dimension), the adapter's parameter count")
+                                        expected: "\(preview.updateDimension), the adapter's parameter count")
         }
         var integers = [Int64](repeating: 0, count: clippedSum.count)
         let scale = self.scale

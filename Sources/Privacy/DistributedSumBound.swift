@@ -28,7 +28,9 @@ extension DistributedRound {
             throw PrivacyParameterError(name: "failure probability", value: failureProbability, expected: "in (0, 1)")
         }
         let d = Double(preview.assumed.dimension), s = Double(survivors), x = -log(failureProbability)
-        let signal = Double(contributions) * clipNorm * scale + s * d.squareRoot()
+        // Each contribution's rounded update is within c̃ + √d_update, and its count coordinate (if any) ±h.
+        let count = Double(preview.countHalfWidth ?? 0)
+        let signal = Double(contributions) * (clipNorm * scale + count) + s * Double(preview.updateDimension).squareRoot()
         let noise = (s * shareSigma * shareSigma * (d + 2 * (d * x).squareRoot() + 2 * x)).squareRoot()
         return signal + noise
     }

@@ -134,31 +134,66 @@ public struct DistributedPlanPreview: Sendable {
     /// One round (T steps) under the assumption, and trusting no one.
     public let assumed: DistributedDiscreteGaussianSteps
     public let trustingNoOne: DistributedDiscreteGaussianSteps
+    /// d: the clipped values of one contribution (the adapter's parameters).
+    public let updateDimension: Int
+    /// The update's own rounded sensitivity (Δ₂ = c̃ + √d at β = 0); `sensitivity` adds the count coordinate's h.
+    public let updateSensitivity: RoundedSensitivity
+    /// Adaptive clipping only (`ClientLevelDP.AdaptiveClipping`): h, the half-width in grid units of the count
+    /// coordinate appended to every contribution (±h for an unclipped or clipped update); nil without it.
+    public let countHalfWidth: Int64?
 
     /// - Parameters: q, the total noise multiplier z (noise σ over the rounded sensitivity Δ₂), T steps per
     ///   round, clip norm c, dimension d, the trust, `contributions` (clipped vectors in one step's sum, for
     ///   the wrap bound), f (nil: the finest scale meeting `wrapTarget`) and the rounding's β (0: the sum is
-    ///   rounded once, Δ₂ = c̃ + √d as `RoundedSensitivity.roundedSum`, what a federation's clients do).
+    ///   rounded once, Δ₂ = c̃ + √d as `RoundedSensitivity.roundedSum`, what a federation's clients do), and
+    ///   adaptive clipping's σ_b (nil: none), which appends the count coordinate: d + 1 coordinates of L2 sensitivity
+    ///   √(Δ₂² + h²) and L1 Δ₁ + h, every one noised at z times that, wrapping at ⌈max(c̃, h)⌉ per contribution.
     /// - Throws: `PrivacyParameterError` for any parameter out of range or when no scale meets the target.
     public init(samplingRate: Double, noiseMultiplier: Double, stepsPerRound: Int, clipNorm: Double, dimension: Int,
                 trust: NoiseTrust, contributions: Int, fractionalBits: Int?,
-                roundingBeta: Double = DistributedPlanPreview.roundingBeta) throws {
+                roundingBeta: Double = DistributedPlanPreview.roundingBeta, countNoiseMultiplier: Double? = nil) throws {
+        // With the count the update's noise multiplier is at most z_Δ, so z_Δ bounds the wrap from above.
+        let updateZ = try countNoiseMultiplier.map {
+            try ClientLevelDP.AdaptiveClipping.updateNoiseMultiplier(noiseMultiplier: noiseMultiplier, countNoiseMultiplier: $0)
+        } ?? noiseMultiplier
         let bits = try fractionalBits ?? ModularWrap.fractionalBits(
             modulusBits: Self.modulusBits, clipNorm: clipNorm, dimension: dimension, contributions: contributions,
-            cohort: trust.cohort, threshold: trust.threshold, noiseMultiplier: noiseMultiplier, beta: roundingBeta,
+            cohort: trust.cohort, threshold: trust.threshold, noiseMultiplier: updateZ, beta: roundingBeta,
             target: Self.wrapTarget)
         let scaledClip = clipNorm * Double(sign: .plus, exponent: bits, significand: 1)
-        sensitivity = try RoundedSensitivity.conditionalRounding(scaledClip: scaledClip, dimension: dimension, beta: roundingBeta)
+        updateSensitivity = try RoundedSensitivity.conditionalRounding(scaledClip: scaledClip, dimension: dimension, beta: roundingBeta)
+        updateDimension = dimension
+        var coordinates = dimension, magnitude = scaledClip
+        if let countNoiseMultiplier {
+            let h = try ClientLevelDP.AdaptiveClipping.countHalfWidth(noiseMultiplier: noiseMultiplier, countNoiseMultiplier: countNoiseMultiplier,
+                                                                      updateSensitivity: updateSensitivity.l2)
+            let l2 = updateSensitivity.l2
+            sensitivity = try RoundedSensitivity(l2: (l2 * l2 + Double(h) * Double(h)).squareRoot(), l1: updateSensitivity.l1 + Double(h))
+            coordinates += 1
+            magnitude = max(scaledClip, Double(h))
+            countHalfWidth = h
+        } else {
+            sensitivity = updateSensitivity
+            countHalfWidth = nil
+        }
         shareSigma = noiseMultiplier * sensitivity.l2 / Double(trust.threshold).squareRoot()
-        wrapProbability = try ModularWrap.probability(modulusBits: Self.modulusBits, scaledClip: scaledClip, dimension: dimension,
+        wrapProbability = try ModularWrap.probability(modulusBits: Self.modulusBits, scaledClip: magnitude, dimension: coordinates,
                                                       contributions: contributions, shares: trust.cohort, shareSigma: shareSigma)
         let total = noiseMultiplier * sensitivity.l2
-        assumed = try trust.steps(samplingRate: samplingRate, totalSigma: total, dimension: dimension, sensitivity: sensitivity,
+        assumed = try trust.steps(samplingRate: samplingRate, totalSigma: total, dimension: coordinates, sensitivity: sensitivity,
                                   steps: stepsPerRound)
-        trustingNoOne = try trust.trustingNoOne.steps(samplingRate: samplingRate, totalSigma: total, dimension: dimension,
+        trustingNoOne = try trust.trustingNoOne.steps(samplingRate: samplingRate, totalSigma: total, dimension: coordinates,
                                                       sensitivity: sensitivity, steps: stepsPerRound)
         self.trust = trust
         self.fractionalBits = bits
+    }
+
+    /// Adaptive clipping only: the update's noise multiplier σ/Δ₂ and the count's noise in bit units σ/(2h), σ the
+    /// noise the threshold's shares carry on every coordinate (nil without the count).
+    public var adaptiveNoise: (update: Double, count: Double)? {
+        guard let countHalfWidth else { return nil }
+        let total = shareSigma * Double(trust.threshold).squareRoot()
+        return (total / updateSensitivity.l2, total / (2 * Double(countHalfWidth)))
     }
 
     /// The δ left to the accountant when the plan's δ covers `rounds` rounds' wrap probability too:

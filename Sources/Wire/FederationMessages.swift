@@ -89,6 +89,8 @@ public struct Invite: WireMessage, Equatable {
         encoder.double(plan.accuracyNoiseMultiplier)
         // Protocol 6: whether the round asks for the held-out loss release (the coordinator's `heldout_interval`).
         encoder.bool(plan.asksHeldOutRelease)
+        // Protocol 7: adaptive clipping's σ_b (0: none), which asks the client for the count coordinate.
+        encoder.double(plan.countNoiseMultiplier ?? 0)
     }
 
     public init(from decoder: inout WireDecoder) throws {
@@ -127,6 +129,8 @@ public struct Invite: WireMessage, Equatable {
         plan.accuracyRecords = Int(try decoder.uint32("accuracyRecords"))
         plan.accuracyNoiseMultiplier = try decoder.double("accuracyNoiseMultiplier")
         plan.asksHeldOutRelease = try decoder.bool("asksHeldOutRelease")
+        let countNoiseMultiplier = try decoder.double("countNoiseMultiplier")
+        if countNoiseMultiplier != 0 { plan.countNoiseMultiplier = countNoiseMultiplier }
         // A client-level plan sends neither (its denominator q·N is the coordinator's, its K the cohort), nor q.
         if noisePlacement == .distributed && !plan.isClientLevel {
             plan.expectedBatch = expectedBatch

@@ -17,10 +17,12 @@ public enum WireProtocol {
     /// 17): a distributed round's metrics carry the client's cumulative ε trusting no one, which the audit
     /// and report show; a version-4 client would leave it out. 6 (issue 17): the invitation's plan says whether the
     /// round asks for the held-out loss release, and metrics carry that release behind a presence flag; a version-5
-    /// client would misread both, so it is refused.
-    public static let version: UInt16 = 6
+    /// client would misread both, so it is refused. 7 (issue 17): the invitation's plan carries adaptive clipping's
+    /// count noise σ_b, which asks a client-level client for one more masked coordinate; a version-6 client would send
+    /// a vector one word short, so it is refused.
+    public static let version: UInt16 = 7
     /// The versions this build reads; any other is refused.
-    public static let supportedVersions: Set<UInt16> = [6]
+    public static let supportedVersions: Set<UInt16> = [7]
     /// Header size in bytes.
     public static let headerByteCount = 12
     /// Default limit on a frame's payload: 64 MiB (a LoRA update travels in several chunks).

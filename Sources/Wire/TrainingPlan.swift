@@ -67,6 +67,12 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
     /// the training, as one more Gaussian mechanism (q = 1, one step), by clients that release it. JSON
     /// `accuracy_noise_multiplier`, default `defaultAccuracyNoiseMultiplier`.
     public var accuracyNoiseMultiplier: Double
+    /// Client-level with adaptive clipping only (Andrew et al. 2021, `ClientLevelDP.AdaptiveClipping`): σ_b, the noise
+    /// on the cohort's count of unclipped updates. Its presence asks each sampled client to append the bit
+    /// b = 1[‖Δ‖ ≤ S] as one more coordinate of its masked vector; `clip_norm` is then this round's S, which the
+    /// coordinator moves from round to round. Written by the coordinator into each invitation from its policy's
+    /// `adaptive_clipping` (JSON `count_noise_multiplier`, absent otherwise).
+    public var countNoiseMultiplier: Double?
 
     /// Whether the plan's noise is shared out over the cohort (distributed DP).
     public var isDistributed: Bool { noisePlacement == .distributed }
@@ -138,6 +144,7 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
         case accuracyRecords = "accuracy_records"
         case accuracyNoiseMultiplier = "accuracy_noise_multiplier"
         case asksHeldOutRelease = "heldout_release"
+        case countNoiseMultiplier = "count_noise_multiplier"
     }
 
     /// The privacy-unit spellings this build reads in a plan: `record`, `user` and `client` (client-level
@@ -173,6 +180,7 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
         accuracyNoiseMultiplier = try container.decodeIfPresent(Double.self, forKey: .accuracyNoiseMultiplier)
             ?? Self.defaultAccuracyNoiseMultiplier
         asksHeldOutRelease = try container.decodeIfPresent(Bool.self, forKey: .asksHeldOutRelease) ?? true
+        countNoiseMultiplier = try container.decodeIfPresent(Double.self, forKey: .countNoiseMultiplier)
     }
 
     /// Every field; a local plan's as before distributed DP existed (no `noise_placement`), so records and
@@ -199,6 +207,7 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
         try c.encode(accuracyRecords, forKey: .accuracyRecords)
         try c.encode(accuracyNoiseMultiplier, forKey: .accuracyNoiseMultiplier)
         if !asksHeldOutRelease { try c.encode(false, forKey: .asksHeldOutRelease) }
+        try c.encodeIfPresent(countNoiseMultiplier, forKey: .countNoiseMultiplier)
     }
 
     /// The plan's fields in range, or an error naming the first that is not.
@@ -234,6 +243,7 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
     private func validatePlacement(_ check: (Bool, String, String) throws -> Void) throws {
         guard !isClientLevel else { return try validateClientLevel(check) }
         try check(clientSamplingRate == nil, "client_sampling_rate", "applies to privacy_unit client only")
+        try check(countNoiseMultiplier == nil, "count_noise_multiplier", "applies to privacy_unit client with adaptive clipping only")
         guard isDistributed else {
             try check(expectedBatch == nil, "expected_batch", "applies to noise_placement distributed only")
             try check(maxContributions == nil, "max_contributions", "applies to noise_placement distributed only")
@@ -271,6 +281,15 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
                   + "q·N, which the coordinator computes from client_sampling_rate and its registered clients")
         try check(maxContributions == nil, "max_contributions", "does not apply to privacy_unit client: each sampled client "
                   + "contributes one clipped update, so the wrap bound's K is the cohort")
+        if let countNoiseMultiplier {
+            do {
+                _ = try ClientLevelDP.AdaptiveClipping.updateNoiseMultiplier(noiseMultiplier: noiseMultiplier,
+                                                                             countNoiseMultiplier: countNoiseMultiplier)
+            } catch {
+                try check(false, "count_noise_multiplier", "must be finite and above noise_multiplier / 2 = \(noiseMultiplier / 2), got "
+                          + "\(countNoiseMultiplier)")
+            }
+        }
     }
 }
 

@@ -2,6 +2,7 @@ import Audit
 @testable import CoordinatorService
 import FederationProtocol
 import Foundation
+import Privacy
 import SecureCrypto
 import SystemIO
 import TestSupport
@@ -90,6 +91,38 @@ final class ClientLevelAccountantTests: CoordinatorStateTestCase {
         XCTAssertEqual(level.sampled, 3)
         XCTAssertEqual(level.population, 3)
         XCTAssertEqual(level.roundsCharged, 1)
+    }
+
+    /// Adaptive clipping resumes after a restart from the S the last committed round set, as its audit record says
+    /// (the record is the round's commit): a record carrying next S 0.3125 is appended (marked aborted here, since a
+    /// committed one would need its adapter on disk; the reader takes the next S wherever it is, and only a committed
+    /// round's aggregation writes one), and a coordinator with adaptive clipping starts at it. Controls: a later record
+    /// that moved nothing does not reset it, and the same log under a policy without adaptive clipping starts at the
+    /// plan's S.
+    func testAdaptiveClippingResumesFromTheAuditLog() throws {
+        useClientLevelPlan()
+        configuration.rounds.adaptiveClipping = try ClientLevelDP.AdaptiveClipping(targetQuantile: 0.5, learningRate: 0.2,
+                                                                                   countNoiseMultiplier: 2)
+        XCTAssertEqual(try start().engine.withLock { $0.clientClipNorm }, 0.5, "no round yet: the plan's S")
+        let signer = try SigningKeyPair.readSecretKeyFile(path: paths.signingKey.path)
+        func record(round: UInt64, status: String, next: Double?) -> AuditRecord {
+            var record = AuditRecord(status: status, round: round, started: Date(), finished: Date(), cohort: ["a", "b"],
+                                     participants: [], declines: [], dropouts: [], aggregation: "fedavg", secureAggregation: true,
+                                     plan: configuration.rounds.plan, clients: [], maxEpsilon: nil, evalLossBefore: nil,
+                                     evalLossAfter: nil, adapterSHA256: "", abortReason: "test",
+                                     previousHash: "")
+            var level = ClientLevelRecord(population: 2, sampled: 2, samplingRate: 1, noiseMultiplier: 1, clipNorm: 0.5,
+                                          expectedCohort: 2, epsilon: 1, delta: 1e-5, epsilonBudget: 50, roundsCharged: Int(round))
+            level.adaptiveClipping = AdaptiveClippingRecord(targetQuantile: 0.5, learningRate: 0.2, countNoiseMultiplier: 2,
+                                                            unclippedFraction: next == nil ? nil : 1, nextClipNorm: next)
+            record.clientLevel = level
+            return record
+        }
+        try AuditLog(paths: paths).append(record(round: 1, status: "aborted", next: 0.3125), signer: signer)
+        try AuditLog(paths: paths).append(record(round: 2, status: "aborted", next: nil), signer: signer)
+        XCTAssertEqual(try start().engine.withLock { $0.clientClipNorm }, 0.3125)
+        configuration.rounds.adaptiveClipping = nil
+        XCTAssertEqual(try start().engine.withLock { $0.clientClipNorm }, 0.5, "control: without adaptive clipping")
     }
 
     /// A budget lowered below what was already charged: the coordinator refuses to start, naming the state file.

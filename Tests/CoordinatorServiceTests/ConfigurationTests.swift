@@ -3,6 +3,7 @@ import ClientService
 import CoordinatorService
 import FederationProtocol
 import Foundation
+import Privacy
 import SystemIO
 import TestSupport
 import Wire
@@ -60,6 +61,13 @@ final class ConfigurationTests: XCTestCase {
         try Data(text.replacingOccurrences(of: "\"client_epsilon_budget\": 8,", with: "").utf8).write(to: url)
         XCTAssertThrowsError(try CoordinatorConfiguration.load(url).rounds.validate(path: url.path)) {
             XCTAssertTrue("\($0)".contains("client_epsilon_budget"), "\($0)")
+        }
+        // Adaptive clipping (Andrew et al. 2021): the example's parameters, and a σ_b at or below z/2 refused by field.
+        XCTAssertEqual(c.rounds.adaptiveClipping,
+                       try ClientLevelDP.AdaptiveClipping(targetQuantile: 0.5, learningRate: 0.2, countNoiseMultiplier: 5))
+        try Data(text.replacingOccurrences(of: "\"count_noise_multiplier\": 5", with: "\"count_noise_multiplier\": 0.4").utf8).write(to: url)
+        XCTAssertThrowsError(try CoordinatorConfiguration.load(url).rounds.validate(path: url.path)) {
+            XCTAssertTrue("\($0)".contains("adaptive_clipping.count_noise_multiplier"), "\($0)")
         }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Privacy
 import TestSupport
 import Wire
 import XCTest
@@ -48,6 +49,42 @@ final class ClientLevelFederationEndToEndTests: XCTestCase {
             let purposes = (budget["entries"] as? [[String: Any]] ?? []).compactMap { $0["purpose"] as? String }
             XCTAssertEqual(purposes.filter { $0.contains("client-level DP per client") }.count, 4, "\(name): \(purposes)")
         }
+    }
+
+    /// Adaptive clipping (Andrew et al. 2021) through real processes: the same federation with `adaptive_clipping`
+    /// (γ 0.5, η 0.2, σ_b 2). Each invitation carries S and σ_b, each client masks the count coordinate too (the setup's
+    /// vector is one word longer, or the round would fail to unmask), and the coordinator logs b̄ and the next S; the
+    /// second round's record has as S what the first set, each committed record keeps b̄, the next S and z_Δ
+    /// (above z = 1: (1 − 1/16)^−½ = 1.033 within the grid's hair) and a count noise of at least σ_b.
+    func testAdaptiveClippingMovesSAcrossRoundsThroughRealProcesses() throws {
+        let plan = TrainingPlan(steps: 3, learningRate: 0.01, samplingRate: 0.25, noiseMultiplier: 1.0, clipNorm: 0.05,
+                                delta: 1e-5, maxLength: 64, rank: 2, alpha: 4, targets: ["q_proj", "v_proj"], privacyUnit: .client,
+                                noisePlacement: .distributed, clientSamplingRate: 1)
+        let names = ["client-a", "client-b", "client-c"]
+        let federation = try TinyFederation.make(
+            clients: names.map { ($0, 30, 100) }, minClients: 3, secureAggregation: true, plan: plan, clientEpsilonBudget: 100,
+            adaptiveClipping: try ClientLevelDP.AdaptiveClipping(targetQuantile: 0.5, learningRate: 0.2, countNoiseMultiplier: 2))
+        defer { federation.stopAll() }
+        try federation.start(names)
+        let rounds = try federation.runRounds(2)
+        XCTAssertEqual(rounds.map { $0["status"] as? String }, ["committed", "committed"], federation.serveLog)
+        XCTAssertTrue(federation.serveLog.contains("round 1: adaptive clipping: noised unclipped fraction"), federation.serveLog)
+        let records = try federation.audit().json["records"] as? [[String: Any]] ?? []
+        XCTAssertEqual(records.count, 2)
+        let levels = try records.map { try XCTUnwrap($0["client_level"] as? [String: Any], "\($0)") }
+        let adaptive = try levels.map { try XCTUnwrap($0["adaptive_clipping"] as? [String: Any], "\($0)") }
+        XCTAssertEqual(levels[0]["clip_norm"] as? Double, 0.05, "the first round clips to the plan's S")
+        let next = try XCTUnwrap(adaptive[0]["next_clip_norm"] as? Double)
+        XCTAssertEqual(try XCTUnwrap(levels[1]["clip_norm"] as? Double), next, accuracy: 1e-15, "the second round's S is the first's next")
+        XCTAssertEqual(((records[1]["plan"] as? [String: Any])?["clip_norm"] as? Double) ?? 0, next, accuracy: 1e-15)
+        XCTAssertEqual((records[1]["plan"] as? [String: Any])?["count_noise_multiplier"] as? Double, 2)
+        for a in adaptive {
+            let fraction = try XCTUnwrap(a["unclipped_fraction"] as? Double)
+            XCTAssertTrue((0...1).contains(fraction))
+            XCTAssertEqual(try XCTUnwrap(a["update_noise_multiplier"] as? Double), 1 / (1 - 1 / 16.0).squareRoot(), accuracy: 1e-3)
+            XCTAssertGreaterThanOrEqual(try XCTUnwrap(a["count_noise"] as? Double), 2)
+        }
+        XCTAssertNotEqual(next, 0.05, "S moved (b̄ is never exactly γ)")
     }
 
     /// `train` and `budget` refuse `--privacy-unit client` by name before any work: a ledger and a local run count ε per

@@ -3,6 +3,7 @@ import CoordinatorService
 import FederationDemo
 import FederationProtocol
 import Foundation
+import Privacy
 import TestSupport
 import Wire
 import XCTest
@@ -23,7 +24,8 @@ enum TinyFederation {
     static func make(clients: [Client], minClients: Int, steps: Int = 4, roundTimeout: Double = 60,
                      secureAggregation: Bool = false, canaries: [String: CanaryConfiguration] = [:],
                      aggregator: UpdateAggregator = .mean, updateNormClip: Double? = nil, plan distributedPlan: TrainingPlan? = nil,
-                     assumeHonest: Int = 1, clientEpsilonBudget: Double? = nil) throws -> LocalFederation {
+                     assumeHonest: Int = 1, clientEpsilonBudget: Double? = nil,
+                     adaptiveClipping: ClientLevelDP.AdaptiveClipping? = nil) throws -> LocalFederation {
         let federation = try LocalFederation(root: try Fixtures.temporaryDirectory("federation"), name: "e2e",
                                              executables: executables)
         let model = Fixtures.url("tiny-llama").path
@@ -42,7 +44,8 @@ enum TinyFederation {
         try federation.write(CoordinatorConfiguration(model: model, listen: "127.0.0.1", rounds: RoundPolicy(
             minClients: minClients, maxClients: clients.count, fraction: 1.0, aggregation: .fedavg,
             secureAggregation: secureAggregation, inviteTimeout: 20, roundTimeout: roundTimeout, waitForClients: 30,
-            plan: plan, aggregator: aggregator, updateNormClip: updateNormClip, clientEpsilonBudget: clientEpsilonBudget)))
+            plan: plan, aggregator: aggregator, updateNormClip: updateNormClip, clientEpsilonBudget: clientEpsilonBudget,
+            adaptiveClipping: adaptiveClipping)))
         return federation
     }
 

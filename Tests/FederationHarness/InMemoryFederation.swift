@@ -123,6 +123,8 @@ public final class InMemoryFederation {
         public var global: AdapterTensors
         /// How the round ended: an outcome the engine committed is still aborted when its aggregation fails.
         public var verdict: RoundVerdict
+        /// Adaptive clipping's move of S in a committed client-level round (nil otherwise).
+        public var adaptiveStep: AdaptiveClipStep? = nil
     }
 
     private enum Delivery {
@@ -418,19 +420,22 @@ public final class InMemoryFederation {
     /// the global adapter unchanged, as the coordinator's `commit` does.
     private func finish(_ outcome: RoundOutcome) throws -> RoundVerdict {
         var verdict: RoundVerdict = outcome.isCommitted ? .committed : .aborted(reason: outcome.abortReason ?? "aborted")
+        var step: AdaptiveClipStep?
         if outcome.isCommitted {
             do {
                 let (updates, lines) = try RoundAggregation.updates(of: outcome, policy: engine.policy, global: global, layout: layout)
                 coordinatorLog += lines
+                step = try RoundAggregation.adaptiveClipStep(of: outcome, policy: engine.policy)
                 var strategy = FedAvg()
                 global = try strategy.aggregate(global: global, updates: updates)
                 engine.setGlobalAdapter(digest: AdapterMath.digest(global), parameterCount: global.values.reduce(0) { $0 + $1.count })
+                if let step { engine.setClientClipNorm(step.nextClipNorm) }
             } catch {
                 verdict = .aborted(reason: "aggregation failed: \(error)")
                 coordinatorLog.append("round \(outcome.round): \(verdict.reason)")
             }
         }
-        finished.append(FinishedRound(outcome: outcome, global: global, verdict: verdict))
+        finished.append(FinishedRound(outcome: outcome, global: global, verdict: verdict, adaptiveStep: verdict.isCommitted ? step : nil))
         return verdict
     }
 

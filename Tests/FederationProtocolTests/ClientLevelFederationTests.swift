@@ -245,3 +245,87 @@ final class Counter: @unchecked Sendable {
     var value: Int { lock.withLock { count } }
     func increment() { lock.withLock { count += 1 } }
 }
+
+extension ClientLevelFederationTests {
+    static func adaptivePolicy(plan: TrainingPlan, countNoise: Double) throws -> RoundPolicy {
+        var policy = Self.policy(plan: plan, budget: 1e6)
+        policy.adaptiveClipping = try ClientLevelDP.AdaptiveClipping(targetQuantile: 0.5, learningRate: 0.2, countNoiseMultiplier: countNoise)
+        return policy
+    }
+
+    /// Adaptive clipping end to end (Andrew et al. 2021): four clients of N = 4 sampled at q = 0.5, every update under
+    /// S (norm 0.064 against 0.5), z 0.1 and σ_b 0.1, so b̄ = clamp(Σ(b − ½)/(q·N) + ½) = clamp(1.5 + noise of 0.05) = 1
+    /// and each round S moves by exp(−0.2·(1 − 0.5)): 0.5, 0.4524, 0.4094 in three rounds, each round's invitation
+    /// carrying the S the last one set and σ_b, each client's masked vector one word longer (the count), its ledger
+    /// charged the round's mechanism with the count in it (d + 1 coordinates). Then a round with two of four updates
+    /// over S reads b̄ within 5 standard errors (0.25) of ½. Seen failing with the engine's `setClientClipNorm` call
+    /// removed from the harness (S stayed 0.5).
+    func testAdaptiveClippingMovesSTowardsTheQuantile() throws {
+        var plan = Self.plan
+        plan.noiseMultiplier = 0.1
+        let policy = try Self.adaptivePolicy(plan: plan, countNoise: 0.1)
+        XCTAssertNil(field(policy))
+        let federation = try InMemoryFederation(
+            policy: policy, model: Self.model, global: try zeroGlobal(),
+            clients: try ["a", "b", "c", "d"].map { try client($0, value: 0.001, maxEpsilon: 1e5) }, now: t0,
+            sampleClients: { clients, _ in clients })
+        try federation.startRounds(3)
+        XCTAssertEqual(federation.finished.count, 3)
+        var expected = 0.5
+        for finished in federation.finished {
+            XCTAssertTrue(finished.verdict.isCommitted, "\(finished.verdict) \(federation.coordinatorLog)")
+            let facts = try XCTUnwrap(finished.outcome.clientLevel)
+            XCTAssertEqual(facts.clipNorm, expected, accuracy: 1e-12, "round \(finished.outcome.round)")
+            let secure = try XCTUnwrap(finished.outcome.secure)
+            XCTAssertEqual(Int(secure.setup.vectorLength), 4096 + 2, "the update, the count and the participation word")
+            let step = try XCTUnwrap(finished.adaptiveStep)
+            XCTAssertEqual(step.clipNorm, expected, accuracy: 1e-12)
+            XCTAssertEqual(step.unclippedFraction, 1)
+            expected *= exp(-0.2 * 0.5)
+            XCTAssertEqual(step.nextClipNorm, expected, accuracy: 1e-12)
+            XCTAssertEqual(step.updateNoiseMultiplier, 1 / (100 - 25.0).squareRoot(), accuracy: 1e-3)
+            let roundPlan = policy.plan(round: finished.outcome.round, clientLevel: facts)
+            XCTAssertEqual(roundPlan.countNoiseMultiplier, 0.1)
+            let parameters = try SecureUpdate.clientLevelParameters(plan: roundPlan, setup: secure.setup, assumeHonest: 1)
+            XCTAssertEqual(parameters.preview.assumed.dimension, 4096 + 1)
+            for name in ["a", "b", "c", "d"] {
+                let ledger = try XCTUnwrap(federation.clients[name]).ledger()
+                XCTAssertTrue(ledger.entries.contains { $0.mechanism == parameters.ledgerMechanism }, "\(name): the count is accounted")
+            }
+        }
+        XCTAssertEqual(federation.engine.clientClipNorm, expected, accuracy: 1e-12)
+
+        let mixed = try InMemoryFederation(
+            policy: policy, model: Self.model, global: try zeroGlobal(),
+            clients: try ["a": Float(0.001), "b": 0.002, "c": 0.05, "d": 0.1].sorted { $0.key < $1.key }
+                .map { try client($0.key, value: $0.value, maxEpsilon: 1e5) }, now: t0,
+            sampleClients: { clients, _ in clients })
+        try mixed.startRounds(1)
+        let step = try XCTUnwrap(mixed.finished.first?.adaptiveStep, "\(mixed.coordinatorLog)")
+        XCTAssertEqual(step.unclippedFraction, 0.5, accuracy: 5 * step.countNoise / 2)
+        XCTAssertLessThan(step.countNoise, 0.11)
+    }
+
+    /// A plan of the wrong shape is refused by field: adaptive clipping on a record-level plan, a σ_b at or below z/2
+    /// (`adaptive_clipping.count_noise_multiplier`), a γ outside (0, 1), and `count_noise_multiplier` written into the
+    /// plan itself (the coordinator writes it into each invitation).
+    func testAdaptiveClippingIsCheckedByField() throws {
+        XCTAssertNil(field(try Self.adaptivePolicy(plan: Self.plan, countNoise: 2)))
+        var policy = try Self.adaptivePolicy(plan: Self.plan, countNoise: 2)
+        policy.adaptiveClipping?.countNoiseMultiplier = 0.5
+        XCTAssertEqual(field(policy), "adaptive_clipping.count_noise_multiplier")
+        policy = try Self.adaptivePolicy(plan: Self.plan, countNoise: 2)
+        policy.adaptiveClipping?.targetQuantile = 1.5
+        XCTAssertEqual(field(policy), "adaptive_clipping.target_quantile")
+        policy = try Self.adaptivePolicy(plan: Self.plan, countNoise: 2)
+        policy.plan.countNoiseMultiplier = 2
+        XCTAssertEqual(field(policy), "plan.count_noise_multiplier")
+        var recordLevel = Self.plan
+        recordLevel.privacyUnit = .record
+        recordLevel.noisePlacement = .local
+        recordLevel.clientSamplingRate = nil
+        var record = Self.policy(plan: recordLevel, budget: nil)
+        record.adaptiveClipping = try ClientLevelDP.AdaptiveClipping(targetQuantile: 0.5, learningRate: 0.2, countNoiseMultiplier: 2)
+        XCTAssertEqual(field(record), "adaptive_clipping")
+    }
+}

@@ -272,17 +272,21 @@ final class DistributedFederationTests: XCTestCase {
         let invite = Invite(round: 7, plan: Self.plan, aggregation: "fedavg", secureAggregation: true,
                             adapterSHA256: String(repeating: "a", count: 64), deadlineSeconds: 60)
         let frame = try invite.frame()
-        XCTAssertEqual(frame.version, 6, "protocol 4 brought the mode; 5 the metrics' cumulative ε trusting no one; 6 the "
-                       + "held-out release's flag")
+        XCTAssertEqual(frame.version, 7, "protocol 4 brought the mode; 5 the metrics' cumulative ε trusting no one; 6 the "
+                       + "held-out release's flag; 7 adaptive clipping's σ_b")
         XCTAssertEqual(try Invite(frame: frame), invite)
         var local = invite
         local.plan = InMemoryFederationTests.plan
         XCTAssertEqual(try Invite(frame: try local.frame()), local)
         var bytes = try local.frame().payload
-        // The last 12 bytes are expected_batch (8) and max_contributions (4): a local plan with a denominator.
-        bytes.replaceSubrange((bytes.count - 12)..<(bytes.count - 4), with: [0x40, 0x18, 0, 0, 0, 0, 0, 0])
+        // expected_batch (8) and max_contributions (4) come before the accuracy release's bound and z (12), the held-out
+        // flag (1) and σ_b (8): a local plan with a denominator of 6. (Until protocol 7 this test wrote into the accuracy
+        // fields, whose refusal also names invite.plan; it now checks that the denominator's refusal is the one seen.)
+        let start = bytes.count - 8 - 1 - 12 - 12
+        XCTAssertEqual(Array(bytes[start..<(start + 8)]), [UInt8](repeating: 0, count: 8), "a local plan sends 0")
+        bytes.replaceSubrange(start..<(start + 8), with: [0x40, 0x18, 0, 0, 0, 0, 0, 0])
         XCTAssertThrowsError(try Invite(frame: Frame(type: .invite, payload: bytes))) { error in
-            XCTAssertTrue("\(error)".contains("invite.plan"), "\(error)")
+            XCTAssertTrue("\(error)".contains("expected_batch 6"), "\(error)")
         }
     }
 }

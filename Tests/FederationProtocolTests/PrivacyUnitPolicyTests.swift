@@ -73,8 +73,9 @@ extension ClientAgentTests {
         XCTAssertEqual(try Invite(frame: frame).plan.privacyUnit, .user)
         var bad = frame
         // The unit is followed (protocol 4) by the noise placement "local" and 12 bytes of distributed fields, then
-        // (protocol 5) 12 bytes of the condition accuracy release's bound and z, and (protocol 6) the held-out release flag.
-        let tail = Array("user".utf8), after = Array("local".utf8).count + 4 + 12 + 12 + 1
+        // (protocol 5) 12 bytes of the condition accuracy release's bound and z, (protocol 6) the held-out release flag, and
+        // (protocol 7) adaptive clipping's σ_b (8 bytes).
+        let tail = Array("user".utf8), after = Array("local".utf8).count + 4 + 12 + 12 + 1 + 8
         let end = bad.payload.count - after
         XCTAssertEqual(Array(bad.payload[(end - 4)..<end]), tail)
         bad.payload.replaceSubrange((end - 4)..<end, with: Array("uzer".utf8))

@@ -171,7 +171,7 @@ final class ClientLevelShareTests: XCTestCase {
         let updates = [update(norm: 10, phase: 0), update(norm: 0.5, phase: 1), update(norm: 3, phase: 2)]
         var sum = [UInt32](repeating: 0, count: d)
         for u in updates {
-            let words = try ClientLevelDP.maskedWords(update: u, clipNorm: s, round: round)
+            let words = try ClientLevelDP.maskedWords(update: u, clipNorm: s, round: round).words
             for i in 0..<d { sum[i] = sum[i] &+ words[i] }
         }
         let estimate = ClientLevelDP.estimate(modularSum: sum, round: round, expectedCohort: q * population)

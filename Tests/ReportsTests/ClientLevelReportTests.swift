@@ -49,5 +49,34 @@ final class ClientLevelReportTests: XCTestCase {
         }
         XCTAssertEqual(try JSONDecoder().decode(AuditRecord.self, from: data), record)
         XCTAssertNil(try JSONDecoder().decode(AuditRecord.self, from: JSONEncoder().encode(ReportFixtures.records()[0])).clientLevel)
+        XCTAssertFalse(text.contains("adaptive_clipping"), "absent without adaptive clipping, so earlier records encode the same")
+    }
+
+    /// Adaptive clipping (Andrew et al. 2021): the record keeps γ, η, σ_b and, for a committed round, b̄, the next S and
+    /// z_Δ, through JSON; the report adds their three columns ("n/a" for the skipped round, which moved nothing) and a
+    /// note. Control: without adaptive clipping the table has no such column.
+    func testTheReportShowsAdaptiveClipping() throws {
+        XCTAssertFalse(AuditReport.html(AuditReportInput(records: clientLevelRecords(), chain: .verified(records: 4, publicKey: "")))
+            .contains("data-field=\"next-clip\""))
+        var records = clientLevelRecords()
+        records[0].clientLevel?.adaptiveClipping = AdaptiveClippingRecord(
+            targetQuantile: 0.5, learningRate: 0.2, countNoiseMultiplier: 2, unclippedFraction: 0.8126, nextClipNorm: 0.04709,
+            updateNoiseMultiplier: 1.1843, countNoise: 2.0004)
+        records[1].clientLevel?.adaptiveClipping = AdaptiveClippingRecord(targetQuantile: 0.5, learningRate: 0.2, countNoiseMultiplier: 2)
+        let data = try JSONEncoder().encode(records[0])
+        let text = String(decoding: data, as: UTF8.self)
+        for key in ["\"adaptive_clipping\"", "\"target_quantile\"", "\"unclipped_fraction\"", "\"next_clip_norm\"",
+                    "\"update_noise_multiplier\""] {
+            XCTAssertTrue(text.contains(key), key)
+        }
+        XCTAssertEqual(try JSONDecoder().decode(AuditRecord.self, from: data), records[0])
+        let html = AuditReport.html(AuditReportInput(records: records, chain: .verified(records: 4, publicKey: "")))
+        ReportFixtures.assertSelfContained(html)
+        XCTAssertTrue(html.contains("Adaptive clipping (Andrew et al. 2021)"))
+        let rows = ReportFixtures.rows(html, table: "client-level-table")
+        XCTAssertEqual(rows[0].cells["unclipped-fraction"], "0.813 (0.5)")
+        XCTAssertEqual(rows[0].cells["next-clip"], "0.04709")
+        XCTAssertEqual(rows[0].cells["update-z"], "1.184")
+        XCTAssertEqual(rows[1].cells["next-clip"], "n/a")
     }
 }

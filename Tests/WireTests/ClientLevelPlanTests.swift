@@ -75,5 +75,18 @@ final class ClientLevelPlanTests: XCTestCase {
         var bad = invite
         bad.plan.expectedBatch = 5
         XCTAssertThrowsError(try Invite(frame: bad.frame())) { XCTAssertTrue("\($0)".contains("client-level plan"), "\($0)") }
+        // Adaptive clipping: σ_b travels (protocol 7) and comes back; absent, it stays absent; one at or below z/2, or
+        // on a record-level plan, is refused naming the field.
+        var adaptive = invite
+        adaptive.plan.countNoiseMultiplier = 2
+        XCTAssertEqual(try Invite(frame: adaptive.frame()).plan.countNoiseMultiplier, 2)
+        XCTAssertNil(decoded.plan.countNoiseMultiplier)
+        adaptive.plan.countNoiseMultiplier = plan.noiseMultiplier / 2
+        XCTAssertThrowsError(try Invite(frame: adaptive.frame())) { XCTAssertTrue("\($0)".contains("count_noise_multiplier"), "\($0)") }
+        var recordLevel = Invite(round: 3, plan: TrainingPlan(steps: 1, learningRate: 0.1, samplingRate: 0.1, noiseMultiplier: 1,
+                                                              clipNorm: 1, delta: 1e-5, maxLength: 8, rank: 1, alpha: 1, targets: ["q_proj"]),
+                                 aggregation: "fedavg", secureAggregation: true, adapterSHA256: "ab", deadlineSeconds: 60)
+        recordLevel.plan.countNoiseMultiplier = 2
+        XCTAssertThrowsError(try Invite(frame: recordLevel.frame())) { XCTAssertTrue("\($0)".contains("count_noise_multiplier"), "\($0)") }
     }
 }

@@ -28,14 +28,15 @@ final class HeldOutScheduleWireTests: XCTestCase {
             XCTAssertEqual(read.plan.asksHeldOutRelease, asks)
             XCTAssertEqual(read, invite(asks: asks))
         }
-        // The flag is the payload's last byte: any value but 0 and 1 is refused by name.
+        // The flag is the payload's byte before σ_b (protocol 7, 8 bytes): any value but 0 and 1 is refused by name.
         var payload = try invite(asks: false).frame().payload
-        XCTAssertEqual(payload.last, 0)
-        payload[payload.count - 1] = 2
+        let flag = payload.count - 9
+        XCTAssertEqual(payload[flag], 0)
+        payload[flag] = 2
         XCTAssertThrowsError(try Invite(frame: Frame(type: .invite, payload: payload))) {
             XCTAssertTrue("\($0)".contains("asksHeldOutRelease"), "\($0)")
         }
-        payload.removeLast()
+        payload.removeLast(9)
         XCTAssertThrowsError(try Invite(frame: Frame(type: .invite, payload: payload)), "an invitation without the flag")
     }
 

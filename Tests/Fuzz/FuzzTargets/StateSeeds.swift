@@ -23,7 +23,9 @@ enum StateSeeds {
     static let clientLevelCoordinator = """
         {"model": "../models/m.gguf", "rounds": {"min_clients": 5, "max_clients": 200, "fraction": 1.0,
          "aggregation": "fedavg", "secure_aggregation": true, "invite_timeout": 60, "round_timeout": 900,
-         "wait_for_clients": 300, "client_epsilon_budget": 8, "plan": {"steps": 10, "learning_rate": 0.0005,
+         "wait_for_clients": 300, "client_epsilon_budget": 8,
+         "adaptive_clipping": {"target_quantile": 0.5, "learning_rate": 0.2, "count_noise_multiplier": 5},
+         "plan": {"steps": 10, "learning_rate": 0.0005,
          "sampling_rate": 0.05, "noise_multiplier": 1.0, "clip_norm": 0.05, "delta": 1e-5, "max_length": 512, "rank": 8,
          "alpha": 16, "targets": ["q_proj", "v_proj"], "privacy_unit": "client", "noise_placement": "distributed",
          "client_sampling_rate": 0.1}}}

@@ -9,12 +9,16 @@ enum WireSeeds {
     static let invite = Invite(round: 3, plan: plan, aggregation: "fedavg", secureAggregation: true,
                                adapterSHA256: String(repeating: "ab", count: 32), deadlineSeconds: 60)
 
-    /// Issue 17: an invitation to a client-level (DP-FedAvg) round, so that campaigns start inside its decoding.
-    static let clientLevelInvite = Invite(
-        round: 4, plan: TrainingPlan(steps: 10, learningRate: 0.0005, samplingRate: 0.05, noiseMultiplier: 1.0, clipNorm: 0.05,
-                                     delta: 1e-5, maxLength: 256, rank: 4, alpha: 8, targets: ["q_proj", "v_proj"],
-                                     privacyUnit: .client, noisePlacement: .distributed),
-        aggregation: "fedavg", secureAggregation: true, adapterSHA256: String(repeating: "ab", count: 32), deadlineSeconds: 60)
+    /// Issue 17: an invitation to a client-level (DP-FedAvg) round with adaptive clipping's σ_b (protocol 7), so that
+    /// campaigns start inside its decoding.
+    static let clientLevelInvite: Invite = {
+        var plan = TrainingPlan(steps: 10, learningRate: 0.0005, samplingRate: 0.05, noiseMultiplier: 1.0, clipNorm: 0.05,
+                                delta: 1e-5, maxLength: 256, rank: 4, alpha: 8, targets: ["q_proj", "v_proj"],
+                                privacyUnit: .client, noisePlacement: .distributed)
+        plan.countNoiseMultiplier = 5
+        return Invite(round: 4, plan: plan, aggregation: "fedavg", secureAggregation: true,
+                      adapterSHA256: String(repeating: "ab", count: 32), deadlineSeconds: 60)
+    }()
 
     /// Protocol 6: an invitation to a round that asks for no held-out loss release (`heldout_interval`).
     static let skippingInvite: Invite = {
