@@ -18,7 +18,10 @@ struct RoundsPlanCommand: ParsableCommand {
                         "round_epsilon", "total_epsilon" (both null without privacy), "rounds": [{"round",
                         "epsilon"}], "clients": [{"id", "policy", "would_decline", "reason"}], "aggregation":
                         {"strategy", "secure_aggregation", "aggregator", "trim_fraction", "update_clip",
-                        "update_norm_clip" (null: the default update_clip·√P, P the adapter's parameter count)}}
+                        "update_norm_clip" (null: the default update_clip·√P, P the adapter's parameter count)},
+                        "noise_placement" and "privacy_unit" (distributed and client-level plans only),
+                        "adaptive_clipping": {"initial_clip_norm", "target_quantile", "learning_rate",
+                        "count_noise_multiplier", "update_noise_multiplier"} (client-level with it only)}
 
         ε is the RDP accountant's at the plan's δ for a client in every round: one round is "steps"
         compositions of the Poisson-subsampled Gaussian at the plan's q and σ, N rounds N×steps (the
@@ -27,7 +30,9 @@ struct RoundsPlanCommand: ParsableCommand {
         client's operator previews its own ledger with 'conclave-client privacy plan'. Needs no running
         coordinator; starts nothing. The aggregation line says what bounds one client's part in a round:
         in plain rounds the coordinator clips each update to an L2 norm and combines them by the mean, the
-        trimmed mean or the median; in secure rounds each client clips its own values, unchecked.
+        trimmed mean or the median; in secure rounds each client clips its own values, unchecked. A
+        client-level plan shows the federation's client-level ε instead, and with adaptive clipping the
+        update's noise multiplier that pays for the noised count (the ε is the same).
 
         examples:
           conclave-coordinator rounds plan --state coord --config Config/coordinator.json --count 10
