@@ -240,7 +240,7 @@ struct EvalCommand: ParsableCommand {
                                         maxLength: maxLength ?? configuration.contextLength,
                                         vocabularySize: configuration.vocabSize)
         let evaluation = try Evaluator.evaluate(model: loaded.model, examples: examples,
-                                                progress: ProgressReporter(label: "eval", total: examples.count, enabled: !json))
+                                                progress: ProgressReporter(label: "eval", total: examples.count))
         if json {
             var report = evaluation.json(peakResidentBytes: ProcessStatistics.peakResidentBytes())
             report["precision"] = precision.rawValue

@@ -60,7 +60,7 @@ struct QuantizeCommand: ParsableCommand {
                                 + "for pre-tokenized data ({\"input_ids\"}) only, and llama.cpp cannot load it\n")
         }
         let adapter = try adapterPath.map { try ModelLoader.loadAdapter(path: $0, for: loaded.model) }
-        let progress = ProgressReporter(label: "quantize", total: loaded.model.configuration.numHiddenLayers + 1, enabled: !json)
+        let progress = ProgressReporter(label: "quantize", total: loaded.model.configuration.numHiddenLayers + 1)
         try ModelExporter.export(loaded, adapter: adapter, scheme: scheme, to: URL(fileURLWithPath: out)) { done, _ in
             progress.update(done)
         }

@@ -56,7 +56,8 @@ struct TrainCommand: ParsableCommand {
                                     "peak_rss_bytes", "adapter", "ledger", "ledger_epsilon_spent",
                                     "ledger_epsilon_budget"}
         Progress (step, loss, tokens/s, ε so far, ETA; held-out evaluations with their ETA) goes to standard
-        error. The summary gives this run's ε and, with --state, the ledger's ε spent of its budget.
+        error, with --json too (the JSON alone goes to standard output). The summary gives this run's ε and,
+        with --state, the ledger's ε spent of its budget.
 
         examples:
           conclave-client train --model models/SmolLM2-135M-Instruct.Q4_1.gguf --data cardio.jsonl --out adapter --steps 20
@@ -211,7 +212,7 @@ struct TrainCommand: ParsableCommand {
         let ledger = try chargeLedger(for: trainer, privacy: configuration.privacy)
 
         // Progress: ε so far by RDP (cheap) every step it prints.
-        let progress = ProgressReporter(label: "train", total: trainer.totalSteps, enabled: !json)
+        let progress = ProgressReporter(label: "train", total: trainer.totalSteps)
         if !json, let p = configuration.privacy {
             StandardError.write(String(format: "DP-SGD: q %.5f, σ %.4f, C %g, %d steps, δ %g (%@)\n", trainer.samplingRate,
                                        p.noiseMultiplier, p.clipNorm, trainer.totalSteps, p.delta, p.accountant.rawValue))
@@ -236,7 +237,7 @@ struct TrainCommand: ParsableCommand {
 
     /// Progress of a held-out evaluation (records done, loss so far, ETA) on standard error: it takes seconds.
     func heldOutProgress(_ examples: [TokenizedExample], _ when: String) -> ProgressReporter {
-        ProgressReporter(label: "held-out \(when)", total: examples.count, enabled: !json)
+        ProgressReporter(label: "held-out \(when)", total: examples.count)
     }
 
     /// The ledger this run charged: where it is, and its ε spent (this run included) and budget.

@@ -39,6 +39,11 @@ final class TrainCommandTests: XCTestCase {
             XCTAssertNotNil(json[key], key)
         }
         XCTAssertEqual(json["sampling_rate"] as? Double, 0.25)
+        // With --json the progress still goes to standard error (the JSON alone to standard output): a scripted run of
+        // an hour is not silent. Seen failing when --json silenced it.
+        let progress = result.stderr.split(separator: "\n")
+        XCTAssertTrue(progress.contains { $0.hasPrefix("train: 20/20") }, result.stderr)
+        XCTAssertTrue(progress.contains { $0.hasPrefix("held-out after: 16/16") }, result.stderr)
         XCTAssertTrue(FileManager.default.fileExists(atPath: adapter + "/adapter_model.safetensors"))
         XCTAssertTrue(FileManager.default.fileExists(atPath: adapter + "/adapter_config.json"))
 
