@@ -45,12 +45,10 @@ struct RoundHistory {
 
     /// The plan a round cut short was invited with: a client-level round's S and σ_b from its marked record.
     static func plan(policy: RoundPolicy, round: UInt64, clientLevel: ClientLevelRecord?) -> TrainingPlan {
-        var plan = policy.plan(round: round)
-        if let clientLevel {
-            plan.clipNorm = clientLevel.clipNorm
-            plan.countNoiseMultiplier = clientLevel.adaptiveClipping?.countNoiseMultiplier
-        }
-        return plan
+        let scheduled = policy.plan(round: round)
+        guard let clientLevel else { return scheduled }
+        return scheduled.clientLevelRound(clipNorm: clientLevel.clipNorm,
+                                          countNoiseMultiplier: clientLevel.adaptiveClipping?.countNoiseMultiplier)
     }
 
     /// Ends the round a crash left marked in flight: unless it committed, its uncommitted adapter is

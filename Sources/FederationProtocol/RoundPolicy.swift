@@ -112,12 +112,9 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
     /// The plan round `round`'s invitation carries: the scheduled one (`plan(round:)`), with a client-level round's S
     /// and, with adaptive clipping, σ_b from its facts.
     public func plan(round: UInt64, clientLevel: ClientLevelRoundFacts?) -> TrainingPlan {
-        var invited = plan(round: round)
-        if let clientLevel {
-            invited.clipNorm = clientLevel.clipNorm
-            invited.countNoiseMultiplier = clientLevel.countNoiseMultiplier
-        }
-        return invited
+        let scheduled = plan(round: round)
+        guard let clientLevel else { return scheduled }
+        return scheduled.clientLevelRound(clipNorm: clientLevel.clipNorm, countNoiseMultiplier: clientLevel.countNoiseMultiplier)
     }
 
     /// The scheduled plan of round `round`: the policy's, without the condition accuracy release in a round

@@ -34,12 +34,11 @@ public struct DistributedRound: Sendable {
     public init(samplingRate: Double, noiseMultiplier: Double, clipNorm: Double, dimension: Int, cohort: Int, threshold: Int,
                 assumeHonest: Int, contributions: Int, countNoiseMultiplier: Double? = nil) throws {
         let trust = try NoiseTrust(cohort: cohort, threshold: threshold, assumeHonest: min(max(assumeHonest, 1), max(cohort, 1)))
-        let updateZ = try countNoiseMultiplier.map {
-            try ClientLevelDP.AdaptiveClipping.updateNoiseMultiplier(noiseMultiplier: noiseMultiplier, countNoiseMultiplier: $0)
-        } ?? noiseMultiplier
         var bits = try ModularWrap.fractionalBits(
             modulusBits: DistributedPlanPreview.modulusBits, clipNorm: clipNorm, dimension: dimension, contributions: contributions,
-            cohort: cohort, threshold: threshold, noiseMultiplier: updateZ, beta: 0, target: DistributedPlanPreview.wrapTarget)
+            cohort: cohort, threshold: threshold,
+            noiseMultiplier: DistributedPlanPreview.wrapNoiseMultiplier(noiseMultiplier, countNoiseMultiplier: countNoiseMultiplier),
+            beta: 0, target: DistributedPlanPreview.wrapTarget)
         func preview(_ bits: Int) throws -> DistributedPlanPreview {
             try DistributedPlanPreview(samplingRate: samplingRate, noiseMultiplier: noiseMultiplier, stepsPerRound: 1,
                                        clipNorm: clipNorm, dimension: dimension, trust: trust, contributions: contributions,

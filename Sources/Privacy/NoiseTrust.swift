@@ -152,13 +152,10 @@ public struct DistributedPlanPreview: Sendable {
     public init(samplingRate: Double, noiseMultiplier: Double, stepsPerRound: Int, clipNorm: Double, dimension: Int,
                 trust: NoiseTrust, contributions: Int, fractionalBits: Int?,
                 roundingBeta: Double = DistributedPlanPreview.roundingBeta, countNoiseMultiplier: Double? = nil) throws {
-        // With the count the update's noise multiplier is at most z_Δ, so z_Δ bounds the wrap from above.
-        let updateZ = try countNoiseMultiplier.map {
-            try ClientLevelDP.AdaptiveClipping.updateNoiseMultiplier(noiseMultiplier: noiseMultiplier, countNoiseMultiplier: $0)
-        } ?? noiseMultiplier
         let bits = try fractionalBits ?? ModularWrap.fractionalBits(
             modulusBits: Self.modulusBits, clipNorm: clipNorm, dimension: dimension, contributions: contributions,
-            cohort: trust.cohort, threshold: trust.threshold, noiseMultiplier: updateZ, beta: roundingBeta,
+            cohort: trust.cohort, threshold: trust.threshold,
+            noiseMultiplier: Self.wrapNoiseMultiplier(noiseMultiplier, countNoiseMultiplier: countNoiseMultiplier), beta: roundingBeta,
             target: Self.wrapTarget)
         let scaledClip = clipNorm * Double(sign: .plus, exponent: bits, significand: 1)
         updateSensitivity = try RoundedSensitivity.conditionalRounding(scaledClip: scaledClip, dimension: dimension, beta: roundingBeta)
@@ -186,6 +183,14 @@ public struct DistributedPlanPreview: Sendable {
                                                       sensitivity: sensitivity, steps: stepsPerRound)
         self.trust = trust
         self.fractionalBits = bits
+    }
+
+    /// The noise multiplier the wrap analysis sizes the update's noise with: z, or with adaptive clipping's count z_Δ,
+    /// which bounds the update's σ/Δ₂ from above (`AdaptiveClipping.countHalfWidth`).
+    /// - Throws: `PrivacyParameterError` for σ_b at or below z/2.
+    static func wrapNoiseMultiplier(_ z: Double, countNoiseMultiplier: Double?) throws -> Double {
+        guard let countNoiseMultiplier else { return z }
+        return try ClientLevelDP.AdaptiveClipping.updateNoiseMultiplier(noiseMultiplier: z, countNoiseMultiplier: countNoiseMultiplier)
     }
 
     /// Adaptive clipping only: the update's noise multiplier σ/Δ₂ and the count's noise in bit units σ/(2h), σ the

@@ -124,6 +124,15 @@ public struct TrainingPlan: Codable, Sendable, Equatable {
         self.accuracyNoiseMultiplier = accuracyNoiseMultiplier
     }
 
+    /// A client-level round's plan: this one with the round's S and adaptive clipping's σ_b (nil: none), as the
+    /// invitation carries it and the audit record keeps it.
+    public func clientLevelRound(clipNorm: Double, countNoiseMultiplier: Double?) -> TrainingPlan {
+        var round = self
+        round.clipNorm = clipNorm
+        round.countNoiseMultiplier = countNoiseMultiplier
+        return round
+    }
+
     /// Whether the plan trains with differential privacy.
     public var isPrivate: Bool { noiseMultiplier > 0 }
 
